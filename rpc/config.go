@@ -1,0 +1,102 @@
+package rpc
+
+import (
+	"crypto/tls"
+	"time"
+
+	"capnproto.org/go/capnp/v3"
+	"github.com/hashicorp/go-hclog"
+)
+
+// Defaults used by DefaultConfig and for zero fields of a Config.
+const (
+	DefaultMaxMessageSize   = 16 << 20 // 16 MiB: room for large AppendEntries batches and snapshot chunks
+	DefaultMaxConns         = 1024
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultFrameTimeout     = 30 * time.Second
+	DefaultIdleTimeout      = 5 * time.Minute
+	DefaultWriteTimeout     = 30 * time.Second
+)
+
+// Config configures a Server. The zero value of every field but Bootstrap
+// means "use the default".
+type Config struct {
+	// Bootstrap returns the capability a new connection receives when the
+	// peer asks for its bootstrap interface. It is called once per
+	// connection, before the first message is read, and the Server takes
+	// ownership of the returned client (it is released with the
+	// connection). Capabilities it creates should be exported through
+	// conn.Exporter so that their calls are guarded.
+	Bootstrap func(conn *ConnInfo) capnp.Client
+
+	// MaxMessageSize is the largest frame, in bytes, read from a peer. A
+	// larger frame closes the connection before any memory is allocated
+	// for it. Both ends of a connection should agree on it.
+	MaxMessageSize uint64
+
+	// MaxConns caps the connections served at once; one more is closed as
+	// soon as it is accepted.
+	MaxConns int
+
+	// HandshakeTimeout bounds the time from accept to the first complete
+	// frame (including a TLS handshake).
+	HandshakeTimeout time.Duration
+
+	// FrameTimeout bounds the time from the first byte of a frame to its
+	// last, so a peer that sends a partial frame cannot hold a connection.
+	FrameTimeout time.Duration
+
+	// IdleTimeout closes a connection from which no frame arrived for this
+	// long. Negative disables it. Clients from this project send keepalives
+	// (see DialConfig.KeepAlive).
+	IdleTimeout time.Duration
+
+	// WriteTimeout bounds a single frame write to the peer.
+	WriteTimeout time.Duration
+
+	// TLSConfig, if set, makes the server speak TLS on every connection.
+	TLSConfig *tls.Config
+
+	// Logger receives the server's logs; nil means no logging.
+	Logger hclog.Logger
+}
+
+// DefaultConfig returns a Config with every limit at its default. The caller
+// still has to set Bootstrap.
+func DefaultConfig() Config {
+	return Config{
+		MaxMessageSize:   DefaultMaxMessageSize,
+		MaxConns:         DefaultMaxConns,
+		HandshakeTimeout: DefaultHandshakeTimeout,
+		FrameTimeout:     DefaultFrameTimeout,
+		IdleTimeout:      DefaultIdleTimeout,
+		WriteTimeout:     DefaultWriteTimeout,
+	}
+}
+
+// withDefaults fills the zero fields of c.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.MaxMessageSize == 0 {
+		c.MaxMessageSize = d.MaxMessageSize
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = d.MaxConns
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = d.HandshakeTimeout
+	}
+	if c.FrameTimeout == 0 {
+		c.FrameTimeout = d.FrameTimeout
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = d.IdleTimeout
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = d.WriteTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+	return c
+}

@@ -1,0 +1,28 @@
+// Package rpc serves and dials Cap'n Proto capabilities over TCP.
+//
+// It is shaped like net/http: a Server configured by a Config, Serve on a
+// net.Listener, ListenAndServe, Shutdown(ctx) to drain and Close to stop at
+// once; Dial returns a ClientConn whose Node is the remote bootstrap
+// capability.
+//
+// What it adds to go-capnp's rpc.Conn, and why:
+//
+//   - One bootstrap object per connection (Config.Bootstrap is called for
+//     each). go-capnp runs the calls of one capability object one at a time,
+//     so a shared object would funnel every connection through one goroutine.
+//   - A transport codec that refuses frames larger than MaxMessageSize before
+//     allocating them (go-capnp v3.1.0-alpha.2 allocates whatever size a frame
+//     header claims), and read deadlines: a new connection must deliver its
+//     first frame within HandshakeTimeout, a started frame must complete
+//     within FrameTimeout, and a connection silent for IdleTimeout is closed.
+//     Writes that make no progress for WriteTimeout fail, so a peer that
+//     stops reading cannot pin a connection's goroutines forever.
+//   - MaxConns bounds file descriptors and per-connection memory.
+//   - Every capability a connection hands out is exported through the
+//     connection's Exporter, which recovers a panicking handler (the call
+//     fails, the node lives on) and counts calls in flight so Shutdown can
+//     let them finish.
+//
+// A bad connection is that connection's problem only: it is logged and
+// closed, and every other connection carries on.
+package rpc

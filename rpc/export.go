@@ -1,0 +1,114 @@
+package rpc
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+	"sync"
+
+	"capnproto.org/go/capnp/v3"
+	"capnproto.org/go/capnp/v3/exc"
+	"capnproto.org/go/capnp/v3/server"
+	"github.com/hashicorp/go-hclog"
+)
+
+// Exporter turns capability implementations into clients whose calls are
+// guarded: a handler that panics is recovered, logged with its stack, and
+// its call fails with an error, and calls are counted so a Server can let
+// the ones in flight finish before it closes connections.
+//
+// A Server gives each connection an Exporter (ConnInfo.Exporter). Code
+// outside a Server, such as a client exporting a callback, uses
+// NewExporter.
+type Exporter struct {
+	gate *callGate
+	log  hclog.Logger
+}
+
+// NewExporter returns an Exporter not tied to any Server; log receives
+// recovered panics (nil discards them).
+func NewExporter(log hclog.Logger) *Exporter {
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	return &Exporter{gate: newCallGate(), log: log}
+}
+
+// Export returns a client for a capability implemented by methods, as
+// produced by a generated XXX_Methods(nil, impl) function. brand is
+// usually impl; shutdown, if not nil, runs when the last reference to the
+// capability is released (including when its connection ends). The caller
+// owns the returned client.
+func (e *Exporter) Export(methods []server.Method, brand any, shutdown server.Shutdowner) capnp.Client {
+	guarded := make([]server.Method, len(methods))
+	for i, m := range methods {
+		guarded[i] = server.Method{Method: m.Method, Impl: e.guard(m)}
+	}
+	return capnp.NewClient(server.New(guarded, brand, shutdown))
+}
+
+// errShuttingDown is returned for calls that arrive while the server drains.
+// It is of type Disconnected so clients treat it as "try another node".
+var errShuttingDown = exc.New(exc.Disconnected, "", "node is shutting down; retry on another node")
+
+func (e *Exporter) guard(m server.Method) func(context.Context, *server.Call) error {
+	impl := m.Impl
+	name := m.Method.InterfaceName + "." + m.Method.MethodName
+	return func(ctx context.Context, call *server.Call) (err error) {
+		if !e.gate.enter() {
+			return errShuttingDown
+		}
+		defer e.gate.leave()
+		defer func() {
+			if r := recover(); r != nil {
+				e.log.Error("recovered panic in capability handler; the call fails, the node carries on",
+					"method", name, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+				err = exc.New(exc.Failed, "", fmt.Sprintf("internal error in %s (details are in the node's log)", name))
+			}
+		}()
+		return impl(ctx, call)
+	}
+}
+
+// callGate counts calls in flight and, once closed, refuses new ones.
+type callGate struct {
+	mu      sync.Mutex
+	active  int
+	closing bool
+	idle    chan struct{} // closed once closing and active == 0
+}
+
+func newCallGate() *callGate { return &callGate{idle: make(chan struct{})} }
+
+func (g *callGate) enter() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closing {
+		return false
+	}
+	g.active++
+	return true
+}
+
+func (g *callGate) leave() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.active--
+	if g.closing && g.active == 0 {
+		close(g.idle)
+	}
+}
+
+// close refuses new calls from now on and returns a channel that is closed
+// when the last call in flight has returned.
+func (g *callGate) close() <-chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.closing {
+		g.closing = true
+		if g.active == 0 {
+			close(g.idle)
+		}
+	}
+	return g.idle
+}

@@ -1,0 +1,177 @@
+package rpc
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"capnproto.org/go/capnp/v3"
+	capnprpc "capnproto.org/go/capnp/v3/rpc"
+)
+
+// readBufferSize is the read buffer per connection: big enough that a burst
+// of pipelined small calls costs one read syscall, small enough that 1024
+// connections cost 32 MiB at most.
+const readBufferSize = 32 << 10
+
+// limits are the per-connection limits enforced by the codec. A zero
+// duration disables that limit.
+type limits struct {
+	maxMessageSize uint64
+	firstFrame     time.Duration // from the start to the end of the first frame
+	frame          time.Duration // from the first byte of a frame to its last
+	idle           time.Duration // between frames
+	write          time.Duration // per frame written
+}
+
+// codec frames Cap'n Proto messages on a connection and enforces limits. It
+// implements go-capnp's transport.Codec; go-capnp calls Decode from one
+// goroutine and Encode from one (other) goroutine.
+type codec struct {
+	conn net.Conn
+	lim  limits
+	in   *frameReader
+	buf  *bufio.Reader
+	dec  *capnp.Decoder
+	enc  *capnp.Encoder
+
+	decoded bool // a frame has been decoded already
+
+	mu      sync.Mutex
+	readErr error // why reading stopped: the reason the connection ended
+}
+
+func newCodec(conn net.Conn, lim limits) *codec {
+	c := &codec{conn: conn, lim: lim}
+	c.in = &frameReader{conn: conn, frame: lim.frame}
+	c.buf = bufio.NewReaderSize(c.in, readBufferSize)
+	c.dec = capnp.NewDecoder(c.buf)
+	c.dec.MaxMessageSize = lim.maxMessageSize
+	// The encoder writes straight to the connection: go-capnp uses writev
+	// (net.Buffers) on a *net.TCPConn, which a wrapper would lose.
+	c.enc = capnp.NewEncoder(conn)
+	return c
+}
+
+// newTransport wraps conn in a go-capnp transport using the limited codec.
+func newTransport(conn net.Conn, lim limits) (capnprpc.Transport, *codec) {
+	c := newCodec(conn, lim)
+	return capnprpc.NewTransport(c), c
+}
+
+// Decode reads one frame, refusing it before allocation if its header
+// claims more than the maximum message size.
+func (c *codec) Decode() (*capnp.Message, error) {
+	now := time.Now()
+	phase := "idle"
+	switch {
+	case !c.decoded && c.lim.firstFrame > 0:
+		phase = "handshake"
+		c.in.arm(now.Add(c.lim.firstFrame), false)
+	case c.buf.Buffered() > 0:
+		// The next frame has already begun arriving.
+		phase = "frame"
+		c.in.arm(deadline(now, c.lim.frame), false)
+	default:
+		c.in.arm(deadline(now, c.lim.idle), true)
+	}
+	msg, err := c.dec.Decode()
+	if err != nil {
+		if phase == "idle" && c.in.started {
+			phase = "frame"
+		}
+		err = c.describe(err, phase)
+		c.mu.Lock()
+		if c.readErr == nil {
+			c.readErr = err
+		}
+		c.mu.Unlock()
+		return nil, err
+	}
+	c.decoded = true
+	return msg, nil
+}
+
+// describe turns a read error into one that says which limit was hit.
+func (c *codec) describe(err error, phase string) error {
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		return err
+	}
+	switch phase {
+	case "handshake":
+		return fmt.Errorf("no complete first message within %v (handshake timeout): %w", c.lim.firstFrame, err)
+	case "frame":
+		return fmt.Errorf("message not completed within %v (frame timeout): %w", c.lim.frame, err)
+	default:
+		return fmt.Errorf("no message for %v (idle timeout): %w", c.lim.idle, err)
+	}
+}
+
+// Encode writes one frame, failing if the peer does not take it within the
+// write timeout.
+func (c *codec) Encode(msg *capnp.Message) error {
+	if c.lim.write > 0 {
+		if err := c.conn.SetWriteDeadline(time.Now().Add(c.lim.write)); err != nil {
+			return err
+		}
+	}
+	return c.enc.Encode(msg)
+}
+
+// Close closes the connection.
+func (c *codec) Close() error { return c.conn.Close() }
+
+// endReason reports why reading stopped, or nil if it has not.
+func (c *codec) endReason() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.readErr
+}
+
+// frameReader reads from the connection and, when armed for an idle wait,
+// switches the read deadline to the frame deadline as soon as the first
+// byte of a frame arrives.
+type frameReader struct {
+	conn    net.Conn
+	frame   time.Duration
+	waiting bool // the current deadline is an idle deadline
+	started bool // a byte of the current frame has arrived
+}
+
+func (r *frameReader) arm(d time.Time, idle bool) {
+	r.waiting = idle
+	r.started = false
+	// A failure here means the connection is closed; the next read reports it.
+	_ = r.conn.SetReadDeadline(d)
+}
+
+func (r *frameReader) Read(p []byte) (int, error) {
+	n, err := r.conn.Read(p)
+	if n > 0 && !r.started {
+		r.started = true
+		if r.waiting {
+			r.waiting = false
+			_ = r.conn.SetReadDeadline(deadline(time.Now(), r.frame))
+		}
+	}
+	return n, err
+}
+
+// deadline returns now+d, or the zero time (no deadline) if d <= 0.
+func deadline(now time.Time, d time.Duration) time.Time {
+	if d <= 0 {
+		return time.Time{}
+	}
+	return now.Add(d)
+}
+
+// isClosedConnErr reports whether err only says that the connection ended
+// in an ordinary way (peer closed it, or we did).
+func isClosedConnErr(err error) bool {
+	return err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed)
+}
