@@ -53,7 +53,9 @@ type DialError struct {
 	Err  error
 }
 
-func (e *DialError) Error() string { return fmt.Sprintf("cannot reach %s: %s", e.Addr, describeDialErr(e.Err)) }
+func (e *DialError) Error() string {
+	return fmt.Sprintf("cannot reach %s: %s", e.Addr, describeDialErr(e.Err))
+}
 
 // Unwrap returns the underlying network error.
 func (e *DialError) Unwrap() error { return e.Err }
@@ -79,9 +81,10 @@ func describeDialErr(err error) string {
 // capability; Close ends the connection and every capability obtained
 // through it.
 type ClientConn struct {
-	addr string
-	conn *capnprpc.Conn
-	node schema.Node
+	addr  string
+	local net.Addr
+	conn  *capnprpc.Conn
+	node  schema.Node
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -138,9 +141,11 @@ func Dial(ctx context.Context, addr string, cfg DialConfig) (*ClientConn, error)
 		Logger:          capnpLogger{cfg.Logger.Named("capnp")},
 	})
 	c := &ClientConn{
-		addr: addr,
-		conn: rc,
-		node: schema.Node(rc.Bootstrap(ctx)),
+		addr:  addr,
+		local: raw.LocalAddr(),
+		conn:  rc,
+		// The bootstrap lives as long as the connection, not the dial ctx.
+		node: schema.Node(rc.Bootstrap(context.Background())),
 		stop: make(chan struct{}),
 	}
 	if cfg.KeepAlive > 0 {
@@ -186,6 +191,9 @@ func (c *ClientConn) keepAlive(interval time.Duration) {
 
 // Addr returns the address the connection was dialled to.
 func (c *ClientConn) Addr() string { return c.addr }
+
+// LocalAddr returns the connection's local address.
+func (c *ClientConn) LocalAddr() net.Addr { return c.local }
 
 // Node returns the node's bootstrap capability. The reference is borrowed
 // from the connection: AddRef it to keep it past Close.

@@ -43,7 +43,7 @@ type codec struct {
 	decoded bool // a frame has been decoded already
 
 	mu      sync.Mutex
-	readErr error // why reading stopped: the reason the connection ended
+	readErr error // the first read or write failure: why the connection ended
 }
 
 func newCodec(conn net.Conn, lim limits) *codec {
@@ -72,25 +72,21 @@ func (c *codec) Decode() (*capnp.Message, error) {
 	switch {
 	case !c.decoded && c.lim.firstFrame > 0:
 		phase = "handshake"
-		c.in.arm(now.Add(c.lim.firstFrame), false)
+		c.in.arm(now.Add(c.lim.firstFrame))
 	case c.buf.Buffered() > 0:
 		// The next frame has already begun arriving.
 		phase = "frame"
-		c.in.arm(deadline(now, c.lim.frame), false)
+		c.in.arm(deadline(now, c.lim.frame))
+		c.in.started = true
 	default:
-		c.in.arm(deadline(now, c.lim.idle), true)
+		c.in.arm(deadline(now, c.lim.idle))
 	}
 	msg, err := c.dec.Decode()
 	if err != nil {
-		if phase == "idle" && c.in.started {
+		if c.in.started && c.in.frameBound {
 			phase = "frame"
 		}
-		err = c.describe(err, phase)
-		c.mu.Lock()
-		if c.readErr == nil {
-			c.readErr = err
-		}
-		c.mu.Unlock()
+		c.setEndReason(c.describe(err, phase))
 		return nil, err
 	}
 	c.decoded = true
@@ -113,39 +109,62 @@ func (c *codec) describe(err error, phase string) error {
 }
 
 // Encode writes one frame, failing if the peer does not take it within the
-// write timeout.
+// write timeout. A failed write closes the connection: a partly written
+// frame leaves the stream unusable, and go-capnp only reports send errors
+// to the call that sent them.
 func (c *codec) Encode(msg *capnp.Message) error {
 	if c.lim.write > 0 {
 		if err := c.conn.SetWriteDeadline(time.Now().Add(c.lim.write)); err != nil {
 			return err
 		}
 	}
-	return c.enc.Encode(msg)
+	err := c.enc.Encode(msg)
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			err = fmt.Errorf("peer took no data for %v (write timeout): %w", c.lim.write, err)
+		}
+		c.setEndReason(err)
+		c.conn.Close()
+	}
+	return err
+}
+
+// setEndReason records the first reason the connection is ending.
+func (c *codec) setEndReason(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.readErr == nil {
+		c.readErr = err
+	}
 }
 
 // Close closes the connection.
 func (c *codec) Close() error { return c.conn.Close() }
 
-// endReason reports why reading stopped, or nil if it has not.
+// endReason reports why the connection ended (the first read or write
+// failure), or nil if it has not.
 func (c *codec) endReason() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.readErr
 }
 
-// frameReader reads from the connection and, when armed for an idle wait,
-// switches the read deadline to the frame deadline as soon as the first
-// byte of a frame arrives.
+// frameReader reads from the connection and, once the first byte of a
+// frame arrives, brings the read deadline forward to the frame deadline
+// (now + frame timeout) if that is sooner: waiting for a frame may take up
+// to the idle (or handshake) timeout, completing one only the frame timeout.
 type frameReader struct {
-	conn    net.Conn
-	frame   time.Duration
-	waiting bool // the current deadline is an idle deadline
-	started bool // a byte of the current frame has arrived
+	conn       net.Conn
+	frame      time.Duration
+	deadline   time.Time // the read deadline in force; zero: none
+	started    bool      // a byte of the current frame has arrived
+	frameBound bool      // the deadline in force is the frame deadline
 }
 
-func (r *frameReader) arm(d time.Time, idle bool) {
-	r.waiting = idle
+func (r *frameReader) arm(d time.Time) {
+	r.deadline = d
 	r.started = false
+	r.frameBound = false
 	// A failure here means the connection is closed; the next read reports it.
 	_ = r.conn.SetReadDeadline(d)
 }
@@ -154,9 +173,13 @@ func (r *frameReader) Read(p []byte) (int, error) {
 	n, err := r.conn.Read(p)
 	if n > 0 && !r.started {
 		r.started = true
-		if r.waiting {
-			r.waiting = false
-			_ = r.conn.SetReadDeadline(deadline(time.Now(), r.frame))
+		if r.frame > 0 {
+			fd := time.Now().Add(r.frame)
+			if r.deadline.IsZero() || fd.Before(r.deadline) {
+				r.deadline = fd
+				r.frameBound = true
+				_ = r.conn.SetReadDeadline(fd)
+			}
 		}
 	}
 	return n, err

@@ -1,0 +1,139 @@
+package rpc_test
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"capnproto.org/go/capnp/v3"
+
+	"github.com/capraft/capraft/rpc"
+	"github.com/capraft/capraft/rpc/rpctest"
+	"github.com/capraft/capraft/schema"
+)
+
+// testService is a Node whose Echo can be made to panic or block, to test
+// the server rather than the echo service.
+type testService struct {
+	bootstraps atomic.Int64
+	block      chan struct{} // "block" pings wait for this to close
+	entered    chan string   // each "block" ping reports here on entry
+}
+
+func newTestService() *testService {
+	return &testService{block: make(chan struct{}), entered: make(chan string, 16)}
+}
+
+func (s *testService) bootstrap(ci *rpc.ConnInfo) capnp.Client {
+	s.bootstraps.Add(1)
+	n := &testNode{svc: s, ci: ci}
+	return ci.Exporter.Export(schema.Node_Methods(nil, n), n, nil)
+}
+
+type testNode struct {
+	svc *testService
+	ci  *rpc.ConnInfo
+}
+
+func (n *testNode) Echo(_ context.Context, call schema.Node_echo) error {
+	res, err := call.AllocResults()
+	if err != nil {
+		return err
+	}
+	e := &testEcho{svc: n.svc}
+	return res.SetEcho(schema.Echo(n.ci.Exporter.Export(schema.Echo_Methods(nil, e), e, nil)))
+}
+
+func (n *testNode) Raft(context.Context, schema.Node_raft) error { return nil }
+
+// Info reports the connection id the handler's context carries, so tests
+// can check that handlers see their own connection.
+func (n *testNode) Info(ctx context.Context, call schema.Node_info) error {
+	ci, ok := rpc.ConnFromContext(ctx)
+	if !ok {
+		panic("no ConnInfo in handler context")
+	}
+	res, err := call.AllocResults()
+	if err != nil {
+		return err
+	}
+	info, err := res.NewInfo()
+	if err != nil {
+		return err
+	}
+	info.SetId(ci.ID)
+	return info.SetListen(ci.RemoteAddr.String())
+}
+
+type testEcho struct{ svc *testService }
+
+func (e *testEcho) Ping(ctx context.Context, call schema.Echo_ping) error {
+	msg, err := call.Args().Msg()
+	if err != nil {
+		return err
+	}
+	switch {
+	case msg == "panic":
+		panic("handler panicked on purpose")
+	case strings.HasPrefix(msg, "block"):
+		e.svc.entered <- msg
+		select {
+		case <-e.svc.block:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	res, err := call.AllocResults()
+	if err != nil {
+		return err
+	}
+	return res.SetReply("echo:" + msg)
+}
+
+func (e *testEcho) Subscribe(context.Context, schema.Echo_subscribe) error { return nil }
+
+// serve starts a test service with cfg (Bootstrap is filled in).
+func serve(t testing.TB, cfg rpc.Config) (*testService, *rpc.Server, string) {
+	t.Helper()
+	svc := newTestService()
+	cfg.Bootstrap = svc.bootstrap
+	srv, addr := rpctest.Serve(t, cfg)
+	return svc, srv, addr
+}
+
+// echoOf pipelines node.echo() once and keeps the capability.
+func echoOf(t testing.TB, cc *rpc.ClientConn) schema.Echo {
+	t.Helper()
+	f, release := cc.Node().Echo(context.Background(), nil)
+	e := f.Echo().AddRef()
+	release()
+	t.Cleanup(e.Release)
+	return e
+}
+
+// ping calls e.ping(msg) with a bounded wait and returns reply or error.
+func ping(e schema.Echo, msg string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	f, release := e.Ping(ctx, func(p schema.Echo_ping_Params) error { return p.SetMsg(msg) })
+	defer release()
+	res, err := f.Struct()
+	if err != nil {
+		return "", err
+	}
+	return res.Reply()
+}
+
+// mustPing fails the test unless e answers msg correctly.
+func mustPing(t testing.TB, e schema.Echo, msg string) {
+	t.Helper()
+	reply, err := ping(e, msg)
+	if err != nil {
+		t.Fatalf("ping %q: %v", msg, err)
+	}
+	if reply != "echo:"+msg {
+		t.Fatalf("ping %q: reply %q", msg, reply)
+	}
+}
