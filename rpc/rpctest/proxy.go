@@ -122,7 +122,7 @@ func (p *Proxy) pipe(dst, src net.Conn, toClient bool) {
 				time.Sleep(d) // simulated network latency
 			}
 			if toClient {
-				p.waitRelease(c.data)
+				p.waitWhileHolding()
 			}
 			if _, err := dst.Write(c.data); err != nil {
 				src.Close()
@@ -134,7 +134,11 @@ func (p *Proxy) pipe(dst, src net.Conn, toClient bool) {
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
-			queue <- chunk{data: bytes.Clone(buf[:n]), at: time.Now()}
+			data := bytes.Clone(buf[:n])
+			if toClient {
+				p.noteHeld(data)
+			}
+			queue <- chunk{data: data, at: time.Now()}
 		}
 		if err != nil {
 			break
@@ -149,15 +153,19 @@ func (p *Proxy) pipe(dst, src net.Conn, toClient bool) {
 	}
 }
 
-// waitRelease records data as held and blocks while the proxy holds (Close
-// releases too).
-func (p *Proxy) waitRelease(data []byte) {
+// noteHeld records data as held if the proxy is holding.
+func (p *Proxy) noteHeld(data []byte) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !p.holding {
-		return
+	if p.holding {
+		p.held.Write(data)
 	}
-	p.held.Write(data)
+}
+
+// waitWhileHolding blocks while the proxy holds (Close releases too).
+func (p *Proxy) waitWhileHolding() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	for p.holding {
 		p.cond.Wait()
 	}
