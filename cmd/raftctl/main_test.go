@@ -1,0 +1,343 @@
+package main_test
+
+// These tests build raftnode and raftctl and run them as processes on
+// loopback, the way a user does.
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var bin struct {
+	once     sync.Once
+	dir      string
+	raftnode string
+	raftctl  string
+	err      error
+}
+
+// binaries builds both commands once per test binary run.
+func binaries(t *testing.T) (raftnode, raftctl string) {
+	t.Helper()
+	bin.once.Do(func() {
+		bin.dir, bin.err = os.MkdirTemp("", "capraft-bin-")
+		if bin.err != nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-o", bin.dir+string(filepath.Separator),
+			"github.com/capraft/capraft/cmd/raftnode", "github.com/capraft/capraft/cmd/raftctl")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			bin.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+		bin.raftnode = filepath.Join(bin.dir, "raftnode")
+		bin.raftctl = filepath.Join(bin.dir, "raftctl")
+	})
+	if bin.err != nil {
+		t.Fatal(bin.err)
+	}
+	return bin.raftnode, bin.raftctl
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if bin.dir != "" {
+		os.RemoveAll(bin.dir)
+	}
+	os.Exit(code)
+}
+
+// nodeProc is a running raftnode.
+type nodeProc struct {
+	cmd  *exec.Cmd
+	addr string
+	logs *lockedBuffer
+	done chan error
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startNode runs raftnode with args plus JSON logs and waits until it
+// reports the address it serves on.
+func startNode(t *testing.T, args ...string) *nodeProc {
+	t.Helper()
+	raftnode, _ := binaries(t)
+	cmd := exec.Command(raftnode, append([]string{"--log-json"}, args...)...)
+	cmd.Dir = t.TempDir()
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &nodeProc{cmd: cmd, logs: &lockedBuffer{}, done: make(chan error, 1)}
+	addrCh := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Bytes()
+			p.logs.Write(append(bytes.Clone(line), '\n'))
+			var entry map[string]any
+			if json.Unmarshal(line, &entry) == nil && entry["@message"] == "serving" {
+				if a, ok := entry["addr"].(string); ok {
+					addrCh <- a
+				}
+			}
+		}
+		p.done <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+		}
+	})
+	select {
+	case p.addr = <-addrCh:
+	case err := <-p.done:
+		t.Fatalf("raftnode exited before serving: %v\n%s", err, p.logs)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("raftnode did not report its address\n%s", p.logs)
+	}
+	return p
+}
+
+// stop sends sig and waits for the process to exit.
+func (p *nodeProc) stop(t *testing.T, sig os.Signal) error {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.done:
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatalf("raftnode did not exit on %v\n%s", sig, p.logs)
+		return nil
+	}
+}
+
+// raftctl runs raftctl with args and returns stdout, stderr and exit code.
+func raftctl(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	_, ctl := binaries(t)
+	cmd := exec.Command(ctl, args...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	done := make(chan error, 1)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("raftctl %v did not finish", args)
+	}
+	return out.String(), errOut.String(), cmd.ProcessState.ExitCode()
+}
+
+func TestPingPrintsReplyAndRoundTrip(t *testing.T) {
+	node := startNode(t, "--listen", "127.0.0.1:0", "--id", "3")
+	out, errOut, code := raftctl(t, "--endpoints", node.addr, "ping", "hello")
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	if !strings.HasPrefix(out, "echo:hello\t(round trip ") || !strings.Contains(out, "node 3 at "+node.addr) {
+		t.Fatalf("stdout %q", out)
+	}
+}
+
+func TestUnreachableEndpointSaysWhatToDo(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+
+	out, errOut, code := raftctl(t, "--endpoints", addr, "ping", "hello")
+	if code == 0 {
+		t.Fatalf("exit 0 against a dead endpoint; stdout %q", out)
+	}
+	want := "raftctl: cannot reach " + addr + ": connection refused (is raftnode running at that address? set --endpoints)\n"
+	if errOut != want {
+		t.Fatalf("stderr %q\nwant   %q", errOut, want)
+	}
+	if out != "" {
+		t.Fatalf("stdout %q, want nothing", out)
+	}
+}
+
+func TestListenPrintsMessagesInOrderUntilInterrupted(t *testing.T) {
+	node := startNode(t, "--listen", "127.0.0.1:0")
+	_, ctl := binaries(t)
+	listen := exec.Command(ctl, "--endpoints", node.addr, "listen")
+	stdout, err := listen.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errOut bytes.Buffer
+	listen.Stderr = &errOut
+	if err := listen.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer listen.Process.Kill()
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+
+	// Ping probes until the listener shows one: it is then subscribed.
+	deadline := time.Now().Add(30 * time.Second)
+	subscribed := false
+	for i := 0; !subscribed; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("listen never printed a probe; stderr %q", errOut.String())
+		}
+		if _, e, code := raftctl(t, "--endpoints", node.addr, "ping", fmt.Sprintf("probe-%d", i)); code != 0 {
+			t.Fatalf("ping: %s", e)
+		}
+		select {
+		case l := <-lines:
+			subscribed = strings.Contains(l, "probe-")
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	for _, m := range []string{"first", "second", "third"} {
+		if _, e, code := raftctl(t, "--endpoints", node.addr, "ping", m); code != 0 {
+			t.Fatalf("ping %s: %s", m, e)
+		}
+	}
+	var got []string
+
+	for len(got) < 3 {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("listen exited early; stderr %q", errOut.String())
+			}
+			_, msg, _ := strings.Cut(l, "\t")
+			if strings.HasPrefix(msg, "probe-") {
+				continue
+			}
+			got = append(got, msg)
+
+		case <-time.After(30 * time.Second):
+			t.Fatalf("listen printed %v so far", got)
+		}
+	}
+	if strings.Join(got, ",") != "first,second,third" {
+		t.Fatalf("listen printed %v, want first, second, third in order", got)
+	}
+	if err := listen.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if err := listen.Wait(); err != nil {
+		t.Fatalf("listen after SIGINT: %v; stderr %q", err, errOut.String())
+	}
+}
+
+func TestNodeShutsDownCleanlyOnSignals(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		t.Run(sig.String(), func(t *testing.T) {
+			node := startNode(t, "--listen", "127.0.0.1:0")
+			if _, e, code := raftctl(t, "--endpoints", node.addr, "ping", "x"); code != 0 {
+				t.Fatalf("ping: %s", e)
+			}
+			if err := node.stop(t, sig); err != nil {
+				t.Fatalf("exit after %v: %v\n%s", sig, err, node.logs)
+			}
+			if !strings.Contains(node.logs.String(), `"@message":"stopped"`) {
+				t.Fatalf("no 'stopped' log line:\n%s", node.logs)
+			}
+		})
+	}
+}
+
+func TestNodeRejectsBadFlagsClearly(t *testing.T) {
+	raftnode, _ := binaries(t)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--log-level", "loud"}, `unknown log level "loud"`},
+		{[]string{"--id", "0"}, "--id must be non-zero"},
+		{[]string{"--listen", busy.Addr().String()}, "address already in use (is another raftnode running?"},
+		{[]string{"--tls-cert", "x.pem"}, "--tls-cert and --tls-key go together"},
+		{[]string{"--no-such-flag"}, "unknown flag: --no-such-flag"},
+	}
+	for _, tc := range cases {
+		cmd := exec.Command(raftnode, tc.args...)
+		var errOut bytes.Buffer
+		cmd.Stderr = &errOut
+		cmd.Stdout = io.Discard
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Errorf("raftnode %v: %v, want exit status 1", tc.args, err)
+		}
+		if !strings.Contains(errOut.String(), tc.want) {
+			t.Errorf("raftnode %v: stderr %q, want it to say %q", tc.args, errOut.String(), tc.want)
+		}
+	}
+}
+
+// With no flags at all raftnode serves on 127.0.0.1:7000 and raftctl finds
+// it with no flags either.
+func TestNoFlagsServesOnTheDefaultAddress(t *testing.T) {
+	if ln, err := net.Listen("tcp", "127.0.0.1:7000"); err != nil {
+		t.Skipf("127.0.0.1:7000 is in use on this machine (%v); this test needs it free", err)
+	} else {
+		ln.Close()
+	}
+	node := startNode(t)
+	if node.addr != "127.0.0.1:7000" {
+		t.Fatalf("serving on %s, want 127.0.0.1:7000", node.addr)
+	}
+	out, errOut, code := raftctl(t, "ping", "hello")
+	if code != 0 || !strings.HasPrefix(out, "echo:hello") {
+		t.Fatalf("raftctl ping hello: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if err := node.stop(t, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+}
