@@ -96,4 +96,3 @@ func FuzzServerConnection(f *testing.F) {
 		}
 	})
 }
-
