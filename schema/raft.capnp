@@ -59,7 +59,7 @@ struct VoteResponse {
 
 interface AppendEntries {
   # Calls on one capability arrive in order, so a leader pipelines these on
-  # one capability per follower. An empty entries list is a heartbeat.
+  # one capability per follower.
   appendEntries @0 (req :AppendRequest) -> (resp :AppendResponse);
 }
 
@@ -67,20 +67,22 @@ struct AppendRequest {
   header @0 :PeerHeader;
   term @1 :UInt64;
   leaderId @2 :UInt64;
-  prevLogIndex @3 :UInt64;
+  prevLogIndex @3 :UInt64;   # index of the entry preceding entries
   prevLogTerm @4 :UInt64;
   entries @5 :List(Entry);
-  leaderCommit @6 :UInt64;
-  context @7 :Data;          # opaque; echoed in the response (ReadIndex confirmation rounds)
+  leaderCommit @6 :UInt64;   # for a heartbeat: capped at what the follower is known to hold
+  heartbeat @7 :Bool;        # no entries and no log check: carries leaderCommit and seq only
+  seq @8 :UInt64;            # heartbeat round, echoed in the response (ReadIndex confirmation)
 }
 
 struct AppendResponse {
   term @0 :UInt64;
   success @1 :Bool;
-  lastIndex @2 :UInt64;      # on success: the last index now matching the leader; otherwise the follower's last index
-  conflictIndex @3 :UInt64;  # on failure: first index of conflictTerm in the follower's log, or lastIndex+1
-  conflictTerm @4 :UInt64;   # on failure: term of the follower's entry at prevLogIndex, or 0 if it has none
-  context @5 :Data;
+  index @2 :UInt64;          # on success: the highest index known to match the leader; on failure: the rejected prevLogIndex
+  lastIndex @3 :UInt64;      # the follower's last log index
+  conflictIndex @4 :UInt64;  # on failure: first index of conflictTerm in the follower's log, or lastIndex+1
+  conflictTerm @5 :UInt64;   # on failure: term of the follower's entry at prevLogIndex, or 0 if it has none
+  seq @6 :UInt64;            # the heartbeat round answered
 }
 
 interface InstallSnapshot {
@@ -107,6 +109,7 @@ struct SnapshotResponse {
   term @0 :UInt64;
   nextOffset @1 :UInt64;     # the offset the follower expects next (lets the leader resume or restart)
   installed @2 :Bool;        # set on the done chunk once the snapshot is durable and applied
+  index @3 :UInt64;          # when installed: the highest index now matching the leader (at least lastIncludedIndex)
 }
 
 interface TimeoutNow {

@@ -1326,12 +1326,12 @@ type AppendRequest capnp.Struct
 const AppendRequest_TypeID = 0xbf9f00921dfac548
 
 func NewAppendRequest(s *capnp.Segment) (AppendRequest, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 40, PointerCount: 3})
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 56, PointerCount: 2})
 	return AppendRequest(st), err
 }
 
 func NewRootAppendRequest(s *capnp.Segment) (AppendRequest, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 40, PointerCount: 3})
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 56, PointerCount: 2})
 	return AppendRequest(st), err
 }
 
@@ -1454,17 +1454,20 @@ func (s AppendRequest) SetLeaderCommit(v uint64) {
 	capnp.Struct(s).SetUint64(32, v)
 }
 
-func (s AppendRequest) Context() ([]byte, error) {
-	p, err := capnp.Struct(s).Ptr(2)
-	return []byte(p.Data()), err
+func (s AppendRequest) Heartbeat() bool {
+	return capnp.Struct(s).Bit(320)
 }
 
-func (s AppendRequest) HasContext() bool {
-	return capnp.Struct(s).HasPtr(2)
+func (s AppendRequest) SetHeartbeat(v bool) {
+	capnp.Struct(s).SetBit(320, v)
 }
 
-func (s AppendRequest) SetContext(v []byte) error {
-	return capnp.Struct(s).SetData(2, v)
+func (s AppendRequest) Seq() uint64 {
+	return capnp.Struct(s).Uint64(48)
+}
+
+func (s AppendRequest) SetSeq(v uint64) {
+	capnp.Struct(s).SetUint64(48, v)
 }
 
 // AppendRequest_List is a list of AppendRequest.
@@ -1472,7 +1475,7 @@ type AppendRequest_List = capnp.StructList[AppendRequest]
 
 // NewAppendRequest creates a new list of AppendRequest.
 func NewAppendRequest_List(s *capnp.Segment, sz int32) (AppendRequest_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 40, PointerCount: 3}, sz)
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 56, PointerCount: 2}, sz)
 	return capnp.StructList[AppendRequest](l), err
 }
 
@@ -1493,12 +1496,12 @@ type AppendResponse capnp.Struct
 const AppendResponse_TypeID = 0x954ea2a1c6c3d766
 
 func NewAppendResponse(s *capnp.Segment) (AppendResponse, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 40, PointerCount: 1})
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 56, PointerCount: 0})
 	return AppendResponse(st), err
 }
 
 func NewRootAppendResponse(s *capnp.Segment) (AppendResponse, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 40, PointerCount: 1})
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 56, PointerCount: 0})
 	return AppendResponse(st), err
 }
 
@@ -1550,41 +1553,44 @@ func (s AppendResponse) SetSuccess(v bool) {
 	capnp.Struct(s).SetBit(64, v)
 }
 
-func (s AppendResponse) LastIndex() uint64 {
+func (s AppendResponse) Index() uint64 {
 	return capnp.Struct(s).Uint64(16)
 }
 
-func (s AppendResponse) SetLastIndex(v uint64) {
+func (s AppendResponse) SetIndex(v uint64) {
 	capnp.Struct(s).SetUint64(16, v)
 }
 
-func (s AppendResponse) ConflictIndex() uint64 {
+func (s AppendResponse) LastIndex() uint64 {
 	return capnp.Struct(s).Uint64(24)
 }
 
-func (s AppendResponse) SetConflictIndex(v uint64) {
+func (s AppendResponse) SetLastIndex(v uint64) {
 	capnp.Struct(s).SetUint64(24, v)
 }
 
-func (s AppendResponse) ConflictTerm() uint64 {
+func (s AppendResponse) ConflictIndex() uint64 {
 	return capnp.Struct(s).Uint64(32)
 }
 
-func (s AppendResponse) SetConflictTerm(v uint64) {
+func (s AppendResponse) SetConflictIndex(v uint64) {
 	capnp.Struct(s).SetUint64(32, v)
 }
 
-func (s AppendResponse) Context() ([]byte, error) {
-	p, err := capnp.Struct(s).Ptr(0)
-	return []byte(p.Data()), err
+func (s AppendResponse) ConflictTerm() uint64 {
+	return capnp.Struct(s).Uint64(40)
 }
 
-func (s AppendResponse) HasContext() bool {
-	return capnp.Struct(s).HasPtr(0)
+func (s AppendResponse) SetConflictTerm(v uint64) {
+	capnp.Struct(s).SetUint64(40, v)
 }
 
-func (s AppendResponse) SetContext(v []byte) error {
-	return capnp.Struct(s).SetData(0, v)
+func (s AppendResponse) Seq() uint64 {
+	return capnp.Struct(s).Uint64(48)
+}
+
+func (s AppendResponse) SetSeq(v uint64) {
+	capnp.Struct(s).SetUint64(48, v)
 }
 
 // AppendResponse_List is a list of AppendResponse.
@@ -1592,7 +1598,7 @@ type AppendResponse_List = capnp.StructList[AppendResponse]
 
 // NewAppendResponse creates a new list of AppendResponse.
 func NewAppendResponse_List(s *capnp.Segment, sz int32) (AppendResponse_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 40, PointerCount: 1}, sz)
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 56, PointerCount: 0}, sz)
 	return capnp.StructList[AppendResponse](l), err
 }
 
@@ -2140,12 +2146,12 @@ type SnapshotResponse capnp.Struct
 const SnapshotResponse_TypeID = 0xbd33a15f67c39e1a
 
 func NewSnapshotResponse(s *capnp.Segment) (SnapshotResponse, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 24, PointerCount: 0})
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 32, PointerCount: 0})
 	return SnapshotResponse(st), err
 }
 
 func NewRootSnapshotResponse(s *capnp.Segment) (SnapshotResponse, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 24, PointerCount: 0})
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 32, PointerCount: 0})
 	return SnapshotResponse(st), err
 }
 
@@ -2205,12 +2211,20 @@ func (s SnapshotResponse) SetInstalled(v bool) {
 	capnp.Struct(s).SetBit(128, v)
 }
 
+func (s SnapshotResponse) Index() uint64 {
+	return capnp.Struct(s).Uint64(24)
+}
+
+func (s SnapshotResponse) SetIndex(v uint64) {
+	capnp.Struct(s).SetUint64(24, v)
+}
+
 // SnapshotResponse_List is a list of SnapshotResponse.
 type SnapshotResponse_List = capnp.StructList[SnapshotResponse]
 
 // NewSnapshotResponse creates a new list of SnapshotResponse.
 func NewSnapshotResponse_List(s *capnp.Segment, sz int32) (SnapshotResponse_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 24, PointerCount: 0}, sz)
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 32, PointerCount: 0}, sz)
 	return capnp.StructList[SnapshotResponse](l), err
 }
 
