@@ -67,6 +67,11 @@ type Options struct {
 	// and the log replayed forward from it, because Compact never deletes
 	// log segments the oldest retained snapshot still needs.
 	KeepSnapshots int
+	// Prealloc chooses how WAL segments are zero-filled ahead of use
+	// (default wal.PreallocAsync). Simulations and crash tests over
+	// crashfs should use wal.PreallocSync (deterministic) together with a
+	// small SegmentSize, since crashfs keeps every byte in memory.
+	Prealloc wal.PreallocMode
 }
 
 // Store is the durable raft.Storage: a write-ahead log plus a snapshot
@@ -145,7 +150,7 @@ func (s *Store) open() error {
 	}
 	w, err := wal.Open(wal.Options{
 		FS: fs, Dir: path.Join(s.dir, walDir), SegmentSize: s.opts.SegmentSize,
-		MaxRecordSize: s.opts.MaxEntrySize, Logger: s.log.Named("wal"),
+		MaxRecordSize: s.opts.MaxEntrySize, Logger: s.log.Named("wal"), Prealloc: s.opts.Prealloc,
 	})
 	if err != nil {
 		return err

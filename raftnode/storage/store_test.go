@@ -8,10 +8,11 @@ import (
 	"github.com/capraft/capraft/raftnode/raft"
 	"github.com/capraft/capraft/raftnode/storage/crashfs"
 	"github.com/capraft/capraft/raftnode/storage/vfs"
+	"github.com/capraft/capraft/raftnode/storage/wal"
 )
 
 func memOpts(fs vfs.FS) Options {
-	return Options{NodeID: 7, FS: fs, SegmentSize: 4 << 10, TrailingEntries: 3}
+	return Options{NodeID: 7, FS: fs, SegmentSize: 4 << 10, TrailingEntries: 3, Prealloc: wal.PreallocSync}
 }
 
 func mustOpen(t *testing.T, dir string, opts Options) *Store {

@@ -19,7 +19,7 @@ const fuzzMaxRecord = 1 << 16
 func validSegment(n int, withSnap bool) []byte {
 	fs := crashfs.New()
 	fs.MkdirAll(dir)
-	w, err := Open(Options{FS: fs, Dir: dir})
+	w, err := Open(Options{FS: fs, Dir: dir, Prealloc: PreallocOff})
 	if err != nil {
 		panic(err)
 	}

@@ -130,14 +130,30 @@ func getHard(p []byte) raft.HardState {
 	}
 }
 
-// AppendEntry appends an entry record to buf.
+// AppendEntry appends an entry record to buf. It is the hot path of every
+// append, so it is written out rather than going through appendRecord's
+// closure.
 func AppendEntry(buf []byte, e raft.Entry) []byte {
-	return appendRecord(buf, TypeEntry, entryFixed+len(e.Data), func(p []byte) {
-		binary.LittleEndian.PutUint64(p[0:], e.Index)
-		binary.LittleEndian.PutUint64(p[8:], e.Term)
-		p[16] = byte(e.Type)
-		copy(p[entryFixed:], e.Data)
-	})
+	n := entryFixed + len(e.Data)
+	start := len(buf)
+	if cap(buf)-start < headerSize+n {
+		nb := make([]byte, start, 2*cap(buf)+headerSize+n)
+		copy(nb, buf)
+		buf = nb
+	}
+	buf = buf[:start+headerSize+n]
+	h := buf[start : start+headerSize]
+	binary.LittleEndian.PutUint32(h[0:], uint32(n))
+	h[4] = byte(TypeEntry)
+	hcrc := crc32.Checksum(h[:5], crcTable)
+	binary.LittleEndian.PutUint32(h[5:], hcrc)
+	p := buf[start+headerSize:]
+	binary.LittleEndian.PutUint64(p[0:], e.Index)
+	binary.LittleEndian.PutUint64(p[8:], e.Term)
+	p[16] = byte(e.Type)
+	copy(p[entryFixed:], e.Data)
+	binary.LittleEndian.PutUint32(h[9:], crc32.Update(hcrc, crcTable, p))
+	return buf
 }
 
 // AppendHardState appends a hard-state record to buf.

@@ -40,7 +40,37 @@ type Options struct {
 	// Logger receives warnings (torn tail truncated) and recovery stats.
 	// Default: a null logger.
 	Logger hclog.Logger
+	// Prealloc says how new segments are zero-filled ahead of use; see
+	// PreallocMode. Default PreallocAsync.
+	Prealloc PreallocMode
 }
+
+// PreallocMode chooses how segment files are preallocated.
+//
+// Appending into blocks that were already written (zeros) and synced lets
+// fdatasync skip the journal commit a file-size change needs: on the
+// reference machine that cut the latency of a 73 KB append+fdatasync from
+// ~210 µs to ~120 µs (docs/BENCHMARKS.md). fallocate(2) alone does not help
+// on ext4 (unwritten extents still need a metadata update when written), so
+// the spare segment is really written with zeros and fsynced, by a
+// background goroutine during the second half of the current segment.
+type PreallocMode uint8
+
+const (
+	// PreallocAsync fills the next segment in a background goroutine; the
+	// very first segment is filled synchronously when the log is created.
+	// If a rollover comes before the spare is ready, the new segment is
+	// created unfilled rather than waiting.
+	PreallocAsync PreallocMode = iota
+	// PreallocSync fills the spare inline, right after the fsync of the
+	// commit that crosses half the segment. Deterministic: for
+	// simulations and crash tests over crashfs.
+	PreallocSync
+	// PreallocOff never preallocates (segments grow by appends).
+	PreallocOff
+)
+
+const spareName = "spare.wal.tmp"
 
 // Batch is what one Save makes durable, in this order: the snapshot
 // reference, the entries, the hard state. Any part may be empty.
@@ -95,12 +125,19 @@ type WAL struct {
 	leading bool
 
 	// Writer state, owned by whoever holds wmu (the round leader).
-	wmu     sync.Mutex
-	active  *segment
-	woff    int64 // end of valid data in the active segment
-	buf     []byte
-	wclosed bool
-	err     error // sticky: after a failed write or fsync nothing more is written
+	wmu      sync.Mutex
+	active   *segment
+	woff     int64 // end of valid data in the active segment
+	buf      []byte
+	wclosed  bool
+	prealloc PreallocMode
+
+	// Spare segment, filled with zeros ahead of the next rollover.
+	spareMu   sync.Mutex
+	spare     vfs.File // ready, or nil
+	spareBusy bool     // a fill is in progress
+	spareWG   sync.WaitGroup
+	err       error // sticky: after a failed write or fsync nothing more is written
 
 	// Read state: what is durable.
 	mu     sync.RWMutex
@@ -154,13 +191,20 @@ func Open(opts Options) (*WAL, error) {
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
 	}
-	w := &WAL{fs: opts.FS, dir: opts.Dir, segSize: opts.SegmentSize, maxRec: opts.MaxRecordSize, log: opts.Logger}
+	w := &WAL{fs: opts.FS, dir: opts.Dir, segSize: opts.SegmentSize, maxRec: opts.MaxRecordSize, log: opts.Logger, prealloc: opts.Prealloc}
 	start := time.Now()
 	if err := w.recover(); err != nil {
 		w.closeFiles()
 		return nil, err
 	}
 	if w.active == nil {
+		if w.prealloc != PreallocOff {
+			if f, err := w.makeSpare(); err == nil {
+				w.spare = f
+			} else {
+				w.log.Warn("could not preallocate the first wal segment", "error", err)
+			}
+		}
 		if err := w.rollover(); err != nil {
 			w.closeFiles()
 			return nil, err
@@ -192,6 +236,12 @@ func (w *WAL) recover() error {
 	for _, n := range names {
 		if seq, ok := parseSegName(n); ok {
 			segs = append(segs, found{seq, n})
+		}
+		if n == spareName {
+			// A spare never holds data; it may be half filled.
+			if err := w.fs.Remove(path.Join(w.dir, n)); err != nil {
+				return fmt.Errorf("remove stale wal spare %s: %w", n, err)
+			}
 		}
 	}
 	sort.Slice(segs, func(i, j int) bool { return segs[i].seq < segs[j].seq })
@@ -235,6 +285,7 @@ func (w *WAL) replaySegment(seq uint64, name string, first, last bool) error {
 		off     int64
 		hdr     [headerSize]byte
 		payload []byte
+		clean   bool // stopped at zero-filled (preallocated) space
 	)
 	fail := func(at int64, format string, args ...any) error {
 		f.Close()
@@ -264,11 +315,17 @@ func (w *WAL) replaySegment(seq uint64, name string, first, last bool) error {
 			// A header that fails its own checksum is a torn tail only if
 			// nothing but zeros follows; a valid header with a bad length or
 			// type is corruption wherever it is.
-			if !errors.Is(err, errHeaderCRC) {
+			if !errors.Is(err, errHeaderCRC) || !last {
 				return fail(off, "%v", err)
 			}
-			if err := torn(off, err); err != nil {
-				return err
+			if zerosFrom(f, off, size) {
+				clean = true // preallocated space: the normal end of the active segment
+				break
+			}
+			// A partly written header followed only by zeros: a torn write
+			// into preallocated space.
+			if !zerosFrom(f, off+headerSize, size) {
+				return fail(off, "%v", err)
 			}
 			break
 		}
@@ -350,7 +407,7 @@ func (w *WAL) replaySegment(seq uint64, name string, first, last bool) error {
 		}
 		return nil
 	}
-	if off < size {
+	if off < size && !clean {
 		w.log.Warn("truncating torn write at end of wal", "file", p, "offset", off, "dropped_bytes", size-off)
 		if err := f.Truncate(off); err != nil {
 			f.Close()
@@ -417,7 +474,7 @@ func (w *WAL) apply(rec Record, seg *segment, off int64, size uint32) error {
 		if i > w.lastIndex()+1 {
 			return fmt.Errorf("entry %d after last index %d: index gap", i, w.lastIndex())
 		}
-		w.ents = append(w.ents[:i-w.marker.Index-1], entLoc{term: rec.Entry.Term, off: off, seq: seg.seq, size: size})
+		w.ents = appendLoc(w.ents[:i-w.marker.Index-1], entLoc{term: rec.Entry.Term, off: off, seq: seg.seq, size: size})
 	case TypeHardState:
 		w.hs = rec.Hard
 	case TypeSnapshot:
@@ -436,6 +493,74 @@ func (w *WAL) apply(rec Record, seg *segment, off int64, size uint32) error {
 	return nil
 }
 
+// appendLoc appends to the entry index, growing it by doubling: append's
+// gentler growth for big slices would copy a multi-million-entry index
+// several times over.
+func appendLoc(ents []entLoc, l entLoc) []entLoc {
+	if len(ents) == cap(ents) {
+		grown := make([]entLoc, len(ents), 2*len(ents)+1024)
+		copy(grown, ents)
+		ents = grown
+	}
+	return append(ents, l)
+}
+
+// makeSpare writes a zero-filled, fsynced segment-sized temporary file.
+func (w *WAL) makeSpare() (vfs.File, error) {
+	p := path.Join(w.dir, spareName)
+	f, err := w.fs.Create(p)
+	if err != nil {
+		return nil, fmt.Errorf("create wal spare %s: %w", p, err)
+	}
+	zeros := make([]byte, min(w.segSize, 1<<20))
+	for off := int64(0); off < w.segSize; off += int64(len(zeros)) {
+		n := min(int64(len(zeros)), w.segSize-off)
+		if _, err := f.WriteAt(zeros[:n], off); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("fill wal spare %s: %w", p, err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("sync wal spare %s: %w", p, err)
+	}
+	return f, nil
+}
+
+// prepareSpare starts filling the next segment unless one is ready or being
+// filled. Called with wmu held.
+func (w *WAL) prepareSpare() {
+	if w.prealloc == PreallocOff {
+		return
+	}
+	w.spareMu.Lock()
+	if w.spare != nil || w.spareBusy {
+		w.spareMu.Unlock()
+		return
+	}
+	w.spareBusy = true
+	w.spareMu.Unlock()
+	fill := func() {
+		f, err := w.makeSpare()
+		if err != nil {
+			// Not fatal: the next segment is then created unfilled.
+			w.log.Warn("wal segment preallocation failed", "error", err)
+		}
+		w.spareMu.Lock()
+		w.spare, w.spareBusy = f, false
+		w.spareMu.Unlock()
+	}
+	if w.prealloc == PreallocSync {
+		fill()
+		return
+	}
+	w.spareWG.Add(1)
+	go func() {
+		defer w.spareWG.Done()
+		fill()
+	}()
+}
+
 // rollover starts a new segment. Called with wmu held (or during Open).
 func (w *WAL) rollover() error {
 	var seq uint64 = 1
@@ -449,9 +574,30 @@ func (w *WAL) rollover() error {
 	w.mu.RUnlock()
 	name := segName(seq, last+1)
 	p := path.Join(w.dir, name)
-	f, err := w.fs.Create(p)
-	if err != nil {
-		return fmt.Errorf("create wal segment %s: %w", p, err)
+	if w.active != nil {
+		// A segment is only ever left with slack (zeros past its data) if
+		// it was preallocated larger than it was filled (SegmentSize
+		// lowered between runs). Trim it, so that every segment but the
+		// last ends exactly at its last record.
+		if size, err := w.active.f.Size(); err == nil && size > w.woff {
+			if err := w.active.f.Truncate(w.woff); err != nil {
+				return fmt.Errorf("trim wal segment %s: %w", w.active.name, err)
+			}
+			if err := w.active.f.Sync(); err != nil {
+				return fmt.Errorf("sync wal segment %s: %w", w.active.name, err)
+			}
+		}
+	}
+	w.spareMu.Lock()
+	f := w.spare
+	w.spare = nil
+	w.spareMu.Unlock()
+	fromSpare := f != nil
+	if !fromSpare {
+		var err error
+		if f, err = w.fs.Create(p); err != nil {
+			return fmt.Errorf("create wal segment %s: %w", p, err)
+		}
 	}
 	buf := AppendSegmentHeader(nil, SegmentHeader{Version: formatVersion, Seq: seq, PrevIndex: last, PrevTerm: lastTerm}, hs)
 	if _, err := f.WriteAt(buf, 0); err != nil {
@@ -461,6 +607,14 @@ func (w *WAL) rollover() error {
 	if err := f.Sync(); err != nil {
 		f.Close()
 		return fmt.Errorf("sync wal segment %s: %w", p, err)
+	}
+	if fromSpare {
+		// The header is durable before the name appears, so a renamed
+		// spare is never mistaken for a torn segment.
+		if err := w.fs.Rename(path.Join(w.dir, spareName), p); err != nil {
+			f.Close()
+			return fmt.Errorf("rename wal spare to %s: %w", p, err)
+		}
 	}
 	// The new name must be durable before anything in it is acknowledged.
 	if err := w.fs.SyncDir(w.dir); err != nil {
@@ -526,10 +680,25 @@ func (w *WAL) runRound() {
 	w.qmu.Unlock()
 }
 
+// pendingRec is a record written in this round, applied after the fsync.
+// Only what apply reads is kept (entry data is not needed: it is on disk).
 type pendingRec struct {
-	rec  Record
-	off  int64
-	size uint32
+	typ         RecordType
+	index, term uint64 // entry or snapshot reference
+	hs          raft.HardState
+	off         int64
+	size        uint32
+}
+
+func (p *pendingRec) record() Record {
+	r := Record{Type: p.typ, Hard: p.hs}
+	switch p.typ {
+	case TypeEntry:
+		r.Entry = raft.Entry{Index: p.index, Term: p.term}
+	case TypeSnapshot:
+		r.Snap = SnapRef{Index: p.index, Term: p.term}
+	}
+	return r
 }
 
 func (w *WAL) commit(reqs []*request) {
@@ -581,21 +750,23 @@ func (w *WAL) commit(reqs []*request) {
 			errs[k] = err
 			continue
 		}
+		prs := make([]pendingRec, 0, len(b.Entries)+2)
 		if s := b.Snapshot; s != nil {
 			off := w.woff + int64(len(buf))
 			buf = AppendSnapshot(buf, *s)
-			recs[k] = append(recs[k], pendingRec{Record{Type: TypeSnapshot, Snap: *s}, off, snapSize})
+			prs = append(prs, pendingRec{typ: TypeSnapshot, index: s.Index, term: s.Term, off: off, size: snapSize})
 		}
 		for _, e := range b.Entries {
 			off := w.woff + int64(len(buf))
 			buf = AppendEntry(buf, e)
-			recs[k] = append(recs[k], pendingRec{Record{Type: TypeEntry, Entry: raft.Entry{Index: e.Index, Term: e.Term}}, off, uint32(entryFixed + len(e.Data))})
+			prs = append(prs, pendingRec{typ: TypeEntry, index: e.Index, term: e.Term, off: off, size: uint32(entryFixed + len(e.Data))})
 		}
 		if b.HardState != nil {
 			off := w.woff + int64(len(buf))
 			buf = AppendHardState(buf, *b.HardState)
-			recs[k] = append(recs[k], pendingRec{Record{Type: TypeHardState, Hard: *b.HardState}, off, hardSize})
+			prs = append(prs, pendingRec{typ: TypeHardState, hs: *b.HardState, off: off, size: hardSize})
 		}
+		recs[k] = prs
 		marker, last = m, l
 		if n := len(b.Entries); n > 0 {
 			last = b.Entries[n-1].Index
@@ -613,11 +784,21 @@ func (w *WAL) commit(reqs []*request) {
 			return
 		}
 		w.woff += int64(len(buf))
+		if w.woff >= w.segSize/2 {
+			w.prepareSpare()
+		}
 	}
 	w.mu.Lock()
 	for k := range reqs {
-		for _, pr := range recs[k] {
-			if err := w.apply(pr.rec, w.active, pr.off, pr.size); err != nil && errs[k] == nil {
+		for i := range recs[k] {
+			pr := &recs[k][i]
+			if pr.typ == TypeEntry && pr.index == w.lastIndex()+1 && pr.index > w.marker.Index {
+				// Fast path for the common plain append; same effect as apply.
+				w.active.low = min(w.active.low, pr.index-1)
+				w.ents = appendLoc(w.ents, entLoc{term: pr.term, off: pr.off, seq: w.active.seq, size: pr.size})
+				continue
+			}
+			if err := w.apply(pr.record(), w.active, pr.off, pr.size); err != nil && errs[k] == nil {
 				// Validation makes this unreachable; if it is reached the
 				// log on disk and in memory may differ, so stop writing.
 				w.err = fmt.Errorf("wal: applying committed record: %w", err)
@@ -809,6 +990,14 @@ func (w *WAL) Close() error {
 		return nil
 	}
 	w.wclosed = true
+	w.spareWG.Wait()
+	w.spareMu.Lock()
+	if w.spare != nil {
+		w.spare.Close()
+		w.fs.Remove(path.Join(w.dir, spareName)) // best effort: Open removes it too
+		w.spare = nil
+	}
+	w.spareMu.Unlock()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var first error

@@ -29,7 +29,7 @@ func newFS(t *testing.T) *crashfs.FS {
 
 func open(t *testing.T, fs vfs.FS, log hclog.Logger) *WAL {
 	t.Helper()
-	w, err := Open(Options{FS: fs, Dir: dir, SegmentSize: 1 << 10, Logger: log})
+	w, err := Open(Options{FS: fs, Dir: dir, SegmentSize: 1 << 10, Logger: log, Prealloc: PreallocSync})
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
@@ -145,7 +145,7 @@ func TestCorruptionRefusesToOpen(t *testing.T) {
 			fs := newFS(t)
 			names := fill(t, fs)
 			c.damage(fs, names)
-			_, err := Open(Options{FS: fs, Dir: dir, SegmentSize: 1 << 10})
+			_, err := Open(Options{FS: fs, Dir: dir, SegmentSize: 1 << 10, Prealloc: PreallocSync})
 			if err == nil {
 				t.Fatal("opened a corrupt log")
 			}
@@ -172,7 +172,7 @@ func TestSegmentGapIsRefused(t *testing.T) {
 	rec.Seg.PrevIndex += 5
 	nb := AppendSegmentHeader(nil, rec.Seg, rec.Hard)
 	fs.SetFile(p, append(nb, b[n:]...))
-	_, err = Open(Options{FS: fs, Dir: dir})
+	_, err = Open(Options{FS: fs, Dir: dir, Prealloc: PreallocOff})
 	if err == nil || !strings.Contains(err.Error(), "index gap") || !strings.Contains(err.Error(), names[1]) {
 		t.Fatalf("want index gap error naming %s, got %v", names[1], err)
 	}
@@ -180,7 +180,7 @@ func TestSegmentGapIsRefused(t *testing.T) {
 
 func TestOversizedEntryRefused(t *testing.T) {
 	fs := newFS(t)
-	w, err := Open(Options{FS: fs, Dir: dir, MaxRecordSize: 100})
+	w, err := Open(Options{FS: fs, Dir: dir, MaxRecordSize: 100, Prealloc: PreallocOff})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +233,7 @@ func (w *WAL) queued() int {
 
 func TestGroupCommitCoalescesConcurrentSaves(t *testing.T) {
 	g := &syncGate{FS: newFS(t)}
-	w, err := Open(Options{FS: g, Dir: dir})
+	w, err := Open(Options{FS: g, Dir: dir, Prealloc: PreallocOff})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -345,9 +345,62 @@ func TestEntriesAcrossSegmentsAndOverwrites(t *testing.T) {
 func ExampleWAL_Save() {
 	fs := crashfs.New()
 	fs.MkdirAll("/wal")
-	w, _ := Open(Options{FS: fs, Dir: "/wal"})
+	w, _ := Open(Options{FS: fs, Dir: "/wal", Prealloc: PreallocOff})
 	hs := raft.HardState{Term: 1, Vote: 1, Commit: 0}
 	_ = w.Save(Batch{Entries: []raft.Entry{{Index: 1, Term: 1, Data: []byte("x")}}, HardState: &hs})
 	fmt.Println(w.LastIndex(), w.HardState().Term)
 	// Output: 1 1
+}
+
+func TestPreallocatedSegmentCleanEndAndTornWrite(t *testing.T) {
+	fs := newFS(t)
+	opts := Options{FS: fs, Dir: dir, SegmentSize: 64 << 10, Prealloc: PreallocSync}
+	w, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Save(Batch{Entries: entries(1, 20, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	end := w.woff
+	w.Close()
+	p := path.Join(dir, segName(1, 1))
+	b, _ := fs.ReadFile(p)
+	if int64(len(b)) != opts.SegmentSize {
+		t.Fatalf("segment is %d bytes, want preallocated %d", len(b), opts.SegmentSize)
+	}
+	// A clean restart stops at the zeros: no warning, nothing truncated.
+	log, buf := logger()
+	opts.Logger = log
+	w, err = Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	if buf.Len() != 0 || w.LastIndex() != 20 {
+		t.Fatalf("clean reopen: last %d, log %q", w.LastIndex(), buf.String())
+	}
+	// A write torn inside the header of the next record, zeros after it.
+	rec := AppendEntry(nil, entries(21, 21, 1)[0])
+	for _, cut := range []int{3, headerSize + 5} {
+		img := append([]byte(nil), b...)
+		copy(img[end:], rec[:cut])
+		fs.SetFile(p, img)
+		buf.Reset()
+		w, err = Open(opts)
+		if err != nil {
+			t.Fatalf("cut %d: %v", cut, err)
+		}
+		if !strings.Contains(buf.String(), "truncating torn write") || w.LastIndex() != 20 {
+			t.Fatalf("cut %d: last %d, log %q", cut, w.LastIndex(), buf.String())
+		}
+		if err := w.Save(Batch{Entries: entries(21, 21, 1)}); err != nil {
+			t.Fatal(err)
+		}
+		w.Close()
+		if w, err = Open(opts); err != nil || w.LastIndex() != 21 {
+			t.Fatalf("cut %d: reopen after append: %v", cut, err)
+		}
+		w.Close()
+	}
 }
