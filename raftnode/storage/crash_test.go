@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/capraft/capraft/raftnode/storage/crashfs"
+	"github.com/capraft/capraft/raftnode/storage/wal"
 )
 
 var crashSeeds = flag.Int("crash.seeds", 1500, "number of seeds for TestCrashConsistency (each runs 3 crash/recover rounds)")
@@ -46,6 +47,9 @@ func crashSeedRun(seed int64) (midOp int, err error) {
 	opts.SegmentSize = 1 << 10 * int64(1+rng.Intn(4))
 	opts.TrailingEntries = uint64(rng.Intn(5))
 	opts.KeepSnapshots = 1 + rng.Intn(3)
+	if rng.Intn(3) == 0 {
+		opts.Prealloc = wal.PreallocOff // segments created directly, grown by appends
+	}
 	acked := &model{}
 	candidates := []*model{acked}
 	g := &gen{rng: rng, bigData: true}

@@ -158,6 +158,10 @@ func (g *gen) next(m *model) op {
 	if hs.Term < g.maxTerm {
 		hs.Term = g.maxTerm
 	}
+	// A snapshot is committed state: after a crash that kept a snapshot but
+	// not the hard state written with it, the core restarts with commit at
+	// least the snapshot index (InitialState), and so does the generator.
+	hs.Commit = max(hs.Commit, m.snapIndex())
 	switch r := g.rng.Intn(100); {
 	case r < 50: // leader-style append, maybe advancing commit
 		n := 1 + g.rng.Intn(8)

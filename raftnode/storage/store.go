@@ -419,6 +419,8 @@ func (s *Store) OpenSnapshot() (*snap.Reader, error) {
 // InstallSnapshot from the leader). After Writer.Commit the file is durable
 // but not yet in effect: pass a raft.Snapshot with the same Meta to Save
 // (as the core's Ready will) to install it; Save then skips rewriting it.
+// If the node restarts in between, Open adopts the newest snapshot on disk
+// as if Save had run (a snapshot is committed state, so this is safe).
 func (s *Store) ReceiveSnapshot(meta raft.SnapshotMeta) (*snap.Writer, error) {
 	return s.snaps.Create(meta)
 }
