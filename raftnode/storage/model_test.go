@@ -61,6 +61,9 @@ type op struct {
 	snap  *raft.Snapshot
 	index uint64
 	data  []byte
+	// chunked: deliver snap through ReceiveSnapshot in chunks first, as an
+	// InstallSnapshot would, then Save it without data.
+	chunked bool
 }
 
 func (o op) String() string {
@@ -82,6 +85,22 @@ func (o op) String() string {
 func (o op) apply(s *Store) error {
 	switch o.kind {
 	case "save":
+		if o.snap != nil && o.chunked {
+			w, err := s.ReceiveSnapshot(o.snap.Meta)
+			if err != nil {
+				return err
+			}
+			for off := 0; off < len(o.snap.Data); off += 7 {
+				if _, err := w.Write(o.snap.Data[off:min(off+7, len(o.snap.Data))]); err != nil {
+					w.Abort()
+					return err
+				}
+			}
+			if err := w.Commit(); err != nil {
+				return err
+			}
+			return s.Save(o.hs, o.ents, &raft.Snapshot{Meta: o.snap.Meta})
+		}
 		return s.Save(o.hs, o.ents, o.snap)
 	case "snapshot":
 		return s.CreateSnapshot(o.index, raft.ConfState{Voters: []uint64{1, 2, 3}}, o.data)
@@ -214,7 +233,7 @@ func (g *gen) next(m *model) op {
 		hs.Term = max(hs.Term, term)
 		hs.Commit = x
 		s := &raft.Snapshot{Meta: raft.SnapshotMeta{Index: x, Term: term, ConfState: raft.ConfState{Voters: []uint64{1, 2, 3}, Learners: []uint64{4}}}, Data: g.data()}
-		return op{kind: "save", hs: hs, snap: s}
+		return op{kind: "save", hs: hs, snap: s, chunked: g.rng.Intn(2) == 0}
 	}
 }
 
