@@ -425,6 +425,10 @@ func (s *Store) ReceiveSnapshot(meta raft.SnapshotMeta) (*snap.Writer, error) {
 	return s.snaps.Create(meta)
 }
 
+// Stats returns the write-ahead log's counters: saves, fsyncs (their ratio
+// is the group-commit factor), bytes, fsync time, segments.
+func (s *Store) Stats() wal.Stats { return s.wal.Stats() }
+
 // Close closes the log and releases the directory lock.
 func (s *Store) Close() error {
 	s.mu.Lock()

@@ -141,6 +141,7 @@ type WAL struct {
 
 	// Read state: what is durable.
 	mu     sync.RWMutex
+	stats  Stats      // updated by the round leader with mu held
 	segs   []*segment // ascending seq, contiguous; last is active
 	marker SnapRef    // the entry before the first live one (index, term)
 	ents   []entLoc   // ents[k] is index marker.Index+1+k
@@ -772,23 +773,39 @@ func (w *WAL) commit(reqs []*request) {
 			last = b.Entries[n-1].Index
 		}
 	}
+	var fsyncTook time.Duration
 	if len(buf) > 0 {
 		if _, err := w.active.f.WriteAt(buf, w.woff); err != nil {
 			w.err = fmt.Errorf("write wal segment %s at offset %d: %w", w.active.name, w.woff, err)
 			fail(w.err)
 			return
 		}
+		t0 := time.Now()
 		if err := w.active.f.Sync(); err != nil {
 			w.err = fmt.Errorf("sync wal segment %s: %w", w.active.name, err)
 			fail(w.err)
 			return
 		}
+		took := time.Since(t0)
+		if took > slowFsync {
+			// Slow fsyncs are what turn into missed heartbeats and
+			// elections; make them visible.
+			w.log.Warn("slow wal fsync", "segment", w.active.name, "bytes", len(buf), "took", took)
+		}
+		fsyncTook = took
 		w.woff += int64(len(buf))
 		if w.woff >= w.segSize/2 {
 			w.prepareSpare()
 		}
 	}
 	w.mu.Lock()
+	if len(buf) > 0 {
+		w.stats.Fsyncs++
+		w.stats.Saves += uint64(len(reqs))
+		w.stats.BytesWritten += uint64(len(buf))
+		w.stats.FsyncTotal += fsyncTook
+		w.stats.FsyncMax = max(w.stats.FsyncMax, fsyncTook)
+	}
 	for k := range reqs {
 		for i := range recs[k] {
 			pr := &recs[k][i]
@@ -972,6 +989,28 @@ func (w *WAL) Compact(index, keepFrom uint64) error {
 	}
 	w.segs = w.segs[n:]
 	return nil
+}
+
+// slowFsync is the fsync duration above which a warning is logged.
+const slowFsync = time.Second
+
+// Stats are cumulative counters since Open.
+type Stats struct {
+	Saves        uint64        // Save calls committed (with at least one record)
+	Fsyncs       uint64        // commit rounds, one write + one fdatasync each
+	BytesWritten uint64        // record bytes written by commits
+	FsyncTotal   time.Duration // time spent in the commits' fdatasync
+	FsyncMax     time.Duration // longest single commit fdatasync
+	Segments     int           // segment files now
+}
+
+// Stats returns the counters (Saves/Fsyncs is the group-commit factor).
+func (w *WAL) Stats() Stats {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	st := w.stats
+	st.Segments = len(w.segs)
+	return st
 }
 
 // Segments returns the number of segment files (for tests and metrics).

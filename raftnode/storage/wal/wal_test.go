@@ -269,6 +269,9 @@ func TestGroupCommitCoalescesConcurrentSaves(t *testing.T) {
 	if n := g.syncs - base; n != 2 {
 		t.Fatalf("%d fsyncs for 1+%d concurrent saves, want 2 (one per round)", n, waiters)
 	}
+	if st := w.Stats(); st.Saves != 1+waiters || st.Fsyncs != 2 {
+		t.Fatalf("stats %+v, want %d saves in 2 fsyncs", st, 1+waiters)
+	}
 }
 
 func TestFsyncErrorIsSticky(t *testing.T) {
