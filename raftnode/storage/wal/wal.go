@@ -348,8 +348,9 @@ func (w *WAL) replaySegment(seq uint64, name string, first, last bool) error {
 		rec, _, err := DecodeRecord(frame, w.maxRec)
 		if err != nil {
 			// A sound header with a damaged payload is a torn write only if
-			// it is the final record (or only zeros follow it).
-			if errors.Is(err, errPayloadCRC) && last && (end == size || zerosFrom(f, end, size)) {
+			// it is the final record (nothing but zeros after it) and the
+			// damage looks like unwritten space, not a flipped bit.
+			if errors.Is(err, errPayloadCRC) && last && (end == size || zerosFrom(f, end, size)) && looksTorn(frame, off) {
 				break
 			}
 			return fail(off, "%v", err)
@@ -424,6 +425,36 @@ func (w *WAL) replaySegment(seq uint64, name string, first, last bool) error {
 		w.active, w.woff = seg, off
 	}
 	return nil
+}
+
+// sectorSize is the unit a disk writes atomically (at least).
+const sectorSize = 512
+
+// looksTorn reports whether a record frame that fails its checksum shows the
+// mark of an interrupted write rather than of corruption: its tail is zero
+// (the write stopped part-way through the record, in zero-filled space) or
+// one of the disk sectors it spans reads as all zeros (a sector that was
+// never written). A flipped bit in a complete record shows neither, and is
+// reported as corruption instead of being truncated away.
+func looksTorn(frame []byte, off int64) bool {
+	if len(frame) == 0 || frame[len(frame)-1] == 0 {
+		return true
+	}
+	for start := 0; start < len(frame); {
+		end := min(len(frame), start+sectorSize-int((off+int64(start))%sectorSize))
+		zero := true
+		for _, c := range frame[start:end] {
+			if c != 0 {
+				zero = false
+				break
+			}
+		}
+		if zero {
+			return true
+		}
+		start = end
+	}
+	return false
 }
 
 // zerosFrom reports whether f holds only zero bytes in [off, size).

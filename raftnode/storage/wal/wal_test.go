@@ -407,3 +407,27 @@ func TestPreallocatedSegmentCleanEndAndTornWrite(t *testing.T) {
 		w.Close()
 	}
 }
+
+func TestBitFlipInFinalRecordIsCorruptionNotTornWrite(t *testing.T) {
+	fs := newFS(t)
+	opts := Options{FS: fs, Dir: dir, SegmentSize: 64 << 10, Prealloc: PreallocSync}
+	w, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Save(Batch{Entries: entries(1, 5, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	end := w.woff
+	w.Close()
+	p := path.Join(dir, segName(1, 1))
+	b, _ := fs.ReadFile(p)
+	// Flip a bit in the middle of the final, acknowledged record (entry 5,
+	// whose data bytes are all 5: no zero tail, no zero sector).
+	b[end-20] ^= 0x10
+	fs.SetFile(p, b)
+	_, err = Open(opts)
+	if err == nil || !strings.Contains(err.Error(), "checksum") || !strings.Contains(err.Error(), p) {
+		t.Fatalf("bit flip in the final record: %v, want a checksum error naming %s", err, p)
+	}
+}
