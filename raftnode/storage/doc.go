@@ -38,10 +38,16 @@
 //     some prefix of its records (snapshot reference, entries, hard state —
 //     in that order), and the hard state never goes backwards.
 //   - Recovery checks every record's checksum. The only damage it repairs is
-//     a torn final record of the last segment (logged as a warning). A bad
-//     checksum elsewhere, a missing segment, an index gap, a log that starts
-//     after the newest valid snapshot: Open fails with an error naming the
-//     file and offset. Data is never silently dropped.
+//     a torn final record of the last segment (logged as a warning): one
+//     that runs past the end of the file, or whose header or payload fails
+//     its checksum with only zeros after it and the look of unwritten space
+//     (a zero tail or an all-zero sector). A bad checksum elsewhere — or a
+//     flipped bit in an otherwise complete final record — a missing
+//     segment, an index gap, a log that starts after the newest valid
+//     snapshot: Open fails with an error naming the file and offset. Data is
+//     never silently dropped.
+//   - Stats reports saves, fsyncs (their ratio is the group-commit factor),
+//     bytes and fsync time; an fsync slower than one second is logged.
 //   - A corrupt newest snapshot is skipped with a warning and the previous
 //     one used, provided the log still reaches back to it (Compact makes
 //     sure it does while that snapshot is retained).
