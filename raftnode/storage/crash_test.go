@@ -70,7 +70,7 @@ func crashSeedRun(seed int64) (midOp int, err error) {
 		}
 		s, err := Open("/c", opts)
 		if err != nil {
-			return midOp, fmt.Errorf("round %d: recovery failed: %v\nhistory: %s", round, err, strings.Join(history, "; "))
+			return midOp, fmt.Errorf("round %d: recovery failed: %v\nhistory: %s\nwal:%s", round, err, strings.Join(history, "; "), dumpWAL(fs, "/c/wal"))
 		}
 		// The recovered state must be one the crash could have left.
 		var matched *model
@@ -85,8 +85,8 @@ func crashSeedRun(seed int64) (midOp int, err error) {
 		}
 		if matched == nil {
 			s.Close()
-			return midOp, fmt.Errorf("round %d: recovered state matches no allowed state:\n  %s\nhistory: %s",
-				round, strings.Join(diffs, "\n  "), strings.Join(history, "; "))
+			return midOp, fmt.Errorf("round %d: recovered state matches no allowed state:\n  %s\nhistory: %s\nwal:%s",
+				round, strings.Join(diffs, "\n  "), strings.Join(history, "; "), dumpWAL(fs, "/c/wal"))
 		}
 		hs, _, _ := s.InitialState()
 		if hs.Term < acked.hs.Term || hs.Commit < acked.hs.Commit {

@@ -2,36 +2,39 @@ package storage
 
 import (
 	"fmt"
-	"testing"
+	"strings"
 
 	"github.com/capraft/capraft/raftnode/storage/crashfs"
 	"github.com/capraft/capraft/raftnode/storage/wal"
 )
 
-func dumpWAL(t *testing.T, fs *crashfs.FS, dir string) {
+// dumpWAL renders every segment in dir as a list of records, for failure
+// messages: H = segment header, E = entry index/term, HS = hard state,
+// S = snapshot reference.
+func dumpWAL(fs *crashfs.FS, dir string) string {
+	var out strings.Builder
 	names, _ := fs.List(dir)
 	for _, n := range names {
 		b, _ := fs.ReadFile(dir + "/" + n)
-		off := 0
-		s := n + ":"
-		for off < len(b) {
+		fmt.Fprintf(&out, "\n  %s:", n)
+		for off := 0; off < len(b); {
 			rec, k, err := wal.DecodeRecord(b[off:], 1<<30)
 			if err != nil {
-				s += fmt.Sprintf(" ERR(%v)", err)
+				fmt.Fprintf(&out, " [stop at %d: %v]", off, err)
 				break
 			}
 			switch rec.Type {
 			case wal.TypeSegment:
-				s += fmt.Sprintf(" H(prev=%d/%d hs=%v)", rec.Seg.PrevIndex, rec.Seg.PrevTerm, rec.Hard)
+				fmt.Fprintf(&out, " H(prev=%d/%d)", rec.Seg.PrevIndex, rec.Seg.PrevTerm)
 			case wal.TypeEntry:
-				s += fmt.Sprintf(" E%d/%d", rec.Entry.Index, rec.Entry.Term)
+				fmt.Fprintf(&out, " E%d/%d", rec.Entry.Index, rec.Entry.Term)
 			case wal.TypeHardState:
-				s += fmt.Sprintf(" HS%v", rec.Hard)
+				fmt.Fprintf(&out, " HS%v", rec.Hard)
 			case wal.TypeSnapshot:
-				s += fmt.Sprintf(" S%d/%d", rec.Snap.Index, rec.Snap.Term)
+				fmt.Fprintf(&out, " S%d/%d", rec.Snap.Index, rec.Snap.Term)
 			}
 			off += k
 		}
-		t.Log(s)
 	}
+	return out.String()
 }

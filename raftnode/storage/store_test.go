@@ -156,8 +156,7 @@ func TestModelRandomOps(t *testing.T) {
 				var err error
 				s, err = Open("/m", opts)
 				if err != nil {
-					dumpWAL(t, fs, "/m/wal")
-					t.Fatalf("seed %d reopen at op %d: %v", seed, i, err)
+					t.Fatalf("seed %d reopen at op %d: %v\nwal:%s", seed, i, err, dumpWAL(fs, "/m/wal"))
 				}
 				restarted = true
 				if err := diff(s, m, restarted); err != nil {
