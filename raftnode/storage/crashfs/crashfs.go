@@ -517,7 +517,11 @@ func (f *file) Sync() error {
 	if err := f.fs.step(); err != nil {
 		return err
 	}
-	f.ino.synced = append(f.ino.synced[:0:0], f.ino.data...)
+	// Replay the pending operations onto the durable image: cost is the
+	// bytes written since the last Sync, not the file size.
+	for _, op := range f.ino.unsynced {
+		f.ino.synced = applyFileOp(f.ino.synced, op)
+	}
 	f.ino.unsynced = nil
 	return nil
 }
