@@ -102,8 +102,8 @@
 //
 // crashfs.New() gives each simulated node its own file system. Open the
 // store with Options{FS: fs, SegmentSize: 64 << 10, Prealloc:
-// wal.PreallocSync} (crashfs keeps every byte in memory and copies a file's
-// image on each Sync, so keep segments small). To crash a node, abandon its
+// wal.PreallocSync} (crashfs keeps every byte in memory, and each
+// preallocated segment costs SegmentSize bytes at once, so keep them small). To crash a node, abandon its
 // Store, call fs.Crash(rng) and Open again; fs.SetCrashAfter(n, rng) makes
 // the crash land inside the n+1th file-system call.
 package storage
