@@ -82,8 +82,8 @@
 // See docs/BENCHMARKS.md.
 //
 // Entry data is read back from the segment files rather than kept in
-// memory. Memory holds 32 bytes per entry (term, segment, offset, size), so
-// Term is a slice lookup and a 1 GiB log costs ~128 MiB of index for 256-byte
+// memory. Memory holds 24 bytes per entry (term, segment, offset, size), so
+// Term is a slice lookup and a 1 GiB log costs ~90 MiB of index for 256-byte
 // entries instead of 1 GiB of data. Recently written entries, which are the
 // ones the leader reads to replicate, are in the page cache; Entries reads
 // each run of adjacent records with one pread and verifies their checksums

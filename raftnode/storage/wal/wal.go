@@ -92,7 +92,7 @@ func (b *Batch) empty() bool { return b.Snapshot == nil && len(b.Entries) == 0 &
 type entLoc struct {
 	term uint64
 	off  int64  // offset of the record frame in its segment
-	seq  uint64 // segment sequence number
+	seq  uint32 // segment sequence number (low 32 bits: 4 billion segments)
 	size uint32 // payload length
 }
 
@@ -506,7 +506,7 @@ func (w *WAL) apply(rec Record, seg *segment, off int64, size uint32) error {
 		if i > w.lastIndex()+1 {
 			return fmt.Errorf("entry %d after last index %d: index gap", i, w.lastIndex())
 		}
-		w.ents = appendLoc(w.ents[:i-w.marker.Index-1], entLoc{term: rec.Entry.Term, off: off, seq: seg.seq, size: size})
+		w.ents = appendLoc(w.ents[:i-w.marker.Index-1], entLoc{term: rec.Entry.Term, off: off, seq: uint32(seg.seq), size: size})
 	case TypeHardState:
 		w.hs = rec.Hard
 	case TypeSnapshot:
@@ -843,7 +843,7 @@ func (w *WAL) commit(reqs []*request) {
 			if pr.typ == TypeEntry && pr.index == w.lastIndex()+1 && pr.index > w.marker.Index {
 				// Fast path for the common plain append; same effect as apply.
 				w.active.low = min(w.active.low, pr.index-1)
-				w.ents = appendLoc(w.ents, entLoc{term: pr.term, off: pr.off, seq: w.active.seq, size: pr.size})
+				w.ents = appendLoc(w.ents, entLoc{term: pr.term, off: pr.off, seq: uint32(w.active.seq), size: pr.size})
 				continue
 			}
 			if err := w.apply(pr.record(), w.active, pr.off, pr.size); err != nil && errs[k] == nil {
@@ -952,7 +952,7 @@ func (w *WAL) Entries(lo, hi, maxBytes uint64) ([]raft.Entry, error) {
 			end += headerSize + int64(locs[n].size)
 			n++
 		}
-		seg := w.segs[locs[0].seq-w.segs[0].seq]
+		seg := w.segs[locs[0].seq-uint32(w.segs[0].seq)]
 		buf := make([]byte, end-locs[0].off)
 		if _, err := seg.f.ReadAt(buf, locs[0].off); err != nil {
 			return nil, fmt.Errorf("read wal segment %s at offset %d: %w", seg.name, locs[0].off, err)
