@@ -25,6 +25,8 @@ func TestCrashConsistency(t *testing.T) {
 	lo, hi := int64(0), int64(*crashSeeds)
 	if testing.Short() {
 		hi = 200
+	} else if raceEnabled && !flagSet("crash.seeds") {
+		hi = 300
 	}
 	if *crashSeed >= 0 {
 		lo, hi = *crashSeed, *crashSeed+1
@@ -117,4 +119,11 @@ func crashSeedRun(seed int64) (midOp int, err error) {
 		history = append(history, "crash")
 	}
 	return midOp, nil
+}
+
+// flagSet reports whether the named flag was given on the command line.
+func flagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

@@ -128,7 +128,7 @@ func TestOSLockAcrossOpen(t *testing.T) {
 // and compactions against the in-memory model, reopening at random points.
 func TestModelRandomOps(t *testing.T) {
 	seeds := 60
-	if testing.Short() {
+	if testing.Short() || raceEnabled {
 		seeds = 10
 	}
 	for seed := int64(0); seed < int64(seeds); seed++ {

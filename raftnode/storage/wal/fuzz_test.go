@@ -90,7 +90,9 @@ func FuzzRecoverSegment(f *testing.F) {
 		fs := crashfs.New()
 		fs.MkdirAll(dir)
 		fs.SetFile(dir+"/"+segName(1, 1), data)
-		opts := Options{FS: fs, Dir: dir, MaxRecordSize: fuzzMaxRecord}
+		// Small preallocated segments: recovering an empty input creates a
+		// new one, and the append may roll over.
+		opts := Options{FS: fs, Dir: dir, MaxRecordSize: fuzzMaxRecord, SegmentSize: 4 << 10, Prealloc: PreallocSync}
 		w, err := Open(opts)
 		if err != nil {
 			return
