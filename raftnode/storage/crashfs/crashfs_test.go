@@ -1,0 +1,151 @@
+package crashfs
+
+import (
+	"bytes"
+	"errors"
+	"math/rand"
+	"testing"
+)
+
+func write(t *testing.T, fs *FS, name string, data []byte, sync bool) {
+	t.Helper()
+	f, err := fs.Create(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(data, 0); err != nil {
+		t.Fatal(err)
+	}
+	if sync {
+		if err := f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestSyncedDataAndDirEntriesSurvive(t *testing.T) {
+	fs := New()
+	fs.MkdirAll("/d")
+	write(t, fs, "/d/a", []byte("durable"), true)
+	fs.SyncDir("/d")
+	for seed := int64(0); seed < 50; seed++ {
+		fs.Crash(rand.New(rand.NewSource(seed)))
+		if b, ok := fs.ReadFile("/d/a"); !ok || string(b) != "durable" {
+			t.Fatalf("seed %d: synced file lost: %q %v", seed, b, ok)
+		}
+	}
+}
+
+func TestUnsyncedStateIsDroppedOrTornPrefix(t *testing.T) {
+	sawDrop, sawTorn, sawLost := false, false, false
+	for seed := int64(0); seed < 200; seed++ {
+		fs := New()
+		fs.MkdirAll("/d")
+		write(t, fs, "/d/a", []byte("base"), true)
+		fs.SyncDir("/d")
+		f, _ := fs.OpenRW("/d/a")
+		f.WriteAt([]byte("-appended-unsynced"), 4)
+		write(t, fs, "/d/new", []byte("x"), true) // data synced, name not
+		fs.Crash(rand.New(rand.NewSource(seed)))
+		b, _ := fs.ReadFile("/d/a")
+		full := []byte("base-appended-unsynced")
+		if !bytes.HasPrefix(full, b) || len(b) < 4 {
+			t.Fatalf("seed %d: %q is not a prefix of the written data containing the synced part", seed, b)
+		}
+		switch {
+		case len(b) == 4:
+			sawDrop = true
+		case len(b) < len(full):
+			sawTorn = true
+		}
+		if _, ok := fs.ReadFile("/d/new"); !ok {
+			sawLost = true
+		}
+		if _, err := f.ReadAt(make([]byte, 1), 0); !errors.Is(err, ErrCrashed) {
+			t.Fatalf("handle from before the crash still works: %v", err)
+		}
+	}
+	if !sawDrop || !sawTorn || !sawLost {
+		t.Fatalf("crash outcomes not all exercised: drop %v torn %v lost-name %v", sawDrop, sawTorn, sawLost)
+	}
+}
+
+func TestRemoveAndRenameNeedDirSync(t *testing.T) {
+	sawUndone := false
+	for seed := int64(0); seed < 50; seed++ {
+		fs := New()
+		fs.MkdirAll("/d")
+		write(t, fs, "/d/tmp", []byte("v2"), true)
+		write(t, fs, "/d/old", []byte("v1"), true)
+		fs.SyncDir("/d")
+		fs.Rename("/d/tmp", "/d/cur")
+		fs.Remove("/d/old")
+		fs.Crash(rand.New(rand.NewSource(seed)))
+		_, hasTmp := fs.ReadFile("/d/tmp")
+		_, hasCur := fs.ReadFile("/d/cur")
+		if hasTmp == hasCur {
+			t.Fatalf("seed %d: rename neither or both: tmp %v cur %v", seed, hasTmp, hasCur)
+		}
+		if hasTmp {
+			sawUndone = true
+		}
+	}
+	if !sawUndone {
+		t.Fatal("an unsynced rename always survived")
+	}
+}
+
+func TestSetCrashAfterFailsLaterCalls(t *testing.T) {
+	fs := New()
+	fs.MkdirAll("/d")
+	rng := rand.New(rand.NewSource(1))
+	fs.SetCrashAfter(1, rng)
+	f, err := fs.Create("/d/a") // call 1 succeeds
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("abcdef"), 0); !errors.Is(err, ErrCrashed) {
+		t.Fatalf("write at the crash point: %v", err)
+	}
+	if _, err := fs.Create("/d/b"); !errors.Is(err, ErrCrashed) {
+		t.Fatalf("call after the crash point: %v", err)
+	}
+	fs.Crash(rng)
+	if _, err := fs.Create("/d/c"); err != nil {
+		t.Fatalf("after reboot: %v", err)
+	}
+	if _, err := fs.Lock("/d/LOCK"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSyncedImageMatchesWrites: after random writes and truncates ending in
+// Sync, a crash restores exactly what the process saw.
+func TestSyncedImageMatchesWrites(t *testing.T) {
+	for seed := int64(0); seed < 100; seed++ {
+		rng := rand.New(rand.NewSource(seed))
+		fs := New()
+		fs.MkdirAll("/d")
+		f, _ := fs.Create("/d/f")
+		fs.SyncDir("/d")
+		for i := 0; i < 30; i++ {
+			switch rng.Intn(4) {
+			case 0:
+				f.Truncate(int64(rng.Intn(300)))
+			case 1:
+				f.Sync()
+			default:
+				b := make([]byte, rng.Intn(100))
+				rng.Read(b)
+				f.WriteAt(b, int64(rng.Intn(300)))
+			}
+		}
+		f.Sync()
+		want, _ := fs.ReadFile("/d/f")
+		fs.Crash(rng)
+		got, _ := fs.ReadFile("/d/f")
+		if !bytes.Equal(got, want) {
+			t.Fatalf("seed %d: after crash %d bytes, synced %d bytes", seed, len(got), len(want))
+		}
+	}
+}

@@ -1,0 +1,468 @@
+// Package snap stores Raft snapshots as checksummed files, one per snapshot,
+// named by last included index and term.
+//
+// A snapshot is written to a temporary file, fsynced, renamed into place and
+// the directory fsynced, so a crash leaves either the whole snapshot or none
+// of it. The newest K are kept. Reading verifies the checksum by streaming
+// through the file, so a multi-gigabyte snapshot is never loaded into memory;
+// Reader then serves the data in chunks (io.Reader / io.ReaderAt) for
+// InstallSnapshot, and Writer receives one chunk by chunk.
+//
+// File format (little endian):
+//
+//	magic "CRSNAP\x00\x01" | metaLen uint32 | metaCRC uint32 | meta |
+//	data ... | dataLen uint64 | dataCRC uint32 | "SEND"
+//
+// where meta is index, term, autoLeave, then the four ConfState id lists,
+// each a uint32 count followed by uint64 ids.
+package snap
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/capraft/capraft/raftnode/raft"
+	"github.com/capraft/capraft/raftnode/storage/vfs"
+)
+
+const (
+	magic       = "CRSNAP\x00\x01"
+	trailMagic  = "SEND"
+	trailerSize = 8 + 4 + 4
+	maxMetaSize = 1 << 20 // a ConfState of 100k members still fits
+	suffix      = ".snap"
+	tmpSuffix   = ".snap.tmp"
+)
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// ErrCorrupt is wrapped by errors about a snapshot file that fails
+// verification.
+var ErrCorrupt = errors.New("snap: corrupt snapshot file")
+
+// ErrNotFound is returned when no snapshot file has the requested index and term.
+var ErrNotFound = errors.New("snap: snapshot not found")
+
+// Ref names a snapshot by its last included index and term.
+type Ref struct {
+	Index uint64
+	Term  uint64
+}
+
+func fileName(r Ref) string { return fmt.Sprintf("%016x-%016x%s", r.Index, r.Term, suffix) }
+
+func parseName(name string) (Ref, bool) {
+	base, ok := strings.CutSuffix(name, suffix)
+	if !ok || len(base) != 33 || base[16] != '-' {
+		return Ref{}, false
+	}
+	i, err1 := strconv.ParseUint(base[:16], 16, 64)
+	t, err2 := strconv.ParseUint(base[17:], 16, 64)
+	if err1 != nil || err2 != nil {
+		return Ref{}, false
+	}
+	return Ref{Index: i, Term: t}, true
+}
+
+// Store is a directory of snapshot files. Its methods are safe for
+// concurrent use.
+type Store struct {
+	fs   vfs.FS
+	dir  string
+	keep int
+	log  hclog.Logger
+	mu   sync.Mutex // serialises commits and retention
+}
+
+// Open opens the snapshot directory (which must exist), removing temporary
+// files left by a crash mid-write. keep (at least 1) is how many snapshots
+// to retain.
+func Open(fs vfs.FS, dir string, keep int, log hclog.Logger) (*Store, error) {
+	if keep < 1 {
+		keep = 1
+	}
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	s := &Store{fs: fs, dir: dir, keep: keep, log: log}
+	names, err := fs.List(dir)
+	if err != nil {
+		return nil, fmt.Errorf("list snapshot dir %s: %w", dir, err)
+	}
+	removed := false
+	for _, n := range names {
+		if strings.HasSuffix(n, tmpSuffix) {
+			log.Info("removing incomplete snapshot left by a crash", "file", n)
+			if err := fs.Remove(path.Join(dir, n)); err != nil {
+				return nil, fmt.Errorf("remove temporary snapshot %s: %w", n, err)
+			}
+			removed = true
+		}
+	}
+	if removed {
+		if err := fs.SyncDir(dir); err != nil {
+			return nil, fmt.Errorf("sync snapshot dir %s: %w", dir, err)
+		}
+	}
+	return s, nil
+}
+
+// List returns the snapshots present, newest (highest index) first. It does
+// not verify them.
+func (s *Store) List() ([]Ref, error) {
+	names, err := s.fs.List(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("list snapshot dir %s: %w", s.dir, err)
+	}
+	var refs []Ref
+	for _, n := range names {
+		if r, ok := parseName(n); ok {
+			refs = append(refs, r)
+		}
+	}
+	sort.Slice(refs, func(i, j int) bool {
+		if refs[i].Index != refs[j].Index {
+			return refs[i].Index > refs[j].Index
+		}
+		return refs[i].Term > refs[j].Term
+	})
+	return refs, nil
+}
+
+// Newest returns the metadata of the newest snapshot that verifies. Corrupt
+// newer snapshots are skipped with a warning naming the file and the fault.
+// ok is false if there is no valid snapshot.
+func (s *Store) Newest() (meta raft.SnapshotMeta, ok bool, err error) {
+	refs, err := s.List()
+	if err != nil {
+		return raft.SnapshotMeta{}, false, err
+	}
+	for _, ref := range refs {
+		r, err := s.Open(ref)
+		if err != nil {
+			s.log.Warn("skipping unreadable snapshot, falling back to an older one", "file", fileName(ref), "error", err)
+			continue
+		}
+		meta := r.Meta()
+		r.Close()
+		return meta, true, nil
+	}
+	return raft.SnapshotMeta{}, false, nil
+}
+
+// Has reports whether a snapshot file for ref exists (not verified).
+func (s *Store) Has(ref Ref) bool {
+	f, err := s.fs.Open(path.Join(s.dir, fileName(ref)))
+	if err != nil {
+		return false
+	}
+	f.Close()
+	return true
+}
+
+// Save writes a whole snapshot durably (Create, Write, Commit).
+func (s *Store) Save(snap raft.Snapshot) error {
+	w, err := s.Create(snap.Meta)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(snap.Data); err != nil {
+		w.Abort()
+		return err
+	}
+	return w.Commit()
+}
+
+// Load reads the whole snapshot ref into memory.
+func (s *Store) Load(ref Ref) (raft.Snapshot, error) {
+	r, err := s.Open(ref)
+	if err != nil {
+		return raft.Snapshot{}, err
+	}
+	defer r.Close()
+	data := make([]byte, r.Size())
+	if _, err := r.ReadAt(data, 0); err != nil && !(errors.Is(err, io.EOF) && r.Size() == 0) {
+		return raft.Snapshot{}, fmt.Errorf("read snapshot %s: %w", fileName(ref), err)
+	}
+	return raft.Snapshot{Meta: r.Meta(), Data: data}, nil
+}
+
+func encodeMeta(m raft.SnapshotMeta) []byte {
+	lists := [][]uint64{m.ConfState.Voters, m.ConfState.Learners, m.ConfState.VotersOutgoing, m.ConfState.LearnersNext}
+	n := 17
+	for _, l := range lists {
+		n += 4 + 8*len(l)
+	}
+	b := make([]byte, 0, n)
+	b = binary.LittleEndian.AppendUint64(b, m.Index)
+	b = binary.LittleEndian.AppendUint64(b, m.Term)
+	if m.ConfState.AutoLeave {
+		b = append(b, 1)
+	} else {
+		b = append(b, 0)
+	}
+	for _, l := range lists {
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(l)))
+		for _, id := range l {
+			b = binary.LittleEndian.AppendUint64(b, id)
+		}
+	}
+	return b
+}
+
+func decodeMeta(b []byte) (raft.SnapshotMeta, error) {
+	if len(b) < 17 {
+		return raft.SnapshotMeta{}, fmt.Errorf("%w: metadata of %d bytes", ErrCorrupt, len(b))
+	}
+	m := raft.SnapshotMeta{Index: binary.LittleEndian.Uint64(b), Term: binary.LittleEndian.Uint64(b[8:])}
+	m.ConfState.AutoLeave = b[16] == 1
+	b = b[17:]
+	lists := []*[]uint64{&m.ConfState.Voters, &m.ConfState.Learners, &m.ConfState.VotersOutgoing, &m.ConfState.LearnersNext}
+	for _, l := range lists {
+		if len(b) < 4 {
+			return raft.SnapshotMeta{}, fmt.Errorf("%w: metadata truncated", ErrCorrupt)
+		}
+		n := binary.LittleEndian.Uint32(b)
+		b = b[4:]
+		// Bound the count by the bytes present before allocating.
+		if uint64(n)*8 > uint64(len(b)) {
+			return raft.SnapshotMeta{}, fmt.Errorf("%w: metadata list of %d ids in %d bytes", ErrCorrupt, n, len(b))
+		}
+		if n > 0 {
+			*l = make([]uint64, n)
+			for i := range *l {
+				(*l)[i] = binary.LittleEndian.Uint64(b[8*i:])
+			}
+			b = b[8*n:]
+		}
+	}
+	if len(b) != 0 {
+		return raft.SnapshotMeta{}, fmt.Errorf("%w: %d stray metadata bytes", ErrCorrupt, len(b))
+	}
+	return m, nil
+}
+
+// Writer receives a snapshot's data in chunks into a temporary file. Nothing
+// is visible until Commit returns.
+type Writer struct {
+	s    *Store
+	meta raft.SnapshotMeta
+	f    vfs.File
+	tmp  string
+	off  int64
+	n    uint64
+	crc  uint32
+	done bool
+}
+
+// Create starts writing the snapshot described by meta.
+func (s *Store) Create(meta raft.SnapshotMeta) (*Writer, error) {
+	ref := Ref{Index: meta.Index, Term: meta.Term}
+	tmp := path.Join(s.dir, strings.TrimSuffix(fileName(ref), suffix)+tmpSuffix)
+	f, err := s.fs.Create(tmp)
+	if err != nil {
+		return nil, fmt.Errorf("create snapshot %s: %w", tmp, err)
+	}
+	mb := encodeMeta(meta)
+	hdr := make([]byte, 0, len(magic)+8+len(mb))
+	hdr = append(hdr, magic...)
+	hdr = binary.LittleEndian.AppendUint32(hdr, uint32(len(mb)))
+	hdr = binary.LittleEndian.AppendUint32(hdr, crc32.Checksum(mb, crcTable))
+	hdr = append(hdr, mb...)
+	if _, err := f.WriteAt(hdr, 0); err != nil {
+		f.Close()
+		s.fs.Remove(tmp)
+		return nil, fmt.Errorf("write snapshot header %s: %w", tmp, err)
+	}
+	return &Writer{s: s, meta: meta, f: f, tmp: tmp, off: int64(len(hdr))}, nil
+}
+
+// Write appends a chunk of snapshot data.
+func (w *Writer) Write(p []byte) (int, error) {
+	if w.done {
+		return 0, errors.New("snap: write after commit or abort")
+	}
+	n, err := w.f.WriteAt(p, w.off)
+	w.off += int64(n)
+	w.n += uint64(n)
+	w.crc = crc32.Update(w.crc, crcTable, p[:n])
+	if err != nil {
+		return n, fmt.Errorf("write snapshot %s at offset %d: %w", w.tmp, w.off, err)
+	}
+	return n, nil
+}
+
+// Commit makes the snapshot durable under its final name and applies the
+// retention policy. After a nil return the snapshot survives a crash.
+func (w *Writer) Commit() error {
+	if w.done {
+		return errors.New("snap: commit after commit or abort")
+	}
+	w.done = true
+	tr := make([]byte, 0, trailerSize)
+	tr = binary.LittleEndian.AppendUint64(tr, w.n)
+	tr = binary.LittleEndian.AppendUint32(tr, w.crc)
+	tr = append(tr, trailMagic...)
+	fail := func(format string, err error) error {
+		w.f.Close()
+		w.s.fs.Remove(w.tmp)
+		return fmt.Errorf(format, w.tmp, err)
+	}
+	if _, err := w.f.WriteAt(tr, w.off); err != nil {
+		return fail("write snapshot trailer %s: %w", err)
+	}
+	if err := w.f.Sync(); err != nil {
+		return fail("sync snapshot %s: %w", err)
+	}
+	if err := w.f.Close(); err != nil {
+		w.s.fs.Remove(w.tmp)
+		return fmt.Errorf("close snapshot %s: %w", w.tmp, err)
+	}
+	final := path.Join(w.s.dir, fileName(Ref{Index: w.meta.Index, Term: w.meta.Term}))
+	w.s.mu.Lock()
+	defer w.s.mu.Unlock()
+	if err := w.s.fs.Rename(w.tmp, final); err != nil {
+		w.s.fs.Remove(w.tmp)
+		return fmt.Errorf("rename snapshot %s: %w", final, err)
+	}
+	if err := w.s.fs.SyncDir(w.s.dir); err != nil {
+		return fmt.Errorf("sync snapshot dir %s: %w", w.s.dir, err)
+	}
+	return w.s.retain()
+}
+
+// Abort discards the partial snapshot.
+func (w *Writer) Abort() error {
+	if w.done {
+		return nil
+	}
+	w.done = true
+	w.f.Close()
+	if err := w.s.fs.Remove(w.tmp); err != nil {
+		return fmt.Errorf("remove partial snapshot %s: %w", w.tmp, err)
+	}
+	return nil
+}
+
+// retain deletes all but the newest keep snapshots. Called with mu held.
+func (s *Store) retain() error {
+	refs, err := s.List()
+	if err != nil {
+		return err
+	}
+	if len(refs) <= s.keep {
+		return nil
+	}
+	for _, r := range refs[s.keep:] {
+		p := path.Join(s.dir, fileName(r))
+		if err := s.fs.Remove(p); err != nil {
+			return fmt.Errorf("remove old snapshot %s: %w", p, err)
+		}
+	}
+	if err := s.fs.SyncDir(s.dir); err != nil {
+		return fmt.Errorf("sync snapshot dir %s: %w", s.dir, err)
+	}
+	return nil
+}
+
+// Reader streams a verified snapshot's data.
+type Reader struct {
+	meta raft.SnapshotMeta
+	f    vfs.File
+	data *io.SectionReader
+}
+
+// Open opens snapshot ref and verifies its metadata and data checksums by
+// streaming through the file (constant memory). Errors wrap ErrCorrupt for
+// a damaged file and ErrNotFound for a missing one.
+func (s *Store) Open(ref Ref) (*Reader, error) {
+	p := path.Join(s.dir, fileName(ref))
+	f, err := s.fs.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("open snapshot %s: %w (%v)", p, ErrNotFound, err)
+	}
+	r, err := verify(f, ref)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("read snapshot %s: %w", p, err)
+	}
+	return r, nil
+}
+
+func verify(f vfs.File, ref Ref) (*Reader, error) {
+	size, err := f.Size()
+	if err != nil {
+		return nil, err
+	}
+	hdr := make([]byte, len(magic)+8)
+	if size < int64(len(hdr)+trailerSize) {
+		return nil, fmt.Errorf("%w: file of %d bytes is too short", ErrCorrupt, size)
+	}
+	if _, err := f.ReadAt(hdr, 0); err != nil {
+		return nil, err
+	}
+	if string(hdr[:len(magic)]) != magic {
+		return nil, fmt.Errorf("%w: bad magic at offset 0", ErrCorrupt)
+	}
+	mlen := binary.LittleEndian.Uint32(hdr[len(magic):])
+	mcrc := binary.LittleEndian.Uint32(hdr[len(magic)+4:])
+	if mlen > maxMetaSize || int64(len(hdr))+int64(mlen)+trailerSize > size {
+		return nil, fmt.Errorf("%w: metadata length %d at offset %d", ErrCorrupt, mlen, len(magic))
+	}
+	mb := make([]byte, mlen)
+	if _, err := f.ReadAt(mb, int64(len(hdr))); err != nil {
+		return nil, err
+	}
+	if crc32.Checksum(mb, crcTable) != mcrc {
+		return nil, fmt.Errorf("%w: metadata checksum mismatch at offset %d", ErrCorrupt, len(hdr))
+	}
+	meta, err := decodeMeta(mb)
+	if err != nil {
+		return nil, err
+	}
+	if meta.Index != ref.Index || meta.Term != ref.Term {
+		return nil, fmt.Errorf("%w: file holds snapshot %d/%d, name says %d/%d", ErrCorrupt, meta.Index, meta.Term, ref.Index, ref.Term)
+	}
+	dataOff := int64(len(hdr)) + int64(mlen)
+	dataLen := size - trailerSize - dataOff
+	tr := make([]byte, trailerSize)
+	if _, err := f.ReadAt(tr, size-trailerSize); err != nil {
+		return nil, err
+	}
+	if string(tr[12:]) != trailMagic || binary.LittleEndian.Uint64(tr) != uint64(dataLen) {
+		return nil, fmt.Errorf("%w: bad trailer at offset %d (incomplete write?)", ErrCorrupt, size-trailerSize)
+	}
+	h := crc32.New(crcTable)
+	if _, err := io.Copy(h, io.NewSectionReader(f, dataOff, dataLen)); err != nil {
+		return nil, err
+	}
+	if h.Sum32() != binary.LittleEndian.Uint32(tr[8:]) {
+		return nil, fmt.Errorf("%w: data checksum mismatch (%d bytes from offset %d)", ErrCorrupt, dataLen, dataOff)
+	}
+	return &Reader{meta: meta, f: f, data: io.NewSectionReader(f, dataOff, dataLen)}, nil
+}
+
+// Meta returns the snapshot's metadata.
+func (r *Reader) Meta() raft.SnapshotMeta { return r.meta }
+
+// Size returns the length of the snapshot data in bytes.
+func (r *Reader) Size() int64 { return r.data.Size() }
+
+// Read reads the next chunk of data (io.Reader).
+func (r *Reader) Read(p []byte) (int, error) { return r.data.Read(p) }
+
+// ReadAt reads data at an offset, for resumable chunked transfer (io.ReaderAt).
+func (r *Reader) ReadAt(p []byte, off int64) (int, error) { return r.data.ReadAt(p, off) }
+
+// Close releases the file.
+func (r *Reader) Close() error { return r.f.Close() }
