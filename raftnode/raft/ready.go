@@ -1,0 +1,345 @@
+package raft
+
+import "github.com/capraft/capraft/raftnode/raft/tracker"
+
+// SoftState is volatile state worth reporting: who leads, our role.
+type SoftState struct {
+	Lead uint64
+	Role StateType
+}
+
+// Ready is a batch of work for the driver. See the package documentation
+// for the exact order in which its parts must be handled.
+type Ready struct {
+	// SoftState is non-nil when leader or role changed.
+	SoftState *SoftState
+	// HardState is non-empty when term, vote or commit changed; persist it.
+	HardState HardState
+	// Entries must be appended to stable storage (replacing any
+	// conflicting suffix).
+	Entries []Entry
+	// Snapshot, if not empty, must be persisted (replacing the log) and
+	// restored into the application before CommittedEntries are applied.
+	Snapshot Snapshot
+	// CommittedEntries are to be applied in order. They are already
+	// durable, so applying may run in parallel with persisting this Ready.
+	CommittedEntries []Entry
+	// Messages may be sent at once, in parallel with persisting.
+	Messages []Message
+	// MessagesAfterPersist may be sent only after Entries, HardState and
+	// Snapshot are durable.
+	MessagesAfterPersist []Message
+	// ReadStates are confirmed read indexes (see ReadIndex).
+	ReadStates []ReadState
+	// MustSync says whether the write must be fsynced (term, vote or
+	// entries changed); a commit-only HardState change need not be.
+	MustSync bool
+}
+
+// readyMark remembers what the outstanding Ready handed out, so Advance
+// can acknowledge exactly that.
+type readyMark struct {
+	lastIndex, lastTerm uint64
+	snapIndex           uint64
+	hs                  HardState
+	applying            uint64
+	confEntries         []Entry
+}
+
+// HasReady reports whether Ready would return anything. It is false while
+// a Ready is outstanding (not yet Advanced).
+func (r *Core) HasReady() bool {
+	if r.outstanding != nil {
+		return false
+	}
+	if r.softState() != r.prevSoft {
+		return true
+	}
+	if hs := r.hardState(); hs != r.prevHS && !hs.IsEmpty() {
+		return true
+	}
+	u := &r.log.unstable
+	return len(u.entries) > 0 || u.snapshot != nil || len(r.msgs) > 0 ||
+		len(r.readStates) > 0 || r.log.hasNextCommitted()
+}
+
+// Ready returns the next batch of work and marks it outstanding. The
+// caller must handle it as the package documentation describes and then
+// call Advance before calling Ready again; calling Ready twice without
+// Advance is a programmer error and panics.
+func (r *Core) Ready() Ready {
+	if r.outstanding != nil {
+		panic("raft: Ready called again before Advance")
+	}
+	var rd Ready
+	mark := &readyMark{}
+	if ss := r.softState(); ss != r.prevSoft {
+		rd.SoftState = &ss
+		r.prevSoft = ss
+	}
+	hs := r.hardState()
+	if hs != r.prevHS {
+		rd.HardState = hs
+		mark.hs = hs
+		rd.MustSync = hs.Term != r.prevHS.Term || hs.Vote != r.prevHS.Vote
+	}
+	u := &r.log.unstable
+	if u.snapshot != nil {
+		rd.Snapshot = *u.snapshot
+		mark.snapIndex = u.snapshot.Meta.Index
+		rd.MustSync = true
+	}
+	if n := len(u.entries); n > 0 {
+		rd.Entries = u.entries
+		mark.lastIndex, mark.lastTerm = u.entries[n-1].Index, u.entries[n-1].Term
+		rd.MustSync = true
+	}
+	if ents := r.log.nextCommitted(); len(ents) > 0 {
+		rd.CommittedEntries = ents
+		r.log.applying = ents[len(ents)-1].Index
+		for i := range ents {
+			if ents[i].Type == EntryConfChange {
+				mark.confEntries = append(mark.confEntries, ents[i])
+			}
+		}
+		if r.state == StateLeader {
+			r.uncommittedSize -= min(r.uncommittedSize, payloadSize(ents))
+		}
+	}
+	mark.applying = r.log.applying
+	// A leader whose term and vote are already durable may send its own
+	// traffic before persisting (§10.2.1). Anything sent by a node whose
+	// term or vote is still changing waits, as do all responses.
+	early := r.state == StateLeader && hs.Term == r.prevHS.Term && hs.Vote == r.prevHS.Vote
+	for _, m := range r.msgs {
+		if early && sendableBeforePersist(m.Type) {
+			rd.Messages = append(rd.Messages, m)
+		} else {
+			rd.MessagesAfterPersist = append(rd.MessagesAfterPersist, m)
+		}
+	}
+	r.msgs = nil
+	rd.ReadStates = r.readStates
+	r.readStates = nil
+	r.outstanding = mark
+	return rd
+}
+
+// Advance acknowledges the outstanding Ready: its entries, hard state and
+// snapshot are durable and its committed entries applied. Calling Advance
+// without an outstanding Ready is a programmer error and panics.
+func (r *Core) Advance() {
+	mark := r.outstanding
+	if mark == nil {
+		panic("raft: Advance without an outstanding Ready")
+	}
+	r.outstanding = nil
+	if mark.snapIndex != 0 {
+		r.log.stableSnapTo(mark.snapIndex)
+	}
+	if mark.lastIndex != 0 {
+		// If the tail was replaced meanwhile, the term no longer matches
+		// and nothing is marked stable; the new tail comes next Ready.
+		r.log.stableTo(mark.lastIndex, mark.lastTerm)
+	}
+	if mark.hs != (HardState{}) {
+		r.prevHS = mark.hs
+	}
+	if mark.applying > r.log.applied {
+		r.log.applied = mark.applying
+	}
+	// Membership changes take effect when applied (as in etcd-io/raft);
+	// one change at a time is enforced with pendingConfIndex.
+	for _, e := range mark.confEntries {
+		r.applyConfEntry(e)
+	}
+	if r.state == StateLeader {
+		r.selfAck()
+		r.maybeAutoLeave()
+	}
+}
+
+// applyConfEntry applies a committed EntryConfChange. Malformed or
+// disallowed changes are skipped identically on every node.
+func (r *Core) applyConfEntry(e Entry) {
+	if e.Index <= r.confIndex {
+		return // superseded by a snapshot restored meanwhile
+	}
+	r.confIndex = e.Index
+	cc, err := UnmarshalConfChange(e.Data)
+	if err != nil {
+		return
+	}
+	n, err := nextConfig(r.trk.Config, cc)
+	if err != nil {
+		return
+	}
+	r.switchConfig(n)
+	if r.state != StateLeader {
+		return
+	}
+	if !r.trk.Voters.Contains(r.id) {
+		// §4.2.2: a leader removed from the configuration steps down
+		// once the change is committed.
+		r.becomeFollower(r.term, 0)
+		return
+	}
+	if p := r.trk.Progress[r.leadTransferee]; p == nil || p.IsLearner {
+		r.leadTransferee = 0
+	}
+	// The quorum changed (commit may advance) and new members must
+	// hear from us promptly.
+	r.maybeCommit()
+	r.bcastAppend()
+}
+
+// maybeAutoLeave proposes leaving a joint configuration that asked to be
+// left automatically, once its entering entry is applied.
+func (r *Core) maybeAutoLeave() {
+	if r.trk.Joint() && r.trk.AutoLeave && r.pendingConfIndex <= r.log.applied {
+		_ = r.proposeConfChange(ConfChange{})
+	}
+}
+
+// Propose appends data as a new log entry (leader only). The core keeps
+// data; the caller must not modify it afterwards.
+func (r *Core) Propose(data []byte) error {
+	if err := r.canPropose(uint64(len(data))); err != nil {
+		return err
+	}
+	r.appendEntries([]Entry{{Type: EntryNormal, Data: data}})
+	r.uncommittedSize += uint64(len(data))
+	r.bcastAppend()
+	return nil
+}
+
+// ProposeBatch appends several entries at once (one broadcast); it
+// accepts all or none.
+func (r *Core) ProposeBatch(data [][]byte) error {
+	var size uint64
+	for _, d := range data {
+		size += uint64(len(d))
+	}
+	if err := r.canPropose(size); err != nil {
+		return err
+	}
+	ents := make([]Entry, len(data))
+	for i, d := range data {
+		ents[i] = Entry{Type: EntryNormal, Data: d}
+	}
+	r.appendEntries(ents)
+	r.uncommittedSize += size
+	r.bcastAppend()
+	return nil
+}
+
+func (r *Core) canPropose(size uint64) error {
+	if r.state != StateLeader {
+		return ErrNotLeader
+	}
+	if r.leadTransferee != 0 {
+		return ErrProposalDropped // §3.10: proposals pause during transfer
+	}
+	if r.uncommittedSize > 0 && r.uncommittedSize+size > r.cfg.MaxUncommittedEntriesSize {
+		return ErrProposalDropped
+	}
+	return nil
+}
+
+// ProposeConfChange proposes a membership change (leader only). Only one
+// change may be pending: it fails with ErrProposalDropped until the
+// previous one is applied. It fails immediately if the change is not
+// allowed from the current configuration.
+func (r *Core) ProposeConfChange(cc ConfChange) error {
+	if r.state != StateLeader {
+		return ErrNotLeader
+	}
+	if r.leadTransferee != 0 || r.pendingConfIndex > r.log.applied {
+		return ErrProposalDropped
+	}
+	if _, err := nextConfig(r.trk.Config, cc); err != nil {
+		return err
+	}
+	return r.proposeConfChange(cc)
+}
+
+func (r *Core) proposeConfChange(cc ConfChange) error {
+	r.appendEntries([]Entry{{Type: EntryConfChange, Data: cc.Marshal()}})
+	r.pendingConfIndex = r.log.lastIndex()
+	r.bcastAppend()
+	return nil
+}
+
+// TransferLeadership asks the leader to hand leadership to voter to
+// (§3.10): it brings to up to date, then sends TimeoutNow. Proposals are
+// refused meanwhile; the attempt is abandoned after an election timeout.
+func (r *Core) TransferLeadership(to uint64) error {
+	if r.state != StateLeader {
+		return ErrNotLeader
+	}
+	pr := r.trk.Progress[to]
+	if to == r.id || pr == nil || pr.IsLearner {
+		return ErrProposalDropped
+	}
+	if r.leadTransferee == to {
+		return nil
+	}
+	r.leadTransferee = to
+	r.electionElapsed = 0
+	if pr.Match == r.log.lastIndex() {
+		r.send(Message{To: to, Type: MsgTimeoutNow})
+	} else {
+		r.sendAppend(to, true)
+		r.sendAppends(to)
+	}
+	return nil
+}
+
+// ConfState returns the configuration currently in effect (as of the
+// applied index once Advance has returned); store it with snapshots.
+func (r *Core) ConfState() ConfState { return confStateFromConfig(r.trk.Config) }
+
+// ID returns this node's id.
+func (r *Core) ID() uint64 { return r.id }
+
+// ProgressStatus is the leader's view of one member.
+type ProgressStatus struct {
+	Match, Next  uint64
+	State        string
+	RecentActive bool
+	IsLearner    bool
+}
+
+// Status is a snapshot of a core's state for operators and tests.
+type Status struct {
+	ID, Term, Vote, Lead uint64
+	Role                 StateType
+	Commit, Applied      uint64
+	FirstIndex           uint64
+	LastIndex            uint64
+	LeadTransferee       uint64
+	Config               ConfState
+	// Progress is set on the leader only.
+	Progress map[uint64]ProgressStatus
+}
+
+// Status reports the core's current state.
+func (r *Core) Status() Status {
+	s := Status{
+		ID: r.id, Term: r.term, Vote: r.vote, Lead: r.lead, Role: r.state,
+		Commit: r.log.committed, Applied: r.log.applied,
+		FirstIndex: r.log.firstIndex(), LastIndex: r.log.lastIndex(),
+		LeadTransferee: r.leadTransferee, Config: r.ConfState(),
+	}
+	if r.state == StateLeader {
+		s.Progress = make(map[uint64]ProgressStatus, len(r.trk.Progress))
+		for id, pr := range r.trk.Progress {
+			s.Progress[id] = progressStatus(pr)
+		}
+	}
+	return s
+}
+
+func progressStatus(pr *tracker.Progress) ProgressStatus {
+	return ProgressStatus{Match: pr.Match, Next: pr.Next, State: pr.State.String(), RecentActive: pr.RecentActive, IsLearner: pr.IsLearner}
+}
