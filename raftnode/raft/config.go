@@ -85,7 +85,10 @@ type Config struct {
 // testBugs are deliberate safety violations for checker self-tests.
 type testBugs struct {
 	// commitOldTerm commits by counting replicas of entries from earlier
-	// terms (violates the rule of §5.4.2 / Figure 8).
+	// terms (violates the rule of §5.4.2 / Figure 8). It also skips the
+	// election no-op, which would otherwise hide the mistake almost
+	// always (the no-op travels with the old entries); without the
+	// counting mistake, skipping the no-op alone is safe.
 	commitOldTerm bool
 	// doubleVote grants a vote to any candidate of the current term, even
 	// after voting for another (violates election safety).

@@ -97,6 +97,7 @@ func New(cfg Config) (*Core, error) {
 	if err != nil {
 		return nil, err
 	}
+	persisted := hs
 	r := &Core{
 		id:  cfg.ID,
 		cfg: cfg,
@@ -115,6 +116,10 @@ func New(cfg Config) (*Core, error) {
 		l.committed, l.applying, l.applied = max(l.committed, si), si, si
 	}
 	r.confIndex = l.applied
+	if snap.Meta.Term > hs.Term {
+		// Terms never go backwards past the log: start at the snapshot's.
+		hs.Term, hs.Vote = snap.Meta.Term, 0
+	}
 	if !hs.IsEmpty() {
 		if hs.Commit > l.lastIndex() {
 			return nil, errCorrupt("hard state commit %d beyond last index %d", hs.Commit, l.lastIndex())
@@ -128,7 +133,7 @@ func New(cfg Config) (*Core, error) {
 		}
 		l.applied, l.applying = max(l.applied, cfg.Applied), max(l.applying, cfg.Applied)
 	}
-	r.prevHS = hs
+	r.prevHS = persisted
 	r.becomeFollower(r.term, 0)
 	r.prevSoft = r.softState()
 	return r, nil
@@ -225,7 +230,9 @@ func (r *Core) becomeLeader() {
 	r.pendingConfIndex = r.log.lastIndex()
 	// §5.4.2 / §6.4: a no-op in the new term lets the leader commit (and
 	// thereby learn the commit index of) everything before it.
-	r.appendEntries([]Entry{{Type: EntryNormal}})
+	if !r.cfg.bugs.commitOldTerm {
+		r.appendEntries([]Entry{{Type: EntryNormal}})
+	}
 	r.bcastAppend()
 }
 

@@ -37,6 +37,7 @@ type simOptions struct {
 	clientP      float64 // per tick per client: start an operation
 	clients      int
 	snapEvery    uint64 // applied entries between snapshots (0 = never)
+	maxEntries   int    // entries per AppendEntries (default 4)
 	preVote      bool
 	checkQuorum  bool
 	bugs         testBugs
@@ -47,7 +48,7 @@ func defaultSimOptions(n int) simOptions {
 		nodes: n, chaosTicks: 250, livenessTick: 200,
 		dropP: 0.05, dupP: 0.03, maxDelay: 3,
 		crashP: 0.01, partitionP: 0.02, confChangeP: 0.01, transferP: 0.005,
-		clientP: 0.3, clients: 4, snapEvery: 12,
+		clientP: 0.3, clients: 4, maxEntries: 4, snapEvery: 12,
 		preVote: true, checkQuorum: true,
 	}
 }
@@ -148,7 +149,7 @@ func (c *simCluster) coreConfig(id uint64, disk *MemoryStorage) Config {
 		ID: id, Storage: disk, ElectionTick: 10, HeartbeatTick: 2,
 		Seed:    c.rng.Uint64(),
 		PreVote: c.opts.preVote, CheckQuorum: c.opts.checkQuorum,
-		MaxSizePerMsg: 64, MaxEntriesPerMsg: 4, MaxInflightMsgs: 4,
+		MaxSizePerMsg: 64, MaxEntriesPerMsg: c.opts.maxEntries, MaxInflightMsgs: 4,
 		MaxUncommittedEntriesSize: 1024, MaxSnapshotChunk: 48,
 		bugs: c.opts.bugs,
 	}
@@ -243,6 +244,10 @@ func (c *simCluster) deliver() {
 // with a chance to crash between sending early messages and persisting.
 func (c *simCluster) process(n *simNode) {
 	for n.up && c.err == nil && n.core.HasReady() {
+		if n.core.term < n.core.log.lastTerm() {
+			c.failf("node %d: term %d behind its last log term %d", n.id, n.core.term, n.core.log.lastTerm())
+			return
+		}
 		rd := n.core.Ready()
 		if rd.SoftState != nil && rd.SoftState.Role == StateLeader {
 			c.checkNewLeader(n)
