@@ -96,6 +96,7 @@ type simCluster struct {
 	nextID uint64
 	queue  []inflightMsg
 	cut    map[[2]uint64]bool // directed links that drop everything
+	down   map[uint64]bool    // scripted tests: disconnected nodes
 	lossy  bool
 
 	leaders map[uint64]uint64 // term -> leader (election safety)
@@ -107,6 +108,7 @@ type simCluster struct {
 	opSeq   int
 
 	msgCount int
+	byType   [msgTypeEnd]int
 	err      error
 }
 
@@ -202,6 +204,7 @@ func (c *simCluster) tick() int64 { c.clock++; return c.clock }
 
 func (c *simCluster) send(m Message) {
 	c.msgCount++
+	c.byType[m.Type]++
 	if from := c.nodes[m.From]; from == nil || !from.up {
 		return
 	}
@@ -798,3 +801,5 @@ func runSim(seed int64, opts simOptions) (err error) {
 	}()
 	return newSimCluster(seed, opts).run()
 }
+
+func (c *simCluster) countMsgs(t MessageType) int { return c.byType[t] }
