@@ -69,7 +69,7 @@ type snapReceive struct {
 // thesis / Figure 13 of the paper): chunks must arrive in offset order;
 // anything else is answered with the offset we expect next.
 func (r *Core) handleSnapshotChunk(m Message) {
-	meta := m.Snapshot
+	meta := *m.Snapshot
 	if meta.Index <= r.log.committed {
 		r.snapRecv = nil
 		r.send(Message{To: m.From, Type: MsgAppResp, Index: r.log.committed})
@@ -78,14 +78,14 @@ func (r *Core) handleSnapshotChunk(m Message) {
 	rs := r.snapRecv
 	if rs == nil || rs.meta.Index != meta.Index || rs.meta.Term != meta.Term {
 		if m.Offset != 0 {
-			r.send(Message{To: m.From, Type: MsgSnapResp, Snapshot: SnapshotMeta{Index: meta.Index, Term: meta.Term}})
+			r.send(Message{To: m.From, Type: MsgSnapResp, Snapshot: &SnapshotMeta{Index: meta.Index, Term: meta.Term}})
 			return
 		}
 		rs = &snapReceive{meta: cloneMeta(meta)}
 		r.snapRecv = rs
 	}
 	if m.Offset != uint64(len(rs.data)) {
-		r.send(Message{To: m.From, Type: MsgSnapResp, Snapshot: SnapshotMeta{Index: meta.Index, Term: meta.Term}, Offset: uint64(len(rs.data))})
+		r.send(Message{To: m.From, Type: MsgSnapResp, Snapshot: &SnapshotMeta{Index: meta.Index, Term: meta.Term}, Offset: uint64(len(rs.data))})
 		return
 	}
 	if uint64(len(rs.data))+uint64(len(m.Data)) > r.cfg.MaxSnapshotSize {
@@ -94,7 +94,7 @@ func (r *Core) handleSnapshotChunk(m Message) {
 	}
 	rs.data = append(rs.data, m.Data...)
 	if !m.Done {
-		r.send(Message{To: m.From, Type: MsgSnapResp, Snapshot: SnapshotMeta{Index: meta.Index, Term: meta.Term}, Offset: uint64(len(rs.data))})
+		r.send(Message{To: m.From, Type: MsgSnapResp, Snapshot: &SnapshotMeta{Index: meta.Index, Term: meta.Term}, Offset: uint64(len(rs.data))})
 		return
 	}
 	r.snapRecv = nil

@@ -18,7 +18,7 @@ func stepLeader(r *Core, m Message) {
 		r.handleHeartbeatResponse(m, pr)
 	case MsgSnapResp:
 		pr.RecentActive = true
-		if pr.State == tracker.StateSnapshot && m.Snapshot.Index == pr.PendingSnapshot {
+		if pr.State == tracker.StateSnapshot && m.Snapshot != nil && m.Snapshot.Index == pr.PendingSnapshot {
 			pr.SnapOffset = m.Offset
 			r.sendSnapshotChunk(m.From, pr)
 		}
@@ -243,7 +243,7 @@ func (r *Core) sendSnapshotChunk(id uint64, pr *tracker.Progress) {
 	end := min(off+r.cfg.MaxSnapshotChunk, size)
 	pr.SnapInFlight = true
 	r.send(Message{
-		To: id, Type: MsgSnap, Snapshot: snap.Meta,
+		To: id, Type: MsgSnap, Snapshot: &snap.Meta,
 		Offset: off, Data: snap.Data[off:end], Done: end == size,
 	})
 }

@@ -111,7 +111,7 @@ type Message struct {
 	Seq uint64
 
 	// InstallSnapshot chunk.
-	Snapshot SnapshotMeta
+	Snapshot *SnapshotMeta // nil except in MsgSnap and MsgSnapResp
 	Offset   uint64
 	Data     []byte
 	Done     bool
@@ -135,8 +135,14 @@ func (m Message) String() string {
 	case MsgHeartbeat, MsgHeartbeatResp:
 		s += fmt.Sprintf(" commit=%d seq=%d", m.Commit, m.Seq)
 	case MsgSnap:
+		if m.Snapshot == nil {
+			break
+		}
 		s += fmt.Sprintf(" snap=%d/%d off=%d len=%d done=%v", m.Snapshot.Index, m.Snapshot.Term, m.Offset, len(m.Data), m.Done)
 	case MsgSnapResp:
+		if m.Snapshot == nil {
+			break
+		}
 		s += fmt.Sprintf(" snap=%d off=%d", m.Snapshot.Index, m.Offset)
 	case MsgReadIndexResp:
 		s += fmt.Sprintf(" index=%d", m.Index)

@@ -68,6 +68,11 @@ type Core struct {
 	confIndex       uint64
 	uncommittedSize uint64
 
+	// bcastPending defers the broadcast of proposed entries to Ready, so
+	// many Propose calls between two Readys share one AppendEntries per
+	// follower.
+	bcastPending bool
+
 	reads    readOnly
 	snapRecv *snapReceive
 
@@ -356,7 +361,7 @@ func (r *Core) validMessage(m Message) bool {
 			prev = e.Term
 		}
 	case MsgSnap:
-		return m.Snapshot.Index > 0 && m.Snapshot.Term > 0 && m.Snapshot.Term <= m.Term &&
+		return m.Snapshot != nil && m.Snapshot.Index > 0 && m.Snapshot.Term > 0 && m.Snapshot.Term <= m.Term &&
 			m.Offset <= r.cfg.MaxSnapshotSize
 	}
 	return true

@@ -52,6 +52,9 @@ func (r *Core) HasReady() bool {
 	if r.outstanding != nil {
 		return false
 	}
+	if r.bcastPending && r.state == StateLeader {
+		return true
+	}
 	if r.softState() != r.prevSoft {
 		return true
 	}
@@ -70,6 +73,12 @@ func (r *Core) HasReady() bool {
 func (r *Core) Ready() Ready {
 	if r.outstanding != nil {
 		panic("raft: Ready called again before Advance")
+	}
+	if r.bcastPending {
+		r.bcastPending = false
+		if r.state == StateLeader {
+			r.bcastAppend()
+		}
 	}
 	var rd Ready
 	mark := &readyMark{}
@@ -111,11 +120,26 @@ func (r *Core) Ready() Ready {
 	// traffic before persisting (§10.2.1). Anything sent by a node whose
 	// term or vote is still changing waits, as do all responses.
 	early := r.state == StateLeader && hs.Term == r.prevHS.Term && hs.Vote == r.prevHS.Vote
-	for _, m := range r.msgs {
-		if early && sendableBeforePersist(m.Type) {
-			rd.Messages = append(rd.Messages, m)
-		} else {
-			rd.MessagesAfterPersist = append(rd.MessagesAfterPersist, m)
+	nEarly := 0
+	if early {
+		for i := range r.msgs {
+			if sendableBeforePersist(r.msgs[i].Type) {
+				nEarly++
+			}
+		}
+	}
+	switch nEarly {
+	case 0:
+		rd.MessagesAfterPersist = r.msgs
+	case len(r.msgs):
+		rd.Messages = r.msgs
+	default:
+		for _, m := range r.msgs {
+			if sendableBeforePersist(m.Type) {
+				rd.Messages = append(rd.Messages, m)
+			} else {
+				rd.MessagesAfterPersist = append(rd.MessagesAfterPersist, m)
+			}
 		}
 	}
 	r.msgs = nil
@@ -209,7 +233,7 @@ func (r *Core) Propose(data []byte) error {
 	}
 	r.appendEntries([]Entry{{Type: EntryNormal, Data: data}})
 	r.uncommittedSize += uint64(len(data))
-	r.bcastAppend()
+	r.bcastPending = true
 	return nil
 }
 
@@ -229,7 +253,7 @@ func (r *Core) ProposeBatch(data [][]byte) error {
 	}
 	r.appendEntries(ents)
 	r.uncommittedSize += size
-	r.bcastAppend()
+	r.bcastPending = true
 	return nil
 }
 
