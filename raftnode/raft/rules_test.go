@@ -596,3 +596,53 @@ func FuzzStep(f *testing.F) {
 		}
 	})
 }
+
+// TestStepBetweenReadyAndAdvance: entries handed out in a Ready may be
+// replaced by a newer leader before Advance; Advance must not mark the
+// replacements stable, and the next Ready must carry them.
+func TestStepBetweenReadyAndAdvance(t *testing.T) {
+	f, d := newTestCore(t, 2, []uint64{1, 2, 3}, nil)
+	f.Step(Message{Type: MsgApp, From: 1, To: 2, Term: 2, Index: 1, LogTerm: 1,
+		Entries: []Entry{{Index: 2, Term: 2, Data: []byte("a")}, {Index: 3, Term: 2, Data: []byte("b")}}})
+	rd := f.Ready()
+	// A term-3 leader overwrites index 3 before the driver finishes.
+	f.Step(Message{Type: MsgApp, From: 3, To: 2, Term: 3, Index: 2, LogTerm: 2,
+		Entries: []Entry{{Index: 3, Term: 3, Data: []byte("c")}}})
+	_ = d.Append(rd.Entries)
+	d.SetHardState(rd.HardState)
+	f.Advance()
+	persistAll(f, d)
+	ents, err := d.Entries(2, 4, 1<<20)
+	if err != nil || len(ents) != 2 || string(ents[1].Data) != "c" || ents[1].Term != 3 {
+		t.Fatalf("storage after overwrite: %v %v", ents, err)
+	}
+	if f.log.stableIndex() != 3 {
+		t.Fatalf("stable index %d", f.log.stableIndex())
+	}
+}
+
+func TestLeaseReadRequiresCheckQuorumAndSkipsHeartbeatRound(t *testing.T) {
+	if _, err := New(Config{ID: 1, Storage: NewMemoryStorage(), ElectionTick: 10, HeartbeatTick: 1, ReadOnlyOption: ReadOnlyLeaseBased}); err == nil {
+		t.Fatal("lease reads without check-quorum must be refused")
+	}
+	c, d := electLeader(t, func(cfg *Config) { cfg.CheckQuorum = true; cfg.ReadOnlyOption = ReadOnlyLeaseBased })
+	ackAll(c, d)
+	_ = c.ReadIndex([]byte("r"))
+	rd := c.Ready()
+	if len(rd.ReadStates) != 1 || len(only(rd.Messages, MsgHeartbeat)) != 0 {
+		t.Fatalf("lease read: states %v heartbeats %d", rd.ReadStates, len(only(rd.Messages, MsgHeartbeat)))
+	}
+	c.Advance()
+}
+
+func TestReadIndexWaitsForFirstCommitOfTerm(t *testing.T) {
+	c, d := electLeader(t, nil)
+	_ = c.ReadIndex([]byte("early"))
+	if hb := only(persistAll(c, d), MsgHeartbeat); len(hb) != 0 {
+		t.Fatal("read round started before the no-op committed")
+	}
+	ackAll(c, d) // commits the no-op; the read round starts now
+	if len(c.reads.pending) != 1 {
+		t.Fatalf("pending reads %d", len(c.reads.pending))
+	}
+}
