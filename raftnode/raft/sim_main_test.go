@@ -1,7 +1,6 @@
 package raft
 
 import (
-	"fmt"
 	"testing"
 )
 
@@ -24,19 +23,47 @@ func simSeeds(def int) []int64 {
 	return seeds
 }
 
+// simConfigs are the simulated configurations; seeds is the default
+// seed count for each (-seeds overrides it).
+var simConfigs = []struct {
+	name  string
+	seeds int
+	opts  func() simOptions
+}{
+	{"n=3", 500, func() simOptions { return defaultSimOptions(3) }},
+	{"n=5", 500, func() simOptions { return defaultSimOptions(5) }},
+	{"n=7", 500, func() simOptions { return defaultSimOptions(7) }},
+	{"n=3,no-prevote,no-checkquorum", 200, func() simOptions {
+		o := defaultSimOptions(3)
+		o.preVote, o.checkQuorum = false, false
+		return o
+	}},
+	{"n=5,very-lossy", 200, func() simOptions {
+		o := defaultSimOptions(5)
+		o.dropP, o.dupP, o.maxDelay = 0.25, 0.1, 8
+		o.livenessTick = 300
+		return o
+	}},
+	{"n=5,one-entry-per-message", 200, func() simOptions {
+		o := defaultSimOptions(5)
+		o.maxEntries = 1
+		return o
+	}},
+}
+
 // TestSimulation is the core's main test: whole clusters under faults,
 // checked for election safety, log matching, leader completeness, state
 // machine safety, linearizability and liveness after healing.
 //
 // Run more seeds: go test ./raftnode/raft -run TestSimulation -seeds=100000
-// Replay one:     go test ./raftnode/raft -run TestSimulation/n=5 -seed=N -v
+// Replay one:     go test ./raftnode/raft -run 'TestSimulation/n=5$' -seed=N -v
 func TestSimulation(t *testing.T) {
-	for _, n := range []int{3, 5, 7} {
-		t.Run(fmt.Sprintf("n=%d", n), func(t *testing.T) {
-			opts := defaultSimOptions(n)
-			for _, seed := range simSeeds(500) {
+	for _, sc := range simConfigs {
+		t.Run(sc.name, func(t *testing.T) {
+			opts := sc.opts()
+			for _, seed := range simSeeds(sc.seeds) {
 				if err := runSim(seed, opts); err != nil {
-					t.Fatalf("seed %d: %v\nreplay: go test ./raftnode/raft -run 'TestSimulation/n=%d$' -seed=%d -v", seed, err, n, seed)
+					t.Fatalf("seed %d: %v\nreplay: go test ./raftnode/raft -run 'TestSimulation/%s$' -seed=%d -v", seed, err, sc.name, seed)
 				}
 			}
 		})
