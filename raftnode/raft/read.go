@@ -53,6 +53,7 @@ type readAcks struct {
 	ro   *readOnly
 }
 
+// AckedIndex implements quorum.AckedIndexer.
 func (a readAcks) AckedIndex(id uint64) (uint64, bool) {
 	if id == a.self {
 		return a.ro.seq, true

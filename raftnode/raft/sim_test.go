@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"strings"
@@ -289,6 +290,11 @@ func (c *simCluster) process(n *simNode) {
 		for _, rs := range rd.ReadStates {
 			n.reads[string(rs.RequestCtx)] = rs.Index
 		}
+		if c.lossy && c.rng.IntN(8) == 0 {
+			// A driver keeps receiving while it persists: Step between
+			// Ready and Advance.
+			c.deliverEarly(n, 2)
+		}
 		before := n.core.ConfState()
 		n.core.Advance()
 		if after := n.core.ConfState(); !slices.Equal(before.Voters, after.Voters) || !slices.Equal(before.Learners, after.Learners) || !slices.Equal(before.VotersOutgoing, after.VotersOutgoing) {
@@ -427,8 +433,10 @@ func (c *simCluster) leader() *simNode {
 func (c *simCluster) step() {
 	c.now++
 	for _, n := range c.upNodes() {
-		n.core.Tick()
-		c.process(n)
+		if n.up { // processing another node may have retired this one
+			n.core.Tick()
+			c.process(n)
+		}
 	}
 	c.deliver()
 	for _, n := range c.upNodes() {
@@ -796,10 +804,25 @@ func (c *simCluster) checkLinearizable() error {
 func runSim(seed int64, opts simOptions) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			err = fmt.Errorf("panic: %v", p)
+			err = fmt.Errorf("panic: %v\n%s", p, debug.Stack())
 		}
 	}()
 	return newSimCluster(seed, opts).run()
 }
 
 func (c *simCluster) countMsgs(t MessageType) int { return c.byType[t] }
+
+// deliverEarly hands up to k queued messages for n to it right away (no
+// matter their delay), while n has a Ready outstanding.
+func (c *simCluster) deliverEarly(n *simNode, k int) {
+	rest := c.queue[:0]
+	for _, im := range c.queue {
+		if k > 0 && im.m.To == n.id && !c.cut[[2]uint64{im.m.From, im.m.To}] {
+			k--
+			_ = n.core.Step(im.m)
+			continue
+		}
+		rest = append(rest, im)
+	}
+	c.queue = rest
+}
