@@ -285,10 +285,11 @@ func (r *Core) Step(m Message) error {
 		}
 	case m.Term < r.term:
 		switch {
-		case (r.cfg.CheckQuorum || r.cfg.PreVote) && (m.Type == MsgApp || m.Type == MsgHeartbeat):
-			// A deposed leader that cannot win elections (pre-vote) or
-			// that followers ignore (stickiness) would otherwise never
-			// hear our term; tell it so it steps down.
+		case m.Type == MsgApp || m.Type == MsgHeartbeat:
+			// Figure 2: the reply carries our term so a stale leader
+			// steps down. Needed for liveness: a node whose term ran
+			// ahead (say, campaigning with a stale configuration towards
+			// removed peers) is otherwise never heard by the leader.
 			r.send(Message{To: m.From, Type: MsgAppResp})
 		case m.Type == MsgVote && m.PreVote:
 			r.send(Message{To: m.From, Type: MsgVoteResp, PreVote: true})
