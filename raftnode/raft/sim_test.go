@@ -109,6 +109,8 @@ type simCluster struct {
 	opSeq   int
 
 	msgCount int
+	sawJoint int // Advance calls that left a node in a joint config
+	demoted  int // learners that were voters (demotions observed)
 	byType   [msgTypeEnd]int
 	err      error
 }
@@ -297,6 +299,10 @@ func (c *simCluster) process(n *simNode) {
 		}
 		before := n.core.ConfState()
 		n.core.Advance()
+		if cs := n.core.ConfState(); len(cs.VotersOutgoing) > 0 {
+			c.sawJoint++
+			c.demoted += len(cs.LearnersNext)
+		}
 		if after := n.core.ConfState(); !slices.Equal(before.Voters, after.Voters) || !slices.Equal(before.Learners, after.Learners) || !slices.Equal(before.VotersOutgoing, after.VotersOutgoing) {
 			c.retire(before, after)
 		}
@@ -512,6 +518,12 @@ func (c *simCluster) maybeChangeMembership() {
 			return
 		}
 		cc.Changes = []ConfChangeSingle{{Type: ConfChangeAddVoter, NodeID: id}}
+	case len(voters) > c.opts.nodes && c.rng.IntN(3) == 0:
+		// Demote a voter to learner through a joint configuration (it
+		// keeps voting in the outgoing half until the joint is left).
+		id := voters[c.rng.IntN(len(voters))]
+		cc.Transition = ConfChangeTransitionJointImplicit
+		cc.Changes = []ConfChangeSingle{{Type: ConfChangeAddLearner, NodeID: id}}
 	case len(voters) > c.opts.nodes:
 		// Back to size: remove a voter (sometimes the leader itself).
 		id := voters[c.rng.IntN(len(voters))]
