@@ -44,6 +44,13 @@ var simConfigs = []struct {
 		o.livenessTick = 300
 		return o
 	}},
+	{"n=5,crashy,no-prevote", 200, func() simOptions {
+		o := defaultSimOptions(5)
+		o.preVote, o.checkQuorum = false, false
+		o.clientP, o.crashP, o.partitionP = 0.05, 0.08, 0.15
+		o.maxEntries, o.chaosTicks = 1, 400
+		return o
+	}},
 	{"n=5,one-entry-per-message", 200, func() simOptions {
 		o := defaultSimOptions(5)
 		o.maxEntries = 1

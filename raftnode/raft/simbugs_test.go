@@ -29,12 +29,21 @@ func TestSimCatchesDoubleVote(t *testing.T) {
 	expectSimCatches(t, "double vote", opts, 300)
 }
 
-// Committing an old-term entry by counting replicas (testBugs.commitOldTerm)
-// is caught by TestFigure8CommitRuleOnlyCountsCurrentTerm, which drives the
-// simulator's cluster and checkers through Figure 8 step by step. Random
-// schedules hit that interleaving too rarely (none in 2,000 seeds of 5
-// nodes with one entry per message), so a random-seed test would not be a
-// reliable alarm.
+// TestSimCatchesCommitByCountingOldTerms: committing an entry of an
+// earlier term by counting replicas (the Figure 8 mistake, §5.4.2) can
+// lose committed entries; random schedules must expose it. The harmful
+// interleaving needs three leaders in a row with crashes in between, so
+// this configuration is crash- and partition-heavy with few proposals and
+// one entry per message. (TestFigure8CommitRuleOnlyCountsCurrentTerm
+// shows the same bug deterministically.)
+func TestSimCatchesCommitByCountingOldTerms(t *testing.T) {
+	opts := defaultSimOptions(5)
+	opts.preVote, opts.checkQuorum = false, false
+	opts.clientP, opts.crashP, opts.partitionP = 0.05, 0.08, 0.15
+	opts.maxEntries, opts.chaosTicks = 1, 400
+	opts.bugs.commitOldTerm = true
+	expectSimCatches(t, "commit of old-term entries", opts, 1500)
+}
 
 // TestLinearizabilityCheckerRejectsStaleRead feeds the KV model a history
 // with a stale read; porcupine must reject it.
