@@ -95,4 +95,14 @@
 // that it is still leader (thesis §6.4). On a follower, the request is
 // forwarded to the leader. Config.ReadOnlyOption = ReadOnlyLeaseBased
 // skips the heartbeat round and requires CheckQuorum; it trusts clocks.
+//
+// # Testing
+//
+// The package's main test is a deterministic simulation of whole clusters
+// (sim_test.go). Seeds are replayable; flags go after the package path:
+//
+//	go test ./raftnode/raft -run TestSimulation -seeds=100000   # more seeds per configuration
+//	go test ./raftnode/raft -run 'TestSimulation/n=5$' -seed=N -v  # replay one failure
+//
+// A failing seed prints the exact replay command.
 package raft

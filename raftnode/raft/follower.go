@@ -30,10 +30,17 @@ func (r *Core) heardFromLeader(id uint64) {
 // handleAppend is the AppendEntries receiver (Figure 2).
 func (r *Core) handleAppend(m Message) {
 	if m.Index < r.log.committed {
-		// Everything up to our commit index is settled; tell the leader
-		// how far we match so it skips ahead.
-		r.send(Message{To: m.From, Type: MsgAppResp, Index: r.log.committed})
-		return
+		// Everything up to our commit index is settled (and matches the
+		// leader by Leader Completeness): keep only what lies beyond it.
+		c := r.log.committed
+		if m.Index+uint64(len(m.Entries)) <= c {
+			r.send(Message{To: m.From, Type: MsgAppResp, Index: c})
+			return
+		}
+		skip := c - m.Index
+		m.LogTerm = m.Entries[skip-1].Term
+		m.Entries = m.Entries[skip:]
+		m.Index = c
 	}
 	if last, ok := r.log.maybeAppend(m.Index, m.LogTerm, m.Commit, m.Entries); ok {
 		r.send(Message{To: m.From, Type: MsgAppResp, Index: last})

@@ -242,6 +242,7 @@ func (r *Core) sendSnapshotChunk(id uint64, pr *tracker.Progress) {
 	}
 	end := min(off+r.cfg.MaxSnapshotChunk, size)
 	pr.SnapInFlight = true
+	pr.SnapWait = 0
 	r.send(Message{
 		To: id, Type: MsgSnap, Snapshot: &snap.Meta,
 		Offset: off, Data: snap.Data[off:end], Done: end == size,
@@ -258,7 +259,9 @@ func (r *Core) bcastHeartbeat() {
 		pr := r.trk.Progress[id]
 		r.send(Message{To: id, Type: MsgHeartbeat, Commit: min(pr.Match, r.log.committed), Seq: r.reads.seq})
 		if pr.State == tracker.StateSnapshot && pr.SnapInFlight {
-			r.sendSnapshotChunk(id, pr)
+			if pr.SnapWait++; pr.SnapWait >= tracker.SnapResendAfter {
+				r.sendSnapshotChunk(id, pr)
+			}
 		}
 	}
 }

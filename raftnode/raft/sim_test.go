@@ -17,7 +17,31 @@ import (
 
 // The deterministic simulator: N cores, a lossy network, crashes, and
 // clients, all driven from one seed. Everything here is single-threaded;
-// "time" is the tick counter.
+// "time" is the tick counter (ElectionTick 10, HeartbeatTick 2).
+//
+// Faults, each drawn from the seed: message drop, duplication and delay
+// (hence reordering); partitions that isolate the leader, split the
+// cluster at random, cut one node's inbound links only (asymmetric), or
+// leave two halves joined by a single bridge node; crashes at any tick
+// and between sending a leader's early messages and persisting its Ready
+// (the restarted node keeps exactly its MemoryStorage); messages arriving
+// between Ready and Advance; membership changes (learner add + promotion,
+// single-step removal including of the leader, joint replacement and
+// demotion); leadership transfers; snapshots and compaction every few
+// entries with small chunks, so InstallSnapshot happens often.
+//
+// Clients issue Puts (through the log) and Gets (through ReadIndex, on
+// leaders and followers) against a 3-key KV store. A Put whose outcome is
+// unknown (node crashed, timed out) stays in the history as possibly
+// applied.
+//
+// Checkers: election safety (one leader per term), leader completeness
+// (a new leader holds every applied entry), state machine safety (one
+// entry per index ever applied, applied in order, the same again after a
+// restart), log matching (at the end), linearizability of the client
+// history (porcupine, KV model), terms never behind the log, and
+// liveness (after healing, a proposal is applied by every member within
+// livenessTick ticks).
 
 var (
 	flagSeeds = flag.Int("seeds", 0, "simulation seeds per configuration (0 = default)")

@@ -50,6 +50,9 @@ type Progress struct {
 	PendingSnapshot uint64
 	SnapOffset      uint64
 	SnapInFlight    bool
+	// SnapWait counts heartbeat intervals since the last chunk went out
+	// unanswered; the chunk is resent when it reaches SnapResendAfter.
+	SnapWait int
 
 	// RecentActive is set when the peer is heard from and cleared by the
 	// leader every election timeout (check-quorum).
@@ -61,12 +64,17 @@ type Progress struct {
 	Inflights *Inflights
 }
 
+// SnapResendAfter is how many heartbeat intervals a snapshot chunk may go
+// unanswered before it is sent again (lost chunk or lost ack).
+const SnapResendAfter = 2
+
 // ResetState moves to state, clearing per-state bookkeeping.
 func (p *Progress) ResetState(state StateType) {
 	p.ProbeSent = false
 	p.PendingSnapshot = 0
 	p.SnapOffset = 0
 	p.SnapInFlight = false
+	p.SnapWait = 0
 	p.State = state
 	p.Inflights.Reset()
 }
