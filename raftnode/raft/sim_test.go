@@ -679,6 +679,7 @@ func (c *simCluster) run() error {
 		return err
 	}
 	c.checkLogMatching()
+	c.checkReplicasAgree()
 	if c.err != nil {
 		return c.err
 	}
@@ -861,4 +862,20 @@ func (c *simCluster) deliverEarly(n *simNode, k int) {
 		rest = append(rest, im)
 	}
 	c.queue = rest
+}
+
+// checkReplicasAgree: nodes that applied the same prefix hold the same
+// state, however they got there (entries, snapshots, restarts).
+func (c *simCluster) checkReplicasAgree() {
+	byApplied := map[uint64]*simNode{}
+	for _, n := range c.upNodes() {
+		if o, ok := byApplied[n.applied]; ok {
+			if fmt.Sprint(o.kv) != fmt.Sprint(n.kv) {
+				c.failf("replicas %d and %d applied through %d but hold %v and %v", o.id, n.id, n.applied, o.kv, n.kv)
+				return
+			}
+			continue
+		}
+		byApplied[n.applied] = n
+	}
 }
