@@ -133,7 +133,7 @@ type simCluster struct {
 	opSeq   int
 
 	msgCount int
-	sawJoint int // Advance calls that left a node in a joint config
+	sawJoint int // config changes that left a node in a joint config
 	demoted  int // learners that were voters (demotions observed)
 	byType   [msgTypeEnd]int
 	err      error
@@ -321,14 +321,24 @@ func (c *simCluster) process(n *simNode) {
 			// Ready and Advance.
 			c.deliverEarly(n, 2)
 		}
-		before := n.core.ConfState()
-		n.core.Advance()
-		if cs := n.core.ConfState(); len(cs.VotersOutgoing) > 0 {
-			c.sawJoint++
-			c.demoted += len(cs.LearnersNext)
+		confMayChange := !rd.Snapshot.IsEmpty()
+		for i := range rd.CommittedEntries {
+			confMayChange = confMayChange || rd.CommittedEntries[i].Type == EntryConfChange
 		}
-		if after := n.core.ConfState(); !slices.Equal(before.Voters, after.Voters) || !slices.Equal(before.Learners, after.Learners) || !slices.Equal(before.VotersOutgoing, after.VotersOutgoing) {
-			c.retire(before, after)
+		var before ConfState
+		if confMayChange {
+			before = n.core.ConfState()
+		}
+		n.core.Advance()
+		if confMayChange {
+			after := n.core.ConfState()
+			if len(after.VotersOutgoing) > 0 {
+				c.sawJoint++
+				c.demoted += len(after.LearnersNext)
+			}
+			if !slices.Equal(before.Voters, after.Voters) || !slices.Equal(before.Learners, after.Learners) || !slices.Equal(before.VotersOutgoing, after.VotersOutgoing) {
+				c.retire(before, after)
+			}
 		}
 		if !n.up {
 			return
