@@ -562,3 +562,36 @@ func TestSnapshotAllCrash(t *testing.T) {
 		}
 	}
 }
+
+// TestSnapshotBasic: with regular snapshots the retained log stays short.
+func TestSnapshotBasic(t *testing.T) {
+	c := newScenario(t, 3, false)
+	c.opts.snapEvery = 10
+	c.waitLeader(t, 60)
+	for i := 0; i < 100; i++ {
+		c.one(t, fmt.Sprintf("p|sb%d|k|%d", i, i), 3)
+	}
+	for _, n := range c.upNodes() {
+		first, _ := n.disk.FirstIndex()
+		last, _ := n.disk.LastIndex()
+		if last-first > 2*10+5 {
+			t.Fatalf("node %d retains %d entries despite snapshots", n.id, last-first+1)
+		}
+	}
+}
+
+// TestPersist3: a partitioned leader and a crashed follower; the leader
+// restarts and the cluster makes progress again.
+func TestPersist3(t *testing.T) {
+	c := newScenario(t, 3, false)
+	l := c.waitLeader(t, 40)
+	c.one(t, "p|p3a|k|1", 3)
+	f := c.nodes[c.otherThan(l.id)]
+	c.disconnect(f.id)
+	c.one(t, "p|p3b|k|2", 2)
+	c.crash(l)
+	c.connect(f.id)
+	c.start(l)
+	c.one(t, "p|p3c|k|3", 2)
+	c.one(t, "p|p3d|k|4", 3)
+}
