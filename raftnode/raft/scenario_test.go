@@ -595,3 +595,29 @@ func TestPersist3(t *testing.T) {
 	c.one(t, "p|p3c|k|3", 2)
 	c.one(t, "p|p3d|k|4", 3)
 }
+
+// TestRPCBytes: each entry's payload crosses the network about once per
+// follower in the steady state (no resending of acknowledged entries).
+func TestRPCBytes(t *testing.T) {
+	c := newScenario(t, 3, false)
+	c.waitLeader(t, 40)
+	c.one(t, "p|warm|k|0", 3)
+	before := c.payloadBytes
+	var total uint64
+	for i := 0; i < 10; i++ {
+		v := make([]byte, 5000)
+		for j := range v {
+			v[j] = 'a' + byte((i+j)%26)
+		}
+		data := fmt.Sprintf("p|big%d|k|%s", i, v)
+		total += uint64(len(data))
+		c.one(t, data, 3)
+	}
+	sent := c.payloadBytes - before
+	if limit := 3*total + 50000; sent > limit {
+		t.Fatalf("sent %d payload bytes for %d bytes of commands (limit %d)", sent, total, limit)
+	}
+	if sent < 2*total {
+		t.Fatalf("sent %d bytes: followers cannot have received %d each", sent, total)
+	}
+}

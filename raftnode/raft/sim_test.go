@@ -136,7 +136,9 @@ type simCluster struct {
 	sawJoint int // config changes that left a node in a joint config
 	demoted  int // learners that were voters (demotions observed)
 	byType   [msgTypeEnd]int
-	err      error
+	// payloadBytes counts entry payload bytes sent in AppendEntries.
+	payloadBytes uint64
+	err          error
 }
 
 func newSimCluster(seed int64, opts simOptions) *simCluster {
@@ -232,6 +234,7 @@ func (c *simCluster) tick() int64 { c.clock++; return c.clock }
 func (c *simCluster) send(m Message) {
 	c.msgCount++
 	c.byType[m.Type]++
+	c.payloadBytes += payloadSize(m.Entries)
 	if from := c.nodes[m.From]; from == nil || !from.up {
 		return
 	}
