@@ -50,3 +50,7 @@ func (r *Core) Status() Status {
 func progressStatus(pr *tracker.Progress) ProgressStatus {
 	return ProgressStatus{Match: pr.Match, Next: pr.Next, State: pr.State.String(), RecentActive: pr.RecentActive, IsLearner: pr.IsLearner}
 }
+
+// Lead returns the id of the leader this node knows of, or 0. It is the
+// cheap way for a driver to route a request to the leader.
+func (r *Core) Lead() uint64 { return r.lead }
