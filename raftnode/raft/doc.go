@@ -56,6 +56,14 @@
 // MessagesAfterPersist left before the write it depends on completed.
 // After a restart the core continues from what storage holds.
 //
+// # Storage errors
+//
+// Storage may return ErrCompacted, ErrUnavailable and (from Snapshot)
+// ErrSnapshotTemporarilyUnavailable; the core handles those. Any other
+// error means the node's disk can no longer be trusted and the core
+// panics: a node that cannot read its own log must stop rather than vote
+// or acknowledge from a partial view.
+//
 // # Snapshots
 //
 // The application snapshots on its own schedule: at an applied index i it
