@@ -1,6 +1,10 @@
 package raft
 
-import "github.com/capraft/capraft/raftnode/raft/tracker"
+import (
+	"errors"
+
+	"github.com/capraft/capraft/raftnode/raft/tracker"
+)
 
 // stepLeader handles messages as the leader.
 // Precondition: m.Term == r.term (Step has applied the term rules).
@@ -215,9 +219,9 @@ func (r *Core) sendAppend(id uint64, sendIfEmpty bool) bool {
 
 // sendSnapshot switches id to StateSnapshot and sends the first chunk.
 func (r *Core) sendSnapshot(id uint64, pr *tracker.Progress) bool {
-	snap, err := r.log.storage.Snapshot()
+	snap, err := r.storageSnapshot()
 	if err != nil || snap.IsEmpty() {
-		return false // e.g. ErrSnapshotTemporarilyUnavailable: retry later
+		return false // ErrSnapshotTemporarilyUnavailable: retry later
 	}
 	pr.BecomeSnapshot(snap.Meta.Index)
 	r.sendSnapshotChunk(id, pr)
@@ -227,7 +231,7 @@ func (r *Core) sendSnapshot(id uint64, pr *tracker.Progress) bool {
 // sendSnapshotChunk sends the chunk at pr.SnapOffset. If the application
 // took a newer snapshot meanwhile, the transfer restarts with it.
 func (r *Core) sendSnapshotChunk(id uint64, pr *tracker.Progress) {
-	snap, err := r.log.storage.Snapshot()
+	snap, err := r.storageSnapshot()
 	if err != nil || snap.IsEmpty() {
 		return
 	}
@@ -276,4 +280,14 @@ func (r *Core) selfAck() {
 	if pr.MaybeUpdate(r.log.stableIndex()) && r.maybeCommit() {
 		r.bcastAppend()
 	}
+}
+
+// storageSnapshot reads the latest snapshot; only "temporarily
+// unavailable" is an expected error (see "Storage errors" in doc.go).
+func (r *Core) storageSnapshot() (Snapshot, error) {
+	snap, err := r.log.storage.Snapshot()
+	if err != nil && !errors.Is(err, ErrSnapshotTemporarilyUnavailable) {
+		panic(err)
+	}
+	return snap, err
 }

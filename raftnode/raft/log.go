@@ -146,7 +146,10 @@ func (l *raftLog) entries(lo, hi, maxBytes uint64) ([]Entry, error) {
 	if lo < u.offset {
 		stored, err := l.storage.Entries(lo, min(hi, u.offset), maxBytes)
 		if err != nil {
-			return nil, err
+			if errors.Is(err, ErrCompacted) || errors.Is(err, ErrUnavailable) {
+				return nil, err
+			}
+			panic(err) // see "Storage errors" in doc.go
 		}
 		// Storage may return fewer (size limit): then stop there.
 		if uint64(len(stored)) < min(hi, u.offset)-lo {
