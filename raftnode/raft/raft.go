@@ -290,7 +290,9 @@ func (r *Core) Step(m Message) error {
 			// steps down. Needed for liveness: a node whose term ran
 			// ahead (say, campaigning with a stale configuration towards
 			// removed peers) is otherwise never heard by the leader.
-			r.send(Message{To: m.From, Type: MsgAppResp})
+			// Marked as a rejection of index 0 so that a late duplicate
+			// reaching a leader of our term is ignored as stale.
+			r.send(Message{To: m.From, Type: MsgAppResp, Reject: true})
 		case m.Type == MsgVote && m.PreVote:
 			r.send(Message{To: m.From, Type: MsgVoteResp, PreVote: true})
 		}
