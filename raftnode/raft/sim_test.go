@@ -2,15 +2,12 @@ package raft
 
 import (
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
 	"runtime/debug"
 	"slices"
-	"sort"
 	"strings"
-	"time"
 
 	"github.com/anishathalye/porcupine"
 )
@@ -205,74 +202,6 @@ func (c *simCluster) start(n *simNode) {
 	n.applied = snap.Meta.Index
 }
 
-func (c *simCluster) crash(n *simNode) {
-	n.up = false
-	n.core = nil
-	for id, op := range c.ops {
-		if op.node == n.id {
-			c.abandon(id)
-		}
-	}
-}
-
-// abandon ends a client op whose outcome is unknown: a Put may or may not
-// have taken effect, so it stays in the history with an open end.
-func (c *simCluster) abandon(id string) {
-	op := c.ops[id]
-	delete(c.ops, id)
-	c.busy[op.client] = false
-	if !op.isGet {
-		c.history = append(c.history, porcupine.Operation{
-			ClientId: op.client, Input: kvInput{Key: op.key, Value: op.value},
-			Call: op.call, Return: 1 << 62,
-		})
-	}
-}
-
-func (c *simCluster) tick() int64 { c.clock++; return c.clock }
-
-func (c *simCluster) send(m Message) {
-	c.msgCount++
-	c.byType[m.Type]++
-	c.payloadBytes += payloadSize(m.Entries)
-	if from := c.nodes[m.From]; from == nil || !from.up {
-		return
-	}
-	if c.lossy && c.rng.Float64() < c.opts.dropP {
-		return
-	}
-	delay := 0
-	if c.lossy && c.opts.maxDelay > 0 {
-		delay = c.rng.IntN(c.opts.maxDelay + 1)
-	}
-	c.queue = append(c.queue, inflightMsg{m: m, at: c.now + delay})
-	if c.lossy && c.rng.Float64() < c.opts.dupP {
-		c.queue = append(c.queue, inflightMsg{m: m, at: c.now + c.rng.IntN(c.opts.maxDelay+2)})
-	}
-}
-
-func (c *simCluster) deliver() {
-	var due []Message
-	rest := c.queue[:0]
-	for _, im := range c.queue {
-		if im.at <= c.now {
-			due = append(due, im.m)
-		} else {
-			rest = append(rest, im)
-		}
-	}
-	c.queue = rest
-	c.rng.Shuffle(len(due), func(i, j int) { due[i], due[j] = due[j], due[i] })
-	for _, m := range due {
-		to := c.nodes[m.To]
-		if to == nil || !to.up || c.cut[[2]uint64{m.From, m.To}] {
-			continue
-		}
-		_ = to.core.Step(m)
-		c.process(to)
-	}
-}
-
 // process runs the Ready loop of one node exactly as doc.go prescribes,
 // with a chance to crash between sending early messages and persisting.
 func (c *simCluster) process(n *simNode) {
@@ -351,27 +280,6 @@ func (c *simCluster) process(n *simNode) {
 	}
 }
 
-func (c *simCluster) checkNewLeader(n *simNode) {
-	term := n.core.term
-	if prev, ok := c.leaders[term]; ok && prev != n.id {
-		c.failf("election safety: nodes %d and %d both leader in term %d", prev, n.id, term)
-		return
-	}
-	c.leaders[term] = n.id
-	// Leader completeness: every applied entry is in the new leader's log.
-	first := n.core.log.firstIndex()
-	for idx, e := range c.applied {
-		if idx < first {
-			continue
-		}
-		t, err := n.core.log.term(idx)
-		if err != nil || t != e.Term {
-			c.failf("leader completeness: leader %d of term %d lacks applied entry %d/%d (has term %d, %v)", n.id, term, idx, e.Term, t, err)
-			return
-		}
-	}
-}
-
 func (c *simCluster) apply(n *simNode, e Entry) {
 	if e.Index != n.applied+1 {
 		c.failf("node %d applied %d after %d (gap or repeat)", n.id, e.Index, n.applied)
@@ -401,25 +309,6 @@ func (c *simCluster) apply(n *simNode, e Entry) {
 		c.history = append(c.history, porcupine.Operation{
 			ClientId: op.client, Input: kvInput{Key: op.key, Value: op.value},
 			Call: op.call, Return: c.tick(),
-		})
-	}
-}
-
-func (c *simCluster) serveReads(n *simNode) {
-	for ctx, idx := range n.reads {
-		if n.applied < idx {
-			continue
-		}
-		delete(n.reads, ctx)
-		op, ok := c.ops[ctx]
-		if !ok || op.node != n.id {
-			continue
-		}
-		delete(c.ops, ctx)
-		c.busy[op.client] = false
-		c.history = append(c.history, porcupine.Operation{
-			ClientId: op.client, Input: kvInput{Get: true, Key: op.key},
-			Output: n.kv[op.key], Call: op.call, Return: c.tick(),
 		})
 	}
 }
@@ -492,191 +381,6 @@ func (c *simCluster) step() {
 	}
 }
 
-func (c *simCluster) startClientOps() {
-	for cl := 0; cl < c.opts.clients; cl++ {
-		if c.busy[cl] || c.rng.Float64() >= c.opts.clientP {
-			continue
-		}
-		ups := c.upNodes()
-		if len(ups) == 0 {
-			return
-		}
-		n := ups[c.rng.IntN(len(ups))]
-		if c.rng.IntN(3) != 0 {
-			if l := c.leader(); l != nil {
-				n = l
-			}
-		}
-		c.opSeq++
-		op := &clientOp{
-			client: cl, id: fmt.Sprintf("c%d-%d", cl, c.opSeq), node: n.id,
-			key: fmt.Sprintf("k%d", c.rng.IntN(3)), started: c.now,
-		}
-		op.isGet = c.rng.IntN(2) == 0
-		op.call = c.tick()
-		var err error
-		if op.isGet {
-			err = n.core.ReadIndex([]byte(op.id))
-		} else {
-			op.value = fmt.Sprintf("v%d", c.opSeq)
-			err = n.core.Propose([]byte("p|" + op.id + "|" + op.key + "|" + op.value))
-		}
-		if err != nil {
-			continue // refused outright: no effect, not in the history
-		}
-		c.ops[op.id] = op
-		c.busy[cl] = true
-		c.process(n)
-	}
-}
-
-// members returns the ids the current leader's config names.
-func (c *simCluster) members(l *simNode) (voters, learners []uint64) {
-	cs := l.core.ConfState()
-	return cs.Voters, cs.Learners
-}
-
-func (c *simCluster) maybeChangeMembership() {
-	l := c.leader()
-	if l == nil {
-		return
-	}
-	voters, learners := c.members(l)
-	if l.core.trk.Joint() {
-		return
-	}
-	var cc ConfChange
-	switch {
-	case len(learners) > 0:
-		// Promote a learner that has caught up (§4.2.1).
-		id := learners[0]
-		pr := l.core.trk.Progress[id]
-		if pr == nil || pr.Match+5 < l.core.log.lastIndex() {
-			return
-		}
-		cc.Changes = []ConfChangeSingle{{Type: ConfChangeAddVoter, NodeID: id}}
-	case len(voters) > c.opts.nodes && c.rng.IntN(3) == 0:
-		// Demote a voter to learner through a joint configuration (it
-		// keeps voting in the outgoing half until the joint is left).
-		id := voters[c.rng.IntN(len(voters))]
-		cc.Transition = ConfChangeTransitionJointImplicit
-		cc.Changes = []ConfChangeSingle{{Type: ConfChangeAddLearner, NodeID: id}}
-	case len(voters) > c.opts.nodes:
-		// Back to size: remove a voter (sometimes the leader itself).
-		id := voters[c.rng.IntN(len(voters))]
-		cc.Changes = []ConfChangeSingle{{Type: ConfChangeRemoveNode, NodeID: id}}
-	case c.rng.IntN(2) == 0:
-		// Joint consensus: replace a voter with a fresh node at once.
-		old := voters[c.rng.IntN(len(voters))]
-		id := c.addNode()
-		cc.Changes = []ConfChangeSingle{{Type: ConfChangeAddVoter, NodeID: id}, {Type: ConfChangeRemoveNode, NodeID: old}}
-		if c.rng.IntN(2) == 0 {
-			cc.Transition = ConfChangeTransitionJointImplicit
-		}
-	default:
-		id := c.addNode()
-		cc.Changes = []ConfChangeSingle{{Type: ConfChangeAddLearner, NodeID: id}}
-	}
-	_ = l.core.ProposeConfChange(cc)
-	c.process(l)
-}
-
-func (c *simCluster) addNode() uint64 {
-	id := c.nextID
-	c.nextID++
-	n := &simNode{id: id, disk: NewMemoryStorage()}
-	c.nodes[id] = n
-	c.start(n)
-	return id
-}
-
-// retire stops nodes that a node's applied (hence committed) config no
-// longer names, as an operator would, so they do not linger as campaigners.
-func (c *simCluster) retire(before, after ConfState) {
-	still := map[uint64]bool{}
-	for _, l := range [][]uint64{after.Voters, after.VotersOutgoing, after.Learners, after.LearnersNext} {
-		for _, id := range l {
-			still[id] = true
-		}
-	}
-	for _, l := range [][]uint64{before.Voters, before.VotersOutgoing, before.Learners, before.LearnersNext} {
-		for _, id := range l {
-			if n := c.nodes[id]; n != nil && !still[id] && !n.removed {
-				n.removed = true
-				if n.up {
-					c.crash(n)
-				}
-			}
-		}
-	}
-}
-
-func (c *simCluster) changePartition() {
-	ids := c.sortedIDs()
-	clear(c.cut)
-	switch c.rng.IntN(5) {
-	case 0: // heal
-	case 1: // isolate the leader
-		if l := c.leader(); l != nil {
-			for _, id := range ids {
-				c.cut[[2]uint64{l.id, id}] = true
-				c.cut[[2]uint64{id, l.id}] = true
-			}
-		}
-	case 2: // random symmetric split
-		for _, a := range ids {
-			for _, b := range ids {
-				if a < b && (a+b+uint64(c.now))%2 == 0 && c.rng.IntN(2) == 0 {
-					c.cut[[2]uint64{a, b}] = true
-					c.cut[[2]uint64{b, a}] = true
-				}
-			}
-		}
-	case 3: // asymmetric: someone can send but not receive
-		victim := ids[c.rng.IntN(len(ids))]
-		for _, id := range ids {
-			c.cut[[2]uint64{id, victim}] = true
-		}
-	case 4: // bridge: two halves that only one node connects
-		bridge := ids[c.rng.IntN(len(ids))]
-		for i, a := range ids {
-			for j, b := range ids {
-				if a != bridge && b != bridge && i%2 != j%2 {
-					c.cut[[2]uint64{a, b}] = true
-				}
-			}
-		}
-	}
-}
-
-func (c *simCluster) chaos() {
-	if c.rng.Float64() < c.opts.partitionP {
-		c.changePartition()
-	}
-	if c.rng.Float64() < c.opts.crashP {
-		ups := c.upNodes()
-		if len(ups) > 0 {
-			c.crash(ups[c.rng.IntN(len(ups))])
-		}
-	}
-	for _, id := range c.sortedIDs() {
-		n := c.nodes[id]
-		if !n.up && !n.removed && c.rng.Float64() < 0.05 {
-			c.start(n)
-		}
-	}
-	if c.rng.Float64() < c.opts.confChangeP {
-		c.maybeChangeMembership()
-	}
-	if c.rng.Float64() < c.opts.transferP {
-		if l := c.leader(); l != nil {
-			voters, _ := c.members(l)
-			_ = l.core.TransferLeadership(voters[c.rng.IntN(len(voters))])
-			c.process(l)
-		}
-	}
-}
-
 // run executes the whole scenario and returns the first violation.
 func (c *simCluster) run() error {
 	for c.now < c.opts.chaosTicks && c.err == nil {
@@ -709,147 +413,6 @@ func (c *simCluster) heal() {
 	}
 }
 
-// awaitLiveness: once healed, a leader must emerge and a new proposal
-// must be applied by every member within the bound.
-func (c *simCluster) awaitLiveness() error {
-	deadline := c.now + c.opts.livenessTick
-	marker := fmt.Sprintf("m|%d", c.seed)
-	var propID, propTerm uint64
-	for c.now < deadline && c.err == nil {
-		// (Re)propose whenever the leader we proposed to is gone.
-		if l := c.leader(); l != nil && (l.id != propID || l.core.term != propTerm) {
-			if l.core.Propose([]byte(marker)) == nil {
-				propID, propTerm = l.id, l.core.term
-				c.process(l)
-			}
-		}
-		c.step()
-		if c.allApplied(marker) {
-			return c.err
-		}
-	}
-	if c.err != nil {
-		return c.err
-	}
-	var st []string
-	for _, n := range c.upNodes() {
-		s := n.core.Status()
-		st = append(st, fmt.Sprintf("%d:%s t%d lead=%d commit=%d applied=%d last=%d", n.id, s.Role, s.Term, s.Lead, s.Commit, s.Applied, s.LastIndex))
-	}
-	return fmt.Errorf("liveness: no progress within %d ticks of healing: %s", c.opts.livenessTick, strings.Join(st, "; "))
-}
-
-func (c *simCluster) allApplied(marker string) bool {
-	l := c.leader()
-	if l == nil {
-		return false
-	}
-	var idx uint64
-	for i, e := range c.applied {
-		if string(e.Data) == marker {
-			idx = i
-		}
-	}
-	if idx == 0 {
-		return false
-	}
-	for id := range l.core.trk.Progress {
-		n := c.nodes[id]
-		if n == nil || !n.up || n.applied < idx {
-			return false
-		}
-	}
-	return true
-}
-
-// checkLogMatching: if two logs hold an entry with the same index and
-// term, they are identical up to it (Log Matching Property).
-func (c *simCluster) checkLogMatching() {
-	type logView map[uint64]Entry
-	views := map[uint64]logView{}
-	for _, n := range c.upNodes() {
-		v := logView{}
-		first, last := n.core.log.firstIndex(), n.core.log.lastIndex()
-		if last >= first {
-			ents, err := n.core.log.entries(first, last+1, 1<<62)
-			if err != nil {
-				c.failf("node %d log unreadable: %v", n.id, err)
-				return
-			}
-			for _, e := range ents {
-				v[e.Index] = e
-			}
-		}
-		views[n.id] = v
-	}
-	ids := make([]uint64, 0, len(views))
-	for id := range views {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	for i, a := range ids {
-		for _, b := range ids[i+1:] {
-			va, vb := views[a], views[b]
-			var top uint64
-			for idx, e := range va {
-				if f, ok := vb[idx]; ok && f.Term == e.Term && idx > top {
-					top = idx
-				}
-			}
-			for idx, e := range va {
-				if f, ok := vb[idx]; ok && idx <= top {
-					if f.Term != e.Term || string(f.Data) != string(e.Data) {
-						c.failf("log matching: nodes %d and %d agree at %d but differ at %d", a, b, top, idx)
-						return
-					}
-				}
-			}
-		}
-	}
-}
-
-var kvModel = porcupine.Model{
-	Partition: func(h []porcupine.Operation) [][]porcupine.Operation {
-		byKey := map[string][]porcupine.Operation{}
-		for _, op := range h {
-			k := op.Input.(kvInput).Key
-			byKey[k] = append(byKey[k], op)
-		}
-		keys := make([]string, 0, len(byKey))
-		for k := range byKey {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		out := make([][]porcupine.Operation, 0, len(keys))
-		for _, k := range keys {
-			out = append(out, byKey[k])
-		}
-		return out
-	},
-	Init: func() any { return "" },
-	Step: func(state, input, output any) (bool, any) {
-		in := input.(kvInput)
-		if in.Get {
-			return output.(string) == state.(string), state
-		}
-		return true, in.Value
-	},
-}
-
-func (c *simCluster) checkLinearizable() error {
-	for id := range c.ops {
-		c.abandon(id)
-	}
-	res := porcupine.CheckOperationsTimeout(kvModel, c.history, 20*time.Second)
-	switch res {
-	case porcupine.Illegal:
-		return fmt.Errorf("linearizability: client history of %d ops is not linearizable", len(c.history))
-	case porcupine.Unknown:
-		return errors.New("linearizability: checker timed out")
-	}
-	return nil
-}
-
 // runSim runs one seed and returns the first violation found.
 func runSim(seed int64, opts simOptions) (err error) {
 	defer func() {
@@ -858,37 +421,4 @@ func runSim(seed int64, opts simOptions) (err error) {
 		}
 	}()
 	return newSimCluster(seed, opts).run()
-}
-
-func (c *simCluster) countMsgs(t MessageType) int { return c.byType[t] }
-
-// deliverEarly hands up to k queued messages for n to it right away (no
-// matter their delay), while n has a Ready outstanding.
-func (c *simCluster) deliverEarly(n *simNode, k int) {
-	rest := c.queue[:0]
-	for _, im := range c.queue {
-		if k > 0 && im.m.To == n.id && !c.cut[[2]uint64{im.m.From, im.m.To}] {
-			k--
-			_ = n.core.Step(im.m)
-			continue
-		}
-		rest = append(rest, im)
-	}
-	c.queue = rest
-}
-
-// checkReplicasAgree: nodes that applied the same prefix hold the same
-// state, however they got there (entries, snapshots, restarts).
-func (c *simCluster) checkReplicasAgree() {
-	byApplied := map[uint64]*simNode{}
-	for _, n := range c.upNodes() {
-		if o, ok := byApplied[n.applied]; ok {
-			if fmt.Sprint(o.kv) != fmt.Sprint(n.kv) {
-				c.failf("replicas %d and %d applied through %d but hold %v and %v", o.id, n.id, n.applied, o.kv, n.kv)
-				return
-			}
-			continue
-		}
-		byApplied[n.applied] = n
-	}
 }
