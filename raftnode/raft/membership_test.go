@@ -83,3 +83,48 @@ func TestConfChangeCodecRoundTripsAndRejectsGarbage(t *testing.T) {
 		_, _ = UnmarshalConfChange(b[:i]) // must not panic
 	}
 }
+
+// TestLearnersNeverVoteOrCountTowardCommit: learners receive the log but
+// are not part of any quorum and never campaign.
+func TestLearnersNeverVoteOrCountTowardCommit(t *testing.T) {
+	d := NewMemoryStorage()
+	_ = d.ApplySnapshot(BootstrapSnapshot(ConfState{Voters: []uint64{1, 2, 3}, Learners: []uint64{4}}))
+	l, err := New(Config{ID: 4, Storage: d, ElectionTick: 10, HeartbeatTick: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100; i++ {
+		l.Tick()
+	}
+	if l.state != StateFollower || len(persistAll(l, d)) != 0 {
+		t.Fatalf("learner campaigned: %s", l.state)
+	}
+	c, cd := newTestCore(t, 1, []uint64{1, 2, 3}, nil)
+	c.switchConfig(configFromConfState(ConfState{Voters: []uint64{1, 2, 3}, Learners: []uint64{4}}))
+	c.campaign(campaignElection)
+	persistAll(c, cd)
+	c.Step(Message{Type: MsgVoteResp, From: 4, To: 1, Term: c.term, Granted: true})
+	if c.state == StateLeader {
+		t.Fatal("a learner's vote counted")
+	}
+	c.Step(Message{Type: MsgVoteResp, From: 2, To: 1, Term: c.term, Granted: true})
+	persistAll(c, cd)
+	before := c.log.committed
+	c.Step(Message{Type: MsgAppResp, From: 4, To: 1, Term: c.term, Index: c.log.lastIndex()})
+	persistAll(c, cd)
+	if c.log.committed != before {
+		t.Fatal("a learner's ack counted toward commit")
+	}
+}
+
+func TestStatusReportsRoleTermCommitAndProgress(t *testing.T) {
+	c, d := electLeader(t, nil)
+	ackAll(c, d)
+	s := c.Status()
+	if s.ID != 1 || s.Role != StateLeader || s.Lead != 1 || s.Term != c.term || s.Commit != c.log.lastIndex() || s.Applied != s.Commit {
+		t.Fatalf("status %+v", s)
+	}
+	if p := s.Progress[2]; p.Match != s.Commit || p.State != "replicate" {
+		t.Fatalf("progress %+v", s.Progress)
+	}
+}
