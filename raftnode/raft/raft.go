@@ -121,9 +121,13 @@ func New(cfg Config) (*Core, error) {
 		l.committed, l.applying, l.applied = max(l.committed, si), si, si
 	}
 	r.confIndex = l.applied
-	if snap.Meta.Term > hs.Term {
-		// Terms never go backwards past the log: start at the snapshot's.
-		hs.Term, hs.Vote = snap.Meta.Term, 0
+	if lt := l.lastTerm(); lt > hs.Term {
+		// Our term is never behind our own log: start at its last term
+		// (the snapshot's for a fresh node; or entries persisted just
+		// before a crash cut off their HardState). No vote can have been
+		// sent in that term, since votes are sent only after the
+		// HardState recording them is durable.
+		hs.Term, hs.Vote = lt, 0
 	}
 	if !hs.IsEmpty() {
 		if hs.Commit > l.lastIndex() {

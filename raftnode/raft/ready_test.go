@@ -100,3 +100,20 @@ func TestStepBetweenReadyAndAdvance(t *testing.T) {
 		t.Fatalf("stable index %d", f.log.stableIndex())
 	}
 }
+
+// TestRestartWithEntriesButNoHardStateKeepsTermAtLastEntry: a crash after
+// persisting entries but before their HardState must not leave the node
+// with a term behind its own log.
+func TestRestartWithEntriesButNoHardStateKeepsTermAtLastEntry(t *testing.T) {
+	f, d := newTestCore(t, 2, []uint64{1, 2, 3}, nil)
+	f.Step(Message{Type: MsgApp, From: 1, To: 2, Term: 5, Index: 1, LogTerm: 1, Entries: []Entry{{Index: 2, Term: 5}}})
+	rd := f.Ready()
+	_ = d.Append(rd.Entries) // crash before SetHardState
+	r, err := New(Config{ID: 2, Storage: d, ElectionTick: 10, HeartbeatTick: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.term != 5 || r.vote != 0 {
+		t.Fatalf("restarted at term %d vote %d, want 5/0", r.term, r.vote)
+	}
+}

@@ -20,8 +20,10 @@ import (
 // (hence reordering); partitions that isolate the leader, split the
 // cluster at random, cut one node's inbound links only (asymmetric), or
 // leave two halves joined by a single bridge node; crashes at any tick
-// and between sending a leader's early messages and persisting its Ready
-// (the restarted node keeps exactly its MemoryStorage); messages arriving
+// and at every step of handling a Ready: after sending a leader's early
+// messages, between writing entries and HardState, and after persisting
+// but before acknowledging (the restarted node keeps exactly its
+// MemoryStorage); messages arriving
 // between Ready and Advance; membership changes (learner add + promotion,
 // single-step removal including of the leader, joint replacement and
 // demotion); leadership transfers; snapshots and compaction every few
@@ -229,8 +231,16 @@ func (c *simCluster) process(n *simNode) {
 		if err := n.disk.Append(rd.Entries); err != nil {
 			c.failf("node %d append: %v", n.id, err)
 		}
+		if c.lossy && c.rng.Float64() < c.opts.crashP/8 {
+			c.crash(n) // entries written, HardState not
+			return
+		}
 		if !rd.HardState.IsEmpty() {
 			n.disk.SetHardState(rd.HardState)
+		}
+		if c.lossy && c.rng.Float64() < c.opts.crashP/8 {
+			c.crash(n) // durable, but nothing acknowledged yet
+			return
 		}
 		for _, m := range rd.MessagesAfterPersist {
 			c.send(m)

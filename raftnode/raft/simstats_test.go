@@ -9,7 +9,7 @@ func TestSimulationExercisesFaults(t *testing.T) {
 	var ops, terms, maxApplied, members int
 	var snaps uint64
 	var joint, demoted int
-	for seed := int64(0); seed < 30; seed++ {
+	for seed := int64(0); seed < 80; seed++ {
 		c := newSimCluster(seed, defaultSimOptions(5))
 		if err := c.run(); err != nil {
 			t.Fatalf("seed %d: %v", seed, err)
