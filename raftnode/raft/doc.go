@@ -11,9 +11,13 @@
 //
 // A new cluster: every initial member persists BootstrapSnapshot(cs) into
 // its storage, then calls New. A restarted node calls New with the same
-// storage. A node joining an existing cluster starts with empty storage
-// and is added by a ConfChange on the leader; it learns the membership
-// from the snapshot or entries the leader sends it.
+// storage; its application restores state from Storage.Snapshot(), and
+// the committed entries after the snapshot are delivered again in
+// CommittedEntries (set Config.Applied if the application keeps its own
+// state durable beyond the snapshot). A node joining an existing cluster
+// starts with empty storage and is added by a ConfChange on the leader;
+// it learns the membership from the snapshot or entries the leader sends
+// it.
 //
 // # The loop
 //
