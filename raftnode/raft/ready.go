@@ -7,7 +7,10 @@ type SoftState struct {
 }
 
 // Ready is a batch of work for the driver. See the package documentation
-// for the exact order in which its parts must be handled.
+// for the exact order in which its parts must be handled. Its slices
+// (entries, messages and their entries) may share memory with the core's
+// log: treat them as read-only. The core never writes to memory it has
+// handed out, so they stay valid after Advance.
 type Ready struct {
 	// SoftState is non-nil when leader or role changed.
 	SoftState *SoftState
