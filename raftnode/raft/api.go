@@ -1,0 +1,97 @@
+package raft
+
+// The calls a driver makes on behalf of clients and operators.
+
+// Propose appends data as a new log entry (leader only). The core keeps
+// data; the caller must not modify it afterwards.
+func (r *Core) Propose(data []byte) error {
+	if err := r.canPropose(uint64(len(data))); err != nil {
+		return err
+	}
+	r.appendEntries([]Entry{{Type: EntryNormal, Data: data}})
+	r.uncommittedSize += uint64(len(data))
+	r.bcastPending = true
+	return nil
+}
+
+// ProposeBatch appends several entries at once (one broadcast); it
+// accepts all or none.
+func (r *Core) ProposeBatch(data [][]byte) error {
+	var size uint64
+	for _, d := range data {
+		size += uint64(len(d))
+	}
+	if err := r.canPropose(size); err != nil {
+		return err
+	}
+	ents := make([]Entry, len(data))
+	for i, d := range data {
+		ents[i] = Entry{Type: EntryNormal, Data: d}
+	}
+	r.appendEntries(ents)
+	r.uncommittedSize += size
+	r.bcastPending = true
+	return nil
+}
+
+func (r *Core) canPropose(size uint64) error {
+	if r.state != StateLeader {
+		return ErrNotLeader
+	}
+	if r.leadTransferee != 0 {
+		return ErrProposalDropped // §3.10: proposals pause during transfer
+	}
+	if r.uncommittedSize > 0 && r.uncommittedSize+size > r.cfg.MaxUncommittedEntriesSize {
+		return ErrProposalDropped
+	}
+	return nil
+}
+
+// ProposeConfChange proposes a membership change (leader only). Only one
+// change may be pending: it fails with ErrProposalDropped until the
+// previous one is applied. It fails immediately if the change is not
+// allowed from the current configuration.
+func (r *Core) ProposeConfChange(cc ConfChange) error {
+	if r.state != StateLeader {
+		return ErrNotLeader
+	}
+	if r.leadTransferee != 0 || r.pendingConfIndex > r.log.applied {
+		return ErrProposalDropped
+	}
+	if _, err := nextConfig(r.trk.Config, cc); err != nil {
+		return err
+	}
+	return r.proposeConfChange(cc)
+}
+
+func (r *Core) proposeConfChange(cc ConfChange) error {
+	r.appendEntries([]Entry{{Type: EntryConfChange, Data: cc.Marshal()}})
+	r.pendingConfIndex = r.log.lastIndex()
+	r.bcastAppend()
+	return nil
+}
+
+// TransferLeadership asks the leader to hand leadership to voter to
+// (§3.10): it brings to up to date, then sends TimeoutNow. Proposals are
+// refused meanwhile; the attempt is abandoned after an election timeout.
+func (r *Core) TransferLeadership(to uint64) error {
+	if r.state != StateLeader {
+		return ErrNotLeader
+	}
+	pr := r.trk.Progress[to]
+	if to == r.id || pr == nil || pr.IsLearner {
+		return ErrProposalDropped
+	}
+	if r.leadTransferee == to {
+		return nil
+	}
+	r.leadTransferee = to
+	r.electionElapsed = 0
+	if pr.Match == r.log.lastIndex() {
+		r.send(Message{To: to, Type: MsgTimeoutNow})
+	} else {
+		r.sendAppend(to, true)
+		r.sendAppends(to)
+	}
+	return nil
+}

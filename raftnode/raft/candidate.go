@@ -1,0 +1,42 @@
+package raft
+
+import "github.com/capraft/capraft/raftnode/raft/quorum"
+
+// stepCandidate handles messages while (pre-)campaigning.
+// Precondition: m.Term == r.term, or m is a granted pre-vote response
+// (term r.term+1); Step has applied the term rules.
+func stepCandidate(r *Core, m Message) {
+	switch m.Type {
+	case MsgApp, MsgHeartbeat, MsgSnap:
+		// A leader of our term exists (§5.2): step down and follow it.
+		r.becomeFollower(m.Term, m.From)
+		r.step(r, m)
+	case MsgVoteResp:
+		if m.PreVote != (r.state == StatePreCandidate) {
+			return // answer to an earlier phase
+		}
+		if m.PreVote && m.Granted && m.Term != r.term+1 {
+			return
+		}
+		r.trk.RecordVote(m.From, m.Granted)
+		r.tally()
+	}
+}
+
+// tally acts on the votes so far; it reports whether the election ended.
+func (r *Core) tally() bool {
+	_, _, res := r.trk.TallyVotes()
+	switch res {
+	case quorum.VoteWon:
+		if r.state == StatePreCandidate {
+			r.campaign(campaignElection)
+		} else {
+			r.becomeLeader()
+		}
+		return true
+	case quorum.VoteLost:
+		r.becomeFollower(r.term, 0)
+		return true
+	}
+	return false
+}

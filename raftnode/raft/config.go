@@ -1,0 +1,150 @@
+package raft
+
+import (
+	"errors"
+	"fmt"
+)
+
+// ReadOnlyOption selects how ReadIndex confirms leadership.
+type ReadOnlyOption uint8
+
+const (
+	// ReadOnlySafe confirms leadership with one heartbeat round per
+	// read batch (thesis §6.4). This is the default and the only mode
+	// that does not depend on clocks.
+	ReadOnlySafe ReadOnlyOption = iota
+	// ReadOnlyLeaseBased answers reads from the leader's commit index
+	// without a heartbeat round, trusting that no other leader can exist
+	// within an election timeout of the last quorum contact (thesis
+	// §6.4.1). It is only correct with bounded clock drift and requires
+	// CheckQuorum.
+	ReadOnlyLeaseBased
+)
+
+// Config configures one core. Zero values of the optional limits mean the
+// documented defaults.
+type Config struct {
+	// ID identifies this node; it must be non-zero.
+	ID uint64
+	// Storage is the stable log as of the last completed persist.
+	Storage Storage
+
+	// ElectionTick is the election timeout in ticks; a follower waits a
+	// random timeout in [ElectionTick, 2*ElectionTick) before campaigning.
+	// Must exceed HeartbeatTick (10x is customary).
+	ElectionTick int
+	// HeartbeatTick is how many ticks pass between leader heartbeats.
+	HeartbeatTick int
+	// Seed seeds the core's private random source (election timeouts).
+	// The same seed and inputs give the same outputs.
+	Seed uint64
+
+	// Applied is the index the application has already applied (only
+	// needed on restart if the application persists its state beyond the
+	// last snapshot). Storage's ConfState must then be the one as of
+	// Applied. Zero means "the snapshot index".
+	Applied uint64
+
+	// PreVote enables the pre-vote phase (thesis §9.6).
+	PreVote bool
+	// CheckQuorum makes a leader step down when it has not heard from a
+	// quorum for an election timeout, and makes followers ignore vote
+	// requests while they hear from a leader (leader stickiness, §4.2.3).
+	CheckQuorum bool
+	// ReadOnlyOption selects ReadIndex behaviour (default ReadOnlySafe).
+	ReadOnlyOption ReadOnlyOption
+
+	// MaxSizePerMsg caps the entry payload bytes per AppendEntries
+	// (default 1 MiB; at least one entry is always sent).
+	MaxSizePerMsg uint64
+	// MaxEntriesPerMsg caps the entries per AppendEntries (default 4096).
+	MaxEntriesPerMsg int
+	// MaxInflightMsgs is the pipelining window per follower (default 256).
+	MaxInflightMsgs int
+	// MaxInflightBytes caps in-flight payload per follower (0 = no cap).
+	MaxInflightBytes uint64
+	// MaxUncommittedEntriesSize caps the payload of entries the leader has
+	// appended but not yet committed; proposals beyond it fail with
+	// ErrProposalDropped (default 64 MiB). A single proposal is always
+	// accepted when nothing is uncommitted.
+	MaxUncommittedEntriesSize uint64
+	// MaxCommittedSizePerReady caps the payload of CommittedEntries in
+	// one Ready (default 64 MiB).
+	MaxCommittedSizePerReady uint64
+	// MaxSnapshotChunk is the InstallSnapshot chunk size (default 1 MiB).
+	MaxSnapshotChunk uint64
+	// MaxSnapshotSize bounds what a follower buffers while receiving a
+	// snapshot, so a faulty peer cannot exhaust memory (default 1 GiB).
+	MaxSnapshotSize uint64
+
+	// bugs deliberately breaks the core; set only by tests that prove the
+	// simulator's checkers can fail.
+	bugs testBugs
+}
+
+// testBugs are deliberate safety violations for checker self-tests.
+type testBugs struct {
+	// commitOldTerm commits by counting replicas of entries from earlier
+	// terms (violates the rule of §5.4.2 / Figure 8). It also skips the
+	// election no-op, which would otherwise hide the mistake almost
+	// always (the no-op travels with the old entries); without the
+	// counting mistake, skipping the no-op alone is safe.
+	commitOldTerm bool
+	// doubleVote grants a vote to any candidate of the current term, even
+	// after voting for another (violates election safety).
+	doubleVote bool
+}
+
+func (c *Config) validate() error {
+	if c.ID == 0 {
+		return errors.New("raft: Config.ID must not be 0")
+	}
+	if c.Storage == nil {
+		return errors.New("raft: Config.Storage is nil")
+	}
+	if c.HeartbeatTick <= 0 {
+		return fmt.Errorf("raft: HeartbeatTick %d must be > 0", c.HeartbeatTick)
+	}
+	if c.ElectionTick <= c.HeartbeatTick {
+		return fmt.Errorf("raft: ElectionTick %d must be > HeartbeatTick %d", c.ElectionTick, c.HeartbeatTick)
+	}
+	if c.ReadOnlyOption == ReadOnlyLeaseBased && !c.CheckQuorum {
+		return errors.New("raft: ReadOnlyLeaseBased requires CheckQuorum")
+	}
+	if c.MaxSizePerMsg == 0 {
+		c.MaxSizePerMsg = 1 << 20
+	}
+	if c.MaxEntriesPerMsg <= 0 {
+		c.MaxEntriesPerMsg = 4096
+	}
+	if c.MaxInflightMsgs <= 0 {
+		c.MaxInflightMsgs = 256
+	}
+	if c.MaxUncommittedEntriesSize == 0 {
+		c.MaxUncommittedEntriesSize = 64 << 20
+	}
+	if c.MaxCommittedSizePerReady == 0 {
+		c.MaxCommittedSizePerReady = 64 << 20
+	}
+	if c.MaxSnapshotChunk == 0 {
+		c.MaxSnapshotChunk = 1 << 20
+	}
+	if c.MaxSnapshotSize == 0 {
+		c.MaxSnapshotSize = 1 << 30
+	}
+	return nil
+}
+
+// Errors returned to callers of the core.
+var (
+	// ErrNotLeader: the call needs the leader; Status().Lead names it if known.
+	ErrNotLeader = errors.New("raft: not the leader")
+	// ErrProposalDropped: the leader refused the proposal (leadership
+	// transfer in progress, uncommitted-size cap reached, or a
+	// configuration change still pending); retry later.
+	ErrProposalDropped = errors.New("raft: proposal dropped")
+	// ErrNoLeader: a follower cannot forward a read with no known leader.
+	ErrNoLeader = errors.New("raft: no known leader")
+	// ErrInvalidMessage: Step ignored a malformed or misaddressed message.
+	ErrInvalidMessage = errors.New("raft: invalid message ignored")
+)

@@ -1,0 +1,120 @@
+// Package raft is a pure, deterministic implementation of the Raft
+// consensus algorithm (Ongaro & Ousterhout 2014; Ongaro's thesis).
+//
+// The core has no goroutines, clocks, network or disk I/O and no global
+// randomness: time is a count of Tick calls, peers' messages arrive through
+// Step, and everything the outside world must do comes back as a Ready.
+// The same Config (including Seed) and the same calls give the same
+// Readys, which is what makes whole-cluster simulation possible.
+//
+// # Starting
+//
+// A new cluster: every initial member persists BootstrapSnapshot(cs) into
+// its storage, then calls New. A restarted node calls New with the same
+// storage; its application restores state from Storage.Snapshot(), and
+// the committed entries after the snapshot are delivered again in
+// CommittedEntries (set Config.Applied if the application keeps its own
+// state durable beyond the snapshot). A node joining an existing cluster
+// starts with empty storage and is added by a ConfChange on the leader;
+// it learns the membership from the snapshot or entries the leader sends
+// it.
+//
+// # The loop
+//
+// One goroutine owns the *Core and repeats:
+//
+//  1. Feed input: call Tick every tick interval; Step for every message
+//     received from a peer; Propose / ProposeBatch / ProposeConfChange /
+//     ReadIndex / TransferLeadership on client requests. Drain as much
+//     pending input as is available before step 2: one Ready is one
+//     batch and one fsync.
+//  2. If HasReady, take rd := Ready(). Then, in this order:
+//     a. Send rd.Messages. These are the leader's AppendEntries,
+//     heartbeats, snapshot chunks, TimeoutNow and ReadIndex answers,
+//     and only when its term and vote are already durable. They may
+//     be sent before or while the entries are written (thesis
+//     §10.2.1): the leader counts itself toward a commit only after
+//     Advance reports its own write done.
+//     b. Persist, all before any of step c: rd.Snapshot if not empty
+//     (it replaces the log), then rd.Entries (appending; an entry at
+//     an existing index replaces that entry and all after it), then
+//     rd.HardState if not empty. fsync if rd.MustSync.
+//     c. Only now send rd.MessagesAfterPersist: votes, vote grants,
+//     append acknowledgements and anything sent while term or vote was
+//     changing. Each promises the sender's disk holds what it
+//     acknowledges; sending one earlier breaks Raft's safety.
+//     d. If rd.Snapshot is not empty, restore the application from it.
+//     Apply rd.CommittedEntries in order. They are already durable, so
+//     this may run in parallel with b. Entries of type
+//     EntryConfChange are applied by the core itself during Advance;
+//     the application may decode them (UnmarshalConfChange) to act on
+//     Context, e.g. dial a new member.
+//     e. For each rd.ReadStates entry, serve that read once the
+//     application has applied through its Index.
+//  3. Call Advance. The storage must now reflect rd (Storage is read
+//     back by the core). Do not call Ready again before Advance; that
+//     panics. Step, Tick and proposals may be called between Ready and
+//     Advance; their effects appear in the next Ready.
+//
+// A crash at any point is safe as long as nothing from
+// MessagesAfterPersist left before the write it depends on completed.
+// After a restart the core continues from what storage holds.
+//
+// # Storage errors
+//
+// Storage may return ErrCompacted, ErrUnavailable and (from Snapshot)
+// ErrSnapshotTemporarilyUnavailable; the core handles those. Any other
+// error means the node's disk can no longer be trusted and the core
+// panics: a node that cannot read its own log must stop rather than vote
+// or acknowledge from a partial view.
+//
+// # Snapshots
+//
+// The application snapshots on its own schedule: at an applied index i it
+// stores the state with the ConfState returned by ConfState() (call it
+// after Advance so it matches i) and compacts the log up to i (for
+// MemoryStorage: CreateSnapshot then Compact). Keep some entries before i
+// so slightly lagging followers can catch up without a snapshot. The
+// leader sends Storage.Snapshot() in chunks of Config.MaxSnapshotChunk
+// (InstallSnapshot) to followers whose next entry is compacted.
+//
+// # Messages
+//
+// Message kinds map one to one onto the wire's RPCs: MsgVote/MsgVoteResp
+// (RequestVote, with PreVote and Transfer flags), MsgApp/MsgAppResp
+// (AppendEntries; the response carries fast-backtracking hints),
+// MsgHeartbeat/MsgHeartbeatResp (AppendEntries with no entries and no log
+// check), MsgSnap/MsgSnapResp (chunked InstallSnapshot), MsgTimeoutNow,
+// and MsgReadIndex/MsgReadIndexResp (a follower asking the leader for a
+// read index). Step ignores malformed or misaddressed messages rather than
+// panicking.
+//
+// # Membership
+//
+// ProposeConfChange with one change (or ConfChangeTransitionAuto touching
+// one voter) makes a single-step change; several changes or an explicit
+// joint transition enter joint consensus (§4.3), left automatically or by
+// proposing an empty ConfChange. Learners receive the log but never vote;
+// promote one with ConfChangeAddVoter once Status shows it caught up. A
+// configuration takes effect when its entry is applied, and only one
+// change may be pending at a time. A leader removed by a change steps down
+// once the change is applied.
+//
+// # Reads
+//
+// ReadIndex(ctx) yields a ReadState{Index, ctx} after the leader has
+// committed an entry of its term and confirmed with one heartbeat round
+// that it is still leader (thesis §6.4). On a follower, the request is
+// forwarded to the leader. Config.ReadOnlyOption = ReadOnlyLeaseBased
+// skips the heartbeat round and requires CheckQuorum; it trusts clocks.
+//
+// # Testing
+//
+// The package's main test is a deterministic simulation of whole clusters
+// (sim_test.go). Seeds are replayable; flags go after the package path:
+//
+//	go test ./raftnode/raft -run TestSimulation -seeds=100000   # more seeds per configuration
+//	go test ./raftnode/raft -run 'TestSimulation/n=5$' -seed=N -v  # replay one failure
+//
+// A failing seed prints the exact replay command.
+package raft

@@ -1,0 +1,151 @@
+package raft
+
+// stepFollower handles messages as a follower.
+// Precondition: m.Term == r.term (Step has applied the term rules).
+func stepFollower(r *Core, m Message) {
+	switch m.Type {
+	case MsgApp:
+		r.heardFromLeader(m.From)
+		r.handleAppend(m)
+	case MsgHeartbeat:
+		r.heardFromLeader(m.From)
+		r.handleHeartbeat(m)
+	case MsgSnap:
+		r.heardFromLeader(m.From)
+		r.handleSnapshotChunk(m)
+	case MsgTimeoutNow:
+		// Leadership transfer (§3.10): campaign at once, skipping
+		// pre-vote and bypassing stickiness.
+		r.campaign(campaignTransfer)
+	case MsgReadIndexResp:
+		r.readStates = append(r.readStates, ReadState{Index: m.Index, RequestCtx: m.Context})
+	}
+}
+
+func (r *Core) heardFromLeader(id uint64) {
+	r.electionElapsed = 0
+	r.lead = id
+}
+
+// handleAppend is the AppendEntries receiver (Figure 2).
+func (r *Core) handleAppend(m Message) {
+	if m.Index < r.log.committed {
+		// Everything up to our commit index is settled (and matches the
+		// leader by Leader Completeness): keep only what lies beyond it.
+		c := r.log.committed
+		if m.Index+uint64(len(m.Entries)) <= c {
+			r.send(Message{To: m.From, Type: MsgAppResp, Index: c})
+			return
+		}
+		skip := c - m.Index
+		m.LogTerm = m.Entries[skip-1].Term
+		m.Entries = m.Entries[skip:]
+		m.Index = c
+	}
+	if last, ok := r.log.maybeAppend(m.Index, m.LogTerm, m.Commit, m.Entries); ok {
+		r.send(Message{To: m.From, Type: MsgAppResp, Index: last})
+		return
+	}
+	// Reject (Figure 2 step 2) with hints for fast backtracking (§5.3):
+	// the conflicting term and the first index we hold for it, so the
+	// leader can skip a whole term per round trip.
+	resp := Message{To: m.From, Type: MsgAppResp, Index: m.Index, Reject: true, LastIndex: r.log.lastIndex()}
+	if m.Index > resp.LastIndex {
+		resp.ConflictIndex = resp.LastIndex + 1
+	} else {
+		resp.ConflictTerm = r.log.termOr0(m.Index)
+		resp.ConflictIndex = r.log.firstIndexOfTerm(m.Index)
+	}
+	r.send(resp)
+}
+
+// handleHeartbeat applies the leader's commit index. The leader capped it
+// at our Match, so we are known to hold those entries.
+func (r *Core) handleHeartbeat(m Message) {
+	r.log.commitTo(min(m.Commit, r.log.lastIndex()))
+	r.send(Message{To: m.From, Type: MsgHeartbeatResp, Seq: m.Seq})
+}
+
+// snapReceive buffers an InstallSnapshot arriving in chunks.
+type snapReceive struct {
+	meta SnapshotMeta
+	data []byte
+}
+
+// handleSnapshotChunk is the InstallSnapshot receiver (§5.3 of the
+// thesis / Figure 13 of the paper): chunks must arrive in offset order;
+// anything else is answered with the offset we expect next.
+func (r *Core) handleSnapshotChunk(m Message) {
+	meta := *m.Snapshot
+	if meta.Index <= r.log.committed {
+		r.snapRecv = nil
+		r.send(Message{To: m.From, Type: MsgAppResp, Index: r.log.committed})
+		return
+	}
+	rs := r.snapRecv
+	if rs == nil || rs.meta.Index != meta.Index || rs.meta.Term != meta.Term {
+		if m.Offset != 0 {
+			r.send(Message{To: m.From, Type: MsgSnapResp, Snapshot: &SnapshotMeta{Index: meta.Index, Term: meta.Term}})
+			return
+		}
+		rs = &snapReceive{meta: cloneMeta(meta)}
+		r.snapRecv = rs
+	}
+	if m.Offset != uint64(len(rs.data)) {
+		r.send(Message{To: m.From, Type: MsgSnapResp, Snapshot: &SnapshotMeta{Index: meta.Index, Term: meta.Term}, Offset: uint64(len(rs.data))})
+		return
+	}
+	if uint64(len(rs.data))+uint64(len(m.Data)) > r.cfg.MaxSnapshotSize {
+		r.snapRecv = nil // refuse to buffer without bound
+		return
+	}
+	rs.data = append(rs.data, m.Data...)
+	if !m.Done {
+		r.send(Message{To: m.From, Type: MsgSnapResp, Snapshot: &SnapshotMeta{Index: meta.Index, Term: meta.Term}, Offset: uint64(len(rs.data))})
+		return
+	}
+	r.snapRecv = nil
+	if r.restore(Snapshot{Meta: rs.meta, Data: rs.data}) {
+		r.send(Message{To: m.From, Type: MsgAppResp, Index: r.log.lastIndex()})
+	} else {
+		r.send(Message{To: m.From, Type: MsgAppResp, Index: r.log.committed})
+	}
+}
+
+// restore installs a complete snapshot. It returns false if the snapshot
+// brought nothing new (then the commit index may still move forward).
+func (r *Core) restore(s Snapshot) bool {
+	if s.Meta.Index <= r.log.committed {
+		return false
+	}
+	if len(s.Meta.ConfState.Voters) == 0 {
+		return false // a snapshot without voters cannot be right
+	}
+	if r.log.matchTerm(s.Meta.Index, s.Meta.Term) {
+		// We already hold the entry the snapshot ends at, so by Log
+		// Matching we hold everything before it: just commit.
+		r.log.commitTo(s.Meta.Index)
+		return false
+	}
+	r.log.restore(s)
+	r.switchConfig(configFromConfState(s.Meta.ConfState))
+	r.confIndex = s.Meta.Index
+	return true
+}
+
+func cloneMeta(m SnapshotMeta) SnapshotMeta {
+	c := func(s []uint64) []uint64 {
+		if len(s) == 0 {
+			return nil
+		}
+		return append([]uint64(nil), s...)
+	}
+	m.ConfState = ConfState{
+		Voters:         c(m.ConfState.Voters),
+		Learners:       c(m.ConfState.Learners),
+		VotersOutgoing: c(m.ConfState.VotersOutgoing),
+		LearnersNext:   c(m.ConfState.LearnersNext),
+		AutoLeave:      m.ConfState.AutoLeave,
+	}
+	return m
+}

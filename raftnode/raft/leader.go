@@ -1,0 +1,293 @@
+package raft
+
+import (
+	"errors"
+
+	"github.com/capraft/capraft/raftnode/raft/tracker"
+)
+
+// stepLeader handles messages as the leader.
+// Precondition: m.Term == r.term (Step has applied the term rules).
+func stepLeader(r *Core, m Message) {
+	pr := r.trk.Progress[m.From]
+	if pr == nil {
+		return // not a member (any more)
+	}
+	switch m.Type {
+	case MsgAppResp:
+		pr.RecentActive = true
+		r.handleAppendResponse(m, pr)
+	case MsgHeartbeatResp:
+		pr.RecentActive = true
+		r.handleHeartbeatResponse(m, pr)
+	case MsgSnapResp:
+		pr.RecentActive = true
+		if pr.State == tracker.StateSnapshot && m.Snapshot != nil && m.Snapshot.Index == pr.PendingSnapshot {
+			pr.SnapOffset = m.Offset
+			r.sendSnapshotChunk(m.From, pr)
+		}
+	case MsgReadIndex:
+		r.leaderRead(m.From, m.Context)
+	}
+}
+
+func (r *Core) tickLeader() {
+	r.heartbeatElapsed++
+	r.electionElapsed++
+	if r.electionElapsed >= r.cfg.ElectionTick {
+		r.electionElapsed = 0
+		if r.cfg.CheckQuorum {
+			// Check quorum (§6.2): a leader that has not heard from a
+			// quorum for an election timeout steps down, so clients go
+			// elsewhere and a lease-based read cannot outlive it.
+			if self := r.trk.Progress[r.id]; self != nil {
+				self.RecentActive = true
+			}
+			if !r.trk.QuorumActive() {
+				r.becomeFollower(r.term, 0)
+				return
+			}
+			for id, pr := range r.trk.Progress {
+				if id != r.id {
+					pr.RecentActive = false
+				}
+			}
+		}
+		// A transfer that did not finish within an election timeout
+		// is abandoned so proposals resume.
+		r.leadTransferee = 0
+	}
+	if r.heartbeatElapsed >= r.cfg.HeartbeatTick {
+		r.heartbeatElapsed = 0
+		r.bcastHeartbeat()
+	}
+}
+
+// handleAppendResponse updates a follower's progress (§5.3).
+func (r *Core) handleAppendResponse(m Message, pr *tracker.Progress) {
+	if m.Reject {
+		hint := r.backtrackHint(m)
+		if pr.MaybeDecrTo(m.Index, hint) {
+			if pr.State == tracker.StateReplicate {
+				next := pr.Next
+				pr.ResetState(tracker.StateProbe)
+				pr.Next = next
+			}
+			r.sendAppend(m.From, true)
+		}
+		return
+	}
+	if m.Index > r.log.lastIndex() {
+		return // acknowledges entries we never had: not from our term's log
+	}
+	old := pr.Match
+	updated := pr.MaybeUpdate(m.Index)
+	if updated || (pr.State == tracker.StateProbe && m.Index == old) {
+		switch pr.State {
+		case tracker.StateProbe:
+			pr.BecomeReplicate()
+		case tracker.StateSnapshot:
+			if pr.Match+1 >= r.log.firstIndex() {
+				pr.BecomeReplicate()
+			}
+		case tracker.StateReplicate:
+			pr.Inflights.FreeLE(m.Index)
+		}
+	}
+	if updated && r.maybeCommit() {
+		// The new commit index reaches followers with the next appends.
+		r.bcastAppend()
+	} else {
+		r.sendAppends(m.From)
+	}
+	if m.From == r.leadTransferee && pr.Match == r.log.lastIndex() {
+		r.send(Message{To: m.From, Type: MsgTimeoutNow})
+	}
+}
+
+// backtrackHint computes where to probe next from a rejection's hints
+// (the accelerated log backtracking of §5.3): if we hold the follower's
+// conflicting term, continue after our last entry of that term,
+// otherwise skip the follower's whole term.
+func (r *Core) backtrackHint(m Message) uint64 {
+	if m.ConflictIndex == 0 {
+		return m.Index
+	}
+	if m.ConflictTerm == 0 {
+		return m.ConflictIndex
+	}
+	i := min(m.Index, r.log.lastIndex())
+	first := r.log.firstIndex()
+	for i >= first {
+		t, err := r.log.term(i)
+		if err != nil || t <= m.ConflictTerm {
+			if err == nil && t == m.ConflictTerm {
+				return i + 1
+			}
+			break
+		}
+		i--
+	}
+	return m.ConflictIndex
+}
+
+func (r *Core) handleHeartbeatResponse(m Message, pr *tracker.Progress) {
+	pr.ProbeSent = false
+	if pr.State == tracker.StateReplicate && pr.Inflights.Full() {
+		// The follower is alive but our window is full: some appends
+		// were probably lost. Free a slot so the next (possibly empty)
+		// append surfaces the gap as a rejection.
+		pr.Inflights.FreeFirstOne()
+	}
+	if pr.Match < r.log.lastIndex() {
+		r.sendAppend(m.From, true)
+	}
+	r.reads.ack(m.From, m.Seq)
+	r.advanceReads()
+}
+
+// maybeCommit advances the commit index to what a quorum holds, but only
+// through an entry of the current term (§5.4.2, Figure 8): counting
+// replicas of an older term's entry does not make it committed.
+func (r *Core) maybeCommit() bool {
+	mci := r.trk.Committed()
+	if mci <= r.log.committed {
+		return false
+	}
+	if !r.cfg.bugs.commitOldTerm && r.log.termOr0(mci) != r.term {
+		return false
+	}
+	r.log.commitTo(mci)
+	r.releaseWaitingReads()
+	return true
+}
+
+// bcastAppend sends new entries (and the commit index) to every follower
+// whose window allows it.
+func (r *Core) bcastAppend() {
+	for _, id := range r.trk.IDs() {
+		if id != r.id {
+			r.sendAppend(id, true)
+			r.sendAppends(id)
+		}
+	}
+}
+
+// sendAppends pipelines appends to id while it is replicating and its
+// window has room.
+func (r *Core) sendAppends(id uint64) {
+	for r.sendAppend(id, false) {
+		if pr := r.trk.Progress[id]; pr == nil || pr.State != tracker.StateReplicate {
+			return
+		}
+	}
+}
+
+// sendAppend sends one AppendEntries to id starting at its Next, or a
+// snapshot if those entries are compacted. With sendIfEmpty it sends even
+// with nothing new (to carry the commit index or probe). It reports
+// whether a message was sent.
+func (r *Core) sendAppend(id uint64, sendIfEmpty bool) bool {
+	pr := r.trk.Progress[id]
+	if pr == nil || pr.IsPaused() {
+		return false
+	}
+	prev := pr.Next - 1
+	prevTerm, errT := r.log.term(prev)
+	last := r.log.lastIndex()
+	hi := min(last+1, pr.Next+uint64(r.cfg.MaxEntriesPerMsg))
+	ents, errE := r.log.entries(pr.Next, hi, r.cfg.MaxSizePerMsg)
+	if errT != nil || errE != nil {
+		return r.sendSnapshot(id, pr)
+	}
+	if len(ents) == 0 && !sendIfEmpty {
+		return false
+	}
+	switch pr.State {
+	case tracker.StateReplicate:
+		if n := len(ents); n > 0 {
+			li := ents[n-1].Index
+			pr.OptimisticUpdate(li)
+			pr.Inflights.Add(li, payloadSize(ents))
+		}
+	case tracker.StateProbe:
+		pr.ProbeSent = true
+	}
+	r.send(Message{To: id, Type: MsgApp, Index: prev, LogTerm: prevTerm, Entries: ents, Commit: r.log.committed})
+	return true
+}
+
+// sendSnapshot switches id to StateSnapshot and sends the first chunk.
+func (r *Core) sendSnapshot(id uint64, pr *tracker.Progress) bool {
+	snap, err := r.storageSnapshot()
+	if err != nil || snap.IsEmpty() {
+		return false // ErrSnapshotTemporarilyUnavailable: retry later
+	}
+	pr.BecomeSnapshot(snap.Meta.Index)
+	r.sendSnapshotChunk(id, pr)
+	return true
+}
+
+// sendSnapshotChunk sends the chunk at pr.SnapOffset. If the application
+// took a newer snapshot meanwhile, the transfer restarts with it.
+func (r *Core) sendSnapshotChunk(id uint64, pr *tracker.Progress) {
+	snap, err := r.storageSnapshot()
+	if err != nil || snap.IsEmpty() {
+		return
+	}
+	if snap.Meta.Index != pr.PendingSnapshot {
+		pr.PendingSnapshot = snap.Meta.Index
+		pr.SnapOffset = 0
+	}
+	size := uint64(len(snap.Data))
+	off := pr.SnapOffset
+	if off > size {
+		off = 0
+	}
+	end := min(off+r.cfg.MaxSnapshotChunk, size)
+	pr.SnapInFlight = true
+	pr.SnapWait = 0
+	r.send(Message{
+		To: id, Type: MsgSnap, Snapshot: &snap.Meta,
+		Offset: off, Data: snap.Data[off:end], Done: end == size,
+	})
+}
+
+// bcastHeartbeat sends heartbeats (carrying the read round) and resends
+// unacknowledged snapshot chunks.
+func (r *Core) bcastHeartbeat() {
+	for _, id := range r.trk.IDs() {
+		if id == r.id {
+			continue
+		}
+		pr := r.trk.Progress[id]
+		r.send(Message{To: id, Type: MsgHeartbeat, Commit: min(pr.Match, r.log.committed), Seq: r.reads.seq})
+		if pr.State == tracker.StateSnapshot && pr.SnapInFlight {
+			if pr.SnapWait++; pr.SnapWait >= tracker.SnapResendAfter {
+				r.sendSnapshotChunk(id, pr)
+			}
+		}
+	}
+}
+
+// selfAck records that the leader's own log is durable up to its stable
+// index (called from Advance) and commits what a quorum now holds.
+func (r *Core) selfAck() {
+	pr := r.trk.Progress[r.id]
+	if pr == nil {
+		return
+	}
+	if pr.MaybeUpdate(r.log.stableIndex()) && r.maybeCommit() {
+		r.bcastAppend()
+	}
+}
+
+// storageSnapshot reads the latest snapshot; only "temporarily
+// unavailable" is an expected error (see "Storage errors" in doc.go).
+func (r *Core) storageSnapshot() (Snapshot, error) {
+	snap, err := r.log.storage.Snapshot()
+	if err != nil && !errors.Is(err, ErrSnapshotTemporarilyUnavailable) {
+		panic(err)
+	}
+	return snap, err
+}

@@ -1,0 +1,177 @@
+package raft
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/capraft/capraft/raftnode/raft/tracker"
+)
+
+// Log replication: consistency check, commit rules, backtracking,
+// pipelining, batching, flow control, snapshots.
+
+func TestLeaderAppendsNoOpOnElection(t *testing.T) {
+	c, d := electLeader(t, nil)
+	ents, _ := d.Entries(2, 3, 1<<20)
+	if len(ents) != 1 || ents[0].Term != c.term || len(ents[0].Data) != 0 {
+		t.Fatalf("no-op missing: %v", ents)
+	}
+}
+
+func TestAppendEntriesConsistencyCheckAndConflictHints(t *testing.T) {
+	f, d := newTestCore(t, 2, []uint64{1, 2, 3}, nil)
+	// Follower has entries 2..4 of term 2.
+	f.Step(Message{Type: MsgApp, From: 1, To: 2, Term: 2, Index: 1, LogTerm: 1,
+		Entries: []Entry{{Index: 2, Term: 2}, {Index: 3, Term: 2}, {Index: 4, Term: 2}}})
+	persistAll(f, d)
+	// Leader of term 4 probes at index 4 with term 3: mismatch.
+	f.Step(Message{Type: MsgApp, From: 3, To: 2, Term: 4, Index: 4, LogTerm: 3})
+	r := only(persistAll(f, d), MsgAppResp)
+	if len(r) != 1 || !r[0].Reject || r[0].ConflictTerm != 2 || r[0].ConflictIndex != 2 || r[0].LastIndex != 4 {
+		t.Fatalf("reject hints: %v", r)
+	}
+	// Probe beyond the log: hint is last index + 1.
+	f.Step(Message{Type: MsgApp, From: 3, To: 2, Term: 4, Index: 9, LogTerm: 4})
+	r = only(persistAll(f, d), MsgAppResp)
+	if len(r) != 1 || !r[0].Reject || r[0].ConflictTerm != 0 || r[0].ConflictIndex != 5 {
+		t.Fatalf("short-log hints: %v", r)
+	}
+	// A matching append replaces the conflicting suffix (Figure 2, step 3).
+	f.Step(Message{Type: MsgApp, From: 3, To: 2, Term: 4, Index: 2, LogTerm: 2, Entries: []Entry{{Index: 3, Term: 4}}})
+	persistAll(f, d)
+	if li, _ := d.LastIndex(); li != 3 {
+		t.Fatalf("suffix not truncated: last=%d", li)
+	}
+	if tm, _ := d.Term(3); tm != 4 {
+		t.Fatalf("entry 3 term %d", tm)
+	}
+}
+
+func TestFollowerNeverCommitsBeyondWhatTheMessageProves(t *testing.T) {
+	f, d := newTestCore(t, 2, []uint64{1, 2, 3}, nil)
+	f.Step(Message{Type: MsgApp, From: 1, To: 2, Term: 2, Index: 1, LogTerm: 1,
+		Entries: []Entry{{Index: 2, Term: 2}}, Commit: 10})
+	persistAll(f, d)
+	if f.log.committed != 2 {
+		t.Fatalf("commit %d, want min(leaderCommit, last new entry)=2", f.log.committed)
+	}
+}
+
+func TestLeaderBacktracksOneTermPerRoundTrip(t *testing.T) {
+	c, _ := electLeader(t, nil)
+	pr := c.trk.Progress[2]
+	pr.Next = c.log.lastIndex() + 1
+	// Follower says: my term at your prev index is 7 (we have no term 7),
+	// and term 7 starts at index 2.
+	c.Step(Message{Type: MsgAppResp, From: 2, To: 1, Term: c.term, Reject: true, Index: pr.Next - 1, ConflictTerm: 7, ConflictIndex: 2, LastIndex: 40})
+	if pr.Next != 2 {
+		t.Fatalf("next=%d, want 2 (skip the follower's whole term)", pr.Next)
+	}
+}
+
+func TestPipeliningBoundedByInflightWindow(t *testing.T) {
+	c, d := electLeader(t, func(cfg *Config) { cfg.MaxInflightMsgs = 2; cfg.MaxEntriesPerMsg = 1 })
+	c.Step(Message{Type: MsgAppResp, From: 2, To: 1, Term: c.term, Index: c.log.lastIndex()})
+	persistAll(c, d)
+	if c.trk.Progress[2].State != tracker.StateReplicate {
+		t.Fatalf("state %s", c.trk.Progress[2].State)
+	}
+	for i := 0; i < 5; i++ {
+		_ = c.Propose([]byte{byte(i)})
+	}
+	apps := 0
+	for _, m := range persistAll(c, d) {
+		if m.Type == MsgApp && m.To == 2 && len(m.Entries) > 0 {
+			apps++
+		}
+	}
+	if apps != 2 {
+		t.Fatalf("%d appends in flight, window is 2", apps)
+	}
+}
+
+func TestBatchingCapsEntriesAndBytesPerMessage(t *testing.T) {
+	c, d := electLeader(t, func(cfg *Config) { cfg.MaxEntriesPerMsg = 3; cfg.MaxSizePerMsg = 10 })
+	c.Step(Message{Type: MsgAppResp, From: 2, To: 1, Term: c.term, Index: c.log.lastIndex()})
+	persistAll(c, d)
+	for i := 0; i < 6; i++ {
+		_ = c.Propose([]byte("ab"))
+	}
+	_ = c.Propose([]byte("0123456789012"))
+	for _, m := range persistAll(c, d) {
+		if m.Type == MsgApp && m.To == 2 {
+			if len(m.Entries) > 3 || (len(m.Entries) > 1 && payloadSize(m.Entries) > 10) {
+				t.Fatalf("batch too large: %d entries, %d bytes", len(m.Entries), payloadSize(m.Entries))
+			}
+		}
+	}
+}
+
+func TestUncommittedSizeCapDropsProposals(t *testing.T) {
+	c, d := electLeader(t, func(cfg *Config) { cfg.MaxUncommittedEntriesSize = 100 })
+	ackAll(c, d)
+	if err := c.Propose(make([]byte, 80)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Propose(make([]byte, 30)); !errors.Is(err, ErrProposalDropped) {
+		t.Fatalf("want ErrProposalDropped, got %v", err)
+	}
+	// Once committed and handed out, room is back.
+	msgs := persistAll(c, d)
+	for _, m := range only(msgs, MsgApp) {
+		if m.To == 2 && len(m.Entries) > 0 {
+			c.Step(Message{Type: MsgAppResp, From: 2, To: 1, Term: c.term, Index: m.Entries[len(m.Entries)-1].Index})
+		}
+	}
+	persistAll(c, d)
+	if err := c.Propose(make([]byte, 30)); err != nil {
+		t.Fatalf("after commit: %v", err)
+	}
+}
+
+func TestSnapshotSentInChunksWhenEntriesCompacted(t *testing.T) {
+	c, d := electLeader(t, func(cfg *Config) { cfg.MaxSnapshotChunk = 4 })
+	ackAll(c, d)
+	for i := 0; i < 5; i++ {
+		_ = c.Propose([]byte("x"))
+	}
+	persistAll(c, d)
+	c.Step(Message{Type: MsgAppResp, From: 3, To: 1, Term: c.term, Index: c.log.lastIndex()})
+	persistAll(c, d)
+	ci := c.log.committed
+	if _, err := d.CreateSnapshot(ci, c.ConfState(), []byte("0123456789")); err != nil {
+		t.Fatal(err)
+	}
+	_ = d.Compact(ci)
+	// Follower 2 is empty: it rejects the probe, then needs the snapshot.
+	f, fd := newTestCore(t, 2, []uint64{1, 2, 3}, nil)
+	c.Step(Message{Type: MsgAppResp, From: 2, To: 1, Term: c.term, Reject: true, Index: c.trk.Progress[2].Next - 1, ConflictIndex: 2, LastIndex: 1})
+	out := persistAll(c, d)
+	var chunks int
+	for step := 0; step < 20; step++ {
+		var next []Message
+		for _, m := range out {
+			if m.To == 2 {
+				if m.Type == MsgSnap {
+					chunks++
+				}
+				f.Step(m)
+			}
+		}
+		for _, m := range persistAll(f, fd) {
+			c.Step(m)
+		}
+		next = persistAll(c, d)
+		out = next
+		if f.log.committed >= ci {
+			break
+		}
+	}
+	if f.log.committed < ci || chunks < 3 {
+		t.Fatalf("follower commit=%d want %d, chunks=%d", f.log.committed, ci, chunks)
+	}
+	snap, _ := fd.Snapshot()
+	if string(snap.Data) != "0123456789" {
+		t.Fatalf("reassembled snapshot %q", snap.Data)
+	}
+}

@@ -1,0 +1,202 @@
+package raft
+
+import (
+	"fmt"
+
+	"github.com/anishathalye/porcupine"
+)
+
+// Simulated faults and workload: crashes, membership changes, leadership
+// transfers, and clients.
+
+func (c *simCluster) crash(n *simNode) {
+	n.up = false
+	n.core = nil
+	for id, op := range c.ops {
+		if op.node == n.id {
+			c.abandon(id)
+		}
+	}
+}
+
+// abandon ends a client op whose outcome is unknown: a Put may or may not
+// have taken effect, so it stays in the history with an open end.
+func (c *simCluster) abandon(id string) {
+	op := c.ops[id]
+	delete(c.ops, id)
+	c.busy[op.client] = false
+	if !op.isGet {
+		c.history = append(c.history, porcupine.Operation{
+			ClientId: op.client, Input: kvInput{Key: op.key, Value: op.value},
+			Call: op.call, Return: 1 << 62,
+		})
+	}
+}
+
+func (c *simCluster) tick() int64 { c.clock++; return c.clock }
+
+func (c *simCluster) serveReads(n *simNode) {
+	for ctx, idx := range n.reads {
+		if n.applied < idx {
+			continue
+		}
+		delete(n.reads, ctx)
+		op, ok := c.ops[ctx]
+		if !ok || op.node != n.id {
+			continue
+		}
+		delete(c.ops, ctx)
+		c.busy[op.client] = false
+		c.history = append(c.history, porcupine.Operation{
+			ClientId: op.client, Input: kvInput{Get: true, Key: op.key},
+			Output: n.kv[op.key], Call: op.call, Return: c.tick(),
+		})
+	}
+}
+
+func (c *simCluster) startClientOps() {
+	for cl := 0; cl < c.opts.clients; cl++ {
+		if c.busy[cl] || c.rng.Float64() >= c.opts.clientP {
+			continue
+		}
+		ups := c.upNodes()
+		if len(ups) == 0 {
+			return
+		}
+		n := ups[c.rng.IntN(len(ups))]
+		if c.rng.IntN(3) != 0 {
+			if l := c.leader(); l != nil {
+				n = l
+			}
+		}
+		c.opSeq++
+		op := &clientOp{
+			client: cl, id: fmt.Sprintf("c%d-%d", cl, c.opSeq), node: n.id,
+			key: fmt.Sprintf("k%d", c.rng.IntN(3)), started: c.now,
+		}
+		op.isGet = c.rng.IntN(2) == 0
+		op.call = c.tick()
+		var err error
+		if op.isGet {
+			err = n.core.ReadIndex([]byte(op.id))
+		} else {
+			op.value = fmt.Sprintf("v%d", c.opSeq)
+			err = n.core.Propose([]byte("p|" + op.id + "|" + op.key + "|" + op.value))
+		}
+		if err != nil {
+			continue // refused outright: no effect, not in the history
+		}
+		c.ops[op.id] = op
+		c.busy[cl] = true
+		c.process(n)
+	}
+}
+
+// members returns the ids the current leader's config names.
+func (c *simCluster) members(l *simNode) (voters, learners []uint64) {
+	cs := l.core.ConfState()
+	return cs.Voters, cs.Learners
+}
+
+func (c *simCluster) maybeChangeMembership() {
+	l := c.leader()
+	if l == nil {
+		return
+	}
+	voters, learners := c.members(l)
+	if l.core.trk.Joint() {
+		return
+	}
+	var cc ConfChange
+	switch {
+	case len(learners) > 0:
+		// Promote a learner that has caught up (§4.2.1).
+		id := learners[0]
+		pr := l.core.trk.Progress[id]
+		if pr == nil || pr.Match+5 < l.core.log.lastIndex() {
+			return
+		}
+		cc.Changes = []ConfChangeSingle{{Type: ConfChangeAddVoter, NodeID: id}}
+	case len(voters) > c.opts.nodes && c.rng.IntN(3) == 0:
+		// Demote a voter to learner through a joint configuration (it
+		// keeps voting in the outgoing half until the joint is left).
+		id := voters[c.rng.IntN(len(voters))]
+		cc.Transition = ConfChangeTransitionJointImplicit
+		cc.Changes = []ConfChangeSingle{{Type: ConfChangeAddLearner, NodeID: id}}
+	case len(voters) > c.opts.nodes:
+		// Back to size: remove a voter (sometimes the leader itself).
+		id := voters[c.rng.IntN(len(voters))]
+		cc.Changes = []ConfChangeSingle{{Type: ConfChangeRemoveNode, NodeID: id}}
+	case c.rng.IntN(2) == 0:
+		// Joint consensus: replace a voter with a fresh node at once.
+		old := voters[c.rng.IntN(len(voters))]
+		id := c.addNode()
+		cc.Changes = []ConfChangeSingle{{Type: ConfChangeAddVoter, NodeID: id}, {Type: ConfChangeRemoveNode, NodeID: old}}
+		if c.rng.IntN(2) == 0 {
+			cc.Transition = ConfChangeTransitionJointImplicit
+		}
+	default:
+		id := c.addNode()
+		cc.Changes = []ConfChangeSingle{{Type: ConfChangeAddLearner, NodeID: id}}
+	}
+	_ = l.core.ProposeConfChange(cc)
+	c.process(l)
+}
+
+func (c *simCluster) addNode() uint64 {
+	id := c.nextID
+	c.nextID++
+	n := &simNode{id: id, disk: NewMemoryStorage()}
+	c.nodes[id] = n
+	c.start(n)
+	return id
+}
+
+// retire stops nodes that a node's applied (hence committed) config no
+// longer names, as an operator would, so they do not linger as campaigners.
+func (c *simCluster) retire(before, after ConfState) {
+	still := map[uint64]bool{}
+	for _, l := range [][]uint64{after.Voters, after.VotersOutgoing, after.Learners, after.LearnersNext} {
+		for _, id := range l {
+			still[id] = true
+		}
+	}
+	for _, l := range [][]uint64{before.Voters, before.VotersOutgoing, before.Learners, before.LearnersNext} {
+		for _, id := range l {
+			if n := c.nodes[id]; n != nil && !still[id] && !n.removed {
+				n.removed = true
+				if n.up {
+					c.crash(n)
+				}
+			}
+		}
+	}
+}
+
+func (c *simCluster) chaos() {
+	if c.rng.Float64() < c.opts.partitionP {
+		c.changePartition()
+	}
+	if c.rng.Float64() < c.opts.crashP {
+		ups := c.upNodes()
+		if len(ups) > 0 {
+			c.crash(ups[c.rng.IntN(len(ups))])
+		}
+	}
+	for _, id := range c.sortedIDs() {
+		n := c.nodes[id]
+		if !n.up && !n.removed && c.rng.Float64() < 0.05 {
+			c.start(n)
+		}
+	}
+	if c.rng.Float64() < c.opts.confChangeP {
+		c.maybeChangeMembership()
+	}
+	if c.rng.Float64() < c.opts.transferP {
+		if l := c.leader(); l != nil {
+			voters, _ := c.members(l)
+			_ = l.core.TransferLeadership(voters[c.rng.IntN(len(voters))])
+			c.process(l)
+		}
+	}
+}

@@ -1,0 +1,78 @@
+package raft
+
+import (
+	"testing"
+)
+
+// simSeeds returns the seeds to run: one with -seed, else -seeds of them.
+func simSeeds(def int) []int64 {
+	if *flagSeed >= 0 {
+		return []int64{*flagSeed}
+	}
+	n := def
+	if *flagSeeds > 0 {
+		n = *flagSeeds
+	}
+	if testing.Short() {
+		n = min(n, 20)
+	}
+	seeds := make([]int64, n)
+	for i := range seeds {
+		seeds[i] = int64(i)
+	}
+	return seeds
+}
+
+// simConfigs are the simulated configurations; seeds is the default
+// seed count for each (-seeds overrides it).
+var simConfigs = []struct {
+	name  string
+	seeds int
+	opts  func() simOptions
+}{
+	{"n=3", 500, func() simOptions { return defaultSimOptions(3) }},
+	{"n=5", 500, func() simOptions { return defaultSimOptions(5) }},
+	{"n=7", 500, func() simOptions { return defaultSimOptions(7) }},
+	{"n=3,no-prevote,no-checkquorum", 200, func() simOptions {
+		o := defaultSimOptions(3)
+		o.preVote, o.checkQuorum = false, false
+		return o
+	}},
+	{"n=5,very-lossy", 200, func() simOptions {
+		o := defaultSimOptions(5)
+		o.dropP, o.dupP, o.maxDelay = 0.25, 0.1, 8
+		o.livenessTick = 300
+		return o
+	}},
+	{"n=5,crashy,no-prevote", 200, func() simOptions {
+		o := defaultSimOptions(5)
+		o.preVote, o.checkQuorum = false, false
+		o.clientP, o.crashP, o.partitionP = 0.05, 0.08, 0.15
+		o.maxEntries, o.chaosTicks = 1, 400
+		return o
+	}},
+	{"n=5,one-entry-per-message", 200, func() simOptions {
+		o := defaultSimOptions(5)
+		o.maxEntries = 1
+		return o
+	}},
+}
+
+// TestSimulation is the core's main test: whole clusters under faults,
+// checked for election safety, log matching, leader completeness, state
+// machine safety, linearizability and liveness after healing.
+//
+// Run more seeds: go test ./raftnode/raft -run TestSimulation -seeds=100000
+// Replay one:     go test ./raftnode/raft -run 'TestSimulation/n=5$' -seed=N -v
+func TestSimulation(t *testing.T) {
+	for _, sc := range simConfigs {
+		t.Run(sc.name, func(t *testing.T) {
+			opts := sc.opts()
+			for _, seed := range simSeeds(sc.seeds) {
+				if err := runSim(seed, opts); err != nil {
+					t.Fatalf("seed %d: %v\nreplay: go test ./raftnode/raft -run 'TestSimulation/%s$' -seed=%d -v", seed, err, sc.name, seed)
+				}
+			}
+		})
+	}
+}

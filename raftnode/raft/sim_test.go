@@ -1,0 +1,434 @@
+package raft
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"runtime/debug"
+	"slices"
+	"strings"
+
+	"github.com/anishathalye/porcupine"
+)
+
+// The deterministic simulator: N cores, a lossy network, crashes, and
+// clients, all driven from one seed. Everything here is single-threaded;
+// "time" is the tick counter (ElectionTick 10, HeartbeatTick 2).
+//
+// Faults, each drawn from the seed: message drop, duplication and delay
+// (hence reordering); partitions that isolate the leader, split the
+// cluster at random, cut one node's inbound links only (asymmetric), or
+// leave two halves joined by a single bridge node; crashes at any tick
+// and at every step of handling a Ready: after sending a leader's early
+// messages, between writing entries and HardState, and after persisting
+// but before acknowledging (the restarted node keeps exactly its
+// MemoryStorage); messages arriving
+// between Ready and Advance; membership changes (learner add + promotion,
+// single-step removal including of the leader, joint replacement and
+// demotion); leadership transfers; snapshots and compaction every few
+// entries with small chunks, so InstallSnapshot happens often.
+//
+// Clients issue Puts (through the log) and Gets (through ReadIndex, on
+// leaders and followers) against a 3-key KV store. A Put whose outcome is
+// unknown (node crashed, timed out) stays in the history as possibly
+// applied.
+//
+// Checkers: election safety (one leader per term), leader completeness
+// (a new leader holds every applied entry), state machine safety (one
+// entry per index ever applied, applied in order, the same again after a
+// restart), log matching (at the end), linearizability of the client
+// history (porcupine, KV model), terms never behind the log, and
+// liveness (after healing, a proposal is applied by every member within
+// livenessTick ticks).
+
+var (
+	flagSeeds = flag.Int("seeds", 0, "simulation seeds per configuration (0 = default)")
+	flagSeed  = flag.Int64("seed", -1, "replay exactly this simulation seed")
+)
+
+// simOptions shape one simulated run.
+type simOptions struct {
+	nodes        int
+	chaosTicks   int // ticks of faults before healing
+	livenessTick int // bound on ticks after healing for progress
+	dropP, dupP  float64
+	maxDelay     int
+	crashP       float64 // per tick: crash a node
+	partitionP   float64 // per tick: change the partition
+	confChangeP  float64 // per tick: attempt a membership change
+	transferP    float64 // per tick: attempt a leadership transfer
+	clientP      float64 // per tick per client: start an operation
+	clients      int
+	snapEvery    uint64 // applied entries between snapshots (0 = never)
+	maxEntries   int    // entries per AppendEntries (default 4)
+	preVote      bool
+	checkQuorum  bool
+	bugs         testBugs
+}
+
+func defaultSimOptions(n int) simOptions {
+	return simOptions{
+		nodes: n, chaosTicks: 250, livenessTick: 200,
+		dropP: 0.05, dupP: 0.03, maxDelay: 3,
+		crashP: 0.01, partitionP: 0.02, confChangeP: 0.01, transferP: 0.005,
+		clientP: 0.3, clients: 4, maxEntries: 4, snapEvery: 12,
+		preVote: true, checkQuorum: true,
+	}
+}
+
+type simNode struct {
+	id      uint64
+	core    *Core
+	disk    *MemoryStorage
+	up      bool
+	removed bool // permanently stopped after removal from the config
+	kv      map[string]string
+	applied uint64
+	reads   map[string]uint64 // ReadIndex ctx -> confirmed index
+}
+
+type inflightMsg struct {
+	m  Message
+	at int
+}
+
+type clientOp struct {
+	client  int
+	id      string
+	node    uint64
+	isGet   bool
+	key     string
+	value   string
+	call    int64
+	started int
+}
+
+type kvInput struct {
+	Get   bool
+	Key   string
+	Value string
+}
+
+type simCluster struct {
+	seed   int64
+	opts   simOptions
+	rng    *rand.Rand
+	now    int
+	clock  int64 // strictly increasing event clock for the history
+	nodes  map[uint64]*simNode
+	nextID uint64
+	queue  []inflightMsg
+	cut    map[[2]uint64]bool // directed links that drop everything
+	down   map[uint64]bool    // scripted tests: disconnected nodes
+	lossy  bool
+
+	leaders map[uint64]uint64 // term -> leader (election safety)
+	applied map[uint64]Entry  // index -> entry applied anywhere
+
+	ops     map[string]*clientOp
+	busy    map[int]bool
+	history []porcupine.Operation
+	opSeq   int
+
+	msgCount int
+	sawJoint int // config changes that left a node in a joint config
+	demoted  int // learners that were voters (demotions observed)
+	byType   [msgTypeEnd]int
+	// payloadBytes counts entry payload bytes sent in AppendEntries.
+	payloadBytes uint64
+	err          error
+}
+
+func newSimCluster(seed int64, opts simOptions) *simCluster {
+	c := &simCluster{
+		seed: seed, opts: opts,
+		rng:     rand.New(rand.NewPCG(uint64(seed), 0x5eed)),
+		nodes:   map[uint64]*simNode{},
+		cut:     map[[2]uint64]bool{},
+		lossy:   true,
+		leaders: map[uint64]uint64{},
+		applied: map[uint64]Entry{},
+		ops:     map[string]*clientOp{},
+		busy:    map[int]bool{},
+	}
+	voters := make([]uint64, opts.nodes)
+	for i := range voters {
+		voters[i] = uint64(i + 1)
+	}
+	c.nextID = uint64(opts.nodes + 1)
+	for _, id := range voters {
+		disk := NewMemoryStorage()
+		if err := disk.ApplySnapshot(BootstrapSnapshot(ConfState{Voters: voters})); err != nil {
+			panic(err)
+		}
+		c.nodes[id] = &simNode{id: id, disk: disk}
+		c.start(c.nodes[id])
+	}
+	return c
+}
+
+func (c *simCluster) failf(format string, args ...any) {
+	if c.err == nil {
+		c.err = fmt.Errorf("tick %d: "+format, append([]any{c.now}, args...)...)
+	}
+}
+
+func (c *simCluster) coreConfig(id uint64, disk *MemoryStorage) Config {
+	return Config{
+		ID: id, Storage: disk, ElectionTick: 10, HeartbeatTick: 2,
+		Seed:    c.rng.Uint64(),
+		PreVote: c.opts.preVote, CheckQuorum: c.opts.checkQuorum,
+		MaxSizePerMsg: 64, MaxEntriesPerMsg: c.opts.maxEntries, MaxInflightMsgs: 4,
+		MaxUncommittedEntriesSize: 1024, MaxSnapshotChunk: 48,
+		bugs: c.opts.bugs,
+	}
+}
+
+// start boots (or reboots) a node from what its disk holds.
+func (c *simCluster) start(n *simNode) {
+	core, err := New(c.coreConfig(n.id, n.disk))
+	if err != nil {
+		c.failf("restart %d: %v", n.id, err)
+		return
+	}
+	n.core, n.up = core, true
+	n.kv = map[string]string{}
+	n.reads = map[string]uint64{}
+	snap, _ := n.disk.Snapshot()
+	if len(snap.Data) > 0 {
+		if err := json.Unmarshal(snap.Data, &n.kv); err != nil {
+			c.failf("node %d: bad snapshot data: %v", n.id, err)
+		}
+	}
+	n.applied = snap.Meta.Index
+}
+
+// process runs the Ready loop of one node exactly as doc.go prescribes,
+// with a chance to crash between sending early messages and persisting.
+func (c *simCluster) process(n *simNode) {
+	for n.up && c.err == nil && n.core.HasReady() {
+		if n.core.term < n.core.log.lastTerm() {
+			c.failf("node %d: term %d behind its last log term %d", n.id, n.core.term, n.core.log.lastTerm())
+			return
+		}
+		rd := n.core.Ready()
+		if rd.SoftState != nil && rd.SoftState.Role == StateLeader {
+			c.checkNewLeader(n)
+		}
+		for _, m := range rd.Messages {
+			c.send(m)
+		}
+		if c.lossy && c.rng.Float64() < c.opts.crashP/4 {
+			c.crash(n) // lose this Ready's writes
+			return
+		}
+		if !rd.Snapshot.IsEmpty() {
+			if err := n.disk.ApplySnapshot(rd.Snapshot); err != nil {
+				c.failf("node %d apply snapshot: %v", n.id, err)
+			}
+		}
+		if err := n.disk.Append(rd.Entries); err != nil {
+			c.failf("node %d append: %v", n.id, err)
+		}
+		if c.lossy && c.rng.Float64() < c.opts.crashP/8 {
+			c.crash(n) // entries written, HardState not
+			return
+		}
+		if !rd.HardState.IsEmpty() {
+			n.disk.SetHardState(rd.HardState)
+		}
+		if c.lossy && c.rng.Float64() < c.opts.crashP/8 {
+			c.crash(n) // durable, but nothing acknowledged yet
+			return
+		}
+		for _, m := range rd.MessagesAfterPersist {
+			c.send(m)
+		}
+		if !rd.Snapshot.IsEmpty() {
+			n.kv = map[string]string{}
+			if len(rd.Snapshot.Data) > 0 {
+				_ = json.Unmarshal(rd.Snapshot.Data, &n.kv)
+			}
+			n.applied = rd.Snapshot.Meta.Index
+		}
+		for _, e := range rd.CommittedEntries {
+			c.apply(n, e)
+		}
+		for _, rs := range rd.ReadStates {
+			n.reads[string(rs.RequestCtx)] = rs.Index
+		}
+		if c.lossy && c.rng.IntN(8) == 0 {
+			// A driver keeps receiving while it persists: Step between
+			// Ready and Advance.
+			c.deliverEarly(n, 2)
+		}
+		confMayChange := !rd.Snapshot.IsEmpty()
+		for i := range rd.CommittedEntries {
+			confMayChange = confMayChange || rd.CommittedEntries[i].Type == EntryConfChange
+		}
+		var before ConfState
+		if confMayChange {
+			before = n.core.ConfState()
+		}
+		n.core.Advance()
+		if confMayChange {
+			after := n.core.ConfState()
+			if len(after.VotersOutgoing) > 0 {
+				c.sawJoint++
+				c.demoted += len(after.LearnersNext)
+			}
+			if !slices.Equal(before.Voters, after.Voters) || !slices.Equal(before.Learners, after.Learners) || !slices.Equal(before.VotersOutgoing, after.VotersOutgoing) {
+				c.retire(before, after)
+			}
+		}
+		if !n.up {
+			return
+		}
+		c.serveReads(n)
+		c.maybeSnapshot(n)
+	}
+}
+
+func (c *simCluster) apply(n *simNode, e Entry) {
+	if e.Index != n.applied+1 {
+		c.failf("node %d applied %d after %d (gap or repeat)", n.id, e.Index, n.applied)
+		return
+	}
+	n.applied = e.Index
+	// State machine safety: one entry per index, forever.
+	if prev, ok := c.applied[e.Index]; ok {
+		if prev.Term != e.Term || string(prev.Data) != string(e.Data) || prev.Type != e.Type {
+			c.failf("state machine safety: index %d applied as %d/%q and %d/%q (node %d)", e.Index, prev.Term, prev.Data, e.Term, e.Data, n.id)
+			return
+		}
+	} else {
+		c.applied[e.Index] = e
+	}
+	if e.Type != EntryNormal || len(e.Data) == 0 {
+		return
+	}
+	parts := strings.SplitN(string(e.Data), "|", 4)
+	if parts[0] != "p" || len(parts) != 4 {
+		return
+	}
+	n.kv[parts[2]] = parts[3]
+	if op, ok := c.ops[parts[1]]; ok && op.node == n.id {
+		delete(c.ops, op.id)
+		c.busy[op.client] = false
+		c.history = append(c.history, porcupine.Operation{
+			ClientId: op.client, Input: kvInput{Key: op.key, Value: op.value},
+			Call: op.call, Return: c.tick(),
+		})
+	}
+}
+
+func (c *simCluster) maybeSnapshot(n *simNode) {
+	if c.opts.snapEvery == 0 {
+		return
+	}
+	snap, _ := n.disk.Snapshot()
+	if n.applied < snap.Meta.Index+c.opts.snapEvery {
+		return
+	}
+	data, _ := json.Marshal(n.kv)
+	if _, err := n.disk.CreateSnapshot(n.applied, n.core.ConfState(), data); err != nil {
+		c.failf("node %d snapshot: %v", n.id, err)
+		return
+	}
+	// Keep a few entries so lagging followers usually need no snapshot.
+	if keep := uint64(4); n.applied > snap.Meta.Index+keep {
+		_ = n.disk.Compact(n.applied - keep)
+	}
+}
+
+func (c *simCluster) upNodes() []*simNode {
+	var ns []*simNode
+	for _, id := range c.sortedIDs() {
+		if n := c.nodes[id]; n.up {
+			ns = append(ns, n)
+		}
+	}
+	return ns
+}
+
+func (c *simCluster) sortedIDs() []uint64 {
+	ids := make([]uint64, 0, len(c.nodes))
+	for id := range c.nodes {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+func (c *simCluster) leader() *simNode {
+	var best *simNode
+	for _, n := range c.upNodes() {
+		if n.core.state == StateLeader && (best == nil || n.core.term > best.core.term) {
+			best = n
+		}
+	}
+	return best
+}
+
+// step runs one tick of the whole cluster.
+func (c *simCluster) step() {
+	c.now++
+	for _, n := range c.upNodes() {
+		if n.up { // processing another node may have retired this one
+			n.core.Tick()
+			c.process(n)
+		}
+	}
+	c.deliver()
+	for _, n := range c.upNodes() {
+		c.process(n)
+	}
+	for id, op := range c.ops {
+		if c.now-op.started > 60 {
+			c.abandon(id)
+		}
+	}
+}
+
+// run executes the whole scenario and returns the first violation.
+func (c *simCluster) run() error {
+	for c.now < c.opts.chaosTicks && c.err == nil {
+		c.chaos()
+		c.startClientOps()
+		c.step()
+	}
+	if c.err != nil {
+		return c.err
+	}
+	c.heal()
+	if err := c.awaitLiveness(); err != nil {
+		return err
+	}
+	c.checkLogMatching()
+	c.checkReplicasAgree()
+	if c.err != nil {
+		return c.err
+	}
+	return c.checkLinearizable()
+}
+
+func (c *simCluster) heal() {
+	clear(c.cut)
+	c.lossy = false
+	for _, id := range c.sortedIDs() {
+		if n := c.nodes[id]; !n.up && !n.removed {
+			c.start(n)
+		}
+	}
+}
+
+// runSim runs one seed and returns the first violation found.
+func runSim(seed int64, opts simOptions) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic: %v\n%s", p, debug.Stack())
+		}
+	}()
+	return newSimCluster(seed, opts).run()
+}

@@ -1,0 +1,32 @@
+package raft
+
+import "testing"
+
+// TestSimulationExercisesFaults guards against a simulator that silently
+// stops doing anything: across a few seeds, elections, client operations,
+// snapshots and membership changes must all happen.
+func TestSimulationExercisesFaults(t *testing.T) {
+	var ops, terms, maxApplied, members int
+	var snaps uint64
+	var joint, demoted int
+	for seed := int64(0); seed < 80; seed++ {
+		c := newSimCluster(seed, defaultSimOptions(5))
+		if err := c.run(); err != nil {
+			t.Fatalf("seed %d: %v", seed, err)
+		}
+		ops += len(c.history)
+		joint += c.sawJoint
+		demoted += c.demoted
+		terms += len(c.leaders)
+		maxApplied = max(maxApplied, len(c.applied))
+		members = max(members, len(c.nodes))
+		for _, n := range c.nodes {
+			s, _ := n.disk.Snapshot()
+			snaps = max(snaps, s.Meta.Index)
+		}
+	}
+	t.Logf("ops=%d leader-terms=%d max-applied=%d max-nodes=%d max-snapshot=%d joint=%d demoted=%d", ops, terms, maxApplied, members, snaps, joint, demoted)
+	if ops < 100 || terms < 20 || maxApplied < 40 || members <= 5 || snaps < 20 || joint == 0 || demoted == 0 {
+		t.Fatalf("simulation too quiet: ops=%d terms=%d applied=%d nodes=%d snap=%d", ops, terms, maxApplied, members, snaps)
+	}
+}

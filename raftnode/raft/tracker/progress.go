@@ -1,0 +1,173 @@
+package tracker
+
+import "fmt"
+
+// StateType is the replication state of one follower as the leader sees it.
+type StateType uint8
+
+const (
+	// StateProbe: the leader does not know where the follower's log
+	// matches; it sends at most one append per heartbeat interval and
+	// walks Next back on rejection.
+	StateProbe StateType = iota
+	// StateReplicate: the follower's log matches up to Match; the leader
+	// streams appends optimistically, bounded by the Inflights window.
+	StateReplicate
+	// StateSnapshot: the follower needs entries the leader has compacted;
+	// the leader sends a snapshot in chunks and no appends.
+	StateSnapshot
+)
+
+// String names the state.
+func (s StateType) String() string {
+	switch s {
+	case StateProbe:
+		return "probe"
+	case StateReplicate:
+		return "replicate"
+	case StateSnapshot:
+		return "snapshot"
+	}
+	return "unknown"
+}
+
+// Progress is the leader's view of one peer's log.
+//
+// Invariant: Match < Next.
+type Progress struct {
+	Match, Next uint64
+	State       StateType
+
+	// ProbeSent is set after an append in StateProbe and cleared when the
+	// follower answers or a heartbeat interval passes; while set, no more
+	// probes are sent.
+	ProbeSent bool
+
+	// PendingSnapshot is the index of the snapshot being sent in
+	// StateSnapshot; SnapOffset is the next chunk's byte offset and
+	// SnapSentTick counts ticks since the last chunk was sent, to resend a
+	// lost chunk.
+	PendingSnapshot uint64
+	SnapOffset      uint64
+	SnapInFlight    bool
+	// SnapWait counts heartbeat intervals since the last chunk went out
+	// unanswered; the chunk is resent when it reaches SnapResendAfter.
+	SnapWait int
+
+	// RecentActive is set when the peer is heard from and cleared by the
+	// leader every election timeout (check-quorum).
+	RecentActive bool
+
+	// IsLearner marks a non-voting member.
+	IsLearner bool
+
+	Inflights *Inflights
+}
+
+// SnapResendAfter is how many heartbeat intervals a snapshot chunk may go
+// unanswered before it is sent again (lost chunk or lost ack).
+const SnapResendAfter = 2
+
+// ResetState moves to state, clearing per-state bookkeeping.
+func (p *Progress) ResetState(state StateType) {
+	p.ProbeSent = false
+	p.PendingSnapshot = 0
+	p.SnapOffset = 0
+	p.SnapInFlight = false
+	p.SnapWait = 0
+	p.State = state
+	p.Inflights.Reset()
+}
+
+// BecomeProbe is used after a rejection or an unreachable follower: it
+// resumes probing just after the highest index known to match.
+func (p *Progress) BecomeProbe() {
+	if p.State == StateSnapshot {
+		// The snapshot may or may not have landed; Next resumes after it
+		// if it is newer than Match.
+		ps := p.PendingSnapshot
+		p.ResetState(StateProbe)
+		p.Next = max(p.Match+1, ps+1)
+		return
+	}
+	p.ResetState(StateProbe)
+	p.Next = p.Match + 1
+}
+
+// BecomeReplicate starts optimistic streaming after Match.
+func (p *Progress) BecomeReplicate() {
+	p.ResetState(StateReplicate)
+	p.Next = p.Match + 1
+}
+
+// BecomeSnapshot starts sending the snapshot at index snapIndex.
+func (p *Progress) BecomeSnapshot(snapIndex uint64) {
+	p.ResetState(StateSnapshot)
+	p.PendingSnapshot = snapIndex
+}
+
+// MaybeUpdate records an acknowledgement of index n. It returns false if
+// the ack is stale (n <= Match), which happens with duplicated or
+// reordered responses.
+func (p *Progress) MaybeUpdate(n uint64) bool {
+	updated := false
+	if p.Match < n {
+		p.Match = n
+		updated = true
+		p.ProbeSent = false
+	}
+	p.Next = max(p.Next, n+1)
+	return updated
+}
+
+// OptimisticUpdate advances Next after sending entries up to n in
+// StateReplicate, before they are acknowledged.
+func (p *Progress) OptimisticUpdate(n uint64) { p.Next = n + 1 }
+
+// MaybeDecrTo handles a rejected append whose previous index was
+// rejected. hint is where the leader should try next (already computed
+// from the follower's conflict hints). It returns false if the rejection
+// is stale and should be ignored.
+func (p *Progress) MaybeDecrTo(rejected, hint uint64) bool {
+	if p.State == StateReplicate {
+		// In replicate, only a rejection of something above Match is
+		// news; anything else was sent before the window moved on.
+		if rejected <= p.Match {
+			return false
+		}
+		p.Next = max(p.Match+1, min(hint, rejected))
+		return true
+	}
+	// In probe, only the rejection of the latest probe (Next-1) counts.
+	if p.Next == 0 || p.Next-1 != rejected {
+		return false
+	}
+	p.Next = max(p.Match+1, min(hint, rejected))
+	p.ProbeSent = false
+	return true
+}
+
+// IsPaused reports whether the leader should hold back appends.
+func (p *Progress) IsPaused() bool {
+	switch p.State {
+	case StateProbe:
+		return p.ProbeSent
+	case StateReplicate:
+		return p.Inflights.Full()
+	case StateSnapshot:
+		return true
+	}
+	return true
+}
+
+// String renders the progress for logs and test failures.
+func (p *Progress) String() string {
+	s := fmt.Sprintf("%s match=%d next=%d", p.State, p.Match, p.Next)
+	if p.IsLearner {
+		s += " learner"
+	}
+	if p.State == StateSnapshot {
+		s += fmt.Sprintf(" snap=%d@%d", p.PendingSnapshot, p.SnapOffset)
+	}
+	return s
+}
