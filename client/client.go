@@ -168,6 +168,11 @@ func IsUnavailable(err error) bool {
 // the session if its connection is gone.
 func (c *Client) check(s *session, op string, err error) error {
 	lost := exc.IsType(err, exc.Disconnected)
+	select {
+	case <-s.cc.Done():
+		lost = true // however the failure was reported, the connection is gone
+	default:
+	}
 	if lost {
 		c.forget(s)
 	}

@@ -69,17 +69,19 @@ type serverConn struct {
 	closed bool           // close was requested before rpc was set
 }
 
-// close ends the connection: an rpc.Conn sends an Abort first and fails the
-// calls pending on it.
+// close ends the connection by closing the socket first: peers then see
+// their calls fail as Disconnected, the signal clients fail over on. (An
+// rpc.Conn.Close alone would send an Abort, which peers receive as a Failed
+// exception, indistinguishable from an application error.)
 func (sc *serverConn) close() {
 	sc.mu.Lock()
 	c := sc.rpc
 	sc.closed = true
 	sc.mu.Unlock()
+	_ = sc.raw.Close()
 	if c != nil {
 		_ = c.Close()
 	}
-	_ = sc.raw.Close()
 }
 
 // NewServer returns a Server for cfg; zero limits take their defaults.

@@ -159,8 +159,9 @@ func TestShutdownDeadlineClosesConnections(t *testing.T) {
 	if err := srv.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Shutdown with a stuck call: %v, want DeadlineExceeded", err)
 	}
-	if err := <-result; err == nil {
-		t.Fatal("stuck call succeeded after its connection was closed")
+	// Disconnected, not Failed: it is what tells a client to fail over.
+	if err := <-result; !exc.IsType(err, exc.Disconnected) {
+		t.Fatalf("call cut off by shutdown: %v (type %v), want Disconnected", err, exc.TypeOf(err))
 	}
 	select {
 	case <-cc.Done():
