@@ -66,22 +66,21 @@ type serverConn struct {
 	raw    net.Conn
 	mu     sync.Mutex
 	rpc    *capnprpc.Conn // nil until the connection is set up
-	closed bool           // close was requested before rpc was set
+	codec  *codec
+	closed bool // close was requested before rpc was set
 }
 
-// close ends the connection by closing the socket first: peers then see
-// their calls fail as Disconnected, the signal clients fail over on. (An
-// rpc.Conn.Close alone would send an Abort, which peers receive as a Failed
-// exception, indistinguishable from an application error.)
+// close ends the connection; peers see it as Disconnected (see
+// codec.closeQuietly). Answers already queued are flushed first.
 func (sc *serverConn) close() {
 	sc.mu.Lock()
-	c := sc.rpc
+	c, cd := sc.rpc, sc.codec
 	sc.closed = true
 	sc.mu.Unlock()
-	_ = sc.raw.Close()
 	if c != nil {
-		_ = c.Close()
+		cd.closeQuietly(c)
 	}
+	_ = sc.raw.Close()
 }
 
 // NewServer returns a Server for cfg; zero limits take their defaults.
@@ -241,11 +240,11 @@ func (s *Server) serveConn(sc *serverConn) {
 	})
 
 	sc.mu.Lock()
-	sc.rpc = rc
+	sc.rpc, sc.codec = rc, codec
 	closeNow := sc.closed
 	sc.mu.Unlock()
 	if closeNow {
-		_ = rc.Close()
+		codec.closeQuietly(rc)
 	}
 	log.Debug("connection opened", "tls", info.TLS != nil)
 

@@ -8,10 +8,12 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"capnproto.org/go/capnp/v3"
 	capnprpc "capnproto.org/go/capnp/v3/rpc"
+	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
 )
 
 // readBufferSize is the read buffer per connection: big enough that a burst
@@ -41,6 +43,10 @@ type codec struct {
 	enc  *capnp.Encoder
 
 	decoded bool // a frame has been decoded already
+
+	// quietClose drops the Abort go-capnp sends when we close the
+	// connection ourselves; see closeQuietly.
+	quietClose atomic.Bool
 
 	mu      sync.Mutex
 	readErr error // the first read or write failure: why the connection ended
@@ -118,6 +124,9 @@ func (c *codec) Encode(msg *capnp.Message) error {
 			return err
 		}
 	}
+	if c.quietClose.Load() && isAbort(msg) {
+		return nil
+	}
 	err := c.enc.Encode(msg)
 	if err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -140,6 +149,24 @@ func (c *codec) setEndReason(err error) {
 
 // Close closes the connection.
 func (c *codec) Close() error { return c.conn.Close() }
+
+// closeQuietly closes rc, whose transport uses c, so that the peer sees the
+// connection end rather than an Abort: go-capnp's Close flushes the
+// messages already queued (the answers to calls that just finished), then
+// sends an Abort, which peers receive as a Failed exception that clients
+// cannot tell from an application error. Dropping that one message makes
+// them see Disconnected, the signal to fail over.
+func (c *codec) closeQuietly(rc *capnprpc.Conn) {
+	c.quietClose.Store(true)
+	_ = rc.Close()
+	_ = c.conn.Close()
+}
+
+// isAbort reports whether msg is an rpc Abort message.
+func isAbort(msg *capnp.Message) bool {
+	m, err := rpccp.ReadRootMessage(msg)
+	return err == nil && m.Which() == rpccp.Message_Which_abort
+}
 
 // endReason reports why the connection ended (the first read or write
 // failure), or nil if it has not.
