@@ -9,17 +9,23 @@ import (
 	"net"
 	"testing"
 
+	"capnproto.org/go/capnp/v3"
+	capnprpc "capnproto.org/go/capnp/v3/rpc"
+
 	"github.com/capraft/capraft/rpc"
 	"github.com/capraft/capraft/rpc/rpctest"
 	"github.com/capraft/capraft/schema"
 )
 
 // BenchmarkPing measures ping calls over loopback with 1, 16 and 128 calls
-// in flight on one connection, for Cap'n Proto (echo().ping(), 16-byte
-// message) and for a raw TCP baseline (4-byte length prefix, same payload,
-// one write per message, replies matched in FIFO order). The two rows of
-// each window sit side by side; calls/s and allocs/op are per call, client
-// and server together (both run in this process).
+// in flight on one connection, for Cap'n Proto through this package
+// (echo().ping(), 16-byte message), for the same calls over go-capnp's
+// plain stream transport with unguarded capabilities (what our limits,
+// deadlines and panic guards cost), and for a raw TCP baseline (4-byte
+// length prefix, same payload, one write per message, replies matched in
+// FIFO order). The rows of each window sit side by side; calls/s and
+// allocs/op are per call, client and server together (both run in this
+// process; the harness's per-call closure is 1 alloc in every row).
 //
 //	go test -run '^$' -bench BenchmarkPing -benchtime 3s ./rpc/
 func BenchmarkPing(b *testing.B) {
@@ -29,6 +35,19 @@ func BenchmarkPing(b *testing.B) {
 			_, _, addr := serve(b, rpc.Config{})
 			cc := rpctest.Dial(b, addr, rpc.DialConfig{KeepAlive: -1})
 			e := echoOf(b, cc)
+			mustPing(b, e, "warm-up")
+			ctx := context.Background()
+			runWindow(b, inflight, func() func() error {
+				f, release := e.Ping(ctx, func(p schema.Echo_ping_Params) error { return p.SetMsg(msg) })
+				return func() error {
+					defer release()
+					_, err := f.Struct()
+					return err
+				}
+			})
+		})
+		b.Run(fmt.Sprintf("inflight=%d/capnp-unhardened", inflight), func(b *testing.B) {
+			e := echoOf(b, dialPlain(b, servePlain(b)))
 			mustPing(b, e, "warm-up")
 			ctx := context.Background()
 			runWindow(b, inflight, func() func() error {
@@ -139,3 +158,60 @@ func serveRaw(b *testing.B) string {
 	}()
 	return ln.Addr().String()
 }
+
+// servePlain serves the test service with go-capnp's own stream transport
+// and unguarded capabilities: the baseline for what this package adds.
+func servePlain(b *testing.B) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	svc := newTestService()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n := &plainNode{svc: svc}
+			conn := capnprpc.NewConn(capnprpc.NewStreamTransport(c), &capnprpc.Options{
+				BootstrapClient: capnp.Client(schema.Node_ServerToClient(n)),
+			})
+			b.Cleanup(func() { conn.Close() })
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// plainNode hands out unguarded Echo capabilities.
+type plainNode struct{ svc *testService }
+
+func (n *plainNode) Echo(_ context.Context, call schema.Node_echo) error {
+	res, err := call.AllocResults()
+	if err != nil {
+		return err
+	}
+	return res.SetEcho(schema.Echo_ServerToClient(&testEcho{svc: n.svc}))
+}
+func (n *plainNode) Raft(context.Context, schema.Node_raft) error { return nil }
+func (n *plainNode) Info(context.Context, schema.Node_info) error { return nil }
+
+// dialPlain connects with go-capnp's stream transport.
+func dialPlain(b *testing.B, addr string) *plainConn {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	conn := capnprpc.NewConn(capnprpc.NewStreamTransport(c), nil)
+	pc := &plainConn{conn: conn, node: schema.Node(conn.Bootstrap(context.Background()))}
+	b.Cleanup(func() { pc.node.Release(); conn.Close() })
+	return pc
+}
+
+type plainConn struct {
+	conn *capnprpc.Conn
+	node schema.Node
+}
+
+func (p *plainConn) Node() schema.Node { return p.node }

@@ -103,8 +103,11 @@ func serve(t testing.TB, cfg rpc.Config) (*testService, *rpc.Server, string) {
 	return svc, srv, addr
 }
 
+// nodeConn is what echoOf needs of a connection.
+type nodeConn interface{ Node() schema.Node }
+
 // echoOf pipelines node.echo() once and keeps the capability.
-func echoOf(t testing.TB, cc *rpc.ClientConn) schema.Echo {
+func echoOf(t testing.TB, cc nodeConn) schema.Echo {
 	t.Helper()
 	f, release := cc.Node().Echo(context.Background(), nil)
 	e := f.Echo().AddRef()
