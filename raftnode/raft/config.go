@@ -93,6 +93,10 @@ type testBugs struct {
 	// doubleVote grants a vote to any candidate of the current term, even
 	// after voting for another (violates election safety).
 	doubleVote bool
+	// readWithoutQuorum answers ReadIndex from the leader's commit index
+	// without confirming leadership (the stale-read bug of etcd 0.4 and
+	// Consul found by Jepsen; violates linearizability).
+	readWithoutQuorum bool
 }
 
 func (c *Config) validate() error {
