@@ -71,16 +71,18 @@ func (r *Core) proposeConfChange(cc ConfChange) error {
 	return nil
 }
 
-// TransferLeadership asks the leader to hand leadership to voter to
-// (§3.10): it brings to up to date, then sends TimeoutNow. Proposals are
-// refused meanwhile; the attempt is abandoned after an election timeout.
+// TransferLeadership asks the leader to hand leadership to the voter to
+// (§3.10): it brings that voter's log up to date, then sends it
+// TimeoutNow. Proposals are refused meanwhile; the attempt is abandoned
+// after an election timeout. It fails with ErrBadTransferee if to is this
+// node or not a voter.
 func (r *Core) TransferLeadership(to uint64) error {
 	if r.state != StateLeader {
 		return ErrNotLeader
 	}
 	pr := r.trk.Progress[to]
 	if to == r.id || pr == nil || pr.IsLearner {
-		return ErrProposalDropped
+		return ErrBadTransferee
 	}
 	if r.leadTransferee == to {
 		return nil

@@ -149,6 +149,8 @@ var (
 	ErrProposalDropped = errors.New("raft: proposal dropped")
 	// ErrNoLeader: a follower cannot forward a read with no known leader.
 	ErrNoLeader = errors.New("raft: no known leader")
+	// ErrBadTransferee: leadership can only go to another voter.
+	ErrBadTransferee = errors.New("raft: transfer target is not another voter")
 	// ErrInvalidMessage: Step ignored a malformed or misaddressed message.
 	ErrInvalidMessage = errors.New("raft: invalid message ignored")
 )
