@@ -1,5 +1,7 @@
 package raft
 
+import "github.com/capraft/capraft/raftnode/raft/tracker"
+
 // The calls a driver makes on behalf of clients and operators.
 
 // Propose appends data as a new log entry (leader only). The core keeps
@@ -96,4 +98,17 @@ func (r *Core) TransferLeadership(to uint64) error {
 		r.sendAppends(to)
 	}
 	return nil
+}
+
+// ReportUnreachable tells the leader that the transport could not deliver
+// to id (connection lost). Its pipeline is presumed lost: the leader stops
+// streaming and probes again from the last acknowledged index. Calls on
+// non-leaders and for unknown ids are ignored.
+func (r *Core) ReportUnreachable(id uint64) {
+	if r.state != StateLeader {
+		return
+	}
+	if pr := r.trk.Progress[id]; pr != nil && id != r.id && pr.State == tracker.StateReplicate {
+		pr.BecomeProbe()
+	}
 }

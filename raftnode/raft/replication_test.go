@@ -258,3 +258,20 @@ func TestMessageStringNamesEveryType(t *testing.T) {
 		_ = m.String() // must not panic without a snapshot
 	}
 }
+
+func TestReportUnreachableFallsBackToProbing(t *testing.T) {
+	c, d := electLeader(t, nil)
+	ackAll(c, d)
+	for i := 0; i < 3; i++ {
+		_ = c.Propose([]byte("x"))
+	}
+	persistAll(c, d)
+	pr := c.trk.Progress[2]
+	if pr.State != tracker.StateReplicate || pr.Next != c.log.lastIndex()+1 {
+		t.Fatalf("progress %s", pr)
+	}
+	c.ReportUnreachable(2)
+	if pr.State != tracker.StateProbe || pr.Next != pr.Match+1 {
+		t.Fatalf("after unreachable: %s", pr)
+	}
+}
