@@ -1,5 +1,7 @@
 package raft
 
+import "github.com/capraft/capraft/raftnode/raft/tracker"
+
 // The calls a driver makes on behalf of clients and operators.
 
 // Propose appends data as a new log entry (leader only). The core keeps
@@ -71,16 +73,18 @@ func (r *Core) proposeConfChange(cc ConfChange) error {
 	return nil
 }
 
-// TransferLeadership asks the leader to hand leadership to voter to
-// (§3.10): it brings to up to date, then sends TimeoutNow. Proposals are
-// refused meanwhile; the attempt is abandoned after an election timeout.
+// TransferLeadership asks the leader to hand leadership to the voter to
+// (§3.10): it brings that voter's log up to date, then sends it
+// TimeoutNow. Proposals are refused meanwhile; the attempt is abandoned
+// after an election timeout. It fails with ErrBadTransferee if to is this
+// node or not a voter.
 func (r *Core) TransferLeadership(to uint64) error {
 	if r.state != StateLeader {
 		return ErrNotLeader
 	}
 	pr := r.trk.Progress[to]
 	if to == r.id || pr == nil || pr.IsLearner {
-		return ErrProposalDropped
+		return ErrBadTransferee
 	}
 	if r.leadTransferee == to {
 		return nil
@@ -94,4 +98,17 @@ func (r *Core) TransferLeadership(to uint64) error {
 		r.sendAppends(to)
 	}
 	return nil
+}
+
+// ReportUnreachable tells the leader that the transport could not deliver
+// to id (connection lost). Its pipeline is presumed lost: the leader stops
+// streaming and probes again from the last acknowledged index. Calls on
+// non-leaders and for unknown ids are ignored.
+func (r *Core) ReportUnreachable(id uint64) {
+	if r.state != StateLeader {
+		return
+	}
+	if pr := r.trk.Progress[id]; pr != nil && id != r.id && pr.State == tracker.StateReplicate {
+		pr.BecomeProbe()
+	}
 }

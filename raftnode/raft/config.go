@@ -93,6 +93,10 @@ type testBugs struct {
 	// doubleVote grants a vote to any candidate of the current term, even
 	// after voting for another (violates election safety).
 	doubleVote bool
+	// readWithoutQuorum answers ReadIndex from the leader's commit index
+	// without confirming leadership (the stale-read bug of etcd 0.4 and
+	// Consul found by Jepsen; violates linearizability).
+	readWithoutQuorum bool
 }
 
 func (c *Config) validate() error {
@@ -145,6 +149,8 @@ var (
 	ErrProposalDropped = errors.New("raft: proposal dropped")
 	// ErrNoLeader: a follower cannot forward a read with no known leader.
 	ErrNoLeader = errors.New("raft: no known leader")
+	// ErrBadTransferee: leadership can only go to another voter.
+	ErrBadTransferee = errors.New("raft: transfer target is not another voter")
 	// ErrInvalidMessage: Step ignored a malformed or misaddressed message.
 	ErrInvalidMessage = errors.New("raft: invalid message ignored")
 )

@@ -25,9 +25,9 @@
 //
 //  1. Feed input: call Tick every tick interval; Step for every message
 //     received from a peer; Propose / ProposeBatch / ProposeConfChange /
-//     ReadIndex / TransferLeadership on client requests. Drain as much
-//     pending input as is available before step 2: one Ready is one
-//     batch and one fsync.
+//     ReadIndex / TransferLeadership on client requests; ReportUnreachable
+//     when the transport loses a peer. Drain as much pending input as is
+//     available before step 2: one Ready is one batch and one fsync.
 //  2. If HasReady, take rd := Ready(). Then, in this order:
 //     a. Send rd.Messages. These are the leader's AppendEntries,
 //     heartbeats, snapshot chunks, TimeoutNow and ReadIndex answers,

@@ -93,7 +93,7 @@ func (r *Core) leaderRead(from uint64, ctx []byte) {
 		r.answerRead(req)
 		return
 	}
-	if r.cfg.ReadOnlyOption == ReadOnlyLeaseBased {
+	if r.cfg.ReadOnlyOption == ReadOnlyLeaseBased || r.cfg.bugs.readWithoutQuorum {
 		// Lease read (§6.4.1): check-quorum guarantees we step down
 		// within an election timeout of losing the quorum, and sticky
 		// followers refuse votes that long. Clock-dependent by design.

@@ -175,3 +175,103 @@ func TestSnapshotSentInChunksWhenEntriesCompacted(t *testing.T) {
 		t.Fatalf("reassembled snapshot %q", snap.Data)
 	}
 }
+
+func TestProposeBatchIsAllOrNothingAndSharesOneAppend(t *testing.T) {
+	c, d := electLeader(t, func(cfg *Config) { cfg.MaxUncommittedEntriesSize = 10 })
+	ackAll(c, d)
+	before := c.log.lastIndex()
+	if err := c.ProposeBatch([][]byte{[]byte("aa"), []byte("bb"), []byte("cc")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ProposeBatch([][]byte{[]byte("dddd"), []byte("eeee")}); !errors.Is(err, ErrProposalDropped) {
+		t.Fatalf("over the cap: %v", err)
+	}
+	if got := c.log.lastIndex() - before; got != 3 {
+		t.Fatalf("appended %d entries, want 3", got)
+	}
+	var toTwo int
+	for _, m := range only(persistAll(c, d), MsgApp) {
+		if m.To == 2 {
+			toTwo++
+			if len(m.Entries) != 3 {
+				t.Fatalf("batch split: %d entries", len(m.Entries))
+			}
+		}
+	}
+	if toTwo != 1 {
+		t.Fatalf("%d appends to node 2, want 1", toTwo)
+	}
+}
+
+func TestInflightBytesCapPausesReplication(t *testing.T) {
+	c, d := electLeader(t, func(cfg *Config) { cfg.MaxInflightBytes = 8; cfg.MaxEntriesPerMsg = 1 })
+	ackAll(c, d)
+	for i := 0; i < 5; i++ {
+		_ = c.Propose([]byte("12345"))
+	}
+	apps := 0
+	for _, m := range persistAll(c, d) {
+		if m.Type == MsgApp && m.To == 2 && len(m.Entries) > 0 {
+			apps++
+		}
+	}
+	if apps != 2 { // 5 bytes, then 10 >= 8: full
+		t.Fatalf("%d appends in flight under an 8-byte cap", apps)
+	}
+}
+
+func TestCommittedEntriesArePagedByMaxCommittedSizePerReady(t *testing.T) {
+	c, d := newTestCore(t, 1, []uint64{1}, func(cfg *Config) { cfg.MaxCommittedSizePerReady = 10 })
+	c.campaign(campaignElection)
+	persistAll(c, d)
+	for i := 0; i < 6; i++ {
+		_ = c.Propose([]byte("abcd"))
+	}
+	var pages, total int
+	for c.HasReady() {
+		rd := c.Ready()
+		_ = d.Append(rd.Entries)
+		if !rd.HardState.IsEmpty() {
+			d.SetHardState(rd.HardState)
+		}
+		if n := len(rd.CommittedEntries); n > 0 {
+			pages++
+			total += n
+			if payloadSize(rd.CommittedEntries) > 10 && n > 1 {
+				t.Fatalf("page of %d bytes", payloadSize(rd.CommittedEntries))
+			}
+		}
+		c.Advance()
+	}
+	if total != 6 || pages < 3 {
+		t.Fatalf("%d entries in %d pages", total, pages)
+	}
+}
+
+func TestMessageStringNamesEveryType(t *testing.T) {
+	for typ := MessageType(0); typ <= msgTypeEnd; typ++ {
+		m := Message{Type: typ, Snapshot: &SnapshotMeta{Index: 1}}
+		if m.String() == "" || typ.String() == "" {
+			t.Fatalf("empty string for %d", typ)
+		}
+		m.Snapshot = nil
+		_ = m.String() // must not panic without a snapshot
+	}
+}
+
+func TestReportUnreachableFallsBackToProbing(t *testing.T) {
+	c, d := electLeader(t, nil)
+	ackAll(c, d)
+	for i := 0; i < 3; i++ {
+		_ = c.Propose([]byte("x"))
+	}
+	persistAll(c, d)
+	pr := c.trk.Progress[2]
+	if pr.State != tracker.StateReplicate || pr.Next != c.log.lastIndex()+1 {
+		t.Fatalf("progress %s", pr)
+	}
+	c.ReportUnreachable(2)
+	if pr.State != tracker.StateProbe || pr.Next != pr.Match+1 {
+		t.Fatalf("after unreachable: %s", pr)
+	}
+}

@@ -37,6 +37,12 @@ func (c *simCluster) deliver() {
 	for _, m := range due {
 		to := c.nodes[m.To]
 		if to == nil || !to.up || c.cut[[2]uint64{m.From, m.To}] {
+			// Sometimes the transport notices and tells the leader.
+			if m.Type == MsgApp && c.rng.IntN(4) == 0 {
+				if from := c.nodes[m.From]; from != nil && from.up {
+					from.core.ReportUnreachable(m.To)
+				}
+			}
 			continue
 		}
 		_ = to.core.Step(m)

@@ -45,6 +45,18 @@ func TestSimCatchesCommitByCountingOldTerms(t *testing.T) {
 	expectSimCatches(t, "commit of old-term entries", opts, 1500)
 }
 
+// TestSimCatchesReadsWithoutLeadershipCheck: a leader that answers reads
+// without a heartbeat round serves stale data once it has been deposed;
+// the linearizability check must notice.
+func TestSimCatchesReadsWithoutLeadershipCheck(t *testing.T) {
+	opts := defaultSimOptions(3)
+	// Without check-quorum a deposed leader keeps its role while cut off,
+	// which is when the bug bites.
+	opts.preVote, opts.checkQuorum = false, false
+	opts.bugs.readWithoutQuorum = true
+	expectSimCatches(t, "reads without leadership check", opts, 1000)
+}
+
 // TestLinearizabilityCheckerRejectsStaleRead feeds the KV model a history
 // with a stale read; porcupine must reject it.
 func TestLinearizabilityCheckerRejectsStaleRead(t *testing.T) {

@@ -39,14 +39,14 @@ type Progress struct {
 	State       StateType
 
 	// ProbeSent is set after an append in StateProbe and cleared when the
-	// follower answers or a heartbeat interval passes; while set, no more
-	// probes are sent.
+	// follower answers (an append or heartbeat response); while set, no
+	// more probes are sent, so a follower that lost its way gets one probe
+	// per round trip rather than a flood.
 	ProbeSent bool
 
 	// PendingSnapshot is the index of the snapshot being sent in
-	// StateSnapshot; SnapOffset is the next chunk's byte offset and
-	// SnapSentTick counts ticks since the last chunk was sent, to resend a
-	// lost chunk.
+	// StateSnapshot; SnapOffset is the byte offset of the chunk in flight
+	// (or next to send) and SnapInFlight says a chunk awaits its answer.
 	PendingSnapshot uint64
 	SnapOffset      uint64
 	SnapInFlight    bool
@@ -61,6 +61,7 @@ type Progress struct {
 	// IsLearner marks a non-voting member.
 	IsLearner bool
 
+	// Inflights bounds the appends pipelined in StateReplicate.
 	Inflights *Inflights
 }
 
