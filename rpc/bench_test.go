@@ -33,31 +33,10 @@ func BenchmarkPing(b *testing.B) {
 	for _, inflight := range []int{1, 16, 128} {
 		b.Run(fmt.Sprintf("inflight=%d/capnp", inflight), func(b *testing.B) {
 			_, _, addr := serve(b, rpc.Config{})
-			cc := rpctest.Dial(b, addr, rpc.DialConfig{KeepAlive: -1})
-			e := echoOf(b, cc)
-			mustPing(b, e, "warm-up")
-			ctx := context.Background()
-			runWindow(b, inflight, func() func() error {
-				f, release := e.Ping(ctx, func(p schema.Echo_ping_Params) error { return p.SetMsg(msg) })
-				return func() error {
-					defer release()
-					_, err := f.Struct()
-					return err
-				}
-			})
+			benchEchoPing(b, echoOf(b, rpctest.Dial(b, addr, rpc.DialConfig{KeepAlive: -1})), inflight, msg)
 		})
 		b.Run(fmt.Sprintf("inflight=%d/capnp-unhardened", inflight), func(b *testing.B) {
-			e := echoOf(b, dialPlain(b, servePlain(b)))
-			mustPing(b, e, "warm-up")
-			ctx := context.Background()
-			runWindow(b, inflight, func() func() error {
-				f, release := e.Ping(ctx, func(p schema.Echo_ping_Params) error { return p.SetMsg(msg) })
-				return func() error {
-					defer release()
-					_, err := f.Struct()
-					return err
-				}
-			})
+			benchEchoPing(b, echoOf(b, dialPlain(b, servePlain(b))), inflight, msg)
 		})
 		b.Run(fmt.Sprintf("inflight=%d/raw", inflight), func(b *testing.B) {
 			addr := serveRaw(b)
@@ -82,6 +61,20 @@ func BenchmarkPing(b *testing.B) {
 			})
 		})
 	}
+}
+
+// benchEchoPing runs the windowed benchmark of e.ping(msg).
+func benchEchoPing(b *testing.B, e schema.Echo, inflight int, msg string) {
+	mustPing(b, e, "warm-up")
+	ctx := context.Background()
+	runWindow(b, inflight, func() func() error {
+		f, release := e.Ping(ctx, func(p schema.Echo_ping_Params) error { return p.SetMsg(msg) })
+		return func() error {
+			defer release()
+			_, err := f.Struct()
+			return err
+		}
+	})
 }
 
 // runWindow issues b.N calls from one goroutine, keeping at most inflight
