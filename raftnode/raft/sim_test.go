@@ -23,7 +23,9 @@ import (
 // and at every step of handling a Ready: after sending a leader's early
 // messages, between writing entries and HardState, and after persisting
 // but before acknowledging (the restarted node keeps exactly its
-// MemoryStorage); messages arriving
+// MemoryStorage; over the durable storage, sim_storage_test.go, a crash
+// keeps what was fsynced plus some prefix of the write in flight, and may
+// also strike inside snapshotting and recovery); messages arriving
 // between Ready and Advance; membership changes (learner add + promotion,
 // single-step removal including of the leader, joint replacement and
 // demotion); leadership transfers; snapshots and compaction every few
@@ -38,8 +40,10 @@ import (
 // (a new leader holds every applied entry), state machine safety (one
 // entry per index ever applied, applied in order, the same again after a
 // restart), log matching (at the end), linearizability of the client
-// history (porcupine, KV model), terms never behind the log, and
-// liveness (after healing, a proposal is applied by every member within
+// history (porcupine, KV model), terms never behind the log, every
+// acknowledgement covered by the disk and every disk holding after a
+// crash all that it acknowledged (sim_disk_test.go), and liveness
+// (after healing, a proposal is applied by every member within
 // livenessTick ticks).
 
 var (
