@@ -94,9 +94,11 @@ var durableConfigs = []struct {
 	name  string
 	seeds int
 }{
-	{"n=3", 150},
-	{"n=5", 100},
-	{"n=5,crashy,no-prevote", 100},
+	{"n=3", 250},
+	{"n=5", 150},
+	{"n=7", 60},
+	{"n=5,very-lossy", 60},
+	{"n=5,crashy,no-prevote", 150},
 }
 
 // TestSimulationOnDurableStorage runs the core's simulation with every

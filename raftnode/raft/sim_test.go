@@ -251,7 +251,14 @@ func (c *simCluster) process(n *simNode) {
 			snap = &rd.Snapshot
 		}
 		states := n.model.saves(rd.HardState, rd.Entries, snap)
-		if c.lossy && c.rng.Float64() < c.opts.crashP/8 {
+		midCrash := c.lossy && c.rng.Float64() < c.opts.crashP/8
+		if !midCrash && c.opts.newDisk != nil && c.lossy {
+			// A real disk is where crashes inside a write are interesting:
+			// make them more frequent there (an extra draw, so the
+			// memory-disk seeds replay as before).
+			midCrash = c.rng.Float64() < c.opts.crashP/2
+		}
+		if midCrash {
 			// Power fails during the write: MemoryStorage keeps the
 			// entries but not the HardState; a real disk keeps some
 			// prefix of what it was writing.
