@@ -175,6 +175,19 @@ func (m *diskModel) applyEntry(e Entry) {
 	}
 }
 
+// save applies Save(hs, ents, snap) to the model.
+func (m *diskModel) save(hs HardState, ents []Entry, snap *Snapshot) {
+	if snap != nil && !snap.IsEmpty() {
+		m.applySnap(snap.Meta)
+	}
+	for _, e := range ents {
+		m.applyEntry(e)
+	}
+	if !hs.IsEmpty() {
+		m.hs = hs
+	}
+}
+
 // saves returns the states after each record of Save(hs, ents, snap):
 // states[0] is the state before it, the last one the state after it.
 func (m *diskModel) saves(hs HardState, ents []Entry, snap *Snapshot) []diskModel {

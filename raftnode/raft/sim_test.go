@@ -250,7 +250,6 @@ func (c *simCluster) process(n *simNode) {
 		if !rd.Snapshot.IsEmpty() {
 			snap = &rd.Snapshot
 		}
-		states := n.model.saves(rd.HardState, rd.Entries, snap)
 		midCrash := c.lossy && c.rng.Float64() < c.opts.crashP/8
 		if !midCrash && c.opts.newDisk != nil && c.lossy {
 			// A real disk is where crashes inside a write are interesting:
@@ -262,7 +261,7 @@ func (c *simCluster) process(n *simNode) {
 			// Power fails during the write: MemoryStorage keeps the
 			// entries but not the HardState; a real disk keeps some
 			// prefix of what it was writing.
-			n.model.inFlight = states
+			n.model.inFlight = n.model.saves(rd.HardState, rd.Entries, snap)
 			n.disk.ArmCrash(c.rng)
 			_ = n.disk.Save(rd.HardState, rd.Entries, snap)
 			c.crash(n)
@@ -272,7 +271,7 @@ func (c *simCluster) process(n *simNode) {
 			c.failf("node %d save: %v", n.id, err)
 			return
 		}
-		n.model = states[len(states)-1]
+		n.model.save(rd.HardState, rd.Entries, snap)
 		if c.lossy && c.rng.Float64() < c.opts.crashP/8 {
 			c.crash(n) // durable, but nothing acknowledged yet
 			return
@@ -368,18 +367,18 @@ func (c *simCluster) maybeSnapshot(n *simNode) {
 		return
 	}
 	data, _ := json.Marshal(n.kv)
-	before := n.model.clone()
-	after := n.model.clone()
-	t, ok := after.term(n.applied)
+	t, ok := n.model.term(n.applied)
 	if !ok {
 		c.failf("node %d applied %d, which its disk does not hold", n.id, n.applied)
 		return
 	}
-	after.snap, after.hasSnap = SnapshotMeta{Index: n.applied, Term: t}, true
+	meta := SnapshotMeta{Index: n.applied, Term: t}
 	// Only a disk other than MemoryStorage can crash inside snapshotting
 	// (and draws for it): the memory-disk seeds replay as they always did.
 	crashing := c.opts.newDisk != nil && c.lossy && c.rng.Float64() < c.opts.crashP/4
 	if crashing {
+		before, after := n.model.clone(), n.model.clone()
+		after.snap, after.hasSnap = meta, true
 		n.model.inFlight = []diskModel{before, after}
 		n.disk.ArmCrash(c.rng)
 	}
@@ -389,7 +388,7 @@ func (c *simCluster) maybeSnapshot(n *simNode) {
 		return
 	}
 	if err == nil {
-		n.model.snap, n.model.hasSnap = after.snap, true
+		n.model.snap, n.model.hasSnap = meta, true
 		// Keep a few entries so lagging followers usually need no snapshot.
 		if keep := uint64(4); n.applied > snap.Index+keep {
 			_ = n.disk.Compact(n.applied - keep)
