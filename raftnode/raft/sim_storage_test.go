@@ -94,11 +94,11 @@ var durableConfigs = []struct {
 	name  string
 	seeds int
 }{
-	{"n=3", 250},
-	{"n=5", 150},
-	{"n=7", 60},
-	{"n=5,very-lossy", 60},
-	{"n=5,crashy,no-prevote", 150},
+	{"n=3", 180},
+	{"n=5", 110},
+	{"n=7", 40},
+	{"n=5,very-lossy", 40},
+	{"n=5,crashy,no-prevote", 110},
 }
 
 // TestSimulationOnDurableStorage runs the core's simulation with every
