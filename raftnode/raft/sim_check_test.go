@@ -70,9 +70,12 @@ func (c *simCluster) allApplied(marker string) bool {
 	if l == nil {
 		return false
 	}
+	// The marker may be applied at several indexes (re-proposed after a
+	// leader change); take the first, so the result does not depend on
+	// map order and a seed replays tick for tick.
 	var idx uint64
 	for i, e := range c.applied {
-		if string(e.Data) == marker {
+		if string(e.Data) == marker && (idx == 0 || i < idx) {
 			idx = i
 		}
 	}

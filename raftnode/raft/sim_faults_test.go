@@ -12,6 +12,15 @@ import (
 func (c *simCluster) crash(n *simNode) {
 	n.up = false
 	n.core = nil
+	// Power loss: the disk comes back as it was after the last write that
+	// returned, or with part of the one in flight.
+	if d, err := n.disk.Crash(c.rng); err != nil {
+		c.failf("node %d: disk unusable after crash: %v", n.id, err)
+	} else {
+		n.disk = d
+		c.checkRecovered(n)
+	}
+	n.model.inFlight = nil
 	for id, op := range c.ops {
 		if op.node == n.id {
 			c.abandon(id)
@@ -146,9 +155,7 @@ func (c *simCluster) maybeChangeMembership() {
 func (c *simCluster) addNode() uint64 {
 	id := c.nextID
 	c.nextID++
-	n := &simNode{id: id, disk: NewMemoryStorage()}
-	c.nodes[id] = n
-	c.start(n)
+	c.start(c.newNode(id))
 	return id
 }
 

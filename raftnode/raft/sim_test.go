@@ -23,7 +23,9 @@ import (
 // and at every step of handling a Ready: after sending a leader's early
 // messages, between writing entries and HardState, and after persisting
 // but before acknowledging (the restarted node keeps exactly its
-// MemoryStorage); messages arriving
+// MemoryStorage; over the durable storage, sim_storage_test.go, a crash
+// keeps what was fsynced plus some prefix of the write in flight, and may
+// also strike inside snapshotting and recovery); messages arriving
 // between Ready and Advance; membership changes (learner add + promotion,
 // single-step removal including of the leader, joint replacement and
 // demotion); leadership transfers; snapshots and compaction every few
@@ -38,8 +40,10 @@ import (
 // (a new leader holds every applied entry), state machine safety (one
 // entry per index ever applied, applied in order, the same again after a
 // restart), log matching (at the end), linearizability of the client
-// history (porcupine, KV model), terms never behind the log, and
-// liveness (after healing, a proposal is applied by every member within
+// history (porcupine, KV model), terms never behind the log, every
+// acknowledgement covered by the disk and every disk holding after a
+// crash all that it acknowledged (sim_disk_test.go), and liveness
+// (after healing, a proposal is applied by every member within
 // livenessTick ticks).
 
 var (
@@ -65,6 +69,9 @@ type simOptions struct {
 	preVote      bool
 	checkQuorum  bool
 	bugs         testBugs
+	// newDisk makes a node's disk; nil means MemoryStorage. Any other
+	// disk also gets crashes inside snapshotting (see maybeSnapshot).
+	newDisk func(id uint64) SimDisk
 }
 
 func defaultSimOptions(n int) simOptions {
@@ -80,7 +87,8 @@ func defaultSimOptions(n int) simOptions {
 type simNode struct {
 	id      uint64
 	core    *Core
-	disk    *MemoryStorage
+	disk    SimDisk
+	model   diskModel // what disk must hold (sim_disk_test.go)
 	up      bool
 	removed bool // permanently stopped after removal from the config
 	kv      map[string]string
@@ -133,6 +141,7 @@ type simCluster struct {
 
 	msgCount int
 	sawJoint int // config changes that left a node in a joint config
+	disk     SimStats
 	demoted  int // learners that were voters (demotions observed)
 	byType   [msgTypeEnd]int
 	// payloadBytes counts entry payload bytes sent in AppendEntries.
@@ -158,14 +167,28 @@ func newSimCluster(seed int64, opts simOptions) *simCluster {
 	}
 	c.nextID = uint64(opts.nodes + 1)
 	for _, id := range voters {
-		disk := NewMemoryStorage()
-		if err := disk.ApplySnapshot(BootstrapSnapshot(ConfState{Voters: voters})); err != nil {
+		n := c.newNode(id)
+		bs := BootstrapSnapshot(ConfState{Voters: voters})
+		if err := n.disk.Save(HardState{}, nil, &bs); err != nil {
 			panic(err)
 		}
-		c.nodes[id] = &simNode{id: id, disk: disk}
-		c.start(c.nodes[id])
+		n.model.applySnap(bs.Meta)
+		c.start(n)
 	}
 	return c
+}
+
+// newNode creates a node with an empty disk (not started).
+func (c *simCluster) newNode(id uint64) *simNode {
+	var disk SimDisk
+	if c.opts.newDisk != nil {
+		disk = c.opts.newDisk(id)
+	} else {
+		disk = newMemDisk()
+	}
+	n := &simNode{id: id, disk: disk, model: diskModel{first: 1}}
+	c.nodes[id] = n
+	return n
 }
 
 func (c *simCluster) failf(format string, args ...any) {
@@ -174,7 +197,7 @@ func (c *simCluster) failf(format string, args ...any) {
 	}
 }
 
-func (c *simCluster) coreConfig(id uint64, disk *MemoryStorage) Config {
+func (c *simCluster) coreConfig(id uint64, disk Storage) Config {
 	return Config{
 		ID: id, Storage: disk, ElectionTick: 10, HeartbeatTick: 2,
 		Seed:    c.rng.Uint64(),
@@ -223,25 +246,37 @@ func (c *simCluster) process(n *simNode) {
 			c.crash(n) // lose this Ready's writes
 			return
 		}
+		var snap *Snapshot
 		if !rd.Snapshot.IsEmpty() {
-			if err := n.disk.ApplySnapshot(rd.Snapshot); err != nil {
-				c.failf("node %d apply snapshot: %v", n.id, err)
-			}
+			snap = &rd.Snapshot
 		}
-		if err := n.disk.Append(rd.Entries); err != nil {
-			c.failf("node %d append: %v", n.id, err)
+		midCrash := c.lossy && c.rng.Float64() < c.opts.crashP/8
+		if !midCrash && c.opts.newDisk != nil && c.lossy {
+			// A real disk is where crashes inside a write are interesting:
+			// make them more frequent there (an extra draw, so the
+			// memory-disk seeds replay as before).
+			midCrash = c.rng.Float64() < c.opts.crashP/2
 		}
-		if c.lossy && c.rng.Float64() < c.opts.crashP/8 {
-			c.crash(n) // entries written, HardState not
+		if midCrash {
+			// Power fails during the write: MemoryStorage keeps the
+			// entries but not the HardState; a real disk keeps some
+			// prefix of what it was writing.
+			n.model.inFlight = n.model.saves(rd.HardState, rd.Entries, snap)
+			n.disk.ArmCrash(c.rng)
+			_ = n.disk.Save(rd.HardState, rd.Entries, snap)
+			c.crash(n)
 			return
 		}
-		if !rd.HardState.IsEmpty() {
-			n.disk.SetHardState(rd.HardState)
+		if err := n.disk.Save(rd.HardState, rd.Entries, snap); err != nil {
+			c.failf("node %d save: %v", n.id, err)
+			return
 		}
+		n.model.save(rd.HardState, rd.Entries, snap)
 		if c.lossy && c.rng.Float64() < c.opts.crashP/8 {
 			c.crash(n) // durable, but nothing acknowledged yet
 			return
 		}
+		c.checkAcks(n, rd.MessagesAfterPersist)
 		for _, m := range rd.MessagesAfterPersist {
 			c.send(m)
 		}
@@ -327,18 +362,40 @@ func (c *simCluster) maybeSnapshot(n *simNode) {
 	if c.opts.snapEvery == 0 {
 		return
 	}
-	snap, _ := n.disk.Snapshot()
-	if n.applied < snap.Meta.Index+c.opts.snapEvery {
+	snap, _ := n.disk.SnapshotMeta()
+	if n.applied < snap.Index+c.opts.snapEvery {
 		return
 	}
 	data, _ := json.Marshal(n.kv)
-	if _, err := n.disk.CreateSnapshot(n.applied, n.core.ConfState(), data); err != nil {
+	t, ok := n.model.term(n.applied)
+	if !ok {
+		c.failf("node %d applied %d, which its disk does not hold", n.id, n.applied)
+		return
+	}
+	meta := SnapshotMeta{Index: n.applied, Term: t}
+	// Only a disk other than MemoryStorage can crash inside snapshotting
+	// (and draws for it): the memory-disk seeds replay as they always did.
+	crashing := c.opts.newDisk != nil && c.lossy && c.rng.Float64() < c.opts.crashP/4
+	if crashing {
+		before, after := n.model.clone(), n.model.clone()
+		after.snap, after.hasSnap = meta, true
+		n.model.inFlight = []diskModel{before, after}
+		n.disk.ArmCrash(c.rng)
+	}
+	err := n.disk.CreateSnapshot(n.applied, n.core.ConfState(), data)
+	if err != nil && !crashing {
 		c.failf("node %d snapshot: %v", n.id, err)
 		return
 	}
-	// Keep a few entries so lagging followers usually need no snapshot.
-	if keep := uint64(4); n.applied > snap.Meta.Index+keep {
-		_ = n.disk.Compact(n.applied - keep)
+	if err == nil {
+		n.model.snap, n.model.hasSnap = meta, true
+		// Keep a few entries so lagging followers usually need no snapshot.
+		if keep := uint64(4); n.applied > snap.Index+keep {
+			_ = n.disk.Compact(n.applied - keep)
+		}
+	}
+	if crashing {
+		c.crash(n)
 	}
 }
 
