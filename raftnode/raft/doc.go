@@ -116,5 +116,10 @@
 //	go test ./raftnode/raft -run TestSimulation -seeds=100000   # more seeds per configuration
 //	go test ./raftnode/raft -run 'TestSimulation/n=5$' -seed=N -v  # replay one failure
 //
+// TestSimulationOnDurableStorage runs the same simulation over the durable
+// store (raftnode/storage) on a crash-injecting file system, with crashes
+// inside writes, fsyncs and recovery; it replays the same way
+// (-run 'TestSimulationOnDurableStorage/n=3$' -seed=N).
+//
 // A failing seed prints the exact replay command.
 package raft
