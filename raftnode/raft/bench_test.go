@@ -93,41 +93,46 @@ func (bc *benchCluster) settle() {
 
 // BenchmarkProposeSingle: one 256-byte proposal per round trip.
 func BenchmarkProposeSingle(b *testing.B) {
-	bc := newBenchCluster(b)
 	data := make([]byte, 256)
-	b.ReportAllocs()
-	b.ResetTimer()
-	am := startAllocs()
-	for i := 0; i < b.N; i++ {
-		if err := bc.cores[0].Propose(data); err != nil {
-			b.Fatal(err)
-		}
-		bc.settle()
-	}
-	b.StopTimer()
-	am.report(b)
-	if bc.applied[0] < uint64(b.N) {
-		b.Fatalf("applied %d of %d", bc.applied[0], b.N)
-	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "proposals/s")
+	benchPropose(b, 1, func(bc *benchCluster, n int) error { return bc.cores[0].Propose(data) })
 }
 
 // BenchmarkProposeBatched: 256-byte proposals, 256 per Ready cycle (the
 // driver drains many client requests into one batch).
 func BenchmarkProposeBatched(b *testing.B) {
 	const batch = 256
-	bc := newBenchCluster(b)
 	data := make([]byte, 256)
 	bufs := make([][]byte, batch)
 	for i := range bufs {
 		bufs[i] = data
 	}
+	benchPropose(b, batch, func(bc *benchCluster, n int) error { return bc.cores[0].ProposeBatch(bufs[:n]) })
+}
+
+// BenchmarkProposeManyCalls: 256 separate Propose calls per Ready cycle.
+func BenchmarkProposeManyCalls(b *testing.B) {
+	data := make([]byte, 256)
+	benchPropose(b, 256, func(bc *benchCluster, n int) error {
+		for j := 0; j < n; j++ {
+			if err := bc.cores[0].Propose(data); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// benchPropose proposes b.N entries on the leader of a fresh 3-node
+// cluster, perRound entries per Ready cycle (propose(n) submits n), lets
+// every node settle after each round, and reports proposals/s and
+// allocations per proposal.
+func benchPropose(b *testing.B, perRound int, propose func(bc *benchCluster, n int) error) {
+	bc := newBenchCluster(b)
 	b.ReportAllocs()
 	b.ResetTimer()
 	am := startAllocs()
-	for done := 0; done < b.N; done += batch {
-		n := min(batch, b.N-done)
-		if err := bc.cores[0].ProposeBatch(bufs[:n]); err != nil {
+	for done := 0; done < b.N; done += perRound {
+		if err := propose(bc, min(perRound, b.N-done)); err != nil {
 			b.Fatal(err)
 		}
 		bc.settle()
@@ -137,27 +142,5 @@ func BenchmarkProposeBatched(b *testing.B) {
 	if bc.applied[0] < uint64(b.N) {
 		b.Fatalf("applied %d of %d", bc.applied[0], b.N)
 	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "proposals/s")
-}
-
-// BenchmarkProposeManyCalls: 256 separate Propose calls per Ready cycle.
-func BenchmarkProposeManyCalls(b *testing.B) {
-	const batch = 256
-	bc := newBenchCluster(b)
-	data := make([]byte, 256)
-	b.ReportAllocs()
-	b.ResetTimer()
-	am := startAllocs()
-	for done := 0; done < b.N; done += batch {
-		n := min(batch, b.N-done)
-		for j := 0; j < n; j++ {
-			if err := bc.cores[0].Propose(data); err != nil {
-				b.Fatal(err)
-			}
-		}
-		bc.settle()
-	}
-	b.StopTimer()
-	am.report(b)
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "proposals/s")
 }
