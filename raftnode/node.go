@@ -101,3 +101,14 @@ func (s *nodeServer) Info(_ context.Context, call schema.Node_info) error {
 	}
 	return info.SetListen(s.node.cfg.Advertise)
 }
+
+var errKVNotServed = exc.New(exc.Unimplemented, "", "kv: this node does not serve the key-value store yet")
+
+// KV returns the key-value capability.
+func (s *nodeServer) Kv(context.Context, schema.Node_kv) error { return errKVNotServed }
+
+// Status reports the node's view of the cluster.
+func (s *nodeServer) Status(context.Context, schema.Node_status) error { return errKVNotServed }
+
+// Admin returns the membership capability.
+func (s *nodeServer) Admin(context.Context, schema.Node_admin) error { return errKVNotServed }

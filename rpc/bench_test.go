@@ -208,3 +208,7 @@ type plainConn struct {
 }
 
 func (p *plainConn) Node() schema.Node { return p.node }
+
+func (*plainNode) Kv(context.Context, schema.Node_kv) error         { return nil }
+func (*plainNode) Status(context.Context, schema.Node_status) error { return nil }
+func (*plainNode) Admin(context.Context, schema.Node_admin) error   { return nil }

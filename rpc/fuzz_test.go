@@ -96,3 +96,7 @@ func FuzzServerConnection(f *testing.F) {
 		}
 	})
 }
+
+func (fuzzNode) Kv(context.Context, schema.Node_kv) error         { return nil }
+func (fuzzNode) Status(context.Context, schema.Node_status) error { return nil }
+func (fuzzNode) Admin(context.Context, schema.Node_admin) error   { return nil }

@@ -140,3 +140,7 @@ func mustPing(t testing.TB, e schema.Echo, msg string) {
 		t.Fatalf("ping %q: reply %q", msg, reply)
 	}
 }
+
+func (n *testNode) Kv(context.Context, schema.Node_kv) error         { return nil }
+func (n *testNode) Status(context.Context, schema.Node_status) error { return nil }
+func (n *testNode) Admin(context.Context, schema.Node_admin) error   { return nil }

@@ -9,11 +9,20 @@ $Go.import("github.com/capraft/capraft/schema");
 
 using import "echo.capnp".Echo;
 using import "raft.capnp".Raft;
+using import "kv.capnp".KV;
+using import "admin.capnp".Admin;
+using import "admin.capnp".NodeStatus;
 
 interface Node {
   echo @0 () -> (echo :Echo);
   raft @1 () -> (raft :Raft);
   info @2 () -> (info :NodeInfo);
+  # kv is the replicated key-value store (see kv.capnp).
+  kv @3 () -> (kv :KV);
+  # status reports this node's view of the cluster.
+  status @4 () -> (status :NodeStatus);
+  # admin changes membership and leadership.
+  admin @5 () -> (admin :Admin);
 }
 
 struct NodeInfo {

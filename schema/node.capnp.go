@@ -75,6 +75,66 @@ func (c Node) Info(ctx context.Context, params func(Node_info_Params) error) (No
 
 }
 
+func (c Node) Kv(ctx context.Context, params func(Node_kv_Params) error) (Node_kv_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0x85f3a939e38da7c2,
+			MethodID:      3,
+			InterfaceName: "schema/node.capnp:Node",
+			MethodName:    "kv",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 0}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(Node_kv_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return Node_kv_Results_Future{Future: ans.Future()}, release
+
+}
+
+func (c Node) Status(ctx context.Context, params func(Node_status_Params) error) (Node_status_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0x85f3a939e38da7c2,
+			MethodID:      4,
+			InterfaceName: "schema/node.capnp:Node",
+			MethodName:    "status",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 0}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(Node_status_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return Node_status_Results_Future{Future: ans.Future()}, release
+
+}
+
+func (c Node) Admin(ctx context.Context, params func(Node_admin_Params) error) (Node_admin_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0x85f3a939e38da7c2,
+			MethodID:      5,
+			InterfaceName: "schema/node.capnp:Node",
+			MethodName:    "admin",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 0}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(Node_admin_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return Node_admin_Results_Future{Future: ans.Future()}, release
+
+}
+
 func (c Node) WaitStreaming() error {
 	return capnp.Client(c).WaitStreaming()
 }
@@ -153,6 +213,12 @@ type Node_Server interface {
 	Raft(context.Context, Node_raft) error
 
 	Info(context.Context, Node_info) error
+
+	Kv(context.Context, Node_kv) error
+
+	Status(context.Context, Node_status) error
+
+	Admin(context.Context, Node_admin) error
 }
 
 // Node_NewServer creates a new Server from an implementation of Node_Server.
@@ -171,7 +237,7 @@ func Node_ServerToClient(s Node_Server) Node {
 // This can be used to create a more complicated Server.
 func Node_Methods(methods []server.Method, s Node_Server) []server.Method {
 	if cap(methods) == 0 {
-		methods = make([]server.Method, 0, 3)
+		methods = make([]server.Method, 0, 6)
 	}
 
 	methods = append(methods, server.Method{
@@ -207,6 +273,42 @@ func Node_Methods(methods []server.Method, s Node_Server) []server.Method {
 		},
 		Impl: func(ctx context.Context, call *server.Call) error {
 			return s.Info(ctx, Node_info{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0x85f3a939e38da7c2,
+			MethodID:      3,
+			InterfaceName: "schema/node.capnp:Node",
+			MethodName:    "kv",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.Kv(ctx, Node_kv{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0x85f3a939e38da7c2,
+			MethodID:      4,
+			InterfaceName: "schema/node.capnp:Node",
+			MethodName:    "status",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.Status(ctx, Node_status{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0x85f3a939e38da7c2,
+			MethodID:      5,
+			InterfaceName: "schema/node.capnp:Node",
+			MethodName:    "admin",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.Admin(ctx, Node_admin{call})
 		},
 	})
 
@@ -262,6 +364,57 @@ func (c Node_info) Args() Node_info_Params {
 func (c Node_info) AllocResults() (Node_info_Results, error) {
 	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
 	return Node_info_Results(r), err
+}
+
+// Node_kv holds the state for a server call to Node.kv.
+// See server.Call for documentation.
+type Node_kv struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c Node_kv) Args() Node_kv_Params {
+	return Node_kv_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c Node_kv) AllocResults() (Node_kv_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Node_kv_Results(r), err
+}
+
+// Node_status holds the state for a server call to Node.status.
+// See server.Call for documentation.
+type Node_status struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c Node_status) Args() Node_status_Params {
+	return Node_status_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c Node_status) AllocResults() (Node_status_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Node_status_Results(r), err
+}
+
+// Node_admin holds the state for a server call to Node.admin.
+// See server.Call for documentation.
+type Node_admin struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c Node_admin) Args() Node_admin_Params {
+	return Node_admin_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c Node_admin) AllocResults() (Node_admin_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Node_admin_Results(r), err
 }
 
 // Node_List is a list of Node.
@@ -727,6 +880,462 @@ func (f Node_info_Results_Future) Struct() (Node_info_Results, error) {
 }
 func (p Node_info_Results_Future) Info() NodeInfo_Future {
 	return NodeInfo_Future{Future: p.Future.Field(0, nil)}
+}
+
+type Node_kv_Params capnp.Struct
+
+// Node_kv_Params_TypeID is the unique identifier for the type Node_kv_Params.
+const Node_kv_Params_TypeID = 0xaad31e4630c3a47a
+
+func NewNode_kv_Params(s *capnp.Segment) (Node_kv_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Node_kv_Params(st), err
+}
+
+func NewRootNode_kv_Params(s *capnp.Segment) (Node_kv_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Node_kv_Params(st), err
+}
+
+func ReadRootNode_kv_Params(msg *capnp.Message) (Node_kv_Params, error) {
+	root, err := msg.Root()
+	return Node_kv_Params(root.Struct()), err
+}
+
+func (s Node_kv_Params) String() string {
+	str, _ := text.Marshal(0xaad31e4630c3a47a, capnp.Struct(s))
+	return str
+}
+
+func (s Node_kv_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Node_kv_Params) DecodeFromPtr(p capnp.Ptr) Node_kv_Params {
+	return Node_kv_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Node_kv_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Node_kv_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Node_kv_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Node_kv_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+
+// Node_kv_Params_List is a list of Node_kv_Params.
+type Node_kv_Params_List = capnp.StructList[Node_kv_Params]
+
+// NewNode_kv_Params creates a new list of Node_kv_Params.
+func NewNode_kv_Params_List(s *capnp.Segment, sz int32) (Node_kv_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0}, sz)
+	return capnp.StructList[Node_kv_Params](l), err
+}
+
+// Node_kv_Params_Future is a wrapper for a Node_kv_Params promised by a client call.
+type Node_kv_Params_Future struct{ *capnp.Future }
+
+func (f Node_kv_Params_Future) Struct() (Node_kv_Params, error) {
+	p, err := f.Future.Ptr()
+	return Node_kv_Params(p.Struct()), err
+}
+
+type Node_kv_Results capnp.Struct
+
+// Node_kv_Results_TypeID is the unique identifier for the type Node_kv_Results.
+const Node_kv_Results_TypeID = 0x80e7fe98c7fcdbeb
+
+func NewNode_kv_Results(s *capnp.Segment) (Node_kv_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Node_kv_Results(st), err
+}
+
+func NewRootNode_kv_Results(s *capnp.Segment) (Node_kv_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Node_kv_Results(st), err
+}
+
+func ReadRootNode_kv_Results(msg *capnp.Message) (Node_kv_Results, error) {
+	root, err := msg.Root()
+	return Node_kv_Results(root.Struct()), err
+}
+
+func (s Node_kv_Results) String() string {
+	str, _ := text.Marshal(0x80e7fe98c7fcdbeb, capnp.Struct(s))
+	return str
+}
+
+func (s Node_kv_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Node_kv_Results) DecodeFromPtr(p capnp.Ptr) Node_kv_Results {
+	return Node_kv_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Node_kv_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Node_kv_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Node_kv_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Node_kv_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Node_kv_Results) Kv() KV {
+	p, _ := capnp.Struct(s).Ptr(0)
+	return KV(p.Interface().Client())
+}
+
+func (s Node_kv_Results) HasKv() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Node_kv_Results) SetKv(v KV) error {
+	if !v.IsValid() {
+		return capnp.Struct(s).SetPtr(0, capnp.Ptr{})
+	}
+	seg := s.Segment()
+	in := capnp.NewInterface(seg, seg.Message().CapTable().Add(capnp.Client(v)))
+	return capnp.Struct(s).SetPtr(0, in.ToPtr())
+}
+
+// Node_kv_Results_List is a list of Node_kv_Results.
+type Node_kv_Results_List = capnp.StructList[Node_kv_Results]
+
+// NewNode_kv_Results creates a new list of Node_kv_Results.
+func NewNode_kv_Results_List(s *capnp.Segment, sz int32) (Node_kv_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[Node_kv_Results](l), err
+}
+
+// Node_kv_Results_Future is a wrapper for a Node_kv_Results promised by a client call.
+type Node_kv_Results_Future struct{ *capnp.Future }
+
+func (f Node_kv_Results_Future) Struct() (Node_kv_Results, error) {
+	p, err := f.Future.Ptr()
+	return Node_kv_Results(p.Struct()), err
+}
+func (p Node_kv_Results_Future) Kv() KV {
+	return KV(p.Future.Field(0, nil).Client())
+}
+
+type Node_status_Params capnp.Struct
+
+// Node_status_Params_TypeID is the unique identifier for the type Node_status_Params.
+const Node_status_Params_TypeID = 0xbc8a57d1c8ba7abd
+
+func NewNode_status_Params(s *capnp.Segment) (Node_status_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Node_status_Params(st), err
+}
+
+func NewRootNode_status_Params(s *capnp.Segment) (Node_status_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Node_status_Params(st), err
+}
+
+func ReadRootNode_status_Params(msg *capnp.Message) (Node_status_Params, error) {
+	root, err := msg.Root()
+	return Node_status_Params(root.Struct()), err
+}
+
+func (s Node_status_Params) String() string {
+	str, _ := text.Marshal(0xbc8a57d1c8ba7abd, capnp.Struct(s))
+	return str
+}
+
+func (s Node_status_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Node_status_Params) DecodeFromPtr(p capnp.Ptr) Node_status_Params {
+	return Node_status_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Node_status_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Node_status_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Node_status_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Node_status_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+
+// Node_status_Params_List is a list of Node_status_Params.
+type Node_status_Params_List = capnp.StructList[Node_status_Params]
+
+// NewNode_status_Params creates a new list of Node_status_Params.
+func NewNode_status_Params_List(s *capnp.Segment, sz int32) (Node_status_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0}, sz)
+	return capnp.StructList[Node_status_Params](l), err
+}
+
+// Node_status_Params_Future is a wrapper for a Node_status_Params promised by a client call.
+type Node_status_Params_Future struct{ *capnp.Future }
+
+func (f Node_status_Params_Future) Struct() (Node_status_Params, error) {
+	p, err := f.Future.Ptr()
+	return Node_status_Params(p.Struct()), err
+}
+
+type Node_status_Results capnp.Struct
+
+// Node_status_Results_TypeID is the unique identifier for the type Node_status_Results.
+const Node_status_Results_TypeID = 0xecb02d16ff23d2ab
+
+func NewNode_status_Results(s *capnp.Segment) (Node_status_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Node_status_Results(st), err
+}
+
+func NewRootNode_status_Results(s *capnp.Segment) (Node_status_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Node_status_Results(st), err
+}
+
+func ReadRootNode_status_Results(msg *capnp.Message) (Node_status_Results, error) {
+	root, err := msg.Root()
+	return Node_status_Results(root.Struct()), err
+}
+
+func (s Node_status_Results) String() string {
+	str, _ := text.Marshal(0xecb02d16ff23d2ab, capnp.Struct(s))
+	return str
+}
+
+func (s Node_status_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Node_status_Results) DecodeFromPtr(p capnp.Ptr) Node_status_Results {
+	return Node_status_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Node_status_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Node_status_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Node_status_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Node_status_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Node_status_Results) Status() (NodeStatus, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return NodeStatus(p.Struct()), err
+}
+
+func (s Node_status_Results) HasStatus() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Node_status_Results) SetStatus(v NodeStatus) error {
+	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
+}
+
+// NewStatus sets the status field to a newly
+// allocated NodeStatus struct, preferring placement in s's segment.
+func (s Node_status_Results) NewStatus() (NodeStatus, error) {
+	ss, err := NewNodeStatus(capnp.Struct(s).Segment())
+	if err != nil {
+		return NodeStatus{}, err
+	}
+	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
+	return ss, err
+}
+
+// Node_status_Results_List is a list of Node_status_Results.
+type Node_status_Results_List = capnp.StructList[Node_status_Results]
+
+// NewNode_status_Results creates a new list of Node_status_Results.
+func NewNode_status_Results_List(s *capnp.Segment, sz int32) (Node_status_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[Node_status_Results](l), err
+}
+
+// Node_status_Results_Future is a wrapper for a Node_status_Results promised by a client call.
+type Node_status_Results_Future struct{ *capnp.Future }
+
+func (f Node_status_Results_Future) Struct() (Node_status_Results, error) {
+	p, err := f.Future.Ptr()
+	return Node_status_Results(p.Struct()), err
+}
+func (p Node_status_Results_Future) Status() NodeStatus_Future {
+	return NodeStatus_Future{Future: p.Future.Field(0, nil)}
+}
+
+type Node_admin_Params capnp.Struct
+
+// Node_admin_Params_TypeID is the unique identifier for the type Node_admin_Params.
+const Node_admin_Params_TypeID = 0xe6db7240e33d4357
+
+func NewNode_admin_Params(s *capnp.Segment) (Node_admin_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Node_admin_Params(st), err
+}
+
+func NewRootNode_admin_Params(s *capnp.Segment) (Node_admin_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Node_admin_Params(st), err
+}
+
+func ReadRootNode_admin_Params(msg *capnp.Message) (Node_admin_Params, error) {
+	root, err := msg.Root()
+	return Node_admin_Params(root.Struct()), err
+}
+
+func (s Node_admin_Params) String() string {
+	str, _ := text.Marshal(0xe6db7240e33d4357, capnp.Struct(s))
+	return str
+}
+
+func (s Node_admin_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Node_admin_Params) DecodeFromPtr(p capnp.Ptr) Node_admin_Params {
+	return Node_admin_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Node_admin_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Node_admin_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Node_admin_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Node_admin_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+
+// Node_admin_Params_List is a list of Node_admin_Params.
+type Node_admin_Params_List = capnp.StructList[Node_admin_Params]
+
+// NewNode_admin_Params creates a new list of Node_admin_Params.
+func NewNode_admin_Params_List(s *capnp.Segment, sz int32) (Node_admin_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0}, sz)
+	return capnp.StructList[Node_admin_Params](l), err
+}
+
+// Node_admin_Params_Future is a wrapper for a Node_admin_Params promised by a client call.
+type Node_admin_Params_Future struct{ *capnp.Future }
+
+func (f Node_admin_Params_Future) Struct() (Node_admin_Params, error) {
+	p, err := f.Future.Ptr()
+	return Node_admin_Params(p.Struct()), err
+}
+
+type Node_admin_Results capnp.Struct
+
+// Node_admin_Results_TypeID is the unique identifier for the type Node_admin_Results.
+const Node_admin_Results_TypeID = 0x8cd6c567e15695b8
+
+func NewNode_admin_Results(s *capnp.Segment) (Node_admin_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Node_admin_Results(st), err
+}
+
+func NewRootNode_admin_Results(s *capnp.Segment) (Node_admin_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Node_admin_Results(st), err
+}
+
+func ReadRootNode_admin_Results(msg *capnp.Message) (Node_admin_Results, error) {
+	root, err := msg.Root()
+	return Node_admin_Results(root.Struct()), err
+}
+
+func (s Node_admin_Results) String() string {
+	str, _ := text.Marshal(0x8cd6c567e15695b8, capnp.Struct(s))
+	return str
+}
+
+func (s Node_admin_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Node_admin_Results) DecodeFromPtr(p capnp.Ptr) Node_admin_Results {
+	return Node_admin_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Node_admin_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Node_admin_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Node_admin_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Node_admin_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Node_admin_Results) Admin() Admin {
+	p, _ := capnp.Struct(s).Ptr(0)
+	return Admin(p.Interface().Client())
+}
+
+func (s Node_admin_Results) HasAdmin() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Node_admin_Results) SetAdmin(v Admin) error {
+	if !v.IsValid() {
+		return capnp.Struct(s).SetPtr(0, capnp.Ptr{})
+	}
+	seg := s.Segment()
+	in := capnp.NewInterface(seg, seg.Message().CapTable().Add(capnp.Client(v)))
+	return capnp.Struct(s).SetPtr(0, in.ToPtr())
+}
+
+// Node_admin_Results_List is a list of Node_admin_Results.
+type Node_admin_Results_List = capnp.StructList[Node_admin_Results]
+
+// NewNode_admin_Results creates a new list of Node_admin_Results.
+func NewNode_admin_Results_List(s *capnp.Segment, sz int32) (Node_admin_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[Node_admin_Results](l), err
+}
+
+// Node_admin_Results_Future is a wrapper for a Node_admin_Results promised by a client call.
+type Node_admin_Results_Future struct{ *capnp.Future }
+
+func (f Node_admin_Results_Future) Struct() (Node_admin_Results, error) {
+	p, err := f.Future.Ptr()
+	return Node_admin_Results(p.Struct()), err
+}
+func (p Node_admin_Results_Future) Admin() Admin {
+	return Admin(p.Future.Field(0, nil).Client())
 }
 
 type NodeInfo capnp.Struct

@@ -306,3 +306,7 @@ func TestConnectSubscribeDisconnectCyclesLeaveNothingBehind(t *testing.T) {
 	hub.Close()
 	goleak.VerifyNone(t, ignore)
 }
+
+func (n *testNode) Kv(context.Context, schema.Node_kv) error         { return errors.New("not served") }
+func (n *testNode) Status(context.Context, schema.Node_status) error { return errors.New("not served") }
+func (n *testNode) Admin(context.Context, schema.Node_admin) error   { return errors.New("not served") }

@@ -1,0 +1,61 @@
+@0xbe2e088fcf68ff64;
+# Admin: cluster membership and leadership, and each node's status.
+#
+# Like KV, any node accepts these calls; membership changes and leadership
+# transfers are handed to the leader.
+
+using Go = import "/go.capnp";
+$Go.package("schema");
+$Go.import("github.com/capraft/capraft/schema");
+
+using import "kv.capnp".Error;
+
+enum Role {
+  follower @0;
+  candidate @1;
+  preCandidate @2;
+  leader @3;
+  learner @4;               # a non-voting member receiving the log
+  stopped @5;               # the node stopped (removed from the cluster, or a fatal disk error)
+}
+
+struct NodeStatus {
+  id @0 :UInt64;
+  address @1 :Text;         # the address the node advertises
+  role @2 :Role;
+  term @3 :UInt64;
+  leader @4 :UInt64;        # the leader's id as this node knows it, or 0
+  commit @5 :UInt64;        # commit index
+  applied @6 :UInt64;       # applied index
+  lastIndex @7 :UInt64;     # last log index
+  snapshotIndex @8 :UInt64; # index of the newest snapshot
+  clusterId @9 :UInt64;
+  version @10 :Text;        # build version of the raftnode binary
+  revision @11 :UInt64;     # the key-value store's revision
+  stopReason @12 :Text;     # when role is stopped: why
+}
+
+struct Member {
+  id @0 :UInt64;
+  address @1 :Text;
+  learner @2 :Bool;
+  match @3 :UInt64;         # as the leader sees it: highest index known to be replicated there (0 if unknown)
+}
+
+interface Admin {
+  # members lists the cluster's configuration as of the answering node's
+  # applied log (linearizable: served after a read index).
+  members @0 () -> (members :List(Member), leader :UInt64, error :Error);
+  # addMember adds a node that will start with an empty data directory;
+  # learner adds it without a vote (promote it once it caught up).
+  addMember @1 (id :UInt64, address :Text, learner :Bool) -> (error :Error);
+  # promoteMember turns a learner into a voter.
+  promoteMember @2 (id :UInt64) -> (error :Error);
+  # removeMember removes a node; a removed node stops.
+  removeMember @3 (id :UInt64) -> (error :Error);
+  # transferLeadership hands leadership to the given voter (0: the most
+  # up-to-date other voter) and returns once it has moved.
+  transferLeadership @4 (to :UInt64) -> (error :Error);
+  # snapshot makes the answering node snapshot its state now.
+  snapshot @5 () -> (index :UInt64, error :Error);
+}

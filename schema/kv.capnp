@@ -1,0 +1,169 @@
+@0xc8a291f6e76298c7;
+# KV: the replicated key-value store's client API.
+#
+# Every node serves it. A follower hands writes to the leader's KV
+# capability itself, so a client connected to any node works, and
+# bootstrap.kv().batch(...) is one round trip from the client's side.
+#
+# Writes are exactly-once: a client opens a session (its id is assigned
+# through the log) and numbers its writes. A retried write that was already
+# applied returns the result of its first application. Sessions expire by
+# log time (the leader's clock as recorded in the log), never by a
+# follower's wall clock.
+#
+# Reads are linearizable by default (ReadIndex: the leader confirms its
+# leadership with one heartbeat round, no log write). A serializable read
+# is served from the receiving node's state as it is, possibly stale.
+
+using Go = import "/go.capnp";
+$Go.package("schema");
+$Go.import("github.com/capraft/capraft/schema");
+
+interface KV {
+  # batch runs many operations in one call. Writes in a batch are applied
+  # in list order as one log entry; reads are served after the batch
+  # arrived. results[i] answers ops[i].
+  batch @0 (req :BatchRequest) -> (results :List(Result));
+
+  # The single operations are a batch of one.
+  put @1 (session :UInt64, seq :UInt64, op :PutOp) -> (result :Result);
+  get @2 (op :GetOp) -> (result :Result);
+  delete @3 (session :UInt64, seq :UInt64, op :DeleteOp) -> (result :Result);
+  cas @4 (session :UInt64, seq :UInt64, op :CasOp) -> (result :Result);
+  range @5 (op :RangeOp) -> (result :Result);
+
+  # openSession registers a new client session through the log. ttlMillis
+  # is how long (in log time) the session survives without a write or a
+  # keepAlive.
+  openSession @6 () -> (session :UInt64, ttlMillis :UInt64, error :Error);
+  # keepAlive refreshes an idle session through the log.
+  keepAlive @7 (session :UInt64) -> (error :Error);
+  # closeSession forgets a session and its saved results.
+  closeSession @8 (session :UInt64) -> (error :Error);
+}
+
+struct BatchRequest {
+  session @0 :UInt64;      # from openSession; may be 0 when ops holds only reads
+  ackedBelow @1 :UInt64;   # the client has seen the results of every seq below this: the cluster may forget them
+  ops @2 :List(Op);
+  forwarded @3 :Bool;      # set by a follower handing the batch to the leader; never forwarded again
+  leaderTime @4 :Int64;    # reserved
+}
+
+struct Op {
+  seq @0 :UInt64;          # writes: the session's sequence number for this write (> 0, unique per session)
+  union {
+    put @1 :PutOp;
+    get @2 :GetOp;
+    delete @3 :DeleteOp;
+    cas @4 :CasOp;
+    range @5 :RangeOp;
+  }
+}
+
+enum Consistency {
+  linearizable @0;         # reflects every write acknowledged before the read started
+  serializable @1;         # the receiving node's applied state, possibly stale; no leader needed
+}
+
+struct PutOp {
+  key @0 :Data;
+  value @1 :Data;
+}
+
+struct GetOp {
+  key @0 :Data;
+  consistency @1 :Consistency;
+}
+
+struct DeleteOp {
+  key @0 :Data;
+}
+
+struct CasOp {
+  # Writes newValue (or deletes the key when delete is set) only if the
+  # key's current state matches expected.
+  key @0 :Data;
+  expected :union {
+    value @1 :Data;        # the current value equals this
+    modRevision @2 :UInt64;  # the key was last written at this revision
+    absent @3 :Void;       # the key does not exist
+  }
+  newValue @4 :Data;
+  delete @5 :Bool;
+}
+
+struct RangeOp {
+  # Keys with prefix, in byte order, strictly after `after` (empty: from the
+  # first), at most limit of them (0 or above the node's maximum: the
+  # node's maximum page). RangeResult.more says whether another page
+  # follows; ask for it with after = the last key returned.
+  prefix @0 :Data;
+  after @1 :Data;
+  limit @2 :UInt32;
+  consistency @3 :Consistency;
+}
+
+struct KeyValue {
+  key @0 :Data;
+  value @1 :Data;
+  createRevision @2 :UInt64;  # revision of the write that created the key
+  modRevision @3 :UInt64;     # revision of the last write to the key
+  version @4 :UInt64;         # writes to the key since it was created
+}
+
+struct Result {
+  revision @0 :UInt64;     # the store's revision after a write, or at which a read was served
+  union {
+    put @1 :PutResult;
+    get @2 :GetResult;
+    delete @3 :DeleteResult;
+    cas @4 :CasResult;
+    range @5 :RangeResult;
+    error @6 :Error;
+  }
+}
+
+struct PutResult {
+  prev @0 :KeyValue;       # the key's previous state, when hadPrev
+  hadPrev @1 :Bool;
+}
+
+struct GetResult {
+  found @0 :Bool;
+  kv @1 :KeyValue;
+}
+
+struct DeleteResult {
+  deleted @0 :Bool;        # false: the key did not exist
+  prev @1 :KeyValue;
+}
+
+struct CasResult {
+  succeeded @0 :Bool;
+  current @1 :KeyValue;    # when the compare failed: the key's current state (if found)
+  found @2 :Bool;          # when the compare failed: whether the key exists
+}
+
+struct RangeResult {
+  kvs @0 :List(KeyValue);
+  more @1 :Bool;           # another page follows the last key returned
+}
+
+enum ErrorCode {
+  internal @0;             # a bug or a broken node; the message says more
+  unavailable @1;          # no leader, or this node cannot reach it: nothing was applied, retry
+  outcomeUnknown @2;       # the write may or may not have been applied (retry it with the same session and seq)
+  sessionExpired @3;       # the session is unknown or expired: open a new one
+  invalidArgument @4;      # the operation is malformed (empty key, bad seq); do not retry
+  tooLarge @5;             # key, value or batch over the node's limits; do not retry
+  staleSequence @6;        # seq is below the session's acknowledged mark and its result was forgotten
+  shuttingDown @7;         # the node is stopping: retry on another node
+  timeout @8;              # the node gave up waiting (for a leader, a commit or a read index)
+}
+
+struct Error {
+  code @0 :ErrorCode;
+  message @1 :Text;
+  leaderHint @2 :UInt64;   # the node id believed to lead, or 0
+}
