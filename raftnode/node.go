@@ -161,7 +161,7 @@ type Node struct {
 	lead      atomic.Uint64 // leader id as the loop last saw it
 	isLeader  atomic.Bool
 	leadMu    sync.Mutex
-	leadWake  chan struct{} // closed and replaced when the leader changes
+	leadWake  chan struct{}         // closed and replaced when the leader changes
 	stopErr   atomic.Pointer[error] // why the node stopped, once it has
 	proposeID atomic.Uint64
 }

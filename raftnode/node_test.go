@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-		"github.com/capraft/capraft/raftnode"
+	"github.com/capraft/capraft/raftnode"
 	"github.com/capraft/capraft/rpc"
 	"github.com/capraft/capraft/rpc/rpctest"
 	"github.com/capraft/capraft/schema"

@@ -122,7 +122,7 @@ type NodeStatus struct {
 	// SnapshotsInstalled counts snapshots received from a leader since
 	// the node started.
 	SnapshotsInstalled uint64
-	Config                  raft.ConfState
+	Config             raft.ConfState
 	// Progress is the leader's view of each member (leader only).
 	Progress map[uint64]raft.ProgressStatus
 }
