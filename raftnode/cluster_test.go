@@ -316,3 +316,86 @@ func TestLeaderFailover(t *testing.T) {
 		}
 	}
 }
+
+// A node whose data directory is lost is removed, wiped, and added back
+// as a new member that starts empty with Join; it catches up and serves.
+func TestRemoveAndReAddAfterDataLoss(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	lead := c.leader()
+	ctx := ctxT(t)
+	k := c.client(lead)
+	if err := k.open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if _, err := k.put(ctx, fmt.Sprintf("k%d", i), "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lost := lead%3 + 1
+	c.stop(lost)
+	os.RemoveAll(c.dirs[lost])
+	c.dirs[lost] = t.TempDir()
+
+	leader := c.nodes[lead]
+	if err := adminCall(ctx, c, lead, func(a schema.Admin) (schema.Error, bool, error) {
+		f, rel := a.RemoveMember(ctx, func(p schema.Admin_removeMember_Params) error { p.SetId(lost); return nil })
+		defer rel()
+		r, err := f.Struct()
+		if err != nil {
+			return schema.Error{}, false, err
+		}
+		e, _ := r.Error()
+		return e, r.HasError(), nil
+	}); err != nil {
+		t.Fatalf("remove member %d: %v", lost, err)
+	}
+	_, members, err := leader.Members(ctx)
+	if err != nil || len(members) != 2 {
+		t.Fatalf("members after removal: %v %v", members, err)
+	}
+	// Writes still commit with two of two.
+	if _, err := k.put(ctx, "after-removal", "v"); err != nil {
+		t.Fatal(err)
+	}
+	if err := adminCall(ctx, c, lead, func(a schema.Admin) (schema.Error, bool, error) {
+		f, rel := a.AddMember(ctx, func(p schema.Admin_addMember_Params) error {
+			p.SetId(lost)
+			return p.SetAddress(c.addrs[lost])
+		})
+		defer rel()
+		r, err := f.Struct()
+		if err != nil {
+			return schema.Error{}, false, err
+		}
+		e, _ := r.Error()
+		return e, r.HasError(), nil
+	}); err != nil {
+		t.Fatalf("add member %d back: %v", lost, err)
+	}
+	joinOpts := c.opts
+	c.opts = func(cfg *raftnode.Config) { cfg.Join = true }
+	c.start(lost)
+	c.opts = joinOpts
+	rpctest.Eventually(t, 10*time.Second, "the re-added node catches up", func() bool {
+		return c.nodes[lost].Status(ctx).Applied >= leader.Status(ctx).Commit
+	})
+	v, found, err := c.client(lost).get(ctx, "after-removal", false)
+	if err != nil || !found || v != "v" {
+		t.Fatalf("re-added node: %q %v %v", v, found, err)
+	}
+}
+
+// adminCall runs fn on node id's Admin capability and turns the error
+// field into a Go error.
+func adminCall(ctx context.Context, c *testCluster, id uint64, fn func(schema.Admin) (schema.Error, bool, error)) error {
+	cc := rpctest.Dial(c.t, c.addrs[id], rpc.DialConfig{})
+	f, rel := cc.Node().Admin(ctx, nil)
+	defer rel()
+	e, has, err := fn(f.Admin())
+	if err != nil || !has {
+		return err
+	}
+	msg, _ := e.Message_()
+	return fmt.Errorf("%s: %s", e.Code(), msg)
+}

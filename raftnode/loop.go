@@ -47,6 +47,7 @@ type loopState struct {
 	installed    uint64 // snapshots installed from a leader since start
 
 	stopping error // set when the node must stop (removed, disk failure)
+	removed  bool  // a removal of this node was applied; see checkRemoved
 }
 
 type readKey struct {
@@ -379,6 +380,9 @@ func (n *Node) handleReady(rd raft.Ready) {
 		}
 	}
 	n.core.Advance()
+	if n.loop.removed {
+		n.checkRemoved()
+	}
 	for _, rs := range rd.ReadStates {
 		seq := uint64(0)
 		if len(rs.RequestCtx) == 8 {
@@ -486,10 +490,12 @@ func (n *Node) applyConfChange(e raft.Entry) {
 	for _, c := range cc.Changes {
 		switch c.Type {
 		case raft.ConfChangeAddVoter, raft.ConfChangeAddLearner:
-			if len(cc.Context) > 0 {
-				if _, fixed := n.cfg.Peers[c.NodeID]; !fixed {
-					n.loop.addrs[c.NodeID] = string(cc.Context)
-				}
+			// This node's own view of an address (--peers) wins over the
+			// one given to the change.
+			if addr, fixed := n.cfg.Peers[c.NodeID]; fixed {
+				n.loop.addrs[c.NodeID] = addr
+			} else if len(cc.Context) > 0 {
+				n.loop.addrs[c.NodeID] = string(cc.Context)
 			}
 			if addr := n.loop.addrs[c.NodeID]; c.NodeID != n.cfg.ID && addr != "" {
 				n.tr.SetPeer(c.NodeID, addr)
@@ -497,13 +503,34 @@ func (n *Node) applyConfChange(e raft.Entry) {
 		case raft.ConfChangeRemoveNode:
 			delete(n.loop.addrs, c.NodeID)
 			if c.NodeID == n.cfg.ID {
-				n.loop.stopping = errRemoved
+				n.loop.removed = true
 			} else {
 				n.tr.RemovePeer(c.NodeID)
 			}
 		}
 	}
 	n.log.Info("membership changed", "index", e.Index, "changes", fmt.Sprint(cc.Changes))
+}
+
+// checkRemoved stops the node once it is caught up and still not a
+// member. Applying a removal of itself is not enough: a node that was
+// removed and then added back (say after losing its disk) replays the old
+// removal on its way to the newer addition.
+func (n *Node) checkRemoved() {
+	st := n.core.Status()
+	if st.Applied < st.Commit {
+		return
+	}
+	cs := st.Config
+	for _, ids := range [][]uint64{cs.Voters, cs.Learners, cs.VotersOutgoing, cs.LearnersNext} {
+		for _, id := range ids {
+			if id == n.cfg.ID {
+				n.loop.removed = false
+				return
+			}
+		}
+	}
+	n.loop.stopping = errRemoved
 }
 
 // releaseReads lets the reads whose index the state machine has reached
