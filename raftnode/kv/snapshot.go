@@ -29,9 +29,9 @@ const (
 	snapMagic   = "CRKVSNAP"
 	snapVersion = 1
 
-	resFlagSucceeded = 1 << iota
-	resFlagFound
-	resFlagsKnown = resFlagSucceeded | resFlagFound
+	resFlagSucceeded = 1
+	resFlagFound     = 2
+	resFlagsKnown    = resFlagSucceeded | resFlagFound
 
 	// Restore's caps on length fields. Lengths are also only trusted as
 	// far as data actually arrives (see snapReader.bytes).
