@@ -116,7 +116,7 @@ type Member struct {
 // call is also retried after a lost connection or an unknown outcome; for
 // the others, such a failure ends the call with ErrUnknownOutcome.
 func (c *Client) adminCall(ctx context.Context, op string, idempotent bool,
-	call func(ctx context.Context, adm schema.Admin) (schema.Error, bool, error)) error {
+	call func(ctx context.Context, adm schema.Admin) (*ServerError, error)) error {
 	var last error
 	var b backoff
 	maybeApplied := false
@@ -148,7 +148,7 @@ func (c *Client) adminCall(ctx context.Context, op string, idempotent bool,
 		actx, cancel := context.WithTimeout(ctx, c.opts.requestTimeout)
 		af, arel := cn.cc.Node().Admin(actx, nil)
 		adm := af.Admin()
-		e, hasErr, err := call(actx, adm)
+		se, err := call(actx, adm)
 		arel()
 		if err != nil {
 			err = c.batchError(cn, actx, err)
@@ -172,10 +172,10 @@ func (c *Client) adminCall(ctx context.Context, op string, idempotent bool,
 			b.wait(ctx, c.ctx.Done())
 			continue
 		}
-		if !hasErr {
+		if se == nil {
 			return nil
 		}
-		se := serverError(e, cn.addr())
+		se.Addr = cn.addr()
 		switch se.Code {
 		case CodeUnavailable, CodeShuttingDown:
 			last = se
@@ -196,20 +196,16 @@ func (c *Client) adminCall(ctx context.Context, op string, idempotent bool,
 // Members returns the cluster's configuration and the leader's id (0 if
 // unknown), as of the answering node's applied log.
 func (c *Client) Members(ctx context.Context) (leader uint64, members []Member, err error) {
-	err = c.adminCall(ctx, "members", true, func(ctx context.Context, adm schema.Admin) (schema.Error, bool, error) {
+	err = c.adminCall(ctx, "members", true, func(ctx context.Context, adm schema.Admin) (*ServerError, error) {
 		f, release := adm.Members(ctx, nil)
 		defer release()
 		res, err := f.Struct()
-		if err != nil {
-			return schema.Error{}, false, err
-		}
-		if res.HasError() {
-			e, err := res.Error()
-			return e, err == nil, err
+		if se, err := answer(res, err); se != nil || err != nil {
+			return se, err
 		}
 		list, err := res.Members()
 		if err != nil {
-			return schema.Error{}, false, err
+			return nil, err
 		}
 		members = make([]Member, list.Len())
 		for i := range members {
@@ -218,7 +214,7 @@ func (c *Client) Members(ctx context.Context) (leader uint64, members []Member, 
 			members[i] = Member{ID: m.Id(), Address: addr, Learner: m.Learner(), Match: m.Match()}
 		}
 		leader = res.Leader()
-		return schema.Error{}, false, nil
+		return nil, nil
 	})
 	if err != nil {
 		return 0, nil, err
@@ -232,16 +228,20 @@ type adminResult interface {
 	Error() (schema.Error, error)
 }
 
-// answer extracts the error of an admin call's results.
-func answer[R adminResult](res R, err error) (schema.Error, bool, error) {
+// answer copies the error out of an admin call's results (before they
+// are released).
+func answer[R adminResult](res R, err error) (*ServerError, error) {
 	if err != nil {
-		return schema.Error{}, false, err
+		return nil, err
 	}
 	if res.HasError() {
 		e, err := res.Error()
-		return e, err == nil, err
+		if err != nil {
+			return nil, err
+		}
+		return serverError(e, ""), nil
 	}
-	return schema.Error{}, false, nil
+	return nil, nil
 }
 
 // AddMember adds node id, reachable at addr, to the cluster. The node must
@@ -251,7 +251,7 @@ func (c *Client) AddMember(ctx context.Context, id uint64, addr string, learner 
 	if id == 0 || addr == "" {
 		return errors.New("add member: the id must be non-zero and the address non-empty")
 	}
-	return c.adminCall(ctx, fmt.Sprintf("add member %d", id), false, func(ctx context.Context, adm schema.Admin) (schema.Error, bool, error) {
+	return c.adminCall(ctx, fmt.Sprintf("add member %d", id), false, func(ctx context.Context, adm schema.Admin) (*ServerError, error) {
 		f, release := adm.AddMember(ctx, func(p schema.Admin_addMember_Params) error {
 			p.SetId(id)
 			p.SetLearner(learner)
@@ -264,7 +264,7 @@ func (c *Client) AddMember(ctx context.Context, id uint64, addr string, learner 
 
 // PromoteMember turns learner id into a voter.
 func (c *Client) PromoteMember(ctx context.Context, id uint64) error {
-	return c.adminCall(ctx, fmt.Sprintf("promote member %d", id), false, func(ctx context.Context, adm schema.Admin) (schema.Error, bool, error) {
+	return c.adminCall(ctx, fmt.Sprintf("promote member %d", id), false, func(ctx context.Context, adm schema.Admin) (*ServerError, error) {
 		f, release := adm.PromoteMember(ctx, func(p schema.Admin_promoteMember_Params) error {
 			p.SetId(id)
 			return nil
@@ -276,7 +276,7 @@ func (c *Client) PromoteMember(ctx context.Context, id uint64) error {
 
 // RemoveMember removes node id from the cluster; the removed node stops.
 func (c *Client) RemoveMember(ctx context.Context, id uint64) error {
-	return c.adminCall(ctx, fmt.Sprintf("remove member %d", id), false, func(ctx context.Context, adm schema.Admin) (schema.Error, bool, error) {
+	return c.adminCall(ctx, fmt.Sprintf("remove member %d", id), false, func(ctx context.Context, adm schema.Admin) (*ServerError, error) {
 		f, release := adm.RemoveMember(ctx, func(p schema.Admin_removeMember_Params) error {
 			p.SetId(id)
 			return nil
@@ -289,7 +289,7 @@ func (c *Client) RemoveMember(ctx context.Context, id uint64) error {
 // TransferLeadership hands leadership to voter to (0: the most up-to-date
 // other voter) and returns once it has moved.
 func (c *Client) TransferLeadership(ctx context.Context, to uint64) error {
-	return c.adminCall(ctx, "transfer leadership", false, func(ctx context.Context, adm schema.Admin) (schema.Error, bool, error) {
+	return c.adminCall(ctx, "transfer leadership", false, func(ctx context.Context, adm schema.Admin) (*ServerError, error) {
 		f, release := adm.TransferLeadership(ctx, func(p schema.Admin_transferLeadership_Params) error {
 			p.SetTo(to)
 			return nil
@@ -302,15 +302,15 @@ func (c *Client) TransferLeadership(ctx context.Context, to uint64) error {
 // Snapshot makes the node the client is connected to snapshot its state
 // now, and returns the snapshot's index.
 func (c *Client) Snapshot(ctx context.Context) (index uint64, err error) {
-	err = c.adminCall(ctx, "snapshot", true, func(ctx context.Context, adm schema.Admin) (schema.Error, bool, error) {
+	err = c.adminCall(ctx, "snapshot", true, func(ctx context.Context, adm schema.Admin) (*ServerError, error) {
 		f, release := adm.Snapshot(ctx, nil)
 		defer release()
 		res, err := f.Struct()
-		e, has, err := answer(res, err)
-		if err == nil && !has {
+		se, err := answer(res, err)
+		if err == nil && se == nil {
 			index = res.Index()
 		}
-		return e, has, err
+		return se, err
 	})
 	return index, err
 }

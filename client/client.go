@@ -28,10 +28,14 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"capnproto.org/go/capnp/v3/exc"
+	capnprpc "capnproto.org/go/capnp/v3/rpc"
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/capraft/capraft/rpc"
@@ -331,7 +335,7 @@ func (c *Client) retireLocked(cn *conn, next bool) (closeNow bool) {
 // connLost reports whether err (from a call on cn) means the connection is
 // gone, and retires cn if so.
 func (c *Client) connLost(cn *conn, err error) bool {
-	lost := exc.IsType(err, exc.Disconnected)
+	lost := isConnErr(err)
 	select {
 	case <-cn.cc.Done():
 		lost = true // however the failure was reported, the connection is gone
@@ -341,6 +345,24 @@ func (c *Client) connLost(cn *conn, err error) bool {
 		c.retire(cn, true)
 	}
 	return lost
+}
+
+// isConnErr reports whether err says the connection failed (as opposed to
+// an exception the node answered with): go-capnp reports a broken
+// connection as Disconnected, or as Failed wrapping the transport's error.
+func isConnErr(err error) bool {
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		var ex *exc.Exception
+		if errors.As(e, &ex) && ex.Type == exc.Disconnected {
+			return true
+		}
+		if ex, ok := e.(exc.Exception); ok && ex.Type == exc.Disconnected {
+			return true
+		}
+	}
+	return errors.Is(err, capnprpc.ErrConnClosed) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 // check turns a failed call's error into the client's terms, retiring the
