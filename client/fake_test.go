@@ -29,12 +29,12 @@ import (
 type faultKind int
 
 const (
-	faultNone        faultKind = iota
-	faultDropBefore            // close the connection without applying anything
-	faultDropAfter             // apply the batch, then close the connection without answering
-	faultCode                  // answer every operation with code, applying nothing
-	faultDelay                 // wait delay before serving the batch
-	faultExpire                // expire every session, then serve the batch
+	faultNone       faultKind = iota
+	faultDropBefore           // close the connection without applying anything
+	faultDropAfter            // apply the batch, then close the connection without answering
+	faultCode                 // answer every operation with code, applying nothing
+	faultDelay                // wait delay before serving the batch
+	faultExpire               // expire every session, then serve the batch
 )
 
 type fault struct {
