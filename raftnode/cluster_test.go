@@ -20,7 +20,7 @@ import (
 // testCluster is an in-process cluster: each node has its own data
 // directory and serves on its own loopback listener.
 type testCluster struct {
-	t     *testing.T
+	t     testing.TB
 	addrs map[uint64]string
 	dirs  map[uint64]string
 	lns   map[uint64]net.Listener
@@ -30,6 +30,10 @@ type testCluster struct {
 }
 
 func newTestCluster(t *testing.T, size int, opts func(*raftnode.Config)) *testCluster {
+	return newTestClusterTB(t, size, opts)
+}
+
+func newTestClusterTB(t testing.TB, size int, opts func(*raftnode.Config)) *testCluster {
 	c := &testCluster{t: t, addrs: map[uint64]string{}, dirs: map[uint64]string{}, lns: map[uint64]net.Listener{},
 		nodes: map[uint64]*raftnode.Node{}, srvs: map[uint64]*rpc.Server{}, opts: opts}
 	for id := uint64(1); id <= uint64(size); id++ {
@@ -118,7 +122,7 @@ func (c *testCluster) leader() uint64 {
 
 // kvClient is a minimal raw client for one node.
 type kvClient struct {
-	t       *testing.T
+	t       testing.TB
 	kv      schema.KV
 	session uint64
 	seq     uint64

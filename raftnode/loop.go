@@ -48,6 +48,10 @@ type loopState struct {
 
 	stopping error // set when the node must stop (removed, disk failure)
 	removed  bool  // a removal of this node was applied; see checkRemoved
+
+	// unsavedHS is a commit-only hard state not yet written (see
+	// handleReady); the next write carries it.
+	unsavedHS *raft.HardState
 }
 
 type readKey struct {
@@ -361,10 +365,19 @@ func (n *Node) handleReady(rd raft.Ready) {
 			n.apply(e)
 		}
 	}
-	if !rd.HardState.IsEmpty() || len(rd.Entries) > 0 || snap != nil {
-		if err := n.store.Save(rd.HardState, rd.Entries, snap); err != nil {
-			panic(fmt.Errorf("persist to %s: %w", n.cfg.DataDir, err))
+	switch {
+	case rd.MustSync || len(rd.Entries) > 0 || snap != nil:
+		hs := rd.HardState
+		if hs.IsEmpty() && n.loop.unsavedHS != nil {
+			hs = *n.loop.unsavedHS
 		}
+		n.save(hs, rd.Entries, snap)
+	case !rd.HardState.IsEmpty():
+		// Only the commit index moved. Raft does not need it durable
+		// (a restart learns it again from the leader), so it waits for
+		// the next write instead of costing an fsync of its own.
+		hs := rd.HardState
+		n.loop.unsavedHS = &hs
 	}
 	n.route(rd.MessagesAfterPersist)
 	if snap != nil {
@@ -510,6 +523,15 @@ func (n *Node) applyConfChange(e raft.Entry) {
 		}
 	}
 	n.log.Info("membership changed", "index", e.Index, "changes", fmt.Sprint(cc.Changes))
+}
+
+// save persists one Ready. A write failure means the disk can no longer
+// be trusted: the node stops (see run).
+func (n *Node) save(hs raft.HardState, ents []raft.Entry, snap *raft.Snapshot) {
+	if err := n.store.Save(hs, ents, snap); err != nil {
+		panic(fmt.Errorf("persist to %s: %w", n.cfg.DataDir, err))
+	}
+	n.loop.unsavedHS = nil
 }
 
 // checkRemoved stops the node once it is caught up and still not a

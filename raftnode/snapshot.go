@@ -158,6 +158,10 @@ func (n *Node) maybeSnapshot() {
 // startSnapshot snapshots the state as of the applied index now.
 func (n *Node) startSnapshot() uint64 {
 	ls := &n.loop
+	if ls.unsavedHS != nil {
+		// The store snapshots only what its durable commit index covers.
+		n.save(*ls.unsavedHS, nil, nil)
+	}
 	ls.snapshotting = true
 	kvSnap := n.kv.Snapshot()
 	index := kvSnap.Index()
