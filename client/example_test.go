@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log"
 	"net"
+	"os"
 	"time"
 
 	"github.com/capraft/capraft/client"
@@ -13,10 +14,12 @@ import (
 	"github.com/capraft/capraft/rpc"
 )
 
-// exampleNode starts a node on a free loopback port, as `raftnode` would,
-// and returns its address and a function that stops it.
+// exampleNode starts a single-node cluster on a free loopback port, as
+// `raftnode` with no flags would, with its data in a temporary directory,
+// and returns its address and a function that stops it and removes the
+// data.
 func exampleNode() (addr string, stop func()) {
-	node, err := raftnode.New(raftnode.Config{ID: 1})
+	dir, err := os.MkdirTemp("", "capraft-example-")
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -24,22 +27,21 @@ func exampleNode() (addr string, stop func()) {
 	if err != nil {
 		log.Fatal(err)
 	}
-	srv := rpc.NewServer(rpc.Config{Bootstrap: node.Bootstrap})
-	go srv.Serve(ln)
-	return ln.Addr().String(), func() { srv.Close(); node.Close() }
-}
-
-// exampleCluster starts a cluster for the examples and returns its
-// endpoints and a function that stops it. Until raftnode serves the
-// key-value store it is the in-process fake of fake_test.go; swap in real
-// nodes here and every example follows.
-func exampleCluster() (endpoints []string, stop func()) {
-	store := newFakeStore()
-	n, err := serveFake(store, 1, nil)
+	addr = ln.Addr().String()
+	node, err := raftnode.New(raftnode.Config{ID: 1, DataDir: dir, Advertise: addr})
 	if err != nil {
 		log.Fatal(err)
 	}
-	return []string{n.addr}, n.stop
+	srv := rpc.NewServer(rpc.Config{Bootstrap: node.Bootstrap})
+	go srv.Serve(ln)
+	return addr, func() { srv.Close(); node.Close(); os.RemoveAll(dir) }
+}
+
+// exampleCluster starts a real single-node cluster for the examples and
+// returns its endpoints and a function that stops it.
+func exampleCluster() (endpoints []string, stop func()) {
+	addr, stop := exampleNode()
+	return []string{addr}, stop
 }
 
 func ExampleClient_Put() {
