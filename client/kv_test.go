@@ -711,13 +711,16 @@ func TestStatusAndAdmin(t *testing.T) {
 	}
 }
 
-func TestKVOnANodeWithoutKV(t *testing.T) {
-	_, addr := startNode(t, "127.0.0.1:0") // the raftnode of this branch serves no KV yet
+// The real node serves the key-value store end to end: a single-node
+// cluster answers a write and a linearizable read.
+func TestKVOnARealNode(t *testing.T) {
+	_, addr := startNode(t, "127.0.0.1:0")
 	c := newKVClient(t, []string{addr})
-	_, err := c.Get(ctx(t), "k")
-	var se *client.ServerError
-	if !errors.As(err, &se) || se.Code != client.CodeInternal {
-		t.Fatalf("Get from a node without KV: %v", err)
+	if _, err := c.Put(ctx(t), "k", []byte("v")); err != nil {
+		t.Fatal(err)
 	}
-	t.Log(err)
+	kv, err := c.Get(ctx(t), "k")
+	if err != nil || string(kv.Value) != "v" {
+		t.Fatalf("Get = %+v, %v", kv, err)
+	}
 }
