@@ -101,17 +101,27 @@ func storeWithKeys(b *testing.B, n int) *Store {
 	index := uint64(1)
 	var buf []byte
 	for seq < uint64(n) {
+		acked := seq + 1
 		ops = ops[:0]
 		for len(ops) < cap(ops) && seq < uint64(n) {
 			seq++
 			ops = append(ops, WriteOp{Seq: seq, Type: OpPut, Key: benchKey(nil, seq), Value: value})
 		}
-		c := Command{Kind: CmdBatch, Session: 1, AckedBelow: seq + 1, Ops: ops}
+		c := Command{Kind: CmdBatch, Session: 1, AckedBelow: acked, Ops: ops}
 		buf = c.AppendBinary(buf[:0])
 		index++
-		if a := s.Apply(index, buf); a.Err != nil {
+		a := s.Apply(index, buf)
+		if a.Err != nil {
 			b.Fatal(a.Err)
 		}
+		for _, r := range a.Results {
+			if r.Code != OK {
+				b.Fatalf("put: %+v", r)
+			}
+		}
+	}
+	if s.Len() != n {
+		b.Fatalf("%d keys, want %d", s.Len(), n)
 	}
 	return s
 }
