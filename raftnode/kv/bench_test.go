@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"testing"
+	"time"
 )
 
 // benchKey writes a 16-byte key for n.
@@ -27,6 +28,7 @@ func benchApply(b *testing.B, opsPerEntry int, keyOf func(i uint64) uint64) {
 	keys := make([][]byte, opsPerEntry)
 	b.ReportAllocs()
 	b.ResetTimer()
+	var cpu time.Duration
 	for done := 0; done < b.N; {
 		b.StopTimer()
 		entries = entries[:0]
@@ -41,6 +43,7 @@ func benchApply(b *testing.B, opsPerEntry int, keyOf func(i uint64) uint64) {
 			entries = append(entries, c.AppendBinary(nil))
 		}
 		b.StartTimer()
+		cpu0 := processCPU()
 		for _, e := range entries {
 			index++
 			a := s.Apply(index, e)
@@ -48,10 +51,14 @@ func benchApply(b *testing.B, opsPerEntry int, keyOf func(i uint64) uint64) {
 				b.Fatalf("apply: %v %+v", a.Err, a.Results)
 			}
 		}
+		cpu += processCPU() - cpu0
 		done += len(entries) * opsPerEntry
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "puts/s")
+	if cpu > 0 {
+		b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/put")
+	}
 }
 
 // BenchmarkApplyPut: one Put of a new 16-byte key (32-byte value) per
