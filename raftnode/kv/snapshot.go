@@ -330,7 +330,8 @@ func (r *snapReader) appendBytes(dst []byte, max uint64) []byte {
 	return dst
 }
 
-// kv reads a key-value into it, key and value sharing one new buffer.
+// kv reads a key-value into it; its key and value alias r.scratch until
+// the next read.
 func (r *snapReader) kv(it *entry, rev uint64) {
 	r.scratch = r.appendBytes(r.scratch[:0], maxSnapBytes)
 	klen := len(r.scratch)
@@ -341,13 +342,8 @@ func (r *snapReader) kv(it *entry, rev uint64) {
 	if r.err != nil {
 		return
 	}
-	buf := make([]byte, len(r.scratch))
-	copy(buf, r.scratch)
-	it.key = buf[:klen:klen]
-	it.value = nil
-	if len(buf) > klen {
-		it.value = buf[klen:]
-	}
+	it.key = r.scratch[:klen:klen]
+	it.value = r.scratch[klen:]
 	if klen == 0 {
 		r.fail("empty key")
 	} else if it.create == 0 || it.create > it.mod || it.mod > rev || it.version == 0 || it.version > it.mod {
@@ -383,8 +379,8 @@ func (s *Store) Restore(r io.Reader) error {
 	nkeys := sr.uvarint()
 	var last []byte
 	for i := uint64(0); i < nkeys && sr.err == nil; i++ {
-		it := &entry{}
-		sr.kv(it, rev)
+		var it entry
+		sr.kv(&it, rev)
 		if sr.err != nil {
 			break
 		}
@@ -392,8 +388,10 @@ func (s *Store) Restore(r io.Reader) error {
 			sr.fail("key %q not after %q", it.key, last)
 			break
 		}
-		kvt.ReplaceOrInsert(it)
-		last = it.key
+		e := newEntry(it.key, it.value)
+		e.create, e.mod, e.version = it.create, it.mod, it.version
+		kvt.ReplaceOrInsert(e)
+		last = e.key
 	}
 	nsess := sr.uvarint()
 	var lastID uint64
@@ -448,7 +446,9 @@ func (s *Store) Restore(r io.Reader) error {
 			if sv.res.Found {
 				var p entry
 				sr.kv(&p, rev)
-				sv.res.Prev = p.kv()
+				e := newEntry(p.key, p.value)
+				e.create, e.mod, e.version = p.create, p.mod, p.version
+				sv.res.Prev = e.kv()
 			}
 			lastSeq = sv.seq
 			ss.results = append(ss.results, sv)

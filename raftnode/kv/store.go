@@ -23,6 +23,59 @@ type entry struct {
 	create, mod, version uint64
 }
 
+// Entries with their bytes inline: one allocation per write of a small
+// key and value. The buffer sizes fill the allocator's size classes (the
+// entry is 72 bytes: 112, 128, 160 and 256 in all).
+type (
+	entry40 struct {
+		e   entry
+		buf [40]byte
+	}
+	entry56 struct {
+		e   entry
+		buf [56]byte
+	}
+	entry88 struct {
+		e   entry
+		buf [88]byte
+	}
+	entry184 struct {
+		e   entry
+		buf [184]byte
+	}
+)
+
+// newEntry returns an entry holding copies of key and value in one buffer
+// (nil value when empty).
+func newEntry(key, value []byte) *entry {
+	n := len(key) + len(value)
+	var e *entry
+	var buf []byte
+	switch {
+	case n <= 40:
+		x := new(entry40)
+		e, buf = &x.e, x.buf[:n:n]
+	case n <= 56:
+		x := new(entry56)
+		e, buf = &x.e, x.buf[:n:n]
+	case n <= 88:
+		x := new(entry88)
+		e, buf = &x.e, x.buf[:n:n]
+	case n <= 184:
+		x := new(entry184)
+		e, buf = &x.e, x.buf[:n:n]
+	default:
+		e, buf = new(entry), make([]byte, n)
+	}
+	copy(buf, key)
+	copy(buf[len(key):], value)
+	e.key = buf[:len(key):len(key)]
+	if len(value) > 0 {
+		e.value = buf[len(key):]
+	}
+	return e
+}
+
 func lessEntry(a, b *entry) bool { return bytes.Compare(a.key, b.key) < 0 }
 
 func (e *entry) kv() KeyValue {
@@ -433,13 +486,8 @@ func (s *Store) exec(op *WriteOp) Result {
 // any reader or snapshot: the write lock is held).
 func (s *Store) put(key, value []byte) (*entry, bool) {
 	s.rev++
-	buf := make([]byte, len(key)+len(value))
-	copy(buf, key)
-	copy(buf[len(key):], value)
-	e := &entry{key: buf[:len(key):len(key)], mod: s.rev, create: s.rev, version: 1}
-	if len(value) > 0 {
-		e.value = buf[len(key):]
-	}
+	e := newEntry(key, value)
+	e.create, e.mod, e.version = s.rev, s.rev, 1
 	old, found := s.kv.ReplaceOrInsert(e)
 	if found {
 		e.create = old.create
