@@ -128,7 +128,7 @@ func (c *Client) adminCall(ctx context.Context, op string, idempotent bool,
 	}
 	for {
 		if err := ctx.Err(); err != nil {
-			if last != nil && !maybeApplied {
+			if !maybeApplied {
 				return unavailable(op, last, err)
 			}
 			return fail(fmt.Errorf("%s: %w", op, errors.Join(last, err)))

@@ -183,7 +183,9 @@ func (c *Client) take() []*attempt {
 		q.pending[i] = nil
 	}
 	q.pending = rest
-	if len(batch) == 0 && len(q.pending) == 0 {
+	if len(batch) == 0 {
+		// Only abandoned attempts were queued (a batch member is needed
+		// to hold anything back), so the queue is empty now.
 		q.senders--
 		return nil
 	}

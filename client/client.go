@@ -440,6 +440,7 @@ func (c *Client) Close() error {
 	c.mu.Unlock()
 
 	c.q.close()
+	c.cancel() // ends dials, the keepalive loop and the batch calls in flight
 	if cn != nil {
 		c.closeSession(cn)
 		c.mu.Lock()
@@ -455,7 +456,6 @@ func (c *Client) Close() error {
 			}
 		}
 	}
-	c.cancel()
 	c.wg.Wait()
 	return nil
 }

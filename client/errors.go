@@ -118,22 +118,42 @@ func quoteValue(v []byte) string {
 // could be reached, or those reached had no leader, until the operation's
 // context ended. It wraps the errors met (and the context's error).
 type UnavailableError struct {
+	op     string // the operation that gave up, if any
 	causes []error
+	ctxErr error // the context's error, when the operation gave up
 }
 
 func (e *UnavailableError) Error() string {
-	if len(e.causes) == 1 {
-		return e.causes[0].Error()
-	}
 	msgs := make([]string, len(e.causes))
 	for i, err := range e.causes {
 		msgs[i] = err.Error()
 	}
+	if e.op != "" {
+		s := e.op + ": unavailable: "
+		if len(msgs) == 0 {
+			s += "no node answered"
+		} else {
+			s += strings.Join(msgs, "; ")
+		}
+		if e.ctxErr != nil {
+			s += " (gave up: " + e.ctxErr.Error() + ")"
+		}
+		return s
+	}
+	if len(e.causes) == 1 {
+		return msgs[0]
+	}
 	return "no endpoint reachable: " + strings.Join(msgs, "; ")
 }
 
-// Unwrap returns the errors met at each endpoint.
-func (e *UnavailableError) Unwrap() []error { return e.causes }
+// Unwrap returns the errors met at each endpoint, and the context's error
+// if the operation gave up.
+func (e *UnavailableError) Unwrap() []error {
+	if e.ctxErr == nil {
+		return e.causes
+	}
+	return append(append([]error(nil), e.causes...), e.ctxErr)
+}
 
 // IsUnavailable reports whether err says that no node could serve the
 // operation (none reachable, or no leader).
@@ -142,17 +162,19 @@ func IsUnavailable(err error) bool {
 	return errors.As(err, &u)
 }
 
-// unavailable builds the error for an operation retried in vain until ctx
-// ended: the last failure and the context's error.
+// unavailable builds the error for an operation retried in vain until its
+// context ended: the last failure (if any) and the context's error.
 func unavailable(op string, last, ctxErr error) error {
+	e := &UnavailableError{op: op, ctxErr: ctxErr}
 	var u *UnavailableError
-	if errors.As(last, &u) {
-		return &UnavailableError{causes: append(append([]error(nil), u.causes...), fmt.Errorf("%s gave up: %w", op, ctxErr))}
+	switch {
+	case last == nil:
+	case errors.As(last, &u):
+		e.causes = append(e.causes, u.causes...)
+	default:
+		e.causes = append(e.causes, last)
 	}
-	return &UnavailableError{causes: []error{
-		fmt.Errorf("%s: no node could serve it (%w)", op, last),
-		fmt.Errorf("gave up: %w (is a majority of the cluster up? raise the timeout)", ctxErr),
-	}}
+	return e
 }
 
 // unknownOutcomeError wraps ErrUnknownOutcome and the failure that caused

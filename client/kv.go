@@ -183,6 +183,7 @@ func (c *Client) do(ctx context.Context, req *request) (res result, err error) {
 	maybeApplied := false // an attempt of this write may have reached a node
 	var last error        // the last transient failure
 	var b backoff
+	attempts := 0 // tries begun, counting session opens
 	defer func() {
 		if req.seq != 0 {
 			c.sess.complete(req.session, req.seq)
@@ -198,16 +199,17 @@ func (c *Client) do(ctx context.Context, req *request) (res result, err error) {
 		switch {
 		case write && maybeApplied:
 			return fail(errors.Join(last, ctxErr))
-		case last != nil:
-			return result{}, unavailable(req.describe(), last, ctxErr)
-		default:
+		case attempts == 0:
 			return result{}, fmt.Errorf("%s: %w", req.describe(), ctxErr)
+		default:
+			return result{}, unavailable(req.describe(), last, ctxErr)
 		}
 	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return giveUp(err)
 		}
+		attempts++
 		if write && req.seq == 0 {
 			id, seq, err := c.assign(ctx)
 			switch {
