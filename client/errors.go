@@ -136,7 +136,7 @@ func (e *UnavailableError) Error() string {
 			s += strings.Join(msgs, "; ")
 		}
 		if e.ctxErr != nil {
-			s += " (gave up: " + e.ctxErr.Error() + ")"
+			s += " (gave up: " + e.ctxErr.Error() + "; is a majority of the cluster up and reachable?)"
 		}
 		return s
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"time"
+
+	"github.com/capraft/capraft/rpc"
 )
 
 // KeyValue is a key's state in the store.
@@ -205,6 +207,12 @@ func (c *Client) do(ctx context.Context, req *request) (res result, err error) {
 			return result{}, unavailable(req.describe(), last, ctxErr)
 		}
 	}
+	if n := req.size(); n > c.maxOpBytes() {
+		// A message over the node's limit would make it drop the whole
+		// connection, and the retry would do it again.
+		return result{}, &ServerError{Code: CodeTooLarge, Message: fmt.Sprintf(
+			"%s: %d bytes, over the client's limit of %d for one operation", req.describe(), n, c.maxOpBytes())}
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return giveUp(err)
@@ -292,6 +300,16 @@ func (c *Client) do(ctx context.Context, req *request) (res result, err error) {
 		}
 		b.wait(ctx, c.ctx.Done())
 	}
+}
+
+// maxOpBytes is the largest operation the client sends: the connection's
+// message limit, less room for the rest of the message.
+func (c *Client) maxOpBytes() int {
+	limit := c.opts.dial.MaxMessageSize
+	if limit == 0 {
+		limit = rpc.DefaultMaxMessageSize
+	}
+	return int(limit) - 64<<10
 }
 
 // transient reports whether err is a failure worth retrying: no node

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -178,6 +179,10 @@ func TestTypedErrors(t *testing.T) {
 	}
 	if n := store.batches.Load() - before; n != 1 {
 		t.Fatalf("too large Put made %d batch calls, want 1 (no retry)", n)
+	}
+	_, err = c.Put(ctx, "huge", make([]byte, 16<<20))
+	if !errors.As(err, &se) || se.Code != client.CodeTooLarge || store.batches.Load()-before != 1 {
+		t.Fatalf("Put over the message limit: %v (it must not be sent)", err)
 	}
 	_, err = c.Put(ctx, "", []byte("x"))
 	if !errors.As(err, &se) || se.Code != client.CodeInvalidArgument {
@@ -631,6 +636,10 @@ func TestUnreachableClusterIsUnavailable(t *testing.T) {
 	_, err := c.Put(octx, "k", nil)
 	if !client.IsUnavailable(err) || errors.Is(err, client.ErrUnknownOutcome) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Put to a dead cluster: %v", err)
+	}
+	want := `put "k": unavailable: cannot reach ` + a + `: connection refused; cannot reach ` + b + `: connection refused (gave up: context deadline exceeded;`
+	if !strings.HasPrefix(err.Error(), want) {
+		t.Fatalf("error %q\nwant it to start %q", err, want)
 	}
 	_, err = c.Get(octx, "k")
 	if !errors.Is(err, context.DeadlineExceeded) {
