@@ -29,7 +29,7 @@ type NodeStatus struct {
 	StopReason    string // when Role is stopped: why
 }
 
-// RoleName returns the name the client uses for a schema role.
+// roleName returns the name the client uses for a schema role.
 func roleName(r schema.Role) string {
 	switch r {
 	case schema.Role_follower:

@@ -281,6 +281,7 @@ type transportError struct {
 	err     error
 }
 
+// Error says which node failed to answer, and how.
 func (e *transportError) Error() string {
 	if e.timeout {
 		return fmt.Sprintf("no answer from %s in time", e.addr)

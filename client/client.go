@@ -21,6 +21,22 @@
 // until their context ends; give every context a deadline. When a write's
 // context ends while an attempt of it may have reached a node, the error
 // wraps ErrUnknownOutcome: the write may or may not have been applied.
+//
+// Errors, all matchable with errors.Is / errors.As:
+//   - ErrNotFound: Get of a missing key.
+//   - ErrCompareFailed (*CompareFailedError, with the key's current state):
+//     a CompareAndSwap or CompareAndDelete whose condition did not hold.
+//   - ErrUnknownOutcome: a write that may or may not have been applied.
+//   - *UnavailableError (IsUnavailable): no node reachable, or none with a
+//     leader, until the context ended; nothing was applied.
+//   - ErrSessionExpired, ErrClosed.
+//   - *ServerError{Code, Message}: the rest (an invalid or too large
+//     request, an internal error); these are not retried.
+//
+// Membership and status calls (Members, AddMember, PromoteMember,
+// RemoveMember, TransferLeadership, Snapshot) go through Node.admin() on
+// the current connection; any node accepts them. Status asks one given
+// endpoint.
 package client
 
 import (

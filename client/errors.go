@@ -58,6 +58,7 @@ type ServerError struct {
 	LeaderHint uint64 // the node id the answering node believed to lead, or 0
 }
 
+// Error describes the node's message, the answering node and what to do next.
 func (e *ServerError) Error() string {
 	msg := e.Message
 	if msg == "" {
@@ -94,6 +95,7 @@ type CompareFailedError struct {
 	Revision uint64
 }
 
+// Error describes the key and its current state.
 func (e *CompareFailedError) Error() string {
 	if e.Current == nil {
 		return fmt.Sprintf("compare failed on key %q: the key does not exist", e.Key)
@@ -123,6 +125,7 @@ type UnavailableError struct {
 	ctxErr error // the context's error, when the operation gave up
 }
 
+// Error describes the errors met, and why the operation gave up.
 func (e *UnavailableError) Error() string {
 	msgs := make([]string, len(e.causes))
 	for i, err := range e.causes {
@@ -184,6 +187,7 @@ type unknownOutcomeError struct {
 	cause error
 }
 
+// Error says the write's outcome is unknown, and why.
 func (e *unknownOutcomeError) Error() string {
 	if e.cause == nil {
 		return e.op + ": " + ErrUnknownOutcome.Error()
@@ -206,6 +210,7 @@ type CallError struct {
 	Err            error
 }
 
+// Error describes the call, the node and the cause.
 func (e *CallError) Error() string {
 	if e.ConnectionLost {
 		return fmt.Sprintf("connection to %s lost during %s: %s", e.Addr, e.Op, rootMessage(e.Err))
