@@ -7,6 +7,7 @@ package client_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -186,12 +187,17 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 func serveFake(store *fakeStore, id uint64, log hclog.Logger) (*fakeNode, error) {
+	return serveFakeTLS(store, id, log, nil)
+}
+
+// serveFakeTLS is serveFake speaking TLS with cfg (nil: plain TCP).
+func serveFakeTLS(store *fakeStore, id uint64, log hclog.Logger, cfg *tls.Config) (*fakeNode, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
 	n := &fakeNode{id: id, store: store, addr: ln.Addr().String(), conns: make(map[string]net.Conn)}
-	n.srv = rpc.NewServer(rpc.Config{Logger: log, Bootstrap: func(ci *rpc.ConnInfo) capnp.Client {
+	n.srv = rpc.NewServer(rpc.Config{Logger: log, TLSConfig: cfg, Bootstrap: func(ci *rpc.ConnInfo) capnp.Client {
 		impl := &fakeNodeCap{node: n, remote: ci.RemoteAddr.String()}
 		return capnp.Client(schema.Node_ServerToClient(impl))
 	}})

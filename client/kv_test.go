@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -729,4 +731,114 @@ func TestKVOnANodeWithoutKV(t *testing.T) {
 		t.Fatalf("Get from a node without KV: %v", err)
 	}
 	t.Log(err)
+}
+
+// silentEndpoint accepts connections and never says a word: a TLS
+// handshake with it hangs until the dial timeout.
+func silentEndpoint(t *testing.T) string {
+	addr, _ := silentEndpointCounting(t)
+	return addr
+}
+
+// silentEndpointCounting is silentEndpoint, also returning the number of
+// connections accepted so far.
+func silentEndpointCounting(t *testing.T) (string, *atomic.Int64) {
+	var accepted atomic.Int64
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			accepted.Add(1)
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return ln.Addr().String(), &accepted
+}
+
+func TestHungEndpointFailsOverAfterTheDialTimeout(t *testing.T) {
+	serverTLS, clientTLS := rpctest.SelfSignedTLS(t)
+	store := newFakeStore()
+	live, err := serveFakeTLS(store, 2, hclogFor(t), serverTLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(live.stop)
+	const dialTimeout = 300 * time.Millisecond
+	c := newKVClient(t, []string{silentEndpoint(t), live.addr}, client.WithTLS(clientTLS), client.WithDialTimeout(dialTimeout))
+	ctx := ctx(t)
+
+	// 16 first calls at once share one dial: together they wait about one
+	// dial timeout, not sixteen.
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := c.Put(ctx, fmt.Sprint(i), nil); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	// Meanwhile Status on the live node does not wait for the hung dial.
+	if _, err := c.Status(ctx, live.addr); err != nil {
+		t.Error(err)
+	}
+	if d := time.Since(start); d >= dialTimeout {
+		t.Errorf("Status waited %v behind another endpoint's dial", d)
+	}
+	wg.Wait()
+	if d := time.Since(start); d > 4*dialTimeout {
+		t.Fatalf("16 first Puts took %v with a %v dial timeout", d, dialTimeout)
+	}
+	if got := store.appliedWrites(); got != 16 {
+		t.Fatalf("%d writes applied", got)
+	}
+}
+
+func TestCloseDuringADial(t *testing.T) {
+	_, clientTLS := rpctest.SelfSignedTLS(t)
+	addr, accepted := silentEndpointCounting(t)
+	c := newKVClient(t, []string{addr}, client.WithTLS(clientTLS), client.WithDialTimeout(time.Minute))
+	errs := make(chan error, 1)
+	go func() {
+		_, err := c.Put(ctx(t), "k", nil)
+		errs <- err
+	}()
+	rpctest.Eventually(t, 5*time.Second, "the Put's dial reaches the endpoint", func() bool { return accepted.Load() > 0 })
+	start := time.Now()
+	c.Close()
+	select {
+	case err := <-errs:
+		if !errors.Is(err, client.ErrClosed) {
+			t.Fatalf("Put cut by Close: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Put still waiting 5s after Close")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("Close took %v during a dial", d)
+	}
 }
