@@ -48,7 +48,7 @@ func benchCommand(g *globals) *cobra.Command {
 			"percentiles and the errors by kind. bench get first writes every key.\n\n" +
 			`JSON: {"op": "put"|"get", "ops": int, "errors": int, "errors_by_kind": {kind: int},` + "\n" +
 			`  "seconds": float, "ops_per_sec": float, "clients": int, "conns": int,` + "\n" +
-			`  "value_size": int, "keys": int, "latency_us": {"p50": int, "p90": int,` + "\n" +
+			`  "value_size": int, "keys": int, "seed": int, "latency_us": {"p50": int, "p90": int,` + "\n" +
 			`  "p99": int, "p999": int, "max": int, "mean": float}}` + "\n" +
 			"It exits 1 only if no operation succeeded.",
 		Args: exactArgs(0, "a subcommand: put or get"),
@@ -204,7 +204,7 @@ func runBench(cmd *cobra.Command, g *globals, op string, cfg benchConfig) error 
 	obj := map[string]any{
 		"op": op, "ops": ops, "errors": errs, "errors_by_kind": byKind, "seconds": elapsed.Seconds(),
 		"ops_per_sec": rate, "clients": cfg.clients, "conns": cfg.conns, "value_size": cfg.valueSize,
-		"keys": cfg.keys, "latency_us": lat,
+		"keys": cfg.keys, "seed": cfg.seed, "latency_us": lat,
 	}
 	err := g.emit(cmd, obj, func(w io.Writer) {
 		fmt.Fprintf(w, "%s: %d ops in %.2fs = %.0f ops/s (%d clients on %d connections, %d-byte values, %d keys)\n",
@@ -214,6 +214,7 @@ func runBench(cmd *cobra.Command, g *globals, op string, cfg benchConfig) error 
 			us(hist.ValueAtQuantile(50)), us(hist.ValueAtQuantile(90)), us(hist.ValueAtQuantile(99)),
 			us(hist.ValueAtQuantile(99.9)), us(hist.Max()))
 		fmt.Fprintf(w, "errors: %d%s\n", errs, formatKinds(byKind))
+		fmt.Fprintf(w, "seed: %d (--seed to repeat the key sequence)\n", cfg.seed)
 	})
 	if err != nil {
 		return err
