@@ -62,7 +62,7 @@ import (
 const (
 	DefaultMaxBatch       = 256     // operations per KV.batch call
 	DefaultMaxBatchBytes  = 1 << 20 // bytes of keys and values per KV.batch call
-	DefaultMaxInFlight    = 4       // KV.batch calls in flight at once
+	DefaultMaxInFlight    = 2       // KV.batch calls in flight at once (see WithMaxInFlight)
 	DefaultRequestTimeout = 10 * time.Second
 )
 
@@ -92,8 +92,12 @@ func WithLogger(l hclog.Logger) Option { return func(o *options) { o.log = l } }
 func WithMaxBatch(n int) Option { return func(o *options) { o.maxBatch = n } }
 
 // WithMaxInFlight caps the KV.batch calls in flight at once on the
-// connection (default 4). Operations issued while all are in flight wait
-// and go out together in the next batch.
+// connection (default 2). Operations issued while all are in flight wait
+// and go out together in the next batch. More calls in flight lower the
+// wait of an operation that arrives while a batch is out, at the cost of
+// smaller batches: each call has a fixed CPU cost on both ends (against an
+// in-process node, 16 goroutines did about 40k puts/s with 1 in flight,
+// 20k with 2 and 13k with 4, on 2 shared cores).
 func WithMaxInFlight(n int) Option { return func(o *options) { o.maxInFlight = n } }
 
 // WithRequestTimeout bounds one attempt: a single call to a node, after
