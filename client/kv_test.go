@@ -300,8 +300,8 @@ func TestBatchLimitIsRespected(t *testing.T) {
 }
 
 func TestRetryAfterDroppedConnectionDoesNotApplyTwice(t *testing.T) {
-	for _, kind := range []faultKind{faultDropAfter, faultDropBefore} {
-		t.Run(fmt.Sprint(kind), func(t *testing.T) {
+	for name, kind := range map[string]faultKind{"dropped after applying": faultDropAfter, "dropped before applying": faultDropBefore} {
+		t.Run(name, func(t *testing.T) {
 			store, nodes := fakeCluster(t, 1)
 			c := newKVClient(t, addrs(nodes...))
 			ctx := ctx(t)
@@ -342,13 +342,21 @@ func TestConcurrentWritesSurviveDroppedConnectionsExactlyOnce(t *testing.T) {
 	store.setFaults(func(int64) fault {
 		rmu.Lock()
 		defer rmu.Unlock()
-		switch rng.IntN(10) {
+		switch rng.IntN(16) {
 		case 0:
 			return fault{kind: faultDropAfter}
 		case 1:
 			return fault{kind: faultDropBefore}
 		case 2:
 			return fault{kind: faultCode, code: schema.ErrorCode_outcomeUnknown}
+		case 3:
+			return fault{kind: faultCode, code: schema.ErrorCode_unavailable}
+		case 4:
+			return fault{kind: faultCode, code: schema.ErrorCode_shuttingDown}
+		case 5:
+			return fault{kind: faultCode, code: schema.ErrorCode_timeout}
+		case 6:
+			return fault{kind: faultDelay, delay: time.Duration(rng.IntN(3000)) * time.Microsecond}
 		}
 		return fault{}
 	})
@@ -360,17 +368,41 @@ func TestConcurrentWritesSurviveDroppedConnectionsExactlyOnce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// A counter advanced by compare-and-swap on its mod revision: a
+			// CAS applied twice would make the next compare fail.
+			counter := fmt.Sprintf("c%d", g)
+			rev, err := c.CompareAndSwap(ctx, counter, client.IfAbsent(), []byte("0"))
+			if err != nil {
+				t.Errorf("create %s: %v", counter, err)
+				return
+			}
 			for i := range perG {
 				if _, err := c.Put(ctx, fmt.Sprintf("k%d-%d", g, i), []byte("v")); err != nil {
 					t.Errorf("Put: %v", err)
+					return
+				}
+				if rev, err = c.CompareAndSwap(ctx, counter, client.IfModRevision(rev), []byte(fmt.Sprint(i+1))); err != nil {
+					t.Errorf("CAS %s to %d: %v", counter, i+1, err)
 					return
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	if got := store.appliedWrites(); got != goroutines*perG {
-		t.Fatalf("%d writes applied for %d puts", got, goroutines*perG)
+	for g := range goroutines {
+		if v, _ := store.value(fmt.Sprintf("c%d", g)); v != fmt.Sprint(perG) {
+			t.Fatalf("counter c%d = %q, want %d", g, v, perG)
+		}
+	}
+	if got := store.appliedWrites(); got != goroutines*(2*perG+1) {
+		t.Fatalf("%d writes applied for %d writes", got, goroutines*(2*perG+1))
+	}
+	for g := range goroutines {
+		for i := range perG {
+			if v, ok := store.value(fmt.Sprintf("k%d-%d", g, i)); !ok || v != "v" {
+				t.Fatalf("k%d-%d = %q, %v", g, i, v, ok)
+			}
+		}
 	}
 }
 
