@@ -139,6 +139,11 @@ type conn struct {
 	cc    *rpc.ClientConn
 	echo  schema.Echo // obtained once by pipelining; owned by the conn
 	kv    schema.KV   // likewise
+	// The futures echo and kv came from. Releasing a future before its
+	// answer arrives makes go-capnp hold calls on the pipelined
+	// capability until it resolves, which costs a round trip or two
+	// (measured); so they are released with the connection.
+	futures []func()
 
 	// Guarded by Client.mu.
 	users   int  // acquire calls not yet released
@@ -177,6 +182,9 @@ func (cn *conn) close() {
 	}
 	cn.echo.Release()
 	cn.kv.Release()
+	for _, release := range cn.futures {
+		release()
+	}
 	_ = cn.cc.Close()
 }
 
@@ -279,10 +287,9 @@ func (c *Client) dial(cn *conn, start int) {
 		// round trip. Each accessor is read once (see capnp-go.md §5).
 		ef, erel := cc.Node().Echo(context.Background(), nil)
 		cn.echo = ef.Echo().AddRef()
-		erel()
 		kf, krel := cc.Node().Kv(context.Background(), nil)
 		cn.kv = kf.Kv().AddRef()
-		krel()
+		cn.futures = []func(){erel, krel}
 		c.mu.Lock()
 		c.next = idx
 		closed := c.closed

@@ -874,3 +874,31 @@ func TestCloseDuringADial(t *testing.T) {
 		t.Fatalf("Close took %v during a dial", d)
 	}
 }
+
+// A lone operation costs one network round trip, the first one included:
+// the bootstrap, kv() and batch() calls are pipelined.
+func TestLoneOperationIsOneRoundTrip(t *testing.T) {
+	_, nodes := fakeCluster(t, 1)
+	const oneWay = 100 * time.Millisecond
+	const rtt = 2 * oneWay
+	proxy := rpctest.NewProxy(t, nodes[0].addr, oneWay)
+	c := newKVClient(t, []string{proxy.Addr()})
+	ctx := ctx(t)
+	timed := func(what string, rounds int, op func() error) {
+		t.Helper()
+		start := time.Now()
+		if err := op(); err != nil && !errors.Is(err, client.ErrNotFound) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		d := time.Since(start)
+		if d < time.Duration(rounds)*rtt || d >= time.Duration(rounds+1)*rtt {
+			t.Errorf("%s took %v, want %d round trip(s) of %v", what, d, rounds, rtt)
+		}
+	}
+	get := func() error { _, err := c.Get(ctx, "k"); return err }
+	put := func() error { _, err := c.Put(ctx, "k", []byte("v")); return err }
+	timed("first Get on a new connection", 1, get)
+	timed("second Get", 1, get)
+	timed("first Put (opens the session)", 2, put)
+	timed("second Put", 1, put)
+}
