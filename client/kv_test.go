@@ -901,4 +901,6 @@ func TestLoneOperationIsOneRoundTrip(t *testing.T) {
 	timed("second Get", 1, get)
 	timed("first Put (opens the session)", 2, put)
 	timed("second Put", 1, put)
+	timed("Members", 1, func() error { _, _, err := c.Members(ctx); return err })
+	timed("Status of the connected endpoint", 1, func() error { _, err := c.Status(ctx, proxy.Addr()); return err })
 }
