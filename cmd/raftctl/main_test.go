@@ -500,3 +500,24 @@ func TestBenchStopsAtItsDurationAgainstADeadCluster(t *testing.T) {
 		t.Fatalf("stdout %q", out)
 	}
 }
+
+func TestBenchStopsAtItsTotal(t *testing.T) {
+	dead := deadEndpoint(t)
+	start := time.Now()
+	out, errOut, code := raftctl(t, "--endpoints", dead, "--timeout", "100ms", "-o", "json",
+		"bench", "put", "--duration", "60s", "--total", "3", "--clients", "8")
+	if d := time.Since(start); d > 15*time.Second {
+		t.Fatalf("bench with --total 3 ran %v", d)
+	}
+	var obj struct {
+		Ops    int64            `json:"ops"`
+		Errors int64            `json:"errors"`
+		Kinds  map[string]int64 `json:"errors_by_kind"`
+	}
+	if err := json.Unmarshal([]byte(out), &obj); err != nil {
+		t.Fatalf("stdout %q: %v", out, err)
+	}
+	if code != 1 || obj.Ops != 0 || obj.Errors != 3 || obj.Kinds["unavailable"] != 3 {
+		t.Fatalf("exit %d, result %+v, stderr %q; want 3 unavailable errors", code, obj, errOut)
+	}
+}
