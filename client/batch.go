@@ -395,6 +395,12 @@ func decodeKV(kv schema.KeyValue) KeyValue {
 	}
 }
 
+// resultWhich is the result kind that answers each operation kind.
+var resultWhich = [...]schema.Result_Which{
+	kindPut: schema.Result_Which_put, kindGet: schema.Result_Which_get, kindDelete: schema.Result_Which_delete,
+	kindCas: schema.Result_Which_cas, kindRange: schema.Result_Which_range,
+}
+
 // decodeResult copies the answer to one operation of kind out of r.
 func decodeResult(r schema.Result, kind opKind, addr string) (result, error) {
 	out := result{revision: r.Revision()}
@@ -412,11 +418,7 @@ func decodeResult(r schema.Result, kind opKind, addr string) (result, error) {
 		out.failed, out.code, out.message, out.hint = true, ErrorCode(e.Code()), msg, e.LeaderHint()
 		return out, nil
 	}
-	want := map[opKind]schema.Result_Which{
-		kindPut: schema.Result_Which_put, kindGet: schema.Result_Which_get, kindDelete: schema.Result_Which_delete,
-		kindCas: schema.Result_Which_cas, kindRange: schema.Result_Which_range,
-	}[kind]
-	if which != want {
+	if which != resultWhich[kind] {
 		return bad(fmt.Errorf("a %v result", which))
 	}
 	switch kind {
