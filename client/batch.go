@@ -261,7 +261,7 @@ func (c *Client) sendBatch(batch []*attempt) {
 	}
 	list, err := res.Results()
 	if err == nil && list.Len() != len(sent) {
-		err = fmt.Errorf("node %s answered %d results for %d operations (a bug in the node)", cn.addr(), list.Len(), len(sent))
+		err = fmt.Errorf("%d results answered for %d operations (a bug in the node)", list.Len(), len(sent))
 	}
 	if err != nil {
 		deliver(sent, &ServerError{Code: CodeInternal, Message: err.Error(), Addr: cn.addr()})

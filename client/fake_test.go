@@ -36,6 +36,8 @@ const (
 	faultCode                 // answer every operation with code, applying nothing
 	faultDelay                // wait delay before serving the batch
 	faultExpire               // expire every session, then serve the batch
+	faultWrongKind            // answer every operation with an empty get result
+	faultShort                // answer with no results at all
 )
 
 type fault struct {
@@ -382,12 +384,20 @@ func (k *fakeKVCap) Batch(ctx context.Context, call schema.KV_batch) error {
 		s.mu.Unlock()
 	}
 	var results []fakeResult
-	if f.kind == faultCode {
+	switch f.kind {
+	case faultWrongKind:
+		results = make([]fakeResult, ops.Len())
+		for i := range results {
+			results[i] = fakeResult{kind: schema.Op_Which_get}
+		}
+	case faultShort:
+		results = []fakeResult{}
+	case faultCode:
 		results = make([]fakeResult, ops.Len())
 		for i := range results {
 			results[i] = fakeResult{failed: true, code: f.code, msg: "fake fault " + f.code.String()}
 		}
-	} else {
+	default:
 		results = s.apply(req, ops)
 	}
 	if f.kind == faultDropAfter {

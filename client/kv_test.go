@@ -904,3 +904,19 @@ func TestLoneOperationIsOneRoundTrip(t *testing.T) {
 	timed("Members", 1, func() error { _, _, err := c.Members(ctx); return err })
 	timed("Status of the connected endpoint", 1, func() error { _, err := c.Status(ctx, proxy.Addr()); return err })
 }
+
+func TestMalformedAnswersAreErrorsNotPanics(t *testing.T) {
+	for name, kind := range map[string]faultKind{"wrong kind": faultWrongKind, "too few results": faultShort} {
+		t.Run(name, func(t *testing.T) {
+			store, nodes := fakeCluster(t, 1)
+			c := newKVClient(t, addrs(nodes...))
+			store.setFaults(func(int64) fault { return fault{kind: kind} })
+			_, _, err := c.Delete(ctx(t), "k")
+			var se *client.ServerError
+			if !errors.As(err, &se) || se.Code != client.CodeInternal || !strings.Contains(err.Error(), "a bug in the node") {
+				t.Fatalf("Delete answered with a malformed result: %v", err)
+			}
+			t.Log(err)
+		})
+	}
+}
