@@ -91,6 +91,9 @@ type fakeStore struct {
 	opens      atomic.Int64
 	keepAlives atomic.Int64
 	closes     atomic.Int64
+
+	adminUnavailable atomic.Int64 // answer this many admin calls with unavailable
+	adminDrop        atomic.Int64 // drop the connection on this many addMember calls, after applying
 }
 
 type memberInfo struct {
@@ -670,9 +673,33 @@ func encodeFakeResult(out schema.Result, r fakeResult, s *fakeStore) error {
 
 type fakeAdminCap struct{ n *fakeNodeCap }
 
+// unavailable answers the call with an unavailable error if the test asked
+// for it; it reports whether it did.
+func (a *fakeAdminCap) unavailable(newError func() (schema.Error, error)) (bool, error) {
+	s := a.n.node.store
+	for {
+		n := s.adminUnavailable.Load()
+		if n <= 0 {
+			return false, nil
+		}
+		if s.adminUnavailable.CompareAndSwap(n, n-1) {
+			break
+		}
+	}
+	e, err := newError()
+	if err != nil {
+		return true, err
+	}
+	e.SetCode(schema.ErrorCode_unavailable)
+	return true, e.SetMessage_("no leader (fake)")
+}
+
 func (a *fakeAdminCap) Members(_ context.Context, call schema.Admin_members) error {
 	res, err := call.AllocResults()
 	if err != nil {
+		return err
+	}
+	if done, err := a.unavailable(res.NewError); done {
 		return err
 	}
 	s := a.n.node.store
@@ -698,7 +725,13 @@ func (a *fakeAdminCap) AddMember(_ context.Context, call schema.Admin_addMember)
 	if err != nil {
 		return err
 	}
+	if done, err := a.unavailable(res.NewError); done {
+		return err
+	}
 	s := a.n.node.store
+	if s.adminDrop.Add(-1) >= 0 {
+		defer a.n.node.drop(a.n.remote)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	id := call.Args().Id()

@@ -920,3 +920,36 @@ func TestMalformedAnswersAreErrorsNotPanics(t *testing.T) {
 		})
 	}
 }
+
+func TestAdminRetries(t *testing.T) {
+	store, nodes := fakeCluster(t, 2)
+	c := newKVClient(t, addrs(nodes...))
+	ctx := ctx(t)
+	store.adminUnavailable.Store(3)
+	if _, members, err := c.Members(ctx); err != nil || len(members) != 2 {
+		t.Fatalf("Members after 3 unavailable answers: %v, %v", members, err)
+	}
+	store.adminUnavailable.Store(3)
+	if err := c.AddMember(ctx, 5, "127.0.0.1:5", false); err != nil {
+		t.Fatalf("AddMember after 3 unavailable answers (nothing applied: retried): %v", err)
+	}
+	// A lost connection leaves a membership change's outcome unknown: it
+	// is not retried.
+	store.adminDrop.Store(1)
+	err := c.AddMember(ctx, 6, "127.0.0.1:6", false)
+	if !errors.Is(err, client.ErrUnknownOutcome) {
+		t.Fatalf("AddMember cut by a lost connection: %v, want unknown outcome", err)
+	}
+	if _, members, err := c.Members(ctx); err != nil || len(members) != 4 {
+		t.Fatalf("Members: %v, %v; want 4 (the cut AddMember was applied)", members, err)
+	}
+	store.adminUnavailable.Store(1 << 30)
+	octx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if _, _, err := c.Members(octx); !client.IsUnavailable(err) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Members with no leader until the deadline: %v", err)
+	}
+	if err := c.RemoveMember(octx, 5); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("RemoveMember after the deadline: %v", err)
+	}
+}
