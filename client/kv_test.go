@@ -817,7 +817,7 @@ func TestHungEndpointFailsOverAfterTheDialTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(live.stop)
-	const dialTimeout = 300 * time.Millisecond
+	const dialTimeout = time.Second
 	c := newKVClient(t, []string{silentEndpoint(t), live.addr}, client.WithTLS(clientTLS), client.WithDialTimeout(dialTimeout))
 	ctx := ctx(t)
 
