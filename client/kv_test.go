@@ -876,33 +876,50 @@ func TestCloseDuringADial(t *testing.T) {
 }
 
 // A lone operation costs one network round trip, the first one included:
-// the bootstrap, kv() and batch() calls are pipelined.
+// the bootstrap, kv() and batch() calls are pipelined. Each step is timed
+// on three fresh clients and the fastest counts, so that a scheduling
+// hiccup on a busy machine does not fail the test.
 func TestLoneOperationIsOneRoundTrip(t *testing.T) {
 	_, nodes := fakeCluster(t, 1)
 	const oneWay = 100 * time.Millisecond
 	const rtt = 2 * oneWay
 	proxy := rpctest.NewProxy(t, nodes[0].addr, oneWay)
-	c := newKVClient(t, []string{proxy.Addr()})
 	ctx := ctx(t)
-	timed := func(what string, rounds int, op func() error) {
-		t.Helper()
-		start := time.Now()
-		if err := op(); err != nil && !errors.Is(err, client.ErrNotFound) {
-			t.Fatalf("%s: %v", what, err)
+	type step struct {
+		what   string
+		rounds int
+		op     func(c *client.Client) error
+	}
+	get := func(c *client.Client) error { _, err := c.Get(ctx, "k"); return err }
+	put := func(c *client.Client) error { _, err := c.Put(ctx, "k", []byte("v")); return err }
+	steps := []step{
+		{"first Get on a new connection", 1, get},
+		{"second Get", 1, get},
+		{"first Put (opens the session)", 2, put},
+		{"second Put", 1, put},
+		{"Members", 1, func(c *client.Client) error { _, _, err := c.Members(ctx); return err }},
+		{"Status of the connected endpoint", 1, func(c *client.Client) error { _, err := c.Status(ctx, proxy.Addr()); return err }},
+	}
+	fastest := make([]time.Duration, len(steps))
+	for try := range 3 {
+		c := newKVClient(t, []string{proxy.Addr()})
+		for i, s := range steps {
+			start := time.Now()
+			if err := s.op(c); err != nil && !errors.Is(err, client.ErrNotFound) {
+				t.Fatalf("%s: %v", s.what, err)
+			}
+			if d := time.Since(start); try == 0 || d < fastest[i] {
+				fastest[i] = d
+			}
 		}
-		d := time.Since(start)
-		if d < time.Duration(rounds)*rtt || d >= time.Duration(rounds+1)*rtt {
-			t.Errorf("%s took %v, want %d round trip(s) of %v", what, d, rounds, rtt)
+		c.Close()
+	}
+	for i, s := range steps {
+		d := fastest[i]
+		if d < time.Duration(s.rounds)*rtt || d >= time.Duration(s.rounds+1)*rtt {
+			t.Errorf("%s took %v, want %d round trip(s) of %v", s.what, d, s.rounds, rtt)
 		}
 	}
-	get := func() error { _, err := c.Get(ctx, "k"); return err }
-	put := func() error { _, err := c.Put(ctx, "k", []byte("v")); return err }
-	timed("first Get on a new connection", 1, get)
-	timed("second Get", 1, get)
-	timed("first Put (opens the session)", 2, put)
-	timed("second Put", 1, put)
-	timed("Members", 1, func() error { _, _, err := c.Members(ctx); return err })
-	timed("Status of the connected endpoint", 1, func() error { _, err := c.Status(ctx, proxy.Addr()); return err })
 }
 
 func TestMalformedAnswersAreErrorsNotPanics(t *testing.T) {
