@@ -476,3 +476,19 @@ func TestMalformedRequestsDoNotCrash(t *testing.T) {
 	}
 	_ = os.Getpid
 }
+
+func TestOversizeMessageDroppedConnectionKept(t *testing.T) {
+	h := newFakeHandler()
+	ps := startPeer(t, 2, h, "")
+	rec := newRecorder()
+	tr := newTestTransport(t, rec, func(c *Config) { c.Dial.MaxMessageSize = 64 << 10 })
+	tr.SetPeer(2, ps.addr)
+	tr.Send([]raft.Message{appMsg(2, 0, 1, 8, nil), appMsg(2, 1, 100, 1024, nil), appMsg(2, 1, 1, 8, nil)})
+	rpctest.Eventually(t, 10*time.Second, "the messages around the big one delivered", func() bool { return rec.numDelivered() == 2 })
+	if st := tr.Stats(2); st.Dropped != 1 || st.Failures != 0 || !st.Connected {
+		t.Fatalf("stats %+v", st)
+	}
+	if got := h.received(); len(got) != 2 || len(got[1].Entries) != 1 {
+		t.Fatalf("handler got %v", got)
+	}
+}
