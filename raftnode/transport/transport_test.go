@@ -492,3 +492,70 @@ func TestOversizeMessageDroppedConnectionKept(t *testing.T) {
 		t.Fatalf("handler got %v", got)
 	}
 }
+
+// TestSnapshotChunksCountBytes stalls a peer and sends 1 MiB snapshot
+// chunks: the byte limit, not the message count, bounds the queue.
+func TestSnapshotChunksCountBytes(t *testing.T) {
+	h := newFakeHandler()
+	h.hold = make(chan struct{})
+	ps := startPeer(t, 2, h, "")
+	rec := newRecorder()
+	const maxBytes, window = 4 << 20, 2
+	tr := newTestTransport(t, rec, func(c *Config) {
+		c.Window = window
+		c.MaxQueueBytes = maxBytes
+		c.CallTimeout = time.Minute
+	})
+	tr.SetPeer(2, ps.addr)
+	chunk := make([]byte, 1<<20)
+	const n = 20
+	for i := 0; i < n; i++ {
+		tr.Send([]raft.Message{{Type: raft.MsgSnap, From: 1, To: 2, Term: 2, Snapshot: &raft.SnapshotMeta{Index: 10, Term: 2},
+			Offset: uint64(i) << 20, Data: chunk, Done: i == n-1}})
+		if st := tr.Stats(2); st.QueuedBytes > maxBytes {
+			t.Fatalf("queued %d bytes, limit %d", st.QueuedBytes, maxBytes)
+		}
+	}
+	rpctest.Eventually(t, 10*time.Second, "window full at the stalled peer", func() bool { return tr.Stats(2).InFlight == window })
+	st := tr.Stats(2)
+	if st.Queued > 4 || st.Dropped == 0 {
+		t.Fatalf("1 MiB chunks not bounded by bytes: %+v", st)
+	}
+	rpctest.Eventually(t, 10*time.Second, "overflow reported", func() bool { return rec.numUnreachable(2) > 0 })
+	close(h.hold)
+	rpctest.Eventually(t, 20*time.Second, "the rest delivered", func() bool {
+		return uint64(rec.numDelivered()) == n-tr.Stats(2).Dropped
+	})
+	for _, m := range rec.msgs() {
+		if m.Type != raft.MsgSnapResp || m.Snapshot == nil || m.Snapshot.Index != 10 {
+			t.Fatalf("bad snapshot response %v", m)
+		}
+	}
+}
+
+// TestHandlerContextEndsWithConnection: when the sender goes away, the
+// Handle calls waiting on its connection return (the driver is not left
+// holding them).
+func TestHandlerContextEndsWithConnection(t *testing.T) {
+	h := newFakeHandler()
+	h.hold = make(chan struct{})
+	defer close(h.hold)
+	ps := startPeer(t, 2, plainHandler{h}, "")
+	rec := newRecorder()
+	tr := New(Config{ClusterID: testCluster, LocalID: 1, Deliver: rec.deliver, Logger: rpctest.Logger(t)})
+	tr.SetPeer(2, ps.addr)
+	for i := 0; i < 5; i++ {
+		tr.Send([]raft.Message{appMsg(2, uint64(i), 1, 8, nil)})
+	}
+	rpctest.Eventually(t, 10*time.Second, "handler holds 5 calls", func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.cur == 5
+	})
+	tr.Close()
+	rpctest.Eventually(t, 10*time.Second, "every Handle returned", func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.cur == 0
+	})
+}
