@@ -246,6 +246,7 @@ func encodeReadIndex(p schema.ReadIndex_readIndex_Params, hd header, m raft.Mess
 		return err
 	}
 	setHeader(h, hd)
+	r.SetTerm(m.Term)
 	if len(m.Context) > 0 {
 		return r.SetContext(m.Context)
 	}
@@ -467,7 +468,7 @@ func decodeReadIndex(p schema.ReadIndex_readIndex_Params, cluster, local uint64)
 	if err != nil {
 		return raft.Message{}, fmt.Errorf("read read-index context: %w", err)
 	}
-	return raft.Message{Type: raft.MsgReadIndex, From: hd.from, To: hd.to, Context: cloneBytes(ctx)}, nil
+	return raft.Message{Type: raft.MsgReadIndex, From: hd.from, To: hd.to, Term: r.Term(), Context: cloneBytes(ctx)}, nil
 }
 
 // --- responses: encode (receiver) ---

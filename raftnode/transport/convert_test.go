@@ -113,7 +113,6 @@ func wireRequest(m raft.Message) raft.Message {
 		}}
 		w.Offset, w.Data, w.Done = m.Offset, nilIfEmpty(m.Data), m.Done
 	case raft.MsgReadIndex:
-		w.Term = 0 // not on the wire
 		w.Context = nilIfEmpty(m.Context)
 	}
 	return w

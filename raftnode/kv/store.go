@@ -1,0 +1,583 @@
+package kv
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"slices"
+	"sort"
+	"sync"
+
+	"github.com/google/btree"
+)
+
+// treeDegree is the B-trees' degree.
+const treeDegree = 32
+
+// entry is a key's stored state. An entry and its bytes (key and value
+// share one buffer) are never modified once in the tree, so they can be
+// handed out read-only and shared with snapshots; a write replaces the
+// entry.
+type entry struct {
+	key, value           []byte
+	create, mod, version uint64
+}
+
+// Entries with their bytes inline: one allocation per write of a small
+// key and value. The buffer sizes fill the allocator's size classes (the
+// entry is 72 bytes: 112, 128, 160 and 256 in all).
+type (
+	entry40 struct {
+		e   entry
+		buf [40]byte
+	}
+	entry56 struct {
+		e   entry
+		buf [56]byte
+	}
+	entry88 struct {
+		e   entry
+		buf [88]byte
+	}
+	entry184 struct {
+		e   entry
+		buf [184]byte
+	}
+)
+
+// newEntry returns an entry holding copies of key and value in one buffer
+// (nil value when empty).
+func newEntry(key, value []byte) *entry {
+	n := len(key) + len(value)
+	var e *entry
+	var buf []byte
+	switch {
+	case n <= 40:
+		x := new(entry40)
+		e, buf = &x.e, x.buf[:n:n]
+	case n <= 56:
+		x := new(entry56)
+		e, buf = &x.e, x.buf[:n:n]
+	case n <= 88:
+		x := new(entry88)
+		e, buf = &x.e, x.buf[:n:n]
+	case n <= 184:
+		x := new(entry184)
+		e, buf = &x.e, x.buf[:n:n]
+	default:
+		e, buf = new(entry), make([]byte, n)
+	}
+	copy(buf, key)
+	copy(buf[len(key):], value)
+	e.key = buf[:len(key):len(key)]
+	if len(value) > 0 {
+		e.value = buf[len(key):]
+	}
+	return e
+}
+
+func lessEntry(a, b *entry) bool { return bytes.Compare(a.key, b.key) < 0 }
+
+func (e *entry) kv() KeyValue {
+	if e == nil {
+		return KeyValue{}
+	}
+	return KeyValue{Key: e.key, Value: e.value, CreateRevision: e.create, ModRevision: e.mod, Version: e.version}
+}
+
+// session is a client session. A session reachable from a Snapshot is
+// never modified: the store copies it first (see mutableSession).
+type session struct {
+	id         uint64
+	lastActive int64
+	// low: results of seqs below it are forgotten (acked or evicted).
+	low uint64
+	// results holds the saved results in ascending seq order. Seqs mostly
+	// arrive in order, so a save is usually an append and a forget a
+	// re-slice from the front.
+	results []saved
+	// gen is the store's snapshot generation when this copy was made; a
+	// session whose gen differs from the store's may be shared with a
+	// snapshot.
+	gen uint64
+	// indexed is the last activity of the session's key in the lazy
+	// expiry index. Store bookkeeping: snapshots never read it, so the
+	// store updates it even on a session shared with a snapshot.
+	indexed int64
+}
+
+// saved is one saved result.
+type saved struct {
+	seq uint64
+	res Result
+}
+
+// find returns the position of seq in sess.results and whether it is
+// there.
+func (sess *session) find(seq uint64) (int, bool) {
+	rs := sess.results
+	if n := len(rs); n == 0 || rs[n-1].seq < seq {
+		return n, false // the common case: a new, higher seq
+	}
+	i := sort.Search(len(rs), func(i int) bool { return rs[i].seq >= seq })
+	return i, i < len(rs) && rs[i].seq == seq
+}
+
+// sessItem is the sessions tree's item, ordered by id.
+type sessItem struct {
+	id uint64
+	s  *session
+}
+
+func lessSessItem(a, b sessItem) bool { return a.id < b.id }
+
+// expKey orders sessions by last activity, then id: the minimum is the
+// first to expire and the one evicted when the table is full. The index
+// is lazy: a session's key holds a last activity at or before the
+// session's real one (refreshing a session does not touch the index);
+// expire and evict fix stale keys when they reach the front.
+type expKey struct {
+	last int64
+	id   uint64
+}
+
+func lessExpKey(a, b expKey) bool {
+	if a.last != b.last {
+		return a.last < b.last
+	}
+	return a.id < b.id
+}
+
+// Store is the replicated key-value state machine. Apply, SetApplied,
+// Snapshot and Restore must be called from one goroutine at a time (the
+// node's apply loop); the reads (Get, Range, Revision, AppliedIndex,
+// Sessions) may be called concurrently with them from any goroutine.
+type Store struct {
+	cfg Config
+	ttl int64 // cfg.SessionTTL in nanoseconds
+
+	mu       sync.RWMutex
+	applied  uint64
+	rev      uint64
+	clock    int64
+	kv       *btree.BTreeG[*entry]
+	sessions *btree.BTreeG[sessItem]
+	expiry   *btree.BTreeG[expKey]
+	gen      uint64
+
+	scratch Command // reused by Apply to decode without allocating ops
+	pivot   entry   // Apply's search key, to look up without allocating
+}
+
+// New returns an empty store with cfg's limits (zero fields: defaults).
+func New(cfg Config) *Store {
+	cfg = cfg.withDefaults()
+	s := &Store{
+		cfg: cfg,
+		ttl: int64(cfg.SessionTTL),
+	}
+	s.kv, s.sessions, s.expiry = newTrees()
+	return s
+}
+
+func newTrees() (*btree.BTreeG[*entry], *btree.BTreeG[sessItem], *btree.BTreeG[expKey]) {
+	return btree.NewG(treeDegree, lessEntry), btree.NewG(treeDegree, lessSessItem), btree.NewG(treeDegree, lessExpKey)
+}
+
+// Config returns the store's configuration with the defaults filled in
+// (SessionTTL is what openSession reports to clients).
+func (s *Store) Config() Config { return s.cfg }
+
+// Result messages: constants, so results are deterministic and cheap.
+const (
+	msgSessionExpired = "session unknown or expired"
+	msgSeqZero        = "seq must be above 0"
+	msgStale          = "seq is below the session's forgotten mark: its result was acknowledged or evicted"
+	msgEmptyKey       = "empty key"
+	msgBadType        = "unknown op type"
+	msgBadCompare     = "unknown compare kind"
+	msgKeyTooLarge    = "key larger than the store's maximum key size"
+	msgValueTooLarge  = "value larger than the store's maximum value size"
+)
+
+// Apply applies the log entry at index, whose data is an encoded Command
+// (empty data: a no-op, e.g. the leader's first entry of its term). index
+// must be above AppliedIndex (gaps are allowed). Apply is deterministic:
+// every store applying the same entries from the same state reaches the
+// same state and returns the same Applied. The Results' KeyValue slices
+// are shared with the store: read-only.
+func (s *Store) Apply(index uint64, data []byte) Applied {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if index <= s.applied {
+		return Applied{Err: fmt.Errorf("%w: apply %d at applied index %d", ErrIndex, index, s.applied)}
+	}
+	s.applied = index
+	if len(data) == 0 {
+		return Applied{}
+	}
+	cmd := &s.scratch
+	err := decodeCommand(cmd, data, cmd.Ops)
+	defer clear(cmd.Ops) // do not keep the caller's buffer reachable
+	if err != nil {
+		return Applied{Err: fmt.Errorf("entry %d: %w", index, err)}
+	}
+	if cmd.Time > s.clock {
+		s.clock = cmd.Time
+	}
+	s.expire()
+	a := Applied{ID: cmd.ID, Kind: cmd.Kind, Session: cmd.Session}
+	switch cmd.Kind {
+	case CmdOpenSession:
+		a.Session = index
+		s.openSession(index)
+	case CmdKeepAlive:
+		a.Results = []Result{s.keepAlive(cmd.Session)}
+	case CmdCloseSession:
+		a.Results = []Result{s.closeSession(cmd.Session)}
+	case CmdBatch:
+		a.Results = s.batch(cmd)
+	}
+	return a
+}
+
+// SetApplied advances the applied index over an entry that is not a kv
+// command (e.g. a configuration change). An index at or below the applied
+// index is ignored.
+func (s *Store) SetApplied(index uint64) {
+	s.mu.Lock()
+	if index > s.applied {
+		s.applied = index
+	}
+	s.mu.Unlock()
+}
+
+// deadline returns last+ttl, saturating.
+func (s *Store) deadline(last int64) int64 {
+	if last > math.MaxInt64-s.ttl {
+		return math.MaxInt64
+	}
+	return last + s.ttl
+}
+
+// oldest returns the least recently active session's index key (ties:
+// lowest id), first bringing the stale keys at the front of the lazy index
+// up to date.
+func (s *Store) oldest() (expKey, bool) {
+	for {
+		e, ok := s.expiry.Min()
+		if !ok {
+			return e, false
+		}
+		it, _ := s.sessions.Get(sessItem{id: e.id})
+		if it.s.lastActive == e.last {
+			return e, true
+		}
+		s.expiry.DeleteMin()
+		s.expiry.ReplaceOrInsert(expKey{last: it.s.lastActive, id: e.id})
+		it.s.indexed = it.s.lastActive
+	}
+}
+
+// drop forgets the session of index key e.
+func (s *Store) drop(e expKey) {
+	s.expiry.Delete(e)
+	s.sessions.Delete(sessItem{id: e.id})
+}
+
+// expire forgets the sessions idle for longer than the TTL at the clock.
+func (s *Store) expire() {
+	for {
+		// Cheap check first: the front key's last activity is at or
+		// before the real one of every session.
+		e, ok := s.expiry.Min()
+		if !ok || s.deadline(e.last) >= s.clock {
+			return
+		}
+		if e, ok = s.oldest(); !ok || s.deadline(e.last) >= s.clock {
+			return
+		}
+		s.drop(e)
+	}
+}
+
+func (s *Store) openSession(id uint64) {
+	for s.sessions.Len() >= s.cfg.MaxSessions {
+		e, ok := s.oldest()
+		if !ok {
+			break
+		}
+		s.drop(e)
+	}
+	s.sessions.ReplaceOrInsert(sessItem{id: id, s: &session{id: id, lastActive: s.clock, gen: s.gen, indexed: s.clock}})
+	s.expiry.ReplaceOrInsert(expKey{last: s.clock, id: id})
+}
+
+// liveSession returns the session id, made private to the store (not
+// shared with a snapshot) and with its activity refreshed; nil if unknown.
+func (s *Store) liveSession(id uint64) *session {
+	it, ok := s.sessions.Get(sessItem{id: id})
+	if !ok {
+		return nil
+	}
+	sess := it.s
+	if sess.gen != s.gen {
+		cp := *sess
+		cp.gen = s.gen
+		cp.results = slices.Clone(sess.results)
+		sess = &cp
+		s.sessions.ReplaceOrInsert(sessItem{id: id, s: sess})
+	}
+	sess.lastActive = s.clock // the expiry index catches up lazily
+	return sess
+}
+
+func (s *Store) keepAlive(id uint64) Result {
+	if s.liveSession(id) == nil {
+		return Result{Code: SessionExpired, Message: msgSessionExpired, Revision: s.rev}
+	}
+	return Result{Revision: s.rev}
+}
+
+func (s *Store) closeSession(id uint64) Result {
+	it, ok := s.sessions.Get(sessItem{id: id})
+	if !ok {
+		return Result{Code: SessionExpired, Message: msgSessionExpired, Revision: s.rev}
+	}
+	s.drop(expKey{last: it.s.indexed, id: id})
+	return Result{Revision: s.rev}
+}
+
+func (s *Store) batch(cmd *Command) []Result {
+	res := make([]Result, len(cmd.Ops))
+	sess := s.liveSession(cmd.Session)
+	if sess == nil {
+		for i := range res {
+			res[i] = Result{Code: SessionExpired, Message: msgSessionExpired, Revision: s.rev}
+		}
+		return res
+	}
+	if cmd.AckedBelow > sess.low {
+		sess.low = cmd.AckedBelow
+		s.dropBelow(sess)
+	}
+	for i := range cmd.Ops {
+		op := &cmd.Ops[i]
+		if op.Seq == 0 {
+			res[i] = Result{Code: InvalidArgument, Message: msgSeqZero, Revision: s.rev}
+			continue
+		}
+		pos, ok := sess.find(op.Seq)
+		if ok {
+			res[i] = sess.results[pos].res
+			continue
+		}
+		if op.Seq < sess.low {
+			res[i] = Result{Code: StaleSequence, Message: msgStale, Revision: s.rev}
+			continue
+		}
+		r := s.exec(op)
+		res[i] = r
+		s.save(sess, pos, op.Seq, r)
+	}
+	return res
+}
+
+// dropBelow forgets the saved results below sess.low.
+func (s *Store) dropBelow(sess *session) {
+	n, _ := sess.find(sess.low)
+	sess.forget(n)
+}
+
+// forget drops the first n saved results. A few remaining results are
+// moved to the front, to keep reusing the array; many are re-sliced (the
+// next growth of the slice drops the front).
+func (sess *session) forget(n int) {
+	if n == 0 {
+		return
+	}
+	rs := sess.results
+	if left := len(rs) - n; left <= 16 {
+		copy(rs, rs[n:])
+		clear(rs[left:]) // release the forgotten Prev values
+		sess.results = rs[:left]
+		return
+	}
+	clear(rs[:n])
+	sess.results = rs[n:]
+}
+
+// save saves seq's result at position pos (from find).
+func (s *Store) save(sess *session, pos int, seq uint64, r Result) {
+	sess.results = slices.Insert(sess.results, pos, saved{seq: seq, res: r})
+	if over := len(sess.results) - s.cfg.MaxSavedResults; over > 0 {
+		if last := sess.results[over-1].seq; last >= sess.low {
+			sess.low = last + 1
+		}
+		sess.forget(over)
+	}
+}
+
+// exec validates and applies one write.
+func (s *Store) exec(op *WriteOp) Result {
+	switch op.Type {
+	case OpPut, OpDelete:
+	case OpCAS:
+		switch op.Compare {
+		case CompareValue, CompareModRevision, CompareAbsent:
+		default:
+			return Result{Code: InvalidArgument, Message: msgBadCompare, Revision: s.rev}
+		}
+	default:
+		return Result{Code: InvalidArgument, Message: msgBadType, Revision: s.rev}
+	}
+	if len(op.Key) == 0 {
+		return Result{Code: InvalidArgument, Message: msgEmptyKey, Revision: s.rev}
+	}
+	if len(op.Key) > s.cfg.MaxKeySize {
+		return Result{Code: TooLarge, Message: msgKeyTooLarge, Revision: s.rev}
+	}
+	if len(op.Value) > s.cfg.MaxValueSize || len(op.CompareValue) > s.cfg.MaxValueSize {
+		return Result{Code: TooLarge, Message: msgValueTooLarge, Revision: s.rev}
+	}
+	switch op.Type {
+	case OpPut:
+		cur, found := s.put(op.Key, op.Value)
+		return Result{Revision: s.rev, Found: found, Prev: cur.kv()}
+	case OpDelete:
+		s.pivot.key = op.Key
+		cur, found := s.kv.Delete(&s.pivot)
+		s.pivot.key = nil
+		if found {
+			s.rev++
+		}
+		return Result{Revision: s.rev, Succeeded: found, Found: found, Prev: cur.kv()}
+	}
+	s.pivot.key = op.Key
+	cur, found := s.kv.Get(&s.pivot)
+	s.pivot.key = nil
+	prev := cur.kv()
+	var match bool
+	switch op.Compare {
+	case CompareValue:
+		match = found && bytes.Equal(cur.value, op.CompareValue)
+	case CompareModRevision:
+		match = prev.ModRevision == op.CompareRevision // an absent key's is 0
+	case CompareAbsent:
+		match = !found
+	}
+	if !match {
+		return Result{Revision: s.rev, Found: found, Prev: prev}
+	}
+	if op.DeleteOnSuccess {
+		if found {
+			s.kv.Delete(cur)
+			s.rev++
+		}
+	} else {
+		s.put(op.Key, op.Value)
+	}
+	return Result{Revision: s.rev, Succeeded: true, Found: found, Prev: prev}
+}
+
+// put writes key=value at a new revision, returning the key's previous
+// entry if it had one. One tree traversal: the new entry is inserted
+// first, then completed from the one it replaced (it is not yet visible to
+// any reader or snapshot: the write lock is held).
+func (s *Store) put(key, value []byte) (*entry, bool) {
+	s.rev++
+	e := newEntry(key, value)
+	e.create, e.mod, e.version = s.rev, s.rev, 1
+	old, found := s.kv.ReplaceOrInsert(e)
+	if found {
+		e.create = old.create
+		e.version = old.version + 1
+	}
+	return old, found
+}
+
+// Get returns key's state and the revision it was read at. The returned
+// slices are shared with the store: read-only.
+func (s *Store) Get(key []byte) (kv KeyValue, found bool, rev uint64) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	e, ok := s.kv.Get(&entry{key: key})
+	if !ok {
+		return KeyValue{}, false, s.rev
+	}
+	return e.kv(), true, s.rev
+}
+
+// Range returns the keys with prefix that sort strictly after after, in
+// ascending byte order, at most min(limit, MaxRangeLimit) of them
+// (limit <= 0: MaxRangeLimit); more says whether another key follows the
+// last returned. rev is the revision the page was read at. The returned
+// slices are shared with the store: read-only (the kvs slice itself is
+// the caller's).
+func (s *Store) Range(prefix, after []byte, limit int) (kvs []KeyValue, more bool, rev uint64) {
+	if limit <= 0 || limit > s.cfg.MaxRangeLimit {
+		limit = s.cfg.MaxRangeLimit
+	}
+	start := prefix
+	if bytes.Compare(after, prefix) > 0 {
+		start = after
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	s.kv.AscendGreaterOrEqual(&entry{key: start}, func(it *entry) bool {
+		if !bytes.HasPrefix(it.key, prefix) {
+			return false
+		}
+		if len(after) > 0 && bytes.Equal(it.key, after) {
+			return true
+		}
+		if len(kvs) == limit {
+			more = true
+			return false
+		}
+		if kvs == nil {
+			kvs = make([]KeyValue, 0, min(limit, 64))
+		}
+		kvs = append(kvs, it.kv())
+		return true
+	})
+	return kvs, more, s.rev
+}
+
+// Revision returns the store's revision: the number of state-changing ops
+// applied.
+func (s *Store) Revision() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.rev
+}
+
+// AppliedIndex returns the index of the last entry applied (or skipped via
+// SetApplied, or restored from a snapshot).
+func (s *Store) AppliedIndex() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.applied
+}
+
+// Sessions returns the number of live sessions.
+func (s *Store) Sessions() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.sessions.Len()
+}
+
+// Len returns the number of keys.
+func (s *Store) Len() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.kv.Len()
+}
+
+// Clock returns the store's log clock: the largest Command.Time applied
+// (unix nanoseconds).
+func (s *Store) Clock() int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.clock
+}
