@@ -32,12 +32,9 @@ import (
 //
 // A response whose term is 0 means "no response".
 //
-// What the wire does not carry: MsgReadIndex has no term on the wire
-// (ReadIndexRequest has none), so it is decoded with Term 0 and the
-// receiving driver must stamp its own current term on it before stepping
-// the core. SnapshotChunk.totalSize has no Message field: it is sent as 0
-// (unknown). A snapshot chunk's Snapshot.ConfState lists come back as nil
-// when empty.
+// What the wire does not carry: SnapshotChunk.totalSize has no Message
+// field, so it is sent as 0 (unknown). Empty slices (entries, data,
+// context, configuration lists) come back as nil.
 
 // errNoSnapshot: a MsgSnap without metadata cannot be encoded.
 var errNoSnapshot = errors.New("MsgSnap without snapshot metadata")

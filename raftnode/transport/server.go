@@ -19,9 +19,7 @@ type Handler interface {
 	// for the response message the core produces for it (ok=false: none,
 	// answered with term 0). It returns early with ctx's error.
 	//
-	// The message's slices are the driver's to keep. A MsgReadIndex
-	// arrives with Term 0 (the wire carries no term for it): stamp the
-	// node's current term on it before stepping the core.
+	// The message's slices are the driver's to keep.
 	//
 	// Handle is called from one goroutine per call. For the calls of one
 	// capability (one peer connection), the calls to Handle start in
