@@ -54,6 +54,8 @@ type peer struct {
 	stop chan struct{} // closed by stopAndWait
 	done chan struct{} // closed when run returns
 
+	lastOverflowReport time.Time // owned by run
+
 	mu            sync.Mutex
 	addr          string
 	stopped       bool
@@ -155,8 +157,16 @@ func (p *peer) takeOverflow() bool {
 	return o
 }
 
+// reportOverflow reports dropped messages as Unreachable, at most once per
+// BackoffMin: a driver that keeps sending to a stalled peer would
+// otherwise get a report per Send. Drops within the interval are reported
+// with the next wake after it.
 func (p *peer) reportOverflow() {
+	if time.Since(p.lastOverflowReport) < p.cfg().BackoffMin {
+		return
+	}
 	if p.takeOverflow() {
+		p.lastOverflowReport = time.Now()
 		p.t.cfg.Unreachable(p.id)
 	}
 }

@@ -559,3 +559,36 @@ func TestHandlerContextEndsWithConnection(t *testing.T) {
 		return h.cur == 0
 	})
 }
+
+func TestServerBoundsCallsInFlight(t *testing.T) {
+	h := newFakeHandler()
+	h.hold = make(chan struct{})
+	ps := startPeerWith(t, 2, h, "", 4)
+	rec := newRecorder()
+	tr := newTestTransport(t, rec, func(c *Config) { c.Window = 16; c.CallTimeout = time.Minute })
+	tr.SetPeer(2, ps.addr)
+	const n = 50
+	for i := 0; i < n; i++ {
+		tr.Send([]raft.Message{appMsg(2, uint64(i), 1, 8, nil)})
+	}
+	rpctest.Eventually(t, 10*time.Second, "sender window full", func() bool { return tr.Stats(2).InFlight == 16 })
+	rpctest.Eventually(t, 10*time.Second, "server at its bound", func() bool { return h.count() == 4 })
+	h.mu.Lock()
+	cur := h.cur
+	h.mu.Unlock()
+	if cur != 4 {
+		t.Fatalf("%d calls in the handler, bound 4", cur)
+	}
+	close(h.hold)
+	rpctest.Eventually(t, 20*time.Second, "everything answered", func() bool { return rec.numDelivered() == n })
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.maxCur > 4 {
+		t.Fatalf("%d calls in the handler at once, bound 4", h.maxCur)
+	}
+	for i, m := range h.got {
+		if m.Index != uint64(i) {
+			t.Fatalf("message %d out of order: %v", i, m)
+		}
+	}
+}
