@@ -148,8 +148,7 @@ func TestDeadPeerDoesNotBlockSendOrOtherPeers(t *testing.T) {
 	rec := newRecorder()
 	tr := newTestTransport(t, rec, func(c *Config) {
 		c.MaxQueue = 100
-		c.Dial.Timeout = 300 * time.Millisecond
-		c.CallTimeout = 300 * time.Millisecond
+		c.Dial.Timeout = 2 * time.Second // the black hole fails the connect after this
 	})
 	tr.SetPeer(2, hole.Addr().String())
 	tr.SetPeer(3, live.addr)
@@ -260,7 +259,7 @@ func TestStalledPeerHitsCallTimeout(t *testing.T) {
 	ps := startPeer(t, 2, h, "")
 	proxy := rpctest.NewProxy(t, ps.addr, 0)
 	rec := newRecorder()
-	tr := newTestTransport(t, rec, func(c *Config) { c.CallTimeout = 200 * time.Millisecond })
+	tr := newTestTransport(t, rec, func(c *Config) { c.CallTimeout = time.Second })
 	tr.SetPeer(2, proxy.Addr())
 	tr.Send([]raft.Message{appMsg(2, 0, 1, 8, nil)})
 	rpctest.Eventually(t, 10*time.Second, "first response", func() bool { return rec.numDelivered() == 1 })
