@@ -1,13 +1,16 @@
 package transport
 
 import (
+	"bytes"
 	"context"
 	"math/rand/v2"
 	"net"
-	"os"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"go.uber.org/goleak"
 
 	"github.com/capraft/capraft/raftnode/raft"
@@ -346,13 +349,12 @@ func TestNodeForwarding(t *testing.T) {
 		t.Fatalf("Node took %v past its context", d)
 	}
 	// Once the peer appears, Node finds it.
-	ps3 := startPeer(t, 3, h, addr)
+	startPeer(t, 3, h, addr)
 	n3, err := tr.Node(ctx, 3)
 	if err != nil {
 		t.Fatalf("Node after the peer started: %v", err)
 	}
 	n3.Release()
-	_ = ps3
 }
 
 func TestSetPeerAddressChangeAndRemove(t *testing.T) {
@@ -473,7 +475,6 @@ func TestMalformedRequestsDoNotCrash(t *testing.T) {
 	if _, err := fu.Struct(); err != nil {
 		t.Fatalf("valid request after garbage: %v", err)
 	}
-	_ = os.Getpid
 }
 
 func TestOversizeMessageDroppedConnectionKept(t *testing.T) {
@@ -588,6 +589,56 @@ func TestServerBoundsCallsInFlight(t *testing.T) {
 	for i, m := range h.got {
 		if m.Index != uint64(i) {
 			t.Fatalf("message %d out of order: %v", i, m)
+		}
+	}
+}
+
+// lockedBuffer is a log sink safe for concurrent writes.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) count(s string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return strings.Count(b.buf.String(), s)
+}
+
+// TestConnectionStateLoggedOncePerTransition: retries against a down peer
+// log at Debug; Info gets one line per up/down transition.
+func TestConnectionStateLoggedOncePerTransition(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	var out lockedBuffer
+	rec := newRecorder()
+	tr := newTestTransport(t, rec, func(c *Config) {
+		c.Logger = hclog.New(&hclog.LoggerOptions{Level: hclog.Info, Output: &out})
+	})
+	tr.SetPeer(2, addr)
+	rpctest.Eventually(t, 10*time.Second, "several failed dials", func() bool { return tr.Stats(2).Failures >= 5 })
+	if n := out.count("cannot reach peer"); n != 1 {
+		t.Fatalf("%d Info lines for a peer that stayed down, want 1:\n%s", n, out.buf.String())
+	}
+	ps := startPeer(t, 2, newFakeHandler(), addr)
+	rpctest.Eventually(t, 10*time.Second, "connected", func() bool { return tr.Stats(2).Connected })
+	ps.stop()
+	rpctest.Eventually(t, 10*time.Second, "disconnected", func() bool { return !tr.Stats(2).Connected })
+	f := tr.Stats(2).Failures
+	rpctest.Eventually(t, 10*time.Second, "more failed dials", func() bool { return tr.Stats(2).Failures >= f+5 })
+	for line, want := range map[string]int{"cannot reach peer": 1, "connected to peer": 1, "lost connection to peer": 1} {
+		if n := out.count(line); n != want {
+			t.Errorf("%q logged %d times, want %d:\n%s", line, n, want, out.buf.String())
 		}
 	}
 }
