@@ -143,7 +143,9 @@ func (n *Node) await(ctx context.Context, p *proposal) (kv.Applied, error) {
 		case r := <-p.done:
 			return r.applied, r.err
 		default:
-			return kv.Applied{}, errOutcomeUnknown
+			// The loop answers everything it took before done is
+			// closed: this proposal never reached it.
+			return kv.Applied{}, n.stoppedError()
 		}
 	}
 }

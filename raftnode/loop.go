@@ -168,6 +168,9 @@ func (n *Node) run() {
 		}
 		select {
 		case <-n.stopc:
+			// Handlers must stop waiting for, or handing requests to, a
+			// leader: they answer shuttingDown once done is closed.
+			n.setLeader(0, false)
 			return
 		case <-ticker.C:
 			n.core.Tick()
