@@ -278,8 +278,19 @@ func (n *Node) respond(m raft.Message) {
 		return
 	}
 	for i, p := range n.loop.pending {
-		if p != nil && p.m.From == m.To && transport.Carries(p.m.Type, m) {
-			p.done <- peerAnswer{m, true}
+		if p == nil || p.m.From != m.To {
+			continue
+		}
+		resp := m
+		if p.m.Type == raft.MsgHeartbeat && m.Type == raft.MsgAppResp && m.Reject && m.Term > p.m.Term {
+			// The core answers a stale leader's heartbeat with a
+			// rejection carrying its newer term; the heartbeat's call
+			// returns it as a heartbeat response, whose term is what
+			// makes that leader step down.
+			resp.Type, resp.Reject = raft.MsgHeartbeatResp, false
+		}
+		if transport.Carries(p.m.Type, resp) {
+			p.done <- peerAnswer{resp, true}
 			n.loop.pending[i] = nil
 			return
 		}
