@@ -44,6 +44,7 @@ type loopState struct {
 	// Snapshots.
 	snapIndex    uint64 // newest snapshot's index
 	snapshotting bool
+	snapFailed   uint64 // index of the last failed snapshot: retry SnapshotEntries later
 	installed    uint64 // snapshots installed from a leader since start
 
 	stopping error // set when the node must stop (removed, disk failure)
@@ -200,6 +201,7 @@ func (n *Node) drain() {
 		case snapDone:
 			n.loop.snapshotting = false
 			if e.err != nil {
+				n.loop.snapFailed = e.index
 				n.log.Error("snapshot failed", "index", e.index, "error", e.err)
 			} else if e.index > n.loop.snapIndex {
 				n.loop.snapIndex = e.index
