@@ -1,0 +1,57 @@
+package cluster
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Launch is New and Start for a test: the cluster's directory is a temp
+// dir (kept, and its path logged, when $E2E_KEEP is set), every process is
+// killed when the test ends, and if the test failed the last tailLines
+// lines of each node's log are printed first.
+func Launch(t testing.TB, cfg Config) *Cluster {
+	t.Helper()
+	if cfg.Dir == "" {
+		if os.Getenv("E2E_KEEP") != "" {
+			dir, err := os.MkdirTemp("", "capraft-e2e-")
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.Dir = dir
+			t.Logf("cluster directory (kept): %s", dir)
+		} else {
+			cfg.Dir = t.TempDir()
+		}
+	}
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			c.DumpTails(t, tailLines)
+		}
+		if err := c.Close(); err != nil {
+			t.Errorf("close cluster: %v", err)
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+const tailLines = 50
+
+// DumpTails logs the last n lines of every node's log to t.
+func (c *Cluster) DumpTails(t testing.TB, n int) {
+	t.Helper()
+	for _, id := range c.ids {
+		t.Logf("--- last %d lines of node %d (%s):\n%s", n, id, c.nodes[id].LogPath, strings.Join(c.Tail(id, n), "\n"))
+	}
+}
