@@ -111,6 +111,17 @@ type env struct {
 	seed  int64
 	c     *cluster.Cluster
 	admin kvClient // for Status
+
+	mu       sync.Mutex
+	nodeArgs map[uint64][]string // flags added to a node's next starts
+}
+
+// setNodeArgs adds flags to node id's command line from its next start
+// on (later flags override earlier ones).
+func (e *env) setNodeArgs(id uint64, args ...string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.nodeArgs[id] = args
 }
 
 type envConfig struct {
@@ -125,18 +136,23 @@ func newEnv(t *testing.T, cfg envConfig) *env {
 	if cfg.size == 0 {
 		cfg.size = 3
 	}
-	c := cluster.Launch(t, cluster.Config{
+	e := &env{t: t, rng: rng, seed: seed, nodeArgs: map[uint64][]string{}}
+	e.c = cluster.Launch(t, cluster.Config{
 		Binary:            raftnodeBin,
 		Size:              cfg.size,
 		HeartbeatInterval: heartbeat,
 		ElectionTimeout:   electionTimeout,
 		RequestTimeout:    requestTimeout,
 		Args:              cfg.args,
-		Proxies:           cfg.proxies,
-		Seed:              seed,
+		NodeArgs: func(id uint64) []string {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			return e.nodeArgs[id]
+		},
+		Proxies: cfg.proxies,
+		Seed:    seed,
 	})
-	e := &env{t: t, rng: rng, seed: seed, c: c}
-	e.admin = e.client(c.Addrs()...)
+	e.admin = e.client(e.c.Addrs()...)
 	return e
 }
 
