@@ -62,6 +62,24 @@ func TestElectsOneLeaderAndServesThroughEveryNode(t *testing.T) {
 	if _, err := e.clientFor(1).Get(ctx, "never/written", false); !isNotFound(err) {
 		t.Fatalf("get of a missing key: %v, want not found", err)
 	}
+
+	// A follower stopped with SIGTERM exits 0; the others go on serving;
+	// restarted, it rejoins and converges.
+	f := e.others(leader)[e.rng.Intn(2)]
+	sctx, scancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer scancel()
+	if err := e.c.Stop(sctx, f); err != nil {
+		t.Fatalf("graceful stop of node %d: %v", f, err)
+	}
+	ctx2, cancel2 := opCtx()
+	defer cancel2()
+	if _, err := e.client(e.c.Addrs()...).Put(ctx2, "after/stop", []byte("x")); err != nil {
+		t.Fatalf("put with node %d stopped: %v", f, err)
+	}
+	if err := e.c.Restart(sctx, f); err != nil {
+		t.Fatal(err)
+	}
+	e.waitConverged(e.c.IDs(), 10*time.Second)
 }
 
 // counter increments key by compare-and-swap loops and counts the
@@ -227,7 +245,7 @@ func TestRestartedNodeCatchesUpThroughSnapshot(t *testing.T) {
 	}
 	shown := 0
 	for _, line := range strings.Split(e.c.Log(follower), "\n") {
-		if shown < 5 && strings.Contains(strings.ToLower(line), "snapshot") {
+		if shown < 5 && !strings.HasPrefix(line, "===") && strings.Contains(strings.ToLower(line), "snapshot") {
 			t.Logf("follower log: %s", line)
 			shown++
 		}
