@@ -456,6 +456,22 @@ func (c *Cluster) Tail(id uint64, n int) []string {
 	return lines
 }
 
+// Problems returns the lines of node id's log that show the Go runtime
+// reporting a bug: a data race (with a -race build), a panic or a fatal
+// error.
+func (c *Cluster) Problems(id uint64) []string {
+	var out []string
+	for _, line := range strings.Split(c.Log(id), "\n") {
+		for _, p := range []string{"WARNING: DATA RACE", "panic: ", "fatal error: "} {
+			if strings.HasPrefix(line, p) {
+				out = append(out, line)
+				break
+			}
+		}
+	}
+	return out
+}
+
 // Close kills every running node and closes the mesh. It is safe to call
 // more than once.
 func (c *Cluster) Close() error {

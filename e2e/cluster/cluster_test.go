@@ -48,6 +48,10 @@ func fakeNode(args []string) int {
 		<-sigs
 		return 0
 	}
+	if flags["--race-warning"] == "true" {
+		fmt.Fprintln(os.Stderr, "==================")
+		fmt.Fprintln(os.Stderr, "WARNING: DATA RACE")
+	}
 	countFile := filepath.Join(flags["--data-dir"], "starts")
 	b, _ := os.ReadFile(countFile)
 	starts := strings.Count(string(b), "x") + 1
@@ -257,5 +261,32 @@ func TestIsServing(t *testing.T) {
 		if got := isServing(line); got != want {
 			t.Errorf("isServing(%s) = %v", line, got)
 		}
+	}
+}
+
+func TestProblemsFindsRuntimeReports(t *testing.T) {
+	cfg := fakeConfig(t)
+	cfg.Size = 2
+	cfg.Proxies = false
+	cfg.Dir = t.TempDir()
+	cfg.NodeArgs = func(id uint64) []string {
+		if id == 2 {
+			return []string{"--race-warning"}
+		}
+		return nil
+	}
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if p := c.Problems(1); len(p) != 0 {
+		t.Fatalf("node 1 problems: %q", p)
+	}
+	if p := c.Problems(2); len(p) != 1 || p[0] != "WARNING: DATA RACE" {
+		t.Fatalf("node 2 problems: %q", p)
 	}
 }

@@ -9,9 +9,10 @@ import (
 )
 
 // Launch is New and Start for a test: the cluster's directory is a temp
-// dir (kept, and its path logged, when $E2E_KEEP is set), every process is
-// killed when the test ends, and if the test failed the last tailLines
-// lines of each node's log are printed first.
+// dir (kept, and its path logged, when $E2E_KEEP is set); when the test
+// ends every process is killed, a data race, panic or fatal error in any
+// node's log fails the test, and if the test failed the last 50 lines of
+// each node's log are printed.
 func Launch(t testing.TB, cfg Config) *Cluster {
 	t.Helper()
 	if cfg.Dir == "" {
@@ -31,11 +32,16 @@ func Launch(t testing.TB, cfg Config) *Cluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if t.Failed() {
-			c.DumpTails(t, tailLines)
-		}
 		if err := c.Close(); err != nil {
 			t.Errorf("close cluster: %v", err)
+		}
+		for _, id := range c.ids {
+			if p := c.Problems(id); len(p) > 0 {
+				t.Errorf("node %d's log reports %d runtime problem(s), first: %s (log: %s)", id, len(p), p[0], c.nodes[id].LogPath)
+			}
+		}
+		if t.Failed() {
+			c.DumpTails(t, tailLines)
 		}
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
