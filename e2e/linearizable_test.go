@@ -6,6 +6,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -128,32 +129,43 @@ func TestLinearizableUnderFaults(t *testing.T) {
 		case <-ctx.Done():
 		}
 	}
+	// Links get a little seeded jitter throughout, so that messages
+	// between nodes do not arrive in lock-step.
+	e.c.Mesh().SetDelay(0, 3*time.Millisecond)
 	run(1500 * time.Millisecond)
 	faults := []string{"kill-leader", "partition-leader"}
-	if e.rng.Intn(2) == 0 {
-		faults[0], faults[1] = faults[1], faults[0]
+	extra := []string{"kill-leader", "partition-leader", "kill-follower", "partition-follower"}
+	for i := 0; i < 2; i++ {
+		faults = append(faults, extra[e.rng.Intn(len(extra))])
 	}
+	e.rng.Shuffle(len(faults), func(i, j int) { faults[i], faults[j] = faults[j], faults[i] })
+	t.Logf("nemesis plan: %v", faults)
 	for _, f := range faults {
 		leader := e.waitLeader(e.c.IDs(), 10*time.Second)
-		switch f {
-		case "kill-leader":
-			t.Logf("nemesis: kill -9 leader %d", leader)
-			if err := e.c.Kill(leader); err != nil {
+		victim := leader
+		if strings.HasSuffix(f, "-follower") {
+			others := e.others(leader)
+			victim = others[e.rng.Intn(len(others))]
+		}
+		switch {
+		case strings.HasPrefix(f, "kill-"):
+			t.Logf("nemesis: kill -9 node %d (%s)", victim, f)
+			if err := e.c.Kill(victim); err != nil {
 				t.Fatal(err)
 			}
 			run(2 * time.Second)
 			rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			err := e.c.Restart(rctx, leader)
+			err := e.c.Restart(rctx, victim)
 			cancel()
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("nemesis: restarted node %d", leader)
-		case "partition-leader":
+			t.Logf("nemesis: restarted node %d", victim)
+		default:
 			mode := []faultproxy.Mode{faultproxy.Refuse, faultproxy.Blackhole}[e.rng.Intn(2)]
 			e.c.Mesh().SetMode(mode)
-			t.Logf("nemesis: isolate leader %d (%v)", leader, mode)
-			e.c.Mesh().Isolate(leader)
+			t.Logf("nemesis: isolate node %d (%s, %v)", victim, f, mode)
+			e.c.Mesh().Isolate(victim)
 			run(2500 * time.Millisecond)
 			e.c.Mesh().Heal()
 			t.Logf("nemesis: healed")
@@ -175,6 +187,17 @@ func TestLinearizableUnderFaults(t *testing.T) {
 	start := time.Now()
 	res := rec.Check(60 * time.Second)
 	t.Logf("porcupine: %s in %v", res.Verdict, time.Since(start).Round(time.Millisecond))
+	if res.Verdict == porcupine.Ok {
+		// Negative control: the same history plus one stale read must be
+		// rejected, or this check could not have failed.
+		mutated, found := history.WithStaleRead(rec.Operations())
+		if !found {
+			t.Fatal("no key was overwritten in sequence: the history cannot show a stale read")
+		}
+		if v := porcupine.CheckOperationsTimeout(history.Model, mutated, 60*time.Second); v != porcupine.Illegal {
+			t.Fatalf("the history plus a stale read checks as %s, want Illegal", v)
+		}
+	}
 	if res.Verdict == porcupine.Ok && os.Getenv("E2E_VIS") == "" {
 		return
 	}

@@ -236,3 +236,29 @@ func TestDescribe(t *testing.T) {
 		t.Error("Kind.String")
 	}
 }
+
+func TestWithStaleRead(t *testing.T) {
+	ops := []porcupine.Operation{
+		op(0, 0, 1, put("x", "1"), ok),
+		op(1, 0, 5, casAbsent("y", "1"), casOK),
+		op(0, 2, 3, put("x", "2"), ok),
+		op(0, 4, 5, get("x"), saw("2")),
+	}
+	if check(t, ops...) != porcupine.Ok {
+		t.Fatal("base history should be linearizable")
+	}
+	mutated, found := WithStaleRead(ops)
+	if !found || len(mutated) != len(ops)+1 {
+		t.Fatalf("WithStaleRead found %v, %d ops", found, len(mutated))
+	}
+	if got := check(t, mutated...); got != porcupine.Illegal {
+		t.Fatalf("history with a stale read: %v, want Illegal", got)
+	}
+	// Overlapping writes do not make a stale read certain.
+	if _, found := WithStaleRead([]porcupine.Operation{
+		op(0, 0, 3, put("x", "1"), ok),
+		op(1, 1, 4, put("x", "2"), ok),
+	}); found {
+		t.Fatal("found a stale read for concurrent writes")
+	}
+}
