@@ -1,13 +1,26 @@
-// Package client is the Go client library for capraft nodes.
+// Package client is the Go client library for capraft clusters.
 //
 // A Client talks to one node at a time, chosen from its endpoints, and
-// moves to the next endpoint when a call finds its node unreachable. It is
-// safe for concurrent use; every call takes a context.
+// moves to the next endpoint when the node it uses is unreachable, shutting
+// down or cut off from the leader. It is safe for concurrent use, and meant
+// to be shared: the operations of many goroutines are coalesced into
+// KV.batch calls over one connection, with a few batch calls in flight at
+// once. An operation issued while nothing is in flight is sent at once, so
+// a lone operation costs one round trip.
 //
-//	c, err := client.New([]string{"127.0.0.1:7000"})
+//	c, err := client.New([]string{"127.0.0.1:7000", "127.0.0.1:7001"})
 //	if err != nil { ... }
 //	defer c.Close()
-//	reply, err := c.Ping(ctx, "hello") // "echo:hello"
+//	rev, err := c.Put(ctx, "greeting", []byte("hello"))
+//	kv, err := c.Get(ctx, "greeting")
+//
+// Writes are exactly-once: the client opens a session with the cluster on
+// its first write and numbers its writes, so a write retried after a lost
+// connection is applied at most once. Reads and writes are retried on
+// transient failures (connection loss, no leader, a node shutting down)
+// until their context ends; give every context a deadline. When a write's
+// context ends while an attempt of it may have reached a node, the error
+// wraps ErrUnknownOutcome: the write may or may not have been applied.
 package client
 
 import (
@@ -15,23 +28,38 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"strings"
+	"io"
+	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"capnproto.org/go/capnp/v3/exc"
+	capnprpc "capnproto.org/go/capnp/v3/rpc"
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/capraft/capraft/rpc"
 	"github.com/capraft/capraft/schema"
 )
 
+// Defaults of the options.
+const (
+	DefaultMaxBatch       = 256     // operations per KV.batch call
+	DefaultMaxBatchBytes  = 1 << 20 // bytes of keys and values per KV.batch call
+	DefaultMaxInFlight    = 4       // KV.batch calls in flight at once
+	DefaultRequestTimeout = 10 * time.Second
+)
+
 // Option configures a Client.
 type Option func(*options)
 
 type options struct {
-	dial rpc.DialConfig
-	log  hclog.Logger
+	dial           rpc.DialConfig
+	log            hclog.Logger
+	maxBatch       int
+	maxBatchBytes  int
+	maxInFlight    int
+	requestTimeout time.Duration
 }
 
 // WithDialTimeout bounds connecting to one endpoint (default 5s).
@@ -43,29 +71,93 @@ func WithTLS(cfg *tls.Config) Option { return func(o *options) { o.dial.TLSConfi
 // WithLogger sets the client's logger (default: none).
 func WithLogger(l hclog.Logger) Option { return func(o *options) { o.log = l } }
 
+// WithMaxBatch caps the operations coalesced into one KV.batch call
+// (default 256). 1 disables coalescing.
+func WithMaxBatch(n int) Option { return func(o *options) { o.maxBatch = n } }
+
+// WithMaxInFlight caps the KV.batch calls in flight at once on the
+// connection (default 4). Operations issued while all are in flight wait
+// and go out together in the next batch.
+func WithMaxInFlight(n int) Option { return func(o *options) { o.maxInFlight = n } }
+
+// WithRequestTimeout bounds one attempt: a single call to a node, after
+// which the operation is retried (default 10s, above the node's own
+// request timeout so that the node normally answers first). The whole
+// operation, retries included, is bounded by its context.
+func WithRequestTimeout(d time.Duration) Option {
+	return func(o *options) { o.requestTimeout = d }
+}
+
 // ErrClosed is returned by calls on a closed Client.
 var ErrClosed = errors.New("client is closed")
 
-// Client is a connection to a capraft cluster.
+// Client is a connection to a capraft cluster. Create it with New; it is
+// safe for concurrent use.
 type Client struct {
 	endpoints []string
 	opts      options
 
+	ctx    context.Context // ends at Close: bounds dials and calls owned by the client
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // goroutines owned by the client
+
 	mu     sync.Mutex
-	next   int // endpoint to try first on the next dial
-	conn   *session
+	next   int   // endpoint to try first on the next dial
+	cur    *conn // the current connection (possibly still dialling), or nil
 	closed bool
+
+	q    queue
+	sess sessions
 }
 
-// session is one connection and the capabilities cached on it.
-type session struct {
-	cc   *rpc.ClientConn
-	echo schema.Echo // obtained once by pipelining; owned by the session
+// conn is one connection and the capabilities cached on it. Its fields
+// below ready are set before ready is closed and read-only after.
+type conn struct {
+	ready chan struct{} // closed once dialling finished
+	err   error         // dialling failed: every endpoint's error
+	idx   int           // index of the endpoint in Client.endpoints
+	cc    *rpc.ClientConn
+	echo  schema.Echo // obtained once by pipelining; owned by the conn
+	kv    schema.KV   // likewise
+
+	// Guarded by Client.mu.
+	users   int  // acquire calls not yet released
+	retired bool // no new users; closed when users drops to 0
+	closed  bool
 }
 
-func (s *session) close() {
-	s.echo.Release()
-	_ = s.cc.Close()
+// dead reports whether the connection failed to dial or has ended.
+func (cn *conn) dead() bool {
+	select {
+	case <-cn.ready:
+	default:
+		return false
+	}
+	if cn.err != nil {
+		return true
+	}
+	select {
+	case <-cn.cc.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+func (cn *conn) addr() string {
+	if cn.cc == nil {
+		return ""
+	}
+	return cn.cc.Addr()
+}
+
+func (cn *conn) close() {
+	if cn.cc == nil {
+		return
+	}
+	cn.echo.Release()
+	cn.kv.Release()
+	_ = cn.cc.Close()
 }
 
 // New returns a client for the nodes at endpoints (host:port). It does not
@@ -74,6 +166,11 @@ func New(endpoints []string, opts ...Option) (*Client, error) {
 	if len(endpoints) == 0 {
 		return nil, errors.New("client: no endpoints given; pass at least one host:port")
 	}
+	for _, e := range endpoints {
+		if e == "" {
+			return nil, errors.New("client: empty endpoint; pass host:port")
+		}
+	}
 	o := options{}
 	for _, opt := range opts {
 		opt(&o)
@@ -81,146 +178,213 @@ func New(endpoints []string, opts ...Option) (*Client, error) {
 	if o.log == nil {
 		o.log = hclog.NewNullLogger()
 	}
+	if o.maxBatch <= 0 {
+		o.maxBatch = DefaultMaxBatch
+	}
+	if o.maxBatchBytes <= 0 {
+		o.maxBatchBytes = DefaultMaxBatchBytes
+	}
+	if o.maxInFlight <= 0 {
+		o.maxInFlight = DefaultMaxInFlight
+	}
+	if o.requestTimeout <= 0 {
+		o.requestTimeout = DefaultRequestTimeout
+	}
 	o.dial.Logger = o.log
-	return &Client{endpoints: append([]string(nil), endpoints...), opts: o}, nil
+	c := &Client{endpoints: append([]string(nil), endpoints...), opts: o}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.sess.init()
+	return c, nil
 }
 
 // Endpoints returns the endpoints the client was created with.
 func (c *Client) Endpoints() []string { return append([]string(nil), c.endpoints...) }
 
-// session returns the current connection, dialling the endpoints in turn
-// if there is none (or it has ended).
-func (c *Client) session(ctx context.Context) (*session, error) {
+// acquire returns the current connection, starting a dial if there is none
+// (or it has ended), and waits for it until ctx ends. The dial itself runs
+// in its own goroutine, bounded by the dial timeout, so concurrent callers
+// share it and none holds the mutex while it runs. Every successful
+// acquire must be paired with release.
+func (c *Client) acquire(ctx context.Context) (*conn, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closed {
+		c.mu.Unlock()
 		return nil, ErrClosed
 	}
-	if c.conn != nil {
-		select {
-		case <-c.conn.cc.Done():
-			c.conn.close()
-			c.conn = nil
-		default:
-			return c.conn, nil
-		}
+	cn := c.cur
+	if cn != nil && cn.dead() {
+		c.retireLocked(cn, true)
+		cn = nil
 	}
+	if cn == nil {
+		cn = &conn{ready: make(chan struct{})}
+		c.cur = cn
+		c.wg.Add(1)
+		go c.dial(cn, c.next)
+	}
+	cn.users++
+	c.mu.Unlock()
+
+	select {
+	case <-cn.ready:
+	case <-ctx.Done():
+		c.release(cn)
+		return nil, ctx.Err()
+	}
+	if cn.err != nil {
+		c.release(cn)
+		return nil, cn.err
+	}
+	return cn, nil
+}
+
+// dial connects cn to the first endpoint that answers, starting at start.
+func (c *Client) dial(cn *conn, start int) {
+	defer c.wg.Done()
 	var errs []error
 	for i := range c.endpoints {
-		addr := c.endpoints[(c.next+i)%len(c.endpoints)]
-		cc, err := rpc.Dial(ctx, addr, c.opts.dial)
+		idx := (start + i) % len(c.endpoints)
+		addr := c.endpoints[idx]
+		cc, err := rpc.Dial(c.ctx, addr, c.opts.dial)
 		if err != nil {
+			c.opts.log.Debug("dial failed", "addr", addr, "error", err)
 			errs = append(errs, err)
-			if ctx.Err() != nil {
+			if c.ctx.Err() != nil {
 				break
 			}
 			continue
 		}
-		c.next = (c.next + i) % len(c.endpoints)
-		f, release := cc.Node().Echo(context.Background(), nil)
-		s := &session{cc: cc, echo: f.Echo().AddRef()}
-		release()
-		c.conn = s
-		return s, nil
+		cn.idx, cn.cc = idx, cc
+		// Pipelined on the bootstrap: the first call through them is one
+		// round trip. Each accessor is read once (see capnp-go.md §5).
+		ef, erel := cc.Node().Echo(context.Background(), nil)
+		cn.echo = ef.Echo().AddRef()
+		erel()
+		kf, krel := cc.Node().Kv(context.Background(), nil)
+		cn.kv = kf.Kv().AddRef()
+		krel()
+		c.mu.Lock()
+		c.next = idx
+		closed := c.closed
+		c.mu.Unlock()
+		if closed {
+			cn.close()
+			cn.cc = nil
+			cn.err = ErrClosed
+		}
+		close(cn.ready)
+		return
 	}
-	return nil, &UnavailableError{causes: errs}
-}
-
-// forget drops s after a call on it found the node unreachable, so the next
-// call dials again, starting with the next endpoint.
-func (c *Client) forget(s *session) {
+	if c.ctx.Err() != nil {
+		cn.err = ErrClosed
+	} else {
+		cn.err = &UnavailableError{causes: errs}
+	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.conn == s {
-		c.conn = nil
-		c.next = (c.next + 1) % len(c.endpoints)
-		s.close()
+	if c.cur == cn {
+		c.cur = nil
+	}
+	c.mu.Unlock()
+	close(cn.ready)
+}
+
+// release ends one use of cn; a retired connection closes with its last use.
+func (c *Client) release(cn *conn) {
+	c.mu.Lock()
+	cn.users--
+	closeIt := cn.retired && cn.users == 0 && !cn.closed
+	if closeIt {
+		cn.closed = true
+	}
+	c.mu.Unlock()
+	if closeIt {
+		cn.close()
 	}
 }
 
-// UnavailableError reports that no node could be reached. It wraps the
-// error met at each endpoint tried (or the reason the connection was lost).
-type UnavailableError struct {
-	causes []error
-}
-
-func (e *UnavailableError) Error() string {
-	if len(e.causes) == 1 {
-		return e.causes[0].Error()
+// retire stops new calls from using cn; the next call dials again, starting
+// with the endpoint after cn's if next is set. Calls still using cn finish.
+func (c *Client) retire(cn *conn, next bool) {
+	c.mu.Lock()
+	closeIt := c.retireLocked(cn, next)
+	c.mu.Unlock()
+	if closeIt {
+		cn.close()
 	}
-	msgs := make([]string, len(e.causes))
-	for i, err := range e.causes {
-		msgs[i] = err.Error()
+}
+
+func (c *Client) retireLocked(cn *conn, next bool) (closeNow bool) {
+	if c.cur == cn {
+		c.cur = nil
+		if next && cn.err == nil {
+			c.next = (cn.idx + 1) % len(c.endpoints)
+		}
 	}
-	return "no endpoint reachable: " + strings.Join(msgs, "; ")
+	cn.retired = true
+	if cn.users == 0 && !cn.closed && cn.err == nil {
+		select {
+		case <-cn.ready:
+			cn.closed = true
+			return true
+		default: // still dialling: its last user closes it
+		}
+	}
+	return false
 }
 
-// Unwrap returns the errors met at each endpoint.
-func (e *UnavailableError) Unwrap() []error { return e.causes }
-
-// IsUnavailable reports whether err says that no node could be reached.
-func IsUnavailable(err error) bool {
-	var u *UnavailableError
-	return errors.As(err, &u)
-}
-
-// check turns a failed call's error into the client's terms, forgetting
-// the session if its connection is gone.
-func (c *Client) check(s *session, op string, err error) error {
-	lost := exc.IsType(err, exc.Disconnected)
+// connLost reports whether err (from a call on cn) means the connection is
+// gone, and retires cn if so.
+func (c *Client) connLost(cn *conn, err error) bool {
+	lost := isConnErr(err)
 	select {
-	case <-s.cc.Done():
+	case <-cn.cc.Done():
 		lost = true // however the failure was reported, the connection is gone
 	default:
 	}
 	if lost {
-		c.forget(s)
+		c.retire(cn, true)
 	}
-	return &CallError{Op: op, Addr: s.cc.Addr(), ConnectionLost: lost, Err: err}
+	return lost
 }
 
-// CallError reports a call that reached a node and failed.
-type CallError struct {
-	Op             string // the operation, e.g. "ping"
-	Addr           string // the node's address
-	ConnectionLost bool   // the connection broke; the call's outcome is unknown
-	Err            error
-}
-
-func (e *CallError) Error() string {
-	if e.ConnectionLost {
-		return fmt.Sprintf("connection to %s lost during %s: %s", e.Addr, e.Op, rootMessage(e.Err))
-	}
-	return fmt.Sprintf("%s on %s failed: %s", e.Op, e.Addr, rootMessage(e.Err))
-}
-
-// Unwrap returns the underlying error.
-func (e *CallError) Unwrap() error { return e.Err }
-
-// rootMessage returns the innermost message of a go-capnp error, without
-// the "schema/x.capnp:Iface.method:" prefixes that only repeat the call.
-func rootMessage(err error) string {
-	for {
-		inner := errors.Unwrap(err)
-		if inner == nil {
-			return err.Error()
+// isConnErr reports whether err says the connection failed (as opposed to
+// an exception the node answered with): go-capnp reports a broken
+// connection as Disconnected, or as Failed wrapping the transport's error.
+func isConnErr(err error) bool {
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		var ex *exc.Exception
+		if errors.As(e, &ex) && ex.Type == exc.Disconnected {
+			return true
 		}
-		err = inner
+		if ex, ok := e.(exc.Exception); ok && ex.Type == exc.Disconnected {
+			return true
+		}
 	}
+	return errors.Is(err, capnprpc.ErrConnClosed) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// check turns a failed call's error into the client's terms, retiring the
+// connection if it is gone.
+func (c *Client) check(cn *conn, op string, err error) error {
+	lost := c.connLost(cn, err)
+	return &CallError{Op: op, Addr: cn.addr(), ConnectionLost: lost, Err: err}
 }
 
 // Ping sends msg to a node and returns its reply ("echo:" + msg). The node
 // also delivers msg to its listeners.
 func (c *Client) Ping(ctx context.Context, msg string) (string, error) {
-	s, err := c.session(ctx)
+	cn, err := c.acquire(ctx)
 	if err != nil {
 		return "", err
 	}
-	f, release := s.echo.Ping(ctx, func(p schema.Echo_ping_Params) error { return p.SetMsg(msg) })
+	defer c.release(cn)
+	f, release := cn.echo.Ping(ctx, func(p schema.Echo_ping_Params) error { return p.SetMsg(msg) })
 	defer release()
 	res, err := f.Struct()
 	if err != nil {
-		return "", c.check(s, "ping", err)
+		return "", c.check(cn, "ping", err)
 	}
 	return res.Reply()
 }
@@ -234,36 +398,64 @@ type NodeInfo struct {
 
 // Info asks the connected node to describe itself.
 func (c *Client) Info(ctx context.Context) (NodeInfo, error) {
-	s, err := c.session(ctx)
+	cn, err := c.acquire(ctx)
 	if err != nil {
 		return NodeInfo{}, err
 	}
-	f, release := s.cc.Node().Info(ctx, nil)
+	defer c.release(cn)
+	f, release := cn.cc.Node().Info(ctx, nil)
 	defer release()
 	res, err := f.Struct()
 	if err != nil {
-		return NodeInfo{}, c.check(s, "info", err)
+		return NodeInfo{}, c.check(cn, "info", err)
 	}
 	info, err := res.Info()
 	if err != nil {
-		return NodeInfo{}, err
+		return NodeInfo{}, fmt.Errorf("info from %s: %w", cn.addr(), err)
 	}
 	v, _ := info.Version()
 	l, _ := info.Listen()
 	return NodeInfo{ID: info.Id(), Version: v, Listen: l}, nil
 }
 
-// Close closes the connection. Calls in flight fail.
+// closeSessionTimeout bounds the goodbye Close sends for the session.
+const closeSessionTimeout = time.Second
+
+// Close ends the client: it tells the cluster its session is over (briefly,
+// best effort), closes the connection and waits for the client's
+// goroutines. Operations in flight fail with ErrClosed (a write among them
+// with an error that also wraps ErrUnknownOutcome).
 func (c *Client) Close() error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closed {
+		c.mu.Unlock()
 		return nil
 	}
 	c.closed = true
-	if c.conn != nil {
-		c.conn.close()
-		c.conn = nil
+	cn := c.cur
+	c.cur = nil
+	if cn != nil {
+		cn.users++ // keep it for the goodbye below
 	}
+	c.mu.Unlock()
+
+	c.q.close()
+	if cn != nil {
+		c.closeSession(cn)
+		c.mu.Lock()
+		cn.users--
+		closeIt := !cn.closed
+		cn.closed = true
+		c.mu.Unlock()
+		if closeIt {
+			select {
+			case <-cn.ready:
+				cn.close()
+			default: // still dialling: dial sees closed and cleans up
+			}
+		}
+	}
+	c.cancel()
+	c.wg.Wait()
 	return nil
 }

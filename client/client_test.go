@@ -18,15 +18,15 @@ import (
 // its server and address.
 func startNode(t *testing.T, addr string) (*rpc.Server, string) {
 	t.Helper()
-	n, err := raftnode.New(raftnode.Config{ID: 1, Logger: rpctest.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(n.Close)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
+	n, err := raftnode.New(raftnode.Config{ID: 1, DataDir: t.TempDir(), Advertise: ln.Addr().String(), Logger: rpctest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Close)
 	srv := rpc.NewServer(rpc.Config{Bootstrap: n.Bootstrap, Logger: rpctest.Logger(t)})
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })

@@ -28,10 +28,11 @@ var ErrSubscriptionEnded = errors.New("subscription ended by the node")
 // fn was too slow and the node's queue for it overflowed) or the connection
 // is lost. While fn runs, further messages queue on the node.
 func (c *Client) Listen(ctx context.Context, fn func(Message)) error {
-	s, err := c.session(ctx)
+	s, err := c.acquire(ctx)
 	if err != nil {
 		return err
 	}
+	defer c.release(s)
 	l := &listener{fn: fn, closed: make(chan string, 1)}
 	ex := rpc.NewExporter(c.opts.log)
 	lcap := schema.EchoListener(ex.Export(schema.EchoListener_Methods(nil, l), l, nil))
@@ -60,7 +61,7 @@ func (c *Client) Listen(ctx context.Context, fn func(Message)) error {
 	case reason := <-l.closed:
 		return fmt.Errorf("%w: %s", ErrSubscriptionEnded, reason)
 	case <-s.cc.Done():
-		c.forget(s)
+		c.retire(s, true)
 		return &UnavailableError{causes: []error{fmt.Errorf("connection to %s lost while listening", s.cc.Addr())}}
 	}
 }

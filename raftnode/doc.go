@@ -1,8 +1,49 @@
-// Package raftnode is a consensus node: it serves the node's capabilities
-// (Node, Echo, and the Raft peer protocol as it lands) over the rpc
-// package, and will drive the pure Raft core in raftnode/raft with the
-// durable storage in raftnode/storage.
+// Package raftnode is a consensus node: it drives the pure Raft core
+// (raftnode/raft) with durable storage (raftnode/storage), replicates the
+// key-value state machine (raftnode/kv), talks to its peers through
+// raftnode/transport, and serves clients, peers and operators through one
+// bootstrap capability per connection (Node: echo, raft, kv, status,
+// admin, info).
 //
-// Services live in their own sub-packages (echo today); this package wires
-// them into the per-connection bootstrap capability, Node.
+// # The loop
+//
+// One goroutine (run, in loop.go) owns the core. Everything else talks to
+// it through one queue: peers' requests, peers' replies, proposals, read
+// requests and admin tasks. Each turn it takes the whole queue, steps it
+// into the core, proposes every pending command with one ProposeBatch and
+// asks for one read index for every pending read, then handles one Ready:
+//
+//  1. the leader's AppendEntries go out before its own write (thesis
+//     §10.2.1);
+//  2. committed entries are applied and their clients answered (they are
+//     durable on a quorum already);
+//  3. entries and hard state are written with one fsync (a commit-only
+//     change waits for the next write);
+//  4. acknowledgements and votes go out only after that write;
+//  5. reads whose index has been applied are released.
+//
+// A peer's request is an RPC whose return value carries the response the
+// core produces for it (AppendEntries returns AppendResponse): the loop
+// remembers every stepped request until the Ready that answers it, and a
+// request the core ignores is answered with "no response" (term 0).
+//
+// # Clients
+//
+// Any node accepts any call. The leader proposes writes itself; a
+// follower hands requests with writes to the leader's KV capability (a
+// handed-over request is never handed on again, so nodes that disagree
+// about the leader cannot bounce it). Linearizable reads are served by
+// the receiving node once its state machine has applied the read index
+// the leader confirmed with a heartbeat round; serializable reads at
+// once. Writes are exactly-once through kv sessions: a write whose
+// outcome is unknown (leader lost, timeout) is retried by the client with
+// the same session and sequence number and applied at most once.
+//
+// # Failures
+//
+// A storage error makes the core panic; the loop turns that into a clean
+// stop with a reason (Err, Done) rather than answering from a disk it can
+// no longer trust. A node that is removed from the cluster stops once it
+// has applied everything committed and is still not a member (a node that
+// was removed and added back replays its old removal on the way).
 package raftnode

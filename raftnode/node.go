@@ -3,112 +3,383 @@ package raftnode
 import (
 	"context"
 	"errors"
+	"fmt"
+	"hash/fnv"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"capnproto.org/go/capnp/v3"
-	"capnproto.org/go/capnp/v3/exc"
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/capraft/capraft/raftnode/echo"
+	"github.com/capraft/capraft/raftnode/kv"
+	"github.com/capraft/capraft/raftnode/raft"
+	"github.com/capraft/capraft/raftnode/storage"
+	"github.com/capraft/capraft/raftnode/transport"
 	"github.com/capraft/capraft/rpc"
 	"github.com/capraft/capraft/schema"
 )
 
-// Config configures a Node.
+// Config configures a Node. Zero values of the optional fields mean the
+// documented defaults.
 type Config struct {
 	// ID is the node's id in its cluster (non-zero).
 	ID uint64
-	// Version is the build version reported by Node.info.
+	// ClusterName names the cluster (default "capraft"). Peers refuse
+	// messages from a cluster with another name, so two clusters whose
+	// addresses get mixed up cannot corrupt each other.
+	ClusterName string
+	// Version is the build version reported by Node.info and status.
 	Version string
-	// Advertise is the address clients and peers use to reach this node,
-	// reported by Node.info.
+	// Advertise is the address clients and peers use to reach this node.
 	Advertise string
+	// DataDir holds the write-ahead log and snapshots (required).
+	DataDir string
+	// Peers maps member ids to the addresses this node uses to reach
+	// them. For a new cluster it is the initial membership (it must
+	// include ID); on restart it overrides the addresses learned from the
+	// log for the ids it lists.
+	Peers map[uint64]string
+	// Join starts a node with an empty data directory without
+	// bootstrapping a cluster: it waits to be added by a member change
+	// on an existing cluster's leader.
+	Join bool
+
+	// HeartbeatInterval is how often a leader heartbeats (default 100ms).
+	HeartbeatInterval time.Duration
+	// ElectionTimeout is how long a follower waits without hearing from a
+	// leader before campaigning (default 1s; randomized up to twice that).
+	ElectionTimeout time.Duration
+	// SnapshotEntries: snapshot the state machine every this many applied
+	// entries (default 10000).
+	SnapshotEntries uint64
+	// SnapshotCatchupEntries: entries kept in the log before a snapshot,
+	// so slightly lagging followers catch up without a snapshot (default
+	// 5000).
+	SnapshotCatchupEntries uint64
+	// WALSegmentSize is the size of the write-ahead log's segment files
+	// (default 64 MiB). The log is compacted a segment at a time, so
+	// small segments make followers catch up by snapshot sooner (tests).
+	WALSegmentSize int64
+	// RequestTimeout bounds how long a client request waits for a leader,
+	// a commit or a read index before it is answered with an error
+	// (default 5s).
+	RequestTimeout time.Duration
+
+	// KV configures the state machine (session TTL, size limits).
+	KV kv.Config
+	// Dial configures connections to peers (TLS, timeouts).
+	Dial rpc.DialConfig
 	// Echo configures the echo hub (listener queue length and batching).
 	Echo echo.HubConfig
 	// Logger is the node's logger; components log through named
 	// sub-loggers of it.
 	Logger hclog.Logger
+	// Seed seeds the core's election randomness (default: random).
+	Seed uint64
 }
 
-// Node is one consensus node's services. Bootstrap hands each connection
-// its own Node capability; Close stops the services.
+func (c *Config) setDefaults() error {
+	if c.ID == 0 {
+		return errors.New("raftnode: node id must be non-zero")
+	}
+	if c.DataDir == "" {
+		return errors.New("raftnode: a data directory is required")
+	}
+	if c.ClusterName == "" {
+		c.ClusterName = "capraft"
+	}
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = 100 * time.Millisecond
+	}
+	if c.ElectionTimeout <= 0 {
+		c.ElectionTimeout = time.Second
+	}
+	if c.ElectionTimeout < 3*c.HeartbeatInterval {
+		return fmt.Errorf("raftnode: election timeout %v must be at least 3 heartbeat intervals (%v)", c.ElectionTimeout, c.HeartbeatInterval)
+	}
+	if c.SnapshotEntries == 0 {
+		c.SnapshotEntries = 10000
+	}
+	if c.SnapshotCatchupEntries == 0 {
+		c.SnapshotCatchupEntries = 5000
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+	if c.Echo.Logger == nil {
+		c.Echo.Logger = c.Logger.Named("echo")
+	}
+	if c.Seed == 0 {
+		c.Seed = rand.Uint64()
+	}
+	if !c.Join {
+		if _, ok := c.Peers[c.ID]; !ok && len(c.Peers) > 0 {
+			return fmt.Errorf("raftnode: --peers must include this node's id %d", c.ID)
+		}
+	}
+	return nil
+}
+
+// ClusterID is the id carried in every peer message: a hash of the
+// cluster name.
+func ClusterID(name string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	return h.Sum64()
+}
+
+// Node is one consensus node: the Raft core driven by one loop goroutine,
+// its durable storage, the replicated key-value store, the peer transport
+// and the capabilities served to clients and peers.
 type Node struct {
-	cfg Config
-	log hclog.Logger
-	hub *echo.Hub
+	cfg       Config
+	log       hclog.Logger
+	clusterID uint64
+	hub       *echo.Hub
+	store     *storage.Store
+	kv        *kv.Store
+	tr        *transport.Transport
+
+	// Owned by the loop goroutine.
+	core *raft.Core
+	loop loopState
+
+	q       *eventQueue
+	stopc   chan struct{} // closed by Close
+	done    chan struct{} // closed when the loop has exited
+	wg      sync.WaitGroup
+	closeMu sync.Once
+
+	// Shared with request handlers.
+	lead      atomic.Uint64 // leader id as the loop last saw it
+	isLeader  atomic.Bool
+	leadMu    sync.Mutex
+	leadWake  chan struct{}         // closed and replaced when the leader changes
+	stopErr   atomic.Pointer[error] // why the node stopped, once it has
+	proposeID atomic.Uint64
 }
 
-// New returns a node ready to serve.
+// New opens (or creates) the node's data directory and starts its loop.
+// A new data directory bootstraps a cluster of cfg.Peers unless cfg.Join.
 func New(cfg Config) (*Node, error) {
-	if cfg.ID == 0 {
-		return nil, errors.New("raftnode: node id must be non-zero")
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = hclog.NewNullLogger()
+	n := &Node{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		clusterID: ClusterID(cfg.ClusterName),
+		hub:       echo.NewHub(cfg.Echo),
+		kv:        kv.New(cfg.KV),
+		q:         newEventQueue(),
+		stopc:     make(chan struct{}),
+		done:      make(chan struct{}),
+		leadWake:  make(chan struct{}),
 	}
-	if cfg.Echo.Logger == nil {
-		cfg.Echo.Logger = cfg.Logger.Named("echo")
+	n.proposeID.Store(rand.Uint64())
+	if err := n.open(); err != nil {
+		n.hub.Close()
+		return nil, err
 	}
-	return &Node{cfg: cfg, log: cfg.Logger, hub: echo.NewHub(cfg.Echo)}, nil
+	n.wg.Add(1)
+	go n.run()
+	return n, nil
+}
+
+// open opens storage, bootstraps or recovers, and builds the core and
+// the transport. On error everything opened is closed again.
+func (n *Node) open() (err error) {
+	n.store, err = storage.Open(n.cfg.DataDir, storage.Options{
+		NodeID:          n.cfg.ID,
+		Logger:          n.log.Named("storage"),
+		TrailingEntries: n.cfg.SnapshotCatchupEntries,
+		SegmentSize:     n.cfg.WALSegmentSize,
+	})
+	if err != nil {
+		return fmt.Errorf("open data directory %s: %w", n.cfg.DataDir, err)
+	}
+	defer func() {
+		if err != nil {
+			n.store.Close()
+		}
+	}()
+	n.loop.addrs = make(map[uint64]string)
+	hs, _, err := n.store.InitialState()
+	if err != nil {
+		return fmt.Errorf("read state from %s: %w", n.cfg.DataDir, err)
+	}
+	last, _ := n.store.LastIndex()
+	_, hasSnap := n.store.SnapshotMeta()
+	fresh := hs.IsEmpty() && last == 0 && !hasSnap
+	switch {
+	case fresh && n.cfg.Join:
+		n.log.Info("empty data directory: waiting to be added to a cluster", "dir", n.cfg.DataDir)
+	case fresh:
+		if err := n.bootstrap(); err != nil {
+			return err
+		}
+	default:
+		if err := n.recover(); err != nil {
+			return err
+		}
+	}
+	for id, addr := range n.cfg.Peers {
+		n.loop.addrs[id] = addr // this node's view wins over what the log says
+	}
+
+	tick := n.cfg.HeartbeatInterval
+	if t := n.cfg.ElectionTimeout / 10; t < tick {
+		tick = t
+	}
+	n.loop.tick = tick
+	n.core, err = raft.New(raft.Config{
+		ID:            n.cfg.ID,
+		Storage:       n.store,
+		ElectionTick:  int(n.cfg.ElectionTimeout / tick),
+		HeartbeatTick: max(1, int(n.cfg.HeartbeatInterval/tick)),
+		Seed:          n.cfg.Seed,
+		PreVote:       true,
+		CheckQuorum:   true,
+	})
+	if err != nil {
+		return fmt.Errorf("start raft: %w", err)
+	}
+	n.loop.snapIndex = n.kv.AppliedIndex()
+
+	n.tr = transport.New(transport.Config{
+		ClusterID:   n.clusterID,
+		LocalID:     n.cfg.ID,
+		Dial:        n.cfg.Dial,
+		Deliver:     func(m raft.Message) { n.q.push(peerReply{m}) },
+		Unreachable: func(id uint64) { n.q.push(unreachable{id}) },
+		Logger:      n.log.Named("transport"),
+	})
+	for id, addr := range n.loop.addrs {
+		if id != n.cfg.ID {
+			n.tr.SetPeer(id, addr)
+		}
+	}
+	return nil
+}
+
+// bootstrap writes the initial membership of a new cluster.
+func (n *Node) bootstrap() error {
+	peers := n.cfg.Peers
+	if len(peers) == 0 {
+		peers = map[uint64]string{n.cfg.ID: n.cfg.Advertise}
+	}
+	ids := make([]uint64, 0, len(peers))
+	for id := range peers {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	sn := raft.BootstrapSnapshot(raft.ConfState{Voters: ids})
+	sn.Data = encodeSnapshot(peers, nil)
+	if err := n.store.Save(raft.HardState{}, nil, &sn); err != nil {
+		return fmt.Errorf("bootstrap the cluster: %w", err)
+	}
+	n.kv.SetApplied(sn.Meta.Index)
+	for id, addr := range peers {
+		n.loop.addrs[id] = addr
+	}
+	n.log.Info("bootstrapped a new cluster", "members", ids)
+	return nil
+}
+
+// recover restores the state machine from the newest snapshot; the core
+// then re-delivers the committed entries after it.
+func (n *Node) recover() error {
+	if _, ok := n.store.SnapshotMeta(); !ok {
+		return nil
+	}
+	sn, err := n.store.Snapshot()
+	if err != nil {
+		return fmt.Errorf("load snapshot: %w", err)
+	}
+	if err := n.restore(sn); err != nil {
+		return err
+	}
+	n.log.Info("recovered from snapshot", "index", sn.Meta.Index, "revision", n.kv.Revision())
+	return nil
 }
 
 // Bootstrap returns the Node capability for one connection. It is meant
 // for rpc.Config.Bootstrap.
 func (n *Node) Bootstrap(conn *rpc.ConnInfo) capnp.Client {
-	impl := &nodeServer{node: n, ex: conn.Exporter}
+	impl := &nodeServer{node: n, conn: conn}
 	return conn.Exporter.Export(schema.Node_Methods(nil, impl), impl, nil)
 }
 
-// Close ends every echo subscription and waits for their senders.
-func (n *Node) Close() { n.hub.Close() }
+// Done is closed when the node has stopped: after Close, or on its own
+// when it was removed from the cluster or its disk failed (see Err).
+func (n *Node) Done() <-chan struct{} { return n.done }
 
-// nodeServer is the bootstrap capability of one connection.
-type nodeServer struct {
-	node *Node
-	ex   *rpc.Exporter
+// Err says why the node stopped on its own, or nil.
+func (n *Node) Err() error {
+	if p := n.stopErr.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
-// Echo returns an Echo capability for this connection.
-func (s *nodeServer) Echo(_ context.Context, call schema.Node_echo) error {
-	res, err := call.AllocResults()
-	if err != nil {
-		return err
-	}
-	return res.SetEcho(echo.NewCapability(s.node.hub, s.ex))
+// Close stops the loop, the transport and the services, and closes the
+// data directory. Requests in flight fail with a shutting-down error.
+func (n *Node) Close() {
+	n.closeMu.Do(func() {
+		close(n.stopc)
+		n.wg.Wait()
+		n.tr.Close()
+		n.hub.Close()
+		if err := n.store.Close(); err != nil {
+			n.log.Warn("closing the data directory", "error", err)
+		}
+	})
 }
 
-// errRaftNotServed: the Raft peer protocol is specified in the schema but
-// not served by this build yet.
-var errRaftNotServed = exc.New(exc.Unimplemented, "", "raft: this node does not serve the Raft peer protocol yet")
+// ID returns the node's id.
+func (n *Node) ID() uint64 { return n.cfg.ID }
 
-// Raft returns the Raft peer capability.
-func (s *nodeServer) Raft(context.Context, schema.Node_raft) error {
-	return errRaftNotServed
+// Leader returns the id of the leader this node knows of, or 0.
+func (n *Node) Leader() uint64 { return n.lead.Load() }
+
+// leaderChanged returns a channel closed at the next leader change.
+func (n *Node) leaderChanged() <-chan struct{} {
+	n.leadMu.Lock()
+	defer n.leadMu.Unlock()
+	return n.leadWake
 }
 
-// Info describes the node.
-func (s *nodeServer) Info(_ context.Context, call schema.Node_info) error {
-	res, err := call.AllocResults()
-	if err != nil {
-		return err
+func (n *Node) setLeader(lead uint64, leader bool) {
+	n.isLeader.Store(leader)
+	if n.lead.Swap(lead) == lead {
+		return
 	}
-	info, err := res.NewInfo()
-	if err != nil {
-		return err
-	}
-	info.SetId(s.node.cfg.ID)
-	if err := info.SetVersion(s.node.cfg.Version); err != nil {
-		return err
-	}
-	return info.SetListen(s.node.cfg.Advertise)
+	n.leadMu.Lock()
+	close(n.leadWake)
+	n.leadWake = make(chan struct{})
+	n.leadMu.Unlock()
 }
 
-var errKVNotServed = exc.New(exc.Unimplemented, "", "kv: this node does not serve the key-value store yet")
-
-// KV returns the key-value capability.
-func (s *nodeServer) Kv(context.Context, schema.Node_kv) error { return errKVNotServed }
-
-// Status reports the node's view of the cluster.
-func (s *nodeServer) Status(context.Context, schema.Node_status) error { return errKVNotServed }
-
-// Admin returns the membership capability.
-func (s *nodeServer) Admin(context.Context, schema.Node_admin) error { return errKVNotServed }
+// waitLeader waits until some node is known to lead and returns its id.
+func (n *Node) waitLeader(ctx context.Context) (uint64, error) {
+	for {
+		wake := n.leaderChanged()
+		if lead := n.lead.Load(); lead != 0 {
+			return lead, nil
+		}
+		select {
+		case <-wake:
+		case <-n.done:
+			return 0, n.stoppedError()
+		case <-ctx.Done():
+			return 0, errNoLeader
+		}
+	}
+}

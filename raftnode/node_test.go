@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"capnproto.org/go/capnp/v3/exc"
-
 	"github.com/capraft/capraft/raftnode"
 	"github.com/capraft/capraft/rpc"
 	"github.com/capraft/capraft/rpc/rpctest"
@@ -16,7 +14,7 @@ import (
 
 func serveNode(t *testing.T) string {
 	t.Helper()
-	n, err := raftnode.New(raftnode.Config{ID: 7, Version: "test", Advertise: "node-7", Logger: rpctest.Logger(t)})
+	n, err := raftnode.New(raftnode.Config{ID: 7, Version: "test", Advertise: "node-7", DataDir: t.TempDir(), Logger: rpctest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,15 +110,6 @@ func TestInfoDescribesTheNode(t *testing.T) {
 	listen, _ := info.Listen()
 	if info.Id() != 7 || version != "test" || listen != "node-7" {
 		t.Fatalf("info: id %d version %q listen %q", info.Id(), version, listen)
-	}
-}
-
-func TestRaftIsUnimplementedUntilTheCoreLands(t *testing.T) {
-	cc := rpctest.Dial(t, serveNode(t), rpc.DialConfig{})
-	f, release := cc.Node().Raft(context.Background(), nil)
-	defer release()
-	if _, err := f.Struct(); !exc.IsType(err, exc.Unimplemented) {
-		t.Fatalf("raft(): %v, want an Unimplemented error", err)
 	}
 }
 

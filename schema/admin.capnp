@@ -33,6 +33,7 @@ struct NodeStatus {
   version @10 :Text;        # build version of the raftnode binary
   revision @11 :UInt64;     # the key-value store's revision
   stopReason @12 :Text;     # when role is stopped: why
+  snapshotsInstalled @13 :UInt64;  # snapshots received from a leader (InstallSnapshot) since the node started
 }
 
 struct Member {

@@ -135,6 +135,7 @@ interface ReadIndex {
 struct ReadIndexRequest {
   header @0 :PeerHeader;
   context @1 :Data;
+  term @2 :UInt64;           # the follower's current term
 }
 
 struct ReadIndexResponse {

@@ -3009,12 +3009,12 @@ type ReadIndexRequest capnp.Struct
 const ReadIndexRequest_TypeID = 0xbc59bf77836fc8d1
 
 func NewReadIndexRequest(s *capnp.Segment) (ReadIndexRequest, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2})
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 2})
 	return ReadIndexRequest(st), err
 }
 
 func NewRootReadIndexRequest(s *capnp.Segment) (ReadIndexRequest, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2})
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 2})
 	return ReadIndexRequest(st), err
 }
 
@@ -3087,12 +3087,20 @@ func (s ReadIndexRequest) SetContext(v []byte) error {
 	return capnp.Struct(s).SetData(1, v)
 }
 
+func (s ReadIndexRequest) Term() uint64 {
+	return capnp.Struct(s).Uint64(0)
+}
+
+func (s ReadIndexRequest) SetTerm(v uint64) {
+	capnp.Struct(s).SetUint64(0, v)
+}
+
 // ReadIndexRequest_List is a list of ReadIndexRequest.
 type ReadIndexRequest_List = capnp.StructList[ReadIndexRequest]
 
 // NewReadIndexRequest creates a new list of ReadIndexRequest.
 func NewReadIndexRequest_List(s *capnp.Segment, sz int32) (ReadIndexRequest_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2}, sz)
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 8, PointerCount: 2}, sz)
 	return capnp.StructList[ReadIndexRequest](l), err
 }
 

@@ -1,16 +1,27 @@
 // Command raftctl is the command-line client for capraft clusters, in the
 // spirit of etcdctl.
 //
+//	raftctl put greeting hello            # OK revision=1
+//	raftctl get greeting                  # hello
+//	raftctl cas greeting hello bye        # OK revision=2
+//	raftctl range greet --limit 10
+//	raftctl --endpoints 127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002 status
+//	raftctl members
+//	raftctl member add 4 127.0.0.1:7003 --learner
+//	raftctl bench put --clients 64 --duration 10s
 //	raftctl ping hello                    # prints echo:hello and the round trip
-//	raftctl --endpoints 127.0.0.1:7000,127.0.0.1:7001 listen
+//	raftctl listen
 //
-// The endpoints default to $RAFTCTL_ENDPOINTS, else 127.0.0.1:7000. On
-// failure raftctl prints one line on stderr saying what went wrong and what
-// to try, and exits with status 1.
+// The endpoints default to $RAFTCTL_ENDPOINTS, else 127.0.0.1:7000. With
+// -o json every command prints one JSON object on stdout (its fields are
+// listed in each command's help). On failure raftctl prints one line on
+// stderr saying what went wrong and what to try (with -o json also a JSON
+// object {"error": ..., "kind": ...} on stdout), and exits with status 1.
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -33,44 +44,144 @@ type globals struct {
 	dialTimeout time.Duration
 	timeout     time.Duration
 	logLevel    string
+	output      string
 }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	err := newRoot(os.Stdout, os.Stderr).ExecuteContext(ctx)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "raftctl: "+explain(err))
-		os.Exit(1)
+	os.Exit(code)
+}
+
+// run executes raftctl with args and returns the exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	root, g := newRoot(stdout, stderr)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
 	}
+	var rep *reportedError
+	if g.output == "json" && !errors.As(err, &rep) {
+		_ = json.NewEncoder(stdout).Encode(errorJSON(err))
+	}
+	fmt.Fprintln(stderr, "raftctl: "+explain(err))
+	return 1
+}
+
+// reportedError is a failure whose output was already printed (a status
+// table with unreachable nodes): only the stderr line remains to print.
+type reportedError struct{ err error }
+
+func (e *reportedError) Error() string { return e.err.Error() }
+func (e *reportedError) Unwrap() error { return e.err }
+
+// usageError is a mistake in the command line.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// errorKind names the class of err for JSON output.
+func errorKind(err error) string {
+	var ue *usageError
+	var se *client.ServerError
+	switch {
+	case errors.As(err, &ue):
+		return "usage"
+	case errors.Is(err, client.ErrNotFound):
+		return "not_found"
+	case errors.Is(err, client.ErrCompareFailed):
+		return "compare_failed"
+	case errors.Is(err, client.ErrUnknownOutcome):
+		return "unknown_outcome"
+	case client.IsUnavailable(err):
+		return "unavailable"
+	case errors.Is(err, client.ErrClosed):
+		return "closed"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, context.Canceled):
+		return "interrupted"
+	case errors.As(err, &se):
+		switch se.Code {
+		case client.CodeInvalidArgument:
+			return "invalid_argument"
+		case client.CodeTooLarge:
+			return "too_large"
+		}
+		return "server_error"
+	}
+	return "error"
+}
+
+// errorJSON is the JSON object printed for a failure with -o json.
+func errorJSON(err error) map[string]any {
+	obj := map[string]any{"error": err.Error(), "kind": errorKind(err)}
+	var cf *client.CompareFailedError
+	if errors.As(err, &cf) {
+		if cf.Current != nil {
+			obj["current"] = kvJSON(*cf.Current)
+		} else {
+			obj["current"] = nil
+		}
+	}
+	return obj
 }
 
 // explain adds what to do next to the errors users meet most.
 func explain(err error) string {
 	msg := err.Error()
+	var ue *usageError
 	switch {
+	case errors.As(err, &ue):
+		return msg + " (see raftctl --help)"
+	case errors.Is(err, client.ErrUnknownOutcome):
+		return msg
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return msg + " (is raftnode running at that address? set --endpoints)"
+	case client.IsUnavailable(err):
+		return msg + " (check the nodes with raftctl status)"
 	case errors.Is(err, context.DeadlineExceeded):
 		return msg + " (the node did not answer in time; is the address right? raise --timeout)"
-	case errors.Is(err, client.ErrSubscriptionEnded):
-		return msg
 	default:
 		return msg
 	}
 }
 
-func newRoot(stdout, stderr io.Writer) *cobra.Command {
-	var g globals
+func newRoot(stdout, stderr io.Writer) (*cobra.Command, *globals) {
+	g := &globals{}
 	root := &cobra.Command{
 		Use:           "raftctl",
 		Short:         "Command-line client for capraft clusters",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       cli.Version(),
+		PersistentPreRunE: func(*cobra.Command, []string) error {
+			if g.output != "table" && g.output != "json" {
+				return usagef("unknown output format %q: use -o table or -o json", g.output)
+			}
+			if len(g.endpoints) == 0 {
+				return usagef("no endpoints: set --endpoints host:port[,host:port...]")
+			}
+			for _, e := range g.endpoints {
+				if strings.TrimSpace(e) == "" {
+					return usagef("empty endpoint in --endpoints %q", strings.Join(g.endpoints, ","))
+				}
+			}
+			if g.timeout <= 0 || g.dialTimeout <= 0 {
+				return usagef("--timeout and --dial-timeout must be positive")
+			}
+			return nil
+		},
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{msg: err.Error()} })
 	defaults := []string{defaultEndpoint}
 	if env := os.Getenv("RAFTCTL_ENDPOINTS"); env != "" {
 		defaults = strings.Split(env, ",")
@@ -78,15 +189,20 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	pf := root.PersistentFlags()
 	pf.StringSliceVar(&g.endpoints, "endpoints", defaults, "comma-separated node addresses (host:port); default $RAFTCTL_ENDPOINTS")
 	pf.DurationVar(&g.dialTimeout, "dial-timeout", 5*time.Second, "time allowed to connect to one endpoint")
-	pf.DurationVar(&g.timeout, "timeout", 10*time.Second, "time allowed for a whole command (not for listen)")
+	pf.DurationVar(&g.timeout, "timeout", 10*time.Second, "time allowed for a whole command, retries included (bench: for one operation; not for listen)")
 	pf.StringVar(&g.logLevel, "log-level", "off", "client log level on stderr: off, "+cli.LogLevels)
+	pf.StringVarP(&g.output, "output", "o", "table", "output format: table (for people) or json (one object per command, for scripts)")
 
-	root.AddCommand(pingCommand(&g), listenCommand(&g))
-	return root
+	root.AddCommand(
+		putCommand(g), getCommand(g), delCommand(g), casCommand(g), rangeCommand(g),
+		statusCommand(g), membersCommand(g), memberCommand(g), transferCommand(g), snapshotCommand(g),
+		benchCommand(g), pingCommand(g), listenCommand(g),
+	)
+	return root, g
 }
 
 // connect returns a client for the global flags.
-func (g *globals) connect(stderr io.Writer) (*client.Client, error) {
+func (g *globals) connect(stderr io.Writer, extra ...client.Option) (*client.Client, error) {
 	opts := []client.Option{client.WithDialTimeout(g.dialTimeout)}
 	if g.logLevel != "off" {
 		log, err := cli.NewLogger("raftctl", g.logLevel, false, stderr)
@@ -95,35 +211,66 @@ func (g *globals) connect(stderr io.Writer) (*client.Client, error) {
 		}
 		opts = append(opts, client.WithLogger(log))
 	}
-	return client.New(g.endpoints, opts...)
+	return client.New(g.endpoints, append(opts, extra...)...)
+}
+
+// withClient runs fn with a client and a context bounded by --timeout.
+func (g *globals) withClient(cmd *cobra.Command, fn func(ctx context.Context, c *client.Client) error) error {
+	c, err := g.connect(cmd.ErrOrStderr())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout)
+	defer cancel()
+	return fn(ctx, c)
+}
+
+// emit prints obj as one JSON object with -o json, else calls text.
+func (g *globals) emit(cmd *cobra.Command, obj any, text func(w io.Writer)) error {
+	w := cmd.OutOrStdout()
+	if g.output == "json" {
+		return json.NewEncoder(w).Encode(obj)
+	}
+	text(w)
+	return nil
+}
+
+// exactArgs checks that the command got n arguments, naming them.
+func exactArgs(n int, names string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usagef("%s takes %d argument(s), %s; got %d", cmd.CommandPath(), n, names, len(args))
+		}
+		return nil
+	}
 }
 
 func pingCommand(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "ping MSG",
 		Short: "Send MSG to a node; print its reply and the round-trip time",
-		Args:  cobra.ExactArgs(1),
+		Long: "ping sends MSG to a node and prints its reply and the round trip.\n\n" +
+			`JSON: {"reply": string, "rtt_us": int, "node": int, "address": string}`,
+		Args: exactArgs(1, "MSG"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout)
-			defer cancel()
-			c, err := g.connect(cmd.ErrOrStderr())
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			// Connect first so the round trip measures the ping alone.
-			info, err := c.Info(ctx)
-			if err != nil {
-				return err
-			}
-			start := time.Now()
-			reply, err := c.Ping(ctx, args[0])
-			rtt := time.Since(start)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s\t(round trip %v, node %d at %s)\n", reply, rtt.Round(time.Microsecond), info.ID, info.Listen)
-			return nil
+			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				// Connect first so the round trip measures the ping alone.
+				info, err := c.Info(ctx)
+				if err != nil {
+					return err
+				}
+				start := time.Now()
+				reply, err := c.Ping(ctx, args[0])
+				rtt := time.Since(start)
+				if err != nil {
+					return err
+				}
+				obj := map[string]any{"reply": reply, "rtt_us": rtt.Microseconds(), "node": info.ID, "address": info.Listen}
+				return g.emit(cmd, obj, func(w io.Writer) {
+					fmt.Fprintf(w, "%s\t(round trip %v, node %d at %s)\n", reply, rtt.Round(time.Microsecond), info.ID, info.Listen)
+				})
+			})
 		},
 	}
 }
@@ -133,8 +280,9 @@ func listenCommand(g *globals) *cobra.Command {
 		Use:   "listen",
 		Short: "Print every message pinged to a node until interrupted",
 		Long: "listen subscribes to the node's multi-echo and prints each message as\n" +
-			"SEQ<TAB>MSG, in the order the node received them, until Ctrl-C.",
-		Args: cobra.NoArgs,
+			"SEQ<TAB>MSG, in the order the node received them, until Ctrl-C.\n\n" +
+			`JSON: one object per message (a stream): {"seq": int, "msg": string}`,
+		Args: exactArgs(0, "none"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := g.connect(cmd.ErrOrStderr())
 			if err != nil {
@@ -142,7 +290,12 @@ func listenCommand(g *globals) *cobra.Command {
 			}
 			defer c.Close()
 			out := cmd.OutOrStdout()
+			enc := json.NewEncoder(out)
 			err = c.Listen(cmd.Context(), func(m client.Message) {
+				if g.output == "json" {
+					_ = enc.Encode(map[string]any{"seq": m.Seq, "msg": m.Msg})
+					return
+				}
 				fmt.Fprintf(out, "%d\t%s\n", m.Seq, m.Msg)
 			})
 			if errors.Is(err, context.Canceled) && cmd.Context().Err() != nil {

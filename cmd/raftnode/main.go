@@ -1,11 +1,17 @@
-// Command raftnode runs a capraft node: it serves the node's Cap'n Proto
-// capabilities (Echo today; the Raft peer protocol and the key-value
-// service as they land) on a TCP address.
+// Command raftnode runs a capraft node: a member of a Raft cluster that
+// replicates a key-value store and serves it, its peers and its operators
+// over Cap'n Proto on one TCP address.
 //
-// With no flags it serves on 127.0.0.1:7000 as node 1:
+// With no flags it starts (or resumes) a single-node cluster on
+// 127.0.0.1:7000 with its data in ./raftnode-data:
 //
 //	raftnode
-//	raftnode --id 2 --listen 127.0.0.1:7001 --log-level debug --log-json
+//
+// A three-node cluster on one machine:
+//
+//	raftnode --id 1 --listen 127.0.0.1:7001 --data-dir data1 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003
+//	raftnode --id 2 --listen 127.0.0.1:7002 --data-dir data2 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003
+//	raftnode --id 3 --listen 127.0.0.1:7003 --data-dir data3 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003
 //
 // SIGINT or SIGTERM shuts it down gracefully: it stops accepting, lets calls
 // in flight finish (up to --shutdown-timeout) and closes every connection.
@@ -20,6 +26,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -28,6 +36,7 @@ import (
 	"github.com/capraft/capraft/cmd/internal/cli"
 	"github.com/capraft/capraft/raftnode"
 	"github.com/capraft/capraft/raftnode/echo"
+	"github.com/capraft/capraft/raftnode/kv"
 	"github.com/capraft/capraft/rpc"
 )
 
@@ -44,6 +53,18 @@ type flags struct {
 	shutdownTimeout  time.Duration
 	echoQueue        int
 	tlsCert, tlsKey  string
+
+	dataDir         string
+	peers           string
+	join            bool
+	clusterName     string
+	heartbeat       time.Duration
+	electionTimeout time.Duration
+	snapshotEntries uint64
+	snapshotCatchup uint64
+	requestTimeout  time.Duration
+	sessionTTL      time.Duration
+	walSegmentSize  int64
 }
 
 func main() {
@@ -58,8 +79,11 @@ func newCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "raftnode",
 		Short: "Run a capraft consensus node",
-		Long: "raftnode serves a capraft node's Cap'n Proto capabilities over TCP.\n" +
-			"With no flags it serves node 1 on 127.0.0.1:7000; try `raftctl ping hello` next.",
+		Long: "raftnode runs one member of a capraft cluster: it replicates a key-value store with Raft\n" +
+			"and serves clients, peers and operators over Cap'n Proto on one TCP address.\n\n" +
+			"With no flags it starts (or resumes) a single-node cluster on 127.0.0.1:7000 with its data\n" +
+			"in ./raftnode-data; try `raftctl put greeting hello` and `raftctl get greeting` next.\n" +
+			"For a 3-node cluster give each node its --id, --listen, --data-dir and the same --peers list.",
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -83,6 +107,17 @@ func newCommand() *cobra.Command {
 	fl.IntVar(&f.echoQueue, "echo-queue", echo.DefaultQueueLen, "messages an echo listener may fall behind before it is dropped")
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate file; with --tls-key, serve TLS")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "PEM private key file for --tls-cert")
+	fl.StringVar(&f.dataDir, "data-dir", "raftnode-data", "directory for the write-ahead log and snapshots (created if missing; reused on restart)")
+	fl.StringVar(&f.peers, "peers", "", "initial members of a new cluster as id=host:port,... including this node (default: a single-node cluster of this node); on restart, overrides the addresses of the ids it lists")
+	fl.BoolVar(&f.join, "join", false, "start with an empty data directory and wait to be added with `raftctl member add` instead of bootstrapping a cluster")
+	fl.StringVar(&f.clusterName, "cluster-name", "capraft", "cluster name; nodes refuse peers of a cluster with another name")
+	fl.DurationVar(&f.heartbeat, "heartbeat-interval", 100*time.Millisecond, "how often the leader sends heartbeats")
+	fl.DurationVar(&f.electionTimeout, "election-timeout", time.Second, "how long a follower waits for a leader before starting an election (at least 3 heartbeat intervals)")
+	fl.Uint64Var(&f.snapshotEntries, "snapshot-entries", 10000, "snapshot the state machine and compact the log every this many applied entries")
+	fl.Uint64Var(&f.snapshotCatchup, "snapshot-catchup-entries", 5000, "entries kept before a snapshot so lagging followers catch up from the log")
+	fl.DurationVar(&f.requestTimeout, "request-timeout", 5*time.Second, "how long a client request may wait for a leader, a commit or a read index")
+	fl.Int64Var(&f.walSegmentSize, "wal-segment-size", 64<<20, "size of write-ahead log segment files; the log is compacted a segment at a time")
+	fl.DurationVar(&f.sessionTTL, "session-ttl", 60*time.Second, "a client session with no write or keep-alive for this long (in log time) expires")
 	return cmd
 }
 
@@ -120,12 +155,29 @@ func run(ctx context.Context, f flags) error {
 		advertise = ln.Addr().String()
 	}
 
+	peers, err := parsePeers(f.peers)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	node, err := raftnode.New(raftnode.Config{
-		ID:        f.id,
-		Version:   cli.Version(),
-		Advertise: advertise,
-		Echo:      echo.HubConfig{QueueLen: f.echoQueue},
-		Logger:    log,
+		ID:                     f.id,
+		ClusterName:            f.clusterName,
+		Version:                cli.Version(),
+		Advertise:              advertise,
+		DataDir:                f.dataDir,
+		Peers:                  peers,
+		Join:                   f.join,
+		HeartbeatInterval:      f.heartbeat,
+		ElectionTimeout:        f.electionTimeout,
+		SnapshotEntries:        f.snapshotEntries,
+		SnapshotCatchupEntries: f.snapshotCatchup,
+		RequestTimeout:         f.requestTimeout,
+		WALSegmentSize:         f.walSegmentSize,
+		KV:                     kv.Config{SessionTTL: f.sessionTTL},
+		Dial:                   rpc.DialConfig{TLSConfig: peerTLS(tlsConfig), MaxMessageSize: f.maxMessageSize},
+		Echo:                   echo.HubConfig{QueueLen: f.echoQueue},
+		Logger:                 log,
 	})
 	if err != nil {
 		ln.Close()
@@ -151,12 +203,16 @@ func run(ctx context.Context, f flags) error {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 
+	var stopErr error
 	select {
 	case err := <-served:
 		return err
 	case <-ctx.Done():
 	case sig := <-sigs:
 		log.Info("shutting down", "signal", sig.String(), "timeout", f.shutdownTimeout)
+	case <-node.Done():
+		stopErr = node.Err()
+		log.Error("node stopped", "reason", stopErr)
 	}
 
 	sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
@@ -175,5 +231,41 @@ func run(ctx context.Context, f flags) error {
 	}
 	<-served
 	log.Info("stopped")
+	if stopErr != nil {
+		return fmt.Errorf("node %d %v (its data directory %s is intact; see the log above)", f.id, stopErr, f.dataDir)
+	}
 	return nil
+}
+
+// parsePeers reads "id=host:port,..." into a map.
+func parsePeers(s string) (map[uint64]string, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	peers := make(map[uint64]string)
+	for _, part := range strings.Split(s, ",") {
+		idStr, addr, ok := strings.Cut(strings.TrimSpace(part), "=")
+		id, err := strconv.ParseUint(idStr, 10, 64)
+		if !ok || err != nil || id == 0 || addr == "" {
+			return nil, fmt.Errorf("--peers: %q is not id=host:port with a non-zero id (example: --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003)", part)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("--peers: member %d: %q is not host:port", id, addr)
+		}
+		if _, dup := peers[id]; dup {
+			return nil, fmt.Errorf("--peers: member %d is listed twice", id)
+		}
+		peers[id] = addr
+	}
+	return peers, nil
+}
+
+// peerTLS makes peer connections speak TLS when the node serves TLS.
+// Peers are verified against the system roots; clusters with a private
+// CA should add it to the system pool.
+func peerTLS(server *tls.Config) *tls.Config {
+	if server == nil {
+		return nil
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12}
 }

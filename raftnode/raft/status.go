@@ -54,3 +54,15 @@ func progressStatus(pr *tracker.Progress) ProgressStatus {
 // Lead returns the id of the leader this node knows of, or 0. It is the
 // cheap way for a driver to route a request to the leader.
 func (r *Core) Lead() uint64 { return r.lead }
+
+// LastIndex returns the index of the last entry in the log, persisted or
+// not. Right after a successful Propose it is the proposal's index (after
+// ProposeBatch, the last of the batch's), which lets a driver notice when
+// a different entry is later committed at that index.
+func (r *Core) LastIndex() uint64 { return r.log.lastIndex() }
+
+// Term returns the current term.
+func (r *Core) Term() uint64 { return r.term }
+
+// Role returns the node's current role.
+func (r *Core) Role() StateType { return r.state }

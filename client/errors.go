@@ -1,0 +1,213 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/capraft/capraft/schema"
+)
+
+// Sentinel errors. Match them with errors.Is.
+var (
+	// ErrNotFound: the key does not exist.
+	ErrNotFound = errors.New("key not found")
+	// ErrCompareFailed: a compare-and-swap or compare-and-delete found the
+	// key in another state than expected; nothing was written. The error
+	// is a *CompareFailedError holding the key's current state.
+	ErrCompareFailed = errors.New("compare failed")
+	// ErrUnknownOutcome: the write may or may not have been applied (an
+	// attempt reached a node but its answer was lost and the write could
+	// not be retried to a conclusion). Read the key to find out.
+	ErrUnknownOutcome = errors.New("outcome unknown: the write may or may not have been applied; read the key to find out")
+	// ErrSessionExpired: the cluster forgot the client's session (it was
+	// idle for longer than its time to live). Writes that were never
+	// attempted are resent in a new session automatically; a retried
+	// write whose session expired returns ErrUnknownOutcome wrapping this.
+	ErrSessionExpired = errors.New("session expired")
+)
+
+// ErrorCode classifies an error answered by a node. It mirrors the
+// schema's ErrorCode.
+type ErrorCode uint16
+
+// Error codes, as in schema/kv.capnp.
+const (
+	CodeInternal        = ErrorCode(schema.ErrorCode_internal)
+	CodeUnavailable     = ErrorCode(schema.ErrorCode_unavailable)
+	CodeOutcomeUnknown  = ErrorCode(schema.ErrorCode_outcomeUnknown)
+	CodeSessionExpired  = ErrorCode(schema.ErrorCode_sessionExpired)
+	CodeInvalidArgument = ErrorCode(schema.ErrorCode_invalidArgument)
+	CodeTooLarge        = ErrorCode(schema.ErrorCode_tooLarge)
+	CodeStaleSequence   = ErrorCode(schema.ErrorCode_staleSequence)
+	CodeShuttingDown    = ErrorCode(schema.ErrorCode_shuttingDown)
+	CodeTimeout         = ErrorCode(schema.ErrorCode_timeout)
+)
+
+// String returns the code's name as in the schema ("tooLarge").
+func (c ErrorCode) String() string { return schema.ErrorCode(c).String() }
+
+// ServerError is an error a node answered with, for the cases that have no
+// sentinel of their own (an invalid or too large request, an internal
+// error) and, wrapped in an UnavailableError or with ErrUnknownOutcome,
+// for the transient ones the client retried until its context ended.
+type ServerError struct {
+	Code       ErrorCode
+	Message    string
+	Addr       string // the node that answered
+	LeaderHint uint64 // the node id the answering node believed to lead, or 0
+}
+
+func (e *ServerError) Error() string {
+	msg := e.Message
+	if msg == "" {
+		msg = e.Code.String()
+	}
+	s := fmt.Sprintf("%s (from %s)", msg, e.Addr)
+	if e.Addr == "" {
+		s = msg
+	}
+	switch e.Code {
+	case CodeInvalidArgument:
+		return s + "; fix the request, retrying will not help"
+	case CodeTooLarge:
+		return s + "; split the request or shrink the value, retrying will not help"
+	case CodeInternal:
+		return s + "; see the node's log"
+	}
+	return s
+}
+
+// Is makes errors.Is(err, ErrSessionExpired) true for a sessionExpired
+// answer.
+func (e *ServerError) Is(target error) bool {
+	return target == ErrSessionExpired && e.Code == CodeSessionExpired
+}
+
+// CompareFailedError reports a failed compare-and-swap or
+// compare-and-delete. errors.Is(err, ErrCompareFailed) holds for it.
+type CompareFailedError struct {
+	Key string
+	// Current is the key's current state, or nil if the key does not exist.
+	Current *KeyValue
+	// Revision is the store's revision at which the compare was made.
+	Revision uint64
+}
+
+func (e *CompareFailedError) Error() string {
+	if e.Current == nil {
+		return fmt.Sprintf("compare failed on key %q: the key does not exist", e.Key)
+	}
+	return fmt.Sprintf("compare failed on key %q: its mod revision is %d, value %s",
+		e.Key, e.Current.ModRevision, quoteValue(e.Current.Value))
+}
+
+// Is makes errors.Is(err, ErrCompareFailed) true.
+func (e *CompareFailedError) Is(target error) bool { return target == ErrCompareFailed }
+
+// quoteValue shows a value in an error message, shortened if long.
+func quoteValue(v []byte) string {
+	const max = 64
+	if len(v) > max {
+		return fmt.Sprintf("%q... (%d bytes)", v[:max], len(v))
+	}
+	return fmt.Sprintf("%q", v)
+}
+
+// UnavailableError reports that no node could serve the operation: none
+// could be reached, or those reached had no leader, until the operation's
+// context ended. It wraps the errors met (and the context's error).
+type UnavailableError struct {
+	causes []error
+}
+
+func (e *UnavailableError) Error() string {
+	if len(e.causes) == 1 {
+		return e.causes[0].Error()
+	}
+	msgs := make([]string, len(e.causes))
+	for i, err := range e.causes {
+		msgs[i] = err.Error()
+	}
+	return "no endpoint reachable: " + strings.Join(msgs, "; ")
+}
+
+// Unwrap returns the errors met at each endpoint.
+func (e *UnavailableError) Unwrap() []error { return e.causes }
+
+// IsUnavailable reports whether err says that no node could serve the
+// operation (none reachable, or no leader).
+func IsUnavailable(err error) bool {
+	var u *UnavailableError
+	return errors.As(err, &u)
+}
+
+// unavailable builds the error for an operation retried in vain until ctx
+// ended: the last failure and the context's error.
+func unavailable(op string, last, ctxErr error) error {
+	var u *UnavailableError
+	if errors.As(last, &u) {
+		return &UnavailableError{causes: append(append([]error(nil), u.causes...), fmt.Errorf("%s gave up: %w", op, ctxErr))}
+	}
+	return &UnavailableError{causes: []error{
+		fmt.Errorf("%s: no node could serve it (%w)", op, last),
+		fmt.Errorf("gave up: %w (is a majority of the cluster up? raise the timeout)", ctxErr),
+	}}
+}
+
+// unknownOutcomeError wraps ErrUnknownOutcome and the failure that caused
+// it.
+type unknownOutcomeError struct {
+	op    string
+	cause error
+}
+
+func (e *unknownOutcomeError) Error() string {
+	if e.cause == nil {
+		return e.op + ": " + ErrUnknownOutcome.Error()
+	}
+	return e.op + ": " + ErrUnknownOutcome.Error() + ": " + e.cause.Error()
+}
+
+func (e *unknownOutcomeError) Unwrap() []error {
+	if e.cause == nil {
+		return []error{ErrUnknownOutcome}
+	}
+	return []error{ErrUnknownOutcome, e.cause}
+}
+
+// CallError reports a call that reached a node and failed.
+type CallError struct {
+	Op             string // the operation, e.g. "ping"
+	Addr           string // the node's address
+	ConnectionLost bool   // the connection broke; the call's outcome is unknown
+	Err            error
+}
+
+func (e *CallError) Error() string {
+	if e.ConnectionLost {
+		return fmt.Sprintf("connection to %s lost during %s: %s", e.Addr, e.Op, rootMessage(e.Err))
+	}
+	return fmt.Sprintf("%s on %s failed: %s", e.Op, e.Addr, rootMessage(e.Err))
+}
+
+// Unwrap returns the underlying error.
+func (e *CallError) Unwrap() error { return e.Err }
+
+// rootMessage returns the innermost message of a go-capnp error, without
+// the "schema/x.capnp:Iface.method:" prefixes that only repeat the call.
+func rootMessage(err error) string {
+	for {
+		inner := errors.Unwrap(err)
+		if inner == nil {
+			return err.Error()
+		}
+		err = inner
+	}
+}
+
+// serverError converts a schema Error answered by the node at addr.
+func serverError(e schema.Error, addr string) *ServerError {
+	msg, _ := e.Message_()
+	return &ServerError{Code: ErrorCode(e.Code()), Message: msg, Addr: addr, LeaderHint: e.LeaderHint()}
+}

@@ -1,0 +1,391 @@
+package raftnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/capraft/capraft/raftnode/raft"
+	"github.com/capraft/capraft/schema"
+)
+
+// adminServer is the Admin capability: membership, leadership transfer
+// and on-demand snapshots. Changes are handed to the leader.
+type adminServer struct{ n *Node }
+
+// Member is one cluster member as a node sees it.
+type Member struct {
+	ID      uint64
+	Address string
+	Learner bool
+	Match   uint64
+}
+
+// runOnLoop runs fn on the loop goroutine and waits for it.
+func (n *Node) runOnLoop(ctx context.Context, fn func()) error {
+	done := make(chan struct{})
+	n.q.push(task{func() { fn(); close(done) }})
+	select {
+	case <-done:
+		return nil
+	case <-n.done:
+		return n.stoppedError()
+	case <-ctx.Done():
+		return errTimeout
+	}
+}
+
+// Members returns the configuration as of a linearizable read.
+func (n *Node) Members(ctx context.Context) (uint64, []Member, error) {
+	r := &readWaiter{done: make(chan error, 1)}
+	n.q.push(r)
+	if err := n.awaitRead(ctx, r); err != nil {
+		return 0, nil, err
+	}
+	var ms []Member
+	var lead uint64
+	err := n.runOnLoop(ctx, func() {
+		st := n.core.Status()
+		lead = st.Lead
+		add := func(ids []uint64, learner bool) {
+			for _, id := range ids {
+				m := Member{ID: id, Address: n.loop.addrs[id], Learner: learner}
+				if pr, ok := st.Progress[id]; ok {
+					m.Match = pr.Match
+				}
+				ms = append(ms, m)
+			}
+		}
+		add(st.Config.Voters, false)
+		add(st.Config.Learners, true)
+	})
+	sort.Slice(ms, func(i, j int) bool { return ms[i].ID < ms[j].ID })
+	return lead, ms, err
+}
+
+// changeMembership proposes cc on the leader (this node) and waits until
+// it is applied.
+func (n *Node) changeMembership(ctx context.Context, cc raft.ConfChange) error {
+	ch := make(chan error, 1)
+	err := n.runOnLoop(ctx, func() {
+		if err := n.core.ProposeConfChange(cc); err != nil {
+			ch <- membershipError(err)
+			return
+		}
+		n.loop.confWaiters[n.core.LastIndex()] = ch
+	})
+	if err != nil {
+		return err
+	}
+	timer := time.NewTimer(n.cfg.RequestTimeout)
+	defer timer.Stop()
+	select {
+	case err := <-ch:
+		return err
+	case <-timer.C:
+		return errOutcomeUnknown
+	case <-ctx.Done():
+		return errOutcomeUnknown
+	case <-n.done:
+		return errOutcomeUnknown
+	}
+}
+
+func membershipError(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader):
+		return errNotLeader
+	case errors.Is(err, raft.ErrProposalDropped):
+		return &requestError{schema.ErrorCode_unavailable, "another membership change or a leadership transfer is in progress: retry shortly"}
+	}
+	return invalid("%v", err)
+}
+
+// transfer hands leadership to another voter (0: the most caught-up
+// one) and waits until this node no longer leads.
+func (n *Node) transfer(ctx context.Context, to uint64) error {
+	var terr error
+	wake := n.leaderChanged()
+	err := n.runOnLoop(ctx, func() {
+		st := n.core.Status()
+		if to == 0 {
+			var best uint64
+			for id, pr := range st.Progress {
+				if id != n.cfg.ID && !pr.IsLearner && (to == 0 || pr.Match > best) {
+					to, best = id, pr.Match
+				}
+			}
+		}
+		if to == 0 {
+			terr = invalid("no other voter to hand leadership to")
+			return
+		}
+		if err := n.core.TransferLeadership(to); err != nil {
+			terr = membershipError(err)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if terr != nil {
+		return terr
+	}
+	timer := time.NewTimer(n.cfg.RequestTimeout)
+	defer timer.Stop()
+	for {
+		select {
+		case <-wake:
+			if n.lead.Load() != n.cfg.ID && n.lead.Load() != 0 {
+				return nil
+			}
+			wake = n.leaderChanged()
+		case <-timer.C:
+			return errTimeout
+		case <-ctx.Done():
+			return errTimeout
+		case <-n.done:
+			return n.stoppedError()
+		}
+	}
+}
+
+// Snapshot snapshots the state machine now and waits until it is on
+// disk; it returns the snapshot's index.
+func (n *Node) Snapshot(ctx context.Context) (uint64, error) {
+	var index uint64
+	var busy bool
+	if err := n.runOnLoop(ctx, func() {
+		if n.loop.snapshotting {
+			busy = true
+			return
+		}
+		index = n.startSnapshot()
+	}); err != nil {
+		return 0, err
+	}
+	if busy {
+		return 0, &requestError{schema.ErrorCode_unavailable, "a snapshot is already being written: retry shortly"}
+	}
+	// Wait for the background writer: the store reports the new snapshot.
+	for {
+		if meta, ok := n.store.SnapshotMeta(); ok && meta.Index >= index {
+			return index, nil
+		}
+		done := false
+		if err := n.runOnLoop(ctx, func() { done = !n.loop.snapshotting }); err != nil {
+			return 0, err
+		}
+		if done {
+			if meta, ok := n.store.SnapshotMeta(); ok && meta.Index >= index {
+				return index, nil
+			}
+			return 0, &requestError{schema.ErrorCode_internal, "the snapshot failed; see the node's log"}
+		}
+		select {
+		case <-time.After(5 * time.Millisecond):
+		case <-ctx.Done():
+			return 0, errTimeout
+		}
+	}
+}
+
+// onLeader runs local when this node leads and remote on the leader's
+// Admin capability otherwise.
+func (n *Node) onLeader(ctx context.Context, local func() error, remote func(schema.Admin) (schema.Error, bool, error)) error {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout)
+	defer cancel()
+	for {
+		lead, err := n.waitLeader(ctx)
+		if err != nil {
+			return err
+		}
+		if lead == n.cfg.ID {
+			err := local()
+			if errors.Is(err, errNotLeader) {
+				continue
+			}
+			return err
+		}
+		node, err := n.tr.Node(ctx, lead)
+		if err != nil {
+			return &requestError{schema.ErrorCode_unavailable, fmt.Sprintf("reach leader %d: %v", lead, err)}
+		}
+		af, arel := node.Admin(ctx, nil)
+		e, has, err := remote(af.Admin())
+		if err == nil {
+			err = remoteError(e, has)
+		} else {
+			err = &requestError{schema.ErrorCode_outcomeUnknown, fmt.Sprintf("leader %d: %v", lead, err)}
+		}
+		arel()
+		node.Release()
+		return err
+	}
+}
+
+func adminErr(s interface {
+	Error() (schema.Error, error)
+	HasError() bool
+}) (schema.Error, bool, error) {
+	e, err := s.Error()
+	return e, err == nil && s.HasError(), nil
+}
+
+// Members lists the configuration.
+func (a adminServer) Members(ctx context.Context, call schema.Admin_members) error {
+	call.Go()
+	lead, ms, err := a.n.Members(ctx)
+	res, aerr := call.AllocResults()
+	if aerr != nil {
+		return aerr
+	}
+	if err != nil {
+		e, aerr := res.NewError()
+		if aerr != nil {
+			return aerr
+		}
+		return fillError(e, err, a.n.lead.Load())
+	}
+	res.SetLeader(lead)
+	l, err := res.NewMembers(int32(len(ms)))
+	if err != nil {
+		return err
+	}
+	for i, m := range ms {
+		d := l.At(i)
+		d.SetId(m.ID)
+		d.SetLearner(m.Learner)
+		d.SetMatch(m.Match)
+		if err := d.SetAddress(m.Address); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// AddMember adds a node.
+func (a adminServer) AddMember(ctx context.Context, call schema.Admin_addMember) error {
+	args := call.Args()
+	id, learner := args.Id(), args.Learner()
+	addr, err := args.Address()
+	if err != nil {
+		return invalid("address: %v", err)
+	}
+	call.Go()
+	err = a.n.onLeader(ctx, func() error {
+		if id == 0 || addr == "" {
+			return invalid("a member needs a non-zero id and an address")
+		}
+		t := raft.ConfChangeAddVoter
+		if learner {
+			t = raft.ConfChangeAddLearner
+		}
+		return a.n.changeMembership(ctx, raft.ConfChange{Changes: []raft.ConfChangeSingle{{Type: t, NodeID: id}}, Context: []byte(addr)})
+	}, func(adm schema.Admin) (schema.Error, bool, error) {
+		f, rel := adm.AddMember(ctx, func(p schema.Admin_addMember_Params) error {
+			p.SetId(id)
+			p.SetLearner(learner)
+			return p.SetAddress(addr)
+		})
+		defer rel()
+		r, err := f.Struct()
+		if err != nil {
+			return schema.Error{}, false, err
+		}
+		return adminErr(r)
+	})
+	return answerAdmin(call.AllocResults, err, a.n)
+}
+
+// PromoteMember turns a learner into a voter.
+func (a adminServer) PromoteMember(ctx context.Context, call schema.Admin_promoteMember) error {
+	id := call.Args().Id()
+	call.Go()
+	err := a.n.onLeader(ctx, func() error {
+		return a.n.changeMembership(ctx, raft.ConfChange{Changes: []raft.ConfChangeSingle{{Type: raft.ConfChangeAddVoter, NodeID: id}}})
+	}, func(adm schema.Admin) (schema.Error, bool, error) {
+		f, rel := adm.PromoteMember(ctx, func(p schema.Admin_promoteMember_Params) error { p.SetId(id); return nil })
+		defer rel()
+		r, err := f.Struct()
+		if err != nil {
+			return schema.Error{}, false, err
+		}
+		return adminErr(r)
+	})
+	return answerAdmin(call.AllocResults, err, a.n)
+}
+
+// RemoveMember removes a node.
+func (a adminServer) RemoveMember(ctx context.Context, call schema.Admin_removeMember) error {
+	id := call.Args().Id()
+	call.Go()
+	err := a.n.onLeader(ctx, func() error {
+		return a.n.changeMembership(ctx, raft.ConfChange{Changes: []raft.ConfChangeSingle{{Type: raft.ConfChangeRemoveNode, NodeID: id}}})
+	}, func(adm schema.Admin) (schema.Error, bool, error) {
+		f, rel := adm.RemoveMember(ctx, func(p schema.Admin_removeMember_Params) error { p.SetId(id); return nil })
+		defer rel()
+		r, err := f.Struct()
+		if err != nil {
+			return schema.Error{}, false, err
+		}
+		return adminErr(r)
+	})
+	return answerAdmin(call.AllocResults, err, a.n)
+}
+
+// TransferLeadership hands leadership to another voter.
+func (a adminServer) TransferLeadership(ctx context.Context, call schema.Admin_transferLeadership) error {
+	to := call.Args().To()
+	call.Go()
+	err := a.n.onLeader(ctx, func() error {
+		return a.n.transfer(ctx, to)
+	}, func(adm schema.Admin) (schema.Error, bool, error) {
+		f, rel := adm.TransferLeadership(ctx, func(p schema.Admin_transferLeadership_Params) error { p.SetTo(to); return nil })
+		defer rel()
+		r, err := f.Struct()
+		if err != nil {
+			return schema.Error{}, false, err
+		}
+		return adminErr(r)
+	})
+	return answerAdmin(call.AllocResults, err, a.n)
+}
+
+// Snapshot snapshots the answering node now.
+func (a adminServer) Snapshot(ctx context.Context, call schema.Admin_snapshot) error {
+	call.Go()
+	index, err := a.n.Snapshot(ctx)
+	res, aerr := call.AllocResults()
+	if aerr != nil {
+		return aerr
+	}
+	res.SetIndex(index)
+	if err == nil {
+		return nil
+	}
+	e, aerr := res.NewError()
+	if aerr != nil {
+		return aerr
+	}
+	return fillError(e, err, a.n.lead.Load())
+}
+
+// answerAdmin fills the error field of a result that has only one.
+func answerAdmin[R interface {
+	NewError() (schema.Error, error)
+}](alloc func() (R, error), err error, n *Node) error {
+	res, aerr := alloc()
+	if aerr != nil {
+		return aerr
+	}
+	if err == nil {
+		return nil
+	}
+	e, aerr := res.NewError()
+	if aerr != nil {
+		return aerr
+	}
+	return fillError(e, err, n.lead.Load())
+}

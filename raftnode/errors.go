@@ -1,0 +1,36 @@
+package raftnode
+
+import (
+	"errors"
+
+	"github.com/capraft/capraft/schema"
+)
+
+// requestError is an error a request is answered with: a code the client
+// acts on and a message for humans.
+type requestError struct {
+	code schema.ErrorCode
+	msg  string
+}
+
+func (e *requestError) Error() string { return e.msg }
+
+// The errors requests end with. Their messages say what to do next.
+var (
+	errNoLeader       = &requestError{schema.ErrorCode_unavailable, "no leader is known (election in progress or quorum lost): retry"}
+	errNotLeader      = &requestError{schema.ErrorCode_unavailable, "this node is not the leader: retry"}
+	errDropped        = &requestError{schema.ErrorCode_unavailable, "the write was not applied (leadership changed or the leader is overloaded): retry"}
+	errOutcomeUnknown = &requestError{schema.ErrorCode_outcomeUnknown, "the write may or may not have been applied: retry it with the same session and sequence number"}
+	errTimeout        = &requestError{schema.ErrorCode_timeout, "timed out waiting for the cluster (no quorum reachable?)"}
+	errShuttingDown   = &requestError{schema.ErrorCode_shuttingDown, "the node is shutting down: use another node"}
+	errRemoved        = errors.New("removed from the cluster")
+)
+
+// errorCode maps any error to the code a client sees.
+func errorCode(err error) (schema.ErrorCode, string) {
+	var re *requestError
+	if errors.As(err, &re) {
+		return re.code, err.Error()
+	}
+	return schema.ErrorCode_internal, err.Error()
+}

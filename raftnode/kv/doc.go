@@ -1,0 +1,55 @@
+// Package kv is the replicated key-value state machine of a raftnode.
+//
+// The node's driver applies committed Raft log entries to a Store in log
+// order, on every node. Apply is pure and deterministic (no goroutines,
+// clocks, I/O or randomness): nodes applying the same entries from the same
+// state reach byte-identical state, which Snapshot.WriteTo makes visible.
+//
+// # Entries
+//
+// One log entry is one Command, encoded by the proposing node with
+// Command.AppendBinary and decoded by Store.Apply (DecodeCommand). An empty
+// entry is a no-op; an entry that does not decode yields Applied.Err on
+// every node and changes nothing but the applied index. Entries that are
+// not kv commands (configuration changes) are skipped with SetApplied.
+//
+// # Keys and revisions
+//
+// Keys are ordered byte strings in a B-tree (github.com/google/btree). The
+// store's revision counts the ops that changed state: a put, the delete of
+// an existing key, a successful CAS that wrote or deleted. Each key keeps
+// the revision that created it, the revision of its last write and its
+// version (writes since creation).
+//
+// # Sessions and exactly-once writes
+//
+// Writes belong to a client session, opened through the log (its id is the
+// OpenSession entry's index). Each write carries a seq; the session saves
+// the Result of every seq it applied, and a retried seq returns the saved
+// Result without applying again. The client acknowledges results with
+// Command.AckedBelow: the results below it are forgotten, and a seq below
+// the session's forgotten mark answers StaleSequence. When a session holds
+// more than MaxSavedResults results, the lowest seq is forgotten the same
+// way (its seq and those below become stale).
+//
+// Time is log time: every Command carries the leader's clock, and the
+// store's clock is the largest Time seen, so it never goes back whatever
+// the leaders' clocks do. A session without a write or keepalive for longer
+// than SessionTTL of log time expires; opening a session when MaxSessions
+// are live evicts the least recently active one (ties: lowest id). Expiry
+// and eviction use an index ordered by (last activity, id), so they cost
+// O(log n) per session, not a scan.
+//
+// # Reads and snapshots
+//
+// Get and Range may run on any goroutine while Apply runs (a read-write
+// mutex; Apply holds it for one entry). Returned key and value slices are
+// shared with the store, which never modifies stored bytes: callers must
+// treat them as read-only.
+//
+// Snapshot is O(1): copy-on-write clones of the key tree and the sessions
+// tree (sessions themselves are copied before their first change after a
+// snapshot). The Snapshot is then serialized by WriteTo on any goroutine
+// while Apply continues. The encoding is canonical and checksummed
+// (CRC-32C); Restore validates all of it before replacing the state.
+package kv

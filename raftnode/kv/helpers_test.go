@@ -1,0 +1,117 @@
+package kv
+
+import (
+	"bytes"
+	"flag"
+	"math/rand"
+	"testing"
+	"time"
+)
+
+var seedFlag = flag.Int64("seed", 0, "seed for the randomized tests (0: time-based)")
+
+// testSeed returns the seed to use and logs it so a failure can be replayed.
+func testSeed(t testing.TB) int64 {
+	t.Helper()
+	seed := *seedFlag
+	if seed == 0 {
+		seed = time.Now().UnixNano()
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("replay with: go test ./raftnode/kv -run '%s' -seed %d", t.Name(), seed)
+		}
+	})
+	return seed
+}
+
+// enc encodes c.
+func enc(c Command) []byte { return c.AppendBinary(nil) }
+
+// snapBytes serializes a snapshot of s.
+func snapBytes(t testing.TB, s *Store) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	n, err := s.Snapshot().WriteTo(&buf)
+	if err != nil {
+		t.Fatalf("WriteTo: %v", err)
+	}
+	if n != int64(buf.Len()) {
+		t.Fatalf("WriteTo returned %d, wrote %d", n, buf.Len())
+	}
+	return buf.Bytes()
+}
+
+// restored returns a new store restored from b.
+func restored(t testing.TB, cfg Config, b []byte) *Store {
+	t.Helper()
+	s := New(cfg)
+	if err := s.Restore(bytes.NewReader(b)); err != nil {
+		t.Fatalf("Restore: %v", err)
+	}
+	return s
+}
+
+// driver applies commands at consecutive indexes.
+type driver struct {
+	t   testing.TB
+	s   *Store
+	idx uint64
+	now int64
+}
+
+func newDriver(t testing.TB, cfg Config) *driver {
+	return &driver{t: t, s: New(cfg), now: int64(time.Hour)}
+}
+
+func (d *driver) apply(c Command) Applied {
+	d.t.Helper()
+	d.idx++
+	if c.Time == 0 {
+		c.Time = d.now
+	}
+	a := d.s.Apply(d.idx, enc(c))
+	if a.Err != nil {
+		d.t.Fatalf("Apply(%d, %+v): %v", d.idx, c, a.Err)
+	}
+	return a
+}
+
+func (d *driver) open() uint64 {
+	d.t.Helper()
+	return d.apply(Command{Kind: CmdOpenSession}).Session
+}
+
+func (d *driver) batch(sess, acked uint64, ops ...WriteOp) []Result {
+	d.t.Helper()
+	return d.apply(Command{Kind: CmdBatch, Session: sess, AckedBelow: acked, Ops: ops}).Results
+}
+
+func (d *driver) one(sess uint64, op WriteOp) Result {
+	d.t.Helper()
+	r := d.batch(sess, 0, op)
+	if len(r) != 1 {
+		d.t.Fatalf("%d results for one op", len(r))
+	}
+	return r[0]
+}
+
+func put(seq uint64, k, v string) WriteOp {
+	return WriteOp{Seq: seq, Type: OpPut, Key: []byte(k), Value: []byte(v)}
+}
+
+func del(seq uint64, k string) WriteOp {
+	return WriteOp{Seq: seq, Type: OpDelete, Key: []byte(k)}
+}
+
+// randBytes returns n random bytes from a small alphabet, nil when n == 0.
+func randBytes(rng *rand.Rand, n int) []byte {
+	if n == 0 {
+		return nil
+	}
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = "abc\x00\xff"[rng.Intn(5)]
+	}
+	return b
+}

@@ -1,0 +1,491 @@
+package kv
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"io"
+
+	"github.com/google/btree"
+)
+
+// Snapshot format (version 1), all of it covered by the trailing checksum:
+//
+//	magic "CRKVSNAP", version byte,
+//	applied index, revision, clock: 8 bytes little-endian each,
+//	uvarint key count, per key (ascending): key, value (uvarint length +
+//	bytes), uvarint create, mod and version revisions,
+//	uvarint session count, per session (ascending id): uvarint id,
+//	lastActive as 8 bytes little-endian, uvarint forgotten mark, uvarint
+//	result count, per result (ascending seq): uvarint seq, code byte, flags
+//	byte (succeeded, found), uvarint revision, message (uvarint length +
+//	bytes), and when found the previous key-value as a key above,
+//	CRC-32C (Castagnoli) of everything before it, 4 bytes little-endian.
+//
+// Every integer is minimally encoded and every list strictly ordered, so a
+// state has exactly one encoding: Restore accepts nothing else, and a
+// restored store snapshots to the very same bytes.
+const (
+	snapMagic   = "CRKVSNAP"
+	snapVersion = 1
+
+	resFlagSucceeded = 1
+	resFlagFound     = 2
+	resFlagsKnown    = resFlagSucceeded | resFlagFound
+
+	// Restore's caps on length fields. Lengths are also only trusted as
+	// far as data actually arrives (see snapReader.bytes).
+	maxSnapBytes   = 1 << 30
+	maxSnapMessage = 1 << 16
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Snapshot is a point-in-time copy of a Store, made in O(1) by Store.Snapshot
+// and serialized by WriteTo, which may run on any goroutine while the store
+// keeps applying. A Snapshot is immutable; WriteTo may be called any number
+// of times, concurrently.
+type Snapshot struct {
+	index, rev uint64
+	clock      int64
+	kv         *btree.BTreeG[item]
+	sessions   *btree.BTreeG[sessItem]
+}
+
+// Snapshot returns a copy of the store's current state. It is cheap
+// (copy-on-write clones of the trees); call it from the apply goroutine.
+func (s *Store) Snapshot() *Snapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sn := &Snapshot{
+		index:    s.applied,
+		rev:      s.rev,
+		clock:    s.clock,
+		kv:       s.kv.Clone(),
+		sessions: s.sessions.Clone(),
+	}
+	// Sessions now shared with sn are copied before their next change.
+	s.gen++
+	return sn
+}
+
+// Index returns the applied index the snapshot was taken at.
+func (sn *Snapshot) Index() uint64 { return sn.index }
+
+// Revision returns the store revision the snapshot was taken at.
+func (sn *Snapshot) Revision() uint64 { return sn.rev }
+
+// snapWriter buffers output and checksums it.
+type snapWriter struct {
+	w   io.Writer
+	buf []byte
+	crc uint32
+	n   int64
+	err error
+}
+
+const snapBufSize = 256 << 10
+
+func (w *snapWriter) flush() {
+	if w.err != nil || len(w.buf) == 0 {
+		w.buf = w.buf[:0]
+		return
+	}
+	w.crc = crc32.Update(w.crc, castagnoli, w.buf)
+	n, err := w.w.Write(w.buf)
+	w.n += int64(n)
+	if err == nil && n != len(w.buf) {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
+		w.err = fmt.Errorf("kv: write snapshot: %w", err)
+	}
+	w.buf = w.buf[:0]
+}
+
+func (w *snapWriter) maybeFlush() {
+	if len(w.buf) >= snapBufSize {
+		w.flush()
+	}
+}
+
+func (w *snapWriter) uvarint(v uint64) { w.buf = binary.AppendUvarint(w.buf, v) }
+
+func (w *snapWriter) fixed64(v uint64) { w.buf = binary.LittleEndian.AppendUint64(w.buf, v) }
+
+func (w *snapWriter) bytes(b []byte) {
+	w.uvarint(uint64(len(b)))
+	if len(b) > snapBufSize {
+		w.flush()
+		if w.err != nil {
+			return
+		}
+		w.crc = crc32.Update(w.crc, castagnoli, b)
+		n, err := w.w.Write(b)
+		w.n += int64(n)
+		if err == nil && n != len(b) {
+			err = io.ErrShortWrite
+		}
+		if err != nil {
+			w.err = fmt.Errorf("kv: write snapshot: %w", err)
+		}
+		return
+	}
+	w.buf = append(w.buf, b...)
+}
+
+func (w *snapWriter) kv(it *item) {
+	w.bytes(it.key)
+	w.bytes(it.value)
+	w.uvarint(it.create)
+	w.uvarint(it.mod)
+	w.uvarint(it.version)
+	w.maybeFlush()
+}
+
+// WriteTo writes the snapshot's deterministic encoding to w: stores in the
+// same state write the same bytes. It returns the bytes written.
+func (sn *Snapshot) WriteTo(w io.Writer) (int64, error) {
+	sw := &snapWriter{w: w, buf: make([]byte, 0, snapBufSize+4096)}
+	sw.buf = append(sw.buf, snapMagic...)
+	sw.buf = append(sw.buf, snapVersion)
+	sw.fixed64(sn.index)
+	sw.fixed64(sn.rev)
+	sw.fixed64(uint64(sn.clock))
+	sw.uvarint(uint64(sn.kv.Len()))
+	sn.kv.Ascend(func(it item) bool {
+		sw.kv(&it)
+		return sw.err == nil
+	})
+	sw.uvarint(uint64(sn.sessions.Len()))
+	sn.sessions.Ascend(func(si sessItem) bool {
+		ss := si.s
+		sw.uvarint(ss.id)
+		sw.fixed64(uint64(ss.lastActive))
+		sw.uvarint(ss.low)
+		if ss.results == nil {
+			sw.uvarint(0)
+			return sw.err == nil
+		}
+		sw.uvarint(uint64(ss.results.Len()))
+		ss.results.Ascend(func(sv saved) bool {
+			r := &sv.res
+			var flags byte
+			if r.Succeeded {
+				flags |= resFlagSucceeded
+			}
+			if r.Found {
+				flags |= resFlagFound
+			}
+			sw.uvarint(sv.seq)
+			sw.buf = append(sw.buf, byte(r.Code), flags)
+			sw.uvarint(r.Revision)
+			sw.uvarint(uint64(len(r.Message)))
+			sw.buf = append(sw.buf, r.Message...)
+			if r.Found {
+				p := item{key: r.Prev.Key, value: r.Prev.Value, create: r.Prev.CreateRevision, mod: r.Prev.ModRevision, version: r.Prev.Version}
+				sw.kv(&p)
+			}
+			sw.maybeFlush()
+			return sw.err == nil
+		})
+		return sw.err == nil
+	})
+	sw.flush()
+	if sw.err != nil {
+		return sw.n, sw.err
+	}
+	sw.buf = binary.LittleEndian.AppendUint32(sw.buf[:0], sw.crc)
+	n, err := w.Write(sw.buf)
+	sw.n += int64(n)
+	if err == nil && n != len(sw.buf) {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
+		return sw.n, fmt.Errorf("kv: write snapshot: %w", err)
+	}
+	return sw.n, nil
+}
+
+// snapReader reads a snapshot through its own buffer, checksumming every
+// byte consumed.
+type snapReader struct {
+	r       io.Reader
+	buf     []byte
+	pos     int // next unread byte in buf
+	end     int // end of valid data in buf
+	crcPos  int // buf[crcPos:pos] is consumed but not yet checksummed
+	crc     uint32
+	off     int64 // bytes consumed before buf[0]
+	eof     bool
+	err     error
+	scratch []byte
+}
+
+func (r *snapReader) fail(format string, args ...any) {
+	if r.err == nil {
+		r.err = fmt.Errorf("%w snapshot: at byte %d: %s", ErrMalformed, r.off+int64(r.pos), fmt.Sprintf(format, args...))
+	}
+}
+
+// more tries to make at least want unread bytes available, reading as
+// needed; it reports whether it did. It fails (sets err) only on a read
+// error, not at the end of the input.
+func (r *snapReader) more(want int) bool {
+	if r.end-r.pos >= want {
+		return true
+	}
+	if r.err != nil {
+		return false
+	}
+	// Checksum and drop the consumed bytes.
+	r.crc = crc32.Update(r.crc, castagnoli, r.buf[r.crcPos:r.pos])
+	copy(r.buf, r.buf[r.pos:r.end])
+	r.off += int64(r.pos)
+	r.end -= r.pos
+	r.pos, r.crcPos = 0, 0
+	for zero := 0; r.end < want && !r.eof; {
+		n, err := r.r.Read(r.buf[r.end:])
+		r.end += n
+		switch {
+		case err == io.EOF:
+			r.eof = true
+		case err != nil:
+			r.err = fmt.Errorf("kv: read snapshot: %w", err)
+			return false
+		case n == 0:
+			if zero++; zero >= 100 {
+				r.err = fmt.Errorf("kv: read snapshot: %w", io.ErrNoProgress)
+				return false
+			}
+		}
+	}
+	return r.end >= want
+}
+
+// fill is more, failing on a truncated input.
+func (r *snapReader) fill(want int) bool {
+	if r.more(want) {
+		return true
+	}
+	r.fail("truncated")
+	return false
+}
+
+func (r *snapReader) byte() byte {
+	if !r.fill(1) {
+		return 0
+	}
+	v := r.buf[r.pos]
+	r.pos++
+	return v
+}
+
+func (r *snapReader) fixed64() uint64 {
+	if !r.fill(8) {
+		return 0
+	}
+	v := binary.LittleEndian.Uint64(r.buf[r.pos:])
+	r.pos += 8
+	return v
+}
+
+func (r *snapReader) uvarint() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	if r.end-r.pos < binary.MaxVarintLen64 && !r.more(binary.MaxVarintLen64) && r.err != nil {
+		return 0 // read error; a short tail is fine if the varint ends in it
+	}
+	v, n := uvarint(r.buf[r.pos:r.end])
+	if n <= 0 {
+		r.fail("bad or truncated uvarint")
+		return 0
+	}
+	r.pos += n
+	return v
+}
+
+// appendBytes reads a length-prefixed byte string of at most max bytes and
+// appends it to dst. A length is trusted only as far as data arrives: the
+// string is copied piece by piece as it is read, so a lying length costs no
+// memory beyond the data actually present.
+func (r *snapReader) appendBytes(dst []byte, max uint64) []byte {
+	n := r.uvarint()
+	if r.err != nil {
+		return dst
+	}
+	if n > max {
+		r.fail("length %d over the limit %d", n, max)
+		return dst
+	}
+	for left := n; left > 0; {
+		if !r.fill(1) {
+			return dst
+		}
+		chunk := min(uint64(r.end-r.pos), left)
+		dst = append(dst, r.buf[r.pos:r.pos+int(chunk)]...)
+		r.pos += int(chunk)
+		left -= chunk
+	}
+	return dst
+}
+
+// kv reads a key-value into it, key and value sharing one new buffer.
+func (r *snapReader) kv(it *item, rev uint64) {
+	r.scratch = r.appendBytes(r.scratch[:0], maxSnapBytes)
+	klen := len(r.scratch)
+	r.scratch = r.appendBytes(r.scratch, maxSnapBytes)
+	it.create = r.uvarint()
+	it.mod = r.uvarint()
+	it.version = r.uvarint()
+	if r.err != nil {
+		return
+	}
+	buf := make([]byte, len(r.scratch))
+	copy(buf, r.scratch)
+	it.key = buf[:klen:klen]
+	it.value = nil
+	if len(buf) > klen {
+		it.value = buf[klen:]
+	}
+	if klen == 0 {
+		r.fail("empty key")
+	} else if it.create == 0 || it.create > it.mod || it.mod > rev || it.version == 0 || it.version > it.mod {
+		r.fail("key %q: bad revisions create %d mod %d version %d at revision %d", it.key, it.create, it.mod, it.version, rev)
+	}
+}
+
+// Restore replaces the store's whole state with the snapshot read from r,
+// which must hold one snapshot written by Snapshot.WriteTo and nothing
+// after it. Everything is validated (magic, version, ordering, revisions,
+// lengths, checksum, end of input) before the state is replaced: on error
+// the store is unchanged. Restore must not run concurrently with Apply.
+func (s *Store) Restore(r io.Reader) error {
+	sr := &snapReader{r: r, buf: make([]byte, 256<<10)}
+	var hdr [len(snapMagic) + 1]byte
+	for i := range hdr {
+		hdr[i] = sr.byte()
+	}
+	if sr.err != nil {
+		return sr.err
+	}
+	if string(hdr[:len(snapMagic)]) != snapMagic {
+		return fmt.Errorf("%w snapshot: bad magic %q", ErrMalformed, hdr[:len(snapMagic)])
+	}
+	if v := hdr[len(snapMagic)]; v != snapVersion {
+		return fmt.Errorf("%w snapshot: unknown format version %d", ErrMalformed, v)
+	}
+	applied := sr.fixed64()
+	rev := sr.fixed64()
+	clock := int64(sr.fixed64())
+
+	kvt, sessions, expiry := newTrees()
+	nkeys := sr.uvarint()
+	var last []byte
+	for i := uint64(0); i < nkeys && sr.err == nil; i++ {
+		var it item
+		sr.kv(&it, rev)
+		if sr.err != nil {
+			break
+		}
+		if i > 0 && string(it.key) <= string(last) {
+			sr.fail("key %q not after %q", it.key, last)
+			break
+		}
+		kvt.ReplaceOrInsert(it)
+		last = it.key
+	}
+	nsess := sr.uvarint()
+	var lastID uint64
+	for i := uint64(0); i < nsess && sr.err == nil; i++ {
+		ss := &session{}
+		ss.id = sr.uvarint()
+		ss.lastActive = int64(sr.fixed64())
+		ss.low = sr.uvarint()
+		nres := sr.uvarint()
+		if sr.err != nil {
+			break
+		}
+		if ss.id <= lastID || ss.id > applied {
+			sr.fail("session id %d after %d at applied index %d", ss.id, lastID, applied)
+			break
+		}
+		if ss.lastActive > clock {
+			sr.fail("session %d active at %d after the clock %d", ss.id, ss.lastActive, clock)
+			break
+		}
+		lastID = ss.id
+		var lastSeq uint64
+		for j := uint64(0); j < nres && sr.err == nil; j++ {
+			var sv saved
+			sv.seq = sr.uvarint()
+			code := Code(sr.byte())
+			flags := sr.byte()
+			sv.res.Code = code
+			sv.res.Succeeded = flags&resFlagSucceeded != 0
+			sv.res.Found = flags&resFlagFound != 0
+			sv.res.Revision = sr.uvarint()
+			if sr.scratch = sr.appendBytes(sr.scratch[:0], maxSnapMessage); len(sr.scratch) > 0 {
+				sv.res.Message = string(sr.scratch)
+			}
+			if sr.err != nil {
+				break
+			}
+			switch {
+			case sv.seq == 0 || sv.seq < ss.low || (j > 0 && sv.seq <= lastSeq):
+				sr.fail("session %d: result seq %d (previous %d, mark %d)", ss.id, sv.seq, lastSeq, ss.low)
+			case code > Internal:
+				sr.fail("session %d: result code %d", ss.id, code)
+			case flags&^resFlagsKnown != 0:
+				sr.fail("session %d: result flags %#x", ss.id, flags)
+			case sv.res.Revision > rev:
+				sr.fail("session %d: result revision %d above %d", ss.id, sv.res.Revision, rev)
+			}
+			if sr.err != nil {
+				break
+			}
+			if sv.res.Found {
+				var p item
+				sr.kv(&p, rev)
+				sv.res.Prev = p.kv()
+			}
+			lastSeq = sv.seq
+			if ss.results == nil {
+				ss.results = btree.NewWithFreeListG(resultsDegree, lessSaved, s.resFree)
+			}
+			ss.results.ReplaceOrInsert(sv)
+		}
+		sessions.ReplaceOrInsert(sessItem{id: ss.id, s: ss})
+		expiry.ReplaceOrInsert(expKey{last: ss.lastActive, id: ss.id})
+	}
+	if sr.err != nil {
+		return sr.err
+	}
+	// The checksum covers everything consumed so far.
+	if !sr.fill(4) {
+		return sr.err
+	}
+	sr.crc = crc32.Update(sr.crc, castagnoli, sr.buf[sr.crcPos:sr.pos])
+	sr.crcPos = sr.pos
+	want := binary.LittleEndian.Uint32(sr.buf[sr.pos:])
+	sr.pos += 4
+	sr.crcPos = sr.pos
+	if want != sr.crc {
+		return fmt.Errorf("%w snapshot: checksum %#08x, computed %#08x", ErrMalformed, want, sr.crc)
+	}
+	if sr.more(1) {
+		return fmt.Errorf("%w snapshot: trailing data after the checksum", ErrMalformed)
+	}
+	if sr.err != nil {
+		return sr.err
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.applied, s.rev, s.clock = applied, rev, clock
+	s.kv, s.sessions, s.expiry = kvt, sessions, expiry
+	// Restored sessions carry gen 0: at worst they are copied once more
+	// than needed; none is shared with a snapshot.
+	return nil
+}

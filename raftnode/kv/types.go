@@ -1,0 +1,287 @@
+package kv
+
+import (
+	"errors"
+	"strconv"
+	"time"
+)
+
+// Defaults applied by New to the zero fields of Config.
+const (
+	DefaultSessionTTL      = 60 * time.Second
+	DefaultMaxSessions     = 100_000
+	DefaultMaxSavedResults = 4096
+	DefaultMaxKeySize      = 8 << 10
+	DefaultMaxValueSize    = 1 << 20
+	DefaultMaxRangeLimit   = 1000
+)
+
+// Config holds the store's limits. Zero (or negative) values mean the
+// defaults above. Every node of a cluster must use the same Config: the
+// limits take part in the replicated state transitions (expiry, eviction,
+// TooLarge results), so nodes with different limits diverge.
+type Config struct {
+	// SessionTTL is how long, in log time (see Command.Time), a session
+	// survives without a write or a keepalive.
+	SessionTTL time.Duration
+	// MaxSessions bounds the sessions table; opening one more evicts the
+	// least recently active session (ties: the lowest id).
+	MaxSessions int
+	// MaxSavedResults bounds the saved results per session; beyond it the
+	// lowest seq is forgotten (and seqs at or below it become stale).
+	MaxSavedResults int
+	// MaxKeySize is the largest key accepted, in bytes.
+	MaxKeySize int
+	// MaxValueSize is the largest value accepted, in bytes.
+	MaxValueSize int
+	// MaxRangeLimit is the most keys one Range page returns.
+	MaxRangeLimit int
+}
+
+func (c Config) withDefaults() Config {
+	if c.SessionTTL <= 0 {
+		c.SessionTTL = DefaultSessionTTL
+	}
+	if c.MaxSessions <= 0 {
+		c.MaxSessions = DefaultMaxSessions
+	}
+	if c.MaxSavedResults <= 0 {
+		c.MaxSavedResults = DefaultMaxSavedResults
+	}
+	if c.MaxKeySize <= 0 {
+		c.MaxKeySize = DefaultMaxKeySize
+	}
+	if c.MaxValueSize <= 0 {
+		c.MaxValueSize = DefaultMaxValueSize
+	}
+	if c.MaxRangeLimit <= 0 {
+		c.MaxRangeLimit = DefaultMaxRangeLimit
+	}
+	return c
+}
+
+// CommandKind says what a Command does. The zero value is invalid.
+type CommandKind uint8
+
+// Command kinds.
+const (
+	// CmdBatch applies Ops in order within Session.
+	CmdBatch CommandKind = 1 + iota
+	// CmdOpenSession opens a session whose id is the entry's log index.
+	CmdOpenSession
+	// CmdKeepAlive refreshes Session's last activity.
+	CmdKeepAlive
+	// CmdCloseSession forgets Session and its saved results.
+	CmdCloseSession
+)
+
+// String returns the kind's name.
+func (k CommandKind) String() string {
+	switch k {
+	case CmdBatch:
+		return "Batch"
+	case CmdOpenSession:
+		return "OpenSession"
+	case CmdKeepAlive:
+		return "KeepAlive"
+	case CmdCloseSession:
+		return "CloseSession"
+	}
+	return "CommandKind(" + strconv.Itoa(int(k)) + ")"
+}
+
+// Command is one replicated log entry's content: the leader encodes it
+// with AppendBinary, every node decodes it in Apply.
+type Command struct {
+	// ID is an opaque proposal id chosen by the proposing node; Apply
+	// returns it so the driver finds the proposal's waiter.
+	ID uint64
+	// Time is the leader's wall clock (unix nanoseconds) at proposal. The
+	// store's clock is the maximum Time seen, so it never goes back.
+	Time int64
+	// Kind says what the command does.
+	Kind CommandKind
+	// Session is the client's session (CmdBatch, CmdKeepAlive,
+	// CmdCloseSession).
+	Session uint64
+	// AckedBelow (CmdBatch): the client has seen the results of every seq
+	// below it, so the store forgets them.
+	AckedBelow uint64
+	// Ops (CmdBatch) are applied in order.
+	Ops []WriteOp
+}
+
+// OpType is a write operation's type. The zero value is invalid.
+type OpType uint8
+
+// Write operation types.
+const (
+	// OpPut writes Value at Key.
+	OpPut OpType = 1 + iota
+	// OpDelete deletes Key.
+	OpDelete
+	// OpCAS writes Value at Key (or deletes Key, with DeleteOnSuccess)
+	// when the key's current state matches the compare.
+	OpCAS
+)
+
+// String returns the type's name.
+func (t OpType) String() string {
+	switch t {
+	case OpPut:
+		return "Put"
+	case OpDelete:
+		return "Delete"
+	case OpCAS:
+		return "CAS"
+	}
+	return "OpType(" + strconv.Itoa(int(t)) + ")"
+}
+
+// CompareKind is an OpCAS compare. The zero value is invalid.
+type CompareKind uint8
+
+// Compare kinds.
+const (
+	// CompareValue matches when the key exists and its value equals
+	// WriteOp.CompareValue.
+	CompareValue CompareKind = 1 + iota
+	// CompareModRevision matches when the key's ModRevision equals
+	// WriteOp.CompareRevision; an absent key has ModRevision 0.
+	CompareModRevision
+	// CompareAbsent matches when the key does not exist.
+	CompareAbsent
+)
+
+// String returns the compare's name.
+func (c CompareKind) String() string {
+	switch c {
+	case CompareValue:
+		return "Value"
+	case CompareModRevision:
+		return "ModRevision"
+	case CompareAbsent:
+		return "Absent"
+	}
+	return "CompareKind(" + strconv.Itoa(int(c)) + ")"
+}
+
+// WriteOp is one write of a CmdBatch.
+type WriteOp struct {
+	// Seq numbers the write within its session (> 0). A seq is applied at
+	// most once; a retry returns the saved result.
+	Seq uint64
+	// Type is the operation.
+	Type OpType
+	// Key is the key written (non-empty, at most MaxKeySize).
+	Key []byte
+	// Value is the value written by OpPut and OpCAS (at most MaxValueSize).
+	Value []byte
+	// Compare is the OpCAS compare.
+	Compare CompareKind
+	// CompareValue is the value expected by CompareValue.
+	CompareValue []byte
+	// CompareRevision is the ModRevision expected by CompareModRevision.
+	CompareRevision uint64
+	// DeleteOnSuccess makes a matching OpCAS delete the key instead of
+	// writing Value.
+	DeleteOnSuccess bool
+}
+
+// KeyValue is a key's state. Its slices are shared with the store and must
+// be treated as read-only.
+type KeyValue struct {
+	Key   []byte
+	Value []byte
+	// CreateRevision is the revision of the write that created the key.
+	CreateRevision uint64
+	// ModRevision is the revision of the key's last write.
+	ModRevision uint64
+	// Version counts the writes to the key since it was created (1 after
+	// the creating write).
+	Version uint64
+}
+
+// Code is a write result's outcome.
+type Code uint8
+
+// Result codes.
+const (
+	// OK: the operation was applied (a CAS whose compare failed is OK too,
+	// with Succeeded false).
+	OK Code = iota
+	// SessionExpired: the session is unknown or expired; nothing applied.
+	SessionExpired
+	// StaleSequence: the seq is below the session's forgotten mark (acked
+	// through AckedBelow, or evicted by MaxSavedResults); nothing applied.
+	StaleSequence
+	// InvalidArgument: malformed op (seq 0, empty key, unknown type).
+	InvalidArgument
+	// TooLarge: the key or a value is over the store's limits.
+	TooLarge
+	// Internal: a bug.
+	Internal
+)
+
+// String returns the code's name.
+func (c Code) String() string {
+	switch c {
+	case OK:
+		return "OK"
+	case SessionExpired:
+		return "SessionExpired"
+	case StaleSequence:
+		return "StaleSequence"
+	case InvalidArgument:
+		return "InvalidArgument"
+	case TooLarge:
+		return "TooLarge"
+	case Internal:
+		return "Internal"
+	}
+	return "Code(" + strconv.Itoa(int(c)) + ")"
+}
+
+// Result answers one write (or a keepalive or close).
+type Result struct {
+	// Code is the outcome; Message says why when it is not OK.
+	Code    Code
+	Message string
+	// Revision is the store's revision after the op (unchanged for a
+	// failed op, a failed CAS or the delete of a missing key).
+	Revision uint64
+	// Succeeded: CAS: the compare matched; Delete: the key existed.
+	Succeeded bool
+	// Found: Put/Delete/successful CAS: the key had a previous state, in
+	// Prev. Failed CAS: the key exists, Prev is its current state. When
+	// Found is false, Prev is zero.
+	Found bool
+	Prev  KeyValue
+}
+
+// Applied is what Apply reports for one log entry.
+type Applied struct {
+	// ID and Kind are the command's (zero for a no-op entry).
+	ID   uint64
+	Kind CommandKind
+	// Session is the new session's id for CmdOpenSession (the entry's log
+	// index), the command's session otherwise.
+	Session uint64
+	// Results has one Result per op for CmdBatch, one for CmdKeepAlive and
+	// CmdCloseSession (OK or SessionExpired), none otherwise.
+	Results []Result
+	// Err is set when the entry could not be applied: a malformed command
+	// (wraps ErrMalformed; every node gets the same error and only the
+	// applied index moved), or an index not after the applied index (wraps
+	// ErrIndex; nothing changed).
+	Err error
+}
+
+var (
+	// ErrMalformed is wrapped by the errors of entries and snapshots that
+	// cannot be decoded.
+	ErrMalformed = errors.New("kv: malformed")
+	// ErrIndex is wrapped by Apply's error when the index is not after the
+	// applied index.
+	ErrIndex = errors.New("kv: index not after applied index")
+)

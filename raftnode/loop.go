@@ -1,0 +1,653 @@
+package raftnode
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"time"
+
+	"github.com/capraft/capraft/raftnode/kv"
+	"github.com/capraft/capraft/raftnode/raft"
+	"github.com/capraft/capraft/raftnode/transport"
+)
+
+// loopState is everything only the loop goroutine touches.
+type loopState struct {
+	tick  time.Duration
+	addrs map[uint64]string // member id -> address, as of the applied log
+
+	role raft.StateType
+	lead uint64
+
+	// Proposals waiting for their entry to be applied.
+	byID    map[uint64]*proposal
+	byIndex map[uint64]*proposal
+	newProp []*proposal // pushed since the last Ready
+
+	// Membership changes waiting for their entry to be applied, by index.
+	confWaiters map[uint64]chan error
+
+	// Linearizable reads: newReads wait for a read index to be requested,
+	// readsByCtx for the core's ReadState, applyWait for the state
+	// machine to reach their index.
+	newReads   []*readWaiter
+	readsByCtx map[uint64][]*readWaiter
+	applyWait  []*readWaiter
+	readSeq    uint64
+
+	// Peer requests stepped into the core and waiting for the response
+	// the core produces: pending in arrival order, reads by (from, ctx).
+	pending        []*peerMsg
+	readResponders map[readKey]*peerMsg
+
+	// Snapshots.
+	snapIndex    uint64 // newest snapshot's index
+	snapshotting bool
+	installed    uint64 // snapshots installed from a leader since start
+
+	stopping error // set when the node must stop (removed, disk failure)
+	removed  bool  // a removal of this node was applied; see checkRemoved
+
+	// unsavedHS is a commit-only hard state not yet written (see
+	// handleReady); the next write carries it.
+	unsavedHS *raft.HardState
+}
+
+type readKey struct {
+	from uint64
+	ctx  string
+}
+
+// Events the loop consumes.
+type (
+	// peerMsg is a request from a peer, waiting for its response.
+	peerMsg struct {
+		m    raft.Message
+		done chan peerAnswer // buffered 1
+	}
+	// peerReply is a response a peer returned to one of our requests.
+	peerReply struct{ m raft.Message }
+	// unreachable: the transport lost a peer.
+	unreachable struct{ id uint64 }
+	// task runs a function on the loop (admin and status requests).
+	task struct{ fn func() }
+	// snapDone reports a background snapshot's end.
+	snapDone struct {
+		index uint64
+		err   error
+	}
+)
+
+func (*peerMsg) isEvent()    {}
+func (peerReply) isEvent()   {}
+func (unreachable) isEvent() {}
+func (task) isEvent()        {}
+func (snapDone) isEvent()    {}
+func (*proposal) isEvent()   {}
+func (*readWaiter) isEvent() {}
+
+type peerAnswer struct {
+	m  raft.Message
+	ok bool
+}
+
+// proposal is one command waiting to be committed and applied.
+type proposal struct {
+	id    uint64
+	data  []byte
+	index uint64
+	done  chan proposalResult // buffered 1
+}
+
+type proposalResult struct {
+	applied kv.Applied
+	err     error
+}
+
+// readWaiter is one linearizable read (or a batch of them) waiting until
+// the state machine reflects every write committed before it started.
+type readWaiter struct {
+	index uint64
+	done  chan error // buffered 1
+}
+
+// run is the driver loop: it owns the core. See raftnode/raft's package
+// documentation for the order of the steps.
+func (n *Node) run() {
+	defer n.wg.Done()
+	defer close(n.done)
+	defer n.failEverything()
+	defer func() {
+		// The core panics when its storage fails: the node can no longer
+		// trust its disk. Stop cleanly and say why rather than crash the
+		// process or answer from a partial view.
+		if r := recover(); r != nil {
+			n.setStopped(fmt.Errorf("stopped after an internal error: %v", r))
+			n.log.Error("node stopped after an internal error", "panic", r, "stack", string(debug.Stack()))
+		}
+	}()
+	ls := &n.loop
+	ls.byID = make(map[uint64]*proposal)
+	ls.byIndex = make(map[uint64]*proposal)
+	ls.confWaiters = make(map[uint64]chan error)
+	ls.readsByCtx = make(map[uint64][]*readWaiter)
+	ls.readResponders = make(map[readKey]*peerMsg)
+	ls.role = raft.StateFollower
+
+	if cs := n.core.ConfState(); len(cs.Voters) == 1 && cs.Voters[0] == n.cfg.ID && len(cs.VotersOutgoing) == 0 {
+		// Alone in the cluster: nobody else can lead, so skip the wait
+		// for an election timeout (2x covers its randomized range).
+		for range 2 * int(n.cfg.ElectionTimeout/ls.tick) {
+			n.core.Tick()
+		}
+	}
+	ticker := time.NewTicker(ls.tick)
+	defer ticker.Stop()
+	for {
+		// Ticks must not starve while the loop is busy with Readys.
+		select {
+		case <-ticker.C:
+			n.core.Tick()
+		default:
+		}
+		n.drain()
+		n.flushProposals()
+		n.flushReads()
+		if n.core.HasReady() {
+			n.handleReady(n.core.Ready())
+		}
+		n.answerUnmatched()
+		if ls.stopping != nil {
+			n.setStopped(ls.stopping)
+			return
+		}
+		n.maybeSnapshot()
+		if n.core.HasReady() {
+			continue
+		}
+		select {
+		case <-n.stopc:
+			return
+		case <-ticker.C:
+			n.core.Tick()
+		case <-n.q.wake:
+		}
+	}
+}
+
+// drain handles every queued event.
+func (n *Node) drain() {
+	evs := n.q.take()
+	for i, ev := range evs {
+		evs[i] = nil
+		switch e := ev.(type) {
+		case *peerMsg:
+			n.stepPeer(e)
+		case peerReply:
+			n.step(e.m)
+		case unreachable:
+			n.core.ReportUnreachable(e.id)
+		case *proposal:
+			n.loop.newProp = append(n.loop.newProp, e)
+		case *readWaiter:
+			n.loop.newReads = append(n.loop.newReads, e)
+		case task:
+			e.fn()
+		case snapDone:
+			n.loop.snapshotting = false
+			if e.err != nil {
+				n.log.Error("snapshot failed", "index", e.index, "error", e.err)
+			} else if e.index > n.loop.snapIndex {
+				n.loop.snapIndex = e.index
+				n.log.Debug("snapshot written, log compacted", "index", e.index)
+			}
+		}
+	}
+}
+
+func (n *Node) step(m raft.Message) {
+	if err := n.core.Step(m); err != nil {
+		n.log.Debug("ignored a peer message", "msg", m.String(), "error", err)
+	}
+}
+
+// stepPeer steps a peer's request and remembers it until the core
+// produces the response its RPC returns.
+func (n *Node) stepPeer(p *peerMsg) {
+	if err := n.core.Step(p.m); err != nil {
+		n.log.Debug("ignored a peer request", "msg", p.m.String(), "error", err)
+		p.done <- peerAnswer{}
+		return
+	}
+	switch p.m.Type {
+	case raft.MsgReadIndex:
+		// Answered once the leader confirmed its leadership, possibly
+		// several Readys later.
+		k := readKey{p.m.From, string(p.m.Context)}
+		if old := n.loop.readResponders[k]; old != nil {
+			old.done <- peerAnswer{}
+		}
+		n.loop.readResponders[k] = p
+	case raft.MsgTimeoutNow:
+		p.done <- peerAnswer{}
+	default:
+		n.loop.pending = append(n.loop.pending, p)
+	}
+}
+
+// route sends requests to peers and hands responses to the calls that
+// carry them back.
+func (n *Node) route(msgs []raft.Message) {
+	start := 0
+	for i, m := range msgs {
+		if !isResponse(m.Type) {
+			continue
+		}
+		if i > start {
+			n.tr.Send(msgs[start:i])
+		}
+		start = i + 1
+		n.respond(m)
+	}
+	if start < len(msgs) {
+		n.tr.Send(msgs[start:])
+	}
+}
+
+func isResponse(t raft.MessageType) bool {
+	switch t {
+	case raft.MsgVoteResp, raft.MsgAppResp, raft.MsgHeartbeatResp, raft.MsgSnapResp, raft.MsgReadIndexResp:
+		return true
+	}
+	return false
+}
+
+// respond gives m to the oldest pending call from m.To that can carry it.
+// A response no call can carry is dropped; Raft treats it as lost.
+func (n *Node) respond(m raft.Message) {
+	if m.Type == raft.MsgReadIndexResp {
+		k := readKey{m.To, string(m.Context)}
+		if p := n.loop.readResponders[k]; p != nil {
+			delete(n.loop.readResponders, k)
+			p.done <- peerAnswer{m, true}
+		}
+		return
+	}
+	for i, p := range n.loop.pending {
+		if p != nil && p.m.From == m.To && transport.Carries(p.m.Type, m) {
+			p.done <- peerAnswer{m, true}
+			n.loop.pending[i] = nil
+			return
+		}
+	}
+	n.log.Trace("dropped a response no call can carry", "msg", m.String())
+}
+
+// answerUnmatched answers the calls the core produced no response for.
+func (n *Node) answerUnmatched() {
+	for i, p := range n.loop.pending {
+		if p != nil {
+			p.done <- peerAnswer{}
+		}
+		n.loop.pending[i] = nil
+	}
+	n.loop.pending = n.loop.pending[:0]
+}
+
+// flushProposals proposes everything pushed since the last Ready as one
+// batch of entries.
+func (n *Node) flushProposals() {
+	props := n.loop.newProp
+	if len(props) == 0 {
+		return
+	}
+	n.loop.newProp = props[:0]
+	datas := make([][]byte, len(props))
+	for i, p := range props {
+		datas[i] = p.data
+	}
+	if err := n.core.ProposeBatch(datas); err != nil {
+		for _, p := range props {
+			p.done <- proposalResult{err: proposeError(err)}
+		}
+		clear(props)
+		return
+	}
+	last := n.core.LastIndex()
+	first := last - uint64(len(props)) + 1
+	for i, p := range props {
+		p.index = first + uint64(i)
+		n.loop.byID[p.id] = p
+		n.loop.byIndex[p.index] = p
+		props[i] = nil
+	}
+}
+
+// flushReads asks the core for one read index covering every read that
+// arrived since the last one.
+func (n *Node) flushReads() {
+	reads := n.loop.newReads
+	if len(reads) == 0 {
+		return
+	}
+	n.loop.readSeq++
+	var ctx [8]byte
+	binary.BigEndian.PutUint64(ctx[:], n.loop.readSeq)
+	if err := n.core.ReadIndex(ctx[:]); err != nil {
+		for _, r := range reads {
+			r.done <- errNoLeader
+		}
+	} else {
+		n.loop.readsByCtx[n.loop.readSeq] = append([]*readWaiter(nil), reads...)
+	}
+	clear(reads)
+	n.loop.newReads = reads[:0]
+}
+
+// handleReady carries out one Ready in the order the core documents.
+func (n *Node) handleReady(rd raft.Ready) {
+	if rd.SoftState != nil {
+		n.roleChanged(*rd.SoftState)
+	}
+	// The leader's appends go out in parallel with its own write.
+	n.route(rd.Messages)
+	var snap *raft.Snapshot
+	if !rd.Snapshot.IsEmpty() {
+		snap = &rd.Snapshot
+	}
+	if snap == nil {
+		// Committed entries are already durable, so they are applied
+		// (and their clients answered) before this Ready's write rather
+		// than after it: the commit index's own write is off the
+		// critical path.
+		for _, e := range rd.CommittedEntries {
+			n.apply(e)
+		}
+	}
+	switch {
+	case rd.MustSync || len(rd.Entries) > 0 || snap != nil:
+		hs := rd.HardState
+		if hs.IsEmpty() && n.loop.unsavedHS != nil {
+			hs = *n.loop.unsavedHS
+		}
+		n.save(hs, rd.Entries, snap)
+	case !rd.HardState.IsEmpty():
+		// Only the commit index moved. Raft does not need it durable
+		// (a restart learns it again from the leader), so it waits for
+		// the next write instead of costing an fsync of its own.
+		hs := rd.HardState
+		n.loop.unsavedHS = &hs
+	}
+	n.route(rd.MessagesAfterPersist)
+	if snap != nil {
+		if err := n.restore(*snap); err != nil {
+			panic(fmt.Errorf("install snapshot %d: %w", snap.Meta.Index, err))
+		}
+		n.loop.snapIndex = snap.Meta.Index
+		n.loop.installed++
+		n.failStaleProposals(snap.Meta.Index)
+		n.log.Info("installed a snapshot from the leader", "index", snap.Meta.Index)
+		for _, e := range rd.CommittedEntries {
+			n.apply(e)
+		}
+	}
+	n.core.Advance()
+	if n.loop.removed {
+		n.checkRemoved()
+	}
+	for _, rs := range rd.ReadStates {
+		seq := uint64(0)
+		if len(rs.RequestCtx) == 8 {
+			seq = binary.BigEndian.Uint64(rs.RequestCtx)
+		}
+		for _, r := range n.loop.readsByCtx[seq] {
+			r.index = rs.Index
+			n.loop.applyWait = append(n.loop.applyWait, r)
+		}
+		delete(n.loop.readsByCtx, seq)
+	}
+	n.releaseReads()
+}
+
+// roleChanged reacts to a new leader or role.
+func (n *Node) roleChanged(ss raft.SoftState) {
+	ls := &n.loop
+	if ss.Lead != ls.lead || ss.Role != ls.role {
+		n.log.Info("role changed", "role", roleName(ss.Role), "leader", ss.Lead, "term", n.core.Term())
+	}
+	leadChanged := ss.Lead != ls.lead
+	wasLeader := ls.role == raft.StateLeader
+	ls.lead, ls.role = ss.Lead, ss.Role
+	n.setLeader(ss.Lead, ss.Role == raft.StateLeader)
+	if leadChanged || (wasLeader && ss.Role != raft.StateLeader) {
+		// Read indexes asked of the old leader will never be answered:
+		// fail them (a read has no side effect; the client retries).
+		for seq, rs := range ls.readsByCtx {
+			for _, r := range rs {
+				r.done <- errNoLeader
+			}
+			delete(ls.readsByCtx, seq)
+		}
+		for k, p := range ls.readResponders {
+			p.done <- peerAnswer{}
+			delete(ls.readResponders, k)
+		}
+	}
+}
+
+// apply applies one committed entry and resolves whoever waits for it.
+func (n *Node) apply(e raft.Entry) {
+	if e.Index <= n.kv.AppliedIndex() {
+		return
+	}
+	p := n.loop.byIndex[e.Index]
+	if p != nil {
+		delete(n.loop.byIndex, e.Index)
+	}
+	switch e.Type {
+	case raft.EntryConfChange:
+		n.kv.SetApplied(e.Index)
+		n.applyConfChange(e)
+		if p != nil {
+			delete(n.loop.byID, p.id)
+			p.done <- proposalResult{err: errDropped}
+		}
+		return
+	}
+	res := n.kv.Apply(e.Index, e.Data)
+	if res.Err != nil {
+		n.log.Warn("applied an undecodable entry as a no-op", "index", e.Index, "error", res.Err)
+	}
+	if w := n.loop.byID[res.ID]; w != nil && len(e.Data) > 0 {
+		delete(n.loop.byID, res.ID)
+		if w != p && w.index != 0 {
+			delete(n.loop.byIndex, w.index)
+		}
+		w.done <- proposalResult{applied: res}
+		if w == p {
+			return
+		}
+	}
+	if p != nil {
+		// Another entry won this index: ours was overwritten by a new
+		// leader and will never be applied.
+		delete(n.loop.byID, p.id)
+		p.done <- proposalResult{err: errDropped}
+	}
+}
+
+// failStaleProposals fails the proposals a snapshot jumped over.
+func (n *Node) failStaleProposals(upTo uint64) {
+	for idx, p := range n.loop.byIndex {
+		if idx <= upTo {
+			delete(n.loop.byIndex, idx)
+			delete(n.loop.byID, p.id)
+			p.done <- proposalResult{err: errOutcomeUnknown}
+		}
+	}
+}
+
+// applyConfChange updates the address book and the transport, and
+// resolves a waiting membership request.
+func (n *Node) applyConfChange(e raft.Entry) {
+	if ch := n.loop.confWaiters[e.Index]; ch != nil {
+		delete(n.loop.confWaiters, e.Index)
+		ch <- nil
+	}
+	cc, err := raft.UnmarshalConfChange(e.Data)
+	if err != nil {
+		n.log.Warn("undecodable membership change", "index", e.Index, "error", err)
+		return
+	}
+	for _, c := range cc.Changes {
+		switch c.Type {
+		case raft.ConfChangeAddVoter, raft.ConfChangeAddLearner:
+			// This node's own view of an address (--peers) wins over the
+			// one given to the change.
+			if addr, fixed := n.cfg.Peers[c.NodeID]; fixed {
+				n.loop.addrs[c.NodeID] = addr
+			} else if len(cc.Context) > 0 {
+				n.loop.addrs[c.NodeID] = string(cc.Context)
+			}
+			if addr := n.loop.addrs[c.NodeID]; c.NodeID != n.cfg.ID && addr != "" {
+				n.tr.SetPeer(c.NodeID, addr)
+			}
+		case raft.ConfChangeRemoveNode:
+			delete(n.loop.addrs, c.NodeID)
+			if c.NodeID == n.cfg.ID {
+				n.loop.removed = true
+			} else {
+				n.tr.RemovePeer(c.NodeID)
+			}
+		}
+	}
+	n.log.Info("membership changed", "index", e.Index, "changes", fmt.Sprint(cc.Changes))
+}
+
+// save persists one Ready. A write failure means the disk can no longer
+// be trusted: the node stops (see run).
+func (n *Node) save(hs raft.HardState, ents []raft.Entry, snap *raft.Snapshot) {
+	if err := n.store.Save(hs, ents, snap); err != nil {
+		panic(fmt.Errorf("persist to %s: %w", n.cfg.DataDir, err))
+	}
+	n.loop.unsavedHS = nil
+}
+
+// checkRemoved stops the node once it is caught up and still not a
+// member. Applying a removal of itself is not enough: a node that was
+// removed and then added back (say after losing its disk) replays the old
+// removal on its way to the newer addition.
+func (n *Node) checkRemoved() {
+	st := n.core.Status()
+	if st.Applied < st.Commit {
+		return
+	}
+	cs := st.Config
+	for _, ids := range [][]uint64{cs.Voters, cs.Learners, cs.VotersOutgoing, cs.LearnersNext} {
+		for _, id := range ids {
+			if id == n.cfg.ID {
+				n.loop.removed = false
+				return
+			}
+		}
+	}
+	n.loop.stopping = errRemoved
+}
+
+// releaseReads lets the reads whose index the state machine has reached
+// proceed.
+func (n *Node) releaseReads() {
+	applied := n.kv.AppliedIndex()
+	keep := n.loop.applyWait[:0]
+	for _, r := range n.loop.applyWait {
+		if r.index <= applied {
+			r.done <- nil
+		} else {
+			keep = append(keep, r)
+		}
+	}
+	clear(n.loop.applyWait[len(keep):])
+	n.loop.applyWait = keep
+}
+
+// failEverything answers every waiter when the loop exits.
+func (n *Node) failEverything() {
+	err := n.stoppedError()
+	ls := &n.loop
+	for _, ev := range n.q.take() {
+		switch e := ev.(type) {
+		case *peerMsg:
+			e.done <- peerAnswer{}
+		case *proposal:
+			e.done <- proposalResult{err: err}
+		case *readWaiter:
+			e.done <- err
+		}
+	}
+	for _, p := range ls.newProp {
+		p.done <- proposalResult{err: err}
+	}
+	for _, p := range ls.byID {
+		p.done <- proposalResult{err: errOutcomeUnknown}
+	}
+	for _, r := range ls.newReads {
+		r.done <- err
+	}
+	for _, rs := range ls.readsByCtx {
+		for _, r := range rs {
+			r.done <- err
+		}
+	}
+	for _, r := range ls.applyWait {
+		r.done <- err
+	}
+	for _, p := range ls.pending {
+		if p != nil {
+			p.done <- peerAnswer{}
+		}
+	}
+	for _, p := range ls.readResponders {
+		p.done <- peerAnswer{}
+	}
+	for _, ch := range ls.confWaiters {
+		ch <- errOutcomeUnknown
+	}
+	ls.byID, ls.byIndex, ls.newProp, ls.newReads, ls.pending = nil, nil, nil, nil, nil
+	ls.readsByCtx, ls.applyWait, ls.readResponders, ls.confWaiters = nil, nil, nil, nil
+}
+
+func (n *Node) setStopped(err error) {
+	n.stopErr.CompareAndSwap(nil, &err)
+	n.setLeader(0, false)
+}
+
+// stoppedError is the error for requests that find the node stopped.
+func (n *Node) stoppedError() error {
+	if err := n.Err(); err != nil {
+		return fmt.Errorf("%w: %v", errShuttingDown, err)
+	}
+	return errShuttingDown
+}
+
+func proposeError(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader):
+		return errNotLeader
+	case errors.Is(err, raft.ErrProposalDropped):
+		return errDropped
+	}
+	return err
+}
+
+func roleName(r raft.StateType) string {
+	switch r {
+	case raft.StateLeader:
+		return "leader"
+	case raft.StateCandidate:
+		return "candidate"
+	case raft.StatePreCandidate:
+		return "pre-candidate"
+	}
+	return "follower"
+}

@@ -1,0 +1,206 @@
+package raftnode
+
+import (
+	"context"
+	"time"
+
+	"github.com/capraft/capraft/raftnode/echo"
+	"github.com/capraft/capraft/raftnode/raft"
+	"github.com/capraft/capraft/raftnode/transport"
+	"github.com/capraft/capraft/rpc"
+	"github.com/capraft/capraft/schema"
+)
+
+// nodeServer is the bootstrap capability of one connection.
+type nodeServer struct {
+	node *Node
+	conn *rpc.ConnInfo
+}
+
+// Echo returns an Echo capability for this connection.
+func (s *nodeServer) Echo(_ context.Context, call schema.Node_echo) error {
+	res, err := call.AllocResults()
+	if err != nil {
+		return err
+	}
+	return res.SetEcho(echo.NewCapability(s.node.hub, s.conn.Exporter))
+}
+
+// Raft returns the Raft peer capability for this connection.
+func (s *nodeServer) Raft(_ context.Context, call schema.Node_raft) error {
+	res, err := call.AllocResults()
+	if err != nil {
+		return err
+	}
+	c := transport.NewServer(transport.ServerConfig{
+		ClusterID: s.node.clusterID,
+		LocalID:   s.node.cfg.ID,
+		Handler:   peerHandler{s.node},
+		Logger:    s.conn.Logger,
+	}, s.conn)
+	return res.SetRaft(schema.Raft(c))
+}
+
+// Kv returns the key-value capability.
+func (s *nodeServer) Kv(_ context.Context, call schema.Node_kv) error {
+	res, err := call.AllocResults()
+	if err != nil {
+		return err
+	}
+	impl := kvServer{s.node}
+	return res.SetKv(schema.KV(s.conn.Exporter.Export(schema.KV_Methods(nil, impl), impl, nil)))
+}
+
+// Admin returns the membership capability.
+func (s *nodeServer) Admin(_ context.Context, call schema.Node_admin) error {
+	res, err := call.AllocResults()
+	if err != nil {
+		return err
+	}
+	impl := adminServer{s.node}
+	return res.SetAdmin(schema.Admin(s.conn.Exporter.Export(schema.Admin_Methods(nil, impl), impl, nil)))
+}
+
+// Info describes the node.
+func (s *nodeServer) Info(_ context.Context, call schema.Node_info) error {
+	res, err := call.AllocResults()
+	if err != nil {
+		return err
+	}
+	info, err := res.NewInfo()
+	if err != nil {
+		return err
+	}
+	info.SetId(s.node.cfg.ID)
+	if err := info.SetVersion(s.node.cfg.Version); err != nil {
+		return err
+	}
+	return info.SetListen(s.node.cfg.Advertise)
+}
+
+// Status reports this node's view of the cluster.
+func (s *nodeServer) Status(ctx context.Context, call schema.Node_status) error {
+	call.Go()
+	st := s.node.Status(ctx)
+	res, err := call.AllocResults()
+	if err != nil {
+		return err
+	}
+	dst, err := res.NewStatus()
+	if err != nil {
+		return err
+	}
+	dst.SetId(st.ID)
+	dst.SetRole(st.Role)
+	dst.SetTerm(st.Term)
+	dst.SetLeader(st.Leader)
+	dst.SetCommit(st.Commit)
+	dst.SetApplied(st.Applied)
+	dst.SetLastIndex(st.LastIndex)
+	dst.SetSnapshotIndex(st.SnapshotIndex)
+	dst.SetClusterId(s.node.clusterID)
+	dst.SetRevision(st.Revision)
+	dst.SetSnapshotsInstalled(st.SnapshotsInstalled)
+	if err := dst.SetVersion(s.node.cfg.Version); err != nil {
+		return err
+	}
+	if err := dst.SetStopReason(st.StopReason); err != nil {
+		return err
+	}
+	return dst.SetAddress(s.node.cfg.Advertise)
+}
+
+// NodeStatus is a node's view of itself and its cluster.
+type NodeStatus struct {
+	ID                      uint64
+	Role                    schema.Role
+	Term, Leader            uint64
+	Commit, Applied         uint64
+	LastIndex               uint64
+	SnapshotIndex, Revision uint64
+	StopReason              string
+	// SnapshotsInstalled counts snapshots received from a leader since
+	// the node started.
+	SnapshotsInstalled uint64
+	Config             raft.ConfState
+	// Progress is the leader's view of each member (leader only).
+	Progress map[uint64]raft.ProgressStatus
+}
+
+// Status reports the node's current state. It asks the loop and falls
+// back to what is known without it when the loop does not answer in time
+// (stopped or busy).
+func (n *Node) Status(ctx context.Context) NodeStatus {
+	ch := make(chan NodeStatus, 1)
+	n.q.push(task{func() {
+		cs := n.core.Status()
+		st := NodeStatus{
+			ID: n.cfg.ID, Role: schemaRole(cs.Role), Term: cs.Term, Leader: cs.Lead,
+			Commit: cs.Commit, Applied: n.kv.AppliedIndex(), LastIndex: cs.LastIndex,
+			SnapshotIndex: n.loop.snapIndex, Revision: n.kv.Revision(),
+			Config: cs.Config, Progress: cs.Progress, SnapshotsInstalled: n.loop.installed,
+		}
+		for _, id := range cs.Config.Learners {
+			if id == n.cfg.ID {
+				st.Role = schema.Role_learner
+			}
+		}
+		ch <- st
+	}})
+	timer := time.NewTimer(time.Second)
+	defer timer.Stop()
+	select {
+	case st := <-ch:
+		return st
+	case <-n.done:
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	st := NodeStatus{ID: n.cfg.ID, Role: schema.Role_stopped, Applied: n.kv.AppliedIndex(), Revision: n.kv.Revision()}
+	if err := n.Err(); err != nil {
+		st.StopReason = err.Error()
+	} else if !isClosed(n.done) {
+		st.Role, st.Leader = schema.Role_follower, n.lead.Load()
+		st.StopReason = "the node's loop did not answer within a second (overloaded?)"
+	}
+	return st
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+func schemaRole(r raft.StateType) schema.Role {
+	switch r {
+	case raft.StateLeader:
+		return schema.Role_leader
+	case raft.StateCandidate:
+		return schema.Role_candidate
+	case raft.StatePreCandidate:
+		return schema.Role_preCandidate
+	}
+	return schema.Role_follower
+}
+
+// peerHandler hands peers' requests to the loop.
+type peerHandler struct{ n *Node }
+
+// Handle steps m in the loop and waits for the response the core
+// produces for it.
+func (h peerHandler) Handle(ctx context.Context, m raft.Message) (raft.Message, bool, error) {
+	p := &peerMsg{m: m, done: make(chan peerAnswer, 1)}
+	h.n.q.push(p)
+	select {
+	case a := <-p.done:
+		return a.m, a.ok, nil
+	case <-ctx.Done():
+		return raft.Message{}, false, ctx.Err()
+	case <-h.n.done:
+		return raft.Message{}, false, h.n.stoppedError()
+	}
+}

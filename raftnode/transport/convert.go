@@ -1,0 +1,578 @@
+package transport
+
+import (
+	"errors"
+	"fmt"
+
+	"capnproto.org/go/capnp/v3"
+
+	"github.com/capraft/capraft/raftnode/raft"
+	"github.com/capraft/capraft/schema"
+)
+
+// Conversion between raft.Message and the structs of schema/raft.capnp.
+//
+// Requests (sender side encodes, receiver decodes):
+//
+//	MsgVote       <-> RequestVote.requestVote(VoteRequest)
+//	MsgApp        <-> AppendEntries.appendEntries(AppendRequest, heartbeat=false)
+//	MsgHeartbeat  <-> AppendEntries.appendEntries(AppendRequest, heartbeat=true)
+//	MsgSnap       <-> InstallSnapshot.installSnapshot(SnapshotChunk)
+//	MsgTimeoutNow <-> TimeoutNow.timeoutNow(TimeoutNowRequest)
+//	MsgReadIndex  <-> ReadIndex.readIndex(ReadIndexRequest)
+//
+// Responses (receiver encodes the message its core produced, sender decodes
+// it knowing which request it answers):
+//
+//	VoteResponse      -> MsgVoteResp
+//	AppendResponse    -> MsgAppResp (to MsgApp) or MsgHeartbeatResp (to MsgHeartbeat)
+//	SnapshotResponse  -> MsgSnapResp (installed=false; Snapshot{Index,Term} taken from the request)
+//	                     or MsgAppResp{Index: index} (installed=true)
+//	ReadIndexResponse -> MsgReadIndexResp
+//
+// A response whose term is 0 means "no response".
+//
+// What the wire does not carry: MsgReadIndex has no term on the wire
+// (ReadIndexRequest has none), so it is decoded with Term 0 and the
+// receiving driver must stamp its own current term on it before stepping
+// the core. SnapshotChunk.totalSize has no Message field: it is sent as 0
+// (unknown). A snapshot chunk's Snapshot.ConfState lists come back as nil
+// when empty.
+
+// errNoSnapshot: a MsgSnap without metadata cannot be encoded.
+var errNoSnapshot = errors.New("MsgSnap without snapshot metadata")
+
+// Carries reports whether the RPC used for a request of type req can carry
+// resp back as its return value. The driver uses it to match the messages
+// its core produces to the inbound calls waiting for an answer:
+//
+//	request        carries
+//	MsgVote        MsgVoteResp
+//	MsgApp         MsgAppResp
+//	MsgHeartbeat   MsgHeartbeatResp
+//	MsgSnap        MsgSnapResp, or MsgAppResp that is not a rejection (snapshot installed or already covered)
+//	MsgReadIndex   MsgReadIndexResp
+//	MsgTimeoutNow  nothing (the call has no result)
+//	anything else  nothing (responses are not requests)
+func Carries(req raft.MessageType, resp raft.Message) bool {
+	switch req {
+	case raft.MsgVote:
+		return resp.Type == raft.MsgVoteResp
+	case raft.MsgApp:
+		return resp.Type == raft.MsgAppResp
+	case raft.MsgHeartbeat:
+		return resp.Type == raft.MsgHeartbeatResp
+	case raft.MsgSnap:
+		return resp.Type == raft.MsgSnapResp || (resp.Type == raft.MsgAppResp && !resp.Reject)
+	case raft.MsgReadIndex:
+		return resp.Type == raft.MsgReadIndexResp
+	}
+	return false
+}
+
+// isRequest reports whether t is sent as a call (rather than returned).
+func isRequest(t raft.MessageType) bool {
+	switch t {
+	case raft.MsgVote, raft.MsgApp, raft.MsgHeartbeat, raft.MsgSnap, raft.MsgTimeoutNow, raft.MsgReadIndex:
+		return true
+	}
+	return false
+}
+
+// header identifies one sender and receiver in one cluster.
+type header struct {
+	cluster, from, to uint64
+}
+
+func setHeader(h schema.PeerHeader, hd header) {
+	h.SetClusterId(hd.cluster)
+	h.SetFrom(hd.from)
+	h.SetTo(hd.to)
+}
+
+// --- requests: encode (sender) ---
+
+func encodeVote(p schema.RequestVote_requestVote_Params, hd header, m raft.Message) error {
+	r, err := p.NewReq()
+	if err != nil {
+		return err
+	}
+	h, err := r.NewHeader()
+	if err != nil {
+		return err
+	}
+	setHeader(h, hd)
+	r.SetTerm(m.Term)
+	r.SetCandidateId(m.From)
+	r.SetLastLogIndex(m.LastLogIndex)
+	r.SetLastLogTerm(m.LastLogTerm)
+	r.SetPreVote(m.PreVote)
+	r.SetLeaderTransfer(m.Transfer)
+	return nil
+}
+
+func encodeAppend(p schema.AppendEntries_appendEntries_Params, hd header, m raft.Message) error {
+	r, err := p.NewReq()
+	if err != nil {
+		return err
+	}
+	h, err := r.NewHeader()
+	if err != nil {
+		return err
+	}
+	setHeader(h, hd)
+	r.SetTerm(m.Term)
+	r.SetLeaderId(m.From)
+	r.SetPrevLogIndex(m.Index)
+	r.SetPrevLogTerm(m.LogTerm)
+	r.SetLeaderCommit(m.Commit)
+	r.SetHeartbeat(m.Type == raft.MsgHeartbeat)
+	r.SetSeq(m.Seq)
+	if len(m.Entries) == 0 {
+		return nil
+	}
+	if len(m.Entries) > 1<<29 {
+		return fmt.Errorf("%d entries in one message", len(m.Entries))
+	}
+	list, err := r.NewEntries(int32(len(m.Entries)))
+	if err != nil {
+		return err
+	}
+	for i, e := range m.Entries {
+		le := list.At(i)
+		le.SetIndex(e.Index)
+		le.SetTerm(e.Term)
+		switch e.Type {
+		case raft.EntryNormal:
+			le.SetType(schema.EntryType_normal)
+		case raft.EntryConfChange:
+			le.SetType(schema.EntryType_confChange)
+		default:
+			return fmt.Errorf("entry %d has unknown type %d", e.Index, e.Type)
+		}
+		if len(e.Data) > 0 {
+			if err := le.SetData(e.Data); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func setUint64s(l capnp.UInt64List, v []uint64) {
+	for i, x := range v {
+		l.Set(i, x)
+	}
+}
+
+func encodeConfState(r schema.SnapshotChunk, cs raft.ConfState) error {
+	c, err := r.NewConfState()
+	if err != nil {
+		return err
+	}
+	c.SetAutoLeave(cs.AutoLeave)
+	lists := []struct {
+		v   []uint64
+		new func(int32) (capnp.UInt64List, error)
+	}{
+		{cs.Voters, c.NewVoters},
+		{cs.Learners, c.NewLearners},
+		{cs.VotersOutgoing, c.NewVotersOutgoing},
+		{cs.LearnersNext, c.NewLearnersNext},
+	}
+	for _, x := range lists {
+		if len(x.v) == 0 {
+			continue
+		}
+		l, err := x.new(int32(len(x.v)))
+		if err != nil {
+			return err
+		}
+		setUint64s(l, x.v)
+	}
+	return nil
+}
+
+func encodeSnap(p schema.InstallSnapshot_installSnapshot_Params, hd header, m raft.Message) error {
+	if m.Snapshot == nil {
+		return errNoSnapshot
+	}
+	r, err := p.NewReq()
+	if err != nil {
+		return err
+	}
+	h, err := r.NewHeader()
+	if err != nil {
+		return err
+	}
+	setHeader(h, hd)
+	r.SetTerm(m.Term)
+	r.SetLeaderId(m.From)
+	r.SetLastIncludedIndex(m.Snapshot.Index)
+	r.SetLastIncludedTerm(m.Snapshot.Term)
+	if err := encodeConfState(r, m.Snapshot.ConfState); err != nil {
+		return err
+	}
+	r.SetOffset(m.Offset)
+	r.SetDone(m.Done)
+	if len(m.Data) > 0 {
+		return r.SetData(m.Data)
+	}
+	return nil
+}
+
+func encodeTimeoutNow(p schema.TimeoutNow_timeoutNow_Params, hd header, m raft.Message) error {
+	r, err := p.NewReq()
+	if err != nil {
+		return err
+	}
+	h, err := r.NewHeader()
+	if err != nil {
+		return err
+	}
+	setHeader(h, hd)
+	r.SetTerm(m.Term)
+	r.SetLeaderId(m.From)
+	return nil
+}
+
+func encodeReadIndex(p schema.ReadIndex_readIndex_Params, hd header, m raft.Message) error {
+	r, err := p.NewReq()
+	if err != nil {
+		return err
+	}
+	h, err := r.NewHeader()
+	if err != nil {
+		return err
+	}
+	setHeader(h, hd)
+	r.SetTerm(m.Term)
+	if len(m.Context) > 0 {
+		return r.SetContext(m.Context)
+	}
+	return nil
+}
+
+// --- requests: decode and validate (receiver) ---
+
+// readHeader reads and checks a request's header against the receiver's
+// cluster and id.
+func readHeader(h schema.PeerHeader, err error, cluster, local uint64) (header, error) {
+	if err != nil {
+		return header{}, fmt.Errorf("read peer header: %w", err)
+	}
+	hd := header{cluster: h.ClusterId(), from: h.From(), to: h.To()}
+	switch {
+	case hd.cluster != cluster:
+		return hd, fmt.Errorf("refused: message for cluster %d, this node is in cluster %d", hd.cluster, cluster)
+	case hd.to != local:
+		return hd, fmt.Errorf("refused: message for node %d reached node %d", hd.to, local)
+	case hd.from == 0 || hd.from == local:
+		return hd, fmt.Errorf("refused: invalid sender id %d", hd.from)
+	}
+	return hd, nil
+}
+
+// cloneBytes copies b (which aliases a message) or returns nil when empty.
+func cloneBytes(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return append([]byte(nil), b...)
+}
+
+func decodeVote(p schema.RequestVote_requestVote_Params, cluster, local uint64) (raft.Message, error) {
+	r, err := p.Req()
+	if err != nil {
+		return raft.Message{}, fmt.Errorf("read VoteRequest: %w", err)
+	}
+	h, err := r.Header()
+	hd, err := readHeader(h, err, cluster, local)
+	if err != nil {
+		return raft.Message{}, err
+	}
+	if r.CandidateId() != hd.from {
+		return raft.Message{}, fmt.Errorf("refused: vote request from %d names candidate %d", hd.from, r.CandidateId())
+	}
+	return raft.Message{
+		Type: raft.MsgVote, From: hd.from, To: hd.to, Term: r.Term(),
+		LastLogIndex: r.LastLogIndex(), LastLogTerm: r.LastLogTerm(),
+		PreVote: r.PreVote(), Transfer: r.LeaderTransfer(),
+	}, nil
+}
+
+func decodeAppend(p schema.AppendEntries_appendEntries_Params, cluster, local uint64) (raft.Message, error) {
+	r, err := p.Req()
+	if err != nil {
+		return raft.Message{}, fmt.Errorf("read AppendRequest: %w", err)
+	}
+	h, err := r.Header()
+	hd, err := readHeader(h, err, cluster, local)
+	if err != nil {
+		return raft.Message{}, err
+	}
+	if r.LeaderId() != hd.from {
+		return raft.Message{}, fmt.Errorf("refused: append from %d names leader %d", hd.from, r.LeaderId())
+	}
+	m := raft.Message{
+		Type: raft.MsgApp, From: hd.from, To: hd.to, Term: r.Term(),
+		Index: r.PrevLogIndex(), LogTerm: r.PrevLogTerm(), Commit: r.LeaderCommit(), Seq: r.Seq(),
+	}
+	if r.Heartbeat() {
+		m.Type = raft.MsgHeartbeat
+	}
+	if !r.HasEntries() {
+		return m, nil
+	}
+	list, err := r.Entries()
+	if err != nil {
+		return raft.Message{}, fmt.Errorf("read entries: %w", err)
+	}
+	n := list.Len()
+	if n == 0 {
+		return m, nil
+	}
+	if m.Type == raft.MsgHeartbeat {
+		return raft.Message{}, errors.New("refused: heartbeat with entries")
+	}
+	// One buffer for every entry's data: the message is only valid until
+	// the handler returns, and the driver keeps the entries.
+	total := 0
+	for i := 0; i < n; i++ {
+		d, err := list.At(i).Data()
+		if err != nil {
+			return raft.Message{}, fmt.Errorf("read entry %d: %w", i, err)
+		}
+		total += len(d)
+	}
+	buf := make([]byte, 0, total)
+	m.Entries = make([]raft.Entry, n)
+	for i := 0; i < n; i++ {
+		le := list.At(i)
+		e := &m.Entries[i]
+		e.Index, e.Term = le.Index(), le.Term()
+		switch le.Type() {
+		case schema.EntryType_normal:
+			e.Type = raft.EntryNormal
+		case schema.EntryType_confChange:
+			e.Type = raft.EntryConfChange
+		default:
+			return raft.Message{}, fmt.Errorf("refused: entry %d has unknown type %d", e.Index, le.Type())
+		}
+		d, _ := le.Data()
+		if len(d) > 0 {
+			start := len(buf)
+			buf = append(buf, d...)
+			e.Data = buf[start:len(buf):len(buf)]
+		}
+	}
+	return m, nil
+}
+
+func readUint64s(l capnp.UInt64List, err error) ([]uint64, error) {
+	if err != nil {
+		return nil, err
+	}
+	if l.Len() == 0 {
+		return nil, nil
+	}
+	v := make([]uint64, l.Len())
+	for i := range v {
+		v[i] = l.At(i)
+	}
+	return v, nil
+}
+
+func decodeConfState(c schema.ConfState) (raft.ConfState, error) {
+	var cs raft.ConfState
+	var err error
+	if cs.Voters, err = readUint64s(c.Voters()); err != nil {
+		return cs, fmt.Errorf("read voters: %w", err)
+	}
+	if cs.Learners, err = readUint64s(c.Learners()); err != nil {
+		return cs, fmt.Errorf("read learners: %w", err)
+	}
+	if cs.VotersOutgoing, err = readUint64s(c.VotersOutgoing()); err != nil {
+		return cs, fmt.Errorf("read outgoing voters: %w", err)
+	}
+	if cs.LearnersNext, err = readUint64s(c.LearnersNext()); err != nil {
+		return cs, fmt.Errorf("read next learners: %w", err)
+	}
+	cs.AutoLeave = c.AutoLeave()
+	return cs, nil
+}
+
+func decodeSnap(p schema.InstallSnapshot_installSnapshot_Params, cluster, local uint64) (raft.Message, error) {
+	r, err := p.Req()
+	if err != nil {
+		return raft.Message{}, fmt.Errorf("read SnapshotChunk: %w", err)
+	}
+	h, err := r.Header()
+	hd, err := readHeader(h, err, cluster, local)
+	if err != nil {
+		return raft.Message{}, err
+	}
+	if r.LeaderId() != hd.from {
+		return raft.Message{}, fmt.Errorf("refused: snapshot from %d names leader %d", hd.from, r.LeaderId())
+	}
+	c, err := r.ConfState()
+	if err != nil {
+		return raft.Message{}, fmt.Errorf("read snapshot configuration: %w", err)
+	}
+	cs, err := decodeConfState(c)
+	if err != nil {
+		return raft.Message{}, err
+	}
+	data, err := r.Data()
+	if err != nil {
+		return raft.Message{}, fmt.Errorf("read snapshot data: %w", err)
+	}
+	return raft.Message{
+		Type: raft.MsgSnap, From: hd.from, To: hd.to, Term: r.Term(),
+		Snapshot: &raft.SnapshotMeta{Index: r.LastIncludedIndex(), Term: r.LastIncludedTerm(), ConfState: cs},
+		Offset:   r.Offset(), Data: cloneBytes(data), Done: r.Done(),
+	}, nil
+}
+
+func decodeTimeoutNow(p schema.TimeoutNow_timeoutNow_Params, cluster, local uint64) (raft.Message, error) {
+	r, err := p.Req()
+	if err != nil {
+		return raft.Message{}, fmt.Errorf("read TimeoutNowRequest: %w", err)
+	}
+	h, err := r.Header()
+	hd, err := readHeader(h, err, cluster, local)
+	if err != nil {
+		return raft.Message{}, err
+	}
+	if r.LeaderId() != hd.from {
+		return raft.Message{}, fmt.Errorf("refused: timeoutNow from %d names leader %d", hd.from, r.LeaderId())
+	}
+	return raft.Message{Type: raft.MsgTimeoutNow, From: hd.from, To: hd.to, Term: r.Term()}, nil
+}
+
+func decodeReadIndex(p schema.ReadIndex_readIndex_Params, cluster, local uint64) (raft.Message, error) {
+	r, err := p.Req()
+	if err != nil {
+		return raft.Message{}, fmt.Errorf("read ReadIndexRequest: %w", err)
+	}
+	h, err := r.Header()
+	hd, err := readHeader(h, err, cluster, local)
+	if err != nil {
+		return raft.Message{}, err
+	}
+	ctx, err := r.Context()
+	if err != nil {
+		return raft.Message{}, fmt.Errorf("read read-index context: %w", err)
+	}
+	return raft.Message{Type: raft.MsgReadIndex, From: hd.from, To: hd.to, Term: r.Term(), Context: cloneBytes(ctx)}, nil
+}
+
+// --- responses: encode (receiver) ---
+
+func encodeVoteResp(res schema.RequestVote_requestVote_Results, m raft.Message, ok bool) error {
+	r, err := res.NewResp()
+	if err != nil || !ok {
+		return err
+	}
+	r.SetTerm(m.Term)
+	r.SetVoteGranted(m.Granted)
+	r.SetPreVote(m.PreVote)
+	return nil
+}
+
+func encodeAppendResp(res schema.AppendEntries_appendEntries_Results, m raft.Message, ok bool) error {
+	r, err := res.NewResp()
+	if err != nil || !ok {
+		return err
+	}
+	r.SetTerm(m.Term)
+	r.SetSuccess(!m.Reject)
+	r.SetIndex(m.Index)
+	r.SetLastIndex(m.LastIndex)
+	r.SetConflictIndex(m.ConflictIndex)
+	r.SetConflictTerm(m.ConflictTerm)
+	r.SetSeq(m.Seq)
+	return nil
+}
+
+func encodeSnapResp(res schema.InstallSnapshot_installSnapshot_Results, m raft.Message, ok bool) error {
+	r, err := res.NewResp()
+	if err != nil || !ok {
+		return err
+	}
+	r.SetTerm(m.Term)
+	if m.Type == raft.MsgAppResp {
+		r.SetInstalled(true)
+		r.SetIndex(m.Index)
+		return nil
+	}
+	r.SetNextOffset(m.Offset)
+	return nil
+}
+
+func encodeReadIndexResp(res schema.ReadIndex_readIndex_Results, m raft.Message, ok bool) error {
+	r, err := res.NewResp()
+	if err != nil || !ok {
+		return err
+	}
+	r.SetTerm(m.Term)
+	r.SetIndex(m.Index)
+	if len(m.Context) > 0 {
+		return r.SetContext(m.Context)
+	}
+	return nil
+}
+
+// --- responses: decode (sender) ---
+
+// decodeResponse converts the results of the call that carried req. ok is
+// false for a "no response" answer (term 0) and for TimeoutNow.
+func decodeResponse(req raft.Message, results capnp.Struct) (m raft.Message, ok bool, err error) {
+	m = raft.Message{From: req.To, To: req.From}
+	switch req.Type {
+	case raft.MsgVote:
+		r, err := schema.RequestVote_requestVote_Results(results).Resp()
+		if err != nil {
+			return m, false, fmt.Errorf("read VoteResponse: %w", err)
+		}
+		m.Type, m.Term, m.Granted, m.PreVote = raft.MsgVoteResp, r.Term(), r.VoteGranted(), r.PreVote()
+	case raft.MsgApp, raft.MsgHeartbeat:
+		r, err := schema.AppendEntries_appendEntries_Results(results).Resp()
+		if err != nil {
+			return m, false, fmt.Errorf("read AppendResponse: %w", err)
+		}
+		m.Type = raft.MsgAppResp
+		if req.Type == raft.MsgHeartbeat {
+			m.Type = raft.MsgHeartbeatResp
+		}
+		m.Term, m.Reject, m.Index, m.LastIndex = r.Term(), !r.Success(), r.Index(), r.LastIndex()
+		m.ConflictIndex, m.ConflictTerm, m.Seq = r.ConflictIndex(), r.ConflictTerm(), r.Seq()
+	case raft.MsgSnap:
+		r, err := schema.InstallSnapshot_installSnapshot_Results(results).Resp()
+		if err != nil {
+			return m, false, fmt.Errorf("read SnapshotResponse: %w", err)
+		}
+		m.Term = r.Term()
+		if r.Installed() {
+			m.Type, m.Index = raft.MsgAppResp, r.Index()
+		} else {
+			m.Type, m.Offset = raft.MsgSnapResp, r.NextOffset()
+			if req.Snapshot != nil {
+				m.Snapshot = &raft.SnapshotMeta{Index: req.Snapshot.Index, Term: req.Snapshot.Term}
+			}
+		}
+	case raft.MsgReadIndex:
+		r, err := schema.ReadIndex_readIndex_Results(results).Resp()
+		if err != nil {
+			return m, false, fmt.Errorf("read ReadIndexResponse: %w", err)
+		}
+		ctx, err := r.Context()
+		if err != nil {
+			return m, false, fmt.Errorf("read read-index context: %w", err)
+		}
+		m.Type, m.Term, m.Index, m.Context = raft.MsgReadIndexResp, r.Term(), r.Index(), cloneBytes(ctx)
+	default:
+		return m, false, nil
+	}
+	return m, m.Term != 0, nil
+}

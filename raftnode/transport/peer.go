@@ -1,0 +1,616 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"capnproto.org/go/capnp/v3"
+	"capnproto.org/go/capnp/v3/exc"
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/capraft/capraft/raftnode/raft"
+	"github.com/capraft/capraft/rpc"
+	"github.com/capraft/capraft/schema"
+)
+
+// Reasons a connection ends other than a failure.
+var (
+	errStopped = errors.New("peer removed or transport closed")
+	errRedial  = errors.New("peer address changed")
+)
+
+// queued is a message waiting to be sent and its accounted size.
+type queued struct {
+	m    raft.Message
+	size int64
+}
+
+// msgSize estimates the memory a queued message holds and the bytes it
+// puts on the wire; it is what MaxQueueBytes counts.
+func msgSize(m *raft.Message) int64 {
+	n := int64(128 + len(m.Data) + len(m.Context))
+	for i := range m.Entries {
+		n += int64(32 + len(m.Entries[i].Data))
+	}
+	if m.Snapshot != nil {
+		cs := &m.Snapshot.ConfState
+		n += int64(8 * (len(cs.Voters) + len(cs.Learners) + len(cs.VotersOutgoing) + len(cs.LearnersNext)))
+	}
+	return n
+}
+
+// peer is the sending side towards one node: a bounded queue and the
+// goroutine (run) that owns the connection.
+type peer struct {
+	t   *Transport
+	id  uint64
+	log hclog.Logger
+
+	wake chan struct{} // messages queued or overflow to report (capacity 1)
+	kick chan struct{} // Node wants a connection now (capacity 1)
+	stop chan struct{} // closed by stopAndWait
+	done chan struct{} // closed when run returns
+
+	mu            sync.Mutex
+	addr          string
+	stopped       bool
+	cancelAttempt context.CancelFunc // ends the current dial or connection
+	queue         []queued           // FIFO from qhead
+	qhead         int
+	qbytes        int64
+	overflow      bool            // a message was dropped for lack of room: report Unreachable
+	cc            *rpc.ClientConn // the live connection, nil when down
+	changed       chan struct{}   // closed and replaced whenever cc changes
+	st            PeerStats       // counters (queue fields are computed)
+}
+
+func newPeer(t *Transport, id uint64, addr string) *peer {
+	return &peer{
+		t:       t,
+		id:      id,
+		log:     t.log.With("peer", id),
+		wake:    make(chan struct{}, 1),
+		kick:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+		addr:    addr,
+		changed: make(chan struct{}),
+	}
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// enqueue adds m to the queue, or drops it if the queue is full (a single
+// message larger than MaxQueueBytes is accepted into an empty queue, so
+// that it can be sent at all).
+func (p *peer) enqueue(m raft.Message) {
+	size := msgSize(&m)
+	cfg := &p.t.cfg
+	p.mu.Lock()
+	n := len(p.queue) - p.qhead
+	if n >= cfg.MaxQueue || (n > 0 && p.qbytes+size > cfg.MaxQueueBytes) {
+		p.st.Dropped++
+		first := !p.overflow
+		p.overflow = true
+		p.mu.Unlock()
+		if first {
+			p.log.Debug("queue full; dropping messages", "msg", m.Type, "queued", n)
+		}
+		signal(p.wake)
+		return
+	}
+	p.queue = append(p.queue, queued{m: m, size: size})
+	p.qbytes += size
+	p.mu.Unlock()
+	signal(p.wake)
+}
+
+// pop removes the oldest queued message.
+func (p *peer) pop() (queued, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.qhead == len(p.queue) {
+		return queued{}, false
+	}
+	q := p.queue[p.qhead]
+	p.queue[p.qhead] = queued{}
+	p.qhead++
+	p.qbytes -= q.size
+	if p.qhead == len(p.queue) {
+		p.queue, p.qhead = p.queue[:0], 0
+	} else if p.qhead >= 1024 && p.qhead*2 >= len(p.queue) {
+		n := copy(p.queue, p.queue[p.qhead:])
+		clear(p.queue[n:])
+		p.queue, p.qhead = p.queue[:n], 0
+	}
+	return q, true
+}
+
+// dropQueue drops every queued message (they are older than the failure
+// being handled; Raft retransmits) and returns how many there were.
+func (p *peer) dropQueue() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := len(p.queue) - p.qhead
+	p.st.Dropped += uint64(n)
+	p.queue, p.qhead, p.qbytes = nil, 0, 0
+	return n
+}
+
+// takeOverflow reports (once) whether messages were dropped for lack of
+// room since the last call.
+func (p *peer) takeOverflow() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	o := p.overflow
+	p.overflow = false
+	return o
+}
+
+func (p *peer) reportOverflow() {
+	if p.takeOverflow() {
+		p.t.cfg.Unreachable(p.id)
+	}
+}
+
+func (p *peer) setAddr(addr string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.addr == addr {
+		return
+	}
+	p.log.Info("peer address changed; reconnecting", "old", p.addr, "new", addr)
+	p.addr = addr
+	if p.cancelAttempt != nil {
+		p.cancelAttempt()
+	}
+}
+
+func (p *peer) stopAndWait() {
+	p.mu.Lock()
+	if !p.stopped {
+		p.stopped = true
+		close(p.stop)
+		if p.cancelAttempt != nil {
+			p.cancelAttempt()
+		}
+	}
+	p.mu.Unlock()
+	<-p.done
+}
+
+// beginAttempt returns the address to dial and a context that ends with
+// the attempt, or ok=false if the peer is stopped.
+func (p *peer) beginAttempt() (ctx context.Context, addr string, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return nil, "", false
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p.cancelAttempt = cancel
+	p.st.Dials++
+	return ctx, p.addr, true
+}
+
+// endAttempt cancels the attempt's context and reports why it ended: the
+// peer stopped, its address changed, or err.
+func (p *peer) endAttempt(addr string, err error) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cancelAttempt()
+	p.cancelAttempt = nil
+	switch {
+	case p.stopped:
+		return errStopped
+	case p.addr != addr:
+		return errRedial
+	}
+	return err
+}
+
+// setConn publishes (or, with nil, withdraws) the live connection.
+func (p *peer) setConn(cc *rpc.ClientConn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cc = cc
+	p.st.Connected = cc != nil
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+func (p *peer) count(f func(st *PeerStats)) {
+	p.mu.Lock()
+	f(&p.st)
+	p.mu.Unlock()
+}
+
+func (p *peer) stats() PeerStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := p.st
+	st.Known = true
+	st.Addr = p.addr
+	st.Queued = len(p.queue) - p.qhead
+	st.QueuedBytes = p.qbytes
+	return st
+}
+
+// node returns the live connection's Node capability, waiting for one.
+func (p *peer) node(ctx context.Context) (schema.Node, error) {
+	for {
+		p.mu.Lock()
+		if p.stopped {
+			p.mu.Unlock()
+			return schema.Node{}, ErrClosed
+		}
+		if p.cc != nil {
+			n := p.cc.Node().AddRef()
+			p.mu.Unlock()
+			return n, nil
+		}
+		ch := p.changed
+		p.mu.Unlock()
+		signal(p.kick)
+		select {
+		case <-ch:
+		case <-p.stop:
+			return schema.Node{}, ErrClosed
+		case <-ctx.Done():
+			return schema.Node{}, fmt.Errorf("connect to node %d: %w", p.id, ctx.Err())
+		}
+	}
+}
+
+// run owns the peer's connection: it dials, serves the connection until it
+// fails, and reconnects with backoff, until the peer is stopped.
+func (p *peer) run() {
+	defer close(p.done)
+	cfg := &p.t.cfg
+	up := false     // the last state logged at Info was "connected"
+	logged := false // some state was logged at Info
+	failures := 0   // consecutive failed attempts
+	for {
+		ctx, addr, ok := p.beginAttempt()
+		if !ok {
+			return
+		}
+		served := false
+		cc, rc, err := p.connect(ctx, addr)
+		if err == nil {
+			if !up {
+				p.log.Info("connected to peer", "addr", addr)
+			}
+			up, logged = true, true
+			p.setConn(cc)
+			served, err = p.serve(ctx, cc, rc)
+		}
+		err = p.endAttempt(addr, err)
+		if served {
+			failures = 0
+		}
+		switch {
+		case errors.Is(err, errStopped):
+			if up {
+				p.log.Info("disconnected from peer: stopped", "addr", addr)
+			}
+			return
+		case errors.Is(err, errRedial):
+			if cc != nil {
+				p.cfg().Unreachable(p.id)
+			}
+			up = false
+			continue
+		}
+		p.count(func(st *PeerStats) { st.Failures++ })
+		dropped := p.dropQueue()
+		p.takeOverflow()
+		cfg.Unreachable(p.id)
+		switch {
+		case up:
+			p.log.Info("lost connection to peer; reconnecting", "addr", addr, "error", err, "dropped", dropped)
+		case !logged:
+			p.log.Info("cannot reach peer; retrying", "addr", addr, "error", err)
+		default:
+			p.log.Debug("peer still unreachable", "addr", addr, "error", err, "attempts", failures+1)
+		}
+		up, logged = false, true
+		failures++
+		if !p.backoff(failures) {
+			return
+		}
+	}
+}
+
+func (p *peer) cfg() *Config { return &p.t.cfg }
+
+// backoff waits before the next attempt: full jitter over an exponential
+// bound. A Node call waiting for a connection shortens it to BackoffMin.
+// It returns false if the peer was stopped.
+func (p *peer) backoff(failures int) bool {
+	cfg := p.cfg()
+	bound := cfg.BackoffMin
+	for i := 1; i < failures && bound < cfg.BackoffMax; i++ {
+		bound *= 2
+	}
+	bound = min(bound, cfg.BackoffMax)
+	d := max(p.t.jitter(bound), time.Millisecond)
+	start := time.Now()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	p.mu.Lock()
+	addr := p.addr
+	p.mu.Unlock()
+	for {
+		select {
+		case <-timer.C:
+			return true
+		case <-p.stop:
+			return false
+		case <-p.wake:
+			p.reportOverflow()
+			p.mu.Lock()
+			changed := p.addr != addr
+			p.mu.Unlock()
+			if changed {
+				return true
+			}
+		case <-p.kick:
+			rest := cfg.BackoffMin - time.Since(start)
+			if rest <= 0 {
+				return true
+			}
+			if rest < time.Until(start.Add(d)) {
+				timer.Reset(rest)
+			}
+		}
+	}
+}
+
+// connect dials addr and obtains the peer's Raft capability, waiting until
+// the peer has answered (which also avoids go-capnp's trouble with calls
+// pipelined on an unresolved capability whose server uses call.Go).
+func (p *peer) connect(ctx context.Context, addr string) (*rpc.ClientConn, schema.Raft, error) {
+	timeout := p.cfg().Dial.Timeout
+	if timeout <= 0 {
+		timeout = rpc.DefaultDialTimeout
+	}
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cc, err := rpc.Dial(dctx, addr, p.cfg().Dial)
+	if err != nil {
+		return nil, schema.Raft{}, err
+	}
+	f, release := cc.Node().Raft(dctx, nil)
+	res, err := f.Struct()
+	if err != nil {
+		// Close first: releasing a question the peer never answered
+		// blocks on a live connection.
+		cc.Close()
+		release()
+		return nil, schema.Raft{}, fmt.Errorf("obtain Raft capability from %s: %w", addr, err)
+	}
+	rc := res.Raft().AddRef()
+	release()
+	return cc, rc, nil
+}
+
+// call is one request in flight.
+type call struct {
+	m        raft.Message
+	fut      *capnp.Future
+	release  capnp.ReleaseFunc
+	sent     time.Time
+	done     bool // its reply arrived
+	released bool
+	probe    bool // a keepalive probe (Node.info), not a Raft message
+}
+
+// serve sends the queued messages on the connection, up to Window calls
+// in flight, and delivers the replies, until the connection fails or ctx
+// ends. served reports whether any reply arrived.
+func (p *peer) serve(ctx context.Context, cc *rpc.ClientConn, rc schema.Raft) (served bool, err error) {
+	cfg := p.cfg()
+	var (
+		pending     []*call // in send order; done ones are trimmed from the front
+		active      int     // calls awaiting their reply
+		completions = make(chan *call, cfg.Window+1)
+		abort       = make(chan struct{})
+		wg          sync.WaitGroup
+		lastCall    = time.Now()
+		probing     bool
+	)
+	defer func() {
+		p.setConn(nil)
+		// Close the connection first: go-capnp can block for ever
+		// releasing a question its peer never answered on a live
+		// connection. Closing fails every pending call.
+		cc.Close()
+		close(abort)
+		wg.Wait()
+		for _, c := range pending {
+			if !c.released {
+				c.release()
+			}
+		}
+		rc.Release()
+		p.count(func(st *PeerStats) { st.InFlight = 0 })
+	}()
+	start := func(c *call) {
+		c.sent = time.Now()
+		lastCall = c.sent
+		pending = append(pending, c)
+		active++
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case <-c.fut.Done():
+			case <-abort:
+			}
+			completions <- c
+		}()
+	}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		for active < cfg.Window {
+			q, ok := p.pop()
+			if !ok {
+				break
+			}
+			c, err := p.issue(rc, q.m)
+			if err != nil {
+				p.count(func(st *PeerStats) { st.Dropped++ })
+				p.log.Warn("dropping message that cannot be encoded", "msg", q.m.String(), "error", err)
+				continue
+			}
+			start(c)
+		}
+		for len(pending) > 0 && pending[0].done {
+			pending[0] = nil
+			pending = pending[1:]
+		}
+		p.count(func(st *PeerStats) { st.InFlight = active })
+
+		var deadline time.Time
+		switch {
+		case len(pending) > 0:
+			deadline = pending[0].sent.Add(cfg.CallTimeout)
+		case cfg.KeepAlive > 0:
+			deadline = lastCall.Add(cfg.KeepAlive)
+		}
+		if !deadline.IsZero() {
+			timer.Reset(max(time.Until(deadline), 0))
+		}
+		select {
+		case <-ctx.Done():
+			return served, errStopped
+		case <-cc.Done():
+			return served, errors.New("connection closed")
+		case <-p.wake:
+			p.reportOverflow()
+		case c := <-completions:
+			c.done = true
+			active--
+			if c.probe {
+				probing = false
+			}
+			got, err := p.complete(c)
+			if err != nil {
+				return served, err
+			}
+			served = served || got
+		case <-timer.C:
+			now := time.Now()
+			if len(pending) > 0 {
+				if now.Sub(pending[0].sent) >= cfg.CallTimeout {
+					return served, fmt.Errorf("no reply to %s within %v", describe(pending[0]), cfg.CallTimeout)
+				}
+			} else if cfg.KeepAlive > 0 && !probing && now.Sub(lastCall) >= cfg.KeepAlive {
+				f, release := cc.Node().Info(context.Background(), nil)
+				probing = true
+				start(&call{fut: f.Future, release: release, probe: true})
+			}
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+	}
+}
+
+func describe(c *call) string {
+	if c.probe {
+		return "keepalive probe"
+	}
+	return c.m.Type.String()
+}
+
+// complete handles the reply of c: it delivers the response, if any, and
+// releases the call. got reports a reply from the peer; an error fails the
+// connection.
+func (p *peer) complete(c *call) (got bool, err error) {
+	st, err := c.fut.Struct()
+	if c.probe {
+		if err != nil && exc.IsType(err, exc.Disconnected) {
+			return false, fmt.Errorf("keepalive probe: %w", err)
+		}
+		c.release()
+		c.released = true
+		return true, nil
+	}
+	if err != nil {
+		// Left for serve's cleanup to release after closing.
+		return false, fmt.Errorf("%s call failed: %w", c.m.Type, err)
+	}
+	resp, ok, err := decodeResponse(c.m, st)
+	c.release()
+	c.released = true
+	if err != nil {
+		return false, fmt.Errorf("decode reply to %s: %w", c.m.Type, err)
+	}
+	if ok {
+		p.cfg().Deliver(resp)
+		p.count(func(st *PeerStats) { st.Delivered++ })
+	}
+	return true, nil
+}
+
+// issue starts the call carrying m.
+func (p *peer) issue(rc schema.Raft, m raft.Message) (*call, error) {
+	if err := validateOutgoing(&m); err != nil {
+		return nil, err
+	}
+	hd := header{cluster: p.cfg().ClusterID, from: p.cfg().LocalID, to: p.id}
+	ctx := context.Background()
+	c := &call{m: m}
+	switch m.Type {
+	case raft.MsgVote:
+		f, rel := rc.RequestVote(ctx, func(ps schema.RequestVote_requestVote_Params) error { return encodeVote(ps, hd, m) })
+		c.fut, c.release = f.Future, rel
+	case raft.MsgApp, raft.MsgHeartbeat:
+		f, rel := rc.AppendEntries(ctx, func(ps schema.AppendEntries_appendEntries_Params) error { return encodeAppend(ps, hd, m) })
+		c.fut, c.release = f.Future, rel
+	case raft.MsgSnap:
+		f, rel := rc.InstallSnapshot(ctx, func(ps schema.InstallSnapshot_installSnapshot_Params) error { return encodeSnap(ps, hd, m) })
+		c.fut, c.release = f.Future, rel
+	case raft.MsgTimeoutNow:
+		f, rel := rc.TimeoutNow(ctx, func(ps schema.TimeoutNow_timeoutNow_Params) error { return encodeTimeoutNow(ps, hd, m) })
+		c.fut, c.release = f.Future, rel
+	case raft.MsgReadIndex:
+		f, rel := rc.ReadIndex(ctx, func(ps schema.ReadIndex_readIndex_Params) error { return encodeReadIndex(ps, hd, m) })
+		c.fut, c.release = f.Future, rel
+	default:
+		return nil, fmt.Errorf("%s is not a request", m.Type)
+	}
+	p.count(func(st *PeerStats) { st.Sent++ })
+	return c, nil
+}
+
+// validateOutgoing catches what the encoders would fail on, so that a bad
+// message is dropped rather than failing the connection.
+func validateOutgoing(m *raft.Message) error {
+	if m.Type == raft.MsgSnap && m.Snapshot == nil {
+		return errNoSnapshot
+	}
+	if m.Type == raft.MsgHeartbeat && len(m.Entries) > 0 {
+		return errors.New("heartbeat with entries")
+	}
+	for i := range m.Entries {
+		if t := m.Entries[i].Type; t != raft.EntryNormal && t != raft.EntryConfChange {
+			return fmt.Errorf("entry %d has unknown type %d", m.Entries[i].Index, t)
+		}
+	}
+	return nil
+}
