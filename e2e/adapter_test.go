@@ -1,5 +1,3 @@
-//go:build !e2e_stub
-
 package e2e
 
 // This file is the only one that names the client package's key-value
