@@ -116,18 +116,21 @@ kill_node() {
 	echo "killed node $n (pid $pid) with SIGKILL; \`$0 start\` restarts it with its data"
 }
 
-# leader prints the id of the node that reports itself leader.
+# leader prints the id of the node that reports itself leader, waiting up
+# to 5 s for an election to finish.
 leader() {
-	local n out
-	for n in $NODES; do
-		pid_of "$n" >/dev/null || continue
-		out=$("$BIN/raftctl" --endpoints "$(addr "$n")" --timeout 3s status 2>/dev/null) || continue
-		# The node's own line says its role; accept "role=leader",
-		# "role: leader" or a table cell "leader".
-		if printf '%s\n' "$out" | grep -Eiq '(role"?[=: ]+"?leader)|(^|[[:space:]])leader([[:space:]]|$)'; then
-			echo "$n"
-			return 0
-		fi
+	local n out i=0
+	while [ $i -lt 50 ]; do
+		for n in $NODES; do
+			pid_of "$n" >/dev/null || continue
+			out=$("$BIN/raftctl" --endpoints "$(addr "$n")" --timeout 2s -o json status 2>/dev/null) || continue
+			if printf '%s' "$out" | grep -q '"role":"leader"'; then
+				echo "$n"
+				return 0
+			fi
+		done
+		sleep 0.1
+		i=$((i + 1))
 	done
 	return 1
 }
