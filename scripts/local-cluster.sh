@@ -164,6 +164,12 @@ status)
 	;;
 kill-leader)
 	[ -x "$BIN/raftctl" ] || { echo "bin/raftctl not built yet: run \`$0 start\`" >&2; exit 1; }
+	running=0
+	for n in $NODES; do pid_of "$n" >/dev/null && running=$((running + 1)); done
+	if [ $running -eq 0 ]; then
+		echo "no node is running: start them with \`$0 start\`" >&2
+		exit 1
+	fi
 	if ! l=$(leader); then
 		echo "no node reports itself leader right now (see \`$0 status\`); kill one by id with \`$0 kill N\`" >&2
 		exit 1
