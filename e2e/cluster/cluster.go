@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand"
 	"net"
 	"os"
 	"os/exec"
@@ -145,8 +146,37 @@ func New(cfg Config) (*Cluster, error) {
 	return c, nil
 }
 
-// FreeAddr returns a 127.0.0.1 address whose port was free a moment ago.
+// Node ports are picked below Linux's default ephemeral range
+// (32768-60999): an outgoing connection's local port, which comes from
+// that range, can then never occupy a killed node's port before it
+// restarts.
+const (
+	portLow  = 20000
+	portHigh = 32000
+)
+
+var portRand = struct {
+	sync.Mutex
+	*rand.Rand
+}{Rand: rand.New(rand.NewSource(time.Now().UnixNano() ^ int64(os.Getpid())))}
+
+// FreeAddr returns a 127.0.0.1 address whose port was free a moment ago,
+// below the ephemeral port range when it can find one there.
 func FreeAddr() (string, error) {
+	for i := 0; i < 200; i++ {
+		portRand.Lock()
+		port := portLow + portRand.Intn(portHigh-portLow)
+		portRand.Unlock()
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		addr := ln.Addr().String()
+		if err := ln.Close(); err != nil {
+			return "", fmt.Errorf("cluster: free port %s: %w", addr, err)
+		}
+		return addr, nil
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", fmt.Errorf("cluster: find a free port: %w", err)

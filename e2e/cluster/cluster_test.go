@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -288,5 +289,32 @@ func TestProblemsFindsRuntimeReports(t *testing.T) {
 	}
 	if p := c.Problems(2); len(p) != 1 || p[0] != "WARNING: DATA RACE" {
 		t.Fatalf("node 2 problems: %q", p)
+	}
+}
+
+func TestFreeAddrIsBelowTheEphemeralRange(t *testing.T) {
+	seen := map[string]bool{}
+	for i := 0; i < 20; i++ {
+		addr, err := FreeAddr()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := strconv.Atoi(port)
+		if err != nil || p < portLow || p >= portHigh {
+			t.Fatalf("FreeAddr = %s, want a port in [%d, %d)", addr, portLow, portHigh)
+		}
+		seen[addr] = true
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatalf("FreeAddr gave %s, which is not free: %v", addr, err)
+		}
+		ln.Close()
+	}
+	if len(seen) < 2 {
+		t.Fatalf("FreeAddr keeps returning %v", seen)
 	}
 }
