@@ -18,6 +18,7 @@ import (
 	"github.com/capraft/capraft/raftnode/kv"
 	"github.com/capraft/capraft/raftnode/raft"
 	"github.com/capraft/capraft/raftnode/storage"
+	"github.com/capraft/capraft/raftnode/storage/vfs"
 	"github.com/capraft/capraft/raftnode/transport"
 	"github.com/capraft/capraft/rpc"
 	"github.com/capraft/capraft/schema"
@@ -80,6 +81,9 @@ type Config struct {
 	Logger hclog.Logger
 	// Seed seeds the core's election randomness (default: random).
 	Seed uint64
+	// FS is the file system the data directory lives on (default: the
+	// operating system's). Tests inject failures through it.
+	FS vfs.FS
 }
 
 func (c *Config) setDefaults() error {
@@ -201,6 +205,7 @@ func (n *Node) open() (err error) {
 		Logger:          n.log.Named("storage"),
 		TrailingEntries: n.cfg.SnapshotCatchupEntries,
 		SegmentSize:     n.cfg.WALSegmentSize,
+		FS:              n.cfg.FS,
 	})
 	if err != nil {
 		return fmt.Errorf("open data directory %s: %w", n.cfg.DataDir, err)

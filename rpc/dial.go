@@ -203,11 +203,16 @@ func (c *ClientConn) Node() schema.Node { return c.node }
 func (c *ClientConn) Done() <-chan struct{} { return c.conn.Done() }
 
 // Close ends the connection. Calls pending on it fail.
+//
+// The connection is closed before the bootstrap capability is released:
+// go-capnp blocks for ever releasing a question that its peer never
+// answered (a hung peer's bootstrap, say) while the connection is up, and
+// the keepalive goroutine may be waiting on such a call.
 func (c *ClientConn) Close() error {
 	c.stopOnce.Do(func() { close(c.stop) })
+	err := c.conn.Close()
 	c.wg.Wait()
 	c.node.Release()
-	err := c.conn.Close()
 	if errors.Is(err, capnprpc.ErrConnClosed) {
 		err = nil
 	}

@@ -232,7 +232,7 @@ func run(ctx context.Context, f flags) error {
 	<-served
 	log.Info("stopped")
 	if stopErr != nil {
-		return fmt.Errorf("node %d %v (its data directory %s is intact; see the log above)", f.id, stopErr, f.dataDir)
+		return fmt.Errorf("node %d stopped: %v", f.id, stopErr)
 	}
 	return nil
 }

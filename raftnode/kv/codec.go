@@ -68,9 +68,9 @@ func (c *Command) AppendBinary(dst []byte) []byte {
 	return dst
 }
 
-// DecodeCommand decodes a Command encoded by AppendBinary. It never panics.
-// The encoding is canonical: DecodeCommand accepts exactly the outputs of
-// AppendBinary, so re-encoding a decoded command gives back b.
+// DecodeCommand decodes a Command encoded by AppendBinary (of a command
+// with a valid Kind). It never panics, and errors wrap ErrMalformed. The
+// encoding is canonical: re-encoding a decoded command gives back b.
 //
 // The result aliases b: the ops' Key, Value and CompareValue are sub-slices
 // of b (with their capacity capped at their length), so b must not be

@@ -115,3 +115,32 @@ func randBytes(rng *rand.Rand, n int) []byte {
 	}
 	return b
 }
+
+// checkInvariants checks the store's internal bookkeeping: every session
+// has exactly one key in the lazy expiry index, at or before its last
+// activity, and saved results are in ascending seq order at or above the
+// forgotten mark.
+func checkInvariants(t testing.TB, s *Store) {
+	t.Helper()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.expiry.Len() != s.sessions.Len() {
+		t.Fatalf("%d expiry keys for %d sessions", s.expiry.Len(), s.sessions.Len())
+	}
+	s.sessions.Ascend(func(it sessItem) bool {
+		ss := it.s
+		if ss.id != it.id || ss.indexed > ss.lastActive || !s.expiry.Has(expKey{last: ss.indexed, id: ss.id}) {
+			t.Fatalf("session %d: indexed at %d, last active %d, key present %v",
+				ss.id, ss.indexed, ss.lastActive, s.expiry.Has(expKey{last: ss.indexed, id: ss.id}))
+		}
+		if len(ss.results) > s.cfg.MaxSavedResults {
+			t.Fatalf("session %d: %d saved results", ss.id, len(ss.results))
+		}
+		for i, r := range ss.results {
+			if r.seq < ss.low || r.seq == 0 || (i > 0 && r.seq <= ss.results[i-1].seq) {
+				t.Fatalf("session %d: saved seqs out of order or below the mark %d", ss.id, ss.low)
+			}
+		}
+		return true
+	})
+}

@@ -414,6 +414,7 @@ func TestModel(t *testing.T) {
 					t.Fatalf("step %d: rev %d applied %d sessions %d keys %d; model %d %d %d %d",
 						step, s.Revision(), s.AppliedIndex(), s.Sessions(), s.Len(), m.rev, m.applied, len(m.sess), len(m.kv))
 				}
+				checkInvariants(t, s)
 				k := g.key()
 				kv, found, rev := s.Get(k)
 				wkv, wfound := m.prev(string(k))

@@ -48,7 +48,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 type Snapshot struct {
 	index, rev uint64
 	clock      int64
-	kv         *btree.BTreeG[item]
+	kv         *btree.BTreeG[*entry]
 	sessions   *btree.BTreeG[sessItem]
 }
 
@@ -134,7 +134,7 @@ func (w *snapWriter) bytes(b []byte) {
 	w.buf = append(w.buf, b...)
 }
 
-func (w *snapWriter) kv(it *item) {
+func (w *snapWriter) kv(it *entry) {
 	w.bytes(it.key)
 	w.bytes(it.value)
 	w.uvarint(it.create)
@@ -153,8 +153,8 @@ func (sn *Snapshot) WriteTo(w io.Writer) (int64, error) {
 	sw.fixed64(sn.rev)
 	sw.fixed64(uint64(sn.clock))
 	sw.uvarint(uint64(sn.kv.Len()))
-	sn.kv.Ascend(func(it item) bool {
-		sw.kv(&it)
+	sn.kv.Ascend(func(it *entry) bool {
+		sw.kv(it)
 		return sw.err == nil
 	})
 	sw.uvarint(uint64(sn.sessions.Len()))
@@ -163,12 +163,9 @@ func (sn *Snapshot) WriteTo(w io.Writer) (int64, error) {
 		sw.uvarint(ss.id)
 		sw.fixed64(uint64(ss.lastActive))
 		sw.uvarint(ss.low)
-		if ss.results == nil {
-			sw.uvarint(0)
-			return sw.err == nil
-		}
-		sw.uvarint(uint64(ss.results.Len()))
-		ss.results.Ascend(func(sv saved) bool {
+		sw.uvarint(uint64(len(ss.results)))
+		for i := range ss.results {
+			sv := &ss.results[i]
 			r := &sv.res
 			var flags byte
 			if r.Succeeded {
@@ -183,12 +180,14 @@ func (sn *Snapshot) WriteTo(w io.Writer) (int64, error) {
 			sw.uvarint(uint64(len(r.Message)))
 			sw.buf = append(sw.buf, r.Message...)
 			if r.Found {
-				p := item{key: r.Prev.Key, value: r.Prev.Value, create: r.Prev.CreateRevision, mod: r.Prev.ModRevision, version: r.Prev.Version}
+				p := entry{key: r.Prev.Key, value: r.Prev.Value, create: r.Prev.CreateRevision, mod: r.Prev.ModRevision, version: r.Prev.Version}
 				sw.kv(&p)
 			}
 			sw.maybeFlush()
-			return sw.err == nil
-		})
+			if sw.err != nil {
+				return false
+			}
+		}
 		return sw.err == nil
 	})
 	sw.flush()
@@ -331,8 +330,9 @@ func (r *snapReader) appendBytes(dst []byte, max uint64) []byte {
 	return dst
 }
 
-// kv reads a key-value into it, key and value sharing one new buffer.
-func (r *snapReader) kv(it *item, rev uint64) {
+// kv reads a key-value into it; its key and value alias r.scratch until
+// the next read.
+func (r *snapReader) kv(it *entry, rev uint64) {
 	r.scratch = r.appendBytes(r.scratch[:0], maxSnapBytes)
 	klen := len(r.scratch)
 	r.scratch = r.appendBytes(r.scratch, maxSnapBytes)
@@ -342,13 +342,8 @@ func (r *snapReader) kv(it *item, rev uint64) {
 	if r.err != nil {
 		return
 	}
-	buf := make([]byte, len(r.scratch))
-	copy(buf, r.scratch)
-	it.key = buf[:klen:klen]
-	it.value = nil
-	if len(buf) > klen {
-		it.value = buf[klen:]
-	}
+	it.key = r.scratch[:klen:klen]
+	it.value = r.scratch[klen:]
 	if klen == 0 {
 		r.fail("empty key")
 	} else if it.create == 0 || it.create > it.mod || it.mod > rev || it.version == 0 || it.version > it.mod {
@@ -384,7 +379,7 @@ func (s *Store) Restore(r io.Reader) error {
 	nkeys := sr.uvarint()
 	var last []byte
 	for i := uint64(0); i < nkeys && sr.err == nil; i++ {
-		var it item
+		var it entry
 		sr.kv(&it, rev)
 		if sr.err != nil {
 			break
@@ -393,8 +388,10 @@ func (s *Store) Restore(r io.Reader) error {
 			sr.fail("key %q not after %q", it.key, last)
 			break
 		}
-		kvt.ReplaceOrInsert(it)
-		last = it.key
+		e := newEntry(it.key, it.value)
+		e.create, e.mod, e.version = it.create, it.mod, it.version
+		kvt.ReplaceOrInsert(e)
+		last = e.key
 	}
 	nsess := sr.uvarint()
 	var lastID uint64
@@ -402,6 +399,7 @@ func (s *Store) Restore(r io.Reader) error {
 		ss := &session{}
 		ss.id = sr.uvarint()
 		ss.lastActive = int64(sr.fixed64())
+		ss.indexed = ss.lastActive
 		ss.low = sr.uvarint()
 		nres := sr.uvarint()
 		if sr.err != nil {
@@ -446,15 +444,14 @@ func (s *Store) Restore(r io.Reader) error {
 				break
 			}
 			if sv.res.Found {
-				var p item
+				var p entry
 				sr.kv(&p, rev)
-				sv.res.Prev = p.kv()
+				e := newEntry(p.key, p.value)
+				e.create, e.mod, e.version = p.create, p.mod, p.version
+				sv.res.Prev = e.kv()
 			}
 			lastSeq = sv.seq
-			if ss.results == nil {
-				ss.results = btree.NewWithFreeListG(resultsDegree, lessSaved, s.resFree)
-			}
-			ss.results.ReplaceOrInsert(sv)
+			ss.results = append(ss.results, sv)
 		}
 		sessions.ReplaceOrInsert(sessItem{id: ss.id, s: ss})
 		expiry.ReplaceOrInsert(expKey{last: ss.lastActive, id: ss.id})

@@ -4,30 +4,85 @@ import (
 	"bytes"
 	"fmt"
 	"math"
+	"slices"
+	"sort"
 	"sync"
 
 	"github.com/google/btree"
 )
 
-// B-tree degrees: wide nodes for the big trees, small ones for the
-// per-session saved results (usually a handful).
-const (
-	treeDegree    = 32
-	resultsDegree = 8
-)
+// treeDegree is the B-trees' degree.
+const treeDegree = 32
 
-// item is a key's stored state. key and value share one buffer owned by
-// the store and are never modified after insertion, so they can be handed
-// out read-only and shared with snapshots.
-type item struct {
+// entry is a key's stored state. An entry and its bytes (key and value
+// share one buffer) are never modified once in the tree, so they can be
+// handed out read-only and shared with snapshots; a write replaces the
+// entry.
+type entry struct {
 	key, value           []byte
 	create, mod, version uint64
 }
 
-func lessItem(a, b item) bool { return bytes.Compare(a.key, b.key) < 0 }
+// Entries with their bytes inline: one allocation per write of a small
+// key and value. The buffer sizes fill the allocator's size classes (the
+// entry is 72 bytes: 112, 128, 160 and 256 in all).
+type (
+	entry40 struct {
+		e   entry
+		buf [40]byte
+	}
+	entry56 struct {
+		e   entry
+		buf [56]byte
+	}
+	entry88 struct {
+		e   entry
+		buf [88]byte
+	}
+	entry184 struct {
+		e   entry
+		buf [184]byte
+	}
+)
 
-func (it *item) kv() KeyValue {
-	return KeyValue{Key: it.key, Value: it.value, CreateRevision: it.create, ModRevision: it.mod, Version: it.version}
+// newEntry returns an entry holding copies of key and value in one buffer
+// (nil value when empty).
+func newEntry(key, value []byte) *entry {
+	n := len(key) + len(value)
+	var e *entry
+	var buf []byte
+	switch {
+	case n <= 40:
+		x := new(entry40)
+		e, buf = &x.e, x.buf[:n:n]
+	case n <= 56:
+		x := new(entry56)
+		e, buf = &x.e, x.buf[:n:n]
+	case n <= 88:
+		x := new(entry88)
+		e, buf = &x.e, x.buf[:n:n]
+	case n <= 184:
+		x := new(entry184)
+		e, buf = &x.e, x.buf[:n:n]
+	default:
+		e, buf = new(entry), make([]byte, n)
+	}
+	copy(buf, key)
+	copy(buf[len(key):], value)
+	e.key = buf[:len(key):len(key)]
+	if len(value) > 0 {
+		e.value = buf[len(key):]
+	}
+	return e
+}
+
+func lessEntry(a, b *entry) bool { return bytes.Compare(a.key, b.key) < 0 }
+
+func (e *entry) kv() KeyValue {
+	if e == nil {
+		return KeyValue{}
+	}
+	return KeyValue{Key: e.key, Value: e.value, CreateRevision: e.create, ModRevision: e.mod, Version: e.version}
 }
 
 // session is a client session. A session reachable from a Snapshot is
@@ -37,12 +92,18 @@ type session struct {
 	lastActive int64
 	// low: results of seqs below it are forgotten (acked or evicted).
 	low uint64
-	// results holds the saved results by seq; nil when none was saved yet.
-	results *btree.BTreeG[saved]
+	// results holds the saved results in ascending seq order. Seqs mostly
+	// arrive in order, so a save is usually an append and a forget a
+	// re-slice from the front.
+	results []saved
 	// gen is the store's snapshot generation when this copy was made; a
 	// session whose gen differs from the store's may be shared with a
 	// snapshot.
 	gen uint64
+	// indexed is the last activity of the session's key in the lazy
+	// expiry index. Store bookkeeping: snapshots never read it, so the
+	// store updates it even on a session shared with a snapshot.
+	indexed int64
 }
 
 // saved is one saved result.
@@ -51,7 +112,16 @@ type saved struct {
 	res Result
 }
 
-func lessSaved(a, b saved) bool { return a.seq < b.seq }
+// find returns the position of seq in sess.results and whether it is
+// there.
+func (sess *session) find(seq uint64) (int, bool) {
+	rs := sess.results
+	if n := len(rs); n == 0 || rs[n-1].seq < seq {
+		return n, false // the common case: a new, higher seq
+	}
+	i := sort.Search(len(rs), func(i int) bool { return rs[i].seq >= seq })
+	return i, i < len(rs) && rs[i].seq == seq
+}
 
 // sessItem is the sessions tree's item, ordered by id.
 type sessItem struct {
@@ -62,7 +132,10 @@ type sessItem struct {
 func lessSessItem(a, b sessItem) bool { return a.id < b.id }
 
 // expKey orders sessions by last activity, then id: the minimum is the
-// first to expire and the one evicted when the table is full.
+// first to expire and the one evicted when the table is full. The index
+// is lazy: a session's key holds a last activity at or before the
+// session's real one (refreshing a session does not touch the index);
+// expire and evict fix stale keys when they reach the front.
 type expKey struct {
 	last int64
 	id   uint64
@@ -87,29 +160,28 @@ type Store struct {
 	applied  uint64
 	rev      uint64
 	clock    int64
-	kv       *btree.BTreeG[item]
+	kv       *btree.BTreeG[*entry]
 	sessions *btree.BTreeG[sessItem]
 	expiry   *btree.BTreeG[expKey]
 	gen      uint64
 
-	resFree *btree.FreeListG[saved]
 	scratch Command // reused by Apply to decode without allocating ops
+	pivot   entry   // Apply's search key, to look up without allocating
 }
 
 // New returns an empty store with cfg's limits (zero fields: defaults).
 func New(cfg Config) *Store {
 	cfg = cfg.withDefaults()
 	s := &Store{
-		cfg:     cfg,
-		ttl:     int64(cfg.SessionTTL),
-		resFree: btree.NewFreeListG[saved](btree.DefaultFreeListSize),
+		cfg: cfg,
+		ttl: int64(cfg.SessionTTL),
 	}
 	s.kv, s.sessions, s.expiry = newTrees()
 	return s
 }
 
-func newTrees() (*btree.BTreeG[item], *btree.BTreeG[sessItem], *btree.BTreeG[expKey]) {
-	return btree.NewG(treeDegree, lessItem), btree.NewG(treeDegree, lessSessItem), btree.NewG(treeDegree, lessExpKey)
+func newTrees() (*btree.BTreeG[*entry], *btree.BTreeG[sessItem], *btree.BTreeG[expKey]) {
+	return btree.NewG(treeDegree, lessEntry), btree.NewG(treeDegree, lessSessItem), btree.NewG(treeDegree, lessExpKey)
 }
 
 // Config returns the store's configuration with the defaults filled in
@@ -188,27 +260,56 @@ func (s *Store) deadline(last int64) int64 {
 	return last + s.ttl
 }
 
+// oldest returns the least recently active session's index key (ties:
+// lowest id), first bringing the stale keys at the front of the lazy index
+// up to date.
+func (s *Store) oldest() (expKey, bool) {
+	for {
+		e, ok := s.expiry.Min()
+		if !ok {
+			return e, false
+		}
+		it, _ := s.sessions.Get(sessItem{id: e.id})
+		if it.s.lastActive == e.last {
+			return e, true
+		}
+		s.expiry.DeleteMin()
+		s.expiry.ReplaceOrInsert(expKey{last: it.s.lastActive, id: e.id})
+		it.s.indexed = it.s.lastActive
+	}
+}
+
+// drop forgets the session of index key e.
+func (s *Store) drop(e expKey) {
+	s.expiry.Delete(e)
+	s.sessions.Delete(sessItem{id: e.id})
+}
+
 // expire forgets the sessions idle for longer than the TTL at the clock.
 func (s *Store) expire() {
 	for {
+		// Cheap check first: the front key's last activity is at or
+		// before the real one of every session.
 		e, ok := s.expiry.Min()
 		if !ok || s.deadline(e.last) >= s.clock {
 			return
 		}
-		s.expiry.DeleteMin()
-		s.sessions.Delete(sessItem{id: e.id})
+		if e, ok = s.oldest(); !ok || s.deadline(e.last) >= s.clock {
+			return
+		}
+		s.drop(e)
 	}
 }
 
 func (s *Store) openSession(id uint64) {
 	for s.sessions.Len() >= s.cfg.MaxSessions {
-		e, ok := s.expiry.DeleteMin()
+		e, ok := s.oldest()
 		if !ok {
 			break
 		}
-		s.sessions.Delete(sessItem{id: e.id})
+		s.drop(e)
 	}
-	s.sessions.ReplaceOrInsert(sessItem{id: id, s: &session{id: id, lastActive: s.clock, gen: s.gen}})
+	s.sessions.ReplaceOrInsert(sessItem{id: id, s: &session{id: id, lastActive: s.clock, gen: s.gen, indexed: s.clock}})
 	s.expiry.ReplaceOrInsert(expKey{last: s.clock, id: id})
 }
 
@@ -223,17 +324,11 @@ func (s *Store) liveSession(id uint64) *session {
 	if sess.gen != s.gen {
 		cp := *sess
 		cp.gen = s.gen
-		if cp.results != nil {
-			cp.results = sess.results.Clone()
-		}
+		cp.results = slices.Clone(sess.results)
 		sess = &cp
 		s.sessions.ReplaceOrInsert(sessItem{id: id, s: sess})
 	}
-	if sess.lastActive != s.clock {
-		s.expiry.Delete(expKey{last: sess.lastActive, id: id})
-		sess.lastActive = s.clock
-		s.expiry.ReplaceOrInsert(expKey{last: s.clock, id: id})
-	}
+	sess.lastActive = s.clock // the expiry index catches up lazily
 	return sess
 }
 
@@ -245,11 +340,11 @@ func (s *Store) keepAlive(id uint64) Result {
 }
 
 func (s *Store) closeSession(id uint64) Result {
-	it, ok := s.sessions.Delete(sessItem{id: id})
+	it, ok := s.sessions.Get(sessItem{id: id})
 	if !ok {
 		return Result{Code: SessionExpired, Message: msgSessionExpired, Revision: s.rev}
 	}
-	s.expiry.Delete(expKey{last: it.s.lastActive, id: id})
+	s.drop(expKey{last: it.s.indexed, id: id})
 	return Result{Revision: s.rev}
 }
 
@@ -272,11 +367,10 @@ func (s *Store) batch(cmd *Command) []Result {
 			res[i] = Result{Code: InvalidArgument, Message: msgSeqZero, Revision: s.rev}
 			continue
 		}
-		if sess.results != nil {
-			if sv, ok := sess.results.Get(saved{seq: op.Seq}); ok {
-				res[i] = sv.res
-				continue
-			}
+		pos, ok := sess.find(op.Seq)
+		if ok {
+			res[i] = sess.results[pos].res
+			continue
 		}
 		if op.Seq < sess.low {
 			res[i] = Result{Code: StaleSequence, Message: msgStale, Revision: s.rev}
@@ -284,35 +378,43 @@ func (s *Store) batch(cmd *Command) []Result {
 		}
 		r := s.exec(op)
 		res[i] = r
-		s.save(sess, op.Seq, r)
+		s.save(sess, pos, op.Seq, r)
 	}
 	return res
 }
 
 // dropBelow forgets the saved results below sess.low.
 func (s *Store) dropBelow(sess *session) {
-	if sess.results == nil {
-		return
-	}
-	for {
-		m, ok := sess.results.Min()
-		if !ok || m.seq >= sess.low {
-			return
-		}
-		sess.results.DeleteMin()
-	}
+	n, _ := sess.find(sess.low)
+	sess.forget(n)
 }
 
-func (s *Store) save(sess *session, seq uint64, r Result) {
-	if sess.results == nil {
-		sess.results = btree.NewWithFreeListG(resultsDegree, lessSaved, s.resFree)
+// forget drops the first n saved results. A few remaining results are
+// moved to the front, to keep reusing the array; many are re-sliced (the
+// next growth of the slice drops the front).
+func (sess *session) forget(n int) {
+	if n == 0 {
+		return
 	}
-	sess.results.ReplaceOrInsert(saved{seq: seq, res: r})
-	for sess.results.Len() > s.cfg.MaxSavedResults {
-		m, _ := sess.results.DeleteMin()
-		if m.seq >= sess.low {
-			sess.low = m.seq + 1
+	rs := sess.results
+	if left := len(rs) - n; left <= 16 {
+		copy(rs, rs[n:])
+		clear(rs[left:]) // release the forgotten Prev values
+		sess.results = rs[:left]
+		return
+	}
+	clear(rs[:n])
+	sess.results = rs[n:]
+}
+
+// save saves seq's result at position pos (from find).
+func (s *Store) save(sess *session, pos int, seq uint64, r Result) {
+	sess.results = slices.Insert(sess.results, pos, saved{seq: seq, res: r})
+	if over := len(sess.results) - s.cfg.MaxSavedResults; over > 0 {
+		if last := sess.results[over-1].seq; last >= sess.low {
+			sess.low = last + 1
 		}
+		sess.forget(over)
 	}
 }
 
@@ -338,28 +440,29 @@ func (s *Store) exec(op *WriteOp) Result {
 	if len(op.Value) > s.cfg.MaxValueSize || len(op.CompareValue) > s.cfg.MaxValueSize {
 		return Result{Code: TooLarge, Message: msgValueTooLarge, Revision: s.rev}
 	}
-	cur, found := s.kv.Get(item{key: op.Key})
-	var prev KeyValue
-	if found {
-		prev = cur.kv()
-	}
 	switch op.Type {
 	case OpPut:
-		s.put(op.Key, op.Value, &cur, found)
-		return Result{Revision: s.rev, Found: found, Prev: prev}
+		cur, found := s.put(op.Key, op.Value)
+		return Result{Revision: s.rev, Found: found, Prev: cur.kv()}
 	case OpDelete:
+		s.pivot.key = op.Key
+		cur, found := s.kv.Delete(&s.pivot)
+		s.pivot.key = nil
 		if found {
-			s.kv.Delete(cur)
 			s.rev++
 		}
-		return Result{Revision: s.rev, Succeeded: found, Found: found, Prev: prev}
+		return Result{Revision: s.rev, Succeeded: found, Found: found, Prev: cur.kv()}
 	}
+	s.pivot.key = op.Key
+	cur, found := s.kv.Get(&s.pivot)
+	s.pivot.key = nil
+	prev := cur.kv()
 	var match bool
 	switch op.Compare {
 	case CompareValue:
 		match = found && bytes.Equal(cur.value, op.CompareValue)
 	case CompareModRevision:
-		match = cur.mod == op.CompareRevision // an absent key's mod is 0
+		match = prev.ModRevision == op.CompareRevision // an absent key's is 0
 	case CompareAbsent:
 		match = !found
 	}
@@ -372,27 +475,25 @@ func (s *Store) exec(op *WriteOp) Result {
 			s.rev++
 		}
 	} else {
-		s.put(op.Key, op.Value, &cur, found)
+		s.put(op.Key, op.Value)
 	}
 	return Result{Revision: s.rev, Succeeded: true, Found: found, Prev: prev}
 }
 
-// put writes key=value at a new revision; cur is the key's current state
-// when found.
-func (s *Store) put(key, value []byte, cur *item, found bool) {
+// put writes key=value at a new revision, returning the key's previous
+// entry if it had one. One tree traversal: the new entry is inserted
+// first, then completed from the one it replaced (it is not yet visible to
+// any reader or snapshot: the write lock is held).
+func (s *Store) put(key, value []byte) (*entry, bool) {
 	s.rev++
-	buf := make([]byte, len(key)+len(value))
-	copy(buf, key)
-	copy(buf[len(key):], value)
-	it := item{key: buf[:len(key):len(key)], mod: s.rev, create: s.rev, version: 1}
-	if len(value) > 0 {
-		it.value = buf[len(key):]
-	}
+	e := newEntry(key, value)
+	e.create, e.mod, e.version = s.rev, s.rev, 1
+	old, found := s.kv.ReplaceOrInsert(e)
 	if found {
-		it.create = cur.create
-		it.version = cur.version + 1
+		e.create = old.create
+		e.version = old.version + 1
 	}
-	s.kv.ReplaceOrInsert(it)
+	return old, found
 }
 
 // Get returns key's state and the revision it was read at. The returned
@@ -400,11 +501,11 @@ func (s *Store) put(key, value []byte, cur *item, found bool) {
 func (s *Store) Get(key []byte) (kv KeyValue, found bool, rev uint64) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	it, ok := s.kv.Get(item{key: key})
+	e, ok := s.kv.Get(&entry{key: key})
 	if !ok {
 		return KeyValue{}, false, s.rev
 	}
-	return it.kv(), true, s.rev
+	return e.kv(), true, s.rev
 }
 
 // Range returns the keys with prefix that sort strictly after after, in
@@ -423,7 +524,7 @@ func (s *Store) Range(prefix, after []byte, limit int) (kvs []KeyValue, more boo
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	s.kv.AscendGreaterOrEqual(item{key: start}, func(it item) bool {
+	s.kv.AscendGreaterOrEqual(&entry{key: start}, func(it *entry) bool {
 		if !bytes.HasPrefix(it.key, prefix) {
 			return false
 		}

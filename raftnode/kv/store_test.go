@@ -392,3 +392,34 @@ func TestStrings(t *testing.T) {
 		t.Errorf("defaults: %+v", got)
 	}
 }
+
+// TestEntrySizes writes keys and values around the inline buffer sizes.
+func TestEntrySizes(t *testing.T) {
+	d := newDriver(t, Config{})
+	sess := d.open()
+	var seq uint64
+	for _, n := range []int{0, 1, 39, 40, 41, 56, 57, 88, 89, 184, 185, 4000} {
+		for _, klen := range []int{1, n / 2, n} {
+			if klen == 0 || klen > n && n > 0 {
+				continue
+			}
+			key := bytes.Repeat([]byte{'k'}, klen)
+			key = append(key, fmt.Sprint(n)...)
+			value := bytes.Repeat([]byte{'v'}, max(0, n-klen))
+			seq++
+			if r := d.one(sess, put(seq, string(key), string(value))); r.Code != OK {
+				t.Fatalf("put %d+%d: %+v", len(key), len(value), r)
+			}
+			kv, found, _ := d.s.Get(key)
+			if !found || !bytes.Equal(kv.Key, key) || !bytes.Equal(kv.Value, value) || (len(value) == 0) != (kv.Value == nil) {
+				t.Fatalf("get %d+%d: %q %q %v", len(key), len(value), kv.Key, kv.Value, found)
+			}
+			if cap(kv.Key) != len(kv.Key) {
+				t.Fatalf("key %d+%d: capacity %d lets an append overwrite the value", len(key), len(value), cap(kv.Key))
+			}
+		}
+	}
+	if b := snapBytes(t, d.s); !bytes.Equal(snapBytes(t, restored(t, Config{}, b)), b) {
+		t.Fatal("round trip differs")
+	}
+}

@@ -305,3 +305,97 @@ func appMsg(to, prev uint64, n, size int, rng *rand.Rand) raft.Message {
 	}
 	return m
 }
+
+type capnpStruct = capnp.Struct
+
+// futureOf adapts a *capnp.Future to a Struct() accessor.
+type futureOf struct{ f *capnp.Future }
+
+func (f futureOf) Struct() (capnp.Struct, error) { return f.f.Struct() }
+
+func rpcDialConfig(t testing.TB) rpc.DialConfig {
+	return rpc.DialConfig{Logger: rpctest.Logger(t)}
+}
+
+// randomStruct sets params' request pointer to random content: a random
+// struct (half the time with a valid header, to reach the deeper
+// decoding), or a pointer of the wrong kind.
+func randomStruct(rng *rand.Rand, params capnp.Struct) error {
+	seg := params.Segment()
+	if rng.IntN(8) == 0 {
+		return params.SetPtr(0, randomPtr(rng, seg, 2))
+	}
+	st, err := capnp.NewStruct(seg, capnp.ObjectSize{DataSize: capnp.Size(8 * rng.IntN(12)), PointerCount: uint16(rng.IntN(10))})
+	if err != nil {
+		return err
+	}
+	sz := st.Size()
+	for off := capnp.Size(0); off+8 <= sz.DataSize; off += 8 {
+		st.SetUint64(capnp.DataOffset(off), randU(rng))
+	}
+	for i := uint16(0); i < sz.PointerCount; i++ {
+		if err := st.SetPtr(i, randomPtr(rng, seg, 3)); err != nil {
+			return err
+		}
+	}
+	if sz.PointerCount > 0 && rng.IntN(2) == 0 {
+		h, err := capnp.NewStruct(seg, capnp.ObjectSize{DataSize: 24})
+		if err != nil {
+			return err
+		}
+		h.SetUint64(0, testCluster)
+		h.SetUint64(8, 1)
+		h.SetUint64(16, 2)
+		if err := st.SetPtr(0, h.ToPtr()); err != nil {
+			return err
+		}
+		if sz.DataSize >= 16 {
+			st.SetUint64(8, 1) // candidateId / leaderId = from
+		}
+	}
+	return params.SetPtr(0, st.ToPtr())
+}
+
+// randomPtr returns a random pointer: null, data, text, a list of words,
+// a list of random structs, or a random struct.
+func randomPtr(rng *rand.Rand, seg *capnp.Segment, depth int) capnp.Ptr {
+	choice := rng.IntN(6)
+	if depth == 0 {
+		choice = rng.IntN(4)
+	}
+	switch choice {
+	case 1:
+		d, _ := capnp.NewData(seg, randBytes(rng, 64))
+		return d.ToPtr()
+	case 2:
+		l, _ := capnp.NewUInt64List(seg, int32(rng.IntN(8)))
+		for i := 0; i < l.Len(); i++ {
+			l.Set(i, randU(rng))
+		}
+		return l.ToPtr()
+	case 3:
+		l, _ := capnp.NewUInt8List(seg, int32(rng.IntN(20)))
+		return l.ToPtr()
+	case 4:
+		n := int32(rng.IntN(5))
+		l, _ := capnp.NewCompositeList(seg, capnp.ObjectSize{DataSize: capnp.Size(8 * rng.IntN(4)), PointerCount: uint16(rng.IntN(3))}, n)
+		for i := 0; i < int(n); i++ {
+			s := l.Struct(i)
+			sz := s.Size()
+			for off := capnp.Size(0); off+8 <= sz.DataSize; off += 8 {
+				s.SetUint64(capnp.DataOffset(off), randU(rng))
+			}
+			for j := uint16(0); j < sz.PointerCount; j++ {
+				_ = s.SetPtr(j, randomPtr(rng, seg, depth-1))
+			}
+		}
+		return l.ToPtr()
+	case 5:
+		s, _ := capnp.NewStruct(seg, capnp.ObjectSize{DataSize: capnp.Size(8 * rng.IntN(4)), PointerCount: uint16(rng.IntN(3))})
+		for j := uint16(0); j < s.Size().PointerCount; j++ {
+			_ = s.SetPtr(j, randomPtr(rng, seg, depth-1))
+		}
+		return s.ToPtr()
+	}
+	return capnp.Ptr{}
+}
