@@ -56,6 +56,30 @@ func (r realClient) Status(ctx context.Context, endpoint string) (nodeStatus, er
 	}, nil
 }
 
+func (r realClient) AddMember(ctx context.Context, id uint64, addr string, learner bool) error {
+	return r.c.AddMember(ctx, id, addr, learner)
+}
+
+func (r realClient) PromoteMember(ctx context.Context, id uint64) error {
+	return r.c.PromoteMember(ctx, id)
+}
+
+func (r realClient) RemoveMember(ctx context.Context, id uint64) error {
+	return r.c.RemoveMember(ctx, id)
+}
+
+func (r realClient) Members(ctx context.Context) (uint64, map[uint64]bool, error) {
+	leader, ms, err := r.c.Members(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	out := make(map[uint64]bool, len(ms))
+	for _, m := range ms {
+		out[m.ID] = m.Learner
+	}
+	return leader, out, nil
+}
+
 func (r realClient) Close() error { return r.c.Close() }
 
 func isNotFound(err error) bool      { return errors.Is(err, client.ErrNotFound) }

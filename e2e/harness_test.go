@@ -75,6 +75,12 @@ type kvClient interface {
 	// nil; a failed compare is an error for which isCompareFailed holds.
 	CAS(ctx context.Context, key string, expect, value []byte) (rev uint64, err error)
 	Status(ctx context.Context, endpoint string) (nodeStatus, error)
+	AddMember(ctx context.Context, id uint64, addr string, learner bool) error
+	PromoteMember(ctx context.Context, id uint64) error
+	RemoveMember(ctx context.Context, id uint64) error
+	// Members returns the leader and every member's id, mapped to whether
+	// it is a learner.
+	Members(ctx context.Context) (leader uint64, learner map[uint64]bool, err error)
 	Close() error
 }
 
@@ -236,8 +242,7 @@ func describe(st map[uint64]nodeStatus) string {
 }
 
 // leaderAmong returns the node of ids that leads at the highest term
-// reported, if a majority of the whole cluster reports it as leader at
-// that term.
+// reported, if a majority of ids reports it as leader at that term.
 func (e *env) leaderAmong(ids []uint64) (uint64, map[uint64]nodeStatus) {
 	st := e.statuses(ids)
 	var leader nodeStatus
@@ -255,7 +260,7 @@ func (e *env) leaderAmong(ids []uint64) (uint64, map[uint64]nodeStatus) {
 			votes++
 		}
 	}
-	if votes < len(e.c.IDs())/2+1 {
+	if votes < len(ids)/2+1 {
 		return 0, st
 	}
 	return leader.ID, st

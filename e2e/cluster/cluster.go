@@ -79,6 +79,7 @@ type Node struct {
 	Addr    string // the address it listens on, for clients
 	DataDir string
 	LogPath string
+	Join    bool // started with --join: added by AddNode
 
 	mu      sync.Mutex
 	proc    *process
@@ -97,6 +98,7 @@ type process struct {
 // Cluster is a set of raftnode processes.
 type Cluster struct {
 	cfg   Config
+	mu    sync.RWMutex // guards ids and nodes, which AddNode extends
 	ids   []uint64
 	nodes map[uint64]*Node
 	mesh  *faultproxy.Mesh
@@ -146,6 +148,37 @@ func New(cfg Config) (*Cluster, error) {
 	return c, nil
 }
 
+// AddNode registers a new node (id: the highest so far plus one) with a
+// fresh port and data directory. StartNode starts it with --join and a
+// --peers list of every node, itself included; adding it to the Raft
+// configuration (client AddMember) is up to the caller. Not available
+// with Config.Proxies: the mesh is fixed at New.
+func (c *Cluster) AddNode() (*Node, error) {
+	if c.mesh != nil {
+		return nil, errors.New("cluster: AddNode does not work with Proxies")
+	}
+	addr, err := FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	id := c.ids[len(c.ids)-1] + 1
+	n := &Node{
+		ID:      id,
+		Addr:    addr,
+		DataDir: filepath.Join(c.cfg.Dir, fmt.Sprintf("node%d", id)),
+		LogPath: filepath.Join(c.cfg.Dir, fmt.Sprintf("node%d.log", id)),
+		Join:    true,
+	}
+	if err := os.MkdirAll(n.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("cluster: data dir for node %d: %w", id, err)
+	}
+	c.ids = append(c.ids, id)
+	c.nodes[id] = n
+	return n, nil
+}
+
 // Node ports are picked below Linux's default ephemeral range
 // (32768-60999): an outgoing connection's local port, which comes from
 // that range, can then never occupy a killed node's port before it
@@ -189,14 +222,22 @@ func FreeAddr() (string, error) {
 }
 
 // IDs returns the node ids, 1..Size.
-func (c *Cluster) IDs() []uint64 { return append([]uint64(nil), c.ids...) }
+func (c *Cluster) IDs() []uint64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return append([]uint64(nil), c.ids...)
+}
 
 // Node returns node id (nil if there is none).
-func (c *Cluster) Node(id uint64) *Node { return c.nodes[id] }
+func (c *Cluster) Node(id uint64) *Node {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.nodes[id]
+}
 
 // Addr is node id's client address.
 func (c *Cluster) Addr(id uint64) string {
-	if n := c.nodes[id]; n != nil {
+	if n := c.Node(id); n != nil {
 		return n.Addr
 	}
 	return ""
@@ -204,9 +245,9 @@ func (c *Cluster) Addr(id uint64) string {
 
 // Addrs lists every node's client address, in id order.
 func (c *Cluster) Addrs() []string {
-	out := make([]string, 0, len(c.ids))
-	for _, id := range c.ids {
-		out = append(out, c.nodes[id].Addr)
+	out := make([]string, 0, len(c.IDs()))
+	for _, id := range c.IDs() {
+		out = append(out, c.Node(id).Addr)
 	}
 	return out
 }
@@ -218,9 +259,9 @@ func (c *Cluster) Mesh() *faultproxy.Mesh { return c.mesh }
 // address, every other node at the link id->j (or directly without
 // proxies).
 func (c *Cluster) Peers(id uint64) string {
-	parts := make([]string, 0, len(c.ids))
-	for _, j := range c.ids {
-		addr := c.nodes[j].Addr
+	parts := make([]string, 0, len(c.IDs()))
+	for _, j := range c.IDs() {
+		addr := c.Node(j).Addr
 		if c.mesh != nil && j != id {
 			addr = c.mesh.Addr(id, j)
 		}
@@ -231,7 +272,7 @@ func (c *Cluster) Peers(id uint64) string {
 
 // Args is the full command line (without the binary) node id runs with.
 func (c *Cluster) Args(id uint64) []string {
-	n := c.nodes[id]
+	n := c.Node(id)
 	args := []string{
 		"--id", strconv.FormatUint(id, 10),
 		"--listen", n.Addr,
@@ -247,6 +288,9 @@ func (c *Cluster) Args(id uint64) []string {
 	dur("--heartbeat-interval", c.cfg.HeartbeatInterval)
 	dur("--election-timeout", c.cfg.ElectionTimeout)
 	dur("--request-timeout", c.cfg.RequestTimeout)
+	if n.Join {
+		args = append(args, "--join")
+	}
 	args = append(args, c.cfg.Args...)
 	if c.cfg.NodeArgs != nil {
 		args = append(args, c.cfg.NodeArgs(id)...)
@@ -257,9 +301,9 @@ func (c *Cluster) Args(id uint64) []string {
 // Start starts every node that is not running and waits until all of them
 // serve.
 func (c *Cluster) Start(ctx context.Context) error {
-	errs := make([]error, len(c.ids))
+	errs := make([]error, len(c.IDs()))
 	var wg sync.WaitGroup
-	for i, id := range c.ids {
+	for i, id := range c.IDs() {
 		if c.Running(id) {
 			continue
 		}
@@ -276,7 +320,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 // StartNode starts node id (which must not be running) and waits until it
 // logs "serving".
 func (c *Cluster) StartNode(ctx context.Context, id uint64) error {
-	n := c.nodes[id]
+	n := c.Node(id)
 	if n == nil {
 		return fmt.Errorf("cluster: no node %d", id)
 	}
@@ -387,7 +431,7 @@ func (c *Cluster) appendLog(n *Node, line string) {
 
 // Running reports whether node id has a live process.
 func (c *Cluster) Running(id uint64) bool {
-	n := c.nodes[id]
+	n := c.Node(id)
 	if n == nil {
 		return false
 	}
@@ -398,7 +442,7 @@ func (c *Cluster) Running(id uint64) bool {
 
 // Pid returns node id's process id, or 0 when it is not running.
 func (c *Cluster) Pid(id uint64) int {
-	n := c.nodes[id]
+	n := c.Node(id)
 	if n == nil {
 		return 0
 	}
@@ -421,7 +465,7 @@ func (c *Cluster) Stop(ctx context.Context, id uint64) error {
 	if err := c.signal(ctx, id, syscall.SIGTERM); err != nil {
 		return err
 	}
-	n := c.nodes[id]
+	n := c.Node(id)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.lastErr != nil {
@@ -431,7 +475,7 @@ func (c *Cluster) Stop(ctx context.Context, id uint64) error {
 }
 
 func (c *Cluster) signal(ctx context.Context, id uint64, sig syscall.Signal) error {
-	n := c.nodes[id]
+	n := c.Node(id)
 	if n == nil {
 		return fmt.Errorf("cluster: no node %d", id)
 	}
@@ -460,7 +504,7 @@ func (c *Cluster) Restart(ctx context.Context, id uint64) error {
 
 // Starts returns how many times node id was started.
 func (c *Cluster) Starts(id uint64) int {
-	n := c.nodes[id]
+	n := c.Node(id)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.starts
@@ -470,7 +514,7 @@ func (c *Cluster) Starts(id uint64) int {
 func (c *Cluster) Log(id uint64) string {
 	c.logMu.Lock()
 	defer c.logMu.Unlock()
-	b, err := os.ReadFile(c.nodes[id].LogPath)
+	b, err := os.ReadFile(c.Node(id).LogPath)
 	if err != nil {
 		return ""
 	}
@@ -506,7 +550,7 @@ func (c *Cluster) Problems(id uint64) []string {
 // more than once.
 func (c *Cluster) Close() error {
 	var errs []error
-	for _, id := range c.ids {
+	for _, id := range c.IDs() {
 		if c.Running(id) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			if err := c.signal(ctx, id, syscall.SIGKILL); err != nil {

@@ -318,3 +318,40 @@ func TestFreeAddrIsBelowTheEphemeralRange(t *testing.T) {
 		t.Fatalf("FreeAddr keeps returning %v", seen)
 	}
 }
+
+func TestAddNode(t *testing.T) {
+	cfg := fakeConfig(t)
+	cfg.Size = 2
+	cfg.Proxies = false
+	c := Launch(t, cfg)
+	n, err := c.AddNode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.ID != 3 || len(c.IDs()) != 3 || c.Node(3) != n || c.Running(3) {
+		t.Fatalf("added node %+v; ids %v", n, c.IDs())
+	}
+	args := strings.Join(c.Args(3), " ")
+	if !strings.Contains(args, "--join") || !strings.Contains(args, "3="+n.Addr) || !strings.Contains(args, "1="+c.Addr(1)) {
+		t.Fatalf("args of the added node: %s", args)
+	}
+	if strings.Contains(strings.Join(c.Args(1), " "), "--join") {
+		t.Fatal("a bootstrap node got --join")
+	}
+	if err := c.StartNode(context.Background(), 3); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ask(t, n.Addr, "x"); err != nil || got != "3/1:x" {
+		t.Fatalf("added node answered %q, %v", got, err)
+	}
+	pc := fakeConfig(t)
+	pc.Dir = t.TempDir()
+	withMesh, err := New(pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer withMesh.Close()
+	if _, err := withMesh.AddNode(); err == nil {
+		t.Fatal("AddNode with proxies succeeded")
+	}
+}

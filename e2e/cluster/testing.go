@@ -35,9 +35,9 @@ func Launch(t testing.TB, cfg Config) *Cluster {
 		if err := c.Close(); err != nil {
 			t.Errorf("close cluster: %v", err)
 		}
-		for _, id := range c.ids {
+		for _, id := range c.IDs() {
 			if p := c.Problems(id); len(p) > 0 {
-				t.Errorf("node %d's log reports %d runtime problem(s), first: %s (log: %s)", id, len(p), p[0], c.nodes[id].LogPath)
+				t.Errorf("node %d's log reports %d runtime problem(s), first: %s (log: %s)", id, len(p), p[0], c.Node(id).LogPath)
 			}
 		}
 		if t.Failed() {
@@ -57,7 +57,7 @@ const tailLines = 50
 // DumpTails logs the last n lines of every node's log to t.
 func (c *Cluster) DumpTails(t testing.TB, n int) {
 	t.Helper()
-	for _, id := range c.ids {
-		t.Logf("--- last %d lines of node %d (%s):\n%s", n, id, c.nodes[id].LogPath, strings.Join(c.Tail(id, n), "\n"))
+	for _, id := range c.IDs() {
+		t.Logf("--- last %d lines of node %d (%s):\n%s", n, id, c.Node(id).LogPath, strings.Join(c.Tail(id, n), "\n"))
 	}
 }
