@@ -19,8 +19,10 @@ import (
 )
 
 // TestLinearizableUnderFaults: many clients do put, get and
-// compare-and-swap on a few keys while the leader is killed and restarted
-// and, in a seeded order, a leader is cut off by a partition and healed.
+// compare-and-swap on a few keys while, in a seeded order, the leader is
+// killed and restarted, cut off by a partition and healed, and paused
+// (SIGSTOP) and resumed, plus two more faults drawn from those and the
+// same on a follower.
 // The recorded history must be linearizable (porcupine), with operations
 // that failed recorded as pending forever.
 func TestLinearizableUnderFaults(t *testing.T) {
@@ -136,8 +138,8 @@ func TestLinearizableUnderFaults(t *testing.T) {
 	// between nodes do not arrive in lock-step.
 	e.c.Mesh().SetDelay(0, 3*time.Millisecond)
 	run(1500 * time.Millisecond)
-	faults := []string{"kill-leader", "partition-leader"}
-	extra := []string{"kill-leader", "partition-leader", "kill-follower", "partition-follower"}
+	faults := []string{"kill-leader", "partition-leader", "pause-leader"}
+	extra := []string{"kill-leader", "partition-leader", "pause-leader", "kill-follower", "partition-follower", "pause-follower"}
 	for i := 0; i < 2; i++ {
 		faults = append(faults, extra[e.rng.Intn(len(extra))])
 	}
@@ -164,6 +166,19 @@ func TestLinearizableUnderFaults(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Logf("nemesis: restarted node %d", victim)
+		case strings.HasPrefix(f, "pause-"):
+			// SIGSTOP: the node keeps its connections and its belief that
+			// it leads; when it resumes, a deposed leader must not serve
+			// a stale read.
+			t.Logf("nemesis: SIGSTOP node %d (%s)", victim, f)
+			if err := e.c.Pause(victim); err != nil {
+				t.Fatal(err)
+			}
+			run(2 * time.Second)
+			if err := e.c.Resume(victim); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("nemesis: SIGCONT node %d", victim)
 		default:
 			mode := []faultproxy.Mode{faultproxy.Refuse, faultproxy.Blackhole}[e.rng.Intn(2)]
 			e.c.Mesh().SetMode(mode)

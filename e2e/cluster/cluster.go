@@ -496,6 +496,33 @@ func (c *Cluster) signal(ctx context.Context, id uint64, sig syscall.Signal) err
 	}
 }
 
+// Pause stops node id with SIGSTOP, as a long GC pause or a descheduled
+// VM would: it keeps its connections and state and resumes where it was
+// on Resume. SIGKILL (Kill, Close) still ends a paused node; SIGTERM
+// (Stop) waits until it is resumed.
+func (c *Cluster) Pause(id uint64) error { return c.send(id, syscall.SIGSTOP) }
+
+// Resume continues node id after Pause (SIGCONT).
+func (c *Cluster) Resume(id uint64) error { return c.send(id, syscall.SIGCONT) }
+
+// send delivers sig to node id without waiting for anything.
+func (c *Cluster) send(id uint64, sig syscall.Signal) error {
+	n := c.Node(id)
+	if n == nil {
+		return fmt.Errorf("cluster: no node %d", id)
+	}
+	n.mu.Lock()
+	p := n.proc
+	n.mu.Unlock()
+	if p == nil {
+		return fmt.Errorf("cluster: node %d is not running", id)
+	}
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("cluster: signal %v to node %d: %w", sig, id, err)
+	}
+	return nil
+}
+
 // Restart starts node id again (after Kill or Stop) with the same port and
 // data directory, and waits until it serves.
 func (c *Cluster) Restart(ctx context.Context, id uint64) error {

@@ -188,6 +188,35 @@ func TestClusterLifecycle(t *testing.T) {
 		t.Fatalf("node 2 log does not record the kill, or starts = %d", c.Starts(2))
 	}
 
+	// SIGSTOP: the node holds its connection but answers nothing until
+	// SIGCONT.
+	conn, err := net.DialTimeout("tcp", c.Addr(1), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := c.Pause(1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(conn, "paused\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	r := bufio.NewReader(conn)
+	if l, err := r.ReadString('\n'); err == nil {
+		t.Fatalf("paused node answered %q", l)
+	}
+	if err := c.Resume(1); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if l, err := r.ReadString('\n'); err != nil || l != "1/1:paused\n" {
+		t.Fatalf("resumed node answered %q, %v", l, err)
+	}
+	if err := c.Pause(1); err != nil { // Close must still end a paused node
+		t.Fatal(err)
+	}
+
 	// SIGTERM: graceful, exit 0.
 	if err := c.Stop(ctx, 3); err != nil {
 		t.Fatal(err)
