@@ -29,7 +29,7 @@ type NodeStatus struct {
 	StopReason    string // when Role is stopped: why
 }
 
-// RoleName returns the name the client uses for a schema role.
+// roleName returns the name the client uses for a schema role.
 func roleName(r schema.Role) string {
 	switch r {
 	case schema.Role_follower:
@@ -128,7 +128,7 @@ func (c *Client) adminCall(ctx context.Context, op string, idempotent bool,
 	}
 	for {
 		if err := ctx.Err(); err != nil {
-			if last != nil && !maybeApplied {
+			if !maybeApplied {
 				return unavailable(op, last, err)
 			}
 			return fail(fmt.Errorf("%s: %w", op, errors.Join(last, err)))

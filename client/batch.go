@@ -183,7 +183,9 @@ func (c *Client) take() []*attempt {
 		q.pending[i] = nil
 	}
 	q.pending = rest
-	if len(batch) == 0 && len(q.pending) == 0 {
+	if len(batch) == 0 {
+		// Only abandoned attempts were queued (a batch member is needed
+		// to hold anything back), so the queue is empty now.
 		q.senders--
 		return nil
 	}
@@ -259,7 +261,7 @@ func (c *Client) sendBatch(batch []*attempt) {
 	}
 	list, err := res.Results()
 	if err == nil && list.Len() != len(sent) {
-		err = fmt.Errorf("node %s answered %d results for %d operations (a bug in the node)", cn.addr(), list.Len(), len(sent))
+		err = fmt.Errorf("%d results answered for %d operations (a bug in the node)", list.Len(), len(sent))
 	}
 	if err != nil {
 		deliver(sent, &ServerError{Code: CodeInternal, Message: err.Error(), Addr: cn.addr()})
@@ -279,6 +281,7 @@ type transportError struct {
 	err     error
 }
 
+// Error says which node failed to answer, and how.
 func (e *transportError) Error() string {
 	if e.timeout {
 		return fmt.Sprintf("no answer from %s in time", e.addr)
@@ -392,6 +395,12 @@ func decodeKV(kv schema.KeyValue) KeyValue {
 	}
 }
 
+// resultWhich is the result kind that answers each operation kind.
+var resultWhich = [...]schema.Result_Which{
+	kindPut: schema.Result_Which_put, kindGet: schema.Result_Which_get, kindDelete: schema.Result_Which_delete,
+	kindCas: schema.Result_Which_cas, kindRange: schema.Result_Which_range,
+}
+
 // decodeResult copies the answer to one operation of kind out of r.
 func decodeResult(r schema.Result, kind opKind, addr string) (result, error) {
 	out := result{revision: r.Revision()}
@@ -409,11 +418,7 @@ func decodeResult(r schema.Result, kind opKind, addr string) (result, error) {
 		out.failed, out.code, out.message, out.hint = true, ErrorCode(e.Code()), msg, e.LeaderHint()
 		return out, nil
 	}
-	want := map[opKind]schema.Result_Which{
-		kindPut: schema.Result_Which_put, kindGet: schema.Result_Which_get, kindDelete: schema.Result_Which_delete,
-		kindCas: schema.Result_Which_cas, kindRange: schema.Result_Which_range,
-	}[kind]
-	if which != want {
+	if which != resultWhich[kind] {
 		return bad(fmt.Errorf("a %v result", which))
 	}
 	switch kind {

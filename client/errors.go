@@ -58,6 +58,7 @@ type ServerError struct {
 	LeaderHint uint64 // the node id the answering node believed to lead, or 0
 }
 
+// Error describes the node's message, the answering node and what to do next.
 func (e *ServerError) Error() string {
 	msg := e.Message
 	if msg == "" {
@@ -94,6 +95,7 @@ type CompareFailedError struct {
 	Revision uint64
 }
 
+// Error describes the key and its current state.
 func (e *CompareFailedError) Error() string {
 	if e.Current == nil {
 		return fmt.Sprintf("compare failed on key %q: the key does not exist", e.Key)
@@ -118,22 +120,43 @@ func quoteValue(v []byte) string {
 // could be reached, or those reached had no leader, until the operation's
 // context ended. It wraps the errors met (and the context's error).
 type UnavailableError struct {
+	op     string // the operation that gave up, if any
 	causes []error
+	ctxErr error // the context's error, when the operation gave up
 }
 
+// Error describes the errors met, and why the operation gave up.
 func (e *UnavailableError) Error() string {
-	if len(e.causes) == 1 {
-		return e.causes[0].Error()
-	}
 	msgs := make([]string, len(e.causes))
 	for i, err := range e.causes {
 		msgs[i] = err.Error()
 	}
+	if e.op != "" {
+		s := e.op + ": unavailable: "
+		if len(msgs) == 0 {
+			s += "no node answered"
+		} else {
+			s += strings.Join(msgs, "; ")
+		}
+		if e.ctxErr != nil {
+			s += " (gave up: " + e.ctxErr.Error() + "; is a majority of the cluster up and reachable?)"
+		}
+		return s
+	}
+	if len(e.causes) == 1 {
+		return msgs[0]
+	}
 	return "no endpoint reachable: " + strings.Join(msgs, "; ")
 }
 
-// Unwrap returns the errors met at each endpoint.
-func (e *UnavailableError) Unwrap() []error { return e.causes }
+// Unwrap returns the errors met at each endpoint, and the context's error
+// if the operation gave up.
+func (e *UnavailableError) Unwrap() []error {
+	if e.ctxErr == nil {
+		return e.causes
+	}
+	return append(append([]error(nil), e.causes...), e.ctxErr)
+}
 
 // IsUnavailable reports whether err says that no node could serve the
 // operation (none reachable, or no leader).
@@ -142,17 +165,19 @@ func IsUnavailable(err error) bool {
 	return errors.As(err, &u)
 }
 
-// unavailable builds the error for an operation retried in vain until ctx
-// ended: the last failure and the context's error.
+// unavailable builds the error for an operation retried in vain until its
+// context ended: the last failure (if any) and the context's error.
 func unavailable(op string, last, ctxErr error) error {
+	e := &UnavailableError{op: op, ctxErr: ctxErr}
 	var u *UnavailableError
-	if errors.As(last, &u) {
-		return &UnavailableError{causes: append(append([]error(nil), u.causes...), fmt.Errorf("%s gave up: %w", op, ctxErr))}
+	switch {
+	case last == nil:
+	case errors.As(last, &u):
+		e.causes = append(e.causes, u.causes...)
+	default:
+		e.causes = append(e.causes, last)
 	}
-	return &UnavailableError{causes: []error{
-		fmt.Errorf("%s: no node could serve it (%w)", op, last),
-		fmt.Errorf("gave up: %w (is a majority of the cluster up? raise the timeout)", ctxErr),
-	}}
+	return e
 }
 
 // unknownOutcomeError wraps ErrUnknownOutcome and the failure that caused
@@ -162,6 +187,7 @@ type unknownOutcomeError struct {
 	cause error
 }
 
+// Error says the write's outcome is unknown, and why.
 func (e *unknownOutcomeError) Error() string {
 	if e.cause == nil {
 		return e.op + ": " + ErrUnknownOutcome.Error()
@@ -184,6 +210,7 @@ type CallError struct {
 	Err            error
 }
 
+// Error describes the call, the node and the cause.
 func (e *CallError) Error() string {
 	if e.ConnectionLost {
 		return fmt.Sprintf("connection to %s lost during %s: %s", e.Addr, e.Op, rootMessage(e.Err))

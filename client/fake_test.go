@@ -7,6 +7,7 @@ package client_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -35,6 +36,8 @@ const (
 	faultCode                 // answer every operation with code, applying nothing
 	faultDelay                // wait delay before serving the batch
 	faultExpire               // expire every session, then serve the batch
+	faultWrongKind            // answer every operation with an empty get result
+	faultShort                // answer with no results at all
 )
 
 type fault struct {
@@ -88,6 +91,9 @@ type fakeStore struct {
 	opens      atomic.Int64
 	keepAlives atomic.Int64
 	closes     atomic.Int64
+
+	adminUnavailable atomic.Int64 // answer this many admin calls with unavailable
+	adminDrop        atomic.Int64 // drop the connection on this many addMember calls, after applying
 }
 
 type memberInfo struct {
@@ -186,12 +192,17 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 func serveFake(store *fakeStore, id uint64, log hclog.Logger) (*fakeNode, error) {
+	return serveFakeTLS(store, id, log, nil)
+}
+
+// serveFakeTLS is serveFake speaking TLS with cfg (nil: plain TCP).
+func serveFakeTLS(store *fakeStore, id uint64, log hclog.Logger, cfg *tls.Config) (*fakeNode, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
 	n := &fakeNode{id: id, store: store, addr: ln.Addr().String(), conns: make(map[string]net.Conn)}
-	n.srv = rpc.NewServer(rpc.Config{Logger: log, Bootstrap: func(ci *rpc.ConnInfo) capnp.Client {
+	n.srv = rpc.NewServer(rpc.Config{Logger: log, TLSConfig: cfg, Bootstrap: func(ci *rpc.ConnInfo) capnp.Client {
 		impl := &fakeNodeCap{node: n, remote: ci.RemoteAddr.String()}
 		return capnp.Client(schema.Node_ServerToClient(impl))
 	}})
@@ -376,12 +387,20 @@ func (k *fakeKVCap) Batch(ctx context.Context, call schema.KV_batch) error {
 		s.mu.Unlock()
 	}
 	var results []fakeResult
-	if f.kind == faultCode {
+	switch f.kind {
+	case faultWrongKind:
+		results = make([]fakeResult, ops.Len())
+		for i := range results {
+			results[i] = fakeResult{kind: schema.Op_Which_get}
+		}
+	case faultShort:
+		results = []fakeResult{}
+	case faultCode:
 		results = make([]fakeResult, ops.Len())
 		for i := range results {
 			results[i] = fakeResult{failed: true, code: f.code, msg: "fake fault " + f.code.String()}
 		}
-	} else {
+	default:
 		results = s.apply(req, ops)
 	}
 	if f.kind == faultDropAfter {
@@ -654,9 +673,33 @@ func encodeFakeResult(out schema.Result, r fakeResult, s *fakeStore) error {
 
 type fakeAdminCap struct{ n *fakeNodeCap }
 
+// unavailable answers the call with an unavailable error if the test asked
+// for it; it reports whether it did.
+func (a *fakeAdminCap) unavailable(newError func() (schema.Error, error)) (bool, error) {
+	s := a.n.node.store
+	for {
+		n := s.adminUnavailable.Load()
+		if n <= 0 {
+			return false, nil
+		}
+		if s.adminUnavailable.CompareAndSwap(n, n-1) {
+			break
+		}
+	}
+	e, err := newError()
+	if err != nil {
+		return true, err
+	}
+	e.SetCode(schema.ErrorCode_unavailable)
+	return true, e.SetMessage_("no leader (fake)")
+}
+
 func (a *fakeAdminCap) Members(_ context.Context, call schema.Admin_members) error {
 	res, err := call.AllocResults()
 	if err != nil {
+		return err
+	}
+	if done, err := a.unavailable(res.NewError); done {
 		return err
 	}
 	s := a.n.node.store
@@ -682,7 +725,13 @@ func (a *fakeAdminCap) AddMember(_ context.Context, call schema.Admin_addMember)
 	if err != nil {
 		return err
 	}
+	if done, err := a.unavailable(res.NewError); done {
+		return err
+	}
 	s := a.n.node.store
+	if s.adminDrop.Add(-1) >= 0 {
+		defer a.n.node.drop(a.n.remote)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	id := call.Args().Id()

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"time"
+
+	"github.com/capraft/capraft/rpc"
 )
 
 // KeyValue is a key's state in the store.
@@ -183,6 +185,7 @@ func (c *Client) do(ctx context.Context, req *request) (res result, err error) {
 	maybeApplied := false // an attempt of this write may have reached a node
 	var last error        // the last transient failure
 	var b backoff
+	attempts := 0 // tries begun, counting session opens
 	defer func() {
 		if req.seq != 0 {
 			c.sess.complete(req.session, req.seq)
@@ -198,16 +201,23 @@ func (c *Client) do(ctx context.Context, req *request) (res result, err error) {
 		switch {
 		case write && maybeApplied:
 			return fail(errors.Join(last, ctxErr))
-		case last != nil:
-			return result{}, unavailable(req.describe(), last, ctxErr)
-		default:
+		case attempts == 0:
 			return result{}, fmt.Errorf("%s: %w", req.describe(), ctxErr)
+		default:
+			return result{}, unavailable(req.describe(), last, ctxErr)
 		}
+	}
+	if n := req.size(); n > c.maxOpBytes() {
+		// A message over the node's limit would make it drop the whole
+		// connection, and the retry would do it again.
+		return result{}, &ServerError{Code: CodeTooLarge, Message: fmt.Sprintf(
+			"%s: %d bytes, over the client's limit of %d for one operation", req.describe(), n, c.maxOpBytes())}
 	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return giveUp(err)
 		}
+		attempts++
 		if write && req.seq == 0 {
 			id, seq, err := c.assign(ctx)
 			switch {
@@ -290,6 +300,16 @@ func (c *Client) do(ctx context.Context, req *request) (res result, err error) {
 		}
 		b.wait(ctx, c.ctx.Done())
 	}
+}
+
+// maxOpBytes is the largest operation the client sends: the connection's
+// message limit, less room for the rest of the message.
+func (c *Client) maxOpBytes() int {
+	limit := c.opts.dial.MaxMessageSize
+	if limit == 0 {
+		limit = rpc.DefaultMaxMessageSize
+	}
+	return int(limit) - 64<<10
 }
 
 // transient reports whether err is a failure worth retrying: no node

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -179,6 +182,10 @@ func TestTypedErrors(t *testing.T) {
 	if n := store.batches.Load() - before; n != 1 {
 		t.Fatalf("too large Put made %d batch calls, want 1 (no retry)", n)
 	}
+	_, err = c.Put(ctx, "huge", make([]byte, 16<<20))
+	if !errors.As(err, &se) || se.Code != client.CodeTooLarge || store.batches.Load()-before != 1 {
+		t.Fatalf("Put over the message limit: %v (it must not be sent)", err)
+	}
 	_, err = c.Put(ctx, "", []byte("x"))
 	if !errors.As(err, &se) || se.Code != client.CodeInvalidArgument {
 		t.Fatalf("Put with empty key: %v", err)
@@ -293,8 +300,8 @@ func TestBatchLimitIsRespected(t *testing.T) {
 }
 
 func TestRetryAfterDroppedConnectionDoesNotApplyTwice(t *testing.T) {
-	for _, kind := range []faultKind{faultDropAfter, faultDropBefore} {
-		t.Run(fmt.Sprint(kind), func(t *testing.T) {
+	for name, kind := range map[string]faultKind{"dropped after applying": faultDropAfter, "dropped before applying": faultDropBefore} {
+		t.Run(name, func(t *testing.T) {
 			store, nodes := fakeCluster(t, 1)
 			c := newKVClient(t, addrs(nodes...))
 			ctx := ctx(t)
@@ -335,13 +342,21 @@ func TestConcurrentWritesSurviveDroppedConnectionsExactlyOnce(t *testing.T) {
 	store.setFaults(func(int64) fault {
 		rmu.Lock()
 		defer rmu.Unlock()
-		switch rng.IntN(10) {
+		switch rng.IntN(16) {
 		case 0:
 			return fault{kind: faultDropAfter}
 		case 1:
 			return fault{kind: faultDropBefore}
 		case 2:
 			return fault{kind: faultCode, code: schema.ErrorCode_outcomeUnknown}
+		case 3:
+			return fault{kind: faultCode, code: schema.ErrorCode_unavailable}
+		case 4:
+			return fault{kind: faultCode, code: schema.ErrorCode_shuttingDown}
+		case 5:
+			return fault{kind: faultCode, code: schema.ErrorCode_timeout}
+		case 6:
+			return fault{kind: faultDelay, delay: time.Duration(rng.IntN(3000)) * time.Microsecond}
 		}
 		return fault{}
 	})
@@ -353,17 +368,41 @@ func TestConcurrentWritesSurviveDroppedConnectionsExactlyOnce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// A counter advanced by compare-and-swap on its mod revision: a
+			// CAS applied twice would make the next compare fail.
+			counter := fmt.Sprintf("c%d", g)
+			rev, err := c.CompareAndSwap(ctx, counter, client.IfAbsent(), []byte("0"))
+			if err != nil {
+				t.Errorf("create %s: %v", counter, err)
+				return
+			}
 			for i := range perG {
 				if _, err := c.Put(ctx, fmt.Sprintf("k%d-%d", g, i), []byte("v")); err != nil {
 					t.Errorf("Put: %v", err)
+					return
+				}
+				if rev, err = c.CompareAndSwap(ctx, counter, client.IfModRevision(rev), []byte(fmt.Sprint(i+1))); err != nil {
+					t.Errorf("CAS %s to %d: %v", counter, i+1, err)
 					return
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	if got := store.appliedWrites(); got != goroutines*perG {
-		t.Fatalf("%d writes applied for %d puts", got, goroutines*perG)
+	for g := range goroutines {
+		if v, _ := store.value(fmt.Sprintf("c%d", g)); v != fmt.Sprint(perG) {
+			t.Fatalf("counter c%d = %q, want %d", g, v, perG)
+		}
+	}
+	if got := store.appliedWrites(); got != goroutines*(2*perG+1) {
+		t.Fatalf("%d writes applied for %d writes", got, goroutines*(2*perG+1))
+	}
+	for g := range goroutines {
+		for i := range perG {
+			if v, ok := store.value(fmt.Sprintf("k%d-%d", g, i)); !ok || v != "v" {
+				t.Fatalf("k%d-%d = %q, %v", g, i, v, ok)
+			}
+		}
 	}
 }
 
@@ -632,6 +671,10 @@ func TestUnreachableClusterIsUnavailable(t *testing.T) {
 	if !client.IsUnavailable(err) || errors.Is(err, client.ErrUnknownOutcome) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Put to a dead cluster: %v", err)
 	}
+	want := `put "k": unavailable: cannot reach ` + a + `: connection refused; cannot reach ` + b + `: connection refused (gave up: context deadline exceeded;`
+	if !strings.HasPrefix(err.Error(), want) {
+		t.Fatalf("error %q\nwant it to start %q", err, want)
+	}
 	_, err = c.Get(octx, "k")
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Get to a dead cluster: %v", err)
@@ -722,5 +765,211 @@ func TestKVOnARealNode(t *testing.T) {
 	kv, err := c.Get(ctx(t), "k")
 	if err != nil || string(kv.Value) != "v" {
 		t.Fatalf("Get = %+v, %v", kv, err)
+	}
+}
+
+// silentEndpoint accepts connections and never says a word: a TLS
+// handshake with it hangs until the dial timeout.
+func silentEndpoint(t *testing.T) string {
+	addr, _ := silentEndpointCounting(t)
+	return addr
+}
+
+// silentEndpointCounting is silentEndpoint, also returning the number of
+// connections accepted so far.
+func silentEndpointCounting(t *testing.T) (string, *atomic.Int64) {
+	var accepted atomic.Int64
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			accepted.Add(1)
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return ln.Addr().String(), &accepted
+}
+
+func TestHungEndpointFailsOverAfterTheDialTimeout(t *testing.T) {
+	serverTLS, clientTLS := rpctest.SelfSignedTLS(t)
+	store := newFakeStore()
+	live, err := serveFakeTLS(store, 2, hclogFor(t), serverTLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(live.stop)
+	const dialTimeout = time.Second
+	c := newKVClient(t, []string{silentEndpoint(t), live.addr}, client.WithTLS(clientTLS), client.WithDialTimeout(dialTimeout))
+	ctx := ctx(t)
+
+	// 16 first calls at once share one dial: together they wait about one
+	// dial timeout, not sixteen.
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := c.Put(ctx, fmt.Sprint(i), nil); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	// Meanwhile Status on the live node does not wait for the hung dial.
+	if _, err := c.Status(ctx, live.addr); err != nil {
+		t.Error(err)
+	}
+	if d := time.Since(start); d >= dialTimeout {
+		t.Errorf("Status waited %v behind another endpoint's dial", d)
+	}
+	wg.Wait()
+	if d := time.Since(start); d > 4*dialTimeout {
+		t.Fatalf("16 first Puts took %v with a %v dial timeout", d, dialTimeout)
+	}
+	if got := store.appliedWrites(); got != 16 {
+		t.Fatalf("%d writes applied", got)
+	}
+}
+
+func TestCloseDuringADial(t *testing.T) {
+	_, clientTLS := rpctest.SelfSignedTLS(t)
+	addr, accepted := silentEndpointCounting(t)
+	c := newKVClient(t, []string{addr}, client.WithTLS(clientTLS), client.WithDialTimeout(time.Minute))
+	errs := make(chan error, 1)
+	go func() {
+		_, err := c.Put(ctx(t), "k", nil)
+		errs <- err
+	}()
+	rpctest.Eventually(t, 5*time.Second, "the Put's dial reaches the endpoint", func() bool { return accepted.Load() > 0 })
+	start := time.Now()
+	c.Close()
+	select {
+	case err := <-errs:
+		if !errors.Is(err, client.ErrClosed) {
+			t.Fatalf("Put cut by Close: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Put still waiting 5s after Close")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("Close took %v during a dial", d)
+	}
+}
+
+// A lone operation costs one network round trip, the first one included:
+// the bootstrap, kv() and batch() calls are pipelined. Each step is timed
+// on three fresh clients and the fastest counts, so that a scheduling
+// hiccup on a busy machine does not fail the test.
+func TestLoneOperationIsOneRoundTrip(t *testing.T) {
+	_, nodes := fakeCluster(t, 1)
+	const oneWay = 100 * time.Millisecond
+	const rtt = 2 * oneWay
+	proxy := rpctest.NewProxy(t, nodes[0].addr, oneWay)
+	ctx := ctx(t)
+	type step struct {
+		what   string
+		rounds int
+		op     func(c *client.Client) error
+	}
+	get := func(c *client.Client) error { _, err := c.Get(ctx, "k"); return err }
+	put := func(c *client.Client) error { _, err := c.Put(ctx, "k", []byte("v")); return err }
+	steps := []step{
+		{"first Get on a new connection", 1, get},
+		{"second Get", 1, get},
+		{"first Put (opens the session)", 2, put},
+		{"second Put", 1, put},
+		{"Members", 1, func(c *client.Client) error { _, _, err := c.Members(ctx); return err }},
+		{"Status of the connected endpoint", 1, func(c *client.Client) error { _, err := c.Status(ctx, proxy.Addr()); return err }},
+	}
+	fastest := make([]time.Duration, len(steps))
+	for try := range 3 {
+		c := newKVClient(t, []string{proxy.Addr()})
+		for i, s := range steps {
+			start := time.Now()
+			if err := s.op(c); err != nil && !errors.Is(err, client.ErrNotFound) {
+				t.Fatalf("%s: %v", s.what, err)
+			}
+			if d := time.Since(start); try == 0 || d < fastest[i] {
+				fastest[i] = d
+			}
+		}
+		c.Close()
+	}
+	for i, s := range steps {
+		d := fastest[i]
+		if d < time.Duration(s.rounds)*rtt || d >= time.Duration(s.rounds+1)*rtt {
+			t.Errorf("%s took %v, want %d round trip(s) of %v", s.what, d, s.rounds, rtt)
+		}
+	}
+}
+
+func TestMalformedAnswersAreErrorsNotPanics(t *testing.T) {
+	for name, kind := range map[string]faultKind{"wrong kind": faultWrongKind, "too few results": faultShort} {
+		t.Run(name, func(t *testing.T) {
+			store, nodes := fakeCluster(t, 1)
+			c := newKVClient(t, addrs(nodes...))
+			store.setFaults(func(int64) fault { return fault{kind: kind} })
+			_, _, err := c.Delete(ctx(t), "k")
+			var se *client.ServerError
+			if !errors.As(err, &se) || se.Code != client.CodeInternal || !strings.Contains(err.Error(), "a bug in the node") {
+				t.Fatalf("Delete answered with a malformed result: %v", err)
+			}
+			t.Log(err)
+		})
+	}
+}
+
+func TestAdminRetries(t *testing.T) {
+	store, nodes := fakeCluster(t, 2)
+	c := newKVClient(t, addrs(nodes...))
+	ctx := ctx(t)
+	store.adminUnavailable.Store(3)
+	if _, members, err := c.Members(ctx); err != nil || len(members) != 2 {
+		t.Fatalf("Members after 3 unavailable answers: %v, %v", members, err)
+	}
+	store.adminUnavailable.Store(3)
+	if err := c.AddMember(ctx, 5, "127.0.0.1:5", false); err != nil {
+		t.Fatalf("AddMember after 3 unavailable answers (nothing applied: retried): %v", err)
+	}
+	// A lost connection leaves a membership change's outcome unknown: it
+	// is not retried.
+	store.adminDrop.Store(1)
+	err := c.AddMember(ctx, 6, "127.0.0.1:6", false)
+	if !errors.Is(err, client.ErrUnknownOutcome) {
+		t.Fatalf("AddMember cut by a lost connection: %v, want unknown outcome", err)
+	}
+	if _, members, err := c.Members(ctx); err != nil || len(members) != 4 {
+		t.Fatalf("Members: %v, %v; want 4 (the cut AddMember was applied)", members, err)
+	}
+	store.adminUnavailable.Store(1 << 30)
+	octx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if _, _, err := c.Members(octx); !client.IsUnavailable(err) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Members with no leader until the deadline: %v", err)
+	}
+	if err := c.RemoveMember(octx, 5); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("RemoveMember after the deadline: %v", err)
 	}
 }

@@ -60,6 +60,8 @@ func (c *Client) Listen(ctx context.Context, fn func(Message)) error {
 		return ctx.Err()
 	case reason := <-l.closed:
 		return fmt.Errorf("%w: %s", ErrSubscriptionEnded, reason)
+	case <-c.ctx.Done():
+		return ErrClosed
 	case <-s.cc.Done():
 		c.retire(s, true)
 		return &UnavailableError{causes: []error{fmt.Errorf("connection to %s lost while listening", s.cc.Addr())}}

@@ -26,6 +26,7 @@ type benchConfig struct {
 	keys         int
 	serializable bool
 	seed         uint64
+	inflight     int
 }
 
 // Latencies are recorded in microseconds, from 1µs to 1 minute, with 3
@@ -48,7 +49,7 @@ func benchCommand(g *globals) *cobra.Command {
 			"percentiles and the errors by kind. bench get first writes every key.\n\n" +
 			`JSON: {"op": "put"|"get", "ops": int, "errors": int, "errors_by_kind": {kind: int},` + "\n" +
 			`  "seconds": float, "ops_per_sec": float, "clients": int, "conns": int,` + "\n" +
-			`  "value_size": int, "keys": int, "latency_us": {"p50": int, "p90": int,` + "\n" +
+			`  "value_size": int, "keys": int, "seed": int, "inflight": int, "latency_us": {"p50": int, "p90": int,` + "\n" +
 			`  "p99": int, "p999": int, "max": int, "mean": float}}` + "\n" +
 			"It exits 1 only if no operation succeeded.",
 		Args: exactArgs(0, "a subcommand: put or get"),
@@ -64,6 +65,7 @@ func benchCommand(g *globals) *cobra.Command {
 	pf.IntVar(&cfg.valueSize, "value-size", 256, "bytes per value")
 	pf.IntVar(&cfg.keys, "keys", 10000, "distinct keys (bench/0 ... bench/K-1)")
 	pf.Uint64Var(&cfg.seed, "seed", 0, "seed for key choice (0: from the clock)")
+	pf.IntVar(&cfg.inflight, "inflight", client.DefaultMaxInFlight, "batch calls in flight per connection")
 	for _, op := range []string{"put", "get"} {
 		sub := &cobra.Command{
 			Use:   op,
@@ -99,6 +101,8 @@ func (c *benchConfig) validate() error {
 		return usagef("--value-size must be between 0 and 16 MiB")
 	case c.keys < 1:
 		return usagef("--keys must be positive")
+	case c.inflight < 1 || c.inflight > 1024:
+		return usagef("--inflight must be between 1 and 1024")
 	}
 	if c.seed == 0 {
 		c.seed = uint64(time.Now().UnixNano())
@@ -118,7 +122,7 @@ func runBench(cmd *cobra.Command, g *globals, op string, cfg benchConfig) error 
 	stderr := cmd.ErrOrStderr()
 	clients := make([]*client.Client, cfg.conns)
 	for i := range clients {
-		c, err := g.connect(stderr, client.WithRequestTimeout(g.timeout))
+		c, err := g.connect(stderr, client.WithRequestTimeout(g.timeout), client.WithMaxInFlight(cfg.inflight))
 		if err != nil {
 			return err
 		}
@@ -204,7 +208,7 @@ func runBench(cmd *cobra.Command, g *globals, op string, cfg benchConfig) error 
 	obj := map[string]any{
 		"op": op, "ops": ops, "errors": errs, "errors_by_kind": byKind, "seconds": elapsed.Seconds(),
 		"ops_per_sec": rate, "clients": cfg.clients, "conns": cfg.conns, "value_size": cfg.valueSize,
-		"keys": cfg.keys, "latency_us": lat,
+		"keys": cfg.keys, "seed": cfg.seed, "inflight": cfg.inflight, "latency_us": lat,
 	}
 	err := g.emit(cmd, obj, func(w io.Writer) {
 		fmt.Fprintf(w, "%s: %d ops in %.2fs = %.0f ops/s (%d clients on %d connections, %d-byte values, %d keys)\n",
@@ -214,6 +218,7 @@ func runBench(cmd *cobra.Command, g *globals, op string, cfg benchConfig) error 
 			us(hist.ValueAtQuantile(50)), us(hist.ValueAtQuantile(90)), us(hist.ValueAtQuantile(99)),
 			us(hist.ValueAtQuantile(99.9)), us(hist.Max()))
 		fmt.Fprintf(w, "errors: %d%s\n", errs, formatKinds(byKind))
+		fmt.Fprintf(w, "seed: %d (--seed to repeat the key sequence)\n", cfg.seed)
 	})
 	if err != nil {
 		return err

@@ -18,8 +18,8 @@ func statusCommand(g *globals) *cobra.Command {
 		Use:   "status",
 		Short: "Show every endpoint's view of the cluster",
 		Long: "status asks every endpoint for its status, in parallel, and prints a row per\n" +
-			"endpoint: ENDPOINT ID ADDRESS ROLE TERM LEADER COMMIT APPLIED, or the error met\n" +
-			"there. It exits 1 if any endpoint failed to answer.\n\n" +
+			"endpoint: ENDPOINT ID ADDRESS ROLE TERM LEADER COMMIT APPLIED ERROR (the error\n" +
+			"met there, if any). It exits 1 if any endpoint failed to answer.\n\n" +
 			`JSON: {"nodes": [{"endpoint": string, "id": int, "address": string, "role": string,` + "\n" +
 			`  "term": int, "leader": int, "commit": int, "applied": int, "last_index": int,` + "\n" +
 			`  "snapshot_index": int, "cluster_id": int, "revision": int, "version": string,` + "\n" +
@@ -60,10 +60,10 @@ func statusCommand(g *globals) *cobra.Command {
 				}
 				err := g.emit(cmd, map[string]any{"nodes": nodes}, func(w io.Writer) {
 					tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-					fmt.Fprintln(tw, "ENDPOINT\tID\tADDRESS\tROLE\tTERM\tLEADER\tCOMMIT\tAPPLIED")
+					fmt.Fprintln(tw, "ENDPOINT\tID\tADDRESS\tROLE\tTERM\tLEADER\tCOMMIT\tAPPLIED\tERROR")
 					for i, r := range rows {
 						if r.err != nil {
-							fmt.Fprintf(tw, "%s\t-\t-\terror: %s\t\t\t\t\n", g.endpoints[i], r.err)
+							fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\t%s\n", g.endpoints[i], r.err)
 							continue
 						}
 						s := r.st
@@ -71,7 +71,7 @@ func statusCommand(g *globals) *cobra.Command {
 						if s.StopReason != "" {
 							role += " (" + s.StopReason + ")"
 						}
-						fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%d\t%d\t%d\n", g.endpoints[i], s.ID, s.Address, role, s.Term, s.Leader, s.Commit, s.Applied)
+						fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%d\t%d\t%d\t\n", g.endpoints[i], s.ID, s.Address, role, s.Term, s.Leader, s.Commit, s.Applied)
 					}
 					_ = tw.Flush()
 				})

@@ -341,3 +341,183 @@ func TestNoFlagsServesOnTheDefaultAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// deadEndpoint returns a loopback address nothing listens on.
+func deadEndpoint(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+func TestBadArgumentsAreRejectedClearly(t *testing.T) {
+	dead := deadEndpoint(t) // never contacted: the arguments are checked first
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"put", "k"}, "raftctl put takes 2 argument(s), KEY and VALUE; got 1"},
+		{[]string{"put", "", "v"}, "empty key"},
+		{[]string{"get"}, "raftctl get takes 1 argument(s), KEY; got 0"},
+		{[]string{"del", "a", "b"}, "raftctl del takes 1 argument(s), KEY; got 2"},
+		{[]string{"cas", "k", "old"}, "raftctl cas takes KEY, OLD and NEW; got 2 argument(s)"},
+		{[]string{"cas", "k", "old", "new", "--absent"}, "takes KEY and NEW (with --absent or --rev); got 3"},
+		{[]string{"cas", "k", "new", "--absent", "--rev", "3"}, "--absent and --rev exclude each other"},
+		{[]string{"cas", "k", "--absent", "--delete"}, "--absent with --delete never deletes anything"},
+		{[]string{"cas", "k", "--rev", "x", "new"}, `invalid argument "x" for "--rev"`},
+		{[]string{"range"}, "raftctl range takes 1 argument(s), PREFIX; got 0"},
+		{[]string{"range", "p", "--limit", "-1"}, "--limit must be 0"},
+		{[]string{"-o", "yaml", "get", "k"}, `unknown output format "yaml": use -o table or -o json`},
+		{[]string{"member"}, "raftctl member needs a subcommand: add, promote or remove"},
+		{[]string{"member", "add", "0", "127.0.0.1:1"}, `node id "0": want a positive integer`},
+		{[]string{"member", "add", "x", "127.0.0.1:1"}, `node id "x": want a positive integer`},
+		{[]string{"member", "promote"}, "raftctl member promote takes 1 argument(s), ID; got 0"},
+		{[]string{"member", "remove", "-3"}, "unknown shorthand flag"},
+		{[]string{"transfer", "1", "2"}, "raftctl transfer takes at most one argument"},
+		{[]string{"status", "extra"}, "raftctl status takes 0 argument(s)"},
+		{[]string{"bench"}, "raftctl bench needs a subcommand: put or get"},
+		{[]string{"bench", "put", "--clients", "0"}, "--clients must be between 1 and 100000"},
+		{[]string{"bench", "put", "--clients", "2", "--conns", "3"}, "--conns must be between 1 and --clients (2)"},
+		{[]string{"bench", "get", "--duration", "0s"}, "--duration must be positive"},
+		{[]string{"bench", "put", "--keys", "0"}, "--keys must be positive"},
+		{[]string{"bench", "put", "--serializable"}, "unknown flag: --serializable"},
+		{[]string{"--timeout", "0s", "get", "k"}, "--timeout and --dial-timeout must be positive"},
+		{[]string{"--endpoints", "", "get", "k"}, "no endpoints: set --endpoints host:port"},
+		{[]string{"--endpoints", dead + ",,", "get", "k"}, "empty endpoint in --endpoints"},
+	}
+	for _, tc := range cases {
+		args := append([]string{"--endpoints", dead}, tc.args...)
+		if tc.args[0] == "--endpoints" {
+			args = tc.args
+		}
+		out, errOut, code := raftctl(t, args...)
+		if code != 1 {
+			t.Errorf("raftctl %q: exit %d, want 1", tc.args, code)
+		}
+		if out != "" {
+			t.Errorf("raftctl %q: stdout %q, want nothing", tc.args, out)
+		}
+		if !strings.HasPrefix(errOut, "raftctl: ") || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, tc.want) {
+			t.Errorf("raftctl %q: stderr %q, want one line saying %q", tc.args, errOut, tc.want)
+		}
+	}
+}
+
+func TestKVCommandsAgainstAnUnreachableEndpoint(t *testing.T) {
+	dead := deadEndpoint(t)
+	for _, args := range [][]string{
+		{"put", "k", "v"}, {"get", "k"}, {"del", "k"}, {"cas", "k", "a", "b"}, {"range", "p"},
+		{"members"}, {"member", "add", "4", "127.0.0.1:1"}, {"snapshot"}, {"transfer"},
+	} {
+		start := time.Now()
+		out, errOut, code := raftctl(t, append([]string{"--endpoints", dead, "--timeout", "300ms"}, args...)...)
+		if code != 1 || out != "" {
+			t.Errorf("raftctl %q: exit %d, stdout %q; want 1 and nothing", args, code, out)
+		}
+		want := "cannot reach " + dead + ": connection refused"
+		if !strings.HasPrefix(errOut, "raftctl: ") || !strings.Contains(errOut, want) ||
+			!strings.Contains(errOut, "(is raftnode running at that address? set --endpoints)") || strings.Count(errOut, "\n") != 1 {
+			t.Errorf("raftctl %q: stderr %q", args, errOut)
+		}
+		if d := time.Since(start); d > 20*time.Second {
+			t.Errorf("raftctl %q took %v with --timeout 300ms", args, d)
+		}
+	}
+}
+
+func TestJSONErrorObject(t *testing.T) {
+	dead := deadEndpoint(t)
+	out, errOut, code := raftctl(t, "--endpoints", dead, "--timeout", "200ms", "-o", "json", "get", "k")
+	if code != 1 {
+		t.Fatalf("exit %d", code)
+	}
+	var obj struct {
+		Error string `json:"error"`
+		Kind  string `json:"kind"`
+	}
+	if err := json.Unmarshal([]byte(out), &obj); err != nil {
+		t.Fatalf("stdout %q is not one JSON object: %v", out, err)
+	}
+	if obj.Kind != "unavailable" || !strings.Contains(obj.Error, "connection refused") {
+		t.Fatalf("JSON error %+v", obj)
+	}
+	if !strings.HasPrefix(errOut, "raftctl: ") {
+		t.Fatalf("stderr %q", errOut)
+	}
+	out, _, code = raftctl(t, "--endpoints", dead, "-o", "json", "put", "k")
+	if code != 1 || !strings.Contains(out, `"kind":"usage"`) {
+		t.Fatalf("usage error in JSON: exit %d, stdout %q", code, out)
+	}
+}
+
+func TestStatusReportsEveryEndpoint(t *testing.T) {
+	node := startNode(t, "--listen", "127.0.0.1:0")
+	dead := deadEndpoint(t)
+	out, errOut, code := raftctl(t, "--endpoints", node.addr+","+dead, "--timeout", "5s", "status")
+	if code != 1 {
+		t.Fatalf("exit %d with an unreachable endpoint, want 1", code)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "ENDPOINT") || !strings.Contains(lines[0], "APPLIED") {
+		t.Fatalf("status table:\n%s", out)
+	}
+	if !strings.HasPrefix(lines[1], node.addr) || !strings.HasPrefix(lines[2], dead) || !strings.Contains(lines[2], "connection refused") {
+		t.Fatalf("status rows:\n%s", out)
+	}
+	if errOut != "raftctl: 2 of 2 endpoints did not answer\n" && errOut != "raftctl: 1 of 2 endpoints did not answer\n" {
+		t.Fatalf("stderr %q", errOut)
+	}
+	out, _, code = raftctl(t, "--endpoints", node.addr+","+dead, "-o", "json", "status")
+	var obj struct {
+		Nodes []map[string]any `json:"nodes"`
+	}
+	if err := json.Unmarshal([]byte(out), &obj); err != nil || len(obj.Nodes) != 2 || code != 1 {
+		t.Fatalf("status -o json: exit %d, %v, stdout %q", code, err, out)
+	}
+	if obj.Nodes[1]["endpoint"] != dead || !strings.Contains(fmt.Sprint(obj.Nodes[1]["error"]), "connection refused") {
+		t.Fatalf("JSON row for the dead endpoint: %v", obj.Nodes[1])
+	}
+}
+
+func TestBenchStopsAtItsDurationAgainstADeadCluster(t *testing.T) {
+	dead := deadEndpoint(t)
+	start := time.Now()
+	out, errOut, code := raftctl(t, "--endpoints", dead, "--timeout", "100ms", "bench", "put", "--duration", "1500ms", "--clients", "4")
+	if d := time.Since(start); d > 15*time.Second {
+		t.Fatalf("bench ran %v for --duration 1.5s", d)
+	}
+	if code != 1 || !strings.Contains(errOut, "raftctl: no put succeeded") || !strings.Contains(errOut, "unavailable=") {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	if !strings.Contains(errOut, "bench put:   1.0s  0 ops") {
+		t.Fatalf("no progress line on stderr: %q", errOut)
+	}
+	if !strings.HasPrefix(out, "put: 0 ops in ") || !strings.Contains(out, "errors: ") {
+		t.Fatalf("stdout %q", out)
+	}
+}
+
+func TestBenchStopsAtItsTotal(t *testing.T) {
+	dead := deadEndpoint(t)
+	start := time.Now()
+	out, errOut, code := raftctl(t, "--endpoints", dead, "--timeout", "100ms", "-o", "json",
+		"bench", "put", "--duration", "60s", "--total", "3", "--clients", "8")
+	if d := time.Since(start); d > 15*time.Second {
+		t.Fatalf("bench with --total 3 ran %v", d)
+	}
+	var obj struct {
+		Ops    int64            `json:"ops"`
+		Errors int64            `json:"errors"`
+		Kinds  map[string]int64 `json:"errors_by_kind"`
+	}
+	if err := json.Unmarshal([]byte(out), &obj); err != nil {
+		t.Fatalf("stdout %q: %v", out, err)
+	}
+	if code != 1 || obj.Ops != 0 || obj.Errors != 3 || obj.Kinds["unavailable"] != 3 {
+		t.Fatalf("exit %d, result %+v, stderr %q; want 3 unavailable errors", code, obj, errOut)
+	}
+}

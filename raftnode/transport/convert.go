@@ -32,12 +32,9 @@ import (
 //
 // A response whose term is 0 means "no response".
 //
-// What the wire does not carry: MsgReadIndex has no term on the wire
-// (ReadIndexRequest has none), so it is decoded with Term 0 and the
-// receiving driver must stamp its own current term on it before stepping
-// the core. SnapshotChunk.totalSize has no Message field: it is sent as 0
-// (unknown). A snapshot chunk's Snapshot.ConfState lists come back as nil
-// when empty.
+// What the wire does not carry: SnapshotChunk.totalSize has no Message
+// field, so it is sent as 0 (unknown). Empty slices (entries, data,
+// context, configuration lists) come back as nil.
 
 // errNoSnapshot: a MsgSnap without metadata cannot be encoded.
 var errNoSnapshot = errors.New("MsgSnap without snapshot metadata")
@@ -335,18 +332,11 @@ func decodeAppend(p schema.AppendEntries_appendEntries_Params, cluster, local ui
 	if m.Type == raft.MsgHeartbeat {
 		return raft.Message{}, errors.New("refused: heartbeat with entries")
 	}
-	// One buffer for every entry's data: the message is only valid until
-	// the handler returns, and the driver keeps the entries.
-	total := 0
-	for i := 0; i < n; i++ {
-		d, err := list.At(i).Data()
-		if err != nil {
-			return raft.Message{}, fmt.Errorf("read entry %d: %w", i, err)
-		}
-		total += len(d)
-	}
-	buf := make([]byte, 0, total)
+	// One pass reads the entries (their data still aliasing the message),
+	// a second copies all the data into one buffer: the message is only
+	// valid until the handler returns, and the driver keeps the entries.
 	m.Entries = make([]raft.Entry, n)
+	total := 0
 	for i := 0; i < n; i++ {
 		le := list.At(i)
 		e := &m.Entries[i]
@@ -359,12 +349,23 @@ func decodeAppend(p schema.AppendEntries_appendEntries_Params, cluster, local ui
 		default:
 			return raft.Message{}, fmt.Errorf("refused: entry %d has unknown type %d", e.Index, le.Type())
 		}
-		d, _ := le.Data()
-		if len(d) > 0 {
-			start := len(buf)
-			buf = append(buf, d...)
-			e.Data = buf[start:len(buf):len(buf)]
+		d, err := le.Data()
+		if err != nil {
+			return raft.Message{}, fmt.Errorf("read entry %d: %w", i, err)
 		}
+		e.Data = d
+		total += len(d)
+	}
+	buf := make([]byte, 0, total)
+	for i := range m.Entries {
+		e := &m.Entries[i]
+		if len(e.Data) == 0 {
+			e.Data = nil
+			continue
+		}
+		start := len(buf)
+		buf = append(buf, e.Data...)
+		e.Data = buf[start:len(buf):len(buf)]
 	}
 	return m, nil
 }

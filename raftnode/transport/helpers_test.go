@@ -173,15 +173,23 @@ type peerServer struct {
 	cluster uint64
 	h       Handler
 	addr    string
-	srv     *rpc.Server
-	served  chan error
+	// maxInFlight is ServerConfig.MaxInFlight.
+	maxInFlight int
+	srv         *rpc.Server
+	served      chan error
 }
 
 // startPeer serves node id (cluster testCluster) with handler h on a free
 // port, or on addr if it is not empty. It is stopped when the test ends.
 func startPeer(t testing.TB, id uint64, h Handler, addr string) *peerServer {
 	t.Helper()
-	ps := &peerServer{t: t, id: id, cluster: testCluster, h: h}
+	return startPeerWith(t, id, h, addr, 0)
+}
+
+// startPeerWith is startPeer with the server's MaxInFlight.
+func startPeerWith(t testing.TB, id uint64, h Handler, addr string, maxInFlight int) *peerServer {
+	t.Helper()
+	ps := &peerServer{t: t, id: id, cluster: testCluster, h: h, maxInFlight: maxInFlight}
 	ps.start(addr)
 	t.Cleanup(ps.stop)
 	return ps
@@ -210,7 +218,7 @@ func (ps *peerServer) start(addr string) {
 	ps.srv = rpc.NewServer(rpc.Config{
 		Logger: log,
 		Bootstrap: func(conn *rpc.ConnInfo) capnp.Client {
-			n := &testNode{id: ps.id, conn: conn, cfg: ServerConfig{ClusterID: ps.cluster, LocalID: ps.id, Handler: ps.h, Logger: log}}
+			n := &testNode{id: ps.id, conn: conn, cfg: ServerConfig{ClusterID: ps.cluster, LocalID: ps.id, Handler: ps.h, Logger: log, MaxInFlight: ps.maxInFlight}}
 			return capnp.Client(schema.Node_ServerToClient(n))
 		},
 	})

@@ -54,6 +54,8 @@ type peer struct {
 	stop chan struct{} // closed by stopAndWait
 	done chan struct{} // closed when run returns
 
+	lastOverflowReport time.Time // owned by run
+
 	mu            sync.Mutex
 	addr          string
 	stopped       bool
@@ -155,8 +157,16 @@ func (p *peer) takeOverflow() bool {
 	return o
 }
 
+// reportOverflow reports dropped messages as Unreachable, at most once per
+// BackoffMin: a driver that keeps sending to a stalled peer would
+// otherwise get a report per Send. Drops within the interval are reported
+// with the next wake after it.
 func (p *peer) reportOverflow() {
+	if time.Since(p.lastOverflowReport) < p.cfg().BackoffMin {
+		return
+	}
 	if p.takeOverflow() {
+		p.lastOverflowReport = time.Now()
 		p.t.cfg.Unreachable(p.id)
 	}
 }
@@ -470,7 +480,7 @@ func (p *peer) serve(ctx context.Context, cc *rpc.ClientConn, rc schema.Raft) (s
 			c, err := p.issue(rc, q.m)
 			if err != nil {
 				p.count(func(st *PeerStats) { st.Dropped++ })
-				p.log.Warn("dropping message that cannot be encoded", "msg", q.m.String(), "error", err)
+				p.log.Warn("dropping message that cannot be sent", "msg", q.m.String(), "error", err)
 				continue
 			}
 			start(c)
@@ -572,6 +582,10 @@ func (p *peer) issue(rc schema.Raft, m raft.Message) (*call, error) {
 	if err := validateOutgoing(&m); err != nil {
 		return nil, err
 	}
+	if limit := p.maxWireSize(); msgSize(&m) > limit {
+		// The peer would abort the whole connection on reading it.
+		return nil, fmt.Errorf("message of about %d bytes exceeds the %d-byte frame limit", msgSize(&m), limit)
+	}
 	hd := header{cluster: p.cfg().ClusterID, from: p.cfg().LocalID, to: p.id}
 	ctx := context.Background()
 	c := &call{m: m}
@@ -596,6 +610,17 @@ func (p *peer) issue(rc schema.Raft, m raft.Message) (*call, error) {
 	}
 	p.count(func(st *PeerStats) { st.Sent++ })
 	return c, nil
+}
+
+// maxWireSize is the largest message sent: the frame limit both ends are
+// meant to share (Dial.MaxMessageSize, default rpc.DefaultMaxMessageSize)
+// less room for the RPC envelope.
+func (p *peer) maxWireSize() int64 {
+	limit := p.cfg().Dial.MaxMessageSize
+	if limit == 0 {
+		limit = rpc.DefaultMaxMessageSize
+	}
+	return int64(limit) - min(int64(limit)/16, 64<<10)
 }
 
 // validateOutgoing catches what the encoders would fail on, so that a bad

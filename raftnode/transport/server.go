@@ -19,9 +19,7 @@ type Handler interface {
 	// for the response message the core produces for it (ok=false: none,
 	// answered with term 0). It returns early with ctx's error.
 	//
-	// The message's slices are the driver's to keep. A MsgReadIndex
-	// arrives with Term 0 (the wire carries no term for it): stamp the
-	// node's current term on it before stepping the core.
+	// The message's slices are the driver's to keep.
 	//
 	// Handle is called from one goroutine per call. For the calls of one
 	// capability (one peer connection), the calls to Handle start in
@@ -54,7 +52,18 @@ type ServerConfig struct {
 	// Logger receives refusals and handler errors; nil uses the
 	// connection's logger.
 	Logger hclog.Logger
+	// MaxInFlight bounds the calls of one capability being handled at
+	// once (default 256, beyond any sender's window); a further call
+	// waits, unread, until one finishes, which holds back a peer that
+	// pipelines without bound.
+	MaxInFlight int
 }
+
+// DefaultMaxInFlight is the default ServerConfig.MaxInFlight.
+const DefaultMaxInFlight = 256
+
+// errNoHandler fails every call of a capability created without a Handler.
+var errNoHandler = exc.New(exc.Failed, "", "raft: this node has no Raft handler")
 
 // NewServer returns the Raft capability that Node.raft() hands out on one
 // connection, exported through conn.Exporter (handler panics are
@@ -73,7 +82,10 @@ func NewServer(cfg ServerConfig, conn *rpc.ConnInfo) capnp.Client {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	s := &raftServer{cfg: cfg, log: log.Named("raft-server")}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
+	}
+	s := &raftServer{cfg: cfg, log: log.Named("raft-server"), slots: make(chan struct{}, cfg.MaxInFlight)}
 	s.enq, _ = cfg.Handler.(Enqueuer)
 	closed := make(chan struct{})
 	close(closed)
@@ -92,6 +104,8 @@ type raftServer struct {
 	// tail is closed once the latest call has been handed to the Handler.
 	// Only touched before call.Go, that is, by one call at a time.
 	tail chan struct{}
+	// slots holds a token per call being handled (MaxInFlight).
+	slots chan struct{}
 }
 
 // refuse logs and returns the error for a request that is not accepted.
@@ -103,6 +117,15 @@ func (s *raftServer) refuse(method string, err error) error {
 // handle runs the ordered hand-off and the wait for one decoded request.
 // It must be called before call.Go; goFn is call.Go.
 func (s *raftServer) handle(ctx context.Context, goFn func(), m raft.Message) (raft.Message, bool, error) {
+	if s.cfg.Handler == nil {
+		return raft.Message{}, false, errNoHandler
+	}
+	select {
+	case s.slots <- struct{}{}:
+	case <-ctx.Done():
+		return raft.Message{}, false, ctx.Err()
+	}
+	defer func() { <-s.slots }()
 	prev := s.tail
 	mine := make(chan struct{})
 	s.tail = mine

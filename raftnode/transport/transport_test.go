@@ -1,13 +1,16 @@
 package transport
 
 import (
+	"bytes"
 	"context"
 	"math/rand/v2"
 	"net"
-	"os"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"go.uber.org/goleak"
 
 	"github.com/capraft/capraft/raftnode/raft"
@@ -148,8 +151,7 @@ func TestDeadPeerDoesNotBlockSendOrOtherPeers(t *testing.T) {
 	rec := newRecorder()
 	tr := newTestTransport(t, rec, func(c *Config) {
 		c.MaxQueue = 100
-		c.Dial.Timeout = 300 * time.Millisecond
-		c.CallTimeout = 300 * time.Millisecond
+		c.Dial.Timeout = 2 * time.Second // the black hole fails the connect after this
 	})
 	tr.SetPeer(2, hole.Addr().String())
 	tr.SetPeer(3, live.addr)
@@ -260,7 +262,7 @@ func TestStalledPeerHitsCallTimeout(t *testing.T) {
 	ps := startPeer(t, 2, h, "")
 	proxy := rpctest.NewProxy(t, ps.addr, 0)
 	rec := newRecorder()
-	tr := newTestTransport(t, rec, func(c *Config) { c.CallTimeout = 200 * time.Millisecond })
+	tr := newTestTransport(t, rec, func(c *Config) { c.CallTimeout = time.Second })
 	tr.SetPeer(2, proxy.Addr())
 	tr.Send([]raft.Message{appMsg(2, 0, 1, 8, nil)})
 	rpctest.Eventually(t, 10*time.Second, "first response", func() bool { return rec.numDelivered() == 1 })
@@ -347,13 +349,12 @@ func TestNodeForwarding(t *testing.T) {
 		t.Fatalf("Node took %v past its context", d)
 	}
 	// Once the peer appears, Node finds it.
-	ps3 := startPeer(t, 3, h, addr)
+	startPeer(t, 3, h, addr)
 	n3, err := tr.Node(ctx, 3)
 	if err != nil {
 		t.Fatalf("Node after the peer started: %v", err)
 	}
 	n3.Release()
-	_ = ps3
 }
 
 func TestSetPeerAddressChangeAndRemove(t *testing.T) {
@@ -474,5 +475,170 @@ func TestMalformedRequestsDoNotCrash(t *testing.T) {
 	if _, err := fu.Struct(); err != nil {
 		t.Fatalf("valid request after garbage: %v", err)
 	}
-	_ = os.Getpid
+}
+
+func TestOversizeMessageDroppedConnectionKept(t *testing.T) {
+	h := newFakeHandler()
+	ps := startPeer(t, 2, h, "")
+	rec := newRecorder()
+	tr := newTestTransport(t, rec, func(c *Config) { c.Dial.MaxMessageSize = 64 << 10 })
+	tr.SetPeer(2, ps.addr)
+	tr.Send([]raft.Message{appMsg(2, 0, 1, 8, nil), appMsg(2, 1, 100, 1024, nil), appMsg(2, 1, 1, 8, nil)})
+	rpctest.Eventually(t, 10*time.Second, "the messages around the big one delivered", func() bool { return rec.numDelivered() == 2 })
+	if st := tr.Stats(2); st.Dropped != 1 || st.Failures != 0 || !st.Connected {
+		t.Fatalf("stats %+v", st)
+	}
+	if got := h.received(); len(got) != 2 || len(got[1].Entries) != 1 {
+		t.Fatalf("handler got %v", got)
+	}
+}
+
+// TestSnapshotChunksCountBytes stalls a peer and sends 1 MiB snapshot
+// chunks: the byte limit, not the message count, bounds the queue.
+func TestSnapshotChunksCountBytes(t *testing.T) {
+	h := newFakeHandler()
+	h.hold = make(chan struct{})
+	ps := startPeer(t, 2, h, "")
+	rec := newRecorder()
+	const maxBytes, window = 4 << 20, 2
+	tr := newTestTransport(t, rec, func(c *Config) {
+		c.Window = window
+		c.MaxQueueBytes = maxBytes
+		c.CallTimeout = time.Minute
+	})
+	tr.SetPeer(2, ps.addr)
+	chunk := make([]byte, 1<<20)
+	const n = 20
+	for i := 0; i < n; i++ {
+		tr.Send([]raft.Message{{Type: raft.MsgSnap, From: 1, To: 2, Term: 2, Snapshot: &raft.SnapshotMeta{Index: 10, Term: 2},
+			Offset: uint64(i) << 20, Data: chunk, Done: i == n-1}})
+		if st := tr.Stats(2); st.QueuedBytes > maxBytes {
+			t.Fatalf("queued %d bytes, limit %d", st.QueuedBytes, maxBytes)
+		}
+	}
+	rpctest.Eventually(t, 10*time.Second, "window full at the stalled peer", func() bool { return tr.Stats(2).InFlight == window })
+	st := tr.Stats(2)
+	if st.Queued > 4 || st.Dropped == 0 {
+		t.Fatalf("1 MiB chunks not bounded by bytes: %+v", st)
+	}
+	rpctest.Eventually(t, 10*time.Second, "overflow reported", func() bool { return rec.numUnreachable(2) > 0 })
+	close(h.hold)
+	rpctest.Eventually(t, 20*time.Second, "the rest delivered", func() bool {
+		return uint64(rec.numDelivered()) == n-tr.Stats(2).Dropped
+	})
+	for _, m := range rec.msgs() {
+		if m.Type != raft.MsgSnapResp || m.Snapshot == nil || m.Snapshot.Index != 10 {
+			t.Fatalf("bad snapshot response %v", m)
+		}
+	}
+}
+
+// TestHandlerContextEndsWithConnection: when the sender goes away, the
+// Handle calls waiting on its connection return (the driver is not left
+// holding them).
+func TestHandlerContextEndsWithConnection(t *testing.T) {
+	h := newFakeHandler()
+	h.hold = make(chan struct{})
+	defer close(h.hold)
+	ps := startPeer(t, 2, plainHandler{h}, "")
+	rec := newRecorder()
+	tr := New(Config{ClusterID: testCluster, LocalID: 1, Deliver: rec.deliver, Logger: rpctest.Logger(t)})
+	tr.SetPeer(2, ps.addr)
+	for i := 0; i < 5; i++ {
+		tr.Send([]raft.Message{appMsg(2, uint64(i), 1, 8, nil)})
+	}
+	rpctest.Eventually(t, 10*time.Second, "handler holds 5 calls", func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.cur == 5
+	})
+	tr.Close()
+	rpctest.Eventually(t, 10*time.Second, "every Handle returned", func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.cur == 0
+	})
+}
+
+func TestServerBoundsCallsInFlight(t *testing.T) {
+	h := newFakeHandler()
+	h.hold = make(chan struct{})
+	ps := startPeerWith(t, 2, h, "", 4)
+	rec := newRecorder()
+	tr := newTestTransport(t, rec, func(c *Config) { c.Window = 16; c.CallTimeout = time.Minute })
+	tr.SetPeer(2, ps.addr)
+	const n = 50
+	for i := 0; i < n; i++ {
+		tr.Send([]raft.Message{appMsg(2, uint64(i), 1, 8, nil)})
+	}
+	rpctest.Eventually(t, 10*time.Second, "sender window full", func() bool { return tr.Stats(2).InFlight == 16 })
+	rpctest.Eventually(t, 10*time.Second, "server at its bound", func() bool { return h.count() == 4 })
+	h.mu.Lock()
+	cur := h.cur
+	h.mu.Unlock()
+	if cur != 4 {
+		t.Fatalf("%d calls in the handler, bound 4", cur)
+	}
+	close(h.hold)
+	rpctest.Eventually(t, 20*time.Second, "everything answered", func() bool { return rec.numDelivered() == n })
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.maxCur > 4 {
+		t.Fatalf("%d calls in the handler at once, bound 4", h.maxCur)
+	}
+	for i, m := range h.got {
+		if m.Index != uint64(i) {
+			t.Fatalf("message %d out of order: %v", i, m)
+		}
+	}
+}
+
+// lockedBuffer is a log sink safe for concurrent writes.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) count(s string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return strings.Count(b.buf.String(), s)
+}
+
+// TestConnectionStateLoggedOncePerTransition: retries against a down peer
+// log at Debug; Info gets one line per up/down transition.
+func TestConnectionStateLoggedOncePerTransition(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	var out lockedBuffer
+	rec := newRecorder()
+	tr := newTestTransport(t, rec, func(c *Config) {
+		c.Logger = hclog.New(&hclog.LoggerOptions{Level: hclog.Info, Output: &out})
+	})
+	tr.SetPeer(2, addr)
+	rpctest.Eventually(t, 10*time.Second, "several failed dials", func() bool { return tr.Stats(2).Failures >= 5 })
+	if n := out.count("cannot reach peer"); n != 1 {
+		t.Fatalf("%d Info lines for a peer that stayed down, want 1:\n%s", n, out.buf.String())
+	}
+	ps := startPeer(t, 2, newFakeHandler(), addr)
+	rpctest.Eventually(t, 10*time.Second, "connected", func() bool { return tr.Stats(2).Connected })
+	ps.stop()
+	rpctest.Eventually(t, 10*time.Second, "disconnected", func() bool { return !tr.Stats(2).Connected })
+	f := tr.Stats(2).Failures
+	rpctest.Eventually(t, 10*time.Second, "more failed dials", func() bool { return tr.Stats(2).Failures >= f+5 })
+	for line, want := range map[string]int{"cannot reach peer": 1, "connected to peer": 1, "lost connection to peer": 1} {
+		if n := out.count(line); n != want {
+			t.Errorf("%q logged %d times, want %d:\n%s", line, n, want, out.buf.String())
+		}
+	}
 }
