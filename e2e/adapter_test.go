@@ -1,0 +1,86 @@
+package e2e
+
+// This file is the only one that names the client package's key-value
+// API; the tests use the small kvClient interface it implements.
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/capraft/capraft/client"
+)
+
+func newKVClient(endpoints []string) (kvClient, error) {
+	c, err := client.New(endpoints, client.WithDialTimeout(time.Second))
+	if err != nil {
+		return nil, err
+	}
+	return realClient{c}, nil
+}
+
+type realClient struct{ c *client.Client }
+
+func (r realClient) Put(ctx context.Context, key string, value []byte) (uint64, error) {
+	return r.c.Put(ctx, key, value)
+}
+
+func (r realClient) Get(ctx context.Context, key string, serializable bool) (keyValue, error) {
+	var opts []client.ReadOption
+	if serializable {
+		opts = append(opts, client.Serializable())
+	}
+	kv, err := r.c.Get(ctx, key, opts...)
+	if err != nil {
+		return keyValue{}, err
+	}
+	return keyValue{Key: kv.Key, Value: kv.Value, CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision, Version: kv.Version}, nil
+}
+
+func (r realClient) CAS(ctx context.Context, key string, expect []byte, value []byte) (uint64, error) {
+	cmp := client.IfAbsent()
+	if expect != nil {
+		cmp = client.IfValue(expect)
+	}
+	return r.c.CompareAndSwap(ctx, key, cmp, value)
+}
+
+func (r realClient) Status(ctx context.Context, endpoint string) (nodeStatus, error) {
+	s, err := r.c.Status(ctx, endpoint)
+	if err != nil {
+		return nodeStatus{}, err
+	}
+	return nodeStatus{
+		ID: s.ID, Role: string(s.Role), Term: s.Term, Leader: s.Leader, Commit: s.Commit, Applied: s.Applied,
+		LastIndex: s.LastIndex, SnapshotIndex: s.SnapshotIndex, Revision: s.Revision,
+	}, nil
+}
+
+func (r realClient) AddMember(ctx context.Context, id uint64, addr string, learner bool) error {
+	return r.c.AddMember(ctx, id, addr, learner)
+}
+
+func (r realClient) PromoteMember(ctx context.Context, id uint64) error {
+	return r.c.PromoteMember(ctx, id)
+}
+
+func (r realClient) RemoveMember(ctx context.Context, id uint64) error {
+	return r.c.RemoveMember(ctx, id)
+}
+
+func (r realClient) Members(ctx context.Context) (uint64, map[uint64]bool, error) {
+	leader, ms, err := r.c.Members(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	out := make(map[uint64]bool, len(ms))
+	for _, m := range ms {
+		out[m.ID] = m.Learner
+	}
+	return leader, out, nil
+}
+
+func (r realClient) Close() error { return r.c.Close() }
+
+func isNotFound(err error) bool      { return errors.Is(err, client.ErrNotFound) }
+func isCompareFailed(err error) bool { return errors.Is(err, client.ErrCompareFailed) }
