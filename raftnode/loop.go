@@ -534,11 +534,37 @@ func (n *Node) applyConfChange(e raft.Entry) {
 			if c.NodeID == n.cfg.ID {
 				n.loop.removed = true
 			} else {
-				n.tr.RemovePeer(c.NodeID)
+				n.farewell(c.NodeID, e.Index)
 			}
 		}
 	}
 	n.log.Info("membership changed", "index", e.Index, "changes", fmt.Sprint(cc.Changes))
+}
+
+// farewell drops a removed peer. The core stops talking to a member the
+// moment its removal is applied, so the removed node might never learn
+// that its removal committed and would linger, campaigning in vain. A
+// leader therefore first tells it the commit index covering the removal,
+// with the heartbeat the core would have sent, and keeps the connection
+// for an election timeout so the message can leave.
+func (n *Node) farewell(id, index uint64) {
+	if n.core.Role() == raft.StateLeader {
+		if pr, ok := n.core.Status().Progress[id]; ok && pr.Match >= index {
+			n.tr.Send([]raft.Message{{Type: raft.MsgHeartbeat, From: n.cfg.ID, To: id, Term: n.core.Term(), Commit: index}})
+		}
+	}
+	time.AfterFunc(n.cfg.ElectionTimeout, func() {
+		n.q.push(task{func() {
+			for _, ids := range [][]uint64{n.core.ConfState().Voters, n.core.ConfState().Learners} {
+				for _, m := range ids {
+					if m == id {
+						return // added back meanwhile
+					}
+				}
+			}
+			n.tr.RemovePeer(id)
+		}})
+	})
 }
 
 // save persists one Ready. A write failure means the disk can no longer
