@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
@@ -297,6 +299,20 @@ func expectCompareFailed(t *testing.T, endpoints string, args ...string) string 
 	return errOut
 }
 
+// startDefaultNode starts raftnode with no flags in dir; it skips the test
+// if another process took 127.0.0.1:7000 meanwhile.
+func startDefaultNode(t *testing.T, dir string) *nodeProc {
+	t.Helper()
+	node, err := tryStartNodeIn(t, dir)
+	if errors.Is(err, errExitedEarly) && strings.Contains(err.Error(), "address already in use") {
+		t.Skipf("127.0.0.1:7000 was taken by another process; this test needs it free:\n%v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return node
+}
+
 // With no flags at all, raftnode is a single-node cluster on 127.0.0.1:7000
 // with its data in ./raftnode-data: raftctl (with no flags either) writes
 // at once, and a restart in the same directory keeps the data.
@@ -306,21 +322,24 @@ func TestNoFlagsNodeServesWritesAndResumes(t *testing.T) {
 	} else {
 		ln.Close()
 	}
+	t.Setenv("RAFTCTL_ENDPOINTS", "") // raftctl's default endpoint, not the environment's
 	dir := t.TempDir()
-	node := startNodeIn(t, dir) // no flags at all
+	node := startDefaultNode(t, dir) // no flags at all
 	if node.addr != "127.0.0.1:7000" {
 		t.Fatalf("serving on %s, want 127.0.0.1:7000", node.addr)
 	}
-	// A lone node elects itself before serving: the first put succeeds well
-	// within the election timeout (1s) it would otherwise wait.
+	// A lone node elects itself at once, before it serves: it does not
+	// wait out an election timeout, so the first put succeeds at once.
+	logs := node.logs.String()
+	elected, serving := strings.Index(logs, "role=leader"), strings.Index(logs, " serving: ")
+	if elected < 0 || elected > serving {
+		t.Fatalf("the lone node did not lead before serving:\n%s", logs)
+	}
 	start := time.Now()
-	out, errOut, code := raftctl(t, "--timeout", "5s", "put", "a", "1")
-	took := time.Since(start)
+	out, errOut, code := raftctl(t, "put", "a", "1")
+	t.Logf("the first put took %v", time.Since(start))
 	if code != 0 || !okRevision.MatchString(out) {
 		t.Fatalf("put a 1: exit %d, stdout %q, stderr %q", code, out, errOut)
-	}
-	if took > 900*time.Millisecond {
-		t.Errorf("the first put took %v: the lone node did not elect itself at once", took)
 	}
 	if out, errOut, code := raftctl(t, "get", "a"); code != 0 || out != "1\n" {
 		t.Fatalf("get a: exit %d, stdout %q, stderr %q; want \"1\\n\"", code, out, errOut)
@@ -328,13 +347,13 @@ func TestNoFlagsNodeServesWritesAndResumes(t *testing.T) {
 	if err := node.stop(t, syscall.SIGTERM); err != nil {
 		t.Fatalf("exit after SIGTERM: %v", err)
 	}
+	if fi, err := os.Stat(filepath.Join(dir, "raftnode-data")); err != nil || !fi.IsDir() {
+		t.Fatalf("no ./raftnode-data directory in the node's working directory: %v", err)
+	}
 
-	node = startNodeIn(t, dir)
+	node = startDefaultNode(t, dir)
 	if node.addr != "127.0.0.1:7000" {
 		t.Fatalf("restarted, serving on %s, want 127.0.0.1:7000", node.addr)
-	}
-	if !strings.Contains(node.logs.String(), "raftnode-data") {
-		t.Errorf("restarted node does not mention ./raftnode-data in its log")
 	}
 	if out, errOut, code := raftctl(t, "get", "a"); code != 0 || out != "1\n" {
 		t.Fatalf("get a after the restart: exit %d, stdout %q, stderr %q; want \"1\\n\"", code, out, errOut)
@@ -640,7 +659,9 @@ func TestMembershipChangesThroughRaftctl(t *testing.T) {
 		put(t, all, fmt.Sprintf("m/%d", i), "before node 4")
 	}
 	addr4 := freeAddrs(t, 1)[0]
-	jsonCtl(t, all, jsonShape{"ok": "bool"}, "member", "add", "4", addr4, "--learner")
+	if obj := jsonCtl(t, all, jsonShape{"ok": "bool"}, "member", "add", "4", addr4, "--learner"); obj["ok"] != true {
+		t.Fatalf("member add -o json: %v", obj)
+	}
 	out := mustCtl(t, all, "members")
 	if !regexp.MustCompile(`(?m)^4\s+` + regexp.QuoteMeta(addr4) + `\s+learner$`).MatchString(out) {
 		t.Fatalf("members after member add --learner:\n%s", out)
@@ -743,13 +764,17 @@ func TestStoppedClusterFailsFast(t *testing.T) {
 	all := c.endpoints()
 	put(t, all, "a", "1")
 	for id := uint64(2); id <= 3; id++ {
+		t0 := time.Now()
 		if err := c.nodes[id].stop(t, syscall.SIGTERM); err != nil {
 			t.Fatalf("node %d exit after SIGTERM: %v", id, err)
 		}
+		t.Logf("node %d stopped in %v", id, time.Since(t0))
 	}
 	start := time.Now()
 	out, errOut, code := ctl(t, all, "get", "a", "--timeout", "1s")
-	if took := time.Since(start); took > 4*time.Second {
+	took := time.Since(start)
+	t.Logf("without a quorum, get a --timeout 1s failed in %v: %s", took, errOut)
+	if took > 4*time.Second {
 		t.Errorf("get a --timeout 1s without a quorum took %v", took)
 	}
 	if code != 1 || out != "" || !strings.HasPrefix(errOut, "raftctl: ") || strings.Count(errOut, "\n") != 1 {
@@ -759,12 +784,16 @@ func TestStoppedClusterFailsFast(t *testing.T) {
 		t.Errorf("get a without a quorum: stderr %q gives no hint", errOut)
 	}
 
+	t0 := time.Now()
 	if err := c.nodes[1].stop(t, syscall.SIGTERM); err != nil {
 		t.Fatalf("node 1 exit after SIGTERM: %v", err)
 	}
+	t.Logf("node 1 stopped in %v", time.Since(t0))
 	start = time.Now()
 	out, errOut, code = ctl(t, all, "get", "a", "--timeout", "1s")
-	if took := time.Since(start); took > 4*time.Second {
+	took = time.Since(start)
+	t.Logf("against a stopped cluster, get a --timeout 1s failed in %v: %s", took, errOut)
+	if took > 4*time.Second {
 		t.Errorf("get a --timeout 1s against a stopped cluster took %v", took)
 	}
 	if code != 1 || out != "" || !strings.HasPrefix(errOut, "raftctl: ") || strings.Count(errOut, "\n") != 1 ||

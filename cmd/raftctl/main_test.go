@@ -99,15 +99,30 @@ func startNode(t *testing.T, args ...string) *nodeProc {
 // printed if the test failed.
 func startNodeIn(t *testing.T, dir string, args ...string) *nodeProc {
 	t.Helper()
+	p, err := tryStartNodeIn(t, dir, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// errExitedEarly is returned by tryStartNodeIn when raftnode exits before
+// serving; the error's text holds the node's stderr.
+var errExitedEarly = errors.New("raftnode exited before serving")
+
+// tryStartNodeIn is startNodeIn returning an error (wrapping
+// errExitedEarly if the node exited) instead of failing the test.
+func tryStartNodeIn(t *testing.T, dir string, args ...string) (*nodeProc, error) {
+	t.Helper()
 	raftnode, _ := binaries(t)
 	cmd := exec.Command(raftnode, args...)
 	cmd.Dir = dir
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
-		t.Fatal(err)
+		return nil, fmt.Errorf("raftnode stderr: %w", err)
 	}
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		return nil, fmt.Errorf("start raftnode: %w", err)
 	}
 	p := &nodeProc{cmd: cmd, logs: &lockedBuffer{}, exited: make(chan struct{})}
 	addrCh := make(chan string, 1)
@@ -145,12 +160,12 @@ func startNodeIn(t *testing.T, dir string, args ...string) *nodeProc {
 	})
 	select {
 	case p.addr = <-addrCh:
+		return p, nil
 	case <-p.exited:
-		t.Fatalf("raftnode %v exited before serving: %v\n%s", args, p.err, p.logs)
+		return nil, fmt.Errorf("%w: raftnode %v: %v\n%s", errExitedEarly, args, p.err, p.logs)
 	case <-time.After(30 * time.Second):
-		t.Fatalf("raftnode %v did not report its address\n%s", args, p.logs)
+		return nil, fmt.Errorf("raftnode %v did not report its address\n%s", args, p.logs)
 	}
-	return p
 }
 
 // servingAddr returns the address of a "serving" log line, JSON or text,
