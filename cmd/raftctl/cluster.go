@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -173,7 +174,10 @@ func memberCommand(g *globals) *cobra.Command {
 				return usagef("empty address")
 			}
 			return g.ok(cmd, func(ctx context.Context, c *client.Client) error {
-				return c.AddMember(ctx, id, args[1], learner)
+				return settle(ctx, c, c.AddMember(ctx, id, args[1], learner), func(ms []client.Member) bool {
+					m, ok := findMember(ms, id)
+					return ok && m.Address == args[1] && m.Learner == learner
+				})
 			})
 		},
 	}
@@ -188,7 +192,12 @@ func memberCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.ok(cmd, func(ctx context.Context, c *client.Client) error { return c.PromoteMember(ctx, id) })
+			return g.ok(cmd, func(ctx context.Context, c *client.Client) error {
+				return settle(ctx, c, c.PromoteMember(ctx, id), func(ms []client.Member) bool {
+					m, ok := findMember(ms, id)
+					return ok && !m.Learner
+				})
+			})
 		},
 	}
 	remove := &cobra.Command{
@@ -201,11 +210,39 @@ func memberCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.ok(cmd, func(ctx context.Context, c *client.Client) error { return c.RemoveMember(ctx, id) })
+			return g.ok(cmd, func(ctx context.Context, c *client.Client) error {
+				return settle(ctx, c, c.RemoveMember(ctx, id), func(ms []client.Member) bool {
+					_, ok := findMember(ms, id)
+					return !ok
+				})
+			})
 		},
 	}
 	member.AddCommand(add, promote, remove)
 	return member
+}
+
+// settle resolves a membership change whose outcome is unknown (say the
+// answer was lost with the connection to a leader it removed): if the
+// configuration now shows the change made, it succeeded; else err stands.
+func settle(ctx context.Context, c *client.Client, err error, made func([]client.Member) bool) error {
+	if !errors.Is(err, client.ErrUnknownOutcome) {
+		return err
+	}
+	if _, ms, merr := c.Members(ctx); merr == nil && made(ms) {
+		return nil
+	}
+	return fmt.Errorf("%w (run raftctl members to see whether the change was made)", err)
+}
+
+// findMember returns member id of ms.
+func findMember(ms []client.Member, id uint64) (client.Member, bool) {
+	for _, m := range ms {
+		if m.ID == id {
+			return m, true
+		}
+	}
+	return client.Member{}, false
 }
 
 func transferCommand(g *globals) *cobra.Command {

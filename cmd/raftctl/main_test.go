@@ -62,10 +62,11 @@ func TestMain(m *testing.M) {
 
 // nodeProc is a running raftnode.
 type nodeProc struct {
-	cmd  *exec.Cmd
-	addr string
-	logs *lockedBuffer
-	done chan error
+	cmd    *exec.Cmd
+	addr   string
+	logs   *lockedBuffer
+	exited chan struct{} // closed once the process exited and was reaped
+	err    error         // cmd.Wait's result, set before exited is closed
 }
 
 type lockedBuffer struct {
@@ -85,49 +86,122 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// startNode runs raftnode with args plus JSON logs and waits until it
-// reports the address it serves on.
+// startNode runs raftnode with args plus JSON logs, in a fresh temporary
+// directory, and waits until it reports the address it serves on.
 func startNode(t *testing.T, args ...string) *nodeProc {
 	t.Helper()
-	raftnode, _ := binaries(t)
-	cmd := exec.Command(raftnode, append([]string{"--log-json"}, args...)...)
-	cmd.Dir = t.TempDir()
-	stderr, err := cmd.StderrPipe()
+	return startNodeIn(t, t.TempDir(), append([]string{"--log-json"}, args...)...)
+}
+
+// startNodeIn runs raftnode with exactly args, with dir as its working
+// directory, and waits until it logs "serving" (in JSON or text) with the
+// address. The process is killed when the test ends, and its logs are
+// printed if the test failed.
+func startNodeIn(t *testing.T, dir string, args ...string) *nodeProc {
+	t.Helper()
+	p, err := tryStartNodeIn(t, dir, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	return p
+}
+
+// errExitedEarly is returned by tryStartNodeIn when raftnode exits before
+// serving; the error's text holds the node's stderr.
+var errExitedEarly = errors.New("raftnode exited before serving")
+
+// tryStartNodeIn is startNodeIn returning an error (wrapping
+// errExitedEarly if the node exited) instead of failing the test.
+func tryStartNodeIn(t *testing.T, dir string, args ...string) (*nodeProc, error) {
+	t.Helper()
+	raftnode, _ := binaries(t)
+	cmd := exec.Command(raftnode, args...)
+	cmd.Dir = dir
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, fmt.Errorf("raftnode stderr: %w", err)
 	}
-	p := &nodeProc{cmd: cmd, logs: &lockedBuffer{}, done: make(chan error, 1)}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start raftnode: %w", err)
+	}
+	p := &nodeProc{cmd: cmd, logs: &lockedBuffer{}, exited: make(chan struct{})}
 	addrCh := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
 			line := sc.Bytes()
 			p.logs.Write(append(bytes.Clone(line), '\n'))
-			var entry map[string]any
-			if json.Unmarshal(line, &entry) == nil && entry["@message"] == "serving" {
-				if a, ok := entry["addr"].(string); ok {
-					addrCh <- a
+			if a := servingAddr(line); a != "" {
+				select {
+				case addrCh <- a:
+				default:
 				}
 			}
 		}
-		p.done <- cmd.Wait()
+		_, _ = io.Copy(p.logs, stderr) // a line too long for the scanner
+		p.err = cmd.Wait()
+		close(p.exited)
 	}()
 	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
+		select {
+		case <-p.exited:
+		default:
 			_ = cmd.Process.Kill()
+			select {
+			case <-p.exited:
+			case <-time.After(10 * time.Second):
+				t.Errorf("raftnode %v: not reaped 10s after SIGKILL", args)
+			}
+		}
+		if t.Failed() {
+			t.Logf("raftnode %v (pid %d) logs:\n%s", args, cmd.Process.Pid, p.logs)
 		}
 	})
 	select {
 	case p.addr = <-addrCh:
-	case err := <-p.done:
-		t.Fatalf("raftnode exited before serving: %v\n%s", err, p.logs)
+		return p, nil
+	case <-p.exited:
+		return nil, fmt.Errorf("%w: raftnode %v: %v\n%s", errExitedEarly, args, p.err, p.logs)
 	case <-time.After(30 * time.Second):
-		t.Fatalf("raftnode did not report its address\n%s", p.logs)
+		return nil, fmt.Errorf("raftnode %v did not report its address\n%s", args, p.logs)
 	}
-	return p
+}
+
+// servingAddr returns the address of a "serving" log line, JSON or text,
+// or "" for other lines.
+func servingAddr(line []byte) string {
+	var entry map[string]any
+	if json.Unmarshal(line, &entry) == nil {
+		if a, ok := entry["addr"].(string); ok && entry["@message"] == "serving" {
+			return a
+		}
+		return ""
+	}
+	// Text: "... [INFO]  raftnode.rpc: serving: node=1 addr=127.0.0.1:7000 tls=false"
+	s := string(line)
+	if !strings.Contains(s, " serving: ") {
+		return ""
+	}
+	_, rest, ok := strings.Cut(s, " addr=")
+	if !ok {
+		return ""
+	}
+	a, _, _ := strings.Cut(rest, " ")
+	return a
+}
+
+// wait waits up to d for the process to exit by itself and returns
+// cmd.Wait's result.
+func (p *nodeProc) wait(t *testing.T, d time.Duration) error {
+	t.Helper()
+	select {
+	case <-p.exited:
+		return p.err
+	case <-time.After(d):
+		t.Fatalf("raftnode %v still running after %v\n%s", p.cmd.Args[1:], d, p.logs)
+		return nil
+	}
 }
 
 // stop sends sig and waits for the process to exit.
@@ -136,13 +210,7 @@ func (p *nodeProc) stop(t *testing.T, sig os.Signal) error {
 	if err := p.cmd.Process.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-p.done:
-		return err
-	case <-time.After(30 * time.Second):
-		t.Fatalf("raftnode did not exit on %v\n%s", sig, p.logs)
-		return nil
-	}
+	return p.wait(t, 30*time.Second)
 }
 
 // raftctl runs raftctl with args and returns stdout, stderr and exit code.
