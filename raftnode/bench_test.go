@@ -10,24 +10,29 @@ import (
 
 	"github.com/capraft/capraft/client"
 	"github.com/capraft/capraft/raftnode"
+	"github.com/capraft/capraft/raftnode/storage/vfs"
 )
 
 // BenchmarkClusterPut measures puts through the Go client against an
 // in-process 3-node cluster on loopback, with the client connected to the
 // leader (leader) or to a follower that hands writes over (follower).
-// Every node writes to its own temporary directory with real fsyncs.
+// Every node writes to its own temporary directory, with real fsyncs
+// (disk=fsync) or with fsync turned off (disk=nosync: what the node costs
+// apart from the disk; never a configuration to run).
 func BenchmarkClusterPut(b *testing.B) {
-	for _, via := range []string{"leader", "follower"} {
-		for _, clients := range []int{1, 64} {
-			b.Run(fmt.Sprintf("via=%s/clients=%d", via, clients), func(b *testing.B) {
-				benchClusterPut(b, via == "leader", clients)
-			})
+	for _, disk := range []string{"fsync", "nosync"} {
+		for _, via := range []string{"leader", "follower"} {
+			for _, clients := range []int{1, 64} {
+				b.Run(fmt.Sprintf("disk=%s/via=%s/clients=%d", disk, via, clients), func(b *testing.B) {
+					benchClusterPut(b, disk == "fsync", via == "leader", clients)
+				})
+			}
 		}
 	}
 }
 
-func benchClusterPut(b *testing.B, viaLeader bool, clients int) {
-	c := newBenchCluster(b)
+func benchClusterPut(b *testing.B, fsync, viaLeader bool, clients int) {
+	c := newBenchCluster(b, fsync)
 	lead := c.leader()
 	target := lead
 	if !viaLeader {
@@ -69,8 +74,11 @@ func benchClusterPut(b *testing.B, viaLeader bool, clients int) {
 }
 
 // newBenchCluster starts a quiet 3-node cluster for a benchmark.
-func newBenchCluster(b *testing.B) *testCluster {
+func newBenchCluster(b *testing.B, fsync bool) *testCluster {
 	return newTestClusterTB(b, 3, func(cfg *raftnode.Config) {
 		cfg.HeartbeatInterval, cfg.ElectionTimeout = 100*time.Millisecond, time.Second
+		if !fsync {
+			cfg.FS = noSyncFS{vfs.OS}
+		}
 	})
 }

@@ -106,8 +106,23 @@ func (n *Node) read(o *kvOp, r *kvResult) {
 		r.kv, r.found, r.rev = n.kv.Get(o.key)
 	case opRange:
 		r.kvs, r.more, r.rev = n.kv.Range(o.key, o.after, o.limit)
+		// A page larger than a client's message limit would abort its
+		// whole connection: cut it short (at least one key) and let the
+		// client page on with more.
+		size := 0
+		for i := range r.kvs {
+			size += len(r.kvs[i].Key) + len(r.kvs[i].Value)
+			if i > 0 && size > maxRangePageBytes {
+				r.kvs, r.more = r.kvs[:i], true
+				break
+			}
+		}
 	}
 }
+
+// maxRangePageBytes bounds the keys and values of one Range page, well
+// under the default 16 MiB message limit of clients.
+const maxRangePageBytes = 4 << 20
 
 func fillAll(results []kvResult, err error, hint uint64) []kvResult {
 	for i := range results {
@@ -143,7 +158,9 @@ func (n *Node) await(ctx context.Context, p *proposal) (kv.Applied, error) {
 		case r := <-p.done:
 			return r.applied, r.err
 		default:
-			return kv.Applied{}, errOutcomeUnknown
+			// The loop answers everything it took before done is
+			// closed: this proposal never reached it.
+			return kv.Applied{}, n.stoppedError()
 		}
 	}
 }

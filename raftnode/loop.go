@@ -44,6 +44,7 @@ type loopState struct {
 	// Snapshots.
 	snapIndex    uint64 // newest snapshot's index
 	snapshotting bool
+	snapFailed   uint64 // index of the last failed snapshot: retry SnapshotEntries later
 	installed    uint64 // snapshots installed from a leader since start
 
 	stopping error // set when the node must stop (removed, disk failure)
@@ -168,6 +169,9 @@ func (n *Node) run() {
 		}
 		select {
 		case <-n.stopc:
+			// Handlers must stop waiting for, or handing requests to, a
+			// leader: they answer shuttingDown once done is closed.
+			n.setLeader(0, false)
 			return
 		case <-ticker.C:
 			n.core.Tick()
@@ -197,6 +201,7 @@ func (n *Node) drain() {
 		case snapDone:
 			n.loop.snapshotting = false
 			if e.err != nil {
+				n.loop.snapFailed = e.index
 				n.log.Error("snapshot failed", "index", e.index, "error", e.err)
 			} else if e.index > n.loop.snapIndex {
 				n.loop.snapIndex = e.index
@@ -275,8 +280,19 @@ func (n *Node) respond(m raft.Message) {
 		return
 	}
 	for i, p := range n.loop.pending {
-		if p != nil && p.m.From == m.To && transport.Carries(p.m.Type, m) {
-			p.done <- peerAnswer{m, true}
+		if p == nil || p.m.From != m.To {
+			continue
+		}
+		resp := m
+		if p.m.Type == raft.MsgHeartbeat && m.Type == raft.MsgAppResp && m.Reject && m.Term > p.m.Term {
+			// The core answers a stale leader's heartbeat with a
+			// rejection carrying its newer term; the heartbeat's call
+			// returns it as a heartbeat response, whose term is what
+			// makes that leader step down.
+			resp.Type, resp.Reject = raft.MsgHeartbeatResp, false
+		}
+		if transport.Carries(p.m.Type, resp) {
+			p.done <- peerAnswer{resp, true}
 			n.loop.pending[i] = nil
 			return
 		}

@@ -149,7 +149,7 @@ func emptyKVSnapshot(index uint64) io.Reader {
 func (n *Node) maybeSnapshot() {
 	ls := &n.loop
 	applied := n.kv.AppliedIndex()
-	if ls.snapshotting || applied < ls.snapIndex+n.cfg.SnapshotEntries {
+	if ls.snapshotting || applied < ls.snapIndex+n.cfg.SnapshotEntries || applied < ls.snapFailed+n.cfg.SnapshotEntries {
 		return
 	}
 	n.startSnapshot()
