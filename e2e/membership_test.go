@@ -54,13 +54,21 @@ func TestMembershipChangesUnderLoad(t *testing.T) {
 		}
 		t.Logf("removing %s %d (leader %d)", step, victim, cur)
 		if err := admin.RemoveMember(ctx, victim); err != nil {
-			t.Fatalf("remove %s %d: %v", step, victim, err)
+			// Removing the leader can close the connection before the
+			// answer: the outcome is unknown; the configuration says.
+			t.Logf("remove %s %d: %v (checking the configuration)", step, victim, err)
 		}
-		e.waitFor(15*time.Second, fmt.Sprintf("removed node %d stopped", victim), func() (bool, string) {
-			return !e.c.Running(victim), "still running"
-		})
 		remaining = e.othersOf(remaining, victim)
 		e.waitMembers(admin, remaining)
+		if !e.stopsWithin(victim, 15*time.Second) {
+			st := e.statuses([]uint64{victim})
+			t.Errorf("removed node %d still runs 15s after its removal was committed: %s"+
+				"(it never applied its own removal: the leader stopped replicating to it first?); killing it",
+				victim, describe(st))
+			if err := e.c.Kill(victim); err != nil {
+				t.Fatal(err)
+			}
+		}
 		e.waitLeader(remaining, 10*time.Second)
 		e.waitAcked(w, 50, 15*time.Second, fmt.Sprintf("writes after removing node %d", victim))
 	}
@@ -111,4 +119,16 @@ func (e *env) waitMembers(admin kvClient, want []uint64) {
 		}
 		return true, ""
 	})
+}
+
+// stopsWithin reports whether node id's process exits by itself within d.
+func (e *env) stopsWithin(id uint64, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for e.c.Running(id) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(pollEvery) // polling a condition with a deadline
+	}
+	return true
 }

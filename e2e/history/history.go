@@ -293,57 +293,54 @@ func (res Result) Visualize(path string) error {
 	return nil
 }
 
-// WithStaleRead returns ops plus one read, after every other operation,
-// that returns a key's overwritten value: the first value acknowledged on
-// a key that a later acknowledged write (called after the first returned)
-// replaced. A checker that accepts the result cannot see stale reads in
-// this history. Written values must be unique per key (else a later write
-// may have restored the value). ok is false when no key was written twice
-// in sequence.
+// WithStaleRead returns the operations on one key plus a read that
+// returns that key's overwritten value: the key's first acknowledged
+// value, read just after a later acknowledged write (called after the
+// first returned) replaced it. A checker that accepts the result cannot
+// see stale reads in this history. The earliest such overwrite is used so
+// that the checker can prove the violation quickly. Written values must
+// be unique per key (else a later write may have restored the value). ok
+// is false when no key was written twice in sequence.
 func WithStaleRead(ops []porcupine.Operation) (out []porcupine.Operation, ok bool) {
 	type write struct {
-		value         string
-		call, return_ int64
+		value   string
+		return_ int64
 	}
 	first := map[string]write{}
-	var end int64
-	var keys []string
-	overwritten := map[string]bool{}
-	for _, op := range ops {
-		if op.Return > end {
-			end = op.Return
-		}
-	}
-	// Scan in call order so that "first" means first acknowledged.
+	var (
+		key   string
+		stale string
+		at    int64 = -1
+	)
 	sorted := append([]porcupine.Operation(nil), ops...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Call < sorted[j].Call })
 	for _, op := range sorted {
 		in, o := op.Input.(Input), op.Output.(Output)
-		acked := !o.Unknown && (in.Kind == Put || (in.Kind == CAS && o.OK))
-		if !acked {
+		if o.Unknown || !(in.Kind == Put || (in.Kind == CAS && o.OK)) {
 			continue
 		}
 		f, seen := first[in.Key]
 		switch {
 		case !seen:
-			first[in.Key] = write{in.Value, op.Call, op.Return}
-			keys = append(keys, in.Key)
-		case op.Call > f.return_ && in.Value != f.value:
-			overwritten[in.Key] = true
+			first[in.Key] = write{in.Value, op.Return}
+		case op.Call > f.return_ && in.Value != f.value && (at < 0 || op.Return < at):
+			key, stale, at = in.Key, f.value, op.Return
 		}
 	}
-	for _, k := range keys {
-		if !overwritten[k] {
-			continue
-		}
-		stale := porcupine.Operation{
-			ClientId: 0,
-			Input:    Input{Kind: Get, Key: k},
-			Call:     end + 1,
-			Output:   Output{Found: true, Value: first[k].value},
-			Return:   end + 2,
-		}
-		return append(append([]porcupine.Operation(nil), ops...), stale), true
+	if at < 0 {
+		return ops, false
 	}
-	return ops, false
+	for _, op := range ops {
+		if op.Input.(Input).Key == key {
+			out = append(out, op)
+		}
+	}
+	out = append(out, porcupine.Operation{
+		ClientId: 0,
+		Input:    Input{Kind: Get, Key: key},
+		Call:     at + 1,
+		Output:   Output{Found: true, Value: stale},
+		Return:   at + 2,
+	})
+	return out, true
 }
