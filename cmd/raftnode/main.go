@@ -226,6 +226,15 @@ func run(ctx context.Context, f flags) error {
 		case <-sctx.Done():
 		}
 	}()
+	if stopErr == nil {
+		// Hand leadership over first: clients then wait one round trip
+		// instead of an election timeout.
+		tctx, tcancel := context.WithTimeout(sctx, 2*f.electionTimeout)
+		if err := node.StepDown(tctx); err != nil {
+			log.Warn("could not hand leadership over before stopping", "error", err)
+		}
+		tcancel()
+	}
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("shutdown did not drain in time; connections were closed with calls in flight", "error", err)
 	}
