@@ -128,6 +128,7 @@ type Client struct {
 
 	q    queue
 	sess sessions
+	ids  endpointIDs
 }
 
 // conn is one connection and the capabilities cached on it. Its fields
@@ -298,6 +299,9 @@ func (c *Client) dial(cn *conn, start int) {
 			cn.close()
 			cn.cc = nil
 			cn.err = ErrClosed
+		} else if len(c.endpoints) > 1 {
+			c.wg.Add(1)
+			go c.steer(cn)
 		}
 		close(cn.ready)
 		return

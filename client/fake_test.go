@@ -84,6 +84,7 @@ type fakeStore struct {
 	maxPage   int
 	faults    func(call int64) fault
 	members   []memberInfo
+	leader    uint64 // the leader node Status reports (default 1)
 
 	batches    atomic.Int64
 	ops        atomic.Int64
@@ -278,12 +279,16 @@ func (f *fakeNodeCap) Status(_ context.Context, call schema.Node_status) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st.SetId(f.node.id)
+	lead := s.leader
+	if lead == 0 {
+		lead = 1
+	}
 	st.SetRole(schema.Role_follower)
-	if f.node.id == 1 {
+	if f.node.id == lead {
 		st.SetRole(schema.Role_leader)
 	}
 	st.SetTerm(2)
-	st.SetLeader(1)
+	st.SetLeader(lead)
 	st.SetCommit(s.rev + 10)
 	st.SetApplied(s.rev + 10)
 	st.SetLastIndex(s.rev + 10)

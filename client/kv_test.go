@@ -439,7 +439,11 @@ func TestFailover(t *testing.T) {
 	})
 	t.Run("unavailable node", func(t *testing.T) {
 		store, nodes := fakeCluster(t, 2)
-		// Node 1 has no leader; node 2 has.
+		// Node 1 has no leader; node 2 has (and leads, so the client
+		// stays there).
+		store.mu.Lock()
+		store.leader = 2
+		store.mu.Unlock()
 		store.setFaults(func(int64) fault { return fault{} })
 		c := newKVClient(t, addrs(nodes...))
 		ctx := ctx(t)
@@ -972,4 +976,22 @@ func TestAdminRetries(t *testing.T) {
 	if err := c.RemoveMember(octx, 5); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("RemoveMember after the deadline: %v", err)
 	}
+}
+
+// A client connected to a follower moves to the leader's endpoint (among
+// its own endpoints), so writes skip the follower's hop.
+func TestMovesToTheLeadersEndpoint(t *testing.T) {
+	store, nodes := fakeCluster(t, 3)
+	store.mu.Lock()
+	store.leader = 3
+	store.mu.Unlock()
+	c := newKVClient(t, addrs(nodes...))
+	ctx := ctx(t)
+	rpctest.Eventually(t, 10*time.Second, "the client talks to node 3, the leader", func() bool {
+		if _, err := c.Put(ctx, "k", []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+		info, err := c.Info(ctx)
+		return err == nil && info.ID == 3
+	})
 }
