@@ -366,11 +366,16 @@ func (n *Node) handleReady(rd raft.Ready) {
 	if rd.SoftState != nil {
 		n.roleChanged(*rd.SoftState)
 	}
-	// The leader's appends go out in parallel with its own write.
-	n.route(rd.Messages)
 	var snap *raft.Snapshot
 	if !rd.Snapshot.IsEmpty() {
 		snap = &rd.Snapshot
+	}
+	// New entries: the leader's appends go out first, in parallel with
+	// its own write. Otherwise the messages (typically the new commit
+	// index for the followers) wait until the clients are answered.
+	sendFirst := len(rd.Entries) > 0 || snap != nil
+	if sendFirst {
+		n.route(rd.Messages)
 	}
 	if snap == nil {
 		// Committed entries are already durable, so they are applied
@@ -380,6 +385,9 @@ func (n *Node) handleReady(rd raft.Ready) {
 		for _, e := range rd.CommittedEntries {
 			n.apply(e)
 		}
+	}
+	if !sendFirst {
+		n.route(rd.Messages)
 	}
 	switch {
 	case rd.MustSync || len(rd.Entries) > 0 || snap != nil:
