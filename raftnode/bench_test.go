@@ -71,6 +71,11 @@ func benchClusterPut(b *testing.B, fsync, viaLeader bool, clients int) {
 	}
 	wg.Wait()
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "puts/s")
+	st := c.nodes[lead].StorageStats()
+	if st.Fsyncs > 0 {
+		b.ReportMetric(float64(st.FsyncTotal.Microseconds())/float64(st.Fsyncs), "leader-fsync-µs")
+		b.ReportMetric(float64(b.N)/float64(st.Fsyncs), "puts/leader-fsync")
+	}
 }
 
 // newBenchCluster starts a quiet 3-node cluster for a benchmark.

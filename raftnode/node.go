@@ -19,6 +19,7 @@ import (
 	"github.com/capraft/capraft/raftnode/raft"
 	"github.com/capraft/capraft/raftnode/storage"
 	"github.com/capraft/capraft/raftnode/storage/vfs"
+	"github.com/capraft/capraft/raftnode/storage/wal"
 	"github.com/capraft/capraft/raftnode/transport"
 	"github.com/capraft/capraft/rpc"
 	"github.com/capraft/capraft/schema"
@@ -370,6 +371,10 @@ func (n *Node) StepDown(ctx context.Context) error {
 	}
 	return err
 }
+
+// StorageStats returns the write-ahead log's counters (saves, fsyncs and
+// the time spent in them).
+func (n *Node) StorageStats() wal.Stats { return n.store.Stats() }
 
 // ID returns the node's id.
 func (n *Node) ID() uint64 { return n.cfg.ID }

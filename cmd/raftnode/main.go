@@ -237,7 +237,7 @@ func run(ctx context.Context, f flags) error {
 	if stopErr == nil {
 		// Hand leadership over first: clients then wait one round trip
 		// instead of an election timeout.
-		tctx, tcancel := context.WithTimeout(sctx, 2*f.electionTimeout)
+		tctx, tcancel := context.WithTimeout(sctx, f.electionTimeout)
 		if err := node.StepDown(tctx); err != nil {
 			log.Warn("could not hand leadership over before stopping", "error", err)
 		}
