@@ -75,6 +75,7 @@ func (n *Node) changeMembership(ctx context.Context, cc raft.ConfChange) error {
 			return
 		}
 		n.loop.confWaiters[n.core.LastIndex()] = ch
+		n.loop.confData[n.core.LastIndex()] = cc.Marshal()
 	})
 	if err != nil {
 		return err

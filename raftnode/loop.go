@@ -1,6 +1,7 @@
 package raftnode
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -27,6 +28,7 @@ type loopState struct {
 
 	// Membership changes waiting for their entry to be applied, by index.
 	confWaiters map[uint64]chan error
+	confData    map[uint64][]byte // the change each waiter proposed
 
 	// Linearizable reads: newReads wait for a read index to be requested,
 	// readsByCtx for the core's ReadState, applyWait for the state
@@ -132,6 +134,7 @@ func (n *Node) run() {
 	ls.byID = make(map[uint64]*proposal)
 	ls.byIndex = make(map[uint64]*proposal)
 	ls.confWaiters = make(map[uint64]chan error)
+	ls.confData = make(map[uint64][]byte)
 	ls.readsByCtx = make(map[uint64][]*readWaiter)
 	ls.readResponders = make(map[readKey]*peerMsg)
 	ls.role = raft.StateFollower
@@ -461,6 +464,16 @@ func (n *Node) apply(e raft.Entry) {
 	if p != nil {
 		delete(n.loop.byIndex, e.Index)
 	}
+	if ch := n.loop.confWaiters[e.Index]; ch != nil {
+		// A new leader may have overwritten the change at this index.
+		if e.Type == raft.EntryConfChange && bytes.Equal(e.Data, n.loop.confData[e.Index]) {
+			ch <- nil
+		} else {
+			ch <- errConfNotApplied
+		}
+		delete(n.loop.confWaiters, e.Index)
+		delete(n.loop.confData, e.Index)
+	}
 	switch e.Type {
 	case raft.EntryConfChange:
 		n.kv.SetApplied(e.Index)
@@ -507,10 +520,6 @@ func (n *Node) failStaleProposals(upTo uint64) {
 // applyConfChange updates the address book and the transport, and
 // resolves a waiting membership request.
 func (n *Node) applyConfChange(e raft.Entry) {
-	if ch := n.loop.confWaiters[e.Index]; ch != nil {
-		delete(n.loop.confWaiters, e.Index)
-		ch <- nil
-	}
 	cc, err := raft.UnmarshalConfChange(e.Data)
 	if err != nil {
 		n.log.Warn("undecodable membership change", "index", e.Index, "error", err)
@@ -630,7 +639,7 @@ func (n *Node) failEverything() {
 		ch <- errOutcomeUnknown
 	}
 	ls.byID, ls.byIndex, ls.newProp, ls.newReads, ls.pending = nil, nil, nil, nil, nil
-	ls.readsByCtx, ls.applyWait, ls.readResponders, ls.confWaiters = nil, nil, nil, nil
+	ls.readsByCtx, ls.applyWait, ls.readResponders, ls.confWaiters, ls.confData = nil, nil, nil, nil, nil
 }
 
 func (n *Node) setStopped(err error) {

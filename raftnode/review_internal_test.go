@@ -1,0 +1,58 @@
+package raftnode
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/capraft/capraft/raftnode/raft"
+)
+
+// A membership change waits for the entry at the index it was appended
+// at. If a new leader overwrote that index, the entry applied there is not
+// this change: the waiter must hear that its change was not applied (a
+// different change at that index must not be reported as success, and a
+// normal entry must not leave the waiter to time out).
+func TestReviewOverwrittenConfChangeIsNotReportedApplied(t *testing.T) {
+	n, err := New(Config{ID: 1, DataDir: t.TempDir(), Logger: hclog.NewNullLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := n.waitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	other := raft.ConfChange{Changes: []raft.ConfChangeSingle{{Type: raft.ConfChangeAddLearner, NodeID: 9}}}
+	for _, tc := range []struct {
+		name  string
+		entry func(index uint64) raft.Entry
+	}{
+		{"another change", func(i uint64) raft.Entry {
+			return raft.Entry{Index: i, Term: 99, Type: raft.EntryConfChange, Data: other.Marshal()}
+		}},
+		{"a normal entry", func(i uint64) raft.Entry { return raft.Entry{Index: i, Term: 99, Type: raft.EntryNormal} }},
+	} {
+		ch := make(chan error, 1)
+		// Simulate on the loop: a waiter for index i (as changeMembership
+		// registers one), then a new leader's entry applied at i.
+		if err := n.runOnLoop(ctx, func() {
+			i := n.kv.AppliedIndex() + 1000
+			n.loop.confWaiters[i] = ch
+			n.apply(tc.entry(i))
+		}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-ch:
+			if err == nil {
+				t.Errorf("%s applied at the index of a pending membership change: reported as applied", tc.name)
+			}
+		case <-time.After(time.Second):
+			t.Errorf("%s applied at the index of a pending membership change: its waiter is never answered", tc.name)
+		}
+	}
+}
