@@ -230,6 +230,12 @@ func (n *Node) stepPeer(p *peerMsg) {
 	}
 	switch p.m.Type {
 	case raft.MsgReadIndex:
+		if n.core.Role() != raft.StateLeader {
+			// The core ignores it: the sender's view of the leader is
+			// stale. Nothing would ever answer the call.
+			p.done <- peerAnswer{}
+			return
+		}
 		// Answered once the leader confirmed its leadership, possibly
 		// several Readys later.
 		k := readKey{p.m.From, string(p.m.Context)}

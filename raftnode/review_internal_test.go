@@ -56,3 +56,26 @@ func TestReviewOverwrittenConfChangeIsNotReportedApplied(t *testing.T) {
 		}
 	}
 }
+
+// A MsgReadIndex that reaches a node that does not lead (the sender's view
+// of the leader is stale) is ignored by the core. Its call must be answered
+// at once with "no response" rather than parked until this node sees a
+// leader change, which may never come: meanwhile the sender's read hangs
+// until its timeout and the parked call stays in memory.
+func TestReviewReadIndexToNonLeaderIsAnsweredAtOnce(t *testing.T) {
+	n, err := New(Config{ID: 1, DataDir: t.TempDir(), Join: true, Logger: hclog.NewNullLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	p := &peerMsg{m: raft.Message{Type: raft.MsgReadIndex, From: 2, To: 1, Term: 1, Context: []byte("read-1")}, done: make(chan peerAnswer, 1)}
+	n.q.push(p)
+	select {
+	case a := <-p.done:
+		if a.ok {
+			t.Errorf("a follower answered a read index: %v", a.m.String())
+		}
+	case <-time.After(2 * time.Second):
+		t.Error("a read index sent to a follower is parked instead of answered")
+	}
+}
