@@ -343,6 +343,13 @@ func (n *Node) flushProposals() {
 	first := last - uint64(len(props)) + 1
 	for i, p := range props {
 		p.index = first + uint64(i)
+		if old := n.loop.byIndex[p.index]; old != nil {
+			// A proposal from an earlier term of ours whose entry a
+			// newer leader overwrote before we applied it: the index
+			// now holds ours, so the old one is gone for good.
+			delete(n.loop.byID, old.id)
+			old.done <- proposalResult{err: errDropped}
+		}
 		n.loop.byID[p.id] = p
 		n.loop.byIndex[p.index] = p
 		props[i] = nil

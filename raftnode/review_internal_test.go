@@ -7,6 +7,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/capraft/capraft/raftnode/kv"
 	"github.com/capraft/capraft/raftnode/raft"
 )
 
@@ -77,5 +78,57 @@ func TestReviewReadIndexToNonLeaderIsAnsweredAtOnce(t *testing.T) {
 		}
 	case <-time.After(2 * time.Second):
 		t.Error("a read index sent to a follower is parked instead of answered")
+	}
+}
+
+// A proposal whose entry a new leader overwrote can still sit in byIndex
+// when this node leads again and appends a new proposal at the same index
+// (it had not applied that index yet). The new proposal must not silently
+// replace the old one: the old one's entry is gone from the leader's log,
+// so it is answered as not applied rather than left to time out and stay
+// in byID for good.
+func TestReviewProposalReplacedAtItsIndexIsAnswered(t *testing.T) {
+	n, err := New(Config{ID: 1, DataDir: t.TempDir(), Logger: hclog.NewNullLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := n.waitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	old := &proposal{id: 1 << 62, done: make(chan proposalResult, 1)}
+	cmd := kv.Command{ID: n.proposeID.Add(1), Kind: kv.CmdOpenSession, Time: time.Now().UnixNano()}
+	fresh := &proposal{id: cmd.ID, data: cmd.AppendBinary(nil), done: make(chan proposalResult, 1)}
+	if err := n.runOnLoop(ctx, func() {
+		// The old proposal waits at the index the next one will take.
+		old.index = n.core.LastIndex() + 1
+		n.loop.byID[old.id] = old
+		n.loop.byIndex[old.index] = old
+		n.loop.newProp = append(n.loop.newProp, fresh)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-fresh.done:
+		if r.err != nil {
+			t.Fatalf("the new proposal: %v", r.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the new proposal was not applied")
+	}
+	select {
+	case r := <-old.done:
+		if r.err == nil {
+			t.Error("the replaced proposal was reported applied")
+		}
+	case <-time.After(time.Second):
+		t.Error("the replaced proposal is never answered")
+	}
+	left := -1
+	n.runOnLoop(ctx, func() { _, ok := n.loop.byID[old.id]; left = map[bool]int{true: 1, false: 0}[ok] })
+	if left != 0 {
+		t.Error("the replaced proposal stays in byID")
 	}
 }
