@@ -75,6 +75,7 @@ func (n *Node) changeMembership(ctx context.Context, cc raft.ConfChange) error {
 			return
 		}
 		n.loop.confWaiters[n.core.LastIndex()] = ch
+		n.loop.confData[n.core.LastIndex()] = cc.Marshal()
 	})
 	if err != nil {
 		return err
@@ -193,7 +194,7 @@ func (n *Node) Snapshot(ctx context.Context) (uint64, error) {
 
 // onLeader runs local when this node leads and remote on the leader's
 // Admin capability otherwise.
-func (n *Node) onLeader(ctx context.Context, local func() error, remote func(schema.Admin) (schema.Error, bool, error)) error {
+func (n *Node) onLeader(ctx context.Context, local func() error, remote func(schema.Admin) error) error {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout)
 	defer cancel()
 	for {
@@ -213,10 +214,9 @@ func (n *Node) onLeader(ctx context.Context, local func() error, remote func(sch
 			return &requestError{schema.ErrorCode_unavailable, fmt.Sprintf("reach leader %d: %v", lead, err)}
 		}
 		af, arel := node.Admin(ctx, nil)
-		e, has, err := remote(af.Admin())
-		if err == nil {
-			err = remoteError(e, has)
-		} else {
+		err = remote(af.Admin())
+		var re *requestError
+		if err != nil && !errors.As(err, &re) {
 			err = &requestError{schema.ErrorCode_outcomeUnknown, fmt.Sprintf("leader %d: %v", lead, err)}
 		}
 		arel()
@@ -225,12 +225,14 @@ func (n *Node) onLeader(ctx context.Context, local func() error, remote func(sch
 	}
 }
 
+// adminErr reads a forwarded call's error field; call it before the
+// result is released (the error's text lives in the result message).
 func adminErr(s interface {
 	Error() (schema.Error, error)
 	HasError() bool
-}) (schema.Error, bool, error) {
+}) error {
 	e, err := s.Error()
-	return e, err == nil && s.HasError(), nil
+	return remoteError(e, err == nil && s.HasError())
 }
 
 // Members lists the configuration.
@@ -283,7 +285,7 @@ func (a adminServer) AddMember(ctx context.Context, call schema.Admin_addMember)
 			t = raft.ConfChangeAddLearner
 		}
 		return a.n.changeMembership(ctx, raft.ConfChange{Changes: []raft.ConfChangeSingle{{Type: t, NodeID: id}}, Context: []byte(addr)})
-	}, func(adm schema.Admin) (schema.Error, bool, error) {
+	}, func(adm schema.Admin) error {
 		f, rel := adm.AddMember(ctx, func(p schema.Admin_addMember_Params) error {
 			p.SetId(id)
 			p.SetLearner(learner)
@@ -292,7 +294,7 @@ func (a adminServer) AddMember(ctx context.Context, call schema.Admin_addMember)
 		defer rel()
 		r, err := f.Struct()
 		if err != nil {
-			return schema.Error{}, false, err
+			return err
 		}
 		return adminErr(r)
 	})
@@ -305,12 +307,12 @@ func (a adminServer) PromoteMember(ctx context.Context, call schema.Admin_promot
 	call.Go()
 	err := a.n.onLeader(ctx, func() error {
 		return a.n.changeMembership(ctx, raft.ConfChange{Changes: []raft.ConfChangeSingle{{Type: raft.ConfChangeAddVoter, NodeID: id}}})
-	}, func(adm schema.Admin) (schema.Error, bool, error) {
+	}, func(adm schema.Admin) error {
 		f, rel := adm.PromoteMember(ctx, func(p schema.Admin_promoteMember_Params) error { p.SetId(id); return nil })
 		defer rel()
 		r, err := f.Struct()
 		if err != nil {
-			return schema.Error{}, false, err
+			return err
 		}
 		return adminErr(r)
 	})
@@ -323,12 +325,12 @@ func (a adminServer) RemoveMember(ctx context.Context, call schema.Admin_removeM
 	call.Go()
 	err := a.n.onLeader(ctx, func() error {
 		return a.n.changeMembership(ctx, raft.ConfChange{Changes: []raft.ConfChangeSingle{{Type: raft.ConfChangeRemoveNode, NodeID: id}}})
-	}, func(adm schema.Admin) (schema.Error, bool, error) {
+	}, func(adm schema.Admin) error {
 		f, rel := adm.RemoveMember(ctx, func(p schema.Admin_removeMember_Params) error { p.SetId(id); return nil })
 		defer rel()
 		r, err := f.Struct()
 		if err != nil {
-			return schema.Error{}, false, err
+			return err
 		}
 		return adminErr(r)
 	})
@@ -341,12 +343,12 @@ func (a adminServer) TransferLeadership(ctx context.Context, call schema.Admin_t
 	call.Go()
 	err := a.n.onLeader(ctx, func() error {
 		return a.n.transfer(ctx, to)
-	}, func(adm schema.Admin) (schema.Error, bool, error) {
+	}, func(adm schema.Admin) error {
 		f, rel := adm.TransferLeadership(ctx, func(p schema.Admin_transferLeadership_Params) error { p.SetTo(to); return nil })
 		defer rel()
 		r, err := f.Struct()
 		if err != nil {
-			return schema.Error{}, false, err
+			return err
 		}
 		return adminErr(r)
 	})

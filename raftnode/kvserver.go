@@ -22,6 +22,11 @@ type kvServer struct{ n *Node }
 // a request between them.
 func (n *Node) execute(ctx context.Context, session, ackedBelow uint64, ops []kvOp, forwarded bool) []kvResult {
 	results := make([]kvResult, len(ops))
+	if isClosed(n.done) {
+		// A stopped node no longer follows the log: even serializable
+		// reads would serve an ever staler state.
+		return fillAll(results, n.stoppedError(), 0)
+	}
 	var writes []int
 	linearRead := false
 	for i := range ops {

@@ -1,6 +1,7 @@
 package raftnode
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -27,6 +28,7 @@ type loopState struct {
 
 	// Membership changes waiting for their entry to be applied, by index.
 	confWaiters map[uint64]chan error
+	confData    map[uint64][]byte // the change each waiter proposed
 
 	// Linearizable reads: newReads wait for a read index to be requested,
 	// readsByCtx for the core's ReadState, applyWait for the state
@@ -132,6 +134,7 @@ func (n *Node) run() {
 	ls.byID = make(map[uint64]*proposal)
 	ls.byIndex = make(map[uint64]*proposal)
 	ls.confWaiters = make(map[uint64]chan error)
+	ls.confData = make(map[uint64][]byte)
 	ls.readsByCtx = make(map[uint64][]*readWaiter)
 	ls.readResponders = make(map[readKey]*peerMsg)
 	ls.role = raft.StateFollower
@@ -227,6 +230,12 @@ func (n *Node) stepPeer(p *peerMsg) {
 	}
 	switch p.m.Type {
 	case raft.MsgReadIndex:
+		if n.core.Role() != raft.StateLeader {
+			// The core ignores it: the sender's view of the leader is
+			// stale. Nothing would ever answer the call.
+			p.done <- peerAnswer{}
+			return
+		}
 		// Answered once the leader confirmed its leadership, possibly
 		// several Readys later.
 		k := readKey{p.m.From, string(p.m.Context)}
@@ -334,6 +343,13 @@ func (n *Node) flushProposals() {
 	first := last - uint64(len(props)) + 1
 	for i, p := range props {
 		p.index = first + uint64(i)
+		if old := n.loop.byIndex[p.index]; old != nil {
+			// A proposal from an earlier term of ours whose entry a
+			// newer leader overwrote before we applied it: the index
+			// now holds ours, so the old one is gone for good.
+			delete(n.loop.byID, old.id)
+			old.done <- proposalResult{err: errDropped}
+		}
 		n.loop.byID[p.id] = p
 		n.loop.byIndex[p.index] = p
 		props[i] = nil
@@ -469,6 +485,16 @@ func (n *Node) apply(e raft.Entry) {
 	if p != nil {
 		delete(n.loop.byIndex, e.Index)
 	}
+	if ch := n.loop.confWaiters[e.Index]; ch != nil {
+		// A new leader may have overwritten the change at this index.
+		if e.Type == raft.EntryConfChange && bytes.Equal(e.Data, n.loop.confData[e.Index]) {
+			ch <- nil
+		} else {
+			ch <- errConfNotApplied
+		}
+		delete(n.loop.confWaiters, e.Index)
+		delete(n.loop.confData, e.Index)
+	}
 	switch e.Type {
 	case raft.EntryConfChange:
 		n.kv.SetApplied(e.Index)
@@ -515,10 +541,6 @@ func (n *Node) failStaleProposals(upTo uint64) {
 // applyConfChange updates the address book and the transport, and
 // resolves a waiting membership request.
 func (n *Node) applyConfChange(e raft.Entry) {
-	if ch := n.loop.confWaiters[e.Index]; ch != nil {
-		delete(n.loop.confWaiters, e.Index)
-		ch <- nil
-	}
 	cc, err := raft.UnmarshalConfChange(e.Data)
 	if err != nil {
 		n.log.Warn("undecodable membership change", "index", e.Index, "error", err)
@@ -664,7 +686,7 @@ func (n *Node) failEverything() {
 		ch <- errOutcomeUnknown
 	}
 	ls.byID, ls.byIndex, ls.newProp, ls.newReads, ls.pending = nil, nil, nil, nil, nil
-	ls.readsByCtx, ls.applyWait, ls.readResponders, ls.confWaiters = nil, nil, nil, nil
+	ls.readsByCtx, ls.applyWait, ls.readResponders, ls.confWaiters, ls.confData = nil, nil, nil, nil, nil
 }
 
 func (n *Node) setStopped(err error) {

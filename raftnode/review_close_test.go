@@ -44,6 +44,30 @@ func TestReviewClosedNodeAnswersShuttingDownPromptly(t *testing.T) {
 	}
 }
 
+// A stopped node (closed, or stopped by a disk failure) no longer follows
+// the log, so its state only gets staler: even a serializable read must
+// answer shuttingDown, so that clients move to another node instead of
+// reading a frozen state forever.
+func TestReviewStoppedNodeRefusesSerializableReads(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	lead := c.leader()
+	ctx := ctxT(t)
+	for _, id := range []uint64{lead%3 + 1, lead} {
+		k := c.client(id)
+		k.openRetry(t, ctx)
+		if _, err := k.putCode(ctx, 1, "k", "v"); err != nil {
+			t.Fatal(err)
+		}
+		c.nodes[id].Close()
+		if _, _, _, _, err := k.getCode(ctx, "k", true); !isCode(err, schema.ErrorCode_shuttingDown) {
+			t.Errorf("node %d (leader %d): serializable get after Close: %v, want shuttingDown", id, lead, err)
+		}
+		if _, _, err := k.rangePage(ctx, "", "", 0); !isCode(err, schema.ErrorCode_shuttingDown) {
+			t.Errorf("node %d (leader %d): serializable range after Close: %v, want shuttingDown", id, lead, err)
+		}
+	}
+}
+
 // Close with requests in flight from many goroutines through a follower
 // and the leader: every request returns promptly.
 func TestReviewCloseWithRequestsInFlight(t *testing.T) {

@@ -118,6 +118,9 @@ func TestReviewDiskFailureStopsNodeCleanly(t *testing.T) {
 			if _, _, _, _, err := kv.getCode(ctx, "k1", false); !isCode(err, schema.ErrorCode_shuttingDown) {
 				t.Errorf("linearizable read from the stopped node: %v, want shuttingDown", err)
 			}
+			if _, _, _, _, err := kv.getCode(ctx, "k1", true); !isCode(err, schema.ErrorCode_shuttingDown) {
+				t.Errorf("serializable read from the stopped node: %v, want shuttingDown", err)
+			}
 			if st := n.Status(ctx); st.Role != schema.Role_stopped || st.StopReason == "" {
 				t.Errorf("status of the stopped node: role %v reason %q", st.Role, st.StopReason)
 			}

@@ -10,20 +10,32 @@ import (
 	"time"
 
 	"github.com/capraft/capraft/raftnode"
+	"github.com/capraft/capraft/rpc"
+	"github.com/capraft/capraft/rpc/rpctest"
 	"github.com/capraft/capraft/schema"
 )
 
 func transferLeadership(ctx context.Context, c *testCluster, via, to uint64) error {
-	return adminCall(ctx, c, via, func(a schema.Admin) (schema.Error, bool, error) {
-		f, rel := a.TransferLeadership(ctx, func(p schema.Admin_transferLeadership_Params) error { p.SetTo(to); return nil })
-		defer rel()
-		r, err := f.Struct()
-		if err != nil {
-			return schema.Error{}, false, err
-		}
-		e, _ := r.Error()
-		return e, r.HasError(), nil
-	})
+	cc := rpctest.Dial(c.t, c.addrs[via], rpc.DialConfig{})
+	af, arel := cc.Node().Admin(ctx, nil)
+	defer arel()
+	f, rel := af.Admin().TransferLeadership(ctx, func(p schema.Admin_transferLeadership_Params) error { p.SetTo(to); return nil })
+	defer rel()
+	r, err := f.Struct()
+	if err != nil {
+		return err
+	}
+	if !r.HasError() {
+		return nil
+	}
+	// Read the error before the result is released (adminCall in
+	// cluster_test.go reads it after: a use after release).
+	e, err := r.Error()
+	if err != nil {
+		return err
+	}
+	msg, _ := e.Message_()
+	return &codeError{e.Code(), msg}
 }
 
 // Leadership moves many times (Admin.transferLeadership) while writers

@@ -1,0 +1,78 @@
+package raftnode_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/capraft/capraft/rpc"
+	"github.com/capraft/capraft/rpc/rpctest"
+	"github.com/capraft/capraft/schema"
+)
+
+// adminErr runs one Admin call on node via and returns its error field,
+// read before the result is released.
+func adminErr(ctx context.Context, t *testing.T, c *testCluster, via uint64, call func(schema.Admin) (func() (bool, schema.Error, error), func())) error {
+	cc := rpctest.Dial(t, c.addrs[via], rpc.DialConfig{})
+	af, arel := cc.Node().Admin(ctx, nil)
+	defer arel()
+	get, rel := call(af.Admin())
+	defer rel()
+	has, e, err := get()
+	if err != nil || !has {
+		return err
+	}
+	msg, _ := e.Message_()
+	return &codeError{e.Code(), msg}
+}
+
+// Bad Admin requests, at the leader or handed over by a follower, answer
+// invalidArgument and change nothing.
+func TestReviewBadAdminRequests(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	lead := c.leader()
+	ctx := ctxT(t)
+	transfer := func(to uint64) func(schema.Admin) (func() (bool, schema.Error, error), func()) {
+		return func(a schema.Admin) (func() (bool, schema.Error, error), func()) {
+			f, rel := a.TransferLeadership(ctx, func(p schema.Admin_transferLeadership_Params) error { p.SetTo(to); return nil })
+			return func() (bool, schema.Error, error) {
+				r, err := f.Struct()
+				if err != nil {
+					return false, schema.Error{}, err
+				}
+				e, err := r.Error()
+				return r.HasError(), e, err
+			}, rel
+		}
+	}
+	add := func(id uint64, addr string) func(schema.Admin) (func() (bool, schema.Error, error), func()) {
+		return func(a schema.Admin) (func() (bool, schema.Error, error), func()) {
+			f, rel := a.AddMember(ctx, func(p schema.Admin_addMember_Params) error { p.SetId(id); return p.SetAddress(addr) })
+			return func() (bool, schema.Error, error) {
+				r, err := f.Struct()
+				if err != nil {
+					return false, schema.Error{}, err
+				}
+				e, err := r.Error()
+				return r.HasError(), e, err
+			}, rel
+		}
+	}
+	for _, via := range []uint64{lead, lead%3 + 1} {
+		for name, call := range map[string]func(schema.Admin) (func() (bool, schema.Error, error), func()){
+			"transfer to the leader itself": transfer(lead),
+			"transfer to a non-member":      transfer(99),
+			"add member id 0":               add(0, "127.0.0.1:1"),
+			"add member without address":    add(9, ""),
+		} {
+			if err := adminErr(ctx, t, c, via, call); !isCode(err, schema.ErrorCode_invalidArgument) {
+				t.Errorf("via node %d (leader %d): %s: %v, want invalidArgument", via, lead, name, err)
+			}
+		}
+	}
+	if l := c.leader(); l != lead {
+		t.Errorf("leadership moved from %d to %d", lead, l)
+	}
+	if _, ms, err := c.nodes[lead].Members(ctx); err != nil || len(ms) != 3 {
+		t.Errorf("members after bad requests: %v %v", ms, err)
+	}
+}

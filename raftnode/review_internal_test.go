@@ -1,0 +1,134 @@
+package raftnode
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/capraft/capraft/raftnode/kv"
+	"github.com/capraft/capraft/raftnode/raft"
+)
+
+// A membership change waits for the entry at the index it was appended
+// at. If a new leader overwrote that index, the entry applied there is not
+// this change: the waiter must hear that its change was not applied (a
+// different change at that index must not be reported as success, and a
+// normal entry must not leave the waiter to time out).
+func TestReviewOverwrittenConfChangeIsNotReportedApplied(t *testing.T) {
+	n, err := New(Config{ID: 1, DataDir: t.TempDir(), Logger: hclog.NewNullLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := n.waitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	other := raft.ConfChange{Changes: []raft.ConfChangeSingle{{Type: raft.ConfChangeAddLearner, NodeID: 9}}}
+	for _, tc := range []struct {
+		name  string
+		entry func(index uint64) raft.Entry
+	}{
+		{"another change", func(i uint64) raft.Entry {
+			return raft.Entry{Index: i, Term: 99, Type: raft.EntryConfChange, Data: other.Marshal()}
+		}},
+		{"a normal entry", func(i uint64) raft.Entry { return raft.Entry{Index: i, Term: 99, Type: raft.EntryNormal} }},
+	} {
+		ch := make(chan error, 1)
+		// Simulate on the loop: a waiter for index i (as changeMembership
+		// registers one), then a new leader's entry applied at i.
+		if err := n.runOnLoop(ctx, func() {
+			i := n.kv.AppliedIndex() + 1000
+			n.loop.confWaiters[i] = ch
+			n.apply(tc.entry(i))
+		}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-ch:
+			if err == nil {
+				t.Errorf("%s applied at the index of a pending membership change: reported as applied", tc.name)
+			}
+		case <-time.After(time.Second):
+			t.Errorf("%s applied at the index of a pending membership change: its waiter is never answered", tc.name)
+		}
+	}
+}
+
+// A MsgReadIndex that reaches a node that does not lead (the sender's view
+// of the leader is stale) is ignored by the core. Its call must be answered
+// at once with "no response" rather than parked until this node sees a
+// leader change, which may never come: meanwhile the sender's read hangs
+// until its timeout and the parked call stays in memory.
+func TestReviewReadIndexToNonLeaderIsAnsweredAtOnce(t *testing.T) {
+	n, err := New(Config{ID: 1, DataDir: t.TempDir(), Join: true, Logger: hclog.NewNullLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	p := &peerMsg{m: raft.Message{Type: raft.MsgReadIndex, From: 2, To: 1, Term: 1, Context: []byte("read-1")}, done: make(chan peerAnswer, 1)}
+	n.q.push(p)
+	select {
+	case a := <-p.done:
+		if a.ok {
+			t.Errorf("a follower answered a read index: %v", a.m.String())
+		}
+	case <-time.After(2 * time.Second):
+		t.Error("a read index sent to a follower is parked instead of answered")
+	}
+}
+
+// A proposal whose entry a new leader overwrote can still sit in byIndex
+// when this node leads again and appends a new proposal at the same index
+// (it had not applied that index yet). The new proposal must not silently
+// replace the old one: the old one's entry is gone from the leader's log,
+// so it is answered as not applied rather than left to time out and stay
+// in byID for good.
+func TestReviewProposalReplacedAtItsIndexIsAnswered(t *testing.T) {
+	n, err := New(Config{ID: 1, DataDir: t.TempDir(), Logger: hclog.NewNullLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := n.waitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	old := &proposal{id: 1 << 62, done: make(chan proposalResult, 1)}
+	cmd := kv.Command{ID: n.proposeID.Add(1), Kind: kv.CmdOpenSession, Time: time.Now().UnixNano()}
+	fresh := &proposal{id: cmd.ID, data: cmd.AppendBinary(nil), done: make(chan proposalResult, 1)}
+	if err := n.runOnLoop(ctx, func() {
+		// The old proposal waits at the index the next one will take.
+		old.index = n.core.LastIndex() + 1
+		n.loop.byID[old.id] = old
+		n.loop.byIndex[old.index] = old
+		n.loop.newProp = append(n.loop.newProp, fresh)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-fresh.done:
+		if r.err != nil {
+			t.Fatalf("the new proposal: %v", r.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the new proposal was not applied")
+	}
+	select {
+	case r := <-old.done:
+		if r.err == nil {
+			t.Error("the replaced proposal was reported applied")
+		}
+	case <-time.After(time.Second):
+		t.Error("the replaced proposal is never answered")
+	}
+	left := -1
+	n.runOnLoop(ctx, func() { _, ok := n.loop.byID[old.id]; left = map[bool]int{true: 1, false: 0}[ok] })
+	if left != 0 {
+		t.Error("the replaced proposal stays in byID")
+	}
+}
