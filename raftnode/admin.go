@@ -90,7 +90,14 @@ func (n *Node) changeMembership(ctx context.Context, cc raft.ConfChange) error {
 	case <-ctx.Done():
 		return errOutcomeUnknown
 	case <-n.done:
-		return errOutcomeUnknown
+		// A leader that removed itself stops right after applying the
+		// change; the answer may already be there.
+		select {
+		case err := <-ch:
+			return err
+		default:
+			return errOutcomeUnknown
+		}
 	}
 }
 
@@ -138,8 +145,12 @@ func (n *Node) transfer(ctx context.Context, to uint64) error {
 	for {
 		select {
 		case <-wake:
-			if n.lead.Load() != n.cfg.ID && n.lead.Load() != 0 {
+			switch lead := n.lead.Load(); {
+			case lead == to:
 				return nil
+			case lead != n.cfg.ID && lead != 0:
+				// Another node won the election the transfer started.
+				return &requestError{schema.ErrorCode_unavailable, fmt.Sprintf("leadership moved to node %d, not %d: retry the transfer", lead, to)}
 			}
 			wake = n.leaderChanged()
 		case <-timer.C:

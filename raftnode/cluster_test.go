@@ -342,15 +342,15 @@ func TestRemoveAndReAddAfterDataLoss(t *testing.T) {
 	c.dirs[lost] = t.TempDir()
 
 	leader := c.nodes[lead]
-	if err := adminCall(ctx, c, lead, func(a schema.Admin) (schema.Error, bool, error) {
+	if err := adminCall(ctx, c, lead, func(a schema.Admin) error {
 		f, rel := a.RemoveMember(ctx, func(p schema.Admin_removeMember_Params) error { p.SetId(lost); return nil })
 		defer rel()
 		r, err := f.Struct()
 		if err != nil {
-			return schema.Error{}, false, err
+			return err
 		}
 		e, _ := r.Error()
-		return e, r.HasError(), nil
+		return errorField(e, r.HasError())
 	}); err != nil {
 		t.Fatalf("remove member %d: %v", lost, err)
 	}
@@ -362,7 +362,7 @@ func TestRemoveAndReAddAfterDataLoss(t *testing.T) {
 	if _, err := k.put(ctx, "after-removal", "v"); err != nil {
 		t.Fatal(err)
 	}
-	if err := adminCall(ctx, c, lead, func(a schema.Admin) (schema.Error, bool, error) {
+	if err := adminCall(ctx, c, lead, func(a schema.Admin) error {
 		f, rel := a.AddMember(ctx, func(p schema.Admin_addMember_Params) error {
 			p.SetId(lost)
 			return p.SetAddress(c.addrs[lost])
@@ -370,10 +370,10 @@ func TestRemoveAndReAddAfterDataLoss(t *testing.T) {
 		defer rel()
 		r, err := f.Struct()
 		if err != nil {
-			return schema.Error{}, false, err
+			return err
 		}
 		e, _ := r.Error()
-		return e, r.HasError(), nil
+		return errorField(e, r.HasError())
 	}); err != nil {
 		t.Fatalf("add member %d back: %v", lost, err)
 	}
@@ -390,15 +390,19 @@ func TestRemoveAndReAddAfterDataLoss(t *testing.T) {
 	}
 }
 
-// adminCall runs fn on node id's Admin capability and turns the error
-// field into a Go error.
-func adminCall(ctx context.Context, c *testCluster, id uint64, fn func(schema.Admin) (schema.Error, bool, error)) error {
+// adminCall runs fn on node id's Admin capability.
+func adminCall(ctx context.Context, c *testCluster, id uint64, fn func(schema.Admin) error) error {
 	cc := rpctest.Dial(c.t, c.addrs[id], rpc.DialConfig{})
 	f, rel := cc.Node().Admin(ctx, nil)
 	defer rel()
-	e, has, err := fn(f.Admin())
-	if err != nil || !has {
-		return err
+	return fn(f.Admin())
+}
+
+// errorField turns a result's error field into a Go error; call it
+// before the result is released.
+func errorField(e schema.Error, has bool) error {
+	if !has {
+		return nil
 	}
 	msg, _ := e.Message_()
 	return fmt.Errorf("%s: %s", e.Code(), msg)

@@ -22,6 +22,7 @@ var (
 	errDropped        = &requestError{schema.ErrorCode_unavailable, "the write was not applied (leadership changed or the leader is overloaded): retry"}
 	errOutcomeUnknown = &requestError{schema.ErrorCode_outcomeUnknown, "the write may or may not have been applied: retry it with the same session and sequence number"}
 	errTimeout        = &requestError{schema.ErrorCode_timeout, "timed out waiting for the cluster (no quorum reachable?)"}
+	errBatchFull      = &requestError{schema.ErrorCode_unavailable, "this batch's answers reached the size limit before this read: retry it"}
 	errShuttingDown   = &requestError{schema.ErrorCode_shuttingDown, "the node is shutting down: use another node"}
 	errConfNotApplied = &requestError{schema.ErrorCode_unavailable, "the membership change was not applied (leadership changed): retry"}
 	errRemoved        = errors.New("removed from the cluster; to bring it back, add it again (raftctl member add) and start it with an empty --data-dir and --join")

@@ -89,6 +89,7 @@ func (n *Node) execute(ctx context.Context, session, ackedBelow uint64, ops []kv
 	if read != nil {
 		readErr = n.awaitRead(ctx, read)
 	}
+	served := 0 // bytes of keys and values read so far
 	for i := range ops {
 		o := &ops[i]
 		if o.isWrite() {
@@ -99,7 +100,14 @@ func (n *Node) execute(ctx context.Context, session, ackedBelow uint64, ops []kv
 			results[i].leaderHint = n.lead.Load()
 			continue
 		}
+		if served > maxBatchReadBytes {
+			// The answer must fit in one message: the client sends the
+			// remaining reads again in a later batch.
+			results[i].err = errBatchFull
+			continue
+		}
 		n.read(o, &results[i])
+		served += resultBytes(&results[i])
 	}
 	return results
 }
@@ -128,6 +136,20 @@ func (n *Node) read(o *kvOp, r *kvResult) {
 // maxRangePageBytes bounds the keys and values of one Range page, well
 // under the default 16 MiB message limit of clients.
 const maxRangePageBytes = 4 << 20
+
+// maxBatchReadBytes bounds the keys and values the reads of one batch
+// return; reads beyond it are answered errBatchFull. With values of at
+// most 1 MiB and range pages of at most 4 MiB, the answer stays under
+// clients' 16 MiB message limit.
+const maxBatchReadBytes = 8 << 20
+
+func resultBytes(r *kvResult) int {
+	n := len(r.kv.Key) + len(r.kv.Value)
+	for i := range r.kvs {
+		n += len(r.kvs[i].Key) + len(r.kvs[i].Value)
+	}
+	return n
+}
 
 func fillAll(results []kvResult, err error, hint uint64) []kvResult {
 	for i := range results {

@@ -35,6 +35,7 @@ type loopState struct {
 	// machine to reach their index.
 	newReads   []*readWaiter
 	readsByCtx map[uint64][]*readWaiter
+	readsAt    map[uint64]time.Time // when each readsByCtx entry asked
 	applyWait  []*readWaiter
 	readSeq    uint64
 
@@ -136,6 +137,7 @@ func (n *Node) run() {
 	ls.confWaiters = make(map[uint64]chan error)
 	ls.confData = make(map[uint64][]byte)
 	ls.readsByCtx = make(map[uint64][]*readWaiter)
+	ls.readsAt = make(map[uint64]time.Time)
 	ls.readResponders = make(map[readKey]*peerMsg)
 	ls.role = raft.StateFollower
 
@@ -152,7 +154,7 @@ func (n *Node) run() {
 		// Ticks must not starve while the loop is busy with Readys.
 		select {
 		case <-ticker.C:
-			n.core.Tick()
+			n.tick()
 		default:
 		}
 		n.drain()
@@ -177,8 +179,26 @@ func (n *Node) run() {
 			n.setLeader(0, false)
 			return
 		case <-ticker.C:
-			n.core.Tick()
+			n.tick()
 		case <-n.q.wake:
+		}
+	}
+}
+
+// tick advances the core's clock and gives up on read indexes nobody
+// answered (a leader that ignored the request, say): their clients have
+// been told to retry by now, and the entries would otherwise pile up
+// while the leader stays the same.
+func (n *Node) tick() {
+	n.core.Tick()
+	ls := &n.loop
+	for seq, at := range ls.readsAt {
+		if time.Since(at) > n.cfg.RequestTimeout {
+			for _, r := range ls.readsByCtx[seq] {
+				r.done <- errTimeout
+			}
+			delete(ls.readsByCtx, seq)
+			delete(ls.readsAt, seq)
 		}
 	}
 }
@@ -372,6 +392,7 @@ func (n *Node) flushReads() {
 		}
 	} else {
 		n.loop.readsByCtx[n.loop.readSeq] = append([]*readWaiter(nil), reads...)
+		n.loop.readsAt[n.loop.readSeq] = time.Now()
 	}
 	clear(reads)
 	n.loop.newReads = reads[:0]
@@ -446,6 +467,7 @@ func (n *Node) handleReady(rd raft.Ready) {
 			n.loop.applyWait = append(n.loop.applyWait, r)
 		}
 		delete(n.loop.readsByCtx, seq)
+		delete(n.loop.readsAt, seq)
 	}
 	n.releaseReads()
 }
@@ -468,6 +490,7 @@ func (n *Node) roleChanged(ss raft.SoftState) {
 				r.done <- errNoLeader
 			}
 			delete(ls.readsByCtx, seq)
+			delete(ls.readsAt, seq)
 		}
 		for k, p := range ls.readResponders {
 			p.done <- peerAnswer{}

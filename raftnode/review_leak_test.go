@@ -41,27 +41,27 @@ func TestReviewNoGoroutineLeftAfterClose(t *testing.T) {
 		}
 	}
 	follower := lead%3 + 1
-	if err := adminCall(ctx, c, follower, func(a schema.Admin) (schema.Error, bool, error) {
+	if err := adminCall(ctx, c, follower, func(a schema.Admin) error {
 		f, rel := a.Snapshot(ctx, nil)
 		defer rel()
 		r, err := f.Struct()
 		if err != nil {
-			return schema.Error{}, false, err
+			return err
 		}
 		e, _ := r.Error()
-		return e, r.HasError(), nil
+		return errorField(e, r.HasError())
 	}); err != nil {
 		t.Fatalf("snapshot: %v", err)
 	}
-	if err := adminCall(ctx, c, follower, func(a schema.Admin) (schema.Error, bool, error) {
+	if err := adminCall(ctx, c, follower, func(a schema.Admin) error {
 		f, rel := a.Members(ctx, nil)
 		defer rel()
 		r, err := f.Struct()
 		if err != nil {
-			return schema.Error{}, false, err
+			return err
 		}
 		e, _ := r.Error()
-		return e, r.HasError(), nil
+		return errorField(e, r.HasError())
 	}); err != nil {
 		t.Fatalf("members: %v", err)
 	}

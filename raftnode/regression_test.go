@@ -1,0 +1,78 @@
+package raftnode_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/capraft/capraft/schema"
+)
+
+// A batch of reads whose answers would exceed a client's message limit
+// is answered in part: the reads past the batch's budget are told to
+// retry instead of the whole answer aborting the connection.
+func TestBatchOfLargeGetsFitsInAMessage(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	lead := c.leader()
+	ctx := ctxT(t)
+	k := c.client(lead)
+	k.openRetry(t, ctx)
+	big := strings.Repeat("v", 1000<<10)
+	for i := range 20 {
+		if _, err := k.putCode(ctx, uint64(i+1), fmt.Sprintf("big%02d", i), big); err != nil {
+			t.Fatal(err)
+		}
+	}
+	errs, kinds, err := k.batch(ctx, 0, 20, func(i int, op schema.Op) error {
+		g, err := op.NewGet()
+		if err != nil {
+			return err
+		}
+		g.SetConsistency(schema.Consistency_serializable)
+		return g.SetKey([]byte(fmt.Sprintf("big%02d", i)))
+	})
+	if err != nil {
+		t.Fatalf("batch of 20 gets of 1000 KiB: %v", err)
+	}
+	served := 0
+	for i := range errs {
+		if kinds[i] == schema.Result_Which_get {
+			served++
+		} else if !strings.Contains(fmt.Sprint(errs[i]), "retry") {
+			t.Fatalf("read %d: %v, want a retryable refusal", i, errs[i])
+		}
+	}
+	if served == 0 || served == 20 {
+		t.Fatalf("%d of 20 reads served; want some but not all", served)
+	}
+}
+
+// A removed follower learns that its removal committed and stops by
+// itself.
+func TestRemovedFollowerStops(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	lead := c.leader()
+	ctx := ctxT(t)
+	x := lead%3 + 1
+	if err := adminCall(ctx, c, lead, func(a schema.Admin) error {
+		f, rel := a.RemoveMember(ctx, func(p schema.Admin_removeMember_Params) error { p.SetId(x); return nil })
+		defer rel()
+		r, err := f.Struct()
+		if err != nil {
+			return err
+		}
+		e, _ := r.Error()
+		return errorField(e, r.HasError())
+	}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.nodes[x].Done():
+		if err := c.nodes[x].Err(); err == nil || !strings.Contains(err.Error(), "removed") {
+			t.Fatalf("node %d stopped with %v", x, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("removed node %d still running after 10s", x)
+	}
+}
