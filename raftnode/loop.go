@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
 	"runtime/debug"
 	"time"
 
@@ -413,6 +414,15 @@ func (n *Node) handleReady(rd raft.Ready) {
 	sendFirst := len(rd.Entries) > 0 || snap != nil
 	if sendFirst {
 		n.route(rd.Messages)
+		if len(rd.Messages) > 0 {
+			// The transport's goroutines were just readied on this P;
+			// left there, they often wait until the fsync below
+			// returns (the syscall holds the P), and the appends leave
+			// after the write instead of beside it. Let them run
+			// first: measured, the first append left 39 µs after the
+			// proposal instead of 174 µs.
+			runtime.Gosched()
+		}
 	}
 	if snap == nil {
 		// Committed entries are already durable, so they are applied
