@@ -238,12 +238,17 @@ func (n *Node) onLeader(ctx context.Context, local func() error, remote func(sch
 
 // adminErr reads a forwarded call's error field; call it before the
 // result is released (the error's text lives in the result message).
-func adminErr(s interface {
+// adminErr returns a forwarded call's error field (res, err come
+// straight from the call's Struct()); read it before releasing the call.
+func adminErr[R interface {
 	Error() (schema.Error, error)
 	HasError() bool
-}) error {
-	e, err := s.Error()
-	return remoteError(e, err == nil && s.HasError())
+}](res R, err error) error {
+	if err != nil {
+		return err
+	}
+	e, eerr := res.Error()
+	return remoteError(e, eerr == nil && res.HasError())
 }
 
 // Members lists the configuration.
@@ -303,13 +308,9 @@ func (a adminServer) AddMember(ctx context.Context, call schema.Admin_addMember)
 			return p.SetAddress(addr)
 		})
 		defer rel()
-		r, err := f.Struct()
-		if err != nil {
-			return err
-		}
-		return adminErr(r)
+		return adminErr(f.Struct())
 	})
-	return answerAdmin(call.AllocResults, err, a.n)
+	return answerError(call.AllocResults, err, a.n)
 }
 
 // PromoteMember turns a learner into a voter.
@@ -321,13 +322,9 @@ func (a adminServer) PromoteMember(ctx context.Context, call schema.Admin_promot
 	}, func(adm schema.Admin) error {
 		f, rel := adm.PromoteMember(ctx, func(p schema.Admin_promoteMember_Params) error { p.SetId(id); return nil })
 		defer rel()
-		r, err := f.Struct()
-		if err != nil {
-			return err
-		}
-		return adminErr(r)
+		return adminErr(f.Struct())
 	})
-	return answerAdmin(call.AllocResults, err, a.n)
+	return answerError(call.AllocResults, err, a.n)
 }
 
 // RemoveMember removes a node.
@@ -339,13 +336,9 @@ func (a adminServer) RemoveMember(ctx context.Context, call schema.Admin_removeM
 	}, func(adm schema.Admin) error {
 		f, rel := adm.RemoveMember(ctx, func(p schema.Admin_removeMember_Params) error { p.SetId(id); return nil })
 		defer rel()
-		r, err := f.Struct()
-		if err != nil {
-			return err
-		}
-		return adminErr(r)
+		return adminErr(f.Struct())
 	})
-	return answerAdmin(call.AllocResults, err, a.n)
+	return answerError(call.AllocResults, err, a.n)
 }
 
 // TransferLeadership hands leadership to another voter.
@@ -357,13 +350,9 @@ func (a adminServer) TransferLeadership(ctx context.Context, call schema.Admin_t
 	}, func(adm schema.Admin) error {
 		f, rel := adm.TransferLeadership(ctx, func(p schema.Admin_transferLeadership_Params) error { p.SetTo(to); return nil })
 		defer rel()
-		r, err := f.Struct()
-		if err != nil {
-			return err
-		}
-		return adminErr(r)
+		return adminErr(f.Struct())
 	})
-	return answerAdmin(call.AllocResults, err, a.n)
+	return answerError(call.AllocResults, err, a.n)
 }
 
 // Snapshot snapshots the answering node now.
@@ -385,8 +374,8 @@ func (a adminServer) Snapshot(ctx context.Context, call schema.Admin_snapshot) e
 	return fillError(e, err, a.n.lead.Load())
 }
 
-// answerAdmin fills the error field of a result that has only one.
-func answerAdmin[R interface {
+// answerError fills the error field of a result whose only field it is.
+func answerError[R interface {
 	NewError() (schema.Error, error)
 }](alloc func() (R, error), err error, n *Node) error {
 	res, aerr := alloc()

@@ -151,14 +151,6 @@ func (k *kvClient) open(ctx context.Context) error {
 	return nil
 }
 
-func resultError(r schema.Result) error {
-	if r.Which() != schema.Result_Which_error {
-		return nil
-	}
-	e, _ := r.Error()
-	msg, _ := e.Message_()
-	return fmt.Errorf("%s: %s", e.Code(), msg)
-}
 
 // put writes key=value with the next sequence number.
 func (k *kvClient) put(ctx context.Context, key, value string) (uint64, error) {
@@ -167,58 +159,12 @@ func (k *kvClient) put(ctx context.Context, key, value string) (uint64, error) {
 }
 
 func (k *kvClient) putSeq(ctx context.Context, seq uint64, key, value string) (uint64, error) {
-	f, rel := k.kv.Put(ctx, func(p schema.KV_put_Params) error {
-		p.SetSession(k.session)
-		p.SetSeq(seq)
-		op, err := p.NewOp()
-		if err != nil {
-			return err
-		}
-		op.SetKey([]byte(key))
-		return op.SetValue([]byte(value))
-	})
-	defer rel()
-	res, err := f.Struct()
-	if err != nil {
-		return 0, err
-	}
-	r, err := res.Result()
-	if err != nil {
-		return 0, err
-	}
-	return r.Revision(), resultError(r)
+	return k.putCode(ctx, seq, key, value)
 }
 
 func (k *kvClient) get(ctx context.Context, key string, serializable bool) (string, bool, error) {
-	f, rel := k.kv.Get(ctx, func(p schema.KV_get_Params) error {
-		op, err := p.NewOp()
-		if err != nil {
-			return err
-		}
-		if serializable {
-			op.SetConsistency(schema.Consistency_serializable)
-		}
-		return op.SetKey([]byte(key))
-	})
-	defer rel()
-	res, err := f.Struct()
-	if err != nil {
-		return "", false, err
-	}
-	r, err := res.Result()
-	if err != nil {
-		return "", false, err
-	}
-	if err := resultError(r); err != nil {
-		return "", false, err
-	}
-	g, _ := r.Get()
-	if !g.Found() {
-		return "", false, nil
-	}
-	kvp, _ := g.Kv()
-	v, _ := kvp.Value()
-	return string(v), true, nil
+	v, _, _, found, err := k.getCode(ctx, key, serializable)
+	return v, found, err
 }
 
 func ctxT(t *testing.T) context.Context {

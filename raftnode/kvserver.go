@@ -361,8 +361,15 @@ func (s kvServer) Batch(ctx context.Context, call schema.KV_batch) error {
 	return nil
 }
 
-// single runs one operation and encodes its result.
-func (s kvServer) single(ctx context.Context, session, seq uint64, o kvOp, alloc func() (schema.Result, error)) error {
+// single serves one of the single-operation methods: it decodes the
+// operation, lets the next call on the capability start, runs it as a
+// batch of one and encodes the result.
+func (s kvServer) single(ctx context.Context, session, seq uint64, decode func() (kvOp, error), next func(), alloc func() (schema.Result, error)) error {
+	o, err := decode()
+	if err != nil {
+		return err
+	}
+	next()
 	o.seq = seq
 	r := s.n.execute(ctx, session, 0, []kvOp{o}, false)[0]
 	dst, err := alloc()
@@ -372,97 +379,57 @@ func (s kvServer) single(ctx context.Context, session, seq uint64, o kvOp, alloc
 	return encodeResult(dst, &o, &r)
 }
 
+// decodeWith reads a method's operation struct with get and converts it
+// with decode.
+func decodeWith[P any](name string, get func() (P, error), decode func(P) (kvOp, error)) func() (kvOp, error) {
+	return func() (kvOp, error) {
+		p, err := get()
+		if err != nil {
+			return kvOp{}, invalid("%s: %v", name, err)
+		}
+		return decode(p)
+	}
+}
+
+// resultOf allocates a method's results and its result struct.
+func resultOf[R interface {
+	NewResult() (schema.Result, error)
+}](alloc func() (R, error)) func() (schema.Result, error) {
+	return func() (schema.Result, error) {
+		res, err := alloc()
+		if err != nil {
+			return schema.Result{}, err
+		}
+		return res.NewResult()
+	}
+}
+
 // Put writes one key.
 func (s kvServer) Put(ctx context.Context, call schema.KV_put) error {
 	a := call.Args()
-	op, err := a.Op()
-	if err != nil {
-		return invalid("put: %v", err)
-	}
-	o, err := decodePut(op)
-	if err != nil {
-		return err
-	}
-	call.Go()
-	res, err := call.AllocResults()
-	if err != nil {
-		return err
-	}
-	return s.single(ctx, a.Session(), a.Seq(), o, res.NewResult)
+	return s.single(ctx, a.Session(), a.Seq(), decodeWith("put", a.Op, decodePut), call.Go, resultOf(call.AllocResults))
 }
 
 // Get reads one key.
 func (s kvServer) Get(ctx context.Context, call schema.KV_get) error {
-	op, err := call.Args().Op()
-	if err != nil {
-		return invalid("get: %v", err)
-	}
-	o, err := decodeGet(op)
-	if err != nil {
-		return err
-	}
-	call.Go()
-	res, err := call.AllocResults()
-	if err != nil {
-		return err
-	}
-	return s.single(ctx, 0, 0, o, res.NewResult)
+	return s.single(ctx, 0, 0, decodeWith("get", call.Args().Op, decodeGet), call.Go, resultOf(call.AllocResults))
 }
 
 // Delete removes one key.
 func (s kvServer) Delete(ctx context.Context, call schema.KV_delete) error {
 	a := call.Args()
-	op, err := a.Op()
-	if err != nil {
-		return invalid("delete: %v", err)
-	}
-	o, err := decodeDelete(op)
-	if err != nil {
-		return err
-	}
-	call.Go()
-	res, err := call.AllocResults()
-	if err != nil {
-		return err
-	}
-	return s.single(ctx, a.Session(), a.Seq(), o, res.NewResult)
+	return s.single(ctx, a.Session(), a.Seq(), decodeWith("delete", a.Op, decodeDelete), call.Go, resultOf(call.AllocResults))
 }
 
 // Cas compares and swaps one key.
 func (s kvServer) Cas(ctx context.Context, call schema.KV_cas) error {
 	a := call.Args()
-	op, err := a.Op()
-	if err != nil {
-		return invalid("cas: %v", err)
-	}
-	o, err := decodeCAS(op)
-	if err != nil {
-		return err
-	}
-	call.Go()
-	res, err := call.AllocResults()
-	if err != nil {
-		return err
-	}
-	return s.single(ctx, a.Session(), a.Seq(), o, res.NewResult)
+	return s.single(ctx, a.Session(), a.Seq(), decodeWith("cas", a.Op, decodeCAS), call.Go, resultOf(call.AllocResults))
 }
 
 // Range reads one page of keys.
 func (s kvServer) Range(ctx context.Context, call schema.KV_range) error {
-	op, err := call.Args().Op()
-	if err != nil {
-		return invalid("range: %v", err)
-	}
-	o, err := decodeRange(op)
-	if err != nil {
-		return err
-	}
-	call.Go()
-	res, err := call.AllocResults()
-	if err != nil {
-		return err
-	}
-	return s.single(ctx, 0, 0, o, res.NewResult)
+	return s.single(ctx, 0, 0, decodeWith("range", call.Args().Op, decodeRange), call.Go, resultOf(call.AllocResults))
 }
 
 // sessionCall runs a session command on the leader, handing it over when
@@ -559,7 +526,7 @@ func (s kvServer) KeepAlive(ctx context.Context, call schema.KV_keepAlive) error
 		e, eerr := r.Error()
 		return 0, remoteError(e, eerr == nil && r.HasError())
 	})
-	return s.answerError(call.AllocResults, err)
+	return answerError(call.AllocResults, err, s.n)
 }
 
 // CloseSession forgets a session.
@@ -576,31 +543,5 @@ func (s kvServer) CloseSession(ctx context.Context, call schema.KV_closeSession)
 		e, eerr := r.Error()
 		return 0, remoteError(e, eerr == nil && r.HasError())
 	})
-	res, aerr := call.AllocResults()
-	if aerr != nil {
-		return aerr
-	}
-	if err == nil {
-		return nil
-	}
-	e, aerr := res.NewError()
-	if aerr != nil {
-		return aerr
-	}
-	return fillError(e, err, s.n.lead.Load())
-}
-
-func (s kvServer) answerError(alloc func() (schema.KV_keepAlive_Results, error), err error) error {
-	res, aerr := alloc()
-	if aerr != nil {
-		return aerr
-	}
-	if err == nil {
-		return nil
-	}
-	e, aerr := res.NewError()
-	if aerr != nil {
-		return aerr
-	}
-	return fillError(e, err, s.n.lead.Load())
+	return answerError(call.AllocResults, err, s.n)
 }
