@@ -151,7 +151,6 @@ func (k *kvClient) open(ctx context.Context) error {
 	return nil
 }
 
-
 // put writes key=value with the next sequence number.
 func (k *kvClient) put(ctx context.Context, key, value string) (uint64, error) {
 	k.seq++
