@@ -81,6 +81,22 @@ type header struct {
 	cluster, from, to uint64
 }
 
+// newRequest allocates a request struct and fills its header.
+func newRequest[R interface {
+	NewHeader() (schema.PeerHeader, error)
+}](alloc func() (R, error), hd header) (R, error) {
+	r, err := alloc()
+	if err != nil {
+		return r, err
+	}
+	h, err := r.NewHeader()
+	if err != nil {
+		return r, err
+	}
+	setHeader(h, hd)
+	return r, nil
+}
+
 func setHeader(h schema.PeerHeader, hd header) {
 	h.SetClusterId(hd.cluster)
 	h.SetFrom(hd.from)
@@ -90,15 +106,10 @@ func setHeader(h schema.PeerHeader, hd header) {
 // --- requests: encode (sender) ---
 
 func encodeVote(p schema.RequestVote_requestVote_Params, hd header, m raft.Message) error {
-	r, err := p.NewReq()
+	r, err := newRequest(p.NewReq, hd)
 	if err != nil {
 		return err
 	}
-	h, err := r.NewHeader()
-	if err != nil {
-		return err
-	}
-	setHeader(h, hd)
 	r.SetTerm(m.Term)
 	r.SetCandidateId(m.From)
 	r.SetLastLogIndex(m.LastLogIndex)
@@ -109,15 +120,10 @@ func encodeVote(p schema.RequestVote_requestVote_Params, hd header, m raft.Messa
 }
 
 func encodeAppend(p schema.AppendEntries_appendEntries_Params, hd header, m raft.Message) error {
-	r, err := p.NewReq()
+	r, err := newRequest(p.NewReq, hd)
 	if err != nil {
 		return err
 	}
-	h, err := r.NewHeader()
-	if err != nil {
-		return err
-	}
-	setHeader(h, hd)
 	r.SetTerm(m.Term)
 	r.SetLeaderId(m.From)
 	r.SetPrevLogIndex(m.Index)
@@ -194,15 +200,10 @@ func encodeSnap(p schema.InstallSnapshot_installSnapshot_Params, hd header, m ra
 	if m.Snapshot == nil {
 		return errNoSnapshot
 	}
-	r, err := p.NewReq()
+	r, err := newRequest(p.NewReq, hd)
 	if err != nil {
 		return err
 	}
-	h, err := r.NewHeader()
-	if err != nil {
-		return err
-	}
-	setHeader(h, hd)
 	r.SetTerm(m.Term)
 	r.SetLeaderId(m.From)
 	r.SetLastIncludedIndex(m.Snapshot.Index)
@@ -219,30 +220,20 @@ func encodeSnap(p schema.InstallSnapshot_installSnapshot_Params, hd header, m ra
 }
 
 func encodeTimeoutNow(p schema.TimeoutNow_timeoutNow_Params, hd header, m raft.Message) error {
-	r, err := p.NewReq()
+	r, err := newRequest(p.NewReq, hd)
 	if err != nil {
 		return err
 	}
-	h, err := r.NewHeader()
-	if err != nil {
-		return err
-	}
-	setHeader(h, hd)
 	r.SetTerm(m.Term)
 	r.SetLeaderId(m.From)
 	return nil
 }
 
 func encodeReadIndex(p schema.ReadIndex_readIndex_Params, hd header, m raft.Message) error {
-	r, err := p.NewReq()
+	r, err := newRequest(p.NewReq, hd)
 	if err != nil {
 		return err
 	}
-	h, err := r.NewHeader()
-	if err != nil {
-		return err
-	}
-	setHeader(h, hd)
 	r.SetTerm(m.Term)
 	if len(m.Context) > 0 {
 		return r.SetContext(m.Context)
