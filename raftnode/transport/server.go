@@ -162,72 +162,45 @@ func (s *raftServer) answer(req, resp raft.Message, ok bool, err error) (raft.Me
 	return resp, ok, nil
 }
 
-// RequestVote serves MsgVote.
-func (s *raftServer) RequestVote(ctx context.Context, call schema.RequestVote_requestVote) error {
-	m, err := decodeVote(call.Args(), s.cfg.ClusterID, s.cfg.LocalID)
+// serveCall serves one request method: decode and check the request,
+// hand it to the driver (letting the next call on the capability start)
+// and encode the response the core produced, or "no response".
+func serveCall[P, R any](ctx context.Context, s *raftServer, name string, args P,
+	decode func(P, uint64, uint64) (raft.Message, error), next func(),
+	alloc func() (R, error), encode func(R, raft.Message, bool) error) error {
+	m, err := decode(args, s.cfg.ClusterID, s.cfg.LocalID)
 	if err != nil {
-		return s.refuse("requestVote", err)
+		return s.refuse(name, err)
 	}
-	resp, ok, err := s.handle(ctx, call.Go, m)
+	resp, ok, err := s.handle(ctx, next, m)
 	if resp, ok, err = s.answer(m, resp, ok, err); err != nil {
 		return err
 	}
-	res, err := call.AllocResults()
+	res, err := alloc()
 	if err != nil {
 		return err
 	}
-	return encodeVoteResp(res, resp, ok)
+	return encode(res, resp, ok)
+}
+
+// RequestVote serves MsgVote.
+func (s *raftServer) RequestVote(ctx context.Context, call schema.RequestVote_requestVote) error {
+	return serveCall(ctx, s, "requestVote", call.Args(), decodeVote, call.Go, call.AllocResults, encodeVoteResp)
 }
 
 // AppendEntries serves MsgApp and MsgHeartbeat.
 func (s *raftServer) AppendEntries(ctx context.Context, call schema.AppendEntries_appendEntries) error {
-	m, err := decodeAppend(call.Args(), s.cfg.ClusterID, s.cfg.LocalID)
-	if err != nil {
-		return s.refuse("appendEntries", err)
-	}
-	resp, ok, err := s.handle(ctx, call.Go, m)
-	if resp, ok, err = s.answer(m, resp, ok, err); err != nil {
-		return err
-	}
-	res, err := call.AllocResults()
-	if err != nil {
-		return err
-	}
-	return encodeAppendResp(res, resp, ok)
+	return serveCall(ctx, s, "appendEntries", call.Args(), decodeAppend, call.Go, call.AllocResults, encodeAppendResp)
 }
 
 // InstallSnapshot serves MsgSnap.
 func (s *raftServer) InstallSnapshot(ctx context.Context, call schema.InstallSnapshot_installSnapshot) error {
-	m, err := decodeSnap(call.Args(), s.cfg.ClusterID, s.cfg.LocalID)
-	if err != nil {
-		return s.refuse("installSnapshot", err)
-	}
-	resp, ok, err := s.handle(ctx, call.Go, m)
-	if resp, ok, err = s.answer(m, resp, ok, err); err != nil {
-		return err
-	}
-	res, err := call.AllocResults()
-	if err != nil {
-		return err
-	}
-	return encodeSnapResp(res, resp, ok)
+	return serveCall(ctx, s, "installSnapshot", call.Args(), decodeSnap, call.Go, call.AllocResults, encodeSnapResp)
 }
 
 // ReadIndex serves MsgReadIndex.
 func (s *raftServer) ReadIndex(ctx context.Context, call schema.ReadIndex_readIndex) error {
-	m, err := decodeReadIndex(call.Args(), s.cfg.ClusterID, s.cfg.LocalID)
-	if err != nil {
-		return s.refuse("readIndex", err)
-	}
-	resp, ok, err := s.handle(ctx, call.Go, m)
-	if resp, ok, err = s.answer(m, resp, ok, err); err != nil {
-		return err
-	}
-	res, err := call.AllocResults()
-	if err != nil {
-		return err
-	}
-	return encodeReadIndexResp(res, resp, ok)
+	return serveCall(ctx, s, "readIndex", call.Args(), decodeReadIndex, call.Go, call.AllocResults, encodeReadIndexResp)
 }
 
 // TimeoutNow serves MsgTimeoutNow; the call has no result.
