@@ -141,6 +141,11 @@ start)
 	build
 	mkdir -p "$DIR"
 	for n in $NODES; do start_node "$n"; done
+	if l=$(leader); then
+		echo "node $l leads"
+	else
+		echo "no leader elected yet; check the logs in $DIR" >&2
+	fi
 	echo
 	echo "try: bin/raftctl --endpoints $(endpoints) status"
 	;;
