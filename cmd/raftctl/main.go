@@ -21,6 +21,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -45,6 +47,8 @@ type globals struct {
 	timeout     time.Duration
 	logLevel    string
 	output      string
+	tls         bool
+	tlsCA       string
 }
 
 func main() {
@@ -192,6 +196,8 @@ func newRoot(stdout, stderr io.Writer) (*cobra.Command, *globals) {
 	pf.DurationVar(&g.timeout, "timeout", 10*time.Second, "time allowed for a whole command, retries included (bench: for one operation; not for listen)")
 	pf.StringVar(&g.logLevel, "log-level", "off", "client log level on stderr: off, "+cli.LogLevels)
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table (for people) or json (one object per command, for scripts)")
+	pf.BoolVar(&g.tls, "tls", false, "speak TLS to the nodes (raftnode --tls-cert); verified against the system's roots or --tls-ca")
+	pf.StringVar(&g.tlsCA, "tls-ca", "", "PEM file of the CA that signed the nodes' certificates (implies --tls)")
 
 	root.AddCommand(
 		putCommand(g), getCommand(g), delCommand(g), casCommand(g), rangeCommand(g),
@@ -204,6 +210,20 @@ func newRoot(stdout, stderr io.Writer) (*cobra.Command, *globals) {
 // connect returns a client for the global flags.
 func (g *globals) connect(stderr io.Writer, extra ...client.Option) (*client.Client, error) {
 	opts := []client.Option{client.WithDialTimeout(g.dialTimeout)}
+	if g.tls || g.tlsCA != "" {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+		if g.tlsCA != "" {
+			pem, err := os.ReadFile(g.tlsCA)
+			if err != nil {
+				return nil, usagef("--tls-ca: %v", err)
+			}
+			cfg.RootCAs = x509.NewCertPool()
+			if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, usagef("--tls-ca: %s holds no PEM certificate", g.tlsCA)
+			}
+		}
+		opts = append(opts, client.WithTLS(cfg))
+	}
 	if g.logLevel != "off" {
 		log, err := cli.NewLogger("raftctl", g.logLevel, false, stderr)
 		if err != nil {

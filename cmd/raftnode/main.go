@@ -21,6 +21,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -54,6 +55,7 @@ type flags struct {
 	shutdownTimeout  time.Duration
 	echoQueue        int
 	tlsCert, tlsKey  string
+	tlsCA            string
 
 	dataDir         string
 	peers           string
@@ -115,6 +117,7 @@ func newCommand() *cobra.Command {
 	fl.IntVar(&f.echoQueue, "echo-queue", echo.DefaultQueueLen, "messages an echo listener may fall behind before it is dropped")
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate file; with --tls-key, serve TLS")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "PEM private key file for --tls-cert")
+	fl.StringVar(&f.tlsCA, "tls-ca", "", "PEM file of the CA that signed the peers' certificates (with --tls-cert; default: the system's roots)")
 	fl.StringVar(&f.dataDir, "data-dir", "raftnode-data", "directory for the write-ahead log and snapshots (created if missing; reused on restart)")
 	fl.StringVar(&f.peers, "peers", "", "initial members of a new cluster as id=host:port,... including this node (default: a single-node cluster of this node); on restart, overrides the addresses of the ids it lists")
 	fl.BoolVar(&f.join, "join", false, "start with an empty data directory and wait to be added with `raftctl member add` instead of bootstrapping a cluster")
@@ -163,6 +166,11 @@ func run(ctx context.Context, f flags) error {
 		advertise = ln.Addr().String()
 	}
 
+	peerTLSConfig, err := peerTLS(tlsConfig, f.tlsCA)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	peers, err := parsePeers(f.peers)
 	if err != nil {
 		ln.Close()
@@ -183,7 +191,7 @@ func run(ctx context.Context, f flags) error {
 		RequestTimeout:         f.requestTimeout,
 		WALSegmentSize:         f.walSegmentSize,
 		KV:                     kv.Config{SessionTTL: f.sessionTTL},
-		Dial:                   rpc.DialConfig{TLSConfig: peerTLS(tlsConfig), MaxMessageSize: f.maxMessageSize},
+		Dial:                   rpc.DialConfig{TLSConfig: peerTLSConfig, MaxMessageSize: f.maxMessageSize},
 		Echo:                   echo.HubConfig{QueueLen: f.echoQueue},
 		Logger:                 log,
 	})
@@ -277,12 +285,28 @@ func parsePeers(s string) (map[uint64]string, error) {
 	return peers, nil
 }
 
-// peerTLS makes peer connections speak TLS when the node serves TLS.
-// Peers are verified against the system roots; clusters with a private
-// CA should add it to the system pool.
-func peerTLS(server *tls.Config) *tls.Config {
+// peerTLS makes peer connections speak TLS when the node serves TLS,
+// verifying peers against caFile (PEM) or, without one, the system's
+// roots. The node presents its own certificate too, so peers can require
+// client certificates.
+func peerTLS(server *tls.Config, caFile string) (*tls.Config, error) {
 	if server == nil {
-		return nil
+		if caFile != "" {
+			return nil, errors.New("--tls-ca needs --tls-cert and --tls-key")
+		}
+		return nil, nil
 	}
-	return &tls.Config{MinVersion: tls.VersionTLS12}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: server.Certificates}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--tls-ca: %s holds no PEM certificate", caFile)
+		}
+		cfg.RootCAs = pool
+	}
+	return cfg, nil
 }
