@@ -2,6 +2,7 @@ package raftnode_test
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -27,6 +28,9 @@ type testCluster struct {
 	nodes map[uint64]*raftnode.Node
 	srvs  map[uint64]*rpc.Server
 	opts  func(*raftnode.Config)
+	// serverTLS, when set, makes every node serve TLS (peers then dial
+	// with the Dial.TLSConfig that opts sets).
+	serverTLS *tls.Config
 }
 
 func newTestCluster(t *testing.T, size int, opts func(*raftnode.Config)) *testCluster {
@@ -34,8 +38,12 @@ func newTestCluster(t *testing.T, size int, opts func(*raftnode.Config)) *testCl
 }
 
 func newTestClusterTB(t testing.TB, size int, opts func(*raftnode.Config)) *testCluster {
+	return newCluster(t, size, opts, nil)
+}
+
+func newCluster(t testing.TB, size int, opts func(*raftnode.Config), serverTLS *tls.Config) *testCluster {
 	c := &testCluster{t: t, addrs: map[uint64]string{}, dirs: map[uint64]string{}, lns: map[uint64]net.Listener{},
-		nodes: map[uint64]*raftnode.Node{}, srvs: map[uint64]*rpc.Server{}, opts: opts}
+		nodes: map[uint64]*raftnode.Node{}, srvs: map[uint64]*rpc.Server{}, opts: opts, serverTLS: serverTLS}
 	for id := uint64(1); id <= uint64(size); id++ {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -87,7 +95,7 @@ func (c *testCluster) start(id uint64) {
 	if err != nil {
 		t.Fatalf("start node %d: %v", id, err)
 	}
-	srv := rpc.NewServer(rpc.Config{Bootstrap: n.Bootstrap, Logger: cfg.Logger.Named("rpc")})
+	srv := rpc.NewServer(rpc.Config{Bootstrap: n.Bootstrap, TLSConfig: c.serverTLS, Logger: cfg.Logger.Named("rpc")})
 	go srv.Serve(ln)
 	c.nodes[id], c.srvs[id] = n, srv
 }

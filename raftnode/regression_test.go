@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/capraft/capraft/client"
+	"github.com/capraft/capraft/raftnode"
+	"github.com/capraft/capraft/rpc/rpctest"
 	"github.com/capraft/capraft/schema"
 )
 
@@ -74,5 +77,33 @@ func TestRemovedFollowerStops(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatalf("removed node %d still running after 10s", x)
+	}
+}
+
+// A cluster whose nodes serve TLS replicates over TLS: peers dial each
+// other with TLS and a TLS client reads its write back from every node.
+func TestClusterOverTLS(t *testing.T) {
+	serverTLS, clientTLS := rpctest.SelfSignedTLS(t)
+	c := newCluster(t, 3, func(cfg *raftnode.Config) { cfg.Dial.TLSConfig = clientTLS }, serverTLS)
+	lead := c.leader()
+	ctx := ctxT(t)
+	cl, err := client.New([]string{c.addrs[lead%3+1]}, client.WithTLS(clientTLS))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if _, err := cl.Put(ctx, "k", []byte("over tls")); err != nil {
+		t.Fatalf("put through a follower over TLS: %v", err)
+	}
+	for id, addr := range c.addrs {
+		rc, err := client.New([]string{addr}, client.WithTLS(clientTLS))
+		if err != nil {
+			t.Fatal(err)
+		}
+		kv, err := rc.Get(ctx, "k")
+		rc.Close()
+		if err != nil || string(kv.Value) != "over tls" {
+			t.Fatalf("node %d: %+v, %v", id, kv, err)
+		}
 	}
 }
