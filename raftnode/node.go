@@ -124,10 +124,14 @@ func (c *Config) setDefaults() error {
 	if c.Seed == 0 {
 		c.Seed = rand.Uint64()
 	}
-	if !c.Join {
-		if _, ok := c.Peers[c.ID]; !ok && len(c.Peers) > 0 {
-			return fmt.Errorf("raftnode: --peers must include this node's id %d", c.ID)
-		}
+	if _, ok := c.Peers[c.ID]; !ok && len(c.Peers) > 0 {
+		return fmt.Errorf("raftnode: --peers must include this node's id %d (example: --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003)", c.ID)
+	}
+	if c.Join && len(c.Peers) < 2 {
+		// A joining node learns the members' addresses only from a
+		// snapshot, which may never come; without them it could neither
+		// hand writes to the leader nor, once a voter, run for election.
+		return errors.New("raftnode: --join needs --peers listing the cluster's current members and this node, so it can reach them")
 	}
 	return nil
 }

@@ -64,7 +64,7 @@ func TestReviewOverwrittenConfChangeIsNotReportedApplied(t *testing.T) {
 // leader change, which may never come: meanwhile the sender's read hangs
 // until its timeout and the parked call stays in memory.
 func TestReviewReadIndexToNonLeaderIsAnsweredAtOnce(t *testing.T) {
-	n, err := New(Config{ID: 1, DataDir: t.TempDir(), Join: true, Logger: hclog.NewNullLogger()})
+	n, err := New(Config{ID: 1, DataDir: t.TempDir(), Join: true, Peers: map[uint64]string{1: "127.0.0.1:1", 2: "127.0.0.1:2"}, Logger: hclog.NewNullLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
