@@ -116,7 +116,7 @@ func (n *Node) restore(sn raft.Snapshot) error {
 		if err := n.kv.Restore(bytes.NewReader(kvData)); err != nil {
 			return fmt.Errorf("snapshot %d: restore the key-value store: %w", sn.Meta.Index, err)
 		}
-	} else if err := n.kv.Restore(emptyKVSnapshot(sn.Meta.Index)); err != nil {
+	} else if err := n.kv.Restore(emptyKVSnapshot()); err != nil {
 		return fmt.Errorf("snapshot %d: reset the key-value store: %w", sn.Meta.Index, err)
 	}
 	n.kv.SetApplied(sn.Meta.Index)
@@ -136,7 +136,7 @@ func (n *Node) restore(sn raft.Snapshot) error {
 }
 
 // emptyKVSnapshot is the snapshot of an empty store.
-func emptyKVSnapshot(index uint64) io.Reader {
+func emptyKVSnapshot() io.Reader {
 	var buf bytes.Buffer
 	kv.New(kv.Config{}).Snapshot().WriteTo(&buf)
 	return &buf
