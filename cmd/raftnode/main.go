@@ -79,7 +79,8 @@ func main() {
 		debug.SetGCPercent(400)
 	}
 	if err := newCommand().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "raftnode: "+err.Error())
+		// Errors from the raftnode package carry its name already.
+		fmt.Fprintln(os.Stderr, "raftnode: "+strings.TrimPrefix(err.Error(), "raftnode: "))
 		os.Exit(1)
 	}
 }
