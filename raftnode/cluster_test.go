@@ -298,12 +298,7 @@ func TestRemoveAndReAddAfterDataLoss(t *testing.T) {
 	if err := adminCall(ctx, c, lead, func(a schema.Admin) error {
 		f, rel := a.RemoveMember(ctx, func(p schema.Admin_removeMember_Params) error { p.SetId(lost); return nil })
 		defer rel()
-		r, err := f.Struct()
-		if err != nil {
-			return err
-		}
-		e, _ := r.Error()
-		return errorField(e, r.HasError())
+		return resultErr(f.Struct())
 	}); err != nil {
 		t.Fatalf("remove member %d: %v", lost, err)
 	}
@@ -321,12 +316,7 @@ func TestRemoveAndReAddAfterDataLoss(t *testing.T) {
 			return p.SetAddress(c.addrs[lost])
 		})
 		defer rel()
-		r, err := f.Struct()
-		if err != nil {
-			return err
-		}
-		e, _ := r.Error()
-		return errorField(e, r.HasError())
+		return resultErr(f.Struct())
 	}); err != nil {
 		t.Fatalf("add member %d back: %v", lost, err)
 	}
@@ -349,6 +339,19 @@ func adminCall(ctx context.Context, c *testCluster, id uint64, fn func(schema.Ad
 	f, rel := cc.Node().Admin(ctx, nil)
 	defer rel()
 	return fn(f.Admin())
+}
+
+// resultErr returns a call's failure or its result's error field (pass it
+// the call's Struct() before releasing the call).
+func resultErr[R interface {
+	Error() (schema.Error, error)
+	HasError() bool
+}](r R, err error) error {
+	if err != nil {
+		return err
+	}
+	e, _ := r.Error()
+	return errorField(e, r.HasError())
 }
 
 // errorField turns a result's error field into a Go error; call it

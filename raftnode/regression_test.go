@@ -61,12 +61,7 @@ func TestRemovedFollowerStops(t *testing.T) {
 	if err := adminCall(ctx, c, lead, func(a schema.Admin) error {
 		f, rel := a.RemoveMember(ctx, func(p schema.Admin_removeMember_Params) error { p.SetId(x); return nil })
 		defer rel()
-		r, err := f.Struct()
-		if err != nil {
-			return err
-		}
-		e, _ := r.Error()
-		return errorField(e, r.HasError())
+		return resultErr(f.Struct())
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -44,24 +44,14 @@ func TestReviewNoGoroutineLeftAfterClose(t *testing.T) {
 	if err := adminCall(ctx, c, follower, func(a schema.Admin) error {
 		f, rel := a.Snapshot(ctx, nil)
 		defer rel()
-		r, err := f.Struct()
-		if err != nil {
-			return err
-		}
-		e, _ := r.Error()
-		return errorField(e, r.HasError())
+		return resultErr(f.Struct())
 	}); err != nil {
 		t.Fatalf("snapshot: %v", err)
 	}
 	if err := adminCall(ctx, c, follower, func(a schema.Admin) error {
 		f, rel := a.Members(ctx, nil)
 		defer rel()
-		r, err := f.Struct()
-		if err != nil {
-			return err
-		}
-		e, _ := r.Error()
-		return errorField(e, r.HasError())
+		return resultErr(f.Struct())
 	}); err != nil {
 		t.Fatalf("members: %v", err)
 	}
