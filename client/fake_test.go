@@ -85,6 +85,7 @@ type fakeStore struct {
 	faults    func(call int64) fault
 	members   []memberInfo
 	leader    uint64 // the leader node Status reports (default 1)
+	noLeader  bool   // Status reports no leader (so the client does not move to one)
 
 	batches    atomic.Int64
 	ops        atomic.Int64
@@ -282,6 +283,9 @@ func (f *fakeNodeCap) Status(_ context.Context, call schema.Node_status) error {
 	lead := s.leader
 	if lead == 0 {
 		lead = 1
+	}
+	if s.noLeader {
+		lead = 0
 	}
 	st.SetRole(schema.Role_follower)
 	if f.node.id == lead {

@@ -439,10 +439,11 @@ func TestFailover(t *testing.T) {
 	})
 	t.Run("unavailable node", func(t *testing.T) {
 		store, nodes := fakeCluster(t, 2)
-		// Node 1 has no leader; node 2 has (and leads, so the client
-		// stays there).
+		// The first batch call, wherever it lands, answers unavailable.
+		// Status names no leader, so the client does not move to one on
+		// its own and only the failover decides where it ends up.
 		store.mu.Lock()
-		store.leader = 2
+		store.noLeader = true
 		store.mu.Unlock()
 		store.setFaults(func(int64) fault { return fault{} })
 		c := newKVClient(t, addrs(nodes...))

@@ -17,6 +17,7 @@ package cluster
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -500,7 +501,41 @@ func (c *Cluster) signal(ctx context.Context, id uint64, sig syscall.Signal) err
 // VM would: it keeps its connections and state and resumes where it was
 // on Resume. SIGKILL (Kill, Close) still ends a paused node; SIGTERM
 // (Stop) waits until it is resumed.
-func (c *Cluster) Pause(id uint64) error { return c.send(id, syscall.SIGSTOP) }
+func (c *Cluster) Pause(id uint64) error {
+	if err := c.send(id, syscall.SIGSTOP); err != nil {
+		return err
+	}
+	// SIGSTOP takes effect asynchronously: wait until the kernel reports
+	// the process stopped, so that nothing it does afterwards is mistaken
+	// for work done while paused.
+	n := c.Node(id)
+	n.mu.Lock()
+	p := n.proc
+	n.mu.Unlock()
+	if p == nil {
+		return fmt.Errorf("cluster: node %d exited while being paused", id)
+	}
+	pid := p.cmd.Process.Pid
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if stopped(pid) {
+			return nil
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return fmt.Errorf("cluster: node %d (pid %d) did not stop within 5s of SIGSTOP", id, pid)
+}
+
+// stopped reports whether process pid is stopped (state T in /proc).
+func stopped(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the command name, which is in parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && (b[i+2] == 'T' || b[i+2] == 't')
+}
 
 // Resume continues node id after Pause (SIGCONT).
 func (c *Cluster) Resume(id uint64) error { return c.send(id, syscall.SIGCONT) }
