@@ -151,6 +151,10 @@ func (n *Node) run() {
 	}
 	ticker := time.NewTicker(ls.tick)
 	defer ticker.Stop()
+	announce := time.NewTimer(time.Hour)
+	announce.Stop()
+	defer announce.Stop()
+	var announceC <-chan time.Time // armed while a commit index waits
 	for {
 		// Ticks must not starve while the loop is busy with Readys.
 		select {
@@ -173,7 +177,22 @@ func (n *Node) run() {
 		if n.core.HasReady() {
 			continue
 		}
+		switch unannounced := n.core.CommitUnannounced(); {
+		case unannounced && announceC == nil:
+			announce.Reset(n.commitAnnounceDelay())
+			announceC = announce.C
+		case !unannounced && announceC != nil:
+			// A proposal's appends carried it: the quiet period
+			// restarts at the next commit.
+			announce.Stop()
+			announceC = nil
+		}
 		select {
+		case <-announceC:
+			// Quiet since the commit: no proposal carried the new
+			// index to the followers, so send it on its own.
+			announceC = nil
+			n.core.AnnounceCommit()
 		case <-n.stopc:
 			// Handlers must stop waiting for, or handing requests to, a
 			// leader: they answer shuttingDown once done is closed.
@@ -184,6 +203,15 @@ func (n *Node) run() {
 		case <-n.q.wake:
 		}
 	}
+}
+
+// commitAnnounceDelay is how long a leader keeps a new commit index for
+// the next proposal's appends before sending it on its own: long enough
+// for a client's next write to arrive (so a steady load never pays for
+// separate announcements), short enough that followers apply, and serve
+// serializable reads, within about a millisecond of the leader.
+func (n *Node) commitAnnounceDelay() time.Duration {
+	return min(time.Millisecond, n.cfg.HeartbeatInterval)
 }
 
 // tick advances the core's clock and gives up on read indexes nobody
@@ -424,11 +452,13 @@ func (n *Node) handleReady(rd raft.Ready) {
 			runtime.Gosched()
 		}
 	}
-	if snap == nil {
-		// Committed entries are already durable, so they are applied
-		// (and their clients answered) before this Ready's write rather
-		// than after it: the commit index's own write is off the
-		// critical path.
+	// Committed entries are already durable. A leader applies them (and
+	// answers their clients) before this Ready's write rather than after
+	// it: the commit index's own write is off the critical path. A
+	// follower acknowledges its new entries first: the leader waits for
+	// that, nobody waits for the follower's apply.
+	applyFirst := snap == nil && n.loop.role == raft.StateLeader
+	if applyFirst {
 		for _, e := range rd.CommittedEntries {
 			n.apply(e)
 		}
@@ -451,6 +481,11 @@ func (n *Node) handleReady(rd raft.Ready) {
 		n.loop.unsavedHS = &hs
 	}
 	n.route(rd.MessagesAfterPersist)
+	if !applyFirst && snap == nil {
+		for _, e := range rd.CommittedEntries {
+			n.apply(e)
+		}
+	}
 	if snap != nil {
 		if err := n.restore(*snap); err != nil {
 			panic(fmt.Errorf("install snapshot %d: %w", snap.Meta.Index, err))

@@ -257,6 +257,10 @@ func (n *Node) open() (err error) {
 		Seed:          n.cfg.Seed,
 		PreVote:       true,
 		CheckQuorum:   true,
+		// Under a steady load the next append carries a new commit
+		// index; the loop announces it when it goes quiet instead
+		// (commitAnnounceDelay). Two fewer calls per follower per write.
+		LazyCommit: true,
 	})
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)

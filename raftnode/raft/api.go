@@ -112,3 +112,20 @@ func (r *Core) ReportUnreachable(id uint64) {
 		pr.BecomeProbe()
 	}
 }
+
+// CommitUnannounced reports whether this leader, configured with
+// LazyCommit, holds a commit index that it has not yet sent to its
+// followers (see AnnounceCommit).
+func (r *Core) CommitUnannounced() bool {
+	return r.state == StateLeader && r.commitUnannounced
+}
+
+// AnnounceCommit sends followers the commit index that LazyCommit left
+// waiting, with an append each (empty unless they lack entries). Call it
+// when CommitUnannounced has held for a moment without a new proposal
+// carrying the index; it does nothing otherwise.
+func (r *Core) AnnounceCommit() {
+	if r.CommitUnannounced() {
+		r.bcastAppend()
+	}
+}

@@ -95,8 +95,7 @@ func (r *Core) handleAppendResponse(m Message, pr *tracker.Progress) {
 		}
 	}
 	if updated && r.maybeCommit() {
-		// The new commit index reaches followers with the next appends.
-		r.bcastAppend()
+		r.commitAdvanced()
 	} else {
 		r.sendAppends(m.From)
 	}
@@ -165,9 +164,26 @@ func (r *Core) maybeCommit() bool {
 // bcastAppend sends new entries (and the commit index) to every follower
 // whose window allows it.
 func (r *Core) bcastAppend() {
+	r.commitUnannounced = false
 	for _, id := range r.trk.IDs() {
 		if id != r.id {
 			r.sendAppend(id, true)
+			r.sendAppends(id)
+		}
+	}
+}
+
+// commitAdvanced tells followers about a new commit index: at once with
+// (possibly empty) appends, or, with LazyCommit, only with appends that
+// carry entries anyway, leaving the rest to AnnounceCommit.
+func (r *Core) commitAdvanced() {
+	if !r.cfg.LazyCommit {
+		r.bcastAppend()
+		return
+	}
+	r.commitUnannounced = true
+	for _, id := range r.trk.IDs() {
+		if id != r.id {
 			r.sendAppends(id)
 		}
 	}
@@ -278,7 +294,7 @@ func (r *Core) selfAck() {
 		return
 	}
 	if pr.MaybeUpdate(r.log.stableIndex()) && r.maybeCommit() {
-		r.bcastAppend()
+		r.commitAdvanced()
 	}
 }
 

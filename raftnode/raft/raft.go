@@ -72,6 +72,9 @@ type Core struct {
 	// many Propose calls between two Readys share one AppendEntries per
 	// follower.
 	bcastPending bool
+	// commitUnannounced: with LazyCommit, the commit index advanced and
+	// no broadcast has carried it yet.
+	commitUnannounced bool
 
 	reads    readOnly
 	snapRecv *snapReceive
@@ -186,6 +189,7 @@ func (r *Core) reset(term uint64) {
 	r.heartbeatElapsed = 0
 	r.resetRandomTimeout()
 	r.leadTransferee = 0
+	r.commitUnannounced = false
 	r.trk.ResetVotes()
 	last := r.log.lastIndex()
 	for id, pr := range r.trk.Progress {

@@ -275,3 +275,74 @@ func TestReportUnreachableFallsBackToProbing(t *testing.T) {
 		t.Fatalf("after unreachable: %s", pr)
 	}
 }
+
+// With LazyCommit, a commit sends no empty appends: the index rides on the
+// next append with entries, or goes out when the driver announces it.
+// Without it, every follower hears of the commit at once.
+func TestLazyCommitWaitsForEntriesOrAnnouncement(t *testing.T) {
+	commitAppends := func(lazy bool) (*Core, *MemoryStorage, []Message) {
+		c, d := electLeader(t, func(cfg *Config) { cfg.LazyCommit = lazy })
+		ackAll(c, d)
+		if err := c.Propose([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		persistAll(c, d)
+		idx := c.log.lastIndex()
+		c.Step(Message{Type: MsgAppResp, From: 2, To: 1, Term: c.term, Index: idx})
+		if c.log.committed != idx {
+			t.Fatalf("lazy=%v: committed %d, want %d", lazy, c.log.committed, idx)
+		}
+		return c, d, only(persistAll(c, d), MsgApp)
+	}
+
+	if _, _, apps := commitAppends(false); len(apps) != 2 {
+		t.Fatalf("eager: %d commit appends, want one per follower: %v", len(apps), apps)
+	}
+
+	c, d, apps := commitAppends(true)
+	if len(apps) != 0 {
+		t.Fatalf("lazy: commit sent appends: %v", apps)
+	}
+	if !c.CommitUnannounced() {
+		t.Fatal("lazy: commit not reported unannounced")
+	}
+	c.AnnounceCommit()
+	apps = only(persistAll(c, d), MsgApp)
+	if len(apps) != 2 || apps[0].Commit != c.log.committed || apps[1].Commit != c.log.committed {
+		t.Fatalf("announce: want two appends carrying commit %d: %v", c.log.committed, apps)
+	}
+	if c.CommitUnannounced() {
+		t.Fatal("still unannounced after AnnounceCommit")
+	}
+	c.AnnounceCommit()
+	if apps := only(persistAll(c, d), MsgApp); len(apps) != 0 {
+		t.Fatalf("a second announcement sent %v", apps)
+	}
+
+	// The next proposal carries a waiting index to every follower, so
+	// nothing is left to announce.
+	c.Step(Message{Type: MsgAppResp, From: 3, To: 1, Term: c.term, Index: c.log.lastIndex()})
+	if err := c.Propose([]byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	persistAll(c, d)
+	c.Step(Message{Type: MsgAppResp, From: 2, To: 1, Term: c.term, Index: c.log.lastIndex()})
+	persistAll(c, d)
+	if !c.CommitUnannounced() {
+		t.Fatal("second commit not reported unannounced")
+	}
+	if err := c.Propose([]byte("z")); err != nil {
+		t.Fatal(err)
+	}
+	apps = only(persistAll(c, d), MsgApp)
+	if len(apps) != 2 || apps[0].Commit != c.log.committed || c.CommitUnannounced() {
+		t.Fatalf("the next proposal did not carry commit %d to both followers: %v (unannounced %v)",
+			c.log.committed, apps, c.CommitUnannounced())
+	}
+
+	// A follower never reports anything unannounced.
+	f, _ := newTestCore(t, 2, []uint64{1, 2, 3}, func(cfg *Config) { cfg.LazyCommit = true })
+	if f.CommitUnannounced() {
+		t.Fatal("a follower reports an unannounced commit")
+	}
+}

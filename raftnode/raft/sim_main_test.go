@@ -51,6 +51,17 @@ var simConfigs = []struct {
 		o.maxEntries, o.chaosTicks = 1, 400
 		return o
 	}},
+	{"n=3,lazy-commit", 300, func() simOptions {
+		o := defaultSimOptions(3)
+		o.lazyCommit = true
+		return o
+	}},
+	{"n=5,lazy-commit,lossy", 200, func() simOptions {
+		o := defaultSimOptions(5)
+		o.lazyCommit = true
+		o.dropP, o.dupP, o.maxDelay = 0.15, 0.05, 5
+		return o
+	}},
 	{"n=5,one-entry-per-message", 200, func() simOptions {
 		o := defaultSimOptions(5)
 		o.maxEntries = 1

@@ -68,6 +68,7 @@ type simOptions struct {
 	maxEntries   int    // entries per AppendEntries (default 4)
 	preVote      bool
 	checkQuorum  bool
+	lazyCommit   bool // LazyCommit, announced at random moments
 	bugs         testBugs
 	// newDisk makes a node's disk; nil means MemoryStorage. Any other
 	// disk also gets crashes inside snapshotting (see maybeSnapshot).
@@ -202,6 +203,7 @@ func (c *simCluster) coreConfig(id uint64, disk Storage) Config {
 		ID: id, Storage: disk, ElectionTick: 10, HeartbeatTick: 2,
 		Seed:    c.rng.Uint64(),
 		PreVote: c.opts.preVote, CheckQuorum: c.opts.checkQuorum,
+		LazyCommit:    c.opts.lazyCommit,
 		MaxSizePerMsg: 64, MaxEntriesPerMsg: c.opts.maxEntries, MaxInflightMsgs: 4,
 		MaxUncommittedEntriesSize: 1024, MaxSnapshotChunk: 48,
 		bugs: c.opts.bugs,
@@ -439,6 +441,11 @@ func (c *simCluster) step() {
 	}
 	c.deliver()
 	for _, n := range c.upNodes() {
+		if n.up && c.opts.lazyCommit && n.core.CommitUnannounced() && c.rng.IntN(3) == 0 {
+			// The driver announces a waiting commit index once it has
+			// been idle for a while: here, at random.
+			n.core.AnnounceCommit()
+		}
 		c.process(n)
 	}
 	for id, op := range c.ops {
