@@ -115,27 +115,26 @@ func (q *queue) close() {
 	}
 }
 
-// enqueue queues a for the next batch and starts a sender if fewer than
-// the maximum are running, so that an attempt made while nothing is in
-// flight goes out at once. It returns false if the client is closed.
-func (c *Client) enqueue(a *attempt) bool {
+// enqueue queues a for the next batch. If fewer than the maximum senders
+// are running, the caller becomes one: enqueue reports lead, and the
+// caller must call lead(ctx), which sends a batch from its own goroutine
+// (saving two goroutine hand-offs on a lone operation's path). It returns
+// false if the client is closed.
+func (c *Client) enqueue(a *attempt) (ok, lead bool) {
 	q := &c.q
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
-		return false
+		return false, false
 	}
 	q.pending = append(q.pending, a)
-	start := q.senders < c.opts.maxInFlight
-	if start {
+	lead = q.senders < c.opts.maxInFlight
+	if lead {
 		q.senders++
 		c.wg.Add(1)
 	}
 	q.mu.Unlock()
-	if start {
-		go c.sender()
-	}
-	return true
+	return true, lead
 }
 
 // sender sends batches until the queue is empty.
@@ -148,6 +147,48 @@ func (c *Client) sender() {
 		}
 		c.sendBatch(batch)
 	}
+}
+
+// lead is a caller's turn as a sender (see enqueue): it sends one batch
+// and waits for its answer on the caller's goroutine, then hands the
+// sender's role to a goroutine if more is queued. A caller whose ctx ends
+// first, or who would have to wait for a connection, hands the batch over
+// at once, so ctx is honoured as when a goroutine sends.
+func (c *Client) lead(ctx context.Context) {
+	batch := c.take()
+	if batch == nil {
+		c.wg.Done()
+		return
+	}
+	cn := c.readyConn()
+	if cn == nil {
+		go func() {
+			c.sendBatch(batch)
+			c.sender()
+		}()
+		return
+	}
+	call := c.issue(cn, batch)
+	if call != nil {
+		select {
+		case <-call.f.Done():
+		case <-ctx.Done():
+			go func() {
+				call.finish()
+				c.sender()
+			}()
+			return
+		}
+		call.finish()
+	}
+	if next := c.take(); next != nil {
+		go func() {
+			c.sendBatch(next)
+			c.sender()
+		}()
+		return
+	}
+	c.wg.Done()
 }
 
 // take removes the next batch from the queue: the queued attempts in order,
@@ -210,8 +251,25 @@ func (c *Client) sendBatch(batch []*attempt) {
 		deliver(batch, err)
 		return
 	}
-	defer c.release(cn)
+	if call := c.issue(cn, batch); call != nil {
+		call.finish()
+	}
+}
 
+// batchCall is a KV.batch call in flight.
+type batchCall struct {
+	c       *Client
+	cn      *conn
+	sent    []*attempt
+	ctx     context.Context
+	cancel  context.CancelFunc
+	f       schema.KV_batch_Results_Future
+	release func()
+}
+
+// issue sends batch on cn, which it releases once the call is finished;
+// it returns nil if nothing was left to send.
+func (c *Client) issue(cn *conn, batch []*attempt) *batchCall {
 	// Attempts abandoned while the connection was dialled drop out now;
 	// the rest are sent.
 	sent := batch[:0]
@@ -226,7 +284,8 @@ func (c *Client) sendBatch(batch []*attempt) {
 		}
 	}
 	if len(sent) == 0 {
-		return
+		c.release(cn)
+		return nil
 	}
 	if session != 0 {
 		c.sess.wrote(session)
@@ -234,7 +293,6 @@ func (c *Client) sendBatch(batch []*attempt) {
 	acked := c.sess.ackedBelow(session)
 
 	ctx, cancel := context.WithTimeout(c.ctx, c.opts.requestTimeout)
-	defer cancel()
 	f, release := cn.kv.Batch(ctx, func(p schema.KV_batch_Params) error {
 		req, err := p.NewReq()
 		if err != nil {
@@ -253,10 +311,18 @@ func (c *Client) sendBatch(batch []*attempt) {
 		}
 		return nil
 	})
-	defer release()
-	res, err := f.Struct()
+	return &batchCall{c: c, cn: cn, sent: sent, ctx: ctx, cancel: cancel, f: f, release: release}
+}
+
+// finish waits for the call's answer and delivers the results.
+func (b *batchCall) finish() {
+	c, cn, sent := b.c, b.cn, b.sent
+	defer c.release(cn)
+	defer b.cancel()
+	defer b.release()
+	res, err := b.f.Struct()
 	if err != nil {
-		deliver(sent, c.batchError(cn, ctx, err))
+		deliver(sent, c.batchError(cn, b.ctx, err))
 		return
 	}
 	list, err := res.Results()

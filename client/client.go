@@ -270,6 +270,28 @@ func (c *Client) acquire(ctx context.Context) (*conn, error) {
 	return cn, nil
 }
 
+// readyConn acquires the current connection if it is up, without
+// waiting; nil means a dial is needed or in progress (or the client is
+// closed), which acquire handles.
+func (c *Client) readyConn() *conn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cn := c.cur
+	if c.closed || cn == nil || cn.dead() {
+		return nil
+	}
+	select {
+	case <-cn.ready:
+	default:
+		return nil
+	}
+	if cn.err != nil {
+		return nil
+	}
+	cn.users++
+	return cn
+}
+
 // dial connects cn to the first endpoint that answers, starting at start.
 func (c *Client) dial(cn *conn, start int) {
 	defer c.wg.Done()

@@ -236,8 +236,12 @@ func (c *Client) do(ctx context.Context, req *request) (res result, err error) {
 			}
 		}
 		a := &attempt{req: req, session: req.session, seq: req.seq, done: make(chan struct{})}
-		if !c.enqueue(a) {
+		ok, lead := c.enqueue(a)
+		if !ok {
 			return fail(ErrClosed)
+		}
+		if lead {
+			c.lead(ctx)
 		}
 		select {
 		case <-a.done:
