@@ -94,8 +94,8 @@ func (r *Core) handleAppendResponse(m Message, pr *tracker.Progress) {
 			pr.Inflights.FreeLE(m.Index)
 		}
 	}
-	if updated && r.maybeCommit() {
-		r.commitAdvanced()
+	if prev := r.log.committed; updated && r.maybeCommit() {
+		r.commitAdvanced(prev)
 	} else {
 		r.sendAppends(m.From)
 	}
@@ -173,11 +173,15 @@ func (r *Core) bcastAppend() {
 	}
 }
 
-// commitAdvanced tells followers about a new commit index: at once with
-// (possibly empty) appends, or, with LazyCommit, only with appends that
-// carry entries anyway, leaving the rest to AnnounceCommit.
-func (r *Core) commitAdvanced() {
-	if !r.cfg.LazyCommit {
+// commitAdvanced tells followers that the commit index moved past prev:
+// at once with (possibly empty) appends, or, with LazyCommit, only with
+// appends that carry entries anyway, leaving the rest to AnnounceCommit.
+// A committed membership change is always announced at once: a member it
+// removes hears nothing from us once it is applied, and must learn of its
+// removal now.
+func (r *Core) commitAdvanced(prev uint64) {
+	conf := r.pendingConfIndex > prev && r.pendingConfIndex <= r.log.committed
+	if !r.cfg.LazyCommit || conf {
 		r.bcastAppend()
 		return
 	}
@@ -293,8 +297,8 @@ func (r *Core) selfAck() {
 	if pr == nil {
 		return
 	}
-	if pr.MaybeUpdate(r.log.stableIndex()) && r.maybeCommit() {
-		r.commitAdvanced()
+	if prev := r.log.committed; pr.MaybeUpdate(r.log.stableIndex()) && r.maybeCommit() {
+		r.commitAdvanced(prev)
 	}
 }
 

@@ -346,3 +346,30 @@ func TestLazyCommitWaitsForEntriesOrAnnouncement(t *testing.T) {
 		t.Fatal("a follower reports an unannounced commit")
 	}
 }
+
+// Even with LazyCommit, a committed membership change is announced at
+// once: a member it removes hears nothing more once it is applied, and
+// must learn of its own removal from this announcement.
+func TestLazyCommitAnnouncesMembershipChangesAtOnce(t *testing.T) {
+	c, d := electLeader(t, func(cfg *Config) { cfg.LazyCommit = true })
+	ackAll(c, d)
+	cc := ConfChange{Changes: []ConfChangeSingle{{Type: ConfChangeRemoveNode, NodeID: 3}}}
+	if err := c.ProposeConfChange(cc); err != nil {
+		t.Fatal(err)
+	}
+	persistAll(c, d)
+	idx := c.log.lastIndex()
+	c.Step(Message{Type: MsgAppResp, From: 2, To: 1, Term: c.term, Index: idx})
+	if c.log.committed != idx {
+		t.Fatalf("committed %d, want %d", c.log.committed, idx)
+	}
+	var toThree []Message
+	for _, m := range only(persistAll(c, d), MsgApp) {
+		if m.To == 3 {
+			toThree = append(toThree, m)
+		}
+	}
+	if len(toThree) == 0 || toThree[len(toThree)-1].Commit != idx {
+		t.Fatalf("the removed member was not told the change committed at %d: %v", idx, toThree)
+	}
+}
