@@ -1,6 +1,7 @@
 package raftnode_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -100,5 +101,37 @@ func TestClusterOverTLS(t *testing.T) {
 		if err != nil || string(kv.Value) != "over tls" {
 			t.Fatalf("node %d: %+v, %v", id, kv, err)
 		}
+	}
+}
+
+// Followers learn a new commit index within about a millisecond even when
+// no further write carries it (the leader announces it once quiet), not a
+// heartbeat interval later. With 1 s heartbeats, a cluster that left it
+// to heartbeats would pass a round only when a heartbeat happened to fall
+// in its 200 ms window: all four rounds about once in 600 runs.
+func TestFollowersApplyWithoutWaitingForAHeartbeat(t *testing.T) {
+	c := newTestCluster(t, 3, func(cfg *raftnode.Config) {
+		cfg.HeartbeatInterval, cfg.ElectionTimeout = time.Second, 3*time.Second
+	})
+	lead := c.leader()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	k := c.client(lead)
+	if err := k.open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for round := range 4 {
+		if _, err := k.put(ctx, fmt.Sprintf("k%d", round), "v"); err != nil {
+			t.Fatal(err)
+		}
+		want := c.nodes[lead].Status(ctx).Applied
+		rpctest.Eventually(t, 200*time.Millisecond, fmt.Sprintf("round %d: every follower applies index %d", round, want), func() bool {
+			for id, n := range c.nodes {
+				if id != lead && n.Status(ctx).Applied < want {
+					return false
+				}
+			}
+			return true
+		})
 	}
 }
