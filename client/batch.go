@@ -162,10 +162,7 @@ func (c *Client) lead(ctx context.Context) {
 	}
 	cn := c.readyConn()
 	if cn == nil {
-		go func() {
-			c.sendBatch(batch)
-			c.sender()
-		}()
+		c.handOff(func() { c.sendBatch(batch) })
 		return
 	}
 	call := c.issue(cn, batch)
@@ -173,22 +170,25 @@ func (c *Client) lead(ctx context.Context) {
 		select {
 		case <-call.f.Done():
 		case <-ctx.Done():
-			go func() {
-				call.finish()
-				c.sender()
-			}()
+			c.handOff(call.finish)
 			return
 		}
 		call.finish()
 	}
 	if next := c.take(); next != nil {
-		go func() {
-			c.sendBatch(next)
-			c.sender()
-		}()
+		c.handOff(func() { c.sendBatch(next) })
 		return
 	}
 	c.wg.Done()
+}
+
+// handOff passes a caller's sender role to a goroutine, which runs first
+// (the caller's unfinished batch) and then sends until the queue is empty.
+func (c *Client) handOff(first func()) {
+	go func() {
+		first()
+		c.sender()
+	}()
 }
 
 // take removes the next batch from the queue: the queued attempts in order,

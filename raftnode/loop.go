@@ -459,9 +459,7 @@ func (n *Node) handleReady(rd raft.Ready) {
 	// that, nobody waits for the follower's apply.
 	applyFirst := snap == nil && n.loop.role == raft.StateLeader
 	if applyFirst {
-		for _, e := range rd.CommittedEntries {
-			n.apply(e)
-		}
+		n.applyAll(rd.CommittedEntries)
 	}
 	if !sendFirst {
 		n.route(rd.Messages)
@@ -482,9 +480,7 @@ func (n *Node) handleReady(rd raft.Ready) {
 	}
 	n.route(rd.MessagesAfterPersist)
 	if !applyFirst && snap == nil {
-		for _, e := range rd.CommittedEntries {
-			n.apply(e)
-		}
+		n.applyAll(rd.CommittedEntries)
 	}
 	if snap != nil {
 		if err := n.restore(*snap); err != nil {
@@ -494,9 +490,7 @@ func (n *Node) handleReady(rd raft.Ready) {
 		n.loop.installed++
 		n.failStaleProposals(snap.Meta.Index)
 		n.log.Info("installed a snapshot from the leader", "index", snap.Meta.Index)
-		for _, e := range rd.CommittedEntries {
-			n.apply(e)
-		}
+		n.applyAll(rd.CommittedEntries)
 	}
 	n.core.Advance()
 	if n.loop.removed {
@@ -541,6 +535,13 @@ func (n *Node) roleChanged(ss raft.SoftState) {
 			p.done <- peerAnswer{}
 			delete(ls.readResponders, k)
 		}
+	}
+}
+
+// applyAll applies committed entries in order.
+func (n *Node) applyAll(ents []raft.Entry) {
+	for _, e := range ents {
+		n.apply(e)
 	}
 }
 
