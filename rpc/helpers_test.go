@@ -20,10 +20,11 @@ type testService struct {
 	bootstraps atomic.Int64
 	block      chan struct{} // "block" pings wait for this to close
 	entered    chan string   // each "block" ping reports here on entry
+	cancelled  chan string   // each "block" ping whose call is cancelled reports here
 }
 
 func newTestService() *testService {
-	return &testService{block: make(chan struct{}), entered: make(chan string, 16)}
+	return &testService{block: make(chan struct{}), entered: make(chan string, 16), cancelled: make(chan string, 16)}
 }
 
 func (s *testService) bootstrap(ci *rpc.ConnInfo) capnp.Client {
@@ -82,6 +83,10 @@ func (e *testEcho) Ping(ctx context.Context, call schema.Echo_ping) error {
 		select {
 		case <-e.svc.block:
 		case <-ctx.Done():
+			select {
+			case e.svc.cancelled <- msg:
+			default:
+			}
 			return ctx.Err()
 		}
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/capraft/capraft/rpc"
 	"github.com/capraft/capraft/rpc/rpctest"
+	"github.com/capraft/capraft/schema"
 )
 
 func TestPingOverLoopback(t *testing.T) {
@@ -190,5 +191,35 @@ func TestDialRefusedSaysCannotReach(t *testing.T) {
 	}
 	if want := "cannot reach " + addr + ": connection refused"; err.Error() != want {
 		t.Errorf("error %q, want %q", err, want)
+	}
+}
+
+// A caller that gives up sends a Finish, which the codec holds back for a
+// message to ride with; with no other traffic, it must still reach the
+// server on its own, and cancel the handler.
+func TestCancelledCallCancelsTheHandler(t *testing.T) {
+	svc, _, addr := serve(t, rpc.Config{})
+	e := echoOf(t, rpctest.Dial(t, addr, rpc.DialConfig{}))
+	ctx, cancel := context.WithCancel(context.Background())
+	f, release := e.Ping(ctx, func(p schema.Echo_ping_Params) error { return p.SetMsg("block-cancel") })
+	defer release()
+	waitFor(t, svc.entered, "block-cancel", "the handler to start")
+	cancel()
+	if _, err := f.Struct(); err == nil {
+		t.Fatal("a cancelled call succeeded")
+	}
+	waitFor(t, svc.cancelled, "block-cancel", "the handler to see the cancellation")
+}
+
+// waitFor waits (at most 10 s) for want on ch.
+func waitFor(t *testing.T, ch <-chan string, want, what string) {
+	t.Helper()
+	select {
+	case got := <-ch:
+		if got != want {
+			t.Fatalf("waiting for %s: got %q, want %q", what, got, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
 	}
 }
