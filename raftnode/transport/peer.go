@@ -419,7 +419,6 @@ type call struct {
 	fut      *capnp.Future
 	release  capnp.ReleaseFunc
 	sent     time.Time
-	done     bool // its reply arrived
 	released bool
 	probe    bool // a keepalive probe (Node.info), not a Raft message
 }
@@ -427,16 +426,17 @@ type call struct {
 // serve sends the queued messages on the connection, up to Window calls
 // in flight, and delivers the replies, until the connection fails or ctx
 // ends. served reports whether any reply arrived.
+//
+// Replies are taken in send order by waiting on the oldest call alone: the
+// peer answers the calls of one capability in the order they arrive, so
+// nothing is gained by watching the others, and not spawning a waiter per
+// call saves a goroutine and a hand-off on every reply.
 func (p *peer) serve(ctx context.Context, cc *rpc.ClientConn, rc schema.Raft) (served bool, err error) {
 	cfg := p.cfg()
 	var (
-		pending     []*call // in send order; done ones are trimmed from the front
-		active      int     // calls awaiting their reply
-		completions = make(chan *call, cfg.Window+1)
-		abort       = make(chan struct{})
-		wg          sync.WaitGroup
-		lastCall    = time.Now()
-		probing     bool
+		pending  []*call // in send order; completed ones are removed from the front
+		lastCall = time.Now()
+		probing  bool
 	)
 	defer func() {
 		p.setConn(nil)
@@ -444,8 +444,6 @@ func (p *peer) serve(ctx context.Context, cc *rpc.ClientConn, rc schema.Raft) (s
 		// releasing a question its peer never answered on a live
 		// connection. Closing fails every pending call.
 		cc.Close()
-		close(abort)
-		wg.Wait()
 		for _, c := range pending {
 			if !c.released {
 				c.release()
@@ -458,21 +456,11 @@ func (p *peer) serve(ctx context.Context, cc *rpc.ClientConn, rc schema.Raft) (s
 		c.sent = time.Now()
 		lastCall = c.sent
 		pending = append(pending, c)
-		active++
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			select {
-			case <-c.fut.Done():
-			case <-abort:
-			}
-			completions <- c
-		}()
 	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
-		for active < cfg.Window {
+		for len(pending) < cfg.Window {
 			q, ok := p.pop()
 			if !ok {
 				break
@@ -485,16 +473,16 @@ func (p *peer) serve(ctx context.Context, cc *rpc.ClientConn, rc schema.Raft) (s
 			}
 			start(c)
 		}
-		for len(pending) > 0 && pending[0].done {
-			pending[0] = nil
-			pending = pending[1:]
-		}
-		p.count(func(st *PeerStats) { st.InFlight = active })
+		p.count(func(st *PeerStats) { st.InFlight = len(pending) })
 
-		var deadline time.Time
+		var (
+			deadline time.Time
+			oldest   <-chan struct{} // nil (never ready) when nothing is in flight
+		)
 		switch {
 		case len(pending) > 0:
 			deadline = pending[0].sent.Add(cfg.CallTimeout)
+			oldest = pending[0].fut.Done()
 		case cfg.KeepAlive > 0:
 			deadline = lastCall.Add(cfg.KeepAlive)
 		}
@@ -508,14 +496,17 @@ func (p *peer) serve(ctx context.Context, cc *rpc.ClientConn, rc schema.Raft) (s
 			return served, errors.New("connection closed")
 		case <-p.wake:
 			p.reportOverflow()
-		case c := <-completions:
-			c.done = true
-			active--
+		case <-oldest:
+			c := pending[0]
+			pending[0] = nil
+			pending = pending[1:]
 			if c.probe {
 				probing = false
 			}
 			got, err := p.complete(c)
 			if err != nil {
+				// Left in pending for the cleanup to release after closing.
+				pending = append(pending, c)
 				return served, err
 			}
 			served = served || got
