@@ -182,44 +182,39 @@ func memberCommand(g *globals) *cobra.Command {
 		},
 	}
 	add.Flags().BoolVar(&learner, "learner", false, "add the node as a non-voting learner")
-	promote := &cobra.Command{
-		Use:   "promote ID",
-		Short: "Turn learner ID into a voter",
-		Long:  "member promote makes learner ID a voting member.\n\n" + `JSON: {"ok": true}`,
-		Args:  exactArgs(1, "ID"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := parseID(args[0])
-			if err != nil {
-				return err
-			}
-			return g.ok(cmd, func(ctx context.Context, c *client.Client) error {
-				return settle(ctx, c, c.PromoteMember(ctx, id), func(ms []client.Member) bool {
-					m, ok := findMember(ms, id)
-					return ok && !m.Learner
-				})
-			})
-		},
-	}
-	remove := &cobra.Command{
-		Use:   "remove ID",
-		Short: "Remove node ID from the cluster (it stops)",
-		Long:  "member remove removes node ID from the configuration; the node stops.\n\n" + `JSON: {"ok": true}`,
-		Args:  exactArgs(1, "ID"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := parseID(args[0])
-			if err != nil {
-				return err
-			}
-			return g.ok(cmd, func(ctx context.Context, c *client.Client) error {
-				return settle(ctx, c, c.RemoveMember(ctx, id), func(ms []client.Member) bool {
-					_, ok := findMember(ms, id)
-					return !ok
-				})
-			})
-		},
-	}
+	promote := memberIDCommand(g, "promote ID", "Turn learner ID into a voter",
+		"member promote makes learner ID a voting member.",
+		(*client.Client).PromoteMember, func(m client.Member, present bool) bool { return present && !m.Learner })
+	remove := memberIDCommand(g, "remove ID", "Remove node ID from the cluster (it stops)",
+		"member remove removes node ID from the configuration; the node stops.",
+		(*client.Client).RemoveMember, func(_ client.Member, present bool) bool { return !present })
 	member.AddCommand(add, promote, remove)
 	return member
+}
+
+// memberIDCommand builds a member subcommand that takes one node ID: it
+// calls change and, if the outcome is unknown, settles it with made
+// (given the node's entry in the configuration and whether it has one).
+func memberIDCommand(g *globals, use, short, long string,
+	change func(*client.Client, context.Context, uint64) error,
+	made func(m client.Member, present bool) bool) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Long:  long + "\n\n" + `JSON: {"ok": true}`,
+		Args:  exactArgs(1, "ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseID(args[0])
+			if err != nil {
+				return err
+			}
+			return g.ok(cmd, func(ctx context.Context, c *client.Client) error {
+				return settle(ctx, c, change(c, ctx, id), func(ms []client.Member) bool {
+					return made(findMember(ms, id))
+				})
+			})
+		},
+	}
 }
 
 // settle resolves a membership change whose outcome is unknown (say the
