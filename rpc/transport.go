@@ -47,6 +47,8 @@ type codec struct {
 	// quietClose drops the Abort go-capnp sends when we close the
 	// connection ourselves; see closeQuietly.
 	quietClose atomic.Bool
+	// closed stops a pending hold timer from writing after Close.
+	closed atomic.Bool
 
 	// wmu serialises writes: Encode's, and flushHeld's from its timer.
 	wmu       sync.Mutex
@@ -197,7 +199,7 @@ func (c *codec) frame(msg *capnp.Message) error {
 func (c *codec) flushHeld() {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if len(c.held) > 0 {
+	if len(c.held) > 0 && !c.closed.Load() {
 		_ = c.write(net.Buffers{c.held})
 		c.held = c.held[:0]
 	}
@@ -232,8 +234,12 @@ func (c *codec) setEndReason(err error) {
 }
 
 // Close closes the connection. Held Finish frames are dropped: the peer
-// forgets its answers when the connection ends anyway.
-func (c *codec) Close() error { return c.conn.Close() }
+// forgets its answers when the connection ends anyway. (Close does not take
+// wmu: a write blocked on a stalled peer must not hold it up.)
+func (c *codec) Close() error {
+	c.closed.Store(true)
+	return c.conn.Close()
+}
 
 // closeQuietly closes rc, whose transport uses c, so that the peer sees the
 // connection end rather than an Abort: go-capnp's Close flushes the
