@@ -68,8 +68,10 @@ type readKey struct {
 type (
 	// peerMsg is a request from a peer, waiting for its response.
 	peerMsg struct {
-		m    raft.Message
-		done chan peerAnswer // buffered 1
+		m raft.Message
+		// reply answers the peer's call; the loop calls it exactly once.
+		// It encodes and queues the answer without blocking.
+		reply func(resp raft.Message, ok bool, err error)
 	}
 	// peerReply is a response a peer returned to one of our requests.
 	peerReply struct{ m raft.Message }
@@ -91,11 +93,6 @@ func (task) isEvent()        {}
 func (snapDone) isEvent()    {}
 func (*proposal) isEvent()   {}
 func (*readWaiter) isEvent() {}
-
-type peerAnswer struct {
-	m  raft.Message
-	ok bool
-}
 
 // proposal is one command waiting to be committed and applied.
 type proposal struct {
@@ -274,7 +271,7 @@ func (n *Node) step(m raft.Message) {
 func (n *Node) stepPeer(p *peerMsg) {
 	if err := n.core.Step(p.m); err != nil {
 		n.log.Debug("ignored a peer request", "msg", p.m.String(), "error", err)
-		p.done <- peerAnswer{}
+		p.reply(raft.Message{}, false, nil)
 		return
 	}
 	switch p.m.Type {
@@ -282,18 +279,18 @@ func (n *Node) stepPeer(p *peerMsg) {
 		if n.core.Role() != raft.StateLeader {
 			// The core ignores it: the sender's view of the leader is
 			// stale. Nothing would ever answer the call.
-			p.done <- peerAnswer{}
+			p.reply(raft.Message{}, false, nil)
 			return
 		}
 		// Answered once the leader confirmed its leadership, possibly
 		// several Readys later.
 		k := readKey{p.m.From, string(p.m.Context)}
 		if old := n.loop.readResponders[k]; old != nil {
-			old.done <- peerAnswer{}
+			old.reply(raft.Message{}, false, nil)
 		}
 		n.loop.readResponders[k] = p
 	case raft.MsgTimeoutNow:
-		p.done <- peerAnswer{}
+		p.reply(raft.Message{}, false, nil)
 	default:
 		n.loop.pending = append(n.loop.pending, p)
 	}
@@ -333,7 +330,7 @@ func (n *Node) respond(m raft.Message) {
 		k := readKey{m.To, string(m.Context)}
 		if p := n.loop.readResponders[k]; p != nil {
 			delete(n.loop.readResponders, k)
-			p.done <- peerAnswer{m, true}
+			p.reply(m, true, nil)
 		}
 		return
 	}
@@ -350,7 +347,7 @@ func (n *Node) respond(m raft.Message) {
 			resp.Type, resp.Reject = raft.MsgHeartbeatResp, false
 		}
 		if transport.Carries(p.m.Type, resp) {
-			p.done <- peerAnswer{resp, true}
+			p.reply(resp, true, nil)
 			n.loop.pending[i] = nil
 			return
 		}
@@ -362,7 +359,7 @@ func (n *Node) respond(m raft.Message) {
 func (n *Node) answerUnmatched() {
 	for i, p := range n.loop.pending {
 		if p != nil {
-			p.done <- peerAnswer{}
+			p.reply(raft.Message{}, false, nil)
 		}
 		n.loop.pending[i] = nil
 	}
@@ -532,7 +529,7 @@ func (n *Node) roleChanged(ss raft.SoftState) {
 			delete(ls.readsAt, seq)
 		}
 		for k, p := range ls.readResponders {
-			p.done <- peerAnswer{}
+			p.reply(raft.Message{}, false, nil)
 			delete(ls.readResponders, k)
 		}
 	}
@@ -716,10 +713,10 @@ func (n *Node) releaseReads() {
 func (n *Node) failEverything() {
 	err := n.stoppedError()
 	ls := &n.loop
-	for _, ev := range n.q.take() {
+	for _, ev := range n.q.close() {
 		switch e := ev.(type) {
 		case *peerMsg:
-			e.done <- peerAnswer{}
+			e.reply(raft.Message{}, false, nil)
 		case *proposal:
 			e.done <- proposalResult{err: err}
 		case *readWaiter:
@@ -745,11 +742,11 @@ func (n *Node) failEverything() {
 	}
 	for _, p := range ls.pending {
 		if p != nil {
-			p.done <- peerAnswer{}
+			p.reply(raft.Message{}, false, nil)
 		}
 	}
 	for _, p := range ls.readResponders {
-		p.done <- peerAnswer{}
+		p.reply(raft.Message{}, false, nil)
 	}
 	for _, ch := range ls.confWaiters {
 		ch <- errOutcomeUnknown

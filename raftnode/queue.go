@@ -9,6 +9,7 @@ type eventQueue struct {
 	mu     sync.Mutex
 	events []event
 	spare  []event
+	closed bool          // the loop has stopped: push refuses
 	wake   chan struct{} // capacity 1: "something was pushed"
 }
 
@@ -16,15 +17,21 @@ func newEventQueue() *eventQueue {
 	return &eventQueue{wake: make(chan struct{}, 1)}
 }
 
-// push appends e and wakes the loop.
-func (q *eventQueue) push(e event) {
+// push appends e and wakes the loop. It reports false, keeping nothing,
+// once the queue is closed: the caller answers e itself.
+func (q *eventQueue) push(e event) bool {
 	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return false
+	}
 	q.events = append(q.events, e)
 	q.mu.Unlock()
 	select {
 	case q.wake <- struct{}{}:
 	default:
 	}
+	return true
 }
 
 // take returns everything pushed so far. The returned slice is valid until
@@ -35,6 +42,16 @@ func (q *eventQueue) take() []event {
 	q.events = q.spare[:0]
 	q.spare = evs
 	q.mu.Unlock()
+	return evs
+}
+
+// close refuses further pushes and returns what was pushed and not taken.
+func (q *eventQueue) close() []event {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.closed = true
+	evs := q.events
+	q.events = nil
 	return evs
 }
 

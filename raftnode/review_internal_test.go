@@ -2,6 +2,7 @@ package raftnode
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -69,15 +70,16 @@ func TestReviewReadIndexToNonLeaderIsAnsweredAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n.Close()
-	p := &peerMsg{m: raft.Message{Type: raft.MsgReadIndex, From: 2, To: 1, Term: 1, Context: []byte("read-1")}, done: make(chan peerAnswer, 1)}
-	n.q.push(p)
-	select {
-	case a := <-p.done:
-		if a.ok {
-			t.Errorf("a follower answered a read index: %v", a.m.String())
-		}
-	case <-time.After(2 * time.Second):
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	resp, ok, err := peerHandler{n}.Handle(ctx, raft.Message{Type: raft.MsgReadIndex, From: 2, To: 1, Term: 1, Context: []byte("read-1")})
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
 		t.Error("a read index sent to a follower is parked instead of answered")
+	case err != nil:
+		t.Errorf("read index: %v", err)
+	case ok:
+		t.Errorf("a follower answered a read index: %v", resp.String())
 	}
 }
 

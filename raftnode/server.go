@@ -193,27 +193,27 @@ type peerHandler struct{ n *Node }
 // Handle steps m in the loop and waits for the response the core
 // produces for it.
 func (h peerHandler) Handle(ctx context.Context, m raft.Message) (raft.Message, bool, error) {
-	wait, err := h.Enqueue(ctx, m)
-	if err != nil {
-		return raft.Message{}, false, err
+	type answer struct {
+		m   raft.Message
+		ok  bool
+		err error
 	}
-	return wait(ctx)
+	done := make(chan answer, 1)
+	h.Deliver(m, func(resp raft.Message, ok bool, err error) { done <- answer{resp, ok, err} })
+	select {
+	case a := <-done:
+		return a.m, a.ok, a.err
+	case <-ctx.Done():
+		return raft.Message{}, false, ctx.Err()
+	}
 }
 
-// Enqueue queues m for the loop at once, so the calls on one capability
-// reach the core in the order they arrived, and returns the wait for its
-// response.
-func (h peerHandler) Enqueue(_ context.Context, m raft.Message) (func(context.Context) (raft.Message, bool, error), error) {
-	p := &peerMsg{m: m, done: make(chan peerAnswer, 1)}
-	h.n.q.push(p)
-	return func(ctx context.Context) (raft.Message, bool, error) {
-		select {
-		case a := <-p.done:
-			return a.m, a.ok, nil
-		case <-ctx.Done():
-			return raft.Message{}, false, ctx.Err()
-		case <-h.n.done:
-			return raft.Message{}, false, h.n.stoppedError()
-		}
-	}, nil
+// Deliver queues m for the loop at once, so the calls on one capability
+// reach the core in the order they arrived; the loop calls reply with the
+// response (or none) once the core produced it, and at the latest when
+// the loop stops.
+func (h peerHandler) Deliver(m raft.Message, reply func(raft.Message, bool, error)) {
+	if !h.n.q.push(&peerMsg{m: m, reply: reply}) {
+		reply(raft.Message{}, false, h.n.stoppedError())
+	}
 }

@@ -17,6 +17,7 @@ import (
 // testService is a Node whose Echo can be made to panic or block, to test
 // the server rather than the echo service.
 type testService struct {
+	inline     bool // serve Echo with ExportInline instead of Export
 	bootstraps atomic.Int64
 	block      chan struct{} // "block" pings wait for this to close
 	entered    chan string   // each "block" ping reports here on entry
@@ -44,6 +45,9 @@ func (n *testNode) Echo(_ context.Context, call schema.Node_echo) error {
 		return err
 	}
 	e := &testEcho{svc: n.svc}
+	if n.svc.inline {
+		return res.SetEcho(schema.Echo(n.ci.Exporter.ExportInline(e.inlineMethods(), e)))
+	}
 	return res.SetEcho(schema.Echo(n.ci.Exporter.Export(schema.Echo_Methods(nil, e), e, nil)))
 }
 
@@ -99,10 +103,80 @@ func (e *testEcho) Ping(ctx context.Context, call schema.Echo_ping) error {
 
 func (e *testEcho) Subscribe(context.Context, schema.Echo_subscribe) error { return nil }
 
+// inlineMethods serves ping as testEcho.Ping does, through ExportInline:
+// the work runs on a goroutine of its own, as a node's loop would, and
+// answers the call from there. Subscribe is left out, so it is
+// unimplemented.
+func (e *testEcho) inlineMethods() []rpc.InlineMethod {
+	var out []rpc.InlineMethod
+	for _, d := range schema.Echo_Methods(nil, nil) {
+		if d.Method.MethodName == "ping" {
+			out = append(out, rpc.InlineMethod{Method: d.Method, Serve: e.servePing})
+		}
+	}
+	return out
+}
+
+var pingResultsSize = rpc.ResultsSize(schema.NewEcho_ping_Results)
+
+func (e *testEcho) servePing(call *rpc.InlineCall) {
+	msg, err := schema.Echo_ping_Params(call.Args()).Msg()
+	if err != nil {
+		call.Return(err)
+		return
+	}
+	if msg == "panic" {
+		panic("handler panicked on purpose")
+	}
+	ctx := call.Context()
+	go func() {
+		if strings.HasPrefix(msg, "block") {
+			e.svc.entered <- msg
+			select {
+			case <-e.svc.block:
+			case <-ctx.Done():
+				select {
+				case e.svc.cancelled <- msg:
+				default:
+				}
+			}
+		}
+		// After a cancellation the call is answered already; this
+		// answer is then ignored.
+		call.ReturnResults(pingResultsSize, func(s capnp.Struct) error {
+			return schema.Echo_ping_Results(s).SetReply("echo:" + msg)
+		})
+	}()
+}
+
 // serve starts a test service with cfg (Bootstrap is filled in).
 func serve(t testing.TB, cfg rpc.Config) (*testService, *rpc.Server, string) {
 	t.Helper()
+	return serveExport(t, cfg, false)
+}
+
+// serveFunc starts a test service.
+type serveFunc func(t testing.TB, cfg rpc.Config) (*testService, *rpc.Server, string)
+
+// withBothExports runs test with Echo served through Export and through
+// ExportInline: both must behave the same for callers.
+func withBothExports(t *testing.T, test func(t *testing.T, serve serveFunc)) {
+	for _, inline := range []bool{false, true} {
+		name := map[bool]string{false: "Export", true: "ExportInline"}[inline]
+		t.Run(name, func(t *testing.T) {
+			test(t, func(t testing.TB, cfg rpc.Config) (*testService, *rpc.Server, string) {
+				t.Helper()
+				return serveExport(t, cfg, inline)
+			})
+		})
+	}
+}
+
+// serveExport is serve, with Echo exported inline if inline is set.
+func serveExport(t testing.TB, cfg rpc.Config, inline bool) (*testService, *rpc.Server, string) {
+	t.Helper()
 	svc := newTestService()
+	svc.inline = inline
 	cfg.Bootstrap = svc.bootstrap
 	srv, addr := rpctest.Serve(t, cfg)
 	return svc, srv, addr

@@ -15,7 +15,9 @@ import (
 	"github.com/capraft/capraft/schema"
 )
 
-func TestPingOverLoopback(t *testing.T) {
+func TestPingOverLoopback(t *testing.T) { withBothExports(t, testPingOverLoopback) }
+
+func testPingOverLoopback(t *testing.T, serve serveFunc) {
 	_, _, addr := serve(t, rpc.Config{})
 	cc := rpctest.Dial(t, addr, rpc.DialConfig{})
 	mustPing(t, echoOf(t, cc), "hello")
@@ -66,6 +68,10 @@ func listen(t *testing.T) net.Listener {
 }
 
 func TestHandlerPanicFailsOnlyThatCall(t *testing.T) {
+	withBothExports(t, testHandlerPanicFailsOnlyThatCall)
+}
+
+func testHandlerPanicFailsOnlyThatCall(t *testing.T, serve serveFunc) {
 	_, _, addr := serve(t, rpc.Config{})
 	cc := rpctest.Dial(t, addr, rpc.DialConfig{})
 	e := echoOf(t, cc)
@@ -106,6 +112,10 @@ func TestMaxConnsRefusesTheExtraConnection(t *testing.T) {
 }
 
 func TestShutdownLetsCallsInFlightFinish(t *testing.T) {
+	withBothExports(t, testShutdownLetsCallsInFlightFinish)
+}
+
+func testShutdownLetsCallsInFlightFinish(t *testing.T, serve serveFunc) {
 	svc, srv, addr := serve(t, rpc.Config{})
 	e := echoOf(t, rpctest.Dial(t, addr, rpc.DialConfig{}))
 	late := echoOf(t, rpctest.Dial(t, addr, rpc.DialConfig{}))
@@ -148,6 +158,10 @@ func TestShutdownLetsCallsInFlightFinish(t *testing.T) {
 }
 
 func TestShutdownDeadlineClosesConnections(t *testing.T) {
+	withBothExports(t, testShutdownDeadlineClosesConnections)
+}
+
+func testShutdownDeadlineClosesConnections(t *testing.T, serve serveFunc) {
 	svc, srv, addr := serve(t, rpc.Config{})
 	cc := rpctest.Dial(t, addr, rpc.DialConfig{})
 	e := echoOf(t, cc)
@@ -198,6 +212,10 @@ func TestDialRefusedSaysCannotReach(t *testing.T) {
 // message to ride with; with no other traffic, it must still reach the
 // server on its own, and cancel the handler.
 func TestCancelledCallCancelsTheHandler(t *testing.T) {
+	withBothExports(t, testCancelledCallCancelsTheHandler)
+}
+
+func testCancelledCallCancelsTheHandler(t *testing.T, serve serveFunc) {
 	svc, _, addr := serve(t, rpc.Config{})
 	e := echoOf(t, rpctest.Dial(t, addr, rpc.DialConfig{}))
 	ctx, cancel := context.WithCancel(context.Background())

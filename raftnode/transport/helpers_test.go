@@ -39,7 +39,8 @@ func testSeed(t testing.TB) uint64 {
 const testCluster = 7
 
 // fakeHandler plays a node's driver: it records what arrives and answers
-// with respond. It implements Enqueuer (strict order) unless plain is set.
+// with respond. It implements Deliverer (strict order); plainHandler
+// hides that.
 type fakeHandler struct {
 	mu          sync.Mutex
 	got         []raft.Message
@@ -76,7 +77,8 @@ func defaultRespond(m raft.Message) (raft.Message, bool) {
 	return r, true
 }
 
-func (h *fakeHandler) Enqueue(ctx context.Context, m raft.Message) (func(context.Context) (raft.Message, bool, error), error) {
+// enqueue records m and returns the wait for its answer.
+func (h *fakeHandler) enqueue(m raft.Message) func(context.Context) (raft.Message, bool, error) {
 	h.mu.Lock()
 	h.got = append(h.got, m)
 	h.cur++
@@ -101,15 +103,18 @@ func (h *fakeHandler) Enqueue(ctx context.Context, m raft.Message) (func(context
 		}
 		r, ok := h.respond(m)
 		return r, ok, nil
-	}, nil
+	}
+}
+
+// Deliver records m at once (so the order is the arrival order) and
+// answers from a goroutine of its own, as a driver's loop would.
+func (h *fakeHandler) Deliver(m raft.Message, reply func(raft.Message, bool, error)) {
+	wait := h.enqueue(m)
+	go func() { reply(wait(context.Background())) }()
 }
 
 func (h *fakeHandler) Handle(ctx context.Context, m raft.Message) (raft.Message, bool, error) {
-	wait, err := h.Enqueue(ctx, m)
-	if err != nil {
-		return raft.Message{}, false, err
-	}
-	return wait(ctx)
+	return h.enqueue(m)(ctx)
 }
 
 func (h *fakeHandler) received() []raft.Message {
@@ -124,7 +129,7 @@ func (h *fakeHandler) count() int {
 	return len(h.got)
 }
 
-// plainHandler hides Enqueue, leaving only Handle.
+// plainHandler hides Deliver, leaving only Handle.
 type plainHandler struct{ h *fakeHandler }
 
 func (p plainHandler) Handle(ctx context.Context, m raft.Message) (raft.Message, bool, error) {

@@ -23,23 +23,21 @@ type Handler interface {
 	//
 	// Handle is called from one goroutine per call. For the calls of one
 	// capability (one peer connection), the calls to Handle start in
-	// arrival order; a driver whose Handle hands m to its loop as its first
-	// blocking step sees them in that order except for the scheduling race
-	// between two goroutines. Implement Enqueuer to make the order strict.
+	// arrival order, but two goroutines may race to the driver. Implement
+	// Deliverer to make the order strict (and to save the goroutine).
 	Handle(ctx context.Context, m raft.Message) (resp raft.Message, ok bool, err error)
 }
 
-// Enqueuer is an optional extension of Handler that splits Handle in two,
-// which lets the server keep the arrival order of pipelined calls exactly.
-// If the Handler implements it, the server calls Enqueue (and not Handle)
-// for the calls of one capability one after another in arrival order, each
-// only once the previous Enqueue returned, and then waits with the
-// returned function.
-type Enqueuer interface {
-	// Enqueue hands m to the driver's loop (returning ctx's error if it
-	// ends first) without waiting for the response, and returns a function
-	// that waits for it with the same meaning as Handle's results.
-	Enqueue(ctx context.Context, m raft.Message) (wait func(ctx context.Context) (resp raft.Message, ok bool, err error), err error)
+// Deliverer is an optional extension of Handler for a driver that answers
+// from its own goroutine. If the Handler implements it, the server calls
+// Deliver (and not Handle) for the calls of one capability one after
+// another in arrival order, on the connection's receive goroutine.
+type Deliverer interface {
+	// Deliver hands m to the driver's loop without blocking. The driver
+	// then calls reply exactly once, from any goroutine, with the same
+	// meaning as Handle's results; reply encodes the response and queues
+	// it for sending without blocking. m's slices are the driver's to keep.
+	Deliver(m raft.Message, reply func(resp raft.Message, ok bool, err error))
 }
 
 // ServerConfig configures the Raft capability served on one connection.
@@ -52,10 +50,10 @@ type ServerConfig struct {
 	// Logger receives refusals and handler errors; nil uses the
 	// connection's logger.
 	Logger hclog.Logger
-	// MaxInFlight bounds the calls of one capability being handled at
-	// once (default 256, beyond any sender's window); a further call
-	// waits, unread, until one finishes, which holds back a peer that
-	// pipelines without bound.
+	// MaxInFlight bounds the calls of one capability the Handler holds
+	// at once (default 256, beyond any sender's window); a further call
+	// waits, and the connection is not read meanwhile, until one is
+	// answered, which holds back a peer that pipelines without bound.
 	MaxInFlight int
 }
 
@@ -66,14 +64,14 @@ const DefaultMaxInFlight = 256
 var errNoHandler = exc.New(exc.Failed, "", "raft: this node has no Raft handler")
 
 // NewServer returns the Raft capability that Node.raft() hands out on one
-// connection, exported through conn.Exporter (handler panics are
+// connection, exported inline through conn.Exporter (handler panics are
 // recovered). The caller owns the returned client.
 //
-// Each method decodes and validates its request (a malformed or refused
-// request fails the call with an error and is logged; nothing panics),
-// converts it, lets the capability read the next pipelined call
-// (call.Go) while this one waits, passes the message to the Handler in
-// arrival order, and encodes the response.
+// Each call is decoded and validated on the connection's receive
+// goroutine (a malformed or refused request fails the call with an error
+// and is logged; nothing panics), handed to the Handler in arrival order,
+// and answered with the response the core produced, encoded by whoever
+// delivers it.
 func NewServer(cfg ServerConfig, conn *rpc.ConnInfo) capnp.Client {
 	log := cfg.Logger
 	if log == nil {
@@ -86,26 +84,42 @@ func NewServer(cfg ServerConfig, conn *rpc.ConnInfo) capnp.Client {
 		cfg.MaxInFlight = DefaultMaxInFlight
 	}
 	s := &raftServer{cfg: cfg, log: log.Named("raft-server"), slots: make(chan struct{}, cfg.MaxInFlight)}
-	s.enq, _ = cfg.Handler.(Enqueuer)
-	closed := make(chan struct{})
-	close(closed)
-	s.tail = closed
-	return conn.Exporter.Export(schema.Raft_Methods(nil, s), s, nil)
+	s.dlv, _ = cfg.Handler.(Deliverer)
+	return conn.Exporter.ExportInline(s.methods(), s)
 }
 
-// raftServer serves one connection's Raft capability. go-capnp runs its
-// methods one at a time in arrival order until each calls call.Go; tail
-// chains the calls so that each reaches the Handler after its predecessor.
+// raftServer serves one connection's Raft capability.
 type raftServer struct {
 	cfg ServerConfig
 	log hclog.Logger
-	enq Enqueuer
-
-	// tail is closed once the latest call has been handed to the Handler.
-	// Only touched before call.Go, that is, by one call at a time.
-	tail chan struct{}
-	// slots holds a token per call being handled (MaxInFlight).
+	dlv Deliverer
+	// slots holds a token per call the Handler holds (MaxInFlight).
 	slots chan struct{}
+}
+
+// methods returns the capability's methods, with the ids and names of the
+// generated Raft interface.
+func (s *raftServer) methods() []rpc.InlineMethod {
+	serve := map[string]func(*rpc.InlineCall){
+		"requestVote":     serveInline(s, "requestVote", decodeVote, schema.NewRequestVote_requestVote_Results, encodeVoteResp),
+		"appendEntries":   serveInline(s, "appendEntries", decodeAppend, schema.NewAppendEntries_appendEntries_Results, encodeAppendResp),
+		"installSnapshot": serveInline(s, "installSnapshot", decodeSnap, schema.NewInstallSnapshot_installSnapshot_Results, encodeSnapResp),
+		"readIndex":       serveInline(s, "readIndex", decodeReadIndex, schema.NewReadIndex_readIndex_Results, encodeReadIndexResp),
+		"timeoutNow":      s.timeoutNow,
+	}
+	descs := schema.Raft_Methods(nil, nil) // only the descriptors are used
+	out := make([]rpc.InlineMethod, 0, len(descs))
+	for _, d := range descs {
+		f := serve[d.Method.MethodName]
+		if f == nil {
+			// A method added to the schema without a server here: its
+			// calls fail as unimplemented rather than crash anything.
+			s.log.Error("Raft method has no server", "method", d.Method.MethodName)
+			continue
+		}
+		out = append(out, rpc.InlineMethod{Method: d.Method, Serve: f})
+	}
+	return out
 }
 
 // refuse logs and returns the error for a request that is not accepted.
@@ -114,38 +128,29 @@ func (s *raftServer) refuse(method string, err error) error {
 	return exc.New(exc.Failed, "", fmt.Sprintf("raft %s: %v", method, err))
 }
 
-// handle runs the ordered hand-off and the wait for one decoded request.
-// It must be called before call.Go; goFn is call.Go.
-func (s *raftServer) handle(ctx context.Context, goFn func(), m raft.Message) (raft.Message, bool, error) {
+// deliver hands m to the Handler, holding a slot until it replies. It
+// must be called in arrival order; reply runs exactly once.
+func (s *raftServer) deliver(call *rpc.InlineCall, m raft.Message, reply func(raft.Message, bool, error)) {
 	if s.cfg.Handler == nil {
-		return raft.Message{}, false, errNoHandler
+		call.Return(errNoHandler)
+		return
 	}
+	ctx := call.Context()
 	select {
 	case s.slots <- struct{}{}:
 	case <-ctx.Done():
-		return raft.Message{}, false, ctx.Err()
+		call.Return(ctx.Err())
+		return
 	}
-	defer func() { <-s.slots }()
-	prev := s.tail
-	mine := make(chan struct{})
-	s.tail = mine
-	goFn()
-	select {
-	case <-prev:
-	case <-ctx.Done():
-		close(mine)
-		return raft.Message{}, false, ctx.Err()
+	done := func(resp raft.Message, ok bool, err error) {
+		<-s.slots
+		reply(resp, ok, err)
 	}
-	if s.enq != nil {
-		wait, err := s.enq.Enqueue(ctx, m)
-		close(mine)
-		if err != nil {
-			return raft.Message{}, false, err
-		}
-		return wait(ctx)
+	if s.dlv != nil {
+		s.dlv.Deliver(m, done)
+		return
 	}
-	close(mine)
-	return s.cfg.Handler.Handle(ctx, m)
+	go func() { done(s.cfg.Handler.Handle(ctx, m)) }()
 }
 
 // answer checks the Handler's response against the request.
@@ -162,57 +167,42 @@ func (s *raftServer) answer(req, resp raft.Message, ok bool, err error) (raft.Me
 	return resp, ok, nil
 }
 
-// serveCall serves one request method: decode and check the request,
-// hand it to the driver (letting the next call on the capability start)
-// and encode the response the core produced, or "no response".
-func serveCall[P, R any](ctx context.Context, s *raftServer, name string, args P,
-	decode func(P, uint64, uint64) (raft.Message, error), next func(),
-	alloc func() (R, error), encode func(R, raft.Message, bool) error) error {
-	m, err := decode(args, s.cfg.ClusterID, s.cfg.LocalID)
+// serveInline returns the server of one request method: decode and check
+// the request, hand it to the driver, and answer with the response the
+// core produced, or "no response".
+func serveInline[P, R ~capnp.StructKind](s *raftServer, name string,
+	decode func(P, uint64, uint64) (raft.Message, error),
+	newResults func(*capnp.Segment) (R, error),
+	encode func(R, raft.Message, bool) error) func(*rpc.InlineCall) {
+	size := rpc.ResultsSize(newResults)
+	return func(call *rpc.InlineCall) {
+		m, err := decode(P(call.Args()), s.cfg.ClusterID, s.cfg.LocalID)
+		if err != nil {
+			call.Return(s.refuse(name, err))
+			return
+		}
+		s.deliver(call, m, func(resp raft.Message, ok bool, err error) {
+			if resp, ok, err = s.answer(m, resp, ok, err); err != nil {
+				call.Return(err)
+				return
+			}
+			call.ReturnResults(size, func(res capnp.Struct) error { return encode(R(res), resp, ok) })
+		})
+	}
+}
+
+// timeoutNow serves MsgTimeoutNow; the call has no result.
+func (s *raftServer) timeoutNow(call *rpc.InlineCall) {
+	m, err := decodeTimeoutNow(schema.TimeoutNow_timeoutNow_Params(call.Args()), s.cfg.ClusterID, s.cfg.LocalID)
 	if err != nil {
-		return s.refuse(name, err)
+		call.Return(s.refuse("timeoutNow", err))
+		return
 	}
-	resp, ok, err := s.handle(ctx, next, m)
-	if resp, ok, err = s.answer(m, resp, ok, err); err != nil {
-		return err
-	}
-	res, err := alloc()
-	if err != nil {
-		return err
-	}
-	return encode(res, resp, ok)
-}
-
-// RequestVote serves MsgVote.
-func (s *raftServer) RequestVote(ctx context.Context, call schema.RequestVote_requestVote) error {
-	return serveCall(ctx, s, "requestVote", call.Args(), decodeVote, call.Go, call.AllocResults, encodeVoteResp)
-}
-
-// AppendEntries serves MsgApp and MsgHeartbeat.
-func (s *raftServer) AppendEntries(ctx context.Context, call schema.AppendEntries_appendEntries) error {
-	return serveCall(ctx, s, "appendEntries", call.Args(), decodeAppend, call.Go, call.AllocResults, encodeAppendResp)
-}
-
-// InstallSnapshot serves MsgSnap.
-func (s *raftServer) InstallSnapshot(ctx context.Context, call schema.InstallSnapshot_installSnapshot) error {
-	return serveCall(ctx, s, "installSnapshot", call.Args(), decodeSnap, call.Go, call.AllocResults, encodeSnapResp)
-}
-
-// ReadIndex serves MsgReadIndex.
-func (s *raftServer) ReadIndex(ctx context.Context, call schema.ReadIndex_readIndex) error {
-	return serveCall(ctx, s, "readIndex", call.Args(), decodeReadIndex, call.Go, call.AllocResults, encodeReadIndexResp)
-}
-
-// TimeoutNow serves MsgTimeoutNow; the call has no result.
-func (s *raftServer) TimeoutNow(ctx context.Context, call schema.TimeoutNow_timeoutNow) error {
-	m, err := decodeTimeoutNow(call.Args(), s.cfg.ClusterID, s.cfg.LocalID)
-	if err != nil {
-		return s.refuse("timeoutNow", err)
-	}
-	_, _, err = s.handle(ctx, call.Go, m)
-	if err != nil {
-		s.log.Debug("handler failed", "msg", m.Type, "from", m.From, "error", err)
-		return fmt.Errorf("raft %s from %d: %w", m.Type, m.From, err)
-	}
-	return nil
+	s.deliver(call, m, func(_ raft.Message, _ bool, err error) {
+		if err != nil {
+			s.log.Debug("handler failed", "msg", m.Type, "from", m.From, "error", err)
+			err = fmt.Errorf("raft %s from %d: %w", m.Type, m.From, err)
+		}
+		call.Return(err)
+	})
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -558,6 +559,62 @@ func TestHandlerContextEndsWithConnection(t *testing.T) {
 		defer h.mu.Unlock()
 		return h.cur == 0
 	})
+}
+
+// holdingHandler is a driver that keeps every reply and never answers on
+// its own, like a loop stuck on a slow disk.
+type holdingHandler struct {
+	mu      sync.Mutex
+	replies []func(raft.Message, bool, error)
+}
+
+func (h *holdingHandler) Handle(ctx context.Context, _ raft.Message) (raft.Message, bool, error) {
+	<-ctx.Done()
+	return raft.Message{}, false, ctx.Err()
+}
+
+func (h *holdingHandler) Deliver(_ raft.Message, reply func(raft.Message, bool, error)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.replies = append(h.replies, reply)
+}
+
+func (h *holdingHandler) held() []func(raft.Message, bool, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.replies)
+}
+
+// TestServerCloseAnswersCallsTheDriverHolds: closing the server answers
+// the calls a Deliverer holds (the connection waits for every call to be
+// answered before it closes), and the driver's late replies are ignored.
+func TestServerCloseAnswersCallsTheDriverHolds(t *testing.T) {
+	h := &holdingHandler{}
+	ps := startPeer(t, 2, h, "")
+	rec := newRecorder()
+	tr := newTestTransport(t, rec, func(c *Config) { c.CallTimeout = time.Minute })
+	tr.SetPeer(2, ps.addr)
+	for i := 0; i < 5; i++ {
+		tr.Send([]raft.Message{appMsg(2, uint64(i), 1, 8, nil)})
+	}
+	rpctest.Eventually(t, 10*time.Second, "the driver holds 5 calls", func() bool { return len(h.held()) == 5 })
+
+	closed := make(chan struct{})
+	go func() {
+		ps.stop()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("server Close hangs on the calls the driver holds")
+	}
+	for i, reply := range h.held() {
+		reply(raft.Message{Type: raft.MsgAppResp, From: 2, To: 1, Term: 2, Index: uint64(i + 1)}, true, nil)
+	}
+	if n := rec.numDelivered(); n != 0 {
+		t.Fatalf("%d responses delivered from calls answered after the connection closed", n)
+	}
 }
 
 func TestServerBoundsCallsInFlight(t *testing.T) {

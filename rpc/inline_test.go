@@ -1,0 +1,50 @@
+package rpc_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"capnproto.org/go/capnp/v3/exc"
+
+	"github.com/capraft/capraft/rpc"
+	"github.com/capraft/capraft/rpc/rpctest"
+	"github.com/capraft/capraft/schema"
+)
+
+// An inline capability called in its own process (no connection) goes
+// through the hook's Send: it answers, fails a panicking call, and says
+// "unimplemented" for a method it does not serve.
+func TestInlineCapabilityInProcess(t *testing.T) {
+	svc := newTestService()
+	e := &testEcho{svc: svc}
+	echo := schema.Echo(rpc.NewExporter(rpctest.Logger(t)).ExportInline(e.inlineMethods(), e))
+	defer echo.Release()
+
+	mustPing(t, echo, "local")
+	if _, err := ping(echo, "panic"); !exc.IsType(err, exc.Failed) {
+		t.Fatalf("panicking inline handler: %v (type %v), want Failed", err, exc.TypeOf(err))
+	}
+	mustPing(t, echo, "after-panic")
+	checkSubscribeUnimplemented(t, echo)
+}
+
+// Over a connection, a method the inline capability does not serve fails
+// as unimplemented, and the capability keeps serving the others.
+func TestInlineUnimplementedMethodOverTheNetwork(t *testing.T) {
+	_, _, addr := serveExport(t, rpc.Config{}, true)
+	echo := echoOf(t, rpctest.Dial(t, addr, rpc.DialConfig{}))
+	checkSubscribeUnimplemented(t, echo)
+	mustPing(t, echo, "still-served")
+}
+
+func checkSubscribeUnimplemented(t *testing.T, echo schema.Echo) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	f, release := echo.Subscribe(ctx, nil)
+	defer release()
+	if _, err := f.Struct(); !exc.IsType(err, exc.Unimplemented) {
+		t.Fatalf("subscribe on an inline capability without it: %v (type %v), want Unimplemented", err, exc.TypeOf(err))
+	}
+}
