@@ -131,7 +131,11 @@ func TestMisbehavingConnectionsAffectOnlyThemselves(t *testing.T) {
 	}
 
 	t.Run("abrupt close mid-frame", func(t *testing.T) {
-		before := srv.NumConns()
+		// The cases above see their connection closed before the server
+		// has counted it gone: wait until only the pinger's is left, or
+		// one of theirs could leave between here and the count below.
+		rpctest.Eventually(t, 10*time.Second, "only the pinger's connection left", func() bool { return srv.NumConns() == 1 })
+		const before = 1
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
