@@ -6,7 +6,11 @@ import (
 	"fmt"
 	"time"
 
+	"capnproto.org/go/capnp/v3"
+	"capnproto.org/go/capnp/v3/server"
+
 	"github.com/capraft/capraft/raftnode/kv"
+	"github.com/capraft/capraft/rpc"
 	"github.com/capraft/capraft/schema"
 )
 
@@ -43,18 +47,14 @@ func (n *Node) execute(ctx context.Context, session, ackedBelow uint64, ops []kv
 		return n.forward(ctx, session, ackedBelow, ops)
 	}
 
-	var prop *proposal
+	var prop <-chan proposalResult
 	if len(writes) > 0 {
 		if session == 0 {
 			for _, i := range writes {
-				results[i].err = invalid("writes need a session (open one with KV.openSession)")
+				results[i].err = errNoSession
 			}
 		} else {
-			cmd := kv.Command{Kind: kv.CmdBatch, Session: session, AckedBelow: ackedBelow, Ops: make([]kv.WriteOp, len(writes))}
-			for j, i := range writes {
-				cmd.Ops[j] = ops[i].writeOp()
-			}
-			prop = n.submit(&cmd)
+			prop = n.submitWait(writeCommand(session, ackedBelow, ops, writes))
 		}
 	}
 	var read *readWaiter
@@ -70,20 +70,7 @@ func (n *Node) execute(ctx context.Context, session, ackedBelow uint64, ops []kv
 			// nothing was appended, so handing the request on is safe.
 			return n.forward(ctx, session, ackedBelow, ops)
 		}
-		for j, i := range writes {
-			switch {
-			case err != nil:
-				results[i].err = err
-				results[i].leaderHint = n.lead.Load()
-			case applied.Err != nil:
-				results[i].err = &requestError{schema.ErrorCode_internal, applied.Err.Error()}
-			case j < len(applied.Results):
-				results[i].w = applied.Results[j]
-				results[i].rev = applied.Results[j].Revision
-			default:
-				results[i].err = &requestError{schema.ErrorCode_internal, "the state machine returned too few results"}
-			}
-		}
+		n.fillWrites(results, writes, applied, err)
 	}
 	var readErr error
 	if read != nil {
@@ -158,38 +145,111 @@ func fillAll(results []kvResult, err error, hint uint64) []kvResult {
 	return results
 }
 
-// submit hands a command to the loop for proposing.
-func (n *Node) submit(cmd *kv.Command) *proposal {
+var errNoSession = invalid("writes need a session (open one with KV.openSession)")
+
+// writeCommand is the log command for the write operations of ops at
+// the positions writes.
+func writeCommand(session, ackedBelow uint64, ops []kvOp, writes []int) *kv.Command {
+	cmd := &kv.Command{Kind: kv.CmdBatch, Session: session, AckedBelow: ackedBelow, Ops: make([]kv.WriteOp, len(writes))}
+	for j, i := range writes {
+		cmd.Ops[j] = ops[i].writeOp()
+	}
+	return cmd
+}
+
+// fillWrites sets the results of the write operations at the positions
+// writes from their proposal's outcome.
+func (n *Node) fillWrites(results []kvResult, writes []int, applied kv.Applied, err error) {
+	for j, i := range writes {
+		switch {
+		case err != nil:
+			results[i].err = err
+			results[i].leaderHint = n.lead.Load()
+		case applied.Err != nil:
+			results[i].err = &requestError{schema.ErrorCode_internal, applied.Err.Error()}
+		case j < len(applied.Results):
+			results[i].w = applied.Results[j]
+			results[i].rev = applied.Results[j].Revision
+		default:
+			results[i].err = &requestError{schema.ErrorCode_internal, "the state machine returned too few results"}
+		}
+	}
+}
+
+// submit hands a command to the loop for proposing; reply receives its
+// outcome, exactly once (at once if the loop has stopped). The command is
+// encoded before submit returns.
+func (n *Node) submit(cmd *kv.Command, reply func(proposalResult)) {
 	cmd.ID = n.proposeID.Add(1)
 	cmd.Time = time.Now().UnixNano()
-	p := &proposal{id: cmd.ID, data: cmd.AppendBinary(nil), done: make(chan proposalResult, 1)}
-	n.q.push(p)
-	return p
+	if !n.q.push(&proposal{id: cmd.ID, data: cmd.AppendBinary(nil), reply: reply}) {
+		reply(proposalResult{err: n.stoppedError()})
+	}
+}
+
+// submitWait is submit with the outcome delivered on a channel.
+func (n *Node) submitWait(cmd *kv.Command) <-chan proposalResult {
+	done := make(chan proposalResult, 1)
+	n.submit(cmd, func(r proposalResult) { done <- r })
+	return done
 }
 
 // await waits for a proposal's outcome. Once submitted, a write that is
 // not answered in time may still be applied later: its outcome is
 // unknown.
-func (n *Node) await(ctx context.Context, p *proposal) (kv.Applied, error) {
+func (n *Node) await(ctx context.Context, done <-chan proposalResult) (kv.Applied, error) {
 	timer := time.NewTimer(n.cfg.RequestTimeout)
 	defer timer.Stop()
 	select {
-	case r := <-p.done:
+	case r := <-done:
 		return r.applied, r.err
 	case <-timer.C:
 		return kv.Applied{}, errOutcomeUnknown
 	case <-ctx.Done():
 		return kv.Applied{}, errOutcomeUnknown
-	case <-n.done:
-		select {
-		case r := <-p.done:
-			return r.applied, r.err
-		default:
-			// The loop answers everything it took before done is
-			// closed: this proposal never reached it.
-			return kv.Applied{}, n.stoppedError()
-		}
 	}
+}
+
+// executeWrites is execute for the common request that only writes, on
+// the node that leads, without a goroutine waiting for it: the loop
+// calls done with the results when the writes are applied (or fail),
+// and done encodes and queues the answer. A timer answers "outcome
+// unknown" after the request timeout, as execute does. release is
+// called once ops are no longer needed. It reports false, doing
+// nothing, for any other request.
+func (n *Node) executeWrites(ctx context.Context, session, ackedBelow uint64, ops []kvOp, forwarded bool,
+	release func(), done func([]kvResult)) bool {
+	if session == 0 || len(ops) == 0 || !n.isLeader.Load() || isClosed(n.done) {
+		return false
+	}
+	writes := make([]int, len(ops))
+	for i := range ops {
+		if !ops[i].isWrite() {
+			return false
+		}
+		writes[i] = i
+	}
+	var timer *time.Timer
+	reply := func(r proposalResult) {
+		timer.Stop()
+		if errors.Is(r.err, errNotLeader) && !forwarded {
+			// As in execute: nothing was appended, hand it on.
+			go func() {
+				defer release()
+				done(n.forward(ctx, session, ackedBelow, ops))
+			}()
+			return
+		}
+		release()
+		results := make([]kvResult, len(ops))
+		n.fillWrites(results, writes, r.applied, r.err)
+		done(results)
+	}
+	timer = time.AfterFunc(n.cfg.RequestTimeout, func() {
+		done(fillAll(make([]kvResult, len(ops)), errOutcomeUnknown, n.lead.Load()))
+	})
+	n.submit(writeCommand(session, ackedBelow, ops, writes), reply)
+	return true
 }
 
 // awaitRead waits until the state machine may serve a linearizable read.
@@ -214,7 +274,7 @@ func (n *Node) proposeCommand(ctx context.Context, cmd kv.Command) (kv.Applied, 
 	if !n.isLeader.Load() {
 		return kv.Applied{}, errNotLeader
 	}
-	return n.await(ctx, n.submit(&cmd))
+	return n.await(ctx, n.submitWait(&cmd))
 }
 
 // forward hands a request to the leader's KV capability and returns its
@@ -318,15 +378,23 @@ func (n *Node) forwardOnce(ctx context.Context, lead, session, ackedBelow uint64
 	return results, true, nil
 }
 
-// Batch runs many operations in one call.
-func (s kvServer) Batch(ctx context.Context, call schema.KV_batch) error {
-	req, err := call.Args().Req()
+// batchResultsSize is the size of KV.batch's results struct.
+var batchResultsSize = rpc.ResultsSize(schema.NewKV_batch_Results)
+
+// serveBatch runs many operations in one call. It is served inline (see
+// rpc.Exporter.ExportInline): a request of writes on the leader is
+// answered by the loop when they are applied, anything else by a
+// goroutine of its own.
+func (s kvServer) serveBatch(call *rpc.InlineCall) {
+	req, err := schema.KV_batch_Params(call.Args()).Req()
 	if err != nil {
-		return invalid("batch: %v", err)
+		call.Return(invalid("batch: %v", err))
+		return
 	}
 	l, err := req.Ops()
 	if err != nil {
-		return invalid("batch ops: %v", err)
+		call.Return(invalid("batch ops: %v", err))
+		return
 	}
 	ops := make([]kvOp, l.Len())
 	bad := make([]error, l.Len())
@@ -337,12 +405,31 @@ func (s kvServer) Batch(ctx context.Context, call schema.KV_batch) error {
 			valid = append(valid, ops[i])
 		}
 	}
-	call.Go()
-	got := s.n.execute(ctx, req.Session(), req.AckedBelow(), valid, req.Forwarded())
-	res, err := call.AllocResults()
-	if err != nil {
-		return err
+	// The operations' keys and values point into the arguments.
+	release := call.KeepArgs()
+	s.run(call.Context(), req.Session(), req.AckedBelow(), valid, req.Forwarded(), release, func(got []kvResult) {
+		call.ReturnResults(batchResultsSize, func(st capnp.Struct) error {
+			return encodeBatch(schema.KV_batch_Results(st), ops, bad, got)
+		})
+	})
+}
+
+// run executes a request of an inline call and hands the results to
+// answer: on the loop for writes on the leader (executeWrites), else on
+// a goroutine of its own. release is called once ops are not needed.
+func (s kvServer) run(ctx context.Context, session, ackedBelow uint64, ops []kvOp, forwarded bool, release func(), answer func([]kvResult)) {
+	if s.n.executeWrites(ctx, session, ackedBelow, ops, forwarded, release, answer) {
+		return
 	}
+	go func() {
+		defer release()
+		answer(s.n.execute(ctx, session, ackedBelow, ops, forwarded))
+	}()
+}
+
+// encodeBatch encodes a batch's results: the decoding error of each
+// operation that had one, and got, in order, for the others.
+func encodeBatch(res schema.KV_batch_Results, ops []kvOp, bad []error, got []kvResult) error {
 	out, err := res.NewResults(int32(len(ops)))
 	if err != nil {
 		return err
@@ -361,22 +448,34 @@ func (s kvServer) Batch(ctx context.Context, call schema.KV_batch) error {
 	return nil
 }
 
-// single serves one of the single-operation methods: it decodes the
-// operation, lets the next call on the capability start, runs it as a
-// batch of one and encodes the result.
-func (s kvServer) single(ctx context.Context, session, seq uint64, decode func() (kvOp, error), next func(), alloc func() (schema.Result, error)) error {
-	o, err := decode()
-	if err != nil {
-		return err
+// singleMethod returns the inline server of a single-operation method:
+// parts reads the session, the sequence number and the operation from
+// the arguments. The operation runs as a batch of one.
+func singleMethod[P ~capnp.StructKind, R interface {
+	~capnp.StructKind
+	NewResult() (schema.Result, error)
+}](s kvServer, newResults func(*capnp.Segment) (R, error), parts func(P) (session, seq uint64, op func() (kvOp, error))) func(*rpc.InlineCall) {
+	size := rpc.ResultsSize(newResults)
+	return func(call *rpc.InlineCall) {
+		session, seq, decode := parts(P(call.Args()))
+		o, err := decode()
+		if err != nil {
+			call.Return(err)
+			return
+		}
+		o.seq = seq
+		ops := []kvOp{o}
+		release := call.KeepArgs()
+		s.run(call.Context(), session, 0, ops, false, release, func(got []kvResult) {
+			call.ReturnResults(size, func(st capnp.Struct) error {
+				dst, err := R(st).NewResult()
+				if err != nil {
+					return err
+				}
+				return encodeResult(dst, &ops[0], &got[0])
+			})
+		})
 	}
-	next()
-	o.seq = seq
-	r := s.n.execute(ctx, session, 0, []kvOp{o}, false)[0]
-	dst, err := alloc()
-	if err != nil {
-		return err
-	}
-	return encodeResult(dst, &o, &r)
 }
 
 // decodeWith reads a method's operation struct with get and converts it
@@ -391,45 +490,54 @@ func decodeWith[P any](name string, get func() (P, error), decode func(P) (kvOp,
 	}
 }
 
-// resultOf allocates a method's results and its result struct.
-func resultOf[R interface {
-	NewResult() (schema.Result, error)
-}](alloc func() (R, error)) func() (schema.Result, error) {
-	return func() (schema.Result, error) {
-		res, err := alloc()
-		if err != nil {
-			return schema.Result{}, err
-		}
-		return res.NewResult()
+// methods returns the KV capability's methods: the operations served
+// inline, and the session methods served by go-capnp's server (they are
+// rare, and block while they forward).
+func (s kvServer) methods() ([]rpc.InlineMethod, []server.Method) {
+	type parts = func() (kvOp, error)
+	inline := map[string]func(*rpc.InlineCall){
+		"batch": s.serveBatch,
+		"put": singleMethod(s, schema.NewKV_put_Results, func(a schema.KV_put_Params) (uint64, uint64, parts) {
+			return a.Session(), a.Seq(), decodeWith("put", a.Op, decodePut)
+		}),
+		"delete": singleMethod(s, schema.NewKV_delete_Results, func(a schema.KV_delete_Params) (uint64, uint64, parts) {
+			return a.Session(), a.Seq(), decodeWith("delete", a.Op, decodeDelete)
+		}),
+		"cas": singleMethod(s, schema.NewKV_cas_Results, func(a schema.KV_cas_Params) (uint64, uint64, parts) {
+			return a.Session(), a.Seq(), decodeWith("cas", a.Op, decodeCAS)
+		}),
+		"get": singleMethod(s, schema.NewKV_get_Results, func(a schema.KV_get_Params) (uint64, uint64, parts) {
+			return 0, 0, decodeWith("get", a.Op, decodeGet)
+		}),
+		"range": singleMethod(s, schema.NewKV_range_Results, func(a schema.KV_range_Params) (uint64, uint64, parts) {
+			return 0, 0, decodeWith("range", a.Op, decodeRange)
+		}),
 	}
-}
-
-// Put writes one key.
-func (s kvServer) Put(ctx context.Context, call schema.KV_put) error {
-	a := call.Args()
-	return s.single(ctx, a.Session(), a.Seq(), decodeWith("put", a.Op, decodePut), call.Go, resultOf(call.AllocResults))
-}
-
-// Get reads one key.
-func (s kvServer) Get(ctx context.Context, call schema.KV_get) error {
-	return s.single(ctx, 0, 0, decodeWith("get", call.Args().Op, decodeGet), call.Go, resultOf(call.AllocResults))
-}
-
-// Delete removes one key.
-func (s kvServer) Delete(ctx context.Context, call schema.KV_delete) error {
-	a := call.Args()
-	return s.single(ctx, a.Session(), a.Seq(), decodeWith("delete", a.Op, decodeDelete), call.Go, resultOf(call.AllocResults))
-}
-
-// Cas compares and swaps one key.
-func (s kvServer) Cas(ctx context.Context, call schema.KV_cas) error {
-	a := call.Args()
-	return s.single(ctx, a.Session(), a.Seq(), decodeWith("cas", a.Op, decodeCAS), call.Go, resultOf(call.AllocResults))
-}
-
-// Range reads one page of keys.
-func (s kvServer) Range(ctx context.Context, call schema.KV_range) error {
-	return s.single(ctx, 0, 0, decodeWith("range", call.Args().Op, decodeRange), call.Go, resultOf(call.AllocResults))
+	rest := map[string]func(context.Context, *server.Call) error{
+		"openSession": func(ctx context.Context, c *server.Call) error {
+			return s.OpenSession(ctx, schema.KV_openSession{Call: c})
+		},
+		"keepAlive": func(ctx context.Context, c *server.Call) error {
+			return s.KeepAlive(ctx, schema.KV_keepAlive{Call: c})
+		},
+		"closeSession": func(ctx context.Context, c *server.Call) error {
+			return s.CloseSession(ctx, schema.KV_closeSession{Call: c})
+		},
+	}
+	var in []rpc.InlineMethod
+	var out []server.Method
+	for _, d := range schema.KV_Methods(nil, nil) { // descriptors only
+		if f := inline[d.Method.MethodName]; f != nil {
+			in = append(in, rpc.InlineMethod{Method: d.Method, Serve: f})
+		} else if f := rest[d.Method.MethodName]; f != nil {
+			out = append(out, server.Method{Method: d.Method, Impl: f})
+		} else {
+			// A method added to the schema without a server here:
+			// its calls fail as unimplemented.
+			s.n.log.Error("KV method has no server", "method", d.Method.MethodName)
+		}
+	}
+	return in, out
 }
 
 // sessionCall runs a session command on the leader, handing it over when

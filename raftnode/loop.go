@@ -99,7 +99,9 @@ type proposal struct {
 	id    uint64
 	data  []byte
 	index uint64
-	done  chan proposalResult // buffered 1
+	// reply receives the outcome; the loop calls it exactly once. It
+	// must not block (it may encode and queue an RPC answer).
+	reply func(proposalResult)
 }
 
 type proposalResult struct {
@@ -380,7 +382,7 @@ func (n *Node) flushProposals() {
 	}
 	if err := n.core.ProposeBatch(datas); err != nil {
 		for _, p := range props {
-			p.done <- proposalResult{err: proposeError(err)}
+			p.reply(proposalResult{err: proposeError(err)})
 		}
 		clear(props)
 		return
@@ -394,7 +396,7 @@ func (n *Node) flushProposals() {
 			// newer leader overwrote before we applied it: the index
 			// now holds ours, so the old one is gone for good.
 			delete(n.loop.byID, old.id)
-			old.done <- proposalResult{err: errDropped}
+			old.reply(proposalResult{err: errDropped})
 		}
 		n.loop.byID[p.id] = p
 		n.loop.byIndex[p.index] = p
@@ -567,7 +569,7 @@ func (n *Node) apply(e raft.Entry) {
 		n.applyConfChange(e)
 		if p != nil {
 			delete(n.loop.byID, p.id)
-			p.done <- proposalResult{err: errDropped}
+			p.reply(proposalResult{err: errDropped})
 		}
 		return
 	}
@@ -580,7 +582,7 @@ func (n *Node) apply(e raft.Entry) {
 		if w != p && w.index != 0 {
 			delete(n.loop.byIndex, w.index)
 		}
-		w.done <- proposalResult{applied: res}
+		w.reply(proposalResult{applied: res})
 		if w == p {
 			return
 		}
@@ -589,7 +591,7 @@ func (n *Node) apply(e raft.Entry) {
 		// Another entry won this index: ours was overwritten by a new
 		// leader and will never be applied.
 		delete(n.loop.byID, p.id)
-		p.done <- proposalResult{err: errDropped}
+		p.reply(proposalResult{err: errDropped})
 	}
 }
 
@@ -599,7 +601,7 @@ func (n *Node) failStaleProposals(upTo uint64) {
 		if idx <= upTo {
 			delete(n.loop.byIndex, idx)
 			delete(n.loop.byID, p.id)
-			p.done <- proposalResult{err: errOutcomeUnknown}
+			p.reply(proposalResult{err: errOutcomeUnknown})
 		}
 	}
 }
@@ -718,16 +720,16 @@ func (n *Node) failEverything() {
 		case *peerMsg:
 			e.reply(raft.Message{}, false, nil)
 		case *proposal:
-			e.done <- proposalResult{err: err}
+			e.reply(proposalResult{err: err})
 		case *readWaiter:
 			e.done <- err
 		}
 	}
 	for _, p := range ls.newProp {
-		p.done <- proposalResult{err: err}
+		p.reply(proposalResult{err: err})
 	}
 	for _, p := range ls.byID {
-		p.done <- proposalResult{err: errOutcomeUnknown}
+		p.reply(proposalResult{err: errOutcomeUnknown})
 	}
 	for _, r := range ls.newReads {
 		r.done <- err

@@ -100,9 +100,10 @@ func TestReviewProposalReplacedAtItsIndexIsAnswered(t *testing.T) {
 	if _, err := n.waitLeader(ctx); err != nil {
 		t.Fatal(err)
 	}
-	old := &proposal{id: 1 << 62, done: make(chan proposalResult, 1)}
+	oldDone, freshDone := make(chan proposalResult, 1), make(chan proposalResult, 1)
+	old := &proposal{id: 1 << 62, reply: func(r proposalResult) { oldDone <- r }}
 	cmd := kv.Command{ID: n.proposeID.Add(1), Kind: kv.CmdOpenSession, Time: time.Now().UnixNano()}
-	fresh := &proposal{id: cmd.ID, data: cmd.AppendBinary(nil), done: make(chan proposalResult, 1)}
+	fresh := &proposal{id: cmd.ID, data: cmd.AppendBinary(nil), reply: func(r proposalResult) { freshDone <- r }}
 	if err := n.runOnLoop(ctx, func() {
 		// The old proposal waits at the index the next one will take.
 		old.index = n.core.LastIndex() + 1
@@ -113,7 +114,7 @@ func TestReviewProposalReplacedAtItsIndexIsAnswered(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case r := <-fresh.done:
+	case r := <-freshDone:
 		if r.err != nil {
 			t.Fatalf("the new proposal: %v", r.err)
 		}
@@ -121,7 +122,7 @@ func TestReviewProposalReplacedAtItsIndexIsAnswered(t *testing.T) {
 		t.Fatal("the new proposal was not applied")
 	}
 	select {
-	case r := <-old.done:
+	case r := <-oldDone:
 		if r.err == nil {
 			t.Error("the replaced proposal was reported applied")
 		}

@@ -48,7 +48,8 @@ func (s *nodeServer) Kv(_ context.Context, call schema.Node_kv) error {
 		return err
 	}
 	impl := kvServer{s.node}
-	return res.SetKv(schema.KV(s.conn.Exporter.Export(schema.KV_Methods(nil, impl), impl, nil)))
+	inline, rest := impl.methods()
+	return res.SetKv(schema.KV(s.conn.Exporter.ExportInline(inline, rest, impl)))
 }
 
 // Admin returns the membership capability.

@@ -46,7 +46,7 @@ func (n *testNode) Echo(_ context.Context, call schema.Node_echo) error {
 	}
 	e := &testEcho{svc: n.svc}
 	if n.svc.inline {
-		return res.SetEcho(schema.Echo(n.ci.Exporter.ExportInline(e.inlineMethods(), e)))
+		return res.SetEcho(schema.Echo(n.ci.Exporter.ExportInline(e.inlineMethods(), nil, e)))
 	}
 	return res.SetEcho(schema.Echo(n.ci.Exporter.Export(schema.Echo_Methods(nil, e), e, nil)))
 }

@@ -8,6 +8,7 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 	"capnproto.org/go/capnp/v3/exc"
+	"capnproto.org/go/capnp/v3/server"
 )
 
 // InlineMethod is one method of a capability exported with
@@ -31,20 +32,35 @@ type InlineMethod struct {
 // goroutine of its own; ExportInline hands the call straight to
 // InlineMethod.Serve on the delivering goroutine and lets whoever
 // finishes the work answer it. For a hot method whose work is queued to
-// another goroutine anyway (a Raft message for the node's loop), that is
-// three goroutine hand-offs and a goroutine start fewer per call.
+// another goroutine anyway (a Raft message or a write for the node's
+// loop), that is three goroutine hand-offs and a goroutine start fewer
+// per call.
 //
 // Calls are guarded as with Export: a Serve that panics fails its call
 // (the panic is logged with its stack), and calls count towards the
 // Server's drain on shutdown until they are answered. A call whose
 // context ends (the caller cancelled it, or the connection closed) is
 // answered at once with the context's error; a later answer is ignored.
-// Results must not carry capabilities. The caller owns the returned
-// client.
-func (e *Exporter) ExportInline(methods []InlineMethod, brand any) capnp.Client {
+// Results must not carry capabilities.
+//
+// Methods in rest (a generated XXX_Methods list; nil for none) that are
+// not among methods are served as Export serves them. Calls to inline
+// methods keep their order among themselves, and so do the others, but
+// an inline call may overtake an earlier call to one of the rest. The
+// caller owns the returned client.
+func (e *Exporter) ExportInline(methods []InlineMethod, rest []server.Method, brand any) capnp.Client {
 	h := &inlineHook{e: e, brand: brand, methods: make(map[methodKey]InlineMethod, len(methods))}
 	for _, m := range methods {
 		h.methods[methodKey{m.Method.InterfaceID, m.Method.MethodID}] = m
+	}
+	var others []server.Method
+	for _, m := range rest {
+		if _, inline := h.methods[methodKey{m.Method.InterfaceID, m.Method.MethodID}]; !inline {
+			others = append(others, server.Method{Method: m.Method, Impl: e.guard(m)})
+		}
+	}
+	if len(others) > 0 {
+		h.rest = server.New(others, brand, nil)
 	}
 	return capnp.NewClient(h)
 }
@@ -59,6 +75,7 @@ type inlineHook struct {
 	e       *Exporter
 	brand   any
 	methods map[methodKey]InlineMethod
+	rest    *server.Server // the methods served as Export does; nil if none
 }
 
 var errUnimplemented = capnp.Unimplemented("method not implemented by this capability")
@@ -67,6 +84,9 @@ var errUnimplemented = capnp.Unimplemented("method not implemented by this capab
 func (h *inlineHook) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCaller {
 	m, ok := h.methods[methodKey{r.Method.InterfaceID, r.Method.MethodID}]
 	if !ok {
+		if h.rest != nil {
+			return h.rest.Recv(ctx, r)
+		}
 		r.Reject(errUnimplemented) // answered before returning: no pipeline caller needed
 		return nil
 	}
@@ -83,7 +103,11 @@ func (h *inlineHook) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCalle
 	})
 	call.mu.Unlock()
 	h.serve(m, call)
-	r.ReleaseArgs()
+	call.mu.Lock()
+	if !call.keepArgs {
+		r.ReleaseArgs()
+	}
+	call.mu.Unlock()
 	// Calls pipelined on this call's results queue here until it is
 	// answered (as with go-capnp's own server).
 	return call.answers
@@ -104,6 +128,9 @@ func (h *inlineHook) serve(m InlineMethod, call *InlineCall) {
 
 // Send starts a call made in this process on the client.
 func (h *inlineHook) Send(ctx context.Context, s capnp.Send) (*capnp.Answer, capnp.ReleaseFunc) {
+	if _, ok := h.methods[methodKey{s.Method.InterfaceID, s.Method.MethodID}]; !ok && h.rest != nil {
+		return h.rest.Send(ctx, s)
+	}
 	r := capnp.Recv{Method: s.Method, ReleaseArgs: func() {}}
 	if s.PlaceArgs != nil {
 		_, seg := capnp.NewMultiSegmentMessage(nil)
@@ -127,8 +154,13 @@ func (h *inlineHook) Send(ctx context.Context, s capnp.Send) (*capnp.Answer, cap
 // Brand returns the brand given to ExportInline.
 func (h *inlineHook) Brand() capnp.Brand { return capnp.Brand{Value: h.brand} }
 
-// Shutdown has nothing to release: calls in flight still get answered.
-func (h *inlineHook) Shutdown() {}
+// Shutdown releases the server of the other methods; calls in flight
+// still get answered.
+func (h *inlineHook) Shutdown() {
+	if h.rest != nil {
+		h.rest.Shutdown()
+	}
+}
 
 func (h *inlineHook) String() string { return fmt.Sprintf("inline capability %T", h.brand) }
 
@@ -142,16 +174,29 @@ type InlineCall struct {
 
 	mu       sync.Mutex
 	answered bool
+	keepArgs bool // the arguments are released by KeepArgs' caller
 }
 
 // Context is the call's context: it ends when the caller cancels the call
 // or the connection closes (the call has then been answered already).
 func (c *InlineCall) Context() context.Context { return c.ctx }
 
-// Args returns the call's parameters. They are valid only until Serve
-// returns: read what is needed (copying byte slices that must outlive
-// the call) before handing the work on.
+// Args returns the call's parameters. They are valid until Serve
+// returns, unless Serve calls KeepArgs.
 func (c *InlineCall) Args() capnp.Struct { return c.recv.Args }
+
+// KeepArgs keeps the parameters (and byte slices read from them) valid
+// after Serve returns, for work that reads them on another goroutine,
+// until that work calls the returned release function (which may be
+// called more than once). The call may be answered before or after. It
+// must be called during Serve.
+func (c *InlineCall) KeepArgs() (release func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.keepArgs = true
+	var once sync.Once
+	return func() { once.Do(c.recv.ReleaseArgs) }
+}
 
 // Return answers the call with err, or with empty results if err is nil.
 // Only the first answer counts; later ones are ignored.

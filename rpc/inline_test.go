@@ -18,7 +18,7 @@ import (
 func TestInlineCapabilityInProcess(t *testing.T) {
 	svc := newTestService()
 	e := &testEcho{svc: svc}
-	echo := schema.Echo(rpc.NewExporter(rpctest.Logger(t)).ExportInline(e.inlineMethods(), e))
+	echo := schema.Echo(rpc.NewExporter(rpctest.Logger(t)).ExportInline(e.inlineMethods(), nil, e))
 	defer echo.Release()
 
 	mustPing(t, echo, "local")
@@ -46,5 +46,22 @@ func checkSubscribeUnimplemented(t *testing.T, echo schema.Echo) {
 	defer release()
 	if _, err := f.Struct(); !exc.IsType(err, exc.Unimplemented) {
 		t.Fatalf("subscribe on an inline capability without it: %v (type %v), want Unimplemented", err, exc.TypeOf(err))
+	}
+}
+
+// Methods given as rest are served as Export serves them, beside the
+// inline ones, in process and over a connection.
+func TestInlineWithRestServesTheOtherMethods(t *testing.T) {
+	e := &testEcho{svc: newTestService()}
+	exp := rpc.NewExporter(rpctest.Logger(t))
+	echo := schema.Echo(exp.ExportInline(e.inlineMethods(), schema.Echo_Methods(nil, e), e))
+	defer echo.Release()
+	mustPing(t, echo, "inline")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	f, release := echo.Subscribe(ctx, nil)
+	defer release()
+	if _, err := f.Struct(); err != nil {
+		t.Fatalf("subscribe, served by the rest: %v", err)
 	}
 }
