@@ -588,6 +588,23 @@ func remoteError(e schema.Error, has bool) error {
 	return &requestError{e.Code(), msg}
 }
 
+// errorResult is the results of a session method that answers only an
+// error (keepAlive, closeSession).
+type errorResult interface {
+	Error() (schema.Error, error)
+	HasError() bool
+}
+
+// forwardedError is the error a forwarded errorResult call answered, or
+// unavailable if the call itself failed.
+func forwardedError(r errorResult, err error) error {
+	if err != nil {
+		return &requestError{schema.ErrorCode_unavailable, err.Error()}
+	}
+	e, eerr := r.Error()
+	return remoteError(e, eerr == nil && r.HasError())
+}
+
 // OpenSession registers a client session through the log.
 func (s kvServer) OpenSession(ctx context.Context, call schema.KV_openSession) error {
 	call.Go()
@@ -627,12 +644,7 @@ func (s kvServer) KeepAlive(ctx context.Context, call schema.KV_keepAlive) error
 	_, err := s.sessionCall(ctx, kv.Command{Kind: kv.CmdKeepAlive, Session: session}, func(k schema.KV) (uint64, error) {
 		f, rel := k.KeepAlive(ctx, func(p schema.KV_keepAlive_Params) error { p.SetSession(session); return nil })
 		defer rel()
-		r, err := f.Struct()
-		if err != nil {
-			return 0, &requestError{schema.ErrorCode_unavailable, err.Error()}
-		}
-		e, eerr := r.Error()
-		return 0, remoteError(e, eerr == nil && r.HasError())
+		return 0, forwardedError(f.Struct())
 	})
 	return answerError(call.AllocResults, err, s.n)
 }
@@ -644,12 +656,7 @@ func (s kvServer) CloseSession(ctx context.Context, call schema.KV_closeSession)
 	_, err := s.sessionCall(ctx, kv.Command{Kind: kv.CmdCloseSession, Session: session}, func(k schema.KV) (uint64, error) {
 		f, rel := k.CloseSession(ctx, func(p schema.KV_closeSession_Params) error { p.SetSession(session); return nil })
 		defer rel()
-		r, err := f.Struct()
-		if err != nil {
-			return 0, &requestError{schema.ErrorCode_unavailable, err.Error()}
-		}
-		e, eerr := r.Error()
-		return 0, remoteError(e, eerr == nil && r.HasError())
+		return 0, forwardedError(f.Struct())
 	})
 	return answerError(call.AllocResults, err, s.n)
 }
