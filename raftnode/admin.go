@@ -39,9 +39,7 @@ func (n *Node) runOnLoop(ctx context.Context, fn func()) error {
 
 // Members returns the configuration as of a linearizable read.
 func (n *Node) Members(ctx context.Context) (uint64, []Member, error) {
-	r := &readWaiter{done: make(chan error, 1)}
-	n.q.push(r)
-	if err := n.awaitRead(ctx, r); err != nil {
+	if err := n.awaitRead(ctx, n.readWait()); err != nil {
 		return 0, nil, err
 	}
 	var ms []Member

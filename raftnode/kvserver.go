@@ -57,10 +57,9 @@ func (n *Node) execute(ctx context.Context, session, ackedBelow uint64, ops []kv
 			prop = n.submitWait(writeCommand(session, ackedBelow, ops, writes))
 		}
 	}
-	var read *readWaiter
+	var read <-chan error
 	if linearRead {
-		read = &readWaiter{done: make(chan error, 1)}
-		n.q.push(read)
+		read = n.readWait()
 	}
 
 	if prop != nil {
@@ -76,6 +75,13 @@ func (n *Node) execute(ctx context.Context, session, ackedBelow uint64, ops []kv
 	if read != nil {
 		readErr = n.awaitRead(ctx, read)
 	}
+	n.readAll(ops, results, readErr)
+	return results
+}
+
+// readAll serves the reads among ops into results; readErr, if not nil,
+// fails the linearizable ones.
+func (n *Node) readAll(ops []kvOp, results []kvResult, readErr error) {
 	served := 0 // bytes of keys and values read so far
 	for i := range ops {
 		o := &ops[i]
@@ -96,7 +102,6 @@ func (n *Node) execute(ctx context.Context, session, ackedBelow uint64, ops []kv
 		n.read(o, &results[i])
 		served += resultBytes(&results[i])
 	}
-	return results
 }
 
 // read serves a read from the local state machine.
@@ -252,19 +257,64 @@ func (n *Node) executeWrites(ctx context.Context, session, ackedBelow uint64, op
 	return true
 }
 
+// executeGets is execute for a request of linearizable gets only, with
+// no goroutine waiting for it: the loop calls back once the state
+// machine may serve them, and the gets are read and answered there (a
+// get is small; ranges, which may read megabytes, keep to execute's
+// goroutine). A timer answers "timeout" after the request timeout, as
+// execute does. release is called once ops are no longer needed. It
+// reports false, doing nothing, for any other request.
+func (n *Node) executeGets(ops []kvOp, release func(), done func([]kvResult)) bool {
+	if len(ops) == 0 || isClosed(n.done) {
+		return false
+	}
+	for i := range ops {
+		if ops[i].kind != opGet || ops[i].serializable {
+			return false
+		}
+	}
+	var timer *time.Timer
+	reply := func(err error) {
+		timer.Stop()
+		results := make([]kvResult, len(ops))
+		n.readAll(ops, results, err)
+		release()
+		done(results)
+	}
+	timer = time.AfterFunc(n.cfg.RequestTimeout, func() {
+		done(fillAll(make([]kvResult, len(ops)), errTimeout, n.lead.Load()))
+	})
+	n.readBarrier(reply)
+	return true
+}
+
+// readBarrier asks the loop for a linearizable read: reply receives nil
+// once the state machine reflects every write committed before the
+// call, or why it cannot, exactly once (at once if the loop has stopped).
+func (n *Node) readBarrier(reply func(error)) {
+	if !n.q.push(&readWaiter{reply: reply}) {
+		reply(n.stoppedError())
+	}
+}
+
+// readWait is readBarrier with the outcome delivered on a channel.
+func (n *Node) readWait() <-chan error {
+	done := make(chan error, 1)
+	n.readBarrier(func(err error) { done <- err })
+	return done
+}
+
 // awaitRead waits until the state machine may serve a linearizable read.
-func (n *Node) awaitRead(ctx context.Context, r *readWaiter) error {
+func (n *Node) awaitRead(ctx context.Context, done <-chan error) error {
 	timer := time.NewTimer(n.cfg.RequestTimeout)
 	defer timer.Stop()
 	select {
-	case err := <-r.done:
+	case err := <-done:
 		return err
 	case <-timer.C:
 		return errTimeout
 	case <-ctx.Done():
 		return errTimeout
-	case <-n.done:
-		return n.stoppedError()
 	}
 }
 
@@ -415,10 +465,10 @@ func (s kvServer) serveBatch(call *rpc.InlineCall) {
 }
 
 // run executes a request of an inline call and hands the results to
-// answer: on the loop for writes on the leader (executeWrites), else on
-// a goroutine of its own. release is called once ops are not needed.
+// answer: on the loop for writes on the leader (executeWrites) and for
+// linearizable gets (executeGets), else on a goroutine of its own. release is called once ops are not needed.
 func (s kvServer) run(ctx context.Context, session, ackedBelow uint64, ops []kvOp, forwarded bool, release func(), answer func([]kvResult)) {
-	if s.n.executeWrites(ctx, session, ackedBelow, ops, forwarded, release, answer) {
+	if s.n.executeWrites(ctx, session, ackedBelow, ops, forwarded, release, answer) || s.n.executeGets(ops, release, answer) {
 		return
 	}
 	go func() {

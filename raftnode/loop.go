@@ -113,7 +113,9 @@ type proposalResult struct {
 // the state machine reflects every write committed before it started.
 type readWaiter struct {
 	index uint64
-	done  chan error // buffered 1
+	// reply receives nil when the read may be served, or why not; the
+	// loop calls it exactly once. It must not block.
+	reply func(error)
 }
 
 // run is the driver loop: it owns the core. See raftnode/raft's package
@@ -223,7 +225,7 @@ func (n *Node) tick() {
 	for seq, at := range ls.readsAt {
 		if time.Since(at) > n.cfg.RequestTimeout {
 			for _, r := range ls.readsByCtx[seq] {
-				r.done <- errTimeout
+				r.reply(errTimeout)
 			}
 			delete(ls.readsByCtx, seq)
 			delete(ls.readsAt, seq)
@@ -416,7 +418,7 @@ func (n *Node) flushReads() {
 	binary.BigEndian.PutUint64(ctx[:], n.loop.readSeq)
 	if err := n.core.ReadIndex(ctx[:]); err != nil {
 		for _, r := range reads {
-			r.done <- errNoLeader
+			r.reply(errNoLeader)
 		}
 	} else {
 		n.loop.readsByCtx[n.loop.readSeq] = append([]*readWaiter(nil), reads...)
@@ -525,7 +527,7 @@ func (n *Node) roleChanged(ss raft.SoftState) {
 		// fail them (a read has no side effect; the client retries).
 		for seq, rs := range ls.readsByCtx {
 			for _, r := range rs {
-				r.done <- errNoLeader
+				r.reply(errNoLeader)
 			}
 			delete(ls.readsByCtx, seq)
 			delete(ls.readsAt, seq)
@@ -702,7 +704,7 @@ func (n *Node) releaseReads() {
 	keep := n.loop.applyWait[:0]
 	for _, r := range n.loop.applyWait {
 		if r.index <= applied {
-			r.done <- nil
+			r.reply(nil)
 		} else {
 			keep = append(keep, r)
 		}
@@ -722,7 +724,7 @@ func (n *Node) failEverything() {
 		case *proposal:
 			e.reply(proposalResult{err: err})
 		case *readWaiter:
-			e.done <- err
+			e.reply(err)
 		}
 	}
 	for _, p := range ls.newProp {
@@ -732,15 +734,15 @@ func (n *Node) failEverything() {
 		p.reply(proposalResult{err: errOutcomeUnknown})
 	}
 	for _, r := range ls.newReads {
-		r.done <- err
+		r.reply(err)
 	}
 	for _, rs := range ls.readsByCtx {
 		for _, r := range rs {
-			r.done <- err
+			r.reply(err)
 		}
 	}
 	for _, r := range ls.applyWait {
-		r.done <- err
+		r.reply(err)
 	}
 	for _, p := range ls.pending {
 		if p != nil {
