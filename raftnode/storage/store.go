@@ -72,6 +72,10 @@ type Options struct {
 	// crashfs should use wal.PreallocSync (deterministic) together with a
 	// small SegmentSize, since crashfs keeps every byte in memory.
 	Prealloc wal.PreallocMode
+	// EntryCacheBytes bounds the WAL's in-memory cache of the newest
+	// entries, which serves Entries for recent ranges without a read:
+	// 0 means wal.DefaultEntryCacheBytes (4 MiB), negative disables it.
+	EntryCacheBytes int64
 }
 
 // Store is the durable raft.Storage: a write-ahead log plus a snapshot
@@ -151,6 +155,7 @@ func (s *Store) open() error {
 	w, err := wal.Open(wal.Options{
 		FS: fs, Dir: path.Join(s.dir, walDir), SegmentSize: s.opts.SegmentSize,
 		MaxRecordSize: s.opts.MaxEntrySize, Logger: s.log.Named("wal"), Prealloc: s.opts.Prealloc,
+		EntryCacheBytes: s.opts.EntryCacheBytes,
 	})
 	if err != nil {
 		return err
@@ -367,7 +372,9 @@ func (s *Store) InitialState() (raft.HardState, raft.ConfState, error) {
 	return hs, s.snapMeta.ConfState, nil
 }
 
-// Entries implements raft.Storage. Data is read back from the log files.
+// Entries implements raft.Storage. The newest entries are served from the
+// WAL's entry cache, older ones read back from the log files. The returned
+// Data may be shared: callers must not modify it.
 func (s *Store) Entries(lo, hi, maxBytes uint64) ([]raft.Entry, error) {
 	return s.wal.Entries(lo, hi, maxBytes)
 }

@@ -16,6 +16,9 @@
 //     last segment (warning, truncation); any other damage — a bad checksum
 //     elsewhere, a segment missing from the sequence, a segment that does
 //     not continue the previous one — is an error naming file and offset.
+//   - Entries serves the newest entries (up to Options.EntryCacheBytes of
+//     them, copied at Save) from memory and older ones from the segments;
+//     the returned Data must not be modified.
 //   - Compact(index, keepFrom) forgets entries up to index and deletes whole
 //     segments that no replay needs any more, oldest first, each removal
 //     made durable before the next.

@@ -43,6 +43,10 @@ type Options struct {
 	// Prealloc says how new segments are zero-filled ahead of use; see
 	// PreallocMode. Default PreallocAsync.
 	Prealloc PreallocMode
+	// EntryCacheBytes bounds the cache of the newest entries' data, from
+	// which Entries serves recent ranges without reading the segments.
+	// 0 means DefaultEntryCacheBytes; a negative value disables the cache.
+	EntryCacheBytes int64
 }
 
 // PreallocMode chooses how segment files are preallocated.
@@ -146,6 +150,7 @@ type WAL struct {
 	marker SnapRef    // the entry before the first live one (index, term)
 	ents   []entLoc   // ents[k] is index marker.Index+1+k
 	hs     raft.HardState
+	cache  entryCache // data of the newest entries; see entryCache
 }
 
 type request struct {
@@ -192,7 +197,11 @@ func Open(opts Options) (*WAL, error) {
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
 	}
+	if opts.EntryCacheBytes == 0 {
+		opts.EntryCacheBytes = DefaultEntryCacheBytes
+	}
 	w := &WAL{fs: opts.FS, dir: opts.Dir, segSize: opts.SegmentSize, maxRec: opts.MaxRecordSize, log: opts.Logger, prealloc: opts.Prealloc}
+	w.cache.max = opts.EntryCacheBytes
 	start := time.Now()
 	if err := w.recover(); err != nil {
 		w.closeFiles()
@@ -506,6 +515,7 @@ func (w *WAL) apply(rec Record, seg *segment, off int64, size uint32) error {
 		if i > w.lastIndex()+1 {
 			return fmt.Errorf("entry %d after last index %d: index gap", i, w.lastIndex())
 		}
+		w.cache.truncateFrom(i) // an overwrite drops the cached suffix too
 		w.ents = appendLoc(w.ents[:i-w.marker.Index-1], entLoc{term: rec.Entry.Term, off: off, seq: uint32(seg.seq), size: size})
 	case TypeHardState:
 		w.hs = rec.Hard
@@ -519,6 +529,7 @@ func (w *WAL) apply(rec Record, seg *segment, off int64, size uint32) error {
 		}
 		w.marker = rec.Snap
 		w.ents = w.ents[:0]
+		w.cache.reset()
 	case TypeSegment:
 		return errors.New("segment header in the middle of a segment")
 	}
@@ -713,13 +724,17 @@ func (w *WAL) runRound() {
 }
 
 // pendingRec is a record written in this round, applied after the fsync.
-// Only what apply reads is kept (entry data is not needed: it is on disk).
+// Only what apply reads is kept, plus an entry's data for the entry cache
+// (a copy: nil when the cache is off or the entry too big for it).
 type pendingRec struct {
 	typ         RecordType
 	index, term uint64 // entry or snapshot reference
 	hs          raft.HardState
 	off         int64
 	size        uint32
+	etype       raft.EntryType
+	data        []byte
+	cached      bool // data holds the entry's data
 }
 
 func (p *pendingRec) record() Record {
@@ -766,6 +781,21 @@ func (w *WAL) commit(reqs []*request) {
 	w.mu.RUnlock()
 
 	buf := w.buf[:0]
+	// The cache gets its own copy of the entries' data, in one allocation
+	// per round: the caller's slices are not ours to keep, and a copy costs
+	// far less than the write it rides along with.
+	var arena []byte
+	if w.cache.max > 0 {
+		n := 0
+		for _, r := range reqs {
+			for _, e := range r.b.Entries {
+				if entryCost(&e) <= w.cache.max {
+					n += len(e.Data)
+				}
+			}
+		}
+		arena = make([]byte, 0, n)
+	}
 	errs := make([]error, len(reqs))
 	recs := make([][]pendingRec, len(reqs))
 	for k, r := range reqs {
@@ -791,7 +821,16 @@ func (w *WAL) commit(reqs []*request) {
 		for _, e := range b.Entries {
 			off := w.woff + int64(len(buf))
 			buf = AppendEntry(buf, e)
-			prs = append(prs, pendingRec{typ: TypeEntry, index: e.Index, term: e.Term, off: off, size: uint32(entryFixed + len(e.Data))})
+			var data []byte
+			cached := w.cache.max > 0 && entryCost(&e) <= w.cache.max
+			if cached {
+				// Full slice expression: a caller appending to one entry's
+				// data must not run into the next one's.
+				k := len(arena)
+				arena = append(arena, e.Data...)
+				data = arena[k:len(arena):len(arena)]
+			}
+			prs = append(prs, pendingRec{typ: TypeEntry, index: e.Index, term: e.Term, off: off, size: uint32(entryFixed + len(e.Data)), etype: e.Type, data: data, cached: cached})
 		}
 		if b.HardState != nil {
 			off := w.woff + int64(len(buf))
@@ -844,13 +883,21 @@ func (w *WAL) commit(reqs []*request) {
 				// Fast path for the common plain append; same effect as apply.
 				w.active.low = min(w.active.low, pr.index-1)
 				w.ents = appendLoc(w.ents, entLoc{term: pr.term, off: pr.off, seq: uint32(w.active.seq), size: pr.size})
+				w.cacheEntry(pr)
 				continue
 			}
-			if err := w.apply(pr.record(), w.active, pr.off, pr.size); err != nil && errs[k] == nil {
-				// Validation makes this unreachable; if it is reached the
-				// log on disk and in memory may differ, so stop writing.
-				w.err = fmt.Errorf("wal: applying committed record: %w", err)
-				errs[k] = w.err
+			if err := w.apply(pr.record(), w.active, pr.off, pr.size); err != nil {
+				if errs[k] == nil {
+					// Validation makes this unreachable; if it is reached the
+					// log on disk and in memory may differ, so stop writing.
+					w.err = fmt.Errorf("wal: applying committed record: %w", err)
+					errs[k] = w.err
+				}
+				w.cache.reset()
+				continue
+			}
+			if pr.typ == TypeEntry {
+				w.cacheEntry(pr)
 			}
 		}
 	}
@@ -862,6 +909,17 @@ func (w *WAL) commit(reqs []*request) {
 	for k, r := range reqs {
 		r.done <- errs[k]
 	}
+}
+
+// cacheEntry adds a committed entry to the entry cache. Called with mu held.
+func (w *WAL) cacheEntry(pr *pendingRec) {
+	if !pr.cached {
+		// Not copied (cache off, or too big): the cache must still end at
+		// the log's last entry, so it starts over.
+		w.cache.reset()
+		return
+	}
+	w.cache.add(raft.Entry{Index: pr.index, Term: pr.term, Type: pr.etype, Data: pr.data})
 }
 
 func (w *WAL) validate(ents []raft.Entry, marker SnapRef, last uint64) error {
@@ -920,9 +978,12 @@ func (w *WAL) Term(i uint64) (uint64, error) {
 }
 
 // Entries returns the entries in [lo, hi), at most maxBytes of Data in total
-// but at least one. The data is read back from the segment files (usually
-// from the page cache); consecutive records are fetched with one read and
-// every record's checksum is verified again.
+// but at least one. Entries still in the entry cache (the newest, see
+// Options.EntryCacheBytes) are served from memory; older ones are read back
+// from the segment files (usually from the page cache), consecutive records
+// with one read, and every record's checksum is verified again. The
+// returned Data may be shared with the cache and other callers: do not
+// modify it.
 func (w *WAL) Entries(lo, hi, maxBytes uint64) ([]raft.Entry, error) {
 	w.mu.RLock()
 	defer w.mu.RUnlock()
@@ -945,6 +1006,16 @@ func (w *WAL) Entries(lo, hi, maxBytes uint64) ([]raft.Entry, error) {
 		}
 	}
 	out := make([]raft.Entry, 0, len(locs))
+	// The tail of the range that is in the cache is copied from it; only
+	// what lies before the cache is read from disk.
+	var cached []raft.Entry
+	if first, last, ok := w.cache.bounds(); ok && last == w.lastIndex() {
+		end := lo + uint64(len(locs))
+		if from := max(lo, first); from < end {
+			cached = w.cache.ents[from-first : end-first]
+			locs = locs[:from-lo]
+		}
+	}
 	for len(locs) > 0 {
 		// Extend a run of records that sit back to back in one segment.
 		n, end := 1, locs[0].off+headerSize+int64(locs[0].size)
@@ -971,7 +1042,7 @@ func (w *WAL) Entries(lo, hi, maxBytes uint64) ([]raft.Entry, error) {
 		}
 		locs = locs[n:]
 	}
-	return out, nil
+	return append(out, cached...), nil
 }
 
 // Compact forgets entries up to and including index (which must be in the
@@ -990,6 +1061,7 @@ func (w *WAL) Compact(index, keepFrom uint64) error {
 		k := index - w.marker.Index
 		w.ents = append([]entLoc(nil), w.ents[k:]...)
 		w.marker = SnapRef{Index: index, Term: t}
+		w.cache.dropTo(index)
 	}
 	bound := min(keepFrom, w.marker.Index)
 	// Segment 0 can go once segment 1 can start a replay: everything in
