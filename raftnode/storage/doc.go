@@ -102,6 +102,24 @@
 // active segment as its normal end, and a partly written record followed
 // only by zeros as a torn write.
 //
+// Appends are written with O_DIRECT|O_DSYNC where the file system accepts
+// it (Options.NoDirectIO turns it off; non-Linux builds and file systems
+// that refuse O_DIRECT fall back to pwrite+fdatasync, and the mode is
+// logged at Open). The WAL keeps the active segment's partial last block
+// in an aligned buffer and writes, per commit, from the start of that
+// block through the new records, padded with zeros to a 4 KiB multiple:
+// the write is durable when it returns, so no fdatasync (which would issue
+// a second device flush) follows, and it costs about half the CPU of the
+// buffered path (docs/BENCHMARKS.md). Rewriting the block's durable prefix
+// with the same bytes is harmless if the write tears, and the zero padding
+// reads as the clean end of the log, like preallocated space. Reads
+// (Entries, recovery) use a second, buffered descriptor: direct writes
+// invalidate the page cache over what they write, which is one more reason
+// for the entry cache. The segment header, trims and truncations still go
+// through the buffered descriptor and are fsynced before the first direct
+// write, since an O_DSYNC write makes only its own range durable (crashfs
+// refuses a direct write over unsynced buffered ones, to hold us to that).
+//
 // # Using it in a simulation
 //
 // crashfs.New() gives each simulated node its own file system. Open the

@@ -76,6 +76,11 @@ type Options struct {
 	// entries, which serves Entries for recent ranges without a read:
 	// 0 means wal.DefaultEntryCacheBytes (4 MiB), negative disables it.
 	EntryCacheBytes int64
+	// NoDirectIO makes the WAL write through the page cache and fdatasync
+	// instead of O_DIRECT|O_DSYNC (see wal.Options.NoDirectIO). Direct I/O
+	// is used by default where the file system supports it; crashfs models
+	// it too.
+	NoDirectIO bool
 }
 
 // Store is the durable raft.Storage: a write-ahead log plus a snapshot
@@ -155,7 +160,7 @@ func (s *Store) open() error {
 	w, err := wal.Open(wal.Options{
 		FS: fs, Dir: path.Join(s.dir, walDir), SegmentSize: s.opts.SegmentSize,
 		MaxRecordSize: s.opts.MaxEntrySize, Logger: s.log.Named("wal"), Prealloc: s.opts.Prealloc,
-		EntryCacheBytes: s.opts.EntryCacheBytes,
+		EntryCacheBytes: s.opts.EntryCacheBytes, NoDirectIO: s.opts.NoDirectIO,
 	})
 	if err != nil {
 		return err

@@ -76,6 +76,7 @@ func cacheSeedRun(seed int64) error {
 	rng := rand.New(rand.NewSource(seed))
 	open := func(cacheBytes int64) (*WAL, error) {
 		fs := crashfs.New()
+		fs.SetDirectIO(rng.Intn(2) == 0)
 		if err := fs.MkdirAll(dir); err != nil {
 			return nil, err
 		}

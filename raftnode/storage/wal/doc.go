@@ -5,9 +5,11 @@
 //
 // Contract for callers (the storage.Store):
 //
-//   - Save(Batch) returns nil only after one write and one fdatasync cover
-//     the whole batch; concurrent Saves share that write and fsync (group
-//     commit). Records of a batch land in the order snapshot reference,
+//   - Save(Batch) returns nil only after one durable write covers the whole
+//     batch — a write and an fdatasync, or one O_DIRECT|O_DSYNC write of
+//     whole blocks (direct mode, the default where the file system allows
+//     it; Options.NoDirectIO turns it off); concurrent Saves share it
+//     (group commit). Records of a batch land in the order snapshot reference,
 //     entries, hard state, so a torn batch leaves a prefix of that order.
 //   - An entry at an index already in the log truncates the log from there
 //     (conflicting suffix); a snapshot reference whose entry the log does not
