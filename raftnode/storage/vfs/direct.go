@@ -12,8 +12,11 @@ import (
 const DirectAlign = 4096
 
 // ErrDirectUnsupported is returned (wrapped) by OpenDirect when the file
-// system or platform cannot do direct, synchronous writes (tmpfs refuses
-// O_DIRECT; non-Linux builds do not try). Callers fall back to WriteAt+Sync.
+// system or platform cannot do direct, synchronous writes (tmpfs before
+// Linux 6.6 refuses O_DIRECT; non-Linux builds do not try), and by a
+// DirectWriter's WriteAt when the kernel refused the write before writing
+// anything (EINVAL: the device needs a larger alignment). Callers fall back
+// to WriteAt+Sync through an ordinary File.
 var ErrDirectUnsupported = errors.New("vfs: direct I/O not supported")
 
 // DirectWriter is a file opened for direct, synchronous writes

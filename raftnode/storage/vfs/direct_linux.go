@@ -28,7 +28,13 @@ func (d directFile) WriteAt(p []byte, off int64) (int, error) {
 		// The kernel would say EINVAL; say what is wrong instead.
 		return 0, fmt.Errorf("direct write to %s: %d bytes at offset %d not aligned to %d", d.f.Name(), len(p), off, DirectAlign)
 	}
-	return d.f.WriteAt(p, off)
+	n, err := d.f.WriteAt(p, off)
+	if n == 0 && errors.Is(err, syscall.EINVAL) {
+		// Opened, but the device wants a larger alignment than ours: the
+		// kernel checks before any I/O, so nothing was written.
+		return 0, fmt.Errorf("direct write to %s: %w (%w)", d.f.Name(), ErrDirectUnsupported, err)
+	}
+	return n, err
 }
 
 func (d directFile) Close() error { return d.f.Close() }

@@ -2,6 +2,7 @@ package wal
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand"
 	"path"
 	"strings"
@@ -188,4 +189,57 @@ func TestDirectIORefusedFallsBackToBuffered(t *testing.T) {
 		}
 		w.Close()
 	}
+}
+
+// refusingWriterFS opens files for direct I/O but refuses the writes, as a
+// device needing a larger alignment than vfs.DirectAlign would (EINVAL
+// before any I/O).
+type refusingWriterFS struct{ *crashfs.FS }
+
+type refusingWriter struct{ vfs.DirectWriter }
+
+func (fs refusingWriterFS) OpenDirect(name string) (vfs.DirectWriter, error) {
+	d, err := fs.FS.OpenDirect(name)
+	return refusingWriter{d}, err
+}
+
+func (refusingWriter) WriteAt(p []byte, off int64) (int, error) {
+	return 0, fmt.Errorf("refused: %w", vfs.ErrDirectUnsupported)
+}
+
+// TestDirectWriteRefusedFallsBackToBuffered: a direct write refused before
+// anything was written is redone buffered with fdatasync (the Save
+// succeeds and is durable), with a warning, and the WAL stays buffered.
+func TestDirectWriteRefusedFallsBackToBuffered(t *testing.T) {
+	cfs := newFS(t)
+	log, logBuf := logger()
+	opts := Options{FS: refusingWriterFS{cfs}, Dir: dir, SegmentSize: 4 << 10, Prealloc: PreallocSync, Logger: log}
+	w, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !w.Stats().Direct {
+		t.Fatal("WAL did not open the segment for direct I/O")
+	}
+	for i := uint64(1); i <= 100; i += 10 { // several segments
+		if err := w.Save(Batch{Entries: entries(i, i+9, 1)}); err != nil {
+			t.Fatal(err)
+		}
+		if w.Stats().Direct {
+			t.Fatal("still in direct mode after a refused write")
+		}
+	}
+	w.Close()
+	if !strings.Contains(logBuf.String(), "direct write refused") {
+		t.Fatalf("fallback not logged: %q", logBuf.String())
+	}
+	cfs.Crash(rand.New(rand.NewSource(1)))
+	if w, err = Open(opts); err != nil || w.LastIndex() != 100 {
+		t.Fatalf("after crash: %v", err)
+	}
+	got, err := w.Entries(1, 101, 1<<30)
+	if err != nil || len(got) != 100 {
+		t.Fatalf("entries: %d, %v", len(got), err)
+	}
+	w.Close()
 }

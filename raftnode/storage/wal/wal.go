@@ -318,6 +318,18 @@ func (w *WAL) startDirect() error {
 	return nil
 }
 
+// stopDirect closes the direct handle and turns direct I/O off for good.
+// Called with wmu held.
+func (w *WAL) stopDirect() {
+	if w.dio != nil {
+		if err := w.dio.Close(); err != nil {
+			w.log.Warn("closing direct handle of wal segment failed", "segment", w.active.name, "error", err)
+		}
+	}
+	w.dio, w.direct = nil, false
+	w.setDioOn()
+}
+
 func (w *WAL) setDioOn() {
 	w.mu.Lock()
 	w.dioOn = w.dio != nil
@@ -332,8 +344,8 @@ func (w *WAL) setDioOn() {
 // durable prefix of the first block is harmless even if the write tears:
 // those bytes are the same. The zeros after the last record read as the
 // clean end of the log at recovery, as in a preallocated segment. It
-// returns the buffer to keep, which holds just the new partial last block.
-// Called with wmu held.
+// returns the buffer to keep, which holds just the new partial last block
+// (on error: buf's bytes, unpadded). Called with wmu held.
 func (w *WAL) writeDirect(buf []byte) ([]byte, error) {
 	end := int64(len(buf))
 	padded := alignUp(end)
@@ -346,7 +358,7 @@ func (w *WAL) writeDirect(buf []byte) ([]byte, error) {
 	buf = buf[:padded]
 	clear(buf[end:])
 	if _, err := w.dio.WriteAt(buf, w.tailOff); err != nil {
-		return nil, fmt.Errorf("direct write to wal segment %s at offset %d: %w", w.active.name, w.tailOff, err)
+		return buf[:end], fmt.Errorf("direct write to wal segment %s at offset %d: %w", w.active.name, w.tailOff, err)
 	}
 	next := alignDown(w.tailOff + end)
 	if padded > 4<<20 {
@@ -985,12 +997,20 @@ func (w *WAL) commit(reqs []*request) {
 		t0 := time.Now()
 		if w.dio != nil {
 			var err error
-			if buf, err = w.writeDirect(buf); err != nil {
+			buf, err = w.writeDirect(buf)
+			if errors.Is(err, vfs.ErrDirectUnsupported) {
+				// Refused before anything was written: write the same
+				// bytes the buffered way, now and from now on.
+				w.log.Warn("direct write refused; wal writes are buffered with fdatasync from now on", "error", err)
+				w.stopDirect()
+				buf = buf[prefix:]
+			} else if err != nil {
 				w.err = err
 				fail(w.err)
 				return
 			}
-		} else {
+		}
+		if w.dio == nil {
 			if _, err := w.active.f.WriteAt(buf, w.woff); err != nil {
 				w.err = fmt.Errorf("write wal segment %s at offset %d: %w", w.active.name, w.woff, err)
 				fail(w.err)
