@@ -361,10 +361,11 @@ func (w *WAL) writeDirect(buf []byte) ([]byte, error) {
 		return buf[:end], fmt.Errorf("direct write to wal segment %s at offset %d: %w", w.active.name, w.tailOff, err)
 	}
 	next := alignDown(w.tailOff + end)
+	tail := buf[next-w.tailOff : end]
 	if padded > 4<<20 {
 		buf = vfs.AlignedBuffer(directBufSize) // don't pin a huge batch's buffer
 	}
-	n := copy(buf, buf[next-w.tailOff:end])
+	n := copy(buf, tail)
 	w.tailOff = next
 	return buf[:n], nil
 }
