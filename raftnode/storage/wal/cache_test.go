@@ -93,6 +93,7 @@ func cacheSeedRun(seed int64) error {
 		return err
 	}
 	defer dw.Close()
+	cw.smallBuffers() // regrow and shrink the write buffer all the time
 	var term uint64 = 1
 	var held []kept
 	data := func() []byte {

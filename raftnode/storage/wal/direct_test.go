@@ -112,6 +112,9 @@ func TestDirectWriteTornByCrash(t *testing.T) {
 		if err != nil {
 			t.Fatalf("seed %d: %v", seed, err)
 		}
+		if rng.Intn(2) == 0 {
+			w.smallBuffers()
+		}
 		var acked uint64
 		for k := 0; k < rng.Intn(30); k++ {
 			n := uint64(1 + rng.Intn(6))
@@ -296,4 +299,13 @@ func TestDirectWriteBufferRegrowsAndShrinks(t *testing.T) {
 	}
 	check(w)
 	w.Close()
+}
+
+// smallBuffers shrinks the write buffer's sizes so that ordinary batches
+// outgrow it (reallocated, realigned) and exceed the bound on what is kept
+// (replaced by a small one after the write).
+func (w *WAL) smallBuffers() {
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	w.bufSize, w.bufKeep = vfs.DirectAlign, 2*vfs.DirectAlign
 }

@@ -149,6 +149,9 @@ type WAL struct {
 	dio     vfs.DirectWriter
 	tailOff int64
 	dioOn   bool // dio != nil, for Stats; guarded by mu
+	// Buffer sizes: directBufSize and maxKeptBuf, lowered by tests so that
+	// small random batches exercise regrowing and shrinking the buffer.
+	bufSize, bufKeep int64
 
 	// Spare segment, filled with zeros ahead of the next rollover.
 	spareMu   sync.Mutex
@@ -216,6 +219,7 @@ func Open(opts Options) (*WAL, error) {
 	}
 	w := &WAL{fs: opts.FS, dir: opts.Dir, segSize: opts.SegmentSize, maxRec: opts.MaxRecordSize, log: opts.Logger, prealloc: opts.Prealloc}
 	w.cache.max = opts.EntryCacheBytes
+	w.bufSize, w.bufKeep = directBufSize, maxKeptBuf
 	w.direct = !opts.NoDirectIO
 	if _, ok := w.fs.(vfs.DirectFS); !ok && w.direct {
 		w.direct = false
@@ -269,8 +273,13 @@ func (w *WAL) closeFiles() {
 	}
 }
 
-// directBufSize is the initial capacity of the aligned write buffer.
-const directBufSize = 256 << 10
+const (
+	// directBufSize is the initial capacity of the aligned write buffer.
+	directBufSize = 256 << 10
+	// maxKeptBuf: a write buffer grown beyond this by a big batch is
+	// dropped after it, so one huge batch does not pin its memory.
+	maxKeptBuf = 4 << 20
+)
 
 func alignDown(n int64) int64 { return n &^ (vfs.DirectAlign - 1) }
 func alignUp(n int64) int64   { return alignDown(n + vfs.DirectAlign - 1) }
@@ -306,7 +315,7 @@ func (w *WAL) startDirect() error {
 		return nil
 	}
 	tailOff := alignDown(w.woff)
-	buf := vfs.AlignedBuffer(directBufSize)[:w.woff-tailOff]
+	buf := vfs.AlignedBuffer(int(w.bufSize))[:w.woff-tailOff]
 	if len(buf) > 0 {
 		if _, err := w.active.f.ReadAt(buf, tailOff); err != nil {
 			d.Close()
@@ -351,7 +360,7 @@ func (w *WAL) writeDirect(buf []byte) ([]byte, error) {
 	padded := alignUp(end)
 	if int64(cap(buf)) < padded || !vfs.IsAligned(buf[:padded], w.tailOff) {
 		// The records outgrew the aligned buffer and append moved them.
-		nb := vfs.AlignedBuffer(int(max(padded, directBufSize)))
+		nb := vfs.AlignedBuffer(int(max(padded, w.bufSize)))
 		copy(nb, buf)
 		buf = nb[:end]
 	}
@@ -362,8 +371,8 @@ func (w *WAL) writeDirect(buf []byte) ([]byte, error) {
 	}
 	next := alignDown(w.tailOff + end)
 	tail := buf[next-w.tailOff : end]
-	if padded > 4<<20 {
-		buf = vfs.AlignedBuffer(directBufSize) // don't pin a huge batch's buffer
+	if padded > w.bufKeep {
+		buf = vfs.AlignedBuffer(int(w.bufSize)) // don't pin a huge batch's buffer
 	}
 	n := copy(buf, tail)
 	w.tailOff = next
@@ -1074,7 +1083,7 @@ func (w *WAL) commit(reqs []*request) {
 		if written == 0 {
 			buf = buf[:prefix] // nothing written: keep just the tail
 		}
-	} else if cap(buf) > 4<<20 {
+	} else if int64(cap(buf)) > w.bufKeep {
 		buf = nil // don't pin a huge batch's buffer
 	}
 	w.buf = buf
