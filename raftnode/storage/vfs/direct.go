@@ -42,8 +42,13 @@ type DirectFS interface {
 
 var _ DirectFS = osFS{}
 
-// AlignedBuffer returns a zeroed slice of length n whose first byte is DirectAlign-aligned in memory (Go's collector does
-// not move heap objects, so the alignment holds for the slice's life).
+// AlignedBuffer returns a zeroed slice of length n whose first byte is
+// DirectAlign-aligned in memory. Go's collector does not move heap
+// objects, so the alignment holds for the slice's life; the function is
+// not inlined so that the buffer always escapes to the heap (a stack
+// buffer moves when the stack grows).
+//
+//go:noinline
 func AlignedBuffer(n int) []byte {
 	b := make([]byte, n+DirectAlign)
 	k := 0
