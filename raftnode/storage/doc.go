@@ -8,7 +8,7 @@
 //
 // The node's driver, for each Raft Ready, in order:
 //
-//	store.Save(rd.HardState, rd.Entries, snapOrNil) // one fsync; durable on return
+//	store.Save(rd.HardState, rd.Entries, snapOrNil) // one durable write; durable on return
 //	// ... send messages that depend on it, then core.Advance()
 //
 // Save is the only write path for the log. It writes the snapshot file (if
@@ -30,7 +30,8 @@
 //
 // # Guarantees
 //
-//   - Nothing is reported durable before the fsync covering it returns; a
+//   - Nothing is reported durable before the fsync covering it returns (in
+//     direct mode: the O_DSYNC write, which is durable on return); a
 //     new segment file, a renamed snapshot and removals are followed by an
 //     fsync of their directory.
 //   - After a crash the log is exactly a prefix of what was written: every

@@ -271,7 +271,8 @@ func (s *Store) writeVersion() error {
 	return nil
 }
 
-// Save makes one Raft Ready durable with a single fsync of the log: the
+// Save makes one Raft Ready durable with a single durable write of the log
+// (pwrite+fdatasync, or one O_DIRECT|O_DSYNC write in direct mode): the
 // snapshot (if any, written to its own file first), the entries, then the
 // hard state (skipped if empty). An entry at an index already in the log
 // replaces the log from that index on. When Save returns nil all of it
