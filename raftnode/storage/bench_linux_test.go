@@ -42,86 +42,109 @@ const benchEntrySize = 256
 //
 // Each iteration does one batch of each, back to back in the same
 // directory, timed separately, so on a shared, noisy machine all three see
-// the same disk conditions. Metrics: records/s of each, and the store's
-// records/s as a percentage of each raw loop.
+// the same disk conditions. The store runs in both write modes (io=direct:
+// O_DIRECT|O_DSYNC blocks, the default; io=buffered: pwrite+fdatasync).
+// Metrics: records/s of each, the store's records/s as a percentage of each
+// raw loop, and the process CPU time (user+system) per store Save.
 func BenchmarkAppendFsync(b *testing.B) {
 	parent := benchDir(b)
 	for _, batch := range []int{1, 16, 256} {
-		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
-			f, err := os.OpenFile(filepath.Join(parent, fmt.Sprintf("raw-%d", batch)), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer f.Close()
-			s, err := Open(filepath.Join(parent, fmt.Sprintf("wal-%d", batch)), Options{NodeID: 1})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close()
-			pre, err := os.OpenFile(filepath.Join(parent, fmt.Sprintf("rawpre-%d", batch)), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer pre.Close()
-			const region = 64 << 20
-			zeros := make([]byte, 1<<20)
-			for off := int64(0); off < region; off += int64(len(zeros)) {
-				if _, err := pre.WriteAt(zeros, off); err != nil {
-					b.Fatal(err)
-				}
-			}
-			if err := pre.Sync(); err != nil {
-				b.Fatal(err)
-			}
-			raw := make([]byte, batch*benchEntrySize)
-			var preOff int64
-			data := make([]byte, benchEntrySize)
-			ents := make([]raft.Entry, batch)
-			var off int64
-			var next uint64 = 1
-			var rawTime, preTime, walTime time.Duration
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				t0 := time.Now()
-				if _, err := f.WriteAt(raw, off); err != nil {
-					b.Fatal(err)
-				}
-				if err := syscall.Fdatasync(int(f.Fd())); err != nil {
-					b.Fatal(err)
-				}
-				off += int64(len(raw))
-				t1 := time.Now()
-				for k := range ents {
-					ents[k] = raft.Entry{Index: next + uint64(k), Term: 1, Data: data}
-				}
-				if err := s.Save(raft.HardState{Term: 1, Vote: 1, Commit: next - 1}, ents, nil); err != nil {
-					b.Fatal(err)
-				}
-				next += uint64(batch)
-				t2 := time.Now()
-				if preOff+int64(len(raw)) > region {
-					preOff = 0
-				}
-				if _, err := pre.WriteAt(raw, preOff); err != nil {
-					b.Fatal(err)
-				}
-				if err := syscall.Fdatasync(int(pre.Fd())); err != nil {
-					b.Fatal(err)
-				}
-				preOff += int64(len(raw))
-				t3 := time.Now()
-				rawTime += t1.Sub(t0)
-				walTime += t2.Sub(t1)
-				preTime += t3.Sub(t2)
-			}
-			rate := func(d time.Duration) float64 { return float64(b.N*batch) / d.Seconds() }
-			b.ReportMetric(rate(rawTime), "raw-rec/s")
-			b.ReportMetric(rate(preTime), "rawpre-rec/s")
-			b.ReportMetric(rate(walTime), "wal-rec/s")
-			b.ReportMetric(100*rate(walTime)/rate(rawTime), "wal/raw-%")
-			b.ReportMetric(100*rate(walTime)/rate(preTime), "wal/rawpre-%")
-		})
+		for _, io := range []string{"direct", "buffered"} {
+			b.Run(fmt.Sprintf("batch=%d/io=%s", batch, io), func(b *testing.B) {
+				benchAppendFsync(b, parent, batch, io == "buffered")
+			})
+		}
 	}
+}
+
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func benchAppendFsync(b *testing.B, parent string, batch int, buffered bool) {
+	name := fmt.Sprintf("%d-%v", batch, buffered)
+	f, err := os.OpenFile(filepath.Join(parent, "raw-"+name), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	s, err := Open(filepath.Join(parent, "wal-"+name), Options{NodeID: 1, NoDirectIO: buffered})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	if s.Stats().Direct == buffered {
+		b.Fatalf("store writes with direct I/O=%v, want %v", s.Stats().Direct, !buffered)
+	}
+	pre, err := os.OpenFile(filepath.Join(parent, "rawpre-"+name), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pre.Close()
+	const region = 64 << 20
+	zeros := make([]byte, 1<<20)
+	for off := int64(0); off < region; off += int64(len(zeros)) {
+		if _, err := pre.WriteAt(zeros, off); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := pre.Sync(); err != nil {
+		b.Fatal(err)
+	}
+	raw := make([]byte, batch*benchEntrySize)
+	var preOff int64
+	data := make([]byte, benchEntrySize)
+	ents := make([]raft.Entry, batch)
+	var off int64
+	var next uint64 = 1
+	var rawTime, preTime, walTime, walCPU time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		if _, err := f.WriteAt(raw, off); err != nil {
+			b.Fatal(err)
+		}
+		if err := syscall.Fdatasync(int(f.Fd())); err != nil {
+			b.Fatal(err)
+		}
+		off += int64(len(raw))
+		t1 := time.Now()
+		c0 := cpuTime(b)
+		for k := range ents {
+			ents[k] = raft.Entry{Index: next + uint64(k), Term: 1, Data: data}
+		}
+		if err := s.Save(raft.HardState{Term: 1, Vote: 1, Commit: next - 1}, ents, nil); err != nil {
+			b.Fatal(err)
+		}
+		next += uint64(batch)
+		walCPU += cpuTime(b) - c0
+		t2 := time.Now()
+		if preOff+int64(len(raw)) > region {
+			preOff = 0
+		}
+		if _, err := pre.WriteAt(raw, preOff); err != nil {
+			b.Fatal(err)
+		}
+		if err := syscall.Fdatasync(int(pre.Fd())); err != nil {
+			b.Fatal(err)
+		}
+		preOff += int64(len(raw))
+		t3 := time.Now()
+		rawTime += t1.Sub(t0)
+		walTime += t2.Sub(t1)
+		preTime += t3.Sub(t2)
+	}
+	rate := func(d time.Duration) float64 { return float64(b.N*batch) / d.Seconds() }
+	b.ReportMetric(rate(rawTime), "raw-rec/s")
+	b.ReportMetric(rate(preTime), "rawpre-rec/s")
+	b.ReportMetric(rate(walTime), "wal-rec/s")
+	b.ReportMetric(100*rate(walTime)/rate(rawTime), "wal/raw-%")
+	b.ReportMetric(100*rate(walTime)/rate(preTime), "wal/rawpre-%")
+	b.ReportMetric(float64(walCPU.Microseconds())/float64(b.N), "wal-cpu-µs/save")
 }
 
 // BenchmarkRecovery measures Open on a log of $CAPRAFT_BENCH_RECOVERY_BYTES
@@ -203,6 +226,23 @@ func (c *countingFS) OpenRW(name string) (vfs.File, error) {
 func (f countingFile) Sync() error {
 	f.c.syncs.Add(1)
 	return f.File.Sync()
+}
+
+// OpenDirect passes direct I/O through (so the benchmark measures the
+// WAL's default mode) and counts each O_DSYNC write as one sync.
+func (c *countingFS) OpenDirect(name string) (vfs.DirectWriter, error) {
+	d, err := c.FS.(vfs.DirectFS).OpenDirect(name)
+	return countingDirect{d, c}, err
+}
+
+type countingDirect struct {
+	vfs.DirectWriter
+	c *countingFS
+}
+
+func (d countingDirect) WriteAt(p []byte, off int64) (int, error) {
+	d.c.syncs.Add(1)
+	return d.DirectWriter.WriteAt(p, off)
 }
 
 // BenchmarkGroupCommit: 16 goroutines each Save a one-entry-sized hard

@@ -16,6 +16,7 @@ import (
 // whatever they see is internally consistent.
 func TestReadersDuringAppendsAndCompaction(t *testing.T) {
 	fs := crashfs.New()
+	fs.SetDirectIO(true) // readers share the segments with direct writes
 	opts := memOpts(fs)
 	opts.TrailingEntries = 20
 	s := mustOpen(t, "/r", opts)

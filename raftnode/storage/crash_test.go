@@ -31,20 +31,25 @@ func TestCrashConsistency(t *testing.T) {
 	if *crashSeed >= 0 {
 		lo, hi = *crashSeed, *crashSeed+1
 	}
-	crashes := 0
+	crashes, direct := 0, 0
 	for seed := lo; seed < hi; seed++ {
-		n, err := crashSeedRun(seed)
+		n, d, err := crashSeedRun(seed)
 		if err != nil {
 			t.Fatalf("seed %d (rerun with -run TestCrashConsistency -crash.seed=%d): %v", seed, seed, err)
 		}
 		crashes += n
+		direct += d
 	}
-	t.Logf("%d seeds, %d simulated crashes mid-operation", hi-lo, crashes)
+	t.Logf("%d seeds, %d simulated crashes mid-operation, %d of %d rounds writing with direct I/O", hi-lo, crashes, direct, 3*(hi-lo))
+	if hi-lo >= 100 && (direct == 0 || direct == int(3*(hi-lo))) {
+		t.Fatalf("%d of %d rounds used direct I/O: one write path went untested", direct, 3*(hi-lo))
+	}
 }
 
-func crashSeedRun(seed int64) (midOp int, err error) {
+func crashSeedRun(seed int64) (midOp, directRounds int, err error) {
 	rng := rand.New(rand.NewSource(seed))
 	fs := crashfs.New()
+	fs.SetDirectIO(true)
 	opts := memOpts(fs)
 	opts.SegmentSize = 1 << 10 * int64(1+rng.Intn(4))
 	opts.TrailingEntries = uint64(rng.Intn(5))
@@ -57,6 +62,10 @@ func crashSeedRun(seed int64) (midOp int, err error) {
 	g := &gen{rng: rng, bigData: true}
 	var history []string
 	for round := 0; round < 3; round++ {
+		// Both write paths, switching between restarts: O_DIRECT|O_DSYNC
+		// blocks (crashfs: durable when the write returns) and buffered
+		// writes with fdatasync.
+		opts.NoDirectIO = rng.Intn(2) == 0
 		// Sometimes the crash lands inside Open itself (it may write: the
 		// version file, the first segment, a snapshot reference).
 		if round > 0 && rng.Intn(4) == 0 {
@@ -64,7 +73,7 @@ func crashSeedRun(seed int64) (midOp int, err error) {
 			if s, err := Open("/c", opts); err == nil {
 				s.Close()
 			} else if !fs.Crashed() {
-				return midOp, fmt.Errorf("round %d: open: %v", round, err)
+				return midOp, directRounds, fmt.Errorf("round %d: open: %v", round, err)
 			}
 			fs.SetCrashAfter(-1, nil)
 			fs.Crash(rng)
@@ -72,7 +81,7 @@ func crashSeedRun(seed int64) (midOp int, err error) {
 		}
 		s, err := Open("/c", opts)
 		if err != nil {
-			return midOp, fmt.Errorf("round %d: recovery failed: %v\nhistory: %s\nwal:%s", round, err, strings.Join(history, "; "), dumpWAL(fs, "/c/wal"))
+			return midOp, directRounds, fmt.Errorf("round %d: recovery failed: %v\nhistory: %s\nwal:%s", round, err, strings.Join(history, "; "), dumpWAL(fs, "/c/wal"))
 		}
 		// The recovered state must be one the crash could have left.
 		var matched *model
@@ -87,16 +96,23 @@ func crashSeedRun(seed int64) (midOp int, err error) {
 		}
 		if matched == nil {
 			s.Close()
-			return midOp, fmt.Errorf("round %d: recovered state matches no allowed state:\n  %s\nhistory: %s\nwal:%s",
+			return midOp, directRounds, fmt.Errorf("round %d: recovered state matches no allowed state:\n  %s\nhistory: %s\nwal:%s",
 				round, strings.Join(diffs, "\n  "), strings.Join(history, "; "), dumpWAL(fs, "/c/wal"))
 		}
 		hs, _, _ := s.InitialState()
 		if hs.Term < acked.hs.Term || hs.Commit < acked.hs.Commit {
 			s.Close()
-			return midOp, fmt.Errorf("round %d: hard state went backwards: %+v after acknowledged %+v", round, hs, acked.hs)
+			return midOp, directRounds, fmt.Errorf("round %d: hard state went backwards: %+v after acknowledged %+v", round, hs, acked.hs)
 		}
 		acked = matched
 		candidates = []*model{acked}
+		if s.Stats().Direct {
+			directRounds++
+		}
+		if s.Stats().Direct == opts.NoDirectIO {
+			s.Close()
+			return midOp, directRounds, fmt.Errorf("round %d: NoDirectIO=%v but the WAL writes with direct I/O=%v", round, opts.NoDirectIO, s.Stats().Direct)
+		}
 
 		fs.SetCrashAfter(rng.Int63n(250), rng)
 		for i := 0; i < 80; i++ {
@@ -105,7 +121,7 @@ func crashSeedRun(seed int64) (midOp int, err error) {
 			history = append(history, o.String())
 			if err := o.apply(s); err != nil {
 				if !fs.Crashed() || !errors.Is(err, crashfs.ErrCrashed) {
-					return midOp, fmt.Errorf("round %d op %d %v: unexpected error: %v", round, i, o, err)
+					return midOp, directRounds, fmt.Errorf("round %d op %d %v: unexpected error: %v", round, i, o, err)
 				}
 				candidates = states
 				midOp++
@@ -118,7 +134,7 @@ func crashSeedRun(seed int64) (midOp int, err error) {
 		fs.Crash(rng)
 		history = append(history, "crash")
 	}
-	return midOp, nil
+	return midOp, directRounds, nil
 }
 
 // flagSet reports whether the named flag was given on the command line.

@@ -8,7 +8,7 @@
 //
 // The node's driver, for each Raft Ready, in order:
 //
-//	store.Save(rd.HardState, rd.Entries, snapOrNil) // one fsync; durable on return
+//	store.Save(rd.HardState, rd.Entries, snapOrNil) // one durable write; durable on return
 //	// ... send messages that depend on it, then core.Advance()
 //
 // Save is the only write path for the log. It writes the snapshot file (if
@@ -30,7 +30,8 @@
 //
 // # Guarantees
 //
-//   - Nothing is reported durable before the fsync covering it returns; a
+//   - Nothing is reported durable before the fsync covering it returns (in
+//     direct mode: the O_DSYNC write, which is durable on return); a
 //     new segment file, a renamed snapshot and removals are followed by an
 //     fsync of their directory.
 //   - After a crash the log is exactly a prefix of what was written: every
@@ -82,12 +83,16 @@
 // See docs/BENCHMARKS.md.
 //
 // Entry data is read back from the segment files rather than kept in
-// memory. Memory holds 24 bytes per entry (term, segment, offset, size), so
-// Term is a slice lookup and a 1 GiB log costs ~90 MiB of index for 256-byte
-// entries instead of 1 GiB of data. Recently written entries, which are the
-// ones the leader reads to replicate, are in the page cache; Entries reads
-// each run of adjacent records with one pread and verifies their checksums
-// again.
+// memory, except for the newest few MiB. Memory holds 24 bytes per entry
+// (term, segment, offset, size), so Term is a slice lookup and a 1 GiB log
+// costs ~90 MiB of index for 256-byte entries instead of 1 GiB of data. The
+// newest entries — the ones every node reads back to apply them and the
+// leader reads to replicate — are kept, copied at Save, in a cache bounded
+// by bytes (Options.EntryCacheBytes) that always ends at the last entry and
+// is trimmed by overwrites, snapshot resets and compaction; Entries serves
+// them without a read or a decode (~10x cheaper, BenchmarkEntriesRecent in
+// package wal). Older entries are read with one pread per run of adjacent
+// records, and their checksums verified again.
 //
 // Segments are preallocated by writing zeros, not with fallocate: measured
 // on our VM, a 73 KB pwrite+fdatasync into already-written blocks takes
@@ -97,6 +102,24 @@
 // for simulations). Recovery reads zeros after the last record of the
 // active segment as its normal end, and a partly written record followed
 // only by zeros as a torn write.
+//
+// Appends are written with O_DIRECT|O_DSYNC where the file system accepts
+// it (Options.NoDirectIO turns it off; non-Linux builds and file systems
+// that refuse O_DIRECT fall back to pwrite+fdatasync, and the mode is
+// logged at Open). The WAL keeps the active segment's partial last block
+// in an aligned buffer and writes, per commit, from the start of that
+// block through the new records, padded with zeros to a 4 KiB multiple:
+// the write is durable when it returns, so no fdatasync (which would issue
+// a second device flush) follows, and it costs about half the CPU of the
+// buffered path (docs/BENCHMARKS.md). Rewriting the block's durable prefix
+// with the same bytes is harmless if the write tears, and the zero padding
+// reads as the clean end of the log, like preallocated space. Reads
+// (Entries, recovery) use a second, buffered descriptor: direct writes
+// invalidate the page cache over what they write, which is one more reason
+// for the entry cache. The segment header, trims and truncations still go
+// through the buffered descriptor and are fsynced before the first direct
+// write, since an O_DSYNC write makes only its own range durable (crashfs
+// refuses a direct write over unsynced buffered ones, to hold us to that).
 //
 // # Using it in a simulation
 //

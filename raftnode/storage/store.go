@@ -72,6 +72,15 @@ type Options struct {
 	// crashfs should use wal.PreallocSync (deterministic) together with a
 	// small SegmentSize, since crashfs keeps every byte in memory.
 	Prealloc wal.PreallocMode
+	// EntryCacheBytes bounds the WAL's in-memory cache of the newest
+	// entries, which serves Entries for recent ranges without a read:
+	// 0 means wal.DefaultEntryCacheBytes (4 MiB), negative disables it.
+	EntryCacheBytes int64
+	// NoDirectIO makes the WAL write through the page cache and fdatasync
+	// instead of O_DIRECT|O_DSYNC (see wal.Options.NoDirectIO). Direct I/O
+	// is used by default where the file system supports it; crashfs models
+	// it too.
+	NoDirectIO bool
 }
 
 // Store is the durable raft.Storage: a write-ahead log plus a snapshot
@@ -151,6 +160,7 @@ func (s *Store) open() error {
 	w, err := wal.Open(wal.Options{
 		FS: fs, Dir: path.Join(s.dir, walDir), SegmentSize: s.opts.SegmentSize,
 		MaxRecordSize: s.opts.MaxEntrySize, Logger: s.log.Named("wal"), Prealloc: s.opts.Prealloc,
+		EntryCacheBytes: s.opts.EntryCacheBytes, NoDirectIO: s.opts.NoDirectIO,
 	})
 	if err != nil {
 		return err
@@ -261,7 +271,8 @@ func (s *Store) writeVersion() error {
 	return nil
 }
 
-// Save makes one Raft Ready durable with a single fsync of the log: the
+// Save makes one Raft Ready durable with a single durable write of the log
+// (pwrite+fdatasync, or one O_DIRECT|O_DSYNC write in direct mode): the
 // snapshot (if any, written to its own file first), the entries, then the
 // hard state (skipped if empty). An entry at an index already in the log
 // replaces the log from that index on. When Save returns nil all of it
@@ -367,7 +378,9 @@ func (s *Store) InitialState() (raft.HardState, raft.ConfState, error) {
 	return hs, s.snapMeta.ConfState, nil
 }
 
-// Entries implements raft.Storage. Data is read back from the log files.
+// Entries implements raft.Storage. The newest entries are served from the
+// WAL's entry cache, older ones read back from the log files. The returned
+// Data may be shared: callers must not modify it.
 func (s *Store) Entries(lo, hi, maxBytes uint64) ([]raft.Entry, error) {
 	return s.wal.Entries(lo, hi, maxBytes)
 }

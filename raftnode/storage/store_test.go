@@ -134,6 +134,7 @@ func TestModelRandomOps(t *testing.T) {
 	for seed := int64(0); seed < int64(seeds); seed++ {
 		rng := rand.New(rand.NewSource(seed))
 		fs := crashfs.New()
+		fs.SetDirectIO(seed%2 == 0) // odd seeds: the buffered fallback
 		opts := memOpts(fs)
 		s := mustOpen(t, "/m", opts)
 		m := &model{}

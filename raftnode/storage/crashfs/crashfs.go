@@ -17,6 +17,19 @@
 // and so does every call after it until Crash reboots the file system.
 // Directories made with MkdirAll are durable at once (the code under test
 // makes them only at initialisation).
+//
+// OpenDirect models O_DIRECT|O_DSYNC, once enabled with SetDirectIO (a new
+// FS refuses it, as a file system without O_DIRECT does, so code that only
+// knows Sync — and tests that break Sync on purpose — see the buffered path
+// unless they ask): a write through it is durable when it
+// returns (write and Sync in one step), and one cut by the crash point
+// leaves a torn prefix that a Crash may keep or drop, like any unsynced
+// write. It insists on what the kernel insists on (buffer, offset and
+// length aligned to vfs.DirectAlign), and it refuses a direct write to a
+// file with buffered writes not yet synced: a real O_DSYNC write makes only
+// its own range durable, so code that relied on it to flush earlier
+// buffered writes would be wrong, and is caught here instead of being
+// rescued by a model stronger than the kernel.
 package crashfs
 
 import (
@@ -77,6 +90,7 @@ type FS struct {
 	locks   map[string]bool
 	gen     int
 
+	direct  bool  // OpenDirect allowed (SetDirectIO)
 	ops     int64 // mutating calls so far
 	crashAt int64 // 0: disarmed; else crash on the call numbered crashAt
 	crashed bool
@@ -94,7 +108,10 @@ func New() *FS {
 	}
 }
 
-var _ vfs.FS = (*FS)(nil)
+var (
+	_ vfs.FS       = (*FS)(nil)
+	_ vfs.DirectFS = (*FS)(nil)
+)
 
 // SetCrashAfter arms a crash: after n more mutating calls succeed, the next
 // one crashes. A write at the crash point leaves a torn prefix (length chosen
@@ -299,6 +316,63 @@ func (fs *FS) OpenRW(name string) (vfs.File, error) { return fs.open(name, false
 
 // Open implements vfs.FS.
 func (fs *FS) Open(name string) (vfs.File, error) { return fs.open(name, true) }
+
+// SetDirectIO enables or disables OpenDirect (disabled in a new FS); it
+// applies to later OpenDirect calls.
+func (fs *FS) SetDirectIO(on bool) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.direct = on
+}
+
+// OpenDirect implements vfs.DirectFS; see the package doc for the model.
+// Unless enabled by SetDirectIO it fails with vfs.ErrDirectUnsupported.
+func (fs *FS) OpenDirect(name string) (vfs.DirectWriter, error) {
+	fs.mu.Lock()
+	on := fs.direct
+	fs.mu.Unlock()
+	if !on {
+		return nil, fmt.Errorf("crashfs: open %s for direct writes: %w (not enabled by SetDirectIO)", name, vfs.ErrDirectUnsupported)
+	}
+	f, err := fs.open(name, false)
+	if err != nil {
+		return nil, err
+	}
+	return &directFile{f.(*file)}, nil
+}
+
+type directFile struct{ f *file }
+
+// WriteAt applies p to both images at once (a write plus its sync).
+func (d *directFile) WriteAt(p []byte, off int64) (int, error) {
+	f := d.f
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if err := f.check(); err != nil {
+		return 0, err
+	}
+	if !vfs.IsAligned(p, off) {
+		return 0, fmt.Errorf("crashfs: direct write to %s: %d bytes at offset %d not aligned to %d", f.name, len(p), off, vfs.DirectAlign)
+	}
+	if len(f.ino.unsynced) > 0 {
+		return 0, fmt.Errorf("crashfs: direct write to %s over %d unsynced buffered operations (O_DSYNC would not make them durable)", f.name, len(f.ino.unsynced))
+	}
+	if err := f.fs.step(); err != nil {
+		// Cut mid-write: a prefix may have reached the disk, or none of it.
+		if f.fs.tearRng != nil && len(p) > 0 {
+			op := fileOp{kind: opWrite, off: off, data: append([]byte(nil), p[:f.fs.tearRng.Intn(len(p)+1)]...)}
+			f.ino.data = applyFileOp(f.ino.data, op)
+			f.ino.unsynced = append(f.ino.unsynced, op)
+		}
+		return 0, err
+	}
+	op := fileOp{kind: opWrite, off: off, data: p}
+	f.ino.data = applyFileOp(f.ino.data, op)
+	f.ino.synced = applyFileOp(f.ino.synced, op)
+	return len(p), nil
+}
+
+func (d *directFile) Close() error { return d.f.Close() }
 
 // Remove implements vfs.FS.
 func (fs *FS) Remove(name string) error {

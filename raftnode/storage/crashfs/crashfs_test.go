@@ -5,6 +5,8 @@ import (
 	"errors"
 	"math/rand"
 	"testing"
+
+	"github.com/capraft/capraft/raftnode/storage/vfs"
 )
 
 func write(t *testing.T, fs *FS, name string, data []byte, sync bool) {
@@ -147,5 +149,53 @@ func TestSyncedImageMatchesWrites(t *testing.T) {
 		if !bytes.Equal(got, want) {
 			t.Fatalf("seed %d: after crash %d bytes, synced %d bytes", seed, len(got), len(want))
 		}
+	}
+}
+
+// TestDirectWritesAreDurableAtOnce: a write through OpenDirect survives any
+// crash without a Sync; unaligned writes and direct writes over unsynced
+// buffered ones are refused (the kernel would refuse the first, and would
+// not make the second's earlier writes durable).
+func TestDirectWritesAreDurableAtOnce(t *testing.T) {
+	fs := New()
+	fs.MkdirAll("/d")
+	write(t, fs, "/d/a", make([]byte, 8192), true)
+	fs.SyncDir("/d")
+	if _, err := fs.OpenDirect("/d/a"); !errors.Is(err, vfs.ErrDirectUnsupported) {
+		t.Fatalf("OpenDirect before SetDirectIO: %v, want ErrDirectUnsupported", err)
+	}
+	fs.SetDirectIO(true)
+	d, err := fs.OpenDirect("/d/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := vfs.AlignedBuffer(vfs.DirectAlign)
+	copy(block, "direct")
+	if _, err := d.WriteAt(block, vfs.DirectAlign); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []struct {
+		p   []byte
+		off int64
+	}{{block[:100], 0}, {block, 100}, {vfs.AlignedBuffer(2 * vfs.DirectAlign)[1 : 1+vfs.DirectAlign], 0}} {
+		if _, err := d.WriteAt(bad.p, bad.off); err == nil {
+			t.Fatalf("unaligned direct write of %d bytes at %d accepted", len(bad.p), bad.off)
+		}
+	}
+	for seed := int64(0); seed < 20; seed++ {
+		fs.Crash(rand.New(rand.NewSource(seed)))
+		if b, _ := fs.ReadFile("/d/a"); len(b) != 8192 || !bytes.Equal(b[vfs.DirectAlign:], block) {
+			t.Fatalf("seed %d: direct write lost", seed)
+		}
+	}
+	f, _ := fs.OpenRW("/d/a")
+	f.WriteAt([]byte("buffered"), 0)
+	d, _ = fs.OpenDirect("/d/a")
+	if _, err := d.WriteAt(block, 0); err == nil {
+		t.Fatal("direct write over an unsynced buffered write accepted")
+	}
+	f.Sync()
+	if _, err := d.WriteAt(block, 0); err != nil {
+		t.Fatalf("direct write after sync: %v", err)
 	}
 }

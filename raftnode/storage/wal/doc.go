@@ -5,9 +5,11 @@
 //
 // Contract for callers (the storage.Store):
 //
-//   - Save(Batch) returns nil only after one write and one fdatasync cover
-//     the whole batch; concurrent Saves share that write and fsync (group
-//     commit). Records of a batch land in the order snapshot reference,
+//   - Save(Batch) returns nil only after one durable write covers the whole
+//     batch — a write and an fdatasync, or one O_DIRECT|O_DSYNC write of
+//     whole blocks (direct mode, the default where the file system allows
+//     it; Options.NoDirectIO turns it off); concurrent Saves share it
+//     (group commit). Records of a batch land in the order snapshot reference,
 //     entries, hard state, so a torn batch leaves a prefix of that order.
 //   - An entry at an index already in the log truncates the log from there
 //     (conflicting suffix); a snapshot reference whose entry the log does not
@@ -16,6 +18,9 @@
 //     last segment (warning, truncation); any other damage — a bad checksum
 //     elsewhere, a segment missing from the sequence, a segment that does
 //     not continue the previous one — is an error naming file and offset.
+//   - Entries serves the newest entries (up to Options.EntryCacheBytes of
+//     them, copied at Save) from memory and older ones from the segments;
+//     the returned Data must not be modified.
 //   - Compact(index, keepFrom) forgets entries up to index and deletes whole
 //     segments that no replay needs any more, oldest first, each removal
 //     made durable before the next.

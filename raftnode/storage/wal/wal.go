@@ -43,6 +43,16 @@ type Options struct {
 	// Prealloc says how new segments are zero-filled ahead of use; see
 	// PreallocMode. Default PreallocAsync.
 	Prealloc PreallocMode
+	// EntryCacheBytes bounds the cache of the newest entries' data, from
+	// which Entries serves recent ranges without reading the segments.
+	// 0 means DefaultEntryCacheBytes; a negative value disables the cache.
+	EntryCacheBytes int64
+	// NoDirectIO turns direct I/O off: appends are then written through
+	// the page cache and made durable with fdatasync. By default, if FS
+	// implements vfs.DirectFS and the file system accepts O_DIRECT, the
+	// active segment is written with O_DIRECT|O_DSYNC in whole aligned
+	// blocks (see Save), which costs less time and CPU per durable append.
+	NoDirectIO bool
 }
 
 // PreallocMode chooses how segment files are preallocated.
@@ -132,6 +142,17 @@ type WAL struct {
 	wclosed  bool
 	prealloc PreallocMode
 
+	// Direct mode (see writeDirect): dio writes the active segment with
+	// O_DIRECT|O_DSYNC; nil in buffered mode. buf then always starts with
+	// the bytes of the active segment's partial last block, [tailOff, woff).
+	direct  bool // try direct I/O for new active segments
+	dio     vfs.DirectWriter
+	tailOff int64
+	dioOn   bool // dio != nil, for Stats; guarded by mu
+	// Buffer sizes: directBufSize and maxKeptBuf, lowered by tests so that
+	// small random batches exercise regrowing and shrinking the buffer.
+	bufSize, bufKeep int64
+
 	// Spare segment, filled with zeros ahead of the next rollover.
 	spareMu   sync.Mutex
 	spare     vfs.File // ready, or nil
@@ -146,6 +167,7 @@ type WAL struct {
 	marker SnapRef    // the entry before the first live one (index, term)
 	ents   []entLoc   // ents[k] is index marker.Index+1+k
 	hs     raft.HardState
+	cache  entryCache // data of the newest entries; see entryCache
 }
 
 type request struct {
@@ -192,13 +214,28 @@ func Open(opts Options) (*WAL, error) {
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
 	}
+	if opts.EntryCacheBytes == 0 {
+		opts.EntryCacheBytes = DefaultEntryCacheBytes
+	}
 	w := &WAL{fs: opts.FS, dir: opts.Dir, segSize: opts.SegmentSize, maxRec: opts.MaxRecordSize, log: opts.Logger, prealloc: opts.Prealloc}
+	w.cache.max = opts.EntryCacheBytes
+	w.bufSize, w.bufKeep = directBufSize, maxKeptBuf
+	w.direct = !opts.NoDirectIO
+	if _, ok := w.fs.(vfs.DirectFS); !ok && w.direct {
+		w.direct = false
+		w.log.Debug("file system has no direct I/O; wal writes are buffered")
+	}
 	start := time.Now()
 	if err := w.recover(); err != nil {
 		w.closeFiles()
 		return nil, err
 	}
-	if w.active == nil {
+	if w.active != nil {
+		if err := w.startDirect(); err != nil {
+			w.closeFiles()
+			return nil, err
+		}
+	} else {
 		if w.prealloc != PreallocOff {
 			if f, err := w.makeSpare(); err == nil {
 				w.spare = f
@@ -212,8 +249,16 @@ func Open(opts Options) (*WAL, error) {
 		}
 	}
 	w.log.Info("wal recovered", "dir", w.dir, "segments", len(w.segs), "first_index", w.marker.Index+1,
-		"last_index", w.lastIndex(), "term", w.hs.Term, "commit", w.hs.Commit, "elapsed", time.Since(start))
+		"last_index", w.lastIndex(), "term", w.hs.Term, "commit", w.hs.Commit, "elapsed", time.Since(start),
+		"write_mode", w.writeMode())
 	return w, nil
+}
+
+func (w *WAL) writeMode() string {
+	if w.dio != nil {
+		return "direct (O_DIRECT|O_DSYNC aligned blocks)"
+	}
+	return "buffered (pwrite+fdatasync)"
 }
 
 func (w *WAL) closeFiles() {
@@ -222,6 +267,116 @@ func (w *WAL) closeFiles() {
 			s.f.Close()
 		}
 	}
+	if w.dio != nil {
+		w.dio.Close()
+		w.dio = nil
+	}
+}
+
+const (
+	// directBufSize is the initial capacity of the aligned write buffer.
+	directBufSize = 256 << 10
+	// maxKeptBuf: a write buffer grown beyond this by a big batch is
+	// dropped after it, so one huge batch does not pin its memory.
+	maxKeptBuf = 4 << 20
+)
+
+func alignDown(n int64) int64 { return n &^ (vfs.DirectAlign - 1) }
+func alignUp(n int64) int64   { return alignDown(n + vfs.DirectAlign - 1) }
+
+// startDirect opens the active segment for direct writes (closing the
+// previous one's) and loads its partial last block into the aligned write
+// buffer. If the file system refuses O_DIRECT, the WAL falls back to
+// buffered writes for good, and says so. Called with wmu held, after the
+// active segment's buffered writes (header, trim) are synced: a direct
+// O_DSYNC write makes only itself durable, not earlier buffered writes.
+func (w *WAL) startDirect() error {
+	if w.dio != nil {
+		if err := w.dio.Close(); err != nil {
+			w.dio = nil
+			return fmt.Errorf("close direct handle of wal segment: %w", err)
+		}
+		w.dio = nil
+	}
+	if !w.direct {
+		w.setDioOn()
+		return nil
+	}
+	p := path.Join(w.dir, w.active.name)
+	d, err := w.fs.(vfs.DirectFS).OpenDirect(p)
+	if err != nil {
+		w.direct = false
+		w.setDioOn()
+		if errors.Is(err, vfs.ErrDirectUnsupported) {
+			w.log.Info("direct I/O refused; wal writes are buffered with fdatasync", "file", p, "error", err)
+		} else {
+			w.log.Warn("opening wal segment for direct I/O failed; wal writes are buffered with fdatasync", "file", p, "error", err)
+		}
+		return nil
+	}
+	tailOff := alignDown(w.woff)
+	buf := vfs.AlignedBuffer(int(w.bufSize))[:w.woff-tailOff]
+	if len(buf) > 0 {
+		if _, err := w.active.f.ReadAt(buf, tailOff); err != nil {
+			d.Close()
+			return fmt.Errorf("read last block of wal segment %s at offset %d: %w", p, tailOff, err)
+		}
+	}
+	w.dio, w.tailOff, w.buf = d, tailOff, buf
+	w.setDioOn()
+	return nil
+}
+
+// stopDirect closes the direct handle and turns direct I/O off for good.
+// Called with wmu held.
+func (w *WAL) stopDirect() {
+	if w.dio != nil {
+		if err := w.dio.Close(); err != nil {
+			w.log.Warn("closing direct handle of wal segment failed", "segment", w.active.name, "error", err)
+		}
+	}
+	w.dio, w.direct = nil, false
+	w.setDioOn()
+}
+
+func (w *WAL) setDioOn() {
+	w.mu.Lock()
+	w.dioOn = w.dio != nil
+	w.mu.Unlock()
+}
+
+// writeDirect writes buf, which holds the active segment's bytes from
+// tailOff on (the partial last block already durable, then the new
+// records), as whole aligned blocks: padded with zeros to a DirectAlign
+// multiple, at tailOff, through the O_DIRECT|O_DSYNC handle, so it is
+// durable when the write returns and needs no fdatasync. Rewriting the
+// durable prefix of the first block is harmless even if the write tears:
+// those bytes are the same. The zeros after the last record read as the
+// clean end of the log at recovery, as in a preallocated segment. It
+// returns the buffer to keep, which holds just the new partial last block
+// (on error: buf's bytes, unpadded). Called with wmu held.
+func (w *WAL) writeDirect(buf []byte) ([]byte, error) {
+	end := int64(len(buf))
+	padded := alignUp(end)
+	if int64(cap(buf)) < padded || !vfs.IsAligned(buf[:padded], w.tailOff) {
+		// The records outgrew the aligned buffer and append moved them.
+		nb := vfs.AlignedBuffer(int(max(padded, w.bufSize)))
+		copy(nb, buf)
+		buf = nb[:end]
+	}
+	buf = buf[:padded]
+	clear(buf[end:])
+	if _, err := w.dio.WriteAt(buf, w.tailOff); err != nil {
+		return buf[:end], fmt.Errorf("direct write to wal segment %s at offset %d: %w", w.active.name, w.tailOff, err)
+	}
+	next := alignDown(w.tailOff + end)
+	tail := buf[next-w.tailOff : end]
+	if padded > w.bufKeep {
+		buf = vfs.AlignedBuffer(int(w.bufSize)) // don't pin a huge batch's buffer
+	}
+	n := copy(buf, tail)
+	w.tailOff = next
+	return buf[:n], nil
 }
 
 func (w *WAL) recover() error {
@@ -303,6 +458,12 @@ func (w *WAL) replaySegment(seq uint64, name string, first, last bool) error {
 	}
 	for off < size {
 		if size-off < headerSize {
+			if last && zerosFrom(f, off, size) {
+				// Zero padding after the last record, shorter than a
+				// header: the end of a direct write's last block.
+				clean = true
+				break
+			}
 			if err := torn(size, fmt.Errorf("%w: %d trailing bytes", ErrShortRecord, size-off)); err != nil {
 				return err
 			}
@@ -506,6 +667,7 @@ func (w *WAL) apply(rec Record, seg *segment, off int64, size uint32) error {
 		if i > w.lastIndex()+1 {
 			return fmt.Errorf("entry %d after last index %d: index gap", i, w.lastIndex())
 		}
+		w.cache.truncateFrom(i) // an overwrite drops the cached suffix too
 		w.ents = appendLoc(w.ents[:i-w.marker.Index-1], entLoc{term: rec.Entry.Term, off: off, seq: uint32(seg.seq), size: size})
 	case TypeHardState:
 		w.hs = rec.Hard
@@ -519,6 +681,7 @@ func (w *WAL) apply(rec Record, seg *segment, off int64, size uint32) error {
 		}
 		w.marker = rec.Snap
 		w.ents = w.ents[:0]
+		w.cache.reset()
 	case TypeSegment:
 		return errors.New("segment header in the middle of a segment")
 	}
@@ -658,7 +821,7 @@ func (w *WAL) rollover() error {
 	w.segs = append(w.segs, seg)
 	w.mu.Unlock()
 	w.active, w.woff = seg, int64(len(buf))
-	return nil
+	return w.startDirect()
 }
 
 // Save makes b durable: when it returns nil, everything in b survives a
@@ -713,13 +876,17 @@ func (w *WAL) runRound() {
 }
 
 // pendingRec is a record written in this round, applied after the fsync.
-// Only what apply reads is kept (entry data is not needed: it is on disk).
+// Only what apply reads is kept, plus an entry's data for the entry cache
+// (a copy: nil when the cache is off or the entry too big for it).
 type pendingRec struct {
 	typ         RecordType
 	index, term uint64 // entry or snapshot reference
 	hs          raft.HardState
 	off         int64
 	size        uint32
+	etype       raft.EntryType
+	data        []byte
+	cached      bool // data holds the entry's data
 }
 
 func (p *pendingRec) record() Record {
@@ -765,7 +932,28 @@ func (w *WAL) commit(reqs []*request) {
 	}
 	w.mu.RUnlock()
 
-	buf := w.buf[:0]
+	// buf holds the bytes to write from file offset base on: the new
+	// records, preceded in direct mode by the durable partial last block.
+	base, buf := w.woff, w.buf[:0]
+	if w.dio != nil {
+		base, buf = w.tailOff, w.buf
+	}
+	prefix := len(buf)
+	// The cache gets its own copy of the entries' data, in one allocation
+	// per round: the caller's slices are not ours to keep, and a copy costs
+	// far less than the write it rides along with.
+	var arena []byte
+	if w.cache.max > 0 {
+		n := 0
+		for _, r := range reqs {
+			for _, e := range r.b.Entries {
+				if entryCost(&e) <= w.cache.max {
+					n += len(e.Data)
+				}
+			}
+		}
+		arena = make([]byte, 0, n)
+	}
 	errs := make([]error, len(reqs))
 	recs := make([][]pendingRec, len(reqs))
 	for k, r := range reqs {
@@ -784,17 +972,26 @@ func (w *WAL) commit(reqs []*request) {
 		}
 		prs := make([]pendingRec, 0, len(b.Entries)+2)
 		if s := b.Snapshot; s != nil {
-			off := w.woff + int64(len(buf))
+			off := base + int64(len(buf))
 			buf = AppendSnapshot(buf, *s)
 			prs = append(prs, pendingRec{typ: TypeSnapshot, index: s.Index, term: s.Term, off: off, size: snapSize})
 		}
 		for _, e := range b.Entries {
-			off := w.woff + int64(len(buf))
+			off := base + int64(len(buf))
 			buf = AppendEntry(buf, e)
-			prs = append(prs, pendingRec{typ: TypeEntry, index: e.Index, term: e.Term, off: off, size: uint32(entryFixed + len(e.Data))})
+			var data []byte
+			cached := w.cache.max > 0 && entryCost(&e) <= w.cache.max
+			if cached {
+				// Full slice expression: a caller appending to one entry's
+				// data must not run into the next one's.
+				k := len(arena)
+				arena = append(arena, e.Data...)
+				data = arena[k:len(arena):len(arena)]
+			}
+			prs = append(prs, pendingRec{typ: TypeEntry, index: e.Index, term: e.Term, off: off, size: uint32(entryFixed + len(e.Data)), etype: e.Type, data: data, cached: cached})
 		}
 		if b.HardState != nil {
-			off := w.woff + int64(len(buf))
+			off := base + int64(len(buf))
 			buf = AppendHardState(buf, *b.HardState)
 			prs = append(prs, pendingRec{typ: TypeHardState, hs: *b.HardState, off: off, size: hardSize})
 		}
@@ -805,35 +1002,54 @@ func (w *WAL) commit(reqs []*request) {
 		}
 	}
 	var fsyncTook time.Duration
-	if len(buf) > 0 {
-		if _, err := w.active.f.WriteAt(buf, w.woff); err != nil {
-			w.err = fmt.Errorf("write wal segment %s at offset %d: %w", w.active.name, w.woff, err)
-			fail(w.err)
-			return
-		}
+	written := len(buf) - prefix // new record bytes
+	if written > 0 {
 		t0 := time.Now()
-		if err := w.active.f.Sync(); err != nil {
-			w.err = fmt.Errorf("sync wal segment %s: %w", w.active.name, err)
-			fail(w.err)
-			return
+		if w.dio != nil {
+			var err error
+			buf, err = w.writeDirect(buf)
+			if errors.Is(err, vfs.ErrDirectUnsupported) {
+				// Refused before anything was written: write the same
+				// bytes the buffered way, now and from now on.
+				w.log.Warn("direct write refused; wal writes are buffered with fdatasync from now on", "error", err)
+				w.stopDirect()
+				buf = buf[prefix:]
+			} else if err != nil {
+				w.err = err
+				fail(w.err)
+				return
+			}
+		}
+		if w.dio == nil {
+			if _, err := w.active.f.WriteAt(buf, w.woff); err != nil {
+				w.err = fmt.Errorf("write wal segment %s at offset %d: %w", w.active.name, w.woff, err)
+				fail(w.err)
+				return
+			}
+			t0 = time.Now()
+			if err := w.active.f.Sync(); err != nil {
+				w.err = fmt.Errorf("sync wal segment %s: %w", w.active.name, err)
+				fail(w.err)
+				return
+			}
 		}
 		took := time.Since(t0)
 		if took > slowFsync {
 			// Slow fsyncs are what turn into missed heartbeats and
 			// elections; make them visible.
-			w.log.Warn("slow wal fsync", "segment", w.active.name, "bytes", len(buf), "took", took)
+			w.log.Warn("slow wal fsync", "segment", w.active.name, "bytes", written, "took", took)
 		}
 		fsyncTook = took
-		w.woff += int64(len(buf))
+		w.woff += int64(written)
 		if w.woff >= w.segSize/2 {
 			w.prepareSpare()
 		}
 	}
 	w.mu.Lock()
-	if len(buf) > 0 {
+	if written > 0 {
 		w.stats.Fsyncs++
 		w.stats.Saves += uint64(len(reqs))
-		w.stats.BytesWritten += uint64(len(buf))
+		w.stats.BytesWritten += uint64(written)
 		w.stats.FsyncTotal += fsyncTook
 		w.stats.FsyncMax = max(w.stats.FsyncMax, fsyncTook)
 	}
@@ -844,24 +1060,47 @@ func (w *WAL) commit(reqs []*request) {
 				// Fast path for the common plain append; same effect as apply.
 				w.active.low = min(w.active.low, pr.index-1)
 				w.ents = appendLoc(w.ents, entLoc{term: pr.term, off: pr.off, seq: uint32(w.active.seq), size: pr.size})
+				w.cacheEntry(pr)
 				continue
 			}
-			if err := w.apply(pr.record(), w.active, pr.off, pr.size); err != nil && errs[k] == nil {
-				// Validation makes this unreachable; if it is reached the
-				// log on disk and in memory may differ, so stop writing.
-				w.err = fmt.Errorf("wal: applying committed record: %w", err)
-				errs[k] = w.err
+			if err := w.apply(pr.record(), w.active, pr.off, pr.size); err != nil {
+				if errs[k] == nil {
+					// Validation makes this unreachable; if it is reached the
+					// log on disk and in memory may differ, so stop writing.
+					w.err = fmt.Errorf("wal: applying committed record: %w", err)
+					errs[k] = w.err
+				}
+				w.cache.reset()
+				continue
+			}
+			if pr.typ == TypeEntry {
+				w.cacheEntry(pr)
 			}
 		}
 	}
 	w.mu.Unlock()
-	if cap(buf) > 4<<20 {
+	if w.dio != nil {
+		if written == 0 {
+			buf = buf[:prefix] // nothing written: keep just the tail
+		}
+	} else if int64(cap(buf)) > w.bufKeep {
 		buf = nil // don't pin a huge batch's buffer
 	}
 	w.buf = buf
 	for k, r := range reqs {
 		r.done <- errs[k]
 	}
+}
+
+// cacheEntry adds a committed entry to the entry cache. Called with mu held.
+func (w *WAL) cacheEntry(pr *pendingRec) {
+	if !pr.cached {
+		// Not copied (cache off, or too big): the cache must still end at
+		// the log's last entry, so it starts over.
+		w.cache.reset()
+		return
+	}
+	w.cache.add(raft.Entry{Index: pr.index, Term: pr.term, Type: pr.etype, Data: pr.data})
 }
 
 func (w *WAL) validate(ents []raft.Entry, marker SnapRef, last uint64) error {
@@ -920,9 +1159,12 @@ func (w *WAL) Term(i uint64) (uint64, error) {
 }
 
 // Entries returns the entries in [lo, hi), at most maxBytes of Data in total
-// but at least one. The data is read back from the segment files (usually
-// from the page cache); consecutive records are fetched with one read and
-// every record's checksum is verified again.
+// but at least one. Entries still in the entry cache (the newest, see
+// Options.EntryCacheBytes) are served from memory; older ones are read back
+// from the segment files (usually from the page cache), consecutive records
+// with one read, and every record's checksum is verified again. The
+// returned Data may be shared with the cache and other callers: do not
+// modify it.
 func (w *WAL) Entries(lo, hi, maxBytes uint64) ([]raft.Entry, error) {
 	w.mu.RLock()
 	defer w.mu.RUnlock()
@@ -945,6 +1187,16 @@ func (w *WAL) Entries(lo, hi, maxBytes uint64) ([]raft.Entry, error) {
 		}
 	}
 	out := make([]raft.Entry, 0, len(locs))
+	// The tail of the range that is in the cache is copied from it; only
+	// what lies before the cache is read from disk.
+	var cached []raft.Entry
+	if first, last, ok := w.cache.bounds(); ok && last == w.lastIndex() {
+		end := lo + uint64(len(locs))
+		if from := max(lo, first); from < end {
+			cached = w.cache.ents[from-first : end-first]
+			locs = locs[:from-lo]
+		}
+	}
 	for len(locs) > 0 {
 		// Extend a run of records that sit back to back in one segment.
 		n, end := 1, locs[0].off+headerSize+int64(locs[0].size)
@@ -971,7 +1223,7 @@ func (w *WAL) Entries(lo, hi, maxBytes uint64) ([]raft.Entry, error) {
 		}
 		locs = locs[n:]
 	}
-	return out, nil
+	return append(out, cached...), nil
 }
 
 // Compact forgets entries up to and including index (which must be in the
@@ -990,6 +1242,7 @@ func (w *WAL) Compact(index, keepFrom uint64) error {
 		k := index - w.marker.Index
 		w.ents = append([]entLoc(nil), w.ents[k:]...)
 		w.marker = SnapRef{Index: index, Term: t}
+		w.cache.dropTo(index)
 	}
 	bound := min(keepFrom, w.marker.Index)
 	// Segment 0 can go once segment 1 can start a replay: everything in
@@ -1028,11 +1281,12 @@ const slowFsync = time.Second
 // Stats are cumulative counters since Open.
 type Stats struct {
 	Saves        uint64        // Save calls committed (with at least one record)
-	Fsyncs       uint64        // commit rounds, one write + one fdatasync each
-	BytesWritten uint64        // record bytes written by commits
-	FsyncTotal   time.Duration // time spent in the commits' fdatasync
-	FsyncMax     time.Duration // longest single commit fdatasync
+	Fsyncs       uint64        // commit rounds: one write + one fdatasync, or one O_DSYNC write in direct mode
+	BytesWritten uint64        // record bytes written by commits (without direct mode's block padding)
+	FsyncTotal   time.Duration // time spent making commits durable (the fdatasync, or the whole direct write)
+	FsyncMax     time.Duration // longest single commit's FsyncTotal share
 	Segments     int           // segment files now
+	Direct       bool          // the active segment is written with O_DIRECT|O_DSYNC
 }
 
 // Stats returns the counters (Saves/Fsyncs is the group-commit factor).
@@ -1041,6 +1295,7 @@ func (w *WAL) Stats() Stats {
 	defer w.mu.RUnlock()
 	st := w.stats
 	st.Segments = len(w.segs)
+	st.Direct = w.dioOn
 	return st
 }
 
@@ -1071,6 +1326,12 @@ func (w *WAL) Close() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var first error
+	if w.dio != nil {
+		if err := w.dio.Close(); err != nil {
+			first = fmt.Errorf("close direct handle of wal segment %s: %w", w.active.name, err)
+		}
+		w.dio = nil
+	}
 	for _, s := range w.segs {
 		if err := s.f.Close(); err != nil && first == nil {
 			first = fmt.Errorf("close wal segment %s: %w", s.name, err)

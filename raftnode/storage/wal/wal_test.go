@@ -19,8 +19,10 @@ import (
 
 const dir = "/w"
 
+// newFS returns a crashfs with direct I/O enabled: the WAL's default path.
 func newFS(t *testing.T) *crashfs.FS {
 	fs := crashfs.New()
+	fs.SetDirectIO(true)
 	if err := fs.MkdirAll(dir); err != nil {
 		t.Fatal(err)
 	}
@@ -44,8 +46,11 @@ func entries(lo, hi, term uint64) []raft.Entry {
 	return out
 }
 
+// noDirect hides crashfs's OpenDirect: the WAL writes buffered, with fsync.
+type noDirect struct{ vfs.FS }
+
 // fill writes 100 entries (several segments) and returns the segment names.
-func fill(t *testing.T, fs *crashfs.FS) []string {
+func fill(t *testing.T, fs vfs.FS) []string {
 	t.Helper()
 	w := open(t, fs, nil)
 	for i := uint64(1); i <= 100; i += 10 {
@@ -76,10 +81,13 @@ func flip(t *testing.T, fs *crashfs.FS, name string, off int) {
 	fs.SetFile(path.Join(dir, name), b)
 }
 
+// TestTornTailIsTruncatedWithWarning cuts the end off the last segment as a
+// buffered write torn at EOF leaves it. (Direct writes pad with zeros to a
+// block boundary: TestDirectWritesPadWithZerosAndTearSafely covers them.)
 func TestTornTailIsTruncatedWithWarning(t *testing.T) {
 	for _, cut := range []int{1, 5, headerSize, headerSize + 3, 20} {
 		fs := newFS(t)
-		names := fill(t, fs)
+		names := fill(t, noDirect{fs})
 		lastSeg := path.Join(dir, names[len(names)-1])
 		b, _ := fs.ReadFile(lastSeg)
 		fs.SetFile(lastSeg, b[:len(b)-cut])
@@ -193,7 +201,8 @@ func TestOversizedEntryRefused(t *testing.T) {
 	}
 }
 
-// syncGate is a file system whose file Syncs can be held, to observe group commit.
+// syncGate is a file system whose file Syncs, and direct (O_DSYNC) writes,
+// can be held, to observe group commit: each is one durable commit.
 type syncGate struct {
 	*crashfs.FS
 	mu    sync.Mutex
@@ -213,16 +222,36 @@ func (g *syncGate) Create(name string) (vfs.File, error) {
 }
 
 func (f gateFile) Sync() error {
-	f.g.mu.Lock()
-	f.g.syncs++
-	hold, held := f.g.hold, f.g.held
-	f.g.hold = nil
-	f.g.mu.Unlock()
+	f.g.gate()
+	return f.File.Sync()
+}
+
+// gate counts one durable operation and, if armed, holds it.
+func (g *syncGate) gate() {
+	g.mu.Lock()
+	g.syncs++
+	hold, held := g.hold, g.held
+	g.hold = nil
+	g.mu.Unlock()
 	if hold != nil {
 		close(held)
 		<-hold
 	}
-	return f.File.Sync()
+}
+
+type gateDirect struct {
+	vfs.DirectWriter
+	g *syncGate
+}
+
+func (g *syncGate) OpenDirect(name string) (vfs.DirectWriter, error) {
+	d, err := g.FS.OpenDirect(name)
+	return gateDirect{d, g}, err
+}
+
+func (d gateDirect) WriteAt(p []byte, off int64) (int, error) {
+	d.g.gate()
+	return d.DirectWriter.WriteAt(p, off)
 }
 
 func (w *WAL) queued() int {
@@ -275,21 +304,33 @@ func TestGroupCommitCoalescesConcurrentSaves(t *testing.T) {
 }
 
 func TestFsyncErrorIsSticky(t *testing.T) {
-	fs := newFS(t)
-	w := open(t, fs, nil)
-	if err := w.Save(Batch{Entries: entries(1, 3, 1)}); err != nil {
-		t.Fatal(err)
-	}
-	fs.SetCrashAfter(1, nil) // the write succeeds, the fsync fails
-	if err := w.Save(Batch{Entries: entries(4, 4, 1)}); err == nil {
-		t.Fatal("save succeeded without fsync")
-	}
-	fs.SetCrashAfter(-1, nil)
-	if w.LastIndex() != 3 {
-		t.Fatalf("unsynced entry visible: last index %d", w.LastIndex())
-	}
-	if err := w.Save(Batch{Entries: entries(4, 4, 1)}); err == nil || !strings.Contains(err.Error(), "sync") {
-		t.Fatalf("save after failed fsync: %v, want the sticky error", err)
+	for _, direct := range []bool{false, true} {
+		cfs := newFS(t)
+		var fs vfs.FS = noDirect{cfs}
+		// Buffered: the write succeeds, the fsync fails. Direct: the
+		// O_DSYNC write itself fails.
+		failAfter, msg := int64(1), "sync wal segment"
+		if direct {
+			fs, failAfter, msg = cfs, 0, "direct write"
+		}
+		w := open(t, fs, nil)
+		if (w.dio != nil) != direct {
+			t.Fatalf("direct=%v: WAL write mode is %s", direct, w.writeMode())
+		}
+		if err := w.Save(Batch{Entries: entries(1, 3, 1)}); err != nil {
+			t.Fatal(err)
+		}
+		cfs.SetCrashAfter(failAfter, nil)
+		if err := w.Save(Batch{Entries: entries(4, 4, 1)}); err == nil {
+			t.Fatalf("direct=%v: save succeeded though its write or fsync failed", direct)
+		}
+		cfs.SetCrashAfter(-1, nil)
+		if w.LastIndex() != 3 {
+			t.Fatalf("direct=%v: unsynced entry visible: last index %d", direct, w.LastIndex())
+		}
+		if err := w.Save(Batch{Entries: entries(4, 4, 1)}); err == nil || !strings.Contains(err.Error(), msg) {
+			t.Fatalf("direct=%v: save after the failure: %v, want the sticky error (%q)", direct, err, msg)
+		}
 	}
 }
 
