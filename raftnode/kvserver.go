@@ -348,15 +348,16 @@ func (n *Node) forward(ctx context.Context, session, ackedBelow uint64, ops []kv
 		}
 		wake := n.leaderChanged()
 		results, sent, err := n.forwardOnce(ctx, lead, session, ackedBelow, ops)
-		if err == nil && !allNotLeader(results) {
+		if err == nil && !leaderRefused(results) {
 			return results
 		}
 		if err != nil && sent && hasWrite {
 			n.log.Debug("forwarded write lost", "leader", lead, "error", err)
 			return fillAll(make([]kvResult, len(ops)), errOutcomeUnknown, lead)
 		}
-		// Nothing was applied (not sent, or the leader refused it as not
-		// leader): wait for news of a leader, then try again.
+		// Nothing was applied (not sent, or refused by a node that no
+		// longer leads or is stopping): wait for news of a leader, then
+		// try again.
 		retry := time.NewTimer(n.loop.tick)
 		select {
 		case <-wake:
@@ -365,18 +366,21 @@ func (n *Node) forward(ctx context.Context, session, ackedBelow uint64, ops []kv
 		}
 		retry.Stop()
 		if ctx.Err() != nil {
-			if err == nil {
-				return results
-			}
 			return fillAll(make([]kvResult, len(ops)), errNoLeader, lead)
 		}
 	}
 }
 
-func allNotLeader(rs []kvResult) bool {
+// leaderRefused reports whether the node a request was forwarded to
+// refused all of it without proposing anything: it does not lead
+// (unavailable), or it is stopping (shuttingDown, which it answers only
+// for what it never proposed). The request can then go to the next
+// leader. The forwarding node is not stopping, so passing shuttingDown
+// on would send the client away from a working node.
+func leaderRefused(rs []kvResult) bool {
 	for i := range rs {
 		var re *requestError
-		if !errors.As(rs[i].err, &re) || re.code != schema.ErrorCode_unavailable {
+		if !errors.As(rs[i].err, &re) || re.code != schema.ErrorCode_unavailable && re.code != schema.ErrorCode_shuttingDown {
 			return false
 		}
 	}
