@@ -68,6 +68,7 @@ type flags struct {
 	requestTimeout  time.Duration
 	sessionTTL      time.Duration
 	walSegmentSize  int64
+	walDirectIO     bool
 }
 
 func main() {
@@ -129,6 +130,7 @@ func newCommand() *cobra.Command {
 	fl.Uint64Var(&f.snapshotCatchup, "snapshot-catchup-entries", 5000, "entries kept before a snapshot so lagging followers catch up from the log")
 	fl.DurationVar(&f.requestTimeout, "request-timeout", 5*time.Second, "how long a client request may wait for a leader, a commit or a read index")
 	fl.Int64Var(&f.walSegmentSize, "wal-segment-size", 64<<20, "size of write-ahead log segment files; the log is compacted a segment at a time")
+	fl.BoolVar(&f.walDirectIO, "wal-direct-io", true, "write the log with O_DIRECT|O_DSYNC where the file system allows it (false: page cache and fdatasync)")
 	fl.DurationVar(&f.sessionTTL, "session-ttl", 60*time.Second, "a client session with no write or keep-alive for this long (in log time) expires")
 	return cmd
 }
@@ -191,6 +193,7 @@ func run(ctx context.Context, f flags) error {
 		SnapshotCatchupEntries: f.snapshotCatchup,
 		RequestTimeout:         f.requestTimeout,
 		WALSegmentSize:         f.walSegmentSize,
+		WALBufferedIO:          !f.walDirectIO,
 		KV:                     kv.Config{SessionTTL: f.sessionTTL},
 		Dial:                   rpc.DialConfig{TLSConfig: peerTLSConfig, MaxMessageSize: f.maxMessageSize},
 		Echo:                   echo.HubConfig{QueueLen: f.echoQueue},
