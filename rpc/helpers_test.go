@@ -83,15 +83,8 @@ func (e *testEcho) Ping(ctx context.Context, call schema.Echo_ping) error {
 	case msg == "panic":
 		panic("handler panicked on purpose")
 	case strings.HasPrefix(msg, "block"):
-		e.svc.entered <- msg
-		select {
-		case <-e.svc.block:
-		case <-ctx.Done():
-			select {
-			case e.svc.cancelled <- msg:
-			default:
-			}
-			return ctx.Err()
+		if err := e.block(ctx, msg); err != nil {
+			return err
 		}
 	}
 	res, err := call.AllocResults()
@@ -102,6 +95,23 @@ func (e *testEcho) Ping(ctx context.Context, call schema.Echo_ping) error {
 }
 
 func (e *testEcho) Subscribe(context.Context, schema.Echo_subscribe) error { return nil }
+
+// block serves a "block" ping: it reports msg on entered and waits for
+// the service's block channel to close, or for ctx to end (reporting msg
+// on cancelled and returning ctx's error).
+func (e *testEcho) block(ctx context.Context, msg string) error {
+	e.svc.entered <- msg
+	select {
+	case <-e.svc.block:
+		return nil
+	case <-ctx.Done():
+		select {
+		case e.svc.cancelled <- msg:
+		default:
+		}
+		return ctx.Err()
+	}
+}
 
 // inlineMethods serves ping as testEcho.Ping does, through ExportInline:
 // the work runs on a goroutine of its own, as a node's loop would, and
@@ -131,15 +141,7 @@ func (e *testEcho) servePing(call *rpc.InlineCall) {
 	ctx := call.Context()
 	go func() {
 		if strings.HasPrefix(msg, "block") {
-			e.svc.entered <- msg
-			select {
-			case <-e.svc.block:
-			case <-ctx.Done():
-				select {
-				case e.svc.cancelled <- msg:
-				default:
-				}
-			}
+			_ = e.block(ctx, msg)
 		}
 		// After a cancellation the call is answered already; this
 		// answer is then ignored.

@@ -359,11 +359,7 @@ func (d *directFile) WriteAt(p []byte, off int64) (int, error) {
 	}
 	if err := f.fs.step(); err != nil {
 		// Cut mid-write: a prefix may have reached the disk, or none of it.
-		if f.fs.tearRng != nil && len(p) > 0 {
-			op := fileOp{kind: opWrite, off: off, data: append([]byte(nil), p[:f.fs.tearRng.Intn(len(p)+1)]...)}
-			f.ino.data = applyFileOp(f.ino.data, op)
-			f.ino.unsynced = append(f.ino.unsynced, op)
-		}
+		f.tear(p, off)
 		return 0, err
 	}
 	op := fileOp{kind: opWrite, off: off, data: p}
@@ -373,6 +369,17 @@ func (d *directFile) WriteAt(p []byte, off int64) (int, error) {
 }
 
 func (d *directFile) Close() error { return d.f.Close() }
+
+// tear applies a random prefix of a write cut by the crash point, as an
+// unsynced write that a Crash may keep or drop. Called with fs.mu held.
+func (f *file) tear(p []byte, off int64) {
+	if f.fs.tearRng == nil || len(p) == 0 {
+		return
+	}
+	op := fileOp{kind: opWrite, off: off, data: append([]byte(nil), p[:f.fs.tearRng.Intn(len(p)+1)]...)}
+	f.ino.data = applyFileOp(f.ino.data, op)
+	f.ino.unsynced = append(f.ino.unsynced, op)
+}
 
 // Remove implements vfs.FS.
 func (fs *FS) Remove(name string) error {
@@ -554,11 +561,7 @@ func (f *file) WriteAt(p []byte, off int64) (int, error) {
 	}
 	if err := f.fs.step(); err != nil {
 		// The crash lands mid-write: part of it may have reached the page cache.
-		if f.fs.tearRng != nil && len(p) > 0 {
-			op := fileOp{kind: opWrite, off: off, data: append([]byte(nil), p[:f.fs.tearRng.Intn(len(p)+1)]...)}
-			f.ino.data = applyFileOp(f.ino.data, op)
-			f.ino.unsynced = append(f.ino.unsynced, op)
-		}
+		f.tear(p, off)
 		return 0, err
 	}
 	op := fileOp{kind: opWrite, off: off, data: append([]byte(nil), p...)}
