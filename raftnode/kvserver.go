@@ -236,7 +236,11 @@ func (n *Node) executeWrites(ctx context.Context, session, ackedBelow uint64, op
 	}
 	var timer *time.Timer
 	reply := func(r proposalResult) {
-		timer.Stop()
+		if !timer.Stop() {
+			// Answered "outcome unknown" already: a late outcome is
+			// not forwarded either (the client retries by itself).
+			return
+		}
 		if errors.Is(r.err, errNotLeader) && !forwarded {
 			// As in execute: nothing was appended, hand it on.
 			go func() {
@@ -250,7 +254,9 @@ func (n *Node) executeWrites(ctx context.Context, session, ackedBelow uint64, op
 		n.fillWrites(results, writes, r.applied, r.err)
 		done(results)
 	}
+	// Whichever of the timer and reply wins (Stop tells reply) owns ops.
 	timer = time.AfterFunc(n.cfg.RequestTimeout, func() {
+		release()
 		done(fillAll(make([]kvResult, len(ops)), errOutcomeUnknown, n.lead.Load()))
 	})
 	n.submit(writeCommand(session, ackedBelow, ops, writes), reply)
@@ -275,13 +281,17 @@ func (n *Node) executeGets(ops []kvOp, release func(), done func([]kvResult)) bo
 	}
 	var timer *time.Timer
 	reply := func(err error) {
-		timer.Stop()
+		if !timer.Stop() {
+			return // answered "timeout" already
+		}
 		results := make([]kvResult, len(ops))
 		n.readAll(ops, results, err)
 		release()
 		done(results)
 	}
+	// Whichever of the timer and reply wins (Stop tells reply) owns ops.
 	timer = time.AfterFunc(n.cfg.RequestTimeout, func() {
+		release()
 		done(fillAll(make([]kvResult, len(ops)), errTimeout, n.lead.Load()))
 	})
 	n.readBarrier(reply)
