@@ -17,7 +17,8 @@ import (
 // testService is a Node whose Echo can be made to panic or block, to test
 // the server rather than the echo service.
 type testService struct {
-	inline     bool // serve Echo with ExportInline instead of Export
+	inline     bool          // serve Echo with ExportInline instead of Export
+	echoGate   chan struct{} // if set, Node.echo() answers once it is closed
 	bootstraps atomic.Int64
 	block      chan struct{} // "block" pings wait for this to close
 	entered    chan string   // each "block" ping reports here on entry
@@ -39,7 +40,15 @@ type testNode struct {
 	ci  *rpc.ConnInfo
 }
 
-func (n *testNode) Echo(_ context.Context, call schema.Node_echo) error {
+func (n *testNode) Echo(ctx context.Context, call schema.Node_echo) error {
+	if g := n.svc.echoGate; g != nil {
+		call.Go() // let the connection's other calls through meanwhile
+		select {
+		case <-g:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	res, err := call.AllocResults()
 	if err != nil {
 		return err

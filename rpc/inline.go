@@ -85,14 +85,19 @@ func (h *inlineHook) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCalle
 	m, ok := h.methods[methodKey{r.Method.InterfaceID, r.Method.MethodID}]
 	if !ok {
 		if h.rest != nil {
-			return h.rest.Recv(ctx, r)
+			if pc := h.rest.Recv(ctx, r); pc != nil {
+				return pc
+			}
+			// go-capnp's server answered (unimplemented) and returned
+			// no pipeline caller.
+			return failedCaller(r.Method, errUnimplemented)
 		}
-		r.Reject(errUnimplemented) // answered before returning: no pipeline caller needed
-		return nil
+		r.Reject(errUnimplemented)
+		return failedCaller(r.Method, errUnimplemented)
 	}
 	if !h.e.gate.enter() {
 		r.Reject(errShuttingDown)
-		return nil
+		return failedCaller(r.Method, errShuttingDown)
 	}
 	call := &InlineCall{ctx: ctx, recv: r, gate: h.e.gate, answers: capnp.NewAnswerQueue(r.Method)}
 	// The lock keeps an already ended context's callback (run at once, on
@@ -111,6 +116,17 @@ func (h *inlineHook) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCalle
 	// Calls pipelined on this call's results queue here until it is
 	// answered (as with go-capnp's own server).
 	return call.answers
+}
+
+// failedCaller is the pipeline caller of a call answered with err: calls
+// pipelined on it fail with err. Recv never returns nil, even for a call
+// it has answered: go-capnp's AnswerQueue, delivering the calls that were
+// queued on an answer, dereferences what Recv returns (a nil there
+// crashed a node that was shutting down).
+func failedCaller(m capnp.Method, err error) capnp.PipelineCaller {
+	aq := capnp.NewAnswerQueue(m)
+	aq.Reject(err)
+	return aq
 }
 
 // serve runs m.Serve, turning a panic into a failed call.

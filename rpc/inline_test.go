@@ -65,3 +65,36 @@ func TestInlineWithRestServesTheOtherMethods(t *testing.T) {
 		t.Fatalf("subscribe, served by the rest: %v", err)
 	}
 }
+
+// A call pipelined on the promise of an inline capability waits in
+// go-capnp's queue until the promise resolves. When it is then delivered
+// and refused (here: a method the capability does not serve), it fails
+// and the server carries on. go-capnp dereferences the pipeline caller
+// the capability returns there: a nil one crashed the process.
+func TestInlineCallQueuedOnAPromiseIsRefusedCleanly(t *testing.T) {
+	svc := newTestService()
+	svc.inline = true
+	svc.echoGate = make(chan struct{})
+	_, addr := rpctest.Serve(t, rpc.Config{Bootstrap: svc.bootstrap})
+	cc := rpctest.Dial(t, addr, rpc.DialConfig{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	ef, erel := cc.Node().Echo(ctx, nil)
+	defer erel()
+	sf, srel := ef.Echo().Subscribe(ctx, nil)
+	defer srel()
+	// One connection's calls are read in order: once info is answered,
+	// the pipelined subscribe has been read and queued behind echo().
+	inf, irel := cc.Node().Info(ctx, nil)
+	_, err := inf.Struct()
+	irel()
+	if err != nil {
+		t.Fatalf("info: %v", err)
+	}
+	close(svc.echoGate)
+	if _, err := sf.Struct(); !exc.IsType(err, exc.Unimplemented) {
+		t.Fatalf("subscribe pipelined on an inline capability without it: %v (type %v), want Unimplemented", err, exc.TypeOf(err))
+	}
+	mustPing(t, ef.Echo(), "after-refusal")
+}
