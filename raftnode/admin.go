@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -68,6 +69,10 @@ func (n *Node) Members(ctx context.Context) (uint64, []Member, error) {
 func (n *Node) changeMembership(ctx context.Context, cc raft.ConfChange) error {
 	ch := make(chan error, 1)
 	err := n.runOnLoop(ctx, func() {
+		if err := checkChanges(n.core.Status().Config, cc); err != nil {
+			ch <- err
+			return
+		}
 		if err := n.core.ProposeConfChange(cc); err != nil {
 			ch <- membershipError(err)
 			return
@@ -97,6 +102,28 @@ func (n *Node) changeMembership(ctx context.Context, cc raft.ConfChange) error {
 			return errOutcomeUnknown
 		}
 	}
+}
+
+// checkChanges refuses membership changes that name a node in the wrong
+// state, which the core would otherwise log: removing a node that is not
+// a member (a no-op), and promoting (adding as a voter without an
+// address) a node that is already a voter (a no-op) or not a learner (a
+// voter nobody can reach, which raises the quorum).
+func checkChanges(cs raft.ConfState, cc raft.ConfChange) error {
+	for _, c := range cc.Changes {
+		voter := slices.Contains(cs.Voters, c.NodeID) || slices.Contains(cs.VotersOutgoing, c.NodeID)
+		learner := slices.Contains(cs.Learners, c.NodeID) || slices.Contains(cs.LearnersNext, c.NodeID)
+		promotion := c.Type == raft.ConfChangeAddVoter && len(cc.Context) == 0
+		switch {
+		case c.Type == raft.ConfChangeRemoveNode && !voter && !learner:
+			return invalid("node %d is not a member of the cluster (raftctl members lists them)", c.NodeID)
+		case promotion && voter:
+			return invalid("node %d is already a voter", c.NodeID)
+		case promotion && !learner:
+			return invalid("node %d is not a member; add it as a learner first (raftctl member add --learner)", c.NodeID)
+		}
+	}
+	return nil
 }
 
 func membershipError(err error) error {

@@ -57,12 +57,49 @@ func TestReviewBadAdminRequests(t *testing.T) {
 			}, rel
 		}
 	}
+	// memberID builds a promote or remove call: both take a node id.
+	memberID := func(remove bool, id uint64) func(schema.Admin) (func() (bool, schema.Error, error), func()) {
+		return func(a schema.Admin) (func() (bool, schema.Error, error), func()) {
+			var get func() (bool, schema.Error, error)
+			var rel func()
+			if remove {
+				f, r := a.RemoveMember(ctx, func(p schema.Admin_removeMember_Params) error { p.SetId(id); return nil })
+				get = func() (bool, schema.Error, error) {
+					r, err := f.Struct()
+					if err != nil {
+						return false, schema.Error{}, err
+					}
+					e, err := r.Error()
+					return r.HasError(), e, err
+				}
+				rel = r
+			} else {
+				f, r := a.PromoteMember(ctx, func(p schema.Admin_promoteMember_Params) error { p.SetId(id); return nil })
+				get = func() (bool, schema.Error, error) {
+					r, err := f.Struct()
+					if err != nil {
+						return false, schema.Error{}, err
+					}
+					e, err := r.Error()
+					return r.HasError(), e, err
+				}
+				rel = r
+			}
+			return get, rel
+		}
+	}
+	before := c.nodes[lead].Status(ctx)
 	for _, via := range []uint64{lead, lead%3 + 1} {
 		for name, call := range map[string]func(schema.Admin) (func() (bool, schema.Error, error), func()){
 			"transfer to the leader itself": transfer(lead),
 			"transfer to a non-member":      transfer(99),
 			"add member id 0":               add(0, "127.0.0.1:1"),
 			"add member without address":    add(9, ""),
+			// Logged, these were a no-op and, for the promotion of a
+			// stranger, a voter without an address raising the quorum.
+			"remove a non-member":  memberID(true, 99),
+			"promote a non-member": memberID(false, 99),
+			"promote a voter":      memberID(false, lead%3+1),
 		} {
 			if err := adminErr(ctx, t, c, via, call); !isCode(err, schema.ErrorCode_invalidArgument) {
 				t.Errorf("via node %d (leader %d): %s: %v, want invalidArgument", via, lead, name, err)
@@ -74,5 +111,8 @@ func TestReviewBadAdminRequests(t *testing.T) {
 	}
 	if _, ms, err := c.nodes[lead].Members(ctx); err != nil || len(ms) != 3 {
 		t.Errorf("members after bad requests: %v %v", ms, err)
+	}
+	if after := c.nodes[lead].Status(ctx); after.LastIndex != before.LastIndex {
+		t.Errorf("bad requests appended to the log: last index %d, was %d", after.LastIndex, before.LastIndex)
 	}
 }
