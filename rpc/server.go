@@ -72,6 +72,35 @@ type serverConn struct {
 
 // close ends the connection; peers see it as Disconnected (see
 // codec.closeQuietly). Answers already queued are flushed first.
+// flushGrace bounds how long a graceful shutdown waits for a connection
+// to write the answers it has queued.
+const flushGrace = 2 * time.Second
+
+// flush waits until the answers the connection has queued are written
+// (go-capnp's Close drops whatever is still queued): it queues a
+// Bootstrap request to the peer behind them and waits, at most until ctx
+// ends or flushGrace, for the codec to write it. The returned function
+// releases that request's client; call it after closing the connection
+// (releasing a question the peer never answered blocks on a live one).
+func (sc *serverConn) flush(ctx context.Context) (release func()) {
+	sc.mu.Lock()
+	c, cd := sc.rpc, sc.codec
+	sc.mu.Unlock()
+	if c == nil || ctx.Err() != nil {
+		return func() {}
+	}
+	ctx, cancel := context.WithTimeout(ctx, flushGrace)
+	defer cancel()
+	written := cd.markFlush()
+	boot := c.Bootstrap(ctx)
+	select {
+	case <-written:
+	case <-c.Done():
+	case <-ctx.Done():
+	}
+	return boot.Release
+}
+
 func (sc *serverConn) close() {
 	sc.mu.Lock()
 	c, cd := sc.rpc, sc.codec
@@ -270,7 +299,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		err = ctx.Err()
 		s.log.Warn("shutdown deadline reached with calls in flight; closing connections anyway")
 	}
-	s.closeConns()
+	s.closeConnsAfterFlush(ctx)
 	waited := make(chan struct{})
 	go func() { s.conWG.Wait(); close(waited) }()
 	select {
@@ -309,7 +338,12 @@ func (s *Server) beginClose() {
 
 // closeConns closes every connection concurrently: an rpc.Conn's Close may
 // wait briefly to send its Abort, and one slow peer must not delay others.
-func (s *Server) closeConns() {
+func (s *Server) closeConns() { s.closeConnsAfterFlush(nil) }
+
+// closeConnsAfterFlush is closeConns; with a non-nil ctx, each connection
+// first writes the answers it has queued (see serverConn.flush), so a
+// call that finished during a graceful shutdown reaches its caller.
+func (s *Server) closeConnsAfterFlush(ctx context.Context) {
 	s.mu.Lock()
 	conns := make([]*serverConn, 0, len(s.conns))
 	for sc := range s.conns {
@@ -319,7 +353,15 @@ func (s *Server) closeConns() {
 	var wg sync.WaitGroup
 	for _, sc := range conns {
 		wg.Add(1)
-		go func() { defer wg.Done(); sc.close() }()
+		go func() {
+			defer wg.Done()
+			release := func() {}
+			if ctx != nil {
+				release = sc.flush(ctx)
+			}
+			sc.close()
+			release()
+		}()
 	}
 	wg.Wait()
 }

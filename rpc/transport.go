@@ -57,6 +57,7 @@ type codec struct {
 	held      []byte        // Finish frames waiting for a message to ride with
 	holdTime  time.Duration // finishHoldTime (tests change it)
 	holdTimer *time.Timer   // writes held frames after holdTime
+	flushMark chan struct{} // closed once the next Bootstrap message is written; see markFlush
 
 	mu      sync.Mutex
 	readErr error // the first read or write failure: why the connection ended
@@ -167,7 +168,25 @@ func (c *codec) Encode(msg *capnp.Message) error {
 	}
 	err := c.write(bufs)
 	c.held = c.held[:0]
+	if c.flushMark != nil && (which == rpccp.Message_Which_bootstrap || err != nil) {
+		close(c.flushMark)
+		c.flushMark = nil
+	}
 	return err
+}
+
+// markFlush returns a channel closed once the next Bootstrap message has
+// been written (or a write failed). go-capnp writes a connection's
+// messages in the order they were queued, so a Bootstrap request queued
+// now is written after every answer queued before it: the server's
+// graceful shutdown uses that to know its last answers are on the wire.
+func (c *codec) markFlush() <-chan struct{} {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.flushMark == nil {
+		c.flushMark = make(chan struct{})
+	}
+	return c.flushMark
 }
 
 // frame lays msg out as a stream frame in c.bufs: the segment table, then
