@@ -518,7 +518,7 @@ func encodeBatch(res schema.KV_batch_Results, ops []kvOp, bad []error, got []kvR
 func singleMethod[P ~capnp.StructKind, R interface {
 	~capnp.StructKind
 	NewResult() (schema.Result, error)
-}](s kvServer, newResults func(*capnp.Segment) (R, error), parts func(P) (session, seq uint64, op func() (kvOp, error))) func(*rpc.InlineCall) {
+}](s kvServer, newResults func(*capnp.Segment) (R, error), parts func(P) (session, seq uint64, op func() (kvOp, error))) rpc.InlineServe {
 	size := rpc.ResultsSize(newResults)
 	return func(call *rpc.InlineCall) {
 		session, seq, decode := parts(P(call.Args()))
@@ -554,12 +554,12 @@ func decodeWith[P any](name string, get func() (P, error), decode func(P) (kvOp,
 	}
 }
 
-// methods returns the KV capability's methods: the operations served
-// inline, and the session methods served by go-capnp's server (they are
-// rare, and block while they forward).
-func (s kvServer) methods() ([]rpc.InlineMethod, []server.Method) {
+// methods returns the KV capability's methods by name: the operations,
+// served inline, and the session methods, served by go-capnp's server
+// (they are rare, and block while they forward).
+func (s kvServer) methods() (inline map[string]rpc.InlineServe, rest map[string]func(context.Context, *server.Call) error) {
 	type parts = func() (kvOp, error)
-	inline := map[string]func(*rpc.InlineCall){
+	inline = map[string]rpc.InlineServe{
 		"batch": s.serveBatch,
 		"put": singleMethod(s, schema.NewKV_put_Results, func(a schema.KV_put_Params) (uint64, uint64, parts) {
 			return a.Session(), a.Seq(), decodeWith("put", a.Op, decodePut)
@@ -577,7 +577,7 @@ func (s kvServer) methods() ([]rpc.InlineMethod, []server.Method) {
 			return 0, 0, decodeWith("range", a.Op, decodeRange)
 		}),
 	}
-	rest := map[string]func(context.Context, *server.Call) error{
+	rest = map[string]func(context.Context, *server.Call) error{
 		"openSession": func(ctx context.Context, c *server.Call) error {
 			return s.OpenSession(ctx, schema.KV_openSession{Call: c})
 		},
@@ -588,20 +588,7 @@ func (s kvServer) methods() ([]rpc.InlineMethod, []server.Method) {
 			return s.CloseSession(ctx, schema.KV_closeSession{Call: c})
 		},
 	}
-	var in []rpc.InlineMethod
-	var out []server.Method
-	for _, d := range schema.KV_Methods(nil, nil) { // descriptors only
-		if f := inline[d.Method.MethodName]; f != nil {
-			in = append(in, rpc.InlineMethod{Method: d.Method, Serve: f})
-		} else if f := rest[d.Method.MethodName]; f != nil {
-			out = append(out, server.Method{Method: d.Method, Impl: f})
-		} else {
-			// A method added to the schema without a server here:
-			// its calls fail as unimplemented.
-			s.n.log.Error("KV method has no server", "method", d.Method.MethodName)
-		}
-	}
-	return in, out
+	return inline, rest
 }
 
 // sessionCall runs a session command on the leader, handing it over when

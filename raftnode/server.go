@@ -49,7 +49,7 @@ func (s *nodeServer) Kv(_ context.Context, call schema.Node_kv) error {
 	}
 	impl := kvServer{s.node}
 	inline, rest := impl.methods()
-	return res.SetKv(schema.KV(s.conn.Exporter.ExportInline(inline, rest, impl)))
+	return res.SetKv(schema.KV(s.conn.Exporter.ExportInline(schema.KV_Methods(nil, nil), inline, rest, impl)))
 }
 
 // Admin returns the membership capability.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"capnproto.org/go/capnp/v3"
+	"capnproto.org/go/capnp/v3/server"
 
 	"github.com/capraft/capraft/rpc"
 	"github.com/capraft/capraft/rpc/rpctest"
@@ -55,7 +56,7 @@ func (n *testNode) Echo(ctx context.Context, call schema.Node_echo) error {
 	}
 	e := &testEcho{svc: n.svc}
 	if n.svc.inline {
-		return res.SetEcho(schema.Echo(n.ci.Exporter.ExportInline(e.inlineMethods(), nil, e)))
+		return res.SetEcho(e.exportInline(n.ci.Exporter, false))
 	}
 	return res.SetEcho(schema.Echo(n.ci.Exporter.Export(schema.Echo_Methods(nil, e), e, nil)))
 }
@@ -122,18 +123,20 @@ func (e *testEcho) block(ctx context.Context, msg string) error {
 	}
 }
 
-// inlineMethods serves ping as testEcho.Ping does, through ExportInline:
-// the work runs on a goroutine of its own, as a node's loop would, and
-// answers the call from there. Subscribe is left out, so it is
-// unimplemented.
-func (e *testEcho) inlineMethods() []rpc.InlineMethod {
-	var out []rpc.InlineMethod
-	for _, d := range schema.Echo_Methods(nil, nil) {
-		if d.Method.MethodName == "ping" {
-			out = append(out, rpc.InlineMethod{Method: d.Method, Serve: e.servePing})
+// exportInline exports e through ExportInline: ping served as Ping does,
+// on a goroutine of its own (as a node's loop would) that answers the
+// call; subscribe, if withRest, by go-capnp's server, else unimplemented.
+func (e *testEcho) exportInline(exp *rpc.Exporter, withRest bool) schema.Echo {
+	var rest map[string]func(context.Context, *server.Call) error
+	if withRest {
+		rest = map[string]func(context.Context, *server.Call) error{
+			"subscribe": func(ctx context.Context, c *server.Call) error {
+				return e.Subscribe(ctx, schema.Echo_subscribe{Call: c})
+			},
 		}
 	}
-	return out
+	inline := map[string]rpc.InlineServe{"ping": e.servePing}
+	return schema.Echo(exp.ExportInline(schema.Echo_Methods(nil, nil), inline, rest, e))
 }
 
 var pingResultsSize = rpc.ResultsSize(schema.NewEcho_ping_Results)

@@ -11,52 +11,59 @@ import (
 	"capnproto.org/go/capnp/v3/server"
 )
 
-// InlineMethod is one method of a capability exported with
-// Exporter.ExportInline.
-type InlineMethod struct {
-	// Method identifies the method; take it from the generated
-	// XXX_Methods list so ids and names match the schema.
-	Method capnp.Method
-	// Serve starts a call. It runs on the goroutine that delivers the
-	// call (for a remote call, the connection's receive goroutine, in
-	// arrival order), so it must not block for long: it reads the
-	// arguments, hands the work on and returns. The call is answered by
-	// exactly one Return or ReturnResults, from any goroutine, during
-	// Serve or later.
-	Serve func(call *InlineCall)
+// InlineServe starts a call to a method exported with
+// Exporter.ExportInline. It runs on the goroutine that delivers the call
+// (for a remote call, the connection's receive goroutine, in arrival
+// order), so it must not block for long: it reads the arguments, hands
+// the work on and returns. The call is answered by exactly one Return or
+// ReturnResults, from any goroutine, during the call or later.
+type InlineServe func(call *InlineCall)
+
+// inlineMethod is one method served inline.
+type inlineMethod struct {
+	method capnp.Method
+	serve  InlineServe
 }
 
 // ExportInline returns a client for a capability whose calls are served
 // without go-capnp's per-capability queue: go-capnp's server package runs
 // every call on a queue goroutine and, to let the next call start, on a
-// goroutine of its own; ExportInline hands the call straight to
-// InlineMethod.Serve on the delivering goroutine and lets whoever
-// finishes the work answer it. For a hot method whose work is queued to
-// another goroutine anyway (a Raft message or a write for the node's
-// loop), that is three goroutine hand-offs and a goroutine start fewer
-// per call.
+// goroutine of its own; ExportInline hands the call straight to its
+// InlineServe on the delivering goroutine and lets whoever finishes the
+// work answer it. For a hot method whose work is queued to another
+// goroutine anyway (a Raft message or a write for the node's loop), that
+// is three goroutine hand-offs and a goroutine start fewer per call.
 //
-// Calls are guarded as with Export: a Serve that panics fails its call
+// descs is the generated XXX_Methods(nil, nil) list of the interface:
+// only its method ids and names are used. The methods named in inline are
+// served inline; those named in rest are served as Export serves them
+// (for methods that block or are rare). A method named in neither fails
+// as unimplemented, and ExportInline logs it: a schema method without a
+// server here.
+//
+// Calls are guarded as with Export: a handler that panics fails its call
 // (the panic is logged with its stack), and calls count towards the
 // Server's drain on shutdown until they are answered. A call whose
 // context ends (the caller cancelled it, or the connection closed) is
 // answered at once with the context's error; a later answer is ignored.
-// Results must not carry capabilities.
-//
-// Methods in rest (a generated XXX_Methods list; nil for none) that are
-// not among methods are served as Export serves them. Calls to inline
-// methods keep their order among themselves, and so do the others, but
-// an inline call may overtake an earlier call to one of the rest. The
-// caller owns the returned client.
-func (e *Exporter) ExportInline(methods []InlineMethod, rest []server.Method, brand any) capnp.Client {
-	h := &inlineHook{e: e, brand: brand, methods: make(map[methodKey]InlineMethod, len(methods))}
-	for _, m := range methods {
-		h.methods[methodKey{m.Method.InterfaceID, m.Method.MethodID}] = m
-	}
+// Results must not carry capabilities. Calls to inline methods keep their
+// order among themselves, and so do the others, but an inline call may
+// overtake an earlier call to one of the rest. The caller owns the
+// returned client.
+func (e *Exporter) ExportInline(descs []server.Method, inline map[string]InlineServe,
+	rest map[string]func(context.Context, *server.Call) error, brand any) capnp.Client {
+	h := &inlineHook{e: e, brand: brand, methods: make(map[methodKey]inlineMethod, len(inline))}
 	var others []server.Method
-	for _, m := range rest {
-		if _, inline := h.methods[methodKey{m.Method.InterfaceID, m.Method.MethodID}]; !inline {
-			others = append(others, server.Method{Method: m.Method, Impl: e.guard(m)})
+	for _, d := range descs {
+		name := d.Method.MethodName
+		if f := inline[name]; f != nil {
+			h.methods[methodKey{d.Method.InterfaceID, d.Method.MethodID}] = inlineMethod{d.Method, f}
+		} else if f := rest[name]; f != nil {
+			m := server.Method{Method: d.Method, Impl: f}
+			others = append(others, server.Method{Method: d.Method, Impl: e.guard(m)})
+		} else {
+			e.log.Error("capability method has no server; its calls fail as unimplemented",
+				"interface", d.Method.InterfaceName, "method", name)
 		}
 	}
 	if len(others) > 0 {
@@ -74,7 +81,7 @@ type methodKey struct {
 type inlineHook struct {
 	e       *Exporter
 	brand   any
-	methods map[methodKey]InlineMethod
+	methods map[methodKey]inlineMethod
 	rest    *server.Server // the methods served as Export does; nil if none
 }
 
@@ -129,17 +136,17 @@ func failedCaller(m capnp.Method, err error) capnp.PipelineCaller {
 	return aq
 }
 
-// serve runs m.Serve, turning a panic into a failed call.
-func (h *inlineHook) serve(m InlineMethod, call *InlineCall) {
+// serve runs m's InlineServe, turning a panic into a failed call.
+func (h *inlineHook) serve(m inlineMethod, call *InlineCall) {
 	defer func() {
 		if r := recover(); r != nil {
-			name := m.Method.InterfaceName + "." + m.Method.MethodName
+			name := m.method.InterfaceName + "." + m.method.MethodName
 			h.e.log.Error("recovered panic in capability handler; the call fails, the node carries on",
 				"method", name, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 			call.Return(exc.New(exc.Failed, "", fmt.Sprintf("internal error in %s (details are in the node's log)", name)))
 		}
 	}()
-	m.Serve(call)
+	m.serve(call)
 }
 
 // Send starts a call made in this process on the client.
@@ -197,15 +204,15 @@ type InlineCall struct {
 // or the connection closes (the call has then been answered already).
 func (c *InlineCall) Context() context.Context { return c.ctx }
 
-// Args returns the call's parameters. They are valid until Serve
-// returns, unless Serve calls KeepArgs.
+// Args returns the call's parameters. They are valid until the
+// InlineServe returns, unless it calls KeepArgs.
 func (c *InlineCall) Args() capnp.Struct { return c.recv.Args }
 
 // KeepArgs keeps the parameters (and byte slices read from them) valid
-// after Serve returns, for work that reads them on another goroutine,
-// until that work calls the returned release function (which may be
-// called more than once). The call may be answered before or after. It
-// must be called during Serve.
+// after the InlineServe returns, for work that reads them on another
+// goroutine, until that work calls the returned release function (which
+// may be called more than once). The call may be answered before or
+// after. It must be called during the InlineServe.
 func (c *InlineCall) KeepArgs() (release func()) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -18,7 +18,7 @@ import (
 func TestInlineCapabilityInProcess(t *testing.T) {
 	svc := newTestService()
 	e := &testEcho{svc: svc}
-	echo := schema.Echo(rpc.NewExporter(rpctest.Logger(t)).ExportInline(e.inlineMethods(), nil, e))
+	echo := e.exportInline(rpc.NewExporter(rpctest.Logger(t)), false)
 	defer echo.Release()
 
 	mustPing(t, echo, "local")
@@ -53,8 +53,7 @@ func checkSubscribeUnimplemented(t *testing.T, echo schema.Echo) {
 // inline ones, in process and over a connection.
 func TestInlineWithRestServesTheOtherMethods(t *testing.T) {
 	e := &testEcho{svc: newTestService()}
-	exp := rpc.NewExporter(rpctest.Logger(t))
-	echo := schema.Echo(exp.ExportInline(e.inlineMethods(), schema.Echo_Methods(nil, e), e))
+	echo := e.exportInline(rpc.NewExporter(rpctest.Logger(t)), true)
 	defer echo.Release()
 	mustPing(t, echo, "inline")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -85,7 +85,7 @@ func NewServer(cfg ServerConfig, conn *rpc.ConnInfo) capnp.Client {
 	}
 	s := &raftServer{cfg: cfg, log: log.Named("raft-server"), slots: make(chan struct{}, cfg.MaxInFlight)}
 	s.dlv, _ = cfg.Handler.(Deliverer)
-	return conn.Exporter.ExportInline(s.methods(), nil, s)
+	return conn.Exporter.ExportInline(schema.Raft_Methods(nil, nil), s.inlineMethods(), nil, s)
 }
 
 // raftServer serves one connection's Raft capability.
@@ -97,29 +97,16 @@ type raftServer struct {
 	slots chan struct{}
 }
 
-// methods returns the capability's methods, with the ids and names of the
-// generated Raft interface.
-func (s *raftServer) methods() []rpc.InlineMethod {
-	serve := map[string]func(*rpc.InlineCall){
+// inlineMethods returns the servers of the capability's methods, by
+// name in the schema.
+func (s *raftServer) inlineMethods() map[string]rpc.InlineServe {
+	return map[string]rpc.InlineServe{
 		"requestVote":     serveInline(s, "requestVote", decodeVote, schema.NewRequestVote_requestVote_Results, encodeVoteResp),
 		"appendEntries":   serveInline(s, "appendEntries", decodeAppend, schema.NewAppendEntries_appendEntries_Results, encodeAppendResp),
 		"installSnapshot": serveInline(s, "installSnapshot", decodeSnap, schema.NewInstallSnapshot_installSnapshot_Results, encodeSnapResp),
 		"readIndex":       serveInline(s, "readIndex", decodeReadIndex, schema.NewReadIndex_readIndex_Results, encodeReadIndexResp),
 		"timeoutNow":      s.timeoutNow,
 	}
-	descs := schema.Raft_Methods(nil, nil) // only the descriptors are used
-	out := make([]rpc.InlineMethod, 0, len(descs))
-	for _, d := range descs {
-		f := serve[d.Method.MethodName]
-		if f == nil {
-			// A method added to the schema without a server here: its
-			// calls fail as unimplemented rather than crash anything.
-			s.log.Error("Raft method has no server", "method", d.Method.MethodName)
-			continue
-		}
-		out = append(out, rpc.InlineMethod{Method: d.Method, Serve: f})
-	}
-	return out
 }
 
 // refuse logs and returns the error for a request that is not accepted.
@@ -173,7 +160,7 @@ func (s *raftServer) answer(req, resp raft.Message, ok bool, err error) (raft.Me
 func serveInline[P, R ~capnp.StructKind](s *raftServer, name string,
 	decode func(P, uint64, uint64) (raft.Message, error),
 	newResults func(*capnp.Segment) (R, error),
-	encode func(R, raft.Message, bool) error) func(*rpc.InlineCall) {
+	encode func(R, raft.Message, bool) error) rpc.InlineServe {
 	size := rpc.ResultsSize(newResults)
 	return func(call *rpc.InlineCall) {
 		m, err := decode(P(call.Args()), s.cfg.ClusterID, s.cfg.LocalID)
