@@ -261,21 +261,6 @@ func (n *Node) onLeader(ctx context.Context, local func() error, remote func(sch
 	}
 }
 
-// adminErr reads a forwarded call's error field; call it before the
-// result is released (the error's text lives in the result message).
-// adminErr returns a forwarded call's error field (res, err come
-// straight from the call's Struct()); read it before releasing the call.
-func adminErr[R interface {
-	Error() (schema.Error, error)
-	HasError() bool
-}](res R, err error) error {
-	if err != nil {
-		return err
-	}
-	e, eerr := res.Error()
-	return remoteError(e, eerr == nil && res.HasError())
-}
-
 // Members lists the configuration.
 func (a adminServer) Members(ctx context.Context, call schema.Admin_members) error {
 	call.Go()
@@ -333,7 +318,7 @@ func (a adminServer) AddMember(ctx context.Context, call schema.Admin_addMember)
 			return p.SetAddress(addr)
 		})
 		defer rel()
-		return adminErr(f.Struct())
+		return forwardedErr(f.Struct())
 	})
 	return answerError(call.AllocResults, err, a.n)
 }
@@ -347,7 +332,7 @@ func (a adminServer) PromoteMember(ctx context.Context, call schema.Admin_promot
 	}, func(adm schema.Admin) error {
 		f, rel := adm.PromoteMember(ctx, func(p schema.Admin_promoteMember_Params) error { p.SetId(id); return nil })
 		defer rel()
-		return adminErr(f.Struct())
+		return forwardedErr(f.Struct())
 	})
 	return answerError(call.AllocResults, err, a.n)
 }
@@ -361,7 +346,7 @@ func (a adminServer) RemoveMember(ctx context.Context, call schema.Admin_removeM
 	}, func(adm schema.Admin) error {
 		f, rel := adm.RemoveMember(ctx, func(p schema.Admin_removeMember_Params) error { p.SetId(id); return nil })
 		defer rel()
-		return adminErr(f.Struct())
+		return forwardedErr(f.Struct())
 	})
 	return answerError(call.AllocResults, err, a.n)
 }
@@ -375,7 +360,7 @@ func (a adminServer) TransferLeadership(ctx context.Context, call schema.Admin_t
 	}, func(adm schema.Admin) error {
 		f, rel := adm.TransferLeadership(ctx, func(p schema.Admin_transferLeadership_Params) error { p.SetTo(to); return nil })
 		defer rel()
-		return adminErr(f.Struct())
+		return forwardedErr(f.Struct())
 	})
 	return answerError(call.AllocResults, err, a.n)
 }

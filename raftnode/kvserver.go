@@ -611,6 +611,11 @@ func (s kvServer) sessionCall(ctx context.Context, cmd kv.Command, forward func(
 			v, err := forward(kf.Kv())
 			krel()
 			node.Release()
+			var re *requestError
+			if err != nil && !errors.As(err, &re) {
+				// The call itself failed: the client retries.
+				err = &requestError{schema.ErrorCode_unavailable, err.Error()}
+			}
 			return v, err
 		}
 		applied, err := n.proposeCommand(ctx, cmd)
@@ -630,6 +635,20 @@ func (s kvServer) sessionCall(ctx context.Context, cmd kv.Command, forward func(
 	}
 }
 
+// forwardedErr returns a forwarded call's failure, or the error field of
+// its results (res, err come straight from the call's Struct()); read it
+// before releasing the call (the error's text lives in its message).
+func forwardedErr[R interface {
+	Error() (schema.Error, error)
+	HasError() bool
+}](res R, err error) error {
+	if err != nil {
+		return err
+	}
+	e, eerr := res.Error()
+	return remoteError(e, eerr == nil && res.HasError())
+}
+
 // remoteError turns a forwarded call's Error struct into a Go error.
 func remoteError(e schema.Error, has bool) error {
 	if !has {
@@ -639,23 +658,6 @@ func remoteError(e schema.Error, has bool) error {
 	return &requestError{e.Code(), msg}
 }
 
-// errorResult is the results of a session method that answers only an
-// error (keepAlive, closeSession).
-type errorResult interface {
-	Error() (schema.Error, error)
-	HasError() bool
-}
-
-// forwardedError is the error a forwarded errorResult call answered, or
-// unavailable if the call itself failed.
-func forwardedError(r errorResult, err error) error {
-	if err != nil {
-		return &requestError{schema.ErrorCode_unavailable, err.Error()}
-	}
-	e, eerr := r.Error()
-	return remoteError(e, eerr == nil && r.HasError())
-}
-
 // OpenSession registers a client session through the log.
 func (s kvServer) OpenSession(ctx context.Context, call schema.KV_openSession) error {
 	call.Go()
@@ -663,11 +665,7 @@ func (s kvServer) OpenSession(ctx context.Context, call schema.KV_openSession) e
 		f, rel := k.OpenSession(ctx, nil)
 		defer rel()
 		r, err := f.Struct()
-		if err != nil {
-			return 0, &requestError{schema.ErrorCode_unavailable, err.Error()}
-		}
-		e, eerr := r.Error()
-		if err := remoteError(e, eerr == nil && r.HasError()); err != nil {
+		if err := forwardedErr(r, err); err != nil {
 			return 0, err
 		}
 		return r.Session(), nil
@@ -695,7 +693,7 @@ func (s kvServer) KeepAlive(ctx context.Context, call schema.KV_keepAlive) error
 	_, err := s.sessionCall(ctx, kv.Command{Kind: kv.CmdKeepAlive, Session: session}, func(k schema.KV) (uint64, error) {
 		f, rel := k.KeepAlive(ctx, func(p schema.KV_keepAlive_Params) error { p.SetSession(session); return nil })
 		defer rel()
-		return 0, forwardedError(f.Struct())
+		return 0, forwardedErr(f.Struct())
 	})
 	return answerError(call.AllocResults, err, s.n)
 }
@@ -707,7 +705,7 @@ func (s kvServer) CloseSession(ctx context.Context, call schema.KV_closeSession)
 	_, err := s.sessionCall(ctx, kv.Command{Kind: kv.CmdCloseSession, Session: session}, func(k schema.KV) (uint64, error) {
 		f, rel := k.CloseSession(ctx, func(p schema.KV_closeSession_Params) error { p.SetSession(session); return nil })
 		defer rel()
-		return 0, forwardedError(f.Struct())
+		return 0, forwardedErr(f.Struct())
 	})
 	return answerError(call.AllocResults, err, s.n)
 }
