@@ -361,5 +361,5 @@ func errorField(e schema.Error, has bool) error {
 		return nil
 	}
 	msg, _ := e.Message_()
-	return fmt.Errorf("%s: %s", e.Code(), msg)
+	return &codeError{e.Code(), msg}
 }
