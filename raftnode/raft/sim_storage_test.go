@@ -156,18 +156,25 @@ func (fs noSyncFS) OpenRW(name string) (vfs.File, error) {
 // acknowledged writes, which the recovery check must report within a
 // bounded number of seeds.
 func TestSimulationOnDurableStorageCatchesLostFsync(t *testing.T) {
-	broken := newDurableDisk(func(cf *crashfs.FS) vfs.FS { return noSyncFS{cf} }, false)
+	requireLossCaught(t, newDurableDisk(func(cf *crashfs.FS) vfs.FS { return noSyncFS{cf} }, false), "a log that never fsyncs")
+}
+
+// requireLossCaught runs n=3 simulations over a broken disk until the
+// recovery check reports lost acknowledged state, and fails the test if
+// 200 seeds go by without it.
+func requireLossCaught(t *testing.T, broken func(uint64) raft.SimDisk, what string) {
+	t.Helper()
 	for seed := int64(0); seed < 200; seed++ {
 		err := raft.RunSimulation(seed, "n=3", broken)
 		if err != nil && strings.Contains(err.Error(), "lost acknowledged state") {
-			t.Logf("lost fsync caught at seed %d: %v", seed, err)
+			t.Logf("%s caught at seed %d: %v", what, seed, err)
 			return
 		}
 		if err != nil {
 			t.Logf("seed %d failed otherwise: %v", seed, err)
 		}
 	}
-	t.Fatal("no crash check noticed a log that never fsyncs in 200 seeds")
+	t.Fatalf("no crash check noticed %s in 200 seeds", what)
 }
 
 // lostDirectFS is a broken file system whose "direct" writes are plain
@@ -176,9 +183,11 @@ func TestSimulationOnDurableStorageCatchesLostFsync(t *testing.T) {
 type lostDirectFS struct{ *crashfs.FS }
 
 func (fs lostDirectFS) OpenDirect(name string) (vfs.DirectWriter, error) {
-	if _, err := fs.FS.OpenDirect(name); err != nil {
+	d, err := fs.FS.OpenDirect(name)
+	if err != nil {
 		return nil, err // not enabled: the WAL falls back to fsync
 	}
+	d.Close()
 	return fs.FS.OpenRW(name)
 }
 
@@ -186,18 +195,7 @@ func (fs lostDirectFS) OpenDirect(name string) (vfs.DirectWriter, error) {
 // direct path. With the log's direct writes not durable, a crash loses
 // acknowledged writes, which the recovery check must report.
 func TestSimulationOnDurableStorageCatchesLostDirectWrite(t *testing.T) {
-	broken := newDurableDisk(func(cf *crashfs.FS) vfs.FS { return lostDirectFS{cf} }, true)
-	for seed := int64(0); seed < 200; seed++ {
-		err := raft.RunSimulation(seed, "n=3", broken)
-		if err != nil && strings.Contains(err.Error(), "lost acknowledged state") {
-			t.Logf("lost direct write caught at seed %d: %v", seed, err)
-			return
-		}
-		if err != nil {
-			t.Logf("seed %d failed otherwise: %v", seed, err)
-		}
-	}
-	t.Fatal("no crash check noticed a log whose direct writes are not durable in 200 seeds")
+	requireLossCaught(t, newDurableDisk(func(cf *crashfs.FS) vfs.FS { return lostDirectFS{cf} }, true), "a log whose direct writes are not durable")
 }
 
 // TestSimulationOnDurableStorageExercisesCrashes guards against a
