@@ -40,25 +40,28 @@ func NewExporter(log hclog.Logger) *Exporter {
 // capability is released (including when its connection ends). The caller
 // owns the returned client.
 func (e *Exporter) Export(methods []server.Method, brand any, shutdown server.Shutdowner) capnp.Client {
+	return capnp.NewClient(e.serve(methods, brand, shutdown))
+}
+
+// serve returns go-capnp's server of methods, each handler's panics
+// recovered, behind gatedServer.
+func (e *Exporter) serve(methods []server.Method, brand any, shutdown server.Shutdowner) *gatedServer {
 	guarded := make([]server.Method, len(methods))
 	for i, m := range methods {
 		guarded[i] = server.Method{Method: m.Method, Impl: e.guard(m)}
 	}
-	return capnp.NewClient(server.New(guarded, brand, shutdown))
+	return &gatedServer{Server: server.New(guarded, brand, shutdown), gate: e.gate}
 }
 
 // errShuttingDown is returned for calls that arrive while the server drains.
 // It is of type Disconnected so clients treat it as "try another node".
 var errShuttingDown = exc.New(exc.Disconnected, "", "node is shutting down; retry on another node")
 
+// guard recovers a panicking handler: the call fails, the node carries on.
 func (e *Exporter) guard(m server.Method) func(context.Context, *server.Call) error {
 	impl := m.Impl
 	name := m.Method.InterfaceName + "." + m.Method.MethodName
 	return func(ctx context.Context, call *server.Call) (err error) {
-		if !e.gate.enter() {
-			return errShuttingDown
-		}
-		defer e.gate.leave()
 		defer func() {
 			if r := recover(); r != nil {
 				e.log.Error("recovered panic in capability handler; the call fails, the node carries on",
@@ -68,6 +71,48 @@ func (e *Exporter) guard(m server.Method) func(context.Context, *server.Call) er
 		}()
 		return impl(ctx, call)
 	}
+}
+
+// gatedServer is go-capnp's server, with each call counted in the gate
+// from its delivery until its answer is queued for sending: a graceful
+// shutdown that waits for the gate, then for the queued answers to be
+// written (serverConn.flush), loses none. (Counting only while the
+// handler ran let the gate go idle before go-capnp queued the answer.)
+type gatedServer struct {
+	*server.Server
+	gate *callGate
+}
+
+// Recv starts a call delivered by the RPC system.
+func (g *gatedServer) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCaller {
+	if !g.gate.enter() {
+		r.Reject(errShuttingDown)
+		return failedCaller(r.Method, errShuttingDown)
+	}
+	r.Returner = &gatedReturner{Returner: r.Returner, gate: g.gate}
+	if pc := g.Server.Recv(ctx, r); pc != nil {
+		return pc
+	}
+	// go-capnp's server answered at once (unimplemented) and returned
+	// no pipeline caller.
+	return failedCaller(r.Method, errUnimplemented)
+}
+
+// Send starts a call made in this process, counted like a delivered one.
+func (g *gatedServer) Send(ctx context.Context, s capnp.Send) (*capnp.Answer, capnp.ReleaseFunc) {
+	return sendAsRecv(ctx, s, g.Recv)
+}
+
+// gatedReturner leaves the gate once the answer is queued.
+type gatedReturner struct {
+	capnp.Returner
+	gate *callGate
+	once sync.Once
+}
+
+func (g *gatedReturner) Return() {
+	g.Returner.Return()
+	g.once.Do(g.gate.leave)
 }
 
 // callGate counts calls in flight and, once closed, refuses new ones.

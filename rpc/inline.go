@@ -59,15 +59,14 @@ func (e *Exporter) ExportInline(descs []server.Method, inline map[string]InlineS
 		if f := inline[name]; f != nil {
 			h.methods[methodKey{d.Method.InterfaceID, d.Method.MethodID}] = inlineMethod{d.Method, f}
 		} else if f := rest[name]; f != nil {
-			m := server.Method{Method: d.Method, Impl: f}
-			others = append(others, server.Method{Method: d.Method, Impl: e.guard(m)})
+			others = append(others, server.Method{Method: d.Method, Impl: f})
 		} else {
 			e.log.Error("capability method has no server; its calls fail as unimplemented",
 				"interface", d.Method.InterfaceName, "method", name)
 		}
 	}
 	if len(others) > 0 {
-		h.rest = server.New(others, brand, nil)
+		h.rest = e.serve(others, brand, nil)
 	}
 	return capnp.NewClient(h)
 }
@@ -82,7 +81,7 @@ type inlineHook struct {
 	e       *Exporter
 	brand   any
 	methods map[methodKey]inlineMethod
-	rest    *server.Server // the methods served as Export does; nil if none
+	rest    *gatedServer // the methods served as Export does; nil if none
 }
 
 var errUnimplemented = capnp.Unimplemented("method not implemented by this capability")
@@ -92,12 +91,7 @@ func (h *inlineHook) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCalle
 	m, ok := h.methods[methodKey{r.Method.InterfaceID, r.Method.MethodID}]
 	if !ok {
 		if h.rest != nil {
-			if pc := h.rest.Recv(ctx, r); pc != nil {
-				return pc
-			}
-			// go-capnp's server answered (unimplemented) and returned
-			// no pipeline caller.
-			return failedCaller(r.Method, errUnimplemented)
+			return h.rest.Recv(ctx, r)
 		}
 		r.Reject(errUnimplemented)
 		return failedCaller(r.Method, errUnimplemented)
@@ -151,9 +145,13 @@ func (h *inlineHook) serve(m inlineMethod, call *InlineCall) {
 
 // Send starts a call made in this process on the client.
 func (h *inlineHook) Send(ctx context.Context, s capnp.Send) (*capnp.Answer, capnp.ReleaseFunc) {
-	if _, ok := h.methods[methodKey{s.Method.InterfaceID, s.Method.MethodID}]; !ok && h.rest != nil {
-		return h.rest.Send(ctx, s)
-	}
+	return sendAsRecv(ctx, s, h.Recv)
+}
+
+// sendAsRecv makes the in-process call s through recv, as the RPC system
+// would deliver it, so local calls are served and counted like remote
+// ones.
+func sendAsRecv(ctx context.Context, s capnp.Send, recv func(context.Context, capnp.Recv) capnp.PipelineCaller) (*capnp.Answer, capnp.ReleaseFunc) {
 	r := capnp.Recv{Method: s.Method, ReleaseArgs: func() {}}
 	if s.PlaceArgs != nil {
 		_, seg := capnp.NewMultiSegmentMessage(nil)
@@ -171,7 +169,7 @@ func (h *inlineHook) Send(ctx context.Context, s capnp.Send) (*capnp.Answer, cap
 	}
 	ret := new(capnp.StructReturner)
 	r.Returner = ret
-	return ret.Answer(s.Method, h.Recv(ctx, r))
+	return ret.Answer(s.Method, recv(ctx, r))
 }
 
 // Brand returns the brand given to ExportInline.
