@@ -1,6 +1,11 @@
 package raft
 
-import "github.com/capraft/capraft/raftnode/raft/tracker"
+import (
+	"errors"
+	"slices"
+
+	"github.com/capraft/capraft/raftnode/raft/tracker"
+)
 
 // The calls a driver makes on behalf of clients and operators.
 
@@ -60,10 +65,42 @@ func (r *Core) ProposeConfChange(cc ConfChange) error {
 	if r.leadTransferee != 0 || r.pendingConfIndex > r.log.applied {
 		return ErrProposalDropped
 	}
+	cc.Changes = slices.Clone(cc.Changes)
+	for i := range cc.Changes {
+		c := &cc.Changes[i]
+		if pr := r.trk.Progress[c.NodeID]; pr != nil && c.Type == ConfChangeAddVoter && c.Incarnation == 0 {
+			// Record the incarnation that answered us last: the
+			// one whose acknowledgements show how far it caught up.
+			c.Incarnation = pr.Incarnation
+		}
+	}
 	if _, err := nextConfig(r.trk.Config, cc); err != nil {
 		return err
 	}
 	return r.proposeConfChange(cc)
+}
+
+// Bootstrap starts a brand-new cluster on a core created over empty
+// storage, for a driver that decides to bootstrap only once it runs (say,
+// after every initial member answered with its incarnation). s is the
+// bootstrap snapshot (BootstrapSnapshot); it comes back in the next Ready,
+// to be persisted and restored like a snapshot from a leader. It fails
+// with ErrBootstrapped if the core already holds a log or a configuration:
+// a leader's snapshot or entries arrived first, and they win.
+func (r *Core) Bootstrap(s Snapshot) error {
+	if r.log.lastIndex() != 0 || r.log.unstable.snapshot != nil || len(r.trk.Voters[0]) > 0 || len(r.trk.Learners) > 0 {
+		return ErrBootstrapped
+	}
+	if s.IsEmpty() || s.Meta.Term == 0 || len(s.Meta.ConfState.Voters) == 0 {
+		return errors.New("raft: bootstrap needs a snapshot with an index, a term and voters")
+	}
+	if r.term < s.Meta.Term {
+		r.becomeFollower(s.Meta.Term, 0)
+	}
+	r.log.restore(s)
+	r.switchConfig(configFromConfState(s.Meta.ConfState))
+	r.confIndex = s.Meta.Index
+	return nil
 }
 
 func (r *Core) proposeConfChange(cc ConfChange) error {
@@ -83,7 +120,7 @@ func (r *Core) TransferLeadership(to uint64) error {
 		return ErrNotLeader
 	}
 	pr := r.trk.Progress[to]
-	if to == r.id || pr == nil || pr.IsLearner {
+	if to == r.id || pr == nil || pr.IsLearner || !r.counts(to, pr.Incarnation) {
 		return ErrBadTransferee
 	}
 	if r.leadTransferee == to {

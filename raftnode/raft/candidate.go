@@ -18,7 +18,20 @@ func stepCandidate(r *Core, m Message) {
 		if m.PreVote && m.Granted && m.Term != r.term+1 {
 			return
 		}
-		r.trk.RecordVote(m.From, m.Granted)
+		granted := m.Granted
+		if !r.counts(m.From, m.Incarnation) {
+			// A voter whose storage was lost forgot its votes and its
+			// log: its answer counts as a refusal (§ "Storage faults"
+			// in doc.go), and Status reports it.
+			granted = false
+			if r.uncounted == nil {
+				r.uncounted = map[uint64]uint64{}
+			}
+			r.uncounted[m.From] = m.Incarnation
+		} else {
+			delete(r.uncounted, m.From)
+		}
+		r.trk.RecordVote(m.From, granted)
 		r.tally()
 	}
 }

@@ -1,6 +1,7 @@
 package raft
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -26,6 +27,17 @@ const (
 type ConfChangeSingle struct {
 	Type   ConfChangeType
 	NodeID uint64
+	// Incarnation, if non-zero, is the incarnation of the node's storage
+	// that the configuration records for it: for a voter, the only one
+	// whose votes and acknowledgements count. ProposeConfChange fills it
+	// in for a voter from what the leader last heard from the node. A
+	// voter's recorded incarnation cannot be replaced in place: demote it
+	// to learner first (the leader does that by itself, see Restore).
+	Incarnation uint64
+	// Restore, on ConfChangeAddLearner, marks a voter demoted because its
+	// storage was replaced: the leader promotes it back, with its new
+	// incarnation, once it has caught up.
+	Restore bool
 }
 
 // ConfChangeTransition selects how a change is carried out.
@@ -57,16 +69,29 @@ type ConfChange struct {
 // LeaveJoint reports whether cc is a request to leave a joint config.
 func (cc ConfChange) LeaveJoint() bool { return len(cc.Changes) == 0 }
 
-const confChangeVersion = 1
+// Encoding versions of a ConfChange: version 1 (type, node id per change)
+// is still read; version 2 adds each change's incarnation and flags.
+const (
+	confChangeV1      = 1
+	confChangeVersion = 2
+
+	confChangeFlagRestore = 1
+)
 
 // Marshal encodes cc for an entry's Data.
 func (cc ConfChange) Marshal() []byte {
-	b := make([]byte, 0, 8+len(cc.Changes)*11+len(cc.Context))
+	b := make([]byte, 0, 8+len(cc.Changes)*22+len(cc.Context))
 	b = append(b, confChangeVersion, byte(cc.Transition))
 	b = binary.AppendUvarint(b, uint64(len(cc.Changes)))
 	for _, c := range cc.Changes {
 		b = append(b, byte(c.Type))
 		b = binary.AppendUvarint(b, c.NodeID)
+		b = binary.AppendUvarint(b, c.Incarnation)
+		var flags byte
+		if c.Restore {
+			flags |= confChangeFlagRestore
+		}
+		b = append(b, flags)
 	}
 	b = binary.AppendUvarint(b, uint64(len(cc.Context)))
 	return append(b, cc.Context...)
@@ -78,9 +103,10 @@ var errBadConfChange = errors.New("raft: malformed conf change")
 // on malformed input.
 func UnmarshalConfChange(b []byte) (ConfChange, error) {
 	var cc ConfChange
-	if len(b) < 2 || b[0] != confChangeVersion || b[1] > byte(ConfChangeTransitionJointExplicit) {
+	if len(b) < 2 || (b[0] != confChangeVersion && b[0] != confChangeV1) || b[1] > byte(ConfChangeTransitionJointExplicit) {
 		return cc, errBadConfChange
 	}
+	v2 := b[0] == confChangeVersion
 	cc.Transition = ConfChangeTransition(b[1])
 	b = b[2:]
 	n, k := binary.Uvarint(b)
@@ -92,16 +118,23 @@ func UnmarshalConfChange(b []byte) (ConfChange, error) {
 		if len(b) < 2 {
 			return cc, errBadConfChange
 		}
-		t := ConfChangeType(b[0])
-		if t < ConfChangeAddVoter || t > ConfChangeRemoveNode {
+		c := ConfChangeSingle{Type: ConfChangeType(b[0])}
+		if c.Type < ConfChangeAddVoter || c.Type > ConfChangeRemoveNode {
 			return cc, errBadConfChange
 		}
-		id, k := binary.Uvarint(b[1:])
-		if k <= 0 || id == 0 {
+		b = b[1:]
+		if c.NodeID, k = binary.Uvarint(b); k <= 0 || c.NodeID == 0 {
 			return cc, errBadConfChange
 		}
-		cc.Changes = append(cc.Changes, ConfChangeSingle{Type: t, NodeID: id})
-		b = b[1+k:]
+		b = b[k:]
+		if v2 {
+			if c.Incarnation, k = binary.Uvarint(b); k <= 0 || len(b) < k+1 || b[k]&^confChangeFlagRestore != 0 {
+				return cc, errBadConfChange
+			}
+			c.Restore = b[k]&confChangeFlagRestore != 0
+			b = b[k+1:]
+		}
+		cc.Changes = append(cc.Changes, c)
 	}
 	cl, k := binary.Uvarint(b)
 	if k <= 0 || cl != uint64(len(b)-k) {
@@ -115,13 +148,22 @@ func UnmarshalConfChange(b []byte) (ConfChange, error) {
 
 // confStateFromConfig converts the tracker's config to a ConfState.
 func confStateFromConfig(c tracker.Config) ConfState {
-	return ConfState{
+	cs := ConfState{
 		Voters:         c.VoterIDs(),
 		VotersOutgoing: c.OutgoingIDs(),
 		Learners:       c.LearnerIDs(),
 		LearnersNext:   c.LearnerNextIDs(),
 		AutoLeave:      c.AutoLeave,
+		Restoring:      c.RestoringIDs(),
 	}
+	if len(c.Incarnations) > 0 {
+		cs.Incarnations = make([]MemberIncarnation, 0, len(c.Incarnations))
+		for id, inc := range c.Incarnations {
+			cs.Incarnations = append(cs.Incarnations, MemberIncarnation{ID: id, Incarnation: inc})
+		}
+		slices.SortFunc(cs.Incarnations, func(a, b MemberIncarnation) int { return cmp.Compare(a.ID, b.ID) })
+	}
+	return cs
 }
 
 func configFromConfState(cs ConfState) tracker.Config {
@@ -134,12 +176,33 @@ func configFromConfState(cs ConfState) tracker.Config {
 		}
 		return m
 	}
-	return tracker.Config{
+	c := tracker.Config{
 		Voters:       quorum.JointConfig{quorum.MajorityConfig(set(cs.Voters)), quorum.MajorityConfig(set(cs.VotersOutgoing))},
 		Learners:     set(cs.Learners),
 		LearnersNext: set(cs.LearnersNext),
 		AutoLeave:    cs.AutoLeave,
+		Incarnations: make(map[uint64]uint64, len(cs.Incarnations)),
+		Restoring:    map[uint64]struct{}{},
 	}
+	member := func(id uint64) bool {
+		_, v0 := c.Voters[0][id]
+		_, v1 := c.Voters[1][id]
+		_, l := c.Learners[id]
+		_, ln := c.LearnersNext[id]
+		return v0 || v1 || l || ln
+	}
+	// Entries about non-members would outlive their removal; drop them.
+	for _, mi := range cs.Incarnations {
+		if mi.ID != 0 && mi.Incarnation != 0 && member(mi.ID) {
+			c.Incarnations[mi.ID] = mi.Incarnation
+		}
+	}
+	for _, id := range cs.Restoring {
+		if _, l := c.Learners[id]; l {
+			c.Restoring[id] = struct{}{}
+		}
+	}
+	return c
 }
 
 // nextConfig computes the configuration after cc, or an error if cc is not
@@ -157,6 +220,11 @@ func nextConfig(cur tracker.Config, cc ConfChange) (tracker.Config, error) {
 		}
 		n.LearnersNext = map[uint64]struct{}{}
 		n.AutoLeave = false
+		for id := range n.Incarnations {
+			if _, l := n.Learners[id]; !l && !n.Voters.Contains(id) {
+				delete(n.Incarnations, id) // removed while joint
+			}
+		}
 		return n, nil
 	}
 	if cur.Joint() {
@@ -186,9 +254,18 @@ func nextConfig(cur tracker.Config, cc ConfChange) (tracker.Config, error) {
 		}
 		switch c.Type {
 		case ConfChangeAddVoter:
+			if rec, ok := n.Incarnations[id]; ok && c.Incarnation != 0 && rec != c.Incarnation && n.Voters.Contains(id) {
+				// The recorded incarnation is the one whose votes may
+				// have elected leaders and whose acks committed
+				// entries; swapping it in place would let a voter
+				// that forgot them count as if it remembered.
+				return cur, fmt.Errorf("raft: voter %d counts incarnation %x; demote it to learner before recording incarnation %x", id, rec, c.Incarnation)
+			}
 			n.Voters[0][id] = struct{}{}
 			delete(n.Learners, id)
 			delete(n.LearnersNext, id)
+			delete(n.Restoring, id)
+			setIncarnation(n.Incarnations, id, c.Incarnation)
 		case ConfChangeAddLearner:
 			delete(n.Voters[0], id)
 			if _, outgoing := n.Voters[1][id]; outgoing {
@@ -197,10 +274,23 @@ func nextConfig(cur tracker.Config, cc ConfChange) (tracker.Config, error) {
 			} else {
 				n.Learners[id] = struct{}{}
 			}
+			delete(n.Restoring, id)
+			if _, outgoing := n.Voters[1][id]; !outgoing {
+				if c.Restore {
+					n.Restoring[id] = struct{}{}
+				}
+				// A learner's incarnation counts for nothing; record
+				// what is known of it for its later promotion.
+				setIncarnation(n.Incarnations, id, c.Incarnation)
+			}
 		case ConfChangeRemoveNode:
 			delete(n.Voters[0], id)
 			delete(n.Learners, id)
 			delete(n.LearnersNext, id)
+			delete(n.Restoring, id)
+			if _, outgoing := n.Voters[1][id]; !outgoing {
+				delete(n.Incarnations, id)
+			}
 		default:
 			return cur, errBadConfChange
 		}
@@ -215,6 +305,13 @@ func nextConfig(cur tracker.Config, cc ConfChange) (tracker.Config, error) {
 		}
 	}
 	return n, nil
+}
+
+// setIncarnation records inc for id; 0 keeps what is recorded.
+func setIncarnation(incs map[uint64]uint64, id, inc uint64) {
+	if inc != 0 {
+		incs[id] = inc
+	}
 }
 
 func symDiff(a, b quorum.MajorityConfig) int {

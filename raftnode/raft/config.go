@@ -26,6 +26,17 @@ const (
 type Config struct {
 	// ID identifies this node; it must be non-zero.
 	ID uint64
+	// Incarnation identifies this node's storage: a random non-zero
+	// number chosen when the storage was created, and chosen anew when it
+	// is lost or damaged. It travels on every message; a configuration
+	// counts only the incarnation it records for a voter, so a node that
+	// forgot its votes and log never counts as if it remembered them. A
+	// leader that hears a voter answer with an incarnation the
+	// configuration does not record demotes it to learner, and promotes it
+	// back, recording the new incarnation, once it has caught up. Zero is
+	// allowed (tests, storage without incarnations) and is then just one
+	// more value.
+	Incarnation uint64
 	// Storage is the stable log as of the last completed persist.
 	Storage Storage
 
@@ -108,6 +119,10 @@ type testBugs struct {
 	// without confirming leadership (the stale-read bug of etcd 0.4 and
 	// Consul found by Jepsen; violates linearizability).
 	readWithoutQuorum bool
+	// ignoreIncarnation counts every incarnation's votes (a voter that
+	// lost its disk votes as if it remembered its vote and its log) and
+	// never demotes such a voter.
+	ignoreIncarnation bool
 }
 
 func (c *Config) validate() error {
@@ -164,4 +179,7 @@ var (
 	ErrBadTransferee = errors.New("raft: transfer target is not another voter")
 	// ErrInvalidMessage: Step ignored a malformed or misaddressed message.
 	ErrInvalidMessage = errors.New("raft: invalid message ignored")
+	// ErrBootstrapped: Bootstrap was called on a core that already has a
+	// log or a configuration.
+	ErrBootstrapped = errors.New("raft: already bootstrapped")
 )

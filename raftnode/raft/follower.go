@@ -1,5 +1,7 @@
 package raft
 
+import "slices"
+
 // stepFollower handles messages as a follower.
 // Precondition: m.Term == r.term (Step has applied the term rules).
 func stepFollower(r *Core, m Message) {
@@ -146,6 +148,8 @@ func cloneMeta(m SnapshotMeta) SnapshotMeta {
 		VotersOutgoing: c(m.ConfState.VotersOutgoing),
 		LearnersNext:   c(m.ConfState.LearnersNext),
 		AutoLeave:      m.ConfState.AutoLeave,
+		Incarnations:   slices.Clone(m.ConfState.Incarnations),
+		Restoring:      c(m.ConfState.Restoring),
 	}
 	return m
 }

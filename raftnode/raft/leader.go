@@ -13,6 +13,13 @@ func stepLeader(r *Core, m Message) {
 	if pr == nil {
 		return // not a member (any more)
 	}
+	if pr.Incarnation != m.Incarnation {
+		// The peer answers from storage other than the one we knew:
+		// wiped, replaced, or repaired after damage. Whatever it
+		// acknowledged before is gone, so start over from nothing; if
+		// it is a voter, maybeRestore demotes it until it caught up.
+		pr.ResetIncarnation(m.Incarnation, r.log.lastIndex()+1)
+	}
 	switch m.Type {
 	case MsgAppResp:
 		pr.RecentActive = true
@@ -60,6 +67,7 @@ func (r *Core) tickLeader() {
 	if r.heartbeatElapsed >= r.cfg.HeartbeatTick {
 		r.heartbeatElapsed = 0
 		r.bcastHeartbeat()
+		r.maybeRestore()
 	}
 }
 
@@ -141,8 +149,10 @@ func (r *Core) handleHeartbeatResponse(m Message, pr *tracker.Progress) {
 	if pr.Match < r.log.lastIndex() {
 		r.sendAppend(m.From, true)
 	}
-	r.reads.ack(m.From, m.Seq)
-	r.advanceReads()
+	if r.counts(m.From, m.Incarnation) {
+		r.reads.ack(m.From, m.Seq)
+		r.advanceReads()
+	}
 }
 
 // maybeCommit advances the commit index to what a quorum holds, but only
@@ -310,4 +320,48 @@ func (r *Core) storageSnapshot() (Snapshot, error) {
 		panic(err)
 	}
 	return snap, err
+}
+
+// maybeRestore keeps the configuration honest about voters whose storage
+// was replaced (Protocol-Aware Recovery, Alagappan et al., FAST 2018): a
+// voter that answers with an incarnation other than the recorded one
+// forgot its log and its votes, so it is demoted to a learner marked
+// Restoring (one single-step change; its answers counted for nothing
+// meanwhile anyway), and promoted back, recording its new incarnation,
+// once it has caught up. A voter recorded without an incarnation gets the
+// one it answers with. One change at a time, only from a leader that has
+// committed an entry of its term, never while joint or transferring.
+func (r *Core) maybeRestore() {
+	if r.state != StateLeader || r.cfg.bugs.ignoreIncarnation || r.leadTransferee != 0 || r.trk.Joint() ||
+		r.pendingConfIndex > r.log.applied || r.log.termOr0(r.log.committed) != r.term {
+		return
+	}
+	for _, id := range r.trk.IDs() {
+		pr := r.trk.Progress[id]
+		if id == r.id {
+			continue
+		}
+		rec, recorded := r.trk.Incarnations[id]
+		_, voter := r.trk.Voters[0][id]
+		_, restoring := r.trk.Restoring[id]
+		var c ConfChangeSingle
+		switch {
+		case voter && recorded && rec != pr.Incarnation:
+			c = ConfChangeSingle{Type: ConfChangeAddLearner, NodeID: id, Incarnation: pr.Incarnation, Restore: true}
+		case voter && !recorded && pr.Incarnation != 0 && pr.State == tracker.StateReplicate:
+			c = ConfChangeSingle{Type: ConfChangeAddVoter, NodeID: id, Incarnation: pr.Incarnation}
+		case restoring && pr.IsLearner && r.caughtUp(pr):
+			c = ConfChangeSingle{Type: ConfChangeAddVoter, NodeID: id, Incarnation: pr.Incarnation}
+		default:
+			continue
+		}
+		_ = r.proposeConfChange(ConfChange{Changes: []ConfChangeSingle{c}})
+		return
+	}
+}
+
+// caughtUp reports whether a follower's log holds everything committed,
+// give or take what one append carries, and it is streaming.
+func (r *Core) caughtUp(pr *tracker.Progress) bool {
+	return pr.State == tracker.StateReplicate && pr.Match+uint64(r.cfg.MaxEntriesPerMsg) >= r.log.committed
 }

@@ -73,10 +73,21 @@ func TestRemovedLeaderStepsDownAfterCommit(t *testing.T) {
 }
 
 func TestConfChangeCodecRoundTripsAndRejectsGarbage(t *testing.T) {
-	cc := ConfChange{Transition: ConfChangeTransitionJointExplicit, Changes: []ConfChangeSingle{{ConfChangeAddVoter, 7}, {ConfChangeRemoveNode, 300}}, Context: []byte("addr")}
+	cc := ConfChange{Transition: ConfChangeTransitionJointExplicit, Changes: []ConfChangeSingle{
+		{Type: ConfChangeAddVoter, NodeID: 7, Incarnation: 0xfeedface},
+		{Type: ConfChangeAddLearner, NodeID: 9, Incarnation: 1 << 63, Restore: true},
+		{Type: ConfChangeRemoveNode, NodeID: 300},
+	}, Context: []byte("addr")}
 	got, err := UnmarshalConfChange(cc.Marshal())
 	if err != nil || fmt.Sprint(got) != fmt.Sprint(cc) {
 		t.Fatalf("round trip: %+v %v", got, err)
+	}
+	// Version 1 (before incarnations): type and node id per change.
+	v1 := []byte{1, byte(ConfChangeTransitionAuto), 1, byte(ConfChangeAddVoter), 7, 4, 'a', 'd', 'd', 'r'}
+	old, err := UnmarshalConfChange(v1)
+	want := ConfChange{Changes: []ConfChangeSingle{{Type: ConfChangeAddVoter, NodeID: 7}}, Context: []byte("addr")}
+	if err != nil || fmt.Sprint(old) != fmt.Sprint(want) {
+		t.Fatalf("version 1: got %+v %v, want %+v", old, err, want)
 	}
 	b := cc.Marshal()
 	for i := range b {

@@ -88,6 +88,11 @@ type Message struct {
 	From uint64
 	To   uint64
 	Term uint64
+	// Incarnation is the sender's storage incarnation (Config.Incarnation),
+	// set on every message. A leader counts a peer's acknowledgements, and
+	// a candidate its vote, only if it is the incarnation the configuration
+	// records for that peer.
+	Incarnation uint64
 
 	// RequestVote.
 	LastLogIndex uint64

@@ -79,6 +79,10 @@ type Core struct {
 	reads    readOnly
 	snapRecv *snapReceive
 
+	// uncounted holds voters whose vote arrived from an incarnation the
+	// configuration does not count (storage lost), for Status.
+	uncounted map[uint64]uint64
+
 	step stepFunc
 
 	// Ready bookkeeping.
@@ -162,12 +166,19 @@ func (r *Core) softState() SoftState { return SoftState{Lead: r.lead, Role: r.st
 // current configuration (either half of a joint one).
 func (r *Core) promotable() bool {
 	_, ok := r.trk.Progress[r.id]
-	return ok && r.trk.Voters.Contains(r.id)
+	return ok && r.trk.Voters.Contains(r.id) && r.counts(r.id, r.cfg.Incarnation)
+}
+
+// counts reports whether incarnation inc of member id is the one the
+// configuration counts towards quorums.
+func (r *Core) counts(id, inc uint64) bool {
+	return r.cfg.bugs.ignoreIncarnation || r.trk.Counts(id, inc)
 }
 
 // send queues m; Term defaults to the current term.
 func (r *Core) send(m Message) {
 	m.From = r.id
+	m.Incarnation = r.cfg.Incarnation
 	if m.Term == 0 {
 		m.Term = r.term
 	}
@@ -198,6 +209,7 @@ func (r *Core) reset(term uint64) {
 			Inflights:    pr.Inflights,
 			IsLearner:    pr.IsLearner,
 			RecentActive: true,
+			Incarnation:  pr.Incarnation,
 		}
 		pr.Inflights.Reset()
 		if id == r.id {
@@ -471,6 +483,10 @@ func (r *Core) switchConfig(c tracker.Config) {
 				Next:         last + 1,
 				Inflights:    tracker.NewInflights(r.trk.MaxInflight, r.trk.MaxInflightBytes),
 				RecentActive: true,
+				Incarnation:  c.Incarnations[id],
+			}
+			if id == r.id {
+				pr.Incarnation = r.cfg.Incarnation
 			}
 			r.trk.Progress[id] = pr
 		}

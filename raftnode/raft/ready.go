@@ -181,6 +181,7 @@ func (r *Core) Advance() {
 	if r.state == StateLeader {
 		r.selfAck()
 		r.maybeAutoLeave()
+		r.maybeRestore()
 	}
 }
 

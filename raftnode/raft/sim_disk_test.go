@@ -38,6 +38,13 @@ type SimDisk interface {
 	// Crash loses power and reboots: it returns the disk as recovered.
 	// All crash decisions come from rng, so a seed replays exactly.
 	Crash(rng *rand.Rand) (SimDisk, error)
+	// Incarnation is the storage's incarnation (Config.Incarnation).
+	Incarnation() uint64
+	// Damage corrupts or loses part of a powered-off disk (drawn from
+	// rng) and recovers it as a restarting node would: a disk that lost
+	// anything it may have acknowledged must come back with a new
+	// incarnation.
+	Damage(rng *rand.Rand) (SimDisk, error)
 }
 
 // RunSimulation runs one seed of the simulation configuration named
@@ -62,6 +69,8 @@ type SimStats struct {
 	LostWrites    int // lost,
 	PartialWrites int // kept in part (some of its records),
 	KeptWrites    int // or kept whole
+	Wipes         int // disks lost whole
+	Damaged       int // disks damaged (Damage)
 }
 
 // RunSimulationStats is RunSimulation that also reports SimStats.
@@ -86,10 +95,32 @@ func SimSeeds(def int) []int64 { return simSeeds(def) }
 // the memory-disk simulation replay exactly as before SimDisk existed.
 type memDisk struct {
 	*MemoryStorage
-	armed bool // the next Save loses its HardState
+	armed bool   // the next Save loses its HardState
+	inc   uint64 // incarnation
 }
 
-func newMemDisk() *memDisk { return &memDisk{MemoryStorage: NewMemoryStorage()} }
+func newMemDisk(inc uint64) *memDisk { return &memDisk{MemoryStorage: NewMemoryStorage(), inc: inc} }
+
+func (d *memDisk) Incarnation() uint64 { return d.inc }
+
+// Damage loses the newest entries (at least one, if there are any, and
+// possibly all since the snapshot) and, as storage that detects the loss
+// would, takes a new incarnation. The hard state is kept, with its commit
+// index clamped to what is left.
+func (d *memDisk) Damage(rng *rand.Rand) (SimDisk, error) {
+	ms := d.MemoryStorage
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	d.armed = false
+	// Entries up to the snapshot stay: the snapshot holds their effect.
+	keep := max(ms.snapshot.Meta.Index, ms.ents[0].Index) - ms.ents[0].Index + 1
+	if n := uint64(len(ms.ents)) - keep; n > 0 {
+		ms.ents = ms.ents[:uint64(len(ms.ents))-1-rng.Uint64N(n)]
+	}
+	ms.hs.Commit = min(ms.hs.Commit, ms.lastIndex())
+	d.inc = rng.Uint64() | 1
+	return d, nil
+}
 
 func (d *memDisk) Save(hs HardState, ents []Entry, snap *Snapshot) error {
 	if snap != nil && !snap.IsEmpty() {
@@ -295,6 +326,15 @@ func (c *simCluster) diskView(d SimDisk) (diskState, error) {
 		}
 	}
 	return s, nil
+}
+
+// model is the diskModel of what the disk holds now.
+func (s *diskState) model() diskModel {
+	m := diskModel{hs: s.hs, snap: s.snap, hasSnap: s.snap.Index > 0, first: s.snap.Index + 1}
+	for i := s.snap.Index + 1; i <= s.last; i++ {
+		m.terms = append(m.terms, s.terms[i])
+	}
+	return m
 }
 
 func (s *diskState) matches(m *diskModel) bool {

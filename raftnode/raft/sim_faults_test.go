@@ -2,6 +2,7 @@ package raft
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/anishathalye/porcupine"
 )
@@ -10,6 +11,7 @@ import (
 // transfers, and clients.
 
 func (c *simCluster) crash(n *simNode) {
+	c.tracef("node %d crashes", n.id)
 	n.up = false
 	n.core = nil
 	// Power loss: the disk comes back as it was after the last write that
@@ -116,6 +118,12 @@ func (c *simCluster) maybeChangeMembership() {
 	if l.core.trk.Joint() {
 		return
 	}
+	if c.opts.diskLossP > 0 && !c.restored(l) {
+		// A careful operator changes nothing else while a voter that
+		// lost its disk is not restored: each change (say, retiring a
+		// voter) spends the fault budget the restoration needs.
+		return
+	}
 	var cc ConfChange
 	switch {
 	case len(learners) > 0:
@@ -140,13 +148,15 @@ func (c *simCluster) maybeChangeMembership() {
 		// Joint consensus: replace a voter with a fresh node at once.
 		old := voters[c.rng.IntN(len(voters))]
 		id := c.addNode()
-		cc.Changes = []ConfChangeSingle{{Type: ConfChangeAddVoter, NodeID: id}, {Type: ConfChangeRemoveNode, NodeID: old}}
+		// The operator learns the new node's incarnation before adding
+		// it (raftnode asks the node), so it counts from the start.
+		cc.Changes = []ConfChangeSingle{{Type: ConfChangeAddVoter, NodeID: id, Incarnation: c.nodes[id].disk.Incarnation()}, {Type: ConfChangeRemoveNode, NodeID: old}}
 		if c.rng.IntN(2) == 0 {
 			cc.Transition = ConfChangeTransitionJointImplicit
 		}
 	default:
 		id := c.addNode()
-		cc.Changes = []ConfChangeSingle{{Type: ConfChangeAddLearner, NodeID: id}}
+		cc.Changes = []ConfChangeSingle{{Type: ConfChangeAddLearner, NodeID: id, Incarnation: c.nodes[id].disk.Incarnation()}}
 	}
 	_ = l.core.ProposeConfChange(cc)
 	c.process(l)
@@ -184,6 +194,9 @@ func (c *simCluster) chaos() {
 	if c.rng.Float64() < c.opts.partitionP {
 		c.changePartition()
 	}
+	if c.opts.diskLossP > 0 && c.rng.Float64() < c.opts.diskLossP {
+		c.loseDisk()
+	}
 	if c.rng.Float64() < c.opts.crashP {
 		ups := c.upNodes()
 		if len(ups) > 0 {
@@ -206,4 +219,127 @@ func (c *simCluster) chaos() {
 			c.process(l)
 		}
 	}
+}
+
+// loseDisk takes a node's disk away: wiped (the node comes back empty,
+// with a new incarnation) or damaged (it lost some of its newest entries,
+// which its storage detects, so it comes back with a new incarnation). The
+// node may be up (it dies) or down. Only disks the cluster can restore by
+// itself are lost (mayLoseDisk): safety must hold whatever is lost, but a
+// majority without its disks can never elect again, which the liveness
+// check would rightly report.
+func (c *simCluster) loseDisk() {
+	ids := c.sortedIDs()
+	n := c.nodes[ids[c.rng.IntN(len(ids))]]
+	if n.removed || !c.mayLoseDisk(n) {
+		return
+	}
+	if n.up {
+		c.crash(n)
+	}
+	if c.err != nil {
+		return
+	}
+	if c.rng.IntN(2) == 0 {
+		c.tracef("node %d loses its disk", n.id)
+		n.disk = c.emptyDisk(n.id)
+		n.model = diskModel{first: 1}
+		c.disk.Wipes++
+		return
+	}
+	before := n.disk.Incarnation()
+	d, err := n.disk.Damage(c.rng)
+	if err != nil {
+		c.failf("node %d: disk unusable after damage: %v", n.id, err)
+		return
+	}
+	n.disk = d
+	c.tracef("node %d disk damaged: inc %x -> %x", n.id, before, d.Incarnation())
+	c.disk.Damaged++
+	got, err := c.diskView(d)
+	if err != nil {
+		c.failf("node %d unreadable after damage: %v", n.id, err)
+		return
+	}
+	if d.Incarnation() == before {
+		// Nothing it may have acknowledged may be missing.
+		if !got.matches(&n.model) {
+			c.failf("node %d lost acknowledged state to disk damage but kept its incarnation %x", n.id, before)
+		}
+		return
+	}
+	n.model = got.model()
+}
+
+// mayLoseDisk reports whether the cluster can restore n if its disk goes:
+// a leader exists with no configuration change under way, every member is
+// up and has applied the leader's configuration (a laggard still counting
+// votes in an older one, say a joint one whose outgoing voters the
+// simulation already retired, would need more than a minority), and
+// without n the configuration keeps a majority of voters whose disks it
+// counts.
+func (c *simCluster) mayLoseDisk(n *simNode) bool {
+	l := c.leader()
+	if l == nil || l.core.trk.Joint() || l.core.pendingConfIndex > l.core.log.applied {
+		return false
+	}
+	for _, id := range l.core.trk.IDs() {
+		m := c.nodes[id]
+		if m == nil || !m.up || m.core.confIndex != l.core.confIndex {
+			return false
+		}
+	}
+	cfg := l.core.trk.Config
+	if _, voter := cfg.Voters[0][n.id]; !voter {
+		return true
+	}
+	live := 0
+	for id := range cfg.Voters[0] {
+		if m := c.nodes[id]; id != n.id && m != nil && !m.removed && cfg.Counts(id, m.disk.Incarnation()) {
+			live++
+		}
+	}
+	return live >= len(cfg.Voters[0])/2+1
+}
+
+// awaitRestored: once healed, every voter that lost its disk must be a
+// voter again, counted with its new incarnation, without any operator
+// step (and every other member keeps its place).
+func (c *simCluster) awaitRestored() error {
+	deadline := c.now + c.opts.livenessTick
+	for c.now < deadline && c.err == nil {
+		if l := c.leader(); l != nil && c.restored(l) {
+			return nil
+		}
+		c.step()
+	}
+	if c.err != nil {
+		return c.err
+	}
+	var st []string
+	if l := c.leader(); l != nil {
+		cs := l.core.ConfState()
+		st = append(st, fmt.Sprintf("leader %d config %+v", l.id, cs))
+		for _, id := range c.sortedIDs() {
+			if n := c.nodes[id]; !n.removed {
+				st = append(st, fmt.Sprintf("%d: inc %x progress %v", id, n.disk.Incarnation(), l.core.trk.Progress[id]))
+			}
+		}
+	}
+	return fmt.Errorf("liveness: members not restored within %d ticks of healing: %s", c.opts.livenessTick, strings.Join(st, "; "))
+}
+
+// restored reports whether l's configuration restores everyone: nobody
+// waits as Restoring and every voter counts the disk its node has now.
+func (c *simCluster) restored(l *simNode) bool {
+	cfg := l.core.trk.Config
+	if len(cfg.Restoring) > 0 || cfg.Joint() {
+		return false
+	}
+	for id := range cfg.Voters[0] {
+		if n := c.nodes[id]; n == nil || !cfg.Counts(id, n.disk.Incarnation()) {
+			return false
+		}
+	}
+	return true
 }

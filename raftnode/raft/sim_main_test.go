@@ -67,6 +67,26 @@ var simConfigs = []struct {
 		o.maxEntries = 1
 		return o
 	}},
+	{"n=3,disk-loss", 300, func() simOptions {
+		o := defaultSimOptions(3)
+		o.diskLossP = 0.02
+		o.livenessTick = 400
+		return o
+	}},
+	{"n=5,disk-loss", 300, func() simOptions {
+		o := defaultSimOptions(5)
+		o.diskLossP = 0.03
+		o.livenessTick = 400
+		return o
+	}},
+	{"n=5,disk-loss,lossy,no-prevote", 200, func() simOptions {
+		o := defaultSimOptions(5)
+		o.diskLossP = 0.03
+		o.preVote, o.checkQuorum = false, false
+		o.dropP, o.dupP, o.maxDelay = 0.15, 0.05, 5
+		o.livenessTick = 500
+		return o
+	}},
 }
 
 // TestSimulation is the core's main test: whole clusters under faults,

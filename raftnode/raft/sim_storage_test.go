@@ -220,3 +220,9 @@ func TestSimulationOnDurableStorageExercisesCrashes(t *testing.T) {
 		t.Fatalf("durable simulation too gentle: %+v", total)
 	}
 }
+
+// Incarnation implements raft.SimDisk.
+func (d *durableDisk) Incarnation() uint64 { return 0 }
+
+// Damage implements raft.SimDisk.
+func (d *durableDisk) Damage(rng *rand.Rand) (raft.SimDisk, error) { return d.Crash(rng) }

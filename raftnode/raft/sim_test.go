@@ -49,7 +49,15 @@ import (
 var (
 	flagSeeds = flag.Int("seeds", 0, "simulation seeds per configuration (0 = default)")
 	flagSeed  = flag.Int64("seed", -1, "replay exactly this simulation seed")
+	flagTrace = flag.Bool("simtrace", false, "print the simulation's events (use with -seed)")
 )
+
+// tracef prints one simulation event when -simtrace is set.
+func (c *simCluster) tracef(format string, args ...any) {
+	if *flagTrace {
+		fmt.Printf("t%-4d "+format+"\n", append([]any{c.now}, args...)...)
+	}
+}
 
 // simOptions shape one simulated run.
 type simOptions struct {
@@ -73,6 +81,10 @@ type simOptions struct {
 	// newDisk makes a node's disk; nil means MemoryStorage. Any other
 	// disk also gets crashes inside snapshotting (see maybeSnapshot).
 	newDisk func(id uint64) SimDisk
+	// diskLossP is the chance per tick that a node loses its disk (it
+	// comes back empty) or part of it (Damage), whenever the cluster can
+	// still restore it by itself (see mayLoseDisk).
+	diskLossP float64
 }
 
 func defaultSimOptions(n int) simOptions {
@@ -140,6 +152,9 @@ type simCluster struct {
 	history []porcupine.Operation
 	opSeq   int
 
+	incarnations uint64 // memory disks made so far
+	restores     int    // Restoring learners a leader promoted back
+
 	msgCount int
 	sawJoint int // config changes that left a node in a joint config
 	disk     SimStats
@@ -167,9 +182,14 @@ func newSimCluster(seed int64, opts simOptions) *simCluster {
 		voters[i] = uint64(i + 1)
 	}
 	c.nextID = uint64(opts.nodes + 1)
+	var incs []MemberIncarnation
 	for _, id := range voters {
 		n := c.newNode(id)
-		bs := BootstrapSnapshot(ConfState{Voters: voters})
+		incs = append(incs, MemberIncarnation{ID: id, Incarnation: n.disk.Incarnation()})
+	}
+	for _, id := range voters {
+		n := c.nodes[id]
+		bs := BootstrapSnapshot(ConfState{Voters: voters, Incarnations: incs})
 		if err := n.disk.Save(HardState{}, nil, &bs); err != nil {
 			panic(err)
 		}
@@ -181,15 +201,20 @@ func newSimCluster(seed int64, opts simOptions) *simCluster {
 
 // newNode creates a node with an empty disk (not started).
 func (c *simCluster) newNode(id uint64) *simNode {
-	var disk SimDisk
-	if c.opts.newDisk != nil {
-		disk = c.opts.newDisk(id)
-	} else {
-		disk = newMemDisk()
-	}
-	n := &simNode{id: id, disk: disk, model: diskModel{first: 1}}
+	n := &simNode{id: id, disk: c.emptyDisk(id), model: diskModel{first: 1}}
 	c.nodes[id] = n
 	return n
+}
+
+// emptyDisk makes a new, empty disk for node id. Memory disks get
+// incarnations from a counter rather than the seed's random source, so
+// seeds without disk faults replay as they did before incarnations.
+func (c *simCluster) emptyDisk(id uint64) SimDisk {
+	if c.opts.newDisk != nil {
+		return c.opts.newDisk(id)
+	}
+	c.incarnations++
+	return newMemDisk(c.incarnations<<8 | id)
 }
 
 func (c *simCluster) failf(format string, args ...any) {
@@ -198,11 +223,12 @@ func (c *simCluster) failf(format string, args ...any) {
 	}
 }
 
-func (c *simCluster) coreConfig(id uint64, disk Storage) Config {
+func (c *simCluster) coreConfig(id uint64, disk SimDisk) Config {
 	return Config{
 		ID: id, Storage: disk, ElectionTick: 10, HeartbeatTick: 2,
-		Seed:    c.rng.Uint64(),
-		PreVote: c.opts.preVote, CheckQuorum: c.opts.checkQuorum,
+		Incarnation: disk.Incarnation(),
+		Seed:        c.rng.Uint64(),
+		PreVote:     c.opts.preVote, CheckQuorum: c.opts.checkQuorum,
 		LazyCommit:    c.opts.lazyCommit,
 		MaxSizePerMsg: 64, MaxEntriesPerMsg: c.opts.maxEntries, MaxInflightMsgs: 4,
 		MaxUncommittedEntriesSize: 1024, MaxSnapshotChunk: 48,
@@ -212,6 +238,7 @@ func (c *simCluster) coreConfig(id uint64, disk Storage) Config {
 
 // start boots (or reboots) a node from what its disk holds.
 func (c *simCluster) start(n *simNode) {
+	c.tracef("node %d starts (inc %x)", n.id, n.disk.Incarnation())
 	core, err := New(c.coreConfig(n.id, n.disk))
 	if err != nil {
 		c.failf("restart %d: %v", n.id, err)
@@ -239,7 +266,13 @@ func (c *simCluster) process(n *simNode) {
 		}
 		rd := n.core.Ready()
 		if rd.SoftState != nil && rd.SoftState.Role == StateLeader {
+			c.tracef("node %d leads term %d (last %d/%d commit %d)", n.id, n.core.term, n.core.log.lastIndex(), n.core.log.lastTerm(), n.core.log.committed)
 			c.checkNewLeader(n)
+		}
+		for _, m := range rd.MessagesAfterPersist {
+			if m.Type == MsgVoteResp && m.Granted && !m.PreVote {
+				c.tracef("node %d (inc %x, last %d/%d) votes for %d in term %d", n.id, m.Incarnation, n.core.log.lastIndex(), n.core.log.lastTerm(), m.To, m.Term)
+			}
 		}
 		for _, m := range rd.Messages {
 			c.send(m)
@@ -311,6 +344,14 @@ func (c *simCluster) process(n *simNode) {
 		n.core.Advance()
 		if confMayChange {
 			after := n.core.ConfState()
+			if n.core.state == StateLeader {
+				c.tracef("leader %d config %+v", n.id, after)
+				for _, id := range before.Restoring {
+					if slices.Contains(after.Voters, id) {
+						c.restores++
+					}
+				}
+			}
 			if len(after.VotersOutgoing) > 0 {
 				c.sawJoint++
 				c.demoted += len(after.LearnersNext)
@@ -468,6 +509,11 @@ func (c *simCluster) run() error {
 	c.heal()
 	if err := c.awaitLiveness(); err != nil {
 		return err
+	}
+	if c.opts.diskLossP > 0 {
+		if err := c.awaitRestored(); err != nil {
+			return err
+		}
 	}
 	c.checkLogMatching()
 	c.checkReplicasAgree()

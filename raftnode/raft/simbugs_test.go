@@ -1,6 +1,7 @@
 package raft
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/anishathalye/porcupine"
@@ -72,4 +73,28 @@ func TestLinearizabilityCheckerRejectsStaleRead(t *testing.T) {
 	if !porcupine.CheckOperations(kvModel, h) {
 		t.Fatal("the fresh read must linearize")
 	}
+}
+
+// TestSimCatchesCountingAWipedVotersVote: a voter that lost its disk
+// forgot its vote and its log; counting its vote as if it remembered them
+// lets a candidate that lacks committed entries win, which loses them. The
+// simulator must notice a safety violation (not merely a stall) when the
+// incarnation check is switched off.
+func TestSimCatchesCountingAWipedVotersVote(t *testing.T) {
+	opts := defaultSimOptions(3)
+	opts.diskLossP = 0.05
+	opts.bugs.ignoreIncarnation = true
+	for seed := int64(0); seed < 500; seed++ {
+		err := runSim(seed, opts)
+		if err == nil {
+			continue
+		}
+		if strings.HasPrefix(err.Error(), "liveness") {
+			t.Logf("seed %d: %v", seed, err)
+			continue
+		}
+		t.Logf("counting a wiped voter's vote caught at seed %d: %v", seed, err)
+		return
+	}
+	t.Fatal("counting a wiped voter's vote went unnoticed for 500 seeds")
 }

@@ -30,3 +30,25 @@ func TestSimulationExercisesFaults(t *testing.T) {
 		t.Fatalf("simulation too quiet: ops=%d terms=%d applied=%d nodes=%d snap=%d", ops, terms, maxApplied, members, snaps)
 	}
 }
+
+// TestSimulationExercisesDiskLoss guards the disk-loss configurations the
+// same way: disks must be wiped and damaged, and leaders must restore the
+// voters that lost them.
+func TestSimulationExercisesDiskLoss(t *testing.T) {
+	var wipes, damaged, restores int
+	for seed := int64(0); seed < 40; seed++ {
+		opts := defaultSimOptions(5)
+		opts.diskLossP, opts.livenessTick = 0.03, 400
+		c := newSimCluster(seed, opts)
+		if err := c.run(); err != nil {
+			t.Fatalf("seed %d: %v", seed, err)
+		}
+		wipes += c.disk.Wipes
+		damaged += c.disk.Damaged
+		restores += c.restores
+	}
+	t.Logf("wipes=%d damaged=%d restores=%d", wipes, damaged, restores)
+	if wipes < 10 || damaged < 10 || restores < 10 {
+		t.Fatalf("disk loss too rare: wipes=%d damaged=%d restores=%d", wipes, damaged, restores)
+	}
+}

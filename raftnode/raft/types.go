@@ -56,6 +56,27 @@ type ConfState struct {
 	VotersOutgoing []uint64
 	LearnersNext   []uint64
 	AutoLeave      bool
+	// Incarnations records, per member, the incarnation of its storage
+	// that the configuration counts (sorted by ID). Only that incarnation's
+	// votes and acknowledgements count towards a quorum; a member not
+	// listed counts whatever incarnation answers (configurations written
+	// before incarnations existed, members added before they were heard
+	// from).
+	Incarnations []MemberIncarnation
+	// Restoring lists learners that were voters until their storage was
+	// lost: the leader promotes each back to voter, recording its new
+	// incarnation, once it has caught up.
+	Restoring []uint64
+}
+
+// MemberIncarnation names the incarnation of a member's storage that a
+// configuration counts. An incarnation is a random non-zero number chosen
+// when a node's data directory is created; a node that comes back with a
+// wiped or damaged disk has a new one, and so counts as a different
+// voter from the one that acknowledged entries and cast votes before.
+type MemberIncarnation struct {
+	ID          uint64
+	Incarnation uint64
 }
 
 // SnapshotMeta identifies the log position a snapshot covers and the

@@ -61,6 +61,12 @@ type Progress struct {
 	// IsLearner marks a non-voting member.
 	IsLearner bool
 
+	// Incarnation is the incarnation of the peer's storage that last
+	// answered (initially the one the configuration records). When it
+	// changes, the peer lost what it had acknowledged: see
+	// ResetIncarnation.
+	Incarnation uint64
+
 	// Inflights bounds the appends pipelined in StateReplicate.
 	Inflights *Inflights
 }
@@ -93,6 +99,17 @@ func (p *Progress) BecomeProbe() {
 	}
 	p.ResetState(StateProbe)
 	p.Next = p.Match + 1
+}
+
+// ResetIncarnation records that incarnation inc of the peer answered
+// instead of the one known so far: its storage was replaced, so nothing it
+// acknowledged before holds. Match drops to 0 and the leader probes from
+// next (its last index + 1) down to wherever the new log matches.
+func (p *Progress) ResetIncarnation(inc, next uint64) {
+	p.Incarnation = inc
+	p.Match = 0
+	p.ResetState(StateProbe)
+	p.Next = next
 }
 
 // BecomeReplicate starts optimistic streaming after Match.

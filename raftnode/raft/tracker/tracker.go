@@ -22,6 +22,20 @@ type Config struct {
 	// AutoLeave asks the leader to leave the joint config automatically
 	// once it commits.
 	AutoLeave bool
+	// Incarnations maps a member to the incarnation of its storage that
+	// counts: only that incarnation's votes and acknowledgements make a
+	// quorum. A member absent from it counts any incarnation.
+	Incarnations map[uint64]uint64
+	// Restoring are learners that were voters until their storage was
+	// replaced; the leader promotes them once they have caught up.
+	Restoring map[uint64]struct{}
+}
+
+// Counts reports whether incarnation inc of member id is the one the
+// configuration counts.
+func (c Config) Counts(id, inc uint64) bool {
+	rec, ok := c.Incarnations[id]
+	return !ok || rec == inc
 }
 
 // Joint reports whether a joint configuration is in effect.
@@ -39,12 +53,25 @@ func (c Config) Clone() Config {
 		}
 		return n
 	}
+	incs := make(map[uint64]uint64, len(c.Incarnations))
+	for id, inc := range c.Incarnations {
+		incs[id] = inc
+	}
 	return Config{
 		Voters:       quorum.JointConfig{cp(c.Voters[0]), cp(c.Voters[1])},
 		Learners:     cp(c.Learners),
 		LearnersNext: cp(c.LearnersNext),
 		AutoLeave:    c.AutoLeave,
+		Incarnations: incs,
+		Restoring:    orEmpty(cp(c.Restoring)),
 	}
+}
+
+func orEmpty(m map[uint64]struct{}) map[uint64]struct{} {
+	if m == nil {
+		return map[uint64]struct{}{}
+	}
+	return m
 }
 
 func sortedKeys(m map[uint64]struct{}) []uint64 {
@@ -71,6 +98,9 @@ func (c Config) LearnerIDs() []uint64 { return sortedKeys(c.Learners) }
 // LearnerNextIDs returns the learners-to-be, sorted.
 func (c Config) LearnerNextIDs() []uint64 { return sortedKeys(c.LearnersNext) }
 
+// RestoringIDs returns the learners waiting to be restored as voters, sorted.
+func (c Config) RestoringIDs() []uint64 { return sortedKeys(c.Restoring) }
+
 // ProgressTracker holds the config, every member's Progress, and votes.
 type ProgressTracker struct {
 	Config
@@ -88,6 +118,8 @@ func MakeProgressTracker(maxInflight int, maxInflightBytes uint64) ProgressTrack
 			Voters:       quorum.JointConfig{quorum.MajorityConfig{}, quorum.MajorityConfig{}},
 			Learners:     map[uint64]struct{}{},
 			LearnersNext: map[uint64]struct{}{},
+			Incarnations: map[uint64]uint64{},
+			Restoring:    map[uint64]struct{}{},
 		},
 		Progress:         map[uint64]*Progress{},
 		Votes:            map[uint64]bool{},
@@ -96,11 +128,16 @@ func MakeProgressTracker(maxInflight int, maxInflightBytes uint64) ProgressTrack
 	}
 }
 
-// AckedIndex implements quorum.AckedIndexer over Match.
+// AckedIndex implements quorum.AckedIndexer over Match. Only the counted
+// incarnation's acknowledgements count: a member whose storage was
+// replaced has acknowledged nothing the configuration counts.
 func (t *ProgressTracker) AckedIndex(id uint64) (uint64, bool) {
 	pr, ok := t.Progress[id]
 	if !ok {
 		return 0, false
+	}
+	if !t.Counts(id, pr.Incarnation) {
+		return 0, true
 	}
 	return pr.Match, true
 }
@@ -134,7 +171,7 @@ func (t *ProgressTracker) QuorumActive() bool {
 		if pr.IsLearner {
 			continue
 		}
-		votes[id] = pr.RecentActive
+		votes[id] = pr.RecentActive && t.Counts(id, pr.Incarnation)
 	}
 	return t.Voters.VoteResult(votes) == quorum.VoteWon
 }
