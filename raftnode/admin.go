@@ -69,7 +69,7 @@ func (n *Node) Members(ctx context.Context) (uint64, []Member, error) {
 func (n *Node) changeMembership(ctx context.Context, cc raft.ConfChange) error {
 	ch := make(chan error, 1)
 	err := n.runOnLoop(ctx, func() {
-		if err := checkChanges(n.core.Status().Config, cc); err != nil {
+		if err := checkChanges(n.core.Status(), cc); err != nil {
 			ch <- err
 			return
 		}
@@ -78,7 +78,7 @@ func (n *Node) changeMembership(ctx context.Context, cc raft.ConfChange) error {
 			return
 		}
 		n.loop.confWaiters[n.core.LastIndex()] = ch
-		n.loop.confData[n.core.LastIndex()] = cc.Marshal()
+		n.loop.confTerm[n.core.LastIndex()] = n.core.Term()
 	})
 	if err != nil {
 		return err
@@ -106,21 +106,31 @@ func (n *Node) changeMembership(ctx context.Context, cc raft.ConfChange) error {
 
 // checkChanges refuses membership changes that name a node in the wrong
 // state, which the core would otherwise log: removing a node that is not
-// a member (a no-op), and promoting (adding as a voter without an
-// address) a node that is already a voter (a no-op) or not a learner (a
-// voter nobody can reach, which raises the quorum).
-func checkChanges(cs raft.ConfState, cc raft.ConfChange) error {
+// a member (a no-op); adding (with an address) a node that is already a
+// member (which would demote a voter); promoting (adding as a voter
+// without an address) a node that is already a voter (a no-op), that is
+// not a learner (a voter nobody can reach, which raises the quorum), or
+// that never answered the leader (nothing shows it has the log, and no
+// incarnation of its storage is known to record).
+func checkChanges(st raft.Status, cc raft.ConfChange) error {
+	cs := st.Config
 	for _, c := range cc.Changes {
 		voter := slices.Contains(cs.Voters, c.NodeID) || slices.Contains(cs.VotersOutgoing, c.NodeID)
 		learner := slices.Contains(cs.Learners, c.NodeID) || slices.Contains(cs.LearnersNext, c.NodeID)
 		promotion := c.Type == raft.ConfChangeAddVoter && len(cc.Context) == 0
+		add := c.Type != raft.ConfChangeRemoveNode && len(cc.Context) > 0
 		switch {
 		case c.Type == raft.ConfChangeRemoveNode && !voter && !learner:
 			return invalid("node %d is not a member of the cluster (raftctl members lists them)", c.NodeID)
+		case add && (voter || learner):
+			return invalid("node %d is already a member (raftctl members lists them); to replace a node, remove it first", c.NodeID)
 		case promotion && voter:
 			return invalid("node %d is already a voter", c.NodeID)
 		case promotion && !learner:
 			return invalid("node %d is not a member; add it as a learner first (raftctl member add --learner)", c.NodeID)
+		case promotion && st.Role == raft.StateLeader && st.Progress[c.NodeID].Incarnation == 0:
+			return invalid("node %d has not answered the leader yet: start it (raftnode --join) and promote it once "+
+				"it has caught up (raftctl status), or add it without --learner to have it promoted by itself", c.NodeID)
 		}
 	}
 	return nil
@@ -306,11 +316,13 @@ func (a adminServer) AddMember(ctx context.Context, call schema.Admin_addMember)
 		if id == 0 || addr == "" {
 			return invalid("a member needs a non-zero id and an address")
 		}
-		t := raft.ConfChangeAddVoter
-		if learner {
-			t = raft.ConfChangeAddLearner
-		}
-		return a.n.changeMembership(ctx, raft.ConfChange{Changes: []raft.ConfChangeSingle{{Type: t, NodeID: id}}, Context: []byte(addr)})
+		// A new voter joins as a learner that the leader promotes by
+		// itself once it has caught up (thesis §4.2.1): the quorum never
+		// counts a node that does not have the log yet, and the voter
+		// is recorded with the incarnation of the storage it answers
+		// from, so it cannot lose that storage unnoticed.
+		c := raft.ConfChangeSingle{Type: raft.ConfChangeAddLearner, NodeID: id, AutoPromote: !learner}
+		return a.n.changeMembership(ctx, raft.ConfChange{Changes: []raft.ConfChangeSingle{c}, Context: []byte(addr)})
 	}, func(adm schema.Admin) error {
 		f, rel := adm.AddMember(ctx, func(p schema.Admin_addMember_Params) error {
 			p.SetId(id)

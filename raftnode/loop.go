@@ -1,12 +1,12 @@
 package raftnode
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"time"
 
 	"github.com/capraft/capraft/raftnode/kv"
@@ -29,7 +29,7 @@ type loopState struct {
 
 	// Membership changes waiting for their entry to be applied, by index.
 	confWaiters map[uint64]chan error
-	confData    map[uint64][]byte // the change each waiter proposed
+	confTerm    map[uint64]uint64 // the term each waiter proposed its change in
 
 	// Linearizable reads: newReads wait for a read index to be requested,
 	// readsByCtx for the core's ReadState, applyWait for the state
@@ -50,6 +50,16 @@ type loopState struct {
 	snapshotting bool
 	snapFailed   uint64 // index of the last failed snapshot: retry SnapshotEntries later
 	installed    uint64 // snapshots installed from a leader since start
+
+	// leaderless is when this node last saw no leader begin (zero while
+	// it knows one); stallLogged when it last said why (logStall).
+	leaderless, stallLogged time.Time
+
+	// discover: the storage holds no configuration and the peers must
+	// be asked before bootstrapping (bootstrap.go); bootstrapping: the
+	// core was handed the bootstrap snapshot, which the next Ready
+	// persists.
+	discover, bootstrapping bool
 
 	stopping error // set when the node must stop (removed, disk failure)
 	removed  bool  // a removal of this node was applied; see checkRemoved
@@ -137,7 +147,7 @@ func (n *Node) run() {
 	ls.byID = make(map[uint64]*proposal)
 	ls.byIndex = make(map[uint64]*proposal)
 	ls.confWaiters = make(map[uint64]chan error)
-	ls.confData = make(map[uint64][]byte)
+	ls.confTerm = make(map[uint64]uint64)
 	ls.readsByCtx = make(map[uint64][]*readWaiter)
 	ls.readsAt = make(map[uint64]time.Time)
 	ls.readResponders = make(map[readKey]*peerMsg)
@@ -231,6 +241,51 @@ func (n *Node) tick() {
 			delete(ls.readsAt, seq)
 		}
 	}
+	n.logStall()
+}
+
+// stallReport is how long a node goes without a leader before it says
+// why it thinks none is elected, and how often it says it again.
+func (n *Node) stallReport() time.Duration { return 10 * n.cfg.ElectionTimeout }
+
+// logStall explains, every stallReport while no leader is known, what
+// stands in the way of an election: above all voters that lost their
+// storage, which a majority must not be (their votes are not counted).
+func (n *Node) logStall() {
+	ls := &n.loop
+	if n.core.Lead() != 0 {
+		ls.leaderless = time.Time{}
+		return
+	}
+	now := time.Now()
+	if ls.leaderless.IsZero() {
+		ls.leaderless = now
+		return
+	}
+	if now.Sub(ls.leaderless) < n.stallReport() || now.Sub(ls.stallLogged) < n.stallReport() {
+		return
+	}
+	ls.stallLogged = now
+	st := n.core.Status()
+	if len(st.Config.Voters) == 0 {
+		return // not configured yet: discovery or --join says why
+	}
+	waited := now.Sub(ls.leaderless).Round(time.Second).String()
+	if rec, ok := st.Config.IncarnationOf(n.cfg.ID); ok && rec != st.Incarnation && slices.Contains(st.Config.Voters, n.cfg.ID) {
+		n.log.Warn("no leader: this node lost its data and is not counted as a voter until a leader restores it",
+			"for", waited, "incarnation", fmt.Sprintf("%016x", st.Incarnation), "counted_incarnation", fmt.Sprintf("%016x", rec))
+		return
+	}
+	if len(st.UncountedVoters) > 0 {
+		lost := slices.Sorted(mapKeys(st.UncountedVoters))
+		n.log.Error("no leader can be elected: voters that lost their data are not counted, and too few voters with "+
+			"intact data answer. Start the voters that are down. If a majority of the voters lost their data, writes "+
+			"acknowledged by the cluster may exist only on the others: see docs/OPERATIONS.md, \"A majority lost its data\"",
+			"for", waited, "lost_data", fmt.Sprint(lost), "voters", fmt.Sprint(st.Config.Voters), "term", st.Term)
+		return
+	}
+	n.log.Warn("no leader elected: a majority of the voters must be up and reach each other",
+		"for", waited, "voters", fmt.Sprint(st.Config.Voters), "term", st.Term, "role", roleName(st.Role))
 }
 
 // drain handles every queued event.
@@ -488,9 +543,16 @@ func (n *Node) handleReady(rd raft.Ready) {
 			panic(fmt.Errorf("install snapshot %d: %w", snap.Meta.Index, err))
 		}
 		n.loop.snapIndex = snap.Meta.Index
-		n.loop.installed++
 		n.failStaleProposals(snap.Meta.Index)
-		n.log.Info("installed a snapshot from the leader", "index", snap.Meta.Index)
+		if n.loop.bootstrapping {
+			n.loop.bootstrapping = false
+			n.log.Info("bootstrapped a new cluster: every initial member answered and none held data",
+				"members", snap.Meta.ConfState.Voters)
+		} else {
+			n.loop.installed++
+			n.log.Info("installed a snapshot from the leader", "index", snap.Meta.Index)
+			n.checkCounted(snap.Meta.ConfState)
+		}
 		n.applyAll(rd.CommittedEntries)
 	}
 	n.core.Advance()
@@ -557,13 +619,13 @@ func (n *Node) apply(e raft.Entry) {
 	}
 	if ch := n.loop.confWaiters[e.Index]; ch != nil {
 		// A new leader may have overwritten the change at this index.
-		if e.Type == raft.EntryConfChange && bytes.Equal(e.Data, n.loop.confData[e.Index]) {
+		if e.Type == raft.EntryConfChange && e.Term == n.loop.confTerm[e.Index] {
 			ch <- nil
 		} else {
 			ch <- errConfNotApplied
 		}
 		delete(n.loop.confWaiters, e.Index)
-		delete(n.loop.confData, e.Index)
+		delete(n.loop.confTerm, e.Index)
 	}
 	switch e.Type {
 	case raft.EntryConfChange:
@@ -638,7 +700,27 @@ func (n *Node) applyConfChange(e raft.Entry) {
 			}
 		}
 	}
+	n.logRestoration(cc)
 	n.log.Info("membership changed", "index", e.Index, "changes", fmt.Sprint(cc.Changes))
+}
+
+// logRestoration says what a change does to a voter that lost its storage
+// (the core demotes and restores such voters by itself): called as the
+// change is applied, before the core switches to it.
+func (n *Node) logRestoration(cc raft.ConfChange) {
+	before := n.core.ConfState()
+	for _, c := range cc.Changes {
+		inc := fmt.Sprintf("%016x", c.Incarnation)
+		switch {
+		case c.Type == raft.ConfChangeAddLearner && c.AutoPromote && slices.Contains(before.Voters, c.NodeID):
+			n.log.Warn("a voter lost its storage: it is a learner until it has caught up, then a voter again, by itself; "+
+				"it counts towards no quorum meanwhile", "member", c.NodeID, "incarnation", inc)
+		case c.Type == raft.ConfChangeAddLearner && c.AutoPromote:
+			n.log.Info("a voter is being added: it is a learner until it has caught up, then a voter, by itself", "member", c.NodeID)
+		case c.Type == raft.ConfChangeAddVoter && slices.Contains(before.AutoPromote, c.NodeID):
+			n.log.Info("a learner has caught up and is a voter (again)", "member", c.NodeID, "incarnation", inc)
+		}
+	}
 }
 
 // farewell drops a removed peer. The core stops talking to a member the
@@ -756,7 +838,7 @@ func (n *Node) failEverything() {
 		ch <- errOutcomeUnknown
 	}
 	ls.byID, ls.byIndex, ls.newProp, ls.newReads, ls.pending = nil, nil, nil, nil, nil
-	ls.readsByCtx, ls.applyWait, ls.readResponders, ls.confWaiters, ls.confData = nil, nil, nil, nil, nil
+	ls.readsByCtx, ls.applyWait, ls.readResponders, ls.confWaiters, ls.confTerm = nil, nil, nil, nil, nil
 }
 
 func (n *Node) setStopped(err error) {

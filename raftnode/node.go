@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -178,6 +177,7 @@ type Node struct {
 	leadMu    sync.Mutex
 	leadWake  chan struct{}         // closed and replaced when the leader changes
 	stopErr   atomic.Pointer[error] // why the node stopped, once it has
+	saidLost  atomic.Bool           // warnLostData has spoken
 	proposeID atomic.Uint64
 }
 
@@ -205,6 +205,10 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.wg.Add(1)
 	go n.run()
+	if n.loop.discover {
+		n.wg.Add(1)
+		go n.discoverPeers()
+	}
 	return n, nil
 }
 
@@ -228,16 +232,19 @@ func (n *Node) open() (err error) {
 		}
 	}()
 	n.loop.addrs = make(map[uint64]string)
-	hs, _, err := n.store.InitialState()
-	if err != nil {
+	if _, _, err := n.store.InitialState(); err != nil {
 		return fmt.Errorf("read state from %s: %w", n.cfg.DataDir, err)
 	}
 	last, _ := n.store.LastIndex()
 	_, hasSnap := n.store.SnapshotMeta()
-	fresh := hs.IsEmpty() && last == 0 && !hasSnap
+	// No configuration yet (a vote cast while discovering the peers may
+	// have left a hard state, nothing more).
+	fresh := last == 0 && !hasSnap
 	switch {
 	case fresh && n.cfg.Join:
 		n.log.Info("empty data directory: waiting to be added to a cluster", "dir", n.cfg.DataDir)
+	case fresh && n.needsDiscovery():
+		n.loop.discover = true // see bootstrap.go: after the loop starts
 	case fresh:
 		if err := n.bootstrap(); err != nil {
 			return err
@@ -258,6 +265,7 @@ func (n *Node) open() (err error) {
 	n.loop.tick = tick
 	n.core, err = raft.New(raft.Config{
 		ID:            n.cfg.ID,
+		Incarnation:   n.store.Incarnation(),
 		Storage:       n.store,
 		ElectionTick:  int(n.cfg.ElectionTimeout / tick),
 		HeartbeatTick: max(1, int(n.cfg.HeartbeatInterval/tick)),
@@ -293,27 +301,17 @@ func (n *Node) open() (err error) {
 	return nil
 }
 
-// bootstrap writes the initial membership of a new cluster.
+// bootstrap writes the initial membership of a new single-node cluster
+// (a cluster of several waits for every member: see bootstrap.go).
 func (n *Node) bootstrap() error {
-	peers := n.cfg.Peers
-	if len(peers) == 0 {
-		peers = map[uint64]string{n.cfg.ID: n.cfg.Advertise}
-	}
-	ids := make([]uint64, 0, len(peers))
-	for id := range peers {
-		ids = append(ids, id)
-	}
-	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-	sn := raft.BootstrapSnapshot(raft.ConfState{Voters: ids})
-	sn.Data = encodeSnapshot(peers, nil)
+	sn := n.bootstrapSnapshot([]raft.MemberIncarnation{{ID: n.cfg.ID, Incarnation: n.store.Incarnation()}})
 	if err := n.store.Save(raft.HardState{}, nil, &sn); err != nil {
 		return fmt.Errorf("bootstrap the cluster: %w", err)
 	}
-	n.kv.SetApplied(sn.Meta.Index)
-	for id, addr := range peers {
-		n.loop.addrs[id] = addr
+	if err := n.restore(sn); err != nil {
+		return fmt.Errorf("bootstrap the cluster: %w", err)
 	}
-	n.log.Info("bootstrapped a new cluster", "members", ids)
+	n.log.Info("bootstrapped a new cluster", "members", sn.Meta.ConfState.Voters)
 	return nil
 }
 
@@ -331,6 +329,7 @@ func (n *Node) recover() error {
 		return err
 	}
 	n.log.Info("recovered from snapshot", "index", sn.Meta.Index, "revision", n.kv.Revision())
+	n.checkCounted(sn.Meta.ConfState)
 	return nil
 }
 

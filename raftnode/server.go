@@ -126,6 +126,10 @@ type NodeStatus struct {
 	Config             raft.ConfState
 	// Progress is the leader's view of each member (leader only).
 	Progress map[uint64]raft.ProgressStatus
+	// Incarnation identifies this node's storage (see
+	// raft.Config.Incarnation); Config records the one counted for each
+	// voter.
+	Incarnation uint64
 }
 
 // Status reports the node's current state. It asks the loop and falls
@@ -140,6 +144,7 @@ func (n *Node) Status(ctx context.Context) NodeStatus {
 			Commit: cs.Commit, Applied: n.kv.AppliedIndex(), LastIndex: cs.LastIndex,
 			SnapshotIndex: n.loop.snapIndex, Revision: n.kv.Revision(),
 			Config: cs.Config, Progress: cs.Progress, SnapshotsInstalled: n.loop.installed,
+			Incarnation: cs.Incarnation,
 		}
 		for _, id := range cs.Config.Learners {
 			if id == n.cfg.ID {

@@ -15,6 +15,18 @@ struct PeerHeader {
   clusterId @0 :UInt64;
   from @1 :UInt64;   # sender's node id
   to @2 :UInt64;     # intended receiver's node id
+  incarnation @3 :UInt64;
+  # The sender's storage incarnation: a random number chosen when its data
+  # directory was created, and chosen anew when that storage was lost or
+  # damaged. A configuration counts a voter's votes and acknowledgements
+  # only from the incarnation it records for it (ConfState.incarnations),
+  # so a node that forgot what it acknowledged never counts as if it
+  # remembered. 0 means the sender has none.
+}
+
+struct MemberIncarnation {
+  id @0 :UInt64;
+  incarnation @1 :UInt64;
 }
 
 enum EntryType {
@@ -35,6 +47,13 @@ struct ConfState {
   votersOutgoing @2 :List(UInt64);   # non-empty while a joint configuration is in effect
   learnersNext @3 :List(UInt64);
   autoLeave @4 :Bool;
+  incarnations @5 :List(MemberIncarnation);
+  # Per member, the storage incarnation whose votes and acknowledgements
+  # count; a member not listed counts any incarnation.
+  autoPromote @6 :List(UInt64);
+  # Learners the leader promotes to voter, recording the incarnation each
+  # answers with, once it has caught up: voters demoted because their
+  # storage was lost, and voters added before they had the log.
 }
 
 interface RequestVote {
@@ -55,6 +74,7 @@ struct VoteResponse {
   term @0 :UInt64;
   voteGranted @1 :Bool;
   preVote @2 :Bool;          # echoes the request's flag
+  incarnation @3 :UInt64;    # the voter's storage incarnation (see PeerHeader): a grant counts only from the recorded one
 }
 
 interface AppendEntries {
@@ -83,6 +103,7 @@ struct AppendResponse {
   conflictIndex @4 :UInt64;  # on failure: first index of conflictTerm in the follower's log, or lastIndex+1
   conflictTerm @5 :UInt64;   # on failure: term of the follower's entry at prevLogIndex, or 0 if it has none
   seq @6 :UInt64;            # the heartbeat round answered
+  incarnation @7 :UInt64;    # the follower's storage incarnation: the leader counts acknowledgements only from the recorded one
 }
 
 interface InstallSnapshot {
@@ -110,6 +131,7 @@ struct SnapshotResponse {
   nextOffset @1 :UInt64;     # the offset the follower expects next (lets the leader resume or restart)
   installed @2 :Bool;        # set on the done chunk once the snapshot is durable and applied
   index @3 :UInt64;          # when installed: the highest index now matching the leader (at least lastIncludedIndex)
+  incarnation @4 :UInt64;    # the follower's storage incarnation
 }
 
 interface TimeoutNow {
@@ -142,8 +164,34 @@ struct ReadIndexResponse {
   term @0 :UInt64;
   index @1 :UInt64;
   context @2 :Data;
+  incarnation @3 :UInt64;    # the leader's storage incarnation
 }
 
-interface Raft extends(RequestVote, AppendEntries, InstallSnapshot, TimeoutNow, ReadIndex) {
+interface Discover {
+  # What a node with empty storage asks its peers before it bootstraps a
+  # new cluster. A new cluster is bootstrapped only when every member
+  # listed in --peers answers and none holds a configuration: otherwise
+  # the cluster exists, and the asking node (new, or one that lost its
+  # disk) waits to be caught up and restored by the leader rather than
+  # start a second cluster of the same name that would forget every
+  # acknowledged write.
+  discover @0 (req :DiscoverRequest) -> (resp :DiscoverResponse);
+}
+
+struct DiscoverRequest {
+  header @0 :PeerHeader;     # carries the asking node's id and incarnation
+}
+
+struct DiscoverResponse {
+  incarnation @0 :UInt64;    # the answering node's storage incarnation
+  configured @1 :Bool;       # it holds a configuration (bootstrapped, or caught up from a leader)
+  term @2 :UInt64;           # its current term
+  commit @3 :UInt64;         # its commit index
+  voters @4 :List(MemberIncarnation);
+  # When configured: its configuration's voters (incoming half) and the
+  # incarnation each is counted with (0 if none is recorded).
+}
+
+interface Raft extends(RequestVote, AppendEntries, InstallSnapshot, TimeoutNow, ReadIndex, Discover) {
   # The whole peer protocol on one capability: what Node.raft returns.
 }

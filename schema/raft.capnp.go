@@ -16,12 +16,12 @@ type PeerHeader capnp.Struct
 const PeerHeader_TypeID = 0x80a544329adcf3e4
 
 func NewPeerHeader(s *capnp.Segment) (PeerHeader, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 24, PointerCount: 0})
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 32, PointerCount: 0})
 	return PeerHeader(st), err
 }
 
 func NewRootPeerHeader(s *capnp.Segment) (PeerHeader, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 24, PointerCount: 0})
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 32, PointerCount: 0})
 	return PeerHeader(st), err
 }
 
@@ -81,12 +81,20 @@ func (s PeerHeader) SetTo(v uint64) {
 	capnp.Struct(s).SetUint64(16, v)
 }
 
+func (s PeerHeader) Incarnation() uint64 {
+	return capnp.Struct(s).Uint64(24)
+}
+
+func (s PeerHeader) SetIncarnation(v uint64) {
+	capnp.Struct(s).SetUint64(24, v)
+}
+
 // PeerHeader_List is a list of PeerHeader.
 type PeerHeader_List = capnp.StructList[PeerHeader]
 
 // NewPeerHeader creates a new list of PeerHeader.
 func NewPeerHeader_List(s *capnp.Segment, sz int32) (PeerHeader_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 24, PointerCount: 0}, sz)
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 32, PointerCount: 0}, sz)
 	return capnp.StructList[PeerHeader](l), err
 }
 
@@ -96,6 +104,86 @@ type PeerHeader_Future struct{ *capnp.Future }
 func (f PeerHeader_Future) Struct() (PeerHeader, error) {
 	p, err := f.Future.Ptr()
 	return PeerHeader(p.Struct()), err
+}
+
+type MemberIncarnation capnp.Struct
+
+// MemberIncarnation_TypeID is the unique identifier for the type MemberIncarnation.
+const MemberIncarnation_TypeID = 0xff011b4b8d081f91
+
+func NewMemberIncarnation(s *capnp.Segment) (MemberIncarnation, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 16, PointerCount: 0})
+	return MemberIncarnation(st), err
+}
+
+func NewRootMemberIncarnation(s *capnp.Segment) (MemberIncarnation, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 16, PointerCount: 0})
+	return MemberIncarnation(st), err
+}
+
+func ReadRootMemberIncarnation(msg *capnp.Message) (MemberIncarnation, error) {
+	root, err := msg.Root()
+	return MemberIncarnation(root.Struct()), err
+}
+
+func (s MemberIncarnation) String() string {
+	str, _ := text.Marshal(0xff011b4b8d081f91, capnp.Struct(s))
+	return str
+}
+
+func (s MemberIncarnation) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (MemberIncarnation) DecodeFromPtr(p capnp.Ptr) MemberIncarnation {
+	return MemberIncarnation(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s MemberIncarnation) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s MemberIncarnation) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s MemberIncarnation) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s MemberIncarnation) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s MemberIncarnation) Id() uint64 {
+	return capnp.Struct(s).Uint64(0)
+}
+
+func (s MemberIncarnation) SetId(v uint64) {
+	capnp.Struct(s).SetUint64(0, v)
+}
+
+func (s MemberIncarnation) Incarnation() uint64 {
+	return capnp.Struct(s).Uint64(8)
+}
+
+func (s MemberIncarnation) SetIncarnation(v uint64) {
+	capnp.Struct(s).SetUint64(8, v)
+}
+
+// MemberIncarnation_List is a list of MemberIncarnation.
+type MemberIncarnation_List = capnp.StructList[MemberIncarnation]
+
+// NewMemberIncarnation creates a new list of MemberIncarnation.
+func NewMemberIncarnation_List(s *capnp.Segment, sz int32) (MemberIncarnation_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 16, PointerCount: 0}, sz)
+	return capnp.StructList[MemberIncarnation](l), err
+}
+
+// MemberIncarnation_Future is a wrapper for a MemberIncarnation promised by a client call.
+type MemberIncarnation_Future struct{ *capnp.Future }
+
+func (f MemberIncarnation_Future) Struct() (MemberIncarnation, error) {
+	p, err := f.Future.Ptr()
+	return MemberIncarnation(p.Struct()), err
 }
 
 type EntryType uint16
@@ -249,12 +337,12 @@ type ConfState capnp.Struct
 const ConfState_TypeID = 0xfda6e66d31a88ba5
 
 func NewConfState(s *capnp.Segment) (ConfState, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 4})
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 6})
 	return ConfState(st), err
 }
 
 func NewRootConfState(s *capnp.Segment) (ConfState, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 4})
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 6})
 	return ConfState(st), err
 }
 
@@ -390,12 +478,59 @@ func (s ConfState) SetAutoLeave(v bool) {
 	capnp.Struct(s).SetBit(0, v)
 }
 
+func (s ConfState) Incarnations() (MemberIncarnation_List, error) {
+	p, err := capnp.Struct(s).Ptr(4)
+	return MemberIncarnation_List(p.List()), err
+}
+
+func (s ConfState) HasIncarnations() bool {
+	return capnp.Struct(s).HasPtr(4)
+}
+
+func (s ConfState) SetIncarnations(v MemberIncarnation_List) error {
+	return capnp.Struct(s).SetPtr(4, v.ToPtr())
+}
+
+// NewIncarnations sets the incarnations field to a newly
+// allocated MemberIncarnation_List, preferring placement in s's segment.
+func (s ConfState) NewIncarnations(n int32) (MemberIncarnation_List, error) {
+	l, err := NewMemberIncarnation_List(capnp.Struct(s).Segment(), n)
+	if err != nil {
+		return MemberIncarnation_List{}, err
+	}
+	err = capnp.Struct(s).SetPtr(4, l.ToPtr())
+	return l, err
+}
+func (s ConfState) AutoPromote() (capnp.UInt64List, error) {
+	p, err := capnp.Struct(s).Ptr(5)
+	return capnp.UInt64List(p.List()), err
+}
+
+func (s ConfState) HasAutoPromote() bool {
+	return capnp.Struct(s).HasPtr(5)
+}
+
+func (s ConfState) SetAutoPromote(v capnp.UInt64List) error {
+	return capnp.Struct(s).SetPtr(5, v.ToPtr())
+}
+
+// NewAutoPromote sets the autoPromote field to a newly
+// allocated capnp.UInt64List, preferring placement in s's segment.
+func (s ConfState) NewAutoPromote(n int32) (capnp.UInt64List, error) {
+	l, err := capnp.NewUInt64List(capnp.Struct(s).Segment(), n)
+	if err != nil {
+		return capnp.UInt64List{}, err
+	}
+	err = capnp.Struct(s).SetPtr(5, l.ToPtr())
+	return l, err
+}
+
 // ConfState_List is a list of ConfState.
 type ConfState_List = capnp.StructList[ConfState]
 
 // NewConfState creates a new list of ConfState.
 func NewConfState_List(s *capnp.Segment, sz int32) (ConfState_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 8, PointerCount: 4}, sz)
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 8, PointerCount: 6}, sz)
 	return capnp.StructList[ConfState](l), err
 }
 
@@ -895,12 +1030,12 @@ type VoteResponse capnp.Struct
 const VoteResponse_TypeID = 0xf5fcd8a83d86cf34
 
 func NewVoteResponse(s *capnp.Segment) (VoteResponse, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 16, PointerCount: 0})
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 24, PointerCount: 0})
 	return VoteResponse(st), err
 }
 
 func NewRootVoteResponse(s *capnp.Segment) (VoteResponse, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 16, PointerCount: 0})
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 24, PointerCount: 0})
 	return VoteResponse(st), err
 }
 
@@ -960,12 +1095,20 @@ func (s VoteResponse) SetPreVote(v bool) {
 	capnp.Struct(s).SetBit(65, v)
 }
 
+func (s VoteResponse) Incarnation() uint64 {
+	return capnp.Struct(s).Uint64(16)
+}
+
+func (s VoteResponse) SetIncarnation(v uint64) {
+	capnp.Struct(s).SetUint64(16, v)
+}
+
 // VoteResponse_List is a list of VoteResponse.
 type VoteResponse_List = capnp.StructList[VoteResponse]
 
 // NewVoteResponse creates a new list of VoteResponse.
 func NewVoteResponse_List(s *capnp.Segment, sz int32) (VoteResponse_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 16, PointerCount: 0}, sz)
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 24, PointerCount: 0}, sz)
 	return capnp.StructList[VoteResponse](l), err
 }
 
@@ -1496,12 +1639,12 @@ type AppendResponse capnp.Struct
 const AppendResponse_TypeID = 0x954ea2a1c6c3d766
 
 func NewAppendResponse(s *capnp.Segment) (AppendResponse, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 56, PointerCount: 0})
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 64, PointerCount: 0})
 	return AppendResponse(st), err
 }
 
 func NewRootAppendResponse(s *capnp.Segment) (AppendResponse, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 56, PointerCount: 0})
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 64, PointerCount: 0})
 	return AppendResponse(st), err
 }
 
@@ -1593,12 +1736,20 @@ func (s AppendResponse) SetSeq(v uint64) {
 	capnp.Struct(s).SetUint64(48, v)
 }
 
+func (s AppendResponse) Incarnation() uint64 {
+	return capnp.Struct(s).Uint64(56)
+}
+
+func (s AppendResponse) SetIncarnation(v uint64) {
+	capnp.Struct(s).SetUint64(56, v)
+}
+
 // AppendResponse_List is a list of AppendResponse.
 type AppendResponse_List = capnp.StructList[AppendResponse]
 
 // NewAppendResponse creates a new list of AppendResponse.
 func NewAppendResponse_List(s *capnp.Segment, sz int32) (AppendResponse_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 56, PointerCount: 0}, sz)
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 64, PointerCount: 0}, sz)
 	return capnp.StructList[AppendResponse](l), err
 }
 
@@ -2146,12 +2297,12 @@ type SnapshotResponse capnp.Struct
 const SnapshotResponse_TypeID = 0xbd33a15f67c39e1a
 
 func NewSnapshotResponse(s *capnp.Segment) (SnapshotResponse, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 32, PointerCount: 0})
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 40, PointerCount: 0})
 	return SnapshotResponse(st), err
 }
 
 func NewRootSnapshotResponse(s *capnp.Segment) (SnapshotResponse, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 32, PointerCount: 0})
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 40, PointerCount: 0})
 	return SnapshotResponse(st), err
 }
 
@@ -2219,12 +2370,20 @@ func (s SnapshotResponse) SetIndex(v uint64) {
 	capnp.Struct(s).SetUint64(24, v)
 }
 
+func (s SnapshotResponse) Incarnation() uint64 {
+	return capnp.Struct(s).Uint64(32)
+}
+
+func (s SnapshotResponse) SetIncarnation(v uint64) {
+	capnp.Struct(s).SetUint64(32, v)
+}
+
 // SnapshotResponse_List is a list of SnapshotResponse.
 type SnapshotResponse_List = capnp.StructList[SnapshotResponse]
 
 // NewSnapshotResponse creates a new list of SnapshotResponse.
 func NewSnapshotResponse_List(s *capnp.Segment, sz int32) (SnapshotResponse_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 32, PointerCount: 0}, sz)
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 40, PointerCount: 0}, sz)
 	return capnp.StructList[SnapshotResponse](l), err
 }
 
@@ -3121,12 +3280,12 @@ type ReadIndexResponse capnp.Struct
 const ReadIndexResponse_TypeID = 0xb1f00c28fc53d89d
 
 func NewReadIndexResponse(s *capnp.Segment) (ReadIndexResponse, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 16, PointerCount: 1})
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 24, PointerCount: 1})
 	return ReadIndexResponse(st), err
 }
 
 func NewRootReadIndexResponse(s *capnp.Segment) (ReadIndexResponse, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 16, PointerCount: 1})
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 24, PointerCount: 1})
 	return ReadIndexResponse(st), err
 }
 
@@ -3191,12 +3350,20 @@ func (s ReadIndexResponse) SetContext(v []byte) error {
 	return capnp.Struct(s).SetData(0, v)
 }
 
+func (s ReadIndexResponse) Incarnation() uint64 {
+	return capnp.Struct(s).Uint64(16)
+}
+
+func (s ReadIndexResponse) SetIncarnation(v uint64) {
+	capnp.Struct(s).SetUint64(16, v)
+}
+
 // ReadIndexResponse_List is a list of ReadIndexResponse.
 type ReadIndexResponse_List = capnp.StructList[ReadIndexResponse]
 
 // NewReadIndexResponse creates a new list of ReadIndexResponse.
 func NewReadIndexResponse_List(s *capnp.Segment, sz int32) (ReadIndexResponse_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 16, PointerCount: 1}, sz)
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 24, PointerCount: 1}, sz)
 	return capnp.StructList[ReadIndexResponse](l), err
 }
 
@@ -3206,6 +3373,560 @@ type ReadIndexResponse_Future struct{ *capnp.Future }
 func (f ReadIndexResponse_Future) Struct() (ReadIndexResponse, error) {
 	p, err := f.Future.Ptr()
 	return ReadIndexResponse(p.Struct()), err
+}
+
+type Discover capnp.Client
+
+// Discover_TypeID is the unique identifier for the type Discover.
+const Discover_TypeID = 0xaca83ae409f9c841
+
+func (c Discover) Discover(ctx context.Context, params func(Discover_discover_Params) error) (Discover_discover_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0xaca83ae409f9c841,
+			MethodID:      0,
+			InterfaceName: "schema/raft.capnp:Discover",
+			MethodName:    "discover",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 1}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(Discover_discover_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return Discover_discover_Results_Future{Future: ans.Future()}, release
+
+}
+
+func (c Discover) WaitStreaming() error {
+	return capnp.Client(c).WaitStreaming()
+}
+
+// String returns a string that identifies this capability for debugging
+// purposes.  Its format should not be depended on: in particular, it
+// should not be used to compare clients.  Use IsSame to compare clients
+// for equality.
+func (c Discover) String() string {
+	return "Discover(" + capnp.Client(c).String() + ")"
+}
+
+// AddRef creates a new Client that refers to the same capability as c.
+// If c is nil or has resolved to null, then AddRef returns nil.
+func (c Discover) AddRef() Discover {
+	return Discover(capnp.Client(c).AddRef())
+}
+
+// Release releases a capability reference.  If this is the last
+// reference to the capability, then the underlying resources associated
+// with the capability will be released.
+//
+// Release will panic if c has already been released, but not if c is
+// nil or resolved to null.
+func (c Discover) Release() {
+	capnp.Client(c).Release()
+}
+
+// Resolve blocks until the capability is fully resolved or the Context
+// expires.
+func (c Discover) Resolve(ctx context.Context) error {
+	return capnp.Client(c).Resolve(ctx)
+}
+
+func (c Discover) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Client(c).EncodeAsPtr(seg)
+}
+
+func (Discover) DecodeFromPtr(p capnp.Ptr) Discover {
+	return Discover(capnp.Client{}.DecodeFromPtr(p))
+}
+
+// IsValid reports whether c is a valid reference to a capability.
+// A reference is invalid if it is nil, has resolved to null, or has
+// been released.
+func (c Discover) IsValid() bool {
+	return capnp.Client(c).IsValid()
+}
+
+// IsSame reports whether c and other refer to a capability created by the
+// same call to NewClient.  This can return false negatives if c or other
+// are not fully resolved: use Resolve if this is an issue.  If either
+// c or other are released, then IsSame panics.
+func (c Discover) IsSame(other Discover) bool {
+	return capnp.Client(c).IsSame(capnp.Client(other))
+}
+
+// Update the flowcontrol.FlowLimiter used to manage flow control for
+// this client. This affects all future calls, but not calls already
+// waiting to send. Passing nil sets the value to flowcontrol.NopLimiter,
+// which is also the default.
+func (c Discover) SetFlowLimiter(lim fc.FlowLimiter) {
+	capnp.Client(c).SetFlowLimiter(lim)
+}
+
+// Get the current flowcontrol.FlowLimiter used to manage flow control
+// for this client.
+func (c Discover) GetFlowLimiter() fc.FlowLimiter {
+	return capnp.Client(c).GetFlowLimiter()
+}
+
+// A Discover_Server is a Discover with a local implementation.
+type Discover_Server interface {
+	Discover(context.Context, Discover_discover) error
+}
+
+// Discover_NewServer creates a new Server from an implementation of Discover_Server.
+func Discover_NewServer(s Discover_Server) *server.Server {
+	c, _ := s.(server.Shutdowner)
+	return server.New(Discover_Methods(nil, s), s, c)
+}
+
+// Discover_ServerToClient creates a new Client from an implementation of Discover_Server.
+// The caller is responsible for calling Release on the returned Client.
+func Discover_ServerToClient(s Discover_Server) Discover {
+	return Discover(capnp.NewClient(Discover_NewServer(s)))
+}
+
+// Discover_Methods appends Methods to a slice that invoke the methods on s.
+// This can be used to create a more complicated Server.
+func Discover_Methods(methods []server.Method, s Discover_Server) []server.Method {
+	if cap(methods) == 0 {
+		methods = make([]server.Method, 0, 1)
+	}
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0xaca83ae409f9c841,
+			MethodID:      0,
+			InterfaceName: "schema/raft.capnp:Discover",
+			MethodName:    "discover",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.Discover(ctx, Discover_discover{call})
+		},
+	})
+
+	return methods
+}
+
+// Discover_discover holds the state for a server call to Discover.discover.
+// See server.Call for documentation.
+type Discover_discover struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c Discover_discover) Args() Discover_discover_Params {
+	return Discover_discover_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c Discover_discover) AllocResults() (Discover_discover_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Discover_discover_Results(r), err
+}
+
+// Discover_List is a list of Discover.
+type Discover_List = capnp.CapList[Discover]
+
+// NewDiscover_List creates a new list of Discover.
+func NewDiscover_List(s *capnp.Segment, sz int32) (Discover_List, error) {
+	l, err := capnp.NewPointerList(s, sz)
+	return capnp.CapList[Discover](l), err
+}
+
+type Discover_discover_Params capnp.Struct
+
+// Discover_discover_Params_TypeID is the unique identifier for the type Discover_discover_Params.
+const Discover_discover_Params_TypeID = 0x853be160156fb669
+
+func NewDiscover_discover_Params(s *capnp.Segment) (Discover_discover_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Discover_discover_Params(st), err
+}
+
+func NewRootDiscover_discover_Params(s *capnp.Segment) (Discover_discover_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Discover_discover_Params(st), err
+}
+
+func ReadRootDiscover_discover_Params(msg *capnp.Message) (Discover_discover_Params, error) {
+	root, err := msg.Root()
+	return Discover_discover_Params(root.Struct()), err
+}
+
+func (s Discover_discover_Params) String() string {
+	str, _ := text.Marshal(0x853be160156fb669, capnp.Struct(s))
+	return str
+}
+
+func (s Discover_discover_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Discover_discover_Params) DecodeFromPtr(p capnp.Ptr) Discover_discover_Params {
+	return Discover_discover_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Discover_discover_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Discover_discover_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Discover_discover_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Discover_discover_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Discover_discover_Params) Req() (DiscoverRequest, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return DiscoverRequest(p.Struct()), err
+}
+
+func (s Discover_discover_Params) HasReq() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Discover_discover_Params) SetReq(v DiscoverRequest) error {
+	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
+}
+
+// NewReq sets the req field to a newly
+// allocated DiscoverRequest struct, preferring placement in s's segment.
+func (s Discover_discover_Params) NewReq() (DiscoverRequest, error) {
+	ss, err := NewDiscoverRequest(capnp.Struct(s).Segment())
+	if err != nil {
+		return DiscoverRequest{}, err
+	}
+	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
+	return ss, err
+}
+
+// Discover_discover_Params_List is a list of Discover_discover_Params.
+type Discover_discover_Params_List = capnp.StructList[Discover_discover_Params]
+
+// NewDiscover_discover_Params creates a new list of Discover_discover_Params.
+func NewDiscover_discover_Params_List(s *capnp.Segment, sz int32) (Discover_discover_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[Discover_discover_Params](l), err
+}
+
+// Discover_discover_Params_Future is a wrapper for a Discover_discover_Params promised by a client call.
+type Discover_discover_Params_Future struct{ *capnp.Future }
+
+func (f Discover_discover_Params_Future) Struct() (Discover_discover_Params, error) {
+	p, err := f.Future.Ptr()
+	return Discover_discover_Params(p.Struct()), err
+}
+func (p Discover_discover_Params_Future) Req() DiscoverRequest_Future {
+	return DiscoverRequest_Future{Future: p.Future.Field(0, nil)}
+}
+
+type Discover_discover_Results capnp.Struct
+
+// Discover_discover_Results_TypeID is the unique identifier for the type Discover_discover_Results.
+const Discover_discover_Results_TypeID = 0x801f9a0d062c2c51
+
+func NewDiscover_discover_Results(s *capnp.Segment) (Discover_discover_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Discover_discover_Results(st), err
+}
+
+func NewRootDiscover_discover_Results(s *capnp.Segment) (Discover_discover_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Discover_discover_Results(st), err
+}
+
+func ReadRootDiscover_discover_Results(msg *capnp.Message) (Discover_discover_Results, error) {
+	root, err := msg.Root()
+	return Discover_discover_Results(root.Struct()), err
+}
+
+func (s Discover_discover_Results) String() string {
+	str, _ := text.Marshal(0x801f9a0d062c2c51, capnp.Struct(s))
+	return str
+}
+
+func (s Discover_discover_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Discover_discover_Results) DecodeFromPtr(p capnp.Ptr) Discover_discover_Results {
+	return Discover_discover_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Discover_discover_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Discover_discover_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Discover_discover_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Discover_discover_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Discover_discover_Results) Resp() (DiscoverResponse, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return DiscoverResponse(p.Struct()), err
+}
+
+func (s Discover_discover_Results) HasResp() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Discover_discover_Results) SetResp(v DiscoverResponse) error {
+	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
+}
+
+// NewResp sets the resp field to a newly
+// allocated DiscoverResponse struct, preferring placement in s's segment.
+func (s Discover_discover_Results) NewResp() (DiscoverResponse, error) {
+	ss, err := NewDiscoverResponse(capnp.Struct(s).Segment())
+	if err != nil {
+		return DiscoverResponse{}, err
+	}
+	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
+	return ss, err
+}
+
+// Discover_discover_Results_List is a list of Discover_discover_Results.
+type Discover_discover_Results_List = capnp.StructList[Discover_discover_Results]
+
+// NewDiscover_discover_Results creates a new list of Discover_discover_Results.
+func NewDiscover_discover_Results_List(s *capnp.Segment, sz int32) (Discover_discover_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[Discover_discover_Results](l), err
+}
+
+// Discover_discover_Results_Future is a wrapper for a Discover_discover_Results promised by a client call.
+type Discover_discover_Results_Future struct{ *capnp.Future }
+
+func (f Discover_discover_Results_Future) Struct() (Discover_discover_Results, error) {
+	p, err := f.Future.Ptr()
+	return Discover_discover_Results(p.Struct()), err
+}
+func (p Discover_discover_Results_Future) Resp() DiscoverResponse_Future {
+	return DiscoverResponse_Future{Future: p.Future.Field(0, nil)}
+}
+
+type DiscoverRequest capnp.Struct
+
+// DiscoverRequest_TypeID is the unique identifier for the type DiscoverRequest.
+const DiscoverRequest_TypeID = 0xd2eeebb68f88d69b
+
+func NewDiscoverRequest(s *capnp.Segment) (DiscoverRequest, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return DiscoverRequest(st), err
+}
+
+func NewRootDiscoverRequest(s *capnp.Segment) (DiscoverRequest, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return DiscoverRequest(st), err
+}
+
+func ReadRootDiscoverRequest(msg *capnp.Message) (DiscoverRequest, error) {
+	root, err := msg.Root()
+	return DiscoverRequest(root.Struct()), err
+}
+
+func (s DiscoverRequest) String() string {
+	str, _ := text.Marshal(0xd2eeebb68f88d69b, capnp.Struct(s))
+	return str
+}
+
+func (s DiscoverRequest) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (DiscoverRequest) DecodeFromPtr(p capnp.Ptr) DiscoverRequest {
+	return DiscoverRequest(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s DiscoverRequest) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s DiscoverRequest) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s DiscoverRequest) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s DiscoverRequest) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s DiscoverRequest) Header() (PeerHeader, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return PeerHeader(p.Struct()), err
+}
+
+func (s DiscoverRequest) HasHeader() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s DiscoverRequest) SetHeader(v PeerHeader) error {
+	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
+}
+
+// NewHeader sets the header field to a newly
+// allocated PeerHeader struct, preferring placement in s's segment.
+func (s DiscoverRequest) NewHeader() (PeerHeader, error) {
+	ss, err := NewPeerHeader(capnp.Struct(s).Segment())
+	if err != nil {
+		return PeerHeader{}, err
+	}
+	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
+	return ss, err
+}
+
+// DiscoverRequest_List is a list of DiscoverRequest.
+type DiscoverRequest_List = capnp.StructList[DiscoverRequest]
+
+// NewDiscoverRequest creates a new list of DiscoverRequest.
+func NewDiscoverRequest_List(s *capnp.Segment, sz int32) (DiscoverRequest_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[DiscoverRequest](l), err
+}
+
+// DiscoverRequest_Future is a wrapper for a DiscoverRequest promised by a client call.
+type DiscoverRequest_Future struct{ *capnp.Future }
+
+func (f DiscoverRequest_Future) Struct() (DiscoverRequest, error) {
+	p, err := f.Future.Ptr()
+	return DiscoverRequest(p.Struct()), err
+}
+func (p DiscoverRequest_Future) Header() PeerHeader_Future {
+	return PeerHeader_Future{Future: p.Future.Field(0, nil)}
+}
+
+type DiscoverResponse capnp.Struct
+
+// DiscoverResponse_TypeID is the unique identifier for the type DiscoverResponse.
+const DiscoverResponse_TypeID = 0x863eadf23f3f753f
+
+func NewDiscoverResponse(s *capnp.Segment) (DiscoverResponse, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 32, PointerCount: 1})
+	return DiscoverResponse(st), err
+}
+
+func NewRootDiscoverResponse(s *capnp.Segment) (DiscoverResponse, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 32, PointerCount: 1})
+	return DiscoverResponse(st), err
+}
+
+func ReadRootDiscoverResponse(msg *capnp.Message) (DiscoverResponse, error) {
+	root, err := msg.Root()
+	return DiscoverResponse(root.Struct()), err
+}
+
+func (s DiscoverResponse) String() string {
+	str, _ := text.Marshal(0x863eadf23f3f753f, capnp.Struct(s))
+	return str
+}
+
+func (s DiscoverResponse) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (DiscoverResponse) DecodeFromPtr(p capnp.Ptr) DiscoverResponse {
+	return DiscoverResponse(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s DiscoverResponse) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s DiscoverResponse) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s DiscoverResponse) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s DiscoverResponse) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s DiscoverResponse) Incarnation() uint64 {
+	return capnp.Struct(s).Uint64(0)
+}
+
+func (s DiscoverResponse) SetIncarnation(v uint64) {
+	capnp.Struct(s).SetUint64(0, v)
+}
+
+func (s DiscoverResponse) Configured() bool {
+	return capnp.Struct(s).Bit(64)
+}
+
+func (s DiscoverResponse) SetConfigured(v bool) {
+	capnp.Struct(s).SetBit(64, v)
+}
+
+func (s DiscoverResponse) Term() uint64 {
+	return capnp.Struct(s).Uint64(16)
+}
+
+func (s DiscoverResponse) SetTerm(v uint64) {
+	capnp.Struct(s).SetUint64(16, v)
+}
+
+func (s DiscoverResponse) Commit() uint64 {
+	return capnp.Struct(s).Uint64(24)
+}
+
+func (s DiscoverResponse) SetCommit(v uint64) {
+	capnp.Struct(s).SetUint64(24, v)
+}
+
+func (s DiscoverResponse) Voters() (MemberIncarnation_List, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return MemberIncarnation_List(p.List()), err
+}
+
+func (s DiscoverResponse) HasVoters() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s DiscoverResponse) SetVoters(v MemberIncarnation_List) error {
+	return capnp.Struct(s).SetPtr(0, v.ToPtr())
+}
+
+// NewVoters sets the voters field to a newly
+// allocated MemberIncarnation_List, preferring placement in s's segment.
+func (s DiscoverResponse) NewVoters(n int32) (MemberIncarnation_List, error) {
+	l, err := NewMemberIncarnation_List(capnp.Struct(s).Segment(), n)
+	if err != nil {
+		return MemberIncarnation_List{}, err
+	}
+	err = capnp.Struct(s).SetPtr(0, l.ToPtr())
+	return l, err
+}
+
+// DiscoverResponse_List is a list of DiscoverResponse.
+type DiscoverResponse_List = capnp.StructList[DiscoverResponse]
+
+// NewDiscoverResponse creates a new list of DiscoverResponse.
+func NewDiscoverResponse_List(s *capnp.Segment, sz int32) (DiscoverResponse_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 32, PointerCount: 1}, sz)
+	return capnp.StructList[DiscoverResponse](l), err
+}
+
+// DiscoverResponse_Future is a wrapper for a DiscoverResponse promised by a client call.
+type DiscoverResponse_Future struct{ *capnp.Future }
+
+func (f DiscoverResponse_Future) Struct() (DiscoverResponse, error) {
+	p, err := f.Future.Ptr()
+	return DiscoverResponse(p.Struct()), err
 }
 
 type Raft capnp.Client
@@ -3313,6 +4034,26 @@ func (c Raft) ReadIndex(ctx context.Context, params func(ReadIndex_readIndex_Par
 
 }
 
+func (c Raft) Discover(ctx context.Context, params func(Discover_discover_Params) error) (Discover_discover_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0xaca83ae409f9c841,
+			MethodID:      0,
+			InterfaceName: "schema/raft.capnp:Discover",
+			MethodName:    "discover",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 1}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(Discover_discover_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return Discover_discover_Results_Future{Future: ans.Future()}, release
+
+}
+
 func (c Raft) WaitStreaming() error {
 	return capnp.Client(c).WaitStreaming()
 }
@@ -3395,6 +4136,8 @@ type Raft_Server interface {
 	TimeoutNow(context.Context, TimeoutNow_timeoutNow) error
 
 	ReadIndex(context.Context, ReadIndex_readIndex) error
+
+	Discover(context.Context, Discover_discover) error
 }
 
 // Raft_NewServer creates a new Server from an implementation of Raft_Server.
@@ -3413,7 +4156,7 @@ func Raft_ServerToClient(s Raft_Server) Raft {
 // This can be used to create a more complicated Server.
 func Raft_Methods(methods []server.Method, s Raft_Server) []server.Method {
 	if cap(methods) == 0 {
-		methods = make([]server.Method, 0, 5)
+		methods = make([]server.Method, 0, 6)
 	}
 
 	methods = append(methods, server.Method{
@@ -3473,6 +4216,18 @@ func Raft_Methods(methods []server.Method, s Raft_Server) []server.Method {
 		},
 		Impl: func(ctx context.Context, call *server.Call) error {
 			return s.ReadIndex(ctx, ReadIndex_readIndex{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0xaca83ae409f9c841,
+			MethodID:      0,
+			InterfaceName: "schema/raft.capnp:Discover",
+			MethodName:    "discover",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.Discover(ctx, Discover_discover{call})
 		},
 	})
 

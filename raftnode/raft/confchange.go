@@ -32,12 +32,14 @@ type ConfChangeSingle struct {
 	// whose votes and acknowledgements count. ProposeConfChange fills it
 	// in for a voter from what the leader last heard from the node. A
 	// voter's recorded incarnation cannot be replaced in place: demote it
-	// to learner first (the leader does that by itself, see Restore).
+	// to learner first (the leader does that by itself, see AutoPromote).
 	Incarnation uint64
-	// Restore, on ConfChangeAddLearner, marks a voter demoted because its
-	// storage was replaced: the leader promotes it back, with its new
-	// incarnation, once it has caught up.
-	Restore bool
+	// AutoPromote, on ConfChangeAddLearner, asks the leader to promote
+	// the learner to voter, recording the incarnation it answers with,
+	// as soon as it has caught up: for a voter demoted because its
+	// storage was replaced, and for a voter added before it has the log
+	// (it counts towards no quorum until it has).
+	AutoPromote bool
 }
 
 // ConfChangeTransition selects how a change is carried out.
@@ -75,7 +77,7 @@ const (
 	confChangeV1      = 1
 	confChangeVersion = 2
 
-	confChangeFlagRestore = 1
+	confChangeFlagAutoPromote = 1
 )
 
 // Marshal encodes cc for an entry's Data.
@@ -88,8 +90,8 @@ func (cc ConfChange) Marshal() []byte {
 		b = binary.AppendUvarint(b, c.NodeID)
 		b = binary.AppendUvarint(b, c.Incarnation)
 		var flags byte
-		if c.Restore {
-			flags |= confChangeFlagRestore
+		if c.AutoPromote {
+			flags |= confChangeFlagAutoPromote
 		}
 		b = append(b, flags)
 	}
@@ -128,10 +130,10 @@ func UnmarshalConfChange(b []byte) (ConfChange, error) {
 		}
 		b = b[k:]
 		if v2 {
-			if c.Incarnation, k = binary.Uvarint(b); k <= 0 || len(b) < k+1 || b[k]&^confChangeFlagRestore != 0 {
+			if c.Incarnation, k = binary.Uvarint(b); k <= 0 || len(b) < k+1 || b[k]&^confChangeFlagAutoPromote != 0 {
 				return cc, errBadConfChange
 			}
-			c.Restore = b[k]&confChangeFlagRestore != 0
+			c.AutoPromote = b[k]&confChangeFlagAutoPromote != 0
 			b = b[k+1:]
 		}
 		cc.Changes = append(cc.Changes, c)
@@ -154,7 +156,7 @@ func confStateFromConfig(c tracker.Config) ConfState {
 		Learners:       c.LearnerIDs(),
 		LearnersNext:   c.LearnerNextIDs(),
 		AutoLeave:      c.AutoLeave,
-		Restoring:      c.RestoringIDs(),
+		AutoPromote:    c.AutoPromoteIDs(),
 	}
 	if len(c.Incarnations) > 0 {
 		cs.Incarnations = make([]MemberIncarnation, 0, len(c.Incarnations))
@@ -182,7 +184,7 @@ func configFromConfState(cs ConfState) tracker.Config {
 		LearnersNext: set(cs.LearnersNext),
 		AutoLeave:    cs.AutoLeave,
 		Incarnations: make(map[uint64]uint64, len(cs.Incarnations)),
-		Restoring:    map[uint64]struct{}{},
+		AutoPromote:  map[uint64]struct{}{},
 	}
 	member := func(id uint64) bool {
 		_, v0 := c.Voters[0][id]
@@ -197,9 +199,9 @@ func configFromConfState(cs ConfState) tracker.Config {
 			c.Incarnations[mi.ID] = mi.Incarnation
 		}
 	}
-	for _, id := range cs.Restoring {
+	for _, id := range cs.AutoPromote {
 		if _, l := c.Learners[id]; l {
-			c.Restoring[id] = struct{}{}
+			c.AutoPromote[id] = struct{}{}
 		}
 	}
 	return c
@@ -264,7 +266,7 @@ func nextConfig(cur tracker.Config, cc ConfChange) (tracker.Config, error) {
 			n.Voters[0][id] = struct{}{}
 			delete(n.Learners, id)
 			delete(n.LearnersNext, id)
-			delete(n.Restoring, id)
+			delete(n.AutoPromote, id)
 			setIncarnation(n.Incarnations, id, c.Incarnation)
 		case ConfChangeAddLearner:
 			delete(n.Voters[0], id)
@@ -274,10 +276,10 @@ func nextConfig(cur tracker.Config, cc ConfChange) (tracker.Config, error) {
 			} else {
 				n.Learners[id] = struct{}{}
 			}
-			delete(n.Restoring, id)
+			delete(n.AutoPromote, id)
 			if _, outgoing := n.Voters[1][id]; !outgoing {
-				if c.Restore {
-					n.Restoring[id] = struct{}{}
+				if c.AutoPromote {
+					n.AutoPromote[id] = struct{}{}
 				}
 				// A learner's incarnation counts for nothing; record
 				// what is known of it for its later promotion.
@@ -287,7 +289,7 @@ func nextConfig(cur tracker.Config, cc ConfChange) (tracker.Config, error) {
 			delete(n.Voters[0], id)
 			delete(n.Learners, id)
 			delete(n.LearnersNext, id)
-			delete(n.Restoring, id)
+			delete(n.AutoPromote, id)
 			if _, outgoing := n.Voters[1][id]; !outgoing {
 				delete(n.Incarnations, id)
 			}

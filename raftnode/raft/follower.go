@@ -149,7 +149,7 @@ func cloneMeta(m SnapshotMeta) SnapshotMeta {
 		LearnersNext:   c(m.ConfState.LearnersNext),
 		AutoLeave:      m.ConfState.AutoLeave,
 		Incarnations:   slices.Clone(m.ConfState.Incarnations),
-		Restoring:      c(m.ConfState.Restoring),
+		AutoPromote:    c(m.ConfState.AutoPromote),
 	}
 	return m
 }

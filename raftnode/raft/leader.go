@@ -326,9 +326,9 @@ func (r *Core) storageSnapshot() (Snapshot, error) {
 // was replaced (Protocol-Aware Recovery, Alagappan et al., FAST 2018): a
 // voter that answers with an incarnation other than the recorded one
 // forgot its log and its votes, so it is demoted to a learner marked
-// Restoring (one single-step change; its answers counted for nothing
+// AutoPromote (one single-step change; its answers counted for nothing
 // meanwhile anyway), and promoted back, recording its new incarnation,
-// once it has caught up. A voter recorded without an incarnation gets the
+// once it has caught up; so is any AutoPromote learner. A voter recorded without an incarnation gets the
 // one it answers with. One change at a time, only from a leader that has
 // committed an entry of its term, never while joint or transferring.
 func (r *Core) maybeRestore() {
@@ -343,11 +343,11 @@ func (r *Core) maybeRestore() {
 		}
 		rec, recorded := r.trk.Incarnations[id]
 		_, voter := r.trk.Voters[0][id]
-		_, restoring := r.trk.Restoring[id]
+		_, restoring := r.trk.AutoPromote[id]
 		var c ConfChangeSingle
 		switch {
 		case voter && recorded && rec != pr.Incarnation:
-			c = ConfChangeSingle{Type: ConfChangeAddLearner, NodeID: id, Incarnation: pr.Incarnation, Restore: true}
+			c = ConfChangeSingle{Type: ConfChangeAddLearner, NodeID: id, Incarnation: pr.Incarnation, AutoPromote: true}
 		case voter && !recorded && pr.Incarnation != 0 && pr.State == tracker.StateReplicate:
 			c = ConfChangeSingle{Type: ConfChangeAddVoter, NodeID: id, Incarnation: pr.Incarnation}
 		case restoring && pr.IsLearner && r.caughtUp(pr):

@@ -75,7 +75,7 @@ func TestRemovedLeaderStepsDownAfterCommit(t *testing.T) {
 func TestConfChangeCodecRoundTripsAndRejectsGarbage(t *testing.T) {
 	cc := ConfChange{Transition: ConfChangeTransitionJointExplicit, Changes: []ConfChangeSingle{
 		{Type: ConfChangeAddVoter, NodeID: 7, Incarnation: 0xfeedface},
-		{Type: ConfChangeAddLearner, NodeID: 9, Incarnation: 1 << 63, Restore: true},
+		{Type: ConfChangeAddLearner, NodeID: 9, Incarnation: 1 << 63, AutoPromote: true},
 		{Type: ConfChangeRemoveNode, NodeID: 300},
 	}, Context: []byte("addr")}
 	got, err := UnmarshalConfChange(cc.Marshal())

@@ -330,10 +330,10 @@ func (c *simCluster) awaitRestored() error {
 }
 
 // restored reports whether l's configuration restores everyone: nobody
-// waits as Restoring and every voter counts the disk its node has now.
+// waits in AutoPromote and every voter counts the disk its node has now.
 func (c *simCluster) restored(l *simNode) bool {
 	cfg := l.core.trk.Config
-	if len(cfg.Restoring) > 0 || cfg.Joint() {
+	if len(cfg.AutoPromote) > 0 || cfg.Joint() {
 		return false
 	}
 	for id := range cfg.Voters[0] {

@@ -153,7 +153,7 @@ type simCluster struct {
 	opSeq   int
 
 	incarnations uint64 // memory disks made so far
-	restores     int    // Restoring learners a leader promoted back
+	restores     int    // AutoPromote learners a leader promoted
 
 	msgCount int
 	sawJoint int // config changes that left a node in a joint config
@@ -346,7 +346,7 @@ func (c *simCluster) process(n *simNode) {
 			after := n.core.ConfState()
 			if n.core.state == StateLeader {
 				c.tracef("leader %d config %+v", n.id, after)
-				for _, id := range before.Restoring {
+				for _, id := range before.AutoPromote {
 					if slices.Contains(after.Voters, id) {
 						c.restores++
 					}

@@ -15,6 +15,9 @@ type ProgressStatus struct {
 	State        string
 	RecentActive bool
 	IsLearner    bool
+	// Incarnation is the incarnation of the member's storage that last
+	// answered (or the recorded one, before any answer).
+	Incarnation uint64
 }
 
 // Status is a snapshot of a core's state for operators and tests.
@@ -28,6 +31,13 @@ type Status struct {
 	Config               ConfState
 	// Progress is set on the leader only.
 	Progress map[uint64]ProgressStatus
+	// Incarnation is this node's storage incarnation (Config.Incarnation).
+	Incarnation uint64
+	// UncountedVoters are voters whose latest answer to this node's
+	// campaigns came from an incarnation the configuration does not count
+	// (they lost their storage), with that incarnation: the reason an
+	// election cannot be won, if they leave no majority.
+	UncountedVoters map[uint64]uint64
 }
 
 // Status reports the core's current state.
@@ -37,6 +47,15 @@ func (r *Core) Status() Status {
 		Commit: r.log.committed, Applied: r.log.applied,
 		FirstIndex: r.log.firstIndex(), LastIndex: r.log.lastIndex(),
 		LeadTransferee: r.leadTransferee, Config: r.ConfState(),
+		Incarnation: r.cfg.Incarnation,
+	}
+	if len(r.uncounted) > 0 {
+		s.UncountedVoters = make(map[uint64]uint64, len(r.uncounted))
+		for id, inc := range r.uncounted {
+			if _, voter := r.trk.Progress[id]; voter && !r.counts(id, inc) {
+				s.UncountedVoters[id] = inc
+			}
+		}
 	}
 	if r.state == StateLeader {
 		s.Progress = make(map[uint64]ProgressStatus, len(r.trk.Progress))
@@ -48,7 +67,7 @@ func (r *Core) Status() Status {
 }
 
 func progressStatus(pr *tracker.Progress) ProgressStatus {
-	return ProgressStatus{Match: pr.Match, Next: pr.Next, State: pr.State.String(), RecentActive: pr.RecentActive, IsLearner: pr.IsLearner}
+	return ProgressStatus{Match: pr.Match, Next: pr.Next, State: pr.State.String(), RecentActive: pr.RecentActive, IsLearner: pr.IsLearner, Incarnation: pr.Incarnation}
 }
 
 // Lead returns the id of the leader this node knows of, or 0. It is the

@@ -63,10 +63,11 @@ type ConfState struct {
 	// before incarnations existed, members added before they were heard
 	// from).
 	Incarnations []MemberIncarnation
-	// Restoring lists learners that were voters until their storage was
-	// lost: the leader promotes each back to voter, recording its new
-	// incarnation, once it has caught up.
-	Restoring []uint64
+	// AutoPromote lists learners the leader promotes to voter, recording
+	// the incarnation each answers with, once it has caught up: voters
+	// demoted because their storage was lost, and voters added before
+	// they had the log.
+	AutoPromote []uint64
 }
 
 // MemberIncarnation names the incarnation of a member's storage that a
@@ -133,4 +134,15 @@ type Storage interface {
 	FirstIndex() (uint64, error)
 	// Snapshot returns the most recent snapshot.
 	Snapshot() (Snapshot, error)
+}
+
+// IncarnationOf returns the incarnation cs records for member id; ok is
+// false if it records none (any incarnation of id counts).
+func (cs ConfState) IncarnationOf(id uint64) (inc uint64, ok bool) {
+	for _, mi := range cs.Incarnations {
+		if mi.ID == id {
+			return mi.Incarnation, true
+		}
+	}
+	return 0, false
 }

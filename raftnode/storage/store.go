@@ -2,6 +2,8 @@ package storage
 
 import (
 	"bytes"
+	crand "crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -96,6 +98,7 @@ type Store struct {
 
 	mu       sync.Mutex // guards snapshot state; serialises snapshot-changing calls
 	snapMeta raft.SnapshotMeta
+	inc      uint64 // storage incarnation, from VERSION
 	hasSnap  bool
 	closed   bool
 }
@@ -220,7 +223,7 @@ func (s *Store) checkVersion() error {
 	if _, err := f.ReadAt(b, 0); err != nil && !errors.Is(err, io.EOF) {
 		return fmt.Errorf("read %s: %w", p, err)
 	}
-	var format, node uint64
+	var format, node, inc uint64
 	var sawFormat, sawNode bool
 	for _, line := range strings.Split(string(b), "\n") {
 		k, v, _ := strings.Cut(strings.TrimSpace(line), " ")
@@ -231,6 +234,8 @@ func (s *Store) checkVersion() error {
 		case "node":
 			node, err = strconv.ParseUint(v, 10, 64)
 			sawNode = err == nil
+		case "incarnation":
+			inc, _ = strconv.ParseUint(v, 16, 64)
 		}
 	}
 	if !bytes.HasPrefix(b, []byte("capraft-storage\n")) || !sawFormat || !sawNode {
@@ -242,12 +247,35 @@ func (s *Store) checkVersion() error {
 	if node != s.opts.NodeID {
 		return fmt.Errorf("%w: %s belongs to node %d, not %d", ErrWrongNode, s.dir, node, s.opts.NodeID)
 	}
+	if inc == 0 {
+		// Written before incarnations: this storage gets one now.
+		return s.writeVersion()
+	}
+	s.inc = inc
 	return nil
 }
 
+// newIncarnation returns a random non-zero incarnation.
+func newIncarnation() uint64 {
+	var b [8]byte
+	for {
+		if _, err := crand.Read(b[:]); err != nil {
+			panic(fmt.Errorf("storage: no randomness for an incarnation: %w", err))
+		}
+		if v := binary.LittleEndian.Uint64(b[:]); v != 0 {
+			return v
+		}
+	}
+}
+
+// Incarnation identifies this storage: a random number chosen when the
+// data directory was created (see raft.Config.Incarnation).
+func (s *Store) Incarnation() uint64 { return s.inc }
+
 func (s *Store) writeVersion() error {
 	fs := s.opts.FS
-	content := fmt.Sprintf("capraft-storage\nformat %d\nnode %d\n", FormatVersion, s.opts.NodeID)
+	inc := newIncarnation()
+	content := fmt.Sprintf("capraft-storage\nformat %d\nnode %d\nincarnation %016x\n", FormatVersion, s.opts.NodeID, inc)
 	tmp := path.Join(s.dir, versionFile+".tmp")
 	f, err := fs.Create(tmp)
 	if err != nil {
@@ -268,6 +296,7 @@ func (s *Store) writeVersion() error {
 	if err := fs.SyncDir(s.dir); err != nil {
 		return fmt.Errorf("sync data dir %s: %w", s.dir, err)
 	}
+	s.inc = inc
 	return nil
 }
 

@@ -76,9 +76,10 @@ func isRequest(t raft.MessageType) bool {
 	return false
 }
 
-// header identifies one sender and receiver in one cluster.
+// header identifies one sender (and the incarnation of its storage) and
+// one receiver in one cluster.
 type header struct {
-	cluster, from, to uint64
+	cluster, from, to, inc uint64
 }
 
 // newRequest allocates a request struct and fills its header.
@@ -101,6 +102,7 @@ func setHeader(h schema.PeerHeader, hd header) {
 	h.SetClusterId(hd.cluster)
 	h.SetFrom(hd.from)
 	h.SetTo(hd.to)
+	h.SetIncarnation(hd.inc)
 }
 
 // --- requests: encode (sender) ---
@@ -193,7 +195,44 @@ func encodeConfState(r schema.SnapshotChunk, cs raft.ConfState) error {
 		}
 		setUint64s(l, x.v)
 	}
+	if len(cs.AutoPromote) > 0 {
+		l, err := c.NewAutoPromote(int32(len(cs.AutoPromote)))
+		if err != nil {
+			return err
+		}
+		setUint64s(l, cs.AutoPromote)
+	}
+	if len(cs.Incarnations) == 0 {
+		return nil
+	}
+	l, err := c.NewIncarnations(int32(len(cs.Incarnations)))
+	if err != nil {
+		return err
+	}
+	setIncarnations(l, cs.Incarnations)
 	return nil
+}
+
+// setIncarnations fills l (of the same length) with incs.
+func setIncarnations(l schema.MemberIncarnation_List, incs []raft.MemberIncarnation) {
+	for i, mi := range incs {
+		e := l.At(i)
+		e.SetId(mi.ID)
+		e.SetIncarnation(mi.Incarnation)
+	}
+}
+
+// readIncarnations reads a list of member incarnations.
+func readIncarnations(l schema.MemberIncarnation_List, err error) ([]raft.MemberIncarnation, error) {
+	if err != nil || l.Len() == 0 {
+		return nil, err
+	}
+	incs := make([]raft.MemberIncarnation, l.Len())
+	for i := range incs {
+		e := l.At(i)
+		incs[i] = raft.MemberIncarnation{ID: e.Id(), Incarnation: e.Incarnation()}
+	}
+	return incs, nil
 }
 
 func encodeSnap(p schema.InstallSnapshot_installSnapshot_Params, hd header, m raft.Message) error {
@@ -249,7 +288,7 @@ func readHeader(h schema.PeerHeader, err error, cluster, local uint64) (header, 
 	if err != nil {
 		return header{}, fmt.Errorf("read peer header: %w", err)
 	}
-	hd := header{cluster: h.ClusterId(), from: h.From(), to: h.To()}
+	hd := header{cluster: h.ClusterId(), from: h.From(), to: h.To(), inc: h.Incarnation()}
 	switch {
 	case hd.cluster != cluster:
 		return hd, fmt.Errorf("refused: message for cluster %d, this node is in cluster %d", hd.cluster, cluster)
@@ -283,7 +322,7 @@ func decodeVote(p schema.RequestVote_requestVote_Params, cluster, local uint64) 
 		return raft.Message{}, fmt.Errorf("refused: vote request from %d names candidate %d", hd.from, r.CandidateId())
 	}
 	return raft.Message{
-		Type: raft.MsgVote, From: hd.from, To: hd.to, Term: r.Term(),
+		Type: raft.MsgVote, From: hd.from, To: hd.to, Term: r.Term(), Incarnation: hd.inc,
 		LastLogIndex: r.LastLogIndex(), LastLogTerm: r.LastLogTerm(),
 		PreVote: r.PreVote(), Transfer: r.LeaderTransfer(),
 	}, nil
@@ -303,7 +342,7 @@ func decodeAppend(p schema.AppendEntries_appendEntries_Params, cluster, local ui
 		return raft.Message{}, fmt.Errorf("refused: append from %d names leader %d", hd.from, r.LeaderId())
 	}
 	m := raft.Message{
-		Type: raft.MsgApp, From: hd.from, To: hd.to, Term: r.Term(),
+		Type: raft.MsgApp, From: hd.from, To: hd.to, Term: r.Term(), Incarnation: hd.inc,
 		Index: r.PrevLogIndex(), LogTerm: r.PrevLogTerm(), Commit: r.LeaderCommit(), Seq: r.Seq(),
 	}
 	if r.Heartbeat() {
@@ -390,6 +429,12 @@ func decodeConfState(c schema.ConfState) (raft.ConfState, error) {
 	if cs.LearnersNext, err = readUint64s(c.LearnersNext()); err != nil {
 		return cs, fmt.Errorf("read next learners: %w", err)
 	}
+	if cs.AutoPromote, err = readUint64s(c.AutoPromote()); err != nil {
+		return cs, fmt.Errorf("read restoring learners: %w", err)
+	}
+	if cs.Incarnations, err = readIncarnations(c.Incarnations()); err != nil {
+		return cs, fmt.Errorf("read incarnations: %w", err)
+	}
 	cs.AutoLeave = c.AutoLeave()
 	return cs, nil
 }
@@ -420,7 +465,7 @@ func decodeSnap(p schema.InstallSnapshot_installSnapshot_Params, cluster, local 
 		return raft.Message{}, fmt.Errorf("read snapshot data: %w", err)
 	}
 	return raft.Message{
-		Type: raft.MsgSnap, From: hd.from, To: hd.to, Term: r.Term(),
+		Type: raft.MsgSnap, From: hd.from, To: hd.to, Term: r.Term(), Incarnation: hd.inc,
 		Snapshot: &raft.SnapshotMeta{Index: r.LastIncludedIndex(), Term: r.LastIncludedTerm(), ConfState: cs},
 		Offset:   r.Offset(), Data: cloneBytes(data), Done: r.Done(),
 	}, nil
@@ -439,7 +484,7 @@ func decodeTimeoutNow(p schema.TimeoutNow_timeoutNow_Params, cluster, local uint
 	if r.LeaderId() != hd.from {
 		return raft.Message{}, fmt.Errorf("refused: timeoutNow from %d names leader %d", hd.from, r.LeaderId())
 	}
-	return raft.Message{Type: raft.MsgTimeoutNow, From: hd.from, To: hd.to, Term: r.Term()}, nil
+	return raft.Message{Type: raft.MsgTimeoutNow, From: hd.from, To: hd.to, Term: r.Term(), Incarnation: hd.inc}, nil
 }
 
 func decodeReadIndex(p schema.ReadIndex_readIndex_Params, cluster, local uint64) (raft.Message, error) {
@@ -456,7 +501,7 @@ func decodeReadIndex(p schema.ReadIndex_readIndex_Params, cluster, local uint64)
 	if err != nil {
 		return raft.Message{}, fmt.Errorf("read read-index context: %w", err)
 	}
-	return raft.Message{Type: raft.MsgReadIndex, From: hd.from, To: hd.to, Term: r.Term(), Context: cloneBytes(ctx)}, nil
+	return raft.Message{Type: raft.MsgReadIndex, From: hd.from, To: hd.to, Term: r.Term(), Incarnation: hd.inc, Context: cloneBytes(ctx)}, nil
 }
 
 // --- responses: encode (receiver) ---
@@ -469,6 +514,7 @@ func encodeVoteResp(res schema.RequestVote_requestVote_Results, m raft.Message, 
 	r.SetTerm(m.Term)
 	r.SetVoteGranted(m.Granted)
 	r.SetPreVote(m.PreVote)
+	r.SetIncarnation(m.Incarnation)
 	return nil
 }
 
@@ -484,6 +530,7 @@ func encodeAppendResp(res schema.AppendEntries_appendEntries_Results, m raft.Mes
 	r.SetConflictIndex(m.ConflictIndex)
 	r.SetConflictTerm(m.ConflictTerm)
 	r.SetSeq(m.Seq)
+	r.SetIncarnation(m.Incarnation)
 	return nil
 }
 
@@ -493,6 +540,7 @@ func encodeSnapResp(res schema.InstallSnapshot_installSnapshot_Results, m raft.M
 		return err
 	}
 	r.SetTerm(m.Term)
+	r.SetIncarnation(m.Incarnation)
 	if m.Type == raft.MsgAppResp {
 		r.SetInstalled(true)
 		r.SetIndex(m.Index)
@@ -509,6 +557,7 @@ func encodeReadIndexResp(res schema.ReadIndex_readIndex_Results, m raft.Message,
 	}
 	r.SetTerm(m.Term)
 	r.SetIndex(m.Index)
+	r.SetIncarnation(m.Incarnation)
 	if len(m.Context) > 0 {
 		return r.SetContext(m.Context)
 	}
@@ -528,6 +577,7 @@ func decodeResponse(req raft.Message, results capnp.Struct) (m raft.Message, ok 
 			return m, false, fmt.Errorf("read VoteResponse: %w", err)
 		}
 		m.Type, m.Term, m.Granted, m.PreVote = raft.MsgVoteResp, r.Term(), r.VoteGranted(), r.PreVote()
+		m.Incarnation = r.Incarnation()
 	case raft.MsgApp, raft.MsgHeartbeat:
 		r, err := schema.AppendEntries_appendEntries_Results(results).Resp()
 		if err != nil {
@@ -539,12 +589,13 @@ func decodeResponse(req raft.Message, results capnp.Struct) (m raft.Message, ok 
 		}
 		m.Term, m.Reject, m.Index, m.LastIndex = r.Term(), !r.Success(), r.Index(), r.LastIndex()
 		m.ConflictIndex, m.ConflictTerm, m.Seq = r.ConflictIndex(), r.ConflictTerm(), r.Seq()
+		m.Incarnation = r.Incarnation()
 	case raft.MsgSnap:
 		r, err := schema.InstallSnapshot_installSnapshot_Results(results).Resp()
 		if err != nil {
 			return m, false, fmt.Errorf("read SnapshotResponse: %w", err)
 		}
-		m.Term = r.Term()
+		m.Term, m.Incarnation = r.Term(), r.Incarnation()
 		if r.Installed() {
 			m.Type, m.Index = raft.MsgAppResp, r.Index()
 		} else {
@@ -563,6 +614,7 @@ func decodeResponse(req raft.Message, results capnp.Struct) (m raft.Message, ok 
 			return m, false, fmt.Errorf("read read-index context: %w", err)
 		}
 		m.Type, m.Term, m.Index, m.Context = raft.MsgReadIndexResp, r.Term(), r.Index(), cloneBytes(ctx)
+		m.Incarnation = r.Incarnation()
 	default:
 		return m, false, nil
 	}

@@ -39,6 +39,14 @@ func randIDs(rng *rand.Rand) []uint64 {
 	return v
 }
 
+func randIncarnations(rng *rand.Rand) []raft.MemberIncarnation {
+	var incs []raft.MemberIncarnation
+	for _, id := range randIDs(rng) {
+		incs = append(incs, raft.MemberIncarnation{ID: id, Incarnation: randU(rng)})
+	}
+	return incs
+}
+
 func randU(rng *rand.Rand) uint64 {
 	switch rng.IntN(4) {
 	case 0:
@@ -53,7 +61,7 @@ func randU(rng *rand.Rand) uint64 {
 // including fields its wire form does not carry.
 func randMessage(rng *rand.Rand, typ raft.MessageType) raft.Message {
 	m := raft.Message{
-		Type: typ, From: 1 + rng.Uint64N(1000), To: 1001 + rng.Uint64N(1000), Term: randU(rng),
+		Type: typ, From: 1 + rng.Uint64N(1000), To: 1001 + rng.Uint64N(1000), Term: randU(rng), Incarnation: randU(rng),
 		LastLogIndex: randU(rng), LastLogTerm: randU(rng), PreVote: rng.IntN(2) == 0, Transfer: rng.IntN(2) == 0,
 		Granted: rng.IntN(2) == 0, Index: randU(rng), LogTerm: randU(rng), Commit: randU(rng),
 		Reject: rng.IntN(2) == 0, ConflictIndex: randU(rng), ConflictTerm: randU(rng), LastIndex: randU(rng),
@@ -72,6 +80,7 @@ func randMessage(rng *rand.Rand, typ raft.MessageType) raft.Message {
 	if typ == raft.MsgSnap || rng.IntN(2) == 0 {
 		m.Snapshot = &raft.SnapshotMeta{Index: randU(rng), Term: randU(rng), ConfState: raft.ConfState{
 			Voters: randIDs(rng), Learners: randIDs(rng), VotersOutgoing: randIDs(rng), LearnersNext: randIDs(rng), AutoLeave: rng.IntN(2) == 0,
+			AutoPromote: randIDs(rng), Incarnations: randIncarnations(rng),
 		}}
 	}
 	return m
@@ -93,7 +102,7 @@ func nilIfNone(v []uint64) []uint64 {
 
 // wireRequest is what a receiver should decode from request m.
 func wireRequest(m raft.Message) raft.Message {
-	w := raft.Message{Type: m.Type, From: m.From, To: m.To, Term: m.Term}
+	w := raft.Message{Type: m.Type, From: m.From, To: m.To, Term: m.Term, Incarnation: m.Incarnation}
 	switch m.Type {
 	case raft.MsgVote:
 		w.LastLogIndex, w.LastLogTerm, w.PreVote, w.Transfer = m.LastLogIndex, m.LastLogTerm, m.PreVote, m.Transfer
@@ -110,6 +119,7 @@ func wireRequest(m raft.Message) raft.Message {
 		w.Snapshot = &raft.SnapshotMeta{Index: m.Snapshot.Index, Term: m.Snapshot.Term, ConfState: raft.ConfState{
 			Voters: nilIfNone(cs.Voters), Learners: nilIfNone(cs.Learners), VotersOutgoing: nilIfNone(cs.VotersOutgoing),
 			LearnersNext: nilIfNone(cs.LearnersNext), AutoLeave: cs.AutoLeave,
+			AutoPromote: nilIfNone(cs.AutoPromote), Incarnations: cs.Incarnations,
 		}}
 		w.Offset, w.Data, w.Done = m.Offset, nilIfEmpty(m.Data), m.Done
 	case raft.MsgReadIndex:
@@ -140,7 +150,7 @@ func respTypeFor(rng *rand.Rand, req raft.MessageType) raft.MessageType {
 
 // wireResponse is what the sender of req should decode from response r.
 func wireResponse(req, r raft.Message) (raft.Message, bool) {
-	w := raft.Message{Type: r.Type, From: req.To, To: req.From, Term: r.Term}
+	w := raft.Message{Type: r.Type, From: req.To, To: req.From, Term: r.Term, Incarnation: r.Incarnation}
 	switch r.Type {
 	case raft.MsgVoteResp:
 		w.Granted, w.PreVote = r.Granted, r.PreVote
@@ -180,7 +190,7 @@ func reread(t *testing.T, msg *capnp.Message) capnp.Struct {
 // encodeRequestMsg encodes m as its call's params in a fresh message.
 func encodeRequestMsg(m raft.Message) (*capnp.Message, error) {
 	msg, seg := capnp.NewSingleSegmentMessage(nil)
-	hd := header{cluster: testCluster, from: m.From, to: m.To}
+	hd := header{cluster: testCluster, from: m.From, to: m.To, inc: m.Incarnation}
 	var err error
 	switch m.Type {
 	case raft.MsgVote:

@@ -37,7 +37,7 @@ func msgSize(m *raft.Message) int64 {
 	}
 	if m.Snapshot != nil {
 		cs := &m.Snapshot.ConfState
-		n += int64(8 * (len(cs.Voters) + len(cs.Learners) + len(cs.VotersOutgoing) + len(cs.LearnersNext)))
+		n += int64(8 * (len(cs.Voters) + len(cs.Learners) + len(cs.VotersOutgoing) + len(cs.LearnersNext) + len(cs.AutoPromote) + 2*len(cs.Incarnations)))
 	}
 	return n
 }
@@ -577,7 +577,7 @@ func (p *peer) issue(rc schema.Raft, m raft.Message) (*call, error) {
 		// The peer would abort the whole connection on reading it.
 		return nil, fmt.Errorf("message of about %d bytes exceeds the %d-byte frame limit", msgSize(&m), limit)
 	}
-	hd := header{cluster: p.cfg().ClusterID, from: p.cfg().LocalID, to: p.id}
+	hd := header{cluster: p.cfg().ClusterID, from: p.cfg().LocalID, to: p.id, inc: m.Incarnation}
 	ctx := context.Background()
 	c := &call{m: m}
 	switch m.Type {

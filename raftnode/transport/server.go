@@ -85,7 +85,7 @@ func NewServer(cfg ServerConfig, conn *rpc.ConnInfo) capnp.Client {
 	}
 	s := &raftServer{cfg: cfg, log: log.Named("raft-server"), slots: make(chan struct{}, cfg.MaxInFlight)}
 	s.dlv, _ = cfg.Handler.(Deliverer)
-	return conn.Exporter.ExportInline(schema.Raft_Methods(nil, nil), s.inlineMethods(), nil, s)
+	return conn.Exporter.ExportInline(schema.Raft_Methods(nil, nil), s.inlineMethods(), s.restMethods(), s)
 }
 
 // raftServer serves one connection's Raft capability.

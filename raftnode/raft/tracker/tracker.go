@@ -26,9 +26,9 @@ type Config struct {
 	// counts: only that incarnation's votes and acknowledgements make a
 	// quorum. A member absent from it counts any incarnation.
 	Incarnations map[uint64]uint64
-	// Restoring are learners that were voters until their storage was
-	// replaced; the leader promotes them once they have caught up.
-	Restoring map[uint64]struct{}
+	// AutoPromote are learners the leader promotes once they have caught
+	// up (voters whose storage was replaced, voters being added).
+	AutoPromote map[uint64]struct{}
 }
 
 // Counts reports whether incarnation inc of member id is the one the
@@ -63,7 +63,7 @@ func (c Config) Clone() Config {
 		LearnersNext: cp(c.LearnersNext),
 		AutoLeave:    c.AutoLeave,
 		Incarnations: incs,
-		Restoring:    orEmpty(cp(c.Restoring)),
+		AutoPromote:  orEmpty(cp(c.AutoPromote)),
 	}
 }
 
@@ -98,8 +98,8 @@ func (c Config) LearnerIDs() []uint64 { return sortedKeys(c.Learners) }
 // LearnerNextIDs returns the learners-to-be, sorted.
 func (c Config) LearnerNextIDs() []uint64 { return sortedKeys(c.LearnersNext) }
 
-// RestoringIDs returns the learners waiting to be restored as voters, sorted.
-func (c Config) RestoringIDs() []uint64 { return sortedKeys(c.Restoring) }
+// AutoPromoteIDs returns the learners waiting to be promoted, sorted.
+func (c Config) AutoPromoteIDs() []uint64 { return sortedKeys(c.AutoPromote) }
 
 // ProgressTracker holds the config, every member's Progress, and votes.
 type ProgressTracker struct {
@@ -119,7 +119,7 @@ func MakeProgressTracker(maxInflight int, maxInflightBytes uint64) ProgressTrack
 			Learners:     map[uint64]struct{}{},
 			LearnersNext: map[uint64]struct{}{},
 			Incarnations: map[uint64]uint64{},
-			Restoring:    map[uint64]struct{}{},
+			AutoPromote:  map[uint64]struct{}{},
 		},
 		Progress:         map[uint64]*Progress{},
 		Votes:            map[uint64]bool{},

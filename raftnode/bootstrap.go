@@ -1,0 +1,274 @@
+package raftnode
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/capraft/capraft/raftnode/raft"
+	"github.com/capraft/capraft/raftnode/transport"
+)
+
+// Bootstrapping a new cluster, safely.
+//
+// A node whose storage holds no configuration is one of three things: an
+// initial member of a cluster being created, a member whose disk was
+// wiped (or repaired down to nothing), or a new node waiting to be added.
+// It cannot tell them apart on its own, and guessing wrong is what lost
+// acknowledged writes (issue 12): a wiped node that bootstrapped again
+// formed a second cluster of the same name. So before bootstrapping it
+// asks every peer listed in --peers (Discover), telling them its storage
+// incarnation:
+//
+//   - if any peer holds a configuration, the cluster exists: this node
+//     waits for the leader to catch it up (and, if it lost its disk, to
+//     restore it as a voter: the core does that by itself);
+//   - if every peer answers and none holds one, all are new: each
+//     bootstraps the same configuration, the members with the
+//     incarnations they reported, so the bootstrap snapshots agree;
+//   - otherwise it keeps asking, and says whom it waits for.
+//
+// A node whose peers all lost their disks therefore waits for the one
+// that kept its data instead of starting over empty, and a majority that
+// lost its data refuses to elect (the survivors do not count the wiped
+// nodes' votes) rather than forget what it acknowledged.
+
+// needsDiscovery reports whether this node must ask its peers before it
+// may bootstrap: its storage has no configuration and --peers names
+// other nodes.
+func (n *Node) needsDiscovery() bool {
+	if n.cfg.Join {
+		return false
+	}
+	for id := range n.cfg.Peers {
+		if id != n.cfg.ID {
+			return true
+		}
+	}
+	return false
+}
+
+// discoverPeers runs until this node has a configuration: it asks the
+// peers whether a cluster exists and bootstraps one if none does (see
+// above). It runs on its own goroutine, counted in n.wg.
+func (n *Node) discoverPeers() {
+	defer n.wg.Done()
+	var peers []uint64
+	for id := range n.cfg.Peers {
+		if id != n.cfg.ID {
+			peers = append(peers, id)
+		}
+	}
+	slices.Sort(peers)
+	inc := n.store.Incarnation()
+	n.log.Info("storage holds no configuration: asking the peers whether the cluster exists before bootstrapping one",
+		"peers", peers, "incarnation", fmt.Sprintf("%016x", inc))
+	backoff := 50 * time.Millisecond
+	var lastLog time.Time
+	for {
+		if n.hasConfiguration() {
+			return
+		}
+		answers, missing := n.askPeers(peers, inc)
+		for _, id := range peers {
+			if a, ok := answers[id]; ok && a.Configured {
+				n.joinExisting(id, a, inc)
+				return
+			}
+		}
+		if len(missing) == 0 {
+			n.bootstrapWith(answers, inc)
+			return
+		}
+		if time.Since(lastLog) >= 5*time.Second {
+			lastLog = time.Now()
+			n.log.Info("waiting for every initial member to answer before bootstrapping a new cluster "+
+				"(a cluster is created only when all --peers are up and none holds data)",
+				"waiting_for", fmt.Sprint(slices.Sorted(mapKeys(missing))), "reason", firstError(missing))
+		}
+		select {
+		case <-n.stopc:
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+func mapKeys[V any](m map[uint64]V) func(func(uint64) bool) {
+	return func(yield func(uint64) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// firstError returns the error of the lowest id in errs, for the log.
+func firstError(errs map[uint64]error) string {
+	ids := slices.Sorted(mapKeys(errs))
+	if len(ids) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("node %d: %v", ids[0], errs[ids[0]])
+}
+
+// hasConfiguration reports whether the core holds a configuration (or
+// the loop has stopped, which ends discovery too).
+func (n *Node) hasConfiguration() bool {
+	has := true
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.RequestTimeout)
+	defer cancel()
+	if err := n.runOnLoop(ctx, func() {
+		cs := n.core.ConfState()
+		has = len(cs.Voters) > 0 || len(cs.Learners) > 0
+	}); err != nil {
+		return isClosed(n.done)
+	}
+	return has
+}
+
+// askPeers asks every peer at once, each for at most an election timeout.
+func (n *Node) askPeers(peers []uint64, inc uint64) (map[uint64]transport.DiscoverInfo, map[uint64]error) {
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ElectionTimeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-n.stopc:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	var mu sync.Mutex
+	answers := map[uint64]transport.DiscoverInfo{}
+	missing := map[uint64]error{}
+	var wg sync.WaitGroup
+	for _, id := range peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			info, err := n.tr.Discover(ctx, id, inc)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				missing[id] = err
+			} else {
+				answers[id] = info
+			}
+		}()
+	}
+	wg.Wait()
+	return answers, missing
+}
+
+// joinExisting logs what this node is, now that peer from says the
+// cluster exists, and leaves the rest to the leader.
+func (n *Node) joinExisting(from uint64, a transport.DiscoverInfo, inc uint64) {
+	var recorded uint64
+	voter := false
+	for _, v := range a.Voters {
+		if v.ID == n.cfg.ID {
+			voter, recorded = true, v.Incarnation
+		}
+	}
+	switch {
+	case voter && (recorded == inc || recorded == 0):
+		n.log.Info("the cluster exists and counts this node: waiting for its leader to send the log",
+			"answered_by", from, "term", a.Term, "commit", a.Commit)
+	case voter:
+		n.warnLostData(recorded, "answered_by", from, "term", a.Term, "commit", a.Commit)
+	default:
+		n.log.Info("the cluster exists and this node is not one of its voters: waiting for its leader "+
+			"(add a new node with `raftctl member add`)", "answered_by", from)
+	}
+}
+
+// warnLostData tells the operator, once, that this node's storage is not
+// the one the configuration counts for it (it was wiped or damaged).
+func (n *Node) warnLostData(counted uint64, kv ...any) {
+	if n.saidLost.Swap(true) {
+		return
+	}
+	n.log.Warn("this node lost its data: the cluster counts another incarnation of its storage. "+
+		"It will not vote or count towards any quorum until the leader has caught it up and restored it "+
+		"as a voter, which happens by itself; nothing it acknowledged before is lost as long as a majority kept theirs",
+		append([]any{"incarnation", fmt.Sprintf("%016x", n.store.Incarnation()), "counted_incarnation", fmt.Sprintf("%016x", counted)}, kv...)...)
+}
+
+// checkCounted warns (once) if cs counts another incarnation of this
+// node's storage than the one it has.
+func (n *Node) checkCounted(cs raft.ConfState) {
+	if rec, ok := cs.IncarnationOf(n.cfg.ID); ok && rec != n.store.Incarnation() && slices.Contains(cs.Voters, n.cfg.ID) {
+		n.warnLostData(rec)
+	}
+}
+
+// bootstrapWith bootstraps a new cluster of every --peers member with the
+// incarnations they reported: every initial member computes the same
+// configuration, so their bootstrap snapshots agree.
+func (n *Node) bootstrapWith(answers map[uint64]transport.DiscoverInfo, inc uint64) {
+	incs := []raft.MemberIncarnation{{ID: n.cfg.ID, Incarnation: inc}}
+	for id, a := range answers {
+		incs = append(incs, raft.MemberIncarnation{ID: id, Incarnation: a.Incarnation})
+	}
+	sn := n.bootstrapSnapshot(incs)
+	var err error
+	if lerr := n.runOnLoop(context.Background(), func() {
+		if err = n.core.Bootstrap(sn); err == nil {
+			n.loop.bootstrapping = true
+		}
+	}); lerr != nil {
+		return // stopped
+	}
+	switch {
+	case err == raft.ErrBootstrapped:
+		// A leader's snapshot or entries arrived meanwhile: they win.
+	case err != nil:
+		n.log.Error("could not bootstrap the cluster", "error", err)
+	}
+}
+
+// bootstrapSnapshot is the first snapshot of a new cluster of every
+// --peers member (this node alone without --peers), recording the
+// incarnations given.
+func (n *Node) bootstrapSnapshot(incs []raft.MemberIncarnation) raft.Snapshot {
+	peers := n.cfg.Peers
+	if len(peers) == 0 {
+		peers = map[uint64]string{n.cfg.ID: n.cfg.Advertise}
+	}
+	ids := slices.Sorted(mapKeys(peers))
+	slices.SortFunc(incs, func(a, b raft.MemberIncarnation) int { return cmp.Compare(a.ID, b.ID) })
+	sn := raft.BootstrapSnapshot(raft.ConfState{Voters: ids, Incarnations: incs})
+	sn.Data = encodeSnapshot(peers, nil)
+	return sn
+}
+
+// Discover answers a peer that asks, before bootstrapping, whether this
+// node holds a configuration (transport.Discoverer).
+func (h peerHandler) Discover(ctx context.Context, from, inc uint64) (transport.DiscoverInfo, error) {
+	n := h.n
+	info := transport.DiscoverInfo{Incarnation: n.store.Incarnation()}
+	var cs raft.ConfState
+	if err := n.runOnLoop(ctx, func() {
+		st := n.core.Status()
+		cs = st.Config
+		info.Term, info.Commit = st.Term, st.Commit
+	}); err != nil {
+		return info, err
+	}
+	info.Configured = len(cs.Voters) > 0 || len(cs.Learners) > 0
+	for _, id := range cs.Voters {
+		rec, _ := cs.IncarnationOf(id)
+		info.Voters = append(info.Voters, raft.MemberIncarnation{ID: id, Incarnation: rec})
+	}
+	if rec, ok := cs.IncarnationOf(from); ok && rec != inc && info.Configured {
+		n.log.Warn("a peer asks with storage other than the one the configuration counts: it lost its data; "+
+			"the leader restores it once it has caught up",
+			"peer", from, "incarnation", fmt.Sprintf("%016x", inc), "counted_incarnation", fmt.Sprintf("%016x", rec))
+	}
+	return info, nil
+}
