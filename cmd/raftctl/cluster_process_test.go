@@ -533,7 +533,7 @@ func TestKVCommandsOnACluster(t *testing.T) {
 				}
 				break
 			}
-			if wantErr := fmt.Sprintf("(more keys follow: add --after %q)\n", last); errOut != wantErr {
+			if wantErr := fmt.Sprintf("(more keys follow: add --after %s)\n", last); errOut != wantErr {
 				t.Fatalf("%q: stderr %q, want %q", args, errOut, wantErr)
 			}
 			after = last
