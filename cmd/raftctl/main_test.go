@@ -217,8 +217,17 @@ func (p *nodeProc) stop(t *testing.T, sig os.Signal) error {
 // raftctl runs raftctl with args and returns stdout, stderr and exit code.
 func raftctl(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
+	return raftctlWith(t, nil, nil, args...)
+}
+
+// raftctlWith runs raftctl with args, stdin (if not nil) and env added to
+// its environment, and returns stdout, stderr and exit code.
+func raftctlWith(t *testing.T, stdin io.Reader, env []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
 	_, ctl := binaries(t)
 	cmd := exec.Command(ctl, args...)
+	cmd.Stdin = stdin
+	cmd.Env = append(os.Environ(), env...)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	done := make(chan error, 1)
