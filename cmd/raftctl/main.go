@@ -2,6 +2,7 @@
 // spirit of etcdctl.
 //
 //	raftctl put greeting hello            # OK revision=1
+//	raftctl put blob --file blob.bin      # or: raftctl put blob - < blob.bin
 //	raftctl get greeting                  # hello
 //	raftctl cas greeting hello bye        # OK revision=2
 //	raftctl range greet --limit 10
@@ -12,9 +13,12 @@
 //	raftctl ping hello                    # prints echo:hello and the round trip
 //	raftctl listen
 //
-// The endpoints default to $RAFTCTL_ENDPOINTS, else 127.0.0.1:7000. With
-// -o json every command prints one JSON object on stdout (its fields are
-// listed in each command's help). On failure raftctl prints one line on
+// The endpoints default to $RAFTCTL_ENDPOINTS, else 127.0.0.1:7000, and
+// are checked to be host:port before anything is dialled. With -o json
+// every command prints one JSON object on stdout (its fields are listed
+// in each command's help); keys and values that are not UTF-8 come as
+// key_base64 / value_base64. Tables escape unprintable bytes and shorten
+// long keys and values. On failure raftctl prints one line on
 // stderr saying what went wrong and what to try (with -o json also a JSON
 // object {"error": ..., "kind": ...} on stdout), and exits with status 1.
 package main
