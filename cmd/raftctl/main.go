@@ -343,7 +343,8 @@ func listenCommand(g *globals) *cobra.Command {
 		Use:   "listen",
 		Short: "Print every message pinged to a node until interrupted",
 		Long: "listen subscribes to the node's multi-echo and prints each message as\n" +
-			"SEQ<TAB>MSG, in the order the node received them, until Ctrl-C.\n\n" +
+			"SEQ<TAB>MSG, in the order the node received them, until Ctrl-C. A message\n" +
+			"that is not plain printable text is shown Go-quoted, one over 256 bytes shortened.\n\n" +
 			`JSON: one object per message (a stream): {"seq": int, "msg": string}` + "\n" +
 			`(a message that is not valid UTF-8 comes as "msg_base64" instead of "msg")`,
 		Args: exactArgs(0, "none"),
