@@ -99,8 +99,8 @@ func (c *benchConfig) validate() error {
 		return usagef("--duration must be positive")
 	case c.total < 0:
 		return usagef("--total must be 0 (no cap) or positive")
-	case c.valueSize < 0 || c.valueSize > 16<<20:
-		return usagef("--value-size must be between 0 and 16 MiB")
+	case c.valueSize < 0 || c.valueSize > maxValueSize:
+		return usagef("--value-size must be between 0 and %d (the node's 1 MiB value limit)", maxValueSize)
 	case c.keys < 1:
 		return usagef("--keys must be positive")
 	case c.inflight < 1 || c.inflight > 1024:

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/capraft/capraft/client"
+	"github.com/capraft/capraft/cmd/internal/cli"
 )
 
 func statusCommand(g *globals) *cobra.Command {
@@ -64,15 +65,15 @@ func statusCommand(g *globals) *cobra.Command {
 					fmt.Fprintln(tw, "ENDPOINT\tID\tADDRESS\tROLE\tTERM\tLEADER\tCOMMIT\tAPPLIED\tERROR")
 					for i, r := range rows {
 						if r.err != nil {
-							fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\t%s\n", g.endpoints[i], r.err)
+							fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\t%s\n", g.endpoints[i], escapeText(r.err.Error()))
 							continue
 						}
 						s := r.st
-						role := s.Role
+						role := cell(s.Role)
 						if s.StopReason != "" {
-							role += " (" + s.StopReason + ")"
+							role += " (" + escapeText(s.StopReason) + ")"
 						}
-						fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%d\t%d\t%d\t\n", g.endpoints[i], s.ID, s.Address, role, s.Term, s.Leader, s.Commit, s.Applied)
+						fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%d\t%d\t%d\t\n", g.endpoints[i], s.ID, cell(s.Address), role, s.Term, s.Leader, s.Commit, s.Applied)
 					}
 					_ = tw.Flush()
 				})
@@ -119,7 +120,7 @@ func membersCommand(g *globals) *cobra.Command {
 						if m.Learner {
 							role = "learner"
 						}
-						fmt.Fprintf(tw, "%s\t%s\t%s\n", id, m.Address, role)
+						fmt.Fprintf(tw, "%s\t%s\t%s\n", id, cell(m.Address), role)
 					}
 					_ = tw.Flush()
 				})
@@ -170,8 +171,8 @@ func memberCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if args[1] == "" {
-				return usagef("empty address")
+			if _, err := cli.ParseAddr(args[1], cli.AddrRules{}); err != nil {
+				return usagef("member add: ADDR %v", err)
 			}
 			return g.ok(cmd, func(ctx context.Context, c *client.Client) error {
 				return settle(ctx, c, c.AddMember(ctx, id, args[1], learner), func(ms []client.Member) bool {

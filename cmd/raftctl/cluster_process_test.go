@@ -91,15 +91,17 @@ func mustCtl(t *testing.T, endpoints string, args ...string) string {
 
 // nodeRow is one row of raftctl status -o json.
 type nodeRow struct {
-	Endpoint string `json:"endpoint"`
-	ID       uint64 `json:"id"`
-	Address  string `json:"address"`
-	Role     string `json:"role"`
-	Term     uint64 `json:"term"`
-	Leader   uint64 `json:"leader"`
-	Commit   uint64 `json:"commit"`
-	Applied  uint64 `json:"applied"`
-	Error    string `json:"error"`
+	Endpoint  string `json:"endpoint"`
+	ID        uint64 `json:"id"`
+	Address   string `json:"address"`
+	Role      string `json:"role"`
+	Term      uint64 `json:"term"`
+	Leader    uint64 `json:"leader"`
+	Commit    uint64 `json:"commit"`
+	Applied   uint64 `json:"applied"`
+	LastIndex uint64 `json:"last_index"`
+	Revision  uint64 `json:"revision"`
+	Error     string `json:"error"`
 }
 
 // statusRows runs raftctl status -o json against addrs.
@@ -533,7 +535,7 @@ func TestKVCommandsOnACluster(t *testing.T) {
 				}
 				break
 			}
-			if wantErr := fmt.Sprintf("(more keys follow: add --after %q)\n", last); errOut != wantErr {
+			if wantErr := fmt.Sprintf("(more keys follow: add --after %s)\n", last); errOut != wantErr {
 				t.Fatalf("%q: stderr %q, want %q", args, errOut, wantErr)
 			}
 			after = last

@@ -2,6 +2,7 @@
 // spirit of etcdctl.
 //
 //	raftctl put greeting hello            # OK revision=1
+//	raftctl put blob --file blob.bin      # or: raftctl put blob - < blob.bin
 //	raftctl get greeting                  # hello
 //	raftctl cas greeting hello bye        # OK revision=2
 //	raftctl range greet --limit 10
@@ -12,9 +13,12 @@
 //	raftctl ping hello                    # prints echo:hello and the round trip
 //	raftctl listen
 //
-// The endpoints default to $RAFTCTL_ENDPOINTS, else 127.0.0.1:7000. With
-// -o json every command prints one JSON object on stdout (its fields are
-// listed in each command's help). On failure raftctl prints one line on
+// The endpoints default to $RAFTCTL_ENDPOINTS, else 127.0.0.1:7000, and
+// are checked to be host:port before anything is dialled. With -o json
+// every command prints one JSON object on stdout (its fields are listed
+// in each command's help); keys and values that are not UTF-8 come as
+// key_base64 / value_base64. Tables escape unprintable bytes and shorten
+// long keys and values. On failure raftctl prints one line on
 // stderr saying what went wrong and what to try (with -o json also a JSON
 // object {"error": ..., "kind": ...} on stdout), and exits with status 1.
 package main
@@ -68,9 +72,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	var rep *reportedError
 	if g.output == "json" && !errors.As(err, &rep) {
-		_ = json.NewEncoder(stdout).Encode(errorJSON(err))
+		_ = newJSONEncoder(stdout).Encode(errorJSON(err))
 	}
-	fmt.Fprintln(stderr, "raftctl: "+explain(err))
+	fmt.Fprintln(stderr, "raftctl: "+escapeText(explain(err)))
 	return 1
 }
 
@@ -93,10 +97,13 @@ func usagef(format string, args ...any) error {
 // errorKind names the class of err for JSON output.
 func errorKind(err error) string {
 	var ue *usageError
+	var le *limitError
 	var se *client.ServerError
 	switch {
 	case errors.As(err, &ue):
 		return "usage"
+	case errors.As(err, &le):
+		return "too_large"
 	case errors.Is(err, client.ErrNotFound):
 		return "not_found"
 	case errors.Is(err, client.ErrCompareFailed):
@@ -160,22 +167,24 @@ func explain(err error) string {
 func newRoot(stdout, stderr io.Writer) (*cobra.Command, *globals) {
 	g := &globals{}
 	root := &cobra.Command{
-		Use:           "raftctl",
-		Short:         "Command-line client for capraft clusters",
+		Use:   "raftctl",
+		Short: "Command-line client for capraft clusters",
+		Long: "raftctl talks to a capraft cluster: any node in --endpoints serves any command.\n\n" +
+			"With -o json every command prints one JSON object on stdout (each command's\n" +
+			"help lists its fields). Keys and values that are not valid UTF-8 come as\n" +
+			"\"key_base64\" / \"value_base64\" (standard base64) instead of \"key\" / \"value\",\n" +
+			"so every byte round-trips. Tables show unprintable bytes escaped and long keys\n" +
+			"shortened. On failure raftctl prints one line on stderr saying what to do next\n" +
+			"(with -o json also {\"error\": ..., \"kind\": ...} on stdout) and exits 1.",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       cli.Version(),
-		PersistentPreRunE: func(*cobra.Command, []string) error {
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			if g.output != "table" && g.output != "json" {
 				return usagef("unknown output format %q: use -o table or -o json", g.output)
 			}
-			if len(g.endpoints) == 0 {
-				return usagef("no endpoints: set --endpoints host:port[,host:port...]")
-			}
-			for _, e := range g.endpoints {
-				if strings.TrimSpace(e) == "" {
-					return usagef("empty endpoint in --endpoints %q", strings.Join(g.endpoints, ","))
-				}
+			if err := g.checkEndpoints(cmd); err != nil {
+				return err
 			}
 			if g.timeout <= 0 || g.dialTimeout <= 0 {
 				return usagef("--timeout and --dial-timeout must be positive")
@@ -191,7 +200,7 @@ func newRoot(stdout, stderr io.Writer) (*cobra.Command, *globals) {
 		defaults = strings.Split(env, ",")
 	}
 	pf := root.PersistentFlags()
-	pf.StringSliceVar(&g.endpoints, "endpoints", defaults, "comma-separated node addresses (host:port); default $RAFTCTL_ENDPOINTS")
+	pf.StringSliceVar(&g.endpoints, "endpoints", defaults, "comma-separated node addresses, host:port (e.g. 127.0.0.1:7000); default $RAFTCTL_ENDPOINTS")
 	pf.DurationVar(&g.dialTimeout, "dial-timeout", 5*time.Second, "time allowed to connect to one endpoint")
 	pf.DurationVar(&g.timeout, "timeout", 10*time.Second, "time allowed for a whole command, retries included (bench: for one operation; not for listen)")
 	pf.StringVar(&g.logLevel, "log-level", "off", "client log level on stderr: off, "+cli.LogLevels)
@@ -205,6 +214,30 @@ func newRoot(stdout, stderr io.Writer) (*cobra.Command, *globals) {
 		benchCommand(g), pingCommand(g), listenCommand(g),
 	)
 	return root, g
+}
+
+// checkEndpoints checks that every endpoint, from --endpoints or
+// $RAFTCTL_ENDPOINTS, is host:port, before anything is dialled.
+func (g *globals) checkEndpoints(cmd *cobra.Command) error {
+	from := "--endpoints"
+	if !cmd.Flags().Changed("endpoints") && os.Getenv("RAFTCTL_ENDPOINTS") != "" {
+		from = "$RAFTCTL_ENDPOINTS"
+	}
+	if len(g.endpoints) == 0 {
+		return usagef("no endpoints: set %s host:port[,host:port...], e.g. %s", from, defaultEndpoint)
+	}
+	for i, e := range g.endpoints {
+		e = strings.TrimSpace(e)
+		if e == "" {
+			return usagef("empty endpoint in %s %s; give host:port[,host:port...], e.g. %s",
+				from, cli.QuoteShort(strings.Join(g.endpoints, ","), 200), defaultEndpoint)
+		}
+		if _, err := cli.ParseAddr(e, cli.AddrRules{}); err != nil {
+			return usagef("%s: endpoint %v", from, err)
+		}
+		g.endpoints[i] = e
+	}
+	return nil
 }
 
 // connect returns a client for the global flags.
@@ -250,10 +283,18 @@ func (g *globals) withClient(cmd *cobra.Command, fn func(ctx context.Context, c 
 func (g *globals) emit(cmd *cobra.Command, obj any, text func(w io.Writer)) error {
 	w := cmd.OutOrStdout()
 	if g.output == "json" {
-		return json.NewEncoder(w).Encode(obj)
+		return newJSONEncoder(w).Encode(obj)
 	}
 	text(w)
 	return nil
+}
+
+// newJSONEncoder returns the encoder of every JSON line raftctl prints.
+// It leaves <, > and & as they are: the output is not HTML.
+func newJSONEncoder(w io.Writer) *json.Encoder {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc
 }
 
 // exactArgs checks that the command got n arguments, naming them.
@@ -271,7 +312,8 @@ func pingCommand(g *globals) *cobra.Command {
 		Use:   "ping MSG",
 		Short: "Send MSG to a node; print its reply and the round-trip time",
 		Long: "ping sends MSG to a node and prints its reply and the round trip.\n\n" +
-			`JSON: {"reply": string, "rtt_us": int, "node": int, "address": string}`,
+			`JSON: {"reply": string, "rtt_us": int, "node": int, "address": string}` + "\n" +
+			`(a reply that is not valid UTF-8 comes as "reply_base64" instead of "reply")`,
 		Args: exactArgs(1, "MSG"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
@@ -286,9 +328,10 @@ func pingCommand(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				obj := map[string]any{"reply": reply, "rtt_us": rtt.Microseconds(), "node": info.ID, "address": info.Listen}
+				obj := map[string]any{"rtt_us": rtt.Microseconds(), "node": info.ID, "address": info.Listen}
+				setText(obj, "reply", reply)
 				return g.emit(cmd, obj, func(w io.Writer) {
-					fmt.Fprintf(w, "%s\t(round trip %v, node %d at %s)\n", reply, rtt.Round(time.Microsecond), info.ID, info.Listen)
+					fmt.Fprintf(w, "%s\t(round trip %v, node %d at %s)\n", cell(reply), rtt.Round(time.Microsecond), info.ID, cell(info.Listen))
 				})
 			})
 		},
@@ -300,8 +343,10 @@ func listenCommand(g *globals) *cobra.Command {
 		Use:   "listen",
 		Short: "Print every message pinged to a node until interrupted",
 		Long: "listen subscribes to the node's multi-echo and prints each message as\n" +
-			"SEQ<TAB>MSG, in the order the node received them, until Ctrl-C.\n\n" +
-			`JSON: one object per message (a stream): {"seq": int, "msg": string}`,
+			"SEQ<TAB>MSG, in the order the node received them, until Ctrl-C. A message\n" +
+			"that is not plain printable text is shown Go-quoted, one over 256 bytes shortened.\n\n" +
+			`JSON: one object per message (a stream): {"seq": int, "msg": string}` + "\n" +
+			`(a message that is not valid UTF-8 comes as "msg_base64" instead of "msg")`,
 		Args: exactArgs(0, "none"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := g.connect(cmd.ErrOrStderr())
@@ -310,13 +355,15 @@ func listenCommand(g *globals) *cobra.Command {
 			}
 			defer c.Close()
 			out := cmd.OutOrStdout()
-			enc := json.NewEncoder(out)
+			enc := newJSONEncoder(out)
 			err = c.Listen(cmd.Context(), func(m client.Message) {
 				if g.output == "json" {
-					_ = enc.Encode(map[string]any{"seq": m.Seq, "msg": m.Msg})
+					obj := map[string]any{"seq": m.Seq}
+					setText(obj, "msg", m.Msg)
+					_ = enc.Encode(obj)
 					return
 				}
-				fmt.Fprintf(out, "%d\t%s\n", m.Seq, m.Msg)
+				fmt.Fprintf(out, "%d\t%s\n", m.Seq, cell(m.Msg))
 			})
 			if errors.Is(err, context.Canceled) && cmd.Context().Err() != nil {
 				return nil // interrupted: the normal way to stop listening

@@ -6,6 +6,7 @@ package main_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -216,8 +217,17 @@ func (p *nodeProc) stop(t *testing.T, sig os.Signal) error {
 // raftctl runs raftctl with args and returns stdout, stderr and exit code.
 func raftctl(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
+	return raftctlWith(t, nil, nil, args...)
+}
+
+// raftctlWith runs raftctl with args, stdin (if not nil) and env added to
+// its environment, and returns stdout, stderr and exit code.
+func raftctlWith(t *testing.T, stdin io.Reader, env []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
 	_, ctl := binaries(t)
 	cmd := exec.Command(ctl, args...)
+	cmd.Stdin = stdin
+	cmd.Env = append(os.Environ(), env...)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	done := make(chan error, 1)
@@ -356,6 +366,10 @@ func TestNodeShutsDownCleanlyOnSignals(t *testing.T) {
 	}
 }
 
+// raftnode refuses bad flags with exit status 1 and one line per
+// problem on stderr, and leaves nothing behind: no data directory, no log
+// line. (cmd/raftnode's tests cover every flag; these are the cases
+// met in the field, run as a user runs them.)
 func TestNodeRejectsBadFlagsClearly(t *testing.T) {
 	raftnode, _ := binaries(t)
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
@@ -365,16 +379,24 @@ func TestNodeRejectsBadFlagsClearly(t *testing.T) {
 	defer busy.Close()
 	cases := []struct {
 		args []string
-		want string
+		want []string // one line each
 	}{
-		{[]string{"--log-level", "loud"}, `unknown log level "loud"`},
-		{[]string{"--id", "0"}, "--id must be non-zero"},
-		{[]string{"--listen", busy.Addr().String()}, "address already in use (is another raftnode running?"},
-		{[]string{"--tls-cert", "x.pem"}, "--tls-cert and --tls-key go together"},
-		{[]string{"--no-such-flag"}, "unknown flag: --no-such-flag"},
+		{[]string{"--log-level", "loud"}, []string{`unknown log level "loud"`}},
+		{[]string{"--id", "0"}, []string{"--id 0: node ids start at 1"}},
+		{[]string{"--listen", busy.Addr().String()}, []string{"address already in use (is another raftnode running?"}},
+		{[]string{"--tls-cert", "x.pem"}, []string{"--tls-cert and --tls-key go together"}},
+		{[]string{"--no-such-flag"}, []string{"unknown flag: --no-such-flag (see raftnode --help)"}},
+		{[]string{"--peers", "1=127.0.0.1:70000"}, []string{`--peers: member 1: "127.0.0.1:70000": the port must be a number from 1 to 65535`}},
+		{[]string{"--peers", "1=127.0.0.1:7001,2=127.0.0.1:7001,3=127.0.0.1:7003"}, []string{"--peers: members 1 and 2 both have address 127.0.0.1:7001"}},
+		{[]string{"--max-conns", "-1", "--max-message-size", "1"}, []string{"--max-conns -1: give", "--max-message-size 1: give 4194304 (4 MiB)"}},
 	}
 	for _, tc := range cases {
-		cmd := exec.Command(raftnode, tc.args...)
+		dir := t.TempDir()
+		// A node that accepted its flags would serve until killed.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, raftnode, tc.args...)
+		cmd.Dir = dir
 		var errOut bytes.Buffer
 		cmd.Stderr = &errOut
 		cmd.Stdout = io.Discard
@@ -383,8 +405,18 @@ func TestNodeRejectsBadFlagsClearly(t *testing.T) {
 		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
 			t.Errorf("raftnode %v: %v, want exit status 1", tc.args, err)
 		}
-		if !strings.Contains(errOut.String(), tc.want) {
-			t.Errorf("raftnode %v: stderr %q, want it to say %q", tc.args, errOut.String(), tc.want)
+		lines := strings.SplitAfter(errOut.String(), "\n")
+		if len(lines) != len(tc.want)+1 || lines[len(lines)-1] != "" {
+			t.Errorf("raftnode %v: stderr %q, want %d line(s)", tc.args, errOut.String(), len(tc.want))
+			continue
+		}
+		for i, want := range tc.want {
+			if !strings.HasPrefix(lines[i], "raftnode: ") || !strings.Contains(lines[i], want) {
+				t.Errorf("raftnode %v: stderr line %q, want it to say %q", tc.args, lines[i], want)
+			}
+		}
+		if ents, err := os.ReadDir(dir); err != nil || len(ents) != 0 {
+			t.Errorf("raftnode %v left %d entries in its directory (%v)", tc.args, len(ents), err)
 		}
 	}
 }
@@ -433,7 +465,22 @@ func TestBadArgumentsAreRejectedClearly(t *testing.T) {
 		{[]string{"get"}, "raftctl get takes 1 argument(s), KEY; got 0"},
 		{[]string{"del", "a", "b"}, "raftctl del takes 1 argument(s), KEY; got 2"},
 		{[]string{"cas", "k", "old"}, "raftctl cas takes KEY, OLD and NEW; got 2 argument(s)"},
-		{[]string{"cas", "k", "old", "new", "--absent"}, "takes KEY and NEW (with --absent or --rev); got 3"},
+		{[]string{"cas", "k", "old", "new", "--absent"}, "raftctl cas takes KEY and NEW (with --absent); got 3 argument(s)"},
+		{[]string{"cas", "k", "old", "--rev", "3", "--delete"}, "raftctl cas takes KEY (with --rev --delete); got 2 argument(s)"},
+		{[]string{"cas", "k", "old", "new", "--file", "f"}, "raftctl cas takes KEY and OLD (with --file); got 3 argument(s)"},
+		{[]string{"cas", "k", "new", "--old-file", "f", "--absent"}, "--old-file gives OLD, which --absent and --rev replace"},
+		{[]string{"cas", "k", "old", "--file", "f", "--delete"}, "--file gives NEW, which --delete does not take"},
+		{[]string{"cas", "k", "-", "-"}, "OLD and NEW cannot both be - (stdin holds one value); give one of them with --old-file F or --file F"},
+		{[]string{"cas", "k", "old", "--file", "no/such/file"}, "--file: open no/such/file: no such file or directory"},
+		{[]string{"put", "k", "v", "--file", "f"}, "raftctl put takes 1 argument(s), KEY (with --file); got 2"},
+		{[]string{"put", "k", "--file", "no/such/file"}, "--file: open no/such/file: no such file or directory"},
+		{[]string{"get", ""}, "empty key"},
+		{[]string{"del", ""}, "empty key"},
+		{[]string{"cas", "", "a", "b"}, "empty key"},
+		{[]string{"member", "add", "4", ""}, `member add: ADDR empty address; give host:port, e.g. 127.0.0.1:7000`},
+		{[]string{"member", "add", "4", "127.0.0.1:99999"}, `member add: ADDR "127.0.0.1:99999": the port must be a number from 1 to 65535`},
+		{[]string{"member", "add", "4", "node4"}, `member add: ADDR "node4" has no port`},
+		{[]string{"bench", "put", "--value-size", "1048577"}, "--value-size must be between 0 and 1048576 (the node's 1 MiB value limit)"},
 		{[]string{"cas", "k", "new", "--absent", "--rev", "3"}, "--absent and --rev exclude each other"},
 		{[]string{"cas", "k", "--absent", "--delete"}, "--absent with --delete never deletes anything"},
 		{[]string{"cas", "k", "--rev", "x", "new"}, `invalid argument "x" for "--rev"`},
@@ -454,8 +501,16 @@ func TestBadArgumentsAreRejectedClearly(t *testing.T) {
 		{[]string{"bench", "put", "--keys", "0"}, "--keys must be positive"},
 		{[]string{"bench", "put", "--serializable"}, "unknown flag: --serializable"},
 		{[]string{"--timeout", "0s", "get", "k"}, "--timeout and --dial-timeout must be positive"},
-		{[]string{"--endpoints", "", "get", "k"}, "no endpoints: set --endpoints host:port"},
+		{[]string{"--endpoints", "", "get", "k"}, "no endpoints: set --endpoints host:port[,host:port...], e.g. 127.0.0.1:7000"},
 		{[]string{"--endpoints", dead + ",,", "get", "k"}, "empty endpoint in --endpoints"},
+		{[]string{"--endpoints", "foo", "get", "k"}, `--endpoints: endpoint "foo" has no port; give host:port, e.g. 127.0.0.1:7000`},
+		{[]string{"--endpoints", dead + ",127.0.0.1:70000", "get", "k"}, `--endpoints: endpoint "127.0.0.1:70000": the port must be a number from 1 to 65535, e.g. 127.0.0.1:7000`},
+		{[]string{"--endpoints", "127.0.0.1:0", "get", "k"}, `--endpoints: endpoint "127.0.0.1:0": the port must be a number from 1 to 65535`},
+		{[]string{"--endpoints", "127.0.0.1:http", "get", "k"}, `--endpoints: endpoint "127.0.0.1:http": the port must be a number from 1 to 65535`},
+		{[]string{"--endpoints", ":7000", "get", "k"}, `--endpoints: endpoint ":7000" has no host; give one, e.g. 127.0.0.1:7000`},
+		{[]string{"--endpoints", "::1:7000", "get", "k"}, `--endpoints: endpoint "::1:7000" is not host:port; write an IPv6 address in brackets, e.g. [::1]:7000`},
+		{[]string{"--endpoints", "http://127.0.0.1:7000", "status"}, `--endpoints: endpoint "http://127.0.0.1:7000" is a URL; give host:port without "http://"`},
+		{[]string{"--endpoints", "a b:7000", "ping", "x"}, `--endpoints: endpoint "a b:7000": "a b" is neither an IP address nor a host name`},
 	}
 	for _, tc := range cases {
 		args := append([]string{"--endpoints", dead}, tc.args...)

@@ -28,7 +28,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -80,14 +79,19 @@ func main() {
 		debug.SetGCPercent(400)
 	}
 	if err := newCommand().Execute(); err != nil {
+		// One line per problem (flag checks report them all at once).
 		// Errors from the raftnode package carry its name already.
-		fmt.Fprintln(os.Stderr, "raftnode: "+strings.TrimPrefix(err.Error(), "raftnode: "))
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintln(os.Stderr, "raftnode: "+strings.TrimPrefix(line, "raftnode: "))
+		}
 		os.Exit(1)
 	}
 }
 
-func newCommand() *cobra.Command {
-	var f flags
+func newCommand() *cobra.Command { return newCommandFor(new(flags)) }
+
+// newCommandFor returns the command, parsing its flags into f.
+func newCommandFor(f *flags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "raftnode",
 		Short: "Run a capraft consensus node",
@@ -101,22 +105,25 @@ func newCommand() *cobra.Command {
 		SilenceErrors: true,
 		Version:       cli.Version(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return run(cmd.Context(), f)
+			return run(cmd.Context(), *f)
 		},
 	}
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return fmt.Errorf("%w (see raftnode --help)", err)
+	})
 	d := rpc.DefaultConfig()
 	fl := cmd.Flags()
 	fl.Uint64Var(&f.id, "id", 1, "this node's id in its cluster (non-zero)")
 	fl.StringVar(&f.listen, "listen", "127.0.0.1:7000", "TCP address to serve on (port 0 picks a free port)")
-	fl.StringVar(&f.advertise, "advertise", "", "address clients and peers should use to reach this node (default: the listen address)")
+	fl.StringVar(&f.advertise, "advertise", "", "address clients and peers should use to reach this node, host:port (default: the listen address)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: "+cli.LogLevels)
 	fl.BoolVar(&f.logJSON, "log-json", false, "log JSON lines instead of text")
-	fl.IntVar(&f.maxConns, "max-conns", d.MaxConns, "connections served at once; more are refused")
-	fl.Uint64Var(&f.maxMessageSize, "max-message-size", d.MaxMessageSize, "largest message accepted from a peer, in bytes")
+	fl.IntVar(&f.maxConns, "max-conns", d.MaxConns, "connections served at once, 1 to 1048576; more are refused")
+	fl.Uint64Var(&f.maxMessageSize, "max-message-size", d.MaxMessageSize, "largest message accepted from a peer, in bytes (4 MiB to 64 MiB: Raft needs 4 MiB for its largest entries)")
 	fl.DurationVar(&f.handshakeTimeout, "handshake-timeout", d.HandshakeTimeout, "time a new connection has to send its first message")
 	fl.DurationVar(&f.idleTimeout, "idle-timeout", d.IdleTimeout, "close connections silent for this long (negative: never)")
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long calls in flight may take to finish")
-	fl.IntVar(&f.echoQueue, "echo-queue", echo.DefaultQueueLen, "messages an echo listener may fall behind before it is dropped")
+	fl.IntVar(&f.echoQueue, "echo-queue", echo.DefaultQueueLen, "messages an echo listener may fall behind before it is dropped (1 to 1048576)")
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate file; with --tls-key, serve TLS")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "PEM private key file for --tls-cert")
 	fl.StringVar(&f.tlsCA, "tls-ca", "", "PEM file of the CA that signed the peers' certificates (with --tls-cert; default: the system's roots)")
@@ -124,12 +131,12 @@ func newCommand() *cobra.Command {
 	fl.StringVar(&f.peers, "peers", "", "initial members of a new cluster as id=host:port,... including this node (default: a single-node cluster of this node); on restart, overrides the addresses of the ids it lists")
 	fl.BoolVar(&f.join, "join", false, "start with an empty data directory and wait to be added with `raftctl member add` instead of bootstrapping a cluster")
 	fl.StringVar(&f.clusterName, "cluster-name", "capraft", "cluster name; nodes refuse peers of a cluster with another name")
-	fl.DurationVar(&f.heartbeat, "heartbeat-interval", 100*time.Millisecond, "how often the leader sends heartbeats")
+	fl.DurationVar(&f.heartbeat, "heartbeat-interval", 100*time.Millisecond, "how often the leader sends heartbeats (at least 1ms)")
 	fl.DurationVar(&f.electionTimeout, "election-timeout", time.Second, "how long a follower waits for a leader before starting an election (at least 3 heartbeat intervals)")
-	fl.Uint64Var(&f.snapshotEntries, "snapshot-entries", 10000, "snapshot the state machine and compact the log every this many applied entries")
-	fl.Uint64Var(&f.snapshotCatchup, "snapshot-catchup-entries", 5000, "entries kept before a snapshot so lagging followers catch up from the log")
+	fl.Uint64Var(&f.snapshotEntries, "snapshot-entries", 10000, "snapshot the state machine and compact the log every this many applied entries (at least 1)")
+	fl.Uint64Var(&f.snapshotCatchup, "snapshot-catchup-entries", 5000, "entries kept before a snapshot so lagging followers catch up from the log (at least 1)")
 	fl.DurationVar(&f.requestTimeout, "request-timeout", 5*time.Second, "how long a client request may wait for a leader, a commit or a read index")
-	fl.Int64Var(&f.walSegmentSize, "wal-segment-size", 64<<20, "size of write-ahead log segment files; the log is compacted a segment at a time")
+	fl.Int64Var(&f.walSegmentSize, "wal-segment-size", 64<<20, "size of write-ahead log segment files, 1 MiB to 1 GiB; the log is compacted a segment at a time")
 	fl.BoolVar(&f.walDirectIO, "wal-direct-io", true, "write the log with O_DIRECT|O_DSYNC where the file system allows it (false: page cache and fdatasync)")
 	fl.DurationVar(&f.sessionTTL, "session-ttl", 60*time.Second, "a client session with no write or keep-alive for this long (in log time) expires")
 	return cmd
@@ -140,8 +147,11 @@ func run(ctx context.Context, f flags) error {
 	if err != nil {
 		return err
 	}
-	if f.id == 0 {
-		return errors.New("--id must be non-zero")
+	// Every flag is checked before the node listens or touches its data
+	// directory: a bad one leaves nothing behind.
+	peers, err := f.validate()
+	if err != nil {
+		return err
 	}
 	log = log.With("node", f.id)
 
@@ -156,6 +166,10 @@ func run(ctx context.Context, f flags) error {
 		}
 		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
+	peerTLSConfig, err := peerTLS(tlsConfig, f.tlsCA)
+	if err != nil {
+		return err
+	}
 
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
@@ -169,16 +183,6 @@ func run(ctx context.Context, f flags) error {
 		advertise = ln.Addr().String()
 	}
 
-	peerTLSConfig, err := peerTLS(tlsConfig, f.tlsCA)
-	if err != nil {
-		ln.Close()
-		return err
-	}
-	peers, err := parsePeers(f.peers)
-	if err != nil {
-		ln.Close()
-		return err
-	}
 	node, err := raftnode.New(raftnode.Config{
 		ID:                     f.id,
 		ClusterName:            f.clusterName,
@@ -264,29 +268,6 @@ func run(ctx context.Context, f flags) error {
 		return fmt.Errorf("node %d stopped: %v", f.id, stopErr)
 	}
 	return nil
-}
-
-// parsePeers reads "id=host:port,..." into a map.
-func parsePeers(s string) (map[uint64]string, error) {
-	if strings.TrimSpace(s) == "" {
-		return nil, nil
-	}
-	peers := make(map[uint64]string)
-	for _, part := range strings.Split(s, ",") {
-		idStr, addr, ok := strings.Cut(strings.TrimSpace(part), "=")
-		id, err := strconv.ParseUint(idStr, 10, 64)
-		if !ok || err != nil || id == 0 || addr == "" {
-			return nil, fmt.Errorf("--peers: %q is not id=host:port with a non-zero id (example: --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003)", part)
-		}
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			return nil, fmt.Errorf("--peers: member %d: %q is not host:port", id, addr)
-		}
-		if _, dup := peers[id]; dup {
-			return nil, fmt.Errorf("--peers: member %d is listed twice", id)
-		}
-		peers[id] = addr
-	}
-	return peers, nil
 }
 
 // peerTLS makes peer connections speak TLS when the node serves TLS,
