@@ -21,8 +21,9 @@ import (
 // TestLinearizableUnderFaults: many clients do put, get and
 // compare-and-swap on a few keys while, in a seeded order, the leader is
 // killed and restarted, cut off by a partition and healed, and paused
-// (SIGSTOP) and resumed, plus two more faults drawn from those and the
-// same on a follower.
+// (SIGSTOP) and resumed, a node (leader or follower) loses its disk and
+// comes back empty, plus two more faults drawn from those and the same on
+// a follower.
 // The recorded history must be linearizable (porcupine), with operations
 // that failed recorded as pending forever.
 func TestLinearizableUnderFaults(t *testing.T) {
@@ -138,8 +139,8 @@ func TestLinearizableUnderFaults(t *testing.T) {
 	// between nodes do not arrive in lock-step.
 	e.c.Mesh().SetDelay(0, 3*time.Millisecond)
 	run(1500 * time.Millisecond)
-	faults := []string{"kill-leader", "partition-leader", "pause-leader"}
-	extra := []string{"kill-leader", "partition-leader", "pause-leader", "kill-follower", "partition-follower", "pause-follower"}
+	faults := []string{"kill-leader", "partition-leader", "pause-leader", []string{"wipe-leader", "wipe-follower"}[e.rng.Intn(2)]}
+	extra := []string{"kill-leader", "partition-leader", "pause-leader", "kill-follower", "partition-follower", "pause-follower", "wipe-follower"}
 	for i := 0; i < 2; i++ {
 		faults = append(faults, extra[e.rng.Intn(len(extra))])
 	}
@@ -166,6 +167,27 @@ func TestLinearizableUnderFaults(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Logf("nemesis: restarted node %d", victim)
+		case strings.HasPrefix(f, "wipe-"):
+			// Disk loss: the node comes back with an empty data
+			// directory and its usual flags. The next fault waits until
+			// it is a voter again: two disks lost before the first is
+			// restored would be a majority of three.
+			t.Logf("nemesis: kill -9 node %d and wipe its data directory (%s)", victim, f)
+			if err := e.c.Kill(victim); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.c.Wipe(victim); err != nil {
+				t.Fatal(err)
+			}
+			run(time.Second)
+			rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			err := e.c.Restart(rctx, victim)
+			cancel()
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.waitAllVoters(e.c.IDs(), 30*time.Second)
+			t.Logf("nemesis: node %d is a voter again", victim)
 		case strings.HasPrefix(f, "pause-"):
 			// SIGSTOP: the node keeps its connections and its belief that
 			// it leads; when it resumes, a deposed leader must not serve

@@ -558,6 +558,26 @@ func (c *Cluster) send(id uint64, sig syscall.Signal) error {
 	return nil
 }
 
+// Wipe deletes node id's data directory, as a lost or replaced disk
+// would, and leaves it empty; the node must not be running. Its next
+// start (StartNode) finds no data.
+func (c *Cluster) Wipe(id uint64) error {
+	n := c.Node(id)
+	if n == nil {
+		return fmt.Errorf("cluster: no node %d", id)
+	}
+	if c.Running(id) {
+		return fmt.Errorf("cluster: node %d is running; kill or stop it before wiping its disk", id)
+	}
+	if err := os.RemoveAll(n.DataDir); err != nil {
+		return fmt.Errorf("cluster: wipe node %d: %w", id, err)
+	}
+	if err := os.MkdirAll(n.DataDir, 0o755); err != nil {
+		return fmt.Errorf("cluster: wipe node %d: %w", id, err)
+	}
+	return nil
+}
+
 // Restart starts node id again (after Kill or Stop) with the same port and
 // data directory, and waits until it serves.
 func (c *Cluster) Restart(ctx context.Context, id uint64) error {
