@@ -248,3 +248,62 @@ func (c *testCluster) awaitApplied(ctx context.Context) {
 		return true
 	})
 }
+
+// TestForcedNewClusterRecoversFromAWipedMajority: when two of three nodes
+// lost their data, the survivor refuses to elect; the operator's way out
+// is to restart it with ForceNewCluster (--force-new-cluster): it becomes
+// the only voter, keeping every write, and the wiped nodes, added back
+// with member add, are caught up and become voters.
+func TestForcedNewClusterRecoversFromAWipedMajority(t *testing.T) {
+	ctx := context.Background()
+	c := newTestCluster(t, 3, nil)
+	lead := c.leader()
+	k := c.client(lead)
+	k.openRetry(t, ctx)
+	for i := range 10 {
+		if _, err := k.put(ctx, fmt.Sprintf("k%d", i), "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.awaitApplied(ctx)
+	survivor := lead
+	var wiped []uint64
+	for id := range c.nodes {
+		if id != survivor {
+			wiped = append(wiped, id)
+		}
+	}
+	for _, id := range wiped {
+		c.wipe(id)
+		c.start(id)
+	}
+	c.stop(survivor)
+	c.opts = func(cfg *raftnode.Config) { cfg.ForceNewCluster = cfg.ID == survivor }
+	c.start(survivor)
+	c.opts = nil
+	rpctest.Eventually(t, 10*time.Second, "the forced node leads alone", func() bool {
+		return c.nodes[survivor].Leader() == survivor
+	})
+	ks := c.client(survivor)
+	ks.openRetry(t, ctx)
+	for i := range 10 {
+		if v, found, err := ks.get(ctx, fmt.Sprintf("k%d", i), false); err != nil || !found || v != "v" {
+			t.Fatalf("k%d after forcing a new cluster: %q %v %v", i, v, found, err)
+		}
+	}
+	for _, id := range wiped {
+		if err := adminCall(ctx, c, survivor, func(a schema.Admin) error {
+			f, rel := a.AddMember(ctx, func(p schema.Admin_addMember_Params) error { p.SetId(id); return p.SetAddress(c.addrs[id]) })
+			defer rel()
+			return resultErr(f.Struct())
+		}); err != nil {
+			t.Fatalf("add node %d back: %v", id, err)
+		}
+		rpctest.Eventually(t, 10*time.Second, "the added node becomes a voter", func() bool {
+			return slices.Contains(c.nodes[survivor].Status(ctx).Config.Voters, id)
+		})
+	}
+	if _, err := ks.put(ctx, "after", "three voters"); err != nil {
+		t.Fatal(err)
+	}
+}

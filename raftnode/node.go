@@ -48,6 +48,12 @@ type Config struct {
 	// bootstrapping a cluster: it waits to be added by a member change
 	// on an existing cluster's leader.
 	Join bool
+	// ForceNewCluster starts the node as the only voter of its cluster,
+	// keeping its data and committing every entry in its log: the way out
+	// when a majority of the voters lost their data for good. Other nodes
+	// are then added back as new members. Use it once: the next start
+	// must go without it, or it would drop the members added since.
+	ForceNewCluster bool
 
 	// HeartbeatInterval is how often a leader heartbeats (default 100ms).
 	HeartbeatInterval time.Duration
@@ -253,6 +259,14 @@ func (n *Node) open() (err error) {
 		if err := n.recover(); err != nil {
 			return err
 		}
+		if n.cfg.ForceNewCluster {
+			if err := n.forceNewCluster(); err != nil {
+				return err
+			}
+		}
+	}
+	if fresh && n.cfg.ForceNewCluster {
+		return errors.New("--force-new-cluster: this node's data directory is empty; start the cluster from a node that kept its data")
 	}
 	for id, addr := range n.cfg.Peers {
 		n.loop.addrs[id] = addr // this node's view wins over what the log says

@@ -75,6 +75,9 @@ func (f *flags) validate() (map[uint64]string, error) {
 	if f.join && err == nil && len(peers) < 2 {
 		bad("--join needs --peers listing the cluster's current members and this node, so that it can reach them")
 	}
+	if f.forceNewCluster && f.join {
+		bad("--force-new-cluster and --join contradict each other: force a new cluster from a node that kept its data, and join the others to it")
+	}
 	if f.dataDir == "" {
 		bad("--data-dir is empty; give the directory for this node's log and snapshots, e.g. --data-dir raftnode-data")
 	}
