@@ -107,8 +107,12 @@ func (c *Client) nodeAt(ctx context.Context, endpoint string) (schema.Node, func
 type Member struct {
 	ID      uint64
 	Address string
-	Learner bool   // a non-voting member
-	Match   uint64 // as the leader sees it: the highest index known replicated there (0 if unknown)
+	Learner bool // a non-voting member
+	// Promoting marks a learner the leader makes a voter by itself once
+	// it has caught up (added as a voter, or a voter that lost its
+	// storage).
+	Promoting bool
+	Match     uint64 // as the leader sees it: the highest index known replicated there (0 if unknown)
 }
 
 // adminCall runs call on an Admin capability of the current connection,
@@ -211,7 +215,7 @@ func (c *Client) Members(ctx context.Context) (leader uint64, members []Member, 
 		for i := range members {
 			m := list.At(i)
 			addr, _ := m.Address()
-			members[i] = Member{ID: m.Id(), Address: addr, Learner: m.Learner(), Match: m.Match()}
+			members[i] = Member{ID: m.Id(), Address: addr, Learner: m.Learner(), Promoting: m.Promoting(), Match: m.Match()}
 		}
 		leader = res.Leader()
 		return nil, nil

@@ -21,7 +21,9 @@ type Member struct {
 	ID      uint64
 	Address string
 	Learner bool
-	Match   uint64
+	// Promoting: a learner the leader makes a voter once it has caught up.
+	Promoting bool
+	Match     uint64
 }
 
 // runOnLoop runs fn on the loop goroutine and waits for it.
@@ -50,7 +52,7 @@ func (n *Node) Members(ctx context.Context) (uint64, []Member, error) {
 		lead = st.Lead
 		add := func(ids []uint64, learner bool) {
 			for _, id := range ids {
-				m := Member{ID: id, Address: n.loop.addrs[id], Learner: learner}
+				m := Member{ID: id, Address: n.loop.addrs[id], Learner: learner, Promoting: slices.Contains(st.Config.AutoPromote, id)}
 				if pr, ok := st.Progress[id]; ok {
 					m.Match = pr.Match
 				}
@@ -295,6 +297,7 @@ func (a adminServer) Members(ctx context.Context, call schema.Admin_members) err
 		d := l.At(i)
 		d.SetId(m.ID)
 		d.SetLearner(m.Learner)
+		d.SetPromoting(m.Promoting)
 		d.SetMatch(m.Match)
 		if err := d.SetAddress(m.Address); err != nil {
 			return err

@@ -41,6 +41,7 @@ struct Member {
   address @1 :Text;
   learner @2 :Bool;
   match @3 :UInt64;         # as the leader sees it: highest index known to be replicated there (0 if unknown)
+  promoting @4 :Bool;       # a learner the leader makes a voter by itself once it has caught up: added as a voter, or a voter whose storage was lost
 }
 
 interface Admin {

@@ -93,10 +93,10 @@ func membersCommand(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "members",
 		Short: "List the cluster's members",
-		Long: "members prints the cluster's configuration: ID ADDRESS ROLE (voter or learner),\n" +
-			"with * after the leader's id.\n\n" +
+		Long: "members prints the cluster's configuration: ID ADDRESS ROLE (voter, learner, or a\n" +
+			"learner that becomes a voter once caught up), with * after the leader's id.\n\n" +
 			`JSON: {"leader": int (0 if unknown), "members": [{"id": int, "address": string,` + "\n" +
-			`  "learner": bool, "match": int}, ...]}`,
+			`  "learner": bool, "promoting": bool, "match": int}, ...]}`,
 		Args: exactArgs(0, "none"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
@@ -106,7 +106,7 @@ func membersCommand(g *globals) *cobra.Command {
 				}
 				list := make([]map[string]any, len(members))
 				for i, m := range members {
-					list[i] = map[string]any{"id": m.ID, "address": m.Address, "learner": m.Learner, "match": m.Match}
+					list[i] = map[string]any{"id": m.ID, "address": m.Address, "learner": m.Learner, "promoting": m.Promoting, "match": m.Match}
 				}
 				return g.emit(cmd, map[string]any{"leader": leader, "members": list}, func(w io.Writer) {
 					tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -117,7 +117,10 @@ func membersCommand(g *globals) *cobra.Command {
 							id += "*"
 						}
 						role := "voter"
-						if m.Learner {
+						switch {
+						case m.Promoting:
+							role = "learner (a voter once caught up)"
+						case m.Learner:
 							role = "learner"
 						}
 						fmt.Fprintf(tw, "%s\t%s\t%s\n", id, cell(m.Address), role)
@@ -162,8 +165,10 @@ func memberCommand(g *globals) *cobra.Command {
 		Use:   "add ID ADDR",
 		Short: "Add node ID, reachable at ADDR, to the cluster",
 		Long: "member add adds node ID, which peers reach at ADDR. Start the node with an\n" +
-			"empty data directory and --join. With --learner it receives the log without\n" +
-			"a vote; promote it once it caught up (its match in raftctl members).\n\n" +
+			"empty data directory and --join. It joins as a learner and becomes a voter by\n" +
+			"itself once it has caught up, so the quorum never counts a node without the\n" +
+			"log. With --learner it stays a learner; promote it once it caught up (its\n" +
+			"match in raftctl members).\n\n" +
 			`JSON: {"ok": true}`,
 		Args: exactArgs(2, "ID and ADDR"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -177,7 +182,7 @@ func memberCommand(g *globals) *cobra.Command {
 			return g.ok(cmd, func(ctx context.Context, c *client.Client) error {
 				return settle(ctx, c, c.AddMember(ctx, id, args[1], learner), func(ms []client.Member) bool {
 					m, ok := findMember(ms, id)
-					return ok && m.Address == args[1] && m.Learner == learner
+					return ok && m.Address == args[1] && (m.Learner == learner || (!learner && m.Promoting))
 				})
 			})
 		},

@@ -636,7 +636,7 @@ func TestKVCommandsOnACluster(t *testing.T) {
 		}
 		for _, m := range obj["members"].([]any) {
 			mm, _ := m.(map[string]any)
-			checkShape(t, "members", mm, jsonShape{"id": "int", "address": "string", "learner": "bool", "match": "int"})
+			checkShape(t, "members", mm, jsonShape{"id": "int", "address": "string", "learner": "bool", "promoting": "bool", "match": "int"})
 		}
 	})
 
