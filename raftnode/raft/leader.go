@@ -110,6 +110,9 @@ func (r *Core) handleAppendResponse(m Message, pr *tracker.Progress) {
 	if m.From == r.leadTransferee && pr.Match == r.log.lastIndex() {
 		r.send(Message{To: m.From, Type: MsgTimeoutNow})
 	}
+	if _, promote := r.trk.AutoPromote[m.From]; promote && updated {
+		r.maybeRestore() // it may just have caught up
+	}
 }
 
 // backtrackHint computes where to probe next from a rejection's hints

@@ -1,0 +1,186 @@
+package raft
+
+import (
+	"errors"
+	"slices"
+	"testing"
+)
+
+// Storage incarnations (Protocol-Aware Recovery, FAST'18, applied to
+// Raft's membership): a voter is the pair (id, incarnation of its
+// storage); a node that lost its storage is a new server until the
+// configuration records it again.
+
+// incCore makes node id of a 3-voter cluster whose configuration records
+// incarnation 10*id for every voter (11, 22, 33); the node's own storage
+// has incarnation inc.
+func incCore(t *testing.T, id, inc uint64) (*Core, *MemoryStorage) {
+	t.Helper()
+	return newTestCoreConf(t, id, ConfState{Voters: []uint64{1, 2, 3}, Incarnations: []MemberIncarnation{{1, 11}, {2, 22}, {3, 33}}},
+		func(c *Config) { c.Incarnation = inc })
+}
+
+func newTestCoreConf(t *testing.T, id uint64, cs ConfState, mutate func(*Config)) (*Core, *MemoryStorage) {
+	t.Helper()
+	d := NewMemoryStorage()
+	if err := d.ApplySnapshot(BootstrapSnapshot(cs)); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{ID: id, Storage: d, ElectionTick: 10, HeartbeatTick: 1, Seed: 7}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, d
+}
+
+// incLeader elects node 1 (incarnation 11) with node 2's vote.
+func incLeader(t *testing.T) (*Core, *MemoryStorage) {
+	t.Helper()
+	c, d := incCore(t, 1, 11)
+	c.campaign(campaignElection)
+	persistAll(c, d)
+	c.Step(Message{Type: MsgVoteResp, From: 2, To: 1, Term: c.term, Granted: true, Incarnation: 22})
+	if c.state != StateLeader {
+		t.Fatalf("not leader: %s", c.state)
+	}
+	persistAll(c, d)
+	return c, d
+}
+
+func TestVoteFromAnotherIncarnationIsNotCounted(t *testing.T) {
+	c, d := incCore(t, 1, 11)
+	c.campaign(campaignElection)
+	persistAll(c, d)
+	// Node 2 lost its disk: its grant comes from incarnation 99.
+	c.Step(Message{Type: MsgVoteResp, From: 2, To: 1, Term: c.term, Granted: true, Incarnation: 99})
+	if c.state == StateLeader {
+		t.Fatal("won with the vote of a voter that forgot its vote and log")
+	}
+	if st := c.Status(); st.UncountedVoters[2] != 99 {
+		t.Fatalf("Status().UncountedVoters = %v, want 2 -> 99", st.UncountedVoters)
+	}
+	// Node 3, with the storage the configuration counts, decides it.
+	c.Step(Message{Type: MsgVoteResp, From: 3, To: 1, Term: c.term, Granted: true, Incarnation: 33})
+	if c.state != StateLeader {
+		t.Fatalf("a recorded voter's grant must count: %s", c.state)
+	}
+}
+
+func TestNodeWhoseStorageIsNotCountedDoesNotCampaign(t *testing.T) {
+	c, d := incCore(t, 2, 99) // the configuration counts 22
+	for range 100 {
+		c.Tick()
+	}
+	if c.state != StateFollower || len(only(persistAll(c, d), MsgVote)) != 0 {
+		t.Fatalf("a node that lost its storage campaigned: %s", c.state)
+	}
+}
+
+func TestAcknowledgementsCountOnlyFromTheRecordedIncarnation(t *testing.T) {
+	c, d := incLeader(t)
+	last := c.log.lastIndex()
+	// Node 2's new incarnation holds the entry, but it is not the
+	// storage the configuration counts: no commit with it.
+	c.Step(Message{Type: MsgAppResp, From: 2, To: 1, Term: c.term, Index: last, Incarnation: 99})
+	persistAll(c, d)
+	if c.log.committed >= last {
+		t.Fatalf("committed %d counting an acknowledgement of another incarnation", c.log.committed)
+	}
+	c.Step(Message{Type: MsgAppResp, From: 3, To: 1, Term: c.term, Index: last, Incarnation: 33})
+	persistAll(c, d)
+	if c.log.committed < last {
+		t.Fatalf("committed %d, want %d with a counted voter", c.log.committed, last)
+	}
+}
+
+func TestNewIncarnationResetsProgressSoOldAcksAreForgotten(t *testing.T) {
+	c, d := incLeader(t)
+	last := c.log.lastIndex()
+	c.Step(Message{Type: MsgAppResp, From: 2, To: 1, Term: c.term, Index: last, Incarnation: 22})
+	persistAll(c, d)
+	if c.trk.Progress[2].Match != last {
+		t.Fatalf("match %d", c.trk.Progress[2].Match)
+	}
+	// Wiped: it answers a heartbeat from empty storage.
+	c.Step(Message{Type: MsgHeartbeatResp, From: 2, To: 1, Term: c.term, Incarnation: 99})
+	pr := c.trk.Progress[2]
+	if pr.Match != 0 || pr.Incarnation != 99 || pr.State.String() != "probe" {
+		t.Fatalf("progress after a new incarnation: %v inc %d", pr, pr.Incarnation)
+	}
+	// A rejection from the empty log is news, not a stale answer.
+	msgs := persistAll(c, d)
+	apps := only(msgs, MsgApp)
+	if len(apps) == 0 {
+		t.Fatal("no append to the wiped node")
+	}
+	c.Step(Message{Type: MsgAppResp, From: 2, To: 1, Term: c.term, Index: apps[0].Index, Reject: true, ConflictIndex: 1, Incarnation: 99})
+	if next := c.trk.Progress[2].Next; next != 1 {
+		t.Fatalf("next %d after the empty log's rejection, want 1", next)
+	}
+}
+
+// TestLeaderDemotesThenRestoresAVoterThatLostItsStorage: the leader
+// demotes the voter to a learner marked AutoPromote with one single-step
+// change, and once it has caught up promotes it with its new incarnation.
+func TestLeaderDemotesThenRestoresAVoterThatLostItsStorage(t *testing.T) {
+	c, d := incLeader(t)
+	ack := func(id, inc uint64) {
+		c.Step(Message{Type: MsgAppResp, From: id, To: 1, Term: c.term, Index: c.log.lastIndex(), Incarnation: inc})
+		persistAll(c, d)
+	}
+	ack(2, 22)
+	ack(3, 33)
+	c.Step(Message{Type: MsgHeartbeatResp, From: 2, To: 1, Term: c.term, Incarnation: 99})
+	persistAll(c, d)
+	c.Tick() // the leader looks at its voters every heartbeat
+	persistAll(c, d)
+	ack(3, 33) // commits and applies the demotion
+	cs := c.ConfState()
+	if slices.Contains(cs.Voters, 2) || !slices.Contains(cs.Learners, 2) || !slices.Contains(cs.AutoPromote, 2) {
+		t.Fatalf("after the new incarnation: %+v", cs)
+	}
+	// Caught up from its new storage: restored, with that incarnation.
+	ack(2, 99)
+	ack(3, 33)
+	ack(2, 99)
+	cs = c.ConfState()
+	if inc, ok := cs.IncarnationOf(2); !slices.Contains(cs.Voters, 2) || len(cs.AutoPromote) != 0 || !ok || inc != 99 {
+		t.Fatalf("after catching up: %+v", cs)
+	}
+}
+
+func TestRecordedIncarnationOfAVoterCannotBeReplacedInPlace(t *testing.T) {
+	c, _ := incLeader(t)
+	err := c.ProposeConfChange(ConfChange{Changes: []ConfChangeSingle{{Type: ConfChangeAddVoter, NodeID: 2, Incarnation: 99}}})
+	if err == nil {
+		t.Fatal("swapping a voter's incarnation in place must be refused (demote it first)")
+	}
+}
+
+func TestBootstrapAfterStartAndOnlyOnce(t *testing.T) {
+	d := NewMemoryStorage()
+	c, err := New(Config{ID: 1, Storage: d, ElectionTick: 10, HeartbeatTick: 1, Incarnation: 11})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := ConfState{Voters: []uint64{1, 2, 3}, Incarnations: []MemberIncarnation{{1, 11}, {2, 22}, {3, 33}}}
+	if err := c.Bootstrap(BootstrapSnapshot(cs)); err != nil {
+		t.Fatal(err)
+	}
+	rd := c.Ready()
+	if rd.Snapshot.Meta.Index != 1 || len(rd.Snapshot.Meta.ConfState.Incarnations) != 3 {
+		t.Fatalf("the bootstrap snapshot must come out in the Ready: %+v", rd.Snapshot.Meta)
+	}
+	_ = d.ApplySnapshot(rd.Snapshot)
+	c.Advance()
+	if err := c.Bootstrap(BootstrapSnapshot(cs)); !errors.Is(err, ErrBootstrapped) {
+		t.Fatalf("second bootstrap: %v, want ErrBootstrapped", err)
+	}
+	if !c.promotable() {
+		t.Fatal("a bootstrapped voter counted with its incarnation must be able to campaign")
+	}
+}
