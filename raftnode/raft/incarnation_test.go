@@ -184,3 +184,43 @@ func TestBootstrapAfterStartAndOnlyOnce(t *testing.T) {
 		t.Fatal("a bootstrapped voter counted with its incarnation must be able to campaign")
 	}
 }
+
+// TestNewLeaderDemotesOnlyOnEvidence: a leader demotes a voter only on an
+// answer from storage other than the recorded one. A node that learned of
+// a voter's new incarnation from the log (another leader restored it) and
+// then leads must not demote it because of what it knew before.
+func TestNewLeaderDemotesOnlyOnEvidence(t *testing.T) {
+	c, d := incCore(t, 1, 11)
+	cc := func(ch ConfChangeSingle) []byte { return ConfChange{Changes: []ConfChangeSingle{ch}}.Marshal() }
+	// Leader 3 (term 2) demotes node 2, which lost its storage, and
+	// restores it with incarnation 99; node 1 gets and applies both.
+	c.Step(Message{Type: MsgApp, From: 3, To: 1, Term: 2, Index: 1, LogTerm: 1, Commit: 3, Incarnation: 33, Entries: []Entry{
+		{Index: 2, Term: 2, Type: EntryConfChange, Data: cc(ConfChangeSingle{Type: ConfChangeAddLearner, NodeID: 2, Incarnation: 99, AutoPromote: true})},
+		{Index: 3, Term: 2, Type: EntryConfChange, Data: cc(ConfChangeSingle{Type: ConfChangeAddVoter, NodeID: 2, Incarnation: 99})},
+	}})
+	persistAll(c, d)
+	if inc, _ := c.ConfState().IncarnationOf(2); inc != 99 || !slices.Contains(c.ConfState().Voters, 2) {
+		t.Fatalf("config after applying the restoration: %+v", c.ConfState())
+	}
+	c.campaign(campaignElection)
+	persistAll(c, d)
+	c.Step(Message{Type: MsgVoteResp, From: 3, To: 1, Term: c.term, Granted: true, Incarnation: 33})
+	if c.state != StateLeader {
+		t.Fatalf("not leader: %s", c.state)
+	}
+	for range 5 {
+		c.Step(Message{Type: MsgAppResp, From: 3, To: 1, Term: c.term, Index: c.log.lastIndex(), Incarnation: 33})
+		c.Tick()
+		persistAll(c, d)
+	}
+	if c.log.committed < 4 {
+		t.Fatalf("the leader's no-op is not committed (%d): the test checks nothing", c.log.committed)
+	}
+	ents, _ := c.log.entries(4, c.log.lastIndex()+1, 1<<20)
+	for _, e := range ents {
+		if e.Type == EntryConfChange {
+			cc, _ := UnmarshalConfChange(e.Data)
+			t.Fatalf("the new leader proposed %+v without hearing from node 2", cc)
+		}
+	}
+}

@@ -204,17 +204,26 @@ func (r *Core) reset(term uint64) {
 	r.trk.ResetVotes()
 	last := r.log.lastIndex()
 	for id, pr := range r.trk.Progress {
+		// Until a peer answers in this term, assume the storage the
+		// configuration records for it: a leader must demote a voter
+		// only on the evidence of an answer from other storage, never
+		// because of what it heard in an earlier term.
+		inc := pr.Incarnation
+		if rec, ok := r.trk.Incarnations[id]; ok {
+			inc = rec
+		}
 		*pr = tracker.Progress{
 			Next:         last + 1,
 			Inflights:    pr.Inflights,
 			IsLearner:    pr.IsLearner,
 			RecentActive: true,
-			Incarnation:  pr.Incarnation,
+			Incarnation:  inc,
 		}
 		pr.Inflights.Reset()
 		if id == r.id {
 			pr.Match = r.log.stableIndex()
 			pr.Next = max(last+1, pr.Match+1)
+			pr.Incarnation = r.cfg.Incarnation
 		}
 	}
 	r.pendingConfIndex = 0

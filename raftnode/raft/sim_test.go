@@ -266,7 +266,7 @@ func (c *simCluster) process(n *simNode) {
 		}
 		rd := n.core.Ready()
 		if rd.SoftState != nil && rd.SoftState.Role == StateLeader {
-			c.tracef("node %d leads term %d (last %d/%d commit %d)", n.id, n.core.term, n.core.log.lastIndex(), n.core.log.lastTerm(), n.core.log.committed)
+			c.tracef("node %d leads term %d (last %d/%d commit %d applied %d conf@%d %+v)", n.id, n.core.term, n.core.log.lastIndex(), n.core.log.lastTerm(), n.core.log.committed, n.core.log.applied, n.core.confIndex, n.core.ConfState())
 			c.checkNewLeader(n)
 		}
 		for _, m := range rd.MessagesAfterPersist {
