@@ -1,6 +1,7 @@
 package kv
 
 import (
+	"encoding/binary"
 	"errors"
 	"strconv"
 	"time"
@@ -14,6 +15,16 @@ const (
 	DefaultMaxKeySize      = 8 << 10
 	DefaultMaxValueSize    = 1 << 20
 	DefaultMaxRangeLimit   = 1000
+	// DefaultMaxBatchOps and DefaultMaxBatchBytes bound one request. An
+	// accepted batch becomes one log entry of at most MaxEntrySize bytes
+	// (about 4.1 MiB with these defaults): a quarter of the 16 MiB frame
+	// limit the client, forwarding and Raft connections share by
+	// default, so the request, its forwarded copy and an AppendEntries
+	// carrying it (1 MiB of other entries plus this one) all fit with
+	// room to spare. 4 MiB also holds any single valid operation (a CAS
+	// with a maximal key, expected value and new value: 2 MiB + 8 KiB).
+	DefaultMaxBatchOps   = 1024
+	DefaultMaxBatchBytes = 4 << 20
 )
 
 // Config holds the store's limits. Zero (or negative) values mean the
@@ -36,6 +47,15 @@ type Config struct {
 	MaxValueSize int
 	// MaxRangeLimit is the most keys one Range page returns.
 	MaxRangeLimit int
+	// MaxBatchOps is the most operations one request may carry, and
+	// MaxBatchBytes the most bytes of keys and values (keys, values,
+	// expected values, range starts) in it. Unlike the limits above they
+	// are not part of the state transitions: the node that receives a
+	// request checks them before proposing or forwarding anything, and
+	// Apply does not. MaxBatchBytes below MaxKeySize+2*MaxValueSize (one
+	// maximal CAS) is raised to it.
+	MaxBatchOps   int
+	MaxBatchBytes int
 }
 
 func (c Config) withDefaults() Config {
@@ -57,7 +77,32 @@ func (c Config) withDefaults() Config {
 	if c.MaxRangeLimit <= 0 {
 		c.MaxRangeLimit = DefaultMaxRangeLimit
 	}
+	if c.MaxBatchOps <= 0 {
+		c.MaxBatchOps = DefaultMaxBatchOps
+	}
+	if c.MaxBatchBytes <= 0 {
+		c.MaxBatchBytes = DefaultMaxBatchBytes
+	}
+	c.MaxBatchBytes = max(c.MaxBatchBytes, c.MaxKeySize+2*c.MaxValueSize)
 	return c
+}
+
+// maxOpOverhead bounds the bytes an encoded write op takes besides its key
+// and values: the seq, the type, compare and flag bytes, three length
+// prefixes and the compare revision (see AppendBinary).
+const maxOpOverhead = binary.MaxVarintLen64 + 3 + 3*binary.MaxVarintLen64 + binary.MaxVarintLen64
+
+// maxCommandHeader bounds an encoded Command's bytes before its ops: the
+// version and kind bytes, Time, and four uvarints.
+const maxCommandHeader = 2 + 8 + 4*binary.MaxVarintLen64
+
+// MaxEntrySize is the largest log entry a request within the limits
+// becomes: the Command of MaxBatchOps writes holding MaxBatchBytes of
+// keys and values. Transports must carry a message of this size plus
+// their own framing (zero fields: defaults).
+func (c Config) MaxEntrySize() int {
+	c = c.withDefaults()
+	return maxCommandHeader + c.MaxBatchOps*maxOpOverhead + c.MaxBatchBytes
 }
 
 // CommandKind says what a Command does. The zero value is invalid.
