@@ -460,14 +460,32 @@ func (s kvServer) serveBatch(call *rpc.InlineCall) {
 		call.Return(invalid("batch ops: %v", err))
 		return
 	}
+	lim := s.n.kv.Config()
+	if err := checkBatchOps(&lim, l.Len()); err != nil {
+		call.Return(err)
+		return
+	}
 	ops := make([]kvOp, l.Len())
 	bad := make([]error, l.Len())
 	valid := make([]kvOp, 0, l.Len())
+	total := 0
 	for i := range ops {
 		ops[i], bad[i] = decodeOp(l.At(i))
 		if bad[i] == nil {
+			bad[i] = checkOpSize(&lim, &ops[i])
+		}
+		total += opBytes(&ops[i])
+		if bad[i] == nil {
 			valid = append(valid, ops[i])
 		}
+	}
+	if err := checkBatchBytes(&lim, total); err != nil {
+		for i := range bad {
+			if bad[i] == nil {
+				bad[i] = err
+			}
+		}
+		valid = valid[:0]
 	}
 	// The operations' keys and values point into the arguments.
 	release := call.KeepArgs()
@@ -529,8 +547,7 @@ func singleMethod[P ~capnp.StructKind, R interface {
 		}
 		o.seq = seq
 		ops := []kvOp{o}
-		release := call.KeepArgs()
-		s.run(call.Context(), session, 0, ops, false, release, func(got []kvResult) {
+		answer := func(got []kvResult) {
 			call.ReturnResults(size, func(st capnp.Struct) error {
 				dst, err := R(st).NewResult()
 				if err != nil {
@@ -538,7 +555,13 @@ func singleMethod[P ~capnp.StructKind, R interface {
 				}
 				return encodeResult(dst, &ops[0], &got[0])
 			})
-		})
+		}
+		lim := s.n.kv.Config()
+		if err := checkOpSize(&lim, &o); err != nil {
+			answer([]kvResult{{err: err}})
+			return
+		}
+		s.run(call.Context(), session, 0, ops, false, call.KeepArgs(), answer)
 	}
 }
 
