@@ -49,7 +49,15 @@ func (r *request) write() bool {
 
 func (r *request) size() int { return len(r.key) + len(r.value) + len(r.cmp.value) + len(r.after) + 32 }
 
-func (r *request) describe() string { return fmt.Sprintf("%s %q", r.kind, r.key) }
+// describe names the operation and its key for messages; a long key is
+// shortened (an error must not carry a key of kilobytes).
+func (r *request) describe() string {
+	const max = 64
+	if len(r.key) > max {
+		return fmt.Sprintf("%s %q... (a %d-byte key)", r.kind, r.key[:max], len(r.key))
+	}
+	return fmt.Sprintf("%s %q", r.kind, r.key)
+}
 
 // Attempt states. The sender moves an attempt queued -> taken -> sent; the
 // caller may abandon it before it is sent.
