@@ -273,6 +273,7 @@ type batchCall struct {
 	cancel  context.CancelFunc
 	f       schema.KV_batch_Results_Future
 	release func()
+	unwatch func() // ends watchStall
 }
 
 // issue sends batch on cn, which it releases once the call is finished;
@@ -319,7 +320,8 @@ func (c *Client) issue(cn *conn, batch []*attempt) *batchCall {
 		}
 		return nil
 	})
-	return &batchCall{c: c, cn: cn, sent: sent, ctx: ctx, cancel: cancel, f: f, release: release}
+	return &batchCall{c: c, cn: cn, sent: sent, ctx: ctx, cancel: cancel, f: f, release: release,
+		unwatch: c.watchStall(cn, f.Done())}
 }
 
 // finish waits for the call's answer and delivers the results.
@@ -329,6 +331,7 @@ func (b *batchCall) finish() {
 	defer b.cancel()
 	defer b.release()
 	res, err := b.f.Struct()
+	b.unwatch()
 	if err != nil {
 		deliver(sent, c.batchError(cn, b.ctx, err))
 		return
@@ -373,6 +376,9 @@ func (c *Client) batchError(cn *conn, ctx context.Context, err error) error {
 	case c.connLost(cn, err):
 		return &transportError{addr: cn.addr(), err: err}
 	case ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded):
+		// No answer within the request timeout, which is above the
+		// node's own: it is stalled or overloaded. Try another.
+		c.moveOn(cn)
 		return &transportError{addr: cn.addr(), timeout: true, err: err}
 	case exc.IsType(err, exc.Unimplemented):
 		return &ServerError{Code: CodeInternal, Addr: cn.addr(),

@@ -186,16 +186,20 @@ func (cn *conn) addr() string {
 	return cn.cc.Addr()
 }
 
+// close closes the connection, then releases what was obtained on it:
+// go-capnp blocks releasing a call its peer never answered (the
+// pipelined echo() and kv() of a node that stalled) while the connection
+// is up.
 func (cn *conn) close() {
 	if cn.cc == nil {
 		return
 	}
+	_ = cn.cc.Close()
 	cn.echo.Release()
 	cn.kv.Release()
 	for _, release := range cn.futures {
 		release()
 	}
-	_ = cn.cc.Close()
 }
 
 // New returns a client for the nodes at endpoints (host:port). It does not
@@ -237,6 +241,9 @@ func New(endpoints []string, opts ...Option) (*Client, error) {
 	}
 	if o.requestTimeout <= 0 {
 		o.requestTimeout = DefaultRequestTimeout
+	}
+	if o.stallTimeout == 0 {
+		o.stallTimeout = DefaultStallTimeout
 	}
 	o.dial.Logger = o.log
 	c := &Client{endpoints: append([]string(nil), endpoints...), opts: o}
