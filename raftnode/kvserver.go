@@ -447,7 +447,7 @@ var errLeaderMoved = errors.New("another node leads now")
 func (n *Node) whileLeading(ctx context.Context, lead uint64, grace time.Duration) (_ context.Context, done func() (moved bool)) {
 	wctx, cancel := context.WithCancelCause(ctx)
 	stop := make(chan struct{})
-	go func() {
+	watch := func() {
 		for {
 			wake := n.leaderChanged()
 			if l := n.lead.Load(); l != 0 && l != lead {
@@ -473,8 +473,14 @@ func (n *Node) whileLeading(ctx context.Context, lead uint64, grace time.Duratio
 			}
 		}
 		cancel(errLeaderMoved)
-	}()
+	}
+	// Most calls are answered in a round trip: watch only those that
+	// take a heartbeat interval, so they cost a timer and not a
+	// goroutine. A new leader takes an election timeout to appear, so
+	// the late start delays nothing.
+	start := time.AfterFunc(n.cfg.HeartbeatInterval, watch)
 	return wctx, func() bool {
+		start.Stop()
 		close(stop)
 		cancel(nil)
 		return context.Cause(wctx) == errLeaderMoved
