@@ -42,6 +42,24 @@ func newMeshCluster(t *testing.T, size int) (*testCluster, *faultproxy.Mesh) {
 	return c, mesh
 }
 
+// meshFollower is a mesh cluster, its leader (old) and a client with a
+// session on one of its followers (via).
+type meshFollower struct {
+	c        *testCluster
+	mesh     *faultproxy.Mesh
+	old, via uint64
+	k        *kvClient
+}
+
+func newMeshFollower(t *testing.T) meshFollower {
+	c, mesh := newMeshCluster(t, 3)
+	old := c.leader()
+	m := meshFollower{c: c, mesh: mesh, old: old, via: old%3 + 1}
+	m.k = c.client(m.via)
+	m.k.openRetry(t, ctxT(t))
+	return m
+}
+
 // leaderOtherThan waits until the running nodes other than old agree on a
 // leader that is not old, and returns it.
 func (c *testCluster) leaderOtherThan(old uint64) uint64 {
@@ -126,12 +144,9 @@ func TestFrozenLeaderDoesNotHoldForwardedWrites(t *testing.T) {
 // A linearizable read a follower asked of a leader that then froze is
 // asked again of the new leader instead of failing.
 func TestFrozenLeaderDoesNotFailFollowerReads(t *testing.T) {
-	c, mesh := newMeshCluster(t, 3)
-	old := c.leader()
-	via := old%3 + 1
+	m := newMeshFollower(t)
+	mesh, old, via, k := m.mesh, m.old, m.via, m.k
 	ctx := ctxT(t)
-	k := c.client(via)
-	k.openRetry(t, ctx)
 	if _, err := k.put(ctx, "r", "before"); err != nil {
 		t.Fatal(err)
 	}
@@ -149,12 +164,9 @@ func TestFrozenLeaderDoesNotFailFollowerReads(t *testing.T) {
 // request timeout: they cannot always be sent again safely, so they may
 // say unavailable or outcomeUnknown, and the client retries.
 func TestFrozenLeaderDoesNotHoldSessionAndAdminCalls(t *testing.T) {
-	c, mesh := newMeshCluster(t, 3)
-	old := c.leader()
-	via := old%3 + 1
+	m := newMeshFollower(t)
+	c, mesh, old, via, k := m.c, m.mesh, m.old, m.via, m.k
 	ctx := ctxT(t)
-	k := c.client(via)
-	k.openRetry(t, ctx)
 	opener := c.client(via)
 	mesh.Isolate(old)
 
