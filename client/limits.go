@@ -20,7 +20,7 @@ const (
 // client never coalesces more into one call, whatever WithMaxBatch says.
 const (
 	nodeMaxBatchOps   = 1024
-	nodeMaxBatchBytes = 4 << 20
+	nodeMaxBatchBytes = 3 << 20
 )
 
 // WithSizeLimits sets the largest key and value the client sends (default

@@ -42,3 +42,13 @@ func TestBatchLimitHoldsTheLargestOperation(t *testing.T) {
 		t.Fatalf("default MaxBatchBytes %d below one maximal CAS", def.MaxBatchBytes)
 	}
 }
+
+// With the default limits, the largest entry an accepted request becomes
+// fits the smallest frame raftnode allows (--max-message-size 4 MiB) less
+// the 64 KiB its transport keeps for the envelope.
+func TestDefaultLargestEntryFitsTheSmallestFrame(t *testing.T) {
+	const smallestFrame, envelope = 4 << 20, 64 << 10
+	if got := (Config{}).MaxEntrySize(); got > smallestFrame-envelope {
+		t.Fatalf("MaxEntrySize %d does not fit a %d-byte frame with %d bytes of envelope", got, smallestFrame, envelope)
+	}
+}

@@ -17,14 +17,15 @@ const (
 	DefaultMaxRangeLimit   = 1000
 	// DefaultMaxBatchOps and DefaultMaxBatchBytes bound one request. An
 	// accepted batch becomes one log entry of at most MaxEntrySize bytes
-	// (about 4.1 MiB with these defaults): a quarter of the 16 MiB frame
-	// limit the client, forwarding and Raft connections share by
-	// default, so the request, its forwarded copy and an AppendEntries
-	// carrying it (1 MiB of other entries plus this one) all fit with
-	// room to spare. 4 MiB also holds any single valid operation (a CAS
+	// (about 3.05 MiB with these defaults). An AppendEntries carries 1 MiB
+	// of entries or one larger entry, so the entry, the request and its
+	// forwarded copy (Cap'n Proto adds under 64 bytes an operation) all
+	// fit the smallest frame limit raftnode allows (--max-message-size
+	// 4 MiB) with room for the envelope, and the default 16 MiB five
+	// times over. 3 MiB still holds any single valid operation (a CAS
 	// with a maximal key, expected value and new value: 2 MiB + 8 KiB).
 	DefaultMaxBatchOps   = 1024
-	DefaultMaxBatchBytes = 4 << 20
+	DefaultMaxBatchBytes = 3 << 20
 )
 
 // Config holds the store's limits. Zero (or negative) values mean the
