@@ -152,7 +152,11 @@ func (c *Client) adminCall(ctx context.Context, op string, idempotent bool,
 		actx, cancel := context.WithTimeout(ctx, c.opts.requestTimeout)
 		af, arel := cn.cc.Node().Admin(actx, nil)
 		adm := af.Admin()
+		answered := make(chan struct{})
+		unwatch := c.watchStall(cn, answered)
 		se, err := call(actx, adm)
+		close(answered)
+		unwatch()
 		arel()
 		if err != nil {
 			err = c.batchError(cn, actx, err)

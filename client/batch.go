@@ -49,7 +49,15 @@ func (r *request) write() bool {
 
 func (r *request) size() int { return len(r.key) + len(r.value) + len(r.cmp.value) + len(r.after) + 32 }
 
-func (r *request) describe() string { return fmt.Sprintf("%s %q", r.kind, r.key) }
+// describe names the operation and its key for messages; a long key is
+// shortened (an error must not carry a key of kilobytes).
+func (r *request) describe() string {
+	const max = 64
+	if len(r.key) > max {
+		return fmt.Sprintf("%s %q... (a %d-byte key)", r.kind, r.key[:max], len(r.key))
+	}
+	return fmt.Sprintf("%s %q", r.kind, r.key)
+}
 
 // Attempt states. The sender moves an attempt queued -> taken -> sent; the
 // caller may abandon it before it is sent.
@@ -265,6 +273,7 @@ type batchCall struct {
 	cancel  context.CancelFunc
 	f       schema.KV_batch_Results_Future
 	release func()
+	unwatch func() // ends watchStall
 }
 
 // issue sends batch on cn, which it releases once the call is finished;
@@ -311,7 +320,8 @@ func (c *Client) issue(cn *conn, batch []*attempt) *batchCall {
 		}
 		return nil
 	})
-	return &batchCall{c: c, cn: cn, sent: sent, ctx: ctx, cancel: cancel, f: f, release: release}
+	return &batchCall{c: c, cn: cn, sent: sent, ctx: ctx, cancel: cancel, f: f, release: release,
+		unwatch: c.watchStall(cn, f.Done())}
 }
 
 // finish waits for the call's answer and delivers the results.
@@ -321,6 +331,7 @@ func (b *batchCall) finish() {
 	defer b.cancel()
 	defer b.release()
 	res, err := b.f.Struct()
+	b.unwatch()
 	if err != nil {
 		deliver(sent, c.batchError(cn, b.ctx, err))
 		return
@@ -365,6 +376,9 @@ func (c *Client) batchError(cn *conn, ctx context.Context, err error) error {
 	case c.connLost(cn, err):
 		return &transportError{addr: cn.addr(), err: err}
 	case ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded):
+		// No answer within the request timeout, which is above the
+		// node's own: it is stalled or overloaded. Try another.
+		c.moveOn(cn)
 		return &transportError{addr: cn.addr(), timeout: true, err: err}
 	case exc.IsType(err, exc.Unimplemented):
 		return &ServerError{Code: CodeInternal, Addr: cn.addr(),

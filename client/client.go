@@ -29,9 +29,12 @@
 //   - ErrUnknownOutcome: a write that may or may not have been applied.
 //   - *UnavailableError (IsUnavailable): no node reachable, or none with a
 //     leader, until the context ended; nothing was applied.
+//   - ErrTooLarge: a key, value or batch over the limits, refused by the
+//     client before sending (*TooLargeError; see WithSizeLimits) or by a
+//     node (*ServerError with CodeTooLarge); not retried.
 //   - ErrSessionExpired, ErrClosed.
-//   - *ServerError{Code, Message}: the rest (an invalid or too large
-//     request, an internal error); these are not retried.
+//   - *ServerError{Code, Message}: the rest (an invalid request, an
+//     internal error); these are not retried.
 //
 // Membership and status calls (Members, AddMember, PromoteMember,
 // RemoveMember, TransferLeadership, Snapshot) go through Node.admin() on
@@ -76,6 +79,9 @@ type options struct {
 	maxBatchBytes  int
 	maxInFlight    int
 	requestTimeout time.Duration
+	stallTimeout   time.Duration
+	maxKeySize     int
+	maxValueSize   int
 }
 
 // WithDialTimeout bounds connecting to one endpoint (default 5s).
@@ -88,7 +94,7 @@ func WithTLS(cfg *tls.Config) Option { return func(o *options) { o.dial.TLSConfi
 func WithLogger(l hclog.Logger) Option { return func(o *options) { o.log = l } }
 
 // WithMaxBatch caps the operations coalesced into one KV.batch call
-// (default 256). 1 disables coalescing.
+// (default 256, at most the 1024 a node accepts). 1 disables coalescing.
 func WithMaxBatch(n int) Option { return func(o *options) { o.maxBatch = n } }
 
 // WithMaxInFlight caps the KV.batch calls in flight at once on the
@@ -180,16 +186,20 @@ func (cn *conn) addr() string {
 	return cn.cc.Addr()
 }
 
+// close closes the connection, then releases what was obtained on it:
+// go-capnp blocks releasing a call its peer never answered (the
+// pipelined echo() and kv() of a node that stalled) while the connection
+// is up.
 func (cn *conn) close() {
 	if cn.cc == nil {
 		return
 	}
+	_ = cn.cc.Close()
 	cn.echo.Release()
 	cn.kv.Release()
 	for _, release := range cn.futures {
 		release()
 	}
-	_ = cn.cc.Close()
 }
 
 // New returns a client for the nodes at endpoints (host:port). It does not
@@ -216,11 +226,24 @@ func New(endpoints []string, opts ...Option) (*Client, error) {
 	if o.maxBatchBytes <= 0 {
 		o.maxBatchBytes = DefaultMaxBatchBytes
 	}
+	// A node refuses larger batches. One operation alone is always
+	// within nodeMaxBatchBytes once its key and value are within limits.
+	o.maxBatch = min(o.maxBatch, nodeMaxBatchOps)
+	o.maxBatchBytes = min(o.maxBatchBytes, nodeMaxBatchBytes)
+	if o.maxKeySize <= 0 {
+		o.maxKeySize = DefaultMaxKeySize
+	}
+	if o.maxValueSize <= 0 {
+		o.maxValueSize = DefaultMaxValueSize
+	}
 	if o.maxInFlight <= 0 {
 		o.maxInFlight = DefaultMaxInFlight
 	}
 	if o.requestTimeout <= 0 {
 		o.requestTimeout = DefaultRequestTimeout
+	}
+	if o.stallTimeout == 0 {
+		o.stallTimeout = DefaultStallTimeout
 	}
 	o.dial.Logger = o.log
 	c := &Client{endpoints: append([]string(nil), endpoints...), opts: o}

@@ -80,9 +80,10 @@ func (e *ServerError) Error() string {
 }
 
 // Is makes errors.Is(err, ErrSessionExpired) true for a sessionExpired
-// answer.
+// answer, and errors.Is(err, ErrTooLarge) for a tooLarge one.
 func (e *ServerError) Is(target error) bool {
-	return target == ErrSessionExpired && e.Code == CodeSessionExpired
+	return target == ErrSessionExpired && e.Code == CodeSessionExpired ||
+		target == ErrTooLarge && e.Code == CodeTooLarge
 }
 
 // CompareFailedError reports a failed compare-and-swap or

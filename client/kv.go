@@ -207,6 +207,9 @@ func (c *Client) do(ctx context.Context, req *request) (res result, err error) {
 			return result{}, unavailable(req.describe(), last, ctxErr)
 		}
 	}
+	if err := c.checkSize(req); err != nil {
+		return result{}, err
+	}
 	if n := req.size(); n > c.maxOpBytes() {
 		// A message over the node's limit would make it drop the whole
 		// connection, and the retry would do it again.

@@ -172,18 +172,18 @@ func TestTypedErrors(t *testing.T) {
 		t.Fatal("CAS with no compare succeeded")
 	}
 
-	// Not retried: too large, invalid.
+	// Not retried: too large (refused before sending), invalid.
 	before := store.batches.Load()
 	_, err = c.Put(ctx, "big", make([]byte, fakeMaxValue+1))
 	var se *client.ServerError
 	if !errors.As(err, &se) || se.Code != client.CodeTooLarge {
 		t.Fatalf("too large Put: %v", err)
 	}
-	if n := store.batches.Load() - before; n != 1 {
-		t.Fatalf("too large Put made %d batch calls, want 1 (no retry)", n)
+	if n := store.batches.Load() - before; n != 0 {
+		t.Fatalf("too large Put made %d batch calls, want none (the client knows the limit)", n)
 	}
 	_, err = c.Put(ctx, "huge", make([]byte, 16<<20))
-	if !errors.As(err, &se) || se.Code != client.CodeTooLarge || store.batches.Load()-before != 1 {
+	if !errors.As(err, &se) || se.Code != client.CodeTooLarge || store.batches.Load()-before != 0 {
 		t.Fatalf("Put over the message limit: %v (it must not be sent)", err)
 	}
 	_, err = c.Put(ctx, "", []byte("x"))

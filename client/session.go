@@ -165,7 +165,9 @@ func (c *Client) callOpenSession() (uint64, time.Duration, error) {
 	defer c.release(cn)
 	f, release := cn.kv.OpenSession(ctx, nil)
 	defer release()
+	unwatch := c.watchStall(cn, f.Done())
 	res, err := f.Struct()
+	unwatch()
 	if err != nil {
 		return 0, 0, c.batchError(cn, ctx, err)
 	}
@@ -233,7 +235,9 @@ func (c *Client) callKeepAlive(id uint64) error {
 		return nil
 	})
 	defer release()
+	unwatch := c.watchStall(cn, f.Done())
 	res, err := f.Struct()
+	unwatch()
 	if err != nil {
 		return c.batchError(cn, ctx, err)
 	}

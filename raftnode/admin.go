@@ -241,8 +241,11 @@ func (n *Node) Snapshot(ctx context.Context) (uint64, error) {
 }
 
 // onLeader runs local when this node leads and remote on the leader's
-// Admin capability otherwise.
-func (n *Node) onLeader(ctx context.Context, local func() error, remote func(schema.Admin) error) error {
+// Admin capability otherwise. A handed-over call is abandoned soon after
+// another node leads (see whileLeading): membership changes are not
+// idempotent, so it is not sent again but answered outcomeUnknown, as any
+// call lost after it was sent, without waiting for the request timeout.
+func (n *Node) onLeader(ctx context.Context, local func() error, remote func(context.Context, schema.Admin) error) error {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout)
 	defer cancel()
 	for {
@@ -257,18 +260,21 @@ func (n *Node) onLeader(ctx context.Context, local func() error, remote func(sch
 			}
 			return err
 		}
-		node, err := n.tr.Node(ctx, lead)
-		if err != nil {
-			return &requestError{schema.ErrorCode_unavailable, fmt.Sprintf("reach leader %d: %v", lead, err)}
-		}
-		af, arel := node.Admin(ctx, nil)
-		err = remote(af.Admin())
+		sent, moved, err := n.callLeader(ctx, lead, n.movedGrace(), func(ctx context.Context, node schema.Node) error {
+			af, arel := node.Admin(ctx, nil)
+			defer arel()
+			return remote(ctx, af.Admin())
+		})
 		var re *requestError
-		if err != nil && !errors.As(err, &re) {
+		switch {
+		case err == nil || errors.As(err, &re):
+		case !sent:
+			err = &requestError{schema.ErrorCode_unavailable, err.Error()}
+		case moved:
+			err = &requestError{schema.ErrorCode_outcomeUnknown, fmt.Sprintf("leader %d stopped answering and node %d leads now; the change may or may not have been applied: check with raftctl members", lead, n.lead.Load())}
+		default:
 			err = &requestError{schema.ErrorCode_outcomeUnknown, fmt.Sprintf("leader %d: %v", lead, err)}
 		}
-		arel()
-		node.Release()
 		return err
 	}
 }
@@ -326,7 +332,7 @@ func (a adminServer) AddMember(ctx context.Context, call schema.Admin_addMember)
 		// from, so it cannot lose that storage unnoticed.
 		c := raft.ConfChangeSingle{Type: raft.ConfChangeAddLearner, NodeID: id, AutoPromote: !learner}
 		return a.n.changeMembership(ctx, raft.ConfChange{Changes: []raft.ConfChangeSingle{c}, Context: []byte(addr)})
-	}, func(adm schema.Admin) error {
+	}, func(ctx context.Context, adm schema.Admin) error {
 		f, rel := adm.AddMember(ctx, func(p schema.Admin_addMember_Params) error {
 			p.SetId(id)
 			p.SetLearner(learner)
@@ -344,7 +350,7 @@ func (a adminServer) PromoteMember(ctx context.Context, call schema.Admin_promot
 	call.Go()
 	err := a.n.onLeader(ctx, func() error {
 		return a.n.changeMembership(ctx, raft.ConfChange{Changes: []raft.ConfChangeSingle{{Type: raft.ConfChangeAddVoter, NodeID: id}}})
-	}, func(adm schema.Admin) error {
+	}, func(ctx context.Context, adm schema.Admin) error {
 		f, rel := adm.PromoteMember(ctx, func(p schema.Admin_promoteMember_Params) error { p.SetId(id); return nil })
 		defer rel()
 		return forwardedErr(f.Struct())
@@ -358,7 +364,7 @@ func (a adminServer) RemoveMember(ctx context.Context, call schema.Admin_removeM
 	call.Go()
 	err := a.n.onLeader(ctx, func() error {
 		return a.n.changeMembership(ctx, raft.ConfChange{Changes: []raft.ConfChangeSingle{{Type: raft.ConfChangeRemoveNode, NodeID: id}}})
-	}, func(adm schema.Admin) error {
+	}, func(ctx context.Context, adm schema.Admin) error {
 		f, rel := adm.RemoveMember(ctx, func(p schema.Admin_removeMember_Params) error { p.SetId(id); return nil })
 		defer rel()
 		return forwardedErr(f.Struct())
@@ -372,7 +378,7 @@ func (a adminServer) TransferLeadership(ctx context.Context, call schema.Admin_t
 	call.Go()
 	err := a.n.onLeader(ctx, func() error {
 		return a.n.transfer(ctx, to)
-	}, func(adm schema.Admin) error {
+	}, func(ctx context.Context, adm schema.Admin) error {
 		f, rel := adm.TransferLeadership(ctx, func(p schema.Admin_transferLeadership_Params) error { p.SetTo(to); return nil })
 		defer rel()
 		return forwardedErr(f.Struct())

@@ -301,8 +301,41 @@ func (n *Node) executeGets(ops []kvOp, release func(), done func([]kvResult)) bo
 // readBarrier asks the loop for a linearizable read: reply receives nil
 // once the state machine reflects every write committed before the
 // call, or why it cannot, exactly once (at once if the loop has stopped).
+//
+// A read whose leader changed before confirming it (the loop fails it
+// with errNoLeader then: a paused leader never answers) is asked again of
+// the next leader as soon as one is known, within the request timeout. A
+// read has no side effect, and a read index obtained later than the read
+// began is still linearizable. A read begun with no leader known fails at
+// once, as before, so a client cut off from the leader moves on quickly.
 func (n *Node) readBarrier(reply func(error)) {
-	if !n.q.push(&readWaiter{reply: reply}) {
+	n.askRead(time.Now().Add(n.cfg.RequestTimeout), maxReadRetries, reply)
+}
+
+// maxReadRetries bounds how often one read is asked again: each retry
+// follows a leader change, so this only guards against a loop that keeps
+// failing reads while a leader is known.
+const maxReadRetries = 4
+
+func (n *Node) askRead(deadline time.Time, retries int, reply func(error)) {
+	hadLeader := n.lead.Load() != 0
+	r := func(err error) {
+		if err != errNoLeader || !hadLeader || retries == 0 {
+			reply(err)
+			return
+		}
+		// The loop calls this: wait for the next leader elsewhere.
+		go func() {
+			ctx, cancel := context.WithDeadline(context.Background(), deadline)
+			defer cancel()
+			if _, err := n.waitLeader(ctx); err != nil {
+				reply(err)
+				return
+			}
+			n.askRead(deadline, retries-1, reply)
+		}()
+	}
+	if !n.q.push(&readWaiter{reply: r}) {
 		reply(n.stoppedError())
 	}
 }
@@ -341,6 +374,13 @@ func (n *Node) proposeCommand(ctx context.Context, cmd kv.Command) (kv.Applied, 
 // results. A write whose call fails after it was sent has an unknown
 // outcome; the client retries it with the same session and sequence
 // number, which the state machine deduplicates.
+//
+// A leader that stops answering without closing its connections (a
+// paused process, a black-holed link) would hold the call until the
+// request timeout. So the call is abandoned as soon as another node is
+// known to lead, and sent again to that node when that is safe: when
+// every write in it belongs to a session, whose sequence numbers make the
+// state machine apply each write at most once however often it arrives.
 func (n *Node) forward(ctx context.Context, session, ackedBelow uint64, ops []kvOp) []kvResult {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout)
 	defer cancel()
@@ -348,6 +388,7 @@ func (n *Node) forward(ctx context.Context, session, ackedBelow uint64, ops []kv
 	for i := range ops {
 		hasWrite = hasWrite || ops[i].isWrite()
 	}
+	resendable := !hasWrite || session != 0
 	for {
 		lead, err := n.waitLeader(ctx)
 		if err != nil {
@@ -357,13 +398,21 @@ func (n *Node) forward(ctx context.Context, session, ackedBelow uint64, ops []kv
 			return n.execute(ctx, session, ackedBelow, ops, true)
 		}
 		wake := n.leaderChanged()
-		results, sent, err := n.forwardOnce(ctx, lead, session, ackedBelow, ops)
+		grace := n.movedGrace()
+		if resendable {
+			grace = 0
+		}
+		results, sent, moved, err := n.forwardOnce(ctx, lead, grace, session, ackedBelow, ops)
 		if err == nil && !leaderRefused(results) {
 			return results
 		}
+		if err != nil && moved && resendable {
+			n.log.Debug("forwarded call abandoned: another node leads now; sending it there", "old", lead, "leader", n.lead.Load())
+			continue
+		}
 		if err != nil && sent && hasWrite {
 			n.log.Debug("forwarded write lost", "leader", lead, "error", err)
-			return fillAll(make([]kvResult, len(ops)), errOutcomeUnknown, lead)
+			return fillAll(make([]kvResult, len(ops)), errOutcomeUnknown, n.lead.Load())
 		}
 		// Nothing was applied (not sent, or refused by a node that no
 		// longer leads or is stopping): wait for news of a leader, then
@@ -379,6 +428,88 @@ func (n *Node) forward(ctx context.Context, session, ackedBelow uint64, ops []kv
 			return fillAll(make([]kvResult, len(ops)), errNoLeader, lead)
 		}
 	}
+}
+
+// errLeaderMoved is the cause of a call to the leader abandoned because
+// another node leads now.
+var errLeaderMoved = errors.New("another node leads now")
+
+// whileLeading returns a context that ends with ctx, or once a node other
+// than lead (this node included) has been known to lead for grace. done
+// releases it and reports whether it ended because the leader moved.
+//
+// A leader that stops answering without closing its connections (a
+// paused process, a black-holed link) would hold a call until the request
+// timeout; a new leader is the sign that it may never answer. A call that
+// is safe to send again abandons it at once (grace 0). One that is not
+// waits a moment first, since a deposed leader that still runs answers it
+// right away (a leadership transfer moves the leader by design).
+func (n *Node) whileLeading(ctx context.Context, lead uint64, grace time.Duration) (_ context.Context, done func() (moved bool)) {
+	wctx, cancel := context.WithCancelCause(ctx)
+	stop := make(chan struct{})
+	watch := func() {
+		for {
+			wake := n.leaderChanged()
+			if l := n.lead.Load(); l != 0 && l != lead {
+				break
+			}
+			select {
+			case <-wake:
+			case <-stop:
+				return
+			case <-wctx.Done():
+				return
+			}
+		}
+		if grace > 0 {
+			t := time.NewTimer(grace)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-stop:
+				return
+			case <-wctx.Done():
+				return
+			}
+		}
+		cancel(errLeaderMoved)
+	}
+	// Most calls are answered in a round trip: watch only those that
+	// take a heartbeat interval, so they cost a timer and not a
+	// goroutine. A new leader takes an election timeout to appear, so
+	// the late start delays nothing.
+	start := time.AfterFunc(n.cfg.HeartbeatInterval, watch)
+	return wctx, func() bool {
+		start.Stop()
+		close(stop)
+		cancel(nil)
+		return context.Cause(wctx) == errLeaderMoved
+	}
+}
+
+// movedGrace is how long a call that cannot be sent again waits for a
+// deposed leader's answer once another node leads: half an election
+// timeout, so such calls too end within about an election timeout of
+// the new leader's election.
+func (n *Node) movedGrace() time.Duration { return n.cfg.ElectionTimeout / 2 }
+
+// callLeader calls lead's bootstrap capability with call, under a context
+// that ends when another node has led for grace (see whileLeading). sent
+// reports whether the call may have reached lead, moved whether a failure
+// came from the leader moving.
+func (n *Node) callLeader(ctx context.Context, lead uint64, grace time.Duration, call func(context.Context, schema.Node) error) (sent, moved bool, err error) {
+	ctx, done := n.whileLeading(ctx, lead, grace)
+	defer func() {
+		if done() && err != nil {
+			moved = true
+		}
+	}()
+	node, err := n.tr.Node(ctx, lead)
+	if err != nil {
+		return false, false, fmt.Errorf("reach leader %d: %w", lead, err)
+	}
+	defer node.Release()
+	return true, false, call(ctx, node)
 }
 
 // leaderRefused reports whether the node a request was forwarded to
@@ -397,49 +528,47 @@ func leaderRefused(rs []kvResult) bool {
 	return len(rs) > 0
 }
 
-// forwardOnce makes one batch call to the leader. sent reports whether
-// the call may have reached it.
-func (n *Node) forwardOnce(ctx context.Context, lead, session, ackedBelow uint64, ops []kvOp) (results []kvResult, sent bool, err error) {
-	node, err := n.tr.Node(ctx, lead)
-	if err != nil {
-		return nil, false, fmt.Errorf("reach leader %d: %w", lead, err)
-	}
-	defer node.Release()
-	kf, krel := node.Kv(ctx, nil)
-	defer krel()
-	fut, rel := kf.Kv().Batch(ctx, func(p schema.KV_batch_Params) error {
-		req, err := p.NewReq()
-		if err != nil {
-			return err
-		}
-		req.SetSession(session)
-		req.SetAckedBelow(ackedBelow)
-		req.SetForwarded(true)
-		l, err := req.NewOps(int32(len(ops)))
-		if err != nil {
-			return err
-		}
-		for i := range ops {
-			if err := encodeOp(l.At(i), &ops[i]); err != nil {
+// forwardOnce makes one batch call to the leader; see callLeader for
+// sent and moved.
+func (n *Node) forwardOnce(ctx context.Context, lead uint64, grace time.Duration, session, ackedBelow uint64, ops []kvOp) (results []kvResult, sent, moved bool, err error) {
+	sent, moved, err = n.callLeader(ctx, lead, grace, func(ctx context.Context, node schema.Node) error {
+		kf, krel := node.Kv(ctx, nil)
+		defer krel()
+		fut, rel := kf.Kv().Batch(ctx, func(p schema.KV_batch_Params) error {
+			req, err := p.NewReq()
+			if err != nil {
 				return err
 			}
+			req.SetSession(session)
+			req.SetAckedBelow(ackedBelow)
+			req.SetForwarded(true)
+			l, err := req.NewOps(int32(len(ops)))
+			if err != nil {
+				return err
+			}
+			for i := range ops {
+				if err := encodeOp(l.At(i), &ops[i]); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		defer rel()
+		res, err := fut.Struct()
+		if err != nil {
+			return fmt.Errorf("forward to leader %d: %w", lead, err)
+		}
+		l, err := res.Results()
+		if err != nil || l.Len() != len(ops) {
+			return fmt.Errorf("forward to leader %d: malformed results (%v)", lead, err)
+		}
+		results = make([]kvResult, len(ops))
+		for i := range ops {
+			results[i] = decodeResult(l.At(i), &ops[i])
 		}
 		return nil
 	})
-	defer rel()
-	res, err := fut.Struct()
-	if err != nil {
-		return nil, true, fmt.Errorf("forward to leader %d: %w", lead, err)
-	}
-	l, err := res.Results()
-	if err != nil || l.Len() != len(ops) {
-		return nil, true, fmt.Errorf("forward to leader %d: malformed results (%v)", lead, err)
-	}
-	results = make([]kvResult, len(ops))
-	for i := range ops {
-		results[i] = decodeResult(l.At(i), &ops[i])
-	}
-	return results, true, nil
+	return results, sent, moved, err
 }
 
 // batchResultsSize is the size of KV.batch's results struct.
@@ -460,14 +589,32 @@ func (s kvServer) serveBatch(call *rpc.InlineCall) {
 		call.Return(invalid("batch ops: %v", err))
 		return
 	}
+	lim := s.n.kv.Config()
+	if err := checkBatchOps(&lim, l.Len()); err != nil {
+		call.Return(err)
+		return
+	}
 	ops := make([]kvOp, l.Len())
 	bad := make([]error, l.Len())
 	valid := make([]kvOp, 0, l.Len())
+	total := 0
 	for i := range ops {
 		ops[i], bad[i] = decodeOp(l.At(i))
 		if bad[i] == nil {
+			bad[i] = checkOpSize(&lim, &ops[i])
+		}
+		total += opBytes(&ops[i])
+		if bad[i] == nil {
 			valid = append(valid, ops[i])
 		}
+	}
+	if err := checkBatchBytes(&lim, total); err != nil {
+		for i := range bad {
+			if bad[i] == nil {
+				bad[i] = err
+			}
+		}
+		valid = valid[:0]
 	}
 	// The operations' keys and values point into the arguments.
 	release := call.KeepArgs()
@@ -529,8 +676,7 @@ func singleMethod[P ~capnp.StructKind, R interface {
 		}
 		o.seq = seq
 		ops := []kvOp{o}
-		release := call.KeepArgs()
-		s.run(call.Context(), session, 0, ops, false, release, func(got []kvResult) {
+		answer := func(got []kvResult) {
 			call.ReturnResults(size, func(st capnp.Struct) error {
 				dst, err := R(st).NewResult()
 				if err != nil {
@@ -538,7 +684,13 @@ func singleMethod[P ~capnp.StructKind, R interface {
 				}
 				return encodeResult(dst, &ops[0], &got[0])
 			})
-		})
+		}
+		lim := s.n.kv.Config()
+		if err := checkOpSize(&lim, &o); err != nil {
+			answer([]kvResult{{err: err}})
+			return
+		}
+		s.run(call.Context(), session, 0, ops, false, call.KeepArgs(), answer)
 	}
 }
 
@@ -592,8 +744,11 @@ func (s kvServer) methods() (inline map[string]rpc.InlineServe, rest map[string]
 }
 
 // sessionCall runs a session command on the leader, handing it over when
-// this node does not lead.
-func (s kvServer) sessionCall(ctx context.Context, cmd kv.Command, forward func(schema.KV) (uint64, error)) (uint64, error) {
+// this node does not lead. A handed-over call is abandoned soon after
+// another node leads (see whileLeading) and answered unavailable, as any
+// lost call is: opening a session is not idempotent, so it is not sent
+// again here; the client retries.
+func (s kvServer) sessionCall(ctx context.Context, cmd kv.Command, forward func(context.Context, schema.KV) (uint64, error)) (uint64, error) {
 	n := s.n
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout)
 	defer cancel()
@@ -603,16 +758,20 @@ func (s kvServer) sessionCall(ctx context.Context, cmd kv.Command, forward func(
 			return 0, err
 		}
 		if lead != n.cfg.ID {
-			node, err := n.tr.Node(ctx, lead)
-			if err != nil {
-				return 0, &requestError{schema.ErrorCode_unavailable, fmt.Sprintf("reach leader %d: %v", lead, err)}
-			}
-			kf, krel := node.Kv(ctx, nil)
-			v, err := forward(kf.Kv())
-			krel()
-			node.Release()
+			var v uint64
+			_, moved, err := n.callLeader(ctx, lead, n.movedGrace(), func(ctx context.Context, node schema.Node) error {
+				kf, krel := node.Kv(ctx, nil)
+				defer krel()
+				var err error
+				v, err = forward(ctx, kf.Kv())
+				return err
+			})
 			var re *requestError
-			if err != nil && !errors.As(err, &re) {
+			switch {
+			case err == nil || errors.As(err, &re):
+			case moved:
+				err = &requestError{schema.ErrorCode_unavailable, fmt.Sprintf("leader %d stopped answering and node %d leads now: retry", lead, n.lead.Load())}
+			default:
 				// The call itself failed: the client retries.
 				err = &requestError{schema.ErrorCode_unavailable, err.Error()}
 			}
@@ -661,7 +820,7 @@ func remoteError(e schema.Error, has bool) error {
 // OpenSession registers a client session through the log.
 func (s kvServer) OpenSession(ctx context.Context, call schema.KV_openSession) error {
 	call.Go()
-	id, err := s.sessionCall(ctx, kv.Command{Kind: kv.CmdOpenSession}, func(k schema.KV) (uint64, error) {
+	id, err := s.sessionCall(ctx, kv.Command{Kind: kv.CmdOpenSession}, func(ctx context.Context, k schema.KV) (uint64, error) {
 		f, rel := k.OpenSession(ctx, nil)
 		defer rel()
 		r, err := f.Struct()
@@ -690,7 +849,7 @@ func (s kvServer) OpenSession(ctx context.Context, call schema.KV_openSession) e
 func (s kvServer) KeepAlive(ctx context.Context, call schema.KV_keepAlive) error {
 	session := call.Args().Session()
 	call.Go()
-	_, err := s.sessionCall(ctx, kv.Command{Kind: kv.CmdKeepAlive, Session: session}, func(k schema.KV) (uint64, error) {
+	_, err := s.sessionCall(ctx, kv.Command{Kind: kv.CmdKeepAlive, Session: session}, func(ctx context.Context, k schema.KV) (uint64, error) {
 		f, rel := k.KeepAlive(ctx, func(p schema.KV_keepAlive_Params) error { p.SetSession(session); return nil })
 		defer rel()
 		return 0, forwardedErr(f.Struct())
@@ -702,7 +861,7 @@ func (s kvServer) KeepAlive(ctx context.Context, call schema.KV_keepAlive) error
 func (s kvServer) CloseSession(ctx context.Context, call schema.KV_closeSession) error {
 	session := call.Args().Session()
 	call.Go()
-	_, err := s.sessionCall(ctx, kv.Command{Kind: kv.CmdCloseSession, Session: session}, func(k schema.KV) (uint64, error) {
+	_, err := s.sessionCall(ctx, kv.Command{Kind: kv.CmdCloseSession, Session: session}, func(ctx context.Context, k schema.KV) (uint64, error) {
 		f, rel := k.CloseSession(ctx, func(p schema.KV_closeSession_Params) error { p.SetSession(session); return nil })
 		defer rel()
 		return 0, forwardedErr(f.Struct())

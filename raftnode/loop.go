@@ -49,6 +49,7 @@ type loopState struct {
 	snapIndex    uint64 // newest snapshot's index
 	snapshotting bool
 	snapFailed   uint64 // index of the last failed snapshot: retry SnapshotEntries later
+	snapWALBytes uint64 // log bytes written when the last snapshot started (SnapshotBytes)
 	installed    uint64 // snapshots installed from a leader since start
 
 	// leaderless is when this node last saw no leader begin (zero while

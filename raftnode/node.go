@@ -63,6 +63,12 @@ type Config struct {
 	// SnapshotEntries: snapshot the state machine every this many applied
 	// entries (default 10000).
 	SnapshotEntries uint64
+	// SnapshotBytes: also snapshot once this many bytes were written to
+	// the log since the last snapshot (default 64 MiB, one default WAL
+	// segment: the log is compacted a segment at a time, so snapshotting
+	// more often frees no more disk, and large values no longer let the
+	// log grow by SnapshotEntries of them before the first snapshot).
+	SnapshotBytes uint64
 	// SnapshotCatchupEntries: entries kept in the log before a snapshot,
 	// so slightly lagging followers catch up without a snapshot (default
 	// 5000).
@@ -119,6 +125,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.SnapshotEntries == 0 {
 		c.SnapshotEntries = 10000
+	}
+	if c.SnapshotBytes == 0 {
+		c.SnapshotBytes = DefaultSnapshotBytes
 	}
 	if c.SnapshotCatchupEntries == 0 {
 		c.SnapshotCatchupEntries = 5000

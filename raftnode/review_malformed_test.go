@@ -7,6 +7,7 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 
+	"github.com/capraft/capraft/raftnode/kv"
 	"github.com/capraft/capraft/schema"
 )
 
@@ -139,15 +140,15 @@ func TestReviewMalformedRequests(t *testing.T) {
 		if err == nil && (len(kinds) != 1 || kinds[0] != schema.Result_Which_range) {
 			t.Errorf("node %d: range result kinds %v", id, kinds)
 		}
-		// 10k puts in one batch.
-		const many = 10000
+		// As many puts in one batch as a batch may carry.
+		const many = kv.DefaultMaxBatchOps
 		base := uint64(100 + id*100000)
 		errs, _, err = k.batch(ctx, k.session, many, func(i int, op schema.Op) error {
 			return putOp(base+uint64(i), fmt.Sprintf("w%05d", i), "v")(i, op)
 		})
-		check("10k puts", errs, err)
+		check("a full batch of puts", errs, err)
 		if len(errs) != many && err == nil {
-			t.Errorf("node %d: 10k puts: %d results", id, len(errs))
+			t.Errorf("node %d: a full batch of puts: %d results", id, len(errs))
 		}
 		// The node still serves.
 		if _, err := k.putCode(ctx, base+many+1, "still", "alive"); err != nil {

@@ -142,17 +142,25 @@ func emptyKVSnapshot() io.Reader {
 	return &buf
 }
 
+// DefaultSnapshotBytes is Config.SnapshotBytes's default.
+const DefaultSnapshotBytes = 64 << 20
+
 // maybeSnapshot starts a background snapshot once enough entries were
-// applied since the last one. The state machine's snapshot is taken on
-// the loop (cheap, copy-on-write) with the configuration in effect at the
+// applied since the last one (SnapshotEntries), or enough bytes written
+// to the log (SnapshotBytes: a few large values fill a disk long before
+// their count matters). The state machine's snapshot is taken on the
+// loop (cheap, copy-on-write) with the configuration in effect at the
 // same index; serializing and writing it run in the background.
 func (n *Node) maybeSnapshot() {
 	ls := &n.loop
 	applied := n.kv.AppliedIndex()
-	if ls.snapshotting || applied < ls.snapIndex+n.cfg.SnapshotEntries || applied < ls.snapFailed+n.cfg.SnapshotEntries {
+	if ls.snapshotting || applied <= ls.snapIndex {
 		return
 	}
-	n.startSnapshot()
+	byEntries := applied >= ls.snapIndex+n.cfg.SnapshotEntries && applied >= ls.snapFailed+n.cfg.SnapshotEntries
+	if byEntries || n.store.Stats().BytesWritten-ls.snapWALBytes >= n.cfg.SnapshotBytes {
+		n.startSnapshot()
+	}
 }
 
 // startSnapshot snapshots the state as of the applied index now.
@@ -163,6 +171,9 @@ func (n *Node) startSnapshot() uint64 {
 		n.save(*ls.unsavedHS, nil, nil)
 	}
 	ls.snapshotting = true
+	// Counted from here whether it succeeds or not: a failed snapshot is
+	// retried SnapshotBytes later.
+	ls.snapWALBytes = n.store.Stats().BytesWritten
 	kvSnap := n.kv.Snapshot()
 	index := kvSnap.Index()
 	cs := n.core.ConfState()

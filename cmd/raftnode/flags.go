@@ -15,11 +15,11 @@ import (
 // cannot work.
 const (
 	// minMessageSize is the smallest --max-message-size a cluster works
-	// with. The largest entry is a compare-and-swap of a maximal key with
-	// a maximal compare value and new value (8 KiB + 2 x 1 MiB, about
-	// 2 MiB); an AppendEntries carries up to 1 MiB of entries or one
-	// larger entry, and snapshot chunks are 1 MiB. 4 MiB holds the largest
-	// entry twice over, which leaves room for the envelope and a batch.
+	// with. The largest entry is a batch at kv's limits (3 MiB of keys and
+	// values, about 3.05 MiB encoded: kv.Config.MaxEntrySize); an
+	// AppendEntries carries up to 1 MiB of entries or one larger entry,
+	// and snapshot chunks are 1 MiB. 4 MiB holds the largest entry with
+	// the transport's 64 KiB envelope.
 	minMessageSize = 4 << 20
 	// maxMessageSize is the largest useful --max-message-size: Cap'n
 	// Proto's default traversal limit (64 MiB) refuses to read a larger
@@ -90,7 +90,7 @@ func (f *flags) validate() (map[uint64]string, error) {
 	}
 	if f.maxMessageSize < minMessageSize || f.maxMessageSize > maxMessageSize {
 		bad("--max-message-size %d: give %d (4 MiB) to %d (64 MiB) bytes; Raft needs 4 MiB to carry the largest entry "+
-			"(an 8 KiB key with a 1 MiB value and a 1 MiB compare value) with room to spare, "+
+			"(a batch of up to 3 MiB of keys and values) and the RPC envelope, "+
 			"and Cap'n Proto reads no message over 64 MiB", f.maxMessageSize, minMessageSize, maxMessageSize)
 	}
 	if f.echoQueue < 1 || f.echoQueue > maxEchoQueue {
@@ -98,6 +98,9 @@ func (f *flags) validate() (map[uint64]string, error) {
 	}
 	if f.snapshotEntries == 0 {
 		bad("--snapshot-entries 0: give how many applied entries trigger a snapshot, at least 1 (default 10000)")
+	}
+	if f.snapshotBytes < 1<<20 {
+		bad("--snapshot-bytes %d: give how many bytes written to the log trigger a snapshot, at least 1048576 (1 MiB; default 64 MiB)", f.snapshotBytes)
 	}
 	if f.snapshotCatchup == 0 {
 		bad("--snapshot-catchup-entries 0: give how many entries to keep for lagging followers, at least 1 (default 5000)")

@@ -64,6 +64,7 @@ type flags struct {
 	heartbeat       time.Duration
 	electionTimeout time.Duration
 	snapshotEntries uint64
+	snapshotBytes   uint64
 	snapshotCatchup uint64
 	requestTimeout  time.Duration
 	sessionTTL      time.Duration
@@ -136,6 +137,7 @@ func newCommandFor(f *flags) *cobra.Command {
 	fl.DurationVar(&f.heartbeat, "heartbeat-interval", 100*time.Millisecond, "how often the leader sends heartbeats (at least 1ms)")
 	fl.DurationVar(&f.electionTimeout, "election-timeout", time.Second, "how long a follower waits for a leader before starting an election (at least 3 heartbeat intervals)")
 	fl.Uint64Var(&f.snapshotEntries, "snapshot-entries", 10000, "snapshot the state machine and compact the log every this many applied entries (at least 1)")
+	fl.Uint64Var(&f.snapshotBytes, "snapshot-bytes", raftnode.DefaultSnapshotBytes, "also snapshot and compact the log once this many bytes were written to it since the last snapshot (at least 1 MiB)")
 	fl.Uint64Var(&f.snapshotCatchup, "snapshot-catchup-entries", 5000, "entries kept before a snapshot so lagging followers catch up from the log (at least 1)")
 	fl.DurationVar(&f.requestTimeout, "request-timeout", 5*time.Second, "how long a client request may wait for a leader, a commit or a read index")
 	fl.Int64Var(&f.walSegmentSize, "wal-segment-size", 64<<20, "size of write-ahead log segment files, 1 MiB to 1 GiB; the log is compacted a segment at a time")
@@ -197,6 +199,7 @@ func run(ctx context.Context, f flags) error {
 		HeartbeatInterval:      f.heartbeat,
 		ElectionTimeout:        f.electionTimeout,
 		SnapshotEntries:        f.snapshotEntries,
+		SnapshotBytes:          f.snapshotBytes,
 		SnapshotCatchupEntries: f.snapshotCatchup,
 		RequestTimeout:         f.requestTimeout,
 		WALSegmentSize:         f.walSegmentSize,

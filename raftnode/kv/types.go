@@ -1,6 +1,7 @@
 package kv
 
 import (
+	"encoding/binary"
 	"errors"
 	"strconv"
 	"time"
@@ -14,6 +15,17 @@ const (
 	DefaultMaxKeySize      = 8 << 10
 	DefaultMaxValueSize    = 1 << 20
 	DefaultMaxRangeLimit   = 1000
+	// DefaultMaxBatchOps and DefaultMaxBatchBytes bound one request. An
+	// accepted batch becomes one log entry of at most MaxEntrySize bytes
+	// (about 3.05 MiB with these defaults). An AppendEntries carries 1 MiB
+	// of entries or one larger entry, so the entry, the request and its
+	// forwarded copy (Cap'n Proto adds under 64 bytes an operation) all
+	// fit the smallest frame limit raftnode allows (--max-message-size
+	// 4 MiB) with room for the envelope, and the default 16 MiB five
+	// times over. 3 MiB still holds any single valid operation (a CAS
+	// with a maximal key, expected value and new value: 2 MiB + 8 KiB).
+	DefaultMaxBatchOps   = 1024
+	DefaultMaxBatchBytes = 3 << 20
 )
 
 // Config holds the store's limits. Zero (or negative) values mean the
@@ -36,6 +48,15 @@ type Config struct {
 	MaxValueSize int
 	// MaxRangeLimit is the most keys one Range page returns.
 	MaxRangeLimit int
+	// MaxBatchOps is the most operations one request may carry, and
+	// MaxBatchBytes the most bytes of keys and values (keys, values,
+	// expected values, range starts) in it. Unlike the limits above they
+	// are not part of the state transitions: the node that receives a
+	// request checks them before proposing or forwarding anything, and
+	// Apply does not. MaxBatchBytes below MaxKeySize+2*MaxValueSize (one
+	// maximal CAS) is raised to it.
+	MaxBatchOps   int
+	MaxBatchBytes int
 }
 
 func (c Config) withDefaults() Config {
@@ -57,7 +78,32 @@ func (c Config) withDefaults() Config {
 	if c.MaxRangeLimit <= 0 {
 		c.MaxRangeLimit = DefaultMaxRangeLimit
 	}
+	if c.MaxBatchOps <= 0 {
+		c.MaxBatchOps = DefaultMaxBatchOps
+	}
+	if c.MaxBatchBytes <= 0 {
+		c.MaxBatchBytes = DefaultMaxBatchBytes
+	}
+	c.MaxBatchBytes = max(c.MaxBatchBytes, c.MaxKeySize+2*c.MaxValueSize)
 	return c
+}
+
+// maxOpOverhead bounds the bytes an encoded write op takes besides its key
+// and values: the seq, the type, compare and flag bytes, three length
+// prefixes and the compare revision (see AppendBinary).
+const maxOpOverhead = binary.MaxVarintLen64 + 3 + 3*binary.MaxVarintLen64 + binary.MaxVarintLen64
+
+// maxCommandHeader bounds an encoded Command's bytes before its ops: the
+// version and kind bytes, Time, and four uvarints.
+const maxCommandHeader = 2 + 8 + 4*binary.MaxVarintLen64
+
+// MaxEntrySize is the largest log entry a request within the limits
+// becomes: the Command of MaxBatchOps writes holding MaxBatchBytes of
+// keys and values. Transports must carry a message of this size plus
+// their own framing (zero fields: defaults).
+func (c Config) MaxEntrySize() int {
+	c = c.withDefaults()
+	return maxCommandHeader + c.MaxBatchOps*maxOpOverhead + c.MaxBatchBytes
 }
 
 // CommandKind says what a Command does. The zero value is invalid.
