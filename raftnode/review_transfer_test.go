@@ -82,9 +82,13 @@ func TestReviewTransferUnderLoadExactlyOnce(t *testing.T) {
 			key := fmt.Sprintf("w%d", w)
 			for seq := uint64(1); seq <= perWriter; seq++ {
 				var revs []uint64
-				for attempt := 0; ; attempt++ {
-					if attempt > 200 {
-						report("%s seq %d: no success after 200 attempts", key, seq)
+				// A leader refuses writes at once while it hands
+				// leadership over, so retries are bounded in time,
+				// not in number.
+				giveUp := time.Now().Add(10 * time.Second)
+				for {
+					if time.Now().After(giveUp) {
+						report("%s seq %d: no success within 10s", key, seq)
 						return
 					}
 					rev, err := k.putCode(ctx, seq, key, strconv.FormatUint(seq, 10))

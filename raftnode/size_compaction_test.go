@@ -39,10 +39,11 @@ func TestLogSizeTriggersCompactionBeforeEntryCount(t *testing.T) {
 	for id, n := range c.nodes {
 		rpctest.Eventually(t, 10*time.Second, fmt.Sprintf("node %d snapshots and compacts its log", id), func() bool {
 			st := n.Status(ctx)
-			// The log behind the newest snapshot is at most the
-			// threshold, the entries kept for followers and a segment
-			// or two being filled or deleted.
-			return st.SnapshotIndex > 0 && st.Applied >= commit && n.StorageStats().Segments <= (threshold+4*value)/segment+3
+			// The log kept is what the older of the two retained
+			// snapshots needs (at most twice the threshold), the
+			// entries kept for followers and a segment or two being
+			// filled or deleted.
+			return st.SnapshotIndex > 0 && st.Applied >= commit && n.StorageStats().Segments <= (2*threshold+4*value)/segment+3
 		})
 		st := n.Status(ctx)
 		t.Logf("node %d: snapshot at %d of %d applied entries, %d WAL segments", id, st.SnapshotIndex, st.Applied, n.StorageStats().Segments)
