@@ -339,28 +339,37 @@ func (r *Core) maybeRestore() {
 		r.pendingConfIndex > r.log.applied || r.log.termOr0(r.log.committed) != r.term {
 		return
 	}
-	for _, id := range r.trk.IDs() {
-		pr := r.trk.Progress[id]
-		if id == r.id {
+	// This runs after every Ready: look for work without allocating,
+	// then pick deterministically (lowest id) among the members needing it.
+	var pick uint64
+	var change ConfChangeSingle
+	for id, pr := range r.trk.Progress {
+		if id == r.id || (pick != 0 && id > pick) {
 			continue
 		}
-		rec, recorded := r.trk.Incarnations[id]
-		_, voter := r.trk.Voters[0][id]
-		_, restoring := r.trk.AutoPromote[id]
-		var c ConfChangeSingle
-		switch {
-		case voter && recorded && rec != pr.Incarnation:
-			c = ConfChangeSingle{Type: ConfChangeAddLearner, NodeID: id, Incarnation: pr.Incarnation, AutoPromote: true}
-		case voter && !recorded && pr.Incarnation != 0 && pr.State == tracker.StateReplicate:
-			c = ConfChangeSingle{Type: ConfChangeAddVoter, NodeID: id, Incarnation: pr.Incarnation}
-		case restoring && pr.IsLearner && r.caughtUp(pr):
-			c = ConfChangeSingle{Type: ConfChangeAddVoter, NodeID: id, Incarnation: pr.Incarnation}
-		default:
-			continue
+		if c, ok := r.restoreChange(id, pr); ok {
+			pick, change = id, c
 		}
-		_ = r.proposeConfChange(ConfChange{Changes: []ConfChangeSingle{c}})
-		return
 	}
+	if pick != 0 {
+		_ = r.proposeConfChange(ConfChange{Changes: []ConfChangeSingle{change}})
+	}
+}
+
+// restoreChange is the change maybeRestore makes for member id, if any.
+func (r *Core) restoreChange(id uint64, pr *tracker.Progress) (ConfChangeSingle, bool) {
+	rec, recorded := r.trk.Incarnations[id]
+	_, voter := r.trk.Voters[0][id]
+	_, promote := r.trk.AutoPromote[id]
+	switch {
+	case voter && recorded && rec != pr.Incarnation:
+		return ConfChangeSingle{Type: ConfChangeAddLearner, NodeID: id, Incarnation: pr.Incarnation, AutoPromote: true}, true
+	case voter && !recorded && pr.Incarnation != 0 && pr.State == tracker.StateReplicate:
+		return ConfChangeSingle{Type: ConfChangeAddVoter, NodeID: id, Incarnation: pr.Incarnation}, true
+	case promote && pr.IsLearner && r.caughtUp(pr):
+		return ConfChangeSingle{Type: ConfChangeAddVoter, NodeID: id, Incarnation: pr.Incarnation}, true
+	}
+	return ConfChangeSingle{}, false
 }
 
 // caughtUp reports whether a follower's log holds everything committed,
