@@ -39,6 +39,19 @@
 // outcome is unknown (leader lost, timeout) is retried by the client with
 // the same session and sequence number and applied at most once.
 //
+// # Bootstrapping and lost disks
+//
+// A node whose storage holds no configuration does not bootstrap a
+// cluster of several on its own (bootstrap.go): it asks every --peers
+// member (Discover). If any holds a configuration the cluster exists and
+// the node waits for its leader; only when all answer with empty storage
+// do they bootstrap the same configuration, each voter recorded with its
+// storage incarnation. A node that lost its disk therefore comes back as
+// new storage: the leader demotes it, catches it up and makes it a voter
+// again by itself (see "Storage incarnations" in raftnode/raft), and
+// every node logs what happened. --force-new-cluster (ForceNewCluster) is
+// the operator's way out when a majority lost its data for good.
+//
 // # Failures
 //
 // A storage error makes the core panic; the loop turns that into a clean

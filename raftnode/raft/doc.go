@@ -10,14 +10,17 @@
 // # Starting
 //
 // A new cluster: every initial member persists BootstrapSnapshot(cs) into
-// its storage, then calls New. A restarted node calls New with the same
-// storage; its application restores state from Storage.Snapshot(), and
-// the committed entries after the snapshot are delivered again in
-// CommittedEntries (set Config.Applied if the application keeps its own
-// state durable beyond the snapshot). A node joining an existing cluster
-// starts with empty storage and is added by a ConfChange on the leader;
-// it learns the membership from the snapshot or entries the leader sends
-// it.
+// its storage, then calls New; or it calls New over empty storage and
+// later Bootstrap(snapshot), which hands the snapshot back in a Ready (for
+// a driver that first asks its peers whether a cluster exists). cs should
+// record every voter's storage incarnation (see below). A restarted node
+// calls New with the same storage; its application restores state from
+// Storage.Snapshot(), and the committed entries after the snapshot are
+// delivered again in CommittedEntries (set Config.Applied if the
+// application keeps its own state durable beyond the snapshot). A node
+// joining an existing cluster starts with empty storage and is added by a
+// ConfChange on the leader; it learns the membership from the snapshot or
+// entries the leader sends it.
 //
 // # The loop
 //
@@ -99,6 +102,37 @@
 // configuration takes effect when its entry is applied, and only one
 // change may be pending at a time. A leader removed by a change steps down
 // once the change is applied.
+//
+// # Storage incarnations
+//
+// Raft assumes a node never forgets what it persisted. A node whose disk
+// is wiped, or whose storage lost or damaged records it may have
+// acknowledged, breaks that: it can vote a second time in a term, or be
+// counted in a quorum for entries it no longer holds, and acknowledged
+// entries are lost (Protocol-Aware Recovery, Alagappan et al., FAST 2018).
+// The core therefore treats a voter as the pair (id, incarnation), where
+// the incarnation (Config.Incarnation) names the storage: chosen at
+// random when it is created, and chosen anew by storage that may have lost
+// anything. Every message carries the sender's incarnation. The
+// configuration records per member the incarnation it counts
+// (ConfState.Incarnations); votes, acknowledgements, check-quorum and
+// ReadIndex rounds count only from it, and a node whose own storage is not
+// the counted one never campaigns. A wiped node is thus a crashed server
+// plus a brand-new one, and Raft's own membership rules keep it safe:
+//
+//   - A leader that hears a voter answer from another incarnation resets
+//     its progress (what it acknowledged is gone) and demotes it to a
+//     learner marked AutoPromote, one single-step change.
+//   - Once that learner has caught up, the leader promotes it back with
+//     its new incarnation (also one change). Learners added with
+//     AutoPromote (a new voter joining) are promoted the same way.
+//   - A voter's recorded incarnation is never replaced in place.
+//
+// Safety holds whatever number of nodes lose their storage; the cluster
+// stays available while a majority of each configuration's voters keep
+// theirs. A member recorded without an incarnation (configurations
+// written before incarnations existed) counts any, until a leader records
+// the one it hears.
 //
 // # Reads
 //
