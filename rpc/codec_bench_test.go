@@ -63,7 +63,7 @@ func benchCall(b *testing.B, size int) *capnp.Message {
 func BenchmarkCodecEncode(b *testing.B) {
 	for _, size := range []int{16, 64 << 10} {
 		b.Run(byteSize(size), func(b *testing.B) {
-			c := newCodec(&discardConn{}, limits{maxMessageSize: DefaultMaxMessageSize})
+			c := newCodec(&discardConn{}, limits{maxMessageSize: DefaultMaxMessageSize}, nil)
 			msg := benchCall(b, size)
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -88,7 +88,7 @@ func BenchmarkCodecDecode(b *testing.B) {
 			const batch = 64
 			stream := bytes.Repeat(frame, batch)
 			conn := &discardConn{r: bytes.NewReader(stream)}
-			c := newCodec(conn, limits{maxMessageSize: DefaultMaxMessageSize})
+			c := newCodec(conn, limits{maxMessageSize: DefaultMaxMessageSize}, nil)
 			b.ReportAllocs()
 			b.SetBytes(int64(len(frame)))
 			b.ResetTimer()

@@ -29,9 +29,12 @@ type Config struct {
 	// conn.Exporter so that their calls are guarded.
 	Bootstrap func(conn *ConnInfo) capnp.Client
 
-	// MaxMessageSize is the largest frame, in bytes, read from a peer. A
-	// larger frame closes the connection before any memory is allocated
-	// for it. Both ends of a connection should agree on it.
+	// MaxMessageSize is the largest frame, in bytes, read from or
+	// written to a peer. A larger incoming frame is not allocated: the
+	// peer is sent an Abort saying so, then the connection is closed.
+	// Results larger than this are not sent; the call fails with an
+	// error saying so instead. Both ends of a connection should agree on
+	// it.
 	MaxMessageSize uint64
 
 	// MaxConns caps the connections served at once; one more is closed as

@@ -12,7 +12,10 @@
 //     so a shared object would funnel every connection through one goroutine.
 //   - A transport codec that refuses frames larger than MaxMessageSize before
 //     allocating them (go-capnp v3.1.0-alpha.2 allocates whatever size a frame
-//     header claims), and read deadlines: a new connection must deliver its
+//     header claims), telling the sender why in an Abort; that does not send
+//     a frame over the limit (the call fails with a *MessageTooLargeError, or,
+//     for results, the caller gets an exception that says so, and the
+//     connection carries on); and read deadlines: a new connection must deliver its
 //     first frame within HandshakeTimeout, a started frame must complete
 //     within FrameTimeout, and a connection silent for IdleTimeout is closed.
 //     Writes that make no progress for WriteTimeout fail, so a peer that

@@ -2,6 +2,7 @@ package rpc_test
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -101,7 +102,16 @@ func (e *testEcho) Ping(ctx context.Context, call schema.Echo_ping) error {
 	if err != nil {
 		return err
 	}
-	return res.SetReply("echo:" + msg)
+	return res.SetReply(replyTo(msg))
+}
+
+// replyTo is the test service's answer to a ping of msg: "echo:" + msg,
+// except that "big:N" is answered with N bytes.
+func replyTo(msg string) string {
+	if n, err := strconv.Atoi(strings.TrimPrefix(msg, "big:")); err == nil && strings.HasPrefix(msg, "big:") {
+		return strings.Repeat("x", n)
+	}
+	return "echo:" + msg
 }
 
 func (e *testEcho) Subscribe(context.Context, schema.Echo_subscribe) error { return nil }
@@ -158,7 +168,7 @@ func (e *testEcho) servePing(call *rpc.InlineCall) {
 		// After a cancellation the call is answered already; this
 		// answer is then ignored.
 		call.ReturnResults(pingResultsSize, func(s capnp.Struct) error {
-			return schema.Echo_ping_Results(s).SetReply("echo:" + msg)
+			return schema.Echo_ping_Results(s).SetReply(replyTo(msg))
 		})
 	}()
 }

@@ -261,7 +261,8 @@ func (s *Server) serveConn(sc *serverConn) {
 		frame:          s.cfg.FrameTimeout,
 		idle:           s.cfg.IdleTimeout,
 		write:          s.cfg.WriteTimeout,
-	})
+		node:           true,
+	}, log)
 	rc := capnprpc.NewConn(transport, &capnprpc.Options{
 		BootstrapClient: s.cfg.Bootstrap(info),
 		Logger:          capnpLogger{log.Named("capnp")},

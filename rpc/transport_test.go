@@ -92,7 +92,7 @@ func loopbackPair(t *testing.T) (a, b net.Conn) {
 // order they were encoded, and the stream stays well framed.
 func TestHeldFinishesKeepTheirOrder(t *testing.T) {
 	a, b := loopbackPair(t)
-	c := newCodec(a, limits{})
+	c := newCodec(a, limits{}, nil)
 	for _, m := range []*capnp.Message{
 		rpcMessage(t, true, 1), rpcMessage(t, true, 2), rpcMessage(t, false, 3),
 		rpcMessage(t, false, 4), rpcMessage(t, true, 5), rpcMessage(t, false, 6),
@@ -117,7 +117,7 @@ func TestHeldFinishesKeepTheirOrder(t *testing.T) {
 // finishHoldTime, and more than maxHeldBytes of them are written at once.
 func TestHeldFinishesAreWrittenWithoutOtherTraffic(t *testing.T) {
 	a, b := loopbackPair(t)
-	c := newCodec(a, limits{})
+	c := newCodec(a, limits{}, nil)
 	if err := c.Encode(rpcMessage(t, true, 7)); err != nil {
 		t.Fatal(err)
 	}
