@@ -62,7 +62,12 @@ func (n *testNode) Echo(ctx context.Context, call schema.Node_echo) error {
 	return res.SetEcho(schema.Echo(n.ci.Exporter.Export(schema.Echo_Methods(nil, e), e, nil)))
 }
 
-func (n *testNode) Raft(context.Context, schema.Node_raft) error { return nil }
+// Raft marks the connection as a peer's, as a node does when a peer asks
+// for its Raft capability (the capability itself is not served here).
+func (n *testNode) Raft(context.Context, schema.Node_raft) error {
+	n.ci.MarkPeer()
+	return nil
+}
 
 // Info reports the connection id the handler's context carries, so tests
 // can check that handlers see their own connection.

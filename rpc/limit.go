@@ -6,6 +6,7 @@ import (
 	"net"
 
 	"capnproto.org/go/capnp/v3"
+	capnprpc "capnproto.org/go/capnp/v3/rpc"
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
 )
 
@@ -52,12 +53,20 @@ func (e *MessageTooLargeError) Error() string {
 }
 
 // RemoteAbortError is why the peer said it ended the connection (a Cap'n
-// Proto Abort message): ClientConn.Err returns it.
+// Proto Abort message other than the one that goes with an ordinary
+// close): ClientConn.Err returns it.
 type RemoteAbortError struct {
 	Reason string
+	// FromNode is set when the peer is the node this side dialled.
+	FromNode bool
 }
 
-func (e *RemoteAbortError) Error() string { return "the node closed the connection: " + e.Reason }
+func (e *RemoteAbortError) Error() string {
+	if e.FromNode {
+		return "the node closed the connection: " + e.Reason
+	}
+	return "the peer closed the connection: " + e.Reason
+}
 
 // drainFactor bounds the oversized frames a codec reads to the end
 // before it answers with an Abort: up to drainFactor times the limit. The
@@ -213,10 +222,10 @@ func (c *codec) noteAbort(msg *capnp.Message) {
 		return
 	}
 	reason, err := a.Reason()
-	if err != nil {
-		return
+	if err != nil || reason == capnprpc.ErrConnClosed.Error() {
+		return // what go-capnp's Close sends: an ordinary close
 	}
-	c.setEndReason(&RemoteAbortError{Reason: reason})
+	c.setEndReason(&RemoteAbortError{Reason: reason, FromNode: !c.lim.node})
 }
 
 // mayBeAbort reports whether msg's root may be an Abort, from the raw

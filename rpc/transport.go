@@ -48,6 +48,10 @@ type codec struct {
 	dec  *capnp.Decoder
 
 	decoded bool // a frame has been decoded already
+	// lastRead, if set, is given the time (monoNow) at which each frame
+	// was read, taken when the codec is asked for the next: how long the
+	// connection has been idle.
+	lastRead *atomic.Int64
 
 	// quietClose drops the Abort go-capnp sends when it closes the
 	// connection: we closed it ourselves (see closeQuietly), or sent an
@@ -104,6 +108,9 @@ func newTransport(conn net.Conn, lim limits, log hclog.Logger) (capnprpc.Transpo
 // Abort that says so (see checkSize), and the connection ends.
 func (c *codec) Decode() (*capnp.Message, error) {
 	now := time.Now()
+	if c.lastRead != nil {
+		c.lastRead.Store(int64(now.Sub(monoEpoch)))
+	}
 	phase := "idle"
 	switch {
 	case !c.decoded && c.lim.firstFrame > 0:
