@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"capnproto.org/go/capnp/v3"
-	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
 )
 
 // discardConn is a net.Conn that takes every write and reads from r: the
@@ -28,11 +27,7 @@ func (c *discardConn) Close() error                     { return nil }
 // Data field of its params), like a small KV put.
 func benchCall(b *testing.B, size int) *capnp.Message {
 	b.Helper()
-	msg, seg, err := capnp.NewMessage(capnp.SingleSegment(nil))
-	if err != nil {
-		b.Fatal(err)
-	}
-	m, err := rpccp.NewRootMessage(seg)
+	msg, m, err := newRPCMessage()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -46,7 +41,7 @@ func benchCall(b *testing.B, size int) *capnp.Message {
 	if err != nil {
 		b.Fatal(err)
 	}
-	data, err := capnp.NewData(seg, make([]byte, size))
+	data, err := capnp.NewData(m.Segment(), make([]byte, size))
 	if err != nil {
 		b.Fatal(err)
 	}

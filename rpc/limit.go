@@ -145,11 +145,7 @@ func exceptionReturn(ret *capnp.Message, reason string) (*capnp.Message, error) 
 	if err != nil {
 		return nil, err
 	}
-	msg, seg, err := capnp.NewMessage(capnp.SingleSegment(nil))
-	if err != nil {
-		return nil, err
-	}
-	m, err := rpccp.NewRootMessage(seg)
+	msg, m, err := newRPCMessage()
 	if err != nil {
 		return nil, err
 	}
@@ -171,16 +167,23 @@ func exceptionReturn(ret *capnp.Message, reason string) (*capnp.Message, error) 
 	return msg, nil
 }
 
+// newRPCMessage returns a new single-segment message and its root rpc
+// Message, for the few messages the codec writes itself.
+func newRPCMessage() (*capnp.Message, rpccp.Message, error) {
+	msg, seg, err := capnp.NewMessage(capnp.SingleSegment(nil))
+	if err != nil {
+		return nil, rpccp.Message{}, err
+	}
+	m, err := rpccp.NewRootMessage(seg)
+	return msg, m, err
+}
+
 // sendAbort writes an Abort carrying err's text, so the peer learns why
 // this side is about to close the connection (go-capnp's own Abort, which
 // it would send next, is then dropped: its reason wraps ours in
 // go-capnp's prefixes).
 func (c *codec) sendAbort(err error) {
-	msg, seg, nerr := capnp.NewMessage(capnp.SingleSegment(nil))
-	if nerr != nil {
-		return
-	}
-	m, nerr := rpccp.NewRootMessage(seg)
+	msg, m, nerr := newRPCMessage()
 	if nerr != nil {
 		return
 	}

@@ -1,11 +1,9 @@
 package rpc_test
 
 import (
-	"bytes"
 	"errors"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -70,24 +68,6 @@ func TestResultsOverTheLimitFailTheCallNotTheConnection(t *testing.T) {
 	})
 }
 
-// logBuffer collects a logger's output for tests to search.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // nodeLimit is the node's message size limit in the tests of oversized
 // messages it receives: large enough that a message over it does not fit
 // in loopback socket buffers, so the node must read it to the end before
@@ -99,11 +79,8 @@ const nodeLimit = 8 << 20
 // in its log; the sender does not fail on a broken pipe.
 func TestMessageOverTheNodesLimitIsRefusedWithTheReason(t *testing.T) {
 	const limit = nodeLimit
-	logs := &logBuffer{}
-	_, _, addr := serve(t, rpc.Config{
-		MaxMessageSize: limit,
-		Logger:         hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Warn}),
-	})
+	logger, logs := rpctest.BufferLogger(hclog.Warn)
+	_, _, addr := serve(t, rpc.Config{MaxMessageSize: limit, Logger: logger})
 	cc := rpctest.Dial(t, addr, rpc.DialConfig{MaxMessageSize: 4 * limit})
 	e := echoOf(t, cc)
 	mustPing(t, e, "before")

@@ -12,11 +12,7 @@ import (
 // rpcMessage builds an rpc message of kind finish or bootstrap carrying id.
 func rpcMessage(t *testing.T, finish bool, id uint32) *capnp.Message {
 	t.Helper()
-	msg, seg, err := capnp.NewMessage(capnp.SingleSegment(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := rpccp.NewRootMessage(seg)
+	msg, m, err := newRPCMessage()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -201,13 +201,20 @@ func TestEveryListenerGetsEveryMessageInOrderAndAStalledOneIsDropped(t *testing.
 
 	// Unblock the stalled listener: it learns why it was dropped.
 	close(stall)
+	expectDropped(t, stalled, "behind")
+}
+
+// expectDropped waits for a Listen that was dropped to return on ended,
+// and checks that it says so, and why (saying).
+func expectDropped(t *testing.T, ended <-chan error, saying string) {
+	t.Helper()
 	select {
-	case err := <-stalled:
-		if !errors.Is(err, client.ErrSubscriptionEnded) || !strings.Contains(err.Error(), "behind") {
-			t.Fatalf("stalled listener ended with %v, want ErrSubscriptionEnded saying it fell behind", err)
+	case err := <-ended:
+		if !errors.Is(err, client.ErrSubscriptionEnded) || !strings.Contains(err.Error(), saying) {
+			t.Fatalf("stalled listener ended with %v, want ErrSubscriptionEnded saying %q", err, saying)
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatal("stalled listener was never told it was dropped")
+		t.Fatal("a stalled listener was never told it was dropped")
 	}
 }
 
