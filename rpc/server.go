@@ -40,9 +40,9 @@ type ConnInfo struct {
 
 // MarkPeer records that the connection carries a peer node's traffic: it
 // may then keep a slot reserved for peers (Config.PeerConns), and it is
-// never closed to make room for another connection. The node calls it
-// when the connection asks for the Raft capability; once peers
-// authenticate, it is to be called when one has proven who it is. It is
+// never closed to make room for another connection. A node calls it when
+// the connection asks for its Raft capability; once peers authenticate,
+// it is to be called when one has proven who it is instead. It is
 // idempotent, and does nothing on a ConnInfo that no Server made.
 func (ci *ConnInfo) MarkPeer() {
 	if ci.srv != nil {
