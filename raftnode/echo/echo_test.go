@@ -126,6 +126,10 @@ func TestEveryListenerGetsEveryMessageInOrderAndAStalledOneIsDropped(t *testing.
 		})
 	}()
 	rpctest.Eventually(t, 30*time.Second, "all listeners subscribed", func() bool { return hub.NumListeners() == listeners+1 })
+	// Registered after the clients' cleanups, so it runs first: a failed
+	// test must not leave the handler blocked while its client closes.
+	release := sync.OnceFunc(func() { close(stall) })
+	t.Cleanup(release)
 
 	// 200 concurrent clients, each on its own connection.
 	var wg sync.WaitGroup
@@ -200,7 +204,7 @@ func TestEveryListenerGetsEveryMessageInOrderAndAStalledOneIsDropped(t *testing.
 	}
 
 	// Unblock the stalled listener: it learns why it was dropped.
-	close(stall)
+	release()
 	expectDropped(t, stalled, "behind")
 }
 
