@@ -31,6 +31,8 @@ type testCluster struct {
 	// serverTLS, when set, makes every node serve TLS (peers then dial
 	// with the Dial.TLSConfig that opts sets).
 	serverTLS *tls.Config
+	// server, when set, adjusts each node's rpc server configuration.
+	server func(*rpc.Config)
 }
 
 func newTestCluster(t *testing.T, size int, opts func(*raftnode.Config)) *testCluster {
@@ -95,7 +97,11 @@ func (c *testCluster) start(id uint64) {
 	if err != nil {
 		t.Fatalf("start node %d: %v", id, err)
 	}
-	srv := rpc.NewServer(rpc.Config{Bootstrap: n.Bootstrap, TLSConfig: c.serverTLS, Logger: cfg.Logger.Named("rpc")})
+	rcfg := rpc.Config{Bootstrap: n.Bootstrap, TLSConfig: c.serverTLS, Logger: cfg.Logger.Named("rpc")}
+	if c.server != nil {
+		c.server(&rcfg)
+	}
+	srv := rpc.NewServer(rcfg)
 	go srv.Serve(ln)
 	c.nodes[id], c.srvs[id] = n, srv
 }

@@ -32,6 +32,10 @@ func (s *nodeServer) Raft(_ context.Context, call schema.Node_raft) error {
 	if err != nil {
 		return err
 	}
+	// The connection is a peer's: it may keep a reserved slot, which
+	// client connections cannot fill (rpc.Config.PeerConns). Until peers
+	// prove who they are (the authority issue), asking is enough.
+	s.conn.MarkPeer()
 	c := transport.NewServer(transport.ServerConfig{
 		ClusterID: s.node.clusterID,
 		LocalID:   s.node.cfg.ID,

@@ -12,6 +12,8 @@ import (
 const (
 	DefaultMaxMessageSize   = 16 << 20 // 16 MiB: room for large AppendEntries batches and snapshot chunks
 	DefaultMaxConns         = 1024
+	DefaultPeerConns        = 64 // at most MaxConns/4; see Config.PeerConns
+	DefaultEvictIdle        = 10 * time.Second
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultFrameTimeout     = 30 * time.Second
 	DefaultIdleTimeout      = 5 * time.Minute
@@ -29,14 +31,35 @@ type Config struct {
 	// conn.Exporter so that their calls are guarded.
 	Bootstrap func(conn *ConnInfo) capnp.Client
 
-	// MaxMessageSize is the largest frame, in bytes, read from a peer. A
-	// larger frame closes the connection before any memory is allocated
-	// for it. Both ends of a connection should agree on it.
+	// MaxMessageSize is the largest frame, in bytes, read from or
+	// written to a peer. A larger incoming frame is not allocated: the
+	// peer is sent an Abort saying so, then the connection is closed.
+	// Results larger than this are not sent; the call fails with an
+	// error saying so instead. Both ends of a connection should agree on
+	// it.
 	MaxMessageSize uint64
 
-	// MaxConns caps the connections served at once; one more is closed as
-	// soon as it is accepted.
+	// MaxConns caps the connections served at once. A connection that
+	// finds every slot taken replaces an idle client connection (see
+	// EvictIdle) or is closed as soon as it is accepted.
 	MaxConns int
+
+	// PeerConns is how many of the MaxConns slots only peer connections
+	// (ConnInfo.MarkPeer) may keep: other connections hold at most
+	// MaxConns-PeerConns slots between them. At accept time nothing tells
+	// a peer from a client, so a connection that finds the client slots
+	// full is let into a free reserved slot on probation: it keeps it if
+	// it becomes a peer within HandshakeTimeout, else it is closed then
+	// (or becomes a client, if a client slot has come free meanwhile).
+	// Zero means DefaultPeerConns, but at most MaxConns/4; negative means
+	// none. It is capped at MaxConns-1.
+	PeerConns int
+
+	// EvictIdle: when a new connection finds no free slot, the client
+	// connection (not a peer's) from which nothing arrived for longest is
+	// closed to make room for it, if that is at least EvictIdle ago and
+	// none of its calls is in flight. Negative: never close one.
+	EvictIdle time.Duration
 
 	// HandshakeTimeout bounds the time from accept to the first complete
 	// frame (including a TLS handshake).
@@ -62,11 +85,13 @@ type Config struct {
 }
 
 // DefaultConfig returns a Config with every limit at its default. The caller
-// still has to set Bootstrap.
+// still has to set Bootstrap. PeerConns is left zero: its default depends
+// on MaxConns.
 func DefaultConfig() Config {
 	return Config{
 		MaxMessageSize:   DefaultMaxMessageSize,
 		MaxConns:         DefaultMaxConns,
+		EvictIdle:        DefaultEvictIdle,
 		HandshakeTimeout: DefaultHandshakeTimeout,
 		FrameTimeout:     DefaultFrameTimeout,
 		IdleTimeout:      DefaultIdleTimeout,
@@ -82,6 +107,16 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxConns == 0 {
 		c.MaxConns = d.MaxConns
+	}
+	switch {
+	case c.PeerConns == 0:
+		c.PeerConns = min(DefaultPeerConns, c.MaxConns/4)
+	case c.PeerConns < 0:
+		c.PeerConns = 0
+	}
+	c.PeerConns = max(0, min(c.PeerConns, c.MaxConns-1))
+	if c.EvictIdle == 0 {
+		c.EvictIdle = d.EvictIdle
 	}
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = d.HandshakeTimeout

@@ -30,7 +30,11 @@ type DialConfig struct {
 	Timeout time.Duration
 	// TLSConfig, if set, makes the connection speak TLS.
 	TLSConfig *tls.Config
-	// MaxMessageSize is the largest frame accepted from the server.
+	// MaxMessageSize is the largest frame accepted from the server, and
+	// the largest sent: a call whose message is larger is not sent and
+	// fails with a *MessageTooLargeError, while the connection carries
+	// on. Nodes refuse frames over their own --max-message-size, so keep
+	// it at most that (the defaults agree).
 	MaxMessageSize uint64
 	// FrameTimeout and WriteTimeout are as in Config.
 	FrameTimeout time.Duration
@@ -84,6 +88,7 @@ type ClientConn struct {
 	addr  string
 	local net.Addr
 	conn  *capnprpc.Conn
+	codec *codec
 	node  schema.Node
 
 	stop     chan struct{}
@@ -131,11 +136,11 @@ func Dial(ctx context.Context, addr string, cfg DialConfig) (*ClientConn, error)
 		conn = tc
 	}
 
-	transport, _ := newTransport(conn, limits{
+	transport, codec := newTransport(conn, limits{
 		maxMessageSize: cfg.MaxMessageSize,
 		frame:          cfg.FrameTimeout,
 		write:          cfg.WriteTimeout,
-	})
+	}, cfg.Logger)
 	rc := capnprpc.NewConn(transport, &capnprpc.Options{
 		BootstrapClient: cfg.Bootstrap,
 		Logger:          capnpLogger{cfg.Logger.Named("capnp")},
@@ -144,6 +149,7 @@ func Dial(ctx context.Context, addr string, cfg DialConfig) (*ClientConn, error)
 		addr:  addr,
 		local: raw.LocalAddr(),
 		conn:  rc,
+		codec: codec,
 		// The bootstrap lives as long as the connection, not the dial ctx.
 		node: schema.Node(rc.Bootstrap(context.Background())),
 		stop: make(chan struct{}),
@@ -201,6 +207,25 @@ func (c *ClientConn) Node() schema.Node { return c.node }
 
 // Done is closed when the connection has ended, whatever the reason.
 func (c *ClientConn) Done() <-chan struct{} { return c.conn.Done() }
+
+// Err reports why the connection ended, once Done is closed: the node's
+// own reason if it sent one (*RemoteAbortError; for example a message
+// over the node's size limit), else the read or write failure that ended
+// it (a *MessageTooLargeError if the node sent more than this side
+// accepts). It is nil while the connection is open and after an ordinary
+// close by either side. Calls cut off by the end fail with go-capnp's
+// Disconnected error, which does not say why: Err does.
+func (c *ClientConn) Err() error {
+	select {
+	case <-c.conn.Done():
+	default:
+		return nil
+	}
+	if err := c.codec.endReason(); !isClosedConnErr(err) {
+		return err
+	}
+	return nil
+}
 
 // Close ends the connection. Calls pending on it fail.
 //

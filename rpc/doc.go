@@ -12,12 +12,26 @@
 //     so a shared object would funnel every connection through one goroutine.
 //   - A transport codec that refuses frames larger than MaxMessageSize before
 //     allocating them (go-capnp v3.1.0-alpha.2 allocates whatever size a frame
-//     header claims), and read deadlines: a new connection must deliver its
+//     header claims), telling the sender why in an Abort; that does not send
+//     a frame over the limit (the call fails with a *MessageTooLargeError, or,
+//     for results, the caller gets an exception that says so, and the
+//     connection carries on); and read deadlines: a new connection must deliver its
 //     first frame within HandshakeTimeout, a started frame must complete
 //     within FrameTimeout, and a connection silent for IdleTimeout is closed.
 //     Writes that make no progress for WriteTimeout fail, so a peer that
 //     stops reading cannot pin a connection's goroutines forever.
-//   - MaxConns bounds file descriptors and per-connection memory.
+//   - MaxConns bounds file descriptors and per-connection memory, and
+//     clients cannot take the slots peers need. PeerConns of the slots are
+//     kept for connections the node marks as peers (ConnInfo.MarkPeer);
+//     clients, idle or busy and however many, hold the others, and a new
+//     connection that finds them full replaces the client connection that
+//     has been silent longest (at least EvictIdle, and no call in flight),
+//     or else is let into a free reserved slot on probation: it keeps it if
+//     it becomes a peer within HandshakeTimeout. So a peer that connects
+//     finds a slot while fewer than PeerConns connections are peers or on
+//     probation. Not guaranteed: until peers authenticate, MarkPeer is only
+//     as trustworthy as its caller, and a flood of new connections can keep
+//     the reserve full of probationers, each for up to a handshake timeout.
 //   - Every capability a connection hands out is exported through the
 //     connection's Exporter, which recovers a panicking handler (the call
 //     fails, the node lives on) and counts calls in flight so Shutdown can

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 
 	"capnproto.org/go/capnp/v3"
 	"capnproto.org/go/capnp/v3/exc"
@@ -23,6 +24,29 @@ import (
 type Exporter struct {
 	gate *callGate
 	log  hclog.Logger
+	// calls counts the calls in flight on the connection this Exporter
+	// belongs to (nil outside a Server): a connection with calls in
+	// flight is never closed to make room for another.
+	calls *atomic.Int64
+}
+
+// enter counts a call in, unless the server is draining.
+func (e *Exporter) enter() bool {
+	if !e.gate.enter() {
+		return false
+	}
+	if e.calls != nil {
+		e.calls.Add(1)
+	}
+	return true
+}
+
+// leave counts a call out once its answer is queued.
+func (e *Exporter) leave() {
+	if e.calls != nil {
+		e.calls.Add(-1)
+	}
+	e.gate.leave()
 }
 
 // NewExporter returns an Exporter not tied to any Server; log receives
@@ -50,7 +74,7 @@ func (e *Exporter) serve(methods []server.Method, brand any, shutdown server.Shu
 	for i, m := range methods {
 		guarded[i] = server.Method{Method: m.Method, Impl: e.guard(m)}
 	}
-	return &gatedServer{Server: server.New(guarded, brand, shutdown), gate: e.gate}
+	return &gatedServer{Server: server.New(guarded, brand, shutdown), ex: e}
 }
 
 // errShuttingDown is returned for calls that arrive while the server drains.
@@ -80,16 +104,16 @@ func (e *Exporter) guard(m server.Method) func(context.Context, *server.Call) er
 // handler ran let the gate go idle before go-capnp queued the answer.)
 type gatedServer struct {
 	*server.Server
-	gate *callGate
+	ex *Exporter
 }
 
 // Recv starts a call delivered by the RPC system.
 func (g *gatedServer) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCaller {
-	if !g.gate.enter() {
+	if !g.ex.enter() {
 		r.Reject(errShuttingDown)
 		return failedCaller(r.Method, errShuttingDown)
 	}
-	r.Returner = &gatedReturner{Returner: r.Returner, gate: g.gate}
+	r.Returner = &gatedReturner{Returner: r.Returner, ex: g.ex}
 	if pc := g.Server.Recv(ctx, r); pc != nil {
 		return pc
 	}
@@ -106,13 +130,13 @@ func (g *gatedServer) Send(ctx context.Context, s capnp.Send) (*capnp.Answer, ca
 // gatedReturner leaves the gate once the answer is queued.
 type gatedReturner struct {
 	capnp.Returner
-	gate *callGate
+	ex   *Exporter
 	once sync.Once
 }
 
 func (g *gatedReturner) Return() {
 	g.Returner.Return()
-	g.once.Do(g.gate.leave)
+	g.once.Do(g.ex.leave)
 }
 
 // callGate counts calls in flight and, once closed, refuses new ones.

@@ -77,7 +77,7 @@ func FuzzServerConnection(f *testing.F) {
 	log := hclog.NewNullLogger()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		client, server := net.Pipe()
-		transport, _ := newTransport(server, limits{maxMessageSize: 1 << 20, frame: time.Second, write: time.Second})
+		transport, _ := newTransport(server, limits{maxMessageSize: 1 << 20, frame: time.Second, write: time.Second}, nil)
 		ex := &Exporter{gate: newCallGate(), log: log}
 		impl := fuzzNode{}
 		conn := capnprpc.NewConn(transport, &capnprpc.Options{

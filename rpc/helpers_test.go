@@ -2,6 +2,7 @@ package rpc_test
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -61,7 +62,12 @@ func (n *testNode) Echo(ctx context.Context, call schema.Node_echo) error {
 	return res.SetEcho(schema.Echo(n.ci.Exporter.Export(schema.Echo_Methods(nil, e), e, nil)))
 }
 
-func (n *testNode) Raft(context.Context, schema.Node_raft) error { return nil }
+// Raft marks the connection as a peer's, as a node does when a peer asks
+// for its Raft capability (the capability itself is not served here).
+func (n *testNode) Raft(context.Context, schema.Node_raft) error {
+	n.ci.MarkPeer()
+	return nil
+}
 
 // Info reports the connection id the handler's context carries, so tests
 // can check that handlers see their own connection.
@@ -101,7 +107,22 @@ func (e *testEcho) Ping(ctx context.Context, call schema.Echo_ping) error {
 	if err != nil {
 		return err
 	}
+	if big, ok := bigReply(msg); ok {
+		return res.SetReply(big)
+	}
 	return res.SetReply("echo:" + msg)
+}
+
+// bigReply is the test service's answer to a ping of "big:N": N bytes.
+// (Other pings are answered "echo:" + msg, built where it is set, so that
+// benchmarks see no extra allocation.)
+func bigReply(msg string) (string, bool) {
+	if size, ok := strings.CutPrefix(msg, "big:"); ok {
+		if n, err := strconv.Atoi(size); err == nil {
+			return strings.Repeat("x", n), true
+		}
+	}
+	return "", false
 }
 
 func (e *testEcho) Subscribe(context.Context, schema.Echo_subscribe) error { return nil }
@@ -158,6 +179,9 @@ func (e *testEcho) servePing(call *rpc.InlineCall) {
 		// After a cancellation the call is answered already; this
 		// answer is then ignored.
 		call.ReturnResults(pingResultsSize, func(s capnp.Struct) error {
+			if big, ok := bigReply(msg); ok {
+				return schema.Echo_ping_Results(s).SetReply(big)
+			}
 			return schema.Echo_ping_Results(s).SetReply("echo:" + msg)
 		})
 	}()

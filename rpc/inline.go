@@ -96,11 +96,11 @@ func (h *inlineHook) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCalle
 		r.Reject(errUnimplemented)
 		return failedCaller(r.Method, errUnimplemented)
 	}
-	if !h.e.gate.enter() {
+	if !h.e.enter() {
 		r.Reject(errShuttingDown)
 		return failedCaller(r.Method, errShuttingDown)
 	}
-	call := &InlineCall{ctx: ctx, recv: r, gate: h.e.gate, answers: capnp.NewAnswerQueue(r.Method)}
+	call := &InlineCall{ctx: ctx, recv: r, ex: h.e, answers: capnp.NewAnswerQueue(r.Method)}
 	// The lock keeps an already ended context's callback (run at once, on
 	// its own goroutine) from answering before stopWatch is set.
 	call.mu.Lock()
@@ -189,7 +189,7 @@ func (h *inlineHook) String() string { return fmt.Sprintf("inline capability %T"
 type InlineCall struct {
 	ctx       context.Context
 	recv      capnp.Recv
-	gate      *callGate
+	ex        *Exporter
 	answers   *capnp.AnswerQueue
 	stopWatch func() bool
 
@@ -254,7 +254,7 @@ func (c *InlineCall) answer(err error, sz capnp.ObjectSize, fill func(capnp.Stru
 	}
 	ret.Return()
 	ret.ReleaseResults()
-	c.gate.leave()
+	c.ex.leave()
 }
 
 // ResultsSize is the size of the results struct that newResults (a

@@ -33,6 +33,21 @@ type ConnInfo struct {
 	// Logger is the server's logger with the connection's id and remote
 	// address attached.
 	Logger hclog.Logger
+
+	srv *Server
+	sc  *serverConn
+}
+
+// MarkPeer records that the connection carries a peer node's traffic: it
+// may then keep a slot reserved for peers (Config.PeerConns), and it is
+// never closed to make room for another connection. A node calls it when
+// the connection asks for its Raft capability; once peers authenticate,
+// it is to be called when one has proven who it is instead. It is
+// idempotent, and does nothing on a ConnInfo that no Server made.
+func (ci *ConnInfo) MarkPeer() {
+	if ci.srv != nil {
+		ci.srv.markPeer(ci.sc)
+	}
 }
 
 type connInfoKey struct{}
@@ -53,7 +68,10 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
-	conns     map[*serverConn]struct{}
+	conns     map[*serverConn]struct{} // every connection not yet ended
+	slots     [numRoles]int            // connections holding a slot, by role
+	evicted   uint64                   // see ConnStats
+	refused   uint64
 	closed    bool          // Shutdown or Close began: accept nothing new
 	done      chan struct{} // closed when closed becomes true
 	conWG     sync.WaitGroup
@@ -63,11 +81,15 @@ type Server struct {
 
 // serverConn is one accepted connection.
 type serverConn struct {
-	raw    net.Conn
-	mu     sync.Mutex
-	rpc    *capnprpc.Conn // nil until the connection is set up
-	codec  *codec
-	closed bool // close was requested before rpc was set
+	raw      net.Conn
+	role     connRole     // the slot it holds; guarded by Server.mu
+	calls    atomic.Int64 // calls that arrived on it and are in flight
+	lastRead atomic.Int64 // monoNow when its last frame was read (or it was accepted)
+	mu       sync.Mutex
+	rpc      *capnprpc.Conn // nil until the connection is set up
+	codec    *codec
+	closed   bool        // close was requested before rpc was set
+	proba    *time.Timer // ends its probation (see Config.PeerConns); nil if none
 }
 
 // close ends the connection; peers see it as Disconnected (see
@@ -199,24 +221,41 @@ func (s *Server) isClosed() bool {
 	return s.closed
 }
 
-// accept admits c unless the server is closing or full.
+// accept admits c unless the server is closing or has no slot for it
+// (see admit).
 func (s *Server) accept(c net.Conn) {
+	now := monoNow()
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		c.Close()
 		return
 	}
-	if len(s.conns) >= s.cfg.MaxConns {
+	role, victim := s.admit(now)
+	if role == roleNone {
 		s.mu.Unlock()
-		s.log.Warn("refusing connection: connection limit reached", "remote", c.RemoteAddr().String(), "max_conns", s.cfg.MaxConns)
+		s.log.Warn("refusing connection: every slot is taken and no client connection is idle enough to close",
+			"remote", c.RemoteAddr().String(), "max_conns", s.cfg.MaxConns, "peer_conns", s.cfg.PeerConns)
 		c.Close()
 		return
 	}
-	sc := &serverConn{raw: c}
+	sc := &serverConn{raw: c, role: roleNone}
+	sc.lastRead.Store(now)
+	s.setRole(sc, role)
+	if role == roleProbation {
+		sc.proba = time.AfterFunc(s.cfg.HandshakeTimeout, func() {
+			s.endProbation(sc, s.log.With("remote", c.RemoteAddr().String()).Warn)
+		})
+	}
 	s.conns[sc] = struct{}{}
 	s.conWG.Add(1)
 	s.mu.Unlock()
+	if victim != nil {
+		s.log.Info("closing the client connection idle longest to make room for a new one",
+			"remote", victim.raw.RemoteAddr().String(), "idle", time.Duration(now-victim.lastRead.Load()),
+			"for", c.RemoteAddr().String(), "max_conns", s.cfg.MaxConns)
+		go victim.close()
+	}
 	go s.serveConn(sc)
 }
 
@@ -226,8 +265,12 @@ func (s *Server) accept(c net.Conn) {
 func (s *Server) serveConn(sc *serverConn) {
 	defer s.conWG.Done()
 	defer func() {
+		if sc.proba != nil {
+			sc.proba.Stop()
+		}
 		s.mu.Lock()
 		delete(s.conns, sc)
+		s.setRole(sc, roleNone)
 		s.mu.Unlock()
 	}()
 	defer sc.raw.Close()
@@ -235,7 +278,7 @@ func (s *Server) serveConn(sc *serverConn) {
 	id := s.nextID.Add(1)
 	log := s.log.With("conn", id, "remote", sc.raw.RemoteAddr().String())
 	conn := sc.raw
-	info := &ConnInfo{ID: id, RemoteAddr: sc.raw.RemoteAddr(), LocalAddr: sc.raw.LocalAddr(), Logger: log}
+	info := &ConnInfo{ID: id, RemoteAddr: sc.raw.RemoteAddr(), LocalAddr: sc.raw.LocalAddr(), Logger: log, srv: s, sc: sc}
 
 	if s.cfg.TLSConfig != nil {
 		tc := tls.Server(sc.raw, s.cfg.TLSConfig)
@@ -253,7 +296,7 @@ func (s *Server) serveConn(sc *serverConn) {
 
 	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), connInfoKey{}, info))
 	defer cancel()
-	info.Exporter = &Exporter{gate: s.gate, log: log}
+	info.Exporter = &Exporter{gate: s.gate, log: log, calls: &sc.calls}
 
 	transport, codec := newTransport(conn, limits{
 		maxMessageSize: s.cfg.MaxMessageSize,
@@ -261,7 +304,9 @@ func (s *Server) serveConn(sc *serverConn) {
 		frame:          s.cfg.FrameTimeout,
 		idle:           s.cfg.IdleTimeout,
 		write:          s.cfg.WriteTimeout,
-	})
+		node:           true,
+	}, log)
+	codec.lastRead = &sc.lastRead
 	rc := capnprpc.NewConn(transport, &capnprpc.Options{
 		BootstrapClient: s.cfg.Bootstrap(info),
 		Logger:          capnpLogger{log.Named("capnp")},

@@ -15,6 +15,7 @@ import (
 	"capnproto.org/go/capnp/v3"
 	capnprpc "capnproto.org/go/capnp/v3/rpc"
 	rpccp "capnproto.org/go/capnp/v3/std/capnp/rpc"
+	"github.com/hashicorp/go-hclog"
 )
 
 // readBufferSize is the read buffer per connection: big enough that a burst
@@ -30,6 +31,9 @@ type limits struct {
 	frame          time.Duration // from the first byte of a frame to its last
 	idle           time.Duration // between frames
 	write          time.Duration // per frame written
+	// node is set on a server's connections: errors about limits then
+	// name the node's flags.
+	node bool
 }
 
 // codec frames Cap'n Proto messages on a connection and enforces limits. It
@@ -38,14 +42,20 @@ type limits struct {
 type codec struct {
 	conn net.Conn
 	lim  limits
+	log  hclog.Logger
 	in   *frameReader
 	buf  *bufio.Reader
 	dec  *capnp.Decoder
 
 	decoded bool // a frame has been decoded already
+	// lastRead, if set, is given the time (monoNow) at which each frame
+	// was read, taken when the codec is asked for the next: how long the
+	// connection has been idle.
+	lastRead *atomic.Int64
 
-	// quietClose drops the Abort go-capnp sends when we close the
-	// connection ourselves; see closeQuietly.
+	// quietClose drops the Abort go-capnp sends when it closes the
+	// connection: we closed it ourselves (see closeQuietly), or sent an
+	// Abort of our own (see sendAbort).
 	quietClose atomic.Bool
 	// closed stops a pending hold timer from writing after Close.
 	closed atomic.Bool
@@ -73,8 +83,13 @@ const (
 	maxHeldBytes   = 4 << 10 // beyond this, held frames are written at once
 )
 
-func newCodec(conn net.Conn, lim limits) *codec {
-	c := &codec{conn: conn, lim: lim, holdTime: finishHoldTime}
+// newCodec returns a codec for conn; log (nil: none) receives what it
+// does on its own, such as answering a call whose results are too large.
+func newCodec(conn net.Conn, lim limits, log hclog.Logger) *codec {
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	c := &codec{conn: conn, lim: lim, log: log, holdTime: finishHoldTime}
 	c.in = &frameReader{conn: conn, frame: lim.frame}
 	c.buf = bufio.NewReaderSize(c.in, readBufferSize)
 	c.dec = capnp.NewDecoder(c.buf)
@@ -83,15 +98,19 @@ func newCodec(conn net.Conn, lim limits) *codec {
 }
 
 // newTransport wraps conn in a go-capnp transport using the limited codec.
-func newTransport(conn net.Conn, lim limits) (capnprpc.Transport, *codec) {
-	c := newCodec(conn, lim)
+func newTransport(conn net.Conn, lim limits, log hclog.Logger) (capnprpc.Transport, *codec) {
+	c := newCodec(conn, lim, log)
 	return capnprpc.NewTransport(c), c
 }
 
 // Decode reads one frame, refusing it before allocation if its header
-// claims more than the maximum message size.
+// claims more than the maximum message size: the peer is then sent an
+// Abort that says so (see checkSize), and the connection ends.
 func (c *codec) Decode() (*capnp.Message, error) {
 	now := time.Now()
+	if c.lastRead != nil {
+		c.lastRead.Store(int64(now.Sub(monoEpoch)))
+	}
 	phase := "idle"
 	switch {
 	case !c.decoded && c.lim.firstFrame > 0:
@@ -105,6 +124,11 @@ func (c *codec) Decode() (*capnp.Message, error) {
 	default:
 		c.in.arm(deadline(now, c.lim.idle))
 	}
+	if err := c.checkSize(); err != nil {
+		c.setEndReason(err)
+		c.sendAbort(err)
+		return nil, err
+	}
 	msg, err := c.dec.Decode()
 	if err != nil {
 		if c.in.started && c.in.frameBound {
@@ -114,6 +138,7 @@ func (c *codec) Decode() (*capnp.Message, error) {
 		return nil, err
 	}
 	c.decoded = true
+	c.noteAbort(msg)
 	return msg, nil
 }
 
@@ -136,7 +161,8 @@ func (c *codec) describe(err error, phase string) error {
 // if the peer does not take it within the write timeout; a Finish is held
 // instead (see finishHoldTime). A failed write closes the connection: a
 // partly written frame leaves the stream unusable, and go-capnp only
-// reports send errors to the call that sent them.
+// reports send errors to the call that sent them. A message over the
+// size limit is not written (see tooLargeToSend).
 func (c *codec) Encode(msg *capnp.Message) error {
 	which := messageType(msg)
 	if which == rpccp.Message_Which_abort && c.quietClose.Load() {
@@ -144,8 +170,18 @@ func (c *codec) Encode(msg *capnp.Message) error {
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if err := c.frame(msg); err != nil {
+	size, err := c.frame(msg)
+	if err != nil {
 		return err
+	}
+	if limit := c.lim.maxMessageSize; limit > 0 && size > limit {
+		sub, err := c.tooLargeToSend(msg, which, size)
+		if err != nil {
+			return err
+		}
+		if _, err := c.frame(sub); err != nil {
+			return err
+		}
 	}
 	if which == rpccp.Message_Which_finish && len(c.held) < maxHeldBytes {
 		wasEmpty := len(c.held) == 0
@@ -166,7 +202,7 @@ func (c *codec) Encode(msg *capnp.Message) error {
 		bufs = append(net.Buffers{c.held}, bufs...)
 		c.holdTimer.Stop()
 	}
-	err := c.write(bufs)
+	err = c.write(bufs)
 	c.held = c.held[:0]
 	if c.flushMark != nil && (which == rpccp.Message_Which_bootstrap || err != nil) {
 		close(c.flushMark)
@@ -190,28 +226,29 @@ func (c *codec) markFlush() <-chan struct{} {
 }
 
 // frame lays msg out as a stream frame in c.bufs: the segment table, then
-// the segments themselves (not copied).
-func (c *codec) frame(msg *capnp.Message) error {
+// the segments themselves (not copied). It returns the frame's size.
+func (c *codec) frame(msg *capnp.Message) (size uint64, err error) {
 	n := msg.NumSegments()
 	if n == 0 || n > 1<<32 {
-		return fmt.Errorf("encode: message has %d segments", n)
+		return 0, fmt.Errorf("encode: message has %d segments", n)
 	}
 	c.hdr = binary.LittleEndian.AppendUint32(c.hdr[:0], uint32(n-1))
 	c.bufs = append(c.bufs[:0], nil)
 	for i := int64(0); i < n; i++ {
 		seg, err := msg.Segment(capnp.SegmentID(i))
 		if err != nil {
-			return fmt.Errorf("encode: %w", err)
+			return 0, fmt.Errorf("encode: %w", err)
 		}
 		data := seg.Data()
 		c.hdr = binary.LittleEndian.AppendUint32(c.hdr, uint32(len(data)/8))
 		c.bufs = append(c.bufs, data)
+		size += uint64(len(data))
 	}
 	if len(c.hdr)%8 != 0 {
 		c.hdr = binary.LittleEndian.AppendUint32(c.hdr, 0)
 	}
 	c.bufs[0] = c.hdr
-	return nil
+	return size + uint64(len(c.hdr)), nil
 }
 
 // flushHeld writes the held Finish frames that no message came to carry.

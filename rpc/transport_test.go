@@ -12,11 +12,7 @@ import (
 // rpcMessage builds an rpc message of kind finish or bootstrap carrying id.
 func rpcMessage(t *testing.T, finish bool, id uint32) *capnp.Message {
 	t.Helper()
-	msg, seg, err := capnp.NewMessage(capnp.SingleSegment(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := rpccp.NewRootMessage(seg)
+	msg, m, err := newRPCMessage()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +88,7 @@ func loopbackPair(t *testing.T) (a, b net.Conn) {
 // order they were encoded, and the stream stays well framed.
 func TestHeldFinishesKeepTheirOrder(t *testing.T) {
 	a, b := loopbackPair(t)
-	c := newCodec(a, limits{})
+	c := newCodec(a, limits{}, nil)
 	for _, m := range []*capnp.Message{
 		rpcMessage(t, true, 1), rpcMessage(t, true, 2), rpcMessage(t, false, 3),
 		rpcMessage(t, false, 4), rpcMessage(t, true, 5), rpcMessage(t, false, 6),
@@ -117,7 +113,7 @@ func TestHeldFinishesKeepTheirOrder(t *testing.T) {
 // finishHoldTime, and more than maxHeldBytes of them are written at once.
 func TestHeldFinishesAreWrittenWithoutOtherTraffic(t *testing.T) {
 	a, b := loopbackPair(t)
-	c := newCodec(a, limits{})
+	c := newCodec(a, limits{}, nil)
 	if err := c.Encode(rpcMessage(t, true, 7)); err != nil {
 		t.Fatal(err)
 	}

@@ -88,6 +88,9 @@ func (f *flags) validate() (map[uint64]string, error) {
 	if f.maxConns < 1 || f.maxConns > maxConns {
 		bad("--max-conns %d: give the number of connections to serve at once, from 1 to %d", f.maxConns, maxConns)
 	}
+	if f.peerConns < 0 {
+		bad("--peer-conns %d: give the slots reserved for peers' connections, 0 or more (0: none)", f.peerConns)
+	}
 	if f.maxMessageSize < minMessageSize || f.maxMessageSize > maxMessageSize {
 		bad("--max-message-size %d: give %d (4 MiB) to %d (64 MiB) bytes; Raft needs 4 MiB to carry the largest entry "+
 			"(a batch of up to 3 MiB of keys and values) and the RPC envelope, "+

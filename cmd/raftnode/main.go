@@ -48,6 +48,7 @@ type flags struct {
 	logLevel         string
 	logJSON          bool
 	maxConns         int
+	peerConns        int
 	maxMessageSize   uint64
 	handshakeTimeout time.Duration
 	idleTimeout      time.Duration
@@ -121,6 +122,7 @@ func newCommandFor(f *flags) *cobra.Command {
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: "+cli.LogLevels)
 	fl.BoolVar(&f.logJSON, "log-json", false, "log JSON lines instead of text")
 	fl.IntVar(&f.maxConns, "max-conns", d.MaxConns, "connections served at once, 1 to 1048576; more are refused")
+	fl.IntVar(&f.peerConns, "peer-conns", rpc.DefaultPeerConns, "of --max-conns, slots only peers' connections may keep, so clients cannot lock a restarted peer out (0: none; capped at a quarter of --max-conns)")
 	fl.Uint64Var(&f.maxMessageSize, "max-message-size", d.MaxMessageSize, "largest message accepted from a peer, in bytes (4 MiB to 64 MiB: Raft needs 4 MiB for its largest entries)")
 	fl.DurationVar(&f.handshakeTimeout, "handshake-timeout", d.HandshakeTimeout, "time a new connection has to send its first message")
 	fl.DurationVar(&f.idleTimeout, "idle-timeout", d.IdleTimeout, "close connections silent for this long (negative: never)")
@@ -218,6 +220,7 @@ func run(ctx context.Context, f flags) error {
 	srv := rpc.NewServer(rpc.Config{
 		Bootstrap:        node.Bootstrap,
 		MaxConns:         f.maxConns,
+		PeerConns:        peerConnsConfig(f.peerConns),
 		MaxMessageSize:   f.maxMessageSize,
 		HandshakeTimeout: f.handshakeTimeout,
 		IdleTimeout:      f.idleTimeout,
@@ -300,4 +303,13 @@ func peerTLS(server *tls.Config, caFile string) (*tls.Config, error) {
 		cfg.RootCAs = pool
 	}
 	return cfg, nil
+}
+
+// peerConnsConfig maps --peer-conns to rpc.Config.PeerConns, where 0
+// means the default and a negative number none.
+func peerConnsConfig(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }

@@ -126,6 +126,10 @@ func TestEveryListenerGetsEveryMessageInOrderAndAStalledOneIsDropped(t *testing.
 		})
 	}()
 	rpctest.Eventually(t, 30*time.Second, "all listeners subscribed", func() bool { return hub.NumListeners() == listeners+1 })
+	// Registered after the clients' cleanups, so it runs first: a failed
+	// test must not leave the handler blocked while its client closes.
+	release := sync.OnceFunc(func() { close(stall) })
+	t.Cleanup(release)
 
 	// 200 concurrent clients, each on its own connection.
 	var wg sync.WaitGroup
@@ -200,14 +204,21 @@ func TestEveryListenerGetsEveryMessageInOrderAndAStalledOneIsDropped(t *testing.
 	}
 
 	// Unblock the stalled listener: it learns why it was dropped.
-	close(stall)
+	release()
+	expectDropped(t, stalled, "behind")
+}
+
+// expectDropped waits for a Listen that was dropped to return on ended,
+// and checks that it says so, and why (saying).
+func expectDropped(t *testing.T, ended <-chan error, saying string) {
+	t.Helper()
 	select {
-	case err := <-stalled:
-		if !errors.Is(err, client.ErrSubscriptionEnded) || !strings.Contains(err.Error(), "behind") {
-			t.Fatalf("stalled listener ended with %v, want ErrSubscriptionEnded saying it fell behind", err)
+	case err := <-ended:
+		if !errors.Is(err, client.ErrSubscriptionEnded) || !strings.Contains(err.Error(), saying) {
+			t.Fatalf("stalled listener ended with %v, want ErrSubscriptionEnded saying %q", err, saying)
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatal("stalled listener was never told it was dropped")
+		t.Fatal("a stalled listener was never told it was dropped")
 	}
 }
 

@@ -23,13 +23,20 @@ type echoServer struct {
 	ex  *rpc.Exporter
 }
 
-// Ping publishes the message to the node's listeners and answers it.
+// Ping publishes the message to the node's listeners and answers it; a
+// message over the hub's MaxMessage is refused.
 func (e *echoServer) Ping(_ context.Context, call schema.Echo_ping) error {
-	msg, err := call.Args().Msg()
+	raw, err := call.Args().MsgBytes()
 	if err != nil {
 		return err
 	}
-	e.hub.Publish(msg)
+	if err := e.hub.checkLength(len(raw)); err != nil {
+		return err // before copying it
+	}
+	msg := string(raw)
+	if _, err := e.hub.Publish(msg); err != nil {
+		return err
+	}
 	res, err := call.AllocResults()
 	if err != nil {
 		return err

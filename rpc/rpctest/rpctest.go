@@ -4,9 +4,11 @@
 package rpctest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -61,6 +63,33 @@ func Logger(t testing.TB) hclog.Logger {
 		Level:  hclog.Warn,
 		Output: testWriter{t},
 	})
+}
+
+// LogBuffer collects log output, safe for concurrent writers, for tests
+// that check what was logged.
+type LogBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+// BufferLogger returns a logger at level writing to a new LogBuffer, and
+// the buffer.
+func BufferLogger(level hclog.Level) (hclog.Logger, *LogBuffer) {
+	b := &LogBuffer{}
+	return hclog.New(&hclog.LoggerOptions{Output: b, Level: level}), b
+}
+
+func (b *LogBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String returns everything written so far.
+func (b *LogBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 type testWriter struct{ t testing.TB }
