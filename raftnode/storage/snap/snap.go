@@ -10,11 +10,15 @@
 //
 // File format (little endian):
 //
-//	magic "CRSNAP\x00\x01" | metaLen uint32 | metaCRC uint32 | meta |
+//	magic "CRSNAP\x00" version uint8 | metaLen uint32 | metaCRC uint32 | meta |
 //	data ... | dataLen uint64 | dataCRC uint32 | "SEND"
 //
-// where meta is index, term, autoLeave, then the four ConfState id lists,
-// each a uint32 count followed by uint64 ids.
+// where meta (version 1) is index, term, autoLeave, then the four ConfState
+// id lists (voters, learners, outgoing voters, next learners), each a
+// uint32 count followed by uint64 ids. Version 2, written since storage
+// incarnations exist, appends ConfState.Incarnations (a uint32 count of
+// id, incarnation pairs of uint64) and ConfState.Restoring (an id list).
+// Both versions are read.
 package snap
 
 import (
@@ -36,7 +40,9 @@ import (
 )
 
 const (
-	magic       = "CRSNAP\x00\x01"
+	// magicPrefix plus a version byte starts every snapshot file.
+	magicPrefix = "CRSNAP\x00"
+	magic       = magicPrefix + "\x02" // what Create writes
 	trailMagic  = "SEND"
 	trailerSize = 8 + 4 + 4
 	maxMetaSize = 1 << 20 // a ConfState of 100k members still fits
@@ -197,59 +203,96 @@ func (s *Store) Load(ref Ref) (raft.Snapshot, error) {
 	return raft.Snapshot{Meta: r.Meta(), Data: data}, nil
 }
 
+// encodeMeta encodes m in the current (version 2) metadata format.
 func encodeMeta(m raft.SnapshotMeta) []byte {
-	lists := [][]uint64{m.ConfState.Voters, m.ConfState.Learners, m.ConfState.VotersOutgoing, m.ConfState.LearnersNext}
-	n := 17
+	cs := &m.ConfState
+	lists := [][]uint64{cs.Voters, cs.Learners, cs.VotersOutgoing, cs.LearnersNext}
+	n := 17 + 4 + 16*len(cs.Incarnations) + 4 + 8*len(cs.Restoring)
 	for _, l := range lists {
 		n += 4 + 8*len(l)
 	}
 	b := make([]byte, 0, n)
 	b = binary.LittleEndian.AppendUint64(b, m.Index)
 	b = binary.LittleEndian.AppendUint64(b, m.Term)
-	if m.ConfState.AutoLeave {
+	if cs.AutoLeave {
 		b = append(b, 1)
 	} else {
 		b = append(b, 0)
 	}
 	for _, l := range lists {
-		b = binary.LittleEndian.AppendUint32(b, uint32(len(l)))
-		for _, id := range l {
-			b = binary.LittleEndian.AppendUint64(b, id)
-		}
+		b = appendIDs(b, l)
+	}
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(cs.Incarnations)))
+	for _, mi := range cs.Incarnations {
+		b = binary.LittleEndian.AppendUint64(b, mi.ID)
+		b = binary.LittleEndian.AppendUint64(b, mi.Incarnation)
+	}
+	return appendIDs(b, cs.Restoring)
+}
+
+func appendIDs(b []byte, ids []uint64) []byte {
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(ids)))
+	for _, id := range ids {
+		b = binary.LittleEndian.AppendUint64(b, id)
 	}
 	return b
 }
 
-func decodeMeta(b []byte) (raft.SnapshotMeta, error) {
+// decodeMeta decodes metadata of the given format version (1 or 2).
+func decodeMeta(b []byte, version byte) (raft.SnapshotMeta, error) {
 	if len(b) < 17 {
 		return raft.SnapshotMeta{}, fmt.Errorf("%w: metadata of %d bytes", ErrCorrupt, len(b))
 	}
 	m := raft.SnapshotMeta{Index: binary.LittleEndian.Uint64(b), Term: binary.LittleEndian.Uint64(b[8:])}
-	m.ConfState.AutoLeave = b[16] == 1
+	cs := &m.ConfState
+	cs.AutoLeave = b[16] == 1
 	b = b[17:]
-	lists := []*[]uint64{&m.ConfState.Voters, &m.ConfState.Learners, &m.ConfState.VotersOutgoing, &m.ConfState.LearnersNext}
-	for _, l := range lists {
-		if len(b) < 4 {
-			return raft.SnapshotMeta{}, fmt.Errorf("%w: metadata truncated", ErrCorrupt)
+	var err error
+	for _, l := range []*[]uint64{&cs.Voters, &cs.Learners, &cs.VotersOutgoing, &cs.LearnersNext} {
+		if *l, b, err = readIDs(b); err != nil {
+			return raft.SnapshotMeta{}, err
 		}
-		n := binary.LittleEndian.Uint32(b)
-		b = b[4:]
-		// Bound the count by the bytes present before allocating.
-		if uint64(n)*8 > uint64(len(b)) {
-			return raft.SnapshotMeta{}, fmt.Errorf("%w: metadata list of %d ids in %d bytes", ErrCorrupt, n, len(b))
+	}
+	if version >= 2 {
+		var pairs []uint64
+		if pairs, b, err = readList(b, 2); err != nil {
+			return raft.SnapshotMeta{}, err
 		}
-		if n > 0 {
-			*l = make([]uint64, n)
-			for i := range *l {
-				(*l)[i] = binary.LittleEndian.Uint64(b[8*i:])
-			}
-			b = b[8*n:]
+		for k := 0; k+1 < len(pairs); k += 2 {
+			cs.Incarnations = append(cs.Incarnations, raft.MemberIncarnation{ID: pairs[k], Incarnation: pairs[k+1]})
+		}
+		if cs.Restoring, b, err = readIDs(b); err != nil {
+			return raft.SnapshotMeta{}, err
 		}
 	}
 	if len(b) != 0 {
 		return raft.SnapshotMeta{}, fmt.Errorf("%w: %d stray metadata bytes", ErrCorrupt, len(b))
 	}
 	return m, nil
+}
+
+func readIDs(b []byte) ([]uint64, []byte, error) { return readList(b, 1) }
+
+// readList reads a uint32 count of items of width uint64s each; nil if
+// the count is zero.
+func readList(b []byte, width int) ([]uint64, []byte, error) {
+	if len(b) < 4 {
+		return nil, nil, fmt.Errorf("%w: metadata truncated", ErrCorrupt)
+	}
+	n := uint64(binary.LittleEndian.Uint32(b)) * uint64(width)
+	b = b[4:]
+	// Bound the count by the bytes present before allocating.
+	if n*8 > uint64(len(b)) {
+		return nil, nil, fmt.Errorf("%w: metadata list of %d values in %d bytes", ErrCorrupt, n, len(b))
+	}
+	if n == 0 {
+		return nil, b, nil
+	}
+	out := make([]uint64, n)
+	for i := range out {
+		out[i] = binary.LittleEndian.Uint64(b[8*i:])
+	}
+	return out, b[8*n:], nil
 }
 
 // Writer receives a snapshot's data in chunks into a temporary file. Nothing
@@ -411,7 +454,8 @@ func verify(f vfs.File, ref Ref) (*Reader, error) {
 	if _, err := f.ReadAt(hdr, 0); err != nil {
 		return nil, err
 	}
-	if string(hdr[:len(magic)]) != magic {
+	version := hdr[len(magic)-1]
+	if string(hdr[:len(magicPrefix)]) != magicPrefix || version < 1 || version > 2 {
 		return nil, fmt.Errorf("%w: bad magic at offset 0", ErrCorrupt)
 	}
 	mlen := binary.LittleEndian.Uint32(hdr[len(magic):])
@@ -426,7 +470,7 @@ func verify(f vfs.File, ref Ref) (*Reader, error) {
 	if crc32.Checksum(mb, crcTable) != mcrc {
 		return nil, fmt.Errorf("%w: metadata checksum mismatch at offset %d", ErrCorrupt, len(hdr))
 	}
-	meta, err := decodeMeta(mb)
+	meta, err := decodeMeta(mb, version)
 	if err != nil {
 		return nil, err
 	}
