@@ -631,3 +631,41 @@ func zerosFrom(f vfs.File, off, size int64) bool {
 	}
 	return true
 }
+
+// Empty reports whether dir holds no log, or only what creating one
+// leaves before anything is written to it (a spare, the first segment
+// holding nothing after its header). It changes nothing. The storage uses
+// it to tell a directory whose creation was cut short from one that holds
+// a log.
+func Empty(fs vfs.FS, dir string) (bool, error) {
+	names, err := fs.List(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("list wal dir %s: %w", dir, err)
+	}
+	for _, n := range names {
+		switch n {
+		case spareName, cleanStopTmp:
+		case segName(1, 1):
+			p := path.Join(dir, n)
+			f, err := fs.Open(p)
+			if err != nil {
+				return false, fmt.Errorf("open wal segment %s: %w", p, err)
+			}
+			size, err := f.Size()
+			empty := err == nil && zerosFrom(f, headerSize+segSize, size)
+			f.Close()
+			if err != nil {
+				return false, fmt.Errorf("stat wal segment %s: %w", p, err)
+			}
+			if !empty {
+				return false, nil
+			}
+		default:
+			return false, nil
+		}
+	}
+	return true, nil
+}
