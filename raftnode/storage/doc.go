@@ -57,9 +57,12 @@
 //     incarnation is made durable (the store may have lost entries or votes
 //     it acknowledged, so it must not count as the voter it was); then the
 //     log is cut back to the valid prefix before the damage (later segments
-//     removed, the damaged one truncated; term and vote are what that
-//     prefix holds, the commit index no higher than what is left); the
-//     snapshots that verify are kept. If nothing usable is left, the log
+//     removed, the damaged one truncated), and then to that prefix's commit
+//     index: the prefix is the log as it was at an earlier moment, and an
+//     entry after its commit index may have been overwritten since (the
+//     leader's view of this node's log, formed from its old
+//     acknowledgements, must never make it apply one). Term and vote are
+//     what the prefix holds. The snapshots that verify are kept. If nothing usable is left, the log
 //     and snapshots are moved to <dir>/damaged-<UTC time>/ (never deleted
 //     automatically) and the store starts empty. Recovery reports what was
 //     found and done. Data is never silently dropped: a repair is logged at

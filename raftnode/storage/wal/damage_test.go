@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/capraft/capraft/raftnode/raft"
 	"github.com/capraft/capraft/raftnode/storage/crashfs"
 )
 
@@ -81,7 +82,9 @@ func TestCorruptFinalRecordAfterCleanStopIsDamage(t *testing.T) {
 			continue
 		}
 		d := wantDamage(t, err, p, final)
-		if !d.CleanStop || d.LastIndex != 100 || d.KnownLast != 100 || !errors.Is(err, ErrCorruptRecord) {
+		// A repair keeps what the hard state before the damaged one
+		// commits: 81.
+		if !d.CleanStop || d.LastIndex != 81 || d.KnownLast != 100 || !errors.Is(err, ErrCorruptRecord) {
 			t.Fatalf("damage %+v", d)
 		}
 		if buf.Len() != 0 {
@@ -162,11 +165,13 @@ func TestRepairCutsTheLogToItsValidPrefix(t *testing.T) {
 	if seen == nil || seen.File != p || seen.Offset != offs[3] || !seen.CleanStop {
 		t.Fatalf("callback got %+v, want damage at %s offset %d", seen, p, offs[3])
 	}
+	// The log is cut back to the damage, then to the commit index of the
+	// last hard state before it: what it keeps is known to be committed.
 	last := w.LastIndex()
-	if last != seen.LastIndex || last < 2 || last >= 100 {
-		t.Fatalf("last index %d after repair, damage says %d", last, seen.LastIndex)
+	if last != seen.LastIndex || last < 2 || last >= 100 || w.HardState().Commit != last {
+		t.Fatalf("last index %d after repair, damage says %d, hard state %+v", last, seen.LastIndex, w.HardState())
 	}
-	if got := segments(fs); len(got) != 3 || len(seen.Discard) != len(names)-2 {
+	if got := segments(fs); len(got) != 3 || len(seen.Discard) != len(names)-1 || !strings.Contains(seen.Discard[len(seen.Discard)-1], "after the commit index") {
 		t.Fatalf("segments after repair %v, discarded %v", got, seen.Discard)
 	}
 	es, err := w.Entries(1, last+1, 1<<30)
@@ -245,7 +250,8 @@ func TestCleanStopMarkerIsGoneBeforeTheFirstWrite(t *testing.T) {
 
 // TestDamagedCleanStopMarkerIsDamage: a clean-stop marker that does not
 // verify says the log was stopped cleanly but not where it ended, so a
-// lost suffix cannot be ruled out; the log itself is kept by a repair.
+// lost suffix cannot be ruled out; a repair keeps the log through its
+// commit index.
 func TestDamagedCleanStopMarkerIsDamage(t *testing.T) {
 	fs := newFS(t)
 	fill(t, fs, nil)
@@ -257,7 +263,7 @@ func TestDamagedCleanStopMarkerIsDamage(t *testing.T) {
 	wantDamage(t, err, p, 0)
 	called := false
 	w, err := openWith(fs, func(*DamageError) error { called = true; return nil })
-	if err != nil || !called || w.LastIndex() != 100 {
+	if err != nil || !called || w.LastIndex() != 91 {
 		t.Fatalf("repair of a damaged marker: %v, called %v", err, called)
 	}
 	w.Close()
@@ -368,4 +374,51 @@ func TestRandomDamageIsReportedOrHarmless(t *testing.T) {
 	if reported < 100 || silent < 10 {
 		t.Fatalf("damage too rarely reported (%d) or harmless (%d)", reported, silent)
 	}
+}
+
+// TestRepairDropsEntriesThatMayHaveBeenOverwritten: the valid prefix of a
+// damaged log is the log as it was at some moment; entries it holds after
+// its commit index may have been overwritten later, in what was lost (here
+// a follower's uncommitted entries 6..10 of term 1, replaced by a new
+// leader's 6..8 of term 2). A repair keeps only what is committed, durably.
+func TestRepairDropsEntriesThatMayHaveBeenOverwritten(t *testing.T) {
+	fs := newFS(t)
+	w := open(t, fs, nil)
+	hs := raft.HardState{Term: 1, Commit: 5}
+	if err := w.Save(Batch{Entries: entries(1, 10, 1), HardState: &hs}); err != nil {
+		t.Fatal(err)
+	}
+	end := w.woff
+	hs = raft.HardState{Term: 2, Commit: 8}
+	if err := w.Save(Batch{Entries: entries(6, 8, 2), HardState: &hs}); err != nil {
+		t.Fatal(err)
+	}
+	seg := w.active.name
+	w.Close()
+	if err := fs.FlipBits(path.Join(dir, seg), end+headerSize+3, 0x01); err != nil { // entry 6 of term 2
+		t.Fatal(err)
+	}
+	var d *DamageError
+	w, err := openWith(fs, func(dd *DamageError) error { d = dd; return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.LastIndex() != 5 || d.LastIndex != 5 {
+		t.Fatalf("repaired log ends at %d (damage says %d), want 5: entries 6..10 of term 1 were overwritten", w.LastIndex(), d.LastIndex)
+	}
+	w.Close()
+	if w, err = openWith(fs, nil); err != nil || w.LastIndex() != 5 {
+		t.Fatalf("reopen after repair: %v", err)
+	}
+	if err := w.Save(Batch{Entries: entries(6, 6, 3)}); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	if w, err = openWith(fs, nil); err != nil || w.LastIndex() != 6 {
+		t.Fatalf("reopen after an append: %v", err)
+	}
+	if tm, _ := w.Term(6); tm != 3 {
+		t.Fatalf("entry 6 has term %d after reopen, want 3", tm)
+	}
+	w.Close()
 }

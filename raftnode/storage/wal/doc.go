@@ -31,8 +31,12 @@
 //   - With Options.Repair, Open calls it with the damage before changing
 //     anything, then cuts the log back to the valid prefix before the
 //     damage (later segments removed newest first, the damaged segment
-//     truncated) and opens it. When nothing before the damage is usable
-//     (the first segment's header), the error is returned instead.
+//     truncated) and opens it. That prefix is the log as it was at some
+//     earlier moment: entries it holds beyond its hard state's commit index
+//     may have been overwritten since, in what was lost, so a truncation
+//     record (TypeTruncate) ends the log at the commit index. When nothing
+//     before the damage is usable (the first segment's header), the error
+//     is returned instead.
 //   - What the log cannot tell: after a crash, a final record damaged so
 //     that it looks torn, or a suffix lost at a record boundary, reads as
 //     a crash that lost only unacknowledged writes. Telling those apart

@@ -52,9 +52,11 @@ type DamageError struct {
 	// CleanStop says the log had been stopped cleanly (Close), so even
 	// damage to its final record is corruption, not a torn write.
 	CleanStop bool
-	// LastIndex is the last index of the valid prefix before the damage:
-	// the log's last index after a repair (before snapshot resets the
-	// caller may apply).
+	// LastIndex is the log's last index after a repair: the valid prefix
+	// before the damage, cut back to the commit index its hard state holds
+	// (the prefix is the log as it was at some earlier moment, so entries
+	// after that index may have been overwritten in what was lost), or to
+	// the log's start if that is higher.
 	LastIndex uint64
 	// KnownLast is the last index the log had reached, when the clean-stop
 	// marker says so; 0 if unknown.
@@ -238,7 +240,7 @@ func (w *WAL) recover() error {
 	}
 	if d != nil {
 		d.CleanStop = hasStop
-		d.LastIndex = w.lastIndex()
+		d.LastIndex = min(w.lastIndex(), max(w.hs.Commit, w.marker.Index))
 		if stop != nil {
 			d.KnownLast = stop.last
 		}
@@ -247,6 +249,9 @@ func (w *WAL) recover() error {
 		}
 		if k := d.plan.keep; k != nil {
 			d.Discard = append(d.Discard, fmt.Sprintf("%s from offset %d (%d bytes)", path.Join(w.dir, k.name), d.plan.off, d.plan.keepSize-d.plan.off))
+		}
+		if d.LastIndex < w.lastIndex() {
+			d.Discard = append(d.Discard, fmt.Sprintf("entries %d to %d, after the commit index", d.LastIndex+1, w.lastIndex()))
 		}
 		if w.repair == nil || !d.Repairable {
 			if k := d.plan.keep; k != nil {
@@ -356,7 +361,12 @@ func (w *WAL) replayAll(segs []found, stop *cleanStop, hasStop bool) (ends []int
 // cut carries out d's plan: later segments are removed newest first, each
 // removal made durable before the next (so a crash leaves a contiguous
 // sequence), and the damaged segment is truncated where its valid records
-// end. It returns the updated ends.
+// end. Then, if the log goes beyond d.LastIndex, a truncation record ends
+// it there: the valid prefix is the log as it was at some moment, and its
+// entries after the commit index may since have been overwritten by a
+// leader in what was lost; resurrected, a leader's commit index (which
+// counted this node's old acknowledgements) could make it apply one. It
+// returns the updated ends.
 func (w *WAL) cut(d *DamageError, ends []int64) ([]int64, error) {
 	p := &d.plan
 	for i := len(p.remove) - 1; i >= 0; i-- {
@@ -381,6 +391,29 @@ func (w *WAL) cut(d *DamageError, ends []int64) ([]int64, error) {
 		if err := k.f.Sync(); err != nil {
 			return ends, fmt.Errorf("sync wal segment %s: %w", name, err)
 		}
+	}
+	if d.LastIndex < w.lastIndex() {
+		t, err := w.term(d.LastIndex)
+		if err != nil {
+			return ends, fmt.Errorf("wal: truncate after %d: %w", d.LastIndex, err)
+		}
+		k := len(w.segs) - 1
+		s, off := w.segs[k], ends[k]
+		rec := AppendTruncate(nil, SnapRef{Index: d.LastIndex, Term: t})
+		name := path.Join(w.dir, s.name)
+		if err := w.writable(s); err != nil {
+			return ends, err
+		}
+		if _, err := s.f.WriteAt(rec, off); err != nil {
+			return ends, fmt.Errorf("write wal segment %s at offset %d: %w", name, off, err)
+		}
+		if err := s.f.Sync(); err != nil {
+			return ends, fmt.Errorf("sync wal segment %s: %w", name, err)
+		}
+		if err := w.apply(Record{Type: TypeTruncate, End: SnapRef{Index: d.LastIndex, Term: t}}, s, off, snapSize); err != nil {
+			return ends, fmt.Errorf("wal: %w", err)
+		}
+		ends[k] += int64(len(rec))
 	}
 	return ends, nil
 }

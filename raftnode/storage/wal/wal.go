@@ -439,6 +439,14 @@ func (w *WAL) apply(rec Record, seg *segment, off int64, size uint32) error {
 		w.marker = rec.Snap
 		w.ents = w.ents[:0]
 		w.cache.reset()
+	case TypeTruncate:
+		i := rec.End.Index
+		seg.low = min(seg.low, i)
+		if t, err := w.term(i); err != nil || t != rec.End.Term {
+			return fmt.Errorf("truncation after entry %d term %d, which the log does not hold", i, rec.End.Term)
+		}
+		w.ents = w.ents[:i-w.marker.Index]
+		w.cache.truncateFrom(i + 1)
 	case TypeSegment:
 		return errors.New("segment header in the middle of a segment")
 	}
