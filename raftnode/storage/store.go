@@ -227,6 +227,9 @@ func (s *Store) open() error {
 		// after the log: with one, the log must exist.
 		damage = s.recover(present && s.inc != 0)
 		if damage == nil {
+			if s.rec.Repaired {
+				s.rec.LastIndex = s.wal.LastIndex() // after any restart behind a snapshot
+			}
 			if s.inc == 0 {
 				return s.assignIncarnation(present)
 			}

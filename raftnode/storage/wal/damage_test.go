@@ -194,15 +194,7 @@ func TestRepairCutsTheLogToItsValidPrefix(t *testing.T) {
 // it is truncated with a warning and nothing is reported lost.
 func TestGarbageAfterCleanEndIsCutWithoutDamage(t *testing.T) {
 	fs := newFS(t)
-	opts := Options{FS: fs, Dir: dir, SegmentSize: 64 << 10, Prealloc: PreallocSync}
-	w, err := Open(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Save(Batch{Entries: entries(1, 20, 1)}); err != nil {
-		t.Fatal(err)
-	}
-	end := w.woff
+	w, opts, end := preallocLog(t, fs, 20)
 	w.Close()
 	p := path.Join(dir, segName(1, 1))
 	if err := fs.FlipBits(p, end+100, 1); err != nil {
@@ -211,7 +203,8 @@ func TestGarbageAfterCleanEndIsCutWithoutDamage(t *testing.T) {
 	log, buf := logger()
 	opts.Logger = log
 	opts.Repair = func(d *DamageError) error { return fmt.Errorf("repair called for %v", d) }
-	if w, err = Open(opts); err != nil || w.LastIndex() != 20 {
+	w, err := Open(opts)
+	if err != nil || w.LastIndex() != 20 {
 		t.Fatalf("open: %v", err)
 	}
 	if !strings.Contains(buf.String(), "not zeros") {

@@ -421,17 +421,24 @@ func ExampleWAL_Save() {
 	// Output: 1 1
 }
 
-func TestPreallocatedSegmentCleanEndAndTornWrite(t *testing.T) {
-	fs := newFS(t)
-	opts := Options{FS: fs, Dir: dir, SegmentSize: 64 << 10, Prealloc: PreallocSync}
+// preallocLog opens a log in 64 KiB preallocated segments and appends
+// entries 1..n; end is where they end.
+func preallocLog(t *testing.T, fs vfs.FS, n uint64) (w *WAL, opts Options, end int64) {
+	t.Helper()
+	opts = Options{FS: fs, Dir: dir, SegmentSize: 64 << 10, Prealloc: PreallocSync}
 	w, err := Open(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Save(Batch{Entries: entries(1, 20, 1)}); err != nil {
+	if err := w.Save(Batch{Entries: entries(1, n, 1)}); err != nil {
 		t.Fatal(err)
 	}
-	end := w.woff
+	return w, opts, w.woff
+}
+
+func TestPreallocatedSegmentCleanEndAndTornWrite(t *testing.T) {
+	fs := newFS(t)
+	_, opts, end := preallocLog(t, fs, 20)
 	powerFail(fs)
 	p := path.Join(dir, segName(1, 1))
 	b, _ := fs.ReadFile(p)
@@ -441,7 +448,7 @@ func TestPreallocatedSegmentCleanEndAndTornWrite(t *testing.T) {
 	// A restart stops at the zeros: no warning, nothing truncated.
 	log, buf := logger()
 	opts.Logger = log
-	w, err = Open(opts)
+	w, err := Open(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -480,15 +487,7 @@ func TestPreallocatedSegmentCleanEndAndTornWrite(t *testing.T) {
 // interrupted write is corruption.
 func TestBitFlipInFinalRecordIsCorruptionNotTornWrite(t *testing.T) {
 	fs := newFS(t)
-	opts := Options{FS: fs, Dir: dir, SegmentSize: 64 << 10, Prealloc: PreallocSync}
-	w, err := Open(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Save(Batch{Entries: entries(1, 5, 1)}); err != nil {
-		t.Fatal(err)
-	}
-	end := w.woff
+	_, opts, end := preallocLog(t, fs, 5)
 	powerFail(fs)
 	p := path.Join(dir, segName(1, 1))
 	// Flip a bit in the middle of the final, acknowledged record (entry 5,
@@ -496,7 +495,7 @@ func TestBitFlipInFinalRecordIsCorruptionNotTornWrite(t *testing.T) {
 	if err := fs.FlipBits(p, end-20, 0x10); err != nil {
 		t.Fatal(err)
 	}
-	_, err = Open(opts)
+	_, err := Open(opts)
 	if err == nil || !strings.Contains(err.Error(), "checksum") || !strings.Contains(err.Error(), p) {
 		t.Fatalf("bit flip in the final record: %v, want a checksum error naming %s", err, p)
 	}
