@@ -73,9 +73,11 @@
 //     writes. Ruling that out would take a second durable write per Save.
 //   - Stats reports saves, fsyncs (their ratio is the group-commit factor),
 //     bytes and fsync time; an fsync slower than one second is logged.
-//   - A corrupt newest snapshot is skipped with a warning and the previous
-//     one used, provided the log still reaches back to it (Compact makes
-//     sure it does while that snapshot is retained).
+//   - A corrupt newest snapshot is skipped with a warning, renamed to
+//     <name>.corrupt (so that the same snapshot received again is written
+//     anew, not taken for the corrupt file) and the previous one used,
+//     provided the log still reaches back to it (Compact makes sure it does
+//     while that snapshot is retained).
 //   - The directory holds a VERSION file (format, node id and the store's
 //     incarnation, checked on open; written last when the directory is
 //     created, so a VERSION file means a log existed) and a LOCK file held

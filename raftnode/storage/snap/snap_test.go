@@ -118,6 +118,14 @@ func TestCorruptNewestFallsBackWithWarning(t *testing.T) {
 	if !strings.Contains(logBuf.String(), "falling back") {
 		t.Fatalf("no warning: %q", logBuf.String())
 	}
+	// The corrupt file is kept under another name, so that a snapshot with
+	// the same index and term received later is written anew.
+	if s.Has(Ref{30, 1}) {
+		t.Fatal("corrupt snapshot still under its name")
+	}
+	if _, ok := fs.ReadFile(p + ".corrupt"); !ok {
+		t.Fatal("corrupt snapshot not kept as .corrupt")
+	}
 	// Truncation (a copy cut short) is caught by the trailer.
 	fs.SetFile(p, b[:len(b)-5])
 	if _, err := s.Open(Ref{30, 1}); !errors.Is(err, ErrCorrupt) {
