@@ -253,11 +253,29 @@ func (s *Store) damaged(err error) error {
 	if !errors.As(err, &d) && !errors.Is(err, ErrUnrecoverable) {
 		return err
 	}
-	return fmt.Errorf("%w: %w. A node of a cluster with other members repairs this itself (storage Options.Repair; "+
-		"raftnode enables it when it has peers): it discards what is damaged, takes a new storage incarnation and is "+
-		"restored by the leader. A single-node cluster cannot: nothing could restore what it would discard; restore %s from a backup",
-		ErrDamaged, err, s.dir)
+	advice := "A node of a cluster with other members repairs this itself (storage Options.Repair; " +
+		"raftnode enables it when it has peers): it discards what is damaged, takes a new storage incarnation and is " +
+		"restored by the leader. A single-node cluster cannot, since nothing could restore what it would discard: restore " +
+		s.dir + " from a backup"
+	if errors.Is(err, ErrUnrecoverable) {
+		return &damagedError{fmt.Sprintf("%v. %s", err, advice), err}
+	}
+	how := ""
+	if d.CleanStop {
+		how = " (it was stopped cleanly, so this is not a write torn by a crash)"
+	}
+	return &damagedError{fmt.Sprintf("storage: data directory %s is damaged%s: %v. %s", s.dir, how, err, advice), err}
 }
+
+// damagedError is what Open returns for damage without Options.Repair:
+// it is ErrDamaged and the damage found.
+type damagedError struct {
+	msg string
+	err error
+}
+
+func (e *damagedError) Error() string   { return e.msg }
+func (e *damagedError) Unwrap() []error { return []error{ErrDamaged, e.err} }
 
 // recover opens the snapshot store and the log and checks that they fit
 // together. With Repair, damage in the log is repaired through the WAL's
