@@ -170,5 +170,7 @@
 // wal.PreallocSync} (crashfs keeps every byte in memory, and each
 // preallocated segment costs SegmentSize bytes at once, so keep them small). To crash a node, abandon its
 // Store, call fs.Crash(rng) and Open again; fs.SetCrashAfter(n, rng) makes
-// the crash land inside the n+1th file-system call.
+// the crash land inside the n+1th file-system call. To damage a disk, stop
+// the node (Close, or Crash), change what the disk holds with crashfs's
+// FlipBits, TruncateFile and RemoveFile, and Open it with Repair.
 package storage
