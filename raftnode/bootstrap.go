@@ -272,3 +272,34 @@ func (h peerHandler) Discover(ctx context.Context, from, inc uint64) (transport.
 	}
 	return info, nil
 }
+
+// hasPeers reports whether other nodes could restore this node's data:
+// --peers names others, or it joins a cluster.
+func (n *Node) hasPeers() bool {
+	return n.cfg.Join || n.needsDiscovery()
+}
+
+// logRecovery tells the operator what the store found damaged and
+// repaired when it opened, and what happens next.
+func (n *Node) logRecovery() {
+	rec := n.store.Recovery()
+	if !rec.Repaired {
+		return
+	}
+	kv := []any{"damage", rec.Reason, "file", rec.File, "offset", rec.Offset, "stopped_cleanly", rec.CleanStop,
+		"last_index", rec.LastIndex, "old_incarnation", fmt.Sprintf("%016x", rec.OldIncarnation),
+		"incarnation", fmt.Sprintf("%016x", rec.NewIncarnation)}
+	if rec.KnownLast > 0 {
+		kv = append(kv, "last_index_before", rec.KnownLast)
+	}
+	if len(rec.Discarded) > 0 {
+		kv = append(kv, "discarded", fmt.Sprint(rec.Discarded))
+	}
+	if rec.Quarantine != "" {
+		kv = append(kv, "moved_aside_to", rec.Quarantine)
+	}
+	n.log.Error("the data directory was damaged and has been repaired: what was damaged is discarded and this node "+
+		"has a new storage incarnation, so it no longer counts as the voter that acknowledged what it lost; the leader "+
+		"sends it what it lacks and makes it a voter again by itself", kv...)
+	n.saidLost.Store(true) // said already, with more detail than warnLostData
+}

@@ -237,10 +237,16 @@ func (n *Node) open() (err error) {
 		SegmentSize:     n.cfg.WALSegmentSize,
 		NoDirectIO:      n.cfg.WALBufferedIO,
 		FS:              n.cfg.FS,
+		// Damaged storage is repaired from the peers: the store cuts
+		// away what is damaged and takes a new incarnation, and the
+		// leader restores the node. Alone, nothing could restore what a
+		// repair discards, so a single node refuses to start instead.
+		Repair: n.hasPeers(),
 	})
 	if err != nil {
 		return fmt.Errorf("open data directory %s: %w", n.cfg.DataDir, err)
 	}
+	n.logRecovery()
 	defer func() {
 		if err != nil {
 			n.store.Close()

@@ -61,6 +61,7 @@ func crashSeedRun(seed int64) (midOp, directRounds int, err error) {
 	candidates := []*model{acked}
 	g := &gen{rng: rng, bigData: true}
 	var history []string
+	var inc uint64
 	for round := 0; round < 3; round++ {
 		// Both write paths, switching between restarts: O_DIRECT|O_DSYNC
 		// blocks (crashfs: durable when the write returns) and buffered
@@ -103,6 +104,14 @@ func crashSeedRun(seed int64) (midOp, directRounds int, err error) {
 		if hs.Term < acked.hs.Term || hs.Commit < acked.hs.Commit {
 			s.Close()
 			return midOp, directRounds, fmt.Errorf("round %d: hard state went backwards: %+v after acknowledged %+v", round, hs, acked.hs)
+		}
+		// A crash loses nothing acknowledged, so the store keeps its
+		// incarnation (a new one would demote a voter for nothing).
+		if round == 0 {
+			inc = s.Incarnation()
+		} else if s.Incarnation() != inc {
+			s.Close()
+			return midOp, directRounds, fmt.Errorf("round %d: incarnation %x after a crash, was %x", round, s.Incarnation(), inc)
 		}
 		acked = matched
 		candidates = []*model{acked}

@@ -38,28 +38,70 @@
 //     Save that returned nil is there in full, the Save in flight is there as
 //     some prefix of its records (snapshot reference, entries, hard state —
 //     in that order), and the hard state never goes backwards.
-//   - Recovery checks every record's checksum. The only damage it repairs is
-//     a torn final record of the last segment (logged as a warning): one
-//     that runs past the end of the file, or whose header or payload fails
-//     its checksum with only zeros after it and the look of unwritten space
-//     (a zero tail or an all-zero sector). A bad checksum elsewhere — or a
-//     flipped bit in an otherwise complete final record — a missing
+//   - Recovery checks every record's checksum. Close records a clean stop
+//     (where the log ends; see package wal), removed again before the next
+//     write. After a crash, the only damage recovery repairs by itself is a
+//     torn final record of the last segment (logged as a warning): one that
+//     runs past the end of the file, or whose header or payload fails its
+//     checksum with only zeros after it and the look of unwritten space (a
+//     zero tail or an all-zero sector). That record was never
+//     acknowledged, so the store keeps its incarnation. Everything else is
+//     damage: a bad checksum anywhere after a clean stop (the final record
+//     included), a lost suffix after a clean stop (the log ends before the
+//     marker says), a bad checksum before the final record, a missing
 //     segment, an index gap, a log that starts after the newest valid
-//     snapshot: Open fails with an error naming the file and offset. Data is
-//     never silently dropped.
+//     snapshot, a data directory whose log is gone. Open fails with
+//     ErrDamaged, naming the file and offset, and saying that a node with
+//     peers repairs itself.
+//   - With Options.Repair, damage is repaired instead, in this order: a new
+//     incarnation is made durable (the store may have lost entries or votes
+//     it acknowledged, so it must not count as the voter it was); then the
+//     log is cut back to the valid prefix before the damage (later segments
+//     removed, the damaged one truncated), and then to that prefix's commit
+//     index: the prefix is the log as it was at an earlier moment, and an
+//     entry after its commit index may have been overwritten since (the
+//     leader's view of this node's log, formed from its old
+//     acknowledgements, must never make it apply one). Term and vote are
+//     what the prefix holds. The snapshots that verify are kept. If nothing usable is left, the log
+//     and snapshots are moved to <dir>/damaged-<UTC time>/ (never deleted
+//     automatically) and the store starts empty. Recovery reports what was
+//     found and done. Data is never silently dropped: a repair is logged at
+//     error level with file, offset and what it discards.
+//   - What cannot be detected: after a crash (no clean stop), damage to the
+//     final record that looks exactly like a torn write, or a suffix lost at
+//     a record boundary, reads as a crash that lost only unacknowledged
+//     writes. Ruling that out would take a second durable write per Save.
 //   - Stats reports saves, fsyncs (their ratio is the group-commit factor),
 //     bytes and fsync time; an fsync slower than one second is logged.
-//   - A corrupt newest snapshot is skipped with a warning and the previous
-//     one used, provided the log still reaches back to it (Compact makes
-//     sure it does while that snapshot is retained).
-//   - The directory holds a VERSION file (format and node id, checked on
-//     open) and a LOCK file held with flock while open.
+//   - A corrupt newest snapshot is skipped with a warning, renamed to
+//     <name>.corrupt (so that the same snapshot received again is written
+//     anew, not taken for the corrupt file) and the previous one used,
+//     provided the log still reaches back to it (Compact makes sure it does
+//     while that snapshot is retained).
+//   - The directory holds a VERSION file (format, node id and the store's
+//     incarnation, checked on open; written last when the directory is
+//     created, so a VERSION file means a log existed) and a LOCK file held
+//     with flock while open.
+//
+// # Incarnations
+//
+// Each data directory has an incarnation (Store.Incarnation, the node's
+// raft.Config.Incarnation): a random non-zero number drawn from
+// crypto/rand when the directory is created, and drawn anew whenever Open
+// repairs damage, since the store may then have lost something it
+// acknowledged. A store that lost nothing (a clean restart, a crash with
+// at most a torn unacknowledged write, a corrupt newest snapshot replaced
+// by the previous one) keeps its incarnation: otherwise a power failure of
+// a majority would leave no voter the configuration counts. A directory
+// written before incarnations (format 1) gets one at its first open.
 //
 // # Layout
 //
-//	<dir>/VERSION                       "capraft-storage", format, node id
+//	<dir>/VERSION                       "capraft-storage", format, node id, incarnation
 //	<dir>/LOCK                          flock(2) while a Store has it open
 //	<dir>/wal/<seq>-<firstIndex>.wal    segments, hex, 64 MiB by default
+//	<dir>/wal/clean-stop                where the log ended, while stopped cleanly
+//	<dir>/damaged-<UTC time>/           damaged data moved aside by a repair
 //	<dir>/snap/<index>-<term>.snap      snapshots, newest Options.KeepSnapshots kept
 //
 // # Design decisions
@@ -128,5 +170,7 @@
 // wal.PreallocSync} (crashfs keeps every byte in memory, and each
 // preallocated segment costs SegmentSize bytes at once, so keep them small). To crash a node, abandon its
 // Store, call fs.Crash(rng) and Open again; fs.SetCrashAfter(n, rng) makes
-// the crash land inside the n+1th file-system call.
+// the crash land inside the n+1th file-system call. To damage a disk, stop
+// the node (Close, or Crash), change what the disk holds with crashfs's
+// FlipBits, TruncateFile and RemoveFile, and Open it with Repair.
 package storage

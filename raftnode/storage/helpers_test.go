@@ -10,7 +10,7 @@ import (
 
 // dumpWAL renders every segment in dir as a list of records, for failure
 // messages: H = segment header, E = entry index/term, HS = hard state,
-// S = snapshot reference.
+// S = snapshot reference, T = truncation.
 func dumpWAL(fs *crashfs.FS, dir string) string {
 	var out strings.Builder
 	names, _ := fs.List(dir)
@@ -32,6 +32,8 @@ func dumpWAL(fs *crashfs.FS, dir string) string {
 				fmt.Fprintf(&out, " HS%v", rec.Hard)
 			case wal.TypeSnapshot:
 				fmt.Fprintf(&out, " S%d/%d", rec.Snap.Index, rec.Snap.Term)
+			case wal.TypeTruncate:
+				fmt.Fprintf(&out, " T%d/%d", rec.End.Index, rec.End.Term)
 			}
 			off += k
 		}

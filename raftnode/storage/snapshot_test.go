@@ -163,3 +163,38 @@ func TestInstallSnapshotStreamedInChunks(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSnapshotReceivedAgainAfterCorruptionIsWritten: a corrupt newest
+// snapshot is set aside at open, so when the leader later sends a
+// snapshot with the same index and term, Save writes it rather than
+// taking the corrupt file for one already received.
+func TestSnapshotReceivedAgainAfterCorruptionIsWritten(t *testing.T) {
+	fs := crashfs.New()
+	s := mustOpen(t, "/d", memOpts(fs))
+	if err := s.Save(raft.HardState{Term: 1, Commit: 60}, ents(1, 60, 1), nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []uint64{30, 60} {
+		if err := s.CreateSnapshot(i, raft.ConfState{Voters: []uint64{7}}, []byte(fmt.Sprint("state@", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	p := snapFile(t, fs, "/d", 60)
+	fs.FlipBits(p, 40, 1)
+	s = mustOpen(t, "/d", memOpts(fs))
+	if meta, _ := s.SnapshotMeta(); meta.Index != 30 {
+		t.Fatalf("snapshot %d after corruption, want the fallback 30", meta.Index)
+	}
+	snap := raft.Snapshot{Meta: raft.SnapshotMeta{Index: 60, Term: 1, ConfState: raft.ConfState{Voters: []uint64{7}}}, Data: []byte("state@60")}
+	if err := s.Save(raft.HardState{Term: 1, Commit: 60}, nil, &snap); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = mustOpen(t, "/d", memOpts(fs))
+	defer s.Close()
+	got, err := s.Snapshot()
+	if err != nil || got.Meta.Index != 60 || string(got.Data) != "state@60" {
+		t.Fatalf("snapshot after it was received again: %d %q %v", got.Meta.Index, got.Data, err)
+	}
+}

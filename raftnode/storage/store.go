@@ -2,15 +2,18 @@ package storage
 
 import (
 	"bytes"
-	crand "crypto/rand"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -20,14 +23,17 @@ import (
 	"github.com/capraft/capraft/raftnode/storage/wal"
 )
 
-// FormatVersion is the data directory format this build reads and writes.
-const FormatVersion = 1
+// FormatVersion is the data directory format this build writes. Format 1
+// (before incarnations) is read, and upgraded on open.
+const FormatVersion = 2
 
 const (
 	versionFile = "VERSION"
 	lockFile    = "LOCK"
 	walDir      = "wal"
 	snapDir     = "snap"
+	// quarantinePrefix names the directories damaged data is moved to.
+	quarantinePrefix = "damaged-"
 )
 
 var (
@@ -42,7 +48,12 @@ var (
 	ErrLocked = vfs.ErrLocked
 	// ErrUnrecoverable: the log cannot be rebuilt from what is on disk (for
 	// example the snapshot the log starts after is missing or corrupt).
+	// Such errors also wrap ErrDamaged.
 	ErrUnrecoverable = errors.New("storage: data directory cannot be recovered")
+	// ErrDamaged: the directory is damaged (Open without Options.Repair):
+	// a record fails its checksum, the log lost a suffix after a clean
+	// stop, a file is missing. The error names file and offset.
+	ErrDamaged = errors.New("storage: data directory is damaged")
 )
 
 // Options configure Open. The zero value (plus NodeID) is a sensible default.
@@ -83,6 +94,50 @@ type Options struct {
 	// is used by default where the file system supports it; crashfs models
 	// it too.
 	NoDirectIO bool
+	// Repair makes Open repair a damaged directory instead of failing with
+	// ErrDamaged. It first makes a new incarnation durable (the store may
+	// have lost entries or votes it acknowledged, so it must no longer
+	// count as the voter that acknowledged them), then cuts the log back
+	// to the valid prefix before the damage, keeping the snapshots that
+	// verify; if nothing usable is left, it moves the damaged data aside
+	// (<dir>/damaged-<UTC time>/, never deleted automatically) and starts
+	// empty. Recovery reports what it did. A node sets it when it has
+	// peers to be restored from; a single-node cluster must not, since
+	// nothing could restore what the repair discards.
+	Repair bool
+	// Rand is the source of incarnations; default crypto/rand.Reader.
+	// Simulations pass a seeded source so that runs replay.
+	Rand io.Reader
+}
+
+// Recovery says what Open found wrong with the data directory and what it
+// did about it (see Options.Repair). The zero value: nothing was wrong.
+type Recovery struct {
+	// Repaired is true when Open found damage and repaired it; the store
+	// then has a new incarnation.
+	Repaired bool
+	// Reason is the damage found, as an error message naming file and
+	// offset.
+	Reason string
+	// File and Offset locate the damage.
+	File   string
+	Offset int64
+	// CleanStop says the node had stopped cleanly before the damage, so
+	// it cannot be a write torn by a crash.
+	CleanStop bool
+	// LastIndex is the log's last index after the repair; KnownLast the
+	// last index it had reached, if known (0 if not).
+	LastIndex, KnownLast uint64
+	// Discarded lists what the repair removed from the log: segment
+	// files, and the damaged segment's tail.
+	Discarded []string
+	// Quarantine is the directory the damaged data was moved to when
+	// nothing of it was usable ("" if none); it is never deleted
+	// automatically.
+	Quarantine string
+	// OldIncarnation and NewIncarnation: the store's incarnation before
+	// and after the repair.
+	OldIncarnation, NewIncarnation uint64
 }
 
 // Store is the durable raft.Storage: a write-ahead log plus a snapshot
@@ -95,10 +150,11 @@ type Store struct {
 	lock  io.Closer
 	wal   *wal.WAL
 	snaps *snap.Store
+	inc   uint64   // incarnation; fixed once Open returns
+	rec   Recovery // what Open repaired
 
 	mu       sync.Mutex // guards snapshot state; serialises snapshot-changing calls
 	snapMeta raft.SnapshotMeta
-	inc      uint64 // storage incarnation, from VERSION
 	hasSnap  bool
 	closed   bool
 }
@@ -107,8 +163,9 @@ var _ raft.Storage = (*Store)(nil)
 
 // Open opens (creating if needed) the data directory dir for node
 // opts.NodeID, takes its lock, and recovers the log and the newest valid
-// snapshot. It refuses to open — returning an error that names the file
-// and offset — if anything other than a torn final write is damaged.
+// snapshot. Anything damaged other than a write torn by a crash makes it
+// fail with an error wrapping ErrDamaged that names the file and offset,
+// unless opts.Repair is set (see there).
 func Open(dir string, opts Options) (*Store, error) {
 	if opts.NodeID == 0 {
 		return nil, errors.New("storage: Options.NodeID must be set")
@@ -122,6 +179,9 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.KeepSnapshots <= 0 {
 		opts.KeepSnapshots = 2
 	}
+	if opts.Rand == nil {
+		opts.Rand = rand.Reader
+	}
 	fs := opts.FS
 	if err := fs.MkdirAll(dir); err != nil {
 		return nil, fmt.Errorf("create data dir %s: %w", dir, err)
@@ -133,7 +193,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	s := &Store{dir: dir, opts: opts, log: opts.Logger, lock: lock}
 	if err := s.open(); err != nil {
 		if s.wal != nil {
-			s.wal.Close()
+			s.wal.Abandon()
 		}
 		lock.Close()
 		return nil, err
@@ -141,11 +201,88 @@ func Open(dir string, opts Options) (*Store, error) {
 	return s, nil
 }
 
+// open recovers the directory. The VERSION file is written last when the
+// directory is new, so that a VERSION file means a log was created: a
+// directory with one and no log lost its log.
 func (s *Store) open() error {
-	fs := s.opts.FS
-	if err := s.checkVersion(); err != nil {
+	present, err := s.readVersion()
+	if err != nil {
 		return err
 	}
+	var damage error
+	if !present {
+		empty, err := s.empty()
+		if err != nil {
+			return err
+		}
+		if !empty {
+			damage = fmt.Errorf("%w: %s holds a log or snapshots but no %s file", ErrIncompatibleVersion, s.dir, versionFile)
+			if !s.opts.Repair {
+				return fmt.Errorf("%w; refusing to guess its format (with repair enabled it is moved aside and the node starts empty)", damage)
+			}
+		}
+	}
+	if damage == nil {
+		// An incarnation is in VERSION since format 2, which is written
+		// after the log: with one, the log must exist.
+		damage = s.recover(present && s.inc != 0)
+		if damage == nil {
+			if s.rec.Repaired {
+				s.rec.LastIndex = s.wal.LastIndex() // after any restart behind a snapshot
+			}
+			if s.inc == 0 {
+				return s.assignIncarnation(present)
+			}
+			return nil
+		}
+		var d *wal.DamageError
+		if errors.As(damage, &d) && d.Repairable || !s.opts.Repair {
+			return s.damaged(damage) // not repairable: an I/O error, or Repair off
+		}
+		if !errors.As(damage, &d) && !errors.Is(damage, ErrUnrecoverable) {
+			return damage
+		}
+	}
+	return s.startOver(damage)
+}
+
+// damaged wraps a damage error found without Options.Repair (or one that
+// is not damage at all) with what the operator can do.
+func (s *Store) damaged(err error) error {
+	var d *wal.DamageError
+	if !errors.As(err, &d) && !errors.Is(err, ErrUnrecoverable) {
+		return err
+	}
+	advice := "A node of a cluster with other members repairs this itself (storage Options.Repair; " +
+		"raftnode enables it when it has peers): it discards what is damaged, takes a new storage incarnation and is " +
+		"restored by the leader. A single-node cluster cannot, since nothing could restore what it would discard: restore " +
+		s.dir + " from a backup"
+	if errors.Is(err, ErrUnrecoverable) {
+		return &damagedError{fmt.Sprintf("%v. %s", err, advice), err}
+	}
+	how := ""
+	if d.CleanStop {
+		how = " (it was stopped cleanly, so this is not a write torn by a crash)"
+	}
+	return &damagedError{fmt.Sprintf("storage: data directory %s is damaged%s: %v. %s", s.dir, how, err, advice), err}
+}
+
+// damagedError is what Open returns for damage without Options.Repair:
+// it is ErrDamaged and the damage found.
+type damagedError struct {
+	msg string
+	err error
+}
+
+func (e *damagedError) Error() string   { return e.msg }
+func (e *damagedError) Unwrap() []error { return []error{ErrDamaged, e.err} }
+
+// recover opens the snapshot store and the log and checks that they fit
+// together. With Repair, damage in the log is repaired through the WAL's
+// Repair hook (new incarnation first); what cannot be repaired that way is
+// returned.
+func (s *Store) recover(existing bool) error {
+	fs := s.opts.FS
 	for _, d := range []string{walDir, snapDir} {
 		if err := fs.MkdirAll(path.Join(s.dir, d)); err != nil {
 			return fmt.Errorf("create %s: %w", path.Join(s.dir, d), err)
@@ -160,11 +297,15 @@ func (s *Store) open() error {
 	if err != nil {
 		return err
 	}
-	w, err := wal.Open(wal.Options{
+	wo := wal.Options{
 		FS: fs, Dir: path.Join(s.dir, walDir), SegmentSize: s.opts.SegmentSize,
 		MaxRecordSize: s.opts.MaxEntrySize, Logger: s.log.Named("wal"), Prealloc: s.opts.Prealloc,
-		EntryCacheBytes: s.opts.EntryCacheBytes, NoDirectIO: s.opts.NoDirectIO,
-	})
+		EntryCacheBytes: s.opts.EntryCacheBytes, NoDirectIO: s.opts.NoDirectIO, Existing: existing,
+	}
+	if s.opts.Repair {
+		wo.Repair = s.repairLog
+	}
+	w, err := wal.Open(wo)
 	if err != nil {
 		return err
 	}
@@ -179,9 +320,10 @@ func (s *Store) open() error {
 		return fmt.Errorf("%w: %s: snapshot %d has term %d but the log says %d", ErrUnrecoverable, s.dir, meta.Index, meta.Term, start.Term)
 	case ok && meta.Index > start.Index:
 		// The snapshot became durable but a crash may have come before the
-		// log recorded it. Record it now, so the log is reset exactly as the
-		// interrupted Save would have done (kept if it holds the snapshot's
-		// entry, discarded otherwise).
+		// log recorded it (or a repair cut the log back before it). Record
+		// it now, so the log is reset exactly as the interrupted Save would
+		// have done (kept if it holds the snapshot's entry, discarded
+		// otherwise).
 		if t, err := w.Term(meta.Index); err != nil || t != meta.Term {
 			s.log.Info("log does not contain the newest snapshot's entry; restarting the log after it",
 				"snapshot_index", meta.Index, "snapshot_term", meta.Term)
@@ -194,37 +336,181 @@ func (s *Store) open() error {
 	return nil
 }
 
-// checkVersion reads the VERSION file, or writes it into a new directory.
-func (s *Store) checkVersion() error {
+// repairLog is the WAL's Repair hook: before the log is cut back, the
+// store takes a new incarnation, durably.
+func (s *Store) repairLog(d *wal.DamageError) error {
+	s.rec.Reason, s.rec.File, s.rec.Offset = d.Error(), d.File, d.Offset
+	s.rec.CleanStop, s.rec.LastIndex, s.rec.KnownLast, s.rec.Discarded = d.CleanStop, d.LastIndex, d.KnownLast, d.Discard
+	if err := s.renewIncarnation(); err != nil {
+		return err
+	}
+	s.log.Error("data directory damaged: repairing it by discarding what is damaged; this node no longer counts as the voter it was until the leader restores it",
+		"damage", d.Error(), "file", d.File, "offset", d.Offset, "clean_stop", d.CleanStop,
+		"keeps_through_index", d.LastIndex, "known_last_index", d.KnownLast, "discard", d.Discard,
+		"old_incarnation", fmt.Sprintf("%016x", s.rec.OldIncarnation), "new_incarnation", fmt.Sprintf("%016x", s.inc))
+	return nil
+}
+
+// startOver handles damage that leaves nothing usable: a new incarnation
+// is made durable, the log and snapshots are moved aside into a quarantine
+// directory, and the store starts empty.
+func (s *Store) startOver(damage error) error {
+	if s.rec.Reason == "" {
+		s.rec.Reason = damage.Error()
+		var d *wal.DamageError
+		if errors.As(damage, &d) {
+			s.rec.File, s.rec.Offset, s.rec.CleanStop, s.rec.KnownLast = d.File, d.Offset, d.CleanStop, d.KnownLast
+		}
+	}
+	if !s.rec.Repaired {
+		if err := s.renewIncarnation(); err != nil {
+			return err
+		}
+	}
+	if s.wal != nil {
+		s.wal.Abandon()
+		s.wal = nil
+	}
+	q, err := s.quarantine()
+	if err != nil {
+		return err
+	}
+	s.rec.Quarantine, s.rec.LastIndex, s.rec.Discarded = q, 0, []string{q}
+	s.log.Error("data directory damaged beyond repair: moved its log and snapshots aside and starting empty; the leader will restore this node",
+		"damage", damage, "moved_to", q,
+		"old_incarnation", fmt.Sprintf("%016x", s.rec.OldIncarnation), "new_incarnation", fmt.Sprintf("%016x", s.inc))
+	if err := s.recover(false); err != nil {
+		return fmt.Errorf("start empty after moving damaged data to %s: %w", q, err)
+	}
+	return nil
+}
+
+// quarantine moves the files of wal/ and snap/ into a new directory
+// damaged-<UTC time>[-N]/ and returns its path.
+func (s *Store) quarantine() (string, error) {
+	fs := s.opts.FS
+	names, err := fs.List(s.dir)
+	if err != nil {
+		return "", fmt.Errorf("list data dir %s: %w", s.dir, err)
+	}
+	base := quarantinePrefix + time.Now().UTC().Format("20060102T150405Z")
+	name := base
+	for k := 1; slices.Contains(names, name); k++ {
+		name = fmt.Sprintf("%s-%d", base, k)
+	}
+	q := path.Join(s.dir, name)
+	for _, sub := range []string{walDir, snapDir} {
+		src, dst := path.Join(s.dir, sub), path.Join(q, sub)
+		files, err := fs.List(src)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return "", fmt.Errorf("list %s: %w", src, err)
+		}
+		if err := fs.MkdirAll(dst); err != nil {
+			return "", fmt.Errorf("create %s: %w", dst, err)
+		}
+		for _, f := range files {
+			if err := fs.Rename(path.Join(src, f), path.Join(dst, f)); err != nil {
+				return "", fmt.Errorf("move %s to %s: %w", path.Join(src, f), dst, err)
+			}
+		}
+		if err := fs.SyncDir(dst); err != nil {
+			return "", fmt.Errorf("sync %s: %w", dst, err)
+		}
+		if err := fs.SyncDir(src); err != nil {
+			return "", fmt.Errorf("sync %s: %w", src, err)
+		}
+	}
+	return q, nil
+}
+
+// empty reports whether the directory (which has no VERSION file) holds
+// at most what an Open cut short while creating it leaves: no snapshot,
+// and a log with nothing written to it.
+func (s *Store) empty() (bool, error) {
+	names, err := s.opts.FS.List(path.Join(s.dir, snapDir))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return false, fmt.Errorf("list %s: %w", path.Join(s.dir, snapDir), err)
+	}
+	if len(names) > 0 {
+		return false, nil
+	}
+	return wal.Empty(s.opts.FS, path.Join(s.dir, walDir))
+}
+
+// newIncarnation draws a random non-zero incarnation.
+func (s *Store) newIncarnation() (uint64, error) {
+	var b [8]byte
+	for {
+		if _, err := io.ReadFull(s.opts.Rand, b[:]); err != nil {
+			return 0, fmt.Errorf("storage: draw an incarnation: %w", err)
+		}
+		if inc := binary.LittleEndian.Uint64(b[:]); inc != 0 {
+			return inc, nil
+		}
+	}
+}
+
+// renewIncarnation makes a new incarnation durable (in VERSION) before
+// anything the old one acknowledged is discarded.
+func (s *Store) renewIncarnation() error {
+	inc, err := s.newIncarnation()
+	if err != nil {
+		return err
+	}
+	if err := s.writeVersion(inc); err != nil {
+		return fmt.Errorf("storage: record a new incarnation before repairing %s: %w", s.dir, err)
+	}
+	s.rec.Repaired, s.rec.OldIncarnation, s.rec.NewIncarnation = true, s.inc, inc
+	s.inc = inc
+	return nil
+}
+
+// assignIncarnation gives a new directory (or one written before
+// incarnations existed) its incarnation, recorded in VERSION.
+func (s *Store) assignIncarnation(upgrade bool) error {
+	inc, err := s.newIncarnation()
+	if err != nil {
+		return err
+	}
+	if err := s.writeVersion(inc); err != nil {
+		return err
+	}
+	s.inc = inc
+	if upgrade {
+		s.log.Info("data directory upgraded to format 2: assigned a storage incarnation", "dir", s.dir, "incarnation", fmt.Sprintf("%016x", inc))
+	}
+	return nil
+}
+
+// readVersion reads the VERSION file into s.inc (0 for format 1, which has
+// no incarnation) and checks it; present is false if there is none.
+func (s *Store) readVersion() (present bool, err error) {
 	fs := s.opts.FS
 	p := path.Join(s.dir, versionFile)
 	f, err := fs.Open(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
 	if err != nil {
-		names, lerr := fs.List(s.dir)
-		if lerr != nil {
-			return fmt.Errorf("list data dir %s: %w", s.dir, lerr)
-		}
-		for _, n := range names {
-			if n == walDir || n == snapDir {
-				return fmt.Errorf("%w: %s holds %s/ but no %s file; refusing to guess its format", ErrIncompatibleVersion, s.dir, n, versionFile)
-			}
-		}
-		return s.writeVersion()
+		return false, fmt.Errorf("open %s: %w", p, err)
 	}
 	defer f.Close()
 	size, err := f.Size()
 	if err != nil {
-		return fmt.Errorf("stat %s: %w", p, err)
+		return false, fmt.Errorf("stat %s: %w", p, err)
 	}
 	if size > 4096 {
-		return fmt.Errorf("%w: %s is %d bytes, not a version file", ErrIncompatibleVersion, p, size)
+		return false, fmt.Errorf("%w: %s is %d bytes, not a version file", ErrIncompatibleVersion, p, size)
 	}
 	b := make([]byte, size)
 	if _, err := f.ReadAt(b, 0); err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("read %s: %w", p, err)
+		return false, fmt.Errorf("read %s: %w", p, err)
 	}
 	var format, node, inc uint64
-	var sawFormat, sawNode bool
+	var sawFormat, sawNode, sawInc bool
 	for _, line := range strings.Split(string(b), "\n") {
 		k, v, _ := strings.Cut(strings.TrimSpace(line), " ")
 		switch k {
@@ -235,46 +521,30 @@ func (s *Store) checkVersion() error {
 			node, err = strconv.ParseUint(v, 10, 64)
 			sawNode = err == nil
 		case "incarnation":
-			inc, _ = strconv.ParseUint(v, 16, 64)
+			inc, err = strconv.ParseUint(v, 16, 64)
+			sawInc = err == nil && inc != 0
 		}
 	}
 	if !bytes.HasPrefix(b, []byte("capraft-storage\n")) || !sawFormat || !sawNode {
-		return fmt.Errorf("%w: %s is not a capraft storage version file", ErrIncompatibleVersion, p)
+		return false, fmt.Errorf("%w: %s is not a capraft storage version file", ErrIncompatibleVersion, p)
 	}
-	if format != FormatVersion {
-		return fmt.Errorf("%w: %s has format %d, this build reads format %d", ErrIncompatibleVersion, s.dir, format, FormatVersion)
+	if format != 1 && format != FormatVersion {
+		return false, fmt.Errorf("%w: %s has format %d, this build reads formats 1 and %d", ErrIncompatibleVersion, s.dir, format, FormatVersion)
+	}
+	if format == FormatVersion && !sawInc {
+		return false, fmt.Errorf("%w: %s has format %d but no valid incarnation line", ErrIncompatibleVersion, p, format)
 	}
 	if node != s.opts.NodeID {
-		return fmt.Errorf("%w: %s belongs to node %d, not %d", ErrWrongNode, s.dir, node, s.opts.NodeID)
-	}
-	if inc == 0 {
-		// Written before incarnations: this storage gets one now.
-		return s.writeVersion()
+		return false, fmt.Errorf("%w: %s belongs to node %d, not %d", ErrWrongNode, s.dir, node, s.opts.NodeID)
 	}
 	s.inc = inc
-	return nil
+	return true, nil
 }
 
-// newIncarnation returns a random non-zero incarnation.
-func newIncarnation() uint64 {
-	var b [8]byte
-	for {
-		if _, err := crand.Read(b[:]); err != nil {
-			panic(fmt.Errorf("storage: no randomness for an incarnation: %w", err))
-		}
-		if v := binary.LittleEndian.Uint64(b[:]); v != 0 {
-			return v
-		}
-	}
-}
-
-// Incarnation identifies this storage: a random number chosen when the
-// data directory was created (see raft.Config.Incarnation).
-func (s *Store) Incarnation() uint64 { return s.inc }
-
-func (s *Store) writeVersion() error {
+// writeVersion atomically (temporary file, fsync, rename, directory fsync)
+// writes the VERSION file with incarnation inc.
+func (s *Store) writeVersion(inc uint64) error {
 	fs := s.opts.FS
-	inc := newIncarnation()
 	content := fmt.Sprintf("capraft-storage\nformat %d\nnode %d\nincarnation %016x\n", FormatVersion, s.opts.NodeID, inc)
 	tmp := path.Join(s.dir, versionFile+".tmp")
 	f, err := fs.Create(tmp)
@@ -296,8 +566,21 @@ func (s *Store) writeVersion() error {
 	if err := fs.SyncDir(s.dir); err != nil {
 		return fmt.Errorf("sync data dir %s: %w", s.dir, err)
 	}
-	s.inc = inc
 	return nil
+}
+
+// Incarnation returns the incarnation of this store's storage: a random
+// non-zero number chosen when the directory was created (or first opened
+// by a build with incarnations), and chosen anew when Open repaired
+// damage. It is raft.Config.Incarnation.
+func (s *Store) Incarnation() uint64 { return s.inc }
+
+// Recovery reports what Open found damaged and repaired (the zero value
+// if nothing). The node logs it and tells operators.
+func (s *Store) Recovery() Recovery {
+	r := s.rec
+	r.Discarded = slices.Clone(r.Discarded)
+	return r
 }
 
 // Save makes one Raft Ready durable with a single durable write of the log
@@ -396,14 +679,19 @@ func (s *Store) Compact(index uint64) error {
 }
 
 // InitialState implements raft.Storage. The commit index is raised to the
-// snapshot index if a crash separated the two (a snapshot is committed state).
+// snapshot index if a crash separated the two (a snapshot is committed
+// state), and never exceeds what the log and snapshot hold (a repair may
+// have cut the log back).
 func (s *Store) InitialState() (raft.HardState, raft.ConfState, error) {
 	hs := s.wal.HardState()
+	last := s.wal.LastIndex()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.hasSnap && hs.Commit < s.snapMeta.Index {
-		hs.Commit = s.snapMeta.Index
+	if s.hasSnap {
+		hs.Commit = max(hs.Commit, s.snapMeta.Index)
+		last = max(last, s.snapMeta.Index)
 	}
+	hs.Commit = min(hs.Commit, last)
 	return hs, s.snapMeta.ConfState, nil
 }
 

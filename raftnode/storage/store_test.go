@@ -109,10 +109,24 @@ func TestDirectoryGuards(t *testing.T) {
 		t.Fatalf("open format 99: %v, want ErrIncompatibleVersion", err)
 	}
 	fs2 := crashfs.New()
-	fs2.MkdirAll("/e/wal")
+	s = mustOpen(t, "/e", memOpts(fs2))
+	if err := s.Save(raft.HardState{Term: 1}, ents(1, 3, 1), nil); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	fs2.RemoveFile("/e/VERSION")
 	if _, err := Open("/e", memOpts(fs2)); !errors.Is(err, ErrIncompatibleVersion) {
 		t.Fatalf("open dir with data but no VERSION: %v", err)
 	}
+	// An empty log and no VERSION is what an Open cut short while creating
+	// the directory leaves: it opens as new.
+	fs3 := crashfs.New()
+	fs3.MkdirAll("/f/wal")
+	s = mustOpen(t, "/f", memOpts(fs3))
+	if s.Incarnation() == 0 {
+		t.Fatal("new directory has no incarnation")
+	}
+	s.Close()
 }
 
 func TestOSLockAcrossOpen(t *testing.T) {

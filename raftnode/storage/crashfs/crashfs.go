@@ -12,6 +12,11 @@
 // directory, a random prefix of its pending entry operations survives. All
 // choices come from the caller's seeded rand.Rand, so a failure replays.
 //
+// A rename across directories is atomic (after a crash the file is in
+// exactly one place) and durable after SyncDir of either directory, as on a
+// journaling file system. FlipBits, TruncateFile and RemoveFile damage what
+// the disk holds, for tests of recovery from corruption and loss.
+//
 // SetCrashAfter(n) arms a crash point: the n+1th mutating call fails with
 // ErrCrashed (a write at the crash point is applied as a torn prefix first),
 // and so does every call after it until Crash reboots the file system.
@@ -78,6 +83,11 @@ type dirOp struct {
 	name    string // full path
 	newname string // full path, for rename
 	ino     *inode
+	// applied is set once the op reached the durable namespace: a rename
+	// across directories is pending in both, and either's SyncDir (or a
+	// crash keeping it in either) applies it once, atomically, as a
+	// journaling file system commits a rename in one transaction.
+	applied, visiting bool
 }
 
 // FS is the crash-simulating file system. The zero value is not usable; call New.
@@ -86,7 +96,7 @@ type FS struct {
 	dirs    map[string]bool
 	cur     map[string]*inode // namespace the process sees
 	durable map[string]*inode // namespace that survives a crash
-	pending map[string][]dirOp
+	pending map[string][]*dirOp
 	locks   map[string]bool
 	gen     int
 
@@ -103,7 +113,7 @@ func New() *FS {
 		dirs:    map[string]bool{"/": true, ".": true},
 		cur:     map[string]*inode{},
 		durable: map[string]*inode{},
-		pending: map[string][]dirOp{},
+		pending: map[string][]*dirOp{},
 		locks:   map[string]bool{},
 	}
 }
@@ -168,12 +178,9 @@ func (fs *FS) Crash(rng *rand.Rand) {
 	sort.Strings(dirs) // map order must not leak into the seeded choices
 	for _, d := range dirs {
 		ops := fs.pending[d]
-		k := rng.Intn(len(ops) + 1)
-		for _, op := range ops[:k] {
-			applyDirOp(fs.durable, op)
-		}
+		fs.commit(d, rng.Intn(len(ops)+1))
 	}
-	fs.pending = map[string][]dirOp{}
+	fs.pending = map[string][]*dirOp{}
 	// File contents: every inode still named after the crash.
 	names := make([]string, 0, len(fs.durable))
 	for n := range fs.durable {
@@ -211,7 +218,32 @@ func (fs *FS) Crash(rng *rand.Rand) {
 	fs.crashAt = 0
 }
 
-func applyDirOp(ns map[string]*inode, op dirOp) {
+// commit makes the first k pending entry operations of dir d durable. A
+// rename across directories first commits what precedes it in the other
+// directory (a journal commits in order), so an earlier create is never
+// replayed after the rename that moved its file away. Called with mu held.
+func (fs *FS) commit(d string, k int) {
+	for _, op := range fs.pending[d][:k] {
+		if op.applied || op.visiting {
+			continue
+		}
+		op.visiting = true
+		for _, other := range []string{path.Dir(op.name), path.Dir(op.newname)} {
+			if op.kind == opRename && other != d {
+				for i, o := range fs.pending[other] {
+					if o == op {
+						fs.commit(other, i)
+						break
+					}
+				}
+			}
+		}
+		applyDirOp(fs.durable, op)
+	}
+}
+
+func applyDirOp(ns map[string]*inode, op *dirOp) {
+	op.applied = true
 	switch op.kind {
 	case opCreate:
 		ns[op.name] = op.ino
@@ -269,6 +301,58 @@ func (fs *FS) ReadFile(name string) ([]byte, bool) {
 	return append([]byte(nil), ino.data...), true
 }
 
+// The three helpers below model media damage: they change what the disk
+// holds, durably and at once, and do not count as file-system calls (no
+// crash point lands in them). Use them on a powered-off disk (after Crash,
+// or after the code under test closed its files) to test recovery from
+// corruption and loss.
+
+// FlipBits XORs the byte at offset off of file name with mask (non-zero):
+// a corrupted byte.
+func (fs *FS) FlipBits(name string, off int64, mask byte) error {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	ino, ok := fs.durable[clean(name)]
+	if !ok {
+		return notExist("flip", name)
+	}
+	if mask == 0 || off < 0 || off >= int64(len(ino.synced)) || off >= int64(len(ino.data)) {
+		return fmt.Errorf("crashfs: flip byte %d of %s (%d bytes) with mask %#x: out of range or no-op", off, name, len(ino.synced), mask)
+	}
+	ino.synced[off] ^= mask
+	ino.data[off] ^= mask
+	return nil
+}
+
+// TruncateFile cuts file name to size bytes: a file whose tail was lost.
+func (fs *FS) TruncateFile(name string, size int64) error {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	ino, ok := fs.durable[clean(name)]
+	if !ok {
+		return notExist("truncate", name)
+	}
+	if size < 0 || size > int64(len(ino.synced)) {
+		return fmt.Errorf("crashfs: truncate %s (%d bytes) to %d: out of range", name, len(ino.synced), size)
+	}
+	ino.synced = ino.synced[:size]
+	ino.data = ino.data[:min(size, int64(len(ino.data)))]
+	return nil
+}
+
+// RemoveFile deletes file name from the disk: a file the file system lost.
+func (fs *FS) RemoveFile(name string) error {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	name = clean(name)
+	if _, ok := fs.durable[name]; !ok {
+		return notExist("remove", name)
+	}
+	delete(fs.durable, name)
+	delete(fs.cur, name)
+	return nil
+}
+
 func notExist(op, name string) error {
 	return &os.PathError{Op: op, Path: name, Err: os.ErrNotExist}
 }
@@ -293,7 +377,7 @@ func (fs *FS) Create(name string) (vfs.File, error) {
 	ino := &inode{}
 	fs.cur[name] = ino
 	d := path.Dir(name)
-	fs.pending[d] = append(fs.pending[d], dirOp{kind: opCreate, name: name, ino: ino})
+	fs.pending[d] = append(fs.pending[d], &dirOp{kind: opCreate, name: name, ino: ino})
 	return &file{fs: fs, ino: ino, gen: fs.gen, name: name}, nil
 }
 
@@ -394,12 +478,14 @@ func (fs *FS) Remove(name string) error {
 	}
 	delete(fs.cur, name)
 	d := path.Dir(name)
-	fs.pending[d] = append(fs.pending[d], dirOp{kind: opRemove, name: name})
+	fs.pending[d] = append(fs.pending[d], &dirOp{kind: opRemove, name: name})
 	return nil
 }
 
-// Rename implements vfs.FS. Both names must be in the same directory (all
-// the storage code needs), so one SyncDir covers it.
+// Rename implements vfs.FS. A rename within one directory is durable after
+// SyncDir of that directory; one across directories after SyncDir of
+// either (it is applied atomically: the file is never in both places or in
+// neither after a crash).
 func (fs *FS) Rename(oldname, newname string) error {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
@@ -411,13 +497,17 @@ func (fs *FS) Rename(oldname, newname string) error {
 	if !ok {
 		return notExist("rename", oldname)
 	}
-	d := path.Dir(oldname)
-	if path.Dir(newname) != d {
-		return fmt.Errorf("crashfs: rename across directories %s -> %s unsupported", oldname, newname)
+	d, nd := path.Dir(oldname), path.Dir(newname)
+	if !fs.dirs[nd] {
+		return notExist("rename", newname)
 	}
 	delete(fs.cur, oldname)
 	fs.cur[newname] = ino
-	fs.pending[d] = append(fs.pending[d], dirOp{kind: opRename, name: oldname, newname: newname, ino: ino})
+	op := &dirOp{kind: opRename, name: oldname, newname: newname, ino: ino}
+	fs.pending[d] = append(fs.pending[d], op)
+	if nd != d {
+		fs.pending[nd] = append(fs.pending[nd], op)
+	}
 	return nil
 }
 
@@ -475,9 +565,7 @@ func (fs *FS) SyncDir(dir string) error {
 	if !fs.dirs[dir] {
 		return notExist("fsync", dir)
 	}
-	for _, op := range fs.pending[dir] {
-		applyDirOp(fs.durable, op)
-	}
+	fs.commit(dir, len(fs.pending[dir]))
 	delete(fs.pending, dir)
 	return nil
 }

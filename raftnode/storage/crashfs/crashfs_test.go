@@ -199,3 +199,89 @@ func TestDirectWritesAreDurableAtOnce(t *testing.T) {
 		t.Fatalf("direct write after sync: %v", err)
 	}
 }
+
+// TestRenameAcrossDirectoriesIsAtomic: a file moved to another directory
+// is, after any crash, in exactly one of the two places; SyncDir of either
+// directory makes the move durable.
+func TestRenameAcrossDirectoriesIsAtomic(t *testing.T) {
+	sawOld, sawNew := false, false
+	for seed := int64(0); seed < 100; seed++ {
+		fs := New()
+		fs.MkdirAll("/a")
+		fs.MkdirAll("/b")
+		write(t, fs, "/a/f", []byte("data"), true)
+		fs.SyncDir("/a")
+		write(t, fs, "/b/g", []byte("other"), true) // pending create in /b
+		if err := fs.Rename("/a/f", "/b/f"); err != nil {
+			t.Fatal(err)
+		}
+		switch seed % 3 {
+		case 1:
+			fs.SyncDir("/a")
+		case 2:
+			fs.SyncDir("/b")
+		}
+		fs.Crash(rand.New(rand.NewSource(seed)))
+		_, inOld := fs.ReadFile("/a/f")
+		b, inNew := fs.ReadFile("/b/f")
+		if inOld == inNew {
+			t.Fatalf("seed %d: file in /a %v, in /b %v: want exactly one", seed, inOld, inNew)
+		}
+		if inNew && string(b) != "data" {
+			t.Fatalf("seed %d: moved file holds %q", seed, b)
+		}
+		if seed%3 != 0 && !inNew {
+			t.Fatalf("seed %d: move lost although a directory was synced", seed)
+		}
+		sawOld, sawNew = sawOld || inOld, sawNew || inNew
+	}
+	if !sawOld || !sawNew {
+		t.Fatalf("unsynced move always or never survived: old %v new %v", sawOld, sawNew)
+	}
+	if err := New().Rename("/x", "/nodir/x"); err == nil {
+		t.Fatal("rename into a missing directory succeeded")
+	}
+}
+
+// TestMediaDamageIsDurableAtOnce: FlipBits, TruncateFile and RemoveFile
+// change what the disk holds, survive a crash, and are not file-system
+// calls a crash point could land in.
+func TestMediaDamageIsDurableAtOnce(t *testing.T) {
+	fs := New()
+	fs.MkdirAll("/d")
+	write(t, fs, "/d/a", []byte("abcdef"), true)
+	write(t, fs, "/d/b", []byte("gone"), true)
+	fs.SyncDir("/d")
+	ops := fs.Ops()
+	if err := fs.FlipBits("/d/a", 1, 0x20); err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.TruncateFile("/d/a", 4); err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.RemoveFile("/d/b"); err != nil {
+		t.Fatal(err)
+	}
+	if fs.Ops() != ops {
+		t.Fatalf("damage counted as %d file-system calls", fs.Ops()-ops)
+	}
+	fs.Crash(rand.New(rand.NewSource(1)))
+	if b, _ := fs.ReadFile("/d/a"); string(b) != "aBcd" {
+		t.Fatalf("damaged file holds %q, want %q", b, "aBcd")
+	}
+	if _, ok := fs.ReadFile("/d/b"); ok {
+		t.Fatal("removed file came back")
+	}
+	if err := fs.FlipBits("/d/a", 4, 1); err == nil {
+		t.Fatal("flip past the end succeeded")
+	}
+	if err := fs.FlipBits("/d/a", 0, 0); err == nil {
+		t.Fatal("flip with mask 0 succeeded")
+	}
+	if err := fs.TruncateFile("/d/a", 5); err == nil {
+		t.Fatal("truncate beyond the end succeeded")
+	}
+	if err := fs.RemoveFile("/d/b"); err == nil {
+		t.Fatal("removing a missing file succeeded")
+	}
+}

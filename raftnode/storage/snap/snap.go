@@ -28,6 +28,7 @@ import (
 	"hash/crc32"
 	"io"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -48,6 +49,9 @@ const (
 	maxMetaSize = 1 << 20 // a ConfState of 100k members still fits
 	suffix      = ".snap"
 	tmpSuffix   = ".snap.tmp"
+	// corruptSuffix is added to the name of a snapshot file that failed
+	// verification.
+	corruptSuffix = ".corrupt"
 )
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
@@ -146,7 +150,9 @@ func (s *Store) List() ([]Ref, error) {
 }
 
 // Newest returns the metadata of the newest snapshot that verifies. Corrupt
-// newer snapshots are skipped with a warning naming the file and the fault.
+// newer snapshots are skipped with a warning naming the file and the fault,
+// and renamed to <name>.corrupt (kept for inspection): a snapshot with the
+// same index and term received later must not be mistaken for it (Has).
 // ok is false if there is no valid snapshot.
 func (s *Store) Newest() (meta raft.SnapshotMeta, ok bool, err error) {
 	refs, err := s.List()
@@ -157,6 +163,11 @@ func (s *Store) Newest() (meta raft.SnapshotMeta, ok bool, err error) {
 		r, err := s.Open(ref)
 		if err != nil {
 			s.log.Warn("skipping unreadable snapshot, falling back to an older one", "file", fileName(ref), "error", err)
+			if errors.Is(err, ErrCorrupt) {
+				if err := s.setAside(ref); err != nil {
+					return raft.SnapshotMeta{}, false, err
+				}
+			}
 			continue
 		}
 		meta := r.Meta()
@@ -164,6 +175,28 @@ func (s *Store) Newest() (meta raft.SnapshotMeta, ok bool, err error) {
 		return meta, true, nil
 	}
 	return raft.SnapshotMeta{}, false, nil
+}
+
+// setAside renames a corrupt snapshot file out of the way, durably, to a
+// name no other file has.
+func (s *Store) setAside(ref Ref) error {
+	names, err := s.fs.List(s.dir)
+	if err != nil {
+		return fmt.Errorf("list snapshot dir %s: %w", s.dir, err)
+	}
+	to := fileName(ref) + corruptSuffix
+	for k := 1; slices.Contains(names, to); k++ {
+		to = fmt.Sprintf("%s%s-%d", fileName(ref), corruptSuffix, k)
+	}
+	from := path.Join(s.dir, fileName(ref))
+	if err := s.fs.Rename(from, path.Join(s.dir, to)); err != nil {
+		return fmt.Errorf("set corrupt snapshot %s aside: %w", from, err)
+	}
+	if err := s.fs.SyncDir(s.dir); err != nil {
+		return fmt.Errorf("sync snapshot dir %s: %w", s.dir, err)
+	}
+	s.log.Warn("corrupt snapshot set aside", "file", from, "moved_to", to)
+	return nil
 }
 
 // Has reports whether a snapshot file for ref exists (not verified).

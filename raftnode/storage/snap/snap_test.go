@@ -118,6 +118,14 @@ func TestCorruptNewestFallsBackWithWarning(t *testing.T) {
 	if !strings.Contains(logBuf.String(), "falling back") {
 		t.Fatalf("no warning: %q", logBuf.String())
 	}
+	// The corrupt file is kept under another name, so that a snapshot with
+	// the same index and term received later is written anew.
+	if s.Has(Ref{30, 1}) {
+		t.Fatal("corrupt snapshot still under its name")
+	}
+	if _, ok := fs.ReadFile(p + ".corrupt"); !ok {
+		t.Fatal("corrupt snapshot not kept as .corrupt")
+	}
 	// Truncation (a copy cut short) is caught by the trailer.
 	fs.SetFile(p, b[:len(b)-5])
 	if _, err := s.Open(Ref{30, 1}); !errors.Is(err, ErrCorrupt) {
@@ -175,7 +183,7 @@ func FuzzSnapshotFile(f *testing.F) {
 }
 
 // TestMetaRoundTripsIncarnationsAndAutoPromote: the configuration's
-// incarnations and restoring learners survive a save and a verified read.
+// incarnations and learners to promote survive a save and a verified read.
 func TestMetaRoundTripsIncarnationsAndAutoPromote(t *testing.T) {
 	fs := crashfs.New()
 	s := newStore(t, fs, 2, nil)
@@ -215,7 +223,7 @@ func encodeMetaV1(m raft.SnapshotMeta) []byte {
 }
 
 // TestReadsVersion1Files: a snapshot written before incarnations existed
-// (magic version 1, no incarnations or restoring lists) still verifies
+// (magic version 1, no incarnations or learners to promote) still verifies
 // and reads, with no incarnations.
 func TestReadsVersion1Files(t *testing.T) {
 	fs := crashfs.New()

@@ -14,10 +14,35 @@
 //   - An entry at an index already in the log truncates the log from there
 //     (conflicting suffix); a snapshot reference whose entry the log does not
 //     hold resets the log to start after it.
-//   - Open verifies every record. It repairs only a torn final record of the
-//     last segment (warning, truncation); any other damage — a bad checksum
-//     elsewhere, a segment missing from the sequence, a segment that does
-//     not continue the previous one — is an error naming file and offset.
+//   - Close records a clean stop: a marker file (clean-stop) naming the
+//     segment, offset, last index and term where the log ends, written
+//     once everything is durable. Open removes it, durably, before anything
+//     new is written, so a later crash is treated as a crash again.
+//   - Open verifies every record. After a crash (no marker) it repairs only
+//     a torn final record of the last segment (warning, truncation): one
+//     that runs past the end of the file, or shows the mark of unwritten
+//     space (see looksTorn); that record was never acknowledged. After a
+//     clean stop nothing can be torn, so damage to the final record is
+//     corruption too, and a log that ends before the marker says (a lost
+//     suffix, a missing newest segment) is damage. Any damage — a bad
+//     checksum, a segment missing from the sequence or not continuing the
+//     previous one, a lost suffix — is a *DamageError naming file and
+//     offset.
+//   - With Options.Repair, Open calls it with the damage before changing
+//     anything, then cuts the log back to the valid prefix before the
+//     damage (later segments removed newest first, the damaged segment
+//     truncated) and opens it. That prefix is the log as it was at some
+//     earlier moment: entries it holds beyond its hard state's commit index
+//     may have been overwritten since, in what was lost, so a truncation
+//     record (TypeTruncate) ends the log at the commit index. When nothing
+//     before the damage is usable (the first segment's header), the error
+//     is returned instead.
+//   - What the log cannot tell: after a crash, a final record damaged so
+//     that it looks torn, or a suffix lost at a record boundary, reads as
+//     a crash that lost only unacknowledged writes. Telling those apart
+//     would need a second durable write per Save (Protocol-Aware Recovery's
+//     persist records); a clean stop is where the marker makes them
+//     detectable at no cost to Save.
 //   - Entries serves the newest entries (up to Options.EntryCacheBytes of
 //     them, copied at Save) from memory and older ones from the segments;
 //     the returned Data must not be modified.

@@ -67,6 +67,8 @@ func FuzzDecodeRecord(f *testing.F) {
 			re = AppendHardState(nil, rec.Hard)
 		case TypeSnapshot:
 			re = AppendSnapshot(nil, rec.Snap)
+		case TypeTruncate:
+			re = AppendTruncate(nil, rec.End)
 		case TypeSegment:
 			re = AppendSegmentHeader(nil, rec.Seg, rec.Hard)
 		}

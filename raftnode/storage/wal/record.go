@@ -41,6 +41,11 @@ const (
 	// log holds that entry the log is kept, otherwise it is discarded and
 	// restarts after the snapshot (Raft paper, InstallSnapshot rule 6-7).
 	TypeSnapshot RecordType = 4
+	// TypeTruncate ends the log at an entry (index, term): the entries
+	// after it are dropped. Only a repair writes it (see Options.Repair),
+	// and only in data directories of storage format 2, which builds that
+	// do not know it refuse to open.
+	TypeTruncate RecordType = 5
 )
 
 // DefaultMaxRecordSize caps a record's payload. A length above the cap is
@@ -73,6 +78,7 @@ type Record struct {
 	Hard  raft.HardState // TypeHardState and TypeSegment
 	Seg   SegmentHeader  // TypeSegment
 	Snap  SnapRef        // TypeSnapshot
+	End   SnapRef        // TypeTruncate
 }
 
 // SegmentHeader is the payload of a TypeSegment record.
@@ -169,6 +175,14 @@ func AppendSnapshot(buf []byte, s SnapRef) []byte {
 	})
 }
 
+// AppendTruncate appends a truncation record (the log ends at end) to buf.
+func AppendTruncate(buf []byte, end SnapRef) []byte {
+	return appendRecord(buf, TypeTruncate, snapSize, func(p []byte) {
+		binary.LittleEndian.PutUint64(p[0:], end.Index)
+		binary.LittleEndian.PutUint64(p[8:], end.Term)
+	})
+}
+
 // AppendSegmentHeader appends a segment-header record to buf.
 func AppendSegmentHeader(buf []byte, h SegmentHeader, hs raft.HardState) []byte {
 	return appendRecord(buf, TypeSegment, segSize, func(p []byte) {
@@ -191,7 +205,7 @@ func parseHeader(h []byte, maxSize uint32) (uint32, RecordType, error) {
 	if n > maxSize {
 		return 0, 0, fmt.Errorf("%w: length %d exceeds limit %d", ErrCorruptRecord, n, maxSize)
 	}
-	if t < TypeSegment || t > TypeSnapshot {
+	if t < TypeSegment || t > TypeTruncate {
 		return 0, 0, fmt.Errorf("%w: unknown type %d", ErrCorruptRecord, t)
 	}
 	return n, t, nil
@@ -243,11 +257,16 @@ func decodePayload(t RecordType, p []byte) (Record, error) {
 			return Record{}, bad(hardSize)
 		}
 		rec.Hard = getHard(p)
-	case TypeSnapshot:
+	case TypeSnapshot, TypeTruncate:
 		if len(p) != snapSize {
 			return Record{}, bad(snapSize)
 		}
-		rec.Snap = SnapRef{Index: binary.LittleEndian.Uint64(p[0:]), Term: binary.LittleEndian.Uint64(p[8:])}
+		ref := SnapRef{Index: binary.LittleEndian.Uint64(p[0:]), Term: binary.LittleEndian.Uint64(p[8:])}
+		if t == TypeSnapshot {
+			rec.Snap = ref
+		} else {
+			rec.End = ref
+		}
 	case TypeSegment:
 		if len(p) != segSize {
 			return Record{}, bad(segSize)

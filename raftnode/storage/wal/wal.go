@@ -1,13 +1,10 @@
 package wal
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"path"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,6 +44,19 @@ type Options struct {
 	// which Entries serves recent ranges without reading the segments.
 	// 0 means DefaultEntryCacheBytes; a negative value disables the cache.
 	EntryCacheBytes int64
+	// Repair, if set, lets Open repair damage (see DamageError) instead
+	// of failing: it is called with the damage before anything on disk
+	// changes, and if it returns nil the log is cut back to the valid
+	// prefix before the damage (later segments removed, the damaged one
+	// truncated) and opened. If it returns an error, Open fails with it.
+	// Damage that leaves nothing usable (Repairable false) is returned
+	// as the error either way. The storage makes a new incarnation
+	// durable here, since the log may have lost entries it acknowledged.
+	Repair func(*DamageError) error
+	// Existing says the log was created before (its data directory is
+	// initialised): finding no segment at all is then damage (the log is
+	// lost), not a new log.
+	Existing bool
 	// NoDirectIO turns direct I/O off: appends are then written through
 	// the page cache and made durable with fdatasync. By default, if FS
 	// implements vfs.DirectFS and the file system accepts O_DIRECT, the
@@ -116,6 +126,9 @@ type segment struct {
 	low  uint64
 	name string
 	f    vfs.File
+	// writable: f was opened read-write (the active segment, or one that
+	// may become active at recovery).
+	writable bool
 }
 
 // WAL is a segmented write-ahead log of Raft entries and hard state.
@@ -123,11 +136,13 @@ type segment struct {
 // other. Save calls from many goroutines are grouped: one write and one fsync
 // for everything queued (group commit).
 type WAL struct {
-	fs      vfs.FS
-	dir     string
-	segSize int64
-	maxRec  uint32
-	log     hclog.Logger
+	fs        vfs.FS
+	dir       string
+	segSize   int64
+	maxRec    uint32
+	log       hclog.Logger
+	repair    func(*DamageError) error
+	mustExist bool
 
 	// Commit queue. leading is true while some caller is running commit rounds.
 	qmu     sync.Mutex
@@ -198,9 +213,11 @@ func parseSegName(name string) (seq uint64, ok bool) {
 }
 
 // Open recovers the log in opts.Dir (creating the first segment if there is
-// none) and returns it ready for appends. Every record of every segment is
-// checksummed. A torn record at the end of the last segment is truncated away
-// with a warning; any other damage is an error naming the file and offset.
+// none and opts.Existing is false) and returns it ready for appends. Every
+// record of every segment is checksummed. After a crash (no clean-stop
+// marker), a torn record at the end of the last segment is truncated away
+// with a warning. Any other damage is a *DamageError naming the file and
+// offset, or, with opts.Repair, is cut away (see Options.Repair).
 func Open(opts Options) (*WAL, error) {
 	if opts.FS == nil {
 		opts.FS = vfs.OS
@@ -217,7 +234,8 @@ func Open(opts Options) (*WAL, error) {
 	if opts.EntryCacheBytes == 0 {
 		opts.EntryCacheBytes = DefaultEntryCacheBytes
 	}
-	w := &WAL{fs: opts.FS, dir: opts.Dir, segSize: opts.SegmentSize, maxRec: opts.MaxRecordSize, log: opts.Logger, prealloc: opts.Prealloc}
+	w := &WAL{fs: opts.FS, dir: opts.Dir, segSize: opts.SegmentSize, maxRec: opts.MaxRecordSize, log: opts.Logger, prealloc: opts.Prealloc,
+		repair: opts.Repair, mustExist: opts.Existing}
 	w.cache.max = opts.EntryCacheBytes
 	w.bufSize, w.bufKeep = directBufSize, maxKeptBuf
 	w.direct = !opts.NoDirectIO
@@ -379,267 +397,6 @@ func (w *WAL) writeDirect(buf []byte) ([]byte, error) {
 	return buf[:n], nil
 }
 
-func (w *WAL) recover() error {
-	names, err := w.fs.List(w.dir)
-	if err != nil {
-		return fmt.Errorf("list wal dir %s: %w", w.dir, err)
-	}
-	type found struct {
-		seq  uint64
-		name string
-	}
-	var segs []found
-	for _, n := range names {
-		if seq, ok := parseSegName(n); ok {
-			segs = append(segs, found{seq, n})
-		}
-		if n == spareName {
-			// A spare never holds data; it may be half filled.
-			if err := w.fs.Remove(path.Join(w.dir, n)); err != nil {
-				return fmt.Errorf("remove stale wal spare %s: %w", n, err)
-			}
-		}
-	}
-	sort.Slice(segs, func(i, j int) bool { return segs[i].seq < segs[j].seq })
-	for i := 1; i < len(segs); i++ {
-		if segs[i].seq != segs[i-1].seq+1 {
-			return fmt.Errorf("wal dir %s: segment %d missing between %s and %s", w.dir, segs[i-1].seq+1, segs[i-1].name, segs[i].name)
-		}
-	}
-	for i, s := range segs {
-		last := i == len(segs)-1
-		if err := w.replaySegment(s.seq, s.name, i == 0, last); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// replaySegment reads one segment, applying its records to the in-memory
-// state. It streams through a small buffer: memory is bounded by the largest
-// record, which is bounded by maxRec.
-func (w *WAL) replaySegment(seq uint64, name string, first, last bool) error {
-	p := path.Join(w.dir, name)
-	var f vfs.File
-	var err error
-	if last {
-		f, err = w.fs.OpenRW(p)
-	} else {
-		f, err = w.fs.Open(p)
-	}
-	if err != nil {
-		return fmt.Errorf("open wal segment %s: %w", p, err)
-	}
-	size, err := f.Size()
-	if err != nil {
-		f.Close()
-		return fmt.Errorf("stat wal segment %s: %w", p, err)
-	}
-	seg := &segment{seq: seq, name: name, f: f, low: math.MaxUint64}
-	r := bufio.NewReaderSize(io.NewSectionReader(f, 0, size), 256<<10)
-	var (
-		off     int64
-		hdr     [headerSize]byte
-		payload []byte
-		clean   bool // stopped at zero-filled (preallocated) space
-	)
-	fail := func(at int64, format string, args ...any) error {
-		f.Close()
-		return fmt.Errorf("read wal segment %s at offset %d: %s", p, at, fmt.Sprintf(format, args...))
-	}
-	// torn decides what a damaged record at off means: in the last segment,
-	// damage confined to the final record (it reaches EOF, or only zeros
-	// follow) is a crash mid-write; anything else is corruption.
-	torn := func(extentEnd int64, cause error) error {
-		if last && (extentEnd >= size || zerosFrom(f, off, size)) {
-			return nil
-		}
-		return fail(off, "%v", cause)
-	}
-	for off < size {
-		if size-off < headerSize {
-			if last && zerosFrom(f, off, size) {
-				// Zero padding after the last record, shorter than a
-				// header: the end of a direct write's last block.
-				clean = true
-				break
-			}
-			if err := torn(size, fmt.Errorf("%w: %d trailing bytes", ErrShortRecord, size-off)); err != nil {
-				return err
-			}
-			break
-		}
-		if _, err := io.ReadFull(r, hdr[:]); err != nil {
-			return fail(off, "%v", err)
-		}
-		n, t, err := parseHeader(hdr[:], w.maxRec)
-		if err != nil {
-			// A header that fails its own checksum is a torn tail only if
-			// nothing but zeros follows; a valid header with a bad length or
-			// type is corruption wherever it is.
-			if !errors.Is(err, errHeaderCRC) || !last {
-				return fail(off, "%v", err)
-			}
-			if zerosFrom(f, off, size) {
-				clean = true // preallocated space: the normal end of the active segment
-				break
-			}
-			// A partly written header followed only by zeros: a torn write
-			// into preallocated space.
-			if !zerosFrom(f, off+headerSize, size) {
-				return fail(off, "%v", err)
-			}
-			break
-		}
-		end := off + headerSize + int64(n)
-		if end > size {
-			if err := torn(end, fmt.Errorf("%w: record of %d bytes, %d left", ErrShortRecord, n, size-off-headerSize)); err != nil {
-				return err
-			}
-			break
-		}
-		if cap(payload) < headerSize+int(n) {
-			payload = make([]byte, headerSize+int(n))
-		}
-		frame := payload[:headerSize+int(n)]
-		copy(frame, hdr[:])
-		if _, err := io.ReadFull(r, frame[headerSize:]); err != nil {
-			return fail(off, "%v", err)
-		}
-		rec, _, err := DecodeRecord(frame, w.maxRec)
-		if err != nil {
-			// A sound header with a damaged payload is a torn write only if
-			// it is the final record (nothing but zeros after it) and the
-			// damage looks like unwritten space, not a flipped bit.
-			if errors.Is(err, errPayloadCRC) && last && (end == size || zerosFrom(f, end, size)) && looksTorn(frame, off) {
-				break
-			}
-			return fail(off, "%v", err)
-		}
-		if off == 0 {
-			if t != TypeSegment {
-				return fail(off, "segment does not start with a header record (type %d)", t)
-			}
-			if rec.Seg.Version != formatVersion {
-				return fail(off, "segment format version %d, this build reads %d", rec.Seg.Version, formatVersion)
-			}
-			if rec.Seg.Seq != seq {
-				return fail(off, "header says segment %d, file name says %d", rec.Seg.Seq, seq)
-			}
-			seg.prevIndex = rec.Seg.PrevIndex
-			if first {
-				w.marker = SnapRef{Index: rec.Seg.PrevIndex, Term: rec.Seg.PrevTerm}
-				w.ents = w.ents[:0]
-				w.hs = rec.Hard
-			} else if t, err := w.term(rec.Seg.PrevIndex); err != nil || t != rec.Seg.PrevTerm || rec.Seg.PrevIndex != w.lastIndex() {
-				return fail(off, "segment starts after entry %d term %d, but the log so far ends at %d (term %d): index gap", rec.Seg.PrevIndex, rec.Seg.PrevTerm, w.lastIndex(), t)
-			}
-		} else if err := w.apply(rec, seg, off, n); err != nil {
-			return fail(off, "%v", err)
-		}
-		off = end
-	}
-	if off == 0 {
-		// Not even the header survived. That is only possible for a segment
-		// being created when the crash hit: nothing in it was ever durable.
-		if !last || (first && seq != 1) {
-			return fail(0, "segment has no valid header")
-		}
-		f.Close()
-		w.log.Warn("removing wal segment torn during creation", "file", p, "bytes", size)
-		if err := w.fs.Remove(p); err != nil {
-			return fmt.Errorf("remove torn wal segment %s: %w", p, err)
-		}
-		if err := w.fs.SyncDir(w.dir); err != nil {
-			return fmt.Errorf("sync wal dir %s: %w", w.dir, err)
-		}
-		if len(w.segs) > 0 {
-			// The previous segment becomes the active one again.
-			prev := w.segs[len(w.segs)-1]
-			prev.f.Close()
-			pf, err := w.fs.OpenRW(path.Join(w.dir, prev.name))
-			if err != nil {
-				return fmt.Errorf("reopen wal segment %s: %w", prev.name, err)
-			}
-			prev.f = pf
-			sz, err := pf.Size()
-			if err != nil {
-				return fmt.Errorf("stat wal segment %s: %w", prev.name, err)
-			}
-			w.active, w.woff = prev, sz
-		}
-		return nil
-	}
-	if off < size && !clean {
-		w.log.Warn("truncating torn write at end of wal", "file", p, "offset", off, "dropped_bytes", size-off)
-		if err := f.Truncate(off); err != nil {
-			f.Close()
-			return fmt.Errorf("truncate wal segment %s at offset %d: %w", p, off, err)
-		}
-		if err := f.Sync(); err != nil {
-			f.Close()
-			return fmt.Errorf("sync wal segment %s: %w", p, err)
-		}
-	}
-	w.segs = append(w.segs, seg)
-	if last {
-		w.active, w.woff = seg, off
-	}
-	return nil
-}
-
-// sectorSize is the unit a disk writes atomically (at least).
-const sectorSize = 512
-
-// looksTorn reports whether a record frame that fails its checksum shows the
-// mark of an interrupted write rather than of corruption: its tail is zero
-// (the write stopped part-way through the record, in zero-filled space) or
-// one of the disk sectors it spans reads as all zeros (a sector that was
-// never written). A flipped bit in a complete record shows neither, and is
-// reported as corruption instead of being truncated away.
-func looksTorn(frame []byte, off int64) bool {
-	if len(frame) == 0 || frame[len(frame)-1] == 0 {
-		return true
-	}
-	for start := 0; start < len(frame); {
-		end := min(len(frame), start+sectorSize-int((off+int64(start))%sectorSize))
-		zero := true
-		for _, c := range frame[start:end] {
-			if c != 0 {
-				zero = false
-				break
-			}
-		}
-		if zero {
-			return true
-		}
-		start = end
-	}
-	return false
-}
-
-// zerosFrom reports whether f holds only zero bytes in [off, size).
-func zerosFrom(f vfs.File, off, size int64) bool {
-	buf := make([]byte, 64<<10)
-	for off < size {
-		n := int64(len(buf))
-		if size-off < n {
-			n = size - off
-		}
-		m, err := f.ReadAt(buf[:n], off)
-		for _, b := range buf[:m] {
-			if b != 0 {
-				return false
-			}
-		}
-		if err != nil && !(errors.Is(err, io.EOF) && int64(m) == n) {
-			return false
-		}
-		off += n
-	}
-	return true
-}
-
 func (w *WAL) lastIndex() uint64 { return w.marker.Index + uint64(len(w.ents)) }
 
 func (w *WAL) term(i uint64) (uint64, error) {
@@ -682,6 +439,14 @@ func (w *WAL) apply(rec Record, seg *segment, off int64, size uint32) error {
 		w.marker = rec.Snap
 		w.ents = w.ents[:0]
 		w.cache.reset()
+	case TypeTruncate:
+		i := rec.End.Index
+		seg.low = min(seg.low, i)
+		if t, err := w.term(i); err != nil || t != rec.End.Term {
+			return fmt.Errorf("truncation after entry %d term %d, which the log does not hold", i, rec.End.Term)
+		}
+		w.ents = w.ents[:i-w.marker.Index]
+		w.cache.truncateFrom(i + 1)
 	case TypeSegment:
 		return errors.New("segment header in the middle of a segment")
 	}
@@ -816,7 +581,7 @@ func (w *WAL) rollover() error {
 		f.Close()
 		return fmt.Errorf("sync wal dir %s: %w", w.dir, err)
 	}
-	seg := &segment{seq: seq, prevIndex: last, name: name, f: f, low: math.MaxUint64}
+	seg := &segment{seq: seq, prevIndex: last, name: name, f: f, writable: true, low: math.MaxUint64}
 	w.mu.Lock()
 	w.segs = append(w.segs, seg)
 	w.mu.Unlock()
@@ -1306,9 +1071,19 @@ func (w *WAL) Segments() int {
 	return len(w.segs)
 }
 
-// Close waits for any commit in progress and closes the files. Saves after
-// Close fail with ErrClosed.
-func (w *WAL) Close() error {
+// Close waits for any commit in progress, records a clean stop (where the
+// log ends, so that the next Open treats any damage, even to the final
+// record, as corruption rather than a torn write) and closes the files.
+// Saves after Close fail with ErrClosed. After a failed write the state on
+// disk is unknown and no clean stop is recorded.
+func (w *WAL) Close() error { return w.close(true) }
+
+// Abandon closes the files without recording a clean stop, as if the
+// process had died: for callers giving up on a log they opened (a failed
+// Open of the store around it).
+func (w *WAL) Abandon() error { return w.close(false) }
+
+func (w *WAL) close(clean bool) error {
 	w.wmu.Lock()
 	defer w.wmu.Unlock()
 	if w.wclosed {
@@ -1326,8 +1101,14 @@ func (w *WAL) Close() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var first error
+	if clean && w.err == nil && w.active != nil {
+		// Every commit is durable when it returns: the log ends here.
+		if err := w.writeCleanStop(); err != nil {
+			first = fmt.Errorf("record clean stop of wal %s: %w", w.dir, err)
+		}
+	}
 	if w.dio != nil {
-		if err := w.dio.Close(); err != nil {
+		if err := w.dio.Close(); err != nil && first == nil {
 			first = fmt.Errorf("close direct handle of wal segment %s: %w", w.active.name, err)
 		}
 		w.dio = nil

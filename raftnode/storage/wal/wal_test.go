@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/rand"
 	"path"
 	"runtime"
 	"strings"
@@ -49,8 +50,11 @@ func entries(lo, hi, term uint64) []raft.Entry {
 // noDirect hides crashfs's OpenDirect: the WAL writes buffered, with fsync.
 type noDirect struct{ vfs.FS }
 
-// fill writes 100 entries (several segments) and returns the segment names.
-func fill(t *testing.T, fs vfs.FS) []string {
+// fill writes 100 entries (several segments), then stops the log: with
+// Close (a clean stop) if crash is nil, else by a power failure of crash
+// (which loses nothing: every Save was durable). It returns the segment
+// names.
+func fill(t *testing.T, fs vfs.FS, crash *crashfs.FS) []string {
 	t.Helper()
 	w := open(t, fs, nil)
 	for i := uint64(1); i <= 100; i += 10 {
@@ -59,13 +63,33 @@ func fill(t *testing.T, fs vfs.FS) []string {
 			t.Fatal(err)
 		}
 	}
-	w.Close()
-	names, _ := fs.List(dir)
+	if crash != nil {
+		powerFail(crash)
+	} else if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	names := segments(fs)
 	if len(names) < 3 {
 		t.Fatalf("want several segments, got %v", names)
 	}
 	return names
 }
+
+// segments lists the segment files in dir.
+func segments(fs vfs.FS) []string {
+	all, _ := fs.List(dir)
+	var names []string
+	for _, n := range all {
+		if strings.HasSuffix(n, ".wal") {
+			names = append(names, n)
+		}
+	}
+	return names
+}
+
+// powerFail crashes fs (what is durable survives; the rest is dropped or
+// torn, with a fixed seed).
+func powerFail(fs *crashfs.FS) { fs.Crash(rand.New(rand.NewSource(1))) }
 
 func logger() (hclog.Logger, *bytes.Buffer) {
 	var buf bytes.Buffer
@@ -81,13 +105,14 @@ func flip(t *testing.T, fs *crashfs.FS, name string, off int) {
 	fs.SetFile(path.Join(dir, name), b)
 }
 
-// TestTornTailIsTruncatedWithWarning cuts the end off the last segment as a
-// buffered write torn at EOF leaves it. (Direct writes pad with zeros to a
-// block boundary: TestDirectWritesPadWithZerosAndTearSafely covers them.)
-func TestTornTailIsTruncatedWithWarning(t *testing.T) {
+// TestTornTailAfterCrashIsTruncatedWithWarning cuts the end off the last
+// segment of a crashed log, as a buffered write torn at EOF leaves it.
+// (Direct writes pad with zeros to a block boundary:
+// TestDirectWritesPadWithZerosAndTearSafely covers them.)
+func TestTornTailAfterCrashIsTruncatedWithWarning(t *testing.T) {
 	for _, cut := range []int{1, 5, headerSize, headerSize + 3, 20} {
 		fs := newFS(t)
-		names := fill(t, noDirect{fs})
+		names := fill(t, noDirect{fs}, fs)
 		lastSeg := path.Join(dir, names[len(names)-1])
 		b, _ := fs.ReadFile(lastSeg)
 		fs.SetFile(lastSeg, b[:len(b)-cut])
@@ -116,7 +141,7 @@ func TestTornTailIsTruncatedWithWarning(t *testing.T) {
 
 func TestZeroFilledTailIsTruncated(t *testing.T) {
 	fs := newFS(t)
-	names := fill(t, fs)
+	names := fill(t, fs, fs)
 	lastSeg := path.Join(dir, names[len(names)-1])
 	b, _ := fs.ReadFile(lastSeg)
 	fs.SetFile(lastSeg, append(b, make([]byte, 4096)...))
@@ -151,7 +176,7 @@ func TestCorruptionRefusesToOpen(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			fs := newFS(t)
-			names := fill(t, fs)
+			names := fill(t, fs, fs)
 			c.damage(fs, names)
 			_, err := Open(Options{FS: fs, Dir: dir, SegmentSize: 1 << 10, Prealloc: PreallocSync})
 			if err == nil {
@@ -170,7 +195,7 @@ func TestSegmentGapIsRefused(t *testing.T) {
 	// A segment whose header does not continue the previous one (an index
 	// gap, e.g. a segment from another log copied in) is refused.
 	fs := newFS(t)
-	names := fill(t, fs)
+	names := fill(t, fs, nil)
 	p := path.Join(dir, names[1])
 	b, _ := fs.ReadFile(p)
 	rec, n, err := DecodeRecord(b, DefaultMaxRecordSize)
@@ -396,35 +421,43 @@ func ExampleWAL_Save() {
 	// Output: 1 1
 }
 
-func TestPreallocatedSegmentCleanEndAndTornWrite(t *testing.T) {
-	fs := newFS(t)
-	opts := Options{FS: fs, Dir: dir, SegmentSize: 64 << 10, Prealloc: PreallocSync}
+// preallocLog opens a log in 64 KiB preallocated segments and appends
+// entries 1..n; end is where they end.
+func preallocLog(t *testing.T, fs vfs.FS, n uint64) (w *WAL, opts Options, end int64) {
+	t.Helper()
+	opts = Options{FS: fs, Dir: dir, SegmentSize: 64 << 10, Prealloc: PreallocSync}
 	w, err := Open(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Save(Batch{Entries: entries(1, 20, 1)}); err != nil {
+	if err := w.Save(Batch{Entries: entries(1, n, 1)}); err != nil {
 		t.Fatal(err)
 	}
-	end := w.woff
-	w.Close()
+	return w, opts, w.woff
+}
+
+func TestPreallocatedSegmentCleanEndAndTornWrite(t *testing.T) {
+	fs := newFS(t)
+	_, opts, end := preallocLog(t, fs, 20)
+	powerFail(fs)
 	p := path.Join(dir, segName(1, 1))
 	b, _ := fs.ReadFile(p)
 	if int64(len(b)) != opts.SegmentSize {
 		t.Fatalf("segment is %d bytes, want preallocated %d", len(b), opts.SegmentSize)
 	}
-	// A clean restart stops at the zeros: no warning, nothing truncated.
+	// A restart stops at the zeros: no warning, nothing truncated.
 	log, buf := logger()
 	opts.Logger = log
-	w, err = Open(opts)
+	w, err := Open(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.Close()
 	if buf.Len() != 0 || w.LastIndex() != 20 {
 		t.Fatalf("clean reopen: last %d, log %q", w.LastIndex(), buf.String())
 	}
-	// A write torn inside the header of the next record, zeros after it.
+	powerFail(fs)
+	// A write torn by a crash inside the header of the next record, zeros
+	// after it.
 	rec := AppendEntry(nil, entries(21, 21, 1)[0])
 	for _, cut := range []int{3, headerSize + 5} {
 		img := append([]byte(nil), b...)
@@ -441,33 +474,28 @@ func TestPreallocatedSegmentCleanEndAndTornWrite(t *testing.T) {
 		if err := w.Save(Batch{Entries: entries(21, 21, 1)}); err != nil {
 			t.Fatal(err)
 		}
-		w.Close()
+		powerFail(fs)
 		if w, err = Open(opts); err != nil || w.LastIndex() != 21 {
 			t.Fatalf("cut %d: reopen after append: %v", cut, err)
 		}
-		w.Close()
+		powerFail(fs)
 	}
 }
 
+// TestBitFlipInFinalRecordIsCorruptionNotTornWrite: even after a crash, a
+// flipped bit in a complete final record whose bytes show no mark of an
+// interrupted write is corruption.
 func TestBitFlipInFinalRecordIsCorruptionNotTornWrite(t *testing.T) {
 	fs := newFS(t)
-	opts := Options{FS: fs, Dir: dir, SegmentSize: 64 << 10, Prealloc: PreallocSync}
-	w, err := Open(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Save(Batch{Entries: entries(1, 5, 1)}); err != nil {
-		t.Fatal(err)
-	}
-	end := w.woff
-	w.Close()
+	_, opts, end := preallocLog(t, fs, 5)
+	powerFail(fs)
 	p := path.Join(dir, segName(1, 1))
-	b, _ := fs.ReadFile(p)
 	// Flip a bit in the middle of the final, acknowledged record (entry 5,
 	// whose data bytes are all 5: no zero tail, no zero sector).
-	b[end-20] ^= 0x10
-	fs.SetFile(p, b)
-	_, err = Open(opts)
+	if err := fs.FlipBits(p, end-20, 0x10); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(opts)
 	if err == nil || !strings.Contains(err.Error(), "checksum") || !strings.Contains(err.Error(), p) {
 		t.Fatalf("bit flip in the final record: %v, want a checksum error naming %s", err, p)
 	}
