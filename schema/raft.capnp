@@ -93,6 +93,11 @@ struct AppendRequest {
   leaderCommit @6 :UInt64;   # for a heartbeat: capped at what the follower is known to hold
   heartbeat @7 :Bool;        # no entries and no log check: carries leaderCommit and seq only
   seq @8 :UInt64;            # heartbeat round, echoed in the response (ReadIndex confirmation)
+  toIncarnation @9 :UInt64;
+  # For a heartbeat: the storage incarnation of the follower that
+  # leaderCommit is meant for (the one the leader last heard from). A
+  # follower with other storage ignores leaderCommit: the leader's
+  # knowledge of what it holds was about storage it no longer has.
 }
 
 struct AppendResponse {

@@ -1469,12 +1469,12 @@ type AppendRequest capnp.Struct
 const AppendRequest_TypeID = 0xbf9f00921dfac548
 
 func NewAppendRequest(s *capnp.Segment) (AppendRequest, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 56, PointerCount: 2})
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 64, PointerCount: 2})
 	return AppendRequest(st), err
 }
 
 func NewRootAppendRequest(s *capnp.Segment) (AppendRequest, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 56, PointerCount: 2})
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 64, PointerCount: 2})
 	return AppendRequest(st), err
 }
 
@@ -1613,12 +1613,20 @@ func (s AppendRequest) SetSeq(v uint64) {
 	capnp.Struct(s).SetUint64(48, v)
 }
 
+func (s AppendRequest) ToIncarnation() uint64 {
+	return capnp.Struct(s).Uint64(56)
+}
+
+func (s AppendRequest) SetToIncarnation(v uint64) {
+	capnp.Struct(s).SetUint64(56, v)
+}
+
 // AppendRequest_List is a list of AppendRequest.
 type AppendRequest_List = capnp.StructList[AppendRequest]
 
 // NewAppendRequest creates a new list of AppendRequest.
 func NewAppendRequest_List(s *capnp.Segment, sz int32) (AppendRequest_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 56, PointerCount: 2}, sz)
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 64, PointerCount: 2}, sz)
 	return capnp.StructList[AppendRequest](l), err
 }
 

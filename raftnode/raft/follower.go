@@ -62,9 +62,13 @@ func (r *Core) handleAppend(m Message) {
 }
 
 // handleHeartbeat applies the leader's commit index. The leader capped it
-// at our Match, so we are known to hold those entries.
+// at our Match, so we are known to hold those entries, provided Match was
+// about this storage: after a wipe or a repair, this node may hold entries
+// from a stale leader at indexes its former storage acknowledged.
 func (r *Core) handleHeartbeat(m Message) {
-	r.log.commitTo(min(m.Commit, r.log.lastIndex()))
+	if m.ToIncarnation == r.cfg.Incarnation {
+		r.log.commitTo(min(m.Commit, r.log.lastIndex()))
+	}
 	r.send(Message{To: m.From, Type: MsgHeartbeatResp, Seq: m.Seq})
 }
 

@@ -224,3 +224,27 @@ func TestNewLeaderDemotesOnlyOnEvidence(t *testing.T) {
 		}
 	}
 }
+
+// TestHeartbeatCommitIsForTheStorageItWasMeantFor: a heartbeat carries the
+// leader's commit index capped at what the follower acknowledged, which
+// says nothing about a follower whose storage was replaced since: its
+// log may hold a stale leader's entries at those indexes. It commits only
+// a heartbeat meant for its own incarnation.
+func TestHeartbeatCommitIsForTheStorageItWasMeantFor(t *testing.T) {
+	c, d := incCore(t, 2, 99) // node 2 after a wipe; the configuration counts 22
+	// A stale leader of term 2 appends entries nobody committed.
+	c.Step(Message{Type: MsgApp, From: 3, To: 2, Term: 2, Index: 1, LogTerm: 1, Incarnation: 33,
+		Entries: []Entry{{Index: 2, Term: 2}, {Index: 3, Term: 2}}})
+	persistAll(c, d)
+	// The real leader of term 3 heard node 2's old storage acknowledge 3.
+	c.Step(Message{Type: MsgHeartbeat, From: 1, To: 2, Term: 3, Commit: 3, ToIncarnation: 22, Incarnation: 11})
+	persistAll(c, d)
+	if c.log.committed > 1 {
+		t.Fatalf("committed %d on a heartbeat meant for other storage", c.log.committed)
+	}
+	c.Step(Message{Type: MsgHeartbeat, From: 1, To: 2, Term: 3, Commit: 3, ToIncarnation: 99, Incarnation: 11})
+	persistAll(c, d)
+	if c.log.committed != 3 {
+		t.Fatalf("committed %d, want 3 from a heartbeat meant for this storage", c.log.committed)
+	}
+}

@@ -294,7 +294,7 @@ func (r *Core) bcastHeartbeat() {
 			continue
 		}
 		pr := r.trk.Progress[id]
-		r.send(Message{To: id, Type: MsgHeartbeat, Commit: min(pr.Match, r.log.committed), Seq: r.reads.seq})
+		r.send(Message{To: id, Type: MsgHeartbeat, Commit: min(pr.Match, r.log.committed), Seq: r.reads.seq, ToIncarnation: pr.Incarnation})
 		if pr.State == tracker.StateSnapshot && pr.SnapInFlight {
 			if pr.SnapWait++; pr.SnapWait >= tracker.SnapResendAfter {
 				r.sendSnapshotChunk(id, pr)

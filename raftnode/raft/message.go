@@ -93,6 +93,13 @@ type Message struct {
 	// a candidate its vote, only if it is the incarnation the configuration
 	// records for that peer.
 	Incarnation uint64
+	// ToIncarnation, on a heartbeat, is the incarnation of the
+	// recipient's storage that Commit is meant for: the one the leader
+	// last heard from (or the recorded one). A recipient with other
+	// storage ignores Commit: the leader's knowledge of what it holds
+	// (Match) was about storage it no longer has, and its log may hold
+	// entries the leader never sent.
+	ToIncarnation uint64
 
 	// RequestVote.
 	LastLogIndex uint64

@@ -133,6 +133,7 @@ func encodeAppend(p schema.AppendEntries_appendEntries_Params, hd header, m raft
 	r.SetLeaderCommit(m.Commit)
 	r.SetHeartbeat(m.Type == raft.MsgHeartbeat)
 	r.SetSeq(m.Seq)
+	r.SetToIncarnation(m.ToIncarnation)
 	if len(m.Entries) == 0 {
 		return nil
 	}
@@ -344,6 +345,7 @@ func decodeAppend(p schema.AppendEntries_appendEntries_Params, cluster, local ui
 	m := raft.Message{
 		Type: raft.MsgApp, From: hd.from, To: hd.to, Term: r.Term(), Incarnation: hd.inc,
 		Index: r.PrevLogIndex(), LogTerm: r.PrevLogTerm(), Commit: r.LeaderCommit(), Seq: r.Seq(),
+		ToIncarnation: r.ToIncarnation(),
 	}
 	if r.Heartbeat() {
 		m.Type = raft.MsgHeartbeat

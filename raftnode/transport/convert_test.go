@@ -61,7 +61,7 @@ func randU(rng *rand.Rand) uint64 {
 // including fields its wire form does not carry.
 func randMessage(rng *rand.Rand, typ raft.MessageType) raft.Message {
 	m := raft.Message{
-		Type: typ, From: 1 + rng.Uint64N(1000), To: 1001 + rng.Uint64N(1000), Term: randU(rng), Incarnation: randU(rng),
+		Type: typ, From: 1 + rng.Uint64N(1000), To: 1001 + rng.Uint64N(1000), Term: randU(rng), Incarnation: randU(rng), ToIncarnation: randU(rng),
 		LastLogIndex: randU(rng), LastLogTerm: randU(rng), PreVote: rng.IntN(2) == 0, Transfer: rng.IntN(2) == 0,
 		Granted: rng.IntN(2) == 0, Index: randU(rng), LogTerm: randU(rng), Commit: randU(rng),
 		Reject: rng.IntN(2) == 0, ConflictIndex: randU(rng), ConflictTerm: randU(rng), LastIndex: randU(rng),
@@ -107,7 +107,7 @@ func wireRequest(m raft.Message) raft.Message {
 	case raft.MsgVote:
 		w.LastLogIndex, w.LastLogTerm, w.PreVote, w.Transfer = m.LastLogIndex, m.LastLogTerm, m.PreVote, m.Transfer
 	case raft.MsgApp, raft.MsgHeartbeat:
-		w.Index, w.LogTerm, w.Commit, w.Seq = m.Index, m.LogTerm, m.Commit, m.Seq
+		w.Index, w.LogTerm, w.Commit, w.Seq, w.ToIncarnation = m.Index, m.LogTerm, m.Commit, m.Seq, m.ToIncarnation
 		if len(m.Entries) > 0 {
 			for _, e := range m.Entries {
 				e.Data = nilIfEmpty(e.Data)
