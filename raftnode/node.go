@@ -71,7 +71,7 @@ type Config struct {
 	SnapshotBytes uint64
 	// SnapshotCatchupEntries: entries kept in the log before a snapshot,
 	// so slightly lagging followers catch up without a snapshot (default
-	// 5000).
+	// 5000), and no more of them than SnapshotBytes/2 bytes hold.
 	SnapshotCatchupEntries uint64
 	// WALSegmentSize is the size of the write-ahead log's segment files
 	// (default 64 MiB). The log is compacted a segment at a time, so
@@ -234,9 +234,12 @@ func (n *Node) open() (err error) {
 		NodeID:          n.cfg.ID,
 		Logger:          n.log.Named("storage"),
 		TrailingEntries: n.cfg.SnapshotCatchupEntries,
-		SegmentSize:     n.cfg.WALSegmentSize,
-		NoDirectIO:      n.cfg.WALBufferedIO,
-		FS:              n.cfg.FS,
+		// Entries kept for lagging followers are bounded in bytes too,
+		// or 5,000 entries of 1 MiB would keep 5 GB of log.
+		TrailingBytes: n.cfg.SnapshotBytes / 2,
+		SegmentSize:   n.cfg.WALSegmentSize,
+		NoDirectIO:    n.cfg.WALBufferedIO,
+		FS:            n.cfg.FS,
 		// Damaged storage is repaired from the peers: the store cuts
 		// away what is damaged and takes a new incarnation, and the
 		// leader restores the node. Alone, nothing could restore what a

@@ -140,7 +140,7 @@ func newCommandFor(f *flags) *cobra.Command {
 	fl.DurationVar(&f.electionTimeout, "election-timeout", time.Second, "how long a follower waits for a leader before starting an election (at least 3 heartbeat intervals)")
 	fl.Uint64Var(&f.snapshotEntries, "snapshot-entries", 10000, "snapshot the state machine and compact the log every this many applied entries (at least 1)")
 	fl.Uint64Var(&f.snapshotBytes, "snapshot-bytes", raftnode.DefaultSnapshotBytes, "also snapshot and compact the log once this many bytes were written to it since the last snapshot (at least 1 MiB)")
-	fl.Uint64Var(&f.snapshotCatchup, "snapshot-catchup-entries", 5000, "entries kept before a snapshot so lagging followers catch up from the log (at least 1)")
+	fl.Uint64Var(&f.snapshotCatchup, "snapshot-catchup-entries", 5000, "entries kept before a snapshot so lagging followers catch up from the log (at least 1; at most half of --snapshot-bytes of them)")
 	fl.DurationVar(&f.requestTimeout, "request-timeout", 5*time.Second, "how long a client request may wait for a leader, a commit or a read index")
 	fl.Int64Var(&f.walSegmentSize, "wal-segment-size", 64<<20, "size of write-ahead log segment files, 1 MiB to 1 GiB; the log is compacted a segment at a time")
 	fl.BoolVar(&f.walDirectIO, "wal-direct-io", true, "write the log with O_DIRECT|O_DSYNC where the file system allows it (false: page cache and fdatasync)")

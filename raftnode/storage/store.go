@@ -75,6 +75,10 @@ type Options struct {
 	// Compact keeps, so slow followers can catch up from the log rather than
 	// from a snapshot. Default 0.
 	TrailingEntries uint64
+	// TrailingBytes bounds the payload of the TrailingEntries kept, so
+	// that a log of large entries is not kept whole (default 0: no bound
+	// beyond TrailingEntries).
+	TrailingBytes uint64
 	// KeepSnapshots is how many snapshots to retain (default 2). With 2 or
 	// more, a corrupt newest snapshot can be replaced by the previous one
 	// and the log replayed forward from it, because Compact never deletes
@@ -664,6 +668,9 @@ func (s *Store) Compact(index uint64) error {
 		return fmt.Errorf("storage: compact to %d beyond snapshot %d: %w", index, s.snapMeta.Index, raft.ErrUnavailable)
 	}
 	target := index - min(index, s.opts.TrailingEntries)
+	if s.opts.TrailingBytes > 0 {
+		target = s.wal.KeepBack(index, s.opts.TrailingEntries, s.opts.TrailingBytes)
+	}
 	refs, err := s.snaps.List()
 	if err != nil {
 		return err

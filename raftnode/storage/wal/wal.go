@@ -915,6 +915,25 @@ func (w *WAL) LastIndex() uint64 {
 	return w.lastIndex()
 }
 
+// KeepBack returns the lowest index lo, at most index, such that the
+// entries in (lo, index] hold at most n entries and maxBytes of payload
+// (each record's size, as written): where a compaction that keeps that
+// much of the log before index starts. Entries before the log's start
+// count as kept.
+func (w *WAL) KeepBack(index, n, maxBytes uint64) uint64 {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	lo := index - min(index, n)
+	var total uint64
+	for i := min(index, w.lastIndex()); i > lo && i > w.marker.Index; i-- {
+		total += uint64(w.ents[i-w.marker.Index-1].size)
+		if total > maxBytes {
+			return i
+		}
+	}
+	return lo
+}
+
 // Term returns the term of entry i for i in [Start().Index, LastIndex()],
 // raft.ErrCompacted below and raft.ErrUnavailable above. No disk access.
 func (w *WAL) Term(i uint64) (uint64, error) {
