@@ -713,6 +713,9 @@ func (n *Node) logRestoration(cc raft.ConfChange) {
 	for _, c := range cc.Changes {
 		inc := fmt.Sprintf("%016x", c.Incarnation)
 		switch {
+		case c.NodeID == n.cfg.ID:
+			// This node said what happened to it (warnLostData,
+			// logRecovery); membership changed says the rest.
 		case c.Type == raft.ConfChangeAddLearner && c.AutoPromote && slices.Contains(before.Voters, c.NodeID):
 			n.log.Warn("a voter lost its storage: it is a learner until it has caught up, then a voter again, by itself; "+
 				"it counts towards no quorum meanwhile", "member", c.NodeID, "incarnation", inc)
