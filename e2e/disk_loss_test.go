@@ -44,6 +44,20 @@ func (e *env) wipeAndRestart(id uint64) {
 	e.t.Logf("node %d restarted with an empty data directory", id)
 }
 
+// restartRestored starts node id again after it lost or damaged its disk
+// and waits until it is a voter again: until then the cluster has a
+// voter fewer, and a second disk fault could be a majority's.
+func (e *env) restartRestored(id uint64) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.c.Restart(ctx, id); err != nil {
+		e.t.Fatal(err)
+	}
+	e.waitAllVoters(e.c.IDs(), 30*time.Second)
+	e.t.Logf("node %d is a voter again", id)
+}
+
 // waitAllVoters waits until the cluster's configuration has every node of
 // ids as a voter and nobody left to promote.
 func (e *env) waitAllVoters(ids []uint64, timeout time.Duration) {

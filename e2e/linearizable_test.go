@@ -181,14 +181,7 @@ func TestLinearizableUnderFaults(t *testing.T) {
 				t.Fatal(err)
 			}
 			run(time.Second)
-			rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			err := e.c.Restart(rctx, victim)
-			cancel()
-			if err != nil {
-				t.Fatal(err)
-			}
-			e.waitAllVoters(e.c.IDs(), 30*time.Second)
-			t.Logf("nemesis: node %d is a voter again", victim)
+			e.restartRestored(victim)
 		case strings.HasPrefix(f, "corrupt-"):
 			// A flipped byte in the last record of a cleanly stopped
 			// node's log: corruption, repaired from the peers with a
@@ -200,14 +193,7 @@ func TestLinearizableUnderFaults(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Logf("nemesis: stopped node %d, flipped a byte in %s (%s)", victim, e.flipLastRecordByte(victim), f)
-			rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
-			err = e.c.Restart(rctx, victim)
-			rcancel()
-			if err != nil {
-				t.Fatal(err)
-			}
-			e.waitAllVoters(e.c.IDs(), 30*time.Second)
-			t.Logf("nemesis: node %d is a voter again", victim)
+			e.restartRestored(victim)
 		case strings.HasPrefix(f, "pause-"):
 			// SIGSTOP: the node keeps its connections and its belief that
 			// it leads; when it resumes, a deposed leader must not serve

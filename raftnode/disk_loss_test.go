@@ -1,7 +1,6 @@
 package raftnode_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -21,31 +20,16 @@ import (
 
 // logRecorder keeps every line a node logs, so a test can wait for what
 // the node tells its operator.
-type logRecorder struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (r *logRecorder) Write(p []byte) (int, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.buf.Write(p)
-}
+type logRecorder struct{ rpctest.LogBuffer }
 
 func (r *logRecorder) has(s string) bool { return r.hasSince(0, s) }
 
 // mark returns a position to look for later lines from (hasSince).
-func (r *logRecorder) mark() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.buf.Len()
-}
+func (r *logRecorder) mark() int { return len(r.String()) }
 
 // hasSince reports whether a line logged after mark contains s.
 func (r *logRecorder) hasSince(mark int, s string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return strings.Contains(r.buf.String()[mark:], s)
+	return strings.Contains(r.String()[mark:], s)
 }
 
 // recordLogs makes every node of c log (at info and above) into its own
@@ -61,9 +45,7 @@ func recordLogs(t *testing.T) (map[uint64]*logRecorder, func(*raftnode.Config)) 
 		mu.Lock()
 		defer mu.Unlock()
 		for id, rec := range recs {
-			rec.mu.Lock()
-			t.Logf("node %d logged:\n%s", id, rec.buf.String())
-			rec.mu.Unlock()
+			t.Logf("node %d logged:\n%s", id, rec.String())
 		}
 	})
 	return recs, func(cfg *raftnode.Config) {

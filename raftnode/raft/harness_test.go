@@ -9,8 +9,14 @@ import "testing"
 
 func newTestCore(t testing.TB, id uint64, voters []uint64, mutate func(*Config)) (*Core, *MemoryStorage) {
 	t.Helper()
+	return newTestCoreConf(t, id, ConfState{Voters: voters}, mutate)
+}
+
+// newTestCoreConf is newTestCore bootstrapped with configuration cs.
+func newTestCoreConf(t testing.TB, id uint64, cs ConfState, mutate func(*Config)) (*Core, *MemoryStorage) {
+	t.Helper()
 	d := NewMemoryStorage()
-	if err := d.ApplySnapshot(BootstrapSnapshot(ConfState{Voters: voters})); err != nil {
+	if err := d.ApplySnapshot(BootstrapSnapshot(cs)); err != nil {
 		t.Fatal(err)
 	}
 	cfg := Config{ID: id, Storage: d, ElectionTick: 10, HeartbeatTick: 1, Seed: 7}

@@ -20,23 +20,6 @@ func incCore(t *testing.T, id, inc uint64) (*Core, *MemoryStorage) {
 		func(c *Config) { c.Incarnation = inc })
 }
 
-func newTestCoreConf(t *testing.T, id uint64, cs ConfState, mutate func(*Config)) (*Core, *MemoryStorage) {
-	t.Helper()
-	d := NewMemoryStorage()
-	if err := d.ApplySnapshot(BootstrapSnapshot(cs)); err != nil {
-		t.Fatal(err)
-	}
-	cfg := Config{ID: id, Storage: d, ElectionTick: 10, HeartbeatTick: 1, Seed: 7}
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	c, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c, d
-}
-
 // incLeader elects node 1 (incarnation 11) with node 2's vote.
 func incLeader(t *testing.T) (*Core, *MemoryStorage) {
 	t.Helper()

@@ -203,24 +203,25 @@ func encodeConfState(r schema.SnapshotChunk, cs raft.ConfState) error {
 		}
 		setUint64s(l, cs.AutoPromote)
 	}
-	if len(cs.Incarnations) == 0 {
+	return setIncarnations(c.NewIncarnations, cs.Incarnations)
+}
+
+// setIncarnations allocates a list with newList and fills it with incs
+// (nothing for none).
+func setIncarnations(newList func(int32) (schema.MemberIncarnation_List, error), incs []raft.MemberIncarnation) error {
+	if len(incs) == 0 {
 		return nil
 	}
-	l, err := c.NewIncarnations(int32(len(cs.Incarnations)))
+	l, err := newList(int32(len(incs)))
 	if err != nil {
 		return err
 	}
-	setIncarnations(l, cs.Incarnations)
-	return nil
-}
-
-// setIncarnations fills l (of the same length) with incs.
-func setIncarnations(l schema.MemberIncarnation_List, incs []raft.MemberIncarnation) {
 	for i, mi := range incs {
 		e := l.At(i)
 		e.SetId(mi.ID)
 		e.SetIncarnation(mi.Incarnation)
 	}
+	return nil
 }
 
 // readIncarnations reads a list of member incarnations.

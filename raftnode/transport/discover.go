@@ -73,15 +73,7 @@ func (s *raftServer) discover(ctx context.Context, c *server.Call) error {
 	r.SetConfigured(info.Configured)
 	r.SetTerm(info.Term)
 	r.SetCommit(info.Commit)
-	if len(info.Voters) == 0 {
-		return nil
-	}
-	l, err := r.NewVoters(int32(len(info.Voters)))
-	if err != nil {
-		return err
-	}
-	setIncarnations(l, info.Voters)
-	return nil
+	return setIncarnations(r.NewVoters, info.Voters)
 }
 
 // Discover asks peer id whether it holds a configuration (see
