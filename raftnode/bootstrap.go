@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -87,7 +88,7 @@ func (n *Node) discoverPeers() {
 			lastLog = time.Now()
 			n.log.Info("waiting for every initial member to answer before bootstrapping a new cluster "+
 				"(a cluster is created only when all --peers are up and none holds data)",
-				"waiting_for", fmt.Sprint(slices.Sorted(mapKeys(missing))), "reason", firstError(missing))
+				"waiting_for", fmt.Sprint(slices.Sorted(maps.Keys(missing))), "reason", firstError(missing))
 		}
 		select {
 		case <-n.stopc:
@@ -98,19 +99,9 @@ func (n *Node) discoverPeers() {
 	}
 }
 
-func mapKeys[V any](m map[uint64]V) func(func(uint64) bool) {
-	return func(yield func(uint64) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
-}
-
 // firstError returns the error of the lowest id in errs, for the log.
 func firstError(errs map[uint64]error) string {
-	ids := slices.Sorted(mapKeys(errs))
+	ids := slices.Sorted(maps.Keys(errs))
 	if len(ids) == 0 {
 		return ""
 	}
@@ -240,7 +231,7 @@ func (n *Node) bootstrapSnapshot(incs []raft.MemberIncarnation) raft.Snapshot {
 	if len(peers) == 0 {
 		peers = map[uint64]string{n.cfg.ID: n.cfg.Advertise}
 	}
-	ids := slices.Sorted(mapKeys(peers))
+	ids := slices.Sorted(maps.Keys(peers))
 	slices.SortFunc(incs, func(a, b raft.MemberIncarnation) int { return cmp.Compare(a.ID, b.ID) })
 	sn := raft.BootstrapSnapshot(raft.ConfState{Voters: ids, Incarnations: incs})
 	sn.Data = encodeSnapshot(peers, nil)

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"runtime"
 	"runtime/debug"
 	"slices"
@@ -278,7 +279,7 @@ func (n *Node) logStall() {
 		return
 	}
 	if len(st.UncountedVoters) > 0 {
-		lost := slices.Sorted(mapKeys(st.UncountedVoters))
+		lost := slices.Sorted(maps.Keys(st.UncountedVoters))
 		n.log.Error("no leader can be elected: voters that lost their data are not counted, and too few voters with "+
 			"intact data answer. Start the voters that are down. If a majority of the voters lost their data, writes "+
 			"acknowledged by the cluster may exist only on the others: see docs/OPERATIONS.md, \"A majority lost its data\"",
