@@ -109,6 +109,7 @@ func TestWipedFollowerIsRestoredWithoutLosingWrites(t *testing.T) {
 	if recs[f].hasSince(wipedAt, "bootstrapped a new cluster") {
 		t.Fatalf("the wiped node bootstrapped a cluster of its own")
 	}
+	c.awaitApplied(ctx) // a serializable read sees what the node applied
 	kf := c.client(f)
 	for i := range 20 {
 		v, found, err := kf.get(ctx, fmt.Sprintf("k%02d", i), true)
