@@ -15,7 +15,7 @@ import (
 // the leader sends only heartbeats, so if the driver drops that answer the
 // follower stays without a leader forever (it cannot forward writes nor
 // serve linearizable reads) while the other two keep going.
-func TestReviewFollowerWithHigherTermRejoinsIdleCluster(t *testing.T) {
+func TestFollowerWithHigherTermRejoinsIdleCluster(t *testing.T) {
 	c := newTestCluster(t, 3, nil)
 	lead := c.leader()
 	ctx := ctxT(t)

@@ -19,7 +19,7 @@ import (
 // snapshot interval and WAL segments so that it catches up by snapshot
 // while appends for it are queued: all nodes converge on the same state,
 // every acknowledged write is applied exactly once, and no node stops.
-func TestReviewFollowerRestartLoopUnderWrites(t *testing.T) {
+func TestFollowerRestartLoopUnderWrites(t *testing.T) {
 	seed := rand.Uint64()
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 1))

@@ -8,7 +8,7 @@ import (
 
 // Bad Admin requests, at the leader or handed over by a follower, answer
 // invalidArgument and change nothing.
-func TestReviewBadAdminRequests(t *testing.T) {
+func TestBadAdminRequests(t *testing.T) {
 	c := newTestCluster(t, 3, nil)
 	lead := c.leader()
 	ctx := ctxT(t)

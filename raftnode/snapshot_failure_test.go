@@ -32,7 +32,7 @@ func (f *snapFailFS) Create(name string) (vfs.File, error) {
 // rate, not on every turn of the loop: each attempt serializes the whole
 // state machine, so retrying at the loop's pace burns CPU and floods the
 // log while the node keeps serving.
-func TestReviewFailingSnapshotIsNotRetriedInALoop(t *testing.T) {
+func TestFailingSnapshotIsNotRetriedInALoop(t *testing.T) {
 	fss := map[uint64]*snapFailFS{}
 	for id := uint64(1); id <= 3; id++ {
 		fss[id] = &snapFailFS{FS: vfs.OS}

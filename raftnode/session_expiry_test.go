@@ -27,7 +27,7 @@ func (k *kvClient) keepAlive(ctx context.Context) error {
 // A session idle for longer than kv.Config.SessionTTL is gone: a write
 // with it, through the leader or through a follower, answers
 // sessionExpired, and so does a keepalive; a session kept alive survives.
-func TestReviewSessionExpiryEndToEnd(t *testing.T) {
+func TestSessionExpiryEndToEnd(t *testing.T) {
 	const ttl = 300 * time.Millisecond
 	c := newTestCluster(t, 3, func(cfg *raftnode.Config) { cfg.KV.SessionTTL = ttl })
 	lead := c.leader()

@@ -65,7 +65,7 @@ func putOp(seq uint64, key, value string) func(int, schema.Op) error {
 
 // Malformed or odd requests through the leader and through a follower get
 // clear per-op errors and never take the node down.
-func TestReviewMalformedRequests(t *testing.T) {
+func TestMalformedRequests(t *testing.T) {
 	c := newTestCluster(t, 3, nil)
 	lead := c.leader()
 	ctx := ctxT(t)

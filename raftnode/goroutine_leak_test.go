@@ -16,7 +16,7 @@ import (
 // through followers, sessions, Admin members/snapshot/transfer, and a
 // stopped-and-restarted follower leaves no goroutine behind once its nodes
 // and clients are closed.
-func TestReviewNoGoroutineLeftAfterClose(t *testing.T) {
+func TestNoGoroutineLeftAfterClose(t *testing.T) {
 	ignore := goleak.IgnoreCurrent()
 	t.Cleanup(func() { goleak.VerifyNone(t, ignore) }) // registered first: runs last
 	c := newTestCluster(t, 3, func(cfg *raftnode.Config) {

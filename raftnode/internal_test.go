@@ -17,7 +17,7 @@ import (
 // this change: the waiter must hear that its change was not applied (a
 // different change at that index must not be reported as success, and a
 // normal entry must not leave the waiter to time out).
-func TestReviewOverwrittenConfChangeIsNotReportedApplied(t *testing.T) {
+func TestOverwrittenConfChangeIsNotReportedApplied(t *testing.T) {
 	n, err := New(Config{ID: 1, DataDir: t.TempDir(), Logger: hclog.NewNullLogger()})
 	if err != nil {
 		t.Fatal(err)
@@ -64,7 +64,7 @@ func TestReviewOverwrittenConfChangeIsNotReportedApplied(t *testing.T) {
 // at once with "no response" rather than parked until this node sees a
 // leader change, which may never come: meanwhile the sender's read hangs
 // until its timeout and the parked call stays in memory.
-func TestReviewReadIndexToNonLeaderIsAnsweredAtOnce(t *testing.T) {
+func TestReadIndexToNonLeaderIsAnsweredAtOnce(t *testing.T) {
 	n, err := New(Config{ID: 1, DataDir: t.TempDir(), Join: true, Peers: map[uint64]string{1: "127.0.0.1:1", 2: "127.0.0.1:2"}, Logger: hclog.NewNullLogger()})
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +89,7 @@ func TestReviewReadIndexToNonLeaderIsAnsweredAtOnce(t *testing.T) {
 // replace the old one: the old one's entry is gone from the leader's log,
 // so it is answered as not applied rather than left to time out and stay
 // in byID for good.
-func TestReviewProposalReplacedAtItsIndexIsAnswered(t *testing.T) {
+func TestProposalReplacedAtItsIndexIsAnswered(t *testing.T) {
 	n, err := New(Config{ID: 1, DataDir: t.TempDir(), Logger: hclog.NewNullLogger()})
 	if err != nil {
 		t.Fatal(err)

@@ -63,7 +63,7 @@ func (f failFile) WriteAt(p []byte, off int64) (int, error) {
 // that node cleanly: Done is closed, Err says why, its requests are
 // answered with shuttingDown, Close returns, and the other two nodes keep
 // serving writes.
-func TestReviewDiskFailureStopsNodeCleanly(t *testing.T) {
+func TestDiskFailureStopsNodeCleanly(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
 		leader     bool

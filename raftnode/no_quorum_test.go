@@ -19,7 +19,7 @@ import (
 // never committed) or unavailable (never proposed), linearizable reads
 // with timeout or unavailable, serializable reads with data. Nothing hangs,
 // and once everything is closed no goroutine is left behind.
-func TestReviewNoQuorumAnswersAndLeaksNothing(t *testing.T) {
+func TestNoQuorumAnswersAndLeaksNothing(t *testing.T) {
 	ignore := goleak.IgnoreCurrent()
 	t.Cleanup(func() { goleak.VerifyNone(t, ignore) }) // registered first: runs after every other cleanup
 	const reqTimeout = 500 * time.Millisecond

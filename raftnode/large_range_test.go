@@ -54,7 +54,7 @@ func (k *kvClient) rangePage(ctx context.Context, prefix, after string, limit ui
 // limits) must still come back: a page bigger than the client's message
 // limit aborts the client's whole connection. The node returns a shorter
 // page with more=true, and paging with `after` reaches every key.
-func TestReviewRangeOfLargeValuesFitsInAMessage(t *testing.T) {
+func TestRangeOfLargeValuesFitsInAMessage(t *testing.T) {
 	c := newTestCluster(t, 3, nil)
 	lead := c.leader()
 	ctx := ctxT(t)

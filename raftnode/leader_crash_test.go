@@ -19,7 +19,7 @@ import (
 // flight when the leader dies come back as outcomeUnknown (or unavailable
 // when they never reached it), retries with the same session and sequence
 // number apply each write exactly once, and the final versions match.
-func TestReviewLeaderCrashWithForwardedWritesInFlight(t *testing.T) {
+func TestLeaderCrashWithForwardedWritesInFlight(t *testing.T) {
 	seed := rand.Uint64()
 	t.Logf("seed %d", seed)
 	c := newTestCluster(t, 3, func(cfg *raftnode.Config) { cfg.RequestTimeout = time.Second })

@@ -14,7 +14,7 @@ import (
 // up) is answered at once with shuttingDown, on the leader and on a
 // follower alike: it must not wait for the request timeout, nor report a
 // write that never reached the log as outcomeUnknown.
-func TestReviewClosedNodeAnswersShuttingDownPromptly(t *testing.T) {
+func TestClosedNodeAnswersShuttingDownPromptly(t *testing.T) {
 	const reqTimeout = 3 * time.Second
 	c := newTestCluster(t, 3, func(cfg *raftnode.Config) { cfg.RequestTimeout = reqTimeout })
 	lead := c.leader()
@@ -48,7 +48,7 @@ func TestReviewClosedNodeAnswersShuttingDownPromptly(t *testing.T) {
 // the log, so its state only gets staler: even a serializable read must
 // answer shuttingDown, so that clients move to another node instead of
 // reading a frozen state forever.
-func TestReviewStoppedNodeRefusesSerializableReads(t *testing.T) {
+func TestStoppedNodeRefusesSerializableReads(t *testing.T) {
 	c := newTestCluster(t, 3, nil)
 	lead := c.leader()
 	ctx := ctxT(t)
@@ -70,7 +70,7 @@ func TestReviewStoppedNodeRefusesSerializableReads(t *testing.T) {
 
 // Close with requests in flight from many goroutines through a follower
 // and the leader: every request returns promptly.
-func TestReviewCloseWithRequestsInFlight(t *testing.T) {
+func TestCloseWithRequestsInFlight(t *testing.T) {
 	const reqTimeout = 4 * time.Second
 	c := newTestCluster(t, 3, func(cfg *raftnode.Config) { cfg.RequestTimeout = reqTimeout })
 	lead := c.leader()

@@ -45,7 +45,7 @@ func transferLeadership(ctx context.Context, c *testCluster, via, to uint64) err
 // are distinct, a retry of an applied write returns its first revision,
 // and a write answered "unavailable" (not applied) is not visible before
 // its retry.
-func TestReviewTransferUnderLoadExactlyOnce(t *testing.T) {
+func TestTransferUnderLoadExactlyOnce(t *testing.T) {
 	seed := rand.Uint64()
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 0))
