@@ -150,18 +150,9 @@ func (c *testCluster) client(id uint64) *kvClient {
 }
 
 func (k *kvClient) open(ctx context.Context) error {
-	f, rel := k.kv.OpenSession(ctx, nil)
-	defer rel()
-	res, err := f.Struct()
-	if err != nil {
-		return err
+	if err := k.openCode(ctx); err != nil {
+		return fmt.Errorf("open session: %w", err)
 	}
-	if res.HasError() {
-		e, _ := res.Error()
-		msg, _ := e.Message_()
-		return fmt.Errorf("open session: %s: %s", e.Code(), msg)
-	}
-	k.session = res.Session()
 	return nil
 }
 
