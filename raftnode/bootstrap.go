@@ -76,6 +76,14 @@ func (n *Node) discoverPeers() {
 		answers, missing := n.askPeers(peers, inc)
 		for _, id := range peers {
 			if a, ok := answers[id]; ok && a.Configured {
+				if a.BootstrapOnly && slices.Contains(a.Voters, raft.MemberIncarnation{ID: n.cfg.ID, Incarnation: inc}) {
+					// The cluster was just created with this node in
+					// it: write the same bootstrap snapshot, so this
+					// node follows from index 1 like the others
+					// rather than wait for the leader to send it.
+					n.bootstrapAs(a.Voters)
+					return
+				}
 				n.joinExisting(id, a, inc)
 				return
 			}
@@ -206,6 +214,12 @@ func (n *Node) bootstrapWith(answers map[uint64]transport.DiscoverInfo, inc uint
 	for id, a := range answers {
 		incs = append(incs, raft.MemberIncarnation{ID: id, Incarnation: a.Incarnation})
 	}
+	n.bootstrapAs(incs)
+}
+
+// bootstrapAs hands the core the bootstrap snapshot of a new cluster
+// whose voters are incs, with their incarnations.
+func (n *Node) bootstrapAs(incs []raft.MemberIncarnation) {
 	sn := n.bootstrapSnapshot(incs)
 	var err error
 	if lerr := n.runOnLoop(context.Background(), func() {
@@ -223,16 +237,19 @@ func (n *Node) bootstrapWith(answers map[uint64]transport.DiscoverInfo, inc uint
 	}
 }
 
-// bootstrapSnapshot is the first snapshot of a new cluster of every
-// --peers member (this node alone without --peers), recording the
-// incarnations given.
+// bootstrapSnapshot is the first snapshot of a new cluster whose voters
+// are incs, recording their incarnations; its address book is --peers
+// (this node alone without).
 func (n *Node) bootstrapSnapshot(incs []raft.MemberIncarnation) raft.Snapshot {
 	peers := n.cfg.Peers
 	if len(peers) == 0 {
 		peers = map[uint64]string{n.cfg.ID: n.cfg.Advertise}
 	}
-	ids := slices.Sorted(maps.Keys(peers))
 	slices.SortFunc(incs, func(a, b raft.MemberIncarnation) int { return cmp.Compare(a.ID, b.ID) })
+	ids := make([]uint64, len(incs))
+	for i, mi := range incs {
+		ids[i] = mi.ID
+	}
 	sn := raft.BootstrapSnapshot(raft.ConfState{Voters: ids, Incarnations: incs})
 	sn.Data = encodeSnapshot(peers, nil)
 	return sn
@@ -248,10 +265,14 @@ func (h peerHandler) Discover(ctx context.Context, from, inc uint64) (transport.
 		st := n.core.Status()
 		cs = st.Config
 		info.Term, info.Commit = st.Term, st.Commit
+		// Configurations take effect when applied: nothing applied
+		// after index 1 means the bootstrap configuration.
+		info.BootstrapOnly = st.Applied <= raft.BootstrapSnapshot(raft.ConfState{}).Meta.Index
 	}); err != nil {
 		return info, err
 	}
 	info.Configured = len(cs.Voters) > 0 || len(cs.Learners) > 0
+	info.BootstrapOnly = info.Configured && info.BootstrapOnly && len(cs.Learners) == 0
 	for _, id := range cs.Voters {
 		rec, _ := cs.IncarnationOf(id)
 		info.Voters = append(info.Voters, raft.MemberIncarnation{ID: id, Incarnation: rec})

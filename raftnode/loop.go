@@ -548,7 +548,7 @@ func (n *Node) handleReady(rd raft.Ready) {
 		n.failStaleProposals(snap.Meta.Index)
 		if n.loop.bootstrapping {
 			n.loop.bootstrapping = false
-			n.log.Info("bootstrapped a new cluster: every initial member answered and none held data",
+			n.log.Info("bootstrapped a new cluster with every initial member (all answered, none held data)",
 				"members", snap.Meta.ConfState.Voters)
 		} else {
 			n.loop.installed++
@@ -737,7 +737,10 @@ func (n *Node) logRestoration(cc raft.ConfChange) {
 func (n *Node) farewell(id, index uint64) {
 	if n.core.Role() == raft.StateLeader {
 		if pr, ok := n.core.Status().Progress[id]; ok && pr.Match >= index {
-			n.tr.Send([]raft.Message{{Type: raft.MsgHeartbeat, From: n.cfg.ID, To: id, Term: n.core.Term(), Commit: index}})
+			// A heartbeat's commit index counts only for the storage it
+			// names (raft.Message.ToIncarnation).
+			n.tr.Send([]raft.Message{{Type: raft.MsgHeartbeat, From: n.cfg.ID, To: id, Term: n.core.Term(), Commit: index,
+				Incarnation: n.store.Incarnation(), ToIncarnation: pr.Incarnation}})
 		}
 	}
 	time.AfterFunc(n.cfg.ElectionTimeout, func() {

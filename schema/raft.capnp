@@ -195,6 +195,11 @@ struct DiscoverResponse {
   voters @4 :List(MemberIncarnation);
   # When configured: its configuration's voters (incoming half) and the
   # incarnation each is counted with (0 if none is recorded).
+  bootstrapOnly @5 :Bool;
+  # Configured, and nothing applied since the bootstrap snapshot: voters
+  # is the new cluster's bootstrap configuration. An initial member it
+  # records with its own incarnation bootstraps the same snapshot itself
+  # rather than wait for the leader to send it.
 }
 
 interface Raft extends(RequestVote, AppendEntries, InstallSnapshot, TimeoutNow, ReadIndex, Discover) {

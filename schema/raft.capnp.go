@@ -3919,6 +3919,13 @@ func (s DiscoverResponse) NewVoters(n int32) (MemberIncarnation_List, error) {
 	err = capnp.Struct(s).SetPtr(0, l.ToPtr())
 	return l, err
 }
+func (s DiscoverResponse) BootstrapOnly() bool {
+	return capnp.Struct(s).Bit(65)
+}
+
+func (s DiscoverResponse) SetBootstrapOnly(v bool) {
+	capnp.Struct(s).SetBit(65, v)
+}
 
 // DiscoverResponse_List is a list of DiscoverResponse.
 type DiscoverResponse_List = capnp.StructList[DiscoverResponse]

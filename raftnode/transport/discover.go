@@ -24,6 +24,9 @@ type DiscoverInfo struct {
 	// Voters are the configuration's voters with the incarnation each is
 	// counted with (0: none recorded), when Configured.
 	Voters []raft.MemberIncarnation
+	// BootstrapOnly: Configured with nothing applied since the bootstrap
+	// snapshot, so Voters is the new cluster's bootstrap configuration.
+	BootstrapOnly bool
 }
 
 // Discoverer is implemented by a driver that answers Discover. The
@@ -73,6 +76,7 @@ func (s *raftServer) discover(ctx context.Context, c *server.Call) error {
 	r.SetConfigured(info.Configured)
 	r.SetTerm(info.Term)
 	r.SetCommit(info.Commit)
+	r.SetBootstrapOnly(info.BootstrapOnly)
 	return setIncarnations(r.NewVoters, info.Voters)
 }
 
@@ -109,7 +113,7 @@ func (t *Transport) Discover(ctx context.Context, id, incarnation uint64) (Disco
 	if err != nil {
 		return DiscoverInfo{}, fmt.Errorf("discover node %d: read answer: %w", id, err)
 	}
-	info := DiscoverInfo{Incarnation: r.Incarnation(), Configured: r.Configured(), Term: r.Term(), Commit: r.Commit()}
+	info := DiscoverInfo{Incarnation: r.Incarnation(), Configured: r.Configured(), Term: r.Term(), Commit: r.Commit(), BootstrapOnly: r.BootstrapOnly()}
 	if info.Voters, err = readIncarnations(r.Voters()); err != nil {
 		return DiscoverInfo{}, fmt.Errorf("discover node %d: read voters: %w", id, err)
 	}
