@@ -60,4 +60,26 @@ interface Admin {
   transferLeadership @4 (to :UInt64) -> (error :Error);
   # snapshot makes the answering node snapshot its state now.
   snapshot @5 () -> (index :UInt64, error :Error);
+
+  # createToken mints a token (a sturdy reference: see the token package)
+  # for the given role, with optional caveats. Any node mints it with the
+  # cluster's current token key (created through the log the first time
+  # one is needed) and every node verifies it. ttlMillis 0: no expiry.
+  # The token is a secret; id names it for revokeToken.
+  createToken @6 (spec :TokenSpec) -> (token :Text, id :Text, error :Error);
+  # revokeToken revokes the token with this id and every token derived
+  # from it, on every node, through the log: logins with it fail and
+  # connections that logged in with it lose what it granted once the
+  # revocation is applied on the node they are connected to. expires
+  # (unix milliseconds, 0: unknown) lets nodes forget the revocation
+  # once the token has expired anyway.
+  revokeToken @7 (id :Text, expires :Int64) -> (error :Error);
+}
+
+struct TokenSpec {
+  operator @0 :Bool;          # an operator's token (else a client's)
+  restrictPrefix @1 :Bool;    # confine kv to prefix
+  prefix @2 :Data;
+  readOnly @3 :Bool;
+  ttlMillis @4 :UInt64;
 }

@@ -40,6 +40,19 @@ interface KV {
   keepAlive @7 (session :UInt64) -> (error :Error);
   # closeSession forgets a session and its saved results.
   closeSession @8 (session :UInt64) -> (error :Error);
+
+  # restrict derives a narrower KV from this one: every operation through
+  # it is confined to keys that start with prefix (when restrictPrefix is
+  # set; the empty prefix is every key), and writes are refused when
+  # readOnly is set. Restrictions only add up: the result is confined to
+  # both this KV's prefix and the new one (a prefix that does not lie
+  # within this KV's fails with permissionDenied), and stays read-only if
+  # this KV is. A confined KV answers an operation outside its grant with
+  # the error code permissionDenied (a batch: that op's result; nothing
+  # in the batch is applied when any write in it is refused), clips a
+  # range to the prefix (a range starting inside and running past it
+  # stops at its end) and never lets a follower's forwarding widen it.
+  restrict @9 (prefix :Data, restrictPrefix :Bool, readOnly :Bool) -> (kv :KV);
 }
 
 struct BatchRequest {
@@ -160,6 +173,7 @@ enum ErrorCode {
   staleSequence @6;        # seq is below the session's acknowledged mark and its result was forgotten
   shuttingDown @7;         # the node is stopping: retry on another node
   timeout @8;              # the node gave up waiting (for a leader, a commit or a read index)
+  permissionDenied @9;     # outside what the capability grants (a restricted or read-only KV); the message names the grant
 }
 
 struct Error {

@@ -196,6 +196,26 @@ func (c KV) CloseSession(ctx context.Context, params func(KV_closeSession_Params
 
 }
 
+func (c KV) Restrict(ctx context.Context, params func(KV_restrict_Params) error) (KV_restrict_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0xf7dc792a1515d6d1,
+			MethodID:      9,
+			InterfaceName: "schema/kv.capnp:KV",
+			MethodName:    "restrict",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 8, PointerCount: 1}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(KV_restrict_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return KV_restrict_Results_Future{Future: ans.Future()}, release
+
+}
+
 func (c KV) WaitStreaming() error {
 	return capnp.Client(c).WaitStreaming()
 }
@@ -286,6 +306,8 @@ type KV_Server interface {
 	KeepAlive(context.Context, KV_keepAlive) error
 
 	CloseSession(context.Context, KV_closeSession) error
+
+	Restrict(context.Context, KV_restrict) error
 }
 
 // KV_NewServer creates a new Server from an implementation of KV_Server.
@@ -304,7 +326,7 @@ func KV_ServerToClient(s KV_Server) KV {
 // This can be used to create a more complicated Server.
 func KV_Methods(methods []server.Method, s KV_Server) []server.Method {
 	if cap(methods) == 0 {
-		methods = make([]server.Method, 0, 9)
+		methods = make([]server.Method, 0, 10)
 	}
 
 	methods = append(methods, server.Method{
@@ -412,6 +434,18 @@ func KV_Methods(methods []server.Method, s KV_Server) []server.Method {
 		},
 		Impl: func(ctx context.Context, call *server.Call) error {
 			return s.CloseSession(ctx, KV_closeSession{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0xf7dc792a1515d6d1,
+			MethodID:      9,
+			InterfaceName: "schema/kv.capnp:KV",
+			MethodName:    "restrict",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.Restrict(ctx, KV_restrict{call})
 		},
 	})
 
@@ -569,6 +603,23 @@ func (c KV_closeSession) Args() KV_closeSession_Params {
 func (c KV_closeSession) AllocResults() (KV_closeSession_Results, error) {
 	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
 	return KV_closeSession_Results(r), err
+}
+
+// KV_restrict holds the state for a server call to KV.restrict.
+// See server.Call for documentation.
+type KV_restrict struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c KV_restrict) Args() KV_restrict_Params {
+	return KV_restrict_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c KV_restrict) AllocResults() (KV_restrict_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return KV_restrict_Results(r), err
 }
 
 // KV_List is a list of KV.
@@ -2213,6 +2264,184 @@ func (f KV_closeSession_Results_Future) Struct() (KV_closeSession_Results, error
 }
 func (p KV_closeSession_Results_Future) Error() Error_Future {
 	return Error_Future{Future: p.Future.Field(0, nil)}
+}
+
+type KV_restrict_Params capnp.Struct
+
+// KV_restrict_Params_TypeID is the unique identifier for the type KV_restrict_Params.
+const KV_restrict_Params_TypeID = 0xcf37314581e9974b
+
+func NewKV_restrict_Params(s *capnp.Segment) (KV_restrict_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1})
+	return KV_restrict_Params(st), err
+}
+
+func NewRootKV_restrict_Params(s *capnp.Segment) (KV_restrict_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1})
+	return KV_restrict_Params(st), err
+}
+
+func ReadRootKV_restrict_Params(msg *capnp.Message) (KV_restrict_Params, error) {
+	root, err := msg.Root()
+	return KV_restrict_Params(root.Struct()), err
+}
+
+func (s KV_restrict_Params) String() string {
+	str, _ := text.Marshal(0xcf37314581e9974b, capnp.Struct(s))
+	return str
+}
+
+func (s KV_restrict_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (KV_restrict_Params) DecodeFromPtr(p capnp.Ptr) KV_restrict_Params {
+	return KV_restrict_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s KV_restrict_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s KV_restrict_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s KV_restrict_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s KV_restrict_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s KV_restrict_Params) Prefix() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return []byte(p.Data()), err
+}
+
+func (s KV_restrict_Params) HasPrefix() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s KV_restrict_Params) SetPrefix(v []byte) error {
+	return capnp.Struct(s).SetData(0, v)
+}
+
+func (s KV_restrict_Params) RestrictPrefix() bool {
+	return capnp.Struct(s).Bit(0)
+}
+
+func (s KV_restrict_Params) SetRestrictPrefix(v bool) {
+	capnp.Struct(s).SetBit(0, v)
+}
+
+func (s KV_restrict_Params) ReadOnly() bool {
+	return capnp.Struct(s).Bit(1)
+}
+
+func (s KV_restrict_Params) SetReadOnly(v bool) {
+	capnp.Struct(s).SetBit(1, v)
+}
+
+// KV_restrict_Params_List is a list of KV_restrict_Params.
+type KV_restrict_Params_List = capnp.StructList[KV_restrict_Params]
+
+// NewKV_restrict_Params creates a new list of KV_restrict_Params.
+func NewKV_restrict_Params_List(s *capnp.Segment, sz int32) (KV_restrict_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1}, sz)
+	return capnp.StructList[KV_restrict_Params](l), err
+}
+
+// KV_restrict_Params_Future is a wrapper for a KV_restrict_Params promised by a client call.
+type KV_restrict_Params_Future struct{ *capnp.Future }
+
+func (f KV_restrict_Params_Future) Struct() (KV_restrict_Params, error) {
+	p, err := f.Future.Ptr()
+	return KV_restrict_Params(p.Struct()), err
+}
+
+type KV_restrict_Results capnp.Struct
+
+// KV_restrict_Results_TypeID is the unique identifier for the type KV_restrict_Results.
+const KV_restrict_Results_TypeID = 0xa2816e5cfab02600
+
+func NewKV_restrict_Results(s *capnp.Segment) (KV_restrict_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return KV_restrict_Results(st), err
+}
+
+func NewRootKV_restrict_Results(s *capnp.Segment) (KV_restrict_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return KV_restrict_Results(st), err
+}
+
+func ReadRootKV_restrict_Results(msg *capnp.Message) (KV_restrict_Results, error) {
+	root, err := msg.Root()
+	return KV_restrict_Results(root.Struct()), err
+}
+
+func (s KV_restrict_Results) String() string {
+	str, _ := text.Marshal(0xa2816e5cfab02600, capnp.Struct(s))
+	return str
+}
+
+func (s KV_restrict_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (KV_restrict_Results) DecodeFromPtr(p capnp.Ptr) KV_restrict_Results {
+	return KV_restrict_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s KV_restrict_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s KV_restrict_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s KV_restrict_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s KV_restrict_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s KV_restrict_Results) Kv() KV {
+	p, _ := capnp.Struct(s).Ptr(0)
+	return KV(p.Interface().Client())
+}
+
+func (s KV_restrict_Results) HasKv() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s KV_restrict_Results) SetKv(v KV) error {
+	if !v.IsValid() {
+		return capnp.Struct(s).SetPtr(0, capnp.Ptr{})
+	}
+	seg := s.Segment()
+	in := capnp.NewInterface(seg, seg.Message().CapTable().Add(capnp.Client(v)))
+	return capnp.Struct(s).SetPtr(0, in.ToPtr())
+}
+
+// KV_restrict_Results_List is a list of KV_restrict_Results.
+type KV_restrict_Results_List = capnp.StructList[KV_restrict_Results]
+
+// NewKV_restrict_Results creates a new list of KV_restrict_Results.
+func NewKV_restrict_Results_List(s *capnp.Segment, sz int32) (KV_restrict_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[KV_restrict_Results](l), err
+}
+
+// KV_restrict_Results_Future is a wrapper for a KV_restrict_Results promised by a client call.
+type KV_restrict_Results_Future struct{ *capnp.Future }
+
+func (f KV_restrict_Results_Future) Struct() (KV_restrict_Results, error) {
+	p, err := f.Future.Ptr()
+	return KV_restrict_Results(p.Struct()), err
+}
+func (p KV_restrict_Results_Future) Kv() KV {
+	return KV(p.Future.Field(0, nil).Client())
 }
 
 type BatchRequest capnp.Struct
@@ -4132,15 +4361,16 @@ const ErrorCode_TypeID = 0xe6361529562cd37c
 
 // Values of ErrorCode.
 const (
-	ErrorCode_internal        ErrorCode = 0
-	ErrorCode_unavailable     ErrorCode = 1
-	ErrorCode_outcomeUnknown  ErrorCode = 2
-	ErrorCode_sessionExpired  ErrorCode = 3
-	ErrorCode_invalidArgument ErrorCode = 4
-	ErrorCode_tooLarge        ErrorCode = 5
-	ErrorCode_staleSequence   ErrorCode = 6
-	ErrorCode_shuttingDown    ErrorCode = 7
-	ErrorCode_timeout         ErrorCode = 8
+	ErrorCode_internal         ErrorCode = 0
+	ErrorCode_unavailable      ErrorCode = 1
+	ErrorCode_outcomeUnknown   ErrorCode = 2
+	ErrorCode_sessionExpired   ErrorCode = 3
+	ErrorCode_invalidArgument  ErrorCode = 4
+	ErrorCode_tooLarge         ErrorCode = 5
+	ErrorCode_staleSequence    ErrorCode = 6
+	ErrorCode_shuttingDown     ErrorCode = 7
+	ErrorCode_timeout          ErrorCode = 8
+	ErrorCode_permissionDenied ErrorCode = 9
 )
 
 // String returns the enum's constant name.
@@ -4164,6 +4394,8 @@ func (c ErrorCode) String() string {
 		return "shuttingDown"
 	case ErrorCode_timeout:
 		return "timeout"
+	case ErrorCode_permissionDenied:
+		return "permissionDenied"
 
 	default:
 		return ""
@@ -4192,6 +4424,8 @@ func ErrorCodeFromString(c string) ErrorCode {
 		return ErrorCode_shuttingDown
 	case "timeout":
 		return ErrorCode_timeout
+	case "permissionDenied":
+		return ErrorCode_permissionDenied
 
 	default:
 		return 0

@@ -8,6 +8,7 @@ import (
 	fc "capnproto.org/go/capnp/v3/flowcontrol"
 	server "capnproto.org/go/capnp/v3/server"
 	context "context"
+	strconv "strconv"
 )
 
 type Node capnp.Client
@@ -135,6 +136,66 @@ func (c Node) Admin(ctx context.Context, params func(Node_admin_Params) error) (
 
 }
 
+func (c Node) Login(ctx context.Context, params func(Node_login_Params) error) (Node_login_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0x85f3a939e38da7c2,
+			MethodID:      6,
+			InterfaceName: "schema/node.capnp:Node",
+			MethodName:    "login",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 1}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(Node_login_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return Node_login_Results_Future{Future: ans.Future()}, release
+
+}
+
+func (c Node) Challenge(ctx context.Context, params func(Node_challenge_Params) error) (Node_challenge_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0x85f3a939e38da7c2,
+			MethodID:      7,
+			InterfaceName: "schema/node.capnp:Node",
+			MethodName:    "challenge",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 1}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(Node_challenge_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return Node_challenge_Results_Future{Future: ans.Future()}, release
+
+}
+
+func (c Node) Identity(ctx context.Context, params func(Node_identity_Params) error) (Node_identity_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0x85f3a939e38da7c2,
+			MethodID:      8,
+			InterfaceName: "schema/node.capnp:Node",
+			MethodName:    "identity",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 0}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(Node_identity_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return Node_identity_Results_Future{Future: ans.Future()}, release
+
+}
+
 func (c Node) WaitStreaming() error {
 	return capnp.Client(c).WaitStreaming()
 }
@@ -219,6 +280,12 @@ type Node_Server interface {
 	Status(context.Context, Node_status) error
 
 	Admin(context.Context, Node_admin) error
+
+	Login(context.Context, Node_login) error
+
+	Challenge(context.Context, Node_challenge) error
+
+	Identity(context.Context, Node_identity) error
 }
 
 // Node_NewServer creates a new Server from an implementation of Node_Server.
@@ -237,7 +304,7 @@ func Node_ServerToClient(s Node_Server) Node {
 // This can be used to create a more complicated Server.
 func Node_Methods(methods []server.Method, s Node_Server) []server.Method {
 	if cap(methods) == 0 {
-		methods = make([]server.Method, 0, 6)
+		methods = make([]server.Method, 0, 9)
 	}
 
 	methods = append(methods, server.Method{
@@ -309,6 +376,42 @@ func Node_Methods(methods []server.Method, s Node_Server) []server.Method {
 		},
 		Impl: func(ctx context.Context, call *server.Call) error {
 			return s.Admin(ctx, Node_admin{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0x85f3a939e38da7c2,
+			MethodID:      6,
+			InterfaceName: "schema/node.capnp:Node",
+			MethodName:    "login",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.Login(ctx, Node_login{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0x85f3a939e38da7c2,
+			MethodID:      7,
+			InterfaceName: "schema/node.capnp:Node",
+			MethodName:    "challenge",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.Challenge(ctx, Node_challenge{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0x85f3a939e38da7c2,
+			MethodID:      8,
+			InterfaceName: "schema/node.capnp:Node",
+			MethodName:    "identity",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.Identity(ctx, Node_identity{call})
 		},
 	})
 
@@ -415,6 +518,57 @@ func (c Node_admin) Args() Node_admin_Params {
 func (c Node_admin) AllocResults() (Node_admin_Results, error) {
 	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
 	return Node_admin_Results(r), err
+}
+
+// Node_login holds the state for a server call to Node.login.
+// See server.Call for documentation.
+type Node_login struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c Node_login) Args() Node_login_Params {
+	return Node_login_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c Node_login) AllocResults() (Node_login_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 2})
+	return Node_login_Results(r), err
+}
+
+// Node_challenge holds the state for a server call to Node.challenge.
+// See server.Call for documentation.
+type Node_challenge struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c Node_challenge) Args() Node_challenge_Params {
+	return Node_challenge_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c Node_challenge) AllocResults() (Node_challenge_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 16, PointerCount: 2})
+	return Node_challenge_Results(r), err
+}
+
+// Node_identity holds the state for a server call to Node.identity.
+// See server.Call for documentation.
+type Node_identity struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c Node_identity) Args() Node_identity_Params {
+	return Node_identity_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c Node_identity) AllocResults() (Node_identity_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Node_identity_Results(r), err
 }
 
 // Node_List is a list of Node.
@@ -1338,6 +1492,549 @@ func (p Node_admin_Results_Future) Admin() Admin {
 	return Admin(p.Future.Field(0, nil).Client())
 }
 
+type Node_login_Params capnp.Struct
+
+// Node_login_Params_TypeID is the unique identifier for the type Node_login_Params.
+const Node_login_Params_TypeID = 0x8ae7106bb3ca85cf
+
+func NewNode_login_Params(s *capnp.Segment) (Node_login_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Node_login_Params(st), err
+}
+
+func NewRootNode_login_Params(s *capnp.Segment) (Node_login_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Node_login_Params(st), err
+}
+
+func ReadRootNode_login_Params(msg *capnp.Message) (Node_login_Params, error) {
+	root, err := msg.Root()
+	return Node_login_Params(root.Struct()), err
+}
+
+func (s Node_login_Params) String() string {
+	str, _ := text.Marshal(0x8ae7106bb3ca85cf, capnp.Struct(s))
+	return str
+}
+
+func (s Node_login_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Node_login_Params) DecodeFromPtr(p capnp.Ptr) Node_login_Params {
+	return Node_login_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Node_login_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Node_login_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Node_login_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Node_login_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Node_login_Params) Credential() (Credential, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return Credential(p.Struct()), err
+}
+
+func (s Node_login_Params) HasCredential() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Node_login_Params) SetCredential(v Credential) error {
+	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
+}
+
+// NewCredential sets the credential field to a newly
+// allocated Credential struct, preferring placement in s's segment.
+func (s Node_login_Params) NewCredential() (Credential, error) {
+	ss, err := NewCredential(capnp.Struct(s).Segment())
+	if err != nil {
+		return Credential{}, err
+	}
+	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
+	return ss, err
+}
+
+// Node_login_Params_List is a list of Node_login_Params.
+type Node_login_Params_List = capnp.StructList[Node_login_Params]
+
+// NewNode_login_Params creates a new list of Node_login_Params.
+func NewNode_login_Params_List(s *capnp.Segment, sz int32) (Node_login_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[Node_login_Params](l), err
+}
+
+// Node_login_Params_Future is a wrapper for a Node_login_Params promised by a client call.
+type Node_login_Params_Future struct{ *capnp.Future }
+
+func (f Node_login_Params_Future) Struct() (Node_login_Params, error) {
+	p, err := f.Future.Ptr()
+	return Node_login_Params(p.Struct()), err
+}
+func (p Node_login_Params_Future) Credential() Credential_Future {
+	return Credential_Future{Future: p.Future.Field(0, nil)}
+}
+
+type Node_login_Results capnp.Struct
+
+// Node_login_Results_TypeID is the unique identifier for the type Node_login_Results.
+const Node_login_Results_TypeID = 0xd454353a14667131
+
+func NewNode_login_Results(s *capnp.Segment) (Node_login_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2})
+	return Node_login_Results(st), err
+}
+
+func NewRootNode_login_Results(s *capnp.Segment) (Node_login_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2})
+	return Node_login_Results(st), err
+}
+
+func ReadRootNode_login_Results(msg *capnp.Message) (Node_login_Results, error) {
+	root, err := msg.Root()
+	return Node_login_Results(root.Struct()), err
+}
+
+func (s Node_login_Results) String() string {
+	str, _ := text.Marshal(0xd454353a14667131, capnp.Struct(s))
+	return str
+}
+
+func (s Node_login_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Node_login_Results) DecodeFromPtr(p capnp.Ptr) Node_login_Results {
+	return Node_login_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Node_login_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Node_login_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Node_login_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Node_login_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Node_login_Results) Node() Node {
+	p, _ := capnp.Struct(s).Ptr(0)
+	return Node(p.Interface().Client())
+}
+
+func (s Node_login_Results) HasNode() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Node_login_Results) SetNode(v Node) error {
+	if !v.IsValid() {
+		return capnp.Struct(s).SetPtr(0, capnp.Ptr{})
+	}
+	seg := s.Segment()
+	in := capnp.NewInterface(seg, seg.Message().CapTable().Add(capnp.Client(v)))
+	return capnp.Struct(s).SetPtr(0, in.ToPtr())
+}
+
+func (s Node_login_Results) Identity() (Identity, error) {
+	p, err := capnp.Struct(s).Ptr(1)
+	return Identity(p.Struct()), err
+}
+
+func (s Node_login_Results) HasIdentity() bool {
+	return capnp.Struct(s).HasPtr(1)
+}
+
+func (s Node_login_Results) SetIdentity(v Identity) error {
+	return capnp.Struct(s).SetPtr(1, capnp.Struct(v).ToPtr())
+}
+
+// NewIdentity sets the identity field to a newly
+// allocated Identity struct, preferring placement in s's segment.
+func (s Node_login_Results) NewIdentity() (Identity, error) {
+	ss, err := NewIdentity(capnp.Struct(s).Segment())
+	if err != nil {
+		return Identity{}, err
+	}
+	err = capnp.Struct(s).SetPtr(1, capnp.Struct(ss).ToPtr())
+	return ss, err
+}
+
+// Node_login_Results_List is a list of Node_login_Results.
+type Node_login_Results_List = capnp.StructList[Node_login_Results]
+
+// NewNode_login_Results creates a new list of Node_login_Results.
+func NewNode_login_Results_List(s *capnp.Segment, sz int32) (Node_login_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2}, sz)
+	return capnp.StructList[Node_login_Results](l), err
+}
+
+// Node_login_Results_Future is a wrapper for a Node_login_Results promised by a client call.
+type Node_login_Results_Future struct{ *capnp.Future }
+
+func (f Node_login_Results_Future) Struct() (Node_login_Results, error) {
+	p, err := f.Future.Ptr()
+	return Node_login_Results(p.Struct()), err
+}
+func (p Node_login_Results_Future) Node() Node {
+	return Node(p.Future.Field(0, nil).Client())
+}
+
+func (p Node_login_Results_Future) Identity() Identity_Future {
+	return Identity_Future{Future: p.Future.Field(1, nil)}
+}
+
+type Node_challenge_Params capnp.Struct
+
+// Node_challenge_Params_TypeID is the unique identifier for the type Node_challenge_Params.
+const Node_challenge_Params_TypeID = 0xbd579effd62d1514
+
+func NewNode_challenge_Params(s *capnp.Segment) (Node_challenge_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Node_challenge_Params(st), err
+}
+
+func NewRootNode_challenge_Params(s *capnp.Segment) (Node_challenge_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Node_challenge_Params(st), err
+}
+
+func ReadRootNode_challenge_Params(msg *capnp.Message) (Node_challenge_Params, error) {
+	root, err := msg.Root()
+	return Node_challenge_Params(root.Struct()), err
+}
+
+func (s Node_challenge_Params) String() string {
+	str, _ := text.Marshal(0xbd579effd62d1514, capnp.Struct(s))
+	return str
+}
+
+func (s Node_challenge_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Node_challenge_Params) DecodeFromPtr(p capnp.Ptr) Node_challenge_Params {
+	return Node_challenge_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Node_challenge_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Node_challenge_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Node_challenge_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Node_challenge_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Node_challenge_Params) Nonce() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return []byte(p.Data()), err
+}
+
+func (s Node_challenge_Params) HasNonce() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Node_challenge_Params) SetNonce(v []byte) error {
+	return capnp.Struct(s).SetData(0, v)
+}
+
+// Node_challenge_Params_List is a list of Node_challenge_Params.
+type Node_challenge_Params_List = capnp.StructList[Node_challenge_Params]
+
+// NewNode_challenge_Params creates a new list of Node_challenge_Params.
+func NewNode_challenge_Params_List(s *capnp.Segment, sz int32) (Node_challenge_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[Node_challenge_Params](l), err
+}
+
+// Node_challenge_Params_Future is a wrapper for a Node_challenge_Params promised by a client call.
+type Node_challenge_Params_Future struct{ *capnp.Future }
+
+func (f Node_challenge_Params_Future) Struct() (Node_challenge_Params, error) {
+	p, err := f.Future.Ptr()
+	return Node_challenge_Params(p.Struct()), err
+}
+
+type Node_challenge_Results capnp.Struct
+
+// Node_challenge_Results_TypeID is the unique identifier for the type Node_challenge_Results.
+const Node_challenge_Results_TypeID = 0xb78b2c64676b257a
+
+func NewNode_challenge_Results(s *capnp.Segment) (Node_challenge_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 16, PointerCount: 2})
+	return Node_challenge_Results(st), err
+}
+
+func NewRootNode_challenge_Results(s *capnp.Segment) (Node_challenge_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 16, PointerCount: 2})
+	return Node_challenge_Results(st), err
+}
+
+func ReadRootNode_challenge_Results(msg *capnp.Message) (Node_challenge_Results, error) {
+	root, err := msg.Root()
+	return Node_challenge_Results(root.Struct()), err
+}
+
+func (s Node_challenge_Results) String() string {
+	str, _ := text.Marshal(0xb78b2c64676b257a, capnp.Struct(s))
+	return str
+}
+
+func (s Node_challenge_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Node_challenge_Results) DecodeFromPtr(p capnp.Ptr) Node_challenge_Results {
+	return Node_challenge_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Node_challenge_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Node_challenge_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Node_challenge_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Node_challenge_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Node_challenge_Results) Nonce() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return []byte(p.Data()), err
+}
+
+func (s Node_challenge_Results) HasNonce() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Node_challenge_Results) SetNonce(v []byte) error {
+	return capnp.Struct(s).SetData(0, v)
+}
+
+func (s Node_challenge_Results) NodeId() uint64 {
+	return capnp.Struct(s).Uint64(0)
+}
+
+func (s Node_challenge_Results) SetNodeId(v uint64) {
+	capnp.Struct(s).SetUint64(0, v)
+}
+
+func (s Node_challenge_Results) ClusterId() uint64 {
+	return capnp.Struct(s).Uint64(8)
+}
+
+func (s Node_challenge_Results) SetClusterId(v uint64) {
+	capnp.Struct(s).SetUint64(8, v)
+}
+
+func (s Node_challenge_Results) NodeProof() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(1)
+	return []byte(p.Data()), err
+}
+
+func (s Node_challenge_Results) HasNodeProof() bool {
+	return capnp.Struct(s).HasPtr(1)
+}
+
+func (s Node_challenge_Results) SetNodeProof(v []byte) error {
+	return capnp.Struct(s).SetData(1, v)
+}
+
+// Node_challenge_Results_List is a list of Node_challenge_Results.
+type Node_challenge_Results_List = capnp.StructList[Node_challenge_Results]
+
+// NewNode_challenge_Results creates a new list of Node_challenge_Results.
+func NewNode_challenge_Results_List(s *capnp.Segment, sz int32) (Node_challenge_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 16, PointerCount: 2}, sz)
+	return capnp.StructList[Node_challenge_Results](l), err
+}
+
+// Node_challenge_Results_Future is a wrapper for a Node_challenge_Results promised by a client call.
+type Node_challenge_Results_Future struct{ *capnp.Future }
+
+func (f Node_challenge_Results_Future) Struct() (Node_challenge_Results, error) {
+	p, err := f.Future.Ptr()
+	return Node_challenge_Results(p.Struct()), err
+}
+
+type Node_identity_Params capnp.Struct
+
+// Node_identity_Params_TypeID is the unique identifier for the type Node_identity_Params.
+const Node_identity_Params_TypeID = 0xde9c1b0128182fc2
+
+func NewNode_identity_Params(s *capnp.Segment) (Node_identity_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Node_identity_Params(st), err
+}
+
+func NewRootNode_identity_Params(s *capnp.Segment) (Node_identity_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Node_identity_Params(st), err
+}
+
+func ReadRootNode_identity_Params(msg *capnp.Message) (Node_identity_Params, error) {
+	root, err := msg.Root()
+	return Node_identity_Params(root.Struct()), err
+}
+
+func (s Node_identity_Params) String() string {
+	str, _ := text.Marshal(0xde9c1b0128182fc2, capnp.Struct(s))
+	return str
+}
+
+func (s Node_identity_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Node_identity_Params) DecodeFromPtr(p capnp.Ptr) Node_identity_Params {
+	return Node_identity_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Node_identity_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Node_identity_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Node_identity_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Node_identity_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+
+// Node_identity_Params_List is a list of Node_identity_Params.
+type Node_identity_Params_List = capnp.StructList[Node_identity_Params]
+
+// NewNode_identity_Params creates a new list of Node_identity_Params.
+func NewNode_identity_Params_List(s *capnp.Segment, sz int32) (Node_identity_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0}, sz)
+	return capnp.StructList[Node_identity_Params](l), err
+}
+
+// Node_identity_Params_Future is a wrapper for a Node_identity_Params promised by a client call.
+type Node_identity_Params_Future struct{ *capnp.Future }
+
+func (f Node_identity_Params_Future) Struct() (Node_identity_Params, error) {
+	p, err := f.Future.Ptr()
+	return Node_identity_Params(p.Struct()), err
+}
+
+type Node_identity_Results capnp.Struct
+
+// Node_identity_Results_TypeID is the unique identifier for the type Node_identity_Results.
+const Node_identity_Results_TypeID = 0xaf0b010a27b92631
+
+func NewNode_identity_Results(s *capnp.Segment) (Node_identity_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Node_identity_Results(st), err
+}
+
+func NewRootNode_identity_Results(s *capnp.Segment) (Node_identity_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Node_identity_Results(st), err
+}
+
+func ReadRootNode_identity_Results(msg *capnp.Message) (Node_identity_Results, error) {
+	root, err := msg.Root()
+	return Node_identity_Results(root.Struct()), err
+}
+
+func (s Node_identity_Results) String() string {
+	str, _ := text.Marshal(0xaf0b010a27b92631, capnp.Struct(s))
+	return str
+}
+
+func (s Node_identity_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Node_identity_Results) DecodeFromPtr(p capnp.Ptr) Node_identity_Results {
+	return Node_identity_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Node_identity_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Node_identity_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Node_identity_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Node_identity_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Node_identity_Results) Identity() (Identity, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return Identity(p.Struct()), err
+}
+
+func (s Node_identity_Results) HasIdentity() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Node_identity_Results) SetIdentity(v Identity) error {
+	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
+}
+
+// NewIdentity sets the identity field to a newly
+// allocated Identity struct, preferring placement in s's segment.
+func (s Node_identity_Results) NewIdentity() (Identity, error) {
+	ss, err := NewIdentity(capnp.Struct(s).Segment())
+	if err != nil {
+		return Identity{}, err
+	}
+	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
+	return ss, err
+}
+
+// Node_identity_Results_List is a list of Node_identity_Results.
+type Node_identity_Results_List = capnp.StructList[Node_identity_Results]
+
+// NewNode_identity_Results creates a new list of Node_identity_Results.
+func NewNode_identity_Results_List(s *capnp.Segment, sz int32) (Node_identity_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[Node_identity_Results](l), err
+}
+
+// Node_identity_Results_Future is a wrapper for a Node_identity_Results promised by a client call.
+type Node_identity_Results_Future struct{ *capnp.Future }
+
+func (f Node_identity_Results_Future) Struct() (Node_identity_Results, error) {
+	p, err := f.Future.Ptr()
+	return Node_identity_Results(p.Struct()), err
+}
+func (p Node_identity_Results_Future) Identity() Identity_Future {
+	return Identity_Future{Future: p.Future.Field(0, nil)}
+}
+
 type NodeInfo capnp.Struct
 
 // NodeInfo_TypeID is the unique identifier for the type NodeInfo.
@@ -1444,4 +2141,404 @@ type NodeInfo_Future struct{ *capnp.Future }
 func (f NodeInfo_Future) Struct() (NodeInfo, error) {
 	p, err := f.Future.Ptr()
 	return NodeInfo(p.Struct()), err
+}
+
+type Credential capnp.Struct
+type Credential_Which uint16
+
+const (
+	Credential_Which_token  Credential_Which = 0
+	Credential_Which_member Credential_Which = 1
+)
+
+func (w Credential_Which) String() string {
+	const s = "tokenmember"
+	switch w {
+	case Credential_Which_token:
+		return s[0:5]
+	case Credential_Which_member:
+		return s[5:11]
+
+	}
+	return "Credential_Which(" + strconv.FormatUint(uint64(w), 10) + ")"
+}
+
+// Credential_TypeID is the unique identifier for the type Credential.
+const Credential_TypeID = 0xe2a0374e28fef720
+
+func NewCredential(s *capnp.Segment) (Credential, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1})
+	return Credential(st), err
+}
+
+func NewRootCredential(s *capnp.Segment) (Credential, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1})
+	return Credential(st), err
+}
+
+func ReadRootCredential(msg *capnp.Message) (Credential, error) {
+	root, err := msg.Root()
+	return Credential(root.Struct()), err
+}
+
+func (s Credential) String() string {
+	str, _ := text.Marshal(0xe2a0374e28fef720, capnp.Struct(s))
+	return str
+}
+
+func (s Credential) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Credential) DecodeFromPtr(p capnp.Ptr) Credential {
+	return Credential(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Credential) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+
+func (s Credential) Which() Credential_Which {
+	return Credential_Which(capnp.Struct(s).Uint16(0))
+}
+func (s Credential) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Credential) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Credential) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Credential) Token() (string, error) {
+	if capnp.Struct(s).Uint16(0) != 0 {
+		panic("Which() != token")
+	}
+	p, err := capnp.Struct(s).Ptr(0)
+	return p.Text(), err
+}
+
+func (s Credential) HasToken() bool {
+	if capnp.Struct(s).Uint16(0) != 0 {
+		return false
+	}
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Credential) TokenBytes() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return p.TextBytes(), err
+}
+
+func (s Credential) SetToken(v string) error {
+	capnp.Struct(s).SetUint16(0, 0)
+	return capnp.Struct(s).SetText(0, v)
+}
+
+func (s Credential) Member() (MemberProof, error) {
+	if capnp.Struct(s).Uint16(0) != 1 {
+		panic("Which() != member")
+	}
+	p, err := capnp.Struct(s).Ptr(0)
+	return MemberProof(p.Struct()), err
+}
+
+func (s Credential) HasMember() bool {
+	if capnp.Struct(s).Uint16(0) != 1 {
+		return false
+	}
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Credential) SetMember(v MemberProof) error {
+	capnp.Struct(s).SetUint16(0, 1)
+	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
+}
+
+// NewMember sets the member field to a newly
+// allocated MemberProof struct, preferring placement in s's segment.
+func (s Credential) NewMember() (MemberProof, error) {
+	capnp.Struct(s).SetUint16(0, 1)
+	ss, err := NewMemberProof(capnp.Struct(s).Segment())
+	if err != nil {
+		return MemberProof{}, err
+	}
+	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
+	return ss, err
+}
+
+// Credential_List is a list of Credential.
+type Credential_List = capnp.StructList[Credential]
+
+// NewCredential creates a new list of Credential.
+func NewCredential_List(s *capnp.Segment, sz int32) (Credential_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1}, sz)
+	return capnp.StructList[Credential](l), err
+}
+
+// Credential_Future is a wrapper for a Credential promised by a client call.
+type Credential_Future struct{ *capnp.Future }
+
+func (f Credential_Future) Struct() (Credential, error) {
+	p, err := f.Future.Ptr()
+	return Credential(p.Struct()), err
+}
+func (p Credential_Future) Member() MemberProof_Future {
+	return MemberProof_Future{Future: p.Future.Field(0, nil)}
+}
+
+type MemberProof capnp.Struct
+
+// MemberProof_TypeID is the unique identifier for the type MemberProof.
+const MemberProof_TypeID = 0xa551ca65db78281f
+
+func NewMemberProof(s *capnp.Segment) (MemberProof, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1})
+	return MemberProof(st), err
+}
+
+func NewRootMemberProof(s *capnp.Segment) (MemberProof, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1})
+	return MemberProof(st), err
+}
+
+func ReadRootMemberProof(msg *capnp.Message) (MemberProof, error) {
+	root, err := msg.Root()
+	return MemberProof(root.Struct()), err
+}
+
+func (s MemberProof) String() string {
+	str, _ := text.Marshal(0xa551ca65db78281f, capnp.Struct(s))
+	return str
+}
+
+func (s MemberProof) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (MemberProof) DecodeFromPtr(p capnp.Ptr) MemberProof {
+	return MemberProof(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s MemberProof) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s MemberProof) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s MemberProof) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s MemberProof) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s MemberProof) Id() uint64 {
+	return capnp.Struct(s).Uint64(0)
+}
+
+func (s MemberProof) SetId(v uint64) {
+	capnp.Struct(s).SetUint64(0, v)
+}
+
+func (s MemberProof) Proof() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return []byte(p.Data()), err
+}
+
+func (s MemberProof) HasProof() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s MemberProof) SetProof(v []byte) error {
+	return capnp.Struct(s).SetData(0, v)
+}
+
+// MemberProof_List is a list of MemberProof.
+type MemberProof_List = capnp.StructList[MemberProof]
+
+// NewMemberProof creates a new list of MemberProof.
+func NewMemberProof_List(s *capnp.Segment, sz int32) (MemberProof_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1}, sz)
+	return capnp.StructList[MemberProof](l), err
+}
+
+// MemberProof_Future is a wrapper for a MemberProof promised by a client call.
+type MemberProof_Future struct{ *capnp.Future }
+
+func (f MemberProof_Future) Struct() (MemberProof, error) {
+	p, err := f.Future.Ptr()
+	return MemberProof(p.Struct()), err
+}
+
+type Identity capnp.Struct
+
+// Identity_TypeID is the unique identifier for the type Identity.
+const Identity_TypeID = 0xc4f5e6340dc45ed5
+
+func NewIdentity(s *capnp.Segment) (Identity, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 24, PointerCount: 3})
+	return Identity(st), err
+}
+
+func NewRootIdentity(s *capnp.Segment) (Identity, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 24, PointerCount: 3})
+	return Identity(st), err
+}
+
+func ReadRootIdentity(msg *capnp.Message) (Identity, error) {
+	root, err := msg.Root()
+	return Identity(root.Struct()), err
+}
+
+func (s Identity) String() string {
+	str, _ := text.Marshal(0xc4f5e6340dc45ed5, capnp.Struct(s))
+	return str
+}
+
+func (s Identity) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Identity) DecodeFromPtr(p capnp.Ptr) Identity {
+	return Identity(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Identity) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Identity) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Identity) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Identity) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Identity) Peer() bool {
+	return capnp.Struct(s).Bit(0)
+}
+
+func (s Identity) SetPeer(v bool) {
+	capnp.Struct(s).SetBit(0, v)
+}
+
+func (s Identity) Operator() bool {
+	return capnp.Struct(s).Bit(1)
+}
+
+func (s Identity) SetOperator(v bool) {
+	capnp.Struct(s).SetBit(1, v)
+}
+
+func (s Identity) Client() bool {
+	return capnp.Struct(s).Bit(2)
+}
+
+func (s Identity) SetClient(v bool) {
+	capnp.Struct(s).SetBit(2, v)
+}
+
+func (s Identity) Restricted() bool {
+	return capnp.Struct(s).Bit(3)
+}
+
+func (s Identity) SetRestricted(v bool) {
+	capnp.Struct(s).SetBit(3, v)
+}
+
+func (s Identity) Prefix() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return []byte(p.Data()), err
+}
+
+func (s Identity) HasPrefix() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Identity) SetPrefix(v []byte) error {
+	return capnp.Struct(s).SetData(0, v)
+}
+
+func (s Identity) ReadOnly() bool {
+	return capnp.Struct(s).Bit(4)
+}
+
+func (s Identity) SetReadOnly(v bool) {
+	capnp.Struct(s).SetBit(4, v)
+}
+
+func (s Identity) TokenId() (string, error) {
+	p, err := capnp.Struct(s).Ptr(1)
+	return p.Text(), err
+}
+
+func (s Identity) HasTokenId() bool {
+	return capnp.Struct(s).HasPtr(1)
+}
+
+func (s Identity) TokenIdBytes() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(1)
+	return p.TextBytes(), err
+}
+
+func (s Identity) SetTokenId(v string) error {
+	return capnp.Struct(s).SetText(1, v)
+}
+
+func (s Identity) Expires() int64 {
+	return int64(capnp.Struct(s).Uint64(8))
+}
+
+func (s Identity) SetExpires(v int64) {
+	capnp.Struct(s).SetUint64(8, uint64(v))
+}
+
+func (s Identity) MemberId() uint64 {
+	return capnp.Struct(s).Uint64(16)
+}
+
+func (s Identity) SetMemberId(v uint64) {
+	capnp.Struct(s).SetUint64(16, v)
+}
+
+func (s Identity) Subject() (string, error) {
+	p, err := capnp.Struct(s).Ptr(2)
+	return p.Text(), err
+}
+
+func (s Identity) HasSubject() bool {
+	return capnp.Struct(s).HasPtr(2)
+}
+
+func (s Identity) SubjectBytes() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(2)
+	return p.TextBytes(), err
+}
+
+func (s Identity) SetSubject(v string) error {
+	return capnp.Struct(s).SetText(2, v)
+}
+
+// Identity_List is a list of Identity.
+type Identity_List = capnp.StructList[Identity]
+
+// NewIdentity creates a new list of Identity.
+func NewIdentity_List(s *capnp.Segment, sz int32) (Identity_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 24, PointerCount: 3}, sz)
+	return capnp.StructList[Identity](l), err
+}
+
+// Identity_Future is a wrapper for a Identity promised by a client call.
+type Identity_Future struct{ *capnp.Future }
+
+func (f Identity_Future) Struct() (Identity, error) {
+	p, err := f.Future.Ptr()
+	return Identity(p.Struct()), err
 }

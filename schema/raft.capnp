@@ -129,6 +129,11 @@ struct SnapshotChunk {
   data @7 :Data;
   done @8 :Bool;             # last chunk
   totalSize @9 :UInt64;      # whole snapshot size in bytes, for progress and preallocation checks
+  checksum @10 :UInt64;
+  # CRC-32C (Castagnoli) of the whole snapshot, in every chunk. The
+  # follower checks the assembled snapshot against it, and decodes it in
+  # full, before it replaces anything: a bad snapshot is refused and the
+  # follower keeps its state. 0: none sent (older leaders).
 }
 
 struct SnapshotResponse {
@@ -203,5 +208,14 @@ struct DiscoverResponse {
 }
 
 interface Raft extends(RequestVote, AppendEntries, InstallSnapshot, TimeoutNow, ReadIndex, Discover) {
-  # The whole peer protocol on one capability: what Node.raft returns.
+  # The whole peer protocol on one capability: what Node.raft returns to
+  # a member of the cluster (peer authority). Every message must come
+  # from a member id; when the credential named one (MemberProof.id), the
+  # header's from must be that id.
+
+  # kv and admin are what a member hands its clients' and operators'
+  # calls to (forwarding to the leader): unrestricted, because the
+  # forwarding node has already confined each call to the caller's grant.
+  kv @0 () -> (kv :import "kv.capnp".KV);
+  admin @1 () -> (admin :import "admin.capnp".Admin);
 }

@@ -2118,12 +2118,12 @@ type SnapshotChunk capnp.Struct
 const SnapshotChunk_TypeID = 0xa015daea4f19b866
 
 func NewSnapshotChunk(s *capnp.Segment) (SnapshotChunk, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 56, PointerCount: 3})
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 64, PointerCount: 3})
 	return SnapshotChunk(st), err
 }
 
 func NewRootSnapshotChunk(s *capnp.Segment) (SnapshotChunk, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 56, PointerCount: 3})
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 64, PointerCount: 3})
 	return SnapshotChunk(st), err
 }
 
@@ -2276,12 +2276,20 @@ func (s SnapshotChunk) SetTotalSize(v uint64) {
 	capnp.Struct(s).SetUint64(48, v)
 }
 
+func (s SnapshotChunk) Checksum() uint64 {
+	return capnp.Struct(s).Uint64(56)
+}
+
+func (s SnapshotChunk) SetChecksum(v uint64) {
+	capnp.Struct(s).SetUint64(56, v)
+}
+
 // SnapshotChunk_List is a list of SnapshotChunk.
 type SnapshotChunk_List = capnp.StructList[SnapshotChunk]
 
 // NewSnapshotChunk creates a new list of SnapshotChunk.
 func NewSnapshotChunk_List(s *capnp.Segment, sz int32) (SnapshotChunk_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 56, PointerCount: 3}, sz)
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 64, PointerCount: 3}, sz)
 	return capnp.StructList[SnapshotChunk](l), err
 }
 
@@ -3949,6 +3957,46 @@ type Raft capnp.Client
 // Raft_TypeID is the unique identifier for the type Raft.
 const Raft_TypeID = 0x81caa3574e26397f
 
+func (c Raft) Kv(ctx context.Context, params func(Raft_kv_Params) error) (Raft_kv_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0x81caa3574e26397f,
+			MethodID:      0,
+			InterfaceName: "schema/raft.capnp:Raft",
+			MethodName:    "kv",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 0}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(Raft_kv_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return Raft_kv_Results_Future{Future: ans.Future()}, release
+
+}
+
+func (c Raft) Admin(ctx context.Context, params func(Raft_admin_Params) error) (Raft_admin_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0x81caa3574e26397f,
+			MethodID:      1,
+			InterfaceName: "schema/raft.capnp:Raft",
+			MethodName:    "admin",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 0}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(Raft_admin_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return Raft_admin_Results_Future{Future: ans.Future()}, release
+
+}
+
 func (c Raft) RequestVote(ctx context.Context, params func(RequestVote_requestVote_Params) error) (RequestVote_requestVote_Results_Future, capnp.ReleaseFunc) {
 
 	s := capnp.Send{
@@ -4142,6 +4190,10 @@ func (c Raft) GetFlowLimiter() fc.FlowLimiter {
 
 // A Raft_Server is a Raft with a local implementation.
 type Raft_Server interface {
+	Kv(context.Context, Raft_kv) error
+
+	Admin(context.Context, Raft_admin) error
+
 	RequestVote(context.Context, RequestVote_requestVote) error
 
 	AppendEntries(context.Context, AppendEntries_appendEntries) error
@@ -4171,8 +4223,32 @@ func Raft_ServerToClient(s Raft_Server) Raft {
 // This can be used to create a more complicated Server.
 func Raft_Methods(methods []server.Method, s Raft_Server) []server.Method {
 	if cap(methods) == 0 {
-		methods = make([]server.Method, 0, 6)
+		methods = make([]server.Method, 0, 8)
 	}
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0x81caa3574e26397f,
+			MethodID:      0,
+			InterfaceName: "schema/raft.capnp:Raft",
+			MethodName:    "kv",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.Kv(ctx, Raft_kv{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0x81caa3574e26397f,
+			MethodID:      1,
+			InterfaceName: "schema/raft.capnp:Raft",
+			MethodName:    "admin",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.Admin(ctx, Raft_admin{call})
+		},
+	})
 
 	methods = append(methods, server.Method{
 		Method: capnp.Method{
@@ -4249,6 +4325,40 @@ func Raft_Methods(methods []server.Method, s Raft_Server) []server.Method {
 	return methods
 }
 
+// Raft_kv holds the state for a server call to Raft.kv.
+// See server.Call for documentation.
+type Raft_kv struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c Raft_kv) Args() Raft_kv_Params {
+	return Raft_kv_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c Raft_kv) AllocResults() (Raft_kv_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Raft_kv_Results(r), err
+}
+
+// Raft_admin holds the state for a server call to Raft.admin.
+// See server.Call for documentation.
+type Raft_admin struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c Raft_admin) Args() Raft_admin_Params {
+	return Raft_admin_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c Raft_admin) AllocResults() (Raft_admin_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Raft_admin_Results(r), err
+}
+
 // Raft_List is a list of Raft.
 type Raft_List = capnp.CapList[Raft]
 
@@ -4256,4 +4366,304 @@ type Raft_List = capnp.CapList[Raft]
 func NewRaft_List(s *capnp.Segment, sz int32) (Raft_List, error) {
 	l, err := capnp.NewPointerList(s, sz)
 	return capnp.CapList[Raft](l), err
+}
+
+type Raft_kv_Params capnp.Struct
+
+// Raft_kv_Params_TypeID is the unique identifier for the type Raft_kv_Params.
+const Raft_kv_Params_TypeID = 0xd9dc2c2e111caaad
+
+func NewRaft_kv_Params(s *capnp.Segment) (Raft_kv_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Raft_kv_Params(st), err
+}
+
+func NewRootRaft_kv_Params(s *capnp.Segment) (Raft_kv_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Raft_kv_Params(st), err
+}
+
+func ReadRootRaft_kv_Params(msg *capnp.Message) (Raft_kv_Params, error) {
+	root, err := msg.Root()
+	return Raft_kv_Params(root.Struct()), err
+}
+
+func (s Raft_kv_Params) String() string {
+	str, _ := text.Marshal(0xd9dc2c2e111caaad, capnp.Struct(s))
+	return str
+}
+
+func (s Raft_kv_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Raft_kv_Params) DecodeFromPtr(p capnp.Ptr) Raft_kv_Params {
+	return Raft_kv_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Raft_kv_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Raft_kv_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Raft_kv_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Raft_kv_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+
+// Raft_kv_Params_List is a list of Raft_kv_Params.
+type Raft_kv_Params_List = capnp.StructList[Raft_kv_Params]
+
+// NewRaft_kv_Params creates a new list of Raft_kv_Params.
+func NewRaft_kv_Params_List(s *capnp.Segment, sz int32) (Raft_kv_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0}, sz)
+	return capnp.StructList[Raft_kv_Params](l), err
+}
+
+// Raft_kv_Params_Future is a wrapper for a Raft_kv_Params promised by a client call.
+type Raft_kv_Params_Future struct{ *capnp.Future }
+
+func (f Raft_kv_Params_Future) Struct() (Raft_kv_Params, error) {
+	p, err := f.Future.Ptr()
+	return Raft_kv_Params(p.Struct()), err
+}
+
+type Raft_kv_Results capnp.Struct
+
+// Raft_kv_Results_TypeID is the unique identifier for the type Raft_kv_Results.
+const Raft_kv_Results_TypeID = 0xcdef1382639c8a2d
+
+func NewRaft_kv_Results(s *capnp.Segment) (Raft_kv_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Raft_kv_Results(st), err
+}
+
+func NewRootRaft_kv_Results(s *capnp.Segment) (Raft_kv_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Raft_kv_Results(st), err
+}
+
+func ReadRootRaft_kv_Results(msg *capnp.Message) (Raft_kv_Results, error) {
+	root, err := msg.Root()
+	return Raft_kv_Results(root.Struct()), err
+}
+
+func (s Raft_kv_Results) String() string {
+	str, _ := text.Marshal(0xcdef1382639c8a2d, capnp.Struct(s))
+	return str
+}
+
+func (s Raft_kv_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Raft_kv_Results) DecodeFromPtr(p capnp.Ptr) Raft_kv_Results {
+	return Raft_kv_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Raft_kv_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Raft_kv_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Raft_kv_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Raft_kv_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Raft_kv_Results) Kv() KV {
+	p, _ := capnp.Struct(s).Ptr(0)
+	return KV(p.Interface().Client())
+}
+
+func (s Raft_kv_Results) HasKv() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Raft_kv_Results) SetKv(v KV) error {
+	if !v.IsValid() {
+		return capnp.Struct(s).SetPtr(0, capnp.Ptr{})
+	}
+	seg := s.Segment()
+	in := capnp.NewInterface(seg, seg.Message().CapTable().Add(capnp.Client(v)))
+	return capnp.Struct(s).SetPtr(0, in.ToPtr())
+}
+
+// Raft_kv_Results_List is a list of Raft_kv_Results.
+type Raft_kv_Results_List = capnp.StructList[Raft_kv_Results]
+
+// NewRaft_kv_Results creates a new list of Raft_kv_Results.
+func NewRaft_kv_Results_List(s *capnp.Segment, sz int32) (Raft_kv_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[Raft_kv_Results](l), err
+}
+
+// Raft_kv_Results_Future is a wrapper for a Raft_kv_Results promised by a client call.
+type Raft_kv_Results_Future struct{ *capnp.Future }
+
+func (f Raft_kv_Results_Future) Struct() (Raft_kv_Results, error) {
+	p, err := f.Future.Ptr()
+	return Raft_kv_Results(p.Struct()), err
+}
+func (p Raft_kv_Results_Future) Kv() KV {
+	return KV(p.Future.Field(0, nil).Client())
+}
+
+type Raft_admin_Params capnp.Struct
+
+// Raft_admin_Params_TypeID is the unique identifier for the type Raft_admin_Params.
+const Raft_admin_Params_TypeID = 0xef5917dfa9c16015
+
+func NewRaft_admin_Params(s *capnp.Segment) (Raft_admin_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Raft_admin_Params(st), err
+}
+
+func NewRootRaft_admin_Params(s *capnp.Segment) (Raft_admin_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Raft_admin_Params(st), err
+}
+
+func ReadRootRaft_admin_Params(msg *capnp.Message) (Raft_admin_Params, error) {
+	root, err := msg.Root()
+	return Raft_admin_Params(root.Struct()), err
+}
+
+func (s Raft_admin_Params) String() string {
+	str, _ := text.Marshal(0xef5917dfa9c16015, capnp.Struct(s))
+	return str
+}
+
+func (s Raft_admin_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Raft_admin_Params) DecodeFromPtr(p capnp.Ptr) Raft_admin_Params {
+	return Raft_admin_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Raft_admin_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Raft_admin_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Raft_admin_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Raft_admin_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+
+// Raft_admin_Params_List is a list of Raft_admin_Params.
+type Raft_admin_Params_List = capnp.StructList[Raft_admin_Params]
+
+// NewRaft_admin_Params creates a new list of Raft_admin_Params.
+func NewRaft_admin_Params_List(s *capnp.Segment, sz int32) (Raft_admin_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0}, sz)
+	return capnp.StructList[Raft_admin_Params](l), err
+}
+
+// Raft_admin_Params_Future is a wrapper for a Raft_admin_Params promised by a client call.
+type Raft_admin_Params_Future struct{ *capnp.Future }
+
+func (f Raft_admin_Params_Future) Struct() (Raft_admin_Params, error) {
+	p, err := f.Future.Ptr()
+	return Raft_admin_Params(p.Struct()), err
+}
+
+type Raft_admin_Results capnp.Struct
+
+// Raft_admin_Results_TypeID is the unique identifier for the type Raft_admin_Results.
+const Raft_admin_Results_TypeID = 0x90e81afff6e3555e
+
+func NewRaft_admin_Results(s *capnp.Segment) (Raft_admin_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Raft_admin_Results(st), err
+}
+
+func NewRootRaft_admin_Results(s *capnp.Segment) (Raft_admin_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Raft_admin_Results(st), err
+}
+
+func ReadRootRaft_admin_Results(msg *capnp.Message) (Raft_admin_Results, error) {
+	root, err := msg.Root()
+	return Raft_admin_Results(root.Struct()), err
+}
+
+func (s Raft_admin_Results) String() string {
+	str, _ := text.Marshal(0x90e81afff6e3555e, capnp.Struct(s))
+	return str
+}
+
+func (s Raft_admin_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Raft_admin_Results) DecodeFromPtr(p capnp.Ptr) Raft_admin_Results {
+	return Raft_admin_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Raft_admin_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Raft_admin_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Raft_admin_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Raft_admin_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Raft_admin_Results) Admin() Admin {
+	p, _ := capnp.Struct(s).Ptr(0)
+	return Admin(p.Interface().Client())
+}
+
+func (s Raft_admin_Results) HasAdmin() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Raft_admin_Results) SetAdmin(v Admin) error {
+	if !v.IsValid() {
+		return capnp.Struct(s).SetPtr(0, capnp.Ptr{})
+	}
+	seg := s.Segment()
+	in := capnp.NewInterface(seg, seg.Message().CapTable().Add(capnp.Client(v)))
+	return capnp.Struct(s).SetPtr(0, in.ToPtr())
+}
+
+// Raft_admin_Results_List is a list of Raft_admin_Results.
+type Raft_admin_Results_List = capnp.StructList[Raft_admin_Results]
+
+// NewRaft_admin_Results creates a new list of Raft_admin_Results.
+func NewRaft_admin_Results_List(s *capnp.Segment, sz int32) (Raft_admin_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[Raft_admin_Results](l), err
+}
+
+// Raft_admin_Results_Future is a wrapper for a Raft_admin_Results promised by a client call.
+type Raft_admin_Results_Future struct{ *capnp.Future }
+
+func (f Raft_admin_Results_Future) Struct() (Raft_admin_Results, error) {
+	p, err := f.Future.Ptr()
+	return Raft_admin_Results(p.Struct()), err
+}
+func (p Raft_admin_Results_Future) Admin() Admin {
+	return Admin(p.Future.Field(0, nil).Client())
 }
