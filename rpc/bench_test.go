@@ -209,6 +209,9 @@ type plainConn struct {
 
 func (p *plainConn) Node() schema.Node { return p.node }
 
-func (*plainNode) Kv(context.Context, schema.Node_kv) error         { return nil }
-func (*plainNode) Status(context.Context, schema.Node_status) error { return nil }
-func (*plainNode) Admin(context.Context, schema.Node_admin) error   { return nil }
+func (*plainNode) Kv(context.Context, schema.Node_kv) error               { return nil }
+func (*plainNode) Status(context.Context, schema.Node_status) error       { return nil }
+func (*plainNode) Admin(context.Context, schema.Node_admin) error         { return nil }
+func (*plainNode) Login(context.Context, schema.Node_login) error         { return nil }
+func (*plainNode) Challenge(context.Context, schema.Node_challenge) error { return nil }
+func (*plainNode) Identity(context.Context, schema.Node_identity) error   { return nil }

@@ -97,6 +97,9 @@ func FuzzServerConnection(f *testing.F) {
 	})
 }
 
-func (fuzzNode) Kv(context.Context, schema.Node_kv) error         { return nil }
-func (fuzzNode) Status(context.Context, schema.Node_status) error { return nil }
-func (fuzzNode) Admin(context.Context, schema.Node_admin) error   { return nil }
+func (fuzzNode) Kv(context.Context, schema.Node_kv) error               { return nil }
+func (fuzzNode) Status(context.Context, schema.Node_status) error       { return nil }
+func (fuzzNode) Admin(context.Context, schema.Node_admin) error         { return nil }
+func (fuzzNode) Login(context.Context, schema.Node_login) error         { return nil }
+func (fuzzNode) Challenge(context.Context, schema.Node_challenge) error { return nil }
+func (fuzzNode) Identity(context.Context, schema.Node_identity) error   { return nil }

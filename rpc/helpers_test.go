@@ -258,6 +258,34 @@ func mustPing(t testing.TB, e schema.Echo, msg string) {
 	}
 }
 
-func (n *testNode) Kv(context.Context, schema.Node_kv) error         { return nil }
-func (n *testNode) Status(context.Context, schema.Node_status) error { return nil }
-func (n *testNode) Admin(context.Context, schema.Node_admin) error   { return nil }
+func (n *testNode) Kv(context.Context, schema.Node_kv) error               { return nil }
+func (n *testNode) Status(context.Context, schema.Node_status) error       { return nil }
+func (n *testNode) Admin(context.Context, schema.Node_admin) error         { return nil }
+func (n *testNode) Login(context.Context, schema.Node_login) error         { return nil }
+func (n *testNode) Challenge(context.Context, schema.Node_challenge) error { return nil }
+
+// Identity reports what the connection's verified client certificate
+// names, as rpc.ConnInfo.Certificate reads it inside a handler: the role
+// in the flag of its name, and the subject.
+func (n *testNode) Identity(ctx context.Context, call schema.Node_identity) error {
+	ci, ok := rpc.ConnFromContext(ctx)
+	if !ok {
+		panic("no ConnInfo in handler context")
+	}
+	role, subject, ok := ci.Certificate()
+	res, err := call.AllocResults()
+	if err != nil {
+		return err
+	}
+	id, err := res.NewIdentity()
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return nil
+	}
+	id.SetPeer(role == rpc.RolePeer)
+	id.SetOperator(role == rpc.RoleOperator)
+	id.SetClient(role == rpc.RoleClient)
+	return id.SetSubject(subject)
+}
