@@ -36,6 +36,12 @@
 //     connection's Exporter, which recovers a panicking handler (the call
 //     fails, the node lives on) and counts calls in flight so Shutdown can
 //     let them finish.
+//   - Connection identity: with mutual TLS (ServerTLS, ClientTLS) a
+//     handler reads the role a verified client certificate names
+//     (ConnInfo.Certificate, from its Subject OU: peer, operator or
+//     client). Without TLS, members prove the cluster secret by
+//     challenge and response (NodeProof, MemberProof, LoadClusterSecret).
+//     What a role grants is the node's business.
 //
 // A bad connection is that connection's problem only: it is logged and
 // closed, and every other connection carries on.
