@@ -250,14 +250,29 @@ func (t *Token) String() string {
 }
 
 // ID returns the token's id, shared by every token derived from it.
-func (t *Token) ID() ID { return t.id }
+func (t *Token) ID() ID {
+	if t == nil {
+		return ID{}
+	}
+	return t.id
+}
 
 // KeyID names the root key the token claims to be signed with.
-func (t *Token) KeyID() uint64 { return t.keyID }
+func (t *Token) KeyID() uint64 {
+	if t == nil {
+		return 0
+	}
+	return t.keyID
+}
 
 // Role returns the role the token was minted for. What it grants may be
 // less: see Grant.Role.
-func (t *Token) Role() Role { return t.role }
+func (t *Token) Role() Role {
+	if t == nil {
+		return 0
+	}
+	return t.role
+}
 
 // Restriction returns the effective (narrowest) restriction the token's
 // caveats state: the longest prefix, read-only if any caveat says so, the
