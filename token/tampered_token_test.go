@@ -128,3 +128,19 @@ func TestRemovingACaveatIsRefused(t *testing.T) {
 		t.Fatal("the parent's tag on the child's caveats is accepted")
 	}
 }
+
+// TestSpareBase64BitsAreRefused: when the binary form is not a multiple of
+// three bytes, the last character carries spare bits that lax base64
+// ignores; a token with them set is refused, so each token has one text.
+func TestSpareBase64BitsAreRefused(t *testing.T) {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	for _, p := range []string{"a", "ab", "abc"} {
+		text := mustMint(t, Client, Restriction{RestrictPrefix: true, Prefix: []byte(p)}).String()
+		last := len(text) - 1
+		for j := range alphabet {
+			if alphabet[j] != text[last] && !refused(t, text[:last]+alphabet[j:j+1]) {
+				t.Fatalf("prefix %q: last character %q changed to %q is accepted", p, text[last], alphabet[j])
+			}
+		}
+	}
+}
