@@ -64,7 +64,7 @@ func randomRestriction(rng *rand.Rand, cur Restriction) Restriction {
 // restriction allow, for every probe key, write or not, at several times;
 // and that a prefix outside the current one is refused.
 func TestAttenuateOnlyNarrows(t *testing.T) {
-	rng := testSeed(t)
+	rng := seeded(t)
 	keys := probeKeys()
 	times := []time.Time{testEpoch, testEpoch.Add(2 * time.Minute), testEpoch.Add(4 * time.Minute), testEpoch.Add(time.Hour)}
 	for chain := 0; chain < 300; chain++ {

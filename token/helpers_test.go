@@ -9,17 +9,21 @@ import (
 	"time"
 )
 
-var seedFlag = flag.Int64("token.seed", 0, "seed for the randomized token tests (0: from the clock)")
+var seedFlag = flag.Int64("seed", 0, "seed for the randomized token tests (0: a new one, printed on failure)")
 
-// testSeed returns the seed for a randomized test and logs it, so a failure
-// can be replayed with -token.seed.
-func testSeed(t *testing.T) *rand.Rand {
+// seeded returns a random source for t, printing its seed if t fails so the
+// failure can be replayed with -seed.
+func seeded(t *testing.T) *rand.Rand {
 	t.Helper()
 	seed := *seedFlag
 	if seed == 0 {
 		seed = time.Now().UnixNano()
 	}
-	t.Logf("seed %d (replay with -token.seed=%d)", seed, seed)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("random restrictions from seed %d (rerun with -seed %d)", seed, seed)
+		}
+	})
 	return rand.New(rand.NewSource(seed))
 }
 

@@ -3,8 +3,8 @@ package token
 import (
 	"errors"
 	"strings"
-	"time"
 	"testing"
+	"time"
 )
 
 func TestVerifyWithAnotherKeyFails(t *testing.T) {
