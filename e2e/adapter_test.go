@@ -11,8 +11,12 @@ import (
 	"github.com/capraft/capraft/client"
 )
 
-func newKVClient(endpoints []string) (kvClient, error) {
-	c, err := client.New(endpoints, client.WithDialTimeout(time.Second))
+func newKVClient(endpoints []string, token string) (kvClient, error) {
+	opts := []client.Option{client.WithDialTimeout(time.Second)}
+	if token != "" {
+		opts = append(opts, client.WithToken(token))
+	}
+	c, err := client.New(endpoints, opts...)
 	if err != nil {
 		return nil, err
 	}

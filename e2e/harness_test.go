@@ -1,7 +1,10 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"flag"
 	"fmt"
 	"math/rand"
@@ -120,6 +123,11 @@ type env struct {
 
 	mu       sync.Mutex
 	nodeArgs map[uint64][]string // flags added to a node's next starts
+
+	// token is the operator token every client logs in with (the
+	// cluster runs secure: members prove the cluster secret, nothing is
+	// granted without a credential).
+	token string
 }
 
 // setNodeArgs adds flags to node id's command line from its next start
@@ -143,13 +151,16 @@ func newEnv(t *testing.T, cfg envConfig) *env {
 		cfg.size = 3
 	}
 	e := &env{t: t, rng: rng, seed: seed, nodeArgs: map[uint64][]string{}}
+	// Secure mode: every member proves the cluster secret; clients and
+	// operators need a credential (the operator token the nodes write).
+	args := append([]string{"--cluster-secret-file", writeClusterSecret(t), "--anonymous", "none"}, cfg.args...)
 	e.c = cluster.Launch(t, cluster.Config{
 		Binary:            raftnodeBin,
 		Size:              cfg.size,
 		HeartbeatInterval: heartbeat,
 		ElectionTimeout:   electionTimeout,
 		RequestTimeout:    requestTimeout,
-		Args:              cfg.args,
+		Args:              args,
 		NodeArgs: func(id uint64) []string {
 			e.mu.Lock()
 			defer e.mu.Unlock()
@@ -158,14 +169,47 @@ func newEnv(t *testing.T, cfg envConfig) *env {
 		Proxies: cfg.proxies,
 		Seed:    seed,
 	})
+	e.token = e.operatorToken()
 	e.admin = e.client(e.c.Addrs()...)
 	return e
+}
+
+// writeClusterSecret writes a fresh cluster secret to a 0600 file.
+func writeClusterSecret(t *testing.T) string {
+	t.Helper()
+	secret := make([]byte, 32)
+	if _, err := crand.Read(secret); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "cluster.secret")
+	if err := os.WriteFile(path, []byte(hex.EncodeToString(secret)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// operatorToken waits for the operator token a node writes into its data
+// directory once the cluster's first token key is applied there.
+func (e *env) operatorToken() string {
+	e.t.Helper()
+	var tok string
+	e.waitFor(30*time.Second, "an operator token in a node's data directory", func() (bool, string) {
+		for _, id := range e.c.IDs() {
+			b, err := os.ReadFile(filepath.Join(e.c.Node(id).DataDir, "operator.token"))
+			if err == nil && len(bytes.TrimSpace(b)) > 0 {
+				tok = string(bytes.TrimSpace(b))
+				return true, ""
+			}
+		}
+		return false, "no node wrote operator.token yet"
+	})
+	return tok
 }
 
 // client returns a client for endpoints, closed when the test ends.
 func (e *env) client(endpoints ...string) kvClient {
 	e.t.Helper()
-	cl, err := newKVClient(endpoints)
+	cl, err := newKVClient(endpoints, e.token)
 	if err != nil {
 		e.t.Fatalf("client for %v: %v", endpoints, err)
 	}

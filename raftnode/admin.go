@@ -260,8 +260,8 @@ func (n *Node) onLeader(ctx context.Context, local func() error, remote func(con
 			}
 			return err
 		}
-		sent, moved, err := n.callLeader(ctx, lead, n.movedGrace(), func(ctx context.Context, node schema.Node) error {
-			af, arel := node.Admin(ctx, nil)
+		sent, moved, err := n.callLeader(ctx, lead, n.movedGrace(), func(ctx context.Context, rc schema.Raft) error {
+			af, arel := rc.Admin(ctx, nil)
 			defer arel()
 			return remote(ctx, af.Admin())
 		})

@@ -493,23 +493,24 @@ func (n *Node) whileLeading(ctx context.Context, lead uint64, grace time.Duratio
 // the new leader's election.
 func (n *Node) movedGrace() time.Duration { return n.cfg.ElectionTimeout / 2 }
 
-// callLeader calls lead's bootstrap capability with call, under a context
+// callLeader calls lead's Raft capability (through which a member
+// forwards: Raft.kv, Raft.admin) with call, under a context
 // that ends when another node has led for grace (see whileLeading). sent
 // reports whether the call may have reached lead, moved whether a failure
 // came from the leader moving.
-func (n *Node) callLeader(ctx context.Context, lead uint64, grace time.Duration, call func(context.Context, schema.Node) error) (sent, moved bool, err error) {
+func (n *Node) callLeader(ctx context.Context, lead uint64, grace time.Duration, call func(context.Context, schema.Raft) error) (sent, moved bool, err error) {
 	ctx, done := n.whileLeading(ctx, lead, grace)
 	defer func() {
 		if done() && err != nil {
 			moved = true
 		}
 	}()
-	node, err := n.tr.Node(ctx, lead)
+	rc, err := n.tr.Raft(ctx, lead)
 	if err != nil {
 		return false, false, fmt.Errorf("reach leader %d: %w", lead, err)
 	}
-	defer node.Release()
-	return true, false, call(ctx, node)
+	defer rc.Release()
+	return true, false, call(ctx, rc)
 }
 
 // leaderRefused reports whether the node a request was forwarded to
@@ -531,8 +532,8 @@ func leaderRefused(rs []kvResult) bool {
 // forwardOnce makes one batch call to the leader; see callLeader for
 // sent and moved.
 func (n *Node) forwardOnce(ctx context.Context, lead uint64, grace time.Duration, session, ackedBelow uint64, ops []kvOp) (results []kvResult, sent, moved bool, err error) {
-	sent, moved, err = n.callLeader(ctx, lead, grace, func(ctx context.Context, node schema.Node) error {
-		kf, krel := node.Kv(ctx, nil)
+	sent, moved, err = n.callLeader(ctx, lead, grace, func(ctx context.Context, rc schema.Raft) error {
+		kf, krel := rc.Kv(ctx, nil)
 		defer krel()
 		fut, rel := kf.Kv().Batch(ctx, func(p schema.KV_batch_Params) error {
 			req, err := p.NewReq()
@@ -759,8 +760,8 @@ func (s kvServer) sessionCall(ctx context.Context, cmd kv.Command, forward func(
 		}
 		if lead != n.cfg.ID {
 			var v uint64
-			_, moved, err := n.callLeader(ctx, lead, n.movedGrace(), func(ctx context.Context, node schema.Node) error {
-				kf, krel := node.Kv(ctx, nil)
+			_, moved, err := n.callLeader(ctx, lead, n.movedGrace(), func(ctx context.Context, rc schema.Raft) error {
+				kf, krel := rc.Kv(ctx, nil)
 				defer krel()
 				var err error
 				v, err = forward(ctx, kf.Kv())

@@ -586,6 +586,9 @@ func (n *Node) roleChanged(ss raft.SoftState) {
 	wasLeader := ls.role == raft.StateLeader
 	ls.lead, ls.role = ss.Lead, ss.Role
 	n.setLeader(ss.Lead, ss.Role == raft.StateLeader)
+	if ss.Role == raft.StateLeader && !wasLeader {
+		n.createFirstTokenKey()
+	}
 	if leadChanged || (wasLeader && ss.Role != raft.StateLeader) {
 		// Read indexes asked of the old leader will never be answered:
 		// fail them (a read has no side effect; the client retries).
@@ -642,6 +645,9 @@ func (n *Node) apply(e raft.Entry) {
 	res := n.kv.Apply(e.Index, e.Data)
 	if res.Err != nil {
 		n.log.Warn("applied an undecodable entry as a no-op", "index", e.Index, "error", res.Err)
+	}
+	if res.Kind == kv.CmdTokenKey {
+		n.writeOperatorToken()
 	}
 	if w := n.loop.byID[res.ID]; w != nil && len(e.Data) > 0 {
 		delete(n.loop.byID, res.ID)

@@ -92,6 +92,11 @@ type Config struct {
 	KV kv.Config
 	// Dial configures connections to peers (TLS, timeouts).
 	Dial rpc.DialConfig
+	// Security says who may do what: what members prove, what
+	// connections hold without a credential (see docs/SECURITY.md). The
+	// zero value is a node without security: every connection holds
+	// everything.
+	Security Security
 	// Echo configures the echo hub (listener queue length and batching).
 	Echo echo.HubConfig
 	// Logger is the node's logger; components log through named
@@ -107,6 +112,9 @@ type Config struct {
 func (c *Config) setDefaults() error {
 	if c.ID == 0 {
 		return errors.New("raftnode: node id must be non-zero")
+	}
+	if err := c.Security.validate(); err != nil {
+		return err
 	}
 	if c.DataDir == "" {
 		return errors.New("raftnode: a data directory is required")
@@ -315,12 +323,13 @@ func (n *Node) open() (err error) {
 	n.loop.snapIndex = n.kv.AppliedIndex()
 
 	n.tr = transport.New(transport.Config{
-		ClusterID:   n.clusterID,
-		LocalID:     n.cfg.ID,
-		Dial:        n.cfg.Dial,
-		Deliver:     func(m raft.Message) { n.q.push(peerReply{m}) },
-		Unreachable: func(id uint64) { n.q.push(unreachable{id}) },
-		Logger:      n.log.Named("transport"),
+		ClusterID:    n.clusterID,
+		LocalID:      n.cfg.ID,
+		Dial:         n.cfg.Dial,
+		Authenticate: n.peerAuthenticator(),
+		Deliver:      func(m raft.Message) { n.q.push(peerReply{m}) },
+		Unreachable:  func(id uint64) { n.q.push(unreachable{id}) },
+		Logger:       n.log.Named("transport"),
 		// A restarted peer should hear from the leader well within an
 		// election timeout, or it campaigns needlessly.
 		BackoffMax: max(n.cfg.ElectionTimeout/4, 50*time.Millisecond),
@@ -368,8 +377,7 @@ func (n *Node) recover() error {
 // Bootstrap returns the Node capability for one connection. It is meant
 // for rpc.Config.Bootstrap.
 func (n *Node) Bootstrap(conn *rpc.ConnInfo) capnp.Client {
-	impl := &nodeServer{node: n, conn: conn}
-	return conn.Exporter.Export(schema.Node_Methods(nil, impl), impl, nil)
+	return n.newNodeCapability(conn, n.connGrant(conn), new(challengeState)).export()
 }
 
 // Done is closed when the node has stopped: after Close, or on its own

@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"capnproto.org/go/capnp/v3"
+
 	"github.com/capraft/capraft/raftnode/echo"
 	"github.com/capraft/capraft/raftnode/raft"
 	"github.com/capraft/capraft/raftnode/transport"
@@ -11,59 +13,83 @@ import (
 	"github.com/capraft/capraft/schema"
 )
 
-// nodeServer is the bootstrap capability of one connection.
+// nodeServer is a Node capability of one connection: the bootstrap one,
+// holding what the connection's identity grants, or one a login returned.
 type nodeServer struct {
-	node *Node
-	conn *rpc.ConnInfo
+	node  *Node
+	conn  *rpc.ConnInfo
+	grant grant
+	// ex exports what this Node hands out; with a token's grant, every
+	// call of those capabilities checks the token first.
+	ex   *rpc.Exporter
+	chal *challengeState
+}
+
+// export returns the Node capability itself.
+func (s *nodeServer) export() capnp.Client {
+	return s.conn.Exporter.Export(schema.Node_Methods(nil, s), s, nil)
 }
 
 // Echo returns an Echo capability for this connection.
 func (s *nodeServer) Echo(_ context.Context, call schema.Node_echo) error {
+	if !s.grant.client {
+		return denied("echo", needClient)
+	}
 	res, err := call.AllocResults()
 	if err != nil {
 		return err
 	}
-	return res.SetEcho(echo.NewCapability(s.node.hub, s.conn.Exporter))
+	return res.SetEcho(echo.NewCapability(s.node.hub, s.ex))
 }
 
 // Raft returns the Raft peer capability for this connection.
 func (s *nodeServer) Raft(_ context.Context, call schema.Node_raft) error {
+	if !s.grant.peer {
+		return denied("raft", needPeer)
+	}
 	res, err := call.AllocResults()
 	if err != nil {
 		return err
 	}
-	// The connection is a peer's: it may keep a reserved slot, which
-	// client connections cannot fill (rpc.Config.PeerConns). Until peers
-	// prove who they are (the authority issue), asking is enough.
-	s.conn.MarkPeer()
+	n := s.node
 	c := transport.NewServer(transport.ServerConfig{
-		ClusterID: s.node.clusterID,
-		LocalID:   s.node.cfg.ID,
-		Handler:   peerHandler{s.node},
+		ClusterID: n.clusterID,
+		LocalID:   n.cfg.ID,
+		PeerID:    s.grant.memberID,
+		Handler:   peerHandler{n},
 		Logger:    s.conn.Logger,
+		ForwardKV: func() schema.KV { return schema.KV(n.kvCapability(s.ex, kvScope{})) },
+		ForwardAdmin: func() schema.Admin {
+			impl := adminServer{n}
+			return schema.Admin(s.ex.Export(schema.Admin_Methods(nil, impl), impl, nil))
+		},
 	}, s.conn)
 	return res.SetRaft(schema.Raft(c))
 }
 
-// Kv returns the key-value capability.
+// Kv returns the key-value capability, confined as the grant says.
 func (s *nodeServer) Kv(_ context.Context, call schema.Node_kv) error {
+	if !s.grant.client {
+		return denied("kv", needClient)
+	}
 	res, err := call.AllocResults()
 	if err != nil {
 		return err
 	}
-	impl := kvServer{s.node}
-	inline, rest := impl.methods()
-	return res.SetKv(schema.KV(s.conn.Exporter.ExportInline(schema.KV_Methods(nil, nil), inline, rest, impl)))
+	return res.SetKv(schema.KV(s.node.kvCapability(s.ex, s.grant.scope)))
 }
 
 // Admin returns the membership capability.
 func (s *nodeServer) Admin(_ context.Context, call schema.Node_admin) error {
+	if !s.grant.operator {
+		return denied("admin", needOperator)
+	}
 	res, err := call.AllocResults()
 	if err != nil {
 		return err
 	}
 	impl := adminServer{s.node}
-	return res.SetAdmin(schema.Admin(s.conn.Exporter.Export(schema.Admin_Methods(nil, impl), impl, nil)))
+	return res.SetAdmin(schema.Admin(s.ex.Export(schema.Admin_Methods(nil, impl), impl, nil)))
 }
 
 // Info describes the node.
@@ -85,6 +111,9 @@ func (s *nodeServer) Info(_ context.Context, call schema.Node_info) error {
 
 // Status reports this node's view of the cluster.
 func (s *nodeServer) Status(ctx context.Context, call schema.Node_status) error {
+	if !s.grant.client {
+		return denied("status", needClient)
+	}
 	call.Go()
 	st := s.node.Status(ctx)
 	res, err := call.AllocResults()

@@ -28,6 +28,37 @@ type Exporter struct {
 	// belongs to (nil outside a Server): a connection with calls in
 	// flight is never closed to make room for another.
 	calls *atomic.Int64
+	// check, if set, runs before every call of the capabilities exported
+	// through this Exporter; an error fails the call (see WithCheck).
+	check func() error
+}
+
+// WithCheck returns an Exporter like e whose capabilities first run check
+// before every call they receive, and fail the call with its error: a
+// grant that can end (a token that expires or is revoked) is checked once
+// per call, in one place, for every capability it granted. Checks add up:
+// e's own check, if any, runs first.
+func (e *Exporter) WithCheck(check func() error) *Exporter {
+	c := *e
+	if prev := e.check; prev != nil {
+		c.check = func() error {
+			if err := prev(); err != nil {
+				return err
+			}
+			return check()
+		}
+	} else {
+		c.check = check
+	}
+	return &c
+}
+
+// admit runs the Exporter's check for a call that arrived.
+func (e *Exporter) admit() error {
+	if e.check == nil {
+		return nil
+	}
+	return e.check()
 }
 
 // enter counts a call in, unless the server is draining.
@@ -109,6 +140,10 @@ type gatedServer struct {
 
 // Recv starts a call delivered by the RPC system.
 func (g *gatedServer) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCaller {
+	if err := g.ex.admit(); err != nil {
+		r.Reject(err)
+		return failedCaller(r.Method, err)
+	}
 	if !g.ex.enter() {
 		r.Reject(errShuttingDown)
 		return failedCaller(r.Method, errShuttingDown)

@@ -96,6 +96,10 @@ func (h *inlineHook) Recv(ctx context.Context, r capnp.Recv) capnp.PipelineCalle
 		r.Reject(errUnimplemented)
 		return failedCaller(r.Method, errUnimplemented)
 	}
+	if err := h.e.admit(); err != nil {
+		r.Reject(err)
+		return failedCaller(r.Method, err)
+	}
 	if !h.e.enter() {
 		r.Reject(errShuttingDown)
 		return failedCaller(r.Method, errShuttingDown)

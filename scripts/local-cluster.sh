@@ -13,6 +13,13 @@
 # and log in ./local-cluster/nodeN.pid and ./local-cluster/nodeN.log.
 # Every command is idempotent: start starts only what is not running (so
 # it also restarts a killed node with its data), stop stops only what runs.
+#
+# The nodes prove to each other that they are members with a cluster
+# secret the script makes once (./local-cluster/cluster.secret, mode
+# 0600): nothing else on this machine can forge their Raft messages.
+# Clients and operators on this machine need no credential (--anonymous
+# operator): this is a development cluster on loopback. docs/SECURITY.md
+# shows a cluster where they do.
 set -eu
 
 cd "$(dirname "$0")/.."
@@ -21,6 +28,13 @@ BASE=${LOCAL_CLUSTER_BASE_PORT:-7000}
 DIR="$ROOT/local-cluster"
 BIN="$ROOT/bin"
 NODES="1 2 3"
+SECRET="$DIR/cluster.secret"
+
+# make_secret creates the cluster secret once: 32 random bytes, base64.
+make_secret() {
+	[ -s "$SECRET" ] && return 0
+	(umask 077 && head -c 32 /dev/urandom | base64 >"$SECRET")
+}
 
 addr() { echo "127.0.0.1:$((BASE + $1))"; }
 peers() {
@@ -62,7 +76,7 @@ start_node() {
 	log="$DIR/node$n.log"
 	echo "=== $(date -u +%Y-%m-%dT%H:%M:%SZ) start" >>"$log"
 	nohup "$BIN/raftnode" --id "$n" --listen "$(addr "$n")" --data-dir "$DIR/node$n" \
-		--peers "$(peers)" >>"$log" 2>&1 &
+		--peers "$(peers)" --cluster-secret-file "$SECRET" --anonymous operator >>"$log" 2>&1 &
 	pid=$!
 	echo "$pid" >"$DIR/node$n.pid"
 	# Wait until it logs "serving" (at most 10 s).
@@ -140,6 +154,7 @@ case "$cmd" in
 start)
 	build
 	mkdir -p "$DIR"
+	make_secret
 	for n in $NODES; do start_node "$n"; done
 	if l=$(leader); then
 		echo "node $l leads"

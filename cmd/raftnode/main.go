@@ -57,6 +57,10 @@ type flags struct {
 	tlsCert, tlsKey  string
 	tlsCA            string
 
+	clusterSecretFile string
+	insecure          bool
+	anonymous         string
+
 	dataDir         string
 	peers           string
 	join            bool
@@ -130,7 +134,10 @@ func newCommandFor(f *flags) *cobra.Command {
 	fl.IntVar(&f.echoQueue, "echo-queue", echo.DefaultQueueLen, "messages an echo listener may fall behind before it is dropped (1 to 1048576)")
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate file; with --tls-key, serve TLS")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "PEM private key file for --tls-cert")
-	fl.StringVar(&f.tlsCA, "tls-ca", "", "PEM file of the CA that signed the peers' certificates (with --tls-cert; default: the system's roots)")
+	fl.StringVar(&f.tlsCA, "tls-ca", "", "PEM file of the cluster CA (with --tls-cert): mutual TLS, where certificates from this CA carry roles (Subject OU peer, operator or client) and this node's must name peer")
+	fl.StringVar(&f.clusterSecretFile, "cluster-secret-file", "", "file holding the secret every member proves it knows (challenge-response; it never crosses the wire), at least 32 bytes, mode 0600")
+	fl.BoolVar(&f.insecure, "insecure", false, "allow a node that other machines can reach, or that has peers, to run without a cluster secret or mutual TLS: anyone who can connect can then do anything")
+	fl.StringVar(&f.anonymous, "anonymous", "", "what connections without a credential hold: none, client (kv, echo, status) or operator (also admin) (default: none with a cluster secret or mutual TLS, everything without)")
 	fl.StringVar(&f.dataDir, "data-dir", "raftnode-data", "directory for the write-ahead log and snapshots (created if missing; reused on restart)")
 	fl.StringVar(&f.peers, "peers", "", "initial members of a new cluster as id=host:port,... including this node (default: a single-node cluster of this node); on restart, overrides the addresses of the ids it lists")
 	fl.BoolVar(&f.join, "join", false, "start with an empty data directory and wait to be added with `raftctl member add` instead of bootstrapping a cluster")
@@ -161,18 +168,7 @@ func run(ctx context.Context, f flags) error {
 	}
 	log = log.With("node", f.id)
 
-	var tlsConfig *tls.Config
-	if f.tlsCert != "" || f.tlsKey != "" {
-		if f.tlsCert == "" || f.tlsKey == "" {
-			return errors.New("--tls-cert and --tls-key go together: give both or neither")
-		}
-		cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
-		if err != nil {
-			return fmt.Errorf("load TLS key pair: %w", err)
-		}
-		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	}
-	peerTLSConfig, err := peerTLS(tlsConfig, f.tlsCA)
+	sec, err := f.security(peers, log)
 	if err != nil {
 		return err
 	}
@@ -207,7 +203,8 @@ func run(ctx context.Context, f flags) error {
 		WALSegmentSize:         f.walSegmentSize,
 		WALBufferedIO:          !f.walDirectIO,
 		KV:                     kv.Config{SessionTTL: f.sessionTTL},
-		Dial:                   rpc.DialConfig{TLSConfig: peerTLSConfig, MaxMessageSize: f.maxMessageSize},
+		Dial:                   rpc.DialConfig{TLSConfig: sec.peerTLS, MaxMessageSize: f.maxMessageSize},
+		Security:               sec.Security,
 		Echo:                   echo.HubConfig{QueueLen: f.echoQueue},
 		Logger:                 log,
 	})
@@ -224,7 +221,7 @@ func run(ctx context.Context, f flags) error {
 		MaxMessageSize:   f.maxMessageSize,
 		HandshakeTimeout: f.handshakeTimeout,
 		IdleTimeout:      f.idleTimeout,
-		TLSConfig:        tlsConfig,
+		TLSConfig:        sec.serverTLS,
 		Logger:           log.Named("rpc"),
 	})
 	log.Info("raftnode starting", "version", cli.Version(), "listen", ln.Addr().String(), "advertise", advertise)
@@ -277,32 +274,6 @@ func run(ctx context.Context, f flags) error {
 		return fmt.Errorf("node %d stopped: %v", f.id, stopErr)
 	}
 	return nil
-}
-
-// peerTLS makes peer connections speak TLS when the node serves TLS,
-// verifying peers against caFile (PEM) or, without one, the system's
-// roots. The node presents its own certificate too, so peers can require
-// client certificates.
-func peerTLS(server *tls.Config, caFile string) (*tls.Config, error) {
-	if server == nil {
-		if caFile != "" {
-			return nil, errors.New("--tls-ca needs --tls-cert and --tls-key")
-		}
-		return nil, nil
-	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: server.Certificates}
-	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("--tls-ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--tls-ca: %s holds no PEM certificate", caFile)
-		}
-		cfg.RootCAs = pool
-	}
-	return cfg, nil
 }
 
 // peerConnsConfig maps --peer-conns to rpc.Config.PeerConns, where 0

@@ -23,6 +23,7 @@ import (
 // testNode is a minimal Node bootstrap that serves only echo, so these
 // tests can reach the hub directly.
 type testNode struct {
+	rpctest.UnservedNode
 	hub *echo.Hub
 	ex  *rpc.Exporter
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"capnproto.org/go/capnp/v3/exc"
 	"capnproto.org/go/capnp/v3/server"
 
 	"github.com/capraft/capraft/raftnode/raft"
@@ -41,6 +42,8 @@ type Discoverer interface {
 func (s *raftServer) restMethods() map[string]func(context.Context, *server.Call) error {
 	return map[string]func(context.Context, *server.Call) error{
 		"discover": s.discover,
+		"kv":       s.forwardKV,
+		"admin":    s.forwardAdmin,
 	}
 }
 
@@ -53,6 +56,9 @@ func (s *raftServer) discover(ctx context.Context, c *server.Call) error {
 	}
 	h, err := req.Header()
 	hd, err := readHeader(h, err, s.cfg.ClusterID, s.cfg.LocalID)
+	if err == nil {
+		err = s.checkSender(hd.from)
+	}
 	if err != nil {
 		return s.refuse("discover", err)
 	}
@@ -84,14 +90,11 @@ func (s *raftServer) discover(ctx context.Context, c *server.Call) error {
 // DiscoverInfo), telling it this node's storage incarnation. It dials if
 // needed and gives up when ctx is done.
 func (t *Transport) Discover(ctx context.Context, id, incarnation uint64) (DiscoverInfo, error) {
-	node, err := t.Node(ctx, id)
+	rc, err := t.Raft(ctx, id)
 	if err != nil {
 		return DiscoverInfo{}, err
 	}
-	defer node.Release()
-	rf, rrel := node.Raft(ctx, nil)
-	defer rrel()
-	rc := rf.Raft()
+	defer rc.Release()
 	f, rel := rc.Discover(ctx, func(p schema.Discover_discover_Params) error {
 		r, err := p.NewReq()
 		if err != nil {
@@ -118,4 +121,32 @@ func (t *Transport) Discover(ctx context.Context, id, incarnation uint64) (Disco
 		return DiscoverInfo{}, fmt.Errorf("discover node %d: read voters: %w", id, err)
 	}
 	return info, nil
+}
+
+// errNoForward answers Raft.kv and Raft.admin on a capability that was
+// given nothing to forward to.
+var errNoForward = exc.New(exc.Failed, "", "raft: this node serves no forwarding capabilities")
+
+// forwardKV serves Raft.kv: the unrestricted KV a member forwards to.
+func (s *raftServer) forwardKV(_ context.Context, c *server.Call) error {
+	if s.cfg.ForwardKV == nil {
+		return errNoForward
+	}
+	res, err := schema.Raft_kv{Call: c}.AllocResults()
+	if err != nil {
+		return err
+	}
+	return res.SetKv(s.cfg.ForwardKV())
+}
+
+// forwardAdmin serves Raft.admin: the Admin a member forwards to.
+func (s *raftServer) forwardAdmin(_ context.Context, c *server.Call) error {
+	if s.cfg.ForwardAdmin == nil {
+		return errNoForward
+	}
+	res, err := schema.Raft_admin{Call: c}.AllocResults()
+	if err != nil {
+		return err
+	}
+	return res.SetAdmin(s.cfg.ForwardAdmin())
 }

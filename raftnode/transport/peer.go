@@ -65,6 +65,7 @@ type peer struct {
 	qbytes        int64
 	overflow      bool            // a message was dropped for lack of room: report Unreachable
 	cc            *rpc.ClientConn // the live connection, nil when down
+	rc            schema.Raft     // the peer's Raft capability on cc
 	changed       chan struct{}   // closed and replaced whenever cc changes
 	st            PeerStats       // counters (queue fields are computed)
 }
@@ -227,11 +228,12 @@ func (p *peer) endAttempt(addr string, err error) error {
 	return err
 }
 
-// setConn publishes (or, with nil, withdraws) the live connection.
-func (p *peer) setConn(cc *rpc.ClientConn) {
+// setConn publishes (or, with nil, withdraws) the live connection and
+// the peer's Raft capability on it (borrowed: serve owns it).
+func (p *peer) setConn(cc *rpc.ClientConn, rc schema.Raft) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.cc = cc
+	p.cc, p.rc = cc, rc
 	p.st.Connected = cc != nil
 	close(p.changed)
 	p.changed = make(chan struct{})
@@ -254,18 +256,19 @@ func (p *peer) stats() PeerStats {
 	return st
 }
 
-// node returns the live connection's Node capability, waiting for one.
-func (p *peer) node(ctx context.Context) (schema.Node, error) {
+// raft returns the peer's Raft capability on the live connection,
+// waiting for one.
+func (p *peer) raft(ctx context.Context) (schema.Raft, error) {
 	for {
 		p.mu.Lock()
 		if p.stopped {
 			p.mu.Unlock()
-			return schema.Node{}, ErrClosed
+			return schema.Raft{}, ErrClosed
 		}
 		if p.cc != nil {
-			n := p.cc.Node().AddRef()
+			r := p.rc.AddRef()
 			p.mu.Unlock()
-			return n, nil
+			return r, nil
 		}
 		ch := p.changed
 		p.mu.Unlock()
@@ -273,9 +276,9 @@ func (p *peer) node(ctx context.Context) (schema.Node, error) {
 		select {
 		case <-ch:
 		case <-p.stop:
-			return schema.Node{}, ErrClosed
+			return schema.Raft{}, ErrClosed
 		case <-ctx.Done():
-			return schema.Node{}, fmt.Errorf("connect to node %d: %w", p.id, ctx.Err())
+			return schema.Raft{}, fmt.Errorf("connect to node %d: %w", p.id, ctx.Err())
 		}
 	}
 }
@@ -300,7 +303,7 @@ func (p *peer) run() {
 				p.log.Info("connected to peer", "addr", addr)
 			}
 			up, logged = true, true
-			p.setConn(cc)
+			p.setConn(cc, rc)
 			served, err = p.serve(ctx, cc, rc)
 		}
 		err = p.endAttempt(addr, err)
@@ -385,9 +388,10 @@ func (p *peer) backoff(failures int) bool {
 	}
 }
 
-// connect dials addr and obtains the peer's Raft capability, waiting until
-// the peer has answered (which also avoids go-capnp's trouble with calls
-// pipelined on an unresolved capability whose server uses call.Go).
+// connect dials addr, proves this node a member (Config.Authenticate)
+// and obtains the peer's Raft capability, waiting until the peer has
+// answered (which also avoids go-capnp's trouble with calls pipelined on
+// an unresolved capability whose server uses call.Go).
 func (p *peer) connect(ctx context.Context, addr string) (*rpc.ClientConn, schema.Raft, error) {
 	timeout := p.cfg().Dial.Timeout
 	if timeout <= 0 {
@@ -399,7 +403,15 @@ func (p *peer) connect(ctx context.Context, addr string) (*rpc.ClientConn, schem
 	if err != nil {
 		return nil, schema.Raft{}, err
 	}
-	f, release := cc.Node().Raft(dctx, nil)
+	node := cc.Node()
+	if auth := p.cfg().Authenticate; auth != nil {
+		if node, err = auth(dctx, p.id, node); err != nil {
+			cc.Close()
+			return nil, schema.Raft{}, fmt.Errorf("authenticate to %s: %w", addr, err)
+		}
+		defer node.Release()
+	}
+	f, release := node.Raft(dctx, nil)
 	res, err := f.Struct()
 	if err != nil {
 		// Close first: releasing a question the peer never answered
@@ -439,7 +451,7 @@ func (p *peer) serve(ctx context.Context, cc *rpc.ClientConn, rc schema.Raft) (s
 		probing  bool
 	)
 	defer func() {
-		p.setConn(nil)
+		p.setConn(nil, schema.Raft{})
 		// Close the connection first: go-capnp can block for ever
 		// releasing a question its peer never answered on a live
 		// connection. Closing fails every pending call.

@@ -50,6 +50,17 @@ type ServerConfig struct {
 	// Logger receives refusals and handler errors; nil uses the
 	// connection's logger.
 	Logger hclog.Logger
+	// PeerID, when non-zero, is the member the connection proved to be
+	// (the id its credential named): a request whose header names another
+	// sender is refused, so a member cannot speak for another.
+	PeerID uint64
+	// ForwardKV and ForwardAdmin return the capabilities a member hands
+	// its clients' and operators' calls to (Raft.kv and Raft.admin):
+	// unrestricted, since the forwarding node confined each call to its
+	// caller's grant. The caller owns the returned client. Nil refuses
+	// the method.
+	ForwardKV    func() schema.KV
+	ForwardAdmin func() schema.Admin
 	// MaxInFlight bounds the calls of one capability the Handler holds
 	// at once (default 256, beyond any sender's window); a further call
 	// waits, and the connection is not read meanwhile, until one is
@@ -164,6 +175,9 @@ func serveInline[P, R ~capnp.StructKind](s *raftServer, name string,
 	size := rpc.ResultsSize(newResults)
 	return func(call *rpc.InlineCall) {
 		m, err := decode(P(call.Args()), s.cfg.ClusterID, s.cfg.LocalID)
+		if err == nil {
+			err = s.checkSender(m.From)
+		}
 		if err != nil {
 			call.Return(s.refuse(name, err))
 			return
@@ -181,6 +195,9 @@ func serveInline[P, R ~capnp.StructKind](s *raftServer, name string,
 // timeoutNow serves MsgTimeoutNow; the call has no result.
 func (s *raftServer) timeoutNow(call *rpc.InlineCall) {
 	m, err := decodeTimeoutNow(schema.TimeoutNow_timeoutNow_Params(call.Args()), s.cfg.ClusterID, s.cfg.LocalID)
+	if err == nil {
+		err = s.checkSender(m.From)
+	}
 	if err != nil {
 		call.Return(s.refuse("timeoutNow", err))
 		return
@@ -192,4 +209,13 @@ func (s *raftServer) timeoutNow(call *rpc.InlineCall) {
 		}
 		call.Return(err)
 	})
+}
+
+// checkSender refuses a message whose sender is not the member the
+// connection proved to be (ServerConfig.PeerID).
+func (s *raftServer) checkSender(from uint64) error {
+	if s.cfg.PeerID != 0 && from != s.cfg.PeerID {
+		return fmt.Errorf("refused: message from node %d on a connection authenticated as node %d", from, s.cfg.PeerID)
+	}
+	return nil
 }

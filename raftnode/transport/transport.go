@@ -50,6 +50,12 @@ type Config struct {
 	// size). Its KeepAlive is ignored: the transport probes idle
 	// connections itself (see KeepAlive below).
 	Dial rpc.DialConfig
+	// Authenticate, if set, proves this node a member of the cluster on a
+	// new connection to peer: given the connection's bootstrap Node, it
+	// returns the Node to ask for Raft (a login's result), which the
+	// transport releases. Nil asks the bootstrap Node directly (mutual
+	// TLS, or no security).
+	Authenticate func(ctx context.Context, peer uint64, boot schema.Node) (schema.Node, error)
 	// Window is the number of calls in flight per peer, pipelined on one
 	// Raft capability (default 64).
 	Window int
@@ -246,22 +252,22 @@ func (t *Transport) Send(msgs []raft.Message) {
 	}
 }
 
-// Node returns the peer's Node bootstrap capability on the live
-// connection, dialing if needed and waiting at most until ctx is done. The
-// reference is the caller's to Release. It fails with ErrUnknownPeer,
-// ErrClosed or ctx's error.
-func (t *Transport) Node(ctx context.Context, id uint64) (schema.Node, error) {
+// Raft returns the peer's Raft capability on the live connection (through
+// which a member forwards calls: Raft.kv, Raft.admin), dialing if needed
+// and waiting at most until ctx is done. The reference is the caller's to
+// Release. It fails with ErrUnknownPeer, ErrClosed or ctx's error.
+func (t *Transport) Raft(ctx context.Context, id uint64) (schema.Raft, error) {
 	t.mu.RLock()
 	p, ok := t.peers[id]
 	closed := t.closed
 	t.mu.RUnlock()
 	switch {
 	case closed:
-		return schema.Node{}, ErrClosed
+		return schema.Raft{}, ErrClosed
 	case !ok:
-		return schema.Node{}, fmt.Errorf("node %d: %w", id, ErrUnknownPeer)
+		return schema.Raft{}, fmt.Errorf("node %d: %w", id, ErrUnknownPeer)
 	}
-	return p.node(ctx)
+	return p.raft(ctx)
 }
 
 // Stats describes a peer's sending side (Known=false for an unknown id).

@@ -308,7 +308,7 @@ func TestRefusedHeaders(t *testing.T) {
 	}
 }
 
-func TestNodeForwarding(t *testing.T) {
+func TestRaftCapabilityOfPeer(t *testing.T) {
 	h := newFakeHandler()
 	ps := startPeer(t, 2, h, "")
 	rec := newRecorder()
@@ -316,24 +316,21 @@ func TestNodeForwarding(t *testing.T) {
 	tr.SetPeer(2, ps.addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	node, err := tr.Node(ctx, 2)
+	rc, err := tr.Raft(ctx, 2)
 	if err != nil {
-		t.Fatalf("Node: %v", err)
+		t.Fatalf("Raft: %v", err)
 	}
-	f, release := node.Info(ctx, nil)
-	res, err := f.Struct()
-	if err != nil {
-		t.Fatalf("info: %v", err)
-	}
-	info, _ := res.Info()
-	if info.Id() != 2 {
-		t.Fatalf("info from node %d, want 2", info.Id())
+	// The test peer serves no forwarding capabilities: the refusal shows
+	// the call reached its Raft server.
+	f, release := rc.Kv(ctx, nil)
+	if _, err := f.Struct(); err == nil || !strings.Contains(err.Error(), "no forwarding capabilities") {
+		t.Fatalf("kv through the peer's Raft capability: %v, want the peer's refusal", err)
 	}
 	release()
-	node.Release()
+	rc.Release()
 
-	if _, err := tr.Node(ctx, 9); err == nil {
-		t.Fatalf("Node of an unknown peer succeeded")
+	if _, err := tr.Raft(ctx, 9); err == nil {
+		t.Fatalf("Raft of an unknown peer succeeded")
 	}
 	// A peer that cannot be reached: Node gives up with the context.
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
@@ -343,17 +340,17 @@ func TestNodeForwarding(t *testing.T) {
 	sctx, scancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer scancel()
 	t0 := time.Now()
-	if _, err := tr.Node(sctx, 3); err == nil {
-		t.Fatalf("Node of an unreachable peer succeeded")
+	if _, err := tr.Raft(sctx, 3); err == nil {
+		t.Fatalf("Raft of an unreachable peer succeeded")
 	}
 	if d := time.Since(t0); d > 2*time.Second {
-		t.Fatalf("Node took %v past its context", d)
+		t.Fatalf("Raft took %v past its context", d)
 	}
-	// Once the peer appears, Node finds it.
+	// Once the peer appears, Raft finds it.
 	startPeer(t, 3, h, addr)
-	n3, err := tr.Node(ctx, 3)
+	n3, err := tr.Raft(ctx, 3)
 	if err != nil {
-		t.Fatalf("Node after the peer started: %v", err)
+		t.Fatalf("Raft after the peer started: %v", err)
 	}
 	n3.Release()
 }
@@ -414,8 +411,8 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 		rpctest.Eventually(t, 10*time.Second, "some responses", func() bool { return rec.numDelivered() > 0 })
 		tr.Close()
 		tr.Send([]raft.Message{appMsg(2, 0, 1, 8, nil)})
-		if _, err := tr.Node(context.Background(), 2); err == nil {
-			t.Fatalf("Node after Close succeeded")
+		if _, err := tr.Raft(context.Background(), 2); err == nil {
+			t.Fatalf("Raft after Close succeeded")
 		}
 	}
 	ps.stop()

@@ -104,3 +104,18 @@ func isHostName(h string) bool {
 	}
 	return true
 }
+
+// IsLoopback reports whether addr, a valid listening address, listens on a
+// loopback address only (127.0.0.0/8, ::1 or "localhost"): only this
+// machine can connect to it.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
