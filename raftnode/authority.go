@@ -64,11 +64,13 @@ func ParseAccess(s string) (Access, error) {
 
 // Security says who may do what on a node (see docs/SECURITY.md).
 type Security struct {
-	// ClusterSecret, if set, is the secret members prove they know to
+	// ClusterSecrets, if any, are the secrets members prove they know to
 	// obtain the Raft capability (Node.challenge, then login with a
-	// MemberProof); it never crosses the wire. The node proves it to the
-	// peers it dials the same way.
-	ClusterSecret []byte
+	// MemberProof); they never cross the wire. The node proves the first
+	// (to the peers it dials, and to those that challenge it) and accepts
+	// proof of any, so a secret is rotated without a pause: list the new
+	// one second on every node, then first, then alone.
+	ClusterSecrets [][]byte
 	// CertRoles grants a connection the role its verified client
 	// certificate names (mutual TLS; see rpc.CertificateRole).
 	CertRoles bool
@@ -81,7 +83,26 @@ type Security struct {
 }
 
 // enabled reports whether the node authenticates anyone.
-func (s *Security) enabled() bool { return len(s.ClusterSecret) > 0 || s.CertRoles }
+func (s *Security) enabled() bool { return len(s.ClusterSecrets) > 0 || s.CertRoles }
+
+// secret returns the cluster secret this node proves, or nil.
+func (s *Security) secret() []byte {
+	if len(s.ClusterSecrets) == 0 {
+		return nil
+	}
+	return s.ClusterSecrets[0]
+}
+
+// proven reports whether proof is what want computes for one of the
+// accepted secrets.
+func (s *Security) proven(proof []byte, want func(secret []byte) []byte) bool {
+	for _, secret := range s.ClusterSecrets {
+		if hmac.Equal(proof, want(secret)) {
+			return true
+		}
+	}
+	return false
+}
 
 // anonymous returns the effective anonymous access.
 func (s *Security) anonymous() Access {
@@ -98,8 +119,10 @@ func (s *Security) validate() error {
 	if s.enabled() && s.Anonymous == AccessAll {
 		return errors.New("raftnode: anonymous connections can never hold the Raft capability when a cluster secret or certificate roles are configured")
 	}
-	if n := len(s.ClusterSecret); n > 0 && n < 32 {
-		return fmt.Errorf("raftnode: the cluster secret is %d bytes; it needs at least 32", n)
+	for _, secret := range s.ClusterSecrets {
+		if n := len(secret); n < rpc.MinSecretSize {
+			return fmt.Errorf("raftnode: a cluster secret of %d bytes; it needs at least %d", n, rpc.MinSecretSize)
+		}
 	}
 	return nil
 }
@@ -238,16 +261,16 @@ type challengeState struct {
 // proves it knows the secret, and hands out a nonce for one login.
 func (s *nodeServer) Challenge(_ context.Context, call schema.Node_challenge) error {
 	n := s.node
-	secret := n.cfg.Security.ClusterSecret
-	if len(secret) == 0 {
+	secret := n.cfg.Security.secret()
+	if secret == nil {
 		return errors.New("permissionDenied: this node has no cluster secret; members prove themselves with peer certificates")
 	}
 	cn, err := call.Args().Nonce()
 	if err != nil {
 		return fmt.Errorf("challenge: read nonce: %w", err)
 	}
-	if len(cn) != 32 {
-		return fmt.Errorf("challenge: the nonce must be 32 bytes, got %d", len(cn))
+	if err := rpc.CheckNonce(cn); err != nil {
+		return fmt.Errorf("challenge: %w", err)
 	}
 	sn := rpc.NewNonce()
 	st := s.challenge()
@@ -319,8 +342,7 @@ func (s *nodeServer) Login(ctx context.Context, call schema.Node_login) error {
 // challenge, which it uses up: a proof is good once, on one connection.
 func (s *nodeServer) memberGrant(id uint64, proof []byte) (grant, error) {
 	n := s.node
-	secret := n.cfg.Security.ClusterSecret
-	if len(secret) == 0 {
+	if n.cfg.Security.secret() == nil {
 		return grant{}, errors.New("permissionDenied: this node has no cluster secret; members prove themselves with peer certificates")
 	}
 	st := s.challenge()
@@ -334,7 +356,7 @@ func (s *nodeServer) memberGrant(id uint64, proof []byte) (grant, error) {
 	if id == 0 || id == n.cfg.ID {
 		return grant{}, fmt.Errorf("permissionDenied: invalid member id %d", id)
 	}
-	if !hmac.Equal(proof, rpc.MemberProof(secret, n.clusterID, id, n.cfg.ID, cn, sn)) {
+	if !n.cfg.Security.proven(proof, func(secret []byte) []byte { return rpc.MemberProof(secret, n.clusterID, id, n.cfg.ID, cn, sn) }) {
 		return grant{}, errors.New("permissionDenied: wrong proof of the cluster secret (do both nodes use the same --cluster-secret-file?)")
 	}
 	return grant{peer: true, memberID: id}, nil

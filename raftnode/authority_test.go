@@ -25,7 +25,7 @@ func newSecureCluster(t *testing.T, size int) *testCluster {
 	t.Helper()
 	return newTestCluster(t, size, func(c *raftnode.Config) {
 		c.Security = raftnode.Security{
-			ClusterSecret:     testSecret,
+			ClusterSecrets:    [][]byte{testSecret},
 			OperatorTokenFile: filepath.Join(c.DataDir, "operator.token"),
 		}
 	})

@@ -2,7 +2,6 @@ package raftnode
 
 import (
 	"context"
-	"crypto/hmac"
 	"errors"
 	"fmt"
 
@@ -14,7 +13,7 @@ import (
 // dials a peer: by the cluster secret's challenge, or (nil) not at all
 // beyond what the connection shows (mutual TLS, or no security).
 func (n *Node) peerAuthenticator() func(context.Context, uint64, schema.Node) (schema.Node, error) {
-	if len(n.cfg.Security.ClusterSecret) == 0 {
+	if n.cfg.Security.secret() == nil {
 		return nil
 	}
 	return n.authenticatePeer
@@ -26,7 +25,7 @@ func (n *Node) peerAuthenticator() func(context.Context, uint64, schema.Node) (s
 // or takes acknowledgements from, an impostor), then this node does. It
 // returns the Node the login granted, which the caller releases.
 func (n *Node) authenticatePeer(ctx context.Context, peer uint64, boot schema.Node) (schema.Node, error) {
-	secret := n.cfg.Security.ClusterSecret
+	sec := &n.cfg.Security
 	cn := rpc.NewNonce()
 	cf, crel := boot.Challenge(ctx, func(p schema.Node_challenge_Params) error { return p.SetNonce(cn) })
 	defer crel()
@@ -47,12 +46,12 @@ func (n *Node) authenticatePeer(ctx context.Context, peer uint64, boot schema.No
 		return schema.Node{}, fmt.Errorf("the node there is in cluster %d, not %d (another --cluster-name?)", res.ClusterId(), n.clusterID)
 	case res.NodeId() != peer:
 		return schema.Node{}, fmt.Errorf("the node there is node %d, not node %d (check --peers)", res.NodeId(), peer)
-	case len(sn) != 32:
-		return schema.Node{}, fmt.Errorf("challenge: the node's nonce is %d bytes, want 32", len(sn))
-	case !hmac.Equal(proof, rpc.NodeProof(secret, n.clusterID, peer, cn, sn)):
+	case rpc.CheckNonce(sn) != nil:
+		return schema.Node{}, fmt.Errorf("challenge: the node's nonce: %w", rpc.CheckNonce(sn))
+	case !sec.proven(proof, func(secret []byte) []byte { return rpc.NodeProof(secret, n.clusterID, peer, cn, sn) }):
 		return schema.Node{}, errors.New("the node there does not know the cluster secret (a different --cluster-secret-file, or not a member): not trusting it")
 	}
-	mine := rpc.MemberProof(secret, n.clusterID, n.cfg.ID, peer, cn, sn)
+	mine := rpc.MemberProof(sec.secret(), n.clusterID, n.cfg.ID, peer, cn, sn)
 	lf, lrel := boot.Login(ctx, func(p schema.Node_login_Params) error {
 		c, err := p.NewCredential()
 		if err != nil {

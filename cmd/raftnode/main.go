@@ -57,9 +57,9 @@ type flags struct {
 	tlsCert, tlsKey  string
 	tlsCA            string
 
-	clusterSecretFile string
-	insecure          bool
-	anonymous         string
+	clusterSecretFiles []string
+	insecure           bool
+	anonymous          string
 
 	dataDir         string
 	peers           string
@@ -135,7 +135,7 @@ func newCommandFor(f *flags) *cobra.Command {
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate file; with --tls-key, serve TLS")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "PEM private key file for --tls-cert")
 	fl.StringVar(&f.tlsCA, "tls-ca", "", "PEM file of the cluster CA (with --tls-cert): mutual TLS, where certificates from this CA carry roles (Subject OU peer, operator or client) and this node's must name peer")
-	fl.StringVar(&f.clusterSecretFile, "cluster-secret-file", "", "file holding the secret every member proves it knows (challenge-response; it never crosses the wire), at least 32 bytes, mode 0600")
+	fl.StringArrayVar(&f.clusterSecretFiles, "cluster-secret-file", nil, "file holding the secret every member proves it knows (challenge-response; it never crosses the wire), at least 32 bytes, mode 0600; repeat it to rotate: the node proves the first and accepts any")
 	fl.BoolVar(&f.insecure, "insecure", false, "allow a node that other machines can reach, or that has peers, to run without a cluster secret or mutual TLS: anyone who can connect can then do anything")
 	fl.StringVar(&f.anonymous, "anonymous", "", "what connections without a credential hold: none, client (kv, echo, status) or operator (also admin) (default: none with a cluster secret or mutual TLS, everything without)")
 	fl.StringVar(&f.dataDir, "data-dir", "raftnode-data", "directory for the write-ahead log and snapshots (created if missing; reused on restart)")

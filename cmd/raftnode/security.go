@@ -24,7 +24,7 @@ type nodeSecurity struct {
 
 // secure reports whether the node authenticates peers (and so anyone).
 func (s *nodeSecurity) secure() bool {
-	return len(s.ClusterSecret) > 0 || s.CertRoles
+	return len(s.ClusterSecrets) > 0 || s.CertRoles
 }
 
 // security reads the TLS, cluster secret and anonymous-access flags and
@@ -67,12 +67,12 @@ func (f *flags) security(peers map[uint64]string, log hclog.Logger) (nodeSecurit
 	} else if f.tlsCA != "" {
 		return s, errors.New("--tls-ca needs --tls-cert and --tls-key")
 	}
-	if f.clusterSecretFile != "" {
-		secret, err := rpc.LoadClusterSecret(f.clusterSecretFile)
+	for _, path := range f.clusterSecretFiles {
+		secret, err := rpc.LoadClusterSecret(path)
 		if err != nil {
 			return s, fmt.Errorf("--cluster-secret-file: %w", err)
 		}
-		s.ClusterSecret = secret
+		s.ClusterSecrets = append(s.ClusterSecrets, secret)
 	}
 	if f.anonymous != "" {
 		a, err := raftnode.ParseAccess(f.anonymous)
