@@ -66,6 +66,7 @@ import (
 
 	"github.com/capraft/capraft/rpc"
 	"github.com/capraft/capraft/schema"
+	"github.com/capraft/capraft/token"
 )
 
 // Defaults of the options.
@@ -105,8 +106,9 @@ func WithTLS(cfg *tls.Config) Option { return func(o *options) { o.dial.TLSConfi
 // offline) and use only what it grants. The login is pipelined: the first
 // call on a connection still costs one round trip. A reconnect logs in
 // again. A token the node refuses, or an operation outside its grant,
-// fails with an error matching ErrPermissionDenied. The empty token means
-// none: the connection holds what the node grants anonymous connections.
+// fails with an error matching ErrPermissionDenied. New refuses a token
+// that is not well formed. The empty token means none: the connection
+// holds what the node grants anonymous connections.
 func WithToken(token string) Option { return func(o *options) { o.token = token } }
 
 // WithLogger sets the client's logger (default: none).
@@ -239,6 +241,13 @@ func New(endpoints []string, opts ...Option) (*Client, error) {
 	o := options{}
 	for _, opt := range opts {
 		opt(&o)
+	}
+	if o.token != "" {
+		// Refused here rather than by every node at every login. The
+		// error never shows the token, a secret.
+		if _, err := token.Parse(o.token); err != nil {
+			return nil, fmt.Errorf("client: WithToken: %w", err)
+		}
 	}
 	if o.log == nil {
 		o.log = hclog.NewNullLogger()

@@ -17,7 +17,21 @@ import (
 
 	"github.com/capraft/capraft/client"
 	"github.com/capraft/capraft/schema"
+	"github.com/capraft/capraft/token"
 )
+
+// mintFake returns a well-formed token for role, distinct for each seed.
+// The fake does not verify tokens (it looks them up), so the key is a
+// test's constant.
+func mintFake(role token.Role, seed string) string {
+	var id token.ID
+	copy(id[:], seed)
+	t, err := token.Mint(bytes.Repeat([]byte{7}, token.MinKeySize), 1, id, role, token.Restriction{})
+	if err != nil {
+		panic(err) // a test's constant input
+	}
+	return t.String()
+}
 
 // fakeGrant is what a token grants on the fake.
 type fakeGrant struct {
@@ -213,9 +227,9 @@ func (a *fakeAdminCap) CreateToken(_ context.Context, call schema.Admin_createTo
 	if got.TTL != 0 {
 		g.expires = time.Now().Add(got.TTL).UnixMilli()
 	}
-	token := "capraft1.fake" + strconv.Itoa(n)
-	auth.addToken(token, g)
-	if err := res.SetToken(token); err != nil {
+	tok := mintFake(token.Client, "minted "+strconv.Itoa(n))
+	auth.addToken(tok, g)
+	if err := res.SetToken(tok); err != nil {
 		return err
 	}
 	return res.SetId(g.id)

@@ -9,6 +9,7 @@ import (
 	"github.com/capraft/capraft/client"
 	"github.com/capraft/capraft/rpc/rpctest"
 	"github.com/capraft/capraft/schema"
+	"github.com/capraft/capraft/token"
 )
 
 // securedCluster starts n fake nodes that hold nothing for anonymous
@@ -22,9 +23,9 @@ func securedCluster(t *testing.T, n int) (*fakeStore, []*fakeNode) {
 	return store, nodes
 }
 
-const (
-	clientToken   = "capraft1.client"
-	operatorToken = "capraft1.operator"
+var (
+	clientToken   = mintFake(token.Client, "client")
+	operatorToken = mintFake(token.Operator, "operator")
 )
 
 // The login is pipelined: the first operation is on the wire before the
@@ -126,7 +127,7 @@ func TestPermissionDeniedIsTypedAndNotRetried(t *testing.T) {
 	}
 
 	// A refused token: refused at login, once.
-	bad := newKVClient(t, addrs(nodes...), client.WithToken("capraft1.unknown"))
+	bad := newKVClient(t, addrs(nodes...), client.WithToken(mintFake(token.Client, "unknown")))
 	before := store.auth.logins.Load()
 	if _, err := bad.Get(ctx, "k"); !errors.Is(err, client.ErrPermissionDenied) || !strings.Contains(err.Error(), "the token was refused") {
 		t.Fatalf("Get with an unknown token: %v", err)
@@ -160,8 +161,9 @@ func TestIdentityDescribesTheLogin(t *testing.T) {
 	store, nodes := securedCluster(t, 1)
 	prefix := "app/"
 	expires := time.Now().Add(time.Hour).Truncate(time.Millisecond)
-	store.auth.addToken("capraft1.narrow", fakeGrant{id: "n1", prefix: &prefix, readOnly: true, expires: expires.UnixMilli()})
-	c := newKVClient(t, addrs(nodes...), client.WithToken("capraft1.narrow"))
+	narrow := mintFake(token.Client, "narrow")
+	store.auth.addToken(narrow, fakeGrant{id: "n1", prefix: &prefix, readOnly: true, expires: expires.UnixMilli()})
+	c := newKVClient(t, addrs(nodes...), client.WithToken(narrow))
 	id, err := c.Identity(ctx(t))
 	if err != nil {
 		t.Fatal(err)
@@ -211,6 +213,16 @@ func TestCreateAndRevokeToken(t *testing.T) {
 	}
 	if _, _, err := op.CreateToken(ctx, client.TokenSpec{TTL: -time.Second}); err == nil {
 		t.Fatal("CreateToken with a negative TTL succeeded")
+	}
+}
+
+// New refuses a token that is not well formed, without echoing it.
+func TestMalformedTokenIsRefusedByNew(t *testing.T) {
+	for _, tok := range []string{"secret-but-not-a-token", clientToken + "x", " " + clientToken} {
+		_, err := client.New([]string{"127.0.0.1:1"}, client.WithToken(tok))
+		if !errors.Is(err, token.ErrMalformed) || strings.Contains(err.Error(), tok) {
+			t.Errorf("New with token %q: %v, want a malformed token error that does not show it", tok, err)
+		}
 	}
 }
 
