@@ -30,22 +30,19 @@ type Identity struct {
 // its roles, its key-value restriction, and the token or certificate it
 // came from.
 func (c *Client) Identity(ctx context.Context) (Identity, error) {
-	cn, err := c.acquire(ctx)
-	if err != nil {
-		return Identity{}, err
-	}
-	defer c.release(cn)
-	f, release := cn.node.Identity(ctx, nil)
-	defer release()
-	res, err := f.Struct()
-	if err != nil {
-		return Identity{}, c.check(cn, "identity", err)
-	}
-	id, err := res.Identity()
-	if err != nil {
-		return Identity{}, fmt.Errorf("identity from %s: %w", cn.addr(), err)
-	}
-	return decodeIdentity(id), nil
+	return connCall(c, ctx, "identity", func(cn *conn) (Identity, error) {
+		f, release := cn.node.Identity(ctx, nil)
+		defer release()
+		res, err := f.Struct()
+		if err != nil {
+			return Identity{}, err
+		}
+		id, err := res.Identity()
+		if err != nil {
+			return Identity{}, err
+		}
+		return decodeIdentity(id), nil
+	})
 }
 
 // decodeIdentity copies an Identity out of its message.

@@ -507,21 +507,34 @@ func (c *Client) check(cn *conn, op string, err error) error {
 	return &CallError{Op: op, Addr: cn.addr(), ConnectionLost: lost, Err: err}
 }
 
+// connCall runs call, one call on the current connection, and turns its
+// failure into the client's terms.
+func connCall[T any](c *Client, ctx context.Context, op string, call func(cn *conn) (T, error)) (T, error) {
+	var zero T
+	cn, err := c.acquire(ctx)
+	if err != nil {
+		return zero, err
+	}
+	defer c.release(cn)
+	v, err := call(cn)
+	if err != nil {
+		return zero, c.check(cn, op, err)
+	}
+	return v, nil
+}
+
 // Ping sends msg to a node and returns its reply ("echo:" + msg). The node
 // also delivers msg to its listeners.
 func (c *Client) Ping(ctx context.Context, msg string) (string, error) {
-	cn, err := c.acquire(ctx)
-	if err != nil {
-		return "", err
-	}
-	defer c.release(cn)
-	f, release := cn.echo.Ping(ctx, func(p schema.Echo_ping_Params) error { return p.SetMsg(msg) })
-	defer release()
-	res, err := f.Struct()
-	if err != nil {
-		return "", c.check(cn, "ping", err)
-	}
-	return res.Reply()
+	return connCall(c, ctx, "ping", func(cn *conn) (string, error) {
+		f, release := cn.echo.Ping(ctx, func(p schema.Echo_ping_Params) error { return p.SetMsg(msg) })
+		defer release()
+		res, err := f.Struct()
+		if err != nil {
+			return "", err
+		}
+		return res.Reply()
+	})
 }
 
 // NodeInfo describes a node.
@@ -533,24 +546,21 @@ type NodeInfo struct {
 
 // Info asks the connected node to describe itself.
 func (c *Client) Info(ctx context.Context) (NodeInfo, error) {
-	cn, err := c.acquire(ctx)
-	if err != nil {
-		return NodeInfo{}, err
-	}
-	defer c.release(cn)
-	f, release := cn.node.Info(ctx, nil)
-	defer release()
-	res, err := f.Struct()
-	if err != nil {
-		return NodeInfo{}, c.check(cn, "info", err)
-	}
-	info, err := res.Info()
-	if err != nil {
-		return NodeInfo{}, fmt.Errorf("info from %s: %w", cn.addr(), err)
-	}
-	v, _ := info.Version()
-	l, _ := info.Listen()
-	return NodeInfo{ID: info.Id(), Version: v, Listen: l}, nil
+	return connCall(c, ctx, "info", func(cn *conn) (NodeInfo, error) {
+		f, release := cn.node.Info(ctx, nil)
+		defer release()
+		res, err := f.Struct()
+		if err != nil {
+			return NodeInfo{}, err
+		}
+		info, err := res.Info()
+		if err != nil {
+			return NodeInfo{}, err
+		}
+		v, _ := info.Version()
+		l, _ := info.Listen()
+		return NodeInfo{ID: info.Id(), Version: v, Listen: l}, nil
+	})
 }
 
 // closeSessionTimeout bounds the goodbye Close sends for the session.
