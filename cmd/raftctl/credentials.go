@@ -62,8 +62,8 @@ func (cr *credentials) addFlags(cmd *cobra.Command) {
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&cr.tokenArg, "token", "", "log in with token `T` (default $"+envToken+"); prefer --token-file: a command line is visible to other users")
 	pf.StringVar(&cr.tokenFile, "token-file", "", "log in with the token in file `F` (default $"+envTokenFile+")")
-	pf.StringVar(&cr.cert, "cert", "", "PEM client certificate for mutual TLS (with --key; implies --tls)")
-	pf.StringVar(&cr.key, "key", "", "PEM private key of --cert")
+	pf.StringVar(&cr.cert, "cert", "", "PEM client certificate `F` for mutual TLS (with --key; implies --tls)")
+	pf.StringVar(&cr.key, "key", "", "PEM private key `F` of --cert")
 }
 
 // maxTokenFile bounds what raftctl reads from a token file or stdin: a
