@@ -3,10 +3,10 @@
 //
 // They are macaroons (Birgisson et al., "Macaroons: Cookies with Contextual
 // Caveats for Decentralized Authorization in the Cloud", NDSS 2014) with
-// first-party caveats only: a token names who minted it and for what role,
-// carries a list of caveats that each restrict what it grants, and ends in a
-// chained HMAC-SHA256 tag that binds them all to a root key only the cluster
-// knows. The package is pure: no I/O, no clock of its own, no logging.
+// first-party caveats only: a token names the root key that signed it, its
+// own id and the role it was minted for, carries a list of caveats that each
+// restrict what it grants, and ends in a chained HMAC-SHA256 tag that binds
+// them all to a root key only the cluster knows. The package is pure: no I/O, no clock of its own, no logging.
 //
 // # Format
 //

@@ -44,10 +44,10 @@ func Parse(s string) (*Token, error) {
 	if len(s) > maxText {
 		return nil, fmt.Errorf("%w: %d characters, more than the %d a token may have", ErrMalformed, len(s), maxText)
 	}
+	if strings.TrimSpace(s) != s {
+		return nil, fmt.Errorf("%w: it has leading or trailing white space (trim what you read from a file)", ErrMalformed)
+	}
 	if !strings.HasPrefix(s, textPrefix) {
-		if strings.TrimSpace(s) != s {
-			return nil, fmt.Errorf("%w: it has leading or trailing white space", ErrMalformed)
-		}
 		if strings.HasPrefix(s, "capraft") {
 			return nil, fmt.Errorf("%w: not a %q token (made by a newer capraft?)", ErrMalformed, textPrefix)
 		}
@@ -56,9 +56,6 @@ func Parse(s string) (*Token, error) {
 	body := s[len(textPrefix):]
 	raw, err := b64.DecodeString(body)
 	if err != nil {
-		if strings.TrimSpace(body) != body {
-			return nil, fmt.Errorf("%w: it has leading or trailing white space", ErrMalformed)
-		}
 		return nil, fmt.Errorf("%w: not unpadded base64url after %q (%v)", ErrMalformed, textPrefix, err)
 	}
 	// The decoder skips line breaks; a token has exactly one text form.

@@ -94,7 +94,7 @@ type Restriction struct {
 	// ReadOnly refuses writes.
 	ReadOnly bool
 	// NotAfter is the last instant the token is valid; zero: no expiry.
-	// Tokens keep it to the millisecond.
+	// Tokens keep it rounded down to the millisecond.
 	NotAfter time.Time
 }
 
@@ -217,13 +217,13 @@ func (t *Token) Verify(key []byte, now time.Time) (Grant, error) {
 		start = end
 	}
 	if !hmac.Equal(tag, t.raw[start:]) {
-		return Grant{}, fmt.Errorf("%w: token %s does not match root key %d; it was altered, or minted by "+
-			"another cluster or with a key since removed; ask an operator for a new one (raftctl token create)",
+		return Grant{}, fmt.Errorf("%w (token %s, root key %d): it was altered, or minted by another "+
+			"cluster or with a key since removed; ask an operator for a new one (raftctl token create)",
 			ErrSignature, t.id, t.keyID)
 	}
 	if !t.eff.NotAfter.IsZero() && now.After(t.eff.NotAfter) {
-		return Grant{}, fmt.Errorf("%w: token %s expired at %s; mint a new one with raftctl token create",
-			ErrExpired, t.id, t.eff.NotAfter.UTC().Format(time.RFC3339Nano))
+		return Grant{}, fmt.Errorf("%w at %s (token %s); mint a new one with raftctl token create",
+			ErrExpired, t.eff.NotAfter.Format(time.RFC3339Nano), t.id)
 	}
 	g := Grant{ID: t.id, Role: t.role, Restriction: t.eff.clone()}
 	if g.Restriction.restricts() {
@@ -250,14 +250,29 @@ func (t *Token) String() string {
 }
 
 // ID returns the token's id, shared by every token derived from it.
-func (t *Token) ID() ID { return t.id }
+func (t *Token) ID() ID {
+	if t == nil {
+		return ID{}
+	}
+	return t.id
+}
 
 // KeyID names the root key the token claims to be signed with.
-func (t *Token) KeyID() uint64 { return t.keyID }
+func (t *Token) KeyID() uint64 {
+	if t == nil {
+		return 0
+	}
+	return t.keyID
+}
 
 // Role returns the role the token was minted for. What it grants may be
 // less: see Grant.Role.
-func (t *Token) Role() Role { return t.role }
+func (t *Token) Role() Role {
+	if t == nil {
+		return 0
+	}
+	return t.role
+}
 
 // Restriction returns the effective (narrowest) restriction the token's
 // caveats state: the longest prefix, read-only if any caveat says so, the
