@@ -60,6 +60,9 @@ func (c *Client) Status(ctx context.Context, endpoint string) (NodeStatus, error
 	f, release := node.Status(ctx, nil)
 	defer release()
 	res, err := f.Struct()
+	if pe := permissionError(err, endpoint); pe != nil {
+		return NodeStatus{}, fmt.Errorf("status: %w", pe)
+	}
 	if err != nil {
 		return NodeStatus{}, &CallError{Op: "status", Addr: endpoint, ConnectionLost: exc.IsType(err, exc.Disconnected), Err: err}
 	}
@@ -77,8 +80,8 @@ func (c *Client) Status(ctx context.Context, endpoint string) (NodeStatus, error
 	}, nil
 }
 
-// nodeAt returns the Node capability of endpoint and a function that
-// releases what it took.
+// nodeAt returns the Node capability of endpoint (logged in with the
+// client's token, if any) and a function that releases what it took.
 func (c *Client) nodeAt(ctx context.Context, endpoint string) (schema.Node, func(), error) {
 	c.mu.Lock()
 	if c.closed {
@@ -91,7 +94,7 @@ func (c *Client) nodeAt(ctx context.Context, endpoint string) (schema.Node, func
 		case <-cn.ready:
 			cn.users++
 			c.mu.Unlock()
-			return cn.cc.Node(), func() { c.release(cn) }, nil
+			return cn.node, func() { c.release(cn) }, nil
 		default:
 		}
 	}
@@ -100,7 +103,12 @@ func (c *Client) nodeAt(ctx context.Context, endpoint string) (schema.Node, func
 	if err != nil {
 		return schema.Node{}, nil, &UnavailableError{causes: []error{err}}
 	}
-	return cc.Node(), func() { _ = cc.Close() }, nil
+	node, release := c.login(cc)
+	return node, func() {
+		_ = cc.Close()
+		node.Release()
+		release()
+	}, nil
 }
 
 // Member is one member of the cluster's configuration.
@@ -150,7 +158,7 @@ func (c *Client) adminCall(ctx context.Context, op string, idempotent bool,
 			continue
 		}
 		actx, cancel := context.WithTimeout(ctx, c.opts.requestTimeout)
-		af, arel := cn.cc.Node().Admin(actx, nil)
+		af, arel := cn.node.Admin(actx, nil)
 		adm := af.Admin()
 		answered := make(chan struct{})
 		unwatch := c.watchStall(cn, answered)

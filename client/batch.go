@@ -370,6 +370,11 @@ func (e *transportError) Unwrap() error { return e.err }
 
 // batchError classifies the error of a failed batch call on cn.
 func (c *Client) batchError(cn *conn, ctx context.Context, err error) error {
+	if pe := permissionError(err, cn.addr()); pe != nil {
+		// An answer, not a failure of the node: not retried, and the
+		// connection stays.
+		return pe
+	}
 	switch {
 	case c.ctx.Err() != nil:
 		return ErrClosed
@@ -495,7 +500,8 @@ func decodeResult(r schema.Result, kind opKind, addr string) (result, error) {
 			return bad(err)
 		}
 		msg, _ := e.Message_()
-		out.failed, out.code, out.message, out.hint = true, ErrorCode(e.Code()), msg, e.LeaderHint()
+		out.failed, out.code, out.hint = true, ErrorCode(e.Code()), e.LeaderHint()
+		out.message = trimCode(out.code, msg)
 		return out, nil
 	}
 	if which != resultWhich[kind] {

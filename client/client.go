@@ -32,14 +32,21 @@
 //   - ErrTooLarge: a key, value or batch over the limits, refused by the
 //     client before sending (*TooLargeError; see WithSizeLimits) or by a
 //     node (*ServerError with CodeTooLarge); not retried.
+//   - ErrPermissionDenied (a *ServerError with CodePermissionDenied): the
+//     connection's credential does not grant the operation, or its token
+//     was refused; the message names the credential needed. Not retried.
 //   - ErrSessionExpired, ErrClosed.
 //   - *ServerError{Code, Message}: the rest (an invalid request, an
 //     internal error); these are not retried.
 //
-// Membership and status calls (Members, AddMember, PromoteMember,
-// RemoveMember, TransferLeadership, Snapshot) go through Node.admin() on
-// the current connection; any node accepts them. Status asks one given
-// endpoint.
+// Membership, status and token calls (Members, AddMember, PromoteMember,
+// RemoveMember, TransferLeadership, Snapshot, CreateToken, RevokeToken)
+// go through Node.admin() on the current connection; any node accepts
+// them. Status asks one given endpoint.
+//
+// Credentials: WithTLS with a client certificate (mutual TLS), or
+// WithToken, which logs every connection in with a token, pipelined, so
+// it costs no round trip. Identity says what the connection holds.
 package client
 
 import (
@@ -59,6 +66,7 @@ import (
 
 	"github.com/capraft/capraft/rpc"
 	"github.com/capraft/capraft/schema"
+	"github.com/capraft/capraft/token"
 )
 
 // Defaults of the options.
@@ -82,13 +90,26 @@ type options struct {
 	stallTimeout   time.Duration
 	maxKeySize     int
 	maxValueSize   int
+	token          string
 }
 
 // WithDialTimeout bounds connecting to one endpoint (default 5s).
 func WithDialTimeout(d time.Duration) Option { return func(o *options) { o.dial.Timeout = d } }
 
-// WithTLS makes the client speak TLS with cfg.
+// WithTLS makes the client speak TLS with cfg. For mutual TLS, put the
+// client certificate in cfg.Certificates: a node that verifies it against
+// the cluster CA grants the role its Subject's OrganizationalUnit names.
 func WithTLS(cfg *tls.Config) Option { return func(o *options) { o.dial.TLSConfig = cfg } }
+
+// WithToken makes every connection the client opens log in with token
+// (minted by Admin.createToken, raftctl token create, or derived from one
+// offline) and use only what it grants. The login is pipelined: the first
+// call on a connection still costs one round trip. A reconnect logs in
+// again. A token the node refuses, or an operation outside its grant,
+// fails with an error matching ErrPermissionDenied. New refuses a token
+// that is not well formed. The empty token means none: the connection
+// holds what the node grants anonymous connections.
+func WithToken(token string) Option { return func(o *options) { o.token = token } }
 
 // WithLogger sets the client's logger (default: none).
 func WithLogger(l hclog.Logger) Option { return func(o *options) { o.log = l } }
@@ -147,10 +168,13 @@ type conn struct {
 	err   error         // dialling failed: every endpoint's error
 	idx   int           // index of the endpoint in Client.endpoints
 	cc    *rpc.ClientConn
-	echo  schema.Echo // obtained once by pipelining; owned by the conn
-	kv    schema.KV   // likewise
-	// The futures echo and kv came from. Releasing a future before its
-	// answer arrives makes go-capnp hold calls on the pipelined
+	// node is the Node every call goes through: the bootstrap, or what
+	// logging in with the client's token returned (a pipelined promise).
+	node schema.Node
+	echo schema.Echo // obtained once by pipelining on node; owned by the conn
+	kv   schema.KV   // likewise
+	// The futures node, echo and kv came from. Releasing a future before
+	// its answer arrives makes go-capnp hold calls on the pipelined
 	// capability until it resolves, which costs a round trip or two
 	// (measured); so they are released with the connection.
 	futures []func()
@@ -197,6 +221,7 @@ func (cn *conn) close() {
 	_ = cn.cc.Close()
 	cn.echo.Release()
 	cn.kv.Release()
+	cn.node.Release()
 	for _, release := range cn.futures {
 		release()
 	}
@@ -216,6 +241,13 @@ func New(endpoints []string, opts ...Option) (*Client, error) {
 	o := options{}
 	for _, opt := range opts {
 		opt(&o)
+	}
+	if o.token != "" {
+		// Refused here rather than by every node at every login. The
+		// error never shows the token, a secret.
+		if _, err := token.Parse(o.token); err != nil {
+			return nil, fmt.Errorf("client: WithToken: %w", err)
+		}
 	}
 	if o.log == nil {
 		o.log = hclog.NewNullLogger()
@@ -332,13 +364,16 @@ func (c *Client) dial(cn *conn, start int) {
 			continue
 		}
 		cn.idx, cn.cc = idx, cc
-		// Pipelined on the bootstrap: the first call through them is one
-		// round trip. Each accessor is read once (see capnp-go.md §5).
-		ef, erel := cc.Node().Echo(context.Background(), nil)
+		// Pipelined on the bootstrap (and the login): the first call
+		// through them is one round trip. Each accessor is read once (see
+		// capnp-go.md §5).
+		var lrel func()
+		cn.node, lrel = c.login(cc)
+		ef, erel := cn.node.Echo(context.Background(), nil)
 		cn.echo = ef.Echo().AddRef()
-		kf, krel := cc.Node().Kv(context.Background(), nil)
+		kf, krel := cn.node.Kv(context.Background(), nil)
 		cn.kv = kf.Kv().AddRef()
-		cn.futures = []func(){erel, krel}
+		cn.futures = []func(){erel, krel, lrel}
 		c.mu.Lock()
 		c.next = idx
 		closed := c.closed
@@ -365,6 +400,24 @@ func (c *Client) dial(cn *conn, start int) {
 	}
 	c.mu.Unlock()
 	close(cn.ready)
+}
+
+// login returns the Node calls on cc go through, owned by the caller,
+// and the release of the future it came from (to call after closing cc):
+// with a token, the node Node.login returns, pipelined (nothing waits
+// for the login); without, the bootstrap.
+func (c *Client) login(cc *rpc.ClientConn) (schema.Node, func()) {
+	if c.opts.token == "" {
+		return cc.Node().AddRef(), func() {}
+	}
+	f, release := cc.Node().Login(context.Background(), func(p schema.Node_login_Params) error {
+		cred, err := p.NewCredential()
+		if err != nil {
+			return err
+		}
+		return cred.SetToken(c.opts.token)
+	})
+	return f.Node().AddRef(), release
 }
 
 // release ends one use of cn; a retired connection closes with its last use.
@@ -445,27 +498,43 @@ func isConnErr(err error) bool {
 }
 
 // check turns a failed call's error into the client's terms, retiring the
-// connection if it is gone.
+// connection if it is gone. A permission failure leaves it be.
 func (c *Client) check(cn *conn, op string, err error) error {
+	if pe := permissionError(err, cn.addr()); pe != nil {
+		return fmt.Errorf("%s: %w", op, pe)
+	}
 	lost := c.connLost(cn, err)
 	return &CallError{Op: op, Addr: cn.addr(), ConnectionLost: lost, Err: err}
+}
+
+// connCall runs call, one call on the current connection, and turns its
+// failure into the client's terms.
+func connCall[T any](c *Client, ctx context.Context, op string, call func(cn *conn) (T, error)) (T, error) {
+	var zero T
+	cn, err := c.acquire(ctx)
+	if err != nil {
+		return zero, err
+	}
+	defer c.release(cn)
+	v, err := call(cn)
+	if err != nil {
+		return zero, c.check(cn, op, err)
+	}
+	return v, nil
 }
 
 // Ping sends msg to a node and returns its reply ("echo:" + msg). The node
 // also delivers msg to its listeners.
 func (c *Client) Ping(ctx context.Context, msg string) (string, error) {
-	cn, err := c.acquire(ctx)
-	if err != nil {
-		return "", err
-	}
-	defer c.release(cn)
-	f, release := cn.echo.Ping(ctx, func(p schema.Echo_ping_Params) error { return p.SetMsg(msg) })
-	defer release()
-	res, err := f.Struct()
-	if err != nil {
-		return "", c.check(cn, "ping", err)
-	}
-	return res.Reply()
+	return connCall(c, ctx, "ping", func(cn *conn) (string, error) {
+		f, release := cn.echo.Ping(ctx, func(p schema.Echo_ping_Params) error { return p.SetMsg(msg) })
+		defer release()
+		res, err := f.Struct()
+		if err != nil {
+			return "", err
+		}
+		return res.Reply()
+	})
 }
 
 // NodeInfo describes a node.
@@ -477,24 +546,21 @@ type NodeInfo struct {
 
 // Info asks the connected node to describe itself.
 func (c *Client) Info(ctx context.Context) (NodeInfo, error) {
-	cn, err := c.acquire(ctx)
-	if err != nil {
-		return NodeInfo{}, err
-	}
-	defer c.release(cn)
-	f, release := cn.cc.Node().Info(ctx, nil)
-	defer release()
-	res, err := f.Struct()
-	if err != nil {
-		return NodeInfo{}, c.check(cn, "info", err)
-	}
-	info, err := res.Info()
-	if err != nil {
-		return NodeInfo{}, fmt.Errorf("info from %s: %w", cn.addr(), err)
-	}
-	v, _ := info.Version()
-	l, _ := info.Listen()
-	return NodeInfo{ID: info.Id(), Version: v, Listen: l}, nil
+	return connCall(c, ctx, "info", func(cn *conn) (NodeInfo, error) {
+		f, release := cn.node.Info(ctx, nil)
+		defer release()
+		res, err := f.Struct()
+		if err != nil {
+			return NodeInfo{}, err
+		}
+		info, err := res.Info()
+		if err != nil {
+			return NodeInfo{}, err
+		}
+		v, _ := info.Version()
+		l, _ := info.Listen()
+		return NodeInfo{ID: info.Id(), Version: v, Listen: l}, nil
+	})
 }
 
 // closeSessionTimeout bounds the goodbye Close sends for the session.

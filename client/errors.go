@@ -25,6 +25,13 @@ var (
 	// attempted are resent in a new session automatically; a retried
 	// write whose session expired returns ErrUnknownOutcome wrapping this.
 	ErrSessionExpired = errors.New("session expired")
+	// ErrPermissionDenied: the credential the client presented (or its
+	// absence) does not grant the operation, or a token was refused at
+	// login (malformed, tampered, expired or revoked). The error is a
+	// *ServerError with CodePermissionDenied whose Message is the node's
+	// and names the credential needed. It is not retried: another node
+	// would answer the same.
+	ErrPermissionDenied = errors.New("permission denied")
 )
 
 // ErrorCode classifies an error answered by a node. It mirrors the
@@ -42,6 +49,9 @@ const (
 	CodeStaleSequence   = ErrorCode(schema.ErrorCode_staleSequence)
 	CodeShuttingDown    = ErrorCode(schema.ErrorCode_shuttingDown)
 	CodeTimeout         = ErrorCode(schema.ErrorCode_timeout)
+	// CodePermissionDenied: outside what the connection's credential
+	// grants; errors.Is(err, ErrPermissionDenied) holds.
+	CodePermissionDenied = ErrorCode(schema.ErrorCode_permissionDenied)
 )
 
 // String returns the code's name as in the schema ("tooLarge").
@@ -61,7 +71,10 @@ type ServerError struct {
 // Error describes the node's message, the answering node and what to do next.
 func (e *ServerError) Error() string {
 	msg := e.Message
-	if msg == "" {
+	switch {
+	case e.Code == CodePermissionDenied:
+		msg = ErrPermissionDenied.Error() + ": " + msg
+	case msg == "":
 		msg = e.Code.String()
 	}
 	s := fmt.Sprintf("%s (from %s)", msg, e.Addr)
@@ -80,10 +93,31 @@ func (e *ServerError) Error() string {
 }
 
 // Is makes errors.Is(err, ErrSessionExpired) true for a sessionExpired
-// answer, and errors.Is(err, ErrTooLarge) for a tooLarge one.
+// answer, errors.Is(err, ErrTooLarge) for a tooLarge one and
+// errors.Is(err, ErrPermissionDenied) for a permissionDenied one.
 func (e *ServerError) Is(target error) bool {
 	return target == ErrSessionExpired && e.Code == CodeSessionExpired ||
-		target == ErrTooLarge && e.Code == CodeTooLarge
+		target == ErrTooLarge && e.Code == CodeTooLarge ||
+		target == ErrPermissionDenied && e.Code == CodePermissionDenied
+}
+
+// permissionPrefix starts the text of every exception a node raises for a
+// capability the connection does not hold (see schema/node.capnp).
+const permissionPrefix = "permissionDenied: "
+
+// permissionError returns the *ServerError for err, an exception from the
+// node at addr, if its text says permission was denied; else nil. The
+// message is the node's, from after the prefix (which repeats the code).
+func permissionError(err error, addr string) *ServerError {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	i := strings.Index(msg, permissionPrefix)
+	if i < 0 {
+		return nil
+	}
+	return &ServerError{Code: CodePermissionDenied, Message: msg[i+len(permissionPrefix):], Addr: addr}
 }
 
 // CompareFailedError reports a failed compare-and-swap or
@@ -237,5 +271,15 @@ func rootMessage(err error) string {
 // serverError converts a schema Error answered by the node at addr.
 func serverError(e schema.Error, addr string) *ServerError {
 	msg, _ := e.Message_()
-	return &ServerError{Code: ErrorCode(e.Code()), Message: msg, Addr: addr, LeaderHint: e.LeaderHint()}
+	code := ErrorCode(e.Code())
+	return &ServerError{Code: code, Message: trimCode(code, msg), Addr: addr, LeaderHint: e.LeaderHint()}
+}
+
+// trimCode drops a "permissionDenied: " the node may have started a
+// permissionDenied answer's message with: Error says it already.
+func trimCode(code ErrorCode, msg string) string {
+	if code == CodePermissionDenied {
+		return strings.TrimPrefix(msg, permissionPrefix)
+	}
+	return msg
 }

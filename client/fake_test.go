@@ -96,6 +96,8 @@ type fakeStore struct {
 
 	adminUnavailable atomic.Int64 // answer this many admin calls with unavailable
 	adminDrop        atomic.Int64 // drop the connection on this many addMember calls, after applying
+
+	auth fakeAuth // tokens and logins (fake_auth_test.go)
 }
 
 type memberInfo struct {
@@ -152,6 +154,7 @@ type fakeNode struct {
 
 	mu    sync.Mutex
 	conns map[string]net.Conn // by remote address
+	sniffer
 }
 
 // recordingListener remembers the connections it accepts, so the fake can
@@ -167,6 +170,7 @@ func (l recordingListener) Accept() (net.Conn, error) {
 		l.node.mu.Lock()
 		l.node.conns[c.RemoteAddr().String()] = c
 		l.node.mu.Unlock()
+		c = l.node.sniff(c, l.node.store.auth.holdMarker)
 	}
 	return c, err
 }
@@ -205,6 +209,7 @@ func serveFakeTLS(store *fakeStore, id uint64, log hclog.Logger, cfg *tls.Config
 	}
 	n := &fakeNode{id: id, store: store, addr: ln.Addr().String(), conns: make(map[string]net.Conn)}
 	n.srv = rpc.NewServer(rpc.Config{Logger: log, TLSConfig: cfg, Bootstrap: func(ci *rpc.ConnInfo) capnp.Client {
+		// Anonymous: everything, unless the store requires a login.
 		impl := &fakeNodeCap{node: n, remote: ci.RemoteAddr.String()}
 		return capnp.Client(schema.Node_ServerToClient(impl))
 	}})
@@ -227,15 +232,22 @@ func (n *fakeNode) drop(remote string) {
 	}
 }
 
-// fakeNodeCap is the bootstrap capability of one connection.
+// fakeNodeCap is the bootstrap capability of one connection, or what a
+// login on it returned.
 type fakeNodeCap struct {
 	node   *fakeNode
 	remote string
+	grant  *fakeGrant // what a login granted; nil: anonymous
 }
 
 var errFakeUnimplemented = exc.New(exc.Unimplemented, "", "not served by the fake")
 
-func (f *fakeNodeCap) Echo(context.Context, schema.Node_echo) error { return errFakeUnimplemented }
+func (f *fakeNodeCap) Echo(context.Context, schema.Node_echo) error {
+	if err := f.deny("echo", false); err != nil {
+		return err
+	}
+	return errFakeUnimplemented
+}
 func (f *fakeNodeCap) Raft(context.Context, schema.Node_raft) error { return errFakeUnimplemented }
 
 func (f *fakeNodeCap) Info(_ context.Context, call schema.Node_info) error {
@@ -252,6 +264,9 @@ func (f *fakeNodeCap) Info(_ context.Context, call schema.Node_info) error {
 }
 
 func (f *fakeNodeCap) Kv(_ context.Context, call schema.Node_kv) error {
+	if err := f.deny("kv", false); err != nil {
+		return err
+	}
 	res, err := call.AllocResults()
 	if err != nil {
 		return err
@@ -260,6 +275,9 @@ func (f *fakeNodeCap) Kv(_ context.Context, call schema.Node_kv) error {
 }
 
 func (f *fakeNodeCap) Admin(_ context.Context, call schema.Node_admin) error {
+	if err := f.deny("admin", true); err != nil {
+		return err
+	}
 	res, err := call.AllocResults()
 	if err != nil {
 		return err
@@ -268,6 +286,9 @@ func (f *fakeNodeCap) Admin(_ context.Context, call schema.Node_admin) error {
 }
 
 func (f *fakeNodeCap) Status(_ context.Context, call schema.Node_status) error {
+	if err := f.deny("status", false); err != nil {
+		return err
+	}
 	res, err := call.AllocResults()
 	if err != nil {
 		return err

@@ -90,6 +90,8 @@ func (w *stallWatch) check() {
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, w.d)
 	defer cancel()
+	// On the bootstrap, not the logged-in node: info needs no credential,
+	// and the probe asks whether the node lives, not what it grants.
 	f, release := w.cn.cc.Node().Info(ctx, nil)
 	_, err := f.Struct()
 	if err == nil {

@@ -44,7 +44,7 @@ func (c *Client) steer(cn *conn) {
 	defer c.wg.Done()
 	ctx, cancel := context.WithTimeout(c.ctx, c.opts.dialTimeout())
 	defer cancel()
-	f, release := cn.cc.Node().Status(ctx, nil)
+	f, release := cn.node.Status(ctx, nil)
 	res, err := f.Struct()
 	var self, lead uint64
 	if err == nil {

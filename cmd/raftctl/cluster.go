@@ -21,7 +21,8 @@ func statusCommand(g *globals) *cobra.Command {
 		Short: "Show every endpoint's view of the cluster",
 		Long: "status asks every endpoint for its status, in parallel, and prints a row per\n" +
 			"endpoint: ENDPOINT ID ADDRESS ROLE TERM LEADER COMMIT APPLIED ERROR (the error\n" +
-			"met there, if any). It exits 1 if any endpoint failed to answer.\n\n" +
+			"met there, if any). It exits 1 if any endpoint failed to answer (77 if one\n" +
+			"refused the credential).\n\n" +
 			`JSON: {"nodes": [{"endpoint": string, "id": int, "address": string, "role": string,` + "\n" +
 			`  "term": int, "leader": int, "commit": int, "applied": int, "last_index": int,` + "\n" +
 			`  "snapshot_index": int, "cluster_id": int, "revision": int, "version": string,` + "\n" +
@@ -45,10 +46,14 @@ func statusCommand(g *globals) *cobra.Command {
 				}
 				wg.Wait()
 				failed := 0
+				var denied error // a refusal of the credential, which sets the exit status
 				nodes := make([]map[string]any, len(rows))
 				for i, r := range rows {
 					if r.err != nil {
 						failed++
+						if denied == nil && errors.Is(r.err, client.ErrPermissionDenied) {
+							denied = r.err
+						}
 						nodes[i] = map[string]any{"endpoint": g.endpoints[i], "error": r.err.Error()}
 						continue
 					}
@@ -79,6 +84,9 @@ func statusCommand(g *globals) *cobra.Command {
 				})
 				if err != nil {
 					return err
+				}
+				if denied != nil {
+					return &reportedError{fmt.Errorf("%d of %d endpoints did not answer; %w", failed, len(rows), denied)}
 				}
 				if failed > 0 {
 					return &reportedError{fmt.Errorf("%d of %d endpoints did not answer", failed, len(rows))}

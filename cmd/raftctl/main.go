@@ -20,7 +20,14 @@
 // key_base64 / value_base64. Tables escape unprintable bytes and shorten
 // long keys and values. On failure raftctl prints one line on
 // stderr saying what went wrong and what to try (with -o json also a JSON
-// object {"error": ..., "kind": ...} on stdout), and exits with status 1.
+// object {"error": ..., "kind": ...} on stdout), and exits with status 1,
+// or 77 (EX_NOPERM) when a node refused the credential.
+//
+// Credentials: --token-file F or --token T (or $RAFTCTL_TOKEN_FILE,
+// $RAFTCTL_TOKEN) logs every connection in with a token; --cert and --key
+// present a client certificate for mutual TLS. raftctl token create,
+// attenuate, revoke and inspect manage tokens; raftctl whoami shows what
+// the connection holds.
 package main
 
 import (
@@ -53,18 +60,20 @@ type globals struct {
 	output      string
 	tls         bool
 	tlsCA       string
+	creds       credentials
 }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }
 
 // run executes raftctl with args and returns the exit status.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root, g := newRoot(stdout, stderr)
+	root.SetIn(stdin)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
@@ -74,7 +83,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if g.output == "json" && !errors.As(err, &rep) {
 		_ = newJSONEncoder(stdout).Encode(errorJSON(err))
 	}
-	fmt.Fprintln(stderr, "raftctl: "+escapeText(explain(err)))
+	fmt.Fprintln(stderr, "raftctl: "+escapeText(g.explain(err)))
+	if errors.Is(err, client.ErrPermissionDenied) {
+		return exitPermissionDenied
+	}
 	return 1
 }
 
@@ -104,6 +116,8 @@ func errorKind(err error) string {
 		return "usage"
 	case errors.As(err, &le):
 		return "too_large"
+	case errors.Is(err, client.ErrPermissionDenied):
+		return "permission_denied"
 	case errors.Is(err, client.ErrNotFound):
 		return "not_found"
 	case errors.Is(err, client.ErrCompareFailed):
@@ -145,12 +159,14 @@ func errorJSON(err error) map[string]any {
 }
 
 // explain adds what to do next to the errors users meet most.
-func explain(err error) string {
+func (g *globals) explain(err error) string {
 	msg := err.Error()
 	var ue *usageError
 	switch {
 	case errors.As(err, &ue):
 		return msg + " (see raftctl --help)"
+	case errors.Is(err, client.ErrPermissionDenied):
+		return msg + " (" + g.creds.permissionHint(g.creds.cert != "") + ")"
 	case errors.Is(err, client.ErrUnknownOutcome):
 		return msg
 	case errors.Is(err, syscall.ECONNREFUSED):
@@ -175,7 +191,11 @@ func newRoot(stdout, stderr io.Writer) (*cobra.Command, *globals) {
 			"\"key_base64\" / \"value_base64\" (standard base64) instead of \"key\" / \"value\",\n" +
 			"so every byte round-trips. Tables show unprintable bytes escaped and long keys\n" +
 			"shortened. On failure raftctl prints one line on stderr saying what to do next\n" +
-			"(with -o json also {\"error\": ..., \"kind\": ...} on stdout) and exits 1.",
+			"(with -o json also {\"error\": ..., \"kind\": ...} on stdout) and exits 1, or 77\n" +
+			"when a node refused the credential (kind \"permission_denied\").\n\n" +
+			"Credentials: --token-file F or --token T (or $RAFTCTL_TOKEN_FILE, $RAFTCTL_TOKEN)\n" +
+			"logs every connection in with a token; --cert and --key present a client\n" +
+			"certificate (mutual TLS, with --tls-ca). Flags win over the environment.",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       cli.Version(),
@@ -189,6 +209,7 @@ func newRoot(stdout, stderr io.Writer) (*cobra.Command, *globals) {
 			if g.timeout <= 0 || g.dialTimeout <= 0 {
 				return usagef("--timeout and --dial-timeout must be positive")
 			}
+			g.creds.noteFlags(cmd)
 			return nil
 		},
 	}
@@ -207,11 +228,13 @@ func newRoot(stdout, stderr io.Writer) (*cobra.Command, *globals) {
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table (for people) or json (one object per command, for scripts)")
 	pf.BoolVar(&g.tls, "tls", false, "speak TLS to the nodes (raftnode --tls-cert); verified against the system's roots or --tls-ca")
 	pf.StringVar(&g.tlsCA, "tls-ca", "", "PEM file of the CA that signed the nodes' certificates (implies --tls)")
+	g.creds.addFlags(root)
 
 	root.AddCommand(
 		putCommand(g), getCommand(g), delCommand(g), casCommand(g), rangeCommand(g),
 		statusCommand(g), membersCommand(g), memberCommand(g), transferCommand(g), snapshotCommand(g),
 		benchCommand(g), pingCommand(g), listenCommand(g),
+		tokenCommand(g), whoamiCommand(g),
 	)
 	return root, g
 }
@@ -243,8 +266,19 @@ func (g *globals) checkEndpoints(cmd *cobra.Command) error {
 // connect returns a client for the global flags.
 func (g *globals) connect(stderr io.Writer, extra ...client.Option) (*client.Client, error) {
 	opts := []client.Option{client.WithDialTimeout(g.dialTimeout)}
-	if g.tls || g.tlsCA != "" {
-		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	tok, err := g.creds.token()
+	if err != nil {
+		return nil, err
+	}
+	if tok != "" {
+		opts = append(opts, client.WithToken(tok))
+	}
+	certs, err := g.creds.certificate()
+	if err != nil {
+		return nil, err
+	}
+	if g.tls || g.tlsCA != "" || certs != nil {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: certs}
 		if g.tlsCA != "" {
 			pem, err := os.ReadFile(g.tlsCA)
 			if err != nil {
