@@ -234,7 +234,7 @@ func newRoot(stdout, stderr io.Writer) (*cobra.Command, *globals) {
 		putCommand(g), getCommand(g), delCommand(g), casCommand(g), rangeCommand(g),
 		statusCommand(g), membersCommand(g), memberCommand(g), transferCommand(g), snapshotCommand(g),
 		benchCommand(g), pingCommand(g), listenCommand(g),
-		tokenCommand(g), whoamiCommand(g),
+		tokenCommand(g), whoamiCommand(g), newCertsCommand(),
 	)
 	return root, g
 }
