@@ -18,7 +18,8 @@ import (
 
 // richStore returns a driver whose store has keys (one bigger than the
 // snapshot buffers), several sessions with saved results (found, not
-// found, errors) and an acked mark, plus the entries still to come.
+// found, errors) and an acked mark, token keys and revocations (one
+// forgotten by the entries to come), plus the entries still to come.
 func richStore(t testing.TB) (*driver, []Command) {
 	d := newDriver(t, Config{MaxSavedResults: 8, SessionTTL: time.Minute})
 	s1, s2 := d.open(), d.open()
@@ -28,6 +29,11 @@ func richStore(t testing.TB) (*driver, []Command) {
 	}
 	d.batch(s1, 1995, put(2001, "big", string(big)), del(2002, "key/00003"), put(2003, "", ""))
 	d.batch(s2, 0, WriteOp{Seq: 1, Type: OpCAS, Key: []byte("key/00004"), Compare: CompareValue, CompareValue: []byte("nope")})
+	d.apply(tokenKeyCmd(1, secret(32, 1)))
+	d.apply(tokenKeyCmd(3, secret(64, 3)))
+	d.apply(revokeCmd(tokenID(1, 0), d.now+int64(time.Minute)))
+	d.apply(revokeCmd(tokenID(2, 0), d.now+int64(time.Hour)))
+	d.apply(revokeCmd(tokenID(3, 0), 0))
 	d.s.SetApplied(d.idx + 3)
 	d.idx += 3
 	d.open()
@@ -38,6 +44,10 @@ func richStore(t testing.TB) (*driver, []Command) {
 		{Kind: CmdOpenSession, Time: d.now + int64(70*time.Second)}, // s2 and the third expire
 		{Kind: CmdBatch, Session: s2, Ops: []WriteOp{put(3, "k", "v")}},
 		{Kind: CmdBatch, Session: s1, AckedBelow: 2004, Ops: []WriteOp{put(2005, "key/00006", "")}},
+		tokenKeyCmd(2, secret(40, 2)),
+		tokenKeyCmd(3, secret(40, 9)),
+		revokeCmd(tokenID(2, 0), 0),
+		revokeCmd(tokenID(4, 0), d.now+int64(2*time.Minute)),
 	}
 	return d, next
 }
@@ -81,6 +91,11 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		if !bytes.Equal(snapBytes(t, d.s), snapBytes(t, r)) {
 			t.Fatalf("entry %d: snapshots differ", i)
 		}
+	}
+	// The entries forgot an expired revocation and added auth state.
+	if id, _, _ := r.CurrentTokenKey(); r.Revoked(tokenID(1, 0)) || !r.Revoked(tokenID(4, 0)) || id != 3 {
+		t.Fatalf("restored store after the entries: revoked %v %v, current key %d",
+			r.Revoked(tokenID(1, 0)), r.Revoked(tokenID(4, 0)), id)
 	}
 }
 
