@@ -28,14 +28,26 @@ const minOpSize = 6
 // (DeleteOnSuccess, CompareValue present, CompareRevision present),
 // uvarint-length-prefixed Key and Value, then the length-prefixed
 // CompareValue and the uvarint CompareRevision when present. Ops are only
-// encoded for CmdBatch.
+// encoded for CmdBatch. CmdTokenKey and CmdRevoke have no op count: after
+// AckedBelow come, for CmdTokenKey, the uvarint key id and the
+// length-prefixed secret; for CmdRevoke, the 16-byte token id and Expires
+// as 8 bytes little-endian.
 func (c *Command) AppendBinary(dst []byte) []byte {
 	dst = append(dst, commandVersion, byte(c.Kind))
 	dst = binary.AppendUvarint(dst, c.ID)
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(c.Time))
 	dst = binary.AppendUvarint(dst, c.Session)
 	dst = binary.AppendUvarint(dst, c.AckedBelow)
-	if c.Kind != CmdBatch {
+	switch c.Kind {
+	case CmdBatch:
+	case CmdTokenKey:
+		dst = binary.AppendUvarint(dst, c.TokenKey.ID)
+		dst = binary.AppendUvarint(dst, uint64(len(c.TokenKey.Secret)))
+		return append(dst, c.TokenKey.Secret...)
+	case CmdRevoke:
+		dst = append(dst, c.Revoke.ID[:]...)
+		return binary.LittleEndian.AppendUint64(dst, uint64(c.Revoke.Expires))
+	default:
 		return append(dst, 0)
 	}
 	dst = binary.AppendUvarint(dst, uint64(len(c.Ops)))
@@ -72,9 +84,9 @@ func (c *Command) AppendBinary(dst []byte) []byte {
 // with a valid Kind). It never panics, and errors wrap ErrMalformed. The
 // encoding is canonical: re-encoding a decoded command gives back b.
 //
-// The result aliases b: the ops' Key, Value and CompareValue are sub-slices
-// of b (with their capacity capped at their length), so b must not be
-// modified while the Command is in use.
+// The result aliases b: the ops' Key, Value and CompareValue and the
+// TokenKey's Secret are sub-slices of b (with their capacity capped at
+// their length), so b must not be modified while the Command is in use.
 func DecodeCommand(b []byte) (Command, error) {
 	var c Command
 	err := decodeCommand(&c, b, nil)
@@ -139,6 +151,19 @@ func (d *decoder) fixed64() uint64 {
 	return v
 }
 
+// array16 reads 16 bytes into v.
+func (d *decoder) array16(v *[16]byte) {
+	if d.err != nil {
+		return
+	}
+	if len(d.b)-d.off < len(v) {
+		d.fail("truncated")
+		return
+	}
+	copy(v[:], d.b[d.off:])
+	d.off += len(v)
+}
+
 // bytes returns the next length-prefixed byte string, aliasing d.b; nil
 // when empty.
 func (d *decoder) bytes() []byte {
@@ -180,6 +205,19 @@ func decodeCommand(c *Command, b []byte, ops []WriteOp) error {
 	c.Time = int64(d.fixed64())
 	c.Session = d.uvarint()
 	c.AckedBelow = d.uvarint()
+	c.TokenKey, c.Revoke = TokenKey{}, Revocation{}
+	switch c.Kind {
+	case CmdTokenKey, CmdRevoke:
+		c.Ops = ops[:0]
+		if c.Kind == CmdTokenKey {
+			c.TokenKey.ID = d.uvarint()
+			c.TokenKey.Secret = d.bytes()
+		} else {
+			d.array16(&c.Revoke.ID)
+			c.Revoke.Expires = int64(d.fixed64())
+		}
+		return d.end()
+	}
 	n := d.uvarint()
 	if d.err != nil {
 		return d.err
@@ -233,8 +271,16 @@ func decodeCommand(c *Command, b []byte, ops []WriteOp) error {
 			return d.err
 		}
 	}
-	if d.off != len(b) {
-		return fmt.Errorf("%w command: %d trailing bytes", ErrMalformed, len(b)-d.off)
+	return d.end()
+}
+
+// end returns the first error, or an error if bytes are left over.
+func (d *decoder) end() error {
+	if d.err != nil {
+		return d.err
+	}
+	if d.off != len(d.b) {
+		return fmt.Errorf("%w command: %d trailing bytes", ErrMalformed, len(d.b)-d.off)
 	}
 	return nil
 }

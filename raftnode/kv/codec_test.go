@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"testing"
+	"time"
 )
 
 var updateCorpus = flag.Bool("update-corpus", false, "rewrite the fuzz seed corpora in testdata/fuzz")
@@ -35,8 +36,20 @@ func sampleCommands() []Command {
 	}
 }
 
+// authCommands covers the auth kinds' fields, valid or not (the decoder
+// leaves the validation to Apply).
+func authCommands() []Command {
+	return []Command{
+		{Kind: CmdTokenKey, ID: 11, Time: 7, TokenKey: TokenKey{ID: 1, Secret: secret(32, 0xa5)}},
+		{Kind: CmdTokenKey, ID: 12, Time: 8, Session: 3, AckedBelow: 2, TokenKey: TokenKey{ID: math.MaxUint64, Secret: secret(200, 0)}},
+		{Kind: CmdTokenKey, Time: -1},
+		{Kind: CmdRevoke, ID: 13, Time: 9, Revoke: Revocation{ID: tokenID(0xff, 1), Expires: 1_700_000_000_000_000_000}},
+		{Kind: CmdRevoke, Time: math.MinInt64, Revoke: Revocation{Expires: -1}},
+	}
+}
+
 func TestCommandRoundTrip(t *testing.T) {
-	for i, c := range sampleCommands() {
+	for i, c := range append(sampleCommands(), authCommands()...) {
 		b := c.AppendBinary([]byte("prefix"))
 		if string(b[:6]) != "prefix" {
 			t.Fatalf("%d: AppendBinary clobbered dst", i)
@@ -58,11 +71,53 @@ func TestCommandRoundTrip(t *testing.T) {
 			t.Fatalf("%d: re-encoding differs", i)
 		}
 	}
-	// Ops of a non-batch command are not encoded.
-	c := Command{Kind: CmdKeepAlive, Session: 1, Ops: []WriteOp{put(1, "k", "v")}}
-	got, err := DecodeCommand(enc(c))
-	if err != nil || len(got.Ops) != 0 {
-		t.Fatalf("keepalive with ops: %+v %v", got, err)
+	// Ops of a non-batch command are not encoded, nor the auth fields of
+	// a command of another kind.
+	for _, c := range []Command{
+		{Kind: CmdKeepAlive, Session: 1, Ops: []WriteOp{put(1, "k", "v")}},
+		{Kind: CmdBatch, Session: 1, TokenKey: TokenKey{ID: 1, Secret: secret(32, 1)}, Revoke: Revocation{ID: tokenID(1, 1), Expires: 5}},
+		{Kind: CmdTokenKey, Ops: []WriteOp{put(1, "k", "v")}, Revoke: Revocation{ID: tokenID(1, 1)}},
+		{Kind: CmdRevoke, Ops: []WriteOp{put(1, "k", "v")}, TokenKey: TokenKey{ID: 1}},
+	} {
+		got, err := DecodeCommand(enc(c))
+		want := Command{Kind: c.Kind, Session: c.Session}
+		switch c.Kind {
+		case CmdTokenKey:
+			want.TokenKey = c.TokenKey
+		case CmdRevoke:
+			want.Revoke = c.Revoke
+		}
+		if len(got.Ops) == 0 {
+			got.Ops = nil
+		}
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("%v with other kinds' fields: %+v %v", c.Kind, got, err)
+		}
+	}
+}
+
+// TestDecodeAuthCommandsReusesNoStaleFields decodes an auth command into
+// a Command that held a batch and another auth command, as Apply does,
+// and checks nothing of the earlier ones is left.
+func TestDecodeAuthCommandsReusesNoStaleFields(t *testing.T) {
+	var c Command
+	seq := []Command{
+		{Kind: CmdBatch, Session: 1, Ops: []WriteOp{put(1, "k", "v")}},
+		tokenKeyCmd(3, secret(40, 3)),
+		revokeCmd(tokenID(2, 2), 9),
+		{Kind: CmdBatch, Session: 1, Ops: []WriteOp{put(1, "k", "v")}},
+		tokenKeyCmd(4, secret(33, 4)),
+	}
+	for i, want := range seq {
+		if err := decodeCommand(&c, enc(want), c.Ops); err != nil {
+			t.Fatal(err)
+		}
+		if len(c.Ops) == 0 {
+			c.Ops = nil
+		}
+		if !reflect.DeepEqual(c, want) {
+			t.Fatalf("%d: decoded into a reused Command:\n got  %+v\n want %+v", i, c, want)
+		}
 	}
 }
 
@@ -72,7 +127,7 @@ func TestDecodeCommandRejects(t *testing.T) {
 		"empty":            nil,
 		"version":          append([]byte{2}, valid[1:]...),
 		"kind 0":           enc(Command{Kind: 0}),
-		"kind 5":           enc(Command{Kind: 5}),
+		"kind after last":  enc(Command{Kind: CmdRevoke + 1}),
 		"trailing":         append(bytes.Clone(valid), 0),
 		"ops on keepalive": {commandVersion, byte(CmdKeepAlive), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0},
 		"non-minimal id":   {commandVersion, byte(CmdOpenSession), 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
@@ -85,6 +140,15 @@ func TestDecodeCommandRejects(t *testing.T) {
 	for i := range valid {
 		cases[fmt.Sprint("truncated at ", i)] = valid[:i]
 	}
+	for j, c := range authCommands() {
+		b := enc(c)
+		for i := range b {
+			cases[fmt.Sprint(c.Kind, j, " truncated at ", i)] = b[:i]
+		}
+		cases[fmt.Sprint(c.Kind, j, " trailing")] = append(bytes.Clone(b), 0)
+	}
+	cases["secret length"] = append(enc(Command{Kind: CmdTokenKey, TokenKey: TokenKey{ID: 1}})[:13], 1, 40)
+	cases["non-minimal key id"] = append(enc(Command{Kind: CmdTokenKey})[:13], 0x81, 0, 0)
 	for name, b := range cases {
 		if _, err := DecodeCommand(b); !errors.Is(err, ErrMalformed) {
 			t.Errorf("%s: %v, want ErrMalformed", name, err)
@@ -126,10 +190,17 @@ func commandSeeds() [][]byte {
 	for _, c := range sampleCommands() {
 		seeds = append(seeds, enc(c))
 	}
-	return append(seeds, nil, []byte{commandVersion}, []byte{commandVersion, byte(CmdBatch), 0x80})
+	seeds = append(seeds, nil, []byte{commandVersion}, []byte{commandVersion, byte(CmdBatch), 0x80})
+	// After the first seeds, so their files keep their names.
+	for _, c := range authCommands() {
+		seeds = append(seeds, enc(c))
+	}
+	return seeds
 }
 
-// snapshotSeeds returns a few valid snapshots of growing richness.
+// snapshotSeeds returns a few valid snapshots of growing richness. The
+// third is of the state testdata/snapshot/v1.snap holds in format version
+// 1; the fourth adds token keys and revocations.
 func snapshotSeeds(t testing.TB) [][]byte {
 	seeds := [][]byte{snapBytes(t, New(Config{}))}
 	d := newDriver(t, Config{MaxSavedResults: 2})
@@ -138,7 +209,24 @@ func snapshotSeeds(t testing.TB) [][]byte {
 	seeds = append(seeds, snapBytes(t, d.s))
 	d.batch(sess, 2, put(4, "a", "2"), put(5, "", ""), WriteOp{Seq: 6, Type: OpCAS, Key: []byte("b"), Compare: CompareAbsent})
 	d.open()
+	seeds = append(seeds, snapBytes(t, d.s))
+	d.apply(tokenKeyCmd(7, secret(MinTokenKeySize, 0xa5)))
+	d.apply(tokenKeyCmd(2, secret(MaxTokenKeySize, 0x5a)))
+	d.apply(revokeCmd(tokenID(1, 0), 0))
+	d.apply(revokeCmd(tokenID(1, 1), d.now+int64(time.Minute)))
+	d.apply(revokeCmd(tokenID(0, 1), d.now))
 	return append(seeds, snapBytes(t, d.s))
+}
+
+// v1Snapshot returns testdata/snapshot/v1.snap, a version-1 snapshot (of
+// snapshotSeeds' third state) written before version 2 existed.
+func v1Snapshot(t testing.TB) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", "snapshot", "v1.snap"))
+	if err != nil {
+		t.Fatalf("read the version-1 golden snapshot: %v", err)
+	}
+	return b
 }
 
 // TestUpdateCorpus rewrites the committed seed corpora with -update-corpus;
@@ -191,7 +279,7 @@ func FuzzDecodeCommand(f *testing.F) {
 }
 
 func FuzzRestore(f *testing.F) {
-	for _, b := range snapshotSeeds(f) {
+	for _, b := range append(snapshotSeeds(f), v1Snapshot(f)) {
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -205,7 +293,8 @@ func FuzzRestore(f *testing.F) {
 }
 
 // checkRestore checks Restore of b either fails leaving the store as it
-// was, or succeeds into a store that snapshots to b.
+// was, or succeeds into a store that snapshots to b (to b's version-2
+// encoding when b is a version-1 snapshot).
 func checkRestore(t *testing.T, b []byte) {
 	s := New(Config{})
 	s.Apply(1, enc(Command{Kind: CmdOpenSession}))
@@ -216,7 +305,11 @@ func checkRestore(t *testing.T, b []byte) {
 		}
 		return
 	}
-	if after := snapBytes(t, s); !bytes.Equal(after, b) {
+	want := b
+	if b[len(snapMagic)] == snapVersionV1 {
+		want = upgradeV1(b)
+	}
+	if after := snapBytes(t, s); !bytes.Equal(after, want) {
 		t.Fatalf("restored store snapshots differently:\n in  %x\n out %x", b, after)
 	}
 }
@@ -226,7 +319,7 @@ func checkRestore(t *testing.T, b []byte) {
 func TestFuzzSeedsMutated(t *testing.T) {
 	seed := testSeed(t)
 	rng := rand.New(rand.NewSource(seed))
-	snaps := snapshotSeeds(t)
+	snaps := append(snapshotSeeds(t), v1Snapshot(t))
 	cmds := commandSeeds()
 	for i := range 300 {
 		b := bytes.Clone(cmds[rng.Intn(len(cmds))])

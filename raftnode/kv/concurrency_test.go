@@ -10,10 +10,12 @@ import (
 	"time"
 )
 
-// TestConcurrentReadsDuringApply runs Get, Range and snapshot writes on
-// other goroutines while entries are applied; run it with -race. Every
-// value written is the revision of its write, so readers can check what
-// they see is consistent.
+// TestConcurrentReadsDuringApply runs Get, Range, the token key and
+// revocation reads and snapshot writes on other goroutines while entries
+// are applied; run it with -race. Every value written is the revision of
+// its write, so readers can check what they see is consistent; token key
+// i's secret is 32 bytes of i, and token i is revoked before key i+1 is
+// added.
 func TestConcurrentReadsDuringApply(t *testing.T) {
 	const entries = 4000
 	d := newDriver(t, Config{MaxRangeLimit: 50})
@@ -31,7 +33,20 @@ func TestConcurrentReadsDuringApply(t *testing.T) {
 				return
 			default:
 			}
-			if i%2 == 0 {
+			if i%3 == 1 {
+				epoch := d.s.RevocationEpoch()
+				kid, key, ok := d.s.CurrentTokenKey()
+				if ok && !bytes.Equal(key, secret(32, byte(kid))) {
+					errs <- fmt.Errorf("reader %d: token key %d is %x", id, kid, key)
+					return
+				}
+				if ok && kid > 1 && (!d.s.Revoked(tokenID(byte(kid-1), 0)) || d.s.RevocationEpoch() < epoch) {
+					errs <- fmt.Errorf("reader %d: token key %d without revocation %d, epoch %d", id, kid, kid-1, epoch)
+					return
+				}
+				continue
+			}
+			if i%3 == 0 {
 				kv, found, rev := d.s.Get([]byte(fmt.Sprintf("key/%03d", (i*7+id)%200)))
 				if found && (string(kv.Value) != strconv.FormatUint(kv.ModRevision, 10) || kv.ModRevision > rev) {
 					errs <- fmt.Errorf("reader %d: Get: %+v at revision %d", id, kv, rev)
@@ -80,6 +95,11 @@ func TestConcurrentReadsDuringApply(t *testing.T) {
 		}
 		if i%500 == 0 {
 			snaps <- d.s.Snapshot()
+		}
+		if i%20 == 0 && i/20 < 200 {
+			k := byte(i/20 + 1)
+			d.apply(revokeCmd(tokenID(k-1, 0), 0))
+			d.apply(tokenKeyCmd(uint64(k), secret(32, k)))
 		}
 	}
 	close(stop)

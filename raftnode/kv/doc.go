@@ -40,6 +40,19 @@
 // and eviction use an index ordered by (last activity, id), so they cost
 // O(log n) per session, not a scan.
 //
+// # Token keys and revocations
+//
+// The store also replicates the state that token authentication needs
+// (issue 13): token root keys, added by CmdTokenKey (a key id is never
+// replaced: the first key applied with an id stays, so racing proposals
+// agree), and revoked token ids, added by CmdRevoke with an expiry in log
+// time (revoking again keeps the later expiry; 0 is never). A revocation
+// is forgotten once the clock passes its expiry, through an expiry index
+// like the sessions'. Neither changes the key revision. RevocationEpoch
+// is an atomic counter, moved by every applied revocation and every
+// Restore, so services can poll it on every call without the lock and
+// only look up Revoked when it moved.
+//
 // # Reads and snapshots
 //
 // Get and Range may run on any goroutine while Apply runs (a read-write
@@ -47,9 +60,10 @@
 // shared with the store, which never modifies stored bytes: callers must
 // treat them as read-only.
 //
-// Snapshot is O(1): copy-on-write clones of the key tree and the sessions
-// tree (sessions themselves are copied before their first change after a
-// snapshot). The Snapshot is then serialized by WriteTo on any goroutine
+// Snapshot is O(1): copy-on-write clones of the key, sessions and
+// revocations trees (sessions themselves are copied before their first
+// change after a snapshot; the token keys slice is replaced, never
+// modified). The Snapshot is then serialized by WriteTo on any goroutine
 // while Apply continues. The encoding is canonical and checksummed
 // (CRC-32C); Restore validates all of it before replacing the state.
 package kv

@@ -2,7 +2,9 @@ package kv
 
 import (
 	"bytes"
+	"encoding/binary"
 	"flag"
+	"hash/crc32"
 	"math/rand"
 	"testing"
 	"time"
@@ -104,6 +106,31 @@ func del(seq uint64, k string) WriteOp {
 	return WriteOp{Seq: seq, Type: OpDelete, Key: []byte(k)}
 }
 
+// tokenKeyCmd returns a CmdTokenKey adding secret as key id.
+func tokenKeyCmd(id uint64, secret []byte) Command {
+	return Command{Kind: CmdTokenKey, TokenKey: TokenKey{ID: id, Secret: secret}}
+}
+
+// revokeCmd returns a CmdRevoke of token id until expires.
+func revokeCmd(id [16]byte, expires int64) Command {
+	return Command{Kind: CmdRevoke, Revoke: Revocation{ID: id, Expires: expires}}
+}
+
+// secret returns an n-byte secret of b.
+func secret(n int, b byte) []byte { return bytes.Repeat([]byte{b}, n) }
+
+// tokenID returns a token id starting with b and ending with last.
+func tokenID(b, last byte) [16]byte { return [16]byte{0: b, 15: last} }
+
+// upgradeV1 returns the version-2 encoding of the state a valid
+// version-1 snapshot b holds: b with version 2, no token keys and no
+// revocations, and the checksum recomputed.
+func upgradeV1(b []byte) []byte {
+	body := append(bytes.Clone(b[:len(b)-4]), 0, 0)
+	body[len(snapMagic)] = snapVersion
+	return binary.LittleEndian.AppendUint32(body, crc32.Checksum(body, castagnoli))
+}
+
 // randBytes returns n random bytes from a small alphabet, nil when n == 0.
 func randBytes(rng *rand.Rand, n int) []byte {
 	if n == 0 {
@@ -118,8 +145,10 @@ func randBytes(rng *rand.Rand, n int) []byte {
 
 // checkInvariants checks the store's internal bookkeeping: every session
 // has exactly one key in the lazy expiry index, at or before its last
-// activity, and saved results are in ascending seq order at or above the
-// forgotten mark.
+// activity; saved results are in ascending seq order at or above the
+// forgotten mark; token keys are in ascending id order with valid
+// secrets; and exactly the revocations with an expiry, none before the
+// clock, are in their expiry index.
 func checkInvariants(t testing.TB, s *Store) {
 	t.Helper()
 	s.mu.RLock()
@@ -143,4 +172,22 @@ func checkInvariants(t testing.TB, s *Store) {
 		}
 		return true
 	})
+	for i, k := range s.tokenKeys {
+		if k.id == 0 || (i > 0 && k.id <= s.tokenKeys[i-1].id) || len(k.secret) < MinTokenKeySize || len(k.secret) > MaxTokenKeySize {
+			t.Fatalf("token key %d: id %d with a %d-byte secret, out of order or size", i, k.id, len(k.secret))
+		}
+	}
+	expiring := 0
+	s.revoked.Ascend(func(r revocation) bool {
+		if r.expires != 0 {
+			expiring++
+			if r.expires < s.clock || !s.revExpiry.Has(r) {
+				t.Fatalf("revocation %x expires at %d (clock %d), indexed %v", r.id, r.expires, s.clock, s.revExpiry.Has(r))
+			}
+		}
+		return true
+	})
+	if expiring != s.revExpiry.Len() {
+		t.Fatalf("%d expiring revocations, %d in the expiry index", expiring, s.revExpiry.Len())
+	}
 }

@@ -19,6 +19,9 @@ type model struct {
 	clock   int64
 	applied uint64
 	sess    map[uint64]*msess
+	keys    map[uint64][]byte
+	revoked map[[16]byte]int64 // id -> expiry (0: never)
+	epoch   uint64             // revocations applied
 }
 
 type mkv struct {
@@ -33,7 +36,8 @@ type msess struct {
 }
 
 func newModel(cfg Config) *model {
-	return &model{cfg: cfg.withDefaults(), kv: map[string]mkv{}, sess: map[uint64]*msess{}}
+	return &model{cfg: cfg.withDefaults(), kv: map[string]mkv{}, sess: map[uint64]*msess{},
+		keys: map[uint64][]byte{}, revoked: map[[16]byte]int64{}}
 }
 
 func (m *model) prev(k string) (KeyValue, bool) {
@@ -138,13 +142,22 @@ func (m *model) apply(index uint64, data []byte) Applied {
 			delete(m.sess, id)
 		}
 	}
+	for id, exp := range m.revoked {
+		if exp != 0 && exp < m.clock {
+			delete(m.revoked, id)
+		}
+	}
 	a := Applied{ID: c.ID, Kind: c.Kind, Session: c.Session}
 	expired := Result{Code: SessionExpired, Message: msgSessionExpired, Revision: m.rev}
 	s := m.sess[c.Session]
-	if s != nil && c.Kind != CmdOpenSession {
+	if s != nil && (c.Kind == CmdKeepAlive || c.Kind == CmdCloseSession || c.Kind == CmdBatch) {
 		s.last = m.clock
 	}
 	switch c.Kind {
+	case CmdTokenKey:
+		a.Results = []Result{m.addTokenKey(c.TokenKey)}
+	case CmdRevoke:
+		a.Results = []Result{m.revoke(c.Revoke)}
 	case CmdOpenSession:
 		for len(m.sess) >= m.cfg.MaxSessions {
 			delete(m.sess, m.lru())
@@ -204,6 +217,59 @@ func (m *model) apply(index uint64, data []byte) Applied {
 	return a
 }
 
+func (m *model) addTokenKey(k TokenKey) Result {
+	r := Result{Revision: m.rev}
+	switch _, present := m.keys[k.ID]; {
+	case k.ID == 0:
+		r.Code, r.Message = InvalidArgument, msgTokenKeyID
+	case len(k.Secret) < 32 || len(k.Secret) > 64:
+		r.Code, r.Message = InvalidArgument, msgTokenKeySize
+	case present:
+	case len(m.keys) >= MaxTokenKeys:
+		r.Code, r.Message = TooLarge, msgTokenKeysFull
+	default:
+		m.keys[k.ID] = bytes.Clone(k.Secret)
+		r.Succeeded = true
+	}
+	return r
+}
+
+func (m *model) revoke(rv Revocation) Result {
+	if rv.Expires < 0 {
+		return Result{Code: InvalidArgument, Message: msgRevokeExpires, Revision: m.rev}
+	}
+	old, found := m.revoked[rv.ID]
+	exp := rv.Expires
+	if found {
+		if old == 0 || exp == 0 {
+			exp = 0
+		} else {
+			exp = max(old, exp)
+		}
+	}
+	r := Result{Revision: m.rev}
+	switch {
+	case found && exp == old:
+	case !found && exp != 0 && exp < m.clock: // expired already
+	case !found && len(m.revoked) >= MaxRevocations:
+		return Result{Code: TooLarge, Message: msgRevocationFull, Revision: m.rev}
+	default:
+		m.revoked[rv.ID] = exp
+		r.Succeeded = true
+	}
+	m.epoch++
+	return r
+}
+
+// currentKey is CurrentTokenKey on the model.
+func (m *model) currentKey() (uint64, []byte, bool) {
+	var best uint64
+	for id := range m.keys {
+		best = max(best, id)
+	}
+	return best, m.keys[best], best != 0
+}
+
 // rangeModel is Range on the model.
 func (m *model) rangePage(prefix, after []byte, limit int) ([]KeyValue, bool) {
 	if limit <= 0 || limit > m.cfg.MaxRangeLimit {
@@ -235,15 +301,17 @@ type gen struct {
 	nextSeq  map[uint64]uint64 // per session: next new seq
 	acked    map[uint64]uint64
 	keys     []string
+	tokenIDs [][16]byte
 }
 
 func newGen(rng *rand.Rand) *gen {
 	return &gen{
-		rng:     rng,
-		now:     int64(time.Hour),
-		nextSeq: map[uint64]uint64{},
-		acked:   map[uint64]uint64{},
-		keys:    []string{"a", "ab", "abc", "b", "ba", "k1", "k2", "k\x00", "k\xff", "z"},
+		rng:      rng,
+		now:      int64(time.Hour),
+		nextSeq:  map[uint64]uint64{},
+		acked:    map[uint64]uint64{},
+		keys:     []string{"a", "ab", "abc", "b", "ba", "k1", "k2", "k\x00", "k\xff", "z"},
+		tokenIDs: [][16]byte{{}, tokenID(1, 0), tokenID(1, 1), tokenID(0xff, 0xff)},
 	}
 }
 
@@ -319,8 +387,30 @@ func (g *gen) next() Command {
 	case r < 4:
 		c.Kind = CmdCloseSession
 		c.Session = g.session()
+	case r < 5:
+		c.Kind = CmdTokenKey
+		c.TokenKey.ID = uint64(g.rng.Intn(6)) // 0: invalid
+		c.TokenKey.Secret = make([]byte, []int{0, 31, 32, 33, 48, 64, 65}[g.rng.Intn(7)])
+		g.rng.Read(c.TokenKey.Secret)
+	case r < 6:
+		c.Kind = CmdRevoke
+		c.Revoke.ID = g.tokenIDs[g.rng.Intn(len(g.tokenIDs))]
+		switch r := g.rng.Intn(10); {
+		case r < 3: // never
+		case r < 4:
+			c.Revoke.Expires = -1 - g.rng.Int63n(10)
+		default: // around now, some expired already; ±1ns of a clock value
+			c.Revoke.Expires = g.now + int64(time.Duration(g.rng.Intn(20000)-3000)*time.Millisecond) + int64(g.rng.Intn(3)-1)
+		}
 	default:
 		c.Kind = CmdBatch
+	}
+	switch {
+	case c.Kind == CmdTokenKey || c.Kind == CmdRevoke:
+		if g.rng.Intn(4) == 0 {
+			c.Session = g.session() // ignored: must not refresh it
+		}
+	case c.Kind == CmdBatch:
 		c.Session = g.session()
 		if g.rng.Intn(4) == 0 {
 			g.acked[c.Session] += uint64(g.rng.Intn(4))
@@ -341,6 +431,31 @@ func checkApplied(t *testing.T, step int, got, want Applied) {
 	got.Err, want.Err = nil, nil
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("step %d:\n got   %+v\n model %+v", step, got, want)
+	}
+}
+
+// checkAuth compares the store's token keys and revocations with the
+// model's, and the move of its revocation epoch (from epoch) with the
+// model's (from mepoch).
+func checkAuth(t *testing.T, step int, s *Store, m *model, g *gen, epoch, mepoch uint64) {
+	t.Helper()
+	id, key, ok := s.CurrentTokenKey()
+	if wid, wkey, wok := m.currentKey(); id != wid || !bytes.Equal(key, wkey) || ok != wok {
+		t.Fatalf("step %d: CurrentTokenKey = %d %x %v, model %d %x %v", step, id, key, ok, wid, wkey, wok)
+	}
+	for id := range uint64(7) {
+		key, ok := s.TokenKey(id)
+		if wkey, wok := m.keys[id]; !bytes.Equal(key, wkey) || ok != wok {
+			t.Fatalf("step %d: TokenKey(%d) = %x %v, model %x %v", step, id, key, ok, wkey, wok)
+		}
+	}
+	for _, id := range g.tokenIDs {
+		if _, want := m.revoked[id]; s.Revoked(id) != want {
+			t.Fatalf("step %d: Revoked(%x) = %v, model %v", step, id, !want, want)
+		}
+	}
+	if got, want := s.RevocationEpoch()-epoch, m.epoch-mepoch; got != want {
+		t.Fatalf("step %d: revocation epoch moved by %d, model %d", step, got, want)
 	}
 }
 
@@ -369,8 +484,8 @@ func checkRange(t *testing.T, step int, s *Store, m *model, rng *rand.Rand) {
 }
 
 // TestModel runs random commands against the store and the model,
-// comparing every Applied, Get and Range, with snapshot/restore and a twin
-// store along the way.
+// comparing every Applied, Get and Range, the token keys, revocations and
+// revocation epoch, with snapshot/restore and a twin store along the way.
 func TestModel(t *testing.T) {
 	seed := testSeed(t)
 	for run := range 8 {
@@ -403,6 +518,7 @@ func TestModel(t *testing.T) {
 					c := g.next()
 					data = enc(c)
 				}
+				epoch, mepoch := s.RevocationEpoch(), m.epoch
 				want := m.apply(index, data)
 				got := s.Apply(index, data)
 				checkApplied(t, step, got, want)
@@ -415,6 +531,7 @@ func TestModel(t *testing.T) {
 						step, s.Revision(), s.AppliedIndex(), s.Sessions(), s.Len(), m.rev, m.applied, len(m.sess), len(m.kv))
 				}
 				checkInvariants(t, s)
+				checkAuth(t, step, s, m, g, epoch, mepoch)
 				k := g.key()
 				kv, found, rev := s.Get(k)
 				wkv, wfound := m.prev(string(k))

@@ -9,7 +9,7 @@ import (
 	"github.com/google/btree"
 )
 
-// Snapshot format (version 1), all of it covered by the trailing checksum:
+// Snapshot format (version 2), all of it covered by the trailing checksum:
 //
 //	magic "CRKVSNAP", version byte,
 //	applied index, revision, clock: 8 bytes little-endian each,
@@ -20,14 +20,23 @@ import (
 //	result count, per result (ascending seq): uvarint seq, code byte, flags
 //	byte (succeeded, found), uvarint revision, message (uvarint length +
 //	bytes), and when found the previous key-value as a key above,
+//	uvarint token key count, per key (ascending id): uvarint id, secret
+//	(uvarint length + bytes),
+//	uvarint revocation count, per revocation (ascending id): the 16-byte
+//	token id, expiry as 8 bytes little-endian,
 //	CRC-32C (Castagnoli) of everything before it, 4 bytes little-endian.
+//
+// Version 1 is the same without the token keys and revocations; Restore
+// still reads it (as a state with none), and Snapshot writes version 2.
 //
 // Every integer is minimally encoded and every list strictly ordered, so a
 // state has exactly one encoding: Restore accepts nothing else, and a
-// restored store snapshots to the very same bytes.
+// restored store snapshots to the very same bytes (a version-1 snapshot's
+// state to its version-2 encoding).
 const (
-	snapMagic   = "CRKVSNAP"
-	snapVersion = 1
+	snapMagic     = "CRKVSNAP"
+	snapVersion   = 2
+	snapVersionV1 = 1
 
 	resFlagSucceeded = 1
 	resFlagFound     = 2
@@ -50,6 +59,8 @@ type Snapshot struct {
 	clock      int64
 	kv         *btree.BTreeG[*entry]
 	sessions   *btree.BTreeG[sessItem]
+	tokenKeys  []tokenKey
+	revoked    *btree.BTreeG[revocation]
 }
 
 // Snapshot returns a copy of the store's current state. It is cheap
@@ -63,6 +74,9 @@ func (s *Store) Snapshot() *Snapshot {
 		clock:    s.clock,
 		kv:       s.kv.Clone(),
 		sessions: s.sessions.Clone(),
+		// The slice is never modified, only replaced.
+		tokenKeys: s.tokenKeys,
+		revoked:   s.revoked.Clone(),
 	}
 	// Sessions now shared with sn are copied before their next change.
 	s.gen++
@@ -190,6 +204,18 @@ func (sn *Snapshot) WriteTo(w io.Writer) (int64, error) {
 		}
 		return sw.err == nil
 	})
+	sw.uvarint(uint64(len(sn.tokenKeys)))
+	for _, k := range sn.tokenKeys {
+		sw.uvarint(k.id)
+		sw.bytes(k.secret)
+	}
+	sw.uvarint(uint64(sn.revoked.Len()))
+	sn.revoked.Ascend(func(r revocation) bool {
+		sw.buf = append(sw.buf, r.id[:]...)
+		sw.fixed64(uint64(r.expires))
+		sw.maybeFlush()
+		return sw.err == nil
+	})
 	sw.flush()
 	if sw.err != nil {
 		return sw.n, sw.err
@@ -289,6 +315,13 @@ func (r *snapReader) fixed64() uint64 {
 	return v
 }
 
+func (r *snapReader) array16(v *[16]byte) {
+	if !r.fill(len(v)) {
+		return
+	}
+	r.pos += copy(v[:], r.buf[r.pos:])
+}
+
 func (r *snapReader) uvarint() uint64 {
 	if r.err != nil {
 		return 0
@@ -368,8 +401,9 @@ func (s *Store) Restore(r io.Reader) error {
 	if string(hdr[:len(snapMagic)]) != snapMagic {
 		return fmt.Errorf("%w snapshot: bad magic %q", ErrMalformed, hdr[:len(snapMagic)])
 	}
-	if v := hdr[len(snapMagic)]; v != snapVersion {
-		return fmt.Errorf("%w snapshot: unknown format version %d", ErrMalformed, v)
+	version := hdr[len(snapMagic)]
+	if version != snapVersion && version != snapVersionV1 {
+		return fmt.Errorf("%w snapshot: unknown format version %d", ErrMalformed, version)
 	}
 	applied := sr.fixed64()
 	rev := sr.fixed64()
@@ -456,6 +490,12 @@ func (s *Store) Restore(r io.Reader) error {
 		sessions.ReplaceOrInsert(sessItem{id: ss.id, s: ss})
 		expiry.ReplaceOrInsert(expKey{last: ss.lastActive, id: ss.id})
 	}
+	var tokenKeys []tokenKey
+	revoked, revExpiry := newRevTrees()
+	if version != snapVersionV1 {
+		tokenKeys = sr.tokenKeys()
+		sr.revocations(revoked, revExpiry, clock)
+	}
 	if sr.err != nil {
 		return sr.err
 	}
@@ -482,7 +522,71 @@ func (s *Store) Restore(r io.Reader) error {
 	defer s.mu.Unlock()
 	s.applied, s.rev, s.clock = applied, rev, clock
 	s.kv, s.sessions, s.expiry = kvt, sessions, expiry
+	s.tokenKeys, s.revoked, s.revExpiry = tokenKeys, revoked, revExpiry
 	// Restored sessions carry gen 0: at worst they are copied once more
 	// than needed; none is shared with a snapshot.
+	s.revEpoch.Add(1) // the revocations (and keys) may differ in any way
 	return nil
+}
+
+// tokenKeys reads the token keys of a version-2 snapshot.
+func (r *snapReader) tokenKeys() []tokenKey {
+	n := r.uvarint()
+	if r.err != nil {
+		return nil
+	}
+	if n > MaxTokenKeys {
+		r.fail("%d token keys, over the limit %d", n, MaxTokenKeys)
+		return nil
+	}
+	var keys []tokenKey
+	var last uint64 // ids start at 1
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		id := r.uvarint()
+		secret := r.appendBytes(nil, MaxTokenKeySize)
+		switch {
+		case r.err != nil:
+		case id <= last:
+			r.fail("token key id %d not after %d", id, last)
+		case len(secret) < MinTokenKeySize:
+			r.fail("token key %d: %d-byte secret, under %d", id, len(secret), MinTokenKeySize)
+		default:
+			keys = append(keys, tokenKey{id: id, secret: secret})
+			last = id
+		}
+	}
+	return keys
+}
+
+// revocations reads the revocations of a version-2 snapshot into revoked
+// and, those that expire, revExpiry. A kept revocation never expired
+// before the clock.
+func (r *snapReader) revocations(revoked, revExpiry *btree.BTreeG[revocation], clock int64) {
+	n := r.uvarint()
+	if r.err != nil {
+		return
+	}
+	if n > MaxRevocations {
+		r.fail("%d revocations, over the limit %d", n, MaxRevocations)
+		return
+	}
+	var last revocation
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		var rv revocation
+		r.array16(&rv.id)
+		rv.expires = int64(r.fixed64())
+		switch {
+		case r.err != nil:
+		case i > 0 && !lessRevocation(last, rv):
+			r.fail("revoked id %x not after %x", rv.id, last.id)
+		case rv.expires < 0 || (rv.expires != 0 && rv.expires < clock):
+			r.fail("revoked id %x: expiry %d before the clock %d", rv.id, rv.expires, clock)
+		default:
+			revoked.ReplaceOrInsert(rv)
+			if rv.expires != 0 {
+				revExpiry.ReplaceOrInsert(rv)
+			}
+			last = rv
+		}
+	}
 }

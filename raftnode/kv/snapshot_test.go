@@ -10,6 +10,7 @@ import (
 	"math/rand"
 	"reflect"
 	"runtime"
+	"strings"
 	"testing"
 	"testing/iotest"
 	"time"
@@ -17,7 +18,8 @@ import (
 
 // richStore returns a driver whose store has keys (one bigger than the
 // snapshot buffers), several sessions with saved results (found, not
-// found, errors) and an acked mark, plus the entries still to come.
+// found, errors) and an acked mark, token keys and revocations (one
+// forgotten by the entries to come), plus the entries still to come.
 func richStore(t testing.TB) (*driver, []Command) {
 	d := newDriver(t, Config{MaxSavedResults: 8, SessionTTL: time.Minute})
 	s1, s2 := d.open(), d.open()
@@ -27,6 +29,11 @@ func richStore(t testing.TB) (*driver, []Command) {
 	}
 	d.batch(s1, 1995, put(2001, "big", string(big)), del(2002, "key/00003"), put(2003, "", ""))
 	d.batch(s2, 0, WriteOp{Seq: 1, Type: OpCAS, Key: []byte("key/00004"), Compare: CompareValue, CompareValue: []byte("nope")})
+	d.apply(tokenKeyCmd(1, secret(32, 1)))
+	d.apply(tokenKeyCmd(3, secret(64, 3)))
+	d.apply(revokeCmd(tokenID(1, 0), d.now+int64(time.Minute)))
+	d.apply(revokeCmd(tokenID(2, 0), d.now+int64(time.Hour)))
+	d.apply(revokeCmd(tokenID(3, 0), 0))
 	d.s.SetApplied(d.idx + 3)
 	d.idx += 3
 	d.open()
@@ -37,6 +44,10 @@ func richStore(t testing.TB) (*driver, []Command) {
 		{Kind: CmdOpenSession, Time: d.now + int64(70*time.Second)}, // s2 and the third expire
 		{Kind: CmdBatch, Session: s2, Ops: []WriteOp{put(3, "k", "v")}},
 		{Kind: CmdBatch, Session: s1, AckedBelow: 2004, Ops: []WriteOp{put(2005, "key/00006", "")}},
+		tokenKeyCmd(2, secret(40, 2)),
+		tokenKeyCmd(3, secret(40, 9)),
+		revokeCmd(tokenID(2, 0), 0),
+		revokeCmd(tokenID(4, 0), d.now+int64(2*time.Minute)),
 	}
 	return d, next
 }
@@ -80,6 +91,11 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		if !bytes.Equal(snapBytes(t, d.s), snapBytes(t, r)) {
 			t.Fatalf("entry %d: snapshots differ", i)
 		}
+	}
+	// The entries forgot an expired revocation and added auth state.
+	if id, _, _ := r.CurrentTokenKey(); r.Revoked(tokenID(1, 0)) || !r.Revoked(tokenID(4, 0)) || id != 3 {
+		t.Fatalf("restored store after the entries: revoked %v %v, current key %d",
+			r.Revoked(tokenID(1, 0)), r.Revoked(tokenID(4, 0)), id)
 	}
 }
 
@@ -177,39 +193,75 @@ func TestRestoreRejects(t *testing.T) {
 	kv := func(k string, create, mod, ver byte) []byte {
 		return append(append([]byte{byte(len(k))}, k...), 0, create, mod, ver)
 	}
-	noSessions := []byte{0}
+	noSessions, noAuth := []byte{0}, []byte{0, 0}
 	cases := map[string][]byte{
-		"magic":           reseal(append([]byte("XRKVSNAP"), good[8:]...)),
-		"version":         reseal(append(append([]byte(snapMagic), 2), good[9:]...)),
-		"keys unordered":  sealed(hdr(5, 5), []byte{2}, kv("b", 1, 1, 1), kv("a", 2, 2, 1), noSessions),
-		"duplicate key":   sealed(hdr(5, 5), []byte{2}, kv("a", 1, 1, 1), kv("a", 2, 2, 1), noSessions),
-		"empty key":       sealed(hdr(5, 5), []byte{1}, kv("", 1, 1, 1), noSessions),
-		"mod above rev":   sealed(hdr(5, 5), []byte{1}, kv("a", 1, 6, 1), noSessions),
-		"create above":    sealed(hdr(5, 5), []byte{1}, kv("a", 3, 2, 1), noSessions),
-		"version 0":       sealed(hdr(5, 5), []byte{1}, kv("a", 1, 1, 0), noSessions),
-		"key length huge": sealed(hdr(5, 5), []byte{1, 0xff, 0xff, 0xff, 0xff, 0x0f}, noSessions),
-		"key count huge":  sealed(hdr(5, 5), []byte{0xff, 0xff, 0xff, 0xff, 0x0f}),
-		"session above":   sealed(hdr(5, 5), []byte{0, 1, 6}, make([]byte, 8), []byte{0, 0}),
-		"session order":   sealed(hdr(5, 5), []byte{0, 2, 3}, make([]byte, 8), []byte{0, 0, 2}, make([]byte, 8), []byte{0, 0}),
-		"session future":  sealed(hdr(5, 5), []byte{0, 1, 3}, binary.LittleEndian.AppendUint64(nil, 101), []byte{0, 0}),
-		"seq 0":           sealed(hdr(5, 5), []byte{0, 1, 3}, make([]byte, 8), []byte{0, 1, 0, 0, 0, 0, 0}),
-		"seq below mark":  sealed(hdr(5, 5), []byte{0, 1, 3}, make([]byte, 8), []byte{4, 1, 3, 0, 0, 0, 0}),
-		"bad code":        sealed(hdr(5, 5), []byte{0, 1, 3}, make([]byte, 8), []byte{0, 1, 1, 9, 0, 0, 0}),
-		"bad flags":       sealed(hdr(5, 5), []byte{0, 1, 3}, make([]byte, 8), []byte{0, 1, 1, 0, 4, 0, 0}),
-		"result rev":      sealed(hdr(5, 5), []byte{0, 1, 3}, make([]byte, 8), []byte{0, 1, 1, 0, 0, 6, 0}),
-		"non-minimal":     sealed(hdr(5, 5), []byte{0x80, 0}, noSessions),
+		"magic":            reseal(append([]byte("XRKVSNAP"), good[8:]...)),
+		"version":          reseal(append(append([]byte(snapMagic), snapVersion+1), good[9:]...)),
+		"format version 0": reseal(append(append([]byte(snapMagic), 0), good[9:]...)),
+		"v1 with auth":     reseal(append(append([]byte(snapMagic), snapVersionV1), good[9:]...)),
+		"keys unordered":   sealed(hdr(5, 5), []byte{2}, kv("b", 1, 1, 1), kv("a", 2, 2, 1), noSessions, noAuth),
+		"duplicate key":    sealed(hdr(5, 5), []byte{2}, kv("a", 1, 1, 1), kv("a", 2, 2, 1), noSessions, noAuth),
+		"empty key":        sealed(hdr(5, 5), []byte{1}, kv("", 1, 1, 1), noSessions, noAuth),
+		"mod above rev":    sealed(hdr(5, 5), []byte{1}, kv("a", 1, 6, 1), noSessions, noAuth),
+		"create above":     sealed(hdr(5, 5), []byte{1}, kv("a", 3, 2, 1), noSessions, noAuth),
+		"version 0":        sealed(hdr(5, 5), []byte{1}, kv("a", 1, 1, 0), noSessions, noAuth),
+		"key length huge":  sealed(hdr(5, 5), []byte{1, 0xff, 0xff, 0xff, 0xff, 0x0f}, noSessions),
+		"key count huge":   sealed(hdr(5, 5), []byte{0xff, 0xff, 0xff, 0xff, 0x0f}),
+		"session above":    sealed(hdr(5, 5), []byte{0, 1, 6}, make([]byte, 8), []byte{0, 0}, noAuth),
+		"session order":    sealed(hdr(5, 5), []byte{0, 2, 3}, make([]byte, 8), []byte{0, 0, 2}, make([]byte, 8), []byte{0, 0}, noAuth),
+		"session future":   sealed(hdr(5, 5), []byte{0, 1, 3}, binary.LittleEndian.AppendUint64(nil, 101), []byte{0, 0}, noAuth),
+		"seq 0":            sealed(hdr(5, 5), []byte{0, 1, 3}, make([]byte, 8), []byte{0, 1, 0, 0, 0, 0, 0}, noAuth),
+		"seq below mark":   sealed(hdr(5, 5), []byte{0, 1, 3}, make([]byte, 8), []byte{4, 1, 3, 0, 0, 0, 0}, noAuth),
+		"bad code":         sealed(hdr(5, 5), []byte{0, 1, 3}, make([]byte, 8), []byte{0, 1, 1, 9, 0, 0, 0}, noAuth),
+		"bad flags":        sealed(hdr(5, 5), []byte{0, 1, 3}, make([]byte, 8), []byte{0, 1, 1, 0, 4, 0, 0}, noAuth),
+		"result rev":       sealed(hdr(5, 5), []byte{0, 1, 3}, make([]byte, 8), []byte{0, 1, 1, 0, 0, 6, 0}, noAuth),
+		"non-minimal":      sealed(hdr(5, 5), []byte{0x80, 0}, noSessions, noAuth),
 	}
 	for name, b := range cases {
 		check(name, b)
 	}
-	// The hand-made encoding is right: a valid one passes.
-	ok := sealed(hdr(5, 5), []byte{1}, kv("a", 1, 2, 2), []byte{1, 3}, make([]byte, 8), []byte{0, 1, 1, 0, resFlagFound, 2, 0}, kv("a", 1, 1, 1))
-	s := New(Config{})
-	if err := s.Restore(bytes.NewReader(ok)); err != nil {
-		t.Fatalf("hand-made valid snapshot: %v", err)
+
+	// The auth section, each refused for its own reason.
+	key := func(id byte, n int) []byte { return append([]byte{id, byte(n)}, secret(n, id)...) }
+	rv := func(id [16]byte, expires int64) []byte {
+		return binary.LittleEndian.AppendUint64(id[:], uint64(expires))
 	}
-	if !bytes.Equal(snapBytes(t, s), ok) {
-		t.Fatal("hand-made snapshot re-encodes differently")
+	noKeys := []byte{0}
+	for name, c := range map[string]struct {
+		b    []byte
+		want string
+	}{
+		"key id 0":              {sealed(hdr(5, 5), noKeys, noSessions, []byte{1}, key(0, 32), []byte{0}), "token key id 0"},
+		"keys unordered":        {sealed(hdr(5, 5), noKeys, noSessions, []byte{2}, key(2, 32), key(1, 32), []byte{0}), "id 1 not after 2"},
+		"duplicate key":         {sealed(hdr(5, 5), noKeys, noSessions, []byte{2}, key(1, 32), key(1, 40), []byte{0}), "id 1 not after 1"},
+		"short secret":          {sealed(hdr(5, 5), noKeys, noSessions, []byte{1}, key(1, 31), []byte{0}), "31-byte secret"},
+		"long secret":           {sealed(hdr(5, 5), noKeys, noSessions, []byte{1}, key(1, 65), []byte{0}), "length 65 over the limit"},
+		"key count":             {sealed(hdr(5, 5), noKeys, noSessions, binary.AppendUvarint(nil, MaxTokenKeys+1)), "token keys, over the limit"},
+		"revocations unordered": {sealed(hdr(5, 5), noKeys, noSessions, []byte{0, 2}, rv(tokenID(2, 0), 0), rv(tokenID(1, 9), 0)), "not after"},
+		"duplicate revocation":  {sealed(hdr(5, 5), noKeys, noSessions, []byte{0, 2}, rv(tokenID(1, 0), 0), rv(tokenID(1, 0), 200)), "not after"},
+		"revocation expired":    {sealed(hdr(5, 5), noKeys, noSessions, []byte{0, 1}, rv(tokenID(1, 0), 99)), "before the clock"},
+		"negative expiry":       {sealed(hdr(5, 5), noKeys, noSessions, []byte{0, 1}, rv(tokenID(1, 0), -1)), "before the clock"},
+		"revocation count":      {sealed(hdr(5, 5), noKeys, noSessions, []byte{0}, binary.AppendUvarint(nil, MaxRevocations+1)), "revocations, over the limit"},
+		"revocation truncated":  {sealed(hdr(5, 5), noKeys, noSessions, []byte{0, 1}, rv(tokenID(1, 0), 0)[:20]), "truncated"},
+	} {
+		check(name, c.b)
+		if err := target.s.Restore(bytes.NewReader(c.b)); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want it to say %q", name, err, c.want)
+		}
+	}
+
+	// The hand-made encoding is right: valid ones pass.
+	for _, ok := range [][]byte{
+		sealed(hdr(5, 5), []byte{1}, kv("a", 1, 2, 2), []byte{1, 3}, make([]byte, 8), []byte{0, 1, 1, 0, resFlagFound, 2, 0}, kv("a", 1, 1, 1), noAuth),
+		sealed(hdr(5, 5), noKeys, noSessions, []byte{2}, key(1, 32), key(2, 64), []byte{3}, rv(tokenID(1, 0), 0), rv(tokenID(1, 1), 100), rv(tokenID(2, 0), 101)),
+	} {
+		s := New(Config{})
+		if err := s.Restore(bytes.NewReader(ok)); err != nil {
+			t.Fatalf("hand-made valid snapshot: %v", err)
+		}
+		if !bytes.Equal(snapBytes(t, s), ok) {
+			t.Fatal("hand-made snapshot re-encodes differently")
+		}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/google/btree"
 )
@@ -148,10 +149,36 @@ func lessExpKey(a, b expKey) bool {
 	return a.id < b.id
 }
 
+// tokenKey is a token root key; its secret is never modified (it may be
+// shared with snapshots and handed out read-only).
+type tokenKey struct {
+	id     uint64
+	secret []byte
+}
+
+// revocation is a revoked token id and when it may be forgotten (0:
+// never).
+type revocation struct {
+	id      [16]byte
+	expires int64
+}
+
+func lessRevocation(a, b revocation) bool { return bytes.Compare(a.id[:], b.id[:]) < 0 }
+
+// lessRevExpiry orders the revocations that expire by expiry, then id: the
+// minimum is the next to forget.
+func lessRevExpiry(a, b revocation) bool {
+	if a.expires != b.expires {
+		return a.expires < b.expires
+	}
+	return lessRevocation(a, b)
+}
+
 // Store is the replicated key-value state machine. Apply, SetApplied,
 // Snapshot and Restore must be called from one goroutine at a time (the
 // node's apply loop); the reads (Get, Range, Revision, AppliedIndex,
-// Sessions) may be called concurrently with them from any goroutine.
+// Sessions, the token keys and revocations) may be called concurrently
+// with them from any goroutine.
 type Store struct {
 	cfg Config
 	ttl int64 // cfg.SessionTTL in nanoseconds
@@ -164,6 +191,15 @@ type Store struct {
 	sessions *btree.BTreeG[sessItem]
 	expiry   *btree.BTreeG[expKey]
 	gen      uint64
+	// tokenKeys is in ascending id order. The slice is replaced on a
+	// change, never modified, so snapshots share it.
+	tokenKeys []tokenKey
+	revoked   *btree.BTreeG[revocation] // by id
+	revExpiry *btree.BTreeG[revocation] // those with an expiry, by expiry
+
+	// revEpoch counts the revocations applied and the restores; read
+	// without the mutex.
+	revEpoch atomic.Uint64
 
 	scratch Command // reused by Apply to decode without allocating ops
 	pivot   entry   // Apply's search key, to look up without allocating
@@ -177,7 +213,12 @@ func New(cfg Config) *Store {
 		ttl: int64(cfg.SessionTTL),
 	}
 	s.kv, s.sessions, s.expiry = newTrees()
+	s.revoked, s.revExpiry = newRevTrees()
 	return s
+}
+
+func newRevTrees() (*btree.BTreeG[revocation], *btree.BTreeG[revocation]) {
+	return btree.NewG(treeDegree, lessRevocation), btree.NewG(treeDegree, lessRevExpiry)
 }
 
 func newTrees() (*btree.BTreeG[*entry], *btree.BTreeG[sessItem], *btree.BTreeG[expKey]) {
@@ -198,6 +239,12 @@ const (
 	msgBadCompare     = "unknown compare kind"
 	msgKeyTooLarge    = "key larger than the store's maximum key size"
 	msgValueTooLarge  = "value larger than the store's maximum value size"
+
+	msgTokenKeyID     = "token key id must be above 0"
+	msgTokenKeySize   = "token key secret must be 32 to 64 bytes"
+	msgTokenKeysFull  = "the store holds the maximum number of token keys"
+	msgRevokeExpires  = "revocation expiry must not be negative"
+	msgRevocationFull = "the store holds the maximum number of revocations"
 )
 
 // Apply applies the log entry at index, whose data is an encoded Command
@@ -218,7 +265,7 @@ func (s *Store) Apply(index uint64, data []byte) Applied {
 	}
 	cmd := &s.scratch
 	err := decodeCommand(cmd, data, cmd.Ops)
-	defer clear(cmd.Ops) // do not keep the caller's buffer reachable
+	defer cmd.release()
 	if err != nil {
 		return Applied{Err: fmt.Errorf("entry %d: %w", index, err)}
 	}
@@ -226,6 +273,7 @@ func (s *Store) Apply(index uint64, data []byte) Applied {
 		s.clock = cmd.Time
 	}
 	s.expire()
+	s.expireRevocations()
 	a := Applied{ID: cmd.ID, Kind: cmd.Kind, Session: cmd.Session}
 	switch cmd.Kind {
 	case CmdOpenSession:
@@ -237,8 +285,19 @@ func (s *Store) Apply(index uint64, data []byte) Applied {
 		a.Results = []Result{s.closeSession(cmd.Session)}
 	case CmdBatch:
 		a.Results = s.batch(cmd)
+	case CmdTokenKey:
+		a.Results = []Result{s.addTokenKey(&cmd.TokenKey)}
+	case CmdRevoke:
+		a.Results = []Result{s.revoke(&cmd.Revoke)}
 	}
 	return a
+}
+
+// release drops the decoded command's references to the entry's bytes,
+// so the store does not keep the caller's buffer reachable.
+func (c *Command) release() {
+	clear(c.Ops)
+	c.TokenKey.Secret = nil
 }
 
 // SetApplied advances the applied index over an entry that is not a kv
@@ -299,6 +358,91 @@ func (s *Store) expire() {
 		}
 		s.drop(e)
 	}
+}
+
+// expireRevocations forgets the revocations that expired before the
+// clock.
+func (s *Store) expireRevocations() {
+	for {
+		r, ok := s.revExpiry.Min()
+		if !ok || r.expires >= s.clock {
+			return
+		}
+		s.revExpiry.DeleteMin()
+		s.revoked.Delete(r)
+	}
+}
+
+// addTokenKey adds k unless its id is present (the first key of an id
+// stays: nodes never disagree on a key).
+func (s *Store) addTokenKey(k *TokenKey) Result {
+	switch {
+	case k.ID == 0:
+		return Result{Code: InvalidArgument, Message: msgTokenKeyID, Revision: s.rev}
+	case len(k.Secret) < MinTokenKeySize || len(k.Secret) > MaxTokenKeySize:
+		return Result{Code: InvalidArgument, Message: msgTokenKeySize, Revision: s.rev}
+	}
+	i, found := s.findTokenKey(k.ID)
+	if found {
+		return Result{Revision: s.rev}
+	}
+	if len(s.tokenKeys) >= MaxTokenKeys {
+		return Result{Code: TooLarge, Message: msgTokenKeysFull, Revision: s.rev}
+	}
+	// A new slice: the old one may be shared with a snapshot.
+	keys := make([]tokenKey, 0, len(s.tokenKeys)+1)
+	keys = append(keys, s.tokenKeys[:i]...)
+	keys = append(keys, tokenKey{id: k.ID, secret: bytes.Clone(k.Secret)})
+	s.tokenKeys = append(keys, s.tokenKeys[i:]...)
+	return Result{Revision: s.rev, Succeeded: true}
+}
+
+// findTokenKey returns the position of id in s.tokenKeys and whether it is
+// there.
+func (s *Store) findTokenKey(id uint64) (int, bool) {
+	return slices.BinarySearchFunc(s.tokenKeys, id, func(k tokenKey, id uint64) int {
+		switch {
+		case k.id < id:
+			return -1
+		case k.id > id:
+			return 1
+		}
+		return 0
+	})
+}
+
+// revoke adds r, merged with a revocation of the same id (the later
+// expiry wins, never beats any). A revocation that expired before the
+// clock is not kept, as if expireRevocations had just forgotten it.
+func (s *Store) revoke(r *Revocation) Result {
+	if r.Expires < 0 {
+		return Result{Code: InvalidArgument, Message: msgRevokeExpires, Revision: s.rev}
+	}
+	nr := revocation{id: r.ID, expires: r.Expires}
+	old, found := s.revoked.Get(nr)
+	if found && (old.expires == 0 || (nr.expires != 0 && nr.expires < old.expires)) {
+		nr.expires = old.expires
+	}
+	changed := !found || nr.expires != old.expires
+	if changed && !found && nr.expires != 0 && nr.expires < s.clock {
+		changed = false // already expired (a kept one never is)
+	}
+	if changed && !found && s.revoked.Len() >= MaxRevocations {
+		return Result{Code: TooLarge, Message: msgRevocationFull, Revision: s.rev}
+	}
+	if changed {
+		if found && old.expires != 0 {
+			s.revExpiry.Delete(old)
+		}
+		s.revoked.ReplaceOrInsert(nr)
+		if nr.expires != 0 {
+			s.revExpiry.ReplaceOrInsert(nr)
+		}
+	}
+	// After the change, under the lock: a reader that sees the new epoch
+	// and then asks Revoked sees the revocation.
+	s.revEpoch.Add(1)
+	return Result{Revision: s.rev, Succeeded: changed}
 }
 
 func (s *Store) openSession(id uint64) {
@@ -581,3 +725,42 @@ func (s *Store) Clock() int64 {
 	defer s.mu.RUnlock()
 	return s.clock
 }
+
+// TokenKey returns the token root key of id. The returned slice is shared
+// with the store, which never modifies it: read-only.
+func (s *Store) TokenKey(id uint64) ([]byte, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	i, ok := s.findTokenKey(id)
+	if !ok {
+		return nil, false
+	}
+	return s.tokenKeys[i].secret, true
+}
+
+// CurrentTokenKey returns the token root key with the highest id, the one
+// to mint new tokens with; ok is false when there is none. The returned
+// slice is shared with the store: read-only.
+func (s *Store) CurrentTokenKey() (id uint64, key []byte, ok bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if len(s.tokenKeys) == 0 {
+		return 0, nil, false
+	}
+	k := s.tokenKeys[len(s.tokenKeys)-1]
+	return k.id, k.secret, true
+}
+
+// Revoked reports whether the token id is revoked. A revocation is kept
+// at least until the log clock passes its expiry.
+func (s *Store) Revoked(id [16]byte) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.revoked.Has(revocation{id: id})
+}
+
+// RevocationEpoch returns a counter that grows whenever a revocation is
+// applied or the store is restored from a snapshot: while it is
+// unchanged, no token became revoked. It is one atomic load, without the
+// store's lock, so it is cheap enough to poll on every call.
+func (s *Store) RevocationEpoch() uint64 { return s.revEpoch.Load() }

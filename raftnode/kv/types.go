@@ -119,6 +119,11 @@ const (
 	CmdKeepAlive
 	// CmdCloseSession forgets Session and its saved results.
 	CmdCloseSession
+	// CmdTokenKey adds TokenKey to the token root keys; a key id already
+	// present is ignored (the first key with an id stays).
+	CmdTokenKey
+	// CmdRevoke adds Revoke to the revoked token ids.
+	CmdRevoke
 )
 
 // String returns the kind's name.
@@ -132,6 +137,10 @@ func (k CommandKind) String() string {
 		return "KeepAlive"
 	case CmdCloseSession:
 		return "CloseSession"
+	case CmdTokenKey:
+		return "TokenKey"
+	case CmdRevoke:
+		return "Revoke"
 	}
 	return "CommandKind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -155,6 +164,48 @@ type Command struct {
 	AckedBelow uint64
 	// Ops (CmdBatch) are applied in order.
 	Ops []WriteOp
+	// TokenKey (CmdTokenKey) is the token root key to add.
+	TokenKey TokenKey
+	// Revoke (CmdRevoke) is the token revocation to add.
+	Revoke Revocation
+}
+
+// Limits of the auth state. They take part in the replicated state
+// transitions and in Restore's validation, so every node of a cluster
+// must use the same values.
+const (
+	// MinTokenKeySize and MaxTokenKeySize bound a token root key's secret,
+	// in bytes.
+	MinTokenKeySize = 32
+	MaxTokenKeySize = 64
+	// MaxTokenKeys is the most token root keys the store holds; a new key
+	// beyond it is refused (TooLarge).
+	MaxTokenKeys = 1024
+	// MaxRevocations is the most revocations the store holds at once; a
+	// new revocation beyond it is refused (TooLarge) until expired ones
+	// are forgotten.
+	MaxRevocations = 1 << 20
+)
+
+// TokenKey is a token root key: the HMAC key that mints and verifies the
+// tokens naming its ID.
+type TokenKey struct {
+	// ID names the key (> 0). Keys are never replaced: the first key
+	// applied with an id is the key of that id.
+	ID uint64
+	// Secret is the key, MinTokenKeySize to MaxTokenKeySize bytes.
+	Secret []byte
+}
+
+// Revocation revokes a token id (and so every token derived from it).
+type Revocation struct {
+	// ID is the revoked token's id.
+	ID [16]byte
+	// Expires (unix nanoseconds, >= 0; 0: never) is when the revocation
+	// may be forgotten: once the store's log clock is past it, the token
+	// has expired anyway. Revoking an id again keeps the later expiry
+	// (never beats any time).
+	Expires int64
 }
 
 // OpType is a write operation's type. The zero value is invalid.
@@ -261,9 +312,11 @@ const (
 	// StaleSequence: the seq is below the session's forgotten mark (acked
 	// through AckedBelow, or evicted by MaxSavedResults); nothing applied.
 	StaleSequence
-	// InvalidArgument: malformed op (seq 0, empty key, unknown type).
+	// InvalidArgument: malformed op (seq 0, empty key, unknown type) or
+	// auth command (token key id 0 or secret size, negative expiry).
 	InvalidArgument
-	// TooLarge: the key or a value is over the store's limits.
+	// TooLarge: the key or a value is over the store's limits, or the
+	// token keys or revocations are at theirs.
 	TooLarge
 	// Internal: a bug.
 	Internal
@@ -294,9 +347,12 @@ type Result struct {
 	Code    Code
 	Message string
 	// Revision is the store's revision after the op (unchanged for a
-	// failed op, a failed CAS or the delete of a missing key).
+	// failed op, a failed CAS, the delete of a missing key and the auth
+	// commands, which do not count as key revisions).
 	Revision uint64
-	// Succeeded: CAS: the compare matched; Delete: the key existed.
+	// Succeeded: CAS: the compare matched; Delete: the key existed;
+	// TokenKey, Revoke: the auth state changed (false: the key id was
+	// present, or the revocation added nothing).
 	Succeeded bool
 	// Found: Put/Delete/successful CAS: the key had a previous state, in
 	// Prev. Failed CAS: the key exists, Prev is its current state. When
@@ -314,7 +370,9 @@ type Applied struct {
 	// index), the command's session otherwise.
 	Session uint64
 	// Results has one Result per op for CmdBatch, one for CmdKeepAlive and
-	// CmdCloseSession (OK or SessionExpired), none otherwise.
+	// CmdCloseSession (OK or SessionExpired), one for CmdTokenKey and
+	// CmdRevoke (OK, InvalidArgument or TooLarge; Succeeded says whether
+	// the auth state changed), none for CmdOpenSession.
 	Results []Result
 	// Err is set when the entry could not be applied: a malformed command
 	// (wraps ErrMalformed; every node gets the same error and only the
