@@ -306,7 +306,7 @@ func (s *nodeServer) Login(ctx context.Context, call schema.Node_login) error {
 		if err != nil {
 			return fmt.Errorf("login: read token: %w", err)
 		}
-		if g, err = s.node.tokenGrant(t); err != nil {
+		if g, err = s.node.tokenGrant(ctx, t); err != nil {
 			s.conn.Logger.Info("login refused", "error", err)
 			return err
 		}
@@ -363,13 +363,22 @@ func (s *nodeServer) memberGrant(id uint64, proof []byte) (grant, error) {
 }
 
 // tokenGrant verifies a token: its signature with the cluster's key, its
-// caveats, and that it is not revoked.
-func (n *Node) tokenGrant(s string) (grant, error) {
+// caveats, and that it is not revoked. A token signed with a key this
+// node has not applied yet (minted a moment ago, elsewhere) waits for a
+// read barrier, which brings this node up to the leader's commit.
+func (n *Node) tokenGrant(ctx context.Context, s string) (grant, error) {
 	t, err := token.Parse(s)
 	if err != nil {
 		return grant{}, fmt.Errorf("permissionDenied: %w", err)
 	}
 	key, ok := n.kv.TokenKey(t.KeyID())
+	if !ok {
+		rctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout)
+		if n.awaitRead(rctx, n.readWait()) == nil {
+			key, ok = n.kv.TokenKey(t.KeyID())
+		}
+		cancel()
+	}
 	if !ok {
 		return grant{}, fmt.Errorf("permissionDenied: token %s was signed with key %d, which this node does not know (a token of another cluster, or this node has not caught up yet)", t.ID(), t.KeyID())
 	}

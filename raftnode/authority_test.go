@@ -232,10 +232,7 @@ func createToken(t *testing.T, node schema.Node, prefix string, readOnly bool) (
 	})
 	defer rel()
 	res, err := f.Struct()
-	if err == nil {
-		err = errorField(res.Error())
-	}
-	if err != nil {
+	if err = resultErr(res, err); err != nil {
 		t.Fatalf("createToken: %v", err)
 	}
 	tok, _ = res.Token()
@@ -288,9 +285,7 @@ func TestTokensWorkEverywhereAndRevocationEndsThem(t *testing.T) {
 	af, arel := op.Admin(ctx, nil)
 	rf, rrel := af.Admin().RevokeToken(ctx, func(p schema.Admin_revokeToken_Params) error { return p.SetId(id) })
 	res, err := rf.Struct()
-	if err == nil {
-		err = errorField(res.Error())
-	}
+	err = resultErr(res, err)
 	rrel()
 	arel()
 	if err != nil {
