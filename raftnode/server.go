@@ -51,9 +51,7 @@ func (s *nodeServer) Kv(_ context.Context, call schema.Node_kv) error {
 	if err != nil {
 		return err
 	}
-	impl := kvServer{s.node}
-	inline, rest := impl.methods()
-	return res.SetKv(schema.KV(s.conn.Exporter.ExportInline(schema.KV_Methods(nil, nil), inline, rest, impl)))
+	return res.SetKv(schema.KV(s.node.kvCapability(s.conn, kvScope{})))
 }
 
 // Admin returns the membership capability.
