@@ -238,7 +238,7 @@ func TestRestrictedRangeIsIntersectedWithThePrefix(t *testing.T) {
 			{"app/", "", inApp},
 			{"app/b", "", []string{"app/b", "app/b/c"}},
 			{"", "app/a", []string{"app/b", "app/b/c"}},
-			{"", "ap", inApp},  // starts before the grant: from its first key
+			{"", "ap", inApp},   // starts before the grant: from its first key
 			{"", "app.", inApp}, // one byte before the prefix
 			{"", "app/b/c", nil},
 			{"", "app0", nil}, // one byte past the prefix's keys
