@@ -146,6 +146,16 @@ func (s *kvScope) screen(session uint64, ops []kvOp, answer func([]kvResult)) fu
 	}
 }
 
+// hasWrite reports whether ops hold a write.
+func hasWrite(ops []kvOp) bool {
+	for i := range ops {
+		if ops[i].isWrite() {
+			return true
+		}
+	}
+	return false
+}
+
 // deniedSession is the answer to a session method on a read-only KV.
 func (s *kvScope) deniedSession(method string) error {
 	return denied("%s refused: this KV is read-only (%s) and sessions are for writing", method, s.String())

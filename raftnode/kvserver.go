@@ -398,11 +398,8 @@ func (n *Node) proposeCommand(ctx context.Context, cmd kv.Command) (kv.Applied, 
 func (n *Node) forward(ctx context.Context, session, ackedBelow uint64, ops []kvOp) []kvResult {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout)
 	defer cancel()
-	hasWrite := false
-	for i := range ops {
-		hasWrite = hasWrite || ops[i].isWrite()
-	}
-	resendable := !hasWrite || session != 0
+	writes := hasWrite(ops)
+	resendable := !writes || session != 0
 	for {
 		lead, err := n.waitLeader(ctx)
 		if err != nil {
@@ -424,7 +421,7 @@ func (n *Node) forward(ctx context.Context, session, ackedBelow uint64, ops []kv
 			n.log.Debug("forwarded call abandoned: another node leads now; sending it there", "old", lead, "leader", n.lead.Load())
 			continue
 		}
-		if err != nil && sent && hasWrite {
+		if err != nil && sent && writes {
 			n.log.Debug("forwarded write lost", "leader", lead, "error", err)
 			return fillAll(make([]kvResult, len(ops)), errOutcomeUnknown, n.lead.Load())
 		}
@@ -650,7 +647,7 @@ func (s *kvServer) serveBatch(call *rpc.InlineCall) {
 // answer: on the loop for writes on the leader (executeWrites) and for
 // linearizable gets (executeGets), else on a goroutine of its own. release is called once ops are not needed.
 func (s *kvServer) run(ctx context.Context, session, ackedBelow uint64, ops []kvOp, forwarded bool, release func(), answer func([]kvResult)) {
-	if s.scope.restricted {
+	if s.scope.restricted && hasWrite(ops) {
 		answer = s.scope.screen(session, ops, answer)
 	}
 	if s.n.executeWrites(ctx, session, ackedBelow, ops, forwarded, release, answer) || s.n.executeGets(ops, release, answer) {

@@ -2,9 +2,11 @@ package raftnode_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/capraft/capraft/raftnode"
 	"github.com/capraft/capraft/raftnode/storage/vfs"
@@ -461,5 +463,44 @@ func TestRestrictedKVWithholdsSavedResultsOfOtherKeys(t *testing.T) {
 				t.Fatalf("via %d: put app/y over itself (and its retry): %+v %v", via, r, err)
 			}
 		}
+	}
+}
+
+// BenchmarkRestrictedKVPut measures sequential puts through the leader's
+// KV as handed out (scope=none) and through one restricted to a prefix
+// (scope=prefix): the cost of confining each request.
+func BenchmarkRestrictedKVPut(b *testing.B) {
+	c := newBenchCluster(b, false)
+	lead := c.leader()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	base := c.client(lead)
+	if err := base.open(ctx); err != nil {
+		b.Fatal(err)
+	}
+	f, rel := base.kv.Restrict(ctx, func(p schema.KV_restrict_Params) error {
+		p.SetRestrictPrefix(true)
+		return p.SetPrefix([]byte("bench/"))
+	})
+	res, err := f.Struct()
+	if err != nil {
+		b.Fatal(err)
+	}
+	restricted := &kvClient{t: b, kv: res.Kv().AddRef(), session: base.session}
+	rel()
+	defer restricted.kv.Release()
+	for _, tc := range []struct {
+		scope string
+		k     *kvClient
+	}{{"none", base}, {"prefix", restricted}} {
+		b.Run("scope="+tc.scope, func(b *testing.B) {
+			for i := 0; b.Loop(); i++ {
+				base.seq++
+				r, err := tc.k.single(ctx, testOp{kind: "put", key: fmt.Sprintf("bench/%d", i%1000), value: "v", seq: base.seq})
+				if err != nil || r.err != nil {
+					b.Fatalf("put: %v %v", err, r.err)
+				}
+			}
+		})
 	}
 }
