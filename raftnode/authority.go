@@ -215,7 +215,7 @@ const (
 	needPeer     = "a member's credential: a peer certificate from the cluster CA, or proof of the cluster secret (--cluster-secret-file)"
 )
 
-func denied(what, need string) error {
+func needs(what, need string) error {
 	return fmt.Errorf("permissionDenied: %s needs %s", what, need)
 }
 

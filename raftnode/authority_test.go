@@ -64,8 +64,8 @@ func kvOf(t *testing.T, node schema.Node) *kvClient {
 	return &kvClient{t: t, kv: f.Kv()}
 }
 
-// wantDenied fails unless err is a permissionDenied naming want.
-func wantDenied(t *testing.T, what string, err error, want string) {
+// wantRefused fails unless err is a permissionDenied naming want.
+func wantRefused(t *testing.T, what string, err error, want string) {
 	t.Helper()
 	if err == nil || !strings.Contains(err.Error(), "permissionDenied: ") || !strings.Contains(err.Error(), want) {
 		t.Fatalf("%s: got %v, want permissionDenied naming %q", what, err, want)
@@ -83,30 +83,30 @@ func TestSecureNodeGrantsNothingWithoutCredential(t *testing.T) {
 		kf, krel := node.Kv(ctx, nil)
 		_, err := kf.Struct()
 		krel()
-		wantDenied(t, "kv", err, "client credential")
+		wantRefused(t, "kv", err, "client credential")
 		af, arel := node.Admin(ctx, nil)
 		_, err = af.Struct()
 		arel()
-		wantDenied(t, "admin", err, "operator credential")
+		wantRefused(t, "admin", err, "operator credential")
 		rf, rrel := node.Raft(ctx, nil)
 		_, err = rf.Struct()
 		rrel()
-		wantDenied(t, "raft", err, "cluster secret")
+		wantRefused(t, "raft", err, "cluster secret")
 		sf, srel := node.Status(ctx, nil)
 		_, err = sf.Struct()
 		srel()
-		wantDenied(t, "status", err, "client credential")
+		wantRefused(t, "status", err, "client credential")
 		ef, erel := node.Echo(ctx, nil)
 		_, err = ef.Struct()
 		erel()
-		wantDenied(t, "echo", err, "client credential")
+		wantRefused(t, "echo", err, "client credential")
 		// A call pipelined on a refused capability fails the same way
 		// rather than hang.
 		kf, krel = node.Kv(ctx, nil)
 		k := &kvClient{t: t, kv: kf.Kv()}
 		_, _, err = k.get(ctx, "x", true)
 		krel()
-		wantDenied(t, "get pipelined on kv", err, "client credential")
+		wantRefused(t, "get pipelined on kv", err, "client credential")
 	}
 }
 
@@ -162,12 +162,12 @@ func TestMemberProofOfClusterSecret(t *testing.T) {
 	cn, sn := challenge(node)
 	wrong := rpc.MemberProof(bytes.Repeat([]byte("x"), 42), clusterID, 7, 1, cn, sn)
 	_, err := login(node, 7, wrong)
-	wantDenied(t, "login with a wrong secret", err, "wrong proof")
+	wantRefused(t, "login with a wrong secret", err, "wrong proof")
 
 	// The challenge was used up by the failed attempt.
 	good := rpc.MemberProof(testSecret, clusterID, 7, 1, cn, sn)
 	_, err = login(node, 7, good)
-	wantDenied(t, "login without a fresh challenge", err, "no challenge")
+	wantRefused(t, "login without a fresh challenge", err, "no challenge")
 
 	cn, sn = challenge(node)
 	good = rpc.MemberProof(testSecret, clusterID, 7, 1, cn, sn)
@@ -180,7 +180,7 @@ func TestMemberProofOfClusterSecret(t *testing.T) {
 	other := rpctest.Dial(t, c.addrs[1], rpc.DialConfig{}).Node()
 	challenge(other)
 	_, err = login(other, 7, good)
-	wantDenied(t, "replayed proof", err, "wrong proof")
+	wantRefused(t, "replayed proof", err, "wrong proof")
 
 	// The member's Raft speaks only for id 7.
 	rf, rrel := member.Raft(ctx, nil)
@@ -271,14 +271,14 @@ func TestTokensWorkEverywhereAndRevocationEndsThem(t *testing.T) {
 			return err == nil && found && v == "1"
 		})
 		_, _, err := k.get(ctx, "other/y", false)
-		wantDenied(t, "read outside the prefix", err, "app/")
+		wantRefused(t, "read outside the prefix", err, "app/")
 		k.seq++
 		_, err = k.putSeq(ctx, k.seq, "app/z", "3")
-		wantDenied(t, "write with a read-only token", err, "read-only")
+		wantRefused(t, "write with a read-only token", err, "read-only")
 		af, arel := node.Admin(ctx, nil)
 		_, err = af.Struct()
 		arel()
-		wantDenied(t, "admin with a client token", err, "operator credential")
+		wantRefused(t, "admin with a client token", err, "operator credential")
 		kvs = append(kvs, k)
 	}
 
@@ -300,7 +300,7 @@ func TestTokensWorkEverywhereAndRevocationEndsThem(t *testing.T) {
 	for nid := range c.addrs {
 		node := c.login(nid, tok)
 		_, _, err := kvOf(t, node).get(ctx, "app/x", true)
-		wantDenied(t, "login with a revoked token", err, "revoked")
+		wantRefused(t, "login with a revoked token", err, "revoked")
 	}
 	// The operator's own token is untouched.
 	if _, _, err := opKV.get(ctx, "app/x", false); err != nil {
@@ -322,7 +322,7 @@ func TestTamperedTokenIsRefused(t *testing.T) {
 			b[i] = 'A'
 		}
 		_, _, err := kvOf(t, c.login(1, string(b))).get(ctx, "k", true)
-		wantDenied(t, "tampered token", err, "token")
+		wantRefused(t, "tampered token", err, "token")
 	}
 	if _, _, err := kvOf(t, c.login(1, tok)).get(ctx, "k", true); err != nil {
 		t.Fatalf("the untampered token: %v", err)

@@ -17,8 +17,23 @@ import (
 // kvServer is the KV capability. Every node serves it: the leader
 // proposes writes itself, a follower hands requests with writes to the
 // leader's KV capability, and every node serves linearizable reads
-// locally after a read index.
-type kvServer struct{ n *Node }
+// locally after a read index. scope is what the capability grants; it is
+// enforced here, before a request runs or is handed on.
+type kvServer struct {
+	n     *Node
+	ex    *rpc.Exporter
+	scope kvScope
+}
+
+// kvCapability returns a KV capability confined to sc, exported through
+// ex (restrict exports the capabilities it derives there too, so they
+// share the checks of the grant ex carries: see rpc.Exporter.WithCheck).
+// The caller owns the client.
+func (n *Node) kvCapability(ex *rpc.Exporter, sc kvScope) capnp.Client {
+	s := &kvServer{n: n, ex: ex, scope: sc}
+	inline, rest := s.methods()
+	return ex.ExportInline(schema.KV_Methods(nil, nil), inline, rest, s)
+}
 
 // execute runs one request's operations and returns one result per op.
 // forwarded marks a request a follower handed over: it is never handed
@@ -384,11 +399,8 @@ func (n *Node) proposeCommand(ctx context.Context, cmd kv.Command) (kv.Applied, 
 func (n *Node) forward(ctx context.Context, session, ackedBelow uint64, ops []kvOp) []kvResult {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout)
 	defer cancel()
-	hasWrite := false
-	for i := range ops {
-		hasWrite = hasWrite || ops[i].isWrite()
-	}
-	resendable := !hasWrite || session != 0
+	writes := hasWrite(ops)
+	resendable := !writes || session != 0
 	for {
 		lead, err := n.waitLeader(ctx)
 		if err != nil {
@@ -410,7 +422,7 @@ func (n *Node) forward(ctx context.Context, session, ackedBelow uint64, ops []kv
 			n.log.Debug("forwarded call abandoned: another node leads now; sending it there", "old", lead, "leader", n.lead.Load())
 			continue
 		}
-		if err != nil && sent && hasWrite {
+		if err != nil && sent && writes {
 			n.log.Debug("forwarded write lost", "leader", lead, "error", err)
 			return fillAll(make([]kvResult, len(ops)), errOutcomeUnknown, n.lead.Load())
 		}
@@ -579,7 +591,11 @@ var batchResultsSize = rpc.ResultsSize(schema.NewKV_batch_Results)
 // rpc.Exporter.ExportInline): a request of writes on the leader is
 // answered by the loop when they are applied, anything else by a
 // goroutine of its own.
-func (s kvServer) serveBatch(call *rpc.InlineCall) {
+func (s *kvServer) serveBatch(call *rpc.InlineCall) {
+	if err := s.scope.alive(); err != nil {
+		call.Return(err)
+		return
+	}
 	req, err := schema.KV_batch_Params(call.Args()).Req()
 	if err != nil {
 		call.Return(invalid("batch: %v", err))
@@ -597,7 +613,6 @@ func (s kvServer) serveBatch(call *rpc.InlineCall) {
 	}
 	ops := make([]kvOp, l.Len())
 	bad := make([]error, l.Len())
-	valid := make([]kvOp, 0, l.Len())
 	total := 0
 	for i := range ops {
 		ops[i], bad[i] = decodeOp(l.At(i))
@@ -605,9 +620,6 @@ func (s kvServer) serveBatch(call *rpc.InlineCall) {
 			bad[i] = checkOpSize(&lim, &ops[i])
 		}
 		total += opBytes(&ops[i])
-		if bad[i] == nil {
-			valid = append(valid, ops[i])
-		}
 	}
 	if err := checkBatchBytes(&lim, total); err != nil {
 		for i := range bad {
@@ -615,7 +627,14 @@ func (s kvServer) serveBatch(call *rpc.InlineCall) {
 				bad[i] = err
 			}
 		}
-		valid = valid[:0]
+	} else if s.scope.confines() {
+		s.scope.confineBatch(ops, bad)
+	}
+	valid := make([]kvOp, 0, len(ops))
+	for i := range ops {
+		if bad[i] == nil {
+			valid = append(valid, ops[i])
+		}
 	}
 	// The operations' keys and values point into the arguments.
 	release := call.KeepArgs()
@@ -629,7 +648,10 @@ func (s kvServer) serveBatch(call *rpc.InlineCall) {
 // run executes a request of an inline call and hands the results to
 // answer: on the loop for writes on the leader (executeWrites) and for
 // linearizable gets (executeGets), else on a goroutine of its own. release is called once ops are not needed.
-func (s kvServer) run(ctx context.Context, session, ackedBelow uint64, ops []kvOp, forwarded bool, release func(), answer func([]kvResult)) {
+func (s *kvServer) run(ctx context.Context, session, ackedBelow uint64, ops []kvOp, forwarded bool, release func(), answer func([]kvResult)) {
+	if s.scope.restricted && hasWrite(ops) {
+		answer = s.scope.screen(session, ops, answer)
+	}
 	if s.n.executeWrites(ctx, session, ackedBelow, ops, forwarded, release, answer) || s.n.executeGets(ops, release, answer) {
 		return
 	}
@@ -666,9 +688,13 @@ func encodeBatch(res schema.KV_batch_Results, ops []kvOp, bad []error, got []kvR
 func singleMethod[P ~capnp.StructKind, R interface {
 	~capnp.StructKind
 	NewResult() (schema.Result, error)
-}](s kvServer, newResults func(*capnp.Segment) (R, error), parts func(P) (session, seq uint64, op func() (kvOp, error))) rpc.InlineServe {
+}](s *kvServer, newResults func(*capnp.Segment) (R, error), parts func(P) (session, seq uint64, op func() (kvOp, error))) rpc.InlineServe {
 	size := rpc.ResultsSize(newResults)
 	return func(call *rpc.InlineCall) {
+		if err := s.scope.alive(); err != nil {
+			call.Return(err)
+			return
+		}
 		session, seq, decode := parts(P(call.Args()))
 		o, err := decode()
 		if err != nil {
@@ -691,6 +717,12 @@ func singleMethod[P ~capnp.StructKind, R interface {
 			answer([]kvResult{{err: err}})
 			return
 		}
+		if s.scope.confines() {
+			if err := s.scope.confine(&ops[0]); err != nil {
+				answer([]kvResult{{err: err}})
+				return
+			}
+		}
 		s.run(call.Context(), session, 0, ops, false, call.KeepArgs(), answer)
 	}
 }
@@ -710,7 +742,7 @@ func decodeWith[P any](name string, get func() (P, error), decode func(P) (kvOp,
 // methods returns the KV capability's methods by name: the operations,
 // served inline, and the session methods, served by go-capnp's server
 // (they are rare, and block while they forward).
-func (s kvServer) methods() (inline map[string]rpc.InlineServe, rest map[string]func(context.Context, *server.Call) error) {
+func (s *kvServer) methods() (inline map[string]rpc.InlineServe, rest map[string]func(context.Context, *server.Call) error) {
 	type parts = func() (kvOp, error)
 	inline = map[string]rpc.InlineServe{
 		"batch": s.serveBatch,
@@ -740,6 +772,9 @@ func (s kvServer) methods() (inline map[string]rpc.InlineServe, rest map[string]
 		"closeSession": func(ctx context.Context, c *server.Call) error {
 			return s.CloseSession(ctx, schema.KV_closeSession{Call: c})
 		},
+		"restrict": func(ctx context.Context, c *server.Call) error {
+			return s.Restrict(ctx, schema.KV_restrict{Call: c})
+		},
 	}
 	return inline, rest
 }
@@ -749,7 +784,7 @@ func (s kvServer) methods() (inline map[string]rpc.InlineServe, rest map[string]
 // another node leads (see whileLeading) and answered unavailable, as any
 // lost call is: opening a session is not idempotent, so it is not sent
 // again here; the client retries.
-func (s kvServer) sessionCall(ctx context.Context, cmd kv.Command, forward func(context.Context, schema.KV) (uint64, error)) (uint64, error) {
+func (s *kvServer) sessionCall(ctx context.Context, cmd kv.Command, forward func(context.Context, schema.KV) (uint64, error)) (uint64, error) {
 	n := s.n
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout)
 	defer cancel()
@@ -819,17 +854,24 @@ func remoteError(e schema.Error, has bool) error {
 }
 
 // OpenSession registers a client session through the log.
-func (s kvServer) OpenSession(ctx context.Context, call schema.KV_openSession) error {
+func (s *kvServer) OpenSession(ctx context.Context, call schema.KV_openSession) error {
+	if err := s.scope.alive(); err != nil {
+		return err
+	}
 	call.Go()
-	id, err := s.sessionCall(ctx, kv.Command{Kind: kv.CmdOpenSession}, func(ctx context.Context, k schema.KV) (uint64, error) {
-		f, rel := k.OpenSession(ctx, nil)
-		defer rel()
-		r, err := f.Struct()
-		if err := forwardedErr(r, err); err != nil {
-			return 0, err
-		}
-		return r.Session(), nil
-	})
+	var id uint64
+	err := s.sessionAllowed("openSession")
+	if err == nil {
+		id, err = s.sessionCall(ctx, kv.Command{Kind: kv.CmdOpenSession}, func(ctx context.Context, k schema.KV) (uint64, error) {
+			f, rel := k.OpenSession(ctx, nil)
+			defer rel()
+			r, err := f.Struct()
+			if err := forwardedErr(r, err); err != nil {
+				return 0, err
+			}
+			return r.Session(), nil
+		})
+	}
 	res, aerr := call.AllocResults()
 	if aerr != nil {
 		return aerr
@@ -847,7 +889,13 @@ func (s kvServer) OpenSession(ctx context.Context, call schema.KV_openSession) e
 }
 
 // KeepAlive refreshes a session through the log.
-func (s kvServer) KeepAlive(ctx context.Context, call schema.KV_keepAlive) error {
+func (s *kvServer) KeepAlive(ctx context.Context, call schema.KV_keepAlive) error {
+	if err := s.scope.alive(); err != nil {
+		return err
+	}
+	if err := s.sessionAllowed("keepAlive"); err != nil {
+		return answerError(call.AllocResults, err, s.n)
+	}
 	session := call.Args().Session()
 	call.Go()
 	_, err := s.sessionCall(ctx, kv.Command{Kind: kv.CmdKeepAlive, Session: session}, func(ctx context.Context, k schema.KV) (uint64, error) {
@@ -859,7 +907,13 @@ func (s kvServer) KeepAlive(ctx context.Context, call schema.KV_keepAlive) error
 }
 
 // CloseSession forgets a session.
-func (s kvServer) CloseSession(ctx context.Context, call schema.KV_closeSession) error {
+func (s *kvServer) CloseSession(ctx context.Context, call schema.KV_closeSession) error {
+	if err := s.scope.alive(); err != nil {
+		return err
+	}
+	if err := s.sessionAllowed("closeSession"); err != nil {
+		return answerError(call.AllocResults, err, s.n)
+	}
 	session := call.Args().Session()
 	call.Go()
 	_, err := s.sessionCall(ctx, kv.Command{Kind: kv.CmdCloseSession, Session: session}, func(ctx context.Context, k schema.KV) (uint64, error) {
@@ -868,4 +922,40 @@ func (s kvServer) CloseSession(ctx context.Context, call schema.KV_closeSession)
 		return 0, forwardedErr(f.Struct())
 	})
 	return answerError(call.AllocResults, err, s.n)
+}
+
+// sessionAllowed refuses the session methods on a read-only KV.
+func (s *kvServer) sessionAllowed(method string) error {
+	if s.scope.readOnly {
+		return s.scope.deniedSession(method)
+	}
+	return nil
+}
+
+// Restrict derives a KV confined to the intersection of this one's scope
+// and the restriction asked for (see kvScope.narrow), exported on the
+// same connection.
+func (s *kvServer) Restrict(_ context.Context, call schema.KV_restrict) error {
+	if err := s.scope.alive(); err != nil {
+		return err
+	}
+	args := call.Args()
+	prefix, err := args.Prefix()
+	if err != nil {
+		return invalid("restrict prefix: %v", err)
+	}
+	// A longer prefix would match no key; refusing it also bounds what
+	// each derived capability holds.
+	if lim := s.n.kv.Config(); len(prefix) > lim.MaxKeySize {
+		return tooLarge("restrict prefix of %d bytes is over the key size limit of %d bytes", len(prefix), lim.MaxKeySize)
+	}
+	sc, err := s.scope.narrow(prefix, args.RestrictPrefix(), args.ReadOnly())
+	if err != nil {
+		return err
+	}
+	res, err := call.AllocResults()
+	if err != nil {
+		return err
+	}
+	return res.SetKv(schema.KV(s.n.kvCapability(s.ex, sc)))
 }

@@ -33,7 +33,7 @@ func (s *nodeServer) export() capnp.Client {
 // Echo returns an Echo capability for this connection.
 func (s *nodeServer) Echo(_ context.Context, call schema.Node_echo) error {
 	if !s.grant.client {
-		return denied("echo", needClient)
+		return needs("echo", needClient)
 	}
 	res, err := call.AllocResults()
 	if err != nil {
@@ -45,7 +45,7 @@ func (s *nodeServer) Echo(_ context.Context, call schema.Node_echo) error {
 // Raft returns the Raft peer capability for this connection.
 func (s *nodeServer) Raft(_ context.Context, call schema.Node_raft) error {
 	if !s.grant.peer {
-		return denied("raft", needPeer)
+		return needs("raft", needPeer)
 	}
 	res, err := call.AllocResults()
 	if err != nil {
@@ -70,7 +70,7 @@ func (s *nodeServer) Raft(_ context.Context, call schema.Node_raft) error {
 // Kv returns the key-value capability, confined as the grant says.
 func (s *nodeServer) Kv(_ context.Context, call schema.Node_kv) error {
 	if !s.grant.client {
-		return denied("kv", needClient)
+		return needs("kv", needClient)
 	}
 	res, err := call.AllocResults()
 	if err != nil {
@@ -82,7 +82,7 @@ func (s *nodeServer) Kv(_ context.Context, call schema.Node_kv) error {
 // Admin returns the membership capability.
 func (s *nodeServer) Admin(_ context.Context, call schema.Node_admin) error {
 	if !s.grant.operator {
-		return denied("admin", needOperator)
+		return needs("admin", needOperator)
 	}
 	res, err := call.AllocResults()
 	if err != nil {
@@ -112,7 +112,7 @@ func (s *nodeServer) Info(_ context.Context, call schema.Node_info) error {
 // Status reports this node's view of the cluster.
 func (s *nodeServer) Status(ctx context.Context, call schema.Node_status) error {
 	if !s.grant.client {
-		return denied("status", needClient)
+		return needs("status", needClient)
 	}
 	call.Go()
 	st := s.node.Status(ctx)

@@ -46,12 +46,37 @@ interface KV {
   # set; the empty prefix is every key), and writes are refused when
   # readOnly is set. Restrictions only add up: the result is confined to
   # both this KV's prefix and the new one (a prefix that does not lie
-  # within this KV's fails with permissionDenied), and stays read-only if
-  # this KV is. A confined KV answers an operation outside its grant with
-  # the error code permissionDenied (a batch: that op's result; nothing
-  # in the batch is applied when any write in it is refused), clips a
-  # range to the prefix (a range starting inside and running past it
-  # stops at its end) and never lets a follower's forwarding widen it.
+  # within this KV's fails the call with an exception whose text starts
+  # "permissionDenied: "; so does one over the key size limit, with
+  # tooLarge), and stays read-only if this KV is. The derived KV lives on
+  # the same connection.
+  #
+  # A confined KV answers an operation outside its grant with the error
+  # code permissionDenied, whose message names the grant:
+  # - put, delete, cas: a key without the prefix, or any write on a
+  #   read-only KV.
+  # - get: a key without the prefix.
+  # - range: a range is a prefix scan, so it is intersected with the
+  #   grant. A range over a prefix that lies within the grant's is served
+  #   as is. A range over a shorter prefix that the grant's prefix starts
+  #   with (the empty prefix, say) is narrowed to the grant's prefix: it
+  #   returns the keys it may see, in order, from `after` on, and `more`
+  #   and paging behave as for a range over the grant's prefix (a range
+  #   starting before the grant starts at its first key; one running past
+  #   it stops at its end; nothing past it is ever counted). A range over
+  #   a prefix that neither lies within the grant's nor contains it
+  #   selects no key the KV may see, and is refused.
+  # - batch: a refused read fails alone. A refused write refuses the
+  #   whole batch: its result says why, every other op's result says the
+  #   batch was refused (permissionDenied), and nothing in it is applied.
+  # - openSession, keepAlive, closeSession: refused on a read-only KV
+  #   (sessions exist to write), in their error field.
+  # - a write answered from its session's saved results (a retried
+  #   sequence number) whose saved result names a key outside the grant.
+  # The grant is enforced by the node that receives the call, before
+  # anything runs or is handed to the leader, so a follower's forwarding
+  # never widens it. A KV whose credential was revoked or expired fails
+  # every call.
   restrict @9 (prefix :Data, restrictPrefix :Bool, readOnly :Bool) -> (kv :KV);
 }
 

@@ -1,0 +1,304 @@
+package raftnode
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/capraft/capraft/rpc"
+	"github.com/capraft/capraft/schema"
+)
+
+// narrow only narrows: a prefix must lie within the current one, and
+// read-only sticks.
+func TestKVScopeNarrowsOnly(t *testing.T) {
+	app := kvScope{restricted: true, prefix: []byte("app/")}
+	for _, tc := range []struct {
+		name     string
+		from     kvScope
+		prefix   string
+		rp, ro   bool
+		want     kvScope
+		wantDeny bool
+	}{
+		{"everything to a prefix", kvScope{}, "a", true, false, kvScope{restricted: true, prefix: []byte("a")}, false},
+		{"everything to the empty prefix", kvScope{}, "", true, false, kvScope{restricted: true, prefix: []byte{}}, false},
+		{"a prefix to a longer one", app, "app/x", true, false, kvScope{restricted: true, prefix: []byte("app/x")}, false},
+		{"a prefix to itself", app, "app/", true, true, kvScope{restricted: true, prefix: []byte("app/"), readOnly: true}, false},
+		{"a prefix to a shorter one", app, "app", true, false, kvScope{}, true},
+		{"a prefix to the empty one", app, "", true, false, kvScope{}, true},
+		{"a prefix to a disjoint one", app, "b", true, false, kvScope{}, true},
+		{"read-only keeps the prefix", app, "ignored", false, true, kvScope{restricted: true, prefix: []byte("app/"), readOnly: true}, false},
+		{"read-only sticks", kvScope{readOnly: true}, "x", true, false, kvScope{restricted: true, prefix: []byte("x"), readOnly: true}, false},
+	} {
+		got, err := tc.from.narrow([]byte(tc.prefix), tc.rp, tc.ro)
+		if tc.wantDeny {
+			if err == nil || !strings.HasPrefix(err.Error(), "permissionDenied: restrict to prefix") {
+				t.Errorf("%s: %v, want permissionDenied", tc.name, err)
+			}
+			continue
+		}
+		if err != nil || got.restricted != tc.want.restricted || !bytes.Equal(got.prefix, tc.want.prefix) || got.readOnly != tc.want.readOnly {
+			t.Errorf("%s: %+v %v, want %+v", tc.name, got, err, tc.want)
+		}
+	}
+}
+
+// A range is intersected with the scope's prefix: within it, served as
+// is; around it, narrowed to it; disjoint, refused.
+func TestKVScopeIntersectsRanges(t *testing.T) {
+	for _, tc := range []struct {
+		scope, rng, want string
+		deny             bool
+	}{
+		{"app/", "app/", "app/", false},
+		{"app/", "app/x", "app/x", false},
+		{"app/", "app", "app/", false},
+		{"app/", "", "app/", false},
+		{"app/", "app.", "", true},
+		{"app/", "app0", "", true},
+		{"app/", "b", "", true},
+		{"\xff\xff", "\xff", "\xff\xff", false},
+		{"\xff\xff", "\xff\xfe", "", true},
+		{"", "", "", false},
+		{"", "x", "x", false},
+	} {
+		s := kvScope{restricted: true, prefix: []byte(tc.scope)}
+		o := kvOp{kind: opRange, key: []byte(tc.rng), after: []byte("after")}
+		err := s.confine(&o)
+		switch {
+		case tc.deny && err == nil:
+			t.Errorf("range %q in %q: served over %q, want refused", tc.rng, tc.scope, o.key)
+		case !tc.deny && (err != nil || string(o.key) != tc.want || string(o.after) != "after"):
+			t.Errorf("range %q in %q: over %q after %q, %v; want over %q after \"after\"", tc.rng, tc.scope, o.key, o.after, err, tc.want)
+		}
+	}
+}
+
+// live is asked at the start of every call, the inline operations
+// included, and on capabilities derived by restrict: once it fails, every
+// call fails with its error.
+func TestKVCapabilityChecksLiveOnEveryCall(t *testing.T) {
+	n, err := New(Config{ID: 1, DataDir: t.TempDir(), Logger: hclog.NewNullLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := n.waitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var revoked atomic.Bool
+	const why = "permissionDenied: the token was revoked"
+	live := func() error {
+		if revoked.Load() {
+			return errors.New(why)
+		}
+		return nil
+	}
+	conn := &rpc.ConnInfo{Exporter: rpc.NewExporter(nil)}
+	calls := map[string]func(schema.KV, uint64) error{
+		"batch": func(k schema.KV, s uint64) error {
+			f, rel := k.Batch(ctx, func(p schema.KV_batch_Params) error {
+				req, err := p.NewReq()
+				if err != nil {
+					return err
+				}
+				req.SetSession(s)
+				l, err := req.NewOps(1)
+				if err != nil {
+					return err
+				}
+				l.At(0).SetSeq(100)
+				put, err := l.At(0).NewPut()
+				if err != nil {
+					return err
+				}
+				return put.SetKey([]byte("app/b"))
+			})
+			defer rel()
+			_, err := f.Struct()
+			return err
+		},
+		"put": func(k schema.KV, s uint64) error {
+			f, rel := k.Put(ctx, func(p schema.KV_put_Params) error {
+				p.SetSession(s)
+				p.SetSeq(101)
+				op, err := p.NewOp()
+				if err != nil {
+					return err
+				}
+				return op.SetKey([]byte("app/p"))
+			})
+			defer rel()
+			_, err := f.Struct()
+			return err
+		},
+		"get": func(k schema.KV, _ uint64) error {
+			f, rel := k.Get(ctx, func(p schema.KV_get_Params) error {
+				op, err := p.NewOp()
+				if err != nil {
+					return err
+				}
+				return op.SetKey([]byte("app/p"))
+			})
+			defer rel()
+			_, err := f.Struct()
+			return err
+		},
+		"delete": func(k schema.KV, s uint64) error {
+			f, rel := k.Delete(ctx, func(p schema.KV_delete_Params) error {
+				p.SetSession(s)
+				p.SetSeq(102)
+				op, err := p.NewOp()
+				if err != nil {
+					return err
+				}
+				return op.SetKey([]byte("app/p"))
+			})
+			defer rel()
+			_, err := f.Struct()
+			return err
+		},
+		"cas": func(k schema.KV, s uint64) error {
+			f, rel := k.Cas(ctx, func(p schema.KV_cas_Params) error {
+				p.SetSession(s)
+				p.SetSeq(103)
+				op, err := p.NewOp()
+				if err != nil {
+					return err
+				}
+				op.Expected().SetAbsent()
+				return op.SetKey([]byte("app/c"))
+			})
+			defer rel()
+			_, err := f.Struct()
+			return err
+		},
+		"range": func(k schema.KV, _ uint64) error {
+			f, rel := k.Range(ctx, func(p schema.KV_range_Params) error {
+				op, err := p.NewOp()
+				if err != nil {
+					return err
+				}
+				return op.SetPrefix([]byte("app/"))
+			})
+			defer rel()
+			_, err := f.Struct()
+			return err
+		},
+		"openSession": func(k schema.KV, _ uint64) error {
+			f, rel := k.OpenSession(ctx, nil)
+			defer rel()
+			_, err := f.Struct()
+			return err
+		},
+		"keepAlive": func(k schema.KV, s uint64) error {
+			f, rel := k.KeepAlive(ctx, func(p schema.KV_keepAlive_Params) error { p.SetSession(s); return nil })
+			defer rel()
+			_, err := f.Struct()
+			return err
+		},
+		"closeSession": func(k schema.KV, s uint64) error {
+			f, rel := k.CloseSession(ctx, func(p schema.KV_closeSession_Params) error { p.SetSession(s); return nil })
+			defer rel()
+			_, err := f.Struct()
+			return err
+		},
+		"restrict": func(k schema.KV, _ uint64) error {
+			f, rel := k.Restrict(ctx, func(p schema.KV_restrict_Params) error { return p.SetPrefix([]byte("app/x")) })
+			defer rel()
+			_, err := f.Struct()
+			return err
+		},
+	}
+	for _, sc := range []kvScope{{live: live}, {restricted: true, prefix: []byte("app/"), live: live}} {
+		revoked.Store(false)
+		root := schema.KV(n.kvCapability(conn.Exporter, sc))
+		defer root.Release()
+		f, rel := root.Restrict(ctx, func(p schema.KV_restrict_Params) error {
+			p.SetRestrictPrefix(true)
+			return p.SetPrefix([]byte("app/"))
+		})
+		res, err := f.Struct()
+		if err != nil {
+			t.Fatal(err)
+		}
+		derived := res.Kv().AddRef()
+		rel()
+		defer derived.Release()
+		of, orel := root.OpenSession(ctx, nil)
+		ores, err := of.Struct()
+		if err != nil || ores.HasError() {
+			t.Fatalf("open a session while live: %v", err)
+		}
+		session := ores.Session()
+		orel()
+		for name, call := range calls {
+			if err := call(derived, session); err != nil {
+				t.Fatalf("%s while live: %v", name, err)
+			}
+		}
+		revoked.Store(true)
+		for _, k := range []schema.KV{root, derived} {
+			for name, call := range calls {
+				if err := call(k, session); err == nil || !strings.Contains(err.Error(), why) {
+					t.Errorf("scope %s: %s after revocation: %v, want the live check's error", sc.String(), name, err)
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkKVScopeGet measures a serializable get made in-process on one
+// node's KV capability, unrestricted (scope=none), confined to a prefix,
+// and confined with a live check: the per-call cost of enforcing a scope,
+// against a call that does little else.
+func BenchmarkKVScopeGet(b *testing.B) {
+	n, err := New(Config{ID: 1, DataDir: b.TempDir(), Logger: hclog.NewNullLogger()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer n.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if _, err := n.waitLeader(ctx); err != nil {
+		b.Fatal(err)
+	}
+	conn := &rpc.ConnInfo{Exporter: rpc.NewExporter(nil)}
+	app := []byte("app/")
+	for _, tc := range []struct {
+		name  string
+		scope kvScope
+	}{
+		{"none", kvScope{}},
+		{"prefix", kvScope{restricted: true, prefix: app}},
+		{"prefix+live", kvScope{restricted: true, prefix: app, live: func() error { return nil }}},
+	} {
+		b.Run("scope="+tc.name, func(b *testing.B) {
+			k := schema.KV(n.kvCapability(conn.Exporter, tc.scope))
+			defer k.Release()
+			for b.Loop() {
+				f, rel := k.Get(ctx, func(p schema.KV_get_Params) error {
+					op, err := p.NewOp()
+					if err != nil {
+						return err
+					}
+					op.SetConsistency(schema.Consistency_serializable)
+					return op.SetKey([]byte("app/key"))
+				})
+				if _, err := f.Struct(); err != nil {
+					b.Fatal(err)
+				}
+				rel()
+			}
+		})
+	}
+}
