@@ -48,13 +48,28 @@ type testCluster struct {
 	addrs []string
 	peers string // the --peers list of the initial members
 	nodes map[uint64]*nodeProc
+	// security is every node's flags: members prove a cluster secret,
+	// and raftctl needs no credential (as scripts/local-cluster.sh runs).
+	security []string
+}
+
+// devSecurity writes a cluster secret and returns the flags of a
+// development cluster on loopback: members prove the secret, clients and
+// operators need no credential.
+func devSecurity(t *testing.T) []string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "cluster.secret")
+	if err := os.WriteFile(path, []byte(strings.Repeat("test-cluster-secret-", 3)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return []string{"--cluster-secret-file", path, "--anonymous", "operator"}
 }
 
 // startCluster starts an n-node cluster bootstrapped with --peers, each
 // node in its own temporary directory, and waits for it to elect a leader.
 func startCluster(t *testing.T, n int) *testCluster {
 	t.Helper()
-	c := &testCluster{addrs: freeAddrs(t, n), nodes: map[uint64]*nodeProc{}}
+	c := &testCluster{addrs: freeAddrs(t, n), nodes: map[uint64]*nodeProc{}, security: devSecurity(t)}
 	parts := make([]string, n)
 	for i, a := range c.addrs {
 		parts[i] = fmt.Sprintf("%d=%s", i+1, a)
@@ -63,6 +78,7 @@ func startCluster(t *testing.T, n int) *testCluster {
 	for i, a := range c.addrs {
 		id := uint64(i + 1)
 		args := append([]string{"--log-json", "--id", strconv.FormatUint(id, 10), "--listen", a, "--peers", c.peers}, fastRaft...)
+		args = append(args, c.security...)
 		c.nodes[id] = startNodeIn(t, t.TempDir(), args...)
 	}
 	waitLeader(t, c.addrs)
@@ -670,6 +686,7 @@ func TestMembershipChangesThroughRaftctl(t *testing.T) {
 	}
 
 	args := append([]string{"--log-json", "--id", "4", "--listen", addr4, "--join", "--peers", c.peers + ",4=" + addr4}, fastRaft...)
+	args = append(args, c.security...)
 	node4 := startNodeIn(t, t.TempDir(), args...)
 	four := append(append([]string(nil), c.addrs...), addr4)
 	rows, _ := statusRows(t, c.addrs)
