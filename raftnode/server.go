@@ -25,9 +25,10 @@ type nodeServer struct {
 	chal *challengeState
 }
 
-// export returns the Node capability itself.
+// export returns the Node capability itself, through the grant's
+// Exporter: a Node a token granted stops answering with it.
 func (s *nodeServer) export() capnp.Client {
-	return s.conn.Exporter.Export(schema.Node_Methods(nil, s), s, nil)
+	return s.ex.Export(schema.Node_Methods(nil, s), s, nil)
 }
 
 // Echo returns an Echo capability for this connection.
