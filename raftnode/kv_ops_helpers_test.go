@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"capnproto.org/go/capnp/v3"
+
 	"github.com/capraft/capraft/schema"
 )
 
@@ -95,39 +97,28 @@ func setRange(r schema.RangeOp, o testOp) error {
 	return r.SetAfter([]byte(o.after))
 }
 
+// newOp allocates an operation struct with alloc and fills it from o.
+func newOp[O any](alloc func() (O, error), o testOp, set func(O, testOp) error) error {
+	op, err := alloc()
+	if err != nil {
+		return err
+	}
+	return set(op, o)
+}
+
 func fillOp(dst schema.Op, o testOp) error {
 	dst.SetSeq(o.seq)
 	switch o.kind {
 	case "put":
-		p, err := dst.NewPut()
-		if err != nil {
-			return err
-		}
-		return setPut(p, o)
+		return newOp(dst.NewPut, o, setPut)
 	case "get":
-		g, err := dst.NewGet()
-		if err != nil {
-			return err
-		}
-		return setGet(g, o)
+		return newOp(dst.NewGet, o, setGet)
 	case "delete":
-		d, err := dst.NewDelete()
-		if err != nil {
-			return err
-		}
-		return setDelete(d, o)
+		return newOp(dst.NewDelete, o, setDelete)
 	case "cas":
-		c, err := dst.NewCas()
-		if err != nil {
-			return err
-		}
-		return setCAS(c, o)
+		return newOp(dst.NewCas, o, setCAS)
 	case "range":
-		r, err := dst.NewRange()
-		if err != nil {
-			return err
-		}
-		return setRange(r, o)
+		return newOp(dst.NewRange, o, setRange)
 	}
 	return fmt.Errorf("unknown op kind %q", o.kind)
 }
@@ -230,77 +221,46 @@ func (k *kvClient) batchOps(ctx context.Context, ops []testOp) ([]testResult, er
 	return out, nil
 }
 
+// resultOf waits for a single-operation call and reads its result.
+func resultOf[R interface{ Result() (schema.Result, error) }](f interface{ Struct() (R, error) }, rel capnp.ReleaseFunc) (testResult, error) {
+	defer rel()
+	r, err := f.Struct()
+	if err != nil {
+		return testResult{}, err
+	}
+	res, err := r.Result()
+	if err != nil {
+		return testResult{}, err
+	}
+	return readResult(res), nil
+}
+
 // single runs o through its own KV method (put, get, ...) with k's
 // session.
 func (k *kvClient) single(ctx context.Context, o testOp) (testResult, error) {
-	type resultOf interface{ Result() (schema.Result, error) }
-	read := func(r resultOf, err error) (testResult, error) {
-		if err != nil {
-			return testResult{}, err
-		}
-		res, err := r.Result()
-		if err != nil {
-			return testResult{}, err
-		}
-		return readResult(res), nil
-	}
 	switch o.kind {
 	case "put":
-		f, rel := k.kv.Put(ctx, func(p schema.KV_put_Params) error {
+		return resultOf(k.kv.Put(ctx, func(p schema.KV_put_Params) error {
 			p.SetSession(k.session)
 			p.SetSeq(o.seq)
-			op, err := p.NewOp()
-			if err != nil {
-				return err
-			}
-			return setPut(op, o)
-		})
-		defer rel()
-		return read(f.Struct())
+			return newOp(p.NewOp, o, setPut)
+		}))
 	case "get":
-		f, rel := k.kv.Get(ctx, func(p schema.KV_get_Params) error {
-			op, err := p.NewOp()
-			if err != nil {
-				return err
-			}
-			return setGet(op, o)
-		})
-		defer rel()
-		return read(f.Struct())
+		return resultOf(k.kv.Get(ctx, func(p schema.KV_get_Params) error { return newOp(p.NewOp, o, setGet) }))
 	case "delete":
-		f, rel := k.kv.Delete(ctx, func(p schema.KV_delete_Params) error {
+		return resultOf(k.kv.Delete(ctx, func(p schema.KV_delete_Params) error {
 			p.SetSession(k.session)
 			p.SetSeq(o.seq)
-			op, err := p.NewOp()
-			if err != nil {
-				return err
-			}
-			return setDelete(op, o)
-		})
-		defer rel()
-		return read(f.Struct())
+			return newOp(p.NewOp, o, setDelete)
+		}))
 	case "cas":
-		f, rel := k.kv.Cas(ctx, func(p schema.KV_cas_Params) error {
+		return resultOf(k.kv.Cas(ctx, func(p schema.KV_cas_Params) error {
 			p.SetSession(k.session)
 			p.SetSeq(o.seq)
-			op, err := p.NewOp()
-			if err != nil {
-				return err
-			}
-			return setCAS(op, o)
-		})
-		defer rel()
-		return read(f.Struct())
+			return newOp(p.NewOp, o, setCAS)
+		}))
 	case "range":
-		f, rel := k.kv.Range(ctx, func(p schema.KV_range_Params) error {
-			op, err := p.NewOp()
-			if err != nil {
-				return err
-			}
-			return setRange(op, o)
-		})
-		defer rel()
-		return read(f.Struct())
+		return resultOf(k.kv.Range(ctx, func(p schema.KV_range_Params) error { return newOp(p.NewOp, o, setRange) }))
 	}
 	return testResult{}, fmt.Errorf("unknown op kind %q", o.kind)
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"capnproto.org/go/capnp/v3"
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/capraft/capraft/rpc"
@@ -81,20 +82,51 @@ func TestKVScopeIntersectsRanges(t *testing.T) {
 	}
 }
 
+// singleNode starts a one-node cluster and waits until it leads.
+func singleNode(tb testing.TB) (*Node, context.Context) {
+	n, err := New(Config{ID: 1, DataDir: tb.TempDir(), Logger: hclog.NewNullLogger()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { n.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	tb.Cleanup(cancel)
+	if _, err := n.waitLeader(ctx); err != nil {
+		tb.Fatal(err)
+	}
+	return n, ctx
+}
+
+// callErr waits for a call and returns its failure.
+func callErr[R any](f interface{ Struct() (R, error) }, rel capnp.ReleaseFunc) error {
+	defer rel()
+	_, err := f.Struct()
+	return err
+}
+
+// withKey is an operation struct's key setter.
+type withKey interface{ SetKey([]byte) error }
+
+// keyOp fills the arguments of a single-operation method: session, seq
+// and an operation on key.
+func keyOp[P interface {
+	NewOp() (O, error)
+}, O withKey](key string, set func(P)) func(P) error {
+	return func(p P) error {
+		set(p)
+		op, err := p.NewOp()
+		if err != nil {
+			return err
+		}
+		return op.SetKey([]byte(key))
+	}
+}
+
 // live is asked at the start of every call, the inline operations
 // included, and on capabilities derived by restrict: once it fails, every
 // call fails with its error.
 func TestKVCapabilityChecksLiveOnEveryCall(t *testing.T) {
-	n, err := New(Config{ID: 1, DataDir: t.TempDir(), Logger: hclog.NewNullLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := n.waitLeader(ctx); err != nil {
-		t.Fatal(err)
-	}
+	n, ctx := singleNode(t)
 	var revoked atomic.Bool
 	const why = "permissionDenied: the token was revoked"
 	live := func() error {
@@ -106,7 +138,7 @@ func TestKVCapabilityChecksLiveOnEveryCall(t *testing.T) {
 	conn := &rpc.ConnInfo{Exporter: rpc.NewExporter(nil)}
 	calls := map[string]func(schema.KV, uint64) error{
 		"batch": func(k schema.KV, s uint64) error {
-			f, rel := k.Batch(ctx, func(p schema.KV_batch_Params) error {
+			return callErr(k.Batch(ctx, func(p schema.KV_batch_Params) error {
 				req, err := p.NewReq()
 				if err != nil {
 					return err
@@ -122,101 +154,38 @@ func TestKVCapabilityChecksLiveOnEveryCall(t *testing.T) {
 					return err
 				}
 				return put.SetKey([]byte("app/b"))
-			})
-			defer rel()
-			_, err := f.Struct()
-			return err
+			}))
 		},
 		"put": func(k schema.KV, s uint64) error {
-			f, rel := k.Put(ctx, func(p schema.KV_put_Params) error {
-				p.SetSession(s)
-				p.SetSeq(101)
-				op, err := p.NewOp()
-				if err != nil {
-					return err
-				}
-				return op.SetKey([]byte("app/p"))
-			})
-			defer rel()
-			_, err := f.Struct()
-			return err
+			return callErr(k.Put(ctx, keyOp("app/p", func(p schema.KV_put_Params) { p.SetSession(s); p.SetSeq(101) })))
 		},
 		"get": func(k schema.KV, _ uint64) error {
-			f, rel := k.Get(ctx, func(p schema.KV_get_Params) error {
-				op, err := p.NewOp()
-				if err != nil {
-					return err
-				}
-				return op.SetKey([]byte("app/p"))
-			})
-			defer rel()
-			_, err := f.Struct()
-			return err
+			return callErr(k.Get(ctx, keyOp("app/p", func(schema.KV_get_Params) {})))
 		},
 		"delete": func(k schema.KV, s uint64) error {
-			f, rel := k.Delete(ctx, func(p schema.KV_delete_Params) error {
-				p.SetSession(s)
-				p.SetSeq(102)
-				op, err := p.NewOp()
-				if err != nil {
-					return err
-				}
-				return op.SetKey([]byte("app/p"))
-			})
-			defer rel()
-			_, err := f.Struct()
-			return err
+			return callErr(k.Delete(ctx, keyOp("app/p", func(p schema.KV_delete_Params) { p.SetSession(s); p.SetSeq(102) })))
 		},
 		"cas": func(k schema.KV, s uint64) error {
-			f, rel := k.Cas(ctx, func(p schema.KV_cas_Params) error {
-				p.SetSession(s)
-				p.SetSeq(103)
-				op, err := p.NewOp()
-				if err != nil {
-					return err
-				}
-				op.Expected().SetAbsent()
-				return op.SetKey([]byte("app/c"))
-			})
-			defer rel()
-			_, err := f.Struct()
-			return err
+			return callErr(k.Cas(ctx, keyOp("app/c", func(p schema.KV_cas_Params) { p.SetSession(s); p.SetSeq(103) })))
 		},
 		"range": func(k schema.KV, _ uint64) error {
-			f, rel := k.Range(ctx, func(p schema.KV_range_Params) error {
+			return callErr(k.Range(ctx, func(p schema.KV_range_Params) error {
 				op, err := p.NewOp()
 				if err != nil {
 					return err
 				}
 				return op.SetPrefix([]byte("app/"))
-			})
-			defer rel()
-			_, err := f.Struct()
-			return err
+			}))
 		},
-		"openSession": func(k schema.KV, _ uint64) error {
-			f, rel := k.OpenSession(ctx, nil)
-			defer rel()
-			_, err := f.Struct()
-			return err
-		},
+		"openSession": func(k schema.KV, _ uint64) error { return callErr(k.OpenSession(ctx, nil)) },
 		"keepAlive": func(k schema.KV, s uint64) error {
-			f, rel := k.KeepAlive(ctx, func(p schema.KV_keepAlive_Params) error { p.SetSession(s); return nil })
-			defer rel()
-			_, err := f.Struct()
-			return err
+			return callErr(k.KeepAlive(ctx, func(p schema.KV_keepAlive_Params) error { p.SetSession(s); return nil }))
 		},
 		"closeSession": func(k schema.KV, s uint64) error {
-			f, rel := k.CloseSession(ctx, func(p schema.KV_closeSession_Params) error { p.SetSession(s); return nil })
-			defer rel()
-			_, err := f.Struct()
-			return err
+			return callErr(k.CloseSession(ctx, func(p schema.KV_closeSession_Params) error { p.SetSession(s); return nil }))
 		},
 		"restrict": func(k schema.KV, _ uint64) error {
-			f, rel := k.Restrict(ctx, func(p schema.KV_restrict_Params) error { return p.SetPrefix([]byte("app/x")) })
-			defer rel()
-			_, err := f.Struct()
-			return err
+			return callErr(k.Restrict(ctx, func(p schema.KV_restrict_Params) error { return p.SetPrefix([]byte("app/x")) }))
 		},
 	}
 	for _, sc := range []kvScope{{live: live}, {restricted: true, prefix: []byte("app/"), live: live}} {
@@ -262,16 +231,7 @@ func TestKVCapabilityChecksLiveOnEveryCall(t *testing.T) {
 // and confined with a live check: the per-call cost of enforcing a scope,
 // against a call that does little else.
 func BenchmarkKVScopeGet(b *testing.B) {
-	n, err := New(Config{ID: 1, DataDir: b.TempDir(), Logger: hclog.NewNullLogger()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer n.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	if _, err := n.waitLeader(ctx); err != nil {
-		b.Fatal(err)
-	}
+	n, ctx := singleNode(b)
 	conn := &rpc.ConnInfo{Exporter: rpc.NewExporter(nil)}
 	app := []byte("app/")
 	for _, tc := range []struct {

@@ -649,6 +649,12 @@ func (s *kvServer) serveBatch(call *rpc.InlineCall) {
 // answer: on the loop for writes on the leader (executeWrites) and for
 // linearizable gets (executeGets), else on a goroutine of its own. release is called once ops are not needed.
 func (s *kvServer) run(ctx context.Context, session, ackedBelow uint64, ops []kvOp, forwarded bool, release func(), answer func([]kvResult)) {
+	if len(ops) == 0 {
+		// Every operation was refused or malformed: nothing to run.
+		release()
+		answer(nil)
+		return
+	}
 	if s.scope.restricted && hasWrite(ops) {
 		answer = s.scope.screen(session, ops, answer)
 	}

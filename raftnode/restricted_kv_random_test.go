@@ -19,19 +19,8 @@ type grant struct {
 	readOnly   bool
 }
 
+// String is how the node's messages name g.
 func (g grant) String() string {
-	s := "every key"
-	if g.restricted {
-		s = fmt.Sprintf("prefix %q", g.prefix)
-	}
-	if g.readOnly {
-		s += ", read-only"
-	}
-	return s
-}
-
-// described is how the node's messages name g.
-func (g grant) described() string {
 	s := "every key"
 	if g.restricted {
 		s = fmt.Sprintf("keys with prefix %q", g.prefix)
@@ -393,7 +382,7 @@ func TestRestrictedKVsNeverReachOutsideTheirGrant(t *testing.T) {
 				denied += n
 				for i, r := range rs {
 					if !g.allows(req[i]) {
-						wantDenied(t, fmt.Sprintf("%s: %v", what, req[i]), r.err, g.described())
+						wantDenied(t, fmt.Sprintf("%s: %v", what, req[i]), r.err, g.String())
 					} else {
 						wantDenied(t, fmt.Sprintf("%s: %v in a batch with a refused write", what, req[i]), r.err, "batch was refused")
 					}
@@ -416,7 +405,7 @@ func TestRestrictedKVsNeverReachOutsideTheirGrant(t *testing.T) {
 				}
 				if !g.allows(o) {
 					denied++
-					wantDenied(t, fmt.Sprintf("%s: %v", what, o), rs[i].err, "outside this KV's grant", g.described())
+					wantDenied(t, fmt.Sprintf("%s: %v", what, o), rs[i].err, "outside this KV's grant", g.String())
 					continue
 				}
 				if rs[i].err != nil {

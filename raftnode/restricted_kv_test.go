@@ -187,6 +187,18 @@ func TestRestrictOnlyNarrows(t *testing.T) {
 	if err := put(all, "zzz"); err != nil {
 		t.Errorf("put through a KV restricted to the empty prefix: %v", err)
 	}
+	// A call pipelined on restrict's answer (one round trip) is confined
+	// too.
+	f, rel := w.kv.Restrict(ctx, func(p schema.KV_restrict_Params) error {
+		p.SetRestrictPrefix(true)
+		return p.SetPrefix([]byte("app/"))
+	})
+	defer rel()
+	piped := &kvClient{t: t, kv: f.Kv()}
+	if r, err = piped.single(ctx, testOp{kind: "get", key: "zzz"}); err != nil {
+		t.Fatal(err)
+	}
+	wantDenied(t, "get zzz pipelined on restrict to app/", r.err, `keys with prefix "app/"`)
 }
 
 // rangeAll pages through a range with limit per page and returns every
