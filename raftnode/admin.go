@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/capraft/capraft/raftnode/raft"
@@ -28,16 +29,31 @@ type Member struct {
 
 // runOnLoop runs fn on the loop goroutine and waits for it.
 func (n *Node) runOnLoop(ctx context.Context, fn func()) error {
+	// state: 0 queued, 1 fn runs or ran, 2 abandoned (fn never runs).
+	// An early return abandons fn first, or waits for it if it already
+	// started, so fn never writes what its caller reads after returning.
+	var state atomic.Int32
 	done := make(chan struct{})
-	n.q.push(task{func() { fn(); close(done) }})
+	n.q.push(task{func() {
+		if state.CompareAndSwap(0, 1) {
+			fn()
+			close(done)
+		}
+	}})
+	var err error
 	select {
 	case <-done:
 		return nil
 	case <-n.done:
-		return n.stoppedError()
+		err = n.stoppedError()
 	case <-ctx.Done():
-		return errTimeout
+		err = errTimeout
 	}
+	if state.CompareAndSwap(0, 2) {
+		return err
+	}
+	<-done
+	return nil
 }
 
 // Members returns the configuration as of a linearizable read.
