@@ -211,7 +211,7 @@ func errRevoked(id token.ID) error {
 // The credentials each authority needs, named in permissionDenied errors.
 const (
 	needClient   = "a client credential: a token (raftctl --token/--token-file, client.WithToken) or a client certificate from the cluster CA"
-	needOperator = "an operator credential: an operator token (the first is in operator.token in the data directory of the node that created the cluster; raftctl --token-file) or an operator certificate from the cluster CA"
+	needOperator = "an operator credential: an operator token (each member of a secure cluster writes one to operator.token in its data directory; raftctl --token-file) or an operator certificate from the cluster CA"
 	needPeer     = "a member's credential: a peer certificate from the cluster CA, or proof of the cluster secret (--cluster-secret-file)"
 )
 
@@ -632,8 +632,9 @@ func (n *Node) createFirstTokenKey() {
 
 // writeOperatorToken writes an operator token to the configured file
 // (mode 0600) unless the file exists: the first operator credential of a
-// secure cluster, minted when this node applied the cluster's first
-// token key.
+// secure cluster, minted when this node applies the cluster's first
+// token key — once: not again when it replays its log after a restart, so
+// a token moved away does not come back.
 func (n *Node) writeOperatorToken() {
 	path := n.cfg.Security.OperatorTokenFile
 	if path == "" || !n.cfg.Security.enabled() {

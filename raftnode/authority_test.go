@@ -185,8 +185,9 @@ func TestMemberProofOfClusterSecret(t *testing.T) {
 	// The member's Raft speaks only for id 7.
 	rf, rrel := member.Raft(ctx, nil)
 	defer rrel()
+	rc := rf.Raft() // once: go-capnp deadlocks on a second accessor call before resolution
 	discover := func(from uint64) error {
-		f, rel := rf.Raft().Discover(ctx, func(p schema.Discover_discover_Params) error {
+		f, rel := rc.Discover(ctx, func(p schema.Discover_discover_Params) error {
 			r, err := p.NewReq()
 			if err != nil {
 				return err

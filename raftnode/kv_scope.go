@@ -25,18 +25,10 @@ type kvScope struct {
 	// readOnly refuses writes, and the session methods (sessions exist
 	// to write).
 	readOnly bool
-	// live, when set, is called at the start of every call: an error
-	// (the credential behind the capability was revoked or expired) is
-	// the call's error.
-	live func() error
-}
-
-// alive checks the credential behind the capability.
-func (s *kvScope) alive() error {
-	if s.live == nil {
-		return nil
-	}
-	return s.live()
+	// A credential that can end (a token) is checked on every call by
+	// the Exporter the capability is exported through (see
+	// rpc.Exporter.WithCheck), so capabilities derived by restrict end
+	// with it too.
 }
 
 // confines reports whether operations need checking at all: false for
@@ -61,8 +53,7 @@ func (s *kvScope) String() string {
 
 // narrow returns s further restricted as KV.restrict asks: to prefix
 // when restrictPrefix is set (it must lie within s's prefix), and
-// read-only when readOnly is set or s already is. live carries over: a
-// derived capability ends with the credential of the one it came from.
+// read-only when readOnly is set or s already is.
 func (s kvScope) narrow(prefix []byte, restrictPrefix, readOnly bool) (kvScope, error) {
 	if restrictPrefix {
 		if s.restricted && !bytes.HasPrefix(prefix, s.prefix) {

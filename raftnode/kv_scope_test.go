@@ -122,10 +122,11 @@ func keyOp[P interface {
 	}
 }
 
-// live is asked at the start of every call, the inline operations
-// included, and on capabilities derived by restrict: once it fails, every
-// call fails with its error.
-func TestKVCapabilityChecksLiveOnEveryCall(t *testing.T) {
+// A KV exported through an Exporter with a check (a token's grant) runs it
+// at the start of every call, the inline operations included, and on
+// capabilities derived by restrict: once it fails, every call fails with
+// its error.
+func TestKVCapabilityChecksItsGrantOnEveryCall(t *testing.T) {
 	n, ctx := singleNode(t)
 	var revoked atomic.Bool
 	const why = "permissionDenied: the token was revoked"
@@ -188,9 +189,9 @@ func TestKVCapabilityChecksLiveOnEveryCall(t *testing.T) {
 			return callErr(k.Restrict(ctx, func(p schema.KV_restrict_Params) error { return p.SetPrefix([]byte("app/x")) }))
 		},
 	}
-	for _, sc := range []kvScope{{live: live}, {restricted: true, prefix: []byte("app/"), live: live}} {
+	for _, sc := range []kvScope{{}, {restricted: true, prefix: []byte("app/")}} {
 		revoked.Store(false)
-		root := schema.KV(n.kvCapability(conn.Exporter, sc))
+		root := schema.KV(n.kvCapability(conn.Exporter.WithCheck(live), sc))
 		defer root.Release()
 		f, rel := root.Restrict(ctx, func(p schema.KV_restrict_Params) error {
 			p.SetRestrictPrefix(true)
@@ -227,9 +228,9 @@ func TestKVCapabilityChecksLiveOnEveryCall(t *testing.T) {
 }
 
 // BenchmarkKVScopeGet measures a serializable get made in-process on one
-// node's KV capability, unrestricted (scope=none), confined to a prefix,
-// and confined with a live check: the per-call cost of enforcing a scope,
-// against a call that does little else.
+// node's KV capability, unrestricted (scope=none) and confined to a
+// prefix: the per-call cost of enforcing a scope, against a call that
+// does little else.
 func BenchmarkKVScopeGet(b *testing.B) {
 	n, ctx := singleNode(b)
 	conn := &rpc.ConnInfo{Exporter: rpc.NewExporter(nil)}
@@ -240,7 +241,7 @@ func BenchmarkKVScopeGet(b *testing.B) {
 	}{
 		{"none", kvScope{}},
 		{"prefix", kvScope{restricted: true, prefix: app}},
-		{"prefix+live", kvScope{restricted: true, prefix: app, live: func() error { return nil }}},
+
 	} {
 		b.Run("scope="+tc.name, func(b *testing.B) {
 			k := schema.KV(n.kvCapability(conn.Exporter, tc.scope))

@@ -592,10 +592,6 @@ var batchResultsSize = rpc.ResultsSize(schema.NewKV_batch_Results)
 // answered by the loop when they are applied, anything else by a
 // goroutine of its own.
 func (s *kvServer) serveBatch(call *rpc.InlineCall) {
-	if err := s.scope.alive(); err != nil {
-		call.Return(err)
-		return
-	}
 	req, err := schema.KV_batch_Params(call.Args()).Req()
 	if err != nil {
 		call.Return(invalid("batch: %v", err))
@@ -697,10 +693,6 @@ func singleMethod[P ~capnp.StructKind, R interface {
 }](s *kvServer, newResults func(*capnp.Segment) (R, error), parts func(P) (session, seq uint64, op func() (kvOp, error))) rpc.InlineServe {
 	size := rpc.ResultsSize(newResults)
 	return func(call *rpc.InlineCall) {
-		if err := s.scope.alive(); err != nil {
-			call.Return(err)
-			return
-		}
 		session, seq, decode := parts(P(call.Args()))
 		o, err := decode()
 		if err != nil {
@@ -861,9 +853,6 @@ func remoteError(e schema.Error, has bool) error {
 
 // OpenSession registers a client session through the log.
 func (s *kvServer) OpenSession(ctx context.Context, call schema.KV_openSession) error {
-	if err := s.scope.alive(); err != nil {
-		return err
-	}
 	call.Go()
 	var id uint64
 	err := s.sessionAllowed("openSession")
@@ -896,9 +885,6 @@ func (s *kvServer) OpenSession(ctx context.Context, call schema.KV_openSession) 
 
 // KeepAlive refreshes a session through the log.
 func (s *kvServer) KeepAlive(ctx context.Context, call schema.KV_keepAlive) error {
-	if err := s.scope.alive(); err != nil {
-		return err
-	}
 	if err := s.sessionAllowed("keepAlive"); err != nil {
 		return answerError(call.AllocResults, err, s.n)
 	}
@@ -914,9 +900,6 @@ func (s *kvServer) KeepAlive(ctx context.Context, call schema.KV_keepAlive) erro
 
 // CloseSession forgets a session.
 func (s *kvServer) CloseSession(ctx context.Context, call schema.KV_closeSession) error {
-	if err := s.scope.alive(); err != nil {
-		return err
-	}
 	if err := s.sessionAllowed("closeSession"); err != nil {
 		return answerError(call.AllocResults, err, s.n)
 	}
@@ -942,9 +925,6 @@ func (s *kvServer) sessionAllowed(method string) error {
 // and the restriction asked for (see kvScope.narrow), exported on the
 // same connection.
 func (s *kvServer) Restrict(_ context.Context, call schema.KV_restrict) error {
-	if err := s.scope.alive(); err != nil {
-		return err
-	}
 	args := call.Args()
 	prefix, err := args.Prefix()
 	if err != nil {

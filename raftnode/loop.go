@@ -19,6 +19,11 @@ import (
 type loopState struct {
 	tick  time.Duration
 	addrs map[uint64]string // member id -> address, as of the applied log
+	// logAtStart is the last log index when the node opened its data
+	// directory: entries up to it may have been applied in an earlier
+	// run, so their one-time effects (the operator token) are not
+	// repeated when they are applied again.
+	logAtStart uint64
 
 	role raft.StateType
 	lead uint64
@@ -646,7 +651,7 @@ func (n *Node) apply(e raft.Entry) {
 	if res.Err != nil {
 		n.log.Warn("applied an undecodable entry as a no-op", "index", e.Index, "error", res.Err)
 	}
-	if res.Kind == kv.CmdTokenKey {
+	if res.Kind == kv.CmdTokenKey && e.Index > n.loop.logAtStart {
 		n.writeOperatorToken()
 	}
 	if w := n.loop.byID[res.ID]; w != nil && len(e.Data) > 0 {

@@ -268,6 +268,7 @@ func (n *Node) open() (err error) {
 		return fmt.Errorf("read state from %s: %w", n.cfg.DataDir, err)
 	}
 	last, _ := n.store.LastIndex()
+	n.loop.logAtStart = last
 	_, hasSnap := n.store.SnapshotMeta()
 	// No configuration yet (a vote cast while discovering the peers may
 	// have left a hard state, nothing more).

@@ -138,7 +138,7 @@ func newCommandFor(f *flags) *cobra.Command {
 	fl.StringVar(&f.anonymous, "anonymous", "", "what connections without a credential hold: none, client (kv, echo, status) or operator (also admin) (default: none with a cluster secret or mutual TLS, everything without)")
 	fl.StringVar(&f.dataDir, "data-dir", "raftnode-data", "directory for the write-ahead log and snapshots (created if missing; reused on restart)")
 	fl.StringVar(&f.peers, "peers", "", "initial members of a new cluster as id=host:port,... including this node (default: a single-node cluster of this node); on restart, overrides the addresses of the ids it lists")
-	fl.BoolVar(&f.join, "join", false, "start with an empty data directory and wait to be added with `raftctl member add` instead of bootstrapping a cluster")
+	fl.BoolVar(&f.join, "join", false, "start with an empty data directory and wait to be added with 'raftctl member add' instead of bootstrapping a cluster")
 	fl.BoolVar(&f.forceNewCluster, "force-new-cluster", false, "disaster recovery, once: make this node, with its data, the only voter of its cluster when a majority of the voters lost their data for good; every entry in its log becomes committed (see docs/OPERATIONS.md); start it without the flag afterwards")
 	fl.StringVar(&f.clusterName, "cluster-name", "capraft", "cluster name; nodes refuse peers of a cluster with another name")
 	fl.DurationVar(&f.heartbeat, "heartbeat-interval", 100*time.Millisecond, "how often the leader sends heartbeats (at least 1ms)")
