@@ -273,7 +273,9 @@ func (s *Store) Apply(index uint64, data []byte) Applied {
 		s.clock = cmd.Time
 	}
 	s.expire()
-	s.expireRevocations()
+	if s.revExpiry.Len() > 0 { // inlined: no call on the common path
+		s.expireRevocations()
+	}
 	a := Applied{ID: cmd.ID, Kind: cmd.Kind, Session: cmd.Session}
 	switch cmd.Kind {
 	case CmdOpenSession:
