@@ -274,13 +274,15 @@ func decodeCommand(c *Command, b []byte, ops []WriteOp) error {
 	return d.end()
 }
 
-// end returns the first error, or an error if bytes are left over.
+// end returns the first error, or an error if bytes are left over. It
+// is small enough to inline into decodeCommand's hot path.
 func (d *decoder) end() error {
-	if d.err != nil {
-		return d.err
+	if d.err == nil && d.off != len(d.b) {
+		d.trailing()
 	}
-	if d.off != len(d.b) {
-		return fmt.Errorf("%w command: %d trailing bytes", ErrMalformed, len(d.b)-d.off)
-	}
-	return nil
+	return d.err
+}
+
+func (d *decoder) trailing() {
+	d.err = fmt.Errorf("%w command: %d trailing bytes", ErrMalformed, len(d.b)-d.off)
 }

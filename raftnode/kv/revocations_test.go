@@ -147,7 +147,7 @@ func TestRevocationEpochCountsRevocationsAndRestores(t *testing.T) {
 // can reach).
 func TestRevocationsAreCapped(t *testing.T) {
 	if testing.Short() {
-		t.Skip("fills a million revocations")
+		t.Skip("fills MaxRevocations (262144) revocations")
 	}
 	d := newDriver(t, Config{})
 	for i := range uint64(MaxRevocations) {

@@ -529,16 +529,18 @@ func (s *Store) Restore(r io.Reader) error {
 	return nil
 }
 
+// count reads the count of a list of at most max things.
+func (r *snapReader) count(things string, max uint64) uint64 {
+	n := r.uvarint()
+	if r.err == nil && n > max {
+		r.fail("%d %s, over the limit %d", n, things, max)
+	}
+	return n
+}
+
 // tokenKeys reads the token keys of a version-2 snapshot.
 func (r *snapReader) tokenKeys() []tokenKey {
-	n := r.uvarint()
-	if r.err != nil {
-		return nil
-	}
-	if n > MaxTokenKeys {
-		r.fail("%d token keys, over the limit %d", n, MaxTokenKeys)
-		return nil
-	}
+	n := r.count("token keys", MaxTokenKeys)
 	var keys []tokenKey
 	var last uint64 // ids start at 1
 	for i := uint64(0); i < n && r.err == nil; i++ {
@@ -562,14 +564,7 @@ func (r *snapReader) tokenKeys() []tokenKey {
 // and, those that expire, revExpiry. A kept revocation never expired
 // before the clock.
 func (r *snapReader) revocations(revoked, revExpiry *btree.BTreeG[revocation], clock int64) {
-	n := r.uvarint()
-	if r.err != nil {
-		return
-	}
-	if n > MaxRevocations {
-		r.fail("%d revocations, over the limit %d", n, MaxRevocations)
-		return
-	}
+	n := r.count("revocations", MaxRevocations)
 	var last revocation
 	for i := uint64(0); i < n && r.err == nil; i++ {
 		var rv revocation

@@ -273,7 +273,9 @@ func (s *Store) Apply(index uint64, data []byte) Applied {
 		s.clock = cmd.Time
 	}
 	s.expire()
-	s.expireRevocations()
+	if s.revExpiry.Len() > 0 { // inlined: no call on the common path
+		s.expireRevocations()
+	}
 	a := Applied{ID: cmd.ID, Kind: cmd.Kind, Session: cmd.Session}
 	switch cmd.Kind {
 	case CmdOpenSession:
@@ -762,5 +764,7 @@ func (s *Store) Revoked(id [16]byte) bool {
 // RevocationEpoch returns a counter that grows whenever a revocation is
 // applied or the store is restored from a snapshot: while it is
 // unchanged, no token became revoked. It is one atomic load, without the
-// store's lock, so it is cheap enough to poll on every call.
+// store's lock, so it is cheap enough to poll on every call. Read it
+// before asking Revoked: a revocation applied in between then moves the
+// epoch the caller compares with next time.
 func (s *Store) RevocationEpoch() uint64 { return s.revEpoch.Load() }

@@ -111,6 +111,7 @@ func TestSnapshotKeepsItsTokenKeys(t *testing.T) {
 	d := newDriver(t, Config{})
 	d.apply(tokenKeyCmd(4, secret(32, 4)))
 	d.apply(tokenKeyCmd(2, secret(32, 2)))
+	d.apply(tokenKeyCmd(6, secret(32, 6)))
 	sn := d.s.Snapshot()
 	d.apply(tokenKeyCmd(3, secret(32, 3)))
 	d.apply(tokenKeyCmd(9, secret(32, 9)))
@@ -121,11 +122,11 @@ func TestSnapshotKeepsItsTokenKeys(t *testing.T) {
 	r := restored(t, Config{}, buf.Bytes())
 	for id := range uint64(10) {
 		_, ok := r.TokenKey(id)
-		if want := id == 2 || id == 4; ok != want {
+		if want := id == 2 || id == 4 || id == 6; ok != want {
 			t.Fatalf("restored TokenKey(%d) present %v, want %v", id, ok, want)
 		}
 	}
-	if id, key, _ := r.CurrentTokenKey(); id != 4 || !bytes.Equal(key, secret(32, 4)) {
+	if id, key, _ := r.CurrentTokenKey(); id != 6 || !bytes.Equal(key, secret(32, 6)) {
 		t.Fatalf("restored current key %d %x", id, key)
 	}
 	if id, _, _ := d.s.CurrentTokenKey(); id != 9 {

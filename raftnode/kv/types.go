@@ -181,10 +181,11 @@ const (
 	// MaxTokenKeys is the most token root keys the store holds; a new key
 	// beyond it is refused (TooLarge).
 	MaxTokenKeys = 1024
-	// MaxRevocations is the most revocations the store holds at once; a
-	// new revocation beyond it is refused (TooLarge) until expired ones
-	// are forgotten.
-	MaxRevocations = 1 << 20
+	// MaxRevocations is the most revocations the store holds at once
+	// (about 16 MiB of memory and 6 MiB of snapshot when full); a new
+	// revocation beyond it is refused (TooLarge) until expired ones are
+	// forgotten.
+	MaxRevocations = 1 << 18
 )
 
 // TokenKey is a token root key: the HMAC key that mints and verifies the
