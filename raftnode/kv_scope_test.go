@@ -241,7 +241,6 @@ func BenchmarkKVScopeGet(b *testing.B) {
 	}{
 		{"none", kvScope{}},
 		{"prefix", kvScope{restricted: true, prefix: app}},
-
 	} {
 		b.Run("scope="+tc.name, func(b *testing.B) {
 			k := schema.KV(n.kvCapability(conn.Exporter, tc.scope))
