@@ -226,11 +226,20 @@ func New(cfg Config) (*Node, error) {
 		n.hub.Close()
 		return nil, err
 	}
+	cs := n.core.ConfState()
+	lone := len(cs.Voters) == 1 && cs.Voters[0] == n.cfg.ID && len(cs.VotersOutgoing) == 0
 	n.wg.Add(1)
 	go n.run()
 	if n.loop.discover {
 		n.wg.Add(1)
 		go n.discoverPeers()
+	}
+	if lone {
+		// The loop elects a lone voter at once (see run): wait for it, so
+		// the node serves as leader from its first request.
+		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ElectionTimeout)
+		_, _ = n.waitLeader(ctx)
+		cancel()
 	}
 	return n, nil
 }
