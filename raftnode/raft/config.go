@@ -148,6 +148,10 @@ type testBugs struct {
 	// skipSnapshotChecksum installs a snapshot without checking it
 	// against the leader's checksum.
 	skipSnapshotChecksum bool
+	// staleConfigCounts counts votes and commits with the configuration
+	// in effect alone, however many changes the log holds beyond it
+	// (logconf.go).
+	staleConfigCounts bool
 }
 
 func (c *Config) validate() error {

@@ -119,9 +119,9 @@
 //     Below our term they only earn the rejection that carries our term.
 //   - Everything else (votes, pre-votes, responses, read requests): from
 //     members of this node's configuration only, except a vote request
-//     whose candidate's log is at least as up to date as ours, which may
-//     come from a newer configuration that needs our vote (§4.1)
-//     (ErrNotMember).
+//     that may come from a newer configuration that needs our vote
+//     (§4.1): its log reaches beyond the entry our configuration comes
+//     from and is at least as up to date as ours (ErrNotMember).
 //
 // Status counts the dropped messages; Step's error names why, so the
 // driver can log the sender and the message type.

@@ -166,6 +166,7 @@ func (r *Core) restore(s Snapshot, sum uint32) (bool, error) {
 	r.log.restore(s)
 	r.switchConfig(configFromConfState(s.Meta.ConfState))
 	r.confIndex = s.Meta.Index
+	r.logConf = nil
 	return true, nil
 }
 

@@ -163,7 +163,7 @@ func (r *Core) handleHeartbeatResponse(m Message, pr *tracker.Progress) {
 // through an entry of the current term (§5.4.2, Figure 8): counting
 // replicas of an older term's entry does not make it committed.
 func (r *Core) maybeCommit() bool {
-	mci := r.trk.Committed()
+	mci := r.committedIndex()
 	if mci <= r.log.committed {
 		return false
 	}

@@ -63,6 +63,10 @@ type Core struct {
 
 	leadTransferee   uint64
 	pendingConfIndex uint64
+	// logConf, on a candidate or leader, is the configuration the
+	// membership changes in its log not yet in effect lead to; it counts
+	// with it too (see logconf.go). nil when there are none.
+	logConf *logConfig
 	// confIndex is the log index of the configuration in effect (the
 	// applied conf change or the restored snapshot).
 	confIndex       uint64
@@ -243,6 +247,7 @@ func (r *Core) reset(term uint64) {
 
 func (r *Core) becomeFollower(term, lead uint64) {
 	r.reset(term)
+	r.logConf = nil
 	r.step = stepFollower
 	r.lead = lead
 	r.state = StateFollower
@@ -266,6 +271,7 @@ func (r *Core) becomeCandidate() {
 
 func (r *Core) becomeLeader() {
 	r.reset(r.term)
+	r.logConf = r.latestLogConfig()
 	r.step = stepLeader
 	r.lead = r.id
 	r.state = StateLeader
@@ -330,14 +336,16 @@ func (r *Core) Step(m Message) error {
 //     term (Figure 2), which changes nothing here and makes a stale
 //     leader step down.
 //   - Everything else from members only (voters, learners, outgoing or
-//     next ones), with one exception: a vote request from a candidate
-//     whose log is at least as up to date as ours. Our configuration may
-//     be the one that is behind, and the candidate may need our vote to
-//     form a majority of its newer one (thesis §4.1); a candidate with a
-//     staler log would be refused anyway, and dropping its request keeps
-//     a removed server from raising our term. Responses and read
-//     requests from non-members answer or ask nothing a leader or
-//     candidate of our configuration counts.
+//     next ones), with one exception: a vote request that may come from
+//     a configuration newer than ours, which may need our vote for a
+//     majority (thesis §4.1). A candidate we do not know is a voter only
+//     of a configuration whose entry lies beyond the one ours comes from
+//     (confIndex), and that entry is in its log; and it can only win our
+//     vote with a log at least as up to date as ours. A request failing
+//     either test would be refused anyway, and dropping it keeps a
+//     removed server from raising our term. Responses and read requests
+//     from non-members answer or ask nothing a leader or candidate of
+//     our configuration counts.
 func (r *Core) admit(m Message) error {
 	switch m.Type {
 	case MsgTimeoutNow, MsgReadIndexResp:
@@ -354,7 +362,10 @@ func (r *Core) admit(m Message) error {
 	if _, member := r.trk.Progress[m.From]; member || r.cfg.bugs.admitNonMembers {
 		return nil
 	}
-	if m.Type == MsgVote && r.log.isUpToDate(m.LastLogIndex, m.LastLogTerm) {
+	if m.Type == MsgVoteResp && r.logConfVoter(m.From) {
+		return nil // a voter of the newer configuration this candidate also counts with
+	}
+	if m.Type == MsgVote && m.LastLogIndex > r.confIndex && r.log.isUpToDate(m.LastLogIndex, m.LastLogTerm) {
 		return nil
 	}
 	r.droppedNonMember++
@@ -491,11 +502,12 @@ func (r *Core) campaign(t campaignType) {
 		r.becomeCandidate()
 		voteTerm = r.term
 	}
+	r.logConf = r.latestLogConfig()
 	r.trk.RecordVote(r.id, true)
 	if r.tally() {
 		return
 	}
-	for _, id := range r.trk.Voters.IDs() {
+	for _, id := range r.voterIDs() {
 		if id == r.id {
 			continue
 		}

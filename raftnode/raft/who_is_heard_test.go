@@ -133,10 +133,18 @@ func TestStaleLeaderOutsideTheConfigurationLearnsOurTerm(t *testing.T) {
 
 // Thesis §4.1: a server grants its vote to a candidate missing from its
 // configuration if the candidate's log is up to date: its configuration
-// may be newer than ours and need our vote for a majority.
+// may be newer than ours and need our vote for a majority. It can only
+// be if the candidate's log reaches beyond the entry our configuration
+// comes from (here the bootstrap snapshot at index 1).
 func TestUnknownCandidateWithAnUpToDateLogGetsAVote(t *testing.T) {
 	f, fd := newTestCore(t, 2, []uint64{1, 2, 3}, nil)
-	if err := f.Step(Message{Type: MsgVote, From: 4, To: 2, Term: 5, LastLogIndex: 1, LastLogTerm: 1}); err != nil {
+	// A removed server whose log ends where our configuration begins:
+	// up to date, but it cannot know a newer configuration.
+	if err := f.Step(Message{Type: MsgVote, From: 9, To: 2, Term: 5, LastLogIndex: 1, LastLogTerm: 1}); !errors.Is(err, ErrNotMember) {
+		t.Fatalf("vote request from a candidate that cannot be in a newer configuration: %v", err)
+	}
+	// Candidate 4 holds entry 2, which added it.
+	if err := f.Step(Message{Type: MsgVote, From: 4, To: 2, Term: 5, LastLogIndex: 2, LastLogTerm: 2}); err != nil {
 		t.Fatalf("vote request from an up-to-date unknown candidate: %v", err)
 	}
 	votes := only(persistAll(f, fd), MsgVoteResp)

@@ -171,6 +171,10 @@ func (n *testNode) Kv(context.Context, schema.Node_kv) error         { return er
 func (n *testNode) Status(context.Context, schema.Node_status) error { return errNotServed }
 func (n *testNode) Admin(context.Context, schema.Node_admin) error   { return errNotServed }
 
+func (n *testNode) Login(context.Context, schema.Node_login) error         { return errNotServed }
+func (n *testNode) Challenge(context.Context, schema.Node_challenge) error { return errNotServed }
+func (n *testNode) Identity(context.Context, schema.Node_identity) error   { return errNotServed }
+
 // peerServer is a node serving the Raft capability on loopback.
 type peerServer struct {
 	t       testing.TB
