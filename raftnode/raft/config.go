@@ -142,9 +142,12 @@ type testBugs struct {
 	// whose configuration is behind (or empty, joining) never hears the
 	// leader that would bring it up to date.
 	dropUnknownLeaders bool
-	// leaderOnlyFromAnyone honours TimeoutNow and ReadIndex answers from
-	// any sender at any term, not only from the leader followed.
-	leaderOnlyFromAnyone bool
+	// timeoutNowFromAnyone honours a TimeoutNow from any sender at any
+	// term, not only from the leader followed.
+	timeoutNowFromAnyone bool
+	// readIndexFromAnyone takes a read index answer from any sender at
+	// any term, not only from the leader followed.
+	readIndexFromAnyone bool
 	// skipSnapshotChecksum installs a snapshot without checking it
 	// against the leader's checksum.
 	skipSnapshotChecksum bool

@@ -349,7 +349,10 @@ func (r *Core) Step(m Message) error {
 func (r *Core) admit(m Message) error {
 	switch m.Type {
 	case MsgTimeoutNow, MsgReadIndexResp:
-		if !r.cfg.bugs.leaderOnlyFromAnyone && (r.lead == 0 || m.From != r.lead || m.Term != r.term) {
+		fromLeader := r.lead != 0 && m.From == r.lead && m.Term == r.term
+		bug := r.cfg.bugs.timeoutNowFromAnyone && m.Type == MsgTimeoutNow ||
+			r.cfg.bugs.readIndexFromAnyone && m.Type == MsgReadIndexResp
+		if !fromLeader && !bug {
 			r.droppedNotFromLeader++
 			return ErrNotFromLeader
 		}

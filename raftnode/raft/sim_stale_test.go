@@ -37,6 +37,7 @@ import (
 type heardStats struct {
 	forged, damagedChunks                  int
 	notMember, notFromLeader, snapsRefused int
+	forgedHeard                            int // forged messages Step took: must stay 0
 }
 
 // count records why Step refused a message, if it did.
@@ -72,7 +73,11 @@ func (c *simCluster) forge() {
 	}
 	c.tracef("forged %s", m)
 	c.heard.forged++
-	c.heard.count(n.core.Step(m))
+	err := n.core.Step(m)
+	if err == nil {
+		c.heard.forgedHeard++
+	}
+	c.heard.count(err)
 	c.process(n)
 }
 
@@ -181,8 +186,9 @@ func (c *simCluster) damageChunk(m Message) Message {
 }
 
 // TestSimulationExercisesStalePeers guards the stale-peer configurations
-// against doing nothing: removed nodes must live on, and Step must drop
-// their messages, forged leader-only messages and damaged snapshots.
+// against doing nothing: removed nodes must live on, Step must drop their
+// messages, forged ones and damaged snapshots, and every forged message
+// must be refused.
 func TestSimulationExercisesStalePeers(t *testing.T) {
 	for _, name := range []string{"n=5,stale-peers", "n=3,stale-peers,no-prevote", "n=5,stale-peers,disk-loss"} {
 		var total heardStats
@@ -192,19 +198,23 @@ func TestSimulationExercisesStalePeers(t *testing.T) {
 			if err := c.run(); err != nil {
 				t.Fatalf("%s seed %d: %v", name, seed, err)
 			}
-			for _, n := range c.nodes {
-				if n.zombie {
-					zombies++
-				}
-			}
+			zombies += len(c.zombies())
 			h := c.heard
 			total.forged += h.forged
+			total.forgedHeard += h.forgedHeard
 			total.damagedChunks += h.damagedChunks
 			total.notMember += h.notMember
 			total.notFromLeader += h.notFromLeader
 			total.snapsRefused += h.snapsRefused
 		}
 		t.Logf("%s: zombies=%d %+v", name, zombies, total)
+		if zombies < 10 || total.forged < 100 || total.notMember < 50 || total.notFromLeader < 50 ||
+			total.damagedChunks < 10 || total.snapsRefused < 5 {
+			t.Errorf("%s: too quiet: zombies=%d %+v", name, zombies, total)
+		}
+		if total.forgedHeard != 0 {
+			t.Errorf("%s: Step took %d forged messages", name, total.forgedHeard)
+		}
 	}
 }
 
