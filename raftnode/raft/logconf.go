@@ -39,8 +39,7 @@ type logConfig struct {
 }
 
 // latestLogConfig computes the configuration that the membership changes
-// in the log beyond the one in effect (confIndex) lead to; nil if there
-// are fewer than two. Changes the configuration in effect would skip when
+// in the log not yet in effect lead to; nil if there are fewer than two. Changes the configuration in effect would skip when
 // applied (malformed or not allowed) are skipped here too.
 func (r *Core) latestLogConfig() *logConfig {
 	if r.cfg.bugs.staleConfigCounts {
@@ -49,11 +48,12 @@ func (r *Core) latestLogConfig() *logConfig {
 	var lc *logConfig
 	changes := 0
 	cur := r.trk.Config
-	for lo, last := r.confIndex+1, r.log.lastIndex(); lo <= last; {
+	// Every change up to the applied index is in effect (confIndex has
+	// passed it), so only the unapplied tail is read.
+	for lo, last := max(r.confIndex, r.log.applied)+1, r.log.lastIndex(); lo <= last; {
 		ents, err := r.log.entries(lo, last+1, 1<<20)
 		if err != nil || len(ents) == 0 {
-			// Compacted: then it is applied, and in effect.
-			break
+			break // compacted entries are applied ones
 		}
 		for i := range ents {
 			if ents[i].Type != EntryConfChange {
