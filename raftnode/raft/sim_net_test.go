@@ -3,6 +3,9 @@ package raft
 // Simulated network: delivery with loss, duplication, delay and partitions.
 
 func (c *simCluster) send(m Message) {
+	if m.Type == MsgVote && m.Transfer {
+		c.transferVotes++
+	}
 	c.msgCount++
 	c.byType[m.Type]++
 	c.payloadBytes += payloadSize(m.Entries)

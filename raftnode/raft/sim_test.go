@@ -183,6 +183,9 @@ type simCluster struct {
 	// payloadBytes counts entry payload bytes sent in AppendEntries.
 	payloadBytes uint64
 	heard        heardStats // what stale and buggy peers got through
+	// transferVotes counts vote requests of elections a TimeoutNow
+	// started (leadership transfers the transferee acted on).
+	transferVotes int
 	err          error
 }
 
