@@ -141,6 +141,15 @@
 // change may be pending at a time. A leader removed by a change steps down
 // once the change is applied.
 //
+// Because a configuration takes effect only when applied, a node may hold
+// in its log changes the cluster committed that it has not applied yet.
+// One change behind is harmless (consecutive configurations overlap);
+// two or more behind, a candidate, and the leader it becomes, also count
+// votes, commits and read confirmations with the configuration its log's
+// last change leads to, until that change is applied (logconf.go). The
+// stale-peer simulation found the schedule that needs this: a removed node
+// that ran on gave its vote to a candidate two changes behind.
+//
 // # Storage incarnations
 //
 // Raft assumes a node never forgets what it persisted. A node whose disk
