@@ -186,7 +186,7 @@ type simCluster struct {
 	// transferVotes counts vote requests of elections a TimeoutNow
 	// started (leadership transfers the transferee acted on).
 	transferVotes int
-	err          error
+	err           error
 }
 
 func newSimCluster(seed int64, opts simOptions) *simCluster {
