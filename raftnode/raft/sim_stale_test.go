@@ -218,14 +218,23 @@ func TestSimulationExercisesStalePeers(t *testing.T) {
 	}
 }
 
-// awaitQuiet: after healing, with everything live, the stale and buggy
-// peers (which go on) must not make the members elect again: for
-// quietTicks the leader keeps leading and no member goes past its term.
+// awaitQuiet: after healing, with everything live and no membership
+// change under way, the stale and buggy peers (which go on) must not make
+// the members elect again: for quietTicks the leader keeps leading and no
+// member goes past its term.
 // A zombie campaigning, or a forged TimeoutNow obeyed, would break that.
 func (c *simCluster) awaitQuiet() error {
+	// A membership change still under way may rightly move leadership
+	// (a leader that demoted itself steps down): let it finish first.
+	settled := func(l *simNode) bool {
+		return l != nil && !l.core.trk.Joint() && l.core.pendingConfIndex <= l.core.log.applied
+	}
+	for end := c.now + c.opts.livenessTick; !settled(c.leader()) && c.now < end && c.err == nil; {
+		c.step()
+	}
 	l := c.leader()
-	if l == nil {
-		return errors.New("stability: no leader after healing")
+	if !settled(l) {
+		return errors.New("stability: no leader with its configuration settled after healing")
 	}
 	term := l.core.term
 	for end := c.now + c.opts.quietTicks; c.now < end && c.err == nil; {
