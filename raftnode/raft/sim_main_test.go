@@ -87,8 +87,8 @@ var simConfigs = []struct {
 		o.livenessTick = 500
 		return o
 	}},
-	{"n=5,stale-peers", 300, func() simOptions { return stalePeerOptions(5) }},
-	{"n=3,stale-peers,no-prevote", 300, func() simOptions {
+	{"n=5,stale-peers", 200, func() simOptions { return stalePeerOptions(5) }},
+	{"n=3,stale-peers,no-prevote", 200, func() simOptions {
 		o := stalePeerOptions(3)
 		o.preVote, o.checkQuorum = false, false
 		// Without leader stickiness a removed node whose log is as up
@@ -98,7 +98,7 @@ var simConfigs = []struct {
 		o.quietTicks = 0
 		return o
 	}},
-	{"n=5,stale-peers,disk-loss", 200, func() simOptions {
+	{"n=5,stale-peers,disk-loss", 100, func() simOptions {
 		o := stalePeerOptions(5)
 		o.diskLossP = 0.03
 		o.livenessTick = 400
