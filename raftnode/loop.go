@@ -58,6 +58,10 @@ type loopState struct {
 	snapWALBytes uint64 // log bytes written when the last snapshot started (SnapshotBytes)
 	installed    uint64 // snapshots installed from a leader since start
 
+	// refusals rate-limits the warnings about peer messages the core
+	// refused (refusals.go).
+	refusals refusalLog
+
 	// leaderless is when this node last saw no leader begin (zero while
 	// it knows one); stallLogged when it last said why (logStall).
 	leaderless, stallLogged time.Time
@@ -328,7 +332,7 @@ func (n *Node) drain() {
 
 func (n *Node) step(m raft.Message) {
 	if err := n.core.Step(m); err != nil {
-		n.log.Debug("ignored a peer message", "msg", m.String(), "error", err)
+		n.stepRefused(m, err)
 	}
 }
 
@@ -336,7 +340,7 @@ func (n *Node) step(m raft.Message) {
 // produces the response its RPC returns.
 func (n *Node) stepPeer(p *peerMsg) {
 	if err := n.core.Step(p.m); err != nil {
-		n.log.Debug("ignored a peer request", "msg", p.m.String(), "error", err)
+		n.stepRefused(p.m, err)
 		p.reply(raft.Message{}, false, nil)
 		return
 	}

@@ -325,7 +325,8 @@ func (n *Node) open() (err error) {
 		// Under a steady load the next append carries a new commit
 		// index; the loop announces it when it goes quiet instead
 		// (commitAnnounceDelay). Two fewer calls per follower per write.
-		LazyCommit: true,
+		LazyCommit:     true,
+		VerifySnapshot: n.verifySnapshot,
 	})
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)

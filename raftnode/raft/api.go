@@ -106,6 +106,12 @@ func (r *Core) Bootstrap(s Snapshot) error {
 func (r *Core) proposeConfChange(cc ConfChange) error {
 	r.appendEntries([]Entry{{Type: EntryConfChange, Data: cc.Marshal()}})
 	r.pendingConfIndex = r.log.lastIndex()
+	if r.logConf != nil {
+		// Changes not in effect pile up (logconf.go).
+		if n, err := nextConfig(r.logConf.cfg, cc); err == nil {
+			r.logConf = &logConfig{cfg: n, index: r.pendingConfIndex}
+		}
+	}
 	r.bcastAppend()
 	return nil
 }

@@ -38,8 +38,7 @@ func stepCandidate(r *Core, m Message) {
 
 // tally acts on the votes so far; it reports whether the election ended.
 func (r *Core) tally() bool {
-	_, _, res := r.trk.TallyVotes()
-	switch res {
+	switch r.tallyVotes() {
 	case quorum.VoteWon:
 		if r.state == StatePreCandidate {
 			r.campaign(campaignElection)

@@ -99,6 +99,17 @@ type Config struct {
 	// snapshot, so a faulty peer cannot exhaust memory (default 1 GiB).
 	MaxSnapshotSize uint64
 
+	// VerifySnapshot, if set, checks a snapshot received in full from a
+	// leader (and matching the checksum the leader sent) before the core
+	// installs it: the application decodes Data completely, say by
+	// restoring it into a scratch copy of its state machine. An error
+	// refuses the snapshot: nothing is replaced, the node keeps its log
+	// and state, Step returns ErrSnapshotRefused, and the leader sends
+	// the snapshot again after its resend interval. It runs inside Step,
+	// on the goroutine that owns the core; it must not call the core and
+	// must give the same answer for the same snapshot.
+	VerifySnapshot func(Snapshot) error
+
 	// bugs deliberately breaks the core; set only by tests that prove the
 	// simulator's checkers can fail.
 	bugs testBugs
@@ -123,6 +134,27 @@ type testBugs struct {
 	// lost its disk votes as if it remembered its vote and its log) and
 	// never demotes such a voter.
 	ignoreIncarnation bool
+	// admitNonMembers steps every message whatever its sender (no
+	// membership filter, see admit).
+	admitNonMembers bool
+	// dropUnknownLeaders drops leader traffic from senders outside the
+	// configuration too, without the exception of thesis §4.1: a node
+	// whose configuration is behind (or empty, joining) never hears the
+	// leader that would bring it up to date.
+	dropUnknownLeaders bool
+	// timeoutNowFromAnyone honours a TimeoutNow from any sender at any
+	// term, not only from the leader followed.
+	timeoutNowFromAnyone bool
+	// readIndexFromAnyone takes a read index answer from any sender at
+	// any term, not only from the leader followed.
+	readIndexFromAnyone bool
+	// skipSnapshotChecksum installs a snapshot without checking it
+	// against the leader's checksum.
+	skipSnapshotChecksum bool
+	// staleConfigCounts counts votes and commits with the configuration
+	// in effect alone, however many changes the log holds beyond it
+	// (logconf.go).
+	staleConfigCounts bool
 }
 
 func (c *Config) validate() error {
@@ -182,4 +214,14 @@ var (
 	// ErrBootstrapped: Bootstrap was called on a core that already has a
 	// log or a configuration.
 	ErrBootstrapped = errors.New("raft: already bootstrapped")
+	// ErrNotMember: Step dropped a message from a node that is not a
+	// member of this node's configuration (see "Who is heard" in doc.go).
+	ErrNotMember = errors.New("raft: message from a node that is not a member ignored")
+	// ErrNotFromLeader: Step dropped a TimeoutNow or a ReadIndex answer
+	// that did not come from the leader this node follows, in its term.
+	ErrNotFromLeader = errors.New("raft: message only the current leader may send ignored")
+	// ErrSnapshotRefused: Step completed a snapshot from a leader but
+	// refused it (checksum mismatch or Config.VerifySnapshot failed);
+	// nothing was replaced. Wrapped with the reason.
+	ErrSnapshotRefused = errors.New("raft: snapshot refused")
 )

@@ -81,6 +81,17 @@
 // leader sends Storage.Snapshot() in chunks of Config.MaxSnapshotChunk
 // (InstallSnapshot) to followers whose next entry is compacted.
 //
+// Every chunk carries the CRC-32C of the whole snapshot (Message.Checksum,
+// computed once per snapshot). A follower that has assembled a snapshot
+// checks it against that checksum, then hands it to
+// Config.VerifySnapshot (the application decodes it in full), and only
+// then replaces its log and, through Ready, its state. A snapshot that
+// fails either is refused: nothing changes, Step returns
+// ErrSnapshotRefused, Status counts it, and the leader sends it again
+// after its resend interval. So a snapshot damaged on the way, or one no
+// restore would accept, can never reach the follower's disk, where it
+// would stop the node at its next start.
+//
 // # Messages
 //
 // Message kinds map one to one onto the wire's RPCs: MsgVote/MsgVoteResp
@@ -90,7 +101,34 @@
 // check), MsgSnap/MsgSnapResp (chunked InstallSnapshot), MsgTimeoutNow,
 // and MsgReadIndex/MsgReadIndexResp (a follower asking the leader for a
 // read index). Step ignores malformed or misaddressed messages rather than
-// panicking.
+// panicking, and messages from senders that may not send them (see "Who
+// is heard").
+//
+// # Who is heard
+//
+// Authenticated peers can still be stale or buggy, so Step hears a
+// message only from whoever may send it (Core.admit has the reasoning).
+// Dropping a message never endangers safety, since Raft tolerates any
+// message loss; the rules keep every message progress depends on:
+//
+//   - TimeoutNow and ReadIndex answers: only from the leader this node
+//     follows, in its term (ErrNotFromLeader).
+//   - AppendEntries, heartbeats and InstallSnapshot: from anyone, as
+//     thesis §4.1 requires: a node whose configuration is behind, or a
+//     joining node with none, must follow a leader it does not know yet.
+//     Below our term they only earn the rejection that carries our term.
+//   - Everything else (votes, pre-votes, responses, read requests): from
+//     members of this node's configuration only, except a vote request
+//     that may come from a newer configuration that needs our vote
+//     (§4.1): its log reaches beyond the entry our configuration comes
+//     from and is at least as up to date as ours (ErrNotMember).
+//
+// Status counts the dropped messages; Step's error names why, so the
+// driver can log the sender and the message type.
+//
+// The seeded simulation checks these rules under membership changes, disk
+// loss and stale peers: removed nodes that keep running, and forged
+// TimeoutNow and ReadIndex answers from members that do not lead.
 //
 // # Membership
 //
@@ -102,6 +140,15 @@
 // configuration takes effect when its entry is applied, and only one
 // change may be pending at a time. A leader removed by a change steps down
 // once the change is applied.
+//
+// Because a configuration takes effect only when applied, a node may hold
+// in its log changes the cluster committed that it has not applied yet.
+// One change behind is harmless (consecutive configurations overlap);
+// two or more behind, a candidate, and the leader it becomes, also count
+// votes, commits and read confirmations with the configuration its log's
+// last change leads to, until that change is applied (logconf.go). The
+// stale-peer simulation found the schedule that needs this: a removed node
+// that ran on gave its vote to a candidate two changes behind.
 //
 // # Storage incarnations
 //

@@ -124,8 +124,11 @@ func TestLeadershipTransferPausesProposalsAndSendsTimeoutNow(t *testing.T) {
 	if tn := only(persistAll(c, d), MsgTimeoutNow); len(tn) != 1 || tn[0].To != 2 {
 		t.Fatalf("TimeoutNow: %v", tn)
 	}
-	// The target campaigns at once, skipping pre-vote, with Transfer set.
+	// The target, which follows the leader, campaigns at once, skipping
+	// pre-vote, with Transfer set.
 	f, fd := newTestCore(t, 2, []uint64{1, 2, 3}, func(cfg *Config) { cfg.PreVote = true })
+	f.Step(Message{Type: MsgHeartbeat, From: 1, To: 2, Term: c.term})
+	persistAll(f, fd)
 	f.Step(Message{Type: MsgTimeoutNow, From: 1, To: 2, Term: c.term})
 	votes := only(persistAll(f, fd), MsgVote)
 	if f.state != StateCandidate || len(votes) != 2 || votes[0].PreVote || !votes[0].Transfer {

@@ -1,6 +1,10 @@
 package raft
 
-import "slices"
+import (
+	"fmt"
+	"hash/crc32"
+	"slices"
+)
 
 // stepFollower handles messages as a follower.
 // Precondition: m.Term == r.term (Step has applied the term rules).
@@ -17,7 +21,8 @@ func stepFollower(r *Core, m Message) {
 		r.handleSnapshotChunk(m)
 	case MsgTimeoutNow:
 		// Leadership transfer (§3.10): campaign at once, skipping
-		// pre-vote and bypassing stickiness.
+		// pre-vote and bypassing stickiness. admit let it through only
+		// from the leader we follow, in its term.
 		r.campaign(campaignTransfer)
 	case MsgReadIndexResp:
 		r.readStates = append(r.readStates, ReadState{Index: m.Index, RequestCtx: m.Context})
@@ -75,6 +80,7 @@ func (r *Core) handleHeartbeat(m Message) {
 // snapReceive buffers an InstallSnapshot arriving in chunks.
 type snapReceive struct {
 	meta SnapshotMeta
+	sum  uint32 // the leader's checksum of the whole snapshot
 	data []byte
 }
 
@@ -89,12 +95,14 @@ func (r *Core) handleSnapshotChunk(m Message) {
 		return
 	}
 	rs := r.snapRecv
-	if rs == nil || rs.meta.Index != meta.Index || rs.meta.Term != meta.Term {
+	if rs == nil || rs.meta.Index != meta.Index || rs.meta.Term != meta.Term || rs.sum != m.Checksum {
+		// Another snapshot (a checksum that changed names other bytes):
+		// it must be received from its start.
 		if m.Offset != 0 {
 			r.send(Message{To: m.From, Type: MsgSnapResp, Snapshot: &SnapshotMeta{Index: meta.Index, Term: meta.Term}})
 			return
 		}
-		rs = &snapReceive{meta: cloneMeta(meta)}
+		rs = &snapReceive{meta: cloneMeta(meta), sum: m.Checksum}
 		r.snapRecv = rs
 	}
 	if m.Offset != uint64(len(rs.data)) {
@@ -111,32 +119,55 @@ func (r *Core) handleSnapshotChunk(m Message) {
 		return
 	}
 	r.snapRecv = nil
-	if r.restore(Snapshot{Meta: rs.meta, Data: rs.data}) {
+	installed, err := r.restore(Snapshot{Meta: rs.meta, Data: rs.data}, rs.sum)
+	switch {
+	case err != nil:
+		// Refused: keep everything and answer nothing. The leader
+		// resends after its resend interval, from the start (we expect
+		// offset 0 now), so a snapshot damaged on the way is fetched
+		// again, at a bounded rate if the leader's own copy is bad.
+		r.snapshotsRefused++
+		r.stepErr = fmt.Errorf("%w: snapshot %d/%d (%d bytes) from %d: %w", ErrSnapshotRefused, rs.meta.Index, rs.meta.Term, len(rs.data), m.From, err)
+	case installed:
 		r.send(Message{To: m.From, Type: MsgAppResp, Index: r.log.lastIndex()})
-	} else {
+	default:
 		r.send(Message{To: m.From, Type: MsgAppResp, Index: r.log.committed})
 	}
 }
 
-// restore installs a complete snapshot. It returns false if the snapshot
-// brought nothing new (then the commit index may still move forward).
-func (r *Core) restore(s Snapshot) bool {
+// restore installs a complete snapshot received from a leader, whose
+// checksum the leader gave as sum (0: none). It returns false if the
+// snapshot brought nothing new (then the commit index may still move
+// forward), and an error if the snapshot would replace our state but
+// fails its checksum or Config.VerifySnapshot: then nothing changed.
+func (r *Core) restore(s Snapshot, sum uint32) (bool, error) {
 	if s.Meta.Index <= r.log.committed {
-		return false
+		return false, nil
 	}
 	if len(s.Meta.ConfState.Voters) == 0 {
-		return false // a snapshot without voters cannot be right
+		return false, nil // a snapshot without voters cannot be right
 	}
 	if r.log.matchTerm(s.Meta.Index, s.Meta.Term) {
 		// We already hold the entry the snapshot ends at, so by Log
 		// Matching we hold everything before it: just commit.
 		r.log.commitTo(s.Meta.Index)
-		return false
+		return false, nil
+	}
+	if sum != 0 && !r.cfg.bugs.skipSnapshotChecksum {
+		if got := crc32.Checksum(s.Data, castagnoli); got != sum {
+			return false, fmt.Errorf("checksum mismatch: the data has CRC-32C %08x, the leader sent %08x", got, sum)
+		}
+	}
+	if r.cfg.VerifySnapshot != nil {
+		if err := r.cfg.VerifySnapshot(s); err != nil {
+			return false, fmt.Errorf("undecodable: %w", err)
+		}
 	}
 	r.log.restore(s)
 	r.switchConfig(configFromConfState(s.Meta.ConfState))
 	r.confIndex = s.Meta.Index
-	return true
+	r.logConf = nil
+	return true, nil
 }
 
 func cloneMeta(m SnapshotMeta) SnapshotMeta {

@@ -2,6 +2,7 @@ package raft
 
 import (
 	"errors"
+	"hash/crc32"
 
 	"github.com/capraft/capraft/raftnode/raft/tracker"
 )
@@ -162,7 +163,7 @@ func (r *Core) handleHeartbeatResponse(m Message, pr *tracker.Progress) {
 // through an entry of the current term (§5.4.2, Figure 8): counting
 // replicas of an older term's entry does not make it committed.
 func (r *Core) maybeCommit() bool {
-	mci := r.trk.Committed()
+	mci := r.committedIndex()
 	if mci <= r.log.committed {
 		return false
 	}
@@ -283,7 +284,27 @@ func (r *Core) sendSnapshotChunk(id uint64, pr *tracker.Progress) {
 	r.send(Message{
 		To: id, Type: MsgSnap, Snapshot: &snap.Meta,
 		Offset: off, Data: snap.Data[off:end], Done: end == size,
+		Checksum: r.snapSum.of(snap),
 	})
+}
+
+// castagnoli is the CRC-32C table of snapshot checksums.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// snapChecksum remembers the checksum of the last snapshot sent.
+type snapChecksum struct {
+	index, term, size uint64
+	sum               uint32
+}
+
+// of returns the CRC-32C of s.Data, computing it only for a snapshot
+// other than the last one asked about. Storage never changes a snapshot's
+// bytes in place, so index, term and size identify them.
+func (c *snapChecksum) of(s Snapshot) uint32 {
+	if c.index != s.Meta.Index || c.term != s.Meta.Term || c.size != uint64(len(s.Data)) {
+		*c = snapChecksum{index: s.Meta.Index, term: s.Meta.Term, size: uint64(len(s.Data)), sum: crc32.Checksum(s.Data, castagnoli)}
+	}
+	return c.sum
 }
 
 // bcastHeartbeat sends heartbeats (carrying the read round) and resends

@@ -47,12 +47,14 @@ const (
 	// follower expects. A completed install is answered with MsgAppResp.
 	MsgSnapResp
 	// MsgTimeoutNow tells a caught-up follower to start an election at
-	// once (leadership transfer).
+	// once (leadership transfer). It is honoured only from the leader the
+	// follower follows, in that leader's term.
 	MsgTimeoutNow
 	// MsgReadIndex is a follower forwarding a read request to the leader;
 	// Context identifies the request.
 	MsgReadIndex
-	// MsgReadIndexResp returns the read index (Index) for Context.
+	// MsgReadIndexResp returns the read index (Index) for Context. It is
+	// honoured only from the leader the node follows, in its term.
 	MsgReadIndexResp
 
 	msgTypeEnd // sentinel for validation
@@ -127,6 +129,11 @@ type Message struct {
 	Offset   uint64
 	Data     []byte
 	Done     bool
+	// Checksum, in every MsgSnap chunk, is the CRC-32C (Castagnoli) of
+	// the whole snapshot's Data, computed once per snapshot by the
+	// leader. The follower checks the assembled snapshot against it
+	// before anything is replaced. 0 means none was sent.
+	Checksum uint32
 
 	// ReadIndex request identifier, chosen by the application.
 	Context []byte
@@ -150,7 +157,7 @@ func (m Message) String() string {
 		if m.Snapshot == nil {
 			break
 		}
-		s += fmt.Sprintf(" snap=%d/%d off=%d len=%d done=%v", m.Snapshot.Index, m.Snapshot.Term, m.Offset, len(m.Data), m.Done)
+		s += fmt.Sprintf(" snap=%d/%d off=%d len=%d done=%v crc=%08x", m.Snapshot.Index, m.Snapshot.Term, m.Offset, len(m.Data), m.Done, m.Checksum)
 	case MsgSnapResp:
 		if m.Snapshot == nil {
 			break

@@ -63,6 +63,10 @@ type Core struct {
 
 	leadTransferee   uint64
 	pendingConfIndex uint64
+	// logConf, on a candidate or leader, is the configuration the
+	// membership changes in its log not yet in effect lead to; it counts
+	// with it too (see logconf.go). nil when there are none.
+	logConf *logConfig
 	// confIndex is the log index of the configuration in effect (the
 	// applied conf change or the restored snapshot).
 	confIndex       uint64
@@ -78,6 +82,16 @@ type Core struct {
 
 	reads    readOnly
 	snapRecv *snapReceive
+	// snapSum caches the checksum of the snapshot this leader sends, so
+	// it is computed once per snapshot rather than once per chunk.
+	snapSum snapChecksum
+
+	// Messages Step refused, for Status: from non-members, leader-only
+	// messages not from the leader, snapshots that failed verification.
+	droppedNonMember, droppedNotFromLeader, snapshotsRefused uint64
+	// stepErr is what the message being stepped made the core refuse
+	// deep inside the handlers (a snapshot); Step returns it.
+	stepErr error
 
 	// uncounted holds voters whose vote arrived from an incarnation the
 	// configuration does not count (storage lost), for Status.
@@ -233,6 +247,7 @@ func (r *Core) reset(term uint64) {
 
 func (r *Core) becomeFollower(term, lead uint64) {
 	r.reset(term)
+	r.logConf = nil
 	r.step = stepFollower
 	r.lead = lead
 	r.state = StateFollower
@@ -256,6 +271,7 @@ func (r *Core) becomeCandidate() {
 
 func (r *Core) becomeLeader() {
 	r.reset(r.term)
+	r.logConf = r.latestLogConfig()
 	r.step = stepLeader
 	r.lead = r.id
 	r.state = StateLeader
@@ -294,13 +310,81 @@ func (r *Core) Step(m Message) error {
 	if !r.validMessage(m) {
 		return ErrInvalidMessage
 	}
+	if err := r.admit(m); err != nil {
+		return err
+	}
+	r.stepErr = nil
+	r.stepByTerm(m)
+	err := r.stepErr
+	r.stepErr = nil
+	return err
+}
+
+// admit decides who is heard (see "Who is heard" in doc.go). Dropping a
+// message never endangers safety (Raft tolerates any message loss); these
+// rules keep a stale or buggy peer from disturbing a node, while every
+// message a correct cluster needs for progress still gets through:
+//
+//   - TimeoutNow and ReadIndex answers only from the leader this node
+//     follows, in its term: a TimeoutNow makes this node depose that
+//     leader, so nobody else may order it; a read index from anyone but
+//     the leader asked would answer a read with a stale index.
+//   - Leader traffic (AppendEntries, heartbeats, InstallSnapshot) from
+//     anyone (thesis §4.1): a node whose configuration is behind, or
+//     empty (joining), learns of its leader only through this traffic.
+//     At a term below ours it only earns the rejection that carries our
+//     term (Figure 2), which changes nothing here and makes a stale
+//     leader step down.
+//   - Everything else from members only (voters, learners, outgoing or
+//     next ones), with one exception: a vote request that may come from
+//     a configuration newer than ours, which may need our vote for a
+//     majority (thesis §4.1). A candidate we do not know is a voter only
+//     of a configuration whose entry lies beyond the one ours comes from
+//     (confIndex), and that entry is in its log; and it can only win our
+//     vote with a log at least as up to date as ours. A request failing
+//     either test would be refused anyway, and dropping it keeps a
+//     removed server from raising our term. Responses and read requests
+//     from non-members answer or ask nothing a leader or candidate of
+//     our configuration counts.
+func (r *Core) admit(m Message) error {
+	switch m.Type {
+	case MsgTimeoutNow, MsgReadIndexResp:
+		fromLeader := r.lead != 0 && m.From == r.lead && m.Term == r.term
+		bug := r.cfg.bugs.timeoutNowFromAnyone && m.Type == MsgTimeoutNow ||
+			r.cfg.bugs.readIndexFromAnyone && m.Type == MsgReadIndexResp
+		if !fromLeader && !bug {
+			r.droppedNotFromLeader++
+			return ErrNotFromLeader
+		}
+		return nil
+	case MsgApp, MsgHeartbeat, MsgSnap:
+		if !r.cfg.bugs.dropUnknownLeaders {
+			return nil
+		}
+	}
+	if _, member := r.trk.Progress[m.From]; member || r.cfg.bugs.admitNonMembers {
+		return nil
+	}
+	if m.Type == MsgVoteResp && r.logConfVoter(m.From) {
+		return nil // a voter of the newer configuration this candidate also counts with
+	}
+	if m.Type == MsgVote && m.LastLogIndex > r.confIndex && r.log.isUpToDate(m.LastLogIndex, m.LastLogTerm) {
+		return nil
+	}
+	r.droppedNonMember++
+	return ErrNotMember
+}
+
+// stepByTerm applies Raft's term rules to an admitted message and hands
+// it to the handler of the current role.
+func (r *Core) stepByTerm(m Message) {
 	switch {
 	case m.Term > r.term:
 		if m.Type == MsgVote && !m.Transfer && r.cfg.CheckQuorum && r.inLease() {
 			// Leader stickiness (§4.2.3): we heard from a live leader
 			// within the minimum election timeout, so this candidate
 			// cannot be needed; ignore it without adopting its term.
-			return nil
+			return
 		}
 		switch {
 		case m.Type == MsgVote && m.PreVote:
@@ -325,14 +409,13 @@ func (r *Core) Step(m Message) error {
 		case m.Type == MsgVote && m.PreVote:
 			r.send(Message{To: m.From, Type: MsgVoteResp, PreVote: true})
 		}
-		return nil
+		return
 	}
 	if m.Type == MsgVote {
 		r.handleVote(m)
-		return nil
+		return
 	}
 	r.step(r, m)
-	return nil
 }
 
 // inLease reports whether we heard from a leader within the minimum
@@ -422,11 +505,12 @@ func (r *Core) campaign(t campaignType) {
 		r.becomeCandidate()
 		voteTerm = r.term
 	}
+	r.logConf = r.latestLogConfig()
 	r.trk.RecordVote(r.id, true)
 	if r.tally() {
 		return
 	}
-	for _, id := range r.trk.Voters.IDs() {
+	for _, id := range r.voterIDs() {
 		if id == r.id {
 			continue
 		}

@@ -89,7 +89,7 @@ func (r *Core) leaderRead(from uint64, ctx []byte) {
 		return
 	}
 	req.index = r.log.committed
-	if r.trk.IsSingleton() && r.trk.Voters.Contains(r.id) {
+	if r.trk.IsSingleton() && r.trk.Voters.Contains(r.id) && r.logConf == nil {
 		r.answerRead(req)
 		return
 	}
@@ -120,6 +120,11 @@ func (r *Core) advanceReads() {
 		return
 	}
 	confirmed := r.trk.Voters.CommittedIndex(readAcks{self: r.id, ro: &r.reads})
+	if r.logConf != nil {
+		// A leader elected by the newer configuration could exist
+		// unless a majority of it still follows us too.
+		confirmed = min(confirmed, r.logConf.cfg.Voters.CommittedIndex(readAcks{self: r.id, ro: &r.reads}))
+	}
 	n := 0
 	for _, req := range r.reads.pending {
 		if req.seq > confirmed {

@@ -201,6 +201,7 @@ func (r *Core) applyConfEntry(e Entry) {
 		return
 	}
 	r.switchConfig(n)
+	r.appliedLogConf()
 	if r.state != StateLeader {
 		return
 	}

@@ -170,7 +170,8 @@ func (c *simCluster) addNode() uint64 {
 }
 
 // retire stops nodes that a node's applied (hence committed) config no
-// longer names, as an operator would, so they do not linger as campaigners.
+// longer names, as an operator would, so they do not linger as campaigners;
+// with zombieP, some linger all the same, as stale peers.
 func (c *simCluster) retire(before, after ConfState) {
 	still := map[uint64]bool{}
 	for _, l := range [][]uint64{after.Voters, after.VotersOutgoing, after.Learners, after.LearnersNext} {
@@ -182,6 +183,11 @@ func (c *simCluster) retire(before, after ConfState) {
 		for _, id := range l {
 			if n := c.nodes[id]; n != nil && !still[id] && !n.removed {
 				n.removed = true
+				if n.up && c.opts.zombieP > 0 && c.rng.Float64() < c.opts.zombieP {
+					c.tracef("node %d removed, runs on as a stale peer", n.id)
+					n.zombie = true
+					continue
+				}
 				if n.up {
 					c.crash(n)
 				}

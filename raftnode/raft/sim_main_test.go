@@ -87,6 +87,44 @@ var simConfigs = []struct {
 		o.livenessTick = 500
 		return o
 	}},
+	{"n=5,stale-peers", 200, func() simOptions { return stalePeerOptions(5) }},
+	{"n=3,stale-peers,no-prevote", 200, func() simOptions {
+		o := stalePeerOptions(3)
+		o.preVote, o.checkQuorum = false, false
+		// Without leader stickiness a removed node whose log is as up
+		// to date as the members' rightly gets their votes (§4.1) and
+		// with them a new term: the disruption of §4.2.3, which only
+		// check-quorum prevents. Liveness and safety still must hold.
+		o.quietTicks = 0
+		return o
+	}},
+	{"n=5,stale-peers,disk-loss", 100, func() simOptions {
+		o := stalePeerOptions(5)
+		o.diskLossP = 0.03
+		o.livenessTick = 400
+		return o
+	}},
+}
+
+// stalePeerOptions adds stale and buggy peers (sim_stale_test.go) to the
+// default simulation, with membership changes twice as frequent, so more
+// removed nodes live on.
+func stalePeerOptions(n int) simOptions {
+	o := defaultSimOptions(n)
+	o.confChangeP = 0.03
+	o.zombieP, o.forgeP, o.damageSnapP = 0.7, 0.05, 0.2
+	o.quietTicks = 100
+	return o
+}
+
+// simConfig returns the options of the configuration called name.
+func simConfig(name string) simOptions {
+	for _, sc := range simConfigs {
+		if sc.name == name {
+			return sc.opts()
+		}
+	}
+	panic("no simulation configuration " + name)
 }
 
 // TestSimulation is the core's main test: whole clusters under faults,

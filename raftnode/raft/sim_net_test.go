@@ -3,6 +3,9 @@ package raft
 // Simulated network: delivery with loss, duplication, delay and partitions.
 
 func (c *simCluster) send(m Message) {
+	if m.Type == MsgVote && m.Transfer {
+		c.transferVotes++
+	}
 	c.msgCount++
 	c.byType[m.Type]++
 	c.payloadBytes += payloadSize(m.Entries)
@@ -11,6 +14,9 @@ func (c *simCluster) send(m Message) {
 	}
 	if c.lossy && c.rng.Float64() < c.opts.dropP {
 		return
+	}
+	if m.Type == MsgSnap && c.lossy && c.opts.damageSnapP > 0 && c.rng.Float64() < c.opts.damageSnapP {
+		m = c.damageChunk(m)
 	}
 	delay := 0
 	if c.lossy && c.opts.maxDelay > 0 {
@@ -45,7 +51,7 @@ func (c *simCluster) deliver() {
 			}
 			continue
 		}
-		_ = to.core.Step(m)
+		c.heard.count(to.core.Step(m))
 		c.process(to)
 	}
 }
@@ -97,7 +103,7 @@ func (c *simCluster) deliverEarly(n *simNode, k int) {
 	for _, im := range c.queue {
 		if k > 0 && im.m.To == n.id && !c.cut[[2]uint64{im.m.From, im.m.To}] {
 			k--
-			_ = n.core.Step(im.m)
+			c.heard.count(n.core.Step(im.m))
 			continue
 		}
 		rest = append(rest, im)

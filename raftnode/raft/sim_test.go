@@ -31,6 +31,11 @@ import (
 // demotion); leadership transfers; snapshots and compaction every few
 // entries with small chunks, so InstallSnapshot happens often.
 //
+// Stale and buggy peers, in the configurations that ask for them
+// (sim_stale_test.go): removed nodes that keep running with what they last
+// knew, snapshot chunks damaged on the way, and members that send
+// TimeoutNow or read index answers although they do not lead.
+//
 // Clients issue Puts (through the log) and Gets (through ReadIndex, on
 // leaders and followers) against a 3-key KV store. A Put whose outcome is
 // unknown (node crashed, timed out) stays in the history as possibly
@@ -85,6 +90,20 @@ type simOptions struct {
 	// comes back empty) or part of it (Damage), whenever the cluster can
 	// still restore it by itself (see mayLoseDisk).
 	diskLossP float64
+	// zombieP is the chance that a node removed from the configuration
+	// keeps running (a stale peer) instead of being stopped.
+	zombieP float64
+	// forgeP is the chance per tick, healed or not, that a buggy member
+	// sends a node a TimeoutNow or a read index answer although it does
+	// not lead it (see forge).
+	forgeP float64
+	// damageSnapP is the chance that a snapshot chunk is damaged on the
+	// way while the network is lossy.
+	damageSnapP float64
+	// quietTicks, if set, is how long the healed cluster must then keep
+	// its leader and term although stale and buggy peers go on (see
+	// awaitQuiet).
+	quietTicks int
 }
 
 func defaultSimOptions(n int) simOptions {
@@ -104,6 +123,7 @@ type simNode struct {
 	model   diskModel // what disk must hold (sim_disk_test.go)
 	up      bool
 	removed bool // permanently stopped after removal from the config
+	zombie  bool // removed, yet running on (zombieP)
 	kv      map[string]string
 	applied uint64
 	reads   map[string]uint64 // ReadIndex ctx -> confirmed index
@@ -162,7 +182,11 @@ type simCluster struct {
 	byType   [msgTypeEnd]int
 	// payloadBytes counts entry payload bytes sent in AppendEntries.
 	payloadBytes uint64
-	err          error
+	heard        heardStats // what stale and buggy peers got through
+	// transferVotes counts vote requests of elections a TimeoutNow
+	// started (leadership transfers the transferee acted on).
+	transferVotes int
+	err           error
 }
 
 func newSimCluster(seed int64, opts simOptions) *simCluster {
@@ -232,8 +256,19 @@ func (c *simCluster) coreConfig(id uint64, disk SimDisk) Config {
 		LazyCommit:    c.opts.lazyCommit,
 		MaxSizePerMsg: 64, MaxEntriesPerMsg: c.opts.maxEntries, MaxInflightMsgs: 4,
 		MaxUncommittedEntriesSize: 1024, MaxSnapshotChunk: 48,
-		bugs: c.opts.bugs,
+		VerifySnapshot: verifySimSnapshot,
+		bugs:           c.opts.bugs,
 	}
+}
+
+// verifySimSnapshot is the application's check of a received snapshot:
+// it must decode (empty data is the bootstrap snapshot's).
+func verifySimSnapshot(s Snapshot) error {
+	if len(s.Data) == 0 {
+		return nil
+	}
+	var kv map[string]string
+	return json.Unmarshal(s.Data, &kv)
 }
 
 // start boots (or reboots) a node from what its disk holds.
@@ -318,7 +353,10 @@ func (c *simCluster) process(n *simNode) {
 		if !rd.Snapshot.IsEmpty() {
 			n.kv = map[string]string{}
 			if len(rd.Snapshot.Data) > 0 {
-				_ = json.Unmarshal(rd.Snapshot.Data, &n.kv)
+				if err := json.Unmarshal(rd.Snapshot.Data, &n.kv); err != nil {
+					c.failf("node %d installed snapshot %d, which does not decode: %v", n.id, rd.Snapshot.Meta.Index, err)
+					return
+				}
 			}
 			n.applied = rd.Snapshot.Meta.Index
 		}
@@ -474,6 +512,9 @@ func (c *simCluster) leader() *simNode {
 // step runs one tick of the whole cluster.
 func (c *simCluster) step() {
 	c.now++
+	if c.opts.forgeP > 0 && c.rng.Float64() < c.opts.forgeP {
+		c.forge()
+	}
 	for _, n := range c.upNodes() {
 		if n.up { // processing another node may have retired this one
 			n.core.Tick()
@@ -512,6 +553,11 @@ func (c *simCluster) run() error {
 	}
 	if c.opts.diskLossP > 0 {
 		if err := c.awaitRestored(); err != nil {
+			return err
+		}
+	}
+	if c.opts.quietTicks > 0 {
+		if err := c.awaitQuiet(); err != nil {
 			return err
 		}
 	}

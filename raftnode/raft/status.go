@@ -38,6 +38,17 @@ type Status struct {
 	// (they lost their storage), with that incarnation: the reason an
 	// election cannot be won, if they leave no majority.
 	UncountedVoters map[uint64]uint64
+	// DroppedNonMember counts messages Step dropped because their sender
+	// is not a member of this node's configuration (ErrNotMember).
+	DroppedNonMember uint64
+	// DroppedNotFromLeader counts TimeoutNow and ReadIndex answers Step
+	// dropped because they did not come from the leader this node
+	// follows, in its term (ErrNotFromLeader).
+	DroppedNotFromLeader uint64
+	// SnapshotsRefused counts snapshots received in full and refused
+	// because they failed their checksum or Config.VerifySnapshot
+	// (ErrSnapshotRefused).
+	SnapshotsRefused uint64
 }
 
 // Status reports the core's current state.
@@ -47,7 +58,9 @@ func (r *Core) Status() Status {
 		Commit: r.log.committed, Applied: r.log.applied,
 		FirstIndex: r.log.firstIndex(), LastIndex: r.log.lastIndex(),
 		LeadTransferee: r.leadTransferee, Config: r.ConfState(),
-		Incarnation: r.cfg.Incarnation,
+		Incarnation:      r.cfg.Incarnation,
+		DroppedNonMember: r.droppedNonMember, DroppedNotFromLeader: r.droppedNotFromLeader,
+		SnapshotsRefused: r.snapshotsRefused,
 	}
 	if len(r.uncounted) > 0 {
 		s.UncountedVoters = make(map[uint64]uint64, len(r.uncounted))

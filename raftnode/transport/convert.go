@@ -3,6 +3,7 @@ package transport
 import (
 	"errors"
 	"fmt"
+	"math"
 
 	"capnproto.org/go/capnp/v3"
 
@@ -34,7 +35,9 @@ import (
 //
 // What the wire does not carry: SnapshotChunk.totalSize has no Message
 // field, so it is sent as 0 (unknown). Empty slices (entries, data,
-// context, configuration lists) come back as nil.
+// context, configuration lists) come back as nil. SnapshotChunk.checksum
+// is a UInt64 on the wire holding Message.Checksum, a CRC-32C; a chunk
+// whose checksum does not fit 32 bits is refused.
 
 // errNoSnapshot: a MsgSnap without metadata cannot be encoded.
 var errNoSnapshot = errors.New("MsgSnap without snapshot metadata")
@@ -254,6 +257,7 @@ func encodeSnap(p schema.InstallSnapshot_installSnapshot_Params, hd header, m ra
 	}
 	r.SetOffset(m.Offset)
 	r.SetDone(m.Done)
+	r.SetChecksum(uint64(m.Checksum))
 	if len(m.Data) > 0 {
 		return r.SetData(m.Data)
 	}
@@ -467,10 +471,14 @@ func decodeSnap(p schema.InstallSnapshot_installSnapshot_Params, cluster, local 
 	if err != nil {
 		return raft.Message{}, fmt.Errorf("read snapshot data: %w", err)
 	}
+	sum := r.Checksum()
+	if sum > math.MaxUint32 {
+		return raft.Message{}, fmt.Errorf("refused: snapshot checksum %#x is not a CRC-32C", sum)
+	}
 	return raft.Message{
 		Type: raft.MsgSnap, From: hd.from, To: hd.to, Term: r.Term(), Incarnation: hd.inc,
 		Snapshot: &raft.SnapshotMeta{Index: r.LastIncludedIndex(), Term: r.LastIncludedTerm(), ConfState: cs},
-		Offset:   r.Offset(), Data: cloneBytes(data), Done: r.Done(),
+		Offset:   r.Offset(), Data: cloneBytes(data), Done: r.Done(), Checksum: uint32(sum),
 	}, nil
 }
 

@@ -66,7 +66,7 @@ func randMessage(rng *rand.Rand, typ raft.MessageType) raft.Message {
 		Granted: rng.IntN(2) == 0, Index: randU(rng), LogTerm: randU(rng), Commit: randU(rng),
 		Reject: rng.IntN(2) == 0, ConflictIndex: randU(rng), ConflictTerm: randU(rng), LastIndex: randU(rng),
 		Seq: randU(rng), Offset: randU(rng), Data: randBytes(rng, 300), Done: rng.IntN(2) == 0,
-		Context: randBytes(rng, 40),
+		Context: randBytes(rng, 40), Checksum: rng.Uint32(),
 	}
 	if typ != raft.MsgHeartbeat && rng.IntN(3) > 0 {
 		n := rng.IntN(20)
@@ -121,7 +121,7 @@ func wireRequest(m raft.Message) raft.Message {
 			LearnersNext: nilIfNone(cs.LearnersNext), AutoLeave: cs.AutoLeave,
 			AutoPromote: nilIfNone(cs.AutoPromote), Incarnations: cs.Incarnations,
 		}}
-		w.Offset, w.Data, w.Done = m.Offset, nilIfEmpty(m.Data), m.Done
+		w.Offset, w.Data, w.Done, w.Checksum = m.Offset, nilIfEmpty(m.Data), m.Done, m.Checksum
 	case raft.MsgReadIndex:
 		w.Context = nilIfEmpty(m.Context)
 	}
@@ -389,4 +389,27 @@ func FuzzDecode(f *testing.F) {
 			_, _, _ = decodeResponse(req, s)
 		}
 	})
+}
+
+// SnapshotChunk.checksum is a UInt64 on the wire but holds a CRC-32C: a
+// chunk whose checksum does not fit 32 bits is refused, not truncated
+// into one that might match.
+func TestSnapshotChecksumWiderThanCRC32IsRefused(t *testing.T) {
+	m := raft.Message{Type: raft.MsgSnap, From: 1, To: 2, Term: 3, Snapshot: &raft.SnapshotMeta{Index: 9, Term: 3}, Data: []byte("x"), Checksum: 0xdeadbeef}
+	msg, err := encodeRequestMsg(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := reread(t, msg)
+	if got, err := decodeRequest(raft.MsgSnap, s, testCluster, 2); err != nil || got.Checksum != 0xdeadbeef {
+		t.Fatalf("a CRC-32C checksum: decoded %08x, %v", got.Checksum, err)
+	}
+	req, err := schema.InstallSnapshot_installSnapshot_Params(s).Req()
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.SetChecksum(1<<32 | 0xdeadbeef)
+	if _, err := decodeRequest(raft.MsgSnap, s, testCluster, 2); err == nil {
+		t.Fatal("a checksum wider than 32 bits was accepted")
+	}
 }

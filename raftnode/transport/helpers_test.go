@@ -176,6 +176,10 @@ func (n *testNode) Challenge(context.Context, schema.Node_challenge) error {
 }
 func (n *testNode) Identity(context.Context, schema.Node_identity) error { return errNotServed }
 
+func (n *testNode) Login(context.Context, schema.Node_login) error         { return errNotServed }
+func (n *testNode) Challenge(context.Context, schema.Node_challenge) error { return errNotServed }
+func (n *testNode) Identity(context.Context, schema.Node_identity) error   { return errNotServed }
+
 // peerServer is a node serving the Raft capability on loopback.
 type peerServer struct {
 	t       testing.TB
