@@ -166,16 +166,10 @@ func (n *testNode) Info(_ context.Context, call schema.Node_info) error {
 
 var errNotServed = errors.New("not served by the test node")
 
-func (n *testNode) Echo(context.Context, schema.Node_echo) error     { return errNotServed }
-func (n *testNode) Kv(context.Context, schema.Node_kv) error         { return errNotServed }
-func (n *testNode) Status(context.Context, schema.Node_status) error { return errNotServed }
-func (n *testNode) Admin(context.Context, schema.Node_admin) error   { return errNotServed }
-func (n *testNode) Login(context.Context, schema.Node_login) error   { return errNotServed }
-func (n *testNode) Challenge(context.Context, schema.Node_challenge) error {
-	return errNotServed
-}
-func (n *testNode) Identity(context.Context, schema.Node_identity) error { return errNotServed }
-
+func (n *testNode) Echo(context.Context, schema.Node_echo) error           { return errNotServed }
+func (n *testNode) Kv(context.Context, schema.Node_kv) error               { return errNotServed }
+func (n *testNode) Status(context.Context, schema.Node_status) error       { return errNotServed }
+func (n *testNode) Admin(context.Context, schema.Node_admin) error         { return errNotServed }
 func (n *testNode) Login(context.Context, schema.Node_login) error         { return errNotServed }
 func (n *testNode) Challenge(context.Context, schema.Node_challenge) error { return errNotServed }
 func (n *testNode) Identity(context.Context, schema.Node_identity) error   { return errNotServed }
