@@ -53,6 +53,11 @@ func (e *Exporter) WithCheck(check func() error) *Exporter {
 	return &c
 }
 
+// Check runs the Exporter's check (see WithCheck), if any: for work a
+// capability does on its own, such as delivering to a listener, that must
+// end with the grant as its calls do.
+func (e *Exporter) Check() error { return e.admit() }
+
 // admit runs the Exporter's check for a call that arrived.
 func (e *Exporter) admit() error {
 	if e.check == nil {

@@ -188,7 +188,7 @@ func (l *memListener) Closed(_ context.Context, call schema.EchoListener_closed)
 // subscribe subscribes l to hub.
 func subscribe(t *testing.T, hub *echo.Hub, l *memListener) {
 	t.Helper()
-	cancel, err := hub.Subscribe(schema.EchoListener_ServerToClient(l))
+	cancel, err := hub.Subscribe(schema.EchoListener_ServerToClient(l), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

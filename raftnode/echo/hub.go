@@ -196,12 +196,16 @@ func (h *Hub) dropLocked(s *subscriber, reason string) {
 func (h *Hub) UndeliveredBytes() int64 { return h.undelivered.Load() }
 
 // Subscribe starts delivering messages published from now on to listener.
-// The hub takes ownership of listener. The returned cancel function ends the
-// subscription without calling listener.closed; it is idempotent.
-func (h *Hub) Subscribe(listener schema.EchoListener) (cancel func(), err error) {
+// The hub takes ownership of listener. check, if not nil, runs before each
+// delivery: once it fails (the subscriber's credential was revoked or
+// expired), the listener is dropped with its error as the reason. The
+// returned cancel function ends the subscription without calling
+// listener.closed; it is idempotent.
+func (h *Hub) Subscribe(listener schema.EchoListener, check func() error) (cancel func(), err error) {
 	s := &subscriber{
 		hub:      h,
 		listener: listener,
+		check:    check,
 		wake:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
 	}
@@ -259,6 +263,13 @@ func (h *Hub) run(s *subscriber) {
 		if !ok {
 			break
 		}
+		if s.check != nil {
+			if err := s.check(); err != nil {
+				s.delivered()
+				h.drop(s, "listener dropped: "+err.Error())
+				break
+			}
+		}
 		err := deliver(s.ctx, s.listener, batch)
 		s.delivered()
 		if err != nil {
@@ -315,6 +326,7 @@ func deliver(ctx context.Context, l schema.EchoListener, batch []Message) error 
 type subscriber struct {
 	hub         *Hub
 	listener    schema.EchoListener
+	check       func() error    // the credential behind the subscription; nil: none
 	ctx         context.Context // cancelled when dropped: aborts a call in flight
 	cancelCalls context.CancelFunc
 	wake        chan struct{} // capacity 1: "the queue is not empty or we are done"

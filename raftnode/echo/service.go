@@ -51,7 +51,7 @@ func (e *echoServer) Subscribe(_ context.Context, call schema.Echo_subscribe) er
 	if !listener.IsValid() {
 		return errNoListener
 	}
-	cancel, err := e.hub.Subscribe(listener.AddRef())
+	cancel, err := e.hub.Subscribe(listener.AddRef(), e.ex.Check)
 	if err != nil {
 		return err
 	}
