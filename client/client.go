@@ -56,6 +56,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -467,7 +468,10 @@ func (c *Client) retireLocked(cn *conn, next bool) (closeNow bool) {
 // connLost reports whether err (from a call on cn) means the connection is
 // gone, and retires cn if so.
 func (c *Client) connLost(cn *conn, err error) bool {
-	lost := isConnErr(err)
+	// A node that cannot serve the connection yet (it cannot check the
+	// token before it has caught up) ends it too: the next connection,
+	// to another node, logs in again.
+	lost := isConnErr(err) || notReady(err)
 	select {
 	case <-cn.cc.Done():
 		lost = true // however the failure was reported, the connection is gone
@@ -477,6 +481,15 @@ func (c *Client) connLost(cn *conn, err error) bool {
 		c.retire(cn, true)
 	}
 	return lost
+}
+
+// unavailablePrefix starts the text of the exception a node raises when it
+// cannot serve a connection yet, such as a login it cannot check before it
+// has caught up with its cluster (see schema/node.capnp): try another node.
+const unavailablePrefix = "unavailable: "
+
+func notReady(err error) bool {
+	return err != nil && strings.Contains(err.Error(), unavailablePrefix)
 }
 
 // isConnErr reports whether err says the connection failed (as opposed to

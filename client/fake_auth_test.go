@@ -52,6 +52,7 @@ type fakeRevocation struct {
 type fakeAuth struct {
 	required atomic.Bool  // anonymous connections hold nothing but info and login
 	logins   atomic.Int64 // Node.login calls
+	notReady atomic.Int64 // logins still to refuse as a node that has not caught up does
 
 	mu      sync.Mutex
 	tokens  map[string]fakeGrant // by token
@@ -142,6 +143,9 @@ func (f *fakeNodeCap) Login(ctx context.Context, call schema.Node_login) error {
 	tok, err := cred.Token()
 	if err != nil {
 		return err
+	}
+	if a.notReady.Add(-1) >= 0 {
+		return errors.New("unavailable: this node cannot check the token yet (fake)")
 	}
 	a.mu.Lock()
 	g, ok := a.tokens[tok]

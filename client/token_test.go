@@ -78,6 +78,20 @@ func TestTokenLogsInAgainAfterReconnecting(t *testing.T) {
 	}
 }
 
+// A node that cannot check the token yet (it has not caught up) is not a
+// verdict: the client logs in on another node and the call succeeds.
+func TestLoginANodeCannotCheckYetMovesToAnotherNode(t *testing.T) {
+	store, nodes := securedCluster(t, 2)
+	store.auth.notReady.Store(1)
+	c := newKVClient(t, addrs(nodes...), client.WithToken(clientToken))
+	if _, err := c.Get(ctx(t), "k"); !errors.Is(err, client.ErrNotFound) {
+		t.Fatalf("Get: %v, want it served by the node that could check the token", err)
+	}
+	if n := store.auth.logins.Load(); n != 2 {
+		t.Fatalf("%d logins, want 2 (the refused one, then one on the next node)", n)
+	}
+}
+
 // An operation outside the connection's grant fails at once with a typed
 // error carrying the node's message; it is not tried on another node,
 // and the client stays on the node that answered.

@@ -365,7 +365,10 @@ func (s *nodeServer) memberGrant(id uint64, proof []byte) (grant, error) {
 // tokenGrant verifies a token: its signature with the cluster's key, its
 // caveats, and that it is not revoked. A token signed with a key this
 // node has not applied yet (minted a moment ago, elsewhere) waits for a
-// read barrier, which brings this node up to the leader's commit.
+// read barrier, which brings this node up to the leader's commit; a node
+// that cannot pass one (no leader, or not caught up after losing its
+// data) says it cannot check the token yet, which clients take as "try
+// another node", not as a verdict.
 func (n *Node) tokenGrant(ctx context.Context, s string) (grant, error) {
 	t, err := token.Parse(s)
 	if err != nil {
@@ -373,14 +376,13 @@ func (n *Node) tokenGrant(ctx context.Context, s string) (grant, error) {
 	}
 	key, ok := n.kv.TokenKey(t.KeyID())
 	if !ok {
-		rctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout)
-		if n.awaitRead(rctx, n.readWait()) == nil {
-			key, ok = n.kv.TokenKey(t.KeyID())
+		if !n.caughtUp(ctx) {
+			// Not a verdict on the token: this node cannot check it yet.
+			return grant{}, fmt.Errorf("unavailable: this node cannot check the token yet: it has not caught up with its cluster (key %d is not applied here); try another node", t.KeyID())
 		}
-		cancel()
-	}
-	if !ok {
-		return grant{}, fmt.Errorf("permissionDenied: token %s was signed with key %d, which this node does not know (a token of another cluster, or this node has not caught up yet)", t.ID(), t.KeyID())
+		if key, ok = n.kv.TokenKey(t.KeyID()); !ok {
+			return grant{}, fmt.Errorf("permissionDenied: token %s was signed with key %d, which this cluster does not have (a token of another cluster?)", t.ID(), t.KeyID())
+		}
 	}
 	tg, err := t.Verify(key, time.Now())
 	if err != nil {
@@ -397,6 +399,15 @@ func (n *Node) tokenGrant(ctx context.Context, s string) (grant, error) {
 		scope:    kvScope{restricted: r.RestrictPrefix, prefix: r.Prefix, readOnly: r.ReadOnly},
 		tok:      lt,
 	}, nil
+}
+
+// caughtUp reports whether this node has applied the log as far as its
+// leader has committed it (a read barrier passes at once): only then does
+// a key it does not know not exist.
+func (n *Node) caughtUp(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.ElectionTimeout)
+	defer cancel()
+	return n.awaitRead(ctx, n.readWait()) == nil
 }
 
 // Identity describes what this Node holds.

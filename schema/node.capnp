@@ -57,7 +57,10 @@ interface Node {
   # malformed, tampered, expired or revoked token, a wrong proof) fails
   # with "permissionDenied: ..." saying which. A token's grant is checked
   # again on every call made through what it granted, so a connection
-  # whose token is revoked or expires loses it at once.
+  # whose token is revoked or expires loses it at once. A node that cannot
+  # check a token yet (it has no leader, or has not caught up with its
+  # cluster, so it may lack the token's key) fails with an exception
+  # starting "unavailable: " instead: try another node.
   login @6 (credential :Credential) -> (node :Node, identity :Identity);
 
   # challenge starts a member's proof of the cluster secret (mutual: the
