@@ -625,15 +625,8 @@ func (n *Node) createFirstTokenKey() {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.RequestTimeout)
+		ctx, cancel := n.untilStopped(n.cfg.RequestTimeout)
 		defer cancel()
-		go func() {
-			select {
-			case <-n.stopc:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
 		if err := n.proposeTokenKey(ctx); err != nil {
 			// The next leader tries again; so does the first createToken.
 			n.log.Debug("could not create the cluster's token key", "error", err)

@@ -133,15 +133,8 @@ func (n *Node) hasConfiguration() bool {
 
 // askPeers asks every peer at once, each for at most an election timeout.
 func (n *Node) askPeers(peers []uint64, inc uint64) (map[uint64]transport.DiscoverInfo, map[uint64]error) {
-	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ElectionTimeout)
+	ctx, cancel := n.untilStopped(n.cfg.ElectionTimeout)
 	defer cancel()
-	go func() {
-		select {
-		case <-n.stopc:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	var mu sync.Mutex
 	answers := map[uint64]transport.DiscoverInfo{}
 	missing := map[uint64]error{}

@@ -391,6 +391,20 @@ func (n *Node) Bootstrap(conn *rpc.ConnInfo) capnp.Client {
 	return n.newNodeCapability(conn, n.connGrant(conn), new(challengeState)).export()
 }
 
+// untilStopped returns a context that ends after d, or as soon as the
+// node is closed.
+func (n *Node) untilStopped(d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	go func() {
+		select {
+		case <-n.stopc:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
 // Done is closed when the node has stopped: after Close, or on its own
 // when it was removed from the cluster or its disk failed (see Err).
 func (n *Node) Done() <-chan struct{} { return n.done }
