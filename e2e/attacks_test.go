@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/capraft/capraft/e2e/cluster"
+	"github.com/capraft/capraft/rpc"
 	"github.com/capraft/capraft/schema"
+	"github.com/capraft/capraft/token"
 )
 
 // The attacks of issue 13, each of which once took a cluster over or lost
@@ -71,6 +73,8 @@ func attacks() []attack {
 		{"kv put over an acknowledged write", needsKV, []attackStep{kvPut}},
 		{"kv delete of an acknowledged write", needsKV, []attackStep{kvDelete}},
 		{"kv get of an acknowledged write", needsKV, []attackStep{kvGet}},
+		{"member login with a guessed secret, then AppendEntries", "cluster secret", []attackStep{guessedMemberAppend}},
+		{"login with a forged operator token, then admin removeMember", "token signature does not verify", []attackStep{forgedTokenRemove}},
 	}
 }
 
@@ -100,7 +104,9 @@ func testAttacks(t *testing.T, mode securityMode) {
 	e := newEnv(t, envConfig{security: mode, electionTimeout: time.Second})
 	ids := e.c.IDs()
 	e.waitLeader(ids, 20*time.Second)
-	w := e.startWrites([]kvClient{e.client(e.c.Addrs()...)}, "attacked", 2, 200)
+	// The load runs until stopped after the attacks (the bound is far
+	// above what it reaches).
+	w := e.startWrites([]kvClient{e.client(e.c.Addrs()...)}, "attacked", 2, 5000)
 	e.waitAcked(w, 20, 20*time.Second, "writes before the attacks")
 	e.waitConverged(ids, 15*time.Second)
 	before := e.statuses(ids)
@@ -471,14 +477,15 @@ func adminSnapshot(ctx context.Context, node schema.Node, _ attackTarget) error 
 	})
 }
 
-// adminResult is an Admin call's results, which carry an error field.
-type adminResult interface {
+// errorResult is a call's results that carry an error field (Admin's,
+// KV.openSession's).
+type errorResult interface {
 	HasError() bool
 	Error() (schema.Error, error)
 }
 
 // adminErr returns a call's failure, or the error its results carry.
-func adminErr[R adminResult](res R, err error) error {
+func adminErr[R errorResult](res R, err error) error {
 	if err != nil {
 		return err
 	}
@@ -497,10 +504,14 @@ func kvPut(ctx context.Context, node schema.Node, tg attackTarget) error {
 	return withKV(ctx, node, func(kv schema.KV) error { return putKey(ctx, kv, tg.key) })
 }
 
-// putKey overwrites key through kv (in a session the attacker made up).
+// putKey overwrites key through kv, in a session of its own.
 func putKey(ctx context.Context, kv schema.KV, key string) error {
+	session, err := openSession(ctx, kv)
+	if err != nil {
+		return err
+	}
 	f, rel := kv.Put(ctx, func(p schema.KV_put_Params) error {
-		p.SetSession(1)
+		p.SetSession(session)
 		p.SetSeq(1)
 		op, err := p.NewOp()
 		if err != nil {
@@ -515,11 +526,26 @@ func putKey(ctx context.Context, kv schema.KV, key string) error {
 	return kvResultErr(f.Struct())
 }
 
+// openSession opens a client session through kv (what a write needs).
+func openSession(ctx context.Context, kv schema.KV) (uint64, error) {
+	f, rel := kv.OpenSession(ctx, nil)
+	defer rel()
+	res, err := f.Struct()
+	if err := adminErr(res, err); err != nil {
+		return 0, err
+	}
+	return res.Session(), nil
+}
+
 func kvDelete(ctx context.Context, node schema.Node, tg attackTarget) error {
 	return withKV(ctx, node, func(kv schema.KV) error {
+		session, err := openSession(ctx, kv)
+		if err != nil {
+			return err
+		}
 		f, rel := kv.Delete(ctx, func(p schema.KV_delete_Params) error {
-			p.SetSession(1)
-			p.SetSeq(2)
+			p.SetSession(session)
+			p.SetSeq(1)
 			op, err := p.NewOp()
 			if err != nil {
 				return err
@@ -550,4 +576,58 @@ func kvResultErr[R kvResult](res R, err error) error {
 		return err
 	}
 	return resultError(r)
+}
+
+// guessedMemberAppend answers the node's challenge with a proof made from
+// a guessed cluster secret, claiming to be a member, and sends
+// AppendEntries through what the login returned (pipelined).
+func guessedMemberAppend(ctx context.Context, node schema.Node, tg attackTarget) error {
+	cn := make([]byte, 32)
+	tg.rng.Read(cn)
+	cf, crel := node.Challenge(ctx, func(p schema.Node_challenge_Params) error { return p.SetNonce(cn) })
+	defer crel()
+	res, err := cf.Struct()
+	if err != nil {
+		return err // no cluster secret (mutual TLS): refused too
+	}
+	sn, err := res.Nonce()
+	if err != nil {
+		return fmt.Errorf("test: %w", err)
+	}
+	claim := tg.leader // a member's id, not the attacked node's own
+	if claim == tg.node {
+		claim = tg.other
+	}
+	guess := []byte("a guess at the cluster secret, 32+ bytes long")
+	proof := rpc.MemberProof(guess, tg.clusterID, claim, tg.node, cn, sn)
+	lf, lrel := node.Login(ctx, func(p schema.Node_login_Params) error {
+		cred, err := p.NewCredential()
+		if err != nil {
+			return err
+		}
+		m, err := cred.NewMember()
+		if err != nil {
+			return err
+		}
+		m.SetId(claim)
+		return m.SetProof(proof)
+	})
+	defer lrel()
+	return forgedAppend(false)(ctx, lf.Node(), tg)
+}
+
+// forgedTokenRemove logs in with an operator token minted with a guessed
+// key under the cluster's first key id, and removes a member through
+// what the login returned (pipelined).
+func forgedTokenRemove(ctx context.Context, node schema.Node, tg attackTarget) error {
+	key := make([]byte, 32)
+	tg.rng.Read(key)
+	forged, err := token.Mint(key, 1, token.NewID(), token.Operator, token.Restriction{})
+	if err != nil {
+		return fmt.Errorf("test: %w", err)
+	}
+	logged, rel := loginToken(ctx, node, forged.String())
+	defer rel()
+	defer logged.Release()
+	return adminRemove(ctx, logged, tg)
 }
