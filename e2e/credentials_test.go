@@ -186,8 +186,8 @@ func kvCap(t *testing.T, ctx context.Context, node schema.Node) schema.KV {
 // TestClusterSecretRefusesWrongSecretAndReplayedProof runs a cluster whose
 // members prove a cluster secret: a node started with another secret and
 // added to the configuration never becomes a voter nor receives any of
-// the log (the leader logs that it does not know the secret) while the
-// cluster keeps serving; and a member's proof, good on the connection it
+// the log (it and the leader each log that the other does not know the
+// secret) while the cluster keeps serving; and a member's proof, good on the connection it
 // answered, is refused when replayed on another after a fresh challenge.
 func TestClusterSecretRefusesWrongSecretAndReplayedProof(t *testing.T) {
 	e := newEnv(t, envConfig{})
@@ -271,8 +271,11 @@ func TestClusterSecretRefusesWrongSecretAndReplayedProof(t *testing.T) {
 			t.Fatalf("add node %d: %v", n4.ID, err)
 		}
 		leader := e.waitLeader(e.others(n4.ID), 10*time.Second)
+		// Each side finds the other does not prove the secret it knows.
 		line := e.waitLog(leader, 15*time.Second, fmt.Sprintf(`"peer":%d`, n4.ID), "does not know the cluster secret")
 		t.Logf("leader %d: %s", leader, line)
+		line = e.waitLog(n4.ID, 15*time.Second, fmt.Sprintf(`"peer":%d`, leader), "does not know the cluster secret")
+		t.Logf("node %d: %s", n4.ID, line)
 		e.waitAcked(w, 20, 20*time.Second, "writes after the node was added")
 		w.stop()
 
