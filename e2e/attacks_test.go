@@ -241,6 +241,26 @@ func header(h schema.PeerHeader, tg attackTarget, from uint64) {
 	h.SetTo(tg.node)
 }
 
+// peerRequest is a Raft request, which carries a PeerHeader.
+type peerRequest interface {
+	NewHeader() (schema.PeerHeader, error)
+}
+
+// forge allocates a request with newReq and fills its header as sent by
+// from to the node attacked.
+func forge[R peerRequest](newReq func() (R, error), tg attackTarget, from uint64) (R, error) {
+	req, err := newReq()
+	if err != nil {
+		return req, err
+	}
+	h, err := req.NewHeader()
+	if err != nil {
+		return req, err
+	}
+	header(h, tg, from)
+	return req, nil
+}
+
 func setVoters(cs schema.ConfState, ids []uint64) error {
 	l, err := cs.NewVoters(int32(len(ids)))
 	if err != nil {
@@ -263,15 +283,10 @@ func forgedAppend(nonMember bool) attackStep {
 		}
 		return withRaft(ctx, node, func(r schema.Raft) error {
 			f, rel := r.AppendEntries(ctx, func(p schema.AppendEntries_appendEntries_Params) error {
-				req, err := p.NewReq()
+				req, err := forge(p.NewReq, tg, from)
 				if err != nil {
 					return err
 				}
-				h, err := req.NewHeader()
-				if err != nil {
-					return err
-				}
-				header(h, tg, from)
 				req.SetTerm(tg.term + 100)
 				req.SetLeaderId(from)
 				req.SetPrevLogIndex(tg.lastIndex)
@@ -320,15 +335,10 @@ func forgedSnapshot(kind int) attackStep {
 		}
 		return withRaft(ctx, node, func(r schema.Raft) error {
 			f, rel := r.InstallSnapshot(ctx, func(p schema.InstallSnapshot_installSnapshot_Params) error {
-				req, err := p.NewReq()
+				req, err := forge(p.NewReq, tg, tg.leader)
 				if err != nil {
 					return err
 				}
-				h, err := req.NewHeader()
-				if err != nil {
-					return err
-				}
-				header(h, tg, tg.leader)
 				req.SetTerm(tg.term + 100)
 				req.SetLeaderId(tg.leader)
 				req.SetLastIncludedIndex(tg.lastIndex + 1000)
@@ -359,15 +369,10 @@ func forgedTimeoutNow(termAhead uint64) attackStep {
 	return func(ctx context.Context, node schema.Node, tg attackTarget) error {
 		return withRaft(ctx, node, func(r schema.Raft) error {
 			f, rel := r.TimeoutNow(ctx, func(p schema.TimeoutNow_timeoutNow_Params) error {
-				req, err := p.NewReq()
+				req, err := forge(p.NewReq, tg, tg.leader)
 				if err != nil {
 					return err
 				}
-				h, err := req.NewHeader()
-				if err != nil {
-					return err
-				}
-				header(h, tg, tg.leader)
 				req.SetTerm(tg.term + termAhead)
 				req.SetLeaderId(tg.leader)
 				return nil
@@ -385,15 +390,10 @@ func forgedTimeoutNow(termAhead uint64) attackStep {
 func forgedTransferVote(ctx context.Context, node schema.Node, tg attackTarget) error {
 	return withRaft(ctx, node, func(r schema.Raft) error {
 		f, rel := r.RequestVote(ctx, func(p schema.RequestVote_requestVote_Params) error {
-			req, err := p.NewReq()
+			req, err := forge(p.NewReq, tg, tg.other)
 			if err != nil {
 				return err
 			}
-			h, err := req.NewHeader()
-			if err != nil {
-				return err
-			}
-			header(h, tg, tg.other)
 			req.SetTerm(tg.term + 100)
 			req.SetCandidateId(tg.other)
 			req.SetLastLogIndex(tg.lastIndex + 1000)
@@ -600,18 +600,7 @@ func guessedMemberAppend(ctx context.Context, node schema.Node, tg attackTarget)
 	}
 	guess := []byte("a guess at the cluster secret, 32+ bytes long")
 	proof := rpc.MemberProof(guess, tg.clusterID, claim, tg.node, cn, sn)
-	lf, lrel := node.Login(ctx, func(p schema.Node_login_Params) error {
-		cred, err := p.NewCredential()
-		if err != nil {
-			return err
-		}
-		m, err := cred.NewMember()
-		if err != nil {
-			return err
-		}
-		m.SetId(claim)
-		return m.SetProof(proof)
-	})
+	lf, lrel := memberLogin(ctx, node, claim, proof)
 	defer lrel()
 	return forgedAppend(false)(ctx, lf.Node(), tg)
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"capnproto.org/go/capnp/v3"
+
 	"github.com/capraft/capraft/internal/pki"
 	"github.com/capraft/capraft/rpc"
 	"github.com/capraft/capraft/schema"
@@ -336,7 +338,17 @@ func challenge(t *testing.T, ctx context.Context, node schema.Node, cn []byte) c
 // loginMember logs in on node as member id with proof and waits for the
 // answer; it returns the Node granted and its release.
 func loginMember(ctx context.Context, node schema.Node, id uint64, proof []byte) (schema.Node, func(), error) {
-	f, rel := node.Login(ctx, func(p schema.Node_login_Params) error {
+	f, rel := memberLogin(ctx, node, id, proof)
+	res, err := f.Struct()
+	if err != nil {
+		return schema.Node{}, rel, err
+	}
+	return res.Node(), rel, nil
+}
+
+// memberLogin calls login on node as member id with proof.
+func memberLogin(ctx context.Context, node schema.Node, id uint64, proof []byte) (schema.Node_login_Results_Future, capnp.ReleaseFunc) {
+	return node.Login(ctx, func(p schema.Node_login_Params) error {
 		cred, err := p.NewCredential()
 		if err != nil {
 			return err
@@ -348,9 +360,4 @@ func loginMember(ctx context.Context, node schema.Node, id uint64, proof []byte)
 		m.SetId(id)
 		return m.SetProof(proof)
 	})
-	res, err := f.Struct()
-	if err != nil {
-		return schema.Node{}, rel, err
-	}
-	return res.Node(), rel, nil
 }
