@@ -67,7 +67,11 @@ func TestCertificatesAreVerifiedAndRolesKeptApart(t *testing.T) {
 				t.Fatalf("node %d served a connection presenting %q", id, tc.cert.Cert.Subject)
 			}
 			t.Logf("refused: %v", err)
-			t.Logf("node %d: %s", id, e.waitLog(id, 10*time.Second, "TLS handshake failed", tc.reason, local))
+			remote := "" // the dial failed: any connection's failure
+			if local != "" {
+				remote = fmt.Sprintf(`"remote":%q`, local)
+			}
+			t.Logf("node %d: %s", id, e.waitLog(id, 10*time.Second, "TLS handshake failed", tc.reason, remote))
 		})
 	}
 
