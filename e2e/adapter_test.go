@@ -5,16 +5,22 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"time"
 
 	"github.com/capraft/capraft/client"
 )
 
-func newKVClient(endpoints []string, token string) (kvClient, error) {
+// newKVClient returns a client for endpoints that logs in with token (if
+// any) and speaks TLS with tlsCfg (if not nil).
+func newKVClient(endpoints []string, token string, tlsCfg *tls.Config) (kvClient, error) {
 	opts := []client.Option{client.WithDialTimeout(time.Second)}
 	if token != "" {
 		opts = append(opts, client.WithToken(token))
+	}
+	if tlsCfg != nil {
+		opts = append(opts, client.WithTLS(tlsCfg))
 	}
 	c, err := client.New(endpoints, opts...)
 	if err != nil {
@@ -56,7 +62,7 @@ func (r realClient) Status(ctx context.Context, endpoint string) (nodeStatus, er
 	}
 	return nodeStatus{
 		ID: s.ID, Role: string(s.Role), Term: s.Term, Leader: s.Leader, Commit: s.Commit, Applied: s.Applied,
-		LastIndex: s.LastIndex, SnapshotIndex: s.SnapshotIndex, Revision: s.Revision,
+		LastIndex: s.LastIndex, SnapshotIndex: s.SnapshotIndex, Revision: s.Revision, ClusterID: s.ClusterID,
 	}, nil
 }
 
@@ -84,7 +90,16 @@ func (r realClient) Members(ctx context.Context) (uint64, map[uint64]bool, error
 	return leader, out, nil
 }
 
+func (r realClient) CreateToken(ctx context.Context, prefix string, readOnly bool) (string, string, error) {
+	return r.c.CreateToken(ctx, client.TokenSpec{RestrictPrefix: true, Prefix: prefix, ReadOnly: readOnly})
+}
+
+func (r realClient) RevokeToken(ctx context.Context, id string) error {
+	return r.c.RevokeToken(ctx, id, time.Time{})
+}
+
 func (r realClient) Close() error { return r.c.Close() }
 
-func isNotFound(err error) bool      { return errors.Is(err, client.ErrNotFound) }
-func isCompareFailed(err error) bool { return errors.Is(err, client.ErrCompareFailed) }
+func isNotFound(err error) bool         { return errors.Is(err, client.ErrNotFound) }
+func isCompareFailed(err error) bool    { return errors.Is(err, client.ErrCompareFailed) }
+func isPermissionDenied(err error) bool { return errors.Is(err, client.ErrPermissionDenied) }

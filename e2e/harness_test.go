@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	crand "crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"flag"
 	"fmt"
@@ -64,6 +65,7 @@ type nodeStatus struct {
 	LastIndex     uint64
 	SnapshotIndex uint64
 	Revision      uint64
+	ClusterID     uint64
 }
 
 func (s nodeStatus) isLeader() bool { return strings.EqualFold(s.Role, "leader") }
@@ -84,6 +86,11 @@ type kvClient interface {
 	// Members returns the leader and every member's id, mapped to whether
 	// it is a learner.
 	Members(ctx context.Context) (leader uint64, learner map[uint64]bool, err error)
+	// CreateToken mints a client token, restricted to prefix and to
+	// reads if readOnly; it returns the token and its id.
+	CreateToken(ctx context.Context, prefix string, readOnly bool) (token, id string, err error)
+	// RevokeToken revokes token id and every token derived from it.
+	RevokeToken(ctx context.Context, id string) error
 	Close() error
 }
 
@@ -128,6 +135,41 @@ type env struct {
 	// cluster runs secure: members prove the cluster secret, nothing is
 	// granted without a credential).
 	token string
+
+	sec        securityMode
+	secretFile string      // the cluster secret (secretMode, insecureSecretMode)
+	pki        *testPKI    // the cluster CA and certificates (mtlsMode)
+	tls        *tls.Config // how clients speak TLS (mtlsMode), or nil
+	// secArgs replaces a node's security flags (see setNodeSecurity).
+	secArgs map[uint64][]string
+}
+
+// securityMode is how a test cluster authenticates its members and
+// clients.
+type securityMode int
+
+const (
+	// secretMode: members prove a cluster secret; nothing is granted
+	// without a credential; clients log in with the operator token.
+	secretMode securityMode = iota
+	// insecureSecretMode: secretMode with --insecure as well, which must
+	// not weaken it.
+	insecureSecretMode
+	// mtlsMode: mutual TLS with certificates from a test CA (nodes role
+	// peer), no cluster secret; clients present an operator certificate.
+	mtlsMode
+)
+
+func (m securityMode) String() string {
+	switch m {
+	case secretMode:
+		return "cluster-secret"
+	case insecureSecretMode:
+		return "insecure-with-secret"
+	case mtlsMode:
+		return "mutual-tls"
+	}
+	return fmt.Sprintf("securityMode(%d)", int(m))
 }
 
 // setNodeArgs adds flags to node id's command line from its next start
@@ -139,9 +181,14 @@ func (e *env) setNodeArgs(id uint64, args ...string) {
 }
 
 type envConfig struct {
-	size    int      // default 3
-	proxies bool     // peer traffic through the fault mesh
-	args    []string // more raftnode flags
+	size     int          // default 3
+	proxies  bool         // peer traffic through the fault mesh
+	args     []string     // more raftnode flags
+	security securityMode // default secretMode
+	// electionTimeout overrides the default (electionTimeout): tests
+	// that check the leader never changes make spurious elections
+	// unlikely with a longer one.
+	electionTimeout time.Duration
 }
 
 func newEnv(t *testing.T, cfg envConfig) *env {
@@ -150,21 +197,31 @@ func newEnv(t *testing.T, cfg envConfig) *env {
 	if cfg.size == 0 {
 		cfg.size = 3
 	}
-	e := &env{t: t, rng: rng, seed: seed, nodeArgs: map[uint64][]string{}}
-	// Secure mode: every member proves the cluster secret; clients and
-	// operators need a credential (the operator token the nodes write).
-	args := append([]string{"--cluster-secret-file", writeClusterSecret(t), "--anonymous", "none"}, cfg.args...)
+	if cfg.electionTimeout == 0 {
+		cfg.electionTimeout = electionTimeout
+	}
+	e := &env{t: t, rng: rng, seed: seed, nodeArgs: map[uint64][]string{}, sec: cfg.security, secArgs: map[uint64][]string{}}
+	// Secure mode: every member proves the cluster secret (or presents a
+	// peer certificate); clients and operators need a credential (the
+	// operator token the nodes write, or an operator certificate).
+	switch cfg.security {
+	case secretMode, insecureSecretMode:
+		e.secretFile = writeClusterSecret(t)
+	case mtlsMode:
+		e.pki = newTestPKI(t)
+		e.tls = e.pki.clientTLS(t, e.pki.operator)
+	}
 	e.c = cluster.Launch(t, cluster.Config{
 		Binary:            raftnodeBin,
 		Size:              cfg.size,
 		HeartbeatInterval: heartbeat,
-		ElectionTimeout:   electionTimeout,
+		ElectionTimeout:   cfg.electionTimeout,
 		RequestTimeout:    requestTimeout,
-		Args:              args,
+		Args:              cfg.args,
 		NodeArgs: func(id uint64) []string {
 			e.mu.Lock()
 			defer e.mu.Unlock()
-			return e.nodeArgs[id]
+			return append(e.securityArgs(id), e.nodeArgs[id]...)
 		},
 		Proxies: cfg.proxies,
 		Seed:    seed,
@@ -172,6 +229,30 @@ func newEnv(t *testing.T, cfg envConfig) *env {
 	e.token = e.operatorToken()
 	e.admin = e.client(e.c.Addrs()...)
 	return e
+}
+
+// securityArgs returns node id's security flags: those setNodeSecurity
+// gave it, or the cluster's. The caller holds e.mu.
+func (e *env) securityArgs(id uint64) []string {
+	if args, ok := e.secArgs[id]; ok {
+		return args
+	}
+	switch e.sec {
+	case insecureSecretMode:
+		return []string{"--cluster-secret-file", e.secretFile, "--anonymous", "none", "--insecure"}
+	case mtlsMode:
+		certFile, keyFile := e.pki.nodeFiles(e.t, id)
+		return []string{"--tls-cert", certFile, "--tls-key", keyFile, "--tls-ca", e.pki.caFile, "--anonymous", "none"}
+	}
+	return []string{"--cluster-secret-file", e.secretFile, "--anonymous", "none"}
+}
+
+// setNodeSecurity replaces node id's security flags (the cluster secret,
+// certificates, --anonymous) with args from its next start on.
+func (e *env) setNodeSecurity(id uint64, args ...string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.secArgs[id] = args
 }
 
 // writeClusterSecret writes a fresh cluster secret to a 0600 file.
@@ -209,7 +290,14 @@ func (e *env) operatorToken() string {
 // client returns a client for endpoints, closed when the test ends.
 func (e *env) client(endpoints ...string) kvClient {
 	e.t.Helper()
-	cl, err := newKVClient(endpoints, e.token)
+	var cl kvClient
+	var err error
+	if e.tls != nil {
+		// Mutual TLS: the client's operator certificate is its credential.
+		cl, err = newKVClient(endpoints, "", e.tls)
+	} else {
+		cl, err = newKVClient(endpoints, e.token, nil)
+	}
 	if err != nil {
 		e.t.Fatalf("client for %v: %v", endpoints, err)
 	}
