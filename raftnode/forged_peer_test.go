@@ -145,6 +145,9 @@ func TestUndecodableSnapshotIsRefusedAndTheNodeKeepsRunning(t *testing.T) {
 		{"garbage with its checksum", garbage, crc32.Checksum(garbage, castagnoli)},
 		{"garbage without a checksum", garbage, 0},
 		{"a well-formed snapshot under another checksum", wellFormed, crc32.Checksum(wellFormed, castagnoli) ^ 1},
+		// Only the bootstrap snapshot has no store; later, none would
+		// have emptied the follower.
+		{"a snapshot without a store past the bootstrap index", wellFormed, crc32.Checksum(wellFormed, castagnoli)},
 	}
 	for i, tc := range cases {
 		// From the leader, in its term, far ahead of the commit index:

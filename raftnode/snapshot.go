@@ -118,7 +118,12 @@ func (n *Node) verifySnapshot(sn raft.Snapshot) error {
 		return err
 	}
 	if len(kvData) == 0 {
-		return nil // a bootstrap snapshot: an empty store
+		// Only a new cluster's bootstrap snapshot carries no store: every
+		// later one holds the store's encoding, even of an empty store.
+		if boot := raft.BootstrapSnapshot(raft.ConfState{}).Meta.Index; sn.Meta.Index > boot {
+			return fmt.Errorf("no key-value store in a snapshot at index %d (only the bootstrap snapshot, at index %d, has none)", sn.Meta.Index, boot)
+		}
+		return nil
 	}
 	scratch := kv.New(n.kv.Config())
 	if err := scratch.Restore(bytes.NewReader(kvData)); err != nil {
