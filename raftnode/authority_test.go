@@ -329,3 +329,39 @@ func TestTamperedTokenIsRefused(t *testing.T) {
 		t.Fatalf("the untampered token: %v", err)
 	}
 }
+
+// Logging in pipelines: with every answer from the node held back by the
+// proxy, the node still answers a ping sent through login(token).echo():
+// the client sent all three calls without waiting for a reply.
+func TestLoginPipelinesWithTheCallsMadeThroughIt(t *testing.T) {
+	c := newSecureCluster(t, 1)
+	c.leader()
+	tok := c.operatorToken(1)
+	proxy := rpctest.NewProxy(t, c.addrs[1], 0)
+	proxy.Hold()
+	cc := rpctest.Dial(t, proxy.Addr(), rpc.DialConfig{KeepAlive: -1})
+	result := make(chan string, 1)
+	go func() {
+		ctx := context.Background()
+		lf, lrel := cc.Node().Login(ctx, func(p schema.Node_login_Params) error {
+			cred, err := p.NewCredential()
+			if err != nil {
+				return err
+			}
+			return cred.SetToken(tok)
+		})
+		defer lrel()
+		reply, err := pipelinedPing(ctx, lf.Node(), "through-login")
+		if err != nil {
+			reply = "error: " + err.Error()
+		}
+		result <- reply
+	}()
+	rpctest.Eventually(t, 20*time.Second, "the node's reply to the ping pipelined on the login, held at the proxy", func() bool {
+		return bytes.Contains(proxy.Held(), []byte("echo:through-login"))
+	})
+	proxy.Release()
+	if r := <-result; r != "echo:through-login" {
+		t.Fatalf("reply %q", r)
+	}
+}

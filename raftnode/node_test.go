@@ -72,31 +72,6 @@ func TestPipelinedPingNeedsNoIntermediateAnswer(t *testing.T) {
 	}
 }
 
-// With 50 ms of latency each way (RTT 100 ms), bootstrap.echo().ping()
-// completes in about one round trip; without pipelining it would take
-// three (bootstrap, echo, ping).
-func TestPipelinedPingTakesOneRoundTrip(t *testing.T) {
-	const oneWay = 50 * time.Millisecond
-	const rtt = 2 * oneWay
-	addr := serveNode(t)
-	proxy := rpctest.NewProxy(t, addr, oneWay)
-	cc := rpctest.Dial(t, proxy.Addr(), rpc.DialConfig{KeepAlive: -1})
-
-	start := time.Now()
-	reply, err := pipelinedPing(context.Background(), cc.Node(), "x")
-	elapsed := time.Since(start)
-	if err != nil || reply != "echo:x" {
-		t.Fatalf("ping: %q, %v", reply, err)
-	}
-	t.Logf("bootstrap.echo().ping() over a %v RTT link took %v (%.2f RTT)", rtt, elapsed, float64(elapsed)/float64(rtt))
-	if elapsed < rtt {
-		t.Fatalf("took %v, less than one RTT: the proxy is not delaying", elapsed)
-	}
-	if elapsed >= 2*rtt {
-		t.Fatalf("took %v, two RTTs or more: the calls were not pipelined", elapsed)
-	}
-}
-
 func TestInfoDescribesTheNode(t *testing.T) {
 	cc := rpctest.Dial(t, serveNode(t), rpc.DialConfig{})
 	f, release := cc.Node().Info(context.Background(), nil)
