@@ -158,6 +158,10 @@ type Spec struct {
 	// URI SAN capraft:node:<id> (see NodeURI): a node's certificate
 	// speaks only for its own id.
 	NodeID uint64
+	// URIs are more URI SANs, after NodeID's. Tests use them to check
+	// that a certificate naming two node ids, or a malformed one, grants
+	// no peer role.
+	URIs []*url.URL
 	// NotBefore and NotAfter bound its validity. A zero NotBefore means
 	// now less Backdate. NotAfter is cut to the CA's own NotAfter.
 	NotBefore, NotAfter time.Time
@@ -235,6 +239,7 @@ func (ca *CA) IssueSpec(s Spec) (*KeyPair, error) {
 	if s.NodeID != 0 {
 		tmpl.URIs = []*url.URL{NodeURI(s.NodeID)}
 	}
+	tmpl.URIs = append(tmpl.URIs, s.URIs...)
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
 	if err != nil {
 		return nil, fmt.Errorf("pki: issue certificate for %q: %w", s.CommonName, err)
