@@ -57,10 +57,10 @@ func (p *testPKI) issue(t *testing.T, role, name string) *pki.KeyPair {
 	return kp
 }
 
-// nodeFiles returns node id's certificate and key files (role peer, valid
-// for 127.0.0.1), issuing them on first use. It may run on a goroutine
-// that starts nodes, so a failure is reported with Errorf (the node then
-// fails to start, naming the missing file).
+// nodeFiles returns node id's certificate and key files (role peer,
+// naming the node's id, valid for 127.0.0.1), issuing them on first use.
+// It may run on a goroutine that starts nodes, so a failure is reported
+// with Errorf (the node then fails to start, naming the missing file).
 func (p *testPKI) nodeFiles(t *testing.T, id uint64) (certFile, keyFile string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -69,7 +69,8 @@ func (p *testPKI) nodeFiles(t *testing.T, id uint64) (certFile, keyFile string) 
 	}
 	certFile = filepath.Join(p.dir, fmt.Sprintf("node%d.pem", id))
 	keyFile = filepath.Join(p.dir, fmt.Sprintf("node%d-key.pem", id))
-	kp, err := p.ca.Issue("peer", fmt.Sprintf("node%d", id), []string{"127.0.0.1"}, certValidity)
+	kp, err := p.ca.IssueSpec(pki.Spec{CommonName: fmt.Sprintf("node%d", id), Roles: []string{"peer"},
+		Hosts: []string{"127.0.0.1"}, NodeID: id, NotAfter: time.Now().Add(certValidity)})
 	if err == nil {
 		err = kp.Write(certFile, keyFile, false)
 	}

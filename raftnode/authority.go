@@ -131,7 +131,7 @@ func (s *Security) validate() error {
 type grant struct {
 	peer, operator, client bool
 	// memberID binds a peer to the member id its credential named (0:
-	// any member, e.g. a peer certificate).
+	// any member: a peer certificate that names no node id).
 	memberID uint64
 	// scope confines kv.
 	scope kvScope
@@ -149,16 +149,31 @@ func accessGrant(a Access) grant {
 	}
 }
 
-// certGrant is what a verified client certificate grants.
-func certGrant(role rpc.Role, subject string) grant {
+// certGrant is what conn's verified client certificate grants. A peer
+// certificate that names a node id (rpc.CertificateNodeID) speaks for
+// that member alone, as a proof of the cluster secret does; one that
+// names none (from a CA that writes no ids) for any member; one whose id
+// is malformed or ambiguous grants nothing.
+func certGrant(conn *rpc.ConnInfo, role rpc.Role, subject string) grant {
 	g := grant{subject: subject}
 	switch role {
 	case rpc.RolePeer:
-		g.peer = true
+		id, named, err := conn.CertificateNodeID()
+		switch {
+		case err != nil:
+			conn.Logger.Warn("peer certificate grants nothing: its node id is malformed", "subject", subject, "error", err)
+		case named:
+			g.peer, g.memberID = true, id
+		default:
+			g.peer = true
+			conn.Logger.Debug("peer certificate names no node id (URI SAN capraft:node:<id>): it may speak for any member", "subject", subject)
+		}
 	case rpc.RoleOperator:
 		g.operator, g.client = true, true
 	case rpc.RoleClient:
 		g.client = true
+	default:
+		conn.Logger.Warn("client certificate names no single role (Subject OU peer, operator or client): it grants nothing", "subject", subject)
 	}
 	return g
 }
@@ -171,6 +186,9 @@ func (g grant) union(o grant) grant {
 	g.client = g.client || o.client
 	if g.subject == "" {
 		g.subject = o.subject
+	}
+	if g.memberID == 0 {
+		g.memberID = o.memberID
 	}
 	return g
 }
@@ -237,10 +255,7 @@ func (n *Node) connGrant(conn *rpc.ConnInfo) grant {
 	g := accessGrant(sec.anonymous())
 	if sec.CertRoles {
 		if role, subject, ok := conn.Certificate(); ok {
-			g = g.union(certGrant(role, subject))
-			if role == rpc.RoleNone {
-				conn.Logger.Warn("client certificate names no single role (Subject OU peer, operator or client): it grants nothing", "subject", subject)
-			}
+			g = g.union(certGrant(conn, role, subject))
 		}
 	}
 	if g.peer {

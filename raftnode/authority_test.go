@@ -186,31 +186,34 @@ func TestMemberProofOfClusterSecret(t *testing.T) {
 	rf, rrel := member.Raft(ctx, nil)
 	defer rrel()
 	rc := rf.Raft() // once: go-capnp deadlocks on a second accessor call before resolution
-	discover := func(from uint64) error {
-		f, rel := rc.Discover(ctx, func(p schema.Discover_discover_Params) error {
-			r, err := p.NewReq()
-			if err != nil {
-				return err
-			}
-			h, err := r.NewHeader()
-			if err != nil {
-				return err
-			}
-			h.SetClusterId(clusterID)
-			h.SetFrom(from)
-			h.SetTo(1)
-			return nil
-		})
-		defer rel()
-		_, err := f.Struct()
-		return err
-	}
-	if err := discover(7); err != nil {
+	if err := discoverAs(ctx, rc, 7, 1); err != nil {
 		t.Fatalf("discover as the authenticated member: %v", err)
 	}
-	if err := discover(2); err == nil || !strings.Contains(err.Error(), "authenticated as node 7") {
+	if err := discoverAs(ctx, rc, 2, 1); err == nil || !strings.Contains(err.Error(), "authenticated as node 7") {
 		t.Fatalf("discover speaking for another member: %v, want a refusal", err)
 	}
+}
+
+// discoverAs sends node to a Discover through rc that says it comes from
+// node from, in the test clusters' cluster.
+func discoverAs(ctx context.Context, rc schema.Raft, from, to uint64) error {
+	f, rel := rc.Discover(ctx, func(p schema.Discover_discover_Params) error {
+		r, err := p.NewReq()
+		if err != nil {
+			return err
+		}
+		h, err := r.NewHeader()
+		if err != nil {
+			return err
+		}
+		h.SetClusterId(raftnode.ClusterID("capraft"))
+		h.SetFrom(from)
+		h.SetTo(to)
+		return nil
+	})
+	defer rel()
+	_, err := f.Struct()
+	return err
 }
 
 // createToken mints a token through node's Admin.

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -95,6 +96,62 @@ func (ci *ConnInfo) Certificate() (role Role, subject string, ok bool) {
 		return RoleNone, "", false
 	}
 	return CertificateRole(leaf), leaf.Subject.String(), true
+}
+
+// NodeURIScheme is the scheme of the URI subject alternative name that
+// names a member's node id in its certificate: capraft:node:<id>, the id
+// in decimal without sign or leading zeros (e.g. capraft:node:7).
+const NodeURIScheme = "capraft"
+
+// CertificateNodeID returns the node id c names in a URI SAN
+// capraft:node:<id>; ok is false if it names none (a certificate from a
+// CA that does not write ids). A certificate that names two different
+// ids, or has a capraft URI of any other form (capraft:node:007,
+// capraft:node:0, capraft://node/7, ...), is an error: such a
+// certificate must grant no peer role. The same id named twice is
+// allowed. It does not verify c: use it on a verified chain's leaf.
+func CertificateNodeID(c *x509.Certificate) (id uint64, ok bool, err error) {
+	if c == nil {
+		return 0, false, nil
+	}
+	for _, u := range c.URIs {
+		if !strings.EqualFold(u.Scheme, NodeURIScheme) {
+			continue
+		}
+		n, err := parseNodeURI(u.Opaque, u.Host == "" && u.Path == "" && u.RawQuery == "" && !u.ForceQuery && u.Fragment == "")
+		if err != nil {
+			return 0, false, fmt.Errorf("certificate %q: URI %q: %w; a node's certificate names its id as capraft:node:<id>, e.g. capraft:node:7",
+				c.Subject.String(), u.String(), err)
+		}
+		if ok && n != id {
+			return 0, false, fmt.Errorf("certificate %q names two node ids (%d and %d): a node's certificate names its own id alone",
+				c.Subject.String(), id, n)
+		}
+		id, ok = n, true
+	}
+	return id, ok, nil
+}
+
+// parseNodeURI reads the opaque part of a capraft URI, "node:<id>";
+// bare says the URI has nothing else (no host, path, query or fragment).
+func parseNodeURI(opaque string, bare bool) (uint64, error) {
+	digits, found := strings.CutPrefix(opaque, "node:")
+	if !found || !bare {
+		return 0, fmt.Errorf("not of the form capraft:node:<id>")
+	}
+	n, err := strconv.ParseUint(digits, 10, 64)
+	if err != nil || n == 0 || strconv.FormatUint(n, 10) != digits {
+		return 0, fmt.Errorf("%q is not a node id (a positive decimal number without leading zeros)", digits)
+	}
+	return n, nil
+}
+
+// CertificateNodeID returns the node id the connection's client
+// certificate names (see the function CertificateNodeID), if the TLS
+// handshake verified it as Certificate requires; ok is false without a
+// verified certificate or when it names no id.
+func (ci *ConnInfo) CertificateNodeID() (id uint64, ok bool, err error) {
+	return CertificateNodeID(verifiedLeaf(ci.TLS))
 }
 
 // verifiedLeaf returns the peer's certificate from the first chain the

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -70,6 +71,111 @@ func TestConnInfoCertificateIgnoresUnverifiedCertificates(t *testing.T) {
 	}}
 	if role, subject, ok := verified.Certificate(); !ok || role != rpc.RolePeer || !strings.Contains(subject, "CN=mallory") {
 		t.Errorf("verified: Certificate() = %v, %q, %v", role, subject, ok)
+	}
+}
+
+func TestCertificateNodeIDReadsOneWellFormedNodeURI(t *testing.T) {
+	uris := func(ss ...string) []*url.URL {
+		var us []*url.URL
+		for _, s := range ss {
+			u, err := url.Parse(s)
+			if err != nil {
+				t.Fatalf("url %q: %v", s, err)
+			}
+			us = append(us, u)
+		}
+		return us
+	}
+	cases := []struct {
+		uris   []string
+		id     uint64
+		ok     bool
+		errHas string
+	}{
+		{nil, 0, false, ""},
+		{[]string{"spiffe://example.org/node/7", "https://node7.example"}, 0, false, ""},
+		{[]string{"capraft:node:7"}, 7, true, ""},
+		{[]string{"CAPRAFT:node:7"}, 7, true, ""},
+		{[]string{"capraft:node:18446744073709551615"}, 18446744073709551615, true, ""},
+		{[]string{"spiffe://example.org/x", "capraft:node:3", "capraft:node:3"}, 3, true, ""},
+		{[]string{"capraft:node:3", "capraft:node:4"}, 0, false, "two node ids (3 and 4)"},
+		{[]string{"capraft:node:0"}, 0, false, "is not a node id"},
+		{[]string{"capraft:node:007"}, 0, false, "is not a node id"},
+		{[]string{"capraft:node:+7"}, 0, false, "is not a node id"},
+		{[]string{"capraft:node:-1"}, 0, false, "is not a node id"},
+		{[]string{"capraft:node:"}, 0, false, "is not a node id"},
+		{[]string{"capraft:node:7x"}, 0, false, "is not a node id"},
+		{[]string{"capraft:node:18446744073709551616"}, 0, false, "is not a node id"},
+		{[]string{"capraft:node:%37"}, 0, false, "is not a node id"},
+		{[]string{"capraft:node:7?x=1"}, 0, false, "not of the form"},
+		{[]string{"capraft:node:7#f"}, 0, false, "not of the form"},
+		{[]string{"capraft://node/7"}, 0, false, "not of the form"},
+		{[]string{"capraft:Node:7"}, 0, false, "not of the form"},
+		{[]string{"capraft:member:7"}, 0, false, "not of the form"},
+		// A malformed one beside a good one still makes it an error.
+		{[]string{"capraft:node:7", "capraft:node:x"}, 0, false, "is not a node id"},
+	}
+	for _, c := range cases {
+		cert := &x509.Certificate{Subject: pkix.Name{CommonName: "n", OrganizationalUnit: []string{"peer"}}, URIs: uris(c.uris...)}
+		id, ok, err := rpc.CertificateNodeID(cert)
+		if id != c.id || ok != c.ok {
+			t.Errorf("URIs %q: id %d, ok %v; want %d, %v", c.uris, id, ok, c.id, c.ok)
+		}
+		switch {
+		case c.errHas == "" && err != nil:
+			t.Errorf("URIs %q: %v", c.uris, err)
+		case c.errHas != "" && (err == nil || !strings.Contains(err.Error(), c.errHas) || !strings.Contains(err.Error(), "capraft:node:<id>") && !strings.Contains(err.Error(), "its own id")):
+			t.Errorf("URIs %q: error %v, want one saying %q and how to name an id", c.uris, err, c.errHas)
+		}
+	}
+	if id, ok, err := rpc.CertificateNodeID(nil); id != 0 || ok || err != nil {
+		t.Errorf("nil certificate: %d, %v, %v", id, ok, err)
+	}
+}
+
+// What package pki writes is what CertificateNodeID reads, through a
+// certificate's DER encoding.
+func TestIssuedNodeCertificateNamesItsNodeID(t *testing.T) {
+	ca, err := pki.NewCA("test CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []uint64{1, 7, 1<<64 - 1} {
+		kp, err := ca.IssueSpec(pki.Spec{CommonName: "n", Roles: []string{"peer"}, NodeID: want, NotAfter: time.Now().Add(time.Hour)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id, ok, err := rpc.CertificateNodeID(kp.Cert); id != want || !ok || err != nil {
+			t.Errorf("NodeID %d: read %d, %v, %v", want, id, ok, err)
+		}
+	}
+	kp, err := ca.IssueSpec(pki.Spec{CommonName: "n", Roles: []string{"peer"}, NotAfter: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, ok, err := rpc.CertificateNodeID(kp.Cert); ok || err != nil {
+		t.Errorf("no NodeID: read %d, %v, %v", id, ok, err)
+	}
+}
+
+// ConnInfo.CertificateNodeID reads the verified leaf alone.
+func TestConnInfoCertificateNodeIDIgnoresUnverifiedCertificates(t *testing.T) {
+	u, _ := url.Parse("capraft:node:7")
+	cert := &x509.Certificate{Subject: pkix.Name{CommonName: "mallory", OrganizationalUnit: []string{"peer"}}, URIs: []*url.URL{u}}
+	for name, ci := range map[string]*rpc.ConnInfo{
+		"plain":      {},
+		"unverified": {TLS: &tls.ConnectionState{PeerCertificates: []*x509.Certificate{cert}}},
+	} {
+		if id, ok, err := ci.CertificateNodeID(); ok || id != 0 || err != nil {
+			t.Errorf("%s: CertificateNodeID() = %d, %v, %v; want none", name, id, ok, err)
+		}
+	}
+	verified := &rpc.ConnInfo{TLS: &tls.ConnectionState{
+		PeerCertificates: []*x509.Certificate{cert},
+		VerifiedChains:   [][]*x509.Certificate{{cert}},
+	}}
+	if id, ok, err := verified.CertificateNodeID(); id != 7 || !ok || err != nil {
+		t.Errorf("verified: CertificateNodeID() = %d, %v, %v", id, ok, err)
 	}
 }
 

@@ -29,7 +29,8 @@ func newCertsCommand() *cobra.Command {
 		Short: "Make a CA and certificates for a cluster's mutual TLS",
 		Long: "certs makes the certificates a cluster needs for mutual TLS: a cluster CA, a\n" +
 			"certificate for each node (role peer) and, if asked, for an operator and a client.\n" +
-			"A certificate's role is its Subject OU: peer, operator or client.\n" +
+			"A certificate's role is its Subject OU: peer, operator or client. A node's certificate\n" +
+			"names its node id as the URI SAN capraft:node:ID; it speaks for that member alone.\n" +
 			"It talks to no node. For production, issue certificates from your own CA the same way.",
 		Args: exactArgs(0, "none"),
 		// Replaces the root's check, which is of endpoints certs does not use.
@@ -74,8 +75,8 @@ func certsCreateCommand() *cobra.Command {
 		Use:   "create --dir DIR",
 		Short: "Write a CA and node, operator and client certificates to DIR",
 		Long: "create makes a cluster CA (ca.pem, ca-key.pem) and a certificate and key for each\n" +
-			"node of --nodes (nodeN.pem, nodeN-key.pem; role peer, valid as a server for the\n" +
-			"hosts given), and with --operator and --client an operator (operator.pem) and a\n" +
+			"node of --nodes (nodeN.pem, nodeN-key.pem; role peer, node id N, valid as a server\n" +
+			"for the hosts given), and with --operator and --client an operator (operator.pem) and a\n" +
 			"client (client.pem) certificate. Keys are written mode 0600. It refuses to\n" +
 			"overwrite a file unless --force. With --ca-cert and --ca-key it issues from an\n" +
 			"existing CA instead of making one (to add a node, say).\n\n" +
@@ -133,7 +134,10 @@ func createCerts(cmd *cobra.Command, o *certsOptions) error {
 		caPath = files[0].certPath(o.dir)
 	}
 	issue := func(kind string, role rpc.Role, node uint64, name string, hosts []string) error {
-		kp, err := ca.Issue(role.String(), name, hosts, o.validity)
+		// A node's certificate names its id: its peers then take its
+		// Raft messages from that id alone.
+		kp, err := ca.IssueSpec(pki.Spec{CommonName: name, Roles: []string{role.String()}, Hosts: hosts, NodeID: node,
+			NotAfter: time.Now().Add(o.validity)})
 		if err != nil {
 			return fmt.Errorf("%s certificate: %w", name, err)
 		}

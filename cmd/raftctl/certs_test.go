@@ -121,6 +121,15 @@ func TestCertsCreateWritesAClusterPKIThatWorks(t *testing.T) {
 	if role := rpc.CertificateRole(leaf); role != rpc.RolePeer {
 		t.Errorf("node1 role %v", role)
 	}
+	// Each node's certificate names its node id, so its peers bind its
+	// Raft messages to it; the others name none.
+	for name, want := range map[string]uint64{"node1": 1, "node2": 2, "node3": 3, "operator": 0, "client": 0} {
+		_, leaf := loadPair(t, dir, name)
+		id, ok, err := rpc.CertificateNodeID(leaf)
+		if err != nil || id != want || ok != (want != 0) {
+			t.Errorf("%s names node id %d (%v, %v), want %d", name, id, ok, err, want)
+		}
+	}
 	for name, want := range map[string]rpc.Role{"node2": rpc.RolePeer, "operator": rpc.RoleOperator, "client": rpc.RoleClient} {
 		cert, _ := loadPair(t, dir, name)
 		role, err := handshake(t, pool, node1, cert, "127.0.0.1")

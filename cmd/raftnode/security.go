@@ -60,6 +60,15 @@ func (f *flags) security(peers map[uint64]string, log hclog.Logger) (nodeSecurit
 				}
 				return s, fmt.Errorf("--tls-cert %s: a node's certificate must name the peer role (Subject OU=peer), or its peers refuse it as a member: %s (make one with raftctl certs create)", f.tlsCert, why)
 			}
+			// Its peers bind what it says to the id it names: another
+			// node's certificate would have every message refused.
+			id, named, err := rpc.CertificateNodeID(leaf)
+			if err != nil {
+				return s, fmt.Errorf("--tls-cert %s: %w (its peers would refuse it as a member)", f.tlsCert, err)
+			}
+			if named && id != f.id {
+				return s, fmt.Errorf("--tls-cert %s is node %d's certificate (URI SAN capraft:node:%d), but this node is --id %d: give the node its own certificate, or the --id its certificate names", f.tlsCert, id, id, f.id)
+			}
 			s.CertRoles = true
 		}
 		s.serverTLS = rpc.ServerTLS(cert, pool)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -122,6 +123,58 @@ func TestMutualTLSNeedsAPeerCertificate(t *testing.T) {
 		}
 		if tc.ok && (!s.CertRoles || s.serverTLS == nil || s.peerTLS == nil) {
 			t.Fatalf("mutual TLS not configured: %+v", s)
+		}
+	}
+}
+
+// With mutual TLS, a node certificate that names a node id must name
+// this node's --id: its peers bind what it says to that id.
+func TestMutualTLSNeedsTheNodesOwnCertificate(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := pki.NewCA("test CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(caFile, ca.CertPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	malformed, err := url.Parse("capraft:node:02")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		spec   pki.Spec
+		errHas []string // nil: it starts
+	}{
+		{"its own id", pki.Spec{NodeID: 2}, nil},
+		{"no id (from another CA)", pki.Spec{}, nil},
+		{"another node's id", pki.Spec{NodeID: 3}, []string{"node 3's certificate", "--id 2"}},
+		{"a malformed id", pki.Spec{URIs: []*url.URL{malformed}}, []string{"capraft:node:02", "is not a node id"}},
+	} {
+		tc.spec.CommonName, tc.spec.Roles, tc.spec.Hosts = "node2", []string{"peer"}, []string{"127.0.0.1"}
+		tc.spec.NotAfter = time.Now().Add(time.Hour)
+		kp, err := ca.IssueSpec(tc.spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, key := filepath.Join(dir, "node.pem"), filepath.Join(dir, "node-key.pem")
+		if err := kp.Write(cert, key, true); err != nil {
+			t.Fatal(err)
+		}
+		_, err = securityOf(t, "--id", "2", "--tls-cert", cert, "--tls-key", key, "--tls-ca", caFile, "--peers", "1=127.0.0.1:7000,2=127.0.0.1:7001")
+		switch {
+		case tc.errHas == nil && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.errHas != nil && err == nil:
+			t.Errorf("%s: the node starts", tc.name)
+		case err != nil:
+			for _, want := range tc.errHas {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("%s: %q does not say %q", tc.name, err, want)
+				}
+			}
 		}
 	}
 }

@@ -4,6 +4,15 @@
 // set-ups, and `raftctl certs create` to make a test or development
 // cluster's certificates. A certificate's role is its Subject
 // OrganizationalUnit, as package rpc reads it (rpc.CertificateRole).
+//
+// A node's certificate also names its node id, as a URI subject
+// alternative name of the form
+//
+//	capraft:node:<id>
+//
+// with <id> the node id in decimal, without sign or leading zeros
+// (capraft:node:7). A member's certificate that names its id speaks for
+// that member alone (rpc.CertificateNodeID reads it).
 package pki
 
 import (
@@ -18,6 +27,8 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -143,9 +154,22 @@ type Spec struct {
 	// an IP address or a DNS name. A certificate with hosts can serve
 	// (as a node does) as well as authenticate a client.
 	Hosts []string
+	// NodeID, if not zero, is the node id the certificate names, as the
+	// URI SAN capraft:node:<id> (see NodeURI): a node's certificate
+	// speaks only for its own id.
+	NodeID uint64
+	// URIs are more URI SANs, after NodeID's. Tests use them to check
+	// that a certificate naming two node ids, or a malformed one, grants
+	// no peer role.
+	URIs []*url.URL
 	// NotBefore and NotAfter bound its validity. A zero NotBefore means
 	// now less Backdate. NotAfter is cut to the CA's own NotAfter.
 	NotBefore, NotAfter time.Time
+}
+
+// NodeURI is the URI SAN naming node id: capraft:node:<id>.
+func NodeURI(id uint64) *url.URL {
+	return &url.URL{Scheme: "capraft", Opaque: "node:" + strconv.FormatUint(id, 10)}
 }
 
 // Issue issues a certificate for role (the Subject OU; "" for none) and
@@ -212,6 +236,10 @@ func (ca *CA) IssueSpec(s Spec) (*KeyPair, error) {
 		IPAddresses:           ips,
 		DNSNames:              dns,
 	}
+	if s.NodeID != 0 {
+		tmpl.URIs = []*url.URL{NodeURI(s.NodeID)}
+	}
+	tmpl.URIs = append(tmpl.URIs, s.URIs...)
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
 	if err != nil {
 		return nil, fmt.Errorf("pki: issue certificate for %q: %w", s.CommonName, err)

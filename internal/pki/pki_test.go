@@ -188,3 +188,27 @@ func TestWriteFileSetsModesAndRefusesToOverwrite(t *testing.T) {
 		t.Errorf("directory holds %q, want the two files alone", names)
 	}
 }
+
+func TestNodeCertificateNamesItsIDAsAURI(t *testing.T) {
+	ca := newCA(t)
+	kp, err := ca.IssueSpec(Spec{CommonName: "node7", Roles: []string{"peer"}, Hosts: []string{"127.0.0.1"}, NodeID: 7, NotAfter: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(kp.Cert.URIs) != 1 || kp.Cert.URIs[0].String() != "capraft:node:7" {
+		t.Errorf("URIs %v, want [capraft:node:7]", kp.Cert.URIs)
+	}
+	if err := verify(ca, kp, x509.ExtKeyUsageServerAuth); err != nil {
+		t.Errorf("a certificate with a node URI does not verify: %v", err)
+	}
+	if got := NodeURI(1<<64 - 1).String(); got != "capraft:node:18446744073709551615" {
+		t.Errorf("NodeURI(max) = %q", got)
+	}
+	kp, err = ca.Issue("client", "alice", nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(kp.Cert.URIs) != 0 {
+		t.Errorf("a certificate without a NodeID has URIs %v", kp.Cert.URIs)
+	}
+}
