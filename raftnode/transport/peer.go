@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"sync"
@@ -399,7 +400,11 @@ func (p *peer) connect(ctx context.Context, addr string) (*rpc.ClientConn, schem
 	}
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cc, err := rpc.Dial(dctx, addr, p.cfg().Dial)
+	dial := p.cfg().Dial
+	if dial.TLSConfig != nil {
+		dial.TLSConfig = expectNode(dial.TLSConfig, p.id)
+	}
+	cc, err := rpc.Dial(dctx, addr, dial)
 	if err != nil {
 		return nil, schema.Raft{}, err
 	}
@@ -423,6 +428,34 @@ func (p *peer) connect(ctx context.Context, addr string) (*rpc.ClientConn, schem
 	rc := res.Raft().AddRef()
 	release()
 	return cc, rc, nil
+}
+
+// expectNode returns cfg checking, after the usual verification, that a
+// server certificate naming a node id (rpc.CertificateNodeID) names id:
+// another member's certificate cannot answer at this member's address.
+// A certificate naming no id is accepted, as the server side accepts one.
+func expectNode(cfg *tls.Config, id uint64) *tls.Config {
+	cfg = cfg.Clone()
+	prev := cfg.VerifyConnection
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if prev != nil {
+			if err := prev(cs); err != nil {
+				return err
+			}
+		}
+		if len(cs.PeerCertificates) == 0 {
+			return nil
+		}
+		got, ok, err := rpc.CertificateNodeID(cs.PeerCertificates[0])
+		switch {
+		case err != nil:
+			return fmt.Errorf("node %d's certificate: %w", id, err)
+		case ok && got != id:
+			return fmt.Errorf("the certificate at node %d's address names node %d: not trusting it (check --peers)", id, got)
+		}
+		return nil
+	}
+	return cfg
 }
 
 // call is one request in flight.
