@@ -253,39 +253,74 @@ func (r *Core) sendAppend(id uint64, sendIfEmpty bool) bool {
 
 // sendSnapshot switches id to StateSnapshot and sends the first chunk.
 func (r *Core) sendSnapshot(id uint64, pr *tracker.Progress) bool {
-	snap, err := r.storageSnapshot()
-	if err != nil || snap.IsEmpty() {
+	c, ok := r.snapshotChunk(0)
+	if !ok {
 		return false // ErrSnapshotTemporarilyUnavailable: retry later
 	}
-	pr.BecomeSnapshot(snap.Meta.Index)
-	r.sendSnapshotChunk(id, pr)
+	pr.BecomeSnapshot(c.Meta.Index)
+	r.sendChunk(id, pr, 0, c)
 	return true
 }
 
 // sendSnapshotChunk sends the chunk at pr.SnapOffset. If the application
 // took a newer snapshot meanwhile, the transfer restarts with it.
 func (r *Core) sendSnapshotChunk(id uint64, pr *tracker.Progress) {
-	snap, err := r.storageSnapshot()
-	if err != nil || snap.IsEmpty() {
+	off := pr.SnapOffset
+	c, ok := r.snapshotChunk(off)
+	if !ok {
 		return
 	}
-	if snap.Meta.Index != pr.PendingSnapshot {
-		pr.PendingSnapshot = snap.Meta.Index
-		pr.SnapOffset = 0
-	}
-	size := uint64(len(snap.Data))
-	off := pr.SnapOffset
-	if off > size {
+	if c.Meta.Index != pr.PendingSnapshot || off > c.Size {
+		if c.Meta.Index != pr.PendingSnapshot {
+			pr.PendingSnapshot = c.Meta.Index
+			pr.SnapOffset = 0
+		}
 		off = 0
+		if c, ok = r.snapshotChunk(0); !ok {
+			return
+		}
+		// A still newer snapshot may have come in between: send its
+		// first chunk.
+		pr.PendingSnapshot = c.Meta.Index
 	}
-	end := min(off+r.cfg.MaxSnapshotChunk, size)
+	r.sendChunk(id, pr, off, c)
+}
+
+// sendChunk sends chunk c, read at offset off, to id.
+func (r *Core) sendChunk(id uint64, pr *tracker.Progress, off uint64, c SnapshotChunk) {
 	pr.SnapInFlight = true
 	pr.SnapWait = 0
+	meta := c.Meta
 	r.send(Message{
-		To: id, Type: MsgSnap, Snapshot: &snap.Meta,
-		Offset: off, Data: snap.Data[off:end], Done: end == size,
-		Checksum: r.snapSum.of(snap),
+		To: id, Type: MsgSnap, Snapshot: &meta,
+		Offset: off, Data: c.Data, Done: off+uint64(len(c.Data)) == c.Size,
+		Checksum: c.Checksum,
 	})
+}
+
+// snapshotChunk reads the newest snapshot's chunk at off; ok is false if
+// there is no snapshot (yet). A Storage that is a SnapshotReader reads
+// just the chunk; from any other, the whole snapshot is loaded and sliced.
+func (r *Core) snapshotChunk(off uint64) (c SnapshotChunk, ok bool) {
+	if sr, isReader := r.log.storage.(SnapshotReader); isReader {
+		c, err := sr.SnapshotChunk(off, r.cfg.MaxSnapshotChunk)
+		if err != nil && !errors.Is(err, ErrSnapshotTemporarilyUnavailable) {
+			panic(err)
+		}
+		if err != nil || c.Meta.Index == 0 {
+			return SnapshotChunk{}, false
+		}
+		c.Data = c.Data[:min(uint64(len(c.Data)), r.cfg.MaxSnapshotChunk)]
+		return c, true
+	}
+	snap, err := r.storageSnapshot()
+	if err != nil || snap.IsEmpty() {
+		return SnapshotChunk{}, false
+	}
+	size := uint64(len(snap.Data))
+	lo := min(off, size)
+	hi := min(lo+r.cfg.MaxSnapshotChunk, size)
+	return SnapshotChunk{Meta: snap.Meta, Size: size, Checksum: r.snapSum.of(snap), Data: snap.Data[lo:hi]}, true
 }
 
 // castagnoli is the CRC-32C table of snapshot checksums.

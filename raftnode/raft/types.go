@@ -136,6 +136,31 @@ type Storage interface {
 	Snapshot() (Snapshot, error)
 }
 
+// SnapshotReader is an optional extension of Storage for snapshots too
+// large to load whole for every chunk a leader sends: when Storage
+// implements it, the leader reads each InstallSnapshot chunk with
+// SnapshotChunk and never calls Snapshot to send one.
+type SnapshotReader interface {
+	// SnapshotChunk returns the newest snapshot's metadata, the size and
+	// CRC-32C (Castagnoli) of its data, and up to max bytes of its data
+	// from offset off (none if off is at or past the end). The chunk's
+	// Data is the caller's. An empty Meta (index 0) means there is no
+	// snapshot; errors are Snapshot's.
+	SnapshotChunk(off, max uint64) (SnapshotChunk, error)
+}
+
+// SnapshotChunk is a piece of a snapshot's data with what a chunk sent to
+// a follower carries about the whole snapshot.
+type SnapshotChunk struct {
+	Meta SnapshotMeta
+	// Size is the length of the whole snapshot's data in bytes.
+	Size uint64
+	// Checksum is the CRC-32C (Castagnoli) of the whole snapshot's data.
+	Checksum uint32
+	// Data is the chunk, starting at the offset asked for.
+	Data []byte
+}
+
 // IncarnationOf returns the incarnation cs records for member id; ok is
 // false if it records none (any incarnation of id counts).
 func (cs ConfState) IncarnationOf(id uint64) (inc uint64, ok bool) {

@@ -161,9 +161,21 @@ type Store struct {
 	snapMeta raft.SnapshotMeta
 	hasSnap  bool
 	closed   bool
+
+	// The leader's chunks are read from one verified reader of the
+	// newest snapshot, opened at its first chunk and kept until a newer
+	// snapshot replaces it or the store closes: each file is read and
+	// verified once, not once per chunk. Its own lock, so that no file
+	// read happens under mu.
+	sendMu     sync.Mutex
+	sender     *snap.Reader // nil: none open
+	sendClosed bool
 }
 
-var _ raft.Storage = (*Store)(nil)
+var (
+	_ raft.Storage        = (*Store)(nil)
+	_ raft.SnapshotReader = (*Store)(nil)
+)
 
 // Open opens (creating if needed) the data directory dir for node
 // opts.NodeID, takes its lock, and recovers the log and the newest valid
@@ -600,6 +612,7 @@ func (s *Store) Recovery() Recovery {
 // fsync (group commit). A snapshot whose entry the log already holds keeps
 // the log; otherwise the log is discarded and restarts after the snapshot.
 func (s *Store) Save(hs raft.HardState, ents []raft.Entry, sn *raft.Snapshot) error {
+	defer s.closeStaleSender()
 	var b wal.Batch
 	if !hs.IsEmpty() {
 		b.HardState = &hs
@@ -635,6 +648,7 @@ func (s *Store) Save(hs raft.HardState, ents []raft.Entry, sn *raft.Snapshot) er
 // entry index (which must be committed and still in the log), with the
 // membership cs in effect there. The log is not compacted: call Compact.
 func (s *Store) CreateSnapshot(index uint64, cs raft.ConfState, data []byte) error {
+	defer s.closeStaleSender() // after mu is released
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.hasSnap && index <= s.snapMeta.Index {
@@ -752,6 +766,58 @@ func (s *Store) OpenSnapshot() (*snap.Reader, error) {
 	return s.snaps.Open(snap.Ref{Index: meta.Index, Term: meta.Term})
 }
 
+// SnapshotChunk implements raft.SnapshotReader: the leader reads each
+// chunk it sends to a follower from the newest snapshot file, which is
+// opened and verified once (its first chunk) and kept open for every
+// transfer of it, instead of loading and verifying the whole file per
+// chunk as Snapshot would. The checksum is the one the file carries,
+// verified on opening.
+func (s *Store) SnapshotChunk(off, max uint64) (raft.SnapshotChunk, error) {
+	meta, ok := s.SnapshotMeta()
+	if !ok {
+		return raft.SnapshotChunk{}, nil
+	}
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	if s.sendClosed {
+		return raft.SnapshotChunk{}, fmt.Errorf("storage: read snapshot %d: store closed: %w", meta.Index, raft.ErrSnapshotTemporarilyUnavailable)
+	}
+	r := s.sender
+	if r == nil || r.Meta().Index != meta.Index || r.Meta().Term != meta.Term {
+		if r != nil {
+			s.sender = nil
+			r.Close()
+		}
+		var err error
+		if r, err = s.snaps.Open(snap.Ref{Index: meta.Index, Term: meta.Term}); err != nil {
+			return raft.SnapshotChunk{}, fmt.Errorf("storage: open snapshot %d to send: %w", meta.Index, err)
+		}
+		s.sender = r
+	}
+	size := uint64(r.Size())
+	c := raft.SnapshotChunk{Meta: r.Meta(), Size: size, Checksum: r.Checksum()}
+	if off < size {
+		c.Data = make([]byte, min(max, size-off))
+		if n, err := r.ReadAt(c.Data, int64(off)); n < len(c.Data) {
+			return raft.SnapshotChunk{}, fmt.Errorf("storage: read snapshot %d at offset %d: %w", meta.Index, off, err)
+		}
+	}
+	return c, nil
+}
+
+// closeStaleSender closes the reader SnapshotChunk keeps open if a newer
+// snapshot replaced its own, so the file's space is not held after
+// retention deletes it. Call it without mu held.
+func (s *Store) closeStaleSender() {
+	meta, _ := s.SnapshotMeta()
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	if r := s.sender; r != nil && (r.Meta().Index != meta.Index || r.Meta().Term != meta.Term) {
+		s.sender = nil
+		r.Close()
+	}
+}
+
 // ReceiveSnapshot starts writing a snapshot that arrives in chunks (an
 // InstallSnapshot from the leader). After Writer.Commit the file is durable
 // but not yet in effect: pass a raft.Snapshot with the same Meta to Save
@@ -774,6 +840,13 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
+	s.sendMu.Lock()
+	s.sendClosed = true
+	if s.sender != nil {
+		s.sender.Close()
+		s.sender = nil
+	}
+	s.sendMu.Unlock()
 	err := s.wal.Close()
 	if lerr := s.lock.Close(); lerr != nil && err == nil {
 		err = fmt.Errorf("release lock of %s: %w", s.dir, lerr)

@@ -456,6 +456,7 @@ type Reader struct {
 	meta raft.SnapshotMeta
 	f    vfs.File
 	data *io.SectionReader
+	sum  uint32 // CRC-32C of the data, as verified
 }
 
 // Open opens snapshot ref and verifies its metadata and data checksums by
@@ -523,10 +524,11 @@ func verify(f vfs.File, ref Ref) (*Reader, error) {
 	if _, err := io.Copy(h, io.NewSectionReader(f, dataOff, dataLen)); err != nil {
 		return nil, err
 	}
-	if h.Sum32() != binary.LittleEndian.Uint32(tr[8:]) {
+	sum := h.Sum32()
+	if sum != binary.LittleEndian.Uint32(tr[8:]) {
 		return nil, fmt.Errorf("%w: data checksum mismatch (%d bytes from offset %d)", ErrCorrupt, dataLen, dataOff)
 	}
-	return &Reader{meta: meta, f: f, data: io.NewSectionReader(f, dataOff, dataLen)}, nil
+	return &Reader{meta: meta, f: f, data: io.NewSectionReader(f, dataOff, dataLen), sum: sum}, nil
 }
 
 // Meta returns the snapshot's metadata.
@@ -534,6 +536,10 @@ func (r *Reader) Meta() raft.SnapshotMeta { return r.meta }
 
 // Size returns the length of the snapshot data in bytes.
 func (r *Reader) Size() int64 { return r.data.Size() }
+
+// Checksum returns the CRC-32C (Castagnoli) of the snapshot data, as
+// verified when the reader was opened.
+func (r *Reader) Checksum() uint32 { return r.sum }
 
 // Read reads the next chunk of data (io.Reader).
 func (r *Reader) Read(p []byte) (int, error) { return r.data.Read(p) }
