@@ -79,10 +79,12 @@
 // MemoryStorage: CreateSnapshot then Compact). Keep some entries before i
 // so slightly lagging followers can catch up without a snapshot. The
 // leader sends Storage.Snapshot() in chunks of Config.MaxSnapshotChunk
-// (InstallSnapshot) to followers whose next entry is compacted.
+// (InstallSnapshot) to followers whose next entry is compacted; a Storage
+// that implements SnapshotReader is asked for each chunk alone instead,
+// so a large snapshot is not loaded whole for every chunk.
 //
 // Every chunk carries the CRC-32C of the whole snapshot (Message.Checksum,
-// computed once per snapshot). A follower that has assembled a snapshot
+// computed once per snapshot, or SnapshotReader's). A follower that has assembled a snapshot
 // checks it against that checksum, then hands it to
 // Config.VerifySnapshot (the application decodes it in full), and only
 // then replaces its log and, through Ready, its state. A snapshot that

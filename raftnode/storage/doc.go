@@ -23,8 +23,12 @@
 // data) (index committed and still in the log) and then calls
 // Compact(index), which keeps Options.TrailingEntries entries before index
 // for slow followers and deletes whole log segments nobody needs any more.
-// InstallSnapshot is sent with OpenSnapshot (chunked Read/ReadAt of a
-// verified file) and received with ReceiveSnapshot (chunked Writer); the
+// The leader's core reads InstallSnapshot chunks with SnapshotChunk
+// (raft.SnapshotReader): the newest snapshot file is verified once and
+// kept open for every chunk and transfer of it, so each chunk costs one
+// read of its own bytes. OpenSnapshot streams a verified file
+// (Read/ReadAt) for other readers. A snapshot is received with
+// ReceiveSnapshot (chunked Writer); the
 // received snapshot takes effect when the core hands it back in a Ready and
 // the driver passes it to Save.
 //

@@ -17,9 +17,9 @@ import (
 // many of them are open.
 type readCountFS struct {
 	vfs.FS
-	mu    sync.Mutex
-	read  int64
-	open  int
+	mu   sync.Mutex
+	read int64
+	open int
 }
 
 func (fs *readCountFS) Open(name string) (vfs.File, error) {
