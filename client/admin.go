@@ -125,16 +125,18 @@ type Member struct {
 
 // adminCall runs call on an Admin capability of the current connection,
 // retrying while nodes are unreachable or have no leader. An idempotent
-// call is also retried after a lost connection or an unknown outcome; for
-// the others, such a failure ends the call with ErrUnknownOutcome.
-func (c *Client) adminCall(ctx context.Context, op string, idempotent bool,
+// call (unknown nil) is also retried after a lost connection or an unknown
+// outcome; for the others, such a failure ends the call with
+// ErrUnknownOutcome, saying what may have happened (unknown).
+func (c *Client) adminCall(ctx context.Context, op string, unknown *outcome,
 	call func(ctx context.Context, adm schema.Admin) (*ServerError, error)) error {
 	var last error
 	var b backoff
+	idempotent := unknown == nil
 	maybeApplied := false
 	fail := func(err error) error {
 		if maybeApplied {
-			return &unknownOutcomeError{op: op, cause: err}
+			return &unknownOutcomeError{op: op, what: *unknown, cause: err}
 		}
 		return err
 	}
@@ -212,7 +214,7 @@ func (c *Client) adminCall(ctx context.Context, op string, idempotent bool,
 // Members returns the cluster's configuration and the leader's id (0 if
 // unknown), as of the answering node's applied log.
 func (c *Client) Members(ctx context.Context) (leader uint64, members []Member, err error) {
-	err = c.adminCall(ctx, "members", true, func(ctx context.Context, adm schema.Admin) (*ServerError, error) {
+	err = c.adminCall(ctx, "members", nil, func(ctx context.Context, adm schema.Admin) (*ServerError, error) {
 		f, release := adm.Members(ctx, nil)
 		defer release()
 		res, err := f.Struct()
@@ -267,7 +269,7 @@ func (c *Client) AddMember(ctx context.Context, id uint64, addr string, learner 
 	if id == 0 || addr == "" {
 		return errors.New("add member: the id must be non-zero and the address non-empty")
 	}
-	return c.adminCall(ctx, fmt.Sprintf("add member %d", id), false, func(ctx context.Context, adm schema.Admin) (*ServerError, error) {
+	return c.adminCall(ctx, fmt.Sprintf("add member %d", id), &memberOutcome, func(ctx context.Context, adm schema.Admin) (*ServerError, error) {
 		f, release := adm.AddMember(ctx, func(p schema.Admin_addMember_Params) error {
 			p.SetId(id)
 			p.SetLearner(learner)
@@ -280,7 +282,7 @@ func (c *Client) AddMember(ctx context.Context, id uint64, addr string, learner 
 
 // PromoteMember turns learner id into a voter.
 func (c *Client) PromoteMember(ctx context.Context, id uint64) error {
-	return c.adminCall(ctx, fmt.Sprintf("promote member %d", id), false, func(ctx context.Context, adm schema.Admin) (*ServerError, error) {
+	return c.adminCall(ctx, fmt.Sprintf("promote member %d", id), &memberOutcome, func(ctx context.Context, adm schema.Admin) (*ServerError, error) {
 		f, release := adm.PromoteMember(ctx, func(p schema.Admin_promoteMember_Params) error {
 			p.SetId(id)
 			return nil
@@ -292,7 +294,7 @@ func (c *Client) PromoteMember(ctx context.Context, id uint64) error {
 
 // RemoveMember removes node id from the cluster; the removed node stops.
 func (c *Client) RemoveMember(ctx context.Context, id uint64) error {
-	return c.adminCall(ctx, fmt.Sprintf("remove member %d", id), false, func(ctx context.Context, adm schema.Admin) (*ServerError, error) {
+	return c.adminCall(ctx, fmt.Sprintf("remove member %d", id), &memberOutcome, func(ctx context.Context, adm schema.Admin) (*ServerError, error) {
 		f, release := adm.RemoveMember(ctx, func(p schema.Admin_removeMember_Params) error {
 			p.SetId(id)
 			return nil
@@ -305,7 +307,7 @@ func (c *Client) RemoveMember(ctx context.Context, id uint64) error {
 // TransferLeadership hands leadership to voter to (0: the most up-to-date
 // other voter) and returns once it has moved.
 func (c *Client) TransferLeadership(ctx context.Context, to uint64) error {
-	return c.adminCall(ctx, "transfer leadership", false, func(ctx context.Context, adm schema.Admin) (*ServerError, error) {
+	return c.adminCall(ctx, "transfer leadership", &transferOutcome, func(ctx context.Context, adm schema.Admin) (*ServerError, error) {
 		f, release := adm.TransferLeadership(ctx, func(p schema.Admin_transferLeadership_Params) error {
 			p.SetTo(to)
 			return nil
@@ -318,7 +320,7 @@ func (c *Client) TransferLeadership(ctx context.Context, to uint64) error {
 // Snapshot makes the node the client is connected to snapshot its state
 // now, and returns the snapshot's index.
 func (c *Client) Snapshot(ctx context.Context) (index uint64, err error) {
-	err = c.adminCall(ctx, "snapshot", true, func(ctx context.Context, adm schema.Admin) (*ServerError, error) {
+	err = c.adminCall(ctx, "snapshot", nil, func(ctx context.Context, adm schema.Admin) (*ServerError, error) {
 		f, release := adm.Snapshot(ctx, nil)
 		defer release()
 		res, err := f.Struct()

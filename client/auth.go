@@ -86,7 +86,7 @@ func (c *Client) CreateToken(ctx context.Context, spec TokenSpec) (token, id str
 	ttl := uint64((spec.TTL + time.Millisecond - 1) / time.Millisecond)
 	// A token minted for an answer that was lost grants nothing to
 	// anyone (nobody saw it), so a retry is safe.
-	err = c.adminCall(ctx, "create token", true, func(ctx context.Context, adm schema.Admin) (*ServerError, error) {
+	err = c.adminCall(ctx, "create token", nil, func(ctx context.Context, adm schema.Admin) (*ServerError, error) {
 		f, release := adm.CreateToken(ctx, func(p schema.Admin_createToken_Params) error {
 			s, err := p.NewSpec()
 			if err != nil {
@@ -136,7 +136,7 @@ func (c *Client) RevokeToken(ctx context.Context, id string, expires time.Time) 
 	if !expires.IsZero() {
 		ms = expires.UnixMilli()
 	}
-	return c.adminCall(ctx, fmt.Sprintf("revoke token %q", id), true, func(ctx context.Context, adm schema.Admin) (*ServerError, error) {
+	return c.adminCall(ctx, fmt.Sprintf("revoke token %q", id), nil, func(ctx context.Context, adm schema.Admin) (*ServerError, error) {
 		f, release := adm.RevokeToken(ctx, func(p schema.Admin_revokeToken_Params) error {
 			p.SetExpires(ms)
 			return p.SetId(id)

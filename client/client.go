@@ -21,12 +21,17 @@
 // until their context ends; give every context a deadline. When a write's
 // context ends while an attempt of it may have reached a node, the error
 // wraps ErrUnknownOutcome: the write may or may not have been applied.
+// A membership change or leadership transfer is not retried once it may
+// have reached the leader; if its answer is lost, or the leader did not
+// see it through in time, the error wraps ErrUnknownOutcome too.
 //
 // Errors, all matchable with errors.Is / errors.As:
 //   - ErrNotFound: Get of a missing key.
 //   - ErrCompareFailed (*CompareFailedError, with the key's current state):
 //     a CompareAndSwap or CompareAndDelete whose condition did not hold.
-//   - ErrUnknownOutcome: a write that may or may not have been applied.
+//   - ErrUnknownOutcome: a write, membership change or leadership transfer
+//     that may or may not have taken effect; the message says how to find
+//     out.
 //   - *UnavailableError (IsUnavailable): no node reachable, or none with a
 //     leader, until the context ended; nothing was applied.
 //   - ErrTooLarge: a key, value or batch over the limits, refused by the

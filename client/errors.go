@@ -16,10 +16,12 @@ var (
 	// key in another state than expected; nothing was written. The error
 	// is a *CompareFailedError holding the key's current state.
 	ErrCompareFailed = errors.New("compare failed")
-	// ErrUnknownOutcome: the write may or may not have been applied (an
-	// attempt reached a node but its answer was lost and the write could
-	// not be retried to a conclusion). Read the key to find out.
-	ErrUnknownOutcome = errors.New("outcome unknown: the write may or may not have been applied; read the key to find out")
+	// ErrUnknownOutcome: a write, a membership change or a leadership
+	// transfer may or may not have taken effect (an attempt reached a node
+	// but its answer was lost, or the node did not see it through, and it
+	// could not be retried to a conclusion). The error says how to find
+	// out: read the key, list the members, see which node leads.
+	ErrUnknownOutcome = errors.New("outcome unknown: it may or may not have taken effect")
 	// ErrSessionExpired: the cluster forgot the client's session (it was
 	// idle for longer than its time to live). Writes that were never
 	// attempted are resent in a new session automatically; a retried
@@ -215,19 +217,32 @@ func unavailable(op string, last, ctxErr error) error {
 	return e
 }
 
+// outcome says what a call whose outcome is unknown may have done, and
+// how to find out.
+type outcome struct{ effect, check string }
+
+var (
+	writeOutcome    = outcome{"the write may or may not have been applied", "read the key to find out"}
+	memberOutcome   = outcome{"the membership change may or may not have been made", "list the members to find out"}
+	transferOutcome = outcome{"leadership may or may not have moved", "see which node leads to find out"}
+)
+
 // unknownOutcomeError wraps ErrUnknownOutcome and the failure that caused
 // it.
 type unknownOutcomeError struct {
 	op    string
+	what  outcome
 	cause error
 }
 
-// Error says the write's outcome is unknown, and why.
+// Error says the call's outcome is unknown, what it may have done, how to
+// find out, and why.
 func (e *unknownOutcomeError) Error() string {
+	s := e.op + ": outcome unknown: " + e.what.effect + "; " + e.what.check
 	if e.cause == nil {
-		return e.op + ": " + ErrUnknownOutcome.Error()
+		return s
 	}
-	return e.op + ": " + ErrUnknownOutcome.Error() + ": " + e.cause.Error()
+	return s + ": " + e.cause.Error()
 }
 
 func (e *unknownOutcomeError) Unwrap() []error {

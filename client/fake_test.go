@@ -96,6 +96,7 @@ type fakeStore struct {
 
 	adminUnavailable atomic.Int64 // answer this many admin calls with unavailable
 	adminDrop        atomic.Int64 // drop the connection on this many addMember calls, after applying
+	transfers        atomic.Int64 // transferLeadership calls answered
 
 	auth fakeAuth // tokens and logins (fake_auth_test.go)
 }
@@ -813,13 +814,22 @@ func (a *fakeAdminCap) TransferLeadership(_ context.Context, call schema.Admin_t
 	if err != nil {
 		return err
 	}
-	if call.Args().To() == 99 {
+	a.n.node.store.transfers.Add(1)
+	switch call.Args().To() {
+	case 99:
 		e, err := res.NewError()
 		if err != nil {
 			return err
 		}
 		e.SetCode(schema.ErrorCode_invalidArgument)
 		return e.SetMessage_("node 99 is not a voter")
+	case 98:
+		e, err := res.NewError()
+		if err != nil {
+			return err
+		}
+		e.SetCode(schema.ErrorCode_outcomeUnknown)
+		return e.SetMessage_("leadership did not move in time (fake)")
 	}
 	return nil
 }

@@ -193,7 +193,7 @@ func (c *Client) do(ctx context.Context, req *request) (res result, err error) {
 	}()
 	fail := func(err error) (result, error) {
 		if write && maybeApplied {
-			return result{}, &unknownOutcomeError{op: req.describe(), cause: err}
+			return result{}, &unknownOutcomeError{op: req.describe(), what: writeOutcome, cause: err}
 		}
 		return result{}, err
 	}

@@ -1,11 +1,11 @@
 package raftnode
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"sync/atomic"
 	"time"
 
@@ -27,33 +27,49 @@ type Member struct {
 	Match     uint64
 }
 
-// runOnLoop runs fn on the loop goroutine and waits for it.
-func (n *Node) runOnLoop(ctx context.Context, fn func()) error {
-	// state: 0 queued, 1 fn runs or ran, 2 abandoned (fn never runs).
-	// An early return abandons fn first, or waits for it if it already
-	// started, so fn never writes what its caller reads after returning.
+// onLoop runs fn on the loop goroutine and returns its result, handed
+// back by value over a channel: nothing fn builds stays shared with a
+// caller that gave up waiting (ctx ended, node stopped). A task whose
+// caller gave up before the loop took it never runs, so the caller's
+// error (timeout, shuttingDown) never hides an effect of fn, such as a
+// proposal; a task that already started is waited for (it runs on the
+// loop, so it is short).
+func onLoop[T any](ctx context.Context, n *Node, fn func() T) (T, error) {
+	const queued, started, abandoned = 0, 1, 2
 	var state atomic.Int32
-	done := make(chan struct{})
-	n.q.push(task{func() {
-		if state.CompareAndSwap(0, 1) {
-			fn()
-			close(done)
+	res := make(chan T, 1)
+	var zero T
+	if !n.q.push(task{func() {
+		if state.CompareAndSwap(queued, started) {
+			res <- fn()
 		}
-	}})
+	}}) {
+		return zero, n.stoppedError()
+	}
 	var err error
 	select {
-	case <-done:
-		return nil
+	case v := <-res:
+		return v, nil
 	case <-n.done:
 		err = n.stoppedError()
 	case <-ctx.Done():
 		err = errTimeout
 	}
-	if state.CompareAndSwap(0, 2) {
-		return err
+	if state.CompareAndSwap(queued, abandoned) {
+		return zero, err
 	}
-	<-done
-	return nil
+	// fn runs or ran: its result comes, unless fn stopped the loop.
+	select {
+	case v := <-res:
+		return v, nil
+	case <-n.done:
+		select {
+		case v := <-res:
+			return v, nil
+		default:
+			return zero, n.stoppedError()
+		}
+	}
 }
 
 // Members returns the configuration as of a linearizable read.
@@ -61,45 +77,56 @@ func (n *Node) Members(ctx context.Context) (uint64, []Member, error) {
 	if err := n.awaitRead(ctx, n.readWait()); err != nil {
 		return 0, nil, err
 	}
-	var ms []Member
-	var lead uint64
-	err := n.runOnLoop(ctx, func() {
+	type view struct {
+		lead    uint64
+		members []Member
+	}
+	v, err := onLoop(ctx, n, func() view {
 		st := n.core.Status()
-		lead = st.Lead
+		v := view{lead: st.Lead}
 		add := func(ids []uint64, learner bool) {
 			for _, id := range ids {
 				m := Member{ID: id, Address: n.loop.addrs[id], Learner: learner, Promoting: slices.Contains(st.Config.AutoPromote, id)}
 				if pr, ok := st.Progress[id]; ok {
 					m.Match = pr.Match
 				}
-				ms = append(ms, m)
+				v.members = append(v.members, m)
 			}
 		}
 		add(st.Config.Voters, false)
 		add(st.Config.Learners, true)
+		return v
 	})
-	sort.Slice(ms, func(i, j int) bool { return ms[i].ID < ms[j].ID })
-	return lead, ms, err
+	if err != nil {
+		return 0, nil, err
+	}
+	slices.SortFunc(v.members, func(a, b Member) int { return cmp.Compare(a.ID, b.ID) })
+	return v.lead, v.members, nil
 }
 
 // changeMembership proposes cc on the leader (this node) and waits until
-// it is applied.
+// it is applied. A refused change (invalid, not leader, another change
+// under way) and one overwritten by a new leader (errConfNotApplied) have
+// a known outcome; a proposed change whose end this node does not see
+// may still be applied: errChangeOutcomeUnknown.
 func (n *Node) changeMembership(ctx context.Context, cc raft.ConfChange) error {
 	ch := make(chan error, 1)
-	err := n.runOnLoop(ctx, func() {
+	refused, err := onLoop(ctx, n, func() error {
 		if err := checkChanges(n.core.Status(), cc); err != nil {
-			ch <- err
-			return
+			return err
 		}
 		if err := n.core.ProposeConfChange(cc); err != nil {
-			ch <- membershipError(err)
-			return
+			return membershipError(err)
 		}
 		n.loop.confWaiters[n.core.LastIndex()] = ch
 		n.loop.confTerm[n.core.LastIndex()] = n.core.Term()
+		return nil
 	})
 	if err != nil {
-		return err
+		return err // not proposed
+	}
+	if refused != nil {
+		return refused
 	}
 	timer := time.NewTimer(n.cfg.RequestTimeout)
 	defer timer.Stop()
@@ -107,17 +134,18 @@ func (n *Node) changeMembership(ctx context.Context, cc raft.ConfChange) error {
 	case err := <-ch:
 		return err
 	case <-timer.C:
-		return errOutcomeUnknown
+		return errChangeOutcomeUnknown
 	case <-ctx.Done():
-		return errOutcomeUnknown
+		return errChangeOutcomeUnknown
 	case <-n.done:
 		// A leader that removed itself stops right after applying the
-		// change; the answer may already be there.
+		// change; the answer may already be there (failEverything
+		// answers the others errChangeOutcomeUnknown).
 		select {
 		case err := <-ch:
 			return err
 		default:
-			return errOutcomeUnknown
+			return errChangeOutcomeUnknown
 		}
 	}
 }
@@ -165,34 +193,42 @@ func membershipError(err error) error {
 }
 
 // transfer hands leadership to another voter (0: the most caught-up
-// one) and waits until this node no longer leads.
+// one) and waits until this node no longer leads. A transfer the core
+// refused has a known outcome; one started whose end this node does not
+// see may still complete (the target may already have been told to
+// campaign): errTransferOutcomeUnknown.
 func (n *Node) transfer(ctx context.Context, to uint64) error {
-	var terr error
 	wake := n.leaderChanged()
-	err := n.runOnLoop(ctx, func() {
+	type started struct {
+		to  uint64
+		err error
+	}
+	s, err := onLoop(ctx, n, func() started {
 		st := n.core.Status()
-		if to == 0 {
+		target := to
+		if target == 0 {
 			var best uint64
 			for id, pr := range st.Progress {
-				if id != n.cfg.ID && !pr.IsLearner && (to == 0 || pr.Match > best) {
-					to, best = id, pr.Match
+				if id != n.cfg.ID && !pr.IsLearner && (target == 0 || pr.Match > best) {
+					target, best = id, pr.Match
 				}
 			}
 		}
-		if to == 0 {
-			terr = invalid("no other voter to hand leadership to")
-			return
+		if target == 0 {
+			return started{err: invalid("no other voter to hand leadership to")}
 		}
-		if err := n.core.TransferLeadership(to); err != nil {
-			terr = membershipError(err)
+		if err := n.core.TransferLeadership(target); err != nil {
+			return started{err: membershipError(err)}
 		}
+		return started{to: target}
 	})
 	if err != nil {
-		return err
+		return err // not started
 	}
-	if terr != nil {
-		return terr
+	if s.err != nil {
+		return s.err
 	}
+	to = s.to
 	timer := time.NewTimer(n.cfg.RequestTimeout)
 	defer timer.Stop()
 	for {
@@ -207,11 +243,11 @@ func (n *Node) transfer(ctx context.Context, to uint64) error {
 			}
 			wake = n.leaderChanged()
 		case <-timer.C:
-			return errTimeout
+			return errTransferOutcomeUnknown
 		case <-ctx.Done():
-			return errTimeout
+			return errTransferOutcomeUnknown
 		case <-n.done:
-			return n.stoppedError()
+			return fmt.Errorf("%w (%v)", errTransferOutcomeUnknown, n.stoppedError())
 		}
 	}
 }
@@ -219,40 +255,47 @@ func (n *Node) transfer(ctx context.Context, to uint64) error {
 // Snapshot snapshots the state machine now and waits until it is on
 // disk; it returns the snapshot's index.
 func (n *Node) Snapshot(ctx context.Context) (uint64, error) {
-	var index uint64
-	var busy bool
-	if err := n.runOnLoop(ctx, func() {
+	type started struct {
+		index uint64
+		done  <-chan error // the snapshot's outcome (snapDone)
+		err   error
+	}
+	s, err := onLoop(ctx, n, func() started {
 		if n.loop.snapshotting {
-			busy = true
-			return
+			return started{err: errSnapshotBusy}
 		}
-		index = n.startSnapshot()
-	}); err != nil {
+		index := n.startSnapshot()
+		if n.loop.stopping != nil {
+			// Persisting the commit index first failed: the node stops.
+			return started{err: fmt.Errorf("%w: %v", errShuttingDown, n.loop.stopping)}
+		}
+		done := make(chan error, 1)
+		n.loop.snapWaiters = append(n.loop.snapWaiters, done)
+		return started{index: index, done: done}
+	})
+	if err != nil {
 		return 0, err
 	}
-	if busy {
-		return 0, &requestError{schema.ErrorCode_unavailable, "a snapshot is already being written: retry shortly"}
+	if s.err != nil {
+		return 0, s.err
 	}
-	// Wait for the background writer: the store reports the new snapshot.
-	for {
-		if meta, ok := n.store.SnapshotMeta(); ok && meta.Index >= index {
-			return index, nil
+	select {
+	case err := <-s.done:
+		if err != nil {
+			return 0, &requestError{schema.ErrorCode_internal, fmt.Sprintf("the snapshot at index %d failed: %v", s.index, err)}
 		}
-		done := false
-		if err := n.runOnLoop(ctx, func() { done = !n.loop.snapshotting }); err != nil {
-			return 0, err
-		}
-		if done {
-			if meta, ok := n.store.SnapshotMeta(); ok && meta.Index >= index {
-				return index, nil
-			}
-			return 0, &requestError{schema.ErrorCode_internal, "the snapshot failed; see the node's log"}
-		}
+		return s.index, nil
+	case <-ctx.Done():
+		return 0, errTimeout
+	case <-n.done:
 		select {
-		case <-time.After(5 * time.Millisecond):
-		case <-ctx.Done():
-			return 0, errTimeout
+		case err := <-s.done:
+			if err == nil {
+				return s.index, nil
+			}
+		default:
 		}
+		return 0, n.stoppedError()
 	}
 }
 

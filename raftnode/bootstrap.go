@@ -119,13 +119,13 @@ func firstError(errs map[uint64]error) string {
 // hasConfiguration reports whether the core holds a configuration (or
 // the loop has stopped, which ends discovery too).
 func (n *Node) hasConfiguration() bool {
-	has := true
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.RequestTimeout)
 	defer cancel()
-	if err := n.runOnLoop(ctx, func() {
+	has, err := onLoop(ctx, n, func() bool {
 		cs := n.core.ConfState()
-		has = len(cs.Voters) > 0 || len(cs.Learners) > 0
-	}); err != nil {
+		return len(cs.Voters) > 0 || len(cs.Learners) > 0
+	})
+	if err != nil {
 		return isClosed(n.done)
 	}
 	return has
@@ -214,12 +214,14 @@ func (n *Node) bootstrapWith(answers map[uint64]transport.DiscoverInfo, inc uint
 // whose voters are incs, with their incarnations.
 func (n *Node) bootstrapAs(incs []raft.MemberIncarnation) {
 	sn := n.bootstrapSnapshot(incs)
-	var err error
-	if lerr := n.runOnLoop(context.Background(), func() {
-		if err = n.core.Bootstrap(sn); err == nil {
+	err, lerr := onLoop(context.Background(), n, func() error {
+		err := n.core.Bootstrap(sn)
+		if err == nil {
 			n.loop.bootstrapping = true
 		}
-	}); lerr != nil {
+		return err
+	})
+	if lerr != nil {
 		return // stopped
 	}
 	switch {
@@ -253,17 +255,15 @@ func (n *Node) bootstrapSnapshot(incs []raft.MemberIncarnation) raft.Snapshot {
 func (h peerHandler) Discover(ctx context.Context, from, inc uint64) (transport.DiscoverInfo, error) {
 	n := h.n
 	info := transport.DiscoverInfo{Incarnation: n.store.Incarnation()}
-	var cs raft.ConfState
-	if err := n.runOnLoop(ctx, func() {
-		st := n.core.Status()
-		cs = st.Config
-		info.Term, info.Commit = st.Term, st.Commit
-		// Configurations take effect when applied: nothing applied
-		// after index 1 means the bootstrap configuration.
-		info.BootstrapOnly = st.Applied <= raft.BootstrapSnapshot(raft.ConfState{}).Meta.Index
-	}); err != nil {
+	st, err := onLoop(ctx, n, n.core.Status)
+	if err != nil {
 		return info, err
 	}
+	cs := st.Config
+	info.Term, info.Commit = st.Term, st.Commit
+	// Configurations take effect when applied: nothing applied after
+	// index 1 means the bootstrap configuration.
+	info.BootstrapOnly = st.Applied <= raft.BootstrapSnapshot(raft.ConfState{}).Meta.Index
 	info.Configured = len(cs.Voters) > 0 || len(cs.Learners) > 0
 	info.BootstrapOnly = info.Configured && info.BootstrapOnly && len(cs.Learners) == 0
 	for _, id := range cs.Voters {

@@ -54,9 +54,13 @@
 //
 // # Failures
 //
-// A storage error makes the core panic; the loop turns that into a clean
-// stop with a reason (Err, Done) rather than answering from a disk it can
-// no longer trust. A node that is removed from the cluster stops once it
+// A failed write to storage, a snapshot that cannot be installed, or a
+// failed read of the log (on which the core panics) stops the node
+// cleanly with a reason (Err, Done): what waits is answered, nothing the
+// failed write covered is acknowledged, and nothing is answered from a
+// disk the node can no longer trust. Only panics raised inside the core
+// are recovered; a panic in the node's own code is a bug and crashes the
+// process. A node that is removed from the cluster stops once it
 // has applied everything committed and is still not a member (a node that
 // was removed and added back replays its old removal on the way).
 package raftnode

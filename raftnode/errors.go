@@ -28,6 +28,16 @@ var (
 	errRemoved        = errors.New("removed from the cluster; to bring it back, add it again (raftctl member add) and start it with an empty --data-dir and --join")
 )
 
+// The outcomes of admin calls.
+var (
+	errSnapshotBusy = &requestError{schema.ErrorCode_unavailable, "a snapshot is already being written: retry shortly"}
+	// A membership change or leadership transfer that was started but
+	// whose end this node did not see may still take effect: retrying it
+	// blindly could apply it twice.
+	errChangeOutcomeUnknown   = &requestError{schema.ErrorCode_outcomeUnknown, "the membership change was proposed but not seen applied in time; it may still be: check with raftctl members before retrying"}
+	errTransferOutcomeUnknown = &requestError{schema.ErrorCode_outcomeUnknown, "leadership did not move in time; the transfer may still complete: check the leader with raftctl status before retrying"}
+)
+
 // errorCode maps any error to the code a client sees.
 func errorCode(err error) (schema.ErrorCode, string) {
 	var re *requestError

@@ -41,10 +41,11 @@ func TestOverwrittenConfChangeIsNotReportedApplied(t *testing.T) {
 		ch := make(chan error, 1)
 		// Simulate on the loop: a waiter for index i (as changeMembership
 		// registers one), then a new leader's entry applied at i.
-		if err := n.runOnLoop(ctx, func() {
+		if _, err := onLoop(ctx, n, func() struct{} {
 			i := n.kv.AppliedIndex() + 1000
 			n.loop.confWaiters[i] = ch
 			n.apply(tc.entry(i))
+			return struct{}{}
 		}); err != nil {
 			t.Fatal(err)
 		}
@@ -104,12 +105,13 @@ func TestProposalReplacedAtItsIndexIsAnswered(t *testing.T) {
 	old := &proposal{id: 1 << 62, reply: func(r proposalResult) { oldDone <- r }}
 	cmd := kv.Command{ID: n.proposeID.Add(1), Kind: kv.CmdOpenSession, Time: time.Now().UnixNano()}
 	fresh := &proposal{id: cmd.ID, data: cmd.AppendBinary(nil), reply: func(r proposalResult) { freshDone <- r }}
-	if err := n.runOnLoop(ctx, func() {
+	if _, err := onLoop(ctx, n, func() struct{} {
 		// The old proposal waits at the index the next one will take.
 		old.index = n.core.LastIndex() + 1
 		n.loop.byID[old.id] = old
 		n.loop.byIndex[old.index] = old
 		n.loop.newProp = append(n.loop.newProp, fresh)
+		return struct{}{}
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -129,9 +131,11 @@ func TestProposalReplacedAtItsIndexIsAnswered(t *testing.T) {
 	case <-time.After(time.Second):
 		t.Error("the replaced proposal is never answered")
 	}
-	left := -1
-	n.runOnLoop(ctx, func() { _, ok := n.loop.byID[old.id]; left = map[bool]int{true: 1, false: 0}[ok] })
-	if left != 0 {
+	left, err := onLoop(ctx, n, func() bool { _, ok := n.loop.byID[old.id]; return ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left {
 		t.Error("the replaced proposal stays in byID")
 	}
 }

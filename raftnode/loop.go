@@ -57,6 +57,9 @@ type loopState struct {
 	snapFailed   uint64 // index of the last failed snapshot: retry SnapshotEntries later
 	snapWALBytes uint64 // log bytes written when the last snapshot started (SnapshotBytes)
 	installed    uint64 // snapshots installed from a leader since start
+	// snapWaiters are the Snapshot calls waiting for the snapshot being
+	// written (snapDone answers them).
+	snapWaiters []chan<- error
 
 	// refusals rate-limits the warnings about peer messages the core
 	// refused (refusals.go).
@@ -72,7 +75,7 @@ type loopState struct {
 	// persists.
 	discover, bootstrapping bool
 
-	stopping error // set when the node must stop (removed, disk failure)
+	stopping error // set when the node must stop (removed, disk failure): see fail
 	removed  bool  // a removal of this node was applied; see checkRemoved
 
 	// unsavedHS is a commit-only hard state not yet written (see
@@ -145,15 +148,7 @@ func (n *Node) run() {
 	defer n.wg.Done()
 	defer close(n.done)
 	defer n.failEverything()
-	defer func() {
-		// The core panics when its storage fails: the node can no longer
-		// trust its disk. Stop cleanly and say why rather than crash the
-		// process or answer from a partial view.
-		if r := recover(); r != nil {
-			n.setStopped(fmt.Errorf("stopped after an internal error: %v", r))
-			n.log.Error("node stopped after an internal error", "panic", r, "stack", string(debug.Stack()))
-		}
-	}()
+	defer n.recoverCorePanic()
 	ls := &n.loop
 	ls.byID = make(map[uint64]*proposal)
 	ls.byIndex = make(map[uint64]*proposal)
@@ -185,17 +180,23 @@ func (n *Node) run() {
 		default:
 		}
 		n.drain()
-		n.flushProposals()
-		n.flushReads()
-		if n.core.HasReady() {
-			n.handleReady(n.core.Ready())
+		// Once something failed (a write to disk, say) nothing more is
+		// proposed, persisted or answered as done.
+		if ls.stopping == nil {
+			n.flushProposals()
+			n.flushReads()
+			if n.core.HasReady() {
+				n.handleReady(n.core.Ready())
+			}
 		}
 		n.answerUnmatched()
+		if ls.stopping == nil {
+			n.maybeSnapshot()
+		}
 		if ls.stopping != nil {
 			n.setStopped(ls.stopping)
 			return
 		}
-		n.maybeSnapshot()
 		if n.core.HasReady() {
 			continue
 		}
@@ -326,6 +327,12 @@ func (n *Node) drain() {
 				n.loop.snapIndex = e.index
 				n.log.Debug("snapshot written, log compacted", "index", e.index)
 			}
+			// One snapshot is written at a time: the waiters asked for
+			// this one.
+			for _, w := range n.loop.snapWaiters {
+				w <- e.err
+			}
+			n.loop.snapWaiters = nil
 		}
 	}
 }
@@ -537,7 +544,12 @@ func (n *Node) handleReady(rd raft.Ready) {
 		if hs.IsEmpty() && n.loop.unsavedHS != nil {
 			hs = *n.loop.unsavedHS
 		}
-		n.save(hs, rd.Entries, snap)
+		if err := n.save(hs, rd.Entries, snap); err != nil {
+			// Nothing this Ready covers may be acknowledged, applied or
+			// advanced past: the node stops with the error.
+			n.fail(err)
+			return
+		}
 	case !rd.HardState.IsEmpty():
 		// Only the commit index moved. Raft does not need it durable
 		// (a restart learns it again from the leader), so it waits for
@@ -551,7 +563,8 @@ func (n *Node) handleReady(rd raft.Ready) {
 	}
 	if snap != nil {
 		if err := n.restore(*snap); err != nil {
-			panic(fmt.Errorf("install snapshot %d: %w", snap.Meta.Index, err))
+			n.fail(fmt.Errorf("install snapshot %d: %w", snap.Meta.Index, err))
+			return
 		}
 		n.loop.snapIndex = snap.Meta.Index
 		n.failStaleProposals(snap.Meta.Index)
@@ -773,12 +786,49 @@ func (n *Node) farewell(id, index uint64) {
 }
 
 // save persists one Ready. A write failure means the disk can no longer
-// be trusted: the node stops (see run).
-func (n *Node) save(hs raft.HardState, ents []raft.Entry, snap *raft.Snapshot) {
+// be trusted: the caller stops the node (fail) without acknowledging
+// anything the write covered.
+func (n *Node) save(hs raft.HardState, ents []raft.Entry, snap *raft.Snapshot) error {
 	if err := n.store.Save(hs, ents, snap); err != nil {
-		panic(fmt.Errorf("persist to %s: %w", n.cfg.DataDir, err))
+		return fmt.Errorf("persist to %s: %w", n.cfg.DataDir, err)
 	}
 	n.loop.unsavedHS = nil
+	return nil
+}
+
+// fail makes the loop stop with err, a failure it cannot continue after
+// (a write to disk, a snapshot it cannot install): the loop does nothing
+// more than answer what waits (failEverything) and exits. The first
+// failure is the one reported.
+func (n *Node) fail(err error) {
+	if n.loop.stopping != nil {
+		return
+	}
+	n.loop.stopping = err
+	n.log.Error("stopping the node", "error", err)
+}
+
+// recoverCorePanic, deferred by run, stops the node cleanly when the
+// core panicked: it does so when a read of its storage fails (see
+// "Storage errors" in raftnode/raft) or one of its invariants breaks, and
+// the node must then stop rather than vote or answer from a partial view.
+// Only a panic raised inside a call into the core is recovered (the
+// guardedCore counts those calls); any other is a bug in this package and
+// crashes the process.
+func (n *Node) recoverCorePanic() {
+	if !n.core.panicked() {
+		return
+	}
+	r := recover()
+	if r == nil {
+		return
+	}
+	err, ok := r.(error)
+	if !ok {
+		err = fmt.Errorf("%v", r)
+	}
+	n.setStopped(fmt.Errorf("the raft core failed (its storage failed or an invariant broke): %w", err))
+	n.log.Error("node stopped: the raft core panicked", "panic", r, "stack", string(debug.Stack()))
 }
 
 // checkRemoved stops the node once it is caught up and still not a
@@ -858,10 +908,14 @@ func (n *Node) failEverything() {
 		p.reply(raft.Message{}, false, nil)
 	}
 	for _, ch := range ls.confWaiters {
-		ch <- errOutcomeUnknown
+		ch <- errChangeOutcomeUnknown
+	}
+	for _, w := range ls.snapWaiters {
+		w <- err
 	}
 	ls.byID, ls.byIndex, ls.newProp, ls.newReads, ls.pending = nil, nil, nil, nil, nil
 	ls.readsByCtx, ls.applyWait, ls.readResponders, ls.confWaiters, ls.confTerm = nil, nil, nil, nil, nil
+	ls.snapWaiters = nil
 }
 
 func (n *Node) setStopped(err error) {

@@ -185,7 +185,7 @@ type Node struct {
 	tr        *transport.Transport
 
 	// Owned by the loop goroutine.
-	core *raft.Core
+	core guardedCore
 	loop loopState
 
 	q       *eventQueue
@@ -313,7 +313,7 @@ func (n *Node) open() (err error) {
 		tick = t
 	}
 	n.loop.tick = tick
-	n.core, err = raft.New(raft.Config{
+	core, err := raft.New(raft.Config{
 		ID:            n.cfg.ID,
 		Incarnation:   n.store.Incarnation(),
 		Storage:       n.store,
@@ -331,6 +331,7 @@ func (n *Node) open() (err error) {
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
+	n.core = guardedCore{c: core}
 	n.loop.snapIndex = n.kv.AppliedIndex()
 
 	n.tr = transport.New(transport.Config{

@@ -17,9 +17,7 @@ func DeliverPeerMessage(ctx context.Context, n *Node, m raft.Message) (raft.Mess
 
 // CoreStatus returns n's Raft core status, read on its loop.
 func CoreStatus(ctx context.Context, n *Node) (raft.Status, error) {
-	var st raft.Status
-	err := n.runOnLoop(ctx, func() { st = n.core.Status() })
-	return st, err
+	return onLoop(ctx, n, n.core.Status)
 }
 
 // EmptySnapshotData is a well-formed snapshot of an empty store with

@@ -198,7 +198,10 @@ func (n *Node) startSnapshot() uint64 {
 	ls := &n.loop
 	if ls.unsavedHS != nil {
 		// The store snapshots only what its durable commit index covers.
-		n.save(*ls.unsavedHS, nil, nil)
+		if err := n.save(*ls.unsavedHS, nil, nil); err != nil {
+			n.fail(err)
+			return 0
+		}
 	}
 	ls.snapshotting = true
 	// Counted from here whether it succeeds or not: a failed snapshot is

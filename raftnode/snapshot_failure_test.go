@@ -78,3 +78,37 @@ func TestFailingSnapshotIsNotRetriedInALoop(t *testing.T) {
 		t.Errorf("the leader stopped: %v", err)
 	}
 }
+
+// Snapshot (the admin call) waits for the snapshot it started: it returns
+// once the snapshot is on disk, or with the writer's error when it fails.
+func TestSnapshotCallWaitsForItsSnapshot(t *testing.T) {
+	fs := &snapFailFS{FS: vfs.OS}
+	c := newTestCluster(t, 1, func(cfg *raftnode.Config) { cfg.FS = fs })
+	n := c.nodes[c.leader()]
+	ctx := ctxT(t)
+	k := c.client(n.ID())
+	k.openRetry(t, ctx)
+	if _, err := k.putCode(ctx, 1, "k", "v"); err != nil {
+		t.Fatal(err)
+	}
+
+	fs.armed.Store(true)
+	if _, err := n.Snapshot(ctx); err == nil || !strings.Contains(err.Error(), "no space left on device") {
+		t.Errorf("Snapshot on a full disk: %v, want the writer's error", err)
+	}
+	if err := n.Err(); err != nil {
+		t.Fatalf("a failed snapshot stopped the node: %v", err)
+	}
+
+	fs.armed.Store(false)
+	if _, err := k.putCode(ctx, 2, "k", "v2"); err != nil {
+		t.Fatal(err)
+	}
+	index, err := n.Snapshot(ctx)
+	if err != nil {
+		t.Fatalf("Snapshot: %v", err)
+	}
+	if st := n.Status(ctx); st.SnapshotIndex < index || st.Applied < index {
+		t.Errorf("Snapshot returned index %d before it was on disk: status %+v", index, st)
+	}
+}

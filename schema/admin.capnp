@@ -54,11 +54,21 @@ interface Admin {
   # promoteMember turns a learner into a voter.
   promoteMember @2 (id :UInt64) -> (error :Error);
   # removeMember removes a node; a removed node stops.
+  #
+  # A membership change returns once it is applied. One refused (invalid,
+  # another change under way: invalidArgument, unavailable) or overwritten
+  # by a new leader (unavailable) was not made; one proposed but not seen
+  # applied within the request timeout answers outcomeUnknown: it may
+  # still be made, so check members before retrying it.
   removeMember @3 (id :UInt64) -> (error :Error);
   # transferLeadership hands leadership to the given voter (0: the most
-  # up-to-date other voter) and returns once it has moved.
+  # up-to-date other voter) and returns once it has moved. If leadership
+  # has not moved within the request timeout, it answers outcomeUnknown:
+  # the transfer may still complete (check who leads before retrying).
   transferLeadership @4 (to :UInt64) -> (error :Error);
-  # snapshot makes the answering node snapshot its state now.
+  # snapshot makes the answering node snapshot its state now, and returns
+  # once it is on disk (or with the writer's error: internal); unavailable
+  # if a snapshot is being written already.
   snapshot @5 () -> (index :UInt64, error :Error);
 
   # createToken mints a token (a sturdy reference: see the token package)

@@ -191,7 +191,8 @@ struct RangeResult {
 enum ErrorCode {
   internal @0;             # a bug or a broken node; the message says more
   unavailable @1;          # no leader, or this node cannot reach it: nothing was applied, retry
-  outcomeUnknown @2;       # the write may or may not have been applied (retry it with the same session and seq)
+  outcomeUnknown @2;       # it may or may not have taken effect: retry a write with the same session and seq;
+                           # check a membership change (members) or leadership transfer (who leads) before retrying it
   sessionExpired @3;       # the session is unknown or expired: open a new one
   invalidArgument @4;      # the operation is malformed (empty key, bad seq); do not retry
   tooLarge @5;             # key, value or batch over the node's limits; do not retry

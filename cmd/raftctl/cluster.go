@@ -244,6 +244,20 @@ func settle(ctx context.Context, c *client.Client, err error, made func([]client
 	return fmt.Errorf("%w (run raftctl members to see whether the change was made)", err)
 }
 
+// settleTransfer resolves a leadership transfer whose outcome is unknown
+// (leadership had not moved when the leader's wait ended, or the answer
+// was lost): if voter to leads now, it succeeded; else err stands, with
+// how to find out later.
+func settleTransfer(ctx context.Context, c *client.Client, to uint64, err error) error {
+	if !errors.Is(err, client.ErrUnknownOutcome) {
+		return err
+	}
+	if lead, _, merr := c.Members(ctx); merr == nil && to != 0 && lead == to {
+		return nil
+	}
+	return fmt.Errorf("%w (raftctl status shows which node leads)", err)
+}
+
 // findMember returns member id of ms.
 func findMember(ms []client.Member, id uint64) (client.Member, bool) {
 	for _, m := range ms {
@@ -274,7 +288,9 @@ func transferCommand(g *globals) *cobra.Command {
 				}
 				to = id
 			}
-			return g.ok(cmd, func(ctx context.Context, c *client.Client) error { return c.TransferLeadership(ctx, to) })
+			return g.ok(cmd, func(ctx context.Context, c *client.Client) error {
+				return settleTransfer(ctx, c, to, c.TransferLeadership(ctx, to))
+			})
 		},
 	}
 }
