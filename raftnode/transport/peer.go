@@ -684,11 +684,12 @@ func (p *lane) complete(c *call) error {
 }
 
 // popBatch appends to batch the oldest queued messages that fit in one
-// send call (at most MaxBatch, about limit bytes) and removes them from
-// the queue. A message that is invalid or alone exceeds limit is dropped
-// (the peer would abort the whole connection on reading it).
+// send call (at most MaxBatch, about MaxBatchBytes, or one message of up
+// to limit bytes) and removes them from the queue. A message that is
+// invalid or alone exceeds limit is dropped (the peer would abort the
+// whole connection on reading it).
 func (p *lane) popBatch(batch []raft.Message, limit int64) []raft.Message {
-	max := p.cfg().MaxBatch
+	max, maxBytes := p.cfg().MaxBatch, min(p.cfg().MaxBatchBytes, limit)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var size int64
@@ -698,7 +699,7 @@ func (p *lane) popBatch(batch []raft.Message, limit int64) []raft.Message {
 			p.st.Dropped++
 			p.log.Warn("dropping message that cannot be sent", "msg", q.m.String(), "error", err)
 		} else {
-			if len(batch) > 0 && size+q.size > limit {
+			if len(batch) > 0 && size+q.size > maxBytes {
 				break
 			}
 			batch = append(batch, q.m)

@@ -45,6 +45,7 @@ import (
 const (
 	DefaultWindow        = 64
 	DefaultMaxBatch      = 256
+	DefaultMaxBatchBytes = 1 << 20
 	DefaultMaxQueue      = 4096
 	DefaultMaxQueueBytes = 64 << 20
 	DefaultBackoffMin    = 50 * time.Millisecond
@@ -74,9 +75,12 @@ type Config struct {
 	// Window is the number of send calls in flight per lane of a peer,
 	// pipelined on one stream (default 64).
 	Window int
-	// MaxBatch bounds the messages one send call carries (default 256);
-	// its size is bounded by the frame limit (Dial.MaxMessageSize).
-	MaxBatch int
+	// MaxBatch and MaxBatchBytes bound the messages one send call
+	// carries (defaults 256 messages, 1 MiB); a single larger message
+	// goes alone, up to the frame limit (Dial.MaxMessageSize). Together
+	// with Window they bound what a lane has in flight.
+	MaxBatch      int
+	MaxBatchBytes int64
 	// MaxQueue and MaxQueueBytes bound the messages waiting to be sent on
 	// one lane to one peer (defaults 4096 messages, 64 MiB); when a
 	// message would exceed either, it is dropped and Unreachable is
@@ -139,6 +143,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = DefaultMaxBatch
+	}
+	if c.MaxBatchBytes <= 0 {
+		c.MaxBatchBytes = DefaultMaxBatchBytes
 	}
 	if c.NotMember == nil {
 		c.NotMember = func(uint64, NotMember) {}
