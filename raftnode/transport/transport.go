@@ -45,7 +45,7 @@ import (
 const (
 	DefaultWindow        = 64
 	DefaultMaxBatch      = 256
-	DefaultMaxBatchBytes = 1 << 20
+	DefaultMaxBatchBytes = 256 << 10
 	DefaultMaxQueue      = 4096
 	DefaultMaxQueueBytes = 64 << 20
 	DefaultBackoffMin    = 50 * time.Millisecond
@@ -76,7 +76,7 @@ type Config struct {
 	// pipelined on one stream (default 64).
 	Window int
 	// MaxBatch and MaxBatchBytes bound the messages one send call
-	// carries (defaults 256 messages, 1 MiB); a single larger message
+	// carries (defaults 256 messages, 256 KiB); a single larger message
 	// goes alone, up to the frame limit (Dial.MaxMessageSize). Together
 	// with Window they bound what a lane has in flight.
 	MaxBatch      int
