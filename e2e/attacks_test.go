@@ -233,32 +233,39 @@ func withKV(ctx context.Context, node schema.Node, call func(schema.KV) error) e
 	return call(f.Kv())
 }
 
-// header fills a forged message's header: the right cluster, from
-// sender to the node attacked.
-func header(h schema.PeerHeader, tg attackTarget, from uint64) {
-	h.SetClusterId(tg.clusterID)
-	h.SetFrom(from)
-	h.SetTo(tg.node)
-}
-
-// peerRequest is a Raft request, which carries a PeerHeader.
-type peerRequest interface {
-	NewHeader() (schema.PeerHeader, error)
-}
-
-// forge allocates a request with newReq and fills its header as sent by
-// from to the node attacked.
-func forge[R peerRequest](newReq func() (R, error), tg attackTarget, from uint64) (R, error) {
-	req, err := newReq()
-	if err != nil {
-		return req, err
-	}
-	h, err := req.NewHeader()
-	if err != nil {
-		return req, err
-	}
-	header(h, tg, from)
-	return req, nil
+// forgedSend opens a stream on lane as sent by from to the node
+// attacked and sends it one forged message, filled in by fill, all
+// pipelined on node's Raft capability: a refused raft() fails the send.
+func forgedSend(ctx context.Context, node schema.Node, tg attackTarget, from uint64, lane schema.Lane,
+	typ schema.MessageType, fill func(schema.Message) error) error {
+	return withRaft(ctx, node, func(r schema.Raft) error {
+		of, orel := r.Open(ctx, func(p schema.Raft_open_Params) error {
+			h, err := p.NewHeader()
+			if err != nil {
+				return err
+			}
+			h.SetClusterId(tg.clusterID)
+			h.SetFrom(from)
+			h.SetTo(tg.node)
+			p.SetLane(lane)
+			return nil
+		})
+		defer orel()
+		sf, srel := of.Stream().Send(ctx, func(p schema.PeerStream_send_Params) error {
+			msgs, err := p.NewMsgs(1)
+			if err != nil {
+				return err
+			}
+			m := msgs.At(0)
+			m.SetType(typ)
+			m.SetFrom(from)
+			m.SetTo(tg.node)
+			return fill(m)
+		})
+		defer srel()
+		_, err := sf.Struct()
+		return err
+	})
 }
 
 func setVoters(cs schema.ConfState, ids []uint64) error {
@@ -281,30 +288,20 @@ func forgedAppend(nonMember bool) attackStep {
 		if nonMember {
 			from = 99
 		}
-		return withRaft(ctx, node, func(r schema.Raft) error {
-			f, rel := r.AppendEntries(ctx, func(p schema.AppendEntries_appendEntries_Params) error {
-				req, err := forge(p.NewReq, tg, from)
-				if err != nil {
-					return err
-				}
-				req.SetTerm(tg.term + 100)
-				req.SetLeaderId(from)
-				req.SetPrevLogIndex(tg.lastIndex)
-				req.SetPrevLogTerm(tg.term)
-				req.SetLeaderCommit(tg.lastIndex + 1)
-				es, err := req.NewEntries(1)
-				if err != nil {
-					return err
-				}
-				en := es.At(0)
-				en.SetIndex(tg.lastIndex + 1)
-				en.SetTerm(tg.term + 100)
-				en.SetType(schema.EntryType_normal)
-				return en.SetData([]byte("forged entry"))
-			})
-			defer rel()
-			_, err := f.Struct()
-			return err
+		return forgedSend(ctx, node, tg, from, schema.Lane_data, schema.MessageType_app, func(m schema.Message) error {
+			m.SetTerm(tg.term + 100)
+			m.SetIndex(tg.lastIndex)
+			m.SetLogTerm(tg.term)
+			m.SetCommit(tg.lastIndex + 1)
+			es, err := m.NewEntries(1)
+			if err != nil {
+				return err
+			}
+			en := es.At(0)
+			en.SetIndex(tg.lastIndex + 1)
+			en.SetTerm(tg.term + 100)
+			en.SetType(schema.EntryType_normal)
+			return en.SetData([]byte("forged entry"))
 		})
 	}
 }
@@ -333,32 +330,25 @@ func forgedSnapshot(kind int) attackStep {
 			data = make([]byte, 4096)
 			tg.rng.Read(data)
 		}
-		return withRaft(ctx, node, func(r schema.Raft) error {
-			f, rel := r.InstallSnapshot(ctx, func(p schema.InstallSnapshot_installSnapshot_Params) error {
-				req, err := forge(p.NewReq, tg, tg.leader)
-				if err != nil {
-					return err
-				}
-				req.SetTerm(tg.term + 100)
-				req.SetLeaderId(tg.leader)
-				req.SetLastIncludedIndex(tg.lastIndex + 1000)
-				req.SetLastIncludedTerm(tg.term + 100)
-				cs, err := req.NewConfState()
-				if err != nil {
-					return err
-				}
-				if err := setVoters(cs, voters); err != nil {
-					return err
-				}
-				req.SetOffset(0)
-				req.SetDone(true)
-				req.SetTotalSize(uint64(len(data)))
-				req.SetChecksum(uint64(crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli))))
-				return req.SetData(data)
-			})
-			defer rel()
-			_, err := f.Struct()
-			return err
+		return forgedSend(ctx, node, tg, tg.leader, schema.Lane_data, schema.MessageType_snap, func(m schema.Message) error {
+			m.SetTerm(tg.term + 100)
+			meta, err := m.NewSnapshot()
+			if err != nil {
+				return err
+			}
+			meta.SetIndex(tg.lastIndex + 1000)
+			meta.SetTerm(tg.term + 100)
+			cs, err := meta.NewConfState()
+			if err != nil {
+				return err
+			}
+			if err := setVoters(cs, voters); err != nil {
+				return err
+			}
+			m.SetOffset(0)
+			m.SetDone(true)
+			m.SetChecksum(crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli)))
+			return m.SetData(data)
 		})
 	}
 }
@@ -367,19 +357,9 @@ func forgedSnapshot(kind int) attackStep {
 // at once, in the current term plus termAhead.
 func forgedTimeoutNow(termAhead uint64) attackStep {
 	return func(ctx context.Context, node schema.Node, tg attackTarget) error {
-		return withRaft(ctx, node, func(r schema.Raft) error {
-			f, rel := r.TimeoutNow(ctx, func(p schema.TimeoutNow_timeoutNow_Params) error {
-				req, err := forge(p.NewReq, tg, tg.leader)
-				if err != nil {
-					return err
-				}
-				req.SetTerm(tg.term + termAhead)
-				req.SetLeaderId(tg.leader)
-				return nil
-			})
-			defer rel()
-			_, err := f.Struct()
-			return err
+		return forgedSend(ctx, node, tg, tg.leader, schema.Lane_control, schema.MessageType_timeoutNow, func(m schema.Message) error {
+			m.SetTerm(tg.term + termAhead)
+			return nil
 		})
 	}
 }
@@ -388,22 +368,12 @@ func forgedTimeoutNow(termAhead uint64) attackStep {
 // leadership-transfer flag (which makes voters skip leader stickiness)
 // for another member, with a log that looks far ahead.
 func forgedTransferVote(ctx context.Context, node schema.Node, tg attackTarget) error {
-	return withRaft(ctx, node, func(r schema.Raft) error {
-		f, rel := r.RequestVote(ctx, func(p schema.RequestVote_requestVote_Params) error {
-			req, err := forge(p.NewReq, tg, tg.other)
-			if err != nil {
-				return err
-			}
-			req.SetTerm(tg.term + 100)
-			req.SetCandidateId(tg.other)
-			req.SetLastLogIndex(tg.lastIndex + 1000)
-			req.SetLastLogTerm(tg.term + 100)
-			req.SetLeaderTransfer(true)
-			return nil
-		})
-		defer rel()
-		_, err := f.Struct()
-		return err
+	return forgedSend(ctx, node, tg, tg.other, schema.Lane_control, schema.MessageType_vote, func(m schema.Message) error {
+		m.SetTerm(tg.term + 100)
+		m.SetLastLogIndex(tg.lastIndex + 1000)
+		m.SetLastLogTerm(tg.term + 100)
+		m.SetTransfer(true)
+		return nil
 	})
 }
 

@@ -8,8 +8,8 @@
 // # The loop
 //
 // One goroutine (run, in loop.go) owns the core. Everything else talks to
-// it through one queue: peers' requests, peers' replies, proposals, read
-// requests and admin tasks. Each turn it takes the whole queue, steps it
+// it through one queue: peers' messages, proposals, read requests and
+// admin tasks. Each turn it takes the whole queue, steps it
 // into the core, proposes every pending command with one ProposeBatch and
 // asks for one read index for every pending read, then handles one Ready:
 //
@@ -22,10 +22,12 @@
 //  4. acknowledgements and votes go out only after that write;
 //  5. reads whose index has been applied are released.
 //
-// A peer's request is an RPC whose return value carries the response the
-// core produces for it (AppendEntries returns AppendResponse): the loop
-// remembers every stepped request until the Ready that answers it, and a
-// request the core ignores is answered with "no response" (term 0).
+// Peers' messages travel one way (raftnode/transport): the loop hands
+// every message the core produces, responses included, to the transport,
+// which sends it on a stream to its receiver, on the control lane
+// (elections, heartbeats, responses) or the data lane (appends, snapshot
+// chunks); and it steps what peers send in the order they sent it. Nothing
+// pairs a response with a request.
 //
 // # Clients
 //
@@ -62,5 +64,8 @@
 // are recovered; a panic in the node's own code is a bug and crashes the
 // process. A node that is removed from the cluster stops once it
 // has applied everything committed and is still not a member (a node that
-// was removed and added back replays its old removal on the way).
+// was removed and added back replays its old removal on the way). A node
+// removed while it was away never gets that entry: its peers, whose core
+// ignores it as a non-member, say so on its stream (schema NotMember),
+// and it stops when their configuration is newer than any it applied.
 package raftnode

@@ -46,11 +46,6 @@ type loopState struct {
 	applyWait  []*readWaiter
 	readSeq    uint64
 
-	// Peer requests stepped into the core and waiting for the response
-	// the core produces: pending in arrival order, reads by (from, ctx).
-	pending        []*peerMsg
-	readResponders map[readKey]*peerMsg
-
 	// Snapshots.
 	snapIndex    uint64 // newest snapshot's index
 	snapshotting bool
@@ -83,22 +78,20 @@ type loopState struct {
 	unsavedHS *raft.HardState
 }
 
-type readKey struct {
-	from uint64
-	ctx  string
-}
-
 // Events the loop consumes.
 type (
-	// peerMsg is a request from a peer, waiting for its response.
-	peerMsg struct {
-		m raft.Message
-		// reply answers the peer's call; the loop calls it exactly once.
-		// It encodes and queues the answer without blocking.
-		reply func(resp raft.Message, ok bool, err error)
+	// peerMsgs are the messages of one send call on a peer's stream.
+	peerMsgs struct {
+		msgs []raft.Message
+		// done tells the peer its messages were taken; the loop calls it
+		// exactly once. It must not block.
+		done func(nm *transport.NotMember, err error)
 	}
-	// peerReply is a response a peer returned to one of our requests.
-	peerReply struct{ m raft.Message }
+	// notMember: a peer's configuration does not include this node.
+	notMember struct {
+		from uint64
+		nm   transport.NotMember
+	}
 	// unreachable: the transport lost a peer.
 	unreachable struct{ id uint64 }
 	// task runs a function on the loop (admin and status requests).
@@ -110,8 +103,8 @@ type (
 	}
 )
 
-func (*peerMsg) isEvent()    {}
-func (peerReply) isEvent()   {}
+func (*peerMsgs) isEvent()   {}
+func (notMember) isEvent()   {}
 func (unreachable) isEvent() {}
 func (task) isEvent()        {}
 func (snapDone) isEvent()    {}
@@ -156,7 +149,6 @@ func (n *Node) run() {
 	ls.confTerm = make(map[uint64]uint64)
 	ls.readsByCtx = make(map[uint64][]*readWaiter)
 	ls.readsAt = make(map[uint64]time.Time)
-	ls.readResponders = make(map[readKey]*peerMsg)
 	ls.role = raft.StateFollower
 
 	if cs := n.core.ConfState(); len(cs.Voters) == 1 && cs.Voters[0] == n.cfg.ID && len(cs.VotersOutgoing) == 0 {
@@ -189,14 +181,11 @@ func (n *Node) run() {
 				n.handleReady(n.core.Ready())
 			}
 		}
-		n.answerUnmatched()
-		if ls.stopping == nil {
-			n.maybeSnapshot()
-		}
 		if ls.stopping != nil {
 			n.setStopped(ls.stopping)
 			return
 		}
+		n.maybeSnapshot()
 		if n.core.HasReady() {
 			continue
 		}
@@ -306,10 +295,10 @@ func (n *Node) drain() {
 	for i, ev := range evs {
 		evs[i] = nil
 		switch e := ev.(type) {
-		case *peerMsg:
+		case *peerMsgs:
 			n.stepPeer(e)
-		case peerReply:
-			n.step(e.m)
+		case notMember:
+			n.notMember(e.from, e.nm)
 		case unreachable:
 			n.core.ReportUnreachable(e.id)
 		case *proposal:
@@ -337,110 +326,51 @@ func (n *Node) drain() {
 	}
 }
 
-func (n *Node) step(m raft.Message) {
-	if err := n.core.Step(m); err != nil {
+// stepPeer steps the messages of one send call from a peer, then tells
+// the peer they were taken, and whether the core ignored one because its
+// sender is not a member of this node's configuration: a removed node
+// learns so that way (see notMember).
+func (n *Node) stepPeer(p *peerMsgs) {
+	var nm *transport.NotMember
+	for _, m := range p.msgs {
+		err := n.core.Step(m)
+		if err == nil {
+			continue
+		}
 		n.stepRefused(m, err)
+		if errors.Is(err, raft.ErrNotMember) && nm == nil {
+			nm = &transport.NotMember{Index: n.core.Status().Applied, Term: n.core.Term()}
+		}
 	}
+	clear(p.msgs)
+	p.done(nm, nil)
 }
 
-// stepPeer steps a peer's request and remembers it until the core
-// produces the response its RPC returns.
-func (n *Node) stepPeer(p *peerMsg) {
-	if err := n.core.Step(p.m); err != nil {
-		n.stepRefused(p.m, err)
-		p.reply(raft.Message{}, false, nil)
+// notMember handles a peer's word that its configuration, as of its
+// applied index, does not include this node. The configurations a
+// cluster goes through are one history, in the log: if this node counts
+// itself a member as of its own applied index and the peer's index is
+// past it, a change between the two removed this node, and it stops as
+// checkRemoved would have, had it received that entry (a removed node
+// no longer gets the log). Otherwise the word is stale (the peer has not
+// yet applied this node's addition) or checkRemoved decides.
+func (n *Node) notMember(from uint64, nm transport.NotMember) {
+	st := n.core.Status()
+	cs := st.Config
+	member := false
+	for _, ids := range [][]uint64{cs.Voters, cs.Learners, cs.VotersOutgoing, cs.LearnersNext} {
+		member = member || slices.Contains(ids, n.cfg.ID)
+	}
+	if member && nm.Index > st.Applied {
+		n.log.Error("removed from the cluster: a peer's configuration no longer includes this node; stopping",
+			"peer", from, "peer_applied", nm.Index, "peer_term", nm.Term, "applied", st.Applied)
+		n.loop.stopping = errRemoved
 		return
 	}
-	switch p.m.Type {
-	case raft.MsgReadIndex:
-		if n.core.Role() != raft.StateLeader {
-			// The core ignores it: the sender's view of the leader is
-			// stale. Nothing would ever answer the call.
-			p.reply(raft.Message{}, false, nil)
-			return
-		}
-		// Answered once the leader confirmed its leadership, possibly
-		// several Readys later.
-		k := readKey{p.m.From, string(p.m.Context)}
-		if old := n.loop.readResponders[k]; old != nil {
-			old.reply(raft.Message{}, false, nil)
-		}
-		n.loop.readResponders[k] = p
-	case raft.MsgTimeoutNow:
-		p.reply(raft.Message{}, false, nil)
-	default:
-		n.loop.pending = append(n.loop.pending, p)
+	if ok, _ := n.loop.refusals.allow(from, time.Now()); ok {
+		n.log.Info("a peer does not count this node as a member yet; waiting for it to apply this node's configuration",
+			"peer", from, "peer_applied", nm.Index, "applied", st.Applied)
 	}
-}
-
-// route sends requests to peers and hands responses to the calls that
-// carry them back.
-func (n *Node) route(msgs []raft.Message) {
-	start := 0
-	for i, m := range msgs {
-		if !isResponse(m.Type) {
-			continue
-		}
-		if i > start {
-			n.tr.Send(msgs[start:i])
-		}
-		start = i + 1
-		n.respond(m)
-	}
-	if start < len(msgs) {
-		n.tr.Send(msgs[start:])
-	}
-}
-
-func isResponse(t raft.MessageType) bool {
-	switch t {
-	case raft.MsgVoteResp, raft.MsgAppResp, raft.MsgHeartbeatResp, raft.MsgSnapResp, raft.MsgReadIndexResp:
-		return true
-	}
-	return false
-}
-
-// respond gives m to the oldest pending call from m.To that can carry it.
-// A response no call can carry is dropped; Raft treats it as lost.
-func (n *Node) respond(m raft.Message) {
-	if m.Type == raft.MsgReadIndexResp {
-		k := readKey{m.To, string(m.Context)}
-		if p := n.loop.readResponders[k]; p != nil {
-			delete(n.loop.readResponders, k)
-			p.reply(m, true, nil)
-		}
-		return
-	}
-	for i, p := range n.loop.pending {
-		if p == nil || p.m.From != m.To {
-			continue
-		}
-		resp := m
-		if p.m.Type == raft.MsgHeartbeat && m.Type == raft.MsgAppResp && m.Reject && m.Term > p.m.Term {
-			// The core answers a stale leader's heartbeat with a
-			// rejection carrying its newer term; the heartbeat's call
-			// returns it as a heartbeat response, whose term is what
-			// makes that leader step down.
-			resp.Type, resp.Reject = raft.MsgHeartbeatResp, false
-		}
-		if transport.Carries(p.m.Type, resp) {
-			p.reply(resp, true, nil)
-			n.loop.pending[i] = nil
-			return
-		}
-	}
-	n.log.Trace("dropped a response no call can carry", "msg", m.String())
-}
-
-// answerUnmatched answers the calls the core produced no response for.
-func (n *Node) answerUnmatched() {
-	for i, p := range n.loop.pending {
-		if p != nil {
-			p.reply(raft.Message{}, false, nil)
-		}
-		n.loop.pending[i] = nil
-	}
-	n.loop.pending = n.loop.pending[:0]
 }
 
 // flushProposals proposes everything pushed since the last Ready as one
@@ -515,7 +445,7 @@ func (n *Node) handleReady(rd raft.Ready) {
 	// index for the followers) wait until the clients are answered.
 	sendFirst := len(rd.Entries) > 0 || snap != nil
 	if sendFirst {
-		n.route(rd.Messages)
+		n.tr.Send(rd.Messages)
 		if len(rd.Messages) > 0 {
 			// The transport's goroutines were just readied on this P;
 			// left there, they often wait until the fsync below
@@ -536,7 +466,7 @@ func (n *Node) handleReady(rd raft.Ready) {
 		n.applyAll(rd.CommittedEntries)
 	}
 	if !sendFirst {
-		n.route(rd.Messages)
+		n.tr.Send(rd.Messages)
 	}
 	switch {
 	case rd.MustSync || len(rd.Entries) > 0 || snap != nil:
@@ -557,7 +487,7 @@ func (n *Node) handleReady(rd raft.Ready) {
 		hs := rd.HardState
 		n.loop.unsavedHS = &hs
 	}
-	n.route(rd.MessagesAfterPersist)
+	n.tr.Send(rd.MessagesAfterPersist)
 	if !applyFirst && snap == nil {
 		n.applyAll(rd.CommittedEntries)
 	}
@@ -620,10 +550,6 @@ func (n *Node) roleChanged(ss raft.SoftState) {
 			}
 			delete(ls.readsByCtx, seq)
 			delete(ls.readsAt, seq)
-		}
-		for k, p := range ls.readResponders {
-			p.reply(raft.Message{}, false, nil)
-			delete(ls.readResponders, k)
 		}
 	}
 }
@@ -874,8 +800,8 @@ func (n *Node) failEverything() {
 	ls := &n.loop
 	for _, ev := range n.q.close() {
 		switch e := ev.(type) {
-		case *peerMsg:
-			e.reply(raft.Message{}, false, nil)
+		case *peerMsgs:
+			e.done(nil, err)
 		case *proposal:
 			e.reply(proposalResult{err: err})
 		case *readWaiter:
@@ -899,22 +825,14 @@ func (n *Node) failEverything() {
 	for _, r := range ls.applyWait {
 		r.reply(err)
 	}
-	for _, p := range ls.pending {
-		if p != nil {
-			p.reply(raft.Message{}, false, nil)
-		}
-	}
-	for _, p := range ls.readResponders {
-		p.reply(raft.Message{}, false, nil)
-	}
 	for _, ch := range ls.confWaiters {
 		ch <- errChangeOutcomeUnknown
 	}
 	for _, w := range ls.snapWaiters {
 		w <- err
 	}
-	ls.byID, ls.byIndex, ls.newProp, ls.newReads, ls.pending = nil, nil, nil, nil, nil
-	ls.readsByCtx, ls.applyWait, ls.readResponders, ls.confWaiters, ls.confTerm = nil, nil, nil, nil, nil
+	ls.byID, ls.byIndex, ls.newProp, ls.newReads = nil, nil, nil, nil
+	ls.readsByCtx, ls.applyWait, ls.confWaiters, ls.confTerm = nil, nil, nil, nil
 	ls.snapWaiters = nil
 }
 

@@ -339,7 +339,8 @@ func (n *Node) open() (err error) {
 		LocalID:      n.cfg.ID,
 		Dial:         n.cfg.Dial,
 		Authenticate: n.peerAuthenticator(),
-		Deliver:      func(m raft.Message) { n.q.push(peerReply{m}) },
+		Incarnation:  n.store.Incarnation(),
+		NotMember:    func(id uint64, nm transport.NotMember) { n.q.push(notMember{id, nm}) },
 		Unreachable:  func(id uint64) { n.q.push(unreachable{id}) },
 		Logger:       n.log.Named("transport"),
 		// A restarted peer should hear from the leader well within an

@@ -4,15 +4,28 @@ import (
 	"context"
 
 	"github.com/capraft/capraft/raftnode/raft"
+	"github.com/capraft/capraft/raftnode/transport"
 )
 
 // Hooks for the external tests that play a stale, buggy or forged peer
 // (forged_peer_test.go).
 
-// DeliverPeerMessage hands m to n exactly as the Raft capability does
-// with a peer's decoded request, and returns the node's answer.
-func DeliverPeerMessage(ctx context.Context, n *Node, m raft.Message) (raft.Message, bool, error) {
-	return peerHandler{n}.Handle(ctx, m)
+// DeliverPeerMessage hands m to n exactly as a peer's stream does with a
+// decoded message, and waits until n's core has taken it. It reports
+// whether n said the sender is not a member of its configuration.
+func DeliverPeerMessage(ctx context.Context, n *Node, m raft.Message) (notMember bool, err error) {
+	type taken struct {
+		nm  *transport.NotMember
+		err error
+	}
+	ch := make(chan taken, 1)
+	peerHandler{n}.Deliver([]raft.Message{m}, func(nm *transport.NotMember, err error) { ch <- taken{nm, err} })
+	select {
+	case t := <-ch:
+		return t.nm != nil, t.err
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
 }
 
 // CoreStatus returns n's Raft core status, read on its loop.
@@ -23,3 +36,6 @@ func CoreStatus(ctx context.Context, n *Node) (raft.Status, error) {
 // EmptySnapshotData is a well-formed snapshot of an empty store with
 // addrs as its address book.
 func EmptySnapshotData(addrs map[uint64]string) []byte { return encodeSnapshot(addrs, nil) }
+
+// TransportStats returns what n's transport knows of its lanes to peer.
+func TransportStats(n *Node, peer uint64) transport.PeerStats { return n.tr.Stats(peer) }

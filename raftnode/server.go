@@ -227,33 +227,14 @@ func schemaRole(r raft.StateType) schema.Role {
 	return schema.Role_follower
 }
 
-// peerHandler hands peers' requests to the loop.
+// peerHandler hands peers' messages to the loop.
 type peerHandler struct{ n *Node }
 
-// Handle steps m in the loop and waits for the response the core
-// produces for it.
-func (h peerHandler) Handle(ctx context.Context, m raft.Message) (raft.Message, bool, error) {
-	type answer struct {
-		m   raft.Message
-		ok  bool
-		err error
-	}
-	done := make(chan answer, 1)
-	h.Deliver(m, func(resp raft.Message, ok bool, err error) { done <- answer{resp, ok, err} })
-	select {
-	case a := <-done:
-		return a.m, a.ok, a.err
-	case <-ctx.Done():
-		return raft.Message{}, false, ctx.Err()
-	}
-}
-
-// Deliver queues m for the loop at once, so the calls on one capability
-// reach the core in the order they arrived; the loop calls reply with the
-// response (or none) once the core produced it, and at the latest when
-// the loop stops.
-func (h peerHandler) Deliver(m raft.Message, reply func(raft.Message, bool, error)) {
-	if !h.n.q.push(&peerMsg{m: m, reply: reply}) {
-		reply(raft.Message{}, false, h.n.stoppedError())
+// Deliver queues msgs for the loop at once, so the sends of one stream
+// reach the core in the order they arrived; the loop calls done once the
+// core has stepped them, and at the latest when the loop stops.
+func (h peerHandler) Deliver(msgs []raft.Message, done func(*transport.NotMember, error)) {
+	if !h.n.q.push(&peerMsgs{msgs: msgs, done: done}) {
+		done(nil, h.n.stoppedError())
 	}
 }

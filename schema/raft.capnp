@@ -1,11 +1,16 @@
 @0xfb98d4bae95e0b5f;
 # Raft: the peer-to-peer protocol between the nodes of one cluster.
 #
-# Every request carries a PeerHeader so a node can refuse a message meant
-# for another cluster or another node (for example after an address was
-# reused). Terms, indexes and node ids are the Raft paper's; the pure core in
-# raftnode/raft defines what each field means, and the conversion to and from
-# these structs lives at the edge of the node.
+# Raft messages travel one way: each member opens, per lane, a stream of
+# messages to each peer (Raft.open, PeerStream.send) and sends its core's
+# messages on it as the core produced them; a response is just a message
+# the responder sends on its own stream back. Nothing pairs a response
+# with a request. Opening a stream names the sender, the receiver and the
+# cluster (PeerHeader), so a node refuses a stream meant for another
+# cluster or another node (for example after an address was reused).
+# Terms, indexes and node ids are the Raft paper's; the pure core in
+# raftnode/raft defines what each field means, and the conversion to and
+# from these structs lives in raftnode/transport.
 
 using Go = import "/go.capnp";
 $Go.package("schema");
@@ -56,125 +61,111 @@ struct ConfState {
   # storage was lost, and voters added before they had the log.
 }
 
-interface RequestVote {
-  requestVote @0 (req :VoteRequest) -> (resp :VoteResponse);
+enum MessageType {
+  # raft.MessageType, in the same order (raftnode/raft/message.go says
+  # what each carries).
+  vote @0;            # RequestVote (preVote, transfer flags)
+  voteResp @1;        # answers vote: granted, preVote echoed
+  app @2;             # AppendEntries: index/logTerm precede entries; commit
+  appResp @3;         # answers app (and a completed snapshot): index, reject, hints
+  heartbeat @4;       # commit (capped at what the follower holds), seq
+  heartbeatResp @5;   # answers heartbeat: seq echoed
+  snap @6;            # one InstallSnapshot chunk: snapshot, offset, data, done, checksum
+  snapResp @7;        # acknowledges a chunk: snapshot.index, offset = next byte expected
+  timeoutNow @8;      # leadership transfer: campaign at once
+  readIndex @9;       # a follower asks the leader for a read index (context)
+  readIndexResp @10;  # the read index (index) for context
 }
 
-struct VoteRequest {
-  header @0 :PeerHeader;
-  term @1 :UInt64;           # for a pre-vote: the term the candidate would campaign in
-  candidateId @2 :UInt64;
-  lastLogIndex @3 :UInt64;
-  lastLogTerm @4 :UInt64;
-  preVote @5 :Bool;          # ask whether a vote would be granted, without changing any state
-  leaderTransfer @6 :Bool;   # campaign started by TimeoutNow: voters skip leader stickiness
+struct SnapshotMeta {
+  index @0 :UInt64;          # last index the snapshot covers
+  term @1 :UInt64;           # term of that entry
+  confState @2 :ConfState;   # configuration as of index (snap only)
 }
 
-struct VoteResponse {
-  term @0 :UInt64;
-  voteGranted @1 :Bool;
-  preVote @2 :Bool;          # echoes the request's flag
-  incarnation @3 :UInt64;    # the voter's storage incarnation (see PeerHeader): a grant counts only from the recorded one
-}
+struct Message {
+  # One raft.Message, field for field: the core's messages are delivered
+  # as the core sent them, responses included. Which fields mean
+  # something depends on type; the others are zero.
+  type @0 :MessageType;
+  from @1 :UInt64;
+  to @2 :UInt64;
+  term @3 :UInt64;
+  incarnation @4 :UInt64;
+  # The sender's storage incarnation (see PeerHeader): a configuration
+  # counts a voter's votes and acknowledgements only from the one it
+  # records for it.
+  toIncarnation @5 :UInt64;
+  # heartbeat: the incarnation of the follower's storage that commit is
+  # meant for; a follower with other storage ignores commit.
 
-interface AppendEntries {
-  # Calls on one capability arrive in order, so a leader pipelines these on
-  # one capability per follower.
-  appendEntries @0 (req :AppendRequest) -> (resp :AppendResponse);
-}
+  lastLogIndex @6 :UInt64;   # vote
+  lastLogTerm @7 :UInt64;    # vote
+  preVote @8 :Bool;          # vote, voteResp
+  transfer @9 :Bool;         # vote: campaign started by timeoutNow (voters skip leader stickiness)
+  granted @10 :Bool;         # voteResp
 
-struct AppendRequest {
-  header @0 :PeerHeader;
-  term @1 :UInt64;
-  leaderId @2 :UInt64;
-  prevLogIndex @3 :UInt64;   # index of the entry preceding entries
-  prevLogTerm @4 :UInt64;
-  entries @5 :List(Entry);
-  leaderCommit @6 :UInt64;   # for a heartbeat: capped at what the follower is known to hold
-  heartbeat @7 :Bool;        # no entries and no log check: carries leaderCommit and seq only
-  seq @8 :UInt64;            # heartbeat round, echoed in the response (ReadIndex confirmation)
-  toIncarnation @9 :UInt64;
-  # For a heartbeat: the storage incarnation of the follower that
-  # leaderCommit is meant for (the one the leader last heard from). A
-  # follower with other storage ignores leaderCommit: the leader's
-  # knowledge of what it holds was about storage it no longer has.
-}
+  index @11 :UInt64;         # app: previous index; appResp: matched or rejected index; readIndexResp: read index
+  logTerm @12 :UInt64;       # app: previous term
+  entries @13 :List(Entry);  # app
+  commit @14 :UInt64;        # app, heartbeat
+  reject @15 :Bool;          # appResp
+  conflictIndex @16 :UInt64; # appResp on reject
+  conflictTerm @17 :UInt64;  # appResp on reject
+  lastIndex @18 :UInt64;     # appResp: the follower's last index
+  seq @19 :UInt64;           # heartbeat, heartbeatResp: read round
 
-struct AppendResponse {
-  term @0 :UInt64;
-  success @1 :Bool;
-  index @2 :UInt64;          # on success: the highest index known to match the leader; on failure: the rejected prevLogIndex
-  lastIndex @3 :UInt64;      # the follower's last log index
-  conflictIndex @4 :UInt64;  # on failure: first index of conflictTerm in the follower's log, or lastIndex+1
-  conflictTerm @5 :UInt64;   # on failure: term of the follower's entry at prevLogIndex, or 0 if it has none
-  seq @6 :UInt64;            # the heartbeat round answered
-  incarnation @7 :UInt64;    # the follower's storage incarnation: the leader counts acknowledgements only from the recorded one
-}
-
-interface InstallSnapshot {
-  # A snapshot is sent in chunks, in order, on one capability. The follower
-  # answers each chunk; after the chunk with done set it installs the
-  # snapshot and discards any log it covers.
-  installSnapshot @0 (req :SnapshotChunk) -> (resp :SnapshotResponse);
-}
-
-struct SnapshotChunk {
-  header @0 :PeerHeader;
-  term @1 :UInt64;
-  leaderId @2 :UInt64;
-  lastIncludedIndex @3 :UInt64;
-  lastIncludedTerm @4 :UInt64;
-  confState @5 :ConfState;   # configuration as of lastIncludedIndex
-  offset @6 :UInt64;         # byte offset of data within the snapshot
-  data @7 :Data;
-  done @8 :Bool;             # last chunk
-  totalSize @9 :UInt64;      # whole snapshot size in bytes, for progress and preallocation checks
-  checksum @10 :UInt64;
-  # CRC-32C (Castagnoli) of the whole snapshot, in every chunk. The
+  snapshot @20 :SnapshotMeta;  # snap, snapResp (index and term only)
+  offset @21 :UInt64;        # snap: byte offset of data; snapResp: next offset expected
+  data @22 :Data;            # snap
+  done @23 :Bool;            # snap: last chunk
+  checksum @24 :UInt32;
+  # snap: CRC-32C (Castagnoli) of the whole snapshot, in every chunk. The
   # follower checks the assembled snapshot against it, and decodes it in
-  # full, before it replaces anything: a bad snapshot is refused and the
-  # follower keeps its state. 0: none sent (older leaders).
+  # full, before it replaces anything. 0: none sent.
+
+  context @25 :Data;         # readIndex, readIndexResp: the request's identifier
 }
 
-struct SnapshotResponse {
-  term @0 :UInt64;
-  nextOffset @1 :UInt64;     # the offset the follower expects next (lets the leader resume or restart)
-  installed @2 :Bool;        # set on the done chunk once the snapshot is durable and applied
-  index @3 :UInt64;          # when installed: the highest index now matching the leader (at least lastIncludedIndex)
-  incarnation @4 :UInt64;    # the follower's storage incarnation
+enum Lane {
+  control @0;
+  # Elections and leadership: heartbeats, votes and pre-votes, timeoutNow,
+  # readIndex, and every response (appResp included). Small and rare: it
+  # must never wait behind the data lane.
+  data @1;
+  # Replication: app and snap, which can be large and many.
 }
 
-interface TimeoutNow {
-  # Leadership transfer: the leader tells a caught-up follower to start an
-  # election at once, bypassing its election timer and pre-vote.
-  timeoutNow @0 (req :TimeoutNowRequest) -> ();
+struct NotMember {
+  # The receiver's configuration, as of its applied index, does not
+  # include the sender: the receiver's core ignored the sender's messages
+  # as a non-member's (raftnode/raft doc.go, "Who is heard").
+  index @0 :UInt64;  # the receiver's applied index
+  term @1 :UInt64;   # the receiver's term
 }
 
-struct TimeoutNowRequest {
-  header @0 :PeerHeader;
-  term @1 :UInt64;
-  leaderId @2 :UInt64;
-}
+interface PeerStream {
+  # One direction of one lane between two members: the sender's core's
+  # messages, in the order it sent them. There is no reply per message:
+  # a response is a message the responder sends on its own stream to
+  # the sender. Raft tolerates loss, duplication and reordering between
+  # lanes; within one stream messages arrive in order.
 
-interface ReadIndex {
-  # A follower asks the leader for a read index on behalf of its clients:
-  # the leader confirms its leadership with a heartbeat round and answers
-  # with its commit index; the follower serves the read once it has applied
-  # up to that index.
-  readIndex @0 (req :ReadIndexRequest) -> (resp :ReadIndexResponse);
-}
-
-struct ReadIndexRequest {
-  header @0 :PeerHeader;
-  context @1 :Data;
-  term @2 :UInt64;           # the follower's current term
-}
-
-struct ReadIndexResponse {
-  term @0 :UInt64;
-  index @1 :UInt64;
-  context @2 :Data;
-  incarnation @3 :UInt64;    # the leader's storage incarnation
+  send @0 (msgs :List(Message)) -> (notMember :NotMember);
+  # Delivers msgs (all from the stream's sender, to the receiver) and
+  # returns once the receiver's core has taken them, so that the calls
+  # a sender keeps in flight bound what it has sent but the receiver has
+  # not consumed (flow control, per lane). A message that is malformed,
+  # or names another sender or receiver than the stream's header, fails
+  # the call and ends the stream. notMember is set when the receiver's
+  # core ignored a message because its sender is not a member of the
+  # receiver's configuration: a removed node learns so here (it stops
+  # when that configuration is newer than any it has applied).
+  #
+  # Declared as an ordinary call rather than "-> stream": the Go sender
+  # keeps its own bounded window of calls in flight per lane (go-capnp's
+  # streaming client has no window of its own and starts a goroutine per
+  # call), and the result carries notMember.
 }
 
 interface Discover {
@@ -207,7 +198,7 @@ struct DiscoverResponse {
   # rather than wait for the leader to send it.
 }
 
-interface Raft extends(RequestVote, AppendEntries, InstallSnapshot, TimeoutNow, ReadIndex, Discover) {
+interface Raft extends(Discover) {
   # The whole peer protocol on one capability: what Node.raft returns to
   # a member of the cluster (peer authority). Every message must come
   # from a member id; when the credential named one (MemberProof.id), the
@@ -218,4 +209,13 @@ interface Raft extends(RequestVote, AppendEntries, InstallSnapshot, TimeoutNow, 
   # forwarding node has already confined each call to the caller's grant.
   kv @0 () -> (kv :import "kv.capnp".KV);
   admin @1 () -> (admin :import "admin.capnp".Admin);
+
+  open @2 (header :PeerHeader, lane :Lane) -> (stream :PeerStream);
+  # Opens the caller's stream of Raft messages to this node on one lane.
+  # The header must name this cluster and this node, and as sender the
+  # member the connection proved to be (if its credential named one);
+  # every message on the stream must then be from header.from, to
+  # header.to, with header.incarnation. A member keeps one connection per
+  # lane to each peer, so that the control lane never queues behind the
+  # data lane, in the sender, in the network or in the receiver.
 }

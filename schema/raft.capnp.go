@@ -542,1901 +542,668 @@ func (f ConfState_Future) Struct() (ConfState, error) {
 	return ConfState(p.Struct()), err
 }
 
-type RequestVote capnp.Client
+type MessageType uint16
 
-// RequestVote_TypeID is the unique identifier for the type RequestVote.
-const RequestVote_TypeID = 0xe7e585cb88f041ec
+// MessageType_TypeID is the unique identifier for the type MessageType.
+const MessageType_TypeID = 0x9237c6221b063dfb
 
-func (c RequestVote) RequestVote(ctx context.Context, params func(RequestVote_requestVote_Params) error) (RequestVote_requestVote_Results_Future, capnp.ReleaseFunc) {
+// Values of MessageType.
+const (
+	MessageType_vote          MessageType = 0
+	MessageType_voteResp      MessageType = 1
+	MessageType_app           MessageType = 2
+	MessageType_appResp       MessageType = 3
+	MessageType_heartbeat     MessageType = 4
+	MessageType_heartbeatResp MessageType = 5
+	MessageType_snap          MessageType = 6
+	MessageType_snapResp      MessageType = 7
+	MessageType_timeoutNow    MessageType = 8
+	MessageType_readIndex     MessageType = 9
+	MessageType_readIndexResp MessageType = 10
+)
 
-	s := capnp.Send{
-		Method: capnp.Method{
-			InterfaceID:   0xe7e585cb88f041ec,
-			MethodID:      0,
-			InterfaceName: "schema/raft.capnp:RequestVote",
-			MethodName:    "requestVote",
-		},
+// String returns the enum's constant name.
+func (c MessageType) String() string {
+	switch c {
+	case MessageType_vote:
+		return "vote"
+	case MessageType_voteResp:
+		return "voteResp"
+	case MessageType_app:
+		return "app"
+	case MessageType_appResp:
+		return "appResp"
+	case MessageType_heartbeat:
+		return "heartbeat"
+	case MessageType_heartbeatResp:
+		return "heartbeatResp"
+	case MessageType_snap:
+		return "snap"
+	case MessageType_snapResp:
+		return "snapResp"
+	case MessageType_timeoutNow:
+		return "timeoutNow"
+	case MessageType_readIndex:
+		return "readIndex"
+	case MessageType_readIndexResp:
+		return "readIndexResp"
+
+	default:
+		return ""
 	}
-	if params != nil {
-		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 1}
-		s.PlaceArgs = func(s capnp.Struct) error { return params(RequestVote_requestVote_Params(s)) }
+}
+
+// MessageTypeFromString returns the enum value with a name,
+// or the zero value if there's no such value.
+func MessageTypeFromString(c string) MessageType {
+	switch c {
+	case "vote":
+		return MessageType_vote
+	case "voteResp":
+		return MessageType_voteResp
+	case "app":
+		return MessageType_app
+	case "appResp":
+		return MessageType_appResp
+	case "heartbeat":
+		return MessageType_heartbeat
+	case "heartbeatResp":
+		return MessageType_heartbeatResp
+	case "snap":
+		return MessageType_snap
+	case "snapResp":
+		return MessageType_snapResp
+	case "timeoutNow":
+		return MessageType_timeoutNow
+	case "readIndex":
+		return MessageType_readIndex
+	case "readIndexResp":
+		return MessageType_readIndexResp
+
+	default:
+		return 0
 	}
-
-	ans, release := capnp.Client(c).SendCall(ctx, s)
-	return RequestVote_requestVote_Results_Future{Future: ans.Future()}, release
-
 }
 
-func (c RequestVote) WaitStreaming() error {
-	return capnp.Client(c).WaitStreaming()
+type MessageType_List = capnp.EnumList[MessageType]
+
+func NewMessageType_List(s *capnp.Segment, sz int32) (MessageType_List, error) {
+	return capnp.NewEnumList[MessageType](s, sz)
 }
 
-// String returns a string that identifies this capability for debugging
-// purposes.  Its format should not be depended on: in particular, it
-// should not be used to compare clients.  Use IsSame to compare clients
-// for equality.
-func (c RequestVote) String() string {
-	return "RequestVote(" + capnp.Client(c).String() + ")"
+type SnapshotMeta capnp.Struct
+
+// SnapshotMeta_TypeID is the unique identifier for the type SnapshotMeta.
+const SnapshotMeta_TypeID = 0xcf6bc7ca8412a983
+
+func NewSnapshotMeta(s *capnp.Segment) (SnapshotMeta, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 16, PointerCount: 1})
+	return SnapshotMeta(st), err
 }
 
-// AddRef creates a new Client that refers to the same capability as c.
-// If c is nil or has resolved to null, then AddRef returns nil.
-func (c RequestVote) AddRef() RequestVote {
-	return RequestVote(capnp.Client(c).AddRef())
+func NewRootSnapshotMeta(s *capnp.Segment) (SnapshotMeta, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 16, PointerCount: 1})
+	return SnapshotMeta(st), err
 }
 
-// Release releases a capability reference.  If this is the last
-// reference to the capability, then the underlying resources associated
-// with the capability will be released.
-//
-// Release will panic if c has already been released, but not if c is
-// nil or resolved to null.
-func (c RequestVote) Release() {
-	capnp.Client(c).Release()
-}
-
-// Resolve blocks until the capability is fully resolved or the Context
-// expires.
-func (c RequestVote) Resolve(ctx context.Context) error {
-	return capnp.Client(c).Resolve(ctx)
-}
-
-func (c RequestVote) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
-	return capnp.Client(c).EncodeAsPtr(seg)
-}
-
-func (RequestVote) DecodeFromPtr(p capnp.Ptr) RequestVote {
-	return RequestVote(capnp.Client{}.DecodeFromPtr(p))
-}
-
-// IsValid reports whether c is a valid reference to a capability.
-// A reference is invalid if it is nil, has resolved to null, or has
-// been released.
-func (c RequestVote) IsValid() bool {
-	return capnp.Client(c).IsValid()
-}
-
-// IsSame reports whether c and other refer to a capability created by the
-// same call to NewClient.  This can return false negatives if c or other
-// are not fully resolved: use Resolve if this is an issue.  If either
-// c or other are released, then IsSame panics.
-func (c RequestVote) IsSame(other RequestVote) bool {
-	return capnp.Client(c).IsSame(capnp.Client(other))
-}
-
-// Update the flowcontrol.FlowLimiter used to manage flow control for
-// this client. This affects all future calls, but not calls already
-// waiting to send. Passing nil sets the value to flowcontrol.NopLimiter,
-// which is also the default.
-func (c RequestVote) SetFlowLimiter(lim fc.FlowLimiter) {
-	capnp.Client(c).SetFlowLimiter(lim)
-}
-
-// Get the current flowcontrol.FlowLimiter used to manage flow control
-// for this client.
-func (c RequestVote) GetFlowLimiter() fc.FlowLimiter {
-	return capnp.Client(c).GetFlowLimiter()
-}
-
-// A RequestVote_Server is a RequestVote with a local implementation.
-type RequestVote_Server interface {
-	RequestVote(context.Context, RequestVote_requestVote) error
-}
-
-// RequestVote_NewServer creates a new Server from an implementation of RequestVote_Server.
-func RequestVote_NewServer(s RequestVote_Server) *server.Server {
-	c, _ := s.(server.Shutdowner)
-	return server.New(RequestVote_Methods(nil, s), s, c)
-}
-
-// RequestVote_ServerToClient creates a new Client from an implementation of RequestVote_Server.
-// The caller is responsible for calling Release on the returned Client.
-func RequestVote_ServerToClient(s RequestVote_Server) RequestVote {
-	return RequestVote(capnp.NewClient(RequestVote_NewServer(s)))
-}
-
-// RequestVote_Methods appends Methods to a slice that invoke the methods on s.
-// This can be used to create a more complicated Server.
-func RequestVote_Methods(methods []server.Method, s RequestVote_Server) []server.Method {
-	if cap(methods) == 0 {
-		methods = make([]server.Method, 0, 1)
-	}
-
-	methods = append(methods, server.Method{
-		Method: capnp.Method{
-			InterfaceID:   0xe7e585cb88f041ec,
-			MethodID:      0,
-			InterfaceName: "schema/raft.capnp:RequestVote",
-			MethodName:    "requestVote",
-		},
-		Impl: func(ctx context.Context, call *server.Call) error {
-			return s.RequestVote(ctx, RequestVote_requestVote{call})
-		},
-	})
-
-	return methods
-}
-
-// RequestVote_requestVote holds the state for a server call to RequestVote.requestVote.
-// See server.Call for documentation.
-type RequestVote_requestVote struct {
-	*server.Call
-}
-
-// Args returns the call's arguments.
-func (c RequestVote_requestVote) Args() RequestVote_requestVote_Params {
-	return RequestVote_requestVote_Params(c.Call.Args())
-}
-
-// AllocResults allocates the results struct.
-func (c RequestVote_requestVote) AllocResults() (RequestVote_requestVote_Results, error) {
-	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
-	return RequestVote_requestVote_Results(r), err
-}
-
-// RequestVote_List is a list of RequestVote.
-type RequestVote_List = capnp.CapList[RequestVote]
-
-// NewRequestVote_List creates a new list of RequestVote.
-func NewRequestVote_List(s *capnp.Segment, sz int32) (RequestVote_List, error) {
-	l, err := capnp.NewPointerList(s, sz)
-	return capnp.CapList[RequestVote](l), err
-}
-
-type RequestVote_requestVote_Params capnp.Struct
-
-// RequestVote_requestVote_Params_TypeID is the unique identifier for the type RequestVote_requestVote_Params.
-const RequestVote_requestVote_Params_TypeID = 0x857a6bc2e7af6746
-
-func NewRequestVote_requestVote_Params(s *capnp.Segment) (RequestVote_requestVote_Params, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
-	return RequestVote_requestVote_Params(st), err
-}
-
-func NewRootRequestVote_requestVote_Params(s *capnp.Segment) (RequestVote_requestVote_Params, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
-	return RequestVote_requestVote_Params(st), err
-}
-
-func ReadRootRequestVote_requestVote_Params(msg *capnp.Message) (RequestVote_requestVote_Params, error) {
+func ReadRootSnapshotMeta(msg *capnp.Message) (SnapshotMeta, error) {
 	root, err := msg.Root()
-	return RequestVote_requestVote_Params(root.Struct()), err
+	return SnapshotMeta(root.Struct()), err
 }
 
-func (s RequestVote_requestVote_Params) String() string {
-	str, _ := text.Marshal(0x857a6bc2e7af6746, capnp.Struct(s))
+func (s SnapshotMeta) String() string {
+	str, _ := text.Marshal(0xcf6bc7ca8412a983, capnp.Struct(s))
 	return str
 }
 
-func (s RequestVote_requestVote_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+func (s SnapshotMeta) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
 	return capnp.Struct(s).EncodeAsPtr(seg)
 }
 
-func (RequestVote_requestVote_Params) DecodeFromPtr(p capnp.Ptr) RequestVote_requestVote_Params {
-	return RequestVote_requestVote_Params(capnp.Struct{}.DecodeFromPtr(p))
+func (SnapshotMeta) DecodeFromPtr(p capnp.Ptr) SnapshotMeta {
+	return SnapshotMeta(capnp.Struct{}.DecodeFromPtr(p))
 }
 
-func (s RequestVote_requestVote_Params) ToPtr() capnp.Ptr {
+func (s SnapshotMeta) ToPtr() capnp.Ptr {
 	return capnp.Struct(s).ToPtr()
 }
-func (s RequestVote_requestVote_Params) IsValid() bool {
+func (s SnapshotMeta) IsValid() bool {
 	return capnp.Struct(s).IsValid()
 }
 
-func (s RequestVote_requestVote_Params) Message() *capnp.Message {
+func (s SnapshotMeta) Message() *capnp.Message {
 	return capnp.Struct(s).Message()
 }
 
-func (s RequestVote_requestVote_Params) Segment() *capnp.Segment {
+func (s SnapshotMeta) Segment() *capnp.Segment {
 	return capnp.Struct(s).Segment()
 }
-func (s RequestVote_requestVote_Params) Req() (VoteRequest, error) {
-	p, err := capnp.Struct(s).Ptr(0)
-	return VoteRequest(p.Struct()), err
-}
-
-func (s RequestVote_requestVote_Params) HasReq() bool {
-	return capnp.Struct(s).HasPtr(0)
-}
-
-func (s RequestVote_requestVote_Params) SetReq(v VoteRequest) error {
-	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
-}
-
-// NewReq sets the req field to a newly
-// allocated VoteRequest struct, preferring placement in s's segment.
-func (s RequestVote_requestVote_Params) NewReq() (VoteRequest, error) {
-	ss, err := NewVoteRequest(capnp.Struct(s).Segment())
-	if err != nil {
-		return VoteRequest{}, err
-	}
-	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
-	return ss, err
-}
-
-// RequestVote_requestVote_Params_List is a list of RequestVote_requestVote_Params.
-type RequestVote_requestVote_Params_List = capnp.StructList[RequestVote_requestVote_Params]
-
-// NewRequestVote_requestVote_Params creates a new list of RequestVote_requestVote_Params.
-func NewRequestVote_requestVote_Params_List(s *capnp.Segment, sz int32) (RequestVote_requestVote_Params_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
-	return capnp.StructList[RequestVote_requestVote_Params](l), err
-}
-
-// RequestVote_requestVote_Params_Future is a wrapper for a RequestVote_requestVote_Params promised by a client call.
-type RequestVote_requestVote_Params_Future struct{ *capnp.Future }
-
-func (f RequestVote_requestVote_Params_Future) Struct() (RequestVote_requestVote_Params, error) {
-	p, err := f.Future.Ptr()
-	return RequestVote_requestVote_Params(p.Struct()), err
-}
-func (p RequestVote_requestVote_Params_Future) Req() VoteRequest_Future {
-	return VoteRequest_Future{Future: p.Future.Field(0, nil)}
-}
-
-type RequestVote_requestVote_Results capnp.Struct
-
-// RequestVote_requestVote_Results_TypeID is the unique identifier for the type RequestVote_requestVote_Results.
-const RequestVote_requestVote_Results_TypeID = 0xfb6a7afc3620b84b
-
-func NewRequestVote_requestVote_Results(s *capnp.Segment) (RequestVote_requestVote_Results, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
-	return RequestVote_requestVote_Results(st), err
-}
-
-func NewRootRequestVote_requestVote_Results(s *capnp.Segment) (RequestVote_requestVote_Results, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
-	return RequestVote_requestVote_Results(st), err
-}
-
-func ReadRootRequestVote_requestVote_Results(msg *capnp.Message) (RequestVote_requestVote_Results, error) {
-	root, err := msg.Root()
-	return RequestVote_requestVote_Results(root.Struct()), err
-}
-
-func (s RequestVote_requestVote_Results) String() string {
-	str, _ := text.Marshal(0xfb6a7afc3620b84b, capnp.Struct(s))
-	return str
-}
-
-func (s RequestVote_requestVote_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
-	return capnp.Struct(s).EncodeAsPtr(seg)
-}
-
-func (RequestVote_requestVote_Results) DecodeFromPtr(p capnp.Ptr) RequestVote_requestVote_Results {
-	return RequestVote_requestVote_Results(capnp.Struct{}.DecodeFromPtr(p))
-}
-
-func (s RequestVote_requestVote_Results) ToPtr() capnp.Ptr {
-	return capnp.Struct(s).ToPtr()
-}
-func (s RequestVote_requestVote_Results) IsValid() bool {
-	return capnp.Struct(s).IsValid()
-}
-
-func (s RequestVote_requestVote_Results) Message() *capnp.Message {
-	return capnp.Struct(s).Message()
-}
-
-func (s RequestVote_requestVote_Results) Segment() *capnp.Segment {
-	return capnp.Struct(s).Segment()
-}
-func (s RequestVote_requestVote_Results) Resp() (VoteResponse, error) {
-	p, err := capnp.Struct(s).Ptr(0)
-	return VoteResponse(p.Struct()), err
-}
-
-func (s RequestVote_requestVote_Results) HasResp() bool {
-	return capnp.Struct(s).HasPtr(0)
-}
-
-func (s RequestVote_requestVote_Results) SetResp(v VoteResponse) error {
-	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
-}
-
-// NewResp sets the resp field to a newly
-// allocated VoteResponse struct, preferring placement in s's segment.
-func (s RequestVote_requestVote_Results) NewResp() (VoteResponse, error) {
-	ss, err := NewVoteResponse(capnp.Struct(s).Segment())
-	if err != nil {
-		return VoteResponse{}, err
-	}
-	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
-	return ss, err
-}
-
-// RequestVote_requestVote_Results_List is a list of RequestVote_requestVote_Results.
-type RequestVote_requestVote_Results_List = capnp.StructList[RequestVote_requestVote_Results]
-
-// NewRequestVote_requestVote_Results creates a new list of RequestVote_requestVote_Results.
-func NewRequestVote_requestVote_Results_List(s *capnp.Segment, sz int32) (RequestVote_requestVote_Results_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
-	return capnp.StructList[RequestVote_requestVote_Results](l), err
-}
-
-// RequestVote_requestVote_Results_Future is a wrapper for a RequestVote_requestVote_Results promised by a client call.
-type RequestVote_requestVote_Results_Future struct{ *capnp.Future }
-
-func (f RequestVote_requestVote_Results_Future) Struct() (RequestVote_requestVote_Results, error) {
-	p, err := f.Future.Ptr()
-	return RequestVote_requestVote_Results(p.Struct()), err
-}
-func (p RequestVote_requestVote_Results_Future) Resp() VoteResponse_Future {
-	return VoteResponse_Future{Future: p.Future.Field(0, nil)}
-}
-
-type VoteRequest capnp.Struct
-
-// VoteRequest_TypeID is the unique identifier for the type VoteRequest.
-const VoteRequest_TypeID = 0xc6b6d870f82a919f
-
-func NewVoteRequest(s *capnp.Segment) (VoteRequest, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 40, PointerCount: 1})
-	return VoteRequest(st), err
-}
-
-func NewRootVoteRequest(s *capnp.Segment) (VoteRequest, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 40, PointerCount: 1})
-	return VoteRequest(st), err
-}
-
-func ReadRootVoteRequest(msg *capnp.Message) (VoteRequest, error) {
-	root, err := msg.Root()
-	return VoteRequest(root.Struct()), err
-}
-
-func (s VoteRequest) String() string {
-	str, _ := text.Marshal(0xc6b6d870f82a919f, capnp.Struct(s))
-	return str
-}
-
-func (s VoteRequest) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
-	return capnp.Struct(s).EncodeAsPtr(seg)
-}
-
-func (VoteRequest) DecodeFromPtr(p capnp.Ptr) VoteRequest {
-	return VoteRequest(capnp.Struct{}.DecodeFromPtr(p))
-}
-
-func (s VoteRequest) ToPtr() capnp.Ptr {
-	return capnp.Struct(s).ToPtr()
-}
-func (s VoteRequest) IsValid() bool {
-	return capnp.Struct(s).IsValid()
-}
-
-func (s VoteRequest) Message() *capnp.Message {
-	return capnp.Struct(s).Message()
-}
-
-func (s VoteRequest) Segment() *capnp.Segment {
-	return capnp.Struct(s).Segment()
-}
-func (s VoteRequest) Header() (PeerHeader, error) {
-	p, err := capnp.Struct(s).Ptr(0)
-	return PeerHeader(p.Struct()), err
-}
-
-func (s VoteRequest) HasHeader() bool {
-	return capnp.Struct(s).HasPtr(0)
-}
-
-func (s VoteRequest) SetHeader(v PeerHeader) error {
-	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
-}
-
-// NewHeader sets the header field to a newly
-// allocated PeerHeader struct, preferring placement in s's segment.
-func (s VoteRequest) NewHeader() (PeerHeader, error) {
-	ss, err := NewPeerHeader(capnp.Struct(s).Segment())
-	if err != nil {
-		return PeerHeader{}, err
-	}
-	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
-	return ss, err
-}
-
-func (s VoteRequest) Term() uint64 {
+func (s SnapshotMeta) Index() uint64 {
 	return capnp.Struct(s).Uint64(0)
 }
 
-func (s VoteRequest) SetTerm(v uint64) {
+func (s SnapshotMeta) SetIndex(v uint64) {
 	capnp.Struct(s).SetUint64(0, v)
 }
 
-func (s VoteRequest) CandidateId() uint64 {
+func (s SnapshotMeta) Term() uint64 {
 	return capnp.Struct(s).Uint64(8)
 }
 
-func (s VoteRequest) SetCandidateId(v uint64) {
+func (s SnapshotMeta) SetTerm(v uint64) {
 	capnp.Struct(s).SetUint64(8, v)
 }
 
-func (s VoteRequest) LastLogIndex() uint64 {
-	return capnp.Struct(s).Uint64(16)
-}
-
-func (s VoteRequest) SetLastLogIndex(v uint64) {
-	capnp.Struct(s).SetUint64(16, v)
-}
-
-func (s VoteRequest) LastLogTerm() uint64 {
-	return capnp.Struct(s).Uint64(24)
-}
-
-func (s VoteRequest) SetLastLogTerm(v uint64) {
-	capnp.Struct(s).SetUint64(24, v)
-}
-
-func (s VoteRequest) PreVote() bool {
-	return capnp.Struct(s).Bit(256)
-}
-
-func (s VoteRequest) SetPreVote(v bool) {
-	capnp.Struct(s).SetBit(256, v)
-}
-
-func (s VoteRequest) LeaderTransfer() bool {
-	return capnp.Struct(s).Bit(257)
-}
-
-func (s VoteRequest) SetLeaderTransfer(v bool) {
-	capnp.Struct(s).SetBit(257, v)
-}
-
-// VoteRequest_List is a list of VoteRequest.
-type VoteRequest_List = capnp.StructList[VoteRequest]
-
-// NewVoteRequest creates a new list of VoteRequest.
-func NewVoteRequest_List(s *capnp.Segment, sz int32) (VoteRequest_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 40, PointerCount: 1}, sz)
-	return capnp.StructList[VoteRequest](l), err
-}
-
-// VoteRequest_Future is a wrapper for a VoteRequest promised by a client call.
-type VoteRequest_Future struct{ *capnp.Future }
-
-func (f VoteRequest_Future) Struct() (VoteRequest, error) {
-	p, err := f.Future.Ptr()
-	return VoteRequest(p.Struct()), err
-}
-func (p VoteRequest_Future) Header() PeerHeader_Future {
-	return PeerHeader_Future{Future: p.Future.Field(0, nil)}
-}
-
-type VoteResponse capnp.Struct
-
-// VoteResponse_TypeID is the unique identifier for the type VoteResponse.
-const VoteResponse_TypeID = 0xf5fcd8a83d86cf34
-
-func NewVoteResponse(s *capnp.Segment) (VoteResponse, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 24, PointerCount: 0})
-	return VoteResponse(st), err
-}
-
-func NewRootVoteResponse(s *capnp.Segment) (VoteResponse, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 24, PointerCount: 0})
-	return VoteResponse(st), err
-}
-
-func ReadRootVoteResponse(msg *capnp.Message) (VoteResponse, error) {
-	root, err := msg.Root()
-	return VoteResponse(root.Struct()), err
-}
-
-func (s VoteResponse) String() string {
-	str, _ := text.Marshal(0xf5fcd8a83d86cf34, capnp.Struct(s))
-	return str
-}
-
-func (s VoteResponse) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
-	return capnp.Struct(s).EncodeAsPtr(seg)
-}
-
-func (VoteResponse) DecodeFromPtr(p capnp.Ptr) VoteResponse {
-	return VoteResponse(capnp.Struct{}.DecodeFromPtr(p))
-}
-
-func (s VoteResponse) ToPtr() capnp.Ptr {
-	return capnp.Struct(s).ToPtr()
-}
-func (s VoteResponse) IsValid() bool {
-	return capnp.Struct(s).IsValid()
-}
-
-func (s VoteResponse) Message() *capnp.Message {
-	return capnp.Struct(s).Message()
-}
-
-func (s VoteResponse) Segment() *capnp.Segment {
-	return capnp.Struct(s).Segment()
-}
-func (s VoteResponse) Term() uint64 {
-	return capnp.Struct(s).Uint64(0)
-}
-
-func (s VoteResponse) SetTerm(v uint64) {
-	capnp.Struct(s).SetUint64(0, v)
-}
-
-func (s VoteResponse) VoteGranted() bool {
-	return capnp.Struct(s).Bit(64)
-}
-
-func (s VoteResponse) SetVoteGranted(v bool) {
-	capnp.Struct(s).SetBit(64, v)
-}
-
-func (s VoteResponse) PreVote() bool {
-	return capnp.Struct(s).Bit(65)
-}
-
-func (s VoteResponse) SetPreVote(v bool) {
-	capnp.Struct(s).SetBit(65, v)
-}
-
-func (s VoteResponse) Incarnation() uint64 {
-	return capnp.Struct(s).Uint64(16)
-}
-
-func (s VoteResponse) SetIncarnation(v uint64) {
-	capnp.Struct(s).SetUint64(16, v)
-}
-
-// VoteResponse_List is a list of VoteResponse.
-type VoteResponse_List = capnp.StructList[VoteResponse]
-
-// NewVoteResponse creates a new list of VoteResponse.
-func NewVoteResponse_List(s *capnp.Segment, sz int32) (VoteResponse_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 24, PointerCount: 0}, sz)
-	return capnp.StructList[VoteResponse](l), err
-}
-
-// VoteResponse_Future is a wrapper for a VoteResponse promised by a client call.
-type VoteResponse_Future struct{ *capnp.Future }
-
-func (f VoteResponse_Future) Struct() (VoteResponse, error) {
-	p, err := f.Future.Ptr()
-	return VoteResponse(p.Struct()), err
-}
-
-type AppendEntries capnp.Client
-
-// AppendEntries_TypeID is the unique identifier for the type AppendEntries.
-const AppendEntries_TypeID = 0x8ed2b265f90b554a
-
-func (c AppendEntries) AppendEntries(ctx context.Context, params func(AppendEntries_appendEntries_Params) error) (AppendEntries_appendEntries_Results_Future, capnp.ReleaseFunc) {
-
-	s := capnp.Send{
-		Method: capnp.Method{
-			InterfaceID:   0x8ed2b265f90b554a,
-			MethodID:      0,
-			InterfaceName: "schema/raft.capnp:AppendEntries",
-			MethodName:    "appendEntries",
-		},
-	}
-	if params != nil {
-		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 1}
-		s.PlaceArgs = func(s capnp.Struct) error { return params(AppendEntries_appendEntries_Params(s)) }
-	}
-
-	ans, release := capnp.Client(c).SendCall(ctx, s)
-	return AppendEntries_appendEntries_Results_Future{Future: ans.Future()}, release
-
-}
-
-func (c AppendEntries) WaitStreaming() error {
-	return capnp.Client(c).WaitStreaming()
-}
-
-// String returns a string that identifies this capability for debugging
-// purposes.  Its format should not be depended on: in particular, it
-// should not be used to compare clients.  Use IsSame to compare clients
-// for equality.
-func (c AppendEntries) String() string {
-	return "AppendEntries(" + capnp.Client(c).String() + ")"
-}
-
-// AddRef creates a new Client that refers to the same capability as c.
-// If c is nil or has resolved to null, then AddRef returns nil.
-func (c AppendEntries) AddRef() AppendEntries {
-	return AppendEntries(capnp.Client(c).AddRef())
-}
-
-// Release releases a capability reference.  If this is the last
-// reference to the capability, then the underlying resources associated
-// with the capability will be released.
-//
-// Release will panic if c has already been released, but not if c is
-// nil or resolved to null.
-func (c AppendEntries) Release() {
-	capnp.Client(c).Release()
-}
-
-// Resolve blocks until the capability is fully resolved or the Context
-// expires.
-func (c AppendEntries) Resolve(ctx context.Context) error {
-	return capnp.Client(c).Resolve(ctx)
-}
-
-func (c AppendEntries) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
-	return capnp.Client(c).EncodeAsPtr(seg)
-}
-
-func (AppendEntries) DecodeFromPtr(p capnp.Ptr) AppendEntries {
-	return AppendEntries(capnp.Client{}.DecodeFromPtr(p))
-}
-
-// IsValid reports whether c is a valid reference to a capability.
-// A reference is invalid if it is nil, has resolved to null, or has
-// been released.
-func (c AppendEntries) IsValid() bool {
-	return capnp.Client(c).IsValid()
-}
-
-// IsSame reports whether c and other refer to a capability created by the
-// same call to NewClient.  This can return false negatives if c or other
-// are not fully resolved: use Resolve if this is an issue.  If either
-// c or other are released, then IsSame panics.
-func (c AppendEntries) IsSame(other AppendEntries) bool {
-	return capnp.Client(c).IsSame(capnp.Client(other))
-}
-
-// Update the flowcontrol.FlowLimiter used to manage flow control for
-// this client. This affects all future calls, but not calls already
-// waiting to send. Passing nil sets the value to flowcontrol.NopLimiter,
-// which is also the default.
-func (c AppendEntries) SetFlowLimiter(lim fc.FlowLimiter) {
-	capnp.Client(c).SetFlowLimiter(lim)
-}
-
-// Get the current flowcontrol.FlowLimiter used to manage flow control
-// for this client.
-func (c AppendEntries) GetFlowLimiter() fc.FlowLimiter {
-	return capnp.Client(c).GetFlowLimiter()
-}
-
-// A AppendEntries_Server is a AppendEntries with a local implementation.
-type AppendEntries_Server interface {
-	AppendEntries(context.Context, AppendEntries_appendEntries) error
-}
-
-// AppendEntries_NewServer creates a new Server from an implementation of AppendEntries_Server.
-func AppendEntries_NewServer(s AppendEntries_Server) *server.Server {
-	c, _ := s.(server.Shutdowner)
-	return server.New(AppendEntries_Methods(nil, s), s, c)
-}
-
-// AppendEntries_ServerToClient creates a new Client from an implementation of AppendEntries_Server.
-// The caller is responsible for calling Release on the returned Client.
-func AppendEntries_ServerToClient(s AppendEntries_Server) AppendEntries {
-	return AppendEntries(capnp.NewClient(AppendEntries_NewServer(s)))
-}
-
-// AppendEntries_Methods appends Methods to a slice that invoke the methods on s.
-// This can be used to create a more complicated Server.
-func AppendEntries_Methods(methods []server.Method, s AppendEntries_Server) []server.Method {
-	if cap(methods) == 0 {
-		methods = make([]server.Method, 0, 1)
-	}
-
-	methods = append(methods, server.Method{
-		Method: capnp.Method{
-			InterfaceID:   0x8ed2b265f90b554a,
-			MethodID:      0,
-			InterfaceName: "schema/raft.capnp:AppendEntries",
-			MethodName:    "appendEntries",
-		},
-		Impl: func(ctx context.Context, call *server.Call) error {
-			return s.AppendEntries(ctx, AppendEntries_appendEntries{call})
-		},
-	})
-
-	return methods
-}
-
-// AppendEntries_appendEntries holds the state for a server call to AppendEntries.appendEntries.
-// See server.Call for documentation.
-type AppendEntries_appendEntries struct {
-	*server.Call
-}
-
-// Args returns the call's arguments.
-func (c AppendEntries_appendEntries) Args() AppendEntries_appendEntries_Params {
-	return AppendEntries_appendEntries_Params(c.Call.Args())
-}
-
-// AllocResults allocates the results struct.
-func (c AppendEntries_appendEntries) AllocResults() (AppendEntries_appendEntries_Results, error) {
-	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
-	return AppendEntries_appendEntries_Results(r), err
-}
-
-// AppendEntries_List is a list of AppendEntries.
-type AppendEntries_List = capnp.CapList[AppendEntries]
-
-// NewAppendEntries_List creates a new list of AppendEntries.
-func NewAppendEntries_List(s *capnp.Segment, sz int32) (AppendEntries_List, error) {
-	l, err := capnp.NewPointerList(s, sz)
-	return capnp.CapList[AppendEntries](l), err
-}
-
-type AppendEntries_appendEntries_Params capnp.Struct
-
-// AppendEntries_appendEntries_Params_TypeID is the unique identifier for the type AppendEntries_appendEntries_Params.
-const AppendEntries_appendEntries_Params_TypeID = 0x9d0ef654867c8979
-
-func NewAppendEntries_appendEntries_Params(s *capnp.Segment) (AppendEntries_appendEntries_Params, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
-	return AppendEntries_appendEntries_Params(st), err
-}
-
-func NewRootAppendEntries_appendEntries_Params(s *capnp.Segment) (AppendEntries_appendEntries_Params, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
-	return AppendEntries_appendEntries_Params(st), err
-}
-
-func ReadRootAppendEntries_appendEntries_Params(msg *capnp.Message) (AppendEntries_appendEntries_Params, error) {
-	root, err := msg.Root()
-	return AppendEntries_appendEntries_Params(root.Struct()), err
-}
-
-func (s AppendEntries_appendEntries_Params) String() string {
-	str, _ := text.Marshal(0x9d0ef654867c8979, capnp.Struct(s))
-	return str
-}
-
-func (s AppendEntries_appendEntries_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
-	return capnp.Struct(s).EncodeAsPtr(seg)
-}
-
-func (AppendEntries_appendEntries_Params) DecodeFromPtr(p capnp.Ptr) AppendEntries_appendEntries_Params {
-	return AppendEntries_appendEntries_Params(capnp.Struct{}.DecodeFromPtr(p))
-}
-
-func (s AppendEntries_appendEntries_Params) ToPtr() capnp.Ptr {
-	return capnp.Struct(s).ToPtr()
-}
-func (s AppendEntries_appendEntries_Params) IsValid() bool {
-	return capnp.Struct(s).IsValid()
-}
-
-func (s AppendEntries_appendEntries_Params) Message() *capnp.Message {
-	return capnp.Struct(s).Message()
-}
-
-func (s AppendEntries_appendEntries_Params) Segment() *capnp.Segment {
-	return capnp.Struct(s).Segment()
-}
-func (s AppendEntries_appendEntries_Params) Req() (AppendRequest, error) {
+func (s SnapshotMeta) ConfState() (ConfState, error) {
 	p, err := capnp.Struct(s).Ptr(0)
-	return AppendRequest(p.Struct()), err
-}
-
-func (s AppendEntries_appendEntries_Params) HasReq() bool {
-	return capnp.Struct(s).HasPtr(0)
-}
-
-func (s AppendEntries_appendEntries_Params) SetReq(v AppendRequest) error {
-	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
-}
-
-// NewReq sets the req field to a newly
-// allocated AppendRequest struct, preferring placement in s's segment.
-func (s AppendEntries_appendEntries_Params) NewReq() (AppendRequest, error) {
-	ss, err := NewAppendRequest(capnp.Struct(s).Segment())
-	if err != nil {
-		return AppendRequest{}, err
-	}
-	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
-	return ss, err
-}
-
-// AppendEntries_appendEntries_Params_List is a list of AppendEntries_appendEntries_Params.
-type AppendEntries_appendEntries_Params_List = capnp.StructList[AppendEntries_appendEntries_Params]
-
-// NewAppendEntries_appendEntries_Params creates a new list of AppendEntries_appendEntries_Params.
-func NewAppendEntries_appendEntries_Params_List(s *capnp.Segment, sz int32) (AppendEntries_appendEntries_Params_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
-	return capnp.StructList[AppendEntries_appendEntries_Params](l), err
-}
-
-// AppendEntries_appendEntries_Params_Future is a wrapper for a AppendEntries_appendEntries_Params promised by a client call.
-type AppendEntries_appendEntries_Params_Future struct{ *capnp.Future }
-
-func (f AppendEntries_appendEntries_Params_Future) Struct() (AppendEntries_appendEntries_Params, error) {
-	p, err := f.Future.Ptr()
-	return AppendEntries_appendEntries_Params(p.Struct()), err
-}
-func (p AppendEntries_appendEntries_Params_Future) Req() AppendRequest_Future {
-	return AppendRequest_Future{Future: p.Future.Field(0, nil)}
-}
-
-type AppendEntries_appendEntries_Results capnp.Struct
-
-// AppendEntries_appendEntries_Results_TypeID is the unique identifier for the type AppendEntries_appendEntries_Results.
-const AppendEntries_appendEntries_Results_TypeID = 0xac39281669c8ab42
-
-func NewAppendEntries_appendEntries_Results(s *capnp.Segment) (AppendEntries_appendEntries_Results, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
-	return AppendEntries_appendEntries_Results(st), err
-}
-
-func NewRootAppendEntries_appendEntries_Results(s *capnp.Segment) (AppendEntries_appendEntries_Results, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
-	return AppendEntries_appendEntries_Results(st), err
-}
-
-func ReadRootAppendEntries_appendEntries_Results(msg *capnp.Message) (AppendEntries_appendEntries_Results, error) {
-	root, err := msg.Root()
-	return AppendEntries_appendEntries_Results(root.Struct()), err
-}
-
-func (s AppendEntries_appendEntries_Results) String() string {
-	str, _ := text.Marshal(0xac39281669c8ab42, capnp.Struct(s))
-	return str
-}
-
-func (s AppendEntries_appendEntries_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
-	return capnp.Struct(s).EncodeAsPtr(seg)
-}
-
-func (AppendEntries_appendEntries_Results) DecodeFromPtr(p capnp.Ptr) AppendEntries_appendEntries_Results {
-	return AppendEntries_appendEntries_Results(capnp.Struct{}.DecodeFromPtr(p))
-}
-
-func (s AppendEntries_appendEntries_Results) ToPtr() capnp.Ptr {
-	return capnp.Struct(s).ToPtr()
-}
-func (s AppendEntries_appendEntries_Results) IsValid() bool {
-	return capnp.Struct(s).IsValid()
-}
-
-func (s AppendEntries_appendEntries_Results) Message() *capnp.Message {
-	return capnp.Struct(s).Message()
-}
-
-func (s AppendEntries_appendEntries_Results) Segment() *capnp.Segment {
-	return capnp.Struct(s).Segment()
-}
-func (s AppendEntries_appendEntries_Results) Resp() (AppendResponse, error) {
-	p, err := capnp.Struct(s).Ptr(0)
-	return AppendResponse(p.Struct()), err
-}
-
-func (s AppendEntries_appendEntries_Results) HasResp() bool {
-	return capnp.Struct(s).HasPtr(0)
-}
-
-func (s AppendEntries_appendEntries_Results) SetResp(v AppendResponse) error {
-	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
-}
-
-// NewResp sets the resp field to a newly
-// allocated AppendResponse struct, preferring placement in s's segment.
-func (s AppendEntries_appendEntries_Results) NewResp() (AppendResponse, error) {
-	ss, err := NewAppendResponse(capnp.Struct(s).Segment())
-	if err != nil {
-		return AppendResponse{}, err
-	}
-	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
-	return ss, err
-}
-
-// AppendEntries_appendEntries_Results_List is a list of AppendEntries_appendEntries_Results.
-type AppendEntries_appendEntries_Results_List = capnp.StructList[AppendEntries_appendEntries_Results]
-
-// NewAppendEntries_appendEntries_Results creates a new list of AppendEntries_appendEntries_Results.
-func NewAppendEntries_appendEntries_Results_List(s *capnp.Segment, sz int32) (AppendEntries_appendEntries_Results_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
-	return capnp.StructList[AppendEntries_appendEntries_Results](l), err
-}
-
-// AppendEntries_appendEntries_Results_Future is a wrapper for a AppendEntries_appendEntries_Results promised by a client call.
-type AppendEntries_appendEntries_Results_Future struct{ *capnp.Future }
-
-func (f AppendEntries_appendEntries_Results_Future) Struct() (AppendEntries_appendEntries_Results, error) {
-	p, err := f.Future.Ptr()
-	return AppendEntries_appendEntries_Results(p.Struct()), err
-}
-func (p AppendEntries_appendEntries_Results_Future) Resp() AppendResponse_Future {
-	return AppendResponse_Future{Future: p.Future.Field(0, nil)}
-}
-
-type AppendRequest capnp.Struct
-
-// AppendRequest_TypeID is the unique identifier for the type AppendRequest.
-const AppendRequest_TypeID = 0xbf9f00921dfac548
-
-func NewAppendRequest(s *capnp.Segment) (AppendRequest, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 64, PointerCount: 2})
-	return AppendRequest(st), err
-}
-
-func NewRootAppendRequest(s *capnp.Segment) (AppendRequest, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 64, PointerCount: 2})
-	return AppendRequest(st), err
-}
-
-func ReadRootAppendRequest(msg *capnp.Message) (AppendRequest, error) {
-	root, err := msg.Root()
-	return AppendRequest(root.Struct()), err
-}
-
-func (s AppendRequest) String() string {
-	str, _ := text.Marshal(0xbf9f00921dfac548, capnp.Struct(s))
-	return str
-}
-
-func (s AppendRequest) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
-	return capnp.Struct(s).EncodeAsPtr(seg)
-}
-
-func (AppendRequest) DecodeFromPtr(p capnp.Ptr) AppendRequest {
-	return AppendRequest(capnp.Struct{}.DecodeFromPtr(p))
-}
-
-func (s AppendRequest) ToPtr() capnp.Ptr {
-	return capnp.Struct(s).ToPtr()
-}
-func (s AppendRequest) IsValid() bool {
-	return capnp.Struct(s).IsValid()
-}
-
-func (s AppendRequest) Message() *capnp.Message {
-	return capnp.Struct(s).Message()
-}
-
-func (s AppendRequest) Segment() *capnp.Segment {
-	return capnp.Struct(s).Segment()
-}
-func (s AppendRequest) Header() (PeerHeader, error) {
-	p, err := capnp.Struct(s).Ptr(0)
-	return PeerHeader(p.Struct()), err
-}
-
-func (s AppendRequest) HasHeader() bool {
-	return capnp.Struct(s).HasPtr(0)
-}
-
-func (s AppendRequest) SetHeader(v PeerHeader) error {
-	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
-}
-
-// NewHeader sets the header field to a newly
-// allocated PeerHeader struct, preferring placement in s's segment.
-func (s AppendRequest) NewHeader() (PeerHeader, error) {
-	ss, err := NewPeerHeader(capnp.Struct(s).Segment())
-	if err != nil {
-		return PeerHeader{}, err
-	}
-	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
-	return ss, err
-}
-
-func (s AppendRequest) Term() uint64 {
-	return capnp.Struct(s).Uint64(0)
-}
-
-func (s AppendRequest) SetTerm(v uint64) {
-	capnp.Struct(s).SetUint64(0, v)
-}
-
-func (s AppendRequest) LeaderId() uint64 {
-	return capnp.Struct(s).Uint64(8)
-}
-
-func (s AppendRequest) SetLeaderId(v uint64) {
-	capnp.Struct(s).SetUint64(8, v)
-}
-
-func (s AppendRequest) PrevLogIndex() uint64 {
-	return capnp.Struct(s).Uint64(16)
-}
-
-func (s AppendRequest) SetPrevLogIndex(v uint64) {
-	capnp.Struct(s).SetUint64(16, v)
-}
-
-func (s AppendRequest) PrevLogTerm() uint64 {
-	return capnp.Struct(s).Uint64(24)
-}
-
-func (s AppendRequest) SetPrevLogTerm(v uint64) {
-	capnp.Struct(s).SetUint64(24, v)
-}
-
-func (s AppendRequest) Entries() (Entry_List, error) {
-	p, err := capnp.Struct(s).Ptr(1)
-	return Entry_List(p.List()), err
-}
-
-func (s AppendRequest) HasEntries() bool {
-	return capnp.Struct(s).HasPtr(1)
-}
-
-func (s AppendRequest) SetEntries(v Entry_List) error {
-	return capnp.Struct(s).SetPtr(1, v.ToPtr())
-}
-
-// NewEntries sets the entries field to a newly
-// allocated Entry_List, preferring placement in s's segment.
-func (s AppendRequest) NewEntries(n int32) (Entry_List, error) {
-	l, err := NewEntry_List(capnp.Struct(s).Segment(), n)
-	if err != nil {
-		return Entry_List{}, err
-	}
-	err = capnp.Struct(s).SetPtr(1, l.ToPtr())
-	return l, err
-}
-func (s AppendRequest) LeaderCommit() uint64 {
-	return capnp.Struct(s).Uint64(32)
-}
-
-func (s AppendRequest) SetLeaderCommit(v uint64) {
-	capnp.Struct(s).SetUint64(32, v)
-}
-
-func (s AppendRequest) Heartbeat() bool {
-	return capnp.Struct(s).Bit(320)
-}
-
-func (s AppendRequest) SetHeartbeat(v bool) {
-	capnp.Struct(s).SetBit(320, v)
-}
-
-func (s AppendRequest) Seq() uint64 {
-	return capnp.Struct(s).Uint64(48)
-}
-
-func (s AppendRequest) SetSeq(v uint64) {
-	capnp.Struct(s).SetUint64(48, v)
-}
-
-func (s AppendRequest) ToIncarnation() uint64 {
-	return capnp.Struct(s).Uint64(56)
-}
-
-func (s AppendRequest) SetToIncarnation(v uint64) {
-	capnp.Struct(s).SetUint64(56, v)
-}
-
-// AppendRequest_List is a list of AppendRequest.
-type AppendRequest_List = capnp.StructList[AppendRequest]
-
-// NewAppendRequest creates a new list of AppendRequest.
-func NewAppendRequest_List(s *capnp.Segment, sz int32) (AppendRequest_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 64, PointerCount: 2}, sz)
-	return capnp.StructList[AppendRequest](l), err
-}
-
-// AppendRequest_Future is a wrapper for a AppendRequest promised by a client call.
-type AppendRequest_Future struct{ *capnp.Future }
-
-func (f AppendRequest_Future) Struct() (AppendRequest, error) {
-	p, err := f.Future.Ptr()
-	return AppendRequest(p.Struct()), err
-}
-func (p AppendRequest_Future) Header() PeerHeader_Future {
-	return PeerHeader_Future{Future: p.Future.Field(0, nil)}
-}
-
-type AppendResponse capnp.Struct
-
-// AppendResponse_TypeID is the unique identifier for the type AppendResponse.
-const AppendResponse_TypeID = 0x954ea2a1c6c3d766
-
-func NewAppendResponse(s *capnp.Segment) (AppendResponse, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 64, PointerCount: 0})
-	return AppendResponse(st), err
-}
-
-func NewRootAppendResponse(s *capnp.Segment) (AppendResponse, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 64, PointerCount: 0})
-	return AppendResponse(st), err
-}
-
-func ReadRootAppendResponse(msg *capnp.Message) (AppendResponse, error) {
-	root, err := msg.Root()
-	return AppendResponse(root.Struct()), err
-}
-
-func (s AppendResponse) String() string {
-	str, _ := text.Marshal(0x954ea2a1c6c3d766, capnp.Struct(s))
-	return str
-}
-
-func (s AppendResponse) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
-	return capnp.Struct(s).EncodeAsPtr(seg)
-}
-
-func (AppendResponse) DecodeFromPtr(p capnp.Ptr) AppendResponse {
-	return AppendResponse(capnp.Struct{}.DecodeFromPtr(p))
-}
-
-func (s AppendResponse) ToPtr() capnp.Ptr {
-	return capnp.Struct(s).ToPtr()
-}
-func (s AppendResponse) IsValid() bool {
-	return capnp.Struct(s).IsValid()
-}
-
-func (s AppendResponse) Message() *capnp.Message {
-	return capnp.Struct(s).Message()
-}
-
-func (s AppendResponse) Segment() *capnp.Segment {
-	return capnp.Struct(s).Segment()
-}
-func (s AppendResponse) Term() uint64 {
-	return capnp.Struct(s).Uint64(0)
-}
-
-func (s AppendResponse) SetTerm(v uint64) {
-	capnp.Struct(s).SetUint64(0, v)
-}
-
-func (s AppendResponse) Success() bool {
-	return capnp.Struct(s).Bit(64)
-}
-
-func (s AppendResponse) SetSuccess(v bool) {
-	capnp.Struct(s).SetBit(64, v)
-}
-
-func (s AppendResponse) Index() uint64 {
-	return capnp.Struct(s).Uint64(16)
-}
-
-func (s AppendResponse) SetIndex(v uint64) {
-	capnp.Struct(s).SetUint64(16, v)
-}
-
-func (s AppendResponse) LastIndex() uint64 {
-	return capnp.Struct(s).Uint64(24)
-}
-
-func (s AppendResponse) SetLastIndex(v uint64) {
-	capnp.Struct(s).SetUint64(24, v)
-}
-
-func (s AppendResponse) ConflictIndex() uint64 {
-	return capnp.Struct(s).Uint64(32)
-}
-
-func (s AppendResponse) SetConflictIndex(v uint64) {
-	capnp.Struct(s).SetUint64(32, v)
-}
-
-func (s AppendResponse) ConflictTerm() uint64 {
-	return capnp.Struct(s).Uint64(40)
-}
-
-func (s AppendResponse) SetConflictTerm(v uint64) {
-	capnp.Struct(s).SetUint64(40, v)
-}
-
-func (s AppendResponse) Seq() uint64 {
-	return capnp.Struct(s).Uint64(48)
-}
-
-func (s AppendResponse) SetSeq(v uint64) {
-	capnp.Struct(s).SetUint64(48, v)
-}
-
-func (s AppendResponse) Incarnation() uint64 {
-	return capnp.Struct(s).Uint64(56)
-}
-
-func (s AppendResponse) SetIncarnation(v uint64) {
-	capnp.Struct(s).SetUint64(56, v)
-}
-
-// AppendResponse_List is a list of AppendResponse.
-type AppendResponse_List = capnp.StructList[AppendResponse]
-
-// NewAppendResponse creates a new list of AppendResponse.
-func NewAppendResponse_List(s *capnp.Segment, sz int32) (AppendResponse_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 64, PointerCount: 0}, sz)
-	return capnp.StructList[AppendResponse](l), err
-}
-
-// AppendResponse_Future is a wrapper for a AppendResponse promised by a client call.
-type AppendResponse_Future struct{ *capnp.Future }
-
-func (f AppendResponse_Future) Struct() (AppendResponse, error) {
-	p, err := f.Future.Ptr()
-	return AppendResponse(p.Struct()), err
-}
-
-type InstallSnapshot capnp.Client
-
-// InstallSnapshot_TypeID is the unique identifier for the type InstallSnapshot.
-const InstallSnapshot_TypeID = 0xe1699de1fcaf90e4
-
-func (c InstallSnapshot) InstallSnapshot(ctx context.Context, params func(InstallSnapshot_installSnapshot_Params) error) (InstallSnapshot_installSnapshot_Results_Future, capnp.ReleaseFunc) {
-
-	s := capnp.Send{
-		Method: capnp.Method{
-			InterfaceID:   0xe1699de1fcaf90e4,
-			MethodID:      0,
-			InterfaceName: "schema/raft.capnp:InstallSnapshot",
-			MethodName:    "installSnapshot",
-		},
-	}
-	if params != nil {
-		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 1}
-		s.PlaceArgs = func(s capnp.Struct) error { return params(InstallSnapshot_installSnapshot_Params(s)) }
-	}
-
-	ans, release := capnp.Client(c).SendCall(ctx, s)
-	return InstallSnapshot_installSnapshot_Results_Future{Future: ans.Future()}, release
-
-}
-
-func (c InstallSnapshot) WaitStreaming() error {
-	return capnp.Client(c).WaitStreaming()
-}
-
-// String returns a string that identifies this capability for debugging
-// purposes.  Its format should not be depended on: in particular, it
-// should not be used to compare clients.  Use IsSame to compare clients
-// for equality.
-func (c InstallSnapshot) String() string {
-	return "InstallSnapshot(" + capnp.Client(c).String() + ")"
-}
-
-// AddRef creates a new Client that refers to the same capability as c.
-// If c is nil or has resolved to null, then AddRef returns nil.
-func (c InstallSnapshot) AddRef() InstallSnapshot {
-	return InstallSnapshot(capnp.Client(c).AddRef())
-}
-
-// Release releases a capability reference.  If this is the last
-// reference to the capability, then the underlying resources associated
-// with the capability will be released.
-//
-// Release will panic if c has already been released, but not if c is
-// nil or resolved to null.
-func (c InstallSnapshot) Release() {
-	capnp.Client(c).Release()
-}
-
-// Resolve blocks until the capability is fully resolved or the Context
-// expires.
-func (c InstallSnapshot) Resolve(ctx context.Context) error {
-	return capnp.Client(c).Resolve(ctx)
-}
-
-func (c InstallSnapshot) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
-	return capnp.Client(c).EncodeAsPtr(seg)
-}
-
-func (InstallSnapshot) DecodeFromPtr(p capnp.Ptr) InstallSnapshot {
-	return InstallSnapshot(capnp.Client{}.DecodeFromPtr(p))
-}
-
-// IsValid reports whether c is a valid reference to a capability.
-// A reference is invalid if it is nil, has resolved to null, or has
-// been released.
-func (c InstallSnapshot) IsValid() bool {
-	return capnp.Client(c).IsValid()
-}
-
-// IsSame reports whether c and other refer to a capability created by the
-// same call to NewClient.  This can return false negatives if c or other
-// are not fully resolved: use Resolve if this is an issue.  If either
-// c or other are released, then IsSame panics.
-func (c InstallSnapshot) IsSame(other InstallSnapshot) bool {
-	return capnp.Client(c).IsSame(capnp.Client(other))
-}
-
-// Update the flowcontrol.FlowLimiter used to manage flow control for
-// this client. This affects all future calls, but not calls already
-// waiting to send. Passing nil sets the value to flowcontrol.NopLimiter,
-// which is also the default.
-func (c InstallSnapshot) SetFlowLimiter(lim fc.FlowLimiter) {
-	capnp.Client(c).SetFlowLimiter(lim)
-}
-
-// Get the current flowcontrol.FlowLimiter used to manage flow control
-// for this client.
-func (c InstallSnapshot) GetFlowLimiter() fc.FlowLimiter {
-	return capnp.Client(c).GetFlowLimiter()
-}
-
-// A InstallSnapshot_Server is a InstallSnapshot with a local implementation.
-type InstallSnapshot_Server interface {
-	InstallSnapshot(context.Context, InstallSnapshot_installSnapshot) error
-}
-
-// InstallSnapshot_NewServer creates a new Server from an implementation of InstallSnapshot_Server.
-func InstallSnapshot_NewServer(s InstallSnapshot_Server) *server.Server {
-	c, _ := s.(server.Shutdowner)
-	return server.New(InstallSnapshot_Methods(nil, s), s, c)
-}
-
-// InstallSnapshot_ServerToClient creates a new Client from an implementation of InstallSnapshot_Server.
-// The caller is responsible for calling Release on the returned Client.
-func InstallSnapshot_ServerToClient(s InstallSnapshot_Server) InstallSnapshot {
-	return InstallSnapshot(capnp.NewClient(InstallSnapshot_NewServer(s)))
-}
-
-// InstallSnapshot_Methods appends Methods to a slice that invoke the methods on s.
-// This can be used to create a more complicated Server.
-func InstallSnapshot_Methods(methods []server.Method, s InstallSnapshot_Server) []server.Method {
-	if cap(methods) == 0 {
-		methods = make([]server.Method, 0, 1)
-	}
-
-	methods = append(methods, server.Method{
-		Method: capnp.Method{
-			InterfaceID:   0xe1699de1fcaf90e4,
-			MethodID:      0,
-			InterfaceName: "schema/raft.capnp:InstallSnapshot",
-			MethodName:    "installSnapshot",
-		},
-		Impl: func(ctx context.Context, call *server.Call) error {
-			return s.InstallSnapshot(ctx, InstallSnapshot_installSnapshot{call})
-		},
-	})
-
-	return methods
-}
-
-// InstallSnapshot_installSnapshot holds the state for a server call to InstallSnapshot.installSnapshot.
-// See server.Call for documentation.
-type InstallSnapshot_installSnapshot struct {
-	*server.Call
-}
-
-// Args returns the call's arguments.
-func (c InstallSnapshot_installSnapshot) Args() InstallSnapshot_installSnapshot_Params {
-	return InstallSnapshot_installSnapshot_Params(c.Call.Args())
-}
-
-// AllocResults allocates the results struct.
-func (c InstallSnapshot_installSnapshot) AllocResults() (InstallSnapshot_installSnapshot_Results, error) {
-	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
-	return InstallSnapshot_installSnapshot_Results(r), err
-}
-
-// InstallSnapshot_List is a list of InstallSnapshot.
-type InstallSnapshot_List = capnp.CapList[InstallSnapshot]
-
-// NewInstallSnapshot_List creates a new list of InstallSnapshot.
-func NewInstallSnapshot_List(s *capnp.Segment, sz int32) (InstallSnapshot_List, error) {
-	l, err := capnp.NewPointerList(s, sz)
-	return capnp.CapList[InstallSnapshot](l), err
-}
-
-type InstallSnapshot_installSnapshot_Params capnp.Struct
-
-// InstallSnapshot_installSnapshot_Params_TypeID is the unique identifier for the type InstallSnapshot_installSnapshot_Params.
-const InstallSnapshot_installSnapshot_Params_TypeID = 0x817862231e6cebca
-
-func NewInstallSnapshot_installSnapshot_Params(s *capnp.Segment) (InstallSnapshot_installSnapshot_Params, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
-	return InstallSnapshot_installSnapshot_Params(st), err
-}
-
-func NewRootInstallSnapshot_installSnapshot_Params(s *capnp.Segment) (InstallSnapshot_installSnapshot_Params, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
-	return InstallSnapshot_installSnapshot_Params(st), err
-}
-
-func ReadRootInstallSnapshot_installSnapshot_Params(msg *capnp.Message) (InstallSnapshot_installSnapshot_Params, error) {
-	root, err := msg.Root()
-	return InstallSnapshot_installSnapshot_Params(root.Struct()), err
-}
-
-func (s InstallSnapshot_installSnapshot_Params) String() string {
-	str, _ := text.Marshal(0x817862231e6cebca, capnp.Struct(s))
-	return str
-}
-
-func (s InstallSnapshot_installSnapshot_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
-	return capnp.Struct(s).EncodeAsPtr(seg)
-}
-
-func (InstallSnapshot_installSnapshot_Params) DecodeFromPtr(p capnp.Ptr) InstallSnapshot_installSnapshot_Params {
-	return InstallSnapshot_installSnapshot_Params(capnp.Struct{}.DecodeFromPtr(p))
-}
-
-func (s InstallSnapshot_installSnapshot_Params) ToPtr() capnp.Ptr {
-	return capnp.Struct(s).ToPtr()
-}
-func (s InstallSnapshot_installSnapshot_Params) IsValid() bool {
-	return capnp.Struct(s).IsValid()
-}
-
-func (s InstallSnapshot_installSnapshot_Params) Message() *capnp.Message {
-	return capnp.Struct(s).Message()
-}
-
-func (s InstallSnapshot_installSnapshot_Params) Segment() *capnp.Segment {
-	return capnp.Struct(s).Segment()
-}
-func (s InstallSnapshot_installSnapshot_Params) Req() (SnapshotChunk, error) {
-	p, err := capnp.Struct(s).Ptr(0)
-	return SnapshotChunk(p.Struct()), err
-}
-
-func (s InstallSnapshot_installSnapshot_Params) HasReq() bool {
-	return capnp.Struct(s).HasPtr(0)
-}
-
-func (s InstallSnapshot_installSnapshot_Params) SetReq(v SnapshotChunk) error {
-	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
-}
-
-// NewReq sets the req field to a newly
-// allocated SnapshotChunk struct, preferring placement in s's segment.
-func (s InstallSnapshot_installSnapshot_Params) NewReq() (SnapshotChunk, error) {
-	ss, err := NewSnapshotChunk(capnp.Struct(s).Segment())
-	if err != nil {
-		return SnapshotChunk{}, err
-	}
-	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
-	return ss, err
-}
-
-// InstallSnapshot_installSnapshot_Params_List is a list of InstallSnapshot_installSnapshot_Params.
-type InstallSnapshot_installSnapshot_Params_List = capnp.StructList[InstallSnapshot_installSnapshot_Params]
-
-// NewInstallSnapshot_installSnapshot_Params creates a new list of InstallSnapshot_installSnapshot_Params.
-func NewInstallSnapshot_installSnapshot_Params_List(s *capnp.Segment, sz int32) (InstallSnapshot_installSnapshot_Params_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
-	return capnp.StructList[InstallSnapshot_installSnapshot_Params](l), err
-}
-
-// InstallSnapshot_installSnapshot_Params_Future is a wrapper for a InstallSnapshot_installSnapshot_Params promised by a client call.
-type InstallSnapshot_installSnapshot_Params_Future struct{ *capnp.Future }
-
-func (f InstallSnapshot_installSnapshot_Params_Future) Struct() (InstallSnapshot_installSnapshot_Params, error) {
-	p, err := f.Future.Ptr()
-	return InstallSnapshot_installSnapshot_Params(p.Struct()), err
-}
-func (p InstallSnapshot_installSnapshot_Params_Future) Req() SnapshotChunk_Future {
-	return SnapshotChunk_Future{Future: p.Future.Field(0, nil)}
-}
-
-type InstallSnapshot_installSnapshot_Results capnp.Struct
-
-// InstallSnapshot_installSnapshot_Results_TypeID is the unique identifier for the type InstallSnapshot_installSnapshot_Results.
-const InstallSnapshot_installSnapshot_Results_TypeID = 0xdac2a001de4bc446
-
-func NewInstallSnapshot_installSnapshot_Results(s *capnp.Segment) (InstallSnapshot_installSnapshot_Results, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
-	return InstallSnapshot_installSnapshot_Results(st), err
-}
-
-func NewRootInstallSnapshot_installSnapshot_Results(s *capnp.Segment) (InstallSnapshot_installSnapshot_Results, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
-	return InstallSnapshot_installSnapshot_Results(st), err
-}
-
-func ReadRootInstallSnapshot_installSnapshot_Results(msg *capnp.Message) (InstallSnapshot_installSnapshot_Results, error) {
-	root, err := msg.Root()
-	return InstallSnapshot_installSnapshot_Results(root.Struct()), err
-}
-
-func (s InstallSnapshot_installSnapshot_Results) String() string {
-	str, _ := text.Marshal(0xdac2a001de4bc446, capnp.Struct(s))
-	return str
-}
-
-func (s InstallSnapshot_installSnapshot_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
-	return capnp.Struct(s).EncodeAsPtr(seg)
-}
-
-func (InstallSnapshot_installSnapshot_Results) DecodeFromPtr(p capnp.Ptr) InstallSnapshot_installSnapshot_Results {
-	return InstallSnapshot_installSnapshot_Results(capnp.Struct{}.DecodeFromPtr(p))
-}
-
-func (s InstallSnapshot_installSnapshot_Results) ToPtr() capnp.Ptr {
-	return capnp.Struct(s).ToPtr()
-}
-func (s InstallSnapshot_installSnapshot_Results) IsValid() bool {
-	return capnp.Struct(s).IsValid()
-}
-
-func (s InstallSnapshot_installSnapshot_Results) Message() *capnp.Message {
-	return capnp.Struct(s).Message()
-}
-
-func (s InstallSnapshot_installSnapshot_Results) Segment() *capnp.Segment {
-	return capnp.Struct(s).Segment()
-}
-func (s InstallSnapshot_installSnapshot_Results) Resp() (SnapshotResponse, error) {
-	p, err := capnp.Struct(s).Ptr(0)
-	return SnapshotResponse(p.Struct()), err
-}
-
-func (s InstallSnapshot_installSnapshot_Results) HasResp() bool {
-	return capnp.Struct(s).HasPtr(0)
-}
-
-func (s InstallSnapshot_installSnapshot_Results) SetResp(v SnapshotResponse) error {
-	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
-}
-
-// NewResp sets the resp field to a newly
-// allocated SnapshotResponse struct, preferring placement in s's segment.
-func (s InstallSnapshot_installSnapshot_Results) NewResp() (SnapshotResponse, error) {
-	ss, err := NewSnapshotResponse(capnp.Struct(s).Segment())
-	if err != nil {
-		return SnapshotResponse{}, err
-	}
-	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
-	return ss, err
-}
-
-// InstallSnapshot_installSnapshot_Results_List is a list of InstallSnapshot_installSnapshot_Results.
-type InstallSnapshot_installSnapshot_Results_List = capnp.StructList[InstallSnapshot_installSnapshot_Results]
-
-// NewInstallSnapshot_installSnapshot_Results creates a new list of InstallSnapshot_installSnapshot_Results.
-func NewInstallSnapshot_installSnapshot_Results_List(s *capnp.Segment, sz int32) (InstallSnapshot_installSnapshot_Results_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
-	return capnp.StructList[InstallSnapshot_installSnapshot_Results](l), err
-}
-
-// InstallSnapshot_installSnapshot_Results_Future is a wrapper for a InstallSnapshot_installSnapshot_Results promised by a client call.
-type InstallSnapshot_installSnapshot_Results_Future struct{ *capnp.Future }
-
-func (f InstallSnapshot_installSnapshot_Results_Future) Struct() (InstallSnapshot_installSnapshot_Results, error) {
-	p, err := f.Future.Ptr()
-	return InstallSnapshot_installSnapshot_Results(p.Struct()), err
-}
-func (p InstallSnapshot_installSnapshot_Results_Future) Resp() SnapshotResponse_Future {
-	return SnapshotResponse_Future{Future: p.Future.Field(0, nil)}
-}
-
-type SnapshotChunk capnp.Struct
-
-// SnapshotChunk_TypeID is the unique identifier for the type SnapshotChunk.
-const SnapshotChunk_TypeID = 0xa015daea4f19b866
-
-func NewSnapshotChunk(s *capnp.Segment) (SnapshotChunk, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 64, PointerCount: 3})
-	return SnapshotChunk(st), err
-}
-
-func NewRootSnapshotChunk(s *capnp.Segment) (SnapshotChunk, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 64, PointerCount: 3})
-	return SnapshotChunk(st), err
-}
-
-func ReadRootSnapshotChunk(msg *capnp.Message) (SnapshotChunk, error) {
-	root, err := msg.Root()
-	return SnapshotChunk(root.Struct()), err
-}
-
-func (s SnapshotChunk) String() string {
-	str, _ := text.Marshal(0xa015daea4f19b866, capnp.Struct(s))
-	return str
-}
-
-func (s SnapshotChunk) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
-	return capnp.Struct(s).EncodeAsPtr(seg)
-}
-
-func (SnapshotChunk) DecodeFromPtr(p capnp.Ptr) SnapshotChunk {
-	return SnapshotChunk(capnp.Struct{}.DecodeFromPtr(p))
-}
-
-func (s SnapshotChunk) ToPtr() capnp.Ptr {
-	return capnp.Struct(s).ToPtr()
-}
-func (s SnapshotChunk) IsValid() bool {
-	return capnp.Struct(s).IsValid()
-}
-
-func (s SnapshotChunk) Message() *capnp.Message {
-	return capnp.Struct(s).Message()
-}
-
-func (s SnapshotChunk) Segment() *capnp.Segment {
-	return capnp.Struct(s).Segment()
-}
-func (s SnapshotChunk) Header() (PeerHeader, error) {
-	p, err := capnp.Struct(s).Ptr(0)
-	return PeerHeader(p.Struct()), err
-}
-
-func (s SnapshotChunk) HasHeader() bool {
-	return capnp.Struct(s).HasPtr(0)
-}
-
-func (s SnapshotChunk) SetHeader(v PeerHeader) error {
-	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
-}
-
-// NewHeader sets the header field to a newly
-// allocated PeerHeader struct, preferring placement in s's segment.
-func (s SnapshotChunk) NewHeader() (PeerHeader, error) {
-	ss, err := NewPeerHeader(capnp.Struct(s).Segment())
-	if err != nil {
-		return PeerHeader{}, err
-	}
-	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
-	return ss, err
-}
-
-func (s SnapshotChunk) Term() uint64 {
-	return capnp.Struct(s).Uint64(0)
-}
-
-func (s SnapshotChunk) SetTerm(v uint64) {
-	capnp.Struct(s).SetUint64(0, v)
-}
-
-func (s SnapshotChunk) LeaderId() uint64 {
-	return capnp.Struct(s).Uint64(8)
-}
-
-func (s SnapshotChunk) SetLeaderId(v uint64) {
-	capnp.Struct(s).SetUint64(8, v)
-}
-
-func (s SnapshotChunk) LastIncludedIndex() uint64 {
-	return capnp.Struct(s).Uint64(16)
-}
-
-func (s SnapshotChunk) SetLastIncludedIndex(v uint64) {
-	capnp.Struct(s).SetUint64(16, v)
-}
-
-func (s SnapshotChunk) LastIncludedTerm() uint64 {
-	return capnp.Struct(s).Uint64(24)
-}
-
-func (s SnapshotChunk) SetLastIncludedTerm(v uint64) {
-	capnp.Struct(s).SetUint64(24, v)
-}
-
-func (s SnapshotChunk) ConfState() (ConfState, error) {
-	p, err := capnp.Struct(s).Ptr(1)
 	return ConfState(p.Struct()), err
 }
 
-func (s SnapshotChunk) HasConfState() bool {
-	return capnp.Struct(s).HasPtr(1)
+func (s SnapshotMeta) HasConfState() bool {
+	return capnp.Struct(s).HasPtr(0)
 }
 
-func (s SnapshotChunk) SetConfState(v ConfState) error {
-	return capnp.Struct(s).SetPtr(1, capnp.Struct(v).ToPtr())
+func (s SnapshotMeta) SetConfState(v ConfState) error {
+	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
 }
 
 // NewConfState sets the confState field to a newly
 // allocated ConfState struct, preferring placement in s's segment.
-func (s SnapshotChunk) NewConfState() (ConfState, error) {
+func (s SnapshotMeta) NewConfState() (ConfState, error) {
 	ss, err := NewConfState(capnp.Struct(s).Segment())
 	if err != nil {
 		return ConfState{}, err
+	}
+	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
+	return ss, err
+}
+
+// SnapshotMeta_List is a list of SnapshotMeta.
+type SnapshotMeta_List = capnp.StructList[SnapshotMeta]
+
+// NewSnapshotMeta creates a new list of SnapshotMeta.
+func NewSnapshotMeta_List(s *capnp.Segment, sz int32) (SnapshotMeta_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 16, PointerCount: 1}, sz)
+	return capnp.StructList[SnapshotMeta](l), err
+}
+
+// SnapshotMeta_Future is a wrapper for a SnapshotMeta promised by a client call.
+type SnapshotMeta_Future struct{ *capnp.Future }
+
+func (f SnapshotMeta_Future) Struct() (SnapshotMeta, error) {
+	p, err := f.Future.Ptr()
+	return SnapshotMeta(p.Struct()), err
+}
+func (p SnapshotMeta_Future) ConfState() ConfState_Future {
+	return ConfState_Future{Future: p.Future.Field(0, nil)}
+}
+
+type Message capnp.Struct
+
+// Message_TypeID is the unique identifier for the type Message.
+const Message_TypeID = 0x81c61f0550ea3641
+
+func NewMessage(s *capnp.Segment) (Message, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 128, PointerCount: 4})
+	return Message(st), err
+}
+
+func NewRootMessage(s *capnp.Segment) (Message, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 128, PointerCount: 4})
+	return Message(st), err
+}
+
+func ReadRootMessage(msg *capnp.Message) (Message, error) {
+	root, err := msg.Root()
+	return Message(root.Struct()), err
+}
+
+func (s Message) String() string {
+	str, _ := text.Marshal(0x81c61f0550ea3641, capnp.Struct(s))
+	return str
+}
+
+func (s Message) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Message) DecodeFromPtr(p capnp.Ptr) Message {
+	return Message(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Message) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Message) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Message) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Message) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Message) Type() MessageType {
+	return MessageType(capnp.Struct(s).Uint16(0))
+}
+
+func (s Message) SetType(v MessageType) {
+	capnp.Struct(s).SetUint16(0, uint16(v))
+}
+
+func (s Message) From() uint64 {
+	return capnp.Struct(s).Uint64(8)
+}
+
+func (s Message) SetFrom(v uint64) {
+	capnp.Struct(s).SetUint64(8, v)
+}
+
+func (s Message) To() uint64 {
+	return capnp.Struct(s).Uint64(16)
+}
+
+func (s Message) SetTo(v uint64) {
+	capnp.Struct(s).SetUint64(16, v)
+}
+
+func (s Message) Term() uint64 {
+	return capnp.Struct(s).Uint64(24)
+}
+
+func (s Message) SetTerm(v uint64) {
+	capnp.Struct(s).SetUint64(24, v)
+}
+
+func (s Message) Incarnation() uint64 {
+	return capnp.Struct(s).Uint64(32)
+}
+
+func (s Message) SetIncarnation(v uint64) {
+	capnp.Struct(s).SetUint64(32, v)
+}
+
+func (s Message) ToIncarnation() uint64 {
+	return capnp.Struct(s).Uint64(40)
+}
+
+func (s Message) SetToIncarnation(v uint64) {
+	capnp.Struct(s).SetUint64(40, v)
+}
+
+func (s Message) LastLogIndex() uint64 {
+	return capnp.Struct(s).Uint64(48)
+}
+
+func (s Message) SetLastLogIndex(v uint64) {
+	capnp.Struct(s).SetUint64(48, v)
+}
+
+func (s Message) LastLogTerm() uint64 {
+	return capnp.Struct(s).Uint64(56)
+}
+
+func (s Message) SetLastLogTerm(v uint64) {
+	capnp.Struct(s).SetUint64(56, v)
+}
+
+func (s Message) PreVote() bool {
+	return capnp.Struct(s).Bit(16)
+}
+
+func (s Message) SetPreVote(v bool) {
+	capnp.Struct(s).SetBit(16, v)
+}
+
+func (s Message) Transfer() bool {
+	return capnp.Struct(s).Bit(17)
+}
+
+func (s Message) SetTransfer(v bool) {
+	capnp.Struct(s).SetBit(17, v)
+}
+
+func (s Message) Granted() bool {
+	return capnp.Struct(s).Bit(18)
+}
+
+func (s Message) SetGranted(v bool) {
+	capnp.Struct(s).SetBit(18, v)
+}
+
+func (s Message) Index() uint64 {
+	return capnp.Struct(s).Uint64(64)
+}
+
+func (s Message) SetIndex(v uint64) {
+	capnp.Struct(s).SetUint64(64, v)
+}
+
+func (s Message) LogTerm() uint64 {
+	return capnp.Struct(s).Uint64(72)
+}
+
+func (s Message) SetLogTerm(v uint64) {
+	capnp.Struct(s).SetUint64(72, v)
+}
+
+func (s Message) Entries() (Entry_List, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return Entry_List(p.List()), err
+}
+
+func (s Message) HasEntries() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Message) SetEntries(v Entry_List) error {
+	return capnp.Struct(s).SetPtr(0, v.ToPtr())
+}
+
+// NewEntries sets the entries field to a newly
+// allocated Entry_List, preferring placement in s's segment.
+func (s Message) NewEntries(n int32) (Entry_List, error) {
+	l, err := NewEntry_List(capnp.Struct(s).Segment(), n)
+	if err != nil {
+		return Entry_List{}, err
+	}
+	err = capnp.Struct(s).SetPtr(0, l.ToPtr())
+	return l, err
+}
+func (s Message) Commit() uint64 {
+	return capnp.Struct(s).Uint64(80)
+}
+
+func (s Message) SetCommit(v uint64) {
+	capnp.Struct(s).SetUint64(80, v)
+}
+
+func (s Message) Reject() bool {
+	return capnp.Struct(s).Bit(19)
+}
+
+func (s Message) SetReject(v bool) {
+	capnp.Struct(s).SetBit(19, v)
+}
+
+func (s Message) ConflictIndex() uint64 {
+	return capnp.Struct(s).Uint64(88)
+}
+
+func (s Message) SetConflictIndex(v uint64) {
+	capnp.Struct(s).SetUint64(88, v)
+}
+
+func (s Message) ConflictTerm() uint64 {
+	return capnp.Struct(s).Uint64(96)
+}
+
+func (s Message) SetConflictTerm(v uint64) {
+	capnp.Struct(s).SetUint64(96, v)
+}
+
+func (s Message) LastIndex() uint64 {
+	return capnp.Struct(s).Uint64(104)
+}
+
+func (s Message) SetLastIndex(v uint64) {
+	capnp.Struct(s).SetUint64(104, v)
+}
+
+func (s Message) Seq() uint64 {
+	return capnp.Struct(s).Uint64(112)
+}
+
+func (s Message) SetSeq(v uint64) {
+	capnp.Struct(s).SetUint64(112, v)
+}
+
+func (s Message) Snapshot() (SnapshotMeta, error) {
+	p, err := capnp.Struct(s).Ptr(1)
+	return SnapshotMeta(p.Struct()), err
+}
+
+func (s Message) HasSnapshot() bool {
+	return capnp.Struct(s).HasPtr(1)
+}
+
+func (s Message) SetSnapshot(v SnapshotMeta) error {
+	return capnp.Struct(s).SetPtr(1, capnp.Struct(v).ToPtr())
+}
+
+// NewSnapshot sets the snapshot field to a newly
+// allocated SnapshotMeta struct, preferring placement in s's segment.
+func (s Message) NewSnapshot() (SnapshotMeta, error) {
+	ss, err := NewSnapshotMeta(capnp.Struct(s).Segment())
+	if err != nil {
+		return SnapshotMeta{}, err
 	}
 	err = capnp.Struct(s).SetPtr(1, capnp.Struct(ss).ToPtr())
 	return ss, err
 }
 
-func (s SnapshotChunk) Offset() uint64 {
-	return capnp.Struct(s).Uint64(32)
+func (s Message) Offset() uint64 {
+	return capnp.Struct(s).Uint64(120)
 }
 
-func (s SnapshotChunk) SetOffset(v uint64) {
-	capnp.Struct(s).SetUint64(32, v)
+func (s Message) SetOffset(v uint64) {
+	capnp.Struct(s).SetUint64(120, v)
 }
 
-func (s SnapshotChunk) Data() ([]byte, error) {
+func (s Message) Data() ([]byte, error) {
 	p, err := capnp.Struct(s).Ptr(2)
 	return []byte(p.Data()), err
 }
 
-func (s SnapshotChunk) HasData() bool {
+func (s Message) HasData() bool {
 	return capnp.Struct(s).HasPtr(2)
 }
 
-func (s SnapshotChunk) SetData(v []byte) error {
+func (s Message) SetData(v []byte) error {
 	return capnp.Struct(s).SetData(2, v)
 }
 
-func (s SnapshotChunk) Done() bool {
-	return capnp.Struct(s).Bit(320)
+func (s Message) Done() bool {
+	return capnp.Struct(s).Bit(20)
 }
 
-func (s SnapshotChunk) SetDone(v bool) {
-	capnp.Struct(s).SetBit(320, v)
+func (s Message) SetDone(v bool) {
+	capnp.Struct(s).SetBit(20, v)
 }
 
-func (s SnapshotChunk) TotalSize() uint64 {
-	return capnp.Struct(s).Uint64(48)
+func (s Message) Checksum() uint32 {
+	return capnp.Struct(s).Uint32(4)
 }
 
-func (s SnapshotChunk) SetTotalSize(v uint64) {
-	capnp.Struct(s).SetUint64(48, v)
+func (s Message) SetChecksum(v uint32) {
+	capnp.Struct(s).SetUint32(4, v)
 }
 
-func (s SnapshotChunk) Checksum() uint64 {
-	return capnp.Struct(s).Uint64(56)
+func (s Message) Context() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(3)
+	return []byte(p.Data()), err
 }
 
-func (s SnapshotChunk) SetChecksum(v uint64) {
-	capnp.Struct(s).SetUint64(56, v)
+func (s Message) HasContext() bool {
+	return capnp.Struct(s).HasPtr(3)
 }
 
-// SnapshotChunk_List is a list of SnapshotChunk.
-type SnapshotChunk_List = capnp.StructList[SnapshotChunk]
-
-// NewSnapshotChunk creates a new list of SnapshotChunk.
-func NewSnapshotChunk_List(s *capnp.Segment, sz int32) (SnapshotChunk_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 64, PointerCount: 3}, sz)
-	return capnp.StructList[SnapshotChunk](l), err
+func (s Message) SetContext(v []byte) error {
+	return capnp.Struct(s).SetData(3, v)
 }
 
-// SnapshotChunk_Future is a wrapper for a SnapshotChunk promised by a client call.
-type SnapshotChunk_Future struct{ *capnp.Future }
+// Message_List is a list of Message.
+type Message_List = capnp.StructList[Message]
 
-func (f SnapshotChunk_Future) Struct() (SnapshotChunk, error) {
+// NewMessage creates a new list of Message.
+func NewMessage_List(s *capnp.Segment, sz int32) (Message_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 128, PointerCount: 4}, sz)
+	return capnp.StructList[Message](l), err
+}
+
+// Message_Future is a wrapper for a Message promised by a client call.
+type Message_Future struct{ *capnp.Future }
+
+func (f Message_Future) Struct() (Message, error) {
 	p, err := f.Future.Ptr()
-	return SnapshotChunk(p.Struct()), err
+	return Message(p.Struct()), err
 }
-func (p SnapshotChunk_Future) Header() PeerHeader_Future {
-	return PeerHeader_Future{Future: p.Future.Field(0, nil)}
-}
-func (p SnapshotChunk_Future) ConfState() ConfState_Future {
-	return ConfState_Future{Future: p.Future.Field(1, nil)}
+func (p Message_Future) Snapshot() SnapshotMeta_Future {
+	return SnapshotMeta_Future{Future: p.Future.Field(1, nil)}
 }
 
-type SnapshotResponse capnp.Struct
+type Lane uint16
 
-// SnapshotResponse_TypeID is the unique identifier for the type SnapshotResponse.
-const SnapshotResponse_TypeID = 0xbd33a15f67c39e1a
+// Lane_TypeID is the unique identifier for the type Lane.
+const Lane_TypeID = 0xf66876ce7a177086
 
-func NewSnapshotResponse(s *capnp.Segment) (SnapshotResponse, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 40, PointerCount: 0})
-	return SnapshotResponse(st), err
+// Values of Lane.
+const (
+	Lane_control Lane = 0
+	Lane_data    Lane = 1
+)
+
+// String returns the enum's constant name.
+func (c Lane) String() string {
+	switch c {
+	case Lane_control:
+		return "control"
+	case Lane_data:
+		return "data"
+
+	default:
+		return ""
+	}
 }
 
-func NewRootSnapshotResponse(s *capnp.Segment) (SnapshotResponse, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 40, PointerCount: 0})
-	return SnapshotResponse(st), err
+// LaneFromString returns the enum value with a name,
+// or the zero value if there's no such value.
+func LaneFromString(c string) Lane {
+	switch c {
+	case "control":
+		return Lane_control
+	case "data":
+		return Lane_data
+
+	default:
+		return 0
+	}
 }
 
-func ReadRootSnapshotResponse(msg *capnp.Message) (SnapshotResponse, error) {
+type Lane_List = capnp.EnumList[Lane]
+
+func NewLane_List(s *capnp.Segment, sz int32) (Lane_List, error) {
+	return capnp.NewEnumList[Lane](s, sz)
+}
+
+type NotMember capnp.Struct
+
+// NotMember_TypeID is the unique identifier for the type NotMember.
+const NotMember_TypeID = 0xf920ca6cbdec4874
+
+func NewNotMember(s *capnp.Segment) (NotMember, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 16, PointerCount: 0})
+	return NotMember(st), err
+}
+
+func NewRootNotMember(s *capnp.Segment) (NotMember, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 16, PointerCount: 0})
+	return NotMember(st), err
+}
+
+func ReadRootNotMember(msg *capnp.Message) (NotMember, error) {
 	root, err := msg.Root()
-	return SnapshotResponse(root.Struct()), err
+	return NotMember(root.Struct()), err
 }
 
-func (s SnapshotResponse) String() string {
-	str, _ := text.Marshal(0xbd33a15f67c39e1a, capnp.Struct(s))
+func (s NotMember) String() string {
+	str, _ := text.Marshal(0xf920ca6cbdec4874, capnp.Struct(s))
 	return str
 }
 
-func (s SnapshotResponse) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+func (s NotMember) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
 	return capnp.Struct(s).EncodeAsPtr(seg)
 }
 
-func (SnapshotResponse) DecodeFromPtr(p capnp.Ptr) SnapshotResponse {
-	return SnapshotResponse(capnp.Struct{}.DecodeFromPtr(p))
+func (NotMember) DecodeFromPtr(p capnp.Ptr) NotMember {
+	return NotMember(capnp.Struct{}.DecodeFromPtr(p))
 }
 
-func (s SnapshotResponse) ToPtr() capnp.Ptr {
+func (s NotMember) ToPtr() capnp.Ptr {
 	return capnp.Struct(s).ToPtr()
 }
-func (s SnapshotResponse) IsValid() bool {
+func (s NotMember) IsValid() bool {
 	return capnp.Struct(s).IsValid()
 }
 
-func (s SnapshotResponse) Message() *capnp.Message {
+func (s NotMember) Message() *capnp.Message {
 	return capnp.Struct(s).Message()
 }
 
-func (s SnapshotResponse) Segment() *capnp.Segment {
+func (s NotMember) Segment() *capnp.Segment {
 	return capnp.Struct(s).Segment()
 }
-func (s SnapshotResponse) Term() uint64 {
+func (s NotMember) Index() uint64 {
 	return capnp.Struct(s).Uint64(0)
 }
 
-func (s SnapshotResponse) SetTerm(v uint64) {
+func (s NotMember) SetIndex(v uint64) {
 	capnp.Struct(s).SetUint64(0, v)
 }
 
-func (s SnapshotResponse) NextOffset() uint64 {
+func (s NotMember) Term() uint64 {
 	return capnp.Struct(s).Uint64(8)
 }
 
-func (s SnapshotResponse) SetNextOffset(v uint64) {
+func (s NotMember) SetTerm(v uint64) {
 	capnp.Struct(s).SetUint64(8, v)
 }
 
-func (s SnapshotResponse) Installed() bool {
-	return capnp.Struct(s).Bit(128)
+// NotMember_List is a list of NotMember.
+type NotMember_List = capnp.StructList[NotMember]
+
+// NewNotMember creates a new list of NotMember.
+func NewNotMember_List(s *capnp.Segment, sz int32) (NotMember_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 16, PointerCount: 0}, sz)
+	return capnp.StructList[NotMember](l), err
 }
 
-func (s SnapshotResponse) SetInstalled(v bool) {
-	capnp.Struct(s).SetBit(128, v)
-}
+// NotMember_Future is a wrapper for a NotMember promised by a client call.
+type NotMember_Future struct{ *capnp.Future }
 
-func (s SnapshotResponse) Index() uint64 {
-	return capnp.Struct(s).Uint64(24)
-}
-
-func (s SnapshotResponse) SetIndex(v uint64) {
-	capnp.Struct(s).SetUint64(24, v)
-}
-
-func (s SnapshotResponse) Incarnation() uint64 {
-	return capnp.Struct(s).Uint64(32)
-}
-
-func (s SnapshotResponse) SetIncarnation(v uint64) {
-	capnp.Struct(s).SetUint64(32, v)
-}
-
-// SnapshotResponse_List is a list of SnapshotResponse.
-type SnapshotResponse_List = capnp.StructList[SnapshotResponse]
-
-// NewSnapshotResponse creates a new list of SnapshotResponse.
-func NewSnapshotResponse_List(s *capnp.Segment, sz int32) (SnapshotResponse_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 40, PointerCount: 0}, sz)
-	return capnp.StructList[SnapshotResponse](l), err
-}
-
-// SnapshotResponse_Future is a wrapper for a SnapshotResponse promised by a client call.
-type SnapshotResponse_Future struct{ *capnp.Future }
-
-func (f SnapshotResponse_Future) Struct() (SnapshotResponse, error) {
+func (f NotMember_Future) Struct() (NotMember, error) {
 	p, err := f.Future.Ptr()
-	return SnapshotResponse(p.Struct()), err
+	return NotMember(p.Struct()), err
 }
 
-type TimeoutNow capnp.Client
+type PeerStream capnp.Client
 
-// TimeoutNow_TypeID is the unique identifier for the type TimeoutNow.
-const TimeoutNow_TypeID = 0xd0251baa9bc32cf5
+// PeerStream_TypeID is the unique identifier for the type PeerStream.
+const PeerStream_TypeID = 0x842e47cf4dd87f71
 
-func (c TimeoutNow) TimeoutNow(ctx context.Context, params func(TimeoutNow_timeoutNow_Params) error) (TimeoutNow_timeoutNow_Results_Future, capnp.ReleaseFunc) {
+func (c PeerStream) Send(ctx context.Context, params func(PeerStream_send_Params) error) (PeerStream_send_Results_Future, capnp.ReleaseFunc) {
 
 	s := capnp.Send{
 		Method: capnp.Method{
-			InterfaceID:   0xd0251baa9bc32cf5,
+			InterfaceID:   0x842e47cf4dd87f71,
 			MethodID:      0,
-			InterfaceName: "schema/raft.capnp:TimeoutNow",
-			MethodName:    "timeoutNow",
+			InterfaceName: "schema/raft.capnp:PeerStream",
+			MethodName:    "send",
 		},
 	}
 	if params != nil {
 		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 1}
-		s.PlaceArgs = func(s capnp.Struct) error { return params(TimeoutNow_timeoutNow_Params(s)) }
+		s.PlaceArgs = func(s capnp.Struct) error { return params(PeerStream_send_Params(s)) }
 	}
 
 	ans, release := capnp.Client(c).SendCall(ctx, s)
-	return TimeoutNow_timeoutNow_Results_Future{Future: ans.Future()}, release
+	return PeerStream_send_Results_Future{Future: ans.Future()}, release
 
 }
 
-func (c TimeoutNow) WaitStreaming() error {
+func (c PeerStream) WaitStreaming() error {
 	return capnp.Client(c).WaitStreaming()
 }
 
@@ -2444,14 +1211,14 @@ func (c TimeoutNow) WaitStreaming() error {
 // purposes.  Its format should not be depended on: in particular, it
 // should not be used to compare clients.  Use IsSame to compare clients
 // for equality.
-func (c TimeoutNow) String() string {
-	return "TimeoutNow(" + capnp.Client(c).String() + ")"
+func (c PeerStream) String() string {
+	return "PeerStream(" + capnp.Client(c).String() + ")"
 }
 
 // AddRef creates a new Client that refers to the same capability as c.
 // If c is nil or has resolved to null, then AddRef returns nil.
-func (c TimeoutNow) AddRef() TimeoutNow {
-	return TimeoutNow(capnp.Client(c).AddRef())
+func (c PeerStream) AddRef() PeerStream {
+	return PeerStream(capnp.Client(c).AddRef())
 }
 
 // Release releases a capability reference.  If this is the last
@@ -2460,28 +1227,28 @@ func (c TimeoutNow) AddRef() TimeoutNow {
 //
 // Release will panic if c has already been released, but not if c is
 // nil or resolved to null.
-func (c TimeoutNow) Release() {
+func (c PeerStream) Release() {
 	capnp.Client(c).Release()
 }
 
 // Resolve blocks until the capability is fully resolved or the Context
 // expires.
-func (c TimeoutNow) Resolve(ctx context.Context) error {
+func (c PeerStream) Resolve(ctx context.Context) error {
 	return capnp.Client(c).Resolve(ctx)
 }
 
-func (c TimeoutNow) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+func (c PeerStream) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
 	return capnp.Client(c).EncodeAsPtr(seg)
 }
 
-func (TimeoutNow) DecodeFromPtr(p capnp.Ptr) TimeoutNow {
-	return TimeoutNow(capnp.Client{}.DecodeFromPtr(p))
+func (PeerStream) DecodeFromPtr(p capnp.Ptr) PeerStream {
+	return PeerStream(capnp.Client{}.DecodeFromPtr(p))
 }
 
 // IsValid reports whether c is a valid reference to a capability.
 // A reference is invalid if it is nil, has resolved to null, or has
 // been released.
-func (c TimeoutNow) IsValid() bool {
+func (c PeerStream) IsValid() bool {
 	return capnp.Client(c).IsValid()
 }
 
@@ -2489,7 +1256,7 @@ func (c TimeoutNow) IsValid() bool {
 // same call to NewClient.  This can return false negatives if c or other
 // are not fully resolved: use Resolve if this is an issue.  If either
 // c or other are released, then IsSame panics.
-func (c TimeoutNow) IsSame(other TimeoutNow) bool {
+func (c PeerStream) IsSame(other PeerStream) bool {
 	return capnp.Client(c).IsSame(capnp.Client(other))
 }
 
@@ -2497,898 +1264,258 @@ func (c TimeoutNow) IsSame(other TimeoutNow) bool {
 // this client. This affects all future calls, but not calls already
 // waiting to send. Passing nil sets the value to flowcontrol.NopLimiter,
 // which is also the default.
-func (c TimeoutNow) SetFlowLimiter(lim fc.FlowLimiter) {
+func (c PeerStream) SetFlowLimiter(lim fc.FlowLimiter) {
 	capnp.Client(c).SetFlowLimiter(lim)
 }
 
 // Get the current flowcontrol.FlowLimiter used to manage flow control
 // for this client.
-func (c TimeoutNow) GetFlowLimiter() fc.FlowLimiter {
+func (c PeerStream) GetFlowLimiter() fc.FlowLimiter {
 	return capnp.Client(c).GetFlowLimiter()
 }
 
-// A TimeoutNow_Server is a TimeoutNow with a local implementation.
-type TimeoutNow_Server interface {
-	TimeoutNow(context.Context, TimeoutNow_timeoutNow) error
+// A PeerStream_Server is a PeerStream with a local implementation.
+type PeerStream_Server interface {
+	Send(context.Context, PeerStream_send) error
 }
 
-// TimeoutNow_NewServer creates a new Server from an implementation of TimeoutNow_Server.
-func TimeoutNow_NewServer(s TimeoutNow_Server) *server.Server {
+// PeerStream_NewServer creates a new Server from an implementation of PeerStream_Server.
+func PeerStream_NewServer(s PeerStream_Server) *server.Server {
 	c, _ := s.(server.Shutdowner)
-	return server.New(TimeoutNow_Methods(nil, s), s, c)
+	return server.New(PeerStream_Methods(nil, s), s, c)
 }
 
-// TimeoutNow_ServerToClient creates a new Client from an implementation of TimeoutNow_Server.
+// PeerStream_ServerToClient creates a new Client from an implementation of PeerStream_Server.
 // The caller is responsible for calling Release on the returned Client.
-func TimeoutNow_ServerToClient(s TimeoutNow_Server) TimeoutNow {
-	return TimeoutNow(capnp.NewClient(TimeoutNow_NewServer(s)))
+func PeerStream_ServerToClient(s PeerStream_Server) PeerStream {
+	return PeerStream(capnp.NewClient(PeerStream_NewServer(s)))
 }
 
-// TimeoutNow_Methods appends Methods to a slice that invoke the methods on s.
+// PeerStream_Methods appends Methods to a slice that invoke the methods on s.
 // This can be used to create a more complicated Server.
-func TimeoutNow_Methods(methods []server.Method, s TimeoutNow_Server) []server.Method {
+func PeerStream_Methods(methods []server.Method, s PeerStream_Server) []server.Method {
 	if cap(methods) == 0 {
 		methods = make([]server.Method, 0, 1)
 	}
 
 	methods = append(methods, server.Method{
 		Method: capnp.Method{
-			InterfaceID:   0xd0251baa9bc32cf5,
+			InterfaceID:   0x842e47cf4dd87f71,
 			MethodID:      0,
-			InterfaceName: "schema/raft.capnp:TimeoutNow",
-			MethodName:    "timeoutNow",
+			InterfaceName: "schema/raft.capnp:PeerStream",
+			MethodName:    "send",
 		},
 		Impl: func(ctx context.Context, call *server.Call) error {
-			return s.TimeoutNow(ctx, TimeoutNow_timeoutNow{call})
+			return s.Send(ctx, PeerStream_send{call})
 		},
 	})
 
 	return methods
 }
 
-// TimeoutNow_timeoutNow holds the state for a server call to TimeoutNow.timeoutNow.
+// PeerStream_send holds the state for a server call to PeerStream.send.
 // See server.Call for documentation.
-type TimeoutNow_timeoutNow struct {
+type PeerStream_send struct {
 	*server.Call
 }
 
 // Args returns the call's arguments.
-func (c TimeoutNow_timeoutNow) Args() TimeoutNow_timeoutNow_Params {
-	return TimeoutNow_timeoutNow_Params(c.Call.Args())
+func (c PeerStream_send) Args() PeerStream_send_Params {
+	return PeerStream_send_Params(c.Call.Args())
 }
 
 // AllocResults allocates the results struct.
-func (c TimeoutNow_timeoutNow) AllocResults() (TimeoutNow_timeoutNow_Results, error) {
-	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 0})
-	return TimeoutNow_timeoutNow_Results(r), err
-}
-
-// TimeoutNow_List is a list of TimeoutNow.
-type TimeoutNow_List = capnp.CapList[TimeoutNow]
-
-// NewTimeoutNow_List creates a new list of TimeoutNow.
-func NewTimeoutNow_List(s *capnp.Segment, sz int32) (TimeoutNow_List, error) {
-	l, err := capnp.NewPointerList(s, sz)
-	return capnp.CapList[TimeoutNow](l), err
-}
-
-type TimeoutNow_timeoutNow_Params capnp.Struct
-
-// TimeoutNow_timeoutNow_Params_TypeID is the unique identifier for the type TimeoutNow_timeoutNow_Params.
-const TimeoutNow_timeoutNow_Params_TypeID = 0x88ed18d515e0e6d6
-
-func NewTimeoutNow_timeoutNow_Params(s *capnp.Segment) (TimeoutNow_timeoutNow_Params, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
-	return TimeoutNow_timeoutNow_Params(st), err
-}
-
-func NewRootTimeoutNow_timeoutNow_Params(s *capnp.Segment) (TimeoutNow_timeoutNow_Params, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
-	return TimeoutNow_timeoutNow_Params(st), err
-}
-
-func ReadRootTimeoutNow_timeoutNow_Params(msg *capnp.Message) (TimeoutNow_timeoutNow_Params, error) {
-	root, err := msg.Root()
-	return TimeoutNow_timeoutNow_Params(root.Struct()), err
-}
-
-func (s TimeoutNow_timeoutNow_Params) String() string {
-	str, _ := text.Marshal(0x88ed18d515e0e6d6, capnp.Struct(s))
-	return str
-}
-
-func (s TimeoutNow_timeoutNow_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
-	return capnp.Struct(s).EncodeAsPtr(seg)
-}
-
-func (TimeoutNow_timeoutNow_Params) DecodeFromPtr(p capnp.Ptr) TimeoutNow_timeoutNow_Params {
-	return TimeoutNow_timeoutNow_Params(capnp.Struct{}.DecodeFromPtr(p))
-}
-
-func (s TimeoutNow_timeoutNow_Params) ToPtr() capnp.Ptr {
-	return capnp.Struct(s).ToPtr()
-}
-func (s TimeoutNow_timeoutNow_Params) IsValid() bool {
-	return capnp.Struct(s).IsValid()
-}
-
-func (s TimeoutNow_timeoutNow_Params) Message() *capnp.Message {
-	return capnp.Struct(s).Message()
-}
-
-func (s TimeoutNow_timeoutNow_Params) Segment() *capnp.Segment {
-	return capnp.Struct(s).Segment()
-}
-func (s TimeoutNow_timeoutNow_Params) Req() (TimeoutNowRequest, error) {
-	p, err := capnp.Struct(s).Ptr(0)
-	return TimeoutNowRequest(p.Struct()), err
-}
-
-func (s TimeoutNow_timeoutNow_Params) HasReq() bool {
-	return capnp.Struct(s).HasPtr(0)
-}
-
-func (s TimeoutNow_timeoutNow_Params) SetReq(v TimeoutNowRequest) error {
-	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
-}
-
-// NewReq sets the req field to a newly
-// allocated TimeoutNowRequest struct, preferring placement in s's segment.
-func (s TimeoutNow_timeoutNow_Params) NewReq() (TimeoutNowRequest, error) {
-	ss, err := NewTimeoutNowRequest(capnp.Struct(s).Segment())
-	if err != nil {
-		return TimeoutNowRequest{}, err
-	}
-	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
-	return ss, err
-}
-
-// TimeoutNow_timeoutNow_Params_List is a list of TimeoutNow_timeoutNow_Params.
-type TimeoutNow_timeoutNow_Params_List = capnp.StructList[TimeoutNow_timeoutNow_Params]
-
-// NewTimeoutNow_timeoutNow_Params creates a new list of TimeoutNow_timeoutNow_Params.
-func NewTimeoutNow_timeoutNow_Params_List(s *capnp.Segment, sz int32) (TimeoutNow_timeoutNow_Params_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
-	return capnp.StructList[TimeoutNow_timeoutNow_Params](l), err
-}
-
-// TimeoutNow_timeoutNow_Params_Future is a wrapper for a TimeoutNow_timeoutNow_Params promised by a client call.
-type TimeoutNow_timeoutNow_Params_Future struct{ *capnp.Future }
-
-func (f TimeoutNow_timeoutNow_Params_Future) Struct() (TimeoutNow_timeoutNow_Params, error) {
-	p, err := f.Future.Ptr()
-	return TimeoutNow_timeoutNow_Params(p.Struct()), err
-}
-func (p TimeoutNow_timeoutNow_Params_Future) Req() TimeoutNowRequest_Future {
-	return TimeoutNowRequest_Future{Future: p.Future.Field(0, nil)}
-}
-
-type TimeoutNow_timeoutNow_Results capnp.Struct
-
-// TimeoutNow_timeoutNow_Results_TypeID is the unique identifier for the type TimeoutNow_timeoutNow_Results.
-const TimeoutNow_timeoutNow_Results_TypeID = 0xb01dc7812cf70455
-
-func NewTimeoutNow_timeoutNow_Results(s *capnp.Segment) (TimeoutNow_timeoutNow_Results, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
-	return TimeoutNow_timeoutNow_Results(st), err
-}
-
-func NewRootTimeoutNow_timeoutNow_Results(s *capnp.Segment) (TimeoutNow_timeoutNow_Results, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
-	return TimeoutNow_timeoutNow_Results(st), err
-}
-
-func ReadRootTimeoutNow_timeoutNow_Results(msg *capnp.Message) (TimeoutNow_timeoutNow_Results, error) {
-	root, err := msg.Root()
-	return TimeoutNow_timeoutNow_Results(root.Struct()), err
-}
-
-func (s TimeoutNow_timeoutNow_Results) String() string {
-	str, _ := text.Marshal(0xb01dc7812cf70455, capnp.Struct(s))
-	return str
-}
-
-func (s TimeoutNow_timeoutNow_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
-	return capnp.Struct(s).EncodeAsPtr(seg)
-}
-
-func (TimeoutNow_timeoutNow_Results) DecodeFromPtr(p capnp.Ptr) TimeoutNow_timeoutNow_Results {
-	return TimeoutNow_timeoutNow_Results(capnp.Struct{}.DecodeFromPtr(p))
-}
-
-func (s TimeoutNow_timeoutNow_Results) ToPtr() capnp.Ptr {
-	return capnp.Struct(s).ToPtr()
-}
-func (s TimeoutNow_timeoutNow_Results) IsValid() bool {
-	return capnp.Struct(s).IsValid()
-}
-
-func (s TimeoutNow_timeoutNow_Results) Message() *capnp.Message {
-	return capnp.Struct(s).Message()
-}
-
-func (s TimeoutNow_timeoutNow_Results) Segment() *capnp.Segment {
-	return capnp.Struct(s).Segment()
-}
-
-// TimeoutNow_timeoutNow_Results_List is a list of TimeoutNow_timeoutNow_Results.
-type TimeoutNow_timeoutNow_Results_List = capnp.StructList[TimeoutNow_timeoutNow_Results]
-
-// NewTimeoutNow_timeoutNow_Results creates a new list of TimeoutNow_timeoutNow_Results.
-func NewTimeoutNow_timeoutNow_Results_List(s *capnp.Segment, sz int32) (TimeoutNow_timeoutNow_Results_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0}, sz)
-	return capnp.StructList[TimeoutNow_timeoutNow_Results](l), err
-}
-
-// TimeoutNow_timeoutNow_Results_Future is a wrapper for a TimeoutNow_timeoutNow_Results promised by a client call.
-type TimeoutNow_timeoutNow_Results_Future struct{ *capnp.Future }
-
-func (f TimeoutNow_timeoutNow_Results_Future) Struct() (TimeoutNow_timeoutNow_Results, error) {
-	p, err := f.Future.Ptr()
-	return TimeoutNow_timeoutNow_Results(p.Struct()), err
-}
-
-type TimeoutNowRequest capnp.Struct
-
-// TimeoutNowRequest_TypeID is the unique identifier for the type TimeoutNowRequest.
-const TimeoutNowRequest_TypeID = 0xd715fc7c60f4c642
-
-func NewTimeoutNowRequest(s *capnp.Segment) (TimeoutNowRequest, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 16, PointerCount: 1})
-	return TimeoutNowRequest(st), err
-}
-
-func NewRootTimeoutNowRequest(s *capnp.Segment) (TimeoutNowRequest, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 16, PointerCount: 1})
-	return TimeoutNowRequest(st), err
-}
-
-func ReadRootTimeoutNowRequest(msg *capnp.Message) (TimeoutNowRequest, error) {
-	root, err := msg.Root()
-	return TimeoutNowRequest(root.Struct()), err
-}
-
-func (s TimeoutNowRequest) String() string {
-	str, _ := text.Marshal(0xd715fc7c60f4c642, capnp.Struct(s))
-	return str
-}
-
-func (s TimeoutNowRequest) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
-	return capnp.Struct(s).EncodeAsPtr(seg)
-}
-
-func (TimeoutNowRequest) DecodeFromPtr(p capnp.Ptr) TimeoutNowRequest {
-	return TimeoutNowRequest(capnp.Struct{}.DecodeFromPtr(p))
-}
-
-func (s TimeoutNowRequest) ToPtr() capnp.Ptr {
-	return capnp.Struct(s).ToPtr()
-}
-func (s TimeoutNowRequest) IsValid() bool {
-	return capnp.Struct(s).IsValid()
-}
-
-func (s TimeoutNowRequest) Message() *capnp.Message {
-	return capnp.Struct(s).Message()
-}
-
-func (s TimeoutNowRequest) Segment() *capnp.Segment {
-	return capnp.Struct(s).Segment()
-}
-func (s TimeoutNowRequest) Header() (PeerHeader, error) {
-	p, err := capnp.Struct(s).Ptr(0)
-	return PeerHeader(p.Struct()), err
-}
-
-func (s TimeoutNowRequest) HasHeader() bool {
-	return capnp.Struct(s).HasPtr(0)
-}
-
-func (s TimeoutNowRequest) SetHeader(v PeerHeader) error {
-	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
-}
-
-// NewHeader sets the header field to a newly
-// allocated PeerHeader struct, preferring placement in s's segment.
-func (s TimeoutNowRequest) NewHeader() (PeerHeader, error) {
-	ss, err := NewPeerHeader(capnp.Struct(s).Segment())
-	if err != nil {
-		return PeerHeader{}, err
-	}
-	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
-	return ss, err
-}
-
-func (s TimeoutNowRequest) Term() uint64 {
-	return capnp.Struct(s).Uint64(0)
-}
-
-func (s TimeoutNowRequest) SetTerm(v uint64) {
-	capnp.Struct(s).SetUint64(0, v)
-}
-
-func (s TimeoutNowRequest) LeaderId() uint64 {
-	return capnp.Struct(s).Uint64(8)
-}
-
-func (s TimeoutNowRequest) SetLeaderId(v uint64) {
-	capnp.Struct(s).SetUint64(8, v)
-}
-
-// TimeoutNowRequest_List is a list of TimeoutNowRequest.
-type TimeoutNowRequest_List = capnp.StructList[TimeoutNowRequest]
-
-// NewTimeoutNowRequest creates a new list of TimeoutNowRequest.
-func NewTimeoutNowRequest_List(s *capnp.Segment, sz int32) (TimeoutNowRequest_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 16, PointerCount: 1}, sz)
-	return capnp.StructList[TimeoutNowRequest](l), err
-}
-
-// TimeoutNowRequest_Future is a wrapper for a TimeoutNowRequest promised by a client call.
-type TimeoutNowRequest_Future struct{ *capnp.Future }
-
-func (f TimeoutNowRequest_Future) Struct() (TimeoutNowRequest, error) {
-	p, err := f.Future.Ptr()
-	return TimeoutNowRequest(p.Struct()), err
-}
-func (p TimeoutNowRequest_Future) Header() PeerHeader_Future {
-	return PeerHeader_Future{Future: p.Future.Field(0, nil)}
-}
-
-type ReadIndex capnp.Client
-
-// ReadIndex_TypeID is the unique identifier for the type ReadIndex.
-const ReadIndex_TypeID = 0x86e61910e437bd86
-
-func (c ReadIndex) ReadIndex(ctx context.Context, params func(ReadIndex_readIndex_Params) error) (ReadIndex_readIndex_Results_Future, capnp.ReleaseFunc) {
-
-	s := capnp.Send{
-		Method: capnp.Method{
-			InterfaceID:   0x86e61910e437bd86,
-			MethodID:      0,
-			InterfaceName: "schema/raft.capnp:ReadIndex",
-			MethodName:    "readIndex",
-		},
-	}
-	if params != nil {
-		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 1}
-		s.PlaceArgs = func(s capnp.Struct) error { return params(ReadIndex_readIndex_Params(s)) }
-	}
-
-	ans, release := capnp.Client(c).SendCall(ctx, s)
-	return ReadIndex_readIndex_Results_Future{Future: ans.Future()}, release
-
-}
-
-func (c ReadIndex) WaitStreaming() error {
-	return capnp.Client(c).WaitStreaming()
-}
-
-// String returns a string that identifies this capability for debugging
-// purposes.  Its format should not be depended on: in particular, it
-// should not be used to compare clients.  Use IsSame to compare clients
-// for equality.
-func (c ReadIndex) String() string {
-	return "ReadIndex(" + capnp.Client(c).String() + ")"
-}
-
-// AddRef creates a new Client that refers to the same capability as c.
-// If c is nil or has resolved to null, then AddRef returns nil.
-func (c ReadIndex) AddRef() ReadIndex {
-	return ReadIndex(capnp.Client(c).AddRef())
-}
-
-// Release releases a capability reference.  If this is the last
-// reference to the capability, then the underlying resources associated
-// with the capability will be released.
-//
-// Release will panic if c has already been released, but not if c is
-// nil or resolved to null.
-func (c ReadIndex) Release() {
-	capnp.Client(c).Release()
-}
-
-// Resolve blocks until the capability is fully resolved or the Context
-// expires.
-func (c ReadIndex) Resolve(ctx context.Context) error {
-	return capnp.Client(c).Resolve(ctx)
-}
-
-func (c ReadIndex) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
-	return capnp.Client(c).EncodeAsPtr(seg)
-}
-
-func (ReadIndex) DecodeFromPtr(p capnp.Ptr) ReadIndex {
-	return ReadIndex(capnp.Client{}.DecodeFromPtr(p))
-}
-
-// IsValid reports whether c is a valid reference to a capability.
-// A reference is invalid if it is nil, has resolved to null, or has
-// been released.
-func (c ReadIndex) IsValid() bool {
-	return capnp.Client(c).IsValid()
-}
-
-// IsSame reports whether c and other refer to a capability created by the
-// same call to NewClient.  This can return false negatives if c or other
-// are not fully resolved: use Resolve if this is an issue.  If either
-// c or other are released, then IsSame panics.
-func (c ReadIndex) IsSame(other ReadIndex) bool {
-	return capnp.Client(c).IsSame(capnp.Client(other))
-}
-
-// Update the flowcontrol.FlowLimiter used to manage flow control for
-// this client. This affects all future calls, but not calls already
-// waiting to send. Passing nil sets the value to flowcontrol.NopLimiter,
-// which is also the default.
-func (c ReadIndex) SetFlowLimiter(lim fc.FlowLimiter) {
-	capnp.Client(c).SetFlowLimiter(lim)
-}
-
-// Get the current flowcontrol.FlowLimiter used to manage flow control
-// for this client.
-func (c ReadIndex) GetFlowLimiter() fc.FlowLimiter {
-	return capnp.Client(c).GetFlowLimiter()
-}
-
-// A ReadIndex_Server is a ReadIndex with a local implementation.
-type ReadIndex_Server interface {
-	ReadIndex(context.Context, ReadIndex_readIndex) error
-}
-
-// ReadIndex_NewServer creates a new Server from an implementation of ReadIndex_Server.
-func ReadIndex_NewServer(s ReadIndex_Server) *server.Server {
-	c, _ := s.(server.Shutdowner)
-	return server.New(ReadIndex_Methods(nil, s), s, c)
-}
-
-// ReadIndex_ServerToClient creates a new Client from an implementation of ReadIndex_Server.
-// The caller is responsible for calling Release on the returned Client.
-func ReadIndex_ServerToClient(s ReadIndex_Server) ReadIndex {
-	return ReadIndex(capnp.NewClient(ReadIndex_NewServer(s)))
-}
-
-// ReadIndex_Methods appends Methods to a slice that invoke the methods on s.
-// This can be used to create a more complicated Server.
-func ReadIndex_Methods(methods []server.Method, s ReadIndex_Server) []server.Method {
-	if cap(methods) == 0 {
-		methods = make([]server.Method, 0, 1)
-	}
-
-	methods = append(methods, server.Method{
-		Method: capnp.Method{
-			InterfaceID:   0x86e61910e437bd86,
-			MethodID:      0,
-			InterfaceName: "schema/raft.capnp:ReadIndex",
-			MethodName:    "readIndex",
-		},
-		Impl: func(ctx context.Context, call *server.Call) error {
-			return s.ReadIndex(ctx, ReadIndex_readIndex{call})
-		},
-	})
-
-	return methods
-}
-
-// ReadIndex_readIndex holds the state for a server call to ReadIndex.readIndex.
-// See server.Call for documentation.
-type ReadIndex_readIndex struct {
-	*server.Call
-}
-
-// Args returns the call's arguments.
-func (c ReadIndex_readIndex) Args() ReadIndex_readIndex_Params {
-	return ReadIndex_readIndex_Params(c.Call.Args())
-}
-
-// AllocResults allocates the results struct.
-func (c ReadIndex_readIndex) AllocResults() (ReadIndex_readIndex_Results, error) {
+func (c PeerStream_send) AllocResults() (PeerStream_send_Results, error) {
 	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
-	return ReadIndex_readIndex_Results(r), err
+	return PeerStream_send_Results(r), err
 }
 
-// ReadIndex_List is a list of ReadIndex.
-type ReadIndex_List = capnp.CapList[ReadIndex]
+// PeerStream_List is a list of PeerStream.
+type PeerStream_List = capnp.CapList[PeerStream]
 
-// NewReadIndex_List creates a new list of ReadIndex.
-func NewReadIndex_List(s *capnp.Segment, sz int32) (ReadIndex_List, error) {
+// NewPeerStream_List creates a new list of PeerStream.
+func NewPeerStream_List(s *capnp.Segment, sz int32) (PeerStream_List, error) {
 	l, err := capnp.NewPointerList(s, sz)
-	return capnp.CapList[ReadIndex](l), err
+	return capnp.CapList[PeerStream](l), err
 }
 
-type ReadIndex_readIndex_Params capnp.Struct
+type PeerStream_send_Params capnp.Struct
 
-// ReadIndex_readIndex_Params_TypeID is the unique identifier for the type ReadIndex_readIndex_Params.
-const ReadIndex_readIndex_Params_TypeID = 0x93022b51fd2d9343
+// PeerStream_send_Params_TypeID is the unique identifier for the type PeerStream_send_Params.
+const PeerStream_send_Params_TypeID = 0xda0c0b722e67f4cd
 
-func NewReadIndex_readIndex_Params(s *capnp.Segment) (ReadIndex_readIndex_Params, error) {
+func NewPeerStream_send_Params(s *capnp.Segment) (PeerStream_send_Params, error) {
 	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
-	return ReadIndex_readIndex_Params(st), err
+	return PeerStream_send_Params(st), err
 }
 
-func NewRootReadIndex_readIndex_Params(s *capnp.Segment) (ReadIndex_readIndex_Params, error) {
+func NewRootPeerStream_send_Params(s *capnp.Segment) (PeerStream_send_Params, error) {
 	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
-	return ReadIndex_readIndex_Params(st), err
+	return PeerStream_send_Params(st), err
 }
 
-func ReadRootReadIndex_readIndex_Params(msg *capnp.Message) (ReadIndex_readIndex_Params, error) {
+func ReadRootPeerStream_send_Params(msg *capnp.Message) (PeerStream_send_Params, error) {
 	root, err := msg.Root()
-	return ReadIndex_readIndex_Params(root.Struct()), err
+	return PeerStream_send_Params(root.Struct()), err
 }
 
-func (s ReadIndex_readIndex_Params) String() string {
-	str, _ := text.Marshal(0x93022b51fd2d9343, capnp.Struct(s))
+func (s PeerStream_send_Params) String() string {
+	str, _ := text.Marshal(0xda0c0b722e67f4cd, capnp.Struct(s))
 	return str
 }
 
-func (s ReadIndex_readIndex_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+func (s PeerStream_send_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
 	return capnp.Struct(s).EncodeAsPtr(seg)
 }
 
-func (ReadIndex_readIndex_Params) DecodeFromPtr(p capnp.Ptr) ReadIndex_readIndex_Params {
-	return ReadIndex_readIndex_Params(capnp.Struct{}.DecodeFromPtr(p))
+func (PeerStream_send_Params) DecodeFromPtr(p capnp.Ptr) PeerStream_send_Params {
+	return PeerStream_send_Params(capnp.Struct{}.DecodeFromPtr(p))
 }
 
-func (s ReadIndex_readIndex_Params) ToPtr() capnp.Ptr {
+func (s PeerStream_send_Params) ToPtr() capnp.Ptr {
 	return capnp.Struct(s).ToPtr()
 }
-func (s ReadIndex_readIndex_Params) IsValid() bool {
+func (s PeerStream_send_Params) IsValid() bool {
 	return capnp.Struct(s).IsValid()
 }
 
-func (s ReadIndex_readIndex_Params) Message() *capnp.Message {
+func (s PeerStream_send_Params) Message() *capnp.Message {
 	return capnp.Struct(s).Message()
 }
 
-func (s ReadIndex_readIndex_Params) Segment() *capnp.Segment {
+func (s PeerStream_send_Params) Segment() *capnp.Segment {
 	return capnp.Struct(s).Segment()
 }
-func (s ReadIndex_readIndex_Params) Req() (ReadIndexRequest, error) {
+func (s PeerStream_send_Params) Msgs() (Message_List, error) {
 	p, err := capnp.Struct(s).Ptr(0)
-	return ReadIndexRequest(p.Struct()), err
+	return Message_List(p.List()), err
 }
 
-func (s ReadIndex_readIndex_Params) HasReq() bool {
+func (s PeerStream_send_Params) HasMsgs() bool {
 	return capnp.Struct(s).HasPtr(0)
 }
 
-func (s ReadIndex_readIndex_Params) SetReq(v ReadIndexRequest) error {
-	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
+func (s PeerStream_send_Params) SetMsgs(v Message_List) error {
+	return capnp.Struct(s).SetPtr(0, v.ToPtr())
 }
 
-// NewReq sets the req field to a newly
-// allocated ReadIndexRequest struct, preferring placement in s's segment.
-func (s ReadIndex_readIndex_Params) NewReq() (ReadIndexRequest, error) {
-	ss, err := NewReadIndexRequest(capnp.Struct(s).Segment())
+// NewMsgs sets the msgs field to a newly
+// allocated Message_List, preferring placement in s's segment.
+func (s PeerStream_send_Params) NewMsgs(n int32) (Message_List, error) {
+	l, err := NewMessage_List(capnp.Struct(s).Segment(), n)
 	if err != nil {
-		return ReadIndexRequest{}, err
+		return Message_List{}, err
 	}
-	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
-	return ss, err
+	err = capnp.Struct(s).SetPtr(0, l.ToPtr())
+	return l, err
 }
 
-// ReadIndex_readIndex_Params_List is a list of ReadIndex_readIndex_Params.
-type ReadIndex_readIndex_Params_List = capnp.StructList[ReadIndex_readIndex_Params]
+// PeerStream_send_Params_List is a list of PeerStream_send_Params.
+type PeerStream_send_Params_List = capnp.StructList[PeerStream_send_Params]
 
-// NewReadIndex_readIndex_Params creates a new list of ReadIndex_readIndex_Params.
-func NewReadIndex_readIndex_Params_List(s *capnp.Segment, sz int32) (ReadIndex_readIndex_Params_List, error) {
+// NewPeerStream_send_Params creates a new list of PeerStream_send_Params.
+func NewPeerStream_send_Params_List(s *capnp.Segment, sz int32) (PeerStream_send_Params_List, error) {
 	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
-	return capnp.StructList[ReadIndex_readIndex_Params](l), err
+	return capnp.StructList[PeerStream_send_Params](l), err
 }
 
-// ReadIndex_readIndex_Params_Future is a wrapper for a ReadIndex_readIndex_Params promised by a client call.
-type ReadIndex_readIndex_Params_Future struct{ *capnp.Future }
+// PeerStream_send_Params_Future is a wrapper for a PeerStream_send_Params promised by a client call.
+type PeerStream_send_Params_Future struct{ *capnp.Future }
 
-func (f ReadIndex_readIndex_Params_Future) Struct() (ReadIndex_readIndex_Params, error) {
+func (f PeerStream_send_Params_Future) Struct() (PeerStream_send_Params, error) {
 	p, err := f.Future.Ptr()
-	return ReadIndex_readIndex_Params(p.Struct()), err
-}
-func (p ReadIndex_readIndex_Params_Future) Req() ReadIndexRequest_Future {
-	return ReadIndexRequest_Future{Future: p.Future.Field(0, nil)}
+	return PeerStream_send_Params(p.Struct()), err
 }
 
-type ReadIndex_readIndex_Results capnp.Struct
+type PeerStream_send_Results capnp.Struct
 
-// ReadIndex_readIndex_Results_TypeID is the unique identifier for the type ReadIndex_readIndex_Results.
-const ReadIndex_readIndex_Results_TypeID = 0xa952abd0dbabfea3
+// PeerStream_send_Results_TypeID is the unique identifier for the type PeerStream_send_Results.
+const PeerStream_send_Results_TypeID = 0xb6e957034032aa52
 
-func NewReadIndex_readIndex_Results(s *capnp.Segment) (ReadIndex_readIndex_Results, error) {
+func NewPeerStream_send_Results(s *capnp.Segment) (PeerStream_send_Results, error) {
 	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
-	return ReadIndex_readIndex_Results(st), err
+	return PeerStream_send_Results(st), err
 }
 
-func NewRootReadIndex_readIndex_Results(s *capnp.Segment) (ReadIndex_readIndex_Results, error) {
+func NewRootPeerStream_send_Results(s *capnp.Segment) (PeerStream_send_Results, error) {
 	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
-	return ReadIndex_readIndex_Results(st), err
+	return PeerStream_send_Results(st), err
 }
 
-func ReadRootReadIndex_readIndex_Results(msg *capnp.Message) (ReadIndex_readIndex_Results, error) {
+func ReadRootPeerStream_send_Results(msg *capnp.Message) (PeerStream_send_Results, error) {
 	root, err := msg.Root()
-	return ReadIndex_readIndex_Results(root.Struct()), err
+	return PeerStream_send_Results(root.Struct()), err
 }
 
-func (s ReadIndex_readIndex_Results) String() string {
-	str, _ := text.Marshal(0xa952abd0dbabfea3, capnp.Struct(s))
+func (s PeerStream_send_Results) String() string {
+	str, _ := text.Marshal(0xb6e957034032aa52, capnp.Struct(s))
 	return str
 }
 
-func (s ReadIndex_readIndex_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+func (s PeerStream_send_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
 	return capnp.Struct(s).EncodeAsPtr(seg)
 }
 
-func (ReadIndex_readIndex_Results) DecodeFromPtr(p capnp.Ptr) ReadIndex_readIndex_Results {
-	return ReadIndex_readIndex_Results(capnp.Struct{}.DecodeFromPtr(p))
+func (PeerStream_send_Results) DecodeFromPtr(p capnp.Ptr) PeerStream_send_Results {
+	return PeerStream_send_Results(capnp.Struct{}.DecodeFromPtr(p))
 }
 
-func (s ReadIndex_readIndex_Results) ToPtr() capnp.Ptr {
+func (s PeerStream_send_Results) ToPtr() capnp.Ptr {
 	return capnp.Struct(s).ToPtr()
 }
-func (s ReadIndex_readIndex_Results) IsValid() bool {
+func (s PeerStream_send_Results) IsValid() bool {
 	return capnp.Struct(s).IsValid()
 }
 
-func (s ReadIndex_readIndex_Results) Message() *capnp.Message {
+func (s PeerStream_send_Results) Message() *capnp.Message {
 	return capnp.Struct(s).Message()
 }
 
-func (s ReadIndex_readIndex_Results) Segment() *capnp.Segment {
+func (s PeerStream_send_Results) Segment() *capnp.Segment {
 	return capnp.Struct(s).Segment()
 }
-func (s ReadIndex_readIndex_Results) Resp() (ReadIndexResponse, error) {
+func (s PeerStream_send_Results) NotMember() (NotMember, error) {
 	p, err := capnp.Struct(s).Ptr(0)
-	return ReadIndexResponse(p.Struct()), err
+	return NotMember(p.Struct()), err
 }
 
-func (s ReadIndex_readIndex_Results) HasResp() bool {
+func (s PeerStream_send_Results) HasNotMember() bool {
 	return capnp.Struct(s).HasPtr(0)
 }
 
-func (s ReadIndex_readIndex_Results) SetResp(v ReadIndexResponse) error {
+func (s PeerStream_send_Results) SetNotMember(v NotMember) error {
 	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
 }
 
-// NewResp sets the resp field to a newly
-// allocated ReadIndexResponse struct, preferring placement in s's segment.
-func (s ReadIndex_readIndex_Results) NewResp() (ReadIndexResponse, error) {
-	ss, err := NewReadIndexResponse(capnp.Struct(s).Segment())
+// NewNotMember sets the notMember field to a newly
+// allocated NotMember struct, preferring placement in s's segment.
+func (s PeerStream_send_Results) NewNotMember() (NotMember, error) {
+	ss, err := NewNotMember(capnp.Struct(s).Segment())
 	if err != nil {
-		return ReadIndexResponse{}, err
+		return NotMember{}, err
 	}
 	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
 	return ss, err
 }
 
-// ReadIndex_readIndex_Results_List is a list of ReadIndex_readIndex_Results.
-type ReadIndex_readIndex_Results_List = capnp.StructList[ReadIndex_readIndex_Results]
+// PeerStream_send_Results_List is a list of PeerStream_send_Results.
+type PeerStream_send_Results_List = capnp.StructList[PeerStream_send_Results]
 
-// NewReadIndex_readIndex_Results creates a new list of ReadIndex_readIndex_Results.
-func NewReadIndex_readIndex_Results_List(s *capnp.Segment, sz int32) (ReadIndex_readIndex_Results_List, error) {
+// NewPeerStream_send_Results creates a new list of PeerStream_send_Results.
+func NewPeerStream_send_Results_List(s *capnp.Segment, sz int32) (PeerStream_send_Results_List, error) {
 	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
-	return capnp.StructList[ReadIndex_readIndex_Results](l), err
+	return capnp.StructList[PeerStream_send_Results](l), err
 }
 
-// ReadIndex_readIndex_Results_Future is a wrapper for a ReadIndex_readIndex_Results promised by a client call.
-type ReadIndex_readIndex_Results_Future struct{ *capnp.Future }
+// PeerStream_send_Results_Future is a wrapper for a PeerStream_send_Results promised by a client call.
+type PeerStream_send_Results_Future struct{ *capnp.Future }
 
-func (f ReadIndex_readIndex_Results_Future) Struct() (ReadIndex_readIndex_Results, error) {
+func (f PeerStream_send_Results_Future) Struct() (PeerStream_send_Results, error) {
 	p, err := f.Future.Ptr()
-	return ReadIndex_readIndex_Results(p.Struct()), err
+	return PeerStream_send_Results(p.Struct()), err
 }
-func (p ReadIndex_readIndex_Results_Future) Resp() ReadIndexResponse_Future {
-	return ReadIndexResponse_Future{Future: p.Future.Field(0, nil)}
-}
-
-type ReadIndexRequest capnp.Struct
-
-// ReadIndexRequest_TypeID is the unique identifier for the type ReadIndexRequest.
-const ReadIndexRequest_TypeID = 0xbc59bf77836fc8d1
-
-func NewReadIndexRequest(s *capnp.Segment) (ReadIndexRequest, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 2})
-	return ReadIndexRequest(st), err
-}
-
-func NewRootReadIndexRequest(s *capnp.Segment) (ReadIndexRequest, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 2})
-	return ReadIndexRequest(st), err
-}
-
-func ReadRootReadIndexRequest(msg *capnp.Message) (ReadIndexRequest, error) {
-	root, err := msg.Root()
-	return ReadIndexRequest(root.Struct()), err
-}
-
-func (s ReadIndexRequest) String() string {
-	str, _ := text.Marshal(0xbc59bf77836fc8d1, capnp.Struct(s))
-	return str
-}
-
-func (s ReadIndexRequest) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
-	return capnp.Struct(s).EncodeAsPtr(seg)
-}
-
-func (ReadIndexRequest) DecodeFromPtr(p capnp.Ptr) ReadIndexRequest {
-	return ReadIndexRequest(capnp.Struct{}.DecodeFromPtr(p))
-}
-
-func (s ReadIndexRequest) ToPtr() capnp.Ptr {
-	return capnp.Struct(s).ToPtr()
-}
-func (s ReadIndexRequest) IsValid() bool {
-	return capnp.Struct(s).IsValid()
-}
-
-func (s ReadIndexRequest) Message() *capnp.Message {
-	return capnp.Struct(s).Message()
-}
-
-func (s ReadIndexRequest) Segment() *capnp.Segment {
-	return capnp.Struct(s).Segment()
-}
-func (s ReadIndexRequest) Header() (PeerHeader, error) {
-	p, err := capnp.Struct(s).Ptr(0)
-	return PeerHeader(p.Struct()), err
-}
-
-func (s ReadIndexRequest) HasHeader() bool {
-	return capnp.Struct(s).HasPtr(0)
-}
-
-func (s ReadIndexRequest) SetHeader(v PeerHeader) error {
-	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
-}
-
-// NewHeader sets the header field to a newly
-// allocated PeerHeader struct, preferring placement in s's segment.
-func (s ReadIndexRequest) NewHeader() (PeerHeader, error) {
-	ss, err := NewPeerHeader(capnp.Struct(s).Segment())
-	if err != nil {
-		return PeerHeader{}, err
-	}
-	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
-	return ss, err
-}
-
-func (s ReadIndexRequest) Context() ([]byte, error) {
-	p, err := capnp.Struct(s).Ptr(1)
-	return []byte(p.Data()), err
-}
-
-func (s ReadIndexRequest) HasContext() bool {
-	return capnp.Struct(s).HasPtr(1)
-}
-
-func (s ReadIndexRequest) SetContext(v []byte) error {
-	return capnp.Struct(s).SetData(1, v)
-}
-
-func (s ReadIndexRequest) Term() uint64 {
-	return capnp.Struct(s).Uint64(0)
-}
-
-func (s ReadIndexRequest) SetTerm(v uint64) {
-	capnp.Struct(s).SetUint64(0, v)
-}
-
-// ReadIndexRequest_List is a list of ReadIndexRequest.
-type ReadIndexRequest_List = capnp.StructList[ReadIndexRequest]
-
-// NewReadIndexRequest creates a new list of ReadIndexRequest.
-func NewReadIndexRequest_List(s *capnp.Segment, sz int32) (ReadIndexRequest_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 8, PointerCount: 2}, sz)
-	return capnp.StructList[ReadIndexRequest](l), err
-}
-
-// ReadIndexRequest_Future is a wrapper for a ReadIndexRequest promised by a client call.
-type ReadIndexRequest_Future struct{ *capnp.Future }
-
-func (f ReadIndexRequest_Future) Struct() (ReadIndexRequest, error) {
-	p, err := f.Future.Ptr()
-	return ReadIndexRequest(p.Struct()), err
-}
-func (p ReadIndexRequest_Future) Header() PeerHeader_Future {
-	return PeerHeader_Future{Future: p.Future.Field(0, nil)}
-}
-
-type ReadIndexResponse capnp.Struct
-
-// ReadIndexResponse_TypeID is the unique identifier for the type ReadIndexResponse.
-const ReadIndexResponse_TypeID = 0xb1f00c28fc53d89d
-
-func NewReadIndexResponse(s *capnp.Segment) (ReadIndexResponse, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 24, PointerCount: 1})
-	return ReadIndexResponse(st), err
-}
-
-func NewRootReadIndexResponse(s *capnp.Segment) (ReadIndexResponse, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 24, PointerCount: 1})
-	return ReadIndexResponse(st), err
-}
-
-func ReadRootReadIndexResponse(msg *capnp.Message) (ReadIndexResponse, error) {
-	root, err := msg.Root()
-	return ReadIndexResponse(root.Struct()), err
-}
-
-func (s ReadIndexResponse) String() string {
-	str, _ := text.Marshal(0xb1f00c28fc53d89d, capnp.Struct(s))
-	return str
-}
-
-func (s ReadIndexResponse) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
-	return capnp.Struct(s).EncodeAsPtr(seg)
-}
-
-func (ReadIndexResponse) DecodeFromPtr(p capnp.Ptr) ReadIndexResponse {
-	return ReadIndexResponse(capnp.Struct{}.DecodeFromPtr(p))
-}
-
-func (s ReadIndexResponse) ToPtr() capnp.Ptr {
-	return capnp.Struct(s).ToPtr()
-}
-func (s ReadIndexResponse) IsValid() bool {
-	return capnp.Struct(s).IsValid()
-}
-
-func (s ReadIndexResponse) Message() *capnp.Message {
-	return capnp.Struct(s).Message()
-}
-
-func (s ReadIndexResponse) Segment() *capnp.Segment {
-	return capnp.Struct(s).Segment()
-}
-func (s ReadIndexResponse) Term() uint64 {
-	return capnp.Struct(s).Uint64(0)
-}
-
-func (s ReadIndexResponse) SetTerm(v uint64) {
-	capnp.Struct(s).SetUint64(0, v)
-}
-
-func (s ReadIndexResponse) Index() uint64 {
-	return capnp.Struct(s).Uint64(8)
-}
-
-func (s ReadIndexResponse) SetIndex(v uint64) {
-	capnp.Struct(s).SetUint64(8, v)
-}
-
-func (s ReadIndexResponse) Context() ([]byte, error) {
-	p, err := capnp.Struct(s).Ptr(0)
-	return []byte(p.Data()), err
-}
-
-func (s ReadIndexResponse) HasContext() bool {
-	return capnp.Struct(s).HasPtr(0)
-}
-
-func (s ReadIndexResponse) SetContext(v []byte) error {
-	return capnp.Struct(s).SetData(0, v)
-}
-
-func (s ReadIndexResponse) Incarnation() uint64 {
-	return capnp.Struct(s).Uint64(16)
-}
-
-func (s ReadIndexResponse) SetIncarnation(v uint64) {
-	capnp.Struct(s).SetUint64(16, v)
-}
-
-// ReadIndexResponse_List is a list of ReadIndexResponse.
-type ReadIndexResponse_List = capnp.StructList[ReadIndexResponse]
-
-// NewReadIndexResponse creates a new list of ReadIndexResponse.
-func NewReadIndexResponse_List(s *capnp.Segment, sz int32) (ReadIndexResponse_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 24, PointerCount: 1}, sz)
-	return capnp.StructList[ReadIndexResponse](l), err
-}
-
-// ReadIndexResponse_Future is a wrapper for a ReadIndexResponse promised by a client call.
-type ReadIndexResponse_Future struct{ *capnp.Future }
-
-func (f ReadIndexResponse_Future) Struct() (ReadIndexResponse, error) {
-	p, err := f.Future.Ptr()
-	return ReadIndexResponse(p.Struct()), err
+func (p PeerStream_send_Results_Future) NotMember() NotMember_Future {
+	return NotMember_Future{Future: p.Future.Field(0, nil)}
 }
 
 type Discover capnp.Client
@@ -3997,103 +2124,23 @@ func (c Raft) Admin(ctx context.Context, params func(Raft_admin_Params) error) (
 
 }
 
-func (c Raft) RequestVote(ctx context.Context, params func(RequestVote_requestVote_Params) error) (RequestVote_requestVote_Results_Future, capnp.ReleaseFunc) {
+func (c Raft) Open(ctx context.Context, params func(Raft_open_Params) error) (Raft_open_Results_Future, capnp.ReleaseFunc) {
 
 	s := capnp.Send{
 		Method: capnp.Method{
-			InterfaceID:   0xe7e585cb88f041ec,
-			MethodID:      0,
-			InterfaceName: "schema/raft.capnp:RequestVote",
-			MethodName:    "requestVote",
+			InterfaceID:   0x81caa3574e26397f,
+			MethodID:      2,
+			InterfaceName: "schema/raft.capnp:Raft",
+			MethodName:    "open",
 		},
 	}
 	if params != nil {
-		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 1}
-		s.PlaceArgs = func(s capnp.Struct) error { return params(RequestVote_requestVote_Params(s)) }
+		s.ArgsSize = capnp.ObjectSize{DataSize: 8, PointerCount: 1}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(Raft_open_Params(s)) }
 	}
 
 	ans, release := capnp.Client(c).SendCall(ctx, s)
-	return RequestVote_requestVote_Results_Future{Future: ans.Future()}, release
-
-}
-
-func (c Raft) AppendEntries(ctx context.Context, params func(AppendEntries_appendEntries_Params) error) (AppendEntries_appendEntries_Results_Future, capnp.ReleaseFunc) {
-
-	s := capnp.Send{
-		Method: capnp.Method{
-			InterfaceID:   0x8ed2b265f90b554a,
-			MethodID:      0,
-			InterfaceName: "schema/raft.capnp:AppendEntries",
-			MethodName:    "appendEntries",
-		},
-	}
-	if params != nil {
-		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 1}
-		s.PlaceArgs = func(s capnp.Struct) error { return params(AppendEntries_appendEntries_Params(s)) }
-	}
-
-	ans, release := capnp.Client(c).SendCall(ctx, s)
-	return AppendEntries_appendEntries_Results_Future{Future: ans.Future()}, release
-
-}
-
-func (c Raft) InstallSnapshot(ctx context.Context, params func(InstallSnapshot_installSnapshot_Params) error) (InstallSnapshot_installSnapshot_Results_Future, capnp.ReleaseFunc) {
-
-	s := capnp.Send{
-		Method: capnp.Method{
-			InterfaceID:   0xe1699de1fcaf90e4,
-			MethodID:      0,
-			InterfaceName: "schema/raft.capnp:InstallSnapshot",
-			MethodName:    "installSnapshot",
-		},
-	}
-	if params != nil {
-		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 1}
-		s.PlaceArgs = func(s capnp.Struct) error { return params(InstallSnapshot_installSnapshot_Params(s)) }
-	}
-
-	ans, release := capnp.Client(c).SendCall(ctx, s)
-	return InstallSnapshot_installSnapshot_Results_Future{Future: ans.Future()}, release
-
-}
-
-func (c Raft) TimeoutNow(ctx context.Context, params func(TimeoutNow_timeoutNow_Params) error) (TimeoutNow_timeoutNow_Results_Future, capnp.ReleaseFunc) {
-
-	s := capnp.Send{
-		Method: capnp.Method{
-			InterfaceID:   0xd0251baa9bc32cf5,
-			MethodID:      0,
-			InterfaceName: "schema/raft.capnp:TimeoutNow",
-			MethodName:    "timeoutNow",
-		},
-	}
-	if params != nil {
-		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 1}
-		s.PlaceArgs = func(s capnp.Struct) error { return params(TimeoutNow_timeoutNow_Params(s)) }
-	}
-
-	ans, release := capnp.Client(c).SendCall(ctx, s)
-	return TimeoutNow_timeoutNow_Results_Future{Future: ans.Future()}, release
-
-}
-
-func (c Raft) ReadIndex(ctx context.Context, params func(ReadIndex_readIndex_Params) error) (ReadIndex_readIndex_Results_Future, capnp.ReleaseFunc) {
-
-	s := capnp.Send{
-		Method: capnp.Method{
-			InterfaceID:   0x86e61910e437bd86,
-			MethodID:      0,
-			InterfaceName: "schema/raft.capnp:ReadIndex",
-			MethodName:    "readIndex",
-		},
-	}
-	if params != nil {
-		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 1}
-		s.PlaceArgs = func(s capnp.Struct) error { return params(ReadIndex_readIndex_Params(s)) }
-	}
-
-	ans, release := capnp.Client(c).SendCall(ctx, s)
-	return ReadIndex_readIndex_Results_Future{Future: ans.Future()}, release
+	return Raft_open_Results_Future{Future: ans.Future()}, release
 
 }
 
@@ -4194,15 +2241,7 @@ type Raft_Server interface {
 
 	Admin(context.Context, Raft_admin) error
 
-	RequestVote(context.Context, RequestVote_requestVote) error
-
-	AppendEntries(context.Context, AppendEntries_appendEntries) error
-
-	InstallSnapshot(context.Context, InstallSnapshot_installSnapshot) error
-
-	TimeoutNow(context.Context, TimeoutNow_timeoutNow) error
-
-	ReadIndex(context.Context, ReadIndex_readIndex) error
+	Open(context.Context, Raft_open) error
 
 	Discover(context.Context, Discover_discover) error
 }
@@ -4223,7 +2262,7 @@ func Raft_ServerToClient(s Raft_Server) Raft {
 // This can be used to create a more complicated Server.
 func Raft_Methods(methods []server.Method, s Raft_Server) []server.Method {
 	if cap(methods) == 0 {
-		methods = make([]server.Method, 0, 8)
+		methods = make([]server.Method, 0, 4)
 	}
 
 	methods = append(methods, server.Method{
@@ -4252,61 +2291,13 @@ func Raft_Methods(methods []server.Method, s Raft_Server) []server.Method {
 
 	methods = append(methods, server.Method{
 		Method: capnp.Method{
-			InterfaceID:   0xe7e585cb88f041ec,
-			MethodID:      0,
-			InterfaceName: "schema/raft.capnp:RequestVote",
-			MethodName:    "requestVote",
+			InterfaceID:   0x81caa3574e26397f,
+			MethodID:      2,
+			InterfaceName: "schema/raft.capnp:Raft",
+			MethodName:    "open",
 		},
 		Impl: func(ctx context.Context, call *server.Call) error {
-			return s.RequestVote(ctx, RequestVote_requestVote{call})
-		},
-	})
-
-	methods = append(methods, server.Method{
-		Method: capnp.Method{
-			InterfaceID:   0x8ed2b265f90b554a,
-			MethodID:      0,
-			InterfaceName: "schema/raft.capnp:AppendEntries",
-			MethodName:    "appendEntries",
-		},
-		Impl: func(ctx context.Context, call *server.Call) error {
-			return s.AppendEntries(ctx, AppendEntries_appendEntries{call})
-		},
-	})
-
-	methods = append(methods, server.Method{
-		Method: capnp.Method{
-			InterfaceID:   0xe1699de1fcaf90e4,
-			MethodID:      0,
-			InterfaceName: "schema/raft.capnp:InstallSnapshot",
-			MethodName:    "installSnapshot",
-		},
-		Impl: func(ctx context.Context, call *server.Call) error {
-			return s.InstallSnapshot(ctx, InstallSnapshot_installSnapshot{call})
-		},
-	})
-
-	methods = append(methods, server.Method{
-		Method: capnp.Method{
-			InterfaceID:   0xd0251baa9bc32cf5,
-			MethodID:      0,
-			InterfaceName: "schema/raft.capnp:TimeoutNow",
-			MethodName:    "timeoutNow",
-		},
-		Impl: func(ctx context.Context, call *server.Call) error {
-			return s.TimeoutNow(ctx, TimeoutNow_timeoutNow{call})
-		},
-	})
-
-	methods = append(methods, server.Method{
-		Method: capnp.Method{
-			InterfaceID:   0x86e61910e437bd86,
-			MethodID:      0,
-			InterfaceName: "schema/raft.capnp:ReadIndex",
-			MethodName:    "readIndex",
-		},
-		Impl: func(ctx context.Context, call *server.Call) error {
-			return s.ReadIndex(ctx, ReadIndex_readIndex{call})
+			return s.Open(ctx, Raft_open{call})
 		},
 	})
 
@@ -4357,6 +2348,23 @@ func (c Raft_admin) Args() Raft_admin_Params {
 func (c Raft_admin) AllocResults() (Raft_admin_Results, error) {
 	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
 	return Raft_admin_Results(r), err
+}
+
+// Raft_open holds the state for a server call to Raft.open.
+// See server.Call for documentation.
+type Raft_open struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c Raft_open) Args() Raft_open_Params {
+	return Raft_open_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c Raft_open) AllocResults() (Raft_open_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Raft_open_Results(r), err
 }
 
 // Raft_List is a list of Raft.
@@ -4666,4 +2674,188 @@ func (f Raft_admin_Results_Future) Struct() (Raft_admin_Results, error) {
 }
 func (p Raft_admin_Results_Future) Admin() Admin {
 	return Admin(p.Future.Field(0, nil).Client())
+}
+
+type Raft_open_Params capnp.Struct
+
+// Raft_open_Params_TypeID is the unique identifier for the type Raft_open_Params.
+const Raft_open_Params_TypeID = 0xd4e306aeaba34db5
+
+func NewRaft_open_Params(s *capnp.Segment) (Raft_open_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1})
+	return Raft_open_Params(st), err
+}
+
+func NewRootRaft_open_Params(s *capnp.Segment) (Raft_open_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1})
+	return Raft_open_Params(st), err
+}
+
+func ReadRootRaft_open_Params(msg *capnp.Message) (Raft_open_Params, error) {
+	root, err := msg.Root()
+	return Raft_open_Params(root.Struct()), err
+}
+
+func (s Raft_open_Params) String() string {
+	str, _ := text.Marshal(0xd4e306aeaba34db5, capnp.Struct(s))
+	return str
+}
+
+func (s Raft_open_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Raft_open_Params) DecodeFromPtr(p capnp.Ptr) Raft_open_Params {
+	return Raft_open_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Raft_open_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Raft_open_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Raft_open_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Raft_open_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Raft_open_Params) Header() (PeerHeader, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return PeerHeader(p.Struct()), err
+}
+
+func (s Raft_open_Params) HasHeader() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Raft_open_Params) SetHeader(v PeerHeader) error {
+	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
+}
+
+// NewHeader sets the header field to a newly
+// allocated PeerHeader struct, preferring placement in s's segment.
+func (s Raft_open_Params) NewHeader() (PeerHeader, error) {
+	ss, err := NewPeerHeader(capnp.Struct(s).Segment())
+	if err != nil {
+		return PeerHeader{}, err
+	}
+	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
+	return ss, err
+}
+
+func (s Raft_open_Params) Lane() Lane {
+	return Lane(capnp.Struct(s).Uint16(0))
+}
+
+func (s Raft_open_Params) SetLane(v Lane) {
+	capnp.Struct(s).SetUint16(0, uint16(v))
+}
+
+// Raft_open_Params_List is a list of Raft_open_Params.
+type Raft_open_Params_List = capnp.StructList[Raft_open_Params]
+
+// NewRaft_open_Params creates a new list of Raft_open_Params.
+func NewRaft_open_Params_List(s *capnp.Segment, sz int32) (Raft_open_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1}, sz)
+	return capnp.StructList[Raft_open_Params](l), err
+}
+
+// Raft_open_Params_Future is a wrapper for a Raft_open_Params promised by a client call.
+type Raft_open_Params_Future struct{ *capnp.Future }
+
+func (f Raft_open_Params_Future) Struct() (Raft_open_Params, error) {
+	p, err := f.Future.Ptr()
+	return Raft_open_Params(p.Struct()), err
+}
+func (p Raft_open_Params_Future) Header() PeerHeader_Future {
+	return PeerHeader_Future{Future: p.Future.Field(0, nil)}
+}
+
+type Raft_open_Results capnp.Struct
+
+// Raft_open_Results_TypeID is the unique identifier for the type Raft_open_Results.
+const Raft_open_Results_TypeID = 0xd7423c603c73e37b
+
+func NewRaft_open_Results(s *capnp.Segment) (Raft_open_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Raft_open_Results(st), err
+}
+
+func NewRootRaft_open_Results(s *capnp.Segment) (Raft_open_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Raft_open_Results(st), err
+}
+
+func ReadRootRaft_open_Results(msg *capnp.Message) (Raft_open_Results, error) {
+	root, err := msg.Root()
+	return Raft_open_Results(root.Struct()), err
+}
+
+func (s Raft_open_Results) String() string {
+	str, _ := text.Marshal(0xd7423c603c73e37b, capnp.Struct(s))
+	return str
+}
+
+func (s Raft_open_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Raft_open_Results) DecodeFromPtr(p capnp.Ptr) Raft_open_Results {
+	return Raft_open_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Raft_open_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Raft_open_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Raft_open_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Raft_open_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Raft_open_Results) Stream() PeerStream {
+	p, _ := capnp.Struct(s).Ptr(0)
+	return PeerStream(p.Interface().Client())
+}
+
+func (s Raft_open_Results) HasStream() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Raft_open_Results) SetStream(v PeerStream) error {
+	if !v.IsValid() {
+		return capnp.Struct(s).SetPtr(0, capnp.Ptr{})
+	}
+	seg := s.Segment()
+	in := capnp.NewInterface(seg, seg.Message().CapTable().Add(capnp.Client(v)))
+	return capnp.Struct(s).SetPtr(0, in.ToPtr())
+}
+
+// Raft_open_Results_List is a list of Raft_open_Results.
+type Raft_open_Results_List = capnp.StructList[Raft_open_Results]
+
+// NewRaft_open_Results creates a new list of Raft_open_Results.
+func NewRaft_open_Results_List(s *capnp.Segment, sz int32) (Raft_open_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[Raft_open_Results](l), err
+}
+
+// Raft_open_Results_Future is a wrapper for a Raft_open_Results promised by a client call.
+type Raft_open_Results_Future struct{ *capnp.Future }
+
+func (f Raft_open_Results_Future) Struct() (Raft_open_Results, error) {
+	p, err := f.Future.Ptr()
+	return Raft_open_Results(p.Struct()), err
+}
+func (p Raft_open_Results_Future) Stream() PeerStream {
+	return PeerStream(p.Future.Field(0, nil).Client())
 }

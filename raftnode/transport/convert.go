@@ -3,7 +3,6 @@ package transport
 import (
 	"errors"
 	"fmt"
-	"math"
 
 	"capnproto.org/go/capnp/v3"
 
@@ -11,94 +10,90 @@ import (
 	"github.com/capraft/capraft/schema"
 )
 
-// Conversion between raft.Message and the structs of schema/raft.capnp.
+// Conversion between raft.Message and schema.Message, field for field:
+// the wire carries the core's messages as the core produced them, so
+// nothing here knows which message answers which.
 //
-// Requests (sender side encodes, receiver decodes):
-//
-//	MsgVote       <-> RequestVote.requestVote(VoteRequest)
-//	MsgApp        <-> AppendEntries.appendEntries(AppendRequest, heartbeat=false)
-//	MsgHeartbeat  <-> AppendEntries.appendEntries(AppendRequest, heartbeat=true)
-//	MsgSnap       <-> InstallSnapshot.installSnapshot(SnapshotChunk)
-//	MsgTimeoutNow <-> TimeoutNow.timeoutNow(TimeoutNowRequest)
-//	MsgReadIndex  <-> ReadIndex.readIndex(ReadIndexRequest)
-//
-// Responses (receiver encodes the message its core produced, sender decodes
-// it knowing which request it answers):
-//
-//	VoteResponse      -> MsgVoteResp
-//	AppendResponse    -> MsgAppResp (to MsgApp) or MsgHeartbeatResp (to MsgHeartbeat)
-//	SnapshotResponse  -> MsgSnapResp (installed=false; Snapshot{Index,Term} taken from the request)
-//	                     or MsgAppResp{Index: index} (installed=true)
-//	ReadIndexResponse -> MsgReadIndexResp
-//
-// A response whose term is 0 means "no response".
-//
-// What the wire does not carry: SnapshotChunk.totalSize has no Message
-// field, so it is sent as 0 (unknown). Empty slices (entries, data,
-// context, configuration lists) come back as nil. SnapshotChunk.checksum
-// is a UInt64 on the wire holding Message.Checksum, a CRC-32C; a chunk
-// whose checksum does not fit 32 bits is refused.
+// What the wire does not keep: empty slices (entries, data, context,
+// configuration lists) come back as nil, and a snapshot's metadata comes
+// back with an empty configuration when none was sent (snapResp).
 
 // errNoSnapshot: a MsgSnap without metadata cannot be encoded.
 var errNoSnapshot = errors.New("MsgSnap without snapshot metadata")
 
-// Carries reports whether the RPC used for a request of type req can carry
-// resp back as its return value. The driver uses it to match the messages
-// its core produces to the inbound calls waiting for an answer:
-//
-//	request        carries
-//	MsgVote        MsgVoteResp
-//	MsgApp         MsgAppResp
-//	MsgHeartbeat   MsgHeartbeatResp
-//	MsgSnap        MsgSnapResp, or MsgAppResp that is not a rejection (snapshot installed or already covered)
-//	MsgReadIndex   MsgReadIndexResp
-//	MsgTimeoutNow  nothing (the call has no result)
-//	anything else  nothing (responses are not requests)
-func Carries(req raft.MessageType, resp raft.Message) bool {
-	switch req {
-	case raft.MsgVote:
-		return resp.Type == raft.MsgVoteResp
-	case raft.MsgApp:
-		return resp.Type == raft.MsgAppResp
-	case raft.MsgHeartbeat:
-		return resp.Type == raft.MsgHeartbeatResp
-	case raft.MsgSnap:
-		return resp.Type == raft.MsgSnapResp || (resp.Type == raft.MsgAppResp && !resp.Reject)
-	case raft.MsgReadIndex:
-		return resp.Type == raft.MsgReadIndexResp
+// Lane is one of the two streams a node keeps to each peer.
+type Lane uint8
+
+const (
+	// LaneControl carries elections and leadership (heartbeats, votes,
+	// TimeoutNow, ReadIndex) and every response: small messages that
+	// must never wait behind replication.
+	LaneControl Lane = iota
+	// LaneData carries replication: appends and snapshot chunks.
+	LaneData
+	numLanes
+)
+
+func (l Lane) String() string {
+	if l == LaneData {
+		return "data"
 	}
-	return false
+	return "control"
 }
 
-// isRequest reports whether t is sent as a call (rather than returned).
-func isRequest(t raft.MessageType) bool {
+// LaneOf is the lane a message of type t travels on.
+func LaneOf(t raft.MessageType) Lane {
 	switch t {
-	case raft.MsgVote, raft.MsgApp, raft.MsgHeartbeat, raft.MsgSnap, raft.MsgTimeoutNow, raft.MsgReadIndex:
-		return true
+	case raft.MsgApp, raft.MsgSnap:
+		return LaneData
 	}
-	return false
+	return LaneControl
+}
+
+func (l Lane) wire() schema.Lane {
+	if l == LaneData {
+		return schema.Lane_data
+	}
+	return schema.Lane_control
+}
+
+// wireTypes maps raft.MessageType to the schema's enum (same order).
+var wireTypes = [...]schema.MessageType{
+	raft.MsgVote:          schema.MessageType_vote,
+	raft.MsgVoteResp:      schema.MessageType_voteResp,
+	raft.MsgApp:           schema.MessageType_app,
+	raft.MsgAppResp:       schema.MessageType_appResp,
+	raft.MsgHeartbeat:     schema.MessageType_heartbeat,
+	raft.MsgHeartbeatResp: schema.MessageType_heartbeatResp,
+	raft.MsgSnap:          schema.MessageType_snap,
+	raft.MsgSnapResp:      schema.MessageType_snapResp,
+	raft.MsgTimeoutNow:    schema.MessageType_timeoutNow,
+	raft.MsgReadIndex:     schema.MessageType_readIndex,
+	raft.MsgReadIndexResp: schema.MessageType_readIndexResp,
+}
+
+// raftTypes is the inverse of wireTypes.
+var raftTypes = func() map[schema.MessageType]raft.MessageType {
+	m := make(map[schema.MessageType]raft.MessageType, len(wireTypes))
+	for t, w := range wireTypes {
+		if t != 0 {
+			m[w] = raft.MessageType(t)
+		}
+	}
+	return m
+}()
+
+func wireType(t raft.MessageType) (schema.MessageType, bool) {
+	if t == 0 || int(t) >= len(wireTypes) {
+		return 0, false
+	}
+	return wireTypes[t], true
 }
 
 // header identifies one sender (and the incarnation of its storage) and
 // one receiver in one cluster.
 type header struct {
 	cluster, from, to, inc uint64
-}
-
-// newRequest allocates a request struct and fills its header.
-func newRequest[R interface {
-	NewHeader() (schema.PeerHeader, error)
-}](alloc func() (R, error), hd header) (R, error) {
-	r, err := alloc()
-	if err != nil {
-		return r, err
-	}
-	h, err := r.NewHeader()
-	if err != nil {
-		return r, err
-	}
-	setHeader(h, hd)
-	return r, nil
 }
 
 func setHeader(h schema.PeerHeader, hd header) {
@@ -108,46 +103,103 @@ func setHeader(h schema.PeerHeader, hd header) {
 	h.SetIncarnation(hd.inc)
 }
 
-// --- requests: encode (sender) ---
-
-func encodeVote(p schema.RequestVote_requestVote_Params, hd header, m raft.Message) error {
-	r, err := newRequest(p.NewReq, hd)
+// readHeader reads and checks a header against the receiver's cluster
+// and id.
+func readHeader(h schema.PeerHeader, err error, cluster, local uint64) (header, error) {
 	if err != nil {
-		return err
+		return header{}, fmt.Errorf("read peer header: %w", err)
 	}
-	r.SetTerm(m.Term)
-	r.SetCandidateId(m.From)
-	r.SetLastLogIndex(m.LastLogIndex)
-	r.SetLastLogTerm(m.LastLogTerm)
-	r.SetPreVote(m.PreVote)
-	r.SetLeaderTransfer(m.Transfer)
-	return nil
+	hd := header{cluster: h.ClusterId(), from: h.From(), to: h.To(), inc: h.Incarnation()}
+	switch {
+	case hd.cluster != cluster:
+		return hd, fmt.Errorf("refused: message for cluster %d, this node is in cluster %d", hd.cluster, cluster)
+	case hd.to != local:
+		return hd, fmt.Errorf("refused: message for node %d reached node %d", hd.to, local)
+	case hd.from == 0 || hd.from == local:
+		return hd, fmt.Errorf("refused: invalid sender id %d", hd.from)
+	}
+	return hd, nil
 }
 
-func encodeAppend(p schema.AppendEntries_appendEntries_Params, hd header, m raft.Message) error {
-	r, err := newRequest(p.NewReq, hd)
-	if err != nil {
-		return err
+// validateOutgoing catches what the encoder would fail on, so that a bad
+// message is dropped rather than failing the stream.
+func validateOutgoing(m *raft.Message) error {
+	if _, ok := wireType(m.Type); !ok {
+		return fmt.Errorf("unknown message type %d", m.Type)
 	}
-	r.SetTerm(m.Term)
-	r.SetLeaderId(m.From)
-	r.SetPrevLogIndex(m.Index)
-	r.SetPrevLogTerm(m.LogTerm)
-	r.SetLeaderCommit(m.Commit)
-	r.SetHeartbeat(m.Type == raft.MsgHeartbeat)
-	r.SetSeq(m.Seq)
-	r.SetToIncarnation(m.ToIncarnation)
-	if len(m.Entries) == 0 {
-		return nil
+	if m.Type == raft.MsgSnap && m.Snapshot == nil {
+		return errNoSnapshot
+	}
+	if m.Type == raft.MsgHeartbeat && len(m.Entries) > 0 {
+		return errors.New("heartbeat with entries")
 	}
 	if len(m.Entries) > 1<<29 {
 		return fmt.Errorf("%d entries in one message", len(m.Entries))
 	}
-	list, err := r.NewEntries(int32(len(m.Entries)))
+	for i := range m.Entries {
+		if t := m.Entries[i].Type; t != raft.EntryNormal && t != raft.EntryConfChange {
+			return fmt.Errorf("entry %d has unknown type %d", m.Entries[i].Index, t)
+		}
+	}
+	return nil
+}
+
+// encodeMessage fills w with m (validated by validateOutgoing).
+func encodeMessage(w schema.Message, m *raft.Message) error {
+	t, ok := wireType(m.Type)
+	if !ok {
+		return fmt.Errorf("unknown message type %d", m.Type)
+	}
+	w.SetType(t)
+	w.SetFrom(m.From)
+	w.SetTo(m.To)
+	w.SetTerm(m.Term)
+	w.SetIncarnation(m.Incarnation)
+	w.SetToIncarnation(m.ToIncarnation)
+	w.SetLastLogIndex(m.LastLogIndex)
+	w.SetLastLogTerm(m.LastLogTerm)
+	w.SetPreVote(m.PreVote)
+	w.SetTransfer(m.Transfer)
+	w.SetGranted(m.Granted)
+	w.SetIndex(m.Index)
+	w.SetLogTerm(m.LogTerm)
+	w.SetCommit(m.Commit)
+	w.SetReject(m.Reject)
+	w.SetConflictIndex(m.ConflictIndex)
+	w.SetConflictTerm(m.ConflictTerm)
+	w.SetLastIndex(m.LastIndex)
+	w.SetSeq(m.Seq)
+	w.SetOffset(m.Offset)
+	w.SetDone(m.Done)
+	w.SetChecksum(m.Checksum)
+	if len(m.Entries) > 0 {
+		if err := encodeEntries(w, m.Entries); err != nil {
+			return err
+		}
+	}
+	if m.Snapshot != nil {
+		if err := encodeSnapshotMeta(w, m.Snapshot); err != nil {
+			return err
+		}
+	}
+	if len(m.Data) > 0 {
+		if err := w.SetData(m.Data); err != nil {
+			return err
+		}
+	}
+	if len(m.Context) > 0 {
+		return w.SetContext(m.Context)
+	}
+	return nil
+}
+
+func encodeEntries(w schema.Message, ents []raft.Entry) error {
+	list, err := w.NewEntries(int32(len(ents)))
 	if err != nil {
 		return err
 	}
-	for i, e := range m.Entries {
+	for i := range ents {
+		e := &ents[i]
 		le := list.At(i)
 		le.SetIndex(e.Index)
 		le.SetTerm(e.Term)
@@ -168,17 +220,31 @@ func encodeAppend(p schema.AppendEntries_appendEntries_Params, hd header, m raft
 	return nil
 }
 
+func encodeSnapshotMeta(w schema.Message, meta *raft.SnapshotMeta) error {
+	s, err := w.NewSnapshot()
+	if err != nil {
+		return err
+	}
+	s.SetIndex(meta.Index)
+	s.SetTerm(meta.Term)
+	cs := &meta.ConfState
+	if len(cs.Voters)+len(cs.Learners)+len(cs.VotersOutgoing)+len(cs.LearnersNext)+len(cs.AutoPromote)+len(cs.Incarnations) == 0 && !cs.AutoLeave {
+		return nil
+	}
+	c, err := s.NewConfState()
+	if err != nil {
+		return err
+	}
+	return encodeConfState(c, cs)
+}
+
 func setUint64s(l capnp.UInt64List, v []uint64) {
 	for i, x := range v {
 		l.Set(i, x)
 	}
 }
 
-func encodeConfState(r schema.SnapshotChunk, cs raft.ConfState) error {
-	c, err := r.NewConfState()
-	if err != nil {
-		return err
-	}
+func encodeConfState(c schema.ConfState, cs *raft.ConfState) error {
 	c.SetAutoLeave(cs.AutoLeave)
 	lists := []struct {
 		v   []uint64
@@ -188,6 +254,7 @@ func encodeConfState(r schema.SnapshotChunk, cs raft.ConfState) error {
 		{cs.Learners, c.NewLearners},
 		{cs.VotersOutgoing, c.NewVotersOutgoing},
 		{cs.LearnersNext, c.NewLearnersNext},
+		{cs.AutoPromote, c.NewAutoPromote},
 	}
 	for _, x := range lists {
 		if len(x.v) == 0 {
@@ -198,13 +265,6 @@ func encodeConfState(r schema.SnapshotChunk, cs raft.ConfState) error {
 			return err
 		}
 		setUint64s(l, x.v)
-	}
-	if len(cs.AutoPromote) > 0 {
-		l, err := c.NewAutoPromote(int32(len(cs.AutoPromote)))
-		if err != nil {
-			return err
-		}
-		setUint64s(l, cs.AutoPromote)
 	}
 	return setIncarnations(c.NewIncarnations, cs.Incarnations)
 }
@@ -238,173 +298,6 @@ func readIncarnations(l schema.MemberIncarnation_List, err error) ([]raft.Member
 		incs[i] = raft.MemberIncarnation{ID: e.Id(), Incarnation: e.Incarnation()}
 	}
 	return incs, nil
-}
-
-func encodeSnap(p schema.InstallSnapshot_installSnapshot_Params, hd header, m raft.Message) error {
-	if m.Snapshot == nil {
-		return errNoSnapshot
-	}
-	r, err := newRequest(p.NewReq, hd)
-	if err != nil {
-		return err
-	}
-	r.SetTerm(m.Term)
-	r.SetLeaderId(m.From)
-	r.SetLastIncludedIndex(m.Snapshot.Index)
-	r.SetLastIncludedTerm(m.Snapshot.Term)
-	if err := encodeConfState(r, m.Snapshot.ConfState); err != nil {
-		return err
-	}
-	r.SetOffset(m.Offset)
-	r.SetDone(m.Done)
-	r.SetChecksum(uint64(m.Checksum))
-	if len(m.Data) > 0 {
-		return r.SetData(m.Data)
-	}
-	return nil
-}
-
-func encodeTimeoutNow(p schema.TimeoutNow_timeoutNow_Params, hd header, m raft.Message) error {
-	r, err := newRequest(p.NewReq, hd)
-	if err != nil {
-		return err
-	}
-	r.SetTerm(m.Term)
-	r.SetLeaderId(m.From)
-	return nil
-}
-
-func encodeReadIndex(p schema.ReadIndex_readIndex_Params, hd header, m raft.Message) error {
-	r, err := newRequest(p.NewReq, hd)
-	if err != nil {
-		return err
-	}
-	r.SetTerm(m.Term)
-	if len(m.Context) > 0 {
-		return r.SetContext(m.Context)
-	}
-	return nil
-}
-
-// --- requests: decode and validate (receiver) ---
-
-// readHeader reads and checks a request's header against the receiver's
-// cluster and id.
-func readHeader(h schema.PeerHeader, err error, cluster, local uint64) (header, error) {
-	if err != nil {
-		return header{}, fmt.Errorf("read peer header: %w", err)
-	}
-	hd := header{cluster: h.ClusterId(), from: h.From(), to: h.To(), inc: h.Incarnation()}
-	switch {
-	case hd.cluster != cluster:
-		return hd, fmt.Errorf("refused: message for cluster %d, this node is in cluster %d", hd.cluster, cluster)
-	case hd.to != local:
-		return hd, fmt.Errorf("refused: message for node %d reached node %d", hd.to, local)
-	case hd.from == 0 || hd.from == local:
-		return hd, fmt.Errorf("refused: invalid sender id %d", hd.from)
-	}
-	return hd, nil
-}
-
-// cloneBytes copies b (which aliases a message) or returns nil when empty.
-func cloneBytes(b []byte) []byte {
-	if len(b) == 0 {
-		return nil
-	}
-	return append([]byte(nil), b...)
-}
-
-func decodeVote(p schema.RequestVote_requestVote_Params, cluster, local uint64) (raft.Message, error) {
-	r, err := p.Req()
-	if err != nil {
-		return raft.Message{}, fmt.Errorf("read VoteRequest: %w", err)
-	}
-	h, err := r.Header()
-	hd, err := readHeader(h, err, cluster, local)
-	if err != nil {
-		return raft.Message{}, err
-	}
-	if r.CandidateId() != hd.from {
-		return raft.Message{}, fmt.Errorf("refused: vote request from %d names candidate %d", hd.from, r.CandidateId())
-	}
-	return raft.Message{
-		Type: raft.MsgVote, From: hd.from, To: hd.to, Term: r.Term(), Incarnation: hd.inc,
-		LastLogIndex: r.LastLogIndex(), LastLogTerm: r.LastLogTerm(),
-		PreVote: r.PreVote(), Transfer: r.LeaderTransfer(),
-	}, nil
-}
-
-func decodeAppend(p schema.AppendEntries_appendEntries_Params, cluster, local uint64) (raft.Message, error) {
-	r, err := p.Req()
-	if err != nil {
-		return raft.Message{}, fmt.Errorf("read AppendRequest: %w", err)
-	}
-	h, err := r.Header()
-	hd, err := readHeader(h, err, cluster, local)
-	if err != nil {
-		return raft.Message{}, err
-	}
-	if r.LeaderId() != hd.from {
-		return raft.Message{}, fmt.Errorf("refused: append from %d names leader %d", hd.from, r.LeaderId())
-	}
-	m := raft.Message{
-		Type: raft.MsgApp, From: hd.from, To: hd.to, Term: r.Term(), Incarnation: hd.inc,
-		Index: r.PrevLogIndex(), LogTerm: r.PrevLogTerm(), Commit: r.LeaderCommit(), Seq: r.Seq(),
-		ToIncarnation: r.ToIncarnation(),
-	}
-	if r.Heartbeat() {
-		m.Type = raft.MsgHeartbeat
-	}
-	if !r.HasEntries() {
-		return m, nil
-	}
-	list, err := r.Entries()
-	if err != nil {
-		return raft.Message{}, fmt.Errorf("read entries: %w", err)
-	}
-	n := list.Len()
-	if n == 0 {
-		return m, nil
-	}
-	if m.Type == raft.MsgHeartbeat {
-		return raft.Message{}, errors.New("refused: heartbeat with entries")
-	}
-	// One pass reads the entries (their data still aliasing the message),
-	// a second copies all the data into one buffer: the message is only
-	// valid until the handler returns, and the driver keeps the entries.
-	m.Entries = make([]raft.Entry, n)
-	total := 0
-	for i := 0; i < n; i++ {
-		le := list.At(i)
-		e := &m.Entries[i]
-		e.Index, e.Term = le.Index(), le.Term()
-		switch le.Type() {
-		case schema.EntryType_normal:
-			e.Type = raft.EntryNormal
-		case schema.EntryType_confChange:
-			e.Type = raft.EntryConfChange
-		default:
-			return raft.Message{}, fmt.Errorf("refused: entry %d has unknown type %d", e.Index, le.Type())
-		}
-		d, err := le.Data()
-		if err != nil {
-			return raft.Message{}, fmt.Errorf("read entry %d: %w", i, err)
-		}
-		e.Data = d
-		total += len(d)
-	}
-	buf := make([]byte, 0, total)
-	for i := range m.Entries {
-		e := &m.Entries[i]
-		if len(e.Data) == 0 {
-			e.Data = nil
-			continue
-		}
-		start := len(buf)
-		buf = append(buf, e.Data...)
-		e.Data = buf[start:len(buf):len(buf)]
-	}
-	return m, nil
 }
 
 func readUint64s(l capnp.UInt64List, err error) ([]uint64, error) {
@@ -446,188 +339,134 @@ func decodeConfState(c schema.ConfState) (raft.ConfState, error) {
 	return cs, nil
 }
 
-func decodeSnap(p schema.InstallSnapshot_installSnapshot_Params, cluster, local uint64) (raft.Message, error) {
-	r, err := p.Req()
-	if err != nil {
-		return raft.Message{}, fmt.Errorf("read SnapshotChunk: %w", err)
-	}
-	h, err := r.Header()
-	hd, err := readHeader(h, err, cluster, local)
-	if err != nil {
-		return raft.Message{}, err
-	}
-	if r.LeaderId() != hd.from {
-		return raft.Message{}, fmt.Errorf("refused: snapshot from %d names leader %d", hd.from, r.LeaderId())
-	}
-	c, err := r.ConfState()
-	if err != nil {
-		return raft.Message{}, fmt.Errorf("read snapshot configuration: %w", err)
-	}
-	cs, err := decodeConfState(c)
-	if err != nil {
-		return raft.Message{}, err
-	}
-	data, err := r.Data()
-	if err != nil {
-		return raft.Message{}, fmt.Errorf("read snapshot data: %w", err)
-	}
-	sum := r.Checksum()
-	if sum > math.MaxUint32 {
-		return raft.Message{}, fmt.Errorf("refused: snapshot checksum %#x is not a CRC-32C", sum)
-	}
-	return raft.Message{
-		Type: raft.MsgSnap, From: hd.from, To: hd.to, Term: r.Term(), Incarnation: hd.inc,
-		Snapshot: &raft.SnapshotMeta{Index: r.LastIncludedIndex(), Term: r.LastIncludedTerm(), ConfState: cs},
-		Offset:   r.Offset(), Data: cloneBytes(data), Done: r.Done(), Checksum: uint32(sum),
-	}, nil
+// decoder turns the messages of one send call into raft.Messages. Byte
+// fields alias the call's arguments, which are released when the call
+// returns, while the driver keeps the messages: decode reads every
+// message with its bytes still aliased and finish copies them all into
+// one buffer, one allocation per call.
+type decoder struct {
+	msgs  []raft.Message
+	bytes int
 }
 
-func decodeTimeoutNow(p schema.TimeoutNow_timeoutNow_Params, cluster, local uint64) (raft.Message, error) {
-	r, err := p.Req()
-	if err != nil {
-		return raft.Message{}, fmt.Errorf("read TimeoutNowRequest: %w", err)
+// decode appends the message read from w, checked against the stream's
+// header.
+func (d *decoder) decode(w schema.Message, hd header) error {
+	t, ok := raftTypes[w.Type()]
+	if !ok {
+		return fmt.Errorf("refused: unknown message type %d", w.Type())
 	}
-	h, err := r.Header()
-	hd, err := readHeader(h, err, cluster, local)
-	if err != nil {
-		return raft.Message{}, err
+	m := raft.Message{
+		Type: t, From: w.From(), To: w.To(), Term: w.Term(),
+		Incarnation: w.Incarnation(), ToIncarnation: w.ToIncarnation(),
+		LastLogIndex: w.LastLogIndex(), LastLogTerm: w.LastLogTerm(),
+		PreVote: w.PreVote(), Transfer: w.Transfer(), Granted: w.Granted(),
+		Index: w.Index(), LogTerm: w.LogTerm(), Commit: w.Commit(), Reject: w.Reject(),
+		ConflictIndex: w.ConflictIndex(), ConflictTerm: w.ConflictTerm(), LastIndex: w.LastIndex(),
+		Seq: w.Seq(), Offset: w.Offset(), Done: w.Done(), Checksum: w.Checksum(),
 	}
-	if r.LeaderId() != hd.from {
-		return raft.Message{}, fmt.Errorf("refused: timeoutNow from %d names leader %d", hd.from, r.LeaderId())
+	switch {
+	case m.From != hd.from:
+		return fmt.Errorf("refused: %s from node %d on node %d's stream", t, m.From, hd.from)
+	case m.To != hd.to:
+		return fmt.Errorf("refused: %s for node %d on a stream to node %d", t, m.To, hd.to)
+	case m.Incarnation != hd.inc:
+		return fmt.Errorf("refused: %s from storage incarnation %016x on a stream opened by incarnation %016x", t, m.Incarnation, hd.inc)
 	}
-	return raft.Message{Type: raft.MsgTimeoutNow, From: hd.from, To: hd.to, Term: r.Term(), Incarnation: hd.inc}, nil
-}
-
-func decodeReadIndex(p schema.ReadIndex_readIndex_Params, cluster, local uint64) (raft.Message, error) {
-	r, err := p.Req()
-	if err != nil {
-		return raft.Message{}, fmt.Errorf("read ReadIndexRequest: %w", err)
+	if w.HasEntries() {
+		if err := d.decodeEntries(w, &m); err != nil {
+			return err
+		}
 	}
-	h, err := r.Header()
-	hd, err := readHeader(h, err, cluster, local)
-	if err != nil {
-		return raft.Message{}, err
-	}
-	ctx, err := r.Context()
-	if err != nil {
-		return raft.Message{}, fmt.Errorf("read read-index context: %w", err)
-	}
-	return raft.Message{Type: raft.MsgReadIndex, From: hd.from, To: hd.to, Term: r.Term(), Incarnation: hd.inc, Context: cloneBytes(ctx)}, nil
-}
-
-// --- responses: encode (receiver) ---
-
-func encodeVoteResp(res schema.RequestVote_requestVote_Results, m raft.Message, ok bool) error {
-	r, err := res.NewResp()
-	if err != nil || !ok {
-		return err
-	}
-	r.SetTerm(m.Term)
-	r.SetVoteGranted(m.Granted)
-	r.SetPreVote(m.PreVote)
-	r.SetIncarnation(m.Incarnation)
-	return nil
-}
-
-func encodeAppendResp(res schema.AppendEntries_appendEntries_Results, m raft.Message, ok bool) error {
-	r, err := res.NewResp()
-	if err != nil || !ok {
-		return err
-	}
-	r.SetTerm(m.Term)
-	r.SetSuccess(!m.Reject)
-	r.SetIndex(m.Index)
-	r.SetLastIndex(m.LastIndex)
-	r.SetConflictIndex(m.ConflictIndex)
-	r.SetConflictTerm(m.ConflictTerm)
-	r.SetSeq(m.Seq)
-	r.SetIncarnation(m.Incarnation)
-	return nil
-}
-
-func encodeSnapResp(res schema.InstallSnapshot_installSnapshot_Results, m raft.Message, ok bool) error {
-	r, err := res.NewResp()
-	if err != nil || !ok {
-		return err
-	}
-	r.SetTerm(m.Term)
-	r.SetIncarnation(m.Incarnation)
-	if m.Type == raft.MsgAppResp {
-		r.SetInstalled(true)
-		r.SetIndex(m.Index)
-		return nil
-	}
-	r.SetNextOffset(m.Offset)
-	return nil
-}
-
-func encodeReadIndexResp(res schema.ReadIndex_readIndex_Results, m raft.Message, ok bool) error {
-	r, err := res.NewResp()
-	if err != nil || !ok {
-		return err
-	}
-	r.SetTerm(m.Term)
-	r.SetIndex(m.Index)
-	r.SetIncarnation(m.Incarnation)
-	if len(m.Context) > 0 {
-		return r.SetContext(m.Context)
-	}
-	return nil
-}
-
-// --- responses: decode (sender) ---
-
-// decodeResponse converts the results of the call that carried req. ok is
-// false for a "no response" answer (term 0) and for TimeoutNow.
-func decodeResponse(req raft.Message, results capnp.Struct) (m raft.Message, ok bool, err error) {
-	m = raft.Message{From: req.To, To: req.From}
-	switch req.Type {
-	case raft.MsgVote:
-		r, err := schema.RequestVote_requestVote_Results(results).Resp()
+	if w.HasSnapshot() {
+		s, err := w.Snapshot()
 		if err != nil {
-			return m, false, fmt.Errorf("read VoteResponse: %w", err)
+			return fmt.Errorf("read snapshot metadata: %w", err)
 		}
-		m.Type, m.Term, m.Granted, m.PreVote = raft.MsgVoteResp, r.Term(), r.VoteGranted(), r.PreVote()
-		m.Incarnation = r.Incarnation()
-	case raft.MsgApp, raft.MsgHeartbeat:
-		r, err := schema.AppendEntries_appendEntries_Results(results).Resp()
-		if err != nil {
-			return m, false, fmt.Errorf("read AppendResponse: %w", err)
-		}
-		m.Type = raft.MsgAppResp
-		if req.Type == raft.MsgHeartbeat {
-			m.Type = raft.MsgHeartbeatResp
-		}
-		m.Term, m.Reject, m.Index, m.LastIndex = r.Term(), !r.Success(), r.Index(), r.LastIndex()
-		m.ConflictIndex, m.ConflictTerm, m.Seq = r.ConflictIndex(), r.ConflictTerm(), r.Seq()
-		m.Incarnation = r.Incarnation()
-	case raft.MsgSnap:
-		r, err := schema.InstallSnapshot_installSnapshot_Results(results).Resp()
-		if err != nil {
-			return m, false, fmt.Errorf("read SnapshotResponse: %w", err)
-		}
-		m.Term, m.Incarnation = r.Term(), r.Incarnation()
-		if r.Installed() {
-			m.Type, m.Index = raft.MsgAppResp, r.Index()
-		} else {
-			m.Type, m.Offset = raft.MsgSnapResp, r.NextOffset()
-			if req.Snapshot != nil {
-				m.Snapshot = &raft.SnapshotMeta{Index: req.Snapshot.Index, Term: req.Snapshot.Term}
+		meta := &raft.SnapshotMeta{Index: s.Index(), Term: s.Term()}
+		if s.HasConfState() {
+			c, err := s.ConfState()
+			if err != nil {
+				return fmt.Errorf("read snapshot configuration: %w", err)
+			}
+			if meta.ConfState, err = decodeConfState(c); err != nil {
+				return err
 			}
 		}
-	case raft.MsgReadIndex:
-		r, err := schema.ReadIndex_readIndex_Results(results).Resp()
-		if err != nil {
-			return m, false, fmt.Errorf("read ReadIndexResponse: %w", err)
-		}
-		ctx, err := r.Context()
-		if err != nil {
-			return m, false, fmt.Errorf("read read-index context: %w", err)
-		}
-		m.Type, m.Term, m.Index, m.Context = raft.MsgReadIndexResp, r.Term(), r.Index(), cloneBytes(ctx)
-		m.Incarnation = r.Incarnation()
-	default:
-		return m, false, nil
+		m.Snapshot = meta
+	} else if t == raft.MsgSnap {
+		return fmt.Errorf("refused: %w", errNoSnapshot)
 	}
-	return m, m.Term != 0, nil
+	var err error
+	if m.Data, err = w.Data(); err != nil {
+		return fmt.Errorf("read data: %w", err)
+	}
+	if m.Context, err = w.Context(); err != nil {
+		return fmt.Errorf("read context: %w", err)
+	}
+	d.bytes += len(m.Data) + len(m.Context)
+	d.msgs = append(d.msgs, m)
+	return nil
+}
+
+func (d *decoder) decodeEntries(w schema.Message, m *raft.Message) error {
+	list, err := w.Entries()
+	if err != nil {
+		return fmt.Errorf("read entries: %w", err)
+	}
+	n := list.Len()
+	if n == 0 {
+		return nil
+	}
+	if m.Type == raft.MsgHeartbeat {
+		return errors.New("refused: heartbeat with entries")
+	}
+	m.Entries = make([]raft.Entry, n)
+	for i := 0; i < n; i++ {
+		le := list.At(i)
+		e := &m.Entries[i]
+		e.Index, e.Term = le.Index(), le.Term()
+		switch le.Type() {
+		case schema.EntryType_normal:
+			e.Type = raft.EntryNormal
+		case schema.EntryType_confChange:
+			e.Type = raft.EntryConfChange
+		default:
+			return fmt.Errorf("refused: entry %d has unknown type %d", e.Index, le.Type())
+		}
+		if e.Data, err = le.Data(); err != nil {
+			return fmt.Errorf("read entry %d: %w", i, err)
+		}
+		d.bytes += len(e.Data)
+	}
+	return nil
+}
+
+// finish copies every byte field out of the call's arguments and returns
+// the messages.
+func (d *decoder) finish() []raft.Message {
+	buf := make([]byte, 0, d.bytes)
+	keep := func(b []byte) []byte {
+		if len(b) == 0 {
+			return nil
+		}
+		start := len(buf)
+		buf = append(buf, b...)
+		return buf[start:len(buf):len(buf)]
+	}
+	for i := range d.msgs {
+		m := &d.msgs[i]
+		m.Data, m.Context = keep(m.Data), keep(m.Context)
+		for j := range m.Entries {
+			m.Entries[j].Data = keep(m.Entries[j].Data)
+		}
+	}
+	return d.msgs
+}
+
+// NotMember is a peer's word that its configuration, as of its applied
+// Index, does not include this node (schema NotMember).
+type NotMember struct {
+	// Index is the peer's applied index and Term its term.
+	Index, Term uint64
 }

@@ -41,6 +41,7 @@ type Discoverer interface {
 // restMethods returns the servers of the capability's blocking methods.
 func (s *raftServer) restMethods() map[string]func(context.Context, *server.Call) error {
 	return map[string]func(context.Context, *server.Call) error{
+		"open":     s.open,
 		"discover": s.discover,
 		"kv":       s.forwardKV,
 		"admin":    s.forwardAdmin,
@@ -52,7 +53,7 @@ func (s *raftServer) discover(ctx context.Context, c *server.Call) error {
 	call := schema.Discover_discover{Call: c}
 	req, err := call.Args().Req()
 	if err != nil {
-		return s.refuse("discover", fmt.Errorf("read DiscoverRequest: %w", err))
+		return s.refuse("discover", 0, fmt.Errorf("read DiscoverRequest: %w", err))
 	}
 	h, err := req.Header()
 	hd, err := readHeader(h, err, s.cfg.ClusterID, s.cfg.LocalID)
@@ -60,11 +61,11 @@ func (s *raftServer) discover(ctx context.Context, c *server.Call) error {
 		err = s.checkSender(hd.from)
 	}
 	if err != nil {
-		return s.refuse("discover", err)
+		return s.refuse("discover", hd.from, err)
 	}
 	d, ok := s.cfg.Handler.(Discoverer)
 	if !ok {
-		return s.refuse("discover", fmt.Errorf("this node does not answer discover"))
+		return s.refuse("discover", hd.from, fmt.Errorf("this node does not answer discover"))
 	}
 	info, err := d.Discover(ctx, hd.from, hd.inc)
 	if err != nil {

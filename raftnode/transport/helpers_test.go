@@ -38,83 +38,45 @@ func testSeed(t testing.TB) uint64 {
 
 const testCluster = 7
 
-// fakeHandler plays a node's driver: it records what arrives and answers
-// with respond. It implements Deliverer (strict order); plainHandler
-// hides that.
+// fakeHandler plays a node's driver: it records what arrives, in arrival
+// order, and says the messages were taken from a goroutine of its own,
+// after hold is closed (if set) and delay.
 type fakeHandler struct {
 	mu          sync.Mutex
 	got         []raft.Message
-	cur, maxCur int           // messages enqueued and not yet answered
-	delay       time.Duration // before answering
-	hold        chan struct{} // if non-nil, answers wait until it is closed
-	respond     func(m raft.Message) (raft.Message, bool)
+	cur, maxCur int           // send calls delivered and not yet taken
+	delay       time.Duration // before taking
+	hold        chan struct{} // if non-nil, taking waits until it is closed
+	notMember   *NotMember    // said of every call, if set
+	onTaken     func(msgs []raft.Message)
 }
 
-func newFakeHandler() *fakeHandler { return &fakeHandler{respond: defaultRespond} }
+func newFakeHandler() *fakeHandler { return &fakeHandler{} }
 
-// defaultRespond answers every request as a cooperative follower would.
-func defaultRespond(m raft.Message) (raft.Message, bool) {
-	r := raft.Message{From: m.To, To: m.From, Term: m.Term}
-	switch m.Type {
-	case raft.MsgVote:
-		r.Type, r.Granted, r.PreVote = raft.MsgVoteResp, true, m.PreVote
-	case raft.MsgApp:
-		r.Type, r.Index = raft.MsgAppResp, m.Index+uint64(len(m.Entries))
-	case raft.MsgHeartbeat:
-		r.Type, r.Seq = raft.MsgHeartbeatResp, m.Seq
-	case raft.MsgSnap:
-		if m.Done {
-			r.Type, r.Index = raft.MsgAppResp, m.Snapshot.Index
-		} else {
-			r.Type, r.Offset = raft.MsgSnapResp, m.Offset+uint64(len(m.Data))
-			r.Snapshot = &raft.SnapshotMeta{Index: m.Snapshot.Index, Term: m.Snapshot.Term}
-		}
-	case raft.MsgReadIndex:
-		r.Type, r.Term, r.Index, r.Context = raft.MsgReadIndexResp, 3, 42, m.Context
-	default:
-		return raft.Message{}, false
-	}
-	return r, true
-}
-
-// enqueue records m and returns the wait for its answer.
-func (h *fakeHandler) enqueue(m raft.Message) func(context.Context) (raft.Message, bool, error) {
+// Deliver records msgs at once (so the order is the arrival order) and
+// takes them from a goroutine of its own, as a driver's loop would.
+func (h *fakeHandler) Deliver(msgs []raft.Message, done func(*NotMember, error)) {
 	h.mu.Lock()
-	h.got = append(h.got, m)
+	h.got = append(h.got, msgs...)
 	h.cur++
 	h.maxCur = max(h.maxCur, h.cur)
-	hold := h.hold
+	hold, delay, nm, onTaken := h.hold, h.delay, h.notMember, h.onTaken
 	h.mu.Unlock()
-	return func(ctx context.Context) (raft.Message, bool, error) {
-		defer func() {
-			h.mu.Lock()
-			h.cur--
-			h.mu.Unlock()
-		}()
+	go func() {
 		if hold != nil {
-			select {
-			case <-hold:
-			case <-ctx.Done():
-				return raft.Message{}, false, ctx.Err()
-			}
+			<-hold
 		}
-		if h.delay > 0 {
-			time.Sleep(h.delay) // simulated fsync
+		if delay > 0 {
+			time.Sleep(delay) // simulated work of the loop
 		}
-		r, ok := h.respond(m)
-		return r, ok, nil
-	}
-}
-
-// Deliver records m at once (so the order is the arrival order) and
-// answers from a goroutine of its own, as a driver's loop would.
-func (h *fakeHandler) Deliver(m raft.Message, reply func(raft.Message, bool, error)) {
-	wait := h.enqueue(m)
-	go func() { reply(wait(context.Background())) }()
-}
-
-func (h *fakeHandler) Handle(ctx context.Context, m raft.Message) (raft.Message, bool, error) {
-	return h.enqueue(m)(ctx)
+		h.mu.Lock()
+		h.cur--
+		h.mu.Unlock()
+		if onTaken != nil {
+			onTaken(msgs)
+		}
+		done(nm, nil)
+	}()
 }
 
 func (h *fakeHandler) received() []raft.Message {
@@ -129,11 +91,17 @@ func (h *fakeHandler) count() int {
 	return len(h.got)
 }
 
-// plainHandler hides Deliver, leaving only Handle.
-type plainHandler struct{ h *fakeHandler }
-
-func (p plainHandler) Handle(ctx context.Context, m raft.Message) (raft.Message, bool, error) {
-	return p.h.Handle(ctx, m)
+// countType counts the messages of type typ received.
+func (h *fakeHandler) countType(typ raft.MessageType) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, m := range h.got {
+		if m.Type == typ {
+			n++
+		}
+	}
+	return n
 }
 
 // testNode is a node's bootstrap capability serving only raft and info.
@@ -183,8 +151,10 @@ type peerServer struct {
 	addr    string
 	// maxInFlight is ServerConfig.MaxInFlight.
 	maxInFlight int
-	srv         *rpc.Server
-	served      chan error
+	// peerID is ServerConfig.PeerID: the member the connections proved.
+	peerID uint64
+	srv    *rpc.Server
+	served chan error
 }
 
 // startPeer serves node id (cluster testCluster) with handler h on a free
@@ -226,7 +196,7 @@ func (ps *peerServer) start(addr string) {
 	ps.srv = rpc.NewServer(rpc.Config{
 		Logger: log,
 		Bootstrap: func(conn *rpc.ConnInfo) capnp.Client {
-			n := &testNode{id: ps.id, conn: conn, cfg: ServerConfig{ClusterID: ps.cluster, LocalID: ps.id, Handler: ps.h, Logger: log, MaxInFlight: ps.maxInFlight}}
+			n := &testNode{id: ps.id, conn: conn, cfg: ServerConfig{ClusterID: ps.cluster, LocalID: ps.id, Handler: ps.h, Logger: log, MaxInFlight: ps.maxInFlight, PeerID: ps.peerID}}
 			return capnp.Client(schema.Node_ServerToClient(n))
 		},
 	})
@@ -246,20 +216,14 @@ func (ps *peerServer) stop() {
 	ps.srv = nil
 }
 
-// recorder collects what a Transport delivers and reports.
+// recorder collects what a Transport reports.
 type recorder struct {
 	mu          sync.Mutex
-	delivered   []raft.Message
 	unreachable map[uint64]int
+	notMember   []NotMember
 }
 
 func newRecorder() *recorder { return &recorder{unreachable: make(map[uint64]int)} }
-
-func (r *recorder) deliver(m raft.Message) {
-	r.mu.Lock()
-	r.delivered = append(r.delivered, m)
-	r.mu.Unlock()
-}
 
 func (r *recorder) unreach(id uint64) {
 	r.mu.Lock()
@@ -267,16 +231,10 @@ func (r *recorder) unreach(id uint64) {
 	r.mu.Unlock()
 }
 
-func (r *recorder) numDelivered() int {
+func (r *recorder) notMemberOf(_ uint64, nm NotMember) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.delivered)
-}
-
-func (r *recorder) msgs() []raft.Message {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]raft.Message(nil), r.delivered...)
+	r.notMember = append(r.notMember, nm)
+	r.mu.Unlock()
 }
 
 func (r *recorder) numUnreachable(id uint64) int {
@@ -285,14 +243,24 @@ func (r *recorder) numUnreachable(id uint64) int {
 	return r.unreachable[id]
 }
 
+func (r *recorder) notMembers() []NotMember {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]NotMember(nil), r.notMember...)
+}
+
+// testIncarnation is node 1's storage incarnation in these tests.
+const testIncarnation = 0x1111
+
 // newTestTransport returns a transport for node 1 of testCluster wired to
 // rec; mod adjusts the config. It is closed when the test ends.
 func newTestTransport(t testing.TB, rec *recorder, mod func(*Config)) *Transport {
 	cfg := Config{
 		ClusterID:   testCluster,
 		LocalID:     1,
-		Deliver:     rec.deliver,
+		Incarnation: testIncarnation,
 		Unreachable: rec.unreach,
+		NotMember:   rec.notMemberOf,
 		Logger:      rpctest.Logger(t).Named("transport"),
 		BackoffMin:  5 * time.Millisecond,
 		BackoffMax:  50 * time.Millisecond,
@@ -309,7 +277,7 @@ func newTestTransport(t testing.TB, rec *recorder, mod func(*Config)) *Transport
 // appMsg is a MsgApp from node 1 to `to` with n entries of size bytes,
 // following index prev.
 func appMsg(to, prev uint64, n, size int, rng *rand.Rand) raft.Message {
-	m := raft.Message{Type: raft.MsgApp, From: 1, To: to, Term: 2, Index: prev, LogTerm: 2, Commit: prev}
+	m := raft.Message{Type: raft.MsgApp, From: 1, To: to, Term: 2, Index: prev, LogTerm: 2, Commit: prev, Incarnation: testIncarnation}
 	for i := 0; i < n; i++ {
 		d := make([]byte, size)
 		if rng != nil {
@@ -321,13 +289,6 @@ func appMsg(to, prev uint64, n, size int, rng *rand.Rand) raft.Message {
 	}
 	return m
 }
-
-type capnpStruct = capnp.Struct
-
-// futureOf adapts a *capnp.Future to a Struct() accessor.
-type futureOf struct{ f *capnp.Future }
-
-func (f futureOf) Struct() (capnp.Struct, error) { return f.f.Struct() }
 
 func rpcDialConfig(t testing.TB) rpc.DialConfig {
 	return rpc.DialConfig{Logger: rpctest.Logger(t)}

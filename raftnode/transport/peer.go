@@ -43,12 +43,70 @@ func msgSize(m *raft.Message) int64 {
 	return n
 }
 
-// peer is the sending side towards one node: a bounded queue and the
-// goroutine (run) that owns the connection.
+// peer is the sending side towards one node: one lane per Lane.
 type peer struct {
-	t   *Transport
-	id  uint64
-	log hclog.Logger
+	lanes [numLanes]*lane
+}
+
+func newPeer(t *Transport, id uint64, addr string) *peer {
+	p := &peer{}
+	for l := range p.lanes {
+		p.lanes[l] = newLane(t, id, Lane(l), addr)
+	}
+	return p
+}
+
+// start starts each lane's goroutine.
+func (p *peer) start() {
+	for _, l := range p.lanes {
+		go l.run()
+	}
+}
+
+func (p *peer) setAddr(addr string) {
+	for _, l := range p.lanes {
+		l.setAddr(addr)
+	}
+}
+
+// stopAndWait stops every lane and waits for their goroutines.
+func (p *peer) stopAndWait() {
+	for _, l := range p.lanes {
+		l.stopAsync()
+	}
+	for _, l := range p.lanes {
+		l.stopAndWait()
+	}
+}
+
+func (p *peer) stats() PeerStats {
+	st := PeerStats{Known: true}
+	st.Connected = true
+	for i, l := range p.lanes {
+		ls, addr := l.stats()
+		st.Addr = addr
+		st.Lanes[i] = ls
+		st.Queued += ls.Queued
+		st.QueuedBytes += ls.QueuedBytes
+		st.InFlight += ls.InFlight
+		st.Connected = st.Connected && ls.Connected
+		st.Dials += ls.Dials
+		st.Failures += ls.Failures
+		st.Calls += ls.Calls
+		st.Sent += ls.Sent
+		st.Delivered += ls.Delivered
+		st.Dropped += ls.Dropped
+	}
+	return st
+}
+
+// lane is the sending side of one lane towards one node: a bounded queue
+// and the goroutine (run) that owns the lane's connection and stream.
+type lane struct {
+	t    *Transport
+	id   uint64
+	kind Lane
+	log  hclog.Logger
 
 	wake chan struct{} // messages queued or overflow to report (capacity 1)
 	kick chan struct{} // Node wants a connection now (capacity 1)
@@ -68,14 +126,15 @@ type peer struct {
 	cc            *rpc.ClientConn // the live connection, nil when down
 	rc            schema.Raft     // the peer's Raft capability on cc
 	changed       chan struct{}   // closed and replaced whenever cc changes
-	st            PeerStats       // counters (queue fields are computed)
+	st            LaneStats       // counters (queue fields are computed)
 }
 
-func newPeer(t *Transport, id uint64, addr string) *peer {
-	return &peer{
+func newLane(t *Transport, id uint64, kind Lane, addr string) *lane {
+	return &lane{
 		t:       t,
 		id:      id,
-		log:     t.log.With("peer", id),
+		kind:    kind,
+		log:     t.log.With("peer", id, "lane", kind.String()),
 		wake:    make(chan struct{}, 1),
 		kick:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
@@ -95,7 +154,7 @@ func signal(ch chan struct{}) {
 // enqueue adds m to the queue, or drops it if the queue is full (a single
 // message larger than MaxQueueBytes is accepted into an empty queue, so
 // that it can be sent at all).
-func (p *peer) enqueue(m raft.Message) {
+func (p *lane) enqueue(m raft.Message) {
 	size := msgSize(&m)
 	cfg := &p.t.cfg
 	p.mu.Lock()
@@ -117,30 +176,9 @@ func (p *peer) enqueue(m raft.Message) {
 	signal(p.wake)
 }
 
-// pop removes the oldest queued message.
-func (p *peer) pop() (queued, bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.qhead == len(p.queue) {
-		return queued{}, false
-	}
-	q := p.queue[p.qhead]
-	p.queue[p.qhead] = queued{}
-	p.qhead++
-	p.qbytes -= q.size
-	if p.qhead == len(p.queue) {
-		p.queue, p.qhead = p.queue[:0], 0
-	} else if p.qhead >= 1024 && p.qhead*2 >= len(p.queue) {
-		n := copy(p.queue, p.queue[p.qhead:])
-		clear(p.queue[n:])
-		p.queue, p.qhead = p.queue[:n], 0
-	}
-	return q, true
-}
-
 // dropQueue drops every queued message (they are older than the failure
 // being handled; Raft retransmits) and returns how many there were.
-func (p *peer) dropQueue() int {
+func (p *lane) dropQueue() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n := len(p.queue) - p.qhead
@@ -151,7 +189,7 @@ func (p *peer) dropQueue() int {
 
 // takeOverflow reports (once) whether messages were dropped for lack of
 // room since the last call.
-func (p *peer) takeOverflow() bool {
+func (p *lane) takeOverflow() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	o := p.overflow
@@ -163,7 +201,7 @@ func (p *peer) takeOverflow() bool {
 // BackoffMin: a driver that keeps sending to a stalled peer would
 // otherwise get a report per Send. Drops within the interval are reported
 // with the next wake after it.
-func (p *peer) reportOverflow() {
+func (p *lane) reportOverflow() {
 	if time.Since(p.lastOverflowReport) < p.cfg().BackoffMin {
 		return
 	}
@@ -173,7 +211,7 @@ func (p *peer) reportOverflow() {
 	}
 }
 
-func (p *peer) setAddr(addr string) {
+func (p *lane) setAddr(addr string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.addr == addr {
@@ -186,8 +224,10 @@ func (p *peer) setAddr(addr string) {
 	}
 }
 
-func (p *peer) stopAndWait() {
+// stopAsync stops the lane without waiting for its goroutine.
+func (p *lane) stopAsync() {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	if !p.stopped {
 		p.stopped = true
 		close(p.stop)
@@ -195,13 +235,16 @@ func (p *peer) stopAndWait() {
 			p.cancelAttempt()
 		}
 	}
-	p.mu.Unlock()
+}
+
+func (p *lane) stopAndWait() {
+	p.stopAsync()
 	<-p.done
 }
 
 // beginAttempt returns the address to dial and a context that ends with
 // the attempt, or ok=false if the peer is stopped.
-func (p *peer) beginAttempt() (ctx context.Context, addr string, ok bool) {
+func (p *lane) beginAttempt() (ctx context.Context, addr string, ok bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.stopped {
@@ -215,7 +258,7 @@ func (p *peer) beginAttempt() (ctx context.Context, addr string, ok bool) {
 
 // endAttempt cancels the attempt's context and reports why it ended: the
 // peer stopped, its address changed, or err.
-func (p *peer) endAttempt(addr string, err error) error {
+func (p *lane) endAttempt(addr string, err error) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.cancelAttempt()
@@ -231,7 +274,7 @@ func (p *peer) endAttempt(addr string, err error) error {
 
 // setConn publishes (or, with nil, withdraws) the live connection and
 // the peer's Raft capability on it (borrowed: serve owns it).
-func (p *peer) setConn(cc *rpc.ClientConn, rc schema.Raft) {
+func (p *lane) setConn(cc *rpc.ClientConn, rc schema.Raft) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.cc, p.rc = cc, rc
@@ -240,26 +283,24 @@ func (p *peer) setConn(cc *rpc.ClientConn, rc schema.Raft) {
 	p.changed = make(chan struct{})
 }
 
-func (p *peer) count(f func(st *PeerStats)) {
+func (p *lane) count(f func(st *LaneStats)) {
 	p.mu.Lock()
 	f(&p.st)
 	p.mu.Unlock()
 }
 
-func (p *peer) stats() PeerStats {
+func (p *lane) stats() (LaneStats, string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	st := p.st
-	st.Known = true
-	st.Addr = p.addr
 	st.Queued = len(p.queue) - p.qhead
 	st.QueuedBytes = p.qbytes
-	return st
+	return st, p.addr
 }
 
 // raft returns the peer's Raft capability on the live connection,
 // waiting for one.
-func (p *peer) raft(ctx context.Context) (schema.Raft, error) {
+func (p *lane) raft(ctx context.Context) (schema.Raft, error) {
 	for {
 		p.mu.Lock()
 		if p.stopped {
@@ -286,7 +327,7 @@ func (p *peer) raft(ctx context.Context) (schema.Raft, error) {
 
 // run owns the peer's connection: it dials, serves the connection until it
 // fails, and reconnects with backoff, until the peer is stopped.
-func (p *peer) run() {
+func (p *lane) run() {
 	defer close(p.done)
 	cfg := &p.t.cfg
 	up := false     // the last state logged at Info was "connected"
@@ -298,14 +339,14 @@ func (p *peer) run() {
 			return
 		}
 		served := false
-		cc, rc, err := p.connect(ctx, addr)
+		cc, rc, ps, err := p.connect(ctx, addr)
 		if err == nil {
 			if !up {
 				p.log.Info("connected to peer", "addr", addr)
 			}
 			up, logged = true, true
 			p.setConn(cc, rc)
-			served, err = p.serve(ctx, cc, rc)
+			served, err = p.serve(ctx, cc, rc, ps)
 		}
 		err = p.endAttempt(addr, err)
 		if served {
@@ -324,7 +365,7 @@ func (p *peer) run() {
 			up = false
 			continue
 		}
-		p.count(func(st *PeerStats) { st.Failures++ })
+		p.count(func(st *LaneStats) { st.Failures++ })
 		dropped := p.dropQueue()
 		p.takeOverflow()
 		cfg.Unreachable(p.id)
@@ -344,12 +385,12 @@ func (p *peer) run() {
 	}
 }
 
-func (p *peer) cfg() *Config { return &p.t.cfg }
+func (p *lane) cfg() *Config { return &p.t.cfg }
 
 // backoff waits before the next attempt: full jitter over an exponential
 // bound. A Node call waiting for a connection shortens it to BackoffMin.
 // It returns false if the peer was stopped.
-func (p *peer) backoff(failures int) bool {
+func (p *lane) backoff(failures int) bool {
 	cfg := p.cfg()
 	bound := cfg.BackoffMin
 	for i := 1; i < failures && bound < cfg.BackoffMax; i++ {
@@ -389,11 +430,12 @@ func (p *peer) backoff(failures int) bool {
 	}
 }
 
-// connect dials addr, proves this node a member (Config.Authenticate)
-// and obtains the peer's Raft capability, waiting until the peer has
-// answered (which also avoids go-capnp's trouble with calls pipelined on
-// an unresolved capability whose server uses call.Go).
-func (p *peer) connect(ctx context.Context, addr string) (*rpc.ClientConn, schema.Raft, error) {
+// connect dials addr, proves this node a member (Config.Authenticate),
+// obtains the peer's Raft capability and opens this lane's stream,
+// waiting until the peer has answered each step (which also avoids
+// go-capnp's trouble with calls pipelined on an unresolved capability
+// whose server uses call.Go).
+func (p *lane) connect(ctx context.Context, addr string) (*rpc.ClientConn, schema.Raft, schema.PeerStream, error) {
 	timeout := p.cfg().Dial.Timeout
 	if timeout <= 0 {
 		timeout = rpc.DefaultDialTimeout
@@ -406,28 +448,48 @@ func (p *peer) connect(ctx context.Context, addr string) (*rpc.ClientConn, schem
 	}
 	cc, err := rpc.Dial(dctx, addr, dial)
 	if err != nil {
-		return nil, schema.Raft{}, err
+		return nil, schema.Raft{}, schema.PeerStream{}, err
+	}
+	fail := func(err error) (*rpc.ClientConn, schema.Raft, schema.PeerStream, error) {
+		// Close first: releasing a question the peer never answered
+		// blocks on a live connection.
+		cc.Close()
+		return nil, schema.Raft{}, schema.PeerStream{}, err
 	}
 	node := cc.Node()
 	if auth := p.cfg().Authenticate; auth != nil {
 		if node, err = auth(dctx, p.id, node); err != nil {
-			cc.Close()
-			return nil, schema.Raft{}, fmt.Errorf("authenticate to %s: %w", addr, err)
+			return fail(fmt.Errorf("authenticate to %s: %w", addr, err))
 		}
 		defer node.Release()
 	}
 	f, release := node.Raft(dctx, nil)
 	res, err := f.Struct()
 	if err != nil {
-		// Close first: releasing a question the peer never answered
-		// blocks on a live connection.
-		cc.Close()
-		release()
-		return nil, schema.Raft{}, fmt.Errorf("obtain Raft capability from %s: %w", addr, err)
+		defer release()
+		return fail(fmt.Errorf("obtain Raft capability from %s: %w", addr, err))
 	}
 	rc := res.Raft().AddRef()
 	release()
-	return cc, rc, nil
+	cfg := p.cfg()
+	of, orelease := rc.Open(dctx, func(ps schema.Raft_open_Params) error {
+		h, err := ps.NewHeader()
+		if err != nil {
+			return err
+		}
+		setHeader(h, header{cluster: cfg.ClusterID, from: cfg.LocalID, to: p.id, inc: cfg.Incarnation})
+		ps.SetLane(p.kind.wire())
+		return nil
+	})
+	ores, err := of.Struct()
+	if err != nil {
+		defer rc.Release()
+		defer orelease()
+		return fail(fmt.Errorf("open the %s stream to %s: %w", p.kind, addr, err))
+	}
+	ps := ores.Stream().AddRef()
+	orelease()
+	return cc, rc, ps, nil
 }
 
 // expectNode returns cfg checking, after the usual verification, that a
@@ -458,30 +520,32 @@ func expectNode(cfg *tls.Config, id uint64) *tls.Config {
 	return cfg
 }
 
-// call is one request in flight.
+// call is one send call (or keepalive probe) in flight.
 type call struct {
-	m        raft.Message
+	n        int              // messages carried
+	first    raft.MessageType // the first one's type, for errors
 	fut      *capnp.Future
 	release  capnp.ReleaseFunc
 	sent     time.Time
 	released bool
-	probe    bool // a keepalive probe (Node.info), not a Raft message
+	probe    bool // a keepalive probe (Node.info), not a send
 }
 
-// serve sends the queued messages on the connection, up to Window calls
-// in flight, and delivers the replies, until the connection fails or ctx
-// ends. served reports whether any reply arrived.
+// serve sends the queued messages on the stream, batched into send calls
+// with up to Window calls in flight, until the connection fails or ctx
+// ends. served reports whether any call returned.
 //
-// Replies are taken in send order by waiting on the oldest call alone: the
-// peer answers the calls of one capability in the order they arrive, so
+// Calls are completed in send order by waiting on the oldest alone: the
+// peer answers the calls of one stream in the order they arrive, so
 // nothing is gained by watching the others, and not spawning a waiter per
-// call saves a goroutine and a hand-off on every reply.
-func (p *peer) serve(ctx context.Context, cc *rpc.ClientConn, rc schema.Raft) (served bool, err error) {
+// call saves a goroutine and a hand-off on every call.
+func (p *lane) serve(ctx context.Context, cc *rpc.ClientConn, rc schema.Raft, ps schema.PeerStream) (served bool, err error) {
 	cfg := p.cfg()
 	var (
 		pending  []*call // in send order; completed ones are removed from the front
 		lastCall = time.Now()
 		probing  bool
+		batch    []raft.Message // reused between calls
 	)
 	defer func() {
 		p.setConn(nil, schema.Raft{})
@@ -494,31 +558,34 @@ func (p *peer) serve(ctx context.Context, cc *rpc.ClientConn, rc schema.Raft) (s
 				c.release()
 			}
 		}
+		ps.Release()
 		rc.Release()
-		p.count(func(st *PeerStats) { st.InFlight = 0 })
+		p.count(func(st *LaneStats) { st.InFlight = 0 })
 	}()
 	start := func(c *call) {
 		c.sent = time.Now()
 		lastCall = c.sent
 		pending = append(pending, c)
 	}
+	limit := p.maxWireSize()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
 		for len(pending) < cfg.Window {
-			q, ok := p.pop()
-			if !ok {
+			batch = p.popBatch(batch[:0], limit)
+			if len(batch) == 0 {
 				break
 			}
-			c, err := p.issue(rc, q.m)
+			c, err := p.issue(ps, batch)
+			clear(batch)
 			if err != nil {
-				p.count(func(st *PeerStats) { st.Dropped++ })
-				p.log.Warn("dropping message that cannot be sent", "msg", q.m.String(), "error", err)
+				p.count(func(st *LaneStats) { st.Dropped += uint64(len(batch)) })
+				p.log.Warn("dropping messages that cannot be sent", "messages", len(batch), "first", batch[0].Type.String(), "error", err)
 				continue
 			}
 			start(c)
 		}
-		p.count(func(st *PeerStats) { st.InFlight = len(pending) })
+		p.count(func(st *LaneStats) { st.InFlight = len(pending) })
 
 		var (
 			deadline time.Time
@@ -548,18 +615,17 @@ func (p *peer) serve(ctx context.Context, cc *rpc.ClientConn, rc schema.Raft) (s
 			if c.probe {
 				probing = false
 			}
-			got, err := p.complete(c)
-			if err != nil {
+			if err := p.complete(c); err != nil {
 				// Left in pending for the cleanup to release after closing.
 				pending = append(pending, c)
 				return served, err
 			}
-			served = served || got
+			served = true
 		case <-timer.C:
 			now := time.Now()
 			if len(pending) > 0 {
 				if now.Sub(pending[0].sent) >= cfg.CallTimeout {
-					return served, fmt.Errorf("no reply to %s within %v", describe(pending[0]), cfg.CallTimeout)
+					return served, fmt.Errorf("no return of %s within %v", describe(pending[0]), cfg.CallTimeout)
 				}
 			} else if cfg.KeepAlive > 0 && !probing && now.Sub(lastCall) >= cfg.KeepAlive {
 				f, release := cc.Node().Info(context.Background(), nil)
@@ -580,98 +646,124 @@ func describe(c *call) string {
 	if c.probe {
 		return "keepalive probe"
 	}
-	return c.m.Type.String()
+	return fmt.Sprintf("a send of %d messages (the first a %s)", c.n, c.first)
 }
 
-// complete handles the reply of c: it delivers the response, if any, and
-// releases the call. got reports a reply from the peer; an error fails the
+// complete handles the return of c and releases it; an error fails the
 // connection.
-func (p *peer) complete(c *call) (got bool, err error) {
+func (p *lane) complete(c *call) error {
 	st, err := c.fut.Struct()
 	if c.probe {
 		if err != nil && exc.IsType(err, exc.Disconnected) {
-			return false, fmt.Errorf("keepalive probe: %w", err)
+			return fmt.Errorf("keepalive probe: %w", err)
 		}
 		c.release()
 		c.released = true
-		return true, nil
+		return nil
 	}
 	if err != nil {
 		// Left for serve's cleanup to release after closing.
-		return false, fmt.Errorf("%s call failed: %w", c.m.Type, err)
+		return fmt.Errorf("%s failed: %w", describe(c), err)
 	}
-	resp, ok, err := decodeResponse(c.m, st)
+	res := schema.PeerStream_send_Results(st)
+	var nm *NotMember
+	if res.HasNotMember() {
+		w, err := res.NotMember()
+		if err != nil {
+			return fmt.Errorf("read the return of %s: %w", describe(c), err)
+		}
+		nm = &NotMember{Index: w.Index(), Term: w.Term()}
+	}
 	c.release()
 	c.released = true
-	if err != nil {
-		return false, fmt.Errorf("decode reply to %s: %w", c.m.Type, err)
+	p.count(func(st *LaneStats) { st.Delivered += uint64(c.n) })
+	if nm != nil {
+		p.cfg().NotMember(p.id, *nm)
 	}
-	if ok {
-		p.cfg().Deliver(resp)
-		p.count(func(st *PeerStats) { st.Delivered++ })
-	}
-	return true, nil
+	return nil
 }
 
-// issue starts the call carrying m.
-func (p *peer) issue(rc schema.Raft, m raft.Message) (*call, error) {
-	if err := validateOutgoing(&m); err != nil {
-		return nil, err
+// popBatch appends to batch the oldest queued messages that fit in one
+// send call (at most MaxBatch, about MaxBatchBytes, or one message of up
+// to limit bytes) and removes them from the queue. A message that is
+// invalid or alone exceeds limit is dropped (the peer would abort the
+// whole connection on reading it).
+func (p *lane) popBatch(batch []raft.Message, limit int64) []raft.Message {
+	max, maxBytes := p.cfg().MaxBatch, min(p.cfg().MaxBatchBytes, limit)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var size int64
+	for p.qhead < len(p.queue) && len(batch) < max {
+		q := &p.queue[p.qhead]
+		if err := p.checkOutgoing(&q.m, q.size, limit); err != nil {
+			p.st.Dropped++
+			p.log.Warn("dropping message that cannot be sent", "msg", q.m.String(), "error", err)
+		} else {
+			if len(batch) > 0 && size+q.size > maxBytes {
+				break
+			}
+			batch = append(batch, q.m)
+			size += q.size
+		}
+		p.qbytes -= q.size
+		*q = queued{}
+		p.qhead++
 	}
-	if limit := p.maxWireSize(); msgSize(&m) > limit {
-		// The peer would abort the whole connection on reading it.
-		return nil, fmt.Errorf("message of about %d bytes exceeds the %d-byte frame limit", msgSize(&m), limit)
+	if p.qhead == len(p.queue) {
+		p.queue, p.qhead = p.queue[:0], 0
+	} else if p.qhead >= 1024 && p.qhead*2 >= len(p.queue) {
+		n := copy(p.queue, p.queue[p.qhead:])
+		clear(p.queue[n:])
+		p.queue, p.qhead = p.queue[:n], 0
 	}
-	hd := header{cluster: p.cfg().ClusterID, from: p.cfg().LocalID, to: p.id, inc: m.Incarnation}
-	ctx := context.Background()
-	c := &call{m: m}
-	switch m.Type {
-	case raft.MsgVote:
-		f, rel := rc.RequestVote(ctx, func(ps schema.RequestVote_requestVote_Params) error { return encodeVote(ps, hd, m) })
-		c.fut, c.release = f.Future, rel
-	case raft.MsgApp, raft.MsgHeartbeat:
-		f, rel := rc.AppendEntries(ctx, func(ps schema.AppendEntries_appendEntries_Params) error { return encodeAppend(ps, hd, m) })
-		c.fut, c.release = f.Future, rel
-	case raft.MsgSnap:
-		f, rel := rc.InstallSnapshot(ctx, func(ps schema.InstallSnapshot_installSnapshot_Params) error { return encodeSnap(ps, hd, m) })
-		c.fut, c.release = f.Future, rel
-	case raft.MsgTimeoutNow:
-		f, rel := rc.TimeoutNow(ctx, func(ps schema.TimeoutNow_timeoutNow_Params) error { return encodeTimeoutNow(ps, hd, m) })
-		c.fut, c.release = f.Future, rel
-	case raft.MsgReadIndex:
-		f, rel := rc.ReadIndex(ctx, func(ps schema.ReadIndex_readIndex_Params) error { return encodeReadIndex(ps, hd, m) })
-		c.fut, c.release = f.Future, rel
-	default:
-		return nil, fmt.Errorf("%s is not a request", m.Type)
+	return batch
+}
+
+// checkOutgoing refuses what must not be sent: what the encoder would fail
+// on, a message over the frame limit, and a message from another node or
+// storage incarnation than the stream's header names.
+func (p *lane) checkOutgoing(m *raft.Message, size, limit int64) error {
+	if err := validateOutgoing(m); err != nil {
+		return err
 	}
-	p.count(func(st *PeerStats) { st.Sent++ })
+	if size > limit {
+		return fmt.Errorf("message of about %d bytes exceeds the %d-byte frame limit", size, limit)
+	}
+	cfg := p.cfg()
+	if m.From != cfg.LocalID || m.Incarnation != cfg.Incarnation {
+		return fmt.Errorf("message from node %d incarnation %016x on the stream of node %d incarnation %016x",
+			m.From, m.Incarnation, cfg.LocalID, cfg.Incarnation)
+	}
+	return nil
+}
+
+// issue starts the send call carrying msgs.
+func (p *lane) issue(ps schema.PeerStream, msgs []raft.Message) (*call, error) {
+	c := &call{n: len(msgs), first: msgs[0].Type}
+	f, rel := ps.Send(context.Background(), func(params schema.PeerStream_send_Params) error {
+		list, err := params.NewMsgs(int32(len(msgs)))
+		if err != nil {
+			return err
+		}
+		for i := range msgs {
+			if err := encodeMessage(list.At(i), &msgs[i]); err != nil {
+				return fmt.Errorf("encode %s: %w", msgs[i].Type, err)
+			}
+		}
+		return nil
+	})
+	c.fut, c.release = f.Future, rel
+	p.count(func(st *LaneStats) { st.Calls++; st.Sent += uint64(len(msgs)) })
 	return c, nil
 }
 
 // maxWireSize is the largest message sent: the frame limit both ends are
 // meant to share (Dial.MaxMessageSize, default rpc.DefaultMaxMessageSize)
 // less room for the RPC envelope.
-func (p *peer) maxWireSize() int64 {
+func (p *lane) maxWireSize() int64 {
 	limit := p.cfg().Dial.MaxMessageSize
 	if limit == 0 {
 		limit = rpc.DefaultMaxMessageSize
 	}
 	return int64(limit) - min(int64(limit)/16, 64<<10)
-}
-
-// validateOutgoing catches what the encoders would fail on, so that a bad
-// message is dropped rather than failing the connection.
-func validateOutgoing(m *raft.Message) error {
-	if m.Type == raft.MsgSnap && m.Snapshot == nil {
-		return errNoSnapshot
-	}
-	if m.Type == raft.MsgHeartbeat && len(m.Entries) > 0 {
-		return errors.New("heartbeat with entries")
-	}
-	for i := range m.Entries {
-		if t := m.Entries[i].Type; t != raft.EntryNormal && t != raft.EntryConfChange {
-			return fmt.Errorf("entry %d has unknown type %d", m.Entries[i].Index, t)
-		}
-	}
-	return nil
 }

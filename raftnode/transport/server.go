@@ -3,9 +3,11 @@ package transport
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 
 	"capnproto.org/go/capnp/v3"
 	"capnproto.org/go/capnp/v3/exc"
+	"capnproto.org/go/capnp/v3/server"
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/capraft/capraft/raftnode/raft"
@@ -13,46 +15,37 @@ import (
 	"github.com/capraft/capraft/schema"
 )
 
-// Handler is implemented by the node's driver.
+// Handler is implemented by the node's driver: it receives the messages
+// peers send.
 type Handler interface {
-	// Handle delivers an inbound message to the driver's loop and waits
-	// for the response message the core produces for it (ok=false: none,
-	// answered with term 0). It returns early with ctx's error.
+	// Deliver hands msgs, the messages of one send call on one peer's
+	// stream in the order the peer's core produced them, to the driver
+	// without blocking; msgs are the driver's to keep. The calls of one
+	// stream are delivered one after another, in arrival order, on the
+	// connection's receive goroutine.
 	//
-	// The message's slices are the driver's to keep.
-	//
-	// Handle is called from one goroutine per call. For the calls of one
-	// capability (one peer connection), the calls to Handle start in
-	// arrival order, but two goroutines may race to the driver. Implement
-	// Deliverer to make the order strict (and to save the goroutine).
-	Handle(ctx context.Context, m raft.Message) (resp raft.Message, ok bool, err error)
-}
-
-// Deliverer is an optional extension of Handler for a driver that answers
-// from its own goroutine. If the Handler implements it, the server calls
-// Deliver (and not Handle) for the calls of one capability one after
-// another in arrival order, on the connection's receive goroutine.
-type Deliverer interface {
-	// Deliver hands m to the driver's loop without blocking. The driver
-	// then calls reply exactly once, from any goroutine, with the same
-	// meaning as Handle's results; reply encodes the response and queues
-	// it for sending without blocking. m's slices are the driver's to keep.
-	Deliver(m raft.Message, reply func(resp raft.Message, ok bool, err error))
+	// The driver calls done exactly once, from any goroutine, when its
+	// core has taken the messages (the peer keeps a bounded number of
+	// calls awaiting that: flow control), with nm set if the core
+	// ignored one of them because its sender is not a member of this
+	// node's configuration, or with err if it could not take them
+	// (stopping), which ends the stream.
+	Deliver(msgs []raft.Message, done func(nm *NotMember, err error))
 }
 
 // ServerConfig configures the Raft capability served on one connection.
 type ServerConfig struct {
-	// ClusterID and LocalID are this node's: a request whose header names
+	// ClusterID and LocalID are this node's: a stream whose header names
 	// another cluster or another receiver is refused.
 	ClusterID, LocalID uint64
 	// Handler receives the inbound messages.
 	Handler Handler
-	// Logger receives refusals and handler errors; nil uses the
-	// connection's logger.
+	// Logger receives refusals; nil uses the connection's logger.
 	Logger hclog.Logger
 	// PeerID, when non-zero, is the member the connection proved to be
-	// (the id its credential named): a request whose header names another
-	// sender is refused, so a member cannot speak for another.
+	// (the id its credential named): a stream whose header names another
+	// sender is refused, and so every message from another sender, so a
+	// member cannot speak for another.
 	PeerID uint64
 	// ForwardKV and ForwardAdmin return the capabilities a member hands
 	// its clients' and operators' calls to (Raft.kv and Raft.admin):
@@ -61,28 +54,31 @@ type ServerConfig struct {
 	// the method.
 	ForwardKV    func() schema.KV
 	ForwardAdmin func() schema.Admin
-	// MaxInFlight bounds the calls of one capability the Handler holds
+	// MaxInFlight bounds the send calls of one stream the Handler holds
 	// at once (default 256, beyond any sender's window); a further call
 	// waits, and the connection is not read meanwhile, until one is
-	// answered, which holds back a peer that pipelines without bound.
+	// taken, which holds back a peer that pipelines without bound.
 	MaxInFlight int
 }
 
 // DefaultMaxInFlight is the default ServerConfig.MaxInFlight.
 const DefaultMaxInFlight = 256
 
-// errNoHandler fails every call of a capability created without a Handler.
+// errNoHandler fails every send of a capability created without a Handler.
 var errNoHandler = exc.New(exc.Failed, "", "raft: this node has no Raft handler")
 
+// errStreamEnded fails the sends of a stream after one was refused.
+var errStreamEnded = exc.New(exc.Failed, "", "raft: stream ended by an earlier refused message; open a new one")
+
 // NewServer returns the Raft capability that Node.raft() hands out on one
-// connection, exported inline through conn.Exporter (handler panics are
-// recovered). The caller owns the returned client.
+// connection. The caller owns the returned client.
 //
-// Each call is decoded and validated on the connection's receive
-// goroutine (a malformed or refused request fails the call with an error
-// and is logged; nothing panics), handed to the Handler in arrival order,
-// and answered with the response the core produced, encoded by whoever
-// delivers it.
+// Raft.open checks the stream's header and returns a PeerStream whose
+// send calls are served inline, on the connection's receive goroutine:
+// each call's messages are decoded and checked against the header (a
+// malformed or refused message fails the call, ends the stream and is
+// logged; nothing panics) and handed to the Handler in arrival order; the
+// call returns when the Handler says its core has taken them.
 func NewServer(cfg ServerConfig, conn *rpc.ConnInfo) capnp.Client {
 	log := cfg.Logger
 	if log == nil {
@@ -94,128 +90,143 @@ func NewServer(cfg ServerConfig, conn *rpc.ConnInfo) capnp.Client {
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = DefaultMaxInFlight
 	}
-	s := &raftServer{cfg: cfg, log: log.Named("raft-server"), slots: make(chan struct{}, cfg.MaxInFlight)}
-	s.dlv, _ = cfg.Handler.(Deliverer)
-	return conn.Exporter.ExportInline(schema.Raft_Methods(nil, nil), s.inlineMethods(), s.restMethods(), s)
+	s := &raftServer{cfg: cfg, log: log.Named("raft-server"), conn: conn}
+	return conn.Exporter.ExportInline(schema.Raft_Methods(nil, nil), nil, s.restMethods(), s)
 }
 
 // raftServer serves one connection's Raft capability.
 type raftServer struct {
-	cfg ServerConfig
-	log hclog.Logger
-	dlv Deliverer
+	cfg  ServerConfig
+	log  hclog.Logger
+	conn *rpc.ConnInfo
+	// warned is set once a refusal was logged at Warn: the next ones on
+	// this connection are logged at Debug, so a peer that keeps opening
+	// bad streams cannot flood the log.
+	warned atomic.Bool
+}
+
+// refuse logs and returns the error for a request that is not accepted.
+func (s *raftServer) refuse(method string, from uint64, err error) error {
+	if s.warned.CompareAndSwap(false, true) {
+		s.log.Warn("refused a Raft stream or message (further refusals on this connection are logged at debug level)",
+			"method", method, "from", from, "error", err)
+	} else {
+		s.log.Debug("refused a Raft stream or message", "method", method, "from", from, "error", err)
+	}
+	return exc.New(exc.Failed, "", fmt.Sprintf("raft %s: %v", method, err))
+}
+
+// checkSender refuses a sender that is not the member the connection
+// proved to be (ServerConfig.PeerID).
+func (s *raftServer) checkSender(from uint64) error {
+	if s.cfg.PeerID != 0 && from != s.cfg.PeerID {
+		return fmt.Errorf("refused: messages from node %d on a connection authenticated as node %d", from, s.cfg.PeerID)
+	}
+	return nil
+}
+
+// open serves Raft.open: it checks the header and returns the stream.
+func (s *raftServer) open(_ context.Context, c *server.Call) error {
+	call := schema.Raft_open{Call: c}
+	h, err := call.Args().Header()
+	hd, err := readHeader(h, err, s.cfg.ClusterID, s.cfg.LocalID)
+	if err == nil {
+		err = s.checkSender(hd.from)
+	}
+	if err != nil {
+		return s.refuse("open", hd.from, err)
+	}
+	lane := LaneControl
+	switch call.Args().Lane() {
+	case schema.Lane_control:
+	case schema.Lane_data:
+		lane = LaneData
+	default:
+		return s.refuse("open", hd.from, fmt.Errorf("refused: unknown lane %d", call.Args().Lane()))
+	}
+	res, err := call.AllocResults()
+	if err != nil {
+		return err
+	}
+	st := &stream{s: s, hd: hd, lane: lane, slots: make(chan struct{}, s.cfg.MaxInFlight)}
+	inline := map[string]rpc.InlineServe{"send": st.send}
+	return res.SetStream(schema.PeerStream(s.conn.Exporter.ExportInline(schema.PeerStream_Methods(nil, nil), inline, nil, st)))
+}
+
+// stream is one peer's stream of messages to this node on one lane.
+type stream struct {
+	s     *raftServer
+	hd    header
+	lane  Lane
+	ended atomic.Bool
 	// slots holds a token per call the Handler holds (MaxInFlight).
 	slots chan struct{}
 }
 
-// inlineMethods returns the servers of the capability's methods, by
-// name in the schema.
-func (s *raftServer) inlineMethods() map[string]rpc.InlineServe {
-	return map[string]rpc.InlineServe{
-		"requestVote":     serveInline(s, "requestVote", decodeVote, schema.NewRequestVote_requestVote_Results, encodeVoteResp),
-		"appendEntries":   serveInline(s, "appendEntries", decodeAppend, schema.NewAppendEntries_appendEntries_Results, encodeAppendResp),
-		"installSnapshot": serveInline(s, "installSnapshot", decodeSnap, schema.NewInstallSnapshot_installSnapshot_Results, encodeSnapResp),
-		"readIndex":       serveInline(s, "readIndex", decodeReadIndex, schema.NewReadIndex_readIndex_Results, encodeReadIndexResp),
-		"timeoutNow":      s.timeoutNow,
+var sendResultsSize = rpc.ResultsSize(schema.NewPeerStream_send_Results)
+
+// send serves PeerStream.send, inline on the connection's receive
+// goroutine: decode and check every message, then hand them to the
+// Handler, holding a slot until it says they were taken.
+func (st *stream) send(call *rpc.InlineCall) {
+	if st.ended.Load() {
+		call.Return(errStreamEnded)
+		return
 	}
-}
-
-// refuse logs and returns the error for a request that is not accepted.
-func (s *raftServer) refuse(method string, err error) error {
-	s.log.Warn("refused Raft request", "method", method, "error", err)
-	return exc.New(exc.Failed, "", fmt.Sprintf("raft %s: %v", method, err))
-}
-
-// deliver hands m to the Handler, holding a slot until it replies. It
-// must be called in arrival order; reply runs exactly once.
-func (s *raftServer) deliver(call *rpc.InlineCall, m raft.Message, reply func(raft.Message, bool, error)) {
-	if s.cfg.Handler == nil {
+	h := st.s.cfg.Handler
+	if h == nil {
 		call.Return(errNoHandler)
+		return
+	}
+	msgs, err := st.decode(schema.PeerStream_send_Params(call.Args()))
+	if err != nil {
+		st.ended.Store(true)
+		call.Return(st.s.refuse("send", st.hd.from, err))
+		return
+	}
+	if len(msgs) == 0 {
+		call.Return(nil)
 		return
 	}
 	ctx := call.Context()
 	select {
-	case s.slots <- struct{}{}:
+	case st.slots <- struct{}{}:
 	case <-ctx.Done():
 		call.Return(ctx.Err())
 		return
 	}
-	done := func(resp raft.Message, ok bool, err error) {
-		<-s.slots
-		reply(resp, ok, err)
-	}
-	if s.dlv != nil {
-		s.dlv.Deliver(m, done)
-		return
-	}
-	go func() { done(s.cfg.Handler.Handle(ctx, m)) }()
-}
-
-// answer checks the Handler's response against the request.
-func (s *raftServer) answer(req, resp raft.Message, ok bool, err error) (raft.Message, bool, error) {
-	if err != nil {
-		s.log.Debug("handler failed", "msg", req.Type, "from", req.From, "error", err)
-		return resp, false, fmt.Errorf("raft %s from %d: %w", req.Type, req.From, err)
-	}
-	if ok && (!Carries(req.Type, resp) || resp.Term == 0) {
-		s.log.Warn("handler answered with a message the call cannot carry; answering none",
-			"request", req.Type, "response", resp.String())
-		ok = false
-	}
-	return resp, ok, nil
-}
-
-// serveInline returns the server of one request method: decode and check
-// the request, hand it to the driver, and answer with the response the
-// core produced, or "no response".
-func serveInline[P, R ~capnp.StructKind](s *raftServer, name string,
-	decode func(P, uint64, uint64) (raft.Message, error),
-	newResults func(*capnp.Segment) (R, error),
-	encode func(R, raft.Message, bool) error) rpc.InlineServe {
-	size := rpc.ResultsSize(newResults)
-	return func(call *rpc.InlineCall) {
-		m, err := decode(P(call.Args()), s.cfg.ClusterID, s.cfg.LocalID)
-		if err == nil {
-			err = s.checkSender(m.From)
+	h.Deliver(msgs, func(nm *NotMember, err error) {
+		<-st.slots
+		switch {
+		case err != nil:
+			call.Return(fmt.Errorf("raft send from %d: %w", st.hd.from, err))
+		case nm == nil:
+			call.Return(nil)
+		default:
+			call.ReturnResults(sendResultsSize, func(res capnp.Struct) error {
+				w, err := schema.PeerStream_send_Results(res).NewNotMember()
+				if err != nil {
+					return err
+				}
+				w.SetIndex(nm.Index)
+				w.SetTerm(nm.Term)
+				return nil
+			})
 		}
-		if err != nil {
-			call.Return(s.refuse(name, err))
-			return
-		}
-		s.deliver(call, m, func(resp raft.Message, ok bool, err error) {
-			if resp, ok, err = s.answer(m, resp, ok, err); err != nil {
-				call.Return(err)
-				return
-			}
-			call.ReturnResults(size, func(res capnp.Struct) error { return encode(R(res), resp, ok) })
-		})
-	}
-}
-
-// timeoutNow serves MsgTimeoutNow; the call has no result.
-func (s *raftServer) timeoutNow(call *rpc.InlineCall) {
-	m, err := decodeTimeoutNow(schema.TimeoutNow_timeoutNow_Params(call.Args()), s.cfg.ClusterID, s.cfg.LocalID)
-	if err == nil {
-		err = s.checkSender(m.From)
-	}
-	if err != nil {
-		call.Return(s.refuse("timeoutNow", err))
-		return
-	}
-	s.deliver(call, m, func(_ raft.Message, _ bool, err error) {
-		if err != nil {
-			s.log.Debug("handler failed", "msg", m.Type, "from", m.From, "error", err)
-			err = fmt.Errorf("raft %s from %d: %w", m.Type, m.From, err)
-		}
-		call.Return(err)
 	})
 }
 
-// checkSender refuses a message whose sender is not the member the
-// connection proved to be (ServerConfig.PeerID).
-func (s *raftServer) checkSender(from uint64) error {
-	if s.cfg.PeerID != 0 && from != s.cfg.PeerID {
-		return fmt.Errorf("refused: message from node %d on a connection authenticated as node %d", from, s.cfg.PeerID)
+// decode reads and checks the messages of one send call.
+func (st *stream) decode(p schema.PeerStream_send_Params) ([]raft.Message, error) {
+	list, err := p.Msgs()
+	if err != nil {
+		return nil, fmt.Errorf("read messages: %w", err)
 	}
-	return nil
+	d := decoder{msgs: make([]raft.Message, 0, list.Len())}
+	for i := 0; i < list.Len(); i++ {
+		if err := d.decode(list.At(i), st.hd); err != nil {
+			return nil, err
+		}
+	}
+	return d.finish(), nil
 }

@@ -1,19 +1,29 @@
 // Package transport carries Raft messages between the nodes of a cluster
-// over the Raft capability of schema/raft.capnp.
+// over the Raft capability of schema/raft.capnp, one way: a node sends
+// its core's messages to a peer on a stream it opened there
+// (Raft.open, PeerStream.send), and a response is a message the peer
+// sends back on its own stream. Nothing pairs a response with a request.
 //
-// The sending side (Transport) keeps one long-lived connection per peer,
-// owned by one goroutine per peer, and pipelines each request as a call on
-// one Raft capability obtained from the peer's bootstrap Node; the response
-// message the peer's core produced comes back as the call's return value
-// and is handed to Config.Deliver. The receiving side (NewServer) is the
-// Raft capability a node serves on each connection: it decodes each call,
-// hands the message to the driver's Handler in arrival order, and encodes
-// the response the Handler returns.
+// The sending side (Transport) keeps, per peer, two lanes (LaneOf): the
+// control lane (heartbeats, votes, TimeoutNow, ReadIndex and every
+// response) and the data lane (appends and snapshot chunks). Each lane
+// has its own connection, owned by one goroutine, its own bounded queue
+// and its own window of send calls in flight, so a heartbeat never waits
+// behind appends: not in the queue, not in the window, not in the
+// network and not in the peer's receive loop. A lane batches what is
+// queued into one send call, within the frame limit. Forwarded client
+// calls (Raft.kv, Raft.admin) ride the data lane's connection, on their
+// own capability, outside both windows.
 //
-// Raft tolerates loss, so the transport never blocks its caller: a peer's
-// queue is bounded, and when it is full, or the connection fails, messages
-// are dropped and Config.Unreachable is called so the core can slow down
-// (probe) that follower.
+// The receiving side (NewServer) is the Raft capability a node serves on
+// each connection: Raft.open checks a stream's header, and each send
+// call's messages are decoded, checked against it and handed to the
+// driver's Handler in arrival order.
+//
+// Raft tolerates loss, so the transport never blocks its caller: a lane's
+// queue is bounded, and when it is full, or the connection fails,
+// messages are dropped and Config.Unreachable is called so the core can
+// slow down (probe) that follower.
 package transport
 
 import (
@@ -34,6 +44,8 @@ import (
 // Defaults for the zero fields of Config.
 const (
 	DefaultWindow        = 64
+	DefaultMaxBatch      = 256
+	DefaultMaxBatchBytes = 256 << 10
 	DefaultMaxQueue      = 4096
 	DefaultMaxQueueBytes = 64 << 20
 	DefaultBackoffMin    = 50 * time.Millisecond
@@ -56,30 +68,42 @@ type Config struct {
 	// transport releases. Nil asks the bootstrap Node directly (mutual
 	// TLS, or no security).
 	Authenticate func(ctx context.Context, peer uint64, boot schema.Node) (schema.Node, error)
-	// Window is the number of calls in flight per peer, pipelined on one
-	// Raft capability (default 64).
+	// Incarnation is this node's storage incarnation: the header of every
+	// stream it opens names it, and a message that carries another is
+	// not sent.
+	Incarnation uint64
+	// Window is the number of send calls in flight per lane of a peer,
+	// pipelined on one stream (default 64).
 	Window int
-	// MaxQueue and MaxQueueBytes bound the messages waiting to be sent to
-	// one peer (defaults 4096 messages, 64 MiB); when a message would
-	// exceed either, it is dropped and Unreachable is reported.
+	// MaxBatch and MaxBatchBytes bound the messages one send call
+	// carries (defaults 256 messages, 256 KiB); a single larger message
+	// goes alone, up to the frame limit (Dial.MaxMessageSize). Together
+	// with Window they bound what a lane has in flight.
+	MaxBatch      int
+	MaxBatchBytes int64
+	// MaxQueue and MaxQueueBytes bound the messages waiting to be sent on
+	// one lane to one peer (defaults 4096 messages, 64 MiB); when a
+	// message would exceed either, it is dropped and Unreachable is
+	// reported.
 	MaxQueue      int
 	MaxQueueBytes int64
 	// BackoffMin and BackoffMax bound the reconnect delay, which doubles
 	// per failed attempt, with full jitter (defaults 50ms, 2s).
 	BackoffMin, BackoffMax time.Duration
-	// CallTimeout bounds the wait for a reply; a reply that takes longer
-	// fails the connection (default 5s). It should exceed the slowest
-	// answer the peer's driver gives, such as a snapshot's last chunk.
+	// CallTimeout bounds the wait for a send call to return (the peer's
+	// core took its messages); one that takes longer fails the
+	// connection (default 5s).
 	CallTimeout time.Duration
 	// KeepAlive is how long a connection may carry no call before the
 	// transport sends a cheap probe (Node.info), which keeps the peer's
 	// idle timeout from closing it and detects a hung peer (default 15s;
 	// negative disables).
 	KeepAlive time.Duration
-	// Deliver receives each response from a peer, converted, in the order
-	// the replies arrive. It is called from the peer's goroutine and must
-	// not block long (it holds up that peer's traffic).
-	Deliver func(m raft.Message)
+	// NotMember is called when a peer says its configuration does not
+	// include this node (its core ignored this node's messages as a
+	// non-member's; see schema NotMember). It is called from a lane's
+	// goroutine and must not block long.
+	NotMember func(peer uint64, nm NotMember)
 	// Unreachable is called with a peer's id when its connection failed
 	// or its queue overflowed (the driver then calls the core's
 	// ReportUnreachable in its loop). It is called from the peer's
@@ -117,8 +141,14 @@ func (c Config) withDefaults() Config {
 	if c.KeepAlive == 0 {
 		c.KeepAlive = DefaultKeepAlive
 	}
-	if c.Deliver == nil {
-		c.Deliver = func(raft.Message) {}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = DefaultMaxBatch
+	}
+	if c.MaxBatchBytes <= 0 {
+		c.MaxBatchBytes = DefaultMaxBatchBytes
+	}
+	if c.NotMember == nil {
+		c.NotMember = func(uint64, NotMember) {}
 	}
 	if c.Unreachable == nil {
 		c.Unreachable = func(uint64) {}
@@ -136,27 +166,38 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// PeerStats describes one peer's sending side.
+// LaneStats describes one lane of a peer's sending side.
+type LaneStats struct {
+	// Queued and QueuedBytes are the messages waiting to be sent.
+	Queued      int
+	QueuedBytes int64
+	// InFlight is the number of send calls awaiting their return.
+	InFlight int
+	// Connected reports whether the lane's connection is up.
+	Connected bool
+	// Dials counts connection attempts; Failures counts failed attempts
+	// and failed connections.
+	Dials, Failures uint64
+	// Calls counts send calls made; Sent the messages they carried, and
+	// Delivered those the peer's core has taken (the calls returned).
+	Calls, Sent, Delivered uint64
+	// Dropped counts messages dropped: queue overflow, connection
+	// failure, or a message that could not be encoded.
+	Dropped uint64
+}
+
+// PeerStats describes one peer's sending side: the sums over its lanes,
+// and each lane.
 type PeerStats struct {
 	// Known is false if the transport has no such peer.
 	Known bool
 	// Addr is the peer's address.
 	Addr string
-	// Queued and QueuedBytes are the messages waiting to be sent.
-	Queued      int
-	QueuedBytes int64
-	// InFlight is the number of calls awaiting a reply.
-	InFlight int
-	// Connected reports whether the connection is up.
-	Connected bool
-	// Dials counts connection attempts; Failures counts failed attempts
-	// and failed connections.
-	Dials, Failures uint64
-	// Sent counts calls made, Delivered responses passed to Deliver.
-	Sent, Delivered uint64
-	// Dropped counts messages dropped: queue overflow, connection
-	// failure, or a message that could not be encoded.
-	Dropped uint64
+	// LaneStats holds the sums over the lanes; Connected is true when
+	// every lane is.
+	LaneStats
+	// Lanes describes each lane, by Lane.
+	Lanes [numLanes]LaneStats
 }
 
 // ErrClosed is returned by Node after Close.
@@ -211,7 +252,7 @@ func (t *Transport) SetPeer(id uint64, addr string) {
 	}
 	p := newPeer(t, id, addr)
 	t.peers[id] = p
-	go p.run()
+	p.start()
 }
 
 // RemovePeer stops sending to a peer and forgets it; its goroutines have
@@ -226,9 +267,9 @@ func (t *Transport) RemovePeer(id uint64) {
 	}
 }
 
-// Send enqueues each message for its peer (m.To) and returns at once.
-// Messages to unknown peers, or that do not fit in the peer's queue, are
-// dropped. The transport reads the messages' slices (entries, data) until
+// Send enqueues each message for its peer (m.To), on the lane its type
+// travels on (LaneOf), and returns at once. Messages to unknown peers, or
+// that do not fit in the lane's queue, are dropped. The transport reads the messages' slices (entries, data) until
 // they are sent: the caller must not modify them afterwards.
 func (t *Transport) Send(msgs []raft.Message) {
 	t.mu.RLock()
@@ -243,17 +284,13 @@ func (t *Transport) Send(msgs []raft.Message) {
 			t.log.Debug("dropping message to unknown peer", "to", m.To, "msg", m.Type)
 			continue
 		}
-		if !isRequest(m.Type) {
-			// Responses travel as return values, never as calls.
-			t.log.Debug("dropping response message: responses are returned by the call they answer", "msg", m.String())
-			continue
-		}
-		p.enqueue(*m)
+		p.lanes[LaneOf(m.Type)].enqueue(*m)
 	}
 }
 
-// Raft returns the peer's Raft capability on the live connection (through
-// which a member forwards calls: Raft.kv, Raft.admin), dialing if needed
+// Raft returns the peer's Raft capability on the data lane's live
+// connection (through which a member forwards calls: Raft.kv,
+// Raft.admin), dialing if needed
 // and waiting at most until ctx is done. The reference is the caller's to
 // Release. It fails with ErrUnknownPeer, ErrClosed or ctx's error.
 func (t *Transport) Raft(ctx context.Context, id uint64) (schema.Raft, error) {
@@ -267,7 +304,7 @@ func (t *Transport) Raft(ctx context.Context, id uint64) (schema.Raft, error) {
 	case !ok:
 		return schema.Raft{}, fmt.Errorf("node %d: %w", id, ErrUnknownPeer)
 	}
-	return p.raft(ctx)
+	return p.lanes[LaneData].raft(ctx)
 }
 
 // Stats describes a peer's sending side (Known=false for an unknown id).
