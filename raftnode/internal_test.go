@@ -42,9 +42,9 @@ func TestOverwrittenConfChangeIsNotReportedApplied(t *testing.T) {
 		// Simulate on the loop: a waiter for index i (as changeMembership
 		// registers one), then a new leader's entry applied at i.
 		if err := n.runOnLoop(ctx, func() {
-			i := n.kv.AppliedIndex() + 1000
+			i := n.sm.Applied() + 1000
 			n.loop.confWaiters[i] = ch
-			n.apply(tc.entry(i))
+			n.applyAll([]raft.Entry{tc.entry(i)})
 		}); err != nil {
 			t.Fatal(err)
 		}
@@ -87,8 +87,7 @@ func TestReadIndexToNonLeaderIsAnsweredAtOnce(t *testing.T) {
 // when this node leads again and appends a new proposal at the same index
 // (it had not applied that index yet). The new proposal must not silently
 // replace the old one: the old one's entry is gone from the leader's log,
-// so it is answered as not applied rather than left to time out and stay
-// in byID for good.
+// so it is answered as not applied rather than left to time out.
 func TestProposalReplacedAtItsIndexIsAnswered(t *testing.T) {
 	n, err := New(Config{ID: 1, DataDir: t.TempDir(), Logger: hclog.NewNullLogger()})
 	if err != nil {
@@ -101,13 +100,13 @@ func TestProposalReplacedAtItsIndexIsAnswered(t *testing.T) {
 		t.Fatal(err)
 	}
 	oldDone, freshDone := make(chan proposalResult, 1), make(chan proposalResult, 1)
-	old := &proposal{id: 1 << 62, reply: func(r proposalResult) { oldDone <- r }}
+	old := &proposal{reply: func(r proposalResult) { oldDone <- r }}
 	cmd := kv.Command{ID: n.proposeID.Add(1), Kind: kv.CmdOpenSession, Time: time.Now().UnixNano()}
-	fresh := &proposal{id: cmd.ID, data: cmd.AppendBinary(nil), reply: func(r proposalResult) { freshDone <- r }}
+	fresh := &proposal{data: cmd.AppendBinary(nil), reply: func(r proposalResult) { freshDone <- r }}
 	if err := n.runOnLoop(ctx, func() {
-		// The old proposal waits at the index the next one will take.
-		old.index = n.core.LastIndex() + 1
-		n.loop.byID[old.id] = old
+		// The old proposal, of an earlier term, waits at the index the
+		// next one will take.
+		old.index, old.term = n.core.LastIndex()+1, n.core.Term()-1
 		n.loop.byIndex[old.index] = old
 		n.loop.newProp = append(n.loop.newProp, fresh)
 	}); err != nil {
@@ -117,6 +116,9 @@ func TestProposalReplacedAtItsIndexIsAnswered(t *testing.T) {
 	case r := <-freshDone:
 		if r.err != nil {
 			t.Fatalf("the new proposal: %v", r.err)
+		}
+		if a := r.applied(); a.Kind != kv.CmdOpenSession || a.Session == 0 {
+			t.Fatalf("the new proposal was answered with %+v, not its entry's result", a)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the new proposal was not applied")
@@ -130,8 +132,8 @@ func TestProposalReplacedAtItsIndexIsAnswered(t *testing.T) {
 		t.Error("the replaced proposal is never answered")
 	}
 	left := -1
-	n.runOnLoop(ctx, func() { _, ok := n.loop.byID[old.id]; left = map[bool]int{true: 1, false: 0}[ok] })
+	n.runOnLoop(ctx, func() { left = len(n.loop.byIndex) })
 	if left != 0 {
-		t.Error("the replaced proposal stays in byID")
+		t.Errorf("%d proposals still wait after every entry was applied", left)
 	}
 }

@@ -24,4 +24,4 @@ func CoreStatus(ctx context.Context, n *Node) (raft.Status, error) {
 
 // EmptySnapshotData is a well-formed snapshot of an empty store with
 // addrs as its address book.
-func EmptySnapshotData(addrs map[uint64]string) []byte { return encodeSnapshot(addrs, nil) }
+func EmptySnapshotData(addrs map[uint64]string) []byte { return encodeSnapshot(addrs) }
