@@ -636,14 +636,7 @@ func (n *Node) applyAll(ents []raft.Entry) {
 	if len(ents) == 0 || n.loop.stopping != nil {
 		return
 	}
-	batch := n.loop.applyBatch[:0]
-	for _, e := range ents {
-		se := statemachine.Entry{Index: e.Index, Term: e.Term}
-		if e.Type == raft.EntryNormal {
-			se.Data = e.Data // membership changes are the driver's
-		}
-		batch = append(batch, se)
-	}
+	batch := machineEntries(n.loop.applyBatch[:0], ents)
 	results, err := n.sm.Apply(batch)
 	clear(batch) // do not keep the entries' data reachable
 	n.loop.applyBatch = batch[:0]
@@ -659,6 +652,19 @@ func (n *Node) applyAll(ents []raft.Entry) {
 	for i, e := range ents {
 		n.applied(e, results[i])
 	}
+}
+
+// machineEntries appends the state machine's view of ents to dst: the
+// data of normal entries only (membership changes are the driver's).
+func machineEntries(dst []statemachine.Entry, ents []raft.Entry) []statemachine.Entry {
+	for _, e := range ents {
+		se := statemachine.Entry{Index: e.Index, Term: e.Term}
+		if e.Type == raft.EntryNormal {
+			se.Data = e.Data
+		}
+		dst = append(dst, se)
+	}
+	return dst
 }
 
 // applied resolves whoever waits for entry e, which the state machine just
