@@ -1,7 +1,12 @@
 package kv
 
 import (
+	"bytes"
+	"errors"
+	"fmt"
 	"math/rand"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,4 +34,42 @@ func TestMachineKeepsTheStateMachineContract(t *testing.T) {
 		},
 		Seed: uint64(testSeed(t)),
 	})
+}
+
+// TestVerifyDoesNotBuildTheState checks Machine.Verify validates a
+// snapshot in memory bounded by its read buffer, not by the state's size
+// (Restore allocates at least every key and value again), and leaves the
+// store alone.
+func TestVerifyDoesNotBuildTheState(t *testing.T) {
+	src := newDriver(t, Config{})
+	sess := src.open()
+	var seq uint64
+	for i := range 200 {
+		ops := make([]WriteOp, 100)
+		for j := range ops {
+			seq++
+			ops[j] = put(seq, fmt.Sprintf("key/%03d/%03d", i, j), strings.Repeat("v", 100))
+		}
+		src.batch(sess, seq-99, ops...)
+	}
+	b := snapBytes(t, src.s)
+	target, _ := richStore(t)
+	before := snapBytes(t, target.s)
+	m := target.s.Machine()
+	var ms1, ms2 runtime.MemStats
+	runtime.ReadMemStats(&ms1)
+	err := m.Verify(bytes.NewReader(b), src.s.AppliedIndex())
+	runtime.ReadMemStats(&ms2)
+	if err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	if grew, state := ms2.TotalAlloc-ms1.TotalAlloc, uint64(len(b)); grew > 512<<10 || grew > state/4 {
+		t.Fatalf("Verify of a %d-byte snapshot allocated %d bytes", state, grew)
+	}
+	if !bytes.Equal(snapBytes(t, target.s), before) {
+		t.Fatal("Verify changed the store")
+	}
+	if err := m.Verify(bytes.NewReader(b), src.s.AppliedIndex()-1); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("Verify of a snapshot applied beyond the index given: %v", err)
+	}
 }
