@@ -22,6 +22,17 @@
 //  4. acknowledgements and votes go out only after that write;
 //  5. reads whose index has been applied are released.
 //
+// The loop knows the replicated state machine only as a
+// statemachine.Machine (Node.sm; the key-value store's Store.Machine): it
+// hands each Ready's committed entries to Apply as one batch, answers
+// each proposal with the result of the entry at the index and term the
+// core appended it at (any other entry there means it was overwritten),
+// takes snapshots as copy-on-write views written off the loop inside its
+// own envelope (snapshot.go), and restores and verifies snapshots as
+// streams. What a result means is the services' business: kvstate.go
+// reads them, and observes applied token keys for the first operator
+// token.
+//
 // A peer's request is an RPC whose return value carries the response the
 // core produces for it (AppendEntries returns AppendResponse): the loop
 // remembers every stepped request until the Ready that answers it, and a

@@ -22,9 +22,10 @@ import (
 //	magic "CRSN" | version u8 | count uvarint | (id uvarint, len uvarint, addr)* | crc32c of all before | state machine stream
 //
 // The state machine's stream is opaque here: it runs to the end of the
-// snapshot, and the state machine validates it (storage checksums the
-// whole snapshot file). A snapshot of zero bytes has no envelope and no
-// state machine stream (none is written any more).
+// snapshot, and the state machine validates it (storage also checksums
+// the whole snapshot file). A new cluster's bootstrap snapshot has no
+// stream (the state machine's initial state); a snapshot of zero bytes
+// (no envelope either) is read as one with no addresses and no stream.
 const (
 	snapMagic   = "CRSN"
 	snapVersion = 1

@@ -61,9 +61,9 @@ type Machine interface {
 	// suffix is harmless. Results may be kept by their receivers after
 	// the next Apply: a Machine must not reuse them.
 	//
-	// An error says the machine cannot go on (its own storage failed, say)
-	// and is not about an entry: the driver stops the node, whose state is
-	// then restored from its snapshot and log at the next start.
+	// An error says the machine cannot go on (its own storage failed, say);
+	// it is never about an entry. The driver stops the node, and the
+	// entries' waiters learn that their outcome is unknown.
 	Apply(entries []Entry) ([]Result, error)
 
 	// Applied returns the index of the last entry applied (or restored).
