@@ -18,12 +18,19 @@ func (r proposalResult) applied() kv.Applied {
 	return kv.Applied{}
 }
 
-// observeApplied is the node's onApplied: the first token key applied
-// after this node started writes the first operator token (see
-// writeOperatorToken). An entry replayed from the log at start may have
-// been applied in an earlier run, so its one-time effect is not repeated.
-func (n *Node) observeApplied(_ uint64, res statemachine.Result, replayed bool) {
-	if a, ok := res.(*kv.Applied); ok && a.Kind == kv.CmdTokenKey && !replayed {
+// observeApplied is the node's onApplied. It logs entries the store
+// applied as no-ops because they do not decode, and has the first token
+// key applied after this node started write the first operator token
+// (see writeOperatorToken): an entry replayed from the log at start may
+// have been applied in an earlier run, so its one-time effect is not
+// repeated.
+func (n *Node) observeApplied(index uint64, res statemachine.Result, replayed bool) {
+	a, ok := res.(*kv.Applied)
+	switch {
+	case !ok:
+	case a.Err != nil:
+		n.log.Warn("applied an undecodable entry as a no-op", "index", index, "error", a.Err)
+	case a.Kind == kv.CmdTokenKey && !replayed:
 		n.writeOperatorToken()
 	}
 }

@@ -29,7 +29,7 @@ type loopState struct {
 	lead uint64
 
 	// Proposals waiting for their entry to be applied, by the index the
-	// core appended them at (see applied for how they are matched).
+	// core appended them at (see resolve for how they are matched).
 	byIndex map[uint64]*proposal
 	newProp []*proposal // pushed since the last Ready
 
@@ -626,9 +626,9 @@ func (n *Node) roleChanged(ss raft.SoftState) {
 // applyAll applies committed entries in order, as one batch of the state
 // machine, then resolves whoever waits for each of them.
 func (n *Node) applyAll(ents []raft.Entry) {
-	// Entries the state machine already holds (replayed after it was
-	// restored, or applied by forceNewCluster) are skipped whole: they
-	// were resolved, and their membership changes taken, before.
+	// Entries the state machine holds already are skipped whole, with
+	// their waiters and membership changes: a snapshot it restored
+	// covers them.
 	applied := n.sm.Applied()
 	for len(ents) > 0 && ents[0].Index <= applied {
 		ents = ents[1:]
@@ -650,7 +650,7 @@ func (n *Node) applyAll(ents []raft.Entry) {
 		return
 	}
 	for i, e := range ents {
-		n.applied(e, results[i])
+		n.resolve(e, results[i])
 	}
 }
 
@@ -667,7 +667,7 @@ func machineEntries(dst []statemachine.Entry, ents []raft.Entry) []statemachine.
 	return dst
 }
 
-// applied resolves whoever waits for entry e, which the state machine just
+// resolve answers whoever waits for entry e, which the state machine just
 // applied with result res.
 //
 // A proposal is matched by where the core appended it: the entry at its
@@ -675,7 +675,7 @@ func machineEntries(dst []statemachine.Entry, ents []raft.Entry) []statemachine.
 // entry per index in its term, and only the leader of a term appends
 // entries of that term). Any other entry there means a new leader
 // overwrote the proposal, which will never be applied.
-func (n *Node) applied(e raft.Entry, res statemachine.Result) {
+func (n *Node) resolve(e raft.Entry, res statemachine.Result) {
 	p := n.loop.byIndex[e.Index]
 	if p != nil {
 		delete(n.loop.byIndex, e.Index)

@@ -230,9 +230,9 @@ func (n *Node) startSnapshot() uint64 {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		defer smSnap.Release()
 		var buf bytes.Buffer
 		err := writeSnapshot(&buf, addrs, smSnap)
+		smSnap.Release()
 		if err == nil {
 			err = n.store.CreateSnapshot(index, cs, buf.Bytes())
 		}
