@@ -19,7 +19,8 @@
 //     then released.
 //   - Restore is called on that goroutine, never concurrently with Apply:
 //     when the node starts from a snapshot on disk and when it installs one
-//     a leader sent. Verify may run on any goroutine.
+//     a leader sent. Verify may run on any goroutine, concurrently with
+//     Apply.
 //   - The driver matches the results to the proposals that produced them by
 //     log index and term, never by looking into a Result: a Result is handed
 //     as is to whoever waits for the entry (and to the services' observer of
@@ -79,8 +80,8 @@ type Machine interface {
 	// Restore replaces the whole state with the one r holds, written by a
 	// Snapshot's WriteTo, and sets Applied to index, the log index the
 	// snapshot covers (the state it holds was applied at or below index;
-	// a stream claiming more fails). A stream of zero bytes is the initial
-	// state (what a snapshot taken before anything was applied holds).
+	// a stream claiming more fails). A stream of zero bytes stands for the
+	// initial state: a new cluster's first snapshot carries none.
 	// Restore reads r to its end and validates all of it before it changes
 	// anything: on error, the state is unchanged. It must reject a damaged
 	// stream (truncated, altered, trailing bytes) rather than install part
