@@ -246,7 +246,7 @@ func (n *Node) bootstrapSnapshot(incs []raft.MemberIncarnation) raft.Snapshot {
 		ids[i] = mi.ID
 	}
 	sn := raft.BootstrapSnapshot(raft.ConfState{Voters: ids, Incarnations: incs})
-	sn.Data = encodeSnapshot(peers, nil)
+	sn.Data = encodeSnapshot(peers)
 	return sn
 }
 

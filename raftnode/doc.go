@@ -29,6 +29,17 @@
 // chunks); and it steps what peers send in the order they sent it. Nothing
 // pairs a response with a request.
 //
+// The loop knows the replicated state machine only as a
+// statemachine.Machine (Node.sm; the key-value store's Store.Machine): it
+// hands each Ready's committed entries to Apply as one batch, answers
+// each proposal with the result of the entry at the index and term the
+// core appended it at (any other entry there means it was overwritten),
+// takes snapshots as copy-on-write views written off the loop inside its
+// own envelope (snapshot.go), and restores and verifies snapshots as
+// streams. What a result means is the services' business: kvstate.go
+// reads them, and observes applied token keys for the first operator
+// token.
+//
 // # Clients
 //
 // Any node accepts any call. The leader proposes writes itself; a

@@ -28,11 +28,9 @@ func (n *Node) forceNewCluster() error {
 		if err != nil {
 			return fmt.Errorf("--force-new-cluster: read entries %d-%d: %w", lo, last, err)
 		}
-		for _, e := range ents {
-			if e.Type == raft.EntryNormal && len(e.Data) > 0 && e.Index > n.kv.AppliedIndex() {
-				n.kv.Apply(e.Index, e.Data)
-			}
-			n.kv.SetApplied(e.Index)
+		// Entries the state machine holds already are ignored by it.
+		if _, err := n.sm.Apply(machineEntries(nil, ents)); err != nil {
+			return fmt.Errorf("--force-new-cluster: apply entries %d-%d: %w", lo, ents[len(ents)-1].Index, err)
 		}
 		lo = ents[len(ents)-1].Index + 1
 	}
@@ -41,8 +39,14 @@ func (n *Node) forceNewCluster() error {
 		return fmt.Errorf("--force-new-cluster: term of entry %d: %w", last, err)
 	}
 	addrs := map[uint64]string{n.cfg.ID: n.cfg.Advertise}
+	smSnap, err := n.sm.Snapshot()
+	if err != nil {
+		return fmt.Errorf("--force-new-cluster: snapshot the state machine: %w", err)
+	}
 	var buf bytes.Buffer
-	if err := writeSnapshot(&buf, addrs, n.kv.Snapshot()); err != nil {
+	err = writeSnapshot(&buf, addrs, smSnap)
+	smSnap.Release()
+	if err != nil {
 		return fmt.Errorf("--force-new-cluster: snapshot the state: %w", err)
 	}
 	inc := n.store.Incarnation()
@@ -69,7 +73,9 @@ func (n *Node) forceNewCluster() error {
 		if err := n.store.Save(hs, []raft.Entry{e}, nil); err != nil {
 			return fmt.Errorf("--force-new-cluster: %w", err)
 		}
-		n.kv.SetApplied(e.Index)
+		if _, err := n.sm.Apply(machineEntries(nil, []raft.Entry{e})); err != nil {
+			return fmt.Errorf("--force-new-cluster: %w", err)
+		}
 		sn.Meta.Index, sn.Meta.Term = e.Index, e.Term
 	}
 	if err := n.store.Save(hs, nil, &sn); err != nil {
@@ -80,6 +86,6 @@ func (n *Node) forceNewCluster() error {
 	}
 	n.log.Warn("forced a new cluster of this node alone from its data: every entry in its log is now committed. "+
 		"Remove --force-new-cluster before the next restart, and add the other nodes back with `raftctl member add` "+
-		"(their data directories emptied first)", "index", sn.Meta.Index, "revision", n.kv.Revision())
+		"(their data directories emptied first)", "index", sn.Meta.Index)
 	return nil
 }

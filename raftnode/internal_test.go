@@ -42,9 +42,9 @@ func TestOverwrittenConfChangeIsNotReportedApplied(t *testing.T) {
 		// Simulate on the loop: a waiter for index i (as changeMembership
 		// registers one), then a new leader's entry applied at i.
 		if _, err := onLoop(ctx, n, func() struct{} {
-			i := n.kv.AppliedIndex() + 1000
+			i := n.sm.Applied() + 1000
 			n.loop.confWaiters[i] = ch
-			n.apply(tc.entry(i))
+			n.applyAll([]raft.Entry{tc.entry(i)})
 			return struct{}{}
 		}); err != nil {
 			t.Fatal(err)
@@ -86,8 +86,7 @@ func TestPeerSendReturnsOnceStepped(t *testing.T) {
 // when this node leads again and appends a new proposal at the same index
 // (it had not applied that index yet). The new proposal must not silently
 // replace the old one: the old one's entry is gone from the leader's log,
-// so it is answered as not applied rather than left to time out and stay
-// in byID for good.
+// so it is answered as not applied rather than left to time out.
 func TestProposalReplacedAtItsIndexIsAnswered(t *testing.T) {
 	n, err := New(Config{ID: 1, DataDir: t.TempDir(), Logger: hclog.NewNullLogger()})
 	if err != nil {
@@ -100,13 +99,13 @@ func TestProposalReplacedAtItsIndexIsAnswered(t *testing.T) {
 		t.Fatal(err)
 	}
 	oldDone, freshDone := make(chan proposalResult, 1), make(chan proposalResult, 1)
-	old := &proposal{id: 1 << 62, reply: func(r proposalResult) { oldDone <- r }}
+	old := &proposal{reply: func(r proposalResult) { oldDone <- r }}
 	cmd := kv.Command{ID: n.proposeID.Add(1), Kind: kv.CmdOpenSession, Time: time.Now().UnixNano()}
-	fresh := &proposal{id: cmd.ID, data: cmd.AppendBinary(nil), reply: func(r proposalResult) { freshDone <- r }}
+	fresh := &proposal{data: cmd.AppendBinary(nil), reply: func(r proposalResult) { freshDone <- r }}
 	if _, err := onLoop(ctx, n, func() struct{} {
-		// The old proposal waits at the index the next one will take.
-		old.index = n.core.LastIndex() + 1
-		n.loop.byID[old.id] = old
+		// The old proposal, of an earlier term, waits at the index the
+		// next one will take.
+		old.index, old.term = n.core.LastIndex()+1, n.core.Term()-1
 		n.loop.byIndex[old.index] = old
 		n.loop.newProp = append(n.loop.newProp, fresh)
 		return struct{}{}
@@ -117,6 +116,9 @@ func TestProposalReplacedAtItsIndexIsAnswered(t *testing.T) {
 	case r := <-freshDone:
 		if r.err != nil {
 			t.Fatalf("the new proposal: %v", r.err)
+		}
+		if a := r.applied(); a.Kind != kv.CmdOpenSession || a.Session == 0 {
+			t.Fatalf("the new proposal was answered with %+v, not its entry's result", a)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the new proposal was not applied")
@@ -129,11 +131,17 @@ func TestProposalReplacedAtItsIndexIsAnswered(t *testing.T) {
 	case <-time.After(time.Second):
 		t.Error("the replaced proposal is never answered")
 	}
-	left, err := onLoop(ctx, n, func() bool { _, ok := n.loop.byID[old.id]; return ok })
+	left, err := onLoop(ctx, n, func() int { return len(n.loop.byIndex) })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if left {
-		t.Error("the replaced proposal stays in byID")
+	if left != 0 {
+		t.Errorf("%d proposals still wait after every entry was applied", left)
 	}
+}
+
+// runOnLoop runs fn on n's loop (onLoop for a task with no result).
+func runOnLoop(ctx context.Context, n *Node, fn func()) error {
+	_, err := onLoop(ctx, n, func() struct{} { fn(); return struct{}{} })
+	return err
 }

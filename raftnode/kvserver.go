@@ -202,7 +202,7 @@ func (n *Node) fillWrites(results []kvResult, writes []int, applied kv.Applied, 
 func (n *Node) submit(cmd *kv.Command, reply func(proposalResult)) {
 	cmd.ID = n.proposeID.Add(1)
 	cmd.Time = time.Now().UnixNano()
-	if !n.q.push(&proposal{id: cmd.ID, data: cmd.AppendBinary(nil), reply: reply}) {
+	if !n.q.push(&proposal{data: cmd.AppendBinary(nil), reply: reply}) {
 		reply(proposalResult{err: n.stoppedError()})
 	}
 }
@@ -222,7 +222,7 @@ func (n *Node) await(ctx context.Context, done <-chan proposalResult) (kv.Applie
 	defer timer.Stop()
 	select {
 	case r := <-done:
-		return r.applied, r.err
+		return r.applied(), r.err
 	case <-timer.C:
 		return kv.Applied{}, errOutcomeUnknown
 	case <-ctx.Done():
@@ -266,7 +266,7 @@ func (n *Node) executeWrites(ctx context.Context, session, ackedBelow uint64, op
 		}
 		release()
 		results := make([]kvResult, len(ops))
-		n.fillWrites(results, writes, r.applied, r.err)
+		n.fillWrites(results, writes, r.applied(), r.err)
 		done(results)
 	}
 	// Whichever of the timer and reply wins (Stop tells reply) owns ops.

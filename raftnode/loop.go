@@ -10,8 +10,8 @@ import (
 	"slices"
 	"time"
 
-	"github.com/capraft/capraft/raftnode/kv"
 	"github.com/capraft/capraft/raftnode/raft"
+	"github.com/capraft/capraft/raftnode/statemachine"
 	"github.com/capraft/capraft/raftnode/transport"
 )
 
@@ -28,10 +28,13 @@ type loopState struct {
 	role raft.StateType
 	lead uint64
 
-	// Proposals waiting for their entry to be applied.
-	byID    map[uint64]*proposal
+	// Proposals waiting for their entry to be applied, by the index the
+	// core appended them at (see resolve for how they are matched).
 	byIndex map[uint64]*proposal
 	newProp []*proposal // pushed since the last Ready
+
+	// applyBatch is applyAll's reused batch for the state machine.
+	applyBatch []statemachine.Entry
 
 	// Membership changes waiting for their entry to be applied, by index.
 	confWaiters map[uint64]chan error
@@ -113,17 +116,20 @@ func (*readWaiter) isEvent() {}
 
 // proposal is one command waiting to be committed and applied.
 type proposal struct {
-	id    uint64
-	data  []byte
-	index uint64
+	data []byte
+	// index and term are where the core appended it (set by
+	// flushProposals): only one entry ever has both.
+	index, term uint64
 	// reply receives the outcome; the loop calls it exactly once. It
 	// must not block (it may encode and queue an RPC answer).
 	reply func(proposalResult)
 }
 
+// proposalResult is a proposal's outcome: what the state machine returned
+// for its entry, or why it was not applied (or may not have been).
 type proposalResult struct {
-	applied kv.Applied
-	err     error
+	result statemachine.Result
+	err    error
 }
 
 // readWaiter is one linearizable read (or a batch of them) waiting until
@@ -143,7 +149,6 @@ func (n *Node) run() {
 	defer n.failEverything()
 	defer n.recoverCorePanic()
 	ls := &n.loop
-	ls.byID = make(map[uint64]*proposal)
 	ls.byIndex = make(map[uint64]*proposal)
 	ls.confWaiters = make(map[uint64]chan error)
 	ls.confTerm = make(map[uint64]uint64)
@@ -392,18 +397,16 @@ func (n *Node) flushProposals() {
 		clear(props)
 		return
 	}
-	last := n.core.LastIndex()
+	last, term := n.core.LastIndex(), n.core.Term()
 	first := last - uint64(len(props)) + 1
 	for i, p := range props {
-		p.index = first + uint64(i)
+		p.index, p.term = first+uint64(i), term
 		if old := n.loop.byIndex[p.index]; old != nil {
 			// A proposal from an earlier term of ours whose entry a
 			// newer leader overwrote before we applied it: the index
 			// now holds ours, so the old one is gone for good.
-			delete(n.loop.byID, old.id)
 			old.reply(proposalResult{err: errDropped})
 		}
-		n.loop.byID[p.id] = p
 		n.loop.byIndex[p.index] = p
 		props[i] = nil
 	}
@@ -493,6 +496,10 @@ func (n *Node) handleReady(rd raft.Ready) {
 	}
 	if snap != nil {
 		if err := n.restore(*snap); err != nil {
+			// The snapshot is on disk and the core moved on to it: the
+			// state machine cannot follow, so the node stops. The core
+			// verified it before accepting it, so this is a bug or a
+			// failing machine.
 			n.fail(fmt.Errorf("install snapshot %d: %w", snap.Meta.Index, err))
 			return
 		}
@@ -554,18 +561,59 @@ func (n *Node) roleChanged(ss raft.SoftState) {
 	}
 }
 
-// applyAll applies committed entries in order.
+// applyAll applies committed entries in order, as one batch of the state
+// machine, then resolves whoever waits for each of them.
 func (n *Node) applyAll(ents []raft.Entry) {
-	for _, e := range ents {
-		n.apply(e)
+	// Entries the state machine holds already are skipped whole, with
+	// their waiters and membership changes: a snapshot it restored
+	// covers them.
+	applied := n.sm.Applied()
+	for len(ents) > 0 && ents[0].Index <= applied {
+		ents = ents[1:]
+	}
+	if len(ents) == 0 || n.loop.stopping != nil {
+		return
+	}
+	batch := machineEntries(n.loop.applyBatch[:0], ents)
+	results, err := n.sm.Apply(batch)
+	clear(batch) // do not keep the entries' data reachable
+	n.loop.applyBatch = batch[:0]
+	if err == nil && len(results) != len(batch) {
+		err = fmt.Errorf("%d results for %d entries", len(results), len(batch))
+	}
+	if err != nil {
+		// The waiters of these entries are answered "outcome unknown"
+		// as the loop exits.
+		n.loop.stopping = fmt.Errorf("apply entries %d-%d: state machine: %w", ents[0].Index, ents[len(ents)-1].Index, err)
+		return
+	}
+	for i, e := range ents {
+		n.resolve(e, results[i])
 	}
 }
 
-// apply applies one committed entry and resolves whoever waits for it.
-func (n *Node) apply(e raft.Entry) {
-	if e.Index <= n.kv.AppliedIndex() {
-		return
+// machineEntries appends the state machine's view of ents to dst: the
+// data of normal entries only (membership changes are the driver's).
+func machineEntries(dst []statemachine.Entry, ents []raft.Entry) []statemachine.Entry {
+	for _, e := range ents {
+		se := statemachine.Entry{Index: e.Index, Term: e.Term}
+		if e.Type == raft.EntryNormal {
+			se.Data = e.Data
+		}
+		dst = append(dst, se)
 	}
+	return dst
+}
+
+// resolve answers whoever waits for entry e, which the state machine just
+// applied with result res.
+//
+// A proposal is matched by where the core appended it: the entry at its
+// index has its term only if it is the very entry (a leader appends one
+// entry per index in its term, and only the leader of a term appends
+// entries of that term). Any other entry there means a new leader
+// overwrote the proposal, which will never be applied.
+func (n *Node) resolve(e raft.Entry, res statemachine.Result) {
 	p := n.loop.byIndex[e.Index]
 	if p != nil {
 		delete(n.loop.byIndex, e.Index)
@@ -580,37 +628,17 @@ func (n *Node) apply(e raft.Entry) {
 		delete(n.loop.confWaiters, e.Index)
 		delete(n.loop.confTerm, e.Index)
 	}
-	switch e.Type {
-	case raft.EntryConfChange:
-		n.kv.SetApplied(e.Index)
+	if e.Type == raft.EntryConfChange {
 		n.applyConfChange(e)
-		if p != nil {
-			delete(n.loop.byID, p.id)
-			p.reply(proposalResult{err: errDropped})
-		}
-		return
 	}
-	res := n.kv.Apply(e.Index, e.Data)
-	if res.Err != nil {
-		n.log.Warn("applied an undecodable entry as a no-op", "index", e.Index, "error", res.Err)
+	if res != nil && n.onApplied != nil {
+		n.onApplied(e.Index, res, e.Index <= n.loop.logAtStart)
 	}
-	if res.Kind == kv.CmdTokenKey && e.Index > n.loop.logAtStart {
-		n.writeOperatorToken()
-	}
-	if w := n.loop.byID[res.ID]; w != nil && len(e.Data) > 0 {
-		delete(n.loop.byID, res.ID)
-		if w != p && w.index != 0 {
-			delete(n.loop.byIndex, w.index)
-		}
-		w.reply(proposalResult{applied: res})
-		if w == p {
-			return
-		}
-	}
-	if p != nil {
-		// Another entry won this index: ours was overwritten by a new
-		// leader and will never be applied.
-		delete(n.loop.byID, p.id)
+	switch {
+	case p == nil:
+	case e.Type == raft.EntryNormal && e.Term == p.term:
+		p.reply(proposalResult{result: res})
+	default:
 		p.reply(proposalResult{err: errDropped})
 	}
 }
@@ -620,7 +648,6 @@ func (n *Node) failStaleProposals(upTo uint64) {
 	for idx, p := range n.loop.byIndex {
 		if idx <= upTo {
 			delete(n.loop.byIndex, idx)
-			delete(n.loop.byID, p.id)
 			p.reply(proposalResult{err: errOutcomeUnknown})
 		}
 	}
@@ -781,7 +808,7 @@ func (n *Node) checkRemoved() {
 // releaseReads lets the reads whose index the state machine has reached
 // proceed.
 func (n *Node) releaseReads() {
-	applied := n.kv.AppliedIndex()
+	applied := n.sm.Applied()
 	keep := n.loop.applyWait[:0]
 	for _, r := range n.loop.applyWait {
 		if r.index <= applied {
@@ -811,7 +838,7 @@ func (n *Node) failEverything() {
 	for _, p := range ls.newProp {
 		p.reply(proposalResult{err: err})
 	}
-	for _, p := range ls.byID {
+	for _, p := range ls.byIndex {
 		p.reply(proposalResult{err: errOutcomeUnknown})
 	}
 	for _, r := range ls.newReads {
@@ -831,7 +858,7 @@ func (n *Node) failEverything() {
 	for _, w := range ls.snapWaiters {
 		w <- err
 	}
-	ls.byID, ls.byIndex, ls.newProp, ls.newReads = nil, nil, nil, nil
+	ls.byIndex, ls.newProp, ls.newReads = nil, nil, nil
 	ls.readsByCtx, ls.applyWait, ls.confWaiters, ls.confTerm = nil, nil, nil, nil
 	ls.snapWaiters = nil
 }

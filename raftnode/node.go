@@ -16,6 +16,7 @@ import (
 	"github.com/capraft/capraft/raftnode/echo"
 	"github.com/capraft/capraft/raftnode/kv"
 	"github.com/capraft/capraft/raftnode/raft"
+	"github.com/capraft/capraft/raftnode/statemachine"
 	"github.com/capraft/capraft/raftnode/storage"
 	"github.com/capraft/capraft/raftnode/storage/vfs"
 	"github.com/capraft/capraft/raftnode/storage/wal"
@@ -181,8 +182,17 @@ type Node struct {
 	clusterID uint64
 	hub       *echo.Hub
 	store     *storage.Store
-	kv        *kv.Store
 	tr        *transport.Transport
+
+	// sm is the replicated state machine: all the driver knows of it.
+	// kv is the same store as the services see it (reads, sessions,
+	// token keys).
+	sm statemachine.Machine
+	kv *kv.Store
+	// onApplied observes every result the state machine returns, on the
+	// loop goroutine (see applyAll); the services react to the entries
+	// that matter to them. nil: nobody observes.
+	onApplied func(index uint64, res statemachine.Result, replayed bool)
 
 	// Owned by the loop goroutine.
 	core guardedCore
@@ -221,6 +231,8 @@ func New(cfg Config) (*Node, error) {
 		done:      make(chan struct{}),
 		leadWake:  make(chan struct{}),
 	}
+	n.sm = n.kv.Machine()
+	n.onApplied = n.observeApplied
 	n.proposeID.Store(rand.Uint64())
 	if err := n.open(); err != nil {
 		n.hub.Close()
@@ -332,7 +344,7 @@ func (n *Node) open() (err error) {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	n.core = guardedCore{c: core}
-	n.loop.snapIndex = n.kv.AppliedIndex()
+	n.loop.snapIndex = n.sm.Applied()
 
 	n.tr = transport.New(transport.Config{
 		ClusterID:    n.clusterID,
@@ -382,7 +394,7 @@ func (n *Node) recover() error {
 	if err := n.restore(sn); err != nil {
 		return err
 	}
-	n.log.Info("recovered from snapshot", "index", sn.Meta.Index, "revision", n.kv.Revision())
+	n.log.Info("recovered from snapshot", "index", sn.Meta.Index)
 	n.checkCounted(sn.Meta.ConfState)
 	return nil
 }

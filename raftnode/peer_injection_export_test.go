@@ -35,7 +35,7 @@ func CoreStatus(ctx context.Context, n *Node) (raft.Status, error) {
 
 // EmptySnapshotData is a well-formed snapshot of an empty store with
 // addrs as its address book.
-func EmptySnapshotData(addrs map[uint64]string) []byte { return encodeSnapshot(addrs, nil) }
+func EmptySnapshotData(addrs map[uint64]string) []byte { return encodeSnapshot(addrs) }
 
 // TransportStats returns what n's transport knows of its lanes to peer.
 func TransportStats(n *Node, peer uint64) transport.PeerStats { return n.tr.Stats(peer) }

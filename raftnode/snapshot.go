@@ -1,6 +1,7 @@
 package raftnode
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -9,8 +10,8 @@ import (
 	"io"
 	"sort"
 
-	"github.com/capraft/capraft/raftnode/kv"
 	"github.com/capraft/capraft/raftnode/raft"
+	"github.com/capraft/capraft/raftnode/statemachine"
 )
 
 // A node's snapshot is an envelope around the state machine's snapshot
@@ -18,7 +19,13 @@ import (
 // members added by a membership change are known only from the log, and
 // the log before a snapshot is gone.
 //
-//	magic "CRSN" | version u8 | count uvarint | (id uvarint, len uvarint, addr)* | crc32c of all before | kv snapshot bytes
+//	magic "CRSN" | version u8 | count uvarint | (id uvarint, len uvarint, addr)* | crc32c of all before | state machine stream
+//
+// The state machine's stream is opaque here: it runs to the end of the
+// snapshot, and the state machine validates it (storage also checksums
+// the whole snapshot file). A new cluster's bootstrap snapshot has no
+// stream (the state machine's initial state); a snapshot of zero bytes
+// (no envelope either) is read as one with no addresses and no stream.
 const (
 	snapMagic   = "CRSN"
 	snapVersion = 1
@@ -28,15 +35,21 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// encodeSnapshot writes the envelope header followed by the state
-// machine's snapshot (nil: an empty store).
-func encodeSnapshot(addrs map[uint64]string, sn *kv.Snapshot) []byte {
+// errCorruptEnvelope is wrapped by the errors of envelopes that do not
+// decode.
+var errCorruptEnvelope = errors.New("corrupt snapshot envelope")
+
+// encodeSnapshot returns a snapshot of addrs without a state machine: a
+// new cluster's bootstrap snapshot.
+func encodeSnapshot(addrs map[uint64]string) []byte {
 	var buf bytes.Buffer
-	writeSnapshot(&buf, addrs, sn)
+	writeSnapshot(&buf, addrs, nil) // writes to a bytes.Buffer do not fail
 	return buf.Bytes()
 }
 
-func writeSnapshot(w *bytes.Buffer, addrs map[uint64]string, sn *kv.Snapshot) error {
+// writeSnapshot writes the envelope header to w, followed by the state
+// machine's snapshot (nil: none).
+func writeSnapshot(w io.Writer, addrs map[uint64]string, sn statemachine.Snapshot) error {
 	ids := make([]uint64, 0, len(addrs))
 	for id := range addrs {
 		ids = append(ids, id)
@@ -51,105 +64,110 @@ func writeSnapshot(w *bytes.Buffer, addrs map[uint64]string, sn *kv.Snapshot) er
 		h = append(h, addrs[id]...)
 	}
 	h = binary.BigEndian.AppendUint32(h, crc32.Checksum(h, castagnoli))
-	w.Write(h)
+	if _, err := w.Write(h); err != nil {
+		return fmt.Errorf("write snapshot envelope: %w", err)
+	}
 	if sn == nil {
 		return nil
 	}
-	_, err := sn.WriteTo(w)
-	return err
+	if _, err := sn.WriteTo(w); err != nil {
+		return fmt.Errorf("write the state machine's snapshot: %w", err)
+	}
+	return nil
 }
 
-// decodeSnapshot splits a snapshot into the address book and the state
-// machine's bytes (empty for a bootstrap snapshot).
-func decodeSnapshot(data []byte) (map[uint64]string, []byte, error) {
-	if len(data) == 0 {
-		return map[uint64]string{}, nil, nil
+// readSnapshot reads a snapshot's envelope from r and returns the address
+// book and the state machine's stream, which is the rest of r (through a
+// buffer). A snapshot of zero bytes has no addresses and an empty stream.
+func readSnapshot(r io.Reader) (map[uint64]string, *bufio.Reader, error) {
+	br := bufio.NewReader(r)
+	if _, err := br.Peek(1); err == io.EOF {
+		return map[uint64]string{}, br, nil
+	} else if err != nil {
+		return nil, nil, fmt.Errorf("read snapshot envelope: %w", err)
 	}
-	errCorrupt := errors.New("corrupt snapshot envelope")
-	if len(data) < len(snapMagic)+1 || string(data[:len(snapMagic)]) != snapMagic {
-		return nil, nil, errCorrupt
+	// hdr keeps the bytes read, for the checksum.
+	hdr := make([]byte, len(snapMagic)+1, 64)
+	if _, err := io.ReadFull(br, hdr); err != nil || string(hdr[:len(snapMagic)]) != snapMagic {
+		return nil, nil, errCorruptEnvelope
 	}
-	if v := data[len(snapMagic)]; v != snapVersion {
+	if v := hdr[len(snapMagic)]; v != snapVersion {
 		return nil, nil, fmt.Errorf("snapshot envelope version %d is not supported (want %d): upgrade raftnode", v, snapVersion)
 	}
-	p := data[len(snapMagic)+1:]
 	next := func() (uint64, bool) {
-		v, k := binary.Uvarint(p)
-		if k <= 0 {
+		v, err := binary.ReadUvarint(br)
+		if err != nil {
 			return 0, false
 		}
-		p = p[k:]
+		hdr = binary.AppendUvarint(hdr, v)
 		return v, true
 	}
 	count, ok := next()
 	if !ok || count > maxMembers {
-		return nil, nil, errCorrupt
+		return nil, nil, errCorruptEnvelope
 	}
-	addrs := make(map[uint64]string, count)
+	addrs := make(map[uint64]string, min(count, 64))
 	for range count {
 		id, ok1 := next()
 		l, ok2 := next()
-		if !ok1 || !ok2 || l > maxAddrLen || uint64(len(p)) < l {
-			return nil, nil, errCorrupt
+		if !ok1 || !ok2 || l > maxAddrLen {
+			return nil, nil, errCorruptEnvelope
 		}
-		addrs[id] = string(p[:l])
-		p = p[l:]
+		hdr = append(hdr, make([]byte, l)...)
+		if _, err := io.ReadFull(br, hdr[len(hdr)-int(l):]); err != nil {
+			return nil, nil, errCorruptEnvelope
+		}
+		addrs[id] = string(hdr[len(hdr)-int(l):])
 	}
-	if len(p) < 4 {
-		return nil, nil, errCorrupt
+	var sum [4]byte
+	if _, err := io.ReadFull(br, sum[:]); err != nil {
+		return nil, nil, errCorruptEnvelope
 	}
-	hdrLen := len(data) - len(p)
-	if binary.BigEndian.Uint32(p) != crc32.Checksum(data[:hdrLen], castagnoli) {
-		return nil, nil, fmt.Errorf("%w: checksum mismatch", errCorrupt)
+	if binary.BigEndian.Uint32(sum[:]) != crc32.Checksum(hdr, castagnoli) {
+		return nil, nil, fmt.Errorf("%w: checksum mismatch", errCorruptEnvelope)
 	}
-	return addrs, p[4:], nil
+	return addrs, br, nil
 }
 
 // verifySnapshot decodes a snapshot received from a leader in full
-// without touching the node's state: the envelope, then the key-value
-// store, restored into a scratch store. The core calls it
+// without touching the node's state: the envelope, then the state
+// machine's stream (Machine.Verify). The core calls it
 // (raft.Config.VerifySnapshot) before it installs the snapshot, so one
 // this node could not restore is refused, and the leader asked again,
 // rather than written to disk, where it would stop the node at every
-// start. It costs one more decode per snapshot installed.
+// start. It costs one more pass over the snapshot.
 func (n *Node) verifySnapshot(sn raft.Snapshot) error {
-	_, kvData, err := decodeSnapshot(sn.Data)
+	_, sm, err := readSnapshot(bytes.NewReader(sn.Data))
 	if err != nil {
 		return err
 	}
-	if len(kvData) == 0 {
-		// Only a new cluster's bootstrap snapshot carries no store: every
-		// later one holds the store's encoding, even of an empty store.
+	if _, err := sm.Peek(1); err == io.EOF {
+		// Only a new cluster's bootstrap snapshot carries no state
+		// machine: every later one holds its stream, even of an empty
+		// state.
 		if boot := raft.BootstrapSnapshot(raft.ConfState{}).Meta.Index; sn.Meta.Index > boot {
-			return fmt.Errorf("no key-value store in a snapshot at index %d (only the bootstrap snapshot, at index %d, has none)", sn.Meta.Index, boot)
+			return fmt.Errorf("no state machine in a snapshot at index %d (only the bootstrap snapshot, at index %d, has none)", sn.Meta.Index, boot)
 		}
 		return nil
 	}
-	scratch := kv.New(n.kv.Config())
-	if err := scratch.Restore(bytes.NewReader(kvData)); err != nil {
-		return fmt.Errorf("key-value store: %w", err)
-	}
-	if a := scratch.AppliedIndex(); a > sn.Meta.Index {
-		return fmt.Errorf("key-value store applied through index %d, beyond the snapshot's %d", a, sn.Meta.Index)
+	if err := n.sm.Verify(sm, sn.Meta.Index); err != nil {
+		return fmt.Errorf("state machine: %w", err)
 	}
 	return nil
 }
 
 // restore replaces the state machine and the address book with a
-// snapshot's.
+// snapshot's. On error the state machine is unchanged.
 func (n *Node) restore(sn raft.Snapshot) error {
-	addrs, kvData, err := decodeSnapshot(sn.Data)
+	addrs, sm, err := readSnapshot(bytes.NewReader(sn.Data))
 	if err != nil {
 		return fmt.Errorf("snapshot %d: %w", sn.Meta.Index, err)
 	}
-	if len(kvData) > 0 {
-		if err := n.kv.Restore(bytes.NewReader(kvData)); err != nil {
-			return fmt.Errorf("snapshot %d: restore the key-value store: %w", sn.Meta.Index, err)
-		}
-	} else if err := n.kv.Restore(emptyKVSnapshot()); err != nil {
-		return fmt.Errorf("snapshot %d: reset the key-value store: %w", sn.Meta.Index, err)
+	// A snapshot without a state machine stream (a new cluster's
+	// bootstrap snapshot) restores the initial state.
+	if err := n.sm.Restore(sm, sn.Meta.Index); err != nil {
+		return fmt.Errorf("snapshot %d: restore the state machine: %w", sn.Meta.Index, err)
 	}
-	n.kv.SetApplied(sn.Meta.Index)
 	if n.loop.addrs == nil {
 		n.loop.addrs = make(map[uint64]string)
 	}
@@ -165,13 +183,6 @@ func (n *Node) restore(sn raft.Snapshot) error {
 	return nil
 }
 
-// emptyKVSnapshot is the snapshot of an empty store.
-func emptyKVSnapshot() io.Reader {
-	var buf bytes.Buffer
-	kv.New(kv.Config{}).Snapshot().WriteTo(&buf)
-	return &buf
-}
-
 // DefaultSnapshotBytes is Config.SnapshotBytes's default.
 const DefaultSnapshotBytes = 64 << 20
 
@@ -183,7 +194,7 @@ const DefaultSnapshotBytes = 64 << 20
 // same index; serializing and writing it run in the background.
 func (n *Node) maybeSnapshot() {
 	ls := &n.loop
-	applied := n.kv.AppliedIndex()
+	applied := n.sm.Applied()
 	if ls.snapshotting || applied <= ls.snapIndex {
 		return
 	}
@@ -207,8 +218,13 @@ func (n *Node) startSnapshot() uint64 {
 	// Counted from here whether it succeeds or not: a failed snapshot is
 	// retried SnapshotBytes later.
 	ls.snapWALBytes = n.store.Stats().BytesWritten
-	kvSnap := n.kv.Snapshot()
-	index := kvSnap.Index()
+	smSnap, err := n.sm.Snapshot()
+	if err != nil {
+		index := n.sm.Applied()
+		n.q.push(snapDone{index, fmt.Errorf("state machine: %w", err)})
+		return index
+	}
+	index := smSnap.Index()
 	cs := n.core.ConfState()
 	addrs := make(map[uint64]string, len(ls.addrs))
 	for id, a := range ls.addrs {
@@ -218,7 +234,8 @@ func (n *Node) startSnapshot() uint64 {
 	go func() {
 		defer n.wg.Done()
 		var buf bytes.Buffer
-		err := writeSnapshot(&buf, addrs, kvSnap)
+		err := writeSnapshot(&buf, addrs, smSnap)
+		smSnap.Release()
 		if err == nil {
 			err = n.store.CreateSnapshot(index, cs, buf.Bytes())
 		}

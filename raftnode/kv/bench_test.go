@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"testing"
 	"time"
+
+	"github.com/capraft/capraft/raftnode/statemachine"
 )
 
 // benchKey writes a 16-byte key for n.
@@ -16,8 +18,10 @@ func benchKey(dst []byte, n uint64) []byte {
 }
 
 // benchApply applies b.N puts, opsPerEntry per entry, keys from keyOf;
-// encoding happens outside the timer, decoding and applying inside.
-func benchApply(b *testing.B, opsPerEntry int, keyOf func(i uint64) uint64) {
+// encoding happens outside the timer, decoding and applying inside. With
+// machineBatch > 0 the entries go through Machine.Apply, that many per
+// batch, as the driver applies them.
+func benchApply(b *testing.B, opsPerEntry int, keyOf func(i uint64) uint64, machineBatch int) {
 	s := New(Config{})
 	s.Apply(1, enc(Command{Kind: CmdOpenSession}))
 	value := bytes.Repeat([]byte("v"), 32)
@@ -44,11 +48,15 @@ func benchApply(b *testing.B, opsPerEntry int, keyOf func(i uint64) uint64) {
 		}
 		b.StartTimer()
 		cpu0 := processCPU()
-		for _, e := range entries {
-			index++
-			a := s.Apply(index, e)
-			if a.Err != nil || a.Results[0].Code != OK {
-				b.Fatalf("apply: %v %+v", a.Err, a.Results)
+		if machineBatch > 0 {
+			index = applyMachine(b, s.Machine(), index, entries, machineBatch)
+		} else {
+			for _, e := range entries {
+				index++
+				a := s.Apply(index, e)
+				if a.Err != nil || a.Results[0].Code != OK {
+					b.Fatalf("apply: %v %+v", a.Err, a.Results)
+				}
 			}
 		}
 		cpu += processCPU() - cpu0
@@ -61,12 +69,40 @@ func benchApply(b *testing.B, opsPerEntry int, keyOf func(i uint64) uint64) {
 	}
 }
 
+// applyMachine applies entries at the indexes after index through m,
+// batch entries per call, and returns the last index.
+func applyMachine(b *testing.B, m Machine, index uint64, entries [][]byte, batch int) uint64 {
+	ents := make([]statemachine.Entry, 0, batch)
+	for len(entries) > 0 {
+		ents = ents[:0]
+		for _, e := range entries[:min(batch, len(entries))] {
+			index++
+			ents = append(ents, statemachine.Entry{Index: index, Term: 1, Data: e})
+		}
+		entries = entries[len(ents):]
+		res, err := m.Apply(ents)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, r := range res {
+			if a := r.(*Applied); a.Err != nil || a.Results[0].Code != OK {
+				b.Fatalf("apply: %v %+v", a.Err, a.Results)
+			}
+		}
+	}
+	return index
+}
+
 // BenchmarkApplyPut: one Put of a new 16-byte key (32-byte value) per
-// entry, through Apply (decode included). ns/op is per put.
+// entry, through Apply (decode included). ns/op is per put. The machine-*
+// runs apply the same entries through Machine.Apply in batches of 1 and
+// 16, as the driver does.
 func BenchmarkApplyPut(b *testing.B) {
-	b.Run("new-keys", func(b *testing.B) { benchApply(b, 1, func(i uint64) uint64 { return i }) })
-	b.Run("overwrite-100k", func(b *testing.B) { benchApply(b, 1, func(i uint64) uint64 { return (i * 7919) % 100_000 }) })
-	b.Run("batch64-new-keys", func(b *testing.B) { benchApply(b, 64, func(i uint64) uint64 { return i }) })
+	b.Run("new-keys", func(b *testing.B) { benchApply(b, 1, func(i uint64) uint64 { return i }, 0) })
+	b.Run("overwrite-100k", func(b *testing.B) { benchApply(b, 1, func(i uint64) uint64 { return (i * 7919) % 100_000 }, 0) })
+	b.Run("batch64-new-keys", func(b *testing.B) { benchApply(b, 64, func(i uint64) uint64 { return i }, 0) })
+	b.Run("machine1-new-keys", func(b *testing.B) { benchApply(b, 1, func(i uint64) uint64 { return i }, 1) })
+	b.Run("machine16-new-keys", func(b *testing.B) { benchApply(b, 1, func(i uint64) uint64 { return i }, 16) })
 }
 
 // BenchmarkDecode decodes a one-put and a 64-put entry.
@@ -165,6 +201,16 @@ func BenchmarkSnapshot(b *testing.B) {
 		r := New(Config{})
 		for b.Loop() {
 			if err := r.Restore(bytes.NewReader(buf.Bytes())); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Verify", func(b *testing.B) {
+		b.SetBytes(int64(buf.Len()))
+		b.ReportAllocs()
+		m := New(Config{}).Machine()
+		for b.Loop() {
+			if err := m.Verify(bytes.NewReader(buf.Bytes()), s.AppliedIndex()); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -1,7 +1,10 @@
 // Package kv is the replicated key-value state machine of a raftnode.
 //
 // The node's driver applies committed Raft log entries to a Store in log
-// order, on every node. Apply is pure and deterministic (no goroutines,
+// order, on every node, through Store.Machine: the statemachine.Machine
+// the driver knows (batches of entries in, one *Applied per entry out,
+// snapshots and restores as streams). The node's services use the Store
+// itself for reads, sessions and token keys. Apply is pure and deterministic (no goroutines,
 // clocks, I/O or randomness): nodes applying the same entries from the same
 // state reach byte-identical state, which Snapshot.WriteTo makes visible.
 //
@@ -11,7 +14,8 @@
 // Command.AppendBinary and decoded by Store.Apply (DecodeCommand). An empty
 // entry is a no-op; an entry that does not decode yields Applied.Err on
 // every node and changes nothing but the applied index. Entries that are
-// not kv commands (configuration changes) are skipped with SetApplied.
+// not kv commands (configuration changes) are skipped with SetApplied
+// (through the Machine: entries without data).
 //
 // # Keys and revisions
 //
@@ -65,5 +69,6 @@
 // change after a snapshot; the token keys slice is replaced, never
 // modified). The Snapshot is then serialized by WriteTo on any goroutine
 // while Apply continues. The encoding is canonical and checksummed
-// (CRC-32C); Restore validates all of it before replacing the state.
+// (CRC-32C); Restore validates all of it before replacing the state, and
+// Machine.Verify validates it the same way without building the state.
 package kv

@@ -390,26 +390,85 @@ func (r *snapReader) kv(it *entry, rev uint64) {
 // lengths, checksum, end of input) before the state is replaced: on error
 // the store is unchanged. Restore must not run concurrently with Apply.
 func (s *Store) Restore(r io.Reader) error {
+	st, err := decodeSnapshot(r, true, false)
+	if err != nil {
+		return err
+	}
+	s.install(st)
+	return nil
+}
+
+// snapState is a decoded snapshot's state, ready to install.
+type snapState struct {
+	applied, rev       uint64
+	clock              int64
+	kv                 *btree.BTreeG[*entry]
+	sessions           *btree.BTreeG[sessItem]
+	expiry             *btree.BTreeG[expKey]
+	tokenKeys          []tokenKey
+	revoked, revExpiry *btree.BTreeG[revocation]
+}
+
+// emptyState is the state of a new store at applied index.
+func emptyState(applied uint64) *snapState {
+	st := &snapState{applied: applied}
+	st.kv, st.sessions, st.expiry = newTrees()
+	st.revoked, st.revExpiry = newRevTrees()
+	return st
+}
+
+// install replaces the store's state with st.
+func (s *Store) install(st *snapState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.applied, s.rev, s.clock = st.applied, st.rev, st.clock
+	s.kv, s.sessions, s.expiry = st.kv, st.sessions, st.expiry
+	s.tokenKeys, s.revoked, s.revExpiry = st.tokenKeys, st.revoked, st.revExpiry
+	// Restored sessions carry gen 0: at worst they are copied once more
+	// than needed; none is shared with a snapshot.
+	s.revEpoch.Add(1) // the revocations (and keys) may differ in any way
+}
+
+// decodeSnapshot reads and validates one snapshot from r. With build, it
+// returns the state the snapshot holds; without, it only validates (in
+// memory bounded by the largest key or value, not by the state's size)
+// and returns a state with no trees. With emptyOK, an input of zero bytes
+// is the empty state (nil without build).
+func decodeSnapshot(r io.Reader, build, emptyOK bool) (*snapState, error) {
 	sr := &snapReader{r: r, buf: make([]byte, 256<<10)}
+	if emptyOK && !sr.more(1) {
+		if sr.err != nil {
+			return nil, sr.err
+		}
+		if !build {
+			return nil, nil
+		}
+		return emptyState(0), nil
+	}
 	var hdr [len(snapMagic) + 1]byte
 	for i := range hdr {
 		hdr[i] = sr.byte()
 	}
 	if sr.err != nil {
-		return sr.err
+		return nil, sr.err
 	}
 	if string(hdr[:len(snapMagic)]) != snapMagic {
-		return fmt.Errorf("%w snapshot: bad magic %q", ErrMalformed, hdr[:len(snapMagic)])
+		return nil, fmt.Errorf("%w snapshot: bad magic %q", ErrMalformed, hdr[:len(snapMagic)])
 	}
 	version := hdr[len(snapMagic)]
 	if version != snapVersion && version != snapVersionV1 {
-		return fmt.Errorf("%w snapshot: unknown format version %d", ErrMalformed, version)
+		return nil, fmt.Errorf("%w snapshot: unknown format version %d", ErrMalformed, version)
 	}
-	applied := sr.fixed64()
-	rev := sr.fixed64()
-	clock := int64(sr.fixed64())
+	st := &snapState{}
+	st.applied = sr.fixed64()
+	st.rev = sr.fixed64()
+	st.clock = int64(sr.fixed64())
+	applied, rev, clock := st.applied, st.rev, st.clock
 
-	kvt, sessions, expiry := newTrees()
+	if build {
+		st.kv, st.sessions, st.expiry = newTrees()
+		st.revoked, st.revExpiry = newRevTrees()
+	}
 	nkeys := sr.uvarint()
 	var last []byte
 	for i := uint64(0); i < nkeys && sr.err == nil; i++ {
@@ -422,9 +481,13 @@ func (s *Store) Restore(r io.Reader) error {
 			sr.fail("key %q not after %q", it.key, last)
 			break
 		}
+		if !build {
+			last = append(last[:0], it.key...)
+			continue
+		}
 		e := newEntry(it.key, it.value)
 		e.create, e.mod, e.version = it.create, it.mod, it.version
-		kvt.ReplaceOrInsert(e)
+		st.kv.ReplaceOrInsert(e)
 		last = e.key
 	}
 	nsess := sr.uvarint()
@@ -458,7 +521,7 @@ func (s *Store) Restore(r io.Reader) error {
 			sv.res.Succeeded = flags&resFlagSucceeded != 0
 			sv.res.Found = flags&resFlagFound != 0
 			sv.res.Revision = sr.uvarint()
-			if sr.scratch = sr.appendBytes(sr.scratch[:0], maxSnapMessage); len(sr.scratch) > 0 {
+			if sr.scratch = sr.appendBytes(sr.scratch[:0], maxSnapMessage); len(sr.scratch) > 0 && build {
 				sv.res.Message = string(sr.scratch)
 			}
 			if sr.err != nil {
@@ -480,28 +543,32 @@ func (s *Store) Restore(r io.Reader) error {
 			if sv.res.Found {
 				var p entry
 				sr.kv(&p, rev)
-				e := newEntry(p.key, p.value)
-				e.create, e.mod, e.version = p.create, p.mod, p.version
-				sv.res.Prev = e.kv()
+				if build {
+					e := newEntry(p.key, p.value)
+					e.create, e.mod, e.version = p.create, p.mod, p.version
+					sv.res.Prev = e.kv()
+				}
 			}
 			lastSeq = sv.seq
-			ss.results = append(ss.results, sv)
+			if build {
+				ss.results = append(ss.results, sv)
+			}
 		}
-		sessions.ReplaceOrInsert(sessItem{id: ss.id, s: ss})
-		expiry.ReplaceOrInsert(expKey{last: ss.lastActive, id: ss.id})
+		if build {
+			st.sessions.ReplaceOrInsert(sessItem{id: ss.id, s: ss})
+			st.expiry.ReplaceOrInsert(expKey{last: ss.lastActive, id: ss.id})
+		}
 	}
-	var tokenKeys []tokenKey
-	revoked, revExpiry := newRevTrees()
 	if version != snapVersionV1 {
-		tokenKeys = sr.tokenKeys()
-		sr.revocations(revoked, revExpiry, clock)
+		st.tokenKeys = sr.tokenKeys()
+		sr.revocations(st.revoked, st.revExpiry, clock)
 	}
 	if sr.err != nil {
-		return sr.err
+		return nil, sr.err
 	}
 	// The checksum covers everything consumed so far.
 	if !sr.fill(4) {
-		return sr.err
+		return nil, sr.err
 	}
 	sr.crc = crc32.Update(sr.crc, castagnoli, sr.buf[sr.crcPos:sr.pos])
 	sr.crcPos = sr.pos
@@ -509,24 +576,15 @@ func (s *Store) Restore(r io.Reader) error {
 	sr.pos += 4
 	sr.crcPos = sr.pos
 	if want != sr.crc {
-		return fmt.Errorf("%w snapshot: checksum %#08x, computed %#08x", ErrMalformed, want, sr.crc)
+		return nil, fmt.Errorf("%w snapshot: checksum %#08x, computed %#08x", ErrMalformed, want, sr.crc)
 	}
 	if sr.more(1) {
-		return fmt.Errorf("%w snapshot: trailing data after the checksum", ErrMalformed)
+		return nil, fmt.Errorf("%w snapshot: trailing data after the checksum", ErrMalformed)
 	}
 	if sr.err != nil {
-		return sr.err
+		return nil, sr.err
 	}
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.applied, s.rev, s.clock = applied, rev, clock
-	s.kv, s.sessions, s.expiry = kvt, sessions, expiry
-	s.tokenKeys, s.revoked, s.revExpiry = tokenKeys, revoked, revExpiry
-	// Restored sessions carry gen 0: at worst they are copied once more
-	// than needed; none is shared with a snapshot.
-	s.revEpoch.Add(1) // the revocations (and keys) may differ in any way
-	return nil
+	return st, nil
 }
 
 // count reads the count of a list of at most max things.
@@ -561,8 +619,8 @@ func (r *snapReader) tokenKeys() []tokenKey {
 }
 
 // revocations reads the revocations of a version-2 snapshot into revoked
-// and, those that expire, revExpiry. A kept revocation never expired
-// before the clock.
+// and, those that expire, revExpiry (both nil: only validate). A kept
+// revocation never expired before the clock.
 func (r *snapReader) revocations(revoked, revExpiry *btree.BTreeG[revocation], clock int64) {
 	n := r.count("revocations", MaxRevocations)
 	var last revocation
@@ -577,9 +635,11 @@ func (r *snapReader) revocations(revoked, revExpiry *btree.BTreeG[revocation], c
 		case rv.expires < 0 || (rv.expires != 0 && rv.expires < clock):
 			r.fail("revoked id %x: expiry %d before the clock %d", rv.id, rv.expires, clock)
 		default:
-			revoked.ReplaceOrInsert(rv)
-			if rv.expires != 0 {
-				revExpiry.ReplaceOrInsert(rv)
+			if revoked != nil {
+				revoked.ReplaceOrInsert(rv)
+				if rv.expires != 0 {
+					revExpiry.ReplaceOrInsert(rv)
+				}
 			}
 			last = rv
 		}

@@ -148,8 +148,10 @@ func (k CommandKind) String() string {
 // Command is one replicated log entry's content: the leader encodes it
 // with AppendBinary, every node decodes it in Apply.
 type Command struct {
-	// ID is an opaque proposal id chosen by the proposing node; Apply
-	// returns it so the driver finds the proposal's waiter.
+	// ID is an opaque id chosen by the proposing node, returned by Apply
+	// in Applied.ID. Nothing depends on it any more (the driver matches
+	// proposals to entries by log index and term); it stays in the
+	// encoding, which entries already in logs use.
 	ID uint64
 	// Time is the leader's wall clock (unix nanoseconds) at proposal. The
 	// store's clock is the maximum Time seen, so it never goes back.
