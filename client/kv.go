@@ -66,7 +66,7 @@ func IfAbsent() Compare { return Compare{kind: kvwire.CompareAbsent} }
 
 // Put sets key to value and returns the store's revision after the write.
 func (c *Client) Put(ctx context.Context, key string, value []byte) (rev uint64, err error) {
-	r, err := c.do(ctx, &request{op: kvwire.Op{Kind: kvwire.Put, Key: []byte(key), Value: value}})
+	r, err := c.do(ctx, putRequest(key, value))
 	if err != nil {
 		return 0, err
 	}
@@ -76,11 +76,7 @@ func (c *Client) Put(ctx context.Context, key string, value []byte) (rev uint64,
 // Get returns key's state. It returns an error matching ErrNotFound when
 // the key does not exist.
 func (c *Client) Get(ctx context.Context, key string, opts ...ReadOption) (KeyValue, error) {
-	req := &request{op: kvwire.Op{Kind: kvwire.Get, Key: []byte(key)}}
-	for _, o := range opts {
-		o(req)
-	}
-	r, err := c.do(ctx, req)
+	r, err := c.do(ctx, getRequest(key, opts))
 	if err != nil {
 		return KeyValue{}, err
 	}
@@ -93,7 +89,7 @@ func (c *Client) Get(ctx context.Context, key string, opts ...ReadOption) (KeyVa
 // Delete removes key. existed says whether it existed; rev is the store's
 // revision after the operation.
 func (c *Client) Delete(ctx context.Context, key string) (existed bool, rev uint64, err error) {
-	r, err := c.do(ctx, &request{op: kvwire.Op{Kind: kvwire.Delete, Key: []byte(key)}})
+	r, err := c.do(ctx, deleteRequest(key))
 	if err != nil {
 		return false, 0, err
 	}
@@ -115,8 +111,7 @@ func (c *Client) CompareAndDelete(ctx context.Context, key string, expect Compar
 }
 
 func (c *Client) cas(ctx context.Context, key string, expect Compare, value []byte, del bool) (uint64, error) {
-	req := &request{op: kvwire.Op{Kind: kvwire.CAS, Key: []byte(key), Value: value, DeleteOnSuccess: del,
-		Compare: expect.kind, CompareValue: expect.value, CompareRevision: expect.rev}}
+	req := casRequest(key, expect, value, del)
 	if expect.kind == 0 {
 		return 0, fmt.Errorf("%s: no compare given; use IfValue, IfModRevision or IfAbsent", req.describe())
 	}
@@ -142,15 +137,48 @@ func (c *Client) Range(ctx context.Context, prefix string, limit int, opts ...Re
 	if limit < 0 || limit > 1<<31 {
 		return Page{}, fmt.Errorf("range %q: limit %d out of range; use 0 for the node's maximum", prefix, limit)
 	}
-	req := &request{op: kvwire.Op{Kind: kvwire.Range, Key: []byte(prefix), Limit: uint32(limit)}}
-	for _, o := range opts {
-		o(req)
-	}
-	r, err := c.do(ctx, req)
+	r, err := c.do(ctx, rangeRequest(prefix, uint32(limit), opts))
 	if err != nil {
 		return Page{}, err
 	}
 	return Page{KVs: r.kvs, More: r.more, Revision: r.revision}, nil
+}
+
+// The requests of the operations. What they hold is what the client
+// sends (kvwire encodes every field of an Op as it is).
+
+func putRequest(key string, value []byte) *request {
+	return &request{op: kvwire.Op{Kind: kvwire.Put, Key: []byte(key), Value: value}}
+}
+
+func getRequest(key string, opts []ReadOption) *request {
+	req := &request{op: kvwire.Op{Kind: kvwire.Get, Key: []byte(key)}}
+	for _, o := range opts {
+		o(req)
+	}
+	return req
+}
+
+func deleteRequest(key string) *request {
+	return &request{op: kvwire.Op{Kind: kvwire.Delete, Key: []byte(key)}}
+}
+
+// casRequest is a compare-and-swap of key to value, or a
+// compare-and-delete (del), whose new value is left unset.
+func casRequest(key string, expect Compare, value []byte, del bool) *request {
+	if del {
+		value = nil
+	}
+	return &request{op: kvwire.Op{Kind: kvwire.CAS, Key: []byte(key), Value: value, DeleteOnSuccess: del,
+		Compare: expect.kind, CompareValue: expect.value, CompareRevision: expect.rev}}
+}
+
+func rangeRequest(prefix string, limit uint32, opts []ReadOption) *request {
+	req := &request{op: kvwire.Op{Kind: kvwire.Range, Key: []byte(prefix), Limit: limit}}
+	for _, o := range opts {
+		o(req)
+	}
+	return req
 }
 
 // Backoff between retries: exponential from backoffMin to backoffMax,
