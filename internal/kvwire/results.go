@@ -3,6 +3,8 @@ package kvwire
 import (
 	"fmt"
 
+	"capnproto.org/go/capnp/v3"
+
 	"github.com/capraft/capraft/schema"
 )
 
@@ -174,6 +176,9 @@ func DecodeResult(src schema.Result, kind Kind) (Result, error) {
 		if lerr != nil {
 			return Result{}, lerr
 		}
+		if err := checkListLen(src.Message(), l.Len()); err != nil {
+			return Result{}, err
+		}
 		r.KVs = make([]KeyValue, l.Len())
 		for i := range r.KVs {
 			if r.KVs[i], err = decodeKeyValue(l.At(i), nil); err != nil {
@@ -185,6 +190,28 @@ func DecodeResult(src schema.Result, kind Kind) (Result, error) {
 		return Result{}, err
 	}
 	return r, nil
+}
+
+// checkListLen refuses a list of n elements that could not fit in msg
+// with a word each. A list of empty structs takes no room in a message,
+// yet the reader allocates a KeyValue for each element: a few bytes must
+// not cost hundreds of megabytes. (The traversal limit, 64 MiB by
+// default, charges such a list a word per element: up to 8 M elements.)
+func checkListLen(msg *capnp.Message, n int) error {
+	if n == 0 {
+		return nil
+	}
+	if msg == nil {
+		return fmt.Errorf("a list of %d elements outside a message", n)
+	}
+	size, err := msg.TotalSize()
+	if err != nil {
+		return err
+	}
+	if uint64(n) > size/8 {
+		return fmt.Errorf("a list of %d elements in a message of %d bytes", n, size)
+	}
+	return nil
 }
 
 func decodeKeyValue(src schema.KeyValue, err error) (KeyValue, error) {
