@@ -421,3 +421,66 @@ func TestClientReadsResultsAsBefore(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkPutCodec measures the client's codec work for one Put: encode
+// a batch of one put, read a result that names the previous value. before
+// runs the frozen copy of the client's own codec, now kvwire.
+func BenchmarkPutCodec(b *testing.B) {
+	value := make([]byte, 256)
+	req := putRequest("some/key", value)
+	old := &legacyRequest{kind: kvwire.Put, key: []byte("some/key"), value: value}
+	answerMsg, seg, err := capnp.NewMessage(capnp.SingleSegment(nil))
+	if err != nil {
+		b.Fatal(err)
+	}
+	answer, err := schema.NewRootResult(seg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	prev := kvwire.Result{Revision: 9, Found: true, KV: kvwire.KeyValue{Key: []byte("some/key"), Value: value, ModRevision: 8}}
+	if err := kvwire.EncodeResult(answer, kvwire.Put, &prev); err != nil {
+		b.Fatal(err)
+	}
+	for _, legacy := range []bool{true, false} {
+		name := "now"
+		if legacy {
+			name = "before"
+		}
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				answerMsg.ResetReadLimit(1 << 20) // each read counts against it
+				msg, seg, err := capnp.NewMessage(capnp.SingleSegment(nil))
+				if err != nil {
+					b.Fatal(err)
+				}
+				p, err := schema.NewRootKV_batch_Params(seg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				var r result
+				if legacy {
+					rq, _ := p.NewReq()
+					rq.SetSession(1)
+					ops, _ := rq.NewOps(1)
+					err = legacyEncodeOp(ops.At(0), old, 5)
+					if err == nil {
+						r, err = legacyDecodeResult(answer, kvwire.Put, "node")
+					}
+				} else {
+					ops, _ := kvwire.NewRequest(p, kvwire.Header{Session: 1}, 1)
+					op := req.op
+					op.Seq = 5
+					err = kvwire.EncodeOp(ops.At(0), &op)
+					if err == nil {
+						r, err = decodeResult(answer, kvwire.Put, "node")
+					}
+				}
+				if err != nil || !r.found {
+					b.Fatal(err)
+				}
+				msg.Release()
+			}
+		})
+	}
+}

@@ -530,3 +530,123 @@ func TestForwardedResultsReadAsBefore(t *testing.T) {
 		}
 	}
 }
+
+// legacyDecodeBatch is what serveBatch did to read a batch before the
+// shared codec (with the size checks it made then, in short).
+func legacyDecodeBatch(p schema.KV_batch_Params, lim kv.Config) (ops []legacyOp, bad []error, valid []legacyOp, err error) {
+	req, err := p.Req()
+	if err != nil {
+		return nil, nil, nil, invalid("batch: %v", err)
+	}
+	l, err := req.Ops()
+	if err != nil {
+		return nil, nil, nil, invalid("batch ops: %v", err)
+	}
+	if l.Len() > lim.MaxBatchOps {
+		return nil, nil, nil, tooLarge("tooLarge: batch of %d operations", l.Len())
+	}
+	ops = make([]legacyOp, l.Len())
+	bad = make([]error, l.Len())
+	total := 0
+	for i := range ops {
+		ops[i], bad[i] = legacyDecodeOp(l.At(i))
+		o := &ops[i]
+		if bad[i] == nil && (len(o.key) > lim.MaxKeySize || len(o.after) > lim.MaxKeySize ||
+			len(o.value) > lim.MaxValueSize || len(o.cmpValue) > lim.MaxValueSize) {
+			bad[i] = tooLarge("%v over a limit", o.kind)
+		}
+		total += len(o.key) + len(o.value) + len(o.cmpValue) + len(o.after)
+	}
+	if total > lim.MaxBatchBytes {
+		for i := range bad {
+			if bad[i] == nil {
+				bad[i] = tooLarge("batch of %d bytes", total)
+			}
+		}
+	}
+	valid = make([]legacyOp, 0, len(ops))
+	for i := range ops {
+		if bad[i] == nil {
+			valid = append(valid, ops[i])
+		}
+	}
+	return ops, bad, valid, nil
+}
+
+// BenchmarkPutBatchCodec measures the node's codec work for a batch of
+// puts: read the request, write results that name the previous values.
+// before runs the frozen copy of the node's own codec, now kvwire.
+func BenchmarkPutBatchCodec(b *testing.B) {
+	lim := kv.Config{MaxKeySize: kv.DefaultMaxKeySize, MaxValueSize: kv.DefaultMaxValueSize,
+		MaxBatchOps: kv.DefaultMaxBatchOps, MaxBatchBytes: kv.DefaultMaxBatchBytes}
+	value := make([]byte, 256)
+	for _, n := range []int{1, 32} {
+		paramsMsg, seg, err := capnp.NewMessage(capnp.SingleSegment(nil))
+		if err != nil {
+			b.Fatal(err)
+		}
+		params, err := schema.NewRootKV_batch_Params(seg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		l, err := kvwire.NewRequest(params, kvwire.Header{Session: 1}, n)
+		if err != nil {
+			b.Fatal(err)
+		}
+		got := make([]kvResult, n)
+		for i := range n {
+			key := []byte(fmt.Sprintf("some/key/%d", i))
+			if err := kvwire.EncodeOp(l.At(i), &kvwire.Op{Kind: kvwire.Put, Seq: uint64(i + 1), Key: key, Value: value}); err != nil {
+				b.Fatal(err)
+			}
+			got[i] = kvResult{rev: 9, w: kv.Result{Revision: 9, Found: true, Prev: kv.KeyValue{Key: key, Value: value, ModRevision: 8}}}
+		}
+		for _, legacy := range []bool{true, false} {
+			name := fmt.Sprintf("ops=%d/now", n)
+			if legacy {
+				name = fmt.Sprintf("ops=%d/before", n)
+			}
+			b.Run(name, func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					paramsMsg.ResetReadLimit(1 << 20) // each read counts against it
+					msg, seg, err := capnp.NewMessage(capnp.SingleSegment(nil))
+					if err != nil {
+						b.Fatal(err)
+					}
+					res, err := schema.NewRootKV_batch_Results(seg)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if legacy {
+						ops, bad, valid, err := legacyDecodeBatch(params, lim)
+						if err != nil || len(valid) != n {
+							b.Fatal(err)
+						}
+						out, err := res.NewResults(int32(len(ops)))
+						if err != nil {
+							b.Fatal(err)
+						}
+						for i := range ops {
+							if bad[i] != nil {
+								b.Fatal(bad[i])
+							}
+							if err := legacyEncodeResult(out.At(i), &ops[i], &got[i]); err != nil {
+								b.Fatal(err)
+							}
+						}
+					} else {
+						req, err := kvwire.DecodeRequest(params, kvLimits(lim))
+						if err != nil || req.Errs != nil {
+							b.Fatal(err, req.Errs)
+						}
+						if err := encodeBatch(res, req.Ops, req.Errs, got); err != nil {
+							b.Fatal(err)
+						}
+					}
+					msg.Release()
+				}
+			})
+		}
+	}
+}
