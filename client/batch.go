@@ -9,54 +9,33 @@ import (
 
 	"capnproto.org/go/capnp/v3/exc"
 
+	"github.com/capraft/capraft/internal/kvwire"
 	"github.com/capraft/capraft/schema"
 )
 
-// opKind is the kind of a KV operation.
-type opKind uint8
-
-const (
-	kindPut opKind = iota
-	kindGet
-	kindDelete
-	kindCas
-	kindRange
-)
-
-func (k opKind) String() string {
-	return [...]string{"put", "get", "delete", "cas", "range"}[k]
-}
-
 // request is one KV operation, kept across its attempts.
 type request struct {
-	kind         opKind
-	key          []byte
-	value        []byte // put: the value; cas: the new value
-	cmp          Compare
-	casDelete    bool
-	serializable bool
-	after        []byte // range
-	limit        uint32 // range
-
-	// Writes: the session and sequence number the write carries. A retry
-	// keeps them, so the cluster applies the write at most once.
-	session, seq uint64
+	// op is the operation. A write's op.Seq is its sequence number in
+	// session (0 until one is assigned): a retry keeps them, so the
+	// cluster applies the write at most once.
+	op      kvwire.Op
+	session uint64
 }
 
-func (r *request) write() bool {
-	return r.kind == kindPut || r.kind == kindDelete || r.kind == kindCas
-}
+func (r *request) write() bool { return r.op.IsWrite() }
 
-func (r *request) size() int { return len(r.key) + len(r.value) + len(r.cmp.value) + len(r.after) + 32 }
+// size is what the request counts towards a batch's size: its keys and
+// values and room for the rest of its encoding.
+func (r *request) size() int { return r.op.Bytes() + 32 }
 
 // describe names the operation and its key for messages; a long key is
 // shortened (an error must not carry a key of kilobytes).
 func (r *request) describe() string {
 	const max = 64
-	if len(r.key) > max {
-		return fmt.Sprintf("%s %q... (a %d-byte key)", r.kind, r.key[:max], len(r.key))
+	if k := r.op.Key; len(k) > max {
+		return fmt.Sprintf("%s %q... (a %d-byte key)", r.op.Kind, k[:max], len(k))
 	}
-	return fmt.Sprintf("%s %q", r.kind, r.key)
+	return fmt.Sprintf("%s %q", r.op.Kind, r.op.Key)
 }
 
 // Attempt states. The sender moves an attempt queued -> taken -> sent; the
@@ -303,18 +282,14 @@ func (c *Client) issue(cn *conn, batch []*attempt) *batchCall {
 
 	ctx, cancel := context.WithTimeout(c.ctx, c.opts.requestTimeout)
 	f, release := cn.kv.Batch(ctx, func(p schema.KV_batch_Params) error {
-		req, err := p.NewReq()
-		if err != nil {
-			return err
-		}
-		req.SetSession(session)
-		req.SetAckedBelow(acked)
-		ops, err := req.NewOps(int32(len(sent)))
+		ops, err := kvwire.NewRequest(p, kvwire.Header{Session: session, AckedBelow: acked}, len(sent))
 		if err != nil {
 			return err
 		}
 		for i, a := range sent {
-			if err := encodeOp(ops.At(i), a); err != nil {
+			op := a.req.op
+			op.Seq = a.seq
+			if err := kvwire.EncodeOp(ops.At(i), &op); err != nil {
 				return err
 			}
 		}
@@ -336,16 +311,13 @@ func (b *batchCall) finish() {
 		deliver(sent, c.batchError(cn, b.ctx, err))
 		return
 	}
-	list, err := res.Results()
-	if err == nil && list.Len() != len(sent) {
-		err = fmt.Errorf("%d results answered for %d operations (a bug in the node)", list.Len(), len(sent))
-	}
+	list, err := kvwire.Results(res, len(sent))
 	if err != nil {
-		deliver(sent, &ServerError{Code: CodeInternal, Message: err.Error(), Addr: cn.addr()})
+		deliver(sent, &ServerError{Code: CodeInternal, Message: err.Error() + " (a bug in the node)", Addr: cn.addr()})
 		return
 	}
 	for i, a := range sent {
-		a.res, a.err = decodeResult(list.At(i), a.req.kind, cn.addr())
+		a.res, a.err = decodeResult(list.At(i), a.req.op.Kind, cn.addr())
 		close(a.done)
 	}
 }
@@ -393,187 +365,52 @@ func (c *Client) batchError(cn *conn, ctx context.Context, err error) error {
 	}
 }
 
-// encodeOp writes attempt a into op.
-func encodeOp(op schema.Op, a *attempt) error {
-	r := a.req
-	op.SetSeq(a.seq)
-	consistency := schema.Consistency_linearizable
-	if r.serializable {
-		consistency = schema.Consistency_serializable
-	}
-	switch r.kind {
-	case kindPut:
-		p, err := op.NewPut()
-		if err != nil {
-			return err
-		}
-		if err := p.SetKey(r.key); err != nil {
-			return err
-		}
-		return p.SetValue(r.value)
-	case kindGet:
-		g, err := op.NewGet()
-		if err != nil {
-			return err
-		}
-		g.SetConsistency(consistency)
-		return g.SetKey(r.key)
-	case kindDelete:
-		d, err := op.NewDelete()
-		if err != nil {
-			return err
-		}
-		return d.SetKey(r.key)
-	case kindCas:
-		cs, err := op.NewCas()
-		if err != nil {
-			return err
-		}
-		if err := cs.SetKey(r.key); err != nil {
-			return err
-		}
-		switch r.cmp.kind {
-		case cmpValue:
-			if err := cs.Expected().SetValue(r.cmp.value); err != nil {
-				return err
-			}
-		case cmpModRevision:
-			cs.Expected().SetModRevision(r.cmp.rev)
-		default:
-			cs.Expected().SetAbsent()
-		}
-		cs.SetDelete(r.casDelete)
-		if r.casDelete {
-			return nil
-		}
-		return cs.SetNewValue(r.value)
-	case kindRange:
-		rg, err := op.NewRange()
-		if err != nil {
-			return err
-		}
-		if err := rg.SetPrefix(r.key); err != nil {
-			return err
-		}
-		if len(r.after) > 0 {
-			if err := rg.SetAfter(r.after); err != nil {
-				return err
-			}
-		}
-		rg.SetLimit(r.limit)
-		rg.SetConsistency(consistency)
-		return nil
-	}
-	return fmt.Errorf("unknown operation kind %d", r.kind)
-}
-
-// decodeKV copies a KeyValue out of its message.
-func decodeKV(kv schema.KeyValue) KeyValue {
-	k, _ := kv.Key()
-	v, _ := kv.Value()
+// copyKV copies a KeyValue out of its message.
+func copyKV(kv *kvwire.KeyValue) KeyValue {
 	return KeyValue{
-		Key:            string(k),
-		Value:          append([]byte{}, v...),
-		CreateRevision: kv.CreateRevision(),
-		ModRevision:    kv.ModRevision(),
-		Version:        kv.Version(),
+		Key:            string(kv.Key),
+		Value:          append([]byte{}, kv.Value...),
+		CreateRevision: kv.CreateRevision,
+		ModRevision:    kv.ModRevision,
+		Version:        kv.Version,
 	}
 }
 
-// resultWhich is the result kind that answers each operation kind.
-var resultWhich = [...]schema.Result_Which{
-	kindPut: schema.Result_Which_put, kindGet: schema.Result_Which_get, kindDelete: schema.Result_Which_delete,
-	kindCas: schema.Result_Which_cas, kindRange: schema.Result_Which_range,
-}
-
-// decodeResult copies the answer to one operation of kind out of r.
-func decodeResult(r schema.Result, kind opKind, addr string) (result, error) {
-	out := result{revision: r.Revision()}
-	bad := func(err error) (result, error) {
+// decodeResult copies the answer to one operation of kind out of src.
+func decodeResult(src schema.Result, kind kvwire.Kind, addr string) (result, error) {
+	r, err := kvwire.DecodeResult(src, kind)
+	if err != nil {
 		return result{}, &ServerError{Code: CodeInternal, Addr: addr,
 			Message: fmt.Sprintf("malformed answer to %s: %v (a bug in the node)", kind, err)}
 	}
-	which := r.Which()
-	if which == schema.Result_Which_error {
-		e, err := r.Error()
-		if err != nil {
-			return bad(err)
-		}
-		msg, _ := e.Message_()
-		out.failed, out.code, out.hint = true, ErrorCode(e.Code()), e.LeaderHint()
-		out.message = trimCode(out.code, msg)
+	out := result{revision: r.Revision}
+	if e := r.Err; e != nil {
+		out.failed, out.code, out.hint = true, ErrorCode(e.Code), e.LeaderHint
+		out.message = trimCode(out.code, e.Message)
 		return out, nil
 	}
-	if which != resultWhich[kind] {
-		return bad(fmt.Errorf("a %v result", which))
-	}
 	switch kind {
-	case kindPut:
-		p, err := r.Put()
-		if err != nil {
-			return bad(err)
+	case kvwire.Put, kvwire.Get:
+		out.found = r.Found
+		if r.Found {
+			out.kv = copyKV(&r.KV)
 		}
-		out.found = p.HadPrev()
-		if out.found {
-			prev, err := p.Prev()
-			if err != nil {
-				return bad(err)
-			}
-			out.kv = decodeKV(prev)
+	case kvwire.Delete:
+		out.found = r.Succeeded
+		if r.Succeeded && r.Found {
+			out.kv = copyKV(&r.KV)
 		}
-	case kindGet:
-		g, err := r.Get()
-		if err != nil {
-			return bad(err)
+	case kvwire.CAS:
+		out.succeeded, out.found = r.Succeeded, r.Found
+		if !r.Succeeded && r.Found {
+			out.kv = copyKV(&r.KV)
 		}
-		out.found = g.Found()
-		if out.found {
-			kv, err := g.Kv()
-			if err != nil {
-				return bad(err)
-			}
-			out.kv = decodeKV(kv)
+	case kvwire.Range:
+		out.kvs = make([]KeyValue, len(r.KVs))
+		for i := range r.KVs {
+			out.kvs[i] = copyKV(&r.KVs[i])
 		}
-	case kindDelete:
-		d, err := r.Delete()
-		if err != nil {
-			return bad(err)
-		}
-		out.found = d.Deleted()
-		if out.found && d.HasPrev() {
-			prev, err := d.Prev()
-			if err != nil {
-				return bad(err)
-			}
-			out.kv = decodeKV(prev)
-		}
-	case kindCas:
-		cs, err := r.Cas()
-		if err != nil {
-			return bad(err)
-		}
-		out.succeeded, out.found = cs.Succeeded(), cs.Found()
-		if !out.succeeded && out.found {
-			cur, err := cs.Current()
-			if err != nil {
-				return bad(err)
-			}
-			out.kv = decodeKV(cur)
-		}
-	case kindRange:
-		rg, err := r.Range()
-		if err != nil {
-			return bad(err)
-		}
-		list, err := rg.Kvs()
-		if err != nil {
-			return bad(err)
-		}
-		out.kvs = make([]KeyValue, list.Len())
-		for i := range out.kvs {
-			out.kvs[i] = decodeKV(list.At(i))
-		}
-		out.more = rg.More()
+		out.more = r.More
 	}
 	return out, nil
 }

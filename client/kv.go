@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/capraft/capraft/internal/kvwire"
 	"github.com/capraft/capraft/rpc"
 )
 
@@ -34,40 +35,38 @@ type ReadOption func(*request)
 // Serializable makes a read be served from the receiving node's state as
 // it is: possibly stale, but needing no leader and no round to confirm
 // one. Reads are linearizable by default.
-func Serializable() ReadOption { return func(r *request) { r.serializable = true } }
+func Serializable() ReadOption { return func(r *request) { r.op.Serializable = true } }
 
 // After makes a Range start strictly after key (the last key of the
 // previous page). It has no effect on Get.
-func After(key string) ReadOption { return func(r *request) { r.after = []byte(key) } }
-
-type cmpKind uint8
-
-const (
-	cmpValue cmpKind = iota + 1
-	cmpModRevision
-	cmpAbsent
-)
+func After(key string) ReadOption {
+	return func(r *request) {
+		if key != "" { // the empty start is no start: leave it unset
+			r.op.After = []byte(key)
+		}
+	}
+}
 
 // Compare is the condition of a compare-and-swap or compare-and-delete.
 type Compare struct {
-	kind  cmpKind
+	kind  kvwire.CompareKind
 	value []byte
 	rev   uint64
 }
 
 // IfValue holds when the key exists with exactly value.
-func IfValue(value []byte) Compare { return Compare{kind: cmpValue, value: value} }
+func IfValue(value []byte) Compare { return Compare{kind: kvwire.CompareValue, value: value} }
 
 // IfModRevision holds when the key was last written at revision rev
 // (KeyValue.ModRevision).
-func IfModRevision(rev uint64) Compare { return Compare{kind: cmpModRevision, rev: rev} }
+func IfModRevision(rev uint64) Compare { return Compare{kind: kvwire.CompareModRevision, rev: rev} }
 
 // IfAbsent holds when the key does not exist.
-func IfAbsent() Compare { return Compare{kind: cmpAbsent} }
+func IfAbsent() Compare { return Compare{kind: kvwire.CompareAbsent} }
 
 // Put sets key to value and returns the store's revision after the write.
 func (c *Client) Put(ctx context.Context, key string, value []byte) (rev uint64, err error) {
-	r, err := c.do(ctx, &request{kind: kindPut, key: []byte(key), value: value})
+	r, err := c.do(ctx, putRequest(key, value))
 	if err != nil {
 		return 0, err
 	}
@@ -77,11 +76,7 @@ func (c *Client) Put(ctx context.Context, key string, value []byte) (rev uint64,
 // Get returns key's state. It returns an error matching ErrNotFound when
 // the key does not exist.
 func (c *Client) Get(ctx context.Context, key string, opts ...ReadOption) (KeyValue, error) {
-	req := &request{kind: kindGet, key: []byte(key)}
-	for _, o := range opts {
-		o(req)
-	}
-	r, err := c.do(ctx, req)
+	r, err := c.do(ctx, getRequest(key, opts))
 	if err != nil {
 		return KeyValue{}, err
 	}
@@ -94,7 +89,7 @@ func (c *Client) Get(ctx context.Context, key string, opts ...ReadOption) (KeyVa
 // Delete removes key. existed says whether it existed; rev is the store's
 // revision after the operation.
 func (c *Client) Delete(ctx context.Context, key string) (existed bool, rev uint64, err error) {
-	r, err := c.do(ctx, &request{kind: kindDelete, key: []byte(key)})
+	r, err := c.do(ctx, deleteRequest(key))
 	if err != nil {
 		return false, 0, err
 	}
@@ -106,17 +101,18 @@ func (c *Client) Delete(ctx context.Context, key string) (existed bool, rev uint
 // fails, nothing is written and the error is a *CompareFailedError
 // (errors.Is(err, ErrCompareFailed)) holding the key's current state.
 func (c *Client) CompareAndSwap(ctx context.Context, key string, expect Compare, value []byte) (rev uint64, err error) {
-	return c.cas(ctx, &request{kind: kindCas, key: []byte(key), cmp: expect, value: value})
+	return c.cas(ctx, key, expect, value, false)
 }
 
 // CompareAndDelete deletes key if its current state matches expect; see
 // CompareAndSwap.
 func (c *Client) CompareAndDelete(ctx context.Context, key string, expect Compare) (rev uint64, err error) {
-	return c.cas(ctx, &request{kind: kindCas, key: []byte(key), cmp: expect, casDelete: true})
+	return c.cas(ctx, key, expect, nil, true)
 }
 
-func (c *Client) cas(ctx context.Context, req *request) (uint64, error) {
-	if req.cmp.kind == 0 {
+func (c *Client) cas(ctx context.Context, key string, expect Compare, value []byte, del bool) (uint64, error) {
+	req := casRequest(key, expect, value, del)
+	if expect.kind == 0 {
 		return 0, fmt.Errorf("%s: no compare given; use IfValue, IfModRevision or IfAbsent", req.describe())
 	}
 	r, err := c.do(ctx, req)
@@ -124,7 +120,7 @@ func (c *Client) cas(ctx context.Context, req *request) (uint64, error) {
 		return 0, err
 	}
 	if !r.succeeded {
-		e := &CompareFailedError{Key: string(req.key), Revision: r.revision}
+		e := &CompareFailedError{Key: key, Revision: r.revision}
 		if r.found {
 			kv := r.kv
 			e.Current = &kv
@@ -141,15 +137,48 @@ func (c *Client) Range(ctx context.Context, prefix string, limit int, opts ...Re
 	if limit < 0 || limit > 1<<31 {
 		return Page{}, fmt.Errorf("range %q: limit %d out of range; use 0 for the node's maximum", prefix, limit)
 	}
-	req := &request{kind: kindRange, key: []byte(prefix), limit: uint32(limit)}
-	for _, o := range opts {
-		o(req)
-	}
-	r, err := c.do(ctx, req)
+	r, err := c.do(ctx, rangeRequest(prefix, uint32(limit), opts))
 	if err != nil {
 		return Page{}, err
 	}
 	return Page{KVs: r.kvs, More: r.more, Revision: r.revision}, nil
+}
+
+// The requests of the operations. What they hold is what the client
+// sends (kvwire encodes every field of an Op as it is).
+
+func putRequest(key string, value []byte) *request {
+	return &request{op: kvwire.Op{Kind: kvwire.Put, Key: []byte(key), Value: value}}
+}
+
+func getRequest(key string, opts []ReadOption) *request {
+	req := &request{op: kvwire.Op{Kind: kvwire.Get, Key: []byte(key)}}
+	for _, o := range opts {
+		o(req)
+	}
+	return req
+}
+
+func deleteRequest(key string) *request {
+	return &request{op: kvwire.Op{Kind: kvwire.Delete, Key: []byte(key)}}
+}
+
+// casRequest is a compare-and-swap of key to value, or a
+// compare-and-delete (del), whose new value is left unset.
+func casRequest(key string, expect Compare, value []byte, del bool) *request {
+	if del {
+		value = nil
+	}
+	return &request{op: kvwire.Op{Kind: kvwire.CAS, Key: []byte(key), Value: value, DeleteOnSuccess: del,
+		Compare: expect.kind, CompareValue: expect.value, CompareRevision: expect.rev}}
+}
+
+func rangeRequest(prefix string, limit uint32, opts []ReadOption) *request {
+	req := &request{op: kvwire.Op{Kind: kvwire.Range, Key: []byte(prefix), Limit: limit}}
+	for _, o := range opts {
+		o(req)
+	}
+	return req
 }
 
 // Backoff between retries: exponential from backoffMin to backoffMax,
@@ -187,8 +216,8 @@ func (c *Client) do(ctx context.Context, req *request) (res result, err error) {
 	var b backoff
 	attempts := 0 // tries begun, counting session opens
 	defer func() {
-		if req.seq != 0 {
-			c.sess.complete(req.session, req.seq)
+		if req.op.Seq != 0 {
+			c.sess.complete(req.session, req.op.Seq)
 		}
 	}()
 	fail := func(err error) (result, error) {
@@ -221,11 +250,11 @@ func (c *Client) do(ctx context.Context, req *request) (res result, err error) {
 			return giveUp(err)
 		}
 		attempts++
-		if write && req.seq == 0 {
+		if write && req.op.Seq == 0 {
 			id, seq, err := c.assign(ctx)
 			switch {
 			case err == nil:
-				req.session, req.seq = id, seq
+				req.session, req.op.Seq = id, seq
 			case errors.Is(err, ErrClosed):
 				return fail(ErrClosed)
 			case ctx.Err() != nil:
@@ -238,7 +267,7 @@ func (c *Client) do(ctx context.Context, req *request) (res result, err error) {
 				return fail(fmt.Errorf("%s: opening a session: %w", req.describe(), err))
 			}
 		}
-		a := &attempt{req: req, session: req.session, seq: req.seq, done: make(chan struct{})}
+		a := &attempt{req: req, session: req.session, seq: req.op.Seq, done: make(chan struct{})}
 		ok, lead := c.enqueue(a)
 		if !ok {
 			return fail(ErrClosed)
@@ -296,8 +325,8 @@ func (c *Client) do(ctx context.Context, req *request) (res result, err error) {
 				return fail(fmt.Errorf("the retry found the session expired: %w", se))
 			}
 			// Never applied: resend in a new session.
-			c.sess.complete(req.session, req.seq)
-			req.session, req.seq = 0, 0
+			c.sess.complete(req.session, req.op.Seq)
+			req.session, req.op.Seq = 0, 0
 			last = se
 			continue
 		case CodeStaleSequence:

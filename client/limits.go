@@ -3,6 +3,8 @@ package client
 import (
 	"errors"
 	"fmt"
+
+	"github.com/capraft/capraft/internal/kvwire"
 )
 
 // The limits of a node with the default configuration (raftnode/kv's
@@ -76,19 +78,9 @@ func (e *TooLargeError) As(target any) bool {
 
 // checkSize refuses req if a key or value is over the client's limits.
 func (c *Client) checkSize(req *request) error {
-	keyLimit, valueLimit := c.opts.maxKeySize, c.opts.maxValueSize
-	refuse := func(what string, size, limit int) error {
-		return &TooLargeError{Op: req.describe(), What: what, Size: size, Limit: limit}
-	}
-	switch {
-	case len(req.key) > keyLimit:
-		return refuse("key", len(req.key), keyLimit)
-	case len(req.after) > keyLimit:
-		return refuse("range start key", len(req.after), keyLimit)
-	case len(req.value) > valueLimit:
-		return refuse("value", len(req.value), valueLimit)
-	case len(req.cmp.value) > valueLimit:
-		return refuse("expected value", len(req.cmp.value), valueLimit)
+	lim := kvwire.Limits{MaxKeySize: c.opts.maxKeySize, MaxValueSize: c.opts.maxValueSize}
+	if e := req.op.OverLimit(lim); e != nil {
+		return &TooLargeError{Op: req.describe(), What: e.Part, Size: e.Size, Limit: e.Limit}
 	}
 	return nil
 }

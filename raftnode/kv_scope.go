@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/capraft/capraft/internal/kvwire"
 	"github.com/capraft/capraft/schema"
 )
 
@@ -73,34 +74,34 @@ func (s kvScope) narrow(prefix []byte, restrictPrefix, readOnly bool) (kvScope, 
 // pages, and whether more follow, never reach past the grant. A range
 // whose prefix neither lies within s's nor contains it selects no key
 // s grants, and is refused.
-func (s *kvScope) confine(o *kvOp) error {
-	if s.readOnly && o.isWrite() {
-		return denied("%s of key %s refused: this KV is read-only (%s)", o.kind, quoteKey(o.key), s.String())
+func (s *kvScope) confine(o *kvwire.Op) error {
+	if s.readOnly && o.IsWrite() {
+		return denied("%s of key %s refused: this KV is read-only (%s)", o.Kind, quoteKey(o.Key), s.String())
 	}
-	if !s.restricted || bytes.HasPrefix(o.key, s.prefix) {
+	if !s.restricted || bytes.HasPrefix(o.Key, s.prefix) {
 		return nil
 	}
-	if o.kind == opRange {
-		if bytes.HasPrefix(s.prefix, o.key) {
-			o.key = s.prefix
+	if o.Kind == kvwire.Range {
+		if bytes.HasPrefix(s.prefix, o.Key) {
+			o.Key = s.prefix
 			return nil
 		}
-		return denied("range over prefix %s is outside this KV's grant (%s)", quoteKey(o.key), s.String())
+		return denied("range over prefix %s is outside this KV's grant (%s)", quoteKey(o.Key), s.String())
 	}
-	return denied("%s of key %s is outside this KV's grant (%s)", o.kind, quoteKey(o.key), s.String())
+	return denied("%s of key %s is outside this KV's grant (%s)", o.Kind, quoteKey(o.Key), s.String())
 }
 
 // confineBatch confines the operations of a batch that have no error
 // yet, recording refusals in bad. A refused read fails alone. A refused
 // write refuses the whole batch: every other operation is answered that
 // the batch was refused, and nothing in it runs.
-func (s *kvScope) confineBatch(ops []kvOp, bad []error) {
+func (s *kvScope) confineBatch(ops []kvwire.Op, bad []error) {
 	refused := -1
 	for i := range ops {
 		if bad[i] != nil {
 			continue
 		}
-		if bad[i] = s.confine(&ops[i]); bad[i] != nil && refused < 0 && ops[i].isWrite() {
+		if bad[i] = s.confine(&ops[i]); bad[i] != nil && refused < 0 && ops[i].IsWrite() {
 			refused = i
 		}
 	}
@@ -109,7 +110,7 @@ func (s *kvScope) confineBatch(ops []kvOp, bad []error) {
 	}
 	// One short message for all: a batch may hold a thousand operations.
 	err := denied("not run: this batch was refused because this KV does not grant its operation %d (a %s); nothing in the batch was applied",
-		refused, ops[refused].kind)
+		refused, ops[refused].Kind)
 	for i := range bad {
 		if bad[i] == nil {
 			bad[i] = err
@@ -124,13 +125,13 @@ func (s *kvScope) confineBatch(ops []kvOp, bad []error) {
 // write that found a previous state names that state's key; one outside
 // the grant is replaced by a refusal. ops is read for kinds and sequence
 // numbers only (their keys may be released by the time answer runs).
-func (s *kvScope) screen(session uint64, ops []kvOp, answer func([]kvResult)) func([]kvResult) {
+func (s *kvScope) screen(session uint64, ops []kvwire.Op, answer func([]kvResult)) func([]kvResult) {
 	return func(rs []kvResult) {
 		for i := range rs {
 			r := &rs[i]
-			if r.err == nil && ops[i].isWrite() && r.w.Found && !bytes.HasPrefix(r.w.Prev.Key, s.prefix) {
+			if r.err == nil && ops[i].IsWrite() && r.w.Found && !bytes.HasPrefix(r.w.Prev.Key, s.prefix) {
 				*r = kvResult{err: denied("%s with sequence number %d of session %d answered an earlier write outside this KV's grant (%s): use sequence numbers of your own",
-					ops[i].kind, ops[i].seq, session, s.String())}
+					ops[i].Kind, ops[i].Seq, session, s.String())}
 			}
 		}
 		answer(rs)
@@ -138,9 +139,9 @@ func (s *kvScope) screen(session uint64, ops []kvOp, answer func([]kvResult)) fu
 }
 
 // hasWrite reports whether ops hold a write.
-func hasWrite(ops []kvOp) bool {
+func hasWrite(ops []kvwire.Op) bool {
 	for i := range ops {
-		if ops[i].isWrite() {
+		if ops[i].IsWrite() {
 			return true
 		}
 	}

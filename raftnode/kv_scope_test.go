@@ -12,6 +12,7 @@ import (
 	"capnproto.org/go/capnp/v3"
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/capraft/capraft/internal/kvwire"
 	"github.com/capraft/capraft/rpc"
 	"github.com/capraft/capraft/schema"
 )
@@ -71,13 +72,13 @@ func TestKVScopeIntersectsRanges(t *testing.T) {
 		{"", "x", "x", false},
 	} {
 		s := kvScope{restricted: true, prefix: []byte(tc.scope)}
-		o := kvOp{kind: opRange, key: []byte(tc.rng), after: []byte("after")}
+		o := kvwire.Op{Kind: kvwire.Range, Key: []byte(tc.rng), After: []byte("after")}
 		err := s.confine(&o)
 		switch {
 		case tc.deny && err == nil:
-			t.Errorf("range %q in %q: served over %q, want refused", tc.rng, tc.scope, o.key)
-		case !tc.deny && (err != nil || string(o.key) != tc.want || string(o.after) != "after"):
-			t.Errorf("range %q in %q: over %q after %q, %v; want over %q after \"after\"", tc.rng, tc.scope, o.key, o.after, err, tc.want)
+			t.Errorf("range %q in %q: served over %q, want refused", tc.rng, tc.scope, o.Key)
+		case !tc.deny && (err != nil || string(o.Key) != tc.want || string(o.After) != "after"):
+			t.Errorf("range %q in %q: over %q after %q, %v; want over %q after \"after\"", tc.rng, tc.scope, o.Key, o.After, err, tc.want)
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"capnproto.org/go/capnp/v3"
 	"capnproto.org/go/capnp/v3/server"
 
+	"github.com/capraft/capraft/internal/kvwire"
 	"github.com/capraft/capraft/raftnode/kv"
 	"github.com/capraft/capraft/rpc"
 	"github.com/capraft/capraft/schema"
@@ -39,7 +40,7 @@ func (n *Node) kvCapability(ex *rpc.Exporter, sc kvScope) capnp.Client {
 // forwarded marks a request a follower handed over: it is never handed
 // on again, so two nodes with different ideas of the leader cannot bounce
 // a request between them.
-func (n *Node) execute(ctx context.Context, session, ackedBelow uint64, ops []kvOp, forwarded bool) []kvResult {
+func (n *Node) execute(ctx context.Context, session, ackedBelow uint64, ops []kvwire.Op, forwarded bool) []kvResult {
 	results := make([]kvResult, len(ops))
 	if isClosed(n.done) {
 		// A stopped node no longer follows the log: even serializable
@@ -49,9 +50,9 @@ func (n *Node) execute(ctx context.Context, session, ackedBelow uint64, ops []kv
 	var writes []int
 	linearRead := false
 	for i := range ops {
-		if ops[i].isWrite() {
+		if ops[i].IsWrite() {
 			writes = append(writes, i)
-		} else if !ops[i].serializable {
+		} else if !ops[i].Serializable {
 			linearRead = true
 		}
 	}
@@ -96,14 +97,14 @@ func (n *Node) execute(ctx context.Context, session, ackedBelow uint64, ops []kv
 
 // readAll serves the reads among ops into results; readErr, if not nil,
 // fails the linearizable ones.
-func (n *Node) readAll(ops []kvOp, results []kvResult, readErr error) {
+func (n *Node) readAll(ops []kvwire.Op, results []kvResult, readErr error) {
 	served := 0 // bytes of keys and values read so far
 	for i := range ops {
 		o := &ops[i]
-		if o.isWrite() {
+		if o.IsWrite() {
 			continue
 		}
-		if readErr != nil && !o.serializable {
+		if readErr != nil && !o.Serializable {
 			results[i].err = readErr
 			results[i].leaderHint = n.lead.Load()
 			continue
@@ -120,12 +121,12 @@ func (n *Node) readAll(ops []kvOp, results []kvResult, readErr error) {
 }
 
 // read serves a read from the local state machine.
-func (n *Node) read(o *kvOp, r *kvResult) {
-	switch o.kind {
-	case opGet:
-		r.kv, r.found, r.rev = n.kv.Get(o.key)
-	case opRange:
-		r.kvs, r.more, r.rev = n.kv.Range(o.key, o.after, o.limit)
+func (n *Node) read(o *kvwire.Op, r *kvResult) {
+	switch o.Kind {
+	case kvwire.Get:
+		r.kv, r.found, r.rev = n.kv.Get(o.Key)
+	case kvwire.Range:
+		r.kvs, r.more, r.rev = n.kv.Range(o.Key, o.After, int(o.Limit))
 		// A page larger than a client's message limit would abort its
 		// whole connection: cut it short (at least one key) and let the
 		// client page on with more.
@@ -169,10 +170,10 @@ var errNoSession = invalid("writes need a session (open one with KV.openSession)
 
 // writeCommand is the log command for the write operations of ops at
 // the positions writes.
-func writeCommand(session, ackedBelow uint64, ops []kvOp, writes []int) *kv.Command {
+func writeCommand(session, ackedBelow uint64, ops []kvwire.Op, writes []int) *kv.Command {
 	cmd := &kv.Command{Kind: kv.CmdBatch, Session: session, AckedBelow: ackedBelow, Ops: make([]kv.WriteOp, len(writes))}
 	for j, i := range writes {
-		cmd.Ops[j] = ops[i].writeOp()
+		cmd.Ops[j] = writeOp(&ops[i])
 	}
 	return cmd
 }
@@ -237,14 +238,14 @@ func (n *Node) await(ctx context.Context, done <-chan proposalResult) (kv.Applie
 // unknown" after the request timeout, as execute does. release is
 // called once ops are no longer needed. It reports false, doing
 // nothing, for any other request.
-func (n *Node) executeWrites(ctx context.Context, session, ackedBelow uint64, ops []kvOp, forwarded bool,
+func (n *Node) executeWrites(ctx context.Context, session, ackedBelow uint64, ops []kvwire.Op, forwarded bool,
 	release func(), done func([]kvResult)) bool {
 	if session == 0 || len(ops) == 0 || !n.isLeader.Load() || isClosed(n.done) {
 		return false
 	}
 	writes := make([]int, len(ops))
 	for i := range ops {
-		if !ops[i].isWrite() {
+		if !ops[i].IsWrite() {
 			return false
 		}
 		writes[i] = i
@@ -285,12 +286,12 @@ func (n *Node) executeWrites(ctx context.Context, session, ackedBelow uint64, op
 // goroutine). A timer answers "timeout" after the request timeout, as
 // execute does. release is called once ops are no longer needed. It
 // reports false, doing nothing, for any other request.
-func (n *Node) executeGets(ops []kvOp, release func(), done func([]kvResult)) bool {
+func (n *Node) executeGets(ops []kvwire.Op, release func(), done func([]kvResult)) bool {
 	if len(ops) == 0 || isClosed(n.done) {
 		return false
 	}
 	for i := range ops {
-		if ops[i].kind != opGet || ops[i].serializable {
+		if ops[i].Kind != kvwire.Get || ops[i].Serializable {
 			return false
 		}
 	}
@@ -396,7 +397,7 @@ func (n *Node) proposeCommand(ctx context.Context, cmd kv.Command) (kv.Applied, 
 // known to lead, and sent again to that node when that is safe: when
 // every write in it belongs to a session, whose sequence numbers make the
 // state machine apply each write at most once however often it arrives.
-func (n *Node) forward(ctx context.Context, session, ackedBelow uint64, ops []kvOp) []kvResult {
+func (n *Node) forward(ctx context.Context, session, ackedBelow uint64, ops []kvwire.Op) []kvResult {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout)
 	defer cancel()
 	writes := hasWrite(ops)
@@ -543,24 +544,17 @@ func leaderRefused(rs []kvResult) bool {
 
 // forwardOnce makes one batch call to the leader; see callLeader for
 // sent and moved.
-func (n *Node) forwardOnce(ctx context.Context, lead uint64, grace time.Duration, session, ackedBelow uint64, ops []kvOp) (results []kvResult, sent, moved bool, err error) {
+func (n *Node) forwardOnce(ctx context.Context, lead uint64, grace time.Duration, session, ackedBelow uint64, ops []kvwire.Op) (results []kvResult, sent, moved bool, err error) {
 	sent, moved, err = n.callLeader(ctx, lead, grace, func(ctx context.Context, rc schema.Raft) error {
 		kf, krel := rc.Kv(ctx, nil)
 		defer krel()
 		fut, rel := kf.Kv().Batch(ctx, func(p schema.KV_batch_Params) error {
-			req, err := p.NewReq()
-			if err != nil {
-				return err
-			}
-			req.SetSession(session)
-			req.SetAckedBelow(ackedBelow)
-			req.SetForwarded(true)
-			l, err := req.NewOps(int32(len(ops)))
+			l, err := kvwire.NewRequest(p, kvwire.Header{Session: session, AckedBelow: ackedBelow, Forwarded: true}, len(ops))
 			if err != nil {
 				return err
 			}
 			for i := range ops {
-				if err := encodeOp(l.At(i), &ops[i]); err != nil {
+				if err := kvwire.EncodeOp(l.At(i), &ops[i]); err != nil {
 					return err
 				}
 			}
@@ -571,13 +565,13 @@ func (n *Node) forwardOnce(ctx context.Context, lead uint64, grace time.Duration
 		if err != nil {
 			return fmt.Errorf("forward to leader %d: %w", lead, err)
 		}
-		l, err := res.Results()
-		if err != nil || l.Len() != len(ops) {
+		l, err := kvwire.Results(res, len(ops))
+		if err != nil {
 			return fmt.Errorf("forward to leader %d: malformed results (%v)", lead, err)
 		}
 		results = make([]kvResult, len(ops))
 		for i := range ops {
-			results[i] = decodeResult(l.At(i), &ops[i])
+			results[i] = forwardedResult(l.At(i), &ops[i])
 		}
 		return nil
 	})
@@ -590,51 +584,33 @@ var batchResultsSize = rpc.ResultsSize(schema.NewKV_batch_Results)
 // serveBatch runs many operations in one call. It is served inline (see
 // rpc.Exporter.ExportInline): a request of writes on the leader is
 // answered by the loop when they are applied, anything else by a
-// goroutine of its own.
+// goroutine of its own. An operation that is malformed, over a limit or
+// outside the scope is answered with its error; the others run.
 func (s *kvServer) serveBatch(call *rpc.InlineCall) {
-	req, err := schema.KV_batch_Params(call.Args()).Req()
+	req, err := kvwire.DecodeRequest(schema.KV_batch_Params(call.Args()), kvLimits(s.n.kv.Config()))
 	if err != nil {
-		call.Return(invalid("batch: %v", err))
-		return
-	}
-	l, err := req.Ops()
-	if err != nil {
-		call.Return(invalid("batch ops: %v", err))
-		return
-	}
-	lim := s.n.kv.Config()
-	if err := checkBatchOps(&lim, l.Len()); err != nil {
 		call.Return(err)
 		return
 	}
-	ops := make([]kvOp, l.Len())
-	bad := make([]error, l.Len())
-	total := 0
-	for i := range ops {
-		ops[i], bad[i] = decodeOp(l.At(i))
-		if bad[i] == nil {
-			bad[i] = checkOpSize(&lim, &ops[i])
+	ops, bad := req.Ops, req.Errs
+	if s.scope.confines() {
+		if bad == nil {
+			bad = make([]error, len(ops))
 		}
-		total += opBytes(&ops[i])
-	}
-	if err := checkBatchBytes(&lim, total); err != nil {
-		for i := range bad {
-			if bad[i] == nil {
-				bad[i] = err
-			}
-		}
-	} else if s.scope.confines() {
 		s.scope.confineBatch(ops, bad)
 	}
-	valid := make([]kvOp, 0, len(ops))
-	for i := range ops {
-		if bad[i] == nil {
-			valid = append(valid, ops[i])
+	valid := ops
+	if bad != nil {
+		valid = make([]kvwire.Op, 0, len(ops))
+		for i := range ops {
+			if bad[i] == nil {
+				valid = append(valid, ops[i])
+			}
 		}
 	}
 	// The operations' keys and values point into the arguments.
 	release := call.KeepArgs()
-	s.run(call.Context(), req.Session(), req.AckedBelow(), valid, req.Forwarded(), release, func(got []kvResult) {
+	s.run(call.Context(), req.Session, req.AckedBelow, valid, req.Forwarded, release, func(got []kvResult) {
 		call.ReturnResults(batchResultsSize, func(st capnp.Struct) error {
 			return encodeBatch(schema.KV_batch_Results(st), ops, bad, got)
 		})
@@ -644,7 +620,7 @@ func (s *kvServer) serveBatch(call *rpc.InlineCall) {
 // run executes a request of an inline call and hands the results to
 // answer: on the loop for writes on the leader (executeWrites) and for
 // linearizable gets (executeGets), else on a goroutine of its own. release is called once ops are not needed.
-func (s *kvServer) run(ctx context.Context, session, ackedBelow uint64, ops []kvOp, forwarded bool, release func(), answer func([]kvResult)) {
+func (s *kvServer) run(ctx context.Context, session, ackedBelow uint64, ops []kvwire.Op, forwarded bool, release func(), answer func([]kvResult)) {
 	if len(ops) == 0 {
 		// Every operation was refused or malformed: nothing to run.
 		release()
@@ -663,17 +639,19 @@ func (s *kvServer) run(ctx context.Context, session, ackedBelow uint64, ops []kv
 	}()
 }
 
-// encodeBatch encodes a batch's results: the decoding error of each
-// operation that had one, and got, in order, for the others.
-func encodeBatch(res schema.KV_batch_Results, ops []kvOp, bad []error, got []kvResult) error {
+// encodeBatch encodes a batch's results: the error of each operation that
+// had one in bad (nil: none had), and got, in order, for the others.
+func encodeBatch(res schema.KV_batch_Results, ops []kvwire.Op, bad []error, got []kvResult) error {
 	out, err := res.NewResults(int32(len(ops)))
 	if err != nil {
 		return err
 	}
 	j := 0
 	for i := range ops {
-		r := kvResult{err: bad[i]}
-		if bad[i] == nil {
+		var r kvResult
+		if bad != nil && bad[i] != nil {
+			r.err = bad[i]
+		} else {
 			r = got[j]
 			j++
 		}
@@ -684,23 +662,24 @@ func encodeBatch(res schema.KV_batch_Results, ops []kvOp, bad []error, got []kvR
 	return nil
 }
 
-// singleMethod returns the inline server of a single-operation method:
-// parts reads the session, the sequence number and the operation from
-// the arguments. The operation runs as a batch of one.
+// singleMethod returns the inline server of a single-operation method
+// (put, get, delete, cas, range): decode reads the session and the
+// operation from the arguments (see kvwire.DecodePutCall). The operation
+// runs as a batch of one. Arguments that cannot be read fail the call;
+// an operation over a limit or outside the scope is answered with its
+// error.
 func singleMethod[P ~capnp.StructKind, R interface {
 	~capnp.StructKind
 	NewResult() (schema.Result, error)
-}](s *kvServer, newResults func(*capnp.Segment) (R, error), parts func(P) (session, seq uint64, op func() (kvOp, error))) rpc.InlineServe {
+}](s *kvServer, newResults func(*capnp.Segment) (R, error), decode func(P) (session uint64, o kvwire.Op, err error)) rpc.InlineServe {
 	size := rpc.ResultsSize(newResults)
 	return func(call *rpc.InlineCall) {
-		session, seq, decode := parts(P(call.Args()))
-		o, err := decode()
+		session, o, err := decode(P(call.Args()))
 		if err != nil {
 			call.Return(err)
 			return
 		}
-		o.seq = seq
-		ops := []kvOp{o}
+		ops := []kvwire.Op{o}
 		answer := func(got []kvResult) {
 			call.ReturnResults(size, func(st capnp.Struct) error {
 				dst, err := R(st).NewResult()
@@ -710,8 +689,7 @@ func singleMethod[P ~capnp.StructKind, R interface {
 				return encodeResult(dst, &ops[0], &got[0])
 			})
 		}
-		lim := s.n.kv.Config()
-		if err := checkOpSize(&lim, &o); err != nil {
+		if err := ops[0].CheckSize(kvLimits(s.n.kv.Config())); err != nil {
 			answer([]kvResult{{err: err}})
 			return
 		}
@@ -725,40 +703,17 @@ func singleMethod[P ~capnp.StructKind, R interface {
 	}
 }
 
-// decodeWith reads a method's operation struct with get and converts it
-// with decode.
-func decodeWith[P any](name string, get func() (P, error), decode func(P) (kvOp, error)) func() (kvOp, error) {
-	return func() (kvOp, error) {
-		p, err := get()
-		if err != nil {
-			return kvOp{}, invalid("%s: %v", name, err)
-		}
-		return decode(p)
-	}
-}
-
 // methods returns the KV capability's methods by name: the operations,
 // served inline, and the session methods, served by go-capnp's server
 // (they are rare, and block while they forward).
 func (s *kvServer) methods() (inline map[string]rpc.InlineServe, rest map[string]func(context.Context, *server.Call) error) {
-	type parts = func() (kvOp, error)
 	inline = map[string]rpc.InlineServe{
-		"batch": s.serveBatch,
-		"put": singleMethod(s, schema.NewKV_put_Results, func(a schema.KV_put_Params) (uint64, uint64, parts) {
-			return a.Session(), a.Seq(), decodeWith("put", a.Op, decodePut)
-		}),
-		"delete": singleMethod(s, schema.NewKV_delete_Results, func(a schema.KV_delete_Params) (uint64, uint64, parts) {
-			return a.Session(), a.Seq(), decodeWith("delete", a.Op, decodeDelete)
-		}),
-		"cas": singleMethod(s, schema.NewKV_cas_Results, func(a schema.KV_cas_Params) (uint64, uint64, parts) {
-			return a.Session(), a.Seq(), decodeWith("cas", a.Op, decodeCAS)
-		}),
-		"get": singleMethod(s, schema.NewKV_get_Results, func(a schema.KV_get_Params) (uint64, uint64, parts) {
-			return 0, 0, decodeWith("get", a.Op, decodeGet)
-		}),
-		"range": singleMethod(s, schema.NewKV_range_Results, func(a schema.KV_range_Params) (uint64, uint64, parts) {
-			return 0, 0, decodeWith("range", a.Op, decodeRange)
-		}),
+		"batch":  s.serveBatch,
+		"put":    singleMethod(s, schema.NewKV_put_Results, kvwire.DecodePutCall),
+		"delete": singleMethod(s, schema.NewKV_delete_Results, kvwire.DecodeDeleteCall),
+		"cas":    singleMethod(s, schema.NewKV_cas_Results, kvwire.DecodeCASCall),
+		"get":    singleMethod(s, schema.NewKV_get_Results, kvwire.DecodeGetCall),
+		"range":  singleMethod(s, schema.NewKV_range_Results, kvwire.DecodeRangeCall),
 	}
 	rest = map[string]func(context.Context, *server.Call) error{
 		"openSession": func(ctx context.Context, c *server.Call) error {
