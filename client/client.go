@@ -383,12 +383,18 @@ func (c *Client) dial(cn *conn, start int) {
 		c.mu.Lock()
 		c.next = idx
 		closed := c.closed
+		steer := !closed && len(c.endpoints) > 1
+		if steer {
+			// steer uses cn.node: as a user, so cn is not closed (and
+			// its capabilities released) under it.
+			cn.users++
+		}
 		c.mu.Unlock()
 		if closed {
 			cn.close()
 			cn.cc = nil
 			cn.err = ErrClosed
-		} else if len(c.endpoints) > 1 {
+		} else if steer {
 			c.wg.Add(1)
 			go c.steer(cn)
 		}

@@ -39,9 +39,11 @@ func (e *endpointIDs) set(addr string, id uint64) {
 
 // steer moves the client to the leader's endpoint if cn reached a
 // follower. It runs in the background after a dial; nothing waits for it,
-// and any failure just leaves the client where it is.
+// and any failure just leaves the client where it is. It holds a use of
+// cn (taken by dial), which it gives back when done.
 func (c *Client) steer(cn *conn) {
 	defer c.wg.Done()
+	defer c.release(cn)
 	ctx, cancel := context.WithTimeout(c.ctx, c.opts.dialTimeout())
 	defer cancel()
 	f, release := cn.node.Status(ctx, nil)
@@ -62,16 +64,13 @@ func (c *Client) steer(cn *conn) {
 			continue
 		}
 		c.mu.Lock()
-		closeNow := false
 		if c.cur == cn && !c.closed {
 			c.opts.log.Debug("moving to the leader's endpoint", "from", c.endpoints[cn.idx], "to", addr, "leader", lead)
-			closeNow = c.retireLocked(cn, false)
+			// steer's own use keeps cn open: its release closes it.
+			c.retireLocked(cn, false)
 			c.next = i
 		}
 		c.mu.Unlock()
-		if closeNow {
-			cn.close()
-		}
 		return
 	}
 }
