@@ -92,7 +92,7 @@ func singleNode(tb testing.TB) (*Node, context.Context) {
 	tb.Cleanup(func() { n.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	tb.Cleanup(cancel)
-	if _, err := n.waitLeader(ctx); err != nil {
+	if _, err := n.d.WaitLeader(ctx); err != nil {
 		tb.Fatal(err)
 	}
 	return n, ctx

@@ -10,6 +10,7 @@ import (
 	"capnproto.org/go/capnp/v3/server"
 
 	"github.com/capraft/capraft/internal/kvwire"
+	"github.com/capraft/capraft/raftnode/driver"
 	"github.com/capraft/capraft/raftnode/kv"
 	"github.com/capraft/capraft/rpc"
 	"github.com/capraft/capraft/schema"
@@ -42,10 +43,10 @@ func (n *Node) kvCapability(ex *rpc.Exporter, sc kvScope) capnp.Client {
 // a request between them.
 func (n *Node) execute(ctx context.Context, session, ackedBelow uint64, ops []kvwire.Op, forwarded bool) []kvResult {
 	results := make([]kvResult, len(ops))
-	if isClosed(n.done) {
+	if n.d.Stopped() {
 		// A stopped node no longer follows the log: even serializable
 		// reads would serve an ever staler state.
-		return fillAll(results, n.stoppedError(), 0)
+		return fillAll(results, n.d.StoppedError(), 0)
 	}
 	var writes []int
 	linearRead := false
@@ -56,14 +57,14 @@ func (n *Node) execute(ctx context.Context, session, ackedBelow uint64, ops []kv
 			linearRead = true
 		}
 	}
-	if len(writes) > 0 && !n.isLeader.Load() {
+	if len(writes) > 0 && !n.d.IsLeader() {
 		if forwarded {
-			return fillAll(results, errNotLeader, n.lead.Load())
+			return fillAll(results, driver.ErrNotLeader, n.d.Leader())
 		}
 		return n.forward(ctx, session, ackedBelow, ops)
 	}
 
-	var prop <-chan proposalResult
+	var prop <-chan driver.Result
 	if len(writes) > 0 {
 		if session == 0 {
 			for _, i := range writes {
@@ -80,7 +81,7 @@ func (n *Node) execute(ctx context.Context, session, ackedBelow uint64, ops []kv
 
 	if prop != nil {
 		applied, err := n.await(ctx, prop)
-		if errors.Is(err, errNotLeader) && !forwarded {
+		if errors.Is(err, driver.ErrNotLeader) && !forwarded {
 			// Leadership moved between the check and the proposal;
 			// nothing was appended, so handing the request on is safe.
 			return n.forward(ctx, session, ackedBelow, ops)
@@ -106,7 +107,7 @@ func (n *Node) readAll(ops []kvwire.Op, results []kvResult, readErr error) {
 		}
 		if readErr != nil && !o.Serializable {
 			results[i].err = readErr
-			results[i].leaderHint = n.lead.Load()
+			results[i].leaderHint = n.d.Leader()
 			continue
 		}
 		if served > maxBatchReadBytes {
@@ -185,7 +186,7 @@ func (n *Node) fillWrites(results []kvResult, writes []int, applied kv.Applied, 
 		switch {
 		case err != nil:
 			results[i].err = err
-			results[i].leaderHint = n.lead.Load()
+			results[i].leaderHint = n.d.Leader()
 		case applied.Err != nil:
 			results[i].err = &requestError{schema.ErrorCode_internal, applied.Err.Error()}
 		case j < len(applied.Results):
@@ -200,34 +201,32 @@ func (n *Node) fillWrites(results []kvResult, writes []int, applied kv.Applied, 
 // submit hands a command to the loop for proposing; reply receives its
 // outcome, exactly once (at once if the loop has stopped). The command is
 // encoded before submit returns.
-func (n *Node) submit(cmd *kv.Command, reply func(proposalResult)) {
+func (n *Node) submit(cmd *kv.Command, reply func(driver.Result)) {
 	cmd.ID = n.proposeID.Add(1)
 	cmd.Time = time.Now().UnixNano()
-	if !n.q.push(&proposal{data: cmd.AppendBinary(nil), reply: reply}) {
-		reply(proposalResult{err: n.stoppedError()})
-	}
+	n.d.Propose(cmd.AppendBinary(nil), reply)
 }
 
 // submitWait is submit with the outcome delivered on a channel.
-func (n *Node) submitWait(cmd *kv.Command) <-chan proposalResult {
-	done := make(chan proposalResult, 1)
-	n.submit(cmd, func(r proposalResult) { done <- r })
+func (n *Node) submitWait(cmd *kv.Command) <-chan driver.Result {
+	done := make(chan driver.Result, 1)
+	n.submit(cmd, func(r driver.Result) { done <- r })
 	return done
 }
 
 // await waits for a proposal's outcome. Once submitted, a write that is
 // not answered in time may still be applied later: its outcome is
 // unknown.
-func (n *Node) await(ctx context.Context, done <-chan proposalResult) (kv.Applied, error) {
+func (n *Node) await(ctx context.Context, done <-chan driver.Result) (kv.Applied, error) {
 	timer := time.NewTimer(n.cfg.RequestTimeout)
 	defer timer.Stop()
 	select {
 	case r := <-done:
-		return r.applied(), r.err
+		return applied(r.Value), r.Err
 	case <-timer.C:
-		return kv.Applied{}, errOutcomeUnknown
+		return kv.Applied{}, driver.ErrOutcomeUnknown
 	case <-ctx.Done():
-		return kv.Applied{}, errOutcomeUnknown
+		return kv.Applied{}, driver.ErrOutcomeUnknown
 	}
 }
 
@@ -240,7 +239,7 @@ func (n *Node) await(ctx context.Context, done <-chan proposalResult) (kv.Applie
 // nothing, for any other request.
 func (n *Node) executeWrites(ctx context.Context, session, ackedBelow uint64, ops []kvwire.Op, forwarded bool,
 	release func(), done func([]kvResult)) bool {
-	if session == 0 || len(ops) == 0 || !n.isLeader.Load() || isClosed(n.done) {
+	if session == 0 || len(ops) == 0 || !n.d.IsLeader() || n.d.Stopped() {
 		return false
 	}
 	writes := make([]int, len(ops))
@@ -251,13 +250,13 @@ func (n *Node) executeWrites(ctx context.Context, session, ackedBelow uint64, op
 		writes[i] = i
 	}
 	var timer *time.Timer
-	reply := func(r proposalResult) {
+	reply := func(r driver.Result) {
 		if !timer.Stop() {
 			// Answered "outcome unknown" already: a late outcome is
 			// not forwarded either (the client retries by itself).
 			return
 		}
-		if errors.Is(r.err, errNotLeader) && !forwarded {
+		if errors.Is(r.Err, driver.ErrNotLeader) && !forwarded {
 			// As in execute: nothing was appended, hand it on.
 			go func() {
 				defer release()
@@ -267,13 +266,13 @@ func (n *Node) executeWrites(ctx context.Context, session, ackedBelow uint64, op
 		}
 		release()
 		results := make([]kvResult, len(ops))
-		n.fillWrites(results, writes, r.applied(), r.err)
+		n.fillWrites(results, writes, applied(r.Value), r.Err)
 		done(results)
 	}
 	// Whichever of the timer and reply wins (Stop tells reply) owns ops.
 	timer = time.AfterFunc(n.cfg.RequestTimeout, func() {
 		release()
-		done(fillAll(make([]kvResult, len(ops)), errOutcomeUnknown, n.lead.Load()))
+		done(fillAll(make([]kvResult, len(ops)), driver.ErrOutcomeUnknown, n.d.Leader()))
 	})
 	n.submit(writeCommand(session, ackedBelow, ops, writes), reply)
 	return true
@@ -287,7 +286,7 @@ func (n *Node) executeWrites(ctx context.Context, session, ackedBelow uint64, op
 // execute does. release is called once ops are no longer needed. It
 // reports false, doing nothing, for any other request.
 func (n *Node) executeGets(ops []kvwire.Op, release func(), done func([]kvResult)) bool {
-	if len(ops) == 0 || isClosed(n.done) {
+	if len(ops) == 0 || n.d.Stopped() {
 		return false
 	}
 	for i := range ops {
@@ -308,58 +307,17 @@ func (n *Node) executeGets(ops []kvwire.Op, release func(), done func([]kvResult
 	// Whichever of the timer and reply wins (Stop tells reply) owns ops.
 	timer = time.AfterFunc(n.cfg.RequestTimeout, func() {
 		release()
-		done(fillAll(make([]kvResult, len(ops)), errTimeout, n.lead.Load()))
+		done(fillAll(make([]kvResult, len(ops)), driver.ErrTimeout, n.d.Leader()))
 	})
-	n.readBarrier(reply)
+	n.d.ReadBarrier(reply)
 	return true
 }
 
-// readBarrier asks the loop for a linearizable read: reply receives nil
-// once the state machine reflects every write committed before the
-// call, or why it cannot, exactly once (at once if the loop has stopped).
-//
-// A read whose leader changed before confirming it (the loop fails it
-// with errNoLeader then: a paused leader never answers) is asked again of
-// the next leader as soon as one is known, within the request timeout. A
-// read has no side effect, and a read index obtained later than the read
-// began is still linearizable. A read begun with no leader known fails at
-// once, as before, so a client cut off from the leader moves on quickly.
-func (n *Node) readBarrier(reply func(error)) {
-	n.askRead(time.Now().Add(n.cfg.RequestTimeout), maxReadRetries, reply)
-}
-
-// maxReadRetries bounds how often one read is asked again: each retry
-// follows a leader change, so this only guards against a loop that keeps
-// failing reads while a leader is known.
-const maxReadRetries = 4
-
-func (n *Node) askRead(deadline time.Time, retries int, reply func(error)) {
-	hadLeader := n.lead.Load() != 0
-	r := func(err error) {
-		if err != errNoLeader || !hadLeader || retries == 0 {
-			reply(err)
-			return
-		}
-		// The loop calls this: wait for the next leader elsewhere.
-		go func() {
-			ctx, cancel := context.WithDeadline(context.Background(), deadline)
-			defer cancel()
-			if _, err := n.waitLeader(ctx); err != nil {
-				reply(err)
-				return
-			}
-			n.askRead(deadline, retries-1, reply)
-		}()
-	}
-	if !n.q.push(&readWaiter{reply: r}) {
-		reply(n.stoppedError())
-	}
-}
-
-// readWait is readBarrier with the outcome delivered on a channel.
+// readWait is the driver's ReadBarrier with the outcome delivered on a
+// channel.
 func (n *Node) readWait() <-chan error {
 	done := make(chan error, 1)
-	n.readBarrier(func(err error) { done <- err })
+	n.d.ReadBarrier(func(err error) { done <- err })
 	return done
 }
 
@@ -371,17 +329,17 @@ func (n *Node) awaitRead(ctx context.Context, done <-chan error) error {
 	case err := <-done:
 		return err
 	case <-timer.C:
-		return errTimeout
+		return driver.ErrTimeout
 	case <-ctx.Done():
-		return errTimeout
+		return driver.ErrTimeout
 	}
 }
 
 // proposeCommand proposes a session command on the leader and waits for
 // it to be applied.
 func (n *Node) proposeCommand(ctx context.Context, cmd kv.Command) (kv.Applied, error) {
-	if !n.isLeader.Load() {
-		return kv.Applied{}, errNotLeader
+	if !n.d.IsLeader() {
+		return kv.Applied{}, driver.ErrNotLeader
 	}
 	return n.await(ctx, n.submitWait(&cmd))
 }
@@ -403,14 +361,14 @@ func (n *Node) forward(ctx context.Context, session, ackedBelow uint64, ops []kv
 	writes := hasWrite(ops)
 	resendable := !writes || session != 0
 	for {
-		lead, err := n.waitLeader(ctx)
+		lead, err := n.d.WaitLeader(ctx)
 		if err != nil {
 			return fillAll(make([]kvResult, len(ops)), err, 0)
 		}
 		if lead == n.cfg.ID {
 			return n.execute(ctx, session, ackedBelow, ops, true)
 		}
-		wake := n.leaderChanged()
+		wake := n.d.LeaderChanged()
 		grace := n.movedGrace()
 		if resendable {
 			grace = 0
@@ -420,17 +378,17 @@ func (n *Node) forward(ctx context.Context, session, ackedBelow uint64, ops []kv
 			return results
 		}
 		if err != nil && moved && resendable {
-			n.log.Debug("forwarded call abandoned: another node leads now; sending it there", "old", lead, "leader", n.lead.Load())
+			n.log.Debug("forwarded call abandoned: another node leads now; sending it there", "old", lead, "leader", n.d.Leader())
 			continue
 		}
 		if err != nil && sent && writes {
 			n.log.Debug("forwarded write lost", "leader", lead, "error", err)
-			return fillAll(make([]kvResult, len(ops)), errOutcomeUnknown, n.lead.Load())
+			return fillAll(make([]kvResult, len(ops)), driver.ErrOutcomeUnknown, n.d.Leader())
 		}
 		// Nothing was applied (not sent, or refused by a node that no
 		// longer leads or is stopping): wait for news of a leader, then
 		// try again.
-		retry := time.NewTimer(n.loop.tick)
+		retry := time.NewTimer(n.d.TickInterval())
 		select {
 		case <-wake:
 		case <-retry.C:
@@ -438,7 +396,7 @@ func (n *Node) forward(ctx context.Context, session, ackedBelow uint64, ops []kv
 		}
 		retry.Stop()
 		if ctx.Err() != nil {
-			return fillAll(make([]kvResult, len(ops)), errNoLeader, lead)
+			return fillAll(make([]kvResult, len(ops)), driver.ErrNoLeader, lead)
 		}
 	}
 }
@@ -462,8 +420,8 @@ func (n *Node) whileLeading(ctx context.Context, lead uint64, grace time.Duratio
 	stop := make(chan struct{})
 	watch := func() {
 		for {
-			wake := n.leaderChanged()
-			if l := n.lead.Load(); l != 0 && l != lead {
+			wake := n.d.LeaderChanged()
+			if l := n.d.Leader(); l != 0 && l != lead {
 				break
 			}
 			select {
@@ -742,7 +700,7 @@ func (s *kvServer) sessionCall(ctx context.Context, cmd kv.Command, forward func
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout)
 	defer cancel()
 	for {
-		lead, err := n.waitLeader(ctx)
+		lead, err := n.d.WaitLeader(ctx)
 		if err != nil {
 			return 0, err
 		}
@@ -759,7 +717,7 @@ func (s *kvServer) sessionCall(ctx context.Context, cmd kv.Command, forward func
 			switch {
 			case err == nil || errors.As(err, &re):
 			case moved:
-				err = &requestError{schema.ErrorCode_unavailable, fmt.Sprintf("leader %d stopped answering and node %d leads now: retry", lead, n.lead.Load())}
+				err = &requestError{schema.ErrorCode_unavailable, fmt.Sprintf("leader %d stopped answering and node %d leads now: retry", lead, n.d.Leader())}
 			default:
 				// The call itself failed: the client retries.
 				err = &requestError{schema.ErrorCode_unavailable, err.Error()}
@@ -767,7 +725,7 @@ func (s *kvServer) sessionCall(ctx context.Context, cmd kv.Command, forward func
 			return v, err
 		}
 		applied, err := n.proposeCommand(ctx, cmd)
-		if errors.Is(err, errNotLeader) {
+		if errors.Is(err, driver.ErrNotLeader) {
 			continue
 		}
 		if err != nil {
@@ -831,7 +789,7 @@ func (s *kvServer) OpenSession(ctx context.Context, call schema.KV_openSession) 
 		if aerr != nil {
 			return aerr
 		}
-		return fillError(e, err, s.n.lead.Load())
+		return fillError(e, err, s.n.d.Leader())
 	}
 	res.SetSession(id)
 	res.SetTtlMillis(uint64(s.n.kv.Config().SessionTTL / time.Millisecond))

@@ -6,13 +6,14 @@ import (
 )
 
 // The services' side of the state-machine boundary: the driver applies
-// entries to n.sm and hands each result on untouched; what a result means
+// entries to the state machine and hands each result on untouched; what a result means
 // is known only here, where the key-value store is the state machine.
 
-// applied returns the key-value store's outcome of a proposal's entry (its
-// zero value when the proposal failed).
-func (r proposalResult) applied() kv.Applied {
-	if a, ok := r.result.(*kv.Applied); ok && a != nil {
+// applied returns the key-value store's outcome of a proposal's entry,
+// the result the driver handed back (the zero value when the proposal
+// failed).
+func applied(res statemachine.Result) kv.Applied {
+	if a, ok := res.(*kv.Applied); ok && a != nil {
 		return *a
 	}
 	return kv.Applied{}

@@ -2,10 +2,12 @@ package raftnode
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"capnproto.org/go/capnp/v3"
 
+	"github.com/capraft/capraft/raftnode/driver"
 	"github.com/capraft/capraft/raftnode/echo"
 	"github.com/capraft/capraft/raftnode/raft"
 	"github.com/capraft/capraft/raftnode/transport"
@@ -170,49 +172,31 @@ type NodeStatus struct {
 // back to what is known without it when the loop does not answer in time
 // (stopped or busy).
 func (n *Node) Status(ctx context.Context) NodeStatus {
-	ch := make(chan NodeStatus, 1)
-	n.q.push(task{func() {
-		cs := n.core.Status()
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	ds, err := n.d.Status(ctx)
+	if err == nil {
+		cs := ds.Status
 		st := NodeStatus{
 			ID: n.cfg.ID, Role: schemaRole(cs.Role), Term: cs.Term, Leader: cs.Lead,
 			Commit: cs.Commit, Applied: n.kv.AppliedIndex(), LastIndex: cs.LastIndex,
-			SnapshotIndex: n.loop.snapIndex, Revision: n.kv.Revision(),
-			Config: cs.Config, Progress: cs.Progress, SnapshotsInstalled: n.loop.installed,
+			SnapshotIndex: ds.SnapshotIndex, Revision: n.kv.Revision(),
+			Config: cs.Config, Progress: cs.Progress, SnapshotsInstalled: ds.SnapshotsInstalled,
 			Incarnation: cs.Incarnation,
 		}
-		for _, id := range cs.Config.Learners {
-			if id == n.cfg.ID {
-				st.Role = schema.Role_learner
-			}
+		if slices.Contains(cs.Config.Learners, n.cfg.ID) {
+			st.Role = schema.Role_learner
 		}
-		ch <- st
-	}})
-	timer := time.NewTimer(time.Second)
-	defer timer.Stop()
-	select {
-	case st := <-ch:
 		return st
-	case <-n.done:
-	case <-timer.C:
-	case <-ctx.Done():
 	}
 	st := NodeStatus{ID: n.cfg.ID, Role: schema.Role_stopped, Applied: n.kv.AppliedIndex(), Revision: n.kv.Revision()}
-	if err := n.Err(); err != nil {
+	if err := n.d.Err(); err != nil {
 		st.StopReason = err.Error()
-	} else if !isClosed(n.done) {
-		st.Role, st.Leader = schema.Role_follower, n.lead.Load()
+	} else if !n.d.Stopped() {
+		st.Role, st.Leader = schema.Role_follower, n.d.Leader()
 		st.StopReason = "the node's loop did not answer within a second (overloaded?)"
 	}
 	return st
-}
-
-func isClosed(c <-chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-		return false
-	}
 }
 
 func schemaRole(r raft.StateType) schema.Role {
@@ -227,14 +211,15 @@ func schemaRole(r raft.StateType) schema.Role {
 	return schema.Role_follower
 }
 
-// peerHandler hands peers' messages to the loop.
+// peerHandler hands peers' messages to the driver, and answers their
+// discovery (bootstrap.go).
 type peerHandler struct{ n *Node }
 
 // Deliver queues msgs for the loop at once, so the sends of one stream
 // reach the core in the order they arrived; the loop calls done once the
 // core has stepped them, and at the latest when the loop stops.
 func (h peerHandler) Deliver(msgs []raft.Message, done func(*transport.NotMember, error)) {
-	if !h.n.q.push(&peerMsgs{msgs: msgs, done: done}) {
-		done(nil, h.n.stoppedError())
-	}
+	h.n.d.Deliver(msgs, func(nm *driver.NotMember, err error) {
+		done((*transport.NotMember)(nm), err)
+	})
 }

@@ -1,4 +1,4 @@
-package raftnode
+package driver
 
 import (
 	"encoding/binary"
@@ -12,7 +12,6 @@ import (
 
 	"github.com/capraft/capraft/raftnode/raft"
 	"github.com/capraft/capraft/raftnode/statemachine"
-	"github.com/capraft/capraft/raftnode/transport"
 )
 
 // loopState is everything only the loop goroutine touches.
@@ -88,12 +87,12 @@ type (
 		msgs []raft.Message
 		// done tells the peer its messages were taken; the loop calls it
 		// exactly once. It must not block.
-		done func(nm *transport.NotMember, err error)
+		done func(nm *NotMember, err error)
 	}
 	// notMember: a peer's configuration does not include this node.
 	notMember struct {
 		from uint64
-		nm   transport.NotMember
+		nm   NotMember
 	}
 	// unreachable: the transport lost a peer.
 	unreachable struct{ id uint64 }
@@ -122,14 +121,15 @@ type proposal struct {
 	index, term uint64
 	// reply receives the outcome; the loop calls it exactly once. It
 	// must not block (it may encode and queue an RPC answer).
-	reply func(proposalResult)
+	reply func(Result)
 }
 
-// proposalResult is a proposal's outcome: what the state machine returned
-// for its entry, or why it was not applied (or may not have been).
-type proposalResult struct {
-	result statemachine.Result
-	err    error
+// Result is a proposal's outcome: what the state machine returned for
+// its entry (Value, which may be nil), or why it was not applied or may
+// not have been (Err).
+type Result struct {
+	Value statemachine.Result
+	Err   error
 }
 
 // readWaiter is one linearizable read (or a batch of them) waiting until
@@ -143,12 +143,12 @@ type readWaiter struct {
 
 // run is the driver loop: it owns the core. See raftnode/raft's package
 // documentation for the order of the steps.
-func (n *Node) run() {
-	defer n.wg.Done()
-	defer close(n.done)
-	defer n.failEverything()
-	defer n.recoverCorePanic()
-	ls := &n.loop
+func (d *Driver) run() {
+	defer d.wg.Done()
+	defer close(d.done)
+	defer d.failEverything()
+	defer d.recoverCorePanic()
+	ls := &d.loop
 	ls.byIndex = make(map[uint64]*proposal)
 	ls.confWaiters = make(map[uint64]chan error)
 	ls.confTerm = make(map[uint64]uint64)
@@ -156,11 +156,11 @@ func (n *Node) run() {
 	ls.readsAt = make(map[uint64]time.Time)
 	ls.role = raft.StateFollower
 
-	if cs := n.core.ConfState(); len(cs.Voters) == 1 && cs.Voters[0] == n.cfg.ID && len(cs.VotersOutgoing) == 0 {
+	if cs := d.core.ConfState(); len(cs.Voters) == 1 && cs.Voters[0] == d.cfg.ID && len(cs.VotersOutgoing) == 0 {
 		// Alone in the cluster: nobody else can lead, so skip the wait
 		// for an election timeout (2x covers its randomized range).
-		for range 2 * int(n.cfg.ElectionTimeout/ls.tick) {
-			n.core.Tick()
+		for range 2 * int(d.cfg.ElectionTimeout/ls.tick) {
+			d.core.Tick()
 		}
 	}
 	ticker := time.NewTicker(ls.tick)
@@ -173,30 +173,30 @@ func (n *Node) run() {
 		// Ticks must not starve while the loop is busy with Readys.
 		select {
 		case <-ticker.C:
-			n.tick()
+			d.tick()
 		default:
 		}
-		n.drain()
+		d.drain()
 		// Once something failed (a write to disk, say) nothing more is
 		// proposed, persisted or answered as done.
 		if ls.stopping == nil {
-			n.flushProposals()
-			n.flushReads()
-			if n.core.HasReady() {
-				n.handleReady(n.core.Ready())
+			d.flushProposals()
+			d.flushReads()
+			if d.core.HasReady() {
+				d.handleReady(d.core.Ready())
 			}
 		}
 		if ls.stopping != nil {
-			n.setStopped(ls.stopping)
+			d.setStopped(ls.stopping)
 			return
 		}
-		n.maybeSnapshot()
-		if n.core.HasReady() {
+		d.maybeSnapshot()
+		if d.core.HasReady() {
 			continue
 		}
-		switch unannounced := n.core.CommitUnannounced(); {
+		switch unannounced := d.core.CommitUnannounced(); {
 		case unannounced && announceC == nil:
-			announce.Reset(n.commitAnnounceDelay())
+			announce.Reset(d.commitAnnounceDelay())
 			announceC = announce.C
 		case !unannounced && announceC != nil:
 			// A proposal's appends carried it: the quiet period
@@ -209,15 +209,15 @@ func (n *Node) run() {
 			// Quiet since the commit: no proposal carried the new
 			// index to the followers, so send it on its own.
 			announceC = nil
-			n.core.AnnounceCommit()
-		case <-n.stopc:
+			d.core.AnnounceCommit()
+		case <-d.stopc:
 			// Handlers must stop waiting for, or handing requests to, a
 			// leader: they answer shuttingDown once done is closed.
-			n.setLeader(0, false)
+			d.setLeader(0, false)
 			return
 		case <-ticker.C:
-			n.tick()
-		case <-n.q.wake:
+			d.tick()
+		case <-d.q.wake:
 		}
 	}
 }
@@ -227,39 +227,39 @@ func (n *Node) run() {
 // for a client's next write to arrive (so a steady load never pays for
 // separate announcements), short enough that followers apply, and serve
 // serializable reads, within about a millisecond of the leader.
-func (n *Node) commitAnnounceDelay() time.Duration {
-	return min(time.Millisecond, n.cfg.HeartbeatInterval)
+func (d *Driver) commitAnnounceDelay() time.Duration {
+	return min(time.Millisecond, d.cfg.HeartbeatInterval)
 }
 
 // tick advances the core's clock and gives up on read indexes nobody
 // answered (a leader that ignored the request, say): their clients have
 // been told to retry by now, and the entries would otherwise pile up
 // while the leader stays the same.
-func (n *Node) tick() {
-	n.core.Tick()
-	ls := &n.loop
+func (d *Driver) tick() {
+	d.core.Tick()
+	ls := &d.loop
 	for seq, at := range ls.readsAt {
-		if time.Since(at) > n.cfg.RequestTimeout {
+		if time.Since(at) > d.cfg.RequestTimeout {
 			for _, r := range ls.readsByCtx[seq] {
-				r.reply(errTimeout)
+				r.reply(ErrTimeout)
 			}
 			delete(ls.readsByCtx, seq)
 			delete(ls.readsAt, seq)
 		}
 	}
-	n.logStall()
+	d.logStall()
 }
 
 // stallReport is how long a node goes without a leader before it says
 // why it thinks none is elected, and how often it says it again.
-func (n *Node) stallReport() time.Duration { return 10 * n.cfg.ElectionTimeout }
+func (d *Driver) stallReport() time.Duration { return 10 * d.cfg.ElectionTimeout }
 
 // logStall explains, every stallReport while no leader is known, what
 // stands in the way of an election: above all voters that lost their
 // storage, which a majority must not be (their votes are not counted).
-func (n *Node) logStall() {
-	ls := &n.loop
-	if n.core.Lead() != 0 {
+func (d *Driver) logStall() {
+	ls := &d.loop
+	if d.core.Lead() != 0 {
 		ls.leaderless = time.Time{}
 		return
 	}
@@ -268,65 +268,65 @@ func (n *Node) logStall() {
 		ls.leaderless = now
 		return
 	}
-	if now.Sub(ls.leaderless) < n.stallReport() || now.Sub(ls.stallLogged) < n.stallReport() {
+	if now.Sub(ls.leaderless) < d.stallReport() || now.Sub(ls.stallLogged) < d.stallReport() {
 		return
 	}
 	ls.stallLogged = now
-	st := n.core.Status()
+	st := d.core.Status()
 	if len(st.Config.Voters) == 0 {
 		return // not configured yet: discovery or --join says why
 	}
 	waited := now.Sub(ls.leaderless).Round(time.Second).String()
-	if rec, ok := st.Config.IncarnationOf(n.cfg.ID); ok && rec != st.Incarnation && slices.Contains(st.Config.Voters, n.cfg.ID) {
-		n.log.Warn("no leader: this node lost its data and is not counted as a voter until a leader restores it",
+	if rec, ok := st.Config.IncarnationOf(d.cfg.ID); ok && rec != st.Incarnation && slices.Contains(st.Config.Voters, d.cfg.ID) {
+		d.log.Warn("no leader: this node lost its data and is not counted as a voter until a leader restores it",
 			"for", waited, "incarnation", fmt.Sprintf("%016x", st.Incarnation), "counted_incarnation", fmt.Sprintf("%016x", rec))
 		return
 	}
 	if len(st.UncountedVoters) > 0 {
 		lost := slices.Sorted(maps.Keys(st.UncountedVoters))
-		n.log.Error("no leader can be elected: voters that lost their data are not counted, and too few voters with "+
+		d.log.Error("no leader can be elected: voters that lost their data are not counted, and too few voters with "+
 			"intact data answer. Start the voters that are down. If a majority of the voters lost their data, writes "+
 			"acknowledged by the cluster may exist only on the others: see docs/OPERATIONS.md, \"A majority lost its data\"",
 			"for", waited, "lost_data", fmt.Sprint(lost), "voters", fmt.Sprint(st.Config.Voters), "term", st.Term)
 		return
 	}
-	n.log.Warn("no leader elected: a majority of the voters must be up and reach each other",
+	d.log.Warn("no leader elected: a majority of the voters must be up and reach each other",
 		"for", waited, "voters", fmt.Sprint(st.Config.Voters), "term", st.Term, "role", roleName(st.Role))
 }
 
 // drain handles every queued event.
-func (n *Node) drain() {
-	evs := n.q.take()
+func (d *Driver) drain() {
+	evs := d.q.take()
 	for i, ev := range evs {
 		evs[i] = nil
 		switch e := ev.(type) {
 		case *peerMsgs:
-			n.stepPeer(e)
+			d.stepPeer(e)
 		case notMember:
-			n.notMember(e.from, e.nm)
+			d.notMember(e.from, e.nm)
 		case unreachable:
-			n.core.ReportUnreachable(e.id)
+			d.core.ReportUnreachable(e.id)
 		case *proposal:
-			n.loop.newProp = append(n.loop.newProp, e)
+			d.loop.newProp = append(d.loop.newProp, e)
 		case *readWaiter:
-			n.loop.newReads = append(n.loop.newReads, e)
+			d.loop.newReads = append(d.loop.newReads, e)
 		case task:
 			e.fn()
 		case snapDone:
-			n.loop.snapshotting = false
+			d.loop.snapshotting = false
 			if e.err != nil {
-				n.loop.snapFailed = e.index
-				n.log.Error("snapshot failed", "index", e.index, "error", e.err)
-			} else if e.index > n.loop.snapIndex {
-				n.loop.snapIndex = e.index
-				n.log.Debug("snapshot written, log compacted", "index", e.index)
+				d.loop.snapFailed = e.index
+				d.log.Error("snapshot failed", "index", e.index, "error", e.err)
+			} else if e.index > d.loop.snapIndex {
+				d.loop.snapIndex = e.index
+				d.log.Debug("snapshot written, log compacted", "index", e.index)
 			}
 			// One snapshot is written at a time: the waiters asked for
 			// this one.
-			for _, w := range n.loop.snapWaiters {
+			for _, w := range d.loop.snapWaiters {
 				w <- e.err
 			}
-			n.loop.snapWaiters = nil
+			d.loop.snapWaiters = nil
 		}
 	}
 }
@@ -335,16 +335,16 @@ func (n *Node) drain() {
 // the peer they were taken, and whether the core ignored one because its
 // sender is not a member of this node's configuration: a removed node
 // learns so that way (see notMember).
-func (n *Node) stepPeer(p *peerMsgs) {
-	var nm *transport.NotMember
+func (d *Driver) stepPeer(p *peerMsgs) {
+	var nm *NotMember
 	for _, m := range p.msgs {
-		err := n.core.Step(m)
+		err := d.core.Step(m)
 		if err == nil {
 			continue
 		}
-		n.stepRefused(m, err)
+		d.stepRefused(m, err)
 		if errors.Is(err, raft.ErrNotMember) && nm == nil {
-			nm = &transport.NotMember{Index: n.core.Status().Applied, Term: n.core.Term()}
+			nm = &NotMember{Index: d.core.Status().Applied, Term: d.core.Term()}
 		}
 	}
 	clear(p.msgs)
@@ -359,85 +359,85 @@ func (n *Node) stepPeer(p *peerMsgs) {
 // checkRemoved would have, had it received that entry (a removed node
 // no longer gets the log). Otherwise the word is stale (the peer has not
 // yet applied this node's addition) or checkRemoved decides.
-func (n *Node) notMember(from uint64, nm transport.NotMember) {
-	st := n.core.Status()
+func (d *Driver) notMember(from uint64, nm NotMember) {
+	st := d.core.Status()
 	cs := st.Config
 	member := false
 	for _, ids := range [][]uint64{cs.Voters, cs.Learners, cs.VotersOutgoing, cs.LearnersNext} {
-		member = member || slices.Contains(ids, n.cfg.ID)
+		member = member || slices.Contains(ids, d.cfg.ID)
 	}
 	if member && nm.Index > st.Applied {
-		n.log.Error("removed from the cluster: a peer's configuration no longer includes this node; stopping",
+		d.log.Error("removed from the cluster: a peer's configuration no longer includes this node; stopping",
 			"peer", from, "peer_applied", nm.Index, "peer_term", nm.Term, "applied", st.Applied)
-		n.loop.stopping = errRemoved
+		d.loop.stopping = ErrRemoved
 		return
 	}
-	if ok, _ := n.loop.refusals.allow(from, time.Now()); ok {
-		n.log.Info("a peer does not count this node as a member yet; waiting for it to apply this node's configuration",
+	if ok, _ := d.loop.refusals.allow(from, time.Now()); ok {
+		d.log.Info("a peer does not count this node as a member yet; waiting for it to apply this node's configuration",
 			"peer", from, "peer_applied", nm.Index, "applied", st.Applied)
 	}
 }
 
 // flushProposals proposes everything pushed since the last Ready as one
 // batch of entries.
-func (n *Node) flushProposals() {
-	props := n.loop.newProp
+func (d *Driver) flushProposals() {
+	props := d.loop.newProp
 	if len(props) == 0 {
 		return
 	}
-	n.loop.newProp = props[:0]
+	d.loop.newProp = props[:0]
 	datas := make([][]byte, len(props))
 	for i, p := range props {
 		datas[i] = p.data
 	}
-	if err := n.core.ProposeBatch(datas); err != nil {
+	if err := d.core.ProposeBatch(datas); err != nil {
 		for _, p := range props {
-			p.reply(proposalResult{err: proposeError(err)})
+			p.reply(Result{Err: proposeError(err)})
 		}
 		clear(props)
 		return
 	}
-	last, term := n.core.LastIndex(), n.core.Term()
+	last, term := d.core.LastIndex(), d.core.Term()
 	first := last - uint64(len(props)) + 1
 	for i, p := range props {
 		p.index, p.term = first+uint64(i), term
-		if old := n.loop.byIndex[p.index]; old != nil {
+		if old := d.loop.byIndex[p.index]; old != nil {
 			// A proposal from an earlier term of ours whose entry a
 			// newer leader overwrote before we applied it: the index
 			// now holds ours, so the old one is gone for good.
-			old.reply(proposalResult{err: errDropped})
+			old.reply(Result{Err: ErrDropped})
 		}
-		n.loop.byIndex[p.index] = p
+		d.loop.byIndex[p.index] = p
 		props[i] = nil
 	}
 }
 
 // flushReads asks the core for one read index covering every read that
 // arrived since the last one.
-func (n *Node) flushReads() {
-	reads := n.loop.newReads
+func (d *Driver) flushReads() {
+	reads := d.loop.newReads
 	if len(reads) == 0 {
 		return
 	}
-	n.loop.readSeq++
+	d.loop.readSeq++
 	var ctx [8]byte
-	binary.BigEndian.PutUint64(ctx[:], n.loop.readSeq)
-	if err := n.core.ReadIndex(ctx[:]); err != nil {
+	binary.BigEndian.PutUint64(ctx[:], d.loop.readSeq)
+	if err := d.core.ReadIndex(ctx[:]); err != nil {
 		for _, r := range reads {
-			r.reply(errNoLeader)
+			r.reply(ErrNoLeader)
 		}
 	} else {
-		n.loop.readsByCtx[n.loop.readSeq] = append([]*readWaiter(nil), reads...)
-		n.loop.readsAt[n.loop.readSeq] = time.Now()
+		d.loop.readsByCtx[d.loop.readSeq] = append([]*readWaiter(nil), reads...)
+		d.loop.readsAt[d.loop.readSeq] = time.Now()
 	}
 	clear(reads)
-	n.loop.newReads = reads[:0]
+	d.loop.newReads = reads[:0]
 }
 
 // handleReady carries out one Ready in the order the core documents.
-func (n *Node) handleReady(rd raft.Ready) {
+func (d *Driver) handleReady(rd raft.Ready) {
 	if rd.SoftState != nil {
-		n.roleChanged(*rd.SoftState)
+		d.roleChanged(*rd.SoftState)
 	}
 	var snap *raft.Snapshot
 	if !rd.Snapshot.IsEmpty() {
@@ -448,7 +448,7 @@ func (n *Node) handleReady(rd raft.Ready) {
 	// index for the followers) wait until the clients are answered.
 	sendFirst := len(rd.Entries) > 0 || snap != nil
 	if sendFirst {
-		n.tr.Send(rd.Messages)
+		d.tr.Send(rd.Messages)
 		if len(rd.Messages) > 0 {
 			// The transport's goroutines were just readied on this P;
 			// left there, they often wait until the fsync below
@@ -464,23 +464,23 @@ func (n *Node) handleReady(rd raft.Ready) {
 	// it: the commit index's own write is off the critical path. A
 	// follower acknowledges its new entries first: the leader waits for
 	// that, nobody waits for the follower's apply.
-	applyFirst := snap == nil && n.loop.role == raft.StateLeader
+	applyFirst := snap == nil && d.loop.role == raft.StateLeader
 	if applyFirst {
-		n.applyAll(rd.CommittedEntries)
+		d.applyAll(rd.CommittedEntries)
 	}
 	if !sendFirst {
-		n.tr.Send(rd.Messages)
+		d.tr.Send(rd.Messages)
 	}
 	switch {
 	case rd.MustSync || len(rd.Entries) > 0 || snap != nil:
 		hs := rd.HardState
-		if hs.IsEmpty() && n.loop.unsavedHS != nil {
-			hs = *n.loop.unsavedHS
+		if hs.IsEmpty() && d.loop.unsavedHS != nil {
+			hs = *d.loop.unsavedHS
 		}
-		if err := n.save(hs, rd.Entries, snap); err != nil {
+		if err := d.save(hs, rd.Entries, snap); err != nil {
 			// Nothing this Ready covers may be acknowledged, applied or
 			// advanced past: the node stops with the error.
-			n.fail(err)
+			d.fail(err)
 			return
 		}
 	case !rd.HardState.IsEmpty():
@@ -488,72 +488,72 @@ func (n *Node) handleReady(rd raft.Ready) {
 		// (a restart learns it again from the leader), so it waits for
 		// the next write instead of costing an fsync of its own.
 		hs := rd.HardState
-		n.loop.unsavedHS = &hs
+		d.loop.unsavedHS = &hs
 	}
-	n.tr.Send(rd.MessagesAfterPersist)
+	d.tr.Send(rd.MessagesAfterPersist)
 	if !applyFirst && snap == nil {
-		n.applyAll(rd.CommittedEntries)
+		d.applyAll(rd.CommittedEntries)
 	}
 	if snap != nil {
-		if err := n.restore(*snap); err != nil {
+		if err := d.restore(*snap); err != nil {
 			// The snapshot is on disk and the core moved on to it: the
 			// state machine cannot follow, so the node stops. The core
 			// verified it before accepting it, so this is a bug or a
 			// failing machine.
-			n.fail(fmt.Errorf("install snapshot %d: %w", snap.Meta.Index, err))
+			d.fail(fmt.Errorf("install snapshot %d: %w", snap.Meta.Index, err))
 			return
 		}
-		n.loop.snapIndex = snap.Meta.Index
-		n.failStaleProposals(snap.Meta.Index)
-		if n.loop.bootstrapping {
-			n.loop.bootstrapping = false
-			n.log.Info("bootstrapped a new cluster with every initial member (all answered, none held data)",
+		d.loop.snapIndex = snap.Meta.Index
+		d.failStaleProposals(snap.Meta.Index)
+		if d.loop.bootstrapping {
+			d.loop.bootstrapping = false
+			d.log.Info("bootstrapped a new cluster with every initial member (all answered, none held data)",
 				"members", snap.Meta.ConfState.Voters)
 		} else {
-			n.loop.installed++
-			n.log.Info("installed a snapshot from the leader", "index", snap.Meta.Index)
-			n.checkCounted(snap.Meta.ConfState)
+			d.loop.installed++
+			d.log.Info("installed a snapshot from the leader", "index", snap.Meta.Index)
+			d.checkCounted(snap.Meta.ConfState)
 		}
-		n.applyAll(rd.CommittedEntries)
+		d.applyAll(rd.CommittedEntries)
 	}
-	n.core.Advance()
-	if n.loop.removed {
-		n.checkRemoved()
+	d.core.Advance()
+	if d.loop.removed {
+		d.checkRemoved()
 	}
 	for _, rs := range rd.ReadStates {
 		seq := uint64(0)
 		if len(rs.RequestCtx) == 8 {
 			seq = binary.BigEndian.Uint64(rs.RequestCtx)
 		}
-		for _, r := range n.loop.readsByCtx[seq] {
+		for _, r := range d.loop.readsByCtx[seq] {
 			r.index = rs.Index
-			n.loop.applyWait = append(n.loop.applyWait, r)
+			d.loop.applyWait = append(d.loop.applyWait, r)
 		}
-		delete(n.loop.readsByCtx, seq)
-		delete(n.loop.readsAt, seq)
+		delete(d.loop.readsByCtx, seq)
+		delete(d.loop.readsAt, seq)
 	}
-	n.releaseReads()
+	d.releaseReads()
 }
 
 // roleChanged reacts to a new leader or role.
-func (n *Node) roleChanged(ss raft.SoftState) {
-	ls := &n.loop
+func (d *Driver) roleChanged(ss raft.SoftState) {
+	ls := &d.loop
 	if ss.Lead != ls.lead || ss.Role != ls.role {
-		n.log.Info("role changed", "role", roleName(ss.Role), "leader", ss.Lead, "term", n.core.Term())
+		d.log.Info("role changed", "role", roleName(ss.Role), "leader", ss.Lead, "term", d.core.Term())
 	}
 	leadChanged := ss.Lead != ls.lead
 	wasLeader := ls.role == raft.StateLeader
 	ls.lead, ls.role = ss.Lead, ss.Role
-	n.setLeader(ss.Lead, ss.Role == raft.StateLeader)
-	if ss.Role == raft.StateLeader && !wasLeader {
-		n.createFirstTokenKey()
+	d.setLeader(ss.Lead, ss.Role == raft.StateLeader)
+	if ss.Role == raft.StateLeader && !wasLeader && d.cfg.OnLeading != nil {
+		d.cfg.OnLeading()
 	}
 	if leadChanged || (wasLeader && ss.Role != raft.StateLeader) {
 		// Read indexes asked of the old leader will never be answered:
 		// fail them (a read has no side effect; the client retries).
 		for seq, rs := range ls.readsByCtx {
 			for _, r := range rs {
-				r.reply(errNoLeader)
+				r.reply(ErrNoLeader)
 			}
 			delete(ls.readsByCtx, seq)
 			delete(ls.readsAt, seq)
@@ -563,32 +563,32 @@ func (n *Node) roleChanged(ss raft.SoftState) {
 
 // applyAll applies committed entries in order, as one batch of the state
 // machine, then resolves whoever waits for each of them.
-func (n *Node) applyAll(ents []raft.Entry) {
+func (d *Driver) applyAll(ents []raft.Entry) {
 	// Entries the state machine holds already are skipped whole, with
 	// their waiters and membership changes: a snapshot it restored
 	// covers them.
-	applied := n.sm.Applied()
+	applied := d.sm.Applied()
 	for len(ents) > 0 && ents[0].Index <= applied {
 		ents = ents[1:]
 	}
-	if len(ents) == 0 || n.loop.stopping != nil {
+	if len(ents) == 0 || d.loop.stopping != nil {
 		return
 	}
-	batch := machineEntries(n.loop.applyBatch[:0], ents)
-	results, err := n.sm.Apply(batch)
+	batch := machineEntries(d.loop.applyBatch[:0], ents)
+	results, err := d.sm.Apply(batch)
 	clear(batch) // do not keep the entries' data reachable
-	n.loop.applyBatch = batch[:0]
+	d.loop.applyBatch = batch[:0]
 	if err == nil && len(results) != len(batch) {
 		err = fmt.Errorf("%d results for %d entries", len(results), len(batch))
 	}
 	if err != nil {
 		// The waiters of these entries are answered "outcome unknown"
 		// as the loop exits.
-		n.loop.stopping = fmt.Errorf("apply entries %d-%d: state machine: %w", ents[0].Index, ents[len(ents)-1].Index, err)
+		d.loop.stopping = fmt.Errorf("apply entries %d-%d: state machine: %w", ents[0].Index, ents[len(ents)-1].Index, err)
 		return
 	}
 	for i, e := range ents {
-		n.resolve(e, results[i])
+		d.resolve(e, results[i])
 	}
 }
 
@@ -613,52 +613,52 @@ func machineEntries(dst []statemachine.Entry, ents []raft.Entry) []statemachine.
 // entry per index in its term, and only the leader of a term appends
 // entries of that term). Any other entry there means a new leader
 // overwrote the proposal, which will never be applied.
-func (n *Node) resolve(e raft.Entry, res statemachine.Result) {
-	p := n.loop.byIndex[e.Index]
+func (d *Driver) resolve(e raft.Entry, res statemachine.Result) {
+	p := d.loop.byIndex[e.Index]
 	if p != nil {
-		delete(n.loop.byIndex, e.Index)
+		delete(d.loop.byIndex, e.Index)
 	}
-	if ch := n.loop.confWaiters[e.Index]; ch != nil {
+	if ch := d.loop.confWaiters[e.Index]; ch != nil {
 		// A new leader may have overwritten the change at this index.
-		if e.Type == raft.EntryConfChange && e.Term == n.loop.confTerm[e.Index] {
+		if e.Type == raft.EntryConfChange && e.Term == d.loop.confTerm[e.Index] {
 			ch <- nil
 		} else {
-			ch <- errConfNotApplied
+			ch <- ErrConfNotApplied
 		}
-		delete(n.loop.confWaiters, e.Index)
-		delete(n.loop.confTerm, e.Index)
+		delete(d.loop.confWaiters, e.Index)
+		delete(d.loop.confTerm, e.Index)
 	}
 	if e.Type == raft.EntryConfChange {
-		n.applyConfChange(e)
+		d.applyConfChange(e)
 	}
-	if res != nil && n.onApplied != nil {
-		n.onApplied(e.Index, res, e.Index <= n.loop.logAtStart)
+	if res != nil && d.cfg.OnApplied != nil {
+		d.cfg.OnApplied(e.Index, res, e.Index <= d.loop.logAtStart)
 	}
 	switch {
 	case p == nil:
 	case e.Type == raft.EntryNormal && e.Term == p.term:
-		p.reply(proposalResult{result: res})
+		p.reply(Result{Value: res})
 	default:
-		p.reply(proposalResult{err: errDropped})
+		p.reply(Result{Err: ErrDropped})
 	}
 }
 
 // failStaleProposals fails the proposals a snapshot jumped over.
-func (n *Node) failStaleProposals(upTo uint64) {
-	for idx, p := range n.loop.byIndex {
+func (d *Driver) failStaleProposals(upTo uint64) {
+	for idx, p := range d.loop.byIndex {
 		if idx <= upTo {
-			delete(n.loop.byIndex, idx)
-			p.reply(proposalResult{err: errOutcomeUnknown})
+			delete(d.loop.byIndex, idx)
+			p.reply(Result{Err: ErrOutcomeUnknown})
 		}
 	}
 }
 
 // applyConfChange updates the address book and the transport, and
 // resolves a waiting membership request.
-func (n *Node) applyConfChange(e raft.Entry) {
+func (d *Driver) applyConfChange(e raft.Entry) {
 	cc, err := raft.UnmarshalConfChange(e.Data)
 	if err != nil {
-		n.log.Warn("undecodable membership change", "index", e.Index, "error", err)
+		d.log.Warn("undecodable membership change", "index", e.Index, "error", err)
 		return
 	}
 	for _, c := range cc.Changes {
@@ -666,45 +666,45 @@ func (n *Node) applyConfChange(e raft.Entry) {
 		case raft.ConfChangeAddVoter, raft.ConfChangeAddLearner:
 			// This node's own view of an address (--peers) wins over the
 			// one given to the change.
-			if addr, fixed := n.cfg.Peers[c.NodeID]; fixed {
-				n.loop.addrs[c.NodeID] = addr
+			if addr, fixed := d.cfg.Peers[c.NodeID]; fixed {
+				d.loop.addrs[c.NodeID] = addr
 			} else if len(cc.Context) > 0 {
-				n.loop.addrs[c.NodeID] = string(cc.Context)
+				d.loop.addrs[c.NodeID] = string(cc.Context)
 			}
-			if addr := n.loop.addrs[c.NodeID]; c.NodeID != n.cfg.ID && addr != "" {
-				n.tr.SetPeer(c.NodeID, addr)
+			if addr := d.loop.addrs[c.NodeID]; c.NodeID != d.cfg.ID && addr != "" {
+				d.tr.SetPeer(c.NodeID, addr)
 			}
 		case raft.ConfChangeRemoveNode:
-			delete(n.loop.addrs, c.NodeID)
-			if c.NodeID == n.cfg.ID {
-				n.loop.removed = true
+			delete(d.loop.addrs, c.NodeID)
+			if c.NodeID == d.cfg.ID {
+				d.loop.removed = true
 			} else {
-				n.farewell(c.NodeID, e.Index)
+				d.farewell(c.NodeID, e.Index)
 			}
 		}
 	}
-	n.logRestoration(cc)
-	n.log.Info("membership changed", "index", e.Index, "changes", fmt.Sprint(cc.Changes))
+	d.logRestoration(cc)
+	d.log.Info("membership changed", "index", e.Index, "changes", fmt.Sprint(cc.Changes))
 }
 
 // logRestoration says what a change does to a voter that lost its storage
 // (the core demotes and restores such voters by itself): called as the
 // change is applied, before the core switches to it.
-func (n *Node) logRestoration(cc raft.ConfChange) {
-	before := n.core.ConfState()
+func (d *Driver) logRestoration(cc raft.ConfChange) {
+	before := d.core.ConfState()
 	for _, c := range cc.Changes {
 		inc := fmt.Sprintf("%016x", c.Incarnation)
 		switch {
-		case c.NodeID == n.cfg.ID:
+		case c.NodeID == d.cfg.ID:
 			// This node said what happened to it (warnLostData,
 			// logRecovery); membership changed says the rest.
 		case c.Type == raft.ConfChangeAddLearner && c.AutoPromote && slices.Contains(before.Voters, c.NodeID):
-			n.log.Warn("a voter lost its storage: it is a learner until it has caught up, then a voter again, by itself; "+
+			d.log.Warn("a voter lost its storage: it is a learner until it has caught up, then a voter again, by itself; "+
 				"it counts towards no quorum meanwhile", "member", c.NodeID, "incarnation", inc)
 		case c.Type == raft.ConfChangeAddLearner && c.AutoPromote:
-			n.log.Info("a voter is being added: it is a learner until it has caught up, then a voter, by itself", "member", c.NodeID)
+			d.log.Info("a voter is being added: it is a learner until it has caught up, then a voter, by itself", "member", c.NodeID)
 		case c.Type == raft.ConfChangeAddVoter && slices.Contains(before.AutoPromote, c.NodeID):
-			n.log.Info("a learner has caught up and is a voter (again)", "member", c.NodeID, "incarnation", inc)
+			d.log.Info("a learner has caught up and is a voter (again)", "member", c.NodeID, "incarnation", inc)
 		}
 	}
 }
@@ -715,25 +715,25 @@ func (n *Node) logRestoration(cc raft.ConfChange) {
 // leader therefore first tells it the commit index covering the removal,
 // with the heartbeat the core would have sent, and keeps the connection
 // for an election timeout so the message can leave.
-func (n *Node) farewell(id, index uint64) {
-	if n.core.Role() == raft.StateLeader {
-		if pr, ok := n.core.Status().Progress[id]; ok && pr.Match >= index {
+func (d *Driver) farewell(id, index uint64) {
+	if d.core.Role() == raft.StateLeader {
+		if pr, ok := d.core.Status().Progress[id]; ok && pr.Match >= index {
 			// A heartbeat's commit index counts only for the storage it
 			// names (raft.Message.ToIncarnation).
-			n.tr.Send([]raft.Message{{Type: raft.MsgHeartbeat, From: n.cfg.ID, To: id, Term: n.core.Term(), Commit: index,
-				Incarnation: n.store.Incarnation(), ToIncarnation: pr.Incarnation}})
+			d.tr.Send([]raft.Message{{Type: raft.MsgHeartbeat, From: d.cfg.ID, To: id, Term: d.core.Term(), Commit: index,
+				Incarnation: d.store.Incarnation(), ToIncarnation: pr.Incarnation}})
 		}
 	}
-	time.AfterFunc(n.cfg.ElectionTimeout, func() {
-		n.q.push(task{func() {
-			for _, ids := range [][]uint64{n.core.ConfState().Voters, n.core.ConfState().Learners} {
+	time.AfterFunc(d.cfg.ElectionTimeout, func() {
+		d.q.push(task{func() {
+			for _, ids := range [][]uint64{d.core.ConfState().Voters, d.core.ConfState().Learners} {
 				for _, m := range ids {
 					if m == id {
 						return // added back meanwhile
 					}
 				}
 			}
-			n.tr.RemovePeer(id)
+			d.tr.RemovePeer(id)
 		}})
 	})
 }
@@ -741,11 +741,11 @@ func (n *Node) farewell(id, index uint64) {
 // save persists one Ready. A write failure means the disk can no longer
 // be trusted: the caller stops the node (fail) without acknowledging
 // anything the write covered.
-func (n *Node) save(hs raft.HardState, ents []raft.Entry, snap *raft.Snapshot) error {
-	if err := n.store.Save(hs, ents, snap); err != nil {
-		return fmt.Errorf("persist to %s: %w", n.cfg.DataDir, err)
+func (d *Driver) save(hs raft.HardState, ents []raft.Entry, snap *raft.Snapshot) error {
+	if err := d.store.Save(hs, ents, snap); err != nil {
+		return fmt.Errorf("persist to %s: %w", d.cfg.DataDir, err)
 	}
-	n.loop.unsavedHS = nil
+	d.loop.unsavedHS = nil
 	return nil
 }
 
@@ -753,12 +753,12 @@ func (n *Node) save(hs raft.HardState, ents []raft.Entry, snap *raft.Snapshot) e
 // (a write to disk, a snapshot it cannot install): the loop does nothing
 // more than answer what waits (failEverything) and exits. The first
 // failure is the one reported.
-func (n *Node) fail(err error) {
-	if n.loop.stopping != nil {
+func (d *Driver) fail(err error) {
+	if d.loop.stopping != nil {
 		return
 	}
-	n.loop.stopping = err
-	n.log.Error("stopping the node", "error", err)
+	d.loop.stopping = err
+	d.log.Error("stopping the node", "error", err)
 }
 
 // recoverCorePanic, deferred by run, stops the node cleanly when the
@@ -768,8 +768,8 @@ func (n *Node) fail(err error) {
 // Only a panic raised inside a call into the core is recovered (the
 // guardedCore counts those calls); any other is a bug in this package and
 // crashes the process.
-func (n *Node) recoverCorePanic() {
-	if !n.core.panicked() {
+func (d *Driver) recoverCorePanic() {
+	if !d.core.panicked() {
 		return
 	}
 	r := recover()
@@ -780,66 +780,66 @@ func (n *Node) recoverCorePanic() {
 	if !ok {
 		err = fmt.Errorf("%v", r)
 	}
-	n.setStopped(fmt.Errorf("the raft core failed (its storage failed or an invariant broke): %w", err))
-	n.log.Error("node stopped: the raft core panicked", "panic", r, "stack", string(debug.Stack()))
+	d.setStopped(fmt.Errorf("the raft core failed (its storage failed or an invariant broke): %w", err))
+	d.log.Error("node stopped: the raft core panicked", "panic", r, "stack", string(debug.Stack()))
 }
 
 // checkRemoved stops the node once it is caught up and still not a
 // member. Applying a removal of itself is not enough: a node that was
 // removed and then added back (say after losing its disk) replays the old
 // removal on its way to the newer addition.
-func (n *Node) checkRemoved() {
-	st := n.core.Status()
+func (d *Driver) checkRemoved() {
+	st := d.core.Status()
 	if st.Applied < st.Commit {
 		return
 	}
 	cs := st.Config
 	for _, ids := range [][]uint64{cs.Voters, cs.Learners, cs.VotersOutgoing, cs.LearnersNext} {
 		for _, id := range ids {
-			if id == n.cfg.ID {
-				n.loop.removed = false
+			if id == d.cfg.ID {
+				d.loop.removed = false
 				return
 			}
 		}
 	}
-	n.loop.stopping = errRemoved
+	d.loop.stopping = ErrRemoved
 }
 
 // releaseReads lets the reads whose index the state machine has reached
 // proceed.
-func (n *Node) releaseReads() {
-	applied := n.sm.Applied()
-	keep := n.loop.applyWait[:0]
-	for _, r := range n.loop.applyWait {
+func (d *Driver) releaseReads() {
+	applied := d.sm.Applied()
+	keep := d.loop.applyWait[:0]
+	for _, r := range d.loop.applyWait {
 		if r.index <= applied {
 			r.reply(nil)
 		} else {
 			keep = append(keep, r)
 		}
 	}
-	clear(n.loop.applyWait[len(keep):])
-	n.loop.applyWait = keep
+	clear(d.loop.applyWait[len(keep):])
+	d.loop.applyWait = keep
 }
 
 // failEverything answers every waiter when the loop exits.
-func (n *Node) failEverything() {
-	err := n.stoppedError()
-	ls := &n.loop
-	for _, ev := range n.q.close() {
+func (d *Driver) failEverything() {
+	err := d.StoppedError()
+	ls := &d.loop
+	for _, ev := range d.q.close() {
 		switch e := ev.(type) {
 		case *peerMsgs:
 			e.done(nil, err)
 		case *proposal:
-			e.reply(proposalResult{err: err})
+			e.reply(Result{Err: err})
 		case *readWaiter:
 			e.reply(err)
 		}
 	}
 	for _, p := range ls.newProp {
-		p.reply(proposalResult{err: err})
+		p.reply(Result{Err: err})
 	}
 	for _, p := range ls.byIndex {
-		p.reply(proposalResult{err: errOutcomeUnknown})
+		p.reply(Result{Err: ErrOutcomeUnknown})
 	}
 	for _, r := range ls.newReads {
 		r.reply(err)
@@ -853,7 +853,7 @@ func (n *Node) failEverything() {
 		r.reply(err)
 	}
 	for _, ch := range ls.confWaiters {
-		ch <- errChangeOutcomeUnknown
+		ch <- ErrChangeOutcomeUnknown
 	}
 	for _, w := range ls.snapWaiters {
 		w <- err
@@ -863,25 +863,26 @@ func (n *Node) failEverything() {
 	ls.snapWaiters = nil
 }
 
-func (n *Node) setStopped(err error) {
-	n.stopErr.CompareAndSwap(nil, &err)
-	n.setLeader(0, false)
+func (d *Driver) setStopped(err error) {
+	d.stopErr.CompareAndSwap(nil, &err)
+	d.setLeader(0, false)
 }
 
-// stoppedError is the error for requests that find the node stopped.
-func (n *Node) stoppedError() error {
-	if err := n.Err(); err != nil {
-		return fmt.Errorf("%w: %v", errShuttingDown, err)
+// StoppedError is the error for requests that find the driver stopped: ErrStopped,
+// wrapped with the reason when it stopped on its own (see Err).
+func (d *Driver) StoppedError() error {
+	if err := d.Err(); err != nil {
+		return fmt.Errorf("%w: %v", ErrStopped, err)
 	}
-	return errShuttingDown
+	return ErrStopped
 }
 
 func proposeError(err error) error {
 	switch {
 	case errors.Is(err, raft.ErrNotLeader):
-		return errNotLeader
+		return ErrNotLeader
 	case errors.Is(err, raft.ErrProposalDropped):
-		return errDropped
+		return ErrDropped
 	}
 	return err
 }

@@ -1,4 +1,4 @@
-package raftnode
+package driver
 
 import (
 	"context"
@@ -8,9 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
-	"github.com/capraft/capraft/raftnode/kv"
 	"github.com/capraft/capraft/raftnode/raft"
 	"github.com/capraft/capraft/raftnode/statemachine"
 )
@@ -37,79 +34,79 @@ func (m failingMachine) Restore(r io.Reader, index uint64) error {
 	return m.Machine.Restore(r, index)
 }
 
-// startedLeader returns a single-node cluster's node once it leads.
-func startedLeader(t *testing.T) (*Node, context.Context) {
-	n, err := New(Config{ID: 1, DataDir: t.TempDir(), Logger: hclog.NewNullLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(n.Close)
+// startedLeader returns a single-node cluster's driver once it leads.
+func startedLeader(t *testing.T) (*testDriver, context.Context) {
+	d := newLoneDriver(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
-	if _, err := n.waitLeader(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return n, ctx
+	return d, ctx
 }
 
-// awaitStopped waits for n to stop on its own and returns why.
-func awaitStopped(t *testing.T, n *Node, ctx context.Context) error {
+// awaitStopped waits for d to stop on its own and returns why.
+func awaitStopped(t *testing.T, d *Driver, ctx context.Context) error {
 	t.Helper()
 	select {
-	case <-n.Done():
+	case <-d.Done():
 	case <-ctx.Done():
-		t.Fatal("the node did not stop")
+		t.Fatal("the driver did not stop")
 	}
-	return n.Err()
+	return d.Err()
 }
 
-// A state machine that cannot apply stops the node with the reason, and
+// proposeWait proposes data and waits for its outcome, however long.
+func proposeWait(d *Driver, data []byte) <-chan Result {
+	done := make(chan Result, 1)
+	d.Propose(data, func(r Result) { done <- r })
+	return done
+}
+
+// A state machine that cannot apply stops the driver with the reason, and
 // the waiting write learns its outcome is unknown: nothing panics, nothing
 // is applied after the failure.
 func TestStateMachineApplyFailureStopsTheNode(t *testing.T) {
-	n, ctx := startedLeader(t)
+	d, ctx := startedLeader(t)
 	// A first write applied: the leader's own entries are behind it.
-	if r := <-n.submitWait(&kv.Command{Kind: kv.CmdOpenSession}); r.err != nil {
-		t.Fatal(r.err)
+	if r := <-proposeWait(d.Driver, openSession()); r.Err != nil {
+		t.Fatal(r.Err)
 	}
-	if err := runOnLoop(ctx, n, func() { n.sm = failingMachine{Machine: n.sm, apply: true} }); err != nil {
+	if err := runOnLoop(ctx, d.Driver, func() { d.sm = failingMachine{Machine: d.sm, apply: true} }); err != nil {
 		t.Fatal(err)
 	}
-	done := n.submitWait(&kv.Command{Kind: kv.CmdOpenSession})
-	var r proposalResult
+	done := proposeWait(d.Driver, openSession())
+	var r Result
 	select {
 	case r = <-done:
 	case <-ctx.Done():
 		t.Fatal("the write is never answered")
 	}
-	if !errors.Is(r.err, errOutcomeUnknown) {
-		t.Errorf("the write was answered %+v %v, want %v", r.result, r.err, errOutcomeUnknown)
+	if !errors.Is(r.Err, ErrOutcomeUnknown) {
+		t.Errorf("the write was answered %+v %v, want %v", r.Value, r.Err, ErrOutcomeUnknown)
 	}
-	if err := awaitStopped(t, n, ctx); err == nil || !strings.Contains(err.Error(), errMachine.Error()) {
+	if err := awaitStopped(t, d.Driver, ctx); err == nil || !strings.Contains(err.Error(), errMachine.Error()) {
 		t.Errorf("the node stopped with %v, want the state machine's failure", err)
 	}
 }
 
 // A snapshot the state machine cannot restore once it is on disk stops
-// the node with the reason instead of panicking.
+// the driver with the reason instead of panicking.
 func TestSnapshotRestoreFailureStopsTheNode(t *testing.T) {
-	n, ctx := startedLeader(t)
-	if err := runOnLoop(ctx, n, func() {
-		n.sm = failingMachine{Machine: n.sm, restore: true}
-		last := n.core.LastIndex()
-		sm := n.kv.Snapshot()
-		sn := raft.Snapshot{Meta: raft.SnapshotMeta{Index: last + 10, Term: n.core.Term(), ConfState: n.core.ConfState()}}
+	d, ctx := startedLeader(t)
+	if err := runOnLoop(ctx, d.Driver, func() {
+		d.sm = failingMachine{Machine: d.sm, restore: true}
+		last := d.core.LastIndex()
+		sm := d.kv.Snapshot()
+		sn := raft.Snapshot{Meta: raft.SnapshotMeta{Index: last + 10, Term: d.core.Term(), ConfState: d.core.ConfState()}}
 		data, err := encodeSnapshotOf(map[uint64]string{1: "127.0.0.1:1"}, sm)
 		if err != nil {
 			t.Error(err)
 			return
 		}
 		sn.Data = data
-		n.handleReady(raft.Ready{Snapshot: sn})
+		d.handleReady(raft.Ready{Snapshot: sn})
 	}); err != nil {
 		t.Fatal(err)
 	}
-	err := awaitStopped(t, n, ctx)
+	err := awaitStopped(t, d.Driver, ctx)
 	if err == nil || !strings.Contains(err.Error(), errMachine.Error()) {
 		t.Errorf("the node stopped with %v, want the state machine's failure", err)
 	}

@@ -1,12 +1,10 @@
-package raftnode
+package driver
 
 import (
 	"context"
 	"errors"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/go-hclog"
 
 	"github.com/capraft/capraft/raftnode/kv"
 	"github.com/capraft/capraft/raftnode/raft"
@@ -18,16 +16,9 @@ import (
 // different change at that index must not be reported as success, and a
 // normal entry must not leave the waiter to time out).
 func TestOverwrittenConfChangeIsNotReportedApplied(t *testing.T) {
-	n, err := New(Config{ID: 1, DataDir: t.TempDir(), Logger: hclog.NewNullLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
+	n := newLoneDriver(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := n.waitLeader(ctx); err != nil {
-		t.Fatal(err)
-	}
 	other := raft.ConfChange{Changes: []raft.ConfChangeSingle{{Type: raft.ConfChangeAddLearner, NodeID: 9}}}
 	for _, tc := range []struct {
 		name  string
@@ -41,7 +32,7 @@ func TestOverwrittenConfChangeIsNotReportedApplied(t *testing.T) {
 		ch := make(chan error, 1)
 		// Simulate on the loop: a waiter for index i (as changeMembership
 		// registers one), then a new leader's entry applied at i.
-		if _, err := onLoop(ctx, n, func() struct{} {
+		if _, err := onLoop(ctx, n.Driver, func() struct{} {
 			i := n.sm.Applied() + 1000
 			n.loop.confWaiters[i] = ch
 			n.applyAll([]raft.Entry{tc.entry(i)})
@@ -66,14 +57,22 @@ func TestOverwrittenConfChangeIsNotReportedApplied(t *testing.T) {
 // core ignores, must not hold its call until this node sees a leader
 // change, which may never come.
 func TestPeerSendReturnsOnceStepped(t *testing.T) {
-	n, err := New(Config{ID: 1, DataDir: t.TempDir(), Join: true, Peers: map[uint64]string{1: "127.0.0.1:1", 2: "127.0.0.1:2"}, Logger: hclog.NewNullLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
+	// A member waiting to be added: no configuration, no leader.
+	n := newTestDriver(t, func(cfg *Config) {
+		cfg.Bootstrap = nil
+		cfg.Peers = map[uint64]string{1: "127.0.0.1:1", 2: "127.0.0.1:2"}
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	_, err = DeliverPeerMessage(ctx, n, raft.Message{Type: raft.MsgReadIndex, From: 2, To: 1, Term: 1, Context: []byte("read-1")})
+	taken := make(chan error, 1)
+	n.Deliver([]raft.Message{{Type: raft.MsgReadIndex, From: 2, To: 1, Term: 1, Context: []byte("read-1")}},
+		func(_ *NotMember, err error) { taken <- err })
+	var err error
+	select {
+	case err = <-taken:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
 		t.Error("a read index sent to a follower holds its send call")
@@ -88,21 +87,13 @@ func TestPeerSendReturnsOnceStepped(t *testing.T) {
 // replace the old one: the old one's entry is gone from the leader's log,
 // so it is answered as not applied rather than left to time out.
 func TestProposalReplacedAtItsIndexIsAnswered(t *testing.T) {
-	n, err := New(Config{ID: 1, DataDir: t.TempDir(), Logger: hclog.NewNullLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
+	n := newLoneDriver(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := n.waitLeader(ctx); err != nil {
-		t.Fatal(err)
-	}
-	oldDone, freshDone := make(chan proposalResult, 1), make(chan proposalResult, 1)
-	old := &proposal{reply: func(r proposalResult) { oldDone <- r }}
-	cmd := kv.Command{ID: n.proposeID.Add(1), Kind: kv.CmdOpenSession, Time: time.Now().UnixNano()}
-	fresh := &proposal{data: cmd.AppendBinary(nil), reply: func(r proposalResult) { freshDone <- r }}
-	if _, err := onLoop(ctx, n, func() struct{} {
+	oldDone, freshDone := make(chan Result, 1), make(chan Result, 1)
+	old := &proposal{reply: func(r Result) { oldDone <- r }}
+	fresh := &proposal{data: openSession(), reply: func(r Result) { freshDone <- r }}
+	if _, err := onLoop(ctx, n.Driver, func() struct{} {
 		// The old proposal, of an earlier term, waits at the index the
 		// next one will take.
 		old.index, old.term = n.core.LastIndex()+1, n.core.Term()-1
@@ -114,10 +105,10 @@ func TestProposalReplacedAtItsIndexIsAnswered(t *testing.T) {
 	}
 	select {
 	case r := <-freshDone:
-		if r.err != nil {
-			t.Fatalf("the new proposal: %v", r.err)
+		if r.Err != nil {
+			t.Fatalf("the new proposal: %v", r.Err)
 		}
-		if a := r.applied(); a.Kind != kv.CmdOpenSession || a.Session == 0 {
+		if a := applied(r); a.Kind != kv.CmdOpenSession || a.Session == 0 {
 			t.Fatalf("the new proposal was answered with %+v, not its entry's result", a)
 		}
 	case <-time.After(5 * time.Second):
@@ -125,23 +116,17 @@ func TestProposalReplacedAtItsIndexIsAnswered(t *testing.T) {
 	}
 	select {
 	case r := <-oldDone:
-		if r.err == nil {
+		if r.Err == nil {
 			t.Error("the replaced proposal was reported applied")
 		}
 	case <-time.After(time.Second):
 		t.Error("the replaced proposal is never answered")
 	}
-	left, err := onLoop(ctx, n, func() int { return len(n.loop.byIndex) })
+	left, err := onLoop(ctx, n.Driver, func() int { return len(n.loop.byIndex) })
 	if err != nil {
 		t.Fatal(err)
 	}
 	if left != 0 {
 		t.Errorf("%d proposals still wait after every entry was applied", left)
 	}
-}
-
-// runOnLoop runs fn on n's loop (onLoop for a task with no result).
-func runOnLoop(ctx context.Context, n *Node, fn func()) error {
-	_, err := onLoop(ctx, n, func() struct{} { fn(); return struct{}{} })
-	return err
 }

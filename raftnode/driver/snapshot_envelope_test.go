@@ -1,4 +1,4 @@
-package raftnode
+package driver
 
 import (
 	"bytes"
@@ -29,11 +29,11 @@ func oldEnvelope(addrs map[uint64]string, ids []uint64, stream []byte) []byte {
 	return append(h, stream...)
 }
 
-// machineNode is a Node with just what restore and verifySnapshot use.
-func machineNode() *Node {
-	n := &Node{kv: kv.New(kv.Config{})}
-	n.sm = n.kv.Machine()
-	return n
+// machineDriver is a Driver with just what restore and verifySnapshot
+// use, over a key-value store.
+func machineDriver() *testDriver {
+	kvs := kv.New(kv.Config{})
+	return &testDriver{Driver: &Driver{sm: kvs.Machine()}, kv: kvs}
 }
 
 // Snapshots already on disk restore: the envelope around a version-1 and a
@@ -42,7 +42,7 @@ func machineNode() *Node {
 func TestSnapshotsOnDiskStillRestore(t *testing.T) {
 	addrs := map[uint64]string{1: "127.0.0.1:7001", 2: "127.0.0.1:7002", 30: "[::1]:7003"}
 	for _, file := range []string{"v1.snap", "v2.snap"} {
-		stream, err := os.ReadFile(filepath.Join("kv", "testdata", "snapshot", file))
+		stream, err := os.ReadFile(filepath.Join("..", "kv", "testdata", "snapshot", file))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -52,7 +52,7 @@ func TestSnapshotsOnDiskStillRestore(t *testing.T) {
 		}
 		index := want.AppliedIndex() + 3
 		sn := raft.Snapshot{Meta: raft.SnapshotMeta{Index: index, Term: 2}, Data: oldEnvelope(addrs, []uint64{1, 2, 30}, stream)}
-		n := machineNode()
+		n := machineDriver()
 		if err := n.verifySnapshot(sn); err != nil {
 			t.Fatalf("%s: verify: %v", file, err)
 		}
@@ -70,7 +70,7 @@ func TestSnapshotsOnDiskStillRestore(t *testing.T) {
 
 	boot := raft.BootstrapSnapshot(raft.ConfState{Voters: []uint64{1}})
 	boot.Data = oldEnvelope(addrs, []uint64{1, 2, 30}, nil)
-	n := machineNode()
+	n := machineDriver()
 	if err := n.kv.Restore(bytes.NewReader(kvStream(t))); err != nil { // some state, to be replaced
 		t.Fatal(err)
 	}

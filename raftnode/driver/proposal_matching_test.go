@@ -1,12 +1,10 @@
-package raftnode
+package driver
 
 import (
 	"context"
 	"errors"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/go-hclog"
 
 	"github.com/capraft/capraft/raftnode/kv"
 	"github.com/capraft/capraft/raftnode/raft"
@@ -18,16 +16,9 @@ import (
 // (a later leader's command, empty entry or membership change) means it
 // was overwritten and will never be applied.
 func TestProposalIsAnsweredByTheEntryAtItsIndexAndTerm(t *testing.T) {
-	n, err := New(Config{ID: 1, DataDir: t.TempDir(), Logger: hclog.NewNullLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
+	d := newLoneDriver(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := n.waitLeader(ctx); err != nil {
-		t.Fatal(err)
-	}
 	open := (&kv.Command{Kind: kv.CmdOpenSession}).AppendBinary(nil)
 	cc := raft.ConfChange{Changes: []raft.ConfChangeSingle{{Type: raft.ConfChangeAddLearner, NodeID: 9}}}
 	const term = 5
@@ -42,22 +33,22 @@ func TestProposalIsAnsweredByTheEntryAtItsIndexAndTerm(t *testing.T) {
 		{"a later leader's empty entry", raft.Entry{Term: term + 1, Type: raft.EntryNormal}, false},
 		{"a membership change of its term", raft.Entry{Term: term, Type: raft.EntryConfChange, Data: cc.Marshal()}, false},
 	}
-	done := make([]chan proposalResult, len(cases))
+	done := make([]chan Result, len(cases))
 	index := make([]uint64, len(cases))
-	if err := runOnLoop(ctx, n, func() {
+	if err := runOnLoop(ctx, d.Driver, func() {
 		// Far beyond the log: nothing else touches these indexes.
-		base := n.sm.Applied() + 1000
+		base := d.sm.Applied() + 1000
 		ents := make([]raft.Entry, len(cases))
 		for i, tc := range cases {
-			ch := make(chan proposalResult, 1)
+			ch := make(chan Result, 1)
 			done[i] = ch
-			p := &proposal{data: open, index: base + uint64(i), term: term, reply: func(r proposalResult) { ch <- r }}
-			n.loop.byIndex[p.index] = p
+			p := &proposal{data: open, index: base + uint64(i), term: term, reply: func(r Result) { ch <- r }}
+			d.loop.byIndex[p.index] = p
 			ents[i] = tc.entry
 			ents[i].Index = p.index
 			index[i] = p.index
 		}
-		n.applyAll(ents) // one batch
+		d.applyAll(ents) // one batch
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -65,12 +56,12 @@ func TestProposalIsAnsweredByTheEntryAtItsIndexAndTerm(t *testing.T) {
 		select {
 		case r := <-done[i]:
 			switch {
-			case tc.applied && r.err != nil:
-				t.Errorf("%s: %v, want its result", tc.name, r.err)
-			case tc.applied && (r.applied().Kind != kv.CmdOpenSession || r.applied().Session != index[i]):
-				t.Errorf("%s: answered %+v, not its entry's result", tc.name, r.applied())
-			case !tc.applied && !errors.Is(r.err, errDropped):
-				t.Errorf("%s: answered %+v %v, want %v", tc.name, r.result, r.err, errDropped)
+			case tc.applied && r.Err != nil:
+				t.Errorf("%s: %v, want its result", tc.name, r.Err)
+			case tc.applied && (applied(r).Kind != kv.CmdOpenSession || applied(r).Session != index[i]):
+				t.Errorf("%s: answered %+v, not its entry's result", tc.name, applied(r))
+			case !tc.applied && !errors.Is(r.Err, ErrDropped):
+				t.Errorf("%s: answered %+v %v, want %v", tc.name, r.Value, r.Err, ErrDropped)
 			}
 		default:
 			t.Errorf("%s: the proposal is not answered once its index is applied", tc.name)

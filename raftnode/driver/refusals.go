@@ -1,4 +1,4 @@
-package raftnode
+package driver
 
 import (
 	"errors"
@@ -57,7 +57,7 @@ func (l *refusalLog) allow(sender uint64, now time.Time) (ok bool, suppressed in
 // a warning, rate-limited per sender, when it means something is wrong
 // with a peer or the data it sent; debug otherwise (malformed or stale
 // messages, which a healthy cluster produces too).
-func (n *Node) stepRefused(m raft.Message, err error) {
+func (d *Driver) stepRefused(m raft.Message, err error) {
 	var what string
 	switch {
 	case errors.Is(err, raft.ErrNotMember):
@@ -69,10 +69,10 @@ func (n *Node) stepRefused(m raft.Message, err error) {
 		what = "refused a snapshot from the leader that failed verification: this node keeps its state and the leader sends the snapshot again; " +
 			"if this repeats, the leader's snapshot may be damaged"
 	default:
-		n.log.Debug("ignored a peer message", "msg", m.String(), "error", err)
+		d.log.Debug("ignored a peer message", "msg", m.String(), "error", err)
 		return
 	}
-	ok, suppressed := n.loop.refusals.allow(m.From, time.Now())
+	ok, suppressed := d.loop.refusals.allow(m.From, time.Now())
 	if !ok {
 		return
 	}
@@ -80,5 +80,5 @@ func (n *Node) stepRefused(m raft.Message, err error) {
 	if suppressed > 0 {
 		args = append(args, "more_since_last_logged", suppressed)
 	}
-	n.log.Warn(what, args...)
+	d.log.Warn(what, args...)
 }

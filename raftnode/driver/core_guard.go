@@ -1,4 +1,4 @@
-package raftnode
+package driver
 
 import "github.com/capraft/capraft/raftnode/raft"
 

@@ -1,4 +1,4 @@
-package raftnode
+package driver
 
 import (
 	"bufio"
@@ -136,7 +136,7 @@ func readSnapshot(r io.Reader) (map[uint64]string, *bufio.Reader, error) {
 // this node could not restore is refused, and the leader asked again,
 // rather than written to disk, where it would stop the node at every
 // start. It costs one more pass over the snapshot.
-func (n *Node) verifySnapshot(sn raft.Snapshot) error {
+func (d *Driver) verifySnapshot(sn raft.Snapshot) error {
 	_, sm, err := readSnapshot(bytes.NewReader(sn.Data))
 	if err != nil {
 		return err
@@ -150,7 +150,7 @@ func (n *Node) verifySnapshot(sn raft.Snapshot) error {
 		}
 		return nil
 	}
-	if err := n.sm.Verify(sm, sn.Meta.Index); err != nil {
+	if err := d.sm.Verify(sm, sn.Meta.Index); err != nil {
 		return fmt.Errorf("state machine: %w", err)
 	}
 	return nil
@@ -158,33 +158,30 @@ func (n *Node) verifySnapshot(sn raft.Snapshot) error {
 
 // restore replaces the state machine and the address book with a
 // snapshot's. On error the state machine is unchanged.
-func (n *Node) restore(sn raft.Snapshot) error {
+func (d *Driver) restore(sn raft.Snapshot) error {
 	addrs, sm, err := readSnapshot(bytes.NewReader(sn.Data))
 	if err != nil {
 		return fmt.Errorf("snapshot %d: %w", sn.Meta.Index, err)
 	}
 	// A snapshot without a state machine stream (a new cluster's
 	// bootstrap snapshot) restores the initial state.
-	if err := n.sm.Restore(sm, sn.Meta.Index); err != nil {
+	if err := d.sm.Restore(sm, sn.Meta.Index); err != nil {
 		return fmt.Errorf("snapshot %d: restore the state machine: %w", sn.Meta.Index, err)
 	}
-	if n.loop.addrs == nil {
-		n.loop.addrs = make(map[uint64]string)
+	if d.loop.addrs == nil {
+		d.loop.addrs = make(map[uint64]string)
 	}
 	for id, addr := range addrs {
-		if _, fixed := n.cfg.Peers[id]; fixed {
+		if _, fixed := d.cfg.Peers[id]; fixed {
 			continue
 		}
-		n.loop.addrs[id] = addr
-		if n.tr != nil && id != n.cfg.ID {
-			n.tr.SetPeer(id, addr)
+		d.loop.addrs[id] = addr
+		if d.tr != nil && id != d.cfg.ID {
+			d.tr.SetPeer(id, addr)
 		}
 	}
 	return nil
 }
-
-// DefaultSnapshotBytes is Config.SnapshotBytes's default.
-const DefaultSnapshotBytes = 64 << 20
 
 // maybeSnapshot starts a background snapshot once enough entries were
 // applied since the last one (SnapshotEntries), or enough bytes written
@@ -192,60 +189,60 @@ const DefaultSnapshotBytes = 64 << 20
 // their count matters). The state machine's snapshot is taken on the
 // loop (cheap, copy-on-write) with the configuration in effect at the
 // same index; serializing and writing it run in the background.
-func (n *Node) maybeSnapshot() {
-	ls := &n.loop
-	applied := n.sm.Applied()
+func (d *Driver) maybeSnapshot() {
+	ls := &d.loop
+	applied := d.sm.Applied()
 	if ls.snapshotting || applied <= ls.snapIndex {
 		return
 	}
-	byEntries := applied >= ls.snapIndex+n.cfg.SnapshotEntries && applied >= ls.snapFailed+n.cfg.SnapshotEntries
-	if byEntries || n.store.Stats().BytesWritten-ls.snapWALBytes >= n.cfg.SnapshotBytes {
-		n.startSnapshot()
+	byEntries := applied >= ls.snapIndex+d.cfg.SnapshotEntries && applied >= ls.snapFailed+d.cfg.SnapshotEntries
+	if byEntries || d.store.Stats().BytesWritten-ls.snapWALBytes >= d.cfg.SnapshotBytes {
+		d.startSnapshot()
 	}
 }
 
 // startSnapshot snapshots the state as of the applied index now.
-func (n *Node) startSnapshot() uint64 {
-	ls := &n.loop
+func (d *Driver) startSnapshot() uint64 {
+	ls := &d.loop
 	if ls.unsavedHS != nil {
 		// The store snapshots only what its durable commit index covers.
-		if err := n.save(*ls.unsavedHS, nil, nil); err != nil {
-			n.fail(err)
+		if err := d.save(*ls.unsavedHS, nil, nil); err != nil {
+			d.fail(err)
 			return 0
 		}
 	}
 	ls.snapshotting = true
 	// Counted from here whether it succeeds or not: a failed snapshot is
 	// retried SnapshotBytes later.
-	ls.snapWALBytes = n.store.Stats().BytesWritten
-	smSnap, err := n.sm.Snapshot()
+	ls.snapWALBytes = d.store.Stats().BytesWritten
+	smSnap, err := d.sm.Snapshot()
 	if err != nil {
-		index := n.sm.Applied()
-		n.q.push(snapDone{index, fmt.Errorf("state machine: %w", err)})
+		index := d.sm.Applied()
+		d.q.push(snapDone{index, fmt.Errorf("state machine: %w", err)})
 		return index
 	}
 	index := smSnap.Index()
-	cs := n.core.ConfState()
+	cs := d.core.ConfState()
 	addrs := make(map[uint64]string, len(ls.addrs))
 	for id, a := range ls.addrs {
 		addrs[id] = a
 	}
-	n.wg.Add(1)
+	d.wg.Add(1)
 	go func() {
-		defer n.wg.Done()
+		defer d.wg.Done()
 		var buf bytes.Buffer
 		err := writeSnapshot(&buf, addrs, smSnap)
 		smSnap.Release()
 		if err == nil {
-			err = n.store.CreateSnapshot(index, cs, buf.Bytes())
+			err = d.store.CreateSnapshot(index, cs, buf.Bytes())
 		}
 		if err == nil {
-			err = n.store.Compact(index)
+			err = d.store.Compact(index)
 		}
 		if err == nil {
-			n.log.Info("snapshot written", "index", index, "bytes", buf.Len())
+			d.log.Info("snapshot written", "index", index, "bytes", buf.Len())
 		}
-		n.q.push(snapDone{index, err})
+		d.q.push(snapDone{index, err})
 	}()
 	return index
 }
