@@ -7,7 +7,6 @@ import (
 	"hash/fnv"
 	"math/rand/v2"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"capnproto.org/go/capnp/v3"
@@ -17,6 +16,8 @@ import (
 	"github.com/capraft/capraft/raftnode/echo"
 	"github.com/capraft/capraft/raftnode/kv"
 	"github.com/capraft/capraft/raftnode/raft"
+	"github.com/capraft/capraft/raftnode/services"
+	"github.com/capraft/capraft/raftnode/statemachine"
 	"github.com/capraft/capraft/raftnode/storage"
 	"github.com/capraft/capraft/raftnode/storage/vfs"
 	"github.com/capraft/capraft/raftnode/storage/wal"
@@ -113,7 +114,7 @@ func (c *Config) setDefaults() error {
 	if c.ID == 0 {
 		return errors.New("raftnode: node id must be non-zero")
 	}
-	if err := c.Security.validate(); err != nil {
+	if err := c.Security.Validate(); err != nil {
 		return err
 	}
 	if c.DataDir == "" {
@@ -187,12 +188,11 @@ type Node struct {
 	tr        *transport.Transport
 	d         *driver.Driver
 	kv        *kv.Store
+	svc       *services.Server
 
 	stopc     chan struct{} // closed by Close
 	wg        sync.WaitGroup
 	closeOnce sync.Once
-
-	proposeID atomic.Uint64
 }
 
 // New opens (or creates) the node's data directory and starts its loop.
@@ -209,7 +209,6 @@ func New(cfg Config) (*Node, error) {
 		kv:        kv.New(cfg.KV),
 		stopc:     make(chan struct{}),
 	}
-	n.proposeID.Store(rand.Uint64())
 	discover, err := n.open()
 	if err != nil {
 		n.hub.Close()
@@ -279,7 +278,7 @@ func (n *Node) open() (discover bool, err error) {
 		ClusterID:    n.clusterID,
 		LocalID:      n.cfg.ID,
 		Dial:         n.cfg.Dial,
-		Authenticate: n.peerAuthenticator(),
+		Authenticate: services.PeerAuthenticator(n.cfg.Security, n.clusterID, n.cfg.ID),
 		Incarnation:  n.store.Incarnation(),
 		NotMember:    func(id uint64, nm transport.NotMember) { n.d.ReportNotMember(id, driver.NotMember(nm)) },
 		Unreachable:  func(id uint64) { n.d.ReportUnreachable(id) },
@@ -305,10 +304,32 @@ func (n *Node) open() (discover bool, err error) {
 		SnapshotBytes:     n.cfg.SnapshotBytes,
 		Seed:              n.cfg.Seed,
 		Logger:            n.log,
-		OnApplied:         n.observeApplied,
-		OnLeading:         n.createFirstTokenKey,
-		LostDataReported:  reported,
+		// The services exist before the loop runs (Start), which is
+		// the only caller of these.
+		OnApplied: func(index uint64, res statemachine.Result, replayed bool) {
+			n.svc.OnApplied(index, res, replayed)
+		},
+		OnLeading:        func() { n.svc.OnLeading() },
+		LostDataReported: reported,
 	})
+	if err == nil {
+		n.svc, err = services.New(services.Config{
+			ID:                n.cfg.ID,
+			ClusterID:         n.clusterID,
+			Version:           n.cfg.Version,
+			Advertise:         n.cfg.Advertise,
+			Security:          n.cfg.Security,
+			HeartbeatInterval: n.cfg.HeartbeatInterval,
+			ElectionTimeout:   n.cfg.ElectionTimeout,
+			RequestTimeout:    n.cfg.RequestTimeout,
+			Logger:            n.log,
+			Driver:            n.d,
+			KV:                n.kv,
+			Echo:              n.hub,
+			Transport:         n.tr,
+			Peers:             peerHandler{n},
+		})
+	}
 	if err != nil {
 		n.tr.Close()
 		return false, err
@@ -319,7 +340,7 @@ func (n *Node) open() (discover bool, err error) {
 // Bootstrap returns the Node capability for one connection. It is meant
 // for rpc.Config.Bootstrap.
 func (n *Node) Bootstrap(conn *rpc.ConnInfo) capnp.Client {
-	return n.newNodeCapability(conn, n.connGrant(conn), new(challengeState)).export()
+	return n.svc.Bootstrap(conn)
 }
 
 // untilStopped returns a context that ends after d, or as soon as the
@@ -348,6 +369,7 @@ func (n *Node) Err() error { return n.d.Err() }
 func (n *Node) Close() {
 	n.closeOnce.Do(func() {
 		close(n.stopc)
+		n.svc.Close()
 		n.d.Close()
 		n.wg.Wait()
 		n.tr.Close()
@@ -387,3 +409,22 @@ func (n *Node) ID() uint64 { return n.cfg.ID }
 
 // Leader returns the id of the leader this node knows of, or 0.
 func (n *Node) Leader() uint64 { return n.d.Leader() }
+
+// Members returns the configuration as of a linearizable read, with the
+// leader's id.
+func (n *Node) Members(ctx context.Context) (uint64, []Member, error) { return n.d.Members(ctx) }
+
+// Member is one cluster member as a node sees it.
+type Member = driver.Member
+
+// Snapshot snapshots the state machine now and waits until it is on
+// disk; it returns the snapshot's index.
+func (n *Node) Snapshot(ctx context.Context) (uint64, error) { return n.d.Snapshot(ctx) }
+
+// Status reports the node's current state. It asks the loop and falls
+// back to what is known without it when the loop does not answer in time
+// (stopped or busy).
+func (n *Node) Status(ctx context.Context) NodeStatus { return n.svc.Status(ctx) }
+
+// NodeStatus is a node's view of itself and its cluster.
+type NodeStatus = services.NodeStatus

@@ -1,4 +1,4 @@
-package raftnode
+package services
 
 import (
 	"context"
@@ -115,7 +115,9 @@ func (s *Security) anonymous() Access {
 	return AccessAll
 }
 
-func (s *Security) validate() error {
+// Validate checks the settings: a secure node never grants the Raft
+// capability to anonymous connections, and secrets are long enough.
+func (s *Security) Validate() error {
 	if s.enabled() && s.Anonymous == AccessAll {
 		return errors.New("raftnode: anonymous connections can never hold the Raft capability when a cluster secret or certificate roles are configured")
 	}
@@ -239,19 +241,19 @@ func needs(what, need string) error {
 
 // newNodeCapability returns a Node holding g on conn, whose challenge
 // state chal it shares with the connection's other Node capabilities.
-func (n *Node) newNodeCapability(conn *rpc.ConnInfo, g grant, chal *challengeState) *nodeServer {
+func (sv *Server) newNodeCapability(conn *rpc.ConnInfo, g grant, chal *challengeState) *nodeServer {
 	ex := conn.Exporter
 	if g.tok != nil {
 		ex = ex.WithCheck(g.tok.check)
 	}
-	return &nodeServer{node: n, conn: conn, grant: g, ex: ex, chal: chal}
+	return &nodeServer{sv: sv, conn: conn, grant: g, ex: ex, chal: chal}
 }
 
 // connGrant is what a new connection holds: the anonymous access, plus
 // the role of its verified client certificate when certificate roles are
 // on.
-func (n *Node) connGrant(conn *rpc.ConnInfo) grant {
-	sec := &n.cfg.Security
+func (sv *Server) connGrant(conn *rpc.ConnInfo) grant {
+	sec := &sv.cfg.Security
 	g := accessGrant(sec.anonymous())
 	if sec.CertRoles {
 		if role, subject, ok := conn.Certificate(); ok {
@@ -275,8 +277,8 @@ type challengeState struct {
 // Challenge starts a member's proof of the cluster secret: the node
 // proves it knows the secret, and hands out a nonce for one login.
 func (s *nodeServer) Challenge(_ context.Context, call schema.Node_challenge) error {
-	n := s.node
-	secret := n.cfg.Security.secret()
+	sv := s.sv
+	secret := sv.cfg.Security.secret()
 	if secret == nil {
 		return errors.New("permissionDenied: this node has no cluster secret; members prove themselves with peer certificates")
 	}
@@ -296,12 +298,12 @@ func (s *nodeServer) Challenge(_ context.Context, call schema.Node_challenge) er
 	if err != nil {
 		return err
 	}
-	res.SetNodeId(n.cfg.ID)
-	res.SetClusterId(n.clusterID)
+	res.SetNodeId(sv.cfg.ID)
+	res.SetClusterId(sv.clusterID)
 	if err := res.SetNonce(sn); err != nil {
 		return err
 	}
-	return res.SetNodeProof(rpc.NodeProof(secret, n.clusterID, n.cfg.ID, cn, sn))
+	return res.SetNodeProof(rpc.NodeProof(secret, sv.clusterID, sv.cfg.ID, cn, sn))
 }
 
 // challenge returns the connection's challenge state, shared by every
@@ -321,7 +323,7 @@ func (s *nodeServer) Login(ctx context.Context, call schema.Node_login) error {
 		if err != nil {
 			return fmt.Errorf("login: read token: %w", err)
 		}
-		if g, err = s.node.tokenGrant(ctx, t); err != nil {
+		if g, err = s.sv.tokenGrant(ctx, t); err != nil {
 			s.conn.Logger.Info("login refused", "error", err)
 			return err
 		}
@@ -346,7 +348,7 @@ func (s *nodeServer) Login(ctx context.Context, call schema.Node_login) error {
 	if err != nil {
 		return err
 	}
-	ns := s.node.newNodeCapability(s.conn, g, s.chal)
+	ns := s.sv.newNodeCapability(s.conn, g, s.chal)
 	if err := setIdentity(res.NewIdentity, ns.grant); err != nil {
 		return err
 	}
@@ -356,8 +358,8 @@ func (s *nodeServer) Login(ctx context.Context, call schema.Node_login) error {
 // memberGrant checks a member's proof against the connection's last
 // challenge, which it uses up: a proof is good once, on one connection.
 func (s *nodeServer) memberGrant(id uint64, proof []byte) (grant, error) {
-	n := s.node
-	if n.cfg.Security.secret() == nil {
+	sv := s.sv
+	if sv.cfg.Security.secret() == nil {
 		return grant{}, errors.New("permissionDenied: this node has no cluster secret; members prove themselves with peer certificates")
 	}
 	st := s.challenge()
@@ -368,10 +370,10 @@ func (s *nodeServer) memberGrant(id uint64, proof []byte) (grant, error) {
 	if sn == nil {
 		return grant{}, errors.New("permissionDenied: no challenge to answer on this connection: call challenge first (each challenge answers one login)")
 	}
-	if id == 0 || id == n.cfg.ID {
+	if id == 0 || id == sv.cfg.ID {
 		return grant{}, fmt.Errorf("permissionDenied: invalid member id %d", id)
 	}
-	if !n.cfg.Security.proven(proof, func(secret []byte) []byte { return rpc.MemberProof(secret, n.clusterID, id, n.cfg.ID, cn, sn) }) {
+	if !sv.cfg.Security.proven(proof, func(secret []byte) []byte { return rpc.MemberProof(secret, sv.clusterID, id, sv.cfg.ID, cn, sn) }) {
 		return grant{}, errors.New("permissionDenied: wrong proof of the cluster secret (do both nodes use the same --cluster-secret-file?)")
 	}
 	return grant{peer: true, memberID: id}, nil
@@ -384,18 +386,18 @@ func (s *nodeServer) memberGrant(id uint64, proof []byte) (grant, error) {
 // that cannot pass one (no leader, or not caught up after losing its
 // data) says it cannot check the token yet, which clients take as "try
 // another node", not as a verdict.
-func (n *Node) tokenGrant(ctx context.Context, s string) (grant, error) {
+func (sv *Server) tokenGrant(ctx context.Context, s string) (grant, error) {
 	t, err := token.Parse(s)
 	if err != nil {
 		return grant{}, fmt.Errorf("permissionDenied: %w", err)
 	}
-	key, ok := n.kv.TokenKey(t.KeyID())
+	key, ok := sv.kv.TokenKey(t.KeyID())
 	if !ok {
-		if !n.caughtUp(ctx) {
+		if !sv.caughtUp(ctx) {
 			// Not a verdict on the token: this node cannot check it yet.
 			return grant{}, fmt.Errorf("unavailable: this node cannot check the token yet: it has not caught up with its cluster (key %d is not applied here); try another node", t.KeyID())
 		}
-		if key, ok = n.kv.TokenKey(t.KeyID()); !ok {
+		if key, ok = sv.kv.TokenKey(t.KeyID()); !ok {
 			return grant{}, fmt.Errorf("permissionDenied: token %s was signed with key %d, which this cluster does not have (a token of another cluster?)", t.ID(), t.KeyID())
 		}
 	}
@@ -403,7 +405,7 @@ func (n *Node) tokenGrant(ctx context.Context, s string) (grant, error) {
 	if err != nil {
 		return grant{}, fmt.Errorf("permissionDenied: %w", err)
 	}
-	lt := &liveToken{id: tg.ID, notAfter: tg.Restriction.NotAfter, store: n.kv}
+	lt := &liveToken{id: tg.ID, notAfter: tg.Restriction.NotAfter, store: sv.kv}
 	if err := lt.check(); err != nil {
 		return grant{}, err
 	}
@@ -419,10 +421,10 @@ func (n *Node) tokenGrant(ctx context.Context, s string) (grant, error) {
 // caughtUp reports whether this node has applied the log as far as its
 // leader has committed it (a read barrier passes at once): only then does
 // a key it does not know not exist.
-func (n *Node) caughtUp(ctx context.Context) bool {
-	ctx, cancel := context.WithTimeout(ctx, n.cfg.ElectionTimeout)
+func (sv *Server) caughtUp(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, sv.cfg.ElectionTimeout)
 	defer cancel()
-	return n.awaitRead(ctx, n.readWait()) == nil
+	return sv.awaitRead(ctx, sv.readWait()) == nil
 }
 
 // Identity describes what this Node holds.
@@ -482,19 +484,19 @@ func (a adminServer) CreateToken(ctx context.Context, call schema.Admin_createTo
 	}
 	if ttl := spec.TtlMillis(); ttl > 0 {
 		if ttl > uint64(100*365*24*time.Hour/time.Millisecond) {
-			return answerError(call.AllocResults, &requestError{schema.ErrorCode_invalidArgument, "ttl over 100 years: leave it out for a token that does not expire"}, a.n)
+			return answerError(call.AllocResults, &requestError{schema.ErrorCode_invalidArgument, "ttl over 100 years: leave it out for a token that does not expire"}, a.sv)
 		}
 		r.NotAfter = time.Now().Add(time.Duration(ttl) * time.Millisecond)
 	}
 	call.Go()
-	if err := a.n.ensureTokenKey(ctx); err != nil {
-		return answerError(call.AllocResults, err, a.n)
+	if err := a.sv.ensureTokenKey(ctx); err != nil {
+		return answerError(call.AllocResults, err, a.sv)
 	}
-	t, err := a.n.mintToken(role, r)
+	t, err := a.sv.mintToken(role, r)
 	if err != nil {
-		return answerError(call.AllocResults, err, a.n)
+		return answerError(call.AllocResults, err, a.sv)
 	}
-	a.n.log.Info("token created", "id", t.ID().String(), "role", role.String(), "prefix", fmt.Sprintf("%q", r.Prefix), "restricted", r.RestrictPrefix, "read_only", r.ReadOnly, "expires", r.NotAfter)
+	a.sv.log.Info("token created", "id", t.ID().String(), "role", role.String(), "prefix", fmt.Sprintf("%q", r.Prefix), "restricted", r.RestrictPrefix, "read_only", r.ReadOnly, "expires", r.NotAfter)
 	res, err := call.AllocResults()
 	if err != nil {
 		return err
@@ -506,8 +508,8 @@ func (a adminServer) CreateToken(ctx context.Context, call schema.Admin_createTo
 }
 
 // mintToken mints a token with the newest key this node has applied.
-func (n *Node) mintToken(role token.Role, r token.Restriction) (*token.Token, error) {
-	keyID, key, ok := n.kv.CurrentTokenKey()
+func (sv *Server) mintToken(role token.Role, r token.Restriction) (*token.Token, error) {
+	keyID, key, ok := sv.kv.CurrentTokenKey()
 	if !ok {
 		return nil, &requestError{schema.ErrorCode_unavailable, "the cluster's token key is not applied on this node yet: retry"}
 	}
@@ -521,12 +523,12 @@ func (n *Node) mintToken(role token.Role, r token.Restriction) (*token.Token, er
 // ensureTokenKey makes sure the cluster has a token key this node has
 // applied: the leader proposes one if there is none; a follower asks the
 // leader to, then waits until it has applied it.
-func (n *Node) ensureTokenKey(ctx context.Context) error {
-	if _, _, ok := n.kv.CurrentTokenKey(); ok {
+func (sv *Server) ensureTokenKey(ctx context.Context) error {
+	if _, _, ok := sv.kv.CurrentTokenKey(); ok {
 		return nil
 	}
-	err := n.onLeader(ctx, func() error {
-		return n.proposeTokenKey(ctx)
+	err := sv.onLeader(ctx, func() error {
+		return sv.proposeTokenKey(ctx)
 	}, func(ctx context.Context, adm schema.Admin) error {
 		// Minting a read-only token on the leader creates the key
 		// there; the token itself is dropped.
@@ -548,10 +550,10 @@ func (n *Node) ensureTokenKey(ctx context.Context) error {
 	}
 	// The key was applied on the leader; a read barrier waits until it
 	// is applied here too.
-	if err := n.awaitRead(ctx, n.readWait()); err != nil {
+	if err := sv.awaitRead(ctx, sv.readWait()); err != nil {
 		return err
 	}
-	if _, _, ok := n.kv.CurrentTokenKey(); !ok {
+	if _, _, ok := sv.kv.CurrentTokenKey(); !ok {
 		return &requestError{schema.ErrorCode_unavailable, "the cluster's token key is not applied on this node yet: retry"}
 	}
 	return nil
@@ -559,8 +561,8 @@ func (n *Node) ensureTokenKey(ctx context.Context) error {
 
 // proposeTokenKey proposes a fresh token key on the leader, unless one
 // was applied meanwhile.
-func (n *Node) proposeTokenKey(ctx context.Context) error {
-	if _, _, ok := n.kv.CurrentTokenKey(); ok {
+func (sv *Server) proposeTokenKey(ctx context.Context) error {
+	if _, _, ok := sv.kv.CurrentTokenKey(); ok {
 		return nil
 	}
 	secret := make([]byte, 32)
@@ -568,10 +570,10 @@ func (n *Node) proposeTokenKey(ctx context.Context) error {
 		return fmt.Errorf("token key: %w", err)
 	}
 	id := uint64(1)
-	if cur, _, ok := n.kv.CurrentTokenKey(); ok {
+	if cur, _, ok := sv.kv.CurrentTokenKey(); ok {
 		id = cur + 1
 	}
-	a, err := n.proposeCommand(ctx, kv.Command{Kind: kv.CmdTokenKey, TokenKey: kv.TokenKey{ID: id, Secret: secret}})
+	a, err := sv.proposeCommand(ctx, kv.Command{Kind: kv.CmdTokenKey, TokenKey: kv.TokenKey{ID: id, Secret: secret}})
 	if err != nil {
 		return err
 	}
@@ -588,15 +590,15 @@ func (a adminServer) RevokeToken(ctx context.Context, call schema.Admin_revokeTo
 	expires := call.Args().Expires()
 	id, err := token.ParseID(idText)
 	if err != nil {
-		return answerError(call.AllocResults, &requestError{schema.ErrorCode_invalidArgument, fmt.Sprintf("token id: %v", err)}, a.n)
+		return answerError(call.AllocResults, &requestError{schema.ErrorCode_invalidArgument, fmt.Sprintf("token id: %v", err)}, a.sv)
 	}
 	call.Go()
-	err = a.n.onLeader(ctx, func() error {
+	err = a.sv.onLeader(ctx, func() error {
 		var exp int64
 		if expires > 0 {
 			exp = time.UnixMilli(expires).UnixNano()
 		}
-		ap, err := a.n.proposeCommand(ctx, kv.Command{Kind: kv.CmdRevoke, Revoke: kv.Revocation{ID: id, Expires: exp}})
+		ap, err := a.sv.proposeCommand(ctx, kv.Command{Kind: kv.CmdRevoke, Revoke: kv.Revocation{ID: id, Expires: exp}})
 		if err != nil {
 			return err
 		}
@@ -610,9 +612,9 @@ func (a adminServer) RevokeToken(ctx context.Context, call schema.Admin_revokeTo
 		return forwardedErr(f.Struct())
 	})
 	if err == nil {
-		a.n.log.Info("token revoked", "id", idText)
+		a.sv.log.Info("token revoked", "id", idText)
 	}
-	return answerError(call.AllocResults, err, a.n)
+	return answerError(call.AllocResults, err, a.sv)
 }
 
 // resultErr turns the result of an applied auth command into an error.
@@ -630,21 +632,21 @@ func resultErr(a kv.Applied) error {
 // cluster: a cluster whose members prove themselves needs operators who
 // can, so the first token key is created at once (and each node that
 // applies it writes the first operator token; see writeOperatorToken).
-func (n *Node) createFirstTokenKey() {
-	if !n.cfg.Security.enabled() {
+func (sv *Server) createFirstTokenKey() {
+	if !sv.cfg.Security.enabled() {
 		return
 	}
-	if _, _, ok := n.kv.CurrentTokenKey(); ok {
+	if _, _, ok := sv.kv.CurrentTokenKey(); ok {
 		return
 	}
-	n.wg.Add(1)
+	sv.wg.Add(1)
 	go func() {
-		defer n.wg.Done()
-		ctx, cancel := n.untilStopped(n.cfg.RequestTimeout)
+		defer sv.wg.Done()
+		ctx, cancel := sv.untilStopped(sv.cfg.RequestTimeout)
 		defer cancel()
-		if err := n.proposeTokenKey(ctx); err != nil {
+		if err := sv.proposeTokenKey(ctx); err != nil {
 			// The next leader tries again; so does the first createToken.
-			n.log.Debug("could not create the cluster's token key", "error", err)
+			sv.log.Debug("could not create the cluster's token key", "error", err)
 		}
 	}()
 }
@@ -654,23 +656,23 @@ func (n *Node) createFirstTokenKey() {
 // secure cluster, minted when this node applies the cluster's first
 // token key — once: not again when it replays its log after a restart, so
 // a token moved away does not come back.
-func (n *Node) writeOperatorToken() {
-	path := n.cfg.Security.OperatorTokenFile
-	if path == "" || !n.cfg.Security.enabled() {
+func (sv *Server) writeOperatorToken() {
+	path := sv.cfg.Security.OperatorTokenFile
+	if path == "" || !sv.cfg.Security.enabled() {
 		return
 	}
 	if _, err := os.Stat(path); err == nil {
 		return
 	}
-	t, err := n.mintToken(token.Operator, token.Restriction{})
+	t, err := sv.mintToken(token.Operator, token.Restriction{})
 	if err != nil {
-		n.log.Warn("could not mint the operator token", "error", err)
+		sv.log.Warn("could not mint the operator token", "error", err)
 		return
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		if !errors.Is(err, fs.ErrExist) {
-			n.log.Warn("could not write the operator token", "path", path, "error", err)
+			sv.log.Warn("could not write the operator token", "path", path, "error", err)
 		}
 		return
 	}
@@ -679,9 +681,9 @@ func (n *Node) writeOperatorToken() {
 		err = cerr
 	}
 	if err != nil {
-		n.log.Warn("could not write the operator token", "path", path, "error", err)
+		sv.log.Warn("could not write the operator token", "path", path, "error", err)
 		os.Remove(path)
 		return
 	}
-	n.log.Info("wrote an operator token: use it with raftctl --token-file, and keep it secret", "path", path, "token_id", t.ID().String())
+	sv.log.Info("wrote an operator token: use it with raftctl --token-file, and keep it secret", "path", path, "token_id", t.ID().String())
 }

@@ -1,4 +1,4 @@
-package raftnode
+package services
 
 import (
 	"context"
@@ -7,7 +7,6 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 
-	"github.com/capraft/capraft/raftnode/driver"
 	"github.com/capraft/capraft/raftnode/echo"
 	"github.com/capraft/capraft/raftnode/raft"
 	"github.com/capraft/capraft/raftnode/transport"
@@ -18,7 +17,7 @@ import (
 // nodeServer is a Node capability of one connection: the bootstrap one,
 // holding what the connection's identity grants, or one a login returned.
 type nodeServer struct {
-	node  *Node
+	sv    *Server
 	conn  *rpc.ConnInfo
 	grant grant
 	// ex exports what this Node hands out; with a token's grant, every
@@ -42,7 +41,7 @@ func (s *nodeServer) Echo(_ context.Context, call schema.Node_echo) error {
 	if err != nil {
 		return err
 	}
-	return res.SetEcho(echo.NewCapability(s.node.hub, s.ex))
+	return res.SetEcho(echo.NewCapability(s.sv.hub, s.ex))
 }
 
 // Raft returns the Raft peer capability for this connection.
@@ -54,16 +53,16 @@ func (s *nodeServer) Raft(_ context.Context, call schema.Node_raft) error {
 	if err != nil {
 		return err
 	}
-	n := s.node
+	sv := s.sv
 	c := transport.NewServer(transport.ServerConfig{
-		ClusterID: n.clusterID,
-		LocalID:   n.cfg.ID,
+		ClusterID: sv.clusterID,
+		LocalID:   sv.cfg.ID,
 		PeerID:    s.grant.memberID,
-		Handler:   peerHandler{n},
+		Handler:   sv.cfg.Peers,
 		Logger:    s.conn.Logger,
-		ForwardKV: func() schema.KV { return schema.KV(n.kvCapability(s.ex, kvScope{})) },
+		ForwardKV: func() schema.KV { return schema.KV(sv.kvCapability(s.ex, kvScope{})) },
 		ForwardAdmin: func() schema.Admin {
-			impl := adminServer{n}
+			impl := adminServer{sv}
 			return schema.Admin(s.ex.Export(schema.Admin_Methods(nil, impl), impl, nil))
 		},
 	}, s.conn)
@@ -79,7 +78,7 @@ func (s *nodeServer) Kv(_ context.Context, call schema.Node_kv) error {
 	if err != nil {
 		return err
 	}
-	return res.SetKv(schema.KV(s.node.kvCapability(s.ex, s.grant.scope)))
+	return res.SetKv(schema.KV(s.sv.kvCapability(s.ex, s.grant.scope)))
 }
 
 // Admin returns the membership capability.
@@ -91,7 +90,7 @@ func (s *nodeServer) Admin(_ context.Context, call schema.Node_admin) error {
 	if err != nil {
 		return err
 	}
-	impl := adminServer{s.node}
+	impl := adminServer{s.sv}
 	return res.SetAdmin(schema.Admin(s.ex.Export(schema.Admin_Methods(nil, impl), impl, nil)))
 }
 
@@ -105,11 +104,11 @@ func (s *nodeServer) Info(_ context.Context, call schema.Node_info) error {
 	if err != nil {
 		return err
 	}
-	info.SetId(s.node.cfg.ID)
-	if err := info.SetVersion(s.node.cfg.Version); err != nil {
+	info.SetId(s.sv.cfg.ID)
+	if err := info.SetVersion(s.sv.cfg.Version); err != nil {
 		return err
 	}
-	return info.SetListen(s.node.cfg.Advertise)
+	return info.SetListen(s.sv.cfg.Advertise)
 }
 
 // Status reports this node's view of the cluster.
@@ -118,7 +117,7 @@ func (s *nodeServer) Status(ctx context.Context, call schema.Node_status) error 
 		return needs("status", needClient)
 	}
 	call.Go()
-	st := s.node.Status(ctx)
+	st := s.sv.Status(ctx)
 	res, err := call.AllocResults()
 	if err != nil {
 		return err
@@ -135,16 +134,16 @@ func (s *nodeServer) Status(ctx context.Context, call schema.Node_status) error 
 	dst.SetApplied(st.Applied)
 	dst.SetLastIndex(st.LastIndex)
 	dst.SetSnapshotIndex(st.SnapshotIndex)
-	dst.SetClusterId(s.node.clusterID)
+	dst.SetClusterId(s.sv.clusterID)
 	dst.SetRevision(st.Revision)
 	dst.SetSnapshotsInstalled(st.SnapshotsInstalled)
-	if err := dst.SetVersion(s.node.cfg.Version); err != nil {
+	if err := dst.SetVersion(s.sv.cfg.Version); err != nil {
 		return err
 	}
 	if err := dst.SetStopReason(st.StopReason); err != nil {
 		return err
 	}
-	return dst.SetAddress(s.node.cfg.Advertise)
+	return dst.SetAddress(s.sv.cfg.Advertise)
 }
 
 // NodeStatus is a node's view of itself and its cluster.
@@ -171,29 +170,29 @@ type NodeStatus struct {
 // Status reports the node's current state. It asks the loop and falls
 // back to what is known without it when the loop does not answer in time
 // (stopped or busy).
-func (n *Node) Status(ctx context.Context) NodeStatus {
+func (sv *Server) Status(ctx context.Context) NodeStatus {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	ds, err := n.d.Status(ctx)
+	ds, err := sv.d.Status(ctx)
 	if err == nil {
 		cs := ds.Status
 		st := NodeStatus{
-			ID: n.cfg.ID, Role: schemaRole(cs.Role), Term: cs.Term, Leader: cs.Lead,
-			Commit: cs.Commit, Applied: n.kv.AppliedIndex(), LastIndex: cs.LastIndex,
-			SnapshotIndex: ds.SnapshotIndex, Revision: n.kv.Revision(),
+			ID: sv.cfg.ID, Role: schemaRole(cs.Role), Term: cs.Term, Leader: cs.Lead,
+			Commit: cs.Commit, Applied: sv.kv.AppliedIndex(), LastIndex: cs.LastIndex,
+			SnapshotIndex: ds.SnapshotIndex, Revision: sv.kv.Revision(),
 			Config: cs.Config, Progress: cs.Progress, SnapshotsInstalled: ds.SnapshotsInstalled,
 			Incarnation: cs.Incarnation,
 		}
-		if slices.Contains(cs.Config.Learners, n.cfg.ID) {
+		if slices.Contains(cs.Config.Learners, sv.cfg.ID) {
 			st.Role = schema.Role_learner
 		}
 		return st
 	}
-	st := NodeStatus{ID: n.cfg.ID, Role: schema.Role_stopped, Applied: n.kv.AppliedIndex(), Revision: n.kv.Revision()}
-	if err := n.d.Err(); err != nil {
+	st := NodeStatus{ID: sv.cfg.ID, Role: schema.Role_stopped, Applied: sv.kv.AppliedIndex(), Revision: sv.kv.Revision()}
+	if err := sv.d.Err(); err != nil {
 		st.StopReason = err.Error()
-	} else if !n.d.Stopped() {
-		st.Role, st.Leader = schema.Role_follower, n.d.Leader()
+	} else if !sv.d.Stopped() {
+		st.Role, st.Leader = schema.Role_follower, sv.d.Leader()
 		st.StopReason = "the node's loop did not answer within a second (overloaded?)"
 	}
 	return st
@@ -209,17 +208,4 @@ func schemaRole(r raft.StateType) schema.Role {
 		return schema.Role_preCandidate
 	}
 	return schema.Role_follower
-}
-
-// peerHandler hands peers' messages to the driver, and answers their
-// discovery (bootstrap.go).
-type peerHandler struct{ n *Node }
-
-// Deliver queues msgs for the loop at once, so the sends of one stream
-// reach the core in the order they arrived; the loop calls done once the
-// core has stepped them, and at the latest when the loop stops.
-func (h peerHandler) Deliver(msgs []raft.Message, done func(*transport.NotMember, error)) {
-	h.n.d.Deliver(msgs, func(nm *driver.NotMember, err error) {
-		done((*transport.NotMember)(nm), err)
-	})
 }

@@ -1,4 +1,4 @@
-package raftnode
+package services
 
 import (
 	"github.com/capraft/capraft/raftnode/kv"
@@ -25,13 +25,13 @@ func applied(res statemachine.Result) kv.Applied {
 // (see writeOperatorToken): an entry replayed from the log at start may
 // have been applied in an earlier run, so its one-time effect is not
 // repeated.
-func (n *Node) observeApplied(index uint64, res statemachine.Result, replayed bool) {
+func (sv *Server) observeApplied(index uint64, res statemachine.Result, replayed bool) {
 	a, ok := res.(*kv.Applied)
 	switch {
 	case !ok:
 	case a.Err != nil:
-		n.log.Warn("applied an undecodable entry as a no-op", "index", index, "error", a.Err)
+		sv.log.Warn("applied an undecodable entry as a no-op", "index", index, "error", a.Err)
 	case a.Kind == kv.CmdTokenKey && !replayed:
-		n.writeOperatorToken()
+		sv.writeOperatorToken()
 	}
 }

@@ -1,16 +1,13 @@
-package raftnode
+package services
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"capnproto.org/go/capnp/v3"
-	"github.com/hashicorp/go-hclog"
 
 	"github.com/capraft/capraft/internal/kvwire"
 	"github.com/capraft/capraft/rpc"
@@ -81,21 +78,6 @@ func TestKVScopeIntersectsRanges(t *testing.T) {
 			t.Errorf("range %q in %q: over %q after %q, %v; want over %q after \"after\"", tc.rng, tc.scope, o.Key, o.After, err, tc.want)
 		}
 	}
-}
-
-// singleNode starts a one-node cluster and waits until it leads.
-func singleNode(tb testing.TB) (*Node, context.Context) {
-	n, err := New(Config{ID: 1, DataDir: tb.TempDir(), Logger: hclog.NewNullLogger()})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { n.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	tb.Cleanup(cancel)
-	if _, err := n.d.WaitLeader(ctx); err != nil {
-		tb.Fatal(err)
-	}
-	return n, ctx
 }
 
 // callErr waits for a call and returns its failure.

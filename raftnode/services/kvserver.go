@@ -1,4 +1,4 @@
-package raftnode
+package services
 
 import (
 	"context"
@@ -22,7 +22,7 @@ import (
 // locally after a read index. scope is what the capability grants; it is
 // enforced here, before a request runs or is handed on.
 type kvServer struct {
-	n     *Node
+	sv    *Server
 	ex    *rpc.Exporter
 	scope kvScope
 }
@@ -31,8 +31,8 @@ type kvServer struct {
 // ex (restrict exports the capabilities it derives there too, so they
 // share the checks of the grant ex carries: see rpc.Exporter.WithCheck).
 // The caller owns the client.
-func (n *Node) kvCapability(ex *rpc.Exporter, sc kvScope) capnp.Client {
-	s := &kvServer{n: n, ex: ex, scope: sc}
+func (sv *Server) kvCapability(ex *rpc.Exporter, sc kvScope) capnp.Client {
+	s := &kvServer{sv: sv, ex: ex, scope: sc}
 	inline, rest := s.methods()
 	return ex.ExportInline(schema.KV_Methods(nil, nil), inline, rest, s)
 }
@@ -41,12 +41,12 @@ func (n *Node) kvCapability(ex *rpc.Exporter, sc kvScope) capnp.Client {
 // forwarded marks a request a follower handed over: it is never handed
 // on again, so two nodes with different ideas of the leader cannot bounce
 // a request between them.
-func (n *Node) execute(ctx context.Context, session, ackedBelow uint64, ops []kvwire.Op, forwarded bool) []kvResult {
+func (sv *Server) execute(ctx context.Context, session, ackedBelow uint64, ops []kvwire.Op, forwarded bool) []kvResult {
 	results := make([]kvResult, len(ops))
-	if n.d.Stopped() {
+	if sv.d.Stopped() {
 		// A stopped node no longer follows the log: even serializable
 		// reads would serve an ever staler state.
-		return fillAll(results, n.d.StoppedError(), 0)
+		return fillAll(results, sv.d.StoppedError(), 0)
 	}
 	var writes []int
 	linearRead := false
@@ -57,11 +57,11 @@ func (n *Node) execute(ctx context.Context, session, ackedBelow uint64, ops []kv
 			linearRead = true
 		}
 	}
-	if len(writes) > 0 && !n.d.IsLeader() {
+	if len(writes) > 0 && !sv.d.IsLeader() {
 		if forwarded {
-			return fillAll(results, driver.ErrNotLeader, n.d.Leader())
+			return fillAll(results, driver.ErrNotLeader, sv.d.Leader())
 		}
-		return n.forward(ctx, session, ackedBelow, ops)
+		return sv.forward(ctx, session, ackedBelow, ops)
 	}
 
 	var prop <-chan driver.Result
@@ -71,34 +71,34 @@ func (n *Node) execute(ctx context.Context, session, ackedBelow uint64, ops []kv
 				results[i].err = errNoSession
 			}
 		} else {
-			prop = n.submitWait(writeCommand(session, ackedBelow, ops, writes))
+			prop = sv.submitWait(writeCommand(session, ackedBelow, ops, writes))
 		}
 	}
 	var read <-chan error
 	if linearRead {
-		read = n.readWait()
+		read = sv.readWait()
 	}
 
 	if prop != nil {
-		applied, err := n.await(ctx, prop)
+		applied, err := sv.await(ctx, prop)
 		if errors.Is(err, driver.ErrNotLeader) && !forwarded {
 			// Leadership moved between the check and the proposal;
 			// nothing was appended, so handing the request on is safe.
-			return n.forward(ctx, session, ackedBelow, ops)
+			return sv.forward(ctx, session, ackedBelow, ops)
 		}
-		n.fillWrites(results, writes, applied, err)
+		sv.fillWrites(results, writes, applied, err)
 	}
 	var readErr error
 	if read != nil {
-		readErr = n.awaitRead(ctx, read)
+		readErr = sv.awaitRead(ctx, read)
 	}
-	n.readAll(ops, results, readErr)
+	sv.readAll(ops, results, readErr)
 	return results
 }
 
 // readAll serves the reads among ops into results; readErr, if not nil,
 // fails the linearizable ones.
-func (n *Node) readAll(ops []kvwire.Op, results []kvResult, readErr error) {
+func (sv *Server) readAll(ops []kvwire.Op, results []kvResult, readErr error) {
 	served := 0 // bytes of keys and values read so far
 	for i := range ops {
 		o := &ops[i]
@@ -107,7 +107,7 @@ func (n *Node) readAll(ops []kvwire.Op, results []kvResult, readErr error) {
 		}
 		if readErr != nil && !o.Serializable {
 			results[i].err = readErr
-			results[i].leaderHint = n.d.Leader()
+			results[i].leaderHint = sv.d.Leader()
 			continue
 		}
 		if served > maxBatchReadBytes {
@@ -116,18 +116,18 @@ func (n *Node) readAll(ops []kvwire.Op, results []kvResult, readErr error) {
 			results[i].err = errBatchFull
 			continue
 		}
-		n.read(o, &results[i])
+		sv.read(o, &results[i])
 		served += resultBytes(&results[i])
 	}
 }
 
 // read serves a read from the local state machine.
-func (n *Node) read(o *kvwire.Op, r *kvResult) {
+func (sv *Server) read(o *kvwire.Op, r *kvResult) {
 	switch o.Kind {
 	case kvwire.Get:
-		r.kv, r.found, r.rev = n.kv.Get(o.Key)
+		r.kv, r.found, r.rev = sv.kv.Get(o.Key)
 	case kvwire.Range:
-		r.kvs, r.more, r.rev = n.kv.Range(o.Key, o.After, int(o.Limit))
+		r.kvs, r.more, r.rev = sv.kv.Range(o.Key, o.After, int(o.Limit))
 		// A page larger than a client's message limit would abort its
 		// whole connection: cut it short (at least one key) and let the
 		// client page on with more.
@@ -181,12 +181,12 @@ func writeCommand(session, ackedBelow uint64, ops []kvwire.Op, writes []int) *kv
 
 // fillWrites sets the results of the write operations at the positions
 // writes from their proposal's outcome.
-func (n *Node) fillWrites(results []kvResult, writes []int, applied kv.Applied, err error) {
+func (sv *Server) fillWrites(results []kvResult, writes []int, applied kv.Applied, err error) {
 	for j, i := range writes {
 		switch {
 		case err != nil:
 			results[i].err = err
-			results[i].leaderHint = n.d.Leader()
+			results[i].leaderHint = sv.d.Leader()
 		case applied.Err != nil:
 			results[i].err = &requestError{schema.ErrorCode_internal, applied.Err.Error()}
 		case j < len(applied.Results):
@@ -201,24 +201,24 @@ func (n *Node) fillWrites(results []kvResult, writes []int, applied kv.Applied, 
 // submit hands a command to the loop for proposing; reply receives its
 // outcome, exactly once (at once if the loop has stopped). The command is
 // encoded before submit returns.
-func (n *Node) submit(cmd *kv.Command, reply func(driver.Result)) {
-	cmd.ID = n.proposeID.Add(1)
+func (sv *Server) submit(cmd *kv.Command, reply func(driver.Result)) {
+	cmd.ID = sv.proposeID.Add(1)
 	cmd.Time = time.Now().UnixNano()
-	n.d.Propose(cmd.AppendBinary(nil), reply)
+	sv.d.Propose(cmd.AppendBinary(nil), reply)
 }
 
 // submitWait is submit with the outcome delivered on a channel.
-func (n *Node) submitWait(cmd *kv.Command) <-chan driver.Result {
+func (sv *Server) submitWait(cmd *kv.Command) <-chan driver.Result {
 	done := make(chan driver.Result, 1)
-	n.submit(cmd, func(r driver.Result) { done <- r })
+	sv.submit(cmd, func(r driver.Result) { done <- r })
 	return done
 }
 
 // await waits for a proposal's outcome. Once submitted, a write that is
 // not answered in time may still be applied later: its outcome is
 // unknown.
-func (n *Node) await(ctx context.Context, done <-chan driver.Result) (kv.Applied, error) {
-	timer := time.NewTimer(n.cfg.RequestTimeout)
+func (sv *Server) await(ctx context.Context, done <-chan driver.Result) (kv.Applied, error) {
+	timer := time.NewTimer(sv.cfg.RequestTimeout)
 	defer timer.Stop()
 	select {
 	case r := <-done:
@@ -237,9 +237,9 @@ func (n *Node) await(ctx context.Context, done <-chan driver.Result) (kv.Applied
 // unknown" after the request timeout, as execute does. release is
 // called once ops are no longer needed. It reports false, doing
 // nothing, for any other request.
-func (n *Node) executeWrites(ctx context.Context, session, ackedBelow uint64, ops []kvwire.Op, forwarded bool,
+func (sv *Server) executeWrites(ctx context.Context, session, ackedBelow uint64, ops []kvwire.Op, forwarded bool,
 	release func(), done func([]kvResult)) bool {
-	if session == 0 || len(ops) == 0 || !n.d.IsLeader() || n.d.Stopped() {
+	if session == 0 || len(ops) == 0 || !sv.d.IsLeader() || sv.d.Stopped() {
 		return false
 	}
 	writes := make([]int, len(ops))
@@ -260,21 +260,21 @@ func (n *Node) executeWrites(ctx context.Context, session, ackedBelow uint64, op
 			// As in execute: nothing was appended, hand it on.
 			go func() {
 				defer release()
-				done(n.forward(ctx, session, ackedBelow, ops))
+				done(sv.forward(ctx, session, ackedBelow, ops))
 			}()
 			return
 		}
 		release()
 		results := make([]kvResult, len(ops))
-		n.fillWrites(results, writes, applied(r.Value), r.Err)
+		sv.fillWrites(results, writes, applied(r.Value), r.Err)
 		done(results)
 	}
 	// Whichever of the timer and reply wins (Stop tells reply) owns ops.
-	timer = time.AfterFunc(n.cfg.RequestTimeout, func() {
+	timer = time.AfterFunc(sv.cfg.RequestTimeout, func() {
 		release()
-		done(fillAll(make([]kvResult, len(ops)), driver.ErrOutcomeUnknown, n.d.Leader()))
+		done(fillAll(make([]kvResult, len(ops)), driver.ErrOutcomeUnknown, sv.d.Leader()))
 	})
-	n.submit(writeCommand(session, ackedBelow, ops, writes), reply)
+	sv.submit(writeCommand(session, ackedBelow, ops, writes), reply)
 	return true
 }
 
@@ -285,8 +285,8 @@ func (n *Node) executeWrites(ctx context.Context, session, ackedBelow uint64, op
 // goroutine). A timer answers "timeout" after the request timeout, as
 // execute does. release is called once ops are no longer needed. It
 // reports false, doing nothing, for any other request.
-func (n *Node) executeGets(ops []kvwire.Op, release func(), done func([]kvResult)) bool {
-	if len(ops) == 0 || n.d.Stopped() {
+func (sv *Server) executeGets(ops []kvwire.Op, release func(), done func([]kvResult)) bool {
+	if len(ops) == 0 || sv.d.Stopped() {
 		return false
 	}
 	for i := range ops {
@@ -300,30 +300,30 @@ func (n *Node) executeGets(ops []kvwire.Op, release func(), done func([]kvResult
 			return // answered "timeout" already
 		}
 		results := make([]kvResult, len(ops))
-		n.readAll(ops, results, err)
+		sv.readAll(ops, results, err)
 		release()
 		done(results)
 	}
 	// Whichever of the timer and reply wins (Stop tells reply) owns ops.
-	timer = time.AfterFunc(n.cfg.RequestTimeout, func() {
+	timer = time.AfterFunc(sv.cfg.RequestTimeout, func() {
 		release()
-		done(fillAll(make([]kvResult, len(ops)), driver.ErrTimeout, n.d.Leader()))
+		done(fillAll(make([]kvResult, len(ops)), driver.ErrTimeout, sv.d.Leader()))
 	})
-	n.d.ReadBarrier(reply)
+	sv.d.ReadBarrier(reply)
 	return true
 }
 
 // readWait is the driver's ReadBarrier with the outcome delivered on a
 // channel.
-func (n *Node) readWait() <-chan error {
+func (sv *Server) readWait() <-chan error {
 	done := make(chan error, 1)
-	n.d.ReadBarrier(func(err error) { done <- err })
+	sv.d.ReadBarrier(func(err error) { done <- err })
 	return done
 }
 
 // awaitRead waits until the state machine may serve a linearizable read.
-func (n *Node) awaitRead(ctx context.Context, done <-chan error) error {
-	timer := time.NewTimer(n.cfg.RequestTimeout)
+func (sv *Server) awaitRead(ctx context.Context, done <-chan error) error {
+	timer := time.NewTimer(sv.cfg.RequestTimeout)
 	defer timer.Stop()
 	select {
 	case err := <-done:
@@ -337,11 +337,11 @@ func (n *Node) awaitRead(ctx context.Context, done <-chan error) error {
 
 // proposeCommand proposes a session command on the leader and waits for
 // it to be applied.
-func (n *Node) proposeCommand(ctx context.Context, cmd kv.Command) (kv.Applied, error) {
-	if !n.d.IsLeader() {
+func (sv *Server) proposeCommand(ctx context.Context, cmd kv.Command) (kv.Applied, error) {
+	if !sv.d.IsLeader() {
 		return kv.Applied{}, driver.ErrNotLeader
 	}
-	return n.await(ctx, n.submitWait(&cmd))
+	return sv.await(ctx, sv.submitWait(&cmd))
 }
 
 // forward hands a request to the leader's KV capability and returns its
@@ -355,40 +355,40 @@ func (n *Node) proposeCommand(ctx context.Context, cmd kv.Command) (kv.Applied, 
 // known to lead, and sent again to that node when that is safe: when
 // every write in it belongs to a session, whose sequence numbers make the
 // state machine apply each write at most once however often it arrives.
-func (n *Node) forward(ctx context.Context, session, ackedBelow uint64, ops []kvwire.Op) []kvResult {
-	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout)
+func (sv *Server) forward(ctx context.Context, session, ackedBelow uint64, ops []kvwire.Op) []kvResult {
+	ctx, cancel := context.WithTimeout(ctx, sv.cfg.RequestTimeout)
 	defer cancel()
 	writes := hasWrite(ops)
 	resendable := !writes || session != 0
 	for {
-		lead, err := n.d.WaitLeader(ctx)
+		lead, err := sv.d.WaitLeader(ctx)
 		if err != nil {
 			return fillAll(make([]kvResult, len(ops)), err, 0)
 		}
-		if lead == n.cfg.ID {
-			return n.execute(ctx, session, ackedBelow, ops, true)
+		if lead == sv.cfg.ID {
+			return sv.execute(ctx, session, ackedBelow, ops, true)
 		}
-		wake := n.d.LeaderChanged()
-		grace := n.movedGrace()
+		wake := sv.d.LeaderChanged()
+		grace := sv.movedGrace()
 		if resendable {
 			grace = 0
 		}
-		results, sent, moved, err := n.forwardOnce(ctx, lead, grace, session, ackedBelow, ops)
+		results, sent, moved, err := sv.forwardOnce(ctx, lead, grace, session, ackedBelow, ops)
 		if err == nil && !leaderRefused(results) {
 			return results
 		}
 		if err != nil && moved && resendable {
-			n.log.Debug("forwarded call abandoned: another node leads now; sending it there", "old", lead, "leader", n.d.Leader())
+			sv.log.Debug("forwarded call abandoned: another node leads now; sending it there", "old", lead, "leader", sv.d.Leader())
 			continue
 		}
 		if err != nil && sent && writes {
-			n.log.Debug("forwarded write lost", "leader", lead, "error", err)
-			return fillAll(make([]kvResult, len(ops)), driver.ErrOutcomeUnknown, n.d.Leader())
+			sv.log.Debug("forwarded write lost", "leader", lead, "error", err)
+			return fillAll(make([]kvResult, len(ops)), driver.ErrOutcomeUnknown, sv.d.Leader())
 		}
 		// Nothing was applied (not sent, or refused by a node that no
 		// longer leads or is stopping): wait for news of a leader, then
 		// try again.
-		retry := time.NewTimer(n.d.TickInterval())
+		retry := time.NewTimer(sv.d.TickInterval())
 		select {
 		case <-wake:
 		case <-retry.C:
@@ -415,13 +415,13 @@ var errLeaderMoved = errors.New("another node leads now")
 // is safe to send again abandons it at once (grace 0). One that is not
 // waits a moment first, since a deposed leader that still runs answers it
 // right away (a leadership transfer moves the leader by design).
-func (n *Node) whileLeading(ctx context.Context, lead uint64, grace time.Duration) (_ context.Context, done func() (moved bool)) {
+func (sv *Server) whileLeading(ctx context.Context, lead uint64, grace time.Duration) (_ context.Context, done func() (moved bool)) {
 	wctx, cancel := context.WithCancelCause(ctx)
 	stop := make(chan struct{})
 	watch := func() {
 		for {
-			wake := n.d.LeaderChanged()
-			if l := n.d.Leader(); l != 0 && l != lead {
+			wake := sv.d.LeaderChanged()
+			if l := sv.d.Leader(); l != 0 && l != lead {
 				break
 			}
 			select {
@@ -449,7 +449,7 @@ func (n *Node) whileLeading(ctx context.Context, lead uint64, grace time.Duratio
 	// take a heartbeat interval, so they cost a timer and not a
 	// goroutine. A new leader takes an election timeout to appear, so
 	// the late start delays nothing.
-	start := time.AfterFunc(n.cfg.HeartbeatInterval, watch)
+	start := time.AfterFunc(sv.cfg.HeartbeatInterval, watch)
 	return wctx, func() bool {
 		start.Stop()
 		close(stop)
@@ -462,21 +462,21 @@ func (n *Node) whileLeading(ctx context.Context, lead uint64, grace time.Duratio
 // deposed leader's answer once another node leads: half an election
 // timeout, so such calls too end within about an election timeout of
 // the new leader's election.
-func (n *Node) movedGrace() time.Duration { return n.cfg.ElectionTimeout / 2 }
+func (sv *Server) movedGrace() time.Duration { return sv.cfg.ElectionTimeout / 2 }
 
 // callLeader calls lead's Raft capability (through which a member
 // forwards: Raft.kv, Raft.admin) with call, under a context
 // that ends when another node has led for grace (see whileLeading). sent
 // reports whether the call may have reached lead, moved whether a failure
 // came from the leader moving.
-func (n *Node) callLeader(ctx context.Context, lead uint64, grace time.Duration, call func(context.Context, schema.Raft) error) (sent, moved bool, err error) {
-	ctx, done := n.whileLeading(ctx, lead, grace)
+func (sv *Server) callLeader(ctx context.Context, lead uint64, grace time.Duration, call func(context.Context, schema.Raft) error) (sent, moved bool, err error) {
+	ctx, done := sv.whileLeading(ctx, lead, grace)
 	defer func() {
 		if done() && err != nil {
 			moved = true
 		}
 	}()
-	rc, err := n.tr.Raft(ctx, lead)
+	rc, err := sv.tr.Raft(ctx, lead)
 	if err != nil {
 		return false, false, fmt.Errorf("reach leader %d: %w", lead, err)
 	}
@@ -502,8 +502,8 @@ func leaderRefused(rs []kvResult) bool {
 
 // forwardOnce makes one batch call to the leader; see callLeader for
 // sent and moved.
-func (n *Node) forwardOnce(ctx context.Context, lead uint64, grace time.Duration, session, ackedBelow uint64, ops []kvwire.Op) (results []kvResult, sent, moved bool, err error) {
-	sent, moved, err = n.callLeader(ctx, lead, grace, func(ctx context.Context, rc schema.Raft) error {
+func (sv *Server) forwardOnce(ctx context.Context, lead uint64, grace time.Duration, session, ackedBelow uint64, ops []kvwire.Op) (results []kvResult, sent, moved bool, err error) {
+	sent, moved, err = sv.callLeader(ctx, lead, grace, func(ctx context.Context, rc schema.Raft) error {
 		kf, krel := rc.Kv(ctx, nil)
 		defer krel()
 		fut, rel := kf.Kv().Batch(ctx, func(p schema.KV_batch_Params) error {
@@ -545,7 +545,7 @@ var batchResultsSize = rpc.ResultsSize(schema.NewKV_batch_Results)
 // goroutine of its own. An operation that is malformed, over a limit or
 // outside the scope is answered with its error; the others run.
 func (s *kvServer) serveBatch(call *rpc.InlineCall) {
-	req, err := kvwire.DecodeRequest(schema.KV_batch_Params(call.Args()), kvLimits(s.n.kv.Config()))
+	req, err := kvwire.DecodeRequest(schema.KV_batch_Params(call.Args()), kvLimits(s.sv.kv.Config()))
 	if err != nil {
 		call.Return(err)
 		return
@@ -588,12 +588,12 @@ func (s *kvServer) run(ctx context.Context, session, ackedBelow uint64, ops []kv
 	if s.scope.restricted && hasWrite(ops) {
 		answer = s.scope.screen(session, ops, answer)
 	}
-	if s.n.executeWrites(ctx, session, ackedBelow, ops, forwarded, release, answer) || s.n.executeGets(ops, release, answer) {
+	if s.sv.executeWrites(ctx, session, ackedBelow, ops, forwarded, release, answer) || s.sv.executeGets(ops, release, answer) {
 		return
 	}
 	go func() {
 		defer release()
-		answer(s.n.execute(ctx, session, ackedBelow, ops, forwarded))
+		answer(s.sv.execute(ctx, session, ackedBelow, ops, forwarded))
 	}()
 }
 
@@ -647,7 +647,7 @@ func singleMethod[P ~capnp.StructKind, R interface {
 				return encodeResult(dst, &ops[0], &got[0])
 			})
 		}
-		if err := ops[0].CheckSize(kvLimits(s.n.kv.Config())); err != nil {
+		if err := ops[0].CheckSize(kvLimits(s.sv.kv.Config())); err != nil {
 			answer([]kvResult{{err: err}})
 			return
 		}
@@ -696,17 +696,17 @@ func (s *kvServer) methods() (inline map[string]rpc.InlineServe, rest map[string
 // lost call is: opening a session is not idempotent, so it is not sent
 // again here; the client retries.
 func (s *kvServer) sessionCall(ctx context.Context, cmd kv.Command, forward func(context.Context, schema.KV) (uint64, error)) (uint64, error) {
-	n := s.n
-	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout)
+	sv := s.sv
+	ctx, cancel := context.WithTimeout(ctx, sv.cfg.RequestTimeout)
 	defer cancel()
 	for {
-		lead, err := n.d.WaitLeader(ctx)
+		lead, err := sv.d.WaitLeader(ctx)
 		if err != nil {
 			return 0, err
 		}
-		if lead != n.cfg.ID {
+		if lead != sv.cfg.ID {
 			var v uint64
-			_, moved, err := n.callLeader(ctx, lead, n.movedGrace(), func(ctx context.Context, rc schema.Raft) error {
+			_, moved, err := sv.callLeader(ctx, lead, sv.movedGrace(), func(ctx context.Context, rc schema.Raft) error {
 				kf, krel := rc.Kv(ctx, nil)
 				defer krel()
 				var err error
@@ -717,14 +717,14 @@ func (s *kvServer) sessionCall(ctx context.Context, cmd kv.Command, forward func
 			switch {
 			case err == nil || errors.As(err, &re):
 			case moved:
-				err = &requestError{schema.ErrorCode_unavailable, fmt.Sprintf("leader %d stopped answering and node %d leads now: retry", lead, n.d.Leader())}
+				err = &requestError{schema.ErrorCode_unavailable, fmt.Sprintf("leader %d stopped answering and node %d leads now: retry", lead, sv.d.Leader())}
 			default:
 				// The call itself failed: the client retries.
 				err = &requestError{schema.ErrorCode_unavailable, err.Error()}
 			}
 			return v, err
 		}
-		applied, err := n.proposeCommand(ctx, cmd)
+		applied, err := sv.proposeCommand(ctx, cmd)
 		if errors.Is(err, driver.ErrNotLeader) {
 			continue
 		}
@@ -789,17 +789,17 @@ func (s *kvServer) OpenSession(ctx context.Context, call schema.KV_openSession) 
 		if aerr != nil {
 			return aerr
 		}
-		return fillError(e, err, s.n.d.Leader())
+		return fillError(e, err, s.sv.d.Leader())
 	}
 	res.SetSession(id)
-	res.SetTtlMillis(uint64(s.n.kv.Config().SessionTTL / time.Millisecond))
+	res.SetTtlMillis(uint64(s.sv.kv.Config().SessionTTL / time.Millisecond))
 	return nil
 }
 
 // KeepAlive refreshes a session through the log.
 func (s *kvServer) KeepAlive(ctx context.Context, call schema.KV_keepAlive) error {
 	if err := s.sessionAllowed("keepAlive"); err != nil {
-		return answerError(call.AllocResults, err, s.n)
+		return answerError(call.AllocResults, err, s.sv)
 	}
 	session := call.Args().Session()
 	call.Go()
@@ -808,13 +808,13 @@ func (s *kvServer) KeepAlive(ctx context.Context, call schema.KV_keepAlive) erro
 		defer rel()
 		return 0, forwardedErr(f.Struct())
 	})
-	return answerError(call.AllocResults, err, s.n)
+	return answerError(call.AllocResults, err, s.sv)
 }
 
 // CloseSession forgets a session.
 func (s *kvServer) CloseSession(ctx context.Context, call schema.KV_closeSession) error {
 	if err := s.sessionAllowed("closeSession"); err != nil {
-		return answerError(call.AllocResults, err, s.n)
+		return answerError(call.AllocResults, err, s.sv)
 	}
 	session := call.Args().Session()
 	call.Go()
@@ -823,7 +823,7 @@ func (s *kvServer) CloseSession(ctx context.Context, call schema.KV_closeSession
 		defer rel()
 		return 0, forwardedErr(f.Struct())
 	})
-	return answerError(call.AllocResults, err, s.n)
+	return answerError(call.AllocResults, err, s.sv)
 }
 
 // sessionAllowed refuses the session methods on a read-only KV.
@@ -845,7 +845,7 @@ func (s *kvServer) Restrict(_ context.Context, call schema.KV_restrict) error {
 	}
 	// A longer prefix would match no key; refusing it also bounds what
 	// each derived capability holds.
-	if lim := s.n.kv.Config(); len(prefix) > lim.MaxKeySize {
+	if lim := s.sv.kv.Config(); len(prefix) > lim.MaxKeySize {
 		return tooLarge("restrict prefix of %d bytes is over the key size limit of %d bytes", len(prefix), lim.MaxKeySize)
 	}
 	sc, err := s.scope.narrow(prefix, args.RestrictPrefix(), args.ReadOnly())
@@ -856,5 +856,5 @@ func (s *kvServer) Restrict(_ context.Context, call schema.KV_restrict) error {
 	if err != nil {
 		return err
 	}
-	return res.SetKv(schema.KV(s.n.kvCapability(s.ex, sc)))
+	return res.SetKv(schema.KV(s.sv.kvCapability(s.ex, sc)))
 }

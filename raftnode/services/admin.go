@@ -1,4 +1,4 @@
-package raftnode
+package services
 
 import (
 	"context"
@@ -12,40 +12,29 @@ import (
 
 // adminServer is the Admin capability: membership, leadership transfer
 // and on-demand snapshots. Changes are handed to the leader.
-type adminServer struct{ n *Node }
-
-// Member is one cluster member as a node sees it.
-type Member = driver.Member
-
-// Members returns the configuration as of a linearizable read, with the
-// leader's id.
-func (n *Node) Members(ctx context.Context) (uint64, []Member, error) { return n.d.Members(ctx) }
-
-// Snapshot snapshots the state machine now and waits until it is on
-// disk; it returns the snapshot's index.
-func (n *Node) Snapshot(ctx context.Context) (uint64, error) { return n.d.Snapshot(ctx) }
+type adminServer struct{ sv *Server }
 
 // onLeader runs local when this node leads and remote on the leader's
 // Admin capability otherwise. A handed-over call is abandoned soon after
 // another node leads (see whileLeading): membership changes are not
 // idempotent, so it is not sent again but answered outcomeUnknown, as any
 // call lost after it was sent, without waiting for the request timeout.
-func (n *Node) onLeader(ctx context.Context, local func() error, remote func(context.Context, schema.Admin) error) error {
-	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout)
+func (sv *Server) onLeader(ctx context.Context, local func() error, remote func(context.Context, schema.Admin) error) error {
+	ctx, cancel := context.WithTimeout(ctx, sv.cfg.RequestTimeout)
 	defer cancel()
 	for {
-		lead, err := n.d.WaitLeader(ctx)
+		lead, err := sv.d.WaitLeader(ctx)
 		if err != nil {
 			return err
 		}
-		if lead == n.cfg.ID {
+		if lead == sv.cfg.ID {
 			err := local()
 			if errors.Is(err, driver.ErrNotLeader) {
 				continue
 			}
 			return err
 		}
-		sent, moved, err := n.callLeader(ctx, lead, n.movedGrace(), func(ctx context.Context, rc schema.Raft) error {
+		sent, moved, err := sv.callLeader(ctx, lead, sv.movedGrace(), func(ctx context.Context, rc schema.Raft) error {
 			af, arel := rc.Admin(ctx, nil)
 			defer arel()
 			return remote(ctx, af.Admin())
@@ -56,7 +45,7 @@ func (n *Node) onLeader(ctx context.Context, local func() error, remote func(con
 		case !sent:
 			err = &requestError{schema.ErrorCode_unavailable, err.Error()}
 		case moved:
-			err = &requestError{schema.ErrorCode_outcomeUnknown, fmt.Sprintf("leader %d stopped answering and node %d leads now; the change may or may not have been applied: check with raftctl members", lead, n.d.Leader())}
+			err = &requestError{schema.ErrorCode_outcomeUnknown, fmt.Sprintf("leader %d stopped answering and node %d leads now; the change may or may not have been applied: check with raftctl members", lead, sv.d.Leader())}
 		default:
 			err = &requestError{schema.ErrorCode_outcomeUnknown, fmt.Sprintf("leader %d: %v", lead, err)}
 		}
@@ -67,7 +56,7 @@ func (n *Node) onLeader(ctx context.Context, local func() error, remote func(con
 // Members lists the configuration.
 func (a adminServer) Members(ctx context.Context, call schema.Admin_members) error {
 	call.Go()
-	lead, ms, err := a.n.Members(ctx)
+	lead, ms, err := a.sv.d.Members(ctx)
 	res, aerr := call.AllocResults()
 	if aerr != nil {
 		return aerr
@@ -77,7 +66,7 @@ func (a adminServer) Members(ctx context.Context, call schema.Admin_members) err
 		if aerr != nil {
 			return aerr
 		}
-		return fillError(e, err, a.n.d.Leader())
+		return fillError(e, err, a.sv.d.Leader())
 	}
 	res.SetLeader(lead)
 	l, err := res.NewMembers(int32(len(ms)))
@@ -106,7 +95,7 @@ func (a adminServer) AddMember(ctx context.Context, call schema.Admin_addMember)
 		return invalid("address: %v", err)
 	}
 	call.Go()
-	err = a.n.onLeader(ctx, func() error {
+	err = a.sv.onLeader(ctx, func() error {
 		if id == 0 || addr == "" {
 			return invalid("a member needs a non-zero id and an address")
 		}
@@ -116,7 +105,7 @@ func (a adminServer) AddMember(ctx context.Context, call schema.Admin_addMember)
 		// is recorded with the incarnation of the storage it answers
 		// from, so it cannot lose that storage unnoticed.
 		c := raft.ConfChangeSingle{Type: raft.ConfChangeAddLearner, NodeID: id, AutoPromote: !learner}
-		return a.n.d.ChangeMembership(ctx, raft.ConfChange{Changes: []raft.ConfChangeSingle{c}, Context: []byte(addr)})
+		return a.sv.d.ChangeMembership(ctx, raft.ConfChange{Changes: []raft.ConfChangeSingle{c}, Context: []byte(addr)})
 	}, func(ctx context.Context, adm schema.Admin) error {
 		f, rel := adm.AddMember(ctx, func(p schema.Admin_addMember_Params) error {
 			p.SetId(id)
@@ -126,55 +115,55 @@ func (a adminServer) AddMember(ctx context.Context, call schema.Admin_addMember)
 		defer rel()
 		return forwardedErr(f.Struct())
 	})
-	return answerError(call.AllocResults, err, a.n)
+	return answerError(call.AllocResults, err, a.sv)
 }
 
 // PromoteMember turns a learner into a voter.
 func (a adminServer) PromoteMember(ctx context.Context, call schema.Admin_promoteMember) error {
 	id := call.Args().Id()
 	call.Go()
-	err := a.n.onLeader(ctx, func() error {
-		return a.n.d.ChangeMembership(ctx, raft.ConfChange{Changes: []raft.ConfChangeSingle{{Type: raft.ConfChangeAddVoter, NodeID: id}}})
+	err := a.sv.onLeader(ctx, func() error {
+		return a.sv.d.ChangeMembership(ctx, raft.ConfChange{Changes: []raft.ConfChangeSingle{{Type: raft.ConfChangeAddVoter, NodeID: id}}})
 	}, func(ctx context.Context, adm schema.Admin) error {
 		f, rel := adm.PromoteMember(ctx, func(p schema.Admin_promoteMember_Params) error { p.SetId(id); return nil })
 		defer rel()
 		return forwardedErr(f.Struct())
 	})
-	return answerError(call.AllocResults, err, a.n)
+	return answerError(call.AllocResults, err, a.sv)
 }
 
 // RemoveMember removes a node.
 func (a adminServer) RemoveMember(ctx context.Context, call schema.Admin_removeMember) error {
 	id := call.Args().Id()
 	call.Go()
-	err := a.n.onLeader(ctx, func() error {
-		return a.n.d.ChangeMembership(ctx, raft.ConfChange{Changes: []raft.ConfChangeSingle{{Type: raft.ConfChangeRemoveNode, NodeID: id}}})
+	err := a.sv.onLeader(ctx, func() error {
+		return a.sv.d.ChangeMembership(ctx, raft.ConfChange{Changes: []raft.ConfChangeSingle{{Type: raft.ConfChangeRemoveNode, NodeID: id}}})
 	}, func(ctx context.Context, adm schema.Admin) error {
 		f, rel := adm.RemoveMember(ctx, func(p schema.Admin_removeMember_Params) error { p.SetId(id); return nil })
 		defer rel()
 		return forwardedErr(f.Struct())
 	})
-	return answerError(call.AllocResults, err, a.n)
+	return answerError(call.AllocResults, err, a.sv)
 }
 
 // TransferLeadership hands leadership to another voter.
 func (a adminServer) TransferLeadership(ctx context.Context, call schema.Admin_transferLeadership) error {
 	to := call.Args().To()
 	call.Go()
-	err := a.n.onLeader(ctx, func() error {
-		return a.n.d.TransferLeadership(ctx, to)
+	err := a.sv.onLeader(ctx, func() error {
+		return a.sv.d.TransferLeadership(ctx, to)
 	}, func(ctx context.Context, adm schema.Admin) error {
 		f, rel := adm.TransferLeadership(ctx, func(p schema.Admin_transferLeadership_Params) error { p.SetTo(to); return nil })
 		defer rel()
 		return forwardedErr(f.Struct())
 	})
-	return answerError(call.AllocResults, err, a.n)
+	return answerError(call.AllocResults, err, a.sv)
 }
 
 // Snapshot snapshots the answering node now.
 func (a adminServer) Snapshot(ctx context.Context, call schema.Admin_snapshot) error {
 	call.Go()
-	index, err := a.n.Snapshot(ctx)
+	index, err := a.sv.d.Snapshot(ctx)
 	res, aerr := call.AllocResults()
 	if aerr != nil {
 		return aerr
@@ -187,13 +176,13 @@ func (a adminServer) Snapshot(ctx context.Context, call schema.Admin_snapshot) e
 	if aerr != nil {
 		return aerr
 	}
-	return fillError(e, err, a.n.d.Leader())
+	return fillError(e, err, a.sv.d.Leader())
 }
 
 // answerError fills the error field of a result whose only field it is.
 func answerError[R interface {
 	NewError() (schema.Error, error)
-}](alloc func() (R, error), err error, n *Node) error {
+}](alloc func() (R, error), err error, sv *Server) error {
 	res, aerr := alloc()
 	if aerr != nil {
 		return aerr
@@ -205,5 +194,5 @@ func answerError[R interface {
 	if aerr != nil {
 		return aerr
 	}
-	return fillError(e, err, n.d.Leader())
+	return fillError(e, err, sv.d.Leader())
 }
