@@ -3,7 +3,6 @@ package services
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/capraft/capraft/raftnode/driver"
 	"github.com/capraft/capraft/raftnode/raft"
@@ -14,43 +13,23 @@ import (
 // and on-demand snapshots. Changes are handed to the leader.
 type adminServer struct{ sv *Server }
 
-// onLeader runs local when this node leads and remote on the leader's
-// Admin capability otherwise. A handed-over call is abandoned soon after
-// another node leads (see whileLeading): membership changes are not
-// idempotent, so it is not sent again but answered outcomeUnknown, as any
-// call lost after it was sent, without waiting for the request timeout.
-func (sv *Server) onLeader(ctx context.Context, local func() error, remote func(context.Context, schema.Admin) error) error {
-	ctx, cancel := context.WithTimeout(ctx, sv.cfg.RequestTimeout)
-	defer cancel()
-	for {
-		lead, err := sv.d.WaitLeader(ctx)
-		if err != nil {
-			return err
-		}
-		if lead == sv.cfg.ID {
-			err := local()
-			if errors.Is(err, driver.ErrNotLeader) {
-				continue
-			}
-			return err
-		}
-		sent, moved, err := sv.callLeader(ctx, lead, sv.movedGrace(), func(ctx context.Context, rc schema.Raft) error {
+// onLeaderAdmin runs an admin request on the leader (see onLeader):
+// local when this node leads, remote on the leader's Admin capability
+// otherwise. Admin requests are not sent again once they may have reached
+// a leader: membership changes are not idempotent.
+func (sv *Server) onLeaderAdmin(ctx context.Context, local func(context.Context) error, remote func(context.Context, schema.Admin) error) error {
+	return sv.onLeader(ctx, leaderCall{
+		writes: true,
+		local: func(ctx context.Context) answer {
+			err := local(ctx)
+			return answer{err: err, refused: errors.Is(err, driver.ErrNotLeader)}
+		},
+		remote: func(ctx context.Context, rc schema.Raft) (answer, error) {
 			af, arel := rc.Admin(ctx, nil)
 			defer arel()
-			return remote(ctx, af.Admin())
-		})
-		var re *requestError
-		switch {
-		case err == nil || errors.As(err, &re):
-		case !sent:
-			err = &requestError{schema.ErrorCode_unavailable, err.Error()}
-		case moved:
-			err = &requestError{schema.ErrorCode_outcomeUnknown, fmt.Sprintf("leader %d stopped answering and node %d leads now; the change may or may not have been applied: check with raftctl members", lead, sv.d.Leader())}
-		default:
-			err = &requestError{schema.ErrorCode_outcomeUnknown, fmt.Sprintf("leader %d: %v", lead, err)}
-		}
-		return err
-	}
+			return answerOf(remote(ctx, af.Admin()))
+		},
+	})
 }
 
 // Members lists the configuration.
@@ -95,7 +74,7 @@ func (a adminServer) AddMember(ctx context.Context, call schema.Admin_addMember)
 		return invalid("address: %v", err)
 	}
 	call.Go()
-	err = a.sv.onLeader(ctx, func() error {
+	err = a.sv.onLeaderAdmin(ctx, func(ctx context.Context) error {
 		if id == 0 || addr == "" {
 			return invalid("a member needs a non-zero id and an address")
 		}
@@ -122,7 +101,7 @@ func (a adminServer) AddMember(ctx context.Context, call schema.Admin_addMember)
 func (a adminServer) PromoteMember(ctx context.Context, call schema.Admin_promoteMember) error {
 	id := call.Args().Id()
 	call.Go()
-	err := a.sv.onLeader(ctx, func() error {
+	err := a.sv.onLeaderAdmin(ctx, func(ctx context.Context) error {
 		return a.sv.d.ChangeMembership(ctx, raft.ConfChange{Changes: []raft.ConfChangeSingle{{Type: raft.ConfChangeAddVoter, NodeID: id}}})
 	}, func(ctx context.Context, adm schema.Admin) error {
 		f, rel := adm.PromoteMember(ctx, func(p schema.Admin_promoteMember_Params) error { p.SetId(id); return nil })
@@ -136,7 +115,7 @@ func (a adminServer) PromoteMember(ctx context.Context, call schema.Admin_promot
 func (a adminServer) RemoveMember(ctx context.Context, call schema.Admin_removeMember) error {
 	id := call.Args().Id()
 	call.Go()
-	err := a.sv.onLeader(ctx, func() error {
+	err := a.sv.onLeaderAdmin(ctx, func(ctx context.Context) error {
 		return a.sv.d.ChangeMembership(ctx, raft.ConfChange{Changes: []raft.ConfChangeSingle{{Type: raft.ConfChangeRemoveNode, NodeID: id}}})
 	}, func(ctx context.Context, adm schema.Admin) error {
 		f, rel := adm.RemoveMember(ctx, func(p schema.Admin_removeMember_Params) error { p.SetId(id); return nil })
@@ -150,7 +129,7 @@ func (a adminServer) RemoveMember(ctx context.Context, call schema.Admin_removeM
 func (a adminServer) TransferLeadership(ctx context.Context, call schema.Admin_transferLeadership) error {
 	to := call.Args().To()
 	call.Go()
-	err := a.sv.onLeader(ctx, func() error {
+	err := a.sv.onLeaderAdmin(ctx, func(ctx context.Context) error {
 		return a.sv.d.TransferLeadership(ctx, to)
 	}, func(ctx context.Context, adm schema.Admin) error {
 		f, rel := adm.TransferLeadership(ctx, func(p schema.Admin_transferLeadership_Params) error { p.SetTo(to); return nil })

@@ -527,7 +527,7 @@ func (sv *Server) ensureTokenKey(ctx context.Context) error {
 	if _, _, ok := sv.kv.CurrentTokenKey(); ok {
 		return nil
 	}
-	err := sv.onLeader(ctx, func() error {
+	err := sv.onLeaderAdmin(ctx, func(ctx context.Context) error {
 		return sv.proposeTokenKey(ctx)
 	}, func(ctx context.Context, adm schema.Admin) error {
 		// Minting a read-only token on the leader creates the key
@@ -593,7 +593,7 @@ func (a adminServer) RevokeToken(ctx context.Context, call schema.Admin_revokeTo
 		return answerError(call.AllocResults, &requestError{schema.ErrorCode_invalidArgument, fmt.Sprintf("token id: %v", err)}, a.sv)
 	}
 	call.Go()
-	err = a.sv.onLeader(ctx, func() error {
+	err = a.sv.onLeaderAdmin(ctx, func(ctx context.Context) error {
 		var exp int64
 		if expires > 0 {
 			exp = time.UnixMilli(expires).UnixNano()

@@ -344,144 +344,35 @@ func (sv *Server) proposeCommand(ctx context.Context, cmd kv.Command) (kv.Applie
 	return sv.await(ctx, sv.submitWait(&cmd))
 }
 
-// forward hands a request to the leader's KV capability and returns its
-// results. A write whose call fails after it was sent has an unknown
-// outcome; the client retries it with the same session and sequence
-// number, which the state machine deduplicates.
-//
-// A leader that stops answering without closing its connections (a
-// paused process, a black-holed link) would hold the call until the
-// request timeout. So the call is abandoned as soon as another node is
-// known to lead, and sent again to that node when that is safe: when
-// every write in it belongs to a session, whose sequence numbers make the
-// state machine apply each write at most once however often it arrives.
+// forward hands a request to the leader (see onLeader) and returns its
+// results. Its writes are resendable when they belong to a session, whose
+// sequence numbers make the state machine apply each at most once however
+// often it arrives; a lost write without one has an unknown outcome (the
+// client retries it with the same session and sequence number).
 func (sv *Server) forward(ctx context.Context, session, ackedBelow uint64, ops []kvwire.Op) []kvResult {
-	ctx, cancel := context.WithTimeout(ctx, sv.cfg.RequestTimeout)
-	defer cancel()
+	var results []kvResult
 	writes := hasWrite(ops)
-	resendable := !writes || session != 0
-	for {
-		lead, err := sv.d.WaitLeader(ctx)
-		if err != nil {
-			return fillAll(make([]kvResult, len(ops)), err, 0)
-		}
-		if lead == sv.cfg.ID {
-			return sv.execute(ctx, session, ackedBelow, ops, true)
-		}
-		wake := sv.d.LeaderChanged()
-		grace := sv.movedGrace()
-		if resendable {
-			grace = 0
-		}
-		results, sent, moved, err := sv.forwardOnce(ctx, lead, grace, session, ackedBelow, ops)
-		if err == nil && !leaderRefused(results) {
-			return results
-		}
-		if err != nil && moved && resendable {
-			sv.log.Debug("forwarded call abandoned: another node leads now; sending it there", "old", lead, "leader", sv.d.Leader())
-			continue
-		}
-		if err != nil && sent && writes {
-			sv.log.Debug("forwarded write lost", "leader", lead, "error", err)
-			return fillAll(make([]kvResult, len(ops)), driver.ErrOutcomeUnknown, sv.d.Leader())
-		}
-		// Nothing was applied (not sent, or refused by a node that no
-		// longer leads or is stopping): wait for news of a leader, then
-		// try again.
-		retry := time.NewTimer(sv.d.TickInterval())
-		select {
-		case <-wake:
-		case <-retry.C:
-		case <-ctx.Done():
-		}
-		retry.Stop()
-		if ctx.Err() != nil {
-			return fillAll(make([]kvResult, len(ops)), driver.ErrNoLeader, lead)
-		}
-	}
-}
-
-// errLeaderMoved is the cause of a call to the leader abandoned because
-// another node leads now.
-var errLeaderMoved = errors.New("another node leads now")
-
-// whileLeading returns a context that ends with ctx, or once a node other
-// than lead (this node included) has been known to lead for grace. done
-// releases it and reports whether it ended because the leader moved.
-//
-// A leader that stops answering without closing its connections (a
-// paused process, a black-holed link) would hold a call until the request
-// timeout; a new leader is the sign that it may never answer. A call that
-// is safe to send again abandons it at once (grace 0). One that is not
-// waits a moment first, since a deposed leader that still runs answers it
-// right away (a leadership transfer moves the leader by design).
-func (sv *Server) whileLeading(ctx context.Context, lead uint64, grace time.Duration) (_ context.Context, done func() (moved bool)) {
-	wctx, cancel := context.WithCancelCause(ctx)
-	stop := make(chan struct{})
-	watch := func() {
-		for {
-			wake := sv.d.LeaderChanged()
-			if l := sv.d.Leader(); l != 0 && l != lead {
-				break
+	err := sv.onLeader(ctx, leaderCall{
+		resendable: !writes || session != 0,
+		writes:     writes,
+		local: func(ctx context.Context) answer {
+			// A handed-over request is never handed on again.
+			results = sv.execute(ctx, session, ackedBelow, ops, true)
+			return answer{refused: leaderRefused(results)}
+		},
+		remote: func(ctx context.Context, rc schema.Raft) (answer, error) {
+			rs, err := forwardOnce(ctx, rc, session, ackedBelow, ops)
+			if err != nil {
+				return answer{}, err
 			}
-			select {
-			case <-wake:
-			case <-stop:
-				return
-			case <-wctx.Done():
-				return
-			}
-		}
-		if grace > 0 {
-			t := time.NewTimer(grace)
-			defer t.Stop()
-			select {
-			case <-t.C:
-			case <-stop:
-				return
-			case <-wctx.Done():
-				return
-			}
-		}
-		cancel(errLeaderMoved)
-	}
-	// Most calls are answered in a round trip: watch only those that
-	// take a heartbeat interval, so they cost a timer and not a
-	// goroutine. A new leader takes an election timeout to appear, so
-	// the late start delays nothing.
-	start := time.AfterFunc(sv.cfg.HeartbeatInterval, watch)
-	return wctx, func() bool {
-		start.Stop()
-		close(stop)
-		cancel(nil)
-		return context.Cause(wctx) == errLeaderMoved
-	}
-}
-
-// movedGrace is how long a call that cannot be sent again waits for a
-// deposed leader's answer once another node leads: half an election
-// timeout, so such calls too end within about an election timeout of
-// the new leader's election.
-func (sv *Server) movedGrace() time.Duration { return sv.cfg.ElectionTimeout / 2 }
-
-// callLeader calls lead's Raft capability (through which a member
-// forwards: Raft.kv, Raft.admin) with call, under a context
-// that ends when another node has led for grace (see whileLeading). sent
-// reports whether the call may have reached lead, moved whether a failure
-// came from the leader moving.
-func (sv *Server) callLeader(ctx context.Context, lead uint64, grace time.Duration, call func(context.Context, schema.Raft) error) (sent, moved bool, err error) {
-	ctx, done := sv.whileLeading(ctx, lead, grace)
-	defer func() {
-		if done() && err != nil {
-			moved = true
-		}
-	}()
-	rc, err := sv.tr.Raft(ctx, lead)
+			results = rs
+			return answer{refused: leaderRefused(rs)}, nil
+		},
+	})
 	if err != nil {
-		return false, false, fmt.Errorf("reach leader %d: %w", lead, err)
+		return fillAll(make([]kvResult, len(ops)), err, sv.d.Leader())
 	}
-	defer rc.Release()
-	return true, false, call(ctx, rc)
+	return results
 }
 
 // leaderRefused reports whether the node a request was forwarded to
@@ -492,48 +383,47 @@ func (sv *Server) callLeader(ctx context.Context, lead uint64, grace time.Durati
 // on would send the client away from a working node.
 func leaderRefused(rs []kvResult) bool {
 	for i := range rs {
-		var re *requestError
-		if !errors.As(rs[i].err, &re) || re.code != schema.ErrorCode_unavailable && re.code != schema.ErrorCode_shuttingDown {
+		if rs[i].err == nil {
+			return false
+		}
+		if code, _ := errorCode(rs[i].err); code != schema.ErrorCode_unavailable && code != schema.ErrorCode_shuttingDown {
 			return false
 		}
 	}
 	return len(rs) > 0
 }
 
-// forwardOnce makes one batch call to the leader; see callLeader for
-// sent and moved.
-func (sv *Server) forwardOnce(ctx context.Context, lead uint64, grace time.Duration, session, ackedBelow uint64, ops []kvwire.Op) (results []kvResult, sent, moved bool, err error) {
-	sent, moved, err = sv.callLeader(ctx, lead, grace, func(ctx context.Context, rc schema.Raft) error {
-		kf, krel := rc.Kv(ctx, nil)
-		defer krel()
-		fut, rel := kf.Kv().Batch(ctx, func(p schema.KV_batch_Params) error {
-			l, err := kvwire.NewRequest(p, kvwire.Header{Session: session, AckedBelow: ackedBelow, Forwarded: true}, len(ops))
-			if err != nil {
+// forwardOnce makes one batch call on the leader's Raft capability rc
+// and reads its results.
+func forwardOnce(ctx context.Context, rc schema.Raft, session, ackedBelow uint64, ops []kvwire.Op) ([]kvResult, error) {
+	kf, krel := rc.Kv(ctx, nil)
+	defer krel()
+	fut, rel := kf.Kv().Batch(ctx, func(p schema.KV_batch_Params) error {
+		l, err := kvwire.NewRequest(p, kvwire.Header{Session: session, AckedBelow: ackedBelow, Forwarded: true}, len(ops))
+		if err != nil {
+			return err
+		}
+		for i := range ops {
+			if err := kvwire.EncodeOp(l.At(i), &ops[i]); err != nil {
 				return err
 			}
-			for i := range ops {
-				if err := kvwire.EncodeOp(l.At(i), &ops[i]); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		defer rel()
-		res, err := fut.Struct()
-		if err != nil {
-			return fmt.Errorf("forward to leader %d: %w", lead, err)
-		}
-		l, err := kvwire.Results(res, len(ops))
-		if err != nil {
-			return fmt.Errorf("forward to leader %d: malformed results (%v)", lead, err)
-		}
-		results = make([]kvResult, len(ops))
-		for i := range ops {
-			results[i] = forwardedResult(l.At(i), &ops[i])
 		}
 		return nil
 	})
-	return results, sent, moved, err
+	defer rel()
+	res, err := fut.Struct()
+	if err != nil {
+		return nil, fmt.Errorf("forward to the leader: %w", err)
+	}
+	l, err := kvwire.Results(res, len(ops))
+	if err != nil {
+		return nil, fmt.Errorf("forward to the leader: malformed results (%v)", err)
+	}
+	results := make([]kvResult, len(ops))
+	for i := range ops {
+		results[i] = forwardedResult(l.At(i), &ops[i])
+	}
+	return results, nil
 }
 
 // batchResultsSize is the size of KV.batch's results struct.
@@ -690,78 +580,39 @@ func (s *kvServer) methods() (inline map[string]rpc.InlineServe, rest map[string
 	return inline, rest
 }
 
-// sessionCall runs a session command on the leader, handing it over when
-// this node does not lead. A handed-over call is abandoned soon after
-// another node leads (see whileLeading) and answered unavailable, as any
-// lost call is: opening a session is not idempotent, so it is not sent
-// again here; the client retries.
+// sessionCall runs a session command on the leader (see onLeader),
+// handing it over when this node does not lead. Session calls are not
+// sent again once they may have reached a leader: opening a session is
+// not idempotent; the client retries.
 func (s *kvServer) sessionCall(ctx context.Context, cmd kv.Command, forward func(context.Context, schema.KV) (uint64, error)) (uint64, error) {
 	sv := s.sv
-	ctx, cancel := context.WithTimeout(ctx, sv.cfg.RequestTimeout)
-	defer cancel()
-	for {
-		lead, err := sv.d.WaitLeader(ctx)
-		if err != nil {
-			return 0, err
-		}
-		if lead != sv.cfg.ID {
-			var v uint64
-			_, moved, err := sv.callLeader(ctx, lead, sv.movedGrace(), func(ctx context.Context, rc schema.Raft) error {
-				kf, krel := rc.Kv(ctx, nil)
-				defer krel()
-				var err error
-				v, err = forward(ctx, kf.Kv())
-				return err
-			})
-			var re *requestError
+	var v uint64
+	err := sv.onLeader(ctx, leaderCall{
+		writes: true,
+		local: func(ctx context.Context) answer {
+			applied, err := sv.proposeCommand(ctx, cmd)
 			switch {
-			case err == nil || errors.As(err, &re):
-			case moved:
-				err = &requestError{schema.ErrorCode_unavailable, fmt.Sprintf("leader %d stopped answering and node %d leads now: retry", lead, sv.d.Leader())}
-			default:
-				// The call itself failed: the client retries.
-				err = &requestError{schema.ErrorCode_unavailable, err.Error()}
+			case errors.Is(err, driver.ErrNotLeader):
+				return answer{refused: true}
+			case err != nil:
+				return answer{err: err}
+			case applied.Err != nil:
+				return answer{err: &requestError{schema.ErrorCode_internal, applied.Err.Error()}}
+			case len(applied.Results) > 0 && applied.Results[0].Code != kv.OK:
+				return answer{err: kvCodeError(applied.Results[0])}
 			}
-			return v, err
-		}
-		applied, err := sv.proposeCommand(ctx, cmd)
-		if errors.Is(err, driver.ErrNotLeader) {
-			continue
-		}
-		if err != nil {
-			return 0, err
-		}
-		if applied.Err != nil {
-			return 0, &requestError{schema.ErrorCode_internal, applied.Err.Error()}
-		}
-		if len(applied.Results) > 0 && applied.Results[0].Code != kv.OK {
-			return 0, kvCodeError(applied.Results[0])
-		}
-		return applied.Session, nil
-	}
-}
-
-// forwardedErr returns a forwarded call's failure, or the error field of
-// its results (res, err come straight from the call's Struct()); read it
-// before releasing the call (the error's text lives in its message).
-func forwardedErr[R interface {
-	Error() (schema.Error, error)
-	HasError() bool
-}](res R, err error) error {
-	if err != nil {
-		return err
-	}
-	e, eerr := res.Error()
-	return remoteError(e, eerr == nil && res.HasError())
-}
-
-// remoteError turns a forwarded call's Error struct into a Go error.
-func remoteError(e schema.Error, has bool) error {
-	if !has {
-		return nil
-	}
-	msg, _ := e.Message_()
-	return &requestError{e.Code(), msg}
+			v = applied.Session
+			return answer{}
+		},
+		remote: func(ctx context.Context, rc schema.Raft) (answer, error) {
+			kf, krel := rc.Kv(ctx, nil)
+			defer krel()
+			var err error
+			v, err = forward(ctx, kf.Kv())
+			return answerOf(err)
+		},
+	})
+	return v, err
 }
 
 // OpenSession registers a client session through the log.
