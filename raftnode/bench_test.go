@@ -3,8 +3,6 @@ package raftnode_test
 import (
 	"context"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -48,29 +46,7 @@ func benchClusterPut(b *testing.B, fsync, viaLeader bool, clients int) {
 	if _, err := cl.Put(ctx, "warmup", []byte("x")); err != nil {
 		b.Fatal(err)
 	}
-	value := make([]byte, 256)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	b.ResetTimer()
-	start := time.Now()
-	for g := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := next.Add(1)
-				if i > int64(b.N) {
-					return
-				}
-				if _, err := cl.Put(ctx, fmt.Sprintf("k%d-%d", g, i%1000), value); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "puts/s")
+	benchConcurrentPuts(b, ctx, cl, clients)
 	st := c.nodes[lead].StorageStats()
 	if st.Fsyncs > 0 {
 		b.ReportMetric(float64(st.FsyncTotal.Microseconds())/float64(st.Fsyncs), "leader-fsync-µs")
