@@ -424,7 +424,7 @@ func (sv *Server) tokenGrant(ctx context.Context, s string) (grant, error) {
 func (sv *Server) caughtUp(ctx context.Context) bool {
 	ctx, cancel := context.WithTimeout(ctx, sv.cfg.ElectionTimeout)
 	defer cancel()
-	return sv.awaitRead(ctx, sv.readWait()) == nil
+	return sv.d.ReadIndex(ctx) == nil
 }
 
 // Identity describes what this Node holds.
@@ -550,7 +550,7 @@ func (sv *Server) ensureTokenKey(ctx context.Context) error {
 	}
 	// The key was applied on the leader; a read barrier waits until it
 	// is applied here too.
-	if err := sv.awaitRead(ctx, sv.readWait()); err != nil {
+	if err := sv.d.ReadIndex(ctx); err != nil {
 		return err
 	}
 	if _, _, ok := sv.kv.CurrentTokenKey(); !ok {

@@ -37,313 +37,6 @@ func (sv *Server) kvCapability(ex *rpc.Exporter, sc kvScope) capnp.Client {
 	return ex.ExportInline(schema.KV_Methods(nil, nil), inline, rest, s)
 }
 
-// execute runs one request's operations and returns one result per op.
-// forwarded marks a request a follower handed over: it is never handed
-// on again, so two nodes with different ideas of the leader cannot bounce
-// a request between them.
-func (sv *Server) execute(ctx context.Context, session, ackedBelow uint64, ops []kvwire.Op, forwarded bool) []kvResult {
-	results := make([]kvResult, len(ops))
-	if sv.d.Stopped() {
-		// A stopped node no longer follows the log: even serializable
-		// reads would serve an ever staler state.
-		return fillAll(results, sv.d.StoppedError(), 0)
-	}
-	var writes []int
-	linearRead := false
-	for i := range ops {
-		if ops[i].IsWrite() {
-			writes = append(writes, i)
-		} else if !ops[i].Serializable {
-			linearRead = true
-		}
-	}
-	if len(writes) > 0 && !sv.d.IsLeader() {
-		if forwarded {
-			return fillAll(results, driver.ErrNotLeader, sv.d.Leader())
-		}
-		return sv.forward(ctx, session, ackedBelow, ops)
-	}
-
-	var prop <-chan driver.Result
-	if len(writes) > 0 {
-		if session == 0 {
-			for _, i := range writes {
-				results[i].err = errNoSession
-			}
-		} else {
-			prop = sv.submitWait(writeCommand(session, ackedBelow, ops, writes))
-		}
-	}
-	var read <-chan error
-	if linearRead {
-		read = sv.readWait()
-	}
-
-	if prop != nil {
-		applied, err := sv.await(ctx, prop)
-		if errors.Is(err, driver.ErrNotLeader) && !forwarded {
-			// Leadership moved between the check and the proposal;
-			// nothing was appended, so handing the request on is safe.
-			return sv.forward(ctx, session, ackedBelow, ops)
-		}
-		sv.fillWrites(results, writes, applied, err)
-	}
-	var readErr error
-	if read != nil {
-		readErr = sv.awaitRead(ctx, read)
-	}
-	sv.readAll(ops, results, readErr)
-	return results
-}
-
-// readAll serves the reads among ops into results; readErr, if not nil,
-// fails the linearizable ones.
-func (sv *Server) readAll(ops []kvwire.Op, results []kvResult, readErr error) {
-	served := 0 // bytes of keys and values read so far
-	for i := range ops {
-		o := &ops[i]
-		if o.IsWrite() {
-			continue
-		}
-		if readErr != nil && !o.Serializable {
-			results[i].err = readErr
-			results[i].leaderHint = sv.d.Leader()
-			continue
-		}
-		if served > maxBatchReadBytes {
-			// The answer must fit in one message: the client sends the
-			// remaining reads again in a later batch.
-			results[i].err = errBatchFull
-			continue
-		}
-		sv.read(o, &results[i])
-		served += resultBytes(&results[i])
-	}
-}
-
-// read serves a read from the local state machine.
-func (sv *Server) read(o *kvwire.Op, r *kvResult) {
-	switch o.Kind {
-	case kvwire.Get:
-		r.kv, r.found, r.rev = sv.kv.Get(o.Key)
-	case kvwire.Range:
-		r.kvs, r.more, r.rev = sv.kv.Range(o.Key, o.After, int(o.Limit))
-		// A page larger than a client's message limit would abort its
-		// whole connection: cut it short (at least one key) and let the
-		// client page on with more.
-		size := 0
-		for i := range r.kvs {
-			size += len(r.kvs[i].Key) + len(r.kvs[i].Value)
-			if i > 0 && size > maxRangePageBytes {
-				r.kvs, r.more = r.kvs[:i], true
-				break
-			}
-		}
-	}
-}
-
-// maxRangePageBytes bounds the keys and values of one Range page, well
-// under the default 16 MiB message limit of clients.
-const maxRangePageBytes = 4 << 20
-
-// maxBatchReadBytes bounds the keys and values the reads of one batch
-// return; reads beyond it are answered errBatchFull. With values of at
-// most 1 MiB and range pages of at most 4 MiB, the answer stays under
-// clients' 16 MiB message limit.
-const maxBatchReadBytes = 8 << 20
-
-func resultBytes(r *kvResult) int {
-	n := len(r.kv.Key) + len(r.kv.Value)
-	for i := range r.kvs {
-		n += len(r.kvs[i].Key) + len(r.kvs[i].Value)
-	}
-	return n
-}
-
-func fillAll(results []kvResult, err error, hint uint64) []kvResult {
-	for i := range results {
-		results[i] = kvResult{err: err, leaderHint: hint}
-	}
-	return results
-}
-
-var errNoSession = invalid("writes need a session (open one with KV.openSession)")
-
-// writeCommand is the log command for the write operations of ops at
-// the positions writes.
-func writeCommand(session, ackedBelow uint64, ops []kvwire.Op, writes []int) *kv.Command {
-	cmd := &kv.Command{Kind: kv.CmdBatch, Session: session, AckedBelow: ackedBelow, Ops: make([]kv.WriteOp, len(writes))}
-	for j, i := range writes {
-		cmd.Ops[j] = writeOp(&ops[i])
-	}
-	return cmd
-}
-
-// fillWrites sets the results of the write operations at the positions
-// writes from their proposal's outcome.
-func (sv *Server) fillWrites(results []kvResult, writes []int, applied kv.Applied, err error) {
-	for j, i := range writes {
-		switch {
-		case err != nil:
-			results[i].err = err
-			results[i].leaderHint = sv.d.Leader()
-		case applied.Err != nil:
-			results[i].err = &requestError{schema.ErrorCode_internal, applied.Err.Error()}
-		case j < len(applied.Results):
-			results[i].w = applied.Results[j]
-			results[i].rev = applied.Results[j].Revision
-		default:
-			results[i].err = &requestError{schema.ErrorCode_internal, "the state machine returned too few results"}
-		}
-	}
-}
-
-// submit hands a command to the loop for proposing; reply receives its
-// outcome, exactly once (at once if the loop has stopped). The command is
-// encoded before submit returns.
-func (sv *Server) submit(cmd *kv.Command, reply func(driver.Result)) {
-	cmd.ID = sv.proposeID.Add(1)
-	cmd.Time = time.Now().UnixNano()
-	sv.d.Propose(cmd.AppendBinary(nil), reply)
-}
-
-// submitWait is submit with the outcome delivered on a channel.
-func (sv *Server) submitWait(cmd *kv.Command) <-chan driver.Result {
-	done := make(chan driver.Result, 1)
-	sv.submit(cmd, func(r driver.Result) { done <- r })
-	return done
-}
-
-// await waits for a proposal's outcome. Once submitted, a write that is
-// not answered in time may still be applied later: its outcome is
-// unknown.
-func (sv *Server) await(ctx context.Context, done <-chan driver.Result) (kv.Applied, error) {
-	timer := time.NewTimer(sv.cfg.RequestTimeout)
-	defer timer.Stop()
-	select {
-	case r := <-done:
-		return applied(r.Value), r.Err
-	case <-timer.C:
-		return kv.Applied{}, driver.ErrOutcomeUnknown
-	case <-ctx.Done():
-		return kv.Applied{}, driver.ErrOutcomeUnknown
-	}
-}
-
-// executeWrites is execute for the common request that only writes, on
-// the node that leads, without a goroutine waiting for it: the loop
-// calls done with the results when the writes are applied (or fail),
-// and done encodes and queues the answer. A timer answers "outcome
-// unknown" after the request timeout, as execute does. release is
-// called once ops are no longer needed. It reports false, doing
-// nothing, for any other request.
-func (sv *Server) executeWrites(ctx context.Context, session, ackedBelow uint64, ops []kvwire.Op, forwarded bool,
-	release func(), done func([]kvResult)) bool {
-	if session == 0 || len(ops) == 0 || !sv.d.IsLeader() || sv.d.Stopped() {
-		return false
-	}
-	writes := make([]int, len(ops))
-	for i := range ops {
-		if !ops[i].IsWrite() {
-			return false
-		}
-		writes[i] = i
-	}
-	var timer *time.Timer
-	reply := func(r driver.Result) {
-		if !timer.Stop() {
-			// Answered "outcome unknown" already: a late outcome is
-			// not forwarded either (the client retries by itself).
-			return
-		}
-		if errors.Is(r.Err, driver.ErrNotLeader) && !forwarded {
-			// As in execute: nothing was appended, hand it on.
-			go func() {
-				defer release()
-				done(sv.forward(ctx, session, ackedBelow, ops))
-			}()
-			return
-		}
-		release()
-		results := make([]kvResult, len(ops))
-		sv.fillWrites(results, writes, applied(r.Value), r.Err)
-		done(results)
-	}
-	// Whichever of the timer and reply wins (Stop tells reply) owns ops.
-	timer = time.AfterFunc(sv.cfg.RequestTimeout, func() {
-		release()
-		done(fillAll(make([]kvResult, len(ops)), driver.ErrOutcomeUnknown, sv.d.Leader()))
-	})
-	sv.submit(writeCommand(session, ackedBelow, ops, writes), reply)
-	return true
-}
-
-// executeGets is execute for a request of linearizable gets only, with
-// no goroutine waiting for it: the loop calls back once the state
-// machine may serve them, and the gets are read and answered there (a
-// get is small; ranges, which may read megabytes, keep to execute's
-// goroutine). A timer answers "timeout" after the request timeout, as
-// execute does. release is called once ops are no longer needed. It
-// reports false, doing nothing, for any other request.
-func (sv *Server) executeGets(ops []kvwire.Op, release func(), done func([]kvResult)) bool {
-	if len(ops) == 0 || sv.d.Stopped() {
-		return false
-	}
-	for i := range ops {
-		if ops[i].Kind != kvwire.Get || ops[i].Serializable {
-			return false
-		}
-	}
-	var timer *time.Timer
-	reply := func(err error) {
-		if !timer.Stop() {
-			return // answered "timeout" already
-		}
-		results := make([]kvResult, len(ops))
-		sv.readAll(ops, results, err)
-		release()
-		done(results)
-	}
-	// Whichever of the timer and reply wins (Stop tells reply) owns ops.
-	timer = time.AfterFunc(sv.cfg.RequestTimeout, func() {
-		release()
-		done(fillAll(make([]kvResult, len(ops)), driver.ErrTimeout, sv.d.Leader()))
-	})
-	sv.d.ReadBarrier(reply)
-	return true
-}
-
-// readWait is the driver's ReadBarrier with the outcome delivered on a
-// channel.
-func (sv *Server) readWait() <-chan error {
-	done := make(chan error, 1)
-	sv.d.ReadBarrier(func(err error) { done <- err })
-	return done
-}
-
-// awaitRead waits until the state machine may serve a linearizable read.
-func (sv *Server) awaitRead(ctx context.Context, done <-chan error) error {
-	timer := time.NewTimer(sv.cfg.RequestTimeout)
-	defer timer.Stop()
-	select {
-	case err := <-done:
-		return err
-	case <-timer.C:
-		return driver.ErrTimeout
-	case <-ctx.Done():
-		return driver.ErrTimeout
-	}
-}
-
-// proposeCommand proposes a session command on the leader and waits for
-// it to be applied.
-func (sv *Server) proposeCommand(ctx context.Context, cmd kv.Command) (kv.Applied, error) {
-	if !sv.d.IsLeader() {
-		return kv.Applied{}, driver.ErrNotLeader
-	}
-	return sv.await(ctx, sv.submitWait(&cmd))
-}
-
 // forward hands a request to the leader (see onLeader) and returns its
 // results. Its writes are resendable when they belong to a session, whose
 // sequence numbers make the state machine apply each at most once however
@@ -357,7 +50,7 @@ func (sv *Server) forward(ctx context.Context, session, ackedBelow uint64, ops [
 		writes:     writes,
 		local: func(ctx context.Context) answer {
 			// A handed-over request is never handed on again.
-			results = sv.execute(ctx, session, ackedBelow, ops, true)
+			results = sv.executeWait(kvRequest{ctx: ctx, session: session, ackedBelow: ackedBelow, ops: ops, forwarded: true})
 			return answer{refused: leaderRefused(results)}
 		},
 		remote: func(ctx context.Context, rc schema.Raft) (answer, error) {
@@ -430,9 +123,8 @@ func forwardOnce(ctx context.Context, rc schema.Raft, session, ackedBelow uint64
 var batchResultsSize = rpc.ResultsSize(schema.NewKV_batch_Results)
 
 // serveBatch runs many operations in one call. It is served inline (see
-// rpc.Exporter.ExportInline): a request of writes on the leader is
-// answered by the loop when they are applied, anything else by a
-// goroutine of its own. An operation that is malformed, over a limit or
+// rpc.Exporter.ExportInline): the request runs without a goroutine of
+// its own unless it must wait for the leader or read ranges (execute). An operation that is malformed, over a limit or
 // outside the scope is answered with its error; the others run.
 func (s *kvServer) serveBatch(call *rpc.InlineCall) {
 	req, err := kvwire.DecodeRequest(schema.KV_batch_Params(call.Args()), kvLimits(s.sv.kv.Config()))
@@ -465,26 +157,13 @@ func (s *kvServer) serveBatch(call *rpc.InlineCall) {
 	})
 }
 
-// run executes a request of an inline call and hands the results to
-// answer: on the loop for writes on the leader (executeWrites) and for
-// linearizable gets (executeGets), else on a goroutine of its own. release is called once ops are not needed.
+// run executes a request of an inline call (see execute) and hands the
+// results to answer. release is called once ops are not needed.
 func (s *kvServer) run(ctx context.Context, session, ackedBelow uint64, ops []kvwire.Op, forwarded bool, release func(), answer func([]kvResult)) {
-	if len(ops) == 0 {
-		// Every operation was refused or malformed: nothing to run.
-		release()
-		answer(nil)
-		return
-	}
 	if s.scope.restricted && hasWrite(ops) {
 		answer = s.scope.screen(session, ops, answer)
 	}
-	if s.sv.executeWrites(ctx, session, ackedBelow, ops, forwarded, release, answer) || s.sv.executeGets(ops, release, answer) {
-		return
-	}
-	go func() {
-		defer release()
-		answer(s.sv.execute(ctx, session, ackedBelow, ops, forwarded))
-	}()
+	s.sv.execute(kvRequest{ctx: ctx, session: session, ackedBelow: ackedBelow, ops: ops, forwarded: forwarded, release: release}, answer)
 }
 
 // encodeBatch encodes a batch's results: the error of each operation that
