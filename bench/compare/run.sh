@@ -155,9 +155,11 @@ one_run() {
 	local pids
 	pids=$(IFS=,; echo "${PIDS[*]}")
 	local ok=1
-	if ! timeout 60 "$BIN/compare" wait --system "$system" --endpoints "$ENDPOINTS" --timeout 30s; then
+	# --foreground keeps compare in this script's process group, so that
+	# Ctrl-C reaches it too (timeout otherwise gives it a group of its own).
+	if ! timeout --foreground 60 "$BIN/compare" wait --system "$system" --endpoints "$ENDPOINTS" --timeout 30s; then
 		ok=0
-	elif ! timeout $((WARMUP + DURATION + 180)) "$BIN/compare" run --system "$system" --endpoints "$ENDPOINTS" \
+	elif ! timeout --foreground $((WARMUP + DURATION + 180)) "$BIN/compare" run --system "$system" --endpoints "$ENDPOINTS" \
 		"${args[@]}" --clients "$clients" --conns "$conns" --value-size "$VALUE_SIZE" --keys "$KEYS" \
 		--warmup "${WARMUP}s" --duration "${DURATION}s" --seed "$rep" --rep "$rep" --pids "$pids" --quiet \
 		>>"$RESULTS"; then
