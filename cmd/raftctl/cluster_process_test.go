@@ -776,6 +776,72 @@ func TestBenchAgainstACluster(t *testing.T) {
 	}
 }
 
+// raftctl bench mixed on several connections reports reads and writes
+// apart, and with --pids the nodes' CPU and memory.
+func TestBenchMixedOnConnectionsReportsReadsWritesAndServerCost(t *testing.T) {
+	c := startCluster(t, 3)
+	all := c.endpoints()
+	const seed = "4242" // key and operation choice; fixed so a failure can be replayed
+	pids := make([]string, 0, 3)
+	for id := uint64(1); id <= 3; id++ {
+		pids = append(pids, strconv.Itoa(c.nodes[id].cmd.Process.Pid))
+	}
+	args := []string{"-o", "json", "bench", "mixed", "--read-frac", "0.5", "--clients", "4", "--conns", "2", "--total", "200",
+		"--keys", "50", "--duration", "40s", "--seed", seed, "--pids", strings.Join(pids, ",")}
+	out, errOut, code := ctl(t, all, args...)
+	if code != 0 || !strings.Contains(errOut, "preload: wrote 50 keys in ") {
+		t.Fatalf("raftctl %q: exit %d, stderr %q; want 0 and the preload's line", args, code, errOut)
+	}
+	obj := decodeOne(t, strings.Join(args, " "), out)
+	checkShape(t, "bench mixed", obj, jsonShape{
+		"op": "string", "ops": "int", "errors": "int", "errors_by_kind": "object", "seconds": "number",
+		"ops_per_sec": "number", "clients": "int", "conns": "int", "value_size": "int", "keys": "int",
+		"seed": "int", "inflight": "int", "latency_us": "object", "read_frac": "number",
+		"read_latency_us": "object", "write_latency_us": "object", "server": "object",
+	})
+	if obj["op"] != "mixed" || obj["ops"] != float64(200) || obj["errors"] != float64(0) || obj["conns"] != float64(2) || obj["read_frac"] != 0.5 {
+		t.Fatalf("bench mixed -o json (seed %s): %v", seed, obj)
+	}
+	latency := jsonShape{"p50": "int", "p90": "int", "p99": "int", "p999": "int", "max": "int", "mean": "number"}
+	for _, k := range []string{"latency_us", "read_latency_us", "write_latency_us"} {
+		checkShape(t, k, obj[k].(map[string]any), latency)
+	}
+	server := obj["server"].(map[string]any)
+	checkShape(t, "server", server, jsonShape{"cpu_seconds": "number", "cpu_us_per_op": "number", "rss_bytes": "int", "by_pid": "array"})
+	byPid := server["by_pid"].([]any)
+	if len(byPid) != 3 || server["cpu_seconds"].(float64) <= 0 {
+		t.Fatalf("server cost for pids %v: %v; want 3 processes that used CPU for 200 operations", pids, server)
+	}
+	for i, p := range byPid {
+		row := p.(map[string]any)
+		checkShape(t, "by_pid", row, jsonShape{"pid": "int", "cpu_seconds": "number", "rss_bytes": "int"})
+		if strconv.Itoa(int(row["pid"].(float64))) != pids[i] || row["rss_bytes"].(float64) <= 0 {
+			t.Fatalf("by_pid[%d] = %v; want pid %s with its memory", i, row, pids[i])
+		}
+	}
+
+	out, errOut, code = ctl(t, all, "bench", "mixed", "--read-frac", "0.5", "--clients", "4", "--conns", "4",
+		"--total", "200", "--keys", "50", "--duration", "40s", "--seed", seed, "--pids", strings.Join(pids, ","))
+	m := regexp.MustCompile(`(?s)^mixed: 200 ops in [0-9.]+s = [0-9]+ ops/s \(0\.5 reads, 4 clients on 4 connections, 256-byte values, 50 keys\)\n` +
+		`latency: p50 .*\nreads: ([0-9]+), p50 \S+  p90 .*\nwrites: ([0-9]+), p50 \S+  p90 .*\nerrors: 0\n` +
+		`server: CPU [0-9.]+s \([0-9]+ µs/op\), RSS [0-9]+ MiB \(pid ` + pids[0] + ` [0-9.]+s [0-9]+ MiB, pid ` + pids[1] + ` .*\)\nseed: ` + seed + ` `).FindStringSubmatch(out)
+	if code != 0 || m == nil {
+		t.Fatalf("bench mixed (seed %s): exit %d\nstdout:\n%s\nstderr:\n%s", seed, code, out, errOut)
+	}
+	if r, w := atoi(t, m[1]), atoi(t, m[2]); r+w != 200 || r == 0 || w == 0 {
+		t.Fatalf("bench mixed --read-frac 0.5 (seed %s): %d reads and %d writes of 200", seed, r, w)
+	}
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 // raftctl fails within its --timeout, saying why, against a cluster that
 // lost its quorum and against one that is stopped.
 func TestStoppedClusterFailsFast(t *testing.T) {
