@@ -51,6 +51,7 @@
 //	New(Config) (*Driver, error)   recover (or bootstrap, or force a new cluster) and build the core
 //	(*Driver).Start()              start the loop (and elect a lone voter at once)
 //	Close(), Done(), Err()         stop; closed when stopped; why it stopped on its own
+//	Stopped() bool, ID() uint64
 //	StoppedError() error           the error for requests that find it stopped (wraps ErrStopped)
 //
 // Peers (called by the transport and its handlers):
