@@ -108,6 +108,10 @@ func (p *pendingRec) record() Record {
 	return r
 }
 
+// commit runs one commit round for reqs, in three steps: encode the valid
+// batches into one buffer, make it durable with one write (and fsync),
+// then publish the records to readers (index, entry cache, stats) and
+// answer every request. Called by the round leader.
 func (w *WAL) commit(reqs []*request) {
 	w.wmu.Lock()
 	defer w.wmu.Unlock()
@@ -131,6 +135,49 @@ func (w *WAL) commit(reqs []*request) {
 			return
 		}
 	}
+	// buf holds the bytes to write from file offset base on: the new
+	// records, preceded in direct mode by the durable partial last block.
+	base, buf := w.woff, w.buf[:0]
+	if w.dio != nil {
+		base, buf = w.tailOff, w.buf
+	}
+	prefix := len(buf)
+	buf, recs, errs := w.encode(reqs, base, buf)
+	var fsyncTook time.Duration
+	written := len(buf) - prefix // new record bytes
+	if written > 0 {
+		var err error
+		if buf, fsyncTook, err = w.write(buf, prefix); err != nil {
+			w.err = err
+			fail(w.err)
+			return
+		}
+		w.woff += int64(written)
+		if w.woff >= w.segSize/2 {
+			w.prepareSpare()
+		}
+	}
+	w.publish(reqs, recs, errs, written, fsyncTook)
+	if w.dio != nil {
+		if written == 0 {
+			buf = buf[:prefix] // nothing written: keep just the tail
+		}
+	} else if int64(cap(buf)) > w.bufKeep {
+		buf = nil // don't pin a huge batch's buffer
+	}
+	w.buf = buf
+	for k, r := range reqs {
+		r.done <- errs[k]
+	}
+}
+
+// encode checks each request's batch against the log as the batches before
+// it in the round leave it, and appends the records of the valid ones to
+// buf, whose first byte goes to file offset base. It returns the buffer,
+// each request's records (to publish once they are durable) and each
+// request's error (a batch with an error is not written). Called with wmu
+// held.
+func (w *WAL) encode(reqs []*request, base int64, buf []byte) ([]byte, [][]pendingRec, []error) {
 	w.mu.RLock()
 	marker, last := w.marker, w.lastIndex()
 	var snapMatches bool
@@ -140,13 +187,6 @@ func (w *WAL) commit(reqs []*request) {
 	}
 	w.mu.RUnlock()
 
-	// buf holds the bytes to write from file offset base on: the new
-	// records, preceded in direct mode by the durable partial last block.
-	base, buf := w.woff, w.buf[:0]
-	if w.dio != nil {
-		base, buf = w.tailOff, w.buf
-	}
-	prefix := len(buf)
 	// The cache gets its own copy of the entries' data, in one allocation
 	// per round: the caller's slices are not ours to keep, and a copy costs
 	// far less than the write it rides along with.
@@ -209,51 +249,57 @@ func (w *WAL) commit(reqs []*request) {
 			last = b.Entries[n-1].Index
 		}
 	}
-	var fsyncTook time.Duration
-	written := len(buf) - prefix // new record bytes
-	if written > 0 {
-		t0 := time.Now()
-		if w.dio != nil {
-			var err error
-			buf, err = w.writeDirect(buf)
-			if errors.Is(err, vfs.ErrDirectUnsupported) {
-				// Refused before anything was written: write the same
-				// bytes the buffered way, now and from now on.
-				w.log.Warn("direct write refused; wal writes are buffered with fdatasync from now on", "error", err)
-				w.stopDirect()
-				buf = buf[prefix:]
-			} else if err != nil {
-				w.err = err
-				fail(w.err)
-				return
-			}
-		}
-		if w.dio == nil {
-			if _, err := w.active.f.WriteAt(buf, w.woff); err != nil {
-				w.err = fmt.Errorf("write wal segment %s at offset %d: %w", w.active.name, w.woff, err)
-				fail(w.err)
-				return
-			}
-			t0 = time.Now()
-			if err := w.active.f.Sync(); err != nil {
-				w.err = fmt.Errorf("sync wal segment %s: %w", w.active.name, err)
-				fail(w.err)
-				return
-			}
-		}
-		took := time.Since(t0)
-		if took > slowFsync {
-			// Slow fsyncs are what turn into missed heartbeats and
-			// elections; make them visible.
-			w.log.Warn("slow wal fsync", "segment", w.active.name, "bytes", written, "took", took)
-		}
-		fsyncTook = took
-		w.woff += int64(written)
-		if w.woff >= w.segSize/2 {
-			w.prepareSpare()
+	return buf, recs, errs
+}
+
+// write makes the round's records in buf (from buf[prefix:]) durable at the
+// end of the active segment: in direct mode with one O_DIRECT|O_DSYNC write
+// of whole blocks (see writeDirect), falling back to buffered writes for
+// good if the kernel refuses it; else with a write and an fdatasync. It
+// returns the buffer to keep for the next round and how long making it
+// durable took. Called with wmu held.
+func (w *WAL) write(buf []byte, prefix int) ([]byte, time.Duration, error) {
+	written := len(buf) - prefix
+	t0 := time.Now()
+	if w.dio != nil {
+		var err error
+		buf, err = w.writeDirect(buf)
+		if errors.Is(err, vfs.ErrDirectUnsupported) {
+			// Refused before anything was written: write the same
+			// bytes the buffered way, now and from now on.
+			w.log.Warn("direct write refused; wal writes are buffered with fdatasync from now on", "error", err)
+			w.stopDirect()
+			buf = buf[prefix:]
+		} else if err != nil {
+			return buf, 0, err
 		}
 	}
+	if w.dio == nil {
+		if _, err := w.active.f.WriteAt(buf, w.woff); err != nil {
+			return buf, 0, fmt.Errorf("write wal segment %s at offset %d: %w", w.active.name, w.woff, err)
+		}
+		t0 = time.Now()
+		if err := w.active.f.Sync(); err != nil {
+			return buf, 0, fmt.Errorf("sync wal segment %s: %w", w.active.name, err)
+		}
+	}
+	took := time.Since(t0)
+	if took > slowFsync {
+		// Slow fsyncs are what turn into missed heartbeats and
+		// elections; make them visible.
+		w.log.Warn("slow wal fsync", "segment", w.active.name, "bytes", written, "took", took)
+	}
+	return buf, took, nil
+}
+
+// publish makes a durable round visible to readers: it counts it in the
+// stats and applies its records to the entry index and the entry cache.
+// A record that does not apply (which validation rules out) sets its
+// request's error and makes the WAL refuse further writes. Called with wmu
+// held.
+func (w *WAL) publish(reqs []*request, recs [][]pendingRec, errs []error, written int, fsyncTook time.Duration) {
 	w.mu.Lock()
+	defer w.mu.Unlock()
 	if written > 0 {
 		w.stats.Fsyncs++
 		w.stats.Saves += uint64(len(reqs))
@@ -285,18 +331,6 @@ func (w *WAL) commit(reqs []*request) {
 				w.cacheEntry(pr)
 			}
 		}
-	}
-	w.mu.Unlock()
-	if w.dio != nil {
-		if written == 0 {
-			buf = buf[:prefix] // nothing written: keep just the tail
-		}
-	} else if int64(cap(buf)) > w.bufKeep {
-		buf = nil // don't pin a huge batch's buffer
-	}
-	w.buf = buf
-	for k, r := range reqs {
-		r.done <- errs[k]
 	}
 }
 
