@@ -55,6 +55,42 @@ func (e *DamageError) Error() string { return e.msg }
 // (ErrCorruptRecord, ErrShortRecord).
 func (e *DamageError) Unwrap() error { return e.cause }
 
+// repairDamage handles damage d that replay found: it completes the report
+// (what a repair keeps and discards), then returns d as the error unless
+// the log can be repaired and Options.Repair agrees, in which case it cuts
+// the log back to its valid prefix (see cut). It returns the updated ends
+// (the end of the log in each of w.segs).
+func (w *WAL) repairDamage(d *DamageError, stop *cleanStop, hasStop bool, ends []int64) ([]int64, error) {
+	d.CleanStop = hasStop
+	d.LastIndex = min(w.lastIndex(), max(w.hs.Commit, w.marker.Index))
+	if stop != nil {
+		d.KnownLast = stop.last
+	}
+	for _, n := range d.plan.remove {
+		d.Discard = append(d.Discard, path.Join(w.dir, n))
+	}
+	if k := d.plan.keep; k != nil {
+		d.Discard = append(d.Discard, fmt.Sprintf("%s from offset %d (%d bytes)", path.Join(w.dir, k.name), d.plan.off, d.plan.keepSize-d.plan.off))
+	}
+	if d.LastIndex < w.lastIndex() {
+		d.Discard = append(d.Discard, fmt.Sprintf("entries %d to %d, after the commit index", d.LastIndex+1, w.lastIndex()))
+	}
+	var err error = d
+	if w.repair != nil && d.Repairable {
+		err = w.repair(d)
+	}
+	if err != nil {
+		if k := d.plan.keep; k != nil {
+			k.f.Close()
+		}
+		return ends, err
+	}
+	w.log.Error("wal damaged: cutting the log back to the valid prefix before the damage",
+		"file", d.File, "offset", d.Offset, "damage", d.msg, "clean_stop", d.CleanStop,
+		"last_index", d.LastIndex, "known_last_index", d.KnownLast, "discard", d.Discard)
+	return w.cut(d, ends)
+}
+
 // cut carries out d's plan: later segments are removed newest first, each
 // removal made durable before the next (so a crash leaves a contiguous
 // sequence), and the damaged segment is truncated where its valid records

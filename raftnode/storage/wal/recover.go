@@ -36,6 +36,11 @@ type found struct {
 	name string
 }
 
+// recover rebuilds the log's in-memory state from the directory: it
+// removes leftovers (a spare, a half-written marker), reads the clean-stop
+// marker, replays the segments in order, has any damage repaired or
+// returns it, and makes the last segment the active one. The marker is
+// removed, durably, before it returns.
 func (w *WAL) recover() error {
 	names, err := w.fs.List(w.dir)
 	if err != nil {
@@ -75,36 +80,7 @@ func (w *WAL) recover() error {
 		d = stopDamage
 	}
 	if d != nil {
-		d.CleanStop = hasStop
-		d.LastIndex = min(w.lastIndex(), max(w.hs.Commit, w.marker.Index))
-		if stop != nil {
-			d.KnownLast = stop.last
-		}
-		for _, n := range d.plan.remove {
-			d.Discard = append(d.Discard, path.Join(w.dir, n))
-		}
-		if k := d.plan.keep; k != nil {
-			d.Discard = append(d.Discard, fmt.Sprintf("%s from offset %d (%d bytes)", path.Join(w.dir, k.name), d.plan.off, d.plan.keepSize-d.plan.off))
-		}
-		if d.LastIndex < w.lastIndex() {
-			d.Discard = append(d.Discard, fmt.Sprintf("entries %d to %d, after the commit index", d.LastIndex+1, w.lastIndex()))
-		}
-		if w.repair == nil || !d.Repairable {
-			if k := d.plan.keep; k != nil {
-				k.f.Close()
-			}
-			return d
-		}
-		if err := w.repair(d); err != nil {
-			if k := d.plan.keep; k != nil {
-				k.f.Close()
-			}
-			return err
-		}
-		w.log.Error("wal damaged: cutting the log back to the valid prefix before the damage",
-			"file", d.File, "offset", d.Offset, "damage", d.msg, "clean_stop", d.CleanStop,
-			"last_index", d.LastIndex, "known_last_index", d.KnownLast, "discard", d.Discard)
-		if ends, err = w.cut(d, ends); err != nil {
+		if ends, err = w.repairDamage(d, stop, hasStop, ends); err != nil {
 			return err
 		}
 	}
