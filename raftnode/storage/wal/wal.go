@@ -176,16 +176,25 @@ func Open(opts Options) (*WAL, error) {
 	return w, nil
 }
 
-func (w *WAL) closeFiles() {
-	for _, s := range w.segs {
-		if s.f != nil {
-			s.f.Close()
-		}
-	}
+// closeFiles closes the direct handle and every segment file, and returns
+// the first error: for Close, and for Open giving up.
+func (w *WAL) closeFiles() error {
+	var first error
 	if w.dio != nil {
-		w.dio.Close()
+		if err := w.dio.Close(); err != nil {
+			first = fmt.Errorf("close direct handle of wal segment %s: %w", w.active.name, err)
+		}
 		w.dio = nil
 	}
+	for _, s := range w.segs {
+		if s.f == nil {
+			continue
+		}
+		if err := s.f.Close(); err != nil && first == nil {
+			first = fmt.Errorf("close wal segment %s: %w", s.name, err)
+		}
+	}
+	return first
 }
 
 // Close waits for any commit in progress, records a clean stop (where the
@@ -224,16 +233,8 @@ func (w *WAL) close(clean bool) error {
 			first = fmt.Errorf("record clean stop of wal %s: %w", w.dir, err)
 		}
 	}
-	if w.dio != nil {
-		if err := w.dio.Close(); err != nil && first == nil {
-			first = fmt.Errorf("close direct handle of wal segment %s: %w", w.active.name, err)
-		}
-		w.dio = nil
-	}
-	for _, s := range w.segs {
-		if err := s.f.Close(); err != nil && first == nil {
-			first = fmt.Errorf("close wal segment %s: %w", s.name, err)
-		}
+	if err := w.closeFiles(); err != nil && first == nil {
+		first = err
 	}
 	return first
 }
