@@ -10,6 +10,8 @@ import (
 	"path"
 	"strconv"
 	"strings"
+
+	"github.com/capraft/capraft/raftnode/storage/vfs"
 )
 
 // Incarnation returns the incarnation of this store's storage: a random
@@ -119,30 +121,9 @@ func (s *Store) readVersion() (present bool, err error) {
 	return true, nil
 }
 
-// writeVersion atomically (temporary file, fsync, rename, directory fsync)
-// writes the VERSION file with incarnation inc.
+// writeVersion atomically and durably (vfs.WriteFileAtomic) writes the
+// VERSION file with incarnation inc.
 func (s *Store) writeVersion(inc uint64) error {
-	fs := s.opts.FS
 	content := fmt.Sprintf("capraft-storage\nformat %d\nnode %d\nincarnation %016x\n", FormatVersion, s.opts.NodeID, inc)
-	tmp := path.Join(s.dir, versionFile+".tmp")
-	f, err := fs.Create(tmp)
-	if err != nil {
-		return fmt.Errorf("create %s: %w", tmp, err)
-	}
-	if _, err := f.WriteAt([]byte(content), 0); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync %s: %w", tmp, err)
-	}
-	f.Close()
-	if err := fs.Rename(tmp, path.Join(s.dir, versionFile)); err != nil {
-		return fmt.Errorf("rename %s: %w", tmp, err)
-	}
-	if err := fs.SyncDir(s.dir); err != nil {
-		return fmt.Errorf("sync data dir %s: %w", s.dir, err)
-	}
-	return nil
+	return vfs.WriteFileAtomic(s.opts.FS, path.Join(s.dir, versionFile), []byte(content))
 }

@@ -8,6 +8,8 @@ import (
 	"path"
 	"strconv"
 	"strings"
+
+	"github.com/capraft/capraft/raftnode/storage/vfs"
 )
 
 // cleanStopHead is the first line of the clean-stop marker: its format.
@@ -57,36 +59,14 @@ func decodeCleanStop(b []byte) (cleanStop, error) {
 	return c, nil
 }
 
-// writeCleanStop records where the log ends, durably (temporary file,
-// fsync, rename, directory fsync: a marker that exists is complete). Called
-// by Close with wmu held, once everything written is durable.
+// writeCleanStop records where the log ends, durably (vfs.WriteFileAtomic:
+// a marker that exists is complete). Called by Close with wmu held, once
+// everything written is durable.
 func (w *WAL) writeCleanStop() error {
 	last := w.lastIndex()
 	term, _ := w.term(last)
 	c := cleanStop{seg: w.active.name, seq: w.active.seq, off: w.woff, last: last, term: term}
-	tmp, p := path.Join(w.dir, cleanStopTmp), path.Join(w.dir, cleanStopName)
-	f, err := w.fs.Create(tmp)
-	if err != nil {
-		return fmt.Errorf("create %s: %w", tmp, err)
-	}
-	if _, err := f.WriteAt(c.encode(), 0); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp, err)
-	}
-	if err := w.fs.Rename(tmp, p); err != nil {
-		return fmt.Errorf("rename %s: %w", tmp, err)
-	}
-	if err := w.fs.SyncDir(w.dir); err != nil {
-		return fmt.Errorf("sync wal dir %s: %w", w.dir, err)
-	}
-	return nil
+	return vfs.WriteFileAtomic(w.fs, path.Join(w.dir, cleanStopName), c.encode())
 }
 
 // readCleanStop reads the marker; a marker that does not decode is damage.

@@ -22,9 +22,10 @@ const (
 	// cleanStopName is the clean-stop marker (see cleanStop), present only
 	// while the log is stopped cleanly.
 	cleanStopName = "clean-stop"
-	// cleanStopTmp is the marker while Close writes it; a leftover one was
-	// never in effect and is removed at Open.
-	cleanStopTmp = "clean-stop.tmp"
+	// cleanStopTmp is the marker while Close writes it (the temporary name
+	// vfs.WriteFileAtomic uses); a leftover one was never in effect and is
+	// removed at Open.
+	cleanStopTmp = cleanStopName + ".tmp"
 )
 
 // segName names the segment with sequence number seq whose first entry is
