@@ -87,3 +87,40 @@ func (w *WAL) prepareSpare() {
 		fill()
 	}()
 }
+
+// fillFirstSpare fills the spare for the first segment of a new log,
+// inline: the log is being created, nothing waits on it yet.
+func (w *WAL) fillFirstSpare() {
+	if w.prealloc == PreallocOff {
+		return
+	}
+	f, err := w.makeSpare()
+	if err != nil {
+		w.log.Warn("could not preallocate the first wal segment", "error", err)
+		return
+	}
+	w.spare = f
+}
+
+// takeSpare hands the ready spare to a rollover, or nil if there is none
+// (a fill still in progress is not waited for).
+func (w *WAL) takeSpare() vfs.File {
+	w.spareMu.Lock()
+	defer w.spareMu.Unlock()
+	f := w.spare
+	w.spare = nil
+	return f
+}
+
+// dropSpare waits for a fill in progress, then closes and deletes the
+// spare. Called by Close.
+func (w *WAL) dropSpare() {
+	w.spareWG.Wait()
+	w.spareMu.Lock()
+	defer w.spareMu.Unlock()
+	if w.spare != nil {
+		w.spare.Close()
+		w.fs.Remove(path.Join(w.dir, spareName)) // best effort: Open removes it too
+		w.spare = nil
+	}
+}

@@ -52,10 +52,7 @@ func (w *WAL) rollover() error {
 			}
 		}
 	}
-	w.spareMu.Lock()
-	f := w.spare
-	w.spare = nil
-	w.spareMu.Unlock()
+	f := w.takeSpare()
 	fromSpare := f != nil
 	if !fromSpare {
 		var err error

@@ -3,7 +3,6 @@ package wal
 import (
 	"errors"
 	"fmt"
-	"path"
 	"sync"
 	"time"
 
@@ -75,20 +74,23 @@ type WAL struct {
 	repair    func(*DamageError) error
 	mustExist bool
 
-	// Commit queue. leading is true while some caller is running commit rounds.
+	// Commit queue (commit.go). leading is true while some caller is
+	// running commit rounds.
 	qmu     sync.Mutex
 	queue   []*request
 	leading bool
 
-	// Writer state, owned by whoever holds wmu (the round leader).
+	// Writer state, owned by whoever holds wmu (the round leader;
+	// commit.go, segment.go).
 	wmu      sync.Mutex
 	active   *segment
 	woff     int64 // end of valid data in the active segment
 	buf      []byte
 	wclosed  bool
+	err      error // sticky: after a failed write or fsync nothing more is written
 	prealloc PreallocMode
 
-	// Direct mode (see writeDirect): dio writes the active segment with
+	// Direct mode (direct.go): dio writes the active segment with
 	// O_DIRECT|O_DSYNC; nil in buffered mode. buf then always starts with
 	// the bytes of the active segment's partial last block, [tailOff, woff).
 	direct  bool // try direct I/O for new active segments
@@ -99,14 +101,14 @@ type WAL struct {
 	// small random batches exercise regrowing and shrinking the buffer.
 	bufSize, bufKeep int64
 
-	// Spare segment, filled with zeros ahead of the next rollover.
+	// Spare segment, filled with zeros ahead of the next rollover
+	// (prealloc.go).
 	spareMu   sync.Mutex
 	spare     vfs.File // ready, or nil
 	spareBusy bool     // a fill is in progress
 	spareWG   sync.WaitGroup
-	err       error // sticky: after a failed write or fsync nothing more is written
 
-	// Read state: what is durable.
+	// Read state: what is durable (index.go, read.go; cache.go).
 	mu     sync.RWMutex
 	stats  Stats      // updated by the round leader with mu held
 	segs   []*segment // ascending seq, contiguous; last is active
@@ -158,13 +160,7 @@ func Open(opts Options) (*WAL, error) {
 			return nil, err
 		}
 	} else {
-		if w.prealloc != PreallocOff {
-			if f, err := w.makeSpare(); err == nil {
-				w.spare = f
-			} else {
-				w.log.Warn("could not preallocate the first wal segment", "error", err)
-			}
-		}
+		w.fillFirstSpare()
 		if err := w.rollover(); err != nil {
 			w.closeFiles()
 			return nil, err
@@ -216,14 +212,7 @@ func (w *WAL) close(clean bool) error {
 		return nil
 	}
 	w.wclosed = true
-	w.spareWG.Wait()
-	w.spareMu.Lock()
-	if w.spare != nil {
-		w.spare.Close()
-		w.fs.Remove(path.Join(w.dir, spareName)) // best effort: Open removes it too
-		w.spare = nil
-	}
-	w.spareMu.Unlock()
+	w.dropSpare()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var first error
