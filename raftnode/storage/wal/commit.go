@@ -142,7 +142,10 @@ func (w *WAL) commit(reqs []*request) {
 		base, buf = w.tailOff, w.buf
 	}
 	prefix := len(buf)
-	buf, recs, errs := w.encode(reqs, base, buf)
+	// Made here, not in encode, so that they can stay on this stack.
+	errs := make([]error, len(reqs))
+	recs := make([][]pendingRec, len(reqs))
+	buf = w.encode(reqs, base, buf, recs, errs)
 	var fsyncTook time.Duration
 	written := len(buf) - prefix // new record bytes
 	if written > 0 {
@@ -174,10 +177,10 @@ func (w *WAL) commit(reqs []*request) {
 // encode checks each request's batch against the log as the batches before
 // it in the round leave it, and appends the records of the valid ones to
 // buf, whose first byte goes to file offset base. It returns the buffer,
-// each request's records (to publish once they are durable) and each
-// request's error (a batch with an error is not written). Called with wmu
-// held.
-func (w *WAL) encode(reqs []*request, base int64, buf []byte) ([]byte, [][]pendingRec, []error) {
+// and sets recs[k] to request k's records (to publish once they are
+// durable) or errs[k] to its error (a batch with an error is not written).
+// Called with wmu held.
+func (w *WAL) encode(reqs []*request, base int64, buf []byte, recs [][]pendingRec, errs []error) []byte {
 	w.mu.RLock()
 	marker, last := w.marker, w.lastIndex()
 	var snapMatches bool
@@ -202,8 +205,6 @@ func (w *WAL) encode(reqs []*request, base int64, buf []byte) ([]byte, [][]pendi
 		}
 		arena = make([]byte, 0, n)
 	}
-	errs := make([]error, len(reqs))
-	recs := make([][]pendingRec, len(reqs))
 	for k, r := range reqs {
 		b := &r.b
 		m, l := marker, last
@@ -249,7 +250,7 @@ func (w *WAL) encode(reqs []*request, base int64, buf []byte) ([]byte, [][]pendi
 			last = b.Entries[n-1].Index
 		}
 	}
-	return buf, recs, errs
+	return buf
 }
 
 // write makes the round's records in buf (from buf[prefix:]) durable at the
