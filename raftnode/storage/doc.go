@@ -108,6 +108,25 @@
 //	<dir>/damaged-<UTC time>/           damaged data moved aside by a repair
 //	<dir>/snap/<index>-<term>.snap      snapshots, newest Options.KeepSnapshots kept
 //
+// Package wal documents the files under wal/, package snap those under
+// snap/.
+//
+// # Source files
+//
+//	store.go     Options, the Store, Open and Close, the log path: Save,
+//	             Compact, the raft.Storage reads, Stats
+//	recovery.go  what Open does with the directory: recover the log and
+//	             snapshots, report damage, repair it (new incarnation first),
+//	             quarantine what is unusable; Recovery
+//	version.go   the VERSION file and the store's incarnation
+//	snapshot.go  CreateSnapshot, reading, sending (SnapshotChunk) and
+//	             receiving snapshots
+//	wal/         the write-ahead log
+//	snap/        the snapshot files
+//	vfs/         the file-system surface everything durable goes through
+//	crashfs/     a vfs that loses unsynced writes and tears the last one,
+//	             for crash tests and simulations
+//
 // # Design decisions
 //
 // Hand-written log, not an embedded key-value store such as pebble. A Raft

@@ -61,6 +61,38 @@ type FS interface {
 	Lock(name string) (io.Closer, error)
 }
 
+// WriteFileAtomic makes the file name hold data, atomically and durably: it
+// writes name+".tmp", fsyncs it, renames it over name and fsyncs the
+// directory. After a crash name holds its old content or data, never a
+// mix; once it returns nil, data. A leftover name+".tmp" (a crash before
+// the rename) was never in effect; removing it is the caller's business.
+func WriteFileAtomic(fs FS, name string, data []byte) error {
+	tmp := name + ".tmp"
+	f, err := fs.Create(tmp)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", tmp, err)
+	}
+	if _, err := f.WriteAt(data, 0); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("sync %s: %w", tmp, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", tmp, err)
+	}
+	if err := fs.Rename(tmp, name); err != nil {
+		return fmt.Errorf("rename %s: %w", tmp, err)
+	}
+	dir := filepath.Dir(name)
+	if err := fs.SyncDir(dir); err != nil {
+		return fmt.Errorf("sync dir %s: %w", dir, err)
+	}
+	return nil
+}
+
 // OS is the real file system.
 var OS FS = osFS{}
 

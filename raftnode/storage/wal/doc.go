@@ -56,4 +56,43 @@
 // deleted. A segment is new when the active one has reached SegmentSize
 // bytes; it is created, its header fsynced, and the directory fsynced before
 // anything in it is acknowledged.
+//
+// # Files on disk
+//
+//	<dir>/<seq>-<firstIndex>.wal  a segment: seq counts from 1, firstIndex is
+//	                              LastIndex()+1 when it was created (16 hex
+//	                              digits each, so names sort in log order)
+//	<dir>/spare.wal.tmp           the next segment, zero-filled ahead of use;
+//	                              renamed into place at the next rollover
+//	<dir>/clean-stop              where the log ended (segment, offset, last
+//	                              index and term, CRC), while stopped cleanly
+//	<dir>/clean-stop.tmp          the marker while Close writes it
+//
+// A segment is a sequence of records (framing in record.go): a TypeSegment
+// header, then entries, hard states, snapshot references and truncations,
+// in the order they were saved. Every segment but the last ends exactly at
+// its last record; the last one may continue with zeros (a preallocated
+// segment, or a direct write's padding to a whole block), which recovery
+// reads as the end of the log.
+//
+// # Source files
+//
+//	wal.go        Options, the WAL type and its locks, Open, Close, Abandon
+//	files.go      the names of the files in a WAL directory; Empty
+//	record.go     record framing: encoding, decoding, checksums
+//	segment.go    segment files: rolling over to a new one, reopening one
+//	              read-write
+//	prealloc.go   zero-filled spare segments (PreallocMode)
+//	commit.go     Save and the group-commit round: encode, write, publish
+//	direct.go     O_DIRECT|O_DSYNC writes of whole blocks, the aligned buffer
+//	index.go      the in-memory index of live entries (term, file position)
+//	              and apply, shared by replay and commit
+//	cache.go      the cache of the newest entries' data
+//	read.go       HardState, Start, LastIndex, KeepBack, Term, Entries
+//	compact.go    Compact: forgetting a prefix, deleting whole segments
+//	stats.go      Stats
+//	recover.go    Open's replay of the segments: torn tails, zero ends
+//	cleanstop.go  the clean-stop marker
+//	damage.go     DamageError, and repair: cutting the log back to its valid
+//	              prefix
 package wal

@@ -4,14 +4,10 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"math"
-	"os"
 	"path"
 	"sort"
-	"strconv"
-	"strings"
 
 	"github.com/capraft/capraft/raftnode/storage/vfs"
 )
@@ -34,172 +30,17 @@ import (
 // Options.Repair set, Open instead cuts the log back to the valid prefix
 // before the damage (after the Repair callback has run) and opens it.
 
-const (
-	cleanStopName = "clean-stop"
-	cleanStopTmp  = "clean-stop.tmp"
-	cleanStopHead = "capraft-wal-clean-stop 1"
-)
-
-// DamageError reports damage that recovery found in the log, other than a
-// write torn by a crash: a record that fails its checksum or does not fit
-// the log, a segment missing from the sequence, a suffix lost after a clean
-// stop. The log may have lost entries it had acknowledged.
-type DamageError struct {
-	// File is the damaged or missing file; Offset where in it the damage
-	// starts (0 for a missing or unreadable file).
-	File   string
-	Offset int64
-	// CleanStop says the log had been stopped cleanly (Close), so even
-	// damage to its final record is corruption, not a torn write.
-	CleanStop bool
-	// LastIndex is the log's last index after a repair: the valid prefix
-	// before the damage, cut back to the commit index its hard state holds
-	// (the prefix is the log as it was at some earlier moment, so entries
-	// after that index may have been overwritten in what was lost), or to
-	// the log's start if that is higher.
-	LastIndex uint64
-	// KnownLast is the last index the log had reached, when the clean-stop
-	// marker says so; 0 if unknown.
-	KnownLast uint64
-	// Discard lists what a repair removes: whole segment files, and the
-	// damaged segment's tail ("<file> from offset N").
-	Discard []string
-	// Repairable is false when nothing before the damage is usable (the
-	// first segment has no valid header, or no segment is left): the log
-	// must be set aside whole.
-	Repairable bool
-
-	msg   string
-	cause error
-	plan  cutPlan
-}
-
-// cutPlan is how a repair cuts the log back to its valid prefix.
-type cutPlan struct {
-	remove   []string // segment files to remove, oldest first
-	keep     *segment // the damaged segment, kept up to off (nil: none)
-	off      int64
-	keepSize int64
-}
-
-func (e *DamageError) Error() string { return e.msg }
-
-// Unwrap returns the record error behind the damage, if any
-// (ErrCorruptRecord, ErrShortRecord).
-func (e *DamageError) Unwrap() error { return e.cause }
-
-// cleanStop is the content of the clean-stop marker: where the log ended
-// when it was closed.
-type cleanStop struct {
-	seg  string // name of the active segment
-	seq  uint64
-	off  int64 // end of its last record
-	last uint64
-	term uint64 // term of entry last
-}
-
-func (c cleanStop) encode() []byte {
-	body := fmt.Sprintf("%s\nsegment %s\noffset %d\nlast %d %d\n", cleanStopHead, c.seg, c.off, c.last, c.term)
-	return fmt.Appendf([]byte(body), "crc %08x\n", crc32.Checksum([]byte(body), crcTable))
-}
-
-func decodeCleanStop(b []byte) (cleanStop, error) {
-	var c cleanStop
-	s := string(b)
-	k := strings.LastIndex(s, "crc ")
-	if k < 0 || !strings.HasSuffix(s, "\n") {
-		return c, errors.New("no checksum line")
-	}
-	want, err := strconv.ParseUint(strings.TrimSpace(s[k+4:]), 16, 32)
-	if err != nil || uint32(want) != crc32.Checksum(b[:k], crcTable) {
-		return c, errors.New("checksum mismatch")
-	}
-	lines := strings.Split(s[:k], "\n")
-	if len(lines) != 5 || lines[0] != cleanStopHead || lines[4] != "" {
-		return c, errors.New("unknown format")
-	}
-	seg, ok := strings.CutPrefix(lines[1], "segment ")
-	c.seg = seg
-	if c.seq, ok = parseSegName(seg); !ok || seg == lines[1] {
-		return c, fmt.Errorf("bad segment name %q", c.seg)
-	}
-	if _, err := fmt.Sscanf(lines[2], "offset %d", &c.off); err != nil || c.off <= 0 {
-		return c, fmt.Errorf("bad offset line %q", lines[2])
-	}
-	if _, err := fmt.Sscanf(lines[3], "last %d %d", &c.last, &c.term); err != nil {
-		return c, fmt.Errorf("bad last line %q", lines[3])
-	}
-	return c, nil
-}
-
-// writeCleanStop records where the log ends, durably (temporary file,
-// fsync, rename, directory fsync: a marker that exists is complete). Called
-// by Close with wmu held, once everything written is durable.
-func (w *WAL) writeCleanStop() error {
-	last := w.lastIndex()
-	term, _ := w.term(last)
-	c := cleanStop{seg: w.active.name, seq: w.active.seq, off: w.woff, last: last, term: term}
-	tmp, p := path.Join(w.dir, cleanStopTmp), path.Join(w.dir, cleanStopName)
-	f, err := w.fs.Create(tmp)
-	if err != nil {
-		return fmt.Errorf("create %s: %w", tmp, err)
-	}
-	if _, err := f.WriteAt(c.encode(), 0); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp, err)
-	}
-	if err := w.fs.Rename(tmp, p); err != nil {
-		return fmt.Errorf("rename %s: %w", tmp, err)
-	}
-	if err := w.fs.SyncDir(w.dir); err != nil {
-		return fmt.Errorf("sync wal dir %s: %w", w.dir, err)
-	}
-	return nil
-}
-
-// readCleanStop reads the marker; a marker that does not decode is damage.
-func (w *WAL) readCleanStop() (*cleanStop, *DamageError, error) {
-	p := path.Join(w.dir, cleanStopName)
-	f, err := w.fs.Open(p)
-	if err != nil {
-		return nil, nil, fmt.Errorf("open %s: %w", p, err)
-	}
-	defer f.Close()
-	size, err := f.Size()
-	if err != nil {
-		return nil, nil, fmt.Errorf("stat %s: %w", p, err)
-	}
-	var c cleanStop
-	err = fmt.Errorf("%d bytes", size)
-	if size <= 4096 {
-		b := make([]byte, size)
-		if _, rerr := f.ReadAt(b, 0); rerr != nil && !errors.Is(rerr, io.EOF) {
-			return nil, nil, fmt.Errorf("read %s: %w", p, rerr)
-		}
-		c, err = decodeCleanStop(b)
-	}
-	if err != nil {
-		return nil, &DamageError{
-			File: p, Repairable: true,
-			msg: fmt.Sprintf("wal clean-stop marker %s is damaged (%v): the log may have lost entries since it was stopped", p, err),
-		}, nil
-	}
-	return &c, nil, nil
-}
-
 // found is a segment file found at recovery.
 type found struct {
 	seq  uint64
 	name string
 }
 
+// recover rebuilds the log's in-memory state from the directory: it
+// removes leftovers (a spare, a half-written marker), reads the clean-stop
+// marker, replays the segments in order, has any damage repaired or
+// returns it, and makes the last segment the active one. The marker is
+// removed, durably, before it returns.
 func (w *WAL) recover() error {
 	names, err := w.fs.List(w.dir)
 	if err != nil {
@@ -239,36 +80,7 @@ func (w *WAL) recover() error {
 		d = stopDamage
 	}
 	if d != nil {
-		d.CleanStop = hasStop
-		d.LastIndex = min(w.lastIndex(), max(w.hs.Commit, w.marker.Index))
-		if stop != nil {
-			d.KnownLast = stop.last
-		}
-		for _, n := range d.plan.remove {
-			d.Discard = append(d.Discard, path.Join(w.dir, n))
-		}
-		if k := d.plan.keep; k != nil {
-			d.Discard = append(d.Discard, fmt.Sprintf("%s from offset %d (%d bytes)", path.Join(w.dir, k.name), d.plan.off, d.plan.keepSize-d.plan.off))
-		}
-		if d.LastIndex < w.lastIndex() {
-			d.Discard = append(d.Discard, fmt.Sprintf("entries %d to %d, after the commit index", d.LastIndex+1, w.lastIndex()))
-		}
-		if w.repair == nil || !d.Repairable {
-			if k := d.plan.keep; k != nil {
-				k.f.Close()
-			}
-			return d
-		}
-		if err := w.repair(d); err != nil {
-			if k := d.plan.keep; k != nil {
-				k.f.Close()
-			}
-			return err
-		}
-		w.log.Error("wal damaged: cutting the log back to the valid prefix before the damage",
-			"file", d.File, "offset", d.Offset, "damage", d.msg, "clean_stop", d.CleanStop,
-			"last_index", d.LastIndex, "known_last_index", d.KnownLast, "discard", d.Discard)
-		if ends, err = w.cut(d, ends); err != nil {
+		if ends, err = w.repairDamage(d, stop, hasStop, ends); err != nil {
 			return err
 		}
 	}
@@ -356,83 +168,6 @@ func (w *WAL) replayAll(segs []found, stop *cleanStop, hasStop bool) (ends []int
 			msg: fmt.Sprintf("wal segment %s: the log ends at entry %d (term %d), but it was stopped cleanly at entry %d (term %d)", path.Join(w.dir, last.name), w.lastIndex(), t, stop.last, stop.term)}, nil
 	}
 	return ends, nil, nil
-}
-
-// cut carries out d's plan: later segments are removed newest first, each
-// removal made durable before the next (so a crash leaves a contiguous
-// sequence), and the damaged segment is truncated where its valid records
-// end. Then, if the log goes beyond d.LastIndex, a truncation record ends
-// it there: the valid prefix is the log as it was at some moment, and its
-// entries after the commit index may since have been overwritten by a
-// leader in what was lost; resurrected, a leader's commit index (which
-// counted this node's old acknowledgements) could make it apply one. It
-// returns the updated ends.
-func (w *WAL) cut(d *DamageError, ends []int64) ([]int64, error) {
-	p := &d.plan
-	for i := len(p.remove) - 1; i >= 0; i-- {
-		name := path.Join(w.dir, p.remove[i])
-		if err := w.fs.Remove(name); err != nil && !isNotExist(err) {
-			return ends, fmt.Errorf("remove damaged wal segment %s: %w", name, err)
-		}
-		if err := w.fs.SyncDir(w.dir); err != nil {
-			return ends, fmt.Errorf("sync wal dir %s: %w", w.dir, err)
-		}
-	}
-	if k := p.keep; k != nil {
-		w.segs = append(w.segs, k)
-		ends = append(ends, p.off)
-		name := path.Join(w.dir, k.name)
-		if err := w.writable(k); err != nil {
-			return ends, err
-		}
-		if err := k.f.Truncate(p.off); err != nil {
-			return ends, fmt.Errorf("truncate damaged wal segment %s at offset %d: %w", name, p.off, err)
-		}
-		if err := k.f.Sync(); err != nil {
-			return ends, fmt.Errorf("sync wal segment %s: %w", name, err)
-		}
-	}
-	if d.LastIndex < w.lastIndex() {
-		t, err := w.term(d.LastIndex)
-		if err != nil {
-			return ends, fmt.Errorf("wal: truncate after %d: %w", d.LastIndex, err)
-		}
-		k := len(w.segs) - 1
-		s, off := w.segs[k], ends[k]
-		rec := AppendTruncate(nil, SnapRef{Index: d.LastIndex, Term: t})
-		name := path.Join(w.dir, s.name)
-		if err := w.writable(s); err != nil {
-			return ends, err
-		}
-		if _, err := s.f.WriteAt(rec, off); err != nil {
-			return ends, fmt.Errorf("write wal segment %s at offset %d: %w", name, off, err)
-		}
-		if err := s.f.Sync(); err != nil {
-			return ends, fmt.Errorf("sync wal segment %s: %w", name, err)
-		}
-		if err := w.apply(Record{Type: TypeTruncate, End: SnapRef{Index: d.LastIndex, Term: t}}, s, off, snapSize); err != nil {
-			return ends, fmt.Errorf("wal: %w", err)
-		}
-		ends[k] += int64(len(rec))
-	}
-	return ends, nil
-}
-
-func isNotExist(err error) bool { return errors.Is(err, os.ErrNotExist) }
-
-// writable reopens s read-write if it was opened read-only.
-func (w *WAL) writable(s *segment) error {
-	if s.writable {
-		return nil
-	}
-	p := path.Join(w.dir, s.name)
-	f, err := w.fs.OpenRW(p)
-	if err != nil {
-		return fmt.Errorf("reopen wal segment %s: %w", p, err)
-	}
-	s.f.Close()
-	s.f, s.writable = f, true
-	return nil
 }
 
 // replayMode says how one segment is replayed.
@@ -663,42 +398,4 @@ func zerosFrom(f vfs.File, off, size int64) bool {
 		off += n
 	}
 	return true
-}
-
-// Empty reports whether dir holds no log, or only what creating one
-// leaves before anything is written to it (a spare, the first segment
-// holding nothing after its header). It changes nothing. The storage uses
-// it to tell a directory whose creation was cut short from one that holds
-// a log.
-func Empty(fs vfs.FS, dir string) (bool, error) {
-	names, err := fs.List(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return true, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("list wal dir %s: %w", dir, err)
-	}
-	for _, n := range names {
-		switch n {
-		case spareName, cleanStopTmp:
-		case segName(1, 1):
-			p := path.Join(dir, n)
-			f, err := fs.Open(p)
-			if err != nil {
-				return false, fmt.Errorf("open wal segment %s: %w", p, err)
-			}
-			size, err := f.Size()
-			empty := err == nil && zerosFrom(f, headerSize+segSize, size)
-			f.Close()
-			if err != nil {
-				return false, fmt.Errorf("stat wal segment %s: %w", p, err)
-			}
-			if !empty {
-				return false, nil
-			}
-		default:
-			return false, nil
-		}
-	}
-	return true, nil
 }

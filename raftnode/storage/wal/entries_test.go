@@ -283,3 +283,55 @@ func BenchmarkEntriesRecent(b *testing.B) {
 		})
 	}
 }
+
+func TestEntriesAcrossSegmentsAndOverwrites(t *testing.T) {
+	fs := newFS(t)
+	w := open(t, fs, nil)
+	for i := uint64(1); i <= 60; i += 6 {
+		if err := w.Save(Batch{Entries: entries(i, i+5, 1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Save(Batch{Entries: entries(50, 55, 2)}); err != nil {
+		t.Fatal(err)
+	}
+	check := func(w *WAL) {
+		t.Helper()
+		es, err := w.Entries(1, 56, 1<<30)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, e := range es {
+			wantTerm := uint64(1)
+			if e.Index >= 50 {
+				wantTerm = 2
+			}
+			if e.Index != uint64(k+1) || e.Term != wantTerm || !bytes.Equal(e.Data, bytes.Repeat([]byte{byte(e.Index)}, 40)) {
+				t.Fatalf("entry %d: %+v", k+1, e)
+			}
+		}
+		if w.LastIndex() != 55 {
+			t.Fatalf("last %d", w.LastIndex())
+		}
+	}
+	check(w)
+	w.Close()
+	w = open(t, fs, nil)
+	check(w)
+	if err := w.Compact(30, 30); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Entries(30, 31, 0); !errors.Is(err, raft.ErrCompacted) {
+		t.Fatalf("entries below compaction: %v", err)
+	}
+	if tm, err := w.Term(30); err != nil || tm != 1 {
+		t.Fatalf("term at compaction point: %d %v", tm, err)
+	}
+	segs := w.Segments()
+	w.Close()
+	w = open(t, fs, nil)
+	if w.Start().Index > 30 || w.LastIndex() != 55 || w.Segments() != segs {
+		t.Fatalf("after compaction and reopen: start %d last %d segments %d (want <=30, 55, %d)", w.Start().Index, w.LastIndex(), w.Segments(), segs)
+	}
+	w.Close()
+}
