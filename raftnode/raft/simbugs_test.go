@@ -100,9 +100,9 @@ func TestSimCatchesCountingAWipedVotersVote(t *testing.T) {
 }
 
 // TestSimCatchesBrokenDefences: each rule of who is heard (admit), the
-// snapshot checksum and the count with the configuration the log leads
-// to, broken on purpose, must be caught by the simulation's ordinary
-// checkers within a few seeds.
+// snapshot receiver's checksum and the count with the configuration the
+// log leads to, broken on purpose, must be caught by the simulation's
+// ordinary checkers within a few seeds.
 func TestSimCatchesBrokenDefences(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -139,12 +139,12 @@ func TestSimCatchesBrokenDefences(t *testing.T) {
 			o.bugs.dropUnknownLeaders = true
 			return o
 		}, 50},
-		// A snapshot chunk damaged on the way, installed unchecked,
-		// makes replicas disagree.
+		// A snapshot damaged on the way, handed to the core by a
+		// receiver that skips the checksum, makes replicas disagree.
 		{"snapshots installed without checksum", func() simOptions {
 			o := defaultSimOptions(5)
 			o.damageSnapP = 0.5
-			o.bugs.skipSnapshotChecksum = true
+			o.receiverSkipsChecksum = true
 			return o
 		}, 100},
 		// A node two committed membership changes behind, counting
