@@ -171,8 +171,8 @@ type simCluster struct {
 	// transfers are the snapshot transfers under way (sim_snapshot_test.go).
 	transfers []snapTransfer
 	cut       map[[2]uint64]bool // directed links that drop everything
-	down   map[uint64]bool    // scripted tests: disconnected nodes
-	lossy  bool
+	down      map[uint64]bool    // scripted tests: disconnected nodes
+	lossy     bool
 
 	leaders map[uint64]uint64 // term -> leader (election safety)
 	applied map[uint64]Entry  // index -> entry applied anywhere
