@@ -147,18 +147,28 @@ func TestSimCatchesBrokenDefences(t *testing.T) {
 			o.receiverSkipsChecksum = true
 			return o
 		}, 100},
-		// A node two committed membership changes behind, counting
-		// votes with the configuration in effect alone, wins with a
-		// removed node's vote and loses committed entries. This is the
-		// rare schedule the stale-peer simulation found (seed 7), kept
-		// as a regression seed; stale_configuration_test.go checks the
-		// rule directly.
-		{"counting with a stale configuration", func() simOptions {
-			o := simConfig("n=5,stale-peers,disk-loss")
-			o.bugs.staleConfigCounts = true
-			return o
-		}, 10},
 	} {
 		t.Run(tc.name, func(t *testing.T) { expectSimCatches(t, tc.name, tc.opts(), tc.maxSeeds) })
+	}
+}
+
+// The stale-peer simulation once found a node two committed membership
+// changes behind that counted votes with the configuration in effect
+// alone and won with a removed node's vote (n=5,stale-peers,disk-loss,
+// seed 7). That schedule depended on how snapshot chunks travelled; since
+// snapshots stream beside the core no seed of 4,000 reproduces it, so the
+// broken count is shown here directly: with it, the candidate of
+// stale_configuration_test.go wins with a majority of the old
+// configuration alone.
+func TestBrokenStaleConfigurationCountWinsWithTheOldMajority(t *testing.T) {
+	c, d := behindByAReplacement(t)
+	c.cfg.bugs.staleConfigCounts = true
+	c.campaign(campaignElection)
+	persistAll(c, d)
+	for _, from := range []uint64{1, 3} {
+		c.Step(Message{Type: MsgVoteResp, From: from, To: 5, Term: c.term, Granted: true})
+	}
+	if c.state != StateLeader {
+		t.Fatalf("the broken count did not elect with the old majority: %s", c.state)
 	}
 }

@@ -151,7 +151,7 @@ func TestFailedTransferIsRetriedAfterAHeartbeatAnswer(t *testing.T) {
 	x := newSnapshotFixture(t, []byte("0123456789"))
 	x.start(t)
 	x.c.ReportSnapshot(2, x.index, SnapshotFailure)
-	if pr := x.progress(); pr.State != tracker.StateProbe || pr.Next != 1 || !pr.ProbeSent {
+	if pr := x.progress(); pr.State != tracker.StateProbe || pr.Next != pr.Match+1 || !pr.ProbeSent {
 		t.Fatalf("after a failure: %s, want a paused probe from what it acknowledged", pr)
 	}
 	for range 3 {
