@@ -70,6 +70,10 @@ type Config struct {
 	// more often frees no more disk, and large values no longer let the
 	// log grow by SnapshotEntries of them before the first snapshot).
 	SnapshotBytes uint64
+	// SnapshotChunk is the size of one write when a leader streams a
+	// snapshot to a follower (default 1 MiB): what each side holds of a
+	// snapshot in memory is a few of them.
+	SnapshotChunk int
 	// SnapshotCatchupEntries: entries kept in the log before a snapshot,
 	// so slightly lagging followers catch up without a snapshot (default
 	// 5000), and no more of them than SnapshotBytes/2 bytes hold.
@@ -282,7 +286,14 @@ func (n *Node) open() (discover bool, err error) {
 		Incarnation:  n.store.Incarnation(),
 		NotMember:    func(id uint64, nm transport.NotMember) { n.d.ReportNotMember(id, driver.NotMember(nm)) },
 		Unreachable:  func(id uint64) { n.d.ReportUnreachable(id) },
-		Logger:       n.log.Named("transport"),
+		// Snapshots stream beside the core: the transport reads the
+		// file and reports to the driver, which tells the core.
+		OpenSnapshot: func(meta raft.SnapshotMeta) (transport.SnapshotSource, error) {
+			return n.store.OpenSnapshot(meta.Index, meta.Term)
+		},
+		SnapshotDone:  func(to, index uint64, err error) { n.d.ReportSnapshot(to, index, err) },
+		SnapshotChunk: n.cfg.SnapshotChunk,
+		Logger:        n.log.Named("transport"),
 		// A restarted peer should hear from the leader well within an
 		// election timeout, or it campaigns needlessly.
 		BackoffMax: max(n.cfg.ElectionTimeout/4, 50*time.Millisecond),

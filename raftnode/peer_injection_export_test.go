@@ -43,3 +43,20 @@ func EmptySnapshotData(addrs map[uint64]string) []byte {
 
 // TransportStats returns what n's transport knows of its lanes to peer.
 func TransportStats(n *Node, peer uint64) transport.PeerStats { return n.tr.Stats(peer) }
+
+// SnapshotsRefused counts the snapshots n's receiver refused after their
+// data arrived (a checksum or the state machine's verification failed).
+func SnapshotsRefused(n *Node) uint64 { return n.d.ReceiveStats().Refused }
+
+// SnapshotReceiveWrites returns how many writes of snapshot data n's
+// receiver took and the largest, in bytes.
+func SnapshotReceiveWrites(n *Node) (writes uint64, largest int64) {
+	st := n.d.ReceiveStats()
+	return st.Writes, st.LargestWrite
+}
+
+// SnapshotSendStats returns the counters of the snapshot transfers n sent.
+func SnapshotSendStats(n *Node) transport.SnapshotStats { return n.tr.SnapshotStats() }
+
+// SnapshotBytesRead is how many bytes of snapshot files n's store has read.
+func SnapshotBytesRead(n *Node) int64 { return n.store.SnapshotBytesRead() }

@@ -17,10 +17,13 @@
 //     results out, snapshots as streams; the driver knows nothing else of
 //     it (the results are handed, untouched, to whoever waits for them
 //     and to Config.OnApplied);
-//   - Transport, which sends the core's messages to peers (Send) and
-//     learns their addresses (SetPeer, RemovePeer). What peers send comes
-//     back in through Deliver, and lost peers through ReportUnreachable
-//     and ReportNotMember, which the transport's handlers call.
+//   - Transport, which sends the core's messages to peers (Send), streams
+//     the stored snapshots the core's snapshot messages name beside them,
+//     and learns the peers' addresses (SetPeer, RemovePeer). What peers
+//     send comes back in through Deliver and ReceiveSnapshot, the ends of
+//     snapshot transfers through ReportSnapshot, and lost peers through
+//     ReportUnreachable and ReportNotMember, which the transport and its
+//     handlers call.
 //
 // # The loop
 //
@@ -40,9 +43,12 @@
 //
 // Proposals are matched to their entries by the index and term the core
 // appended them at (any other entry there means a new leader overwrote
-// them). Snapshots are copy-on-write views of the state machine written
-// off the loop inside the driver's own envelope (snapshot.go), which also
-// carries the members' addresses.
+// them). Snapshots are copy-on-write views of the state machine streamed
+// into a file off the loop inside the driver's own envelope (snapshot.go),
+// which also carries the members' addresses. A snapshot from a leader is
+// received beside the core (snapshot_receive.go): written to a file while
+// the state machine verifies the same bytes, and stepped into the core
+// only once it is checked and durable.
 //
 // # API
 //
@@ -57,6 +63,8 @@
 // Peers (called by the transport and its handlers):
 //
 //	Deliver(msgs, done func(*NotMember, error))   step one send call's messages; done says they were taken
+//	ReceiveSnapshot(ctx, SnapshotOffer) (SnapshotSink, error)   take a leader's snapshot, if the core would hear it
+//	ReportSnapshot(to, index, err)                 how a snapshot transfer to a follower ended
 //	ReportUnreachable(id)                          a peer's connection failed or its queue overflowed
 //	ReportNotMember(from, NotMember)               a peer's configuration does not include this node
 //
@@ -82,6 +90,7 @@
 //	Bootstrap(ctx, raft.Snapshot) error        bootstrap a new cluster (peer discovery decided to)
 //	WarnLostData(counted, kv...)               say once that this node lost its data
 //	TickInterval() time.Duration               the core's clock period
+//	ReceiveStats() ReceiveStats                what the snapshot receiver took and refused
 //
 // Observers (Config): OnApplied sees every result the state machine
 // returns; OnLeading runs when this node becomes leader. Both run on the
@@ -105,8 +114,9 @@
 //
 // # Dependencies
 //
-// The driver imports the core, the state machine contract and the standard
-// library; never schema, rpc, capnp, kv, echo or transport (a test checks).
+// The driver imports the core, the state machine contract, storage (for
+// the types of its snapshot files) and the standard library; never
+// schema, rpc, capnp, kv, echo or transport (a test checks).
 //
 // # Failures
 //

@@ -14,11 +14,14 @@ import (
 
 	"github.com/capraft/capraft/raftnode/raft"
 	"github.com/capraft/capraft/raftnode/statemachine"
+	"github.com/capraft/capraft/raftnode/storage"
+	"github.com/capraft/capraft/raftnode/storage/snap"
 	"github.com/capraft/capraft/raftnode/storage/wal"
 )
 
 // Storage is the durable log and snapshot store the driver persists to
-// (*storage.Store satisfies it). The core reads it as its raft.Storage.
+// (*storage.Store satisfies it; the snapshot files are the store's). The
+// core reads it as its raft.Storage.
 type Storage interface {
 	raft.Storage
 	// Save persists one Ready: the hard state, new entries, and a
@@ -26,9 +29,16 @@ type Storage interface {
 	Save(hs raft.HardState, ents []raft.Entry, snap *raft.Snapshot) error
 	// SnapshotMeta returns the newest snapshot's metadata, if any.
 	SnapshotMeta() (raft.SnapshotMeta, bool)
-	// CreateSnapshot stores a snapshot of the state at index, whose
-	// configuration is cs; Compact drops the log the snapshot covers.
-	CreateSnapshot(index uint64, cs raft.ConfState, data []byte) error
+	// OpenSnapshot opens the stored snapshot at index and term for
+	// reading, once, as a stream (its checksum is checked as the read
+	// reaches the end).
+	OpenSnapshot(index, term uint64) (*snap.Stream, error)
+	// NewSnapshot starts a snapshot of the state at index, whose
+	// configuration is cs; ReceiveSnapshot one a leader sends. Neither
+	// counts until committed.
+	NewSnapshot(index uint64, cs raft.ConfState) (*storage.SnapshotWriter, error)
+	ReceiveSnapshot(meta raft.SnapshotMeta) (*snap.Writer, error)
+	// Compact drops the log a snapshot covers.
 	Compact(index uint64) error
 	// Incarnation identifies the storage (see raft.Config.Incarnation).
 	Incarnation() uint64
@@ -46,6 +56,11 @@ type Transport interface {
 	// SetPeer adds a peer or changes its address; RemovePeer forgets it.
 	SetPeer(id uint64, addr string)
 	RemovePeer(id uint64)
+	// A snapshot message (raft.MsgSnap) starts a transfer of the stored
+	// snapshot it names, beside the messages; the transport reports its
+	// end through Driver.ReportSnapshot. CancelSnapshots abandons the
+	// transfers under way (this node no longer leads).
+	CancelSnapshots()
 }
 
 // NotMember is a peer's word that its configuration, as of its applied
@@ -123,6 +138,10 @@ type Driver struct {
 	// Owned by the loop goroutine.
 	core guardedCore
 	loop loopState
+
+	// receiving is the snapshot transfer from a leader under way
+	// (snapshot_receive.go).
+	receiving snapshotReceiving
 
 	q         *eventQueue
 	stopc     chan struct{} // closed by Close
@@ -224,8 +243,7 @@ func (d *Driver) open() error {
 		// Under a steady load the next append carries a new commit
 		// index; the loop announces it when it goes quiet instead
 		// (commitAnnounceDelay). Two fewer calls per follower per write.
-		LazyCommit:     true,
-		VerifySnapshot: d.verifySnapshot,
+		LazyCommit: true,
 	})
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
@@ -247,21 +265,19 @@ func (d *Driver) bootstrap(sn raft.Snapshot) error {
 	return nil
 }
 
-// recover restores the state machine from the newest snapshot; the core
-// then re-delivers the committed entries after it.
+// recover restores the state machine from the newest snapshot, streamed
+// from its file; the core then re-delivers the committed entries after
+// it.
 func (d *Driver) recover() error {
-	if _, ok := d.store.SnapshotMeta(); !ok {
+	meta, ok := d.store.SnapshotMeta()
+	if !ok {
 		return nil
 	}
-	sn, err := d.store.Snapshot()
-	if err != nil {
-		return fmt.Errorf("load snapshot: %w", err)
+	if err := d.restoreStored(meta); err != nil {
+		return fmt.Errorf("recover from the snapshot: %w", err)
 	}
-	if err := d.restore(sn); err != nil {
-		return err
-	}
-	d.log.Info("recovered from snapshot", "index", sn.Meta.Index)
-	d.checkCounted(sn.Meta.ConfState)
+	d.log.Info("recovered from snapshot", "index", meta.Index)
+	d.checkCounted(meta.ConfState)
 	return nil
 }
 
@@ -311,6 +327,7 @@ func (d *Driver) Close() {
 	d.closeOnce.Do(func() {
 		d.startOnce.Do(func() { close(d.done) }) // never started
 		close(d.stopc)
+		d.receiving.stop()
 		d.wg.Wait()
 	})
 }
@@ -401,6 +418,10 @@ func (d *Driver) Deliver(msgs []raft.Message, done func(nm *NotMember, err error
 // ReportUnreachable tells the core that a peer's connection failed or
 // its queue overflowed, so it slows down (probes) that follower.
 func (d *Driver) ReportUnreachable(id uint64) { d.q.push(unreachable{id}) }
+
+// ReportSnapshot tells the core how the transfer of the snapshot at index
+// to follower to ended (err nil: the follower took it).
+func (d *Driver) ReportSnapshot(to, index uint64, err error) { d.q.push(snapSent{to, index, err}) }
 
 // ReportNotMember hands the loop a peer's word that its configuration
 // does not include this node (see notMember in loop.go).

@@ -17,6 +17,7 @@ type nopTransport struct{}
 func (nopTransport) Send([]raft.Message)    {}
 func (nopTransport) SetPeer(uint64, string) {}
 func (nopTransport) RemovePeer(uint64)      {}
+func (nopTransport) CancelSnapshots()       {}
 
 // testDriver is a started driver of node 1 over a key-value store, with
 // its storage in a temporary directory.

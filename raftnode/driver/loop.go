@@ -103,6 +103,12 @@ type (
 		index uint64
 		err   error
 	}
+	// snapSent reports how the transfer of the snapshot at index to a
+	// follower ended (nil: the follower took it).
+	snapSent struct {
+		to, index uint64
+		err       error
+	}
 )
 
 func (*peerMsgs) isEvent()   {}
@@ -110,6 +116,7 @@ func (notMember) isEvent()   {}
 func (unreachable) isEvent() {}
 func (task) isEvent()        {}
 func (snapDone) isEvent()    {}
+func (snapSent) isEvent()    {}
 func (*proposal) isEvent()   {}
 func (*readWaiter) isEvent() {}
 
@@ -306,6 +313,12 @@ func (d *Driver) drain() {
 			d.notMember(e.from, e.nm)
 		case unreachable:
 			d.core.ReportUnreachable(e.id)
+		case snapSent:
+			status := raft.SnapshotFinish
+			if e.err != nil {
+				status = raft.SnapshotFailure
+			}
+			d.core.ReportSnapshot(e.to, e.index, status)
 		case *proposal:
 			d.loop.newProp = append(d.loop.newProp, e)
 		case *readWaiter:
@@ -338,6 +351,13 @@ func (d *Driver) drain() {
 func (d *Driver) stepPeer(p *peerMsgs) {
 	var nm *NotMember
 	for _, m := range p.msgs {
+		if m.Type == raft.MsgSnap {
+			// Only the snapshot receiver, holding the data, hands the
+			// core a snapshot (the transport refuses one among
+			// messages, too).
+			d.log.Debug("ignored a snapshot among a peer's messages", "from", m.From)
+			continue
+		}
 		err := d.core.Step(m)
 		if err == nil {
 			continue
@@ -495,24 +515,13 @@ func (d *Driver) handleReady(rd raft.Ready) {
 		d.applyAll(rd.CommittedEntries)
 	}
 	if snap != nil {
-		if err := d.restore(*snap); err != nil {
+		if err := d.installSnapshot(*snap); err != nil {
 			// The snapshot is on disk and the core moved on to it: the
-			// state machine cannot follow, so the node stops. The core
-			// verified it before accepting it, so this is a bug or a
-			// failing machine.
+			// state machine cannot follow, so the node stops. The
+			// receiver verified it before the core saw it, so this is a
+			// bug, a failing machine or a disk that lost it.
 			d.fail(fmt.Errorf("install snapshot %d: %w", snap.Meta.Index, err))
 			return
-		}
-		d.loop.snapIndex = snap.Meta.Index
-		d.failStaleProposals(snap.Meta.Index)
-		if d.loop.bootstrapping {
-			d.loop.bootstrapping = false
-			d.log.Info("bootstrapped a new cluster with every initial member (all answered, none held data)",
-				"members", snap.Meta.ConfState.Voters)
-		} else {
-			d.loop.installed++
-			d.log.Info("installed a snapshot from the leader", "index", snap.Meta.Index)
-			d.checkCounted(snap.Meta.ConfState)
 		}
 		d.applyAll(rd.CommittedEntries)
 	}
@@ -545,6 +554,10 @@ func (d *Driver) roleChanged(ss raft.SoftState) {
 	wasLeader := ls.role == raft.StateLeader
 	ls.lead, ls.role = ss.Lead, ss.Role
 	d.setLeader(ss.Lead, ss.Role == raft.StateLeader)
+	if wasLeader && ss.Role != raft.StateLeader {
+		// The core no longer waits for the snapshots it was sending.
+		d.tr.CancelSnapshots()
+	}
 	if ss.Role == raft.StateLeader && !wasLeader && d.cfg.OnLeading != nil {
 		d.cfg.OnLeading()
 	}

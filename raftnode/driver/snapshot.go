@@ -129,15 +129,15 @@ func readSnapshot(r io.Reader) (map[uint64]string, *bufio.Reader, error) {
 	return addrs, br, nil
 }
 
-// verifySnapshot decodes a snapshot received from a leader in full
+// verifyStream decodes a snapshot's stream r, as of index, in full
 // without touching the node's state: the envelope, then the state
-// machine's stream (Machine.Verify). The core calls it
-// (raft.Config.VerifySnapshot) before it installs the snapshot, so one
-// this node could not restore is refused, and the leader asked again,
-// rather than written to disk, where it would stop the node at every
-// start. It costs one more pass over the snapshot.
-func (d *Driver) verifySnapshot(sn raft.Snapshot) error {
-	_, sm, err := readSnapshot(bytes.NewReader(sn.Data))
+// machine's stream (Machine.Verify). The receiver of a snapshot from a
+// leader runs it on the data as it arrives (snapshot_receive.go), before
+// the snapshot reaches the core, so one this node could not restore is
+// refused, and the leader asked again, rather than installed, where it
+// would stop the node at every start.
+func (d *Driver) verifyStream(r io.Reader, index uint64) error {
+	_, sm, err := readSnapshot(r)
 	if err != nil {
 		return err
 	}
@@ -145,28 +145,49 @@ func (d *Driver) verifySnapshot(sn raft.Snapshot) error {
 		// Only a new cluster's bootstrap snapshot carries no state
 		// machine: every later one holds its stream, even of an empty
 		// state.
-		if boot := raft.BootstrapSnapshot(raft.ConfState{}).Meta.Index; sn.Meta.Index > boot {
-			return fmt.Errorf("no state machine in a snapshot at index %d (only the bootstrap snapshot, at index %d, has none)", sn.Meta.Index, boot)
+		if boot := raft.BootstrapSnapshot(raft.ConfState{}).Meta.Index; index > boot {
+			return fmt.Errorf("no state machine in a snapshot at index %d (only the bootstrap snapshot, at index %d, has none)", index, boot)
 		}
 		return nil
 	}
-	if err := d.sm.Verify(sm, sn.Meta.Index); err != nil {
+	if err := d.sm.Verify(sm, index); err != nil {
 		return fmt.Errorf("state machine: %w", err)
 	}
 	return nil
 }
 
-// restore replaces the state machine and the address book with a
-// snapshot's. On error the state machine is unchanged.
+// restore replaces the state machine and the address book with those of
+// a snapshot held in memory (a bootstrap snapshot, or the one
+// --force-new-cluster writes). On error the state machine is unchanged.
 func (d *Driver) restore(sn raft.Snapshot) error {
-	addrs, sm, err := readSnapshot(bytes.NewReader(sn.Data))
+	return d.restoreFrom(bytes.NewReader(sn.Data), sn.Meta.Index)
+}
+
+// restoreStored restores from the store's snapshot file meta names, read
+// as a stream, once (the store checks its checksum as the read reaches
+// the end, and the state machine changes nothing unless its whole stream
+// is good). On error the state machine is unchanged.
+func (d *Driver) restoreStored(meta raft.SnapshotMeta) error {
+	r, err := d.store.OpenSnapshot(meta.Index, meta.Term)
 	if err != nil {
-		return fmt.Errorf("snapshot %d: %w", sn.Meta.Index, err)
+		return fmt.Errorf("snapshot %d: %w", meta.Index, err)
+	}
+	defer r.Close()
+	return d.restoreFrom(r, meta.Index)
+}
+
+// restoreFrom replaces the state machine and the address book with those
+// of the snapshot stream r, as of index. On error the state machine is
+// unchanged.
+func (d *Driver) restoreFrom(r io.Reader, index uint64) error {
+	addrs, sm, err := readSnapshot(r)
+	if err != nil {
+		return fmt.Errorf("snapshot %d: %w", index, err)
 	}
 	// A snapshot without a state machine stream (a new cluster's
 	// bootstrap snapshot) restores the initial state.
-	if err := d.sm.Restore(sm, sn.Meta.Index); err != nil {
-		return fmt.Errorf("snapshot %d: restore the state machine: %w", sn.Meta.Index, err)
+	if err := d.sm.Restore(sm, index); err != nil {
+		return fmt.Errorf("snapshot %d: restore the state machine: %w", index, err)
 	}
 	if d.loop.addrs == nil {
 		d.loop.addrs = make(map[uint64]string)
@@ -201,7 +222,11 @@ func (d *Driver) maybeSnapshot() {
 	}
 }
 
-// startSnapshot snapshots the state as of the applied index now.
+// startSnapshot snapshots the state as of the applied index now: on the
+// loop it takes the state machine's copy-on-write view and the
+// configuration in effect; a goroutine streams the view into the
+// snapshot file (through a buffer of its own, never the whole snapshot in
+// memory), commits it and compacts the log, while the loop goes on.
 func (d *Driver) startSnapshot() uint64 {
 	ls := &d.loop
 	if ls.unsavedHS != nil {
@@ -230,19 +255,46 @@ func (d *Driver) startSnapshot() uint64 {
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
-		var buf bytes.Buffer
-		err := writeSnapshot(&buf, addrs, smSnap)
-		smSnap.Release()
-		if err == nil {
-			err = d.store.CreateSnapshot(index, cs, buf.Bytes())
-		}
+		size, err := d.writeSnapshotFile(index, cs, addrs, smSnap)
 		if err == nil {
 			err = d.store.Compact(index)
 		}
 		if err == nil {
-			d.log.Info("snapshot written", "index", index, "bytes", buf.Len())
+			d.log.Info("snapshot written", "index", index, "bytes", size)
 		}
 		d.q.push(snapDone{index, err})
 	}()
 	return index
+}
+
+// snapshotWriteBuffer is the buffer between a state machine's snapshot
+// stream and the snapshot file: large enough that the file sees few
+// writes, small against any state.
+const snapshotWriteBuffer = 256 << 10
+
+// writeSnapshotFile streams the envelope and the state machine's view sn
+// into a new snapshot file at index, commits it and releases sn. It
+// returns the snapshot's size.
+func (d *Driver) writeSnapshotFile(index uint64, cs raft.ConfState, addrs map[uint64]string, sn statemachine.Snapshot) (uint64, error) {
+	w, err := d.store.NewSnapshot(index, cs)
+	if err != nil {
+		sn.Release()
+		return 0, err
+	}
+	bw := bufio.NewWriterSize(w, snapshotWriteBuffer)
+	err = writeSnapshot(bw, addrs, sn)
+	if err == nil {
+		err = bw.Flush()
+	}
+	// The view is written (or failed): the state machine may free it
+	// before the file is synced.
+	sn.Release()
+	if err == nil {
+		err = w.Commit()
+	}
+	if err != nil {
+		w.Abort()
+		return 0, err
+	}
+	return w.Size(), nil
 }
