@@ -43,6 +43,7 @@ type kvRequest struct {
 func (sv *Server) execute(req kvRequest, done func([]kvResult)) {
 	ops := req.ops
 	x := &execution{sv: sv, req: req, done: done}
+	x.writes = x.writeBuf[:0]
 	switch {
 	case len(ops) == 0:
 		x.answer(nil)
@@ -106,7 +107,8 @@ type execution struct {
 	req  kvRequest
 	done func([]kvResult)
 
-	writes []int // the positions of the writes among the operations
+	writes   []int // the positions of the writes among the operations
+	writeBuf [4]int
 	// linear: there are linearizable reads; ranges: there are ranges,
 	// read off the loop.
 	linear, ranges bool
