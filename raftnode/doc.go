@@ -47,9 +47,9 @@
 // core appended it at (any other entry there means it was overwritten),
 // takes snapshots as copy-on-write views streamed into the snapshot file
 // off the loop, inside its own envelope (snapshot.go), and restores and
-// verifies snapshots as streams. What a result means is the services' business: kvstate.go
-// reads them, and observes applied token keys for the first operator
-// token.
+// verifies snapshots as streams. What a result means is the services'
+// business: kvstate.go reads them, and observes applied token keys for
+// the first operator token.
 //
 // # Clients
 //
