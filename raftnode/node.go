@@ -71,9 +71,14 @@ type Config struct {
 	// log grow by SnapshotEntries of them before the first snapshot).
 	SnapshotBytes uint64
 	// SnapshotChunk is the size of one write when a leader streams a
-	// snapshot to a follower (default 1 MiB): what each side holds of a
+	// snapshot to a follower (default 256 KiB): what each side holds of a
 	// snapshot in memory is a few of them.
 	SnapshotChunk int
+	// SnapshotRate caps the bytes per second a leader streams one
+	// snapshot at (default DefaultSnapshotRate; negative: as fast as the
+	// follower takes it, at a cost to the latency of the writes the
+	// leader serves meanwhile: see docs/BENCHMARKS.md).
+	SnapshotRate int64
 	// SnapshotCatchupEntries: entries kept in the log before a snapshot,
 	// so slightly lagging followers catch up without a snapshot (default
 	// 5000), and no more of them than SnapshotBytes/2 bytes hold.
@@ -142,6 +147,12 @@ func (c *Config) setDefaults() error {
 	if c.SnapshotBytes == 0 {
 		c.SnapshotBytes = DefaultSnapshotBytes
 	}
+	switch {
+	case c.SnapshotRate == 0:
+		c.SnapshotRate = DefaultSnapshotRate
+	case c.SnapshotRate < 0:
+		c.SnapshotRate = 0 // the transport's "unpaced"
+	}
 	if c.SnapshotCatchupEntries == 0 {
 		c.SnapshotCatchupEntries = 5000
 	}
@@ -179,6 +190,11 @@ func ClusterID(name string) uint64 {
 
 // DefaultSnapshotBytes is Config.SnapshotBytes's default.
 const DefaultSnapshotBytes = 64 << 20
+
+// DefaultSnapshotRate is Config.SnapshotRate's default: 64 MiB/s, a 1 GiB
+// state in 16 seconds, at which a transfer costs the writes the leader
+// serves meanwhile little latency (docs/BENCHMARKS.md).
+const DefaultSnapshotRate = 64 << 20
 
 // Node is one consensus node: the driver (raftnode/driver) with its
 // durable storage, the replicated key-value store, the peer transport and
@@ -293,6 +309,7 @@ func (n *Node) open() (discover bool, err error) {
 		},
 		SnapshotDone:  func(to, index uint64, err error) { n.d.ReportSnapshot(to, index, err) },
 		SnapshotChunk: n.cfg.SnapshotChunk,
+		SnapshotRate:  n.cfg.SnapshotRate,
 		Logger:        n.log.Named("transport"),
 		// A restarted peer should hear from the leader well within an
 		// election timeout, or it campaigns needlessly.

@@ -55,6 +55,9 @@ func SnapshotReceiveWrites(n *Node) (writes uint64, largest int64) {
 	return st.Writes, st.LargestWrite
 }
 
+// SnapshotSendStatsT is what SnapshotSendStats returns.
+type SnapshotSendStatsT = transport.SnapshotStats
+
 // SnapshotSendStats returns the counters of the snapshot transfers n sent.
 func SnapshotSendStats(n *Node) transport.SnapshotStats { return n.tr.SnapshotStats() }
 

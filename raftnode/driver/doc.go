@@ -45,10 +45,19 @@
 // appended them at (any other entry there means a new leader overwrote
 // them). Snapshots are copy-on-write views of the state machine streamed
 // into a file off the loop inside the driver's own envelope (snapshot.go),
-// which also carries the members' addresses. A snapshot from a leader is
-// received beside the core (snapshot_receive.go): written to a file while
-// the state machine verifies the same bytes, and stepped into the core
-// only once it is checked and durable.
+// which also carries the members' addresses.
+//
+// Snapshots stream beside the core. A leader's core names the snapshot a
+// follower needs (a MsgSnap, metadata only); the transport streams that
+// file on a connection of its own, reading it once, and the loop reports
+// the outcome to the core (ReportSnapshot). The follower's receiver
+// (snapshot_receive.go) takes a snapshot only from the leader its core
+// follows, in that leader's term, writes it to a temporary file while the
+// state machine verifies the same bytes, and hands the core the metadata
+// only once the transport checked size and checksum end to end and the
+// file is durable; the loop then restores from the file as a stream.
+// Neither side holds a snapshot in memory, and the loop does no snapshot
+// I/O but that restore.
 //
 // # API
 //

@@ -30,7 +30,7 @@ import (
 
 // Defaults for the snapshot fields of Config.
 const (
-	DefaultSnapshotChunk   = 1 << 20
+	DefaultSnapshotChunk   = 256 << 10
 	DefaultSnapshotWindow  = 4
 	DefaultSnapshotTimeout = 30 * time.Second
 )
@@ -283,6 +283,7 @@ func (s *snapSender) stream(ctx context.Context, m raft.Message) error {
 		}
 	}()
 	var sent int64
+	paced := time.Now()
 	for done := false; !done; {
 		n, rerr := io.ReadFull(src, buf)
 		s.count(func(st *SnapshotStats) { st.BytesRead += uint64(n) })
@@ -298,6 +299,18 @@ func (s *snapSender) stream(ctx context.Context, m raft.Message) error {
 		if len(pending) >= cfg.SnapshotWindow {
 			if err := oldest(); err != nil {
 				return fmt.Errorf("write snapshot %d: %w", m.Snapshot.Index, err)
+			}
+		}
+		if rate := cfg.SnapshotRate; rate > 0 {
+			// Paced: the chunk leaves no earlier than the rate allows.
+			if d := time.Until(paced.Add(time.Duration(float64(sent) / float64(rate) * float64(time.Second)))); d > 0 {
+				timer := time.NewTimer(d)
+				select {
+				case <-timer.C:
+				case <-ctx.Done():
+					timer.Stop()
+					return fmt.Errorf("snapshot %d: %w", m.Snapshot.Index, context.Cause(ctx))
+				}
 			}
 		}
 		chunk := buf[:n]

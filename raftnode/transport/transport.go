@@ -123,11 +123,18 @@ type Config struct {
 	// and must not block long.
 	SnapshotDone func(to, index uint64, err error)
 	// SnapshotChunk is the size of one write of a snapshot transfer
-	// (default 1 MiB, at most the frame limit less room for the envelope),
+	// (default 256 KiB, at most the frame limit less room for the
+	// envelope; larger writes cost more per byte, and make a transfer
+	// weigh harder on the latency of everything else the node does),
 	// and SnapshotWindow how many writes may await their return (default
 	// 4): a transfer holds no more of a snapshot in memory than that.
 	SnapshotChunk  int
 	SnapshotWindow int
+	// SnapshotRate caps the bytes per second one snapshot transfer sends
+	// (0: as fast as the follower takes them). Unpaced, a transfer takes
+	// all the CPU, memory bandwidth and network it can get, and the
+	// latency of the writes the leader serves meanwhile suffers.
+	SnapshotRate int64
 	// SnapshotTimeout bounds the wait for any step of a snapshot transfer
 	// (the offer, a write, the finish) to return (default 30s).
 	SnapshotTimeout time.Duration
