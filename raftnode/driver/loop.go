@@ -461,7 +461,10 @@ func (d *Driver) handleReady(rd raft.Ready) {
 	}
 	var snap *raft.Snapshot
 	if !rd.Snapshot.IsEmpty() {
-		snap = &rd.Snapshot
+		// A copy: a pointer into rd would move every Ready to the heap
+		// (the storage is an interface, so what Save keeps is unknown).
+		sn := rd.Snapshot
+		snap = &sn
 	}
 	// New entries: the leader's appends go out first, in parallel with
 	// its own write. Otherwise the messages (typically the new commit

@@ -4,14 +4,15 @@ import (
 	"errors"
 
 	"github.com/capraft/capraft/raftnode/driver"
+	"github.com/capraft/capraft/raftnode/kv"
 	"github.com/capraft/capraft/schema"
 )
 
 // The one map from what went wrong to what a client sees: a code it acts
-// on and a message for humans. The driver's domain errors are mapped
-// here (errorCode); the services' own refusals (permission, limits,
-// arguments) and the answers of forwarded calls carry their code
-// (requestError).
+// on and a message for humans. The driver's domain errors (errorCode) and
+// the state machine's refusals of writes (kvCodeError) are mapped here;
+// the services' own refusals (permission, limits, arguments) and the
+// answers of forwarded calls carry their code (requestError).
 
 // requestError is an error a request is answered with that carries its
 // code: one the services decided, or one a leader answered a forwarded
@@ -63,4 +64,24 @@ func domainCode(err error) schema.ErrorCode {
 		return schema.ErrorCode_invalidArgument
 	}
 	return schema.ErrorCode_internal
+}
+
+// kvCodeError turns a state machine's refusal into a request error.
+func kvCodeError(r kv.Result) error {
+	code := schema.ErrorCode_internal
+	switch r.Code {
+	case kv.SessionExpired:
+		code = schema.ErrorCode_sessionExpired
+	case kv.StaleSequence:
+		code = schema.ErrorCode_staleSequence
+	case kv.InvalidArgument:
+		code = schema.ErrorCode_invalidArgument
+	case kv.TooLarge:
+		code = schema.ErrorCode_tooLarge
+	}
+	msg := r.Message
+	if msg == "" {
+		msg = r.Code.String()
+	}
+	return &requestError{code, msg}
 }

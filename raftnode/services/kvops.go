@@ -55,26 +55,6 @@ func writeOp(o *kvwire.Op) kv.WriteOp {
 	return w
 }
 
-// kvCodeError turns a state machine's refusal into a request error.
-func kvCodeError(r kv.Result) error {
-	code := schema.ErrorCode_internal
-	switch r.Code {
-	case kv.SessionExpired:
-		code = schema.ErrorCode_sessionExpired
-	case kv.StaleSequence:
-		code = schema.ErrorCode_staleSequence
-	case kv.InvalidArgument:
-		code = schema.ErrorCode_invalidArgument
-	case kv.TooLarge:
-		code = schema.ErrorCode_tooLarge
-	}
-	msg := r.Message
-	if msg == "" {
-		msg = r.Code.String()
-	}
-	return &requestError{code, msg}
-}
-
 // wireError is err as the client sees it, with the leader hint hint.
 func wireError(err error, hint uint64) *kvwire.Error {
 	var we *kvwire.Error
