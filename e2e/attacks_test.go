@@ -317,8 +317,10 @@ const (
 	snapshotGarbage
 )
 
-// forgedSnapshot sends a one-chunk InstallSnapshot of the given kind as
-// the leader, in a higher term.
+// forgedSnapshot streams a snapshot of the given kind as the leader, in a
+// higher term, the way a leader does (Raft.installSnapshot, one write,
+// finish), all pipelined on node's Raft capability: a refused raft()
+// fails the offer.
 func forgedSnapshot(kind int) attackStep {
 	return func(ctx context.Context, node schema.Node, tg attackTarget) error {
 		var data []byte
@@ -330,25 +332,48 @@ func forgedSnapshot(kind int) attackStep {
 			data = make([]byte, 4096)
 			tg.rng.Read(data)
 		}
-		return forgedSend(ctx, node, tg, tg.leader, schema.Lane_data, schema.MessageType_snap, func(m schema.Message) error {
-			m.SetTerm(tg.term + 100)
-			meta, err := m.NewSnapshot()
-			if err != nil {
+		return withRaft(ctx, node, func(r schema.Raft) error {
+			of, orel := r.InstallSnapshot(ctx, func(p schema.Raft_installSnapshot_Params) error {
+				h, err := p.NewHeader()
+				if err != nil {
+					return err
+				}
+				h.SetClusterId(tg.clusterID)
+				h.SetFrom(tg.leader)
+				h.SetTo(tg.node)
+				o, err := p.NewOffer()
+				if err != nil {
+					return err
+				}
+				o.SetTerm(tg.term + 100)
+				o.SetSize(uint64(len(data)))
+				o.SetChecksum(crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli)))
+				meta, err := o.NewMeta()
+				if err != nil {
+					return err
+				}
+				meta.SetIndex(tg.lastIndex + 1000)
+				meta.SetTerm(tg.term + 100)
+				cs, err := meta.NewConfState()
+				if err != nil {
+					return err
+				}
+				return setVoters(cs, voters)
+			})
+			defer orel()
+			stream := of.Stream()
+			wf, wrel := stream.Write(ctx, func(p schema.SnapshotStream_write_Params) error { return p.SetData(data) })
+			defer wrel()
+			ff, frel := stream.Finish(ctx, nil)
+			defer frel()
+			if _, err := of.Struct(); err != nil {
 				return err
 			}
-			meta.SetIndex(tg.lastIndex + 1000)
-			meta.SetTerm(tg.term + 100)
-			cs, err := meta.NewConfState()
-			if err != nil {
+			if _, err := wf.Struct(); err != nil {
 				return err
 			}
-			if err := setVoters(cs, voters); err != nil {
-				return err
-			}
-			m.SetOffset(0)
-			m.SetDone(true)
-			m.SetChecksum(crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli)))
-			return m.SetData(data)
+			_, err := ff.Struct()
+			return err
 		})
 	}
 }

@@ -69,6 +69,12 @@ func (g *guardedCore) ReadIndex(ctx []byte) error {
 
 func (g *guardedCore) ReportUnreachable(id uint64) { g.calls++; g.c.ReportUnreachable(id); g.calls-- }
 
+func (g *guardedCore) ReportSnapshot(id, index uint64, status raft.SnapshotStatus) {
+	g.calls++
+	g.c.ReportSnapshot(id, index, status)
+	g.calls--
+}
+
 func (g *guardedCore) CommitUnannounced() bool {
 	g.calls++
 	ok := g.c.CommitUnannounced()

@@ -25,20 +25,31 @@
 // Peers' messages travel one way (raftnode/transport): the loop hands
 // every message the core produces, responses included, to the transport,
 // which sends it on a stream to its receiver, on the control lane
-// (elections, heartbeats, responses) or the data lane (appends, snapshot
-// chunks); and it steps what peers send in the order they sent it. Nothing
-// pairs a response with a request.
+// (elections, heartbeats, responses) or the data lane (appends); and it
+// steps what peers send in the order they sent it. Nothing pairs a
+// response with a request.
+//
+// Snapshots stream beside the core. A leader's core names the snapshot a
+// follower needs (a MsgSnap, metadata only); the transport streams that
+// file on a connection of its own, reading it once, and the loop reports
+// the outcome to the core. The follower's receiver (snapshot_receive.go)
+// takes a snapshot only from the leader its core follows, in that
+// leader's term, writes it to a temporary file while the state machine
+// verifies the same bytes, and hands the core the metadata only once the
+// transport checked size and checksum end to end and the file is durable;
+// the loop then restores from the file as a stream. Neither side holds a
+// snapshot in memory, and the loop does no snapshot I/O but that restore.
 //
 // The loop knows the replicated state machine only as a
 // statemachine.Machine (Node.sm; the key-value store's Store.Machine): it
 // hands each Ready's committed entries to Apply as one batch, answers
 // each proposal with the result of the entry at the index and term the
 // core appended it at (any other entry there means it was overwritten),
-// takes snapshots as copy-on-write views written off the loop inside its
-// own envelope (snapshot.go), and restores and verifies snapshots as
-// streams. What a result means is the services' business: kvstate.go
-// reads them, and observes applied token keys for the first operator
-// token.
+// takes snapshots as copy-on-write views streamed into the snapshot file
+// off the loop, inside its own envelope (snapshot.go), and restores and
+// verifies snapshots as streams. What a result means is the services'
+// business: kvstate.go reads them, and observes applied token keys for
+// the first operator token.
 //
 // # Clients
 //

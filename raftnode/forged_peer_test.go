@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math/rand/v2"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -126,14 +127,18 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Issue 13: a garbage snapshot made a node stop, then refuse to start
 // forever ("corrupt snapshot envelope"). A snapshot that fails its
-// checksum or does not decode is refused before anything is replaced:
-// the node keeps its data and keeps running, and starts again.
+// checksum, is cut short or does not decode is refused before anything is
+// replaced: the node keeps its data and keeps running, and starts again.
+// The snapshots come as the leader's would, on the Raft capability, from
+// the leader in its term (the test cluster has no security, so anyone can
+// say so), far ahead of the commit index: by Raft's rules alone they
+// would replace everything.
 func TestUndecodableSnapshotIsRefusedAndTheNodeKeepsRunning(t *testing.T) {
 	const keys = 20
 	x := newTarget(t, keys)
 	seed := rand.Uint64()
 	t.Logf("garbage seed %d", seed)
-	garbage := make([]byte, 4096)
+	garbage := make([]byte, 300<<10)
 	for i := range garbage {
 		garbage[i] = byte(rand.New(rand.NewPCG(seed, uint64(i))).Uint32())
 	}
@@ -142,31 +147,49 @@ func TestUndecodableSnapshotIsRefusedAndTheNodeKeepsRunning(t *testing.T) {
 		name string
 		data []byte
 		sum  uint32
+		size uint64 // 0: len(data)
+		// byDriver: the node's verification, which reads the data as it
+		// arrives, refuses it (garbage, at its first bytes); otherwise
+		// the transport's end-to-end checks of size and checksum do.
+		byDriver bool
 	}{
-		{"garbage with its checksum", garbage, crc32.Checksum(garbage, castagnoli)},
-		{"garbage without a checksum", garbage, 0},
-		{"a well-formed snapshot under another checksum", wellFormed, crc32.Checksum(wellFormed, castagnoli) ^ 1},
+		{"garbage with its checksum", garbage, crc32.Checksum(garbage, castagnoli), 0, true},
+		{"garbage without a checksum", garbage, 0, 0, true},
+		{"a well-formed snapshot under another checksum", wellFormed, crc32.Checksum(wellFormed, castagnoli) ^ 1, 0, false},
+		{"a truncated stream", wellFormed, crc32.Checksum(wellFormed, castagnoli), uint64(len(wellFormed)) + 100, false},
 		// Only the bootstrap snapshot has no store; later, none would
 		// have emptied the follower.
-		{"a snapshot without a store past the bootstrap index", wellFormed, crc32.Checksum(wellFormed, castagnoli)},
+		{"a snapshot without a store past the bootstrap index", wellFormed, crc32.Checksum(wellFormed, castagnoli), 0, true},
 	}
+	refusedByDriver := 0
 	for i, tc := range cases {
-		// From the leader, in its term, far ahead of the commit index:
-		// by Raft's rules alone it would replace everything.
 		st := x.st
-		meta := &raft.SnapshotMeta{Index: st.Commit + 1000 + uint64(i), Term: st.Term, ConfState: st.Config}
-		half := uint64(len(tc.data) / 2)
-		x.deliver(t, raft.Message{Type: raft.MsgSnap, From: x.lead, Term: st.Term, Snapshot: meta, Data: tc.data[:half], Checksum: tc.sum})
-		x.deliver(t, raft.Message{Type: raft.MsgSnap, From: x.lead, Term: st.Term, Snapshot: meta, Offset: half, Data: tc.data[half:], Done: true, Checksum: tc.sum})
+		meta := raft.SnapshotMeta{Index: st.Commit + 1000 + uint64(i), Term: st.Term, ConfState: st.Config}
+		size := tc.size
+		if size == 0 {
+			size = uint64(len(tc.data))
+		}
+		err := streamSnapshot(x.ctx, x.c.addrs[x.f], snapshotOffer{from: x.lead, to: x.f, term: st.Term, meta: meta, size: size, sum: tc.sum}, tc.data, 64<<10)
+		if err == nil {
+			t.Fatalf("%s: accepted", tc.name)
+		}
+		t.Logf("%s: %v", tc.name, err)
+		if tc.byDriver {
+			refusedByDriver++
+		}
 		if err := x.c.nodes[x.f].Err(); err != nil {
 			t.Fatalf("%s: the node stopped: %v", tc.name, err)
 		}
 	}
-	if got := x.status(t).SnapshotsRefused; got != uint64(len(cases)) {
-		t.Errorf("SnapshotsRefused = %d, want %d", got, len(cases))
+	if got := raftnode.SnapshotsRefused(x.c.nodes[x.f]); got != uint64(refusedByDriver) {
+		t.Errorf("SnapshotsRefused = %d, want %d", got, refusedByDriver)
 	}
 	if log := x.bufs[x.f].String(); !strings.Contains(log, "refused a snapshot from the leader") {
 		t.Errorf("no warning about the refused snapshot in the follower's log")
+	}
+	// Nothing of the refused snapshots is left on disk.
+	if left, _ := filepath.Glob(filepath.Join(x.c.dirs[x.f], "snap", "*.tmp")); len(left) > 0 {
+		t.Errorf("partial snapshots left behind: %v", left)
 	}
 	readsAll(t, x.ctx, x.kf, keys)
 	// The node restarts from its data directory: nothing bad reached it.
@@ -177,28 +200,34 @@ func TestUndecodableSnapshotIsRefusedAndTheNodeKeepsRunning(t *testing.T) {
 
 // Issue 13: a forged empty, well-formed snapshot turned a follower into a
 // zombie serving empty reads. At an index the follower already committed,
-// Raft's own rules refuse it, in the leader's term or a later one.
+// or from another term than the leader's, the offer is refused before any
+// data is taken; and a snapshot among a peer's messages never reaches the
+// core at all.
 func TestStaleEmptySnapshotLeavesTheFollowerItsData(t *testing.T) {
 	const keys = 10
 	x := newTarget(t, keys)
 	st := x.st
 	installed := x.c.nodes[x.f].Status(x.ctx).SnapshotsInstalled
 	empty := x.emptySnapshot()
-	// The snapshots' terms do not match the follower's entries at their
-	// indexes (the bootstrap term, 1, or a term to come), so only the
-	// commit index rule refuses them.
 	for _, tc := range []struct {
 		name                  string
 		term, index, snapTerm uint64
 	}{
 		{"at the commit index", st.Term, st.Commit, 1},
 		{"below the commit index", st.Term, st.Commit - 1, 1},
-		{"in a later term", st.Term + 1, st.Commit, st.Term + 1},
+		{"in a later term", st.Term + 1, st.Commit + 10, st.Term + 1},
 	} {
-		x.deliver(t, raft.Message{Type: raft.MsgSnap, From: x.lead, Term: tc.term, Done: true, Data: empty,
-			Checksum: crc32.Checksum(empty, castagnoli),
-			Snapshot: &raft.SnapshotMeta{Index: tc.index, Term: tc.snapTerm, ConfState: st.Config}})
+		meta := raft.SnapshotMeta{Index: tc.index, Term: tc.snapTerm, ConfState: st.Config}
+		err := streamSnapshot(x.ctx, x.c.addrs[x.f], snapshotOffer{from: x.lead, to: x.f, term: tc.term, meta: meta,
+			size: uint64(len(empty)), sum: crc32.Checksum(empty, castagnoli)}, empty, 64<<10)
+		if err == nil || !strings.Contains(err.Error(), "refused") {
+			t.Errorf("%s: %v, want a refusal", tc.name, err)
+		}
 	}
+	// A snapshot among messages, as a forged peer stream would carry it
+	// if the transport let it through: the loop drops it.
+	x.deliver(t, raft.Message{Type: raft.MsgSnap, From: x.lead, Term: st.Term,
+		Snapshot: &raft.SnapshotMeta{Index: st.Commit + 100, Term: st.Term, ConfState: st.Config}})
 	if got := x.c.nodes[x.f].Status(x.ctx).SnapshotsInstalled; got != installed {
 		t.Fatalf("the follower installed %d stale snapshots", got-installed)
 	}

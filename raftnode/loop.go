@@ -104,6 +104,12 @@ type (
 		index uint64
 		err   error
 	}
+	// snapSent reports how the transfer of the snapshot at index to a
+	// follower ended (nil: the follower took it).
+	snapSent struct {
+		to, index uint64
+		err       error
+	}
 )
 
 func (*peerMsgs) isEvent()   {}
@@ -111,6 +117,7 @@ func (notMember) isEvent()   {}
 func (unreachable) isEvent() {}
 func (task) isEvent()        {}
 func (snapDone) isEvent()    {}
+func (snapSent) isEvent()    {}
 func (*proposal) isEvent()   {}
 func (*readWaiter) isEvent() {}
 
@@ -306,6 +313,12 @@ func (n *Node) drain() {
 			n.notMember(e.from, e.nm)
 		case unreachable:
 			n.core.ReportUnreachable(e.id)
+		case snapSent:
+			status := raft.SnapshotFinish
+			if e.err != nil {
+				status = raft.SnapshotFailure
+			}
+			n.core.ReportSnapshot(e.to, e.index, status)
 		case *proposal:
 			n.loop.newProp = append(n.loop.newProp, e)
 		case *readWaiter:
@@ -338,6 +351,13 @@ func (n *Node) drain() {
 func (n *Node) stepPeer(p *peerMsgs) {
 	var nm *transport.NotMember
 	for _, m := range p.msgs {
+		if m.Type == raft.MsgSnap {
+			// Only the snapshot receiver, holding the data, hands the
+			// core a snapshot (the transport refuses one among
+			// messages, too).
+			n.log.Debug("ignored a snapshot among a peer's messages", "from", m.From)
+			continue
+		}
 		err := n.core.Step(m)
 		if err == nil {
 			continue
@@ -495,24 +515,13 @@ func (n *Node) handleReady(rd raft.Ready) {
 		n.applyAll(rd.CommittedEntries)
 	}
 	if snap != nil {
-		if err := n.restore(*snap); err != nil {
+		if err := n.installSnapshot(*snap); err != nil {
 			// The snapshot is on disk and the core moved on to it: the
-			// state machine cannot follow, so the node stops. The core
-			// verified it before accepting it, so this is a bug or a
-			// failing machine.
+			// state machine cannot follow, so the node stops. The
+			// receiver verified it before the core saw it, so this is a
+			// bug, a failing machine or a disk that lost it.
 			n.fail(fmt.Errorf("install snapshot %d: %w", snap.Meta.Index, err))
 			return
-		}
-		n.loop.snapIndex = snap.Meta.Index
-		n.failStaleProposals(snap.Meta.Index)
-		if n.loop.bootstrapping {
-			n.loop.bootstrapping = false
-			n.log.Info("bootstrapped a new cluster with every initial member (all answered, none held data)",
-				"members", snap.Meta.ConfState.Voters)
-		} else {
-			n.loop.installed++
-			n.log.Info("installed a snapshot from the leader", "index", snap.Meta.Index)
-			n.checkCounted(snap.Meta.ConfState)
 		}
 		n.applyAll(rd.CommittedEntries)
 	}
@@ -545,6 +554,10 @@ func (n *Node) roleChanged(ss raft.SoftState) {
 	wasLeader := ls.role == raft.StateLeader
 	ls.lead, ls.role = ss.Lead, ss.Role
 	n.setLeader(ss.Lead, ss.Role == raft.StateLeader)
+	if wasLeader && ss.Role != raft.StateLeader {
+		// The core no longer waits for the snapshots it was sending.
+		n.tr.CancelSnapshots()
+	}
 	if ss.Role == raft.StateLeader && !wasLeader {
 		n.createFirstTokenKey()
 	}

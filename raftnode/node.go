@@ -70,6 +70,15 @@ type Config struct {
 	// more often frees no more disk, and large values no longer let the
 	// log grow by SnapshotEntries of them before the first snapshot).
 	SnapshotBytes uint64
+	// SnapshotChunk is the size of one write when a leader streams a
+	// snapshot to a follower (default 256 KiB): what each side holds of a
+	// snapshot in memory is a few of them.
+	SnapshotChunk int
+	// SnapshotRate caps the bytes per second a leader streams one
+	// snapshot at (default DefaultSnapshotRate; negative: as fast as the
+	// follower takes it, at a cost to the latency of the writes the
+	// leader serves meanwhile: see docs/BENCHMARKS.md).
+	SnapshotRate int64
 	// SnapshotCatchupEntries: entries kept in the log before a snapshot,
 	// so slightly lagging followers catch up without a snapshot (default
 	// 5000), and no more of them than SnapshotBytes/2 bytes hold.
@@ -138,6 +147,12 @@ func (c *Config) setDefaults() error {
 	if c.SnapshotBytes == 0 {
 		c.SnapshotBytes = DefaultSnapshotBytes
 	}
+	switch {
+	case c.SnapshotRate == 0:
+		c.SnapshotRate = DefaultSnapshotRate
+	case c.SnapshotRate < 0:
+		c.SnapshotRate = 0 // the transport's "unpaced"
+	}
 	if c.SnapshotCatchupEntries == 0 {
 		c.SnapshotCatchupEntries = 5000
 	}
@@ -197,6 +212,10 @@ type Node struct {
 	// Owned by the loop goroutine.
 	core guardedCore
 	loop loopState
+
+	// receiving is the snapshot transfer from a leader under way
+	// (snapshot_receive.go).
+	receiving snapshotReceiving
 
 	q       *eventQueue
 	stopc   chan struct{} // closed by Close
@@ -337,8 +356,7 @@ func (n *Node) open() (err error) {
 		// Under a steady load the next append carries a new commit
 		// index; the loop announces it when it goes quiet instead
 		// (commitAnnounceDelay). Two fewer calls per follower per write.
-		LazyCommit:     true,
-		VerifySnapshot: n.verifySnapshot,
+		LazyCommit: true,
 	})
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
@@ -354,7 +372,15 @@ func (n *Node) open() (err error) {
 		Incarnation:  n.store.Incarnation(),
 		NotMember:    func(id uint64, nm transport.NotMember) { n.q.push(notMember{id, nm}) },
 		Unreachable:  func(id uint64) { n.q.push(unreachable{id}) },
-		Logger:       n.log.Named("transport"),
+		// Snapshots stream beside the core: the transport reads the
+		// file and reports to the loop, which tells the core.
+		OpenSnapshot: func(meta raft.SnapshotMeta) (transport.SnapshotSource, error) {
+			return n.store.OpenSnapshot(meta.Index, meta.Term)
+		},
+		SnapshotDone:  func(to, index uint64, err error) { n.q.push(snapSent{to, index, err}) },
+		SnapshotChunk: n.cfg.SnapshotChunk,
+		SnapshotRate:  n.cfg.SnapshotRate,
+		Logger:        n.log.Named("transport"),
 		// A restarted peer should hear from the leader well within an
 		// election timeout, or it campaigns needlessly.
 		BackoffMax: max(n.cfg.ElectionTimeout/4, 50*time.Millisecond),
@@ -381,21 +407,19 @@ func (n *Node) bootstrap() error {
 	return nil
 }
 
-// recover restores the state machine from the newest snapshot; the core
-// then re-delivers the committed entries after it.
+// recover restores the state machine from the newest snapshot, streamed
+// from its file; the core then re-delivers the committed entries after
+// it.
 func (n *Node) recover() error {
-	if _, ok := n.store.SnapshotMeta(); !ok {
+	meta, ok := n.store.SnapshotMeta()
+	if !ok {
 		return nil
 	}
-	sn, err := n.store.Snapshot()
-	if err != nil {
-		return fmt.Errorf("load snapshot: %w", err)
+	if err := n.restoreStored(meta); err != nil {
+		return fmt.Errorf("recover from the snapshot: %w", err)
 	}
-	if err := n.restore(sn); err != nil {
-		return err
-	}
-	n.log.Info("recovered from snapshot", "index", sn.Meta.Index)
-	n.checkCounted(sn.Meta.ConfState)
+	n.log.Info("recovered from snapshot", "index", meta.Index)
+	n.checkCounted(meta.ConfState)
 	return nil
 }
 
@@ -436,6 +460,7 @@ func (n *Node) Err() error {
 func (n *Node) Close() {
 	n.closeMu.Do(func() {
 		close(n.stopc)
+		n.receiving.stop()
 		n.wg.Wait()
 		n.tr.Close()
 		n.hub.Close()

@@ -39,3 +39,22 @@ func EmptySnapshotData(addrs map[uint64]string) []byte { return encodeSnapshot(a
 
 // TransportStats returns what n's transport knows of its lanes to peer.
 func TransportStats(n *Node, peer uint64) transport.PeerStats { return n.tr.Stats(peer) }
+
+// SnapshotsRefused counts the snapshots n's receiver refused after their
+// data arrived (a checksum or the state machine's verification failed).
+func SnapshotsRefused(n *Node) uint64 { return n.receiving.refused.Load() }
+
+// SnapshotReceiveWrites returns how many writes of snapshot data n's
+// receiver took and the largest, in bytes.
+func SnapshotReceiveWrites(n *Node) (writes uint64, largest int64) {
+	return n.receiving.writes.Load(), n.receiving.largestWrite.Load()
+}
+
+// SnapshotSendStatsT is what SnapshotSendStats returns.
+type SnapshotSendStatsT = transport.SnapshotStats
+
+// SnapshotSendStats returns the counters of the snapshot transfers n sent.
+func SnapshotSendStats(n *Node) transport.SnapshotStats { return n.tr.SnapshotStats() }
+
+// SnapshotBytesRead is how many bytes of snapshot files n's store has read.
+func SnapshotBytesRead(n *Node) int64 { return n.store.SnapshotBytesRead() }

@@ -8,10 +8,11 @@ import (
 )
 
 // Peers that are authenticated can still be stale or buggy: the core
-// refuses their messages that it may not hear (raft's "Who is heard") and
-// snapshots that fail verification, and the loop says so here, at most
-// once per sender per refusalLogEvery, so a peer that keeps sending
-// cannot flood the log.
+// refuses their messages that it may not hear (raft's "Who is heard"),
+// the receiver refuses snapshots that fail verification
+// (snapshot_receive.go), and the node says so here, at most once per
+// sender per refusalLogEvery, so a peer that keeps sending cannot flood
+// the log.
 
 const (
 	// refusalLogEvery is how often, at most, one sender's refused
@@ -65,9 +66,6 @@ func (n *Node) stepRefused(m raft.Message, err error) {
 			"(a removed or misconfigured node; check its --id and the member list)"
 	case errors.Is(err, raft.ErrNotFromLeader) && m.Type == raft.MsgTimeoutNow:
 		what = "ignored a TimeoutNow that did not come from the leader of this term: only the leader hands over leadership"
-	case errors.Is(err, raft.ErrSnapshotRefused):
-		what = "refused a snapshot from the leader that failed verification: this node keeps its state and the leader sends the snapshot again; " +
-			"if this repeats, the leader's snapshot may be damaged"
 	default:
 		n.log.Debug("ignored a peer message", "msg", m.String(), "error", err)
 		return

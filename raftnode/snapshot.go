@@ -129,15 +129,15 @@ func readSnapshot(r io.Reader) (map[uint64]string, *bufio.Reader, error) {
 	return addrs, br, nil
 }
 
-// verifySnapshot decodes a snapshot received from a leader in full
+// verifyStream decodes a snapshot's stream r, as of index, in full
 // without touching the node's state: the envelope, then the state
-// machine's stream (Machine.Verify). The core calls it
-// (raft.Config.VerifySnapshot) before it installs the snapshot, so one
-// this node could not restore is refused, and the leader asked again,
-// rather than written to disk, where it would stop the node at every
-// start. It costs one more pass over the snapshot.
-func (n *Node) verifySnapshot(sn raft.Snapshot) error {
-	_, sm, err := readSnapshot(bytes.NewReader(sn.Data))
+// machine's stream (Machine.Verify). The receiver of a snapshot from a
+// leader runs it on the data as it arrives (snapshot_receive.go), before
+// the snapshot reaches the core, so one this node could not restore is
+// refused, and the leader asked again, rather than installed, where it
+// would stop the node at every start.
+func (n *Node) verifyStream(r io.Reader, index uint64) error {
+	_, sm, err := readSnapshot(r)
 	if err != nil {
 		return err
 	}
@@ -145,28 +145,49 @@ func (n *Node) verifySnapshot(sn raft.Snapshot) error {
 		// Only a new cluster's bootstrap snapshot carries no state
 		// machine: every later one holds its stream, even of an empty
 		// state.
-		if boot := raft.BootstrapSnapshot(raft.ConfState{}).Meta.Index; sn.Meta.Index > boot {
-			return fmt.Errorf("no state machine in a snapshot at index %d (only the bootstrap snapshot, at index %d, has none)", sn.Meta.Index, boot)
+		if boot := raft.BootstrapSnapshot(raft.ConfState{}).Meta.Index; index > boot {
+			return fmt.Errorf("no state machine in a snapshot at index %d (only the bootstrap snapshot, at index %d, has none)", index, boot)
 		}
 		return nil
 	}
-	if err := n.sm.Verify(sm, sn.Meta.Index); err != nil {
+	if err := n.sm.Verify(sm, index); err != nil {
 		return fmt.Errorf("state machine: %w", err)
 	}
 	return nil
 }
 
-// restore replaces the state machine and the address book with a
-// snapshot's. On error the state machine is unchanged.
+// restore replaces the state machine and the address book with those of
+// a snapshot held in memory (a bootstrap snapshot, or the one
+// --force-new-cluster writes). On error the state machine is unchanged.
 func (n *Node) restore(sn raft.Snapshot) error {
-	addrs, sm, err := readSnapshot(bytes.NewReader(sn.Data))
+	return n.restoreFrom(bytes.NewReader(sn.Data), sn.Meta.Index)
+}
+
+// restoreStored restores from the store's snapshot file meta names, read
+// as a stream, once (the store checks its checksum as the read reaches
+// the end, and the state machine changes nothing unless its whole stream
+// is good). On error the state machine is unchanged.
+func (n *Node) restoreStored(meta raft.SnapshotMeta) error {
+	r, err := n.store.OpenSnapshot(meta.Index, meta.Term)
 	if err != nil {
-		return fmt.Errorf("snapshot %d: %w", sn.Meta.Index, err)
+		return fmt.Errorf("snapshot %d: %w", meta.Index, err)
+	}
+	defer r.Close()
+	return n.restoreFrom(r, meta.Index)
+}
+
+// restoreFrom replaces the state machine and the address book with those
+// of the snapshot stream r, as of index. On error the state machine is
+// unchanged.
+func (n *Node) restoreFrom(r io.Reader, index uint64) error {
+	addrs, sm, err := readSnapshot(r)
+	if err != nil {
+		return fmt.Errorf("snapshot %d: %w", index, err)
 	}
 	// A snapshot without a state machine stream (a new cluster's
 	// bootstrap snapshot) restores the initial state.
-	if err := n.sm.Restore(sm, sn.Meta.Index); err != nil {
-		return fmt.Errorf("snapshot %d: restore the state machine: %w", sn.Meta.Index, err)
+	if err := n.sm.Restore(sm, index); err != nil {
+		return fmt.Errorf("snapshot %d: restore the state machine: %w", index, err)
 	}
 	if n.loop.addrs == nil {
 		n.loop.addrs = make(map[uint64]string)
@@ -186,6 +207,11 @@ func (n *Node) restore(sn raft.Snapshot) error {
 // DefaultSnapshotBytes is Config.SnapshotBytes's default.
 const DefaultSnapshotBytes = 64 << 20
 
+// DefaultSnapshotRate is Config.SnapshotRate's default: 64 MiB/s, a 1 GiB
+// state in 16 seconds, at which a transfer costs the writes the leader
+// serves meanwhile little latency (docs/BENCHMARKS.md).
+const DefaultSnapshotRate = 64 << 20
+
 // maybeSnapshot starts a background snapshot once enough entries were
 // applied since the last one (SnapshotEntries), or enough bytes written
 // to the log (SnapshotBytes: a few large values fill a disk long before
@@ -204,7 +230,11 @@ func (n *Node) maybeSnapshot() {
 	}
 }
 
-// startSnapshot snapshots the state as of the applied index now.
+// startSnapshot snapshots the state as of the applied index now: on the
+// loop it takes the state machine's copy-on-write view and the
+// configuration in effect; a goroutine streams the view into the
+// snapshot file (through a buffer of its own, never the whole snapshot in
+// memory), commits it and compacts the log, while the loop goes on.
 func (n *Node) startSnapshot() uint64 {
 	ls := &n.loop
 	if ls.unsavedHS != nil {
@@ -233,19 +263,46 @@ func (n *Node) startSnapshot() uint64 {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		var buf bytes.Buffer
-		err := writeSnapshot(&buf, addrs, smSnap)
-		smSnap.Release()
-		if err == nil {
-			err = n.store.CreateSnapshot(index, cs, buf.Bytes())
-		}
+		size, err := n.writeSnapshotFile(index, cs, addrs, smSnap)
 		if err == nil {
 			err = n.store.Compact(index)
 		}
 		if err == nil {
-			n.log.Info("snapshot written", "index", index, "bytes", buf.Len())
+			n.log.Info("snapshot written", "index", index, "bytes", size)
 		}
 		n.q.push(snapDone{index, err})
 	}()
 	return index
+}
+
+// snapshotWriteBuffer is the buffer between a state machine's snapshot
+// stream and the snapshot file: large enough that the file sees few
+// writes, small against any state.
+const snapshotWriteBuffer = 256 << 10
+
+// writeSnapshotFile streams the envelope and the state machine's view sn
+// into a new snapshot file at index, commits it and releases sn. It
+// returns the snapshot's size.
+func (n *Node) writeSnapshotFile(index uint64, cs raft.ConfState, addrs map[uint64]string, sn statemachine.Snapshot) (uint64, error) {
+	w, err := n.store.NewSnapshot(index, cs)
+	if err != nil {
+		sn.Release()
+		return 0, err
+	}
+	bw := bufio.NewWriterSize(w, snapshotWriteBuffer)
+	err = writeSnapshot(bw, addrs, sn)
+	if err == nil {
+		err = bw.Flush()
+	}
+	// The view is written (or failed): the state machine may free it
+	// before the file is synced.
+	sn.Release()
+	if err == nil {
+		err = w.Commit()
+	}
+	if err != nil {
+		w.Abort()
+		return 0, err
+	}
+	return w.Size(), nil
 }

@@ -29,7 +29,7 @@ func oldEnvelope(addrs map[uint64]string, ids []uint64, stream []byte) []byte {
 	return append(h, stream...)
 }
 
-// machineNode is a Node with just what restore and verifySnapshot use.
+// machineNode is a Node with just what restore and verifyStream use.
 func machineNode() *Node {
 	n := &Node{kv: kv.New(kv.Config{})}
 	n.sm = n.kv.Machine()
@@ -53,7 +53,7 @@ func TestSnapshotsOnDiskStillRestore(t *testing.T) {
 		index := want.AppliedIndex() + 3
 		sn := raft.Snapshot{Meta: raft.SnapshotMeta{Index: index, Term: 2}, Data: oldEnvelope(addrs, []uint64{1, 2, 30}, stream)}
 		n := machineNode()
-		if err := n.verifySnapshot(sn); err != nil {
+		if err := n.verifyStream(bytes.NewReader(sn.Data), sn.Meta.Index); err != nil {
 			t.Fatalf("%s: verify: %v", file, err)
 		}
 		if err := n.restore(sn); err != nil {
@@ -74,7 +74,7 @@ func TestSnapshotsOnDiskStillRestore(t *testing.T) {
 	if err := n.kv.Restore(bytes.NewReader(kvStream(t))); err != nil { // some state, to be replaced
 		t.Fatal(err)
 	}
-	if err := n.verifySnapshot(boot); err != nil {
+	if err := n.verifyStream(bytes.NewReader(boot.Data), boot.Meta.Index); err != nil {
 		t.Fatalf("bootstrap snapshot: verify: %v", err)
 	}
 	if err := n.restore(boot); err != nil {
@@ -87,7 +87,7 @@ func TestSnapshotsOnDiskStillRestore(t *testing.T) {
 	// Only the bootstrap snapshot may come without a state machine.
 	late := boot
 	late.Meta.Index = boot.Meta.Index + 1
-	if err := n.verifySnapshot(late); err == nil {
+	if err := n.verifyStream(bytes.NewReader(late.Data), late.Meta.Index); err == nil {
 		t.Error("a snapshot after the bootstrap one without a state machine was accepted")
 	}
 }

@@ -67,11 +67,15 @@ enum MessageType {
   vote @0;            # RequestVote (preVote, transfer flags)
   voteResp @1;        # answers vote: granted, preVote echoed
   app @2;             # AppendEntries: index/logTerm precede entries; commit
-  appResp @3;         # answers app (and a completed snapshot): index, reject, hints
+  appResp @3;         # answers app (and an installed snapshot): index, reject, hints
   heartbeat @4;       # commit (capped at what the follower holds), seq
   heartbeatResp @5;   # answers heartbeat: seq echoed
-  snap @6;            # one InstallSnapshot chunk: snapshot, offset, data, done, checksum
-  snapResp @7;        # acknowledges a chunk: snapshot.index, offset = next byte expected
+  snap @6;
+  # InstallSnapshot, metadata only. Never sent on a PeerStream (a receiver
+  # refuses it there): a snapshot travels on its own stream
+  # (Raft.installSnapshot), and the receiver's core is handed the snap
+  # once the data is on its disk.
+  snapResp @7;        # retired (chunked snapshots): never sent, refused
   timeoutNow @8;      # leadership transfer: campaign at once
   readIndex @9;       # a follower asks the leader for a read index (context)
   readIndexResp @10;  # the read index (index) for context
@@ -115,14 +119,11 @@ struct Message {
   lastIndex @18 :UInt64;     # appResp: the follower's last index
   seq @19 :UInt64;           # heartbeat, heartbeatResp: read round
 
-  snapshot @20 :SnapshotMeta;  # snap, snapResp (index and term only)
-  offset @21 :UInt64;        # snap: byte offset of data; snapResp: next offset expected
-  data @22 :Data;            # snap
-  done @23 :Bool;            # snap: last chunk
-  checksum @24 :UInt32;
-  # snap: CRC-32C (Castagnoli) of the whole snapshot, in every chunk. The
-  # follower checks the assembled snapshot against it, and decodes it in
-  # full, before it replaces anything. 0: none sent.
+  snapshot @20 :SnapshotMeta;  # snap (never on a PeerStream)
+  offset @21 :UInt64;        # retired (chunked snapshots): unused
+  data @22 :Data;            # retired: unused
+  done @23 :Bool;            # retired: unused
+  checksum @24 :UInt32;      # retired: unused (see SnapshotOffer)
 
   context @25 :Data;         # readIndex, readIndexResp: the request's identifier
 }
@@ -133,7 +134,8 @@ enum Lane {
   # readIndex, and every response (appResp included). Small and rare: it
   # must never wait behind the data lane.
   data @1;
-  # Replication: app and snap, which can be large and many.
+  # Replication: app, which can be large and many. (Snapshots have a
+  # stream of their own: Raft.installSnapshot.)
 }
 
 struct NotMember {
@@ -166,6 +168,35 @@ interface PeerStream {
   # keeps its own bounded window of calls in flight per lane (go-capnp's
   # streaming client has no window of its own and starts a goroutine per
   # call), and the result carries notMember.
+}
+
+struct SnapshotOffer {
+  # What a leader says of a snapshot before streaming its data
+  # (Raft.installSnapshot).
+  term @0 :UInt64;           # the sender's term, in which it leads
+  meta @1 :SnapshotMeta;     # the snapshot: index, term, configuration
+  size @2 :UInt64;           # bytes of data the stream carries
+  checksum @3 :UInt32;       # CRC-32C (Castagnoli) of all of them
+}
+
+interface SnapshotStream {
+  # One snapshot's data, from a leader to a follower, beside the Raft
+  # messages (Raft.installSnapshot): neither side holds more than a few
+  # chunks of it in memory.
+
+  write @0 (data :Data) -> ();
+  # The next bytes of the data, in order. Returns once the receiver has
+  # written them to its disk: the sender keeps a bounded number of writes
+  # in flight (flow control). A write past offer.size, or after the
+  # stream failed, fails and ends the stream.
+
+  finish @1 () -> ();
+  # All the data was written. The receiver checks it end to end (size and
+  # checksum against the offer), has its state machine verify it, makes it
+  # durable, and hands its Raft core the snapshot; finish returns once the
+  # core has taken it. It fails if any check refused the snapshot: the
+  # receiver then keeps its state, and the leader tries again later.
+  # Releasing the stream before finish abandons the snapshot.
 }
 
 interface Discover {
@@ -218,4 +249,13 @@ interface Raft extends(Discover) {
   # header.to, with header.incarnation. A member keeps one connection per
   # lane to each peer, so that the control lane never queues behind the
   # data lane, in the sender, in the network or in the receiver.
+
+  installSnapshot @3 (header :PeerHeader, offer :SnapshotOffer) -> (stream :SnapshotStream);
+  # Opens the stream of one snapshot's data from the caller to this node,
+  # on a connection of its own, so that appends and heartbeats never wait
+  # behind it. The header is checked as for open. The offer is refused
+  # unless this node's core follows header.from as the leader of
+  # offer.term, the snapshot lies beyond what this node has committed, and
+  # it is well formed; the leader asks again once this node answers its
+  # heartbeats. A new stream replaces one this node is still receiving.
 }

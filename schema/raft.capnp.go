@@ -1518,6 +1518,605 @@ func (p PeerStream_send_Results_Future) NotMember() NotMember_Future {
 	return NotMember_Future{Future: p.Future.Field(0, nil)}
 }
 
+type SnapshotOffer capnp.Struct
+
+// SnapshotOffer_TypeID is the unique identifier for the type SnapshotOffer.
+const SnapshotOffer_TypeID = 0xed5e2444d7d2098e
+
+func NewSnapshotOffer(s *capnp.Segment) (SnapshotOffer, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 24, PointerCount: 1})
+	return SnapshotOffer(st), err
+}
+
+func NewRootSnapshotOffer(s *capnp.Segment) (SnapshotOffer, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 24, PointerCount: 1})
+	return SnapshotOffer(st), err
+}
+
+func ReadRootSnapshotOffer(msg *capnp.Message) (SnapshotOffer, error) {
+	root, err := msg.Root()
+	return SnapshotOffer(root.Struct()), err
+}
+
+func (s SnapshotOffer) String() string {
+	str, _ := text.Marshal(0xed5e2444d7d2098e, capnp.Struct(s))
+	return str
+}
+
+func (s SnapshotOffer) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (SnapshotOffer) DecodeFromPtr(p capnp.Ptr) SnapshotOffer {
+	return SnapshotOffer(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s SnapshotOffer) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s SnapshotOffer) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s SnapshotOffer) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s SnapshotOffer) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s SnapshotOffer) Term() uint64 {
+	return capnp.Struct(s).Uint64(0)
+}
+
+func (s SnapshotOffer) SetTerm(v uint64) {
+	capnp.Struct(s).SetUint64(0, v)
+}
+
+func (s SnapshotOffer) Meta() (SnapshotMeta, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return SnapshotMeta(p.Struct()), err
+}
+
+func (s SnapshotOffer) HasMeta() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s SnapshotOffer) SetMeta(v SnapshotMeta) error {
+	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
+}
+
+// NewMeta sets the meta field to a newly
+// allocated SnapshotMeta struct, preferring placement in s's segment.
+func (s SnapshotOffer) NewMeta() (SnapshotMeta, error) {
+	ss, err := NewSnapshotMeta(capnp.Struct(s).Segment())
+	if err != nil {
+		return SnapshotMeta{}, err
+	}
+	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
+	return ss, err
+}
+
+func (s SnapshotOffer) Size() uint64 {
+	return capnp.Struct(s).Uint64(8)
+}
+
+func (s SnapshotOffer) SetSize(v uint64) {
+	capnp.Struct(s).SetUint64(8, v)
+}
+
+func (s SnapshotOffer) Checksum() uint32 {
+	return capnp.Struct(s).Uint32(16)
+}
+
+func (s SnapshotOffer) SetChecksum(v uint32) {
+	capnp.Struct(s).SetUint32(16, v)
+}
+
+// SnapshotOffer_List is a list of SnapshotOffer.
+type SnapshotOffer_List = capnp.StructList[SnapshotOffer]
+
+// NewSnapshotOffer creates a new list of SnapshotOffer.
+func NewSnapshotOffer_List(s *capnp.Segment, sz int32) (SnapshotOffer_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 24, PointerCount: 1}, sz)
+	return capnp.StructList[SnapshotOffer](l), err
+}
+
+// SnapshotOffer_Future is a wrapper for a SnapshotOffer promised by a client call.
+type SnapshotOffer_Future struct{ *capnp.Future }
+
+func (f SnapshotOffer_Future) Struct() (SnapshotOffer, error) {
+	p, err := f.Future.Ptr()
+	return SnapshotOffer(p.Struct()), err
+}
+func (p SnapshotOffer_Future) Meta() SnapshotMeta_Future {
+	return SnapshotMeta_Future{Future: p.Future.Field(0, nil)}
+}
+
+type SnapshotStream capnp.Client
+
+// SnapshotStream_TypeID is the unique identifier for the type SnapshotStream.
+const SnapshotStream_TypeID = 0xf6adfa0e899d2fe3
+
+func (c SnapshotStream) Write(ctx context.Context, params func(SnapshotStream_write_Params) error) (SnapshotStream_write_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0xf6adfa0e899d2fe3,
+			MethodID:      0,
+			InterfaceName: "schema/raft.capnp:SnapshotStream",
+			MethodName:    "write",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 1}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(SnapshotStream_write_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return SnapshotStream_write_Results_Future{Future: ans.Future()}, release
+
+}
+
+func (c SnapshotStream) Finish(ctx context.Context, params func(SnapshotStream_finish_Params) error) (SnapshotStream_finish_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0xf6adfa0e899d2fe3,
+			MethodID:      1,
+			InterfaceName: "schema/raft.capnp:SnapshotStream",
+			MethodName:    "finish",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 0}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(SnapshotStream_finish_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return SnapshotStream_finish_Results_Future{Future: ans.Future()}, release
+
+}
+
+func (c SnapshotStream) WaitStreaming() error {
+	return capnp.Client(c).WaitStreaming()
+}
+
+// String returns a string that identifies this capability for debugging
+// purposes.  Its format should not be depended on: in particular, it
+// should not be used to compare clients.  Use IsSame to compare clients
+// for equality.
+func (c SnapshotStream) String() string {
+	return "SnapshotStream(" + capnp.Client(c).String() + ")"
+}
+
+// AddRef creates a new Client that refers to the same capability as c.
+// If c is nil or has resolved to null, then AddRef returns nil.
+func (c SnapshotStream) AddRef() SnapshotStream {
+	return SnapshotStream(capnp.Client(c).AddRef())
+}
+
+// Release releases a capability reference.  If this is the last
+// reference to the capability, then the underlying resources associated
+// with the capability will be released.
+//
+// Release will panic if c has already been released, but not if c is
+// nil or resolved to null.
+func (c SnapshotStream) Release() {
+	capnp.Client(c).Release()
+}
+
+// Resolve blocks until the capability is fully resolved or the Context
+// expires.
+func (c SnapshotStream) Resolve(ctx context.Context) error {
+	return capnp.Client(c).Resolve(ctx)
+}
+
+func (c SnapshotStream) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Client(c).EncodeAsPtr(seg)
+}
+
+func (SnapshotStream) DecodeFromPtr(p capnp.Ptr) SnapshotStream {
+	return SnapshotStream(capnp.Client{}.DecodeFromPtr(p))
+}
+
+// IsValid reports whether c is a valid reference to a capability.
+// A reference is invalid if it is nil, has resolved to null, or has
+// been released.
+func (c SnapshotStream) IsValid() bool {
+	return capnp.Client(c).IsValid()
+}
+
+// IsSame reports whether c and other refer to a capability created by the
+// same call to NewClient.  This can return false negatives if c or other
+// are not fully resolved: use Resolve if this is an issue.  If either
+// c or other are released, then IsSame panics.
+func (c SnapshotStream) IsSame(other SnapshotStream) bool {
+	return capnp.Client(c).IsSame(capnp.Client(other))
+}
+
+// Update the flowcontrol.FlowLimiter used to manage flow control for
+// this client. This affects all future calls, but not calls already
+// waiting to send. Passing nil sets the value to flowcontrol.NopLimiter,
+// which is also the default.
+func (c SnapshotStream) SetFlowLimiter(lim fc.FlowLimiter) {
+	capnp.Client(c).SetFlowLimiter(lim)
+}
+
+// Get the current flowcontrol.FlowLimiter used to manage flow control
+// for this client.
+func (c SnapshotStream) GetFlowLimiter() fc.FlowLimiter {
+	return capnp.Client(c).GetFlowLimiter()
+}
+
+// A SnapshotStream_Server is a SnapshotStream with a local implementation.
+type SnapshotStream_Server interface {
+	Write(context.Context, SnapshotStream_write) error
+
+	Finish(context.Context, SnapshotStream_finish) error
+}
+
+// SnapshotStream_NewServer creates a new Server from an implementation of SnapshotStream_Server.
+func SnapshotStream_NewServer(s SnapshotStream_Server) *server.Server {
+	c, _ := s.(server.Shutdowner)
+	return server.New(SnapshotStream_Methods(nil, s), s, c)
+}
+
+// SnapshotStream_ServerToClient creates a new Client from an implementation of SnapshotStream_Server.
+// The caller is responsible for calling Release on the returned Client.
+func SnapshotStream_ServerToClient(s SnapshotStream_Server) SnapshotStream {
+	return SnapshotStream(capnp.NewClient(SnapshotStream_NewServer(s)))
+}
+
+// SnapshotStream_Methods appends Methods to a slice that invoke the methods on s.
+// This can be used to create a more complicated Server.
+func SnapshotStream_Methods(methods []server.Method, s SnapshotStream_Server) []server.Method {
+	if cap(methods) == 0 {
+		methods = make([]server.Method, 0, 2)
+	}
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0xf6adfa0e899d2fe3,
+			MethodID:      0,
+			InterfaceName: "schema/raft.capnp:SnapshotStream",
+			MethodName:    "write",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.Write(ctx, SnapshotStream_write{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0xf6adfa0e899d2fe3,
+			MethodID:      1,
+			InterfaceName: "schema/raft.capnp:SnapshotStream",
+			MethodName:    "finish",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.Finish(ctx, SnapshotStream_finish{call})
+		},
+	})
+
+	return methods
+}
+
+// SnapshotStream_write holds the state for a server call to SnapshotStream.write.
+// See server.Call for documentation.
+type SnapshotStream_write struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c SnapshotStream_write) Args() SnapshotStream_write_Params {
+	return SnapshotStream_write_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c SnapshotStream_write) AllocResults() (SnapshotStream_write_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return SnapshotStream_write_Results(r), err
+}
+
+// SnapshotStream_finish holds the state for a server call to SnapshotStream.finish.
+// See server.Call for documentation.
+type SnapshotStream_finish struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c SnapshotStream_finish) Args() SnapshotStream_finish_Params {
+	return SnapshotStream_finish_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c SnapshotStream_finish) AllocResults() (SnapshotStream_finish_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return SnapshotStream_finish_Results(r), err
+}
+
+// SnapshotStream_List is a list of SnapshotStream.
+type SnapshotStream_List = capnp.CapList[SnapshotStream]
+
+// NewSnapshotStream_List creates a new list of SnapshotStream.
+func NewSnapshotStream_List(s *capnp.Segment, sz int32) (SnapshotStream_List, error) {
+	l, err := capnp.NewPointerList(s, sz)
+	return capnp.CapList[SnapshotStream](l), err
+}
+
+type SnapshotStream_write_Params capnp.Struct
+
+// SnapshotStream_write_Params_TypeID is the unique identifier for the type SnapshotStream_write_Params.
+const SnapshotStream_write_Params_TypeID = 0xc9ccbbd4c66bd61f
+
+func NewSnapshotStream_write_Params(s *capnp.Segment) (SnapshotStream_write_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return SnapshotStream_write_Params(st), err
+}
+
+func NewRootSnapshotStream_write_Params(s *capnp.Segment) (SnapshotStream_write_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return SnapshotStream_write_Params(st), err
+}
+
+func ReadRootSnapshotStream_write_Params(msg *capnp.Message) (SnapshotStream_write_Params, error) {
+	root, err := msg.Root()
+	return SnapshotStream_write_Params(root.Struct()), err
+}
+
+func (s SnapshotStream_write_Params) String() string {
+	str, _ := text.Marshal(0xc9ccbbd4c66bd61f, capnp.Struct(s))
+	return str
+}
+
+func (s SnapshotStream_write_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (SnapshotStream_write_Params) DecodeFromPtr(p capnp.Ptr) SnapshotStream_write_Params {
+	return SnapshotStream_write_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s SnapshotStream_write_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s SnapshotStream_write_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s SnapshotStream_write_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s SnapshotStream_write_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s SnapshotStream_write_Params) Data() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return []byte(p.Data()), err
+}
+
+func (s SnapshotStream_write_Params) HasData() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s SnapshotStream_write_Params) SetData(v []byte) error {
+	return capnp.Struct(s).SetData(0, v)
+}
+
+// SnapshotStream_write_Params_List is a list of SnapshotStream_write_Params.
+type SnapshotStream_write_Params_List = capnp.StructList[SnapshotStream_write_Params]
+
+// NewSnapshotStream_write_Params creates a new list of SnapshotStream_write_Params.
+func NewSnapshotStream_write_Params_List(s *capnp.Segment, sz int32) (SnapshotStream_write_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[SnapshotStream_write_Params](l), err
+}
+
+// SnapshotStream_write_Params_Future is a wrapper for a SnapshotStream_write_Params promised by a client call.
+type SnapshotStream_write_Params_Future struct{ *capnp.Future }
+
+func (f SnapshotStream_write_Params_Future) Struct() (SnapshotStream_write_Params, error) {
+	p, err := f.Future.Ptr()
+	return SnapshotStream_write_Params(p.Struct()), err
+}
+
+type SnapshotStream_write_Results capnp.Struct
+
+// SnapshotStream_write_Results_TypeID is the unique identifier for the type SnapshotStream_write_Results.
+const SnapshotStream_write_Results_TypeID = 0xfe4c0b350f5f99bc
+
+func NewSnapshotStream_write_Results(s *capnp.Segment) (SnapshotStream_write_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return SnapshotStream_write_Results(st), err
+}
+
+func NewRootSnapshotStream_write_Results(s *capnp.Segment) (SnapshotStream_write_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return SnapshotStream_write_Results(st), err
+}
+
+func ReadRootSnapshotStream_write_Results(msg *capnp.Message) (SnapshotStream_write_Results, error) {
+	root, err := msg.Root()
+	return SnapshotStream_write_Results(root.Struct()), err
+}
+
+func (s SnapshotStream_write_Results) String() string {
+	str, _ := text.Marshal(0xfe4c0b350f5f99bc, capnp.Struct(s))
+	return str
+}
+
+func (s SnapshotStream_write_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (SnapshotStream_write_Results) DecodeFromPtr(p capnp.Ptr) SnapshotStream_write_Results {
+	return SnapshotStream_write_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s SnapshotStream_write_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s SnapshotStream_write_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s SnapshotStream_write_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s SnapshotStream_write_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+
+// SnapshotStream_write_Results_List is a list of SnapshotStream_write_Results.
+type SnapshotStream_write_Results_List = capnp.StructList[SnapshotStream_write_Results]
+
+// NewSnapshotStream_write_Results creates a new list of SnapshotStream_write_Results.
+func NewSnapshotStream_write_Results_List(s *capnp.Segment, sz int32) (SnapshotStream_write_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0}, sz)
+	return capnp.StructList[SnapshotStream_write_Results](l), err
+}
+
+// SnapshotStream_write_Results_Future is a wrapper for a SnapshotStream_write_Results promised by a client call.
+type SnapshotStream_write_Results_Future struct{ *capnp.Future }
+
+func (f SnapshotStream_write_Results_Future) Struct() (SnapshotStream_write_Results, error) {
+	p, err := f.Future.Ptr()
+	return SnapshotStream_write_Results(p.Struct()), err
+}
+
+type SnapshotStream_finish_Params capnp.Struct
+
+// SnapshotStream_finish_Params_TypeID is the unique identifier for the type SnapshotStream_finish_Params.
+const SnapshotStream_finish_Params_TypeID = 0xeb72a306efa28537
+
+func NewSnapshotStream_finish_Params(s *capnp.Segment) (SnapshotStream_finish_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return SnapshotStream_finish_Params(st), err
+}
+
+func NewRootSnapshotStream_finish_Params(s *capnp.Segment) (SnapshotStream_finish_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return SnapshotStream_finish_Params(st), err
+}
+
+func ReadRootSnapshotStream_finish_Params(msg *capnp.Message) (SnapshotStream_finish_Params, error) {
+	root, err := msg.Root()
+	return SnapshotStream_finish_Params(root.Struct()), err
+}
+
+func (s SnapshotStream_finish_Params) String() string {
+	str, _ := text.Marshal(0xeb72a306efa28537, capnp.Struct(s))
+	return str
+}
+
+func (s SnapshotStream_finish_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (SnapshotStream_finish_Params) DecodeFromPtr(p capnp.Ptr) SnapshotStream_finish_Params {
+	return SnapshotStream_finish_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s SnapshotStream_finish_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s SnapshotStream_finish_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s SnapshotStream_finish_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s SnapshotStream_finish_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+
+// SnapshotStream_finish_Params_List is a list of SnapshotStream_finish_Params.
+type SnapshotStream_finish_Params_List = capnp.StructList[SnapshotStream_finish_Params]
+
+// NewSnapshotStream_finish_Params creates a new list of SnapshotStream_finish_Params.
+func NewSnapshotStream_finish_Params_List(s *capnp.Segment, sz int32) (SnapshotStream_finish_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0}, sz)
+	return capnp.StructList[SnapshotStream_finish_Params](l), err
+}
+
+// SnapshotStream_finish_Params_Future is a wrapper for a SnapshotStream_finish_Params promised by a client call.
+type SnapshotStream_finish_Params_Future struct{ *capnp.Future }
+
+func (f SnapshotStream_finish_Params_Future) Struct() (SnapshotStream_finish_Params, error) {
+	p, err := f.Future.Ptr()
+	return SnapshotStream_finish_Params(p.Struct()), err
+}
+
+type SnapshotStream_finish_Results capnp.Struct
+
+// SnapshotStream_finish_Results_TypeID is the unique identifier for the type SnapshotStream_finish_Results.
+const SnapshotStream_finish_Results_TypeID = 0x8d01eda186ed8681
+
+func NewSnapshotStream_finish_Results(s *capnp.Segment) (SnapshotStream_finish_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return SnapshotStream_finish_Results(st), err
+}
+
+func NewRootSnapshotStream_finish_Results(s *capnp.Segment) (SnapshotStream_finish_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return SnapshotStream_finish_Results(st), err
+}
+
+func ReadRootSnapshotStream_finish_Results(msg *capnp.Message) (SnapshotStream_finish_Results, error) {
+	root, err := msg.Root()
+	return SnapshotStream_finish_Results(root.Struct()), err
+}
+
+func (s SnapshotStream_finish_Results) String() string {
+	str, _ := text.Marshal(0x8d01eda186ed8681, capnp.Struct(s))
+	return str
+}
+
+func (s SnapshotStream_finish_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (SnapshotStream_finish_Results) DecodeFromPtr(p capnp.Ptr) SnapshotStream_finish_Results {
+	return SnapshotStream_finish_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s SnapshotStream_finish_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s SnapshotStream_finish_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s SnapshotStream_finish_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s SnapshotStream_finish_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+
+// SnapshotStream_finish_Results_List is a list of SnapshotStream_finish_Results.
+type SnapshotStream_finish_Results_List = capnp.StructList[SnapshotStream_finish_Results]
+
+// NewSnapshotStream_finish_Results creates a new list of SnapshotStream_finish_Results.
+func NewSnapshotStream_finish_Results_List(s *capnp.Segment, sz int32) (SnapshotStream_finish_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0}, sz)
+	return capnp.StructList[SnapshotStream_finish_Results](l), err
+}
+
+// SnapshotStream_finish_Results_Future is a wrapper for a SnapshotStream_finish_Results promised by a client call.
+type SnapshotStream_finish_Results_Future struct{ *capnp.Future }
+
+func (f SnapshotStream_finish_Results_Future) Struct() (SnapshotStream_finish_Results, error) {
+	p, err := f.Future.Ptr()
+	return SnapshotStream_finish_Results(p.Struct()), err
+}
+
 type Discover capnp.Client
 
 // Discover_TypeID is the unique identifier for the type Discover.
@@ -2144,6 +2743,26 @@ func (c Raft) Open(ctx context.Context, params func(Raft_open_Params) error) (Ra
 
 }
 
+func (c Raft) InstallSnapshot(ctx context.Context, params func(Raft_installSnapshot_Params) error) (Raft_installSnapshot_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0x81caa3574e26397f,
+			MethodID:      3,
+			InterfaceName: "schema/raft.capnp:Raft",
+			MethodName:    "installSnapshot",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 2}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(Raft_installSnapshot_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return Raft_installSnapshot_Results_Future{Future: ans.Future()}, release
+
+}
+
 func (c Raft) Discover(ctx context.Context, params func(Discover_discover_Params) error) (Discover_discover_Results_Future, capnp.ReleaseFunc) {
 
 	s := capnp.Send{
@@ -2243,6 +2862,8 @@ type Raft_Server interface {
 
 	Open(context.Context, Raft_open) error
 
+	InstallSnapshot(context.Context, Raft_installSnapshot) error
+
 	Discover(context.Context, Discover_discover) error
 }
 
@@ -2262,7 +2883,7 @@ func Raft_ServerToClient(s Raft_Server) Raft {
 // This can be used to create a more complicated Server.
 func Raft_Methods(methods []server.Method, s Raft_Server) []server.Method {
 	if cap(methods) == 0 {
-		methods = make([]server.Method, 0, 4)
+		methods = make([]server.Method, 0, 5)
 	}
 
 	methods = append(methods, server.Method{
@@ -2298,6 +2919,18 @@ func Raft_Methods(methods []server.Method, s Raft_Server) []server.Method {
 		},
 		Impl: func(ctx context.Context, call *server.Call) error {
 			return s.Open(ctx, Raft_open{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0x81caa3574e26397f,
+			MethodID:      3,
+			InterfaceName: "schema/raft.capnp:Raft",
+			MethodName:    "installSnapshot",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.InstallSnapshot(ctx, Raft_installSnapshot{call})
 		},
 	})
 
@@ -2365,6 +2998,23 @@ func (c Raft_open) Args() Raft_open_Params {
 func (c Raft_open) AllocResults() (Raft_open_Results, error) {
 	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
 	return Raft_open_Results(r), err
+}
+
+// Raft_installSnapshot holds the state for a server call to Raft.installSnapshot.
+// See server.Call for documentation.
+type Raft_installSnapshot struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c Raft_installSnapshot) Args() Raft_installSnapshot_Params {
+	return Raft_installSnapshot_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c Raft_installSnapshot) AllocResults() (Raft_installSnapshot_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Raft_installSnapshot_Results(r), err
 }
 
 // Raft_List is a list of Raft.
@@ -2858,4 +3508,207 @@ func (f Raft_open_Results_Future) Struct() (Raft_open_Results, error) {
 }
 func (p Raft_open_Results_Future) Stream() PeerStream {
 	return PeerStream(p.Future.Field(0, nil).Client())
+}
+
+type Raft_installSnapshot_Params capnp.Struct
+
+// Raft_installSnapshot_Params_TypeID is the unique identifier for the type Raft_installSnapshot_Params.
+const Raft_installSnapshot_Params_TypeID = 0x8a3d5bcb14f4f72a
+
+func NewRaft_installSnapshot_Params(s *capnp.Segment) (Raft_installSnapshot_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2})
+	return Raft_installSnapshot_Params(st), err
+}
+
+func NewRootRaft_installSnapshot_Params(s *capnp.Segment) (Raft_installSnapshot_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2})
+	return Raft_installSnapshot_Params(st), err
+}
+
+func ReadRootRaft_installSnapshot_Params(msg *capnp.Message) (Raft_installSnapshot_Params, error) {
+	root, err := msg.Root()
+	return Raft_installSnapshot_Params(root.Struct()), err
+}
+
+func (s Raft_installSnapshot_Params) String() string {
+	str, _ := text.Marshal(0x8a3d5bcb14f4f72a, capnp.Struct(s))
+	return str
+}
+
+func (s Raft_installSnapshot_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Raft_installSnapshot_Params) DecodeFromPtr(p capnp.Ptr) Raft_installSnapshot_Params {
+	return Raft_installSnapshot_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Raft_installSnapshot_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Raft_installSnapshot_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Raft_installSnapshot_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Raft_installSnapshot_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Raft_installSnapshot_Params) Header() (PeerHeader, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return PeerHeader(p.Struct()), err
+}
+
+func (s Raft_installSnapshot_Params) HasHeader() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Raft_installSnapshot_Params) SetHeader(v PeerHeader) error {
+	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
+}
+
+// NewHeader sets the header field to a newly
+// allocated PeerHeader struct, preferring placement in s's segment.
+func (s Raft_installSnapshot_Params) NewHeader() (PeerHeader, error) {
+	ss, err := NewPeerHeader(capnp.Struct(s).Segment())
+	if err != nil {
+		return PeerHeader{}, err
+	}
+	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
+	return ss, err
+}
+
+func (s Raft_installSnapshot_Params) Offer() (SnapshotOffer, error) {
+	p, err := capnp.Struct(s).Ptr(1)
+	return SnapshotOffer(p.Struct()), err
+}
+
+func (s Raft_installSnapshot_Params) HasOffer() bool {
+	return capnp.Struct(s).HasPtr(1)
+}
+
+func (s Raft_installSnapshot_Params) SetOffer(v SnapshotOffer) error {
+	return capnp.Struct(s).SetPtr(1, capnp.Struct(v).ToPtr())
+}
+
+// NewOffer sets the offer field to a newly
+// allocated SnapshotOffer struct, preferring placement in s's segment.
+func (s Raft_installSnapshot_Params) NewOffer() (SnapshotOffer, error) {
+	ss, err := NewSnapshotOffer(capnp.Struct(s).Segment())
+	if err != nil {
+		return SnapshotOffer{}, err
+	}
+	err = capnp.Struct(s).SetPtr(1, capnp.Struct(ss).ToPtr())
+	return ss, err
+}
+
+// Raft_installSnapshot_Params_List is a list of Raft_installSnapshot_Params.
+type Raft_installSnapshot_Params_List = capnp.StructList[Raft_installSnapshot_Params]
+
+// NewRaft_installSnapshot_Params creates a new list of Raft_installSnapshot_Params.
+func NewRaft_installSnapshot_Params_List(s *capnp.Segment, sz int32) (Raft_installSnapshot_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2}, sz)
+	return capnp.StructList[Raft_installSnapshot_Params](l), err
+}
+
+// Raft_installSnapshot_Params_Future is a wrapper for a Raft_installSnapshot_Params promised by a client call.
+type Raft_installSnapshot_Params_Future struct{ *capnp.Future }
+
+func (f Raft_installSnapshot_Params_Future) Struct() (Raft_installSnapshot_Params, error) {
+	p, err := f.Future.Ptr()
+	return Raft_installSnapshot_Params(p.Struct()), err
+}
+func (p Raft_installSnapshot_Params_Future) Header() PeerHeader_Future {
+	return PeerHeader_Future{Future: p.Future.Field(0, nil)}
+}
+func (p Raft_installSnapshot_Params_Future) Offer() SnapshotOffer_Future {
+	return SnapshotOffer_Future{Future: p.Future.Field(1, nil)}
+}
+
+type Raft_installSnapshot_Results capnp.Struct
+
+// Raft_installSnapshot_Results_TypeID is the unique identifier for the type Raft_installSnapshot_Results.
+const Raft_installSnapshot_Results_TypeID = 0x801b82441e6abdcc
+
+func NewRaft_installSnapshot_Results(s *capnp.Segment) (Raft_installSnapshot_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Raft_installSnapshot_Results(st), err
+}
+
+func NewRootRaft_installSnapshot_Results(s *capnp.Segment) (Raft_installSnapshot_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return Raft_installSnapshot_Results(st), err
+}
+
+func ReadRootRaft_installSnapshot_Results(msg *capnp.Message) (Raft_installSnapshot_Results, error) {
+	root, err := msg.Root()
+	return Raft_installSnapshot_Results(root.Struct()), err
+}
+
+func (s Raft_installSnapshot_Results) String() string {
+	str, _ := text.Marshal(0x801b82441e6abdcc, capnp.Struct(s))
+	return str
+}
+
+func (s Raft_installSnapshot_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Raft_installSnapshot_Results) DecodeFromPtr(p capnp.Ptr) Raft_installSnapshot_Results {
+	return Raft_installSnapshot_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Raft_installSnapshot_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Raft_installSnapshot_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Raft_installSnapshot_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Raft_installSnapshot_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Raft_installSnapshot_Results) Stream() SnapshotStream {
+	p, _ := capnp.Struct(s).Ptr(0)
+	return SnapshotStream(p.Interface().Client())
+}
+
+func (s Raft_installSnapshot_Results) HasStream() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Raft_installSnapshot_Results) SetStream(v SnapshotStream) error {
+	if !v.IsValid() {
+		return capnp.Struct(s).SetPtr(0, capnp.Ptr{})
+	}
+	seg := s.Segment()
+	in := capnp.NewInterface(seg, seg.Message().CapTable().Add(capnp.Client(v)))
+	return capnp.Struct(s).SetPtr(0, in.ToPtr())
+}
+
+// Raft_installSnapshot_Results_List is a list of Raft_installSnapshot_Results.
+type Raft_installSnapshot_Results_List = capnp.StructList[Raft_installSnapshot_Results]
+
+// NewRaft_installSnapshot_Results creates a new list of Raft_installSnapshot_Results.
+func NewRaft_installSnapshot_Results_List(s *capnp.Segment, sz int32) (Raft_installSnapshot_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[Raft_installSnapshot_Results](l), err
+}
+
+// Raft_installSnapshot_Results_Future is a wrapper for a Raft_installSnapshot_Results promised by a client call.
+type Raft_installSnapshot_Results_Future struct{ *capnp.Future }
+
+func (f Raft_installSnapshot_Results_Future) Struct() (Raft_installSnapshot_Results, error) {
+	p, err := f.Future.Ptr()
+	return Raft_installSnapshot_Results(p.Struct()), err
+}
+func (p Raft_installSnapshot_Results_Future) Stream() SnapshotStream {
+	return SnapshotStream(p.Future.Field(0, nil).Client())
 }

@@ -156,6 +156,38 @@ func (r *Core) ReportUnreachable(id uint64) {
 	}
 }
 
+// ReportSnapshot tells the leader how the transfer of the snapshot at
+// index to follower id ended: the driver streams the snapshot a MsgSnap
+// names beside the core, and reports every transfer it started exactly
+// once, finished or failed (in the style of etcd-io/raft's
+// ReportSnapshot). Until then the leader sends id no appends.
+//
+// Either way id returns to probing, and waits for an answer before the
+// next probe: after SnapshotFinish, for the MsgAppResp with which the
+// follower's core acknowledges the install (it may have arrived already,
+// and then the report changes nothing); after SnapshotFailure, for a
+// heartbeat answer, so a follower that keeps failing gets a new transfer
+// at most once per heartbeat interval and one that is down gets none.
+// Reports for another snapshot than the one pending, on a non-leader or
+// for an unknown id are ignored: they come from a transfer an earlier
+// term or an earlier snapshot started.
+func (r *Core) ReportSnapshot(id, index uint64, status SnapshotStatus) {
+	if r.state != StateLeader || id == r.id {
+		return
+	}
+	pr := r.trk.Progress[id]
+	if pr == nil || pr.State != tracker.StateSnapshot || pr.PendingSnapshot != index {
+		return
+	}
+	if status != SnapshotFinish {
+		// Probe from what the follower acknowledged, not from the
+		// snapshot it never got.
+		pr.PendingSnapshot = 0
+	}
+	pr.BecomeProbe()
+	pr.ProbeSent = true
+}
+
 // CommitUnannounced reports whether this leader, configured with
 // LazyCommit, holds a commit index that it has not yet sent to its
 // followers (see AnnounceCommit).

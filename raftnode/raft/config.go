@@ -93,22 +93,6 @@ type Config struct {
 	// MaxCommittedSizePerReady caps the payload of CommittedEntries in
 	// one Ready (default 64 MiB).
 	MaxCommittedSizePerReady uint64
-	// MaxSnapshotChunk is the InstallSnapshot chunk size (default 1 MiB).
-	MaxSnapshotChunk uint64
-	// MaxSnapshotSize bounds what a follower buffers while receiving a
-	// snapshot, so a faulty peer cannot exhaust memory (default 1 GiB).
-	MaxSnapshotSize uint64
-
-	// VerifySnapshot, if set, checks a snapshot received in full from a
-	// leader (and matching the checksum the leader sent) before the core
-	// installs it: the application decodes Data completely, say by
-	// restoring it into a scratch copy of its state machine. An error
-	// refuses the snapshot: nothing is replaced, the node keeps its log
-	// and state, Step returns ErrSnapshotRefused, and the leader sends
-	// the snapshot again after its resend interval. It runs inside Step,
-	// on the goroutine that owns the core; it must not call the core and
-	// must give the same answer for the same snapshot.
-	VerifySnapshot func(Snapshot) error
 
 	// bugs deliberately breaks the core; set only by tests that prove the
 	// simulator's checkers can fail.
@@ -148,9 +132,6 @@ type testBugs struct {
 	// readIndexFromAnyone takes a read index answer from any sender at
 	// any term, not only from the leader followed.
 	readIndexFromAnyone bool
-	// skipSnapshotChecksum installs a snapshot without checking it
-	// against the leader's checksum.
-	skipSnapshotChecksum bool
 	// staleConfigCounts counts votes and commits with the configuration
 	// in effect alone, however many changes the log holds beyond it
 	// (logconf.go).
@@ -188,12 +169,6 @@ func (c *Config) validate() error {
 	if c.MaxCommittedSizePerReady == 0 {
 		c.MaxCommittedSizePerReady = 64 << 20
 	}
-	if c.MaxSnapshotChunk == 0 {
-		c.MaxSnapshotChunk = 1 << 20
-	}
-	if c.MaxSnapshotSize == 0 {
-		c.MaxSnapshotSize = 1 << 30
-	}
 	return nil
 }
 
@@ -220,8 +195,4 @@ var (
 	// ErrNotFromLeader: Step dropped a TimeoutNow or a ReadIndex answer
 	// that did not come from the leader this node follows, in its term.
 	ErrNotFromLeader = errors.New("raft: message only the current leader may send ignored")
-	// ErrSnapshotRefused: Step completed a snapshot from a leader but
-	// refused it (checksum mismatch or Config.VerifySnapshot failed);
-	// nothing was replaced. Wrapped with the reason.
-	ErrSnapshotRefused = errors.New("raft: snapshot refused")
 )

@@ -29,11 +29,12 @@
 //  1. Feed input: call Tick every tick interval; Step for every message
 //     received from a peer; Propose / ProposeBatch / ProposeConfChange /
 //     ReadIndex / TransferLeadership on client requests; ReportUnreachable
-//     when the transport loses a peer. Drain as much pending input as is
+//     when the transport loses a peer; ReportSnapshot when a snapshot
+//     transfer ends (see "Snapshots"). Drain as much pending input as is
 //     available before step 2: one Ready is one batch and one fsync.
 //  2. If HasReady, take rd := Ready(). Then, in this order:
 //     a. Send rd.Messages. These are the leader's AppendEntries,
-//     heartbeats, snapshot chunks, TimeoutNow and ReadIndex answers,
+//     heartbeats, snapshot requests (MsgSnap), TimeoutNow and ReadIndex answers,
 //     and only when its term and vote are already durable. They may
 //     be sent before or while the entries are written (thesis
 //     §10.2.1): the leader counts itself toward a commit only after
@@ -46,7 +47,8 @@
 //     append acknowledgements and anything sent while term or vote was
 //     changing. Each promises the sender's disk holds what it
 //     acknowledges; sending one earlier breaks Raft's safety.
-//     d. If rd.Snapshot is not empty, restore the application from it.
+//     d. If rd.Snapshot is not empty, restore the application from it
+//     (from the data the driver received with it; see "Snapshots").
 //     Apply rd.CommittedEntries in order. They are already durable, so
 //     this may run in parallel with b. Entries of type
 //     EntryConfChange are applied by the core itself during Advance;
@@ -77,22 +79,39 @@
 // stores the state with the ConfState returned by ConfState() (call it
 // after Advance so it matches i) and compacts the log up to i (for
 // MemoryStorage: CreateSnapshot then Compact). Keep some entries before i
-// so slightly lagging followers can catch up without a snapshot. The
-// leader sends Storage.Snapshot() in chunks of Config.MaxSnapshotChunk
-// (InstallSnapshot) to followers whose next entry is compacted; a Storage
-// that implements SnapshotReader is asked for each chunk alone instead,
-// so a large snapshot is not loaded whole for every chunk.
+// so slightly lagging followers can catch up without a snapshot.
 //
-// Every chunk carries the CRC-32C of the whole snapshot (Message.Checksum,
-// computed once per snapshot, or SnapshotReader's). A follower that has assembled a snapshot
-// checks it against that checksum, then hands it to
-// Config.VerifySnapshot (the application decodes it in full), and only
-// then replaces its log and, through Ready, its state. A snapshot that
-// fails either is refused: nothing changes, Step returns
-// ErrSnapshotRefused, Status counts it, and the leader sends it again
-// after its resend interval. So a snapshot damaged on the way, or one no
-// restore would accept, can never reach the follower's disk, where it
-// would stop the node at its next start.
+// A snapshot's data never passes through the core; only its metadata
+// does, and the transfer runs beside the core, in the style of
+// etcd-io/raft's ReportSnapshot:
+//
+//  1. The leader needs to send a follower entries it has compacted: it
+//     puts the follower in StateSnapshot and emits a MsgSnap naming its
+//     newest snapshot (Storage.Snapshot's Meta), metadata only.
+//  2. The leader's driver streams that snapshot's data to the follower's
+//     driver, each byte read from disk once, with flow control, on a
+//     stream of its own so appends and heartbeats to others never wait
+//     behind it.
+//  3. The follower's driver accepts the stream only from the leader its
+//     core follows, in that leader's term. It writes the data to a
+//     temporary file, checks it end to end against the leader's checksum,
+//     has the application verify it, makes it durable, and only then
+//     steps a MsgSnap with the snapshot's metadata into its core. The core
+//     installs it by Raft's rules alone (handleSnapshot); the next Ready's
+//     Snapshot carries the metadata, which the driver persists (the data
+//     is on disk already) before restoring the application from the file.
+//     A snapshot that fails a check never reaches the core: the node keeps
+//     its log and state and runs on.
+//  4. The leader's driver calls ReportSnapshot with how the transfer
+//     ended. The leader moves the follower back to probing: after a
+//     finished transfer the follower's acknowledgement of the install puts
+//     it in StateReplicate; after a failed one the leader tries again
+//     once the follower answers a heartbeat.
+//
+// Every transfer the driver starts must be reported exactly once; a
+// report the leader no longer waits for is ignored. Neither side holds a
+// whole snapshot in memory, and the loop that owns the core never waits
+// for a transfer.
 //
 // # Messages
 //
@@ -100,7 +119,7 @@
 // (RequestVote, with PreVote and Transfer flags), MsgApp/MsgAppResp
 // (AppendEntries; the response carries fast-backtracking hints),
 // MsgHeartbeat/MsgHeartbeatResp (AppendEntries with no entries and no log
-// check), MsgSnap/MsgSnapResp (chunked InstallSnapshot), MsgTimeoutNow,
+// check), MsgSnap (InstallSnapshot, metadata only), MsgTimeoutNow,
 // and MsgReadIndex/MsgReadIndexResp (a follower asking the leader for a
 // read index). Step ignores malformed or misaddressed messages rather than
 // panicking, and messages from senders that may not send them (see "Who
@@ -119,6 +138,8 @@
 //     thesis §4.1 requires: a node whose configuration is behind, or a
 //     joining node with none, must follow a leader it does not know yet.
 //     Below our term they only earn the rejection that carries our term.
+//     (A snapshot's data is the driver's, which takes it only from the
+//     leader its core follows: see "Snapshots".)
 //   - Everything else (votes, pre-votes, responses, read requests): from
 //     members of this node's configuration only, except a vote request
 //     that may come from a newer configuration that needs our vote

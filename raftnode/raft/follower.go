@@ -1,10 +1,6 @@
 package raft
 
-import (
-	"fmt"
-	"hash/crc32"
-	"slices"
-)
+import "slices"
 
 // stepFollower handles messages as a follower.
 // Precondition: m.Term == r.term (Step has applied the term rules).
@@ -18,7 +14,7 @@ func stepFollower(r *Core, m Message) {
 		r.handleHeartbeat(m)
 	case MsgSnap:
 		r.heardFromLeader(m.From)
-		r.handleSnapshotChunk(m)
+		r.handleSnapshot(m)
 	case MsgTimeoutNow:
 		// Leadership transfer (§3.10): campaign at once, skipping
 		// pre-vote and bypassing stickiness. admit let it through only
@@ -77,97 +73,42 @@ func (r *Core) handleHeartbeat(m Message) {
 	r.send(Message{To: m.From, Type: MsgHeartbeatResp, Seq: m.Seq})
 }
 
-// snapReceive buffers an InstallSnapshot arriving in chunks.
-type snapReceive struct {
-	meta SnapshotMeta
-	sum  uint32 // the leader's checksum of the whole snapshot
-	data []byte
-}
-
-// handleSnapshotChunk is the InstallSnapshot receiver (§5.3 of the
-// thesis / Figure 13 of the paper): chunks must arrive in offset order;
-// anything else is answered with the offset we expect next.
-func (r *Core) handleSnapshotChunk(m Message) {
-	meta := *m.Snapshot
-	if meta.Index <= r.log.committed {
-		r.snapRecv = nil
-		r.send(Message{To: m.From, Type: MsgAppResp, Index: r.log.committed})
-		return
-	}
-	rs := r.snapRecv
-	if rs == nil || rs.meta.Index != meta.Index || rs.meta.Term != meta.Term || rs.sum != m.Checksum {
-		// Another snapshot (a checksum that changed names other bytes):
-		// it must be received from its start.
-		if m.Offset != 0 {
-			r.send(Message{To: m.From, Type: MsgSnapResp, Snapshot: &SnapshotMeta{Index: meta.Index, Term: meta.Term}})
-			return
-		}
-		rs = &snapReceive{meta: cloneMeta(meta), sum: m.Checksum}
-		r.snapRecv = rs
-	}
-	if m.Offset != uint64(len(rs.data)) {
-		r.send(Message{To: m.From, Type: MsgSnapResp, Snapshot: &SnapshotMeta{Index: meta.Index, Term: meta.Term}, Offset: uint64(len(rs.data))})
-		return
-	}
-	if uint64(len(rs.data))+uint64(len(m.Data)) > r.cfg.MaxSnapshotSize {
-		r.snapRecv = nil // refuse to buffer without bound
-		return
-	}
-	rs.data = append(rs.data, m.Data...)
-	if !m.Done {
-		r.send(Message{To: m.From, Type: MsgSnapResp, Snapshot: &SnapshotMeta{Index: meta.Index, Term: meta.Term}, Offset: uint64(len(rs.data))})
-		return
-	}
-	r.snapRecv = nil
-	installed, err := r.restore(Snapshot{Meta: rs.meta, Data: rs.data}, rs.sum)
-	switch {
-	case err != nil:
-		// Refused: keep everything and answer nothing. The leader
-		// resends after its resend interval, from the start (we expect
-		// offset 0 now), so a snapshot damaged on the way is fetched
-		// again, at a bounded rate if the leader's own copy is bad.
-		r.snapshotsRefused++
-		r.stepErr = fmt.Errorf("%w: snapshot %d/%d (%d bytes) from %d: %w", ErrSnapshotRefused, rs.meta.Index, rs.meta.Term, len(rs.data), m.From, err)
-	case installed:
+// handleSnapshot is the InstallSnapshot receiver (§5.3 of the thesis /
+// Figure 13 of the paper), once the driver holds the snapshot's data: it
+// streamed the data beside the core, into a file, checked it end to end
+// and had the application verify it, and only then stepped the MsgSnap
+// (see "Snapshots" in doc.go). So the core decides by Raft's rules
+// alone: install, commit, or ignore.
+func (r *Core) handleSnapshot(m Message) {
+	if r.restore(cloneMeta(*m.Snapshot)) {
 		r.send(Message{To: m.From, Type: MsgAppResp, Index: r.log.lastIndex()})
-	default:
-		r.send(Message{To: m.From, Type: MsgAppResp, Index: r.log.committed})
+		return
 	}
+	r.send(Message{To: m.From, Type: MsgAppResp, Index: r.log.committed})
 }
 
-// restore installs a complete snapshot received from a leader, whose
-// checksum the leader gave as sum (0: none). It returns false if the
-// snapshot brought nothing new (then the commit index may still move
-// forward), and an error if the snapshot would replace our state but
-// fails its checksum or Config.VerifySnapshot: then nothing changed.
-func (r *Core) restore(s Snapshot, sum uint32) (bool, error) {
-	if s.Meta.Index <= r.log.committed {
-		return false, nil
+// restore installs the snapshot meta names, received from a leader. It
+// returns false if the snapshot brought nothing new (then the commit
+// index may still move forward). The installed snapshot comes out in the
+// next Ready, metadata only: the driver holds its data.
+func (r *Core) restore(meta SnapshotMeta) bool {
+	if meta.Index <= r.log.committed {
+		return false
 	}
-	if len(s.Meta.ConfState.Voters) == 0 {
-		return false, nil // a snapshot without voters cannot be right
+	if len(meta.ConfState.Voters) == 0 {
+		return false // a snapshot without voters cannot be right
 	}
-	if r.log.matchTerm(s.Meta.Index, s.Meta.Term) {
+	if r.log.matchTerm(meta.Index, meta.Term) {
 		// We already hold the entry the snapshot ends at, so by Log
 		// Matching we hold everything before it: just commit.
-		r.log.commitTo(s.Meta.Index)
-		return false, nil
+		r.log.commitTo(meta.Index)
+		return false
 	}
-	if sum != 0 && !r.cfg.bugs.skipSnapshotChecksum {
-		if got := crc32.Checksum(s.Data, castagnoli); got != sum {
-			return false, fmt.Errorf("checksum mismatch: the data has CRC-32C %08x, the leader sent %08x", got, sum)
-		}
-	}
-	if r.cfg.VerifySnapshot != nil {
-		if err := r.cfg.VerifySnapshot(s); err != nil {
-			return false, fmt.Errorf("undecodable: %w", err)
-		}
-	}
-	r.log.restore(s)
-	r.switchConfig(configFromConfState(s.Meta.ConfState))
-	r.confIndex = s.Meta.Index
+	r.log.restore(Snapshot{Meta: meta})
+	r.switchConfig(configFromConfState(meta.ConfState))
+	r.confIndex = meta.Index
 	r.logConf = nil
-	return true, nil
+	return true
 }
 
 func cloneMeta(m SnapshotMeta) SnapshotMeta {

@@ -19,11 +19,11 @@ func FuzzStep(f *testing.F) {
 			}
 			m := Message{Type: MessageType(typ), From: from % 5, To: 1, Term: term % 8, Index: index % 16, LogTerm: logTerm % 8,
 				Commit: commit, Reject: flag, Granted: flag, PreVote: flag, ConflictIndex: extra % 20, ConflictTerm: extra % 7,
-				LastLogIndex: extra, LastLogTerm: logTerm % 8, Seq: extra, Offset: extra % 64, Done: flag, Data: []byte("abc")}
+				LastLogIndex: extra, LastLogTerm: logTerm % 8, Seq: extra}
 			for i := 0; i < int(nents%6); i++ {
 				m.Entries = append(m.Entries, Entry{Index: m.Index + 1 + uint64(i), Term: min(m.Term, m.LogTerm+uint64(i)), Data: []byte{byte(i)}})
 			}
-			if m.Type == MsgSnap || m.Type == MsgSnapResp {
+			if m.Type == MsgSnap {
 				m.Snapshot = &SnapshotMeta{Index: index % 16, Term: logTerm % 8, ConfState: ConfState{Voters: []uint64{1, extra % 5}}}
 			}
 			_ = c.Step(m)
@@ -61,11 +61,11 @@ func FuzzStepSequence(f *testing.F) {
 						Index: uint64(b[3] % 12), LogTerm: uint64(b[4] % 6), Commit: uint64(b[5] % 12),
 						Reject: b[5]&1 == 1, Granted: b[4]&1 == 1, PreVote: b[3]&1 == 1,
 						ConflictIndex: uint64(b[1] % 9), ConflictTerm: uint64(b[2] % 5), Seq: uint64(b[3]),
-						Offset: uint64(b[4] % 8), Done: b[5]&2 == 2, Data: b[:2], LastLogIndex: uint64(b[5] % 12), LastLogTerm: uint64(b[4] % 6)}
+						LastLogIndex: uint64(b[5] % 12), LastLogTerm: uint64(b[4] % 6)}
 					for i := 0; i < int(b[5]%4); i++ {
 						m.Entries = append(m.Entries, Entry{Index: m.Index + 1 + uint64(i), Term: m.LogTerm + uint64(i%2)})
 					}
-					if m.Type == MsgSnap || m.Type == MsgSnapResp {
+					if m.Type == MsgSnap {
 						m.Snapshot = &SnapshotMeta{Index: uint64(b[3] % 12), Term: uint64(b[4] % 6), ConfState: ConfState{Voters: []uint64{1, uint64(b[1] % 5)}}}
 					}
 					_ = c.Step(m)

@@ -2,7 +2,6 @@ package raft
 
 import (
 	"errors"
-	"hash/crc32"
 
 	"github.com/capraft/capraft/raftnode/raft/tracker"
 )
@@ -28,12 +27,6 @@ func stepLeader(r *Core, m Message) {
 	case MsgHeartbeatResp:
 		pr.RecentActive = true
 		r.handleHeartbeatResponse(m, pr)
-	case MsgSnapResp:
-		pr.RecentActive = true
-		if pr.State == tracker.StateSnapshot && m.Snapshot != nil && m.Snapshot.Index == pr.PendingSnapshot {
-			pr.SnapOffset = m.Offset
-			r.sendSnapshotChunk(m.From, pr)
-		}
 	case MsgReadIndex:
 		r.leaderRead(m.From, m.Context)
 	}
@@ -251,99 +244,21 @@ func (r *Core) sendAppend(id uint64, sendIfEmpty bool) bool {
 	return true
 }
 
-// sendSnapshot switches id to StateSnapshot and sends the first chunk.
+// sendSnapshot switches id to StateSnapshot and asks the driver, with a
+// MsgSnap naming the newest snapshot, to stream that snapshot to it. The
+// driver answers with ReportSnapshot; until then id gets no appends.
 func (r *Core) sendSnapshot(id uint64, pr *tracker.Progress) bool {
-	c, ok := r.snapshotChunk(0)
-	if !ok {
+	snap, err := r.storageSnapshot()
+	if err != nil || snap.IsEmpty() {
 		return false // ErrSnapshotTemporarilyUnavailable: retry later
 	}
-	pr.BecomeSnapshot(c.Meta.Index)
-	r.sendChunk(id, pr, 0, c)
+	meta := snap.Meta
+	pr.BecomeSnapshot(meta.Index)
+	r.send(Message{To: id, Type: MsgSnap, Snapshot: &meta})
 	return true
 }
 
-// sendSnapshotChunk sends the chunk at pr.SnapOffset. If the application
-// took a newer snapshot meanwhile, the transfer restarts with it.
-func (r *Core) sendSnapshotChunk(id uint64, pr *tracker.Progress) {
-	off := pr.SnapOffset
-	c, ok := r.snapshotChunk(off)
-	if !ok {
-		return
-	}
-	if c.Meta.Index != pr.PendingSnapshot || off > c.Size {
-		if c.Meta.Index != pr.PendingSnapshot {
-			pr.PendingSnapshot = c.Meta.Index
-			pr.SnapOffset = 0
-		}
-		off = 0
-		if c, ok = r.snapshotChunk(0); !ok {
-			return
-		}
-		// A still newer snapshot may have come in between: send its
-		// first chunk.
-		pr.PendingSnapshot = c.Meta.Index
-	}
-	r.sendChunk(id, pr, off, c)
-}
-
-// sendChunk sends chunk c, read at offset off, to id.
-func (r *Core) sendChunk(id uint64, pr *tracker.Progress, off uint64, c SnapshotChunk) {
-	pr.SnapInFlight = true
-	pr.SnapWait = 0
-	meta := c.Meta
-	r.send(Message{
-		To: id, Type: MsgSnap, Snapshot: &meta,
-		Offset: off, Data: c.Data, Done: off+uint64(len(c.Data)) == c.Size,
-		Checksum: c.Checksum,
-	})
-}
-
-// snapshotChunk reads the newest snapshot's chunk at off; ok is false if
-// there is no snapshot (yet). A Storage that is a SnapshotReader reads
-// just the chunk; from any other, the whole snapshot is loaded and sliced.
-func (r *Core) snapshotChunk(off uint64) (c SnapshotChunk, ok bool) {
-	if sr, isReader := r.log.storage.(SnapshotReader); isReader {
-		c, err := sr.SnapshotChunk(off, r.cfg.MaxSnapshotChunk)
-		if err != nil && !errors.Is(err, ErrSnapshotTemporarilyUnavailable) {
-			panic(err)
-		}
-		if err != nil || c.Meta.Index == 0 {
-			return SnapshotChunk{}, false
-		}
-		c.Data = c.Data[:min(uint64(len(c.Data)), r.cfg.MaxSnapshotChunk)]
-		return c, true
-	}
-	snap, err := r.storageSnapshot()
-	if err != nil || snap.IsEmpty() {
-		return SnapshotChunk{}, false
-	}
-	size := uint64(len(snap.Data))
-	lo := min(off, size)
-	hi := min(lo+r.cfg.MaxSnapshotChunk, size)
-	return SnapshotChunk{Meta: snap.Meta, Size: size, Checksum: r.snapSum.of(snap), Data: snap.Data[lo:hi]}, true
-}
-
-// castagnoli is the CRC-32C table of snapshot checksums.
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-// snapChecksum remembers the checksum of the last snapshot sent.
-type snapChecksum struct {
-	index, term, size uint64
-	sum               uint32
-}
-
-// of returns the CRC-32C of s.Data, computing it only for a snapshot
-// other than the last one asked about. Storage never changes a snapshot's
-// bytes in place, so index, term and size identify them.
-func (c *snapChecksum) of(s Snapshot) uint32 {
-	if c.index != s.Meta.Index || c.term != s.Meta.Term || c.size != uint64(len(s.Data)) {
-		*c = snapChecksum{index: s.Meta.Index, term: s.Meta.Term, size: uint64(len(s.Data)), sum: crc32.Checksum(s.Data, castagnoli)}
-	}
-	return c.sum
-}
-
-// bcastHeartbeat sends heartbeats (carrying the read round) and resends
-// unacknowledged snapshot chunks.
+// bcastHeartbeat sends heartbeats, carrying the read round.
 func (r *Core) bcastHeartbeat() {
 	for _, id := range r.trk.IDs() {
 		if id == r.id {
@@ -351,11 +266,6 @@ func (r *Core) bcastHeartbeat() {
 		}
 		pr := r.trk.Progress[id]
 		r.send(Message{To: id, Type: MsgHeartbeat, Commit: min(pr.Match, r.log.committed), Seq: r.reads.seq, ToIncarnation: pr.Incarnation})
-		if pr.State == tracker.StateSnapshot && pr.SnapInFlight {
-			if pr.SnapWait++; pr.SnapWait >= tracker.SnapResendAfter {
-				r.sendSnapshotChunk(id, pr)
-			}
-		}
 	}
 }
 

@@ -3,9 +3,8 @@ package raft
 import "fmt"
 
 // MessageType says which RPC (or RPC response) a Message is. The kinds map
-// one to one onto the wire schema's RequestVote, AppendEntries,
-// InstallSnapshot and TimeoutNow calls and their results; conversion to and
-// from Cap'n Proto lives in the driver, never here.
+// one to one onto the wire schema's message types; conversion to and from
+// Cap'n Proto lives in the transport, never here.
 //
 // Heartbeats have their own kind (MsgHeartbeat) rather than being empty
 // appends: a heartbeat carries only a commit index that the follower is
@@ -26,7 +25,7 @@ const (
 	// MsgApp is AppendEntries: Index/LogTerm identify the entry preceding
 	// Entries, Commit is the leader's commit index.
 	MsgApp
-	// MsgAppResp answers MsgApp (and a completed snapshot). On success
+	// MsgAppResp answers MsgApp (and an installed snapshot). On success
 	// Index is the highest index known to match the leader's log. On
 	// rejection Index echoes the rejected MsgApp's Index and the
 	// fast-backtracking hints are set: ConflictTerm is the follower's term
@@ -39,13 +38,15 @@ const (
 	MsgHeartbeat
 	// MsgHeartbeatResp answers MsgHeartbeat, echoing Seq.
 	MsgHeartbeatResp
-	// MsgSnap is one chunk of InstallSnapshot: Snapshot (metadata),
-	// Offset, Data, Done.
+	// MsgSnap is InstallSnapshot, metadata only: Snapshot names the
+	// snapshot (index, term, configuration). Its data never passes
+	// through the core. A leader's MsgSnap asks its driver to stream that
+	// snapshot's data to To, beside the core, and to report how that
+	// ended (ReportSnapshot); the leader sends To no appends until
+	// then. A follower's driver steps a MsgSnap only once it holds the
+	// data, checked and durable (see "Snapshots" in doc.go); the
+	// follower's core then installs it and answers with MsgAppResp.
 	MsgSnap
-	// MsgSnapResp acknowledges a chunk that did not complete the
-	// snapshot: Snapshot.Index names it and Offset is the next byte the
-	// follower expects. A completed install is answered with MsgAppResp.
-	MsgSnapResp
 	// MsgTimeoutNow tells a caught-up follower to start an election at
 	// once (leadership transfer). It is honoured only from the leader the
 	// follower follows, in that leader's term.
@@ -68,7 +69,6 @@ var msgTypeNames = [...]string{
 	MsgHeartbeat:     "MsgHeartbeat",
 	MsgHeartbeatResp: "MsgHeartbeatResp",
 	MsgSnap:          "MsgSnap",
-	MsgSnapResp:      "MsgSnapResp",
 	MsgTimeoutNow:    "MsgTimeoutNow",
 	MsgReadIndex:     "MsgReadIndex",
 	MsgReadIndexResp: "MsgReadIndexResp",
@@ -124,16 +124,8 @@ type Message struct {
 	// Heartbeat read round.
 	Seq uint64
 
-	// InstallSnapshot chunk.
-	Snapshot *SnapshotMeta // nil except in MsgSnap and MsgSnapResp
-	Offset   uint64
-	Data     []byte
-	Done     bool
-	// Checksum, in every MsgSnap chunk, is the CRC-32C (Castagnoli) of
-	// the whole snapshot's Data, computed once per snapshot by the
-	// leader. The follower checks the assembled snapshot against it
-	// before anything is replaced. 0 means none was sent.
-	Checksum uint32
+	// InstallSnapshot: the snapshot's metadata, nil except in MsgSnap.
+	Snapshot *SnapshotMeta
 
 	// ReadIndex request identifier, chosen by the application.
 	Context []byte
@@ -154,15 +146,9 @@ func (m Message) String() string {
 	case MsgHeartbeat, MsgHeartbeatResp:
 		s += fmt.Sprintf(" commit=%d seq=%d", m.Commit, m.Seq)
 	case MsgSnap:
-		if m.Snapshot == nil {
-			break
+		if m.Snapshot != nil {
+			s += fmt.Sprintf(" snap=%d/%d", m.Snapshot.Index, m.Snapshot.Term)
 		}
-		s += fmt.Sprintf(" snap=%d/%d off=%d len=%d done=%v crc=%08x", m.Snapshot.Index, m.Snapshot.Term, m.Offset, len(m.Data), m.Done, m.Checksum)
-	case MsgSnapResp:
-		if m.Snapshot == nil {
-			break
-		}
-		s += fmt.Sprintf(" snap=%d off=%d", m.Snapshot.Index, m.Offset)
 	case MsgReadIndexResp:
 		s += fmt.Sprintf(" index=%d", m.Index)
 	}

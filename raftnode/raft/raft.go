@@ -80,18 +80,11 @@ type Core struct {
 	// no broadcast has carried it yet.
 	commitUnannounced bool
 
-	reads    readOnly
-	snapRecv *snapReceive
-	// snapSum caches the checksum of the snapshot this leader sends, so
-	// it is computed once per snapshot rather than once per chunk.
-	snapSum snapChecksum
+	reads readOnly
 
-	// Messages Step refused, for Status: from non-members, leader-only
-	// messages not from the leader, snapshots that failed verification.
-	droppedNonMember, droppedNotFromLeader, snapshotsRefused uint64
-	// stepErr is what the message being stepped made the core refuse
-	// deep inside the handlers (a snapshot); Step returns it.
-	stepErr error
+	// Messages Step refused, for Status: from non-members, and
+	// leader-only messages not from the leader.
+	droppedNonMember, droppedNotFromLeader uint64
 
 	// uncounted holds voters whose vote arrived from an incarnation the
 	// configuration does not count (storage lost), for Status.
@@ -313,11 +306,8 @@ func (r *Core) Step(m Message) error {
 	if err := r.admit(m); err != nil {
 		return err
 	}
-	r.stepErr = nil
 	r.stepByTerm(m)
-	err := r.stepErr
-	r.stepErr = nil
-	return err
+	return nil
 }
 
 // admit decides who is heard (see "Who is heard" in doc.go). Dropping a
@@ -476,8 +466,7 @@ func (r *Core) validMessage(m Message) bool {
 			prev = e.Term
 		}
 	case MsgSnap:
-		return m.Snapshot != nil && m.Snapshot.Index > 0 && m.Snapshot.Term > 0 && m.Snapshot.Term <= m.Term &&
-			m.Offset <= r.cfg.MaxSnapshotSize
+		return m.Snapshot != nil && m.Snapshot.Index > 0 && m.Snapshot.Term > 0 && m.Snapshot.Term <= m.Term
 	}
 	return true
 }

@@ -21,6 +21,9 @@ type Ready struct {
 	Entries []Entry
 	// Snapshot, if not empty, must be persisted (replacing the log) and
 	// restored into the application before CommittedEntries are applied.
+	// Only a snapshot given to Bootstrap carries Data; one from a leader
+	// is metadata only, and its data is what the driver received before
+	// it stepped the MsgSnap (see "Snapshots" in doc.go).
 	Snapshot Snapshot
 	// CommittedEntries are to be applied in order. They are already
 	// durable, so applying may run in parallel with persisting this Ready.

@@ -129,50 +129,36 @@ func TestUncommittedSizeCapDropsProposals(t *testing.T) {
 	}
 }
 
-func TestSnapshotSentInChunksWhenEntriesCompacted(t *testing.T) {
-	c, d := electLeader(t, func(cfg *Config) { cfg.MaxSnapshotChunk = 4 })
-	ackAll(c, d)
-	for i := 0; i < 5; i++ {
-		_ = c.Propose([]byte("x"))
-	}
-	persistAll(c, d)
-	c.Step(Message{Type: MsgAppResp, From: 3, To: 1, Term: c.term, Index: c.log.lastIndex()})
-	persistAll(c, d)
-	ci := c.log.committed
-	if _, err := d.CreateSnapshot(ci, c.ConfState(), []byte("0123456789")); err != nil {
-		t.Fatal(err)
-	}
-	_ = d.Compact(ci)
-	// Follower 2 is empty: it rejects the probe, then needs the snapshot.
-	f, fd := newTestCore(t, 2, []uint64{1, 2, 3}, nil)
-	c.Step(Message{Type: MsgAppResp, From: 2, To: 1, Term: c.term, Reject: true, Index: c.trk.Progress[2].Next - 1, ConflictIndex: 2, LastIndex: 1})
-	out := persistAll(c, d)
-	var chunks int
-	for step := 0; step < 20; step++ {
-		var next []Message
+// §5.3 / Figure 13: a follower whose next entries the leader compacted
+// is caught up with the snapshot, streamed beside the core by the
+// drivers (played here by hand), then with appends.
+func TestFollowerBehindTheCompactedLogCatchesUpBySnapshot(t *testing.T) {
+	x := newSnapshotFixture(t, []byte("0123456789"))
+	out := []Message{x.start(t)}
+	for step := 0; step < 20 && x.f.log.committed < x.c.log.committed; step++ {
+		var answers []Message
 		for _, m := range out {
-			if m.To == 2 {
-				if m.Type == MsgSnap {
-					chunks++
-				}
-				f.Step(m)
+			switch {
+			case m.To != 2:
+			case m.Type == MsgSnap:
+				answers = append(answers, x.receive(t, m)...)
+				x.c.ReportSnapshot(2, m.Snapshot.Index, SnapshotFinish)
+			default:
+				x.f.Step(m)
+				answers = append(answers, persistAll(x.f, x.fd)...)
 			}
 		}
-		for _, m := range persistAll(f, fd) {
-			c.Step(m)
+		for _, m := range answers {
+			x.c.Step(m)
 		}
-		next = persistAll(c, d)
-		out = next
-		if f.log.committed >= ci {
-			break
-		}
+		x.c.Tick()
+		out = persistAll(x.c, x.cd)
 	}
-	if f.log.committed < ci || chunks < 3 {
-		t.Fatalf("follower commit=%d want %d, chunks=%d", f.log.committed, ci, chunks)
+	if x.f.log.committed < x.c.log.committed {
+		t.Fatalf("follower commit=%d want %d", x.f.log.committed, x.c.log.committed)
 	}
-	snap, _ := fd.Snapshot()
-	if string(snap.Data) != "0123456789" {
-		t.Fatalf("reassembled snapshot %q", snap.Data)
+	if snap, _ := x.fd.Snapshot(); string(snap.Data) != "0123456789" || snap.Meta.Index != x.index {
+		t.Fatalf("follower's snapshot %d %q", snap.Meta.Index, snap.Data)
 	}
 }
 

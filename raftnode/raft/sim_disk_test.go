@@ -32,6 +32,9 @@ type SimDisk interface {
 	Compact(index uint64) error
 	// SnapshotMeta is the newest snapshot's metadata; ok is false if none.
 	SnapshotMeta() (meta SnapshotMeta, ok bool)
+	// LoadSnapshot returns the newest snapshot, data and all (what the
+	// simulated drivers restore from and send).
+	LoadSnapshot() (Snapshot, error)
 	// ArmCrash makes power fail during the next write call (its outcome
 	// drawn from rng); the simulator then calls Crash.
 	ArmCrash(rng *rand.Rand)
@@ -144,6 +147,8 @@ func (d *memDisk) CreateSnapshot(index uint64, cs ConfState, data []byte) error 
 	_, err := d.MemoryStorage.CreateSnapshot(index, cs, data)
 	return err
 }
+
+func (d *memDisk) LoadSnapshot() (Snapshot, error) { return d.Snapshot() }
 
 func (d *memDisk) SnapshotMeta() (SnapshotMeta, bool) {
 	s, _ := d.Snapshot()

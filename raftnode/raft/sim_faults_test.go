@@ -134,7 +134,7 @@ func (c *simCluster) maybeChangeMembership() {
 			return
 		}
 		cc.Changes = []ConfChangeSingle{{Type: ConfChangeAddVoter, NodeID: id}}
-	case len(voters) > c.opts.nodes && c.rng.IntN(3) == 0:
+	case len(voters) > c.opts.nodes && c.rng.IntN(2) == 0:
 		// Demote a voter to learner through a joint configuration (it
 		// keeps voting in the outgoing half until the joint is left).
 		id := voters[c.rng.IntN(len(voters))]

@@ -12,11 +12,12 @@ func (c *simCluster) send(m Message) {
 	if from := c.nodes[m.From]; from == nil || !from.up {
 		return
 	}
-	if c.lossy && c.rng.Float64() < c.opts.dropP {
+	if m.Type == MsgSnap {
+		c.startTransfer(m) // beside the core, not as a message
 		return
 	}
-	if m.Type == MsgSnap && c.lossy && c.opts.damageSnapP > 0 && c.rng.Float64() < c.opts.damageSnapP {
-		m = c.damageChunk(m)
+	if c.lossy && c.rng.Float64() < c.opts.dropP {
+		return
 	}
 	delay := 0
 	if c.lossy && c.opts.maxDelay > 0 {

@@ -24,8 +24,9 @@ import (
 //     was a member) sends responses or transfer vote requests in a later
 //     term, which would depose a leader. Buggy peers stay buggy after the
 //     network heals, so these go on while liveness is checked;
-//   - snapshot chunks damaged on the way (damageSnapP): most keep the
-//     snapshot decodable (a digit changed), so only the checksum tells.
+//   - snapshots damaged on the way (damageSnapP, sim_snapshot_test.go):
+//     most keep the snapshot decodable (a digit changed), so only the
+//     receiver's checksum tells.
 //
 // The checkers are the usual ones (a stale read fails linearizability, a
 // damaged snapshot installed makes replicas disagree, a disrupted cluster
@@ -35,7 +36,7 @@ import (
 // heardStats counts what stale and buggy peers sent and what Step made
 // of it, to show that the configurations exercise the rules.
 type heardStats struct {
-	forged, damagedChunks                  int
+	forged, damagedSnaps                   int
 	notMember, notFromLeader, snapsRefused int
 	forgedHeard                            int // forged messages Step took: must stay 0
 }
@@ -48,8 +49,6 @@ func (h *heardStats) count(err error) {
 		h.notMember++
 	case errors.Is(err, ErrNotFromLeader):
 		h.notFromLeader++
-	case errors.Is(err, ErrSnapshotRefused):
-		h.snapsRefused++
 	}
 }
 
@@ -158,15 +157,14 @@ func (c *simCluster) awaitedRead(n *simNode) (string, bool) {
 	return slices.Min(ids), true
 }
 
-// damageChunk returns m with a copy of its data damaged (the data is the
-// leader's snapshot): usually a digit turned into another, which keeps
-// the snapshot decodable so that only the checksum tells, else a flipped
-// bit.
-func (c *simCluster) damageChunk(m Message) Message {
-	if len(m.Data) == 0 {
-		return m
+// damageData returns a damaged copy of a snapshot's data: usually a
+// digit turned into another, which keeps the snapshot decodable so that
+// only the checksum tells, else a flipped bit.
+func (c *simCluster) damageData(data []byte) []byte {
+	if len(data) == 0 {
+		return data
 	}
-	d := bytes.Clone(m.Data)
+	d := bytes.Clone(data)
 	i := c.rng.IntN(len(d))
 	bit := byte(1) << c.rng.IntN(8)
 	if c.rng.IntN(4) != 0 {
@@ -179,16 +177,15 @@ func (c *simCluster) damageChunk(m Message) Message {
 		}
 	}
 	d[i] ^= bit
-	m.Data = d
-	c.heard.damagedChunks++
-	c.tracef("damaged %s", m)
-	return m
+	c.heard.damagedSnaps++
+	c.tracef("damaged a snapshot's data at byte %d", i)
+	return d
 }
 
 // TestSimulationExercisesStalePeers guards the stale-peer configurations
 // against doing nothing: removed nodes must live on, Step must drop their
-// messages, forged ones and damaged snapshots, and every forged message
-// must be refused.
+// messages and forged ones, receivers must refuse damaged snapshots, and
+// every forged message must be refused.
 func TestSimulationExercisesStalePeers(t *testing.T) {
 	for _, name := range []string{"n=5,stale-peers", "n=3,stale-peers,no-prevote", "n=5,stale-peers,disk-loss"} {
 		var total heardStats
@@ -202,14 +199,14 @@ func TestSimulationExercisesStalePeers(t *testing.T) {
 			h := c.heard
 			total.forged += h.forged
 			total.forgedHeard += h.forgedHeard
-			total.damagedChunks += h.damagedChunks
+			total.damagedSnaps += h.damagedSnaps
 			total.notMember += h.notMember
 			total.notFromLeader += h.notFromLeader
 			total.snapsRefused += h.snapsRefused
 		}
 		t.Logf("%s: zombies=%d %+v", name, zombies, total)
 		if zombies < 10 || total.forged < 100 || total.notMember < 50 || total.notFromLeader < 50 ||
-			total.damagedChunks < 10 || total.snapsRefused < 5 {
+			total.damagedSnaps < 5 || total.snapsRefused < 5 {
 			t.Errorf("%s: too quiet: zombies=%d %+v", name, zombies, total)
 		}
 		if total.forgedHeard != 0 {

@@ -97,9 +97,13 @@ type simOptions struct {
 	// sends a node a TimeoutNow or a read index answer although it does
 	// not lead it (see forge).
 	forgeP float64
-	// damageSnapP is the chance that a snapshot chunk is damaged on the
-	// way while the network is lossy.
+	// damageSnapP is the chance that a snapshot's data is damaged on the
+	// way while the network is lossy (sim_snapshot_test.go).
 	damageSnapP float64
+	// receiverSkipsChecksum breaks the simulated snapshot receiver: it
+	// hands its core a snapshot without checking the data against the
+	// leader's checksum (checker self-test, simbugs_test.go).
+	receiverSkipsChecksum bool
 	// quietTicks, if set, is how long the healed cluster must then keep
 	// its leader and term although stale and buggy peers go on (see
 	// awaitQuiet).
@@ -127,6 +131,10 @@ type simNode struct {
 	kv      map[string]string
 	applied uint64
 	reads   map[string]uint64 // ReadIndex ctx -> confirmed index
+	// received holds the data of the snapshots this node's driver
+	// received and handed its core (by index and term), as the real
+	// receiver's files do until the core installs one.
+	received map[[2]uint64][]byte
 }
 
 type inflightMsg struct {
@@ -160,9 +168,12 @@ type simCluster struct {
 	nodes  map[uint64]*simNode
 	nextID uint64
 	queue  []inflightMsg
-	cut    map[[2]uint64]bool // directed links that drop everything
-	down   map[uint64]bool    // scripted tests: disconnected nodes
-	lossy  bool
+	// transfers are the snapshot transfers under way (sim_snapshot_test.go).
+	transfers []snapTransfer
+	snaps     snapStats
+	cut       map[[2]uint64]bool // directed links that drop everything
+	down      map[uint64]bool    // scripted tests: disconnected nodes
+	lossy     bool
 
 	leaders map[uint64]uint64 // term -> leader (election safety)
 	applied map[uint64]Entry  // index -> entry applied anywhere
@@ -255,20 +266,19 @@ func (c *simCluster) coreConfig(id uint64, disk SimDisk) Config {
 		PreVote:     c.opts.preVote, CheckQuorum: c.opts.checkQuorum,
 		LazyCommit:    c.opts.lazyCommit,
 		MaxSizePerMsg: 64, MaxEntriesPerMsg: c.opts.maxEntries, MaxInflightMsgs: 4,
-		MaxUncommittedEntriesSize: 1024, MaxSnapshotChunk: 48,
-		VerifySnapshot: verifySimSnapshot,
-		bugs:           c.opts.bugs,
+		MaxUncommittedEntriesSize: 1024,
+		bugs:                      c.opts.bugs,
 	}
 }
 
-// verifySimSnapshot is the application's check of a received snapshot:
-// it must decode (empty data is the bootstrap snapshot's).
-func verifySimSnapshot(s Snapshot) error {
-	if len(s.Data) == 0 {
+// verifySimSnapshot is the application's check of a received snapshot's
+// data: it must decode (empty data is the bootstrap snapshot's).
+func verifySimSnapshot(data []byte) error {
+	if len(data) == 0 {
 		return nil
 	}
 	var kv map[string]string
-	return json.Unmarshal(s.Data, &kv)
+	return json.Unmarshal(data, &kv)
 }
 
 // start boots (or reboots) a node from what its disk holds.
@@ -282,7 +292,12 @@ func (c *simCluster) start(n *simNode) {
 	n.core, n.up = core, true
 	n.kv = map[string]string{}
 	n.reads = map[string]uint64{}
-	snap, _ := n.disk.Snapshot()
+	n.received = map[[2]uint64][]byte{}
+	snap, err := n.disk.LoadSnapshot()
+	if err != nil {
+		c.failf("node %d: load snapshot: %v", n.id, err)
+		return
+	}
 	if len(snap.Data) > 0 {
 		if err := json.Unmarshal(snap.Data, &n.kv); err != nil {
 			c.failf("node %d: bad snapshot data: %v", n.id, err)
@@ -318,6 +333,15 @@ func (c *simCluster) process(n *simNode) {
 		}
 		var snap *Snapshot
 		if !rd.Snapshot.IsEmpty() {
+			// The core installs only what its driver received: the
+			// data is the driver's, the metadata the core's.
+			data, ok := n.received[[2]uint64{rd.Snapshot.Meta.Index, rd.Snapshot.Meta.Term}]
+			if !ok {
+				c.failf("node %d: its core installed snapshot %d/%d, whose data its driver never received", n.id, rd.Snapshot.Meta.Index, rd.Snapshot.Meta.Term)
+				return
+			}
+			rd.Snapshot.Data = data
+			clear(n.received)
 			snap = &rd.Snapshot
 		}
 		midCrash := c.lossy && c.rng.Float64() < c.opts.crashP/8
@@ -522,6 +546,7 @@ func (c *simCluster) step() {
 		}
 	}
 	c.deliver()
+	c.deliverTransfers()
 	for _, n := range c.upNodes() {
 		if n.up && c.opts.lazyCommit && n.core.CommitUnannounced() && c.rng.IntN(3) == 0 {
 			// The driver announces a waiting commit index once it has

@@ -100,9 +100,9 @@ func TestSimCatchesCountingAWipedVotersVote(t *testing.T) {
 }
 
 // TestSimCatchesBrokenDefences: each rule of who is heard (admit), the
-// snapshot checksum and the count with the configuration the log leads
-// to, broken on purpose, must be caught by the simulation's ordinary
-// checkers within a few seeds.
+// snapshot receiver's checksum and the count with the configuration the
+// log leads to, broken on purpose, must be caught by the simulation's
+// ordinary checkers within a few seeds.
 func TestSimCatchesBrokenDefences(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -139,26 +139,36 @@ func TestSimCatchesBrokenDefences(t *testing.T) {
 			o.bugs.dropUnknownLeaders = true
 			return o
 		}, 50},
-		// A snapshot chunk damaged on the way, installed unchecked,
-		// makes replicas disagree.
+		// A snapshot damaged on the way, handed to the core by a
+		// receiver that skips the checksum, makes replicas disagree.
 		{"snapshots installed without checksum", func() simOptions {
 			o := defaultSimOptions(5)
 			o.damageSnapP = 0.5
-			o.bugs.skipSnapshotChecksum = true
+			o.receiverSkipsChecksum = true
 			return o
 		}, 100},
-		// A node two committed membership changes behind, counting
-		// votes with the configuration in effect alone, wins with a
-		// removed node's vote and loses committed entries. This is the
-		// rare schedule the stale-peer simulation found (seed 7), kept
-		// as a regression seed; stale_configuration_test.go checks the
-		// rule directly.
-		{"counting with a stale configuration", func() simOptions {
-			o := simConfig("n=5,stale-peers,disk-loss")
-			o.bugs.staleConfigCounts = true
-			return o
-		}, 10},
 	} {
 		t.Run(tc.name, func(t *testing.T) { expectSimCatches(t, tc.name, tc.opts(), tc.maxSeeds) })
+	}
+}
+
+// The stale-peer simulation once found a node two committed membership
+// changes behind that counted votes with the configuration in effect
+// alone and won with a removed node's vote (n=5,stale-peers,disk-loss,
+// seed 7). That schedule depended on how snapshot chunks travelled; since
+// snapshots stream beside the core no seed of 4,000 reproduces it, so the
+// broken count is shown here directly: with it, the candidate of
+// stale_configuration_test.go wins with a majority of the old
+// configuration alone.
+func TestBrokenStaleConfigurationCountWinsWithTheOldMajority(t *testing.T) {
+	c, d := behindByAReplacement(t)
+	c.cfg.bugs.staleConfigCounts = true
+	c.campaign(campaignElection)
+	persistAll(c, d)
+	for _, from := range []uint64{1, 3} {
+		c.Step(Message{Type: MsgVoteResp, From: from, To: 5, Term: c.term, Granted: true})
+	}
+	if c.state != StateLeader {
+		t.Fatalf("the broken count did not elect with the old majority: %s", c.state)
 	}
 }

@@ -45,10 +45,6 @@ type Status struct {
 	// dropped because they did not come from the leader this node
 	// follows, in its term (ErrNotFromLeader).
 	DroppedNotFromLeader uint64
-	// SnapshotsRefused counts snapshots received in full and refused
-	// because they failed their checksum or Config.VerifySnapshot
-	// (ErrSnapshotRefused).
-	SnapshotsRefused uint64
 }
 
 // Status reports the core's current state.
@@ -60,7 +56,6 @@ func (r *Core) Status() Status {
 		LeadTransferee: r.leadTransferee, Config: r.ConfState(),
 		Incarnation:      r.cfg.Incarnation,
 		DroppedNonMember: r.droppedNonMember, DroppedNotFromLeader: r.droppedNotFromLeader,
-		SnapshotsRefused: r.snapshotsRefused,
 	}
 	if len(r.uncounted) > 0 {
 		s.UncountedVoters = make(map[uint64]uint64, len(r.uncounted))

@@ -88,7 +88,9 @@ type SnapshotMeta struct {
 	ConfState ConfState
 }
 
-// Snapshot is the application state as of Meta.Index.
+// Snapshot is the application state as of Meta.Index. The core reads only
+// Meta: a snapshot's data travels beside the core, between the drivers
+// (see "Snapshots" in doc.go), so Storage may leave Data nil.
 type Snapshot struct {
 	Meta SnapshotMeta
 	Data []byte
@@ -132,33 +134,34 @@ type Storage interface {
 	LastIndex() (uint64, error)
 	// FirstIndex is the index of the first retained entry (snapshot index+1).
 	FirstIndex() (uint64, error)
-	// Snapshot returns the most recent snapshot.
+	// Snapshot returns the most recent snapshot. The core reads only its
+	// Meta (it never sends or receives snapshot data itself), so an
+	// implementation whose snapshots are large should leave Data nil
+	// rather than load it.
 	Snapshot() (Snapshot, error)
 }
 
-// SnapshotReader is an optional extension of Storage for snapshots too
-// large to load whole for every chunk a leader sends: when Storage
-// implements it, the leader reads each InstallSnapshot chunk with
-// SnapshotChunk and never calls Snapshot to send one.
-type SnapshotReader interface {
-	// SnapshotChunk returns the newest snapshot's metadata, the size and
-	// CRC-32C (Castagnoli) of its data, and up to max bytes of its data
-	// from offset off (none if off is at or past the end). The chunk's
-	// Data is the caller's. An empty Meta (index 0) means there is no
-	// snapshot; errors are Snapshot's.
-	SnapshotChunk(off, max uint64) (SnapshotChunk, error)
-}
+// SnapshotStatus is how the transfer of a snapshot to a follower ended,
+// as the driver reports it with Core.ReportSnapshot.
+type SnapshotStatus uint8
 
-// SnapshotChunk is a piece of a snapshot's data with what a chunk sent to
-// a follower carries about the whole snapshot.
-type SnapshotChunk struct {
-	Meta SnapshotMeta
-	// Size is the length of the whole snapshot's data in bytes.
-	Size uint64
-	// Checksum is the CRC-32C (Castagnoli) of the whole snapshot's data.
-	Checksum uint32
-	// Data is the chunk, starting at the offset asked for.
-	Data []byte
+const (
+	// SnapshotFinish: the follower holds the snapshot's data, checked and
+	// durable, and its driver has handed its core the MsgSnap that
+	// installs it. The follower's core answers with a MsgAppResp.
+	SnapshotFinish SnapshotStatus = iota
+	// SnapshotFailure: the transfer did not complete (the follower could
+	// not be reached, refused the snapshot, or its data failed a check;
+	// the snapshot was replaced meanwhile).
+	SnapshotFailure
+)
+
+// String names the status.
+func (s SnapshotStatus) String() string {
+	if s == SnapshotFinish {
+		return "finish"
+	}
+	return "failure"
 }
 
 // IncarnationOf returns the incarnation cs records for member id; ok is

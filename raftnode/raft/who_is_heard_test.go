@@ -55,7 +55,6 @@ func TestMessagesFromNonMembersAreDroppedAndCounted(t *testing.T) {
 	for _, m := range []Message{
 		{Type: MsgAppResp, From: 9, To: 1, Term: term + 3, Index: 1},
 		{Type: MsgHeartbeatResp, From: 9, To: 1, Term: term},
-		{Type: MsgSnapResp, From: 9, To: 1, Term: term, Snapshot: &SnapshotMeta{Index: 1, Term: 1}},
 		{Type: MsgReadIndex, From: 9, To: 1, Term: term, Context: []byte("r")},
 		{Type: MsgVoteResp, From: 9, To: 1, Term: term + 1},
 	} {
@@ -109,7 +108,7 @@ func TestLeaderUnknownToTheConfigurationIsFollowed(t *testing.T) {
 		t.Fatal(err)
 	}
 	snap := &SnapshotMeta{Index: 10, Term: 3, ConfState: ConfState{Voters: []uint64{1, 2, 3}, Learners: []uint64{5}}}
-	if err := j.Step(Message{Type: MsgSnap, From: 1, To: 5, Term: 3, Snapshot: snap, Data: []byte("state"), Done: true}); err != nil {
+	if err := j.Step(Message{Type: MsgSnap, From: 1, To: 5, Term: 3, Snapshot: snap}); err != nil {
 		t.Fatalf("snapshot to a joining node: %v", err)
 	}
 	if rd := j.Ready(); rd.Snapshot.Meta.Index != 10 || j.lead != 1 {

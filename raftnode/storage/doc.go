@@ -19,18 +19,20 @@
 // from several goroutines are grouped into one write and one fsync (group
 // commit); the driver normally calls it from one goroutine.
 //
-// The application takes snapshots with CreateSnapshot(index, confState,
-// data) (index committed and still in the log) and then calls
-// Compact(index), which keeps Options.TrailingEntries entries before index
-// for slow followers and deletes whole log segments nobody needs any more.
-// The leader's core reads InstallSnapshot chunks with SnapshotChunk
-// (raft.SnapshotReader): the newest snapshot file is verified once and
-// kept open for every chunk and transfer of it, so each chunk costs one
-// read of its own bytes. OpenSnapshot streams a verified file
-// (Read/ReadAt) for other readers. A snapshot is received with
-// ReceiveSnapshot (chunked Writer); the
-// received snapshot takes effect when the core hands it back in a Ready and
-// the driver passes it to Save.
+// The application takes snapshots as streams: NewSnapshot(index,
+// confState) returns a writer its state is written into (index committed
+// and still in the log), without the store's lock held, so the node's loop
+// goes on meanwhile; Commit makes it durable and the newest; then Compact(index)
+// keeps Options.TrailingEntries entries before index for slow followers and
+// deletes whole log segments nobody needs any more. CreateSnapshot does the
+// same with data in memory. Snapshot (raft.Storage) reads no data, only the
+// newest snapshot's metadata: the core needs no more. OpenSnapshot reads one
+// snapshot's data in one sequential pass that checks its checksum as it
+// reaches the end (each byte read once), to send it to a follower or restore
+// from it; LoadSnapshot reads a small one into memory. A snapshot from the
+// leader is received with ReceiveSnapshot (chunked Writer) and takes effect
+// when the core hands its metadata back in a Ready and the driver passes it
+// to Save, which finds the file already there.
 //
 // # Guarantees
 //
@@ -119,8 +121,8 @@
 //	             snapshots, report damage, repair it (new incarnation first),
 //	             quarantine what is unusable; Recovery
 //	version.go   the VERSION file and the store's incarnation
-//	snapshot.go  CreateSnapshot, reading, sending (SnapshotChunk) and
-//	             receiving snapshots
+//	snapshot.go  creating (NewSnapshot, CreateSnapshot), reading
+//	             (OpenSnapshot, LoadSnapshot) and receiving snapshots
 //	wal/         the write-ahead log
 //	snap/        the snapshot files
 //	vfs/         the file-system surface everything durable goes through

@@ -40,7 +40,7 @@ func Example() {
 	defer st.Close()
 	hs, _, _ := st.InitialState()
 	last, _ := st.LastIndex()
-	snap, _ := st.Snapshot()
+	snap, _ := st.LoadSnapshot()
 	fmt.Println(hs.Term, hs.Commit, last, snap.Meta.Index, string(snap.Data))
 	// Output: 1 3 3 3 state
 }

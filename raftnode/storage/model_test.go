@@ -277,7 +277,7 @@ func diff(s *Store, m *model, restarted bool) error {
 	if hs != want {
 		return fmt.Errorf("hard state %+v, model %+v", hs, want)
 	}
-	snap, err := s.Snapshot()
+	snap, err := s.LoadSnapshot()
 	if err != nil {
 		return fmt.Errorf("snapshot: %v", err)
 	}

@@ -7,37 +7,98 @@ import (
 	"github.com/capraft/capraft/raftnode/storage/snap"
 )
 
-// CreateSnapshot durably stores a snapshot of the application state as of
+// SnapshotWriter writes a snapshot of the application's state into the
+// store as a stream (NewSnapshot). Nothing is visible until Commit.
+type SnapshotWriter struct {
+	s *Store
+	w *snap.Writer
+}
+
+// NewSnapshot starts writing a snapshot of the application state as of
 // entry index (which must be committed and still in the log), with the
-// membership cs in effect there. The log is not compacted: call Compact.
-func (s *Store) CreateSnapshot(index uint64, cs raft.ConfState, data []byte) error {
-	defer s.closeStaleSender() // after mu is released
+// membership cs in effect there. Write the state into the returned
+// writer, then Commit it (or Abort). The writing holds no lock of the
+// store: a node's loop goes on saving, reading and installing meanwhile.
+// The log is not compacted: call Compact after Commit.
+func (s *Store) NewSnapshot(index uint64, cs raft.ConfState) (*SnapshotWriter, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.hasSnap && index <= s.snapMeta.Index {
-		return fmt.Errorf("storage: create snapshot at %d, have %d: %w", index, s.snapMeta.Index, raft.ErrSnapOutOfDate)
+		have := s.snapMeta.Index
+		s.mu.Unlock()
+		return nil, fmt.Errorf("storage: create snapshot at %d, have %d: %w", index, have, raft.ErrSnapOutOfDate)
 	}
+	s.mu.Unlock()
 	if c := s.wal.HardState().Commit; index > c {
-		return fmt.Errorf("storage: create snapshot at %d beyond commit index %d", index, c)
+		return nil, fmt.Errorf("storage: create snapshot at %d beyond commit index %d", index, c)
 	}
 	t, err := s.wal.Term(index)
 	if err != nil {
-		return fmt.Errorf("storage: create snapshot at %d: %w", index, err)
+		return nil, fmt.Errorf("storage: create snapshot at %d: %w", index, err)
 	}
-	meta := raft.SnapshotMeta{Index: index, Term: t, ConfState: cs}
-	if err := s.snaps.Save(raft.Snapshot{Meta: meta, Data: data}); err != nil {
-		return fmt.Errorf("storage: create snapshot at %d: %w", index, err)
+	w, err := s.snaps.Create(raft.SnapshotMeta{Index: index, Term: t, ConfState: cs})
+	if err != nil {
+		return nil, fmt.Errorf("storage: create snapshot at %d: %w", index, err)
 	}
-	s.snapMeta, s.hasSnap = meta, true
+	return &SnapshotWriter{s: s, w: w}, nil
+}
+
+// Write appends state to the snapshot.
+func (w *SnapshotWriter) Write(p []byte) (int, error) { return w.w.Write(p) }
+
+// Meta returns the metadata of the snapshot being written.
+func (w *SnapshotWriter) Meta() raft.SnapshotMeta { return w.w.Meta() }
+
+// Size returns the number of bytes written so far.
+func (w *SnapshotWriter) Size() uint64 { return w.w.Size() }
+
+// Commit makes the snapshot durable and, unless a newer one was installed
+// meanwhile, the store's newest. The file is synced and renamed without
+// the store's lock; only the switch to it takes the lock.
+func (w *SnapshotWriter) Commit() error {
+	meta := w.w.Meta()
+	if err := w.w.Commit(); err != nil {
+		return fmt.Errorf("storage: create snapshot at %d: %w", meta.Index, err)
+	}
+	s := w.s
+	s.mu.Lock()
+	if !s.hasSnap || meta.Index > s.snapMeta.Index {
+		s.snapMeta, s.hasSnap = meta, true
+	}
+	s.mu.Unlock()
 	return nil
 }
 
-// Snapshot implements raft.Storage: it reads the newest snapshot, data and
-// all, into memory. To stream a large one use OpenSnapshot.
+// Abort discards the snapshot being written.
+func (w *SnapshotWriter) Abort() error { return w.w.Abort() }
+
+// CreateSnapshot durably stores a snapshot whose data is in memory: it
+// writes data through NewSnapshot and commits it. A large state is better
+// streamed into NewSnapshot's writer.
+func (s *Store) CreateSnapshot(index uint64, cs raft.ConfState, data []byte) error {
+	w, err := s.NewSnapshot(index, cs)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(data); err != nil {
+		w.Abort()
+		return fmt.Errorf("storage: create snapshot at %d: %w", index, err)
+	}
+	return w.Commit()
+}
+
+// Snapshot implements raft.Storage: it returns the newest snapshot's
+// metadata, without reading its data (the core reads no more). To read
+// the data, stream it (OpenSnapshot) or load it (LoadSnapshot).
 func (s *Store) Snapshot() (raft.Snapshot, error) {
-	s.mu.Lock()
-	meta, ok := s.snapMeta, s.hasSnap
-	s.mu.Unlock()
+	meta, _ := s.SnapshotMeta()
+	return raft.Snapshot{Meta: meta}, nil
+}
+
+// LoadSnapshot reads the newest snapshot, data and all, into memory,
+// verifying it first. For small snapshots and tests: a large one is
+// better streamed (OpenSnapshot).
+func (s *Store) LoadSnapshot() (raft.Snapshot, error) {
+	meta, ok := s.SnapshotMeta()
 	if !ok {
 		return raft.Snapshot{}, nil
 	}
@@ -52,77 +113,33 @@ func (s *Store) SnapshotMeta() (meta raft.SnapshotMeta, ok bool) {
 	return s.snapMeta, s.hasSnap
 }
 
-// OpenSnapshot opens the newest snapshot for chunked reading (for sending
-// InstallSnapshot): the checksum is verified by streaming before it returns,
-// and the data is then served by Read/ReadAt without loading it whole.
-func (s *Store) OpenSnapshot() (*snap.Reader, error) {
-	s.mu.Lock()
-	meta, ok := s.snapMeta, s.hasSnap
-	s.mu.Unlock()
-	if !ok {
-		return nil, fmt.Errorf("storage: no snapshot: %w", snap.ErrNotFound)
+// OpenSnapshot opens the snapshot at index and term for one sequential
+// read of its data, which checks the data's checksum as it reaches the
+// end (snap.Stream): each byte is read from disk once, to send it to a
+// follower or to restore from it. Errors wrap snap.ErrNotFound when the
+// store no longer has (or never had) that snapshot, and snap.ErrCorrupt
+// when its file is damaged.
+func (s *Store) OpenSnapshot(index, term uint64) (*snap.Stream, error) {
+	r, err := s.snaps.Stream(snap.Ref{Index: index, Term: term})
+	if err != nil {
+		return nil, fmt.Errorf("storage: %w", err)
 	}
-	return s.snaps.Open(snap.Ref{Index: meta.Index, Term: meta.Term})
+	return r, nil
 }
 
-// SnapshotChunk implements raft.SnapshotReader: the leader reads each
-// chunk it sends to a follower from the newest snapshot file, which is
-// opened and verified once (its first chunk) and kept open for every
-// transfer of it, instead of loading and verifying the whole file per
-// chunk as Snapshot would. The checksum is the one the file carries,
-// verified on opening.
-func (s *Store) SnapshotChunk(off, max uint64) (raft.SnapshotChunk, error) {
-	meta, ok := s.SnapshotMeta()
-	if !ok {
-		return raft.SnapshotChunk{}, nil
-	}
-	s.sendMu.Lock()
-	defer s.sendMu.Unlock()
-	if s.sendClosed {
-		return raft.SnapshotChunk{}, fmt.Errorf("storage: read snapshot %d: store closed: %w", meta.Index, raft.ErrSnapshotTemporarilyUnavailable)
-	}
-	r := s.sender
-	if r == nil || r.Meta().Index != meta.Index || r.Meta().Term != meta.Term {
-		if r != nil {
-			s.sender = nil
-			r.Close()
-		}
-		var err error
-		if r, err = s.snaps.Open(snap.Ref{Index: meta.Index, Term: meta.Term}); err != nil {
-			return raft.SnapshotChunk{}, fmt.Errorf("storage: open snapshot %d to send: %w", meta.Index, err)
-		}
-		s.sender = r
-	}
-	size := uint64(r.Size())
-	c := raft.SnapshotChunk{Meta: r.Meta(), Size: size, Checksum: r.Checksum()}
-	if off < size {
-		c.Data = make([]byte, min(max, size-off))
-		if n, err := r.ReadAt(c.Data, int64(off)); n < len(c.Data) {
-			return raft.SnapshotChunk{}, fmt.Errorf("storage: read snapshot %d at offset %d: %w", meta.Index, off, err)
-		}
-	}
-	return c, nil
-}
+// SnapshotBytesRead is how many bytes of snapshot files the store has read
+// since it was opened (verifying and streaming them).
+func (s *Store) SnapshotBytesRead() int64 { return s.snaps.BytesRead() }
 
-// closeStaleSender closes the reader SnapshotChunk keeps open if a newer
-// snapshot replaced its own, so the file's space is not held after
-// retention deletes it. Call it without mu held.
-func (s *Store) closeStaleSender() {
-	meta, _ := s.SnapshotMeta()
-	s.sendMu.Lock()
-	defer s.sendMu.Unlock()
-	if r := s.sender; r != nil && (r.Meta().Index != meta.Index || r.Meta().Term != meta.Term) {
-		s.sender = nil
-		r.Close()
-	}
-}
-
-// ReceiveSnapshot starts writing a snapshot that arrives in chunks (an
-// InstallSnapshot from the leader). After Writer.Commit the file is durable
-// but not yet in effect: pass a raft.Snapshot with the same Meta to Save
-// (as the core's Ready will) to install it; Save then skips rewriting it.
-// If the node restarts in between, Open adopts the newest snapshot on disk
-// as if Save had run (a snapshot is committed state, so this is safe).
+// ReceiveSnapshot starts writing a snapshot that arrives in chunks (from
+// the leader). After Writer.Commit the file is durable but not yet in
+// effect: pass a raft.Snapshot with the same Meta to Save (as the core's
+// Ready will, metadata only) to install it; Save then finds the file and
+// does not write it again. If the node restarts in between, Open adopts
+// the newest snapshot on disk as if Save had run (a snapshot is committed
+// state, so this is safe). Each call has its own temporary file, so a
+// transfer that replaces an abandoned one of the same snapshot does not
+// collide with it.
 func (s *Store) ReceiveSnapshot(meta raft.SnapshotMeta) (*snap.Writer, error) {
 	return s.snaps.Create(meta)
 }

@@ -2,7 +2,9 @@ package storage
 
 import (
 	"bytes"
+	"errors"
 	"hash/crc32"
+	"io"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/capraft/capraft/raftnode/raft"
 	"github.com/capraft/capraft/raftnode/storage/crashfs"
+	"github.com/capraft/capraft/raftnode/storage/snap"
 	"github.com/capraft/capraft/raftnode/storage/vfs"
 )
 
@@ -63,40 +66,34 @@ func (f *readCountFile) Close() error {
 	return f.File.Close()
 }
 
-// sendAll reads a whole snapshot the way a leader sends it to one
-// follower, chunk by chunk, and returns the data.
-func sendAll(t *testing.T, s *Store, chunk uint64) (raft.SnapshotChunk, []byte) {
+// streamAll reads the snapshot at index and term the way a leader sends
+// it to a follower (or a node restores from it): one sequential pass, in
+// chunks of chunk bytes.
+func streamAll(t *testing.T, s *Store, index, term uint64, chunk int) ([]byte, uint32, error) {
 	t.Helper()
+	r, err := s.OpenSnapshot(index, term)
+	if err != nil {
+		t.Fatalf("open snapshot %d: %v", index, err)
+	}
+	defer r.Close()
+	buf := make([]byte, chunk)
 	var data []byte
-	var first raft.SnapshotChunk
-	for off := uint64(0); ; {
-		c, err := s.SnapshotChunk(off, chunk)
+	for {
+		n, err := r.Read(buf)
+		data = append(data, buf[:n]...)
+		if err == io.EOF {
+			return data, r.Checksum(), nil
+		}
 		if err != nil {
-			t.Fatalf("chunk at %d: %v", off, err)
-		}
-		if off == 0 {
-			first = c
-		} else if c.Meta.Index != first.Meta.Index || c.Size != first.Size || c.Checksum != first.Checksum {
-			t.Fatalf("chunk at %d describes snapshot %d (%d bytes, crc %08x), the first %d (%d bytes, crc %08x)",
-				off, c.Meta.Index, c.Size, c.Checksum, first.Meta.Index, first.Size, first.Checksum)
-		}
-		data = append(data, c.Data...)
-		off += uint64(len(c.Data))
-		if off >= c.Size {
-			return first, data
-		}
-		if len(c.Data) == 0 {
-			t.Fatalf("empty chunk at %d of %d", off, c.Size)
+			return data, r.Checksum(), err
 		}
 	}
 }
 
-// The leader reads a snapshot file once per snapshot, not once per
-// chunk: one transfer of an N-chunk snapshot reads the file about twice
-// (the verification pass when it is first opened, then each chunk once),
-// a second transfer of the same snapshot reads it once more, and a newer
-// snapshot replaces the open file.
-func TestSnapshotChunksReadTheFileOncePerSnapshot(t *testing.T) {
+// A snapshot is sent (or restored from) with one pass over its file: each
+// byte is read once, and the checksum is checked as the pass reaches the
+// end, not by a pass of its own.
+func TestSnapshotStreamReadsTheFileOnce(t *testing.T) {
 	const chunk, chunks = 64 << 10, 32
 	seed := rand.Uint64()
 	rng := rand.New(rand.NewPCG(seed, 0))
@@ -114,61 +111,52 @@ func TestSnapshotChunksReadTheFileOncePerSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	size := int64(len(state))
-
-	read0, _ := fs.counts()
-	c, got := sendAll(t, s, chunk)
-	read1, open := fs.counts()
-	if !bytes.Equal(got, state) {
-		t.Fatalf("seed %d: the chunks do not reassemble the snapshot", seed)
-	}
-	if want := crc32.Checksum(state, crc32.MakeTable(crc32.Castagnoli)); c.Checksum != want || c.Size != uint64(size) || c.Meta.Index != 10 {
-		t.Fatalf("chunks describe snapshot %d of %d bytes, crc %08x; want 10, %d, %08x", c.Meta.Index, c.Size, c.Checksum, size, want)
-	}
-	// Verification and the chunks: twice the data, plus header and trailer.
-	perTransfer := read1 - read0
-	t.Logf("one transfer of a %d-chunk snapshot of %d bytes read %d bytes (%.2f× the data)", chunks, size, perTransfer, float64(perTransfer)/float64(size))
-	if perTransfer > 2*size+4096 {
-		t.Errorf("one transfer read %d bytes of a %d-byte snapshot; want at most one verification pass and one read of each chunk (%d)", perTransfer, size, 2*size+4096)
-	}
-	if open != 1 {
-		t.Errorf("%d snapshot files open after a transfer, want the one kept for the next", open)
-	}
-
-	// A second transfer (another follower, or resent chunks) reads the
-	// chunks only.
-	sendAll(t, s, chunk)
-	read2, _ := fs.counts()
-	if again := read2 - read1; again > size {
-		t.Errorf("a second transfer read %d bytes of a %d-byte snapshot; want the chunks only", again, size)
-	}
-
-	// What the leader did before: load the whole snapshot for each chunk.
-	for range chunks {
-		if _, err := s.Snapshot(); err != nil {
-			t.Fatal(err)
+	for transfer := 1; transfer <= 2; transfer++ {
+		read0, _ := fs.counts()
+		counted0 := s.SnapshotBytesRead()
+		got, sum, err := streamAll(t, s, 10, 1, chunk)
+		if err != nil {
+			t.Fatalf("seed %d: stream: %v", seed, err)
+		}
+		read1, open := fs.counts()
+		if !bytes.Equal(got, state) {
+			t.Fatalf("seed %d: the stream does not give the snapshot back", seed)
+		}
+		if want := crc32.Checksum(state, crc32.MakeTable(crc32.Castagnoli)); sum != want {
+			t.Fatalf("stream checksum %08x, want %08x", sum, want)
+		}
+		perTransfer := read1 - read0
+		t.Logf("transfer %d of a %d-byte snapshot read %d bytes (%.3f× the data)", transfer, size, perTransfer, float64(perTransfer)/float64(size))
+		if perTransfer > size+4096 {
+			t.Errorf("transfer %d read %d bytes of a %d-byte snapshot; want each byte once (%d, plus header and trailer)", transfer, perTransfer, size, size)
+		}
+		if counted := s.SnapshotBytesRead() - counted0; counted != perTransfer {
+			t.Errorf("SnapshotBytesRead counted %d bytes, the file system %d", counted, perTransfer)
+		}
+		if open != 0 {
+			t.Errorf("%d snapshot files open after a transfer, want 0", open)
 		}
 	}
-	read3, _ := fs.counts()
-	t.Logf("loading the whole snapshot per chunk (as before) read %d bytes (%.2f× the data)", read3-read2, float64(read3-read2)/float64(size))
+}
 
-	// A newer snapshot replaces the open file, closed at once.
-	if err := s.Save(raft.HardState{Term: 1, Commit: 12}, ents(11, 12, 1), nil); err != nil {
+// A snapshot file damaged in its data is caught as the stream reaches its
+// end: the last Read fails with ErrCorrupt instead of io.EOF.
+func TestSnapshotStreamOfADamagedFileFailsAtTheEnd(t *testing.T) {
+	fs := crashfs.New()
+	s := mustOpen(t, "/d", memOpts(fs))
+	defer s.Close()
+	if err := s.Save(raft.HardState{Term: 1, Commit: 10}, ents(1, 10, 1), nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.CreateSnapshot(12, raft.ConfState{Voters: []uint64{7}}, []byte("newer")); err != nil {
+	if err := s.CreateSnapshot(10, raft.ConfState{Voters: []uint64{7}}, bytes.Repeat([]byte("state"), 1000)); err != nil {
 		t.Fatal(err)
 	}
-	if _, open := fs.counts(); open != 0 {
-		t.Errorf("%d snapshot files open after a newer snapshot replaced the one sent; want 0", open)
+	fs.FlipBits(snapFile(t, fs, "/d", 10), 2000, 1)
+	_, _, err := streamAll(t, s, 10, 1, 512)
+	if !errors.Is(err, snap.ErrCorrupt) {
+		t.Fatalf("stream of a damaged file ended with %v, want ErrCorrupt", err)
 	}
-	if c, got := sendAll(t, s, chunk); c.Meta.Index != 12 || string(got) != "newer" {
-		t.Errorf("after a newer snapshot the chunks send snapshot %d %q, want 12 \"newer\"", c.Meta.Index, got)
-	}
-	s.Close()
-	if _, open := fs.counts(); open != 0 {
-		t.Errorf("%d snapshot files open after Close, want 0", open)
-	}
-	if _, err := s.SnapshotChunk(0, chunk); err == nil {
-		t.Errorf("SnapshotChunk after Close succeeded; want an error")
+	if _, err := s.OpenSnapshot(11, 1); !errors.Is(err, snap.ErrNotFound) {
+		t.Fatalf("opening a snapshot the store does not have: %v, want ErrNotFound", err)
 	}
 }

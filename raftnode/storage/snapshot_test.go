@@ -60,7 +60,7 @@ func TestCorruptNewestSnapshotFallsBackAndReplaysLog(t *testing.T) {
 	if !strings.Contains(logBuf.String(), "falling back") {
 		t.Fatalf("no warning logged: %q", logBuf.String())
 	}
-	snap, err := s.Snapshot()
+	snap, err := s.LoadSnapshot()
 	if err != nil || snap.Meta.Index != 100 || string(snap.Data) != "state@100" {
 		t.Fatalf("snapshot after fallback: %d %q %v", snap.Meta.Index, snap.Data, err)
 	}
@@ -118,7 +118,7 @@ func TestInstallSnapshotStreamedInChunks(t *testing.T) {
 	if err := follower.Save(raft.HardState{Term: 2, Commit: 3}, ents(1, 8, 2), nil); err != nil {
 		t.Fatal(err)
 	}
-	r, err := leader.OpenSnapshot()
+	r, err := leader.OpenSnapshot(50, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,12 +127,15 @@ func TestInstallSnapshotStreamedInChunks(t *testing.T) {
 		t.Fatal(err)
 	}
 	chunk := make([]byte, 8192)
-	for off := int64(0); off < r.Size(); off += int64(len(chunk)) {
-		n, err := r.ReadAt(chunk, off)
-		if err != nil && !errors.Is(err, io.EOF) {
+	for {
+		n, err := r.Read(chunk)
+		if _, err := w.Write(chunk[:n]); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := w.Write(chunk[:n]); err != nil {
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -155,7 +158,7 @@ func TestInstallSnapshotStreamedInChunks(t *testing.T) {
 	if tm, _ := follower.Term(50); tm != 3 {
 		t.Fatalf("term(50) = %d", tm)
 	}
-	got, err := follower.Snapshot()
+	got, err := follower.LoadSnapshot()
 	if err != nil || !bytes.Equal(got.Data, state) || len(got.Meta.ConfState.Voters) != 2 {
 		t.Fatalf("installed snapshot: %v", err)
 	}
@@ -193,7 +196,7 @@ func TestSnapshotReceivedAgainAfterCorruptionIsWritten(t *testing.T) {
 	s.Close()
 	s = mustOpen(t, "/d", memOpts(fs))
 	defer s.Close()
-	got, err := s.Snapshot()
+	got, err := s.LoadSnapshot()
 	if err != nil || got.Meta.Index != 60 || string(got.Data) != "state@60" {
 		t.Fatalf("snapshot after it was received again: %d %q %v", got.Meta.Index, got.Data, err)
 	}

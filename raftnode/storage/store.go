@@ -120,25 +120,19 @@ type Store struct {
 	inc   uint64   // incarnation; fixed once Open returns
 	rec   Recovery // what Open repaired
 
-	mu       sync.Mutex // guards snapshot state; serialises snapshot-changing calls
+	// mu guards the snapshot state. It is held for no file I/O but the
+	// log write that installs a snapshot (Save), so a node's loop, which
+	// reads the snapshot state through the core, never waits for a
+	// snapshot being written or a compaction.
+	mu       sync.Mutex
 	snapMeta raft.SnapshotMeta
 	hasSnap  bool
 	closed   bool
 
-	// The leader's chunks are read from one verified reader of the
-	// newest snapshot, opened at its first chunk and kept until a newer
-	// snapshot replaces it or the store closes: each file is read and
-	// verified once, not once per chunk. Its own lock, so that no file
-	// read happens under mu.
-	sendMu     sync.Mutex
-	sender     *snap.Reader // nil: none open
-	sendClosed bool
+	compactMu sync.Mutex // serialises Compact calls
 }
 
-var (
-	_ raft.Storage        = (*Store)(nil)
-	_ raft.SnapshotReader = (*Store)(nil)
-)
+var _ raft.Storage = (*Store)(nil)
 
 // Open opens (creating if needed) the data directory dir for node
 // opts.NodeID, takes its lock, and recovers the log and the newest valid
@@ -182,7 +176,8 @@ func Open(dir string, opts Options) (*Store, error) {
 
 // Save makes one Raft Ready durable with a single durable write of the log
 // (pwrite+fdatasync, or one O_DIRECT|O_DSYNC write in direct mode): the
-// snapshot (if any, written to its own file first), the entries, then the
+// snapshot (if any: received already through ReceiveSnapshot, or written
+// from its Data to its own file first), the entries, then the
 // hard state (skipped if empty). An entry at an index already in the log
 // replaces the log from that index on. When Save returns nil all of it
 // survives a crash and the read methods reflect it; when it returns an
@@ -193,7 +188,6 @@ func Open(dir string, opts Options) (*Store, error) {
 // fsync (group commit). A snapshot whose entry the log already holds keeps
 // the log; otherwise the log is discarded and restarts after the snapshot.
 func (s *Store) Save(hs raft.HardState, ents []raft.Entry, sn *raft.Snapshot) error {
-	defer s.closeStaleSender()
 	var b wal.Batch
 	if !hs.IsEmpty() {
 		b.HardState = &hs
@@ -213,6 +207,12 @@ func (s *Store) Save(hs raft.HardState, ents []raft.Entry, sn *raft.Snapshot) er
 	ref := snap.Ref{Index: sn.Meta.Index, Term: sn.Meta.Term}
 	// A snapshot received through ReceiveSnapshot is already durable.
 	if !s.snaps.Has(ref) {
+		if sn.Data == nil && sn.Meta.Index > raft.BootstrapSnapshot(raft.ConfState{}).Meta.Index {
+			// Metadata alone (a leader's snapshot, as the core hands it
+			// out) would store an empty state: its data must have been
+			// received first.
+			return fmt.Errorf("storage: save snapshot %d: no data, and it was not received: %w", ref.Index, snap.ErrNotFound)
+		}
 		if err := s.snaps.Save(*sn); err != nil {
 			return fmt.Errorf("storage: save snapshot %d: %w", ref.Index, err)
 		}
@@ -232,10 +232,13 @@ func (s *Store) Save(hs raft.HardState, ents []raft.Entry, sn *raft.Snapshot) er
 // restart FirstIndex may be lower than before (whole segments are the unit
 // of deletion), never higher.
 func (s *Store) Compact(index uint64) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.hasSnap || index > s.snapMeta.Index {
-		return fmt.Errorf("storage: compact to %d beyond snapshot %d: %w", index, s.snapMeta.Index, raft.ErrUnavailable)
+	s.compactMu.Lock()
+	defer s.compactMu.Unlock()
+	// Only reading the snapshot state needs mu: the compaction itself
+	// (segment files removed, the directory synced) runs without it.
+	snapIndex, ok := s.SnapshotMeta()
+	if !ok || index > snapIndex.Index {
+		return fmt.Errorf("storage: compact to %d beyond snapshot %d: %w", index, snapIndex.Index, raft.ErrUnavailable)
 	}
 	target := index - min(index, s.opts.TrailingEntries)
 	if s.opts.TrailingBytes > 0 {
@@ -245,7 +248,7 @@ func (s *Store) Compact(index uint64) error {
 	if err != nil {
 		return err
 	}
-	keepFrom := s.snapMeta.Index
+	keepFrom := snapIndex.Index
 	for _, r := range refs {
 		keepFrom = min(keepFrom, r.Index)
 	}
@@ -301,13 +304,6 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
-	s.sendMu.Lock()
-	s.sendClosed = true
-	if s.sender != nil {
-		s.sender.Close()
-		s.sender = nil
-	}
-	s.sendMu.Unlock()
 	err := s.wal.Close()
 	if lerr := s.lock.Close(); lerr != nil && err == nil {
 		err = fmt.Errorf("release lock of %s: %w", s.dir, lerr)

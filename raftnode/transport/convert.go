@@ -14,12 +14,17 @@ import (
 // the wire carries the core's messages as the core produced them, so
 // nothing here knows which message answers which.
 //
-// What the wire does not keep: empty slices (entries, data, context,
-// configuration lists) come back as nil, and a snapshot's metadata comes
-// back with an empty configuration when none was sent (snapResp).
+// What the wire does not keep: empty slices (entries, context,
+// configuration lists) come back as nil.
+//
+// A MsgSnap never travels as a message: the leader's asks the transport
+// to stream the snapshot (snapshot_send.go), and the follower's core is
+// handed one only by the receiver, once the data is on disk
+// (snapshot_recv.go). A snap on a message stream is refused: it would
+// make the core install a snapshot whose data never arrived.
 
-// errNoSnapshot: a MsgSnap without metadata cannot be encoded.
-var errNoSnapshot = errors.New("MsgSnap without snapshot metadata")
+// errSnapOnStream refuses a MsgSnap on a message stream.
+var errSnapOnStream = errors.New("a snapshot travels on a snapshot stream (installSnapshot), never as a message")
 
 // Lane is one of the two streams a node keeps to each peer.
 type Lane uint8
@@ -29,7 +34,8 @@ const (
 	// TimeoutNow, ReadIndex) and every response: small messages that
 	// must never wait behind replication.
 	LaneControl Lane = iota
-	// LaneData carries replication: appends and snapshot chunks.
+	// LaneData carries replication: appends. (Snapshots stream on a
+	// connection of their own: snapshot_send.go.)
 	LaneData
 	numLanes
 )
@@ -44,7 +50,7 @@ func (l Lane) String() string {
 // LaneOf is the lane a message of type t travels on.
 func LaneOf(t raft.MessageType) Lane {
 	switch t {
-	case raft.MsgApp, raft.MsgSnap:
+	case raft.MsgApp:
 		return LaneData
 	}
 	return LaneControl
@@ -66,7 +72,6 @@ var wireTypes = [...]schema.MessageType{
 	raft.MsgHeartbeat:     schema.MessageType_heartbeat,
 	raft.MsgHeartbeatResp: schema.MessageType_heartbeatResp,
 	raft.MsgSnap:          schema.MessageType_snap,
-	raft.MsgSnapResp:      schema.MessageType_snapResp,
 	raft.MsgTimeoutNow:    schema.MessageType_timeoutNow,
 	raft.MsgReadIndex:     schema.MessageType_readIndex,
 	raft.MsgReadIndexResp: schema.MessageType_readIndexResp,
@@ -127,8 +132,8 @@ func validateOutgoing(m *raft.Message) error {
 	if _, ok := wireType(m.Type); !ok {
 		return fmt.Errorf("unknown message type %d", m.Type)
 	}
-	if m.Type == raft.MsgSnap && m.Snapshot == nil {
-		return errNoSnapshot
+	if m.Type == raft.MsgSnap {
+		return errSnapOnStream
 	}
 	if m.Type == raft.MsgHeartbeat && len(m.Entries) > 0 {
 		return errors.New("heartbeat with entries")
@@ -169,21 +174,8 @@ func encodeMessage(w schema.Message, m *raft.Message) error {
 	w.SetConflictTerm(m.ConflictTerm)
 	w.SetLastIndex(m.LastIndex)
 	w.SetSeq(m.Seq)
-	w.SetOffset(m.Offset)
-	w.SetDone(m.Done)
-	w.SetChecksum(m.Checksum)
 	if len(m.Entries) > 0 {
 		if err := encodeEntries(w, m.Entries); err != nil {
-			return err
-		}
-	}
-	if m.Snapshot != nil {
-		if err := encodeSnapshotMeta(w, m.Snapshot); err != nil {
-			return err
-		}
-	}
-	if len(m.Data) > 0 {
-		if err := w.SetData(m.Data); err != nil {
 			return err
 		}
 	}
@@ -220,11 +212,8 @@ func encodeEntries(w schema.Message, ents []raft.Entry) error {
 	return nil
 }
 
-func encodeSnapshotMeta(w schema.Message, meta *raft.SnapshotMeta) error {
-	s, err := w.NewSnapshot()
-	if err != nil {
-		return err
-	}
+// encodeSnapshotMeta fills s with meta.
+func encodeSnapshotMeta(s schema.SnapshotMeta, meta *raft.SnapshotMeta) error {
 	s.SetIndex(meta.Index)
 	s.SetTerm(meta.Term)
 	cs := &meta.ConfState
@@ -314,6 +303,21 @@ func readUint64s(l capnp.UInt64List, err error) ([]uint64, error) {
 	return v, nil
 }
 
+// decodeSnapshotMeta reads a snapshot's metadata.
+func decodeSnapshotMeta(s schema.SnapshotMeta) (raft.SnapshotMeta, error) {
+	meta := raft.SnapshotMeta{Index: s.Index(), Term: s.Term()}
+	if s.HasConfState() {
+		c, err := s.ConfState()
+		if err != nil {
+			return meta, fmt.Errorf("read snapshot configuration: %w", err)
+		}
+		if meta.ConfState, err = decodeConfState(c); err != nil {
+			return meta, err
+		}
+	}
+	return meta, nil
+}
+
 func decodeConfState(c schema.ConfState) (raft.ConfState, error) {
 	var cs raft.ConfState
 	var err error
@@ -363,9 +367,11 @@ func (d *decoder) decode(w schema.Message, hd header) error {
 		PreVote: w.PreVote(), Transfer: w.Transfer(), Granted: w.Granted(),
 		Index: w.Index(), LogTerm: w.LogTerm(), Commit: w.Commit(), Reject: w.Reject(),
 		ConflictIndex: w.ConflictIndex(), ConflictTerm: w.ConflictTerm(), LastIndex: w.LastIndex(),
-		Seq: w.Seq(), Offset: w.Offset(), Done: w.Done(), Checksum: w.Checksum(),
+		Seq: w.Seq(),
 	}
 	switch {
+	case t == raft.MsgSnap:
+		return fmt.Errorf("refused: %w", errSnapOnStream)
 	case m.From != hd.from:
 		return fmt.Errorf("refused: %s from node %d on node %d's stream", t, m.From, hd.from)
 	case m.To != hd.to:
@@ -378,33 +384,11 @@ func (d *decoder) decode(w schema.Message, hd header) error {
 			return err
 		}
 	}
-	if w.HasSnapshot() {
-		s, err := w.Snapshot()
-		if err != nil {
-			return fmt.Errorf("read snapshot metadata: %w", err)
-		}
-		meta := &raft.SnapshotMeta{Index: s.Index(), Term: s.Term()}
-		if s.HasConfState() {
-			c, err := s.ConfState()
-			if err != nil {
-				return fmt.Errorf("read snapshot configuration: %w", err)
-			}
-			if meta.ConfState, err = decodeConfState(c); err != nil {
-				return err
-			}
-		}
-		m.Snapshot = meta
-	} else if t == raft.MsgSnap {
-		return fmt.Errorf("refused: %w", errNoSnapshot)
-	}
 	var err error
-	if m.Data, err = w.Data(); err != nil {
-		return fmt.Errorf("read data: %w", err)
-	}
 	if m.Context, err = w.Context(); err != nil {
 		return fmt.Errorf("read context: %w", err)
 	}
-	d.bytes += len(m.Data) + len(m.Context)
+	d.bytes += len(m.Context)
 	d.msgs = append(d.msgs, m)
 	return nil
 }
@@ -456,7 +440,7 @@ func (d *decoder) finish() []raft.Message {
 	}
 	for i := range d.msgs {
 		m := &d.msgs[i]
-		m.Data, m.Context = keep(m.Data), keep(m.Context)
+		m.Context = keep(m.Context)
 		for j := range m.Entries {
 			m.Entries[j].Data = keep(m.Entries[j].Data)
 		}

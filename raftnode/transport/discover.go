@@ -41,10 +41,11 @@ type Discoverer interface {
 // restMethods returns the servers of the capability's blocking methods.
 func (s *raftServer) restMethods() map[string]func(context.Context, *server.Call) error {
 	return map[string]func(context.Context, *server.Call) error{
-		"open":     s.open,
-		"discover": s.discover,
-		"kv":       s.forwardKV,
-		"admin":    s.forwardAdmin,
+		"open":            s.open,
+		"discover":        s.discover,
+		"kv":              s.forwardKV,
+		"admin":           s.forwardAdmin,
+		"installSnapshot": s.installSnapshot,
 	}
 }
 

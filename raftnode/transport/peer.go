@@ -32,13 +32,9 @@ type queued struct {
 // msgSize estimates the memory a queued message holds and the bytes it
 // puts on the wire; it is what MaxQueueBytes counts.
 func msgSize(m *raft.Message) int64 {
-	n := int64(128 + len(m.Data) + len(m.Context))
+	n := int64(128 + len(m.Context))
 	for i := range m.Entries {
 		n += int64(32 + len(m.Entries[i].Data))
-	}
-	if m.Snapshot != nil {
-		cs := &m.Snapshot.ConfState
-		n += int64(8 * (len(cs.Voters) + len(cs.Learners) + len(cs.VotersOutgoing) + len(cs.LearnersNext) + len(cs.AutoPromote) + 2*len(cs.Incarnations)))
 	}
 	return n
 }
@@ -436,41 +432,12 @@ func (p *lane) backoff(failures int) bool {
 // go-capnp's trouble with calls pipelined on an unresolved capability
 // whose server uses call.Go).
 func (p *lane) connect(ctx context.Context, addr string) (*rpc.ClientConn, schema.Raft, schema.PeerStream, error) {
-	timeout := p.cfg().Dial.Timeout
-	if timeout <= 0 {
-		timeout = rpc.DefaultDialTimeout
-	}
-	dctx, cancel := context.WithTimeout(ctx, timeout)
+	dctx, cancel := p.t.dialContext(ctx)
 	defer cancel()
-	dial := p.cfg().Dial
-	if dial.TLSConfig != nil {
-		dial.TLSConfig = expectNode(dial.TLSConfig, p.id)
-	}
-	cc, err := rpc.Dial(dctx, addr, dial)
+	cc, rc, err := p.t.dialRaft(dctx, p.id, addr)
 	if err != nil {
 		return nil, schema.Raft{}, schema.PeerStream{}, err
 	}
-	fail := func(err error) (*rpc.ClientConn, schema.Raft, schema.PeerStream, error) {
-		// Close first: releasing a question the peer never answered
-		// blocks on a live connection.
-		cc.Close()
-		return nil, schema.Raft{}, schema.PeerStream{}, err
-	}
-	node := cc.Node()
-	if auth := p.cfg().Authenticate; auth != nil {
-		if node, err = auth(dctx, p.id, node); err != nil {
-			return fail(fmt.Errorf("authenticate to %s: %w", addr, err))
-		}
-		defer node.Release()
-	}
-	f, release := node.Raft(dctx, nil)
-	res, err := f.Struct()
-	if err != nil {
-		defer release()
-		return fail(fmt.Errorf("obtain Raft capability from %s: %w", addr, err))
-	}
-	rc := res.Raft().AddRef()
-	release()
 	cfg := p.cfg()
 	of, orelease := rc.Open(dctx, func(ps schema.Raft_open_Params) error {
 		h, err := ps.NewHeader()
@@ -483,13 +450,61 @@ func (p *lane) connect(ctx context.Context, addr string) (*rpc.ClientConn, schem
 	})
 	ores, err := of.Struct()
 	if err != nil {
-		defer rc.Release()
-		defer orelease()
-		return fail(fmt.Errorf("open the %s stream to %s: %w", p.kind, addr, err))
+		// Close first: releasing a question the peer never answered
+		// blocks on a live connection.
+		cc.Close()
+		orelease()
+		rc.Release()
+		return nil, schema.Raft{}, schema.PeerStream{}, fmt.Errorf("open the %s stream to %s: %w", p.kind, addr, err)
 	}
 	ps := ores.Stream().AddRef()
 	orelease()
 	return cc, rc, ps, nil
+}
+
+// dialContext bounds one connection attempt by the dial timeout.
+func (t *Transport) dialContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	timeout := t.cfg.Dial.Timeout
+	if timeout <= 0 {
+		timeout = rpc.DefaultDialTimeout
+	}
+	return context.WithTimeout(ctx, timeout)
+}
+
+// dialRaft dials peer id at addr, proves this node a member
+// (Config.Authenticate) and obtains the peer's Raft capability, which the
+// caller releases (after closing the connection, if it fails).
+func (t *Transport) dialRaft(ctx context.Context, id uint64, addr string) (*rpc.ClientConn, schema.Raft, error) {
+	dial := t.cfg.Dial
+	if dial.TLSConfig != nil {
+		dial.TLSConfig = expectNode(dial.TLSConfig, id)
+	}
+	cc, err := rpc.Dial(ctx, addr, dial)
+	if err != nil {
+		return nil, schema.Raft{}, err
+	}
+	fail := func(err error) (*rpc.ClientConn, schema.Raft, error) {
+		// Close first: releasing a question the peer never answered
+		// blocks on a live connection.
+		cc.Close()
+		return nil, schema.Raft{}, err
+	}
+	node := cc.Node()
+	if auth := t.cfg.Authenticate; auth != nil {
+		if node, err = auth(ctx, id, node); err != nil {
+			return fail(fmt.Errorf("authenticate to %s: %w", addr, err))
+		}
+		defer node.Release()
+	}
+	f, release := node.Raft(ctx, nil)
+	res, err := f.Struct()
+	if err != nil {
+		defer release()
+		return fail(fmt.Errorf("obtain Raft capability from %s: %w", addr, err))
+	}
+	rc := res.Raft().AddRef()
+	release()
+	return cc, rc, nil
 }
 
 // expectNode returns cfg checking, after the usual verification, that a

@@ -6,14 +6,16 @@
 //
 // The sending side (Transport) keeps, per peer, two lanes (LaneOf): the
 // control lane (heartbeats, votes, TimeoutNow, ReadIndex and every
-// response) and the data lane (appends and snapshot chunks). Each lane
+// response) and the data lane (appends). Each lane
 // has its own connection, owned by one goroutine, its own bounded queue
 // and its own window of send calls in flight, so a heartbeat never waits
 // behind appends: not in the queue, not in the window, not in the
 // network and not in the peer's receive loop. A lane batches what is
 // queued into one send call, within the frame limit. Forwarded client
 // calls (Raft.kv, Raft.admin) ride the data lane's connection, on their
-// own capability, outside both windows.
+// own capability, outside both windows. A snapshot streams beside the
+// lanes, on a connection of its own per transfer (snapshot_send.go,
+// snapshot_recv.go).
 //
 // The receiving side (NewServer) is the Raft capability a node serves on
 // each connection: Raft.open checks a stream's header, and each send
@@ -109,6 +111,33 @@ type Config struct {
 	// ReportUnreachable in its loop). It is called from the peer's
 	// goroutine, never from Send, and must not block long.
 	Unreachable func(id uint64)
+	// OpenSnapshot opens the snapshot a MsgSnap from this node's core
+	// names, to stream it to a follower (snapshot_send.go). Nil: such
+	// transfers fail.
+	OpenSnapshot func(meta raft.SnapshotMeta) (SnapshotSource, error)
+	// SnapshotDone is called once for each snapshot transfer Send started,
+	// with nil if the follower took the snapshot and why not otherwise,
+	// unless a newer transfer to the same follower replaced it, or
+	// CancelSnapshots or Close stopped it. The driver hands it to its core
+	// (raft's ReportSnapshot). It is called from the transfer's goroutine
+	// and must not block long.
+	SnapshotDone func(to, index uint64, err error)
+	// SnapshotChunk is the size of one write of a snapshot transfer
+	// (default 256 KiB, at most the frame limit less room for the
+	// envelope; larger writes cost more per byte, and make a transfer
+	// weigh harder on the latency of everything else the node does),
+	// and SnapshotWindow how many writes may await their return (default
+	// 4): a transfer holds no more of a snapshot in memory than that.
+	SnapshotChunk  int
+	SnapshotWindow int
+	// SnapshotRate caps the bytes per second one snapshot transfer sends
+	// (0: as fast as the follower takes them). Unpaced, a transfer takes
+	// all the CPU, memory bandwidth and network it can get, and the
+	// latency of the writes the leader serves meanwhile suffers.
+	SnapshotRate int64
+	// SnapshotTimeout bounds the wait for any step of a snapshot transfer
+	// (the offer, a write, the finish) to return (default 30s).
+	SnapshotTimeout time.Duration
 	// Logger receives connection up/down (Info), retries and drops
 	// (Debug); nil discards.
 	Logger hclog.Logger
@@ -156,6 +185,23 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
 	}
+	if c.SnapshotDone == nil {
+		c.SnapshotDone = func(uint64, uint64, error) {}
+	}
+	if c.SnapshotWindow <= 0 {
+		c.SnapshotWindow = DefaultSnapshotWindow
+	}
+	if c.SnapshotTimeout <= 0 {
+		c.SnapshotTimeout = DefaultSnapshotTimeout
+	}
+	frame := int64(c.Dial.MaxMessageSize)
+	if frame == 0 {
+		frame = rpc.DefaultMaxMessageSize
+	}
+	if c.SnapshotChunk <= 0 {
+		c.SnapshotChunk = DefaultSnapshotChunk
+	}
+	c.SnapshotChunk = int(min(int64(c.SnapshotChunk), frame-min(frame/16, 64<<10)))
 	if c.Seed == 0 {
 		c.Seed = rand.Uint64()
 	}
@@ -218,17 +264,21 @@ type Transport struct {
 	closed bool
 	rngMu  sync.Mutex
 	rng    *rand.Rand
+
+	snaps *snapSender
 }
 
 // New returns a transport with no peers.
 func New(cfg Config) *Transport {
 	cfg = cfg.withDefaults()
-	return &Transport{
+	t := &Transport{
 		cfg:   cfg,
 		log:   cfg.Logger,
 		peers: make(map[uint64]*peer),
 		rng:   rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
 	}
+	t.snaps = newSnapSender(t)
+	return t
 }
 
 // jitter returns a uniformly random duration in [0, d] (full jitter).
@@ -269,8 +319,11 @@ func (t *Transport) RemovePeer(id uint64) {
 
 // Send enqueues each message for its peer (m.To), on the lane its type
 // travels on (LaneOf), and returns at once. Messages to unknown peers, or
-// that do not fit in the lane's queue, are dropped. The transport reads the messages' slices (entries, data) until
-// they are sent: the caller must not modify them afterwards.
+// that do not fit in the lane's queue, are dropped. A MsgSnap starts a
+// snapshot transfer instead (snapshot_send.go), which reports its outcome
+// to Config.SnapshotDone. The transport reads the messages' slices
+// (entries, context) until they are sent: the caller must not modify
+// them afterwards.
 func (t *Transport) Send(msgs []raft.Message) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
@@ -279,6 +332,10 @@ func (t *Transport) Send(msgs []raft.Message) {
 	}
 	for i := range msgs {
 		m := &msgs[i]
+		if m.Type == raft.MsgSnap {
+			t.snaps.send(*m)
+			continue
+		}
 		p, ok := t.peers[m.To]
 		if !ok {
 			t.log.Debug("dropping message to unknown peer", "to", m.To, "msg", m.Type)
@@ -326,6 +383,7 @@ func (t *Transport) Close() {
 	peers := t.peers
 	t.peers = make(map[uint64]*peer)
 	t.mu.Unlock()
+	t.snaps.close()
 	var wg sync.WaitGroup
 	for _, p := range peers {
 		wg.Add(1)

@@ -574,9 +574,9 @@ func TestOversizeMessageDroppedConnectionKept(t *testing.T) {
 	}
 }
 
-// TestSnapshotChunksCountBytes stalls a peer and sends 1 MiB snapshot
-// chunks: the byte limit, not the message count, bounds the queue.
-func TestSnapshotChunksCountBytes(t *testing.T) {
+// TestLargeAppendsCountBytes stalls a peer and sends appends of 1 MiB:
+// the byte limit, not the message count, bounds the queue.
+func TestLargeAppendsCountBytes(t *testing.T) {
 	h := newFakeHandler()
 	h.hold = make(chan struct{})
 	ps := startPeer(t, 2, h, "")
@@ -591,8 +591,8 @@ func TestSnapshotChunksCountBytes(t *testing.T) {
 	chunk := make([]byte, 1<<20)
 	const n = 20
 	for i := 0; i < n; i++ {
-		tr.Send([]raft.Message{{Type: raft.MsgSnap, From: 1, To: 2, Term: 2, Snapshot: &raft.SnapshotMeta{Index: 10, Term: 2},
-			Offset: uint64(i) << 20, Data: chunk, Done: i == n-1, Incarnation: testIncarnation}})
+		tr.Send([]raft.Message{{Type: raft.MsgApp, From: 1, To: 2, Term: 2, Index: uint64(i), LogTerm: 2,
+			Entries: []raft.Entry{{Index: uint64(i) + 1, Term: 2, Data: chunk}}, Incarnation: testIncarnation}})
 		if st := tr.Stats(2); st.QueuedBytes > maxBytes {
 			t.Fatalf("queued %d bytes, limit %d", st.QueuedBytes, maxBytes)
 		}
@@ -608,8 +608,8 @@ func TestSnapshotChunksCountBytes(t *testing.T) {
 		return uint64(h.count()) == n-tr.Stats(2).Dropped
 	})
 	for _, m := range h.received() {
-		if m.Type != raft.MsgSnap || m.Snapshot == nil || m.Snapshot.Index != 10 || len(m.Data) != 1<<20 {
-			t.Fatalf("bad snapshot chunk %v", m)
+		if m.Type != raft.MsgApp || len(m.Entries) != 1 || len(m.Entries[0].Data) != 1<<20 {
+			t.Fatalf("bad append %v", m)
 		}
 	}
 }

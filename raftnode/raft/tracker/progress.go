@@ -14,7 +14,8 @@ const (
 	// streams appends optimistically, bounded by the Inflights window.
 	StateReplicate
 	// StateSnapshot: the follower needs entries the leader has compacted;
-	// the leader sends a snapshot in chunks and no appends.
+	// the leader's driver streams it a snapshot and the leader sends no
+	// appends until the driver reports how that ended.
 	StateSnapshot
 )
 
@@ -45,14 +46,9 @@ type Progress struct {
 	ProbeSent bool
 
 	// PendingSnapshot is the index of the snapshot being sent in
-	// StateSnapshot; SnapOffset is the byte offset of the chunk in flight
-	// (or next to send) and SnapInFlight says a chunk awaits its answer.
+	// StateSnapshot: the driver streams it and reports how that ended
+	// (the core's ReportSnapshot).
 	PendingSnapshot uint64
-	SnapOffset      uint64
-	SnapInFlight    bool
-	// SnapWait counts heartbeat intervals since the last chunk went out
-	// unanswered; the chunk is resent when it reaches SnapResendAfter.
-	SnapWait int
 
 	// RecentActive is set when the peer is heard from and cleared by the
 	// leader every election timeout (check-quorum).
@@ -71,17 +67,10 @@ type Progress struct {
 	Inflights *Inflights
 }
 
-// SnapResendAfter is how many heartbeat intervals a snapshot chunk may go
-// unanswered before it is sent again (lost chunk or lost ack).
-const SnapResendAfter = 2
-
 // ResetState moves to state, clearing per-state bookkeeping.
 func (p *Progress) ResetState(state StateType) {
 	p.ProbeSent = false
 	p.PendingSnapshot = 0
-	p.SnapOffset = 0
-	p.SnapInFlight = false
-	p.SnapWait = 0
 	p.State = state
 	p.Inflights.Reset()
 }
@@ -185,7 +174,7 @@ func (p *Progress) String() string {
 		s += " learner"
 	}
 	if p.State == StateSnapshot {
-		s += fmt.Sprintf(" snap=%d@%d", p.PendingSnapshot, p.SnapOffset)
+		s += fmt.Sprintf(" snap=%d", p.PendingSnapshot)
 	}
 	return s
 }

@@ -3,10 +3,12 @@
 //
 // A snapshot is written to a temporary file, fsynced, renamed into place and
 // the directory fsynced, so a crash leaves either the whole snapshot or none
-// of it. The newest K are kept. Reading verifies the checksum by streaming
-// through the file, so a multi-gigabyte snapshot is never loaded into memory;
-// Reader then serves the data in chunks (io.Reader / io.ReaderAt) for
-// InstallSnapshot, and Writer receives one chunk by chunk.
+// of it. The newest K are kept. Nothing here loads a multi-gigabyte
+// snapshot into memory: Writer receives one chunk by chunk (a state
+// machine's stream, or a leader's), Stream reads one sequentially and
+// checks its checksum as it reaches the end (each byte read once: sending
+// to a follower, restoring), and Open verifies one by streaming through
+// it before serving it (recovery).
 //
 // File format (little endian):
 //
@@ -33,6 +35,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -92,7 +95,14 @@ type Store struct {
 	keep int
 	log  hclog.Logger
 	mu   sync.Mutex // serialises commits and retention
+
+	tmpSeq atomic.Uint64 // names temporary files apart
+	read   atomic.Int64  // bytes read from snapshot files (BytesRead)
 }
+
+// BytesRead is how many bytes of snapshot files the store has read since
+// it was opened: verifying (Open, Newest, Load) and streaming (Stream).
+func (s *Store) BytesRead() int64 { return s.read.Load() }
 
 // Open opens the snapshot directory (which must exist), removing temporary
 // files left by a crash mid-write. keep (at least 1) is how many snapshots
@@ -329,7 +339,8 @@ func readList(b []byte, width int) ([]uint64, []byte, error) {
 }
 
 // Writer receives a snapshot's data in chunks into a temporary file. Nothing
-// is visible until Commit returns.
+// is visible until Commit returns. Each Writer has its own temporary file,
+// so two writers of the same snapshot do not collide.
 type Writer struct {
 	s    *Store
 	meta raft.SnapshotMeta
@@ -344,7 +355,7 @@ type Writer struct {
 // Create starts writing the snapshot described by meta.
 func (s *Store) Create(meta raft.SnapshotMeta) (*Writer, error) {
 	ref := Ref{Index: meta.Index, Term: meta.Term}
-	tmp := path.Join(s.dir, strings.TrimSuffix(fileName(ref), suffix)+tmpSuffix)
+	tmp := path.Join(s.dir, fmt.Sprintf("%s.%d%s", strings.TrimSuffix(fileName(ref), suffix), s.tmpSeq.Add(1), tmpSuffix))
 	f, err := s.fs.Create(tmp)
 	if err != nil {
 		return nil, fmt.Errorf("create snapshot %s: %w", tmp, err)
@@ -377,6 +388,15 @@ func (w *Writer) Write(p []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// Meta returns the metadata of the snapshot being written.
+func (w *Writer) Meta() raft.SnapshotMeta { return w.meta }
+
+// Size returns the number of data bytes written so far.
+func (w *Writer) Size() uint64 { return w.n }
+
+// Checksum returns the CRC-32C (Castagnoli) of the data written so far.
+func (w *Writer) Checksum() uint32 { return w.crc }
 
 // Commit makes the snapshot durable under its final name and applies the
 // retention policy. After a nil return the snapshot survives a crash.
@@ -468,7 +488,7 @@ func (s *Store) Open(ref Ref) (*Reader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open snapshot %s: %w (%v)", p, ErrNotFound, err)
 	}
-	r, err := verify(f, ref)
+	r, err := verify(f, ref, &s.read)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("read snapshot %s: %w", p, err)
@@ -476,59 +496,79 @@ func (s *Store) Open(ref Ref) (*Reader, error) {
 	return r, nil
 }
 
-func verify(f vfs.File, ref Ref) (*Reader, error) {
-	size, err := f.Size()
+func verify(f vfs.File, ref Ref, read *atomic.Int64) (*Reader, error) {
+	l, err := layout(f, ref, read)
 	if err != nil {
 		return nil, err
 	}
+	h := crc32.New(crcTable)
+	n, err := io.Copy(h, io.NewSectionReader(f, l.dataOff, l.dataLen))
+	read.Add(n)
+	if err != nil {
+		return nil, err
+	}
+	sum := h.Sum32()
+	if sum != l.sum {
+		return nil, fmt.Errorf("%w: data checksum mismatch (%d bytes from offset %d)", ErrCorrupt, l.dataLen, l.dataOff)
+	}
+	return &Reader{meta: l.meta, f: f, data: io.NewSectionReader(f, l.dataOff, l.dataLen), sum: sum}, nil
+}
+
+// fileLayout is what a snapshot file's header, metadata and trailer say.
+type fileLayout struct {
+	meta             raft.SnapshotMeta
+	dataOff, dataLen int64
+	sum              uint32 // the data's CRC-32C, as the trailer records it
+}
+
+// layout reads and checks a snapshot file's header, metadata and trailer,
+// but not its data.
+func layout(f vfs.File, ref Ref, read *atomic.Int64) (fileLayout, error) {
+	size, err := f.Size()
+	if err != nil {
+		return fileLayout{}, err
+	}
 	hdr := make([]byte, len(magic)+8)
 	if size < int64(len(hdr)+trailerSize) {
-		return nil, fmt.Errorf("%w: file of %d bytes is too short", ErrCorrupt, size)
+		return fileLayout{}, fmt.Errorf("%w: file of %d bytes is too short", ErrCorrupt, size)
 	}
 	if _, err := f.ReadAt(hdr, 0); err != nil {
-		return nil, err
+		return fileLayout{}, err
 	}
 	version := hdr[len(magic)-1]
 	if string(hdr[:len(magicPrefix)]) != magicPrefix || version < 1 || version > 2 {
-		return nil, fmt.Errorf("%w: bad magic at offset 0", ErrCorrupt)
+		return fileLayout{}, fmt.Errorf("%w: bad magic at offset 0", ErrCorrupt)
 	}
 	mlen := binary.LittleEndian.Uint32(hdr[len(magic):])
 	mcrc := binary.LittleEndian.Uint32(hdr[len(magic)+4:])
 	if mlen > maxMetaSize || int64(len(hdr))+int64(mlen)+trailerSize > size {
-		return nil, fmt.Errorf("%w: metadata length %d at offset %d", ErrCorrupt, mlen, len(magic))
+		return fileLayout{}, fmt.Errorf("%w: metadata length %d at offset %d", ErrCorrupt, mlen, len(magic))
 	}
 	mb := make([]byte, mlen)
 	if _, err := f.ReadAt(mb, int64(len(hdr))); err != nil {
-		return nil, err
+		return fileLayout{}, err
 	}
 	if crc32.Checksum(mb, crcTable) != mcrc {
-		return nil, fmt.Errorf("%w: metadata checksum mismatch at offset %d", ErrCorrupt, len(hdr))
+		return fileLayout{}, fmt.Errorf("%w: metadata checksum mismatch at offset %d", ErrCorrupt, len(hdr))
 	}
 	meta, err := decodeMeta(mb, version)
 	if err != nil {
-		return nil, err
+		return fileLayout{}, err
 	}
 	if meta.Index != ref.Index || meta.Term != ref.Term {
-		return nil, fmt.Errorf("%w: file holds snapshot %d/%d, name says %d/%d", ErrCorrupt, meta.Index, meta.Term, ref.Index, ref.Term)
+		return fileLayout{}, fmt.Errorf("%w: file holds snapshot %d/%d, name says %d/%d", ErrCorrupt, meta.Index, meta.Term, ref.Index, ref.Term)
 	}
 	dataOff := int64(len(hdr)) + int64(mlen)
 	dataLen := size - trailerSize - dataOff
 	tr := make([]byte, trailerSize)
 	if _, err := f.ReadAt(tr, size-trailerSize); err != nil {
-		return nil, err
+		return fileLayout{}, err
 	}
+	read.Add(int64(len(hdr) + len(mb) + len(tr)))
 	if string(tr[12:]) != trailMagic || binary.LittleEndian.Uint64(tr) != uint64(dataLen) {
-		return nil, fmt.Errorf("%w: bad trailer at offset %d (incomplete write?)", ErrCorrupt, size-trailerSize)
+		return fileLayout{}, fmt.Errorf("%w: bad trailer at offset %d (incomplete write?)", ErrCorrupt, size-trailerSize)
 	}
-	h := crc32.New(crcTable)
-	if _, err := io.Copy(h, io.NewSectionReader(f, dataOff, dataLen)); err != nil {
-		return nil, err
-	}
-	sum := h.Sum32()
-	if sum != binary.LittleEndian.Uint32(tr[8:]) {
-		return nil, fmt.Errorf("%w: data checksum mismatch (%d bytes from offset %d)", ErrCorrupt, dataLen, dataOff)
-	}
-	return &Reader{meta: meta, f: f, data: io.NewSectionReader(f, dataOff, dataLen), sum: sum}, nil
+	return fileLayout{meta: meta, dataOff: dataOff, dataLen: dataLen, sum: binary.LittleEndian.Uint32(tr[8:])}, nil
 }
 
 // Meta returns the snapshot's metadata.
@@ -549,3 +589,65 @@ func (r *Reader) ReadAt(p []byte, off int64) (int, error) { return r.data.ReadAt
 
 // Close releases the file.
 func (r *Reader) Close() error { return r.f.Close() }
+
+// Stream reads one snapshot's data from start to end, checking it on the
+// way: opening it checks the file's header, metadata and trailer, and the
+// data is checked against the trailer's checksum as the read reaches its
+// end. So each byte is read once, where Open reads the file twice (once
+// to verify, once to serve). A Read that reaches the end of data that
+// does not match fails with an error wrapping ErrCorrupt instead of
+// returning io.EOF, so a reader that acts only on a complete stream (a
+// state machine's Restore, a follower's receiver) never acts on damaged
+// data.
+type Stream struct {
+	meta raft.SnapshotMeta
+	f    vfs.File
+	data *io.SectionReader
+	want uint32 // the trailer's checksum
+	crc  uint32 // of the data read so far
+	read *atomic.Int64
+	name string
+}
+
+// Stream opens snapshot ref for one sequential read. Errors wrap ErrCorrupt
+// for a damaged header, metadata or trailer and ErrNotFound for a missing
+// file.
+func (s *Store) Stream(ref Ref) (*Stream, error) {
+	p := path.Join(s.dir, fileName(ref))
+	f, err := s.fs.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("open snapshot %s: %w (%v)", p, ErrNotFound, err)
+	}
+	l, err := layout(f, ref, &s.read)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("read snapshot %s: %w", p, err)
+	}
+	return &Stream{meta: l.meta, f: f, data: io.NewSectionReader(f, l.dataOff, l.dataLen), want: l.sum, read: &s.read, name: p}, nil
+}
+
+// Meta returns the snapshot's metadata.
+func (r *Stream) Meta() raft.SnapshotMeta { return r.meta }
+
+// Size returns the length of the snapshot data in bytes.
+func (r *Stream) Size() int64 { return r.data.Size() }
+
+// Checksum returns the CRC-32C (Castagnoli) the file records for its data
+// (what reading it to the end checks).
+func (r *Stream) Checksum() uint32 { return r.want }
+
+// Read reads the next bytes of data (io.Reader). At the end it returns
+// io.EOF if the data matched its checksum, and an error wrapping
+// ErrCorrupt if not.
+func (r *Stream) Read(p []byte) (int, error) {
+	n, err := r.data.Read(p)
+	r.crc = crc32.Update(r.crc, crcTable, p[:n])
+	r.read.Add(int64(n))
+	if err == io.EOF && r.crc != r.want {
+		return n, fmt.Errorf("read snapshot %s: %w: data checksum mismatch (%d bytes)", r.name, ErrCorrupt, r.data.Size())
+	}
+	return n, err
+}
+
+// Close releases the file.
+func (r *Stream) Close() error { return r.f.Close() }
