@@ -170,6 +170,7 @@ type simCluster struct {
 	queue  []inflightMsg
 	// transfers are the snapshot transfers under way (sim_snapshot_test.go).
 	transfers []snapTransfer
+	snaps     snapStats
 	cut       map[[2]uint64]bool // directed links that drop everything
 	down      map[uint64]bool    // scripted tests: disconnected nodes
 	lossy     bool
