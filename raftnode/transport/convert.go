@@ -393,6 +393,10 @@ func (d *decoder) decode(w schema.Message, hd header) error {
 	return nil
 }
 
+// maxEntriesPrealloc bounds the room made for an append's entries before
+// they are read (a sender batches at most a few hundred kilobytes).
+const maxEntriesPrealloc = 1024
+
 func (d *decoder) decodeEntries(w schema.Message, m *raft.Message) error {
 	list, err := w.Entries()
 	if err != nil {
@@ -402,14 +406,22 @@ func (d *decoder) decodeEntries(w schema.Message, m *raft.Message) error {
 	if n == 0 {
 		return nil
 	}
-	if m.Type == raft.MsgHeartbeat {
-		return errors.New("refused: heartbeat with entries")
+	if m.Type != raft.MsgApp {
+		return fmt.Errorf("refused: %s with entries (only an append carries entries)", m.Type)
 	}
-	m.Entries = make([]raft.Entry, n)
+	// Grown as entries prove themselves, never sized from the wire's
+	// count alone: a list of empty structs costs its sender nothing per
+	// element, and would otherwise make this node allocate gigabytes.
+	m.Entries = make([]raft.Entry, 0, min(n, maxEntriesPrealloc))
 	for i := 0; i < n; i++ {
 		le := list.At(i)
+		m.Entries = append(m.Entries, raft.Entry{Index: le.Index(), Term: le.Term()})
 		e := &m.Entries[i]
-		e.Index, e.Term = le.Index(), le.Term()
+		// An append's entries follow the entry it names (Index) one by
+		// one; anything else is not an append any leader sends.
+		if e.Index != m.Index+1+uint64(i) {
+			return fmt.Errorf("refused: append after index %d has entry %d at position %d", m.Index, e.Index, i)
+		}
 		switch le.Type() {
 		case schema.EntryType_normal:
 			e.Type = raft.EntryNormal

@@ -70,13 +70,15 @@ func randMessage(rng *rand.Rand, typ raft.MessageType) raft.Message {
 		Reject: rng.IntN(2) == 0, ConflictIndex: randU(rng), ConflictTerm: randU(rng), LastIndex: randU(rng),
 		Seq: randU(rng), Context: randBytes(rng, 40),
 	}
-	if typ != raft.MsgHeartbeat && rng.IntN(3) > 0 {
+	// Only an append carries entries, each following the one before,
+	// from the entry its Index names (the decoder refuses anything else).
+	if typ == raft.MsgApp && rng.IntN(3) > 0 {
 		n := rng.IntN(20)
 		if rng.IntN(5) == 0 {
 			m.Entries = []raft.Entry{}
 		}
 		for i := 0; i < n; i++ {
-			m.Entries = append(m.Entries, raft.Entry{Index: randU(rng), Term: randU(rng), Type: raft.EntryType(rng.IntN(2)), Data: randBytes(rng, 100)})
+			m.Entries = append(m.Entries, raft.Entry{Index: m.Index + 1 + uint64(i), Term: randU(rng), Type: raft.EntryType(rng.IntN(2)), Data: randBytes(rng, 100)})
 		}
 	}
 	return m
@@ -219,6 +221,17 @@ func TestMessagesNotMatchingTheStreamAreRefused(t *testing.T) {
 			m.Snapshot = &raft.SnapshotMeta{Index: 9, Term: 3, ConfState: raft.ConfState{Voters: []uint64{1, 2}}}
 		}},
 		{"a heartbeat with entries", func(m *raft.Message) { m.Entries = []raft.Entry{{Index: 1, Term: 1}} }},
+		{"a vote with entries", func(m *raft.Message) {
+			m.Type, m.Entries = raft.MsgVote, []raft.Entry{{Index: 1, Term: 1}}
+		}},
+		{"an append whose entries skip an index", func(m *raft.Message) {
+			m.Type, m.Index = raft.MsgApp, 4
+			m.Entries = []raft.Entry{{Index: 5, Term: 1}, {Index: 7, Term: 1}}
+		}},
+		{"an append whose entries do not follow its index", func(m *raft.Message) {
+			m.Type, m.Index = raft.MsgApp, 4
+			m.Entries = []raft.Entry{{Index: 0, Term: 0}}
+		}},
 	} {
 		bad := good
 		tc.bad(&bad)

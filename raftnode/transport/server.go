@@ -222,7 +222,9 @@ func (st *stream) decode(p schema.PeerStream_send_Params) ([]raft.Message, error
 	if err != nil {
 		return nil, fmt.Errorf("read messages: %w", err)
 	}
-	d := decoder{msgs: make([]raft.Message, 0, list.Len())}
+	// Room grows as messages prove themselves: never sized from the
+	// wire's count alone (see maxEntriesPrealloc).
+	d := decoder{msgs: make([]raft.Message, 0, min(list.Len(), DefaultMaxBatch))}
 	for i := 0; i < list.Len(); i++ {
 		if err := d.decode(list.At(i), st.hd); err != nil {
 			return nil, err
