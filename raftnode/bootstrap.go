@@ -1,14 +1,15 @@
 package raftnode
 
 import (
-	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/capraft/capraft/raftnode/driver"
 	"github.com/capraft/capraft/raftnode/raft"
 	"github.com/capraft/capraft/raftnode/transport"
 )
@@ -121,12 +122,9 @@ func firstError(errs map[uint64]error) string {
 func (n *Node) hasConfiguration() bool {
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.RequestTimeout)
 	defer cancel()
-	has, err := onLoop(ctx, n, func() bool {
-		cs := n.core.ConfState()
-		return len(cs.Voters) > 0 || len(cs.Learners) > 0
-	})
+	has, err := n.d.Configured(ctx)
 	if err != nil {
-		return isClosed(n.done)
+		return n.d.Stopped()
 	}
 	return has
 }
@@ -172,30 +170,10 @@ func (n *Node) joinExisting(from uint64, a transport.DiscoverInfo, inc uint64) {
 		n.log.Info("the cluster exists and counts this node: waiting for its leader to send the log",
 			"answered_by", from, "term", a.Term, "commit", a.Commit)
 	case voter:
-		n.warnLostData(recorded, "answered_by", from, "term", a.Term, "commit", a.Commit)
+		n.d.WarnLostData(recorded, "answered_by", from, "term", a.Term, "commit", a.Commit)
 	default:
 		n.log.Info("the cluster exists and this node is not one of its voters: waiting for its leader "+
 			"(add a new node with `raftctl member add`)", "answered_by", from)
-	}
-}
-
-// warnLostData tells the operator, once, that this node's storage is not
-// the one the configuration counts for it (it was wiped or damaged).
-func (n *Node) warnLostData(counted uint64, kv ...any) {
-	if n.saidLost.Swap(true) {
-		return
-	}
-	n.log.Warn("this node lost its data: the cluster counts another incarnation of its storage. "+
-		"It will not vote or count towards any quorum until the leader has caught it up and restored it "+
-		"as a voter, which happens by itself; nothing it acknowledged before is lost as long as a majority kept theirs",
-		append([]any{"incarnation", fmt.Sprintf("%016x", n.store.Incarnation()), "counted_incarnation", fmt.Sprintf("%016x", counted)}, kv...)...)
-}
-
-// checkCounted warns (once) if cs counts another incarnation of this
-// node's storage than the one it has.
-func (n *Node) checkCounted(cs raft.ConfState) {
-	if rec, ok := cs.IncarnationOf(n.cfg.ID); ok && rec != n.store.Incarnation() && slices.Contains(cs.Voters, n.cfg.ID) {
-		n.warnLostData(rec)
 	}
 }
 
@@ -213,18 +191,8 @@ func (n *Node) bootstrapWith(answers map[uint64]transport.DiscoverInfo, inc uint
 // bootstrapAs hands the core the bootstrap snapshot of a new cluster
 // whose voters are incs, with their incarnations.
 func (n *Node) bootstrapAs(incs []raft.MemberIncarnation) {
-	sn := n.bootstrapSnapshot(incs)
-	err, lerr := onLoop(context.Background(), n, func() error {
-		err := n.core.Bootstrap(sn)
-		if err == nil {
-			n.loop.bootstrapping = true
-		}
-		return err
-	})
-	if lerr != nil {
-		return // stopped
-	}
-	switch {
+	switch err := n.d.Bootstrap(context.Background(), n.bootstrapSnapshot(incs)); {
+	case errors.Is(err, driver.ErrStopped):
 	case err == raft.ErrBootstrapped:
 		// A leader's snapshot or entries arrived meanwhile: they win.
 	case err != nil:
@@ -240,14 +208,7 @@ func (n *Node) bootstrapSnapshot(incs []raft.MemberIncarnation) raft.Snapshot {
 	if len(peers) == 0 {
 		peers = map[uint64]string{n.cfg.ID: n.cfg.Advertise}
 	}
-	slices.SortFunc(incs, func(a, b raft.MemberIncarnation) int { return cmp.Compare(a.ID, b.ID) })
-	ids := make([]uint64, len(incs))
-	for i, mi := range incs {
-		ids[i] = mi.ID
-	}
-	sn := raft.BootstrapSnapshot(raft.ConfState{Voters: ids, Incarnations: incs})
-	sn.Data = encodeSnapshot(peers)
-	return sn
+	return driver.BootstrapSnapshot(incs, peers)
 }
 
 // Discover answers a peer that asks, before bootstrapping, whether this
@@ -255,7 +216,7 @@ func (n *Node) bootstrapSnapshot(incs []raft.MemberIncarnation) raft.Snapshot {
 func (h peerHandler) Discover(ctx context.Context, from, inc uint64) (transport.DiscoverInfo, error) {
 	n := h.n
 	info := transport.DiscoverInfo{Incarnation: n.store.Incarnation()}
-	st, err := onLoop(ctx, n, n.core.Status)
+	st, err := n.d.Status(ctx)
 	if err != nil {
 		return info, err
 	}
@@ -285,11 +246,12 @@ func (n *Node) hasPeers() bool {
 }
 
 // logRecovery tells the operator what the store found damaged and
-// repaired when it opened, and what happens next.
-func (n *Node) logRecovery() {
+// repaired when it opened, and what happens next. It reports whether it
+// said so (the driver need not say it again: Config.LostDataReported).
+func (n *Node) logRecovery() bool {
 	rec := n.store.Recovery()
 	if !rec.Repaired {
-		return
+		return false
 	}
 	kv := []any{"damage", rec.Reason, "file", rec.File, "offset", rec.Offset, "stopped_cleanly", rec.CleanStop,
 		"last_index", rec.LastIndex, "old_incarnation", fmt.Sprintf("%016x", rec.OldIncarnation),
@@ -306,5 +268,5 @@ func (n *Node) logRecovery() {
 	n.log.Error("the data directory was damaged and has been repaired: what was damaged is discarded and this node "+
 		"has a new storage incarnation, so it no longer counts as the voter that acknowledged what it lost; the leader "+
 		"sends it what it lacks and makes it a voter again by itself", kv...)
-	n.saidLost.Store(true) // said already, with more detail than warnLostData
+	return true // said, with more detail than the driver's WarnLostData
 }

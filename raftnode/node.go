@@ -7,22 +7,22 @@ import (
 	"hash/fnv"
 	"math/rand/v2"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"capnproto.org/go/capnp/v3"
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/capraft/capraft/raftnode/driver"
 	"github.com/capraft/capraft/raftnode/echo"
 	"github.com/capraft/capraft/raftnode/kv"
 	"github.com/capraft/capraft/raftnode/raft"
+	"github.com/capraft/capraft/raftnode/services"
 	"github.com/capraft/capraft/raftnode/statemachine"
 	"github.com/capraft/capraft/raftnode/storage"
 	"github.com/capraft/capraft/raftnode/storage/vfs"
 	"github.com/capraft/capraft/raftnode/storage/wal"
 	"github.com/capraft/capraft/raftnode/transport"
 	"github.com/capraft/capraft/rpc"
-	"github.com/capraft/capraft/schema"
 )
 
 // Config configures a Node. Zero values of the optional fields mean the
@@ -123,7 +123,7 @@ func (c *Config) setDefaults() error {
 	if c.ID == 0 {
 		return errors.New("raftnode: node id must be non-zero")
 	}
-	if err := c.Security.validate(); err != nil {
+	if err := c.Security.Validate(); err != nil {
 		return err
 	}
 	if c.DataDir == "" {
@@ -188,9 +188,17 @@ func ClusterID(name string) uint64 {
 	return h.Sum64()
 }
 
-// Node is one consensus node: the Raft core driven by one loop goroutine,
-// its durable storage, the replicated key-value store, the peer transport
-// and the capabilities served to clients and peers.
+// DefaultSnapshotBytes is Config.SnapshotBytes's default.
+const DefaultSnapshotBytes = 64 << 20
+
+// DefaultSnapshotRate is Config.SnapshotRate's default: 64 MiB/s, a 1 GiB
+// state in 16 seconds, at which a transfer costs the writes the leader
+// serves meanwhile little latency (docs/BENCHMARKS.md).
+const DefaultSnapshotRate = 64 << 20
+
+// Node is one consensus node: the driver (raftnode/driver) with its
+// durable storage, the replicated key-value store, the peer transport and
+// the capabilities served to clients and peers.
 type Node struct {
 	cfg       Config
 	log       hclog.Logger
@@ -198,39 +206,13 @@ type Node struct {
 	hub       *echo.Hub
 	store     *storage.Store
 	tr        *transport.Transport
+	d         *driver.Driver
+	kv        *kv.Store
+	svc       *services.Server
 
-	// sm is the replicated state machine: all the driver knows of it.
-	// kv is the same store as the services see it (reads, sessions,
-	// token keys).
-	sm statemachine.Machine
-	kv *kv.Store
-	// onApplied observes every result the state machine returns, on the
-	// loop goroutine (see applyAll); the services react to the entries
-	// that matter to them. nil: nobody observes.
-	onApplied func(index uint64, res statemachine.Result, replayed bool)
-
-	// Owned by the loop goroutine.
-	core guardedCore
-	loop loopState
-
-	// receiving is the snapshot transfer from a leader under way
-	// (snapshot_receive.go).
-	receiving snapshotReceiving
-
-	q       *eventQueue
-	stopc   chan struct{} // closed by Close
-	done    chan struct{} // closed when the loop has exited
-	wg      sync.WaitGroup
-	closeMu sync.Once
-
-	// Shared with request handlers.
-	lead      atomic.Uint64 // leader id as the loop last saw it
-	isLeader  atomic.Bool
-	leadMu    sync.Mutex
-	leadWake  chan struct{}         // closed and replaced when the leader changes
-	stopErr   atomic.Pointer[error] // why the node stopped, once it has
-	saidLost  atomic.Bool           // warnLostData has spoken
-	proposeID atomic.Uint64
+	stopc     chan struct{} // closed by Close
+	wg        sync.WaitGroup
+	closeOnce sync.Once
 }
 
 // New opens (or creates) the node's data directory and starts its loop.
@@ -245,39 +227,27 @@ func New(cfg Config) (*Node, error) {
 		clusterID: ClusterID(cfg.ClusterName),
 		hub:       echo.NewHub(cfg.Echo),
 		kv:        kv.New(cfg.KV),
-		q:         newEventQueue(),
 		stopc:     make(chan struct{}),
-		done:      make(chan struct{}),
-		leadWake:  make(chan struct{}),
 	}
-	n.sm = n.kv.Machine()
-	n.onApplied = n.observeApplied
-	n.proposeID.Store(rand.Uint64())
-	if err := n.open(); err != nil {
+	discover, err := n.open()
+	if err != nil {
 		n.hub.Close()
 		return nil, err
 	}
-	cs := n.core.ConfState()
-	lone := len(cs.Voters) == 1 && cs.Voters[0] == n.cfg.ID && len(cs.VotersOutgoing) == 0
-	n.wg.Add(1)
-	go n.run()
-	if n.loop.discover {
+	n.d.Start()
+	if discover {
 		n.wg.Add(1)
 		go n.discoverPeers()
-	}
-	if lone {
-		// The loop elects a lone voter at once (see run): wait for it, so
-		// the node serves as leader from its first request.
-		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ElectionTimeout)
-		_, _ = n.waitLeader(ctx)
-		cancel()
 	}
 	return n, nil
 }
 
-// open opens storage, bootstraps or recovers, and builds the core and
-// the transport. On error everything opened is closed again.
-func (n *Node) open() (err error) {
+// open opens storage, builds the transport and the driver, and decides
+// how a node without a configuration gets one: it bootstraps a cluster
+// of itself alone, waits to be added (Join), or asks its peers first
+// (discover, once the loop runs: see bootstrap.go). On error everything
+// opened is closed again.
+func (n *Node) open() (discover bool, err error) {
 	n.store, err = storage.Open(n.cfg.DataDir, storage.Options{
 		NodeID:          n.cfg.ID,
 		Logger:          n.log.Named("storage"),
@@ -295,89 +265,49 @@ func (n *Node) open() (err error) {
 		Repair: n.hasPeers(),
 	})
 	if err != nil {
-		return fmt.Errorf("open data directory %s: %w", n.cfg.DataDir, err)
+		return false, fmt.Errorf("open data directory %s: %w", n.cfg.DataDir, err)
 	}
-	n.logRecovery()
+	reported := n.logRecovery()
 	defer func() {
 		if err != nil {
 			n.store.Close()
 		}
 	}()
-	n.loop.addrs = make(map[uint64]string)
-	if _, _, err := n.store.InitialState(); err != nil {
-		return fmt.Errorf("read state from %s: %w", n.cfg.DataDir, err)
-	}
 	last, _ := n.store.LastIndex()
-	n.loop.logAtStart = last
 	_, hasSnap := n.store.SnapshotMeta()
 	// No configuration yet (a vote cast while discovering the peers may
 	// have left a hard state, nothing more).
 	fresh := last == 0 && !hasSnap
+	var boot *raft.Snapshot
 	switch {
-	case fresh && n.cfg.Join:
+	case !fresh || n.cfg.ForceNewCluster:
+		// The driver recovers (and forces), or refuses to force nothing.
+	case n.cfg.Join:
 		n.log.Info("empty data directory: waiting to be added to a cluster", "dir", n.cfg.DataDir)
-	case fresh && n.needsDiscovery():
-		n.loop.discover = true // see bootstrap.go: after the loop starts
-	case fresh:
-		if err := n.bootstrap(); err != nil {
-			return err
-		}
+	case n.needsDiscovery():
+		discover = true
 	default:
-		if err := n.recover(); err != nil {
-			return err
-		}
-		if n.cfg.ForceNewCluster {
-			if err := n.forceNewCluster(); err != nil {
-				return err
-			}
-		}
-	}
-	if fresh && n.cfg.ForceNewCluster {
-		return errors.New("--force-new-cluster: this node's data directory is empty; start the cluster from a node that kept its data")
-	}
-	for id, addr := range n.cfg.Peers {
-		n.loop.addrs[id] = addr // this node's view wins over what the log says
+		sn := n.bootstrapSnapshot([]raft.MemberIncarnation{{ID: n.cfg.ID, Incarnation: n.store.Incarnation()}})
+		boot = &sn
 	}
 
-	tick := n.cfg.HeartbeatInterval
-	if t := n.cfg.ElectionTimeout / 10; t < tick {
-		tick = t
-	}
-	n.loop.tick = tick
-	core, err := raft.New(raft.Config{
-		ID:            n.cfg.ID,
-		Incarnation:   n.store.Incarnation(),
-		Storage:       n.store,
-		ElectionTick:  int(n.cfg.ElectionTimeout / tick),
-		HeartbeatTick: max(1, int(n.cfg.HeartbeatInterval/tick)),
-		Seed:          n.cfg.Seed,
-		PreVote:       true,
-		CheckQuorum:   true,
-		// Under a steady load the next append carries a new commit
-		// index; the loop announces it when it goes quiet instead
-		// (commitAnnounceDelay). Two fewer calls per follower per write.
-		LazyCommit: true,
-	})
-	if err != nil {
-		return fmt.Errorf("start raft: %w", err)
-	}
-	n.core = guardedCore{c: core}
-	n.loop.snapIndex = n.sm.Applied()
-
+	// The transport reports lost peers to the driver, which exists
+	// before the transport knows any peer (the driver hands them over in
+	// Start).
 	n.tr = transport.New(transport.Config{
 		ClusterID:    n.clusterID,
 		LocalID:      n.cfg.ID,
 		Dial:         n.cfg.Dial,
-		Authenticate: n.peerAuthenticator(),
+		Authenticate: services.PeerAuthenticator(n.cfg.Security, n.clusterID, n.cfg.ID),
 		Incarnation:  n.store.Incarnation(),
-		NotMember:    func(id uint64, nm transport.NotMember) { n.q.push(notMember{id, nm}) },
-		Unreachable:  func(id uint64) { n.q.push(unreachable{id}) },
+		NotMember:    func(id uint64, nm transport.NotMember) { n.d.ReportNotMember(id, driver.NotMember(nm)) },
+		Unreachable:  func(id uint64) { n.d.ReportUnreachable(id) },
 		// Snapshots stream beside the core: the transport reads the
-		// file and reports to the loop, which tells the core.
+		// file and reports to the driver, which tells the core.
 		OpenSnapshot: func(meta raft.SnapshotMeta) (transport.SnapshotSource, error) {
 			return n.store.OpenSnapshot(meta.Index, meta.Term)
 		},
-		SnapshotDone:  func(to, index uint64, err error) { n.q.push(snapSent{to, index, err}) },
+		SnapshotDone:  func(to, index uint64, err error) { n.d.ReportSnapshot(to, index, err) },
 		SnapshotChunk: n.cfg.SnapshotChunk,
 		SnapshotRate:  n.cfg.SnapshotRate,
 		Logger:        n.log.Named("transport"),
@@ -385,48 +315,60 @@ func (n *Node) open() (err error) {
 		// election timeout, or it campaigns needlessly.
 		BackoffMax: max(n.cfg.ElectionTimeout/4, 50*time.Millisecond),
 	})
-	for id, addr := range n.loop.addrs {
-		if id != n.cfg.ID {
-			n.tr.SetPeer(id, addr)
-		}
+	n.d, err = driver.New(driver.Config{
+		ID:                n.cfg.ID,
+		Storage:           n.store,
+		Machine:           n.kv.Machine(),
+		Transport:         n.tr,
+		Peers:             n.cfg.Peers,
+		Advertise:         n.cfg.Advertise,
+		DataDir:           n.cfg.DataDir,
+		Bootstrap:         boot,
+		ForceNewCluster:   n.cfg.ForceNewCluster,
+		HeartbeatInterval: n.cfg.HeartbeatInterval,
+		ElectionTimeout:   n.cfg.ElectionTimeout,
+		RequestTimeout:    n.cfg.RequestTimeout,
+		SnapshotEntries:   n.cfg.SnapshotEntries,
+		SnapshotBytes:     n.cfg.SnapshotBytes,
+		Seed:              n.cfg.Seed,
+		Logger:            n.log,
+		// The services exist before the loop runs (Start), which is
+		// the only caller of these.
+		OnApplied: func(index uint64, res statemachine.Result, replayed bool) {
+			n.svc.OnApplied(index, res, replayed)
+		},
+		OnLeading:        func() { n.svc.OnLeading() },
+		LostDataReported: reported,
+	})
+	if err == nil {
+		n.svc, err = services.New(services.Config{
+			ID:                n.cfg.ID,
+			ClusterID:         n.clusterID,
+			Version:           n.cfg.Version,
+			Advertise:         n.cfg.Advertise,
+			Security:          n.cfg.Security,
+			HeartbeatInterval: n.cfg.HeartbeatInterval,
+			ElectionTimeout:   n.cfg.ElectionTimeout,
+			RequestTimeout:    n.cfg.RequestTimeout,
+			Logger:            n.log,
+			Driver:            n.d,
+			KV:                n.kv,
+			Echo:              n.hub,
+			Transport:         n.tr,
+			Peers:             peerHandler{n},
+		})
 	}
-	return nil
-}
-
-// bootstrap writes the initial membership of a new single-node cluster
-// (a cluster of several waits for every member: see bootstrap.go).
-func (n *Node) bootstrap() error {
-	sn := n.bootstrapSnapshot([]raft.MemberIncarnation{{ID: n.cfg.ID, Incarnation: n.store.Incarnation()}})
-	if err := n.store.Save(raft.HardState{}, nil, &sn); err != nil {
-		return fmt.Errorf("bootstrap the cluster: %w", err)
+	if err != nil {
+		n.tr.Close()
+		return false, err
 	}
-	if err := n.restore(sn); err != nil {
-		return fmt.Errorf("bootstrap the cluster: %w", err)
-	}
-	n.log.Info("bootstrapped a new cluster", "members", sn.Meta.ConfState.Voters)
-	return nil
-}
-
-// recover restores the state machine from the newest snapshot, streamed
-// from its file; the core then re-delivers the committed entries after
-// it.
-func (n *Node) recover() error {
-	meta, ok := n.store.SnapshotMeta()
-	if !ok {
-		return nil
-	}
-	if err := n.restoreStored(meta); err != nil {
-		return fmt.Errorf("recover from the snapshot: %w", err)
-	}
-	n.log.Info("recovered from snapshot", "index", meta.Index)
-	n.checkCounted(meta.ConfState)
-	return nil
+	return discover, nil
 }
 
 // Bootstrap returns the Node capability for one connection. It is meant
 // for rpc.Config.Bootstrap.
 func (n *Node) Bootstrap(conn *rpc.ConnInfo) capnp.Client {
-	return n.newNodeCapability(conn, n.connGrant(conn), new(challengeState)).export()
+	return n.svc.Bootstrap(conn)
 }
 
 // untilStopped returns a context that ends after d, or as soon as the
@@ -445,22 +387,18 @@ func (n *Node) untilStopped(d time.Duration) (context.Context, context.CancelFun
 
 // Done is closed when the node has stopped: after Close, or on its own
 // when it was removed from the cluster or its disk failed (see Err).
-func (n *Node) Done() <-chan struct{} { return n.done }
+func (n *Node) Done() <-chan struct{} { return n.d.Done() }
 
 // Err says why the node stopped on its own, or nil.
-func (n *Node) Err() error {
-	if p := n.stopErr.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
+func (n *Node) Err() error { return n.d.Err() }
 
 // Close stops the loop, the transport and the services, and closes the
 // data directory. Requests in flight fail with a shutting-down error.
 func (n *Node) Close() {
-	n.closeMu.Do(func() {
+	n.closeOnce.Do(func() {
 		close(n.stopc)
-		n.receiving.stop()
+		n.svc.Close()
+		n.d.Close()
 		n.wg.Wait()
 		n.tr.Close()
 		n.hub.Close()
@@ -476,15 +414,15 @@ func (n *Node) Close() {
 // election timeout. It does nothing on a follower or a single-node
 // cluster.
 func (n *Node) StepDown(ctx context.Context) error {
-	if !n.isLeader.Load() {
+	if !n.d.IsLeader() {
 		return nil
 	}
-	err := n.transfer(ctx, 0)
+	err := n.d.TransferLeadership(ctx, 0)
 	if err == nil {
-		n.log.Info("handed leadership over before stopping", "leader", n.lead.Load())
+		n.log.Info("handed leadership over before stopping", "leader", n.d.Leader())
 	}
-	var re *requestError
-	if errors.As(err, &re) && re.code == schema.ErrorCode_invalidArgument {
+	var invalid *driver.InvalidError
+	if errors.As(err, &invalid) {
 		return nil // nobody to hand over to
 	}
 	return err
@@ -498,39 +436,23 @@ func (n *Node) StorageStats() wal.Stats { return n.store.Stats() }
 func (n *Node) ID() uint64 { return n.cfg.ID }
 
 // Leader returns the id of the leader this node knows of, or 0.
-func (n *Node) Leader() uint64 { return n.lead.Load() }
+func (n *Node) Leader() uint64 { return n.d.Leader() }
 
-// leaderChanged returns a channel closed at the next leader change.
-func (n *Node) leaderChanged() <-chan struct{} {
-	n.leadMu.Lock()
-	defer n.leadMu.Unlock()
-	return n.leadWake
-}
+// Members returns the configuration as of a linearizable read, with the
+// leader's id.
+func (n *Node) Members(ctx context.Context) (uint64, []Member, error) { return n.d.Members(ctx) }
 
-func (n *Node) setLeader(lead uint64, leader bool) {
-	n.isLeader.Store(leader)
-	if n.lead.Swap(lead) == lead {
-		return
-	}
-	n.leadMu.Lock()
-	close(n.leadWake)
-	n.leadWake = make(chan struct{})
-	n.leadMu.Unlock()
-}
+// Member is one cluster member as a node sees it.
+type Member = driver.Member
 
-// waitLeader waits until some node is known to lead and returns its id.
-func (n *Node) waitLeader(ctx context.Context) (uint64, error) {
-	for {
-		wake := n.leaderChanged()
-		if lead := n.lead.Load(); lead != 0 {
-			return lead, nil
-		}
-		select {
-		case <-wake:
-		case <-n.done:
-			return 0, n.stoppedError()
-		case <-ctx.Done():
-			return 0, errNoLeader
-		}
-	}
-}
+// Snapshot snapshots the state machine now and waits until it is on
+// disk; it returns the snapshot's index.
+func (n *Node) Snapshot(ctx context.Context) (uint64, error) { return n.d.Snapshot(ctx) }
+
+// Status reports the node's current state. It asks the loop and falls
+// back to what is known without it when the loop does not answer in time
+// (stopped or busy).
+func (n *Node) Status(ctx context.Context) NodeStatus { return n.svc.Status(ctx) }
+
+// NodeStatus is a node's view of itself and its cluster.
+type NodeStatus = services.NodeStatus

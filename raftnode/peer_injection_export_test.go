@@ -3,6 +3,7 @@ package raftnode
 import (
 	"context"
 
+	"github.com/capraft/capraft/raftnode/driver"
 	"github.com/capraft/capraft/raftnode/raft"
 	"github.com/capraft/capraft/raftnode/transport"
 )
@@ -30,24 +31,28 @@ func DeliverPeerMessage(ctx context.Context, n *Node, m raft.Message) (notMember
 
 // CoreStatus returns n's Raft core status, read on its loop.
 func CoreStatus(ctx context.Context, n *Node) (raft.Status, error) {
-	return onLoop(ctx, n, n.core.Status)
+	st, err := n.d.Status(ctx)
+	return st.Status, err
 }
 
 // EmptySnapshotData is a well-formed snapshot of an empty store with
 // addrs as its address book.
-func EmptySnapshotData(addrs map[uint64]string) []byte { return encodeSnapshot(addrs) }
+func EmptySnapshotData(addrs map[uint64]string) []byte {
+	return driver.BootstrapSnapshot(nil, addrs).Data
+}
 
 // TransportStats returns what n's transport knows of its lanes to peer.
 func TransportStats(n *Node, peer uint64) transport.PeerStats { return n.tr.Stats(peer) }
 
 // SnapshotsRefused counts the snapshots n's receiver refused after their
 // data arrived (a checksum or the state machine's verification failed).
-func SnapshotsRefused(n *Node) uint64 { return n.receiving.refused.Load() }
+func SnapshotsRefused(n *Node) uint64 { return n.d.ReceiveStats().Refused }
 
 // SnapshotReceiveWrites returns how many writes of snapshot data n's
 // receiver took and the largest, in bytes.
 func SnapshotReceiveWrites(n *Node) (writes uint64, largest int64) {
-	return n.receiving.writes.Load(), n.receiving.largestWrite.Load()
+	st := n.d.ReceiveStats()
+	return st.Writes, st.LargestWrite
 }
 
 // SnapshotSendStatsT is what SnapshotSendStats returns.

@@ -1,0 +1,137 @@
+package services
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"capnproto.org/go/capnp/v3"
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/capraft/capraft/raftnode/driver"
+	"github.com/capraft/capraft/raftnode/echo"
+	"github.com/capraft/capraft/raftnode/kv"
+	"github.com/capraft/capraft/raftnode/statemachine"
+	"github.com/capraft/capraft/raftnode/transport"
+	"github.com/capraft/capraft/rpc"
+)
+
+// Config configures a node's services: who the node is, who may do
+// what, and the parts they serve.
+type Config struct {
+	// ID is the node's id; ClusterID the hash of its cluster's name
+	// (raftnode.ClusterID).
+	ID, ClusterID uint64
+	// Version and Advertise are reported by Node.info and status.
+	Version, Advertise string
+	// Security says who may do what (validated: Security.Validate).
+	Security Security
+	// HeartbeatInterval, ElectionTimeout and RequestTimeout are the
+	// node's: requests wait at most RequestTimeout; a call handed to a
+	// leader that another node replaced is abandoned within an election
+	// timeout.
+	HeartbeatInterval, ElectionTimeout, RequestTimeout time.Duration
+	// Logger receives the services' logs.
+	Logger hclog.Logger
+
+	// Driver is the node's engine; KV the state machine it drives, read
+	// here (reads, sessions, token keys); Echo the echo hub.
+	Driver *driver.Driver
+	KV     *kv.Store
+	Echo   *echo.Hub
+	// Transport reaches the leader's Raft capability, through which calls
+	// are handed to the leader.
+	Transport *transport.Transport
+	// Peers receives what peers send on the Raft capability (and answers
+	// their discovery).
+	Peers transport.Handler
+}
+
+// Server is a node's Cap'n Proto edge: it hands each connection a Node
+// capability holding what the connection's identity was granted
+// (Bootstrap), and serves the KV, Admin, Echo and Raft capabilities
+// reached from it, through the driver.
+type Server struct {
+	cfg       Config
+	log       hclog.Logger
+	clusterID uint64
+	d         *driver.Driver
+	kv        *kv.Store
+	hub       *echo.Hub
+	tr        *transport.Transport
+
+	// proposeID numbers the commands this node proposes (kv.Command.ID).
+	proposeID atomic.Uint64
+
+	stopc     chan struct{} // closed by Close
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// New returns the services of a node. Its driver may still be starting:
+// nothing is served before the first connection.
+func New(cfg Config) (*Server, error) {
+	if cfg.Driver == nil || cfg.KV == nil || cfg.Echo == nil || cfg.Transport == nil {
+		return nil, errors.New("services: Driver, KV, Echo and Transport are required")
+	}
+	if err := cfg.Security.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	sv := &Server{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		clusterID: cfg.ClusterID,
+		d:         cfg.Driver,
+		kv:        cfg.KV,
+		hub:       cfg.Echo,
+		tr:        cfg.Transport,
+		stopc:     make(chan struct{}),
+	}
+	sv.proposeID.Store(rand.Uint64())
+	return sv, nil
+}
+
+// Bootstrap returns the Node capability for one connection. It is meant
+// for rpc.Config.Bootstrap.
+func (sv *Server) Bootstrap(conn *rpc.ConnInfo) capnp.Client {
+	return sv.newNodeCapability(conn, sv.connGrant(conn), new(challengeState)).export()
+}
+
+// Close stops what the services run on their own (the first token key's
+// proposal) and waits for it. Calls still being served end with the
+// driver.
+func (sv *Server) Close() {
+	sv.closeOnce.Do(func() {
+		close(sv.stopc)
+		sv.wg.Wait()
+	})
+}
+
+// OnApplied is the driver's Config.OnApplied (see observeApplied).
+func (sv *Server) OnApplied(index uint64, res statemachine.Result, replayed bool) {
+	sv.observeApplied(index, res, replayed)
+}
+
+// OnLeading is the driver's Config.OnLeading: a new leader of a secure
+// cluster creates its first token key.
+func (sv *Server) OnLeading() { sv.createFirstTokenKey() }
+
+// untilStopped returns a context that ends after d, or as soon as the
+// services are closed.
+func (sv *Server) untilStopped(d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	go func() {
+		select {
+		case <-sv.stopc:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
