@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"runtime"
 	"runtime/debug"
 	"slices"
@@ -161,6 +162,7 @@ func (d *Driver) run() {
 	ls.confTerm = make(map[uint64]uint64)
 	ls.readsByCtx = make(map[uint64][]*readWaiter)
 	ls.readsAt = make(map[uint64]time.Time)
+	ls.readSeq = firstReadLabel(d.cfg.Seed)
 	ls.role = raft.StateFollower
 
 	if cs := d.core.ConfState(); len(cs.Voters) == 1 && cs.Voters[0] == d.cfg.ID && len(cs.VotersOutgoing) == 0 {
@@ -430,6 +432,17 @@ func (d *Driver) flushProposals() {
 		d.loop.byIndex[p.index] = p
 		props[i] = nil
 	}
+}
+
+// firstReadLabel is where a run of the node starts labelling its read
+// index requests. The leader answers a request on its own stream to
+// whichever process runs this node by then, and the core takes an answer
+// from its leader without knowing whether this process asked: were labels
+// to restart at 1 in every run, an answer owed to the previous run (at an
+// older index) would release a read of this one — a stale read. Seed
+// differs between runs (random unless a test fixes it), so labels do too.
+func firstReadLabel(seed uint64) uint64 {
+	return rand.New(rand.NewPCG(seed, 0x7265616420696478)).Uint64() // "read idx"
 }
 
 // flushReads asks the core for one read index covering every read that
