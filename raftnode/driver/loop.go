@@ -381,12 +381,29 @@ func (d *Driver) stepPeer(p *peerMsgs) {
 // checkRemoved would have, had it received that entry (a removed node
 // no longer gets the log). Otherwise the word is stale (the peer has not
 // yet applied this node's addition) or checkRemoved decides.
+//
+// The word is taken only where a removed node hears it, and only from a
+// peer whose word counts: this node has no leader (a leader, or a
+// follower its leader still replicates to, gets the log and applies its
+// own removal: checkRemoved), the peer is a voter of this node's
+// configuration, and speaks from a term no older than this node's. So a
+// buggy or stale peer, or one that is not a member at all, cannot stop a
+// healthy node.
 func (d *Driver) notMember(from uint64, nm NotMember) {
 	st := d.core.Status()
 	cs := st.Config
 	member := false
 	for _, ids := range [][]uint64{cs.Voters, cs.Learners, cs.VotersOutgoing, cs.LearnersNext} {
 		member = member || slices.Contains(ids, d.cfg.ID)
+	}
+	credible := st.Lead == 0 && nm.Term >= st.Term &&
+		(slices.Contains(cs.Voters, from) || slices.Contains(cs.VotersOutgoing, from))
+	if !credible {
+		if ok, _ := d.loop.refusals.allow(from, time.Now()); ok {
+			d.log.Debug("ignoring a peer's word that this node is not a member: it leads or follows a leader, or the peer's word does not count",
+				"peer", from, "peer_term", nm.Term, "term", st.Term, "leader", st.Lead)
+		}
+		return
 	}
 	if member && nm.Index > st.Applied {
 		d.log.Error("removed from the cluster: a peer's configuration no longer includes this node; stopping",
