@@ -12,7 +12,7 @@ import (
 
 	"github.com/capraft/capraft/client"
 	"github.com/capraft/capraft/raftnode"
-	"github.com/capraft/capraft/raftnode/storage/vfs"
+	"github.com/capraft/capraft/raftnode/internal/vfs"
 	"github.com/capraft/capraft/rpc"
 	"github.com/capraft/capraft/rpc/rpctest"
 )

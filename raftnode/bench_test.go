@@ -8,7 +8,7 @@ import (
 
 	"github.com/capraft/capraft/client"
 	"github.com/capraft/capraft/raftnode"
-	"github.com/capraft/capraft/raftnode/storage/vfs"
+	"github.com/capraft/capraft/raftnode/internal/vfs"
 )
 
 // BenchmarkClusterPut measures puts through the Go client against an

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/capraft/capraft/raftnode/driver"
+	"github.com/capraft/capraft/raftnode/internal/transport"
 	"github.com/capraft/capraft/raftnode/raft"
-	"github.com/capraft/capraft/raftnode/transport"
 )
 
 // Bootstrapping a new cluster, safely.

@@ -1,6 +1,6 @@
 // Package raftnode is a consensus node, put together: it opens the node's
 // durable storage (raftnode/storage), builds the replicated key-value
-// store (raftnode/kv), the peer transport (raftnode/transport), the
+// store (raftnode/kv), the peer transport (raftnode/internal/transport), the
 // engine that drives the Raft core (raftnode/driver) and the Cap'n Proto
 // services (raftnode/services), wires them to each other, and runs peer
 // discovery before a new cluster bootstraps. Node is what cmd/raftnode

@@ -12,8 +12,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/capraft/capraft/raftnode"
-	"github.com/capraft/capraft/raftnode/storage/vfs"
-	"github.com/capraft/capraft/raftnode/transport"
+	"github.com/capraft/capraft/raftnode/internal/transport"
+	"github.com/capraft/capraft/raftnode/internal/vfs"
 	"github.com/capraft/capraft/rpc/rpctest"
 )
 

@@ -14,14 +14,14 @@ import (
 
 	"github.com/capraft/capraft/raftnode/driver"
 	"github.com/capraft/capraft/raftnode/echo"
+	"github.com/capraft/capraft/raftnode/internal/transport"
+	"github.com/capraft/capraft/raftnode/internal/vfs"
+	"github.com/capraft/capraft/raftnode/internal/wal"
 	"github.com/capraft/capraft/raftnode/kv"
 	"github.com/capraft/capraft/raftnode/raft"
 	"github.com/capraft/capraft/raftnode/services"
 	"github.com/capraft/capraft/raftnode/statemachine"
 	"github.com/capraft/capraft/raftnode/storage"
-	"github.com/capraft/capraft/raftnode/storage/vfs"
-	"github.com/capraft/capraft/raftnode/storage/wal"
-	"github.com/capraft/capraft/raftnode/transport"
 	"github.com/capraft/capraft/rpc"
 )
 

@@ -1,6 +1,6 @@
 package raftnode_test
 
-import "github.com/capraft/capraft/raftnode/storage/vfs"
+import "github.com/capraft/capraft/raftnode/internal/vfs"
 
 // noSyncFS is the OS file system with fsync turned into a no-op. It is
 // for benchmarks only: it shows what the node costs apart from the disk.

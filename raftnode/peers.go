@@ -4,8 +4,8 @@ import (
 	"context"
 
 	"github.com/capraft/capraft/raftnode/driver"
+	"github.com/capraft/capraft/raftnode/internal/transport"
 	"github.com/capraft/capraft/raftnode/raft"
-	"github.com/capraft/capraft/raftnode/transport"
 )
 
 // peerHandler is what a peer reaches through the Raft capability

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/capraft/capraft/raftnode"
-	"github.com/capraft/capraft/raftnode/storage/vfs"
+	"github.com/capraft/capraft/raftnode/internal/vfs"
 	"github.com/capraft/capraft/schema"
 )
 

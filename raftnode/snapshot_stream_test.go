@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/capraft/capraft/raftnode"
+	"github.com/capraft/capraft/raftnode/internal/vfs"
 	"github.com/capraft/capraft/raftnode/raft"
-	"github.com/capraft/capraft/raftnode/storage/vfs"
 	"github.com/capraft/capraft/rpc/rpctest"
 )
 

@@ -14,7 +14,7 @@ import (
 
 	"github.com/capraft/capraft/client"
 	"github.com/capraft/capraft/raftnode"
-	"github.com/capraft/capraft/raftnode/storage/vfs"
+	"github.com/capraft/capraft/raftnode/internal/vfs"
 )
 
 // snapReadFS counts the bytes read from snapshot files.

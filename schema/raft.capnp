@@ -10,7 +10,7 @@
 # cluster or another node (for example after an address was reused).
 # Terms, indexes and node ids are the Raft paper's; the pure core in
 # raftnode/raft defines what each field means, and the conversion to and
-# from these structs lives in raftnode/transport.
+# from these structs lives in raftnode/internal/transport.
 
 using Go = import "/go.capnp";
 $Go.package("schema");

@@ -12,11 +12,11 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/capraft/capraft/raftnode/internal/snap"
+	"github.com/capraft/capraft/raftnode/internal/wal"
 	"github.com/capraft/capraft/raftnode/raft"
 	"github.com/capraft/capraft/raftnode/statemachine"
 	"github.com/capraft/capraft/raftnode/storage"
-	"github.com/capraft/capraft/raftnode/storage/snap"
-	"github.com/capraft/capraft/raftnode/storage/wal"
 )
 
 // Storage is the durable log and snapshot store the driver persists to

@@ -23,7 +23,7 @@ func TestDriverImportsNoWireTypesAndNoStateMachine(t *testing.T) {
 		"capnproto.org/go/capnp/v3",
 		mod + "schema",
 		mod + "rpc",
-		mod + "raftnode/transport",
+		mod + "raftnode/internal/transport",
 		mod + "raftnode/kv",
 		mod + "raftnode/echo",
 		mod + "raftnode/services",

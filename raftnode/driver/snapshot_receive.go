@@ -9,8 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/capraft/capraft/raftnode/internal/snap"
 	"github.com/capraft/capraft/raftnode/raft"
-	"github.com/capraft/capraft/raftnode/storage/snap"
 )
 
 // Receiving a snapshot from the leader, beside the core (see "Snapshots"

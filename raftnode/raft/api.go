@@ -4,7 +4,7 @@ import (
 	"errors"
 	"slices"
 
-	"github.com/capraft/capraft/raftnode/raft/tracker"
+	"github.com/capraft/capraft/raftnode/raft/internal/tracker"
 )
 
 // The calls a driver makes on behalf of clients and operators.

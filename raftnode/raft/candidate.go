@@ -1,6 +1,6 @@
 package raft
 
-import "github.com/capraft/capraft/raftnode/raft/quorum"
+import "github.com/capraft/capraft/raftnode/raft/internal/quorum"
 
 // stepCandidate handles messages while (pre-)campaigning.
 // Precondition: m.Term == r.term, or m is a granted pre-vote response

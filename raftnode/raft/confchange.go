@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/capraft/capraft/raftnode/raft/quorum"
-	"github.com/capraft/capraft/raftnode/raft/tracker"
+	"github.com/capraft/capraft/raftnode/raft/internal/quorum"
+	"github.com/capraft/capraft/raftnode/raft/internal/tracker"
 )
 
 // ConfChangeType is one membership operation.

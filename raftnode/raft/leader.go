@@ -3,7 +3,7 @@ package raft
 import (
 	"errors"
 
-	"github.com/capraft/capraft/raftnode/raft/tracker"
+	"github.com/capraft/capraft/raftnode/raft/internal/tracker"
 )
 
 // stepLeader handles messages as the leader.

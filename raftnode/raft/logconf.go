@@ -1,8 +1,8 @@
 package raft
 
 import (
-	"github.com/capraft/capraft/raftnode/raft/quorum"
-	"github.com/capraft/capraft/raftnode/raft/tracker"
+	"github.com/capraft/capraft/raftnode/raft/internal/quorum"
+	"github.com/capraft/capraft/raftnode/raft/internal/tracker"
 )
 
 // Membership changes in the log that are not in effect yet.

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 
-	"github.com/capraft/capraft/raftnode/raft/tracker"
+	"github.com/capraft/capraft/raftnode/raft/internal/tracker"
 )
 
 // StateType is a node's role.

@@ -4,7 +4,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/capraft/capraft/raftnode/raft/tracker"
+	"github.com/capraft/capraft/raftnode/raft/internal/tracker"
 )
 
 // Log replication: consistency check, commit rules, backtracking,

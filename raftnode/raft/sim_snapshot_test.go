@@ -149,7 +149,7 @@ func (c *simCluster) receive(t snapTransfer, to *simNode) bool {
 // installed, and transfers must fail and lose their sender, while the
 // simulation's checkers hold. (A transfer replaced by a newer one needs a
 // leader to lose and regain leadership within one transfer: rare here,
-// and checked in raftnode/transport.)
+// and checked in raftnode/internal/transport.)
 func TestSimulationExercisesSnapshotTransfers(t *testing.T) {
 	var total snapStats
 	for seed := int64(0); seed < 60; seed++ {

@@ -8,11 +8,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/capraft/capraft/raftnode/internal/crashfs"
+	"github.com/capraft/capraft/raftnode/internal/vfs"
+	"github.com/capraft/capraft/raftnode/internal/wal"
 	"github.com/capraft/capraft/raftnode/raft"
 	"github.com/capraft/capraft/raftnode/storage"
-	"github.com/capraft/capraft/raftnode/storage/crashfs"
-	"github.com/capraft/capraft/raftnode/storage/vfs"
-	"github.com/capraft/capraft/raftnode/storage/wal"
 )
 
 // The core's simulation (sim_test.go) over the durable storage: every

@@ -3,7 +3,7 @@ package raft
 import (
 	"testing"
 
-	"github.com/capraft/capraft/raftnode/raft/tracker"
+	"github.com/capraft/capraft/raftnode/raft/internal/tracker"
 )
 
 // InstallSnapshot beside the core (see "Snapshots" in doc.go): the

@@ -1,6 +1,6 @@
 package raft
 
-import "github.com/capraft/capraft/raftnode/raft/tracker"
+import "github.com/capraft/capraft/raftnode/raft/internal/tracker"
 
 // ConfState returns the configuration currently in effect (as of the
 // applied index once Advance has returned); store it with snapshots.

@@ -7,11 +7,11 @@ import (
 
 	"github.com/capraft/capraft/raftnode/driver"
 	"github.com/capraft/capraft/raftnode/echo"
+	"github.com/capraft/capraft/raftnode/internal/transport"
 	"github.com/capraft/capraft/raftnode/kv"
 	"github.com/capraft/capraft/raftnode/raft"
 	"github.com/capraft/capraft/raftnode/statemachine"
 	"github.com/capraft/capraft/raftnode/storage"
-	"github.com/capraft/capraft/raftnode/transport"
 )
 
 // singleNode starts the services of a one-node cluster (its driver,

@@ -8,8 +8,8 @@ import (
 	"capnproto.org/go/capnp/v3"
 
 	"github.com/capraft/capraft/raftnode/echo"
+	"github.com/capraft/capraft/raftnode/internal/transport"
 	"github.com/capraft/capraft/raftnode/raft"
-	"github.com/capraft/capraft/raftnode/transport"
 	"github.com/capraft/capraft/rpc"
 	"github.com/capraft/capraft/schema"
 )

@@ -13,9 +13,9 @@ import (
 
 	"github.com/capraft/capraft/raftnode/driver"
 	"github.com/capraft/capraft/raftnode/echo"
+	"github.com/capraft/capraft/raftnode/internal/transport"
 	"github.com/capraft/capraft/raftnode/kv"
 	"github.com/capraft/capraft/raftnode/statemachine"
-	"github.com/capraft/capraft/raftnode/transport"
 	"github.com/capraft/capraft/rpc"
 )
 

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/capraft/capraft/raftnode/internal/vfs"
 	"github.com/capraft/capraft/raftnode/raft"
-	"github.com/capraft/capraft/raftnode/storage/vfs"
 )
 
 // benchDir is where benchmarks write: $CAPRAFT_BENCH_DIR (to measure a

@@ -3,8 +3,8 @@ package storage
 import (
 	"testing"
 
+	"github.com/capraft/capraft/raftnode/internal/crashfs"
 	"github.com/capraft/capraft/raftnode/raft"
-	"github.com/capraft/capraft/raftnode/storage/crashfs"
 )
 
 // TestCompactionKeepsTrailingEntriesWithinTheirByteBound: entries kept

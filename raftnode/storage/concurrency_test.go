@@ -6,8 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/capraft/capraft/raftnode/internal/crashfs"
 	"github.com/capraft/capraft/raftnode/raft"
-	"github.com/capraft/capraft/raftnode/storage/crashfs"
 )
 
 // TestReadersDuringAppendsAndCompaction runs Entries/Term/FirstIndex readers

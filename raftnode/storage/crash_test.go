@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/capraft/capraft/raftnode/storage/crashfs"
-	"github.com/capraft/capraft/raftnode/storage/wal"
+	"github.com/capraft/capraft/raftnode/internal/crashfs"
+	"github.com/capraft/capraft/raftnode/internal/wal"
 )
 
 var crashSeeds = flag.Int("crash.seeds", 1500, "number of seeds for TestCrashConsistency (each runs 3 crash/recover rounds)")

@@ -4,10 +4,10 @@ import (
 	"fmt"
 	"math/rand"
 
+	"github.com/capraft/capraft/raftnode/internal/crashfs"
+	"github.com/capraft/capraft/raftnode/internal/wal"
 	"github.com/capraft/capraft/raftnode/raft"
 	"github.com/capraft/capraft/raftnode/storage"
-	"github.com/capraft/capraft/raftnode/storage/crashfs"
-	"github.com/capraft/capraft/raftnode/storage/wal"
 )
 
 // The driver's loop, and a simulated crash, in a few lines.

@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/capraft/capraft/raftnode/storage/crashfs"
-	"github.com/capraft/capraft/raftnode/storage/wal"
+	"github.com/capraft/capraft/raftnode/internal/crashfs"
+	"github.com/capraft/capraft/raftnode/internal/wal"
 )
 
 // dumpWAL renders every segment in dir as a list of records, for failure

@@ -8,8 +8,8 @@ import (
 	"slices"
 	"time"
 
-	"github.com/capraft/capraft/raftnode/storage/snap"
-	"github.com/capraft/capraft/raftnode/storage/wal"
+	"github.com/capraft/capraft/raftnode/internal/snap"
+	"github.com/capraft/capraft/raftnode/internal/wal"
 )
 
 // Recovery says what Open found wrong with the data directory and what it

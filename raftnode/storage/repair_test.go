@@ -8,9 +8,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/capraft/capraft/raftnode/internal/crashfs"
+	"github.com/capraft/capraft/raftnode/internal/wal"
 	"github.com/capraft/capraft/raftnode/raft"
-	"github.com/capraft/capraft/raftnode/storage/crashfs"
-	"github.com/capraft/capraft/raftnode/storage/wal"
 )
 
 // fillStore writes entries 1..100 (10 per Save, each Save ending with a

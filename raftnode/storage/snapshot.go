@@ -3,8 +3,8 @@ package storage
 import (
 	"fmt"
 
+	"github.com/capraft/capraft/raftnode/internal/snap"
 	"github.com/capraft/capraft/raftnode/raft"
-	"github.com/capraft/capraft/raftnode/storage/snap"
 )
 
 // SnapshotWriter writes a snapshot of the application's state into the

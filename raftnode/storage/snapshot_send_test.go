@@ -10,10 +10,10 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/capraft/capraft/raftnode/internal/crashfs"
+	"github.com/capraft/capraft/raftnode/internal/snap"
+	"github.com/capraft/capraft/raftnode/internal/vfs"
 	"github.com/capraft/capraft/raftnode/raft"
-	"github.com/capraft/capraft/raftnode/storage/crashfs"
-	"github.com/capraft/capraft/raftnode/storage/snap"
-	"github.com/capraft/capraft/raftnode/storage/vfs"
 )
 
 // readCountFS counts the bytes read from snapshot files (*.snap) and how

@@ -10,8 +10,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/capraft/capraft/raftnode/internal/crashfs"
 	"github.com/capraft/capraft/raftnode/raft"
-	"github.com/capraft/capraft/raftnode/storage/crashfs"
 )
 
 func snapFile(t *testing.T, fs *crashfs.FS, dir string, index uint64) string {

@@ -10,10 +10,10 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/capraft/capraft/raftnode/internal/snap"
+	"github.com/capraft/capraft/raftnode/internal/vfs"
+	"github.com/capraft/capraft/raftnode/internal/wal"
 	"github.com/capraft/capraft/raftnode/raft"
-	"github.com/capraft/capraft/raftnode/storage/snap"
-	"github.com/capraft/capraft/raftnode/storage/vfs"
-	"github.com/capraft/capraft/raftnode/storage/wal"
 )
 
 // FormatVersion is the data directory format this build writes. Format 1

@@ -5,10 +5,10 @@ import (
 	"math/rand"
 	"testing"
 
+	"github.com/capraft/capraft/raftnode/internal/crashfs"
+	"github.com/capraft/capraft/raftnode/internal/vfs"
+	"github.com/capraft/capraft/raftnode/internal/wal"
 	"github.com/capraft/capraft/raftnode/raft"
-	"github.com/capraft/capraft/raftnode/storage/crashfs"
-	"github.com/capraft/capraft/raftnode/storage/vfs"
-	"github.com/capraft/capraft/raftnode/storage/wal"
 )
 
 func memOpts(fs vfs.FS) Options {

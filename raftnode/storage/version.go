@@ -11,7 +11,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/capraft/capraft/raftnode/storage/vfs"
+	"github.com/capraft/capraft/raftnode/internal/vfs"
 )
 
 // Incarnation returns the incarnation of this store's storage: a random

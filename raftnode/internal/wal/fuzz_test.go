@@ -8,8 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/capraft/capraft/raftnode/internal/crashfs"
 	"github.com/capraft/capraft/raftnode/raft"
-	"github.com/capraft/capraft/raftnode/storage/crashfs"
 )
 
 const fuzzMaxRecord = 1 << 16

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"path"
 
-	"github.com/capraft/capraft/raftnode/storage/vfs"
+	"github.com/capraft/capraft/raftnode/internal/vfs"
 )
 
 const (

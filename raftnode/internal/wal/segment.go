@@ -5,7 +5,7 @@ import (
 	"math"
 	"path"
 
-	"github.com/capraft/capraft/raftnode/storage/vfs"
+	"github.com/capraft/capraft/raftnode/internal/vfs"
 )
 
 // segment is one segment file of the log, open for as long as it is part

@@ -1,6 +1,6 @@
 // Package vfs is the small file-system surface the write-ahead log and the
 // snapshot store write through. Production code uses OS; crash tests use
-// raftnode/storage/crashfs, which keeps written-but-unsynced data apart so a
+// raftnode/internal/crashfs, which keeps written-but-unsynced data apart so a
 // simulated power loss can drop or tear it.
 //
 // The surface is deliberately narrow: positional writes, explicit Sync of a

@@ -8,8 +8,8 @@ import (
 	"math/rand"
 	"testing"
 
+	"github.com/capraft/capraft/raftnode/internal/crashfs"
 	"github.com/capraft/capraft/raftnode/raft"
-	"github.com/capraft/capraft/raftnode/storage/crashfs"
 )
 
 var cacheSeed = flag.Int64("cache.seed", -1, "run TestEntryCacheMatchesDisk for this one seed only")

@@ -3,8 +3,8 @@ package wal
 import (
 	"fmt"
 
+	"github.com/capraft/capraft/raftnode/internal/crashfs"
 	"github.com/capraft/capraft/raftnode/raft"
-	"github.com/capraft/capraft/raftnode/storage/crashfs"
 )
 
 func ExampleWAL_Save() {

@@ -10,9 +10,9 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/capraft/capraft/raftnode/internal/crashfs"
+	"github.com/capraft/capraft/raftnode/internal/vfs"
 	"github.com/capraft/capraft/raftnode/raft"
-	"github.com/capraft/capraft/raftnode/storage/crashfs"
-	"github.com/capraft/capraft/raftnode/storage/vfs"
 )
 
 const dir = "/w"

@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/capraft/capraft/raftnode/storage/vfs"
+	"github.com/capraft/capraft/raftnode/internal/vfs"
 )
 
 // cleanStopHead is the first line of the clean-stop marker: its format.

@@ -5,7 +5,7 @@ package tracker
 import (
 	"slices"
 
-	"github.com/capraft/capraft/raftnode/raft/quorum"
+	"github.com/capraft/capraft/raftnode/raft/internal/quorum"
 )
 
 // Config is the membership configuration as the tracker uses it.

@@ -8,8 +8,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/capraft/capraft/raftnode/internal/vfs"
 	"github.com/capraft/capraft/raftnode/raft"
-	"github.com/capraft/capraft/raftnode/storage/vfs"
 )
 
 // DefaultSegmentSize is the size after which the log rolls to a new segment.

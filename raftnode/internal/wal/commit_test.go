@@ -6,9 +6,9 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/capraft/capraft/raftnode/internal/crashfs"
+	"github.com/capraft/capraft/raftnode/internal/vfs"
 	"github.com/capraft/capraft/raftnode/raft"
-	"github.com/capraft/capraft/raftnode/storage/crashfs"
-	"github.com/capraft/capraft/raftnode/storage/vfs"
 )
 
 func TestOversizedEntryRefused(t *testing.T) {

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/capraft/capraft/raftnode/internal/vfs"
 	"github.com/capraft/capraft/raftnode/raft"
-	"github.com/capraft/capraft/raftnode/storage/vfs"
 )
 
 // Batch is what one Save makes durable, in this order: the snapshot

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/capraft/capraft/raftnode/storage/crashfs"
+	"github.com/capraft/capraft/raftnode/internal/crashfs"
 )
 
 func TestCorruptionRefusesToOpen(t *testing.T) {

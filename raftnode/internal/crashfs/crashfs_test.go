@@ -6,7 +6,7 @@ import (
 	"math/rand"
 	"testing"
 
-	"github.com/capraft/capraft/raftnode/storage/vfs"
+	"github.com/capraft/capraft/raftnode/internal/vfs"
 )
 
 func write(t *testing.T, fs *FS, name string, data []byte, sync bool) {

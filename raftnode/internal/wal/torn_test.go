@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/capraft/capraft/raftnode/storage/vfs"
+	"github.com/capraft/capraft/raftnode/internal/vfs"
 )
 
 // TestTornTailAfterCrashIsTruncatedWithWarning cuts the end off the last

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"path"
 
-	"github.com/capraft/capraft/raftnode/storage/vfs"
+	"github.com/capraft/capraft/raftnode/internal/vfs"
 )
 
 // PreallocMode chooses how segment files are preallocated.

@@ -9,7 +9,7 @@ import (
 	"path"
 	"sort"
 
-	"github.com/capraft/capraft/raftnode/storage/vfs"
+	"github.com/capraft/capraft/raftnode/internal/vfs"
 )
 
 // Recovery: Open replays every segment, verifying every record. What a

@@ -48,7 +48,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/capraft/capraft/raftnode/storage/vfs"
+	"github.com/capraft/capraft/raftnode/internal/vfs"
 )
 
 // ErrCrashed is returned by every call after the armed crash point, and by

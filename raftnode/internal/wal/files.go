@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/capraft/capraft/raftnode/storage/vfs"
+	"github.com/capraft/capraft/raftnode/internal/vfs"
 )
 
 // The names of the files a WAL directory holds besides its segments
