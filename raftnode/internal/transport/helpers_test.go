@@ -48,6 +48,7 @@ type fakeHandler struct {
 	delay       time.Duration // before taking
 	hold        chan struct{} // if non-nil, taking waits until it is closed
 	notMember   *NotMember    // said of every call, if set
+	refuse      error         // if set, every call is refused with it (a stopping driver)
 	onTaken     func(msgs []raft.Message)
 }
 
@@ -60,8 +61,15 @@ func (h *fakeHandler) Deliver(msgs []raft.Message, done func(*NotMember, error))
 	h.got = append(h.got, msgs...)
 	h.cur++
 	h.maxCur = max(h.maxCur, h.cur)
-	hold, delay, nm, onTaken := h.hold, h.delay, h.notMember, h.onTaken
+	hold, delay, nm, onTaken, refuse := h.hold, h.delay, h.notMember, h.onTaken, h.refuse
 	h.mu.Unlock()
+	if refuse != nil {
+		h.mu.Lock()
+		h.cur--
+		h.mu.Unlock()
+		done(nil, refuse)
+		return
+	}
 	go func() {
 		if hold != nil {
 			<-hold

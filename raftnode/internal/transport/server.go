@@ -199,6 +199,9 @@ func (st *stream) send(call *rpc.InlineCall) {
 		<-st.slots
 		switch {
 		case err != nil:
+			// The driver could not take them (it is stopping): the
+			// stream ends, as Handler promises.
+			st.ended.Store(true)
 			call.Return(fmt.Errorf("raft send from %d: %w", st.hd.from, err))
 		case nm == nil:
 			call.Return(nil)
