@@ -384,3 +384,32 @@ func randomPtr(rng *rand.Rand, seg *capnp.Segment, depth int) capnp.Ptr {
 	}
 	return capnp.Ptr{}
 }
+
+// openRawStream starts a peer (node 2) served by h, dials it and opens a
+// well-formed stream from node 1 on it by hand, for tests that send what
+// no Transport would. The stream lives until ctx's test ends.
+func openRawStream(t *testing.T, ctx context.Context, h Handler) schema.PeerStream {
+	t.Helper()
+	ps := startPeer(t, 2, h, "")
+	cc := rpctest.Dial(t, ps.addr, rpcDialConfig(t))
+	rf, release := cc.Node().Raft(ctx, nil)
+	t.Cleanup(release)
+	res, err := rf.Struct()
+	if err != nil {
+		t.Fatal(err)
+	}
+	of, orel := res.Raft().Open(ctx, func(p schema.Raft_open_Params) error {
+		hd, err := p.NewHeader()
+		if err != nil {
+			return err
+		}
+		setHeader(hd, header{cluster: testCluster, from: 1, to: 2, inc: testIncarnation})
+		return nil
+	})
+	t.Cleanup(orel)
+	or, err := of.Struct()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return or.Stream()
+}

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/capraft/capraft/rpc/rpctest"
 	"github.com/capraft/capraft/schema"
 )
 
@@ -17,30 +16,9 @@ import (
 func TestSendTheDriverRefusesEndsTheStream(t *testing.T) {
 	h := newFakeHandler()
 	h.refuse = errors.New("stopping")
-	ps := startPeer(t, 2, h, "")
-	cc := rpctest.Dial(t, ps.addr, rpcDialConfig(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	rf, release := cc.Node().Raft(ctx, nil)
-	defer release()
-	res, err := rf.Struct()
-	if err != nil {
-		t.Fatal(err)
-	}
-	of, orel := res.Raft().Open(ctx, func(p schema.Raft_open_Params) error {
-		h, err := p.NewHeader()
-		if err != nil {
-			return err
-		}
-		setHeader(h, header{cluster: testCluster, from: 1, to: 2, inc: testIncarnation})
-		return nil
-	})
-	defer orel()
-	or, err := of.Struct()
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := or.Stream()
+	st := openRawStream(t, ctx, h)
 	send := func() error {
 		m := appMsg(2, 0, 1, 8, nil)
 		f, frel := st.Send(ctx, func(p schema.PeerStream_send_Params) error {

@@ -8,7 +8,6 @@ import (
 
 	"capnproto.org/go/capnp/v3"
 
-	"github.com/capraft/capraft/rpc/rpctest"
 	"github.com/capraft/capraft/schema"
 )
 
@@ -18,31 +17,9 @@ import (
 // an entry) before reading an element would allocate gigabytes for a send
 // of about a hundred bytes, from any peer that may open a stream.
 func TestTinySendDoesNotMakeTheReceiverAllocateGigabytes(t *testing.T) {
-	h := newFakeHandler()
-	ps := startPeer(t, 2, h, "")
-	cc := rpctest.Dial(t, ps.addr, rpcDialConfig(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	rf, release := cc.Node().Raft(ctx, nil)
-	defer release()
-	res, err := rf.Struct()
-	if err != nil {
-		t.Fatal(err)
-	}
-	of, orel := res.Raft().Open(ctx, func(p schema.Raft_open_Params) error {
-		h, err := p.NewHeader()
-		if err != nil {
-			return err
-		}
-		setHeader(h, header{cluster: testCluster, from: 1, to: 2, inc: testIncarnation})
-		return nil
-	})
-	defer orel()
-	or, err := of.Struct()
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := or.Stream()
+	st := openRawStream(t, ctx, newFakeHandler())
 
 	const n = 1 << 20 // 8 MiB of traversal budget; the wire carries a tag word
 	var before, after runtime.MemStats
