@@ -104,7 +104,7 @@ const (
 
 // seeded returns the test's random source and seed, and makes sure the
 // seed is printed with a rerun command, again if the test fails.
-func seeded(t *testing.T) (*rand.Rand, int64) {
+func seeded(t testing.TB) (*rand.Rand, int64) {
 	t.Helper()
 	seed := *seedFlag
 	if seed == 0 {
@@ -122,7 +122,7 @@ func seeded(t *testing.T) (*rand.Rand, int64) {
 
 // env is one test's cluster and clients.
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	rng   *rand.Rand
 	seed  int64
 	c     *cluster.Cluster
@@ -191,7 +191,7 @@ type envConfig struct {
 	electionTimeout time.Duration
 }
 
-func newEnv(t *testing.T, cfg envConfig) *env {
+func newEnv(t testing.TB, cfg envConfig) *env {
 	t.Helper()
 	rng, seed := seeded(t)
 	if cfg.size == 0 {
@@ -256,7 +256,7 @@ func (e *env) setNodeSecurity(id uint64, args ...string) {
 }
 
 // writeClusterSecret writes a fresh cluster secret to a 0600 file.
-func writeClusterSecret(t *testing.T) string {
+func writeClusterSecret(t testing.TB) string {
 	t.Helper()
 	secret := make([]byte, 32)
 	if _, err := crand.Read(secret); err != nil {

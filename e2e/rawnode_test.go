@@ -18,7 +18,7 @@ import (
 
 // dialNode opens a connection to addr (TLS with tlsCfg if not nil) and
 // returns it; it is closed when the test ends.
-func dialNode(t *testing.T, addr string, tlsCfg *tls.Config) *rpc.ClientConn {
+func dialNode(t testing.TB, addr string, tlsCfg *tls.Config) *rpc.ClientConn {
 	t.Helper()
 	ctx, cancel := opCtx()
 	defer cancel()

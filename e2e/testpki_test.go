@@ -31,7 +31,7 @@ type testPKI struct {
 }
 
 // newTestPKI makes a CA and an operator's and a client's certificates.
-func newTestPKI(t *testing.T) *testPKI {
+func newTestPKI(t testing.TB) *testPKI {
 	t.Helper()
 	ca, err := pki.NewCA("capraft e2e CA", certValidity)
 	if err != nil {
@@ -48,7 +48,7 @@ func newTestPKI(t *testing.T) *testPKI {
 }
 
 // issue returns a certificate from the CA naming role (none if empty).
-func (p *testPKI) issue(t *testing.T, role, name string) *pki.KeyPair {
+func (p *testPKI) issue(t testing.TB, role, name string) *pki.KeyPair {
 	t.Helper()
 	kp, err := p.ca.Issue(role, name, nil, certValidity)
 	if err != nil {
@@ -61,7 +61,7 @@ func (p *testPKI) issue(t *testing.T, role, name string) *pki.KeyPair {
 // naming the node's id, valid for 127.0.0.1), issuing them on first use.
 // It may run on a goroutine that starts nodes, so a failure is reported
 // with Errorf (the node then fails to start, naming the missing file).
-func (p *testPKI) nodeFiles(t *testing.T, id uint64) (certFile, keyFile string) {
+func (p *testPKI) nodeFiles(t testing.TB, id uint64) (certFile, keyFile string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if f, ok := p.nodes[id]; ok {
@@ -84,7 +84,7 @@ func (p *testPKI) nodeFiles(t *testing.T, id uint64) (certFile, keyFile string) 
 
 // clientTLS returns a client's TLS configuration: it verifies nodes
 // against the CA and presents kp (nil: no certificate).
-func (p *testPKI) clientTLS(t *testing.T, kp *pki.KeyPair) *tls.Config {
+func (p *testPKI) clientTLS(t testing.TB, kp *pki.KeyPair) *tls.Config {
 	t.Helper()
 	if kp == nil {
 		return rpc.ClientTLS(p.ca.Pool(), nil)

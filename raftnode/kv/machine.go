@@ -3,6 +3,7 @@ package kv
 import (
 	"fmt"
 	"io"
+	"runtime"
 
 	"github.com/capraft/capraft/raftnode/statemachine"
 )
@@ -53,17 +54,37 @@ func (m Machine) Snapshot() (statemachine.Snapshot, error) { return m.s.Snapshot
 
 // Restore replaces the store's state with the snapshot read from r (zero
 // bytes: an empty store) and sets the applied index to index. A snapshot
-// applied beyond index is refused. On error the store is unchanged.
+// applied beyond index is refused, the store unchanged.
+//
+// Once the snapshot's header is accepted, the store drops its state and
+// collects it before it builds the new one, so a node never holds two
+// states (installing a 10 GiB snapshot needs 10 GiB, not 20); the store's
+// readers wait meanwhile, and never see the empty store in between. If
+// the rest of the stream fails, the store is left empty (Applied 0): see
+// statemachine.Machine.Restore.
 func (m Machine) Restore(r io.Reader, index uint64) error {
-	st, err := decodeSnapshot(r, true, true)
+	s := m.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, err := decodeSnapshot(r, true, true, func(applied uint64) error {
+		if err := checkIndex(applied, index); err != nil {
+			return err
+		}
+		s.installLocked(emptyState(0))
+		// Without a collection now, the heap would grow to about twice
+		// the old state (its last goal) before the garbage collector
+		// returned the old state's memory for the new one to use.
+		runtime.GC()
+		return nil
+	})
 	if err != nil {
 		return err
 	}
 	if err := checkIndex(st.applied, index); err != nil {
-		return err
+		return err // the empty stream's state, at index 0, never is
 	}
 	st.applied = index
-	m.s.install(st)
+	s.installLocked(st)
 	return nil
 }
 
@@ -71,7 +92,7 @@ func (m Machine) Restore(r io.Reader, index uint64) error {
 // building the state: it costs one pass over the stream and memory bounded
 // by the largest key or value.
 func (m Machine) Verify(r io.Reader, index uint64) error {
-	st, err := decodeSnapshot(r, false, true)
+	st, err := decodeSnapshot(r, false, true, nil)
 	if err != nil || st == nil {
 		return err
 	}

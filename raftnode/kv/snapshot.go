@@ -390,7 +390,7 @@ func (r *snapReader) kv(it *entry, rev uint64) {
 // lengths, checksum, end of input) before the state is replaced: on error
 // the store is unchanged. Restore must not run concurrently with Apply.
 func (s *Store) Restore(r io.Reader) error {
-	st, err := decodeSnapshot(r, true, false)
+	st, err := decodeSnapshot(r, true, false, nil)
 	if err != nil {
 		return err
 	}
@@ -421,6 +421,11 @@ func emptyState(applied uint64) *snapState {
 func (s *Store) install(st *snapState) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.installLocked(st)
+}
+
+// installLocked is install with s.mu held.
+func (s *Store) installLocked(st *snapState) {
 	s.applied, s.rev, s.clock = st.applied, st.rev, st.clock
 	s.kv, s.sessions, s.expiry = st.kv, st.sessions, st.expiry
 	s.tokenKeys, s.revoked, s.revExpiry = st.tokenKeys, st.revoked, st.revExpiry
@@ -434,7 +439,12 @@ func (s *Store) install(st *snapState) {
 // memory bounded by the largest key or value, not by the state's size)
 // and returns a state with no trees. With emptyOK, an input of zero bytes
 // is the empty state (nil without build).
-func decodeSnapshot(r io.Reader, build, emptyOK bool) (*snapState, error) {
+//
+// accept, if not nil, runs once the header is read and checked, before
+// any state is built: an error from it ends the decoding with that error
+// (Machine.Restore checks the index there, then drops the state it
+// replaces).
+func decodeSnapshot(r io.Reader, build, emptyOK bool, accept func(applied uint64) error) (*snapState, error) {
 	sr := &snapReader{r: r, buf: make([]byte, 256<<10)}
 	if emptyOK && !sr.more(1) {
 		if sr.err != nil {
@@ -464,6 +474,14 @@ func decodeSnapshot(r io.Reader, build, emptyOK bool) (*snapState, error) {
 	st.rev = sr.fixed64()
 	st.clock = int64(sr.fixed64())
 	applied, rev, clock := st.applied, st.rev, st.clock
+	if sr.err != nil {
+		return nil, sr.err
+	}
+	if accept != nil {
+		if err := accept(applied); err != nil {
+			return nil, err
+		}
+	}
 
 	if build {
 		st.kv, st.sessions, st.expiry = newTrees()

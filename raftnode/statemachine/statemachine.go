@@ -82,10 +82,19 @@ type Machine interface {
 	// snapshot covers (the state it holds was applied at or below index;
 	// a stream claiming more fails). A stream of zero bytes stands for the
 	// initial state: a new cluster's first snapshot carries none.
-	// Restore reads r to its end and validates all of it before it changes
-	// anything: on error, the state is unchanged. It must reject a damaged
-	// stream (truncated, altered, trailing bytes) rather than install part
-	// of it.
+	// It must reject a damaged stream (truncated, altered, trailing
+	// bytes) rather than install part of it: on error the machine holds
+	// either its state from before the call or its initial state (Applied
+	// 0), never a part of the stream.
+	//
+	// A Machine may drop its current state before it reads the new one
+	// (once the stream's header says it is acceptable), so that restoring
+	// a state as large as memory allows never needs twice that; reads
+	// through the machine's own API wait or fail meanwhile, never see a
+	// state that was not applied. The driver calls Restore only with a
+	// stream it trusts (its own checksummed snapshot file, or one Verify
+	// accepted as it arrived), and stops the node if Restore fails anyway
+	// (a read error, say): the next start restores from disk again.
 	Restore(r io.Reader, index uint64) error
 
 	// Verify reads a snapshot stream as Restore would and returns the

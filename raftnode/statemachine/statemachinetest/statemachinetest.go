@@ -58,7 +58,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("ReappliedIndexesAreIgnored", c.reapplied)
 	t.Run("SnapshotIsConsistentAsOfItsIndexWhileApplyGoesOn", c.snapshotWhileApplying)
 	t.Run("RestoreFromStreamEqualsOriginal", c.restoreEqualsOriginal)
-	t.Run("RestoreOfDamagedStreamFailsAndKeepsState", c.restoreRejectsDamage)
+	t.Run("RestoreOfDamagedStreamFailsWithoutInstallingPart", c.restoreRejectsDamage)
 	t.Run("EmptyStreamRestoresInitialState", c.emptyStream)
 }
 
@@ -337,8 +337,9 @@ func (c *contract) restoreEqualsOriginal(t *testing.T) {
 	}
 }
 
-// checkRefused checks Verify and Restore of b at index fail, and leave a
-// machine with state as it was.
+// checkRefused checks Verify and Restore of b at index fail, Verify
+// leaving the state as it was and Restore leaving it as it was or
+// initial.
 func checkRefused(t *testing.T, c *contract, b []byte, index uint64, what string, args ...any) {
 	t.Helper()
 	m := c.h.New()
@@ -347,16 +348,30 @@ func checkRefused(t *testing.T, c *contract, b []byte, index uint64, what string
 	if err := m.Verify(bytes.NewReader(b), index); err == nil {
 		t.Fatalf("Verify accepted %s", fmt.Sprintf(what, args...))
 	}
+	if m.Applied() != applied || !bytes.Equal(c.h.State(t, m), before) {
+		t.Fatalf("a refused Verify (%s) changed the state", fmt.Sprintf(what, args...))
+	}
 	if err := m.Restore(bytes.NewReader(b), index); err == nil {
 		t.Fatalf("Restore accepted %s", fmt.Sprintf(what, args...))
 	}
-	if m.Applied() != applied || !bytes.Equal(c.h.State(t, m), before) {
-		t.Fatalf("a refused Restore (%s) changed the state", fmt.Sprintf(what, args...))
+	c.checkBeforeOrInitial(t, m, before, "a refused Restore (%s)", fmt.Sprintf(what, args...))
+}
+
+// checkBeforeOrInitial checks m holds the state before, or the initial
+// state: what a failed Restore may leave, never part of a stream.
+func (c *contract) checkBeforeOrInitial(t *testing.T, m statemachine.Machine, before []byte, what string, args ...any) {
+	t.Helper()
+	now := c.h.State(t, m)
+	if bytes.Equal(now, before) {
+		return
+	}
+	if m.Applied() != 0 || !bytes.Equal(now, c.h.State(t, c.h.New())) {
+		t.Fatalf("%s left a state that is neither the one before it nor the initial one (applied %d)", fmt.Sprintf(what, args...), m.Applied())
 	}
 }
 
 // A damaged stream (truncated, a byte altered, bytes added, a read error)
-// is refused by Verify and Restore, and the state stays as it was.
+// is refused by Verify and Restore, never installed in part.
 func (c *contract) restoreRejectsDamage(t *testing.T) {
 	ents := c.log(7)
 	rng := c.rng(7)
@@ -391,9 +406,7 @@ func (c *contract) restoreRejectsDamage(t *testing.T) {
 			if err := m.Restore(r, index); err == nil {
 				t.Fatalf("Restore of a stream failing after %d bytes succeeded", n)
 			}
-			if !bytes.Equal(c.h.State(t, m), before) {
-				t.Fatalf("Restore of a stream failing after %d bytes changed the state", n)
-			}
+			c.checkBeforeOrInitial(t, m, before, "Restore of a stream failing after %d bytes", n)
 			continue
 		}
 		checkRefused(t, c, bad, index, "a stream %s", what)
