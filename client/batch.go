@@ -80,7 +80,33 @@ type result struct {
 	more      bool
 }
 
-// queue holds the attempts waiting for a batch, and counts the senders.
+// batchKind is what a batch's answer waits for: the commit of its
+// writes, a read barrier, or nothing. A batch is answered as a whole,
+// once its slowest operation is: a read batched with writes would wait
+// for their commit, and a serializable read for a linearizable read's
+// barrier. So each kind has its own queue and its own batch calls in
+// flight, and each batch is answered as soon as its kind allows.
+type batchKind uint8
+
+const (
+	writeBatch batchKind = iota
+	linearizableBatch
+	serializableBatch
+	batchKinds
+)
+
+func kindOf(r *request) batchKind {
+	switch {
+	case r.write():
+		return writeBatch
+	case r.op.Serializable:
+		return serializableBatch
+	}
+	return linearizableBatch
+}
+
+// queue holds the attempts of one kind waiting for a batch, and counts
+// their senders.
 type queue struct {
 	mu      sync.Mutex
 	pending []*attempt
@@ -102,17 +128,17 @@ func (q *queue) close() {
 	}
 }
 
-// enqueue queues a for the next batch. If fewer than the maximum senders
-// are running, the caller becomes one: enqueue reports lead, and the
-// caller must call lead(ctx), which sends a batch from its own goroutine
-// (saving two goroutine hand-offs on a lone operation's path). It returns
-// false if the client is closed.
-func (c *Client) enqueue(a *attempt) (ok, lead bool) {
-	q := &c.q
+// enqueue queues a for the next batch of its kind. If fewer than the
+// maximum senders of that kind are running, the caller becomes one:
+// enqueue reports lead, and the caller must call lead(ctx, q), which
+// sends a batch from its own goroutine (saving two goroutine hand-offs on
+// a lone operation's path). It returns false if the client is closed.
+func (c *Client) enqueue(a *attempt) (q *queue, ok, lead bool) {
+	q = &c.queues[kindOf(a.req)]
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
-		return false, false
+		return q, false, false
 	}
 	q.pending = append(q.pending, a)
 	lead = q.senders < c.opts.maxInFlight
@@ -121,14 +147,14 @@ func (c *Client) enqueue(a *attempt) (ok, lead bool) {
 		c.wg.Add(1)
 	}
 	q.mu.Unlock()
-	return true, lead
+	return q, true, lead
 }
 
-// sender sends batches until the queue is empty.
-func (c *Client) sender() {
+// sender sends batches until q is empty.
+func (c *Client) sender(q *queue) {
 	defer c.wg.Done()
 	for {
-		batch := c.take()
+		batch := c.take(q)
 		if batch == nil {
 			return
 		}
@@ -141,15 +167,15 @@ func (c *Client) sender() {
 // sender's role to a goroutine if more is queued. A caller whose ctx ends
 // first, or who would have to wait for a connection, hands the batch over
 // at once, so ctx is honoured as when a goroutine sends.
-func (c *Client) lead(ctx context.Context) {
-	batch := c.take()
+func (c *Client) lead(ctx context.Context, q *queue) {
+	batch := c.take(q)
 	if batch == nil {
 		c.wg.Done()
 		return
 	}
 	cn := c.readyConn()
 	if cn == nil {
-		c.handOff(func() { c.sendBatch(batch) })
+		c.handOff(q, func() { c.sendBatch(batch) })
 		return
 	}
 	call := c.issue(cn, batch)
@@ -157,13 +183,13 @@ func (c *Client) lead(ctx context.Context) {
 		select {
 		case <-call.f.Done():
 		case <-ctx.Done():
-			c.handOff(call.finish)
+			c.handOff(q, call.finish)
 			return
 		}
 		call.finish()
 	}
-	if next := c.take(); next != nil {
-		c.handOff(func() { c.sendBatch(next) })
+	if next := c.take(q); next != nil {
+		c.handOff(q, func() { c.sendBatch(next) })
 		return
 	}
 	c.wg.Done()
@@ -171,18 +197,17 @@ func (c *Client) lead(ctx context.Context) {
 
 // handOff passes a caller's sender role to a goroutine, which runs first
 // (the caller's unfinished batch) and then sends until the queue is empty.
-func (c *Client) handOff(first func()) {
+func (c *Client) handOff(q *queue, first func()) {
 	go func() {
 		first()
-		c.sender()
+		c.sender(q)
 	}()
 }
 
-// take removes the next batch from the queue: the queued attempts in order,
-// up to the batch limits, whose writes all belong to one session. It
-// returns nil, and ends the calling sender, when nothing is queued.
-func (c *Client) take() []*attempt {
-	q := &c.q
+// take removes the next batch from q: the queued attempts in order, up
+// to the batch limits, whose writes all belong to one session. It returns
+// nil, and ends the calling sender, when nothing is queued.
+func (c *Client) take(q *queue) []*attempt {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	var batch []*attempt

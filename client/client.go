@@ -125,8 +125,11 @@ func WithLogger(l hclog.Logger) Option { return func(o *options) { o.log = l } }
 func WithMaxBatch(n int) Option { return func(o *options) { o.maxBatch = n } }
 
 // WithMaxInFlight caps the KV.batch calls in flight at once on the
-// connection (default 1). Operations issued while all are in flight wait
-// and go out together in the next batch. More calls in flight lower the
+// connection for each kind of operation (default 1): writes, linearizable
+// reads and serializable reads are batched apart, so that a read is never
+// answered only once a write batched with it commits. Operations issued
+// while all calls of their kind are in flight wait and go out together in
+// the next batch. More calls in flight lower the
 // wait of an operation that arrives while a batch is out, at the cost of
 // smaller batches: a free sender takes whatever is queued, often a single
 // operation, and each call (and each Raft entry) has a fixed cost on both
@@ -162,9 +165,9 @@ type Client struct {
 	cur    *conn // the current connection (possibly still dialling), or nil
 	closed bool
 
-	q    queue
-	sess sessions
-	ids  endpointIDs
+	queues [batchKinds]queue // one per batchKind
+	sess   sessions
+	ids    endpointIDs
 }
 
 // conn is one connection and the capabilities cached on it. Its fields
@@ -608,7 +611,9 @@ func (c *Client) Close() error {
 	}
 	c.mu.Unlock()
 
-	c.q.close()
+	for i := range c.queues {
+		c.queues[i].close()
+	}
 	c.cancel() // ends dials, the keepalive loop and the batch calls in flight
 	if cn != nil {
 		c.closeSession(cn)

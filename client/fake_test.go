@@ -99,6 +99,12 @@ type fakeStore struct {
 	transfers        atomic.Int64 // transferLeadership calls answered
 
 	auth fakeAuth // tokens and logins (fake_auth_test.go)
+
+	// writeGate, if set, holds every batch holding a write until it is
+	// closed (the call steps aside with Go, so later calls are served);
+	// heldWrites counts the batches it holds.
+	writeGate  chan struct{}
+	heldWrites atomic.Int64
 }
 
 type memberInfo struct {
@@ -399,6 +405,15 @@ func (k *fakeKVCap) Batch(ctx context.Context, call schema.KV_batch) error {
 			break
 		}
 	}
+	if s.writeGate != nil && batchHasWrite(ops) {
+		call.Go()
+		s.heldWrites.Add(1)
+		select {
+		case <-s.writeGate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	f := s.faultFor(n)
 	switch f.kind {
 	case faultDelay:
@@ -452,6 +467,17 @@ func (k *fakeKVCap) Batch(ctx context.Context, call schema.KV_batch) error {
 		}
 	}
 	return nil
+}
+
+func batchHasWrite(ops schema.Op_List) bool {
+	for i := 0; i < ops.Len(); i++ {
+		switch ops.At(i).Which() {
+		case schema.Op_Which_get, schema.Op_Which_range:
+		default:
+			return true
+		}
+	}
+	return false
 }
 
 // apply runs a batch against the store with session deduplication.

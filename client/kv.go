@@ -268,12 +268,12 @@ func (c *Client) do(ctx context.Context, req *request) (res result, err error) {
 			}
 		}
 		a := &attempt{req: req, session: req.session, seq: req.op.Seq, done: make(chan struct{})}
-		ok, lead := c.enqueue(a)
+		q, ok, lead := c.enqueue(a)
 		if !ok {
 			return fail(ErrClosed)
 		}
 		if lead {
-			c.lead(ctx)
+			c.lead(ctx, q)
 		}
 		select {
 		case <-a.done:
