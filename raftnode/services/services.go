@@ -100,7 +100,7 @@ func New(cfg Config) (*Server, error) {
 // Bootstrap returns the Node capability for one connection. It is meant
 // for rpc.Config.Bootstrap.
 func (sv *Server) Bootstrap(conn *rpc.ConnInfo) capnp.Client {
-	return sv.newNodeCapability(conn, sv.connGrant(conn), new(challengeState)).export()
+	return sv.newNodeCapability(conn, sv.connGrant(conn), new(challengeState), new(transport.StreamLimits)).export()
 }
 
 // Close stops what the services run on their own (the first token key's

@@ -163,6 +163,20 @@ type peerServer struct {
 	peerID uint64
 	srv    *rpc.Server
 	served chan error
+
+	mu sync.Mutex
+	// limits holds each connection's StreamLimits, in accept order.
+	limits []*StreamLimits
+}
+
+// streamLimits returns the StreamLimits of the i-th connection accepted.
+func (ps *peerServer) streamLimits(i int) *StreamLimits {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if i >= len(ps.limits) {
+		ps.t.Fatalf("no connection %d (%d accepted)", i, len(ps.limits))
+	}
+	return ps.limits[i]
 }
 
 // startPeer serves node id (cluster testCluster) with handler h on a free
@@ -204,7 +218,12 @@ func (ps *peerServer) start(addr string) {
 	ps.srv = rpc.NewServer(rpc.Config{
 		Logger: log,
 		Bootstrap: func(conn *rpc.ConnInfo) capnp.Client {
-			n := &testNode{id: ps.id, conn: conn, cfg: ServerConfig{ClusterID: ps.cluster, LocalID: ps.id, Handler: ps.h, Logger: log, MaxInFlight: ps.maxInFlight, PeerID: ps.peerID}}
+			lim := new(StreamLimits)
+			ps.mu.Lock()
+			ps.limits = append(ps.limits, lim)
+			ps.mu.Unlock()
+			n := &testNode{id: ps.id, conn: conn, cfg: ServerConfig{ClusterID: ps.cluster, LocalID: ps.id, Handler: ps.h, Logger: log,
+				MaxInFlight: ps.maxInFlight, PeerID: ps.peerID, Streams: lim}}
 			return capnp.Client(schema.Node_ServerToClient(n))
 		},
 	})

@@ -20,7 +20,8 @@
 // The receiving side (NewServer) is the Raft capability a node serves on
 // each connection: Raft.open checks a stream's header, and each send
 // call's messages are decoded, checked against it and handed to the
-// driver's Handler in arrival order.
+// driver's Handler in arrival order. A connection holds a bounded number
+// of streams and one snapshot stream at a time (StreamLimits).
 //
 // Raft tolerates loss, so the transport never blocks its caller: a lane's
 // queue is bounded, and when it is full, or the connection fails,
