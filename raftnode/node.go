@@ -300,7 +300,7 @@ func (n *Node) open() (discover bool, err error) {
 		Dial:         n.cfg.Dial,
 		Authenticate: services.PeerAuthenticator(n.cfg.Security, n.clusterID, n.cfg.ID),
 		Incarnation:  n.store.Incarnation(),
-		NotMember:    func(id uint64, nm transport.NotMember) { n.d.ReportNotMember(id, driver.NotMember(nm)) },
+		NotMember:    func(id uint64, nm raft.NotMember) { n.d.ReportNotMember(id, nm) },
 		Unreachable:  func(id uint64) { n.d.ReportUnreachable(id) },
 		// Snapshots stream beside the core: the transport reads the
 		// file and reports to the driver, which tells the core.

@@ -64,10 +64,9 @@ type Transport interface {
 }
 
 // NotMember is a peer's word that its configuration, as of its applied
-// Index (in its Term), does not include this node.
-type NotMember struct {
-	Index, Term uint64
-}
+// Index (in its Term), does not include this node: the core's type, which
+// the transport carries as it is.
+type NotMember = raft.NotMember
 
 // Config configures a Driver. The durations and snapshot thresholds must
 // be set (the composition root applies the node's defaults).

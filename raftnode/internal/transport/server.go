@@ -30,7 +30,7 @@ type Handler interface {
 	// ignored one of them because its sender is not a member of this
 	// node's configuration, or with err if it could not take them
 	// (stopping), which ends the stream.
-	Deliver(msgs []raft.Message, done func(nm *NotMember, err error))
+	Deliver(msgs []raft.Message, done func(nm *raft.NotMember, err error))
 }
 
 // ServerConfig configures the Raft capability served on one connection.
@@ -227,7 +227,7 @@ func (st *stream) send(call *rpc.InlineCall) {
 		call.Return(ctx.Err())
 		return
 	}
-	h.Deliver(msgs, func(nm *NotMember, err error) {
+	h.Deliver(msgs, func(nm *raft.NotMember, err error) {
 		<-st.slots
 		switch {
 		case err != nil:

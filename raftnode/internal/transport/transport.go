@@ -106,7 +106,7 @@ type Config struct {
 	// include this node (its core ignored this node's messages as a
 	// non-member's; see schema NotMember). It is called from a lane's
 	// goroutine and must not block long.
-	NotMember func(peer uint64, nm NotMember)
+	NotMember func(peer uint64, nm raft.NotMember)
 	// Unreachable is called with a peer's id when its connection failed
 	// or its queue overflowed (the driver then calls the core's
 	// ReportUnreachable in its loop). It is called from the peer's
@@ -178,7 +178,7 @@ func (c Config) withDefaults() Config {
 		c.MaxBatchBytes = DefaultMaxBatchBytes
 	}
 	if c.NotMember == nil {
-		c.NotMember = func(uint64, NotMember) {}
+		c.NotMember = func(uint64, raft.NotMember) {}
 	}
 	if c.Unreachable == nil {
 		c.Unreachable = func(uint64) {}

@@ -163,7 +163,7 @@ func TestControlLaneDoesNotWaitBehindAStalledDataLane(t *testing.T) {
 // one send call travel on one lane).
 type laneHandler struct{ data, control Handler }
 
-func (h *laneHandler) Deliver(msgs []raft.Message, done func(*NotMember, error)) {
+func (h *laneHandler) Deliver(msgs []raft.Message, done func(*raft.NotMember, error)) {
 	if LaneOf(msgs[0].Type) == LaneData {
 		h.data.Deliver(msgs, done)
 		return
@@ -174,7 +174,7 @@ func (h *laneHandler) Deliver(msgs []raft.Message, done func(*NotMember, error))
 // holdAll takes nothing until hold is closed.
 type holdAll struct{ hold chan struct{} }
 
-func (h *holdAll) Deliver(_ []raft.Message, done func(*NotMember, error)) {
+func (h *holdAll) Deliver(_ []raft.Message, done func(*raft.NotMember, error)) {
 	go func() {
 		<-h.hold
 		done(nil, nil)
@@ -185,14 +185,14 @@ func (h *holdAll) Deliver(_ []raft.Message, done func(*NotMember, error)) {
 // transport reports it, and keeps sending.
 func TestNotMemberIsReported(t *testing.T) {
 	h := newFakeHandler()
-	h.notMember = &NotMember{Index: 42, Term: 7}
+	h.notMember = &raft.NotMember{Index: 42, Term: 7}
 	ps := startPeer(t, 2, h, "")
 	rec := newRecorder()
 	tr := newTestTransport(t, rec, nil)
 	tr.SetPeer(2, ps.addr)
 	tr.Send([]raft.Message{{Type: raft.MsgVote, From: 1, To: 2, Term: 3, PreVote: true, Incarnation: testIncarnation}})
 	rpctest.Eventually(t, 10*time.Second, "reported", func() bool { return len(rec.notMembers()) == 1 })
-	if got := rec.notMembers()[0]; got != (NotMember{Index: 42, Term: 7}) {
+	if got := rec.notMembers()[0]; got != (raft.NotMember{Index: 42, Term: 7}) {
 		t.Fatalf("reported %+v", got)
 	}
 	if st := tr.Stats(2); st.Failures != 0 || !st.Lanes[LaneControl].Connected {
@@ -648,16 +648,16 @@ func TestLargeAppendsCountBytes(t *testing.T) {
 // messages on its own, like a loop stuck on a slow disk.
 type holdingHandler struct {
 	mu    sync.Mutex
-	dones []func(*NotMember, error)
+	dones []func(*raft.NotMember, error)
 }
 
-func (h *holdingHandler) Deliver(_ []raft.Message, done func(*NotMember, error)) {
+func (h *holdingHandler) Deliver(_ []raft.Message, done func(*raft.NotMember, error)) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.dones = append(h.dones, done)
 }
 
-func (h *holdingHandler) held() []func(*NotMember, error) {
+func (h *holdingHandler) held() []func(*raft.NotMember, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return slices.Clone(h.dones)
@@ -688,7 +688,7 @@ func TestServerCloseAnswersCallsTheDriverHolds(t *testing.T) {
 		t.Fatal("server Close hangs on the calls the driver holds")
 	}
 	for _, done := range h.held() {
-		done(&NotMember{Index: 1}, nil)
+		done(&raft.NotMember{Index: 1}, nil)
 	}
 	if n := tr.Stats(2).Delivered; n != 0 {
 		t.Fatalf("%d messages counted taken from calls answered after the connection closed", n)
