@@ -12,6 +12,7 @@ import (
 
 	"github.com/capraft/capraft/client"
 	"github.com/capraft/capraft/raftnode"
+	"github.com/capraft/capraft/raftnode/internal/storeknobs"
 	"github.com/capraft/capraft/raftnode/internal/vfs"
 	"github.com/capraft/capraft/rpc"
 	"github.com/capraft/capraft/rpc/rpctest"
@@ -112,7 +113,7 @@ func authCostClient(b *testing.B, mode string) *client.Client {
 	}
 	c := newCluster(b, 1, func(cfg *raftnode.Config) {
 		cfg.HeartbeatInterval, cfg.ElectionTimeout = 100*time.Millisecond, time.Second
-		cfg.FS = noSyncFS{vfs.OS}
+		cfg.StorageKnobs = &storeknobs.Knobs{FS: noSyncFS{vfs.OS}}
 		cfg.Security = security
 		if mode == "token" {
 			cfg.Security.OperatorTokenFile = filepath.Join(cfg.DataDir, "operator.token")

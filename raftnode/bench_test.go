@@ -8,6 +8,7 @@ import (
 
 	"github.com/capraft/capraft/client"
 	"github.com/capraft/capraft/raftnode"
+	"github.com/capraft/capraft/raftnode/internal/storeknobs"
 	"github.com/capraft/capraft/raftnode/internal/vfs"
 )
 
@@ -59,7 +60,7 @@ func newBenchCluster(b *testing.B, fsync bool) *testCluster {
 	return newTestClusterTB(b, 3, func(cfg *raftnode.Config) {
 		cfg.HeartbeatInterval, cfg.ElectionTimeout = 100*time.Millisecond, time.Second
 		if !fsync {
-			cfg.FS = noSyncFS{vfs.OS}
+			cfg.StorageKnobs = &storeknobs.Knobs{FS: noSyncFS{vfs.OS}}
 		}
 	})
 }

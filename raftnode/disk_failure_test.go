@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/capraft/capraft/raftnode"
+	"github.com/capraft/capraft/raftnode/internal/storeknobs"
 	"github.com/capraft/capraft/raftnode/internal/vfs"
 	"github.com/capraft/capraft/rpc/rpctest"
 	"github.com/capraft/capraft/schema"
@@ -80,7 +81,7 @@ func TestDiskFailureStopsNodeCleanly(t *testing.T) {
 				fss[id] = &failFS{FS: vfs.OS, after: 3, failWrites: tc.failWrites}
 			}
 			c := newTestCluster(t, 3, func(cfg *raftnode.Config) {
-				cfg.FS = fss[cfg.ID]
+				cfg.StorageKnobs = &storeknobs.Knobs{FS: fss[cfg.ID]}
 				cfg.RequestTimeout = 2 * time.Second
 			})
 			lead := c.leader()

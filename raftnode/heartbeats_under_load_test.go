@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/capraft/capraft/raftnode"
+	"github.com/capraft/capraft/raftnode/internal/storeknobs"
 	"github.com/capraft/capraft/raftnode/internal/transport"
 	"github.com/capraft/capraft/raftnode/internal/vfs"
 	"github.com/capraft/capraft/rpc/rpctest"
@@ -64,7 +65,7 @@ func TestHeartbeatsArriveWhileAFollowersAppendLaneIsSaturated(t *testing.T) {
 	}
 	c := newTestCluster(t, 3, func(cfg *raftnode.Config) {
 		cfg.Logger = hclog.New(&hclog.LoggerOptions{Output: bufs[cfg.ID], Level: hclog.Info}).With("node", cfg.ID)
-		cfg.FS = fss[cfg.ID]
+		cfg.StorageKnobs = &storeknobs.Knobs{FS: fss[cfg.ID]}
 		cfg.HeartbeatInterval, cfg.ElectionTimeout = heartbeat, 10*heartbeat
 	})
 	t.Cleanup(func() {

@@ -15,8 +15,6 @@ import (
 	"github.com/capraft/capraft/raftnode/driver"
 	"github.com/capraft/capraft/raftnode/echo"
 	"github.com/capraft/capraft/raftnode/internal/transport"
-	"github.com/capraft/capraft/raftnode/internal/vfs"
-	"github.com/capraft/capraft/raftnode/internal/wal"
 	"github.com/capraft/capraft/raftnode/kv"
 	"github.com/capraft/capraft/raftnode/raft"
 	"github.com/capraft/capraft/raftnode/services"
@@ -114,9 +112,10 @@ type Config struct {
 	Logger hclog.Logger
 	// Seed seeds the core's election randomness (default: random).
 	Seed uint64
-	// FS is the file system the data directory lives on (default: the
-	// operating system's). Tests inject failures through it.
-	FS vfs.FS
+	// StorageKnobs are storage settings only tests inside this module
+	// turn (a file system that injects failures; see
+	// storage.Options.Knobs); nil leaves production's.
+	StorageKnobs storage.Knobs
 }
 
 func (c *Config) setDefaults() error {
@@ -257,7 +256,7 @@ func (n *Node) open() (discover bool, err error) {
 		TrailingBytes: n.cfg.SnapshotBytes / 2,
 		SegmentSize:   n.cfg.WALSegmentSize,
 		NoDirectIO:    n.cfg.WALBufferedIO,
-		FS:            n.cfg.FS,
+		Knobs:         n.cfg.StorageKnobs,
 		// Damaged storage is repaired from the peers: the store cuts
 		// away what is damaged and takes a new incarnation, and the
 		// leader restores the node. Alone, nothing could restore what a
@@ -300,7 +299,7 @@ func (n *Node) open() (discover bool, err error) {
 		Dial:         n.cfg.Dial,
 		Authenticate: services.PeerAuthenticator(n.cfg.Security, n.clusterID, n.cfg.ID),
 		Incarnation:  n.store.Incarnation(),
-		NotMember:    func(id uint64, nm transport.NotMember) { n.d.ReportNotMember(id, driver.NotMember(nm)) },
+		NotMember:    func(id uint64, nm raft.NotMember) { n.d.ReportNotMember(id, nm) },
 		Unreachable:  func(id uint64) { n.d.ReportUnreachable(id) },
 		// Snapshots stream beside the core: the transport reads the
 		// file and reports to the driver, which tells the core.
@@ -430,7 +429,7 @@ func (n *Node) StepDown(ctx context.Context) error {
 
 // StorageStats returns the write-ahead log's counters (saves, fsyncs and
 // the time spent in them).
-func (n *Node) StorageStats() wal.Stats { return n.store.Stats() }
+func (n *Node) StorageStats() storage.Stats { return n.store.Stats() }
 
 // ID returns the node's id.
 func (n *Node) ID() uint64 { return n.cfg.ID }

@@ -16,11 +16,11 @@ import (
 // whether n said the sender is not a member of its configuration.
 func DeliverPeerMessage(ctx context.Context, n *Node, m raft.Message) (notMember bool, err error) {
 	type taken struct {
-		nm  *transport.NotMember
+		nm  *raft.NotMember
 		err error
 	}
 	ch := make(chan taken, 1)
-	peerHandler{n}.Deliver([]raft.Message{m}, func(nm *transport.NotMember, err error) { ch <- taken{nm, err} })
+	peerHandler{n}.Deliver([]raft.Message{m}, func(nm *raft.NotMember, err error) { ch <- taken{nm, err} })
 	select {
 	case t := <-ch:
 		return t.nm != nil, t.err

@@ -16,11 +16,11 @@ type peerHandler struct{ n *Node }
 
 // Deliver queues msgs for the driver's loop at once, so the sends of one
 // stream reach the core in the order they arrived; the loop calls done
-// once the core has stepped them, and at the latest when it stops.
-func (h peerHandler) Deliver(msgs []raft.Message, done func(*transport.NotMember, error)) {
-	h.n.d.Deliver(msgs, func(nm *driver.NotMember, err error) {
-		done((*transport.NotMember)(nm), err)
-	})
+// once the core has stepped them, and at the latest when it stops. done
+// goes to the driver as it is: transport and driver share raft.NotMember,
+// so no wrapper is allocated per send.
+func (h peerHandler) Deliver(msgs []raft.Message, done func(*raft.NotMember, error)) {
+	h.n.d.Deliver(msgs, done)
 }
 
 // ReceiveSnapshot hands the driver the snapshot a peer offers

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/capraft/capraft/raftnode"
+	"github.com/capraft/capraft/raftnode/internal/storeknobs"
 	"github.com/capraft/capraft/raftnode/internal/vfs"
 	"github.com/capraft/capraft/schema"
 )
@@ -16,7 +17,7 @@ import (
 // newRestrictCluster starts a 3-node cluster (fsync off: what is tested is
 // who may do what, not durability) and returns it with its leader.
 func newRestrictCluster(t *testing.T) (*testCluster, uint64) {
-	c := newTestCluster(t, 3, func(cfg *raftnode.Config) { cfg.FS = noSyncFS{vfs.OS} })
+	c := newTestCluster(t, 3, func(cfg *raftnode.Config) { cfg.StorageKnobs = &storeknobs.Knobs{FS: noSyncFS{vfs.OS}} })
 	return c, c.leader()
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/capraft/capraft/raftnode"
+	"github.com/capraft/capraft/raftnode/internal/storeknobs"
 	"github.com/capraft/capraft/raftnode/internal/vfs"
 	"github.com/capraft/capraft/rpc/rpctest"
 )
@@ -39,7 +40,7 @@ func TestFailingSnapshotIsNotRetriedInALoop(t *testing.T) {
 	}
 	const every = 20
 	c := newTestCluster(t, 3, func(cfg *raftnode.Config) {
-		cfg.FS = fss[cfg.ID]
+		cfg.StorageKnobs = &storeknobs.Knobs{FS: fss[cfg.ID]}
 		cfg.SnapshotEntries = every
 	})
 	lead := c.leader()
@@ -83,7 +84,7 @@ func TestFailingSnapshotIsNotRetriedInALoop(t *testing.T) {
 // once the snapshot is on disk, or with the writer's error when it fails.
 func TestSnapshotCallWaitsForItsSnapshot(t *testing.T) {
 	fs := &snapFailFS{FS: vfs.OS}
-	c := newTestCluster(t, 1, func(cfg *raftnode.Config) { cfg.FS = fs })
+	c := newTestCluster(t, 1, func(cfg *raftnode.Config) { cfg.StorageKnobs = &storeknobs.Knobs{FS: fs} })
 	n := c.nodes[c.leader()]
 	ctx := ctxT(t)
 	k := c.client(n.ID())

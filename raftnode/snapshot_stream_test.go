@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/capraft/capraft/raftnode"
+	"github.com/capraft/capraft/raftnode/internal/storeknobs"
 	"github.com/capraft/capraft/raftnode/internal/vfs"
 	"github.com/capraft/capraft/raftnode/raft"
 	"github.com/capraft/capraft/rpc/rpctest"
@@ -148,7 +149,7 @@ func TestLeaderChangeMidTransfer(t *testing.T) {
 	c := newTestCluster(t, 3, func(cfg *raftnode.Config) {
 		cfg.SnapshotEntries, cfg.SnapshotCatchupEntries, cfg.WALSegmentSize = 100, 10, 64<<10
 		cfg.SnapshotChunk = 16 << 10
-		cfg.FS = fss[cfg.ID]
+		cfg.StorageKnobs = &storeknobs.Knobs{FS: fss[cfg.ID]}
 	})
 	t.Cleanup(func() {
 		for _, fs := range fss {

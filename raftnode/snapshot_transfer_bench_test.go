@@ -14,6 +14,7 @@ import (
 
 	"github.com/capraft/capraft/client"
 	"github.com/capraft/capraft/raftnode"
+	"github.com/capraft/capraft/raftnode/internal/storeknobs"
 	"github.com/capraft/capraft/raftnode/internal/vfs"
 )
 
@@ -79,7 +80,7 @@ func benchPutDuringTransfer(b *testing.B, state int, rate int64, chunk int) {
 		cfg.HeartbeatInterval, cfg.ElectionTimeout = 100*time.Millisecond, time.Second
 		cfg.SnapshotEntries, cfg.SnapshotCatchupEntries = uint64(state/valueSize/4), 100
 		cfg.WALSegmentSize = 4 << 20
-		cfg.FS = fss[cfg.ID]
+		cfg.StorageKnobs = &storeknobs.Knobs{FS: fss[cfg.ID]}
 		cfg.SnapshotRate, cfg.SnapshotChunk = rate, chunk
 	})
 	lead := c.leader()

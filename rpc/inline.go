@@ -49,7 +49,9 @@ type inlineMethod struct {
 // Results must not carry capabilities. Calls to inline methods keep their
 // order among themselves, and so do the others, but an inline call may
 // overtake an earlier call to one of the rest. The caller owns the
-// returned client.
+// returned client. If brand implements server.Shutdowner, its Shutdown
+// runs when the last reference to the capability is released (including
+// when its connection ends), as Export's shutdown does.
 func (e *Exporter) ExportInline(descs []server.Method, inline map[string]InlineServe,
 	rest map[string]func(context.Context, *server.Call) error, brand any) capnp.Client {
 	h := &inlineHook{e: e, brand: brand, methods: make(map[methodKey]inlineMethod, len(inline))}
@@ -179,11 +181,14 @@ func sendAsRecv(ctx context.Context, s capnp.Send, recv func(context.Context, ca
 // Brand returns the brand given to ExportInline.
 func (h *inlineHook) Brand() capnp.Brand { return capnp.Brand{Value: h.brand} }
 
-// Shutdown releases the server of the other methods; calls in flight
-// still get answered.
+// Shutdown releases the server of the other methods and runs the brand's
+// Shutdown, if it has one; calls in flight still get answered.
 func (h *inlineHook) Shutdown() {
 	if h.rest != nil {
 		h.rest.Shutdown()
+	}
+	if s, ok := h.brand.(server.Shutdowner); ok {
+		s.Shutdown()
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"capnproto.org/go/capnp/v3/exc"
+	"capnproto.org/go/capnp/v3/server"
 
 	"github.com/capraft/capraft/rpc"
 	"github.com/capraft/capraft/rpc/rpctest"
@@ -99,4 +100,34 @@ func TestInlineCallQueuedOnAPromiseIsRefusedCleanly(t *testing.T) {
 		t.Fatalf("subscribe pipelined on an inline capability without it: %v (type %v), want Unimplemented", err, exc.TypeOf(err))
 	}
 	mustPing(t, echo, "after-refusal")
+}
+
+// shutdownBrand is a brand that counts its Shutdown calls.
+type shutdownBrand struct{ n int }
+
+func (b *shutdownBrand) Shutdown() { b.n++ }
+
+// An inline capability whose brand has a Shutdown runs it once, when its
+// last reference is released (as Export's shutdown runs), with or without
+// other methods.
+func TestInlineBrandShutdownRunsOnLastRelease(t *testing.T) {
+	for _, withRest := range []bool{false, true} {
+		b := &shutdownBrand{}
+		var rest map[string]func(context.Context, *server.Call) error
+		if withRest {
+			rest = map[string]func(context.Context, *server.Call) error{
+				"subscribe": func(context.Context, *server.Call) error { return nil },
+			}
+		}
+		c := rpc.NewExporter(rpctest.Logger(t)).ExportInline(schema.Echo_Methods(nil, nil), nil, rest, b)
+		extra := c.AddRef()
+		c.Release()
+		if b.n != 0 {
+			t.Fatalf("rest %v: Shutdown ran with a reference left", withRest)
+		}
+		extra.Release()
+		if b.n != 1 {
+			t.Fatalf("rest %v: Shutdown ran %d times after the last release, want once", withRest, b.n)
+		}
+	}
 }

@@ -248,7 +248,10 @@ interface Raft extends(Discover) {
   # every message on the stream must then be from header.from, to
   # header.to, with header.incarnation. A member keeps one connection per
   # lane to each peer, so that the control lane never queues behind the
-  # data lane, in the sender, in the network or in the receiver.
+  # data lane, in the sender, in the network or in the receiver. A
+  # connection holds a few streams at most (a few per lane, across every
+  # Raft capability it obtained): one more is refused as overloaded,
+  # naming the bound, until the caller releases one.
 
   installSnapshot @3 (header :PeerHeader, offer :SnapshotOffer) -> (stream :SnapshotStream);
   # Opens the stream of one snapshot's data from the caller to this node,
@@ -258,4 +261,6 @@ interface Raft extends(Discover) {
   # offer.term, the snapshot lies beyond what this node has committed, and
   # it is well formed; the leader asks again once this node answers its
   # heartbeats. A new stream replaces one this node is still receiving.
+  # A connection holds one snapshot stream at a time: another is refused
+  # as overloaded until the caller releases the first.
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/capraft/capraft/raftnode"
 	"github.com/capraft/capraft/raftnode/kv"
 )
 
@@ -75,6 +76,13 @@ func TestBadFlagsAreRefusedBeforeListeningOrTouchingTheDataDir(t *testing.T) {
 		// Every problem is reported at once, one line each.
 		{[]string{"--max-conns", "-1", "--max-message-size", "1", "--peers", "1=127.0.0.1:70000"},
 			[]string{"--peers: member 1:", "--max-conns -1:", "--max-message-size 1:"}},
+		{[]string{"--snapshot-rate", "64MB"}, []string{`invalid argument "64MB" for "--snapshot-rate" flag: units are powers of 1024, written KiB, MiB or GiB: give bytes per second`}},
+		{[]string{"--snapshot-rate", "fast"}, []string{`invalid argument "fast" for "--snapshot-rate" flag: not a rate: give bytes per second as a whole number with an optional KiB, MiB or GiB suffix (e.g. 64MiB), or 0 or unlimited for no cap`}},
+		{[]string{"--snapshot-rate", "-1"}, []string{`for "--snapshot-rate" flag: not a rate`}},
+		{[]string{"--snapshot-rate", "1.5GiB"}, []string{`for "--snapshot-rate" flag: not a rate`}},
+		{[]string{"--snapshot-rate", "1KiB"}, []string{`for "--snapshot-rate" flag: below 64KiB per second`}},
+		{[]string{"--snapshot-rate", "65535"}, []string{`for "--snapshot-rate" flag: below 64KiB per second`}},
+		{[]string{"--snapshot-rate", "9000000000GiB"}, []string{`for "--snapshot-rate" flag: too large`}},
 		// What pflag refuses by itself still points at --help.
 		{[]string{"--snapshot-entries", "-1"}, []string{`invalid argument "-1" for "--snapshot-entries" flag: strconv.ParseUint: parsing "-1": invalid syntax (see raftnode --help)`}},
 	}
@@ -123,6 +131,8 @@ func TestGoodFlagsPassTheChecks(t *testing.T) {
 			"--snapshot-catchup-entries", "1", "--wal-segment-size", "1048576", "--heartbeat-interval", "1ms", "--election-timeout", "3ms"},
 		{"--max-conns", "1048576", "--max-message-size", "67108864", "--echo-queue", "1048576", "--wal-segment-size", "1073741824",
 			"--snapshot-entries", "100000000", "--idle-timeout", "-1s"},
+		{"--snapshot-rate", "64KiB"},
+		{"--snapshot-rate", "unlimited"},
 	} {
 		var f flags
 		if err := newCommandFor(&f).ParseFlags(args); err != nil {
@@ -142,5 +152,41 @@ func TestMessageSizeFloorHoldsTheLargestEntry(t *testing.T) {
 	largest := kv.Config{}.MaxEntrySize()
 	if minMessageSize < largest+64<<10 {
 		t.Fatalf("minMessageSize %d leaves too little room for the largest entry (%d bytes)", minMessageSize, largest)
+	}
+}
+
+// --snapshot-rate reads bytes per second with KiB, MiB or GiB suffixes
+// (powers of 1024), and 0 or unlimited for no cap, and hands the node's
+// Config what it means: no flag, its default; no cap, a negative rate.
+func TestSnapshotRateFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want int64 // Config.SnapshotRate
+		show string
+	}{
+		{nil, raftnode.DefaultSnapshotRate, "64MiB"},
+		{[]string{"--snapshot-rate", "64MiB"}, 64 << 20, "64MiB"},
+		{[]string{"--snapshot-rate", "64mib/s"}, 64 << 20, "64MiB"},
+		{[]string{"--snapshot-rate", "512KiB"}, 512 << 10, "512KiB"},
+		{[]string{"--snapshot-rate", "1GiB"}, 1 << 30, "1GiB"},
+		{[]string{"--snapshot-rate", "1536MiB"}, 1536 << 20, "1536MiB"},
+		{[]string{"--snapshot-rate", " 2 GiB "}, 2 << 30, "2GiB"},
+		{[]string{"--snapshot-rate", "100000"}, 100000, "100000"},
+		{[]string{"--snapshot-rate", "100000B"}, 100000, "100000"},
+		{[]string{"--snapshot-rate", "65536"}, 64 << 10, "64KiB"},
+		{[]string{"--snapshot-rate", "0"}, -1, "unlimited"},
+		{[]string{"--snapshot-rate", "Unlimited"}, -1, "unlimited"},
+	} {
+		var f flags
+		if err := newCommandFor(&f).ParseFlags(tc.args); err != nil {
+			t.Errorf("%v: %v", tc.args, err)
+			continue
+		}
+		if got := f.snapshotRate.config(); got != tc.want {
+			t.Errorf("%v: Config.SnapshotRate %d, want %d", tc.args, got, tc.want)
+		}
+		if got := f.snapshotRate.String(); got != tc.show {
+			t.Errorf("%v: shown as %q, want %q", tc.args, got, tc.show)
+		}
 	}
 }

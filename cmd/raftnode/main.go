@@ -69,6 +69,7 @@ type flags struct {
 	snapshotEntries uint64
 	snapshotBytes   uint64
 	snapshotCatchup uint64
+	snapshotRate    byteRate
 	requestTimeout  time.Duration
 	sessionTTL      time.Duration
 	walSegmentSize  int64
@@ -146,6 +147,8 @@ func newCommandFor(f *flags) *cobra.Command {
 	fl.Uint64Var(&f.snapshotEntries, "snapshot-entries", 10000, "snapshot the state machine and compact the log every this many applied entries (at least 1)")
 	fl.Uint64Var(&f.snapshotBytes, "snapshot-bytes", raftnode.DefaultSnapshotBytes, "also snapshot and compact the log once this many bytes were written to it since the last snapshot (at least 1 MiB)")
 	fl.Uint64Var(&f.snapshotCatchup, "snapshot-catchup-entries", 5000, "entries kept before a snapshot so lagging followers catch up from the log (at least 1; at most half of --snapshot-bytes of them)")
+	f.snapshotRate = raftnode.DefaultSnapshotRate
+	fl.Var(&f.snapshotRate, "snapshot-rate", "bytes per second a leader streams a snapshot to a follower at, e.g. 64MiB, 512KiB or 1GiB (units are powers of 1024; at least 64KiB); 0 or unlimited: as fast as the follower takes it, at a cost to the latency of the writes the leader serves meanwhile")
 	fl.DurationVar(&f.requestTimeout, "request-timeout", 5*time.Second, "how long a client request may wait for a leader, a commit or a read index")
 	fl.Int64Var(&f.walSegmentSize, "wal-segment-size", 64<<20, "size of write-ahead log segment files, 1 MiB to 1 GiB; the log is compacted a segment at a time")
 	fl.BoolVar(&f.walDirectIO, "wal-direct-io", true, "write the log with O_DIRECT|O_DSYNC where the file system allows it (false: page cache and fdatasync)")
@@ -197,6 +200,7 @@ func run(ctx context.Context, f flags) error {
 		SnapshotEntries:        f.snapshotEntries,
 		SnapshotBytes:          f.snapshotBytes,
 		SnapshotCatchupEntries: f.snapshotCatchup,
+		SnapshotRate:           f.snapshotRate.config(),
 		RequestTimeout:         f.requestTimeout,
 		WALSegmentSize:         f.walSegmentSize,
 		WALBufferedIO:          !f.walDirectIO,

@@ -12,8 +12,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/capraft/capraft/raftnode/internal/snap"
-	"github.com/capraft/capraft/raftnode/internal/wal"
 	"github.com/capraft/capraft/raftnode/raft"
 	"github.com/capraft/capraft/raftnode/statemachine"
 	"github.com/capraft/capraft/raftnode/storage"
@@ -32,18 +30,18 @@ type Storage interface {
 	// OpenSnapshot opens the stored snapshot at index and term for
 	// reading, once, as a stream (its checksum is checked as the read
 	// reaches the end).
-	OpenSnapshot(index, term uint64) (*snap.Stream, error)
+	OpenSnapshot(index, term uint64) (*storage.SnapshotReader, error)
 	// NewSnapshot starts a snapshot of the state at index, whose
 	// configuration is cs; ReceiveSnapshot one a leader sends. Neither
 	// counts until committed.
 	NewSnapshot(index uint64, cs raft.ConfState) (*storage.SnapshotWriter, error)
-	ReceiveSnapshot(meta raft.SnapshotMeta) (*snap.Writer, error)
+	ReceiveSnapshot(meta raft.SnapshotMeta) (*storage.SnapshotWriter, error)
 	// Compact drops the log a snapshot covers.
 	Compact(index uint64) error
 	// Incarnation identifies the storage (see raft.Config.Incarnation).
 	Incarnation() uint64
 	// Stats returns the log's counters (BytesWritten paces snapshots).
-	Stats() wal.Stats
+	Stats() storage.Stats
 }
 
 // Transport sends the core's messages to peers. It must not block: a
@@ -64,10 +62,9 @@ type Transport interface {
 }
 
 // NotMember is a peer's word that its configuration, as of its applied
-// Index (in its Term), does not include this node.
-type NotMember struct {
-	Index, Term uint64
-}
+// Index (in its Term), does not include this node: the core's type, which
+// the transport carries as it is.
+type NotMember = raft.NotMember
 
 // Config configures a Driver. The durations and snapshot thresholds must
 // be set (the composition root applies the node's defaults).

@@ -9,8 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/capraft/capraft/raftnode/internal/snap"
 	"github.com/capraft/capraft/raftnode/raft"
+	"github.com/capraft/capraft/raftnode/storage"
 )
 
 // Receiving a snapshot from the leader, beside the core (see "Snapshots"
@@ -149,7 +149,7 @@ func (d *Driver) snapshotHeard(offer SnapshotOffer) error {
 type snapSink struct {
 	d        *Driver
 	offer    SnapshotOffer
-	w        *snap.Writer
+	w        *storage.SnapshotWriter
 	pw       *io.PipeWriter
 	verified chan error // the state machine's verdict, once
 

@@ -82,6 +82,17 @@ func (t MessageType) String() string {
 	return fmt.Sprintf("MessageType(%d)", uint8(t))
 }
 
+// NotMember is a node's word to a peer whose message its core ignored
+// with ErrNotMember: its configuration, as of its applied Index (in its
+// Term), does not include that peer. The core never sends it; a driver
+// answers with it, and a removed node that hears it from a credible peer
+// learns it was removed (the log that says so no longer reaches it). It
+// is defined here so that the driver and the transport share one type.
+type NotMember struct {
+	// Index is the peer's applied index and Term its term.
+	Index, Term uint64
+}
+
 // Message is one RPC or RPC response between two cores. Which fields are
 // meaningful depends on Type (see the MessageType constants). Every
 // message carries the sender's Term.

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/capraft/capraft/raftnode/internal/crashfs"
+	"github.com/capraft/capraft/raftnode/internal/storeknobs"
 	"github.com/capraft/capraft/raftnode/internal/vfs"
 	"github.com/capraft/capraft/raftnode/internal/wal"
 	"github.com/capraft/capraft/raftnode/raft"
@@ -57,7 +58,7 @@ type damageStats struct {
 // deletion of compacted segments happen in every run.
 func openDurable(d *durableDisk, repair bool) (*storage.Store, error) {
 	return storage.Open("/data", storage.Options{
-		NodeID: d.id, FS: d.fs, SegmentSize: 4 << 10, Prealloc: wal.PreallocSync,
+		NodeID: d.id, SegmentSize: 4 << 10, Knobs: &storeknobs.Knobs{FS: d.fs, Prealloc: wal.PreallocSync},
 		Repair: repair, Rand: d.env.incs,
 	})
 }

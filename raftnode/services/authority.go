@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/capraft/capraft/raftnode/internal/transport"
 	"github.com/capraft/capraft/raftnode/kv"
 	"github.com/capraft/capraft/rpc"
 	"github.com/capraft/capraft/schema"
@@ -240,13 +241,14 @@ func needs(what, need string) error {
 }
 
 // newNodeCapability returns a Node holding g on conn, whose challenge
-// state chal it shares with the connection's other Node capabilities.
-func (sv *Server) newNodeCapability(conn *rpc.ConnInfo, g grant, chal *challengeState) *nodeServer {
+// state chal and Raft stream bounds streams it shares with the
+// connection's other Node capabilities.
+func (sv *Server) newNodeCapability(conn *rpc.ConnInfo, g grant, chal *challengeState, streams *transport.StreamLimits) *nodeServer {
 	ex := conn.Exporter
 	if g.tok != nil {
 		ex = ex.WithCheck(g.tok.check)
 	}
-	return &nodeServer{sv: sv, conn: conn, grant: g, ex: ex, chal: chal}
+	return &nodeServer{sv: sv, conn: conn, grant: g, ex: ex, chal: chal, streams: streams}
 }
 
 // connGrant is what a new connection holds: the anonymous access, plus
@@ -348,7 +350,7 @@ func (s *nodeServer) Login(ctx context.Context, call schema.Node_login) error {
 	if err != nil {
 		return err
 	}
-	ns := s.sv.newNodeCapability(s.conn, g, s.chal)
+	ns := s.sv.newNodeCapability(s.conn, g, s.chal, s.streams)
 	if err := setIdentity(res.NewIdentity, ns.grant); err != nil {
 		return err
 	}

@@ -24,6 +24,9 @@ type nodeServer struct {
 	// call of those capabilities checks the token first.
 	ex   *rpc.Exporter
 	chal *challengeState
+	// streams bounds the Raft streams of the connection, whichever of
+	// its Raft capabilities opens them.
+	streams *transport.StreamLimits
 }
 
 // export returns the Node capability itself, through the grant's
@@ -60,6 +63,7 @@ func (s *nodeServer) Raft(_ context.Context, call schema.Node_raft) error {
 		PeerID:    s.grant.memberID,
 		Handler:   sv.cfg.Peers,
 		Logger:    s.conn.Logger,
+		Streams:   s.streams,
 		ForwardKV: func() schema.KV { return schema.KV(sv.kvCapability(s.ex, kvScope{})) },
 		ForwardAdmin: func() schema.Admin {
 			impl := adminServer{sv}

@@ -15,8 +15,10 @@ import (
 	"github.com/capraft/capraft/raftnode/echo"
 	"github.com/capraft/capraft/raftnode/internal/transport"
 	"github.com/capraft/capraft/raftnode/kv"
+	"github.com/capraft/capraft/raftnode/raft"
 	"github.com/capraft/capraft/raftnode/statemachine"
 	"github.com/capraft/capraft/rpc"
+	"github.com/capraft/capraft/schema"
 )
 
 // Config configures a node's services: who the node is, who may do
@@ -43,11 +45,30 @@ type Config struct {
 	KV     *kv.Store
 	Echo   *echo.Hub
 	// Transport reaches the leader's Raft capability, through which calls
-	// are handed to the leader.
-	Transport *transport.Transport
-	// Peers receives what peers send on the Raft capability (and answers
-	// their discovery).
-	Peers transport.Handler
+	// are handed to the leader (the node's peer transport).
+	Transport PeerDialer
+	// Peers receives what peers send on the Raft capability; it may also
+	// take their snapshots and answer their discovery (the node's
+	// handler, which the peer transport's server hands them to).
+	Peers PeerHandler
+}
+
+// PeerDialer reaches a peer's Raft capability.
+type PeerDialer interface {
+	// Raft returns peer id's Raft capability on a live connection,
+	// dialing if needed and waiting at most until ctx ends. The caller
+	// releases it.
+	Raft(ctx context.Context, id uint64) (schema.Raft, error)
+}
+
+// PeerHandler receives the messages peers send on their streams (see
+// the peer transport's Handler, whose contract it shares).
+type PeerHandler interface {
+	// Deliver hands msgs, one send call's messages in the order the
+	// peer sent them, to the driver without blocking; done is called
+	// once when the core has taken them (nm set if it ignored one as a
+	// non-member's), or with err if it could not (stopping).
+	Deliver(msgs []raft.Message, done func(nm *raft.NotMember, err error))
 }
 
 // Server is a node's Cap'n Proto edge: it hands each connection a Node
@@ -61,7 +82,7 @@ type Server struct {
 	d         *driver.Driver
 	kv        *kv.Store
 	hub       *echo.Hub
-	tr        *transport.Transport
+	tr        PeerDialer
 
 	// proposeID numbers the commands this node proposes (kv.Command.ID).
 	proposeID atomic.Uint64
@@ -100,7 +121,7 @@ func New(cfg Config) (*Server, error) {
 // Bootstrap returns the Node capability for one connection. It is meant
 // for rpc.Config.Bootstrap.
 func (sv *Server) Bootstrap(conn *rpc.ConnInfo) capnp.Client {
-	return sv.newNodeCapability(conn, sv.connGrant(conn), new(challengeState)).export()
+	return sv.newNodeCapability(conn, sv.connGrant(conn), new(challengeState), new(transport.StreamLimits)).export()
 }
 
 // Close stops what the services run on their own (the first token key's

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/capraft/capraft/raftnode/internal/storeknobs"
 	"github.com/capraft/capraft/raftnode/internal/vfs"
 	"github.com/capraft/capraft/raftnode/raft"
 )
@@ -251,7 +252,7 @@ func (d countingDirect) WriteAt(p []byte, off int64) (int, error) {
 // saves/s and saves per fsync.
 func BenchmarkGroupCommit(b *testing.B) {
 	fs := &countingFS{FS: vfs.OS}
-	s, err := Open(filepath.Join(benchDir(b), "group"), Options{NodeID: 1, FS: fs})
+	s, err := Open(filepath.Join(benchDir(b), "group"), Options{NodeID: 1, Knobs: &storeknobs.Knobs{FS: fs}})
 	if err != nil {
 		b.Fatal(err)
 	}

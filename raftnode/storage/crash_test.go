@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/capraft/capraft/raftnode/internal/crashfs"
+	"github.com/capraft/capraft/raftnode/internal/storeknobs"
 	"github.com/capraft/capraft/raftnode/internal/wal"
 )
 
@@ -55,7 +56,7 @@ func crashSeedRun(seed int64) (midOp, directRounds int, err error) {
 	opts.TrailingEntries = uint64(rng.Intn(5))
 	opts.KeepSnapshots = 1 + rng.Intn(3)
 	if rng.Intn(3) == 0 {
-		opts.Prealloc = wal.PreallocOff // segments created directly, grown by appends
+		opts.Knobs.(*storeknobs.Knobs).Prealloc = wal.PreallocOff // segments created directly, grown by appends
 	}
 	acked := &model{}
 	candidates := []*model{acked}

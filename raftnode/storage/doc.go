@@ -190,10 +190,12 @@
 //
 // # Using it in a simulation
 //
-// crashfs.New() gives each simulated node its own file system. Open the
-// store with Options{FS: fs, SegmentSize: 64 << 10, Prealloc:
-// wal.PreallocSync} (crashfs keeps every byte in memory, and each
-// preallocated segment costs SegmentSize bytes at once, so keep them small). To crash a node, abandon its
+// crashfs.New() gives each simulated node its own file system; it and the
+// other test-only settings are this module's internal knobs
+// (Options.Knobs). Open the store with Options{SegmentSize: 64 << 10,
+// Knobs: &storeknobs.Knobs{FS: fs, Prealloc: wal.PreallocSync}} (crashfs
+// keeps every byte in memory, and each preallocated segment costs
+// SegmentSize bytes at once, so keep them small). To crash a node, abandon its
 // Store, call fs.Crash(rng) and Open again; fs.SetCrashAfter(n, rng) makes
 // the crash land inside the n+1th file-system call. To damage a disk, stop
 // the node (Close, or Crash), change what the disk holds with crashfs's

@@ -5,6 +5,7 @@ import (
 	"math/rand"
 
 	"github.com/capraft/capraft/raftnode/internal/crashfs"
+	"github.com/capraft/capraft/raftnode/internal/storeknobs"
 	"github.com/capraft/capraft/raftnode/internal/wal"
 	"github.com/capraft/capraft/raftnode/raft"
 	"github.com/capraft/capraft/raftnode/storage"
@@ -12,8 +13,11 @@ import (
 
 // The driver's loop, and a simulated crash, in a few lines.
 func Example() {
-	fs := crashfs.New() // production: leave FS nil for the real disk
-	opts := storage.Options{NodeID: 1, FS: fs, SegmentSize: 64 << 10, Prealloc: wal.PreallocSync, TrailingEntries: 2}
+	// A simulated disk (a test-only knob; production leaves Knobs nil for
+	// the real disk).
+	fs := crashfs.New()
+	opts := storage.Options{NodeID: 1, SegmentSize: 64 << 10, TrailingEntries: 2,
+		Knobs: &storeknobs.Knobs{FS: fs, Prealloc: wal.PreallocSync}}
 	st, err := storage.Open("/data/node1", opts)
 	if err != nil {
 		panic(err)

@@ -131,7 +131,7 @@ func (e *damagedError) Unwrap() []error { return []error{ErrDamaged, e.err} }
 // Repair hook (new incarnation first); what cannot be repaired that way is
 // returned.
 func (s *Store) recover(existing bool) error {
-	fs := s.opts.FS
+	fs := s.opts.fs
 	for _, d := range []string{walDir, snapDir} {
 		if err := fs.MkdirAll(path.Join(s.dir, d)); err != nil {
 			return fmt.Errorf("create %s: %w", path.Join(s.dir, d), err)
@@ -148,7 +148,7 @@ func (s *Store) recover(existing bool) error {
 	}
 	wo := wal.Options{
 		FS: fs, Dir: path.Join(s.dir, walDir), SegmentSize: s.opts.SegmentSize,
-		MaxRecordSize: s.opts.MaxEntrySize, Logger: s.log.Named("wal"), Prealloc: s.opts.Prealloc,
+		MaxRecordSize: s.opts.MaxEntrySize, Logger: s.log.Named("wal"), Prealloc: s.opts.prealloc,
 		EntryCacheBytes: s.opts.EntryCacheBytes, NoDirectIO: s.opts.NoDirectIO, Existing: existing,
 	}
 	if s.opts.Repair {
@@ -237,7 +237,7 @@ func (s *Store) startOver(damage error) error {
 // quarantine moves the files of wal/ and snap/ into a new directory
 // damaged-<UTC time>[-N]/ and returns its path.
 func (s *Store) quarantine() (string, error) {
-	fs := s.opts.FS
+	fs := s.opts.fs
 	names, err := fs.List(s.dir)
 	if err != nil {
 		return "", fmt.Errorf("list data dir %s: %w", s.dir, err)
@@ -279,12 +279,12 @@ func (s *Store) quarantine() (string, error) {
 // at most what an Open cut short while creating it leaves: no snapshot,
 // and a log with nothing written to it.
 func (s *Store) empty() (bool, error) {
-	names, err := s.opts.FS.List(path.Join(s.dir, snapDir))
+	names, err := s.opts.fs.List(path.Join(s.dir, snapDir))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return false, fmt.Errorf("list %s: %w", path.Join(s.dir, snapDir), err)
 	}
 	if len(names) > 0 {
 		return false, nil
 	}
-	return wal.Empty(s.opts.FS, path.Join(s.dir, walDir))
+	return wal.Empty(s.opts.fs, path.Join(s.dir, walDir))
 }

@@ -7,11 +7,15 @@ import (
 	"github.com/capraft/capraft/raftnode/raft"
 )
 
-// SnapshotWriter writes a snapshot of the application's state into the
-// store as a stream (NewSnapshot). Nothing is visible until Commit.
+// SnapshotWriter writes a snapshot into the store as a stream: one of the
+// application's state (NewSnapshot) or one a leader sends
+// (ReceiveSnapshot). Nothing is visible until Commit.
 type SnapshotWriter struct {
 	s *Store
 	w *snap.Writer
+	// received: a leader's snapshot, which Commit makes durable but
+	// leaves for Save to install.
+	received bool
 }
 
 // NewSnapshot starts writing a snapshot of the application state as of
@@ -51,13 +55,20 @@ func (w *SnapshotWriter) Meta() raft.SnapshotMeta { return w.w.Meta() }
 // Size returns the number of bytes written so far.
 func (w *SnapshotWriter) Size() uint64 { return w.w.Size() }
 
+// Checksum returns the CRC-32C (Castagnoli) of the bytes written so far.
+func (w *SnapshotWriter) Checksum() uint32 { return w.w.Checksum() }
+
 // Commit makes the snapshot durable and, unless a newer one was installed
-// meanwhile, the store's newest. The file is synced and renamed without
+// meanwhile, the store's newest; a received snapshot it only makes
+// durable (see ReceiveSnapshot). The file is synced and renamed without
 // the store's lock; only the switch to it takes the lock.
 func (w *SnapshotWriter) Commit() error {
 	meta := w.w.Meta()
 	if err := w.w.Commit(); err != nil {
-		return fmt.Errorf("storage: create snapshot at %d: %w", meta.Index, err)
+		return fmt.Errorf("storage: commit snapshot at %d: %w", meta.Index, err)
+	}
+	if w.received {
+		return nil
 	}
 	s := w.s
 	s.mu.Lock()
@@ -113,18 +124,50 @@ func (s *Store) SnapshotMeta() (meta raft.SnapshotMeta, ok bool) {
 	return s.snapMeta, s.hasSnap
 }
 
+// Errors of the stored snapshots.
+var (
+	// ErrSnapshotNotFound: the store no longer has (or never had) the
+	// snapshot asked for.
+	ErrSnapshotNotFound = snap.ErrNotFound
+	// ErrSnapshotCorrupt: a snapshot file is damaged (its checksum does
+	// not match its data).
+	ErrSnapshotCorrupt = snap.ErrCorrupt
+)
+
+// SnapshotReader reads one stored snapshot's data once, from start to
+// end (OpenSnapshot).
+type SnapshotReader struct{ r *snap.Stream }
+
+// Meta returns the snapshot's metadata.
+func (r *SnapshotReader) Meta() raft.SnapshotMeta { return r.r.Meta() }
+
+// Size returns the length of the data in bytes.
+func (r *SnapshotReader) Size() int64 { return r.r.Size() }
+
+// Checksum returns the CRC-32C (Castagnoli) of the whole data, as
+// recorded when it was written.
+func (r *SnapshotReader) Checksum() uint32 { return r.r.Checksum() }
+
+// Read reads the next bytes. At the end it checks the data read against
+// the checksum, and fails with an error wrapping ErrSnapshotCorrupt
+// instead of io.EOF if they differ.
+func (r *SnapshotReader) Read(p []byte) (int, error) { return r.r.Read(p) }
+
+// Close closes the file.
+func (r *SnapshotReader) Close() error { return r.r.Close() }
+
 // OpenSnapshot opens the snapshot at index and term for one sequential
 // read of its data, which checks the data's checksum as it reaches the
-// end (snap.Stream): each byte is read from disk once, to send it to a
-// follower or to restore from it. Errors wrap snap.ErrNotFound when the
-// store no longer has (or never had) that snapshot, and snap.ErrCorrupt
-// when its file is damaged.
-func (s *Store) OpenSnapshot(index, term uint64) (*snap.Stream, error) {
+// end: each byte is read from disk once, to send it to a follower or to
+// restore from it. Errors wrap ErrSnapshotNotFound when the store no
+// longer has (or never had) that snapshot, and ErrSnapshotCorrupt when
+// its file is damaged.
+func (s *Store) OpenSnapshot(index, term uint64) (*SnapshotReader, error) {
 	r, err := s.snaps.Stream(snap.Ref{Index: index, Term: term})
 	if err != nil {
 		return nil, fmt.Errorf("storage: %w", err)
 	}
-	return r, nil
+	return &SnapshotReader{r}, nil
 }
 
 // SnapshotBytesRead is how many bytes of snapshot files the store has read
@@ -132,7 +175,7 @@ func (s *Store) OpenSnapshot(index, term uint64) (*snap.Stream, error) {
 func (s *Store) SnapshotBytesRead() int64 { return s.snaps.BytesRead() }
 
 // ReceiveSnapshot starts writing a snapshot that arrives in chunks (from
-// the leader). After Writer.Commit the file is durable but not yet in
+// the leader). After SnapshotWriter.Commit the file is durable but not yet in
 // effect: pass a raft.Snapshot with the same Meta to Save (as the core's
 // Ready will, metadata only) to install it; Save then finds the file and
 // does not write it again. If the node restarts in between, Open adopts
@@ -140,6 +183,10 @@ func (s *Store) SnapshotBytesRead() int64 { return s.snaps.BytesRead() }
 // state, so this is safe). Each call has its own temporary file, so a
 // transfer that replaces an abandoned one of the same snapshot does not
 // collide with it.
-func (s *Store) ReceiveSnapshot(meta raft.SnapshotMeta) (*snap.Writer, error) {
-	return s.snaps.Create(meta)
+func (s *Store) ReceiveSnapshot(meta raft.SnapshotMeta) (*SnapshotWriter, error) {
+	w, err := s.snaps.Create(meta)
+	if err != nil {
+		return nil, fmt.Errorf("storage: receive snapshot at %d: %w", meta.Index, err)
+	}
+	return &SnapshotWriter{s: s, w: w, received: true}, nil
 }

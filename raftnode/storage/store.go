@@ -7,10 +7,12 @@ import (
 	"io"
 	"path"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/capraft/capraft/raftnode/internal/snap"
+	"github.com/capraft/capraft/raftnode/internal/storeknobs"
 	"github.com/capraft/capraft/raftnode/internal/vfs"
 	"github.com/capraft/capraft/raftnode/internal/wal"
 	"github.com/capraft/capraft/raftnode/raft"
@@ -54,8 +56,6 @@ type Options struct {
 	// NodeID is this node's Raft id; it is recorded when the directory is
 	// created and checked on every open. Must not be zero.
 	NodeID uint64
-	// FS is the file system; default vfs.OS. Tests pass a crashfs.FS.
-	FS vfs.FS
 	// Logger receives recovery warnings and info; default hclog.NewNullLogger().
 	Logger hclog.Logger
 	// SegmentSize is the WAL segment size; default 64 MiB.
@@ -77,19 +77,13 @@ type Options struct {
 	// and the log replayed forward from it, because Compact never deletes
 	// log segments the oldest retained snapshot still needs.
 	KeepSnapshots int
-	// Prealloc chooses how WAL segments are zero-filled ahead of use
-	// (default wal.PreallocAsync). Simulations and crash tests over
-	// crashfs should use wal.PreallocSync (deterministic) together with a
-	// small SegmentSize, since crashfs keeps every byte in memory.
-	Prealloc wal.PreallocMode
 	// EntryCacheBytes bounds the WAL's in-memory cache of the newest
 	// entries, which serves Entries for recent ranges without a read:
-	// 0 means wal.DefaultEntryCacheBytes (4 MiB), negative disables it.
+	// 0 means 4 MiB, negative disables it.
 	EntryCacheBytes int64
 	// NoDirectIO makes the WAL write through the page cache and fdatasync
-	// instead of O_DIRECT|O_DSYNC (see wal.Options.NoDirectIO). Direct I/O
-	// is used by default where the file system supports it; crashfs models
-	// it too.
+	// instead of O_DIRECT|O_DSYNC. Direct I/O is used by default where
+	// the file system supports it.
 	NoDirectIO bool
 	// Repair makes Open repair a damaged directory instead of failing with
 	// ErrDamaged. It first makes a new incarnation durable (the store may
@@ -105,6 +99,22 @@ type Options struct {
 	// Rand is the source of incarnations; default crypto/rand.Reader.
 	// Simulations pass a seeded source so that runs replay.
 	Rand io.Reader
+	// Knobs are settings only tests and simulations inside this module
+	// turn (a file system that injects faults or simulates crashes, and
+	// how segments are preallocated); nil leaves production's.
+	Knobs Knobs
+
+	// fs and prealloc are the knobs in effect (Open).
+	fs       vfs.FS
+	prealloc wal.PreallocMode
+}
+
+// Knobs carries a store's test-only settings (Options.Knobs). Only this
+// module's tests and simulations can build knobs a store reads; a store
+// ignores any other value.
+type Knobs interface {
+	// StorageKnobs marks the knobs.
+	StorageKnobs()
 }
 
 // Store is the durable raft.Storage: a write-ahead log plus a snapshot
@@ -143,8 +153,11 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.NodeID == 0 {
 		return nil, errors.New("storage: Options.NodeID must be set")
 	}
-	if opts.FS == nil {
-		opts.FS = vfs.OS
+	if k, ok := opts.Knobs.(*storeknobs.Knobs); ok && k != nil {
+		opts.fs, opts.prealloc = k.FS, k.Prealloc
+	}
+	if opts.fs == nil {
+		opts.fs = vfs.OS
 	}
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
@@ -155,7 +168,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.Rand == nil {
 		opts.Rand = rand.Reader
 	}
-	fs := opts.FS
+	fs := opts.fs
 	if err := fs.MkdirAll(dir); err != nil {
 		return nil, fmt.Errorf("create data dir %s: %w", dir, err)
 	}
@@ -294,7 +307,28 @@ func (s *Store) FirstIndex() (uint64, error) { return s.wal.Start().Index + 1, n
 
 // Stats returns the write-ahead log's counters: saves, fsyncs (their ratio
 // is the group-commit factor), bytes, fsync time, segments.
-func (s *Store) Stats() wal.Stats { return s.wal.Stats() }
+func (s *Store) Stats() Stats { return Stats(s.wal.Stats()) }
+
+// Stats are the write-ahead log's counters (Store.Stats).
+type Stats struct {
+	// Saves counts the Save calls committed (with at least one record),
+	// Fsyncs the commit rounds (one write and one fdatasync, or one
+	// O_DSYNC write in direct mode): Saves/Fsyncs is the group-commit
+	// factor.
+	Saves, Fsyncs uint64
+	// BytesWritten counts the record bytes commits wrote (without direct
+	// mode's block padding).
+	BytesWritten uint64
+	// FsyncTotal is the time spent making commits durable (the
+	// fdatasync, or the whole direct write), FsyncMax the longest single
+	// commit's share of it.
+	FsyncTotal, FsyncMax time.Duration
+	// Segments is the number of segment files now.
+	Segments int
+	// Direct reports whether the active segment is written with
+	// O_DIRECT|O_DSYNC.
+	Direct bool
+}
 
 // Close closes the log and releases the directory lock.
 func (s *Store) Close() error {

@@ -6,13 +6,14 @@ import (
 	"testing"
 
 	"github.com/capraft/capraft/raftnode/internal/crashfs"
+	"github.com/capraft/capraft/raftnode/internal/storeknobs"
 	"github.com/capraft/capraft/raftnode/internal/vfs"
 	"github.com/capraft/capraft/raftnode/internal/wal"
 	"github.com/capraft/capraft/raftnode/raft"
 )
 
 func memOpts(fs vfs.FS) Options {
-	return Options{NodeID: 7, FS: fs, SegmentSize: 4 << 10, TrailingEntries: 3, Prealloc: wal.PreallocSync}
+	return Options{NodeID: 7, SegmentSize: 4 << 10, TrailingEntries: 3, Knobs: &storeknobs.Knobs{FS: fs, Prealloc: wal.PreallocSync}}
 }
 
 func mustOpen(t *testing.T, dir string, opts Options) *Store {

@@ -68,7 +68,7 @@ func (s *Store) assignIncarnation(upgrade bool) error {
 // readVersion reads the VERSION file into s.inc (0 for format 1, which has
 // no incarnation) and checks it; present is false if there is none.
 func (s *Store) readVersion() (present bool, err error) {
-	fs := s.opts.FS
+	fs := s.opts.fs
 	p := path.Join(s.dir, versionFile)
 	f, err := fs.Open(p)
 	if errors.Is(err, os.ErrNotExist) {
@@ -125,5 +125,5 @@ func (s *Store) readVersion() (present bool, err error) {
 // VERSION file with incarnation inc.
 func (s *Store) writeVersion(inc uint64) error {
 	content := fmt.Sprintf("capraft-storage\nformat %d\nnode %d\nincarnation %016x\n", FormatVersion, s.opts.NodeID, inc)
-	return vfs.WriteFileAtomic(s.opts.FS, path.Join(s.dir, versionFile), []byte(content))
+	return vfs.WriteFileAtomic(s.opts.fs, path.Join(s.dir, versionFile), []byte(content))
 }

@@ -114,7 +114,7 @@ func cpuTime() time.Duration {
 // countHandler counts the messages it takes.
 type countHandler struct{ n *atomic.Int64 }
 
-func (h *countHandler) Deliver(msgs []raft.Message, done func(*NotMember, error)) {
+func (h *countHandler) Deliver(msgs []raft.Message, done func(*raft.NotMember, error)) {
 	h.n.Add(int64(len(msgs)))
 	done(nil, nil)
 }
@@ -132,7 +132,7 @@ type loopHandler struct {
 
 type loopCall struct {
 	msgs []raft.Message
-	done func(*NotMember, error)
+	done func(*raft.NotMember, error)
 }
 
 func newLoopHandler(tr *Transport) *loopHandler {
@@ -141,7 +141,7 @@ func newLoopHandler(tr *Transport) *loopHandler {
 	return h
 }
 
-func (h *loopHandler) Deliver(msgs []raft.Message, done func(*NotMember, error)) {
+func (h *loopHandler) Deliver(msgs []raft.Message, done func(*raft.NotMember, error)) {
 	h.mu.Lock()
 	h.queue = append(h.queue, loopCall{msgs, done})
 	h.mu.Unlock()

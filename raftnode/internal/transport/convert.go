@@ -459,10 +459,3 @@ func (d *decoder) finish() []raft.Message {
 	}
 	return d.msgs
 }
-
-// NotMember is a peer's word that its configuration, as of its applied
-// Index, does not include this node (schema NotMember).
-type NotMember struct {
-	// Index is the peer's applied index and Term its term.
-	Index, Term uint64
-}

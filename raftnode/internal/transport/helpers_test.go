@@ -44,11 +44,11 @@ const testCluster = 7
 type fakeHandler struct {
 	mu          sync.Mutex
 	got         []raft.Message
-	cur, maxCur int           // send calls delivered and not yet taken
-	delay       time.Duration // before taking
-	hold        chan struct{} // if non-nil, taking waits until it is closed
-	notMember   *NotMember    // said of every call, if set
-	refuse      error         // if set, every call is refused with it (a stopping driver)
+	cur, maxCur int             // send calls delivered and not yet taken
+	delay       time.Duration   // before taking
+	hold        chan struct{}   // if non-nil, taking waits until it is closed
+	notMember   *raft.NotMember // said of every call, if set
+	refuse      error           // if set, every call is refused with it (a stopping driver)
 	onTaken     func(msgs []raft.Message)
 }
 
@@ -56,7 +56,7 @@ func newFakeHandler() *fakeHandler { return &fakeHandler{} }
 
 // Deliver records msgs at once (so the order is the arrival order) and
 // takes them from a goroutine of its own, as a driver's loop would.
-func (h *fakeHandler) Deliver(msgs []raft.Message, done func(*NotMember, error)) {
+func (h *fakeHandler) Deliver(msgs []raft.Message, done func(*raft.NotMember, error)) {
 	h.mu.Lock()
 	h.got = append(h.got, msgs...)
 	h.cur++
@@ -163,6 +163,20 @@ type peerServer struct {
 	peerID uint64
 	srv    *rpc.Server
 	served chan error
+
+	mu sync.Mutex
+	// limits holds each connection's StreamLimits, in accept order.
+	limits []*StreamLimits
+}
+
+// streamLimits returns the StreamLimits of the i-th connection accepted.
+func (ps *peerServer) streamLimits(i int) *StreamLimits {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if i >= len(ps.limits) {
+		ps.t.Fatalf("no connection %d (%d accepted)", i, len(ps.limits))
+	}
+	return ps.limits[i]
 }
 
 // startPeer serves node id (cluster testCluster) with handler h on a free
@@ -204,7 +218,12 @@ func (ps *peerServer) start(addr string) {
 	ps.srv = rpc.NewServer(rpc.Config{
 		Logger: log,
 		Bootstrap: func(conn *rpc.ConnInfo) capnp.Client {
-			n := &testNode{id: ps.id, conn: conn, cfg: ServerConfig{ClusterID: ps.cluster, LocalID: ps.id, Handler: ps.h, Logger: log, MaxInFlight: ps.maxInFlight, PeerID: ps.peerID}}
+			lim := new(StreamLimits)
+			ps.mu.Lock()
+			ps.limits = append(ps.limits, lim)
+			ps.mu.Unlock()
+			n := &testNode{id: ps.id, conn: conn, cfg: ServerConfig{ClusterID: ps.cluster, LocalID: ps.id, Handler: ps.h, Logger: log,
+				MaxInFlight: ps.maxInFlight, PeerID: ps.peerID, Streams: lim}}
 			return capnp.Client(schema.Node_ServerToClient(n))
 		},
 	})
@@ -228,7 +247,7 @@ func (ps *peerServer) stop() {
 type recorder struct {
 	mu          sync.Mutex
 	unreachable map[uint64]int
-	notMember   []NotMember
+	notMember   []raft.NotMember
 }
 
 func newRecorder() *recorder { return &recorder{unreachable: make(map[uint64]int)} }
@@ -239,7 +258,7 @@ func (r *recorder) unreach(id uint64) {
 	r.mu.Unlock()
 }
 
-func (r *recorder) notMemberOf(_ uint64, nm NotMember) {
+func (r *recorder) notMemberOf(_ uint64, nm raft.NotMember) {
 	r.mu.Lock()
 	r.notMember = append(r.notMember, nm)
 	r.mu.Unlock()
@@ -251,10 +270,10 @@ func (r *recorder) numUnreachable(id uint64) int {
 	return r.unreachable[id]
 }
 
-func (r *recorder) notMembers() []NotMember {
+func (r *recorder) notMembers() []raft.NotMember {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]NotMember(nil), r.notMember...)
+	return append([]raft.NotMember(nil), r.notMember...)
 }
 
 // testIncarnation is node 1's storage incarnation in these tests.

@@ -681,13 +681,13 @@ func (p *lane) complete(c *call) error {
 		return fmt.Errorf("%s failed: %w", describe(c), err)
 	}
 	res := schema.PeerStream_send_Results(st)
-	var nm *NotMember
+	var nm *raft.NotMember
 	if res.HasNotMember() {
 		w, err := res.NotMember()
 		if err != nil {
 			return fmt.Errorf("read the return of %s: %w", describe(c), err)
 		}
-		nm = &NotMember{Index: w.Index(), Term: w.Term()}
+		nm = &raft.NotMember{Index: w.Index(), Term: w.Term()}
 	}
 	c.release()
 	c.released = true

@@ -30,7 +30,7 @@ type Handler interface {
 	// ignored one of them because its sender is not a member of this
 	// node's configuration, or with err if it could not take them
 	// (stopping), which ends the stream.
-	Deliver(msgs []raft.Message, done func(nm *NotMember, err error))
+	Deliver(msgs []raft.Message, done func(nm *raft.NotMember, err error))
 }
 
 // ServerConfig configures the Raft capability served on one connection.
@@ -59,6 +59,10 @@ type ServerConfig struct {
 	// waits, and the connection is not read meanwhile, until one is
 	// taken, which holds back a peer that pipelines without bound.
 	MaxInFlight int
+	// Streams counts the streams open on the connection and bounds them
+	// (see StreamLimits): the same one for every ServerConfig of one
+	// connection. Nil gives this capability bounds of its own.
+	Streams *StreamLimits
 }
 
 // DefaultMaxInFlight is the default ServerConfig.MaxInFlight.
@@ -90,6 +94,9 @@ func NewServer(cfg ServerConfig, conn *rpc.ConnInfo) capnp.Client {
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = DefaultMaxInFlight
 	}
+	if cfg.Streams == nil {
+		cfg.Streams = new(StreamLimits)
+	}
 	s := &raftServer{cfg: cfg, log: log.Named("raft-server"), conn: conn}
 	return conn.Exporter.ExportInline(schema.Raft_Methods(nil, nil), nil, s.restMethods(), s)
 }
@@ -114,6 +121,18 @@ func (s *raftServer) refuse(method string, from uint64, err error) error {
 		s.log.Debug("refused a Raft stream or message", "method", method, "from", from, "error", err)
 	}
 	return exc.New(exc.Failed, "", fmt.Sprintf("raft %s: %v", method, err))
+}
+
+// overloaded logs, as refuse does, a stream refused because the
+// connection holds as many as it may, and returns err (StreamLimits).
+func (s *raftServer) overloaded(method string, from uint64, err error) error {
+	if s.warned.CompareAndSwap(false, true) {
+		s.log.Warn("refused a Raft stream: too many open on this connection (further refusals on this connection are logged at debug level)",
+			"method", method, "from", from, "error", err)
+	} else {
+		s.log.Debug("refused a Raft stream: too many open on this connection", "method", method, "from", from, "error", err)
+	}
+	return err
 }
 
 // checkSender refuses a sender that is not the member the connection
@@ -144,12 +163,19 @@ func (s *raftServer) open(_ context.Context, c *server.Call) error {
 	default:
 		return s.refuse("open", hd.from, fmt.Errorf("refused: unknown lane %d", call.Args().Lane()))
 	}
+	if err := s.cfg.Streams.takeStream(); err != nil {
+		return s.overloaded("open", hd.from, err)
+	}
+	free := s.cfg.Streams.release(false)
 	res, err := call.AllocResults()
 	if err != nil {
+		free()
 		return err
 	}
-	st := &stream{s: s, hd: hd, lane: lane, slots: make(chan struct{}, s.cfg.MaxInFlight)}
+	st := &stream{s: s, hd: hd, lane: lane, slots: make(chan struct{}, s.cfg.MaxInFlight), free: free}
 	inline := map[string]rpc.InlineServe{"send": st.send}
+	// The stream frees its slot when released (Shutdown): by its sender,
+	// or by the connection's end.
 	return res.SetStream(schema.PeerStream(s.conn.Exporter.ExportInline(schema.PeerStream_Methods(nil, nil), inline, nil, st)))
 }
 
@@ -161,7 +187,13 @@ type stream struct {
 	ended atomic.Bool
 	// slots holds a token per call the Handler holds (MaxInFlight).
 	slots chan struct{}
+	// free returns the stream's slot of the connection's StreamLimits.
+	free func()
 }
+
+// Shutdown runs when the stream's last reference is released: it frees
+// the stream's slot.
+func (st *stream) Shutdown() { st.free() }
 
 var sendResultsSize = rpc.ResultsSize(schema.NewPeerStream_send_Results)
 
@@ -195,7 +227,7 @@ func (st *stream) send(call *rpc.InlineCall) {
 		call.Return(ctx.Err())
 		return
 	}
-	h.Deliver(msgs, func(nm *NotMember, err error) {
+	h.Deliver(msgs, func(nm *raft.NotMember, err error) {
 		<-st.slots
 		switch {
 		case err != nil:

@@ -88,18 +88,25 @@ func (s *raftServer) installSnapshot(ctx context.Context, c *server.Call) error 
 	if !ok {
 		return s.refuse("installSnapshot", hd.from, ErrNoSnapshots)
 	}
+	if err := s.cfg.Streams.takeSnapshot(); err != nil {
+		return s.overloaded("installSnapshot", hd.from, err)
+	}
+	free := s.cfg.Streams.release(true)
 	sink, err := recv.ReceiveSnapshot(ctx, offer)
 	if err != nil {
+		free()
 		// A routine refusal (not following the sender yet, say): the
 		// driver logs it as it sees fit.
 		return exc.New(exc.Failed, "", fmt.Sprintf("raft installSnapshot: %v", err))
 	}
 	res, err := call.AllocResults()
 	if err != nil {
+		free()
 		sink.Abort()
 		return err
 	}
-	st := &snapStream{offer: offer, sink: sink}
+	// The stream frees its slot when released (Shutdown).
+	st := &snapStream{offer: offer, sink: sink, free: free}
 	return res.SetStream(schema.SnapshotStream(s.conn.Exporter.Export(schema.SnapshotStream_Methods(nil, st), st, st)))
 }
 
@@ -132,6 +139,7 @@ func readOffer(p schema.Raft_installSnapshot_Params, hd header) (SnapshotOffer, 
 type snapStream struct {
 	offer SnapshotOffer
 	sink  SnapshotSink
+	free  func() // returns the stream's slot of the connection's StreamLimits
 
 	mu    sync.Mutex
 	n     uint64 // bytes written
@@ -190,10 +198,11 @@ func (st *snapStream) Finish(ctx context.Context, _ schema.SnapshotStream_finish
 }
 
 // Shutdown abandons a stream released before it finished (the sender gave
-// up, or the connection closed).
+// up, or the connection closed), and frees the stream's slot.
 func (st *snapStream) Shutdown() {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	st.free()
 	if !st.ended {
 		st.ended = true
 		st.sink.Abort()

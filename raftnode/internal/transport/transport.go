@@ -20,7 +20,8 @@
 // The receiving side (NewServer) is the Raft capability a node serves on
 // each connection: Raft.open checks a stream's header, and each send
 // call's messages are decoded, checked against it and handed to the
-// driver's Handler in arrival order.
+// driver's Handler in arrival order. A connection holds a bounded number
+// of streams and one snapshot stream at a time (StreamLimits).
 //
 // Raft tolerates loss, so the transport never blocks its caller: a lane's
 // queue is bounded, and when it is full, or the connection fails,
@@ -105,7 +106,7 @@ type Config struct {
 	// include this node (its core ignored this node's messages as a
 	// non-member's; see schema NotMember). It is called from a lane's
 	// goroutine and must not block long.
-	NotMember func(peer uint64, nm NotMember)
+	NotMember func(peer uint64, nm raft.NotMember)
 	// Unreachable is called with a peer's id when its connection failed
 	// or its queue overflowed (the driver then calls the core's
 	// ReportUnreachable in its loop). It is called from the peer's
@@ -177,7 +178,7 @@ func (c Config) withDefaults() Config {
 		c.MaxBatchBytes = DefaultMaxBatchBytes
 	}
 	if c.NotMember == nil {
-		c.NotMember = func(uint64, NotMember) {}
+		c.NotMember = func(uint64, raft.NotMember) {}
 	}
 	if c.Unreachable == nil {
 		c.Unreachable = func(uint64) {}
