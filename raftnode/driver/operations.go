@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/capraft/capraft/raftnode/raft"
 )
@@ -78,12 +77,12 @@ func (d *Driver) ChangeMembership(ctx context.Context, cc raft.ConfChange) error
 	if refused != nil {
 		return refused
 	}
-	timer := time.NewTimer(d.cfg.RequestTimeout)
+	timer := d.clock.NewTimer(d.cfg.RequestTimeout)
 	defer timer.Stop()
 	select {
 	case err := <-ch:
 		return err
-	case <-timer.C:
+	case <-timer.C():
 		return ErrChangeOutcomeUnknown
 	case <-ctx.Done():
 		return ErrChangeOutcomeUnknown
@@ -181,7 +180,7 @@ func (d *Driver) TransferLeadership(ctx context.Context, to uint64) error {
 		return s.err
 	}
 	to = s.to
-	timer := time.NewTimer(d.cfg.RequestTimeout)
+	timer := d.clock.NewTimer(d.cfg.RequestTimeout)
 	defer timer.Stop()
 	for {
 		select {
@@ -194,7 +193,7 @@ func (d *Driver) TransferLeadership(ctx context.Context, to uint64) error {
 				return &LeaderMovedError{Leader: lead, Target: to}
 			}
 			wake = d.LeaderChanged()
-		case <-timer.C:
+		case <-timer.C():
 			return ErrTransferOutcomeUnknown
 		case <-ctx.Done():
 			return ErrTransferOutcomeUnknown
