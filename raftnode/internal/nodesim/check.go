@@ -1,0 +1,246 @@
+package nodesim
+
+import (
+	"bytes"
+	"fmt"
+	"hash/fnv"
+	"maps"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+
+	"github.com/capraft/capraft/e2e/history"
+	"github.com/capraft/capraft/raftnode/kv"
+)
+
+// checker collects what the checks need: the result of every applied
+// index, the puts the clients proposed, the reads and the history.
+type checker struct {
+	// byIndex is the result applied at each index (the first replica to
+	// apply it); every other application must match it.
+	byIndex map[uint64]appliedAt
+	// once maps a session write (session, seq) to its result: a retry
+	// applied again must return the same (exactly-once).
+	once    map[[2]uint64]kv.Result
+	puts    map[uint64]putInfo // by command id
+	reads   []readCheck
+	history []porcupine.Operation
+}
+
+type appliedAt struct {
+	digest uint64
+	node   uint64
+	a      *kv.Applied
+}
+
+type putInfo struct {
+	session, seq uint64
+	key, value   string
+}
+
+// readCheck is a read of key at a replica that had applied applied.
+type readCheck struct {
+	node    uint64
+	key     string
+	applied uint64
+	found   bool
+	value   string
+}
+
+func newChecker() checker {
+	return checker{byIndex: map[uint64]appliedAt{}, once: map[[2]uint64]kv.Result{}, puts: map[uint64]putInfo{}}
+}
+
+// applied sees every result a node's state machine returns (OnApplied).
+func (ch *checker) applied(c *cluster, node, index uint64, res any) {
+	a, ok := res.(*kv.Applied)
+	if !ok || a == nil {
+		c.failf("node %d: index %d applied with result %T", node, index, res)
+		return
+	}
+	c.stats.MaxApplied = max(c.stats.MaxApplied, index)
+	dg := digest(a)
+	if prev, ok := ch.byIndex[index]; ok {
+		if prev.digest != dg {
+			c.failf("replicas diverge: index %d applied by node %d as %+v, by node %d as %+v", index, prev.node, *prev.a, node, *a)
+		}
+		return
+	}
+	ch.byIndex[index] = appliedAt{digest: dg, node: node, a: a}
+	if a.Kind != kv.CmdBatch {
+		return
+	}
+	p, ok := ch.puts[a.ID]
+	if !ok || len(a.Results) != 1 {
+		return
+	}
+	k := [2]uint64{p.session, p.seq}
+	if prev, ok := ch.once[k]; ok {
+		if !resultsEqual(prev, a.Results[0]) {
+			c.failf("exactly-once: session %d seq %d (%s=%s) applied again at index %d with result %+v, first %+v",
+				p.session, p.seq, p.key, p.value, index, a.Results[0], prev)
+		}
+		return
+	}
+	ch.once[k] = a.Results[0]
+}
+
+func resultsEqual(a, b kv.Result) bool {
+	return a.Code == b.Code && a.Revision == b.Revision && a.Succeeded == b.Succeeded && a.Found == b.Found &&
+		bytes.Equal(a.Prev.Key, b.Prev.Key) && bytes.Equal(a.Prev.Value, b.Prev.Value) &&
+		a.Prev.ModRevision == b.Prev.ModRevision && a.Prev.Version == b.Prev.Version
+}
+
+// digest hashes what an applied entry returned.
+func digest(a *kv.Applied) uint64 {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%d %d %d %v|", a.ID, a.Kind, a.Session, a.Err)
+	for _, r := range a.Results {
+		fmt.Fprintf(h, "%d %d %v %v %q %q %d %d %d|", r.Code, r.Revision, r.Succeeded, r.Found,
+			r.Prev.Key, r.Prev.Value, r.Prev.CreateRevision, r.Prev.ModRevision, r.Prev.Version)
+	}
+	return h.Sum64()
+}
+
+// finalChecks waits until every replica applied the same log, then
+// checks that they hold the same state, that this state keeps every
+// acknowledged write (final reads at every replica join the history),
+// that the history is linearizable and that every read saw a prefix.
+func (c *cluster) finalChecks() error {
+	converged := func() bool {
+		var want uint64
+		for i, n := range c.nodes {
+			if !n.up {
+				return false
+			}
+			if i == 0 {
+				want = n.kv.AppliedIndex()
+			} else if n.kv.AppliedIndex() != want {
+				return false
+			}
+		}
+		return true
+	}
+	if !c.runUntil(c.now.Add(c.opts.Liveness), converged) {
+		if c.err != nil {
+			return c.err
+		}
+		return fmt.Errorf("liveness: the replicas do not converge after healing")
+	}
+	// Replicas equal at equal applied index.
+	ref := c.nodes[0]
+	refState := dumpStore(ref.kv)
+	for _, n := range c.nodes[1:] {
+		if st := dumpStore(n.kv); st != refState {
+			return fmt.Errorf("replicas %d and %d applied through %d but differ:\n%s\n%s", ref.id, n.id, ref.kv.AppliedIndex(), refState, st)
+		}
+	}
+	// Final reads of every key at every replica.
+	for _, n := range c.nodes {
+		for k := range c.opts.Keys {
+			key := fmt.Sprintf("k%d", k)
+			call := c.historyTick()
+			found, value := c.read(n, key)
+			c.checker.history = append(c.checker.history, porcupine.Operation{ClientId: c.opts.Clients + int(n.id),
+				Input: history.Input{Kind: history.Get, Key: key}, Call: call,
+				Output: history.Output{Found: found, Value: value}, Return: c.historyTick()})
+		}
+	}
+	if err := c.checker.checkReads(); err != nil {
+		return err
+	}
+	return c.checker.checkLinearizable(c.hclock)
+}
+
+// dumpStore renders a store's keys and revision.
+func dumpStore(s *kv.Store) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "rev %d:", s.Revision())
+	kvs, _, _ := s.Range(nil, nil, math.MaxInt32)
+	for _, e := range kvs {
+		fmt.Fprintf(&b, " %s=%s@%d/%d/%d", e.Key, e.Value, e.CreateRevision, e.ModRevision, e.Version)
+	}
+	return b.String()
+}
+
+// checkReads checks that every read returned the state of the log prefix
+// its replica had applied: the value of the last write to its key at or
+// below that index.
+func (ch *checker) checkReads() error {
+	type write struct {
+		index uint64
+		value string
+	}
+	timeline := map[string][]write{}
+	seen := map[[2]uint64]bool{}
+	for _, idx := range slices.Sorted(maps.Keys(ch.byIndex)) {
+		a := ch.byIndex[idx].a
+		p, ok := ch.puts[a.ID]
+		if a.Kind != kv.CmdBatch || !ok || len(a.Results) != 1 || a.Results[0].Code != kv.OK {
+			continue
+		}
+		k := [2]uint64{p.session, p.seq}
+		if seen[k] {
+			continue // a retry: the saved result, nothing written
+		}
+		seen[k] = true
+		timeline[p.key] = append(timeline[p.key], write{idx, p.value})
+	}
+	for _, r := range ch.reads {
+		ws := timeline[r.key]
+		i, _ := slices.BinarySearchFunc(ws, r.applied+1, func(w write, t uint64) int {
+			switch {
+			case w.index < t:
+				return -1
+			case w.index > t:
+				return 1
+			}
+			return 0
+		})
+		wantFound, want := i > 0, ""
+		if wantFound {
+			want = ws[i-1].value
+		}
+		if r.found != wantFound || r.value != want {
+			return fmt.Errorf("read of %s at node %d (applied %d) returned %v %q; the log up to there says %v %q",
+				r.key, r.node, r.applied, r.found, r.value, wantFound, want)
+		}
+	}
+	return nil
+}
+
+// checkLinearizable checks the history with porcupine; writes pending
+// forever return after everything else.
+func (ch *checker) checkLinearizable(end int64) error {
+	ops := slices.Clone(ch.history)
+	for i := range ops {
+		if ops[i].Return == math.MaxInt64 {
+			ops[i].Return = end + 1
+		}
+	}
+	res, info := porcupine.CheckOperationsVerbose(history.Model, ops, 30*time.Second)
+	switch res {
+	case porcupine.Illegal:
+		return fmt.Errorf("linearizability: the client history of %d operations is not linearizable:\n%s", len(ops), describeHistory(ops, info))
+	case porcupine.Unknown:
+		return fmt.Errorf("linearizability: porcupine timed out on %d operations", len(ops))
+	}
+	return nil
+}
+
+// describeHistory lists the operations of the keys porcupine could not
+// linearize, in call order.
+func describeHistory(ops []porcupine.Operation, info porcupine.LinearizationInfo) string {
+	_ = info
+	sorted := slices.Clone(ops)
+	slices.SortFunc(sorted, func(a, b porcupine.Operation) int { return int(a.Call - b.Call) })
+	var b strings.Builder
+	for _, op := range sorted {
+		ret := fmt.Sprint(op.Return)
+		fmt.Fprintf(&b, "  [%d, %s] client %d: %s\n", op.Call, ret, op.ClientId, history.Describe(op.Input.(history.Input), op.Output.(history.Output)))
+	}
+	return b.String()
+}
