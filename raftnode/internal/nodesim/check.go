@@ -212,35 +212,38 @@ func (ch *checker) checkReads() error {
 	return nil
 }
 
-// checkLinearizable checks the history with porcupine; writes pending
-// forever return after everything else.
+// checkLinearizable checks the history with porcupine, one key at a
+// time (so a failure names its key); writes pending forever return after
+// everything else.
 func (ch *checker) checkLinearizable(end int64) error {
-	ops := slices.Clone(ch.history)
-	for i := range ops {
-		if ops[i].Return == math.MaxInt64 {
-			ops[i].Return = end + 1
+	byKey := map[string][]porcupine.Operation{}
+	for _, op := range ch.history {
+		if op.Return == math.MaxInt64 {
+			op.Return = end + 1
 		}
+		k := op.Input.(history.Input).Key
+		byKey[k] = append(byKey[k], op)
 	}
-	res, info := porcupine.CheckOperationsVerbose(history.Model, ops, 30*time.Second)
-	switch res {
-	case porcupine.Illegal:
-		return fmt.Errorf("linearizability: the client history of %d operations is not linearizable:\n%s", len(ops), describeHistory(ops, info))
-	case porcupine.Unknown:
-		return fmt.Errorf("linearizability: porcupine timed out on %d operations", len(ops))
+	for _, k := range slices.Sorted(maps.Keys(byKey)) {
+		ops := byKey[k]
+		switch porcupine.CheckOperationsTimeout(history.Model, ops, 30*time.Second) {
+		case porcupine.Illegal:
+			return fmt.Errorf("linearizability: the history of key %s (%d operations) is not linearizable:\n%s", k, len(ops), describeHistory(ops))
+		case porcupine.Unknown:
+			return fmt.Errorf("linearizability: porcupine timed out on key %s (%d operations)", k, len(ops))
+		}
 	}
 	return nil
 }
 
-// describeHistory lists the operations of the keys porcupine could not
-// linearize, in call order.
-func describeHistory(ops []porcupine.Operation, info porcupine.LinearizationInfo) string {
-	_ = info
+// describeHistory lists operations in call order: [call, return] (an
+// unknown write returns after everything).
+func describeHistory(ops []porcupine.Operation) string {
 	sorted := slices.Clone(ops)
 	slices.SortFunc(sorted, func(a, b porcupine.Operation) int { return int(a.Call - b.Call) })
 	var b strings.Builder
 	for _, op := range sorted {
-		ret := fmt.Sprint(op.Return)
-		fmt.Fprintf(&b, "  [%d, %s] client %d: %s\n", op.Call, ret, op.ClientId, history.Describe(op.Input.(history.Input), op.Output.(history.Output)))
+		fmt.Fprintf(&b, "  [%d, %d] client %d: %s\n", op.Call, op.Return, op.ClientId, history.Describe(op.Input.(history.Input), op.Output.(history.Output)))
 	}
 	return b.String()
 }

@@ -15,15 +15,30 @@ var (
 )
 
 // configs are the simulated configurations, with their default seed
-// counts (kept small: the test's cost in CI).
+// counts (kept small: the test's cost in CI; divided by raceDivisor under
+// -race). -nodesim.seeds runs more.
 var configs = []struct {
 	name  string
 	seeds int
 	opts  func() Options
 }{
-	{"n=3", 12, func() Options { return DefaultOptions(3) }},
-	{"n=5", 6, func() Options { return DefaultOptions(5) }},
+	{"n=3", 120, func() Options { return DefaultOptions(3) }},
+	{"n=5", 40, func() Options { return DefaultOptions(5) }},
+	{"n=3,lossy", 40, func() Options {
+		o := DefaultOptions(3)
+		o.DropP, o.DupP, o.MaxDelay = 0.2, 0.1, 30*time.Millisecond
+		return o
+	}},
+	{"n=5,crashy,snapshots", 30, func() Options {
+		o := DefaultOptions(5)
+		o.CrashP, o.PartitionP = 0.05, 0.03
+		o.SnapshotEntries, o.TrailingEntries = 10, 0
+		return o
+	}},
 }
+
+// raceDivisor divides the default seed counts under -race.
+const raceDivisor = 4
 
 // seeds returns the seeds to run.
 func seeds(def int) []int64 {
@@ -31,6 +46,9 @@ func seeds(def int) []int64 {
 		return []int64{*flagSeed}
 	}
 	n := def
+	if raceEnabled {
+		n = max(1, n/raceDivisor)
+	}
 	if *flagSeeds > 0 {
 		n = *flagSeeds
 	}

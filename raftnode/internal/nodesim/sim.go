@@ -81,6 +81,20 @@ type Options struct {
 	SnapshotEntries, TrailingEntries uint64
 	// Trace, if set, receives every event (and the drivers' logs).
 	Trace io.Writer
+
+	// bugs break the simulated clients on purpose, to show the checkers
+	// fail (checkers_test.go).
+	bugs clientBugs
+}
+
+// clientBugs are deliberate client bugs.
+type clientBugs struct {
+	// readWithoutBarrier serves linearizable reads without waiting for
+	// the read barrier.
+	readWithoutBarrier bool
+	// ackFailedWrites takes a write that failed (not applied, or with an
+	// unknown outcome) for acknowledged.
+	ackFailedWrites bool
 }
 
 // DefaultOptions returns the options of an n-node run.
@@ -118,14 +132,14 @@ type Result struct {
 
 // Stats counts what a run did.
 type Stats struct {
-	Delivered, Dropped, Duplicated        int
-	Crashes, ArmedCrashes, Restarts       int
-	Partitions                            int
-	SnapshotsSent, SnapshotsFailed        int
-	Acked, Unknown, Reads, FailedReads    int
-	SerializableReads                     int
-	Leaders                               int
-	MaxApplied                            uint64
+	Delivered, Dropped, Duplicated     int
+	Crashes, ArmedCrashes, Restarts    int
+	Partitions                         int
+	SnapshotsSent, SnapshotsFailed     int
+	Acked, Unknown, Reads, FailedReads int
+	SerializableReads                  int
+	Leaders                            int
+	MaxApplied                         uint64
 }
 
 // Run simulates one seed under opts and checks it.
@@ -961,4 +975,3 @@ func (c *cluster) transferSnapshot(ev *netEvent) error {
 
 // u64 encodes v for map keys and hashes.
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
-

@@ -1,0 +1,38 @@
+package nodesim
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestCheckersCatchBrokenClients breaks the simulated clients on purpose
+// and expects the checkers to notice within a bounded number of seeds:
+// checkers that cannot fail prove nothing.
+func TestCheckersCatchBrokenClients(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		bugs clientBugs
+		want string
+	}{
+		{"linearizable reads without a read barrier", clientBugs{readWithoutBarrier: true}, "linearizab"},
+		{"failed writes taken for acknowledged", clientBugs{ackFailedWrites: true}, "linearizab"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const maxSeeds = 40
+			for seed := range int64(maxSeeds) {
+				opts := DefaultOptions(3)
+				opts.bugs = tc.bugs
+				_, err := Run(seed, opts)
+				if err == nil {
+					continue
+				}
+				if !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("seed %d failed, but not with %q: %v", seed, tc.want, err)
+				}
+				t.Logf("caught at seed %d: %.200s", seed, err)
+				return
+			}
+			t.Fatalf("not caught in %d seeds", maxSeeds)
+		})
+	}
+}
