@@ -176,8 +176,10 @@ type cluster struct {
 	leaders map[uint64]uint64 // term -> leader (election safety)
 	checker checker
 	clients []*client
-	hclock  int64  // the history's event clock
-	cmdID   uint64 // the last command id proposed
+	hclock  int64 // the history's event clock
+	// nextReplicaCheck is when the replicas are compared next.
+	nextReplicaCheck time.Time
+	cmdID            uint64 // the last command id proposed
 }
 
 func newCluster(seed int64, opts Options) *cluster {
@@ -466,6 +468,34 @@ func (c *cluster) advanceTo(t time.Time) {
 func (c *cluster) afterInstant() {
 	c.settle()
 	c.checkLeaders()
+	if !c.now.Before(c.nextReplicaCheck) {
+		c.checkReplicas()
+		c.nextReplicaCheck = c.now.Add(replicaCheckEvery)
+	}
+}
+
+// replicaCheckEvery is how often the replicas' states are compared.
+const replicaCheckEvery = 50 * time.Millisecond
+
+// checkReplicas checks that replicas that applied the same log prefix
+// hold the same state.
+func (c *cluster) checkReplicas() {
+	byApplied := map[uint64]*node{}
+	for _, n := range c.nodes {
+		if !n.up {
+			continue
+		}
+		a := n.kv.AppliedIndex()
+		o, ok := byApplied[a]
+		if !ok {
+			byApplied[a] = n
+			continue
+		}
+		if x, y := dumpStore(o.kv), dumpStore(n.kv); x != y {
+			c.failf("replicas %d and %d applied through %d but differ:\n%s\n%s", o.id, n.id, a, x, y)
+			return
+		}
+	}
 }
 
 // settle steps every node until none has anything left to do at this
