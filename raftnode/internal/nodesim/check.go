@@ -39,6 +39,7 @@ type appliedAt struct {
 type putInfo struct {
 	session, seq uint64
 	key, value   string
+	cas          bool
 }
 
 // readCheck is a read of key at a replica that had applied applied.
@@ -179,7 +180,7 @@ func (ch *checker) checkReads() error {
 	for _, idx := range slices.Sorted(maps.Keys(ch.byIndex)) {
 		a := ch.byIndex[idx].a
 		p, ok := ch.puts[a.ID]
-		if a.Kind != kv.CmdBatch || !ok || len(a.Results) != 1 || a.Results[0].Code != kv.OK {
+		if a.Kind != kv.CmdBatch || !ok || len(a.Results) != 1 || a.Results[0].Code != kv.OK || (p.cas && !a.Results[0].Succeeded) {
 			continue
 		}
 		k := [2]uint64{p.session, p.seq}

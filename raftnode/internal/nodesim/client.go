@@ -31,10 +31,11 @@ const (
 	opPut                // session write
 	opGet                // linearizable read
 	opSGet               // serializable read
+	opCAS                // session compare-and-swap
 )
 
 func (k opKind) String() string {
-	return [...]string{"open", "put", "get", "sget"}[k]
+	return [...]string{"open", "put", "get", "sget", "cas"}[k]
 }
 
 // maxTries bounds the attempts of one operation.
@@ -48,19 +49,24 @@ type client struct {
 	nextAt  time.Time // when the next operation starts (no operation in flight)
 	op      *pendingOp
 	stopped bool // no new operations (the chaos is over)
+	// seen is the value the client last saw for each key ("" absent):
+	// what its compare-and-swaps expect.
+	seen map[string]string
 }
 
 type pendingOp struct {
 	kind       opKind
 	key, value string
-	seq        uint64
-	call       int64 // history clock at the call
-	tries      int
-	attempt    int
-	node       uint64
-	epoch      int
-	deadline   time.Time // the attempt in flight is lost by then
-	retryAt    time.Time // the next attempt starts then (zero: one is in flight)
+	// expect is what a compare-and-swap expects ("": the key absent).
+	expect   string
+	seq      uint64
+	call     int64 // history clock at the call
+	tries    int
+	attempt  int
+	node     uint64
+	epoch    int
+	deadline time.Time // the attempt in flight is lost by then
+	retryAt  time.Time // the next attempt starts then (zero: one is in flight)
 	// The attempt's answer, set by the driver's callback.
 	answered bool
 	res      driver.Result
@@ -125,9 +131,13 @@ func (c *cluster) newOp(cl *client) *pendingOp {
 	cl.nops++
 	op := &pendingOp{key: fmt.Sprintf("k%d", c.rng.IntN(c.opts.Keys))}
 	switch r := c.rng.IntN(20); {
-	case r < 10:
+	case r < 7:
 		cl.seq++
 		op.kind, op.seq, op.value = opPut, cl.seq, fmt.Sprintf("c%d.%d", cl.id, cl.nops)
+	case r < 10:
+		cl.seq++
+		op.kind, op.seq, op.value = opCAS, cl.seq, fmt.Sprintf("c%d.%d", cl.id, cl.nops)
+		op.expect = cl.seen[op.key]
 	case r < 17:
 		op.kind = opGet
 	default:
@@ -175,11 +185,18 @@ func (c *cluster) attempt(cl *client) {
 				op.answered, op.res = true, r
 			}
 		})
-	case opPut:
+	case opPut, opCAS:
 		c.cmdID++
+		w := kv.WriteOp{Seq: op.seq, Type: kv.OpPut, Key: []byte(op.key), Value: []byte(op.value)}
+		if op.kind == opCAS {
+			w.Type, w.Compare, w.CompareValue = kv.OpCAS, kv.CompareValue, []byte(op.expect)
+			if op.expect == "" {
+				w.Compare, w.CompareValue = kv.CompareAbsent, nil
+			}
+		}
 		cmd := kv.Command{Kind: kv.CmdBatch, ID: c.cmdID, Time: c.now.UnixNano(), Session: cl.session, AckedBelow: op.seq,
-			Ops: []kv.WriteOp{{Seq: op.seq, Type: kv.OpPut, Key: []byte(op.key), Value: []byte(op.value)}}}
-		c.checker.puts[c.cmdID] = putInfo{session: cl.session, seq: op.seq, key: op.key, value: op.value}
+			Ops: []kv.WriteOp{w}}
+		c.checker.puts[c.cmdID] = putInfo{session: cl.session, seq: op.seq, key: op.key, value: op.value, cas: op.kind == opCAS}
 		n.d.Propose(cmd.AppendBinary(nil), func(r driver.Result) {
 			if op.attempt == a {
 				op.answered, op.res = true, r
@@ -222,7 +239,7 @@ func (c *cluster) answered(cl *client) {
 		}
 		c.event("client %d: open: %v", cl.id, op.res.Err)
 		c.retry(cl)
-	case opPut:
+	case opPut, opCAS:
 		if op.res.Err != nil && c.opts.bugs.ackFailedWrites {
 			c.stats.Acked++
 			c.record(cl, op, history.Output{})
@@ -242,8 +259,16 @@ func (c *cluster) answered(cl *client) {
 		switch r := ap.Results[0]; r.Code {
 		case kv.OK:
 			c.stats.Acked++
-			c.event("client %d: put %s=%s acked (rev %d)", cl.id, op.key, op.value, r.Revision)
-			c.record(cl, op, history.Output{})
+			c.event("client %d: %v %s=%s acked (rev %d, succeeded %v)", cl.id, op.kind, op.key, op.value, r.Revision, r.Succeeded)
+			switch {
+			case op.kind == opPut || r.Succeeded:
+				cl.see(op.key, op.value)
+			case r.Found:
+				cl.see(op.key, string(r.Prev.Value))
+			default:
+				cl.see(op.key, "")
+			}
+			c.record(cl, op, history.Output{OK: r.Succeeded})
 			c.done(cl)
 		default:
 			// The session expired or forgot the result: what an
@@ -261,6 +286,7 @@ func (c *cluster) answered(cl *client) {
 		}
 		c.stats.Reads++
 		found, value := c.read(n, op.key)
+		cl.see(op.key, value)
 		c.event("client %d: get %s = %v %s", cl.id, op.key, found, value)
 		c.record(cl, op, history.Output{Found: found, Value: value})
 		c.done(cl)
@@ -283,7 +309,7 @@ func (c *cluster) giveUp(cl *client) {
 	op := cl.op
 	c.event("client %d: gives up %v %s %s", cl.id, op.kind, op.key, op.value)
 	switch op.kind {
-	case opPut:
+	case opPut, opCAS:
 		c.stats.Unknown++
 		c.record(cl, op, history.Output{Unknown: true})
 	case opGet:
@@ -300,8 +326,11 @@ func (c *cluster) done(cl *client) {
 // record adds a finished linearizable operation to the history.
 func (c *cluster) record(cl *client, op *pendingOp, out history.Output) {
 	in := history.Input{Kind: history.Get, Key: op.key}
-	if op.kind == opPut {
+	switch op.kind {
+	case opPut:
 		in = history.Input{Kind: history.Put, Key: op.key, Value: op.value}
+	case opCAS:
+		in = history.Input{Kind: history.CAS, Key: op.key, Value: op.value, Expect: op.expect, ExpectAbsent: op.expect == ""}
 	}
 	ret := int64(math.MaxInt64)
 	if !out.Unknown {
@@ -330,4 +359,12 @@ func (c *cluster) finishClients() error {
 		return errors.New("liveness: the clients' operations do not finish after healing")
 	}
 	return nil
+}
+
+// see records the value the client saw for key ("": absent).
+func (cl *client) see(key, value string) {
+	if cl.seen == nil {
+		cl.seen = map[string]string{}
+	}
+	cl.seen[key] = value
 }

@@ -99,6 +99,8 @@ func add(t *Stats, s Stats) {
 	t.ArmedCrashes += s.ArmedCrashes
 	t.Restarts += s.Restarts
 	t.Partitions += s.Partitions
+	t.Pauses += s.Pauses
+	t.Transfers += s.Transfers
 	t.SnapshotsSent += s.SnapshotsSent
 	t.SnapshotsFailed += s.SnapshotsFailed
 	t.Acked += s.Acked

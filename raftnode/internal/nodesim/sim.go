@@ -69,10 +69,14 @@ type Options struct {
 	// duplicated; messages take MinDelay to MaxDelay to arrive.
 	DropP, DupP        float64
 	MinDelay, MaxDelay time.Duration
-	// CrashP and PartitionP are the chances, every FaultEvery of chaos,
-	// that a node crashes and that the partition changes.
-	CrashP, PartitionP float64
-	FaultEvery         time.Duration
+	// CrashP, PartitionP, PauseP and TransferP are the chances, every
+	// FaultEvery of chaos, that a node crashes, that the partition
+	// changes, that a node's process freezes (for up to MaxPause: its
+	// loop, background work and callbacks stop while its clock and the
+	// network go on), and that the leader hands leadership over.
+	CrashP, PartitionP, PauseP, TransferP float64
+	FaultEvery                            time.Duration
+	MaxPause                              time.Duration
 	// Think is the longest a client waits between two operations.
 	Think time.Duration
 	// SnapshotEntries makes the nodes snapshot often; TrailingEntries is
@@ -103,7 +107,8 @@ func DefaultOptions(n int) Options {
 		Nodes: n, Clients: 4, Keys: 3,
 		Chaos: 3 * time.Second, Liveness: 3 * time.Second,
 		DropP: 0.05, DupP: 0.02, MinDelay: time.Millisecond, MaxDelay: 8 * time.Millisecond,
-		CrashP: 0.01, PartitionP: 0.01, FaultEvery: 10 * time.Millisecond,
+		CrashP: 0.01, PartitionP: 0.01, PauseP: 0.01, TransferP: 0.005,
+		FaultEvery: 10 * time.Millisecond, MaxPause: 300 * time.Millisecond,
 		Think:           30 * time.Millisecond,
 		SnapshotEntries: 40, TrailingEntries: 8,
 	}
@@ -134,7 +139,7 @@ type Result struct {
 type Stats struct {
 	Delivered, Dropped, Duplicated     int
 	Crashes, ArmedCrashes, Restarts    int
-	Partitions                         int
+	Partitions, Pauses, Transfers      int
 	SnapshotsSent, SnapshotsFailed     int
 	Acked, Unknown, Reads, FailedReads int
 	SerializableReads                  int
@@ -177,6 +182,8 @@ type cluster struct {
 	checker checker
 	clients []*client
 	hclock  int64 // the history's event clock
+	// sameInstant counts the scheduler's turns at the current instant.
+	sameInstant int
 	// nextReplicaCheck is when the replicas are compared next.
 	nextReplicaCheck time.Time
 	cmdID            uint64 // the last command id proposed
@@ -241,7 +248,12 @@ type node struct {
 	// then at the latest. downUntil: when it restarts.
 	crashBy, downUntil time.Time
 	armed              bool
+	// pausedUntil: the process is frozen until then.
+	pausedUntil time.Time
 }
+
+// paused reports whether n's process is frozen now.
+func (n *node) paused() bool { return n.c.now.Before(n.pausedUntil) }
 
 type bgTask struct {
 	at time.Time
@@ -362,13 +374,13 @@ func (c *cluster) run() error {
 	}
 	chaosEnd := c.now.Add(c.opts.Chaos)
 	nextFault := c.now.Add(c.opts.FaultEvery)
-	for i := 0; c.err == nil && c.now.Before(chaosEnd); i++ {
-		if i > 10_000_000 {
-			return errors.New("the chaos phase does not end")
-		}
+	for c.err == nil && c.now.Before(chaosEnd) {
 		next := c.nextEvent(chaosEnd)
 		if nextFault.Before(next) {
 			next = nextFault
+		}
+		if err := c.progress(next); err != nil {
+			return err
 		}
 		c.advanceTo(next)
 		if !c.now.Before(nextFault) {
@@ -390,6 +402,24 @@ func (c *cluster) run() error {
 	return c.finalChecks()
 }
 
+// maxInstantTurns bounds how often the scheduler may stay at one
+// instant: something due that is never consumed would spin forever.
+const maxInstantTurns = 10_000
+
+// progress fails when the scheduler has stayed at the same instant for
+// too long.
+func (c *cluster) progress(next time.Time) error {
+	if next.After(c.now) {
+		c.sameInstant = 0
+		return nil
+	}
+	c.sameInstant++
+	if c.sameInstant > maxInstantTurns {
+		return fmt.Errorf("the simulation makes no progress at %v: something due is never consumed", c.now.Sub(epoch))
+	}
+	return nil
+}
+
 // nextEvent returns the time of the next thing to happen, at most limit.
 func (c *cluster) nextEvent(limit time.Time) time.Time {
 	next := limit
@@ -399,12 +429,15 @@ func (c *cluster) nextEvent(limit time.Time) time.Time {
 				next = t
 			}
 			for _, b := range n.bg {
-				if b.at.Before(next) {
+				if b.at.Before(next) && !n.paused() {
 					next = b.at
 				}
 			}
 			if n.armed && n.crashBy.Before(next) {
 				next = n.crashBy
+			}
+			if n.paused() && n.pausedUntil.Before(next) {
+				next = n.pausedUntil
 			}
 		} else if n.downUntil.Before(next) {
 			next = n.downUntil
@@ -451,8 +484,12 @@ func (c *cluster) advanceTo(t time.Time) {
 			c.crash(n, "armed crash point")
 			continue
 		}
-		// Background work in the order it became due.
+		// Background work in the order it became due (none while the
+		// process is frozen).
 		for range 1 << 10 {
+			if n.paused() {
+				break
+			}
 			i := slices.IndexFunc(n.bg, func(b bgTask) bool { return !b.at.After(t) })
 			if i < 0 || !n.up {
 				break
@@ -504,7 +541,7 @@ func (c *cluster) settle() {
 	for range 10_000 {
 		c.dirty = false
 		for _, n := range c.nodes {
-			if !n.up {
+			if !n.up || n.paused() {
 				continue
 			}
 			for range 10_000 {
@@ -562,6 +599,29 @@ func (c *cluster) faults() {
 	if c.rng.Float64() < c.opts.PartitionP {
 		c.changePartition()
 	}
+	if c.rng.Float64() < c.opts.PauseP {
+		if up := c.upNodes(); len(up) > 0 {
+			n := up[c.rng.IntN(len(up))]
+			if !n.paused() {
+				c.stats.Pauses++
+				n.pausedUntil = c.now.Add(c.between(time.Millisecond, c.opts.MaxPause))
+				c.event("node %d freezes until %v", n.id, n.pausedUntil.Sub(epoch))
+			}
+		}
+	}
+	if c.rng.Float64() < c.opts.TransferP {
+		if l := c.leader(); l != nil && !l.paused() {
+			// A cancelled context: the transfer starts on the loop
+			// (a stepped driver runs the task at once) and the call
+			// returns without waiting for its end.
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			err := l.d.TransferLeadership(ctx, 0)
+			c.stats.Transfers++
+			c.dirty = true
+			c.event("node %d hands leadership over: %v", l.id, err)
+		}
+	}
 	if c.rng.Float64() < c.opts.CrashP {
 		up := c.upNodes()
 		if len(up) == 0 {
@@ -571,6 +631,7 @@ func (c *cluster) faults() {
 		if n.armed {
 			return
 		}
+		n.pausedUntil = time.Time{}
 		if c.rng.IntN(2) == 0 {
 			c.crash(n, "power loss")
 			return
@@ -673,6 +734,7 @@ func (c *cluster) heal() {
 	clear(c.cut)
 	c.event("healed")
 	for _, n := range c.nodes {
+		n.pausedUntil = time.Time{}
 		if n.armed {
 			// The crash point may still be armed in the file system:
 			// crash now rather than at a random later write.
@@ -687,14 +749,19 @@ func (c *cluster) heal() {
 // run simulates until cond holds or limit passes; it reports whether
 // cond held.
 func (c *cluster) runUntil(limit time.Time, cond func() bool) bool {
-	for i := 0; c.err == nil; i++ {
+	for c.err == nil {
 		if cond() {
 			return true
 		}
-		if !c.now.Before(limit) || i > 10_000_000 {
+		if !c.now.Before(limit) {
 			return false
 		}
-		c.advanceTo(c.nextEvent(limit))
+		next := c.nextEvent(limit)
+		if err := c.progress(next); err != nil {
+			c.failf("%v", err)
+			return false
+		}
+		c.advanceTo(next)
 		c.afterInstant()
 	}
 	return false
