@@ -33,10 +33,8 @@ import (
 	"container/heap"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"hash"
-	"hash/crc32"
 	"hash/fnv"
 	"io"
 	mrand "math/rand"
@@ -181,7 +179,9 @@ type cluster struct {
 	leaders map[uint64]uint64 // term -> leader (election safety)
 	checker checker
 	clients []*client
-	hclock  int64 // the history's event clock
+	// transfers are the snapshot transfers under way (snapshot.go).
+	transfers []*transfer
+	hclock    int64 // the history's event clock
 	// sameInstant counts the scheduler's turns at the current instant.
 	sameInstant int
 	// nextReplicaCheck is when the replicas are compared next.
@@ -321,6 +321,7 @@ func (n *node) start(boot *raft.Snapshot) error {
 func (c *cluster) crash(n *node, why string) {
 	c.stats.Crashes++
 	c.event("node %d crashes (%s)", n.id, why)
+	c.abortTransfers(n)
 	n.up, n.armed = false, false
 	n.d, n.store, n.clock, n.bg = nil, nil, nil, nil
 	n.fs.Crash(mrand.New(mrand.NewSource(c.rng.Int64())))
@@ -859,6 +860,11 @@ func (t *transport) CancelSnapshots() {
 			ev.cancelled = true
 		}
 	}
+	for _, tr := range t.c.transfers {
+		if tr.from == t.from {
+			tr.cancelled = true
+		}
+	}
 }
 
 func copyMessage(m raft.Message) raft.Message {
@@ -880,7 +886,8 @@ func copyMessage(m raft.Message) raft.Message {
 // Network events.
 const (
 	evMsg       = iota // a message arrives
-	evSnap             // a snapshot transfer runs
+	evSnap             // a snapshot transfer starts
+	evSnapChunk        // a snapshot transfer's next write
 	evSnapDone         // a snapshot transfer's outcome reaches its sender
 	evNotMember        // a receiver's NotMember word reaches the sender
 )
@@ -895,6 +902,8 @@ type netEvent struct {
 	err       error
 	nm        driver.NotMember
 	cancelled bool
+	tr        *transfer // evSnapChunk
+	index     uint64    // evSnapDone: the snapshot's
 }
 
 // netQueue is a heap of network events by time, then order of sending.
@@ -930,7 +939,6 @@ func (c *cluster) delay() time.Duration { return c.between(c.opts.MinDelay, c.op
 // while the network is lossy; a snapshot message starts a transfer.
 func (c *cluster) send(from uint64, epoch int, m raft.Message) {
 	if m.Type == raft.MsgSnap {
-		c.stats.SnapshotsSent++
 		c.schedule(&netEvent{kind: evSnap, from: from, to: m.To, epoch: epoch, msg: m}, c.delay())
 		return
 	}
@@ -995,79 +1003,18 @@ func (c *cluster) deliver(ev *netEvent) {
 			n.d.ReportNotMember(ev.from, ev.nm)
 		}
 	case evSnap:
-		if ev.cancelled || c.current(ev.from, ev.epoch) == nil {
-			return // the sender no longer leads, or crashed
-		}
-		err := c.transferSnapshot(ev)
-		if err != nil {
-			c.stats.SnapshotsFailed++
-		}
-		c.event("snapshot %d>%d at %d: %v", ev.from, ev.to, ev.msg.Snapshot.Index, err)
-		c.schedule(&netEvent{kind: evSnapDone, from: ev.from, to: ev.to, epoch: ev.epoch, msg: ev.msg, err: err}, c.delay())
+		c.startTransfer(ev)
+	case evSnapChunk:
+		c.transferChunk(ev.tr)
 	case evSnapDone:
 		if from := c.current(ev.from, ev.epoch); from != nil {
-			from.d.ReportSnapshot(ev.to, ev.msg.Snapshot.Index, ev.err)
-		}
-	}
-}
-
-// snapshotChunk is the size of the writes a transfer makes.
-const snapshotChunk = 4 << 10
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-// transferSnapshot streams the snapshot a leader's MsgSnap names from
-// its store's file to the follower's driver, as the real transport does:
-// offer, writes, checks of size and checksum, Finish.
-func (c *cluster) transferSnapshot(ev *netEvent) error {
-	from := c.nodes[ev.from-1]
-	to := c.reachable(ev.from, ev.to)
-	if to == nil || (c.lossy && c.rng.Float64() < c.opts.DropP) {
-		return errors.New("follower unreachable")
-	}
-	meta := ev.msg.Snapshot
-	src, err := from.store.OpenSnapshot(meta.Index, meta.Term)
-	if err != nil {
-		return fmt.Errorf("open snapshot: %w", err)
-	}
-	defer src.Close()
-	offer := driver.SnapshotOffer{From: ev.from, Term: ev.msg.Term, Incarnation: ev.msg.Incarnation,
-		Meta: src.Meta(), Size: uint64(src.Size()), Checksum: src.Checksum()}
-	ctx := context.Background()
-	sink, err := to.d.ReceiveSnapshot(ctx, offer)
-	if err != nil {
-		return fmt.Errorf("offer refused: %w", err)
-	}
-	buf := make([]byte, snapshotChunk)
-	var n uint64
-	var sum uint32
-	for range 1 << 30 {
-		k, rerr := src.Read(buf)
-		if k > 0 {
-			n += uint64(k)
-			sum = crc32.Update(sum, castagnoli, buf[:k])
-			if _, err := sink.Write(buf[:k]); err != nil {
-				sink.Abort()
-				return fmt.Errorf("write: %w", err)
+			index := ev.index
+			if ev.msg.Snapshot != nil {
+				index = ev.msg.Snapshot.Index
 			}
-		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			sink.Abort()
-			return fmt.Errorf("read snapshot: %w", rerr)
+			from.d.ReportSnapshot(ev.to, index, ev.err)
 		}
 	}
-	if n != offer.Size || sum != offer.Checksum {
-		sink.Abort()
-		return fmt.Errorf("sent %d bytes with CRC-32C %08x, offered %d with %08x", n, sum, offer.Size, offer.Checksum)
-	}
-	if err := sink.Finish(ctx); err != nil {
-		sink.Abort()
-		return fmt.Errorf("finish: %w", err)
-	}
-	return nil
 }
 
 // u64 encodes v for map keys and hashes.
