@@ -112,6 +112,9 @@ func digest(a *kv.Applied) uint64 {
 // that the history is linearizable and that every read saw a prefix.
 func (c *cluster) finalChecks() error {
 	converged := func() bool {
+		if !c.restored() {
+			return false
+		}
 		var want uint64
 		for i, n := range c.nodes {
 			if !n.up {
@@ -129,7 +132,7 @@ func (c *cluster) finalChecks() error {
 		if c.err != nil {
 			return c.err
 		}
-		return fmt.Errorf("liveness: the replicas do not converge after healing")
+		return fmt.Errorf("liveness: the replicas do not converge, or those that lost their disk are not restored, after healing")
 	}
 	// Replicas equal at equal applied index.
 	ref := c.nodes[0]

@@ -29,6 +29,11 @@ var configs = []struct {
 		o.DropP, o.DupP, o.MaxDelay = 0.2, 0.1, 30*time.Millisecond
 		return o
 	}},
+	{"n=3,disk-loss", 40, func() Options {
+		o := DefaultOptions(3)
+		o.DiskLossP = 0.02
+		return o
+	}},
 	{"n=5,crashy,snapshots", 30, func() Options {
 		o := DefaultOptions(5)
 		o.CrashP, o.PartitionP = 0.05, 0.03
@@ -101,6 +106,7 @@ func add(t *Stats, s Stats) {
 	t.Partitions += s.Partitions
 	t.Pauses += s.Pauses
 	t.Transfers += s.Transfers
+	t.DiskLosses += s.DiskLosses
 	t.SnapshotsSent += s.SnapshotsSent
 	t.SnapshotsFailed += s.SnapshotsFailed
 	t.Acked += s.Acked

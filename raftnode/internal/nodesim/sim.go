@@ -75,6 +75,11 @@ type Options struct {
 	CrashP, PartitionP, PauseP, TransferP float64
 	FaultEvery                            time.Duration
 	MaxPause                              time.Duration
+	// DiskLossP is the chance, every FaultEvery of chaos, that a node
+	// loses its disk (it crashes and restarts empty, a new incarnation
+	// of its storage), whenever the cluster can restore it by itself: no
+	// other node is being restored and the rest count as a majority.
+	DiskLossP float64
 	// Think is the longest a client waits between two operations.
 	Think time.Duration
 	// SnapshotEntries makes the nodes snapshot often; TrailingEntries is
@@ -107,6 +112,7 @@ func DefaultOptions(n int) Options {
 		DropP: 0.05, DupP: 0.02, MinDelay: time.Millisecond, MaxDelay: 8 * time.Millisecond,
 		CrashP: 0.01, PartitionP: 0.01, PauseP: 0.01, TransferP: 0.005,
 		FaultEvery: 10 * time.Millisecond, MaxPause: 300 * time.Millisecond,
+		DiskLossP:       0.002,
 		Think:           30 * time.Millisecond,
 		SnapshotEntries: 40, TrailingEntries: 8,
 	}
@@ -138,6 +144,7 @@ type Stats struct {
 	Delivered, Dropped, Duplicated     int
 	Crashes, ArmedCrashes, Restarts    int
 	Partitions, Pauses, Transfers      int
+	DiskLosses                         int
 	SnapshotsSent, SnapshotsFailed     int
 	Acked, Unknown, Reads, FailedReads int
 	SerializableReads                  int
@@ -623,6 +630,15 @@ func (c *cluster) faults() {
 			c.event("node %d hands leadership over: %v", l.id, err)
 		}
 	}
+	if c.rng.Float64() < c.opts.DiskLossP {
+		up := c.upNodes()
+		if n := up[c.rng.IntN(len(up))]; c.mayLoseDisk(n) {
+			c.stats.DiskLosses++
+			c.crash(n, "disk lost")
+			n.fs = crashfs.New()
+			n.fs.SetDirectIO(c.rng.IntN(2) == 0)
+		}
+	}
 	if c.rng.Float64() < c.opts.CrashP {
 		up := c.upNodes()
 		if len(up) == 0 {
@@ -1019,3 +1035,55 @@ func (c *cluster) deliver(ev *netEvent) {
 
 // u64 encodes v for map keys and hashes.
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+// mayLoseDisk reports whether n may lose its disk now: every node is up
+// with the leader's configuration, which counts every voter with the
+// storage it has (no restoration under way, no change pending), so that
+// the others count as a majority without n.
+func (c *cluster) mayLoseDisk(n *node) bool {
+	l := c.leader()
+	if l == nil {
+		return false
+	}
+	st, err := l.d.Status(context.Background())
+	if err != nil || st.Commit != st.LastIndex {
+		return false
+	}
+	cs := st.Config
+	if len(cs.Learners) > 0 || len(cs.VotersOutgoing) > 0 || len(cs.LearnersNext) > 0 || len(cs.AutoPromote) > 0 {
+		return false
+	}
+	want := fmt.Sprint(cs)
+	for _, m := range c.nodes {
+		if !m.up || m.armed {
+			return false
+		}
+		ms, err := m.d.Status(context.Background())
+		if err != nil || fmt.Sprint(ms.Config) != want {
+			return false
+		}
+		if inc, ok := cs.IncarnationOf(m.id); !ok || inc != m.store.Incarnation() {
+			return false
+		}
+	}
+	return len(cs.Voters) == len(c.nodes)
+}
+
+// restored reports whether every node is a voter again, counted with the
+// storage it has (those that lost their disk were restored).
+func (c *cluster) restored() bool {
+	l := c.leader()
+	if l == nil {
+		return false
+	}
+	st, err := l.d.Status(context.Background())
+	if err != nil || len(st.Config.Voters) != len(c.nodes) || len(st.Config.Learners) > 0 {
+		return false
+	}
+	for _, m := range c.nodes {
+		if inc, ok := st.Config.IncarnationOf(m.id); !m.up || !ok || inc != m.store.Incarnation() {
+			return false
+		}
+	}
+	return true
+}
