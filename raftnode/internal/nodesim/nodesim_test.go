@@ -34,6 +34,11 @@ var configs = []struct {
 		o.DiskLossP = 0.02
 		return o
 	}},
+	{"n=5,membership", 30, func() Options {
+		o := DefaultOptions(5)
+		o.ConfChangeP = 0.02
+		return o
+	}},
 	{"n=5,crashy,snapshots", 30, func() Options {
 		o := DefaultOptions(5)
 		o.CrashP, o.PartitionP = 0.05, 0.03
@@ -107,6 +112,7 @@ func add(t *Stats, s Stats) {
 	t.Pauses += s.Pauses
 	t.Transfers += s.Transfers
 	t.DiskLosses += s.DiskLosses
+	t.Removals += s.Removals
 	t.SnapshotsSent += s.SnapshotsSent
 	t.SnapshotsFailed += s.SnapshotsFailed
 	t.Acked += s.Acked

@@ -33,6 +33,7 @@ import (
 	"container/heap"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash"
 	"hash/fnv"
@@ -80,6 +81,9 @@ type Options struct {
 	// of its storage), whenever the cluster can restore it by itself: no
 	// other node is being restored and the rest count as a majority.
 	DiskLossP float64
+	// ConfChangeP is the chance, every FaultEvery of chaos, that the
+	// leader removes a member (which is added back later: membership.go).
+	ConfChangeP float64
 	// Think is the longest a client waits between two operations.
 	Think time.Duration
 	// SnapshotEntries makes the nodes snapshot often; TrailingEntries is
@@ -112,7 +116,7 @@ func DefaultOptions(n int) Options {
 		DropP: 0.05, DupP: 0.02, MinDelay: time.Millisecond, MaxDelay: 8 * time.Millisecond,
 		CrashP: 0.01, PartitionP: 0.01, PauseP: 0.01, TransferP: 0.005,
 		FaultEvery: 10 * time.Millisecond, MaxPause: 300 * time.Millisecond,
-		DiskLossP:       0.002,
+		DiskLossP: 0.002, ConfChangeP: 0.002,
 		Think:           30 * time.Millisecond,
 		SnapshotEntries: 40, TrailingEntries: 8,
 	}
@@ -144,7 +148,7 @@ type Stats struct {
 	Delivered, Dropped, Duplicated     int
 	Crashes, ArmedCrashes, Restarts    int
 	Partitions, Pauses, Transfers      int
-	DiskLosses                         int
+	DiskLosses, Removals               int
 	SnapshotsSent, SnapshotsFailed     int
 	Acked, Unknown, Reads, FailedReads int
 	SerializableReads                  int
@@ -257,6 +261,8 @@ type node struct {
 	armed              bool
 	// pausedUntil: the process is frozen until then.
 	pausedUntil time.Time
+	// m is its membership (membership.go).
+	m membership
 }
 
 // paused reports whether n's process is frozen now.
@@ -447,6 +453,10 @@ func (c *cluster) nextEvent(limit time.Time) time.Time {
 			if n.paused() && n.pausedUntil.Before(next) {
 				next = n.pausedUntil
 			}
+		} else if n.m.out && !n.m.readding {
+			if n.m.readdAt.Before(next) {
+				next = n.m.readdAt
+			}
 		} else if n.downUntil.Before(next) {
 			next = n.downUntil
 		}
@@ -483,7 +493,7 @@ func (c *cluster) advanceTo(t time.Time) {
 	}
 	for _, n := range c.nodes {
 		if !n.up {
-			if !n.downUntil.After(t) && c.err == nil {
+			if !n.downUntil.After(t) && c.err == nil && (!n.m.out || n.m.readding) {
 				c.restart(n)
 			}
 			continue
@@ -513,6 +523,7 @@ func (c *cluster) advanceTo(t time.Time) {
 func (c *cluster) afterInstant() {
 	c.settle()
 	c.checkLeaders()
+	c.stepMembership()
 	if !c.now.Before(c.nextReplicaCheck) {
 		c.checkReplicas()
 		c.nextReplicaCheck = c.now.Add(replicaCheckEvery)
@@ -558,6 +569,10 @@ func (c *cluster) settle() {
 				}
 			}
 			if n.d.Stopped() {
+				if errors.Is(n.d.Err(), driver.ErrRemoved) {
+					c.removedStop(n)
+					continue
+				}
 				if n.armed {
 					c.crash(n, fmt.Sprintf("stopped on the armed crash: %v", n.d.Err()))
 					continue
@@ -631,13 +646,16 @@ func (c *cluster) faults() {
 		}
 	}
 	if c.rng.Float64() < c.opts.DiskLossP {
-		up := c.upNodes()
-		if n := up[c.rng.IntN(len(up))]; c.mayLoseDisk(n) {
+		if up := c.upNodes(); len(up) > 0 && c.mayLoseDisk() {
+			n := up[c.rng.IntN(len(up))]
 			c.stats.DiskLosses++
 			c.crash(n, "disk lost")
 			n.fs = crashfs.New()
 			n.fs.SetDirectIO(c.rng.IntN(2) == 0)
 		}
+	}
+	if c.rng.Float64() < c.opts.ConfChangeP {
+		c.proposeRemoval()
 	}
 	if c.rng.Float64() < c.opts.CrashP {
 		up := c.upNodes()
@@ -757,8 +775,11 @@ func (c *cluster) heal() {
 			// crash now rather than at a random later write.
 			c.crash(n, "armed crash point, at healing")
 		}
-		if !n.up {
+		if !n.up && (!n.m.out || n.m.readding) {
 			c.restart(n)
+		}
+		if n.m.out && !n.m.readding {
+			n.m.readdAt = c.now
 		}
 	}
 }
@@ -1036,37 +1057,11 @@ func (c *cluster) deliver(ev *netEvent) {
 // u64 encodes v for map keys and hashes.
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
-// mayLoseDisk reports whether n may lose its disk now: every node is up
-// with the leader's configuration, which counts every voter with the
-// storage it has (no restoration under way, no change pending), so that
-// the others count as a majority without n.
-func (c *cluster) mayLoseDisk(n *node) bool {
-	l := c.leader()
-	if l == nil {
-		return false
-	}
-	st, err := l.d.Status(context.Background())
-	if err != nil || st.Commit != st.LastIndex {
-		return false
-	}
-	cs := st.Config
-	if len(cs.Learners) > 0 || len(cs.VotersOutgoing) > 0 || len(cs.LearnersNext) > 0 || len(cs.AutoPromote) > 0 {
-		return false
-	}
-	want := fmt.Sprint(cs)
-	for _, m := range c.nodes {
-		if !m.up || m.armed {
-			return false
-		}
-		ms, err := m.d.Status(context.Background())
-		if err != nil || fmt.Sprint(ms.Config) != want {
-			return false
-		}
-		if inc, ok := cs.IncarnationOf(m.id); !ok || inc != m.store.Incarnation() {
-			return false
-		}
-	}
-	return len(cs.Voters) == len(c.nodes)
+// mayLoseDisk reports whether a node may lose its disk now (see
+// allCounted).
+func (c *cluster) mayLoseDisk() bool {
+	_, st, ok := c.leaderConfig()
+	return ok && c.allCounted(st)
 }
 
 // restored reports whether every node is a voter again, counted with the
