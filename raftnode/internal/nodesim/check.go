@@ -2,6 +2,7 @@ package nodesim
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"hash/fnv"
 	"maps"
@@ -13,7 +14,9 @@ import (
 	"github.com/anishathalye/porcupine"
 
 	"github.com/capraft/capraft/e2e/history"
+	"github.com/capraft/capraft/raftnode/driver"
 	"github.com/capraft/capraft/raftnode/kv"
+	"github.com/capraft/capraft/raftnode/raft"
 )
 
 // checker collects what the checks need: the result of every applied
@@ -250,4 +253,118 @@ func describeHistory(ops []porcupine.Operation) string {
 		fmt.Fprintf(&b, "  [%d, %d] client %d: %s\n", op.Call, op.Return, op.ClientId, history.Describe(op.Input.(history.Input), op.Output.(history.Output)))
 	}
 	return b.String()
+}
+
+// replicaCheckEvery is how often the replicas' states are compared.
+const replicaCheckEvery = 50 * time.Millisecond
+
+// checkReplicas checks that replicas that applied the same log prefix
+// hold the same state.
+func (c *cluster) checkReplicas() {
+	byApplied := map[uint64]*node{}
+	for _, n := range c.nodes {
+		if !n.up {
+			continue
+		}
+		a := n.kv.AppliedIndex()
+		o, ok := byApplied[a]
+		if !ok {
+			byApplied[a] = n
+			continue
+		}
+		if x, y := dumpStore(o.kv), dumpStore(n.kv); x != y {
+			c.failf("replicas %d and %d applied through %d but differ:\n%s\n%s", o.id, n.id, a, x, y)
+			return
+		}
+	}
+}
+
+// checkLeaders checks election safety: at most one leader per term.
+func (c *cluster) checkLeaders() {
+	for _, n := range c.nodes {
+		if !n.up || !n.d.IsLeader() {
+			continue
+		}
+		st, err := n.d.Status(context.Background())
+		if err != nil {
+			continue
+		}
+		if st.Role != raft.StateLeader {
+			continue
+		}
+		if prev, ok := c.leaders[st.Term]; ok {
+			if prev != n.id {
+				c.failf("election safety: nodes %d and %d both lead term %d", prev, n.id, st.Term)
+			}
+			continue
+		}
+		c.leaders[st.Term] = n.id
+		c.stats.Leaders++
+		c.event("node %d leads term %d (commit %d, applied %d)", n.id, st.Term, st.Commit, st.Applied)
+	}
+}
+
+// awaitLiveness: once healed, a write commits within Options.Liveness,
+// and every node applies it.
+func (c *cluster) awaitLiveness() error {
+	start := c.now
+	limit := c.now.Add(c.opts.Liveness)
+	var done bool
+	var index uint64
+	var attempt int
+	var retryAt time.Time
+	ok := c.runUntil(limit, func() bool {
+		if done {
+			for _, n := range c.nodes {
+				if !n.up || n.kv.AppliedIndex() < index {
+					return false
+				}
+			}
+			return true
+		}
+		if c.now.Before(retryAt) {
+			return false
+		}
+		l := c.leader()
+		if l == nil {
+			return false
+		}
+		attempt++
+		a := attempt
+		retryAt = c.now.Add(requestTimeout)
+		c.dirty = true
+		c.event("liveness write %d to node %d", a, l.id)
+		cmd := kv.Command{Kind: kv.CmdOpenSession, ID: 1<<63 | uint64(a), Time: c.now.UnixNano()}
+		l.d.Propose(cmd.AppendBinary(nil), func(r driver.Result) {
+			if a != attempt || done || r.Err != nil {
+				return
+			}
+			if ap, ok := r.Value.(*kv.Applied); ok {
+				done, index = true, ap.Session
+			}
+		})
+		return false
+	})
+	if c.err != nil {
+		return c.err
+	}
+	if !ok {
+		var st []string
+		for _, n := range c.nodes {
+			if !n.up {
+				st = append(st, fmt.Sprintf("%d: down", n.id))
+				continue
+			}
+			s, err := n.d.Status(context.Background())
+			if err != nil {
+				st = append(st, fmt.Sprintf("%d: %v", n.id, err))
+				continue
+			}
+			st = append(st, fmt.Sprintf("%d: role %d term %d lead %d commit %d applied %d", n.id, s.Role, s.Term, s.Lead, s.Commit, s.Applied))
+		}
+		return fmt.Errorf("liveness: no write committed and applied everywhere within %v of healing (committed: %v): %s",
+			c.opts.Liveness, done, strings.Join(st, "; "))
+	}
+	c.event("liveness: write applied everywhere at index %d after %v", index, c.now.Sub(start))
+	return nil
 }
