@@ -6,8 +6,6 @@ import (
 	mrand "math/rand"
 	"strings"
 	"time"
-
-	"github.com/capraft/capraft/raftnode/internal/crashfs"
 )
 
 // The faults the chaos draws, and healing.
@@ -48,8 +46,7 @@ func (c *cluster) faults() {
 			n := up[c.rng.IntN(len(up))]
 			c.stats.DiskLosses++
 			c.crash(n, "disk lost")
-			n.fs = crashfs.New()
-			n.fs.SetDirectIO(c.rng.IntN(2) == 0)
+			n.fs = c.newDisk()
 		}
 	}
 	if c.rng.Float64() < c.opts.ConfChangeP {

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/capraft/capraft/raftnode/driver"
-	"github.com/capraft/capraft/raftnode/internal/crashfs"
 	"github.com/capraft/capraft/raftnode/raft"
 )
 
@@ -125,8 +124,7 @@ func (c *cluster) stepMembership() {
 			if n.up {
 				c.crash(n, "removed: the operator stops it and empties its data directory")
 			}
-			n.fs = crashfs.New()
-			n.fs.SetDirectIO(c.rng.IntN(2) == 0)
+			n.fs = c.newDisk()
 			m.readding = true
 			n.downUntil = c.now
 			if err := n.openStore(); err != nil {

@@ -3,12 +3,14 @@ package nodesim
 import (
 	"fmt"
 	mrand "math/rand"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/capraft/capraft/raftnode/driver"
 	"github.com/capraft/capraft/raftnode/internal/crashfs"
+	"github.com/capraft/capraft/raftnode/internal/vfs"
 	"github.com/capraft/capraft/raftnode/internal/wal"
 	"github.com/capraft/capraft/raftnode/kv"
 	"github.com/capraft/capraft/raftnode/raft"
@@ -57,7 +59,7 @@ type bgTask struct {
 // openStore opens n's data directory on its crash-simulating disk.
 func (n *node) openStore() error {
 	s, err := storage.Open("/data", storage.Options{
-		NodeID: n.id, FS: n.fs, SegmentSize: 16 << 10, Prealloc: wal.PreallocSync,
+		NodeID: n.id, FS: n.c.fsOf(n.fs), SegmentSize: 16 << 10, Prealloc: wal.PreallocSync,
 		TrailingEntries: n.c.opts.TrailingEntries,
 		Rand:            mrand.New(mrand.NewSource(n.c.rng.Int64())),
 	})
@@ -133,4 +135,49 @@ func (c *cluster) restart(n *node) {
 	if err := n.start(nil); err != nil {
 		c.failf("%v", err)
 	}
+}
+
+// newDisk returns an empty disk, with O_DIRECT or without.
+func (c *cluster) newDisk() *crashfs.FS {
+	fs := crashfs.New()
+	fs.SetDirectIO(c.rng.IntN(2) == 0 && !c.opts.bugs.walNoSync)
+	return fs
+}
+
+// fsOf is the file system a node's storage writes through: its disk, or
+// with Options.bugs.walNoSync, its disk with the log's fsync dropped.
+func (c *cluster) fsOf(fs *crashfs.FS) vfs.FS {
+	if c.opts.bugs.walNoSync {
+		return noSyncFS{fs}
+	}
+	return fs
+}
+
+// noSyncFS is a broken file system: fsync of the log's segment files does
+// nothing, so what a node acknowledged may be only in the page cache when
+// power fails (a driver that acknowledges before persisting looks the
+// same from outside).
+type noSyncFS struct{ *crashfs.FS }
+
+type noSyncFile struct{ vfs.File }
+
+func (noSyncFile) Sync() error { return nil }
+
+func (fs noSyncFS) wrap(name string, f vfs.File, err error) (vfs.File, error) {
+	if err != nil || !strings.HasSuffix(name, ".wal") {
+		return f, err
+	}
+	return noSyncFile{f}, nil
+}
+
+// Create implements vfs.FS.
+func (fs noSyncFS) Create(name string) (vfs.File, error) {
+	f, err := fs.FS.Create(name)
+	return fs.wrap(name, f, err)
+}
+
+// OpenRW implements vfs.FS.
+func (fs noSyncFS) OpenRW(name string) (vfs.File, error) {
+	f, err := fs.FS.OpenRW(name)
+	return fs.wrap(name, f, err)
 }

@@ -39,6 +39,11 @@ var configs = []struct {
 		o.ConfChangeP = 0.02
 		return o
 	}},
+	{"n=3,busy", 10, func() Options {
+		o := DefaultOptions(3)
+		o.Clients, o.Keys, o.Think, o.Chaos = 10, 5, 5*time.Millisecond, 5*time.Second
+		return o
+	}},
 	{"n=5,crashy,snapshots", 30, func() Options {
 		o := DefaultOptions(5)
 		o.CrashP, o.PartitionP = 0.05, 0.03

@@ -51,7 +51,6 @@ import (
 	"time"
 
 	"github.com/capraft/capraft/raftnode/driver"
-	"github.com/capraft/capraft/raftnode/internal/crashfs"
 	"github.com/capraft/capraft/raftnode/raft"
 )
 
@@ -94,11 +93,11 @@ type Options struct {
 	Trace io.Writer
 
 	// bugs break the simulated clients on purpose, to show the checkers
-	// fail (checkers_test.go).
+	// fail (checkers_can_fail_test.go).
 	bugs clientBugs
 }
 
-// clientBugs are deliberate client bugs.
+// clientBugs are deliberate bugs of the clients and the disks.
 type clientBugs struct {
 	// readWithoutBarrier serves linearizable reads without waiting for
 	// the read barrier.
@@ -106,6 +105,9 @@ type clientBugs struct {
 	// ackFailedWrites takes a write that failed (not applied, or with an
 	// unknown outcome) for acknowledged.
 	ackFailedWrites bool
+	// walNoSync drops the log's fsync: nodes acknowledge what a crash
+	// can lose.
+	walNoSync bool
 }
 
 // DefaultOptions returns the options of an n-node run.
@@ -243,8 +245,7 @@ func (c *cluster) setup() error {
 	var incs []raft.MemberIncarnation
 	addrs := map[uint64]string{}
 	for i := range c.opts.Nodes {
-		n := &node{c: c, id: uint64(i + 1), fs: crashfs.New()}
-		n.fs.SetDirectIO(c.rng.IntN(2) == 0)
+		n := &node{c: c, id: uint64(i + 1), fs: c.newDisk()}
 		if err := n.openStore(); err != nil {
 			return fmt.Errorf("node %d: open storage: %w", n.id, err)
 		}

@@ -5,10 +5,10 @@ import (
 	"testing"
 )
 
-// TestCheckersCatchBrokenClients breaks the simulated clients on purpose
+// TestCheckersCatchBrokenClientsAndDisks breaks the simulated clients and disks on purpose
 // and expects the checkers to notice within a bounded number of seeds:
 // checkers that cannot fail prove nothing.
-func TestCheckersCatchBrokenClients(t *testing.T) {
+func TestCheckersCatchBrokenClientsAndDisks(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		bugs clientBugs
@@ -16,11 +16,13 @@ func TestCheckersCatchBrokenClients(t *testing.T) {
 	}{
 		{"linearizable reads without a read barrier", clientBugs{readWithoutBarrier: true}, "linearizab"},
 		{"failed writes taken for acknowledged", clientBugs{ackFailedWrites: true}, "linearizab"},
+		{"a log that never fsyncs", clientBugs{walNoSync: true}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			const maxSeeds = 40
+			const maxSeeds = 100
 			for seed := range int64(maxSeeds) {
 				opts := DefaultOptions(3)
+				opts.CrashP = 0.05
 				opts.bugs = tc.bugs
 				_, err := Run(seed, opts)
 				if err == nil {
