@@ -282,26 +282,28 @@ func (c *cluster) checkReplicas() {
 // checkLeaders checks election safety: at most one leader per term.
 func (c *cluster) checkLeaders() {
 	for _, n := range c.nodes {
-		if !n.up || !n.d.IsLeader() {
-			continue
+		if n.up && n.d.IsLeader() {
+			c.leading(n)
 		}
-		st, err := n.d.Status(context.Background())
-		if err != nil {
-			continue
-		}
-		if st.Role != raft.StateLeader {
-			continue
-		}
-		if prev, ok := c.leaders[st.Term]; ok {
-			if prev != n.id {
-				c.failf("election safety: nodes %d and %d both lead term %d", prev, n.id, st.Term)
-			}
-			continue
-		}
-		c.leaders[st.Term] = n.id
-		c.stats.Leaders++
-		c.event("node %d leads term %d (commit %d, applied %d)", n.id, st.Term, st.Commit, st.Applied)
 	}
+}
+
+// leading records that n leads its current term (as the driver's
+// OnLeading says at once, and as checkLeaders sees after every instant).
+func (c *cluster) leading(n *node) {
+	st, err := n.d.Status(context.Background())
+	if err != nil || st.Role != raft.StateLeader {
+		return
+	}
+	if prev, ok := c.leaders[st.Term]; ok {
+		if prev != n.id {
+			c.failf("election safety: nodes %d and %d both lead term %d", prev, n.id, st.Term)
+		}
+		return
+	}
+	c.leaders[st.Term] = n.id
+	c.stats.Leaders++
+	c.event("node %d leads term %d (commit %d, applied %d)", n.id, st.Term, st.Commit, st.Applied)
 }
 
 // awaitLiveness: once healed, a write commits within Options.Liveness,

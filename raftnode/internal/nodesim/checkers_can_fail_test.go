@@ -5,9 +5,9 @@ import (
 	"testing"
 )
 
-// TestCheckersCatchBrokenClientsAndDisks breaks the simulated clients and disks on purpose
-// and expects the checkers to notice within a bounded number of seeds:
-// checkers that cannot fail prove nothing.
+// TestCheckersCatchBrokenClientsAndDisks breaks the simulated clients
+// and disks on purpose and expects the checkers to notice within a
+// bounded number of seeds: checkers that cannot fail prove nothing.
 func TestCheckersCatchBrokenClientsAndDisks(t *testing.T) {
 	for _, tc := range []struct {
 		name string

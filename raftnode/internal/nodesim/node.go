@@ -94,7 +94,10 @@ func (n *node) start(boot *raft.Snapshot) error {
 		OnApplied: func(index uint64, res statemachine.Result, replayed bool) {
 			c.checker.applied(c, n.id, index, res)
 		},
-		Clock: n.clock,
+		// The moment it becomes leader (a stepped driver's Status runs
+		// on its loop at once: this is its loop).
+		OnLeading: func() { c.leading(n) },
+		Clock:     n.clock,
 		Go: func(f func()) {
 			// Written at a later instant: the loop goes on meanwhile.
 			n.bg = append(n.bg, bgTask{at: c.now.Add(c.between(0, 20*time.Millisecond)), fn: f})
