@@ -159,13 +159,18 @@ func (c *cluster) removedStop(n *node) {
 		return
 	}
 	c.event("node %d stopped: %v", n.id, n.d.Err())
-	// The process exits cleanly: the operator adds it back later.
-	c.abortTransfers(n)
-	n.up = false
-	if err := n.store.Close(); err != nil {
-		c.failf("node %d: close its storage: %v", n.id, err)
+	if n.armed {
+		// Power fails as it stops (its storage would fail to close).
+		c.crash(n, "removed, and power fails as it stops")
+	} else {
+		// The process exits cleanly: the operator adds it back later.
+		c.abortTransfers(n)
+		n.up = false
+		if err := n.store.Close(); err != nil {
+			c.failf("node %d: close its storage: %v", n.id, err)
+		}
+		n.d, n.store, n.clock, n.bg = nil, nil, nil, nil
 	}
-	n.d, n.store, n.clock, n.bg = nil, nil, nil, nil
 	if !n.m.out {
 		n.m.out = true
 		n.m.readdAt = c.now.Add(c.between(50*time.Millisecond, 500*time.Millisecond))
