@@ -279,17 +279,9 @@ func (c *cluster) checkReplicas() {
 	}
 }
 
-// checkLeaders checks election safety: at most one leader per term.
-func (c *cluster) checkLeaders() {
-	for _, n := range c.nodes {
-		if n.up && n.d.IsLeader() {
-			c.leading(n)
-		}
-	}
-}
-
-// leading records that n leads its current term (as the driver's
-// OnLeading says at once, and as checkLeaders sees after every instant).
+// leading records that n leads its current term, as the driver's
+// OnLeading says the moment it does: election safety is at most one
+// leader per term.
 func (c *cluster) leading(n *node) {
 	st, err := n.d.Status(context.Background())
 	if err != nil || st.Role != raft.StateLeader {

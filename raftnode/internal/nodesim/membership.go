@@ -103,6 +103,9 @@ func (c *cluster) proposeRemoval() {
 
 // stepMembership follows the removals and additions under way.
 func (c *cluster) stepMembership() {
+	if !slices.ContainsFunc(c.nodes, func(n *node) bool { return n.m != membership{} }) {
+		return // nothing under way (and no leader's status to read)
+	}
 	l, st, ok := c.leaderConfig()
 	for _, n := range c.nodes {
 		m := &n.m

@@ -407,7 +407,6 @@ func (c *cluster) advanceTo(t time.Time) {
 // afterInstant runs the clients and settles the nodes.
 func (c *cluster) afterInstant() {
 	c.settle()
-	c.checkLeaders()
 	c.stepMembership()
 	if !c.now.Before(c.nextReplicaCheck) {
 		c.checkReplicas()
