@@ -24,6 +24,7 @@ var configs = []struct {
 }{
 	{"n=3", 120, func() Options { return DefaultOptions(3) }},
 	{"n=5", 40, func() Options { return DefaultOptions(5) }},
+	{"n=7", 10, func() Options { return DefaultOptions(7) }},
 	{"n=3,lossy", 40, func() Options {
 		o := DefaultOptions(3)
 		o.DropP, o.DupP, o.MaxDelay = 0.2, 0.1, 30*time.Millisecond
