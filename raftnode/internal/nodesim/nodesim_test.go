@@ -81,8 +81,8 @@ func seeds(def int) []int64 {
 // checks linearizability, exactly-once, replica agreement, election
 // safety, that no acknowledged write is lost, and liveness after healing.
 //
-// More seeds: go test ./raftnode/internal/nodesim -run TestWholeNodeSimulation -nodesim.seeds 1000
-// Replay one: go test ./raftnode/internal/nodesim -run 'TestWholeNodeSimulation/n=3$' -nodesim.seed S -v [-nodesim.trace]
+// More seeds: go test ./raftnode/internal/nodesim -run TestWholeNodeSimulation -nodesim.seeds=1000
+// Replay one: go test ./raftnode/internal/nodesim -run 'TestWholeNodeSimulation/n=3$' -nodesim.seed=S -v [-nodesim.trace]
 func TestWholeNodeSimulation(t *testing.T) {
 	for _, cfg := range configs {
 		t.Run(cfg.name, func(t *testing.T) {
@@ -96,7 +96,7 @@ func TestWholeNodeSimulation(t *testing.T) {
 				}
 				res, err := Run(seed, opts)
 				if err != nil {
-					t.Fatalf("seed %d: %v\nreplay: go test ./raftnode/internal/nodesim -run 'TestWholeNodeSimulation/%s$' -nodesim.seed %d -v -nodesim.trace",
+					t.Fatalf("seed %d: %v\nreplay: go test ./raftnode/internal/nodesim -run 'TestWholeNodeSimulation/%s$' -nodesim.seed=%d -v -nodesim.trace",
 						seed, err, cfg.name, seed)
 				}
 				add(&total, res.Stats)
