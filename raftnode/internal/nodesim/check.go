@@ -140,6 +140,7 @@ func (c *cluster) finalChecks() error {
 	// Replicas equal at equal applied index.
 	ref := c.nodes[0]
 	refState := dumpStore(ref.kv)
+	c.event("final state at %d: %s", ref.kv.AppliedIndex(), refState)
 	for _, n := range c.nodes[1:] {
 		if st := dumpStore(n.kv); st != refState {
 			return fmt.Errorf("replicas %d and %d applied through %d but differ:\n%s\n%s", ref.id, n.id, ref.kv.AppliedIndex(), refState, st)
