@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/capraft/capraft/raftnode/raft"
@@ -158,9 +159,11 @@ func (d *Driver) TransferLeadership(ctx context.Context, to uint64) error {
 		st := d.core.Status()
 		target := to
 		if target == 0 {
+			// Ties go to the lowest id: the choice must not depend on
+			// the map's order, or a simulated run would not replay.
 			var best uint64
-			for id, pr := range st.Progress {
-				if id != d.cfg.ID && !pr.IsLearner && (target == 0 || pr.Match > best) {
+			for _, id := range slices.Sorted(maps.Keys(st.Progress)) {
+				if pr := st.Progress[id]; id != d.cfg.ID && !pr.IsLearner && (target == 0 || pr.Match > best) {
 					target, best = id, pr.Match
 				}
 			}
