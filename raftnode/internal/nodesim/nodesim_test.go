@@ -2,16 +2,16 @@ package nodesim
 
 import (
 	"flag"
-	"fmt"
 	"os"
 	"testing"
 	"time"
 )
 
 var (
-	flagSeeds = flag.Int("nodesim.seeds", 0, "seeds per configuration (0: the default)")
-	flagSeed  = flag.Int64("nodesim.seed", -1, "replay exactly this seed")
-	flagTrace = flag.Bool("nodesim.trace", false, "log every event of the run (use with -nodesim.seed)")
+	flagSeeds   = flag.Int("nodesim.seeds", 0, "seeds per configuration (0: the default)")
+	flagSeed    = flag.Int64("nodesim.seed", -1, "replay exactly this seed")
+	flagTrace   = flag.Bool("nodesim.trace", false, "log every event of the run (use with -nodesim.seed)")
+	flagReplays = flag.Int("nodesim.replays", 1, "seeds per configuration run twice by the replay test")
 )
 
 // configs are the simulated configurations, with their default seed
@@ -130,26 +130,34 @@ func add(t *Stats, s Stats) {
 	t.MaxApplied = max(t.MaxApplied, s.MaxApplied)
 }
 
-// TestSimulationReplaysFromItsSeed runs seeds twice: the event traces
-// must be identical, or a failing seed could not be replayed.
+// TestSimulationReplaysFromItsSeed runs a seed of every configuration
+// twice: the event traces (and final states) must be identical, or a
+// failing seed could not be replayed.
 func TestSimulationReplaysFromItsSeed(t *testing.T) {
-	for _, seed := range []int64{1, 2} {
-		opts := DefaultOptions(3)
-		a, err := Run(seed, opts)
-		if err != nil {
-			t.Fatalf("seed %d: %v", seed, err)
+	for _, cfg := range configs {
+		for seed := range int64(*flagReplays) {
+			replays(t, cfg.name, cfg.opts, seed)
 		}
-		b, err := Run(seed, opts)
-		if err != nil {
-			t.Fatalf("seed %d, second run: %v", seed, err)
-		}
-		if a.TraceHash != b.TraceHash || a.Events != b.Events {
-			t.Fatalf("seed %d replays differently: %d events hashing to %x, then %d hashing to %x",
-				seed, a.Events, a.TraceHash, b.Events, b.TraceHash)
-		}
-		if a.Events < 1000 {
-			t.Fatalf("seed %d: only %d events: the simulation does not run", seed, a.Events)
-		}
-		t.Log(fmt.Sprintf("seed %d: %d events, trace %x", seed, a.Events, a.TraceHash))
 	}
+}
+
+// replays runs seed under opts twice and compares the traces.
+func replays(t *testing.T, name string, opts func() Options, seed int64) {
+	t.Helper()
+	a, err := Run(seed, opts())
+	if err != nil {
+		t.Fatalf("%s, seed %d: %v", name, seed, err)
+	}
+	b, err := Run(seed, opts())
+	if err != nil {
+		t.Fatalf("%s, seed %d, second run: %v", name, seed, err)
+	}
+	if a.TraceHash != b.TraceHash || a.Events != b.Events {
+		t.Fatalf("%s: seed %d replays differently: %d events hashing to %x, then %d hashing to %x",
+			name, seed, a.Events, a.TraceHash, b.Events, b.TraceHash)
+	}
+	if a.Events < 300 {
+		t.Fatalf("%s: seed %d: only %d events: the simulation does not run", name, seed, a.Events)
+	}
+	t.Logf("%s, seed %d: %d events, trace %x", name, seed, a.Events, a.TraceHash)
 }
