@@ -83,13 +83,18 @@ func (ch *checker) applied(c *cluster, node, index uint64, res any) {
 	}
 	k := [2]uint64{p.session, p.seq}
 	if prev, ok := ch.once[k]; ok {
-		if !resultsEqual(prev, a.Results[0]) {
+		// A retry answered with the saved result, or refused (its
+		// session expired or forgot the result: nothing applied);
+		// never applied again.
+		if r := a.Results[0]; r.Code == kv.OK && !resultsEqual(prev, r) {
 			c.failf("exactly-once: session %d seq %d (%s=%s) applied again at index %d with result %+v, first %+v",
 				p.session, p.seq, p.key, p.value, index, a.Results[0], prev)
 		}
 		return
 	}
-	ch.once[k] = a.Results[0]
+	if a.Results[0].Code == kv.OK {
+		ch.once[k] = a.Results[0]
+	}
 }
 
 func resultsEqual(a, b kv.Result) bool {

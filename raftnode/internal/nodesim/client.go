@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/anishathalye/porcupine"
@@ -133,10 +134,10 @@ func (c *cluster) newOp(cl *client) *pendingOp {
 	switch r := c.rng.IntN(20); {
 	case r < 7:
 		cl.seq++
-		op.kind, op.seq, op.value = opPut, cl.seq, fmt.Sprintf("c%d.%d", cl.id, cl.nops)
+		op.kind, op.seq, op.value = opPut, cl.seq, c.value(cl)
 	case r < 10:
 		cl.seq++
-		op.kind, op.seq, op.value = opCAS, cl.seq, fmt.Sprintf("c%d.%d", cl.id, cl.nops)
+		op.kind, op.seq, op.value = opCAS, cl.seq, c.value(cl)
 		op.expect = cl.seen[op.key]
 	case r < 17:
 		op.kind = opGet
@@ -367,4 +368,14 @@ func (cl *client) see(key, value string) {
 		cl.seen = map[string]string{}
 	}
 	cl.seen[key] = value
+}
+
+// value returns a value no other write writes: the client's id and
+// operation count, padded to Options.ValueSize.
+func (c *cluster) value(cl *client) string {
+	v := fmt.Sprintf("c%d.%d", cl.id, cl.nops)
+	if pad := c.opts.ValueSize - len(v); pad > 0 {
+		v += "." + strings.Repeat("x", pad-1)
+	}
+	return v
 }

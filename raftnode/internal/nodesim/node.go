@@ -74,7 +74,7 @@ func (n *node) openStore() error {
 func (n *node) start(boot *raft.Snapshot) error {
 	c := n.c
 	n.epoch++
-	n.kv = kv.New(kv.Config{})
+	n.kv = kv.New(kv.Config{SessionTTL: c.opts.SessionTTL})
 	n.clock = NewClock(c.now)
 	n.bg = nil
 	var logger hclog.Logger

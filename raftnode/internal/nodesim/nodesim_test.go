@@ -43,6 +43,13 @@ var configs = []struct {
 	{"n=3,busy", 10, func() Options {
 		o := DefaultOptions(3)
 		o.Clients, o.Keys, o.Think, o.Chaos = 10, 5, 5*time.Millisecond, 5*time.Second
+		o.ValueSize = 200
+		return o
+	}},
+	{"n=3,sessions-expire", 30, func() Options {
+		o := DefaultOptions(3)
+		o.SessionTTL = 300 * time.Millisecond
+		o.PauseP = 0.03
 		return o
 	}},
 	{"n=5,crashy,snapshots", 30, func() Options {

@@ -83,8 +83,13 @@ type Options struct {
 	// ConfChangeP is the chance, every FaultEvery of chaos, that the
 	// leader removes a member (which is added back later: membership.go).
 	ConfChangeP float64
-	// Think is the longest a client waits between two operations.
-	Think time.Duration
+	// Think is the longest a client waits between two operations;
+	// ValueSize pads the values written (0: short values).
+	Think     time.Duration
+	ValueSize int
+	// SessionTTL is the key-value store's (0: its default, longer than
+	// a run): a short one makes sessions expire under faults.
+	SessionTTL time.Duration
 	// SnapshotEntries makes the nodes snapshot often; TrailingEntries is
 	// the log they keep behind a snapshot (small: followers then need
 	// snapshots).
