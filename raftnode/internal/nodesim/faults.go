@@ -176,6 +176,9 @@ func (c *cluster) heal() {
 		if n.m.out && !n.m.readding {
 			n.m.readdAt = c.now
 		}
+		if n.m.learner {
+			n.m.promoteAt = c.now
+		}
 	}
 }
 

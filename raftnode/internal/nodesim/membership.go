@@ -17,9 +17,10 @@ import (
 // own removal, or a voter of a newer configuration tells it it is no
 // longer a member), or lingers as a stale peer if cut off. Later the
 // operator stops it, empties its data directory, starts it afresh (no
-// bootstrap: it waits to be contacted) and adds it back as a learner
-// that the leader promotes once it has caught up. After healing, every
-// node removed is added back.
+// bootstrap: it waits to be contacted) and adds it back: as a learner
+// that the leader promotes once it has caught up, or as a plain learner
+// that serves for a while before the operator promotes it. After
+// healing, every node removed is added back and every learner promoted.
 //
 // A stepped driver's ChangeMembership is called with a cancelled
 // context: the change is proposed on the loop at once, and the call
@@ -37,6 +38,11 @@ type membership struct {
 	// proposed). readdAt: when the operator starts adding it back.
 	out, readding    bool
 	readdAt, askedAt time.Time
+	// asLearner: it is added back as a plain learner (no automatic
+	// promotion); learner: the learner is in, and the operator promotes
+	// it at promoteAt.
+	asLearner, learner bool
+	promoteAt          time.Time
 }
 
 // cancelledCtx makes a stepped driver's blocking operations return as
@@ -129,6 +135,7 @@ func (c *cluster) stepMembership() {
 			}
 			n.fs = c.newDisk()
 			m.readding = true
+			m.asLearner = c.rng.IntN(2) == 0
 			n.downUntil = c.now
 			if err := n.openStore(); err != nil {
 				c.failf("node %d: open an empty data directory: %v", n.id, err)
@@ -143,9 +150,24 @@ func (c *cluster) stepMembership() {
 			// configuration may still hold the old one).
 			c.event("node %d is back in the configuration", n.id)
 			*m = membership{everAsked: true}
-		case m.readding && ok && !l.paused() && (m.askedAt.IsZero() || c.now.Sub(m.askedAt) >= requestTimeout):
+		case m.readding && m.asLearner && !m.learner && ok && n.up && slices.Contains(st.Config.Learners, n.id):
+			// In as a learner: it serves reads, counts towards no
+			// quorum, and is promoted later.
+			m.learner = true
+			m.promoteAt = c.now.Add(c.between(50*time.Millisecond, time.Second))
+			if !c.lossy {
+				m.promoteAt = c.now
+			}
+			c.event("node %d is a learner", n.id)
+		case m.learner && ok && !l.paused() && !c.now.Before(m.promoteAt) && c.now.Sub(m.askedAt) >= requestTimeout:
 			m.askedAt = c.now
-			cc := raft.ConfChange{Changes: []raft.ConfChangeSingle{{Type: raft.ConfChangeAddLearner, NodeID: n.id, AutoPromote: true}},
+			cc := raft.ConfChange{Changes: []raft.ConfChangeSingle{{Type: raft.ConfChangeAddVoter, NodeID: n.id}}}
+			err := l.d.ChangeMembership(cancelledCtx(), cc)
+			c.dirty = true
+			c.event("node %d proposes promoting learner %d: %v", l.id, n.id, err)
+		case m.readding && !m.learner && ok && !l.paused() && (m.askedAt.IsZero() || c.now.Sub(m.askedAt) >= requestTimeout):
+			m.askedAt = c.now
+			cc := raft.ConfChange{Changes: []raft.ConfChangeSingle{{Type: raft.ConfChangeAddLearner, NodeID: n.id, AutoPromote: !m.asLearner}},
 				Context: []byte(fmt.Sprintf("n%d", n.id))}
 			err := l.d.ChangeMembership(cancelledCtx(), cc)
 			c.dirty = true
