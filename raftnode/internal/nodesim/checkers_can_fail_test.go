@@ -11,12 +11,12 @@ import (
 func TestCheckersCatchBrokenClientsAndDisks(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		bugs clientBugs
+		bugs simBugs
 		want string
 	}{
-		{"linearizable reads without a read barrier", clientBugs{readWithoutBarrier: true}, "linearizab"},
-		{"failed writes taken for acknowledged", clientBugs{ackFailedWrites: true}, "linearizab"},
-		{"a log that never fsyncs", clientBugs{walNoSync: true}, ""},
+		{"linearizable reads without a read barrier", simBugs{readWithoutBarrier: true}, "linearizab"},
+		{"failed writes taken for acknowledged", simBugs{ackFailedWrites: true}, "linearizab"},
+		{"a log that never fsyncs", simBugs{walNoSync: true}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			const maxSeeds = 100

@@ -97,13 +97,13 @@ type Options struct {
 	// Trace, if set, receives every event (and the drivers' logs).
 	Trace io.Writer
 
-	// bugs break the simulated clients on purpose, to show the checkers
-	// fail (checkers_can_fail_test.go).
-	bugs clientBugs
+	// bugs break the simulated clients or disks on purpose, to show
+	// that the checkers fail (checkers_can_fail_test.go).
+	bugs simBugs
 }
 
-// clientBugs are deliberate bugs of the clients and the disks.
-type clientBugs struct {
+// simBugs are deliberate bugs of the clients and the disks.
+type simBugs struct {
 	// readWithoutBarrier serves linearizable reads without waiting for
 	// the read barrier.
 	readWithoutBarrier bool
