@@ -52,6 +52,12 @@ var configs = []struct {
 		o.PauseP = 0.03
 		return o
 	}},
+	{"n=3,damaged-snapshots", 30, func() Options {
+		o := DefaultOptions(3)
+		o.CrashP, o.SnapshotEntries, o.TrailingEntries = 0.03, 10, 0
+		o.DamageSnapP, o.SkipTransportChecksum = 0.3, true
+		return o
+	}},
 	{"n=5,crashy,snapshots", 30, func() Options {
 		o := DefaultOptions(5)
 		o.CrashP, o.PartitionP = 0.05, 0.03
@@ -126,6 +132,8 @@ func add(t *Stats, s Stats) {
 	t.Transfers += s.Transfers
 	t.DiskLosses += s.DiskLosses
 	t.Removals += s.Removals
+	t.SnapshotsDamaged += s.SnapshotsDamaged
+	t.DamageRefused += s.DamageRefused
 	t.SnapshotsSent += s.SnapshotsSent
 	t.SnapshotsFailed += s.SnapshotsFailed
 	t.Acked += s.Acked

@@ -94,6 +94,13 @@ type Options struct {
 	// the log they keep behind a snapshot (small: followers then need
 	// snapshots).
 	SnapshotEntries, TrailingEntries uint64
+	// DamageSnapP is the chance, while the network is lossy, that a
+	// snapshot transfer has a bit flipped on the way;
+	// SkipTransportChecksum leaves the end-to-end check of a transfer's
+	// size and checksum to the receiving driver alone (the real
+	// transport checks too).
+	DamageSnapP           float64
+	SkipTransportChecksum bool
 	// Trace, if set, receives every event (and the drivers' logs).
 	Trace io.Writer
 
@@ -157,6 +164,7 @@ type Stats struct {
 	Partitions, Pauses, Transfers      int
 	DiskLosses, Removals               int
 	SnapshotsSent, SnapshotsFailed     int
+	SnapshotsDamaged, DamageRefused    int
 	Acked, Unknown, Reads, FailedReads int
 	SerializableReads                  int
 	Leaders                            int

@@ -39,8 +39,12 @@ type transfer struct {
 	src       *snap.Stream
 	sink      driver.SnapshotSink
 	n         uint64
-	sum       uint32
+	sum       uint32 // of what the follower received
 	buf       []byte
+	// damageAt is the offset of a byte the network damages (-1: none);
+	// damaged says it was.
+	damageAt int64
+	damaged  bool
 	// cancelled: the sender stopped leading, or a newer transfer to the
 	// same follower replaced this one; it ends unreported.
 	cancelled bool
@@ -85,7 +89,10 @@ func (c *cluster) startTransfer(ev *netEvent) {
 		return
 	}
 	tr := &transfer{from: ev.from, to: ev.to, fromEpoch: ev.epoch, toEpoch: to.epoch, term: ev.msg.Term,
-		offer: offer, src: src, sink: sink, buf: make([]byte, snapshotChunk)}
+		offer: offer, src: src, sink: sink, buf: make([]byte, snapshotChunk), damageAt: -1}
+	if c.lossy && offer.Size > 0 && c.rng.Float64() < c.opts.DamageSnapP {
+		tr.damageAt = c.rng.Int64N(int64(offer.Size))
+	}
 	c.transfers = append(c.transfers, tr)
 	c.event("snapshot %d>%d at %d/%d: offered %d bytes", ev.from, ev.to, meta.Index, meta.Term, offer.Size)
 	c.schedule(&netEvent{kind: evSnapChunk, tr: tr}, c.between(0, 2*time.Millisecond))
@@ -112,6 +119,12 @@ func (c *cluster) transferChunk(tr *transfer) {
 	}
 	k, rerr := tr.src.Read(tr.buf)
 	if k > 0 {
+		if off := tr.damageAt - int64(tr.n); off >= 0 && off < int64(k) {
+			// The network flips a bit (the sender's file is intact).
+			tr.buf[off] ^= 1 << c.rng.IntN(8)
+			tr.damaged = true
+			c.stats.SnapshotsDamaged++
+		}
 		tr.n += uint64(k)
 		tr.sum = crc32.Update(tr.sum, castagnoli, tr.buf[:k])
 		if _, err := tr.sink.Write(tr.buf[:k]); err != nil {
@@ -127,12 +140,21 @@ func (c *cluster) transferChunk(tr *transfer) {
 		c.endTransfer(tr, fmt.Errorf("read snapshot: %w", rerr), true)
 		return
 	}
-	if tr.n != tr.offer.Size || tr.sum != tr.offer.Checksum {
-		c.endTransfer(tr, fmt.Errorf("sent %d bytes with CRC-32C %08x, offered %d with %08x", tr.n, tr.sum, tr.offer.Size, tr.offer.Checksum), true)
+	// The receiving transport checks size and checksum end to end,
+	// unless the simulation leaves that to the driver alone.
+	if !c.opts.SkipTransportChecksum && (tr.n != tr.offer.Size || tr.sum != tr.offer.Checksum) {
+		c.endTransfer(tr, fmt.Errorf("received %d bytes with CRC-32C %08x, offered %d with %08x", tr.n, tr.sum, tr.offer.Size, tr.offer.Checksum), true)
 		return
 	}
 	if err := tr.sink.Finish(context.Background()); err != nil {
+		if tr.damaged {
+			c.stats.DamageRefused++
+		}
 		c.endTransfer(tr, fmt.Errorf("finish: %w", err), true)
+		return
+	}
+	if tr.damaged {
+		c.failf("node %d took a snapshot (%d/%d from node %d) that the network damaged", tr.to, tr.offer.Meta.Index, tr.offer.Meta.Term, tr.from)
 		return
 	}
 	c.dirty = true
