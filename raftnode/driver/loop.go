@@ -300,8 +300,12 @@ func (d *Driver) turn() (exit, busy bool) {
 // (ReceiveSnapshot, a SnapshotSink's Finish, Status, Configured,
 // Bootstrap) run their part on the loop at once; those that wait for an
 // outcome the loop produces later (ProposeWait, ReadIndex, Members,
-// ChangeMembership, TransferLeadership, Snapshot) must not be used: use
-// Propose and ReadBarrier, whose replies arrive during a later Step.
+// ChangeMembership, TransferLeadership, Snapshot) would wait forever: use
+// Propose and ReadBarrier, whose replies arrive during a later Step, and
+// call ChangeMembership and TransferLeadership with a context already
+// cancelled: they start the operation on the loop at once and return
+// without its outcome (ErrChangeOutcomeUnknown, ErrTransferOutcomeUnknown),
+// which the configuration and the leader then show.
 func (d *Driver) Step() bool {
 	if !d.cfg.Stepped {
 		panic("driver: Step called on a driver that runs its own loop (Config.Stepped is false)")
