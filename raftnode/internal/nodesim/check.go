@@ -243,7 +243,7 @@ func (ch *checker) checkLinearizable(end int64) error {
 		case porcupine.Illegal:
 			return fmt.Errorf("linearizability: the history of key %s (%d operations) is not linearizable:\n%s", k, len(ops), describeHistory(ops))
 		case porcupine.Unknown:
-			return fmt.Errorf("linearizability: porcupine timed out on key %s (%d operations)", k, len(ops))
+			return fmt.Errorf("linearizability: porcupine timed out on key %s (%d operations):\n%s", k, len(ops), describeHistory(ops))
 		}
 	}
 	return nil

@@ -50,6 +50,11 @@ type client struct {
 	nextAt  time.Time // when the next operation starts (no operation in flight)
 	op      *pendingOp
 	stopped bool // no new operations (the chaos is over)
+	// parked are the writes given up on during the chaos whose outcome
+	// is still unknown: once healed, the client retries each with its
+	// session and sequence number, which makes the outcome known (the
+	// session answers with the saved result, or applies it now).
+	parked []*pendingOp
 	// seen is the value the client last saw for each key ("" absent):
 	// what its compare-and-swaps expect.
 	seen map[string]string
@@ -58,6 +63,10 @@ type client struct {
 type pendingOp struct {
 	kind       opKind
 	key, value string
+	// session is the session a write was made in; resumed: it was
+	// parked and is retried after healing.
+	session uint64
+	resumed bool
 	// expect is what a compare-and-swap expects ("": the key absent).
 	expect   string
 	seq      uint64
@@ -106,6 +115,12 @@ func (c *cluster) runClients() {
 func (c *cluster) clientStep(cl *client) {
 	op := cl.op
 	switch {
+	case op == nil && cl.stopped && len(cl.parked) > 0:
+		op, cl.parked = cl.parked[0], cl.parked[1:]
+		op.resumed, op.tries, op.retryAt = true, 0, time.Time{}
+		cl.op = op
+		c.event("client %d: resumes %v %s %s seq %d", cl.id, op.kind, op.key, op.value, op.seq)
+		c.attempt(cl)
 	case op == nil:
 		if cl.stopped || c.now.Before(cl.nextAt) {
 			return
@@ -130,7 +145,7 @@ func (c *cluster) newOp(cl *client) *pendingOp {
 		return &pendingOp{kind: opOpen}
 	}
 	cl.nops++
-	op := &pendingOp{key: fmt.Sprintf("k%d", c.rng.IntN(c.opts.Keys))}
+	op := &pendingOp{key: fmt.Sprintf("k%d", c.rng.IntN(c.opts.Keys)), session: cl.session}
 	switch r := c.rng.IntN(20); {
 	case r < 7:
 		cl.seq++
@@ -195,9 +210,9 @@ func (c *cluster) attempt(cl *client) {
 				w.Compare, w.CompareValue = kv.CompareAbsent, nil
 			}
 		}
-		cmd := kv.Command{Kind: kv.CmdBatch, ID: c.cmdID, Time: c.now.UnixNano(), Session: cl.session, AckedBelow: op.seq,
+		cmd := kv.Command{Kind: kv.CmdBatch, ID: c.cmdID, Time: c.now.UnixNano(), Session: op.session, AckedBelow: cl.ackedBelow(op),
 			Ops: []kv.WriteOp{w}}
-		c.checker.puts[c.cmdID] = putInfo{session: cl.session, seq: op.seq, key: op.key, value: op.value, cas: op.kind == opCAS}
+		c.checker.puts[c.cmdID] = putInfo{session: op.session, seq: op.seq, key: op.key, value: op.value, cas: op.kind == opCAS}
 		n.d.Propose(cmd.AppendBinary(nil), func(r driver.Result) {
 			if op.attempt == a {
 				op.answered, op.res = true, r
@@ -233,6 +248,7 @@ func (c *cluster) answered(cl *client) {
 	switch op.kind {
 	case opOpen:
 		if ap, ok := op.res.Value.(*kv.Applied); ok && op.res.Err == nil && ap.Err == nil {
+			c.unpark(cl)
 			cl.session = ap.Session
 			c.event("client %d: session %d", cl.id, ap.Session)
 			c.done(cl)
@@ -277,6 +293,7 @@ func (c *cluster) answered(cl *client) {
 			c.event("client %d: put seq %d: %v %s", cl.id, op.seq, r.Code, r.Message)
 			cl.session = 0
 			c.giveUp(cl)
+			c.unpark(cl)
 		}
 	case opGet:
 		n := c.current(op.node, op.epoch)
@@ -311,6 +328,10 @@ func (c *cluster) giveUp(cl *client) {
 	c.event("client %d: gives up %v %s %s", cl.id, op.kind, op.key, op.value)
 	switch op.kind {
 	case opPut, opCAS:
+		if !op.resumed && op.session == cl.session && cl.session != 0 {
+			cl.parked = append(cl.parked, op)
+			break
+		}
 		c.stats.Unknown++
 		c.record(cl, op, history.Output{Unknown: true})
 	case opGet:
@@ -347,13 +368,13 @@ func (c *cluster) finishClients() error {
 	}
 	idle := func() bool {
 		for _, cl := range c.clients {
-			if cl.op != nil {
+			if cl.op != nil || len(cl.parked) > 0 {
 				return false
 			}
 		}
 		return true
 	}
-	if !c.runUntil(c.now.Add(maxTries*3*requestTimeout), idle) {
+	if !c.runUntil(c.now.Add(4*maxTries*3*requestTimeout), idle) {
 		if c.err != nil {
 			return c.err
 		}
@@ -378,4 +399,26 @@ func (c *cluster) value(cl *client) string {
 		v += "." + strings.Repeat("x", pad-1)
 	}
 	return v
+}
+
+// ackedBelow is the AckedBelow of a write: the session may forget the
+// results below op's sequence number, but not those of parked writes.
+func (cl *client) ackedBelow(op *pendingOp) uint64 {
+	ack := op.seq
+	for _, p := range cl.parked {
+		if p.session == op.session {
+			ack = min(ack, p.seq)
+		}
+	}
+	return ack
+}
+
+// unpark gives up for good on the parked writes: their session is gone,
+// so their outcome stays unknown.
+func (c *cluster) unpark(cl *client) {
+	for _, op := range cl.parked {
+		c.stats.Unknown++
+		c.record(cl, op, history.Output{Unknown: true})
+	}
+	cl.parked = nil
 }

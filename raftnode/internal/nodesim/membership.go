@@ -227,3 +227,32 @@ func (c *cluster) allCounted(st raft.Status) bool {
 	}
 	return true
 }
+
+// watchDemotions notices a leader demoting a voter whose storage was
+// never replaced (the same incarnation it was counted with): a leader
+// must demote only on the evidence of an answer from other storage.
+// Safety does not suffer (the voter is restored once caught up), but the
+// cluster loses a vote meanwhile, so it is counted (Stats), not failed.
+func (c *cluster) watchDemotions() {
+	l := c.leader()
+	if l == nil {
+		return
+	}
+	st, err := l.d.Status(context.Background())
+	if err != nil || st.Role != raft.StateLeader {
+		return
+	}
+	for _, n := range c.nodes {
+		switch {
+		case !n.up || n.store == nil:
+		case counted(st.Config, n):
+			n.countedInc, n.demoted = n.store.Incarnation(), false
+		case !n.demoted && n.countedInc == n.store.Incarnation() && slices.Contains(st.Config.Learners, n.id) &&
+			slices.Contains(st.Config.AutoPromote, n.id):
+			n.demoted = true
+			c.stats.SpuriousDemotions++
+			c.event("node %d, counted as a voter with incarnation %016x which it still has, was demoted by leader %d",
+				n.id, n.countedInc, l.id)
+		}
+	}
+}

@@ -46,6 +46,10 @@ type node struct {
 	pausedUntil time.Time
 	// m is its membership (membership.go).
 	m membership
+	// countedInc is the incarnation the leader last counted it as a
+	// voter with; demoted: it is now a learner to be restored.
+	countedInc uint64
+	demoted    bool
 }
 
 // paused reports whether n's process is frozen now.

@@ -42,7 +42,7 @@ var configs = []struct {
 	}},
 	{"n=3,busy", 10, func() Options {
 		o := DefaultOptions(3)
-		o.Clients, o.Keys, o.Think, o.Chaos = 10, 5, 5*time.Millisecond, 5*time.Second
+		o.Clients, o.Keys, o.Think, o.Chaos = 10, 20, 5*time.Millisecond, 5*time.Second
 		o.ValueSize = 200
 		return o
 	}},
@@ -134,6 +134,7 @@ func add(t *Stats, s Stats) {
 	t.Removals += s.Removals
 	t.SnapshotsDamaged += s.SnapshotsDamaged
 	t.DamageRefused += s.DamageRefused
+	t.SpuriousDemotions += s.SpuriousDemotions
 	t.SnapshotsSent += s.SnapshotsSent
 	t.SnapshotsFailed += s.SnapshotsFailed
 	t.Acked += s.Acked

@@ -159,12 +159,15 @@ type Result struct {
 
 // Stats counts what a run did.
 type Stats struct {
-	Delivered, Dropped, Duplicated     int
-	Crashes, ArmedCrashes, Restarts    int
-	Partitions, Pauses, Transfers      int
-	DiskLosses, Removals               int
-	SnapshotsSent, SnapshotsFailed     int
-	SnapshotsDamaged, DamageRefused    int
+	Delivered, Dropped, Duplicated  int
+	Crashes, ArmedCrashes, Restarts int
+	Partitions, Pauses, Transfers   int
+	DiskLosses, Removals            int
+	SnapshotsSent, SnapshotsFailed  int
+	SnapshotsDamaged, DamageRefused int
+	// SpuriousDemotions counts voters a leader demoted although their
+	// storage was never replaced (see watchDemotions).
+	SpuriousDemotions                  int
 	Acked, Unknown, Reads, FailedReads int
 	SerializableReads                  int
 	Leaders                            int
@@ -296,6 +299,7 @@ func (c *cluster) run() error {
 		}
 		c.advanceTo(next)
 		if !c.now.Before(nextFault) {
+			c.watchDemotions()
 			c.faults()
 			nextFault = c.now.Add(c.opts.FaultEvery)
 		}

@@ -23,9 +23,13 @@ import (
 // follower: a new MsgSnap replaces the one under way (never reported),
 // unless it names the same snapshot in the same term.
 
-// snapshotChunk is the size of a transfer's writes: small, so that a
-// transfer spans several instants.
-const snapshotChunk = 128
+// A transfer's writes are small, so that a transfer spans several
+// instants, and at most maxChunks (a large state must still arrive
+// within a bounded time).
+const (
+	minSnapshotChunk = 128
+	maxChunks        = 16
+)
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -89,7 +93,7 @@ func (c *cluster) startTransfer(ev *netEvent) {
 		return
 	}
 	tr := &transfer{from: ev.from, to: ev.to, fromEpoch: ev.epoch, toEpoch: to.epoch, term: ev.msg.Term,
-		offer: offer, src: src, sink: sink, buf: make([]byte, snapshotChunk), damageAt: -1}
+		offer: offer, src: src, sink: sink, buf: make([]byte, max(minSnapshotChunk, offer.Size/maxChunks+1)), damageAt: -1}
 	if c.lossy && offer.Size > 0 && c.rng.Float64() < c.opts.DamageSnapP {
 		tr.damageAt = c.rng.Int64N(int64(offer.Size))
 	}
