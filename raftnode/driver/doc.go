@@ -17,6 +17,12 @@
 //     results out, snapshots as streams; the driver knows nothing else of
 //     it (the results are handed, untouched, to whoever waits for them
 //     and to Config.OnApplied);
+//   - Clock, its only source of time (timers, the ticker, deadlines),
+//     and Go, which starts its background work (writing a snapshot);
+//     nil means the real clock and a goroutine. With Stepped, Start
+//     spawns no loop and the caller runs it one turn at a time (Step):
+//     with a virtual clock, that is how a simulator runs the real
+//     driver deterministically from a seed;
 //   - Transport, which sends the core's messages to peers (Send), streams
 //     the stored snapshots the core's snapshot messages name beside them,
 //     and learns the peers' addresses (SetPeer, RemovePeer). What peers
@@ -27,7 +33,8 @@
 //
 // # The loop
 //
-// One goroutine (run, in loop.go) owns the core. Everything else talks to
+// One goroutine (run, in loop.go; the caller of Step for a stepped
+// driver) owns the core. Everything else talks to
 // it through one queue: peers' messages, proposals, read requests and
 // tasks. Each turn it takes the whole queue, steps it into the core,
 // proposes every pending command with one ProposeBatch and asks for one
@@ -65,6 +72,7 @@
 //
 //	New(Config) (*Driver, error)   recover (or bootstrap, or force a new cluster) and build the core
 //	(*Driver).Start()              start the loop (and elect a lone voter at once)
+//	(*Driver).Step() bool          one turn of a stepped driver's loop (Config.Stepped)
 //	Close(), Done(), Err()         stop; closed when stopped; why it stopped on its own
 //	Stopped() bool, ID() uint64
 //	StoppedError() error           the error for requests that find it stopped (wraps ErrStopped)

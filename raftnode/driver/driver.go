@@ -118,6 +118,18 @@ type Config struct {
 	// LostDataReported says the storage already told the operator it was
 	// repaired: WarnLostData stays quiet.
 	LostDataReported bool
+
+	// Clock is the driver's source of time (nil: the real clock). A
+	// simulator passes a virtual clock it advances itself.
+	Clock Clock
+	// Go starts the driver's background work (writing a snapshot file);
+	// nil means a new goroutine. A simulator runs the work inline or at a
+	// step it chooses. The work must run eventually: Close waits for it.
+	Go func(func())
+	// Stepped makes Start spawn no loop: the caller runs the loop one
+	// turn at a time with Step, on one goroutine that makes every other
+	// call into the driver too (see Step). Production leaves it false.
+	Stepped bool
 }
 
 // Driver drives the Raft core of one node: see the package
@@ -125,6 +137,9 @@ type Config struct {
 type Driver struct {
 	cfg   Config
 	log   hclog.Logger
+	clock Clock
+	// goFn starts background work (Config.Go).
+	goFn  func(func())
 	store Storage
 	// sm is the replicated state machine: all the driver knows of it.
 	sm statemachine.Machine
@@ -133,8 +148,9 @@ type Driver struct {
 	tr Transport
 
 	// Owned by the loop goroutine.
-	core guardedCore
-	loop loopState
+	core   guardedCore
+	loop   loopState
+	timers loopTimers
 
 	// receiving is the snapshot transfer from a leader under way
 	// (snapshot_receive.go).
@@ -171,9 +187,17 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
+	if cfg.Clock == nil {
+		cfg.Clock = RealClock{}
+	}
+	if cfg.Go == nil {
+		cfg.Go = func(f func()) { go f() }
+	}
 	d := &Driver{
 		cfg:      cfg,
 		log:      cfg.Logger,
+		clock:    cfg.Clock,
+		goFn:     cfg.Go,
 		store:    cfg.Storage,
 		sm:       cfg.Machine,
 		q:        newEventQueue(),
@@ -295,7 +319,9 @@ func BootstrapSnapshot(voters []raft.MemberIncarnation, addrs map[uint64]string)
 
 // Start hands the transport every known peer and starts the loop. A lone
 // voter is elected at once; Start waits for that (at most an election
-// timeout), so the node serves as leader from its first request.
+// timeout), so the node serves as leader from its first request. A
+// stepped driver (Config.Stepped) starts no loop and waits for nothing:
+// its caller runs the loop with Step.
 func (d *Driver) Start() {
 	d.startOnce.Do(func() {
 		d.tr = d.cfg.Transport
@@ -304,16 +330,40 @@ func (d *Driver) Start() {
 				d.tr.SetPeer(id, addr)
 			}
 		}
+		if d.cfg.Stepped {
+			if d.guarded(d.begin) {
+				d.exitStepped()
+			}
+			return
+		}
 		cs := d.core.ConfState()
 		lone := len(cs.Voters) == 1 && cs.Voters[0] == d.cfg.ID && len(cs.VotersOutgoing) == 0
 		d.wg.Add(1)
 		go d.run()
 		if lone {
-			ctx, cancel := context.WithTimeout(context.Background(), d.cfg.ElectionTimeout)
-			_, _ = d.WaitLeader(ctx)
-			cancel()
+			d.awaitLeader(d.cfg.ElectionTimeout)
 		}
 	})
+}
+
+// awaitLeader waits until a leader is known, the driver stops, or wait
+// has passed.
+func (d *Driver) awaitLeader(wait time.Duration) {
+	timer := d.clock.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		wake := d.LeaderChanged()
+		if d.lead.Load() != 0 {
+			return
+		}
+		select {
+		case <-wake:
+		case <-d.done:
+			return
+		case <-timer.C():
+			return
+		}
+	}
 }
 
 // Close stops the loop and waits for it and for the snapshots being
@@ -325,6 +375,10 @@ func (d *Driver) Close() {
 		d.startOnce.Do(func() { close(d.done) }) // never started
 		close(d.stopc)
 		d.receiving.stop()
+		if d.cfg.Stepped {
+			// No loop sees stopc: its caller's goroutine exits it.
+			d.exitStepped()
+		}
 		d.wg.Wait()
 	})
 }

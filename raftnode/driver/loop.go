@@ -48,6 +48,9 @@ type loopState struct {
 	readsAt    map[uint64]time.Time // when each readsByCtx entry asked
 	applyWait  []*readWaiter
 	readSeq    uint64
+	// readRetries are reads whose read index was lost with its leader,
+	// waiting for the next leader (see askRead).
+	readRetries []readRetry
 
 	// Snapshots.
 	snapIndex    uint64 // newest snapshot's index
@@ -149,13 +152,73 @@ type readWaiter struct {
 	reply func(error)
 }
 
+// loopTimers are the loop's clocks: the core's ticker, and the timer
+// that announces a commit index no proposal carried.
+type loopTimers struct {
+	ticker    Ticker
+	announce  Timer
+	announceC <-chan time.Time // armed while a commit index waits
+}
+
+// stop stops the timers (those begin made).
+func (lt *loopTimers) stop() {
+	if lt.ticker != nil {
+		lt.ticker.Stop()
+	}
+	if lt.announce != nil {
+		lt.announce.Stop()
+	}
+}
+
+// readRetry is a linearizable read waiting for a leader to be asked
+// again: retry is called with nil once one is known, or with why not
+// (ErrNoLeader at deadline, StoppedError).
+type readRetry struct {
+	deadline time.Time
+	retry    func(error)
+}
+
 // run is the driver loop: it owns the core. See raftnode/raft's package
-// documentation for the order of the steps.
+// documentation for the order of the steps. Each iteration is one turn
+// (turn, shared with a stepped driver's Step); between turns with nothing
+// ready it waits for the queue, the ticker, the commit announcement or
+// Close.
 func (d *Driver) run() {
 	defer d.wg.Done()
 	defer close(d.done)
 	defer d.failEverything()
 	defer d.recoverCorePanic()
+	defer d.timers.stop()
+	d.begin()
+	lt := &d.timers
+	for {
+		exit, busy := d.turn()
+		if exit {
+			return
+		}
+		if busy {
+			continue
+		}
+		select {
+		case <-lt.announceC:
+			// Quiet since the commit: no proposal carried the new
+			// index to the followers, so send it on its own.
+			lt.announceC = nil
+			d.core.AnnounceCommit()
+		case <-d.stopc:
+			// Handlers must stop waiting for, or handing requests to, a
+			// leader: they answer shuttingDown once done is closed.
+			d.setLeader(0, false)
+			return
+		case <-lt.ticker.C():
+			d.tick()
+		case <-d.q.wake:
+		}
+	}
+}
+
+// begin readies the loop's state and timers before its first turn.
+func (d *Driver) begin() {
 	ls := &d.loop
 	ls.byIndex = make(map[uint64]*proposal)
 	ls.confWaiters = make(map[uint64]chan error)
@@ -172,63 +235,123 @@ func (d *Driver) run() {
 			d.core.Tick()
 		}
 	}
-	ticker := time.NewTicker(ls.tick)
-	defer ticker.Stop()
-	announce := time.NewTimer(time.Hour)
-	announce.Stop()
-	defer announce.Stop()
-	var announceC <-chan time.Time // armed while a commit index waits
-	for {
-		// Ticks must not starve while the loop is busy with Readys.
+	d.timers.ticker = d.clock.NewTicker(ls.tick)
+	d.timers.announce = d.clock.NewTimer(time.Hour)
+	d.timers.announce.Stop()
+}
+
+// turn is one iteration of the loop: a due tick, every queued event, the
+// pending proposals and reads, one Ready, maybe a snapshot, and the
+// commit announcement's timer. exit: the driver must stop (it has
+// recorded why); busy: another Ready is waiting, so the next turn should
+// follow at once.
+func (d *Driver) turn() (exit, busy bool) {
+	ls := &d.loop
+	lt := &d.timers
+	// Ticks must not starve while the loop is busy with Readys.
+	select {
+	case <-lt.ticker.C():
+		d.tick()
+	default:
+	}
+	d.drain()
+	// Once something failed (a write to disk, say) nothing more is
+	// proposed, persisted or answered as done.
+	if ls.stopping == nil {
+		d.flushProposals()
+		d.flushReads()
+		if d.core.HasReady() {
+			d.handleReady(d.core.Ready())
+		}
+		d.retryReads()
+	}
+	if ls.stopping != nil {
+		d.setStopped(ls.stopping)
+		return true, false
+	}
+	d.maybeSnapshot()
+	if d.core.HasReady() {
+		return false, true
+	}
+	switch unannounced := d.core.CommitUnannounced(); {
+	case unannounced && lt.announceC == nil:
+		lt.announce.Reset(d.commitAnnounceDelay())
+		lt.announceC = lt.announce.C()
+	case !unannounced && lt.announceC != nil:
+		// A proposal's appends carried it: the quiet period
+		// restarts at the next commit.
+		lt.announce.Stop()
+		lt.announceC = nil
+	}
+	return false, false
+}
+
+// Step runs the loop of a stepped driver (Config.Stepped) for one turn,
+// on the caller's goroutine, without blocking: it takes every queued
+// event, proposes and asks for read indexes, handles one Ready, maybe
+// starts a snapshot, and acts on the ticker and the commit announcement
+// if their clock fired. It reports whether more is ready at once (call
+// it again before advancing the clock); false also once the driver has
+// stopped (Done is closed then).
+//
+// A stepped driver is single-threaded: the goroutine that calls Step
+// makes every other call into the driver too, and its callbacks (replies,
+// OnApplied, OnLeading) run on it. The calls that would wait for the loop
+// (ReceiveSnapshot, a SnapshotSink's Finish, Status, Configured,
+// Bootstrap) run their part on the loop at once; those that wait for an
+// outcome the loop produces later (ProposeWait, ReadIndex, Members,
+// ChangeMembership, TransferLeadership, Snapshot) would wait forever: use
+// Propose and ReadBarrier, whose replies arrive during a later Step, and
+// call ChangeMembership and TransferLeadership with a context already
+// cancelled: they start the operation on the loop at once and return
+// without its outcome (ErrChangeOutcomeUnknown, ErrTransferOutcomeUnknown),
+// which the configuration and the leader then show.
+func (d *Driver) Step() bool {
+	if !d.cfg.Stepped {
+		panic("driver: Step called on a driver that runs its own loop (Config.Stepped is false)")
+	}
+	if d.Stopped() || d.tr == nil {
+		return false
+	}
+	var exit, busy bool
+	if d.guarded(func() {
+		exit, busy = d.turn()
+		if exit || busy {
+			return
+		}
 		select {
-		case <-ticker.C:
-			d.tick()
+		case <-d.timers.announceC:
+			d.timers.announceC = nil
+			d.core.AnnounceCommit()
 		default:
 		}
-		d.drain()
-		// Once something failed (a write to disk, say) nothing more is
-		// proposed, persisted or answered as done.
-		if ls.stopping == nil {
-			d.flushProposals()
-			d.flushReads()
-			if d.core.HasReady() {
-				d.handleReady(d.core.Ready())
-			}
-		}
-		if ls.stopping != nil {
-			d.setStopped(ls.stopping)
-			return
-		}
-		d.maybeSnapshot()
-		if d.core.HasReady() {
-			continue
-		}
-		switch unannounced := d.core.CommitUnannounced(); {
-		case unannounced && announceC == nil:
-			announce.Reset(d.commitAnnounceDelay())
-			announceC = announce.C
-		case !unannounced && announceC != nil:
-			// A proposal's appends carried it: the quiet period
-			// restarts at the next commit.
-			announce.Stop()
-			announceC = nil
-		}
-		select {
-		case <-announceC:
-			// Quiet since the commit: no proposal carried the new
-			// index to the followers, so send it on its own.
-			announceC = nil
-			d.core.AnnounceCommit()
-		case <-d.stopc:
-			// Handlers must stop waiting for, or handing requests to, a
-			// leader: they answer shuttingDown once done is closed.
-			d.setLeader(0, false)
-			return
-		case <-ticker.C:
-			d.tick()
-		case <-d.q.wake:
-		}
+	}) || exit {
+		d.exitStepped()
+		return false
 	}
+	return busy || d.q.pending() || len(d.timers.ticker.C()) > 0 ||
+		(d.timers.announceC != nil && len(d.timers.announceC) > 0)
+}
+
+// guarded runs fn, part of the loop, and reports whether the core
+// panicked in it (the driver then stopped: see recoverCorePanic).
+func (d *Driver) guarded(fn func()) (panicked bool) {
+	defer func() { panicked = d.core.panicked() }()
+	defer d.recoverCorePanic()
+	fn()
+	return false
+}
+
+// exitStepped ends a stepped driver's loop, as run's return does: it
+// answers every waiter and closes Done. It does nothing once done.
+func (d *Driver) exitStepped() {
+	if d.Stopped() {
+		return
+	}
+	d.setLeader(0, false)
+	d.timers.stop()
+	d.failEverything()
+	close(d.done)
 }
 
 // commitAnnounceDelay is how long a leader keeps a new commit index for
@@ -247,8 +370,9 @@ func (d *Driver) commitAnnounceDelay() time.Duration {
 func (d *Driver) tick() {
 	d.core.Tick()
 	ls := &d.loop
+	now := d.clock.Now()
 	for seq, at := range ls.readsAt {
-		if time.Since(at) > d.cfg.RequestTimeout {
+		if now.Sub(at) > d.cfg.RequestTimeout {
 			for _, r := range ls.readsByCtx[seq] {
 				r.reply(ErrTimeout)
 			}
@@ -256,7 +380,34 @@ func (d *Driver) tick() {
 			delete(ls.readsAt, seq)
 		}
 	}
+	if len(ls.readRetries) > 0 {
+		// Reads whose leader is gone give up at their deadline.
+		keep := ls.readRetries[:0]
+		for _, r := range ls.readRetries {
+			if now.Before(r.deadline) {
+				keep = append(keep, r)
+			} else {
+				r.retry(ErrNoLeader)
+			}
+		}
+		clear(ls.readRetries[len(keep):])
+		ls.readRetries = keep
+	}
 	d.logStall()
+}
+
+// retryReads asks again, once a leader is known, the reads whose read
+// index was lost with the previous one.
+func (d *Driver) retryReads() {
+	ls := &d.loop
+	if len(ls.readRetries) == 0 || ls.lead == 0 {
+		return
+	}
+	rs := ls.readRetries
+	ls.readRetries = nil
+	for _, r := range rs {
+		r.retry(nil)
+	}
 }
 
 // stallReport is how long a node goes without a leader before it says
@@ -272,7 +423,7 @@ func (d *Driver) logStall() {
 		ls.leaderless = time.Time{}
 		return
 	}
-	now := time.Now()
+	now := d.clock.Now()
 	if ls.leaderless.IsZero() {
 		ls.leaderless = now
 		return
@@ -399,7 +550,7 @@ func (d *Driver) notMember(from uint64, nm NotMember) {
 	credible := st.Lead == 0 && nm.Term >= st.Term &&
 		(slices.Contains(cs.Voters, from) || slices.Contains(cs.VotersOutgoing, from))
 	if !credible {
-		if ok, _ := d.loop.refusals.allow(from, time.Now()); ok {
+		if ok, _ := d.loop.refusals.allow(from, d.clock.Now()); ok {
 			d.log.Debug("ignoring a peer's word that this node is not a member: it leads or follows a leader, or the peer's word does not count",
 				"peer", from, "peer_term", nm.Term, "term", st.Term, "leader", st.Lead)
 		}
@@ -411,7 +562,7 @@ func (d *Driver) notMember(from uint64, nm NotMember) {
 		d.loop.stopping = ErrRemoved
 		return
 	}
-	if ok, _ := d.loop.refusals.allow(from, time.Now()); ok {
+	if ok, _ := d.loop.refusals.allow(from, d.clock.Now()); ok {
 		d.log.Info("a peer does not count this node as a member yet; waiting for it to apply this node's configuration",
 			"peer", from, "peer_applied", nm.Index, "applied", st.Applied)
 	}
@@ -478,7 +629,7 @@ func (d *Driver) flushReads() {
 		}
 	} else {
 		d.loop.readsByCtx[d.loop.readSeq] = append([]*readWaiter(nil), reads...)
-		d.loop.readsAt[d.loop.readSeq] = time.Now()
+		d.loop.readsAt[d.loop.readSeq] = d.clock.Now()
 	}
 	clear(reads)
 	d.loop.newReads = reads[:0]
@@ -770,7 +921,7 @@ func (d *Driver) farewell(id, index uint64) {
 				Incarnation: d.store.Incarnation(), ToIncarnation: pr.Incarnation}})
 		}
 	}
-	time.AfterFunc(d.cfg.ElectionTimeout, func() {
+	d.clock.AfterFunc(d.cfg.ElectionTimeout, func() {
 		d.q.push(task{func() {
 			for _, ids := range [][]uint64{d.core.ConfState().Voters, d.core.ConfState().Learners} {
 				for _, m := range ids {
@@ -898,13 +1049,16 @@ func (d *Driver) failEverything() {
 	for _, r := range ls.applyWait {
 		r.reply(err)
 	}
+	for _, r := range ls.readRetries {
+		r.retry(err)
+	}
 	for _, ch := range ls.confWaiters {
 		ch <- ErrChangeOutcomeUnknown
 	}
 	for _, w := range ls.snapWaiters {
 		w <- err
 	}
-	ls.byIndex, ls.newProp, ls.newReads = nil, nil, nil
+	ls.byIndex, ls.newProp, ls.newReads, ls.readRetries = nil, nil, nil, nil
 	ls.readsByCtx, ls.applyWait, ls.confWaiters, ls.confTerm = nil, nil, nil, nil
 	ls.snapWaiters = nil
 }

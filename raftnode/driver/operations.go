@@ -5,8 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
-	"time"
 
 	"github.com/capraft/capraft/raftnode/raft"
 )
@@ -78,12 +78,12 @@ func (d *Driver) ChangeMembership(ctx context.Context, cc raft.ConfChange) error
 	if refused != nil {
 		return refused
 	}
-	timer := time.NewTimer(d.cfg.RequestTimeout)
+	timer := d.clock.NewTimer(d.cfg.RequestTimeout)
 	defer timer.Stop()
 	select {
 	case err := <-ch:
 		return err
-	case <-timer.C:
+	case <-timer.C():
 		return ErrChangeOutcomeUnknown
 	case <-ctx.Done():
 		return ErrChangeOutcomeUnknown
@@ -159,9 +159,11 @@ func (d *Driver) TransferLeadership(ctx context.Context, to uint64) error {
 		st := d.core.Status()
 		target := to
 		if target == 0 {
+			// Ties go to the lowest id: the choice must not depend on
+			// the map's order, or a simulated run would not replay.
 			var best uint64
-			for id, pr := range st.Progress {
-				if id != d.cfg.ID && !pr.IsLearner && (target == 0 || pr.Match > best) {
+			for _, id := range slices.Sorted(maps.Keys(st.Progress)) {
+				if pr := st.Progress[id]; id != d.cfg.ID && !pr.IsLearner && (target == 0 || pr.Match > best) {
 					target, best = id, pr.Match
 				}
 			}
@@ -181,7 +183,7 @@ func (d *Driver) TransferLeadership(ctx context.Context, to uint64) error {
 		return s.err
 	}
 	to = s.to
-	timer := time.NewTimer(d.cfg.RequestTimeout)
+	timer := d.clock.NewTimer(d.cfg.RequestTimeout)
 	defer timer.Stop()
 	for {
 		select {
@@ -194,7 +196,7 @@ func (d *Driver) TransferLeadership(ctx context.Context, to uint64) error {
 				return &LeaderMovedError{Leader: lead, Target: to}
 			}
 			wake = d.LeaderChanged()
-		case <-timer.C:
+		case <-timer.C():
 			return ErrTransferOutcomeUnknown
 		case <-ctx.Done():
 			return ErrTransferOutcomeUnknown

@@ -45,6 +45,13 @@ func (q *eventQueue) take() []event {
 	return evs
 }
 
+// pending reports whether events wait to be taken.
+func (q *eventQueue) pending() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.events) > 0
+}
+
 // close refuses further pushes and returns what was pushed and not taken.
 func (q *eventQueue) close() []event {
 	q.mu.Lock()

@@ -70,7 +70,7 @@ func (d *Driver) stepRefused(m raft.Message, err error) {
 		d.log.Debug("ignored a peer message", "msg", m.String(), "error", err)
 		return
 	}
-	ok, suppressed := d.loop.refusals.allow(m.From, time.Now())
+	ok, suppressed := d.loop.refusals.allow(m.From, d.clock.Now())
 	if !ok {
 		return
 	}

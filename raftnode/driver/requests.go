@@ -27,12 +27,12 @@ func (d *Driver) Propose(data []byte, reply func(Result)) {
 func (d *Driver) ProposeWait(ctx context.Context, data []byte) (statemachine.Result, error) {
 	done := make(chan Result, 1)
 	d.Propose(data, func(r Result) { done <- r })
-	timer := time.NewTimer(d.cfg.RequestTimeout)
+	timer := d.clock.NewTimer(d.cfg.RequestTimeout)
 	defer timer.Stop()
 	select {
 	case r := <-done:
 		return r.Value, r.Err
-	case <-timer.C:
+	case <-timer.C():
 		return nil, ErrOutcomeUnknown
 	case <-ctx.Done():
 		return nil, ErrOutcomeUnknown
@@ -51,7 +51,7 @@ func (d *Driver) ProposeWait(ctx context.Context, data []byte) (statemachine.Res
 // began is still linearizable. A read begun with no leader known fails at
 // once, so a client cut off from the leader moves on quickly.
 func (d *Driver) ReadBarrier(reply func(error)) {
-	d.askRead(time.Now().Add(d.cfg.RequestTimeout), maxReadRetries, reply)
+	d.askRead(d.clock.Now().Add(d.cfg.RequestTimeout), maxReadRetries, reply)
 }
 
 // maxReadRetries bounds how often one read is asked again: each retry
@@ -66,16 +66,16 @@ func (d *Driver) askRead(deadline time.Time, retries int, reply func(error)) {
 			reply(err)
 			return
 		}
-		// The loop calls this: wait for the next leader elsewhere.
-		go func() {
-			ctx, cancel := context.WithDeadline(context.Background(), deadline)
-			defer cancel()
-			if _, err := d.WaitLeader(ctx); err != nil {
+		// The loop calls this (it fails reads with ErrNoLeader only
+		// there): the read waits on the loop for the next leader
+		// (retryReads), or for its deadline (tick).
+		d.loop.readRetries = append(d.loop.readRetries, readRetry{deadline: deadline, retry: func(err error) {
+			if err != nil {
 				reply(err)
 				return
 			}
 			d.askRead(deadline, retries-1, reply)
-		}()
+		}})
 	}
 	if !d.q.push(&readWaiter{reply: r}) {
 		reply(d.StoppedError())
@@ -88,12 +88,12 @@ func (d *Driver) askRead(deadline time.Time, retries int, reply func(error)) {
 func (d *Driver) ReadIndex(ctx context.Context) error {
 	done := make(chan error, 1)
 	d.ReadBarrier(func(err error) { done <- err })
-	timer := time.NewTimer(d.cfg.RequestTimeout)
+	timer := d.clock.NewTimer(d.cfg.RequestTimeout)
 	defer timer.Stop()
 	select {
 	case err := <-done:
 		return err
-	case <-timer.C:
+	case <-timer.C():
 		return ErrTimeout
 	case <-ctx.Done():
 		return ErrTimeout
@@ -112,6 +112,18 @@ func onLoop[T any](ctx context.Context, d *Driver, fn func() T) (T, error) {
 	var state atomic.Int32
 	res := make(chan T, 1)
 	var zero T
+	if d.cfg.Stepped {
+		// The caller is the loop's goroutine (see Step): run fn now.
+		if d.Stopped() || d.tr == nil {
+			return zero, d.StoppedError()
+		}
+		var v T
+		if d.guarded(func() { v = fn() }) {
+			d.exitStepped()
+			return zero, d.StoppedError()
+		}
+		return v, nil
+	}
 	if !d.q.push(task{func() {
 		if state.CompareAndSwap(queued, started) {
 			res <- fn()

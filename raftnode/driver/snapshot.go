@@ -253,7 +253,7 @@ func (d *Driver) startSnapshot() uint64 {
 		addrs[id] = a
 	}
 	d.wg.Add(1)
-	go func() {
+	d.goFn(func() {
 		defer d.wg.Done()
 		size, err := d.writeSnapshotFile(index, cs, addrs, smSnap)
 		if err == nil {
@@ -263,7 +263,7 @@ func (d *Driver) startSnapshot() uint64 {
 			d.log.Info("snapshot written", "index", index, "bytes", size)
 		}
 		d.q.push(snapDone{index, err})
-	}()
+	})
 	return index
 }
 

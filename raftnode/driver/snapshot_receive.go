@@ -7,7 +7,6 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/capraft/capraft/raftnode/raft"
 	"github.com/capraft/capraft/raftnode/storage"
@@ -233,7 +232,7 @@ func (s *snapSink) refused(err error) error {
 	s.abortLocked(err)
 	rc := &s.d.receiving
 	rc.refused.Add(1)
-	now := time.Now().UnixNano()
+	now := s.d.clock.Now().UnixNano()
 	if last := rc.lastWarn.Load(); now-last >= int64(refusalLogEvery) && rc.lastWarn.CompareAndSwap(last, now) {
 		s.d.log.Warn("refused a snapshot from the leader that failed verification: this node keeps its state and the leader "+
 			"sends the snapshot again; if this repeats, the leader's snapshot may be damaged", "error", err)

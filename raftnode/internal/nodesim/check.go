@@ -1,0 +1,370 @@
+package nodesim
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"hash/fnv"
+	"maps"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+
+	"github.com/capraft/capraft/e2e/history"
+	"github.com/capraft/capraft/raftnode/driver"
+	"github.com/capraft/capraft/raftnode/kv"
+	"github.com/capraft/capraft/raftnode/raft"
+)
+
+// checker collects what the checks need: the result of every applied
+// index, the puts the clients proposed, the reads and the history.
+type checker struct {
+	// byIndex is the result applied at each index (the first replica to
+	// apply it); every other application must match it.
+	byIndex map[uint64]appliedAt
+	// once maps a session write (session, seq) to its result: a retry
+	// applied again must return the same (exactly-once).
+	once    map[[2]uint64]kv.Result
+	puts    map[uint64]putInfo // by command id
+	reads   []readCheck
+	history []porcupine.Operation
+}
+
+type appliedAt struct {
+	digest uint64
+	node   uint64
+	a      *kv.Applied
+}
+
+type putInfo struct {
+	session, seq uint64
+	key, value   string
+	cas          bool
+}
+
+// readCheck is a read of key at a replica that had applied applied.
+type readCheck struct {
+	node    uint64
+	key     string
+	applied uint64
+	found   bool
+	value   string
+}
+
+func newChecker() checker {
+	return checker{byIndex: map[uint64]appliedAt{}, once: map[[2]uint64]kv.Result{}, puts: map[uint64]putInfo{}}
+}
+
+// applied sees every result a node's state machine returns (OnApplied).
+func (ch *checker) applied(c *cluster, node, index uint64, res any) {
+	a, ok := res.(*kv.Applied)
+	if !ok || a == nil {
+		c.failf("node %d: index %d applied with result %T", node, index, res)
+		return
+	}
+	c.stats.MaxApplied = max(c.stats.MaxApplied, index)
+	dg := digest(a)
+	if prev, ok := ch.byIndex[index]; ok {
+		if prev.digest != dg {
+			c.failf("replicas diverge: index %d applied by node %d as %+v, by node %d as %+v", index, prev.node, *prev.a, node, *a)
+		}
+		return
+	}
+	ch.byIndex[index] = appliedAt{digest: dg, node: node, a: a}
+	if a.Kind != kv.CmdBatch {
+		return
+	}
+	p, ok := ch.puts[a.ID]
+	if !ok || len(a.Results) != 1 {
+		return
+	}
+	k := [2]uint64{p.session, p.seq}
+	if prev, ok := ch.once[k]; ok {
+		// A retry answered with the saved result, or refused (its
+		// session expired or forgot the result: nothing applied);
+		// never applied again.
+		if r := a.Results[0]; r.Code == kv.OK && !resultsEqual(prev, r) {
+			c.failf("exactly-once: session %d seq %d (%s=%s) applied again at index %d with result %+v, first %+v",
+				p.session, p.seq, p.key, p.value, index, a.Results[0], prev)
+		}
+		return
+	}
+	if a.Results[0].Code == kv.OK {
+		ch.once[k] = a.Results[0]
+	}
+}
+
+func resultsEqual(a, b kv.Result) bool {
+	return a.Code == b.Code && a.Revision == b.Revision && a.Succeeded == b.Succeeded && a.Found == b.Found &&
+		bytes.Equal(a.Prev.Key, b.Prev.Key) && bytes.Equal(a.Prev.Value, b.Prev.Value) &&
+		a.Prev.ModRevision == b.Prev.ModRevision && a.Prev.Version == b.Prev.Version
+}
+
+// digest hashes what an applied entry returned.
+func digest(a *kv.Applied) uint64 {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%d %d %d %v|", a.ID, a.Kind, a.Session, a.Err)
+	for _, r := range a.Results {
+		fmt.Fprintf(h, "%d %d %v %v %q %q %d %d %d|", r.Code, r.Revision, r.Succeeded, r.Found,
+			r.Prev.Key, r.Prev.Value, r.Prev.CreateRevision, r.Prev.ModRevision, r.Prev.Version)
+	}
+	return h.Sum64()
+}
+
+// finalChecks waits until every replica applied the same log, then
+// checks that they hold the same state, that this state keeps every
+// acknowledged write (final reads at every replica join the history),
+// that the history is linearizable and that every read saw a prefix.
+func (c *cluster) finalChecks() error {
+	converged := func() bool {
+		if !c.restored() {
+			return false
+		}
+		var want uint64
+		for i, n := range c.nodes {
+			if !n.up {
+				return false
+			}
+			if i == 0 {
+				want = n.kv.AppliedIndex()
+			} else if n.kv.AppliedIndex() != want {
+				return false
+			}
+		}
+		return true
+	}
+	if !c.runUntil(c.now.Add(c.opts.Liveness), converged) {
+		if c.err != nil {
+			return c.err
+		}
+		return fmt.Errorf("liveness: the replicas do not converge, or those that lost their disk are not restored, after healing")
+	}
+	// Replicas equal at equal applied index.
+	ref := c.nodes[0]
+	refState := dumpStore(ref.kv)
+	c.event("final state at %d: %s", ref.kv.AppliedIndex(), refState)
+	for _, n := range c.nodes[1:] {
+		if st := dumpStore(n.kv); st != refState {
+			return fmt.Errorf("replicas %d and %d applied through %d but differ:\n%s\n%s", ref.id, n.id, ref.kv.AppliedIndex(), refState, st)
+		}
+	}
+	// Final reads of every key at every replica.
+	for _, n := range c.nodes {
+		for k := range c.opts.Keys {
+			key := fmt.Sprintf("k%d", k)
+			call := c.historyTick()
+			found, value := c.read(n, key)
+			c.checker.history = append(c.checker.history, porcupine.Operation{ClientId: c.opts.Clients + int(n.id),
+				Input: history.Input{Kind: history.Get, Key: key}, Call: call,
+				Output: history.Output{Found: found, Value: value}, Return: c.historyTick()})
+		}
+	}
+	if err := c.checker.checkReads(); err != nil {
+		return err
+	}
+	return c.checker.checkLinearizable(c.hclock)
+}
+
+// dumpStore renders a store's keys and revision.
+func dumpStore(s *kv.Store) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "rev %d:", s.Revision())
+	kvs, _, _ := s.Range(nil, nil, math.MaxInt32)
+	for _, e := range kvs {
+		fmt.Fprintf(&b, " %s=%s@%d/%d/%d", e.Key, e.Value, e.CreateRevision, e.ModRevision, e.Version)
+	}
+	return b.String()
+}
+
+// checkReads checks that every read returned the state of the log prefix
+// its replica had applied: the value of the last write to its key at or
+// below that index.
+func (ch *checker) checkReads() error {
+	type write struct {
+		index uint64
+		value string
+	}
+	timeline := map[string][]write{}
+	seen := map[[2]uint64]bool{}
+	for _, idx := range slices.Sorted(maps.Keys(ch.byIndex)) {
+		a := ch.byIndex[idx].a
+		p, ok := ch.puts[a.ID]
+		if a.Kind != kv.CmdBatch || !ok || len(a.Results) != 1 || a.Results[0].Code != kv.OK || (p.cas && !a.Results[0].Succeeded) {
+			continue
+		}
+		k := [2]uint64{p.session, p.seq}
+		if seen[k] {
+			continue // a retry: the saved result, nothing written
+		}
+		seen[k] = true
+		timeline[p.key] = append(timeline[p.key], write{idx, p.value})
+	}
+	for _, r := range ch.reads {
+		ws := timeline[r.key]
+		i, _ := slices.BinarySearchFunc(ws, r.applied+1, func(w write, t uint64) int {
+			switch {
+			case w.index < t:
+				return -1
+			case w.index > t:
+				return 1
+			}
+			return 0
+		})
+		wantFound, want := i > 0, ""
+		if wantFound {
+			want = ws[i-1].value
+		}
+		if r.found != wantFound || r.value != want {
+			return fmt.Errorf("read of %s at node %d (applied %d) returned %v %q; the log up to there says %v %q",
+				r.key, r.node, r.applied, r.found, r.value, wantFound, want)
+		}
+	}
+	return nil
+}
+
+// checkLinearizable checks the history with porcupine, one key at a
+// time (so a failure names its key); writes pending forever return after
+// everything else.
+func (ch *checker) checkLinearizable(end int64) error {
+	byKey := map[string][]porcupine.Operation{}
+	for _, op := range ch.history {
+		if op.Return == math.MaxInt64 {
+			op.Return = end + 1
+		}
+		k := op.Input.(history.Input).Key
+		byKey[k] = append(byKey[k], op)
+	}
+	for _, k := range slices.Sorted(maps.Keys(byKey)) {
+		ops := byKey[k]
+		switch porcupine.CheckOperationsTimeout(history.Model, ops, 30*time.Second) {
+		case porcupine.Illegal:
+			return fmt.Errorf("linearizability: the history of key %s (%d operations) is not linearizable:\n%s", k, len(ops), describeHistory(ops))
+		case porcupine.Unknown:
+			return fmt.Errorf("linearizability: porcupine timed out on key %s (%d operations):\n%s", k, len(ops), describeHistory(ops))
+		}
+	}
+	return nil
+}
+
+// describeHistory lists operations in call order: [call, return] (an
+// unknown write returns after everything).
+func describeHistory(ops []porcupine.Operation) string {
+	sorted := slices.Clone(ops)
+	slices.SortFunc(sorted, func(a, b porcupine.Operation) int { return int(a.Call - b.Call) })
+	var b strings.Builder
+	for _, op := range sorted {
+		fmt.Fprintf(&b, "  [%d, %d] client %d: %s\n", op.Call, op.Return, op.ClientId, history.Describe(op.Input.(history.Input), op.Output.(history.Output)))
+	}
+	return b.String()
+}
+
+// replicaCheckEvery is how often the replicas' states are compared.
+const replicaCheckEvery = 50 * time.Millisecond
+
+// checkReplicas checks that replicas that applied the same log prefix
+// hold the same state.
+func (c *cluster) checkReplicas() {
+	byApplied := map[uint64]*node{}
+	for _, n := range c.nodes {
+		if !n.up {
+			continue
+		}
+		a := n.kv.AppliedIndex()
+		o, ok := byApplied[a]
+		if !ok {
+			byApplied[a] = n
+			continue
+		}
+		if x, y := dumpStore(o.kv), dumpStore(n.kv); x != y {
+			c.failf("replicas %d and %d applied through %d but differ:\n%s\n%s", o.id, n.id, a, x, y)
+			return
+		}
+	}
+}
+
+// leading records that n leads its current term, as the driver's
+// OnLeading says the moment it does: election safety is at most one
+// leader per term.
+func (c *cluster) leading(n *node) {
+	st, err := n.d.Status(context.Background())
+	if err != nil || st.Role != raft.StateLeader {
+		return
+	}
+	if prev, ok := c.leaders[st.Term]; ok {
+		if prev != n.id {
+			c.failf("election safety: nodes %d and %d both lead term %d", prev, n.id, st.Term)
+		}
+		return
+	}
+	c.leaders[st.Term] = n.id
+	c.stats.Leaders++
+	c.event("node %d leads term %d (commit %d, applied %d)", n.id, st.Term, st.Commit, st.Applied)
+}
+
+// awaitLiveness: once healed, a write commits within Options.Liveness,
+// and every node applies it.
+func (c *cluster) awaitLiveness() error {
+	start := c.now
+	limit := c.now.Add(c.opts.Liveness)
+	var done bool
+	var index uint64
+	var attempt int
+	var retryAt time.Time
+	ok := c.runUntil(limit, func() bool {
+		if done {
+			for _, n := range c.nodes {
+				if !n.up || n.kv.AppliedIndex() < index {
+					return false
+				}
+			}
+			return true
+		}
+		if c.now.Before(retryAt) {
+			return false
+		}
+		l := c.leader()
+		if l == nil {
+			return false
+		}
+		attempt++
+		a := attempt
+		retryAt = c.now.Add(requestTimeout)
+		c.dirty = true
+		c.event("liveness write %d to node %d", a, l.id)
+		cmd := kv.Command{Kind: kv.CmdOpenSession, ID: 1<<63 | uint64(a), Time: c.now.UnixNano()}
+		l.d.Propose(cmd.AppendBinary(nil), func(r driver.Result) {
+			if a != attempt || done || r.Err != nil {
+				return
+			}
+			if ap, ok := r.Value.(*kv.Applied); ok {
+				done, index = true, ap.Session
+			}
+		})
+		return false
+	})
+	if c.err != nil {
+		return c.err
+	}
+	if !ok {
+		var st []string
+		for _, n := range c.nodes {
+			if !n.up {
+				st = append(st, fmt.Sprintf("%d: down", n.id))
+				continue
+			}
+			s, err := n.d.Status(context.Background())
+			if err != nil {
+				st = append(st, fmt.Sprintf("%d: %v", n.id, err))
+				continue
+			}
+			st = append(st, fmt.Sprintf("%d: role %d term %d lead %d commit %d applied %d", n.id, s.Role, s.Term, s.Lead, s.Commit, s.Applied))
+		}
+		return fmt.Errorf("liveness: no write committed and applied everywhere within %v of healing (committed: %v): %s",
+			c.opts.Liveness, done, strings.Join(st, "; "))
+	}
+	c.event("liveness: write applied everywhere at index %d after %v", index, c.now.Sub(start))
+	return nil
+}

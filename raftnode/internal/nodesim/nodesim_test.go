@@ -1,0 +1,179 @@
+package nodesim
+
+import (
+	"flag"
+	"os"
+	"testing"
+	"time"
+)
+
+var (
+	flagSeeds   = flag.Int("nodesim.seeds", 0, "seeds per configuration (0: the default)")
+	flagSeed    = flag.Int64("nodesim.seed", -1, "replay exactly this seed")
+	flagTrace   = flag.Bool("nodesim.trace", false, "log every event of the run (use with -nodesim.seed)")
+	flagReplays = flag.Int("nodesim.replays", 1, "seeds per configuration run twice by the replay test")
+)
+
+// configs are the simulated configurations, with their default seed
+// counts (kept small: the test's cost in CI; divided by raceDivisor under
+// -race). -nodesim.seeds runs more.
+var configs = []struct {
+	name  string
+	seeds int
+	opts  func() Options
+}{
+	{"n=3", 120, func() Options { return DefaultOptions(3) }},
+	{"n=5", 40, func() Options { return DefaultOptions(5) }},
+	{"n=7", 10, func() Options { return DefaultOptions(7) }},
+	{"n=3,lossy", 40, func() Options {
+		o := DefaultOptions(3)
+		o.DropP, o.DupP, o.MaxDelay = 0.2, 0.1, 30*time.Millisecond
+		return o
+	}},
+	{"n=3,disk-loss", 40, func() Options {
+		o := DefaultOptions(3)
+		o.DiskLossP = 0.02
+		return o
+	}},
+	{"n=5,membership", 30, func() Options {
+		o := DefaultOptions(5)
+		o.ConfChangeP = 0.02
+		return o
+	}},
+	{"n=3,busy", 10, func() Options {
+		o := DefaultOptions(3)
+		o.Clients, o.Keys, o.Think, o.Chaos = 10, 20, 5*time.Millisecond, 5*time.Second
+		o.ValueSize = 200
+		return o
+	}},
+	{"n=3,sessions-expire", 30, func() Options {
+		o := DefaultOptions(3)
+		o.SessionTTL = 300 * time.Millisecond
+		o.PauseP = 0.03
+		return o
+	}},
+	{"n=3,damaged-snapshots", 30, func() Options {
+		o := DefaultOptions(3)
+		o.CrashP, o.SnapshotEntries, o.TrailingEntries = 0.03, 10, 0
+		o.DamageSnapP, o.SkipTransportChecksum = 0.3, true
+		return o
+	}},
+	{"n=5,crashy,snapshots", 30, func() Options {
+		o := DefaultOptions(5)
+		o.CrashP, o.PartitionP = 0.05, 0.03
+		o.SnapshotEntries, o.TrailingEntries = 10, 0
+		return o
+	}},
+}
+
+// raceDivisor divides the default seed counts under -race.
+const raceDivisor = 4
+
+// seeds returns the seeds to run.
+func seeds(def int) []int64 {
+	if *flagSeed >= 0 {
+		return []int64{*flagSeed}
+	}
+	n := def
+	if raceEnabled {
+		n = max(1, n/raceDivisor)
+	}
+	if *flagSeeds > 0 {
+		n = *flagSeeds
+	}
+	s := make([]int64, n)
+	for i := range s {
+		s[i] = int64(i)
+	}
+	return s
+}
+
+// TestWholeNodeSimulation runs clusters of real nodes (driver, key-value
+// state machine, storage on a crash-simulating disk) on a simulated clock
+// and network under faults and client load, one seed at a time, and
+// checks linearizability, exactly-once, replica agreement, election
+// safety, that no acknowledged write is lost, and liveness after healing.
+//
+// More seeds: go test ./raftnode/internal/nodesim -run TestWholeNodeSimulation -nodesim.seeds=1000
+// Replay one: go test ./raftnode/internal/nodesim -run 'TestWholeNodeSimulation/n=3$' -nodesim.seed=S -v [-nodesim.trace]
+func TestWholeNodeSimulation(t *testing.T) {
+	for _, cfg := range configs {
+		t.Run(cfg.name, func(t *testing.T) {
+			start := time.Now()
+			var total Stats
+			ss := seeds(cfg.seeds)
+			for _, seed := range ss {
+				opts := cfg.opts()
+				if *flagTrace {
+					opts.Trace = os.Stdout
+				}
+				res, err := Run(seed, opts)
+				if err != nil {
+					t.Fatalf("seed %d: %v\nreplay: go test ./raftnode/internal/nodesim -run 'TestWholeNodeSimulation/%s$' -nodesim.seed=%d -v -nodesim.trace",
+						seed, err, cfg.name, seed)
+				}
+				add(&total, res.Stats)
+			}
+			el := time.Since(start)
+			t.Logf("%d seeds in %v (%.2f seeds/s): %+v", len(ss), el.Round(time.Millisecond), float64(len(ss))/el.Seconds(), total)
+		})
+	}
+}
+
+func add(t *Stats, s Stats) {
+	t.Delivered += s.Delivered
+	t.Dropped += s.Dropped
+	t.Duplicated += s.Duplicated
+	t.Crashes += s.Crashes
+	t.ArmedCrashes += s.ArmedCrashes
+	t.Restarts += s.Restarts
+	t.Partitions += s.Partitions
+	t.Pauses += s.Pauses
+	t.Transfers += s.Transfers
+	t.DiskLosses += s.DiskLosses
+	t.Removals += s.Removals
+	t.SnapshotsDamaged += s.SnapshotsDamaged
+	t.DamageRefused += s.DamageRefused
+	t.SpuriousDemotions += s.SpuriousDemotions
+	t.SnapshotsSent += s.SnapshotsSent
+	t.SnapshotsFailed += s.SnapshotsFailed
+	t.Acked += s.Acked
+	t.Unknown += s.Unknown
+	t.Reads += s.Reads
+	t.FailedReads += s.FailedReads
+	t.SerializableReads += s.SerializableReads
+	t.Leaders += s.Leaders
+	t.MaxApplied = max(t.MaxApplied, s.MaxApplied)
+}
+
+// TestSimulationReplaysFromItsSeed runs a seed of every configuration
+// twice: the event traces (and final states) must be identical, or a
+// failing seed could not be replayed.
+func TestSimulationReplaysFromItsSeed(t *testing.T) {
+	for _, cfg := range configs {
+		for seed := range int64(*flagReplays) {
+			replays(t, cfg.name, cfg.opts, seed)
+		}
+	}
+}
+
+// replays runs seed under opts twice and compares the traces.
+func replays(t *testing.T, name string, opts func() Options, seed int64) {
+	t.Helper()
+	a, err := Run(seed, opts())
+	if err != nil {
+		t.Fatalf("%s, seed %d: %v", name, seed, err)
+	}
+	b, err := Run(seed, opts())
+	if err != nil {
+		t.Fatalf("%s, seed %d, second run: %v", name, seed, err)
+	}
+	if a.TraceHash != b.TraceHash || a.Events != b.Events {
+		t.Fatalf("%s: seed %d replays differently: %d events hashing to %x, then %d hashing to %x",
+			name, seed, a.Events, a.TraceHash, b.Events, b.TraceHash)
+	}
+	if a.Events < 300 {
+		t.Fatalf("%s: seed %d: only %d events: the simulation does not run", name, seed, a.Events)
+	}
+	t.Logf("%s, seed %d: %d events, trace %x", name, seed, a.Events, a.TraceHash)
+}
