@@ -10,6 +10,7 @@ import (
 
 	"github.com/capraft/capraft/raftnode/driver"
 	"github.com/capraft/capraft/raftnode/internal/crashfs"
+	"github.com/capraft/capraft/raftnode/internal/storeknobs"
 	"github.com/capraft/capraft/raftnode/internal/vfs"
 	"github.com/capraft/capraft/raftnode/internal/wal"
 	"github.com/capraft/capraft/raftnode/kv"
@@ -63,7 +64,7 @@ type bgTask struct {
 // openStore opens n's data directory on its crash-simulating disk.
 func (n *node) openStore() error {
 	s, err := storage.Open("/data", storage.Options{
-		NodeID: n.id, FS: n.c.fsOf(n.fs), SegmentSize: 16 << 10, Prealloc: wal.PreallocSync,
+		NodeID: n.id, Knobs: &storeknobs.Knobs{FS: n.c.fsOf(n.fs), Prealloc: wal.PreallocSync}, SegmentSize: 16 << 10,
 		TrailingEntries: n.c.opts.TrailingEntries,
 		Rand:            mrand.New(mrand.NewSource(n.c.rng.Int64())),
 	})

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/capraft/capraft/raftnode/driver"
-	"github.com/capraft/capraft/raftnode/internal/snap"
+	"github.com/capraft/capraft/raftnode/storage"
 )
 
 // Snapshot transfers, as the real transport runs them beside the
@@ -40,7 +40,7 @@ type transfer struct {
 	toEpoch   int
 	term      uint64
 	offer     driver.SnapshotOffer
-	src       *snap.Stream
+	src       *storage.SnapshotReader
 	sink      driver.SnapshotSink
 	n         uint64
 	sum       uint32 // of what the follower received
