@@ -19,6 +19,7 @@ package backup
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -217,15 +218,7 @@ func Verify(r io.Reader) (Summary, error) {
 	for _, id := range h.Learners {
 		sum.Members = append(sum.Members, Member{ID: id, Address: addrs[id], Learner: true})
 	}
-	slices.SortFunc(sum.Members, func(a, b Member) int {
-		switch {
-		case a.ID < b.ID:
-			return -1
-		case a.ID > b.ID:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(sum.Members, func(a, b Member) int { return cmp.Compare(a.ID, b.ID) })
 	return sum, nil
 }
 
