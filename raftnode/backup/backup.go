@@ -97,13 +97,15 @@ func damaged(format string, args ...any) error {
 func ReadHeader(r io.Reader) (Header, error) {
 	var pre [len(magic) + 1 + 4]byte
 	if n, err := io.ReadFull(r, pre[:]); err != nil {
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			if n == 0 {
-				return Header{}, damaged("the file is empty")
-			}
-			return Header{}, damaged("truncated: the file ends after %d bytes, inside its header", n)
+		switch {
+		case err != io.EOF && err != io.ErrUnexpectedEOF:
+			return Header{}, fmt.Errorf("read backup header: %w", err)
+		case n == 0:
+			return Header{}, damaged("the file is empty")
+		case string(pre[:min(n, len(magic))]) != magic[:min(n, len(magic))]:
+			return Header{}, damaged("not a capraft backup (it does not start with %q)", magic)
 		}
-		return Header{}, fmt.Errorf("read backup header: %w", err)
+		return Header{}, damaged("truncated: the file ends after %d bytes, inside its header", n)
 	}
 	if string(pre[:len(magic)]) != magic {
 		return Header{}, damaged("not a capraft backup (it does not start with %q)", magic)
