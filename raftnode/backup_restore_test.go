@@ -8,11 +8,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/capraft/capraft/client"
 	"github.com/capraft/capraft/raftnode"
 	"github.com/capraft/capraft/raftnode/backup"
+	"github.com/capraft/capraft/rpc/rpctest"
 )
 
 // fileSink saves what SaveSnapshot streams into a backup file.
@@ -211,4 +214,140 @@ func TestRestoreOfADamagedBackupWritesNothing(t *testing.T) {
 	if len(ents) != 0 {
 		t.Fatalf("a refused restore left %v behind", ents)
 	}
+}
+
+// stallSink takes Begin and then blocks its first Write until released.
+type stallSink struct {
+	fileSink
+	blocked chan struct{} // closed when the first write blocks
+	release chan struct{}
+	once    sync.Once
+}
+
+func (s *stallSink) Write(p []byte) error {
+	s.once.Do(func() {
+		close(s.blocked)
+		<-s.release
+	})
+	return s.fileSink.Write(p)
+}
+
+// openSnapFiles counts this process's open files that are snapshot files
+// under dir (Linux: /proc/self/fd).
+func openSnapFiles(t *testing.T, dir string) int {
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd to count open files with")
+	}
+	n := 0
+	for _, fd := range fds {
+		target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
+		if err == nil && strings.HasPrefix(target, dir) && strings.Contains(target, ".snap") {
+			n++
+		}
+	}
+	return n
+}
+
+// A caller that stops reading holds up only its own backup: meanwhile the
+// node takes writes and newer snapshots, whose compaction deletes the
+// file being sent, and the backup still completes whole once the caller
+// reads again. A caller that goes away leaves no file open.
+func TestStalledBackupBlocksNothingAndSurvivesCompaction(t *testing.T) {
+	ctx := ctxT(t)
+	cl := newTestCluster(t, 1, nil)
+	addr := cl.addrs[1]
+	writer, err := client.New([]string{addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer writer.Close()
+	for i := range 50 {
+		if _, err := writer.Put(ctx, fmt.Sprintf("k%02d", i), []byte(strings.Repeat("v", 1000))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	saver, err := client.New([]string{addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer saver.Close()
+	path := filepath.Join(t.TempDir(), "backup.db")
+	f, err := backup.Create(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &stallSink{fileSink: fileSink{f}, blocked: make(chan struct{}), release: make(chan struct{})}
+	saved := make(chan error, 1)
+	go func() {
+		_, err := saver.SaveSnapshot(ctx, addr, sink)
+		saved <- err
+	}()
+	select {
+	case <-sink.blocked:
+	case err := <-saved:
+		t.Fatalf("the backup ended before its sink stalled: %v", err)
+	}
+	// Newer snapshots, two more than the store keeps: the file being
+	// sent is deleted.
+	snapDir := filepath.Join(cl.dirs[1], "snap")
+	before, _ := os.ReadDir(snapDir)
+	for round := range 3 {
+		if _, err := writer.Put(ctx, fmt.Sprintf("late%d", round), []byte("x")); err != nil {
+			t.Fatalf("a write while a backup stalls: %v", err)
+		}
+		if _, err := writer.Snapshot(ctx); err != nil {
+			t.Fatalf("a snapshot while a backup stalls: %v", err)
+		}
+	}
+	after, _ := os.ReadDir(snapDir)
+	for _, b := range before {
+		for _, a := range after {
+			if a.Name() == b.Name() {
+				t.Fatalf("snapshot %s was not compacted away (before %v, after %v)", b.Name(), before, after)
+			}
+		}
+	}
+	close(sink.release)
+	if err := <-saved; err != nil {
+		t.Fatalf("the backup after its sink resumed: %v", err)
+	}
+	sum, err := f.Commit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.KV.Keys != 50 {
+		t.Fatalf("the backup holds %d keys, want the 50 written before it", sum.KV.Keys)
+	}
+
+	// A caller that goes away mid-transfer: the node closes the file and
+	// takes the next backup.
+	f2, err := backup.Create(filepath.Join(t.TempDir(), "gone.db"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f2.Abort()
+	gone := &stallSink{fileSink: fileSink{f2}, blocked: make(chan struct{}), release: make(chan struct{})}
+	gctx, gcancel := context.WithCancel(ctx)
+	go func() {
+		_, err := saver.SaveSnapshot(gctx, addr, gone)
+		saved <- err
+	}()
+	<-gone.blocked
+	if openSnapFiles(t, cl.dirs[1]) == 0 {
+		t.Fatal("no snapshot file open while a backup is sent (the count does not work)")
+	}
+	saver.Close()
+	gcancel()
+	close(gone.release)
+	<-saved
+	rpctest.Eventually(t, 40*time.Second, "the node closes the snapshot file of a backup whose caller went away", func() bool {
+		return openSnapFiles(t, cl.dirs[1]) == 0
+	})
+	again, err := client.New([]string{addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	saveBackup(ctx, t, again, addr, filepath.Join(t.TempDir(), "again.db"))
 }
