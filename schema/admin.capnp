@@ -84,6 +84,57 @@ interface Admin {
   # (unix milliseconds, 0: unknown) lets nodes forget the revocation
   # once the token has expired anyway.
   revokeToken @7 (id :Text, expires :Int64) -> (error :Error);
+
+  # saveSnapshot streams a backup of the answering node's state to sink:
+  # a consistent snapshot that covers at least every write committed
+  # before the call (the node confirms a read index first, as a
+  # linearizable read does, so a follower that lags waits until it has
+  # applied them). The node takes a fresh snapshot unless its newest one
+  # already covers everything it has applied (nothing changed since), or
+  # waits for the one being written. It then calls sink.begin once with
+  # the snapshot's description (size and CRC-32C of the data up front),
+  # then sink.write with the data in order, with a bounded number of
+  # writes in flight (flow control: a slow caller slows the transfer,
+  # never the node), and returns the same description once every write
+  # returned. The caller checks the size and checksum of what it received
+  # against the description before it keeps the data.
+  #
+  # The node reads the snapshot file once, from disk, holding a few
+  # chunks in memory; a newer snapshot may replace the file meanwhile
+  # (the open file stays readable until the transfer ends). A sink call
+  # that fails, or does not return within the node's snapshot timeout
+  # (30 s), ends the transfer: the node answers unavailable (the caller
+  # may try again). One backup at a time per node: a second one answers
+  # unavailable. Errors: internal (the snapshot could not be taken or
+  # read: see the node's log), timeout (no read index within the request
+  # timeout), unavailable, shuttingDown.
+  saveSnapshot @8 (sink :BackupSink) -> (info :BackupInfo, error :Error);
+}
+
+# BackupInfo describes a snapshot sent by Admin.saveSnapshot.
+struct BackupInfo {
+  clusterId @0 :UInt64;     # the cluster's id (a hash of its name)
+  nodeId @1 :UInt64;        # the node that sent it
+  index @2 :UInt64;         # the snapshot's last included log index
+  term @3 :UInt64;          # the term of that entry
+  size @4 :UInt64;          # the data's length in bytes
+  checksum @5 :UInt32;      # CRC-32C (Castagnoli) of the data, as the node stored it
+  voters @6 :List(UInt64);  # the configuration at index
+  learners @7 :List(UInt64);
+  version @8 :Text;         # the sending node's build version
+  createdMillis @9 :Int64;  # unix milliseconds when the node began sending
+}
+
+# BackupSink receives one backup, from the node to the caller of
+# Admin.saveSnapshot. Calls arrive in order; an error from any of them
+# ends the transfer.
+interface BackupSink {
+  # begin comes first, once: what follows.
+  begin @0 (info :BackupInfo) -> ();
+  # write carries the next bytes of the data. The node keeps a few
+  # writes in flight and waits for their returns: return once the bytes
+  # are taken (written to a file, say).
+  write @1 (data :Data) -> ();
 }
 
 struct TokenSpec {

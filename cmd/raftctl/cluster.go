@@ -296,11 +296,12 @@ func transferCommand(g *globals) *cobra.Command {
 }
 
 func snapshotCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "snapshot",
-		Short: "Make the connected node snapshot its state now",
-		Long:  "snapshot makes the node raftctl connects to (the first reachable endpoint)\nsnapshot its state, and prints the snapshot's index: OK index=N\n\n" + `JSON: {"index": int}`,
-		Args:  exactArgs(0, "none"),
+		Short: "Make the connected node snapshot its state now; save and check backups",
+		Long: "snapshot makes the node raftctl connects to (the first reachable endpoint)\nsnapshot its state, and prints the snapshot's index: OK index=N\n\n" +
+			"snapshot save FILE saves a backup of the cluster's state; snapshot status FILE checks one.\n\n" + `JSON: {"index": int}`,
+		Args: exactArgs(0, "none"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
 				idx, err := c.Snapshot(ctx)
@@ -311,4 +312,6 @@ func snapshotCommand(g *globals) *cobra.Command {
 			})
 		},
 	}
+	cmd.AddCommand(snapshotSaveCommand(g), snapshotStatusCommand(g))
+	return cmd
 }

@@ -48,6 +48,7 @@ import (
 
 	"github.com/capraft/capraft/client"
 	"github.com/capraft/capraft/cmd/internal/cli"
+	"github.com/capraft/capraft/raftnode/backup"
 )
 
 const defaultEndpoint = "127.0.0.1:7000"
@@ -116,6 +117,8 @@ func errorKind(err error) string {
 		return "usage"
 	case errors.As(err, &le):
 		return "too_large"
+	case errors.Is(err, backup.ErrDamaged):
+		return "damaged"
 	case errors.Is(err, client.ErrPermissionDenied):
 		return "permission_denied"
 	case errors.Is(err, client.ErrNotFound):

@@ -117,6 +117,7 @@ func newCommandFor(f *flags) *cobra.Command {
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return fmt.Errorf("%w (see raftnode --help)", err)
 	})
+	cmd.AddCommand(restoreCommand())
 	d := rpc.DefaultConfig()
 	fl := cmd.Flags()
 	fl.Uint64Var(&f.id, "id", 1, "this node's id in its cluster (non-zero)")

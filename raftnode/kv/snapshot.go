@@ -407,6 +407,9 @@ type snapState struct {
 	expiry             *btree.BTreeG[expKey]
 	tokenKeys          []tokenKey
 	revoked, revExpiry *btree.BTreeG[revocation]
+	// keys and nsessions count what the snapshot holds (set with or
+	// without build: SummarizeSnapshot reports them).
+	keys, nsessions uint64
 }
 
 // emptyState is the state of a new store at applied index.
@@ -488,6 +491,7 @@ func decodeSnapshot(r io.Reader, build, emptyOK bool, accept func(applied uint64
 		st.revoked, st.revExpiry = newRevTrees()
 	}
 	nkeys := sr.uvarint()
+	st.keys = nkeys
 	var last []byte
 	for i := uint64(0); i < nkeys && sr.err == nil; i++ {
 		var it entry
@@ -509,6 +513,7 @@ func decodeSnapshot(r io.Reader, build, emptyOK bool, accept func(applied uint64
 		last = e.key
 	}
 	nsess := sr.uvarint()
+	st.nsessions = nsess
 	var lastID uint64
 	for i := uint64(0); i < nsess && sr.err == nil; i++ {
 		ss := &session{}

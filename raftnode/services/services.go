@@ -86,6 +86,8 @@ type Server struct {
 
 	// proposeID numbers the commands this node proposes (kv.Command.ID).
 	proposeID atomic.Uint64
+	// backingUp is set while a backup is sent (backup.go): one at a time.
+	backingUp atomic.Bool
 
 	stopc     chan struct{} // closed by Close
 	wg        sync.WaitGroup
