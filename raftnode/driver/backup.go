@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/capraft/capraft/raftnode/internal/snap"
 	"github.com/capraft/capraft/raftnode/raft"
+	"github.com/capraft/capraft/raftnode/storage"
 )
 
 // Backups (Admin.saveSnapshot): an operator copies a stored snapshot out
@@ -17,11 +17,11 @@ import (
 
 // BackupSource is a stored snapshot opened for a backup: its data read
 // once, from start to end, checked against the checksum recorded with it
-// as the read reaches the end (snap.Stream). Close it when done.
+// as the read reaches the end (storage.SnapshotReader). Close it when done.
 type BackupSource struct {
 	// Meta names the snapshot: index, term and configuration.
 	Meta raft.SnapshotMeta
-	*snap.Stream
+	*storage.SnapshotReader
 }
 
 // backupRounds bounds OpenBackup's attempts: a snapshot under way that
@@ -58,7 +58,7 @@ func (d *Driver) OpenBackup(ctx context.Context) (BackupSource, error) {
 			continue // waited for a snapshot that was older than need
 		}
 		s, err := d.store.OpenSnapshot(meta.Index, meta.Term)
-		if errors.Is(err, snap.ErrNotFound) {
+		if errors.Is(err, storage.ErrSnapshotNotFound) {
 			// A newer snapshot replaced it between the two steps: the
 			// next round finds that one.
 			last = err
@@ -67,7 +67,7 @@ func (d *Driver) OpenBackup(ctx context.Context) (BackupSource, error) {
 		if err != nil {
 			return BackupSource{}, fmt.Errorf("backup: open snapshot %d: %w", meta.Index, err)
 		}
-		return BackupSource{Meta: *meta, Stream: s}, nil
+		return BackupSource{Meta: *meta, SnapshotReader: s}, nil
 	}
 	return BackupSource{}, fmt.Errorf("backup: no snapshot could be opened in %d rounds (snapshots replaced each other too fast: retry): %v", backupRounds, last)
 }

@@ -206,7 +206,7 @@ func streamBackup(ctx context.Context, sink schema.BackupSink, src driver.Backup
 		case rerr == io.EOF || rerr == io.ErrUnexpectedEOF:
 			done = true
 		case rerr != nil:
-			// A damaged file fails its last read (snap.Stream).
+			// A damaged file fails its last read (storage.SnapshotReader).
 			return fmt.Errorf("read the snapshot file at byte %d: %w", sent, rerr)
 		}
 		if n == 0 {
