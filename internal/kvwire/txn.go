@@ -356,11 +356,13 @@ func decodeBranch(name string, l schema.Op_List) ([]Op, error) {
 	return ops, nil
 }
 
-// DecodeTxnCall reads KV.txn's arguments under lim: a transaction over
-// the batch limits (its compares and operations count towards
+// DecodeTxnCall reads KV.txn's arguments under lim. Arguments without an
+// operation cannot be read: the error comes with an Op of Kind 0. A
+// transaction that is malformed (see Transaction.Check: invalidArgument)
+// or over the batch limits (its compares and operations count towards
 // MaxBatchOps, its keys and values towards MaxBatchBytes and the key and
-// value limits) is refused with tooLarge, a malformed one (see
-// Txn.Check) with invalidArgument.
+// value limits: tooLarge) is refused: the error comes with an Op of Kind
+// Txn (and no Transaction), to be answered as the operation's result.
 func DecodeTxnCall(p schema.KV_txn_Params, lim Limits) (session uint64, o Op, err error) {
 	src, err := p.Op()
 	if err != nil {
@@ -368,7 +370,6 @@ func DecodeTxnCall(p schema.KV_txn_Params, lim Limits) (session uint64, o Op, er
 	}
 	budget := lim.MaxBatchOps - 1
 	o, err = decodeTxn(src, &budget)
-	o.Kind, o.Seq = Txn, p.Seq()
 	if err == nil {
 		err = o.Txn.Check()
 	}
@@ -378,6 +379,10 @@ func DecodeTxnCall(p schema.KV_txn_Params, lim Limits) (session uint64, o Op, er
 	if err == nil {
 		err = lim.checkBatchBytes(o.Bytes())
 	}
+	if err != nil {
+		o = Op{}
+	}
+	o.Kind, o.Seq = Txn, p.Seq()
 	return p.Session(), o, err
 }
 
@@ -447,4 +452,16 @@ func decodeTxnResult(src schema.Result, r *Result) error {
 		r.Txn.Results[i] = nr
 	}
 	return nil
+}
+
+// EncodeTxnCall writes KV.txn's arguments: the session and o, a
+// transaction with its Seq.
+func EncodeTxnCall(dst schema.KV_txn_Params, session uint64, o *Op) error {
+	dst.SetSession(session)
+	dst.SetSeq(o.Seq)
+	t, err := dst.NewOp()
+	if err != nil {
+		return err
+	}
+	return encodeTxn(t, o)
 }
