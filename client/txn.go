@@ -202,9 +202,11 @@ func (t *Txn) Commit() (*TxnResponse, error) {
 		errors.As(err, &we)
 		return nil, fmt.Errorf("%s: %w", req.describe(), &ServerError{Code: CodeInvalidArgument, Message: we.Message})
 	}
-	if n := req.op.Count(); n > t.c.opts.maxBatch {
+	// The node's limit, not WithMaxBatch's: that one packs batches, and
+	// a larger txn goes alone.
+	if n := req.op.Count(); n > nodeMaxBatchOps {
 		return nil, fmt.Errorf("%s: %w", req.describe(), &ServerError{Code: CodeTooLarge,
-			Message: fmt.Sprintf("a txn of %d compares and operations is over the limit of %d operations per request", n-1, t.c.opts.maxBatch)})
+			Message: fmt.Sprintf("a txn of %d compares and operations is over the node's limit of %d operations per request (the txn counts as one more)", n-1, nodeMaxBatchOps)})
 	}
 	r, err := t.c.do(t.ctx, req)
 	if err != nil {
