@@ -26,11 +26,14 @@ func (r *request) write() bool { return r.op.IsWrite() }
 
 // size is what the request counts towards a batch's size: its keys and
 // values and room for the rest of its encoding.
-func (r *request) size() int { return r.op.Bytes() + 32 }
+func (r *request) size() int { return r.op.Bytes() + 32*r.op.Count() }
 
 // describe names the operation and its key for messages; a long key is
 // shortened (an error must not carry a key of kilobytes).
 func (r *request) describe() string {
+	if t := r.op.Txn; t != nil {
+		return fmt.Sprintf("txn (%d compares, %d then, %d else)", len(t.Compares), len(t.Then), len(t.Else))
+	}
 	const max = 64
 	if k := r.op.Key; len(k) > max {
 		return fmt.Sprintf("%s %q... (a %d-byte key)", r.op.Kind, k[:max], len(k))
@@ -78,6 +81,7 @@ type result struct {
 	kv        KeyValue
 	kvs       []KeyValue
 	more      bool
+	txn       *TxnResponse
 }
 
 // batchKind is what a batch's answer waits for: the commit of its
@@ -213,9 +217,10 @@ func (c *Client) take(q *queue) []*attempt {
 	var batch []*attempt
 	var session uint64
 	bytes := 0
+	count := 0 // a txn counts its compares and operations too
 	rest := q.pending[:0]
 	for i, a := range q.pending {
-		if len(batch) >= c.opts.maxBatch || (len(batch) > 0 && bytes+a.req.size() > c.opts.maxBatchBytes) {
+		if len(batch) > 0 && (count+a.req.op.Count() > c.opts.maxBatch || bytes+a.req.size() > c.opts.maxBatchBytes) {
 			rest = append(rest, q.pending[i:]...)
 			break
 		}
@@ -231,6 +236,7 @@ func (c *Client) take(q *queue) []*attempt {
 		}
 		batch = append(batch, a)
 		bytes += a.req.size()
+		count += a.req.op.Count()
 	}
 	for i := len(rest); i < len(q.pending); i++ {
 		q.pending[i] = nil
@@ -436,6 +442,8 @@ func decodeResult(src schema.Result, kind kvwire.Kind, addr string) (result, err
 			out.kvs[i] = copyKV(&r.KVs[i])
 		}
 		out.more = r.More
+	case kvwire.Txn:
+		out.txn = txnResponse(&r)
 	}
 	return out, nil
 }

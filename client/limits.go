@@ -3,6 +3,7 @@ package client
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/capraft/capraft/internal/kvwire"
 )
@@ -56,7 +57,7 @@ func (e *TooLargeError) Error() string {
 }
 
 func limitName(what string) string {
-	if what == "key" || what == "range start key" {
+	if strings.HasSuffix(what, "key") { // "key", "range start key", "compare key"
 		return "key"
 	}
 	return "value"

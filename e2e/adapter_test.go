@@ -103,3 +103,11 @@ func (r realClient) Close() error { return r.c.Close() }
 func isNotFound(err error) bool         { return errors.Is(err, client.ErrNotFound) }
 func isCompareFailed(err error) bool    { return errors.Is(err, client.ErrCompareFailed) }
 func isPermissionDenied(err error) bool { return errors.Is(err, client.ErrPermissionDenied) }
+
+func (r realClient) TxnSet(ctx context.Context, key string, modRev uint64, value []byte) (bool, error) {
+	resp, err := r.c.Txn(ctx).If(client.ModRevision(key).Equal(modRev)).Then(client.OpPut(key, value)).Commit()
+	if err != nil {
+		return false, err
+	}
+	return resp.Succeeded, nil
+}

@@ -79,6 +79,9 @@ type kvClient interface {
 	// CAS writes value if the key holds expect, or is absent when expect is
 	// nil; a failed compare is an error for which isCompareFailed holds.
 	CAS(ctx context.Context, key string, expect, value []byte) (rev uint64, err error)
+	// TxnSet writes value in a transaction if the key's mod revision is
+	// modRev; succeeded says whether the compare held.
+	TxnSet(ctx context.Context, key string, modRev uint64, value []byte) (succeeded bool, err error)
 	Status(ctx context.Context, endpoint string) (nodeStatus, error)
 	AddMember(ctx context.Context, id uint64, addr string, learner bool) error
 	PromoteMember(ctx context.Context, id uint64) error

@@ -78,6 +78,38 @@ interface KV {
   # never widens it. A KV whose credential was revoked or expired fails
   # every call.
   restrict @9 (prefix :Data, restrictPrefix :Bool, readOnly :Bool) -> (kv :KV);
+
+  # txn runs a transaction (see TxnOp): if every compare holds, the `then`
+  # operations run, otherwise the `else` ones, atomically at one point of
+  # the log. It is a batch of one operation, like put: a txn may also be
+  # an operation of a batch.
+  #
+  # - A txn that writes (a put or delete in either branch) is a write: it
+  #   needs a session and a sequence number, is applied as part of one
+  #   log entry, and its compares and reads run when the entry is applied
+  #   (linearizable). All its writes share one revision, the store's
+  #   revision after the txn (as etcd's); a txn whose branch wrote nothing
+  #   leaves the revision as it was. A retried sequence number is answered
+  #   from the session's saved result: which branch ran and the revision,
+  #   with TxnResult.replayed set and no per-operation results (a
+  #   transaction's reads are not kept).
+  # - A txn that only compares and reads is a read: it needs no session,
+  #   runs on the receiving node at one point of its applied state, after
+  #   a read index unless its consistency is serializable.
+  #
+  # Limits: a txn counts as 1 + its compares + its operations towards a
+  # batch's operation limit, and its keys and values towards its byte
+  # limit; a txn over them is refused (tooLarge). A key written (put or
+  # deleted) twice in one branch is refused (invalidArgument), as are
+  # cas and txn operations inside a txn and comparisons the target does
+  # not support. Nothing of a refused txn runs.
+  #
+  # A restricted KV (see restrict) refuses a txn any of whose compares,
+  # gets, puts or deletes names a key outside its grant, or a range over a
+  # prefix that neither lies within the grant nor contains it (a range
+  # over a wider prefix is narrowed to the grant, as KV.range is); a
+  # read-only KV refuses a txn that writes. Nothing of a refused txn runs.
+  txn @10 (session :UInt64, seq :UInt64, op :TxnOp) -> (result :Result);
 }
 
 struct BatchRequest {
@@ -96,6 +128,7 @@ struct Op {
     delete @3 :DeleteOp;
     cas @4 :CasOp;
     range @5 :RangeOp;
+    txn @6 :TxnOp;         # a transaction (see KV.txn)
   }
 }
 
@@ -142,6 +175,40 @@ struct RangeOp {
   consistency @3 :Consistency;
 }
 
+struct TxnOp {
+  # A transaction: the compares, then the operations of one branch. See
+  # KV.txn for how it runs.
+  compares @0 :List(Compare);  # all must hold (an empty list always does)
+  then @1 :List(Op);           # run when every compare holds
+  else @2 :List(Op);           # run otherwise
+  # Branch operations are put, delete, get and range, in list order; a
+  # read sees the writes of the operations before it. Their seq and
+  # consistency fields are ignored: the txn's own apply.
+  consistency @3 :Consistency; # a txn without writes: how it is read
+}
+
+struct Compare {
+  # Compares a key's state with a given value: key's <target> <operator>
+  # the union's value. A key that does not exist has version,
+  # createRevision and modRevision 0, and fails every value compare.
+  key @0 :Data;
+  operator @1 :CompareOperator;
+  target :union {
+    value @2 :Data;            # byte-wise order for less and greater
+    version @3 :UInt64;
+    createRevision @4 :UInt64;
+    modRevision @5 :UInt64;
+    absent @6 :Void;           # equal: the key does not exist; notEqual: it does; less and greater are refused
+  }
+}
+
+enum CompareOperator {
+  equal @0;
+  notEqual @1;
+  less @2;                     # the key's target is below the given one
+  greater @3;                  # the key's target is above the given one
+}
+
 struct KeyValue {
   key @0 :Data;
   value @1 :Data;
@@ -159,7 +226,14 @@ struct Result {
     cas @4 :CasResult;
     range @5 :RangeResult;
     error @6 :Error;
+    txn @7 :TxnResult;
   }
+}
+
+struct TxnResult {
+  succeeded @0 :Bool;          # every compare held: `then` ran; else `else` ran
+  results @1 :List(Result);    # one per operation of the branch that ran, in order
+  replayed @2 :Bool;           # answered from the session's saved result: results is empty
 }
 
 struct PutResult {

@@ -216,6 +216,26 @@ func (c KV) Restrict(ctx context.Context, params func(KV_restrict_Params) error)
 
 }
 
+func (c KV) Txn(ctx context.Context, params func(KV_txn_Params) error) (KV_txn_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0xf7dc792a1515d6d1,
+			MethodID:      10,
+			InterfaceName: "schema/kv.capnp:KV",
+			MethodName:    "txn",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 16, PointerCount: 1}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(KV_txn_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return KV_txn_Results_Future{Future: ans.Future()}, release
+
+}
+
 func (c KV) WaitStreaming() error {
 	return capnp.Client(c).WaitStreaming()
 }
@@ -308,6 +328,8 @@ type KV_Server interface {
 	CloseSession(context.Context, KV_closeSession) error
 
 	Restrict(context.Context, KV_restrict) error
+
+	Txn(context.Context, KV_txn) error
 }
 
 // KV_NewServer creates a new Server from an implementation of KV_Server.
@@ -326,7 +348,7 @@ func KV_ServerToClient(s KV_Server) KV {
 // This can be used to create a more complicated Server.
 func KV_Methods(methods []server.Method, s KV_Server) []server.Method {
 	if cap(methods) == 0 {
-		methods = make([]server.Method, 0, 10)
+		methods = make([]server.Method, 0, 11)
 	}
 
 	methods = append(methods, server.Method{
@@ -446,6 +468,18 @@ func KV_Methods(methods []server.Method, s KV_Server) []server.Method {
 		},
 		Impl: func(ctx context.Context, call *server.Call) error {
 			return s.Restrict(ctx, KV_restrict{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0xf7dc792a1515d6d1,
+			MethodID:      10,
+			InterfaceName: "schema/kv.capnp:KV",
+			MethodName:    "txn",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.Txn(ctx, KV_txn{call})
 		},
 	})
 
@@ -620,6 +654,23 @@ func (c KV_restrict) Args() KV_restrict_Params {
 func (c KV_restrict) AllocResults() (KV_restrict_Results, error) {
 	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
 	return KV_restrict_Results(r), err
+}
+
+// KV_txn holds the state for a server call to KV.txn.
+// See server.Call for documentation.
+type KV_txn struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c KV_txn) Args() KV_txn_Params {
+	return KV_txn_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c KV_txn) AllocResults() (KV_txn_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return KV_txn_Results(r), err
 }
 
 // KV_List is a list of KV.
@@ -2444,6 +2495,204 @@ func (p KV_restrict_Results_Future) Kv() KV {
 	return KV(p.Future.Field(0, nil).Client())
 }
 
+type KV_txn_Params capnp.Struct
+
+// KV_txn_Params_TypeID is the unique identifier for the type KV_txn_Params.
+const KV_txn_Params_TypeID = 0xc79964d1adf7c15d
+
+func NewKV_txn_Params(s *capnp.Segment) (KV_txn_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 16, PointerCount: 1})
+	return KV_txn_Params(st), err
+}
+
+func NewRootKV_txn_Params(s *capnp.Segment) (KV_txn_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 16, PointerCount: 1})
+	return KV_txn_Params(st), err
+}
+
+func ReadRootKV_txn_Params(msg *capnp.Message) (KV_txn_Params, error) {
+	root, err := msg.Root()
+	return KV_txn_Params(root.Struct()), err
+}
+
+func (s KV_txn_Params) String() string {
+	str, _ := text.Marshal(0xc79964d1adf7c15d, capnp.Struct(s))
+	return str
+}
+
+func (s KV_txn_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (KV_txn_Params) DecodeFromPtr(p capnp.Ptr) KV_txn_Params {
+	return KV_txn_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s KV_txn_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s KV_txn_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s KV_txn_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s KV_txn_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s KV_txn_Params) Session() uint64 {
+	return capnp.Struct(s).Uint64(0)
+}
+
+func (s KV_txn_Params) SetSession(v uint64) {
+	capnp.Struct(s).SetUint64(0, v)
+}
+
+func (s KV_txn_Params) Seq() uint64 {
+	return capnp.Struct(s).Uint64(8)
+}
+
+func (s KV_txn_Params) SetSeq(v uint64) {
+	capnp.Struct(s).SetUint64(8, v)
+}
+
+func (s KV_txn_Params) Op() (TxnOp, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return TxnOp(p.Struct()), err
+}
+
+func (s KV_txn_Params) HasOp() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s KV_txn_Params) SetOp(v TxnOp) error {
+	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
+}
+
+// NewOp sets the op field to a newly
+// allocated TxnOp struct, preferring placement in s's segment.
+func (s KV_txn_Params) NewOp() (TxnOp, error) {
+	ss, err := NewTxnOp(capnp.Struct(s).Segment())
+	if err != nil {
+		return TxnOp{}, err
+	}
+	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
+	return ss, err
+}
+
+// KV_txn_Params_List is a list of KV_txn_Params.
+type KV_txn_Params_List = capnp.StructList[KV_txn_Params]
+
+// NewKV_txn_Params creates a new list of KV_txn_Params.
+func NewKV_txn_Params_List(s *capnp.Segment, sz int32) (KV_txn_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 16, PointerCount: 1}, sz)
+	return capnp.StructList[KV_txn_Params](l), err
+}
+
+// KV_txn_Params_Future is a wrapper for a KV_txn_Params promised by a client call.
+type KV_txn_Params_Future struct{ *capnp.Future }
+
+func (f KV_txn_Params_Future) Struct() (KV_txn_Params, error) {
+	p, err := f.Future.Ptr()
+	return KV_txn_Params(p.Struct()), err
+}
+func (p KV_txn_Params_Future) Op() TxnOp_Future {
+	return TxnOp_Future{Future: p.Future.Field(0, nil)}
+}
+
+type KV_txn_Results capnp.Struct
+
+// KV_txn_Results_TypeID is the unique identifier for the type KV_txn_Results.
+const KV_txn_Results_TypeID = 0xd1736dd92e875e38
+
+func NewKV_txn_Results(s *capnp.Segment) (KV_txn_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return KV_txn_Results(st), err
+}
+
+func NewRootKV_txn_Results(s *capnp.Segment) (KV_txn_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	return KV_txn_Results(st), err
+}
+
+func ReadRootKV_txn_Results(msg *capnp.Message) (KV_txn_Results, error) {
+	root, err := msg.Root()
+	return KV_txn_Results(root.Struct()), err
+}
+
+func (s KV_txn_Results) String() string {
+	str, _ := text.Marshal(0xd1736dd92e875e38, capnp.Struct(s))
+	return str
+}
+
+func (s KV_txn_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (KV_txn_Results) DecodeFromPtr(p capnp.Ptr) KV_txn_Results {
+	return KV_txn_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s KV_txn_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s KV_txn_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s KV_txn_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s KV_txn_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s KV_txn_Results) Result() (Result, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return Result(p.Struct()), err
+}
+
+func (s KV_txn_Results) HasResult() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s KV_txn_Results) SetResult(v Result) error {
+	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
+}
+
+// NewResult sets the result field to a newly
+// allocated Result struct, preferring placement in s's segment.
+func (s KV_txn_Results) NewResult() (Result, error) {
+	ss, err := NewResult(capnp.Struct(s).Segment())
+	if err != nil {
+		return Result{}, err
+	}
+	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
+	return ss, err
+}
+
+// KV_txn_Results_List is a list of KV_txn_Results.
+type KV_txn_Results_List = capnp.StructList[KV_txn_Results]
+
+// NewKV_txn_Results creates a new list of KV_txn_Results.
+func NewKV_txn_Results_List(s *capnp.Segment, sz int32) (KV_txn_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	return capnp.StructList[KV_txn_Results](l), err
+}
+
+// KV_txn_Results_Future is a wrapper for a KV_txn_Results promised by a client call.
+type KV_txn_Results_Future struct{ *capnp.Future }
+
+func (f KV_txn_Results_Future) Struct() (KV_txn_Results, error) {
+	p, err := f.Future.Ptr()
+	return KV_txn_Results(p.Struct()), err
+}
+func (p KV_txn_Results_Future) Result() Result_Future {
+	return Result_Future{Future: p.Future.Field(0, nil)}
+}
+
 type BatchRequest capnp.Struct
 
 // BatchRequest_TypeID is the unique identifier for the type BatchRequest.
@@ -2572,10 +2821,11 @@ const (
 	Op_Which_delete Op_Which = 2
 	Op_Which_cas    Op_Which = 3
 	Op_Which_range  Op_Which = 4
+	Op_Which_txn    Op_Which = 5
 )
 
 func (w Op_Which) String() string {
-	const s = "putgetdeletecasrange"
+	const s = "putgetdeletecasrangetxn"
 	switch w {
 	case Op_Which_put:
 		return s[0:3]
@@ -2587,6 +2837,8 @@ func (w Op_Which) String() string {
 		return s[12:15]
 	case Op_Which_range:
 		return s[15:20]
+	case Op_Which_txn:
+		return s[20:23]
 
 	}
 	return "Op_Which(" + strconv.FormatUint(uint64(w), 10) + ")"
@@ -2809,6 +3061,38 @@ func (s Op) NewRange() (RangeOp, error) {
 	return ss, err
 }
 
+func (s Op) Txn() (TxnOp, error) {
+	if capnp.Struct(s).Uint16(8) != 5 {
+		panic("Which() != txn")
+	}
+	p, err := capnp.Struct(s).Ptr(0)
+	return TxnOp(p.Struct()), err
+}
+
+func (s Op) HasTxn() bool {
+	if capnp.Struct(s).Uint16(8) != 5 {
+		return false
+	}
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Op) SetTxn(v TxnOp) error {
+	capnp.Struct(s).SetUint16(8, 5)
+	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
+}
+
+// NewTxn sets the txn field to a newly
+// allocated TxnOp struct, preferring placement in s's segment.
+func (s Op) NewTxn() (TxnOp, error) {
+	capnp.Struct(s).SetUint16(8, 5)
+	ss, err := NewTxnOp(capnp.Struct(s).Segment())
+	if err != nil {
+		return TxnOp{}, err
+	}
+	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
+	return ss, err
+}
+
 // Op_List is a list of Op.
 type Op_List = capnp.StructList[Op]
 
@@ -2839,6 +3123,9 @@ func (p Op_Future) Cas() CasOp_Future {
 }
 func (p Op_Future) Range() RangeOp_Future {
 	return RangeOp_Future{Future: p.Future.Field(0, nil)}
+}
+func (p Op_Future) Txn() TxnOp_Future {
+	return TxnOp_Future{Future: p.Future.Field(0, nil)}
 }
 
 type Consistency uint16
@@ -3425,6 +3712,400 @@ func (f RangeOp_Future) Struct() (RangeOp, error) {
 	return RangeOp(p.Struct()), err
 }
 
+type TxnOp capnp.Struct
+
+// TxnOp_TypeID is the unique identifier for the type TxnOp.
+const TxnOp_TypeID = 0x989da93f81b33ba5
+
+func NewTxnOp(s *capnp.Segment) (TxnOp, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 3})
+	return TxnOp(st), err
+}
+
+func NewRootTxnOp(s *capnp.Segment) (TxnOp, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 3})
+	return TxnOp(st), err
+}
+
+func ReadRootTxnOp(msg *capnp.Message) (TxnOp, error) {
+	root, err := msg.Root()
+	return TxnOp(root.Struct()), err
+}
+
+func (s TxnOp) String() string {
+	str, _ := text.Marshal(0x989da93f81b33ba5, capnp.Struct(s))
+	return str
+}
+
+func (s TxnOp) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (TxnOp) DecodeFromPtr(p capnp.Ptr) TxnOp {
+	return TxnOp(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s TxnOp) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s TxnOp) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s TxnOp) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s TxnOp) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s TxnOp) Compares() (Compare_List, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return Compare_List(p.List()), err
+}
+
+func (s TxnOp) HasCompares() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s TxnOp) SetCompares(v Compare_List) error {
+	return capnp.Struct(s).SetPtr(0, v.ToPtr())
+}
+
+// NewCompares sets the compares field to a newly
+// allocated Compare_List, preferring placement in s's segment.
+func (s TxnOp) NewCompares(n int32) (Compare_List, error) {
+	l, err := NewCompare_List(capnp.Struct(s).Segment(), n)
+	if err != nil {
+		return Compare_List{}, err
+	}
+	err = capnp.Struct(s).SetPtr(0, l.ToPtr())
+	return l, err
+}
+func (s TxnOp) Then() (Op_List, error) {
+	p, err := capnp.Struct(s).Ptr(1)
+	return Op_List(p.List()), err
+}
+
+func (s TxnOp) HasThen() bool {
+	return capnp.Struct(s).HasPtr(1)
+}
+
+func (s TxnOp) SetThen(v Op_List) error {
+	return capnp.Struct(s).SetPtr(1, v.ToPtr())
+}
+
+// NewThen sets the then field to a newly
+// allocated Op_List, preferring placement in s's segment.
+func (s TxnOp) NewThen(n int32) (Op_List, error) {
+	l, err := NewOp_List(capnp.Struct(s).Segment(), n)
+	if err != nil {
+		return Op_List{}, err
+	}
+	err = capnp.Struct(s).SetPtr(1, l.ToPtr())
+	return l, err
+}
+func (s TxnOp) Else() (Op_List, error) {
+	p, err := capnp.Struct(s).Ptr(2)
+	return Op_List(p.List()), err
+}
+
+func (s TxnOp) HasElse() bool {
+	return capnp.Struct(s).HasPtr(2)
+}
+
+func (s TxnOp) SetElse(v Op_List) error {
+	return capnp.Struct(s).SetPtr(2, v.ToPtr())
+}
+
+// NewElse sets the else field to a newly
+// allocated Op_List, preferring placement in s's segment.
+func (s TxnOp) NewElse(n int32) (Op_List, error) {
+	l, err := NewOp_List(capnp.Struct(s).Segment(), n)
+	if err != nil {
+		return Op_List{}, err
+	}
+	err = capnp.Struct(s).SetPtr(2, l.ToPtr())
+	return l, err
+}
+func (s TxnOp) Consistency() Consistency {
+	return Consistency(capnp.Struct(s).Uint16(0))
+}
+
+func (s TxnOp) SetConsistency(v Consistency) {
+	capnp.Struct(s).SetUint16(0, uint16(v))
+}
+
+// TxnOp_List is a list of TxnOp.
+type TxnOp_List = capnp.StructList[TxnOp]
+
+// NewTxnOp creates a new list of TxnOp.
+func NewTxnOp_List(s *capnp.Segment, sz int32) (TxnOp_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 8, PointerCount: 3}, sz)
+	return capnp.StructList[TxnOp](l), err
+}
+
+// TxnOp_Future is a wrapper for a TxnOp promised by a client call.
+type TxnOp_Future struct{ *capnp.Future }
+
+func (f TxnOp_Future) Struct() (TxnOp, error) {
+	p, err := f.Future.Ptr()
+	return TxnOp(p.Struct()), err
+}
+
+type Compare capnp.Struct
+type Compare_target Compare
+type Compare_target_Which uint16
+
+const (
+	Compare_target_Which_value          Compare_target_Which = 0
+	Compare_target_Which_version        Compare_target_Which = 1
+	Compare_target_Which_createRevision Compare_target_Which = 2
+	Compare_target_Which_modRevision    Compare_target_Which = 3
+	Compare_target_Which_absent         Compare_target_Which = 4
+)
+
+func (w Compare_target_Which) String() string {
+	const s = "valueversioncreateRevisionmodRevisionabsent"
+	switch w {
+	case Compare_target_Which_value:
+		return s[0:5]
+	case Compare_target_Which_version:
+		return s[5:12]
+	case Compare_target_Which_createRevision:
+		return s[12:26]
+	case Compare_target_Which_modRevision:
+		return s[26:37]
+	case Compare_target_Which_absent:
+		return s[37:43]
+
+	}
+	return "Compare_target_Which(" + strconv.FormatUint(uint64(w), 10) + ")"
+}
+
+// Compare_TypeID is the unique identifier for the type Compare.
+const Compare_TypeID = 0x8b93df6ce0177982
+
+func NewCompare(s *capnp.Segment) (Compare, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 16, PointerCount: 2})
+	return Compare(st), err
+}
+
+func NewRootCompare(s *capnp.Segment) (Compare, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 16, PointerCount: 2})
+	return Compare(st), err
+}
+
+func ReadRootCompare(msg *capnp.Message) (Compare, error) {
+	root, err := msg.Root()
+	return Compare(root.Struct()), err
+}
+
+func (s Compare) String() string {
+	str, _ := text.Marshal(0x8b93df6ce0177982, capnp.Struct(s))
+	return str
+}
+
+func (s Compare) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Compare) DecodeFromPtr(p capnp.Ptr) Compare {
+	return Compare(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Compare) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Compare) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Compare) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Compare) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Compare) Key() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return []byte(p.Data()), err
+}
+
+func (s Compare) HasKey() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Compare) SetKey(v []byte) error {
+	return capnp.Struct(s).SetData(0, v)
+}
+
+func (s Compare) Operator() CompareOperator {
+	return CompareOperator(capnp.Struct(s).Uint16(0))
+}
+
+func (s Compare) SetOperator(v CompareOperator) {
+	capnp.Struct(s).SetUint16(0, uint16(v))
+}
+
+func (s Compare) Target() Compare_target { return Compare_target(s) }
+
+func (s Compare_target) Which() Compare_target_Which {
+	return Compare_target_Which(capnp.Struct(s).Uint16(2))
+}
+func (s Compare_target) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Compare_target) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Compare_target) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Compare_target) Value() ([]byte, error) {
+	if capnp.Struct(s).Uint16(2) != 0 {
+		panic("Which() != value")
+	}
+	p, err := capnp.Struct(s).Ptr(1)
+	return []byte(p.Data()), err
+}
+
+func (s Compare_target) HasValue() bool {
+	if capnp.Struct(s).Uint16(2) != 0 {
+		return false
+	}
+	return capnp.Struct(s).HasPtr(1)
+}
+
+func (s Compare_target) SetValue(v []byte) error {
+	capnp.Struct(s).SetUint16(2, 0)
+	return capnp.Struct(s).SetData(1, v)
+}
+
+func (s Compare_target) Version() uint64 {
+	if capnp.Struct(s).Uint16(2) != 1 {
+		panic("Which() != version")
+	}
+	return capnp.Struct(s).Uint64(8)
+}
+
+func (s Compare_target) SetVersion(v uint64) {
+	capnp.Struct(s).SetUint16(2, 1)
+	capnp.Struct(s).SetUint64(8, v)
+}
+
+func (s Compare_target) CreateRevision() uint64 {
+	if capnp.Struct(s).Uint16(2) != 2 {
+		panic("Which() != createRevision")
+	}
+	return capnp.Struct(s).Uint64(8)
+}
+
+func (s Compare_target) SetCreateRevision(v uint64) {
+	capnp.Struct(s).SetUint16(2, 2)
+	capnp.Struct(s).SetUint64(8, v)
+}
+
+func (s Compare_target) ModRevision() uint64 {
+	if capnp.Struct(s).Uint16(2) != 3 {
+		panic("Which() != modRevision")
+	}
+	return capnp.Struct(s).Uint64(8)
+}
+
+func (s Compare_target) SetModRevision(v uint64) {
+	capnp.Struct(s).SetUint16(2, 3)
+	capnp.Struct(s).SetUint64(8, v)
+}
+
+func (s Compare_target) SetAbsent() {
+	capnp.Struct(s).SetUint16(2, 4)
+
+}
+
+// Compare_List is a list of Compare.
+type Compare_List = capnp.StructList[Compare]
+
+// NewCompare creates a new list of Compare.
+func NewCompare_List(s *capnp.Segment, sz int32) (Compare_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 16, PointerCount: 2}, sz)
+	return capnp.StructList[Compare](l), err
+}
+
+// Compare_Future is a wrapper for a Compare promised by a client call.
+type Compare_Future struct{ *capnp.Future }
+
+func (f Compare_Future) Struct() (Compare, error) {
+	p, err := f.Future.Ptr()
+	return Compare(p.Struct()), err
+}
+func (p Compare_Future) Target() Compare_target_Future { return Compare_target_Future{p.Future} }
+
+// Compare_target_Future is a wrapper for a Compare_target promised by a client call.
+type Compare_target_Future struct{ *capnp.Future }
+
+func (f Compare_target_Future) Struct() (Compare_target, error) {
+	p, err := f.Future.Ptr()
+	return Compare_target(p.Struct()), err
+}
+
+type CompareOperator uint16
+
+// CompareOperator_TypeID is the unique identifier for the type CompareOperator.
+const CompareOperator_TypeID = 0x9a3a91b676675a0a
+
+// Values of CompareOperator.
+const (
+	CompareOperator_equal    CompareOperator = 0
+	CompareOperator_notEqual CompareOperator = 1
+	CompareOperator_less     CompareOperator = 2
+	CompareOperator_greater  CompareOperator = 3
+)
+
+// String returns the enum's constant name.
+func (c CompareOperator) String() string {
+	switch c {
+	case CompareOperator_equal:
+		return "equal"
+	case CompareOperator_notEqual:
+		return "notEqual"
+	case CompareOperator_less:
+		return "less"
+	case CompareOperator_greater:
+		return "greater"
+
+	default:
+		return ""
+	}
+}
+
+// CompareOperatorFromString returns the enum value with a name,
+// or the zero value if there's no such value.
+func CompareOperatorFromString(c string) CompareOperator {
+	switch c {
+	case "equal":
+		return CompareOperator_equal
+	case "notEqual":
+		return CompareOperator_notEqual
+	case "less":
+		return CompareOperator_less
+	case "greater":
+		return CompareOperator_greater
+
+	default:
+		return 0
+	}
+}
+
+type CompareOperator_List = capnp.EnumList[CompareOperator]
+
+func NewCompareOperator_List(s *capnp.Segment, sz int32) (CompareOperator_List, error) {
+	return capnp.NewEnumList[CompareOperator](s, sz)
+}
+
 type KeyValue capnp.Struct
 
 // KeyValue_TypeID is the unique identifier for the type KeyValue.
@@ -3549,10 +4230,11 @@ const (
 	Result_Which_cas    Result_Which = 3
 	Result_Which_range  Result_Which = 4
 	Result_Which_error  Result_Which = 5
+	Result_Which_txn    Result_Which = 6
 )
 
 func (w Result_Which) String() string {
-	const s = "putgetdeletecasrangeerror"
+	const s = "putgetdeletecasrangeerrortxn"
 	switch w {
 	case Result_Which_put:
 		return s[0:3]
@@ -3566,6 +4248,8 @@ func (w Result_Which) String() string {
 		return s[15:20]
 	case Result_Which_error:
 		return s[20:25]
+	case Result_Which_txn:
+		return s[25:28]
 
 	}
 	return "Result_Which(" + strconv.FormatUint(uint64(w), 10) + ")"
@@ -3820,6 +4504,38 @@ func (s Result) NewError() (Error, error) {
 	return ss, err
 }
 
+func (s Result) Txn() (TxnResult, error) {
+	if capnp.Struct(s).Uint16(8) != 6 {
+		panic("Which() != txn")
+	}
+	p, err := capnp.Struct(s).Ptr(0)
+	return TxnResult(p.Struct()), err
+}
+
+func (s Result) HasTxn() bool {
+	if capnp.Struct(s).Uint16(8) != 6 {
+		return false
+	}
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Result) SetTxn(v TxnResult) error {
+	capnp.Struct(s).SetUint16(8, 6)
+	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
+}
+
+// NewTxn sets the txn field to a newly
+// allocated TxnResult struct, preferring placement in s's segment.
+func (s Result) NewTxn() (TxnResult, error) {
+	capnp.Struct(s).SetUint16(8, 6)
+	ss, err := NewTxnResult(capnp.Struct(s).Segment())
+	if err != nil {
+		return TxnResult{}, err
+	}
+	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
+	return ss, err
+}
+
 // Result_List is a list of Result.
 type Result_List = capnp.StructList[Result]
 
@@ -3853,6 +4569,112 @@ func (p Result_Future) Range() RangeResult_Future {
 }
 func (p Result_Future) Error() Error_Future {
 	return Error_Future{Future: p.Future.Field(0, nil)}
+}
+func (p Result_Future) Txn() TxnResult_Future {
+	return TxnResult_Future{Future: p.Future.Field(0, nil)}
+}
+
+type TxnResult capnp.Struct
+
+// TxnResult_TypeID is the unique identifier for the type TxnResult.
+const TxnResult_TypeID = 0xdedf9e94c7778e3b
+
+func NewTxnResult(s *capnp.Segment) (TxnResult, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1})
+	return TxnResult(st), err
+}
+
+func NewRootTxnResult(s *capnp.Segment) (TxnResult, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1})
+	return TxnResult(st), err
+}
+
+func ReadRootTxnResult(msg *capnp.Message) (TxnResult, error) {
+	root, err := msg.Root()
+	return TxnResult(root.Struct()), err
+}
+
+func (s TxnResult) String() string {
+	str, _ := text.Marshal(0xdedf9e94c7778e3b, capnp.Struct(s))
+	return str
+}
+
+func (s TxnResult) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (TxnResult) DecodeFromPtr(p capnp.Ptr) TxnResult {
+	return TxnResult(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s TxnResult) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s TxnResult) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s TxnResult) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s TxnResult) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s TxnResult) Succeeded() bool {
+	return capnp.Struct(s).Bit(0)
+}
+
+func (s TxnResult) SetSucceeded(v bool) {
+	capnp.Struct(s).SetBit(0, v)
+}
+
+func (s TxnResult) Results() (Result_List, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return Result_List(p.List()), err
+}
+
+func (s TxnResult) HasResults() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s TxnResult) SetResults(v Result_List) error {
+	return capnp.Struct(s).SetPtr(0, v.ToPtr())
+}
+
+// NewResults sets the results field to a newly
+// allocated Result_List, preferring placement in s's segment.
+func (s TxnResult) NewResults(n int32) (Result_List, error) {
+	l, err := NewResult_List(capnp.Struct(s).Segment(), n)
+	if err != nil {
+		return Result_List{}, err
+	}
+	err = capnp.Struct(s).SetPtr(0, l.ToPtr())
+	return l, err
+}
+func (s TxnResult) Replayed() bool {
+	return capnp.Struct(s).Bit(1)
+}
+
+func (s TxnResult) SetReplayed(v bool) {
+	capnp.Struct(s).SetBit(1, v)
+}
+
+// TxnResult_List is a list of TxnResult.
+type TxnResult_List = capnp.StructList[TxnResult]
+
+// NewTxnResult creates a new list of TxnResult.
+func NewTxnResult_List(s *capnp.Segment, sz int32) (TxnResult_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1}, sz)
+	return capnp.StructList[TxnResult](l), err
+}
+
+// TxnResult_Future is a wrapper for a TxnResult promised by a client call.
+type TxnResult_Future struct{ *capnp.Future }
+
+func (f TxnResult_Future) Struct() (TxnResult, error) {
+	p, err := f.Future.Ptr()
+	return TxnResult(p.Struct()), err
 }
 
 type PutResult capnp.Struct

@@ -234,7 +234,7 @@ func newRoot(stdout, stderr io.Writer) (*cobra.Command, *globals) {
 	g.creds.addFlags(root)
 
 	root.AddCommand(
-		putCommand(g), getCommand(g), delCommand(g), casCommand(g), rangeCommand(g),
+		putCommand(g), getCommand(g), delCommand(g), casCommand(g), rangeCommand(g), txnCommand(g),
 		statusCommand(g), membersCommand(g), memberCommand(g), transferCommand(g), snapshotCommand(g),
 		benchCommand(g), pingCommand(g), listenCommand(g),
 		tokenCommand(g), whoamiCommand(g), newCertsCommand(),

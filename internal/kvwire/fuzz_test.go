@@ -25,6 +25,9 @@ func seedRequests(f *testing.F) {
 		ops := make([]Op, n)
 		for i := range ops {
 			ops[i] = randOp(rng)
+			if i%2 == 1 {
+				ops[i] = randTxn(rng)
+			}
 		}
 		msg, seg := newMessage(f)
 		p, err := schema.NewRootKV_batch_Params(seg)
@@ -39,6 +42,22 @@ func seedRequests(f *testing.F) {
 			if err := EncodeOp(l.At(i), &ops[i]); err != nil {
 				f.Fatal(err)
 			}
+		}
+		f.Add(marshal(f, msg))
+	}
+	for range 3 {
+		o := randTxn(rng)
+		msg, seg := newMessage(f)
+		p, err := schema.NewRootKV_txn_Params(seg)
+		if err != nil {
+			f.Fatal(err)
+		}
+		dst, err := p.NewOp()
+		if err != nil {
+			f.Fatal(err)
+		}
+		if err := encodeTxn(dst, &o); err != nil {
+			f.Fatal(err)
 		}
 		f.Add(marshal(f, msg))
 	}
@@ -83,6 +102,7 @@ func FuzzDecodeRequest(f *testing.F) {
 		if len(req.Ops) > fuzzLimits.MaxBatchOps || req.Errs != nil && len(req.Errs) != len(req.Ops) {
 			t.Fatalf("%d operations, %d errors", len(req.Ops), len(req.Errs))
 		}
+		count := 0 // operations accepted, a txn's compares and operations each
 		for i, o := range req.Ops {
 			if req.Errs != nil && req.Errs[i] != nil {
 				if !isWireError(req.Errs[i]) {
@@ -93,7 +113,16 @@ func FuzzDecodeRequest(f *testing.F) {
 			if o.OverLimit(fuzzLimits) != nil {
 				t.Fatalf("op %d over the limits accepted: %+v", i, o)
 			}
+			if o.Txn != nil {
+				if err := o.Txn.Check(); err != nil {
+					t.Fatalf("op %d: a txn that fails its check accepted: %v", i, err)
+				}
+			}
+			count += o.Count()
 			checkReencodes(t, o)
+		}
+		if count > fuzzLimits.MaxBatchOps {
+			t.Fatalf("%d operations accepted, over the limit of %d", count, fuzzLimits.MaxBatchOps)
 		}
 	})
 }
@@ -116,6 +145,7 @@ func FuzzDecodeCall(f *testing.F) {
 			func(s capnp.Struct) (uint64, Op, error) { return DecodeDeleteCall(schema.KV_delete_Params(s)) },
 			func(s capnp.Struct) (uint64, Op, error) { return DecodeCASCall(schema.KV_cas_Params(s)) },
 			func(s capnp.Struct) (uint64, Op, error) { return DecodeRangeCall(schema.KV_range_Params(s)) },
+			func(s capnp.Struct) (uint64, Op, error) { return DecodeTxnCall(schema.KV_txn_Params(s), fuzzLimits) },
 		} {
 			_, o, err := decode(st)
 			if err != nil {
@@ -131,9 +161,12 @@ func FuzzDecodeCall(f *testing.F) {
 
 func FuzzDecodeResult(f *testing.F) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	for range 10 {
+	for i := range 14 {
 		kind := Kind(1 + rng.IntN(5))
 		r := randResult(rng, kind)
+		if i >= 10 {
+			kind, r = Txn, randTxnResult(rng)
+		}
 		msg, seg := newMessage(f)
 		dst, err := schema.NewRootResult(seg)
 		if err != nil {

@@ -34,9 +34,10 @@ const (
 	Delete
 	CAS
 	Range
+	Txn
 )
 
-var kindNames = [...]string{Put: "put", Get: "get", Delete: "delete", CAS: "cas", Range: "range"}
+var kindNames = [...]string{Put: "put", Get: "get", Delete: "delete", CAS: "cas", Range: "range", Txn: "txn"}
 
 // String returns the kind's name as the schema spells the method ("cas").
 func (k Kind) String() string {
@@ -83,16 +84,43 @@ type Op struct {
 	After []byte
 	Limit uint32
 	// Serializable makes a get or range read the receiving node's state
-	// as it is (possibly stale) rather than linearizably.
+	// as it is (possibly stale) rather than linearizably; and a
+	// transaction without writes.
 	Serializable bool
+	// Txn is a transaction's compares and branches (Kind Txn).
+	Txn *Transaction
 }
 
-// IsWrite reports whether o writes: a put, delete or compare-and-swap.
-func (o *Op) IsWrite() bool { return o.Kind == Put || o.Kind == Delete || o.Kind == CAS }
+// IsWrite reports whether o writes: a put, delete or compare-and-swap, or
+// a transaction with a put or delete in either branch.
+func (o *Op) IsWrite() bool {
+	switch o.Kind {
+	case Put, Delete, CAS:
+		return true
+	case Txn:
+		return o.Txn != nil && o.Txn.Writes()
+	}
+	return false
+}
 
 // Bytes is what o counts towards a batch's size limit: its keys and
-// values.
-func (o *Op) Bytes() int { return len(o.Key) + len(o.Value) + len(o.CompareValue) + len(o.After) }
+// values (a transaction's: all of them).
+func (o *Op) Bytes() int {
+	n := len(o.Key) + len(o.Value) + len(o.CompareValue) + len(o.After)
+	if o.Txn != nil {
+		n += o.Txn.bytes()
+	}
+	return n
+}
+
+// Count is what o counts towards a batch's operation limit: one, and one
+// more for each compare and operation of a transaction.
+func (o *Op) Count() int {
+	if o.Txn != nil {
+		return 1 + o.Txn.items()
+	}
+	return 1
+}
 
 // KeyValue is a key's state. Its fields are those of the state machine's
 // kv.KeyValue, in the same order, so either converts to the other.
@@ -113,6 +141,8 @@ type KeyValue struct {
 //     with KV its state (before the write).
 //   - get: Found says the key exists, with KV its state.
 //   - range: KVs are the page, More says another follows.
+//   - txn: Succeeded says every compare held (the then branch ran), Txn
+//     holds the results of the branch's operations.
 type Result struct {
 	// Revision is the store's revision after a write, or at which a read
 	// was served. A failed operation may carry one too.
@@ -124,6 +154,23 @@ type Result struct {
 	KV        KeyValue
 	KVs       []KeyValue
 	More      bool
+	// Txn is a transaction's outcome (kind Txn; nil when the result is an
+	// error).
+	Txn *TxnResult
+	// Kind is set in the results inside a TxnResult only: the kind of
+	// the branch operation answered (0 for an error), which the encoding
+	// of those results needs.
+	Kind Kind
+}
+
+// TxnResult is a transaction's outcome besides its branch.
+type TxnResult struct {
+	// Results answer the operations of the branch that ran, in order.
+	Results []Result
+	// Replayed: the answer is the saved result of an earlier application
+	// of the same session and sequence number, which keeps the branch
+	// and revision only; Results is empty.
+	Replayed bool
 }
 
 // Error is a failed operation's answer: a code the client acts on, a

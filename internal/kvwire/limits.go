@@ -22,7 +22,7 @@ type Limits struct {
 // SizeError reports the part of an operation that is over a limit.
 type SizeError struct {
 	Kind  Kind
-	Part  string // "key", "range start key", "value" or "expected value"
+	Part  string // "key", "range start key", "value", "expected value", "compare key" or "compared value"
 	Size  int    // bytes
 	Limit int    // bytes
 }
@@ -36,6 +36,8 @@ func (e *SizeError) Error() string {
 		return fmt.Sprintf("range start key (after) of %d bytes is over the key size limit of %d bytes", e.Size, e.Limit)
 	case "value":
 		return fmt.Sprintf("%s value of %d bytes is over the value size limit of %d bytes", e.Kind, e.Size, e.Limit)
+	case "compare key":
+		return fmt.Sprintf("txn compare key of %d bytes is over the key size limit of %d bytes", e.Size, e.Limit)
 	default:
 		return fmt.Sprintf("%s %s of %d bytes is over the value size limit of %d bytes", e.Kind, e.Part, e.Size, e.Limit)
 	}
@@ -56,6 +58,8 @@ func (o *Op) OverLimit(lim Limits) *SizeError {
 		return over("value", len(o.Value), lim.MaxValueSize)
 	case len(o.CompareValue) > lim.MaxValueSize:
 		return over("expected value", len(o.CompareValue), lim.MaxValueSize)
+	case o.Txn != nil:
+		return o.Txn.overLimit(lim)
 	}
 	return nil
 }

@@ -73,8 +73,11 @@ func DecodeRequest(src schema.KV_batch_Params, lim Limits) (Request, error) {
 		r.Errs[i] = err
 	}
 	total := 0
+	// Each operation counts one towards MaxBatchOps, and a transaction's
+	// compares and operations one each.
+	budget := lim.MaxBatchOps - l.Len()
 	for i := range r.Ops {
-		o, err := DecodeOp(l.At(i))
+		o, err := decodeOp(l.At(i), &budget)
 		if err == nil {
 			err = o.CheckSize(lim)
 		}
@@ -142,6 +145,12 @@ func EncodeOp(dst schema.Op, o *Op) error {
 		}
 		c.SetDelete(o.DeleteOnSuccess)
 		return c.SetNewValue(o.Value)
+	case Txn:
+		t, err := dst.NewTxn()
+		if err != nil {
+			return err
+		}
+		return encodeTxn(t, o)
 	case Range:
 		r, err := dst.NewRange()
 		if err != nil {
@@ -168,8 +177,16 @@ func consistency(serializable bool) schema.Consistency {
 }
 
 // DecodeOp reads one operation of a batch. Its error is an *Error with
-// the code invalidArgument.
+// the code invalidArgument. A transaction's lists are bounded by the
+// message only: DecodeRequest and DecodeTxnCall bound them by the limits.
 func DecodeOp(src schema.Op) (Op, error) {
+	budget := noBudget
+	return decodeOp(src, &budget)
+}
+
+// decodeOp is DecodeOp, charging a transaction's compares and operations
+// to budget (nil: the operation may not be a transaction).
+func decodeOp(src schema.Op, budget *int) (Op, error) {
 	var (
 		o   Op
 		err error
@@ -205,6 +222,17 @@ func DecodeOp(src schema.Op) (Op, error) {
 			return Op{}, invalid("range: %v", e)
 		}
 		o, err = DecodeRange(r)
+	case schema.Op_Which_txn:
+		if budget == nil {
+			return Op{}, invalid("a txn inside a txn")
+		}
+		t, e := src.Txn()
+		if e != nil {
+			return Op{}, invalid("txn: %v", e)
+		}
+		if o, err = decodeTxn(t, budget); err == nil {
+			err = o.Txn.Check()
+		}
 	default:
 		return Op{}, invalid("unknown operation %d (is the client newer than this node?)", src.Which())
 	}

@@ -59,6 +59,8 @@ func EncodeResult(dst schema.Result, kind Kind, r *Result) error {
 		if r.Found {
 			return newKeyValue(g.NewKv, &r.KV)
 		}
+	case Txn:
+		return encodeTxnResult(dst, r)
 	case Range:
 		rr, err := dst.NewRange()
 		if err != nil {
@@ -101,7 +103,7 @@ func encodeKeyValue(dst schema.KeyValue, kv *KeyValue) error {
 // resultWhich is the result kind that answers each operation kind.
 var resultWhich = [...]schema.Result_Which{
 	Put: schema.Result_Which_put, Get: schema.Result_Which_get, Delete: schema.Result_Which_delete,
-	CAS: schema.Result_Which_cas, Range: schema.Result_Which_range,
+	CAS: schema.Result_Which_cas, Range: schema.Result_Which_range, Txn: schema.Result_Which_txn,
 }
 
 // DecodeResult reads the result of an operation of kind. An error result
@@ -166,6 +168,8 @@ func DecodeResult(src schema.Result, kind Kind) (Result, error) {
 		if r.Found {
 			r.KV, err = decodeKeyValue(g.Kv())
 		}
+	case Txn:
+		err = decodeTxnResult(src, &r)
 	case Range:
 		rr, rerr := src.Range()
 		if rerr != nil {

@@ -27,7 +27,12 @@ const minOpSize = 6
 // then per op: uvarint Seq, type byte, compare byte, flags byte
 // (DeleteOnSuccess, CompareValue present, CompareRevision present),
 // uvarint-length-prefixed Key and Value, then the length-prefixed
-// CompareValue and the uvarint CompareRevision when present. Ops are only
+// CompareValue and the uvarint CompareRevision when present, then, for an
+// OpTxn, its transaction: the uvarint count of compares, each a target
+// byte, an operator byte, the length-prefixed key and value and the
+// uvarint number; then for Then and for Else the uvarint count of
+// operations, each a type byte, the length-prefixed key, value and after
+// and the uvarint limit. Ops are only
 // encoded for CmdBatch. CmdTokenKey and CmdRevoke have no op count: after
 // AckedBelow come, for CmdTokenKey, the uvarint key id and the
 // length-prefixed secret; for CmdRevoke, the 16-byte token id and Expires
@@ -75,6 +80,9 @@ func (c *Command) AppendBinary(dst []byte) []byte {
 		}
 		if flags&opFlagCompareRevision != 0 {
 			dst = binary.AppendUvarint(dst, op.CompareRevision)
+		}
+		if op.Type == OpTxn {
+			dst = appendTxn(dst, op.Txn)
 		}
 	}
 	return dst
@@ -266,6 +274,10 @@ func decodeCommand(c *Command, b []byte, ops []WriteOp) error {
 			if d.err == nil && op.CompareRevision == 0 {
 				d.fail("zero compare revision flagged present")
 			}
+		}
+		op.Txn = nil // the ops may be reused
+		if op.Type == OpTxn && d.err == nil {
+			op.Txn = d.txn()
 		}
 		if d.err != nil {
 			return d.err

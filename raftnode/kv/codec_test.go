@@ -49,7 +49,7 @@ func authCommands() []Command {
 }
 
 func TestCommandRoundTrip(t *testing.T) {
-	for i, c := range append(sampleCommands(), authCommands()...) {
+	for i, c := range append(append(sampleCommands(), authCommands()...), txnCommands()...) {
 		b := c.AppendBinary([]byte("prefix"))
 		if string(b[:6]) != "prefix" {
 			t.Fatalf("%d: AppendBinary clobbered dst", i)
@@ -193,6 +193,9 @@ func commandSeeds() [][]byte {
 	seeds = append(seeds, nil, []byte{commandVersion}, []byte{commandVersion, byte(CmdBatch), 0x80})
 	// After the first seeds, so their files keep their names.
 	for _, c := range authCommands() {
+		seeds = append(seeds, enc(c))
+	}
+	for _, c := range txnCommands() {
 		seeds = append(seeds, enc(c))
 	}
 	return seeds

@@ -63,6 +63,9 @@ func (m *model) put(k string, v []byte) {
 
 func (m *model) exec(op WriteOp) Result {
 	bad := func(c Code, msg string) Result { return Result{Code: c, Message: msg, Revision: m.rev} }
+	if op.Type == OpTxn {
+		return m.txn(op.Txn, true)
+	}
 	switch {
 	case op.Type < OpPut || op.Type > OpCAS:
 		return bad(InvalidArgument, msgBadType)
@@ -203,7 +206,9 @@ func (m *model) apply(index uint64, data []byte) Applied {
 			}
 			r := m.exec(op)
 			a.Results[i] = r
-			s.res[op.Seq] = r
+			saved := r
+			saved.Txn = nil
+			s.res[op.Seq] = saved
 			if len(s.res) > m.cfg.MaxSavedResults {
 				lowest := op.Seq
 				for seq := range s.res {
@@ -365,6 +370,11 @@ func (g *gen) op(sess uint64) WriteOp {
 		op.CompareRevision = uint64(g.rng.Intn(8))
 		op.DeleteOnSuccess = g.rng.Intn(3) == 0
 	default:
+		if g.rng.Intn(2) == 0 {
+			op.Type = OpTxn
+			op.Txn = g.txn(true)
+			break
+		}
 		op.Type = OpType(g.rng.Intn(6)) // some invalid
 		op.Compare = CompareKind(g.rng.Intn(5))
 	}
@@ -541,6 +551,15 @@ func TestModel(t *testing.T) {
 				if rng.Intn(4) == 0 {
 					checkRange(t, step, s, m, rng)
 				}
+				if rng.Intn(4) == 0 {
+					// A transaction served as a read reads what the
+					// model does and changes nothing.
+					tx := g.txn(rng.Intn(10) == 0)
+					got, want := s.ReadTxn(tx), m.txn(tx, false)
+					if !reflect.DeepEqual(got, want) || s.Revision() != m.rev {
+						t.Fatalf("step %d: ReadTxn(%+v):\n got   %+v\n model %+v", step, tx, got, want)
+					}
+				}
 				if rng.Intn(100) == 0 {
 					// Restore into a fresh store and carry on with it.
 					b := snapBytes(t, s)
@@ -558,4 +577,166 @@ func TestModel(t *testing.T) {
 			}
 		})
 	}
+}
+
+// txn is the model's transaction: the same checks in the same order as
+// the store (the messages are compared), then the compares and the branch
+// by brute force.
+func (m *model) txn(t *Txn, write bool) Result {
+	bad := func(c Code, msg string) Result { return Result{Code: c, Message: msg, Revision: m.rev} }
+	for _, c := range t.Compares {
+		switch {
+		case c.Target < TargetValue || c.Target > TargetAbsent:
+			return bad(InvalidArgument, msgBadTarget)
+		case c.Operator > Greater:
+			return bad(InvalidArgument, msgBadOperator)
+		case c.Target == TargetAbsent && c.Operator != Equal && c.Operator != NotEqual:
+			return bad(InvalidArgument, msgAbsentOrder)
+		case len(c.Key) == 0:
+			return bad(InvalidArgument, msgEmptyKey)
+		case len(c.Key) > m.cfg.MaxKeySize:
+			return bad(TooLarge, msgKeyTooLarge)
+		case len(c.Value) > m.cfg.MaxValueSize:
+			return bad(TooLarge, msgValueTooLarge)
+		}
+	}
+	for _, ops := range [][]TxnOp{t.Then, t.Else} {
+		written := map[string]bool{}
+		for _, op := range ops {
+			switch {
+			case op.Type < TxnPut || op.Type > TxnRange:
+				return bad(InvalidArgument, msgBadTxnOp)
+			case len(op.Key) == 0 && op.Type != TxnRange:
+				return bad(InvalidArgument, msgEmptyKey)
+			case len(op.Key) > m.cfg.MaxKeySize || len(op.After) > m.cfg.MaxKeySize:
+				return bad(TooLarge, msgKeyTooLarge)
+			case len(op.Value) > m.cfg.MaxValueSize:
+				return bad(TooLarge, msgValueTooLarge)
+			case op.Type == TxnGet || op.Type == TxnRange:
+				continue
+			case !write:
+				return bad(InvalidArgument, msgTxnReadWrite)
+			case written[string(op.Key)]:
+				return bad(InvalidArgument, msgTxnDupKey)
+			}
+			written[string(op.Key)] = true
+		}
+	}
+	ok := true
+	for _, c := range t.Compares {
+		kv, found := m.prev(string(c.Key))
+		var have, want uint64 // as numbers; values compare byte-wise below
+		switch c.Target {
+		case TargetVersion:
+			have, want = kv.Version, c.Number
+		case TargetCreateRevision:
+			have, want = kv.CreateRevision, c.Number
+		case TargetModRevision:
+			have, want = kv.ModRevision, c.Number
+		case TargetAbsent:
+			if found {
+				have = 1
+			}
+		}
+		cmp := 0
+		switch {
+		case c.Target == TargetValue:
+			cmp = bytes.Compare(kv.Value, c.Value)
+		case have < want:
+			cmp = -1
+		case have > want:
+			cmp = 1
+		}
+		held := map[TxnOperator]bool{Equal: cmp == 0, NotEqual: cmp != 0, Less: cmp < 0, Greater: cmp > 0}[c.Operator]
+		if c.Target == TargetValue && !found {
+			held = false
+		}
+		if !held {
+			ok = false
+		}
+	}
+	ops := t.Else
+	if ok {
+		ops = t.Then
+	}
+	rev := m.rev + 1
+	wrote := false
+	res := make([]TxnOpResult, len(ops))
+	for i, op := range ops {
+		k := string(op.Key)
+		switch op.Type {
+		case TxnPut:
+			res[i].KV, res[i].Found = m.prev(k)
+			nv := mkv{value: bytes.Clone(op.Value), create: rev, mod: rev, version: 1}
+			if len(op.Value) == 0 {
+				nv.value = nil
+			}
+			if old, had := m.kv[k]; had {
+				nv.create, nv.version = old.create, old.version+1
+			}
+			m.kv[k] = nv
+			wrote = true
+		case TxnDelete:
+			res[i].KV, res[i].Found = m.prev(k)
+			if res[i].Found {
+				delete(m.kv, k)
+				wrote = true
+			}
+		case TxnGet:
+			res[i].KV, res[i].Found = m.prev(k)
+		case TxnRange:
+			res[i].KVs, res[i].More = m.rangePage(op.Key, op.After, int(op.Limit))
+		}
+	}
+	if wrote {
+		m.rev = rev
+	}
+	return Result{Revision: m.rev, Succeeded: ok, Txn: &TxnResult{Results: res}}
+}
+
+// txn generates a transaction, mostly valid; with writes, its branches
+// may write.
+func (g *gen) txn(writes bool) *Txn {
+	t := &Txn{}
+	for n := g.rng.Intn(4); n > 0; n-- {
+		c := TxnCompare{Key: g.key(), Target: TxnTarget(1 + g.rng.Intn(5)), Operator: TxnOperator(g.rng.Intn(4))}
+		switch c.Target {
+		case TargetValue:
+			c.Value = g.value()
+		case TargetAbsent:
+			c.Operator = TxnOperator(g.rng.Intn(2))
+		default:
+			c.Number = uint64(g.rng.Intn(12))
+		}
+		if g.rng.Intn(40) == 0 { // an unknown target or operator
+			c.Target, c.Operator = TxnTarget(g.rng.Intn(7)), TxnOperator(g.rng.Intn(6))
+		}
+		t.Compares = append(t.Compares, c)
+	}
+	branch := func() []TxnOp {
+		var ops []TxnOp
+		for n := g.rng.Intn(4); n > 0; n-- {
+			op := TxnOp{Type: TxnOpType(1 + g.rng.Intn(4)), Key: g.key()}
+			if !writes {
+				op.Type = TxnOpType(3 + g.rng.Intn(2))
+			}
+			switch op.Type {
+			case TxnPut:
+				op.Value = g.value()
+			case TxnRange:
+				op.Key = []byte([]string{"", "a", "k", "ab"}[g.rng.Intn(4)])
+				if g.rng.Intn(2) == 0 {
+					op.After = g.key()
+				}
+				op.Limit = uint32(g.rng.Intn(5))
+			}
+			if g.rng.Intn(40) == 0 {
+				op.Type = TxnOpType(g.rng.Intn(6))
+			}
+			ops = append(ops, op)
+		}
+		return ops
+	}
+	t.Then, t.Else = branch(), branch()
+	return t
 }

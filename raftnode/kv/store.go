@@ -555,6 +555,7 @@ func (sess *session) forget(n int) {
 
 // save saves seq's result at position pos (from find).
 func (s *Store) save(sess *session, pos int, seq uint64, r Result) {
+	r.Txn = nil // not kept: see Result.Txn
 	sess.results = slices.Insert(sess.results, pos, saved{seq: seq, res: r})
 	if over := len(sess.results) - s.cfg.MaxSavedResults; over > 0 {
 		if last := sess.results[over-1].seq; last >= sess.low {
@@ -567,6 +568,8 @@ func (s *Store) save(sess *session, pos int, seq uint64, r Result) {
 // exec validates and applies one write.
 func (s *Store) exec(op *WriteOp) Result {
 	switch op.Type {
+	case OpTxn:
+		return s.txn(op.Txn, true)
 	case OpPut, OpDelete:
 	case OpCAS:
 		switch op.Compare {
@@ -632,8 +635,14 @@ func (s *Store) exec(op *WriteOp) Result {
 // any reader or snapshot: the write lock is held).
 func (s *Store) put(key, value []byte) (*entry, bool) {
 	s.rev++
+	return s.putAt(key, value, s.rev)
+}
+
+// putAt is put at revision rev, which it leaves to the caller to make the
+// store's.
+func (s *Store) putAt(key, value []byte, rev uint64) (*entry, bool) {
 	e := newEntry(key, value)
-	e.create, e.mod, e.version = s.rev, s.rev, 1
+	e.create, e.mod, e.version = rev, rev, 1
 	old, found := s.kv.ReplaceOrInsert(e)
 	if found {
 		e.create = old.create
@@ -661,6 +670,14 @@ func (s *Store) Get(key []byte) (kv KeyValue, found bool, rev uint64) {
 // slices are shared with the store: read-only (the kvs slice itself is
 // the caller's).
 func (s *Store) Range(prefix, after []byte, limit int) (kvs []KeyValue, more bool, rev uint64) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	kvs, more = s.rangeLocked(prefix, after, limit)
+	return kvs, more, s.rev
+}
+
+// rangeLocked is Range, with s.mu held.
+func (s *Store) rangeLocked(prefix, after []byte, limit int) (kvs []KeyValue, more bool) {
 	if limit <= 0 || limit > s.cfg.MaxRangeLimit {
 		limit = s.cfg.MaxRangeLimit
 	}
@@ -668,8 +685,6 @@ func (s *Store) Range(prefix, after []byte, limit int) (kvs []KeyValue, more boo
 	if bytes.Compare(after, prefix) > 0 {
 		start = after
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
 	s.kv.AscendGreaterOrEqual(&entry{key: start}, func(it *entry) bool {
 		if !bytes.HasPrefix(it.key, prefix) {
 			return false
@@ -687,7 +702,7 @@ func (s *Store) Range(prefix, after []byte, limit int) (kvs []KeyValue, more boo
 		kvs = append(kvs, it.kv())
 		return true
 	})
-	return kvs, more, s.rev
+	return kvs, more
 }
 
 // Revision returns the store's revision: the number of state-changing ops

@@ -90,8 +90,12 @@ func (c Config) withDefaults() Config {
 
 // maxOpOverhead bounds the bytes an encoded write op takes besides its key
 // and values: the seq, the type, compare and flag bytes, three length
-// prefixes and the compare revision (see AppendBinary).
-const maxOpOverhead = binary.MaxVarintLen64 + 3 + 3*binary.MaxVarintLen64 + binary.MaxVarintLen64
+// prefixes and the compare revision (see AppendBinary), and a
+// transaction's three list lengths. A transaction's compares (two bytes,
+// two length prefixes, a number) and operations (a byte, three length
+// prefixes, a limit) take less each, and count as ops towards
+// MaxBatchOps.
+const maxOpOverhead = binary.MaxVarintLen64 + 3 + 3*binary.MaxVarintLen64 + binary.MaxVarintLen64 + 3*binary.MaxVarintLen64
 
 // maxCommandHeader bounds an encoded Command's bytes before its ops: the
 // version and kind bytes, Time, and four uvarints.
@@ -223,6 +227,8 @@ const (
 	// OpCAS writes Value at Key (or deletes Key, with DeleteOnSuccess)
 	// when the key's current state matches the compare.
 	OpCAS
+	// OpTxn runs the transaction Txn (see Txn); Key and Value are unused.
+	OpTxn
 )
 
 // String returns the type's name.
@@ -234,6 +240,8 @@ func (t OpType) String() string {
 		return "Delete"
 	case OpCAS:
 		return "CAS"
+	case OpTxn:
+		return "Txn"
 	}
 	return "OpType(" + strconv.Itoa(int(t)) + ")"
 }
@@ -286,6 +294,8 @@ type WriteOp struct {
 	// DeleteOnSuccess makes a matching OpCAS delete the key instead of
 	// writing Value.
 	DeleteOnSuccess bool
+	// Txn is an OpTxn's transaction.
+	Txn *Txn
 }
 
 // KeyValue is a key's state. Its slices are shared with the store and must
@@ -359,9 +369,14 @@ type Result struct {
 	Succeeded bool
 	// Found: Put/Delete/successful CAS: the key had a previous state, in
 	// Prev. Failed CAS: the key exists, Prev is its current state. When
-	// Found is false, Prev is zero.
+	// Found is false, Prev is zero. (Txn: Succeeded says the compares
+	// held and the Then branch ran.)
 	Found bool
 	Prev  KeyValue
+	// Txn is a transaction's branch results (OpTxn, Code OK), nil in a
+	// result saved with the session: a retried transaction is answered
+	// with its branch and revision only.
+	Txn *TxnResult
 }
 
 // Applied is what Apply reports for one log entry.

@@ -75,6 +75,9 @@ func (s kvScope) narrow(prefix []byte, restrictPrefix, readOnly bool) (kvScope, 
 // whose prefix neither lies within s's nor contains it selects no key
 // s grants, and is refused.
 func (s *kvScope) confine(o *kvwire.Op) error {
+	if o.Kind == kvwire.Txn {
+		return s.confineTxn(o)
+	}
 	if s.readOnly && o.IsWrite() {
 		return denied("%s of key %s refused: this KV is read-only (%s)", o.Kind, quoteKey(o.Key), s.String())
 	}

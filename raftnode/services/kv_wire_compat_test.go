@@ -490,6 +490,9 @@ func TestNodeReadsOperationsAsBefore(t *testing.T) {
 		if !ok {
 			continue
 		}
+		if src.Which() == schema.Op_Which_txn {
+			continue // new since the legacy decoder: unknown to it
+		}
 		legacySrc, _ := read()
 		got, gotErr := kvwire.DecodeOp(src)
 		was, wasErr := legacyDecodeOp(legacySrc)

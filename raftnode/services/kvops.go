@@ -25,6 +25,7 @@ type kvResult struct {
 	kv         kv.KeyValue
 	kvs        []kv.KeyValue // range
 	more       bool
+	txn        *kvwire.TxnResult // txn: the branch's results (w.Succeeded: which branch)
 }
 
 func invalid(format string, args ...any) error {
@@ -35,6 +36,8 @@ func invalid(format string, args ...any) error {
 func writeOp(o *kvwire.Op) kv.WriteOp {
 	w := kv.WriteOp{Seq: o.Seq, Key: o.Key}
 	switch o.Kind {
+	case kvwire.Txn:
+		w.Type, w.Key, w.Txn = kv.OpTxn, nil, kvTxn(o)
 	case kvwire.Put:
 		w.Type, w.Value = kv.OpPut, o.Value
 	case kvwire.Delete:
@@ -73,7 +76,7 @@ func wireError(err error, hint uint64) *kvwire.Error {
 func wireResult(o *kvwire.Op, r *kvResult) kvwire.Result {
 	out := kvwire.Result{Revision: r.rev}
 	err := r.err
-	if err == nil && o.IsWrite() && r.w.Code != kv.OK {
+	if err == nil && (o.IsWrite() || o.Kind == kvwire.Txn) && r.w.Code != kv.OK {
 		err = kvCodeError(r.w)
 	}
 	if err != nil {
@@ -90,6 +93,11 @@ func wireResult(o *kvwire.Op, r *kvResult) kvwire.Result {
 		out.KVs = make([]kvwire.KeyValue, len(r.kvs))
 		for i := range r.kvs {
 			out.KVs[i] = kvwire.KeyValue(r.kvs[i])
+		}
+	case kvwire.Txn:
+		out.Succeeded, out.Txn = r.w.Succeeded, r.txn
+		if out.Txn == nil {
+			out.Txn = &kvwire.TxnResult{Replayed: true}
 		}
 	}
 	return out
@@ -130,6 +138,8 @@ func forwardedResult(src schema.Result, o *kvwire.Op) kvResult {
 		for i := range wr.KVs {
 			r.kvs[i] = cloneKeyValue(&wr.KVs[i])
 		}
+	case kvwire.Txn:
+		r.w.Succeeded, r.txn = wr.Succeeded, cloneTxnResult(wr.Txn)
 	}
 	return r
 }

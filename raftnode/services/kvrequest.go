@@ -61,7 +61,7 @@ func (sv *Server) execute(req kvRequest, done func([]kvResult)) {
 		case !o.Serializable:
 			x.linear = true
 		}
-		x.ranges = x.ranges || ops[i].Kind == kvwire.Range
+		x.ranges = x.ranges || ops[i].Kind == kvwire.Range || ops[i].Kind == kvwire.Txn
 	}
 	if len(x.writes) > 0 && !sv.d.IsLeader() {
 		if req.forwarded {
@@ -231,6 +231,10 @@ func (sv *Server) readAll(ops []kvwire.Op, results []kvResult, readErr error) {
 	for i := range ops {
 		o := &ops[i]
 		if o.IsWrite() {
+			if o.Kind == kvwire.Txn && results[i].err == nil && results[i].w.Code == kv.OK {
+				// Its reads ran as it was applied; they count here.
+				results[i].txn = txnResults(o, &results[i].w, &served)
+			}
 			continue
 		}
 		if readErr != nil && !o.Serializable {
@@ -244,30 +248,42 @@ func (sv *Server) readAll(ops []kvwire.Op, results []kvResult, readErr error) {
 			results[i].err = errBatchFull
 			continue
 		}
-		sv.read(o, &results[i])
-		served += resultBytes(&results[i])
+		sv.read(o, &results[i], &served)
 	}
 }
 
-// read serves a read from the local state machine.
-func (sv *Server) read(o *kvwire.Op, r *kvResult) {
+// read serves a read from the local state machine and adds the bytes it
+// read to served.
+func (sv *Server) read(o *kvwire.Op, r *kvResult, served *int) {
 	switch o.Kind {
 	case kvwire.Get:
 		r.kv, r.found, r.rev = sv.kv.Get(o.Key)
 	case kvwire.Range:
 		r.kvs, r.more, r.rev = sv.kv.Range(o.Key, o.After, int(o.Limit))
-		// A page larger than a client's message limit would abort its
-		// whole connection: cut it short (at least one key) and let the
-		// client page on with more.
-		size := 0
-		for i := range r.kvs {
-			size += len(r.kvs[i].Key) + len(r.kvs[i].Value)
-			if i > 0 && size > maxRangePageBytes {
-				r.kvs, r.more = r.kvs[:i], true
-				break
-			}
+		r.kvs, r.more = cutPage(r.kvs, r.more)
+	case kvwire.Txn:
+		r.w = sv.kv.ReadTxn(kvTxn(o))
+		r.rev = r.w.Revision
+		if r.w.Code == kv.OK {
+			r.txn = txnResults(o, &r.w, served) // counts what it read
+		}
+		return
+	}
+	*served += resultBytes(r)
+}
+
+// cutPage cuts a range page larger than a client's message limit, which
+// would abort its whole connection, short (at least one key): the client
+// pages on with more.
+func cutPage(kvs []kv.KeyValue, more bool) ([]kv.KeyValue, bool) {
+	size := 0
+	for i := range kvs {
+		size += len(kvs[i].Key) + len(kvs[i].Value)
+		if i > 0 && size > maxRangePageBytes {
+			return kvs[:i], true
 		}
 	}
+	return kvs, more
 }
 
 // maxRangePageBytes bounds the keys and values of one Range page, well

@@ -190,11 +190,12 @@ func encodeBatch(res schema.KV_batch_Results, ops []kvwire.Op, bad []error, got 
 }
 
 // singleMethod returns the inline server of a single-operation method
-// (put, get, delete, cas, range): decode reads the session and the
+// (put, get, delete, cas, range, txn): decode reads the session and the
 // operation from the arguments (see kvwire.DecodePutCall). The operation
-// runs as a batch of one. Arguments that cannot be read fail the call;
-// an operation over a limit or outside the scope is answered with its
-// error.
+// runs as a batch of one. Arguments that cannot be read fail the call
+// (decode's error with an operation of kind 0); an operation the decoder
+// refuses (its error with the kind set: see kvwire.DecodeTxnCall), over
+// a limit or outside the scope is answered with its error.
 func singleMethod[P ~capnp.StructKind, R interface {
 	~capnp.StructKind
 	NewResult() (schema.Result, error)
@@ -202,7 +203,7 @@ func singleMethod[P ~capnp.StructKind, R interface {
 	size := rpc.ResultsSize(newResults)
 	return func(call *rpc.InlineCall) {
 		session, o, err := decode(P(call.Args()))
-		if err != nil {
+		if err != nil && o.Kind == 0 {
 			call.Return(err)
 			return
 		}
@@ -216,7 +217,10 @@ func singleMethod[P ~capnp.StructKind, R interface {
 				return encodeResult(dst, &ops[0], &got[0])
 			})
 		}
-		if err := ops[0].CheckSize(kvLimits(s.sv.kv.Config())); err != nil {
+		if err == nil {
+			err = ops[0].CheckSize(kvLimits(s.sv.kv.Config()))
+		}
+		if err != nil {
 			answer([]kvResult{{err: err}})
 			return
 		}
@@ -241,6 +245,9 @@ func (s *kvServer) methods() (inline map[string]rpc.InlineServe, rest map[string
 		"cas":    singleMethod(s, schema.NewKV_cas_Results, kvwire.DecodeCASCall),
 		"get":    singleMethod(s, schema.NewKV_get_Results, kvwire.DecodeGetCall),
 		"range":  singleMethod(s, schema.NewKV_range_Results, kvwire.DecodeRangeCall),
+		"txn": singleMethod(s, schema.NewKV_txn_Results, func(p schema.KV_txn_Params) (uint64, kvwire.Op, error) {
+			return kvwire.DecodeTxnCall(p, kvLimits(s.sv.kv.Config()))
+		}),
 	}
 	rest = map[string]func(context.Context, *server.Call) error{
 		"openSession": func(ctx context.Context, c *server.Call) error {
