@@ -181,12 +181,19 @@ func streamBackup(ctx context.Context, sink schema.BackupSink, src driver.Backup
 			}
 		}()
 	}()
+	// A write is released here only once its answer came: releasing an
+	// unanswered one waits for that answer, and when the caller's
+	// connection ends, the connection answers its questions only after
+	// every call it serves (this one included) has returned. So a failed
+	// wait leaves the write pending, for the deferred release apart.
 	oldest := func() error {
 		w := pending[0]
+		if err := wait(w.fut, w.what); err != nil {
+			return err
+		}
 		pending = pending[1:]
-		err := wait(w.fut, w.what)
 		w.rel()
-		return err
+		return nil
 	}
 	// begin counts in the window like a write: the data follows it at
 	// once, in order on the one capability.
