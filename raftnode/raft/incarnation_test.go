@@ -208,6 +208,55 @@ func TestNewLeaderDemotesOnlyOnEvidence(t *testing.T) {
 	}
 }
 
+// TestLeaderDoesNotDemoteAVoterItNeverHeardFrom: a node that tracked a
+// learner before anything recorded its storage, and became leader before
+// applying the change that made it a voter with its incarnation, knows no
+// answer from that voter: it must not take "no incarnation heard" for
+// "another incarnation" and demote it (found by the whole-node simulation,
+// n=5,membership seed 84).
+func TestLeaderDoesNotDemoteAVoterItNeverHeardFrom(t *testing.T) {
+	c, d := incCore(t, 1, 11)
+	cc := func(ch ConfChangeSingle) []byte { return ConfChange{Changes: []ConfChangeSingle{ch}}.Marshal() }
+	// Leader 3 (term 2) adds node 4 as a learner, its storage not yet
+	// recorded (committed), then promotes it with incarnation 44 (not
+	// yet committed when node 1 takes over).
+	c.Step(Message{Type: MsgApp, From: 3, To: 1, Term: 2, Index: 1, LogTerm: 1, Commit: 2, Incarnation: 33, Entries: []Entry{
+		{Index: 2, Term: 2, Type: EntryConfChange, Data: cc(ConfChangeSingle{Type: ConfChangeAddLearner, NodeID: 4, AutoPromote: true})},
+		{Index: 3, Term: 2, Type: EntryConfChange, Data: cc(ConfChangeSingle{Type: ConfChangeAddVoter, NodeID: 4, Incarnation: 44})},
+	}})
+	persistAll(c, d)
+	if cs := c.ConfState(); !slices.Contains(cs.Learners, 4) {
+		t.Fatalf("config after applying the learner's addition: %+v", cs)
+	}
+	c.campaign(campaignElection)
+	persistAll(c, d)
+	c.Step(Message{Type: MsgVoteResp, From: 3, To: 1, Term: c.term, Granted: true, Incarnation: 33})
+	if c.state != StateLeader {
+		t.Fatalf("not leader: %s", c.state)
+	}
+	for range 5 {
+		c.Step(Message{Type: MsgAppResp, From: 3, To: 1, Term: c.term, Index: c.log.lastIndex(), Incarnation: 33})
+		c.Tick()
+		persistAll(c, d)
+	}
+	if inc, _ := c.ConfState().IncarnationOf(4); inc != 44 || !slices.Contains(c.ConfState().Voters, 4) {
+		t.Fatalf("the promotion is not applied (%+v): the test checks nothing", c.ConfState())
+	}
+	ents, _ := c.log.entries(4, c.log.lastIndex()+1, 1<<20)
+	for _, e := range ents {
+		if e.Type == EntryConfChange {
+			cc, _ := UnmarshalConfChange(e.Data)
+			t.Fatalf("the new leader proposed %+v without hearing from node 4", cc)
+		}
+	}
+	// Node 4 answers from the recorded storage: it is caught up from
+	// where it is, not probed from scratch as a new incarnation.
+	c.Step(Message{Type: MsgAppResp, From: 4, To: 1, Term: c.term, Index: c.log.lastIndex(), Incarnation: 44})
+	if m := c.trk.Progress[4].Match; m != c.log.lastIndex() {
+		t.Fatalf("node 4's match %d after acknowledging %d from its recorded storage", m, c.log.lastIndex())
+	}
+}
+
 // TestHeartbeatCommitIsForTheStorageItWasMeantFor: a heartbeat carries the
 // leader's commit index capped at what the follower acknowledged, which
 // says nothing about a follower whose storage was replaced since: its

@@ -20,6 +20,7 @@ func stepLeader(r *Core, m Message) {
 		// it is a voter, maybeRestore demotes it until it caught up.
 		pr.ResetIncarnation(m.Incarnation, r.log.lastIndex()+1)
 	}
+	pr.Heard = true
 	switch m.Type {
 	case MsgAppResp:
 		pr.RecentActive = true
@@ -328,7 +329,7 @@ func (r *Core) restoreChange(id uint64, pr *tracker.Progress) (ConfChangeSingle,
 	_, voter := r.trk.Voters[0][id]
 	_, promote := r.trk.AutoPromote[id]
 	switch {
-	case voter && recorded && rec != pr.Incarnation:
+	case voter && recorded && rec != pr.Incarnation && pr.Heard:
 		return ConfChangeSingle{Type: ConfChangeAddLearner, NodeID: id, Incarnation: pr.Incarnation, AutoPromote: true}, true
 	case voter && !recorded && pr.Incarnation != 0 && pr.State == tracker.StateReplicate:
 		return ConfChangeSingle{Type: ConfChangeAddVoter, NodeID: id, Incarnation: pr.Incarnation}, true

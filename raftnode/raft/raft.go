@@ -231,6 +231,7 @@ func (r *Core) reset(term uint64) {
 			pr.Match = r.log.stableIndex()
 			pr.Next = max(last+1, pr.Match+1)
 			pr.Incarnation = r.cfg.Incarnation
+			pr.Heard = true
 		}
 	}
 	r.pendingConfIndex = 0
@@ -568,9 +569,13 @@ func (r *Core) switchConfig(c tracker.Config) {
 				Incarnation:  c.Incarnations[id],
 			}
 			if id == r.id {
-				pr.Incarnation = r.cfg.Incarnation
+				pr.Incarnation, pr.Heard = r.cfg.Incarnation, true
 			}
 			r.trk.Progress[id] = pr
+		} else if rec, ok := c.Incarnations[id]; ok && !pr.Heard {
+			// Not heard from in this term: assume the storage the
+			// configuration now records, as becomeLeader does.
+			pr.Incarnation = rec
 		}
 		_, learner := c.Learners[id]
 		pr.IsLearner = learner

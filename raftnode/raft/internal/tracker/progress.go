@@ -62,6 +62,10 @@ type Progress struct {
 	// changes, the peer lost what it had acknowledged: see
 	// ResetIncarnation.
 	Incarnation uint64
+	// Heard reports that the peer answered this leader, so Incarnation
+	// is evidence of its storage rather than an assumption: only then
+	// may the leader demote it for answering from other storage.
+	Heard bool
 
 	// Inflights bounds the appends pipelined in StateReplicate.
 	Inflights *Inflights
