@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/capraft/capraft/internal/durable"
 	"github.com/capraft/capraft/raftnode/backup"
 	"github.com/capraft/capraft/raftnode/driver"
 	"github.com/capraft/capraft/raftnode/raft"
@@ -156,10 +157,10 @@ func Restore(cfg RestoreConfig) (backup.Summary, error) {
 	if err != nil {
 		return backup.Summary{}, fmt.Errorf("restore: %w", err)
 	}
-	if err := writeFileSync(filepath.Join(tmp, clusterFile), append(rec, '\n')); err != nil {
+	if err := durable.WriteNewFile(filepath.Join(tmp, clusterFile), append(rec, '\n')); err != nil {
 		return backup.Summary{}, fmt.Errorf("restore: %w", err)
 	}
-	if err := syncDir(tmp); err != nil {
+	if err := durable.SyncDir(tmp); err != nil {
 		return backup.Summary{}, fmt.Errorf("restore: %w", err)
 	}
 	// An empty directory is replaced: os.Remove removes only an empty
@@ -171,7 +172,7 @@ func Restore(cfg RestoreConfig) (backup.Summary, error) {
 		return backup.Summary{}, fmt.Errorf("restore: move the restored directory into place: %w", err)
 	}
 	done = true
-	if err := syncDir(parent); err != nil {
+	if err := durable.SyncDir(parent); err != nil {
 		return backup.Summary{}, fmt.Errorf("restore: %w", err)
 	}
 	log.Info("data directory restored", "dir", abs, "id", cfg.ID, "members", slices.Sorted(maps.Keys(cfg.Peers)), "cluster", cfg.ClusterName)
@@ -250,34 +251,4 @@ func restoreInto(dir string, cfg RestoreConfig, want backup.Header, log hclog.Lo
 		return fmt.Errorf("install the snapshot: %w", err)
 	}
 	return store.Close()
-}
-
-// writeFileSync writes a new file and syncs it.
-func writeFileSync(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-// syncDir makes a directory's entries durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
 }

@@ -7,6 +7,8 @@ import (
 	"hash/crc32"
 	"os"
 	"path/filepath"
+
+	"github.com/capraft/capraft/internal/durable"
 )
 
 // File writes a backup to a file atomically: to a temporary file beside
@@ -103,7 +105,7 @@ func (b *File) Commit() (Summary, error) {
 		os.Remove(tmp)
 		return Summary{}, fmt.Errorf("move the backup into place: %w", err)
 	}
-	if err := syncDir(filepath.Dir(b.path)); err != nil {
+	if err := durable.SyncDir(filepath.Dir(b.path)); err != nil {
 		return Summary{}, err
 	}
 	return sum, nil
@@ -113,16 +115,4 @@ func (b *File) Commit() (Summary, error) {
 func (b *File) Abort() {
 	b.f.Close()
 	os.Remove(b.f.Name())
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
 }
