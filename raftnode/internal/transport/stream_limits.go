@@ -48,32 +48,27 @@ func errTooManyStreams(method string, limit int, what string) error {
 
 // takeStream takes a slot for a Raft.open stream, or says why not.
 func (l *StreamLimits) takeStream() error {
-	limit := l.MaxStreams
-	if limit <= 0 {
-		limit = DefaultMaxStreams
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.streams >= limit {
-		return errTooManyStreams("open", limit, "streams")
-	}
-	l.streams++
-	return nil
+	return l.take(&l.streams, l.MaxStreams, DefaultMaxStreams, "open", "streams")
 }
 
 // takeSnapshot takes a slot for a Raft.installSnapshot stream, or says
 // why not.
 func (l *StreamLimits) takeSnapshot() error {
-	limit := l.MaxSnapshotStreams
+	return l.take(&l.snapsIn, l.MaxSnapshotStreams, DefaultMaxSnapshotStreams, "installSnapshot", "snapshot streams")
+}
+
+// take counts one more stream in *open unless it reached limit (zero or
+// less: def).
+func (l *StreamLimits) take(open *int, limit, def int, method, what string) error {
 	if limit <= 0 {
-		limit = DefaultMaxSnapshotStreams
+		limit = def
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.snapsIn >= limit {
-		return errTooManyStreams("installSnapshot", limit, "snapshot streams")
+	if *open >= limit {
+		return errTooManyStreams(method, limit, what)
 	}
-	l.snapsIn++
+	*open++
 	return nil
 }
 
