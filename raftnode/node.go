@@ -14,6 +14,7 @@ import (
 
 	"github.com/capraft/capraft/raftnode/driver"
 	"github.com/capraft/capraft/raftnode/echo"
+	"github.com/capraft/capraft/raftnode/internal/metrics"
 	"github.com/capraft/capraft/raftnode/internal/transport"
 	"github.com/capraft/capraft/raftnode/kv"
 	"github.com/capraft/capraft/raftnode/raft"
@@ -112,6 +113,14 @@ type Config struct {
 	Logger hclog.Logger
 	// Seed seeds the core's election randomness (default: random).
 	Seed uint64
+	// Metrics collects the node's Prometheus metrics (Node.Metrics). Off,
+	// the node keeps only the counters it keeps anyway.
+	Metrics bool
+	// ReadyApplyLag is how many entries the state machine may be behind
+	// the commit index while the node still counts as ready (Node.Ready;
+	// default DefaultReadyApplyLag).
+	ReadyApplyLag uint64
+
 	// StorageKnobs are storage settings only tests inside this module
 	// turn (a file system that injects failures; see
 	// storage.Options.Knobs); nil leaves production's.
@@ -157,6 +166,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = 5 * time.Second
+	}
+	if c.ReadyApplyLag == 0 {
+		c.ReadyApplyLag = DefaultReadyApplyLag
 	}
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
@@ -208,6 +220,7 @@ type Node struct {
 	d         *driver.Driver
 	kv        *kv.Store
 	svc       *services.Server
+	metrics   *metrics.Metrics // nil unless Config.Metrics
 
 	stopc     chan struct{} // closed by Close
 	wg        sync.WaitGroup
@@ -231,6 +244,7 @@ func New(cfg Config) (*Node, error) {
 		kv:        kv.New(cfg.KV),
 		stopc:     make(chan struct{}),
 	}
+	n.newMetrics()
 	discover, err := n.open()
 	if err != nil {
 		n.hub.Close()
@@ -260,6 +274,7 @@ func (n *Node) open() (discover bool, err error) {
 		SegmentSize:   n.cfg.WALSegmentSize,
 		NoDirectIO:    n.cfg.WALBufferedIO,
 		Knobs:         n.cfg.StorageKnobs,
+		OnFsync:       n.fsyncObserver(),
 		// Damaged storage is repaired from the peers: the store cuts
 		// away what is damaged and takes a new incarnation, and the
 		// leader restores the node. Alone, nothing could restore what a
@@ -299,6 +314,7 @@ func (n *Node) open() (discover bool, err error) {
 	n.tr = transport.New(transport.Config{
 		ClusterID:    n.clusterID,
 		LocalID:      n.cfg.ID,
+		Observer:     n.transportObserver(),
 		Dial:         n.cfg.Dial,
 		Authenticate: services.PeerAuthenticator(n.cfg.Security, n.clusterID, n.cfg.ID),
 		Incarnation:  n.store.Incarnation(),
@@ -341,6 +357,7 @@ func (n *Node) open() (discover bool, err error) {
 		},
 		OnLeading:        func() { n.svc.OnLeading() },
 		LostDataReported: reported,
+		Observer:         n.driverObserver(),
 	})
 	if err == nil {
 		n.svc, err = services.New(services.Config{
@@ -358,6 +375,7 @@ func (n *Node) open() (discover bool, err error) {
 			Echo:              n.hub,
 			Transport:         n.tr,
 			Peers:             peerHandler{n},
+			Requests:          n.requestObserver(),
 		})
 	}
 	if err != nil {
