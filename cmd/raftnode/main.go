@@ -74,6 +74,9 @@ type flags struct {
 	sessionTTL      time.Duration
 	walSegmentSize  int64
 	walDirectIO     bool
+
+	metricsListen string
+	pprof         bool
 }
 
 func main() {
@@ -153,6 +156,8 @@ func newCommandFor(f *flags) *cobra.Command {
 	fl.DurationVar(&f.requestTimeout, "request-timeout", 5*time.Second, "how long a client request may wait for a leader, a commit or a read index")
 	fl.Int64Var(&f.walSegmentSize, "wal-segment-size", 64<<20, "size of write-ahead log segment files, 1 MiB to 1 GiB; the log is compacted a segment at a time")
 	fl.BoolVar(&f.walDirectIO, "wal-direct-io", true, "write the log with O_DIRECT|O_DSYNC where the file system allows it (false: page cache and fdatasync)")
+	fl.StringVar(&f.metricsListen, "metrics-listen", "", "serve Prometheus metrics (/metrics), liveness (/healthz) and readiness (/readyz) over HTTP on this address, e.g. 127.0.0.1:9090 (default: off); HTTPS with --tls-cert, and a non-loopback address needs it or --insecure")
+	fl.BoolVar(&f.pprof, "pprof", false, "also serve the Go profiler under /debug/pprof/ on --metrics-listen")
 	fl.DurationVar(&f.sessionTTL, "session-ttl", 60*time.Second, "a client session with no write or keep-alive for this long (in log time) expires")
 	return cmd
 }
@@ -171,6 +176,10 @@ func run(ctx context.Context, f flags) error {
 	log = log.With("node", f.id)
 
 	sec, err := f.security(peers, log)
+	if err != nil {
+		return err
+	}
+	metricsTLS, err := f.metricsTLS(sec, log)
 	if err != nil {
 		return err
 	}
@@ -210,12 +219,18 @@ func run(ctx context.Context, f flags) error {
 		Security:               sec.Security,
 		Echo:                   echo.HubConfig{QueueLen: f.echoQueue},
 		Logger:                 log,
+		Metrics:                f.metricsListen != "",
 	})
 	if err != nil {
 		ln.Close()
 		return err
 	}
 	defer node.Close()
+	ops, err := f.startMetrics(node, metricsTLS, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 
 	srv := rpc.NewServer(rpc.Config{
 		Bootstrap:        node.Bootstrap,
@@ -227,6 +242,7 @@ func run(ctx context.Context, f flags) error {
 		TLSConfig:        sec.serverTLS,
 		Logger:           log.Named("rpc"),
 	})
+	node.ObserveServer(srv)
 	log.Info("raftnode starting", "version", cli.Version(), "listen", ln.Addr().String(), "advertise", advertise)
 
 	sigs := make(chan os.Signal, 2)
@@ -272,6 +288,12 @@ func run(ctx context.Context, f flags) error {
 		log.Warn("shutdown did not drain in time; connections were closed with calls in flight", "error", err)
 	}
 	<-served
+	if ops != nil {
+		// Last: /readyz says why the node is not ready while it stops.
+		if err := ops.Close(sctx); err != nil {
+			log.Warn("closing the metrics listener", "error", err)
+		}
+	}
 	log.Info("stopped")
 	if stopErr != nil {
 		return fmt.Errorf("node %d stopped: %v", f.id, stopErr)
