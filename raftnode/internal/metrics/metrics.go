@@ -87,6 +87,16 @@ func New(src Sources) *Metrics {
 			Buckets: fastBuckets,
 		}, []string{"method", "code"}),
 	}
+	// Series that exist before their first event, so that rates and
+	// alerts see a zero rather than nothing.
+	for _, r := range []string{"ok", "error"} {
+		m.snapSave.WithLabelValues(r)
+		m.snapSend.WithLabelValues(r)
+		m.snapReceive.WithLabelValues(r)
+	}
+	for _, method := range []string{"put", "get", "delete", "cas", "range", "txn", "batch"} {
+		m.requests.WithLabelValues(method, "ok")
+	}
 	m.reg.MustRegister(m.fsync, m.apply, m.snapSave, m.snapSend, m.snapReceive, m.roundTrip, m.requests,
 		newCollector(src),
 		collectors.NewGoCollector(),
