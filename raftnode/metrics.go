@@ -11,6 +11,7 @@ import (
 
 	"github.com/capraft/capraft/raftnode/driver"
 	"github.com/capraft/capraft/raftnode/internal/metrics"
+	"github.com/capraft/capraft/raftnode/internal/timeline"
 	"github.com/capraft/capraft/raftnode/internal/transport"
 	"github.com/capraft/capraft/raftnode/services"
 	"github.com/capraft/capraft/raftnode/storage"
@@ -46,34 +47,112 @@ func (n *Node) newMetrics() {
 }
 
 // The observers handed to the node's parts: nil interfaces (not typed
-// nils) when metrics are off, so the parts skip them.
+// nils) when neither metrics nor a trace are on, so the parts skip them.
+
+func (n *Node) observing() bool { return n.metrics != nil || n.trace != nil }
 
 func (n *Node) fsyncObserver() func(time.Duration) {
-	if n.metrics == nil {
+	if !n.observing() {
 		return nil
 	}
-	return n.metrics.Fsync
+	return observers{n.metrics, n.trace}.Fsync
 }
 
 func (n *Node) driverObserver() driver.Observer {
-	if n.metrics == nil {
+	if !n.observing() {
 		return nil
 	}
-	return n.metrics
+	return observers{n.metrics, n.trace}
 }
 
 func (n *Node) transportObserver() transport.Observer {
-	if n.metrics == nil {
+	if !n.observing() {
 		return nil
 	}
-	return n.metrics
+	return observers{n.metrics, n.trace}
 }
 
 func (n *Node) requestObserver() services.RequestObserver {
-	if n.metrics == nil {
+	if !n.observing() {
 		return nil
 	}
-	return n.metrics
+	return observers{n.metrics, n.trace}
+}
+
+// observers hands every observation to the metrics and the trace, where
+// on.
+type observers struct {
+	m *metrics.Metrics
+	t *timeline.Writer
+}
+
+func (o observers) Fsync(took time.Duration) {
+	if o.m != nil {
+		o.m.Fsync(took)
+	}
+	if o.t != nil {
+		o.t.Fsync(took)
+	}
+}
+
+func (o observers) Applied(n int, took time.Duration) {
+	if o.m != nil {
+		o.m.Applied(n, took)
+	}
+	if o.t != nil {
+		o.t.Applied(n, took)
+	}
+}
+
+func (o observers) SnapshotSaved(took time.Duration, err error) {
+	if o.m != nil {
+		o.m.SnapshotSaved(took, err)
+	}
+	if o.t != nil {
+		o.t.SnapshotSaved(took, err)
+	}
+}
+
+func (o observers) SnapshotReceived(took time.Duration, err error) {
+	if o.m != nil {
+		o.m.SnapshotReceived(took, err)
+	}
+	if o.t != nil {
+		o.t.SnapshotReceived(took, err)
+	}
+}
+
+func (o observers) LeaderChanged(lead, term uint64) {
+	if o.t != nil {
+		o.t.LeaderChanged(lead, term)
+	}
+}
+
+func (o observers) RoundTrip(peer uint64, lane transport.Lane, took time.Duration) {
+	if o.m != nil {
+		o.m.RoundTrip(peer, lane, took)
+	}
+	if o.t != nil {
+		o.t.RoundTrip(peer, lane, took)
+	}
+}
+
+func (o observers) SnapshotSent(peer uint64, took time.Duration, err error) {
+	if o.m != nil {
+		o.m.SnapshotSent(peer, took, err)
+	}
+	if o.t != nil {
+		o.t.SnapshotSent(peer, took, err)
+	}
+}
+
+func (o observers) Request(method, code string, took time.Duration) {
+	if o.m != nil {
+		o.m.Request(method, code, took)
+	}
+	if o.t != nil {
+		o.t.Request(method, code, took)
+	}
 }
 
 // Metrics returns what the node's /metrics endpoint serves, or nil if
@@ -120,4 +199,15 @@ func (n *Node) Ready(ctx context.Context) error {
 		return fmt.Errorf("applied index %d is %d entries behind the commit index %d (more than %d)", applied, lag, st.Commit, n.cfg.ReadyApplyLag)
 	}
 	return nil
+}
+
+// closeTrace ends the trace file, if any (after everything that feeds it
+// stopped).
+func (n *Node) closeTrace() {
+	if n.trace == nil {
+		return
+	}
+	if err := n.trace.Close(); err != nil {
+		n.log.Warn("writing the trace file", "file", n.cfg.TraceFile, "error", err)
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/capraft/capraft/raftnode/driver"
 	"github.com/capraft/capraft/raftnode/echo"
 	"github.com/capraft/capraft/raftnode/internal/metrics"
+	"github.com/capraft/capraft/raftnode/internal/timeline"
 	"github.com/capraft/capraft/raftnode/internal/transport"
 	"github.com/capraft/capraft/raftnode/kv"
 	"github.com/capraft/capraft/raftnode/raft"
@@ -116,6 +117,11 @@ type Config struct {
 	// Metrics collects the node's Prometheus metrics (Node.Metrics). Off,
 	// the node keeps only the counters it keeps anyway.
 	Metrics bool
+	// TraceFile, if set, is where the node records a timeline of its
+	// Raft events (fsyncs, applies, sends to peers, client requests,
+	// leader changes) as Chrome trace-event JSON, until it closes; see
+	// docs/OPERATIONS.md.
+	TraceFile string
 	// ReadyApplyLag is how many entries the state machine may be behind
 	// the commit index while the node still counts as ready (Node.Ready;
 	// default DefaultReadyApplyLag).
@@ -221,6 +227,7 @@ type Node struct {
 	kv        *kv.Store
 	svc       *services.Server
 	metrics   *metrics.Metrics // nil unless Config.Metrics
+	trace     *timeline.Writer // nil unless Config.TraceFile
 
 	stopc     chan struct{} // closed by Close
 	wg        sync.WaitGroup
@@ -245,9 +252,17 @@ func New(cfg Config) (*Node, error) {
 		stopc:     make(chan struct{}),
 	}
 	n.newMetrics()
+	if cfg.TraceFile != "" {
+		var err error
+		if n.trace, err = timeline.Create(cfg.TraceFile, cfg.ID); err != nil {
+			n.hub.Close()
+			return nil, err
+		}
+	}
 	discover, err := n.open()
 	if err != nil {
 		n.hub.Close()
+		n.closeTrace()
 		return nil, err
 	}
 	n.d.Start()
@@ -425,6 +440,7 @@ func (n *Node) Close() {
 		if err := n.store.Close(); err != nil {
 			n.log.Warn("closing the data directory", "error", err)
 		}
+		n.closeTrace()
 	})
 }
 

@@ -77,6 +77,7 @@ type flags struct {
 
 	metricsListen string
 	pprof         bool
+	traceFile     string
 }
 
 func main() {
@@ -158,6 +159,7 @@ func newCommandFor(f *flags) *cobra.Command {
 	fl.BoolVar(&f.walDirectIO, "wal-direct-io", true, "write the log with O_DIRECT|O_DSYNC where the file system allows it (false: page cache and fdatasync)")
 	fl.StringVar(&f.metricsListen, "metrics-listen", "", "serve Prometheus metrics (/metrics), liveness (/healthz) and readiness (/readyz) over HTTP on this address, e.g. 127.0.0.1:9090 (default: off); HTTPS with --tls-cert, and a non-loopback address needs it or --insecure")
 	fl.BoolVar(&f.pprof, "pprof", false, "also serve the Go profiler under /debug/pprof/ on --metrics-listen")
+	fl.StringVar(&f.traceFile, "trace", "", "record a timeline of Raft events (fsyncs, applies, sends to peers, client requests, leader changes) in this file as Chrome trace-event JSON until the node stops; raftctl trace merge lines up several nodes' (a diagnostic: it costs a write per event)")
 	fl.DurationVar(&f.sessionTTL, "session-ttl", 60*time.Second, "a client session with no write or keep-alive for this long (in log time) expires")
 	return cmd
 }
@@ -220,6 +222,7 @@ func run(ctx context.Context, f flags) error {
 		Echo:                   echo.HubConfig{QueueLen: f.echoQueue},
 		Logger:                 log,
 		Metrics:                f.metricsListen != "",
+		TraceFile:              f.traceFile,
 	})
 	if err != nil {
 		ln.Close()

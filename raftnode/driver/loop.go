@@ -735,7 +735,7 @@ func (d *Driver) roleChanged(ss raft.SoftState) {
 		d.log.Info("role changed", "role", roleName(ss.Role), "leader", ss.Lead, "term", d.core.Term())
 	}
 	leadChanged := ss.Lead != ls.lead
-	d.stats.leaderSeen(leadChanged, ss.Lead)
+	d.leaderSeen(leadChanged, ss.Lead)
 	wasLeader := ls.role == raft.StateLeader
 	ls.lead, ls.role = ss.Lead, ss.Role
 	d.setLeader(ss.Lead, ss.Role == raft.StateLeader)

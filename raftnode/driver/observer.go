@@ -20,6 +20,9 @@ type Observer interface {
 	// SnapshotReceived reports a snapshot received from a leader, from
 	// its offer until the core took it (err nil) or it was refused.
 	SnapshotReceived(took time.Duration, err error)
+	// LeaderChanged reports that this node learned of a new leader in
+	// term, or (lead 0) lost the one it knew.
+	LeaderChanged(lead, term uint64)
 }
 
 // nopObserver is the Observer of a driver configured without one.
@@ -28,6 +31,7 @@ type nopObserver struct{}
 func (nopObserver) Applied(int, time.Duration)            {}
 func (nopObserver) SnapshotSaved(time.Duration, error)    {}
 func (nopObserver) SnapshotReceived(time.Duration, error) {}
+func (nopObserver) LeaderChanged(uint64, uint64)          {}
 
 // Counters are the driver's cumulative counters since it started, read
 // at any time without asking the loop.
@@ -73,11 +77,16 @@ func (c *counters) countProposal(reply func(Result)) func(Result) {
 	}
 }
 
-// leaderSeen counts a change to a new, known leader.
-func (c *counters) leaderSeen(changed bool, lead uint64) {
-	if changed && lead != 0 {
-		c.leaderChanges.Add(1)
+// leaderSeen counts a change to a new, known leader and reports any
+// change of leader to the observer. Run on the loop.
+func (d *Driver) leaderSeen(changed bool, lead uint64) {
+	if !changed {
+		return
 	}
+	if lead != 0 {
+		d.stats.leaderChanges.Add(1)
+	}
+	d.obs.LeaderChanged(lead, d.core.Term())
 }
 
 // since is the time elapsed since start on the driver's clock.

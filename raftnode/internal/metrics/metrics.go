@@ -126,6 +126,10 @@ func (m *Metrics) SnapshotReceived(took time.Duration, err error) {
 	m.snapReceive.WithLabelValues(result(err)).Observe(took.Seconds())
 }
 
+// LeaderChanged does nothing: leader changes are counted by the driver
+// (driver.Observer).
+func (m *Metrics) LeaderChanged(uint64, uint64) {}
+
 // SnapshotSent records a snapshot transfer (transport.Observer).
 func (m *Metrics) SnapshotSent(_ uint64, took time.Duration, err error) {
 	m.snapSend.WithLabelValues(result(err)).Observe(took.Seconds())
