@@ -14,6 +14,8 @@ import (
 
 	"github.com/capraft/capraft/raftnode/driver"
 	"github.com/capraft/capraft/raftnode/echo"
+	"github.com/capraft/capraft/raftnode/internal/metrics"
+	"github.com/capraft/capraft/raftnode/internal/timeline"
 	"github.com/capraft/capraft/raftnode/internal/transport"
 	"github.com/capraft/capraft/raftnode/kv"
 	"github.com/capraft/capraft/raftnode/raft"
@@ -112,6 +114,19 @@ type Config struct {
 	Logger hclog.Logger
 	// Seed seeds the core's election randomness (default: random).
 	Seed uint64
+	// Metrics collects the node's Prometheus metrics (Node.Metrics). Off,
+	// the node keeps only the counters it keeps anyway.
+	Metrics bool
+	// TraceFile, if set, is where the node records a timeline of its
+	// Raft events (fsyncs, applies, sends to peers, client requests,
+	// leader changes) as Chrome trace-event JSON, until it closes; see
+	// docs/OPERATIONS.md.
+	TraceFile string
+	// ReadyApplyLag is how many entries the state machine may be behind
+	// the commit index while the node still counts as ready (Node.Ready;
+	// default DefaultReadyApplyLag).
+	ReadyApplyLag uint64
+
 	// StorageKnobs are storage settings only tests inside this module
 	// turn (a file system that injects failures; see
 	// storage.Options.Knobs); nil leaves production's.
@@ -157,6 +172,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = 5 * time.Second
+	}
+	if c.ReadyApplyLag == 0 {
+		c.ReadyApplyLag = DefaultReadyApplyLag
 	}
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
@@ -208,6 +226,8 @@ type Node struct {
 	d         *driver.Driver
 	kv        *kv.Store
 	svc       *services.Server
+	metrics   *metrics.Metrics // nil unless Config.Metrics
+	trace     *timeline.Writer // nil unless Config.TraceFile
 
 	stopc     chan struct{} // closed by Close
 	wg        sync.WaitGroup
@@ -231,9 +251,18 @@ func New(cfg Config) (*Node, error) {
 		kv:        kv.New(cfg.KV),
 		stopc:     make(chan struct{}),
 	}
+	n.newMetrics()
+	if cfg.TraceFile != "" {
+		var err error
+		if n.trace, err = timeline.Create(cfg.TraceFile, cfg.ID); err != nil {
+			n.hub.Close()
+			return nil, err
+		}
+	}
 	discover, err := n.open()
 	if err != nil {
 		n.hub.Close()
+		n.closeTrace()
 		return nil, err
 	}
 	n.d.Start()
@@ -260,6 +289,7 @@ func (n *Node) open() (discover bool, err error) {
 		SegmentSize:   n.cfg.WALSegmentSize,
 		NoDirectIO:    n.cfg.WALBufferedIO,
 		Knobs:         n.cfg.StorageKnobs,
+		OnFsync:       n.fsyncObserver(),
 		// Damaged storage is repaired from the peers: the store cuts
 		// away what is damaged and takes a new incarnation, and the
 		// leader restores the node. Alone, nothing could restore what a
@@ -299,6 +329,7 @@ func (n *Node) open() (discover bool, err error) {
 	n.tr = transport.New(transport.Config{
 		ClusterID:    n.clusterID,
 		LocalID:      n.cfg.ID,
+		Observer:     n.transportObserver(),
 		Dial:         n.cfg.Dial,
 		Authenticate: services.PeerAuthenticator(n.cfg.Security, n.clusterID, n.cfg.ID),
 		Incarnation:  n.store.Incarnation(),
@@ -341,6 +372,7 @@ func (n *Node) open() (discover bool, err error) {
 		},
 		OnLeading:        func() { n.svc.OnLeading() },
 		LostDataReported: reported,
+		Observer:         n.driverObserver(),
 	})
 	if err == nil {
 		n.svc, err = services.New(services.Config{
@@ -358,6 +390,7 @@ func (n *Node) open() (discover bool, err error) {
 			Echo:              n.hub,
 			Transport:         n.tr,
 			Peers:             peerHandler{n},
+			Requests:          n.requestObserver(),
 		})
 	}
 	if err != nil {
@@ -407,6 +440,7 @@ func (n *Node) Close() {
 		if err := n.store.Close(); err != nil {
 			n.log.Warn("closing the data directory", "error", err)
 		}
+		n.closeTrace()
 	})
 }
 

@@ -236,7 +236,7 @@ func newRoot(stdout, stderr io.Writer) (*cobra.Command, *globals) {
 	root.AddCommand(
 		putCommand(g), getCommand(g), delCommand(g), casCommand(g), rangeCommand(g), txnCommand(g),
 		statusCommand(g), membersCommand(g), memberCommand(g), transferCommand(g), snapshotCommand(g),
-		benchCommand(g), pingCommand(g), listenCommand(g),
+		benchCommand(g), pingCommand(g), listenCommand(g), endpointCommand(g), checkCommand(g), traceCommand(g),
 		tokenCommand(g), whoamiCommand(g), newCertsCommand(),
 	)
 	return root, g

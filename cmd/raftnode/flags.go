@@ -60,6 +60,11 @@ func (f *flags) validate() (map[uint64]string, error) {
 		// (and record as its address in a new cluster).
 		bad("--listen %s serves every interface; give --advertise with the address others reach this node at, e.g. --advertise 192.0.2.1:7000", cli.QuoteShort(f.listen, 64))
 	}
+	if f.metricsListen != "" {
+		if _, err := cli.ParseAddr(f.metricsListen, cli.AddrRules{Listen: true}); err != nil {
+			bad("--metrics-listen %v", err)
+		}
+	}
 	if f.advertise != "" {
 		if _, err := cli.ParseAddr(f.advertise, cli.AddrRules{}); err != nil {
 			bad("--advertise %v", err)

@@ -74,6 +74,10 @@ type flags struct {
 	sessionTTL      time.Duration
 	walSegmentSize  int64
 	walDirectIO     bool
+
+	metricsListen string
+	pprof         bool
+	traceFile     string
 }
 
 func main() {
@@ -153,6 +157,9 @@ func newCommandFor(f *flags) *cobra.Command {
 	fl.DurationVar(&f.requestTimeout, "request-timeout", 5*time.Second, "how long a client request may wait for a leader, a commit or a read index")
 	fl.Int64Var(&f.walSegmentSize, "wal-segment-size", 64<<20, "size of write-ahead log segment files, 1 MiB to 1 GiB; the log is compacted a segment at a time")
 	fl.BoolVar(&f.walDirectIO, "wal-direct-io", true, "write the log with O_DIRECT|O_DSYNC where the file system allows it (false: page cache and fdatasync)")
+	fl.StringVar(&f.metricsListen, "metrics-listen", "", "serve Prometheus metrics (/metrics), liveness (/healthz) and readiness (/readyz) over HTTP on this address, e.g. 127.0.0.1:9090 (default: off); HTTPS with --tls-cert, and a non-loopback address needs it or --insecure")
+	fl.BoolVar(&f.pprof, "pprof", false, "also serve the Go profiler under /debug/pprof/ on --metrics-listen")
+	fl.StringVar(&f.traceFile, "trace", "", "record a timeline of Raft events (fsyncs, applies, sends to peers, client requests, leader changes) in this file as Chrome trace-event JSON until the node stops; raftctl trace merge lines up several nodes' (a diagnostic: it costs a write per event)")
 	fl.DurationVar(&f.sessionTTL, "session-ttl", 60*time.Second, "a client session with no write or keep-alive for this long (in log time) expires")
 	return cmd
 }
@@ -171,6 +178,10 @@ func run(ctx context.Context, f flags) error {
 	log = log.With("node", f.id)
 
 	sec, err := f.security(peers, log)
+	if err != nil {
+		return err
+	}
+	metricsTLS, err := f.metricsTLS(sec, log)
 	if err != nil {
 		return err
 	}
@@ -210,12 +221,19 @@ func run(ctx context.Context, f flags) error {
 		Security:               sec.Security,
 		Echo:                   echo.HubConfig{QueueLen: f.echoQueue},
 		Logger:                 log,
+		Metrics:                f.metricsListen != "",
+		TraceFile:              f.traceFile,
 	})
 	if err != nil {
 		ln.Close()
 		return err
 	}
 	defer node.Close()
+	ops, err := f.startMetrics(node, metricsTLS, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 
 	srv := rpc.NewServer(rpc.Config{
 		Bootstrap:        node.Bootstrap,
@@ -227,6 +245,7 @@ func run(ctx context.Context, f flags) error {
 		TLSConfig:        sec.serverTLS,
 		Logger:           log.Named("rpc"),
 	})
+	node.ObserveServer(srv)
 	log.Info("raftnode starting", "version", cli.Version(), "listen", ln.Addr().String(), "advertise", advertise)
 
 	sigs := make(chan os.Signal, 2)
@@ -272,6 +291,12 @@ func run(ctx context.Context, f flags) error {
 		log.Warn("shutdown did not drain in time; connections were closed with calls in flight", "error", err)
 	}
 	<-served
+	if ops != nil {
+		// Last: /readyz says why the node is not ready while it stops.
+		if err := ops.Close(sctx); err != nil {
+			log.Warn("closing the metrics listener", "error", err)
+		}
+	}
 	log.Info("stopped")
 	if stopErr != nil {
 		return fmt.Errorf("node %d stopped: %v", f.id, stopErr)

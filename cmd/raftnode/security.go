@@ -99,7 +99,7 @@ func (f *flags) security(peers map[uint64]string, log hclog.Logger) (nodeSecurit
 	switch {
 	case s.secure():
 		s.OperatorTokenFile = filepath.Join(f.dataDir, "operator.token")
-		if f.insecure {
+		if f.insecure && !f.metricsExposed() {
 			log.Warn("--insecure has no effect: members prove themselves with the cluster secret or certificates, and every other connection needs a credential")
 		}
 	case (exposed || clustered) && !f.insecure:

@@ -119,6 +119,10 @@ type Config struct {
 	// repaired: WarnLostData stays quiet.
 	LostDataReported bool
 
+	// Observer, if set, sees how long applying and snapshotting take
+	// (metrics).
+	Observer Observer
+
 	// Clock is the driver's source of time (nil: the real clock). A
 	// simulator passes a virtual clock it advances itself.
 	Clock Clock
@@ -170,6 +174,8 @@ type Driver struct {
 	leadWake chan struct{}         // closed and replaced when the leader changes
 	stopErr  atomic.Pointer[error] // why the driver stopped, once it has
 	saidLost atomic.Bool           // WarnLostData has spoken
+	stats    counters              // read by Counters (observer.go)
+	obs      Observer              // Config.Observer, or one that does nothing
 }
 
 // New recovers the state machine from storage (or bootstraps a new
@@ -206,6 +212,9 @@ func New(cfg Config) (*Driver, error) {
 		leadWake: make(chan struct{}),
 	}
 	d.saidLost.Store(cfg.LostDataReported)
+	if d.obs = cfg.Observer; d.obs == nil {
+		d.obs = nopObserver{}
+	}
 	if err := d.open(); err != nil {
 		return nil, err
 	}

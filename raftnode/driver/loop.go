@@ -735,6 +735,7 @@ func (d *Driver) roleChanged(ss raft.SoftState) {
 		d.log.Info("role changed", "role", roleName(ss.Role), "leader", ss.Lead, "term", d.core.Term())
 	}
 	leadChanged := ss.Lead != ls.lead
+	d.leaderSeen(leadChanged, ss.Lead)
 	wasLeader := ls.role == raft.StateLeader
 	ls.lead, ls.role = ss.Lead, ss.Role
 	d.setLeader(ss.Lead, ss.Role == raft.StateLeader)
@@ -772,7 +773,9 @@ func (d *Driver) applyAll(ents []raft.Entry) {
 		return
 	}
 	batch := machineEntries(d.loop.applyBatch[:0], ents)
+	start := d.clock.Now()
 	results, err := d.sm.Apply(batch)
+	d.obs.Applied(len(batch), d.since(start))
 	clear(batch) // do not keep the entries' data reachable
 	d.loop.applyBatch = batch[:0]
 	if err == nil && len(results) != len(batch) {

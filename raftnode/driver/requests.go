@@ -16,6 +16,7 @@ import (
 // stopped, else on the loop goroutine, and must not block. data is the
 // driver's from now on.
 func (d *Driver) Propose(data []byte, reply func(Result)) {
+	reply = d.stats.countProposal(reply)
 	if !d.q.push(&proposal{data: data, reply: reply}) {
 		reply(Result{Err: d.StoppedError()})
 	}

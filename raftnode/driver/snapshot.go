@@ -255,10 +255,12 @@ func (d *Driver) startSnapshot() uint64 {
 	d.wg.Add(1)
 	d.goFn(func() {
 		defer d.wg.Done()
+		start := d.clock.Now()
 		size, err := d.writeSnapshotFile(index, cs, addrs, smSnap)
 		if err == nil {
 			err = d.store.Compact(index)
 		}
+		d.obs.SnapshotSaved(d.since(start), err)
 		if err == nil {
 			d.log.Info("snapshot written", "index", index, "bytes", size)
 		}

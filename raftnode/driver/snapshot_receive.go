@@ -7,6 +7,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/capraft/capraft/raftnode/raft"
 	"github.com/capraft/capraft/raftnode/storage"
@@ -96,7 +97,7 @@ func (d *Driver) ReceiveSnapshot(ctx context.Context, offer SnapshotOffer) (Snap
 		return nil, fmt.Errorf("receive snapshot %d: %w", offer.Meta.Index, err)
 	}
 	pr, pw := io.Pipe()
-	s := &snapSink{d: d, offer: offer, w: w, pw: pw, verified: make(chan error, 1)}
+	s := &snapSink{d: d, offer: offer, w: w, pw: pw, verified: make(chan error, 1), start: d.clock.Now()}
 	rc := &d.receiving
 	rc.mu.Lock()
 	if rc.closed {
@@ -151,6 +152,7 @@ type snapSink struct {
 	w        *storage.SnapshotWriter
 	pw       *io.PipeWriter
 	verified chan error // the state machine's verdict, once
+	start    time.Time  // when the offer was taken (Observer.SnapshotReceived)
 
 	mu   sync.Mutex
 	done bool  // finished or aborted
@@ -179,9 +181,9 @@ func (s *snapSink) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// Finish waits for the state machine's verdict, makes the file durable and
+// finish waits for the state machine's verdict, makes the file durable and
 // steps the snapshot into the core; it returns once the core took it.
-func (s *snapSink) Finish(ctx context.Context) error {
+func (s *snapSink) finish(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.done {

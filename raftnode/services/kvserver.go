@@ -150,11 +150,11 @@ func (s *kvServer) serveBatch(call *rpc.InlineCall) {
 	}
 	// The operations' keys and values point into the arguments.
 	release := call.KeepArgs()
-	s.run(call.Context(), req.Session, req.AckedBelow, valid, req.Forwarded, release, func(got []kvResult) {
+	s.run(call.Context(), req.Session, req.AckedBelow, valid, req.Forwarded, release, s.sv.observed("batch", valid, func(got []kvResult) {
 		call.ReturnResults(batchResultsSize, func(st capnp.Struct) error {
 			return encodeBatch(schema.KV_batch_Results(st), ops, bad, got)
 		})
-	})
+	}))
 }
 
 // run executes a request of an inline call (see execute) and hands the
@@ -208,7 +208,7 @@ func singleMethod[P ~capnp.StructKind, R interface {
 			return
 		}
 		ops := []kvwire.Op{o}
-		answer := func(got []kvResult) {
+		answer := s.sv.observed(o.Kind.String(), ops, func(got []kvResult) {
 			call.ReturnResults(size, func(st capnp.Struct) error {
 				dst, err := R(st).NewResult()
 				if err != nil {
@@ -216,7 +216,7 @@ func singleMethod[P ~capnp.StructKind, R interface {
 				}
 				return encodeResult(dst, &ops[0], &got[0])
 			})
-		}
+		})
 		if err == nil {
 			err = ops[0].CheckSize(kvLimits(s.sv.kv.Config()))
 		}

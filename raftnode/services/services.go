@@ -51,6 +51,8 @@ type Config struct {
 	// take their snapshots and answer their discovery (the node's
 	// handler, which the peer transport's server hands them to).
 	Peers PeerHandler
+	// Requests, if set, sees every KV request answered (metrics).
+	Requests RequestObserver
 }
 
 // PeerDialer reaches a peer's Raft capability.

@@ -150,6 +150,7 @@ func (s *Store) recover(existing bool) error {
 		FS: fs, Dir: path.Join(s.dir, walDir), SegmentSize: s.opts.SegmentSize,
 		MaxRecordSize: s.opts.MaxEntrySize, Logger: s.log.Named("wal"), Prealloc: s.opts.prealloc,
 		EntryCacheBytes: s.opts.EntryCacheBytes, NoDirectIO: s.opts.NoDirectIO, Existing: existing,
+		OnFsync: s.opts.OnFsync,
 	}
 	if s.opts.Repair {
 		wo.Repair = s.repairLog

@@ -107,6 +107,9 @@ type Options struct {
 	// fs and prealloc are the knobs in effect (Open).
 	fs       vfs.FS
 	prealloc wal.PreallocMode
+	// OnFsync, if set, sees how long each write-ahead log commit took to
+	// become durable (metrics). It must not block.
+	OnFsync func(took time.Duration)
 }
 
 // Knobs carries a store's test-only settings (Options.Knobs). Only this

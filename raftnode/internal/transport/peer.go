@@ -91,6 +91,7 @@ func (p *peer) stats() PeerStats {
 		st.Calls += ls.Calls
 		st.Sent += ls.Sent
 		st.Delivered += ls.Delivered
+		st.SentBytes += ls.SentBytes
 		st.Dropped += ls.Dropped
 	}
 	return st
@@ -692,6 +693,7 @@ func (p *lane) complete(c *call) error {
 	c.release()
 	c.released = true
 	p.count(func(st *LaneStats) { st.Delivered += uint64(c.n) })
+	p.cfg().Observer.RoundTrip(p.id, p.kind, time.Since(c.sent))
 	if nm != nil {
 		p.cfg().NotMember(p.id, *nm)
 	}
@@ -724,6 +726,7 @@ func (p *lane) popBatch(batch []raft.Message, limit int64) []raft.Message {
 		*q = queued{}
 		p.qhead++
 	}
+	p.st.SentBytes += uint64(size)
 	if p.qhead == len(p.queue) {
 		p.queue, p.qhead = p.queue[:0], 0
 	} else if p.qhead >= 1024 && p.qhead*2 >= len(p.queue) {

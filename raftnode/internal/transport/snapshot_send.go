@@ -168,6 +168,7 @@ func (s *snapSender) run(ctx context.Context, tr *transfer) {
 	default:
 		log.Warn("snapshot transfer failed; the leader tries again once the follower answers", "error", err)
 	}
+	s.t.cfg.Observer.SnapshotSent(m.To, time.Since(start), err)
 	s.t.cfg.SnapshotDone(m.To, m.Snapshot.Index, err)
 }
 

@@ -61,6 +61,9 @@ const (
 type Config struct {
 	// ClusterID and LocalID go into every request's header.
 	ClusterID, LocalID uint64
+	// Observer, if set, sees round trips and snapshot transfers
+	// (metrics; see observer.go).
+	Observer Observer
 	// Dial configures the connections to peers (TLS, timeouts, message
 	// size). Its KeepAlive is ignored: the transport probes idle
 	// connections itself (see KeepAlive below).
@@ -207,6 +210,9 @@ func (c Config) withDefaults() Config {
 		c.Seed = rand.Uint64()
 	}
 	c.Dial.KeepAlive = -1
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
+	}
 	if c.Dial.Logger == nil {
 		c.Dial.Logger = c.Logger
 	}
@@ -228,6 +234,9 @@ type LaneStats struct {
 	// Calls counts send calls made; Sent the messages they carried, and
 	// Delivered those the peer's core has taken (the calls returned).
 	Calls, Sent, Delivered uint64
+	// SentBytes counts the bytes of the messages sent (their size as
+	// queued, close to their encoded size).
+	SentBytes uint64
 	// Dropped counts messages dropped: queue overflow, connection
 	// failure, or a message that could not be encoded.
 	Dropped uint64

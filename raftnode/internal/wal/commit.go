@@ -299,6 +299,7 @@ func (w *WAL) write(buf []byte, prefix int) ([]byte, time.Duration, error) {
 // request's error and makes the WAL refuse further writes. Called with wmu
 // held.
 func (w *WAL) publish(reqs []*request, recs [][]pendingRec, errs []error, written int, fsyncTook time.Duration) {
+	w.observeFsync(written, fsyncTook)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if written > 0 {

@@ -31,3 +31,11 @@ func (w *WAL) Segments() int {
 	defer w.mu.RUnlock()
 	return len(w.segs)
 }
+
+// observeFsync hands a commit round's durable write time to
+// Options.OnFsync.
+func (w *WAL) observeFsync(written int, took time.Duration) {
+	if written > 0 && w.onFsync != nil {
+		w.onFsync(took)
+	}
+}

@@ -59,6 +59,10 @@ type Options struct {
 	// active segment is written with O_DIRECT|O_DSYNC in whole aligned
 	// blocks (see Save), which costs less time and CPU per durable append.
 	NoDirectIO bool
+	// OnFsync, if set, sees how long each commit round took to become
+	// durable (the fdatasync, or the whole direct write), for metrics.
+	// It runs on the committing goroutine and must not block.
+	OnFsync func(took time.Duration)
 }
 
 // WAL is a segmented write-ahead log of Raft entries and hard state.
@@ -73,6 +77,7 @@ type WAL struct {
 	log       hclog.Logger
 	repair    func(*DamageError) error
 	mustExist bool
+	onFsync   func(time.Duration) // Options.OnFsync, or nil
 
 	// Commit queue (commit.go). leading is true while some caller is
 	// running commit rounds.
@@ -141,7 +146,7 @@ func Open(opts Options) (*WAL, error) {
 		opts.EntryCacheBytes = DefaultEntryCacheBytes
 	}
 	w := &WAL{fs: opts.FS, dir: opts.Dir, segSize: opts.SegmentSize, maxRec: opts.MaxRecordSize, log: opts.Logger, prealloc: opts.Prealloc,
-		repair: opts.Repair, mustExist: opts.Existing}
+		repair: opts.Repair, mustExist: opts.Existing, onFsync: opts.OnFsync}
 	w.cache.max = opts.EntryCacheBytes
 	w.bufSize, w.bufKeep = directBufSize, maxKeptBuf
 	w.direct = !opts.NoDirectIO
