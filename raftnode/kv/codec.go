@@ -39,8 +39,8 @@ const minOpSize = 6
 // length-prefixed secret; for CmdRevoke, the 16-byte token id and Expires
 // as 8 bytes little-endian. The lease commands have no op count either:
 // CmdLeaseGrant carries the uvarint TTL (nanoseconds) and the
-// length-prefixed prefix, the others the uvarint count of ids and the
-// uvarint ids. An op with a lease sets the lease flag and carries the
+// length-prefixed prefix, the others the uvarint count of ids, the
+// uvarint ids and the length-prefixed prefix. An op with a lease sets the lease flag and carries the
 // uvarint lease after its CompareRevision; a transaction operation with
 // one sets the high bit of its type byte and carries it after its limit.
 func (c *Command) AppendBinary(dst []byte) []byte {

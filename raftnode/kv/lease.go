@@ -47,7 +47,10 @@ type LeaseCommand struct {
 	// MinLeaseTTL and MaxLeaseTTL.
 	TTL time.Duration
 	// Prefix (CmdLeaseGrant) bounds the keys the lease may be attached
-	// to: the granting capability's prefix (empty: any key).
+	// to: the granting capability's prefix (empty: any key). For the
+	// other commands it is the scope of the capability that sent them:
+	// a lease whose prefix does not start with it is left alone, as if
+	// it did not exist (LeaseNotFound).
 	Prefix []byte
 	// IDs (CmdLeaseRevoke, CmdLeaseKeepAlive, CmdLeaseExpire) are the
 	// leases the command acts on, at most MaxLeaseIDs.
@@ -170,14 +173,15 @@ func (s *Store) grantLease(id uint64, c *LeaseCommand) (Result, LeaseInfo) {
 	return Result{Revision: s.rev, Succeeded: true}, info
 }
 
-// keepAliveLeases refreshes the leases ids: one result and one info per
-// id (LeaseNotFound for a lease that is gone).
-func (s *Store) keepAliveLeases(ids []uint64) ([]Result, []LeaseInfo) {
+// keepAliveLeases refreshes the leases ids within scope: one result and
+// one info per id (LeaseNotFound for a lease that is gone or outside
+// scope).
+func (s *Store) keepAliveLeases(ids []uint64, scope []byte) ([]Result, []LeaseInfo) {
 	res := make([]Result, len(ids))
 	infos := make([]LeaseInfo, len(ids))
 	for i, id := range ids {
 		l, ok := s.lt.leases.Get(lease{id: id})
-		if !ok {
+		if !ok || !bytes.HasPrefix(l.prefix, scope) {
 			res[i] = Result{Code: LeaseNotFound, Message: msgLeaseNotFound, Revision: s.rev}
 			continue
 		}
@@ -193,18 +197,18 @@ func (s *Store) keepAliveLeases(ids []uint64) ([]Result, []LeaseInfo) {
 	return res, infos
 }
 
-// endLeases revokes (expire false) or expires the leases ids: a lease
-// that is gone, or (expiring) whose deadline the clock has not passed,
+// endLeases revokes (expire false) or expires the leases ids within
+// scope: a lease that is gone or outside scope, or (expiring) whose deadline the clock has not passed,
 // is left alone (Succeeded false). The keys of every lease ended are
 // deleted by one transaction, at one revision: every result holds the
 // store's revision after it.
-func (s *Store) endLeases(ids []uint64, expire bool) []Result {
+func (s *Store) endLeases(ids []uint64, scope []byte, expire bool) []Result {
 	res := make([]Result, len(ids))
 	var dels []TxnOp
 	for i, id := range ids {
 		l, ok := s.lt.leases.Get(lease{id: id})
 		switch {
-		case !ok:
+		case !ok || !bytes.HasPrefix(l.prefix, scope):
 			res[i] = Result{Code: LeaseNotFound, Message: msgLeaseNotFound}
 			continue
 		case expire && l.deadline >= s.clock:
@@ -332,10 +336,10 @@ func (s *Store) Leases(prefix []byte, after uint64, limit int) ([]LeaseInfo, boo
 	return out, more
 }
 
-// DueLeases returns up to limit ids of the leases whose deadline is
-// before now (unix nanoseconds), earliest first; next is the earliest
-// deadline at or after now (ok false: none).
-func (s *Store) DueLeases(now int64, limit int) (due []uint64, next int64, ok bool) {
+// DueLeases returns up to limit of the leases whose deadline is before
+// now (unix nanoseconds), earliest first (Keys -1: not counted); next is
+// the earliest deadline at or after now (ok false: none).
+func (s *Store) DueLeases(now int64, limit int) (due []LeaseInfo, next int64, ok bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	s.lt.leaseExp.Ascend(func(e leaseExp) bool {
@@ -346,7 +350,8 @@ func (s *Store) DueLeases(now int64, limit int) (due []uint64, next int64, ok bo
 		if len(due) >= limit {
 			return false
 		}
-		due = append(due, e.id)
+		l, _ := s.lt.leases.Get(lease{id: e.id})
+		due = append(due, s.leaseInfo(l))
 		return true
 	})
 	return due, next, ok
@@ -369,7 +374,7 @@ func appendLeaseCommand(dst []byte, k CommandKind, c *LeaseCommand) []byte {
 	for _, id := range c.IDs {
 		dst = binary.AppendUvarint(dst, id)
 	}
-	return dst
+	return appendBytes(dst, c.Prefix)
 }
 
 // leaseCommand decodes a lease command's body.
@@ -395,6 +400,7 @@ func (d *decoder) leaseCommand(k CommandKind, c *LeaseCommand) {
 			c.IDs[i] = d.uvarint()
 		}
 	}
+	c.Prefix = d.bytes()
 }
 
 // isLeaseKind reports whether k is a lease command.
@@ -413,9 +419,9 @@ func (s *Store) applyLease(index uint64, cmd *Command, a *Applied) {
 			a.Leases = []LeaseInfo{info}
 		}
 	case CmdLeaseKeepAlive:
-		a.Results, a.Leases = s.keepAliveLeases(c.IDs)
+		a.Results, a.Leases = s.keepAliveLeases(c.IDs, c.Prefix)
 	case CmdLeaseRevoke, CmdLeaseExpire:
-		a.Results = s.endLeases(c.IDs, cmd.Kind == CmdLeaseExpire)
+		a.Results = s.endLeases(c.IDs, c.Prefix, cmd.Kind == CmdLeaseExpire)
 	}
 }
 

@@ -15,7 +15,7 @@ func leaseCommands() []Command {
 		{Kind: CmdLeaseGrant, ID: 30, Time: 11, Lease: LeaseCommand{TTL: 5 * time.Second, Prefix: []byte("p/")}},
 		{Kind: CmdLeaseGrant, Time: -1, Lease: LeaseCommand{TTL: math.MaxInt64}},
 		{Kind: CmdLeaseKeepAlive, ID: 31, Time: 12, Lease: LeaseCommand{IDs: []uint64{1, math.MaxUint64, 3}}},
-		{Kind: CmdLeaseRevoke, Lease: LeaseCommand{IDs: []uint64{7}}},
+		{Kind: CmdLeaseRevoke, Lease: LeaseCommand{IDs: []uint64{7}, Prefix: []byte("q")}},
 		{Kind: CmdLeaseExpire, Time: 13},
 		{Kind: CmdBatch, Session: 7, Ops: []WriteOp{
 			{Seq: 1, Type: OpPut, Key: []byte("k"), Value: []byte("v"), Lease: 9},
@@ -208,6 +208,33 @@ func TestLeaseGrantLimits(t *testing.T) {
 	}
 }
 
+// A keepalive or revoke scoped to a prefix leaves the leases whose prefix
+// does not lie within it alone, as unknown.
+func TestLeaseCommandsOutsideTheirScopeFindNothing(t *testing.T) {
+	d := newDriver(t, Config{})
+	sess := d.open()
+	wide, narrow := d.grant(time.Minute, "a"), d.grant(time.Minute, "ab")
+	d.batch(sess, 0, leased(1, "ax", "1", wide), leased(2, "abx", "2", narrow))
+	scoped := func(kind CommandKind, id uint64) Result {
+		return d.apply(Command{Kind: kind, Lease: LeaseCommand{IDs: []uint64{id}, Prefix: []byte("ab")}}).Results[0]
+	}
+	if r := scoped(CmdLeaseKeepAlive, wide); r.Code != LeaseNotFound {
+		t.Fatalf("keepalive of a wider lease: %+v", r)
+	}
+	if r := scoped(CmdLeaseRevoke, wide); r.Code != LeaseNotFound || !has(d.s, "ax") {
+		t.Fatalf("revoke of a wider lease: %+v", r)
+	}
+	if r := scoped(CmdLeaseRevoke, narrow); !r.Succeeded || has(d.s, "abx") {
+		t.Fatalf("revoke of a lease within the scope: %+v", r)
+	}
+	if ls, _ := d.s.Leases([]byte("ab"), 0, 10); len(ls) != 0 {
+		t.Fatalf("leases within ab: %+v", ls)
+	}
+	if ls, _ := d.s.Leases(nil, 0, 10); len(ls) != 1 || ls[0].ID != wide {
+		t.Fatalf("all leases: %+v", ls)
+	}
+}
+
 // DueLeases lists the leases past their deadline at a time, earliest
 // first, and the next deadline after it; a keepalive moves a lease's.
 func TestDueLeasesFollowDeadlines(t *testing.T) {
@@ -217,10 +244,10 @@ func TestDueLeasesFollowDeadlines(t *testing.T) {
 	c := d.grant(2*time.Second, "")
 	now := d.now
 	due, next, ok := d.s.DueLeases(now+int64(2500*time.Millisecond), 10)
-	if len(due) != 2 || due[0] != b || due[1] != c || !ok || next != now+int64(3*time.Second) {
+	if len(due) != 2 || due[0].ID != b || due[1].ID != c || due[0].TTL != time.Second || !ok || next != now+int64(3*time.Second) {
 		t.Fatalf("due at +2.5s: %v, next %d %v", due, next-now, ok)
 	}
-	if due, _, _ := d.s.DueLeases(now+int64(time.Hour), 1); len(due) != 1 || due[0] != b {
+	if due, _, _ := d.s.DueLeases(now+int64(time.Hour), 1); len(due) != 1 || due[0].ID != b {
 		t.Fatalf("limit 1: %v", due)
 	}
 	d.now += int64(time.Second)
