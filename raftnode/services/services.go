@@ -88,6 +88,9 @@ type Server struct {
 	proposeID atomic.Uint64
 	// backingUp is set while a backup is sent (backup.go): one at a time.
 	backingUp atomic.Bool
+	// leaseStop ends the running lease expirer (kvlease.go).
+	leaseMu   sync.Mutex
+	leaseStop chan struct{}
 
 	stopc     chan struct{} // closed by Close
 	wg        sync.WaitGroup
@@ -142,8 +145,12 @@ func (sv *Server) OnApplied(index uint64, res statemachine.Result, replayed bool
 }
 
 // OnLeading is the driver's Config.OnLeading: a new leader of a secure
-// cluster creates its first token key.
-func (sv *Server) OnLeading() { sv.createFirstTokenKey() }
+// cluster creates its first token key, and every new leader starts
+// expiring leases (after a grace: see kvlease.go).
+func (sv *Server) OnLeading() {
+	sv.createFirstTokenKey()
+	sv.startLeaseExpirer(time.Now())
+}
 
 // untilStopped returns a context that ends after d, or as soon as the
 // services are closed.
