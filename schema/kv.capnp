@@ -131,9 +131,9 @@ interface KV {
   # A restricted KV (see restrict) grants leases confined to its prefix
   # (a put attaching a key outside it fails with invalidArgument), and
   # keeps alive, revokes, lists and inspects only the leases whose prefix
-  # lies within its own (others answer permissionDenied, or are not
-  # listed); a read-only KV refuses leaseGrant, leaseKeepAlive and
-  # leaseRevoke (permissionDenied).
+  # lies within its own (the others are not found, or not listed); a
+  # read-only KV refuses leaseGrant, leaseKeepAlive and leaseRevoke
+  # (permissionDenied).
 
   # leaseGrant grants a lease of ttlMillis (within the node's bounds,
   # else invalidArgument; beyond the node's lease count limit, tooLarge)
@@ -148,12 +148,15 @@ interface KV {
   # client keeps all its leases alive with one call per interval (a third
   # of the shortest TTL, say). statuses[i] answers leases[i]: found false
   # for a lease unknown, expired or revoked. At most 1024 ids a call.
-  # Idempotent: safe to retry.
-  leaseKeepAlive @12 (leases :List(UInt64)) -> (statuses :List(LeaseStatus), error :Error);
+  # Idempotent: safe to retry. Only leases whose prefix starts with
+  # scope (and lies within the KV's grant) are renewed; the others are
+  # answered as not found (a follower handing the call to the leader
+  # passes its KV's grant here; clients leave it empty).
+  leaseKeepAlive @12 (leases :List(UInt64), scope :Data) -> (statuses :List(LeaseStatus), error :Error);
   # leaseRevoke ends a lease now and deletes its keys at one revision,
-  # the store's revision after it (revision). An unknown lease answers
-  # leaseNotFound.
-  leaseRevoke @13 (lease :UInt64) -> (revision :UInt64, error :Error);
+  # the store's revision after it (revision). An unknown lease, or one
+  # outside scope (as for leaseKeepAlive), answers leaseNotFound.
+  leaseRevoke @13 (lease :UInt64, scope :Data) -> (revision :UInt64, error :Error);
   # leaseTimeToLive returns a lease's state with its number of keys,
   # read from the receiving node's applied state (serializable); an
   # unknown lease answers leaseNotFound.

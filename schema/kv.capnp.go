@@ -267,7 +267,7 @@ func (c KV) LeaseKeepAlive(ctx context.Context, params func(KV_leaseKeepAlive_Pa
 		},
 	}
 	if params != nil {
-		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 1}
+		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 2}
 		s.PlaceArgs = func(s capnp.Struct) error { return params(KV_leaseKeepAlive_Params(s)) }
 	}
 
@@ -287,7 +287,7 @@ func (c KV) LeaseRevoke(ctx context.Context, params func(KV_leaseRevoke_Params) 
 		},
 	}
 	if params != nil {
-		s.ArgsSize = capnp.ObjectSize{DataSize: 8, PointerCount: 0}
+		s.ArgsSize = capnp.ObjectSize{DataSize: 8, PointerCount: 1}
 		s.PlaceArgs = func(s capnp.Struct) error { return params(KV_leaseRevoke_Params(s)) }
 	}
 
@@ -3157,12 +3157,12 @@ type KV_leaseKeepAlive_Params capnp.Struct
 const KV_leaseKeepAlive_Params_TypeID = 0xfb498925ac27542c
 
 func NewKV_leaseKeepAlive_Params(s *capnp.Segment) (KV_leaseKeepAlive_Params, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2})
 	return KV_leaseKeepAlive_Params(st), err
 }
 
 func NewRootKV_leaseKeepAlive_Params(s *capnp.Segment) (KV_leaseKeepAlive_Params, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2})
 	return KV_leaseKeepAlive_Params(st), err
 }
 
@@ -3221,13 +3221,25 @@ func (s KV_leaseKeepAlive_Params) NewLeases(n int32) (capnp.UInt64List, error) {
 	err = capnp.Struct(s).SetPtr(0, l.ToPtr())
 	return l, err
 }
+func (s KV_leaseKeepAlive_Params) Scope() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(1)
+	return []byte(p.Data()), err
+}
+
+func (s KV_leaseKeepAlive_Params) HasScope() bool {
+	return capnp.Struct(s).HasPtr(1)
+}
+
+func (s KV_leaseKeepAlive_Params) SetScope(v []byte) error {
+	return capnp.Struct(s).SetData(1, v)
+}
 
 // KV_leaseKeepAlive_Params_List is a list of KV_leaseKeepAlive_Params.
 type KV_leaseKeepAlive_Params_List = capnp.StructList[KV_leaseKeepAlive_Params]
 
 // NewKV_leaseKeepAlive_Params creates a new list of KV_leaseKeepAlive_Params.
 func NewKV_leaseKeepAlive_Params_List(s *capnp.Segment, sz int32) (KV_leaseKeepAlive_Params_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2}, sz)
 	return capnp.StructList[KV_leaseKeepAlive_Params](l), err
 }
 
@@ -3359,12 +3371,12 @@ type KV_leaseRevoke_Params capnp.Struct
 const KV_leaseRevoke_Params_TypeID = 0xe2080ec0eb11f971
 
 func NewKV_leaseRevoke_Params(s *capnp.Segment) (KV_leaseRevoke_Params, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 0})
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1})
 	return KV_leaseRevoke_Params(st), err
 }
 
 func NewRootKV_leaseRevoke_Params(s *capnp.Segment) (KV_leaseRevoke_Params, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 0})
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1})
 	return KV_leaseRevoke_Params(st), err
 }
 
@@ -3408,12 +3420,25 @@ func (s KV_leaseRevoke_Params) SetLease(v uint64) {
 	capnp.Struct(s).SetUint64(0, v)
 }
 
+func (s KV_leaseRevoke_Params) Scope() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return []byte(p.Data()), err
+}
+
+func (s KV_leaseRevoke_Params) HasScope() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s KV_leaseRevoke_Params) SetScope(v []byte) error {
+	return capnp.Struct(s).SetData(0, v)
+}
+
 // KV_leaseRevoke_Params_List is a list of KV_leaseRevoke_Params.
 type KV_leaseRevoke_Params_List = capnp.StructList[KV_leaseRevoke_Params]
 
 // NewKV_leaseRevoke_Params creates a new list of KV_leaseRevoke_Params.
 func NewKV_leaseRevoke_Params_List(s *capnp.Segment, sz int32) (KV_leaseRevoke_Params_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 8, PointerCount: 0}, sz)
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1}, sz)
 	return capnp.StructList[KV_leaseRevoke_Params](l), err
 }
 

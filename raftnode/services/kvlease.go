@@ -101,6 +101,21 @@ func (s *kvServer) scopePrefix() []byte {
 	return nil
 }
 
+// leaseScope is the scope a keepalive or revoke acts within: the longer
+// of the capability's prefix and the one the call asks for when one
+// starts with the other; ok is false when they exclude each other (no
+// lease can be in both).
+func (s *kvServer) leaseScope(asked []byte) (scope []byte, ok bool) {
+	own := s.scopePrefix()
+	switch {
+	case bytes.HasPrefix(asked, own):
+		return bytes.Clone(asked), true
+	case bytes.HasPrefix(own, asked):
+		return own, true
+	}
+	return nil, false
+}
+
 // leaseWritable refuses the lease writes on a read-only KV.
 func (s *kvServer) leaseWritable(method string) error {
 	if s.scope.readOnly {
@@ -183,10 +198,16 @@ func (s *kvServer) LeaseGrant(ctx context.Context, call schema.KV_leaseGrant) er
 
 // LeaseKeepAlive refreshes many leases through one log entry.
 func (s *kvServer) LeaseKeepAlive(ctx context.Context, call schema.KV_leaseKeepAlive) error {
-	l, err := call.Args().Leases()
+	args := call.Args()
+	l, err := args.Leases()
+	asked, serr := args.Scope()
+	if err == nil {
+		err = serr
+	}
 	if err == nil {
 		err = s.leaseWritable("leaseKeepAlive")
 	}
+	scope, inScope := s.leaseScope(asked)
 	if err == nil && l.Len() > kv.MaxLeaseIDs {
 		err = tooLarge("leaseKeepAlive of %d leases: at most %d a call", l.Len(), kv.MaxLeaseIDs)
 	}
@@ -197,9 +218,15 @@ func (s *kvServer) LeaseKeepAlive(ctx context.Context, call schema.KV_leaseKeepA
 	for i := range ids {
 		ids[i] = l.At(i)
 	}
-	call.Go()
 	statuses := make([]leaseStatus, len(ids))
-	err = s.leaseCommand(ctx, kv.Command{Kind: kv.CmdLeaseKeepAlive, Lease: kv.LeaseCommand{IDs: ids, Prefix: s.scopePrefix()}}, true,
+	if !inScope {
+		for i := range ids {
+			statuses[i] = leaseStatus{id: ids[i]}
+		}
+		return s.answerStatuses(call, statuses, nil)
+	}
+	call.Go()
+	err = s.leaseCommand(ctx, kv.Command{Kind: kv.CmdLeaseKeepAlive, Lease: kv.LeaseCommand{IDs: ids, Prefix: scope}}, true,
 		func(a kv.Applied) error {
 			if len(a.Results) != len(ids) || len(a.Leases) != len(ids) {
 				return &requestError{schema.ErrorCode_internal, "lease keepalive applied with the wrong number of results"}
@@ -221,7 +248,7 @@ func (s *kvServer) LeaseKeepAlive(ctx context.Context, call schema.KV_leaseKeepA
 				for i, id := range ids {
 					l.Set(i, id)
 				}
-				return nil
+				return p.SetScope(scope)
 			})
 			defer rel()
 			r, err := f.Struct()
@@ -237,6 +264,11 @@ func (s *kvServer) LeaseKeepAlive(ctx context.Context, call schema.KV_leaseKeepA
 			}
 			return nil
 		})
+	return s.answerStatuses(call, statuses, err)
+}
+
+// answerStatuses answers a keepalive with statuses, or err.
+func (s *kvServer) answerStatuses(call schema.KV_leaseKeepAlive, statuses []leaseStatus, err error) error {
 	res, aerr := call.AllocResults()
 	if aerr != nil {
 		return aerr
@@ -262,13 +294,22 @@ func (s *kvServer) LeaseKeepAlive(ctx context.Context, call schema.KV_leaseKeepA
 
 // LeaseRevoke revokes a lease through the log, deleting its keys.
 func (s *kvServer) LeaseRevoke(ctx context.Context, call schema.KV_leaseRevoke) error {
-	id := call.Args().Lease()
-	if err := s.leaseWritable("leaseRevoke"); err != nil {
+	args := call.Args()
+	id := args.Lease()
+	asked, err := args.Scope()
+	if err == nil {
+		err = s.leaseWritable("leaseRevoke")
+	}
+	scope, inScope := s.leaseScope(asked)
+	if err == nil && !inScope {
+		err = errLeaseNotFound(id)
+	}
+	if err != nil {
 		return answerError(call.AllocResults, err, s.sv)
 	}
 	call.Go()
 	var rev uint64
-	err := s.leaseCommand(ctx, kv.Command{Kind: kv.CmdLeaseRevoke, Lease: kv.LeaseCommand{IDs: []uint64{id}, Prefix: s.scopePrefix()}}, true,
+	err = s.leaseCommand(ctx, kv.Command{Kind: kv.CmdLeaseRevoke, Lease: kv.LeaseCommand{IDs: []uint64{id}, Prefix: scope}}, true,
 		func(a kv.Applied) error {
 			if len(a.Results) != 1 {
 				return &requestError{schema.ErrorCode_internal, "lease revoke applied without a result"}
@@ -280,7 +321,10 @@ func (s *kvServer) LeaseRevoke(ctx context.Context, call schema.KV_leaseRevoke) 
 			return nil
 		},
 		func(ctx context.Context, k schema.KV) error {
-			f, rel := k.LeaseRevoke(ctx, func(p schema.KV_leaseRevoke_Params) error { p.SetLease(id); return nil })
+			f, rel := k.LeaseRevoke(ctx, func(p schema.KV_leaseRevoke_Params) error {
+				p.SetLease(id)
+				return p.SetScope(scope)
+			})
 			defer rel()
 			r, err := f.Struct()
 			if err := forwardedErr(r, err); err != nil {
