@@ -408,6 +408,12 @@ func (sv *Server) startLeaseExpirer(since time.Time) {
 	defer sv.leaseMu.Unlock()
 	if sv.leaseStop != nil {
 		close(sv.leaseStop)
+		sv.leaseStop = nil
+	}
+	select {
+	case <-sv.stopc:
+		return // closing: no new goroutine
+	default:
 	}
 	stop := make(chan struct{})
 	sv.leaseStop = stop

@@ -134,7 +134,12 @@ func (sv *Server) Bootstrap(conn *rpc.ConnInfo) capnp.Client {
 // driver.
 func (sv *Server) Close() {
 	sv.closeOnce.Do(func() {
+		// Under leaseMu: a lease expirer starting now either counted
+		// itself in wg already or sees stopc closed (WaitGroup.Add must
+		// not race Wait).
+		sv.leaseMu.Lock()
 		close(sv.stopc)
+		sv.leaseMu.Unlock()
 		sv.wg.Wait()
 	})
 }
