@@ -172,7 +172,8 @@ struct LeaseStatus {
   id @0 :UInt64;               # the lease's id (its grant's log index)
   found @1 :Bool;              # false: the lease is unknown, expired or revoked; the rest is unset
   ttlMillis @2 :UInt64;        # the TTL it was granted with
-  remainingMillis @3 :Int64;   # its deadline minus the log clock as the answering node applied it (<= 0: due)
+  remainingMillis @3 :Int64;   # its deadline minus the log clock as the answering node applied it, or minus
+                               # that node's clock when later (leaseTimeToLive, leaseList); <= 0: due
   keys @4 :Int64;              # keys attached (leaseGrant, leaseTimeToLive), -1 when not counted
   prefix @5 :Data;             # the prefix its keys must have (the granting KV's)
 }

@@ -363,7 +363,7 @@ func (s *kvServer) LeaseTimeToLive(_ context.Context, call schema.KV_leaseTimeTo
 	if err != nil {
 		return err
 	}
-	st := statusOf(info)
+	st := s.sv.readStatus(info)
 	return st.encode(l)
 }
 
@@ -388,13 +388,25 @@ func (s *kvServer) LeaseList(_ context.Context, call schema.KV_leaseList) error 
 		return err
 	}
 	for i := range infos {
-		st := statusOf(infos[i])
+		st := s.sv.readStatus(infos[i])
 		if err := st.encode(l.At(i)); err != nil {
 			return err
 		}
 	}
 	res.SetMore(more)
 	return nil
+}
+
+// readStatus is a lease read from the applied state, its time left
+// counted from this node's clock when that is past the log clock: the
+// log clock stands still while no entry is applied, and a lease due
+// should read as due.
+func (sv *Server) readStatus(info kv.LeaseInfo) leaseStatus {
+	st := statusOf(info)
+	if now := time.Now().UnixNano(); now > info.Deadline-int64(info.Remaining) {
+		st.remaining = time.Duration(info.Deadline - now)
+	}
+	return st
 }
 
 func errLeaseNotFound(id uint64) error {
