@@ -409,6 +409,20 @@ func (sv *Server) readStatus(info kv.LeaseInfo) leaseStatus {
 	return st
 }
 
+// pastGrace returns the ids of the due leases a leader that took over at
+// since may expire at now: those whose TTL plus grace has passed since
+// then (a lease due before the change may have been kept alive by calls
+// lost in it; its client gets a full TTL and an election to renew it).
+func pastGrace(due []kv.LeaseInfo, now, since time.Time, grace time.Duration) []uint64 {
+	var ids []uint64
+	for _, l := range due {
+		if now.After(since.Add(l.TTL + grace)) {
+			ids = append(ids, l.ID)
+		}
+	}
+	return ids
+}
+
 func errLeaseNotFound(id uint64) error {
 	return &requestError{schema.ErrorCode_leaseNotFound, fmt.Sprintf("lease %d is unknown, expired or revoked", id)}
 }
@@ -456,12 +470,7 @@ func (sv *Server) expireLeases(since time.Time, stop <-chan struct{}) {
 		}
 		now := time.Now()
 		due, _, _ := sv.kv.DueLeases(now.UnixNano(), kv.MaxLeaseIDs)
-		ids := make([]uint64, 0, len(due))
-		for _, l := range due {
-			if now.After(since.Add(l.TTL + grace)) {
-				ids = append(ids, l.ID)
-			}
-		}
+		ids := pastGrace(due, now, since, grace)
 		if len(ids) == 0 {
 			continue
 		}
