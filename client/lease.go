@@ -149,7 +149,9 @@ func (c *Client) Grant(ctx context.Context, ttl time.Duration) (Lease, error) {
 }
 
 // Revoke ends lease id now, deleting its keys (all at one revision,
-// returned). An unknown lease fails with ErrLeaseNotFound.
+// returned). An unknown lease fails with ErrLeaseNotFound; so does a
+// revoke whose first attempt was applied but whose answer was lost (the
+// retry finds the lease gone): either way the lease is over.
 func (c *Client) Revoke(ctx context.Context, id uint64) (rev uint64, err error) {
 	err = c.leaseCall(ctx, "lease revoke", true, func(ctx context.Context, cn *conn) error {
 		f, rel := cn.kv.LeaseRevoke(ctx, func(p schema.KV_leaseRevoke_Params) error { p.SetLease(id); return nil })
