@@ -66,19 +66,29 @@ func IfModRevision(rev uint64) Compare { return Compare{kind: kvwire.CompareModR
 func IfAbsent() Compare { return Compare{kind: kvwire.CompareAbsent} }
 
 // WriteOption modifies a Put (or a transaction's OpPut).
-type WriteOption func(*kvwire.Op)
+type WriteOption func(*writeOptions)
+
+// writeOptions is what the WriteOptions of a put set.
+type writeOptions struct{ lease uint64 }
+
+// applyWrite sets opts on o.
+func applyWrite(o *kvwire.Op, opts []WriteOption) {
+	var w writeOptions
+	for _, opt := range opts {
+		opt(&w)
+	}
+	o.Lease = w.lease
+}
 
 // WithLease attaches the key to lease id (see Grant): the key is deleted
 // when the lease is revoked or expires. A lease unknown to the cluster
 // fails the put with ErrLeaseNotFound.
-func WithLease(id uint64) WriteOption { return func(o *kvwire.Op) { o.Lease = id } }
+func WithLease(id uint64) WriteOption { return func(w *writeOptions) { w.lease = id } }
 
 // Put sets key to value and returns the store's revision after the write.
 func (c *Client) Put(ctx context.Context, key string, value []byte, opts ...WriteOption) (rev uint64, err error) {
 	req := putRequest(key, value)
-	for _, o := range opts {
-		o(&req.op)
-	}
+	applyWrite(&req.op, opts)
 	r, err := c.do(ctx, req)
 	if err != nil {
 		return 0, err

@@ -102,9 +102,7 @@ type Op struct{ o kvwire.Op }
 // OpPut sets key to value (WithLease attaches it to a lease).
 func OpPut(key string, value []byte, opts ...WriteOption) Op {
 	op := Op{kvwire.Op{Kind: kvwire.Put, Key: []byte(key), Value: value}}
-	for _, o := range opts {
-		o(&op.o)
-	}
+	applyWrite(&op.o, opts)
 	return op
 }
 
