@@ -2,6 +2,7 @@ package kv
 
 import (
 	"bytes"
+	"fmt"
 	"math"
 	"math/rand"
 	"testing"
@@ -353,5 +354,50 @@ func TestLeasesRandomTrafficIsDeterministic(t *testing.T) {
 	checkLeaseInvariants(t, twin)
 	if !bytes.Equal(snapBytes(t, d.s), snapBytes(t, twin)) {
 		t.Fatal("the store restored midway differs from the original")
+	}
+}
+
+// BenchmarkLeaseKeepAliveEntry measures applying one keepalive entry that
+// renews MaxLeaseIDs leases (of 100,000): what one client keeping that
+// many leases alive costs each node per interval.
+func BenchmarkLeaseKeepAliveEntry(b *testing.B) {
+	d := newDriver(b, Config{})
+	ids := make([]uint64, 0, MaxLeaseIDs)
+	for i := range 100_000 {
+		id := d.grant(time.Minute, "")
+		if i%(100_000/MaxLeaseIDs) == 0 && len(ids) < MaxLeaseIDs {
+			ids = append(ids, id)
+		}
+	}
+	b.ResetTimer()
+	for range b.N {
+		d.now += int64(time.Millisecond)
+		d.leases(CmdLeaseKeepAlive, ids...)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(ids)), "ns/lease")
+}
+
+// BenchmarkLeaseRevoke1000Keys measures revoking a lease with 1,000 keys
+// (in a store of 100,000): one entry, one revision.
+func BenchmarkLeaseRevoke1000Keys(b *testing.B) {
+	d := newDriver(b, Config{})
+	sess := d.open()
+	seq := uint64(0)
+	for i := range 100_000 {
+		seq++
+		d.batch(sess, 0, put(seq, fmt.Sprintf("other/%06d", i), "v"))
+	}
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		id := d.grant(time.Minute, "")
+		ops := make([]WriteOp, 0, 1000)
+		for i := range 1000 {
+			seq++
+			ops = append(ops, leased(seq, fmt.Sprintf("leased/%04d", i), "v", id))
+		}
+		d.batch(sess, 0, ops...)
+		b.StartTimer()
+		d.leases(CmdLeaseRevoke, id)
 	}
 }
