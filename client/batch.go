@@ -404,6 +404,7 @@ func copyKV(kv *kvwire.KeyValue) KeyValue {
 		CreateRevision: kv.CreateRevision,
 		ModRevision:    kv.ModRevision,
 		Version:        kv.Version,
+		Lease:          kv.Lease,
 	}
 }
 

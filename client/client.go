@@ -167,6 +167,7 @@ type Client struct {
 
 	queues [batchKinds]queue // one per batchKind
 	sess   sessions
+	keeper keeper // the leases KeepAlive keeps alive (lease.go)
 	ids    endpointIDs
 }
 

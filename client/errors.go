@@ -12,6 +12,9 @@ import (
 var (
 	// ErrNotFound: the key does not exist.
 	ErrNotFound = errors.New("key not found")
+	// ErrLeaseNotFound is wrapped by the errors of lease operations, and
+	// of puts with a lease, whose lease is unknown, expired or revoked.
+	ErrLeaseNotFound = errors.New("lease not found")
 	// ErrCompareFailed: a compare-and-swap or compare-and-delete found the
 	// key in another state than expected; nothing was written. The error
 	// is a *CompareFailedError holding the key's current state.
@@ -54,6 +57,9 @@ const (
 	// CodePermissionDenied: outside what the connection's credential
 	// grants; errors.Is(err, ErrPermissionDenied) holds.
 	CodePermissionDenied = ErrorCode(schema.ErrorCode_permissionDenied)
+	// CodeLeaseNotFound: the lease is unknown, expired or revoked;
+	// errors.Is(err, ErrLeaseNotFound) holds.
+	CodeLeaseNotFound = ErrorCode(schema.ErrorCode_leaseNotFound)
 )
 
 // String returns the code's name as in the schema ("tooLarge").
@@ -100,7 +106,8 @@ func (e *ServerError) Error() string {
 func (e *ServerError) Is(target error) bool {
 	return target == ErrSessionExpired && e.Code == CodeSessionExpired ||
 		target == ErrTooLarge && e.Code == CodeTooLarge ||
-		target == ErrPermissionDenied && e.Code == CodePermissionDenied
+		target == ErrPermissionDenied && e.Code == CodePermissionDenied ||
+		target == ErrLeaseNotFound && e.Code == CodeLeaseNotFound
 }
 
 // permissionPrefix starts the text of every exception a node raises for a

@@ -340,6 +340,21 @@ func (k *fakeKVCap) Delete(context.Context, schema.KV_delete) error { return err
 func (k *fakeKVCap) Cas(context.Context, schema.KV_cas) error       { return errFakeUnimplemented }
 func (k *fakeKVCap) Range(context.Context, schema.KV_range) error   { return errFakeUnimplemented }
 func (k *fakeKVCap) Txn(context.Context, schema.KV_txn) error       { return errFakeUnimplemented }
+func (k *fakeKVCap) LeaseGrant(context.Context, schema.KV_leaseGrant) error {
+	return errFakeUnimplemented
+}
+func (k *fakeKVCap) LeaseKeepAlive(context.Context, schema.KV_leaseKeepAlive) error {
+	return errFakeUnimplemented
+}
+func (k *fakeKVCap) LeaseRevoke(context.Context, schema.KV_leaseRevoke) error {
+	return errFakeUnimplemented
+}
+func (k *fakeKVCap) LeaseTimeToLive(context.Context, schema.KV_leaseTimeToLive) error {
+	return errFakeUnimplemented
+}
+func (k *fakeKVCap) LeaseList(context.Context, schema.KV_leaseList) error {
+	return errFakeUnimplemented
+}
 
 func (k *fakeKVCap) OpenSession(_ context.Context, call schema.KV_openSession) error {
 	s := k.n.node.store

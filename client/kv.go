@@ -18,6 +18,7 @@ type KeyValue struct {
 	CreateRevision uint64 // revision of the write that created the key
 	ModRevision    uint64 // revision of the last write to the key
 	Version        uint64 // writes to the key since it was created
+	Lease          uint64 // the lease the key is attached to (0: none)
 }
 
 // Page is one page of a Range.
@@ -64,9 +65,31 @@ func IfModRevision(rev uint64) Compare { return Compare{kind: kvwire.CompareModR
 // IfAbsent holds when the key does not exist.
 func IfAbsent() Compare { return Compare{kind: kvwire.CompareAbsent} }
 
+// WriteOption modifies a Put (or a transaction's OpPut).
+type WriteOption func(*writeOptions)
+
+// writeOptions is what the WriteOptions of a put set.
+type writeOptions struct{ lease uint64 }
+
+// applyWrite sets opts on o.
+func applyWrite(o *kvwire.Op, opts []WriteOption) {
+	var w writeOptions
+	for _, opt := range opts {
+		opt(&w)
+	}
+	o.Lease = w.lease
+}
+
+// WithLease attaches the key to lease id (see Grant): the key is deleted
+// when the lease is revoked or expires. A lease unknown to the cluster
+// fails the put with ErrLeaseNotFound.
+func WithLease(id uint64) WriteOption { return func(w *writeOptions) { w.lease = id } }
+
 // Put sets key to value and returns the store's revision after the write.
-func (c *Client) Put(ctx context.Context, key string, value []byte) (rev uint64, err error) {
-	r, err := c.do(ctx, putRequest(key, value))
+func (c *Client) Put(ctx context.Context, key string, value []byte, opts ...WriteOption) (rev uint64, err error) {
+	req := putRequest(key, value)
+	applyWrite(&req.op, opts)
+	r, err := c.do(ctx, req)
 	if err != nil {
 		return 0, err
 	}

@@ -99,9 +99,11 @@ func Present(key string) Cmp {
 // OpRange.
 type Op struct{ o kvwire.Op }
 
-// OpPut sets key to value.
-func OpPut(key string, value []byte) Op {
-	return Op{kvwire.Op{Kind: kvwire.Put, Key: []byte(key), Value: value}}
+// OpPut sets key to value (WithLease attaches it to a lease).
+func OpPut(key string, value []byte, opts ...WriteOption) Op {
+	op := Op{kvwire.Op{Kind: kvwire.Put, Key: []byte(key), Value: value}}
+	applyWrite(&op.o, opts)
+	return op
 }
 
 // OpDelete deletes key.

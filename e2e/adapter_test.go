@@ -100,6 +100,27 @@ func (r realClient) RevokeToken(ctx context.Context, id string) error {
 
 func (r realClient) Close() error { return r.c.Close() }
 
+func (r realClient) Grant(ctx context.Context, ttl time.Duration) (uint64, error) {
+	l, err := r.c.Grant(ctx, ttl)
+	return l.ID, err
+}
+
+func (r realClient) KeepAlive(ctx context.Context, id uint64) error {
+	_, err := r.c.KeepAlive(ctx, id)
+	return err
+}
+
+func (r realClient) PutLeased(ctx context.Context, key string, value []byte, lease uint64) (uint64, error) {
+	return r.c.Put(ctx, key, value, client.WithLease(lease))
+}
+
+func (r realClient) LeaseRemaining(ctx context.Context, id uint64) (time.Duration, error) {
+	l, err := r.c.TimeToLive(ctx, id)
+	return l.Remaining, err
+}
+
+func isLeaseNotFound(err error) bool { return errors.Is(err, client.ErrLeaseNotFound) }
+
 func isNotFound(err error) bool         { return errors.Is(err, client.ErrNotFound) }
 func isCompareFailed(err error) bool    { return errors.Is(err, client.ErrCompareFailed) }
 func isPermissionDenied(err error) bool { return errors.Is(err, client.ErrPermissionDenied) }

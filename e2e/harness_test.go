@@ -94,6 +94,14 @@ type kvClient interface {
 	CreateToken(ctx context.Context, prefix string, readOnly bool) (token, id string, err error)
 	// RevokeToken revokes token id and every token derived from it.
 	RevokeToken(ctx context.Context, id string) error
+	// Grant grants a lease of ttl; KeepAlive keeps it alive until ctx
+	// ends; PutLeased puts a key attached to it; LeaseRemaining returns
+	// its time to live as the connected node applied it (an error for
+	// which isLeaseNotFound holds when it is gone).
+	Grant(ctx context.Context, ttl time.Duration) (id uint64, err error)
+	KeepAlive(ctx context.Context, id uint64) error
+	PutLeased(ctx context.Context, key string, value []byte, lease uint64) (rev uint64, err error)
+	LeaseRemaining(ctx context.Context, id uint64) (time.Duration, error)
 	Close() error
 }
 

@@ -110,6 +110,72 @@ interface KV {
   # over a wider prefix is narrowed to the grant, as KV.range is); a
   # read-only KV refuses a txn that writes. Nothing of a refused txn runs.
   txn @10 (session :UInt64, seq :UInt64, op :TxnOp) -> (result :Result);
+
+  # Leases. A lease is granted through the log with a TTL; a put (also
+  # inside a txn) with PutOp.lease set attaches its key to the lease, and
+  # when the lease is revoked or expires every key still attached to it
+  # is deleted through the log, all of them at one revision (as a txn
+  # deletes them: watchers see the deletions). A key written again
+  # without the lease, or deleted, is no longer attached.
+  #
+  # Lease time is log time, as sessions' is. A lease expires once its
+  # deadline (the log time of its grant or last keepalive plus its TTL)
+  # has passed: the leader then proposes its expiry, so leases expire
+  # even when no write arrives, exactly once, at one point of the log;
+  # followers never expire anything on their own clock. After a leader
+  # change the new leader waits for a lease's TTL plus an election
+  # timeout before it expires it, so clients whose keepalives were lost
+  # in the change have time to send them again: a lease may outlive its
+  # deadline by that much, never expire before it.
+  #
+  # A restricted KV (see restrict) grants leases confined to its prefix
+  # (a put attaching a key outside it fails with invalidArgument), and
+  # keeps alive, revokes, lists and inspects only the leases whose prefix
+  # lies within its own (the others are not found, or not listed); a
+  # read-only KV refuses leaseGrant, leaseKeepAlive and leaseRevoke
+  # (permissionDenied).
+
+  # leaseGrant grants a lease of ttlMillis (within the node's bounds,
+  # else invalidArgument; beyond the node's lease count limit, tooLarge)
+  # whose keys must start with prefix. On a restricted KV the prefix must
+  # lie within the grant's (else permissionDenied); an empty prefix there
+  # is the grant's. Its id is the grant's log index. Not idempotent: a
+  # lost call's outcome is unknown (outcomeUnknown), and a retry grants
+  # another lease.
+  leaseGrant @11 (ttlMillis :UInt64, prefix :Data) -> (lease :LeaseStatus, error :Error);
+  # leaseKeepAlive refreshes many leases in one call and one log entry:
+  # each lease's deadline becomes now (in log time) plus its TTL. A
+  # client keeps all its leases alive with one call per interval (a third
+  # of the shortest TTL, say). statuses[i] answers leases[i]: found false
+  # for a lease unknown, expired or revoked. At most 1024 ids a call.
+  # Idempotent: safe to retry. Only leases whose prefix starts with
+  # scope (and lies within the KV's grant) are renewed; the others are
+  # answered as not found (a follower handing the call to the leader
+  # passes its KV's grant here; clients leave it empty).
+  leaseKeepAlive @12 (leases :List(UInt64), scope :Data) -> (statuses :List(LeaseStatus), error :Error);
+  # leaseRevoke ends a lease now and deletes its keys at one revision,
+  # the store's revision after it (revision). An unknown lease, or one
+  # outside scope (as for leaseKeepAlive), answers leaseNotFound.
+  leaseRevoke @13 (lease :UInt64, scope :Data) -> (revision :UInt64, error :Error);
+  # leaseTimeToLive returns a lease's state with its number of keys,
+  # read from the receiving node's applied state (serializable); an
+  # unknown lease answers leaseNotFound.
+  leaseTimeToLive @14 (lease :UInt64) -> (lease :LeaseStatus, error :Error);
+  # leaseList pages through the leases in id order, after the id `after`,
+  # at most limit of them (0 or above 1000: 1000), from the receiving
+  # node's applied state (serializable); more says another page follows.
+  # Their keys are not counted (keys is -1).
+  leaseList @15 (after :UInt64, limit :UInt32) -> (leases :List(LeaseStatus), more :Bool, error :Error);
+}
+
+struct LeaseStatus {
+  id @0 :UInt64;               # the lease's id (its grant's log index)
+  found @1 :Bool;              # false: the lease is unknown, expired or revoked; the rest is unset
+  ttlMillis @2 :UInt64;        # the TTL it was granted with
+  remainingMillis @3 :Int64;   # its deadline minus the log clock as the answering node applied it, or minus
+                               # that node's clock when later (leaseTimeToLive, leaseList); <= 0: due
+  keys @4 :Int64;              # keys attached (leaseGrant, leaseTimeToLive), -1 when not counted
+  prefix @5 :Data;             # the prefix its keys must have (the granting KV's)
 }
 
 struct BatchRequest {
@@ -140,6 +206,7 @@ enum Consistency {
 struct PutOp {
   key @0 :Data;
   value @1 :Data;
+  lease @2 :UInt64;        # attach the key to this lease (0: none); unknown: leaseNotFound, nothing applied
 }
 
 struct GetOp {
@@ -215,6 +282,7 @@ struct KeyValue {
   createRevision @2 :UInt64;  # revision of the write that created the key
   modRevision @3 :UInt64;     # revision of the last write to the key
   version @4 :UInt64;         # writes to the key since it was created
+  lease @5 :UInt64;           # the lease the key is attached to (0: none; unset in a replayed write's prev)
 }
 
 struct Result {
@@ -274,6 +342,7 @@ enum ErrorCode {
   shuttingDown @7;         # the node is stopping: retry on another node
   timeout @8;              # the node gave up waiting (for a leader, a commit or a read index)
   permissionDenied @9;     # outside what the capability grants (a restricted or read-only KV); the message names the grant
+  leaseNotFound @10;       # the lease is unknown, expired or revoked: grant a new one
 }
 
 struct Error {

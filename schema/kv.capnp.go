@@ -236,6 +236,106 @@ func (c KV) Txn(ctx context.Context, params func(KV_txn_Params) error) (KV_txn_R
 
 }
 
+func (c KV) LeaseGrant(ctx context.Context, params func(KV_leaseGrant_Params) error) (KV_leaseGrant_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0xf7dc792a1515d6d1,
+			MethodID:      11,
+			InterfaceName: "schema/kv.capnp:KV",
+			MethodName:    "leaseGrant",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 8, PointerCount: 1}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(KV_leaseGrant_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return KV_leaseGrant_Results_Future{Future: ans.Future()}, release
+
+}
+
+func (c KV) LeaseKeepAlive(ctx context.Context, params func(KV_leaseKeepAlive_Params) error) (KV_leaseKeepAlive_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0xf7dc792a1515d6d1,
+			MethodID:      12,
+			InterfaceName: "schema/kv.capnp:KV",
+			MethodName:    "leaseKeepAlive",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 2}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(KV_leaseKeepAlive_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return KV_leaseKeepAlive_Results_Future{Future: ans.Future()}, release
+
+}
+
+func (c KV) LeaseRevoke(ctx context.Context, params func(KV_leaseRevoke_Params) error) (KV_leaseRevoke_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0xf7dc792a1515d6d1,
+			MethodID:      13,
+			InterfaceName: "schema/kv.capnp:KV",
+			MethodName:    "leaseRevoke",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 8, PointerCount: 1}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(KV_leaseRevoke_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return KV_leaseRevoke_Results_Future{Future: ans.Future()}, release
+
+}
+
+func (c KV) LeaseTimeToLive(ctx context.Context, params func(KV_leaseTimeToLive_Params) error) (KV_leaseTimeToLive_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0xf7dc792a1515d6d1,
+			MethodID:      14,
+			InterfaceName: "schema/kv.capnp:KV",
+			MethodName:    "leaseTimeToLive",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 8, PointerCount: 0}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(KV_leaseTimeToLive_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return KV_leaseTimeToLive_Results_Future{Future: ans.Future()}, release
+
+}
+
+func (c KV) LeaseList(ctx context.Context, params func(KV_leaseList_Params) error) (KV_leaseList_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0xf7dc792a1515d6d1,
+			MethodID:      15,
+			InterfaceName: "schema/kv.capnp:KV",
+			MethodName:    "leaseList",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 16, PointerCount: 0}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(KV_leaseList_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return KV_leaseList_Results_Future{Future: ans.Future()}, release
+
+}
+
 func (c KV) WaitStreaming() error {
 	return capnp.Client(c).WaitStreaming()
 }
@@ -330,6 +430,16 @@ type KV_Server interface {
 	Restrict(context.Context, KV_restrict) error
 
 	Txn(context.Context, KV_txn) error
+
+	LeaseGrant(context.Context, KV_leaseGrant) error
+
+	LeaseKeepAlive(context.Context, KV_leaseKeepAlive) error
+
+	LeaseRevoke(context.Context, KV_leaseRevoke) error
+
+	LeaseTimeToLive(context.Context, KV_leaseTimeToLive) error
+
+	LeaseList(context.Context, KV_leaseList) error
 }
 
 // KV_NewServer creates a new Server from an implementation of KV_Server.
@@ -348,7 +458,7 @@ func KV_ServerToClient(s KV_Server) KV {
 // This can be used to create a more complicated Server.
 func KV_Methods(methods []server.Method, s KV_Server) []server.Method {
 	if cap(methods) == 0 {
-		methods = make([]server.Method, 0, 11)
+		methods = make([]server.Method, 0, 16)
 	}
 
 	methods = append(methods, server.Method{
@@ -480,6 +590,66 @@ func KV_Methods(methods []server.Method, s KV_Server) []server.Method {
 		},
 		Impl: func(ctx context.Context, call *server.Call) error {
 			return s.Txn(ctx, KV_txn{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0xf7dc792a1515d6d1,
+			MethodID:      11,
+			InterfaceName: "schema/kv.capnp:KV",
+			MethodName:    "leaseGrant",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.LeaseGrant(ctx, KV_leaseGrant{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0xf7dc792a1515d6d1,
+			MethodID:      12,
+			InterfaceName: "schema/kv.capnp:KV",
+			MethodName:    "leaseKeepAlive",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.LeaseKeepAlive(ctx, KV_leaseKeepAlive{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0xf7dc792a1515d6d1,
+			MethodID:      13,
+			InterfaceName: "schema/kv.capnp:KV",
+			MethodName:    "leaseRevoke",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.LeaseRevoke(ctx, KV_leaseRevoke{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0xf7dc792a1515d6d1,
+			MethodID:      14,
+			InterfaceName: "schema/kv.capnp:KV",
+			MethodName:    "leaseTimeToLive",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.LeaseTimeToLive(ctx, KV_leaseTimeToLive{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0xf7dc792a1515d6d1,
+			MethodID:      15,
+			InterfaceName: "schema/kv.capnp:KV",
+			MethodName:    "leaseList",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.LeaseList(ctx, KV_leaseList{call})
 		},
 	})
 
@@ -671,6 +841,91 @@ func (c KV_txn) Args() KV_txn_Params {
 func (c KV_txn) AllocResults() (KV_txn_Results, error) {
 	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 1})
 	return KV_txn_Results(r), err
+}
+
+// KV_leaseGrant holds the state for a server call to KV.leaseGrant.
+// See server.Call for documentation.
+type KV_leaseGrant struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c KV_leaseGrant) Args() KV_leaseGrant_Params {
+	return KV_leaseGrant_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c KV_leaseGrant) AllocResults() (KV_leaseGrant_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 2})
+	return KV_leaseGrant_Results(r), err
+}
+
+// KV_leaseKeepAlive holds the state for a server call to KV.leaseKeepAlive.
+// See server.Call for documentation.
+type KV_leaseKeepAlive struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c KV_leaseKeepAlive) Args() KV_leaseKeepAlive_Params {
+	return KV_leaseKeepAlive_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c KV_leaseKeepAlive) AllocResults() (KV_leaseKeepAlive_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 2})
+	return KV_leaseKeepAlive_Results(r), err
+}
+
+// KV_leaseRevoke holds the state for a server call to KV.leaseRevoke.
+// See server.Call for documentation.
+type KV_leaseRevoke struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c KV_leaseRevoke) Args() KV_leaseRevoke_Params {
+	return KV_leaseRevoke_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c KV_leaseRevoke) AllocResults() (KV_leaseRevoke_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 8, PointerCount: 1})
+	return KV_leaseRevoke_Results(r), err
+}
+
+// KV_leaseTimeToLive holds the state for a server call to KV.leaseTimeToLive.
+// See server.Call for documentation.
+type KV_leaseTimeToLive struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c KV_leaseTimeToLive) Args() KV_leaseTimeToLive_Params {
+	return KV_leaseTimeToLive_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c KV_leaseTimeToLive) AllocResults() (KV_leaseTimeToLive_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 2})
+	return KV_leaseTimeToLive_Results(r), err
+}
+
+// KV_leaseList holds the state for a server call to KV.leaseList.
+// See server.Call for documentation.
+type KV_leaseList struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c KV_leaseList) Args() KV_leaseList_Params {
+	return KV_leaseList_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c KV_leaseList) AllocResults() (KV_leaseList_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 8, PointerCount: 2})
+	return KV_leaseList_Results(r), err
 }
 
 // KV_List is a list of KV.
@@ -2693,6 +2948,1116 @@ func (p KV_txn_Results_Future) Result() Result_Future {
 	return Result_Future{Future: p.Future.Field(0, nil)}
 }
 
+type KV_leaseGrant_Params capnp.Struct
+
+// KV_leaseGrant_Params_TypeID is the unique identifier for the type KV_leaseGrant_Params.
+const KV_leaseGrant_Params_TypeID = 0xf43d9cf950436ce1
+
+func NewKV_leaseGrant_Params(s *capnp.Segment) (KV_leaseGrant_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1})
+	return KV_leaseGrant_Params(st), err
+}
+
+func NewRootKV_leaseGrant_Params(s *capnp.Segment) (KV_leaseGrant_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1})
+	return KV_leaseGrant_Params(st), err
+}
+
+func ReadRootKV_leaseGrant_Params(msg *capnp.Message) (KV_leaseGrant_Params, error) {
+	root, err := msg.Root()
+	return KV_leaseGrant_Params(root.Struct()), err
+}
+
+func (s KV_leaseGrant_Params) String() string {
+	str, _ := text.Marshal(0xf43d9cf950436ce1, capnp.Struct(s))
+	return str
+}
+
+func (s KV_leaseGrant_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (KV_leaseGrant_Params) DecodeFromPtr(p capnp.Ptr) KV_leaseGrant_Params {
+	return KV_leaseGrant_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s KV_leaseGrant_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s KV_leaseGrant_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s KV_leaseGrant_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s KV_leaseGrant_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s KV_leaseGrant_Params) TtlMillis() uint64 {
+	return capnp.Struct(s).Uint64(0)
+}
+
+func (s KV_leaseGrant_Params) SetTtlMillis(v uint64) {
+	capnp.Struct(s).SetUint64(0, v)
+}
+
+func (s KV_leaseGrant_Params) Prefix() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return []byte(p.Data()), err
+}
+
+func (s KV_leaseGrant_Params) HasPrefix() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s KV_leaseGrant_Params) SetPrefix(v []byte) error {
+	return capnp.Struct(s).SetData(0, v)
+}
+
+// KV_leaseGrant_Params_List is a list of KV_leaseGrant_Params.
+type KV_leaseGrant_Params_List = capnp.StructList[KV_leaseGrant_Params]
+
+// NewKV_leaseGrant_Params creates a new list of KV_leaseGrant_Params.
+func NewKV_leaseGrant_Params_List(s *capnp.Segment, sz int32) (KV_leaseGrant_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1}, sz)
+	return capnp.StructList[KV_leaseGrant_Params](l), err
+}
+
+// KV_leaseGrant_Params_Future is a wrapper for a KV_leaseGrant_Params promised by a client call.
+type KV_leaseGrant_Params_Future struct{ *capnp.Future }
+
+func (f KV_leaseGrant_Params_Future) Struct() (KV_leaseGrant_Params, error) {
+	p, err := f.Future.Ptr()
+	return KV_leaseGrant_Params(p.Struct()), err
+}
+
+type KV_leaseGrant_Results capnp.Struct
+
+// KV_leaseGrant_Results_TypeID is the unique identifier for the type KV_leaseGrant_Results.
+const KV_leaseGrant_Results_TypeID = 0xbc0613aa8be7c339
+
+func NewKV_leaseGrant_Results(s *capnp.Segment) (KV_leaseGrant_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2})
+	return KV_leaseGrant_Results(st), err
+}
+
+func NewRootKV_leaseGrant_Results(s *capnp.Segment) (KV_leaseGrant_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2})
+	return KV_leaseGrant_Results(st), err
+}
+
+func ReadRootKV_leaseGrant_Results(msg *capnp.Message) (KV_leaseGrant_Results, error) {
+	root, err := msg.Root()
+	return KV_leaseGrant_Results(root.Struct()), err
+}
+
+func (s KV_leaseGrant_Results) String() string {
+	str, _ := text.Marshal(0xbc0613aa8be7c339, capnp.Struct(s))
+	return str
+}
+
+func (s KV_leaseGrant_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (KV_leaseGrant_Results) DecodeFromPtr(p capnp.Ptr) KV_leaseGrant_Results {
+	return KV_leaseGrant_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s KV_leaseGrant_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s KV_leaseGrant_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s KV_leaseGrant_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s KV_leaseGrant_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s KV_leaseGrant_Results) Lease() (LeaseStatus, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return LeaseStatus(p.Struct()), err
+}
+
+func (s KV_leaseGrant_Results) HasLease() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s KV_leaseGrant_Results) SetLease(v LeaseStatus) error {
+	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
+}
+
+// NewLease sets the lease field to a newly
+// allocated LeaseStatus struct, preferring placement in s's segment.
+func (s KV_leaseGrant_Results) NewLease() (LeaseStatus, error) {
+	ss, err := NewLeaseStatus(capnp.Struct(s).Segment())
+	if err != nil {
+		return LeaseStatus{}, err
+	}
+	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
+	return ss, err
+}
+
+func (s KV_leaseGrant_Results) Error() (Error, error) {
+	p, err := capnp.Struct(s).Ptr(1)
+	return Error(p.Struct()), err
+}
+
+func (s KV_leaseGrant_Results) HasError() bool {
+	return capnp.Struct(s).HasPtr(1)
+}
+
+func (s KV_leaseGrant_Results) SetError(v Error) error {
+	return capnp.Struct(s).SetPtr(1, capnp.Struct(v).ToPtr())
+}
+
+// NewError sets the error field to a newly
+// allocated Error struct, preferring placement in s's segment.
+func (s KV_leaseGrant_Results) NewError() (Error, error) {
+	ss, err := NewError(capnp.Struct(s).Segment())
+	if err != nil {
+		return Error{}, err
+	}
+	err = capnp.Struct(s).SetPtr(1, capnp.Struct(ss).ToPtr())
+	return ss, err
+}
+
+// KV_leaseGrant_Results_List is a list of KV_leaseGrant_Results.
+type KV_leaseGrant_Results_List = capnp.StructList[KV_leaseGrant_Results]
+
+// NewKV_leaseGrant_Results creates a new list of KV_leaseGrant_Results.
+func NewKV_leaseGrant_Results_List(s *capnp.Segment, sz int32) (KV_leaseGrant_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2}, sz)
+	return capnp.StructList[KV_leaseGrant_Results](l), err
+}
+
+// KV_leaseGrant_Results_Future is a wrapper for a KV_leaseGrant_Results promised by a client call.
+type KV_leaseGrant_Results_Future struct{ *capnp.Future }
+
+func (f KV_leaseGrant_Results_Future) Struct() (KV_leaseGrant_Results, error) {
+	p, err := f.Future.Ptr()
+	return KV_leaseGrant_Results(p.Struct()), err
+}
+func (p KV_leaseGrant_Results_Future) Lease() LeaseStatus_Future {
+	return LeaseStatus_Future{Future: p.Future.Field(0, nil)}
+}
+func (p KV_leaseGrant_Results_Future) Error() Error_Future {
+	return Error_Future{Future: p.Future.Field(1, nil)}
+}
+
+type KV_leaseKeepAlive_Params capnp.Struct
+
+// KV_leaseKeepAlive_Params_TypeID is the unique identifier for the type KV_leaseKeepAlive_Params.
+const KV_leaseKeepAlive_Params_TypeID = 0xfb498925ac27542c
+
+func NewKV_leaseKeepAlive_Params(s *capnp.Segment) (KV_leaseKeepAlive_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2})
+	return KV_leaseKeepAlive_Params(st), err
+}
+
+func NewRootKV_leaseKeepAlive_Params(s *capnp.Segment) (KV_leaseKeepAlive_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2})
+	return KV_leaseKeepAlive_Params(st), err
+}
+
+func ReadRootKV_leaseKeepAlive_Params(msg *capnp.Message) (KV_leaseKeepAlive_Params, error) {
+	root, err := msg.Root()
+	return KV_leaseKeepAlive_Params(root.Struct()), err
+}
+
+func (s KV_leaseKeepAlive_Params) String() string {
+	str, _ := text.Marshal(0xfb498925ac27542c, capnp.Struct(s))
+	return str
+}
+
+func (s KV_leaseKeepAlive_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (KV_leaseKeepAlive_Params) DecodeFromPtr(p capnp.Ptr) KV_leaseKeepAlive_Params {
+	return KV_leaseKeepAlive_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s KV_leaseKeepAlive_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s KV_leaseKeepAlive_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s KV_leaseKeepAlive_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s KV_leaseKeepAlive_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s KV_leaseKeepAlive_Params) Leases() (capnp.UInt64List, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return capnp.UInt64List(p.List()), err
+}
+
+func (s KV_leaseKeepAlive_Params) HasLeases() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s KV_leaseKeepAlive_Params) SetLeases(v capnp.UInt64List) error {
+	return capnp.Struct(s).SetPtr(0, v.ToPtr())
+}
+
+// NewLeases sets the leases field to a newly
+// allocated capnp.UInt64List, preferring placement in s's segment.
+func (s KV_leaseKeepAlive_Params) NewLeases(n int32) (capnp.UInt64List, error) {
+	l, err := capnp.NewUInt64List(capnp.Struct(s).Segment(), n)
+	if err != nil {
+		return capnp.UInt64List{}, err
+	}
+	err = capnp.Struct(s).SetPtr(0, l.ToPtr())
+	return l, err
+}
+func (s KV_leaseKeepAlive_Params) Scope() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(1)
+	return []byte(p.Data()), err
+}
+
+func (s KV_leaseKeepAlive_Params) HasScope() bool {
+	return capnp.Struct(s).HasPtr(1)
+}
+
+func (s KV_leaseKeepAlive_Params) SetScope(v []byte) error {
+	return capnp.Struct(s).SetData(1, v)
+}
+
+// KV_leaseKeepAlive_Params_List is a list of KV_leaseKeepAlive_Params.
+type KV_leaseKeepAlive_Params_List = capnp.StructList[KV_leaseKeepAlive_Params]
+
+// NewKV_leaseKeepAlive_Params creates a new list of KV_leaseKeepAlive_Params.
+func NewKV_leaseKeepAlive_Params_List(s *capnp.Segment, sz int32) (KV_leaseKeepAlive_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2}, sz)
+	return capnp.StructList[KV_leaseKeepAlive_Params](l), err
+}
+
+// KV_leaseKeepAlive_Params_Future is a wrapper for a KV_leaseKeepAlive_Params promised by a client call.
+type KV_leaseKeepAlive_Params_Future struct{ *capnp.Future }
+
+func (f KV_leaseKeepAlive_Params_Future) Struct() (KV_leaseKeepAlive_Params, error) {
+	p, err := f.Future.Ptr()
+	return KV_leaseKeepAlive_Params(p.Struct()), err
+}
+
+type KV_leaseKeepAlive_Results capnp.Struct
+
+// KV_leaseKeepAlive_Results_TypeID is the unique identifier for the type KV_leaseKeepAlive_Results.
+const KV_leaseKeepAlive_Results_TypeID = 0x94767cf4eb8c8629
+
+func NewKV_leaseKeepAlive_Results(s *capnp.Segment) (KV_leaseKeepAlive_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2})
+	return KV_leaseKeepAlive_Results(st), err
+}
+
+func NewRootKV_leaseKeepAlive_Results(s *capnp.Segment) (KV_leaseKeepAlive_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2})
+	return KV_leaseKeepAlive_Results(st), err
+}
+
+func ReadRootKV_leaseKeepAlive_Results(msg *capnp.Message) (KV_leaseKeepAlive_Results, error) {
+	root, err := msg.Root()
+	return KV_leaseKeepAlive_Results(root.Struct()), err
+}
+
+func (s KV_leaseKeepAlive_Results) String() string {
+	str, _ := text.Marshal(0x94767cf4eb8c8629, capnp.Struct(s))
+	return str
+}
+
+func (s KV_leaseKeepAlive_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (KV_leaseKeepAlive_Results) DecodeFromPtr(p capnp.Ptr) KV_leaseKeepAlive_Results {
+	return KV_leaseKeepAlive_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s KV_leaseKeepAlive_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s KV_leaseKeepAlive_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s KV_leaseKeepAlive_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s KV_leaseKeepAlive_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s KV_leaseKeepAlive_Results) Statuses() (LeaseStatus_List, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return LeaseStatus_List(p.List()), err
+}
+
+func (s KV_leaseKeepAlive_Results) HasStatuses() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s KV_leaseKeepAlive_Results) SetStatuses(v LeaseStatus_List) error {
+	return capnp.Struct(s).SetPtr(0, v.ToPtr())
+}
+
+// NewStatuses sets the statuses field to a newly
+// allocated LeaseStatus_List, preferring placement in s's segment.
+func (s KV_leaseKeepAlive_Results) NewStatuses(n int32) (LeaseStatus_List, error) {
+	l, err := NewLeaseStatus_List(capnp.Struct(s).Segment(), n)
+	if err != nil {
+		return LeaseStatus_List{}, err
+	}
+	err = capnp.Struct(s).SetPtr(0, l.ToPtr())
+	return l, err
+}
+func (s KV_leaseKeepAlive_Results) Error() (Error, error) {
+	p, err := capnp.Struct(s).Ptr(1)
+	return Error(p.Struct()), err
+}
+
+func (s KV_leaseKeepAlive_Results) HasError() bool {
+	return capnp.Struct(s).HasPtr(1)
+}
+
+func (s KV_leaseKeepAlive_Results) SetError(v Error) error {
+	return capnp.Struct(s).SetPtr(1, capnp.Struct(v).ToPtr())
+}
+
+// NewError sets the error field to a newly
+// allocated Error struct, preferring placement in s's segment.
+func (s KV_leaseKeepAlive_Results) NewError() (Error, error) {
+	ss, err := NewError(capnp.Struct(s).Segment())
+	if err != nil {
+		return Error{}, err
+	}
+	err = capnp.Struct(s).SetPtr(1, capnp.Struct(ss).ToPtr())
+	return ss, err
+}
+
+// KV_leaseKeepAlive_Results_List is a list of KV_leaseKeepAlive_Results.
+type KV_leaseKeepAlive_Results_List = capnp.StructList[KV_leaseKeepAlive_Results]
+
+// NewKV_leaseKeepAlive_Results creates a new list of KV_leaseKeepAlive_Results.
+func NewKV_leaseKeepAlive_Results_List(s *capnp.Segment, sz int32) (KV_leaseKeepAlive_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2}, sz)
+	return capnp.StructList[KV_leaseKeepAlive_Results](l), err
+}
+
+// KV_leaseKeepAlive_Results_Future is a wrapper for a KV_leaseKeepAlive_Results promised by a client call.
+type KV_leaseKeepAlive_Results_Future struct{ *capnp.Future }
+
+func (f KV_leaseKeepAlive_Results_Future) Struct() (KV_leaseKeepAlive_Results, error) {
+	p, err := f.Future.Ptr()
+	return KV_leaseKeepAlive_Results(p.Struct()), err
+}
+func (p KV_leaseKeepAlive_Results_Future) Error() Error_Future {
+	return Error_Future{Future: p.Future.Field(1, nil)}
+}
+
+type KV_leaseRevoke_Params capnp.Struct
+
+// KV_leaseRevoke_Params_TypeID is the unique identifier for the type KV_leaseRevoke_Params.
+const KV_leaseRevoke_Params_TypeID = 0xe2080ec0eb11f971
+
+func NewKV_leaseRevoke_Params(s *capnp.Segment) (KV_leaseRevoke_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1})
+	return KV_leaseRevoke_Params(st), err
+}
+
+func NewRootKV_leaseRevoke_Params(s *capnp.Segment) (KV_leaseRevoke_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1})
+	return KV_leaseRevoke_Params(st), err
+}
+
+func ReadRootKV_leaseRevoke_Params(msg *capnp.Message) (KV_leaseRevoke_Params, error) {
+	root, err := msg.Root()
+	return KV_leaseRevoke_Params(root.Struct()), err
+}
+
+func (s KV_leaseRevoke_Params) String() string {
+	str, _ := text.Marshal(0xe2080ec0eb11f971, capnp.Struct(s))
+	return str
+}
+
+func (s KV_leaseRevoke_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (KV_leaseRevoke_Params) DecodeFromPtr(p capnp.Ptr) KV_leaseRevoke_Params {
+	return KV_leaseRevoke_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s KV_leaseRevoke_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s KV_leaseRevoke_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s KV_leaseRevoke_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s KV_leaseRevoke_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s KV_leaseRevoke_Params) Lease() uint64 {
+	return capnp.Struct(s).Uint64(0)
+}
+
+func (s KV_leaseRevoke_Params) SetLease(v uint64) {
+	capnp.Struct(s).SetUint64(0, v)
+}
+
+func (s KV_leaseRevoke_Params) Scope() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return []byte(p.Data()), err
+}
+
+func (s KV_leaseRevoke_Params) HasScope() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s KV_leaseRevoke_Params) SetScope(v []byte) error {
+	return capnp.Struct(s).SetData(0, v)
+}
+
+// KV_leaseRevoke_Params_List is a list of KV_leaseRevoke_Params.
+type KV_leaseRevoke_Params_List = capnp.StructList[KV_leaseRevoke_Params]
+
+// NewKV_leaseRevoke_Params creates a new list of KV_leaseRevoke_Params.
+func NewKV_leaseRevoke_Params_List(s *capnp.Segment, sz int32) (KV_leaseRevoke_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1}, sz)
+	return capnp.StructList[KV_leaseRevoke_Params](l), err
+}
+
+// KV_leaseRevoke_Params_Future is a wrapper for a KV_leaseRevoke_Params promised by a client call.
+type KV_leaseRevoke_Params_Future struct{ *capnp.Future }
+
+func (f KV_leaseRevoke_Params_Future) Struct() (KV_leaseRevoke_Params, error) {
+	p, err := f.Future.Ptr()
+	return KV_leaseRevoke_Params(p.Struct()), err
+}
+
+type KV_leaseRevoke_Results capnp.Struct
+
+// KV_leaseRevoke_Results_TypeID is the unique identifier for the type KV_leaseRevoke_Results.
+const KV_leaseRevoke_Results_TypeID = 0xc00e958a8a57ba97
+
+func NewKV_leaseRevoke_Results(s *capnp.Segment) (KV_leaseRevoke_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1})
+	return KV_leaseRevoke_Results(st), err
+}
+
+func NewRootKV_leaseRevoke_Results(s *capnp.Segment) (KV_leaseRevoke_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1})
+	return KV_leaseRevoke_Results(st), err
+}
+
+func ReadRootKV_leaseRevoke_Results(msg *capnp.Message) (KV_leaseRevoke_Results, error) {
+	root, err := msg.Root()
+	return KV_leaseRevoke_Results(root.Struct()), err
+}
+
+func (s KV_leaseRevoke_Results) String() string {
+	str, _ := text.Marshal(0xc00e958a8a57ba97, capnp.Struct(s))
+	return str
+}
+
+func (s KV_leaseRevoke_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (KV_leaseRevoke_Results) DecodeFromPtr(p capnp.Ptr) KV_leaseRevoke_Results {
+	return KV_leaseRevoke_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s KV_leaseRevoke_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s KV_leaseRevoke_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s KV_leaseRevoke_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s KV_leaseRevoke_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s KV_leaseRevoke_Results) Revision() uint64 {
+	return capnp.Struct(s).Uint64(0)
+}
+
+func (s KV_leaseRevoke_Results) SetRevision(v uint64) {
+	capnp.Struct(s).SetUint64(0, v)
+}
+
+func (s KV_leaseRevoke_Results) Error() (Error, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return Error(p.Struct()), err
+}
+
+func (s KV_leaseRevoke_Results) HasError() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s KV_leaseRevoke_Results) SetError(v Error) error {
+	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
+}
+
+// NewError sets the error field to a newly
+// allocated Error struct, preferring placement in s's segment.
+func (s KV_leaseRevoke_Results) NewError() (Error, error) {
+	ss, err := NewError(capnp.Struct(s).Segment())
+	if err != nil {
+		return Error{}, err
+	}
+	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
+	return ss, err
+}
+
+// KV_leaseRevoke_Results_List is a list of KV_leaseRevoke_Results.
+type KV_leaseRevoke_Results_List = capnp.StructList[KV_leaseRevoke_Results]
+
+// NewKV_leaseRevoke_Results creates a new list of KV_leaseRevoke_Results.
+func NewKV_leaseRevoke_Results_List(s *capnp.Segment, sz int32) (KV_leaseRevoke_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1}, sz)
+	return capnp.StructList[KV_leaseRevoke_Results](l), err
+}
+
+// KV_leaseRevoke_Results_Future is a wrapper for a KV_leaseRevoke_Results promised by a client call.
+type KV_leaseRevoke_Results_Future struct{ *capnp.Future }
+
+func (f KV_leaseRevoke_Results_Future) Struct() (KV_leaseRevoke_Results, error) {
+	p, err := f.Future.Ptr()
+	return KV_leaseRevoke_Results(p.Struct()), err
+}
+func (p KV_leaseRevoke_Results_Future) Error() Error_Future {
+	return Error_Future{Future: p.Future.Field(0, nil)}
+}
+
+type KV_leaseTimeToLive_Params capnp.Struct
+
+// KV_leaseTimeToLive_Params_TypeID is the unique identifier for the type KV_leaseTimeToLive_Params.
+const KV_leaseTimeToLive_Params_TypeID = 0xe0feb16e67e27d06
+
+func NewKV_leaseTimeToLive_Params(s *capnp.Segment) (KV_leaseTimeToLive_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 0})
+	return KV_leaseTimeToLive_Params(st), err
+}
+
+func NewRootKV_leaseTimeToLive_Params(s *capnp.Segment) (KV_leaseTimeToLive_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 0})
+	return KV_leaseTimeToLive_Params(st), err
+}
+
+func ReadRootKV_leaseTimeToLive_Params(msg *capnp.Message) (KV_leaseTimeToLive_Params, error) {
+	root, err := msg.Root()
+	return KV_leaseTimeToLive_Params(root.Struct()), err
+}
+
+func (s KV_leaseTimeToLive_Params) String() string {
+	str, _ := text.Marshal(0xe0feb16e67e27d06, capnp.Struct(s))
+	return str
+}
+
+func (s KV_leaseTimeToLive_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (KV_leaseTimeToLive_Params) DecodeFromPtr(p capnp.Ptr) KV_leaseTimeToLive_Params {
+	return KV_leaseTimeToLive_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s KV_leaseTimeToLive_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s KV_leaseTimeToLive_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s KV_leaseTimeToLive_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s KV_leaseTimeToLive_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s KV_leaseTimeToLive_Params) Lease() uint64 {
+	return capnp.Struct(s).Uint64(0)
+}
+
+func (s KV_leaseTimeToLive_Params) SetLease(v uint64) {
+	capnp.Struct(s).SetUint64(0, v)
+}
+
+// KV_leaseTimeToLive_Params_List is a list of KV_leaseTimeToLive_Params.
+type KV_leaseTimeToLive_Params_List = capnp.StructList[KV_leaseTimeToLive_Params]
+
+// NewKV_leaseTimeToLive_Params creates a new list of KV_leaseTimeToLive_Params.
+func NewKV_leaseTimeToLive_Params_List(s *capnp.Segment, sz int32) (KV_leaseTimeToLive_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 8, PointerCount: 0}, sz)
+	return capnp.StructList[KV_leaseTimeToLive_Params](l), err
+}
+
+// KV_leaseTimeToLive_Params_Future is a wrapper for a KV_leaseTimeToLive_Params promised by a client call.
+type KV_leaseTimeToLive_Params_Future struct{ *capnp.Future }
+
+func (f KV_leaseTimeToLive_Params_Future) Struct() (KV_leaseTimeToLive_Params, error) {
+	p, err := f.Future.Ptr()
+	return KV_leaseTimeToLive_Params(p.Struct()), err
+}
+
+type KV_leaseTimeToLive_Results capnp.Struct
+
+// KV_leaseTimeToLive_Results_TypeID is the unique identifier for the type KV_leaseTimeToLive_Results.
+const KV_leaseTimeToLive_Results_TypeID = 0xcea7701f595320ff
+
+func NewKV_leaseTimeToLive_Results(s *capnp.Segment) (KV_leaseTimeToLive_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2})
+	return KV_leaseTimeToLive_Results(st), err
+}
+
+func NewRootKV_leaseTimeToLive_Results(s *capnp.Segment) (KV_leaseTimeToLive_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2})
+	return KV_leaseTimeToLive_Results(st), err
+}
+
+func ReadRootKV_leaseTimeToLive_Results(msg *capnp.Message) (KV_leaseTimeToLive_Results, error) {
+	root, err := msg.Root()
+	return KV_leaseTimeToLive_Results(root.Struct()), err
+}
+
+func (s KV_leaseTimeToLive_Results) String() string {
+	str, _ := text.Marshal(0xcea7701f595320ff, capnp.Struct(s))
+	return str
+}
+
+func (s KV_leaseTimeToLive_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (KV_leaseTimeToLive_Results) DecodeFromPtr(p capnp.Ptr) KV_leaseTimeToLive_Results {
+	return KV_leaseTimeToLive_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s KV_leaseTimeToLive_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s KV_leaseTimeToLive_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s KV_leaseTimeToLive_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s KV_leaseTimeToLive_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s KV_leaseTimeToLive_Results) Lease() (LeaseStatus, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return LeaseStatus(p.Struct()), err
+}
+
+func (s KV_leaseTimeToLive_Results) HasLease() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s KV_leaseTimeToLive_Results) SetLease(v LeaseStatus) error {
+	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
+}
+
+// NewLease sets the lease field to a newly
+// allocated LeaseStatus struct, preferring placement in s's segment.
+func (s KV_leaseTimeToLive_Results) NewLease() (LeaseStatus, error) {
+	ss, err := NewLeaseStatus(capnp.Struct(s).Segment())
+	if err != nil {
+		return LeaseStatus{}, err
+	}
+	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
+	return ss, err
+}
+
+func (s KV_leaseTimeToLive_Results) Error() (Error, error) {
+	p, err := capnp.Struct(s).Ptr(1)
+	return Error(p.Struct()), err
+}
+
+func (s KV_leaseTimeToLive_Results) HasError() bool {
+	return capnp.Struct(s).HasPtr(1)
+}
+
+func (s KV_leaseTimeToLive_Results) SetError(v Error) error {
+	return capnp.Struct(s).SetPtr(1, capnp.Struct(v).ToPtr())
+}
+
+// NewError sets the error field to a newly
+// allocated Error struct, preferring placement in s's segment.
+func (s KV_leaseTimeToLive_Results) NewError() (Error, error) {
+	ss, err := NewError(capnp.Struct(s).Segment())
+	if err != nil {
+		return Error{}, err
+	}
+	err = capnp.Struct(s).SetPtr(1, capnp.Struct(ss).ToPtr())
+	return ss, err
+}
+
+// KV_leaseTimeToLive_Results_List is a list of KV_leaseTimeToLive_Results.
+type KV_leaseTimeToLive_Results_List = capnp.StructList[KV_leaseTimeToLive_Results]
+
+// NewKV_leaseTimeToLive_Results creates a new list of KV_leaseTimeToLive_Results.
+func NewKV_leaseTimeToLive_Results_List(s *capnp.Segment, sz int32) (KV_leaseTimeToLive_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2}, sz)
+	return capnp.StructList[KV_leaseTimeToLive_Results](l), err
+}
+
+// KV_leaseTimeToLive_Results_Future is a wrapper for a KV_leaseTimeToLive_Results promised by a client call.
+type KV_leaseTimeToLive_Results_Future struct{ *capnp.Future }
+
+func (f KV_leaseTimeToLive_Results_Future) Struct() (KV_leaseTimeToLive_Results, error) {
+	p, err := f.Future.Ptr()
+	return KV_leaseTimeToLive_Results(p.Struct()), err
+}
+func (p KV_leaseTimeToLive_Results_Future) Lease() LeaseStatus_Future {
+	return LeaseStatus_Future{Future: p.Future.Field(0, nil)}
+}
+func (p KV_leaseTimeToLive_Results_Future) Error() Error_Future {
+	return Error_Future{Future: p.Future.Field(1, nil)}
+}
+
+type KV_leaseList_Params capnp.Struct
+
+// KV_leaseList_Params_TypeID is the unique identifier for the type KV_leaseList_Params.
+const KV_leaseList_Params_TypeID = 0xacc0c90582811837
+
+func NewKV_leaseList_Params(s *capnp.Segment) (KV_leaseList_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 16, PointerCount: 0})
+	return KV_leaseList_Params(st), err
+}
+
+func NewRootKV_leaseList_Params(s *capnp.Segment) (KV_leaseList_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 16, PointerCount: 0})
+	return KV_leaseList_Params(st), err
+}
+
+func ReadRootKV_leaseList_Params(msg *capnp.Message) (KV_leaseList_Params, error) {
+	root, err := msg.Root()
+	return KV_leaseList_Params(root.Struct()), err
+}
+
+func (s KV_leaseList_Params) String() string {
+	str, _ := text.Marshal(0xacc0c90582811837, capnp.Struct(s))
+	return str
+}
+
+func (s KV_leaseList_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (KV_leaseList_Params) DecodeFromPtr(p capnp.Ptr) KV_leaseList_Params {
+	return KV_leaseList_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s KV_leaseList_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s KV_leaseList_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s KV_leaseList_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s KV_leaseList_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s KV_leaseList_Params) After() uint64 {
+	return capnp.Struct(s).Uint64(0)
+}
+
+func (s KV_leaseList_Params) SetAfter(v uint64) {
+	capnp.Struct(s).SetUint64(0, v)
+}
+
+func (s KV_leaseList_Params) Limit() uint32 {
+	return capnp.Struct(s).Uint32(8)
+}
+
+func (s KV_leaseList_Params) SetLimit(v uint32) {
+	capnp.Struct(s).SetUint32(8, v)
+}
+
+// KV_leaseList_Params_List is a list of KV_leaseList_Params.
+type KV_leaseList_Params_List = capnp.StructList[KV_leaseList_Params]
+
+// NewKV_leaseList_Params creates a new list of KV_leaseList_Params.
+func NewKV_leaseList_Params_List(s *capnp.Segment, sz int32) (KV_leaseList_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 16, PointerCount: 0}, sz)
+	return capnp.StructList[KV_leaseList_Params](l), err
+}
+
+// KV_leaseList_Params_Future is a wrapper for a KV_leaseList_Params promised by a client call.
+type KV_leaseList_Params_Future struct{ *capnp.Future }
+
+func (f KV_leaseList_Params_Future) Struct() (KV_leaseList_Params, error) {
+	p, err := f.Future.Ptr()
+	return KV_leaseList_Params(p.Struct()), err
+}
+
+type KV_leaseList_Results capnp.Struct
+
+// KV_leaseList_Results_TypeID is the unique identifier for the type KV_leaseList_Results.
+const KV_leaseList_Results_TypeID = 0xfbf68f52ff77b272
+
+func NewKV_leaseList_Results(s *capnp.Segment) (KV_leaseList_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 2})
+	return KV_leaseList_Results(st), err
+}
+
+func NewRootKV_leaseList_Results(s *capnp.Segment) (KV_leaseList_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 2})
+	return KV_leaseList_Results(st), err
+}
+
+func ReadRootKV_leaseList_Results(msg *capnp.Message) (KV_leaseList_Results, error) {
+	root, err := msg.Root()
+	return KV_leaseList_Results(root.Struct()), err
+}
+
+func (s KV_leaseList_Results) String() string {
+	str, _ := text.Marshal(0xfbf68f52ff77b272, capnp.Struct(s))
+	return str
+}
+
+func (s KV_leaseList_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (KV_leaseList_Results) DecodeFromPtr(p capnp.Ptr) KV_leaseList_Results {
+	return KV_leaseList_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s KV_leaseList_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s KV_leaseList_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s KV_leaseList_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s KV_leaseList_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s KV_leaseList_Results) Leases() (LeaseStatus_List, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return LeaseStatus_List(p.List()), err
+}
+
+func (s KV_leaseList_Results) HasLeases() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s KV_leaseList_Results) SetLeases(v LeaseStatus_List) error {
+	return capnp.Struct(s).SetPtr(0, v.ToPtr())
+}
+
+// NewLeases sets the leases field to a newly
+// allocated LeaseStatus_List, preferring placement in s's segment.
+func (s KV_leaseList_Results) NewLeases(n int32) (LeaseStatus_List, error) {
+	l, err := NewLeaseStatus_List(capnp.Struct(s).Segment(), n)
+	if err != nil {
+		return LeaseStatus_List{}, err
+	}
+	err = capnp.Struct(s).SetPtr(0, l.ToPtr())
+	return l, err
+}
+func (s KV_leaseList_Results) More() bool {
+	return capnp.Struct(s).Bit(0)
+}
+
+func (s KV_leaseList_Results) SetMore(v bool) {
+	capnp.Struct(s).SetBit(0, v)
+}
+
+func (s KV_leaseList_Results) Error() (Error, error) {
+	p, err := capnp.Struct(s).Ptr(1)
+	return Error(p.Struct()), err
+}
+
+func (s KV_leaseList_Results) HasError() bool {
+	return capnp.Struct(s).HasPtr(1)
+}
+
+func (s KV_leaseList_Results) SetError(v Error) error {
+	return capnp.Struct(s).SetPtr(1, capnp.Struct(v).ToPtr())
+}
+
+// NewError sets the error field to a newly
+// allocated Error struct, preferring placement in s's segment.
+func (s KV_leaseList_Results) NewError() (Error, error) {
+	ss, err := NewError(capnp.Struct(s).Segment())
+	if err != nil {
+		return Error{}, err
+	}
+	err = capnp.Struct(s).SetPtr(1, capnp.Struct(ss).ToPtr())
+	return ss, err
+}
+
+// KV_leaseList_Results_List is a list of KV_leaseList_Results.
+type KV_leaseList_Results_List = capnp.StructList[KV_leaseList_Results]
+
+// NewKV_leaseList_Results creates a new list of KV_leaseList_Results.
+func NewKV_leaseList_Results_List(s *capnp.Segment, sz int32) (KV_leaseList_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 8, PointerCount: 2}, sz)
+	return capnp.StructList[KV_leaseList_Results](l), err
+}
+
+// KV_leaseList_Results_Future is a wrapper for a KV_leaseList_Results promised by a client call.
+type KV_leaseList_Results_Future struct{ *capnp.Future }
+
+func (f KV_leaseList_Results_Future) Struct() (KV_leaseList_Results, error) {
+	p, err := f.Future.Ptr()
+	return KV_leaseList_Results(p.Struct()), err
+}
+func (p KV_leaseList_Results_Future) Error() Error_Future {
+	return Error_Future{Future: p.Future.Field(1, nil)}
+}
+
+type LeaseStatus capnp.Struct
+
+// LeaseStatus_TypeID is the unique identifier for the type LeaseStatus.
+const LeaseStatus_TypeID = 0xe23f82005de9c963
+
+func NewLeaseStatus(s *capnp.Segment) (LeaseStatus, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 40, PointerCount: 1})
+	return LeaseStatus(st), err
+}
+
+func NewRootLeaseStatus(s *capnp.Segment) (LeaseStatus, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 40, PointerCount: 1})
+	return LeaseStatus(st), err
+}
+
+func ReadRootLeaseStatus(msg *capnp.Message) (LeaseStatus, error) {
+	root, err := msg.Root()
+	return LeaseStatus(root.Struct()), err
+}
+
+func (s LeaseStatus) String() string {
+	str, _ := text.Marshal(0xe23f82005de9c963, capnp.Struct(s))
+	return str
+}
+
+func (s LeaseStatus) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (LeaseStatus) DecodeFromPtr(p capnp.Ptr) LeaseStatus {
+	return LeaseStatus(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s LeaseStatus) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s LeaseStatus) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s LeaseStatus) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s LeaseStatus) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s LeaseStatus) Id() uint64 {
+	return capnp.Struct(s).Uint64(0)
+}
+
+func (s LeaseStatus) SetId(v uint64) {
+	capnp.Struct(s).SetUint64(0, v)
+}
+
+func (s LeaseStatus) Found() bool {
+	return capnp.Struct(s).Bit(64)
+}
+
+func (s LeaseStatus) SetFound(v bool) {
+	capnp.Struct(s).SetBit(64, v)
+}
+
+func (s LeaseStatus) TtlMillis() uint64 {
+	return capnp.Struct(s).Uint64(16)
+}
+
+func (s LeaseStatus) SetTtlMillis(v uint64) {
+	capnp.Struct(s).SetUint64(16, v)
+}
+
+func (s LeaseStatus) RemainingMillis() int64 {
+	return int64(capnp.Struct(s).Uint64(24))
+}
+
+func (s LeaseStatus) SetRemainingMillis(v int64) {
+	capnp.Struct(s).SetUint64(24, uint64(v))
+}
+
+func (s LeaseStatus) Keys() int64 {
+	return int64(capnp.Struct(s).Uint64(32))
+}
+
+func (s LeaseStatus) SetKeys(v int64) {
+	capnp.Struct(s).SetUint64(32, uint64(v))
+}
+
+func (s LeaseStatus) Prefix() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return []byte(p.Data()), err
+}
+
+func (s LeaseStatus) HasPrefix() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s LeaseStatus) SetPrefix(v []byte) error {
+	return capnp.Struct(s).SetData(0, v)
+}
+
+// LeaseStatus_List is a list of LeaseStatus.
+type LeaseStatus_List = capnp.StructList[LeaseStatus]
+
+// NewLeaseStatus creates a new list of LeaseStatus.
+func NewLeaseStatus_List(s *capnp.Segment, sz int32) (LeaseStatus_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 40, PointerCount: 1}, sz)
+	return capnp.StructList[LeaseStatus](l), err
+}
+
+// LeaseStatus_Future is a wrapper for a LeaseStatus promised by a client call.
+type LeaseStatus_Future struct{ *capnp.Future }
+
+func (f LeaseStatus_Future) Struct() (LeaseStatus, error) {
+	p, err := f.Future.Ptr()
+	return LeaseStatus(p.Struct()), err
+}
+
 type BatchRequest capnp.Struct
 
 // BatchRequest_TypeID is the unique identifier for the type BatchRequest.
@@ -3178,12 +4543,12 @@ type PutOp capnp.Struct
 const PutOp_TypeID = 0x8456188653b1819a
 
 func NewPutOp(s *capnp.Segment) (PutOp, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2})
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 2})
 	return PutOp(st), err
 }
 
 func NewRootPutOp(s *capnp.Segment) (PutOp, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2})
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 2})
 	return PutOp(st), err
 }
 
@@ -3245,12 +4610,20 @@ func (s PutOp) SetValue(v []byte) error {
 	return capnp.Struct(s).SetData(1, v)
 }
 
+func (s PutOp) Lease() uint64 {
+	return capnp.Struct(s).Uint64(0)
+}
+
+func (s PutOp) SetLease(v uint64) {
+	capnp.Struct(s).SetUint64(0, v)
+}
+
 // PutOp_List is a list of PutOp.
 type PutOp_List = capnp.StructList[PutOp]
 
 // NewPutOp creates a new list of PutOp.
 func NewPutOp_List(s *capnp.Segment, sz int32) (PutOp_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2}, sz)
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 8, PointerCount: 2}, sz)
 	return capnp.StructList[PutOp](l), err
 }
 
@@ -4112,12 +5485,12 @@ type KeyValue capnp.Struct
 const KeyValue_TypeID = 0x808b4b1884b15c36
 
 func NewKeyValue(s *capnp.Segment) (KeyValue, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 24, PointerCount: 2})
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 32, PointerCount: 2})
 	return KeyValue(st), err
 }
 
 func NewRootKeyValue(s *capnp.Segment) (KeyValue, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 24, PointerCount: 2})
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 32, PointerCount: 2})
 	return KeyValue(st), err
 }
 
@@ -4203,12 +5576,20 @@ func (s KeyValue) SetVersion(v uint64) {
 	capnp.Struct(s).SetUint64(16, v)
 }
 
+func (s KeyValue) Lease() uint64 {
+	return capnp.Struct(s).Uint64(24)
+}
+
+func (s KeyValue) SetLease(v uint64) {
+	capnp.Struct(s).SetUint64(24, v)
+}
+
 // KeyValue_List is a list of KeyValue.
 type KeyValue_List = capnp.StructList[KeyValue]
 
 // NewKeyValue creates a new list of KeyValue.
 func NewKeyValue_List(s *capnp.Segment, sz int32) (KeyValue_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 24, PointerCount: 2}, sz)
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 32, PointerCount: 2}, sz)
 	return capnp.StructList[KeyValue](l), err
 }
 
@@ -5193,6 +6574,7 @@ const (
 	ErrorCode_shuttingDown     ErrorCode = 7
 	ErrorCode_timeout          ErrorCode = 8
 	ErrorCode_permissionDenied ErrorCode = 9
+	ErrorCode_leaseNotFound    ErrorCode = 10
 )
 
 // String returns the enum's constant name.
@@ -5218,6 +6600,8 @@ func (c ErrorCode) String() string {
 		return "timeout"
 	case ErrorCode_permissionDenied:
 		return "permissionDenied"
+	case ErrorCode_leaseNotFound:
+		return "leaseNotFound"
 
 	default:
 		return ""
@@ -5248,6 +6632,8 @@ func ErrorCodeFromString(c string) ErrorCode {
 		return ErrorCode_timeout
 	case "permissionDenied":
 		return ErrorCode_permissionDenied
+	case "leaseNotFound":
+		return ErrorCode_leaseNotFound
 
 	default:
 		return 0

@@ -40,6 +40,9 @@ func kvJSON(kv client.KeyValue) map[string]any {
 	}
 	setText(obj, "key", kv.Key)
 	setText(obj, "value", kv.Value)
+	if kv.Lease != 0 {
+		obj["lease"] = kv.Lease
+	}
 	return obj
 }
 

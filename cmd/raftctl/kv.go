@@ -12,7 +12,8 @@ import (
 	"github.com/capraft/capraft/client"
 )
 
-const kvJSONHelp = `{"key": string, "value": string, "create_revision": int, "mod_revision": int, "version": int}`
+const kvJSONHelp = `{"key": string, "value": string, "create_revision": int, "mod_revision": int, "version": int}` +
+	` ("lease": int too, when the key is attached to one)`
 
 // binaryJSONHelp explains the JSON of keys and values that are not text.
 const binaryJSONHelp = "A key or value that is not valid UTF-8 comes as \"key_base64\" or \"value_base64\"\n" +
@@ -20,6 +21,7 @@ const binaryJSONHelp = "A key or value that is not valid UTF-8 comes as \"key_ba
 
 func putCommand(g *globals) *cobra.Command {
 	var file string
+	var lease uint64
 	cmd := &cobra.Command{
 		Use:   "put KEY VALUE|-",
 		Short: "Set KEY to VALUE (- reads it from stdin, --file F from a file)",
@@ -30,6 +32,8 @@ func putCommand(g *globals) *cobra.Command {
 			"  raftctl put KEY --file F         the bytes of file F\n" +
 			"Keys are at most 8 KiB and values at most 1 MiB (the node's limits); raftctl\n" +
 			"refuses larger ones before connecting.\n\n" +
+			"--lease ID attaches KEY to a lease (raftctl lease grant): KEY is deleted when\n" +
+			"the lease is revoked or expires; an unknown lease exits 1 (kind \"lease_not_found\").\n\n" +
 			`JSON: {"revision": int}` + "\n\n" +
 			"If the outcome is unknown (the connection broke and retries ran out of time),\n" +
 			"raftctl says so and exits 1: the write may or may not have been applied.",
@@ -50,8 +54,15 @@ func putCommand(g *globals) *cobra.Command {
 				return err
 			}
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				rev, err := c.Put(ctx, key, value)
+				var opts []client.WriteOption
+				if lease != 0 {
+					opts = append(opts, client.WithLease(lease))
+				}
+				rev, err := c.Put(ctx, key, value, opts...)
 				if err != nil {
+					if lease != 0 {
+						err = aboutLease(err, lease)
+					}
 					return aboutKey(err, key)
 				}
 				return g.emit(cmd, map[string]any{"revision": rev}, func(w io.Writer) {
@@ -61,6 +72,7 @@ func putCommand(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&file, "file", "", "read the value from file `F` (binary-safe; VALUE omitted)")
+	cmd.Flags().Uint64Var(&lease, "lease", 0, "attach KEY to lease `ID` (deleted when the lease ends)")
 	return cmd
 }
 

@@ -12,6 +12,8 @@
 //	raftctl bench put --clients 64 --duration 10s
 //	raftctl ping hello                    # prints echo:hello and the round trip
 //	raftctl listen
+//	raftctl lease grant 30s               # prints the lease id
+//	raftctl put session/me alive --lease ID
 //
 // The endpoints default to $RAFTCTL_ENDPOINTS, else 127.0.0.1:7000, and
 // are checked to be host:port before anything is dialled. With -o json
@@ -123,6 +125,8 @@ func errorKind(err error) string {
 		return "permission_denied"
 	case errors.Is(err, client.ErrNotFound):
 		return "not_found"
+	case errors.Is(err, client.ErrLeaseNotFound):
+		return "lease_not_found"
 	case errors.Is(err, client.ErrCompareFailed):
 		return "compare_failed"
 	case errors.Is(err, client.ErrUnknownOutcome):
@@ -236,7 +240,7 @@ func newRoot(stdout, stderr io.Writer) (*cobra.Command, *globals) {
 	root.AddCommand(
 		putCommand(g), getCommand(g), delCommand(g), casCommand(g), rangeCommand(g), txnCommand(g),
 		statusCommand(g), membersCommand(g), memberCommand(g), transferCommand(g), snapshotCommand(g),
-		benchCommand(g), pingCommand(g), listenCommand(g), endpointCommand(g), checkCommand(g), traceCommand(g),
+		benchCommand(g), pingCommand(g), listenCommand(g), endpointCommand(g), checkCommand(g), traceCommand(g), leaseCommand(g),
 		tokenCommand(g), whoamiCommand(g), newCertsCommand(),
 	)
 	return root, g

@@ -89,6 +89,8 @@ type Op struct {
 	Serializable bool
 	// Txn is a transaction's compares and branches (Kind Txn).
 	Txn *Transaction
+	// Lease is the lease a put attaches its key to (0: none).
+	Lease uint64
 }
 
 // IsWrite reports whether o writes: a put, delete or compare-and-swap, or
@@ -130,6 +132,7 @@ type KeyValue struct {
 	CreateRevision uint64 // revision of the write that created the key
 	ModRevision    uint64 // revision of the last write to the key
 	Version        uint64 // writes to the key since it was created
+	Lease          uint64 // the lease the key is attached to (0: none)
 }
 
 // Result is one operation's outcome. Which fields mean something depends

@@ -109,6 +109,7 @@ func EncodeOp(dst schema.Op, o *Op) error {
 		if err := p.SetKey(o.Key); err != nil {
 			return err
 		}
+		p.SetLease(o.Lease)
 		return p.SetValue(o.Value)
 	case Get:
 		g, err := dst.NewGet()
@@ -250,7 +251,7 @@ func DecodePut(p schema.PutOp) (Op, error) {
 	if err != nil {
 		return Op{}, invalid("put value: %v", err)
 	}
-	return Op{Kind: Put, Key: k, Value: v}, nil
+	return Op{Kind: Put, Key: k, Value: v, Lease: p.Lease()}, nil
 }
 
 // DecodeGet reads a get.

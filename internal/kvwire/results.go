@@ -94,6 +94,7 @@ func encodeKeyValue(dst schema.KeyValue, kv *KeyValue) error {
 	dst.SetCreateRevision(kv.CreateRevision)
 	dst.SetModRevision(kv.ModRevision)
 	dst.SetVersion(kv.Version)
+	dst.SetLease(kv.Lease)
 	if err := dst.SetKey(kv.Key); err != nil {
 		return err
 	}
@@ -231,7 +232,7 @@ func decodeKeyValue(src schema.KeyValue, err error) (KeyValue, error) {
 		return KeyValue{}, fmt.Errorf("value: %w", err)
 	}
 	return KeyValue{Key: k, Value: v, CreateRevision: src.CreateRevision(),
-		ModRevision: src.ModRevision(), Version: src.Version()}, nil
+		ModRevision: src.ModRevision(), Version: src.Version(), Lease: src.Lease()}, nil
 }
 
 // Results returns a batch's results, which must answer n operations.

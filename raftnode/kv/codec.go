@@ -13,7 +13,8 @@ const (
 	opFlagDeleteOnSuccess = 1 << iota
 	opFlagCompareValue
 	opFlagCompareRevision
-	opFlagsKnown = opFlagDeleteOnSuccess | opFlagCompareValue | opFlagCompareRevision
+	opFlagLease
+	opFlagsKnown = opFlagDeleteOnSuccess | opFlagCompareValue | opFlagCompareRevision | opFlagLease
 )
 
 // minOpSize is the fewest bytes an encoded op takes: seq, type, compare,
@@ -36,7 +37,12 @@ const minOpSize = 6
 // encoded for CmdBatch. CmdTokenKey and CmdRevoke have no op count: after
 // AckedBelow come, for CmdTokenKey, the uvarint key id and the
 // length-prefixed secret; for CmdRevoke, the 16-byte token id and Expires
-// as 8 bytes little-endian.
+// as 8 bytes little-endian. The lease commands have no op count either:
+// CmdLeaseGrant carries the uvarint TTL (nanoseconds) and the
+// length-prefixed prefix, the others the uvarint count of ids, the
+// uvarint ids and the length-prefixed prefix. An op with a lease sets the lease flag and carries the
+// uvarint lease after its CompareRevision; a transaction operation with
+// one sets the high bit of its type byte and carries it after its limit.
 func (c *Command) AppendBinary(dst []byte) []byte {
 	dst = append(dst, commandVersion, byte(c.Kind))
 	dst = binary.AppendUvarint(dst, c.ID)
@@ -52,6 +58,8 @@ func (c *Command) AppendBinary(dst []byte) []byte {
 	case CmdRevoke:
 		dst = append(dst, c.Revoke.ID[:]...)
 		return binary.LittleEndian.AppendUint64(dst, uint64(c.Revoke.Expires))
+	case CmdLeaseGrant, CmdLeaseRevoke, CmdLeaseKeepAlive, CmdLeaseExpire:
+		return appendLeaseCommand(dst, c.Kind, &c.Lease)
 	default:
 		return append(dst, 0)
 	}
@@ -68,6 +76,9 @@ func (c *Command) AppendBinary(dst []byte) []byte {
 		if op.CompareRevision != 0 {
 			flags |= opFlagCompareRevision
 		}
+		if op.Lease != 0 {
+			flags |= opFlagLease
+		}
 		dst = binary.AppendUvarint(dst, op.Seq)
 		dst = append(dst, byte(op.Type), byte(op.Compare), flags)
 		dst = binary.AppendUvarint(dst, uint64(len(op.Key)))
@@ -80,6 +91,9 @@ func (c *Command) AppendBinary(dst []byte) []byte {
 		}
 		if flags&opFlagCompareRevision != 0 {
 			dst = binary.AppendUvarint(dst, op.CompareRevision)
+		}
+		if flags&opFlagLease != 0 {
+			dst = binary.AppendUvarint(dst, op.Lease)
 		}
 		if op.Type == OpTxn {
 			dst = appendTxn(dst, op.Txn)
@@ -213,8 +227,12 @@ func decodeCommand(c *Command, b []byte, ops []WriteOp) error {
 	c.Time = int64(d.fixed64())
 	c.Session = d.uvarint()
 	c.AckedBelow = d.uvarint()
-	c.TokenKey, c.Revoke = TokenKey{}, Revocation{}
+	c.TokenKey, c.Revoke, c.Lease = TokenKey{}, Revocation{}, LeaseCommand{}
 	switch c.Kind {
+	case CmdLeaseGrant, CmdLeaseRevoke, CmdLeaseKeepAlive, CmdLeaseExpire:
+		c.Ops = ops[:0]
+		d.leaseCommand(c.Kind, &c.Lease)
+		return d.end()
 	case CmdTokenKey, CmdRevoke:
 		c.Ops = ops[:0]
 		if c.Kind == CmdTokenKey {
@@ -273,6 +291,13 @@ func decodeCommand(c *Command, b []byte, ops []WriteOp) error {
 			op.CompareRevision = d.uvarint()
 			if d.err == nil && op.CompareRevision == 0 {
 				d.fail("zero compare revision flagged present")
+			}
+		}
+		op.Lease = 0
+		if flags&opFlagLease != 0 {
+			op.Lease = d.uvarint()
+			if d.err == nil && op.Lease == 0 {
+				d.fail("zero lease flagged present")
 			}
 		}
 		op.Txn = nil // the ops may be reused

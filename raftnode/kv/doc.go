@@ -57,6 +57,19 @@
 // Restore, so services can poll it on every call without the lock and
 // only look up Revoked when it moved.
 //
+// # Leases
+//
+// Leases (lease.go) are granted through the log (CmdLeaseGrant; the id is
+// the entry's index) with a TTL; a put or a transaction's put with a lease
+// attaches its key, and revoking or expiring the lease deletes every key
+// still attached through the transaction path, at one revision. A lease's
+// deadline is log time (grant or last CmdLeaseKeepAlive plus the TTL),
+// indexed by deadline (O(log n) per change). Leases never expire as a
+// side effect of other entries: the leader proposes CmdLeaseExpire for
+// the leases it sees due (DueLeases), and Apply expires only those whose
+// deadline the log clock has passed, so a keepalive applied first wins,
+// and an expiry proposed twice (by two leaders) ends the lease once.
+//
 // # Reads and snapshots
 //
 // Get and Range may run on any goroutine while Apply runs (a read-write

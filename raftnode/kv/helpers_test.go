@@ -2,9 +2,7 @@ package kv
 
 import (
 	"bytes"
-	"encoding/binary"
 	"flag"
-	"hash/crc32"
 	"math/rand"
 	"testing"
 	"time"
@@ -121,15 +119,6 @@ func secret(n int, b byte) []byte { return bytes.Repeat([]byte{b}, n) }
 
 // tokenID returns a token id starting with b and ending with last.
 func tokenID(b, last byte) [16]byte { return [16]byte{0: b, 15: last} }
-
-// upgradeV1 returns the version-2 encoding of the state a valid
-// version-1 snapshot b holds: b with version 2, no token keys and no
-// revocations, and the checksum recomputed.
-func upgradeV1(b []byte) []byte {
-	body := append(bytes.Clone(b[:len(b)-4]), 0, 0)
-	body[len(snapMagic)] = snapVersion
-	return binary.LittleEndian.AppendUint32(body, crc32.Checksum(body, castagnoli))
-}
 
 // randBytes returns n random bytes from a small alphabet, nil when n == 0.
 func randBytes(rng *rand.Rand, n int) []byte {

@@ -9,12 +9,16 @@ import (
 	"github.com/google/btree"
 )
 
-// Snapshot format (version 2), all of it covered by the trailing checksum:
+// Snapshot format (version 3), all of it covered by the trailing checksum:
 //
 //	magic "CRKVSNAP", version byte,
 //	applied index, revision, clock: 8 bytes little-endian each,
+//	uvarint lease count, per lease (ascending id): uvarint id, uvarint TTL
+//	(nanoseconds), deadline as 8 bytes little-endian, prefix (uvarint
+//	length + bytes),
 //	uvarint key count, per key (ascending): key, value (uvarint length +
-//	bytes), uvarint create, mod and version revisions,
+//	bytes), uvarint create, mod and version revisions, uvarint lease (0:
+//	none; else one of the leases above, whose prefix the key has),
 //	uvarint session count, per session (ascending id): uvarint id,
 //	lastActive as 8 bytes little-endian, uvarint forgotten mark, uvarint
 //	result count, per result (ascending seq): uvarint seq, code byte, flags
@@ -26,8 +30,11 @@ import (
 //	token id, expiry as 8 bytes little-endian,
 //	CRC-32C (Castagnoli) of everything before it, 4 bytes little-endian.
 //
-// Version 1 is the same without the token keys and revocations; Restore
-// still reads it (as a state with none), and Snapshot writes version 2.
+// A session's saved result's previous key-value has lease 0 (results do
+// not keep it). Version 2 is the same without the leases (no lease
+// section, no lease per key), and version 1 also without
+// the token keys and revocations; Restore still reads both (as states
+// with none), and Snapshot writes version 3.
 //
 // Every integer is minimally encoded and every list strictly ordered, so a
 // state has exactly one encoding: Restore accepts nothing else, and a
@@ -35,7 +42,8 @@ import (
 // state to its version-2 encoding).
 const (
 	snapMagic     = "CRKVSNAP"
-	snapVersion   = 2
+	snapVersion   = 3
+	snapVersionV2 = 2
 	snapVersionV1 = 1
 
 	resFlagSucceeded = 1
@@ -61,6 +69,7 @@ type Snapshot struct {
 	sessions   *btree.BTreeG[sessItem]
 	tokenKeys  []tokenKey
 	revoked    *btree.BTreeG[revocation]
+	lt         leaseTrees
 }
 
 // Snapshot returns a copy of the store's current state. It is cheap
@@ -77,6 +86,7 @@ func (s *Store) Snapshot() *Snapshot {
 		// The slice is never modified, only replaced.
 		tokenKeys: s.tokenKeys,
 		revoked:   s.revoked.Clone(),
+		lt:        s.lt.clone(),
 	}
 	// Sessions now shared with sn are copied before their next change.
 	s.gen++
@@ -154,6 +164,7 @@ func (w *snapWriter) kv(it *entry) {
 	w.uvarint(it.create)
 	w.uvarint(it.mod)
 	w.uvarint(it.version)
+	w.uvarint(it.lease)
 	w.maybeFlush()
 }
 
@@ -166,6 +177,7 @@ func (sn *Snapshot) WriteTo(w io.Writer) (int64, error) {
 	sw.fixed64(sn.index)
 	sw.fixed64(sn.rev)
 	sw.fixed64(uint64(sn.clock))
+	sn.writeLeases(sw)
 	sw.uvarint(uint64(sn.kv.Len()))
 	sn.kv.Ascend(func(it *entry) bool {
 		sw.kv(it)
@@ -245,6 +257,11 @@ type snapReader struct {
 	eof     bool
 	err     error
 	scratch []byte
+	// version is the snapshot's format version; leases the ids and
+	// prefixes of its leases, ascending, for the keys to be checked
+	// against (version 3).
+	version byte
+	leases  []lease
 }
 
 func (r *snapReader) fail(format string, args ...any) {
@@ -372,6 +389,10 @@ func (r *snapReader) kv(it *entry, rev uint64) {
 	it.create = r.uvarint()
 	it.mod = r.uvarint()
 	it.version = r.uvarint()
+	it.lease = 0
+	if r.version >= snapVersion {
+		it.lease = r.uvarint()
+	}
 	if r.err != nil {
 		return
 	}
@@ -407,6 +428,7 @@ type snapState struct {
 	expiry             *btree.BTreeG[expKey]
 	tokenKeys          []tokenKey
 	revoked, revExpiry *btree.BTreeG[revocation]
+	lt                 leaseTrees
 	// keys and nsessions count what the snapshot holds (set with or
 	// without build: SummarizeSnapshot reports them).
 	keys, nsessions uint64
@@ -417,6 +439,7 @@ func emptyState(applied uint64) *snapState {
 	st := &snapState{applied: applied}
 	st.kv, st.sessions, st.expiry = newTrees()
 	st.revoked, st.revExpiry = newRevTrees()
+	st.lt = newLeaseTrees()
 	return st
 }
 
@@ -432,6 +455,7 @@ func (s *Store) installLocked(st *snapState) {
 	s.applied, s.rev, s.clock = st.applied, st.rev, st.clock
 	s.kv, s.sessions, s.expiry = st.kv, st.sessions, st.expiry
 	s.tokenKeys, s.revoked, s.revExpiry = st.tokenKeys, st.revoked, st.revExpiry
+	s.lt = st.lt
 	// Restored sessions carry gen 0: at worst they are copied once more
 	// than needed; none is shared with a snapshot.
 	s.revEpoch.Add(1) // the revocations (and keys) may differ in any way
@@ -469,9 +493,10 @@ func decodeSnapshot(r io.Reader, build, emptyOK bool, accept func(applied uint64
 		return nil, fmt.Errorf("%w snapshot: bad magic %q", ErrMalformed, hdr[:len(snapMagic)])
 	}
 	version := hdr[len(snapMagic)]
-	if version != snapVersion && version != snapVersionV1 {
+	if version != snapVersion && version != snapVersionV2 && version != snapVersionV1 {
 		return nil, fmt.Errorf("%w snapshot: unknown format version %d", ErrMalformed, version)
 	}
+	sr.version = version
 	st := &snapState{}
 	st.applied = sr.fixed64()
 	st.rev = sr.fixed64()
@@ -489,6 +514,10 @@ func decodeSnapshot(r io.Reader, build, emptyOK bool, accept func(applied uint64
 	if build {
 		st.kv, st.sessions, st.expiry = newTrees()
 		st.revoked, st.revExpiry = newRevTrees()
+		st.lt = newLeaseTrees()
+	}
+	if version == snapVersion {
+		sr.readLeases(st, build)
 	}
 	nkeys := sr.uvarint()
 	st.keys = nkeys
@@ -503,13 +532,19 @@ func decodeSnapshot(r io.Reader, build, emptyOK bool, accept func(applied uint64
 			sr.fail("key %q not after %q", it.key, last)
 			break
 		}
+		if it.lease != 0 && !sr.leaseHolds(it.lease, it.key) {
+			break
+		}
 		if !build {
 			last = append(last[:0], it.key...)
 			continue
 		}
 		e := newEntry(it.key, it.value)
-		e.create, e.mod, e.version = it.create, it.mod, it.version
+		e.create, e.mod, e.version, e.lease = it.create, it.mod, it.version, it.lease
 		st.kv.ReplaceOrInsert(e)
+		if e.lease != 0 {
+			st.lt.attached.ReplaceOrInsert(attachment{lease: e.lease, key: e.key})
+		}
 		last = e.key
 	}
 	nsess := sr.uvarint()
@@ -553,7 +588,7 @@ func decodeSnapshot(r io.Reader, build, emptyOK bool, accept func(applied uint64
 			switch {
 			case sv.seq == 0 || sv.seq < ss.low || (j > 0 && sv.seq <= lastSeq):
 				sr.fail("session %d: result seq %d (previous %d, mark %d)", ss.id, sv.seq, lastSeq, ss.low)
-			case code > Internal:
+			case code > LeaseNotFound:
 				sr.fail("session %d: result code %d", ss.id, code)
 			case flags&^resFlagsKnown != 0:
 				sr.fail("session %d: result flags %#x", ss.id, flags)
@@ -565,7 +600,9 @@ func decodeSnapshot(r io.Reader, build, emptyOK bool, accept func(applied uint64
 			}
 			if sv.res.Found {
 				var p entry
-				sr.kv(&p, rev)
+				if sr.kv(&p, rev); sr.err == nil && p.lease != 0 {
+					sr.fail("session %d: result seq %d keeps a lease", ss.id, sv.seq)
+				}
 				if build {
 					e := newEntry(p.key, p.value)
 					e.create, e.mod, e.version = p.create, p.mod, p.version
@@ -586,6 +623,7 @@ func decodeSnapshot(r io.Reader, build, emptyOK bool, accept func(applied uint64
 		st.tokenKeys = sr.tokenKeys()
 		sr.revocations(st.revoked, st.revExpiry, clock)
 	}
+
 	if sr.err != nil {
 		return nil, sr.err
 	}

@@ -181,19 +181,27 @@ func TestRestoreRejects(t *testing.T) {
 	checkR("read error", io.MultiReader(bytes.NewReader(good[:20]), iotest.ErrReader(errReader)))
 
 	// Content errors behind a valid checksum.
-	hdr := func(applied, rev uint64) []byte {
+	// hdr is a header and leases (none unless given).
+	hdr := func(applied, rev uint64, leases ...[]byte) []byte {
 		b := append([]byte(snapMagic), snapVersion)
 		b = binary.LittleEndian.AppendUint64(b, applied)
 		b = binary.LittleEndian.AppendUint64(b, rev)
-		return binary.LittleEndian.AppendUint64(b, 100)
+		b = binary.LittleEndian.AppendUint64(b, 100)
+		b = append(b, byte(len(leases)))
+		return append(b, bytes.Join(leases, nil)...)
+	}
+	lease := func(id, ttl byte, prefix string) []byte {
+		b := append([]byte{id, ttl}, make([]byte, 8)...)
+		return append(append(b, byte(len(prefix))), prefix...)
 	}
 	sealed := func(parts ...[]byte) []byte {
 		return reseal(append(bytes.Join(parts, nil), 0, 0, 0, 0))
 	}
-	kv := func(k string, create, mod, ver byte) []byte {
-		return append(append([]byte{byte(len(k))}, k...), 0, create, mod, ver)
+	kvl := func(k string, create, mod, ver, lease byte) []byte {
+		return append(append([]byte{byte(len(k))}, k...), 0, create, mod, ver, lease)
 	}
-	noSessions, noAuth := []byte{0}, []byte{0, 0}
+	kv := func(k string, create, mod, ver byte) []byte { return kvl(k, create, mod, ver, 0) }
+	noSessions, noAuth, noKeys := []byte{0}, []byte{0, 0}, []byte{0}
 	cases := map[string][]byte{
 		"magic":            reseal(append([]byte("XRKVSNAP"), good[8:]...)),
 		"version":          reseal(append(append([]byte(snapMagic), snapVersion+1), good[9:]...)),
@@ -216,6 +224,12 @@ func TestRestoreRejects(t *testing.T) {
 		"bad flags":        sealed(hdr(5, 5), []byte{0, 1, 3}, make([]byte, 8), []byte{0, 1, 1, 0, 4, 0, 0}, noAuth),
 		"result rev":       sealed(hdr(5, 5), []byte{0, 1, 3}, make([]byte, 8), []byte{0, 1, 1, 0, 0, 6, 0}, noAuth),
 		"non-minimal":      sealed(hdr(5, 5), []byte{0x80, 0}, noSessions, noAuth),
+		"unknown lease":    sealed(hdr(5, 5, lease(2, 1, "")), []byte{1}, kvl("a", 1, 1, 1, 3), noSessions, noAuth),
+		"lease prefix":     sealed(hdr(5, 5, lease(2, 1, "b")), []byte{1}, kvl("a", 1, 1, 1, 2), noSessions, noAuth),
+		"leases unordered": sealed(hdr(5, 5, lease(3, 1, ""), lease(2, 1, "")), noKeys, noSessions, noAuth),
+		"lease above":      sealed(hdr(5, 5, lease(6, 1, "")), noKeys, noSessions, noAuth),
+		"lease ttl 0":      sealed(hdr(5, 5, lease(2, 0, "")), noKeys, noSessions, noAuth),
+		"prev with lease":  sealed(hdr(5, 5, lease(2, 1, "")), []byte{1}, kv("a", 1, 2, 2), []byte{1, 3}, make([]byte, 8), []byte{0, 1, 1, 0, resFlagFound, 2, 0}, kvl("a", 1, 1, 1, 2), noAuth),
 	}
 	for name, b := range cases {
 		check(name, b)
@@ -226,7 +240,6 @@ func TestRestoreRejects(t *testing.T) {
 	rv := func(id [16]byte, expires int64) []byte {
 		return binary.LittleEndian.AppendUint64(id[:], uint64(expires))
 	}
-	noKeys := []byte{0}
 	for name, c := range map[string]struct {
 		b    []byte
 		want string
@@ -242,7 +255,7 @@ func TestRestoreRejects(t *testing.T) {
 		"revocation expired":    {sealed(hdr(5, 5), noKeys, noSessions, []byte{0, 1}, rv(tokenID(1, 0), 99)), "before the clock"},
 		"negative expiry":       {sealed(hdr(5, 5), noKeys, noSessions, []byte{0, 1}, rv(tokenID(1, 0), -1)), "before the clock"},
 		"revocation count":      {sealed(hdr(5, 5), noKeys, noSessions, []byte{0}, binary.AppendUvarint(nil, MaxRevocations+1)), "revocations, over the limit"},
-		"revocation truncated":  {sealed(hdr(5, 5), noKeys, noSessions, []byte{0, 1}, rv(tokenID(1, 0), 0)[:20]), "truncated"},
+		"revocation truncated":  {sealed(hdr(5, 5), noKeys, noSessions, []byte{0, 1}, rv(tokenID(1, 0), 0)[:12]), "truncated"},
 	} {
 		check(name, c.b)
 		if err := target.s.Restore(bytes.NewReader(c.b)); err == nil || !strings.Contains(err.Error(), c.want) {
@@ -254,6 +267,7 @@ func TestRestoreRejects(t *testing.T) {
 	for _, ok := range [][]byte{
 		sealed(hdr(5, 5), []byte{1}, kv("a", 1, 2, 2), []byte{1, 3}, make([]byte, 8), []byte{0, 1, 1, 0, resFlagFound, 2, 0}, kv("a", 1, 1, 1), noAuth),
 		sealed(hdr(5, 5), noKeys, noSessions, []byte{2}, key(1, 32), key(2, 64), []byte{3}, rv(tokenID(1, 0), 0), rv(tokenID(1, 1), 100), rv(tokenID(2, 0), 101)),
+		sealed(hdr(5, 5, lease(2, 1, "a"), lease(4, 9, "")), []byte{3}, kvl("a", 1, 1, 1, 2), kvl("ab", 1, 1, 1, 2), kvl("b", 1, 1, 1, 4), noSessions, noAuth),
 	} {
 		s := New(Config{})
 		if err := s.Restore(bytes.NewReader(ok)); err != nil {

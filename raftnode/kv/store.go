@@ -22,27 +22,28 @@ const treeDegree = 32
 type entry struct {
 	key, value           []byte
 	create, mod, version uint64
+	lease                uint64 // 0: none
 }
 
 // Entries with their bytes inline: one allocation per write of a small
 // key and value. The buffer sizes fill the allocator's size classes (the
-// entry is 72 bytes: 112, 128, 160 and 256 in all).
+// entry is 80 bytes: 112, 128, 160 and 256 in all).
 type (
 	entry40 struct {
 		e   entry
-		buf [40]byte
+		buf [32]byte
 	}
 	entry56 struct {
 		e   entry
-		buf [56]byte
+		buf [48]byte
 	}
 	entry88 struct {
 		e   entry
-		buf [88]byte
+		buf [80]byte
 	}
 	entry184 struct {
 		e   entry
-		buf [184]byte
+		buf [176]byte
 	}
 )
 
@@ -53,16 +54,16 @@ func newEntry(key, value []byte) *entry {
 	var e *entry
 	var buf []byte
 	switch {
-	case n <= 40:
+	case n <= 32:
 		x := new(entry40)
 		e, buf = &x.e, x.buf[:n:n]
-	case n <= 56:
+	case n <= 48:
 		x := new(entry56)
 		e, buf = &x.e, x.buf[:n:n]
-	case n <= 88:
+	case n <= 80:
 		x := new(entry88)
 		e, buf = &x.e, x.buf[:n:n]
-	case n <= 184:
+	case n <= 176:
 		x := new(entry184)
 		e, buf = &x.e, x.buf[:n:n]
 	default:
@@ -83,7 +84,7 @@ func (e *entry) kv() KeyValue {
 	if e == nil {
 		return KeyValue{}
 	}
-	return KeyValue{Key: e.key, Value: e.value, CreateRevision: e.create, ModRevision: e.mod, Version: e.version}
+	return KeyValue{Key: e.key, Value: e.value, CreateRevision: e.create, ModRevision: e.mod, Version: e.version, Lease: e.lease}
 }
 
 // session is a client session. A session reachable from a Snapshot is
@@ -196,6 +197,7 @@ type Store struct {
 	tokenKeys []tokenKey
 	revoked   *btree.BTreeG[revocation] // by id
 	revExpiry *btree.BTreeG[revocation] // those with an expiry, by expiry
+	lt        leaseTrees
 
 	// revEpoch counts the revocations applied and the restores; read
 	// without the mutex.
@@ -214,6 +216,7 @@ func New(cfg Config) *Store {
 	}
 	s.kv, s.sessions, s.expiry = newTrees()
 	s.revoked, s.revExpiry = newRevTrees()
+	s.lt = newLeaseTrees()
 	return s
 }
 
@@ -291,6 +294,8 @@ func (s *Store) Apply(index uint64, data []byte) Applied {
 		a.Results = []Result{s.addTokenKey(&cmd.TokenKey)}
 	case CmdRevoke:
 		a.Results = []Result{s.revoke(&cmd.Revoke)}
+	case CmdLeaseGrant, CmdLeaseRevoke, CmdLeaseKeepAlive, CmdLeaseExpire:
+		s.applyLease(index, cmd, &a)
 	}
 	return a
 }
@@ -300,6 +305,7 @@ func (s *Store) Apply(index uint64, data []byte) Applied {
 func (c *Command) release() {
 	clear(c.Ops)
 	c.TokenKey.Secret = nil
+	c.Lease = LeaseCommand{}
 }
 
 // SetApplied advances the applied index over an entry that is not a kv
@@ -555,7 +561,8 @@ func (sess *session) forget(n int) {
 
 // save saves seq's result at position pos (from find).
 func (s *Store) save(sess *session, pos int, seq uint64, r Result) {
-	r.Txn = nil // not kept: see Result.Txn
+	r.Txn = nil      // not kept: see Result.Txn
+	r.Prev.Lease = 0 // not kept: see KeyValue.Lease
 	sess.results = slices.Insert(sess.results, pos, saved{seq: seq, res: r})
 	if over := len(sess.results) - s.cfg.MaxSavedResults; over > 0 {
 		if last := sess.results[over-1].seq; last >= sess.low {
@@ -589,9 +596,14 @@ func (s *Store) exec(op *WriteOp) Result {
 	if len(op.Value) > s.cfg.MaxValueSize || len(op.CompareValue) > s.cfg.MaxValueSize {
 		return Result{Code: TooLarge, Message: msgValueTooLarge, Revision: s.rev}
 	}
+	if op.Lease != 0 && op.Type != OpDelete && !op.DeleteOnSuccess {
+		if code, msg := s.checkLease(op.Lease, op.Key); code != OK {
+			return Result{Code: code, Message: msg, Revision: s.rev}
+		}
+	}
 	switch op.Type {
 	case OpPut:
-		cur, found := s.put(op.Key, op.Value)
+		cur, found := s.put(op.Key, op.Value, op.Lease)
 		return Result{Revision: s.rev, Found: found, Prev: cur.kv()}
 	case OpDelete:
 		s.pivot.key = op.Key
@@ -599,6 +611,7 @@ func (s *Store) exec(op *WriteOp) Result {
 		s.pivot.key = nil
 		if found {
 			s.rev++
+			s.detach(cur)
 		}
 		return Result{Revision: s.rev, Succeeded: found, Found: found, Prev: cur.kv()}
 	}
@@ -622,9 +635,10 @@ func (s *Store) exec(op *WriteOp) Result {
 		if found {
 			s.kv.Delete(cur)
 			s.rev++
+			s.detach(cur)
 		}
 	} else {
-		s.put(op.Key, op.Value)
+		s.put(op.Key, op.Value, op.Lease)
 	}
 	return Result{Revision: s.rev, Succeeded: true, Found: found, Prev: prev}
 }
@@ -633,20 +647,24 @@ func (s *Store) exec(op *WriteOp) Result {
 // entry if it had one. One tree traversal: the new entry is inserted
 // first, then completed from the one it replaced (it is not yet visible to
 // any reader or snapshot: the write lock is held).
-func (s *Store) put(key, value []byte) (*entry, bool) {
+func (s *Store) put(key, value []byte, lease uint64) (*entry, bool) {
 	s.rev++
-	return s.putAt(key, value, s.rev)
+	return s.putAt(key, value, s.rev, lease)
 }
 
 // putAt is put at revision rev, which it leaves to the caller to make the
-// store's.
-func (s *Store) putAt(key, value []byte, rev uint64) (*entry, bool) {
+// store's. The key is attached to lease (0: none), which the caller
+// checked exists.
+func (s *Store) putAt(key, value []byte, rev, lease uint64) (*entry, bool) {
 	e := newEntry(key, value)
-	e.create, e.mod, e.version = rev, rev, 1
+	e.create, e.mod, e.version, e.lease = rev, rev, 1, lease
 	old, found := s.kv.ReplaceOrInsert(e)
 	if found {
 		e.create = old.create
 		e.version = old.version + 1
+	}
+	if lease != 0 || (found && old.lease != 0) {
+		s.reattach(old, e)
 	}
 	return old, found
 }

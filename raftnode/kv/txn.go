@@ -93,6 +93,7 @@ type TxnOp struct {
 	Value []byte // TxnPut
 	After []byte // TxnRange
 	Limit uint32 // TxnRange
+	Lease uint64 // TxnPut: the lease to attach the key to (0: none)
 }
 
 // TxnResult is what a transaction's branch returned: one TxnOpResult per
@@ -272,6 +273,14 @@ func (s *Store) txn(t *Txn, write bool) Result {
 	if ok {
 		ops = t.Then
 	}
+	for i := range ops {
+		// Checked before anything runs: the branch is atomic.
+		if op := &ops[i]; op.Type == TxnPut && op.Lease != 0 {
+			if code, msg := s.checkLease(op.Lease, op.Key); code != OK {
+				return Result{Code: code, Message: msg, Revision: s.rev}
+			}
+		}
+	}
 	rev := s.rev + 1 // every write of the txn takes this revision
 	wrote := false
 	res := make([]TxnOpResult, len(ops))
@@ -279,7 +288,7 @@ func (s *Store) txn(t *Txn, write bool) Result {
 		op, r := &ops[i], &res[i]
 		switch op.Type {
 		case TxnPut:
-			old, found := s.putAt(op.Key, op.Value, rev)
+			old, found := s.putAt(op.Key, op.Value, rev, op.Lease)
 			r.Found, r.KV = found, old.kv()
 			wrote = true
 		case TxnDelete:
@@ -288,6 +297,7 @@ func (s *Store) txn(t *Txn, write bool) Result {
 			pivot.key = nil
 			r.Found, r.KV = found, old.kv()
 			wrote = wrote || found
+			s.detach(old)
 		case TxnGet:
 			cur, found := lookup(op.Key)
 			r.Found, r.KV = found, cur.kv()
@@ -320,6 +330,10 @@ const (
 	minTxnOpSize   = 5
 )
 
+// txnOpFlagLease, in a transaction operation's type byte, says a uvarint
+// lease follows its limit.
+const txnOpFlagLease = 0x80
+
 // appendTxn appends t's encoding (see AppendBinary).
 func appendTxn(dst []byte, t *Txn) []byte {
 	if t == nil {
@@ -337,11 +351,18 @@ func appendTxn(dst []byte, t *Txn) []byte {
 		dst = binary.AppendUvarint(dst, uint64(len(ops)))
 		for i := range ops {
 			op := &ops[i]
-			dst = append(dst, byte(op.Type))
+			typ := byte(op.Type)
+			if op.Lease != 0 {
+				typ |= txnOpFlagLease
+			}
+			dst = append(dst, typ)
 			dst = appendBytes(dst, op.Key)
 			dst = appendBytes(dst, op.Value)
 			dst = appendBytes(dst, op.After)
 			dst = binary.AppendUvarint(dst, uint64(op.Limit))
+			if op.Lease != 0 {
+				dst = binary.AppendUvarint(dst, op.Lease)
+			}
 		}
 	}
 	return dst
@@ -379,7 +400,8 @@ func (d *decoder) txnOps() []TxnOp {
 	ops := make([]TxnOp, n)
 	for i := range ops {
 		op := &ops[i]
-		op.Type = TxnOpType(d.byte())
+		typ := d.byte()
+		op.Type = TxnOpType(typ &^ txnOpFlagLease)
 		op.Key = d.bytes()
 		op.Value = d.bytes()
 		op.After = d.bytes()
@@ -387,6 +409,11 @@ func (d *decoder) txnOps() []TxnOp {
 			d.fail("txn range limit %d", l)
 		} else {
 			op.Limit = uint32(l)
+		}
+		if typ&txnOpFlagLease != 0 {
+			if op.Lease = d.uvarint(); d.err == nil && op.Lease == 0 {
+				d.fail("zero txn op lease flagged present")
+			}
 		}
 		if d.err != nil {
 			return nil

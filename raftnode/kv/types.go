@@ -57,6 +57,10 @@ type Config struct {
 	// maximal CAS) is raised to it.
 	MaxBatchOps   int
 	MaxBatchBytes int
+	// MinLeaseTTL and MaxLeaseTTL bound a lease's TTL; MaxLeases bounds
+	// the leases held at once (a grant beyond it is refused, TooLarge).
+	MinLeaseTTL, MaxLeaseTTL time.Duration
+	MaxLeases                int
 }
 
 func (c Config) withDefaults() Config {
@@ -85,17 +89,27 @@ func (c Config) withDefaults() Config {
 		c.MaxBatchBytes = DefaultMaxBatchBytes
 	}
 	c.MaxBatchBytes = max(c.MaxBatchBytes, c.MaxKeySize+2*c.MaxValueSize)
+	if c.MinLeaseTTL <= 0 {
+		c.MinLeaseTTL = DefaultMinLeaseTTL
+	}
+	if c.MaxLeaseTTL <= 0 {
+		c.MaxLeaseTTL = DefaultMaxLeaseTTL
+	}
+	c.MaxLeaseTTL = max(c.MaxLeaseTTL, c.MinLeaseTTL)
+	if c.MaxLeases <= 0 {
+		c.MaxLeases = DefaultMaxLeases
+	}
 	return c
 }
 
 // maxOpOverhead bounds the bytes an encoded write op takes besides its key
 // and values: the seq, the type, compare and flag bytes, three length
-// prefixes and the compare revision (see AppendBinary), and a
+// prefixes, the compare revision and the lease (see AppendBinary), and a
 // transaction's three list lengths. A transaction's compares (two bytes,
 // two length prefixes, a number) and operations (a byte, three length
 // prefixes, a limit) take less each, and count as ops towards
 // MaxBatchOps.
-const maxOpOverhead = binary.MaxVarintLen64 + 3 + 3*binary.MaxVarintLen64 + binary.MaxVarintLen64 + 3*binary.MaxVarintLen64
+const maxOpOverhead = binary.MaxVarintLen64 + 3 + 3*binary.MaxVarintLen64 + binary.MaxVarintLen64 + 3*binary.MaxVarintLen64 + binary.MaxVarintLen64
 
 // maxCommandHeader bounds an encoded Command's bytes before its ops: the
 // version and kind bytes, Time, and four uvarints.
@@ -128,6 +142,16 @@ const (
 	CmdTokenKey
 	// CmdRevoke adds Revoke to the revoked token ids.
 	CmdRevoke
+	// CmdLeaseGrant grants a lease whose id is the entry's log index,
+	// with Lease.TTL and Lease.Prefix.
+	CmdLeaseGrant
+	// CmdLeaseRevoke revokes the leases Lease.IDs, deleting their keys.
+	CmdLeaseRevoke
+	// CmdLeaseKeepAlive refreshes the leases Lease.IDs.
+	CmdLeaseKeepAlive
+	// CmdLeaseExpire expires those of the leases Lease.IDs whose deadline
+	// the log clock has passed, deleting their keys (see lease.go).
+	CmdLeaseExpire
 )
 
 // String returns the kind's name.
@@ -145,6 +169,14 @@ func (k CommandKind) String() string {
 		return "TokenKey"
 	case CmdRevoke:
 		return "Revoke"
+	case CmdLeaseGrant:
+		return "LeaseGrant"
+	case CmdLeaseRevoke:
+		return "LeaseRevoke"
+	case CmdLeaseKeepAlive:
+		return "LeaseKeepAlive"
+	case CmdLeaseExpire:
+		return "LeaseExpire"
 	}
 	return "CommandKind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -174,6 +206,8 @@ type Command struct {
 	TokenKey TokenKey
 	// Revoke (CmdRevoke) is the token revocation to add.
 	Revoke Revocation
+	// Lease is the lease commands' body.
+	Lease LeaseCommand
 }
 
 // Limits of the auth state. They take part in the replicated state
@@ -296,6 +330,10 @@ type WriteOp struct {
 	DeleteOnSuccess bool
 	// Txn is an OpTxn's transaction.
 	Txn *Txn
+	// Lease (OpPut, OpCAS writing a value) attaches the key to a lease
+	// (0: none); an unknown lease fails the op with LeaseNotFound, a key
+	// outside the lease's prefix with InvalidArgument.
+	Lease uint64
 }
 
 // KeyValue is a key's state. Its slices are shared with the store and must
@@ -310,6 +348,9 @@ type KeyValue struct {
 	// Version counts the writes to the key since it was created (1 after
 	// the creating write).
 	Version uint64
+	// Lease is the lease the key is attached to (0: none). Results saved
+	// with a session do not keep it in Prev.
+	Lease uint64
 }
 
 // Code is a write result's outcome.
@@ -333,6 +374,9 @@ const (
 	TooLarge
 	// Internal: a bug.
 	Internal
+	// LeaseNotFound: the lease named is unknown, expired or revoked;
+	// nothing applied.
+	LeaseNotFound
 )
 
 // String returns the code's name.
@@ -350,6 +394,8 @@ func (c Code) String() string {
 		return "TooLarge"
 	case Internal:
 		return "Internal"
+	case LeaseNotFound:
+		return "LeaseNotFound"
 	}
 	return "Code(" + strconv.Itoa(int(c)) + ")"
 }
@@ -390,13 +436,19 @@ type Applied struct {
 	// Results has one Result per op for CmdBatch, one for CmdKeepAlive and
 	// CmdCloseSession (OK or SessionExpired), one for CmdTokenKey and
 	// CmdRevoke (OK, InvalidArgument or TooLarge; Succeeded says whether
-	// the auth state changed), none for CmdOpenSession.
+	// the auth state changed), none for CmdOpenSession, one for
+	// CmdLeaseGrant and one per id for the other lease commands
+	// (Succeeded: the lease was revoked or expired).
 	Results []Result
 	// Err is set when the entry could not be applied: a malformed command
 	// (wraps ErrMalformed; every node gets the same error and only the
 	// applied index moved), or an index not after the applied index (wraps
 	// ErrIndex; nothing changed).
 	Err error
+	// Leases holds the leases' state after a CmdLeaseGrant (one, when it
+	// succeeded) and a CmdLeaseKeepAlive (one per id, zero for a lease
+	// not found).
+	Leases []LeaseInfo
 }
 
 var (

@@ -78,6 +78,8 @@ func kvCodeError(r kv.Result) error {
 		code = schema.ErrorCode_invalidArgument
 	case kv.TooLarge:
 		code = schema.ErrorCode_tooLarge
+	case kv.LeaseNotFound:
+		code = schema.ErrorCode_leaseNotFound
 	}
 	msg := r.Message
 	if msg == "" {

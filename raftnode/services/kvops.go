@@ -39,7 +39,7 @@ func writeOp(o *kvwire.Op) kv.WriteOp {
 	case kvwire.Txn:
 		w.Type, w.Key, w.Txn = kv.OpTxn, nil, kvTxn(o)
 	case kvwire.Put:
-		w.Type, w.Value = kv.OpPut, o.Value
+		w.Type, w.Value, w.Lease = kv.OpPut, o.Value, o.Lease
 	case kvwire.Delete:
 		w.Type = kv.OpDelete
 	case kvwire.CAS:

@@ -263,6 +263,7 @@ func (s *kvServer) methods() (inline map[string]rpc.InlineServe, rest map[string
 			return s.Restrict(ctx, schema.KV_restrict{Call: c})
 		},
 	}
+	s.leaseMethods(rest)
 	return inline, rest
 }
 

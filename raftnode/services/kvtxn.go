@@ -52,6 +52,9 @@ func kvTxnOps(ops []kvwire.Op) []kv.TxnOp {
 	for i := range ops {
 		o := &ops[i]
 		out[i] = kv.TxnOp{Type: txnOpTypes[o.Kind], Key: o.Key, Value: o.Value, After: o.After, Limit: o.Limit}
+		if o.Kind == kvwire.Put {
+			out[i].Lease = o.Lease
+		}
 	}
 	return out
 }

@@ -90,6 +90,9 @@ type Server struct {
 	proposeID atomic.Uint64
 	// backingUp is set while a backup is sent (backup.go): one at a time.
 	backingUp atomic.Bool
+	// leaseStop ends the running lease expirer (kvlease.go).
+	leaseMu   sync.Mutex
+	leaseStop chan struct{}
 
 	stopc     chan struct{} // closed by Close
 	wg        sync.WaitGroup
@@ -133,7 +136,12 @@ func (sv *Server) Bootstrap(conn *rpc.ConnInfo) capnp.Client {
 // driver.
 func (sv *Server) Close() {
 	sv.closeOnce.Do(func() {
+		// Under leaseMu: a lease expirer starting now either counted
+		// itself in wg already or sees stopc closed (WaitGroup.Add must
+		// not race Wait).
+		sv.leaseMu.Lock()
 		close(sv.stopc)
+		sv.leaseMu.Unlock()
 		sv.wg.Wait()
 	})
 }
@@ -144,8 +152,12 @@ func (sv *Server) OnApplied(index uint64, res statemachine.Result, replayed bool
 }
 
 // OnLeading is the driver's Config.OnLeading: a new leader of a secure
-// cluster creates its first token key.
-func (sv *Server) OnLeading() { sv.createFirstTokenKey() }
+// cluster creates its first token key, and every new leader starts
+// expiring leases (after a grace: see kvlease.go).
+func (sv *Server) OnLeading() {
+	sv.createFirstTokenKey()
+	sv.startLeaseExpirer(time.Now())
+}
 
 // untilStopped returns a context that ends after d, or as soon as the
 // services are closed.
