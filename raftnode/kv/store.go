@@ -201,6 +201,11 @@ type Store struct {
 	// without the mutex.
 	revEpoch atomic.Uint64
 
+	// hist is the event history watches read (history.go); pending the
+	// events of the entry being applied, published when it ends.
+	hist    *history
+	pending []histEvent
+
 	scratch Command // reused by Apply to decode without allocating ops
 	pivot   entry   // Apply's search key, to look up without allocating
 }
@@ -214,6 +219,7 @@ func New(cfg Config) *Store {
 	}
 	s.kv, s.sessions, s.expiry = newTrees()
 	s.revoked, s.revExpiry = newRevTrees()
+	s.hist = newHistory(cfg, 0)
 	return s
 }
 
@@ -256,6 +262,7 @@ const (
 func (s *Store) Apply(index uint64, data []byte) Applied {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer s.publishPending() // before the unlock: deferred later, run first
 	if index <= s.applied {
 		return Applied{Err: fmt.Errorf("%w: apply %d at applied index %d", ErrIndex, index, s.applied)}
 	}
@@ -599,6 +606,7 @@ func (s *Store) exec(op *WriteOp) Result {
 		s.pivot.key = nil
 		if found {
 			s.rev++
+			s.record(s.rev, nil, cur)
 		}
 		return Result{Revision: s.rev, Succeeded: found, Found: found, Prev: cur.kv()}
 	}
@@ -622,6 +630,7 @@ func (s *Store) exec(op *WriteOp) Result {
 		if found {
 			s.kv.Delete(cur)
 			s.rev++
+			s.record(s.rev, nil, cur)
 		}
 	} else {
 		s.put(op.Key, op.Value)
@@ -648,6 +657,7 @@ func (s *Store) putAt(key, value []byte, rev uint64) (*entry, bool) {
 		e.create = old.create
 		e.version = old.version + 1
 	}
+	s.record(rev, e, old)
 	return old, found
 }
 
