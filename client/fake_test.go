@@ -340,6 +340,7 @@ func (k *fakeKVCap) Delete(context.Context, schema.KV_delete) error { return err
 func (k *fakeKVCap) Cas(context.Context, schema.KV_cas) error       { return errFakeUnimplemented }
 func (k *fakeKVCap) Range(context.Context, schema.KV_range) error   { return errFakeUnimplemented }
 func (k *fakeKVCap) Txn(context.Context, schema.KV_txn) error       { return errFakeUnimplemented }
+func (k *fakeKVCap) Watch(context.Context, schema.KV_watch) error   { return errFakeUnimplemented }
 
 func (k *fakeKVCap) OpenSession(_ context.Context, call schema.KV_openSession) error {
 	s := k.n.node.store
