@@ -94,7 +94,24 @@ type kvClient interface {
 	CreateToken(ctx context.Context, prefix string, readOnly bool) (token, id string, err error)
 	// RevokeToken revokes token id and every token derived from it.
 	RevokeToken(ctx context.Context, id string) error
+	// Watch watches the keys with prefix from revision from (0: now),
+	// resuming across node failures, until ctx ends.
+	Watch(ctx context.Context, prefix string, from uint64) <-chan watchBatch
 	Close() error
+}
+
+// watchBatch is one response of a watch: its events, the revision it
+// brings the watch up to, and the error that ended the watch (last).
+type watchBatch struct {
+	events []watchEvent
+	upTo   uint64
+	err    error
+}
+
+type watchEvent struct {
+	del        bool
+	key, value string
+	rev        uint64
 }
 
 const (
