@@ -12,6 +12,7 @@
 //	raftctl bench put --clients 64 --duration 10s
 //	raftctl ping hello                    # prints echo:hello and the round trip
 //	raftctl listen
+//	raftctl watch app/ --rev 1 --prev     # every change under app/, replayed from revision 1
 //
 // The endpoints default to $RAFTCTL_ENDPOINTS, else 127.0.0.1:7000, and
 // are checked to be host:port before anything is dialled. With -o json
@@ -236,7 +237,7 @@ func newRoot(stdout, stderr io.Writer) (*cobra.Command, *globals) {
 	root.AddCommand(
 		putCommand(g), getCommand(g), delCommand(g), casCommand(g), rangeCommand(g), txnCommand(g),
 		statusCommand(g), membersCommand(g), memberCommand(g), transferCommand(g), snapshotCommand(g),
-		benchCommand(g), pingCommand(g), listenCommand(g), endpointCommand(g), checkCommand(g), traceCommand(g),
+		benchCommand(g), pingCommand(g), listenCommand(g), watchCommand(g), endpointCommand(g), checkCommand(g), traceCommand(g),
 		tokenCommand(g), whoamiCommand(g), newCertsCommand(),
 	)
 	return root, g
