@@ -125,8 +125,10 @@ type history struct {
 	// in the history; rev is the store's revision as of the last publish.
 	oldest, rev uint64
 	// changed is closed and replaced when rev moves (or the history is
-	// reset).
+	// reset), if a reader took it (handed): without readers, publishing
+	// allocates nothing.
 	changed chan struct{}
+	handed  bool
 }
 
 func newHistory(cfg Config, rev uint64) *history {
@@ -156,8 +158,15 @@ func (h *history) publish(evs []histEvent, rev uint64) {
 	}
 	h.rev = rev
 	h.trimLocked()
-	close(h.changed)
-	h.changed = make(chan struct{})
+	h.wake()
+}
+
+// wake closes the channel readers wait on, if any reader took it.
+func (h *history) wake() {
+	if h.handed {
+		close(h.changed)
+		h.changed, h.handed = make(chan struct{}), false
+	}
 }
 
 // trimLocked drops the oldest revisions, whole, while the history is
@@ -197,8 +206,7 @@ func (h *history) reset(rev uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.resetLocked(rev)
-	close(h.changed)
-	h.changed = make(chan struct{})
+	h.wake()
 }
 
 func (h *history) resetLocked(rev uint64) {
@@ -254,6 +262,7 @@ func (s *Store) ReadEvents(q EventQuery, dst []Event) (EventPage, error) {
 	h.mu.Lock()
 	chunks, base, first, next := h.chunks, h.base, h.first, h.next
 	oldest, head, changed := h.oldest, h.rev, h.changed
+	h.handed = true
 	h.mu.Unlock()
 
 	from := q.From
