@@ -3,7 +3,7 @@ package kv
 import (
 	"bytes"
 	"fmt"
-	"sync"
+	"sync/atomic"
 )
 
 // The event history: what watches read.
@@ -110,30 +110,56 @@ func (e *histEvent) cost() int64 {
 
 type eventChunk [chunkLen]histEvent
 
-// history is the store's event history (see above).
+// closedChan is a closed channel.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// history is the store's event history (see above). The apply goroutine
+// alone writes it (publish, reset, with the store's lock held); readers
+// load its latest view, an immutable value, without a lock, so a crowd
+// of readers never makes the apply loop wait.
 type history struct {
 	maxRevs  uint64
 	maxBytes int64
 
-	mu sync.Mutex
-	// chunks hold the events with sequence numbers base.. (seq counts
-	// every event ever published); those from first to next-1 are live.
+	// w is the writer's state; view the latest published copy of it.
+	w     histState
+	bytes int64
+	view  atomic.Pointer[histView]
+}
+
+// histState is the history's bounds. The chunks hold the events with
+// sequence numbers base.. (seq counts every event ever published); those
+// from first to next-1 are live. oldest is the oldest revision retained
+// (every event from it on is in the history), rev the store's revision as
+// of the last publish.
+type histState struct {
 	chunks            []*eventChunk
 	base, first, next uint64
-	bytes             int64
-	// oldest is the oldest revision retained: every event from it on is
-	// in the history; rev is the store's revision as of the last publish.
-	oldest, rev uint64
-	// changed is closed and replaced when rev moves (or the history is
-	// reset), if a reader took it (handed): without readers, publishing
-	// allocates nothing.
-	changed chan struct{}
-	handed  bool
+	oldest, rev       uint64
+}
+
+// histView is one published histState. Its changed channel, made by the
+// first reader that waits on it, is closed once a newer view replaces it.
+type histView struct {
+	histState
+	changed atomic.Pointer[chan struct{}]
+}
+
+// waitChan returns the channel closed when v is replaced.
+func (v *histView) waitChan() <-chan struct{} {
+	if c := v.changed.Load(); c != nil {
+		return *c
+	}
+	c := make(chan struct{})
+	if v.changed.CompareAndSwap(nil, &c) {
+		return c
+	}
+	return *v.changed.Load()
 }
 
 func newHistory(cfg Config, rev uint64) *history {
-	h := &history{maxRevs: uint64(cfg.HistoryRevisions), maxBytes: cfg.HistoryBytes, changed: make(chan struct{})}
-	h.resetLocked(rev)
+	h := &history{maxRevs: uint64(cfg.HistoryRevisions), maxBytes: cfg.HistoryBytes}
+	h.reset(rev)
 	return h
 }
 
@@ -144,75 +170,75 @@ func at(chunks []*eventChunk, base, seq uint64) *histEvent {
 }
 
 // publish appends the events of one entry, which brought the store to
-// rev, and trims the history to its bounds.
+// rev, trims the history to its bounds and publishes the result.
 func (h *history) publish(evs []histEvent, rev uint64) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	w := &h.w
 	for i := range evs {
-		if (h.next-h.base)%chunkLen == 0 && int(h.next-h.base)/chunkLen == len(h.chunks) {
-			h.chunks = append(h.chunks, new(eventChunk))
+		if (w.next-w.base)%chunkLen == 0 && int(w.next-w.base)/chunkLen == len(w.chunks) {
+			w.chunks = append(w.chunks, new(eventChunk))
 		}
-		*at(h.chunks, h.base, h.next) = evs[i]
-		h.next++
+		*at(w.chunks, w.base, w.next) = evs[i]
+		w.next++
 		h.bytes += evs[i].cost()
 	}
-	h.rev = rev
-	h.trimLocked()
-	h.wake()
+	w.rev = rev
+	h.trim()
+	h.store()
 }
 
-// wake closes the channel readers wait on, if any reader took it.
-func (h *history) wake() {
-	if h.handed {
-		close(h.changed)
-		h.changed, h.handed = make(chan struct{}), false
+// store publishes the writer's state as the new view and wakes the
+// readers waiting on the old one. A reader that took the old view's
+// channel before this swap is woken; one that takes it after sees the
+// new view when it checks again (ReadEvents).
+func (h *history) store() {
+	old := h.view.Swap(&histView{histState: h.w})
+	if old != nil {
+		if c := old.changed.Load(); c != nil {
+			close(*c)
+		}
 	}
 }
 
-// trimLocked drops the oldest revisions, whole, while the history is
-// over a bound; the newest revision always stays.
-func (h *history) trimLocked() {
-	for h.first < h.next {
-		first := at(h.chunks, h.base, h.first)
-		if first.rev == h.rev || (h.rev-first.rev < h.maxRevs && h.bytes <= h.maxBytes) {
+// trim drops the oldest revisions, whole, while the history is over a
+// bound; the newest revision always stays.
+func (h *history) trim() {
+	w := &h.w
+	for w.first < w.next {
+		first := at(w.chunks, w.base, w.first)
+		if first.rev == w.rev || (w.rev-first.rev < h.maxRevs && h.bytes <= h.maxBytes) {
 			break
 		}
 		rev := first.rev
-		for h.first < h.next {
-			e := at(h.chunks, h.base, h.first)
+		for w.first < w.next {
+			e := at(w.chunks, w.base, w.first)
 			if e.rev != rev {
 				break
 			}
 			// The slot is not cleared: a reader may be scanning it. Its
 			// chunk, and the entries it holds, go with the chunk.
 			h.bytes -= e.cost()
-			h.first++
+			w.first++
 		}
-		h.oldest = rev + 1
+		w.oldest = rev + 1
 	}
-	// Drop the chunks wholly before first.
-	if n := (h.first - h.base) / chunkLen; n > 0 {
-		h.chunks = h.chunks[n:]
-		h.base += n * chunkLen
-		if cap(h.chunks) > 4*len(h.chunks)+16 {
-			h.chunks = append([]*eventChunk(nil), h.chunks...)
+	// Drop the chunks wholly before first. Appending to the re-sliced
+	// slice writes past every published view's end, never into it.
+	if n := (w.first - w.base) / chunkLen; n > 0 {
+		w.chunks = w.chunks[n:]
+		w.base += n * chunkLen
+		if cap(w.chunks) > 4*len(w.chunks)+16 {
+			w.chunks = append([]*eventChunk(nil), w.chunks...)
 		}
 	}
 }
 
 // reset empties the history at revision rev (a restore): the oldest
-// revision it can serve is rev+1.
+// revision it can serve is rev+1. Readers holding the old chunks keep
+// them; new ones start afresh.
 func (h *history) reset(rev uint64) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.resetLocked(rev)
-	h.wake()
-}
-
-func (h *history) resetLocked(rev uint64) {
-	// Readers holding the old chunks keep them; new ones start afresh.
-	h.chunks, h.base, h.first, h.next, h.bytes = nil, 0, 0, 0, 0
-	h.oldest, h.rev = rev+1, rev
+	h.w = histState{oldest: rev + 1, rev: rev}
+	h.bytes = 0
+	h.store()
 }
 
 // EventQuery asks ReadEvents for events.
@@ -258,12 +284,9 @@ type EventPage struct {
 // shared with the store: read-only. It may be called from any goroutine,
 // and never holds the history's lock while it scans.
 func (s *Store) ReadEvents(q EventQuery, dst []Event) (EventPage, error) {
-	h := s.hist
-	h.mu.Lock()
-	chunks, base, first, next := h.chunks, h.base, h.first, h.next
-	oldest, head, changed := h.oldest, h.rev, h.changed
-	h.handed = true
-	h.mu.Unlock()
+	v, changed := s.hist.latest()
+	chunks, base, first, next := v.chunks, v.base, v.first, v.next
+	oldest, head := v.oldest, v.rev
 
 	from := q.From
 	if from == 0 {
@@ -316,13 +339,31 @@ func (s *Store) ReadEvents(q EventQuery, dst []Event) (EventPage, error) {
 	return page, nil
 }
 
+// HistoryChanged returns a channel closed once the history moves past
+// what it holds now (a change is published, or the store restored).
+func (s *Store) HistoryChanged() <-chan struct{} {
+	_, c := s.hist.latest()
+	return c
+}
+
+// latest returns the latest view and a channel closed once it is
+// replaced. It takes the view and, if it is still the latest once its
+// channel is taken, that channel: a publish after this point closes it
+// (see history.store).
+func (h *history) latest() (*histView, <-chan struct{}) {
+	v := h.view.Load()
+	changed := v.waitChan()
+	if h.view.Load() != v {
+		changed = closedChan // replaced meanwhile: the caller reads again at once
+	}
+	return v, changed
+}
+
 // HistoryBounds returns the oldest revision the history retains and the
 // store's revision as of its last publish.
 func (s *Store) HistoryBounds() (oldest, head uint64) {
-	h := s.hist
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.oldest, h.rev
+	v := s.hist.view.Load()
+	return v.oldest, v.rev
 }
 
 // record notes a change made by the entry being applied: cur is the key's

@@ -121,12 +121,51 @@ type Hub struct {
 	watchers map[*watcher]struct{}
 	closed   bool
 	wg       sync.WaitGroup
+
+	// The relay (relay) waits on the store's history alone and wakes the
+	// watchers by closing bcast, so that the apply loop, which wakes
+	// whoever waits on the history, wakes one goroutine per entry, not
+	// one per watcher.
+	bmu   sync.Mutex
+	bcast chan struct{}
+	stop  chan struct{}
 }
 
 // NewHub returns a hub serving watches from store's history.
 func NewHub(store *kv.Store, cfg Config) *Hub {
 	cfg = cfg.withDefaults()
-	return &Hub{cfg: cfg, log: cfg.Logger, store: store, watchers: make(map[*watcher]struct{})}
+	h := &Hub{cfg: cfg, log: cfg.Logger, store: store, watchers: make(map[*watcher]struct{}),
+		bcast: make(chan struct{}), stop: make(chan struct{})}
+	h.wg.Add(1)
+	go h.relay()
+	return h
+}
+
+// relay closes bcast after every change to the history: each close
+// happens after the change that caused it, so a watcher that took bcast
+// before reading the history is woken by any change it did not read.
+func (h *Hub) relay() {
+	defer h.wg.Done()
+	for {
+		changed := h.store.HistoryChanged()
+		h.bmu.Lock()
+		close(h.bcast)
+		h.bcast = make(chan struct{})
+		h.bmu.Unlock()
+		select {
+		case <-changed:
+		case <-h.stop:
+			return
+		}
+	}
+}
+
+// changed returns a channel closed after the next change to the history
+// (take it before reading the history).
+func (h *Hub) changed() <-chan struct{} {
+	h.bmu.Lock()
+	defer h.bmu.Unlock()
+	return h.bcast
 }
 
 // ErrClosed is Watch's error once the hub is closed.
@@ -178,6 +217,9 @@ func (h *Hub) NumWatchers() int {
 // and waits for their goroutines.
 func (h *Hub) Close() {
 	h.mu.Lock()
+	if !h.closed {
+		close(h.stop)
+	}
 	h.closed = true
 	ws := h.watchers
 	h.watchers = make(map[*watcher]struct{})
@@ -299,6 +341,7 @@ func (h *Hub) deliverAll(w *watcher) (sentUpTo uint64) {
 		// Read what the history holds past scanned.
 		q.From = scanned + 1
 		n := len(queue)
+		changed := h.changed() // before the read: see relay
 		page, err := h.store.ReadEvents(q, queue)
 		var ce *kv.CompactedError
 		if errors.As(err, &ce) {
@@ -366,7 +409,7 @@ func (h *Hub) deliverAll(w *watcher) (sentUpTo uint64) {
 		select {
 		case <-w.done:
 			return sentUpTo
-		case <-page.Changed:
+		case <-changed:
 		case <-returned:
 			if why, ok := h.returned(w, &call); !ok {
 				return fail(why)
