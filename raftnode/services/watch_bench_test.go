@@ -36,7 +36,7 @@ func (w *countWatcher) Closed(context.Context, schema.Watcher_closed) error { re
 // achieved and the p99 latency from each put's scheduled time (so a
 // stall counts for every put it delays).
 func BenchmarkPutWithWatchers(b *testing.B) {
-	for _, rate := range []int{0, 5000} {
+	for _, rate := range []int{0, 1000, 5000} {
 		for _, n := range []int{0, 100} {
 			name := fmt.Sprintf("open/watchers=%d", n)
 			if rate > 0 {
@@ -53,17 +53,22 @@ func benchPutWithWatchers(b *testing.B, n, rate int) {
 			sv, ctx := singleNode(b)
 			k := schema.KV(sv.kvCapability(rpc.NewExporter(nil), kvScope{}))
 			defer k.Release()
+			ws := make([]*countWatcher, n)
 			for i := 0; i < n; i++ {
-				w := schema.Watcher_ServerToClient(new(countWatcher))
+				ws[i] = new(countWatcher)
+				w := schema.Watcher_ServerToClient(ws[i])
 				f, rel := k.Watch(ctx, func(p schema.KV_watch_Params) error {
 					if _, err := p.NewReq(); err != nil {
 						return err
 					}
 					return p.SetWatcher(w)
 				})
-				if _, err := f.Struct(); err != nil {
+				res, err := f.Struct()
+				if err != nil {
 					b.Fatal(err)
 				}
+				handle := res.Handle().AddRef() // releasing it ends the watch
+				defer handle.Release()
 				rel()
 			}
 			const writers = 32
@@ -110,6 +115,20 @@ func benchPutWithWatchers(b *testing.B, n, rate int) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "puts/s")
 			slices.Sort(lat[1:])
 			b.ReportMetric(float64(lat[1+(b.N-1)*99/100].Microseconds()), "p99-µs")
+			// Every watcher kept up (none was closed as too slow) and gets
+			// every put: the fan-out was not skipped.
+			if got := sv.watches.NumWatchers(); got != n {
+				b.Fatalf("%d of %d watchers left", got, n)
+			}
+			deadline := time.Now().Add(2 * time.Minute)
+			for _, w := range ws {
+				for w.n.Load() < int64(b.N) && time.Now().Before(deadline) {
+					time.Sleep(time.Millisecond) // polling a benchmark's end
+				}
+				if w.n.Load() != int64(b.N) {
+					b.Fatalf("a watcher got %d of %d events", w.n.Load(), b.N)
+				}
+			}
 		}
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"time"
 
@@ -68,6 +69,10 @@ type Config struct {
 	MaxScan int
 	// CheckInterval is how often an idle watch checks its credential.
 	CheckInterval time.Duration
+	// Workers bounds the watches that read and send at once (default:
+	// half the CPUs the process may use, at least 1), so that the
+	// fan-out never takes every core from the writes.
+	Workers int
 	// CloseTimeout bounds the final closed() call to a cancelled watcher.
 	CloseTimeout time.Duration
 	// Logger receives the hub's logs.
@@ -86,6 +91,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.CheckInterval <= 0 {
 		c.CheckInterval = DefaultCheckInterval
+	}
+	if c.Workers <= 0 {
+		c.Workers = max(1, runtime.GOMAXPROCS(0)/2)
 	}
 	if c.CloseTimeout <= 0 {
 		c.CloseTimeout = DefaultCloseTimeout
@@ -129,13 +137,15 @@ type Hub struct {
 	bmu   sync.Mutex
 	bcast chan struct{}
 	stop  chan struct{}
+	// work holds a token per watch reading or sending (Config.Workers).
+	work chan struct{}
 }
 
 // NewHub returns a hub serving watches from store's history.
 func NewHub(store *kv.Store, cfg Config) *Hub {
 	cfg = cfg.withDefaults()
 	h := &Hub{cfg: cfg, log: cfg.Logger, store: store, watchers: make(map[*watcher]struct{}),
-		bcast: make(chan struct{}), stop: make(chan struct{})}
+		bcast: make(chan struct{}), stop: make(chan struct{}), work: make(chan struct{}, cfg.Workers)}
 	h.wg.Add(1)
 	go h.relay()
 	return h
@@ -333,11 +343,25 @@ func (h *Hub) deliverAll(w *watcher) (sentUpTo uint64) {
 			call.release()
 		}
 	}()
+	working := false
 	fail := func(why closing) uint64 {
+		if working {
+			<-h.work
+		}
 		h.end(w, why)
 		return sentUpTo
 	}
 	for {
+		// Work (read, encode, send) only in one of the hub's worker
+		// slots: the fan-out then takes at most Workers cores from the
+		// writes, and a watcher waiting for a slot gathers more events
+		// into its next call.
+		select {
+		case h.work <- struct{}{}:
+			working = true
+		case <-w.done:
+			return sentUpTo
+		}
 		// Read what the history holds past scanned.
 		q.From = scanned + 1
 		n := len(queue)
@@ -388,6 +412,8 @@ func (h *Hub) deliverAll(w *watcher) (sentUpTo uint64) {
 			}
 		}
 
+		<-h.work
+		working = false
 		// Wait for something to do: more history, the call's return, a
 		// tick, or the end. With more history to read, only look.
 		var returned <-chan struct{}
