@@ -77,7 +77,7 @@ func waitAll(b *testing.B, ws []*countingWatcher, rev uint64) {
 // all watchers together received per second of wall time, until the last
 // was up to date.
 func BenchmarkWatchFanout(b *testing.B) {
-	for _, n := range []int{1, 10, 100} {
+	for _, n := range []int{1, 10, 100, 1000} {
 		b.Run(fmt.Sprintf("watchers=%d", n), func(b *testing.B) {
 			s := kv.New(kv.Config{})
 			entries := putEntries(b.N)
