@@ -338,9 +338,17 @@ func (h *Hub) deliverAll(w *watcher) (sentUpTo uint64) {
 	defer ticker.Stop()
 	defer func() {
 		if call != nil {
-			// Stopped: the call was cancelled with w.ctx; this is not a
-			// handler, so waiting for its answer cannot deadlock.
-			call.release()
+			// Stopped: the call was cancelled with w.ctx. Releasing a
+			// call waits for its answer, which a stalled watcher's
+			// connection may hold until it closes: do that apart, so
+			// that ending a watch (and closing the hub) never waits for
+			// a watcher.
+			select {
+			case <-call.done:
+				call.release()
+			default:
+				go call.release()
+			}
 		}
 	}()
 	working := false
