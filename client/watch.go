@@ -122,7 +122,9 @@ const DefaultWatchProgress = time.Second
 // of their changes. It delivers every change exactly once, in revision
 // order, resuming transparently from the last revision delivered + 1 on
 // this or another endpoint when a node fails, stops, loses its leader or
-// drops the watch for being too slow. The channel is closed when ctx ends
+// drops the watch for being too slow (and on another endpoint when one
+// node's history does not reach back far enough: a node restarted from a
+// snapshot keeps none before it). The channel is closed when ctx ends
 // or the client is closed; a response with Err set comes before it when
 // the watch ends for good (the revision it needs was compacted:
 // errors.Is(err, ErrCompacted); the credential does not grant the prefix:
@@ -147,10 +149,22 @@ func (c *Client) Watch(ctx context.Context, prefix string, opts ...WatchOption) 
 func (c *Client) watchLoop(ctx context.Context, prefix string, o watchOptions, out chan<- WatchResponse) {
 	next := o.from
 	var b backoff
+	compacted := 0 // endpoints in a row whose history did not reach back
 	for ctx.Err() == nil {
 		progressed, err := c.watchOnce(ctx, prefix, o, &next, out)
 		if err == nil || ctx.Err() != nil {
 			return
+		}
+		if progressed {
+			compacted = 0
+		}
+		// A node that restarted from a snapshot keeps no history before
+		// it; another may still have it (watchOnce moved to the next
+		// endpoint).
+		if errors.Is(err, ErrCompacted) && compacted < len(c.endpoints)-1 {
+			compacted++
+			c.opts.log.Debug("watch: revision compacted on this node; trying the next endpoint", "prefix", prefix, "from", next, "error", err)
+			continue
 		}
 		if errors.Is(err, ErrClosed) || !retryableWatch(err) {
 			select {
@@ -227,6 +241,7 @@ func (c *Client) watchOnce(ctx context.Context, prefix string, o watchOptions, n
 		rel()
 		switch se.Code {
 		case ErrorCode(schema.ErrorCode_compacted):
+			c.moveOnCompacted(cn)
 			return false, &CompactedError{Requested: *next, Oldest: oldest, Addr: cn.addr(), Message: se.Message}
 		case CodeShuttingDown, CodeUnavailable, CodeTimeout:
 			c.retire(cn, true)
@@ -276,6 +291,7 @@ func (c *Client) watchOnce(ctx context.Context, prefix string, o watchOptions, n
 		case cl := <-w.closed:
 			switch cl.code {
 			case schema.ErrorCode_compacted:
+				c.moveOnCompacted(cn)
 				return progressed, &CompactedError{Requested: *next, Oldest: cl.oldest, Addr: cn.addr(), Message: cl.reason}
 			case schema.ErrorCode_shuttingDown:
 				c.retire(cn, true)
@@ -289,6 +305,14 @@ func (c *Client) watchOnce(ctx context.Context, prefix string, o watchOptions, n
 		case <-c.ctx.Done():
 			return progressed, ErrClosed
 		}
+	}
+}
+
+// moveOnCompacted moves the client to the next endpoint after cn's
+// history failed a watch, when there is another endpoint to ask.
+func (c *Client) moveOnCompacted(cn *conn) {
+	if len(c.endpoints) > 1 {
+		c.retire(cn, true)
 	}
 }
 

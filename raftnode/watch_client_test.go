@@ -1,6 +1,7 @@
 package raftnode_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"testing"
@@ -91,5 +92,53 @@ func TestListAndWatchRecoversFromACompactedWatch(t *testing.T) {
 		if cache[kv.Key] != string(kv.Value) {
 			t.Fatalf("key %s: cache %q, store %q", kv.Key, cache[kv.Key], kv.Value)
 		}
+	}
+}
+
+// A node whose history does not reach back far enough (here: a short
+// history; after a restart: none before its snapshot) is not the last
+// word: the client asks the next endpoint, whose history does, and the
+// watch replays every change from the revision asked for.
+func TestWatchAsksTheNextNodeWhenOneHistoryIsCompacted(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *raftnode.Config) {
+		if cfg.ID == 1 {
+			cfg.KV.HistoryRevisions = 2
+		}
+	}, nil)
+	c.leader()
+	ctx := ctxT(t)
+	writer, err := client.New([]string{c.addrs[1], c.addrs[2], c.addrs[3]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer writer.Close()
+	var last uint64
+	for i := 0; i < 10; i++ {
+		if last, err = writer.Put(ctx, fmt.Sprintf("k/%d", i), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Node 1 first: its history holds 2 revisions.
+	cl, err := client.New([]string{c.addrs[1], c.addrs[2]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var revs []uint64
+	for resp := range cl.Watch(wctx, "k/", client.WithRevision(1)) {
+		if resp.Err != nil {
+			t.Fatalf("watch from 1: %v", resp.Err)
+		}
+		for _, e := range resp.Events {
+			revs = append(revs, e.Revision())
+		}
+		if resp.Revision >= last {
+			break
+		}
+	}
+	if len(revs) != 10 || revs[0] != 1 || revs[9] != last {
+		t.Fatalf("watch replayed revisions %v, want 1..%d", revs, last)
 	}
 }
