@@ -40,6 +40,9 @@
 //   - ErrPermissionDenied (a *ServerError with CodePermissionDenied): the
 //     connection's credential does not grant the operation, or its token
 //     was refused; the message names the credential needed. Not retried.
+//   - ErrCompacted (*CompactedError, with the oldest revision kept): a
+//     watch whose revision a node's history no longer holds; see Watch
+//     and ListAndWatch.
 //   - ErrSessionExpired, ErrClosed.
 //   - *ServerError{Code, Message}: the rest (an invalid request, an
 //     internal error); these are not retried.

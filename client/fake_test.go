@@ -355,6 +355,7 @@ func (k *fakeKVCap) LeaseTimeToLive(context.Context, schema.KV_leaseTimeToLive) 
 func (k *fakeKVCap) LeaseList(context.Context, schema.KV_leaseList) error {
 	return errFakeUnimplemented
 }
+func (k *fakeKVCap) Watch(context.Context, schema.KV_watch) error { return errFakeUnimplemented }
 
 func (k *fakeKVCap) OpenSession(_ context.Context, call schema.KV_openSession) error {
 	s := k.n.node.store

@@ -132,3 +132,27 @@ func (r realClient) TxnSet(ctx context.Context, key string, modRev uint64, value
 	}
 	return resp.Succeeded, nil
 }
+
+// Watch watches prefix from revision from (0: from now, after a read
+// index) and delivers each batch's events and the revision it brings the
+// watch up to; err is set on the last response of a watch that ended
+// for good.
+func (r realClient) Watch(ctx context.Context, prefix string, from uint64) <-chan watchBatch {
+	out := make(chan watchBatch)
+	in := r.c.Watch(ctx, prefix, client.WithRevision(from), client.WithLinearizableStart(), client.WithProgressInterval(50*time.Millisecond))
+	go func() {
+		defer close(out)
+		for resp := range in {
+			b := watchBatch{upTo: resp.Revision, err: resp.Err}
+			for _, e := range resp.Events {
+				b.events = append(b.events, watchEvent{del: e.Type == client.EventDelete, key: e.KV.Key, value: string(e.KV.Value), rev: e.KV.ModRevision})
+			}
+			select {
+			case out <- b:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out
+}

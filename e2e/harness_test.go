@@ -102,7 +102,24 @@ type kvClient interface {
 	KeepAlive(ctx context.Context, id uint64) error
 	PutLeased(ctx context.Context, key string, value []byte, lease uint64) (rev uint64, err error)
 	LeaseRemaining(ctx context.Context, id uint64) (time.Duration, error)
+	// Watch watches the keys with prefix from revision from (0: now),
+	// resuming across node failures, until ctx ends.
+	Watch(ctx context.Context, prefix string, from uint64) <-chan watchBatch
 	Close() error
+}
+
+// watchBatch is one response of a watch: its events, the revision it
+// brings the watch up to, and the error that ended the watch (last).
+type watchBatch struct {
+	events []watchEvent
+	upTo   uint64
+	err    error
+}
+
+type watchEvent struct {
+	del        bool
+	key, value string
+	rev        uint64
 }
 
 const (

@@ -22,6 +22,7 @@ import (
 	"github.com/capraft/capraft/raftnode/services"
 	"github.com/capraft/capraft/raftnode/statemachine"
 	"github.com/capraft/capraft/raftnode/storage"
+	"github.com/capraft/capraft/raftnode/watch"
 	"github.com/capraft/capraft/rpc"
 )
 
@@ -109,6 +110,10 @@ type Config struct {
 	Security Security
 	// Echo configures the echo hub (listener queue length and batching).
 	Echo echo.HubConfig
+	// Watch configures the watch hub (a watcher's queue bound, batching);
+	// the history watches replay from is bounded by KV.HistoryRevisions
+	// and KV.HistoryBytes.
+	Watch watch.Config
 	// Logger is the node's logger; components log through named
 	// sub-loggers of it.
 	Logger hclog.Logger
@@ -388,6 +393,7 @@ func (n *Node) open() (discover bool, err error) {
 			Driver:            n.d,
 			KV:                n.kv,
 			Echo:              n.hub,
+			Watch:             n.cfg.Watch,
 			Transport:         n.tr,
 			Peers:             peerHandler{n},
 			Requests:          n.requestObserver(),

@@ -19,6 +19,8 @@ using Go = import "/go.capnp";
 $Go.package("schema");
 $Go.import("github.com/capraft/capraft/schema");
 
+using import "subscription.capnp".Subscription;
+
 interface KV {
   # batch runs many operations in one call. Writes in a batch are applied
   # in list order as one log entry; reads are served after the batch
@@ -166,7 +168,48 @@ interface KV {
   # node's applied state (serializable); more says another page follows.
   # Their keys are not counted (keys is -1).
   leaseList @15 (after :UInt64, limit :UInt32) -> (leases :List(LeaseStatus), more :Bool, error :Error);
+
+  # watch delivers the changes to the keys req selects (a prefix, or one
+  # key) to watcher, from req.fromRevision on, until the handle is
+  # cancelled or released, the watcher's client disconnects, or the node
+  # ends the watch (Watcher.closed says why).
+  #
+  # - Any node serves watches, from its own applied state; a follower's
+  #   watch may lag the leader's by the replication delay, never more.
+  # - Events arrive exactly once, in revision order (a transaction's
+  #   events share its revision, in the order it made them), batched into
+  #   Watcher.events calls, one call in flight at a time. Each call states
+  #   the revision it brings the watcher up to: every change at or below
+  #   it was delivered. A revision's events are never split between calls.
+  # - fromRevision 0 starts after the node's current revision; with
+  #   req.linearizable, after a read index, so the watch sees every write
+  #   acknowledged before the call (fromRevision must then be 0).
+  #   startRevision is the first revision the watch delivers.
+  # - A fromRevision in the past replays from the node's retained history
+  #   (bounded by revisions and bytes: raftnode --history-revisions and
+  #   --history-bytes). One older than the oldest retained revision (or
+  #   before the snapshot the node restored) fails with error code
+  #   compacted and oldestRevision set: re-list (range) and watch from the
+  #   list's revision + 1.
+  # - Progress: with req.progressMillis above 0, a watcher whose keys see
+  #   no change gets an empty events call at most that often, whenever the
+  #   node's revision moved on, so it can always resume from a precise
+  #   revision.
+  # - A slow watcher gets a queue bounded in bytes on the node (8 MiB by
+  #   default); a watcher past it is cancelled with a reason
+  #   (Watcher.closed). It never slows writes or other watchers.
+  # - A restricted KV (see restrict) serves watches within its grant only:
+  #   a prefix wider than the grant is narrowed to it, one outside it is
+  #   refused (permissionDenied). A watch whose credential is revoked or
+  #   expires is closed with the reason.
+  # - Errors in the error field: compacted, invalidArgument (a
+  #   linearizable watch from a revision), tooLarge (a prefix over the key
+  #   size limit), permissionDenied, unavailable/timeout (no read index
+  #   for a linearizable start), shuttingDown.
+  watch @16 (req :WatchRequest, watcher :Watcher)
+      -> (handle :Subscription, startRevision :UInt64, oldestRevision :UInt64, error :Error);
 }
+
 
 struct LeaseStatus {
   id @0 :UInt64;               # the lease's id (its grant's log index)
@@ -176,6 +219,47 @@ struct LeaseStatus {
                                # that node's clock when later (leaseTimeToLive, leaseList); <= 0: due
   keys @4 :Int64;              # keys attached (leaseGrant, leaseTimeToLive), -1 when not counted
   prefix @5 :Data;             # the prefix its keys must have (the granting KV's)
+}
+
+
+struct WatchRequest {
+  prefix @0 :Data;           # the keys that start with it (empty: every key)
+  exact @1 :Bool;            # only the key equal to prefix
+  fromRevision @2 :UInt64;   # the first revision to deliver; 0: the next one
+  prevValue @3 :Bool;        # fill WatchEvent.prev (the key's state before the change)
+  progressMillis @4 :UInt32; # progress notifications at most this often; 0: none
+  linearizable @5 :Bool;     # start after a read index (fromRevision 0 only)
+}
+
+enum EventType {
+  put @0;                    # the key was created or replaced
+  delete @1;                 # the key was deleted
+}
+
+struct WatchEvent {
+  type @0 :EventType;
+  kv @1 :KeyValue;           # after the change; a delete has only key and modRevision (its revision)
+  prev @2 :KeyValue;         # before the change, when hadPrev (asked with prevValue, and the key existed)
+  hadPrev @3 :Bool;
+}
+
+interface Watcher {
+  # events carries the changes of whole revisions, oldest first, and the
+  # revision upTo the watcher is now up to date with (every change to its
+  # keys at or below upTo was delivered, in this call or before). An empty
+  # list is a progress notification. The node sends the next call only
+  # after this one returns: what changes meanwhile is batched into it
+  # (about 1 MiB of events per call, or a single larger revision). A
+  # watcher resumes a watch from upTo + 1.
+  events @0 (events :List(WatchEvent), upTo :UInt64) -> ();
+
+  # closed is the node's last call: the watch ended and why (it fell too
+  # far behind, its credential was revoked, the node is stopping, or its
+  # history no longer holds the revision the watcher needs: code
+  # compacted, with oldestRevision). upTo is the revision the watcher was
+  # up to date with. It is not sent when the watcher's side cancelled,
+  # released the handle or disconnected.
+  closed @1 (reason :Text, code :ErrorCode, upTo :UInt64, oldestRevision :UInt64) -> ();
 }
 
 struct BatchRequest {
@@ -343,6 +427,7 @@ enum ErrorCode {
   timeout @8;              # the node gave up waiting (for a leader, a commit or a read index)
   permissionDenied @9;     # outside what the capability grants (a restricted or read-only KV); the message names the grant
   leaseNotFound @10;       # the lease is unknown, expired or revoked: grant a new one
+  compacted @11;           # a watch from a revision the node's history no longer holds: re-list and watch from the list's revision + 1
 }
 
 struct Error {

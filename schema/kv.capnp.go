@@ -336,6 +336,26 @@ func (c KV) LeaseList(ctx context.Context, params func(KV_leaseList_Params) erro
 
 }
 
+func (c KV) Watch(ctx context.Context, params func(KV_watch_Params) error) (KV_watch_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0xf7dc792a1515d6d1,
+			MethodID:      16,
+			InterfaceName: "schema/kv.capnp:KV",
+			MethodName:    "watch",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 0, PointerCount: 2}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(KV_watch_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return KV_watch_Results_Future{Future: ans.Future()}, release
+
+}
+
 func (c KV) WaitStreaming() error {
 	return capnp.Client(c).WaitStreaming()
 }
@@ -440,6 +460,8 @@ type KV_Server interface {
 	LeaseTimeToLive(context.Context, KV_leaseTimeToLive) error
 
 	LeaseList(context.Context, KV_leaseList) error
+
+	Watch(context.Context, KV_watch) error
 }
 
 // KV_NewServer creates a new Server from an implementation of KV_Server.
@@ -458,7 +480,7 @@ func KV_ServerToClient(s KV_Server) KV {
 // This can be used to create a more complicated Server.
 func KV_Methods(methods []server.Method, s KV_Server) []server.Method {
 	if cap(methods) == 0 {
-		methods = make([]server.Method, 0, 16)
+		methods = make([]server.Method, 0, 17)
 	}
 
 	methods = append(methods, server.Method{
@@ -650,6 +672,18 @@ func KV_Methods(methods []server.Method, s KV_Server) []server.Method {
 		},
 		Impl: func(ctx context.Context, call *server.Call) error {
 			return s.LeaseList(ctx, KV_leaseList{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0xf7dc792a1515d6d1,
+			MethodID:      16,
+			InterfaceName: "schema/kv.capnp:KV",
+			MethodName:    "watch",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.Watch(ctx, KV_watch{call})
 		},
 	})
 
@@ -926,6 +960,23 @@ func (c KV_leaseList) Args() KV_leaseList_Params {
 func (c KV_leaseList) AllocResults() (KV_leaseList_Results, error) {
 	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 8, PointerCount: 2})
 	return KV_leaseList_Results(r), err
+}
+
+// KV_watch holds the state for a server call to KV.watch.
+// See server.Call for documentation.
+type KV_watch struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c KV_watch) Args() KV_watch_Params {
+	return KV_watch_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c KV_watch) AllocResults() (KV_watch_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 16, PointerCount: 2})
+	return KV_watch_Results(r), err
 }
 
 // KV_List is a list of KV.
@@ -3941,6 +3992,247 @@ func (p KV_leaseList_Results_Future) Error() Error_Future {
 	return Error_Future{Future: p.Future.Field(1, nil)}
 }
 
+type KV_watch_Params capnp.Struct
+
+// KV_watch_Params_TypeID is the unique identifier for the type KV_watch_Params.
+const KV_watch_Params_TypeID = 0x91c034c5525c2c66
+
+func NewKV_watch_Params(s *capnp.Segment) (KV_watch_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2})
+	return KV_watch_Params(st), err
+}
+
+func NewRootKV_watch_Params(s *capnp.Segment) (KV_watch_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2})
+	return KV_watch_Params(st), err
+}
+
+func ReadRootKV_watch_Params(msg *capnp.Message) (KV_watch_Params, error) {
+	root, err := msg.Root()
+	return KV_watch_Params(root.Struct()), err
+}
+
+func (s KV_watch_Params) String() string {
+	str, _ := text.Marshal(0x91c034c5525c2c66, capnp.Struct(s))
+	return str
+}
+
+func (s KV_watch_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (KV_watch_Params) DecodeFromPtr(p capnp.Ptr) KV_watch_Params {
+	return KV_watch_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s KV_watch_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s KV_watch_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s KV_watch_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s KV_watch_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s KV_watch_Params) Req() (WatchRequest, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return WatchRequest(p.Struct()), err
+}
+
+func (s KV_watch_Params) HasReq() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s KV_watch_Params) SetReq(v WatchRequest) error {
+	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
+}
+
+// NewReq sets the req field to a newly
+// allocated WatchRequest struct, preferring placement in s's segment.
+func (s KV_watch_Params) NewReq() (WatchRequest, error) {
+	ss, err := NewWatchRequest(capnp.Struct(s).Segment())
+	if err != nil {
+		return WatchRequest{}, err
+	}
+	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
+	return ss, err
+}
+
+func (s KV_watch_Params) Watcher() Watcher {
+	p, _ := capnp.Struct(s).Ptr(1)
+	return Watcher(p.Interface().Client())
+}
+
+func (s KV_watch_Params) HasWatcher() bool {
+	return capnp.Struct(s).HasPtr(1)
+}
+
+func (s KV_watch_Params) SetWatcher(v Watcher) error {
+	if !v.IsValid() {
+		return capnp.Struct(s).SetPtr(1, capnp.Ptr{})
+	}
+	seg := s.Segment()
+	in := capnp.NewInterface(seg, seg.Message().CapTable().Add(capnp.Client(v)))
+	return capnp.Struct(s).SetPtr(1, in.ToPtr())
+}
+
+// KV_watch_Params_List is a list of KV_watch_Params.
+type KV_watch_Params_List = capnp.StructList[KV_watch_Params]
+
+// NewKV_watch_Params creates a new list of KV_watch_Params.
+func NewKV_watch_Params_List(s *capnp.Segment, sz int32) (KV_watch_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 2}, sz)
+	return capnp.StructList[KV_watch_Params](l), err
+}
+
+// KV_watch_Params_Future is a wrapper for a KV_watch_Params promised by a client call.
+type KV_watch_Params_Future struct{ *capnp.Future }
+
+func (f KV_watch_Params_Future) Struct() (KV_watch_Params, error) {
+	p, err := f.Future.Ptr()
+	return KV_watch_Params(p.Struct()), err
+}
+func (p KV_watch_Params_Future) Req() WatchRequest_Future {
+	return WatchRequest_Future{Future: p.Future.Field(0, nil)}
+}
+func (p KV_watch_Params_Future) Watcher() Watcher {
+	return Watcher(p.Future.Field(1, nil).Client())
+}
+
+type KV_watch_Results capnp.Struct
+
+// KV_watch_Results_TypeID is the unique identifier for the type KV_watch_Results.
+const KV_watch_Results_TypeID = 0xb5f9b9a8d42054fe
+
+func NewKV_watch_Results(s *capnp.Segment) (KV_watch_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 16, PointerCount: 2})
+	return KV_watch_Results(st), err
+}
+
+func NewRootKV_watch_Results(s *capnp.Segment) (KV_watch_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 16, PointerCount: 2})
+	return KV_watch_Results(st), err
+}
+
+func ReadRootKV_watch_Results(msg *capnp.Message) (KV_watch_Results, error) {
+	root, err := msg.Root()
+	return KV_watch_Results(root.Struct()), err
+}
+
+func (s KV_watch_Results) String() string {
+	str, _ := text.Marshal(0xb5f9b9a8d42054fe, capnp.Struct(s))
+	return str
+}
+
+func (s KV_watch_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (KV_watch_Results) DecodeFromPtr(p capnp.Ptr) KV_watch_Results {
+	return KV_watch_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s KV_watch_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s KV_watch_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s KV_watch_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s KV_watch_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s KV_watch_Results) Handle() Subscription {
+	p, _ := capnp.Struct(s).Ptr(0)
+	return Subscription(p.Interface().Client())
+}
+
+func (s KV_watch_Results) HasHandle() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s KV_watch_Results) SetHandle(v Subscription) error {
+	if !v.IsValid() {
+		return capnp.Struct(s).SetPtr(0, capnp.Ptr{})
+	}
+	seg := s.Segment()
+	in := capnp.NewInterface(seg, seg.Message().CapTable().Add(capnp.Client(v)))
+	return capnp.Struct(s).SetPtr(0, in.ToPtr())
+}
+
+func (s KV_watch_Results) StartRevision() uint64 {
+	return capnp.Struct(s).Uint64(0)
+}
+
+func (s KV_watch_Results) SetStartRevision(v uint64) {
+	capnp.Struct(s).SetUint64(0, v)
+}
+
+func (s KV_watch_Results) OldestRevision() uint64 {
+	return capnp.Struct(s).Uint64(8)
+}
+
+func (s KV_watch_Results) SetOldestRevision(v uint64) {
+	capnp.Struct(s).SetUint64(8, v)
+}
+
+func (s KV_watch_Results) Error() (Error, error) {
+	p, err := capnp.Struct(s).Ptr(1)
+	return Error(p.Struct()), err
+}
+
+func (s KV_watch_Results) HasError() bool {
+	return capnp.Struct(s).HasPtr(1)
+}
+
+func (s KV_watch_Results) SetError(v Error) error {
+	return capnp.Struct(s).SetPtr(1, capnp.Struct(v).ToPtr())
+}
+
+// NewError sets the error field to a newly
+// allocated Error struct, preferring placement in s's segment.
+func (s KV_watch_Results) NewError() (Error, error) {
+	ss, err := NewError(capnp.Struct(s).Segment())
+	if err != nil {
+		return Error{}, err
+	}
+	err = capnp.Struct(s).SetPtr(1, capnp.Struct(ss).ToPtr())
+	return ss, err
+}
+
+// KV_watch_Results_List is a list of KV_watch_Results.
+type KV_watch_Results_List = capnp.StructList[KV_watch_Results]
+
+// NewKV_watch_Results creates a new list of KV_watch_Results.
+func NewKV_watch_Results_List(s *capnp.Segment, sz int32) (KV_watch_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 16, PointerCount: 2}, sz)
+	return capnp.StructList[KV_watch_Results](l), err
+}
+
+// KV_watch_Results_Future is a wrapper for a KV_watch_Results promised by a client call.
+type KV_watch_Results_Future struct{ *capnp.Future }
+
+func (f KV_watch_Results_Future) Struct() (KV_watch_Results, error) {
+	p, err := f.Future.Ptr()
+	return KV_watch_Results(p.Struct()), err
+}
+func (p KV_watch_Results_Future) Handle() Subscription {
+	return Subscription(p.Future.Field(0, nil).Client())
+}
+
+func (p KV_watch_Results_Future) Error() Error_Future {
+	return Error_Future{Future: p.Future.Field(1, nil)}
+}
+
 type LeaseStatus capnp.Struct
 
 // LeaseStatus_TypeID is the unique identifier for the type LeaseStatus.
@@ -4056,6 +4348,844 @@ type LeaseStatus_Future struct{ *capnp.Future }
 func (f LeaseStatus_Future) Struct() (LeaseStatus, error) {
 	p, err := f.Future.Ptr()
 	return LeaseStatus(p.Struct()), err
+}
+
+type WatchRequest capnp.Struct
+
+// WatchRequest_TypeID is the unique identifier for the type WatchRequest.
+const WatchRequest_TypeID = 0xfdbad3c06437c85f
+
+func NewWatchRequest(s *capnp.Segment) (WatchRequest, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 16, PointerCount: 1})
+	return WatchRequest(st), err
+}
+
+func NewRootWatchRequest(s *capnp.Segment) (WatchRequest, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 16, PointerCount: 1})
+	return WatchRequest(st), err
+}
+
+func ReadRootWatchRequest(msg *capnp.Message) (WatchRequest, error) {
+	root, err := msg.Root()
+	return WatchRequest(root.Struct()), err
+}
+
+func (s WatchRequest) String() string {
+	str, _ := text.Marshal(0xfdbad3c06437c85f, capnp.Struct(s))
+	return str
+}
+
+func (s WatchRequest) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (WatchRequest) DecodeFromPtr(p capnp.Ptr) WatchRequest {
+	return WatchRequest(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s WatchRequest) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s WatchRequest) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s WatchRequest) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s WatchRequest) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s WatchRequest) Prefix() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return []byte(p.Data()), err
+}
+
+func (s WatchRequest) HasPrefix() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s WatchRequest) SetPrefix(v []byte) error {
+	return capnp.Struct(s).SetData(0, v)
+}
+
+func (s WatchRequest) Exact() bool {
+	return capnp.Struct(s).Bit(0)
+}
+
+func (s WatchRequest) SetExact(v bool) {
+	capnp.Struct(s).SetBit(0, v)
+}
+
+func (s WatchRequest) FromRevision() uint64 {
+	return capnp.Struct(s).Uint64(8)
+}
+
+func (s WatchRequest) SetFromRevision(v uint64) {
+	capnp.Struct(s).SetUint64(8, v)
+}
+
+func (s WatchRequest) PrevValue() bool {
+	return capnp.Struct(s).Bit(1)
+}
+
+func (s WatchRequest) SetPrevValue(v bool) {
+	capnp.Struct(s).SetBit(1, v)
+}
+
+func (s WatchRequest) ProgressMillis() uint32 {
+	return capnp.Struct(s).Uint32(4)
+}
+
+func (s WatchRequest) SetProgressMillis(v uint32) {
+	capnp.Struct(s).SetUint32(4, v)
+}
+
+func (s WatchRequest) Linearizable() bool {
+	return capnp.Struct(s).Bit(2)
+}
+
+func (s WatchRequest) SetLinearizable(v bool) {
+	capnp.Struct(s).SetBit(2, v)
+}
+
+// WatchRequest_List is a list of WatchRequest.
+type WatchRequest_List = capnp.StructList[WatchRequest]
+
+// NewWatchRequest creates a new list of WatchRequest.
+func NewWatchRequest_List(s *capnp.Segment, sz int32) (WatchRequest_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 16, PointerCount: 1}, sz)
+	return capnp.StructList[WatchRequest](l), err
+}
+
+// WatchRequest_Future is a wrapper for a WatchRequest promised by a client call.
+type WatchRequest_Future struct{ *capnp.Future }
+
+func (f WatchRequest_Future) Struct() (WatchRequest, error) {
+	p, err := f.Future.Ptr()
+	return WatchRequest(p.Struct()), err
+}
+
+type EventType uint16
+
+// EventType_TypeID is the unique identifier for the type EventType.
+const EventType_TypeID = 0xe8bfe0016abe6fd9
+
+// Values of EventType.
+const (
+	EventType_put    EventType = 0
+	EventType_delete EventType = 1
+)
+
+// String returns the enum's constant name.
+func (c EventType) String() string {
+	switch c {
+	case EventType_put:
+		return "put"
+	case EventType_delete:
+		return "delete"
+
+	default:
+		return ""
+	}
+}
+
+// EventTypeFromString returns the enum value with a name,
+// or the zero value if there's no such value.
+func EventTypeFromString(c string) EventType {
+	switch c {
+	case "put":
+		return EventType_put
+	case "delete":
+		return EventType_delete
+
+	default:
+		return 0
+	}
+}
+
+type EventType_List = capnp.EnumList[EventType]
+
+func NewEventType_List(s *capnp.Segment, sz int32) (EventType_List, error) {
+	return capnp.NewEnumList[EventType](s, sz)
+}
+
+type WatchEvent capnp.Struct
+
+// WatchEvent_TypeID is the unique identifier for the type WatchEvent.
+const WatchEvent_TypeID = 0x80fd690e860c794e
+
+func NewWatchEvent(s *capnp.Segment) (WatchEvent, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 2})
+	return WatchEvent(st), err
+}
+
+func NewRootWatchEvent(s *capnp.Segment) (WatchEvent, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 2})
+	return WatchEvent(st), err
+}
+
+func ReadRootWatchEvent(msg *capnp.Message) (WatchEvent, error) {
+	root, err := msg.Root()
+	return WatchEvent(root.Struct()), err
+}
+
+func (s WatchEvent) String() string {
+	str, _ := text.Marshal(0x80fd690e860c794e, capnp.Struct(s))
+	return str
+}
+
+func (s WatchEvent) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (WatchEvent) DecodeFromPtr(p capnp.Ptr) WatchEvent {
+	return WatchEvent(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s WatchEvent) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s WatchEvent) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s WatchEvent) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s WatchEvent) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s WatchEvent) Type() EventType {
+	return EventType(capnp.Struct(s).Uint16(0))
+}
+
+func (s WatchEvent) SetType(v EventType) {
+	capnp.Struct(s).SetUint16(0, uint16(v))
+}
+
+func (s WatchEvent) Kv() (KeyValue, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return KeyValue(p.Struct()), err
+}
+
+func (s WatchEvent) HasKv() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s WatchEvent) SetKv(v KeyValue) error {
+	return capnp.Struct(s).SetPtr(0, capnp.Struct(v).ToPtr())
+}
+
+// NewKv sets the kv field to a newly
+// allocated KeyValue struct, preferring placement in s's segment.
+func (s WatchEvent) NewKv() (KeyValue, error) {
+	ss, err := NewKeyValue(capnp.Struct(s).Segment())
+	if err != nil {
+		return KeyValue{}, err
+	}
+	err = capnp.Struct(s).SetPtr(0, capnp.Struct(ss).ToPtr())
+	return ss, err
+}
+
+func (s WatchEvent) Prev() (KeyValue, error) {
+	p, err := capnp.Struct(s).Ptr(1)
+	return KeyValue(p.Struct()), err
+}
+
+func (s WatchEvent) HasPrev() bool {
+	return capnp.Struct(s).HasPtr(1)
+}
+
+func (s WatchEvent) SetPrev(v KeyValue) error {
+	return capnp.Struct(s).SetPtr(1, capnp.Struct(v).ToPtr())
+}
+
+// NewPrev sets the prev field to a newly
+// allocated KeyValue struct, preferring placement in s's segment.
+func (s WatchEvent) NewPrev() (KeyValue, error) {
+	ss, err := NewKeyValue(capnp.Struct(s).Segment())
+	if err != nil {
+		return KeyValue{}, err
+	}
+	err = capnp.Struct(s).SetPtr(1, capnp.Struct(ss).ToPtr())
+	return ss, err
+}
+
+func (s WatchEvent) HadPrev() bool {
+	return capnp.Struct(s).Bit(16)
+}
+
+func (s WatchEvent) SetHadPrev(v bool) {
+	capnp.Struct(s).SetBit(16, v)
+}
+
+// WatchEvent_List is a list of WatchEvent.
+type WatchEvent_List = capnp.StructList[WatchEvent]
+
+// NewWatchEvent creates a new list of WatchEvent.
+func NewWatchEvent_List(s *capnp.Segment, sz int32) (WatchEvent_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 8, PointerCount: 2}, sz)
+	return capnp.StructList[WatchEvent](l), err
+}
+
+// WatchEvent_Future is a wrapper for a WatchEvent promised by a client call.
+type WatchEvent_Future struct{ *capnp.Future }
+
+func (f WatchEvent_Future) Struct() (WatchEvent, error) {
+	p, err := f.Future.Ptr()
+	return WatchEvent(p.Struct()), err
+}
+func (p WatchEvent_Future) Kv() KeyValue_Future {
+	return KeyValue_Future{Future: p.Future.Field(0, nil)}
+}
+func (p WatchEvent_Future) Prev() KeyValue_Future {
+	return KeyValue_Future{Future: p.Future.Field(1, nil)}
+}
+
+type Watcher capnp.Client
+
+// Watcher_TypeID is the unique identifier for the type Watcher.
+const Watcher_TypeID = 0xef4d73e66b619601
+
+func (c Watcher) Events(ctx context.Context, params func(Watcher_events_Params) error) (Watcher_events_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0xef4d73e66b619601,
+			MethodID:      0,
+			InterfaceName: "schema/kv.capnp:Watcher",
+			MethodName:    "events",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 8, PointerCount: 1}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(Watcher_events_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return Watcher_events_Results_Future{Future: ans.Future()}, release
+
+}
+
+func (c Watcher) Closed(ctx context.Context, params func(Watcher_closed_Params) error) (Watcher_closed_Results_Future, capnp.ReleaseFunc) {
+
+	s := capnp.Send{
+		Method: capnp.Method{
+			InterfaceID:   0xef4d73e66b619601,
+			MethodID:      1,
+			InterfaceName: "schema/kv.capnp:Watcher",
+			MethodName:    "closed",
+		},
+	}
+	if params != nil {
+		s.ArgsSize = capnp.ObjectSize{DataSize: 24, PointerCount: 1}
+		s.PlaceArgs = func(s capnp.Struct) error { return params(Watcher_closed_Params(s)) }
+	}
+
+	ans, release := capnp.Client(c).SendCall(ctx, s)
+	return Watcher_closed_Results_Future{Future: ans.Future()}, release
+
+}
+
+func (c Watcher) WaitStreaming() error {
+	return capnp.Client(c).WaitStreaming()
+}
+
+// String returns a string that identifies this capability for debugging
+// purposes.  Its format should not be depended on: in particular, it
+// should not be used to compare clients.  Use IsSame to compare clients
+// for equality.
+func (c Watcher) String() string {
+	return "Watcher(" + capnp.Client(c).String() + ")"
+}
+
+// AddRef creates a new Client that refers to the same capability as c.
+// If c is nil or has resolved to null, then AddRef returns nil.
+func (c Watcher) AddRef() Watcher {
+	return Watcher(capnp.Client(c).AddRef())
+}
+
+// Release releases a capability reference.  If this is the last
+// reference to the capability, then the underlying resources associated
+// with the capability will be released.
+//
+// Release will panic if c has already been released, but not if c is
+// nil or resolved to null.
+func (c Watcher) Release() {
+	capnp.Client(c).Release()
+}
+
+// Resolve blocks until the capability is fully resolved or the Context
+// expires.
+func (c Watcher) Resolve(ctx context.Context) error {
+	return capnp.Client(c).Resolve(ctx)
+}
+
+func (c Watcher) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Client(c).EncodeAsPtr(seg)
+}
+
+func (Watcher) DecodeFromPtr(p capnp.Ptr) Watcher {
+	return Watcher(capnp.Client{}.DecodeFromPtr(p))
+}
+
+// IsValid reports whether c is a valid reference to a capability.
+// A reference is invalid if it is nil, has resolved to null, or has
+// been released.
+func (c Watcher) IsValid() bool {
+	return capnp.Client(c).IsValid()
+}
+
+// IsSame reports whether c and other refer to a capability created by the
+// same call to NewClient.  This can return false negatives if c or other
+// are not fully resolved: use Resolve if this is an issue.  If either
+// c or other are released, then IsSame panics.
+func (c Watcher) IsSame(other Watcher) bool {
+	return capnp.Client(c).IsSame(capnp.Client(other))
+}
+
+// Update the flowcontrol.FlowLimiter used to manage flow control for
+// this client. This affects all future calls, but not calls already
+// waiting to send. Passing nil sets the value to flowcontrol.NopLimiter,
+// which is also the default.
+func (c Watcher) SetFlowLimiter(lim fc.FlowLimiter) {
+	capnp.Client(c).SetFlowLimiter(lim)
+}
+
+// Get the current flowcontrol.FlowLimiter used to manage flow control
+// for this client.
+func (c Watcher) GetFlowLimiter() fc.FlowLimiter {
+	return capnp.Client(c).GetFlowLimiter()
+}
+
+// A Watcher_Server is a Watcher with a local implementation.
+type Watcher_Server interface {
+	Events(context.Context, Watcher_events) error
+
+	Closed(context.Context, Watcher_closed) error
+}
+
+// Watcher_NewServer creates a new Server from an implementation of Watcher_Server.
+func Watcher_NewServer(s Watcher_Server) *server.Server {
+	c, _ := s.(server.Shutdowner)
+	return server.New(Watcher_Methods(nil, s), s, c)
+}
+
+// Watcher_ServerToClient creates a new Client from an implementation of Watcher_Server.
+// The caller is responsible for calling Release on the returned Client.
+func Watcher_ServerToClient(s Watcher_Server) Watcher {
+	return Watcher(capnp.NewClient(Watcher_NewServer(s)))
+}
+
+// Watcher_Methods appends Methods to a slice that invoke the methods on s.
+// This can be used to create a more complicated Server.
+func Watcher_Methods(methods []server.Method, s Watcher_Server) []server.Method {
+	if cap(methods) == 0 {
+		methods = make([]server.Method, 0, 2)
+	}
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0xef4d73e66b619601,
+			MethodID:      0,
+			InterfaceName: "schema/kv.capnp:Watcher",
+			MethodName:    "events",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.Events(ctx, Watcher_events{call})
+		},
+	})
+
+	methods = append(methods, server.Method{
+		Method: capnp.Method{
+			InterfaceID:   0xef4d73e66b619601,
+			MethodID:      1,
+			InterfaceName: "schema/kv.capnp:Watcher",
+			MethodName:    "closed",
+		},
+		Impl: func(ctx context.Context, call *server.Call) error {
+			return s.Closed(ctx, Watcher_closed{call})
+		},
+	})
+
+	return methods
+}
+
+// Watcher_events holds the state for a server call to Watcher.events.
+// See server.Call for documentation.
+type Watcher_events struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c Watcher_events) Args() Watcher_events_Params {
+	return Watcher_events_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c Watcher_events) AllocResults() (Watcher_events_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Watcher_events_Results(r), err
+}
+
+// Watcher_closed holds the state for a server call to Watcher.closed.
+// See server.Call for documentation.
+type Watcher_closed struct {
+	*server.Call
+}
+
+// Args returns the call's arguments.
+func (c Watcher_closed) Args() Watcher_closed_Params {
+	return Watcher_closed_Params(c.Call.Args())
+}
+
+// AllocResults allocates the results struct.
+func (c Watcher_closed) AllocResults() (Watcher_closed_Results, error) {
+	r, err := c.Call.AllocResults(capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Watcher_closed_Results(r), err
+}
+
+// Watcher_List is a list of Watcher.
+type Watcher_List = capnp.CapList[Watcher]
+
+// NewWatcher_List creates a new list of Watcher.
+func NewWatcher_List(s *capnp.Segment, sz int32) (Watcher_List, error) {
+	l, err := capnp.NewPointerList(s, sz)
+	return capnp.CapList[Watcher](l), err
+}
+
+type Watcher_events_Params capnp.Struct
+
+// Watcher_events_Params_TypeID is the unique identifier for the type Watcher_events_Params.
+const Watcher_events_Params_TypeID = 0xdd9b2664a895bd4b
+
+func NewWatcher_events_Params(s *capnp.Segment) (Watcher_events_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1})
+	return Watcher_events_Params(st), err
+}
+
+func NewRootWatcher_events_Params(s *capnp.Segment) (Watcher_events_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1})
+	return Watcher_events_Params(st), err
+}
+
+func ReadRootWatcher_events_Params(msg *capnp.Message) (Watcher_events_Params, error) {
+	root, err := msg.Root()
+	return Watcher_events_Params(root.Struct()), err
+}
+
+func (s Watcher_events_Params) String() string {
+	str, _ := text.Marshal(0xdd9b2664a895bd4b, capnp.Struct(s))
+	return str
+}
+
+func (s Watcher_events_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Watcher_events_Params) DecodeFromPtr(p capnp.Ptr) Watcher_events_Params {
+	return Watcher_events_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Watcher_events_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Watcher_events_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Watcher_events_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Watcher_events_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Watcher_events_Params) Events() (WatchEvent_List, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return WatchEvent_List(p.List()), err
+}
+
+func (s Watcher_events_Params) HasEvents() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Watcher_events_Params) SetEvents(v WatchEvent_List) error {
+	return capnp.Struct(s).SetPtr(0, v.ToPtr())
+}
+
+// NewEvents sets the events field to a newly
+// allocated WatchEvent_List, preferring placement in s's segment.
+func (s Watcher_events_Params) NewEvents(n int32) (WatchEvent_List, error) {
+	l, err := NewWatchEvent_List(capnp.Struct(s).Segment(), n)
+	if err != nil {
+		return WatchEvent_List{}, err
+	}
+	err = capnp.Struct(s).SetPtr(0, l.ToPtr())
+	return l, err
+}
+func (s Watcher_events_Params) UpTo() uint64 {
+	return capnp.Struct(s).Uint64(0)
+}
+
+func (s Watcher_events_Params) SetUpTo(v uint64) {
+	capnp.Struct(s).SetUint64(0, v)
+}
+
+// Watcher_events_Params_List is a list of Watcher_events_Params.
+type Watcher_events_Params_List = capnp.StructList[Watcher_events_Params]
+
+// NewWatcher_events_Params creates a new list of Watcher_events_Params.
+func NewWatcher_events_Params_List(s *capnp.Segment, sz int32) (Watcher_events_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1}, sz)
+	return capnp.StructList[Watcher_events_Params](l), err
+}
+
+// Watcher_events_Params_Future is a wrapper for a Watcher_events_Params promised by a client call.
+type Watcher_events_Params_Future struct{ *capnp.Future }
+
+func (f Watcher_events_Params_Future) Struct() (Watcher_events_Params, error) {
+	p, err := f.Future.Ptr()
+	return Watcher_events_Params(p.Struct()), err
+}
+
+type Watcher_events_Results capnp.Struct
+
+// Watcher_events_Results_TypeID is the unique identifier for the type Watcher_events_Results.
+const Watcher_events_Results_TypeID = 0xd8f67329006704a4
+
+func NewWatcher_events_Results(s *capnp.Segment) (Watcher_events_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Watcher_events_Results(st), err
+}
+
+func NewRootWatcher_events_Results(s *capnp.Segment) (Watcher_events_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Watcher_events_Results(st), err
+}
+
+func ReadRootWatcher_events_Results(msg *capnp.Message) (Watcher_events_Results, error) {
+	root, err := msg.Root()
+	return Watcher_events_Results(root.Struct()), err
+}
+
+func (s Watcher_events_Results) String() string {
+	str, _ := text.Marshal(0xd8f67329006704a4, capnp.Struct(s))
+	return str
+}
+
+func (s Watcher_events_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Watcher_events_Results) DecodeFromPtr(p capnp.Ptr) Watcher_events_Results {
+	return Watcher_events_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Watcher_events_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Watcher_events_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Watcher_events_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Watcher_events_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+
+// Watcher_events_Results_List is a list of Watcher_events_Results.
+type Watcher_events_Results_List = capnp.StructList[Watcher_events_Results]
+
+// NewWatcher_events_Results creates a new list of Watcher_events_Results.
+func NewWatcher_events_Results_List(s *capnp.Segment, sz int32) (Watcher_events_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0}, sz)
+	return capnp.StructList[Watcher_events_Results](l), err
+}
+
+// Watcher_events_Results_Future is a wrapper for a Watcher_events_Results promised by a client call.
+type Watcher_events_Results_Future struct{ *capnp.Future }
+
+func (f Watcher_events_Results_Future) Struct() (Watcher_events_Results, error) {
+	p, err := f.Future.Ptr()
+	return Watcher_events_Results(p.Struct()), err
+}
+
+type Watcher_closed_Params capnp.Struct
+
+// Watcher_closed_Params_TypeID is the unique identifier for the type Watcher_closed_Params.
+const Watcher_closed_Params_TypeID = 0x9fefe000dbaa42ad
+
+func NewWatcher_closed_Params(s *capnp.Segment) (Watcher_closed_Params, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 24, PointerCount: 1})
+	return Watcher_closed_Params(st), err
+}
+
+func NewRootWatcher_closed_Params(s *capnp.Segment) (Watcher_closed_Params, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 24, PointerCount: 1})
+	return Watcher_closed_Params(st), err
+}
+
+func ReadRootWatcher_closed_Params(msg *capnp.Message) (Watcher_closed_Params, error) {
+	root, err := msg.Root()
+	return Watcher_closed_Params(root.Struct()), err
+}
+
+func (s Watcher_closed_Params) String() string {
+	str, _ := text.Marshal(0x9fefe000dbaa42ad, capnp.Struct(s))
+	return str
+}
+
+func (s Watcher_closed_Params) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Watcher_closed_Params) DecodeFromPtr(p capnp.Ptr) Watcher_closed_Params {
+	return Watcher_closed_Params(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Watcher_closed_Params) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Watcher_closed_Params) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Watcher_closed_Params) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Watcher_closed_Params) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+func (s Watcher_closed_Params) Reason() (string, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return p.Text(), err
+}
+
+func (s Watcher_closed_Params) HasReason() bool {
+	return capnp.Struct(s).HasPtr(0)
+}
+
+func (s Watcher_closed_Params) ReasonBytes() ([]byte, error) {
+	p, err := capnp.Struct(s).Ptr(0)
+	return p.TextBytes(), err
+}
+
+func (s Watcher_closed_Params) SetReason(v string) error {
+	return capnp.Struct(s).SetText(0, v)
+}
+
+func (s Watcher_closed_Params) Code() ErrorCode {
+	return ErrorCode(capnp.Struct(s).Uint16(0))
+}
+
+func (s Watcher_closed_Params) SetCode(v ErrorCode) {
+	capnp.Struct(s).SetUint16(0, uint16(v))
+}
+
+func (s Watcher_closed_Params) UpTo() uint64 {
+	return capnp.Struct(s).Uint64(8)
+}
+
+func (s Watcher_closed_Params) SetUpTo(v uint64) {
+	capnp.Struct(s).SetUint64(8, v)
+}
+
+func (s Watcher_closed_Params) OldestRevision() uint64 {
+	return capnp.Struct(s).Uint64(16)
+}
+
+func (s Watcher_closed_Params) SetOldestRevision(v uint64) {
+	capnp.Struct(s).SetUint64(16, v)
+}
+
+// Watcher_closed_Params_List is a list of Watcher_closed_Params.
+type Watcher_closed_Params_List = capnp.StructList[Watcher_closed_Params]
+
+// NewWatcher_closed_Params creates a new list of Watcher_closed_Params.
+func NewWatcher_closed_Params_List(s *capnp.Segment, sz int32) (Watcher_closed_Params_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 24, PointerCount: 1}, sz)
+	return capnp.StructList[Watcher_closed_Params](l), err
+}
+
+// Watcher_closed_Params_Future is a wrapper for a Watcher_closed_Params promised by a client call.
+type Watcher_closed_Params_Future struct{ *capnp.Future }
+
+func (f Watcher_closed_Params_Future) Struct() (Watcher_closed_Params, error) {
+	p, err := f.Future.Ptr()
+	return Watcher_closed_Params(p.Struct()), err
+}
+
+type Watcher_closed_Results capnp.Struct
+
+// Watcher_closed_Results_TypeID is the unique identifier for the type Watcher_closed_Results.
+const Watcher_closed_Results_TypeID = 0x9e5ea9b0215605a9
+
+func NewWatcher_closed_Results(s *capnp.Segment) (Watcher_closed_Results, error) {
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Watcher_closed_Results(st), err
+}
+
+func NewRootWatcher_closed_Results(s *capnp.Segment) (Watcher_closed_Results, error) {
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0})
+	return Watcher_closed_Results(st), err
+}
+
+func ReadRootWatcher_closed_Results(msg *capnp.Message) (Watcher_closed_Results, error) {
+	root, err := msg.Root()
+	return Watcher_closed_Results(root.Struct()), err
+}
+
+func (s Watcher_closed_Results) String() string {
+	str, _ := text.Marshal(0x9e5ea9b0215605a9, capnp.Struct(s))
+	return str
+}
+
+func (s Watcher_closed_Results) EncodeAsPtr(seg *capnp.Segment) capnp.Ptr {
+	return capnp.Struct(s).EncodeAsPtr(seg)
+}
+
+func (Watcher_closed_Results) DecodeFromPtr(p capnp.Ptr) Watcher_closed_Results {
+	return Watcher_closed_Results(capnp.Struct{}.DecodeFromPtr(p))
+}
+
+func (s Watcher_closed_Results) ToPtr() capnp.Ptr {
+	return capnp.Struct(s).ToPtr()
+}
+func (s Watcher_closed_Results) IsValid() bool {
+	return capnp.Struct(s).IsValid()
+}
+
+func (s Watcher_closed_Results) Message() *capnp.Message {
+	return capnp.Struct(s).Message()
+}
+
+func (s Watcher_closed_Results) Segment() *capnp.Segment {
+	return capnp.Struct(s).Segment()
+}
+
+// Watcher_closed_Results_List is a list of Watcher_closed_Results.
+type Watcher_closed_Results_List = capnp.StructList[Watcher_closed_Results]
+
+// NewWatcher_closed_Results creates a new list of Watcher_closed_Results.
+func NewWatcher_closed_Results_List(s *capnp.Segment, sz int32) (Watcher_closed_Results_List, error) {
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 0}, sz)
+	return capnp.StructList[Watcher_closed_Results](l), err
+}
+
+// Watcher_closed_Results_Future is a wrapper for a Watcher_closed_Results promised by a client call.
+type Watcher_closed_Results_Future struct{ *capnp.Future }
+
+func (f Watcher_closed_Results_Future) Struct() (Watcher_closed_Results, error) {
+	p, err := f.Future.Ptr()
+	return Watcher_closed_Results(p.Struct()), err
 }
 
 type BatchRequest capnp.Struct
@@ -6575,6 +7705,7 @@ const (
 	ErrorCode_timeout          ErrorCode = 8
 	ErrorCode_permissionDenied ErrorCode = 9
 	ErrorCode_leaseNotFound    ErrorCode = 10
+	ErrorCode_compacted        ErrorCode = 11
 )
 
 // String returns the enum's constant name.
@@ -6602,6 +7733,8 @@ func (c ErrorCode) String() string {
 		return "permissionDenied"
 	case ErrorCode_leaseNotFound:
 		return "leaseNotFound"
+	case ErrorCode_compacted:
+		return "compacted"
 
 	default:
 		return ""
@@ -6634,6 +7767,8 @@ func ErrorCodeFromString(c string) ErrorCode {
 		return ErrorCode_permissionDenied
 	case "leaseNotFound":
 		return ErrorCode_leaseNotFound
+	case "compacted":
+		return ErrorCode_compacted
 
 	default:
 		return 0

@@ -14,6 +14,7 @@
 //	raftctl listen
 //	raftctl lease grant 30s               # prints the lease id
 //	raftctl put session/me alive --lease ID
+//	raftctl watch app/ --rev 1 --prev     # every change under app/, replayed from revision 1
 //
 // The endpoints default to $RAFTCTL_ENDPOINTS, else 127.0.0.1:7000, and
 // are checked to be host:port before anything is dialled. With -o json
@@ -240,7 +241,7 @@ func newRoot(stdout, stderr io.Writer) (*cobra.Command, *globals) {
 	root.AddCommand(
 		putCommand(g), getCommand(g), delCommand(g), casCommand(g), rangeCommand(g), txnCommand(g),
 		statusCommand(g), membersCommand(g), memberCommand(g), transferCommand(g), snapshotCommand(g),
-		benchCommand(g), pingCommand(g), listenCommand(g), endpointCommand(g), checkCommand(g), traceCommand(g), leaseCommand(g),
+		benchCommand(g), pingCommand(g), listenCommand(g), watchCommand(g), endpointCommand(g), checkCommand(g), traceCommand(g), leaseCommand(g),
 		tokenCommand(g), whoamiCommand(g), newCertsCommand(),
 	)
 	return root, g

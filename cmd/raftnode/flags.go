@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/capraft/capraft/cmd/internal/cli"
+	"github.com/capraft/capraft/raftnode/kv"
 )
 
 // Bounds of the numeric flags. Each is checked before the node touches its
@@ -103,6 +104,15 @@ func (f *flags) validate() (map[uint64]string, error) {
 	}
 	if f.echoQueue < 1 || f.echoQueue > maxEchoQueue {
 		bad("--echo-queue %d: give the messages a listener may fall behind, from 1 to %d", f.echoQueue, maxEchoQueue)
+	}
+	if f.historyRevs < 1 {
+		bad("--history-revisions %d: give how many revisions of changes to keep for watches, at least 1 (default %d)", f.historyRevs, kv.DefaultHistoryRevisions)
+	}
+	if f.historyBytes < 1<<20 {
+		bad("--history-bytes %d: give how many bytes of changes to keep for watches, at least 1048576 (1 MiB; default 64 MiB)", f.historyBytes)
+	}
+	if f.watchQueueBytes < 1<<20 {
+		bad("--watch-queue-bytes %d: give how many bytes of changes a watcher may fall behind, at least 1048576 (1 MiB; default 8 MiB)", f.watchQueueBytes)
 	}
 	if f.snapshotEntries == 0 {
 		bad("--snapshot-entries 0: give how many applied entries trigger a snapshot, at least 1 (default 10000)")

@@ -36,6 +36,7 @@ import (
 	"github.com/capraft/capraft/raftnode"
 	"github.com/capraft/capraft/raftnode/echo"
 	"github.com/capraft/capraft/raftnode/kv"
+	"github.com/capraft/capraft/raftnode/watch"
 	"github.com/capraft/capraft/rpc"
 )
 
@@ -52,6 +53,9 @@ type flags struct {
 	idleTimeout      time.Duration
 	shutdownTimeout  time.Duration
 	echoQueue        int
+	historyRevs      int
+	historyBytes     int64
+	watchQueueBytes  int64
 	tlsCert, tlsKey  string
 	tlsCA            string
 
@@ -136,6 +140,9 @@ func newCommandFor(f *flags) *cobra.Command {
 	fl.DurationVar(&f.idleTimeout, "idle-timeout", d.IdleTimeout, "close connections silent for this long (negative: never)")
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long calls in flight may take to finish")
 	fl.IntVar(&f.echoQueue, "echo-queue", echo.DefaultQueueLen, "messages an echo listener may fall behind before it is dropped (1 to 1048576)")
+	fl.IntVar(&f.historyRevs, "history-revisions", kv.DefaultHistoryRevisions, "newest revisions of changes kept for watches to replay (a watch from an older revision must re-list)")
+	fl.Int64Var(&f.historyBytes, "history-bytes", kv.DefaultHistoryBytes, "bytes of keys and values of the changes kept for watches to replay (at least 1 MiB)")
+	fl.Int64Var(&f.watchQueueBytes, "watch-queue-bytes", watch.DefaultQueueBytes, "bytes of changes a watcher may fall behind before the node closes its watch (at least 1 MiB)")
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate file; with --tls-key, serve TLS")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "PEM private key file for --tls-cert")
 	fl.StringVar(&f.tlsCA, "tls-ca", "", "PEM file of the cluster CA (with --tls-cert): mutual TLS, where certificates from this CA carry roles (Subject OU peer, operator or client) and this node's must name peer")
@@ -216,7 +223,8 @@ func run(ctx context.Context, f flags) error {
 		RequestTimeout:         f.requestTimeout,
 		WALSegmentSize:         f.walSegmentSize,
 		WALBufferedIO:          !f.walDirectIO,
-		KV:                     kv.Config{SessionTTL: f.sessionTTL},
+		KV:                     kv.Config{SessionTTL: f.sessionTTL, HistoryRevisions: f.historyRevs, HistoryBytes: f.historyBytes},
+		Watch:                  watch.Config{QueueBytes: f.watchQueueBytes},
 		Dial:                   rpc.DialConfig{TLSConfig: sec.peerTLS, MaxMessageSize: f.maxMessageSize},
 		Security:               sec.Security,
 		Echo:                   echo.HubConfig{QueueLen: f.echoQueue},

@@ -70,6 +70,18 @@
 // deadline the log clock has passed, so a keepalive applied first wins,
 // and an expiry proposed twice (by two leaders) ends the lease once.
 //
+// # Event history
+//
+// Every change to a key (a put, the delete of an existing key, from any
+// command or transaction) is recorded as an Event at its revision while
+// the entry is applied, into a history bounded by Config.HistoryRevisions
+// and HistoryBytes that watches read with ReadEvents (history.go). It is
+// the node's own: it does not travel in snapshots, and a Restore empties
+// it, so a read from before the restored revision fails with a
+// *CompactedError rather than skip what it cannot see. A delete the store
+// makes on its own (a lease's, say) must go through record like the
+// others for watches to see it.
+//
 // # Reads and snapshots
 //
 // Get and Range may run on any goroutine while Apply runs (a read-write

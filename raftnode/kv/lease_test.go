@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
+	"slices"
 	"testing"
 	"time"
 )
@@ -399,5 +400,37 @@ func BenchmarkLeaseRevoke1000Keys(b *testing.B) {
 		d.batch(sess, 0, ops...)
 		b.StartTimer()
 		d.leases(CmdLeaseRevoke, id)
+	}
+}
+
+// A lease's revocation and its expiry delete its keys where watches see
+// them: one delete event per key, at the revision that ended the lease.
+func TestLeaseEndsAreSeenByWatches(t *testing.T) {
+	d := newDriver(t, Config{})
+	sess := d.open()
+	revoked, expiring := d.grant(time.Minute, ""), d.grant(time.Second, "")
+	d.batch(sess, 0, leased(1, "a", "1", revoked), leased(2, "b", "2", revoked), leased(3, "c", "3", expiring))
+	rev := d.s.Revision()
+	if r := d.leases(CmdLeaseRevoke, revoked); !r[0].Succeeded {
+		t.Fatalf("revoke: %+v", r)
+	}
+	d.now += int64(time.Minute)
+	if r := d.leases(CmdLeaseExpire, expiring); !r[0].Succeeded || has(d.s, "c") {
+		t.Fatal("the expired lease's key survived: the test checks nothing")
+	}
+	page, err := d.s.ReadEvents(EventQuery{From: rev + 1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range page.Events {
+		if e.Type != EventDelete {
+			t.Fatalf("event %+v, want only deletes", e)
+		}
+		got = append(got, fmt.Sprintf("%s@%d", e.KV.Key, e.KV.ModRevision))
+	}
+	want := []string{fmt.Sprintf("a@%d", rev+1), fmt.Sprintf("b@%d", rev+1), fmt.Sprintf("c@%d", rev+2)}
+	if !slices.Equal(got, want) {
+		t.Fatalf("watch events after the lease ends: %v, want %v", got, want)
 	}
 }

@@ -459,6 +459,10 @@ func (s *Store) installLocked(st *snapState) {
 	// Restored sessions carry gen 0: at worst they are copied once more
 	// than needed; none is shared with a snapshot.
 	s.revEpoch.Add(1) // the revocations (and keys) may differ in any way
+	// The history does not travel in snapshots: a watch from before the
+	// restored revision must hear that it is compacted, never see a gap.
+	s.pending = s.pending[:0]
+	s.hist.reset(st.rev)
 }
 
 // decodeSnapshot reads and validates one snapshot from r. With build, it

@@ -203,6 +203,11 @@ type Store struct {
 	// without the mutex.
 	revEpoch atomic.Uint64
 
+	// hist is the event history watches read (history.go); pending the
+	// events of the entry being applied, published when it ends.
+	hist    *history
+	pending []histEvent
+
 	scratch Command // reused by Apply to decode without allocating ops
 	pivot   entry   // Apply's search key, to look up without allocating
 }
@@ -217,6 +222,7 @@ func New(cfg Config) *Store {
 	s.kv, s.sessions, s.expiry = newTrees()
 	s.revoked, s.revExpiry = newRevTrees()
 	s.lt = newLeaseTrees()
+	s.hist = newHistory(cfg, 0)
 	return s
 }
 
@@ -259,6 +265,7 @@ const (
 func (s *Store) Apply(index uint64, data []byte) Applied {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer s.publishPending() // before the unlock: deferred later, run first
 	if index <= s.applied {
 		return Applied{Err: fmt.Errorf("%w: apply %d at applied index %d", ErrIndex, index, s.applied)}
 	}
@@ -612,6 +619,7 @@ func (s *Store) exec(op *WriteOp) Result {
 		if found {
 			s.rev++
 			s.detach(cur)
+			s.record(s.rev, nil, cur)
 		}
 		return Result{Revision: s.rev, Succeeded: found, Found: found, Prev: cur.kv()}
 	}
@@ -636,6 +644,7 @@ func (s *Store) exec(op *WriteOp) Result {
 			s.kv.Delete(cur)
 			s.rev++
 			s.detach(cur)
+			s.record(s.rev, nil, cur)
 		}
 	} else {
 		s.put(op.Key, op.Value, op.Lease)
@@ -666,6 +675,7 @@ func (s *Store) putAt(key, value []byte, rev, lease uint64) (*entry, bool) {
 	if lease != 0 || (found && old.lease != 0) {
 		s.reattach(old, e)
 	}
+	s.record(rev, e, old)
 	return old, found
 }
 

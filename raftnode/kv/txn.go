@@ -296,6 +296,9 @@ func (s *Store) txn(t *Txn, write bool) Result {
 			old, found := s.kv.Delete(&pivot)
 			pivot.key = nil
 			r.Found, r.KV = found, old.kv()
+			if found {
+				s.record(rev, nil, old)
+			}
 			wrote = wrote || found
 			s.detach(old)
 		case TxnGet:

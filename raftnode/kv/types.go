@@ -26,6 +26,10 @@ const (
 	// with a maximal key, expected value and new value: 2 MiB + 8 KiB).
 	DefaultMaxBatchOps   = 1024
 	DefaultMaxBatchBytes = 3 << 20
+	// DefaultHistoryRevisions and DefaultHistoryBytes bound the event
+	// history (Config.HistoryRevisions).
+	DefaultHistoryRevisions = 100_000
+	DefaultHistoryBytes     = 64 << 20
 )
 
 // Config holds the store's limits. Zero (or negative) values mean the
@@ -61,6 +65,13 @@ type Config struct {
 	// the leases held at once (a grant beyond it is refused, TooLarge).
 	MinLeaseTTL, MaxLeaseTTL time.Duration
 	MaxLeases                int
+	// HistoryRevisions and HistoryBytes bound the event history that
+	// watches replay from (see ReadEvents): the newest HistoryRevisions
+	// revisions, within HistoryBytes of keys and values (the newest
+	// revision is always kept). Like MaxBatchOps they are the node's own,
+	// not part of the state transitions: nodes may differ.
+	HistoryRevisions int
+	HistoryBytes     int64
 }
 
 func (c Config) withDefaults() Config {
@@ -98,6 +109,12 @@ func (c Config) withDefaults() Config {
 	c.MaxLeaseTTL = max(c.MaxLeaseTTL, c.MinLeaseTTL)
 	if c.MaxLeases <= 0 {
 		c.MaxLeases = DefaultMaxLeases
+	}
+	if c.HistoryRevisions <= 0 {
+		c.HistoryRevisions = DefaultHistoryRevisions
+	}
+	if c.HistoryBytes <= 0 {
+		c.HistoryBytes = DefaultHistoryBytes
 	}
 	return c
 }

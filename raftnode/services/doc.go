@@ -31,6 +31,12 @@
 // error policy (forward.go). A handed-over request is never handed on
 // again, so nodes that disagree about the leader cannot bounce it.
 //
+// Watches (kvwatch.go) are served by the receiving node from its own
+// applied state, never forwarded: KV.watch confines the watched prefix to
+// the capability's grant, waits for a read index when asked for a
+// linearizable start, and hands the caller's Watcher to the node's watch
+// hub (raftnode/watch), which reads the kv store's event history.
+//
 // # Errors
 //
 // What a client sees of an error (an ErrorCode and a message that says

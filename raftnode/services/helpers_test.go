@@ -16,8 +16,8 @@ import (
 
 // singleNode starts the services of a one-node cluster (its driver,
 // storage and transport as raftnode builds them) and waits until it
-// leads.
-func singleNode(tb testing.TB) (*Server, context.Context) {
+// leads. opts adjust the services' Config.
+func singleNode(tb testing.TB, opts ...func(*Config)) (*Server, context.Context) {
 	tb.Helper()
 	store, err := storage.Open(tb.TempDir(), storage.Options{NodeID: 1})
 	if err != nil {
@@ -38,10 +38,14 @@ func singleNode(tb testing.TB) (*Server, context.Context) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	sv, err = New(Config{
+	cfg := Config{
 		ID: 1, ClusterID: 1, HeartbeatInterval: 100 * time.Millisecond, ElectionTimeout: time.Second, RequestTimeout: 5 * time.Second,
 		Driver: d, KV: kvs, Echo: hub, Transport: tr,
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	sv, err = New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -262,6 +262,9 @@ func (s *kvServer) methods() (inline map[string]rpc.InlineServe, rest map[string
 		"restrict": func(ctx context.Context, c *server.Call) error {
 			return s.Restrict(ctx, schema.KV_restrict{Call: c})
 		},
+		"watch": func(ctx context.Context, c *server.Call) error {
+			return s.Watch(ctx, schema.KV_watch{Call: c})
+		},
 	}
 	s.leaseMethods(rest)
 	return inline, rest

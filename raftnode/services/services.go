@@ -17,6 +17,7 @@ import (
 	"github.com/capraft/capraft/raftnode/kv"
 	"github.com/capraft/capraft/raftnode/raft"
 	"github.com/capraft/capraft/raftnode/statemachine"
+	"github.com/capraft/capraft/raftnode/watch"
 	"github.com/capraft/capraft/rpc"
 	"github.com/capraft/capraft/schema"
 )
@@ -44,6 +45,9 @@ type Config struct {
 	Driver *driver.Driver
 	KV     *kv.Store
 	Echo   *echo.Hub
+	// Watch configures the watch hub the services run over KV's event
+	// history (queue bounds, batching).
+	Watch watch.Config
 	// Transport reaches the leader's Raft capability, through which calls
 	// are handed to the leader (the node's peer transport).
 	Transport PeerDialer
@@ -84,6 +88,7 @@ type Server struct {
 	d         *driver.Driver
 	kv        *kv.Store
 	hub       *echo.Hub
+	watches   *watch.Hub
 	tr        PeerDialer
 
 	// proposeID numbers the commands this node proposes (kv.Command.ID).
@@ -121,6 +126,10 @@ func New(cfg Config) (*Server, error) {
 		tr:        cfg.Transport,
 		stopc:     make(chan struct{}),
 	}
+	if cfg.Watch.Logger == nil {
+		cfg.Watch.Logger = cfg.Logger.Named("watch")
+	}
+	sv.watches = watch.NewHub(cfg.KV, cfg.Watch)
 	sv.proposeID.Store(rand.Uint64())
 	return sv, nil
 }
@@ -132,8 +141,8 @@ func (sv *Server) Bootstrap(conn *rpc.ConnInfo) capnp.Client {
 }
 
 // Close stops what the services run on their own (the first token key's
-// proposal) and waits for it. Calls still being served end with the
-// driver.
+// proposal, the watches, whose watchers are told the node is stopping)
+// and waits for it. Calls still being served end with the driver.
 func (sv *Server) Close() {
 	sv.closeOnce.Do(func() {
 		// Under leaseMu: a lease expirer starting now either counted
@@ -142,9 +151,13 @@ func (sv *Server) Close() {
 		sv.leaseMu.Lock()
 		close(sv.stopc)
 		sv.leaseMu.Unlock()
+		sv.watches.Close()
 		sv.wg.Wait()
 	})
 }
+
+// Watches returns the node's watch hub (for its counters).
+func (sv *Server) Watches() *watch.Hub { return sv.watches }
 
 // OnApplied is the driver's Config.OnApplied (see observeApplied).
 func (sv *Server) OnApplied(index uint64, res statemachine.Result, replayed bool) {
