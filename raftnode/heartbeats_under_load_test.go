@@ -56,7 +56,10 @@ func (f slowFile) Sync() error {
 // hears the leader and no election happens: no node changes role, term
 // or leader during the load, and the follower catches up afterwards.
 func TestHeartbeatsArriveWhileAFollowersAppendLaneIsSaturated(t *testing.T) {
-	const heartbeat = 20 * time.Millisecond
+	// Long enough that a loaded machine under -race does not stall a
+	// node for an election timeout (10 heartbeats) by itself: at 20 ms a
+	// CI run with other work on both cores saw spurious elections.
+	const heartbeat = 50 * time.Millisecond
 	bufs := map[uint64]*rpctest.LogBuffer{}
 	fss := map[uint64]*slowSyncFS{}
 	for id := uint64(1); id <= 3; id++ {

@@ -28,7 +28,9 @@ func (k *kvClient) keepAlive(ctx context.Context) error {
 // with it, through the leader or through a follower, answers
 // sessionExpired, and so does a keepalive; a session kept alive survives.
 func TestSessionExpiryEndToEnd(t *testing.T) {
-	const ttl = 300 * time.Millisecond
+	// Long enough that a loaded machine under -race does not stall a
+	// kept-alive session past it between two keepalives.
+	const ttl = time.Second
 	c := newTestCluster(t, 3, func(cfg *raftnode.Config) { cfg.KV.SessionTTL = ttl })
 	lead := c.leader()
 	ctx := ctxT(t)
@@ -51,14 +53,16 @@ func TestSessionExpiryEndToEnd(t *testing.T) {
 			}
 			time.Sleep(ttl / 5)
 		}
+		// The kept session writes right after its last keepalive, before
+		// the idle one's calls move the log's clock on.
+		if _, err := kept.putCode(ctx, 2, "b", "2"); err != nil {
+			t.Errorf("node %d: write with a kept-alive session: %v", id, err)
+		}
 		if _, err := idle.putCode(ctx, 2, "a", "2"); !isCode(err, schema.ErrorCode_sessionExpired) {
 			t.Errorf("node %d (leader %d): write with an expired session: %v, want sessionExpired", id, lead, err)
 		}
 		if err := idle.keepAlive(ctx); !isCode(err, schema.ErrorCode_sessionExpired) {
 			t.Errorf("node %d (leader %d): keepalive of an expired session: %v, want sessionExpired", id, lead, err)
-		}
-		if _, err := kept.putCode(ctx, 2, "b", "2"); err != nil {
-			t.Errorf("node %d: write with a kept-alive session: %v", id, err)
 		}
 	}
 }

@@ -58,14 +58,30 @@ func TestFollowerFarBehindCatchesUpByAStreamedSnapshot(t *testing.T) {
 	// State far larger than a chunk: the snapshot spans dozens of them.
 	const keys, size = 300, 4 << 10
 	fill(t, ctx, k, "k", keys, size)
-	leader := c.nodes[lead]
-	sentBefore, readBefore := raftnode.SnapshotSendStats(leader), raftnode.SnapshotBytesRead(leader)
+	// Summed over the nodes that may lead meanwhile: on a loaded machine
+	// leadership can move during the catch-up, and the new leader sends.
+	senders := func() (sent raftnode.SnapshotSendStatsT, read int64) {
+		for id, n := range c.nodes {
+			if id == f {
+				continue
+			}
+			st := raftnode.SnapshotSendStats(n)
+			sent.Started += st.Started
+			sent.Finished += st.Finished
+			sent.BytesRead += st.BytesRead
+			sent.Buffers += st.Buffers
+			sent.LargestBuffer = max(sent.LargestBuffer, st.LargestBuffer)
+			read += raftnode.SnapshotBytesRead(n)
+		}
+		return sent, read
+	}
+	sentBefore, readBefore := senders()
 	c.start(f)
 	c.catchUp(ctx, f, lead, 20*time.Second)
 	if got := c.nodes[f].Status(ctx).SnapshotsInstalled; got == 0 {
 		t.Fatal("the follower caught up without a snapshot; the test meant to stream one")
 	}
-	sent, read := raftnode.SnapshotSendStats(leader), raftnode.SnapshotBytesRead(leader)
+	sent, read := senders()
 	transfers := sent.Started - sentBefore.Started
 	dataRead := sent.BytesRead - sentBefore.BytesRead
 	fileRead := read - readBefore
