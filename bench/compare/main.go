@@ -116,6 +116,8 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var pids string
 	var rep int
 	var quiet bool
+	var label string
+	fs.StringVar(&label, "label", "", "the system's name in the result (default --system): e.g. base, for a capraft built from another commit (run.sh --baseline)")
 	fs.StringVar(&w.Op, "op", "put", "put, get or mixed")
 	fs.Float64Var(&w.ReadFrac, "read-frac", 0.9, "mixed: the fraction of operations that are gets")
 	fs.BoolVar(&w.Serializable, "serializable", false, "gets are serializable (possibly stale, served by any node) instead of linearizable")
@@ -166,6 +168,9 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	res.System, res.Rep = t.system, rep
+	if label != "" {
+		res.System = label
+	}
 	fmt.Fprintf(stderr, "%s %s %d/%d: %.0f ops/s, p50 %.2f ms, p99 %.2f ms, %d errors, server CPU %.2fs, server RSS %.0f MiB\n",
 		res.System, res.Workload, res.Clients, res.Conns, res.OpsPerSec,
 		float64(res.Latency.P50)/1000, float64(res.Latency.P99)/1000, res.Errors, res.ServerCPU, float64(res.ServerRSS)/(1<<20))

@@ -7,6 +7,11 @@
 #   bench/compare/run.sh [--rows "put:1:1 get:16:16 ..."] [--reps N]
 #                        [--duration SECONDS] [--warmup SECONDS]
 #                        [--value-size BYTES] [--keys N] [--out DIR]
+#                        [--baseline CHECKOUT]
+#
+# --baseline CHECKOUT compares capraft against capraft built from another
+# checkout (a git worktree of an older commit, say) instead of etcd: the
+# before/after of a change, interleaved the same way ("base" in the table).
 #
 # A row is workload:clients:conns, the workload one of
 #   put        puts
@@ -41,6 +46,7 @@ WARMUP=1
 VALUE_SIZE=256
 KEYS=10000
 OUT=""
+BASELINE=""
 BASE=${COMPARE_BASE_PORT:-17300}
 COMMAND="$0 $*"
 
@@ -54,6 +60,7 @@ while [ $# -gt 0 ]; do
 	--value-size) VALUE_SIZE=${2:?}; shift 2 ;;
 	--keys) KEYS=${2:?}; shift 2 ;;
 	--out) OUT=${2:?}; shift 2 ;;
+	--baseline) BASELINE=$(cd "${2:?}" && pwd); shift 2 ;;
 	-h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
 	*) die "unknown argument $1 (see --help)" ;;
 	esac
@@ -62,7 +69,7 @@ for v in REPS DURATION WARMUP VALUE_SIZE KEYS; do
 	case "${!v}" in '' | *[!0-9]*) die "--$(echo "$v" | tr 'A-Z_' 'a-z-') wants a whole number, got '${!v}'" ;; esac
 done
 [ "$REPS" -ge 1 ] && [ "$DURATION" -ge 1 ] || die "--reps and --duration must be at least 1"
-command -v etcd >/dev/null || die "etcd is not on PATH (Debian: apt-get install -y etcd-server)"
+[ -n "$BASELINE" ] || command -v etcd >/dev/null || die "etcd is not on PATH (Debian: apt-get install -y etcd-server)"
 command -v go >/dev/null || die "go is not on PATH"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/capraft-compare.XXXXXX")
@@ -101,8 +108,10 @@ check_ports() {
 	for p in "$@"; do port_free "$p" || die "port 127.0.0.1:$p is in use (move the range with COMPARE_BASE_PORT)"; done
 }
 
+start_base() { RAFTNODE_BIN="$BIN/raftnode-base" start_capraft; }
+
 start_capraft() {
-	local n peers="" eps=""
+	local n peers="" eps="" bin=${RAFTNODE_BIN:-$BIN/raftnode}
 	for n in 1 2 3; do
 		peers="$peers${peers:+,}$n=127.0.0.1:$((BASE + n))"
 		eps="$eps${eps:+,}127.0.0.1:$((BASE + n))"
@@ -110,7 +119,7 @@ start_capraft() {
 	check_ports $((BASE + 1)) $((BASE + 2)) $((BASE + 3))
 	for n in 1 2 3; do
 		mkdir -p "$WORK/data/capraft$n"
-		"$BIN/raftnode" --id "$n" --listen "127.0.0.1:$((BASE + n))" --data-dir "$WORK/data/capraft$n" \
+		"$bin" --id "$n" --listen "127.0.0.1:$((BASE + n))" --data-dir "$WORK/data/capraft$n" \
 			--peers "$peers" --cluster-secret-file "$WORK/cluster.secret" --anonymous client \
 			--log-level warn >"$WORK/data/capraft$n.log" 2>&1 &
 		PIDS+=($!)
@@ -141,7 +150,8 @@ start_etcd() {
 
 # one_run SYSTEM ROW REP: a fresh cluster, one measured run, teardown.
 one_run() {
-	local system=$1 row=$2 rep=$3 wl clients conns args=()
+	local system=$1 row=$2 rep=$3 wl clients conns args=() client=$1
+	[ "$system" = base ] && client=capraft
 	IFS=: read -r wl clients conns <<<"$row"
 	case "$wl" in
 	put) args=(--op put) ;;
@@ -157,9 +167,9 @@ one_run() {
 	local ok=1
 	# --foreground keeps compare in this script's process group, so that
 	# Ctrl-C reaches it too (timeout otherwise gives it a group of its own).
-	if ! timeout --foreground 60 "$BIN/compare" wait --system "$system" --endpoints "$ENDPOINTS" --timeout 30s; then
+	if ! timeout --foreground 60 "$BIN/compare" wait --system "$client" --endpoints "$ENDPOINTS" --timeout 30s; then
 		ok=0
-	elif ! timeout --foreground $((WARMUP + DURATION + 180)) "$BIN/compare" run --system "$system" --endpoints "$ENDPOINTS" \
+	elif ! timeout --foreground $((WARMUP + DURATION + 180)) "$BIN/compare" run --system "$client" --label "$system" --endpoints "$ENDPOINTS" \
 		"${args[@]}" --clients "$clients" --conns "$conns" --value-size "$VALUE_SIZE" --keys "$KEYS" \
 		--warmup "${WARMUP}s" --duration "${DURATION}s" --seed "$rep" --rep "$rep" --pids "$pids" --quiet \
 		>>"$RESULTS"; then
@@ -179,6 +189,11 @@ echo "building raftnode and compare ..." >&2
 mkdir -p "$BIN"
 (cd "$ROOT" && go build -o "$BIN/raftnode" ./cmd/raftnode)
 (cd "$HERE" && go build -o "$BIN/compare" .)
+OTHER=etcd
+if [ -n "$BASELINE" ]; then
+	(cd "$BASELINE" && go build -o "$BIN/raftnode-base" ./cmd/raftnode)
+	OTHER=base
+fi
 (umask 077 && head -c 32 /dev/urandom | base64 >"$WORK/cluster.secret")
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -187,9 +202,9 @@ for rep in $(seq 1 "$REPS"); do
 	for row in $ROWS; do
 		if [ $((rep % 2)) -eq 1 ]; then
 			one_run capraft "$row" "$rep"
-			one_run etcd "$row" "$rep"
+			one_run "$OTHER" "$row" "$rep"
 		else
-			one_run etcd "$row" "$rep"
+			one_run "$OTHER" "$row" "$rep"
 			one_run capraft "$row" "$rep"
 		fi
 	done
@@ -200,6 +215,7 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 	echo "command: $COMMAND"
 	echo "started $STARTED, finished $(date -u +%Y-%m-%dT%H:%M:%SZ); load average before $LOAD_BEFORE, after $LOAD_AFTER"
 	echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r)"
+	[ -z "$BASELINE" ] || echo "base: capraft $(git -C "$BASELINE" rev-parse --short HEAD 2>/dev/null || echo '(no git)') from $BASELINE"
 	echo "capraft $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '(no git)'), $(go version | cut -d' ' -f3); etcd $(etcd --version | awk '/etcd Version/ {print $3}'), client go.etcd.io/etcd/client/v3 $(cd "$HERE" && go list -m -f '{{.Version}}' go.etcd.io/etcd/client/v3)"
 	echo "$REPS repetitions x ${DURATION}s (after a ${WARMUP}s warmup), ${VALUE_SIZE}-byte values, $KEYS keys; ratios are capraft/etcd per back-to-back pair, median (range)"
 	echo

@@ -76,7 +76,7 @@ func groupRows(results []Result) []*row {
 		switch {
 		case r.System == "capraft" && h.c == nil:
 			h.c = r
-		case r.System == "etcd" && h.e == nil:
+		case r.System != "capraft" && h.e == nil:
 			h.e = r
 		default:
 			byKey[k].unpaired = append(byKey[k].unpaired, *r)
@@ -166,9 +166,19 @@ func cpuPerOp(r Result) float64 {
 // row, ratios capraft/etcd per back-to-back pair (median, and the range
 // over pairs), each system's medians beside them; then the mixed rows'
 // read and write latencies, and every run that had errors or no partner.
+//
+// The other system is etcd, or whatever else the results name (run.sh
+// --baseline labels a capraft built from another commit "base").
 func WriteTable(w io.Writer, results []Result) {
 	rows := groupRows(results)
-	fmt.Fprintln(w, "| workload | clients / conns | ops/s capraft vs etcd | ops/s ratio | p50 ratio; ms | p99 ratio; ms | server RSS ratio; MiB | server CPU µs/op |")
+	other := "etcd"
+	for _, r := range results {
+		if r.System != "capraft" {
+			other = r.System
+			break
+		}
+	}
+	fmt.Fprintln(w, "| workload | clients / conns | ops/s capraft vs "+other+" | ops/s ratio | p50 ratio; ms | p99 ratio; ms | server RSS ratio; MiB | server CPU µs/op |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
 	for _, rw := range rows {
 		if len(rw.pairs) == 0 {
