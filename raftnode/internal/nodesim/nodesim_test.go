@@ -12,6 +12,7 @@ var (
 	flagSeed    = flag.Int64("nodesim.seed", -1, "replay exactly this seed")
 	flagTrace   = flag.Bool("nodesim.trace", false, "log every event of the run (use with -nodesim.seed)")
 	flagReplays = flag.Int("nodesim.replays", 1, "seeds per configuration run twice by the replay test")
+	flagEvery   = flag.Int("nodesim.progress", 0, "log progress every this many seeds (0: never; with -v it streams)")
 )
 
 // configs are the simulated configurations, with their default seed
@@ -113,6 +114,9 @@ func TestWholeNodeSimulation(t *testing.T) {
 						seed, err, cfg.name, seed)
 				}
 				add(&total, res.Stats)
+				if k := *flagEvery; k > 0 && (seed+1)%int64(k) == 0 {
+					t.Logf("%d seeds in %v", seed+1, time.Since(start).Round(time.Second))
+				}
 			}
 			el := time.Since(start)
 			t.Logf("%d seeds in %v (%.2f seeds/s): %+v", len(ss), el.Round(time.Millisecond), float64(len(ss))/el.Seconds(), total)
