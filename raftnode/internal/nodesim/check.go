@@ -27,10 +27,14 @@ type checker struct {
 	byIndex map[uint64]appliedAt
 	// once maps a session write (session, seq) to its result: a retry
 	// applied again must return the same (exactly-once).
-	once    map[[2]uint64]kv.Result
-	puts    map[uint64]putInfo // by command id
-	reads   []readCheck
-	history []porcupine.Operation
+	once map[[2]uint64]kv.Result
+	// opApplied maps a client operation to the session write (session,
+	// seq) that applied it: one operation is applied once, under one
+	// sequence number.
+	opApplied map[uint64][2]uint64
+	puts      map[uint64]putInfo // by command id
+	reads     []readCheck
+	history   []porcupine.Operation
 }
 
 type appliedAt struct {
@@ -40,6 +44,9 @@ type appliedAt struct {
 }
 
 type putInfo struct {
+	// op is the client operation (whose attempts may use several
+	// sequence numbers: see notApplied).
+	op           uint64
 	session, seq uint64
 	key, value   string
 	cas          bool
@@ -55,7 +62,7 @@ type readCheck struct {
 }
 
 func newChecker() checker {
-	return checker{byIndex: map[uint64]appliedAt{}, once: map[[2]uint64]kv.Result{}, puts: map[uint64]putInfo{}}
+	return checker{byIndex: map[uint64]appliedAt{}, once: map[[2]uint64]kv.Result{}, opApplied: map[uint64][2]uint64{}, puts: map[uint64]putInfo{}}
 }
 
 // applied sees every result a node's state machine returns (OnApplied).
@@ -94,6 +101,12 @@ func (ch *checker) applied(c *cluster, node, index uint64, res any) {
 	}
 	if a.Results[0].Code == kv.OK {
 		ch.once[k] = a.Results[0]
+		if prev, ok := ch.opApplied[p.op]; ok && prev != k {
+			c.failf("exactly-once: the client's write %s=%s applied twice, as session %d seq %d and then seq %d at index %d",
+				p.key, p.value, p.session, prev[1], p.seq, index)
+			return
+		}
+		ch.opApplied[p.op] = k
 	}
 }
 
@@ -287,7 +300,8 @@ func (c *cluster) checkReplicas() {
 
 // leading records that n leads its current term, as the driver's
 // OnLeading says the moment it does: election safety is at most one
-// leader per term.
+// leader per term, and leader completeness that its log reaches every
+// index applied anywhere.
 func (c *cluster) leading(n *node) {
 	st, err := n.d.Status(context.Background())
 	if err != nil || st.Role != raft.StateLeader {
@@ -301,6 +315,13 @@ func (c *cluster) leading(n *node) {
 	}
 	c.leaders[st.Term] = n.id
 	c.stats.Leaders++
+	if st.LastIndex < c.stats.MaxApplied {
+		// Leader completeness: every entry some replica applied was
+		// committed, and every leader of a later term holds it.
+		c.failf("leader completeness: node %d leads term %d with a log up to %d, but index %d was applied",
+			n.id, st.Term, st.LastIndex, c.stats.MaxApplied)
+		return
+	}
 	c.event("node %d leads term %d (commit %d, applied %d)", n.id, st.Term, st.Commit, st.Applied)
 }
 

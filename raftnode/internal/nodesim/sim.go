@@ -216,6 +216,7 @@ type cluster struct {
 	// nextReplicaCheck is when the replicas are compared next.
 	nextReplicaCheck time.Time
 	cmdID            uint64 // the last command id proposed
+	opID             uint64 // the last client operation's id
 }
 
 func newCluster(seed int64, opts Options) *cluster {
