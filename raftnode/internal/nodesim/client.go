@@ -205,7 +205,7 @@ func (c *cluster) attempt(cl *client) {
 	case opOpen:
 		c.cmdID++
 		cmd := kv.Command{Kind: kv.CmdOpenSession, ID: c.cmdID, Time: c.now.UnixNano()}
-		n.d.Propose(cmd.AppendBinary(nil), func(r driver.Result) {
+		c.propose(n, cmd.AppendBinary(nil), func(r driver.Result) {
 			if op.attempt == a {
 				op.answered, op.res = true, r
 			}
@@ -222,7 +222,7 @@ func (c *cluster) attempt(cl *client) {
 		cmd := kv.Command{Kind: kv.CmdBatch, ID: c.cmdID, Time: c.now.UnixNano(), Session: op.session, AckedBelow: cl.ackedBelow(op),
 			Ops: []kv.WriteOp{w}}
 		c.checker.puts[c.cmdID] = putInfo{session: op.session, seq: op.seq, key: op.key, value: op.value, cas: op.kind == opCAS, op: op.id}
-		n.d.Propose(cmd.AppendBinary(nil), func(r driver.Result) {
+		c.propose(n, cmd.AppendBinary(nil), func(r driver.Result) {
 			if op.attempt == a {
 				op.answered, op.res = true, r
 			}

@@ -146,6 +146,7 @@ func add(t *Stats, s Stats) {
 	t.Reads += s.Reads
 	t.FailedReads += s.FailedReads
 	t.SerializableReads += s.SerializableReads
+	t.Forwarded += s.Forwarded
 	t.Leaders += s.Leaders
 	t.MaxApplied = max(t.MaxApplied, s.MaxApplied)
 }

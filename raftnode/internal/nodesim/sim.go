@@ -169,7 +169,7 @@ type Stats struct {
 	// storage was never replaced (see watchDemotions).
 	SpuriousDemotions                  int
 	Acked, Unknown, Reads, FailedReads int
-	SerializableReads                  int
+	SerializableReads, Forwarded       int
 	Leaders                            int
 	MaxApplied                         uint64
 }
