@@ -205,11 +205,11 @@ func (c *cluster) attempt(cl *client) {
 	case opOpen:
 		c.cmdID++
 		cmd := kv.Command{Kind: kv.CmdOpenSession, ID: c.cmdID, Time: c.now.UnixNano()}
-		c.propose(n, cmd.AppendBinary(nil), func(r driver.Result) {
+		c.propose(n, cmd.AppendBinary(nil), c.later(n, func(r driver.Result) {
 			if op.attempt == a {
 				op.answered, op.res = true, r
 			}
-		})
+		}))
 	case opPut, opCAS:
 		c.cmdID++
 		w := kv.WriteOp{Seq: op.seq, Type: kv.OpPut, Key: []byte(op.key), Value: []byte(op.value)}
@@ -222,21 +222,21 @@ func (c *cluster) attempt(cl *client) {
 		cmd := kv.Command{Kind: kv.CmdBatch, ID: c.cmdID, Time: c.now.UnixNano(), Session: op.session, AckedBelow: cl.ackedBelow(op),
 			Ops: []kv.WriteOp{w}}
 		c.checker.puts[c.cmdID] = putInfo{session: op.session, seq: op.seq, key: op.key, value: op.value, cas: op.kind == opCAS, op: op.id}
-		c.propose(n, cmd.AppendBinary(nil), func(r driver.Result) {
+		c.propose(n, cmd.AppendBinary(nil), c.later(n, func(r driver.Result) {
 			if op.attempt == a {
 				op.answered, op.res = true, r
 			}
-		})
+		}))
 	case opGet:
 		if c.opts.bugs.readWithoutBarrier {
 			op.answered = true
 			return
 		}
-		n.d.ReadBarrier(func(err error) {
+		n.d.ReadBarrier(c.laterErr(n, func(err error) {
 			if op.attempt == a {
 				op.answered, op.readErr = true, err
 			}
-		})
+		}))
 	case opSGet:
 		c.stats.SerializableReads++
 		c.read(n, op.key)

@@ -86,9 +86,9 @@ func (c *cluster) deliverForwarded(ev *netEvent) {
 		f.reply(driver.Result{Err: driver.ErrNotLeader})
 		return
 	}
-	back := func(r driver.Result) {
+	back := c.later(l, func(r driver.Result) {
 		c.forwardLeg(&netEvent{kind: evFwdReply, from: l.id, to: follower.id, epoch: l.epoch, fwd: f, res: r})
-	}
+	})
 	if !l.d.IsLeader() {
 		back(driver.Result{Err: driver.ErrNotLeader})
 		return

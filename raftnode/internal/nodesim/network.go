@@ -19,10 +19,17 @@ type transport struct {
 	epoch int
 }
 
-// Send puts copies of msgs on the network.
+// Send puts copies of msgs on the network (once its slow write is
+// done, if its node waits for one: slowdisk.go).
 func (t *transport) Send(msgs []raft.Message) {
+	n := t.c.nodes[t.from-1]
 	for i := range msgs {
-		t.c.send(t.from, t.epoch, copyMessage(msgs[i]))
+		m := copyMessage(msgs[i])
+		if n.epoch == t.epoch && n.up && n.holding() {
+			n.held = append(n.held, func() { t.c.send(t.from, t.epoch, m) })
+			continue
+		}
+		t.c.send(t.from, t.epoch, m)
 	}
 }
 

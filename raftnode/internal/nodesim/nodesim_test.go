@@ -147,6 +147,9 @@ func add(t *Stats, s Stats) {
 	t.FailedReads += s.FailedReads
 	t.SerializableReads += s.SerializableReads
 	t.Forwarded += s.Forwarded
+	t.SlowWrites += s.SlowWrites
+	t.FsyncCrashes += s.FsyncCrashes
+	t.ClockJumps += s.ClockJumps
 	t.Leaders += s.Leaders
 	t.MaxApplied = max(t.MaxApplied, s.MaxApplied)
 }
