@@ -2,7 +2,9 @@ package nodesim
 
 import (
 	"flag"
+	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -13,6 +15,8 @@ var (
 	flagTrace   = flag.Bool("nodesim.trace", false, "log every event of the run (use with -nodesim.seed)")
 	flagReplays = flag.Int("nodesim.replays", 1, "seeds per configuration run twice by the replay test")
 	flagEvery   = flag.Int("nodesim.progress", 0, "log progress every this many seeds (0: never; with -v it streams)")
+	flagOpts    = flag.String("nodesim.opts", "", "override options of the configuration: Name=value,... (what shrinking prints)")
+	flagShrink  = flag.Duration("nodesim.shrink", time.Minute, "how long to shrink a failing seed (0: do not)")
 )
 
 // configs are the simulated configurations, with their default seed
@@ -105,13 +109,17 @@ func TestWholeNodeSimulation(t *testing.T) {
 			ss := seeds(cfg.seeds)
 			for _, seed := range ss {
 				opts := cfg.opts()
+				if err := ApplyOverride(&opts, *flagOpts); err != nil {
+					t.Fatal(err)
+				}
 				if *flagTrace {
 					opts.Trace = os.Stdout
 				}
 				res, err := Run(seed, opts)
 				if err != nil {
-					t.Fatalf("seed %d: %v\nreplay: go test ./raftnode/internal/nodesim -run 'TestWholeNodeSimulation/%s$' -nodesim.seed=%d -v -nodesim.trace",
-						seed, err, cfg.name, seed)
+					t.Errorf("seed %d: %v\nreplay: %s", seed, err, replayCommand(cfg.name, seed, *flagOpts))
+					shrinkAndReport(t, cfg.name, cfg.opts(), seed, opts, err, res.Events)
+					t.FailNow()
 				}
 				add(&total, res.Stats)
 				if k := *flagEvery; k > 0 && (seed+1)%int64(k) == 0 {
@@ -122,6 +130,57 @@ func TestWholeNodeSimulation(t *testing.T) {
 			t.Logf("%d seeds in %v (%.2f seeds/s): %+v", len(ss), el.Round(time.Millisecond), float64(len(ss))/el.Seconds(), total)
 		})
 	}
+}
+
+// replayCommand is the command that replays seed of configuration name
+// with the options override.
+func replayCommand(name string, seed int64, override string) string {
+	cmd := fmt.Sprintf("go test ./raftnode/internal/nodesim -run 'TestWholeNodeSimulation/%s$' -nodesim.seed=%d", name, seed)
+	if override != "" {
+		cmd += fmt.Sprintf(" -nodesim.opts='%s'", override)
+	}
+	return cmd + " -v -nodesim.trace"
+}
+
+// shrinkAndReport shrinks a failing seed (for at most -nodesim.shrink)
+// and logs the smallest failing replay it found.
+func shrinkAndReport(t *testing.T, name string, base Options, seed int64, opts Options, err error, events int) {
+	t.Helper()
+	if *flagShrink <= 0 {
+		return
+	}
+	kind := failureKind(err)
+	sr := Shrink(seed, opts, err, events, func(e error) bool { return failureKind(e) == kind }, 200, *flagShrink)
+	if len(sr.Steps) == 0 {
+		t.Logf("shrinking: none of %d smaller runs failed the same way (%s)", sr.Runs, kind)
+		return
+	}
+	t.Logf("shrunk in %d runs (%s) from %d events to %d: %v\nsmallest failing replay: %s",
+		sr.Runs, strings.Join(sr.Steps, ", "), events, sr.Events, sr.Err, replayCommand(name, sr.Seed, Override(base, sr.Opts)))
+}
+
+// failureKind is what failed: the checker's words before the details.
+func failureKind(err error) string {
+	s := err.Error()
+	if strings.HasPrefix(s, "at ") {
+		if _, rest, ok := strings.Cut(s, ": "); ok {
+			s = rest
+		}
+	}
+	if i := strings.IndexAny(s, ":"); i >= 0 {
+		s = s[:i]
+	}
+	if strings.HasPrefix(s, "read of ") {
+		return "read of"
+	}
+	if strings.HasPrefix(s, "node ") {
+		// "node N stopped", "node N took a snapshot ...": the verb.
+		f := strings.Fields(s)
+		if len(f) >= 3 {
+			return "node " + f[2]
+		}
+	}
+	return s
 }
 
 func add(t *Stats, s Stats) {
