@@ -657,7 +657,7 @@ func (d *Driver) handleReady(rd raft.Ready) {
 	sendFirst := len(rd.Entries) > 0 || snap != nil
 	if sendFirst {
 		d.tr.Send(rd.Messages)
-		if len(rd.Messages) > 0 {
+		if len(rd.Messages) > 0 && !d.cfg.Stepped { // a stepped driver's transport has no goroutines
 			// The transport's goroutines were just readied on this P;
 			// left there, they often wait until the fsync below
 			// returns (the syscall holds the P), and the appends leave
