@@ -12,6 +12,7 @@ import (
 var (
 	flagSeeds   = flag.Int("nodesim.seeds", 0, "seeds per configuration (0: the default)")
 	flagSeed    = flag.Int64("nodesim.seed", -1, "replay exactly this seed")
+	flagFrom    = flag.Int64("nodesim.from", 0, "the first seed of -nodesim.seeds (to split a long run)")
 	flagTrace   = flag.Bool("nodesim.trace", false, "log every event of the run (use with -nodesim.seed)")
 	flagReplays = flag.Int("nodesim.replays", 1, "seeds per configuration run twice by the replay test")
 	flagEvery   = flag.Int("nodesim.progress", 0, "log progress every this many seeds (0: never; with -v it streams)")
@@ -90,7 +91,7 @@ func seeds(def int) []int64 {
 	}
 	s := make([]int64, n)
 	for i := range s {
-		s[i] = int64(i)
+		s[i] = *flagFrom + int64(i)
 	}
 	return s
 }
@@ -127,8 +128,8 @@ func TestWholeNodeSimulation(t *testing.T) {
 					t.FailNow()
 				}
 				add(&total, res.Stats)
-				if k := *flagEvery; k > 0 && (seed+1)%int64(k) == 0 {
-					t.Logf("%d seeds in %v", seed+1, time.Since(start).Round(time.Second))
+				if k := *flagEvery; k > 0 && (seed+1-*flagFrom)%int64(k) == 0 {
+					t.Logf("seeds %d-%d in %v", *flagFrom, seed, time.Since(start).Round(time.Second))
 				}
 			}
 			el := time.Since(start)
