@@ -112,14 +112,14 @@ func (d *Driver) ReceiveSnapshot(ctx context.Context, offer SnapshotOffer) (Snap
 	if old != nil {
 		old.abort(errSnapshotReplaced)
 	}
+	verify := d.verifyStream
+	if driverbugs.On.InstallUnverified { // injected bug (driverbugs)
+		verify = discardStream
+	}
 	go func() {
 		defer d.wg.Done()
 		// The state machine reads the same bytes as they are written to
 		// the file: one pass, checked before anything is installed.
-		verify := d.verifyStream
-		if driverbugs.On.InstallUnverified { // injected bug (driverbugs)
-			verify = discardStream
-		}
 		err := verify(pr, offer.Meta.Index)
 		if err == nil {
 			err = errTrailingSnapshot // for a write that comes after the end
