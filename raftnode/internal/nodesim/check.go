@@ -33,12 +33,16 @@ type checker struct {
 	// sequence number.
 	opApplied map[uint64][2]uint64
 	puts      map[uint64]putInfo // by command id
-	// terms is the term of the entry applied at each index, as a
-	// replica's log had it when it applied the entry.
-	terms   map[uint64]uint64
+	// terms is, for each applied index, the term of its entry (as a
+	// replica's log had it when it applied the entry: 0 until known)
+	// and the lowest term any replica was in when it applied it: the
+	// entry was committed in that term or an earlier one.
+	terms   map[uint64]entryTerms
 	reads   []readCheck
 	history []porcupine.Operation
 }
+
+type entryTerms struct{ entry, committedBy uint64 }
 
 type appliedAt struct {
 	digest uint64
@@ -65,18 +69,25 @@ type readCheck struct {
 }
 
 func newChecker() checker {
-	return checker{byIndex: map[uint64]appliedAt{}, once: map[[2]uint64]kv.Result{}, opApplied: map[uint64][2]uint64{}, terms: map[uint64]uint64{}, puts: map[uint64]putInfo{}}
+	return checker{byIndex: map[uint64]appliedAt{}, once: map[[2]uint64]kv.Result{}, opApplied: map[uint64][2]uint64{}, terms: map[uint64]entryTerms{}, puts: map[uint64]putInfo{}}
 }
 
 // applied sees every result a node's state machine returns (OnApplied).
 func (ch *checker) applied(c *cluster, n *node, index uint64, res any) {
 	node := n.id
-	if _, ok := ch.terms[index]; !ok {
-		// A leader applies before its own write: its log may not
-		// have the entry yet, a follower's will.
-		if t, err := n.store.Term(index); err == nil {
-			ch.terms[index] = t
+	if st, err := n.d.Status(context.Background()); err == nil {
+		et, ok := ch.terms[index]
+		if !ok || st.Term < et.committedBy {
+			et.committedBy = st.Term
 		}
+		if et.entry == 0 {
+			// A leader applies before its own write: its log may not
+			// have the entry yet, a follower's will.
+			if t, err := n.store.Term(index); err == nil {
+				et.entry = t
+			}
+		}
+		ch.terms[index] = et
 	}
 	a, ok := res.(*kv.Applied)
 	if !ok || a == nil {
@@ -334,20 +345,24 @@ func (c *cluster) leading(n *node) {
 }
 
 // checkCompleteness checks leader completeness as n starts leading
-// term: every entry some replica applied was committed, so a leader of a
-// later term holds it (the same entry: the same term at its index).
+// term: every entry some replica applied was committed, by the term that
+// replica was in at the latest, so a leader of a later term holds it (the
+// same entry: the same term at its index). A leader of an earlier term
+// (one elected late, say after its process was frozen with the votes in
+// its queue) need not.
 func (c *cluster) checkCompleteness(n *node, term, last uint64) {
 	for _, idx := range slices.Sorted(maps.Keys(c.checker.terms)) { // in order: a replay fails alike
-		t := c.checker.terms[idx]
-		if t >= term {
-			continue // committed in this term or a later one
+		et := c.checker.terms[idx]
+		t := et.entry
+		if et.committedBy >= term {
+			continue // maybe committed in this term or a later one
 		}
 		if idx > last {
 			c.failf("leader completeness: node %d leads term %d with a log up to %d, but index %d (term %d) was applied",
 				n.id, term, last, idx, t)
 			return
 		}
-		if lt, err := n.store.Term(idx); err == nil && lt != t {
+		if lt, err := n.store.Term(idx); err == nil && t != 0 && lt != t {
 			c.failf("leader completeness: node %d leads term %d with term %d at index %d, but the entry applied there has term %d",
 				n.id, term, lt, idx, t)
 			return
