@@ -133,7 +133,10 @@
 //
 // The driver imports the core, the state machine contract, storage (for
 // the types of its snapshot files) and the standard library; never
-// schema, rpc, capnp, kv, echo or transport (a test checks).
+// schema, rpc, capnp, kv, echo or transport (a test checks). It also
+// reads raftnode/internal/driverbugs: deliberate bugs, each one flag read
+// at its site (injected_bugs.go), that only the whole-node simulator's
+// tests switch on, to show that its checkers catch them.
 //
 // # Failures
 //

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/capraft/capraft/raftnode/internal/driverbugs"
 	"github.com/capraft/capraft/raftnode/raft"
 	"github.com/capraft/capraft/raftnode/statemachine"
 )
@@ -511,6 +512,9 @@ func (d *Driver) stepPeer(p *peerMsgs) {
 			d.log.Debug("ignored a snapshot among a peer's messages", "from", m.From)
 			continue
 		}
+		if driverbugs.On.CountWipedVoters { // injected bug (driverbugs)
+			m.Incarnation = d.countedIncarnation(m)
+		}
 		err := d.core.Step(m)
 		if err == nil {
 			continue
@@ -653,7 +657,7 @@ func (d *Driver) handleReady(rd raft.Ready) {
 	sendFirst := len(rd.Entries) > 0 || snap != nil
 	if sendFirst {
 		d.tr.Send(rd.Messages)
-		if len(rd.Messages) > 0 {
+		if len(rd.Messages) > 0 && !d.cfg.Stepped { // a stepped driver's transport has no goroutines
 			// The transport's goroutines were just readied on this P;
 			// left there, they often wait until the fsync below
 			// returns (the syscall holds the P), and the appends leave
@@ -674,6 +678,10 @@ func (d *Driver) handleReady(rd raft.Ready) {
 	}
 	if !sendFirst {
 		d.tr.Send(rd.Messages)
+	}
+	if driverbugs.On.AckBeforePersist { // injected bug (driverbugs)
+		d.tr.Send(rd.MessagesAfterPersist)
+		rd.MessagesAfterPersist = nil
 	}
 	switch {
 	case rd.MustSync || len(rd.Entries) > 0 || snap != nil:
@@ -848,7 +856,7 @@ func (d *Driver) failStaleProposals(upTo uint64) {
 	for idx, p := range d.loop.byIndex {
 		if idx <= upTo {
 			delete(d.loop.byIndex, idx)
-			p.reply(Result{Err: ErrOutcomeUnknown})
+			p.reply(Result{Err: outcomeUnknown()})
 		}
 	}
 }
@@ -1011,7 +1019,7 @@ func (d *Driver) releaseReads() {
 	applied := d.sm.Applied()
 	keep := d.loop.applyWait[:0]
 	for _, r := range d.loop.applyWait {
-		if r.index <= applied {
+		if r.index <= applied || driverbugs.On.ReadBeforeApplied { // injected bug (driverbugs)
 			r.reply(nil)
 		} else {
 			keep = append(keep, r)
@@ -1039,7 +1047,7 @@ func (d *Driver) failEverything() {
 		p.reply(Result{Err: err})
 	}
 	for _, p := range ls.byIndex {
-		p.reply(Result{Err: ErrOutcomeUnknown})
+		p.reply(Result{Err: outcomeUnknown()})
 	}
 	for _, r := range ls.newReads {
 		r.reply(err)

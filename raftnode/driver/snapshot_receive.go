@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/capraft/capraft/raftnode/internal/driverbugs"
 	"github.com/capraft/capraft/raftnode/raft"
 	"github.com/capraft/capraft/raftnode/storage"
 )
@@ -112,11 +113,15 @@ func (d *Driver) ReceiveSnapshot(ctx context.Context, offer SnapshotOffer) (Snap
 	if old != nil {
 		old.abort(errSnapshotReplaced)
 	}
+	verify := d.verifyStream
+	if driverbugs.On.InstallUnverified { // injected bug (driverbugs)
+		verify = discardStream
+	}
 	go func() {
 		defer d.wg.Done()
 		// The state machine reads the same bytes as they are written to
 		// the file: one pass, checked before anything is installed.
-		err := d.verifyStream(pr, offer.Meta.Index)
+		err := verify(pr, offer.Meta.Index)
 		if err == nil {
 			err = errTrailingSnapshot // for a write that comes after the end
 			s.verified <- nil
@@ -199,7 +204,7 @@ func (s *snapSink) finish(ctx context.Context) error {
 	if verr != nil {
 		return s.refused(verr)
 	}
-	if s.w.Size() != s.offer.Size || s.w.Checksum() != s.offer.Checksum {
+	if (s.w.Size() != s.offer.Size || s.w.Checksum() != s.offer.Checksum) && !driverbugs.On.InstallUnverified { // injected bug (driverbugs)
 		return s.refused(fmt.Errorf("the file holds %d bytes with CRC-32C %08x, the offer %d bytes with %08x",
 			s.w.Size(), s.w.Checksum(), s.offer.Size, s.offer.Checksum))
 	}

@@ -27,11 +27,22 @@ type checker struct {
 	byIndex map[uint64]appliedAt
 	// once maps a session write (session, seq) to its result: a retry
 	// applied again must return the same (exactly-once).
-	once    map[[2]uint64]kv.Result
-	puts    map[uint64]putInfo // by command id
+	once map[[2]uint64]kv.Result
+	// opApplied maps a client operation to the session write (session,
+	// seq) that applied it: one operation is applied once, under one
+	// sequence number.
+	opApplied map[uint64][2]uint64
+	puts      map[uint64]putInfo // by command id
+	// terms is, for each applied index, the term of its entry (as a
+	// replica's log had it when it applied the entry: 0 until known)
+	// and the lowest term any replica was in when it applied it: the
+	// entry was committed in that term or an earlier one.
+	terms   map[uint64]entryTerms
 	reads   []readCheck
 	history []porcupine.Operation
 }
+
+type entryTerms struct{ entry, committedBy uint64 }
 
 type appliedAt struct {
 	digest uint64
@@ -40,6 +51,9 @@ type appliedAt struct {
 }
 
 type putInfo struct {
+	// op is the client operation (whose attempts may use several
+	// sequence numbers: see notApplied).
+	op           uint64
 	session, seq uint64
 	key, value   string
 	cas          bool
@@ -55,11 +69,26 @@ type readCheck struct {
 }
 
 func newChecker() checker {
-	return checker{byIndex: map[uint64]appliedAt{}, once: map[[2]uint64]kv.Result{}, puts: map[uint64]putInfo{}}
+	return checker{byIndex: map[uint64]appliedAt{}, once: map[[2]uint64]kv.Result{}, opApplied: map[uint64][2]uint64{}, terms: map[uint64]entryTerms{}, puts: map[uint64]putInfo{}}
 }
 
 // applied sees every result a node's state machine returns (OnApplied).
-func (ch *checker) applied(c *cluster, node, index uint64, res any) {
+func (ch *checker) applied(c *cluster, n *node, index uint64, res any) {
+	node := n.id
+	if st, err := n.d.Status(context.Background()); err == nil {
+		et, ok := ch.terms[index]
+		if !ok || st.Term < et.committedBy {
+			et.committedBy = st.Term
+		}
+		if et.entry == 0 {
+			// A leader applies before its own write: its log may not
+			// have the entry yet, a follower's will.
+			if t, err := n.store.Term(index); err == nil {
+				et.entry = t
+			}
+		}
+		ch.terms[index] = et
+	}
 	a, ok := res.(*kv.Applied)
 	if !ok || a == nil {
 		c.failf("node %d: index %d applied with result %T", node, index, res)
@@ -94,6 +123,12 @@ func (ch *checker) applied(c *cluster, node, index uint64, res any) {
 	}
 	if a.Results[0].Code == kv.OK {
 		ch.once[k] = a.Results[0]
+		if prev, ok := ch.opApplied[p.op]; ok && prev != k {
+			c.failf("exactly-once: the client's write %s=%s applied twice, as session %d seq %d and then seq %d at index %d",
+				p.key, p.value, p.session, prev[1], p.seq, index)
+			return
+		}
+		ch.opApplied[p.op] = k
 	}
 }
 
@@ -239,7 +274,10 @@ func (ch *checker) checkLinearizable(end int64) error {
 	}
 	for _, k := range slices.Sorted(maps.Keys(byKey)) {
 		ops := byKey[k]
-		switch porcupine.CheckOperationsTimeout(history.Model, ops, 30*time.Second) {
+		// A generous bound, not a deadline: a history checks in about a
+		// second on an idle core, and one check starved of CPU on a busy
+		// machine must not fail the run (the test's -timeout bounds it).
+		switch porcupine.CheckOperationsTimeout(history.Model, ops, 10*time.Minute) {
 		case porcupine.Illegal:
 			return fmt.Errorf("linearizability: the history of key %s (%d operations) is not linearizable:\n%s", k, len(ops), describeHistory(ops))
 		case porcupine.Unknown:
@@ -287,7 +325,8 @@ func (c *cluster) checkReplicas() {
 
 // leading records that n leads its current term, as the driver's
 // OnLeading says the moment it does: election safety is at most one
-// leader per term.
+// leader per term, and leader completeness that its log reaches every
+// index applied anywhere.
 func (c *cluster) leading(n *node) {
 	st, err := n.d.Status(context.Background())
 	if err != nil || st.Role != raft.StateLeader {
@@ -301,7 +340,34 @@ func (c *cluster) leading(n *node) {
 	}
 	c.leaders[st.Term] = n.id
 	c.stats.Leaders++
+	c.checkCompleteness(n, st.Term, st.LastIndex)
 	c.event("node %d leads term %d (commit %d, applied %d)", n.id, st.Term, st.Commit, st.Applied)
+}
+
+// checkCompleteness checks leader completeness as n starts leading
+// term: every entry some replica applied was committed, by the term that
+// replica was in at the latest, so a leader of a later term holds it (the
+// same entry: the same term at its index). A leader of an earlier term
+// (one elected late, say after its process was frozen with the votes in
+// its queue) need not.
+func (c *cluster) checkCompleteness(n *node, term, last uint64) {
+	for _, idx := range slices.Sorted(maps.Keys(c.checker.terms)) { // in order: a replay fails alike
+		et := c.checker.terms[idx]
+		t := et.entry
+		if et.committedBy >= term {
+			continue // maybe committed in this term or a later one
+		}
+		if idx > last {
+			c.failf("leader completeness: node %d leads term %d with a log up to %d, but index %d (term %d) was applied",
+				n.id, term, last, idx, t)
+			return
+		}
+		if lt, err := n.store.Term(idx); err == nil && t != 0 && lt != t {
+			c.failf("leader completeness: node %d leads term %d with term %d at index %d, but the entry applied there has term %d",
+				n.id, term, lt, idx, t)
+			return
+		}
+	}
 }
 
 // awaitLiveness: once healed, a write commits within Options.Liveness,

@@ -61,12 +61,19 @@ type client struct {
 }
 
 type pendingOp struct {
+	// id identifies the client operation, whatever the sequence numbers
+	// its attempts use.
+	id         uint64
 	kind       opKind
 	key, value string
 	// session is the session a write was made in; resumed: it was
 	// parked and is retried after healing.
 	session uint64
 	resumed bool
+	// uncertain: an attempt was lost or failed with an outcome unknown,
+	// so its sequence number may have been applied: every later attempt
+	// keeps it.
+	uncertain bool
 	// expect is what a compare-and-swap expects ("": the key absent).
 	expect   string
 	seq      uint64
@@ -136,6 +143,7 @@ func (c *cluster) clientStep(cl *client) {
 	case !c.now.Before(op.deadline) || c.current(op.node, op.epoch) == nil:
 		// No answer: the node crashed or the request is lost.
 		c.event("client %d: %v attempt %d at node %d lost", cl.id, op.kind, op.attempt, op.node)
+		op.uncertain = true
 		c.retry(cl)
 	}
 }
@@ -145,7 +153,8 @@ func (c *cluster) newOp(cl *client) *pendingOp {
 		return &pendingOp{kind: opOpen}
 	}
 	cl.nops++
-	op := &pendingOp{key: fmt.Sprintf("k%d", c.rng.IntN(c.opts.Keys)), session: cl.session}
+	c.opID++
+	op := &pendingOp{id: c.opID, key: fmt.Sprintf("k%d", c.rng.IntN(c.opts.Keys)), session: cl.session}
 	switch r := c.rng.IntN(20); {
 	case r < 7:
 		cl.seq++
@@ -196,11 +205,11 @@ func (c *cluster) attempt(cl *client) {
 	case opOpen:
 		c.cmdID++
 		cmd := kv.Command{Kind: kv.CmdOpenSession, ID: c.cmdID, Time: c.now.UnixNano()}
-		n.d.Propose(cmd.AppendBinary(nil), func(r driver.Result) {
+		c.propose(n, cmd.AppendBinary(nil), c.later(n, func(r driver.Result) {
 			if op.attempt == a {
 				op.answered, op.res = true, r
 			}
-		})
+		}))
 	case opPut, opCAS:
 		c.cmdID++
 		w := kv.WriteOp{Seq: op.seq, Type: kv.OpPut, Key: []byte(op.key), Value: []byte(op.value)}
@@ -212,22 +221,22 @@ func (c *cluster) attempt(cl *client) {
 		}
 		cmd := kv.Command{Kind: kv.CmdBatch, ID: c.cmdID, Time: c.now.UnixNano(), Session: op.session, AckedBelow: cl.ackedBelow(op),
 			Ops: []kv.WriteOp{w}}
-		c.checker.puts[c.cmdID] = putInfo{session: op.session, seq: op.seq, key: op.key, value: op.value, cas: op.kind == opCAS}
-		n.d.Propose(cmd.AppendBinary(nil), func(r driver.Result) {
+		c.checker.puts[c.cmdID] = putInfo{session: op.session, seq: op.seq, key: op.key, value: op.value, cas: op.kind == opCAS, op: op.id}
+		c.propose(n, cmd.AppendBinary(nil), c.later(n, func(r driver.Result) {
 			if op.attempt == a {
 				op.answered, op.res = true, r
 			}
-		})
+		}))
 	case opGet:
 		if c.opts.bugs.readWithoutBarrier {
 			op.answered = true
 			return
 		}
-		n.d.ReadBarrier(func(err error) {
+		n.d.ReadBarrier(c.laterErr(n, func(err error) {
 			if op.attempt == a {
 				op.answered, op.readErr = true, err
 			}
-		})
+		}))
 	case opSGet:
 		c.stats.SerializableReads++
 		c.read(n, op.key)
@@ -265,6 +274,18 @@ func (c *cluster) answered(cl *client) {
 		}
 		if op.res.Err != nil {
 			c.event("client %d: put seq %d: %v", cl.id, op.seq, op.res.Err)
+			switch {
+			case !notApplied(op.res.Err):
+				op.uncertain = true
+			case !op.uncertain && !op.resumed && op.session == cl.session:
+				// Not applied, and never will be, nor was any attempt
+				// before: the client may write again as a new write,
+				// with a new sequence number (a driver that says so of
+				// a write it may have applied makes it apply twice:
+				// exactly-once checks it).
+				cl.seq++
+				op.seq = cl.seq
+			}
 			c.retry(cl)
 			return
 		}
@@ -309,6 +330,12 @@ func (c *cluster) answered(cl *client) {
 		c.record(cl, op, history.Output{Found: found, Value: value})
 		c.done(cl)
 	}
+}
+
+// notApplied reports whether err says that a proposal was not applied
+// and never will be.
+func notApplied(err error) bool {
+	return errors.Is(err, driver.ErrDropped) || errors.Is(err, driver.ErrNotLeader)
 }
 
 // retry schedules another attempt, or gives up after maxTries.

@@ -18,6 +18,10 @@ func (c *cluster) faults() {
 	if c.rng.Float64() < c.opts.PartitionP {
 		c.changePartition()
 	}
+	c.driftClocks()
+	if c.rng.Float64() < c.opts.ClockJumpP {
+		c.jumpClock()
+	}
 	if c.rng.Float64() < c.opts.PauseP {
 		if up := c.upNodes(); len(up) > 0 {
 			n := up[c.rng.IntN(len(up))]

@@ -19,10 +19,17 @@ type transport struct {
 	epoch int
 }
 
-// Send puts copies of msgs on the network.
+// Send puts copies of msgs on the network (once its slow write is
+// done, if its node waits for one: slowdisk.go).
 func (t *transport) Send(msgs []raft.Message) {
+	n := t.c.nodes[t.from-1]
 	for i := range msgs {
-		t.c.send(t.from, t.epoch, copyMessage(msgs[i]))
+		m := copyMessage(msgs[i])
+		if n.epoch == t.epoch && n.up && n.holding() {
+			n.held = append(n.held, func() { t.c.send(t.from, t.epoch, m) })
+			continue
+		}
+		t.c.send(t.from, t.epoch, m)
 	}
 }
 
@@ -69,6 +76,8 @@ const (
 	evSnapChunk        // a snapshot transfer's next write
 	evSnapDone         // a snapshot transfer's outcome reaches its sender
 	evNotMember        // a receiver's NotMember word reaches the sender
+	evFwd              // a write a follower forwards reaches the leader
+	evFwdReply         // the leader's answer to a forwarded write reaches the follower
 )
 
 type netEvent struct {
@@ -83,6 +92,8 @@ type netEvent struct {
 	cancelled bool
 	tr        *transfer // evSnapChunk
 	index     uint64    // evSnapDone: the snapshot's
+	fwd       *forwarded
+	res       driver.Result // evFwdReply: the leader's answer
 }
 
 // netQueue is a heap of network events by time, then order of sending.
@@ -185,6 +196,8 @@ func (c *cluster) deliver(ev *netEvent) {
 		if n := c.current(ev.to, ev.epoch); n != nil && !c.cut[[2]uint64{ev.from, ev.to}] {
 			n.d.ReportNotMember(ev.from, ev.nm)
 		}
+	case evFwd, evFwdReply:
+		c.deliverForwarded(ev)
 	case evSnap:
 		c.startTransfer(ev)
 	case evSnapChunk:

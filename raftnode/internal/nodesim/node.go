@@ -45,6 +45,16 @@ type node struct {
 	armed              bool
 	// pausedUntil: the process is frozen until then.
 	pausedUntil time.Time
+	// slowDisk: its disk's writes take time (slowdisk.go); fsyncUntil:
+	// it waits for one until then, and held is what it sent or answered
+	// after that write, released when it completes.
+	slowDisk   bool
+	fsyncUntil time.Time
+	held       []func()
+	// skew is how far its clock runs ahead of the simulation's (clock
+	// jumps, drift); drift is how much faster it runs (0: exact).
+	skew  time.Duration
+	drift float64
 	// m is its membership (membership.go).
 	m membership
 	// countedInc is the incarnation the leader last counted it as a
@@ -54,7 +64,15 @@ type node struct {
 }
 
 // paused reports whether n's process is frozen now.
-func (n *node) paused() bool { return n.c.now.Before(n.pausedUntil) }
+func (n *node) paused() bool { return n.c.now.Before(n.pausedUntil) || n.holding() }
+
+// frozenUntil is when n's process runs again (see paused).
+func (n *node) frozenUntil() time.Time {
+	if n.fsyncUntil.After(n.pausedUntil) {
+		return n.fsyncUntil
+	}
+	return n.pausedUntil
+}
 
 type bgTask struct {
 	at time.Time
@@ -80,7 +98,7 @@ func (n *node) start(boot *raft.Snapshot) error {
 	c := n.c
 	n.epoch++
 	n.kv = kv.New(kv.Config{SessionTTL: c.opts.SessionTTL})
-	n.clock = NewClock(c.now)
+	n.clock = NewClock(c.now.Add(n.skew))
 	n.bg = nil
 	var logger hclog.Logger
 	if c.opts.Trace != nil {
@@ -89,7 +107,7 @@ func (n *node) start(boot *raft.Snapshot) error {
 	}
 	epoch := n.epoch
 	d, err := driver.New(driver.Config{
-		ID: n.id, Storage: n.store, Machine: n.kv.Machine(),
+		ID: n.id, Storage: slowStore{n.store, n}, Machine: n.kv.Machine(),
 		Transport: &transport{c: c, from: n.id, epoch: epoch},
 		DataDir:   fmt.Sprintf("n%d", n.id), Bootstrap: boot,
 		HeartbeatInterval: heartbeatInterval, ElectionTimeout: electionTimeout, RequestTimeout: requestTimeout,
@@ -97,7 +115,7 @@ func (n *node) start(boot *raft.Snapshot) error {
 		Seed:   c.rng.Uint64(),
 		Logger: logger,
 		OnApplied: func(index uint64, res statemachine.Result, replayed bool) {
-			c.checker.applied(c, n.id, index, res)
+			c.checker.applied(c, n, index, res)
 		},
 		// The moment it becomes leader (a stepped driver's Status runs
 		// on its loop at once: this is its loop).
@@ -128,6 +146,7 @@ func (c *cluster) crash(n *node, why string) {
 	c.abortTransfers(n)
 	n.up, n.armed = false, false
 	n.d, n.store, n.clock, n.bg = nil, nil, nil, nil
+	n.held, n.fsyncUntil = nil, time.Time{}
 	n.fs.Crash(mrand.New(mrand.NewSource(c.rng.Int64())))
 	n.downUntil = c.now.Add(c.between(20*time.Millisecond, 400*time.Millisecond))
 }
@@ -145,7 +164,8 @@ func (c *cluster) restart(n *node) {
 	}
 }
 
-// newDisk returns an empty disk, with O_DIRECT or without.
+// newDisk returns an empty disk, with O_DIRECT or without (slow or not:
+// the node's slowDisk).
 func (c *cluster) newDisk() *crashfs.FS {
 	fs := crashfs.New()
 	fs.SetDirectIO(c.rng.IntN(2) == 0 && !c.opts.bugs.walNoSync)

@@ -2,7 +2,9 @@ package nodesim
 
 import (
 	"flag"
+	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -10,8 +12,12 @@ import (
 var (
 	flagSeeds   = flag.Int("nodesim.seeds", 0, "seeds per configuration (0: the default)")
 	flagSeed    = flag.Int64("nodesim.seed", -1, "replay exactly this seed")
+	flagFrom    = flag.Int64("nodesim.from", 0, "the first seed of -nodesim.seeds (to split a long run)")
 	flagTrace   = flag.Bool("nodesim.trace", false, "log every event of the run (use with -nodesim.seed)")
 	flagReplays = flag.Int("nodesim.replays", 1, "seeds per configuration run twice by the replay test")
+	flagEvery   = flag.Int("nodesim.progress", 0, "log progress every this many seeds (0: never; with -v it streams)")
+	flagOpts    = flag.String("nodesim.opts", "", "override options of the configuration: Name=value,... (what shrinking prints)")
+	flagShrink  = flag.Duration("nodesim.shrink", time.Minute, "how long to shrink a failing seed (0: do not)")
 )
 
 // configs are the simulated configurations, with their default seed
@@ -42,7 +48,9 @@ var configs = []struct {
 	}},
 	{"n=3,busy", 10, func() Options {
 		o := DefaultOptions(3)
-		o.Clients, o.Keys, o.Think, o.Chaos = 10, 20, 5*time.Millisecond, 5*time.Second
+		// 3 s of chaos, like the others (5 s made it a third of the
+		// CI step's cost: .ci/run runs 500 seeds of each).
+		o.Clients, o.Keys, o.Think = 10, 20, 5*time.Millisecond
 		o.ValueSize = 200
 		return o
 	}},
@@ -83,7 +91,7 @@ func seeds(def int) []int64 {
 	}
 	s := make([]int64, n)
 	for i := range s {
-		s[i] = int64(i)
+		s[i] = *flagFrom + int64(i)
 	}
 	return s
 }
@@ -99,25 +107,86 @@ func seeds(def int) []int64 {
 func TestWholeNodeSimulation(t *testing.T) {
 	for _, cfg := range configs {
 		t.Run(cfg.name, func(t *testing.T) {
+			// Each run is single-threaded: the configurations share the
+			// cores (CI: .ci/run runs 500 seeds of each).
+			t.Parallel()
 			start := time.Now()
 			var total Stats
 			ss := seeds(cfg.seeds)
 			for _, seed := range ss {
 				opts := cfg.opts()
+				if err := ApplyOverride(&opts, *flagOpts); err != nil {
+					t.Fatal(err)
+				}
 				if *flagTrace {
 					opts.Trace = os.Stdout
 				}
 				res, err := Run(seed, opts)
 				if err != nil {
-					t.Fatalf("seed %d: %v\nreplay: go test ./raftnode/internal/nodesim -run 'TestWholeNodeSimulation/%s$' -nodesim.seed=%d -v -nodesim.trace",
-						seed, err, cfg.name, seed)
+					t.Errorf("seed %d: %v\nreplay: %s", seed, err, replayCommand(cfg.name, seed, *flagOpts))
+					shrinkAndReport(t, cfg.name, cfg.opts(), seed, opts, err, res.Events)
+					t.FailNow()
 				}
 				add(&total, res.Stats)
+				if k := *flagEvery; k > 0 && (seed+1-*flagFrom)%int64(k) == 0 {
+					t.Logf("seeds %d-%d in %v", *flagFrom, seed, time.Since(start).Round(time.Second))
+				}
 			}
 			el := time.Since(start)
 			t.Logf("%d seeds in %v (%.2f seeds/s): %+v", len(ss), el.Round(time.Millisecond), float64(len(ss))/el.Seconds(), total)
 		})
 	}
+}
+
+// replayCommand is the command that replays seed of configuration name
+// with the options override.
+func replayCommand(name string, seed int64, override string) string {
+	cmd := fmt.Sprintf("go test ./raftnode/internal/nodesim -run 'TestWholeNodeSimulation/%s$' -nodesim.seed=%d", name, seed)
+	if override != "" {
+		cmd += fmt.Sprintf(" -nodesim.opts='%s'", override)
+	}
+	return cmd + " -v -nodesim.trace"
+}
+
+// shrinkAndReport shrinks a failing seed (for at most -nodesim.shrink)
+// and logs the smallest failing replay it found.
+func shrinkAndReport(t *testing.T, name string, base Options, seed int64, opts Options, err error, events int) {
+	t.Helper()
+	if *flagShrink <= 0 {
+		return
+	}
+	kind := failureKind(err)
+	sr := Shrink(seed, opts, err, events, func(e error) bool { return failureKind(e) == kind }, 200, *flagShrink)
+	if len(sr.Steps) == 0 {
+		t.Logf("shrinking: none of %d smaller runs failed the same way (%s)", sr.Runs, kind)
+		return
+	}
+	t.Logf("shrunk in %d runs (%s) from %d events to %d: %v\nsmallest failing replay: %s",
+		sr.Runs, strings.Join(sr.Steps, ", "), events, sr.Events, sr.Err, replayCommand(name, sr.Seed, Override(base, sr.Opts)))
+}
+
+// failureKind is what failed: the checker's words before the details.
+func failureKind(err error) string {
+	s := err.Error()
+	if strings.HasPrefix(s, "at ") {
+		if _, rest, ok := strings.Cut(s, ": "); ok {
+			s = rest
+		}
+	}
+	if i := strings.IndexAny(s, ":"); i >= 0 {
+		s = s[:i]
+	}
+	if strings.HasPrefix(s, "read of ") {
+		return "read of"
+	}
+	if strings.HasPrefix(s, "node ") {
+		// "node N stopped", "node N took a snapshot ...": the verb.
+		f := strings.Fields(s)
+		if len(f) >= 3 {
+			return "node " + f[2]
+		}
+	}
+	return s
 }
 
 func add(t *Stats, s Stats) {
@@ -142,6 +211,10 @@ func add(t *Stats, s Stats) {
 	t.Reads += s.Reads
 	t.FailedReads += s.FailedReads
 	t.SerializableReads += s.SerializableReads
+	t.Forwarded += s.Forwarded
+	t.SlowWrites += s.SlowWrites
+	t.FsyncCrashes += s.FsyncCrashes
+	t.ClockJumps += s.ClockJumps
 	t.Leaders += s.Leaders
 	t.MaxApplied = max(t.MaxApplied, s.MaxApplied)
 }

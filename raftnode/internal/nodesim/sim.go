@@ -21,11 +21,16 @@
 // frozen processes (time and the network go on); leadership transfers;
 // snapshot transfers cut midway; the loss of a node's whole disk (it
 // comes back empty and the cluster restores it); membership changes (a
-// member removed, then added back with an empty disk).
+// member removed, then added back with an empty disk); slow disks (a
+// write's fsync takes time, during which the node waits and what it
+// sends or answers after the write is held back, and power may fail:
+// slowdisk.go); clocks that jump forward or run fast.
 //
 // Clients (client.go) write through sessions, retrying with the same
-// sequence number until the outcome is known (exactly-once), compare and
-// swap, and read linearizably (ReadBarrier) or serializably.
+// sequence number until the outcome is known (exactly-once; a write no
+// attempt of which may have applied is retried under a new one), compare
+// and swap, and read linearizably (ReadBarrier) or serializably; a write
+// that reaches a follower is forwarded to its leader (forward.go).
 //
 // Checks (check.go): linearizability of the client history (porcupine,
 // the model of e2e/history); every read returns the state of the log
@@ -33,8 +38,9 @@
 // every acknowledged write (final reads of every key at every replica
 // join the history); replicas agree on the result of every applied index
 // and hold equal states at equal applied index; exactly-once (a session
-// write retried returns the result of its one application); at most one
-// leader per term; liveness (after healing, a write commits within
+// write retried returns the result of its one application, and no client
+// operation is applied under two sequence numbers); at most one leader
+// per term, and each holds every entry applied in earlier terms; liveness (after healing, a write commits within
 // Options.Liveness, every node that lost its disk or was removed is a
 // counted voter again, and the replicas converge).
 package nodesim
@@ -101,6 +107,17 @@ type Options struct {
 	// transport checks too).
 	DamageSnapP           float64
 	SkipTransportChecksum bool
+	// SlowDiskP is the chance that a node's disk is slow: each write
+	// takes MinFsync to MaxFsync, during which the node waits (and power
+	// may fail, with the chance FsyncCrashP per write: slowdisk.go).
+	SlowDiskP, FsyncCrashP float64
+	MinFsync, MaxFsync     time.Duration
+	// ClockJumpP is the chance, every FaultEvery of chaos, that a node's
+	// clock jumps forward by up to MaxClockJump; DriftP the chance that
+	// a node's clock runs fast, by up to MaxDrift (0.1: 10%).
+	ClockJumpP, DriftP float64
+	MaxClockJump       time.Duration
+	MaxDrift           float64
 	// Trace, if set, receives every event (and the drivers' logs).
 	Trace io.Writer
 
@@ -133,6 +150,8 @@ func DefaultOptions(n int) Options {
 		DiskLossP: 0.002, ConfChangeP: 0.002,
 		Think:           30 * time.Millisecond,
 		SnapshotEntries: 40, TrailingEntries: 8,
+		SlowDiskP: 0.3, FsyncCrashP: 0.003, MinFsync: 500 * time.Microsecond, MaxFsync: 15 * time.Millisecond,
+		ClockJumpP: 0.005, DriftP: 0.3, MaxClockJump: 3 * electionTimeout, MaxDrift: 0.2,
 	}
 }
 
@@ -169,7 +188,9 @@ type Stats struct {
 	// storage was never replaced (see watchDemotions).
 	SpuriousDemotions                  int
 	Acked, Unknown, Reads, FailedReads int
-	SerializableReads                  int
+	SerializableReads, Forwarded       int
+	SlowWrites, FsyncCrashes           int
+	ClockJumps                         int
 	Leaders                            int
 	MaxApplied                         uint64
 }
@@ -216,6 +237,7 @@ type cluster struct {
 	// nextReplicaCheck is when the replicas are compared next.
 	nextReplicaCheck time.Time
 	cmdID            uint64 // the last command id proposed
+	opID             uint64 // the last client operation's id
 }
 
 func newCluster(seed int64, opts Options) *cluster {
@@ -262,6 +284,10 @@ func (c *cluster) setup() error {
 	addrs := map[uint64]string{}
 	for i := range c.opts.Nodes {
 		n := &node{c: c, id: uint64(i + 1), fs: c.newDisk()}
+		n.slowDisk = c.rng.Float64() < c.opts.SlowDiskP
+		if c.rng.Float64() < c.opts.DriftP {
+			n.drift = c.rng.Float64() * c.opts.MaxDrift
+		}
 		if err := n.openStore(); err != nil {
 			return fmt.Errorf("node %d: open storage: %w", n.id, err)
 		}
@@ -341,8 +367,8 @@ func (c *cluster) nextEvent(limit time.Time) time.Time {
 	next := limit
 	for _, n := range c.nodes {
 		if n.up {
-			if t, ok := n.clock.Next(); ok && t.Before(next) {
-				next = t
+			if t, ok := n.clock.Next(); ok && t.Add(-n.skew).Before(next) {
+				next = t.Add(-n.skew)
 			}
 			for _, b := range n.bg {
 				if b.at.Before(next) && !n.paused() {
@@ -352,8 +378,8 @@ func (c *cluster) nextEvent(limit time.Time) time.Time {
 			if n.armed && n.crashBy.Before(next) {
 				next = n.crashBy
 			}
-			if n.paused() && n.pausedUntil.Before(next) {
-				next = n.pausedUntil
+			if n.paused() && n.frozenUntil().Before(next) {
+				next = n.frozenUntil()
 			}
 		} else if n.m.out && !n.m.readding {
 			if n.m.readdAt.Before(next) {
@@ -383,7 +409,7 @@ func (c *cluster) advanceTo(t time.Time) {
 	c.now = t
 	for _, n := range c.nodes {
 		if n.up {
-			n.clock.AdvanceTo(t)
+			n.clock.AdvanceTo(t.Add(n.skew))
 		}
 	}
 	for range 1 << 20 {
@@ -404,6 +430,7 @@ func (c *cluster) advanceTo(t time.Time) {
 			c.crash(n, "armed crash point")
 			continue
 		}
+		c.completeFsync(n)
 		// Background work in the order it became due (none while the
 		// process is frozen).
 		for range 1 << 10 {
@@ -441,7 +468,8 @@ func (c *cluster) settle() {
 				continue
 			}
 			for range 10_000 {
-				if !n.d.Step() {
+				// A slow write freezes it mid-settle.
+				if n.paused() || !n.d.Step() {
 					break
 				}
 			}
