@@ -230,7 +230,10 @@ func (c *cluster) allCounted(st raft.Status) bool {
 
 // watchDemotions notices a leader demoting a voter whose storage was
 // never replaced (the same incarnation it was counted with): a leader
-// must demote only on the evidence of an answer from other storage.
+// must demote only on the evidence of an answer from other storage. It
+// compares one leader's views within its term only: a new leader whose
+// configuration has not yet applied a promotion another leader made is
+// behind, not demoting.
 // Safety does not suffer (the voter is restored once caught up), but the
 // cluster loses a vote meanwhile, so it is counted (Stats), not failed.
 func (c *cluster) watchDemotions() {
@@ -247,7 +250,9 @@ func (c *cluster) watchDemotions() {
 		case !n.up || n.store == nil:
 		case counted(st.Config, n):
 			n.countedInc, n.demoted = n.store.Incarnation(), false
-		case !n.demoted && n.countedInc == n.store.Incarnation() && slices.Contains(st.Config.Learners, n.id) &&
+			n.countedBy = leaderTerm{l.id, st.Term}
+		case !n.demoted && n.countedInc == n.store.Incarnation() && n.countedBy == (leaderTerm{l.id, st.Term}) &&
+			slices.Contains(st.Config.Learners, n.id) &&
 			slices.Contains(st.Config.AutoPromote, n.id):
 			n.demoted = true
 			c.stats.SpuriousDemotions++

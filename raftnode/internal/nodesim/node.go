@@ -61,6 +61,8 @@ type node struct {
 	// voter with; demoted: it is now a learner to be restored.
 	countedInc uint64
 	demoted    bool
+	// countedBy is the leader and term whose configuration counted it.
+	countedBy leaderTerm
 }
 
 // paused reports whether n's process is frozen now.
@@ -209,3 +211,6 @@ func (fs noSyncFS) OpenRW(name string) (vfs.File, error) {
 	f, err := fs.FS.OpenRW(name)
 	return fs.wrap(name, f, err)
 }
+
+// leaderTerm names one leader's reign.
+type leaderTerm struct{ leader, term uint64 }
