@@ -196,8 +196,13 @@ func (c *cluster) removedStop(n *node) {
 		}
 		n.d, n.store, n.clock, n.bg = nil, nil, nil, nil
 	}
-	if !n.m.out {
-		n.m.out = true
+	if !n.m.out || n.m.readding {
+		// Started afresh and added back, it can still stop as removed:
+		// catching up from a snapshot older than its removal, it applies
+		// that removal before the entry that added it back reaches it.
+		// The operator starts over (a fresh disk, a new addition) rather
+		// than restart it on a disk that replays the removal at once.
+		n.m = membership{everAsked: true, out: true}
 		n.m.readdAt = c.now.Add(c.between(50*time.Millisecond, 500*time.Millisecond))
 		if !c.lossy {
 			n.m.readdAt = c.now
