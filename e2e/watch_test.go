@@ -4,7 +4,6 @@ import (
 	"context"
 	"math"
 	"strconv"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -44,20 +43,30 @@ func TestWatchResumesAcrossAKillOfTheNodeServingIt(t *testing.T) {
 	const writes = 300
 	acked := map[uint64]string{start: "0"} // revision -> value
 	var last uint64
-	var target atomic.Uint64 // the last write's revision, once known
-	target.Store(math.MaxUint64)
+	// The last write's revision arrives once known; the watch may have
+	// delivered it already (the client passes on no progress
+	// notification that repeats a revision), so the reader compares it
+	// with the highest revision seen as well as with each new batch.
+	targetc := make(chan uint64, 1)
 	got := make(chan []watchEvent, 1)
 	go func() {
 		var evs []watchEvent
 		defer func() { got <- evs }()
-		for b := range batches {
-			if b.err != nil {
-				t.Errorf("watch ended: %v", b.err)
-				return
-			}
-			evs = append(evs, b.events...)
-			if b.upTo >= target.Load() {
-				return
+		var upTo uint64
+		target := uint64(math.MaxUint64)
+		for upTo < target {
+			select {
+			case b, ok := <-batches:
+				if !ok {
+					return
+				}
+				if b.err != nil {
+					t.Errorf("watch ended: %v", b.err)
+					return
+				}
+				evs = append(evs, b.events...)
+				upTo = max(upTo, b.upTo)
+			case target = <-targetc:
 			}
 		}
 	}()
@@ -84,7 +93,7 @@ func TestWatchResumesAcrossAKillOfTheNodeServingIt(t *testing.T) {
 		acked[rev] = strconv.Itoa(i)
 		last = max(last, rev)
 	}
-	target.Store(last)
+	targetc <- last
 	var evs []watchEvent
 	select {
 	case evs = <-got:
