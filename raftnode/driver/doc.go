@@ -147,9 +147,12 @@
 // disk the node can no longer trust. Only panics raised inside the core
 // are recovered (guardedCore); a panic in the driver's own code is a bug
 // and crashes the process. A node that is removed from the cluster stops
-// once it has applied everything committed and is still not a member (a
-// node that was removed and added back replays its old removal on the
-// way). A node removed while it was away never gets that entry: its
-// peers, whose core ignores it as a non-member, say so (ReportNotMember),
-// and it stops when their configuration is newer than any it applied.
+// once it has applied everything committed and is still not a member. A
+// removal names the storage (incarnation) it removed: a node started
+// afresh on an empty disk and added back under the same id replays its
+// old removal on its way to its addition, and carries on past it (see
+// removalOfEarlierStorage). A node removed while it was away never gets
+// that entry: its peers, whose core ignores it as a non-member, say so
+// (ReportNotMember), and it stops when their configuration is newer than
+// any it applied.
 package driver

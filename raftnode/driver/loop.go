@@ -885,7 +885,9 @@ func (d *Driver) applyConfChange(e raft.Entry) {
 		case raft.ConfChangeRemoveNode:
 			delete(d.loop.addrs, c.NodeID)
 			if c.NodeID == d.cfg.ID {
-				d.loop.removed = true
+				if !d.removalOfEarlierStorage(c, e.Index) {
+					d.loop.removed = true
+				}
 			} else {
 				d.farewell(c.NodeID, e.Index)
 			}
@@ -893,6 +895,33 @@ func (d *Driver) applyConfChange(e raft.Entry) {
 	}
 	d.logRestoration(cc)
 	d.log.Info("membership changed", "index", e.Index, "changes", fmt.Sprint(cc.Changes))
+}
+
+// removalOfEarlierStorage reports whether c, a removal of this node's
+// id applied at index, removed another storage than this node's: the
+// change names another incarnation (or, from a leader that did not name
+// it, the configuration it applies to recorded another). Such a node was
+// removed, then started afresh on an empty disk and added back; it
+// replays its old removal on its way to the entry that added it back
+// (catching up from a snapshot older than the removal), and must not
+// stop for it. With no incarnation known (a learner the leader never
+// heard from) checkRemoved decides, once the node has caught up.
+func (d *Driver) removalOfEarlierStorage(c raft.ConfChangeSingle, index uint64) bool {
+	removed := c.Incarnation
+	if removed == 0 {
+		for _, mi := range d.core.ConfState().Incarnations {
+			if mi.ID == d.cfg.ID {
+				removed = mi.Incarnation
+			}
+		}
+	}
+	mine := d.store.Incarnation()
+	if removed == 0 || removed == mine {
+		return false
+	}
+	d.log.Info("applied the removal of an earlier storage of this node's id; this storage was added back since, so the node carries on",
+		"index", index, "removed_incarnation", fmt.Sprintf("%016x", removed), "incarnation", fmt.Sprintf("%016x", mine))
+	return true
 }
 
 // logRestoration says what a change does to a voter that lost its storage

@@ -68,10 +68,19 @@ func (r *Core) ProposeConfChange(cc ConfChange) error {
 	cc.Changes = slices.Clone(cc.Changes)
 	for i := range cc.Changes {
 		c := &cc.Changes[i]
-		if pr := r.trk.Progress[c.NodeID]; pr != nil && c.Type == ConfChangeAddVoter && c.Incarnation == 0 {
-			// Record the incarnation that answered us last: the
-			// one whose acknowledgements show how far it caught up.
-			c.Incarnation = pr.Incarnation
+		if pr := r.trk.Progress[c.NodeID]; pr != nil && c.Incarnation == 0 {
+			switch c.Type {
+			case ConfChangeAddVoter:
+				// Record the incarnation that answered us last: the
+				// one whose acknowledgements show how far it caught up.
+				c.Incarnation = pr.Incarnation
+			case ConfChangeRemoveNode:
+				// Name the storage removed (the one last heard, else
+				// the one recorded), so that another storage of the
+				// same id, added back later, does not take a replay
+				// of this removal for its own.
+				c.Incarnation = pr.Incarnation
+			}
 		}
 	}
 	if _, err := nextConfig(r.trk.Config, cc); err != nil {

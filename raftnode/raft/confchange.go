@@ -33,6 +33,10 @@ type ConfChangeSingle struct {
 	// in for a voter from what the leader last heard from the node. A
 	// voter's recorded incarnation cannot be replaced in place: demote it
 	// to learner first (the leader does that by itself, see AutoPromote).
+	// On ConfChangeRemoveNode it names the storage removed (filled in
+	// the same way): a node that applies its own removal under another
+	// incarnation was started afresh and added back since, and replays
+	// a removal that was not of its storage.
 	Incarnation uint64
 	// AutoPromote, on ConfChangeAddLearner, asks the leader to promote
 	// the learner to voter, recording the incarnation it answers with,

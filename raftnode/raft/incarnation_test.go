@@ -280,3 +280,35 @@ func TestHeartbeatCommitIsForTheStorageItWasMeantFor(t *testing.T) {
 		t.Fatalf("committed %d, want 3 from a heartbeat meant for this storage", c.log.committed)
 	}
 }
+
+// TestRemovalNamesTheStorageRemoved: a leader's proposed removal carries
+// the incarnation it last heard from the member, so that another storage
+// of the same id, added back later and replaying the log, can tell the
+// removal was not of it.
+func TestRemovalNamesTheStorageRemoved(t *testing.T) {
+	c, d := incLeader(t)
+	c.Step(Message{Type: MsgAppResp, From: 2, To: 1, Term: c.term, Index: c.log.lastIndex(), Incarnation: 22})
+	persistAll(c, d)
+	if err := c.ProposeConfChange(ConfChange{Changes: []ConfChangeSingle{{Type: ConfChangeRemoveNode, NodeID: 2}}}); err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, m := range only(persistAll(c, d), MsgApp) {
+		for _, e := range m.Entries {
+			if e.Type != EntryConfChange {
+				continue
+			}
+			cc, err := UnmarshalConfChange(e.Data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(cc.Changes) != 1 || cc.Changes[0].Incarnation != 22 {
+				t.Fatalf("removal proposed as %+v, want it to name incarnation 22", cc.Changes)
+			}
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("no removal entry sent")
+	}
+}

@@ -183,7 +183,8 @@ func (c *cluster) removedStop(n *node) {
 		c.failf("node %d stopped as removed, but no removal of it was ever proposed: %v", n.id, n.d.Err())
 		return
 	}
-	c.event("node %d stopped: %v", n.id, n.d.Err())
+	stopErr := n.d.Err()
+	c.event("node %d stopped: %v", n.id, stopErr)
 	if n.armed {
 		// Power fails as it stops (its storage would fail to close).
 		c.crash(n, "removed, and power fails as it stops")
@@ -196,12 +197,17 @@ func (c *cluster) removedStop(n *node) {
 		}
 		n.d, n.store, n.clock, n.bg = nil, nil, nil, nil
 	}
-	if !n.m.out || n.m.readding {
-		// Started afresh and added back, it can still stop as removed:
-		// catching up from a snapshot older than its removal, it applies
-		// that removal before the entry that added it back reaches it.
-		// The operator starts over (a fresh disk, a new addition) rather
-		// than restart it on a disk that replays the removal at once.
+	if n.m.readding {
+		// Started afresh and being added back, it catches up from the
+		// leader, and may replay its old removal on the way (from a
+		// snapshot older than the removal): that removal was of its
+		// earlier storage, not of this one, and must not stop it.
+		c.failf("node %d, started afresh and being added back, stopped as removed: %v", n.id, stopErr)
+		return
+	}
+	if !n.m.out {
+		// Its removal was applied before the simulated operator saw it
+		// out: the operator starts over with a fresh disk.
 		n.m = membership{everAsked: true, out: true}
 		n.m.readdAt = c.now.Add(c.between(50*time.Millisecond, 500*time.Millisecond))
 		if !c.lossy {

@@ -17,15 +17,3 @@ func TestALateLeaderOfAnEarlierTermNeedNotHoldLaterCommits(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
-// A node started afresh and added back can stop as removed again: it
-// catches up from a snapshot older than its removal and applies that
-// removal before the entry adding it back reaches it. The simulated
-// operator then starts over with a fresh disk; restarting it on the disk
-// that replays the removal spun the scheduler at one instant (seed 38291
-// of n=3: "the simulation makes no progress").
-func TestANodeThatStopsAsRemovedWhileBeingAddedBackIsAddedAfresh(t *testing.T) {
-	if _, err := Run(38291, DefaultOptions(3)); err != nil {
-		t.Fatal(err)
-	}
-}
