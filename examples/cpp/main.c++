@@ -207,8 +207,7 @@ class KeyWatcher final : public Watcher::Server {
       done->fulfill();
     } else {
       done->reject(kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
-                                 kj::str("up to revision ", upTo, " without the put's event at ",
-                                         want)));
+                                 kj::str("the watch is up to revision ", upTo, " without it")));
     }
   }
 
