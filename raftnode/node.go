@@ -450,6 +450,26 @@ func (n *Node) Close() {
 	})
 }
 
+// CloseWatches ends every watch on this node, telling each watcher that
+// the node is stopping (closed with shuttingDown), and waits until they
+// are told or ctx ends. Call it before draining the node's connections on
+// a planned stop: a watch is never "in flight", so a drain would close its
+// connection without a word; told, a client resumes on another node at
+// once. Watches asked for afterwards are refused; Close does the rest.
+func (n *Node) CloseWatches(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		n.svc.Watches().Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("telling watchers the node is stopping: %w", ctx.Err())
+	}
+}
+
 // StepDown hands leadership to the most up-to-date other voter if this
 // node leads, and waits (bounded by ctx) until it has moved. Call it
 // before a planned stop so writes pause for a round trip rather than an

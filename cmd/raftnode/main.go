@@ -295,6 +295,11 @@ func run(ctx context.Context, f flags) error {
 		}
 		tcancel()
 	}
+	// Watches next, while their connections are up: told the node is
+	// stopping, their clients resume elsewhere at once.
+	if err := node.CloseWatches(sctx); err != nil {
+		log.Warn("could not tell every watcher the node is stopping", "error", err)
+	}
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("shutdown did not drain in time; connections were closed with calls in flight", "error", err)
 	}
