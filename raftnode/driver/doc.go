@@ -124,7 +124,7 @@
 // applied, retry), ErrOutcomeUnknown (may or may not be applied), ErrTimeout,
 // ErrStopped (wrapped with the reason by StoppedError), ErrRemoved,
 // ErrConfNotApplied, ErrChangeInProgress, ErrChangeOutcomeUnknown,
-// ErrTransferOutcomeUnknown, ErrSnapshotBusy, and the types *InvalidError
+// ErrTransferOutcomeUnknown, and the types *InvalidError
 // (a request that names something in the wrong state) and
 // *LeaderMovedError (a transfer that another node won). How they reach a
 // client is the services' business (one map, in raftnode/services).

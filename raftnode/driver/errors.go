@@ -35,8 +35,6 @@ var (
 	// ErrChangeInProgress: the core refused a membership change or a
 	// transfer because another one is under way: retry shortly.
 	ErrChangeInProgress = errors.New("another membership change or a leadership transfer is in progress: retry shortly")
-	// ErrSnapshotBusy: a snapshot is being written already.
-	ErrSnapshotBusy = errors.New("a snapshot is already being written: retry shortly")
 	// ErrChangeOutcomeUnknown: a membership change was proposed but not
 	// seen applied; it may still be, so retrying it blindly could apply
 	// it twice.

@@ -207,50 +207,70 @@ func (d *Driver) TransferLeadership(ctx context.Context, to uint64) error {
 }
 
 // Snapshot snapshots the state machine now and waits until it is on
-// disk; it returns the snapshot's index. ErrSnapshotBusy: one is being
-// written already.
+// disk; it returns the snapshot's index, which covers everything applied
+// when it was called. A snapshot already being written (one started by
+// the log's growth, say) is waited for first: it answers if it covers
+// that much, else a new one is taken after it.
 func (d *Driver) Snapshot(ctx context.Context) (uint64, error) {
 	type started struct {
 		index uint64
 		done  <-chan error // the snapshot's outcome (snapDone)
+		busy  bool         // done is another snapshot's, started before
 		err   error
 	}
-	s, err := onLoop(ctx, d, func() started {
-		if d.loop.snapshotting {
-			return started{err: ErrSnapshotBusy}
-		}
-		index := d.startSnapshot()
-		if d.loop.stopping != nil {
-			// Persisting the commit index first failed: the node stops.
-			return started{err: fmt.Errorf("%w: %v", ErrStopped, d.loop.stopping)}
-		}
-		done := make(chan error, 1)
-		d.loop.snapWaiters = append(d.loop.snapWaiters, done)
-		return started{index: index, done: done}
-	})
-	if err != nil {
-		return 0, err
-	}
-	if s.err != nil {
-		return 0, s.err
-	}
-	select {
-	case err := <-s.done:
-		if err != nil {
-			return 0, fmt.Errorf("the snapshot at index %d failed: %v", s.index, err)
-		}
-		return s.index, nil
-	case <-ctx.Done():
-		return 0, ErrTimeout
-	case <-d.done:
-		select {
-		case err := <-s.done:
-			if err == nil {
-				return s.index, nil
+	var asked uint64 // the applied index when called
+	for {
+		s, err := onLoop(ctx, d, func() started {
+			if d.loop.stopping != nil {
+				return started{err: fmt.Errorf("%w: %v", ErrStopped, d.loop.stopping)}
 			}
-		default:
+			if asked == 0 {
+				asked = d.sm.Applied()
+			}
+			done := make(chan error, 1)
+			if d.loop.snapshotting {
+				d.loop.snapWaiters = append(d.loop.snapWaiters, done)
+				return started{busy: true, done: done}
+			}
+			index := d.startSnapshot()
+			if d.loop.stopping != nil {
+				// Persisting the commit index first failed: the node stops.
+				return started{err: fmt.Errorf("%w: %v", ErrStopped, d.loop.stopping)}
+			}
+			d.loop.snapWaiters = append(d.loop.snapWaiters, done)
+			return started{index: index, done: done}
+		})
+		if err != nil {
+			return 0, err
 		}
-		return 0, d.StoppedError()
+		if s.err != nil {
+			return 0, s.err
+		}
+		var snapErr error
+		select {
+		case snapErr = <-s.done:
+		case <-ctx.Done():
+			return 0, ErrTimeout
+		case <-d.done:
+			select {
+			case snapErr = <-s.done:
+			default:
+				return 0, d.StoppedError()
+			}
+		}
+		if !s.busy {
+			if snapErr != nil {
+				return 0, fmt.Errorf("the snapshot at index %d failed: %v", s.index, snapErr)
+			}
+			return s.index, nil
+		}
+		// The snapshot waited for ended: it answers if it covers what
+		// was applied when asked.
+		if snapErr == nil {
+			if st, err := d.Status(ctx); err == nil && st.SnapshotIndex >= asked {
+				return st.SnapshotIndex, nil
+			}
+		}
 	}
 }
 

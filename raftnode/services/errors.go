@@ -57,7 +57,6 @@ func domainCode(err error) schema.ErrorCode {
 		errors.Is(err, driver.ErrDropped),
 		errors.Is(err, driver.ErrConfNotApplied),
 		errors.Is(err, driver.ErrChangeInProgress),
-		errors.Is(err, driver.ErrSnapshotBusy),
 		errors.As(err, &moved):
 		return schema.ErrorCode_unavailable
 	case errors.As(err, &invalid):
