@@ -641,16 +641,14 @@ func (sv *Server) createFirstTokenKey() {
 	if _, _, ok := sv.kv.CurrentTokenKey(); ok {
 		return
 	}
-	sv.wg.Add(1)
-	go func() {
-		defer sv.wg.Done()
+	sv.goUntilClosed(func() {
 		ctx, cancel := sv.untilStopped(sv.cfg.RequestTimeout)
 		defer cancel()
 		if err := sv.proposeTokenKey(ctx); err != nil {
 			// The next leader tries again; so does the first createToken.
 			sv.log.Debug("could not create the cluster's token key", "error", err)
 		}
-	}()
+	})
 }
 
 // writeOperatorToken writes an operator token to the configured file

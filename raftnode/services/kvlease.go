@@ -436,18 +436,10 @@ func (sv *Server) startLeaseExpirer(since time.Time) {
 		close(sv.leaseStop)
 		sv.leaseStop = nil
 	}
-	select {
-	case <-sv.stopc:
-		return // closing: no new goroutine
-	default:
-	}
 	stop := make(chan struct{})
-	sv.leaseStop = stop
-	sv.wg.Add(1)
-	go func() {
-		defer sv.wg.Done()
-		sv.expireLeases(since, stop)
-	}()
+	if sv.goUntilClosedLocked(func() { sv.expireLeases(since, stop) }) {
+		sv.leaseStop = stop
+	}
 }
 
 // expireLeases proposes the expiry of the leases due while this node

@@ -95,7 +95,9 @@ type Server struct {
 	proposeID atomic.Uint64
 	// backingUp is set while a backup is sent (backup.go): one at a time.
 	backingUp atomic.Bool
-	// leaseStop ends the running lease expirer (kvlease.go).
+	// leaseStop ends the running lease expirer (kvlease.go); leaseMu
+	// guards it and orders the start of every goroutine Close waits for
+	// with Close (goUntilClosed).
 	leaseMu   sync.Mutex
 	leaseStop chan struct{}
 
@@ -154,6 +156,31 @@ func (sv *Server) Close() {
 		sv.watches.Close()
 		sv.wg.Wait()
 	})
+}
+
+// goUntilClosed runs fn on a goroutine that Close waits for, unless the
+// services are closing (then fn does not run).
+func (sv *Server) goUntilClosed(fn func()) bool {
+	sv.leaseMu.Lock()
+	defer sv.leaseMu.Unlock()
+	return sv.goUntilClosedLocked(fn)
+}
+
+// goUntilClosedLocked is goUntilClosed with leaseMu held: Close closes
+// stopc under it, so a goroutine is either counted in wg before Close
+// waits or not started at all (WaitGroup.Add must not race Wait).
+func (sv *Server) goUntilClosedLocked(fn func()) bool {
+	select {
+	case <-sv.stopc:
+		return false
+	default:
+	}
+	sv.wg.Add(1)
+	go func() {
+		defer sv.wg.Done()
+		fn()
+	}()
+	return true
 }
 
 // Watches returns the node's watch hub (for its counters).
