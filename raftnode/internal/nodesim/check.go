@@ -186,6 +186,9 @@ func (c *cluster) finalChecks() error {
 			return fmt.Errorf("replicas %d and %d applied through %d but differ:\n%s\n%s", ref.id, n.id, ref.kv.AppliedIndex(), refState, st)
 		}
 	}
+	if err := c.checkWatches(); err != nil {
+		return err
+	}
 	// Final reads of every key at every replica.
 	for _, n := range c.nodes {
 		for k := range c.opts.Keys {

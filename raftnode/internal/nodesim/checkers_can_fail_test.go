@@ -17,6 +17,8 @@ func TestCheckersCatchBrokenClientsAndDisks(t *testing.T) {
 		{"linearizable reads without a read barrier", simBugs{readWithoutBarrier: true}, "linearizab"},
 		{"failed writes taken for acknowledged", simBugs{ackFailedWrites: true}, "linearizab"},
 		{"a log that never fsyncs", simBugs{walNoSync: true}, ""},
+		{"watches resumed a revision late", simBugs{watchResumesLate: true}, "watch"},
+		{"watches resumed a revision early", simBugs{watchResumesEarly: true}, "watch"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			const maxSeeds = 100

@@ -217,6 +217,10 @@ func add(t *Stats, s Stats) {
 	t.ClockJumps += s.ClockJumps
 	t.Leaders += s.Leaders
 	t.MaxApplied = max(t.MaxApplied, s.MaxApplied)
+	t.WatchEvents += s.WatchEvents
+	t.WatchResumes += s.WatchResumes
+	t.WatchRelists += s.WatchRelists
+	t.WatchChecked += s.WatchChecked
 }
 
 // TestSimulationReplaysFromItsSeed runs a seed of every configuration

@@ -137,6 +137,10 @@ type simBugs struct {
 	// walNoSync drops the log's fsync: nodes acknowledge what a crash
 	// can lose.
 	walNoSync bool
+	// watchResumesLate resumes a watch on another node one revision
+	// after the one it needed; watchResumesEarly one before (a gap, a
+	// duplicate).
+	watchResumesLate, watchResumesEarly bool
 }
 
 // DefaultOptions returns the options of an n-node run.
@@ -193,6 +197,11 @@ type Stats struct {
 	ClockJumps                         int
 	Leaders                            int
 	MaxApplied                         uint64
+	// WatchEvents counts the changes the simulated watches read;
+	// WatchResumes the times one moved to another node; WatchRelists
+	// the times one found its revision compacted on every node up;
+	// WatchChecked the events checked at the end (watches.go).
+	WatchEvents, WatchResumes, WatchRelists, WatchChecked int
 }
 
 // Run simulates one seed under opts and checks it.
@@ -234,8 +243,10 @@ type cluster struct {
 	hclock    int64 // the history's event clock
 	// sameInstant counts the scheduler's turns at the current instant.
 	sameInstant int
-	// nextReplicaCheck is when the replicas are compared next.
+	// nextReplicaCheck is when the replicas are compared next (and the
+	// simulated watches read).
 	nextReplicaCheck time.Time
+	watches          []*simWatch
 	cmdID            uint64 // the last command id proposed
 	opID             uint64 // the last client operation's id
 }
@@ -250,6 +261,7 @@ func newCluster(seed int64, opts Options) *cluster {
 		trace:   fnv.New64a(),
 		leaders: map[uint64]uint64{},
 		checker: newChecker(),
+		watches: newWatches(),
 	}
 }
 
@@ -454,6 +466,7 @@ func (c *cluster) afterInstant() {
 	c.stepMembership()
 	if !c.now.Before(c.nextReplicaCheck) {
 		c.checkReplicas()
+		c.stepWatches()
 		c.nextReplicaCheck = c.now.Add(replicaCheckEvery)
 	}
 }
