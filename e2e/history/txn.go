@@ -671,46 +671,46 @@ func VisualizeTxns(res Result, path string) error {
 }
 
 // WithFlippedTxn returns ops with one answered transaction's branch
-// flipped: one whose Then wrote a value a later answered read saw, now
+// flipped: one whose Then put a value that a later answered read saw, now
 // answered as if its compares failed and its Else (which must be empty)
 // ran. A checker that accepts the result cannot tell which branch of a
-// transaction took effect. The earliest such transaction is used, and
-// only its group's operations are returned, so that the checker proves
-// the violation quickly. ok is false when no transaction qualifies.
+// transaction took effect. The transaction whose value was read earliest
+// is used, and only its group's operations are returned, so that the
+// checker proves the violation quickly. ok is false when no transaction
+// qualifies.
 func WithFlippedTxn(ops []porcupine.Operation) (out []porcupine.Operation, ok bool) {
 	type key struct {
 		group, key int
 		value      string
 	}
-	readAt := map[key]int64{} // a value -> when a read that saw it was called
-	for _, op := range ops {
-		in, o := op.Input.(TxnInput), op.Output.(TxnOutput)
-		if o.Unknown {
-			continue
-		}
-		for _, r := range o.Results {
-			kvs := r.KVs
-			if r.KV != nil && r.Found {
-				kvs = append(kvs, *r.KV)
-			}
-			for _, kv := range kvs {
-				k := key{in.Group, kv.Key, kv.Value}
-				if at, seen := readAt[k]; !seen || op.Call < at {
-					readAt[k] = op.Call
-				}
-			}
-		}
-	}
-	best := -1
+	writer := map[key]int{} // a value put by a qualifying txn -> its index
 	for i, op := range ops {
 		in, o := op.Input.(TxnInput), op.Output.(TxnOutput)
 		if o.Unknown || !o.Succeeded || len(in.Else) > 0 || len(in.Compares) == 0 {
 			continue
 		}
 		for _, t := range in.Then {
-			at, seen := readAt[key{in.Group, t.Key, t.Value}]
-			if t.Kind == TxnPut && seen && at > op.Return && (best < 0 || op.Return < ops[best].Return) {
-				best = i
+			if t.Kind == TxnPut {
+				writer[key{in.Group, t.Key, t.Value}] = i
+			}
+		}
+	}
+	best, bestRead := -1, int64(math.MaxInt64)
+	for _, op := range ops {
+		in, o := op.Input.(TxnInput), op.Output.(TxnOutput)
+		if o.Unknown || op.Call >= bestRead {
+			continue
+		}
+		for _, r := range o.Results {
+			kvs := r.KVs
+			if r.KV != nil && r.Found {
+				kvs = append(kvs[:len(kvs):len(kvs)], *r.KV)
+			}
+			for _, kv := range kvs {
+				w, isWritten := writer[key{in.Group, kv.Key, kv.Value}]
+				if isWritten && ops[w].Return < op.Call {
+					best, bestRead = w, op.Call
+				}
 			}
 		}
 	}
