@@ -135,10 +135,17 @@ func TestWatchCheckedUnderFaults(t *testing.T) {
 	stop()
 	wwg.Wait()
 
-	// Quiet and healthy: the final revision.
+	// Quiet and healthy: the final store and its revision. Everything is
+	// checked up to that revision (a write cancelled in flight could
+	// still land after it).
 	e.waitConverged(e.c.IDs(), 30*time.Second)
-	final := e.statuses(e.c.IDs())[ids[0]].Revision
-	t.Logf("writers: %d acknowledged, %d unknown outcomes; final revision %d", wl.acked.Load(), wl.unknown.Load(), final)
+	octx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	kvs, final, err := admin.RangeAll(octx, "wf/")
+	cancel()
+	if err != nil {
+		t.Fatalf("range wf/: %v", err)
+	}
+	t.Logf("writers: %d acknowledged, %d unknown outcomes (first errors: %q); final revision %d", wl.acked.Load(), wl.unknown.Load(), wl.errs, final)
 	for _, w := range watchers {
 		w := w
 		e.waitFor(30*time.Second, fmt.Sprintf("watcher %s up to revision %d", w.name, final), func() (bool, string) {
@@ -182,15 +189,6 @@ func TestWatchCheckedUnderFaults(t *testing.T) {
 		t.Fatalf("only %d committed changes: the test checked little", len(oracle))
 	}
 	// The oracle against the final store.
-	octx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
-	kvs, rangeRev, err := admin.RangeAll(octx, "wf/")
-	cancel()
-	if err != nil {
-		t.Fatalf("range wf/: %v", err)
-	}
-	if rangeRev != final {
-		t.Fatalf("the final range was read at revision %d, the cluster converged at %d", rangeRev, final)
-	}
 	replayed := history.ReplayWatchEvents(oracle)
 	if len(kvs) != len(replayed) {
 		t.Fatalf("the final store holds %d keys under wf/, the committed history replays to %d", len(kvs), len(replayed))
@@ -211,14 +209,39 @@ func TestWatchCheckedUnderFaults(t *testing.T) {
 			t.Fatalf("acknowledged change %v is not in the committed history (there: %v)", w, got)
 		}
 	}
-	// Every watcher against the oracle.
+	// Every watcher against the oracle, after a negative control: the
+	// first watcher's sequence with one change dropped, repeated or moved
+	// must be rejected, or this check could not have failed.
+	if evs := watchers[0].eventsUpTo(final); len(evs) >= 3 {
+		spec := watchers[0].spec
+		spec.UpTo = final
+		mid := len(evs) / 2
+		j := mid + 1
+		for j < len(evs) && evs[j].Rev == evs[mid].Rev {
+			j++
+		}
+		mutants := map[string][]history.WatchEvent{
+			"a gap":       append(append([]history.WatchEvent(nil), evs[:mid]...), evs[mid+1:]...),
+			"a duplicate": append(append([]history.WatchEvent(nil), evs[:mid+1]...), evs[mid:]...),
+		}
+		if j < len(evs) {
+			moved := append([]history.WatchEvent(nil), evs...)
+			moved[mid], moved[j] = moved[j], moved[mid]
+			mutants["a reorder"] = moved
+		}
+		for what, m := range mutants {
+			if err := history.CheckWatch(m, oracle, spec); err == nil {
+				t.Fatalf("negative control: watcher %s's events with %s pass the check", watchers[0].name, what)
+			}
+		}
+	}
 	for _, w := range watchers {
 		spec := w.spec
-		spec.UpTo, _, _ = w.progress()
+		spec.UpTo = final
 		if spec.From == 0 {
 			spec.StartHi = wl.firstRevCalledAfter(w.firstAt(), spec.UpTo+1)
 		}
-		evs := w.events()
+		evs := w.eventsUpTo(final)
 		if err := history.CheckWatch(evs, oracle, spec); err != nil {
 			t.Errorf("watcher %s (%q through node %d, from %d, start in [%d, %d], up to %d, %d events): %v",
 				w.name, spec.Prefix, w.via, spec.From, spec.StartLo, spec.StartHi, spec.UpTo, len(evs), err)
@@ -241,6 +264,18 @@ type watchWriteLog struct {
 	max     uint64
 	acked   atomic.Int64
 	unknown atomic.Int64
+	errs    []string // the first errors, for the log
+}
+
+// fail records a write whose outcome is unknown.
+func (l *watchWriteLog) fail(err error) bool {
+	l.unknown.Add(1)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.errs) < 8 {
+		l.errs = append(l.errs, err.Error())
+	}
+	return false
 }
 
 type timedRev struct {
@@ -264,15 +299,13 @@ func (l *watchWriteLog) write(ctx context.Context, cl faultClient, r *rand.Rand,
 	case x < 5:
 		var err error
 		if rev, err = cl.Put(octx, key, []byte(tag)); err != nil {
-			l.unknown.Add(1)
-			return false
+			return l.fail(err)
 		}
 		changes = append(changes, history.WatchEvent{Rev: rev, Key: key, Value: tag})
 	case x < 7:
 		existed, r, err := cl.Delete(octx, key)
 		if err != nil {
-			l.unknown.Add(1)
-			return false
+			return l.fail(err)
 		}
 		rev = r
 		if existed {
@@ -297,8 +330,7 @@ func (l *watchWriteLog) write(ctx context.Context, cl faultClient, r *rand.Rand,
 		req.els = []txnOp{{kind: history.TxnPut, key: key, value: tag + ".else"}}
 		reply, err := cl.Txn(octx, req)
 		if err != nil {
-			l.unknown.Add(1)
-			return false
+			return l.fail(err)
 		}
 		rev = reply.revision
 		ops := req.els
@@ -400,10 +432,17 @@ func (w *faultWatcher) progress() (upTo uint64, n int, err error) {
 	return w.upTo, len(w.evs), w.err
 }
 
-func (w *faultWatcher) events() []history.WatchEvent {
+// eventsUpTo returns the events at or below revision rev.
+func (w *faultWatcher) eventsUpTo(rev uint64) []history.WatchEvent {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return append([]history.WatchEvent(nil), w.evs...)
+	var out []history.WatchEvent
+	for _, ev := range w.evs {
+		if ev.Rev <= rev {
+			out = append(out, ev)
+		}
+	}
+	return out
 }
 
 func (w *faultWatcher) firstAt() time.Time {
@@ -416,7 +455,8 @@ func (w *faultWatcher) firstAt() time.Time {
 func (w *faultWatcher) wait() { <-w.done }
 
 // committedHistory returns the changes of prefix from revision from up to
-// revision to as node id's history replays them to a fresh watch.
+// revision to (inclusive) as node id's history replays them to a fresh
+// watch.
 func (e *env) committedHistory(id uint64, prefix string, from, to uint64) ([]history.WatchEvent, error) {
 	cl := e.faultClient(e.c.Addr(id))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -428,7 +468,9 @@ func (e *env) committedHistory(id uint64, prefix string, from, to uint64) ([]his
 			return nil, b.err
 		}
 		for _, ev := range b.events {
-			evs = append(evs, history.WatchEvent{Rev: ev.rev, Key: ev.key, Delete: ev.del, Value: ev.value})
+			if ev.rev <= to {
+				evs = append(evs, history.WatchEvent{Rev: ev.rev, Key: ev.key, Delete: ev.del, Value: ev.value})
+			}
 		}
 		if upTo = max(upTo, b.upTo); upTo >= to {
 			cancel()
