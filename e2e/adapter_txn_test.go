@@ -67,7 +67,7 @@ type txnOpResult struct {
 	kvs   []keyValue
 }
 
-// faultClientFor returns a faultClient for endpoints, closed when the
+// faultClient returns a faultClient for endpoints, closed when the
 // test ends.
 func (e *env) faultClient(endpoints ...string) faultClient {
 	e.t.Helper()
@@ -78,7 +78,7 @@ func (e *env) faultClient(endpoints ...string) faultClient {
 	return cl
 }
 
-func toKeyValue(kv client.KeyValue) keyValue {
+func fromClientKV(kv client.KeyValue) keyValue {
 	return keyValue{Key: kv.Key, Value: kv.Value, CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision, Version: kv.Version}
 }
 
@@ -141,11 +141,11 @@ func (r realClient) Txn(ctx context.Context, t txnRequest) (txnReply, error) {
 		if res.Err != nil {
 			return txnReply{}, fmt.Errorf("txn operation: %w", res.Err)
 		}
-		or := txnOpResult{found: res.Found, kv: toKeyValue(res.KV)}
+		or := txnOpResult{found: res.Found, kv: fromClientKV(res.KV)}
 		if res.Page.KVs != nil {
 			or.kvs = []keyValue{}
 			for _, kv := range res.Page.KVs {
-				or.kvs = append(or.kvs, toKeyValue(kv))
+				or.kvs = append(or.kvs, fromClientKV(kv))
 			}
 		}
 		out.results = append(out.results, or)
@@ -172,7 +172,7 @@ func (r realClient) RangeAll(ctx context.Context, prefix string) ([]keyValue, ui
 		}
 		rev = p.Revision
 		for _, kv := range p.KVs {
-			out = append(out, toKeyValue(kv))
+			out = append(out, fromClientKV(kv))
 		}
 		if !p.More || len(p.KVs) == 0 {
 			return out, rev, nil
@@ -187,11 +187,11 @@ func (r realClient) WatchWith(ctx context.Context, prefix string, from uint64, l
 	if linearizable {
 		opts = append(opts, client.WithLinearizableStart())
 	}
-	return forwardWatch(ctx, r.c.Watch(ctx, prefix, opts...))
+	return watchBatches(ctx, r.c.Watch(ctx, prefix, opts...))
 }
 
-// forwardWatch turns a client watch channel into watchBatches.
-func forwardWatch(ctx context.Context, in <-chan client.WatchResponse) <-chan watchBatch {
+// watchBatches turns a client watch channel into watchBatches.
+func watchBatches(ctx context.Context, in <-chan client.WatchResponse) <-chan watchBatch {
 	out := make(chan watchBatch)
 	go func() {
 		defer close(out)

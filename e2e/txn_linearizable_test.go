@@ -6,7 +6,6 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/anishathalye/porcupine"
 
-	"github.com/capraft/capraft/e2e/faultproxy"
 	"github.com/capraft/capraft/e2e/history"
 )
 
@@ -43,8 +41,9 @@ func txnKeyIndex(g int, name string) (int, bool) {
 // value, version, create and mod revision and absence; branches of puts,
 // deletes, gets and ranges over a group of keys) mixed with plain puts,
 // gets and deletes, while in a seeded order the leader is killed with -9
-// and restarted, a follower too, the leader and a follower are cut off by
-// partitions, and leadership is transferred. The history, with every
+// and restarted, cut off by a partition, and leadership is transferred,
+// plus three faults drawn from those and a follower killed, partitioned
+// or restarted and the leader paused. The history, with every
 // write whose outcome is unknown pending forever, must be linearizable
 // under the transaction model (history.TxnModel), which also checks the
 // revisions, versions and create revisions every answer reports. A
@@ -124,7 +123,7 @@ func TestTxnLinearizableUnderFaults(t *testing.T) {
 	t.Logf("nemesis plan: %v", faults)
 	admin := e.faultClient(addrs...)
 	for _, f := range faults {
-		e.nemesis(admin, f, run)
+		e.injectFault(admin, f, run)
 		run(time.Second)
 	}
 	e.waitLeader(e.c.IDs(), 15*time.Second)
@@ -199,78 +198,6 @@ func TestTxnLinearizableUnderFaults(t *testing.T) {
 		t.Fatalf("transaction history is NOT linearizable (seed %d); visualization: %s", e.seed, path)
 	default:
 		t.Fatalf("porcupine gave up (%s) after 60s (seed %d); visualization: %s", res.Verdict, e.seed, path)
-	}
-}
-
-// nemesis injects fault f (kill-, partition-, pause- with -leader or
-// -follower, or transfer) and undoes it; run(d) lets the load run for d.
-func (e *env) nemesis(admin faultClient, f string, run func(time.Duration)) {
-	t := e.t
-	t.Helper()
-	leader := e.waitLeader(e.c.IDs(), 10*time.Second)
-	victim := leader
-	if strings.HasSuffix(f, "-follower") || f == "transfer" {
-		others := e.others(leader)
-		victim = others[e.rng.Intn(len(others))]
-	}
-	switch {
-	case strings.HasPrefix(f, "kill-"):
-		t.Logf("nemesis: kill -9 node %d (%s)", victim, f)
-		if err := e.c.Kill(victim); err != nil {
-			t.Fatal(err)
-		}
-		run(1500 * time.Millisecond)
-		rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		err := e.c.Restart(rctx, victim)
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("nemesis: restarted node %d", victim)
-	case strings.HasPrefix(f, "restart-"):
-		t.Logf("nemesis: stop node %d (%s)", victim, f)
-		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		err := e.c.Stop(sctx, victim)
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		run(500 * time.Millisecond)
-		rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		err = e.c.Restart(rctx, victim)
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("nemesis: restarted node %d", victim)
-	case strings.HasPrefix(f, "pause-"):
-		t.Logf("nemesis: SIGSTOP node %d (%s)", victim, f)
-		if err := e.c.Pause(victim); err != nil {
-			t.Fatal(err)
-		}
-		run(1500 * time.Millisecond)
-		if err := e.c.Resume(victim); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("nemesis: SIGCONT node %d", victim)
-	case f == "transfer":
-		t.Logf("nemesis: transfer leadership from %d to %d", leader, victim)
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err := admin.TransferLeadership(ctx, victim)
-		cancel()
-		if err != nil {
-			// Under load a transfer may time out; the next fault goes on
-			// with whoever leads.
-			t.Logf("nemesis: transfer to %d: %v", victim, err)
-		}
-	default:
-		mode := []faultproxy.Mode{faultproxy.Refuse, faultproxy.Blackhole}[e.rng.Intn(2)]
-		e.c.Mesh().SetMode(mode)
-		t.Logf("nemesis: isolate node %d (%s, %v)", victim, f, mode)
-		e.c.Mesh().Isolate(victim)
-		run(2 * time.Second)
-		e.c.Mesh().Heal()
-		t.Logf("nemesis: healed")
 	}
 }
 

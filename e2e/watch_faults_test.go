@@ -114,7 +114,7 @@ func TestWatchCheckedUnderFaults(t *testing.T) {
 	e.rng.Shuffle(len(faults), func(i, j int) { faults[i], faults[j] = faults[j], faults[i] })
 	t.Logf("nemesis plan: %v", faults)
 	for i, f := range faults {
-		e.nemesis(admin, f, run)
+		e.injectFault(admin, f, run)
 		run(time.Second)
 		if i == 1 {
 			// Mid-way watchers: one from a past revision, one from now.
