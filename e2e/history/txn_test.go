@@ -1,6 +1,9 @@
 package history
 
 import (
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -251,5 +254,31 @@ func TestTxnRecorderFailures(t *testing.T) {
 	}
 	if res := CheckTxns(ops, 10*time.Second); res.Verdict != porcupine.Ok {
 		t.Fatalf("checked as %s, want Ok", res.Verdict)
+	}
+}
+
+// TestVisualizeTxns: the HTML view of a checked transaction history is
+// written (it is what a failing e2e run leaves to look at).
+func TestVisualizeTxns(t *testing.T) {
+	ops := AnnotateTxnRevisions([]porcupine.Operation{
+		txop(0, 0, 1, plainPut(0, "a"), putAt(5)),
+		txop(1, 2, 3, txn([]TxnCompare{ifValue(0, "a")}, []TxnOp{tput(1, "b"), trange()}, []TxnOp{tget(0)}),
+			answered(true, 6, missing, TxnOpResult{KVs: []TxnKV{kvAt(0, "a", 1, 5, 5), kvAt(1, "b", 1, 6, 6)}})),
+		txop(2, 4, -1, txn([]TxnCompare{{Key: 1, Target: CmpVersion, Operator: OpLess, Number: 2}}, []TxnOp{tdel(0)}, nil), TxnOutput{}),
+	})
+	res := CheckTxns(ops, 10*time.Second)
+	if res.Verdict != porcupine.Ok {
+		t.Fatalf("checked as %s, want Ok", res.Verdict)
+	}
+	path := filepath.Join(t.TempDir(), "txns.html")
+	if err := VisualizeTxns(res, path); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `put k1=\"b\"`; !strings.Contains(string(b), want) {
+		t.Fatalf("the visualization does not describe the transactions (no %s)", want)
 	}
 }
