@@ -8,8 +8,9 @@ import (
 	"github.com/capraft/capraft/e2e/faultproxy"
 )
 
-// injectFault injects fault f (kill-, partition-, pause- with -leader or
-// -follower, or transfer) and undoes it; run(d) lets the load run for d.
+// injectFault injects fault f (kill-, restart- (a clean stop), wipe-,
+// pause-, partition- with -leader or -follower, or transfer) and undoes
+// it; run(d) lets the load run for d.
 func (e *env) injectFault(admin faultClient, f string, run func(time.Duration)) {
 	t := e.t
 	t.Helper()
@@ -33,6 +34,18 @@ func (e *env) injectFault(admin faultClient, f string, run func(time.Duration)) 
 			t.Fatal(err)
 		}
 		t.Logf("nemesis: restarted node %d", victim)
+	case strings.HasPrefix(f, "wipe-"):
+		// Disk loss: the node comes back empty and is restored from its
+		// peers (its watch history starts at what it restored).
+		t.Logf("nemesis: kill -9 node %d and wipe its data directory (%s)", victim, f)
+		if err := e.c.Kill(victim); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.c.Wipe(victim); err != nil {
+			t.Fatal(err)
+		}
+		run(time.Second)
+		e.restartRestored(victim)
 	case strings.HasPrefix(f, "restart-"):
 		t.Logf("nemesis: stop node %d (%s)", victim, f)
 		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

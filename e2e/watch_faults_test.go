@@ -16,8 +16,10 @@ import (
 // TestWatchCheckedUnderFaults: writers put, delete and run transactions
 // on keys under wf/ through every node while, in a seeded order, the
 // leader is killed with -9 and restarted, cut off by a partition,
-// leadership is transferred and a follower is restarted, plus a fault
-// drawn from those and the same on a follower. Watchers on different
+// leadership is transferred and a follower is restarted, plus one fault
+// of: a follower killed, partitioned or wiped (restored from its peers,
+// its watch history then starts there), the leader killed again or
+// paused. Watchers on different
 // prefixes (wf/, wf/a, wf/a/, wf/b/, wf/ab/: some overlapping), through
 // different nodes, some from a past revision (exact start), some from now
 // with a linearizable start or without, some started mid-way, each
@@ -109,7 +111,7 @@ func TestWatchCheckedUnderFaults(t *testing.T) {
 	e.c.Mesh().SetDelay(0, 3*time.Millisecond)
 	run(time.Second)
 	faults := []string{"kill-leader", "partition-leader", "transfer", "restart-follower"}
-	extra := []string{"kill-follower", "partition-follower", "pause-leader", "kill-leader"}
+	extra := []string{"kill-follower", "partition-follower", "pause-leader", "kill-leader", "wipe-follower"}
 	faults = append(faults, extra[e.rng.Intn(len(extra))])
 	e.rng.Shuffle(len(faults), func(i, j int) { faults[i], faults[j] = faults[j], faults[i] })
 	t.Logf("nemesis plan: %v", faults)
