@@ -9,5 +9,6 @@
 //
 // E2E_KEEP=1 keeps each cluster's data and logs in a temp directory whose
 // path is logged. The harness lives in the subpackages: cluster (the
-// processes), faultproxy (the network) and history (the porcupine model).
+// processes), faultproxy (the network) and history (the porcupine models
+// of registers and of transactions, and the watch checker).
 package e2e
