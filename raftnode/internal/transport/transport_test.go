@@ -237,8 +237,11 @@ func TestDeadPeerDoesNotBlockSendOrOtherPeers(t *testing.T) {
 			rpctest.Eventually(t, 10*time.Second, "peer 3 keeps up", func() bool { return tr.Stats(3).Queued < 50 })
 		}
 	}
-	if slowest > 100*time.Millisecond {
-		t.Fatalf("a Send took %v", slowest)
+	// A Send that waited for the black hole would take its whole connect
+	// timeout (2 s); half of it leaves room for a loaded machine's
+	// scheduling without letting a blocking Send pass.
+	if slowest > time.Second {
+		t.Fatalf("a Send took %v: it waited for a dead peer", slowest)
 	}
 	rpctest.Eventually(t, 20*time.Second, "live peer got everything", func() bool { return h.count() == n })
 	rpctest.Eventually(t, 10*time.Second, "dead peers' lanes failed", func() bool {
