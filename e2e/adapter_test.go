@@ -1,7 +1,9 @@
 package e2e
 
-// This file is the only one that names the client package's key-value
-// API; the tests use the small kvClient interface it implements.
+// This file and adapter_txn_test.go (transactions, deletes, ranges and
+// watches for the fault checks) are the only ones that name the client
+// package's key-value API; the tests use the small interfaces they
+// implement.
 
 import (
 	"context"
