@@ -47,8 +47,11 @@ func NewElection(s *Session, name string) *Election {
 // ends or the session ends. A Campaign that fails withdraws the
 // candidacy. Like Lock, it is safe to call again after a failure: a
 // candidacy of the session found in place keeps its place (and takes
-// value).
+// value). Campaign by a leader proclaims value.
 func (e *Election) Campaign(ctx context.Context, value []byte) error {
+	if e.Revision() != 0 {
+		return e.Proclaim(ctx, value) // leading already
+	}
 	if err := e.s.claim(ctx, e.key, true); err != nil {
 		return fmt.Errorf("campaign %q: %w", e.prefix, err)
 	}
@@ -191,7 +194,9 @@ func (e *Election) observe(ctx context.Context, out chan<- client.KeyValue) {
 	var last client.KeyValue
 	wait := 10 * time.Millisecond
 	for ctx.Err() == nil { // bounded by ctx
-		kvs, _, ch, err := e.s.c.ListAndWatch(ctx, e.prefix, client.WithProgressInterval(0))
+		// With progress notifications: ListAndWatch reconciles pages
+		// read at different revisions by watching up to the last one.
+		kvs, _, ch, err := e.s.c.ListAndWatch(ctx, e.prefix)
 		if err != nil && !retryObserve(err) {
 			return
 		}

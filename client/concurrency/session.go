@@ -100,10 +100,21 @@ func NewSession(ctx context.Context, c *client.Client, opts ...SessionOption) (*
 		}
 		return nil, fmt.Errorf("new session: %w", err)
 	}
+	// KeepAlive hands over the first renewal's answer at once: it says
+	// the lease's TTL (WithLease names a lease of any TTL).
+	first, ok := <-ch
+	if !ok {
+		kcancel()
+		cancel()
+		return nil, fmt.Errorf("new session: lease %d: %w", id, ErrSessionExpired)
+	}
+	if first.TTL > 0 {
+		ttl = first.TTL
+	}
 	s := &Session{c: c, id: id, ttl: ttl, ctx: sctx, cancel: cancel, done: make(chan struct{}),
 		guards: make(map[string]chan struct{})}
 	s.wg.Add(1)
-	go s.keep(ch, kcancel, start)
+	go s.keep(ch, kcancel, first, start)
 	return s, nil
 }
 
@@ -116,31 +127,23 @@ func NewSession(ctx context.Context, c *client.Client, opts ...SessionOption) (*
 // delivering one). So Done is closed no later than the cluster may expire
 // the lease, even while a renewal call hangs (the keeper itself gives up
 // on a lease only after a failed call, which can take a request timeout).
-func (s *Session) keep(ch <-chan client.Lease, stop context.CancelFunc, from time.Time) {
+func (s *Session) keep(ch <-chan client.Lease, stop context.CancelFunc, first client.Lease, from time.Time) {
 	defer s.wg.Done()
 	defer close(s.done)
 	defer s.cancel()
 	defer stop()
-	var timer *time.Timer
-	var expired <-chan time.Time
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
+	timer := time.NewTimer(time.Until(from.Add(first.Remaining)))
+	defer timer.Stop()
+	from = time.Now()
 	for {
 		select {
 		case l, ok := <-ch:
 			if !ok {
 				return // lost, revoked, past its deadline, or the client closed
 			}
-			if timer != nil {
-				timer.Stop()
-			}
-			timer = time.NewTimer(time.Until(from.Add(l.Remaining)))
-			expired = timer.C
+			timer.Reset(time.Until(from.Add(l.Remaining)))
 			from = time.Now()
-		case <-expired:
+		case <-timer.C:
 			return // not renewed in time: the cluster may expire it now
 		case <-s.ctx.Done():
 			return
