@@ -99,8 +99,12 @@ func (e *Election) Proclaim(ctx context.Context, value []byte) error {
 
 // proclaim sets the key created at rev to value.
 func (e *Election) proclaim(ctx context.Context, rev uint64, value []byte) error {
-	resp, err := e.s.c.Txn(ctx).If(client.CreateRevision(e.key).Equal(rev)).
-		Then(client.OpPut(e.key, value, client.WithLease(e.s.id))).Commit()
+	var resp *client.TxnResponse
+	err := idempotent(ctx, func() (err error) {
+		resp, err = e.s.c.Txn(ctx).If(client.CreateRevision(e.key).Equal(rev)).
+			Then(client.OpPut(e.key, value, client.WithLease(e.s.id))).Commit()
+		return err
+	})
 	if errors.Is(err, client.ErrLeaseNotFound) {
 		return fmt.Errorf("%w: %w", ErrNotLeader, ErrSessionExpired)
 	}

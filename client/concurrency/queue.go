@@ -33,11 +33,16 @@ const maxEnqueueTries = 3
 // all of it (a replayed answer, or more than a page of keys).
 func enqueue(ctx context.Context, s *Session, prefix, key string, value []byte) (client.KeyValue, []entry, error) {
 	for range maxEnqueueTries {
-		resp, err := s.c.Txn(ctx).
-			If(client.CreateRevision(key).Equal(0)).
-			Then(client.OpPut(key, value, client.WithLease(s.id)), client.OpRange(prefix, 0)).
-			Else(client.OpGet(key), client.OpRange(prefix, 0)).
-			Commit()
+		var resp *client.TxnResponse
+		// Idempotent: a second application finds the key (Else).
+		err := idempotent(ctx, func() (err error) {
+			resp, err = s.c.Txn(ctx).
+				If(client.CreateRevision(key).Equal(0)).
+				Then(client.OpPut(key, value, client.WithLease(s.id)), client.OpRange(prefix, 0)).
+				Else(client.OpGet(key), client.OpRange(prefix, 0)).
+				Commit()
+			return err
+		})
 		if errors.Is(err, client.ErrLeaseNotFound) {
 			return client.KeyValue{}, nil, fmt.Errorf("join the queue %q: lease %d: %w: %w", prefix, s.id, ErrSessionExpired, err)
 		}

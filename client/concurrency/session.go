@@ -95,6 +95,12 @@ func NewSession(ctx context.Context, c *client.Client, opts ...SessionOption) (*
 	if err != nil {
 		kcancel()
 		cancel()
+		if o.lease == 0 {
+			// Best effort: a lease nobody keeps alive expires anyway.
+			rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			_, _ = c.Revoke(rctx, id)
+			rcancel()
+		}
 		if errors.Is(err, client.ErrLeaseNotFound) {
 			err = fmt.Errorf("lease %d: %w: %w", id, ErrSessionExpired, err)
 		}
@@ -123,8 +129,8 @@ func NewSession(ctx context.Context, c *client.Client, opts ...SessionOption) (*
 //
 // The deadline of a renewal is counted from a moment before the call that
 // made it started: before KeepAlive for the first, the arrival of the
-// previous renewal for the others (the keeper starts its next call after
-// delivering one). So Done is closed no later than the cluster may expire
+// previous renewal for the others (the keeper starts its next call a
+// third of the TTL after delivering one). So Done is closed no later than the cluster may expire
 // the lease, even while a renewal call hangs (the keeper itself gives up
 // on a lease only after a failed call, which can take a request timeout).
 func (s *Session) keep(ch <-chan client.Lease, stop context.CancelFunc, first client.Lease, from time.Time) {
@@ -267,10 +273,29 @@ func (s *Session) abandon(ctx context.Context, key string, rev uint64) {
 
 // deleteKey deletes key, if created at rev when rev > 0.
 func deleteKey(ctx context.Context, c *client.Client, key string, rev uint64) error {
-	if rev == 0 {
-		_, _, err := c.Delete(ctx, key)
+	return idempotent(ctx, func() error {
+		if rev == 0 {
+			_, _, err := c.Delete(ctx, key)
+			return err
+		}
+		_, err := c.Txn(ctx).If(client.CreateRevision(key).Equal(rev)).Then(client.OpDelete(key)).Commit()
 		return err
+	})
+}
+
+// maxUnknownOutcomes bounds the attempts of an idempotent write whose
+// outcomes stay unknown while its context lasts.
+const maxUnknownOutcomes = 5
+
+// idempotent runs write, an operation whose second application changes
+// nothing, again while its outcome is unknown (the client gave up on an
+// attempt: its write session expired meanwhile) and ctx lasts.
+func idempotent(ctx context.Context, write func() error) error {
+	var err error
+	for range maxUnknownOutcomes {
+		if err = write(); !errors.Is(err, client.ErrUnknownOutcome) || ctx.Err() != nil {
+			return err
+		}
 	}
-	_, err := c.Txn(ctx).If(client.CreateRevision(key).Equal(rev)).Then(client.OpDelete(key)).Commit()
 	return err
 }
