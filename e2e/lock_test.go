@@ -73,6 +73,11 @@ func TestMutexNeverHasTwoHoldersUnderFaults(t *testing.T) {
 	)
 	cctx, stop := context.WithCancel(context.Background())
 	defer stop()
+	fail := func(client int, step string, err error) {
+		if n := failed.Add(1); n <= 10 {
+			t.Logf("client %d: %s: %v", client, step, err) // faults make some; the first few say which
+		}
+	}
 	for i := range nClients {
 		rot := append(append([]string(nil), addrs[i%len(addrs):]...), addrs[:i%len(addrs)]...)
 		l := e.lockClient(name, ttl, rot...)
@@ -84,7 +89,9 @@ func TestMutexNeverHasTwoHoldersUnderFaults(t *testing.T) {
 				tok, err := l.Lock(lctx)
 				cancel()
 				if err != nil {
-					failed.Add(1)
+					if cctx.Err() == nil {
+						fail(i, "lock", err)
+					}
 					backoff(cctx)
 					continue
 				}
@@ -108,13 +115,13 @@ func TestMutexNeverHasTwoHoldersUnderFaults(t *testing.T) {
 				cancel()
 				switch {
 				case err != nil:
-					failed.Add(1)
+					fail(i, "critical section", err)
 				case !ok:
 					fenced.Add(1) // the lock was lost (its session ended), or the record moved: the checker says which
 				}
 				uctx, cancel := opCtx()
 				if err := l.Unlock(uctx); err != nil && !sessionLost(err) {
-					failed.Add(1)
+					fail(i, "unlock", err)
 				}
 				cancel()
 			}
