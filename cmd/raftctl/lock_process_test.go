@@ -214,3 +214,26 @@ func TestElectCommandPrintsTheLeadersAndResignsWhenInterrupted(t *testing.T) {
 		t.Fatalf("elect NAME: exit %d; stderr %q", code, errOut)
 	}
 }
+
+// When the lock's session ends while a command runs under it (here its
+// lease is revoked), the command gets SIGTERM and lock exits 1 saying the
+// lock was lost.
+func TestLockCommandStopsTheCommandWhenTheLockIsLost(t *testing.T) {
+	node := startNode(t, "--listen", "127.0.0.1:0")
+	ep := node.addr
+	held := startCtl(t, "--endpoints", ep, "lock", "--ttl", "2s", "jobs/long", "--",
+		"sh", "-c", `echo "$RAFTCTL_LOCK_KEY"; trap 'echo terminated; exit 0' TERM; while :; do sleep 0.05; done`)
+	key := held.line(t)
+	hex := strings.TrimPrefix(key, "jobs/long/")
+	lease, err := strconv.ParseUint(hex, 16, 64)
+	if err != nil || len(hex) != 16 {
+		t.Fatalf("the command saw key %q", key)
+	}
+	mustCtl(t, ep, "lease", "revoke", strconv.FormatUint(lease, 10))
+	if got := held.line(t); got != "terminated" {
+		t.Fatalf("the command printed %q after the lease was revoked, want terminated", got)
+	}
+	if code := held.wait(t); code != 1 || !strings.Contains(held.stderr(), "lock lost") {
+		t.Fatalf("lock whose lease was revoked: exit %d; stderr %q", code, held.stderr())
+	}
+}

@@ -26,7 +26,8 @@
 // long keys and values. On failure raftctl prints one line on
 // stderr saying what went wrong and what to try (with -o json also a JSON
 // object {"error": ..., "kind": ...} on stdout), and exits with status 1,
-// or 77 (EX_NOPERM) when a node refused the credential.
+// or 77 (EX_NOPERM) when a node refused the credential (lock NAME --
+// COMMAND exits with COMMAND's status).
 //
 // Credentials: --token-file F or --token T (or $RAFTCTL_TOKEN_FILE,
 // $RAFTCTL_TOKEN) logs every connection in with a token; --cert and --key
@@ -209,7 +210,8 @@ func newRoot(stdout, stderr io.Writer) (*cobra.Command, *globals) {
 			"so every byte round-trips. Tables show unprintable bytes escaped and long keys\n" +
 			"shortened. On failure raftctl prints one line on stderr saying what to do next\n" +
 			"(with -o json also {\"error\": ..., \"kind\": ...} on stdout) and exits 1, or 77\n" +
-			"when a node refused the credential (kind \"permission_denied\").\n\n" +
+			"when a node refused the credential (kind \"permission_denied\"); lock NAME --\n" +
+			"COMMAND exits with COMMAND's status.\n\n" +
 			"Credentials: --token-file F or --token T (or $RAFTCTL_TOKEN_FILE, $RAFTCTL_TOKEN)\n" +
 			"logs every connection in with a token; --cert and --key present a client\n" +
 			"certificate (mutual TLS, with --tls-ca). Flags win over the environment.",
