@@ -239,7 +239,8 @@ func TestARestartedSessionFindsItsLockAgain(t *testing.T) {
 }
 
 // IsOwner guards a write with the lock: it holds while the lock is held
-// and fails once the session that held it is gone.
+// and fails once the session that held it is gone; the closed session
+// takes no lock.
 func TestIsOwnerGuardsWritesWithTheLock(t *testing.T) {
 	c := newCluster(t, 1)
 	cl := c.client()
@@ -270,6 +271,9 @@ func TestIsOwnerGuardsWritesWithTheLock(t *testing.T) {
 	}
 	if guarded() {
 		t.Fatal("a write guarded by a lock whose session was closed succeeded")
+	}
+	if err := m.Lock(ctx); !errors.Is(err, concurrency.ErrSessionExpired) {
+		t.Fatalf("Lock on a closed session: %v, want ErrSessionExpired", err)
 	}
 }
 

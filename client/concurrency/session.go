@@ -194,8 +194,15 @@ func (s *Session) Close(ctx context.Context) error {
 }
 
 // claim reserves key for one Mutex or Election of this session: it waits
-// while another holds it, until ctx or the session ends.
-func (s *Session) claim(ctx context.Context, key string, wait bool) error {
+// while another holds it, until ctx or the session ends. An ended
+// session claims nothing: its keys would outlive no lease kept alive.
+func (s *Session) claim(ctx context.Context, key string, wait bool) (err error) {
+	defer func() {
+		if err == nil && s.ctx.Err() != nil {
+			s.unclaim(key)
+			err = fmt.Errorf("lease %d: %w", s.id, ErrSessionExpired)
+		}
+	}()
 	s.mu.Lock()
 	g := s.guards[key]
 	if g == nil {
