@@ -315,3 +315,31 @@ func TestLockAcrossALeaderChange(t *testing.T) {
 		}
 	}
 }
+
+// A waiter whose session ends stops waiting at once, with
+// ErrSessionExpired, while the holder still holds the lock (etcd's
+// waiters learn it only when the keys ahead of them go: etcd issue
+// 19597).
+func TestAWaiterWhoseSessionEndsStopsWaiting(t *testing.T) {
+	c := newCluster(t, 1)
+	cl := c.client()
+	ctx := testCtx(t)
+	const name = "locks/waiter-dies"
+	a := concurrency.NewMutex(session(t, cl, 10*time.Second), name)
+	if err := a.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	bs := session(t, cl, 10*time.Second)
+	b := startLock(ctx, concurrency.NewMutex(bs, name))
+	awaitQueue(t, cl, name+"/", 2)
+	bs.Orphan()
+	if err := <-b.acquired; !errors.Is(err, concurrency.ErrSessionExpired) {
+		t.Fatalf("Lock of a waiter whose session ended: %v, want ErrSessionExpired", err)
+	}
+	if a.Revision() == 0 {
+		t.Fatal("the holder lost the lock")
+	}
+	if err := a.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
