@@ -33,7 +33,7 @@ func seeded(t *testing.T) *rand.Rand {
 
 // cluster is an in-process cluster of real nodes on loopback.
 type cluster struct {
-	t     *testing.T
+	t     testing.TB
 	addrs map[uint64]string
 	dirs  map[uint64]string
 	nodes map[uint64]*raftnode.Node
@@ -41,7 +41,7 @@ type cluster struct {
 }
 
 // newCluster starts size nodes and stops them when the test ends.
-func newCluster(t *testing.T, size int) *cluster {
+func newCluster(t testing.TB, size int) *cluster {
 	c := &cluster{t: t, addrs: map[uint64]string{}, dirs: map[uint64]string{},
 		nodes: map[uint64]*raftnode.Node{}, srvs: map[uint64]*rpc.Server{}}
 	lns := map[uint64]net.Listener{}
