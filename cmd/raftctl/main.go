@@ -15,6 +15,8 @@
 //	raftctl lease grant 30s               # prints the lease id
 //	raftctl put session/me alive --lease ID
 //	raftctl watch app/ --rev 1 --prev     # every change under app/, replayed from revision 1
+//	raftctl lock jobs/nightly -- ./run.sh # runs ./run.sh holding the lock jobs/nightly
+//	raftctl elect service/leader node-a   # campaigns; prints each leader until Ctrl-C
 //
 // The endpoints default to $RAFTCTL_ENDPOINTS, else 127.0.0.1:7000, and
 // are checked to be host:port before anything is dialled. With -o json
@@ -24,7 +26,8 @@
 // long keys and values. On failure raftctl prints one line on
 // stderr saying what went wrong and what to try (with -o json also a JSON
 // object {"error": ..., "kind": ...} on stdout), and exits with status 1,
-// or 77 (EX_NOPERM) when a node refused the credential.
+// or 77 (EX_NOPERM) when a node refused the credential (lock NAME --
+// COMMAND exits with COMMAND's status).
 //
 // Credentials: --token-file F or --token T (or $RAFTCTL_TOKEN_FILE,
 // $RAFTCTL_TOKEN) logs every connection in with a token; --cert and --key
@@ -50,6 +53,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/capraft/capraft/client"
+	"github.com/capraft/capraft/client/concurrency"
 	"github.com/capraft/capraft/cmd/internal/cli"
 	"github.com/capraft/capraft/raftnode/backup"
 )
@@ -88,6 +92,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		_ = newJSONEncoder(stdout).Encode(errorJSON(err))
 	}
 	fmt.Fprintln(stderr, "raftctl: "+escapeText(g.explain(err)))
+	var ec *exitCodeError
+	if errors.As(err, &ec) {
+		return ec.code // the status of the command lock ran
+	}
 	if errors.Is(err, client.ErrPermissionDenied) {
 		return exitPermissionDenied
 	}
@@ -128,6 +136,8 @@ func errorKind(err error) string {
 		return "not_found"
 	case errors.Is(err, client.ErrLeaseNotFound):
 		return "lease_not_found"
+	case errors.Is(err, concurrency.ErrSessionExpired):
+		return "session_expired"
 	case errors.Is(err, client.ErrCompareFailed):
 		return "compare_failed"
 	case errors.Is(err, client.ErrUnknownOutcome):
@@ -200,7 +210,8 @@ func newRoot(stdout, stderr io.Writer) (*cobra.Command, *globals) {
 			"so every byte round-trips. Tables show unprintable bytes escaped and long keys\n" +
 			"shortened. On failure raftctl prints one line on stderr saying what to do next\n" +
 			"(with -o json also {\"error\": ..., \"kind\": ...} on stdout) and exits 1, or 77\n" +
-			"when a node refused the credential (kind \"permission_denied\").\n\n" +
+			"when a node refused the credential (kind \"permission_denied\"); lock NAME --\n" +
+			"COMMAND exits with COMMAND's status.\n\n" +
 			"Credentials: --token-file F or --token T (or $RAFTCTL_TOKEN_FILE, $RAFTCTL_TOKEN)\n" +
 			"logs every connection in with a token; --cert and --key present a client\n" +
 			"certificate (mutual TLS, with --tls-ca). Flags win over the environment.",
@@ -231,7 +242,7 @@ func newRoot(stdout, stderr io.Writer) (*cobra.Command, *globals) {
 	pf := root.PersistentFlags()
 	pf.StringSliceVar(&g.endpoints, "endpoints", defaults, "comma-separated node addresses, host:port (e.g. 127.0.0.1:7000); default $RAFTCTL_ENDPOINTS")
 	pf.DurationVar(&g.dialTimeout, "dial-timeout", 5*time.Second, "time allowed to connect to one endpoint")
-	pf.DurationVar(&g.timeout, "timeout", 10*time.Second, "time allowed for a whole command, retries included (bench: for one operation; not for listen)")
+	pf.DurationVar(&g.timeout, "timeout", 10*time.Second, "time allowed for a whole command, retries included (bench: for one operation; not for listen, nor for waiting in lock and elect)")
 	pf.StringVar(&g.logLevel, "log-level", "off", "client log level on stderr: off, "+cli.LogLevels)
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table (for people) or json (one object per command, for scripts)")
 	pf.BoolVar(&g.tls, "tls", false, "speak TLS to the nodes (raftnode --tls-cert); verified against the system's roots or --tls-ca")
@@ -242,7 +253,7 @@ func newRoot(stdout, stderr io.Writer) (*cobra.Command, *globals) {
 		putCommand(g), getCommand(g), delCommand(g), casCommand(g), rangeCommand(g), txnCommand(g),
 		statusCommand(g), membersCommand(g), memberCommand(g), transferCommand(g), snapshotCommand(g),
 		benchCommand(g), pingCommand(g), listenCommand(g), watchCommand(g), endpointCommand(g), checkCommand(g), traceCommand(g), leaseCommand(g),
-		tokenCommand(g), whoamiCommand(g), newCertsCommand(),
+		lockCommand(g), electCommand(g), tokenCommand(g), whoamiCommand(g), newCertsCommand(),
 	)
 	return root, g
 }
