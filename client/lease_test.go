@@ -90,6 +90,11 @@ func TestLeaseExpiresUnlessKeptAlive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// At once: granting the kept leases below can take longer than the
+	// TTL on a loaded machine.
+	if _, err := c.Put(ctx, "idle", []byte("v"), client.WithLease(idle.ID)); err != nil {
+		t.Fatal(err)
+	}
 	const n = 100
 	kept := make([]client.Lease, n)
 	kctx, stop := context.WithCancel(ctx)
@@ -104,9 +109,6 @@ func TestLeaseExpiresUnlessKeptAlive(t *testing.T) {
 			t.Fatal(err)
 		}
 		chans = append(chans, ch)
-	}
-	if _, err := c.Put(ctx, "idle", []byte("v"), client.WithLease(idle.ID)); err != nil {
-		t.Fatal(err)
 	}
 	if _, err := c.Put(ctx, "kept", []byte("v"), client.WithLease(kept[0].ID)); err != nil {
 		t.Fatal(err)
