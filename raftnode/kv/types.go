@@ -345,6 +345,9 @@ type WriteOp struct {
 	// DeleteOnSuccess makes a matching OpCAS delete the key instead of
 	// writing Value.
 	DeleteOnSuccess bool
+	// Prefix makes an OpDelete delete every key that starts with Key
+	// (non-empty), all at one revision; see Result.Deleted.
+	Prefix bool
 	// Txn is an OpTxn's transaction.
 	Txn *Txn
 	// Lease (OpPut, OpCAS writing a value) attaches the key to a lease
@@ -440,6 +443,11 @@ type Result struct {
 	// result saved with the session: a retried transaction is answered
 	// with its branch and revision only.
 	Txn *TxnResult
+	// Deleted is the number of keys a prefix delete (OpDelete with
+	// Prefix) deleted; Succeeded says it is above 0, and Found and Prev
+	// are unset (the previous values are not kept). Zero for every other
+	// op. It is saved with the session, so a retry answers the same.
+	Deleted uint64
 }
 
 // Applied is what Apply reports for one log entry.
