@@ -6,6 +6,7 @@ import (
 	"math/rand"
 	"reflect"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 )
@@ -71,12 +72,21 @@ func (m *model) exec(op WriteOp) Result {
 		return bad(InvalidArgument, msgBadType)
 	case op.Type == OpCAS && (op.Compare < CompareValue || op.Compare > CompareAbsent):
 		return bad(InvalidArgument, msgBadCompare)
+	case len(op.Key) == 0 && op.Prefix:
+		return bad(InvalidArgument, msgEmptyPrefix)
 	case len(op.Key) == 0:
 		return bad(InvalidArgument, msgEmptyKey)
 	case len(op.Key) > m.cfg.MaxKeySize:
 		return bad(TooLarge, msgKeyTooLarge)
 	case len(op.Value) > m.cfg.MaxValueSize || len(op.CompareValue) > m.cfg.MaxValueSize:
 		return bad(TooLarge, msgValueTooLarge)
+	}
+	if op.Type == OpDelete && op.Prefix {
+		n := m.deletePrefix(string(op.Key))
+		if n > 0 {
+			m.rev++
+		}
+		return Result{Revision: m.rev, Succeeded: n > 0, Deleted: n}
 	}
 	k := string(op.Key)
 	prev, found := m.prev(k)
@@ -112,6 +122,18 @@ func (m *model) exec(op WriteOp) Result {
 		m.put(k, op.Value)
 	}
 	return Result{Revision: m.rev, Succeeded: true, Found: found, Prev: prev}
+}
+
+// deletePrefix deletes the keys that start with p and returns how many.
+func (m *model) deletePrefix(p string) uint64 {
+	var n uint64
+	for k := range m.kv {
+		if strings.HasPrefix(k, p) {
+			delete(m.kv, k)
+			n++
+		}
+	}
+	return n
 }
 
 // lru returns the least recently active session (ties: lowest id).
@@ -362,6 +384,7 @@ func (g *gen) op(sess uint64) WriteOp {
 		op.Value = g.value()
 	case r < 6:
 		op.Type = OpDelete
+		op.Prefix = g.rng.Intn(3) == 0
 	case r < 9:
 		op.Type = OpCAS
 		op.Compare = CompareKind(1 + g.rng.Intn(3))
@@ -602,10 +625,15 @@ func (m *model) txn(t *Txn, write bool) Result {
 	}
 	for _, ops := range [][]TxnOp{t.Then, t.Else} {
 		written := map[string]bool{}
+		var deleted []string // the prefixes deleted so far
 		for _, op := range ops {
 			switch {
 			case op.Type < TxnPut || op.Type > TxnRange:
 				return bad(InvalidArgument, msgBadTxnOp)
+			case op.Prefix && op.Type != TxnDelete:
+				return bad(InvalidArgument, msgTxnPrefixOp)
+			case len(op.Key) == 0 && op.Prefix:
+				return bad(InvalidArgument, msgEmptyPrefix)
 			case len(op.Key) == 0 && op.Type != TxnRange:
 				return bad(InvalidArgument, msgEmptyKey)
 			case len(op.Key) > m.cfg.MaxKeySize || len(op.After) > m.cfg.MaxKeySize:
@@ -616,10 +644,26 @@ func (m *model) txn(t *Txn, write bool) Result {
 				continue
 			case !write:
 				return bad(InvalidArgument, msgTxnReadWrite)
-			case written[string(op.Key)]:
+			}
+			k := string(op.Key)
+			for _, p := range deleted {
+				if strings.HasPrefix(k, p) || (op.Prefix && strings.HasPrefix(p, k)) {
+					return bad(InvalidArgument, msgTxnPrefixDup)
+				}
+			}
+			if op.Prefix {
+				for w := range written {
+					if strings.HasPrefix(w, k) {
+						return bad(InvalidArgument, msgTxnPrefixDup)
+					}
+				}
+				deleted = append(deleted, k)
+				continue
+			}
+			if written[k] {
 				return bad(InvalidArgument, msgTxnDupKey)
 			}
-			written[string(op.Key)] = true
+			written[k] = true
 		}
 	}
 	ok := true
@@ -677,6 +721,11 @@ func (m *model) txn(t *Txn, write bool) Result {
 			m.kv[k] = nv
 			wrote = true
 		case TxnDelete:
+			if op.Prefix {
+				res[i].Deleted = m.deletePrefix(k)
+				wrote = wrote || res[i].Deleted > 0
+				continue
+			}
 			res[i].KV, res[i].Found = m.prev(k)
 			if res[i].Found {
 				delete(m.kv, k)
@@ -723,6 +772,8 @@ func (g *gen) txn(writes bool) *Txn {
 			switch op.Type {
 			case TxnPut:
 				op.Value = g.value()
+			case TxnDelete:
+				op.Prefix = g.rng.Intn(3) == 0
 			case TxnRange:
 				op.Key = []byte([]string{"", "a", "k", "ab"}[g.rng.Intn(4)])
 				if g.rng.Intn(2) == 0 {
