@@ -127,7 +127,9 @@ func (c *Client) Delete(ctx context.Context, key string) (existed bool, rev uint
 // as every key. The
 // previous values are not returned; to have them, range and delete the
 // prefix in one transaction (OpRange, OpDeletePrefix), or watch with the
-// previous values.
+// previous values. A prefix holding more than 4 MiB of keys and values
+// (each key counting 64 bytes more) is refused with ErrTooLarge and
+// nothing is deleted: delete narrower prefixes.
 func (c *Client) DeletePrefix(ctx context.Context, prefix string) (deleted uint64, rev uint64, err error) {
 	req := deletePrefixRequest(prefix)
 	if prefix == "" {

@@ -313,9 +313,16 @@ struct DeleteOp {
   # KV.restrict) deletes a prefix only within its grant: the prefix must
   # start with the grant's (else permissionDenied); a read-only KV refuses.
   # A prefix that selects no key changes nothing (count 0, the revision
-  # as it was). The previous values are not returned (there may be
-  # millions): read them first with a range in the same txn, or watch with
-  # prevValue.
+  # as it was). The previous values are not returned: read them first
+  # with a range in the same txn, or watch with prevValue.
+  #
+  # A prefix delete is bounded: if the keys and values under the prefix
+  # add up to more than 4 MiB (each key counting 64 bytes more), it is
+  # refused (tooLarge) and deletes nothing; delete narrower prefixes. A
+  # revision's events reach a watcher whole, in one call, so one
+  # revision must fit a watcher's queue (8 MiB by default) with the
+  # previous values; in a txn, the prefix deletes of the branch that
+  # runs count together.
   key @0 :Data;
   prefix @1 :Bool;
 }

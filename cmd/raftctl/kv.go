@@ -138,7 +138,9 @@ func delCommand(g *globals) *cobra.Command {
 			"(watchers see a delete per key), and prints how many it deleted (as etcdctl\n" +
 			"del --prefix does):\n" +
 			"  OK deleted=3 revision=N\n" +
-			"The empty prefix is refused: deleting every key must not be one typo away.\n\n" +
+			"The empty prefix is refused: deleting every key must not be one typo away.\n" +
+			"A prefix holding more than 4 MiB of keys and values (64 bytes more a key) is\n" +
+			"refused and nothing is deleted (kind \"too_large\"): delete narrower prefixes.\n\n" +
 			`JSON: {"deleted": bool, "revision": int} (--prefix: {"deleted": int, "revision": int})`,
 		Args: exactArgs(1, "KEY"),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -23,6 +23,10 @@ type model struct {
 	keys    map[uint64][]byte
 	revoked map[[16]byte]int64 // id -> expiry (0: never)
 	epoch   uint64             // revocations applied
+	// prefixDeleted and prefixRefused count the prefix deletes that
+	// deleted keys and those over MaxDeleteBytes, so the test knows it
+	// exercised both.
+	prefixDeleted, prefixRefused int
 }
 
 type mkv struct {
@@ -82,7 +86,14 @@ func (m *model) exec(op WriteOp) Result {
 		return bad(TooLarge, msgValueTooLarge)
 	}
 	if op.Type == OpDelete && op.Prefix {
+		if m.prefixCost(string(op.Key)) > int64(m.cfg.MaxDeleteBytes) {
+			m.prefixRefused++
+			return bad(TooLarge, msgDeleteTooLarge)
+		}
 		n := m.deletePrefix(string(op.Key))
+		if n > 0 {
+			m.prefixDeleted++
+		}
 		if n > 0 {
 			m.rev++
 		}
@@ -122,6 +133,18 @@ func (m *model) exec(op WriteOp) Result {
 		m.put(k, op.Value)
 	}
 	return Result{Revision: m.rev, Succeeded: true, Found: found, Prev: prev}
+}
+
+// prefixCost is what deleting the keys that start with p costs: their
+// keys and values, and eventOverhead each.
+func (m *model) prefixCost(p string) int64 {
+	var n int64
+	for k, v := range m.kv {
+		if strings.HasPrefix(k, p) {
+			n += int64(eventOverhead + len(k) + len(v.value))
+		}
+	}
+	return n
 }
 
 // deletePrefix deletes the keys that start with p and returns how many.
@@ -384,7 +407,7 @@ func (g *gen) op(sess uint64) WriteOp {
 		op.Value = g.value()
 	case r < 6:
 		op.Type = OpDelete
-		op.Prefix = g.rng.Intn(3) == 0
+		op.Prefix = g.rng.Intn(2) == 0
 	case r < 9:
 		op.Type = OpCAS
 		op.Compare = CompareKind(1 + g.rng.Intn(3))
@@ -521,6 +544,16 @@ func checkRange(t *testing.T, step int, s *Store, m *model, rng *rand.Rand) {
 // revocation epoch, with snapshot/restore and a twin store along the way.
 func TestModel(t *testing.T) {
 	seed := testSeed(t)
+	var prefixDeleted, prefixRefused int
+	defer func() {
+		// About a dozen of each per seed; refusals are rarer (a few
+		// runs can refuse), so only deletions are required. The limit
+		// has its own test (TestDeletePrefixOverTheLimitDeletesNothing).
+		t.Logf("prefix deletes: %d deleted keys, %d over the limit", prefixDeleted, prefixRefused)
+		if !t.Failed() && prefixDeleted == 0 {
+			t.Errorf("no prefix delete deleted a key (%d were over the limit): the test checks too little", prefixRefused)
+		}
+	}()
 	for run := range 8 {
 		t.Run(fmt.Sprint(run), func(t *testing.T) {
 			rng := rand.New(rand.NewSource(seed + int64(run)))
@@ -531,8 +564,10 @@ func TestModel(t *testing.T) {
 				MaxKeySize:      8,
 				MaxValueSize:    32,
 				MaxRangeLimit:   1 + rng.Intn(4),
+				MaxDeleteBytes:  []int{64, 70, 100, 1000}[run%4], // some prefix deletes over it
 			}
 			s, twin, m, g := New(cfg), New(cfg), newModel(cfg), newGen(rng)
+			defer func() { prefixDeleted, prefixRefused = prefixDeleted+m.prefixDeleted, prefixRefused+m.prefixRefused }()
 			var index uint64
 			for step := range 3000 {
 				index += 1 + uint64(rng.Intn(2)) // gaps: skipped entries
@@ -703,6 +738,17 @@ func (m *model) txn(t *Txn, write bool) Result {
 	if ok {
 		ops = t.Then
 	}
+	var cost int64 // of the branch's prefix deletes, together
+	for _, op := range ops {
+		if op.Type == TxnDelete && op.Prefix {
+			if cost += m.prefixCost(string(op.Key)); cost > int64(m.cfg.MaxDeleteBytes) {
+				if write {
+					m.prefixRefused++
+				}
+				return bad(TooLarge, msgDeleteTooLarge)
+			}
+		}
+	}
 	rev := m.rev + 1
 	wrote := false
 	res := make([]TxnOpResult, len(ops))
@@ -724,6 +770,9 @@ func (m *model) txn(t *Txn, write bool) Result {
 			if op.Prefix {
 				res[i].Deleted = m.deletePrefix(k)
 				wrote = wrote || res[i].Deleted > 0
+				if res[i].Deleted > 0 {
+					m.prefixDeleted++
+				}
 				continue
 			}
 			res[i].KV, res[i].Found = m.prev(k)

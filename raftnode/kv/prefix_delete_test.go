@@ -259,3 +259,36 @@ func TestTxnPrefixDeleteFollowsEtcdsRule(t *testing.T) {
 		t.Fatalf("txn deleting nothing: %+v", r)
 	}
 }
+
+// A prefix delete whose keys and values (64 bytes more each) are over
+// MaxDeleteBytes is refused, TooLarge, and deletes nothing; at the limit
+// it runs. In a txn the branch's prefix deletes count together, and a
+// refused txn runs nothing.
+func TestDeletePrefixOverTheLimitDeletesNothing(t *testing.T) {
+	per := eventOverhead + len("p/1") + len("vv") // each key's cost
+	d := newDriver(t, Config{MaxDeleteBytes: 2 * per})
+	sess := d.open()
+	d.batch(sess, 0, put(1, "p/1", "vv"), put(2, "p/2", "vv"), put(3, "p/3", "vv"), put(4, "q/1", "vv"), put(5, "r/1", "vv"))
+	rev := d.s.Revision()
+	if r := d.one(sess, delPrefix(6, "p/")); r.Code != TooLarge || r.Message != msgDeleteTooLarge || r.Revision != rev {
+		t.Fatalf("3 keys over a limit of 2: %+v", r)
+	}
+	if len(keys(d.s)) != 5 || d.s.Revision() != rev {
+		t.Fatal("a refused prefix delete deleted keys")
+	}
+	pd := func(p string) TxnOp { return TxnOp{Type: TxnDelete, Key: []byte(p), Prefix: true} }
+	tput := TxnOp{Type: TxnPut, Key: []byte("s"), Value: []byte("x")}
+	if r := d.one(sess, WriteOp{Seq: 7, Type: OpTxn, Txn: &Txn{Then: []TxnOp{tput, pd("q/"), pd("r/"), pd("p/3")}}}); r.Code != TooLarge {
+		t.Fatalf("a txn deleting 3 keys over a limit of 2: %+v", r)
+	}
+	if len(keys(d.s)) != 5 || d.s.Revision() != rev {
+		t.Fatal("a refused txn ran")
+	}
+	if r := d.one(sess, WriteOp{Seq: 8, Type: OpTxn, Txn: &Txn{Then: []TxnOp{tput, pd("q/"), pd("r/")}}}); r.Code != OK || r.Txn.Results[1].Deleted != 1 || r.Txn.Results[2].Deleted != 1 {
+		t.Fatalf("a txn deleting 2 keys at the limit: %+v", r)
+	}
+	d.one(sess, del(9, "p/3"))
+	if r := d.one(sess, delPrefix(10, "p/")); r.Code != OK || r.Deleted != 2 {
+		t.Fatalf("2 keys at a limit of 2: %+v", r)
+	}
+}

@@ -245,6 +245,7 @@ const (
 	msgStale          = "seq is below the session's forgotten mark: its result was acknowledged or evicted"
 	msgEmptyKey       = "empty key"
 	msgEmptyPrefix    = "empty prefix: deleting every key is refused (delete the prefixes in use one by one)"
+	msgDeleteTooLarge = "the keys and values under the prefix are over the store's limit for one delete (4 MiB by default, each key counting 64 bytes more): delete narrower prefixes"
 	msgBadType        = "unknown op type"
 	msgBadCompare     = "unknown compare kind"
 	msgKeyTooLarge    = "key larger than the store's maximum key size"
@@ -618,7 +619,11 @@ func (s *Store) exec(op *WriteOp) Result {
 		return Result{Revision: s.rev, Found: found, Prev: cur.kv()}
 	case OpDelete:
 		if op.Prefix {
-			n := s.deletePrefix(op.Key, s.rev+1)
+			doomed, ok := s.underPrefix(op.Key, int64(s.cfg.MaxDeleteBytes))
+			if !ok {
+				return Result{Code: TooLarge, Message: msgDeleteTooLarge, Revision: s.rev}
+			}
+			n := s.deleteEntries(doomed, s.rev+1)
 			if n > 0 {
 				s.rev++
 			}
@@ -690,20 +695,33 @@ func (s *Store) putAt(key, value []byte, rev, lease uint64) (*entry, bool) {
 	return old, found
 }
 
-// deletePrefix deletes every key that starts with prefix at revision
-// rev, which it leaves to the caller to make the store's when it
-// returns above 0 (the number of keys deleted). Each key leaves its
-// lease and gets a delete event at rev, as a txn's deletes do.
-func (s *Store) deletePrefix(prefix []byte, rev uint64) uint64 {
-	// Collected first: the tree must not change while it is walked.
+// underPrefix returns the entries of the keys that start with prefix, in
+// order, and true if their cost (keys and values, eventOverhead more
+// each: what their delete events cost) is within budget; false as soon
+// as it is over, so the walk is bounded by the budget too.
+func (s *Store) underPrefix(prefix []byte, budget int64) ([]*entry, bool) {
 	var doomed []*entry
+	ok := true
 	s.kv.AscendGreaterOrEqual(&entry{key: prefix}, func(e *entry) bool {
 		if !bytes.HasPrefix(e.key, prefix) {
+			return false
+		}
+		if budget -= int64(eventOverhead + len(e.key) + len(e.value)); budget < 0 {
+			ok = false
 			return false
 		}
 		doomed = append(doomed, e)
 		return true
 	})
+	return doomed, ok
+}
+
+// deleteEntries deletes the entries (from underPrefix: collected first,
+// as the tree must not change while it is walked) at revision rev, which
+// it leaves to the caller to make the store's when it returns above 0
+// (the number of keys deleted). Each key leaves its lease and gets a
+// delete event at rev, as a txn's deletes do.
+func (s *Store) deleteEntries(doomed []*entry, rev uint64) uint64 {
 	for _, e := range doomed {
 		s.kv.Delete(e)
 		s.detach(e)

@@ -308,12 +308,31 @@ func (s *Store) txn(t *Txn, write bool) Result {
 	if ok {
 		ops = t.Then
 	}
+	// Checked before anything runs: the branch is atomic. The keys
+	// under a prefix the branch deletes are collected now: no operation
+	// before the delete may write under its prefix (checkBranch), so
+	// they are the keys the delete will find.
+	var doomed map[int][]*entry
+	budget := int64(s.cfg.MaxDeleteBytes) // for all the branch's prefix deletes
 	for i := range ops {
-		// Checked before anything runs: the branch is atomic.
-		if op := &ops[i]; op.Type == TxnPut && op.Lease != 0 {
+		op := &ops[i]
+		if op.Type == TxnPut && op.Lease != 0 {
 			if code, msg := s.checkLease(op.Lease, op.Key); code != OK {
 				return Result{Code: code, Message: msg, Revision: s.rev}
 			}
+		}
+		if op.Type == TxnDelete && op.Prefix {
+			es, ok := s.underPrefix(op.Key, budget)
+			if !ok {
+				return Result{Code: TooLarge, Message: msgDeleteTooLarge, Revision: s.rev}
+			}
+			for _, e := range es {
+				budget -= int64(eventOverhead + len(e.key) + len(e.value))
+			}
+			if doomed == nil {
+				doomed = make(map[int][]*entry)
+			}
+			doomed[i] = es
 		}
 	}
 	rev := s.rev + 1 // every write of the txn takes this revision
@@ -328,7 +347,7 @@ func (s *Store) txn(t *Txn, write bool) Result {
 			wrote = true
 		case TxnDelete:
 			if op.Prefix {
-				r.Deleted = s.deletePrefix(op.Key, rev)
+				r.Deleted = s.deleteEntries(doomed[i], rev)
 				wrote = wrote || r.Deleted > 0
 				continue
 			}
