@@ -34,11 +34,15 @@ func (r *request) describe() string {
 	if t := r.op.Txn; t != nil {
 		return fmt.Sprintf("txn (%d compares, %d then, %d else)", len(t.Compares), len(t.Then), len(t.Else))
 	}
+	kind := r.op.Kind.String()
+	if r.op.Prefix {
+		kind += " prefix"
+	}
 	const max = 64
 	if k := r.op.Key; len(k) > max {
-		return fmt.Sprintf("%s %q... (a %d-byte key)", r.op.Kind, k[:max], len(k))
+		return fmt.Sprintf("%s %q... (a %d-byte key)", kind, k[:max], len(k))
 	}
-	return fmt.Sprintf("%s %q", r.op.Kind, r.op.Key)
+	return fmt.Sprintf("%s %q", kind, r.op.Key)
 }
 
 // Attempt states. The sender moves an attempt queued -> taken -> sent; the
@@ -76,8 +80,9 @@ type result struct {
 	message  string
 	hint     uint64
 
-	found     bool // get: found; cas: found; delete: deleted; put: hadPrev
-	succeeded bool // cas
+	found     bool   // get: found; cas: found; delete: deleted; put: hadPrev
+	succeeded bool   // cas
+	count     uint64 // delete: the number of keys deleted
 	kv        KeyValue
 	kvs       []KeyValue
 	more      bool
@@ -428,7 +433,7 @@ func decodeResult(src schema.Result, kind kvwire.Kind, addr string) (result, err
 			out.kv = copyKV(&r.KV)
 		}
 	case kvwire.Delete:
-		out.found = r.Succeeded
+		out.found, out.count = r.Succeeded, r.Count
 		if r.Succeeded && r.Found {
 			out.kv = copyKV(&r.KV)
 		}

@@ -119,6 +119,30 @@ func (c *Client) Delete(ctx context.Context, key string) (existed bool, rev uint
 	return r.found, r.revision, nil
 }
 
+// DeletePrefix removes every key that starts with prefix, all at one
+// revision (as etcd's DeleteRange with a prefix): deleted is how many
+// keys it removed, rev the store's revision after it (unchanged when it
+// removed none). Watchers see one delete event per key. The empty prefix
+// is refused (a *ServerError with CodeInvalidArgument) rather than taken
+// as every key. The
+// previous values are not returned; to have them, range and delete the
+// prefix in one transaction (OpRange, OpDeletePrefix), or watch with the
+// previous values. A prefix holding more than 4 MiB of keys and values
+// (each key counting 64 bytes more) is refused with ErrTooLarge and
+// nothing is deleted: delete narrower prefixes.
+func (c *Client) DeletePrefix(ctx context.Context, prefix string) (deleted uint64, rev uint64, err error) {
+	req := deletePrefixRequest(prefix)
+	if prefix == "" {
+		return 0, 0, fmt.Errorf("%s: %w", req.describe(), &ServerError{Code: CodeInvalidArgument,
+			Message: "the empty prefix would delete every key: refused (delete the prefixes in use one by one)"})
+	}
+	r, err := c.do(ctx, req)
+	if err != nil {
+		return 0, 0, err
+	}
+	return r.count, r.revision, nil
+}
+
 // CompareAndSwap sets key to value if its current state matches expect,
 // and returns the store's revision after the write. When the compare
 // fails, nothing is written and the error is a *CompareFailedError
@@ -184,6 +208,10 @@ func getRequest(key string, opts []ReadOption) *request {
 
 func deleteRequest(key string) *request {
 	return &request{op: kvwire.Op{Kind: kvwire.Delete, Key: []byte(key)}}
+}
+
+func deletePrefixRequest(prefix string) *request {
+	return &request{op: kvwire.Op{Kind: kvwire.Delete, Key: []byte(prefix), Prefix: true}}
 }
 
 // casRequest is a compare-and-swap of key to value, or a

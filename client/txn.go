@@ -95,8 +95,8 @@ func Present(key string) Cmp {
 	return Cmp{kvwire.Comparison{Key: []byte(key), Target: kvwire.TargetAbsent, Operator: kvwire.NotEqual}}
 }
 
-// Op is an operation of a transaction's branch: OpPut, OpDelete, OpGet or
-// OpRange.
+// Op is an operation of a transaction's branch: OpPut, OpDelete,
+// OpDeletePrefix, OpGet or OpRange.
 type Op struct{ o kvwire.Op }
 
 // OpPut sets key to value (WithLease attaches it to a lease).
@@ -108,6 +108,14 @@ func OpPut(key string, value []byte, opts ...WriteOption) Op {
 
 // OpDelete deletes key.
 func OpDelete(key string) Op { return Op{kvwire.Op{Kind: kvwire.Delete, Key: []byte(key)}} }
+
+// OpDeletePrefix deletes every key that starts with prefix (not empty);
+// OpResult.Deleted says how many. As etcd's, a branch may not also write
+// a key under the prefix, nor delete an overlapping prefix: Commit
+// refuses such a transaction (a *ServerError with CodeInvalidArgument).
+func OpDeletePrefix(prefix string) Op {
+	return Op{kvwire.Op{Kind: kvwire.Delete, Key: []byte(prefix), Prefix: true}}
+}
 
 // OpGet reads key.
 func OpGet(key string) Op { return Op{kvwire.Op{Kind: kvwire.Get, Key: []byte(key)}} }
@@ -185,8 +193,12 @@ type TxnResponse struct {
 type OpResult struct {
 	// Found: put: the key had a previous state, KV; delete: the key
 	// existed, KV was its state; get: the key exists, KV is its state.
+	// (A prefix delete: false, see Deleted.)
 	Found bool
 	KV    KeyValue
+	// Deleted is the number of keys a delete removed (OpDeletePrefix:
+	// any number; OpDelete: 0 or 1).
+	Deleted uint64
 	// Page is a range's page.
 	Page Page
 	// Err is set when the node could not answer this read (the
@@ -237,6 +249,9 @@ func txnResponse(r *kvwire.Result) *TxnResponse {
 			dst.Found = src.Found
 			if src.Found {
 				dst.KV = copyKV(&src.KV)
+			}
+			if src.Kind == kvwire.Delete {
+				dst.Deleted = src.Count
 			}
 		case kvwire.Range:
 			dst.Page = Page{More: src.More, Revision: r.Revision, KVs: make([]KeyValue, len(src.KVs))}

@@ -56,7 +56,9 @@ interface KV {
   # A confined KV answers an operation outside its grant with the error
   # code permissionDenied, whose message names the grant:
   # - put, delete, cas: a key without the prefix, or any write on a
-  #   read-only KV.
+  #   read-only KV. A prefix delete's prefix must start with the grant's
+  #   prefix: a wider one is refused, never narrowed (a delete must not
+  #   quietly do less than asked).
   # - get: a key without the prefix.
   # - range: a range is a prefix scan, so it is intersected with the
   #   grant. A range over a prefix that lies within the grant's is served
@@ -104,7 +106,10 @@ interface KV {
   # limit; a txn over them is refused (tooLarge). A key written (put or
   # deleted) twice in one branch is refused (invalidArgument), as are
   # cas and txn operations inside a txn and comparisons the target does
-  # not support. Nothing of a refused txn runs.
+  # not support. A prefix delete writes every key under its prefix: a
+  # put or delete of a key under it, or another prefix delete over or
+  # under it, in the same branch, is refused too (invalidArgument, etcd's
+  # rule), whatever their order. Nothing of a refused txn runs.
   #
   # A restricted KV (see restrict) refuses a txn any of whose compares,
   # gets, puts or deletes names a key outside its grant, or a range over a
@@ -299,7 +304,27 @@ struct GetOp {
 }
 
 struct DeleteOp {
+  # Deletes key; with prefix set, every key that starts with key (as
+  # etcd's DeleteRange with a prefix), all of them at one revision (the
+  # store's revision after the delete, as a txn's writes share one): a
+  # watcher sees one delete event per key at that revision, and each key
+  # leaves its lease. The prefix must not be empty (invalidArgument:
+  # deleting every key must not be one typo away). A restricted KV (see
+  # KV.restrict) deletes a prefix only within its grant: the prefix must
+  # start with the grant's (else permissionDenied); a read-only KV refuses.
+  # A prefix that selects no key changes nothing (count 0, the revision
+  # as it was). The previous values are not returned: read them first
+  # with a range in the same txn, or watch with prevValue.
+  #
+  # A prefix delete is bounded: if the keys and values under the prefix
+  # add up to more than 4 MiB (each key counting 64 bytes more), it is
+  # refused (tooLarge) and deletes nothing; delete narrower prefixes. A
+  # revision's events reach a watcher whole, in one call, so one
+  # revision must fit a watcher's queue (8 MiB by default) with the
+  # previous values; in a txn, the prefix deletes of the branch that
+  # runs count together.
   key @0 :Data;
+  prefix @1 :Bool;
 }
 
 struct CasOp {
@@ -332,8 +357,8 @@ struct TxnOp {
   compares @0 :List(Compare);  # all must hold (an empty list always does)
   then @1 :List(Op);           # run when every compare holds
   else @2 :List(Op);           # run otherwise
-  # Branch operations are put, delete, get and range, in list order; a
-  # read sees the writes of the operations before it. Their seq and
+  # Branch operations are put, delete (also of a prefix), get and range,
+  # in list order; a read sees the writes of the operations before it. Their seq and
   # consistency fields are ignored: the txn's own apply.
   consistency @3 :Consistency; # a txn without writes: how it is read
 }
@@ -399,8 +424,10 @@ struct GetResult {
 }
 
 struct DeleteResult {
-  deleted @0 :Bool;        # false: the key did not exist
-  prev @1 :KeyValue;
+  deleted @0 :Bool;        # false: the key did not exist (prefix: no key had it)
+  prev @1 :KeyValue;       # the key's previous state, when it existed (never set for a prefix)
+  count @2 :UInt64;        # the number of keys deleted (0 or 1 without prefix); kept in the
+                           # session's saved result, so a retried prefix delete answers the same
 }
 
 struct CasResult {

@@ -5856,12 +5856,12 @@ type DeleteOp capnp.Struct
 const DeleteOp_TypeID = 0xa2a126ca166afe09
 
 func NewDeleteOp(s *capnp.Segment) (DeleteOp, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1})
 	return DeleteOp(st), err
 }
 
 func NewRootDeleteOp(s *capnp.Segment) (DeleteOp, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1})
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1})
 	return DeleteOp(st), err
 }
 
@@ -5910,12 +5910,20 @@ func (s DeleteOp) SetKey(v []byte) error {
 	return capnp.Struct(s).SetData(0, v)
 }
 
+func (s DeleteOp) Prefix() bool {
+	return capnp.Struct(s).Bit(0)
+}
+
+func (s DeleteOp) SetPrefix(v bool) {
+	capnp.Struct(s).SetBit(0, v)
+}
+
 // DeleteOp_List is a list of DeleteOp.
 type DeleteOp_List = capnp.StructList[DeleteOp]
 
 // NewDeleteOp creates a new list of DeleteOp.
 func NewDeleteOp_List(s *capnp.Segment, sz int32) (DeleteOp_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 0, PointerCount: 1}, sz)
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1}, sz)
 	return capnp.StructList[DeleteOp](l), err
 }
 
@@ -7392,12 +7400,12 @@ type DeleteResult capnp.Struct
 const DeleteResult_TypeID = 0xe1b4ab6e790cfc93
 
 func NewDeleteResult(s *capnp.Segment) (DeleteResult, error) {
-	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1})
+	st, err := capnp.NewStruct(s, capnp.ObjectSize{DataSize: 16, PointerCount: 1})
 	return DeleteResult(st), err
 }
 
 func NewRootDeleteResult(s *capnp.Segment) (DeleteResult, error) {
-	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1})
+	st, err := capnp.NewRootStruct(s, capnp.ObjectSize{DataSize: 16, PointerCount: 1})
 	return DeleteResult(st), err
 }
 
@@ -7465,12 +7473,20 @@ func (s DeleteResult) NewPrev() (KeyValue, error) {
 	return ss, err
 }
 
+func (s DeleteResult) Count() uint64 {
+	return capnp.Struct(s).Uint64(8)
+}
+
+func (s DeleteResult) SetCount(v uint64) {
+	capnp.Struct(s).SetUint64(8, v)
+}
+
 // DeleteResult_List is a list of DeleteResult.
 type DeleteResult_List = capnp.StructList[DeleteResult]
 
 // NewDeleteResult creates a new list of DeleteResult.
 func NewDeleteResult_List(s *capnp.Segment, sz int32) (DeleteResult_List, error) {
-	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 8, PointerCount: 1}, sz)
+	l, err := capnp.NewCompositeList(s, capnp.ObjectSize{DataSize: 16, PointerCount: 1}, sz)
 	return capnp.StructList[DeleteResult](l), err
 }
 

@@ -127,20 +127,40 @@ func getCommand(g *globals) *cobra.Command {
 }
 
 func delCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var prefix bool
+	cmd := &cobra.Command{
 		Use:     "del KEY",
 		Aliases: []string{"delete"},
-		Short:   "Delete KEY",
+		Short:   "Delete KEY (--prefix: every key starting with KEY)",
 		Long: "del deletes KEY and prints whether it existed and the store's revision:\n" +
 			"  OK deleted=true revision=N\n\n" +
-			`JSON: {"deleted": bool, "revision": int}`,
+			"With --prefix it deletes every key that starts with KEY, all at one revision\n" +
+			"(watchers see a delete per key), and prints how many it deleted (as etcdctl\n" +
+			"del --prefix does):\n" +
+			"  OK deleted=3 revision=N\n" +
+			"The empty prefix is refused: deleting every key must not be one typo away.\n" +
+			"A prefix holding more than 4 MiB of keys and values (64 bytes more a key) is\n" +
+			"refused and nothing is deleted (kind \"too_large\"): delete narrower prefixes.\n\n" +
+			`JSON: {"deleted": bool, "revision": int} (--prefix: {"deleted": int, "revision": int})`,
 		Args: exactArgs(1, "KEY"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			key := args[0]
+			if prefix && key == "" {
+				return usagef("empty prefix: del --prefix \"\" would delete every key; name a prefix")
+			}
 			if err := checkKey(key); err != nil {
 				return err
 			}
 			return g.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				if prefix {
+					n, rev, err := c.DeletePrefix(ctx, key)
+					if err != nil {
+						return aboutKey(err, key)
+					}
+					return g.emit(cmd, map[string]any{"deleted": n, "revision": rev}, func(w io.Writer) {
+						fmt.Fprintf(w, "OK deleted=%d revision=%d\n", n, rev)
+					})
+				}
 				existed, rev, err := c.Delete(ctx, key)
 				if err != nil {
 					return aboutKey(err, key)
@@ -151,6 +171,8 @@ func delCommand(g *globals) *cobra.Command {
 			})
 		},
 	}
+	cmd.Flags().BoolVar(&prefix, "prefix", false, "delete every key that starts with KEY, and print how many")
+	return cmd
 }
 
 func casCommand(g *globals) *cobra.Command {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -35,16 +36,18 @@ create (the create revision) or mod (the mod revision), OP is =, !=, < or >,
 and OPERAND a number, or for value a string; absent("KEY") and
 present("KEY") test existence. A missing key has version, create and mod 0
 and fails every value compare.
-Operations: put KEY VALUE, get KEY, del KEY, range PREFIX [LIMIT].
+Operations: put KEY VALUE, get KEY, del KEY, del --prefix PREFIX (every key
+starting with PREFIX; not empty), range PREFIX [LIMIT].
 A KEY, VALUE or PREFIX is a word without spaces or a Go-quoted string
-("two words", "\x00\xff").
+("two words", "\x00\xff"). A branch writes a key once: a put or del of a key
+under a prefix it deletes, or two overlapping del --prefix, are refused.
 
 The JSON form (input starting with {):
   {"compares": [{"target": "mod", "key": "k", "op": "=", "number": 5},
                 {"target": "value", "key": "k", "op": "!=", "value": "v"},
                 {"target": "absent", "key": "lock"}],
    "then": [{"op": "put", "key": "k", "value": "v"}, {"op": "range", "key": "p/", "limit": 10}],
-   "else": [{"op": "get", "key": "k"}]}
+   "else": [{"op": "get", "key": "k"}, {"op": "del", "key": "tmp/", "prefix": true}]}
 "key_base64" and "value_base64" give bytes that are not text.`
 
 // txnOutputHelp documents raftctl txn's output.
@@ -53,13 +56,15 @@ const txnOutputHelp = `It prints which branch ran and each operation's result:
   put KEY OK                 (prev=VALUE when the key existed)
   get KEY VALUE              (or "(not found)")
   del KEY deleted            (or "(not found)")
+  del --prefix PREFIX deleted=N
   range PREFIX               then KEY<TAB>VALUE lines
 A retried transaction that was already applied prints "(replayed: results
 not kept)" after the first line.
 
 JSON: {"succeeded": bool, "branch": "then"|"else", "revision": int, "replayed": bool,
        "results": [{"op": "put", "key": ..., "found": bool, "prev": KV}, {"op": "get", "found": bool, "kv": KV},
-                   {"op": "del", "found": bool, "prev": KV}, {"op": "range", "kvs": [KV, ...], "more": bool}]}
+                   {"op": "del", "found": bool, "prev": KV}, {"op": "del", "prefix": true, "deleted": int},
+                   {"op": "range", "kvs": [KV, ...], "more": bool}]}
 `
 
 // maxTxnInput bounds the input read: a node refuses a transaction of more
@@ -124,7 +129,7 @@ type txnSpec struct {
 // branchSpec is a branch's operations and, for printing, what they are.
 type branchSpec struct {
 	ops   []client.Op
-	kinds []string // put, get, del, range
+	kinds []string // put, get, del, del --prefix, range
 	keys  []string
 }
 
@@ -276,11 +281,18 @@ func parseOp(line string, b *branchSpec) error {
 	if err != nil {
 		return err
 	}
-	return addOp(b, w[0], w[1:], line)
+	kind, args := w[0], w[1:]
+	if kind == "del" || kind == "delete" {
+		// etcdctl's flag, before or after the prefix.
+		if i := slices.Index(args, "--prefix"); i >= 0 {
+			kind, args = "del --prefix", slices.Delete(slices.Clone(args), i, i+1)
+		}
+	}
+	return addOp(b, kind, args, line)
 }
 
 func addOp(b *branchSpec, kind string, args []string, what string) error {
-	want := map[string]string{"put": "KEY VALUE", "get": "KEY", "del": "KEY", "delete": "KEY", "range": "PREFIX [LIMIT]"}[kind]
+	want := map[string]string{"put": "KEY VALUE", "get": "KEY", "del": "KEY", "delete": "KEY", "del --prefix": "PREFIX", "range": "PREFIX [LIMIT]"}[kind]
 	if want == "" {
 		return fmt.Errorf("%q: unknown operation %q (put, get, del, range)", what, kind)
 	}
@@ -301,6 +313,16 @@ func addOp(b *branchSpec, kind string, args []string, what string) error {
 			}
 		}
 		b.add("range", key, client.OpRange(key, uint32(limit)))
+		return nil
+	}
+	if kind == "del --prefix" {
+		if key == "" {
+			return fmt.Errorf("%q: empty prefix: del --prefix \"\" would delete every key; name a prefix", what)
+		}
+		if err := checkKeyLen("PREFIX", key); err != nil {
+			return err
+		}
+		b.add(kind, key, client.OpDeletePrefix(key))
 		return nil
 	}
 	if err := checkKey(key); err != nil {
@@ -334,8 +356,9 @@ type txnJSONInput struct {
 
 type jsonOp struct {
 	textFields
-	Op    string `json:"op"`
-	Limit uint32 `json:"limit"`
+	Op     string `json:"op"`
+	Limit  uint32 `json:"limit"`
+	Prefix bool   `json:"prefix"` // del: every key starting with key
 }
 
 // textFields are a key and a value, as text or base64.
@@ -432,7 +455,14 @@ func parseTxnJSON(src []byte) (*txnSpec, error) {
 					args = append(args, strconv.FormatUint(uint64(o.Limit), 10))
 				}
 			}
-			if err := addOp(br.dst, o.Op, args, what); err != nil {
+			kind := o.Op
+			if o.Prefix {
+				if kind != "del" && kind != "delete" {
+					return nil, fmt.Errorf("%s: \"prefix\" is for del only, not %q", what, kind)
+				}
+				kind = "del --prefix"
+			}
+			if err := addOp(br.dst, kind, args, what); err != nil {
 				return nil, err
 			}
 		}
@@ -453,6 +483,8 @@ func txnJSON(resp *client.TxnResponse, b branchSpec) map[string]any {
 		switch {
 		case r.Err != nil:
 			obj["error"] = r.Err.Error()
+		case b.kinds[i] == "del --prefix":
+			obj["op"], obj["prefix"], obj["deleted"] = "del", true, r.Deleted
 		case b.kinds[i] == "range":
 			kvs := make([]map[string]any, len(r.Page.KVs))
 			for j, kv := range r.Page.KVs {
@@ -492,6 +524,8 @@ func printTxn(w io.Writer, resp *client.TxnResponse, b branchSpec) {
 		switch {
 		case r.Err != nil:
 			fmt.Fprintf(w, "%s %s error: %v\n", kind, key, r.Err)
+		case kind == "del --prefix":
+			fmt.Fprintf(w, "del --prefix %s deleted=%d\n", key, r.Deleted)
 		case kind == "range":
 			fmt.Fprintf(w, "range %s\n", key)
 			for _, kv := range r.Page.KVs {

@@ -24,6 +24,8 @@ range "p/" 10
 
 del "\xff"
 range ""
+del --prefix tmp/
+delete "t 2/" --prefix
 `
 	js := `{"compares": [
   {"target": "mod", "key": "ctr", "op": "=", "number": 5},
@@ -33,7 +35,8 @@ range ""
   {"target": "absent", "key": "lock"},
   {"target": "present", "key": "p"}],
  "then": [{"op": "put", "key": "ctr", "value": "6"}, {"op": "get", "key": "ctr"}, {"op": "range", "key": "p/", "limit": 10}],
- "else": [{"op": "del", "key_base64": "/w=="}, {"op": "range", "key": ""}]}`
+ "else": [{"op": "del", "key_base64": "/w=="}, {"op": "range", "key": ""}, {"op": "del", "key": "tmp/", "prefix": true},
+   {"op": "delete", "key": "t 2/", "prefix": true}]}`
 	want := &txnSpec{
 		cmps: []client.Cmp{client.ModRevision("ctr").Equal(5), client.Value("owner").NotEqual([]byte("alice bob")),
 			client.Version("v").Greater(0), client.CreateRevision("c").Less(9), client.Absent("lock"), client.Present("p")},
@@ -43,6 +46,8 @@ range ""
 	want.then.add("range", "p/", client.OpRange("p/", 10))
 	want.els.add("del", "\xff", client.OpDelete("\xff"))
 	want.els.add("range", "", client.OpRange("", 0))
+	want.els.add("del --prefix", "tmp/", client.OpDeletePrefix("tmp/"))
+	want.els.add("del --prefix", "t 2/", client.OpDeletePrefix("t 2/"))
 	for name, src := range map[string]string{"text": text, "json": js} {
 		got, err := parseTxn([]byte(src))
 		if err != nil {
@@ -69,6 +74,11 @@ func TestTxnParseErrorsNameTheLine(t *testing.T) {
 		`{"then": [{"op": "get"}]}`: "empty key",
 		`{"compares": [{"x": 1}]}`:  `unknown field "x"`,
 		`{"compares": [{"target": "mod", "key": "k", "op": "="}]}`: `needs "number"`,
+		"\ndel --prefix \"\"\n": "empty prefix",
+		"\ndel --prefix\n":      "del --prefix takes PREFIX",
+		"\ndel --prefix a b\n":  "del --prefix takes PREFIX",
+		`{"then": [{"op": "get", "key": "k", "prefix": true}]}`: `"prefix" is for del only, not "get"`,
+		`{"then": [{"op": "del", "key": "", "prefix": true}]}`:  "empty prefix",
 	} {
 		_, err := parseTxn([]byte(src))
 		if err == nil || !strings.Contains(err.Error(), want) {

@@ -49,6 +49,8 @@ func canonicalOp(o Op) Op {
 		c.Value = o.Value
 	case Get:
 		c.Serializable = o.Serializable
+	case Delete:
+		c.Prefix = o.Prefix && len(o.Key) > 0 // the empty prefix is refused
 	case CAS:
 		c.Value, c.DeleteOnSuccess, c.Compare = o.Value, o.DeleteOnSuccess, o.Compare
 		switch o.Compare {
@@ -67,7 +69,8 @@ func canonicalOp(o Op) Op {
 func randOp(rng *rand.Rand) Op {
 	return canonicalOp(Op{Kind: Kind(1 + rng.IntN(5)), Seq: rng.Uint64(), Key: randBytes(rng), Value: randBytes(rng),
 		Compare: CompareKind(1 + rng.IntN(3)), CompareValue: randBytes(rng), CompareRevision: rng.Uint64(),
-		DeleteOnSuccess: rng.IntN(2) == 0, After: randBytes(rng), Limit: rng.Uint32(), Serializable: rng.IntN(2) == 0})
+		DeleteOnSuccess: rng.IntN(2) == 0, After: randBytes(rng), Limit: rng.Uint32(), Serializable: rng.IntN(2) == 0,
+		Prefix: rng.IntN(2) == 0})
 }
 
 func randKeyValue(rng *rand.Rand) KeyValue {
@@ -91,6 +94,9 @@ func randResult(rng *rand.Rand, kind Kind) Result {
 		r.Found = rng.IntN(2) == 0
 	case Delete, CAS:
 		r.Succeeded, r.Found = rng.IntN(2) == 0, rng.IntN(2) == 0
+		if kind == Delete && r.Succeeded {
+			r.Count = 1 + rng.Uint64N(1<<40)
+		}
 	case Range:
 		r.More = rng.IntN(2) == 0
 		r.KVs = make([]KeyValue, rng.IntN(4))

@@ -91,6 +91,9 @@ type Op struct {
 	Txn *Transaction
 	// Lease is the lease a put attaches its key to (0: none).
 	Lease uint64
+	// Prefix makes a delete delete every key that starts with Key (which
+	// must not be empty), at one revision.
+	Prefix bool
 }
 
 // IsWrite reports whether o writes: a put, delete or compare-and-swap, or
@@ -138,8 +141,9 @@ type KeyValue struct {
 // Result is one operation's outcome. Which fields mean something depends
 // on the operation's kind, as in the state machine's kv.Result:
 //   - put: Found says the key had a previous state, KV.
-//   - delete: Succeeded says the key existed and was deleted; Found says
-//     its previous state is in KV.
+//   - delete: Succeeded says the key existed and was deleted (a prefix
+//     delete: some key was); Found says its previous state is in KV
+//     (never for a prefix); Count is the number of keys deleted.
 //   - cas: Succeeded says the compare held; Found says the key exists,
 //     with KV its state (before the write).
 //   - get: Found says the key exists, with KV its state.
@@ -157,6 +161,10 @@ type Result struct {
 	KV        KeyValue
 	KVs       []KeyValue
 	More      bool
+	// Count is a delete's number of keys deleted (0 or 1 without a
+	// prefix). Decoding sets it to 1 for a deleted key whose node left it
+	// unset (a node from before prefix deletes).
+	Count uint64
 	// Txn is a transaction's outcome (kind Txn; nil when the result is an
 	// error).
 	Txn *TxnResult

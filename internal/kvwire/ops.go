@@ -123,6 +123,7 @@ func EncodeOp(dst schema.Op, o *Op) error {
 		if err != nil {
 			return err
 		}
+		d.SetPrefix(o.Prefix)
 		return d.SetKey(o.Key)
 	case CAS:
 		c, err := dst.NewCas()
@@ -269,8 +270,16 @@ func DecodeDelete(d schema.DeleteOp) (Op, error) {
 	if err != nil {
 		return Op{}, invalid("delete key: %v", err)
 	}
-	return Op{Kind: Delete, Key: k}, nil
+	o := Op{Kind: Delete, Key: k, Prefix: d.Prefix()}
+	if o.Prefix && len(k) == 0 {
+		return o, errEmptyPrefix
+	}
+	return o, nil
 }
+
+// errEmptyPrefix refuses a delete of the empty prefix: deleting every key
+// must not be one typo away.
+var errEmptyPrefix = invalid("delete of the empty prefix refused: deleting every key must not be one typo away (delete the prefixes in use one by one)")
 
 // DecodeCAS reads a compare-and-swap.
 func DecodeCAS(c schema.CasOp) (Op, error) {

@@ -37,6 +37,7 @@ func EncodeResult(dst schema.Result, kind Kind, r *Result) error {
 			return err
 		}
 		d.SetDeleted(r.Succeeded)
+		d.SetCount(r.Count)
 		if r.Found {
 			return newKeyValue(d.NewPrev, &r.KV)
 		}
@@ -147,7 +148,10 @@ func DecodeResult(src schema.Result, kind Kind) (Result, error) {
 		if derr != nil {
 			return Result{}, derr
 		}
-		r.Succeeded, r.Found = d.Deleted(), d.HasPrev()
+		r.Succeeded, r.Found, r.Count = d.Deleted(), d.HasPrev(), d.Count()
+		if r.Succeeded && r.Count == 0 {
+			r.Count = 1 // a node from before prefix deletes
+		}
 		if r.Found {
 			r.KV, err = decodeKeyValue(d.Prev())
 		}

@@ -1,6 +1,7 @@
 package kvwire
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 
@@ -112,7 +113,10 @@ func (t *Transaction) bytes() int {
 // holds: a comparison of an empty key, of an unknown target or operator,
 // or ordering absence; a branch operation that is not a put, delete, get
 // or range, or has an empty key (a range's prefix may be empty); a key
-// written twice in one branch. The error is an *Error with the code
+// written twice in one branch, counting a prefix delete as a write of
+// every key under its prefix (etcd's rule: a put or delete of a key under
+// a prefix the branch deletes, or two overlapping prefix deletes, are
+// refused whatever their order). The error is an *Error with the code
 // invalidArgument.
 func (t *Transaction) Check() error {
 	for i := range t.Compares {
@@ -136,6 +140,7 @@ func (t *Transaction) Check() error {
 
 func checkBranch(name string, ops []Op) error {
 	var written map[string]struct{}
+	var prefixes []int // the prefix deletes' positions
 	for i := range ops {
 		o := &ops[i]
 		switch o.Kind {
@@ -145,10 +150,31 @@ func checkBranch(name string, ops []Op) error {
 		default:
 			return invalid("txn %s operation %d: unknown operation %d", name, i, o.Kind)
 		}
+		if o.Prefix && o.Kind != Delete {
+			return invalid("txn %s operation %d: a %v takes no prefix flag (only a delete does)", name, i, o.Kind)
+		}
+		if len(o.Key) == 0 && o.Prefix {
+			return invalid("txn %s operation %d: %s", name, i, errEmptyPrefix.Message)
+		}
 		if len(o.Key) == 0 && o.Kind != Range {
 			return invalid("txn %s operation %d: %v of an empty key", name, i, o.Kind)
 		}
 		if !o.IsWrite() {
+			continue
+		}
+		for _, j := range prefixes {
+			p := ops[j].Key
+			if bytes.HasPrefix(o.Key, p) || (o.Prefix && bytes.HasPrefix(p, o.Key)) {
+				return invalid("txn %s operation %d: it writes keys under prefix %q, which operation %d deletes; a branch writes each key once", name, i, shortKey(p), j)
+			}
+		}
+		if o.Prefix {
+			for j := 0; j < i; j++ {
+				if w := &ops[j]; w.IsWrite() && !w.Prefix && bytes.HasPrefix(w.Key, o.Key) {
+					return invalid("txn %s operation %d: it deletes prefix %q, under which operation %d writes key %q; a branch writes each key once", name, i, shortKey(o.Key), j, shortKey(w.Key))
+				}
+			}
+			prefixes = append(prefixes, i)
 			continue
 		}
 		if written == nil {

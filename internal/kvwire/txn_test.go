@@ -32,7 +32,7 @@ func randTxn(rng *rand.Rand) Op {
 		for i := range rng.IntN(4) {
 			o := canonicalOp(Op{Kind: []Kind{Put, Delete, Get, Range}[rng.IntN(4)], Seq: rng.Uint64(),
 				Key: []byte{'k', byte(i)}, Value: randBytes(rng), After: randBytes(rng), Limit: rng.Uint32(),
-				Serializable: rng.IntN(2) == 0})
+				Serializable: rng.IntN(2) == 0, Prefix: rng.IntN(2) == 0})
 			ops = append(ops, o)
 		}
 		return ops
@@ -112,6 +112,16 @@ func TestTxnCheckRefusesMalformedTransactions(t *testing.T) {
 		{"no target", Transaction{Compares: []Comparison{{Key: k}}}, "unknown target"},
 		{"absence ordered", Transaction{Compares: []Comparison{{Key: k, Target: TargetAbsent, Operator: Less}}}, "absence takes = or != only"},
 		{"bad operator", Transaction{Compares: []Comparison{{Key: k, Target: TargetValue, Operator: 9}}}, "unknown operator"},
+		{"put under a deleted prefix", Transaction{Then: []Op{{Kind: Delete, Key: []byte("p/"), Prefix: true}, {Kind: Put, Key: []byte("p/1")}}},
+			`operation 1: it writes keys under prefix "p/", which operation 0 deletes`},
+		{"put before a deleted prefix", Transaction{Else: []Op{{Kind: Put, Key: []byte("p/1")}, {Kind: Delete, Key: []byte("p/"), Prefix: true}}},
+			`txn else operation 1: it deletes prefix "p/", under which operation 0 writes key "p/1"`},
+		{"delete under a deleted prefix", Transaction{Then: []Op{{Kind: Delete, Key: []byte("p/1")}, {Kind: Delete, Key: []byte("p/"), Prefix: true}}},
+			"under which operation 0 writes"},
+		{"overlapping prefixes", Transaction{Then: []Op{{Kind: Delete, Key: []byte("p/"), Prefix: true}, {Kind: Delete, Key: []byte("p"), Prefix: true}}},
+			"which operation 0 deletes"},
+		{"empty prefix", Transaction{Then: []Op{{Kind: Delete, Prefix: true}}}, "delete of the empty prefix refused"},
+		{"prefix on a put", Transaction{Then: []Op{{Kind: Put, Key: k, Prefix: true}}}, "a put takes no prefix flag"},
 	} {
 		err := tc.txn.Check()
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -125,6 +135,14 @@ func TestTxnCheckRefusesMalformedTransactions(t *testing.T) {
 	// The same key written once in each branch, and read and written in
 	// one, is fine.
 	ok := Transaction{Then: []Op{{Kind: Get, Key: k}, {Kind: Put, Key: k}}, Else: []Op{{Kind: Delete, Key: k}}}
+	if err := ok.Check(); err != nil {
+		t.Fatal(err)
+	}
+	// A prefix delete beside writes outside it, reads under it, and the
+	// same prefix deleted in the other branch are fine.
+	p := []byte("p/")
+	ok = Transaction{Then: []Op{{Kind: Range, Key: p}, {Kind: Delete, Key: p, Prefix: true}, {Kind: Put, Key: []byte("p")},
+		{Kind: Get, Key: []byte("p/1")}, {Kind: Delete, Key: []byte("q/"), Prefix: true}}, Else: []Op{{Kind: Delete, Key: p, Prefix: true}}}
 	if err := ok.Check(); err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,10 @@ const (
 	opFlagCompareValue
 	opFlagCompareRevision
 	opFlagLease
-	opFlagsKnown = opFlagDeleteOnSuccess | opFlagCompareValue | opFlagCompareRevision | opFlagLease
+	// opFlagPrefix marks an OpDelete of a prefix (WriteOp.Prefix); it is
+	// refused on any other op type.
+	opFlagPrefix
+	opFlagsKnown = opFlagDeleteOnSuccess | opFlagCompareValue | opFlagCompareRevision | opFlagLease | opFlagPrefix
 )
 
 // minOpSize is the fewest bytes an encoded op takes: seq, type, compare,
@@ -26,7 +29,8 @@ const minOpSize = 6
 // Format (version 1): version byte, kind byte, uvarint ID, Time as 8 bytes
 // little-endian, uvarint Session, uvarint AckedBelow, uvarint op count,
 // then per op: uvarint Seq, type byte, compare byte, flags byte
-// (DeleteOnSuccess, CompareValue present, CompareRevision present),
+// (DeleteOnSuccess, CompareValue present, CompareRevision present, Lease
+// present, Prefix: set on an OpDelete only),
 // uvarint-length-prefixed Key and Value, then the length-prefixed
 // CompareValue and the uvarint CompareRevision when present, then, for an
 // OpTxn, its transaction: the uvarint count of compares, each a target
@@ -42,7 +46,9 @@ const minOpSize = 6
 // length-prefixed prefix, the others the uvarint count of ids, the
 // uvarint ids and the length-prefixed prefix. An op with a lease sets the lease flag and carries the
 // uvarint lease after its CompareRevision; a transaction operation with
-// one sets the high bit of its type byte and carries it after its limit.
+// one sets the high bit of its type byte and carries it after its limit;
+// a transaction delete of a prefix sets the next bit (0x40) of its type
+// byte.
 func (c *Command) AppendBinary(dst []byte) []byte {
 	dst = append(dst, commandVersion, byte(c.Kind))
 	dst = binary.AppendUvarint(dst, c.ID)
@@ -78,6 +84,9 @@ func (c *Command) AppendBinary(dst []byte) []byte {
 		}
 		if op.Lease != 0 {
 			flags |= opFlagLease
+		}
+		if op.Prefix {
+			flags |= opFlagPrefix
 		}
 		dst = binary.AppendUvarint(dst, op.Seq)
 		dst = append(dst, byte(op.Type), byte(op.Compare), flags)
@@ -277,6 +286,10 @@ func decodeCommand(c *Command, b []byte, ops []WriteOp) error {
 			d.fail("unknown op flags %#x", flags)
 		}
 		op.DeleteOnSuccess = flags&opFlagDeleteOnSuccess != 0
+		op.Prefix = flags&opFlagPrefix != 0
+		if op.Prefix && op.Type != OpDelete {
+			d.fail("prefix flag on a %v op", op.Type)
+		}
 		op.Key = d.bytes()
 		op.Value = d.bytes()
 		op.CompareValue = nil

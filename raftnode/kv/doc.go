@@ -21,7 +21,9 @@
 //
 // Keys are ordered byte strings in a B-tree (github.com/google/btree). The
 // store's revision counts the ops that changed state: a put, the delete of
-// an existing key, a successful CAS that wrote or deleted. Each key keeps
+// an existing key, a successful CAS that wrote or deleted, a prefix delete
+// that found keys (one revision for all of them, as a transaction's writes
+// share one; bounded by Config.MaxDeleteBytes). Each key keeps
 // the revision that created it, the revision of its last write and its
 // version (writes since creation).
 //

@@ -6,6 +6,7 @@ import (
 	"math/rand"
 	"reflect"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 )
@@ -22,6 +23,10 @@ type model struct {
 	keys    map[uint64][]byte
 	revoked map[[16]byte]int64 // id -> expiry (0: never)
 	epoch   uint64             // revocations applied
+	// prefixDeleted and prefixRefused count the prefix deletes that
+	// deleted keys and those over MaxDeleteBytes, so the test knows it
+	// exercised both.
+	prefixDeleted, prefixRefused int
 }
 
 type mkv struct {
@@ -71,12 +76,28 @@ func (m *model) exec(op WriteOp) Result {
 		return bad(InvalidArgument, msgBadType)
 	case op.Type == OpCAS && (op.Compare < CompareValue || op.Compare > CompareAbsent):
 		return bad(InvalidArgument, msgBadCompare)
+	case len(op.Key) == 0 && op.Prefix:
+		return bad(InvalidArgument, msgEmptyPrefix)
 	case len(op.Key) == 0:
 		return bad(InvalidArgument, msgEmptyKey)
 	case len(op.Key) > m.cfg.MaxKeySize:
 		return bad(TooLarge, msgKeyTooLarge)
 	case len(op.Value) > m.cfg.MaxValueSize || len(op.CompareValue) > m.cfg.MaxValueSize:
 		return bad(TooLarge, msgValueTooLarge)
+	}
+	if op.Type == OpDelete && op.Prefix {
+		if m.prefixCost(string(op.Key)) > int64(m.cfg.MaxDeleteBytes) {
+			m.prefixRefused++
+			return bad(TooLarge, msgDeleteTooLarge)
+		}
+		n := m.deletePrefix(string(op.Key))
+		if n > 0 {
+			m.prefixDeleted++
+		}
+		if n > 0 {
+			m.rev++
+		}
+		return Result{Revision: m.rev, Succeeded: n > 0, Deleted: n}
 	}
 	k := string(op.Key)
 	prev, found := m.prev(k)
@@ -112,6 +133,30 @@ func (m *model) exec(op WriteOp) Result {
 		m.put(k, op.Value)
 	}
 	return Result{Revision: m.rev, Succeeded: true, Found: found, Prev: prev}
+}
+
+// prefixCost is what deleting the keys that start with p costs: their
+// keys and values, and eventOverhead each.
+func (m *model) prefixCost(p string) int64 {
+	var n int64
+	for k, v := range m.kv {
+		if strings.HasPrefix(k, p) {
+			n += int64(eventOverhead + len(k) + len(v.value))
+		}
+	}
+	return n
+}
+
+// deletePrefix deletes the keys that start with p and returns how many.
+func (m *model) deletePrefix(p string) uint64 {
+	var n uint64
+	for k := range m.kv {
+		if strings.HasPrefix(k, p) {
+			delete(m.kv, k)
+			n++
+		}
+	}
+	return n
 }
 
 // lru returns the least recently active session (ties: lowest id).
@@ -362,6 +407,7 @@ func (g *gen) op(sess uint64) WriteOp {
 		op.Value = g.value()
 	case r < 6:
 		op.Type = OpDelete
+		op.Prefix = g.rng.Intn(2) == 0
 	case r < 9:
 		op.Type = OpCAS
 		op.Compare = CompareKind(1 + g.rng.Intn(3))
@@ -498,6 +544,16 @@ func checkRange(t *testing.T, step int, s *Store, m *model, rng *rand.Rand) {
 // revocation epoch, with snapshot/restore and a twin store along the way.
 func TestModel(t *testing.T) {
 	seed := testSeed(t)
+	var prefixDeleted, prefixRefused int
+	defer func() {
+		// About a dozen of each per seed; refusals are rarer (a few
+		// runs can refuse), so only deletions are required. The limit
+		// has its own test (TestDeletePrefixOverTheLimitDeletesNothing).
+		t.Logf("prefix deletes: %d deleted keys, %d over the limit", prefixDeleted, prefixRefused)
+		if !t.Failed() && prefixDeleted == 0 {
+			t.Errorf("no prefix delete deleted a key (%d were over the limit): the test checks too little", prefixRefused)
+		}
+	}()
 	for run := range 8 {
 		t.Run(fmt.Sprint(run), func(t *testing.T) {
 			rng := rand.New(rand.NewSource(seed + int64(run)))
@@ -508,8 +564,10 @@ func TestModel(t *testing.T) {
 				MaxKeySize:      8,
 				MaxValueSize:    32,
 				MaxRangeLimit:   1 + rng.Intn(4),
+				MaxDeleteBytes:  []int{64, 70, 100, 1000}[run%4], // some prefix deletes over it
 			}
 			s, twin, m, g := New(cfg), New(cfg), newModel(cfg), newGen(rng)
+			defer func() { prefixDeleted, prefixRefused = prefixDeleted+m.prefixDeleted, prefixRefused+m.prefixRefused }()
 			var index uint64
 			for step := range 3000 {
 				index += 1 + uint64(rng.Intn(2)) // gaps: skipped entries
@@ -602,10 +660,15 @@ func (m *model) txn(t *Txn, write bool) Result {
 	}
 	for _, ops := range [][]TxnOp{t.Then, t.Else} {
 		written := map[string]bool{}
+		var deleted []string // the prefixes deleted so far
 		for _, op := range ops {
 			switch {
 			case op.Type < TxnPut || op.Type > TxnRange:
 				return bad(InvalidArgument, msgBadTxnOp)
+			case op.Prefix && op.Type != TxnDelete:
+				return bad(InvalidArgument, msgTxnPrefixOp)
+			case len(op.Key) == 0 && op.Prefix:
+				return bad(InvalidArgument, msgEmptyPrefix)
 			case len(op.Key) == 0 && op.Type != TxnRange:
 				return bad(InvalidArgument, msgEmptyKey)
 			case len(op.Key) > m.cfg.MaxKeySize || len(op.After) > m.cfg.MaxKeySize:
@@ -616,10 +679,26 @@ func (m *model) txn(t *Txn, write bool) Result {
 				continue
 			case !write:
 				return bad(InvalidArgument, msgTxnReadWrite)
-			case written[string(op.Key)]:
+			}
+			k := string(op.Key)
+			for _, p := range deleted {
+				if strings.HasPrefix(k, p) || (op.Prefix && strings.HasPrefix(p, k)) {
+					return bad(InvalidArgument, msgTxnPrefixDup)
+				}
+			}
+			if op.Prefix {
+				for w := range written {
+					if strings.HasPrefix(w, k) {
+						return bad(InvalidArgument, msgTxnPrefixDup)
+					}
+				}
+				deleted = append(deleted, k)
+				continue
+			}
+			if written[k] {
 				return bad(InvalidArgument, msgTxnDupKey)
 			}
-			written[string(op.Key)] = true
+			written[k] = true
 		}
 	}
 	ok := true
@@ -659,6 +738,17 @@ func (m *model) txn(t *Txn, write bool) Result {
 	if ok {
 		ops = t.Then
 	}
+	var cost int64 // of the branch's prefix deletes, together
+	for _, op := range ops {
+		if op.Type == TxnDelete && op.Prefix {
+			if cost += m.prefixCost(string(op.Key)); cost > int64(m.cfg.MaxDeleteBytes) {
+				if write {
+					m.prefixRefused++
+				}
+				return bad(TooLarge, msgDeleteTooLarge)
+			}
+		}
+	}
 	rev := m.rev + 1
 	wrote := false
 	res := make([]TxnOpResult, len(ops))
@@ -677,6 +767,14 @@ func (m *model) txn(t *Txn, write bool) Result {
 			m.kv[k] = nv
 			wrote = true
 		case TxnDelete:
+			if op.Prefix {
+				res[i].Deleted = m.deletePrefix(k)
+				wrote = wrote || res[i].Deleted > 0
+				if res[i].Deleted > 0 {
+					m.prefixDeleted++
+				}
+				continue
+			}
 			res[i].KV, res[i].Found = m.prev(k)
 			if res[i].Found {
 				delete(m.kv, k)
@@ -723,6 +821,8 @@ func (g *gen) txn(writes bool) *Txn {
 			switch op.Type {
 			case TxnPut:
 				op.Value = g.value()
+			case TxnDelete:
+				op.Prefix = g.rng.Intn(3) == 0
 			case TxnRange:
 				op.Key = []byte([]string{"", "a", "k", "ab"}[g.rng.Intn(4)])
 				if g.rng.Intn(2) == 0 {

@@ -22,8 +22,10 @@ import (
 //	uvarint session count, per session (ascending id): uvarint id,
 //	lastActive as 8 bytes little-endian, uvarint forgotten mark, uvarint
 //	result count, per result (ascending seq): uvarint seq, code byte, flags
-//	byte (succeeded, found), uvarint revision, message (uvarint length +
-//	bytes), and when found the previous key-value as a key above,
+//	byte (succeeded, found, deleted), uvarint revision, message (uvarint
+//	length + bytes), when deleted the uvarint number of keys a prefix
+//	delete deleted (above 0), and when found the previous key-value as a
+//	key above,
 //	uvarint token key count, per key (ascending id): uvarint id, secret
 //	(uvarint length + bytes),
 //	uvarint revocation count, per revocation (ascending id): the 16-byte
@@ -48,7 +50,11 @@ const (
 
 	resFlagSucceeded = 1
 	resFlagFound     = 2
-	resFlagsKnown    = resFlagSucceeded | resFlagFound
+	// resFlagDeleted marks a prefix delete's result, whose count of keys
+	// follows the message. Version 3 snapshots written before prefix
+	// deletes never set it, so they read as before.
+	resFlagDeleted = 4
+	resFlagsKnown  = resFlagSucceeded | resFlagFound | resFlagDeleted
 
 	// Restore's caps on length fields. Lengths are also only trusted as
 	// far as data actually arrives (see snapReader.bytes).
@@ -200,11 +206,17 @@ func (sn *Snapshot) WriteTo(w io.Writer) (int64, error) {
 			if r.Found {
 				flags |= resFlagFound
 			}
+			if r.Deleted != 0 {
+				flags |= resFlagDeleted
+			}
 			sw.uvarint(sv.seq)
 			sw.buf = append(sw.buf, byte(r.Code), flags)
 			sw.uvarint(r.Revision)
 			sw.uvarint(uint64(len(r.Message)))
 			sw.buf = append(sw.buf, r.Message...)
+			if r.Deleted != 0 {
+				sw.uvarint(r.Deleted)
+			}
 			if r.Found {
 				p := entry{key: r.Prev.Key, value: r.Prev.Value, create: r.Prev.CreateRevision, mod: r.Prev.ModRevision, version: r.Prev.Version}
 				sw.kv(&p)
@@ -585,6 +597,11 @@ func decodeSnapshot(r io.Reader, build, emptyOK bool, accept func(applied uint64
 			sv.res.Revision = sr.uvarint()
 			if sr.scratch = sr.appendBytes(sr.scratch[:0], maxSnapMessage); len(sr.scratch) > 0 && build {
 				sv.res.Message = string(sr.scratch)
+			}
+			if flags&resFlagDeleted != 0 {
+				if sv.res.Deleted = sr.uvarint(); sr.err == nil && sv.res.Deleted == 0 {
+					sr.fail("session %d: result seq %d flags a count of 0 deleted keys", ss.id, sv.seq)
+				}
 			}
 			if sr.err != nil {
 				break

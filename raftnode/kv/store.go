@@ -244,6 +244,8 @@ const (
 	msgSeqZero        = "seq must be above 0"
 	msgStale          = "seq is below the session's forgotten mark: its result was acknowledged or evicted"
 	msgEmptyKey       = "empty key"
+	msgEmptyPrefix    = "empty prefix: deleting every key is refused (delete the prefixes in use one by one)"
+	msgDeleteTooLarge = "the keys and values under the prefix are over the store's limit for one delete (4 MiB by default, each key counting 64 bytes more): delete narrower prefixes"
 	msgBadType        = "unknown op type"
 	msgBadCompare     = "unknown compare kind"
 	msgKeyTooLarge    = "key larger than the store's maximum key size"
@@ -595,6 +597,9 @@ func (s *Store) exec(op *WriteOp) Result {
 		return Result{Code: InvalidArgument, Message: msgBadType, Revision: s.rev}
 	}
 	if len(op.Key) == 0 {
+		if op.Prefix {
+			return Result{Code: InvalidArgument, Message: msgEmptyPrefix, Revision: s.rev}
+		}
 		return Result{Code: InvalidArgument, Message: msgEmptyKey, Revision: s.rev}
 	}
 	if len(op.Key) > s.cfg.MaxKeySize {
@@ -613,6 +618,17 @@ func (s *Store) exec(op *WriteOp) Result {
 		cur, found := s.put(op.Key, op.Value, op.Lease)
 		return Result{Revision: s.rev, Found: found, Prev: cur.kv()}
 	case OpDelete:
+		if op.Prefix {
+			doomed, ok := s.underPrefix(op.Key, int64(s.cfg.MaxDeleteBytes))
+			if !ok {
+				return Result{Code: TooLarge, Message: msgDeleteTooLarge, Revision: s.rev}
+			}
+			n := s.deleteEntries(doomed, s.rev+1)
+			if n > 0 {
+				s.rev++
+			}
+			return Result{Revision: s.rev, Succeeded: n > 0, Deleted: n}
+		}
 		s.pivot.key = op.Key
 		cur, found := s.kv.Delete(&s.pivot)
 		s.pivot.key = nil
@@ -677,6 +693,41 @@ func (s *Store) putAt(key, value []byte, rev, lease uint64) (*entry, bool) {
 	}
 	s.record(rev, e, old)
 	return old, found
+}
+
+// underPrefix returns the entries of the keys that start with prefix, in
+// order, and true if their cost (keys and values, eventOverhead more
+// each: what their delete events cost) is within budget; false as soon
+// as it is over, so the walk is bounded by the budget too.
+func (s *Store) underPrefix(prefix []byte, budget int64) ([]*entry, bool) {
+	var doomed []*entry
+	ok := true
+	s.kv.AscendGreaterOrEqual(&entry{key: prefix}, func(e *entry) bool {
+		if !bytes.HasPrefix(e.key, prefix) {
+			return false
+		}
+		if budget -= int64(eventOverhead + len(e.key) + len(e.value)); budget < 0 {
+			ok = false
+			return false
+		}
+		doomed = append(doomed, e)
+		return true
+	})
+	return doomed, ok
+}
+
+// deleteEntries deletes the entries (from underPrefix: collected first,
+// as the tree must not change while it is walked) at revision rev, which
+// it leaves to the caller to make the store's when it returns above 0
+// (the number of keys deleted). Each key leaves its lease and gets a
+// delete event at rev, as a txn's deletes do.
+func (s *Store) deleteEntries(doomed []*entry, rev uint64) uint64 {
+	for _, e := range doomed {
+		s.kv.Delete(e)
+		s.detach(e)
+		s.record(rev, nil, e)
+	}
+	return uint64(len(doomed))
 }
 
 // Get returns key's state and the revision it was read at. The returned

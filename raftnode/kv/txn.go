@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"strconv"
+	"strings"
 )
 
 // Transactions. An OpTxn write carries a Txn: its compares are evaluated
@@ -94,6 +95,10 @@ type TxnOp struct {
 	After []byte // TxnRange
 	Limit uint32 // TxnRange
 	Lease uint64 // TxnPut: the lease to attach the key to (0: none)
+	// Prefix (TxnDelete) deletes every key that starts with Key
+	// (non-empty). No other operation of the branch may write a key
+	// under it (see checkBranch).
+	Prefix bool
 }
 
 // TxnResult is what a transaction's branch returned: one TxnOpResult per
@@ -113,6 +118,9 @@ type TxnOpResult struct {
 	// KVs and More: a range's page and whether more keys follow it.
 	KVs  []KeyValue
 	More bool
+	// Deleted: a prefix delete's number of keys deleted (Found and KV
+	// are unset: the previous values are not kept).
+	Deleted uint64
 }
 
 // Transaction result messages.
@@ -124,6 +132,8 @@ const (
 	msgTxnDupKey    = "a key is written twice in one txn branch"
 	msgTxnReadWrite = "a txn served as a read has writes"
 	msgTxnMissing   = "txn op without a transaction"
+	msgTxnPrefixDup = "a txn branch writes a key under a prefix it deletes (or deletes overlapping prefixes)"
+	msgTxnPrefixOp  = "only a txn delete takes a prefix"
 )
 
 // writes reports whether ops hold a put or delete.
@@ -171,13 +181,24 @@ func (s *Store) checkTxn(t *Txn, write bool) (Code, string) {
 	return OK, ""
 }
 
+// checkBranch validates one branch's operations. A key is written once
+// per branch, etcd's rule extended to prefix deletes: a prefix delete
+// writes every key under its prefix, so a put or delete of such a key,
+// or a prefix delete over or under it, is refused whatever the order.
+// The prefix checks cost the product of the prefix deletes and the
+// writes: both are bounded by the batch's operation limit.
 func (s *Store) checkBranch(ops []TxnOp, write bool) (Code, string) {
 	var written map[string]struct{}
+	var prefixes [][]byte
 	for i := range ops {
 		op := &ops[i]
 		switch {
 		case op.Type < TxnPut || op.Type > TxnRange:
 			return InvalidArgument, msgBadTxnOp
+		case op.Prefix && op.Type != TxnDelete:
+			return InvalidArgument, msgTxnPrefixOp
+		case len(op.Key) == 0 && op.Prefix:
+			return InvalidArgument, msgEmptyPrefix
 		case len(op.Key) == 0 && op.Type != TxnRange:
 			return InvalidArgument, msgEmptyKey
 		case len(op.Key) > s.cfg.MaxKeySize || len(op.After) > s.cfg.MaxKeySize:
@@ -190,6 +211,20 @@ func (s *Store) checkBranch(ops []TxnOp, write bool) (Code, string) {
 		}
 		if !write {
 			return InvalidArgument, msgTxnReadWrite
+		}
+		for _, p := range prefixes {
+			if bytes.HasPrefix(op.Key, p) || (op.Prefix && bytes.HasPrefix(p, op.Key)) {
+				return InvalidArgument, msgTxnPrefixDup
+			}
+		}
+		if op.Prefix {
+			for k := range written {
+				if strings.HasPrefix(k, string(op.Key)) {
+					return InvalidArgument, msgTxnPrefixDup
+				}
+			}
+			prefixes = append(prefixes, op.Key)
+			continue
 		}
 		if written == nil {
 			written = make(map[string]struct{}, len(ops))
@@ -273,12 +308,31 @@ func (s *Store) txn(t *Txn, write bool) Result {
 	if ok {
 		ops = t.Then
 	}
+	// Checked before anything runs: the branch is atomic. The keys
+	// under a prefix the branch deletes are collected now: no operation
+	// before the delete may write under its prefix (checkBranch), so
+	// they are the keys the delete will find.
+	var doomed map[int][]*entry
+	budget := int64(s.cfg.MaxDeleteBytes) // for all the branch's prefix deletes
 	for i := range ops {
-		// Checked before anything runs: the branch is atomic.
-		if op := &ops[i]; op.Type == TxnPut && op.Lease != 0 {
+		op := &ops[i]
+		if op.Type == TxnPut && op.Lease != 0 {
 			if code, msg := s.checkLease(op.Lease, op.Key); code != OK {
 				return Result{Code: code, Message: msg, Revision: s.rev}
 			}
+		}
+		if op.Type == TxnDelete && op.Prefix {
+			es, ok := s.underPrefix(op.Key, budget)
+			if !ok {
+				return Result{Code: TooLarge, Message: msgDeleteTooLarge, Revision: s.rev}
+			}
+			for _, e := range es {
+				budget -= int64(eventOverhead + len(e.key) + len(e.value))
+			}
+			if doomed == nil {
+				doomed = make(map[int][]*entry)
+			}
+			doomed[i] = es
 		}
 	}
 	rev := s.rev + 1 // every write of the txn takes this revision
@@ -292,6 +346,11 @@ func (s *Store) txn(t *Txn, write bool) Result {
 			r.Found, r.KV = found, old.kv()
 			wrote = true
 		case TxnDelete:
+			if op.Prefix {
+				r.Deleted = s.deleteEntries(doomed[i], rev)
+				wrote = wrote || r.Deleted > 0
+				continue
+			}
 			pivot.key = op.Key
 			old, found := s.kv.Delete(&pivot)
 			pivot.key = nil
@@ -333,9 +392,13 @@ const (
 	minTxnOpSize   = 5
 )
 
-// txnOpFlagLease, in a transaction operation's type byte, says a uvarint
-// lease follows its limit.
-const txnOpFlagLease = 0x80
+// Flags of a transaction operation's type byte: txnOpFlagLease says a
+// uvarint lease follows its limit; txnOpFlagPrefix marks a delete of a
+// prefix (TxnOp.Prefix, refused on any other type).
+const (
+	txnOpFlagLease  = 0x80
+	txnOpFlagPrefix = 0x40
+)
 
 // appendTxn appends t's encoding (see AppendBinary).
 func appendTxn(dst []byte, t *Txn) []byte {
@@ -357,6 +420,9 @@ func appendTxn(dst []byte, t *Txn) []byte {
 			typ := byte(op.Type)
 			if op.Lease != 0 {
 				typ |= txnOpFlagLease
+			}
+			if op.Prefix {
+				typ |= txnOpFlagPrefix
 			}
 			dst = append(dst, typ)
 			dst = appendBytes(dst, op.Key)
@@ -404,7 +470,10 @@ func (d *decoder) txnOps() []TxnOp {
 	for i := range ops {
 		op := &ops[i]
 		typ := d.byte()
-		op.Type = TxnOpType(typ &^ txnOpFlagLease)
+		op.Type = TxnOpType(typ &^ (txnOpFlagLease | txnOpFlagPrefix))
+		if op.Prefix = typ&txnOpFlagPrefix != 0; op.Prefix && op.Type != TxnDelete {
+			d.fail("prefix flag on a txn %v", op.Type)
+		}
 		op.Key = d.bytes()
 		op.Value = d.bytes()
 		op.After = d.bytes()

@@ -23,7 +23,7 @@ func txnCommands() []Command {
 			}},
 			put(10, "k", "v"),
 			{Seq: 11, Type: OpTxn, Txn: &Txn{}},
-			{Seq: 12, Type: OpTxn, Txn: &Txn{Compares: []TxnCompare{{Target: 99, Operator: 77}}, Then: []TxnOp{{Type: 100}}}}, // under 0x80: the high bit flags a lease
+			{Seq: 12, Type: OpTxn, Txn: &Txn{Compares: []TxnCompare{{Target: 99, Operator: 77}}, Then: []TxnOp{{Type: 63}}}}, // under 0x40: the two high bits flag a lease and a prefix
 		}},
 	}
 }

@@ -26,6 +26,10 @@ const (
 	// with a maximal key, expected value and new value: 2 MiB + 8 KiB).
 	DefaultMaxBatchOps   = 1024
 	DefaultMaxBatchBytes = 3 << 20
+	// DefaultMaxDeleteBytes bounds a prefix delete (Config.MaxDeleteBytes):
+	// half a watcher's default queue (8 MiB), so the one revision holding
+	// its events reaches every watcher, previous values included.
+	DefaultMaxDeleteBytes = 4 << 20
 	// DefaultHistoryRevisions and DefaultHistoryBytes bound the event
 	// history (Config.HistoryRevisions).
 	DefaultHistoryRevisions = 100_000
@@ -65,6 +69,14 @@ type Config struct {
 	// the leases held at once (a grant beyond it is refused, TooLarge).
 	MinLeaseTTL, MaxLeaseTTL time.Duration
 	MaxLeases                int
+	// MaxDeleteBytes bounds what a prefix delete deletes: its keys and
+	// values, each key counting 64 bytes more (what its delete event
+	// costs). A prefix delete over it is refused (TooLarge) and deletes
+	// nothing; so is a txn whose prefix deletes add up to more. A
+	// revision's events travel to a watcher whole (a watch never splits
+	// a revision), so an unbounded one could exceed every watcher's
+	// queue and cancel them again at every resume.
+	MaxDeleteBytes int
 	// HistoryRevisions and HistoryBytes bound the event history that
 	// watches replay from (see ReadEvents): the newest HistoryRevisions
 	// revisions, within HistoryBytes of keys and values (the newest
@@ -109,6 +121,9 @@ func (c Config) withDefaults() Config {
 	c.MaxLeaseTTL = max(c.MaxLeaseTTL, c.MinLeaseTTL)
 	if c.MaxLeases <= 0 {
 		c.MaxLeases = DefaultMaxLeases
+	}
+	if c.MaxDeleteBytes <= 0 {
+		c.MaxDeleteBytes = DefaultMaxDeleteBytes
 	}
 	if c.HistoryRevisions <= 0 {
 		c.HistoryRevisions = DefaultHistoryRevisions
@@ -345,6 +360,9 @@ type WriteOp struct {
 	// DeleteOnSuccess makes a matching OpCAS delete the key instead of
 	// writing Value.
 	DeleteOnSuccess bool
+	// Prefix makes an OpDelete delete every key that starts with Key
+	// (non-empty), all at one revision; see Result.Deleted.
+	Prefix bool
 	// Txn is an OpTxn's transaction.
 	Txn *Txn
 	// Lease (OpPut, OpCAS writing a value) attaches the key to a lease
@@ -386,8 +404,9 @@ const (
 	// InvalidArgument: malformed op (seq 0, empty key, unknown type) or
 	// auth command (token key id 0 or secret size, negative expiry).
 	InvalidArgument
-	// TooLarge: the key or a value is over the store's limits, or the
-	// token keys or revocations are at theirs.
+	// TooLarge: the key or a value is over the store's limits, a prefix
+	// delete over MaxDeleteBytes, or the token keys or revocations are at
+	// theirs.
 	TooLarge
 	// Internal: a bug.
 	Internal
@@ -440,6 +459,11 @@ type Result struct {
 	// result saved with the session: a retried transaction is answered
 	// with its branch and revision only.
 	Txn *TxnResult
+	// Deleted is the number of keys a prefix delete (OpDelete with
+	// Prefix) deleted; Succeeded says it is above 0, and Found and Prev
+	// are unset (the previous values are not kept). Zero for every other
+	// op. It is saved with the session, so a retry answers the same.
+	Deleted uint64
 }
 
 // Applied is what Apply reports for one log entry.

@@ -79,10 +79,20 @@ func (s *kvScope) confine(o *kvwire.Op) error {
 		return s.confineTxn(o)
 	}
 	if s.readOnly && o.IsWrite() {
-		return denied("%s of key %s refused: this KV is read-only (%s)", o.Kind, quoteKey(o.Key), s.String())
+		what := "key"
+		if o.Prefix {
+			what = "prefix"
+		}
+		return denied("%s of %s %s refused: this KV is read-only (%s)", o.Kind, what, quoteKey(o.Key), s.String())
 	}
 	if !s.restricted || bytes.HasPrefix(o.Key, s.prefix) {
 		return nil
+	}
+	if o.Kind == kvwire.Delete && o.Prefix {
+		// Never narrowed, unlike a range: a delete must not quietly do
+		// less than asked.
+		return denied("delete of prefix %s is outside this KV's grant (%s): a prefix to delete must start with the grant's",
+			quoteKey(o.Key), s.String())
 	}
 	if o.Kind == kvwire.Range {
 		if bytes.HasPrefix(s.prefix, o.Key) {

@@ -41,7 +41,7 @@ func writeOp(o *kvwire.Op) kv.WriteOp {
 	case kvwire.Put:
 		w.Type, w.Value, w.Lease = kv.OpPut, o.Value, o.Lease
 	case kvwire.Delete:
-		w.Type = kv.OpDelete
+		w.Type, w.Prefix = kv.OpDelete, o.Prefix
 	case kvwire.CAS:
 		w.Type, w.Value = kv.OpCAS, o.Value
 		w.CompareValue, w.CompareRevision = o.CompareValue, o.CompareRevision
@@ -86,6 +86,9 @@ func wireResult(o *kvwire.Op, r *kvResult) kvwire.Result {
 	switch o.Kind {
 	case kvwire.Put, kvwire.Delete, kvwire.CAS:
 		out.Succeeded, out.Found, out.KV = r.w.Succeeded, r.w.Found, kvwire.KeyValue(r.w.Prev)
+		if o.Kind == kvwire.Delete {
+			out.Count = deleteCount(r.w.Deleted, r.w.Succeeded)
+		}
 	case kvwire.Get:
 		out.Found, out.KV = r.found, kvwire.KeyValue(r.kv)
 	case kvwire.Range:
@@ -127,6 +130,9 @@ func forwardedResult(src schema.Result, o *kvwire.Op) kvResult {
 		if wr.Found {
 			r.w.Prev = cloneKeyValue(&wr.KV)
 		}
+		if o.Kind == kvwire.Delete && o.Prefix {
+			r.w.Deleted = wr.Count
+		}
 	case kvwire.Get:
 		r.found = wr.Found
 		if wr.Found {
@@ -142,6 +148,15 @@ func forwardedResult(src schema.Result, o *kvwire.Op) kvResult {
 		r.w.Succeeded, r.txn = wr.Succeeded, cloneTxnResult(wr.Txn)
 	}
 	return r
+}
+
+// deleteCount is a delete's number of keys deleted as the client reads
+// it: a prefix delete's count, else 1 for a key that was deleted.
+func deleteCount(prefixDeleted uint64, deleted bool) uint64 {
+	if prefixDeleted == 0 && deleted {
+		return 1
+	}
+	return prefixDeleted
 }
 
 func cloneKeyValue(src *kvwire.KeyValue) kv.KeyValue {

@@ -52,8 +52,11 @@ func kvTxnOps(ops []kvwire.Op) []kv.TxnOp {
 	for i := range ops {
 		o := &ops[i]
 		out[i] = kv.TxnOp{Type: txnOpTypes[o.Kind], Key: o.Key, Value: o.Value, After: o.After, Limit: o.Limit}
-		if o.Kind == kvwire.Put {
+		switch o.Kind {
+		case kvwire.Put:
 			out[i].Lease = o.Lease
+		case kvwire.Delete:
+			out[i].Prefix = o.Prefix
 		}
 	}
 	return out
@@ -101,7 +104,8 @@ func txnResults(o *kvwire.Op, r *kv.Result, served *int) *kvwire.TxnResult {
 		case kvwire.Put, kvwire.Get:
 			dst.Found, dst.KV = src.Found, kvwire.KeyValue(src.KV)
 		case kvwire.Delete:
-			dst.Succeeded, dst.Found, dst.KV = src.Found, src.Found, kvwire.KeyValue(src.KV)
+			dst.Succeeded, dst.Found, dst.KV = src.Found || src.Deleted > 0, src.Found, kvwire.KeyValue(src.KV)
+			dst.Count = deleteCount(src.Deleted, src.Found)
 		case kvwire.Range:
 			kvs, more := cutPage(src.KVs, src.More)
 			dst.More = more
@@ -134,7 +138,7 @@ func cloneTxnResult(src *kvwire.TxnResult) *kvwire.TxnResult {
 	out := &kvwire.TxnResult{Replayed: src.Replayed, Results: make([]kvwire.Result, len(src.Results))}
 	for i := range src.Results {
 		s, d := &src.Results[i], &out.Results[i]
-		*d = kvwire.Result{Revision: s.Revision, Kind: s.Kind, Succeeded: s.Succeeded, Found: s.Found, More: s.More}
+		*d = kvwire.Result{Revision: s.Revision, Kind: s.Kind, Succeeded: s.Succeeded, Found: s.Found, More: s.More, Count: s.Count}
 		if s.Err != nil {
 			e := *s.Err
 			d.Err = &e
