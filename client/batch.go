@@ -112,6 +112,7 @@ func kindOf(r *request) batchKind {
 // queue holds the attempts of one kind waiting for a batch, and counts
 // their senders.
 type queue struct {
+	kind    batchKind
 	mu      sync.Mutex
 	pending []*attempt
 	senders int // sender goroutines running, each with at most one batch in flight
@@ -145,13 +146,34 @@ func (c *Client) enqueue(a *attempt) (q *queue, ok, lead bool) {
 		return q, false, false
 	}
 	q.pending = append(q.pending, a)
-	lead = q.senders < c.opts.maxInFlight
+	lead = q.senders < c.maxSenders(q.kind)
 	if lead {
 		q.senders++
 		c.wg.Add(1)
 	}
 	q.mu.Unlock()
 	return q, true, lead
+}
+
+// maxSenders is how many batch calls of kind may be in flight at once:
+// WithMaxInFlight on the current connection, or on each pooled one for
+// reads spread over the endpoints.
+func (c *Client) maxSenders(kind batchKind) int {
+	if kind != writeBatch && c.spreading() {
+		return c.opts.maxInFlight * max(1, int(c.pool.ready.Load()))
+	}
+	return c.opts.maxInFlight
+}
+
+// readyConnFor is readyConn for a batch of kind: reads spreading over
+// the endpoints take a pooled connection first.
+func (c *Client) readyConnFor(kind batchKind) *conn {
+	if kind != writeBatch && c.spreading() {
+		if cn := c.readConn(); cn != nil {
+			return cn
+		}
+	}
+	return c.readyConn()
 }
 
 // sender sends batches until q is empty.
@@ -162,7 +184,7 @@ func (c *Client) sender(q *queue) {
 		if batch == nil {
 			return
 		}
-		c.sendBatch(batch)
+		c.sendBatch(q.kind, batch)
 	}
 }
 
@@ -177,9 +199,9 @@ func (c *Client) lead(ctx context.Context, q *queue) {
 		c.wg.Done()
 		return
 	}
-	cn := c.readyConn()
+	cn := c.readyConnFor(q.kind)
 	if cn == nil {
-		c.handOff(q, func() { c.sendBatch(batch) })
+		c.handOff(q, func() { c.sendBatch(q.kind, batch) })
 		return
 	}
 	call := c.issue(cn, batch)
@@ -193,7 +215,7 @@ func (c *Client) lead(ctx context.Context, q *queue) {
 		call.finish()
 	}
 	if next := c.take(q); next != nil {
-		c.handOff(q, func() { c.sendBatch(next) })
+		c.handOff(q, func() { c.sendBatch(q.kind, next) })
 		return
 	}
 	c.wg.Done()
@@ -259,9 +281,17 @@ func deliver(batch []*attempt, err error) {
 	}
 }
 
-// sendBatch makes one KV.batch call for batch and delivers the results.
-func (c *Client) sendBatch(batch []*attempt) {
-	cn, err := c.acquire(c.ctx)
+// sendBatch makes one KV.batch call for batch, of kind, and delivers the
+// results.
+func (c *Client) sendBatch(kind batchKind, batch []*attempt) {
+	var cn *conn
+	var err error
+	if kind != writeBatch && c.spreading() {
+		cn = c.readConn()
+	}
+	if cn == nil {
+		cn, err = c.acquire(c.ctx)
+	}
 	if err != nil {
 		if c.ctx.Err() != nil {
 			err = ErrClosed
@@ -310,6 +340,7 @@ func (c *Client) issue(cn *conn, batch []*attempt) *batchCall {
 		c.sess.wrote(session)
 	}
 	acked := c.sess.ackedBelow(session)
+	cn.inflight.Add(1)
 
 	ctx, cancel := context.WithTimeout(c.ctx, c.opts.requestTimeout)
 	f, release := cn.kv.Batch(ctx, func(p schema.KV_batch_Params) error {
@@ -334,6 +365,7 @@ func (c *Client) issue(cn *conn, batch []*attempt) *batchCall {
 func (b *batchCall) finish() {
 	c, cn, sent := b.c, b.cn, b.sent
 	defer c.release(cn)
+	defer cn.inflight.Add(-1)
 	defer b.cancel()
 	defer b.release()
 	res, err := b.f.Struct()

@@ -66,6 +66,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -100,6 +101,7 @@ type options struct {
 	maxKeySize     int
 	maxValueSize   int
 	token          string
+	spread         *bool // WithReadSpreading; nil: DefaultReadSpreading
 }
 
 // WithDialTimeout bounds connecting to one endpoint (default 5s).
@@ -169,6 +171,7 @@ type Client struct {
 	closed bool
 
 	queues [batchKinds]queue // one per batchKind
+	pool   pool              // the connections reads spread over (spread.go)
 	sess   sessions
 	keeper keeper // the leases KeepAlive keeps alive (lease.go)
 	ids    endpointIDs
@@ -192,10 +195,17 @@ type conn struct {
 	// (measured); so they are released with the connection.
 	futures []func()
 
+	// inflight counts the KV.batch calls in flight on the connection:
+	// reads spread to the endpoint with the fewest (spread.go).
+	inflight atomic.Int32
+
 	// Guarded by Client.mu.
 	users   int  // acquire calls not yet released
-	retired bool // no new users; closed when users drops to 0
-	closed  bool
+	retired bool // not the current connection: acquire hands it out no more
+	// pooled: reads use it (Client.pool holds it); a retired connection
+	// closes when users drops to 0 and it is not pooled.
+	pooled bool
+	closed bool
 }
 
 // dead reports whether the connection failed to dial or has ended.
@@ -293,6 +303,10 @@ func New(endpoints []string, opts ...Option) (*Client, error) {
 	o.dial.Logger = o.log
 	c := &Client{endpoints: append([]string(nil), endpoints...), opts: o}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.pool.init(len(c.endpoints))
+	for i := range c.queues {
+		c.queues[i].kind = batchKind(i)
+	}
 	c.sess.init()
 	return c, nil
 }
@@ -317,10 +331,12 @@ func (c *Client) acquire(ctx context.Context) (*conn, error) {
 		cn = nil
 	}
 	if cn == nil {
-		cn = &conn{ready: make(chan struct{})}
-		c.cur = cn
-		c.wg.Add(1)
-		go c.dial(cn, c.next)
+		if cn = c.adoptLocked(); cn == nil {
+			cn = &conn{ready: make(chan struct{})}
+			c.cur = cn
+			c.wg.Add(1)
+			go c.dial(cn, c.next)
+		}
 	}
 	cn.users++
 	c.mu.Unlock()
@@ -367,8 +383,7 @@ func (c *Client) dial(cn *conn, start int) {
 	for i := range c.endpoints {
 		idx := (start + i) % len(c.endpoints)
 		addr := c.endpoints[idx]
-		cc, err := rpc.Dial(c.ctx, addr, c.opts.dial)
-		if err != nil {
+		if err := c.connect(cn, idx); err != nil {
 			c.opts.log.Debug("dial failed", "addr", addr, "error", err)
 			errs = append(errs, err)
 			if c.ctx.Err() != nil {
@@ -376,17 +391,6 @@ func (c *Client) dial(cn *conn, start int) {
 			}
 			continue
 		}
-		cn.idx, cn.cc = idx, cc
-		// Pipelined on the bootstrap (and the login): the first call
-		// through them is one round trip. Each accessor is read once (see
-		// capnp-go.md §5).
-		var lrel func()
-		cn.node, lrel = c.login(cc)
-		ef, erel := cn.node.Echo(context.Background(), nil)
-		cn.echo = ef.Echo().AddRef()
-		kf, krel := cn.node.Kv(context.Background(), nil)
-		cn.kv = kf.Kv().AddRef()
-		cn.futures = []func(){erel, krel, lrel}
 		c.mu.Lock()
 		c.next = idx
 		closed := c.closed
@@ -395,6 +399,9 @@ func (c *Client) dial(cn *conn, start int) {
 			// steer uses cn.node: as a user, so cn is not closed (and
 			// its capabilities released) under it.
 			cn.users++
+		}
+		if !closed && c.cur == cn {
+			c.poolLocked(cn) // reads may use it too
 		}
 		c.mu.Unlock()
 		if closed {
@@ -421,6 +428,27 @@ func (c *Client) dial(cn *conn, start int) {
 	close(cn.ready)
 }
 
+// connect dials the endpoint at idx for cn and obtains the capabilities
+// it caches.
+func (c *Client) connect(cn *conn, idx int) error {
+	cc, err := rpc.Dial(c.ctx, c.endpoints[idx], c.opts.dial)
+	if err != nil {
+		return err
+	}
+	cn.idx, cn.cc = idx, cc
+	// Pipelined on the bootstrap (and the login): the first call
+	// through them is one round trip. Each accessor is read once (see
+	// capnp-go.md §5).
+	var lrel func()
+	cn.node, lrel = c.login(cc)
+	ef, erel := cn.node.Echo(context.Background(), nil)
+	cn.echo = ef.Echo().AddRef()
+	kf, krel := cn.node.Kv(context.Background(), nil)
+	cn.kv = kf.Kv().AddRef()
+	cn.futures = []func(){erel, krel, lrel}
+	return nil
+}
+
 // login returns the Node calls on cc go through, owned by the caller,
 // and the release of the future it came from (to call after closing cc):
 // with a token, the node Node.login returns, pipelined (nothing waits
@@ -443,7 +471,7 @@ func (c *Client) login(cc *rpc.ClientConn) (schema.Node, func()) {
 func (c *Client) release(cn *conn) {
 	c.mu.Lock()
 	cn.users--
-	closeIt := cn.retired && cn.users == 0 && !cn.closed
+	closeIt := cn.retired && !cn.pooled && cn.users == 0 && !cn.closed
 	if closeIt {
 		cn.closed = true
 	}
@@ -454,7 +482,8 @@ func (c *Client) release(cn *conn) {
 }
 
 // retire stops new calls from using cn; the next call dials again, starting
-// with the endpoint after cn's if next is set. Calls still using cn finish.
+// with the endpoint after cn's if next is set (cn failed: reads then skip
+// its endpoint for a while, see pool). Calls still using cn finish.
 func (c *Client) retire(cn *conn, next bool) {
 	c.mu.Lock()
 	closeIt := c.retireLocked(cn, next)
@@ -472,7 +501,10 @@ func (c *Client) retireLocked(cn *conn, next bool) (closeNow bool) {
 		}
 	}
 	cn.retired = true
-	if cn.users == 0 && !cn.closed && cn.err == nil {
+	if next {
+		c.unpoolLocked(cn)
+	}
+	if cn.users == 0 && !cn.closed && !cn.pooled && cn.err == nil {
 		select {
 		case <-cn.ready:
 			cn.closed = true
@@ -613,7 +645,11 @@ func (c *Client) Close() error {
 	if cn != nil {
 		cn.users++ // keep it for the goodbye below
 	}
+	pooled := c.drainPoolLocked(cn)
 	c.mu.Unlock()
+	for _, p := range pooled {
+		p.close() // calls in flight on it fail, as on the current one
+	}
 
 	for i := range c.queues {
 		c.queues[i].close()
