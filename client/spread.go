@@ -27,7 +27,7 @@ import (
 // current connection, which fails over as it always does.
 
 // DefaultReadSpreading is WithReadSpreading's default.
-const DefaultReadSpreading = true
+const DefaultReadSpreading = false
 
 // WithReadSpreading makes the client spread its reads (Get, Range, and
 // read-only transactions; serializable and linearizable) over all its
