@@ -326,6 +326,7 @@ type batchCall struct {
 	c       *Client
 	cn      *conn
 	sent    []*attempt
+	read    bool // counted in cn.readsInFlight
 	ctx     context.Context
 	cancel  context.CancelFunc
 	f       schema.KV_batch_Results_Future
@@ -357,7 +358,10 @@ func (c *Client) issue(cn *conn, batch []*attempt) *batchCall {
 		c.sess.wrote(session)
 	}
 	acked := c.sess.ackedBelow(session)
-	cn.inflight.Add(1)
+	read := !sent[0].req.write() // a batch holds one kind of operation
+	if read {
+		cn.readsInFlight.Add(1)
+	}
 
 	ctx, cancel := context.WithTimeout(c.ctx, c.opts.requestTimeout)
 	f, release := cn.kv.Batch(ctx, func(p schema.KV_batch_Params) error {
@@ -374,7 +378,7 @@ func (c *Client) issue(cn *conn, batch []*attempt) *batchCall {
 		}
 		return nil
 	})
-	return &batchCall{c: c, cn: cn, sent: sent, ctx: ctx, cancel: cancel, f: f, release: release,
+	return &batchCall{c: c, cn: cn, sent: sent, read: read, ctx: ctx, cancel: cancel, f: f, release: release,
 		unwatch: c.watchStall(cn, f.Done())}
 }
 
@@ -382,7 +386,9 @@ func (c *Client) issue(cn *conn, batch []*attempt) *batchCall {
 func (b *batchCall) finish() {
 	c, cn, sent := b.c, b.cn, b.sent
 	defer c.release(cn)
-	defer cn.inflight.Add(-1)
+	if b.read {
+		defer cn.readsInFlight.Add(-1)
+	}
 	defer b.cancel()
 	defer b.release()
 	res, err := b.f.Struct()
@@ -391,6 +397,7 @@ func (b *batchCall) finish() {
 		deliver(sent, c.batchError(cn, b.ctx, err))
 		return
 	}
+	c.servedOnce(cn)
 	list, err := kvwire.Results(res, len(sent))
 	if err != nil {
 		deliver(sent, &ServerError{Code: CodeInternal, Message: err.Error() + " (a bug in the node)", Addr: cn.addr()})

@@ -2,8 +2,11 @@
 //
 // A Client talks to one node at a time, chosen from its endpoints, and
 // moves to the next endpoint when the node it uses is unreachable, shutting
-// down or cut off from the leader. It is safe for concurrent use, and meant
-// to be shared: the operations of many goroutines are coalesced into
+// down or cut off from the leader. With WithReadSpreading its reads go to
+// every endpoint instead (any node serves reads, a linearizable one after
+// learning a read index from the leader), while everything else keeps to
+// that one node. It is safe for concurrent use, and meant to be shared:
+// the operations of many goroutines are coalesced into
 // KV.batch calls over one connection, with a few batch calls in flight at
 // once. An operation issued while nothing is in flight is sent at once, so
 // a lone operation costs one round trip.
@@ -195,9 +198,14 @@ type conn struct {
 	// (measured); so they are released with the connection.
 	futures []func()
 
-	// inflight counts the KV.batch calls in flight on the connection:
-	// reads spread to the endpoint with the fewest (spread.go).
-	inflight atomic.Int32
+	// readsInFlight counts the read KV.batch calls in flight on the
+	// connection: reads spread to the endpoint with the fewest
+	// (spread.go). Writes do not count: a read call beside a write call
+	// on the leader waits for nothing the write waits for.
+	readsInFlight atomic.Int32
+	// served is set once a batch call on it was answered: its
+	// endpoint's backoff for reads starts over (spread.go).
+	served atomic.Bool
 
 	// Guarded by Client.mu.
 	users   int  // acquire calls not yet released

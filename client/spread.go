@@ -1,6 +1,7 @@
 package client
 
 import (
+	"math/rand/v2"
 	"sync/atomic"
 	"time"
 )
@@ -12,8 +13,11 @@ import (
 // heartbeat round; the read's data never travels through the leader).
 // So reads need not queue behind the writes on the leader's connection:
 // the client keeps one connection to each endpoint it can reach (the
-// pool) and sends each read batch on the one with the fewest batch calls
-// in flight, ties going round the endpoints. Writes, sessions, leases,
+// pool) and sends each read batch on the one with the fewest read batch
+// calls in flight, ties going to the client's home endpoint (drawn at random).
+// Extra calls go out only when a full batch is queued (see maxSenders),
+// so a client's reads stay on its home node until its load needs more.
+// Writes, sessions, leases,
 // watches and admin calls keep using the current connection, which
 // steering moves to the leader.
 //
@@ -54,17 +58,24 @@ type pool struct {
 	// ready counts the pooled connections: a read queue runs up to
 	// WithMaxInFlight senders per pooled connection.
 	ready atomic.Int32
-	rr    uint32 // where the next choice starts looking (round robin)
+	// home is the endpoint the client's reads prefer when the loads
+	// tie, drawn at random when the client is created: a client keeps
+	// its reads on one warm connection while its load allows, and many
+	// clients spread theirs over the nodes.
+	home int
 }
 
 type poolSlot struct {
 	cn      *conn // the endpoint's pooled connection (ready), or nil
 	dialing bool
-	fails   int       // failures in a row (dials or connections)
+	fails   int       // failures since a pooled connection last served
 	retryAt time.Time // no dial before then
 }
 
-func (p *pool) init(n int) { p.slots = make([]poolSlot, n) }
+func (p *pool) init(n int) {
+	p.slots = make([]poolSlot, n)
+	p.home = rand.N(n)
+}
 
 // spreading reports whether reads spread over the endpoints.
 func (c *Client) spreading() bool {
@@ -85,9 +96,22 @@ func (c *Client) poolLocked(cn *conn) {
 	if s.cn != nil {
 		return
 	}
-	s.cn, s.fails = cn, 0
+	s.cn = cn
 	cn.pooled = true
 	c.pool.ready.Add(1)
+}
+
+// servedOnce notes that a batch call on cn was answered: a pooled
+// connection that serves ends its endpoint's run of failures.
+func (c *Client) servedOnce(cn *conn) {
+	if cn.served.Swap(true) {
+		return // once per connection
+	}
+	c.mu.Lock()
+	if s := &c.pool.slots[cn.idx]; s.cn == cn {
+		s.fails = 0
+	}
+	c.mu.Unlock()
 }
 
 // unpoolLocked takes cn out of the pool after it failed: its endpoint is
@@ -135,8 +159,8 @@ func (c *Client) adoptLocked() *conn {
 }
 
 // readConn returns a pooled connection for a read batch, holding a use of
-// it for the caller to release: the one with the fewest batch calls in
-// flight, ties going round the endpoints. On the way it retires pooled
+// it for the caller to release: the one with the fewest read batch calls
+// in flight, ties going to the home endpoint first. On the way it retires pooled
 // connections that have ended and starts dialling endpoints without one
 // (once the current connection is up, and not before their backoff). It
 // never waits: nil means no pooled connection is up, and the read takes
@@ -152,13 +176,11 @@ func (c *Client) readConn() *conn {
 	canDial := cur != nil && cur.err == nil && isClosed(cur.ready)
 	slots := c.pool.slots
 	n := len(slots)
-	start := int(c.pool.rr % uint32(n))
-	c.pool.rr++
 	var best *conn
 	var bestLoad int32
 	var now time.Time
 	for i := range n {
-		idx := (start + i) % n
+		idx := (c.pool.home + i) % n
 		s := &slots[idx]
 		cn := s.cn
 		if cn == nil {
@@ -182,7 +204,7 @@ func (c *Client) readConn() *conn {
 			}
 			continue
 		}
-		if load := cn.inflight.Load(); best == nil || load < bestLoad {
+		if load := cn.readsInFlight.Load(); best == nil || load < bestLoad {
 			best, bestLoad = cn, load
 		}
 	}
