@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -18,41 +19,66 @@ func readsServed(nodes []*fakeNode) []int64 {
 	return out
 }
 
-// With read spreading on, reads of both kinds reach every endpoint, while
-// the writes all go to the leader's endpoint (steering still moves the
-// client there).
-func TestReadSpreadingServesReadsFromEveryEndpointAndWritesFromTheLeader(t *testing.T) {
+// concurrentReads runs n reads of key at once through c, with opts, and
+// fails the test if one fails or reads another value than want.
+func concurrentReads(t *testing.T, c *client.Client, n int, key, want string, opts ...client.ReadOption) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			kv, err := c.Get(ctx, key, opts...)
+			if err == nil && string(kv.Value) != want {
+				err = fmt.Errorf("Get(%s) = %q, want %q", key, kv.Value, want)
+			}
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// servedByAll reports whether every node served more read batches than
+// before.
+func servedByAll(nodes []*fakeNode, before []int64) bool {
+	now := readsServed(nodes)
+	for i := range now {
+		if now[i] == before[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// With read spreading on, reads of both kinds that one connection's
+// calls cannot carry (here: more than a batch of one waiting) go to every
+// endpoint, while the writes all go to the leader's endpoint (steering
+// still moves the client there).
+func TestReadSpreadingOverflowsReadsToEveryEndpointAndWritesStayOnTheLeader(t *testing.T) {
 	store, nodes := fakeCluster(t, 3)
 	store.mu.Lock()
 	store.leader = 3
 	store.mu.Unlock()
-	c := newKVClient(t, addrs(nodes...), client.WithReadSpreading(true))
+	c := newKVClient(t, addrs(nodes...), client.WithReadSpreading(true), client.WithMaxBatch(1))
 	ctx := ctx(t)
 	if _, err := c.Put(ctx, "k", []byte("v")); err != nil {
 		t.Fatal(err)
 	}
 	for _, opts := range [][]client.ReadOption{nil, {client.Serializable()}} {
 		before := readsServed(nodes)
-		reads := 0
+		rounds := 0
 		rpctest.Eventually(t, 10*time.Second, "reads served by every node", func() bool {
-			// Sequential reads: the pool grows in the background, and
-			// each read then goes to the next idle endpoint.
-			if kv, err := c.Get(ctx, "k", opts...); err != nil || string(kv.Value) != "v" {
-				t.Fatalf("Get = %+v, %v", kv, err)
-			}
-			if _, err := c.Range(ctx, "", 0, opts...); err != nil {
-				t.Fatalf("Range: %v", err)
-			}
-			reads += 2
-			now := readsServed(nodes)
-			for i := range now {
-				if now[i] == before[i] {
-					return false
-				}
-			}
-			return true
+			// The pool grows in the background; reads queued beyond a
+			// full batch go to the idle connections.
+			concurrentReads(t, c, 16, "k", "v", opts...)
+			rounds++
+			return servedByAll(nodes, before)
 		})
-		t.Logf("serializable=%v: %d reads, served %v", len(opts) > 0, reads, readsServed(nodes))
+		t.Logf("serializable=%v: %d rounds of 16 reads, served %v", len(opts) > 0, rounds, readsServed(nodes))
 	}
 	// Steering settles on the leader's endpoint; from then on every write
 	// goes there, while the reads keep spreading.
@@ -61,24 +87,50 @@ func TestReadSpreadingServesReadsFromEveryEndpointAndWritesFromTheLeader(t *test
 		return err == nil && info.ID == 3
 	})
 	w1, w2 := nodes[0].writeBatches.Load(), nodes[1].writeBatches.Load()
-	before := readsServed(nodes)
 	for i := range 30 {
 		if _, err := c.Put(ctx, fmt.Sprint("w", i), []byte("x")); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.Get(ctx, "k"); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if a, b := nodes[0].writeBatches.Load()-w1, nodes[1].writeBatches.Load()-w2; a != 0 || b != 0 {
 		t.Errorf("followers served %d and %d write batches after the client found the leader; want 0", a, b)
 	}
-	after := readsServed(nodes)
-	for i := range after {
-		if after[i] == before[i] {
-			t.Errorf("node %d served none of 30 sequential reads (served per node before %v, after %v)", i+1, before, after)
-		}
+	before := readsServed(nodes)
+	rpctest.Eventually(t, 10*time.Second, "reads still served by every node", func() bool {
+		concurrentReads(t, c, 16, "k", "v")
+		return servedByAll(nodes, before)
+	})
+}
+
+// Each client prefers a home endpoint, drawn at random, for reads its
+// connection carries alone: many clients each reading one at a time
+// spread their reads over the nodes.
+func TestReadSpreadingClientsReadFromTheirHomeEndpoints(t *testing.T) {
+	_, nodes := fakeCluster(t, 3)
+	first := newKVClient(t, addrs(nodes...))
+	ctx := ctx(t)
+	if _, err := first.Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatal(err)
 	}
+	before := readsServed(nodes)
+	clients := 0
+	rpctest.Eventually(t, 20*time.Second, "sequential reads of many clients served by every node", func() bool {
+		if clients == 60 {
+			t.Fatalf("60 clients' reads did not reach every node: served %v (before %v)", readsServed(nodes), before)
+		}
+		c := newKVClient(t, addrs(nodes...), client.WithReadSpreading(true))
+		clients++
+		// Its first reads go to the current connection, on the
+		// leader; the later ones to its home once it is dialled.
+		for range 20 {
+			if _, err := c.Get(ctx, "k", client.Serializable()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_ = c.Close()
+		return servedByAll(nodes, before)
+	})
+	t.Logf("%d clients: read batches served %v", clients, readsServed(nodes))
 }
 
 // With read spreading off, every read goes to the one node the client
@@ -110,25 +162,21 @@ func TestReadSpreadingOffSendsReadsToOneNode(t *testing.T) {
 // without waiting for it. Once it is back, reads reach it again.
 func TestReadSpreadingSkipsAnEndpointThatFailsAndReturnsToIt(t *testing.T) {
 	store, nodes := fakeCluster(t, 3)
-	c := newKVClient(t, addrs(nodes...), client.WithReadSpreading(true))
+	c := newKVClient(t, addrs(nodes...), client.WithReadSpreading(true), client.WithMaxBatch(1))
 	ctx := ctx(t)
 	if _, err := c.Put(ctx, "k", []byte("v")); err != nil {
 		t.Fatal(err)
 	}
 	rpctest.Eventually(t, 10*time.Second, "reads served by node 2", func() bool {
-		if _, err := c.Get(ctx, "k", client.Serializable()); err != nil {
-			t.Fatal(err)
-		}
+		concurrentReads(t, c, 16, "k", "v", client.Serializable())
 		return nodes[1].readBatches.Load() > 0
 	})
 	addr := nodes[1].addr
 	nodes[1].stop()
 	// Every read succeeds: one that was on its way to node 2 when it
 	// stopped is retried on another node.
-	for range 50 {
-		if _, err := c.Get(ctx, "k", client.Serializable()); err != nil {
-			t.Fatalf("Get with node 2 down: %v", err)
-		}
+	for range 5 {
+		concurrentReads(t, c, 16, "k", "v", client.Serializable())
 	}
 	back, err := serveFakeAt(store, 2, hclogFor(t), nil, addr)
 	if err != nil {
@@ -136,48 +184,28 @@ func TestReadSpreadingSkipsAnEndpointThatFailsAndReturnsToIt(t *testing.T) {
 	}
 	t.Cleanup(back.stop)
 	rpctest.Eventually(t, 20*time.Second, "reads served by node 2 once it is back", func() bool {
-		if _, err := c.Get(ctx, "k", client.Serializable()); err != nil {
-			t.Fatal(err)
-		}
+		concurrentReads(t, c, 16, "k", "v", client.Serializable())
 		return back.readBatches.Load() > 0
 	})
 }
 
-// Many goroutines reading at once keep every pooled connection busy:
-// each node has batch calls to serve, and every answer is right.
+// Many goroutines reading at once, more than a batch holds, keep every
+// pooled connection busy: each node has batch calls to serve, and every
+// answer is right.
 func TestReadSpreadingUnderConcurrentReads(t *testing.T) {
 	_, nodes := fakeCluster(t, 3)
-	c := newKVClient(t, addrs(nodes...), client.WithReadSpreading(true))
+	c := newKVClient(t, addrs(nodes...), client.WithReadSpreading(true), client.WithMaxBatch(4))
 	ctx := ctx(t)
-	for i := range 20 {
+	for i := range 4 {
 		if _, err := c.Put(ctx, fmt.Sprint("k", i), []byte(fmt.Sprint("v", i))); err != nil {
 			t.Fatal(err)
 		}
 	}
 	before := readsServed(nodes)
 	rpctest.Eventually(t, 20*time.Second, "concurrent reads served by every node", func() bool {
-		errs := make(chan error, 32)
-		for g := range 32 {
-			go func() {
-				key := fmt.Sprint("k", g%20)
-				kv, err := c.Get(ctx, key)
-				if err == nil && string(kv.Value) != fmt.Sprint("v", g%20) {
-					err = fmt.Errorf("Get(%s) = %q", key, kv.Value)
-				}
-				errs <- err
-			}()
+		for i := range 4 {
+			concurrentReads(t, c, 32, fmt.Sprint("k", i), fmt.Sprint("v", i))
 		}
-		for range 32 {
-			if err := <-errs; err != nil {
-				t.Fatal(err)
-			}
-		}
-		now := readsServed(nodes)
-		for i := range now {
-			if now[i] == before[i] {
-				return false
-			}
-		}
-		return true
+		return servedByAll(nodes, before)
 	})
 }
