@@ -198,6 +198,16 @@ one_run() {
 }
 
 echo "building raftnode and compare ..." >&2
+# The commits measured: read now, as the binaries are built (the trees
+# may move on while the runs go).
+rev() {
+	local r
+	r=$(git -C "$1" rev-parse --short HEAD 2>/dev/null) || { echo '(no git)'; return; }
+	[ -z "$(git -C "$1" status --porcelain --untracked-files=no 2>/dev/null)" ] || r="$r+changes"
+	echo "$r"
+}
+REV=$(rev "$ROOT")
+[ -z "$BASELINE" ] || BASE_REV=$(rev "$BASELINE")
 mkdir -p "$BIN"
 (cd "$ROOT" && go build -o "$BIN/raftnode" ./cmd/raftnode)
 (cd "$HERE" && go build -o "$BIN/compare" .)
@@ -231,11 +241,11 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 	echo "started $STARTED, finished $(date -u +%Y-%m-%dT%H:%M:%SZ); load average before $LOAD_BEFORE, after $LOAD_AFTER"
 	echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r)"
 	[ $SPREAD_AB -eq 0 ] || echo "capraft: the client's reads spread over the endpoints; base: the same client and nodes with read spreading off"
-	[ -z "$BASELINE" ] || echo "base: capraft $(git -C "$BASELINE" rev-parse --short HEAD 2>/dev/null || echo '(no git)') from $BASELINE"
+	[ -z "$BASELINE" ] || echo "base: capraft $BASE_REV from $BASELINE"
 	if [ "$OTHER" = base ]; then
-		echo "capraft $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '(no git)'), $(go version | cut -d' ' -f3)"
+		echo "capraft $REV, $(go version | cut -d' ' -f3)"
 	else
-		echo "capraft $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '(no git)'), $(go version | cut -d' ' -f3); etcd $(etcd --version | awk '/etcd Version/ {print $3}'), client go.etcd.io/etcd/client/v3 $(cd "$HERE" && go list -m -f '{{.Version}}' go.etcd.io/etcd/client/v3)"
+		echo "capraft $REV, $(go version | cut -d' ' -f3); etcd $(etcd --version | awk '/etcd Version/ {print $3}'), client go.etcd.io/etcd/client/v3 $(cd "$HERE" && go list -m -f '{{.Version}}' go.etcd.io/etcd/client/v3)"
 	fi
 	echo "$REPS repetitions x ${DURATION}s (after a ${WARMUP}s warmup), ${VALUE_SIZE}-byte values, $KEYS keys; ratios are capraft/$OTHER per back-to-back pair, median (range)"
 	echo
