@@ -22,7 +22,7 @@ import (
 // steering moves to the leader.
 //
 // The pool grows in the background: a read never waits for a dial. Once
-// the current connection is up, a read finding an endpoint without a
+// a connection is up, a read finding an endpoint without a
 // connection starts dialling it and goes elsewhere meanwhile. A
 // connection that fails (lost, stalled, or its node cut off from the
 // leader: see retire) leaves the pool, and its endpoint is dialled again
@@ -162,7 +162,7 @@ func (c *Client) adoptLocked() *conn {
 // it for the caller to release: the one with the fewest read batch calls
 // in flight, ties going to the home endpoint first. On the way it retires pooled
 // connections that have ended and starts dialling endpoints without one
-// (once the current connection is up, and not before their backoff). It
+// (once a connection is up, and not before their backoff). It
 // never waits: nil means no pooled connection is up, and the read takes
 // the current connection.
 func (c *Client) readConn() *conn {
@@ -172,8 +172,10 @@ func (c *Client) readConn() *conn {
 		c.mu.Unlock()
 		return nil
 	}
+	// Dial more only once a connection is up (the current one, or a
+	// pooled one while steering moves the current one elsewhere).
 	cur := c.cur
-	canDial := cur != nil && cur.err == nil && isClosed(cur.ready)
+	canDial := (cur != nil && cur.err == nil && isClosed(cur.ready)) || c.pool.ready.Load() > 0
 	slots := c.pool.slots
 	n := len(slots)
 	var best *conn
