@@ -2,8 +2,11 @@
 //
 // A Client talks to one node at a time, chosen from its endpoints, and
 // moves to the next endpoint when the node it uses is unreachable, shutting
-// down or cut off from the leader. It is safe for concurrent use, and meant
-// to be shared: the operations of many goroutines are coalesced into
+// down or cut off from the leader. With WithReadSpreading its reads go to
+// every endpoint instead (any node serves reads, a linearizable one after
+// learning a read index from the leader), while everything else keeps to
+// that one node. It is safe for concurrent use, and meant to be shared:
+// the operations of many goroutines are coalesced into
 // KV.batch calls over one connection, with a few batch calls in flight at
 // once. An operation issued while nothing is in flight is sent at once, so
 // a lone operation costs one round trip.
@@ -66,6 +69,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -100,6 +104,7 @@ type options struct {
 	maxKeySize     int
 	maxValueSize   int
 	token          string
+	spread         *bool // WithReadSpreading; nil: DefaultReadSpreading
 }
 
 // WithDialTimeout bounds connecting to one endpoint (default 5s).
@@ -169,6 +174,7 @@ type Client struct {
 	closed bool
 
 	queues [batchKinds]queue // one per batchKind
+	pool   pool              // the connections reads spread over (spread.go)
 	sess   sessions
 	keeper keeper // the leases KeepAlive keeps alive (lease.go)
 	ids    endpointIDs
@@ -192,10 +198,22 @@ type conn struct {
 	// (measured); so they are released with the connection.
 	futures []func()
 
+	// readsInFlight counts the read KV.batch calls in flight on the
+	// connection: reads spread to the endpoint with the fewest
+	// (spread.go). Writes do not count: a read call beside a write call
+	// on the leader waits for nothing the write waits for.
+	readsInFlight atomic.Int32
+	// served is set once a batch call on it was answered: its
+	// endpoint's backoff for reads starts over (spread.go).
+	served atomic.Bool
+
 	// Guarded by Client.mu.
 	users   int  // acquire calls not yet released
-	retired bool // no new users; closed when users drops to 0
-	closed  bool
+	retired bool // not the current connection: acquire hands it out no more
+	// pooled: reads use it (Client.pool holds it); a retired connection
+	// closes when users drops to 0 and it is not pooled.
+	pooled bool
+	closed bool
 }
 
 // dead reports whether the connection failed to dial or has ended.
@@ -293,6 +311,10 @@ func New(endpoints []string, opts ...Option) (*Client, error) {
 	o.dial.Logger = o.log
 	c := &Client{endpoints: append([]string(nil), endpoints...), opts: o}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.pool.init(len(c.endpoints))
+	for i := range c.queues {
+		c.queues[i].kind = batchKind(i)
+	}
 	c.sess.init()
 	return c, nil
 }
@@ -317,10 +339,12 @@ func (c *Client) acquire(ctx context.Context) (*conn, error) {
 		cn = nil
 	}
 	if cn == nil {
-		cn = &conn{ready: make(chan struct{})}
-		c.cur = cn
-		c.wg.Add(1)
-		go c.dial(cn, c.next)
+		if cn = c.adoptLocked(); cn == nil {
+			cn = &conn{ready: make(chan struct{})}
+			c.cur = cn
+			c.wg.Add(1)
+			go c.dial(cn, c.next)
+		}
 	}
 	cn.users++
 	c.mu.Unlock()
@@ -367,8 +391,7 @@ func (c *Client) dial(cn *conn, start int) {
 	for i := range c.endpoints {
 		idx := (start + i) % len(c.endpoints)
 		addr := c.endpoints[idx]
-		cc, err := rpc.Dial(c.ctx, addr, c.opts.dial)
-		if err != nil {
+		if err := c.connect(cn, idx); err != nil {
 			c.opts.log.Debug("dial failed", "addr", addr, "error", err)
 			errs = append(errs, err)
 			if c.ctx.Err() != nil {
@@ -376,17 +399,6 @@ func (c *Client) dial(cn *conn, start int) {
 			}
 			continue
 		}
-		cn.idx, cn.cc = idx, cc
-		// Pipelined on the bootstrap (and the login): the first call
-		// through them is one round trip. Each accessor is read once (see
-		// capnp-go.md §5).
-		var lrel func()
-		cn.node, lrel = c.login(cc)
-		ef, erel := cn.node.Echo(context.Background(), nil)
-		cn.echo = ef.Echo().AddRef()
-		kf, krel := cn.node.Kv(context.Background(), nil)
-		cn.kv = kf.Kv().AddRef()
-		cn.futures = []func(){erel, krel, lrel}
 		c.mu.Lock()
 		c.next = idx
 		closed := c.closed
@@ -395,6 +407,9 @@ func (c *Client) dial(cn *conn, start int) {
 			// steer uses cn.node: as a user, so cn is not closed (and
 			// its capabilities released) under it.
 			cn.users++
+		}
+		if !closed && c.cur == cn {
+			c.poolLocked(cn) // reads may use it too
 		}
 		c.mu.Unlock()
 		if closed {
@@ -421,6 +436,27 @@ func (c *Client) dial(cn *conn, start int) {
 	close(cn.ready)
 }
 
+// connect dials the endpoint at idx for cn and obtains the capabilities
+// it caches.
+func (c *Client) connect(cn *conn, idx int) error {
+	cc, err := rpc.Dial(c.ctx, c.endpoints[idx], c.opts.dial)
+	if err != nil {
+		return err
+	}
+	cn.idx, cn.cc = idx, cc
+	// Pipelined on the bootstrap (and the login): the first call
+	// through them is one round trip. Each accessor is read once (see
+	// capnp-go.md §5).
+	var lrel func()
+	cn.node, lrel = c.login(cc)
+	ef, erel := cn.node.Echo(context.Background(), nil)
+	cn.echo = ef.Echo().AddRef()
+	kf, krel := cn.node.Kv(context.Background(), nil)
+	cn.kv = kf.Kv().AddRef()
+	cn.futures = []func(){erel, krel, lrel}
+	return nil
+}
+
 // login returns the Node calls on cc go through, owned by the caller,
 // and the release of the future it came from (to call after closing cc):
 // with a token, the node Node.login returns, pipelined (nothing waits
@@ -443,7 +479,7 @@ func (c *Client) login(cc *rpc.ClientConn) (schema.Node, func()) {
 func (c *Client) release(cn *conn) {
 	c.mu.Lock()
 	cn.users--
-	closeIt := cn.retired && cn.users == 0 && !cn.closed
+	closeIt := cn.retired && !cn.pooled && cn.users == 0 && !cn.closed
 	if closeIt {
 		cn.closed = true
 	}
@@ -454,7 +490,8 @@ func (c *Client) release(cn *conn) {
 }
 
 // retire stops new calls from using cn; the next call dials again, starting
-// with the endpoint after cn's if next is set. Calls still using cn finish.
+// with the endpoint after cn's if next is set (cn failed: reads then skip
+// its endpoint for a while, see pool). Calls still using cn finish.
 func (c *Client) retire(cn *conn, next bool) {
 	c.mu.Lock()
 	closeIt := c.retireLocked(cn, next)
@@ -472,7 +509,10 @@ func (c *Client) retireLocked(cn *conn, next bool) (closeNow bool) {
 		}
 	}
 	cn.retired = true
-	if cn.users == 0 && !cn.closed && cn.err == nil {
+	if next {
+		c.unpoolLocked(cn)
+	}
+	if cn.users == 0 && !cn.closed && !cn.pooled && cn.err == nil {
 		select {
 		case <-cn.ready:
 			cn.closed = true
@@ -613,7 +653,11 @@ func (c *Client) Close() error {
 	if cn != nil {
 		cn.users++ // keep it for the goodbye below
 	}
+	pooled := c.drainPoolLocked(cn)
 	c.mu.Unlock()
+	for _, p := range pooled {
+		p.close() // calls in flight on it fail, as on the current one
+	}
 
 	for i := range c.queues {
 		c.queues[i].close()

@@ -162,6 +162,9 @@ type fakeNode struct {
 	mu    sync.Mutex
 	conns map[string]net.Conn // by remote address
 	sniffer
+
+	// Batch calls this node served: holding a write, and reads only.
+	writeBatches, readBatches atomic.Int64
 }
 
 // recordingListener remembers the connections it accepts, so the fake can
@@ -210,7 +213,13 @@ func serveFake(store *fakeStore, id uint64, log hclog.Logger) (*fakeNode, error)
 
 // serveFakeTLS is serveFake speaking TLS with cfg (nil: plain TCP).
 func serveFakeTLS(store *fakeStore, id uint64, log hclog.Logger, cfg *tls.Config) (*fakeNode, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return serveFakeAt(store, id, log, cfg, "127.0.0.1:0")
+}
+
+// serveFakeAt is serveFakeTLS listening on addr (a stopped node's, to
+// bring it back).
+func serveFakeAt(store *fakeStore, id uint64, log hclog.Logger, cfg *tls.Config, addr string) (*fakeNode, error) {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
@@ -416,6 +425,11 @@ func (k *fakeKVCap) Batch(ctx context.Context, call schema.KV_batch) error {
 		return err
 	}
 	s.ops.Add(int64(ops.Len()))
+	if batchHasWrite(ops) {
+		k.n.node.writeBatches.Add(1)
+	} else {
+		k.n.node.readBatches.Add(1)
+	}
 	for {
 		m := s.maxBatch.Load()
 		if int64(ops.Len()) <= m || s.maxBatch.CompareAndSwap(m, int64(ops.Len())) {

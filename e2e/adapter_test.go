@@ -17,6 +17,16 @@ import (
 // newKVClient returns a client for endpoints that logs in with token (if
 // any) and speaks TLS with tlsCfg (if not nil).
 func newKVClient(endpoints []string, token string, tlsCfg *tls.Config) (kvClient, error) {
+	return newKVClientWith(endpoints, token, tlsCfg)
+}
+
+// newSpreadingKVClient is newKVClient with the client's read spreading
+// on: its reads go to every endpoint.
+func newSpreadingKVClient(endpoints []string, token string, tlsCfg *tls.Config) (kvClient, error) {
+	return newKVClientWith(endpoints, token, tlsCfg, client.WithReadSpreading(true))
+}
+
+func newKVClientWith(endpoints []string, token string, tlsCfg *tls.Config, extra ...client.Option) (kvClient, error) {
 	opts := []client.Option{client.WithDialTimeout(time.Second)}
 	if token != "" {
 		opts = append(opts, client.WithToken(token))
@@ -24,7 +34,7 @@ func newKVClient(endpoints []string, token string, tlsCfg *tls.Config) (kvClient
 	if tlsCfg != nil {
 		opts = append(opts, client.WithTLS(tlsCfg))
 	}
-	c, err := client.New(endpoints, opts...)
+	c, err := client.New(endpoints, append(opts, extra...)...)
 	if err != nil {
 		return nil, err
 	}

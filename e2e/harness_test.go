@@ -217,6 +217,9 @@ type envConfig struct {
 	// that check the leader never changes make spurious elections
 	// unlikely with a longer one.
 	electionTimeout time.Duration
+	// nodeArgs are more flags for each node, from its first start on
+	// (as setNodeArgs).
+	nodeArgs map[uint64][]string
 }
 
 func newEnv(t testing.TB, cfg envConfig) *env {
@@ -229,6 +232,9 @@ func newEnv(t testing.TB, cfg envConfig) *env {
 		cfg.electionTimeout = electionTimeout
 	}
 	e := &env{t: t, rng: rng, seed: seed, nodeArgs: map[uint64][]string{}, sec: cfg.security, secArgs: map[uint64][]string{}}
+	for id, args := range cfg.nodeArgs {
+		e.nodeArgs[id] = args
+	}
 	// Secure mode: every member proves the cluster secret (or presents a
 	// peer certificate); clients and operators need a credential (the
 	// operator token the nodes write, or an operator certificate).

@@ -66,12 +66,14 @@ type target struct {
 	system    string
 	endpoints string
 	tokenFile string
+	spread    string
 }
 
 func (t *target) register(fs *flag.FlagSet) {
 	fs.StringVar(&t.system, "system", "", "capraft or etcd")
 	fs.StringVar(&t.endpoints, "endpoints", "", "the cluster's client endpoints, host:port,...")
 	fs.StringVar(&t.tokenFile, "token-file", "", "capraft: a file holding the token every connection logs in with (default: none)")
+	fs.StringVar(&t.spread, "read-spreading", "", "capraft: on or off, the client's read spreading over the endpoints (default: the client's default)")
 }
 
 func (t *target) dial(n int) ([]Store, error) {
@@ -98,7 +100,10 @@ func (t *target) dial(n int) ([]Store, error) {
 		}
 		token = strings.TrimSpace(string(b))
 	}
-	return dialStores(t.system, eps, n, token)
+	if t.spread != "" && t.system != "capraft" {
+		return nil, errors.New("--read-spreading is for capraft only")
+	}
+	return dialStores(t.system, eps, n, token, t.spread)
 }
 
 func closeStores(stores []Store) {

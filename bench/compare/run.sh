@@ -7,11 +7,14 @@
 #   bench/compare/run.sh [--rows "put:1:1 get:16:16 ..."] [--reps N]
 #                        [--duration SECONDS] [--warmup SECONDS]
 #                        [--value-size BYTES] [--keys N] [--out DIR]
-#                        [--baseline CHECKOUT]
+#                        [--baseline CHECKOUT | --spread-ab]
 #
 # --baseline CHECKOUT compares capraft against capraft built from another
 # checkout (a git worktree of an older commit, say) instead of etcd: the
 # before/after of a change, interleaved the same way ("base" in the table).
+# --spread-ab compares capraft's client with read spreading on (the
+# "capraft" runs) against the same client with it off ("base"), the same
+# binaries, interleaved the same way (client.WithReadSpreading).
 #
 # A row is workload:clients:conns, the workload one of
 #   put        puts
@@ -47,6 +50,7 @@ VALUE_SIZE=256
 KEYS=10000
 OUT=""
 BASELINE=""
+SPREAD_AB=0
 BASE=${COMPARE_BASE_PORT:-17300}
 COMMAND="$0 $*"
 
@@ -61,6 +65,7 @@ while [ $# -gt 0 ]; do
 	--keys) KEYS=${2:?}; shift 2 ;;
 	--out) OUT=${2:?}; shift 2 ;;
 	--baseline) BASELINE=$(cd "${2:?}" && pwd); shift 2 ;;
+	--spread-ab) SPREAD_AB=1; shift ;;
 	-h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
 	*) die "unknown argument $1 (see --help)" ;;
 	esac
@@ -69,7 +74,8 @@ for v in REPS DURATION WARMUP VALUE_SIZE KEYS; do
 	case "${!v}" in '' | *[!0-9]*) die "--$(echo "$v" | tr 'A-Z_' 'a-z-') wants a whole number, got '${!v}'" ;; esac
 done
 [ "$REPS" -ge 1 ] && [ "$DURATION" -ge 1 ] || die "--reps and --duration must be at least 1"
-[ -n "$BASELINE" ] || command -v etcd >/dev/null || die "etcd is not on PATH (Debian: apt-get install -y etcd-server)"
+[ -z "$BASELINE" ] || [ $SPREAD_AB -eq 0 ] || die "--baseline and --spread-ab do not go together"
+[ -n "$BASELINE" ] || [ $SPREAD_AB -eq 1 ] || command -v etcd >/dev/null || die "etcd is not on PATH (Debian: apt-get install -y etcd-server)"
 command -v go >/dev/null || die "go is not on PATH"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/capraft-compare.XXXXXX")
@@ -160,6 +166,12 @@ one_run() {
 	mixed*) args=(--op mixed --read-frac "${wl#mixed}") ;;
 	*) die "row $row: unknown workload $wl" ;;
 	esac
+	if [ $SPREAD_AB -eq 1 ]; then
+		case "$system" in
+		capraft) args+=(--read-spreading on) ;;
+		base) args+=(--read-spreading off) ;;
+		esac
+	fi
 	echo "== rep $rep, $row, $system" >&2
 	"start_$system"
 	local pids
@@ -186,12 +198,25 @@ one_run() {
 }
 
 echo "building raftnode and compare ..." >&2
+# The commits measured: read now, as the binaries are built (the trees
+# may move on while the runs go).
+rev() {
+	local r
+	r=$(git -C "$1" rev-parse --short HEAD 2>/dev/null) || { echo '(no git)'; return; }
+	[ -z "$(git -C "$1" status --porcelain --untracked-files=no 2>/dev/null)" ] || r="$r+changes"
+	echo "$r"
+}
+REV=$(rev "$ROOT")
+[ -z "$BASELINE" ] || BASE_REV=$(rev "$BASELINE")
 mkdir -p "$BIN"
 (cd "$ROOT" && go build -o "$BIN/raftnode" ./cmd/raftnode)
 (cd "$HERE" && go build -o "$BIN/compare" .)
 OTHER=etcd
 if [ -n "$BASELINE" ]; then
 	(cd "$BASELINE" && go build -o "$BIN/raftnode-base" ./cmd/raftnode)
+	OTHER=base
+elif [ $SPREAD_AB -eq 1 ]; then
+	cp "$BIN/raftnode" "$BIN/raftnode-base"
 	OTHER=base
 fi
 (umask 077 && head -c 32 /dev/urandom | base64 >"$WORK/cluster.secret")
@@ -215,9 +240,14 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 	echo "command: $COMMAND"
 	echo "started $STARTED, finished $(date -u +%Y-%m-%dT%H:%M:%SZ); load average before $LOAD_BEFORE, after $LOAD_AFTER"
 	echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r)"
-	[ -z "$BASELINE" ] || echo "base: capraft $(git -C "$BASELINE" rev-parse --short HEAD 2>/dev/null || echo '(no git)') from $BASELINE"
-	echo "capraft $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '(no git)'), $(go version | cut -d' ' -f3); etcd $(etcd --version | awk '/etcd Version/ {print $3}'), client go.etcd.io/etcd/client/v3 $(cd "$HERE" && go list -m -f '{{.Version}}' go.etcd.io/etcd/client/v3)"
-	echo "$REPS repetitions x ${DURATION}s (after a ${WARMUP}s warmup), ${VALUE_SIZE}-byte values, $KEYS keys; ratios are capraft/etcd per back-to-back pair, median (range)"
+	[ $SPREAD_AB -eq 0 ] || echo "capraft: the client's reads spread over the endpoints; base: the same client and nodes with read spreading off"
+	[ -z "$BASELINE" ] || echo "base: capraft $BASE_REV from $BASELINE"
+	if [ "$OTHER" = base ]; then
+		echo "capraft $REV, $(go version | cut -d' ' -f3)"
+	else
+		echo "capraft $REV, $(go version | cut -d' ' -f3); etcd $(etcd --version | awk '/etcd Version/ {print $3}'), client go.etcd.io/etcd/client/v3 $(cd "$HERE" && go list -m -f '{{.Version}}' go.etcd.io/etcd/client/v3)"
+	fi
+	echo "$REPS repetitions x ${DURATION}s (after a ${WARMUP}s warmup), ${VALUE_SIZE}-byte values, $KEYS keys; ratios are capraft/$OTHER per back-to-back pair, median (range)"
 	echo
 	"$BIN/compare" table "$RESULTS"
 } | tee "$OUT/table.md"

@@ -20,7 +20,10 @@ import (
 // (which moves itself to the leader and coalesces its goroutines'
 // operations into batch calls), for etcd one clientv3.New (one gRPC
 // connection balancing its calls over every endpoint).
-func dialStores(system string, endpoints []string, n int, token string) ([]Store, error) {
+//
+// spread, for capraft, sets the client's read spreading
+// (client.WithReadSpreading): "on", "off", or "" for the default.
+func dialStores(system string, endpoints []string, n int, token, spread string) ([]Store, error) {
 	stores := make([]Store, 0, n)
 	closeAll := func() {
 		for _, s := range stores {
@@ -32,7 +35,7 @@ func dialStores(system string, endpoints []string, n int, token string) ([]Store
 		var err error
 		switch system {
 		case "capraft":
-			s, err = dialCapraft(endpoints, token)
+			s, err = dialCapraft(endpoints, token, spread)
 		case "etcd":
 			s, err = dialEtcd(endpoints)
 		default:
@@ -50,10 +53,17 @@ func dialStores(system string, endpoints []string, n int, token string) ([]Store
 // capraftStore drives capraft through its Go client.
 type capraftStore struct{ c *client.Client }
 
-func dialCapraft(endpoints []string, token string) (Store, error) {
+func dialCapraft(endpoints []string, token, spread string) (Store, error) {
 	var opts []client.Option
 	if token != "" {
 		opts = append(opts, client.WithToken(token))
+	}
+	switch spread {
+	case "on", "off":
+		opts = append(opts, client.WithReadSpreading(spread == "on"))
+	case "":
+	default:
+		return nil, fmt.Errorf("--read-spreading %q: want on, off or nothing (the client's default)", spread)
 	}
 	c, err := client.New(endpoints, opts...)
 	if err != nil {

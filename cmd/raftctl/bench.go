@@ -31,6 +31,7 @@ type benchConfig struct {
 	readFrac     float64 // mixed: the fraction of operations that are gets
 	seed         uint64
 	inflight     int
+	spread       bool   // --read-spreading
 	pidList      string // --pids: server processes whose CPU to report
 	pids         []int
 }
@@ -60,7 +61,8 @@ func benchCommand(g *globals) *cobra.Command {
 			"their resident memory at the end.\n\n" +
 			`JSON: {"op": "put"|"get"|"mixed", "ops": int, "errors": int, "errors_by_kind": {kind: int},` + "\n" +
 			`  "seconds": float, "ops_per_sec": float, "clients": int, "conns": int,` + "\n" +
-			`  "value_size": int, "keys": int, "seed": int, "inflight": int, "latency_us": {"p50": int, "p90": int,` + "\n" +
+			`  "value_size": int, "keys": int, "seed": int, "inflight": int, "read_spreading": bool,` + "\n" +
+			`  "latency_us": {"p50": int, "p90": int,` + "\n" +
 			`  "p99": int, "p999": int, "max": int, "mean": float}` + "\n" +
 			`  mixed: "read_frac": float, "read_latency_us": {...}, "write_latency_us": {...}` + "\n" +
 			`  --pids: "server": {"cpu_seconds": float, "cpu_us_per_op": float, "rss_bytes": int,` + "\n" +
@@ -80,6 +82,7 @@ func benchCommand(g *globals) *cobra.Command {
 	pf.IntVar(&cfg.keys, "keys", 10000, "distinct keys (bench/0 ... bench/K-1)")
 	pf.Uint64Var(&cfg.seed, "seed", 0, "seed for key choice (0: from the clock)")
 	pf.IntVar(&cfg.inflight, "inflight", client.DefaultMaxInFlight, "batch calls in flight per connection")
+	pf.BoolVar(&cfg.spread, "read-spreading", client.DefaultReadSpreading, "spread the reads over every endpoint (client.WithReadSpreading); writes go to the leader either way")
 	pf.StringVar(&cfg.pidList, "pids", "", "the nodes' process ids on this machine, comma-separated: report their CPU while bench ran and their memory")
 	for _, op := range []string{"put", "get", "mixed"} {
 		sub := &cobra.Command{
@@ -174,7 +177,8 @@ func runBench(cmd *cobra.Command, g *globals, op string, cfg benchConfig) error 
 	stderr := cmd.ErrOrStderr()
 	clients := make([]*client.Client, cfg.conns)
 	for i := range clients {
-		c, err := g.connect(stderr, client.WithRequestTimeout(g.timeout), client.WithMaxInFlight(cfg.inflight))
+		c, err := g.connect(stderr, client.WithRequestTimeout(g.timeout), client.WithMaxInFlight(cfg.inflight),
+			client.WithReadSpreading(cfg.spread))
 		if err != nil {
 			return err
 		}
@@ -280,7 +284,7 @@ func runBench(cmd *cobra.Command, g *globals, op string, cfg benchConfig) error 
 	obj := map[string]any{
 		"op": op, "ops": ops, "errors": errs, "errors_by_kind": byKind, "seconds": elapsed.Seconds(),
 		"ops_per_sec": rate, "clients": cfg.clients, "conns": cfg.conns, "value_size": cfg.valueSize,
-		"keys": cfg.keys, "seed": cfg.seed, "inflight": cfg.inflight, "latency_us": latencyJSON(hist),
+		"keys": cfg.keys, "seed": cfg.seed, "inflight": cfg.inflight, "read_spreading": cfg.spread, "latency_us": latencyJSON(hist),
 	}
 	if op == "mixed" {
 		obj["read_frac"] = cfg.readFrac

@@ -764,7 +764,7 @@ func TestBenchAgainstACluster(t *testing.T) {
 	obj := jsonCtl(t, all, jsonShape{
 		"op": "string", "ops": "int", "errors": "int", "errors_by_kind": "object", "seconds": "number",
 		"ops_per_sec": "number", "clients": "int", "conns": "int", "value_size": "int", "keys": "int",
-		"seed": "int", "inflight": "int", "latency_us": "object",
+		"seed": "int", "inflight": "int", "read_spreading": "bool", "latency_us": "object",
 	}, "bench", "put", "--clients", "2", "--total", "20", "--duration", "40s", "--seed", seed)
 	if obj["ops"] != float64(20) || obj["errors"] != float64(0) || obj["seed"] != float64(12345) {
 		t.Fatalf("bench put -o json (seed %s): %v", seed, obj)
@@ -796,7 +796,7 @@ func TestBenchMixedOnConnectionsReportsReadsWritesAndServerCost(t *testing.T) {
 	checkShape(t, "bench mixed", obj, jsonShape{
 		"op": "string", "ops": "int", "errors": "int", "errors_by_kind": "object", "seconds": "number",
 		"ops_per_sec": "number", "clients": "int", "conns": "int", "value_size": "int", "keys": "int",
-		"seed": "int", "inflight": "int", "latency_us": "object", "read_frac": "number",
+		"seed": "int", "inflight": "int", "read_spreading": "bool", "latency_us": "object", "read_frac": "number",
 		"read_latency_us": "object", "write_latency_us": "object", "server": "object",
 	})
 	if obj["op"] != "mixed" || obj["ops"] != float64(200) || obj["errors"] != float64(0) || obj["conns"] != float64(2) || obj["read_frac"] != 0.5 {
