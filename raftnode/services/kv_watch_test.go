@@ -114,6 +114,15 @@ func (w *testWatcher) events(t *testing.T) []string {
 	return all
 }
 
+func (w *testWatcher) isClosed() bool {
+	select {
+	case <-w.done:
+		return true
+	default:
+		return false
+	}
+}
+
 func (w *testWatcher) upTo() uint64 {
 	bs := w.snapshot()
 	if len(bs) == 0 {
@@ -287,6 +296,17 @@ func TestSlowWatcherIsCancelledWhileAFastOneGetsEverything(t *testing.T) {
 	val := strings.Repeat("v", 100)
 	for i := 0; i < writes; i++ {
 		wr.write(wput(fmt.Sprint("k", i), val))
+		if i%20 == 19 {
+			// The fast watcher's queue is bounded as tightly: on a
+			// loaded machine, writing on regardless could leave it
+			// 8 KiB behind too. It keeps up; the slow one cannot.
+			rpctest.Eventually(t, 30*time.Second, "the fast watcher keeping up", func() bool {
+				return fast.upTo() >= uint64(i+1) || fast.isClosed()
+			})
+			if fast.isClosed() {
+				t.Fatalf("the fast watcher was closed: %s", fast.closed)
+			}
+		}
 	}
 	select {
 	case <-slow.done:
