@@ -56,7 +56,6 @@ func (w *decodingWatcher) Events(_ context.Context, call schema.Watcher_events) 
 
 func (w *decodingWatcher) Closed(context.Context, schema.Watcher_closed) error { return nil }
 
-
 func decodeKV(k schema.KeyValue) string {
 	key, kerr := k.Key()
 	val, verr := k.Value()
