@@ -21,6 +21,7 @@ import (
 // issued).
 type timedWatcher struct {
 	n      atomic.Int64
+	calls  atomic.Int64
 	sample bool
 	issued []atomic.Int64 // unix nanoseconds, by put index
 	mu     sync.Mutex
@@ -33,6 +34,7 @@ func (w *timedWatcher) Events(_ context.Context, call schema.Watcher_events) err
 		return err
 	}
 	w.n.Add(int64(l.Len()))
+	w.calls.Add(1)
 	if !w.sample {
 		return nil
 	}
@@ -66,6 +68,8 @@ type loadResult struct {
 	delP50, delP99   time.Duration // from a put's issue to a sampled watcher's receipt
 	drain            time.Duration // from the last put's answer to every watcher having every event
 	deliveriesPerSec float64
+	cpuPerPut        time.Duration // the process's CPU time (node, watchers, writers) per put
+	eventsPerCall    float64
 }
 
 // runWatchLoad runs puts puts, paced at rate per second (0: as fast as
@@ -108,6 +112,7 @@ func runWatchLoad(b *testing.B, puts, rate, watchers, sampled int) loadResult {
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	lat := make([]time.Duration, puts+1)
+	cpu0 := processCPU()
 	t0 := time.Now()
 	for wi := 0; wi < writers; wi++ {
 		wg.Add(1)
@@ -156,6 +161,14 @@ func runWatchLoad(b *testing.B, puts, rate, watchers, sampled int) loadResult {
 		}
 	}
 	r := loadResult{putsPerSec: float64(puts) / elapsed.Seconds(), drain: time.Since(t1)}
+	r.cpuPerPut = (processCPU() - cpu0) / time.Duration(puts)
+	var calls int64
+	for _, w := range ws {
+		calls += w.calls.Load()
+	}
+	if calls > 0 {
+		r.eventsPerCall = float64(puts*watchers) / float64(calls)
+	}
 	r.deliveriesPerSec = float64(puts*watchers) / time.Since(t0).Seconds()
 	slices.Sort(lat[1:])
 	r.putP50, r.putP99 = lat[1+(puts-1)*50/100], lat[1+(puts-1)*99/100]
@@ -177,7 +190,9 @@ func runWatchLoad(b *testing.B, puts, rate, watchers, sampled int) loadResult {
 // runs' puts/s and their ratio (the target: ≥ 0.8 at 1,000 watchers and
 // 10k writes/s), the puts' p99 latency from their scheduled time, and
 // the delivery latency of events to 10 sampled watchers (from the put's
-// issue to the watcher's receipt), p50 and p99. The two runs are made
+// issue to the watcher's receipt), p50 and p99; and the process's CPU
+// time per put in both runs (until every watcher has every event: on a
+// shared machine, the figure that load elsewhere moves least). The two runs are made
 // back to back in each iteration so that load from elsewhere on the
 // machine moves both.
 func BenchmarkWatchersUnderWriteLoad(b *testing.B) {
@@ -199,6 +214,9 @@ func BenchmarkWatchersUnderWriteLoad(b *testing.B) {
 				b.ReportMetric(float64(with.delP99.Microseconds()), "deliv-p99-µs")
 				b.ReportMetric(float64(with.drain.Milliseconds()), "drain-ms")
 				b.ReportMetric(with.deliveriesPerSec, "deliveries/s")
+				b.ReportMetric(with.eventsPerCall, "events/call")
+				b.ReportMetric(float64(base.cpuPerPut.Nanoseconds())/1e3, "cpu-µs/put-0w")
+				b.ReportMetric(float64(with.cpuPerPut.Nanoseconds())/1e3, "cpu-µs/put")
 			})
 		}
 	}

@@ -46,6 +46,8 @@ const (
 	// DefaultCheckInterval is how often an idle watch checks its
 	// credential (and sends due progress notifications).
 	DefaultCheckInterval = time.Second
+	// DefaultCallsPerSecond paces the watchers' calls (Config.CallsPerSecond).
+	DefaultCallsPerSecond = 20000
 )
 
 // eventOverhead is what an event costs in a queue beyond its key and
@@ -76,6 +78,14 @@ type Config struct {
 	Workers int
 	// CloseTimeout bounds the final closed() call to a cancelled watcher.
 	CloseTimeout time.Duration
+	// CallsPerSecond paces delivery under load: a watcher's calls start
+	// at least (running watches)/CallsPerSecond apart, unless the call
+	// carries MaxBatchBytes, so the hub makes about CallsPerSecond calls
+	// a second at most however many watches run, each carrying what
+	// gathered meanwhile (with 1,000 watches, a call per watcher every
+	// 50 ms at the default); a watcher idle for longer is sent to at
+	// once. Negative: no pacing.
+	CallsPerSecond int
 	// Logger receives the hub's logs.
 	Logger hclog.Logger
 }
@@ -98,6 +108,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.CloseTimeout <= 0 {
 		c.CloseTimeout = DefaultCloseTimeout
+	}
+	if c.CallsPerSecond == 0 {
+		c.CallsPerSecond = DefaultCallsPerSecond
 	}
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
@@ -128,6 +141,7 @@ type Hub struct {
 
 	mu       sync.Mutex
 	watchers map[*watcher]struct{}
+	running  atomic.Int64 // len(watchers), for the pacing
 	closed   bool
 	idx      index
 	// round is closed after each dispatch round (under mu).
@@ -301,6 +315,7 @@ func (h *Hub) Watch(w schema.Watcher, req Request, check func() error) (start ui
 	x.join, x.joinRev = x.stream.tail, h.dispatched.Load()
 	x.acked.Store(x.join.cum)
 	h.watchers[x] = struct{}{}
+	h.running.Store(int64(len(h.watchers)))
 	h.wg.Add(1)
 	h.mu.Unlock()
 	go h.run(x)
@@ -339,6 +354,7 @@ func (h *Hub) end(w *watcher, why closing) {
 func (h *Hub) endLocked(w *watcher, why closing) {
 	if _, ok := h.watchers[w]; ok {
 		delete(h.watchers, w)
+		h.running.Store(int64(len(h.watchers)))
 		h.idx.leave(w)
 	}
 	w.stop(why)
@@ -486,6 +502,9 @@ func (h *Hub) deliverAll(w *watcher) (sentUpTo uint64) {
 	lastCall := time.Now()
 	ticker := time.NewTicker(min(cfg.CheckInterval, max(w.req.Progress, time.Millisecond)))
 	defer ticker.Stop()
+	pace := time.NewTimer(time.Hour)
+	pace.Stop()
+	defer pace.Stop()
 	defer func() {
 		if call != nil {
 			// Stopped: the call was cancelled with w.ctx. Releasing a
@@ -501,7 +520,7 @@ func (h *Hub) deliverAll(w *watcher) (sentUpTo uint64) {
 			}
 		}
 	}()
-	working := false
+	working, paced := false, false
 	fail := func(why closing) uint64 {
 		if working {
 			<-h.work
@@ -551,6 +570,12 @@ func (h *Hub) deliverAll(w *watcher) (sentUpTo uint64) {
 			if len(queue) == 0 && scanned == caught {
 				frames = take(cur, cfg.MaxBatchBytes)
 			}
+			if hold := h.pacing(lastCall, frames); len(frames) > 0 && !progress && !hold.IsZero() {
+				// Too soon: let more gather (the timer wakes us).
+				frames = nil
+				pace.Reset(time.Until(hold))
+				paced = true
+			}
 			if len(queue) > 0 || len(frames) > 0 || progress {
 				if w.check != nil {
 					if err := w.check(); err != nil {
@@ -596,9 +621,14 @@ func (h *Hub) deliverAll(w *watcher) (sentUpTo uint64) {
 		// Wait for something to do: more history, the call's return, a
 		// tick, or the end. With more history to read, only look.
 		var returned, more <-chan struct{}
-		if call != nil {
+		var paceC <-chan time.Time
+		switch {
+		case call != nil:
 			returned = call.done
-		} else {
+		case paced:
+			paceC = pace.C
+			paced = false
+		default:
 			more = cur.ready
 		}
 		if scanned < caught {
@@ -617,6 +647,7 @@ func (h *Hub) deliverAll(w *watcher) (sentUpTo uint64) {
 		case <-w.done:
 			return sentUpTo
 		case <-more:
+		case <-paceC:
 		case <-returned:
 			if why, ok := h.returned(w, &call); !ok {
 				return fail(why)
@@ -629,6 +660,27 @@ func (h *Hub) deliverAll(w *watcher) (sentUpTo uint64) {
 			}
 		}
 	}
+}
+
+// pacing returns when the next call of a watcher whose last call started
+// at last may start, carrying frames; zero: now (see
+// Config.CallsPerSecond).
+func (h *Hub) pacing(last time.Time, frames []*frame) time.Time {
+	if h.cfg.CallsPerSecond < 0 {
+		return time.Time{}
+	}
+	size := 0
+	for _, f := range frames {
+		size += f.bytes
+	}
+	if size >= h.cfg.MaxBatchBytes {
+		return time.Time{}
+	}
+	next := last.Add(time.Duration(h.running.Load()) * time.Second / time.Duration(h.cfg.CallsPerSecond))
+	if time.Now().Before(next) {
+		return next
+	}
+	return time.Time{}
 }
 
 // take returns the frames after cur, up to the one that brings their
