@@ -528,18 +528,30 @@ func (h *Hub) deliverAll(w *watcher) (sentUpTo uint64) {
 		h.end(w, why)
 		return sentUpTo
 	}
-	for {
-		// Work (read, encode, send) only in one of the hub's worker
-		// slots: the fan-out then takes at most Workers cores from the
-		// writes, and a watcher waiting for a slot gathers more events
-		// into its next call.
+	// Work (read, encode, send) only in one of the hub's worker slots:
+	// the fan-out then takes at most Workers cores from the writes, and
+	// a watcher waiting for a slot gathers more events into its next
+	// call.
+	acquire := func() bool {
 		select {
 		case h.work <- struct{}{}:
 			working = true
+			return true
 		case <-w.done:
-			return sentUpTo
+			return false
 		}
+	}
+	release := func() {
+		if working {
+			<-h.work
+			working = false
+		}
+	}
+	for {
 		if scanned < caught {
+			if !acquire() {
+				return sentUpTo
+			}
 			// Catching up: read the history past scanned.
 			q.From = scanned + 1
 			n := len(queue)
@@ -555,6 +567,7 @@ func (h *Hub) deliverAll(w *watcher) (sentUpTo uint64) {
 			for j := n; j < len(queue); j++ {
 				queued += cost(&queue[j])
 			}
+			release()
 		}
 		backlog := queued + inflightBytes(call) + w.stream.tailCum.Load() - cur.cum
 		if backlog > cfg.QueueBytes {
@@ -577,6 +590,9 @@ func (h *Hub) deliverAll(w *watcher) (sentUpTo uint64) {
 				paced = true
 			}
 			if len(queue) > 0 || len(frames) > 0 || progress {
+				if !acquire() {
+					return sentUpTo
+				}
 				if w.check != nil {
 					if err := w.check(); err != nil {
 						return fail(closing{reason: "watch closed: " + err.Error(), code: schema.ErrorCode_permissionDenied})
@@ -613,11 +629,10 @@ func (h *Hub) deliverAll(w *watcher) (sentUpTo uint64) {
 				sentUpTo = call.upTo
 				w.sentUpTo.Store(sentUpTo)
 				lastCall = time.Now()
+				release()
 			}
 		}
 
-		<-h.work
-		working = false
 		// Wait for something to do: more history, the call's return, a
 		// tick, or the end. With more history to read, only look.
 		var returned, more <-chan struct{}
