@@ -78,13 +78,13 @@ type Config struct {
 	Workers int
 	// CloseTimeout bounds the final closed() call to a cancelled watcher.
 	CloseTimeout time.Duration
-	// CallsPerSecond paces delivery under load: a watcher's calls start
-	// at least (running watches)/CallsPerSecond apart, unless the call
-	// carries MaxBatchBytes, so the hub makes about CallsPerSecond calls
-	// a second at most however many watches run, each carrying what
-	// gathered meanwhile (with 1,000 watches, a call per watcher every
-	// 50 ms at the default); a watcher idle for longer is sent to at
-	// once. Negative: no pacing.
+	// CallsPerSecond paces delivery under load: the hub's calls start
+	// at least 1/CallsPerSecond apart (each reserves the next free time;
+	// a call that carries MaxBatchBytes does not wait), so however many
+	// watchers are busy the hub makes about that many calls a second,
+	// each carrying what gathered meanwhile: with 1,000 busy watchers, a
+	// call per watcher every 50 ms at the default; one alone is not
+	// held. Negative: no pacing.
 	CallsPerSecond int
 	// Logger receives the hub's logs.
 	Logger hclog.Logger
@@ -141,7 +141,6 @@ type Hub struct {
 
 	mu       sync.Mutex
 	watchers map[*watcher]struct{}
-	running  atomic.Int64 // len(watchers), for the pacing
 	closed   bool
 	idx      index
 	// round is closed after each dispatch round (under mu).
@@ -151,6 +150,11 @@ type Hub struct {
 	// published: a frame with events at or below it is linked before it
 	// is stored.
 	dispatched atomic.Uint64
+
+	// paceNext is the earliest time the next call may start (see
+	// Config.CallsPerSecond).
+	paceMu   sync.Mutex
+	paceNext time.Time
 
 	wg   sync.WaitGroup
 	stop chan struct{}
@@ -315,7 +319,6 @@ func (h *Hub) Watch(w schema.Watcher, req Request, check func() error) (start ui
 	x.join, x.joinRev = x.stream.tail, h.dispatched.Load()
 	x.acked.Store(x.join.cum)
 	h.watchers[x] = struct{}{}
-	h.running.Store(int64(len(h.watchers)))
 	h.wg.Add(1)
 	h.mu.Unlock()
 	go h.run(x)
@@ -354,7 +357,6 @@ func (h *Hub) end(w *watcher, why closing) {
 func (h *Hub) endLocked(w *watcher, why closing) {
 	if _, ok := h.watchers[w]; ok {
 		delete(h.watchers, w)
-		h.running.Store(int64(len(h.watchers)))
 		h.idx.leave(w)
 	}
 	w.stop(why)
@@ -521,6 +523,7 @@ func (h *Hub) deliverAll(w *watcher) (sentUpTo uint64) {
 		}
 	}()
 	working, paced := false, false
+	var reserved time.Time // the start reserved for the next call, if any
 	fail := func(why closing) uint64 {
 		if working {
 			<-h.work
@@ -583,11 +586,18 @@ func (h *Hub) deliverAll(w *watcher) (sentUpTo uint64) {
 			if len(queue) == 0 && scanned == caught {
 				frames = take(cur, cfg.MaxBatchBytes)
 			}
-			if hold := h.pacing(lastCall, frames); len(frames) > 0 && !progress && !hold.IsZero() {
-				// Too soon: let more gather (the timer wakes us).
-				frames = nil
-				pace.Reset(time.Until(hold))
-				paced = true
+			if len(frames) > 0 && !progress {
+				if reserved.IsZero() {
+					reserved = h.reserve(frames)
+				}
+				if wait := time.Until(reserved); wait > 0 {
+					// Not our turn yet: let more gather (the timer wakes us).
+					frames = nil
+					pace.Reset(wait)
+					paced = true
+				} else {
+					reserved = time.Time{}
+				}
 			}
 			if len(queue) > 0 || len(frames) > 0 || progress {
 				if !acquire() {
@@ -677,25 +687,28 @@ func (h *Hub) deliverAll(w *watcher) (sentUpTo uint64) {
 	}
 }
 
-// pacing returns when the next call of a watcher whose last call started
-// at last may start, carrying frames; zero: now (see
-// Config.CallsPerSecond).
-func (h *Hub) pacing(last time.Time, frames []*frame) time.Time {
+// reserve returns when a call carrying frames may start, and reserves
+// that time (see Config.CallsPerSecond).
+func (h *Hub) reserve(frames []*frame) time.Time {
+	now := time.Now()
 	if h.cfg.CallsPerSecond < 0 {
-		return time.Time{}
+		return now
 	}
 	size := 0
 	for _, f := range frames {
 		size += f.bytes
 	}
 	if size >= h.cfg.MaxBatchBytes {
-		return time.Time{}
+		return now
 	}
-	next := last.Add(time.Duration(h.running.Load()) * time.Second / time.Duration(h.cfg.CallsPerSecond))
-	if time.Now().Before(next) {
-		return next
+	h.paceMu.Lock()
+	defer h.paceMu.Unlock()
+	t := h.paceNext
+	if t.Before(now) {
+		t = now
 	}
-	return time.Time{}
+	h.paceNext = t.Add(time.Second / time.Duration(h.cfg.CallsPerSecond))
+	return t
 }
 
 // take returns the frames after cur, up to the one that brings their
