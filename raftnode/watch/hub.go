@@ -47,7 +47,7 @@ const (
 	// credential (and sends due progress notifications).
 	DefaultCheckInterval = time.Second
 	// DefaultCallsPerSecond paces the watchers' calls (Config.CallsPerSecond).
-	DefaultCallsPerSecond = 20000
+	DefaultCallsPerSecond = 5000
 )
 
 // eventOverhead is what an event costs in a queue beyond its key and
