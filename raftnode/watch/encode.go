@@ -68,8 +68,8 @@ type frame struct {
 	kids   []byte     // the elements' children, whole words
 	bytes  int        // keys' and values' bytes, for MaxBatchBytes
 
-	next  *frame        // set once, before ready is closed
-	ready chan struct{} // closed when next is set
+	next  atomic.Pointer[frame] // set once, before ready is closed
+	ready chan struct{}           // closed when next is set
 }
 
 func newFrame(upTo uint64, cum int64) *frame {
@@ -77,18 +77,11 @@ func newFrame(upTo uint64, cum int64) *frame {
 }
 
 // following returns the frame after f, or nil if there is none yet.
-func (f *frame) following() *frame {
-	select {
-	case <-f.ready:
-		return f.next
-	default:
-		return nil
-	}
-}
+func (f *frame) following() *frame { return f.next.Load() }
 
 // link publishes n as the frame after f.
 func (f *frame) link(n *frame) {
-	f.next = n
+	f.next.Store(n)
 	close(f.ready)
 }
 

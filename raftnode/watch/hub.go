@@ -583,20 +583,17 @@ func (h *Hub) deliverAll(w *watcher) (sentUpTo uint64) {
 			progress := w.req.Progress > 0 && time.Since(lastCall) >= w.req.Progress &&
 				(scanned > sentUpTo || scanned == caught && max(d, pos) > sentUpTo)
 			var frames []*frame
-			if len(queue) == 0 && scanned == caught {
-				frames = take(cur, cfg.MaxBatchBytes)
-			}
-			if len(frames) > 0 && !progress {
-				if reserved.IsZero() {
-					reserved = h.reserve(frames)
+			if len(queue) == 0 && scanned == caught && cur.following() != nil {
+				if !progress && reserved.IsZero() {
+					reserved = h.reserve(cur)
 				}
-				if wait := time.Until(reserved); wait > 0 {
+				if wait := time.Until(reserved); !progress && wait > 0 {
 					// Not our turn yet: let more gather (the timer wakes us).
-					frames = nil
 					pace.Reset(wait)
 					paced = true
 				} else {
 					reserved = time.Time{}
+					frames = take(cur, cfg.MaxBatchBytes)
 				}
 			}
 			if len(queue) > 0 || len(frames) > 0 || progress {
@@ -687,15 +684,15 @@ func (h *Hub) deliverAll(w *watcher) (sentUpTo uint64) {
 	}
 }
 
-// reserve returns when a call carrying frames may start, and reserves
-// that time (see Config.CallsPerSecond).
-func (h *Hub) reserve(frames []*frame) time.Time {
+// reserve returns when a call carrying the frames after cur may start,
+// and reserves that time (see Config.CallsPerSecond).
+func (h *Hub) reserve(cur *frame) time.Time {
 	now := time.Now()
 	if h.cfg.CallsPerSecond < 0 {
 		return now
 	}
 	size := 0
-	for _, f := range frames {
+	for f := cur.following(); f != nil && size < h.cfg.MaxBatchBytes; f = f.following() {
 		size += f.bytes
 	}
 	if size >= h.cfg.MaxBatchBytes {
