@@ -502,7 +502,15 @@ func (h *Hub) deliverAll(w *watcher) (sentUpTo uint64) {
 	var queued int64
 	var call *inFlight
 	lastCall := time.Now()
-	ticker := time.NewTicker(min(cfg.CheckInterval, max(w.req.Progress, time.Millisecond)))
+	// The ticker checks the credential and progress; without progress
+	// notifications, only the credential (it once ticked every
+	// millisecond for every such watcher: a million wake-ups a second
+	// with 1,000 watchers).
+	tick := cfg.CheckInterval
+	if w.req.Progress > 0 {
+		tick = min(tick, max(w.req.Progress, time.Millisecond))
+	}
+	ticker := time.NewTicker(tick)
 	defer ticker.Stop()
 	pace := time.NewTimer(time.Hour)
 	pace.Stop()
