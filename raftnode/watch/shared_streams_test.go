@@ -1,0 +1,226 @@
+package watch
+
+import (
+	"context"
+	"fmt"
+	"math/rand"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/capraft/capraft/raftnode/kv"
+	"github.com/capraft/capraft/schema"
+)
+
+// recordingWatcher records every batch it is sent, decoded.
+type recordingWatcher struct {
+	mu      sync.Mutex
+	batches []recordedBatch
+	closed  string
+}
+
+type recordedBatch struct {
+	upTo   uint64
+	events []string
+	revs   []uint64
+}
+
+func (w *recordingWatcher) Events(_ context.Context, call schema.Watcher_events) error {
+	l, err := call.Args().Events()
+	if err != nil {
+		return err
+	}
+	b := recordedBatch{upTo: call.Args().UpTo()}
+	for i := 0; i < l.Len(); i++ {
+		e := l.At(i)
+		k, err := e.Kv()
+		if err != nil {
+			return err
+		}
+		key, _ := k.Key()
+		val, _ := k.Value()
+		s := fmt.Sprintf("%d %s %s=%s", k.ModRevision(), e.Type(), key, val)
+		if e.HadPrev() {
+			p, _ := e.Prev()
+			pv, _ := p.Value()
+			s += fmt.Sprintf(" prev=%s@%d", pv, p.ModRevision())
+		}
+		b.events = append(b.events, s)
+		b.revs = append(b.revs, k.ModRevision())
+	}
+	w.mu.Lock()
+	w.batches = append(w.batches, b)
+	w.mu.Unlock()
+	return nil
+}
+
+func (w *recordingWatcher) Closed(_ context.Context, call schema.Watcher_closed) error {
+	r, _ := call.Args().Reason()
+	w.mu.Lock()
+	w.closed = r
+	w.mu.Unlock()
+	return nil
+}
+
+func (w *recordingWatcher) upTo() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.batches) == 0 {
+		return 0
+	}
+	return w.batches[len(w.batches)-1].upTo
+}
+
+// expected returns what a watch of req from start sees of the history up
+// to rev, as recordingWatcher writes it.
+func expected(t *testing.T, s *kv.Store, req Request, start, rev uint64) []string {
+	page, err := s.ReadEvents(kv.EventQuery{From: start, To: rev, Prefix: req.Prefix, Exact: req.Exact, WithPrev: req.WithPrev}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range page.Events {
+		typ := "put"
+		if e.Type == kv.EventDelete {
+			typ = "delete"
+		}
+		s := fmt.Sprintf("%d %s %s=%s", e.Revision(), typ, e.KV.Key, e.KV.Value)
+		if e.HasPrev {
+			s += fmt.Sprintf(" prev=%s@%d", e.Prev.Value, e.Prev.ModRevision)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// Watches sharing streams, joining while writes go on, some from past
+// revisions (read from the history apart until they reach their
+// stream), each get exactly the changes of their keys from their start,
+// in revision order, in batches of whole revisions that each state the
+// revision they bring the watcher up to.
+func TestSharedStreamsDeliverEveryChangeOnceInOrder(t *testing.T) {
+	seed := time.Now().UnixNano()
+	rng := rand.New(rand.NewSource(seed))
+	defer func() {
+		if t.Failed() {
+			t.Logf("seed %d", seed)
+		}
+	}()
+	s := kv.New(kv.Config{})
+	h := NewHub(s, Config{MaxBatchBytes: 1 + rng.Intn(300), MaxScan: 1 + rng.Intn(50), CallsPerSecond: []int{-1, 200, 5000}[rng.Intn(3)]})
+	defer h.Close()
+
+	index := uint64(0)
+	apply := func(c kv.Command) {
+		index++
+		if a := s.Apply(index, c.AppendBinary(nil)); a.Err != nil {
+			t.Fatal(a.Err)
+		}
+	}
+	apply(kv.Command{Kind: kv.CmdOpenSession})
+	seq := uint64(0)
+	keys := []string{"a", "a/1", "a/2", "ab", "b/1", "b/2", "c"}
+	write := func() {
+		seq++
+		var op kv.WriteOp
+		switch rng.Intn(5) {
+		case 0:
+			op = kv.WriteOp{Type: kv.OpDelete, Key: []byte(keys[rng.Intn(len(keys))])}
+		case 1:
+			var then []kv.TxnOp
+			for i := rng.Intn(4); i >= 0; i-- {
+				then = append(then, kv.TxnOp{Type: kv.TxnPut, Key: []byte(keys[rng.Intn(len(keys))]), Value: []byte(fmt.Sprint(seq, "t", i))})
+			}
+			op = kv.WriteOp{Type: kv.OpTxn, Txn: &kv.Txn{Then: then}}
+		default:
+			op = kv.WriteOp{Type: kv.OpPut, Key: []byte(keys[rng.Intn(len(keys))]), Value: []byte(fmt.Sprint(seq))}
+		}
+		op.Seq = seq
+		apply(kv.Command{Kind: kv.CmdBatch, Session: 1, Ops: []kv.WriteOp{op}})
+	}
+
+	type watch struct {
+		req   Request
+		start uint64
+		w     *recordingWatcher
+	}
+	var watches []watch
+	prefixes := []string{"", "a", "a/", "b/", "c", "zz"}
+	for round := 0; round < 300; round++ {
+		write()
+		if rng.Intn(10) == 0 {
+			req := Request{Prefix: []byte(prefixes[rng.Intn(len(prefixes))]), WithPrev: rng.Intn(2) == 0}
+			if rng.Intn(3) == 0 {
+				req.Progress = 5 * time.Millisecond
+			}
+			if rng.Intn(4) == 0 {
+				req.Prefix, req.Exact = []byte(keys[rng.Intn(len(keys))]), true
+			}
+			_, head := s.HistoryBounds()
+			switch rng.Intn(3) {
+			case 0:
+				req.From = 1 + uint64(rng.Intn(int(head)))
+			case 1:
+				req.From = head + 1 + uint64(rng.Intn(3)) // now, or a little in the future
+			}
+			w := new(recordingWatcher)
+			start, _, err := h.Watch(schema.Watcher_ServerToClient(w), req, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			watches = append(watches, watch{req, start, w})
+		}
+		if rng.Intn(20) == 0 {
+			time.Sleep(time.Millisecond) // let deliveries interleave with the writes (not synchronisation)
+		}
+	}
+	_, head := s.HistoryBounds()
+	deadline := time.Now().Add(time.Minute)
+	for _, x := range watches {
+		// Without progress notifications, a watcher hears of nothing
+		// past its keys' last change.
+		want := expected(t, s, x.req, x.start, head)
+		until := head
+		if x.req.Progress == 0 {
+			until = 0 // nothing to wait for
+			if len(want) > 0 {
+				fmt.Sscan(want[len(want)-1], &until)
+			}
+		}
+		for x.w.upTo() < until {
+			if time.Now().After(deadline) {
+				t.Fatalf("watch %q from %d up to %d of %d", x.req.Prefix, x.start, x.w.upTo(), head)
+			}
+			time.Sleep(time.Millisecond) // awaiting the watcher: polled with a deadline
+		}
+		x.w.mu.Lock()
+		var got []string
+		prev := x.start - 1
+		for i, b := range x.w.batches {
+			if b.upTo < prev || (b.upTo == prev && len(b.events) > 0) {
+				t.Fatalf("watch %q: batch %d up to %d after one up to %d", x.req.Prefix, i, b.upTo, prev)
+			}
+			for _, r := range b.revs {
+				if r <= prev || r > b.upTo {
+					t.Fatalf("watch %q: batch %d (after %d, up to %d) holds revision %d", x.req.Prefix, i, prev, b.upTo, r)
+				}
+			}
+			if i+1 < len(x.w.batches) && len(b.revs) > 0 {
+				if next := x.w.batches[i+1]; len(next.revs) > 0 && next.revs[0] == b.revs[len(b.revs)-1] {
+					t.Fatalf("watch %q: revision %d split between batches", x.req.Prefix, next.revs[0])
+				}
+			}
+			prev = b.upTo
+			got = append(got, b.events...)
+		}
+		x.w.mu.Unlock()
+		if strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Fatalf("watch %q (exact %v, prev %v) from %d got:\n%s\nwant:\n%s", x.req.Prefix, x.req.Exact, x.req.WithPrev, x.start,
+				strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	}
+	if len(watches) == 0 {
+		t.Fatal("no watch started")
+	}
+}
