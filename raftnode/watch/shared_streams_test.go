@@ -160,7 +160,7 @@ func TestSharedStreamsDeliverEveryChangeOnceInOrder(t *testing.T) {
 			_, head := s.HistoryBounds()
 			switch rng.Intn(3) {
 			case 0:
-				req.From = 1 + uint64(rng.Intn(int(head)))
+				req.From = 1 + uint64(rng.Intn(int(head)+1))
 			case 1:
 				req.From = head + 1 + uint64(rng.Intn(3)) // now, or a little in the future
 			}
@@ -188,7 +188,7 @@ func TestSharedStreamsDeliverEveryChangeOnceInOrder(t *testing.T) {
 				fmt.Sscan(want[len(want)-1], &until)
 			}
 		}
-		for x.w.upTo() < until {
+		for until > x.start-1 && x.w.upTo() < until {
 			if time.Now().After(deadline) {
 				t.Fatalf("watch %q from %d up to %d of %d", x.req.Prefix, x.start, x.w.upTo(), head)
 			}
