@@ -69,7 +69,7 @@ type frame struct {
 	bytes  int        // keys' and values' bytes, for MaxBatchBytes
 
 	next  atomic.Pointer[frame] // set once, before ready is closed
-	ready chan struct{}           // closed when next is set
+	ready chan struct{}         // closed when next is set
 }
 
 func newFrame(upTo uint64, cum int64) *frame {
