@@ -3,22 +3,27 @@
 //
 // Delivery design. The apply loop does nothing per watcher: it records
 // each change once in the store's history (kv.Store.ReadEvents) and wakes
-// whoever waits on it, O(events) per entry. Each watch has its own
-// goroutine that reads the history from its own position, keeps the
-// events of its keys in its own queue, and delivers them in batched
-// events calls, one call in flight at a time, reading on while a call is
-// in flight. So the fan-out happens off the loop, each watcher pays for
-// its own scan, and a slow watcher only falls behind itself: it never
-// holds back the history (which is trimmed by its own bounds) or another
-// watcher.
+// the hub's dispatcher, O(events) per entry. The dispatcher reads the
+// history once for every watch, finds each event's streams through an
+// index (index.go: watches asking for the same keys the same way share a
+// stream) and encodes it once per stream into a frame, in Cap'n Proto's
+// wire layout (encode.go). Each watch has its own goroutine that follows
+// its stream's frames from its own position and delivers them in batched
+// events calls, one call in flight at a time, copying the frames' bytes
+// into the call; a watch starting in the past first reads the history
+// apart, up to where it joined its stream. Calls are paced
+// (Config.CallsPerSecond) so that many busy watchers make fewer, larger
+// calls. A slow watcher only falls behind itself: it never holds back
+// the history (which is trimmed by its own bounds), the dispatcher or
+// another watcher.
 //
-// A watcher whose undelivered events (queued, or in the call in flight)
-// pass QueueBytes is cancelled and told why through Watcher.closed, as is
-// one whose next revision the history no longer holds (code compacted),
-// one whose credential fails its check, and every watcher when the hub
-// closes. A batch holds whole revisions, at most about MaxBatchBytes of
-// them (one larger revision travels alone), and states the revision it
-// brings the watcher up to.
+// A watcher whose undelivered events (frames not yet sent, read apart,
+// or in the call in flight) pass QueueBytes is cancelled and told why
+// through Watcher.closed, as is one whose next revision the history no
+// longer holds (code compacted), one whose credential fails its check,
+// and every watcher when the hub closes. A batch holds whole revisions,
+// at most about MaxBatchBytes of them (one larger revision travels
+// alone), and states the revision it brings the watcher up to.
 package watch
 
 import (
