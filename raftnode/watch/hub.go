@@ -83,9 +83,11 @@ type Config struct {
 	Workers int
 	// CloseTimeout bounds the final closed() call to a cancelled watcher.
 	CloseTimeout time.Duration
-	// CallsPerSecond paces delivery under load: the hub's calls start
-	// at least 1/CallsPerSecond apart (each reserves the next free time;
-	// a call that carries MaxBatchBytes does not wait), so however many
+	// CallsPerSecond paces delivery under load: the hub's calls of
+	// frames and progress notifications start at least 1/CallsPerSecond
+	// apart (each reserves the next free time; a call that carries
+	// MaxBatchBytes does not wait, nor does a watch reading the history
+	// apart to catch up), so however many
 	// watchers are busy the hub makes about that many calls a second,
 	// each carrying what gathered meanwhile: with 1,000 busy watchers, a
 	// call per watcher every 50 ms at the default; one alone is not
@@ -596,17 +598,21 @@ func (h *Hub) deliverAll(w *watcher) (sentUpTo uint64) {
 			progress := w.req.Progress > 0 && time.Since(lastCall) >= w.req.Progress &&
 				(scanned > sentUpTo || scanned == caught && max(d, pos) > sentUpTo)
 			var frames []*frame
-			if len(queue) == 0 && scanned == caught && cur.following() != nil {
-				if !progress && reserved.IsZero() {
+			if more := cur.following() != nil; len(queue) == 0 && scanned == caught && (more || progress) {
+				// A call of frames, or a progress notification, waits its
+				// turn (Config.CallsPerSecond).
+				if reserved.IsZero() {
 					reserved = h.reserve(cur)
 				}
-				if wait := time.Until(reserved); !progress && wait > 0 {
+				if wait := time.Until(reserved); wait > 0 {
 					// Not our turn yet: let more gather (the timer wakes us).
 					pace.Reset(wait)
-					paced = true
+					paced, progress = true, false
 				} else {
 					reserved = time.Time{}
-					frames = take(cur, cfg.MaxBatchBytes)
+					if more {
+						frames = take(cur, cfg.MaxBatchBytes)
+					}
 				}
 			}
 			if len(queue) > 0 || len(frames) > 0 || progress {
