@@ -87,11 +87,10 @@ type Config struct {
 	// frames and progress notifications start at least 1/CallsPerSecond
 	// apart (each reserves the next free time; a call that carries
 	// MaxBatchBytes does not wait, nor does a watch reading the history
-	// apart to catch up), so however many
-	// watchers are busy the hub makes about that many calls a second,
-	// each carrying what gathered meanwhile: with 1,000 busy watchers, a
-	// call per watcher every 50 ms at the default; one alone is not
-	// held. Negative: no pacing.
+	// apart to catch up), so however many watchers are busy the hub
+	// makes about that many calls a second, each carrying what gathered
+	// meanwhile: with 1,000 busy watchers, a call per watcher every
+	// 200 ms at the default; one alone is not held. Negative: no pacing.
 	CallsPerSecond int
 	// Logger receives the hub's logs.
 	Logger hclog.Logger
