@@ -6,6 +6,10 @@ import (
 	"fmt"
 	"math/rand"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -195,5 +199,88 @@ func TestFrameCountsItsEventsAsTheQueueDoes(t *testing.T) {
 		if f.cum != want || f.bytes != size {
 			t.Fatalf("withPrev %v: cum %d bytes %d, want %d and %d", withPrev, f.cum, f.bytes, want, size)
 		}
+	}
+}
+
+// The C++ implementation reads framed events (far pointers to landing
+// pads, children in another segment) as it reads the same events
+// encoded one by one: `capnp decode` prints both messages alike. Skipped
+// without the capnp tool.
+func TestCapnpToolDecodesFramedEventsAsEncodedOnes(t *testing.T) {
+	if _, err := exec.LookPath("capnp"); err != nil {
+		t.Skip("capnp not installed")
+	}
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "capnproto.org/go/capnp/v3").Output()
+	if err != nil {
+		t.Skipf("go-capnp's std dir: %v", err)
+	}
+	std := filepath.Join(strings.TrimSpace(string(out)), "std")
+	schemaDir, err := filepath.Abs("../../schema")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	// A struct laid out as Watcher.events's params, which capnp decode
+	// cannot name.
+	wrap := filepath.Join(dir, "wrap.capnp")
+	if err := os.WriteFile(wrap, []byte("@0xd1e2f3a4b5c6d7e9;\nusing K = import \"/kv.capnp\";\nstruct P { events @0 :List(K.WatchEvent); upTo @1 :UInt64; }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	decode := func(fill func(schema.Watcher_events_Params) error) string {
+		msg, seg, err := capnp.NewMessage(capnp.MultiSegment(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := schema.NewRootWatcher_events_Params(seg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.SetUpTo(77)
+		if err := fill(p); err != nil {
+			t.Fatal(err)
+		}
+		b, err := msg.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("capnp", "decode", "-I"+std, "-I"+schemaDir, "--short", wrap, "P")
+		cmd.Stdin = bytes.NewReader(b)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("capnp decode: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	rng := rand.New(rand.NewSource(1))
+	var frames []*frame
+	var all []kv.Event
+	for i := 0; i < 3; i++ {
+		f := newFrame(0, 0)
+		evs := randomEvents(rng, 40, uint64(100*i+1), 2000)
+		for j := range evs {
+			f.add(&evs[j], true)
+		}
+		frames = append(frames, f)
+		all = append(all, f.events...)
+	}
+	fallbacks.Store(0)
+	framed := decode(func(p schema.Watcher_events_Params) error { return placeFrames(p, frames, len(all)) })
+	encoded := decode(func(p schema.Watcher_events_Params) error {
+		l, err := p.NewEvents(int32(len(all)))
+		if err != nil {
+			return err
+		}
+		for i := range all {
+			if err := encodeEvent(l.At(i), &all[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if framed != encoded {
+		t.Fatalf("capnp decode differs:\nframed:  %.600s\nencoded: %.600s", framed, encoded)
+	}
+	if !strings.Contains(framed, "upTo = 77") || fallbacks.Load() > 0 {
+		t.Fatalf("framed message decoded as %.300s (fallbacks %d)", framed, fallbacks.Load())
 	}
 }
