@@ -3,12 +3,16 @@ package services
 import (
 	"context"
 	"fmt"
+	"net"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"capnproto.org/go/capnp/v3"
+	capnprpc "capnproto.org/go/capnp/v3/rpc"
 
 	"github.com/capraft/capraft/raftnode/kv"
 	"github.com/capraft/capraft/raftnode/watch"
@@ -78,16 +82,20 @@ type loadResult struct {
 // watchers watchers of every key (in-process Watcher capabilities; the
 // first sampled of them record delivery latencies), and waits until
 // every watcher got every put.
-func runWatchLoad(b *testing.B, puts, rate, watchers, sampled int, wcfg watch.Config) loadResult {
+func runWatchLoad(b *testing.B, puts, rate, watchers, sampled, conns int, wcfg watch.Config) loadResult {
 	sv, ctx := singleNode(b, func(c *Config) { c.Watch = wcfg })
 	k := schema.KV(sv.kvCapability(rpc.NewExporter(nil), kvScope{}))
 	defer k.Release()
+	kvs := []schema.KV{k}
+	if conns > 0 {
+		kvs = remoteKVs(b, ctx, k, conns)
+	}
 	issued := make([]atomic.Int64, puts+1)
 	ws := make([]*timedWatcher, watchers)
 	for i := range ws {
 		ws[i] = &timedWatcher{sample: i < sampled, issued: issued}
 		w := schema.Watcher_ServerToClient(ws[i])
-		f, rel := k.Watch(ctx, func(p schema.KV_watch_Params) error {
+		f, rel := kvs[i%len(kvs)].Watch(ctx, func(p schema.KV_watch_Params) error {
 			if _, err := p.NewReq(); err != nil {
 				return err
 			}
@@ -196,6 +204,51 @@ func runWatchLoad(b *testing.B, puts, rate, watchers, sampled int, wcfg watch.Co
 // time per put in both runs (until every watcher has every event): on a
 // shared machine the figure that load elsewhere moves least. The two
 // runs are made back to back so that load from elsewhere moves both.
+// remoteKVs serves k on conns loopback TCP connections (go-capnp's rpc,
+// as a client library's connection) and returns the client side of each.
+func remoteKVs(b *testing.B, ctx context.Context, k schema.KV, conns int) []schema.KV {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	var out []schema.KV
+	for i := 0; i < conns; i++ {
+		cc, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		sc, err := ln.Accept()
+		if err != nil {
+			b.Fatal(err)
+		}
+		server := capnprpc.NewConn(capnprpc.NewStreamTransport(sc), &capnprpc.Options{BootstrapClient: capnp.Client(k.AddRef())})
+		client := capnprpc.NewConn(capnprpc.NewStreamTransport(cc), nil)
+		remote := schema.KV(client.Bootstrap(ctx))
+		b.Cleanup(func() {
+			remote.Release()
+			client.Close()
+			server.Close()
+		})
+		out = append(out, remote)
+	}
+	return out
+}
+
+// BenchmarkWatchersOverConnections is BenchmarkWatchersUnderWriteLoad's
+// default run with the watchers behind loopback TCP connections (the
+// watchers are served by go-capnp connections in the same process, so
+// their side's reading is on the same cores too).
+func BenchmarkWatchersOverConnections(b *testing.B) {
+	for _, n := range []int{100, 1000} {
+		for _, conns := range []int{1, 10} {
+			b.Run(fmt.Sprintf("rate=10000/watchers=%d/conns=%d", n, conns), func(b *testing.B) {
+				benchWatchLoad(b, 10000, n, conns, watch.Config{})
+			})
+		}
+	}
+}
+
 func BenchmarkWatchersUnderWriteLoad(b *testing.B) {
 	for _, rate := range []int{10000, 0} {
 		for _, n := range []int{100, 1000} {
@@ -205,15 +258,15 @@ func BenchmarkWatchersUnderWriteLoad(b *testing.B) {
 					name = fmt.Sprintf("open/watchers=%d/calls=%d", n, calls)
 				}
 				wcfg := watch.Config{CallsPerSecond: calls}
-				b.Run(name, func(b *testing.B) { benchWatchLoad(b, rate, n, wcfg) })
+				b.Run(name, func(b *testing.B) { benchWatchLoad(b, rate, n, 0, wcfg) })
 			}
 		}
 	}
 }
 
-func benchWatchLoad(b *testing.B, rate, n int, wcfg watch.Config) {
-	base := runWatchLoad(b, b.N, rate, 0, 0, wcfg)
-	with := runWatchLoad(b, b.N, rate, n, min(n, 10), wcfg)
+func benchWatchLoad(b *testing.B, rate, n, conns int, wcfg watch.Config) {
+	base := runWatchLoad(b, b.N, rate, 0, 0, 0, wcfg)
+	with := runWatchLoad(b, b.N, rate, n, min(n, 10), conns, wcfg)
 	b.ReportMetric(base.putsPerSec, "puts/s-0w")
 	b.ReportMetric(with.putsPerSec, "puts/s")
 	b.ReportMetric(with.putsPerSec/base.putsPerSec, "ratio")
