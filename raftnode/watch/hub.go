@@ -212,7 +212,9 @@ func (h *Hub) dispatch() {
 		h.mu.Unlock()
 		clear(page.Events) // the events share the store's bytes: do not keep them
 		buf = page.Events
-		if err == nil && page.UpTo < page.Head {
+		if err != nil || page.UpTo < page.Head {
+			// More to read now (after a compaction: from the oldest
+			// revision the history holds).
 			select {
 			case <-h.stop:
 				return

@@ -1,6 +1,7 @@
 package watch
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand"
@@ -222,5 +223,76 @@ func TestSharedStreamsDeliverEveryChangeOnceInOrder(t *testing.T) {
 	}
 	if len(watches) == 0 {
 		t.Fatal("no watch started")
+	}
+}
+
+// When the node's history moves past what the hub dispatched (here a
+// restore from a snapshot further on), every watch is closed as
+// compacted, naming the oldest revision kept, and a watch started
+// afterwards gets what follows, without waiting for another change to
+// wake the hub.
+func TestWatchesClosedAsCompactedWhenTheHistoryMovesPast(t *testing.T) {
+	put := func(s *kv.Store, index, seq uint64, key string) {
+		c := kv.Command{Kind: kv.CmdBatch, Session: 1, Ops: []kv.WriteOp{{Seq: seq, Type: kv.OpPut, Key: []byte(key), Value: []byte("v")}}}
+		if a := s.Apply(index, c.AppendBinary(nil)); a.Err != nil {
+			t.Fatal(a.Err)
+		}
+	}
+	open := kv.Command{Kind: kv.CmdOpenSession}
+	ahead := kv.New(kv.Config{})
+	ahead.Apply(1, open.AppendBinary(nil))
+	for i := uint64(1); i <= 10; i++ {
+		put(ahead, i+1, i, fmt.Sprint("k", i))
+	}
+	var snap bytes.Buffer
+	if _, err := ahead.Snapshot().WriteTo(&snap); err != nil {
+		t.Fatal(err)
+	}
+
+	s := kv.New(kv.Config{})
+	s.Apply(1, open.AppendBinary(nil))
+	put(s, 2, 1, "k1")
+	h := NewHub(s, Config{})
+	defer h.Close()
+	old := new(recordingWatcher)
+	if _, _, err := h.Watch(schema.Watcher_ServerToClient(old), Request{From: 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Restore(&snap); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		old.mu.Lock()
+		closed := old.closed
+		old.mu.Unlock()
+		if closed != "" {
+			if !strings.Contains(closed, "compacted") || !strings.Contains(closed, "11") {
+				t.Fatalf("closed with %q, want compacted naming revision 11", closed)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the watch was not closed")
+		}
+		time.Sleep(time.Millisecond) // awaiting the watcher: polled with a deadline
+	}
+	fresh := new(recordingWatcher)
+	start, _, err := h.Watch(schema.Watcher_ServerToClient(fresh), Request{}, nil)
+	if err != nil || start != 11 {
+		t.Fatalf("new watch: start %d, %v", start, err)
+	}
+	put(s, 12, 11, "after")
+	for fresh.upTo() < 11 {
+		if time.Now().After(deadline) {
+			t.Fatal("the new watch got nothing")
+		}
+		time.Sleep(time.Millisecond) // awaiting the watcher: polled with a deadline
+	}
+	fresh.mu.Lock()
+	got := fresh.batches[0].events
+	fresh.mu.Unlock()
+	if len(got) != 1 || !strings.HasPrefix(got[0], "11 put after=") {
+		t.Fatalf("new watch got %v", got)
 	}
 }
