@@ -265,7 +265,7 @@ func (h *Hub) route(events []kv.Event, upTo uint64) {
 		// Enforce the byte bound here, so that a watcher whose call
 		// never returns need not wake for every frame to notice.
 		for w := range s.watchers {
-			if backlog := f.cum - w.acked.Load(); backlog > h.cfg.QueueBytes {
+			if backlog := f.cum - w.acked.Load(); backlog > h.cfg.QueueBytes && !w.catchingUp.Load() {
 				h.endLocked(w, tooSlow(backlog, h.cfg.QueueBytes, w.sentUpTo.Load()))
 			}
 		}
@@ -326,6 +326,7 @@ func (h *Hub) Watch(w schema.Watcher, req Request, check func() error) (start ui
 	x.stream = h.idx.join(x)
 	x.join, x.joinRev = x.stream.tail, h.dispatched.Load()
 	x.acked.Store(x.join.cum)
+	x.catchingUp.Store(true)
 	h.watchers[x] = struct{}{}
 	h.wg.Add(1)
 	h.mu.Unlock()
@@ -396,6 +397,11 @@ type watcher struct {
 	// of the last call made.
 	acked    atomic.Int64
 	sentUpTo atomic.Uint64
+	// catchingUp: the watch is still reading the history apart (or
+	// waiting for its start): the dispatcher leaves its bound to it (it
+	// drops the frames that pile up while it consumes, and checks the
+	// bound when it wakes, see deliverAll).
+	catchingUp atomic.Bool
 
 	ctx         context.Context // cancelled when stopped: aborts a call in flight
 	cancelCalls context.CancelFunc
@@ -504,10 +510,14 @@ func (h *Hub) deliverAll(w *watcher) (sentUpTo uint64) {
 	// Revisions start..pos are read from the history into queue (the
 	// frames up to cur are not delivered); then cur's successors are.
 	caught := pos
+	if w.start > caught {
+		w.catchingUp.Store(false) // nothing to read apart
+	}
 	q := kv.EventQuery{Prefix: w.req.Prefix, Exact: w.req.Exact, WithPrev: w.req.WithPrev, MaxScan: cfg.MaxScan, To: caught}
 	scanned := w.start - 1 // every revision up to it is read into queue
 	var queue []kv.Event
 	var queued int64
+	var dropped int64 // frames skipped by a replay since its last call returned
 	var call *inFlight
 	lastCall := time.Now()
 	// The ticker checks the credential and progress; without progress
@@ -567,12 +577,36 @@ func (h *Hub) deliverAll(w *watcher) (sentUpTo uint64) {
 		}
 	}
 	for {
-		if scanned < caught {
+		if scanned < caught && w.stream.tailCum.Load()-cur.cum > cfg.QueueBytes/8 {
+			// The live frames gathered while this watch replays the
+			// history: drop them and follow the stream from its tail
+			// instead, reading that much more of the history, so that
+			// a long replay under writes holds little and is not
+			// cancelled for what it has not reached yet. What it drops
+			// counts against its bound until its next call returns:
+			// a replay whose call stalls is cancelled as any watcher.
+			old := cur.cum
+			h.mu.Lock()
+			cur, caught = w.stream.tail, h.dispatched.Load()
+			h.mu.Unlock()
+			pos, q.To = caught, caught
+			dropped += cur.cum - old
+			w.acked.Store(cur.cum)
+		}
+		// Read ahead at most a quarter of the bound: a replay waits for
+		// its calls rather than piling up the history (which holds it
+		// anyway).
+		readAhead := scanned < caught && queued < cfg.QueueBytes/4
+		if readAhead {
 			if !acquire() {
 				return sentUpTo
 			}
 			// Catching up: read the history past scanned.
 			q.From = scanned + 1
+			// An event's cost is its bytes plus eventOverhead: bound both.
+			room := cfg.QueueBytes/4 - queued
+			q.MaxBytes = int(max(1, room/2))
+			q.MaxScan = int(max(1, min(int64(cfg.MaxScan), room/(2*eventOverhead))))
 			n := len(queue)
 			page, err := h.store.ReadEvents(q, queue)
 			var ce *kv.CompactedError
@@ -587,8 +621,11 @@ func (h *Hub) deliverAll(w *watcher) (sentUpTo uint64) {
 				queued += cost(&queue[j])
 			}
 			release()
+			if scanned >= caught {
+				w.catchingUp.Store(false) // the frames count from now on
+			}
 		}
-		backlog := queued + inflightBytes(call) + w.stream.tailCum.Load() - cur.cum
+		backlog := queued + inflightBytes(call) + w.stream.tailCum.Load() - cur.cum + dropped
 		if backlog > cfg.QueueBytes {
 			return fail(tooSlow(backlog, cfg.QueueBytes, sentUpTo))
 		}
@@ -673,7 +710,7 @@ func (h *Hub) deliverAll(w *watcher) (sentUpTo uint64) {
 		default:
 			more = cur.ready
 		}
-		if scanned < caught {
+		if scanned < caught && queued < cfg.QueueBytes/4 {
 			select {
 			case <-w.done:
 				return sentUpTo
@@ -681,6 +718,7 @@ func (h *Hub) deliverAll(w *watcher) (sentUpTo uint64) {
 				if why, ok := h.returned(w, &call); !ok {
 					return fail(why)
 				}
+				dropped = 0
 			default:
 			}
 			continue
@@ -694,6 +732,7 @@ func (h *Hub) deliverAll(w *watcher) (sentUpTo uint64) {
 			if why, ok := h.returned(w, &call); !ok {
 				return fail(why)
 			}
+			dropped = 0
 		case <-ticker.C:
 			if w.check != nil && call == nil {
 				if err := w.check(); err != nil {

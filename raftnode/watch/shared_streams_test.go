@@ -296,3 +296,72 @@ func TestWatchesClosedAsCompactedWhenTheHistoryMovesPast(t *testing.T) {
 		t.Fatalf("new watch got %v", got)
 	}
 }
+
+// slowRecorder records like recordingWatcher, taking a while per call.
+type slowRecorder struct{ recordingWatcher }
+
+func (w *slowRecorder) Events(ctx context.Context, call schema.Watcher_events) error {
+	time.Sleep(200 * time.Microsecond) // a slow consumer, not synchronisation
+	return w.recordingWatcher.Events(ctx, call)
+}
+
+// A watch replaying a long history while writes go on is bounded by what
+// it has read, not by the live changes piling up ahead of it: it drops
+// them and reads that much more of the history instead, and gets every
+// change once, in order, without being cancelled as too slow.
+func TestReplayUnderWritesIsNotCancelledForWhatItHasNotReached(t *testing.T) {
+	s := kv.New(kv.Config{})
+	open := kv.Command{Kind: kv.CmdOpenSession}
+	s.Apply(1, open.AppendBinary(nil))
+	index := uint64(1)
+	put := func(seq uint64) {
+		index++
+		c := kv.Command{Kind: kv.CmdBatch, Session: 1, Ops: []kv.WriteOp{{Seq: seq, Type: kv.OpPut, Key: []byte(fmt.Sprintf("k%06d", seq)), Value: bytes.Repeat([]byte("v"), 100)}}}
+		if a := s.Apply(index, c.AppendBinary(nil)); a.Err != nil {
+			t.Fatal(a.Err)
+		}
+	}
+	const n = 2000
+	for i := uint64(1); i <= n; i++ {
+		put(i)
+	}
+	h := NewHub(s, Config{QueueBytes: 64 << 10, MaxBatchBytes: 4 << 10}) // a fifth of the writes during the replay
+	defer h.Close()
+	w := new(slowRecorder)
+	if _, _, err := h.Watch(schema.Watcher_ServerToClient(w), Request{From: 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := uint64(n + 1); i <= 2*n; i++ {
+		put(i)
+		if i%10 == 0 {
+			time.Sleep(time.Millisecond) // pacing the writes (~1.7 MB/s), not synchronisation
+		}
+	}
+	deadline := time.Now().Add(time.Minute)
+	for w.upTo() < 2*n {
+		w.mu.Lock()
+		closed := w.closed
+		w.mu.Unlock()
+		if closed != "" {
+			t.Fatalf("closed: %s", closed)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("up to %d of %d", w.upTo(), 2*n)
+		}
+		time.Sleep(time.Millisecond) // awaiting the watcher: polled with a deadline
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var revs []uint64
+	for _, b := range w.batches {
+		revs = append(revs, b.revs...)
+	}
+	if len(revs) != 2*n {
+		t.Fatalf("%d events, want %d", len(revs), 2*n)
+	}
+	for i, r := range revs {
+		if r != uint64(i+1) {
+			t.Fatalf("event %d has revision %d", i, r)
+		}
+	}
+}
