@@ -260,6 +260,9 @@ type EventQuery struct {
 	// events were looked at, matching or not (0: no bound), so that one
 	// read of a long history is short.
 	MaxScan int
+	// To is the last revision to read (0: no bound); a page that reaches
+	// it has UpTo = To.
+	To uint64
 }
 
 // EventPage is one ReadEvents answer.
@@ -296,7 +299,11 @@ func (s *Store) ReadEvents(q EventQuery, dst []Event) (EventPage, error) {
 	if from < oldest {
 		return page, &CompactedError{Requested: from, Oldest: oldest}
 	}
-	if from > head {
+	last := head
+	if q.To > 0 && q.To < last {
+		last = q.To
+	}
+	if from > last {
 		return page, nil
 	}
 	// The first event at or after from: revisions only grow with seq.
@@ -312,6 +319,9 @@ func (s *Store) ReadEvents(q EventQuery, dst []Event) (EventPage, error) {
 	var size, scanned int
 	for seq := lo; seq < next; seq++ {
 		e := at(chunks, base, seq)
+		if e.rev > last {
+			break
+		}
 		if e.rev != page.UpTo && page.UpTo >= from && ((q.MaxBytes > 0 && size >= q.MaxBytes) || (q.MaxScan > 0 && scanned >= q.MaxScan)) {
 			// A new revision after a full page: stop before it.
 			return page, nil
@@ -335,7 +345,7 @@ func (s *Store) ReadEvents(q EventQuery, dst []Event) (EventPage, error) {
 		size += len(ev.KV.Key) + len(ev.KV.Value) + len(ev.Prev.Value)
 		page.Events = append(page.Events, ev)
 	}
-	page.UpTo = head
+	page.UpTo = last
 	return page, nil
 }
 

@@ -3,22 +3,27 @@
 //
 // Delivery design. The apply loop does nothing per watcher: it records
 // each change once in the store's history (kv.Store.ReadEvents) and wakes
-// whoever waits on it, O(events) per entry. Each watch has its own
-// goroutine that reads the history from its own position, keeps the
-// events of its keys in its own queue, and delivers them in batched
-// events calls, one call in flight at a time, reading on while a call is
-// in flight. So the fan-out happens off the loop, each watcher pays for
-// its own scan, and a slow watcher only falls behind itself: it never
-// holds back the history (which is trimmed by its own bounds) or another
-// watcher.
+// the hub's dispatcher, O(events) per entry. The dispatcher reads the
+// history once for every watch, finds each event's streams through an
+// index (index.go: watches asking for the same keys the same way share a
+// stream) and encodes it once per stream into a frame, in Cap'n Proto's
+// wire layout (encode.go). Each watch has its own goroutine that follows
+// its stream's frames from its own position and delivers them in batched
+// events calls, one call in flight at a time, copying the frames' bytes
+// into the call; a watch starting in the past first reads the history
+// apart, up to where it joined its stream. Calls are paced
+// (Config.CallsPerSecond) so that many busy watchers make fewer, larger
+// calls. A slow watcher only falls behind itself: it never holds back
+// the history (which is trimmed by its own bounds), the dispatcher or
+// another watcher.
 //
-// A watcher whose undelivered events (queued, or in the call in flight)
-// pass QueueBytes is cancelled and told why through Watcher.closed, as is
-// one whose next revision the history no longer holds (code compacted),
-// one whose credential fails its check, and every watcher when the hub
-// closes. A batch holds whole revisions, at most about MaxBatchBytes of
-// them (one larger revision travels alone), and states the revision it
-// brings the watcher up to.
+// A watcher whose undelivered events (frames not yet sent, read apart,
+// or in the call in flight) pass QueueBytes is cancelled and told why
+// through Watcher.closed, as is one whose next revision the history no
+// longer holds (code compacted), one whose credential fails its check,
+// and every watcher when the hub closes. A batch holds whole revisions,
+// at most about MaxBatchBytes of them (one larger revision travels
+// alone), and states the revision it brings the watcher up to.
 package watch
 
 import (
@@ -27,6 +32,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -45,6 +51,8 @@ const (
 	// DefaultCheckInterval is how often an idle watch checks its
 	// credential (and sends due progress notifications).
 	DefaultCheckInterval = time.Second
+	// DefaultCallsPerSecond paces the watchers' calls (Config.CallsPerSecond).
+	DefaultCallsPerSecond = 5000
 )
 
 // eventOverhead is what an event costs in a queue beyond its key and
@@ -75,6 +83,15 @@ type Config struct {
 	Workers int
 	// CloseTimeout bounds the final closed() call to a cancelled watcher.
 	CloseTimeout time.Duration
+	// CallsPerSecond paces delivery under load: the hub's calls of
+	// frames and progress notifications start at least 1/CallsPerSecond
+	// apart (each reserves the next free time; a call that carries
+	// MaxBatchBytes does not wait, nor does a watch reading the history
+	// apart to catch up), so however many watchers are busy the hub
+	// makes about that many calls a second, each carrying what gathered
+	// meanwhile: with 1,000 busy watchers, a call per watcher every
+	// 200 ms at the default; one alone is not held. Negative: no pacing.
+	CallsPerSecond int
 	// Logger receives the hub's logs.
 	Logger hclog.Logger
 }
@@ -97,6 +114,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.CloseTimeout <= 0 {
 		c.CloseTimeout = DefaultCloseTimeout
+	}
+	if c.CallsPerSecond == 0 {
+		c.CallsPerSecond = DefaultCallsPerSecond
 	}
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
@@ -128,15 +148,22 @@ type Hub struct {
 	mu       sync.Mutex
 	watchers map[*watcher]struct{}
 	closed   bool
-	wg       sync.WaitGroup
+	idx      index
+	// round is closed after each dispatch round (under mu).
+	round chan struct{}
 
-	// The relay (relay) waits on the store's history alone and wakes the
-	// watchers by closing bcast, so that the apply loop, which wakes
-	// whoever waits on the history, wakes one goroutine per entry, not
-	// one per watcher.
-	bmu   sync.Mutex
-	bcast chan struct{}
-	stop  chan struct{}
+	// dispatched is the revision up to which every stream's frames are
+	// published: a frame with events at or below it is linked before it
+	// is stored.
+	dispatched atomic.Uint64
+
+	// paceNext is the earliest time the next call may start (see
+	// Config.CallsPerSecond).
+	paceMu   sync.Mutex
+	paceNext time.Time
+
+	wg   sync.WaitGroup
+	stop chan struct{}
 	// work holds a token per watch reading or sending (Config.Workers).
 	work chan struct{}
 }
@@ -145,23 +172,56 @@ type Hub struct {
 func NewHub(store *kv.Store, cfg Config) *Hub {
 	cfg = cfg.withDefaults()
 	h := &Hub{cfg: cfg, log: cfg.Logger, store: store, watchers: make(map[*watcher]struct{}),
-		bcast: make(chan struct{}), stop: make(chan struct{}), work: make(chan struct{}, cfg.Workers)}
+		idx: newIndex(), round: make(chan struct{}), stop: make(chan struct{}), work: make(chan struct{}, cfg.Workers)}
+	_, head := store.HistoryBounds()
+	h.dispatched.Store(head)
 	h.wg.Add(1)
-	go h.relay()
+	go h.dispatch()
 	return h
 }
 
-// relay closes bcast after every change to the history: each close
-// happens after the change that caused it, so a watcher that took bcast
-// before reading the history is woken by any change it did not read.
-func (h *Hub) relay() {
+// dispatch is the hub's reader: it reads the history once for every
+// watch, finds each event's streams through the index and encodes it
+// once into each (a frame per stream and round), then publishes the
+// round. It runs off the apply loop, which only wakes it.
+func (h *Hub) dispatch() {
 	defer h.wg.Done()
+	var buf []kv.Event
 	for {
-		changed := h.store.HistoryChanged()
-		h.bmu.Lock()
-		close(h.bcast)
-		h.bcast = make(chan struct{})
-		h.bmu.Unlock()
+		changed := h.store.HistoryChanged() // before the read: a change after it wakes us
+		from := h.dispatched.Load() + 1
+		page, err := h.store.ReadEvents(kv.EventQuery{From: from, WithPrev: true, MaxScan: h.cfg.MaxScan}, buf[:0])
+		var ce *kv.CompactedError
+		h.mu.Lock()
+		switch {
+		case errors.As(err, &ce):
+			// The history was emptied (a restore) or trimmed past what was
+			// dispatched: no watch can go on without a gap.
+			for w := range h.watchers {
+				h.endLocked(w, closing{
+					reason: fmt.Sprintf("watch closed: %v (the node's history moved past it)", err),
+					code:   schema.ErrorCode_compacted, oldest: ce.Oldest,
+				})
+			}
+			h.idx = newIndex()
+			h.publishLocked(ce.Oldest - 1)
+		case page.UpTo >= from:
+			h.route(page.Events, page.UpTo)
+			h.publishLocked(page.UpTo)
+		}
+		h.mu.Unlock()
+		clear(page.Events) // the events share the store's bytes: do not keep them
+		buf = page.Events
+		if err != nil || page.UpTo < page.Head {
+			// More to read now (after a compaction: from the oldest
+			// revision the history holds).
+			select {
+			case <-h.stop:
+				return
+			default:
+				continue
+			}
+		}
 		select {
 		case <-changed:
 		case <-h.stop:
@@ -170,12 +230,63 @@ func (h *Hub) relay() {
 	}
 }
 
-// changed returns a channel closed after the next change to the history
-// (take it before reading the history).
-func (h *Hub) changed() <-chan struct{} {
-	h.bmu.Lock()
-	defer h.bmu.Unlock()
-	return h.bcast
+// route encodes events, the history's up to upTo, into the frames of
+// the streams whose keys they change, links the frames and cancels the
+// watchers those frames put over their byte bound (with h.mu held).
+func (h *Hub) route(events []kv.Event, upTo uint64) {
+	touched := h.idx.touched[:0]
+	add := func(ss []*stream, e *kv.Event) {
+		for _, s := range ss {
+			if s.building == nil {
+				s.building = newFrame(0, s.tail.cum)
+				touched = append(touched, s)
+			}
+			s.building.add(e, s.key.withPrev)
+		}
+	}
+	for i := range events {
+		e := &events[i]
+		key := e.KV.Key
+		for _, n := range h.idx.lens {
+			if n > len(key) {
+				break
+			}
+			add(h.idx.prefix[string(key[:n])], e)
+		}
+		add(h.idx.exact[string(key)], e)
+	}
+	for _, s := range touched {
+		f := s.building
+		s.building = nil
+		f.upTo = upTo
+		s.tail.link(f)
+		s.tail = f
+		s.tailCum.Store(f.cum)
+		// Enforce the byte bound here, so that a watcher whose call
+		// never returns need not wake for every frame to notice.
+		for w := range s.watchers {
+			if backlog := f.cum - w.acked.Load(); backlog > h.cfg.QueueBytes && !w.catchingUp.Load() {
+				h.endLocked(w, tooSlow(backlog, h.cfg.QueueBytes, w.sentUpTo.Load()))
+			}
+		}
+	}
+	clear(touched)
+	h.idx.touched = touched[:0]
+}
+
+// publishLocked stores rev as dispatched and wakes whoever waits for a
+// round (with h.mu held).
+func (h *Hub) publishLocked(rev uint64) {
+	h.dispatched.Store(rev)
+	close(h.round)
+	h.round = make(chan struct{})
+}
+
+func tooSlow(backlog, limit int64, sentUpTo uint64) closing {
+	return closing{
+		reason: fmt.Sprintf("watcher too slow: it fell %d bytes behind (limit %d bytes); resume from revision %d", backlog, limit, sentUpTo+1),
+		code:   schema.ErrorCode_unavailable,
+	}
 }
 
 // ErrClosed is Watch's error once the hub is closed.
@@ -203,12 +314,19 @@ func (h *Hub) Watch(w schema.Watcher, req Request, check func() error) (start ui
 	}
 	x := &watcher{hub: h, cap: w, req: req, check: check, start: start, done: make(chan struct{})}
 	x.ctx, x.cancelCalls = context.WithCancel(context.Background())
+	x.sentUpTo.Store(start - 1)
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
 		w.Release()
 		return 0, nil, ErrClosed
 	}
+	// Join the stream at its tail: the frames after it hold only
+	// revisions past what is dispatched now.
+	x.stream = h.idx.join(x)
+	x.join, x.joinRev = x.stream.tail, h.dispatched.Load()
+	x.acked.Store(x.join.cum)
+	x.catchingUp.Store(true)
 	h.watchers[x] = struct{}{}
 	h.wg.Add(1)
 	h.mu.Unlock()
@@ -231,20 +349,25 @@ func (h *Hub) Close() {
 		close(h.stop)
 	}
 	h.closed = true
-	ws := h.watchers
-	h.watchers = make(map[*watcher]struct{})
-	h.mu.Unlock()
-	for w := range ws {
-		w.stop(closing{reason: ErrClosed.Error(), code: schema.ErrorCode_shuttingDown})
+	for w := range h.watchers {
+		h.endLocked(w, closing{reason: ErrClosed.Error(), code: schema.ErrorCode_shuttingDown})
 	}
+	h.mu.Unlock()
 	h.wg.Wait()
 }
 
 // end stops w for why (closing{}: its client left, nobody is told).
 func (h *Hub) end(w *watcher, why closing) {
 	h.mu.Lock()
-	delete(h.watchers, w)
-	h.mu.Unlock()
+	defer h.mu.Unlock()
+	h.endLocked(w, why)
+}
+
+func (h *Hub) endLocked(w *watcher, why closing) {
+	if _, ok := h.watchers[w]; ok {
+		delete(h.watchers, w)
+		h.idx.leave(w)
+	}
 	w.stop(why)
 }
 
@@ -263,6 +386,22 @@ type watcher struct {
 	req   Request
 	check func() error
 	start uint64
+
+	// stream is the watch's stream; join its tail when the watch joined,
+	// when every revision up to joinRev was dispatched.
+	stream  *stream
+	join    *frame
+	joinRev uint64
+	// acked is the cum of the last frame a returned call carried (what
+	// the watcher has received, for the byte bound); sentUpTo the upTo
+	// of the last call made.
+	acked    atomic.Int64
+	sentUpTo atomic.Uint64
+	// catchingUp: the watch is still reading the history apart (or
+	// waiting for its start): the dispatcher leaves its bound to it (it
+	// drops the frames that pile up while it consumes, and checks the
+	// bound when it wakes, see deliverAll).
+	catchingUp atomic.Bool
 
 	ctx         context.Context // cancelled when stopped: aborts a call in flight
 	cancelCalls context.CancelFunc
@@ -297,11 +436,14 @@ type inFlight struct {
 	release func()
 	bytes   int64
 	upTo    uint64
+	// frames: the call carries frames, up to one whose cum is cum (else
+	// events read from the history apart).
+	frames bool
+	cum    int64
 }
 
-// run is a watch's goroutine: it owns the Watcher capability, reads the
-// history from the watch's position and delivers it, until the watch
-// stops.
+// run is a watch's goroutine: it owns the Watcher capability, delivers
+// the watch's events until the watch stops, then says why.
 func (h *Hub) run(w *watcher) {
 	defer h.wg.Done()
 	defer w.cap.Release()
@@ -323,19 +465,74 @@ func (h *Hub) run(w *watcher) {
 	release()
 }
 
+// catchUp moves the watch's cursor past start-1: it returns the frame
+// after which the stream's frames are to be delivered and the revision
+// pos up to which the events are read from the history instead (pos >=
+// start-1). ok is false once the watch stopped.
+func (h *Hub) catchUp(w *watcher) (cur *frame, pos uint64, ok bool) {
+	cur, pos = w.join, w.joinRev
+	for pos+1 < w.start {
+		// Load the round before looking for a frame: no frame after cur
+		// means nothing of the stream's up to that round.
+		h.mu.Lock()
+		round := h.round
+		h.mu.Unlock()
+		d := h.dispatched.Load()
+		if n := cur.following(); n != nil {
+			// Skip it: the history read covers what of it is wanted.
+			cur, pos = n, n.upTo
+			w.acked.Store(n.cum)
+			continue
+		}
+		if d > pos {
+			pos = d
+			continue
+		}
+		select {
+		case <-w.done:
+			return nil, 0, false
+		case <-round:
+		case <-cur.ready:
+		}
+	}
+	return cur, pos, true
+}
+
 // deliverAll is run's loop. It returns the revision the watcher was last
 // told it is up to date with.
 func (h *Hub) deliverAll(w *watcher) (sentUpTo uint64) {
 	cfg := &h.cfg
-	q := kv.EventQuery{Prefix: w.req.Prefix, Exact: w.req.Exact, WithPrev: w.req.WithPrev, MaxScan: cfg.MaxScan}
+	sentUpTo = w.start - 1
+	cur, pos, ok := h.catchUp(w)
+	if !ok {
+		return sentUpTo
+	}
+	// Revisions start..pos are read from the history into queue (the
+	// frames up to cur are not delivered); then cur's successors are.
+	caught := pos
+	if w.start > caught {
+		w.catchingUp.Store(false) // nothing to read apart
+	}
+	q := kv.EventQuery{Prefix: w.req.Prefix, Exact: w.req.Exact, WithPrev: w.req.WithPrev, MaxScan: cfg.MaxScan, To: caught}
 	scanned := w.start - 1 // every revision up to it is read into queue
-	sentUpTo = scanned
 	var queue []kv.Event
 	var queued int64
+	var dropped int64 // frames skipped by a replay since its last call returned
 	var call *inFlight
 	lastCall := time.Now()
-	ticker := time.NewTicker(min(cfg.CheckInterval, max(w.req.Progress, time.Millisecond)))
+	// The ticker checks the credential and progress; without progress
+	// notifications, only the credential (it once ticked every
+	// millisecond for every such watcher: a million wake-ups a second
+	// with 1,000 watchers).
+	tick := cfg.CheckInterval
+	if w.req.Progress > 0 {
+		tick = min(tick, max(w.req.Progress, time.Millisecond))
+	}
+	ticker := time.NewTicker(tick)
 	defer ticker.Stop()
+	pace := time.NewTimer(time.Hour)
+	pace.Stop()
+	defer pace.Stop()
 	defer func() {
 		if call != nil {
 			// Stopped: the call was cancelled with w.ctx. Releasing a
@@ -351,7 +548,8 @@ func (h *Hub) deliverAll(w *watcher) (sentUpTo uint64) {
 			}
 		}
 	}()
-	working := false
+	working, paced := false, false
+	var reserved time.Time // the start reserved for the next call, if any
 	fail := func(why closing) uint64 {
 		if working {
 			<-h.work
@@ -359,76 +557,160 @@ func (h *Hub) deliverAll(w *watcher) (sentUpTo uint64) {
 		h.end(w, why)
 		return sentUpTo
 	}
-	for {
-		// Work (read, encode, send) only in one of the hub's worker
-		// slots: the fan-out then takes at most Workers cores from the
-		// writes, and a watcher waiting for a slot gathers more events
-		// into its next call.
+	// Work (read, encode, send) only in one of the hub's worker slots:
+	// the fan-out then takes at most Workers cores from the writes, and
+	// a watcher waiting for a slot gathers more events into its next
+	// call.
+	acquire := func() bool {
 		select {
 		case h.work <- struct{}{}:
 			working = true
+			return true
 		case <-w.done:
-			return sentUpTo
+			return false
 		}
-		// Read what the history holds past scanned.
-		q.From = scanned + 1
-		n := len(queue)
-		changed := h.changed() // before the read: see relay
-		page, err := h.store.ReadEvents(q, queue)
-		var ce *kv.CompactedError
-		if errors.As(err, &ce) {
-			return fail(closing{
-				reason: fmt.Sprintf("watch closed: %v (it fell behind the node's history)", err),
-				code:   schema.ErrorCode_compacted, oldest: ce.Oldest,
-			})
+	}
+	release := func() {
+		if working {
+			<-h.work
+			working = false
 		}
-		queue, scanned = page.Events, page.UpTo
-		for j := n; j < len(queue); j++ {
-			queued += cost(&queue[j])
+	}
+	for {
+		if scanned < caught && w.stream.tailCum.Load()-cur.cum > cfg.QueueBytes/8 {
+			// The live frames gathered while this watch replays the
+			// history: drop them and follow the stream from its tail
+			// instead, reading that much more of the history, so that
+			// a long replay under writes holds little and is not
+			// cancelled for what it has not reached yet. What it drops
+			// counts against its bound until its next call returns:
+			// a replay whose call stalls is cancelled as any watcher.
+			old := cur.cum
+			h.mu.Lock()
+			cur, caught = w.stream.tail, h.dispatched.Load()
+			h.mu.Unlock()
+			pos, q.To = caught, caught
+			dropped += cur.cum - old
+			w.acked.Store(cur.cum)
 		}
-		if backlog := queued + inflightBytes(call); backlog > cfg.QueueBytes {
-			return fail(closing{
-				reason: fmt.Sprintf("watcher too slow: it fell %d bytes behind (limit %d bytes); resume from revision %d", backlog, cfg.QueueBytes, sentUpTo+1),
-				code:   schema.ErrorCode_unavailable,
-			})
+		// Read ahead at most a quarter of the bound: a replay waits for
+		// its calls rather than piling up the history (which holds it
+		// anyway).
+		readAhead := scanned < caught && queued < cfg.QueueBytes/4
+		if readAhead {
+			if !acquire() {
+				return sentUpTo
+			}
+			// Catching up: read the history past scanned.
+			q.From = scanned + 1
+			// An event's cost is its bytes plus eventOverhead: bound both.
+			room := cfg.QueueBytes/4 - queued
+			q.MaxBytes = int(max(1, room/2))
+			q.MaxScan = int(max(1, min(int64(cfg.MaxScan), room/(2*eventOverhead))))
+			n := len(queue)
+			page, err := h.store.ReadEvents(q, queue)
+			var ce *kv.CompactedError
+			if errors.As(err, &ce) {
+				return fail(closing{
+					reason: fmt.Sprintf("watch closed: %v (it fell behind the node's history)", err),
+					code:   schema.ErrorCode_compacted, oldest: ce.Oldest,
+				})
+			}
+			queue, scanned = page.Events, page.UpTo
+			for j := n; j < len(queue); j++ {
+				queued += cost(&queue[j])
+			}
+			release()
+			if scanned >= caught {
+				w.catchingUp.Store(false) // the frames count from now on
+			}
+		}
+		backlog := queued + inflightBytes(call) + w.stream.tailCum.Load() - cur.cum + dropped
+		if backlog > cfg.QueueBytes {
+			return fail(tooSlow(backlog, cfg.QueueBytes, sentUpTo))
 		}
 
 		// Start the next call when none is in flight.
 		if call == nil {
-			progress := w.req.Progress > 0 && scanned > sentUpTo && time.Since(lastCall) >= w.req.Progress
-			if len(queue) > 0 || progress {
+			d := h.dispatched.Load()
+			progress := w.req.Progress > 0 && time.Since(lastCall) >= w.req.Progress &&
+				(scanned > sentUpTo || scanned == caught && max(d, pos) > sentUpTo)
+			var frames []*frame
+			if more := cur.following() != nil; len(queue) == 0 && scanned == caught && (more || progress) {
+				// A call of frames, or a progress notification, waits its
+				// turn (Config.CallsPerSecond).
+				if reserved.IsZero() {
+					reserved = h.reserve(cur)
+				}
+				if wait := time.Until(reserved); wait > 0 {
+					// Not our turn yet: let more gather (the timer wakes us).
+					pace.Reset(wait)
+					paced, progress = true, false
+				} else {
+					reserved = time.Time{}
+					if more {
+						frames = take(cur, cfg.MaxBatchBytes)
+					}
+				}
+			}
+			if len(queue) > 0 || len(frames) > 0 || progress {
+				if !acquire() {
+					return sentUpTo
+				}
 				if w.check != nil {
 					if err := w.check(); err != nil {
 						return fail(closing{reason: "watch closed: " + err.Error(), code: schema.ErrorCode_permissionDenied})
 					}
 				}
-				var batch []kv.Event
-				batch, queue = takeBatch(queue, cfg.MaxBatchBytes)
-				var bytes int64
-				for j := range batch {
-					bytes += cost(&batch[j])
+				if len(queue) > 0 || scanned < caught {
+					var batch []kv.Event
+					batch, queue = takeBatch(queue, cfg.MaxBatchBytes)
+					var bytes int64
+					for j := range batch {
+						bytes += cost(&batch[j])
+					}
+					queued -= bytes
+					up := scanned
+					if len(queue) > 0 {
+						up = queue[0].Revision() - 1 // batches end on whole revisions
+					}
+					call = send(w, batch, up, bytes)
+					clear(batch) // the call holds its own copy
+				} else {
+					up, from := max(d, pos), cur.cum
+					if len(frames) > 0 {
+						last := frames[len(frames)-1]
+						if last.following() != nil {
+							up = last.upTo // cut at MaxBatchBytes
+						} else {
+							up = max(up, last.upTo)
+						}
+						cur = last
+					}
+					pos = up
+					call = sendFrames(w, frames, up, from)
 				}
-				queued -= bytes
-				up := scanned
-				if len(queue) > 0 {
-					up = queue[0].Revision() - 1 // batches end on whole revisions
-				}
-				call = send(w, batch, up, bytes)
-				sentUpTo = up
+				sentUpTo = call.upTo
+				w.sentUpTo.Store(sentUpTo)
 				lastCall = time.Now()
-				clear(batch) // the call holds its own copy
+				release()
 			}
 		}
 
-		<-h.work
-		working = false
 		// Wait for something to do: more history, the call's return, a
 		// tick, or the end. With more history to read, only look.
-		var returned <-chan struct{}
-		if call != nil {
+		var returned, more <-chan struct{}
+		var paceC <-chan time.Time
+		switch {
+		case call != nil:
 			returned = call.done
+		case paced:
+			paceC = pace.C
+			paced = false
+		default:
+			more = cur.ready
 		}
-		if scanned < page.Head {
+		if scanned < caught && queued < cfg.QueueBytes/4 {
 			select {
 			case <-w.done:
 				return sentUpTo
@@ -436,6 +718,7 @@ func (h *Hub) deliverAll(w *watcher) (sentUpTo uint64) {
 				if why, ok := h.returned(w, &call); !ok {
 					return fail(why)
 				}
+				dropped = 0
 			default:
 			}
 			continue
@@ -443,11 +726,13 @@ func (h *Hub) deliverAll(w *watcher) (sentUpTo uint64) {
 		select {
 		case <-w.done:
 			return sentUpTo
-		case <-changed:
+		case <-more:
+		case <-paceC:
 		case <-returned:
 			if why, ok := h.returned(w, &call); !ok {
 				return fail(why)
 			}
+			dropped = 0
 		case <-ticker.C:
 			if w.check != nil && call == nil {
 				if err := w.check(); err != nil {
@@ -458,14 +743,54 @@ func (h *Hub) deliverAll(w *watcher) (sentUpTo uint64) {
 	}
 }
 
+// reserve returns when a call carrying the frames after cur may start,
+// and reserves that time (see Config.CallsPerSecond).
+func (h *Hub) reserve(cur *frame) time.Time {
+	now := time.Now()
+	if h.cfg.CallsPerSecond < 0 {
+		return now
+	}
+	size := 0
+	for f := cur.following(); f != nil && size < h.cfg.MaxBatchBytes; f = f.following() {
+		size += f.bytes
+	}
+	if size >= h.cfg.MaxBatchBytes {
+		return now
+	}
+	h.paceMu.Lock()
+	defer h.paceMu.Unlock()
+	t := h.paceNext
+	if t.Before(now) {
+		t = now
+	}
+	h.paceNext = t.Add(time.Second / time.Duration(h.cfg.CallsPerSecond))
+	return t
+}
+
+// take returns the frames after cur, up to the one that brings their
+// events' bytes to at least maxBytes (at least one frame, if any).
+func take(cur *frame, maxBytes int) []*frame {
+	var out []*frame
+	size := 0
+	for f := cur.following(); f != nil && (len(out) == 0 || size < maxBytes); f = f.following() {
+		out = append(out, f)
+		size += f.bytes
+	}
+	return out
+}
+
 // returned ends the call in flight, which returned; ok is false when the
 // watch must end (why: how; closing{} when the watcher went away or the
 // watch was already stopped).
 func (h *Hub) returned(w *watcher, call **inFlight) (why closing, ok bool) {
 	err := (*call).wait()
 	(*call).release()
+	c := *call
 	*call = nil
 	if err == nil {
+		if c.frames {
+			w.acked.Store(c.cum)
+		}
 		return closing{}, true
 	}
 	var tooLarge *rpc.MessageTooLargeError
@@ -520,6 +845,29 @@ func send(w *watcher, batch []kv.Event, upTo uint64, bytes int64) *inFlight {
 		release: release,
 		bytes:   bytes,
 		upTo:    upTo,
+	}
+}
+
+// sendFrames starts one events call carrying frames, the ones after a
+// frame whose cum is from, and upTo.
+func sendFrames(w *watcher, frames []*frame, upTo uint64, from int64) *inFlight {
+	n, cum := 0, from
+	for _, f := range frames {
+		n += len(f.events)
+		cum = f.cum
+	}
+	f, release := w.cap.Events(w.ctx, func(p schema.Watcher_events_Params) error {
+		p.SetUpTo(upTo)
+		return placeFrames(p, frames, n)
+	})
+	return &inFlight{
+		done:    f.Done(),
+		wait:    func() error { _, err := f.Struct(); return err },
+		release: release,
+		bytes:   cum - from,
+		upTo:    upTo,
+		frames:  true,
+		cum:     cum,
 	}
 }
 
