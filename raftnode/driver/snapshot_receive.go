@@ -145,7 +145,19 @@ func (d *Driver) snapshotHeard(offer SnapshotOffer) error {
 		// The leader tries again once this node answers its heartbeats.
 		return fmt.Errorf("refused: this node follows node %d in term %d, not node %d in term %d", st.Lead, st.Term, offer.From, offer.Term)
 	case offer.Meta.Index <= st.Commit:
-		return fmt.Errorf("refused: snapshot %d is not beyond this node's commit index %d", offer.Meta.Index, st.Commit)
+		// The data is of no use, but the leader must learn how far this
+		// node is, or it offers the same snapshot forever (its probe
+		// found no entry to send from: this node's log diverged just
+		// after the leader's snapshot). The core answers a snapshot at
+		// or below its commit index with that index, as an append's
+		// answer, without its data.
+		meta := offer.Meta
+		m := raft.Message{Type: raft.MsgSnap, From: offer.From, To: d.cfg.ID, Term: offer.Term,
+			Incarnation: offer.Incarnation, Snapshot: &meta}
+		if err := d.core.Step(m); err != nil {
+			d.stepRefused(m, err)
+		}
+		return fmt.Errorf("refused: snapshot %d is not beyond this node's commit index %d (told the leader)", offer.Meta.Index, st.Commit)
 	}
 	return nil
 }
