@@ -18,7 +18,10 @@
 // another watcher.
 //
 // A watcher whose undelivered events (frames not yet sent, read apart,
-// or in the call in flight) pass QueueBytes is cancelled and told why
+// or in the call in flight) pass QueueBytes, plus the largest revision
+// the hub has seen (so that one revision larger than the bound, a big
+// transaction or a lease's many keys, reaches a watcher that keeps up
+// rather than cancel it at every resume), is cancelled and told why
 // through Watcher.closed, as is one whose next revision the history no
 // longer holds (code compacted), one whose credential fails its check,
 // and every watcher when the hub closes. A batch holds whole revisions,
@@ -166,6 +169,28 @@ type Hub struct {
 	stop chan struct{}
 	// work holds a token per watch reading or sending (Config.Workers).
 	work chan struct{}
+	// maxRevision is the largest cost (see cost) of one revision's events
+	// the hub has read: a watcher's bound is QueueBytes plus it (limit).
+	maxRevision atomic.Int64
+}
+
+// limit is a watcher's bound on its undelivered events: QueueBytes past
+// the largest revision seen, which travels whole.
+func (h *Hub) limit() int64 { return h.cfg.QueueBytes + h.maxRevision.Load() }
+
+// noteRevisions records the cost of the largest revision among events
+// (in revision order) for limit.
+func (h *Hub) noteRevisions(events []kv.Event) {
+	var rev uint64
+	var sum int64
+	for i := range events {
+		if r := events[i].Revision(); r != rev {
+			rev, sum = r, 0
+		}
+		sum += cost(&events[i])
+		for cur := h.maxRevision.Load(); sum > cur && !h.maxRevision.CompareAndSwap(cur, sum); cur = h.maxRevision.Load() {
+		}
+	}
 }
 
 // NewHub returns a hub serving watches from store's history.
@@ -234,6 +259,8 @@ func (h *Hub) dispatch() {
 // the streams whose keys they change, links the frames and cancels the
 // watchers those frames put over their byte bound (with h.mu held).
 func (h *Hub) route(events []kv.Event, upTo uint64) {
+	h.noteRevisions(events)
+	limit := h.limit()
 	touched := h.idx.touched[:0]
 	add := func(ss []*stream, e *kv.Event) {
 		for _, s := range ss {
@@ -265,8 +292,8 @@ func (h *Hub) route(events []kv.Event, upTo uint64) {
 		// Enforce the byte bound here, so that a watcher whose call
 		// never returns need not wake for every frame to notice.
 		for w := range s.watchers {
-			if backlog := f.cum - w.acked.Load(); backlog > h.cfg.QueueBytes && !w.catchingUp.Load() {
-				h.endLocked(w, tooSlow(backlog, h.cfg.QueueBytes, w.sentUpTo.Load()))
+			if backlog := f.cum - w.acked.Load(); backlog > limit && !w.catchingUp.Load() {
+				h.endLocked(w, tooSlow(backlog, h.cfg.QueueBytes, limit, w.sentUpTo.Load()))
 			}
 		}
 	}
@@ -282,9 +309,9 @@ func (h *Hub) publishLocked(rev uint64) {
 	h.round = make(chan struct{})
 }
 
-func tooSlow(backlog, limit int64, sentUpTo uint64) closing {
+func tooSlow(backlog, queueBytes, limit int64, sentUpTo uint64) closing {
 	return closing{
-		reason: fmt.Sprintf("watcher too slow: it fell %d bytes behind (limit %d bytes); resume from revision %d", backlog, limit, sentUpTo+1),
+		reason: fmt.Sprintf("watcher too slow: it fell %d bytes behind (limit %d bytes, %d with the largest revision); resume from revision %d", backlog, queueBytes, limit, sentUpTo+1),
 		code:   schema.ErrorCode_unavailable,
 	}
 }
@@ -620,14 +647,15 @@ func (h *Hub) deliverAll(w *watcher) (sentUpTo uint64) {
 			for j := n; j < len(queue); j++ {
 				queued += cost(&queue[j])
 			}
+			h.noteRevisions(queue[n:])
 			release()
 			if scanned >= caught {
 				w.catchingUp.Store(false) // the frames count from now on
 			}
 		}
 		backlog := queued + inflightBytes(call) + w.stream.tailCum.Load() - cur.cum + dropped
-		if backlog > cfg.QueueBytes {
-			return fail(tooSlow(backlog, cfg.QueueBytes, sentUpTo))
+		if limit := h.limit(); backlog > limit {
+			return fail(tooSlow(backlog, cfg.QueueBytes, limit, sentUpTo))
 		}
 
 		// Start the next call when none is in flight.
