@@ -201,7 +201,9 @@ interface KV {
   #   node's revision moved on, so it can always resume from a precise
   #   revision.
   # - A slow watcher gets a queue bounded in bytes on the node (8 MiB by
-  #   default); a watcher past it is cancelled with a reason
+  #   default, plus the largest revision the node has seen: a revision
+  #   travels whole, so a larger one still reaches a watcher that keeps
+  #   up); a watcher past it is cancelled with a reason
   #   (Watcher.closed). It never slows writes or other watchers.
   # - A restricted KV (see restrict) serves watches within its grant only:
   #   a prefix wider than the grant is narrowed to it, one outside it is
@@ -320,7 +322,7 @@ struct DeleteOp {
   # add up to more than 4 MiB (each key counting 64 bytes more), it is
   # refused (tooLarge) and deletes nothing; delete narrower prefixes. A
   # revision's events reach a watcher whole, in one call, so one
-  # revision must fit a watcher's queue (8 MiB by default) with the
+  # revision stays well within a message and a watcher's queue with the
   # previous values; in a txn, the prefix deletes of the branch that
   # runs count together.
   key @0 :Data;
