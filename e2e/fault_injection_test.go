@@ -9,8 +9,11 @@ import (
 )
 
 // injectFault injects fault f (kill-, restart- (a clean stop), wipe-,
-// pause-, partition- with -leader or -follower, or transfer) and undoes
-// it; run(d) lets the load run for d.
+// corrupt-, pause-, partition- with -leader or -follower, or transfer)
+// and undoes it; run(d) lets the load run for d. admin is used only for
+// transfer. A node that lost or corrupted its disk is restored before
+// injectFault returns: two disks lost at once would be a majority of
+// three.
 func (e *env) injectFault(admin faultClient, f string, run func(time.Duration)) {
 	t := e.t
 	t.Helper()
@@ -45,6 +48,18 @@ func (e *env) injectFault(admin faultClient, f string, run func(time.Duration)) 
 			t.Fatal(err)
 		}
 		run(time.Second)
+		e.restartRestored(victim)
+	case strings.HasPrefix(f, "corrupt-"):
+		// A flipped byte in the last record of a cleanly stopped node's
+		// log: corruption, repaired from the peers with a new
+		// incarnation; the next fault waits for its restoration.
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := e.c.Stop(sctx, victim)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("nemesis: stopped node %d, flipped a byte in %s (%s)", victim, e.flipLastRecordByte(victim), f)
 		e.restartRestored(victim)
 	case strings.HasPrefix(f, "restart-"):
 		t.Logf("nemesis: stop node %d (%s)", victim, f)

@@ -6,7 +6,6 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/anishathalye/porcupine"
 
-	"github.com/capraft/capraft/e2e/faultproxy"
 	"github.com/capraft/capraft/e2e/history"
 )
 
@@ -148,74 +146,7 @@ func TestLinearizableUnderFaults(t *testing.T) {
 	e.rng.Shuffle(len(faults), func(i, j int) { faults[i], faults[j] = faults[j], faults[i] })
 	t.Logf("nemesis plan: %v", faults)
 	for _, f := range faults {
-		leader := e.waitLeader(e.c.IDs(), 10*time.Second)
-		victim := leader
-		if strings.HasSuffix(f, "-follower") {
-			others := e.others(leader)
-			victim = others[e.rng.Intn(len(others))]
-		}
-		switch {
-		case strings.HasPrefix(f, "kill-"):
-			t.Logf("nemesis: kill -9 node %d (%s)", victim, f)
-			if err := e.c.Kill(victim); err != nil {
-				t.Fatal(err)
-			}
-			run(2 * time.Second)
-			rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			err := e.c.Restart(rctx, victim)
-			cancel()
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("nemesis: restarted node %d", victim)
-		case strings.HasPrefix(f, "wipe-"):
-			// Disk loss: the node comes back with an empty data
-			// directory and its usual flags. The next fault waits until
-			// it is a voter again: two disks lost before the first is
-			// restored would be a majority of three.
-			t.Logf("nemesis: kill -9 node %d and wipe its data directory (%s)", victim, f)
-			if err := e.c.Kill(victim); err != nil {
-				t.Fatal(err)
-			}
-			if err := e.c.Wipe(victim); err != nil {
-				t.Fatal(err)
-			}
-			run(time.Second)
-			e.restartRestored(victim)
-		case strings.HasPrefix(f, "corrupt-"):
-			// A flipped byte in the last record of a cleanly stopped
-			// node's log: corruption, repaired from the peers with a
-			// new incarnation; the next fault waits for its restoration.
-			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			err := e.c.Stop(sctx, victim)
-			cancel()
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("nemesis: stopped node %d, flipped a byte in %s (%s)", victim, e.flipLastRecordByte(victim), f)
-			e.restartRestored(victim)
-		case strings.HasPrefix(f, "pause-"):
-			// SIGSTOP: the node keeps its connections and its belief that
-			// it leads; when it resumes, a deposed leader must not serve
-			// a stale read.
-			t.Logf("nemesis: SIGSTOP node %d (%s)", victim, f)
-			if err := e.c.Pause(victim); err != nil {
-				t.Fatal(err)
-			}
-			run(2 * time.Second)
-			if err := e.c.Resume(victim); err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("nemesis: SIGCONT node %d", victim)
-		default:
-			mode := []faultproxy.Mode{faultproxy.Refuse, faultproxy.Blackhole}[e.rng.Intn(2)]
-			e.c.Mesh().SetMode(mode)
-			t.Logf("nemesis: isolate node %d (%s, %v)", victim, f, mode)
-			e.c.Mesh().Isolate(victim)
-			run(2500 * time.Millisecond)
-			e.c.Mesh().Heal()
-			t.Logf("nemesis: healed")
-		}
+		e.injectFault(nil, f, run)
 		run(time.Second)
 	}
 	e.waitLeader(e.c.IDs(), 15*time.Second)
