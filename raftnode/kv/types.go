@@ -32,10 +32,10 @@ const (
 	DefaultMaxDeleteBytes = 4 << 20
 	// DefaultHistoryRevisions and DefaultHistoryBytes bound the event
 	// history (Config.HistoryRevisions), which is held in memory: 16 MiB
-	// of accounted bytes (values count in the change that wrote them and
-	// in the one that replaced them) is about 27,000 revisions and 10 MiB
-	// of heap for 256-byte values, and the full 100,000 revisions for
-	// values under about 40 bytes with short keys. A watcher away for longer re-lists.
+	// of accounted bytes (a value counts in the change that wrote it and
+	// in the one that replaced it) is about 27,000 revisions of 256-byte
+	// values, and the full 100,000 revisions of values under about 40
+	// bytes with short keys. A watcher away for longer re-lists.
 	DefaultHistoryRevisions = 100_000
 	DefaultHistoryBytes     = 16 << 20
 )
