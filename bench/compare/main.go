@@ -6,8 +6,12 @@
 //	    one run; prints its Result as one JSON line on stdout
 //	compare wait --system capraft|etcd --endpoints H:P,... [--timeout 30s]
 //	    returns once a put succeeds (the cluster has a leader and serves)
+//	compare floor --dir DIR [--samples N]
+//	    the machine's floor for a put and a get (fdatasync and loopback
+//	    round trip p50), as one JSON line on stdout
 //	compare table [results.jsonl]
-//	    the markdown table of ratios capraft/etcd from run's JSON lines
+//	    the markdown table of ratios capraft/etcd from run's (and
+//	    floor's) JSON lines
 //
 // run.sh beside this file starts fresh clusters of both systems, runs
 // them back to back and prints the table; see README.md.
@@ -43,6 +47,7 @@ func main() {
 const usage = `usage:
   compare run --system capraft|etcd --endpoints H:P,... --op put|get|mixed [flags]
   compare wait --system capraft|etcd --endpoints H:P,... [--timeout 30s]
+  compare floor --dir DIR [--samples N]
   compare table [results.jsonl]
 run "compare run -h" for run's flags`
 
@@ -57,6 +62,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return waitCmd(ctx, args[1:], stderr)
 	case "table":
 		return tableCmd(args[1:], stdin, stdout)
+	case "floor":
+		return floorCmd(ctx, args[1:], stdout, stderr)
 	}
 	return fmt.Errorf("unknown command %q\n%s", args[0], usage)
 }
@@ -234,13 +241,35 @@ func tableCmd(args []string, stdin io.Reader, stdout io.Writer) error {
 	default:
 		return errors.New("table takes at most one file (default: standard input)")
 	}
-	results, err := ReadResults(in)
+	results, floors, err := ReadResults(in)
 	if err != nil {
 		return err
 	}
 	if len(results) == 0 {
 		return errors.New("no results to tabulate")
 	}
-	WriteTable(stdout, results)
+	WriteTable(stdout, results, floors)
+	return nil
+}
+
+func floorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("floor", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", os.TempDir(), "a directory on the disk the nodes' data is on (the durable writes are timed there)")
+	samples := fs.Int("samples", 1000, "writes and round trips to time")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	f, err := MeasureFloor(ctx, *dir, *samples)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "floor: fdatasync p50 %.0f µs, loopback round trip p50 %.0f µs: put %.2f ms, linearizable get %.2f ms\n",
+		f.FsyncUS, f.RTTUS, f.PutUS/1000, f.GetUS/1000)
+	if err := json.NewEncoder(stdout).Encode(f); err != nil {
+		return fmt.Errorf("write floor: %w", err)
+	}
 	return nil
 }

@@ -9,11 +9,12 @@ import (
 	"strings"
 )
 
-// ReadResults reads the JSON lines `compare run` printed (blank lines
-// and lines that are not JSON objects, such as a shell's notes, are
-// skipped).
-func ReadResults(r io.Reader) ([]Result, error) {
+// ReadResults reads the JSON lines `compare run` and `compare floor`
+// printed (blank lines and lines that are not JSON objects, such as a
+// shell's notes, are skipped).
+func ReadResults(r io.Reader) ([]Result, []Floor, error) {
 	var out []Result
+	var floors []Floor
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for n := 1; sc.Scan(); n++ {
@@ -23,14 +24,22 @@ func ReadResults(r io.Reader) ([]Result, error) {
 		}
 		var res Result
 		if err := json.Unmarshal([]byte(line), &res); err != nil {
-			return nil, fmt.Errorf("line %d: %w", n, err)
+			return nil, nil, fmt.Errorf("line %d: %w", n, err)
+		}
+		if res.System == "floor" {
+			var f Floor
+			if err := json.Unmarshal([]byte(line), &f); err != nil {
+				return nil, nil, fmt.Errorf("line %d: %w", n, err)
+			}
+			floors = append(floors, f)
+			continue
 		}
 		out = append(out, res)
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read results: %w", err)
+		return nil, nil, fmt.Errorf("read results: %w", err)
 	}
-	return out, nil
+	return out, floors, nil
 }
 
 // rowKey identifies a table row: runs with the same key and rep are a
@@ -164,12 +173,14 @@ func cpuPerOp(r Result) float64 {
 
 // WriteTable prints the markdown comparison of results: one line per
 // row, ratios capraft/etcd per back-to-back pair (median, and the range
-// over pairs), each system's medians beside them; then the mixed rows'
-// read and write latencies, and every run that had errors or no partner.
+// over pairs), each system's medians beside them; then the machine's
+// floor, if measured, and the one-client rows against it; then the mixed
+// rows' read and write latencies, and every run that had errors or no
+// partner.
 //
 // The other system is etcd, or whatever else the results name (run.sh
 // --baseline labels a capraft built from another commit "base").
-func WriteTable(w io.Writer, results []Result) {
+func WriteTable(w io.Writer, results []Result, floors []Floor) {
 	rows := groupRows(results)
 	other := "etcd"
 	for _, r := range results {
@@ -193,6 +204,7 @@ func WriteTable(w io.Writer, results []Result) {
 			ratio(ps, rssMiB), both(ps, rssMiB, "%.0f"),
 			both(ps, cpuPerOp, "%.0f"))
 	}
+	writeFloor(w, rows, floors, other)
 	var notes []string
 	for _, rw := range rows {
 		for _, p := range rw.pairs {
@@ -219,5 +231,47 @@ func WriteTable(w io.Writer, results []Result) {
 		for _, n := range notes {
 			fmt.Fprintln(w, "- "+n)
 		}
+	}
+}
+
+// writeFloor prints the median floor of the run and how far the
+// one-client put and linearizable get rows are above it (issue 18's
+// goals: a put's p50 at most 1.5 times its floor, a get's at its floor).
+func writeFloor(w io.Writer, rows []*row, floors []Floor, other string) {
+	if len(floors) == 0 {
+		return
+	}
+	pick := func(f func(Floor) float64) float64 {
+		xs := make([]float64, len(floors))
+		for i, fl := range floors {
+			xs[i] = f(fl)
+		}
+		return median(xs)
+	}
+	fsync := pick(func(f Floor) float64 { return f.FsyncUS })
+	rtt := pick(func(f Floor) float64 { return f.RTTUS })
+	put, get := fsync+2*rtt, 2*rtt+getAllowanceUS
+	fmt.Fprintf(w, "\nFloor (median of %d measurements in this run, %d samples each): 4 KiB write + fdatasync p50 %.0f µs, loopback round trip p50 %.0f µs; "+
+		"a put's floor (one write, two round trips) %.2f ms, a linearizable get's (two round trips + 50 µs) %.2f ms.\n",
+		len(floors), floors[0].Samples, fsync, rtt, put/1000, get/1000)
+	for _, rw := range rows {
+		if rw.key.clients != 1 || rw.key.conns != 1 || len(rw.pairs) == 0 {
+			continue
+		}
+		var floor float64
+		switch rw.key.workload {
+		case "put":
+			floor = put
+		case "get linearizable":
+			floor = get
+		default:
+			continue
+		}
+		var cs, es []float64
+		for _, p := range rw.pairs {
+			cs = append(cs, float64(p.capraft.Latency.P50))
+			es = append(es, float64(p.etcd.Latency.P50))
+		}
+		fmt.Fprintf(w, "- %s 1/1 p50 against its floor: capraft %.2f×, %s %.2f×\n", rw.key.workload, median(cs)/floor, other, median(es)/floor)
 	}
 }

@@ -109,7 +109,7 @@ func (f *flags) validate() (map[uint64]string, error) {
 		bad("--history-revisions %d: give how many revisions of changes to keep for watches, at least 1 (default %d)", f.historyRevs, kv.DefaultHistoryRevisions)
 	}
 	if f.historyBytes < 1<<20 {
-		bad("--history-bytes %d: give how many bytes of changes to keep for watches, at least 1048576 (1 MiB; default 64 MiB)", f.historyBytes)
+		bad("--history-bytes %d: give how many bytes of changes to keep for watches, at least 1048576 (1 MiB; default 16 MiB)", f.historyBytes)
 	}
 	if f.watchQueueBytes < 1<<20 {
 		bad("--watch-queue-bytes %d: give how many bytes of changes a watcher may fall behind, at least 1048576 (1 MiB; default 8 MiB)", f.watchQueueBytes)
@@ -118,7 +118,7 @@ func (f *flags) validate() (map[uint64]string, error) {
 		bad("--snapshot-entries 0: give how many applied entries trigger a snapshot, at least 1 (default 10000)")
 	}
 	if f.snapshotBytes < 1<<20 {
-		bad("--snapshot-bytes %d: give how many bytes written to the log trigger a snapshot, at least 1048576 (1 MiB; default 64 MiB)", f.snapshotBytes)
+		bad("--snapshot-bytes %d: give how many bytes written to the log trigger a snapshot, at least 1048576 (1 MiB; default 16 MiB)", f.snapshotBytes)
 	}
 	if f.snapshotCatchup == 0 {
 		bad("--snapshot-catchup-entries 0: give how many entries to keep for lagging followers, at least 1 (default 5000)")

@@ -25,7 +25,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -85,13 +84,6 @@ type flags struct {
 }
 
 func main() {
-	if os.Getenv("GOGC") == "" {
-		// Cap'n Proto messages make a node allocate a lot of short-lived
-		// memory; collecting four times less often costs heap headroom
-		// (cheap on a server) and buys 20-30% more throughput (see
-		// docs/BENCHMARKS.md). GOGC in the environment still wins.
-		debug.SetGCPercent(400)
-	}
 	if err := newCommand().Execute(); err != nil {
 		// One line per problem (flag checks report them all at once).
 		// Errors from the raftnode package carry its name already.

@@ -31,9 +31,13 @@ const (
 	// its events reaches every watcher, previous values included.
 	DefaultMaxDeleteBytes = 4 << 20
 	// DefaultHistoryRevisions and DefaultHistoryBytes bound the event
-	// history (Config.HistoryRevisions).
+	// history (Config.HistoryRevisions), which is held in memory: 16 MiB
+	// of accounted bytes (a value counts in the change that wrote it and
+	// in the one that replaced it) is about 27,000 revisions of 256-byte
+	// values, and the full 100,000 revisions of values under about 40
+	// bytes with short keys. A watcher away for longer re-lists.
 	DefaultHistoryRevisions = 100_000
-	DefaultHistoryBytes     = 64 << 20
+	DefaultHistoryBytes     = 16 << 20
 )
 
 // Config holds the store's limits. Zero (or negative) values mean the
