@@ -182,14 +182,15 @@ func (h *Hub) limit() int64 { return h.cfg.QueueBytes + h.maxRevision.Load() }
 // (in revision order) for limit.
 func (h *Hub) noteRevisions(events []kv.Event) {
 	var rev uint64
-	var sum int64
+	var sum, largest int64
 	for i := range events {
 		if r := events[i].Revision(); r != rev {
 			rev, sum = r, 0
 		}
 		sum += cost(&events[i])
-		for cur := h.maxRevision.Load(); sum > cur && !h.maxRevision.CompareAndSwap(cur, sum); cur = h.maxRevision.Load() {
-		}
+		largest = max(largest, sum)
+	}
+	for cur := h.maxRevision.Load(); largest > cur && !h.maxRevision.CompareAndSwap(cur, largest); cur = h.maxRevision.Load() {
 	}
 }
 
