@@ -144,3 +144,79 @@ func TestHeldFinishesAreWrittenWithoutOtherTraffic(t *testing.T) {
 		}
 	}
 }
+
+// answeredFinish builds a Finish for an answered call, as go-capnp sends
+// it after a Return arrives: releaseResultCaps false.
+func answeredFinish(t *testing.T, id uint32) *capnp.Message {
+	t.Helper()
+	msg, m, err := newRPCMessage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := m.NewFinish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.SetQuestionId(id)
+	f.SetReleaseResultCaps(false)
+	return msg
+}
+
+// A Finish for an answered call waits for the next message past the short
+// hold (which cancelling Finishes keep), and is written on its own after
+// the long one when none comes; a cancelling Finish held after it brings
+// the write forward to its own, shorter, hold.
+func TestAnsweredFinishesWaitLongerThanCancellingOnes(t *testing.T) {
+	a, b := loopbackPair(t)
+	c := newCodec(a, limits{}, nil)
+	c.holdTime = time.Millisecond
+	c.holdLong = time.Hour
+	if err := c.Encode(answeredFinish(t, 1)); err != nil {
+		t.Fatal(err)
+	}
+	// Far past the short hold, the answered Finish is still held: the
+	// next message carries it.
+	b.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	var one [1]byte
+	if n, err := b.Read(one[:]); n != 0 || err == nil {
+		t.Fatalf("an answered Finish was written on its own within 50ms (read %d bytes, %v)", n, err)
+	}
+	if err := c.Encode(rpcMessage(t, false, 2)); err != nil {
+		t.Fatal(err)
+	}
+	b.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got := readMessages(t, b, 2)
+	want := []received{{rpccp.Message_Which_finish, 1}, {rpccp.Message_Which_bootstrap, 2}}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("message %d: got %+v, want %+v", i, got[i], want[i])
+		}
+	}
+
+	// An answered Finish, then a cancelling one: both go out after the
+	// cancelling one's hold, in order, with no other traffic.
+	if err := c.Encode(answeredFinish(t, 3)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Encode(rpcMessage(t, true, 4)); err != nil {
+		t.Fatal(err)
+	}
+	got = readMessages(t, b, 2)
+	want = []received{{rpccp.Message_Which_finish, 3}, {rpccp.Message_Which_finish, 4}}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("message %d: got %+v, want %+v", i, got[i], want[i])
+		}
+	}
+
+	// With only answered Finishes held, the long hold writes them.
+	c.wmu.Lock()
+	c.holdLong = 5 * time.Millisecond
+	c.wmu.Unlock()
+	if err := c.Encode(answeredFinish(t, 5)); err != nil {
+		t.Fatal(err)
+	}
+	if got := readMessages(t, b, 1); got[0] != (received{rpccp.Message_Which_finish, 5}) {
+		t.Fatalf("got %+v", got)
+	}
+}
