@@ -43,10 +43,14 @@
 //  1. the leader's appends go out before its own write (thesis §10.2.1);
 //  2. committed entries are applied and their waiters answered (they are
 //     durable on a quorum already);
-//  3. entries and hard state are written with one fsync (a commit-only
+//  3. reads whose confirmed index has been applied are released: a read
+//     index depends on nothing this Ready writes, so a read does not
+//     wait for other clients' fsync;
+//  4. entries and hard state are written with one fsync (a commit-only
 //     change waits for the next write);
-//  4. acknowledgements and votes go out only after that write;
-//  5. reads whose index has been applied are released.
+//  5. acknowledgements and votes go out only after that write;
+//  6. reads whose index has been applied (a follower applies after the
+//     write) are released.
 //
 // Proposals are matched to their entries by the index and term the core
 // appended them at (any other entry there means a new leader overwrote

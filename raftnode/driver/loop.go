@@ -679,6 +679,15 @@ func (d *Driver) handleReady(rd raft.Ready) {
 	if !sendFirst {
 		d.tr.Send(rd.Messages)
 	}
+	if snap == nil {
+		// A confirmed read index depends on nothing this Ready
+		// persists: the reads it covers proceed now if the state
+		// machine has reached it (on a leader it always has: its commit
+		// index was applied just above), not after the write below,
+		// which is other clients' fsync.
+		d.readIndexesConfirmed(rd.ReadStates)
+		rd.ReadStates = nil
+	}
 	if driverbugs.On.AckBeforePersist { // injected bug (driverbugs)
 		d.tr.Send(rd.MessagesAfterPersist)
 		rd.MessagesAfterPersist = nil
@@ -721,7 +730,14 @@ func (d *Driver) handleReady(rd raft.Ready) {
 	if d.loop.removed {
 		d.checkRemoved()
 	}
-	for _, rs := range rd.ReadStates {
+	d.readIndexesConfirmed(rd.ReadStates)
+}
+
+// readIndexesConfirmed hands the reads waiting for the core's confirmed
+// read indexes to the apply wait and releases those the state machine
+// has reached (releaseReads).
+func (d *Driver) readIndexesConfirmed(states []raft.ReadState) {
+	for _, rs := range states {
 		seq := uint64(0)
 		if len(rs.RequestCtx) == 8 {
 			seq = binary.BigEndian.Uint64(rs.RequestCtx)

@@ -35,10 +35,12 @@
 //  2. If HasReady, take rd := Ready(). Then, in this order:
 //     a. Send rd.Messages. These are the leader's AppendEntries,
 //     heartbeats, snapshot requests (MsgSnap), TimeoutNow and ReadIndex answers,
-//     and only when its term and vote are already durable. They may
+//     and any node's heartbeat answers and ReadIndex requests, only
+//     when the sender's term and vote are already durable. They may
 //     be sent before or while the entries are written (thesis
 //     §10.2.1): the leader counts itself toward a commit only after
-//     Advance reports its own write done.
+//     Advance reports its own write done, and the others promise
+//     nothing about the sender's log.
 //     b. Persist, all before any of step c: rd.Snapshot if not empty
 //     (it replaces the log), then rd.Entries (appending; an entry at
 //     an existing index replaces that entry and all after it), then
@@ -55,7 +57,9 @@
 //     the application may decode them (UnmarshalConfChange) to act on
 //     Context, e.g. dial a new member.
 //     e. For each rd.ReadStates entry, serve that read once the
-//     application has applied through its Index.
+//     application has applied through its Index. A read index depends
+//     on nothing this Ready persists: a read may be served before b
+//     (a leader that applies before b serves its reads at once).
 //  3. Call Advance. The storage must now reflect rd (Storage is read
 //     back by the core). Do not call Ready again before Advance; that
 //     panics. Step, Tick and proposals may be called between Ready and

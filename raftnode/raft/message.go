@@ -167,16 +167,24 @@ func (m Message) String() string {
 }
 
 // sendableBeforePersist reports whether a message of this type, sent by a
-// leader whose term and vote are already durable, depends only on state
-// that may still be unpersisted without harm. Leader-originated traffic
-// qualifies (thesis §10.2.1: the leader's entries may be sent before they
-// are on its own disk, because the leader only counts itself toward a
-// commit once Advance confirms its own write). Responses and votes never
-// qualify: they promise that something is on disk.
-func sendableBeforePersist(t MessageType) bool {
+// node whose term and vote are already durable (a leader if leader),
+// depends only on state that may still be unpersisted without harm.
+// Leader-originated traffic qualifies (thesis §10.2.1: the leader's
+// entries may be sent before they are on its own disk, because the
+// leader only counts itself toward a commit once Advance confirms its own
+// write). So do, from any node, a heartbeat's answer, which only says
+// that the sender is in the leader's term (durable) and still hears it,
+// and a read index request: neither says anything of the sender's log.
+// Sent early, the leader's read round need not wait for a follower's
+// fsync of entries the round has nothing to do with. Acknowledgements of
+// entries and votes never qualify: they promise that something is on
+// disk.
+func sendableBeforePersist(t MessageType, leader bool) bool {
 	switch t {
-	case MsgApp, MsgHeartbeat, MsgSnap, MsgTimeoutNow, MsgReadIndexResp:
+	case MsgHeartbeatResp, MsgReadIndex:
 		return true
+	case MsgApp, MsgHeartbeat, MsgSnap, MsgTimeoutNow, MsgReadIndexResp:
+		return leader
 	}
 	return false
 }

@@ -120,14 +120,17 @@ func (r *Core) Ready() Ready {
 		}
 	}
 	mark.applying = r.log.applying
-	// A leader whose term and vote are already durable may send its own
-	// traffic before persisting (§10.2.1). Anything sent by a node whose
-	// term or vote is still changing waits, as do all responses.
-	early := r.state == StateLeader && hs.Term == r.prevHS.Term && hs.Vote == r.prevHS.Vote
+	// A node whose term and vote are already durable may send what
+	// promises nothing about its disk before persisting: a leader its
+	// own traffic (§10.2.1), any node its heartbeat answers and read
+	// index requests. Anything sent by a node whose term or vote is
+	// still changing waits, as do acknowledgements and votes.
+	durable := hs.Term == r.prevHS.Term && hs.Vote == r.prevHS.Vote
+	leader := r.state == StateLeader
 	nEarly := 0
-	if early {
+	if durable {
 		for i := range r.msgs {
-			if sendableBeforePersist(r.msgs[i].Type) {
+			if sendableBeforePersist(r.msgs[i].Type, leader) {
 				nEarly++
 			}
 		}
@@ -139,7 +142,7 @@ func (r *Core) Ready() Ready {
 		rd.Messages = r.msgs
 	default:
 		for _, m := range r.msgs {
-			if sendableBeforePersist(m.Type) {
+			if sendableBeforePersist(m.Type, leader) {
 				rd.Messages = append(rd.Messages, m)
 			} else {
 				rd.MessagesAfterPersist = append(rd.MessagesAfterPersist, m)

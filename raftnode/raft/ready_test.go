@@ -30,6 +30,50 @@ func TestReadyLeaderSendsAppendsBeforePersisting(t *testing.T) {
 	}
 }
 
+// A follower whose term and vote are durable answers a heartbeat, and
+// forwards a read index request, before it persists the entries that
+// arrived with them: neither promises anything about its disk, and the
+// leader's read round would otherwise wait for this follower's fsync of
+// other clients' writes. Its acknowledgement of the entries still waits.
+func TestReadyFollowerAnswersHeartbeatBeforePersisting(t *testing.T) {
+	f, d := newTestCore(t, 2, []uint64{1, 2, 3}, nil)
+	f.Step(Message{Type: MsgHeartbeat, From: 1, To: 2, Term: 2})
+	persistAll(f, d) // term 2 is durable now
+
+	f.Step(Message{Type: MsgApp, From: 1, To: 2, Term: 2, Index: 1, LogTerm: 1, Entries: []Entry{{Index: 2, Term: 2}}})
+	f.Step(Message{Type: MsgHeartbeat, From: 1, To: 2, Term: 2, Seq: 5})
+	if err := f.ReadIndex([]byte("r")); err != nil {
+		t.Fatal(err)
+	}
+	rd := f.Ready()
+	if len(rd.Entries) != 1 {
+		t.Fatalf("entries %v, want the one appended", rd.Entries)
+	}
+	if hb := only(rd.Messages, MsgHeartbeatResp); len(hb) != 1 || hb[0].Seq != 5 || hb[0].Term != 2 {
+		t.Fatalf("heartbeat answer before persisting: %v (late: %v)", rd.Messages, rd.MessagesAfterPersist)
+	}
+	if len(only(rd.Messages, MsgReadIndex)) != 1 {
+		t.Fatalf("read index request before persisting: %v (late: %v)", rd.Messages, rd.MessagesAfterPersist)
+	}
+	if len(only(rd.Messages, MsgAppResp)) != 0 || len(only(rd.MessagesAfterPersist, MsgAppResp)) != 1 {
+		t.Fatalf("the append's ack must wait for persistence: %v / %v", rd.Messages, rd.MessagesAfterPersist)
+	}
+}
+
+// A heartbeat that moves a follower to a new term is answered only once
+// that term is durable: the answer speaks from it.
+func TestReadyHeartbeatAnswerInANewTermWaitsForPersisting(t *testing.T) {
+	f, _ := newTestCore(t, 2, []uint64{1, 2, 3}, nil)
+	f.Step(Message{Type: MsgHeartbeat, From: 1, To: 2, Term: 2, Seq: 1})
+	rd := f.Ready()
+	if rd.HardState.Term != 2 || !rd.MustSync {
+		t.Fatalf("hard state %+v (must sync %v), want term 2 to persist", rd.HardState, rd.MustSync)
+	}
+	if len(rd.Messages) != 0 || len(only(rd.MessagesAfterPersist, MsgHeartbeatResp)) != 1 {
+		t.Fatalf("heartbeat answer in a new term must wait for persistence: %v / %v", rd.Messages, rd.MessagesAfterPersist)
+	}
+}
+
 // TestLeaderCountsItselfOnlyAfterPersist: a single-node leader commits an
 // entry only once Advance confirms it is on its own disk.
 func TestLeaderCountsItselfOnlyAfterPersist(t *testing.T) {

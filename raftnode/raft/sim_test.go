@@ -324,9 +324,19 @@ func (c *simCluster) process(n *simNode) {
 				c.tracef("node %d (inc %x, last %d/%d) votes for %d in term %d", n.id, m.Incarnation, n.core.log.lastIndex(), n.core.log.lastTerm(), m.To, m.Term)
 			}
 		}
+		// What leaves before persisting must hold against the disk as
+		// it is: no term, vote or entry it does not have yet.
+		c.checkAcks(n, rd.Messages)
 		for _, m := range rd.Messages {
 			c.send(m)
 		}
+		// Confirmed read indexes depend on nothing this Ready persists:
+		// the driver serves the reads the state machine has reached
+		// before the write (the rest after applying, below).
+		for _, rs := range rd.ReadStates {
+			n.reads[string(rs.RequestCtx)] = rs.Index
+		}
+		c.serveReads(n)
 		if c.lossy && c.rng.Float64() < c.opts.crashP/4 {
 			c.crash(n) // lose this Ready's writes
 			return
@@ -386,9 +396,6 @@ func (c *simCluster) process(n *simNode) {
 		}
 		for _, e := range rd.CommittedEntries {
 			c.apply(n, e)
-		}
-		for _, rs := range rd.ReadStates {
-			n.reads[string(rs.RequestCtx)] = rs.Index
 		}
 		if c.lossy && c.rng.IntN(8) == 0 {
 			// A driver keeps receiving while it persists: Step between
